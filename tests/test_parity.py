@@ -1,0 +1,144 @@
+"""Outputs equal an independent transcription of the authors' code on the same weights.
+
+Checkpoints are built inside the tests in the authors' key layouts (and timm's, and the zoo's own), with
+realistic weight scales (fan-in scaled weights, norm and layer scales near 1), then loaded through
+``zoo.create_model(..., pretrained=True, pretrained_cfg_overlay={"file": ...})``.
+"""
+import pytest
+import torch
+from metaformer_reference import make_authors_state_dict, reference_forward
+
+import zoo
+from zoo.hub import read_state_dict, save_state_dict
+
+# one variant per token mixer type: pool v1, identity, random, pool v2, sepconv, attention
+MIXER_VARIANTS = ["poolformer_s12", "identityformer_s12", "randformer_s12", "poolformerv2_s12",
+                  "convformer_s18", "caformer_s18"]
+
+
+def _assert_close(actual, expected, what, rel=1e-4):
+    scale = expected.abs().max().item()
+    err = (actual - expected).abs().max().item()
+    assert err <= rel * scale, f"{what}: max abs diff {err:.3g} > {rel} x output scale {scale:.3g}"
+
+
+def _input(batch=2, size=224, chans=3):
+    return torch.randn(batch, chans, size, size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def authors_files(tmp_path_factory):
+    """name -> (authors' state dict, path of a flat .pth file in the authors' layout)."""
+    root = tmp_path_factory.mktemp("authors")
+    out = {}
+    for name in MIXER_VARIANTS:
+        sd = make_authors_state_dict(name, seed=3)
+        path = root / f"{name}.pth"
+        torch.save(sd, path)
+        out[name] = (sd, path)
+    return out
+
+
+@pytest.mark.parametrize("name", MIXER_VARIANTS)
+def test_authors_checkpoint_matches_reference(name, authors_files):
+    sd, path = authors_files[name]
+    model = zoo.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}).eval()
+    x = _input()
+    with torch.no_grad():
+        ref_logits, ref_feats = reference_forward(name, sd, x, return_features=True)
+        logits = model(x)
+        feats = model.forward_intermediates(x, intermediates_only=True)
+    _assert_close(logits, ref_logits, f"{name} logits")
+    for i, (f, r) in enumerate(zip(feats, ref_feats)):
+        assert f.shape == r.shape
+        _assert_close(f, r, f"{name} stage {i}")
+
+
+@pytest.mark.parametrize("wrapper", ["model", "state_dict"])
+def test_wrapped_pth_tar(wrapper, authors_files, tmp_path):
+    sd, _ = authors_files["poolformer_s12"]
+    path = tmp_path / "poolformer_s12.pth.tar"
+    torch.save({wrapper: sd, "epoch": 300}, path)
+    model = zoo.create_model("poolformer_s12", pretrained=True, pretrained_cfg_overlay={"file": str(path)}).eval()
+    x = _input(1)
+    with torch.no_grad():
+        _assert_close(model(x), reference_forward("poolformer_s12", sd, x), "wrapped checkpoint logits")
+
+
+@pytest.mark.parametrize("name", ["poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18"])
+def test_timm_checkpoint_matches_reference(name, authors_files, tmp_path):
+    """timm's checkpoints (its own layout, converted from the authors') load and give the authors' outputs."""
+    import timm
+    from timm.models.metaformer import checkpoint_filter_fn as timm_filter
+
+    sd, _ = authors_files[name]
+    timm_model = timm.create_model(name)
+    timm_sd = timm_filter(dict(sd), timm_model)
+    timm_model.load_state_dict(timm_sd)  # proves the file really is in timm's layout
+    path = save_state_dict(timm_sd, tmp_path / "model.safetensors")
+    model = zoo.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}).eval()
+    x = _input(1)
+    with torch.no_grad():
+        _assert_close(model(x), reference_forward(name, sd, x), f"{name} from timm's layout")
+
+
+def test_zoo_safetensors_roundtrip_is_exact(authors_files, tmp_path):
+    sd, path = authors_files["caformer_s18"]
+    model = zoo.create_model("caformer_s18", pretrained=True, pretrained_cfg_overlay={"file": str(path)}).eval()
+    out = save_state_dict(model, tmp_path / "caformer_s18.safetensors")
+    assert set(read_state_dict(out)) == set(model.state_dict())
+    again = zoo.create_model("caformer_s18", pretrained=True, pretrained_cfg_overlay={"file": str(out)}).eval()
+    x = _input(1)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+def test_new_num_classes_drops_only_the_head(authors_files):
+    sd, path = authors_files["convformer_s18"]
+    model = zoo.create_model("convformer_s18", pretrained=True, num_classes=10,
+                             pretrained_cfg_overlay={"file": str(path)}).eval()
+    x = _input(1)
+    with torch.no_grad():
+        _, ref_feats = reference_forward("convformer_s18", sd, x, return_features=True)
+        _assert_close(model.forward_features(x), ref_feats[-1], "features after head change")
+        assert model(x).shape == (1, 10)
+    # the MLP head's first layer and norm still come from the checkpoint; only the last layer is new
+    assert torch.equal(model.head.fc.fc1.weight, sd["head.fc1.weight"])
+    assert not torch.equal(model.head.fc.fc2.weight[:10], sd["head.fc2.weight"][:10])
+
+
+def test_in_chans_adaptation(authors_files):
+    """in_chans=1 sums the stem's RGB filters, as timm does: a grey image equals its RGB replica."""
+    sd, path = authors_files["identityformer_s12"]
+    model = zoo.create_model("identityformer_s12", pretrained=True, in_chans=1,
+                             pretrained_cfg_overlay={"file": str(path)}).eval()
+    assert model.stem.conv.weight.shape[1] == 1
+    x = _input(1, chans=1)
+    with torch.no_grad():
+        _assert_close(model(x), reference_forward("identityformer_s12", sd, x.repeat(1, 3, 1, 1)), "in_chans=1")
+
+
+def test_randformer_matrices_come_from_the_checkpoint(authors_files):
+    sd, path = authors_files["randformer_s12"]
+    model = zoo.create_model("randformer_s12", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    mixer = model.stages[2].blocks[0].token_mixer
+    assert torch.equal(mixer.random_matrix, sd["stages.2.0.token_mixer.random_matrix"])
+    assert not mixer.random_matrix.requires_grad
+
+
+def test_v1_head_normalises_before_pooling(authors_files):
+    """PoolFormer v1: GroupNorm over the full 7x7 map, then the average (timm averages first)."""
+    sd, path = authors_files["poolformer_s12"]
+    model = zoo.create_model("poolformer_s12", pretrained=True, pretrained_cfg_overlay={"file": str(path)}).eval()
+    x = _input(1)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        gn = torch.nn.functional.group_norm(feats, 1, sd["norm.weight"], sd["norm.bias"], eps=1e-5)
+        expected = torch.nn.functional.linear(gn.mean((2, 3)), sd["head.weight"], sd["head.bias"])
+        _assert_close(model.forward_head(feats), expected, "v1 head")
+
+
+def test_mlp_head_layernorm_eps():
+    model = zoo.create_model("caformer_s18")
+    assert model.head.fc.norm.eps == 1e-5  # the authors' MlpHead uses PyTorch's default eps
+    assert model.head.norm.eps == 1e-6

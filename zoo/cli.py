@@ -1,0 +1,118 @@
+"""The ``zoo`` command (also ``python -m zoo``): list, info, run, profile, bench."""
+import argparse
+import json
+import sys
+import time
+from typing import List, Optional
+
+
+def _cmd_list(args) -> int:
+    import zoo
+    names = zoo.list_models(args.pattern, family=args.family, pretrained=args.pretrained)
+    if not names:
+        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    rows = []
+    for name in names:
+        ref = zoo.model_info(name)["reference"]
+        params = f"{ref['params'] / 1e6:.1f}M" if ref.get("params") else "-"
+        gmacs = f"{ref['gmacs']:.2f}" if ref.get("gmacs") else "-"
+        top1 = f"{ref['top1']:.1f}" if ref.get("top1") else "-"
+        rows.append((name, zoo.model_info(name)["family"], params, gmacs, top1))
+    header = ("model", "family", "params", "GMACs", "top-1")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _cmd_info(args) -> int:
+    import zoo
+    print(json.dumps(zoo.model_info(args.model), indent=2, default=str))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    """Build a model and classify a deterministic synthetic batch (random weights unless --pretrained)."""
+    import torch
+
+    import zoo
+    overlay = {"file": args.weights} if args.weights else None
+    model = zoo.create_model(args.model, pretrained=bool(args.weights), pretrained_cfg_overlay=overlay).eval()
+    cfg = model.pretrained_cfg
+    size = args.img_size or cfg["input_size"][-1]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch_size, cfg["input_size"][0], size, size, generator=generator)
+    x = (x - torch.tensor(cfg["mean"]).view(1, -1, 1, 1)) / torch.tensor(cfg["std"]).view(1, -1, 1, 1)
+    with torch.inference_mode():
+        model(x)  # warm-up
+        start = time.perf_counter()
+        logits = model(x)
+        elapsed = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{args.model}: {params:,} params, weights: {args.weights or 'random init'}")
+    print(f"input {tuple(x.shape)} -> logits {tuple(logits.shape)} in {elapsed * 1e3:.1f} ms "
+          f"({args.batch_size / elapsed:.1f} img/s, {torch.get_num_threads()} threads)")
+    top = logits.softmax(-1)[0].topk(5)
+    print("top-5 classes of image 0:", ", ".join(f"{i}:{p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist())))
+    return 0
+
+
+def _cmd_profile(args) -> int:
+    import zoo
+    size = tuple(int(s) for s in args.input_size.split(",")) if args.input_size else None
+    result = zoo.profile(args.model, input_size=size, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"{result.name} @ {result.input_size}")
+    print(f"  params: {result.params:,} ({result.trainable_params:,} trainable, {result.frozen_params:,} frozen)")
+    print(f"  MACs:   {result.macs / 1e9:.3f} G   (FLOPs = 2 x MACs = {result.flops / 1e9:.3f} G)")
+    print(f"  not counted by fvcore: {', '.join(sorted(result.uncounted_ops)) or 'none'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="A model zoo of compact, efficient backbones.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered models with reference params / MACs / top-1")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'caformer_*'")
+    p.add_argument("--family", default=None)
+    p.add_argument("--pretrained", action="store_true", help="only models with published weights")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="family, paper, reference figures and pretrained cfg of a model")
+    p.add_argument("model")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("run", help="build a model and run it on a synthetic batch")
+    p.add_argument("model")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--weights", default=None, help="checkpoint file to load (any supported origin)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("profile", help="params and fvcore MACs")
+    p.add_argument("model")
+    p.add_argument("--input-size", default=None, help="C,H,W (default: the model's cfg)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_profile)
+
+    p = sub.add_parser("bench", help="throughput and fidelity against timm on the same weights (CPU)")
+    from . import bench
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .hub import CheckpointError
+    from .registry import UnknownModelError
+    try:
+        return args.func(args)
+    except (UnknownModelError, CheckpointError, ValueError, TypeError) as e:
+        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
+        return 2

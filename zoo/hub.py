@@ -1,0 +1,250 @@
+"""Reading, checking and writing weights; Hub downloads.
+
+Loading never unpickles arbitrary objects: safetensors, or ``torch.load(weights_only=True)``. A checkpoint is
+converted (the family's ``checkpoint_filter_fn``) and checked against the model *before* anything is copied, so
+a checkpoint that does not fit raises :class:`CheckpointMismatchError` and leaves the model untouched.
+"""
+import json
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "load_checkpoint",
+    "load_pretrained",
+    "read_state_dict",
+    "resolve_hub_model",
+    "save_state_dict",
+]
+
+_logger = logging.getLogger(__name__)
+
+_WRAPPER_KEYS = ("state_dict", "model", "module")
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (missing, corrupt, or not a safe format)."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint whose keys or shapes do not fit the model; nothing was loaded."""
+
+
+def read_state_dict(path: Union[str, os.PathLike], use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    """Read a flat ``{name: tensor}`` dict from a safetensors/``.pth``/``.pth.tar``/``.bin`` file or a folder.
+
+    ``{"model" | "state_dict": ...}`` wrappers and a ``module.`` prefix (DDP) are removed; with ``use_ema`` a
+    ``model_ema``/``state_dict_ema`` entry is preferred when present.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = [path / f for f in _WEIGHT_FILES if (path / f).is_file()]
+        if not found:
+            raise CheckpointError(f"{path} is a folder without weights (looked for {', '.join(_WEIGHT_FILES)})")
+        path = found[0]
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            obj = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt. "
+                                  "Download or export it again.") from e
+    else:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(
+                f"{path} holds objects other than tensors and plain containers; the zoo does not unpickle arbitrary "
+                f"code. Re-save it as a state dict (or safetensors) from a trusted environment. ({e})") from e
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint ({e}); "
+                                  "it may be truncated or corrupt.") from e
+    state_dict = _unwrap(obj, use_ema=use_ema)
+    if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path} does not contain a state dict of tensors")
+    return state_dict
+
+
+def _unwrap(obj: Any, use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        if use_ema:
+            for k in ("model_ema", "state_dict_ema"):
+                if isinstance(obj.get(k), dict):
+                    return _unwrap(obj[k])
+        for k in _WRAPPER_KEYS:
+            if isinstance(obj.get(k), dict):
+                return _unwrap(obj[k])
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and all(k.startswith("module.") for k in tensors):
+            tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        return tensors
+    return {}
+
+
+def _source(cfg: Dict[str, Any]) -> Tuple[str, Any]:
+    if cfg.get("state_dict") is not None:
+        return "state_dict", cfg["state_dict"]
+    if cfg.get("file"):
+        return "file", cfg["file"]
+    if cfg.get("hf_hub_id"):
+        return "hf-hub", (cfg["hf_hub_id"], cfg.get("hf_hub_filename") or "model.safetensors")
+    if cfg.get("url"):
+        return "url", cfg["url"]
+    return "", None
+
+
+def download(repo_id: str, filename: str) -> str:
+    """Fetch ``filename`` from Hub repo ``repo_id`` into the Hugging Face cache (``HF_ENDPOINT`` is honoured)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    try:
+        return hf_hub_download(repo_id, filename)
+    except (RepositoryNotFoundError, EntryNotFoundError) as e:
+        raise CheckpointError(f"the Hub has no {filename} in {repo_id}: {e}") from e
+    except LocalEntryNotFoundError as e:
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        raise CheckpointError(
+            f"could not reach the Hub at {endpoint} to fetch {repo_id}/{filename}, and it is not in the local cache. "
+            f"Connect, set HF_ENDPOINT to a reachable mirror, or pass pretrained_cfg_overlay={{'file': PATH}}.") from e
+
+
+def load_pretrained(model: nn.Module, cfg: Dict[str, Any], filter_fn: Optional[Callable] = None,
+                    strict: bool = True) -> Dict[str, list]:
+    """Load the weights named by a pretrained cfg (``state_dict``, ``file``, ``hf_hub_id`` or ``url``)."""
+    kind, loc = _source(cfg)
+    if kind == "state_dict":
+        state_dict, where = dict(loc), "the given state_dict"
+    elif kind == "file":
+        state_dict, where = read_state_dict(loc), str(loc)
+    elif kind == "hf-hub":
+        path = download(*loc)
+        state_dict, where = read_state_dict(path), f"hf-hub:{loc[0]}/{loc[1]}"
+    elif kind == "url":
+        raise CheckpointError(f"{cfg.get('architecture')}: weights at {loc} must be downloaded by hand and passed "
+                              f"with pretrained_cfg_overlay={{'file': PATH}}")
+    else:
+        raise CheckpointError(f"no pretrained weights are known for {cfg.get('architecture', 'this model')}; "
+                              "use pretrained=False, or pass pretrained_cfg_overlay={'file': PATH}")
+    return load_state_dict_checked(model, state_dict, where, cfg=cfg, filter_fn=filter_fn, strict=strict)
+
+
+def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike, Dict[str, torch.Tensor]],
+                    filter_fn: Optional[Callable] = None, strict: bool = True, use_ema: bool = False) -> Dict[str, list]:
+    """Load a checkpoint file (any origin the model's family converts) or a state dict into ``model``.
+
+    When ``filter_fn`` is None the family's ``checkpoint_filter_fn`` (from the model's module) is used.
+    """
+    if filter_fn is None:
+        filter_fn = getattr(__import__(type(model).__module__, fromlist=["_"]), "checkpoint_filter_fn", None)
+    if isinstance(path, dict):
+        state_dict, where = dict(path), "the given state_dict"
+    else:
+        state_dict, where = read_state_dict(path, use_ema=use_ema), str(path)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return load_state_dict_checked(model, state_dict, where, cfg=cfg, filter_fn=filter_fn, strict=strict,
+                                   adapt_classifier=False)
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, torch.Tensor], where: str,
+                            cfg: Optional[Dict[str, Any]] = None, filter_fn: Optional[Callable] = None,
+                            strict: bool = True, adapt_classifier: bool = True) -> Dict[str, list]:
+    """Convert, adapt (classifier, input channels), check, then load. Raises before copying anything."""
+    cfg = cfg or {}
+    if filter_fn is not None:
+        state_dict = filter_fn(state_dict, model)
+    target = model.state_dict()
+    reinit = []
+
+    first_conv = cfg.get("first_conv")
+    for name in ([first_conv] if isinstance(first_conv, str) else list(first_conv or ())):
+        w, t = state_dict.get(name + ".weight"), target.get(name + ".weight")
+        if w is not None and t is not None and w.ndim == 4 and w.shape[1] != t.shape[1] and w.shape[0] == t.shape[0]:
+            from timm.models import adapt_input_conv
+            state_dict[name + ".weight"] = adapt_input_conv(t.shape[1], w)
+
+    classifier = cfg.get("classifier")
+    if adapt_classifier and classifier:
+        for name in [classifier] if isinstance(classifier, str) else list(classifier):
+            keys = [name + ".weight", name + ".bias"]
+            if any(k in state_dict and (k not in target or target[k].shape != state_dict[k].shape) for k in keys):
+                for k in keys:
+                    state_dict.pop(k, None)
+                reinit += [k for k in keys if k in target]
+                _logger.info("%s: classifier %s does not match the checkpoint's; it keeps its fresh init", where, name)
+
+    missing = [k for k in target if k not in state_dict and k not in reinit]
+    unexpected = [k for k in state_dict if k not in target]
+    mismatched = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(target[k].shape)}"
+                  for k in state_dict if k in target and state_dict[k].shape != target[k].shape]
+    if mismatched or (strict and (missing or unexpected)):
+        def show(items):
+            return ", ".join(items[:8]) + (f" ... (+{len(items) - 8} more)" if len(items) > 8 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches ({len(mismatched)}): {show(mismatched)}")
+        arch = cfg.get("architecture") or type(model).__name__
+        raise CheckpointMismatchError(
+            f"{where} does not fit {arch}; nothing was loaded.\n  " + "\n  ".join(parts) +
+            "\n  Check that the checkpoint is for this architecture (and num_classes / in_chans).")
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in target}, strict=False)
+    return {"missing_keys": missing, "unexpected_keys": unexpected, "reinitialized": reinit}
+
+
+def save_state_dict(model_or_state_dict: Union[nn.Module, Dict[str, torch.Tensor]], path: Union[str, os.PathLike],
+                    metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Write weights as safetensors, atomically (temp file + rename). Shared tensors are stored once each key."""
+    from safetensors.torch import save_file
+    sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
+    seen, tensors = set(), {}
+    for k, v in sd.items():
+        v = v.detach().cpu().contiguous()
+        ptr = (v.data_ptr(), v.numel())
+        tensors[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def resolve_hub_model(repo_id: str) -> Tuple[str, Dict[str, Any]]:
+    """Read a Hub repo's ``config.json`` (zoo or timm format) -> (architecture, pretrained cfg overlay)."""
+    from huggingface_hub import hf_hub_download
+    try:
+        cfg_path = hf_hub_download(repo_id, "config.json")
+    except Exception as e:  # noqa: BLE001 - re-raised with the repo named
+        raise CheckpointError(f"could not fetch config.json of hf-hub:{repo_id} ({e})") from e
+    with open(cfg_path) as f:
+        config = json.load(f)
+    arch = config.get("architecture")
+    if not arch:
+        raise CheckpointError(f"hf-hub:{repo_id}/config.json names no 'architecture'")
+    overlay = dict(config.get("pretrained_cfg") or {})
+    overlay.update(hf_hub_id=repo_id, hf_hub_filename="model.safetensors")
+    if "num_classes" in config:
+        overlay["num_classes"] = config["num_classes"]
+    return arch, overlay

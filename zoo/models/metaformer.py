@@ -1,0 +1,855 @@
+"""MetaFormer family: PoolFormer v1, IdentityFormer, RandFormer, PoolFormerV2, ConvFormer, CAFormer.
+
+Papers:
+  * "MetaFormer Is Actually What You Need for Vision" (CVPR 2022), https://arxiv.org/abs/2111.11418
+  * "MetaFormer Baselines for Vision" (TPAMI 2024), https://arxiv.org/abs/2210.13452
+Original code (Apache-2.0): https://github.com/sail-sg/poolformer, https://github.com/sail-sg/metaformer
+
+Numerics follow the authors' code, not timm's port. The differences that matter:
+  * PoolFormer v1 applies GroupNorm(1, eps 1e-5) to the full final map and then averages; timm averages first
+    and uses a LayerNorm with eps 1e-6.
+  * The ConvFormer/CAFormer ``MlpHead`` LayerNorm uses eps 1e-5 (PyTorch's default); timm uses 1e-6.
+
+Layout: stages run channels-last, (B, H, W, C), as the authors' baselines do; pointwise layers are
+``nn.Linear``. ``forward_features`` returns the usual (B, C, H, W) view of that memory (no copy).
+
+Speed: the pooling and identity token mixers are memory-bound, so their blocks are computed in one or two
+passes over the map instead of five or six. With ``n = GroupNorm1(x) = w * (x - mean) * rstd + b`` and an
+average pool that maps constants to themselves (``count_include_pad=False``),
+``pool(n) - n == w * rstd * (pool(x) - x)``, so the mixer branch becomes a single ``lerp`` of ``x`` towards
+``pool(x)`` with a per-(sample, channel) weight that also carries layer scale and stochastic depth.
+"""
+import math
+import re
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..layers import (GELU, ChannelLayerNorm, SpatialLayerNorm, SquaredReLU, StarReLU, drop_path_gain, needs_grad,
+                      residual_add)
+from ..registry import build_vision_model, register_model
+
+__all__ = ["MetaFormer", "checkpoint_filter_fn"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Blocks. Every tensor inside a stage is channels-last: (B, H, W, C).
+# --------------------------------------------------------------------------------------------------------------
+
+class Scale(nn.Module):
+    """Learnable per-channel scale (layer scale or res scale); parameter stored as ``scale``."""
+
+    def __init__(self, dim: int, init_value: float):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((dim,), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class Stem(nn.Module):
+    """Conv 7x7 stride 4 (padding 2), then a channel LayerNorm without bias in the baselines (none in v1)."""
+
+    def __init__(self, in_chans: int, out_chs: int, norm: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, out_chs, kernel_size=7, stride=4, padding=2)
+        self.norm = ChannelLayerNorm(out_chs, eps=1e-6, bias=False) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x.contiguous(memory_format=torch.channels_last))  # (B, C, H, W), channels-last memory
+        return self.norm(x.permute(0, 2, 3, 1).contiguous())
+
+
+class Downsampling(nn.Module):
+    """(Channel LayerNorm without bias in the baselines) then conv 3x3 stride 2, on a channels-last map."""
+
+    def __init__(self, in_chs: int, out_chs: int, norm: bool):
+        super().__init__()
+        self.norm = ChannelLayerNorm(in_chs, eps=1e-6, bias=False) if norm else nn.Identity()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self.norm(x).permute(0, 3, 1, 2))
+        return x.permute(0, 2, 3, 1).contiguous()
+
+
+class Pooling(nn.Module):
+    """PoolFormer's token mixer: ``AvgPool2d(3, 1, 1, count_include_pad=False)(x) - x``."""
+
+    def __init__(self, pool_size: int = 3):
+        super().__init__()
+        self.pool_size = pool_size
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.pool_size
+        y = F.avg_pool2d(x.permute(0, 3, 1, 2), k, stride=1, padding=k // 2, count_include_pad=False)
+        return y.permute(0, 2, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x) - x
+
+
+class RandomMixing(nn.Module):
+    """RandFormer's token mixer: a frozen row-softmaxed random (N, N) matrix applied over the H*W tokens.
+
+    The matrix is a parameter with ``requires_grad=False``, so it is saved with the weights; N is fixed,
+    so the stage must see exactly N tokens (14x14 and 7x7 for a 224x224 input).
+    """
+
+    def __init__(self, num_tokens: int):
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.random_matrix = nn.Parameter(
+            torch.softmax(torch.rand(num_tokens, num_tokens), dim=-1), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        if H * W != self.num_tokens:
+            side = math.isqrt(self.num_tokens)
+            raise ValueError(
+                f"RandomMixing was built for {self.num_tokens} tokens ({side}x{side}) but got a {H}x{W} map: "
+                f"RandFormer only runs on its fixed input size (224x224 for the released models).")
+        x = torch.einsum("mn,bnc->bmc", self.random_matrix, x.reshape(B, H * W, C))  # (B, N, C)
+        return x.reshape(B, H, W, C)
+
+
+class SepConv(nn.Module):
+    """Inverted separable conv (ConvFormer's mixer): Linear(C, 2C) -> StarReLU -> dwconv 7x7 -> Linear(2C, C)."""
+
+    def __init__(self, dim: int, expansion_ratio: float = 2, kernel_size: int = 7):
+        super().__init__()
+        mid = int(expansion_ratio * dim)
+        self.pwconv1 = nn.Linear(dim, mid, bias=False)
+        self.act1 = StarReLU()
+        self.dwconv = nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2, groups=mid, bias=False)
+        self.pwconv2 = nn.Linear(mid, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pwconv1(x)
+        x = self.act1(x) if needs_grad(x) else self.act1.forward_(x)
+        x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.pwconv2(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the flattened H*W tokens (CAFormer stages 3-4); head_dim 32, no biases."""
+
+    def __init__(self, dim: int, head_dim: int = 32):
+        super().__init__()
+        self.head_dim = head_dim
+        self.num_heads = max(dim // head_dim, 1)
+        self.attention_dim = self.num_heads * head_dim
+        self.qkv = nn.Linear(dim, self.attention_dim * 3, bias=False)
+        self.proj = nn.Linear(self.attention_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, _ = x.shape
+        N = H * W
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, nh, N, hd)
+        x = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(hd)) v
+        return self.proj(x.transpose(1, 2).reshape(B, H, W, self.attention_dim))
+
+
+class Mlp(nn.Module):
+    """Linear(C, rC) -> act -> Linear(rC, C); GELU with biases in v1, StarReLU without biases in the baselines."""
+
+    def __init__(self, dim: int, mlp_ratio: float = 4, act_layer=StarReLU, bias: bool = False):
+        super().__init__()
+        hidden = int(mlp_ratio * dim)
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        h = self.act(h) if needs_grad(h) else self.act.forward_(h)  # in place when nothing needs gradients
+        return self.fc2(h)
+
+
+class MlpHead(nn.Module):
+    """ConvFormer/CAFormer classifier: Linear(C, 4C) -> SquaredReLU -> LayerNorm(eps 1e-5) -> Linear(4C, classes)."""
+
+    def __init__(self, dim: int, num_classes: int, mlp_ratio: float = 4, head_dropout: float = 0.0):
+        super().__init__()
+        hidden = int(mlp_ratio * dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = SquaredReLU()
+        self.norm = nn.LayerNorm(hidden, eps=1e-5)
+        self.head_drop = nn.Dropout(head_dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.head_drop(self.norm(self.act(self.fc1(x)))))
+
+
+def _make_mixer(kind: str, dim: int, num_tokens: Optional[int], head_dim: int) -> nn.Module:
+    if kind == "identity":
+        return nn.Identity()
+    if kind == "pool":
+        return Pooling(3)
+    if kind == "random":
+        if num_tokens is None:
+            raise ValueError("the 'random' token mixer needs num_tokens for its stage")
+        return RandomMixing(num_tokens)
+    if kind == "sepconv":
+        return SepConv(dim)
+    if kind == "attention":
+        return Attention(dim, head_dim=head_dim)
+    raise ValueError(f"unknown token mixer {kind!r}; expected identity, pool, random, sepconv or attention")
+
+
+class MetaFormerBlock(nn.Module):
+    """``x = rs1 * x + ls1 * mixer(norm1(x)); x = rs2 * x + ls2 * mlp(norm2(x))`` on a (B, H, W, C) map.
+
+    ``ls`` (layer scale, v1) and ``rs`` (res scale, baselines stages 3-4) are optional per-channel scales.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        token_mixer: str,
+        norm: str,
+        mlp_act: str,
+        mlp_bias: bool,
+        layer_scale_init_value: Optional[float] = None,
+        res_scale_init_value: Optional[float] = None,
+        drop_path: float = 0.0,
+        num_tokens: Optional[int] = None,
+        head_dim: int = 32,
+    ):
+        super().__init__()
+        if norm == "group":  # PoolFormer v1: GroupNorm(1, C), eps 1e-5, with bias
+            norm_layer = lambda: SpatialLayerNorm(dim, eps=1e-5, bias=True)  # noqa: E731
+        elif norm == "spatial":  # baselines: LayerNorm over (H, W, C), eps 1e-6, no bias
+            norm_layer = lambda: SpatialLayerNorm(dim, eps=1e-6, bias=False)  # noqa: E731
+        elif norm == "channel":  # ConvFormer / CAFormer: LayerNorm over C, eps 1e-6, no bias
+            norm_layer = lambda: ChannelLayerNorm(dim, eps=1e-6, bias=False)  # noqa: E731
+        else:
+            raise ValueError(f"unknown block norm {norm!r}; expected group, spatial or channel")
+        act_layer = {"gelu": GELU, "starrelu": StarReLU}[mlp_act]
+
+        self.norm1 = norm_layer()
+        self.token_mixer = _make_mixer(token_mixer, dim, num_tokens, head_dim)
+        self.layer_scale1 = Scale(dim, layer_scale_init_value) if layer_scale_init_value is not None else None
+        self.res_scale1 = Scale(dim, res_scale_init_value) if res_scale_init_value is not None else None
+        self.norm2 = norm_layer()
+        self.mlp = Mlp(dim, 4, act_layer=act_layer, bias=mlp_bias)
+        self.layer_scale2 = Scale(dim, layer_scale_init_value) if layer_scale_init_value is not None else None
+        self.res_scale2 = Scale(dim, res_scale_init_value) if res_scale_init_value is not None else None
+        self.drop_path = drop_path
+        # pooling and identity mixers after a (H, W, C) norm are computed in closed form (module docstring)
+        spatial = isinstance(self.norm1, SpatialLayerNorm)
+        self._closed_form = token_mixer if spatial and token_mixer in ("pool", "identity") else None
+
+    def _gain(self, layer_scale: Optional[Scale], x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Layer scale times the stochastic-depth factor; None when both are 1."""
+        gain = drop_path_gain(x, self.drop_path, self.training)
+        if layer_scale is not None:
+            gain = layer_scale.scale if gain is None else gain * layer_scale.scale
+        return gain
+
+    def _mix_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        gain = self._gain(self.layer_scale1, x)
+        res_scale = self.res_scale1.scale if self.res_scale1 is not None else None
+        if self._closed_form == "pool":
+            # pool(norm(x)) - norm(x) == w * rstd * (pool(x) - x): the norm's mean and bias cancel
+            _, rstd = self.norm1.stats(x)
+            g = self.norm1.weight * rstd  # (B, 1, 1, C)
+            if gain is not None:
+                g = g * gain
+            pooled = self.token_mixer.pool(x)
+            if res_scale is None:
+                return torch.lerp(x, pooled, g)  # x + g * (pooled - x)
+            return torch.addcmul(x * (res_scale - g), pooled, g)  # rs * x + g * (pooled - x)
+        if self._closed_form == "identity":
+            # rs * x + gain * (x * scale + shift) == x * (rs + gain * scale) + gain * shift
+            scale, shift = self.norm1.scale_shift(x)
+            if gain is not None:
+                scale, shift = scale * gain, shift * gain
+            return torch.addcmul(shift, x, scale + (1.0 if res_scale is None else res_scale))
+        return residual_add(x, self.token_mixer(self.norm1(x)), gain, res_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._mix_tokens(x)
+        gain = self._gain(self.layer_scale2, x)
+        res_scale = self.res_scale2.scale if self.res_scale2 is not None else None
+        return residual_add(x, self.mlp(self.norm2(x)), gain, res_scale)
+
+
+class MetaFormerStage(nn.Module):
+    def __init__(self, in_chs: int, out_chs: int, depth: int, downsample: bool, downsample_norm: bool,
+                 dp_rates: Sequence[float], **block_kwargs):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = Downsampling(in_chs, out_chs, downsample_norm) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[
+            MetaFormerBlock(out_chs, drop_path=dp_rates[i], **block_kwargs) for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return self.blocks(x)
+
+
+class MetaFormerHead(nn.Module):
+    """Final norm, global average pool and classifier.
+
+    v1 (``norm_first``): GroupNorm(1, eps 1e-5) on the full map, then the average (computed in closed form:
+    ``mean_hw(GN(x)) = w * (mean_hw(x) - mean) * rstd + b``). Baselines: average, then LayerNorm(eps 1e-6).
+    """
+
+    def __init__(self, dim: int, num_classes: int, norm_first: bool, mlp_head: bool,
+                 drop_rate: float = 0.0, head_dropout: float = 0.0):
+        super().__init__()
+        self.norm_first = norm_first
+        self.mlp_head = mlp_head
+        self.head_dropout = head_dropout
+        self.global_pool = "avg"
+        self.norm = SpatialLayerNorm(dim, eps=1e-5) if norm_first else ChannelLayerNorm(dim, eps=1e-6)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = self._make_fc(dim, num_classes)
+
+    def _make_fc(self, dim: int, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        if self.mlp_head:
+            return MlpHead(dim, num_classes, head_dropout=self.head_dropout)
+        return nn.Linear(dim, num_classes)
+
+    def reset(self, num_classes: int, global_pool: Optional[str] = None):
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+            self.global_pool = global_pool
+        self.fc = self._make_fc(self.norm.weight.shape[0], num_classes)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C) view of the channels-last features
+        if not self.global_pool:
+            x = self.norm(x)  # per-map GroupNorm (v1) or per-position LayerNorm
+            x = self.drop(x)
+            x = x if pre_logits else self.fc(x)
+            return x.permute(0, 3, 1, 2)
+        if self.norm_first:
+            mean, rstd = self.norm.stats(x)
+            x = (x.mean((1, 2)) - mean.flatten(1)) * (rstd.flatten(1) * self.norm.weight) + self.norm.bias
+        else:
+            x = self.norm(x.mean((1, 2)))
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------------------
+
+class MetaFormer(nn.Module):
+    """MetaFormer backbone + classifier covering PoolFormer v1 (``v1=True``) and the MetaFormer baselines.
+
+    Args:
+        depths, dims: blocks and channels per stage.
+        token_mixers: per stage, one of identity, pool, random, sepconv, attention.
+        v1: PoolFormer v1 layout: GroupNorm(1) block norms with bias, GELU MLP with biases, layer scale,
+            no stem/downsampling norms, final GroupNorm on the full map before pooling.
+        block_norm: for the baselines, 'spatial' (LayerNorm over H, W, C; identity/rand/poolformerv2) or
+            'channel' (LayerNorm over C; convformer/caformer).
+        layer_scale_init_value: v1 layer scale init (1e-5 for s12/s24, 1e-6 for the rest).
+        res_scale_init_values: per-stage res-scale init, None for no res scale.
+        mlp_head: ConvFormer/CAFormer MLP classifier head.
+        img_size: input size that fixes RandomMixing's token counts (RandFormer only runs at this size).
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        depths: Sequence[int] = (2, 2, 6, 2),
+        dims: Sequence[int] = (64, 128, 320, 512),
+        token_mixers: Union[str, Sequence[str]] = "pool",
+        v1: bool = False,
+        block_norm: str = "spatial",
+        layer_scale_init_value: Optional[float] = None,
+        res_scale_init_values: Sequence[Optional[float]] = (None, None, 1.0, 1.0),
+        mlp_head: bool = False,
+        img_size: Union[int, Tuple[int, int]] = 224,
+        head_dim: int = 32,
+        drop_rate: float = 0.0,
+        head_dropout: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int (0 removes the classifier), got {num_classes!r}")
+        if not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+        num_stages = len(depths)
+        if len(dims) != num_stages:
+            raise ValueError(f"depths and dims need one entry per stage, got {len(depths)} and {len(dims)}")
+        if isinstance(token_mixers, str):
+            token_mixers = (token_mixers,) * num_stages
+        if v1:
+            res_scale_init_values = (None,) * num_stages
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.grad_checkpointing = False
+
+        self.stem = Stem(in_chans, dims[0], norm=not v1)
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        h, w = (h - 3) // 4 + 1, (w - 3) // 4 + 1  # after the stem (k7, s4, p2)
+        num_tokens = []
+        for i in range(num_stages):
+            if i > 0:
+                h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1  # after downsampling (k3, s2, p1)
+            num_tokens.append(h * w)
+        dp_rates = [x.tolist() for x in torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))]
+        stages = []
+        self.feature_info = []
+        for i in range(num_stages):
+            stages.append(MetaFormerStage(
+                dims[i - 1] if i > 0 else dims[0], dims[i], depths[i],
+                downsample=i > 0,
+                downsample_norm=not v1,
+                dp_rates=dp_rates[i],
+                token_mixer=token_mixers[i],
+                norm="group" if v1 else block_norm,
+                mlp_act="gelu" if v1 else "starrelu",
+                mlp_bias=v1,
+                layer_scale_init_value=layer_scale_init_value if v1 else None,
+                res_scale_init_value=res_scale_init_values[i],
+                num_tokens=num_tokens[i],
+                head_dim=head_dim,
+            ))
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.head = MetaFormerHead(dims[-1], num_classes, norm_first=v1, mlp_head=mlp_head,
+                                   drop_rate=drop_rate, head_dropout=head_dropout)
+        self.head.global_pool = global_pool
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module):
+        # the authors' init: truncated normal(0.02) for linear (and, in the baselines, conv) weights, zero biases
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # ---- timm model interface --------------------------------------------------------------------------------
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict:
+        return dict(
+            stem=r"^stem",
+            blocks=r"^stages\.(\d+)" if coarse else [
+                (r"^stages\.(\d+)\.downsample", (0,)),
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^head\.norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return set()
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def _check_input(self, x: torch.Tensor):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected an image tensor of shape (B, {self.in_chans}, H, W), got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            hint = " (add a batch dim with x.unsqueeze(0))" if x.ndim == 3 else ""
+            raise ValueError(
+                f"expected input of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}{hint}; "
+                f"build the model with in_chans={x.shape[1] if x.ndim == 4 else '...'} for other channel counts")
+        if x.shape[-2] < 32 or x.shape[-1] < 32:
+            raise ValueError(f"input is {x.shape[-2]}x{x.shape[-1]}; MetaFormer downsamples by 32 and needs >= 32x32")
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs (B, C, H, W) at ``indices`` (int: last n; None: all), like timm's models."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take = _take_indices(len(self.stages), indices)
+        self._check_input(x)
+        x = self.stem(x)
+        last = max(take) if (stop_early or intermediates_only) else len(self.stages) - 1
+        intermediates = []
+        for i, stage in enumerate(self.stages[: last + 1]):
+            x = stage(x)
+            if i in take:
+                intermediates.append(x.permute(0, 3, 1, 2) if output_fmt == "NCHW" else x)
+        if intermediates_only:
+            return intermediates
+        return x.permute(0, 3, 1, 2), intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        take = _take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max(take) + 1]
+        self.num_features = self.head_hidden_size = self.feature_info[max(take)]["num_chs"]
+        if prune_head:
+            self.head = nn.Identity()
+        return take
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        x = self.stem(x)
+        x = self.stages(x)
+        return x.permute(0, 3, 1, 2)  # (B, C, H, W) view, channels-last memory
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
+    if indices is None:
+        return list(range(num_stages))
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f"indices={indices} asks for the last {indices} stages; the model has {num_stages}")
+        return list(range(num_stages - indices, num_stages))
+    take = []
+    for i in indices:
+        if not -num_stages <= i < num_stages:
+            raise ValueError(f"stage index {i} is out of range for {num_stages} stages "
+                             f"(valid: 0..{num_stages - 1} or negative from the end)")
+        take.append(i % num_stages)
+    return take
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoint conversion: the authors' layouts and timm's layout -> the zoo's
+# --------------------------------------------------------------------------------------------------------------
+
+def _rename_poolformer_v1(key: str) -> str:
+    """sail-sg/poolformer keys: network.{0,2,4,6}.j (blocks), network.{1,3,5}.proj (downsampling)."""
+    key = key.replace("patch_embed.proj.", "stem.conv.")
+    m = re.match(r"network\.(\d+)\.(.*)", key)
+    if m:
+        idx, rest = int(m.group(1)), m.group(2)
+        if idx % 2 == 0:  # blocks of stage idx // 2
+            j, rest = rest.split(".", 1)
+            rest = re.sub(r"^layer_scale_(\d)", r"layer_scale\1.scale", rest)
+            key = f"stages.{idx // 2}.blocks.{j}.{rest}"
+        else:  # downsampling into stage (idx + 1) // 2
+            key = f"stages.{(idx + 1) // 2}.downsample.{rest.replace('proj.', 'conv.')}"
+    return _rename_head(key)
+
+
+def _rename_baselines(key: str) -> str:
+    """sail-sg/metaformer keys: downsample_layers.i.{conv,pre_norm,post_norm}, stages.i.j."""
+    key = key.replace("downsample_layers.0.conv.", "stem.conv.").replace("downsample_layers.0.post_norm.", "stem.norm.")
+    key = re.sub(r"^downsample_layers\.(\d+)\.pre_norm\.", r"stages.\1.downsample.norm.", key)
+    key = re.sub(r"^downsample_layers\.(\d+)\.conv\.", r"stages.\1.downsample.conv.", key)
+    key = re.sub(r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2.", key)
+    return _rename_head(key)
+
+
+def _rename_head(key: str) -> str:
+    """Authors' ``norm.*`` (final norm) -> ``head.norm.*``; ``head.*`` (Linear or MlpHead) -> ``head.fc.*``."""
+    if key.startswith("head."):
+        return "head.fc." + key[len("head."):]
+    if key.startswith("norm."):
+        return "head." + key
+    return key
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Convert a MetaFormer state dict of any supported origin to the zoo's keys and shapes.
+
+    Origins: the authors' PoolFormer v1 files (``network.N.*``), the authors' baselines files
+    (``downsample_layers.*``), timm's checkpoints (1x1-conv weights of shape [out, in, 1, 1]) and the zoo's own.
+    Shapes that differ only by trailing singleton dims (conv 1x1 vs linear) are reshaped; anything else is left
+    for the loader to report.
+    """
+    if any(k.startswith("network.") for k in state_dict):
+        rename = _rename_poolformer_v1
+    elif any(k.startswith("downsample_layers.") for k in state_dict):
+        rename = _rename_baselines
+    else:
+        rename = None
+    target = model.state_dict()
+    out = {}
+    for k, v in state_dict.items():
+        k = rename(k) if rename else k
+        t = target.get(k)
+        if t is not None and v.shape != t.shape and v.numel() == t.numel() and \
+                [d for d in v.shape if d != 1] == [d for d in t.shape if d != 1]:
+            v = v.reshape(t.shape)
+        out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pretrained configs and registered models
+# --------------------------------------------------------------------------------------------------------------
+
+FAMILY = dict(
+    name="metaformer",
+    task="image-classification",
+)
+
+_V1_PAPER = dict(paper_name="MetaFormer Is Actually What You Need for Vision", paper_ids="arXiv:2111.11418",
+                 origin_url="https://github.com/sail-sg/poolformer")
+_V2_PAPER = dict(paper_name="MetaFormer Baselines for Vision", paper_ids="arXiv:2210.13452",
+                 origin_url="https://github.com/sail-sg/metaformer")
+
+
+def _cfg(paper: Dict, **kwargs) -> Dict:
+    return {
+        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 1.0,
+        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+        "first_conv": "stem.conv", "classifier": "head.fc", "license": "apache-2.0", **paper, **kwargs,
+    }
+
+
+def _timm_weights(name: str, origin: str) -> Dict:
+    # timm's Hub copies of the authors' ImageNet-1k weights (timm key layout; converted on load)
+    return dict(hf_hub_id=f"timm/{name}.sail_in1k", hf_hub_filename="model.safetensors",
+                notes=(f"ImageNet-1k weights trained by the authors ({origin}), as republished by timm",))
+
+
+def _sail_weights(family: str, name: str) -> Dict:
+    # the authors' own files (flat state dicts, authors' key layout; converted on load)
+    return dict(hf_hub_id="sail/dl", hf_hub_filename=f"{family}/{name}.pth",
+                notes=(f"ImageNet-1k weights released by the authors at https://huggingface.co/sail/dl",))
+
+
+default_cfgs: Dict[str, Dict] = {}
+for _n in ("s12", "s24", "s36", "m36", "m48"):
+    default_cfgs[f"poolformer_{_n}"] = _cfg(
+        _V1_PAPER, crop_pct=0.9 if _n[0] == "s" else 0.95, **_timm_weights(f"poolformer_{_n}", "sail-sg/poolformer"))
+    default_cfgs[f"poolformerv2_{_n}"] = _cfg(_V2_PAPER, **_timm_weights(f"poolformerv2_{_n}", "sail-sg/metaformer"))
+    default_cfgs[f"identityformer_{_n}"] = _cfg(_V2_PAPER, **_sail_weights("identityformer", f"identityformer_{_n}"))
+    default_cfgs[f"randformer_{_n}"] = _cfg(_V2_PAPER, fixed_input_size=True,
+                                            **_sail_weights("randformer", f"randformer_{_n}"))
+for _n in ("s18", "s36", "m36", "b36"):
+    for _fam in ("convformer", "caformer"):
+        default_cfgs[f"{_fam}_{_n}"] = _cfg(_V2_PAPER, classifier="head.fc.fc2",
+                                            **_timm_weights(f"{_fam}_{_n}", "sail-sg/metaformer"))
+
+# Reference figures: exact parameter counts and fvcore MACs (1x3x224x224) of the authors' models,
+# and the papers' ImageNet-1k top-1.
+reference_figures: Dict[str, Dict] = {
+    name: dict(params=p, gmacs=g, top1=t) for name, p, g, t in [
+        ("poolformer_s12", 11_915_176, 1.82, 77.2), ("poolformer_s24", 21_388_968, 3.41, 80.3),
+        ("poolformer_s36", 30_862_760, 5.00, 81.4), ("poolformer_m36", 56_172_520, 8.80, 82.1),
+        ("poolformer_m48", 73_473_448, 11.59, 82.5),
+        ("identityformer_s12", 11_891_712, 1.81, 74.6), ("identityformer_s24", 21_341_464, 3.39, 78.2),
+        ("identityformer_s36", 30_791_216, 4.97, 79.3), ("identityformer_m36", 56_077_168, 8.76, 80.0),
+        ("identityformer_m48", 73_346_056, 11.53, 80.4),
+        ("randformer_s12", 12_127_010, 1.89, 76.6), ("randformer_s24", 21_812_060, 3.54, 78.2),
+        ("randformer_s36", 31_497_110, 5.20, 79.5), ("randformer_m36", 56_783_062, 9.04, 81.2),
+        ("randformer_m48", 74_287_248, 11.90, 81.4),
+        ("poolformerv2_s12", 11_891_712, 1.81, 78.0), ("poolformerv2_s24", 21_341_464, 3.39, 80.7),
+        ("poolformerv2_s36", 30_791_216, 4.97, 81.6), ("poolformerv2_m36", 56_077_168, 8.76, 82.2),
+        ("poolformerv2_m48", 73_346_056, 11.53, 82.6),
+        ("convformer_s18", 26_774_448, 3.96, 83.0), ("convformer_s36", 40_012_152, 7.67, 84.1),
+        ("convformer_m36", 57_051_640, 12.88, 84.5), ("convformer_b36", 99_882_616, 22.68, 84.8),
+        ("caformer_s18", 26_341_656, 4.12, 83.6), ("caformer_s36", 39_297_102, 8.00, 84.5),
+        ("caformer_m36", 56_204_878, 13.28, 85.2), ("caformer_b36", 98_753_614, 23.22, 85.5),
+    ]
+}
+
+
+def _create_metaformer(variant: str, pretrained: bool = False, **kwargs) -> MetaFormer:
+    return build_vision_model(MetaFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+
+
+_S12, _S24, _S36, _M48 = (2, 2, 6, 2), (4, 4, 12, 4), (6, 6, 18, 6), (8, 8, 24, 8)
+_S_DIMS, _M_DIMS = (64, 128, 320, 512), (96, 192, 384, 768)
+_C18, _C36 = (3, 3, 9, 3), (3, 12, 18, 3)
+_RAND = ("identity", "identity", "random", "random")
+_CA = ("sepconv", "sepconv", "attention", "attention")
+
+
+@register_model
+def poolformer_s12(pretrained=False, **kwargs):
+    return _create_metaformer("poolformer_s12", pretrained, depths=_S12, dims=_S_DIMS, v1=True,
+                              layer_scale_init_value=1e-5, **kwargs)
+
+
+@register_model
+def poolformer_s24(pretrained=False, **kwargs):
+    return _create_metaformer("poolformer_s24", pretrained, depths=_S24, dims=_S_DIMS, v1=True,
+                              layer_scale_init_value=1e-5, **kwargs)
+
+
+@register_model
+def poolformer_s36(pretrained=False, **kwargs):
+    return _create_metaformer("poolformer_s36", pretrained, depths=_S36, dims=_S_DIMS, v1=True,
+                              layer_scale_init_value=1e-6, **kwargs)
+
+
+@register_model
+def poolformer_m36(pretrained=False, **kwargs):
+    return _create_metaformer("poolformer_m36", pretrained, depths=_S36, dims=_M_DIMS, v1=True,
+                              layer_scale_init_value=1e-6, **kwargs)
+
+
+@register_model
+def poolformer_m48(pretrained=False, **kwargs):
+    return _create_metaformer("poolformer_m48", pretrained, depths=_M48, dims=_M_DIMS, v1=True,
+                              layer_scale_init_value=1e-6, **kwargs)
+
+
+@register_model
+def identityformer_s12(pretrained=False, **kwargs):
+    return _create_metaformer("identityformer_s12", pretrained, depths=_S12, dims=_S_DIMS,
+                              token_mixers="identity", **kwargs)
+
+
+@register_model
+def identityformer_s24(pretrained=False, **kwargs):
+    return _create_metaformer("identityformer_s24", pretrained, depths=_S24, dims=_S_DIMS,
+                              token_mixers="identity", **kwargs)
+
+
+@register_model
+def identityformer_s36(pretrained=False, **kwargs):
+    return _create_metaformer("identityformer_s36", pretrained, depths=_S36, dims=_S_DIMS,
+                              token_mixers="identity", **kwargs)
+
+
+@register_model
+def identityformer_m36(pretrained=False, **kwargs):
+    return _create_metaformer("identityformer_m36", pretrained, depths=_S36, dims=_M_DIMS,
+                              token_mixers="identity", **kwargs)
+
+
+@register_model
+def identityformer_m48(pretrained=False, **kwargs):
+    return _create_metaformer("identityformer_m48", pretrained, depths=_M48, dims=_M_DIMS,
+                              token_mixers="identity", **kwargs)
+
+
+@register_model
+def randformer_s12(pretrained=False, **kwargs):
+    return _create_metaformer("randformer_s12", pretrained, depths=_S12, dims=_S_DIMS, token_mixers=_RAND, **kwargs)
+
+
+@register_model
+def randformer_s24(pretrained=False, **kwargs):
+    return _create_metaformer("randformer_s24", pretrained, depths=_S24, dims=_S_DIMS, token_mixers=_RAND, **kwargs)
+
+
+@register_model
+def randformer_s36(pretrained=False, **kwargs):
+    return _create_metaformer("randformer_s36", pretrained, depths=_S36, dims=_S_DIMS, token_mixers=_RAND, **kwargs)
+
+
+@register_model
+def randformer_m36(pretrained=False, **kwargs):
+    return _create_metaformer("randformer_m36", pretrained, depths=_S36, dims=_M_DIMS, token_mixers=_RAND, **kwargs)
+
+
+@register_model
+def randformer_m48(pretrained=False, **kwargs):
+    return _create_metaformer("randformer_m48", pretrained, depths=_M48, dims=_M_DIMS, token_mixers=_RAND, **kwargs)
+
+
+@register_model
+def poolformerv2_s12(pretrained=False, **kwargs):
+    return _create_metaformer("poolformerv2_s12", pretrained, depths=_S12, dims=_S_DIMS, token_mixers="pool", **kwargs)
+
+
+@register_model
+def poolformerv2_s24(pretrained=False, **kwargs):
+    return _create_metaformer("poolformerv2_s24", pretrained, depths=_S24, dims=_S_DIMS, token_mixers="pool", **kwargs)
+
+
+@register_model
+def poolformerv2_s36(pretrained=False, **kwargs):
+    return _create_metaformer("poolformerv2_s36", pretrained, depths=_S36, dims=_S_DIMS, token_mixers="pool", **kwargs)
+
+
+@register_model
+def poolformerv2_m36(pretrained=False, **kwargs):
+    return _create_metaformer("poolformerv2_m36", pretrained, depths=_S36, dims=_M_DIMS, token_mixers="pool", **kwargs)
+
+
+@register_model
+def poolformerv2_m48(pretrained=False, **kwargs):
+    return _create_metaformer("poolformerv2_m48", pretrained, depths=_M48, dims=_M_DIMS, token_mixers="pool", **kwargs)
+
+
+@register_model
+def convformer_s18(pretrained=False, **kwargs):
+    return _create_metaformer("convformer_s18", pretrained, depths=_C18, dims=_S_DIMS, token_mixers="sepconv",
+                              block_norm="channel", mlp_head=True, **kwargs)
+
+
+@register_model
+def convformer_s36(pretrained=False, **kwargs):
+    return _create_metaformer("convformer_s36", pretrained, depths=_C36, dims=_S_DIMS, token_mixers="sepconv",
+                              block_norm="channel", mlp_head=True, **kwargs)
+
+
+@register_model
+def convformer_m36(pretrained=False, **kwargs):
+    return _create_metaformer("convformer_m36", pretrained, depths=_C36, dims=(96, 192, 384, 576),
+                              token_mixers="sepconv", block_norm="channel", mlp_head=True, **kwargs)
+
+
+@register_model
+def convformer_b36(pretrained=False, **kwargs):
+    return _create_metaformer("convformer_b36", pretrained, depths=_C36, dims=(128, 256, 512, 768),
+                              token_mixers="sepconv", block_norm="channel", mlp_head=True, **kwargs)
+
+
+@register_model
+def caformer_s18(pretrained=False, **kwargs):
+    return _create_metaformer("caformer_s18", pretrained, depths=_C18, dims=_S_DIMS, token_mixers=_CA,
+                              block_norm="channel", mlp_head=True, **kwargs)
+
+
+@register_model
+def caformer_s36(pretrained=False, **kwargs):
+    return _create_metaformer("caformer_s36", pretrained, depths=_C36, dims=_S_DIMS, token_mixers=_CA,
+                              block_norm="channel", mlp_head=True, **kwargs)
+
+
+@register_model
+def caformer_m36(pretrained=False, **kwargs):
+    return _create_metaformer("caformer_m36", pretrained, depths=_C36, dims=(96, 192, 384, 576), token_mixers=_CA,
+                              block_norm="channel", mlp_head=True, **kwargs)
+
+
+@register_model
+def caformer_b36(pretrained=False, **kwargs):
+    return _create_metaformer("caformer_b36", pretrained, depths=_C36, dims=(128, 256, 512, 768), token_mixers=_CA,
+                              block_norm="channel", mlp_head=True, **kwargs)
