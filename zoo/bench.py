@@ -25,11 +25,12 @@ Run as ``python -m zoo.bench [options]`` (or ``zoo bench``, which mounts :func:`
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -60,6 +61,8 @@ class Result:
     features_max_abs_diff: float
     features_rel_diff: float
     logits_max_abs_diff: float
+    timm_times_s: List[float] = field(repr=False)  # every timed pass, for judging the noise
+    zoo_times_s: List[float] = field(repr=False)
 
 
 def target_ratio(model: str, batch_size: int) -> float:
@@ -99,6 +102,7 @@ def environment() -> Dict[str, str]:
         "python": platform.python_version(),
         "threads": str(torch.get_num_threads()),
         "cpu": cpu_model(),
+        "load": " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1/5/15-min load average; other work skews timings)",
     }
 
 
@@ -106,7 +110,7 @@ def environment() -> Dict[str, str]:
 def randomize_(model: nn.Module, seed: int = SEED) -> None:
     """Deterministic random weights of realistic scale, in place (parameters visited in name order)."""
     gen = torch.Generator().manual_seed(seed)
-    for name, p in sorted(model.named_parameters()):
+    for name, p in sorted(model.named_parameters(), key=lambda item: item[0]):
         noise = torch.randn(p.shape, generator=gen, dtype=p.dtype)
         if name.endswith("bias"):
             p.copy_(0.05 * noise)
@@ -174,6 +178,8 @@ def bench_one(name: str, timm_model: nn.Module, zoo_model: nn.Module, batch_size
         features_max_abs_diff=feat_diff,
         features_rel_diff=feat_diff / feats["timm"].abs().max().item(),
         logits_max_abs_diff=max_abs_diff(logits["zoo"], logits["timm"]),
+        timm_times_s=times["timm"],
+        zoo_times_s=times["zoo"],
     )
 
 
@@ -193,6 +199,13 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _csv(kind: type):
     def parse(text: str) -> list:
         try:
@@ -208,12 +221,12 @@ def _csv(kind: type):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=_csv(str), default=list(DEFAULT_MODELS),
                         help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
-    parser.add_argument("--batch-sizes", type=_csv(int), default=list(DEFAULT_BATCH_SIZES),
+    parser.add_argument("--batch-sizes", type=_csv(_positive_int), default=list(DEFAULT_BATCH_SIZES),
                         help="comma-separated batch sizes (default: 1,32)")
-    parser.add_argument("--img-size", type=int, default=224, help="input height and width (default: 224)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--img-size", type=_positive_int, default=224, help="input height and width (default: 224)")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up passes per implementation (default: 2)")
-    parser.add_argument("--runs", type=int, default=None,
+    parser.add_argument("--runs", type=_positive_int, default=None,
                         help="timed passes per implementation; median is reported "
                              "(default: 10 at batch 1, scaling down to 5 from batch 4 on)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
@@ -222,6 +235,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    unknown = [n for n in args.models if n not in zoo.list_models() or not timm.is_model(n)]
+    if unknown:
+        print(f"error: not a model of both the zoo and timm: {', '.join(unknown)}", file=sys.stderr)
+        return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     env = environment()

@@ -259,6 +259,10 @@ class MetaFormerBlock(nn.Module):
             # pool(norm(x)) - norm(x) == w * rstd * (pool(x) - x): the norm's mean and bias cancel
             _, rstd = self.norm1.stats(x)
             g = self.norm1.weight * rstd  # (B, 1, 1, C)
+            if self.norm1.bias is not None and needs_grad(self.norm1.bias):
+                # the bias cancels; keep it in the graph with its exact (zero) gradient, as in the authors'
+                # code, so that optimisers and DDP see every parameter used
+                g = g + (self.norm1.bias - self.norm1.bias)
             if gain is not None:
                 g = g * gain
             pooled = self.token_mixer.pool(x)
@@ -412,7 +416,9 @@ class MetaFormer(nn.Module):
             if i > 0:
                 h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1  # after downsampling (k3, s2, p1)
             num_tokens.append(h * w)
-        dp_rates = [x.tolist() for x in torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))]
+        total = sum(depths)  # stochastic depth grows linearly from 0 to drop_path_rate over all blocks
+        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        dp_rates = [rates[sum(depths[:i]):sum(depths[:i + 1])] for i in range(num_stages)]
         stages = []
         self.feature_info = []
         for i in range(num_stages):

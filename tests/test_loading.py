@@ -1,0 +1,103 @@
+"""Bad checkpoints: clear errors, nothing half-loaded, nothing unpickled."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import zoo
+from zoo.hub import CheckpointError, CheckpointMismatchError, read_state_dict, save_state_dict
+
+
+def _snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model, snap):
+    return all(torch.equal(v, snap[k]) for k, v in model.state_dict().items())
+
+
+def test_mismatched_checkpoint_reports_keys_and_loads_nothing(tmp_path):
+    donor = zoo.create_model("identityformer_s12")
+    path = save_state_dict(donor, tmp_path / "identity.safetensors")
+    model = zoo.create_model("poolformer_s12")
+    snap = _snapshot(model)
+    with pytest.raises(CheckpointMismatchError) as err:
+        zoo.load_checkpoint(model, path)
+    msg = str(err.value)
+    assert str(path) in msg and "nothing was loaded" in msg
+    assert "missing keys" in msg and "unexpected keys" in msg
+    assert _unchanged(model, snap)
+
+
+def test_shape_mismatch_is_named(tmp_path):
+    model = zoo.create_model("poolformer_s24")
+    path = save_state_dict(zoo.create_model("poolformer_m48"), tmp_path / "m48.safetensors")
+    snap = _snapshot(model)
+    with pytest.raises(CheckpointMismatchError, match=r"shape mismatches.*stem\.conv\.weight"):
+        zoo.load_checkpoint(model, path)
+    assert _unchanged(model, snap)
+    with pytest.raises(CheckpointMismatchError):
+        zoo.create_model("poolformer_s24", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_truncated_checkpoint_is_refused_with_its_name(tmp_path, suffix):
+    model = zoo.create_model("poolformer_s12")
+    good = tmp_path / f"good{suffix}"
+    if suffix == ".safetensors":
+        save_state_dict(model, good)
+    else:
+        torch.save(model.state_dict(), good)
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="bad" + suffix.replace(".", r"\.")):
+        read_state_dict(bad)
+    assert set(read_state_dict(good)) == set(model.state_dict())  # the good file is untouched
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": zoo.create_model("poolformer_s12").state_dict(), "x": _Payload()}, path)
+    with pytest.raises(CheckpointError, match="does not unpickle arbitrary"):
+        zoo.create_model("poolformer_s12", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_state_dict(tmp_path / "nope.pth")
+    with pytest.raises(CheckpointError, match="folder without weights"):
+        read_state_dict(tmp_path)
+    save_state_dict(zoo.create_model("poolformer_s12"), tmp_path / "model.safetensors")
+    assert "stem.conv.weight" in read_state_dict(tmp_path)
+
+
+def test_ddp_prefix_and_ema_wrappers(tmp_path):
+    sd = zoo.create_model("poolformer_s12").state_dict()
+    ema = {k: v + 1 for k, v in sd.items()}
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": {"module." + k: v for k, v in sd.items()}, "model_ema": ema}, path)
+    assert torch.equal(read_state_dict(path)["stem.conv.weight"], sd["stem.conv.weight"])
+    assert torch.equal(read_state_dict(path, use_ema=True)["stem.conv.weight"], ema["stem.conv.weight"])
+
+
+def test_no_weights_known_without_source():
+    from zoo.hub import load_pretrained
+    with pytest.raises(CheckpointError, match="no pretrained weights are known"):
+        load_pretrained(zoo.create_model("poolformer_s12"), {"architecture": "poolformer_s12"})
+
+
+def test_unreachable_hub_gives_a_clear_error(tmp_path):
+    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path), HF_HUB_ETAG_TIMEOUT="2",
+               HF_HUB_DOWNLOAD_TIMEOUT="2")
+    code = "import zoo; zoo.create_model('identityformer_s12', pretrained=True)"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "could not reach the Hub at http://127.0.0.1:9" in proc.stderr
+    assert "pretrained_cfg_overlay" in proc.stderr

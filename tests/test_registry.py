@@ -1,0 +1,99 @@
+"""Registry, public API, timm registration and input validation."""
+import pytest
+import timm
+import torch
+
+import zoo
+
+
+def test_list_models_patterns_and_families():
+    assert len(zoo.list_models()) == 28
+    assert zoo.list_models("caformer_*") == ["caformer_b36", "caformer_m36", "caformer_s18", "caformer_s36"]
+    assert zoo.list_models(family="metaformer") == zoo.list_models()
+    assert "metaformer" in zoo.list_families()
+    with pytest.raises(ValueError, match="unknown family"):
+        zoo.list_models(family="nope")
+
+
+def test_list_pretrained_are_models_with_a_weight_source():
+    names = zoo.list_pretrained()
+    assert "poolformer_s12" in names and "identityformer_s12" in names
+    for name in names:
+        cfg = zoo.model_info(name)["pretrained_cfg"]
+        assert cfg.get("hf_hub_id") and cfg.get("hf_hub_filename")
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_model_info_and_pretrained_cfg(name):
+    info = zoo.model_info(name)
+    assert info["family"] == "metaformer" and info["task"] == "image-classification"
+    assert info["paper"] and info["paper_ids"].startswith("arXiv:") and info["license"] == "apache-2.0"
+    ref = info["reference"]
+    assert ref["params"] > 1e6 and ref["gmacs"] > 1 and 70 < ref["top1"] < 90
+    cfg = info["pretrained_cfg"]
+    for key in ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes", "first_conv",
+                "classifier", "hf_hub_id", "license", "paper_name", "origin_url", "notes"):
+        assert cfg.get(key) is not None, f"{name} cfg lacks {key}"
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(zoo.UnknownModelError, match="poolformer_s12") as err:
+        zoo.create_model("poolformer_s1")
+    assert "Did you mean" in str(err.value)
+    with pytest.raises(zoo.UnknownModelError, match="caformer_s18"):
+        zoo.model_info("caformer_s81")
+
+
+def test_wrong_kwargs_are_named():
+    with pytest.raises(TypeError, match="drop_path_rat.*did you mean 'drop_path_rate'"):
+        zoo.create_model("poolformer_s12", drop_path_rat=0.1)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "ten", True])
+def test_impossible_num_classes(bad):
+    with pytest.raises(ValueError, match="num_classes"):
+        zoo.create_model("poolformer_s12", num_classes=bad)
+
+
+def test_num_classes_zero_is_a_backbone():
+    model = zoo.create_model("convformer_s18", num_classes=0).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 512)
+
+
+@pytest.mark.parametrize("shape, match", [
+    ((3, 64, 64), r"expected input of shape \(B, 3, H, W\).*unsqueeze"),
+    ((1, 1, 64, 64), r"expected input of shape \(B, 3, H, W\).*in_chans=1"),
+    ((1, 3, 16, 16), "needs >= 32x32"),
+])
+def test_bad_inputs_get_clear_errors(shape, match):
+    model = zoo.create_model("poolformer_s12").eval()
+    with pytest.raises(ValueError, match=match):
+        model(torch.randn(*shape))
+
+
+def test_randformer_needs_its_fixed_size():
+    model = zoo.create_model("randformer_s12").eval()
+    assert model.pretrained_cfg["fixed_input_size"]
+    with pytest.raises(ValueError, match="RandFormer only runs on its fixed input size"):
+        model(torch.randn(1, 3, 256, 256))
+
+
+def test_timm_builds_zoo_models_it_lacks_and_keeps_its_own():
+    from zoo.models.metaformer import MetaFormer
+    for name in ("identityformer_s12", "randformer_s12"):
+        assert zoo.model_info(name)["timm_name_owned_by_timm"] is False
+        model = timm.create_model(name, num_classes=5)
+        assert isinstance(model, MetaFormer) and model.num_classes == 5
+    # names timm owns keep timm's own implementation
+    for name in ("poolformer_s12", "convformer_s18", "caformer_s18", "poolformerv2_s12"):
+        assert zoo.model_info(name)["timm_name_owned_by_timm"] is True
+        assert not isinstance(timm.create_model(name), MetaFormer)
+    assert "identityformer_m48" in timm.list_models("identityformer*")
+
+
+def test_timm_features_only_on_a_zoo_model():
+    model = timm.create_model("identityformer_s12", features_only=True, out_indices=(2, 3))
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, 64, 64))
+    assert [f.shape[1] for f in feats] == [320, 512]
