@@ -142,3 +142,18 @@ def test_mlp_head_layernorm_eps():
     model = zoo.create_model("caformer_s18")
     assert model.head.fc.norm.eps == 1e-5  # the authors' MlpHead uses PyTorch's default eps
     assert model.head.norm.eps == 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in zoo.list_models() if n not in MIXER_VARIANTS])
+def test_every_variant_matches_reference(name, tmp_path):
+    sd = make_authors_state_dict(name, seed=5)
+    path = tmp_path / f"{name}.pth"
+    torch.save(sd, path)
+    model = zoo.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}).eval()
+    x = _input(1)
+    with torch.no_grad():
+        ref_logits, ref_feats = reference_forward(name, sd, x, return_features=True)
+        _assert_close(model(x), ref_logits, f"{name} logits")
+        for i, (f, r) in enumerate(zip(model.forward_intermediates(x, intermediates_only=True), ref_feats)):
+            _assert_close(f, r, f"{name} stage {i}")

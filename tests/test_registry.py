@@ -97,3 +97,15 @@ def test_timm_features_only_on_a_zoo_model():
     with torch.no_grad():
         feats = model(torch.randn(1, 3, 64, 64))
     assert [f.shape[1] for f in feats] == [320, 512]
+
+
+def test_readme_model_table_matches_registry():
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|", readme, flags=re.M)
+    assert sorted(r[0] for r in rows) == zoo.list_models()
+    for name, params, gmacs, top1 in rows:
+        ref = zoo.model_info(name)["reference"]
+        assert int(params.replace(",", "")) == ref["params"]
+        assert float(gmacs) == ref["gmacs"] and float(top1) == ref["top1"]
