@@ -80,8 +80,8 @@ def head_note(model: str) -> Optional[str]:
 
 
 def default_runs(batch_size: int) -> int:
-    """Timed passes per implementation: 10 at batch 1, scaling down to 5 from batch 4 on."""
-    return max(5, round(10 / math.sqrt(batch_size)))
+    """Timed passes per implementation: 20 at batch 1, scaling down to 5 from batch 16 on."""
+    return max(5, round(20 / math.sqrt(batch_size)))
 
 
 def cpu_model() -> str:
@@ -228,7 +228,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up passes per implementation (default: 2)")
     parser.add_argument("--runs", type=_positive_int, default=None,
                         help="timed passes per implementation; median is reported "
-                             "(default: 10 at batch 1, scaling down to 5 from batch 4 on)")
+                             "(default: 20 at batch 1, scaling down to 5 from batch 16 on)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--check", action="store_true",
                         help=f"exit 1 if any forward_features relative difference exceeds {CHECK_TOLERANCE:g}")

@@ -112,13 +112,13 @@ def download(repo_id: str, filename: str) -> str:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
     try:
         return hf_hub_download(repo_id, filename)
-    except (RepositoryNotFoundError, EntryNotFoundError) as e:
-        raise CheckpointError(f"the Hub has no {filename} in {repo_id}: {e}") from e
-    except LocalEntryNotFoundError as e:
+    except LocalEntryNotFoundError as e:  # (a subclass of EntryNotFoundError: caught first)
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
         raise CheckpointError(
             f"could not reach the Hub at {endpoint} to fetch {repo_id}/{filename}, and it is not in the local cache. "
             f"Connect, set HF_ENDPOINT to a reachable mirror, or pass pretrained_cfg_overlay={{'file': PATH}}.") from e
+    except (RepositoryNotFoundError, EntryNotFoundError) as e:
+        raise CheckpointError(f"the Hub has no {filename} in {repo_id}: {e}") from e
 
 
 def load_pretrained(model: nn.Module, cfg: Dict[str, Any], filter_fn: Optional[Callable] = None,
