@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "CheckpointMismatchError",
     "load_checkpoint",
     "load_pretrained",
+    "load_state_dict_checked",
     "read_state_dict",
     "resolve_hub_model",
     "save_state_dict",
@@ -148,7 +150,7 @@ def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike, Dict[str, to
     When ``filter_fn`` is None the family's ``checkpoint_filter_fn`` (from the model's module) is used.
     """
     if filter_fn is None:
-        filter_fn = getattr(__import__(type(model).__module__, fromlist=["_"]), "checkpoint_filter_fn", None)
+        filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
     if isinstance(path, dict):
         state_dict, where = dict(path), "the given state_dict"
     else:

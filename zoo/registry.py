@@ -125,7 +125,7 @@ def model_info(name: str) -> Dict[str, Any]:
         "license": cfg.get("license"),
         "reference": {
             "params": ref.get("params"),
-            "macs": int(round(ref["gmacs"] * 1e9)) if "gmacs" in ref else None,
+            "macs": ref.get("macs"),
             "gmacs": ref.get("gmacs"),
             "top1": ref.get("top1"),
             "convention": "params: sum(p.numel()) of the authors' model; MACs: fvcore total at 1x3x224x224 "
