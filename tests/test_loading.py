@@ -1,7 +1,5 @@
 """Bad checkpoints: clear errors, nothing half-loaded, nothing unpickled."""
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -91,13 +89,3 @@ def test_no_weights_known_without_source():
     from zoo.hub import load_pretrained
     with pytest.raises(CheckpointError, match="no pretrained weights are known"):
         load_pretrained(zoo.create_model("poolformer_s12"), {"architecture": "poolformer_s12"})
-
-
-def test_unreachable_hub_gives_a_clear_error(tmp_path):
-    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path), HF_HUB_ETAG_TIMEOUT="2",
-               HF_HUB_DOWNLOAD_TIMEOUT="2")
-    code = "import zoo; zoo.create_model('identityformer_s12', pretrained=True)"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "could not reach the Hub at http://127.0.0.1:9" in proc.stderr
-    assert "pretrained_cfg_overlay" in proc.stderr

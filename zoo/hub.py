@@ -8,11 +8,13 @@ import json
 import logging
 import os
 import pickle
+import socket
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -108,14 +110,31 @@ def _source(cfg: Dict[str, Any]) -> Tuple[str, Any]:
     return "", None
 
 
-def download(repo_id: str, filename: str) -> str:
-    """Fetch ``filename`` from Hub repo ``repo_id`` into the Hugging Face cache (``HF_ENDPOINT`` is honoured)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+def _endpoint_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Quick TCP check of the Hub endpoint (skipped behind a proxy, where the client must decide)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
     try:
-        return hf_hub_download(repo_id, filename)
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def download(repo_id: str, filename: str) -> str:
+    """Fetch ``filename`` from Hub repo ``repo_id`` into the Hugging Face cache (``HF_ENDPOINT`` is honoured).
+
+    When the endpoint cannot be reached the cached copy is used if there is one; otherwise the error says so at
+    once (the client alone would retry for ~25 s first).
+    """
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    endpoint = constants.ENDPOINT
+    offline = constants.HF_HUB_OFFLINE or not _endpoint_reachable(endpoint)
+    try:
+        return hf_hub_download(repo_id, filename, local_files_only=offline)
     except LocalEntryNotFoundError as e:  # (a subclass of EntryNotFoundError: caught first)
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
         raise CheckpointError(
             f"could not reach the Hub at {endpoint} to fetch {repo_id}/{filename}, and it is not in the local cache. "
             f"Connect, set HF_ENDPOINT to a reachable mirror, or pass pretrained_cfg_overlay={{'file': PATH}}.") from e
@@ -235,11 +254,7 @@ def save_state_dict(model_or_state_dict: Union[nn.Module, Dict[str, torch.Tensor
 
 def resolve_hub_model(repo_id: str) -> Tuple[str, Dict[str, Any]]:
     """Read a Hub repo's ``config.json`` (zoo or timm format) -> (architecture, pretrained cfg overlay)."""
-    from huggingface_hub import hf_hub_download
-    try:
-        cfg_path = hf_hub_download(repo_id, "config.json")
-    except Exception as e:  # noqa: BLE001 - re-raised with the repo named
-        raise CheckpointError(f"could not fetch config.json of hf-hub:{repo_id} ({e})") from e
+    cfg_path = download(repo_id, "config.json")
     with open(cfg_path) as f:
         config = json.load(f)
     arch = config.get("architecture")
