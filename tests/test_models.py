@@ -144,3 +144,21 @@ def test_group_matcher_covers_every_parameter():
     groups = group_parameters(model, model.group_matcher())
     grouped = {n for names in groups.values() for n in names}
     assert grouped == {n for n, _ in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ["poolformer_s12", "identityformer_s12", "randformer_s12", "poolformerv2_s12",
+                                  "convformer_s18", "caformer_s18"])
+def test_autocast_bfloat16(name):
+    """Mixed precision (CPU autocast, bfloat16): forward and backward run and stay close to float32."""
+    model = zoo.create_model(name)
+    x = _x(name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    out.float().sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x).float()
+    assert (low - ref).abs().max() <= 0.1 * ref.abs().max()

@@ -25,6 +25,8 @@ def residual_add(
     new allocation: on CPU, first-touching large fresh buffers costs as much as the arithmetic.
     """
     out = branch if not (torch.is_grad_enabled() and (x.requires_grad or branch.requires_grad)) else None
+    if out is not None and any(t is not None and t.dtype != branch.dtype for t in (x, gain, res_scale)):
+        out = None  # mixed precision (autocast): let type promotion pick the result dtype
     if res_scale is not None:
         x = x * res_scale
     if gain is None:

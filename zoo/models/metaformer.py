@@ -265,6 +265,7 @@ class MetaFormerBlock(nn.Module):
                 g = g + (self.norm1.bias - self.norm1.bias)
             if gain is not None:
                 g = g * gain
+            g = g.to(x.dtype)  # statistics are float32 under autocast; the map may be bfloat16
             pooled = self.token_mixer.pool(x)
             if res_scale is None:
                 return torch.lerp(x, pooled, g)  # x + g * (pooled - x)
@@ -274,7 +275,8 @@ class MetaFormerBlock(nn.Module):
             scale, shift = self.norm1.scale_shift(x)
             if gain is not None:
                 scale, shift = scale * gain, shift * gain
-            return torch.addcmul(shift, x, scale + (1.0 if res_scale is None else res_scale))
+            scale = scale + (1.0 if res_scale is None else res_scale)
+            return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
         return residual_add(x, self.token_mixer(self.norm1(x)), gain, res_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
