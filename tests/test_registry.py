@@ -82,12 +82,12 @@ def test_randformer_needs_its_fixed_size():
 def test_timm_builds_zoo_models_it_lacks_and_keeps_its_own():
     from zoo.models.metaformer import MetaFormer
     for name in ("identityformer_s12", "randformer_s12"):
-        assert zoo.model_info(name)["timm_name_owned_by_timm"] is False
+        assert zoo.model_info(name)["timm_owns_name"] is False
         model = timm.create_model(name, num_classes=5)
         assert isinstance(model, MetaFormer) and model.num_classes == 5
     # names timm owns keep timm's own implementation
     for name in ("poolformer_s12", "convformer_s18", "caformer_s18", "poolformerv2_s12"):
-        assert zoo.model_info(name)["timm_name_owned_by_timm"] is True
+        assert zoo.model_info(name)["timm_owns_name"] is True
         assert not isinstance(timm.create_model(name), MetaFormer)
     assert "identityformer_m48" in timm.list_models("identityformer*")
 

@@ -131,7 +131,7 @@ def model_info(name: str) -> Dict[str, Any]:
             "convention": "params: sum(p.numel()) of the authors' model; MACs: fvcore total at 1x3x224x224 "
                           "(one multiply-add = 1); top-1: the paper's ImageNet-1k figure",
         },
-        "timm_name_owned_by_timm": _timm_owns(name),
+        "timm_owns_name": _timm_owns(name),
         "pretrained_cfg": cfg,
     }
 
