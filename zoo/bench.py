@@ -21,6 +21,7 @@ What is measured, per model and batch size, in fp32, eval mode, under ``torch.in
 Targets: zoo >= 1.3x timm on poolformer_s12 at batch 32, >= 1.0x everywhere else.
 
 Run as ``python -m zoo.bench [options]`` (or ``zoo bench``, which mounts :func:`add_arguments` / :func:`run`).
+With ``--family NAME`` or ``--all`` it builds the zoo's model table instead (see :mod:`zoo.table`).
 """
 import argparse
 import json
@@ -219,10 +220,18 @@ def _csv(kind: type):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", type=_csv(str), default=list(DEFAULT_MODELS),
+    parser.add_argument("--models", type=_csv(str), default=None,
                         help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
-    parser.add_argument("--batch-sizes", type=_csv(_positive_int), default=list(DEFAULT_BATCH_SIZES),
-                        help="comma-separated batch sizes (default: 1,32)")
+    parser.add_argument("--batch-sizes", type=_csv(_positive_int), default=None,
+                        help="comma-separated batch sizes (default: 1,32; model table: 1)")
+    table = parser.add_argument_group("model table (instead of the timm comparison)")
+    table.add_argument("--family", default=None, help="profile every model of this family")
+    table.add_argument("--all", action="store_true", help="profile every registered model")
+    table.add_argument("--csv", type=Path, default=None, metavar="PATH", help="write the table as CSV")
+    table.add_argument("--plot", type=Path, default=None, metavar="PATH",
+                       help="write the top-1 vs MACs / latency picture (PNG)")
+    table.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    table.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
     parser.add_argument("--img-size", type=_positive_int, default=224, help="input height and width (default: 224)")
     parser.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up passes per implementation (default: 2)")
@@ -235,12 +244,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.models_given = args.models is not None
+    if args.family or args.all:
+        from .table import run_table
+        return run_table(args)
+    args.models = args.models or list(DEFAULT_MODELS)
+    args.batch_sizes = args.batch_sizes or list(DEFAULT_BATCH_SIZES)
     unknown = [n for n in args.models if n not in zoo.list_models() or not timm.is_model(n)]
     if unknown:
         print(f"error: not a model of both the zoo and timm: {', '.join(unknown)}", file=sys.stderr)
         return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     env = environment()
     print("MetaFormer CPU benchmark: zoo vs timm, same weights (fp32, eval, inference_mode)")
     for key, value in env.items():

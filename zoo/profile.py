@@ -1,39 +1,127 @@
-"""Params and MACs of a model.
+"""Honest params, MACs, latency and memory of a model.
 
-MACs come from fvcore's ``FlopCountAnalysis`` (which counts one multiply-add as one "flop": that number is
-MACs, the unit of the MetaFormer tables). The zoo adds handles for ops fvcore would otherwise count as zero
-although they do matrix arithmetic (``aten::scaled_dot_product_attention``). ``FLOPs = 2 x MACs``.
-Ops fvcore skips are listed in the result; a skipped matmul, conv or attention op is an error.
+Conventions (also stated in every :class:`Profile`):
+
+* **MACs** come from fvcore's ``FlopCountAnalysis``, which counts one multiply-add as one "flop": that number is
+  MACs, the unit of the MetaFormer and SLaK tables. ``FLOPs = 2 x MACs``. fvcore's own handles cover conv,
+  linear, matmul, bmm, einsum and the ATen norms; the zoo adds handles so that nothing that costs arithmetic
+  goes uncounted: ``scaled_dot_product_attention`` (fvcore counts it as zero), broadcast matmuls (fvcore
+  drops the broadcast batch), ``baddbmm``, pooling (one per input element, fvcore's convention for adaptive
+  pooling), the norm kernels the zoo calls directly (fvcore's 5 or 4 per element), reductions, and
+  element-wise ops and activations (one per output element, fvcore's element-wise convention). The ops left uncounted are listed; a matmul, conv or attention op left
+  uncounted is an error.
+* **Cross-check**: the ops both tools count (conv, matmul/linear, attention run on the math backend) are also
+  counted with ``torch.utils.flop_counter.FlopCounterMode`` (which counts 2 per multiply-add).
+* **Params**: unique parameters (tied or shared weights once), split into trainable and frozen; non-zero
+  parameters (for sparse models); non-embedding parameters where the model has embeddings.
+* **Latency**: warm-up passes, then the median of N timed passes (CUDA events with synchronisation on GPU);
+  throughput = batch / median. **Peak memory**: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the
+  increase of the process RSS during one forward, sampled every millisecond (named as such).
 """
+import math
+import platform
+import statistics
+import threading
+import time
+import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-__all__ = ["Profile", "count_macs", "count_params", "profile"]
+__all__ = ["Profile", "count_macs", "count_params", "cross_check_flop_counter", "measure_latency",
+           "measure_peak_memory", "profile"]
 
 # ops that do matrix arithmetic: leaving one uncounted would make the total meaningless
-_MUST_COUNT = ("matmul", "mm", "bmm", "conv", "linear", "einsum", "attention", "baddbmm", "addmm")
+_MUST_COUNT = ("matmul", "mm", "bmm", "conv", "linear", "einsum", "attention", "addmm")
+# ops counted by both fvcore (with the zoo's handles) and FlopCounterMode, as fvcore's by_operator() names them
+_SHARED_OPS = ("conv", "linear", "addmm", "mm", "matmul", "bmm", "baddbmm", "einsum",
+               "scaled_dot_product_attention")
 
 
-def _shape(v) -> List[int]:
-    return list(v.type().sizes())
+def _shape(v) -> Optional[List[int]]:
+    return v.type().sizes() if v.isCompleteTensor() else None
+
+
+def _numel(shape) -> int:
+    return math.prod(shape) if shape else 1
 
 
 def _sdpa_macs(inputs: List[Any], outputs: List[Any]) -> int:
-    """softmax(q k^T) v: B*h*Nq*Nk*d for q k^T plus B*h*Nq*Nk*dv for the weighted sum."""
+    """softmax(q k^T) v: Nq*Nk*d for q k^T plus Nq*Nk*dv for the weighted sum, per batch and head."""
     q, k, v = (_shape(t) for t in inputs[:3])
-    batch = 1
-    for d in q[:-2]:
-        batch *= d
-    nq, d = q[-2], q[-1]
-    nk, dv = k[-2], v[-1]
-    return batch * nq * nk * (d + dv)
+    return _numel(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
-_EXTRA_HANDLES = {
+def _matmul_macs(inputs: List[Any], outputs: List[Any]) -> int:
+    """(..., M, K) @ (..., K, N) with broadcasting: numel(output) * K."""
+    a = _shape(inputs[0])
+    return _numel(_shape(outputs[0])) * a[-1]
+
+
+def _baddbmm_macs(inputs: List[Any], outputs: List[Any]) -> int:
+    return _numel(_shape(outputs[0])) * _shape(inputs[1])[-1]
+
+
+def _elementwise(scale: int = 1) -> Callable:
+    def handle(inputs: List[Any], outputs: List[Any]) -> int:
+        return scale * _numel(_shape(outputs[0]))
+    return handle
+
+
+def _over_input(scale: int) -> Callable:
+    def handle(inputs: List[Any], outputs: List[Any]) -> int:
+        return scale * _numel(_shape(inputs[0]))
+    return handle
+
+
+def _native_norm(inputs: List[Any], outputs: List[Any]) -> int:
+    """fvcore's norm convention: 5 per element with an affine weight, 4 without."""
+    has_affine = len(inputs) > 1 and _shape(inputs[1]) is not None
+    return _numel(_shape(inputs[0])) * (5 if has_affine else 4)
+
+
+_ELEMENTWISE_OPS = (
+    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "addcmul", "addcmul_", "lerp", "lerp_",
+    "pow", "pow_", "square", "square_", "sqrt", "rsqrt", "exp", "neg", "abs", "clamp", "clamp_min",
+    "relu", "relu_", "gelu", "gelu_", "silu", "silu_", "sigmoid", "tanh", "softmax", "log_softmax", "where",
+    "maximum", "minimum", "reciprocal", "erf", "hardtanh", "hardswish", "leaky_relu", "softplus",
+)
+
+_ZOO_HANDLES: Dict[str, Callable] = {
     "aten::scaled_dot_product_attention": _sdpa_macs,
+    "aten::matmul": _matmul_macs,
+    "aten::baddbmm": _baddbmm_macs,
+    "aten::avg_pool1d": _over_input(1),
+    "aten::avg_pool2d": _over_input(1),
+    "aten::avg_pool3d": _over_input(1),
+    "aten::max_pool1d": _over_input(1),
+    "aten::max_pool2d": _over_input(1),
+    "aten::max_pool3d": _over_input(1),
+    "aten::adaptive_avg_pool1d": _over_input(1),
+    "aten::adaptive_max_pool2d": _over_input(1),
+    "aten::native_group_norm": _native_norm,
+    "aten::native_layer_norm": _native_norm,
+    "aten::rms_norm": _native_norm,
+    "aten::mean": _over_input(1),
+    "aten::sum": _over_input(1),
+    "aten::var_mean": _over_input(2),
+    "aten::var": _over_input(2),
+    "aten::std": _over_input(2),
+    "aten::linalg_vector_norm": _over_input(1),
+    **{f"aten::{op}": _elementwise(1) for op in _ELEMENTWISE_OPS},
+}
+
+CONVENTIONS = {
+    "macs": "fvcore FlopCountAnalysis total, one multiply-add = 1 MAC, batch included; zoo handles for "
+            "scaled_dot_product_attention, broadcast matmul, baddbmm, pooling (1 per input element), "
+            "native norms (fvcore's 5/4 per element), reductions and element-wise ops (1 per output element)",
+    "flops": "2 x macs",
+    "params": "unique parameters (tied/shared weights once); nonzero_params counts non-zero entries",
+    "latency": "warm-up passes, then the median of timed passes; throughput = batch / median",
+    "peak_memory": "CUDA: torch.cuda.max_memory_allocated during one forward; CPU: increase of process RSS "
+                   "during one forward, sampled every 1 ms",
 }
 
 
@@ -41,53 +129,183 @@ _EXTRA_HANDLES = {
 class Profile:
     name: str
     input_size: Tuple[int, ...]
+    device: str
     params: int
     trainable_params: int
     frozen_params: int
+    nonzero_params: int
+    non_embedding_params: Optional[int]
     macs: int
     flops: int
+    macs_by_operator: Dict[str, int] = field(default_factory=dict)
     uncounted_ops: Dict[str, int] = field(default_factory=dict)
-    convention: str = ("macs: fvcore FlopCountAnalysis total (one multiply-add = 1) with the zoo's handles for "
-                       "scaled_dot_product_attention; flops = 2 x macs; params: unique parameters")
+    flop_counter_check: Optional[Dict[str, Any]] = None
+    latency: List[Dict[str, Any]] = field(default_factory=list)
+    peak_memory: Optional[Dict[str, Any]] = None
+    module_table: Optional[str] = None
+    conventions: Dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
     tools: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
-def count_params(model: nn.Module) -> Tuple[int, int]:
-    """(trainable, frozen) counts of unique parameters (tied or shared weights once)."""
-    seen, trainable, frozen = set(), 0, 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        if p.requires_grad:
-            trainable += p.numel()
-        else:
-            frozen += p.numel()
-    return trainable, frozen
+def count_params(model: nn.Module) -> Dict[str, Optional[int]]:
+    """Unique parameter counts: total, trainable, frozen, non-zero and non-embedding (None without embeddings)."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    trainable = sum(p.numel() for p in unique if p.requires_grad)
+    frozen = sum(p.numel() for p in unique if not p.requires_grad)
+    nonzero = sum(int(torch.count_nonzero(p)) for p in unique if p.device.type != "meta")
+    embeddings = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Embedding)}
+    non_embedding = trainable + frozen - sum(w.numel() for w in embeddings.values()) if embeddings else None
+    return dict(params=trainable + frozen, trainable=trainable, frozen=frozen, nonzero=nonzero,
+                non_embedding=non_embedding)
+
+
+def _analysis(model: nn.Module, inputs: Tuple[torch.Tensor, ...]):
+    """fvcore's analysis with the zoo's handles, already run (fvcore traces with torch.jit, which warns)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
+        analysis = FlopCountAnalysis(model, inputs).set_op_handle(**_ZOO_HANDLES)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analysis.total()
+    return analysis
 
 
 def count_macs(model: nn.Module, inputs: Union[torch.Tensor, Sequence[torch.Tensor]]) -> Tuple[int, Dict[str, int]]:
-    """(MACs, uncounted ops) of one forward, via fvcore with the zoo's extra handles."""
-    from fvcore.nn import FlopCountAnalysis
-
+    """(MACs, uncounted ops) of one forward, via fvcore with the zoo's handles."""
     inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
-    analysis = FlopCountAnalysis(model, inputs).set_op_handle(**_EXTRA_HANDLES)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    total = int(analysis.total())
-    skipped = dict(analysis.unsupported_ops())
-    bad = [op for op in skipped if any(word in op for word in _MUST_COUNT)]
-    if bad:
-        raise RuntimeError(f"fvcore left arithmetic-heavy ops uncounted: {bad}; add handles in zoo/profile.py")
-    return total, skipped
+    analysis = _analysis(model, inputs)
+    return int(analysis.total()), _check_uncounted(analysis)
 
 
-def profile(model_or_name: Union[str, nn.Module], input_size: Optional[Sequence[int]] = None,
-            batch_size: int = 1) -> Profile:
-    """Params and fvcore MACs of a model (or registered name) at ``input_size`` (C, H, W; default: its cfg's)."""
+_ZERO_COST_OPS = {"aten::numel", "aten::size", "aten::dim", "aten::len", "aten::item", "aten::detach",
+                  "aten::empty_like", "aten::zeros_like", "aten::ones_like", "aten::copy_", "aten::clone",
+                  "aten::contiguous", "aten::dropout", "aten::alias", "aten::lift_fresh", "aten::scalar_tensor"}
+
+
+def _check_uncounted(analysis) -> Dict[str, int]:
+    """Ops fvcore had no handle for, minus those that move or describe data without arithmetic."""
+    skipped = {op: n for op, n in analysis.unsupported_ops().items() if op not in _ZERO_COST_OPS}
+    heavy = [op for op in skipped if any(word in op for word in _MUST_COUNT)]
+    if heavy:
+        raise RuntimeError(f"fvcore left arithmetic-heavy ops uncounted: {heavy}; add handles in zoo/profile.py")
+    return skipped
+
+
+def cross_check_flop_counter(model: nn.Module, inputs: Tuple[torch.Tensor, ...],
+                             fvcore_by_operator: Dict[str, int]) -> Dict[str, Any]:
+    """Compare fvcore's count of the shared ops with ``FlopCounterMode`` (attention on the math backend)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+        model(*inputs)
+    torch_macs = counter.get_total_flops() // 2
+    fvcore_macs = sum(v for k, v in fvcore_by_operator.items() if k in _SHARED_OPS)
+    rel = abs(fvcore_macs - torch_macs) / max(torch_macs, 1)
+    return dict(fvcore_macs=int(fvcore_macs), flop_counter_macs=int(torch_macs), rel_diff=rel,
+                ops="conv, linear/addmm/mm/matmul/bmm/baddbmm, einsum, attention (math backend)")
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(model: nn.Module, input_size: Sequence[int], batch_sizes: Sequence[int] = (1,),
+                    device: Union[str, torch.device] = "cpu", runs: int = 10, warmup: int = 2,
+                    channels_last: bool = False, dtype: torch.dtype = torch.float32,
+                    progress: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
+    """Median latency and throughput of ``model`` (already on ``device``, eval mode) per batch size."""
+    device = torch.device(device)
+    results = []
+    for bs in batch_sizes:
+        x = torch.randn(bs, *input_size, device=device, dtype=dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        times = []
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            _sync(device)
+            for _ in range(runs):
+                if device.type == "cuda":
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    model(x)
+                    end.record()
+                    end.synchronize()
+                    times.append(start.elapsed_time(end) / 1e3)
+                else:
+                    t0 = time.perf_counter()
+                    model(x)
+                    times.append(time.perf_counter() - t0)
+                if progress:
+                    progress(f"batch {bs}")
+        median = statistics.median(times)
+        results.append(dict(batch_size=bs, median_ms=median * 1e3, min_ms=min(times) * 1e3,
+                            throughput=bs / median, runs=runs, warmup=warmup))
+    return results
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            import os
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> Dict[str, Any]:
+    """Peak memory of one inference forward: CUDA max allocated, or sampled CPU RSS increase."""
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        base = torch.cuda.memory_allocated(x.device)
+        with torch.inference_mode():
+            model(x)
+        torch.cuda.synchronize(x.device)
+        peak = torch.cuda.max_memory_allocated(x.device)
+        return dict(bytes=int(peak - base), method="torch.cuda.max_memory_allocated minus allocated before")
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        done.set()
+        sampler.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    return dict(bytes=int(peak[0] - base), method="CPU process RSS increase during one forward (sampled, 1 ms)")
+
+
+def profile(model_or_name: Union[str, nn.Module], input_size: Optional[Sequence[int]] = None, batch_size: int = 1,
+            device: Union[str, torch.device] = "cpu", latency: bool = False,
+            batch_sizes: Optional[Sequence[int]] = None, runs: int = 10, warmup: int = 2,
+            channels_last: bool = False, compile: bool = False, memory: bool = False,
+            breakdown: bool = False, cross_check: bool = False) -> Profile:
+    """Profile a model or registered name at ``input_size`` (C, H, W; default: the model's cfg).
+
+    MACs are counted at ``batch_size``. ``latency`` times ``batch_sizes`` (default: ``[batch_size]``) on
+    ``device``; ``memory`` records the peak of one forward; ``breakdown`` adds fvcore's per-module table;
+    ``cross_check`` compares against ``FlopCounterMode`` on the ops both count.
+    """
     import fvcore
+    import timm
 
     from .registry import create_model
 
@@ -99,11 +317,43 @@ def profile(model_or_name: Union[str, nn.Module], input_size: Optional[Sequence[
     cfg = getattr(model, "pretrained_cfg", None) or {}
     input_size = tuple(input_size or cfg.get("input_size") or (3, 224, 224))
     model.eval()
-    trainable, frozen = count_params(model)
+    counts = count_params(model)
+
+    x = torch.randn(batch_size, *input_size)
     with torch.no_grad():
-        macs, skipped = count_macs(model, torch.randn(batch_size, *input_size))
+        analysis = _analysis(model, (x,))
+        macs = int(analysis.total())
+        by_op = {k: int(v) for k, v in analysis.by_operator().items()}
+        uncounted = _check_uncounted(analysis)
+        table = None
+        if breakdown:
+            from fvcore.nn import flop_count_table
+            table = flop_count_table(analysis, max_depth=3)
+    check = cross_check_flop_counter(model, (x,), by_op) if cross_check else None
+
+    device = torch.device(device)
+    timings, peak = [], None
+    if latency or memory:
+        model = model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        runner = torch.compile(model) if compile else model
+        if latency:
+            timings = measure_latency(runner, input_size, batch_sizes or [batch_size], device=device, runs=runs,
+                                      warmup=warmup, channels_last=channels_last)
+            for t in timings:
+                t.update(channels_last=channels_last, compiled=compile)
+        if memory:
+            peak = measure_peak_memory(runner, torch.randn(batch_size, *input_size, device=device))
+
+    tools = {"fvcore": getattr(fvcore, "__version__", "unknown"), "torch": torch.__version__,
+             "timm": timm.__version__, "python": platform.python_version(), "threads": str(torch.get_num_threads())}
+    if device.type == "cuda":
+        tools["device"] = torch.cuda.get_device_name(device)
     return Profile(
-        name=name, input_size=(batch_size, *input_size), params=trainable + frozen, trainable_params=trainable,
-        frozen_params=frozen, macs=macs, flops=2 * macs, uncounted_ops=skipped,
-        tools={"fvcore": getattr(fvcore, "__version__", "unknown"), "torch": torch.__version__},
+        name=name, input_size=(batch_size, *input_size), device=str(device), params=counts["params"],
+        trainable_params=counts["trainable"], frozen_params=counts["frozen"], nonzero_params=counts["nonzero"],
+        non_embedding_params=counts["non_embedding"], macs=macs, flops=2 * macs, macs_by_operator=by_op,
+        uncounted_ops=uncounted, flop_counter_check=check, latency=timings, peak_memory=peak, module_table=table,
+        tools=tools,
     )

@@ -1,0 +1,162 @@
+"""Model cards and the README model table are generated from the code and stay in sync with it (zoo/cards.py).
+
+Profiling every model is the slow part, so ``collect()`` runs once for this module and every test reuses its rows.
+"""
+import copy
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import zoo
+from zoo import cards
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return cards.collect(progress=False)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A copy of the committed README.md and model_cards/."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copy(REPO / "README.md", root / "README.md")
+    shutil.copytree(REPO / "model_cards", root / "model_cards")
+    return root
+
+
+def _readme_table_rows(text):
+    block = text.split(cards.TABLE_START, 1)[1].split(cards.TABLE_END, 1)[0]
+    return re.findall(r"^\| `(\w+)` \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([^|]+) \|$", block, flags=re.M)
+
+
+def test_committed_cards_and_readme_are_in_sync_with_the_code(rows):
+    """The drift test: regenerate everything in memory and compare with the committed files."""
+    assert cards.check(REPO, rows=rows) == [], "run `python -m zoo.cards` and commit the result"
+
+
+def test_rows_measure_every_registered_model(rows):
+    assert sorted(r["name"] for r in rows) == zoo.list_models()
+    for row in rows:
+        ref = zoo.model_info(row["name"])["reference"]
+        assert row["params"] == ref["params"], row["name"]
+        assert abs(row["macs"] / ref["macs"] - 1) < 0.02, row["name"]
+        assert row["flops"] == 2 * row["macs"] and row["input_size"] == [3, 224, 224]
+
+
+def test_a_card_edited_by_hand_is_detected(rows, tree):
+    card = tree / "model_cards" / "poolformer_s12.md"
+    text = card.read_text()
+    line = next(l for l in text.splitlines() if l.startswith("| Params (measured) |"))
+    assert "11,915,176" in line
+    card.write_text(text.replace(line, line.replace("11,915,176", "11,915,177")))
+    assert cards.check(tree, rows=rows) == ["model_cards/poolformer_s12.md"]
+
+
+def test_code_that_changes_params_or_macs_is_detected(rows):
+    """The committed files against rows as if the code had changed: the card, the index and the README differ."""
+    changed = copy.deepcopy(rows)
+    row = next(r for r in changed if r["name"] == "caformer_s18")
+    row["params"] += 1
+    assert cards.check(REPO, rows=changed) == ["README.md", "model_cards/README.md", "model_cards/caformer_s18.md"]
+    changed = copy.deepcopy(rows)
+    row = next(r for r in changed if r["name"] == "randformer_s12")
+    row["macs"] += 10_000_000  # 0.010 GMACs: shows in the card (3 decimals) and the README (2 decimals)
+    row["flops"] = 2 * row["macs"]
+    assert cards.check(REPO, rows=changed) == ["README.md", "model_cards/README.md", "model_cards/randformer_s12.md"]
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_card_front_matter_parses_and_carries_the_paper_top1(name):
+    from huggingface_hub import ModelCard
+
+    info = zoo.model_info(name)
+    card = ModelCard.load(REPO / "model_cards" / f"{name}.md")
+    data = card.data
+    assert data.model_name == name and data.license == info["license"] and data.library_name == "zoo"
+    assert data.tags == ["image-classification", "zoo", info["family"]]
+    (result,) = data.eval_results
+    assert result.metric_value == info["reference"]["top1"]
+    assert (result.task_type, result.dataset_type, result.metric_type, result.metric_name) == (
+        "image-classification", "imagenet-1k", "accuracy", "top-1")
+    assert result.verified is False and info["paper_ids"] in result.source_name
+    assert f'zoo.create_model("{name}", pretrained=True)' in card.text
+
+
+def test_readme_table_rows_are_the_registry_with_measured_figures(rows):
+    table = _readme_table_rows((REPO / "README.md").read_text())
+    by_name = {r["name"]: r for r in rows}
+    assert sorted(r[0] for r in table) == zoo.list_models()
+    assert [r[0] for r in table] == [r["name"] for r in cards.ordered(rows)]
+    for name, params, gmacs, top1, in_timm in table:
+        info = zoo.model_info(name)
+        assert int(params.replace(",", "")) == by_name[name]["params"]
+        assert gmacs == f"{by_name[name]['macs'] / 1e9:.2f}"
+        assert float(top1) == info["reference"]["top1"]
+        assert in_timm == ("yes (timm keeps its own)" if info["timm_owns_name"] else "no (registered by zoo)")
+
+
+def test_table_order_is_family_variant_size(rows):
+    names = [r["name"] for r in cards.ordered(rows)]
+    assert names[:6] == ["poolformer_s12", "poolformer_s24", "poolformer_s36", "poolformer_m36", "poolformer_m48",
+                         "identityformer_s12"]
+    assert names[-4:] == ["caformer_s18", "caformer_s36", "caformer_m36", "caformer_b36"]
+    assert names.index("randformer_m48") < names.index("poolformerv2_s12") < names.index("convformer_s18")
+
+
+def test_cards_are_deterministic_and_carry_no_tool_versions(rows):
+    import huggingface_hub
+    import torch
+
+    for row in rows[:3]:
+        text = cards.render_card(row)
+        assert text == cards.render_card(copy.deepcopy(row))
+        assert torch.__version__ not in text and huggingface_hub.__version__ not in text
+    assert cards.render_readme_table(rows) == cards.render_readme_table(list(reversed(rows)))
+
+
+def test_write_all_only_touches_the_marked_block(rows, tmp_path):
+    before, after = "# title\n\nintro  \n\n", "\ntail\r\n"
+    readme = f"{before}{cards.TABLE_START}\nold table\n{cards.TABLE_END}{after}"
+    (tmp_path / "README.md").write_bytes(readme.encode())
+    written = cards.write_all(tmp_path, rows=rows)
+    assert len(written) == len(rows) + 2 and "README.md" in written
+    text = (tmp_path / "README.md").read_bytes().decode()
+    assert text.startswith(before + cards.TABLE_START + "\n") and text.endswith(cards.TABLE_END + after)
+    assert "old table" not in text and cards.render_readme_table(rows) in text
+    assert cards.check(tmp_path, rows=rows) == []
+    assert cards.write_all(tmp_path, rows=rows) == []  # nothing to do the second time
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_write_all_refuses_a_readme_without_markers(rows, tmp_path):
+    (tmp_path / "README.md").write_text("# no table markers here\n")
+    with pytest.raises(ValueError, match="model-table:start"):
+        cards.write_all(tmp_path, rows=rows)
+    assert not (tmp_path / "model_cards").exists()
+    assert "README.md" in cards.check(tmp_path, rows=rows)
+
+
+def test_stale_and_missing_cards_are_reported(rows, tree):
+    (tree / "model_cards" / "gone_s12.md").write_text(f"{cards.GENERATED}\n# gone_s12\n")
+    (tree / "model_cards" / "NOTES.md").write_text("hand-written, not generated\n")
+    (tree / "model_cards" / "caformer_b36.md").unlink()
+    assert cards.check(tree, rows=rows) == ["model_cards/caformer_b36.md", "model_cards/gone_s12.md"]
+    cards.write_all(tree, rows=rows)
+    assert not (tree / "model_cards" / "gone_s12.md").exists() and (tree / "model_cards" / "NOTES.md").exists()
+    assert cards.check(tree, rows=rows) == []
+
+
+def test_command_line_check(rows, tree, monkeypatch, capsys):
+    monkeypatch.setattr(cards, "collect", lambda names=None, progress=True: rows)
+    assert cards.main(["--check", "--root", str(tree), "--no-progress"]) == 0
+    (tree / "model_cards" / "poolformer_s12.md").write_text("edited\n")
+    assert cards.main(["--check", "--root", str(tree), "--no-progress"]) == 1
+    assert "model_cards/poolformer_s12.md" in capsys.readouterr().err
+    assert cards.main(["--root", str(tree), "--no-progress"]) == 0
+    assert cards.check(tree, rows=rows) == []
