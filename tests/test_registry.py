@@ -108,4 +108,6 @@ def test_readme_model_table_matches_registry():
     for name, params, gmacs, top1 in rows:
         ref = zoo.model_info(name)["reference"]
         assert int(params.replace(",", "")) == ref["params"]
-        assert float(gmacs) == ref["gmacs"] and float(top1) == ref["top1"]
+        # README GMACs are measured (zoo.profile), rounded to 2 decimals; the exact check is in tests/test_cards.py
+        assert abs(float(gmacs) * 1e9 / ref["macs"] - 1) < 0.02, (name, gmacs, ref["gmacs"])
+        assert float(top1) == ref["top1"]

@@ -126,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_profile)
 
-    p = sub.add_parser("bench", help="throughput and fidelity against timm on the same weights (CPU)")
+    p = sub.add_parser("cards", help="regenerate model_cards/*.md and README's model table (--check: verify)")
+    from . import cards
+    cards.add_arguments(p)
+    p.set_defaults(func=cards.run)
+
+    p = sub.add_parser("bench", help="throughput vs timm on the same weights; --family/--all: the model table")
     from . import bench
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
