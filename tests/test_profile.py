@@ -55,7 +55,8 @@ def test_uncounted_heavy_op_is_an_error(monkeypatch):
         count_macs(model, torch.randn(1, 14, 14, 320))
 
 
-SMALL = [n for n in zoo.list_models() if n.endswith(("_s12", "_s18"))]  # one per series of the family
+# one model per series of each family
+SMALL = [n for n in zoo.list_models() if n.endswith(("_s12", "_s18"))] + ["sret_tiny", "sret_tiny_wo_slice"]
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
@@ -82,7 +83,8 @@ def _check_profile(name, cross_check):
     if cross_check:
         check = result.flop_counter_check
         assert check["rel_diff"] < 0.01, check
-    assert result.input_size == (1, 3, 224, 224) and result.tools["fvcore"]
+    cfg_size = tuple(zoo.model_info(name)["pretrained_cfg"]["input_size"])
+    assert result.input_size == (1, *cfg_size) and result.tools["fvcore"]
 
 
 def test_param_kinds():

@@ -252,6 +252,9 @@ def run(args: argparse.Namespace) -> int:
         return run_table(args)
     args.models = args.models or list(DEFAULT_MODELS)
     args.batch_sizes = args.batch_sizes or list(DEFAULT_BATCH_SIZES)
+    if args.models and all(n in zoo.list_models(family="sret") for n in args.models):
+        from .bench_sret import run as run_sret  # timm has no SReT: the peer is the authors' forward
+        return run_sret(args.models, args.batch_sizes, args.runs, args.warmup)
     unknown = [n for n in args.models if n not in zoo.list_models() or not timm.is_model(n)]
     if unknown:
         print(f"error: not a model of both the zoo and timm: {', '.join(unknown)}", file=sys.stderr)

@@ -259,7 +259,9 @@ def render_card(row: Dict[str, Any]) -> str:
         "",
         "import zoo",
         "",
-        f'model = zoo.create_model("{name}", pretrained=True).eval()',
+        (f'model = zoo.create_model("{name}", pretrained=True).eval()' if row.get("hf_hub_id") else
+         f'model = zoo.create_model("{name}", pretrained=True,  # the authors\' file, downloaded by hand\n'
+         f'                         pretrained_cfg_overlay={{"file": "path/to/checkpoint.pth"}}).eval()'),
         "config = timm.data.resolve_data_config({}, model=model)  # input size, crop_pct, interpolation, mean/std",
         "transform = timm.data.create_transform(**config)        # eval transforms: resize, center crop, normalize",
         "",

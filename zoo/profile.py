@@ -182,7 +182,9 @@ def count_macs(model: nn.Module, inputs: Union[torch.Tensor, Sequence[torch.Tens
 
 _ZERO_COST_OPS = {"aten::numel", "aten::size", "aten::dim", "aten::len", "aten::item", "aten::detach",
                   "aten::empty_like", "aten::zeros_like", "aten::ones_like", "aten::copy_", "aten::clone",
-                  "aten::contiguous", "aten::dropout", "aten::alias", "aten::lift_fresh", "aten::scalar_tensor"}
+                  "aten::contiguous", "aten::dropout", "aten::alias", "aten::lift_fresh", "aten::scalar_tensor",
+                  # index bookkeeping and gathers: data movement, no multiply-adds
+                  "aten::randperm", "aten::argsort", "aten::index_select", "aten::gather"}
 
 
 def _check_uncounted(analysis) -> Dict[str, int]:

@@ -1,16 +1,23 @@
 """Building blocks shared by more than one family."""
 from .activations import GELU, SquaredReLU, StarReLU, needs_grad
+from .linear import Linear
 from .norm import ChannelLayerNorm, SpatialLayerNorm, spatial_stats
+from .recursion import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
 from .residual import drop_path_gain, residual_add
 
 __all__ = [
     "ChannelLayerNorm",
+    "RecursiveStack",
     "GELU",
+    "Linear",
     "SpatialLayerNorm",
     "SquaredReLU",
     "StarReLU",
+    "cycle_schedule",
     "drop_path_gain",
     "needs_grad",
+    "recursion_indices",
     "residual_add",
+    "sequence_schedule",
     "spatial_stats",
 ]

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import (GELU, ChannelLayerNorm, SpatialLayerNorm, SquaredReLU, StarReLU, drop_path_gain, needs_grad,
-                      residual_add)
+from ..layers import (GELU, ChannelLayerNorm, Linear, SpatialLayerNorm, SquaredReLU, StarReLU, drop_path_gain,
+                      needs_grad, residual_add)
 from ..registry import build_vision_model, register_model
 
 __all__ = ["MetaFormer", "checkpoint_filter_fn"]
@@ -122,10 +122,10 @@ class SepConv(nn.Module):
     def __init__(self, dim: int, expansion_ratio: float = 2, kernel_size: int = 7):
         super().__init__()
         mid = int(expansion_ratio * dim)
-        self.pwconv1 = nn.Linear(dim, mid, bias=False)
+        self.pwconv1 = Linear(dim, mid, bias=False)
         self.act1 = StarReLU()
         self.dwconv = nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2, groups=mid, bias=False)
-        self.pwconv2 = nn.Linear(mid, dim, bias=False)
+        self.pwconv2 = Linear(mid, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pwconv1(x)
@@ -142,8 +142,8 @@ class Attention(nn.Module):
         self.head_dim = head_dim
         self.num_heads = max(dim // head_dim, 1)
         self.attention_dim = self.num_heads * head_dim
-        self.qkv = nn.Linear(dim, self.attention_dim * 3, bias=False)
-        self.proj = nn.Linear(self.attention_dim, dim, bias=False)
+        self.qkv = Linear(dim, self.attention_dim * 3, bias=False)
+        self.proj = Linear(self.attention_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, _ = x.shape
@@ -160,9 +160,9 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, mlp_ratio: float = 4, act_layer=StarReLU, bias: bool = False):
         super().__init__()
         hidden = int(mlp_ratio * dim)
-        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.fc1 = Linear(dim, hidden, bias=bias)
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.fc2 = Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)
@@ -176,11 +176,11 @@ class MlpHead(nn.Module):
     def __init__(self, dim: int, num_classes: int, mlp_ratio: float = 4, head_dropout: float = 0.0):
         super().__init__()
         hidden = int(mlp_ratio * dim)
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = SquaredReLU()
         self.norm = nn.LayerNorm(hidden, eps=1e-5)
         self.head_drop = nn.Dropout(head_dropout)
-        self.fc2 = nn.Linear(hidden, num_classes)
+        self.fc2 = Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.head_drop(self.norm(self.act(self.fc1(x)))))
@@ -327,7 +327,7 @@ class MetaFormerHead(nn.Module):
             return nn.Identity()
         if self.mlp_head:
             return MlpHead(dim, num_classes, head_dropout=self.head_dropout)
-        return nn.Linear(dim, num_classes)
+        return Linear(dim, num_classes)
 
     def reset(self, num_classes: int, global_pool: Optional[str] = None):
         if global_pool is not None:

@@ -1,0 +1,74 @@
+"""Weight-shared recursion: a few unique blocks applied along an explicit schedule.
+
+A :class:`RecursiveStack` holds ``blocks`` (the unique, shared weights) and a ``schedule``: the block index of
+every application, in order. Application ``i`` calls ``blocks[schedule[i]](x, recursion=r, **kwargs)`` where
+``r`` counts the earlier applications of the same block (0 on its first), and may be followed by its own
+non-shared ``step_layers[i]``. Recursion depth is a schedule change, not a new module:
+
+* ``sequence_schedule(3, 2) == [0, 0, 1, 1, 2, 2]``: each block twice in a row (SReT, MobileLLM-LS);
+* ``cycle_schedule(3, 2) == [0, 1, 2, 0, 1, 2]``: the whole stack looped.
+
+Parameters are stored once per unique block, so counts of ``parameters()`` count shared weights once.
+"""
+from typing import Iterable, List, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["RecursiveStack", "cycle_schedule", "recursion_indices", "sequence_schedule"]
+
+
+def sequence_schedule(num_blocks: int, num_recursion: int) -> List[int]:
+    """Each block ``num_recursion`` times in a row: [0]*r + [1]*r + ..."""
+    return [b for b in range(num_blocks) for _ in range(num_recursion)]
+
+
+def cycle_schedule(num_blocks: int, num_recursion: int) -> List[int]:
+    """The blocks in order, ``num_recursion`` times: [0, 1, ..., B-1] * r."""
+    return [b for _ in range(num_recursion) for b in range(num_blocks)]
+
+
+def recursion_indices(schedule: Sequence[int]) -> List[int]:
+    """For each application, how many times its block was applied before it."""
+    seen: dict = {}
+    out = []
+    for b in schedule:
+        out.append(seen.get(b, 0))
+        seen[b] = out[-1] + 1
+    return out
+
+
+class RecursiveStack(nn.Module):
+    """Unique ``blocks`` applied in ``schedule`` order, each application optionally followed by its own step layer."""
+
+    def __init__(self, blocks: Iterable[nn.Module], schedule: Sequence[int],
+                 step_layers: Optional[Iterable[nn.Module]] = None):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.schedule = [int(b) for b in schedule]
+        if sorted(set(self.schedule)) != list(range(len(self.blocks))):
+            raise ValueError(f"schedule {self.schedule} must use every one of the {len(self.blocks)} blocks "
+                             f"and nothing else")
+        self.step_layers = nn.ModuleList(step_layers) if step_layers is not None else None
+        if self.step_layers is not None and len(self.step_layers) != len(self.schedule):
+            raise ValueError(f"{len(self.step_layers)} step layers for {len(self.schedule)} applications")
+        self.recursion = recursion_indices(self.schedule)
+        self.grad_checkpointing = False
+
+    def _apply_step(self, i: int, x: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        x = self.blocks[self.schedule[i]](x, recursion=self.recursion[i], **kwargs)
+        if self.step_layers is not None:
+            x = self.step_layers[i](x)
+        return x
+
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        for i in range(len(self.schedule)):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(self._apply_step, i, x, kwargs, use_reentrant=False)
+            else:
+                x = self._apply_step(i, x, kwargs)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"schedule={self.schedule}"
