@@ -1,4 +1,5 @@
 """The trade-off picture: ImageNet top-1 against MACs and against measured latency, Pareto front marked."""
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -18,7 +19,8 @@ def pareto_front(points: Sequence[Tuple[float, float]]) -> List[int]:
 
 
 def plot_tradeoffs(rows: Sequence[Dict[str, Any]], path: Path, batch_size: int = 1) -> Path:
-    """Two panels (top-1 vs GMACs, top-1 vs latency at ``batch_size``), one colour per series, Pareto fronts."""
+    """Two panels (top-1 vs GMACs, top-1 vs latency at ``batch_size``): one colour per family, one marker per
+    series within it, Pareto fronts dashed and ringed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -27,19 +29,24 @@ def plot_tradeoffs(rows: Sequence[Dict[str, Any]], path: Path, batch_size: int =
     rows = [r for r in rows if r.get("top1") is not None and int(r["batch_size"]) == batch_size]
     if not rows:
         raise ValueError(f"no rows with a top-1 figure and batch size {batch_size} to plot")
-    series = sorted({r["series"] for r in rows})
-    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(series)}
-    markers = {f: m for f, m in zip(sorted({r["family"] for r in rows}), "osD^v<>p")}
+    families = sorted({r["family"] for r in rows})
+    colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    series = sorted({(r["family"], r["series"]) for r in rows})
+    markers = {}
+    for family in families:  # one marker per series within its family
+        for shape, (_, name) in zip("osD^v<>ph*", [s for s in series if s[0] == family]):
+            markers[(family, name)] = shape
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    panels = [("gmacs", "GMACs at 224x224 (fvcore, 1 multiply-add = 1)"),
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
+    panels = [("gmacs", "GMACs at the model's input size (fvcore + zoo handles, 1 multiply-add = 1)"),
               ("latency_ms", f"latency (ms, batch {batch_size}, {rows[0]['device']}, {rows[0]['threads']} threads)")]
     for ax, (key, label) in zip(axes, panels):
         for r in rows:
-            ax.scatter(float(r[key]), float(r["top1"]), color=colours[r["series"]], marker=markers[r["family"]],
-                       s=40, zorder=3)
-            ax.annotate(r["model"].split("_")[-1], (float(r[key]), float(r["top1"])), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.scatter(float(r[key]), float(r["top1"]), color=colours[r["family"]],
+                       marker=markers[(r["family"], r["series"])], s=40, zorder=3)
+            tag = r["model"][len(r["series"]) + 1:] or r["model"]  # the size (and variant) within the series
+            ax.annotate(tag, (float(r[key]), float(r["top1"])), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
         points = [(float(r[key]), float(r["top1"])) for r in rows]
         front = pareto_front(points)
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", lw=1, zorder=2)
@@ -53,11 +60,12 @@ def plot_tradeoffs(rows: Sequence[Dict[str, Any]], path: Path, batch_size: int =
         ax.set_xlabel(label)
         ax.set_ylabel("ImageNet-1k top-1 (%, paper)")
         ax.grid(True, which="both", alpha=0.3)
-    handles = [plt.Line2D([], [], color=colours[s], marker="o", ls="", label=s) for s in series]
+    handles = [plt.Line2D([], [], color=colours[f], marker=markers[(f, n)], ls="", label=f"{n} ({f})")
+               for f, n in series]
     handles.append(plt.Line2D([], [], color="k", ls="--", marker="o", mfc="none", label="Pareto front"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=9)
     fig.suptitle(f"zoo: accuracy vs cost ({rows[0]['torch']}, measured on this machine)")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.02 + 0.035 * math.ceil(len(handles) / 4), 1, 0.95))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -20,8 +20,8 @@ COLUMNS = ["model", "family", "series", "params", "gmacs", "top1", "batch_size",
 
 
 def series_of(name: str) -> str:
-    """Model series within a family: the name without its size suffix (``caformer_s18`` -> ``caformer``)."""
-    return name.rsplit("_", 1)[0]
+    """Model series within a family: the first word of the name (``caformer_s18`` -> ``caformer``)."""
+    return name.split("_", 1)[0]
 
 
 def collect_rows(names: Sequence[str], batch_sizes: Sequence[int] = (1,), device: str = "cpu", runs: int = 10,
