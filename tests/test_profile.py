@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.profile import count_macs, count_params, cross_check_flop_counter, measure_latency, measure_peak_memory
+from zoo.profile import count_macs, count_params, measure_latency, measure_peak_memory
 
 
 def test_conv_linear_counts_by_hand():

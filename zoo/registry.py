@@ -12,9 +12,8 @@ import fnmatch
 import inspect
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
-import torch
 from torch import nn
 
 __all__ = [

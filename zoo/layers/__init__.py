@@ -1,5 +1,6 @@
 """Building blocks shared by more than one family."""
 from .activations import GELU, SquaredReLU, StarReLU, needs_grad
+from .features import take_indices
 from .linear import Linear
 from .norm import ChannelLayerNorm, SpatialLayerNorm, spatial_stats
 from .recursion import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
@@ -20,4 +21,5 @@ __all__ = [
     "residual_add",
     "sequence_schedule",
     "spatial_stats",
+    "take_indices",
 ]

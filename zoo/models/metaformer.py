@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import (GELU, ChannelLayerNorm, Linear, SpatialLayerNorm, SquaredReLU, StarReLU, drop_path_gain,
-                      needs_grad, residual_add)
+                      needs_grad, residual_add, take_indices)
 from ..registry import build_vision_model, register_model
 
 __all__ = ["MetaFormer", "checkpoint_filter_fn"]
@@ -508,7 +508,7 @@ class MetaFormer(nn.Module):
         """Stage outputs (B, C, H, W) at ``indices`` (int: last n; None: all), like timm's models."""
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take = _take_indices(len(self.stages), indices)
+        take = take_indices(len(self.stages), indices)
         self._check_input(x)
         x = self.stem(x)
         last = max(take) if (stop_early or intermediates_only) else len(self.stages) - 1
@@ -523,7 +523,7 @@ class MetaFormer(nn.Module):
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        take = _take_indices(len(self.stages), indices)
+        take = take_indices(len(self.stages), indices)
         self.stages = self.stages[: max(take) + 1]
         self.num_features = self.head_hidden_size = self.feature_info[max(take)]["num_chs"]
         if prune_head:
@@ -541,22 +541,6 @@ class MetaFormer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
-    if indices is None:
-        return list(range(num_stages))
-    if isinstance(indices, int):
-        if not 0 < indices <= num_stages:
-            raise ValueError(f"indices={indices} asks for the last {indices} stages; the model has {num_stages}")
-        return list(range(num_stages - indices, num_stages))
-    take = []
-    for i in indices:
-        if not -num_stages <= i < num_stages:
-            raise ValueError(f"stage index {i} is out of range for {num_stages} stages "
-                             f"(valid: 0..{num_stages - 1} or negative from the end)")
-        take.append(i % num_stages)
-    return take
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -654,7 +638,7 @@ def _timm_weights(name: str, origin: str) -> Dict:
 def _sail_weights(family: str, name: str) -> Dict:
     # the authors' own files (flat state dicts, authors' key layout; converted on load)
     return dict(hf_hub_id="sail/dl", hf_hub_filename=f"{family}/{name}.pth",
-                notes=(f"ImageNet-1k weights released by the authors at https://huggingface.co/sail/dl",))
+                notes=("ImageNet-1k weights released by the authors at https://huggingface.co/sail/dl",))
 
 
 default_cfgs: Dict[str, Dict] = {}

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import GELU, Linear, RecursiveStack, drop_path_gain, needs_grad, residual_add, sequence_schedule
+from ..layers import (GELU, Linear, RecursiveStack, drop_path_gain, needs_grad, residual_add, sequence_schedule,
+                      take_indices)
 from ..registry import build_vision_model, register_model
 
 __all__ = ["SReT", "checkpoint_filter_fn"]
@@ -299,7 +300,7 @@ class SReT(nn.Module):
         """Stage outputs (B, C, H, W) at ``indices`` (int: last n; None: all), like timm's models."""
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take = _take_indices(len(self.stages), indices)
+        take = take_indices(len(self.stages), indices)
         permutation = self._permutation_source()
         x = self._embed(x)
         last = max(take) if (stop_early or intermediates_only) else len(self.stages) - 1
@@ -312,7 +313,7 @@ class SReT(nn.Module):
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        take = _take_indices(len(self.stages), indices)
+        take = take_indices(len(self.stages), indices)
         self.stages = self.stages[: max(take) + 1]
         self.num_features = self.head_hidden_size = self.feature_info[max(take)]["num_chs"]
         if prune_head:
@@ -335,19 +336,6 @@ class SReT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
-    if indices is None:
-        return list(range(num_stages))
-    if isinstance(indices, int):
-        if not 0 < indices <= num_stages:
-            raise ValueError(f"indices={indices} asks for the last {indices} stages; the model has {num_stages}")
-        return list(range(num_stages - indices, num_stages))
-    for i in indices:
-        if not -num_stages <= i < num_stages:
-            raise ValueError(f"stage index {i} is out of range for {num_stages} stages")
-    return [i % num_stages for i in indices]
 
 
 # --------------------------------------------------------------------------------------------------------------

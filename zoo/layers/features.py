@@ -1,0 +1,22 @@
+"""Feature-extraction helpers shared by the vision families."""
+from typing import List, Optional, Sequence, Union
+
+__all__ = ["take_indices"]
+
+
+def take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
+    """Absolute stage indices for timm's ``forward_intermediates`` convention: None = all, an int n = the
+    last n, a sequence = those indices (negative ones count from the end); out of range raises ValueError."""
+    if indices is None:
+        return list(range(num_stages))
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f"indices={indices} asks for the last {indices} stages; the model has {num_stages}")
+        return list(range(num_stages - indices, num_stages))
+    take = []
+    for i in indices:
+        if not -num_stages <= i < num_stages:
+            raise ValueError(f"stage index {i} is out of range for {num_stages} stages "
+                             f"(valid: 0..{num_stages - 1} or negative from the end)")
+        take.append(i % num_stages)
+    return take
