@@ -1,7 +1,9 @@
 """Feature-extraction helpers shared by the vision families."""
 from typing import List, Optional, Sequence, Union
 
-__all__ = ["take_indices"]
+from torch import nn
+
+__all__ = ["StagePruningMixin", "take_indices"]
 
 
 def take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
@@ -20,3 +22,16 @@ def take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) 
                              f"(valid: 0..{num_stages - 1} or negative from the end)")
         take.append(i % num_stages)
     return take
+
+
+class StagePruningMixin:
+    """timm's ``prune_intermediate_layers`` for models with ``stages``, ``feature_info`` and a ``head``."""
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        take = take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max(take) + 1]
+        self.num_features = self.head_hidden_size = self.feature_info[max(take)]["num_chs"]
+        if prune_head:
+            self.head = nn.Identity()
+        return take

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import (GELU, ChannelLayerNorm, Linear, SpatialLayerNorm, SquaredReLU, StarReLU, drop_path_gain,
-                      needs_grad, residual_add, take_indices)
+                      needs_grad, residual_add, StagePruningMixin, take_indices)
 from ..registry import build_vision_model, register_model
 
 __all__ = ["MetaFormer", "checkpoint_filter_fn"]
@@ -356,7 +356,7 @@ class MetaFormerHead(nn.Module):
 # Model
 # --------------------------------------------------------------------------------------------------------------
 
-class MetaFormer(nn.Module):
+class MetaFormer(StagePruningMixin, nn.Module):
     """MetaFormer backbone + classifier covering PoolFormer v1 (``v1=True``) and the MetaFormer baselines.
 
     Args:
@@ -520,15 +520,6 @@ class MetaFormer(nn.Module):
         if intermediates_only:
             return intermediates
         return x.permute(0, 3, 1, 2), intermediates
-
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        take = take_indices(len(self.stages), indices)
-        self.stages = self.stages[: max(take) + 1]
-        self.num_features = self.head_hidden_size = self.feature_info[max(take)]["num_chs"]
-        if prune_head:
-            self.head = nn.Identity()
-        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import (GELU, Linear, RecursiveStack, drop_path_gain, needs_grad, residual_add, sequence_schedule,
-                      take_indices)
+                      StagePruningMixin, take_indices)
 from ..registry import build_vision_model, register_model
 
 __all__ = ["SReT", "checkpoint_filter_fn"]
@@ -162,7 +162,7 @@ class SReTStage(nn.Module):
         return x.view(B, H, W, C).permute(0, 3, 1, 2)
 
 
-class SReT(nn.Module):
+class SReT(StagePruningMixin, nn.Module):
     """Sliced Recursive Transformer with the timm model interface.
 
     Args:
@@ -310,15 +310,6 @@ class SReT(nn.Module):
             if i in take:
                 intermediates.append(x)
         return intermediates if intermediates_only else (x, intermediates)
-
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        take = take_indices(len(self.stages), indices)
-        self.stages = self.stages[: max(take) + 1]
-        self.num_features = self.head_hidden_size = self.feature_info[max(take)]["num_chs"]
-        if prune_head:
-            self.head = nn.Identity()
-        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         permutation = self._permutation_source()
