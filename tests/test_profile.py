@@ -136,3 +136,9 @@ def test_model_table_csv_and_plot(tmp_path):
     assert int(rows[1]["params"]) == 11_915_176 and float(rows[1]["top1"]) == 77.2
     assert float(rows[0]["latency_ms"]) > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        zoo.profile("poolformer_s12", input_size=(3, 64, 64), latency=True, device="cuda")

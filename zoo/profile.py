@@ -334,6 +334,8 @@ def profile(model_or_name: Union[str, nn.Module], input_size: Optional[Sequence[
     check = cross_check_flop_counter(model, (x,), by_op) if cross_check else None
 
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for but CUDA is not available here; use device='cpu'")
     timings, peak = [], None
     if latency or memory:
         model = model.to(device)
