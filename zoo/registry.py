@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from torch import nn
 
+from .layers import check_head_args
+
 __all__ = [
     "ModelEntry",
     "UnknownModelError",
@@ -26,6 +28,7 @@ __all__ = [
     "list_models",
     "list_pretrained",
     "model_info",
+    "reference_table",
     "register_model",
 ]
 
@@ -50,6 +53,12 @@ class ModelEntry:
 
 
 _entries: Dict[str, ModelEntry] = {}
+
+
+def reference_table(rows) -> Dict[str, Dict[str, Any]]:
+    """``{name: {params, macs, gmacs, top1}}`` from ``(name, params, macs, top1)`` rows (gmacs derived)."""
+    return {name: dict(params=params, macs=macs, gmacs=round(macs / 1e9, 2), top1=top1)
+            for name, params, macs, top1 in rows}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -171,8 +180,7 @@ def create_model(
         pretrained = True
     entry = get_entry(model_name)
     if num_classes is not None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int (0 removes the classifier), got {num_classes!r}")
+        check_head_args(num_classes)
         kwargs["num_classes"] = num_classes
     if pretrained_cfg_overlay is not None and not isinstance(pretrained_cfg_overlay, dict):
         raise TypeError("pretrained_cfg_overlay must be a dict, e.g. {'file': 'path/to/weights.safetensors'}")

@@ -1,6 +1,6 @@
 """Building blocks shared by more than one family."""
 from .activations import GELU, SquaredReLU, StarReLU, needs_grad
-from .features import StagePruningMixin, take_indices
+from .features import StagePruningMixin, check_head_args, take_indices
 from .linear import Linear
 from .norm import ChannelLayerNorm, SpatialLayerNorm, spatial_stats
 from .recursion import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
@@ -15,6 +15,7 @@ __all__ = [
     "SquaredReLU",
     "StagePruningMixin",
     "StarReLU",
+    "check_head_args",
     "cycle_schedule",
     "drop_path_gain",
     "needs_grad",

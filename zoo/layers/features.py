@@ -3,7 +3,15 @@ from typing import List, Optional, Sequence, Union
 
 from torch import nn
 
-__all__ = ["StagePruningMixin", "take_indices"]
+__all__ = ["StagePruningMixin", "check_head_args", "take_indices"]
+
+
+def check_head_args(num_classes=0, global_pool=None) -> None:
+    """Clear errors for an impossible classifier size or pooling mode (None = not given)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be a non-negative int (0 removes the classifier), got {num_classes!r}")
+    if global_pool is not None and global_pool not in ("avg", ""):
+        raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
 
 
 def take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:

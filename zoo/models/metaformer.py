@@ -29,8 +29,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import (GELU, ChannelLayerNorm, Linear, SpatialLayerNorm, SquaredReLU, StarReLU, drop_path_gain,
-                      needs_grad, residual_add, StagePruningMixin, take_indices)
-from ..registry import build_vision_model, register_model
+                      needs_grad, residual_add, StagePruningMixin, check_head_args, take_indices)
+from ..registry import build_vision_model, reference_table, register_model
 
 __all__ = ["MetaFormer", "checkpoint_filter_fn"]
 
@@ -330,9 +330,8 @@ class MetaFormerHead(nn.Module):
         return Linear(dim, num_classes)
 
     def reset(self, num_classes: int, global_pool: Optional[str] = None):
+        check_head_args(global_pool=global_pool)
         if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
             self.global_pool = global_pool
         self.fc = self._make_fc(self.norm.weight.shape[0], num_classes)
 
@@ -392,12 +391,9 @@ class MetaFormer(StagePruningMixin, nn.Module):
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int (0 removes the classifier), got {num_classes!r}")
+        check_head_args(num_classes, global_pool)
         if not isinstance(in_chans, int) or in_chans < 1:
             raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
         num_stages = len(depths)
         if len(dims) != num_stages:
             raise ValueError(f"depths and dims need one entry per stage, got {len(depths)} and {len(dims)}")
@@ -480,8 +476,7 @@ class MetaFormer(StagePruningMixin, nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+        check_head_args(num_classes)
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
 
@@ -647,39 +642,36 @@ for _n in ("s18", "s36", "m36", "b36"):
 
 # Reference figures: exact parameter counts and fvcore MACs (1x3x224x224, one multiply-add = 1) of the
 # authors' models, and the papers' ImageNet-1k top-1.
-reference_figures: Dict[str, Dict] = {
-    name: dict(params=params, macs=macs, gmacs=round(macs / 1e9, 2), top1=top1)
-    for name, params, macs, top1 in [
-        ("poolformer_s12", 11_915_176, 1_822_678_528, 77.2),
-        ("poolformer_s24", 21_388_968, 3_412_906_496, 80.3),
-        ("poolformer_s36", 30_862_760, 5_003_134_464, 81.4),
-        ("poolformer_m36", 56_172_520, 8_801_876_736, 82.1),
-        ("poolformer_m48", 73_473_448, 11_590_708_992, 82.5),
-        ("identityformer_s12", 11_891_712, 1_812_269_568, 74.6),
-        ("identityformer_s24", 21_341_464, 3_392_211_456, 78.2),
-        ("identityformer_s36", 30_791_216, 4_972_153_344, 79.3),
-        ("identityformer_m36", 56_077_168, 8_758_791_936, 80.0),
-        ("identityformer_m48", 73_346_056, 11_533_324_032, 80.4),
-        ("randformer_s12", 12_127_010, 1_888_498_568, 76.6),
-        ("randformer_s24", 21_812_060, 3_544_669_456, 78.2),
-        ("randformer_s36", 31_497_110, 5_200_840_344, 79.5),
-        ("randformer_m36", 56_783_062, 9_035_355_936, 81.2),
-        ("randformer_m48", 74_287_248, 11_902_076_032, 81.4),
-        ("poolformerv2_s12", 11_891_712, 1_812_269_568, 78.0),
-        ("poolformerv2_s24", 21_341_464, 3_392_211_456, 80.7),
-        ("poolformerv2_s36", 30_791_216, 4_972_153_344, 81.6),
-        ("poolformerv2_m36", 56_077_168, 8_758_791_936, 82.2),
-        ("poolformerv2_m48", 73_346_056, 11_533_324_032, 82.6),
-        ("convformer_s18", 26_774_448, 3_956_426_240, 83.0),
-        ("convformer_s36", 40_012_152, 7_669_801_472, 84.1),
-        ("convformer_m36", 57_051_640, 12_883_837_248, 84.5),
-        ("convformer_b36", 99_882_616, 22_684_751_616, 84.8),
-        ("caformer_s18", 26_341_656, 4_122_383_360, 83.6),
-        ("caformer_s36", 39_297_102, 8_001_715_712, 84.5),
-        ("caformer_m36", 56_204_878, 13_282_134_336, 85.2),
-        ("caformer_b36", 98_753_614, 23_215_814_400, 85.5),
-    ]
-}
+reference_figures: Dict[str, Dict] = reference_table([
+    ("poolformer_s12", 11_915_176, 1_822_678_528, 77.2),
+    ("poolformer_s24", 21_388_968, 3_412_906_496, 80.3),
+    ("poolformer_s36", 30_862_760, 5_003_134_464, 81.4),
+    ("poolformer_m36", 56_172_520, 8_801_876_736, 82.1),
+    ("poolformer_m48", 73_473_448, 11_590_708_992, 82.5),
+    ("identityformer_s12", 11_891_712, 1_812_269_568, 74.6),
+    ("identityformer_s24", 21_341_464, 3_392_211_456, 78.2),
+    ("identityformer_s36", 30_791_216, 4_972_153_344, 79.3),
+    ("identityformer_m36", 56_077_168, 8_758_791_936, 80.0),
+    ("identityformer_m48", 73_346_056, 11_533_324_032, 80.4),
+    ("randformer_s12", 12_127_010, 1_888_498_568, 76.6),
+    ("randformer_s24", 21_812_060, 3_544_669_456, 78.2),
+    ("randformer_s36", 31_497_110, 5_200_840_344, 79.5),
+    ("randformer_m36", 56_783_062, 9_035_355_936, 81.2),
+    ("randformer_m48", 74_287_248, 11_902_076_032, 81.4),
+    ("poolformerv2_s12", 11_891_712, 1_812_269_568, 78.0),
+    ("poolformerv2_s24", 21_341_464, 3_392_211_456, 80.7),
+    ("poolformerv2_s36", 30_791_216, 4_972_153_344, 81.6),
+    ("poolformerv2_m36", 56_077_168, 8_758_791_936, 82.2),
+    ("poolformerv2_m48", 73_346_056, 11_533_324_032, 82.6),
+    ("convformer_s18", 26_774_448, 3_956_426_240, 83.0),
+    ("convformer_s36", 40_012_152, 7_669_801_472, 84.1),
+    ("convformer_m36", 57_051_640, 12_883_837_248, 84.5),
+    ("convformer_b36", 99_882_616, 22_684_751_616, 84.8),
+    ("caformer_s18", 26_341_656, 4_122_383_360, 83.6),
+    ("caformer_s36", 39_297_102, 8_001_715_712, 84.5),
+    ("caformer_m36", 56_204_878, 13_282_134_336, 85.2),
+    ("caformer_b36", 98_753_614, 23_215_814_400, 85.5),
+])
 
 
 def _create_metaformer(variant: str, pretrained: bool = False, **kwargs) -> MetaFormer:

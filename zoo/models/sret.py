@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import (GELU, Linear, RecursiveStack, drop_path_gain, needs_grad, residual_add, sequence_schedule,
-                      StagePruningMixin, take_indices)
-from ..registry import build_vision_model, register_model
+                      StagePruningMixin, check_head_args, take_indices)
+from ..registry import build_vision_model, reference_table, register_model
 
 __all__ = ["SReT", "checkpoint_filter_fn"]
 
@@ -195,14 +195,11 @@ class SReT(StagePruningMixin, nn.Module):
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int (0 removes the classifier), got {num_classes!r}")
+        check_head_args(num_classes, global_pool)
         if token_permutation not in ("seeded", "random", "identity"):
             raise ValueError(f"token_permutation must be 'seeded', 'random' or 'identity', got {token_permutation!r}")
         if not isinstance(recursion, int) or recursion < 1:
             raise ValueError(f"recursion must be a positive int (applications per shared block), got {recursion!r}")
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -264,11 +261,8 @@ class SReT(StagePruningMixin, nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+        check_head_args(num_classes, global_pool)
         if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head.fc = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -390,21 +384,18 @@ default_cfgs["sret_small_wo_slice_384"] = _cfg(input_size=(3, 384, 384), pool_si
 
 # params of the authors' models (shared weights once; exact) and fvcore MACs at 224 (384 for the last; exact for
 # tiny and small, the README's rounded figure for the rest), and the README's ImageNet-1k top-1 (None: not given)
-reference_figures: Dict[str, Dict] = {
-    name: dict(params=params, macs=macs, gmacs=round(macs / 1e9, 2), top1=top1)
-    for name, params, macs, top1 in [
-        ("sret_tiny", 4_755_979, 1_121_665_792, 76.0),
-        ("sret_tiny_distill", 4_755_979, 1_121_665_792, 77.6),
-        ("sret_lt", 4_988_024, 1_174_000_000, 76.7),
-        ("sret_lt_distill", 4_988_024, 1_174_000_000, 77.7),
-        ("sret_small", 20_899_692, 4_190_973_192, 81.9),
-        ("sret_small_distill", 20_899_692, 4_190_973_192, None),
-        ("sret_tiny_wo_slice", 4_755_979, 1_375_000_000, 76.1),
-        ("sret_lt_wo_slice", 4_988_024, 1_427_000_000, 76.8),
-        ("sret_small_wo_slice", 20_899_692, 4_690_000_000, 82.0),
-        ("sret_small_wo_slice_384", 21_091_212, 18_500_000_000, 83.8),
-    ]
-}
+reference_figures: Dict[str, Dict] = reference_table([
+    ("sret_tiny", 4_755_979, 1_121_665_792, 76.0),
+    ("sret_tiny_distill", 4_755_979, 1_121_665_792, 77.6),
+    ("sret_lt", 4_988_024, 1_174_000_000, 76.7),
+    ("sret_lt_distill", 4_988_024, 1_174_000_000, 77.7),
+    ("sret_small", 20_899_692, 4_190_973_192, 81.9),
+    ("sret_small_distill", 20_899_692, 4_190_973_192, None),
+    ("sret_tiny_wo_slice", 4_755_979, 1_375_000_000, 76.1),
+    ("sret_lt_wo_slice", 4_988_024, 1_427_000_000, 76.8),
+    ("sret_small_wo_slice", 20_899_692, 4_690_000_000, 82.0),
+    ("sret_small_wo_slice_384", 21_091_212, 18_500_000_000, 83.8),
+])
 
 _TINY = dict(base_dims=(32, 32, 32), heads=(2, 4, 8), recursive_num=(2, 5, 3))
 _SMALL = dict(base_dims=(42, 42, 42), heads=(3, 6, 12), recursive_num=(2, 5, 3))
