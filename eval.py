@@ -1,10 +1,11 @@
-"""Evaluation entry point: not available yet.
+"""Evaluate zoo models on held-out data: ``python eval.py --model NAME --checkpoint PATH --data digits``.
 
-ImageNet-style evaluation driven by configs/ arrives with the training engine. Until then this script
-evaluates nothing and says so; `zoo run NAME` builds and runs a model on a synthetic batch.
+Top-1/top-5/loss for image classifiers (with the model's own preprocessing), perplexity for language models;
+JSON (and CSV for many models) with params and MACs. The code lives in zoo/evaluate.py; ``--help`` lists options.
 """
 import sys
 
+from zoo.evaluate import main
+
 if __name__ == "__main__":
-    sys.exit("eval.py: evaluation is not implemented yet in this release of zoo; "
-             "use `zoo run NAME --weights FILE` to run a model on a synthetic batch.")
+    sys.exit(main())

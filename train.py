@@ -1,10 +1,11 @@
-"""Training entry point: not available yet.
+"""Train a zoo model from a YAML recipe: ``python train.py --config configs/quickstart_digits.yaml``.
 
-The training engine (YAML recipes from configs/, timm data pipelines, checkpoints with resume,
-torchrun) is the next milestone. Until it lands this script trains nothing and says so.
+The engine lives in zoo/train/ (recipes, loops, checkpoints, distributed); ``--help`` lists the options.
+Many processes: ``torchrun --nproc_per_node N train.py --config ...``.
 """
 import sys
 
+from zoo.train.cli import main
+
 if __name__ == "__main__":
-    sys.exit("train.py: training is not implemented yet in this release of zoo; "
-             "models can be built and loaded with zoo.create_model (see README.md).")
+    sys.exit(main())

@@ -42,7 +42,7 @@ def test_committed_cards_and_readme_are_in_sync_with_the_code(rows):
 
 
 def test_rows_measure_every_registered_model(rows):
-    assert sorted(r["name"] for r in rows) == zoo.list_models()
+    assert sorted(r["name"] for r in rows) == zoo.list_models(task="image-classification")
     for row in rows:
         ref = zoo.model_info(row["name"])["reference"]
         assert row["params"] == ref["params"], row["name"]
@@ -54,7 +54,7 @@ def test_rows_measure_every_registered_model(rows):
 def test_a_card_edited_by_hand_is_detected(rows, tree):
     card = tree / "model_cards" / "poolformer_s12.md"
     text = card.read_text()
-    line = next(l for l in text.splitlines() if l.startswith("| Params (measured) |"))
+    line = next(row for row in text.splitlines() if row.startswith("| Params (measured) |"))
     assert "11,915,176" in line
     card.write_text(text.replace(line, line.replace("11,915,176", "11,915,177")))
     assert cards.check(tree, rows=rows) == ["model_cards/poolformer_s12.md"]
@@ -73,7 +73,7 @@ def test_code_that_changes_params_or_macs_is_detected(rows):
     assert cards.check(REPO, rows=changed) == ["README.md", "model_cards/README.md", "model_cards/randformer_s12.md"]
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+@pytest.mark.parametrize("name", zoo.list_models(task="image-classification"))
 def test_card_front_matter_parses_and_carries_the_paper_top1(name):
     from huggingface_hub import ModelCard
 
@@ -98,7 +98,7 @@ def test_card_front_matter_parses_and_carries_the_paper_top1(name):
 def test_readme_table_rows_are_the_registry_with_measured_figures(rows):
     table = _readme_table_rows((REPO / "README.md").read_text())
     by_name = {r["name"]: r for r in rows}
-    assert sorted(r[0] for r in table) == zoo.list_models()
+    assert sorted(r[0] for r in table) == zoo.list_models(task="image-classification")
     assert [r[0] for r in table] == [r["name"] for r in cards.ordered(rows)]
     for name, params, gmacs, top1, in_timm in table:
         info = zoo.model_info(name)

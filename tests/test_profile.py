@@ -56,10 +56,11 @@ def test_uncounted_heavy_op_is_an_error(monkeypatch):
 
 
 # one model per series of each family
-SMALL = [n for n in zoo.list_models() if n.endswith(("_s12", "_s18"))] + ["sret_tiny", "sret_tiny_wo_slice"]
+SMALL = ([n for n in zoo.list_models(task="image-classification") if n.endswith(("_s12", "_s18"))]
+         + ["sret_tiny", "sret_tiny_wo_slice"])
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+@pytest.mark.parametrize("name", zoo.list_models(task="image-classification"))
 def test_every_model_profile(name):
     """Params exact, MACs within 2% of the authors' fvcore totals, nothing uncounted; the FlopCounterMode
     cross-check on one model per series here and on the rest with -m slow."""
@@ -67,7 +68,7 @@ def test_every_model_profile(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in zoo.list_models() if n not in SMALL])
+@pytest.mark.parametrize("name", [n for n in zoo.list_models(task="image-classification") if n not in SMALL])
 def test_flop_counter_cross_check_large(name):
     _check_profile(name, cross_check=True)
 

@@ -4,7 +4,7 @@
     >>> model = zoo.create_model("poolformer_s12")
     >>> zoo.list_models("caformer_*")
 """
-from .hub import CheckpointError, CheckpointMismatchError, load_checkpoint, save_state_dict
+from .hub import CheckpointError, CheckpointMismatchError, load_checkpoint, push_to_hub, save_state_dict
 from .registry import (
     UnknownModelError,
     create_model,
@@ -29,6 +29,7 @@ __all__ = [
     "load_checkpoint",
     "model_info",
     "profile",
+    "push_to_hub",
     "save_state_dict",
 ]
 

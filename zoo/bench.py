@@ -251,7 +251,14 @@ def run(args: argparse.Namespace) -> int:
         from .table import run_table
         return run_table(args)
     args.models = args.models or list(DEFAULT_MODELS)
+    if all(n in zoo.list_models(family="slak") for n in args.models):
+        from .bench_slak import DEFAULT_BATCH_SIZES as SLAK_BATCHES, run as run_slak  # peer: the authors' form
+        return run_slak(args.models, args.batch_sizes or list(SLAK_BATCHES), args.runs, args.warmup,
+                        json_path=args.json)
     args.batch_sizes = args.batch_sizes or list(DEFAULT_BATCH_SIZES)
+    if args.models and all(n in zoo.list_models(task="text-generation") for n in args.models):
+        from .bench_lm import run as run_lm  # LMs: prefill/decode against transformers' Llama
+        return run_lm(args.models, args.runs, max(args.warmup, 1), json_path=args.json)
     if args.models and all(n in zoo.list_models(family="sret") for n in args.models):
         from .bench_sret import run as run_sret  # timm has no SReT: the peer is the authors' forward
         return run_sret(args.models, args.batch_sizes, args.runs, args.warmup)

@@ -54,7 +54,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def collect(names: Optional[Iterable[str]] = None, progress: bool = True) -> List[Dict[str, Any]]:
-    """Row data of each model (default: every registered one), in the given order.
+    """Row data of each model (default: every registered image classifier), in the given order.
 
     Params and MACs are measured (``zoo.profile``, batch 1 at the model's cfg input size); reference params /
     MACs / top-1, paper, code, license, weights and preprocessing come from ``zoo.model_info``.
@@ -63,7 +63,8 @@ def collect(names: Optional[Iterable[str]] = None, progress: bool = True) -> Lis
 
     import zoo
 
-    names = list(zoo.list_models() if names is None else names)
+    # image classifiers only: language models are described by `zoo info` / `zoo profile` (params, MACs per token)
+    names = list(zoo.list_models(task="image-classification") if names is None else names)
     rows = []
     for name in tqdm(names, desc="profiling", unit="model", file=sys.stderr, disable=not progress):
         info = zoo.model_info(name)

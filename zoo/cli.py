@@ -1,4 +1,4 @@
-"""The ``zoo`` command (also ``python -m zoo``): list, info, run, profile, bench."""
+"""The ``zoo`` command (also ``python -m zoo``): list, info, run, profile, cards, bench, publish."""
 import argparse
 import json
 import sys
@@ -74,6 +74,11 @@ def _cmd_profile(args) -> int:
           f"{result.nonzero_params:,} non-zero)")
     print(f"  MACs:   {result.macs / 1e9:.3f} G   FLOPs (= 2 x MACs): {result.flops / 1e9:.3f} G   [fvcore + zoo handles]")
     print(f"  left uncounted: {', '.join(sorted(result.uncounted_ops)) or 'nothing'}")
+    if result.lm:  # language models: per-token costs
+        lm = result.lm
+        print(f"  per token: prefill {lm['macs_per_token_prefill'] / 1e6:.1f} M MACs (T={lm['seq_len']}), decode "
+              f"{lm['macs_per_token_decode'] / 1e6:.1f} M MACs after {lm['seq_len']} cached; KV cache "
+              f"{lm['kv_cache_bytes_per_token']:,} B/token")
     if result.flop_counter_check:
         c = result.flop_counter_check
         print(f"  cross-check with FlopCounterMode ({c['ops']}): {c['fvcore_macs']:,} vs "
@@ -135,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     from . import bench
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
+
+    p = sub.add_parser("publish", help="export a training run (weights, config.json, model card) and upload it "
+                                       "to the Hub")
+    from . import hub
+    hub.add_publish_arguments(p)
+    p.set_defaults(func=hub.publish_command)
     return parser
 
 

@@ -14,6 +14,10 @@ Conventions (also stated in every :class:`Profile`):
   counted with ``torch.utils.flop_counter.FlopCounterMode`` (which counts 2 per multiply-add).
 * **Params**: unique parameters (tied or shared weights once), split into trainable and frozen; non-zero
   parameters (for sparse models); non-embedding parameters where the model has embeddings.
+* **Dense vs non-zero**: ``params`` and ``macs`` count every weight (dense). ``nonzero_params`` counts non-zero
+  entries and ``nonzero_macs`` scales each conv/linear layer's MACs by the density of its weight, measured on
+  the actual weights (the convention of sparse-model papers such as SLaK's); for a dense model they equal the
+  dense figures.
 * **Latency**: warm-up passes, then the median of N timed passes (CUDA events with synchronisation on GPU);
   throughput = batch / median. **Peak memory**: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the
   increase of the process RSS during one forward, sampled every millisecond (named as such).
@@ -30,8 +34,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ["Profile", "count_macs", "count_params", "cross_check_flop_counter", "measure_latency",
-           "measure_peak_memory", "profile"]
+__all__ = ["Profile", "count_macs", "count_nonzero_macs", "count_params", "cross_check_flop_counter", "measure_latency",
+           "measure_peak_memory", "profile", "profile_lm"]
 
 # ops that do matrix arithmetic: leaving one uncounted would make the total meaningless
 _MUST_COUNT = ("matmul", "mm", "bmm", "conv", "linear", "einsum", "attention", "addmm")
@@ -110,6 +114,7 @@ _ZOO_HANDLES: Dict[str, Callable] = {
     "aten::var": _over_input(2),
     "aten::std": _over_input(2),
     "aten::linalg_vector_norm": _over_input(1),
+    "aten::scatter_add": lambda inputs, outputs: _numel(_shape(inputs[3])),  # one add per scattered element
     **{f"aten::{op}": _elementwise(1) for op in _ELEMENTWISE_OPS},
 }
 
@@ -119,6 +124,8 @@ CONVENTIONS = {
             "native norms (fvcore's 5/4 per element), reductions and element-wise ops (1 per output element)",
     "flops": "2 x macs",
     "params": "unique parameters (tied/shared weights once); nonzero_params counts non-zero entries",
+    "nonzero_macs": "macs with each leaf layer holding a 2-D/4-D weight (conv, linear) scaled by that weight's "
+                    "density (non-zero fraction), measured on the actual weights; dense figures are params/macs",
     "latency": "warm-up passes, then the median of timed passes; throughput = batch / median",
     "peak_memory": "CUDA: torch.cuda.max_memory_allocated during one forward; CPU: increase of process RSS "
                    "during one forward, sampled every 1 ms",
@@ -137,12 +144,14 @@ class Profile:
     non_embedding_params: Optional[int]
     macs: int
     flops: int
+    nonzero_macs: Optional[int] = None
     macs_by_operator: Dict[str, int] = field(default_factory=dict)
     uncounted_ops: Dict[str, int] = field(default_factory=dict)
     flop_counter_check: Optional[Dict[str, Any]] = None
     latency: List[Dict[str, Any]] = field(default_factory=list)
     peak_memory: Optional[Dict[str, Any]] = None
     module_table: Optional[str] = None
+    lm: Optional[Dict[str, Any]] = None  # language models: per-token costs (see profile_lm)
     conventions: Dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
     tools: Dict[str, str] = field(default_factory=dict)
 
@@ -184,7 +193,24 @@ _ZERO_COST_OPS = {"aten::numel", "aten::size", "aten::dim", "aten::len", "aten::
                   "aten::empty_like", "aten::zeros_like", "aten::ones_like", "aten::copy_", "aten::clone",
                   "aten::contiguous", "aten::dropout", "aten::alias", "aten::lift_fresh", "aten::scalar_tensor",
                   # index bookkeeping and gathers: data movement, no multiply-adds
-                  "aten::randperm", "aten::argsort", "aten::index_select", "aten::gather"}
+                  "aten::randperm", "aten::argsort", "aten::index_select", "aten::gather", "aten::embedding",
+                  # token routing (recursive LMs): choosing and placing tokens, no multiply-adds
+                  "aten::topk", "aten::sort", "aten::scatter", "aten::argmax"}
+
+
+def count_nonzero_macs(model: nn.Module, analysis) -> int:
+    """MACs of an fvcore ``analysis`` of ``model`` with every leaf layer holding a 2-D/4-D ``weight`` (conv,
+    linear) counted at its weight's density: ``sum(layer_macs * nnz / numel)`` plus everything else in full."""
+    by_module = analysis.by_module()
+    saved = 0.0
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if (name not in by_module or next(module.children(), None) is not None or not isinstance(weight, torch.Tensor)
+                or weight.ndim not in (2, 4) or weight.device.type == "meta" or weight.numel() == 0):
+            continue
+        density = int(torch.count_nonzero(weight)) / weight.numel()
+        saved += by_module[name] * (1.0 - density)
+    return int(round(analysis.total() - saved))
 
 
 def _check_uncounted(analysis) -> Dict[str, int]:
@@ -295,6 +321,57 @@ def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> Dict[str, Any]:
     return dict(bytes=int(peak[0] - base), method="CPU process RSS increase during one forward (sampled, 1 ms)")
 
 
+def _is_language_model(model: nn.Module) -> bool:
+    return callable(getattr(model, "new_cache", None)) and hasattr(getattr(model, "config", None), "vocab_size")
+
+
+class _DecodeStep(nn.Module):
+    """One cached decode step of an LM after ``past`` tokens (the cache is rewound before every call)."""
+
+    def __init__(self, model: nn.Module, past: int):
+        super().__init__()
+        self.model, self.past = model, past
+        self.cache = model.new_cache(1, past + 1)
+        self.cache.lengths = [past] * self.cache.num_slots
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        self.cache.lengths = [self.past] * self.cache.num_slots
+        if hasattr(self.cache, "seen"):  # a routed cache counts the tokens seen apart from slot lengths
+            self.cache.seen = self.past
+        return self.model(ids, past_key_values=self.cache).logits
+
+
+def profile_lm(model: nn.Module, seq_len: int = 512) -> Dict[str, Any]:
+    """Per-token costs of a decoder LM (a model with ``config.vocab_size`` and ``new_cache``), batch 1.
+
+    ``macs_per_token_prefill``: fvcore MACs of a ``seq_len``-token forward divided by ``seq_len`` (the fused
+    causal attention kernel is counted as full ``T x T``, the counter's convention for SDPA);
+    ``macs_per_token_decode``: one new token with ``seq_len`` tokens already cached; ``kv_cache_bytes_per_token``
+    in the model's dtype (every layer run's keys and values); params with tied weights once.
+    """
+    if not _is_language_model(model):
+        raise TypeError(f"{type(model).__name__} is not a decoder LM (needs config.vocab_size and new_cache)")
+    model.eval()
+    counts = count_params(model)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (1, seq_len), generator=gen)
+    step = _DecodeStep(model, seq_len)
+    with torch.no_grad():
+        step(ids[:, -1:])  # builds the RoPE tables once, outside the counted passes
+        prefill = _analysis(model, (ids,))
+        prefill_uncounted = _check_uncounted(prefill)
+        decode = _analysis(step, (ids[:, -1:],))
+        decode_uncounted = _check_uncounted(decode)
+    return dict(
+        seq_len=seq_len, params=counts["params"], non_embedding_params=counts["non_embedding"],
+        macs_prefill=int(prefill.total()), macs_per_token_prefill=int(prefill.total()) // seq_len,
+        macs_per_token_decode=int(decode.total()), kv_cache_bytes_per_token=int(model.kv_cache_bytes_per_token()),
+        uncounted_ops={**prefill_uncounted, **decode_uncounted},
+        convention="fvcore + zoo handles, 1 multiply-add = 1 MAC; SDPA counted as full T x T at prefill; "
+                   "decode = one token after seq_len cached tokens; KV bytes = keys + values of every layer run",
+    )
+
+
 def profile(model_or_name: Union[str, nn.Module], input_size: Optional[Sequence[int]] = None, batch_size: int = 1,
             device: Union[str, torch.device] = "cpu", latency: bool = False,
             batch_sizes: Optional[Sequence[int]] = None, runs: int = 10, warmup: int = 2,
@@ -317,14 +394,24 @@ def profile(model_or_name: Union[str, nn.Module], input_size: Optional[Sequence[
         model = model_or_name
         name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    input_size = tuple(input_size or cfg.get("input_size") or (3, 224, 224))
+    language_model = _is_language_model(model)
+    input_size = tuple(input_size or cfg.get("input_size") or ((512,) if language_model else (3, 224, 224)))
     model.eval()
     counts = count_params(model)
 
-    x = torch.randn(batch_size, *input_size)
+    if language_model:  # input_size = (tokens,): a prefill of that many token ids
+        if latency or memory:
+            raise ValueError("latency/memory of language models: use `zoo bench --models NAME` (prefill and decode)")
+        x = torch.randint(0, model.config.vocab_size, (batch_size, *input_size),
+                          generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():  # one token at the last position: position tables are built outside the count
+            model(x[:1, :1], position_ids=torch.tensor([[input_size[0] - 1]]))
+    else:
+        x = torch.randn(batch_size, *input_size)
     with torch.no_grad():
         analysis = _analysis(model, (x,))
         macs = int(analysis.total())
+        nonzero_macs = count_nonzero_macs(model, analysis)
         by_op = {k: int(v) for k, v in analysis.by_operator().items()}
         uncounted = _check_uncounted(analysis)
         table = None
@@ -354,10 +441,12 @@ def profile(model_or_name: Union[str, nn.Module], input_size: Optional[Sequence[
              "timm": timm.__version__, "python": platform.python_version(), "threads": str(torch.get_num_threads())}
     if device.type == "cuda":
         tools["device"] = torch.cuda.get_device_name(device)
+    lm = profile_lm(model, seq_len=input_size[0]) if language_model else None
     return Profile(
-        name=name, input_size=(batch_size, *input_size), device=str(device), params=counts["params"],
+        lm=lm, name=name, input_size=(batch_size, *input_size), device=str(device), params=counts["params"],
         trainable_params=counts["trainable"], frozen_params=counts["frozen"], nonzero_params=counts["nonzero"],
-        non_embedding_params=counts["non_embedding"], macs=macs, flops=2 * macs, macs_by_operator=by_op,
+        non_embedding_params=counts["non_embedding"], macs=macs, flops=2 * macs, nonzero_macs=nonzero_macs,
+        macs_by_operator=by_op,
         uncounted_ops=uncounted, flop_counter_check=check, latency=timings, peak_memory=peak, module_table=table,
         tools=tools,
     )

@@ -92,8 +92,9 @@ def get_entry(name: str) -> ModelEntry:
     raise UnknownModelError(f"Unknown model {name!r}.{hint} `zoo list` (or zoo.list_models()) shows every name.")
 
 
-def list_models(pattern: str = "*", family: Optional[str] = None, pretrained: bool = False) -> List[str]:
-    """Registered names matching a shell-style ``pattern``, optionally one ``family``, optionally with weights."""
+def list_models(pattern: str = "*", family: Optional[str] = None, pretrained: bool = False,
+                task: Optional[str] = None) -> List[str]:
+    """Registered names matching a shell-style ``pattern``, optionally one ``family`` / ``task``, with weights."""
     _ensure_models_imported()
     if family is not None and family not in list_families():
         raise ValueError(f"unknown family {family!r}; known: {', '.join(list_families())}")
@@ -102,6 +103,8 @@ def list_models(pattern: str = "*", family: Optional[str] = None, pretrained: bo
         if not fnmatch.fnmatch(name, pattern):
             continue
         if family is not None and entry.family != family:
+            continue
+        if task is not None and entry.task != task:
             continue
         if pretrained and not entry.has_weights:
             continue
@@ -116,6 +119,15 @@ def list_pretrained(pattern: str = "*") -> List[str]:
 def list_families() -> List[str]:
     _ensure_models_imported()
     return sorted({e.family for e in _entries.values()})
+
+
+_CONVENTIONS = {
+    "image-classification": "params: sum(p.numel()) of the authors' model; MACs: fvcore total at 1x3x224x224 "
+                            "(one multiply-add = 1); top-1: the paper's ImageNet-1k figure",
+    "text-generation": "params: unique parameters of the authors' model (tied embeddings counted once); MACs per "
+                       "token: zoo.profile of an LM (prefill and decode); commonsense_avg: the authors' zero-shot "
+                       "average where published",
+}
 
 
 def model_info(name: str) -> Dict[str, Any]:
@@ -136,8 +148,11 @@ def model_info(name: str) -> Dict[str, Any]:
             "macs": ref.get("macs"),
             "gmacs": ref.get("gmacs"),
             "top1": ref.get("top1"),
-            "convention": "params: sum(p.numel()) of the authors' model; MACs: fvcore total at 1x3x224x224 "
-                          "(one multiply-add = 1); top-1: the paper's ImageNet-1k figure",
+            **{k: v for k, v in ref.items() if k not in ("params", "macs", "gmacs", "top1")},
+            "convention": _CONVENTIONS.get(entry.task, _CONVENTIONS["image-classification"]),
+            **({"dense_vs_nonzero": "params/macs count every weight (dense, zeros included); nonzero_params/"
+                                    "nonzero_macs count only the non-zero weights of the sparse model"}
+               if "nonzero_params" in ref else {}),
         },
         "timm_owns_name": _timm_owns(name),
         "pretrained_cfg": cfg,
@@ -175,8 +190,10 @@ def create_model(
         raise TypeError(f"model_name must be a str, got {type(model_name).__name__}")
     if model_name.startswith("hf-hub:"):
         from .hub import resolve_hub_model
-        model_name, hub_overlay = resolve_hub_model(model_name[len("hf-hub:"):])
+        model_name, hub_overlay, hub_args = resolve_hub_model(model_name[len("hf-hub:"):],
+                                                              cache_dir=kwargs.get("cache_dir"))
         pretrained_cfg_overlay = {**hub_overlay, **(pretrained_cfg_overlay or {})}
+        kwargs = {**hub_args, **kwargs}  # the published architecture's arguments; the caller's win
         pretrained = True
     entry = get_entry(model_name)
     if num_classes is not None:
@@ -224,7 +241,7 @@ def build_vision_model(
     out_indices = kwargs.pop("out_indices", None)
     feature_norm = kwargs.pop("norm", False)
     kwargs.pop("feature_cls", None)
-    kwargs.pop("cache_dir", None)
+    cache_dir = kwargs.pop("cache_dir", None)
     strict = kwargs.pop("pretrained_strict", True)
     if kwargs.pop("output_stride", None) not in (None, 32):
         raise ValueError(f"{variant} supports only output_stride=32")
@@ -237,12 +254,14 @@ def build_vision_model(
         cfg = pretrained_cfg.to_dict()
     cfg.update(pretrained_cfg_overlay or {})
     cfg.setdefault("architecture", variant)
-    weights_cfg = {k: cfg.pop(k) for k in ("file", "state_dict") if k in cfg}
+    # weight sources kept out of the model's cfg; hf_hub_sha256 (the zoo's checksum) is no timm PretrainedCfg field
+    weights_cfg = {k: cfg.pop(k) for k in ("file", "state_dict", "hf_hub_sha256") if k in cfg}
 
     model = build_model_with_cfg(model_cls, variant, pretrained=False, pretrained_cfg=cfg, **kwargs)
     if pretrained:
         from .hub import load_pretrained
-        load_pretrained(model, {**cfg, **weights_cfg}, filter_fn=pretrained_filter_fn, strict=strict)
+        load_pretrained(model, {**cfg, **weights_cfg}, filter_fn=pretrained_filter_fn, strict=strict,
+                        cache_dir=cache_dir)
     if checkpoint_path:
         from .hub import load_checkpoint
         load_checkpoint(model, checkpoint_path, filter_fn=pretrained_filter_fn, strict=strict)

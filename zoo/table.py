@@ -88,7 +88,7 @@ def run_table(args) -> int:
     """``zoo bench --family F`` / ``--all``: build, print, and write the model table (and plot)."""
     from .registry import list_models
 
-    names = list_models(family=args.family) if args.family else list_models()
+    names = list_models(family=args.family, task="image-classification")  # LMs: zoo bench --models NAME
     if args.models_given:
         names = [n for n in names if n in args.models]
     print(f"model table: {len(names)} models, {args.device}, {torch.get_num_threads()} threads, "

@@ -1,13 +1,30 @@
 """Building blocks shared by more than one family."""
 from .activations import GELU, SquaredReLU, StarReLU, needs_grad
 from .features import StagePruningMixin, check_head_args, take_indices
+from .large_kernel import ConvBN, DecomposedLargeKernel, FusedLargeKernel
 from .linear import Linear
+from .lm import (AttentionMasks, DecoderLayer, GroupedQueryAttention, KVCache, RMSNorm, RotaryEmbedding, SwiGLU,
+                 apply_rotary, attention_mask, build_attention_masks, rotate_half)
 from .norm import ChannelLayerNorm, SpatialLayerNorm, spatial_stats
 from .recursion import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
 from .residual import drop_path_gain, residual_add
 
 __all__ = [
+    "AttentionMasks",
+    "DecoderLayer",
+    "GroupedQueryAttention",
+    "KVCache",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SwiGLU",
+    "apply_rotary",
+    "attention_mask",
+    "build_attention_masks",
+    "rotate_half",
     "ChannelLayerNorm",
+    "ConvBN",
+    "DecomposedLargeKernel",
+    "FusedLargeKernel",
     "RecursiveStack",
     "GELU",
     "Linear",

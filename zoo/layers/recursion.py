@@ -6,7 +6,9 @@ every application, in order. Application ``i`` calls ``blocks[schedule[i]](x, re
 non-shared ``step_layers[i]``. Recursion depth is a schedule change, not a new module:
 
 * ``sequence_schedule(3, 2) == [0, 0, 1, 1, 2, 2]``: each block twice in a row (SReT, MobileLLM-LS);
-* ``cycle_schedule(3, 2) == [0, 1, 2, 0, 1, 2]``: the whole stack looped.
+* ``cycle_schedule(3, 2) == [0, 1, 2, 0, 1, 2]``: the whole stack looped;
+* :func:`sharing_schedule` names the four strategies of recursive LMs (Mixture-of-Recursions): ``cycle``,
+  ``sequence``, and ``middle_cycle`` / ``middle_sequence`` (first and last block unique, the middle shared).
 
 Parameters are stored once per unique block, so counts of ``parameters()`` count shared weights once.
 """
@@ -16,7 +18,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["RecursiveStack", "cycle_schedule", "recursion_indices", "sequence_schedule"]
+__all__ = ["RecursiveStack", "SHARING_STRATEGIES", "cycle_schedule", "recursion_indices", "sequence_schedule",
+           "shared_depth", "sharing_schedule"]
 
 
 def sequence_schedule(num_blocks: int, num_recursion: int) -> List[int]:
@@ -27,6 +30,40 @@ def sequence_schedule(num_blocks: int, num_recursion: int) -> List[int]:
 def cycle_schedule(num_blocks: int, num_recursion: int) -> List[int]:
     """The blocks in order, ``num_recursion`` times: [0, 1, ..., B-1] * r."""
     return [b for _ in range(num_recursion) for b in range(num_blocks)]
+
+
+SHARING_STRATEGIES = ("cycle", "sequence", "middle_cycle", "middle_sequence")
+
+
+def shared_depth(sharing: str, num_layers: int, num_recursion: int) -> int:
+    """Number of shared blocks ``B`` when a ``num_layers`` stack is made recursive ``num_recursion`` times.
+
+    ``cycle``/``sequence``: ``num_layers // num_recursion``; ``middle_*``: ``(num_layers - 2) // num_recursion``
+    (the first and last layer stay unique). When the division is not exact the recursive stack is shallower than
+    ``num_layers`` (e.g. 30 layers, middle_cycle, 3 recursions: 1 + 9 x 3 + 1 = 29 applications).
+    """
+    if sharing not in SHARING_STRATEGIES:
+        raise ValueError(f"sharing must be one of {SHARING_STRATEGIES}, got {sharing!r}")
+    if not isinstance(num_recursion, int) or num_recursion < 1:
+        raise ValueError(f"num_recursion must be a positive int, got {num_recursion!r}")
+    middle = num_layers - 2 if sharing.startswith("middle") else num_layers
+    if middle < num_recursion:
+        raise ValueError(f"{num_layers} layers are too few for {sharing!r} sharing with {num_recursion} recursions")
+    return middle // num_recursion
+
+
+def sharing_schedule(sharing: str, num_blocks: int, num_recursion: int) -> List[int]:
+    """The block index of every application for a sharing strategy over ``num_blocks`` shared blocks.
+
+    ``middle_*`` strategies add a unique first block (index 0) and last block (index ``num_blocks + 1``):
+    ``sharing_schedule("middle_cycle", 2, 2) == [0, 1, 2, 1, 2, 3]``.
+    """
+    if sharing not in SHARING_STRATEGIES:
+        raise ValueError(f"sharing must be one of {SHARING_STRATEGIES}, got {sharing!r}")
+    inner = (cycle_schedule if sharing.endswith("cycle") else sequence_schedule)(num_blocks, num_recursion)
+    if sharing.startswith("middle"):
+        return [0] + [b + 1 for b in inner] + [num_blocks + 1]
+    return inner
 
 
 def recursion_indices(schedule: Sequence[int]) -> List[int]:

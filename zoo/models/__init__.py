@@ -1,2 +1,2 @@
 """One file per family; importing this package registers every model."""
-from . import metaformer, sret  # noqa: F401
+from . import metaformer, mobilellm, recursive, slak, sret  # noqa: F401

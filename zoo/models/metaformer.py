@@ -674,8 +674,10 @@ reference_figures: Dict[str, Dict] = reference_table([
 ])
 
 
-def _create_metaformer(variant: str, pretrained: bool = False, **kwargs) -> MetaFormer:
-    return build_vision_model(MetaFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+def _create_metaformer(variant: str, pretrained: bool, model_args: Dict, kwargs: Dict) -> MetaFormer:
+    """The variant's architecture arguments, overridable as in timm (e.g. smaller ``depths``/``dims``)."""
+    return build_vision_model(MetaFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                              **{**model_args, **kwargs})
 
 
 _S12, _S24, _S36, _M48 = (2, 2, 6, 2), (4, 4, 12, 4), (6, 6, 18, 6), (8, 8, 24, 8)
@@ -687,157 +689,157 @@ _CA = ("sepconv", "sepconv", "attention", "attention")
 
 @register_model
 def poolformer_s12(pretrained=False, **kwargs):
-    return _create_metaformer("poolformer_s12", pretrained, depths=_S12, dims=_S_DIMS, v1=True,
-                              layer_scale_init_value=1e-5, **kwargs)
+    return _create_metaformer("poolformer_s12", pretrained, dict(depths=_S12, dims=_S_DIMS, v1=True,
+                              layer_scale_init_value=1e-5), kwargs)
 
 
 @register_model
 def poolformer_s24(pretrained=False, **kwargs):
-    return _create_metaformer("poolformer_s24", pretrained, depths=_S24, dims=_S_DIMS, v1=True,
-                              layer_scale_init_value=1e-5, **kwargs)
+    return _create_metaformer("poolformer_s24", pretrained, dict(depths=_S24, dims=_S_DIMS, v1=True,
+                              layer_scale_init_value=1e-5), kwargs)
 
 
 @register_model
 def poolformer_s36(pretrained=False, **kwargs):
-    return _create_metaformer("poolformer_s36", pretrained, depths=_S36, dims=_S_DIMS, v1=True,
-                              layer_scale_init_value=1e-6, **kwargs)
+    return _create_metaformer("poolformer_s36", pretrained, dict(depths=_S36, dims=_S_DIMS, v1=True,
+                              layer_scale_init_value=1e-6), kwargs)
 
 
 @register_model
 def poolformer_m36(pretrained=False, **kwargs):
-    return _create_metaformer("poolformer_m36", pretrained, depths=_S36, dims=_M_DIMS, v1=True,
-                              layer_scale_init_value=1e-6, **kwargs)
+    return _create_metaformer("poolformer_m36", pretrained, dict(depths=_S36, dims=_M_DIMS, v1=True,
+                              layer_scale_init_value=1e-6), kwargs)
 
 
 @register_model
 def poolformer_m48(pretrained=False, **kwargs):
-    return _create_metaformer("poolformer_m48", pretrained, depths=_M48, dims=_M_DIMS, v1=True,
-                              layer_scale_init_value=1e-6, **kwargs)
+    return _create_metaformer("poolformer_m48", pretrained, dict(depths=_M48, dims=_M_DIMS, v1=True,
+                              layer_scale_init_value=1e-6), kwargs)
 
 
 @register_model
 def identityformer_s12(pretrained=False, **kwargs):
-    return _create_metaformer("identityformer_s12", pretrained, depths=_S12, dims=_S_DIMS,
-                              token_mixers="identity", **kwargs)
+    return _create_metaformer("identityformer_s12", pretrained, dict(depths=_S12, dims=_S_DIMS,
+                              token_mixers="identity"), kwargs)
 
 
 @register_model
 def identityformer_s24(pretrained=False, **kwargs):
-    return _create_metaformer("identityformer_s24", pretrained, depths=_S24, dims=_S_DIMS,
-                              token_mixers="identity", **kwargs)
+    return _create_metaformer("identityformer_s24", pretrained, dict(depths=_S24, dims=_S_DIMS,
+                              token_mixers="identity"), kwargs)
 
 
 @register_model
 def identityformer_s36(pretrained=False, **kwargs):
-    return _create_metaformer("identityformer_s36", pretrained, depths=_S36, dims=_S_DIMS,
-                              token_mixers="identity", **kwargs)
+    return _create_metaformer("identityformer_s36", pretrained, dict(depths=_S36, dims=_S_DIMS,
+                              token_mixers="identity"), kwargs)
 
 
 @register_model
 def identityformer_m36(pretrained=False, **kwargs):
-    return _create_metaformer("identityformer_m36", pretrained, depths=_S36, dims=_M_DIMS,
-                              token_mixers="identity", **kwargs)
+    return _create_metaformer("identityformer_m36", pretrained, dict(depths=_S36, dims=_M_DIMS,
+                              token_mixers="identity"), kwargs)
 
 
 @register_model
 def identityformer_m48(pretrained=False, **kwargs):
-    return _create_metaformer("identityformer_m48", pretrained, depths=_M48, dims=_M_DIMS,
-                              token_mixers="identity", **kwargs)
+    return _create_metaformer("identityformer_m48", pretrained, dict(depths=_M48, dims=_M_DIMS,
+                              token_mixers="identity"), kwargs)
 
 
 @register_model
 def randformer_s12(pretrained=False, **kwargs):
-    return _create_metaformer("randformer_s12", pretrained, depths=_S12, dims=_S_DIMS, token_mixers=_RAND, **kwargs)
+    return _create_metaformer("randformer_s12", pretrained, dict(depths=_S12, dims=_S_DIMS, token_mixers=_RAND), kwargs)
 
 
 @register_model
 def randformer_s24(pretrained=False, **kwargs):
-    return _create_metaformer("randformer_s24", pretrained, depths=_S24, dims=_S_DIMS, token_mixers=_RAND, **kwargs)
+    return _create_metaformer("randformer_s24", pretrained, dict(depths=_S24, dims=_S_DIMS, token_mixers=_RAND), kwargs)
 
 
 @register_model
 def randformer_s36(pretrained=False, **kwargs):
-    return _create_metaformer("randformer_s36", pretrained, depths=_S36, dims=_S_DIMS, token_mixers=_RAND, **kwargs)
+    return _create_metaformer("randformer_s36", pretrained, dict(depths=_S36, dims=_S_DIMS, token_mixers=_RAND), kwargs)
 
 
 @register_model
 def randformer_m36(pretrained=False, **kwargs):
-    return _create_metaformer("randformer_m36", pretrained, depths=_S36, dims=_M_DIMS, token_mixers=_RAND, **kwargs)
+    return _create_metaformer("randformer_m36", pretrained, dict(depths=_S36, dims=_M_DIMS, token_mixers=_RAND), kwargs)
 
 
 @register_model
 def randformer_m48(pretrained=False, **kwargs):
-    return _create_metaformer("randformer_m48", pretrained, depths=_M48, dims=_M_DIMS, token_mixers=_RAND, **kwargs)
+    return _create_metaformer("randformer_m48", pretrained, dict(depths=_M48, dims=_M_DIMS, token_mixers=_RAND), kwargs)
 
 
 @register_model
 def poolformerv2_s12(pretrained=False, **kwargs):
-    return _create_metaformer("poolformerv2_s12", pretrained, depths=_S12, dims=_S_DIMS, token_mixers="pool", **kwargs)
+    return _create_metaformer("poolformerv2_s12", pretrained, dict(depths=_S12, dims=_S_DIMS, token_mixers="pool"), kwargs)
 
 
 @register_model
 def poolformerv2_s24(pretrained=False, **kwargs):
-    return _create_metaformer("poolformerv2_s24", pretrained, depths=_S24, dims=_S_DIMS, token_mixers="pool", **kwargs)
+    return _create_metaformer("poolformerv2_s24", pretrained, dict(depths=_S24, dims=_S_DIMS, token_mixers="pool"), kwargs)
 
 
 @register_model
 def poolformerv2_s36(pretrained=False, **kwargs):
-    return _create_metaformer("poolformerv2_s36", pretrained, depths=_S36, dims=_S_DIMS, token_mixers="pool", **kwargs)
+    return _create_metaformer("poolformerv2_s36", pretrained, dict(depths=_S36, dims=_S_DIMS, token_mixers="pool"), kwargs)
 
 
 @register_model
 def poolformerv2_m36(pretrained=False, **kwargs):
-    return _create_metaformer("poolformerv2_m36", pretrained, depths=_S36, dims=_M_DIMS, token_mixers="pool", **kwargs)
+    return _create_metaformer("poolformerv2_m36", pretrained, dict(depths=_S36, dims=_M_DIMS, token_mixers="pool"), kwargs)
 
 
 @register_model
 def poolformerv2_m48(pretrained=False, **kwargs):
-    return _create_metaformer("poolformerv2_m48", pretrained, depths=_M48, dims=_M_DIMS, token_mixers="pool", **kwargs)
+    return _create_metaformer("poolformerv2_m48", pretrained, dict(depths=_M48, dims=_M_DIMS, token_mixers="pool"), kwargs)
 
 
 @register_model
 def convformer_s18(pretrained=False, **kwargs):
-    return _create_metaformer("convformer_s18", pretrained, depths=_C18, dims=_S_DIMS, token_mixers="sepconv",
-                              block_norm="channel", mlp_head=True, **kwargs)
+    return _create_metaformer("convformer_s18", pretrained, dict(depths=_C18, dims=_S_DIMS, token_mixers="sepconv",
+                              block_norm="channel", mlp_head=True), kwargs)
 
 
 @register_model
 def convformer_s36(pretrained=False, **kwargs):
-    return _create_metaformer("convformer_s36", pretrained, depths=_C36, dims=_S_DIMS, token_mixers="sepconv",
-                              block_norm="channel", mlp_head=True, **kwargs)
+    return _create_metaformer("convformer_s36", pretrained, dict(depths=_C36, dims=_S_DIMS, token_mixers="sepconv",
+                              block_norm="channel", mlp_head=True), kwargs)
 
 
 @register_model
 def convformer_m36(pretrained=False, **kwargs):
-    return _create_metaformer("convformer_m36", pretrained, depths=_C36, dims=(96, 192, 384, 576),
-                              token_mixers="sepconv", block_norm="channel", mlp_head=True, **kwargs)
+    return _create_metaformer("convformer_m36", pretrained, dict(depths=_C36, dims=(96, 192, 384, 576),
+                              token_mixers="sepconv", block_norm="channel", mlp_head=True), kwargs)
 
 
 @register_model
 def convformer_b36(pretrained=False, **kwargs):
-    return _create_metaformer("convformer_b36", pretrained, depths=_C36, dims=(128, 256, 512, 768),
-                              token_mixers="sepconv", block_norm="channel", mlp_head=True, **kwargs)
+    return _create_metaformer("convformer_b36", pretrained, dict(depths=_C36, dims=(128, 256, 512, 768),
+                              token_mixers="sepconv", block_norm="channel", mlp_head=True), kwargs)
 
 
 @register_model
 def caformer_s18(pretrained=False, **kwargs):
-    return _create_metaformer("caformer_s18", pretrained, depths=_C18, dims=_S_DIMS, token_mixers=_CA,
-                              block_norm="channel", mlp_head=True, **kwargs)
+    return _create_metaformer("caformer_s18", pretrained, dict(depths=_C18, dims=_S_DIMS, token_mixers=_CA,
+                              block_norm="channel", mlp_head=True), kwargs)
 
 
 @register_model
 def caformer_s36(pretrained=False, **kwargs):
-    return _create_metaformer("caformer_s36", pretrained, depths=_C36, dims=_S_DIMS, token_mixers=_CA,
-                              block_norm="channel", mlp_head=True, **kwargs)
+    return _create_metaformer("caformer_s36", pretrained, dict(depths=_C36, dims=_S_DIMS, token_mixers=_CA,
+                              block_norm="channel", mlp_head=True), kwargs)
 
 
 @register_model
 def caformer_m36(pretrained=False, **kwargs):
-    return _create_metaformer("caformer_m36", pretrained, depths=_C36, dims=(96, 192, 384, 576), token_mixers=_CA,
-                              block_norm="channel", mlp_head=True, **kwargs)
+    return _create_metaformer("caformer_m36", pretrained, dict(depths=_C36, dims=(96, 192, 384, 576), token_mixers=_CA,
+                              block_norm="channel", mlp_head=True), kwargs)
 
 
 @register_model
 def caformer_b36(pretrained=False, **kwargs):
-    return _create_metaformer("caformer_b36", pretrained, depths=_C36, dims=(128, 256, 512, 768), token_mixers=_CA,
-                              block_norm="channel", mlp_head=True, **kwargs)
+    return _create_metaformer("caformer_b36", pretrained, dict(depths=_C36, dims=(128, 256, 512, 768), token_mixers=_CA,
+                              block_norm="channel", mlp_head=True), kwargs)

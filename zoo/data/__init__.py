@@ -1,0 +1,1 @@
+"""Dataset builders: image folders, Hugging Face datasets on disk, bundled small real data, text corpora."""

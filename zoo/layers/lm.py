@@ -1,0 +1,407 @@
+"""Decoder-only language-model blocks: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU, a static
+KV cache and a Llama-style pre-norm decoder layer.
+
+Conventions follow Llama (and transformers' ``LlamaForCausalLM``), so checkpoints map by name:
+
+* :class:`RMSNorm`: ``weight * x / sqrt(mean(x^2) + eps)`` over the last dimension (eps 1e-5 by default).
+* :class:`RotaryEmbedding`: the "rotate half" (non-interleaved) convention, ``inv_freq = theta^(-2i/d)``, angles
+  computed in float32 from integer positions. Tables are built lazily per device and grown on demand, so a
+  model built on the meta device needs no buffer and the state dict holds no RoPE tensors.
+* :class:`GroupedQueryAttention`: ``q_proj``/``k_proj``/``v_proj``/``o_proj`` without biases by default, and
+  ``F.scaled_dot_product_attention`` with ``enable_gqa`` (query head ``h`` reads key/value head
+  ``h // (num_heads // num_kv_heads)``). ``sliding_window=W`` lets a query see the ``W`` most recent keys,
+  itself included (Mistral's convention: ``q_idx - k_idx < W``).
+* :class:`SwiGLU`: ``down(silu(gate(x)) * up(x))``.
+* :class:`KVCache`: one preallocated tensor pair of shape ``(slots, B, kv_heads, max_length, head_dim)``. A
+  *slot* is one application of an attention layer: a plain stack uses slot ``i`` for layer ``i``; a stack that
+  runs a shared layer several times (layer sharing, recursion) gives every run its own slot. Each slot keeps its
+  own length and, optionally (``track_positions=True``), the original sequence index of every cached token, so
+  a slot may hold only a routed subset of the tokens. The cache never changes shape after it is made.
+
+Masks. Causality and windows are decided on *sequence indices* (0 for the first token of the sequence, padding
+included), the same indices a cache records. :func:`attention_mask` builds a boolean ``(B, 1, T, S)`` mask
+(True = may attend) from query indices, key indices, an optional key padding mask and a window; a query row
+with no visible key (a padding query) is let see every key, so no row is all masked (which would give NaN that
+then leaks through the value products of later layers).
+"""
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "AttentionMasks",
+    "DecoderLayer",
+    "GroupedQueryAttention",
+    "KVCache",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SwiGLU",
+    "apply_rotary",
+    "attention_mask",
+    "build_attention_masks",
+    "rotate_half",
+]
+
+
+def _inference(x: torch.Tensor) -> bool:
+    """True when no autograd graph is being recorded for ``x`` (in-place shortcuts are safe)."""
+    return not (torch.is_grad_enabled() and x.requires_grad) or torch.is_inference_mode_enabled()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Norm, RoPE, MLP
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm over the last dimension with a learned scale (Llama's, eps 1e-5 by default)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):  # statistics in float32, as Llama computes them
+            return F.rms_norm(x.float(), self.weight.shape, None, self.eps).to(x.dtype) * self.weight
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables of rotary position embeddings (rotate-half convention) for ``head_dim`` and ``theta``.
+
+    ``forward(positions)`` takes integer positions of shape ``(T,)`` or ``(B, T)`` and returns ``(cos, sin)`` of
+    shape ``(1 or B, 1, T, head_dim)``, ready to broadcast over heads. ``slice(start, length)`` is the cheap
+    path for consecutive positions. Nothing is stored in the state dict.
+    """
+
+    def __init__(self, head_dim: int, theta: float = 10000.0, initial_length: int = 2048):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"rotary embeddings need an even head_dim, got {head_dim}")
+        self.head_dim = head_dim
+        self.theta = float(theta)
+        self.initial_length = initial_length
+        self._tables: Dict[Tuple[torch.device, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def inv_freq(self, device=None) -> torch.Tensor:
+        exponent = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
+        return 1.0 / (self.theta ** exponent)
+
+    def tables(self, length: int, device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of shape ``(L, head_dim)`` with ``L >= length``, cached per device and dtype."""
+        key = (torch.device(device), dtype)
+        cached = self._tables.get(key)
+        if cached is None or cached[0].shape[0] < length:
+            size = max(self.initial_length, 1 << max(0, int(length - 1).bit_length()))
+            with torch.autocast(torch.device(device).type, enabled=False):
+                positions = torch.arange(size, dtype=torch.int64, device=device).float()
+                freqs = positions[:, None] * self.inv_freq(device)[None, :]
+                emb = torch.cat((freqs, freqs), dim=-1)
+                cached = (emb.cos().to(dtype), emb.sin().to(dtype))
+            self._tables[key] = cached
+        return cached
+
+    def slice(self, start: int, length: int, device, dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.tables(start + length, device, dtype)
+        return cos[start:start + length][None, None], sin[start:start + length][None, None]
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+        if positions.numel() and int(positions.min()) < 0:
+            raise ValueError("rotary positions must be >= 0")
+        length = int(positions.max()) + 1 if positions.numel() else 1
+        cos, sin = self.tables(length, positions.device, dtype)
+        cos, sin = cos[positions], sin[positions]  # (T, d) or (B, T, d)
+        if positions.ndim == 1:
+            return cos[None, None], sin[None, None]
+        return cos[:, None], sin[:, None]
+
+    def _apply(self, fn, recurse=True):
+        self._tables = {}  # moved or cast: rebuild lazily on the new device
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, theta={self.theta:g}"
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``x * cos + rotate_half(x) * sin`` for ``x`` of shape ``(B, heads, T, head_dim)``."""
+    return x * cos + rotate_half(x) * sin
+
+
+class SwiGLU(nn.Module):
+    """``down(silu(gate(x)) * up(x))`` (Llama's MLP), no biases by default."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool = False):
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=bias)
+        self.up_proj = nn.Linear(dim, hidden, bias=bias)
+        self.down_proj = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.gate_proj(x)
+        if _inference(gate):  # no graph: reuse the gate's memory
+            return self.down_proj(F.silu(gate, inplace=True).mul_(self.up_proj(x)))
+        return self.down_proj(F.silu(gate) * self.up_proj(x))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# KV cache and masks
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class KVCache:
+    """A static key/value cache: ``slots`` x ``(batch_size, num_kv_heads, max_length, head_dim)``, preallocated.
+
+    ``update(slot, k, v)`` writes ``T`` new entries after the slot's current length and returns the slot's
+    keys and values up to the new length (views, no copy). Lengths are per slot; ``seq_length`` is the length of
+    slot 0 (the number of tokens a plain stack has seen). With ``track_positions`` every entry also records its
+    sequence index (``positions(slot)``), for slots that cache a routed subset of the tokens.
+    """
+
+    def __init__(self, num_slots: int, batch_size: int, num_kv_heads: int, max_length: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: Union[str, torch.device] = "cpu",
+                 track_positions: bool = False):
+        for name, value in (("num_slots", num_slots), ("batch_size", batch_size), ("num_kv_heads", num_kv_heads),
+                            ("max_length", max_length), ("head_dim", head_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"KVCache: {name} must be a positive int, got {value!r}")
+        shape = (num_slots, batch_size, num_kv_heads, max_length, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        # per-slot views, made once: an update is then two narrow + copy_ (fewer ops per decoded token)
+        self._slot_keys = list(self.keys.unbind(0))
+        self._slot_values = list(self.values.unbind(0))
+        self.lengths: List[int] = [0] * num_slots
+        self.key_positions = (torch.zeros(num_slots, batch_size, max_length, dtype=torch.long, device=device)
+                              if track_positions else None)
+
+    # -- shape ---------------------------------------------------------------------------------------------------
+    @property
+    def num_slots(self) -> int:
+        return self.keys.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def max_length(self) -> int:
+        return self.keys.shape[3]
+
+    @property
+    def seq_length(self) -> int:
+        return self.lengths[0]
+
+    def get_seq_length(self, slot: int = 0) -> int:
+        return self.lengths[slot]
+
+    @property
+    def nbytes(self) -> int:
+        extra = self.key_positions.numel() * self.key_positions.element_size() if self.key_positions is not None else 0
+        return self.keys.numel() * self.keys.element_size() * 2 + extra
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes one more token costs across all slots, per sequence (keys + values)."""
+        _, _, kv, _, d = self.keys.shape
+        return 2 * self.num_slots * kv * d * self.keys.element_size()
+
+    # -- use -----------------------------------------------------------------------------------------------------
+    def update(self, slot: int, key: torch.Tensor, value: torch.Tensor,
+               positions: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Append ``key``/``value`` ``(B, kv_heads, T, head_dim)`` to ``slot``; return the slot's cached k, v."""
+        start = self.lengths[slot]
+        end = start + key.shape[2]
+        if end > self.max_length:
+            raise ValueError(f"KV cache is full: slot {slot} holds {start} of {self.max_length} tokens and "
+                             f"{key.shape[2]} more were written. Make a larger cache (model.new_cache(batch_size, "
+                             f"max_length)) before decoding this far.")
+        if key.shape[:2] != self.keys.shape[1:3] or key.shape[-1] != self.keys.shape[-1]:
+            raise ValueError(f"KV cache made for (batch, kv_heads, head_dim) = "
+                             f"{(self.batch_size, self.keys.shape[2], self.keys.shape[4])} got keys of shape "
+                             f"{tuple(key.shape)}")
+        keys, values = self._slot_keys[slot], self._slot_values[slot]
+        keys.narrow(2, start, end - start).copy_(key)
+        values.narrow(2, start, end - start).copy_(value)
+        if self.key_positions is not None:
+            if positions is None:
+                positions = torch.arange(start, end, device=key.device).expand(key.shape[0], -1)
+            self.key_positions[slot, :, start:end].copy_(positions)
+        self.lengths[slot] = end
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
+
+    def positions(self, slot: int) -> torch.Tensor:
+        """Sequence index of every cached entry of ``slot``, ``(B, length)`` (needs ``track_positions``)."""
+        if self.key_positions is None:
+            raise ValueError("this KVCache was made without track_positions=True")
+        return self.key_positions[slot, :, :self.lengths[slot]]
+
+    def reset(self) -> "KVCache":
+        """Forget every entry (the memory is kept for the next sequence)."""
+        self.lengths = [0] * self.num_slots
+        return self
+
+    def crop(self, length: int) -> "KVCache":
+        """Drop entries beyond ``length`` in every slot (e.g. to rewind rejected draft tokens)."""
+        self.lengths = [min(n, length) for n in self.lengths]
+        return self
+
+    def __repr__(self) -> str:
+        s, b, kv, n, d = self.keys.shape
+        return (f"KVCache(slots={s}, batch_size={b}, num_kv_heads={kv}, max_length={n}, head_dim={d}, "
+                f"dtype={self.keys.dtype}, seq_length={self.seq_length})")
+
+
+def attention_mask(query_index: torch.Tensor, key_index: torch.Tensor, key_padding: Optional[torch.Tensor] = None,
+                   sliding_window: Optional[int] = None) -> torch.Tensor:
+    """Boolean ``(B, 1, T, S)`` mask, True where query ``t`` may attend to key ``s``.
+
+    ``query_index`` ``(T,)`` or ``(B, T)`` and ``key_index`` ``(S,)`` or ``(B, S)`` are sequence indices;
+    ``key_padding`` ``(B, S)`` is 1/True for real tokens. Rows that would see nothing see every key instead.
+    """
+    q = query_index[..., :, None]
+    k = key_index[..., None, :]
+    allowed = k <= q
+    if sliding_window is not None:
+        allowed = allowed & (q - k < sliding_window)
+    if allowed.ndim == 2:
+        allowed = allowed[None]
+    if key_padding is not None:
+        allowed = allowed & key_padding.bool()[:, None, :]
+    allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
+    return allowed[:, None]
+
+
+@dataclass
+class AttentionMasks:
+    """The masks of one forward, per window (``None`` = global attention).
+
+    ``masks[w]`` is a boolean mask or None; ``causal[w]`` says that a None mask means "causal" (a fresh
+    sequence without padding, ``is_causal=True``) rather than "see every key" (one new token, no padding).
+    """
+    masks: Dict[Optional[int], Optional[torch.Tensor]]
+    causal: Dict[Optional[int], bool]
+
+    def get(self, window: Optional[int]) -> Tuple[Optional[torch.Tensor], bool]:
+        return self.masks[window], self.causal[window]
+
+
+def build_attention_masks(past_length: int, length: int, windows: Sequence[Optional[int]],
+                          padding_mask: Optional[torch.Tensor] = None,
+                          device: Union[str, torch.device] = "cpu") -> AttentionMasks:
+    """Masks for ``length`` new tokens after ``past_length`` cached ones, for each window in ``windows``.
+
+    ``padding_mask`` ``(B, past_length + length)`` marks real tokens with 1. No tensor is made where SDPA can
+    do without one: a fresh unpadded sequence (``is_causal``) or a single new token that sees the whole cache.
+    """
+    total = past_length + length
+    if padding_mask is not None:
+        if padding_mask.ndim != 2 or padding_mask.shape[1] != total:
+            raise ValueError(f"attention_mask must be (batch, past + new tokens) = (B, {total}), "
+                             f"got {tuple(padding_mask.shape)}")
+        if bool(padding_mask.bool().all()):
+            padding_mask = None
+    masks, causal = {}, {}
+    for window in dict.fromkeys(windows):
+        window_fits = window is None or total <= window
+        if padding_mask is None and window_fits and past_length == 0:
+            masks[window], causal[window] = None, True
+        elif padding_mask is None and window_fits and length == 1:
+            masks[window], causal[window] = None, False
+        else:
+            q = torch.arange(past_length, total, device=device)
+            k = torch.arange(total, device=device)
+            masks[window], causal[window] = attention_mask(q, k, padding_mask, window), False
+    return AttentionMasks(masks, causal)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Attention and decoder layer
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class GroupedQueryAttention(nn.Module):
+    """Multi-head attention with ``num_kv_heads`` shared key/value heads over ``F.scaled_dot_product_attention``.
+
+    ``forward(x, rope, cache=None, slot=0, mask=None, is_causal=True)``: ``x`` is ``(B, T, dim)``, ``rope`` the
+    ``(cos, sin)`` pair of the tokens' positions. With a cache, the new keys/values are appended to ``slot`` and
+    the queries attend to everything the slot holds (subject to ``mask``).
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: Optional[int] = None,
+                 bias: bool = False, sliding_window: Optional[int] = None):
+        super().__init__()
+        head_dim = head_dim or dim // num_heads
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+        if sliding_window is not None and sliding_window < 1:
+            raise ValueError(f"sliding_window must be >= 1 or None, got {sliding_window}")
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.sliding_window = sliding_window
+        self.scale = 1.0 / math.sqrt(head_dim)
+        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, rope: Tuple[torch.Tensor, torch.Tensor], cache: Optional[KVCache] = None,
+                slot: int = 0, mask: Optional[torch.Tensor] = None, is_causal: bool = True,
+                positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        cos, sin = rope
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(slot, k, v, positions)  # (B, KV, S, hd), S = cached + T
+        if mask is not None:
+            is_causal = False
+        elif is_causal and k.shape[2] != T:
+            raise ValueError("is_causal with cached keys needs an explicit mask (SDPA aligns causal masks top-left)")
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=bool(is_causal and T > 1),
+                                           scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+
+    def extra_repr(self) -> str:
+        window = f", sliding_window={self.sliding_window}" if self.sliding_window else ""
+        return f"heads={self.num_heads}, kv_heads={self.num_kv_heads}, head_dim={self.head_dim}{window}"
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm Llama block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))`` (transformers' key names)."""
+
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, intermediate_size: int,
+                 head_dim: Optional[int] = None, eps: float = 1e-5, attention_bias: bool = False,
+                 mlp_bias: bool = False, sliding_window: Optional[int] = None):
+        super().__init__()
+        self.input_layernorm = RMSNorm(dim, eps)
+        self.self_attn = GroupedQueryAttention(dim, num_heads, num_kv_heads, head_dim, attention_bias,
+                                               sliding_window)
+        self.post_attention_layernorm = RMSNorm(dim, eps)
+        self.mlp = SwiGLU(dim, intermediate_size, mlp_bias)
+
+    @property
+    def sliding_window(self) -> Optional[int]:
+        return self.self_attn.sliding_window
+
+    def forward(self, x: torch.Tensor, rope: Tuple[torch.Tensor, torch.Tensor], cache: Optional[KVCache] = None,
+                slot: int = 0, mask: Optional[torch.Tensor] = None, is_causal: bool = True,
+                positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.self_attn(self.input_layernorm(x), rope, cache, slot, mask, is_causal, positions)
+        x = x + h  # a new tensor: the caller's input is never modified
+        h = self.mlp(self.post_attention_layernorm(x))
+        return x.add_(h) if _inference(h) else x + h

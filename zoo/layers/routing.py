@@ -1,0 +1,255 @@
+"""Token routing over shared decoder layers: routers, gathered subsets, a cache of routed tokens, LoRA hooks.
+
+Mixture-of-Recursions runs a shared block on a *subset* of the tokens at each recursion step. These pieces let a
+stock :class:`~zoo.layers.lm.DecoderLayer` do that without changing it:
+
+* :func:`gather_active` turns a boolean ``(B, T)`` mask of active tokens into sorted indices ``(B, K)`` (causal
+  order kept; rows with fewer active tokens are padded with the index ``T``, which points at a zero row appended
+  by :func:`extend` so that gathers and scatters of padding touch nothing real).
+* :class:`RoutedKVCache` is a :class:`~zoo.layers.lm.KVCache` that always records the sequence index of every
+  entry; a padding entry (a row that had no active token where another row had one) records ``-1`` and is never
+  attended to. It also counts the tokens the model has seen (``seen``), since no slot need hold them all.
+* :func:`routed_attention_mask` builds the boolean mask for gathered queries against keys given by sequence
+  index (causality by original order, padding and empty entries masked).
+* :func:`layer_forward` runs a decoder layer with optional per-call LoRA deltas on its projections, its own
+  norms, keys/values taken from elsewhere (recursive KV sharing) and the new keys/values returned.
+* :class:`Router` (linear or MLP scorer) and :class:`AddAuxiliaryLoss` (adds an auxiliary loss's gradient in
+  the backward pass of the logits, so a plain ``cross_entropy(model(x), y)`` training loop also trains routers).
+"""
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .lm import DecoderLayer, KVCache, apply_rotary, attention_mask
+
+__all__ = ["AddAuxiliaryLoss", "LoRA", "RoutedKVCache", "Router", "extend", "gather_active", "layer_forward",
+           "routed_attention_mask"]
+
+
+class Router(nn.Module):
+    """Scores tokens from their hidden state: ``linear`` (dim -> out) or ``mlp`` (dim -> dim -> GELU -> out).
+
+    Weights start at N(0, 0.02) without biases, as in the authors' routers.
+    """
+
+    def __init__(self, dim: int, out_features: int = 1, kind: str = "linear"):
+        super().__init__()
+        if kind == "linear":
+            self.net = nn.Linear(dim, out_features, bias=False)
+        elif kind == "mlp":
+            self.net = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.GELU(),
+                                     nn.Linear(dim, out_features, bias=False))
+        else:
+            raise ValueError(f"router kind must be 'linear' or 'mlp', got {kind!r}")
+        self.kind = kind
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class AddAuxiliaryLoss(torch.autograd.Function):
+    """Identity on ``x`` whose backward also sends gradient 1 to ``loss``: ``d(total)/d(loss) = 1``.
+
+    The auxiliary loss thus joins whatever loss is computed from ``x`` without the training loop knowing it
+    (note that a loss scaler or a division for gradient accumulation applied to the main loss does not apply
+    to it).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        ctx.dtype, ctx.shape = loss.dtype, loss.shape
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, torch.ones(ctx.shape, dtype=ctx.dtype, device=grad.device)
+
+
+class LoRA(nn.Module):
+    """Low-rank delta ``scaling * B @ A`` of a linear map, ``A: (rank, in)``, ``B: (out, rank)``.
+
+    Fresh deltas are zero (``B = 0``, ``A`` Kaiming-uniform, as in LoRA); :meth:`init_from_delta` sets them to
+    the rank-``rank`` truncated SVD of a given weight difference (exact when ``rank = min(out, in)``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, alpha: Optional[float] = None):
+        super().__init__()
+        if not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"LoRA rank must be a positive int, got {rank!r}")
+        self.rank = min(rank, in_features, out_features)
+        self.scaling = (alpha if alpha is not None else 2.0 * self.rank) / self.rank
+        self.lora_A = nn.Parameter(torch.empty(self.rank, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, self.rank))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        if self.lora_A.device.type != "meta":
+            nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
+        self.lora_B.zero_()
+
+    @torch.no_grad()
+    def init_from_delta(self, delta: torch.Tensor):
+        """``scaling * B @ A`` := the best rank-``rank`` approximation of ``delta`` (out, in), by SVD in float64."""
+        if delta.shape != (self.lora_B.shape[0], self.lora_A.shape[1]):
+            raise ValueError(f"delta of shape {tuple(delta.shape)} for a LoRA of shape "
+                             f"{(self.lora_B.shape[0], self.lora_A.shape[1])}")
+        U, S, Vh = torch.linalg.svd(delta.double(), full_matrices=False)
+        root = (S[:self.rank] / self.scaling).sqrt()
+        self.lora_B.copy_(U[:, :self.rank] * root)
+        self.lora_A.copy_(root[:, None] * Vh[:self.rank])
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scaling * self.lora_B @ self.lora_A
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
+
+    def extra_repr(self) -> str:
+        return f"in={self.lora_A.shape[1]}, out={self.lora_B.shape[0]}, rank={self.rank}, scaling={self.scaling:g}"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Gathering active tokens
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def gather_active(active: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(B, K)`` of the active tokens of each row in sequence order and their validity ``(B, K)``.
+
+    ``K`` is the largest count of a row; shorter rows are padded with index ``T`` (the row :func:`extend` adds).
+    """
+    B, T = active.shape
+    counts = active.sum(dim=1)
+    K = int(counts.max()) if B else 0
+    order = torch.sort((~active).to(torch.uint8), dim=1, stable=True).indices[:, :K]  # active first, in order
+    valid = torch.arange(K, device=active.device)[None, :] < counts[:, None]
+    return torch.where(valid, order, torch.full_like(order, T)), valid
+
+
+def extend(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(B, T, ...)`` with one zero row appended at index ``T`` (the target of padded indices)."""
+    return torch.cat([x, x.new_zeros((x.shape[0], 1) + tuple(x.shape[2:]))], dim=1)
+
+
+def routed_attention_mask(query_index: torch.Tensor, key_index: torch.Tensor,
+                          padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Boolean ``(B, 1, K, S)`` mask for queries and keys given by sequence index (``-1``: an empty entry).
+
+    A query sees a key with an index at or below its own that is not empty and not padding
+    (``padding_mask`` ``(B, total)``, 1 for real tokens, indexed by sequence index).
+    """
+    valid = key_index >= 0
+    if padding_mask is not None:
+        valid = valid & padding_mask.bool().gather(1, key_index.clamp(min=0))
+    return attention_mask(query_index, key_index, valid)
+
+
+class RoutedKVCache(KVCache):
+    """A :class:`KVCache` whose slots may each hold a different subset of the tokens.
+
+    Every entry records its sequence index (``positions(slot)``); entries written for padding (a batch row with
+    no active token where another row had one) record ``-1``. ``seen`` counts the tokens of the sequence so far
+    (the model advances it after each forward), which is the past length for new tokens.
+    """
+
+    def __init__(self, num_slots: int, batch_size: int, num_kv_heads: int, max_length: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device="cpu"):
+        super().__init__(num_slots, batch_size, num_kv_heads, max_length, head_dim, dtype, device,
+                         track_positions=True)
+        self.seen = 0
+
+    @property
+    def seq_length(self) -> int:
+        return self.seen
+
+    def is_full(self, slot: int) -> bool:
+        """True when ``slot`` holds every token seen so far and no empty entry."""
+        return self.lengths[slot] == self.seen and bool((self.positions(slot) >= 0).all())
+
+    def reset(self) -> "RoutedKVCache":
+        super().reset()
+        self.seen = 0
+        return self
+
+    def crop(self, length: int) -> "RoutedKVCache":
+        """Forget every token at sequence index ``length`` or later: their entries become empty, and trailing
+        columns that are empty in every row are released."""
+        for slot in range(self.num_slots):
+            pos = self.positions(slot)
+            pos.masked_fill_(pos >= length, -1)
+            used = (pos >= 0).any(dim=0).nonzero()
+            self.lengths[slot] = int(used.max()) + 1 if used.numel() else 0
+        self.seen = min(self.seen, length)
+        return self
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("KVCache(", "RoutedKVCache(", 1)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A decoder layer with hooks
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _proj(linear: nn.Linear, x: torch.Tensor, lora: Optional[Dict[str, nn.Module]], name: str) -> torch.Tensor:
+    y = linear(x)
+    if lora is not None and name in lora:
+        y = y + lora[name](x)
+    return y
+
+
+def layer_forward(layer: DecoderLayer, x: torch.Tensor, rope: Tuple[torch.Tensor, torch.Tensor], *,
+                  cache: Optional[KVCache] = None, slot: int = 0, mask: Optional[torch.Tensor] = None,
+                  is_causal: bool = True, positions: Optional[torch.Tensor] = None,
+                  shared_kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                  lora: Optional[Dict[str, nn.Module]] = None, norms: Optional[Tuple[nn.Module, nn.Module]] = None,
+                  return_kv: bool = False):
+    """``layer`` applied to ``x`` ``(B, T, dim)``, computing what :meth:`DecoderLayer.forward` computes, plus:
+
+    * ``lora``: ``{"q_proj": LoRA, ...}`` deltas added to the named projections for this call;
+    * ``norms``: (input, post-attention) norms used instead of the layer's own;
+    * ``shared_kv``: attend to these keys/values ``(B, kv_heads, S, head_dim)`` (already rotated) instead of
+      computing new ones; nothing is written to a cache (recursive KV sharing);
+    * ``return_kv``: return ``(x, (k, v))`` with this call's keys/values (after the cache update, if any).
+
+    Without any of these it is exactly ``layer(x, rope, cache, slot, mask, is_causal, positions)``.
+    """
+    if lora is None and norms is None and shared_kv is None and not return_kv:
+        return layer(x, rope, cache, slot, mask, is_causal, positions)
+    attn = layer.self_attn
+    norm1, norm2 = norms if norms is not None else (layer.input_layernorm, layer.post_attention_layernorm)
+    B, T, _ = x.shape
+    cos, sin = rope
+    h = norm1(x)
+    q = apply_rotary(_proj(attn.q_proj, h, lora, "q_proj").view(B, T, attn.num_heads, attn.head_dim).transpose(1, 2),
+                     cos, sin)  # (B, H, T, hd)
+    if shared_kv is None:
+        k = _proj(attn.k_proj, h, lora, "k_proj").view(B, T, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
+        v = _proj(attn.v_proj, h, lora, "v_proj").view(B, T, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
+        k = apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(slot, k, v, positions)
+    else:
+        k, v = shared_kv
+    if mask is not None:
+        is_causal = False
+    elif is_causal and k.shape[2] != T:
+        raise ValueError("is_causal with a different number of keys needs an explicit mask")
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=bool(is_causal and T > 1), scale=attn.scale,
+                                       enable_gqa=attn.num_heads != attn.num_kv_heads)
+    x = x + _proj(attn.o_proj, y.transpose(1, 2).reshape(B, T, attn.num_heads * attn.head_dim), lora, "o_proj")
+    mlp = layer.mlp
+    h = norm2(x)
+    gated = F.silu(_proj(mlp.gate_proj, h, lora, "gate_proj")) * _proj(mlp.up_proj, h, lora, "up_proj")
+    x = x + _proj(mlp.down_proj, gated, lora, "down_proj")
+    return (x, (k, v)) if return_kv else x

@@ -1,0 +1,807 @@
+"""Recursive language models: weight-shared decoders, Mixture-of-Recursions routing and relaxed recursion.
+
+Papers: "Mixture-of-Recursions: Learning Dynamic Recursive Depths for Adaptive Token-Level Computation"
+(NeurIPS 2025), https://arxiv.org/abs/2507.10524, code https://github.com/raymin0223/mixture_of_recursions;
+"Relaxed Recursive Transformers: Effective Parameter Sharing with Layer-wise LoRA" (ICLR 2025),
+https://arxiv.org/abs/2410.20672.
+
+Architecture. Llama-style pre-norm layers (:class:`zoo.layers.DecoderLayer`) on SmolLM shapes (vocab 49,152,
+tied embeddings). A few *unique* blocks are applied along a per-application schedule
+(:func:`zoo.layers.recursion.sharing_schedule`). ``num_hidden_layers`` is the depth of the dense base model;
+with ``num_recursion = N_r`` it has ``B = shared_depth(...)`` shared blocks:
+
+* ``cycle``: ``[0..B-1] x N_r``; ``sequence``: each block ``N_r`` times in a row (MobileLLM-LS is ``sequence``
+  with ``N_r = 2`` and the LS model's depth doubled, see :func:`from_pretrained_dense`);
+* ``middle_cycle`` (the paper's default) / ``middle_sequence``: the first and last layers stay unique.
+
+Norm weights belong to their block (``ln_share=True``); with ``ln_share=False`` every repeated application has
+its own two norms. Parameters are stored once per unique block, so ``parameters()`` counts shared weights once
+and the profiler (which follows the computation) counts MACs once per application.
+
+Routing (``mor``), applied per *recursion step* (one pass over the shared blocks, cycle-type sharing only):
+
+* ``"expert"`` (expert-choice): step ``r`` has its own router (``linear`` or ``mlp`` on the hidden state),
+  score ``alpha * sigmoid(logit)`` (alpha 0.1). The step keeps the top ``k = max(1, int(capacity_r * T))`` of the
+  tokens still active after step ``r - 1`` (capacity ``(N_r - r) / N_r`` by default: tokens only drop out), in
+  their causal order. The selected tokens run through the step's blocks as a shorter sequence that keeps their
+  original RoPE positions and a causal mask on their original indices; the result is added back weighted by
+  the score: ``x[sel] += score * blocks(x[sel])`` (the block output includes its residual, as in the authors'
+  code). Training adds ``aux_loss_coeff`` (0.001) x BCE(logit, selected) over the candidate tokens.
+* ``"token"`` (token-choice): one router with ``N_r`` outputs, ``softmax`` (x alpha 1.0); a token's argmax is its
+  depth ``d`` (it runs ``d + 1`` steps) and its output is ``x + p_d * h_d``. Balancing by a loss
+  (``balancing_coeff`` 0.1, Switch-style ``N_r * sum(P_i f_i)``) or loss-free (a router bias added for the choice
+  only, moved by ``bias_update_rate`` towards equal load after every training forward).
+
+How inference routes. Top-k over a sequence looks at future tokens, so it cannot decode token by token. The
+zoo trains with top-k (``model.train()``) and, by default, routes causally everywhere else
+(``inference_routing="threshold"``): after step ``r - 1`` a token continues when ``sigmoid(logit_r) >=
+routing_threshold`` (0.5), which is exactly what the auxiliary BCE loss trains the router to predict. Each
+token's decision depends only on its own hidden state, so a full forward and a cached decode take the same
+decisions. Steps of capacity 1 (step 0 by default) always take every token. ``forward(..., routing="topk")``
+forces top-k, and ``route_masks=`` replays given decisions (e.g. those a top-k prefill returned).
+
+KV caching (one :class:`zoo.layers.routing.RoutedKVCache`):
+
+* recursion-wise (default): every application owns a cache slot holding only the tokens active at its step;
+  attention at step ``r`` is among the tokens active at ``r`` (also in the full forward, so both agree);
+* recursive KV sharing (``kv_sharing=True``): only the first application of each block computes and caches
+  keys/values; its later applications attend with their own queries to those (all tokens of recursion 0), so
+  the cache has one slot per unique block and later recursions skip their key/value projections.
+
+Relaxed recursion: ``lora_rank > 0`` adds a LoRA delta per application of a shared block on ``lora_targets``
+(``q_proj``/``v_proj`` by default, any of the seven projections), and :func:`from_pretrained_dense` converts a
+dense (MobileLLM-format) model, initialising the deltas from a truncated SVD of ``W_original - W_shared``.
+
+Differences from the authors' code: routing decodes (threshold rule above; theirs is training-only); the
+recursion-wise cache stores per-step token subsets with their sequence indices in one static cache;
+non-divisible depths are floored (``(L - 2) // N_r`` shared blocks) instead of resampled by ``linspace``; the
+loss-free bias update runs inside ``forward`` in training; the auxiliary losses reach the gradient through
+:class:`zoo.layers.routing.AddAuxiliaryLoss`, so an unchanged cross-entropy loop trains the routers.
+"""
+import dataclasses
+import difflib
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..layers import DecoderLayer, RMSNorm, RotaryEmbedding, build_attention_masks
+from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
+from ..layers.routing import (AddAuxiliaryLoss, LoRA, RoutedKVCache, Router, extend, gather_active, layer_forward,
+                              routed_attention_mask)
+from ..registry import register_model
+from .mobilellm import MobileLLM
+
+__all__ = ["MoROutput", "RecursiveConfig", "RecursiveLM", "from_pretrained_dense"]
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecursiveConfig:
+    """A recursive decoder: the dense base (transformers' Llama key names) plus recursion, routing and LoRA."""
+    vocab_size: int = 49152
+    hidden_size: int = 576
+    intermediate_size: int = 1536
+    num_hidden_layers: int = 30  # depth of the dense base model
+    num_attention_heads: int = 9
+    num_key_value_heads: int = 3
+    head_dim: Optional[int] = None
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = True
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    hidden_act: str = "silu"
+    initializer_range: float = 0.02
+    bos_token_id: Optional[int] = 0
+    eos_token_id: Optional[int] = 0
+    pad_token_id: Optional[int] = None
+    # recursion
+    num_recursion: int = 1  # 1: the plain (vanilla) stack
+    sharing: str = "middle_cycle"
+    ln_share: bool = True
+    kv_sharing: bool = False
+    # Mixture-of-Recursions routing
+    mor: Optional[str] = None  # None | "expert" | "token"
+    router_type: str = "linear"  # "linear" | "mlp"
+    capacity: Optional[List[float]] = None  # expert: fraction of the sequence kept per step; None: (N_r - r) / N_r
+    alpha: Optional[float] = None  # router score scale; None: 0.1 (expert), 1.0 (token)
+    aux_loss_coeff: float = 0.001  # expert: BCE(router logit, selected)
+    routing_threshold: float = 0.5  # expert, causal routing: continue when sigmoid(logit) >= threshold
+    inference_routing: str = "threshold"  # expert routing outside training: "threshold" (causal) | "topk"
+    balancing: str = "loss"  # token: "loss" | "loss_free"
+    balancing_coeff: float = 0.1
+    bias_update_rate: float = 1e-3
+    # relaxed recursion
+    lora_rank: int = 0
+    lora_alpha: Optional[float] = None  # None: 2 x rank (scaling 2)
+    lora_targets: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self):
+        for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                    "num_key_value_heads", "max_position_embeddings", "num_recursion"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"RecursiveConfig.{key} must be a positive int, got {value!r}")
+        if self.head_dim is None:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                                 f"{self.num_attention_heads}; give head_dim explicitly")
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                             f"num_key_value_heads ({self.num_key_value_heads})")
+        if self.hidden_act != "silu":
+            raise ValueError(f"only hidden_act='silu' (SwiGLU) is supported, got {self.hidden_act!r}")
+        if self.sharing not in SHARING_STRATEGIES:
+            raise ValueError(f"sharing must be one of {SHARING_STRATEGIES}, got {self.sharing!r}")
+        if self.num_recursion > 1:
+            shared_depth(self.sharing, self.num_hidden_layers, self.num_recursion)  # raises when too shallow
+        if self.mor not in (None, "expert", "token"):
+            raise ValueError(f"mor must be None, 'expert' or 'token', got {self.mor!r}")
+        if self.mor is not None:
+            if self.num_recursion < 2:
+                raise ValueError("Mixture-of-Recursions routing needs num_recursion >= 2")
+            if not self.sharing.endswith("cycle"):
+                raise ValueError(f"routing runs per recursion step, a pass over the shared blocks, which needs "
+                                 f"sharing='cycle' or 'middle_cycle' (got {self.sharing!r})")
+        if self.router_type not in ("linear", "mlp"):
+            raise ValueError(f"router_type must be 'linear' or 'mlp', got {self.router_type!r}")
+        if self.capacity is not None:
+            self.capacity = [float(c) for c in self.capacity]
+            if len(self.capacity) != self.num_recursion or not all(0 < c <= 1 for c in self.capacity):
+                raise ValueError(f"capacity needs {self.num_recursion} fractions in (0, 1], got {self.capacity}")
+        if self.inference_routing not in ("threshold", "topk"):
+            raise ValueError(f"inference_routing must be 'threshold' or 'topk', got {self.inference_routing!r}")
+        if self.balancing not in ("loss", "loss_free"):
+            raise ValueError(f"balancing must be 'loss' or 'loss_free', got {self.balancing!r}")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be an int >= 0, got {self.lora_rank!r}")
+        self.lora_targets = list(self.lora_targets)
+        bad = sorted(set(self.lora_targets) - set(LORA_TARGETS))
+        if bad:
+            raise ValueError(f"lora_targets may name only {LORA_TARGETS}, got {bad}")
+
+    # -- derived --------------------------------------------------------------------------------------------------
+    @property
+    def num_shared_blocks(self) -> int:
+        """``B``: blocks that are applied ``num_recursion`` times (0 for the plain stack)."""
+        return shared_depth(self.sharing, self.num_hidden_layers, self.num_recursion) if self.num_recursion > 1 else 0
+
+    def schedule(self) -> List[int]:
+        """The unique block run at each application."""
+        if self.num_recursion == 1:
+            return list(range(self.num_hidden_layers))
+        return sharing_schedule(self.sharing, self.num_shared_blocks, self.num_recursion)
+
+    def capacities(self) -> List[float]:
+        n = self.num_recursion
+        return list(self.capacity) if self.capacity is not None else [(n - r) / n for r in range(n)]
+
+    @property
+    def router_alpha(self) -> float:
+        return self.alpha if self.alpha is not None else (1.0 if self.mor == "token" else 0.1)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(RecursiveConfig)}
+
+
+def _check_keys(kwargs: Dict[str, Any]):
+    unknown = sorted(set(kwargs) - _CONFIG_FIELDS)
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, sorted(_CONFIG_FIELDS), n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(f"recursive LM got unexpected argument(s) {', '.join(hints)}. "
+                        f"Accepted config keys: {', '.join(sorted(_CONFIG_FIELDS))}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------------------
+
+
+class MoROutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, vocab)
+    past_key_values: Optional[RoutedKVCache]
+    aux_loss: Optional[torch.Tensor]  # router losses of this forward (training), already weighted
+    routing: Optional[List[torch.Tensor]]  # per recursion step: (B, T) bool, tokens active at that step
+
+
+class _Body(nn.Module):
+    """Embedding, the unique decoder blocks and the final norm (transformers' ``LlamaModel`` key names)."""
+
+    def __init__(self, c: RecursiveConfig, num_blocks: int):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList([
+            DecoderLayer(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size,
+                         c.head_dim, c.rms_norm_eps, c.attention_bias, c.mlp_bias) for _ in range(num_blocks)])
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+
+
+class _Pass:
+    """Per-forward state: sizes, positions, masks, the cache and the keys/values kept for KV sharing."""
+
+    def __init__(self, **kwargs):
+        self.__dict__.update(kwargs)
+
+
+class _Selection:
+    """The active tokens of one recursion step: indices (padding = T), validity, sequence indices, RoPE."""
+
+    def __init__(self, idx: torch.Tensor, valid: torch.Tensor, seq: torch.Tensor, rope):
+        self.idx, self.valid, self.seq, self.rope = idx, valid, seq, rope
+        self.masks: Dict[str, torch.Tensor] = {}
+
+
+class RecursiveLM(nn.Module):
+    """A recursive (weight-shared) decoder with optional Mixture-of-Recursions routing and per-loop LoRA.
+
+    ``model(input_ids)`` -> logits ``(B, T, vocab)``; :meth:`generate` decodes with a :class:`RoutedKVCache`.
+    Args: a :class:`RecursiveConfig`, or its fields as keyword arguments.
+    """
+
+    def __init__(self, config: Optional[RecursiveConfig] = None, **kwargs):
+        super().__init__()
+        if config is None:
+            _check_keys(kwargs)
+            config = RecursiveConfig(**kwargs)
+        elif kwargs:
+            _check_keys(kwargs)
+            config = dataclasses.replace(config, **kwargs)
+        self.config = c = config
+        self.schedule = c.schedule()
+        self.recursion = recursion_indices(self.schedule)
+        num_blocks = max(self.schedule) + 1
+        self.model = _Body(c, num_blocks)
+        self.lm_head = None if c.tie_word_embeddings else nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        self.rotary = RotaryEmbedding(c.head_dim, c.rope_theta, initial_length=min(c.max_position_embeddings, 4096))
+        uses = [self.schedule.count(b) for b in range(num_blocks)]
+        self.shared = [uses[b] > 1 for b in self.schedule]  # per application: its block is applied more than once
+
+        # recursion steps (cycle-type sharing): prefix applications, N_r passes over the shared blocks, suffix
+        A, B, n = len(self.schedule), c.num_shared_blocks, c.num_recursion
+        first = 1 if (n > 1 and c.sharing.startswith("middle")) else 0
+        if n > 1 and c.sharing.endswith("cycle"):
+            self.prefix = list(range(first))
+            self.steps = [list(range(first + r * B, first + (r + 1) * B)) for r in range(n)]
+            self.suffix = list(range(first + n * B, A))
+        else:
+            self.prefix, self.steps, self.suffix = list(range(A)), [], []
+
+        # cache slots: one per application, or (KV sharing) one per unique block, read by its later applications
+        self.reads_shared = [c.kv_sharing and r > 0 for r in self.recursion]
+        if c.kv_sharing:
+            self.slot_of = list(self.schedule)
+            self.num_slots = num_blocks
+        else:
+            self.slot_of = list(range(A))
+            self.num_slots = A
+        self.feeds_readers = {b for b, r in zip(self.schedule, self.reads_shared) if r}
+
+        # per-application norms (ln_share=False) and LoRA deltas (relaxed recursion)
+        self.app_norms = nn.ModuleDict({
+            str(i): nn.ModuleList([RMSNorm(c.hidden_size, c.rms_norm_eps), RMSNorm(c.hidden_size, c.rms_norm_eps)])
+            for i, r in enumerate(self.recursion) if r > 0 and not c.ln_share})
+        self.lora = nn.ModuleDict()
+        if c.lora_rank > 0:
+            block = self.model.layers[0]
+            dims = {name: (m.in_features, m.out_features) for name, m in
+                    [(t, getattr(block.self_attn if t.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else block.mlp,
+                                 t)) for t in c.lora_targets]}
+            for i in range(A):
+                if self.shared[i]:
+                    self.lora[str(i)] = nn.ModuleDict({t: LoRA(*dims[t], c.lora_rank, c.lora_alpha)
+                                                       for t in c.lora_targets})
+
+        # routers
+        self.routers = nn.ModuleList()
+        if c.mor == "expert":
+            self.routers.extend(Router(c.hidden_size, 1, c.router_type) for _ in range(n))
+        elif c.mor == "token":
+            self.routers.append(Router(c.hidden_size, n, c.router_type))
+            if c.balancing == "loss_free":
+                self.register_buffer("router_bias", torch.zeros(n))
+        self.grad_checkpointing = False
+        self.pretrained_cfg: Dict[str, Any] = {}
+        self.aux_loss: Optional[torch.Tensor] = None
+        self.init_weights()
+
+    # -- weights ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def init_weights(self):
+        """Llama's init (N(0, initializer_range) linear/embedding weights, norms 1), zero LoRA deltas."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                m.weight.normal_(0.0, std)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+            elif isinstance(m, RMSNorm):
+                m.weight.fill_(1.0)
+            elif isinstance(m, (LoRA, Router)):
+                m.reset_parameters()
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # shared and tied weights are one parameter each
+        return n - self.model.embed_tokens.weight.numel() if non_embedding else n
+
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set:
+        return {n for n, p in self.named_parameters() if p.ndim < 2}
+
+    # -- cache --------------------------------------------------------------------------------------------------
+    def new_cache(self, batch_size: int, max_length: int, dtype: Optional[torch.dtype] = None,
+                  device: Optional[Union[str, torch.device]] = None) -> RoutedKVCache:
+        """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (see the module doc)."""
+        p = self.model.embed_tokens.weight
+        return RoutedKVCache(self.num_slots, batch_size, self.config.num_key_value_heads, max_length,
+                             self.config.head_dim, dtype or p.dtype, device or p.device)
+
+    def kv_cache_bytes_per_token(self, dtype: Optional[torch.dtype] = None, expected: bool = False) -> float:
+        """Bytes of keys/values per token and sequence: allocated (every slot), or ``expected`` (routed slots
+        scaled by their step's capacity)."""
+        size = torch.empty((), dtype=dtype or self.model.embed_tokens.weight.dtype).element_size()
+        per_slot = 2 * self.config.num_key_value_heads * self.config.head_dim * size
+        if not expected or self.config.mor != "expert" or self.config.kv_sharing:
+            return per_slot * self.num_slots
+        caps = self.config.capacities()
+        frac = {i: caps[r] for r, apps in enumerate(self.steps) for i in apps}
+        return per_slot * sum(frac.get(i, 1.0) for i in range(len(self.schedule)))
+
+    # -- forward ------------------------------------------------------------------------------------------------
+    _check_ids = MobileLLM._check_ids
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.Tensor] = None, past_key_values: Optional[RoutedKVCache] = None,
+                use_cache: bool = False, logits_to_keep: int = 0, routing: Optional[str] = None,
+                route_masks: Optional[Sequence[torch.Tensor]] = None,
+                return_routing: bool = False) -> Union[torch.Tensor, MoROutput]:
+        """Logits of every position (or the last ``logits_to_keep``).
+
+        Args:
+            input_ids: ``(B, T)`` token ids.
+            attention_mask: ``(B, past + T)``, 1 for real tokens, 0 for (left) padding, as in transformers.
+            position_ids: ``(B, T)`` RoPE positions; default ``past, ..., past + T - 1``.
+            past_key_values: a :class:`RoutedKVCache` (``model.new_cache``), appended to.
+            use_cache: return a :class:`MoROutput`; without ``past_key_values`` a fresh cache is made.
+            routing: expert-choice rule, ``"topk"`` or ``"threshold"``; default: top-k in training, else
+                ``config.inference_routing``.
+            route_masks: per recursion step, ``(B, T)`` bool masks of the tokens to run (replaces the routers'
+                choice; nested masks for expert-choice, ``mask[r] = depth >= r`` for token-choice).
+            return_routing: return a :class:`MoROutput` with the routing taken.
+        """
+        self._check_ids(input_ids)
+        c = self.config
+        Bsz, T = input_ids.shape
+        cache = past_key_values
+        if cache is None and use_cache:
+            cache = self.new_cache(Bsz, max(T, min(c.max_position_embeddings, 2048)))
+        if cache is not None:
+            if not isinstance(cache, RoutedKVCache) or cache.num_slots != self.num_slots or cache.batch_size != Bsz:
+                raise ValueError(f"the cache must be a RoutedKVCache with {self.num_slots} slots for batch {Bsz}; "
+                                 f"use model.new_cache(batch_size, max_length)")
+        past = cache.seen if cache is not None else 0
+        x = self.model.embed_tokens(input_ids)
+        device = x.device
+        if position_ids is None:
+            rope = self.rotary.slice(past, T, device, x.dtype)
+            rope_pos = torch.arange(past, past + T, device=device).expand(Bsz, T)
+        else:
+            rope_pos = position_ids.to(device).reshape(-1, T).expand(Bsz, T)
+            rope = self.rotary(rope_pos, x.dtype)
+        padding = attention_mask
+        if padding is not None and bool(padding.bool().all()):
+            padding = None
+        masks = build_attention_masks(past, T, [None], padding, device)
+        mask, causal = masks.get(None)
+        ctx = _Pass(B=Bsz, T=T, past=past, cache=cache, rope=rope, rope_pos=rope_pos, mask=mask, causal=causal,
+                    padding=None if padding is None else padding.to(device),
+                    seq=torch.arange(past, past + T, device=device), kv_store={}, aux=[])
+        if route_masks is not None and len(route_masks) != len(self.steps):
+            raise ValueError(f"route_masks needs one (B, T) mask per recursion step ({len(self.steps)})")
+        if routing not in (None, "topk", "threshold"):
+            raise ValueError(f"routing must be None, 'topk' or 'threshold', got {routing!r}")
+        mode = routing or ("topk" if self.training else c.inference_routing)
+        record: List[torch.Tensor] = []
+
+        for i in self.prefix:
+            x = self._run_app(i, x, ctx, None)
+        if c.mor == "expert":
+            x = self._expert_steps(x, ctx, mode, route_masks, record)
+        elif c.mor == "token":
+            x = self._token_steps(x, ctx, route_masks, record)
+        else:
+            for apps in self.steps:
+                for i in apps:
+                    x = self._run_app(i, x, ctx, None)
+        for i in self.suffix:
+            x = self._run_app(i, x, ctx, None)
+        if cache is not None:
+            cache.seen = past + T
+
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        logits = F.linear(self.model.norm(x), self.output_weight)
+        aux = torch.stack(ctx.aux).sum() if ctx.aux else None
+        self.aux_loss = None if aux is None else aux.detach()
+        if aux is not None and aux.requires_grad:
+            logits = AddAuxiliaryLoss.apply(logits, aux)
+        if use_cache or past_key_values is not None or return_routing:
+            return MoROutput(logits, cache, aux, record if c.mor is not None else None)
+        return logits
+
+    # -- one application ----------------------------------------------------------------------------------------
+    def _run_app(self, i: int, x: torch.Tensor, ctx: _Pass, sel: Optional[_Selection]) -> torch.Tensor:
+        if self.grad_checkpointing and ctx.cache is None and torch.is_grad_enabled() and self.training:
+            return checkpoint(self._apply_inner, i, x, ctx, sel, use_reentrant=False)
+        return self._apply_inner(i, x, ctx, sel)
+
+    def _apply_inner(self, i: int, x: torch.Tensor, ctx: _Pass, sel: Optional[_Selection]) -> torch.Tensor:
+        """Application ``i`` on every token (``sel`` None) or on the gathered tokens ``x`` of ``sel``."""
+        block = self.schedule[i]
+        layer = self.model.layers[block]
+        slot = self.slot_of[i]
+        cache = ctx.cache
+        lora = self.lora[str(i)] if str(i) in self.lora else None
+        norms = tuple(self.app_norms[str(i)]) if str(i) in self.app_norms else None
+        rope = ctx.rope if sel is None else sel.rope
+        if self.reads_shared[i]:  # recursive KV sharing: attend to the first application's keys/values
+            if cache is not None:
+                n = cache.lengths[slot]
+                k, v, key_seq = cache.keys[slot, :, :, :n], cache.values[slot, :, :, :n], cache.positions(slot)
+                full = cache.is_full(slot)
+            else:
+                k, v, key_seq = ctx.kv_store[slot]
+                full = key_seq is None
+            if sel is None and full:
+                mask, causal = ctx.mask, ctx.causal
+            else:
+                mask, causal = self._mask(ctx, sel, "shared", key_seq), False
+            return layer_forward(layer, x, rope, mask=mask, is_causal=causal, shared_kv=(k, v), lora=lora,
+                                 norms=norms)
+        keep_kv = cache is None and block in self.feeds_readers
+        if sel is None:
+            mask, causal, positions = ctx.mask, ctx.causal, None
+        else:
+            old = cache.positions(slot) if cache is not None else None
+            mask, causal, positions = self._mask(ctx, sel, "own", old), False, sel.seq
+        out = layer_forward(layer, x, rope, cache=cache, slot=slot, mask=mask, is_causal=causal, positions=positions,
+                            lora=lora, norms=norms, return_kv=keep_kv)
+        if keep_kv:
+            out, (k, v) = out
+            ctx.kv_store[slot] = (k, v, None if sel is None else sel.seq)
+        return out
+
+    def _mask(self, ctx: _Pass, sel: Optional[_Selection], kind: str, key_seq: Optional[torch.Tensor]):
+        """Mask of ``sel``'s queries (all tokens when None) against cached/shared keys ``key_seq`` (+ own keys).
+
+        Every application of one step sees the same key history, so the mask is made once per step and kind.
+        """
+        if sel is not None and kind in sel.masks:
+            return sel.masks[kind]
+        q = ctx.seq.expand(ctx.B, -1) if sel is None else sel.seq
+        if kind == "own":  # keys: what the slot holds, then this step's own tokens
+            keys = sel.seq if key_seq is None else torch.cat([key_seq, sel.seq], dim=1)
+        else:
+            keys = key_seq if key_seq is not None else torch.arange(ctx.T, device=q.device).expand(ctx.B, -1)
+        mask = routed_attention_mask(q, keys, ctx.padding)
+        if sel is not None:
+            sel.masks[kind] = mask
+        return mask
+
+    def _select(self, active: torch.Tensor, ctx: _Pass) -> Optional[_Selection]:
+        idx, valid = gather_active(active)
+        if idx.shape[1] == 0:
+            return None
+        seq = torch.where(valid, extend(ctx.seq.expand(ctx.B, -1)).gather(1, idx), torch.full_like(idx, -1))
+        pos = extend(ctx.rope_pos).gather(1, idx)
+        return _Selection(idx, valid, seq, self.rotary(pos, ctx.rope[0].dtype))
+
+    def _run_step(self, r: int, x: torch.Tensor, ctx: _Pass, sel: Optional[_Selection]) -> torch.Tensor:
+        for i in self.steps[r]:
+            x = self._run_app(i, x, ctx, sel)
+        return x
+
+    # -- routing ------------------------------------------------------------------------------------------------
+    def _expert_steps(self, x, ctx, mode, route_masks, record):
+        c = self.config
+        T = ctx.T
+        caps = c.capacities()
+        active = None  # None: every token
+        for r in range(c.num_recursion):
+            logit = self.routers[r](x).squeeze(-1)  # (B, T)
+            prob = torch.sigmoid(logit)
+            score = c.router_alpha * prob
+            candidates = active
+            if caps[r] >= 1.0 and candidates is None:
+                chosen = None
+            elif route_masks is not None:
+                chosen = route_masks[r].to(x.device).bool()
+                chosen = chosen if candidates is None else chosen & candidates
+            elif mode == "topk":
+                avail = T if candidates is None else int(candidates.sum(1).min())
+                k = min(max(1, int(caps[r] * T)), avail)
+                masked = score if candidates is None else score.masked_fill(~candidates, float("-inf"))
+                top = masked.topk(k, dim=1, sorted=False).indices
+                chosen = torch.zeros_like(logit, dtype=torch.bool)
+                chosen = chosen.scatter(1, top, torch.ones_like(top, dtype=torch.bool))
+            else:
+                chosen = prob >= c.routing_threshold
+                chosen = chosen if candidates is None else chosen & candidates
+            if self.training and c.aux_loss_coeff > 0:
+                target = torch.ones_like(logit) if chosen is None else chosen.to(logit.dtype)
+                if candidates is None:
+                    bce = F.binary_cross_entropy_with_logits(logit, target)
+                else:
+                    bce = F.binary_cross_entropy_with_logits(logit[candidates], target[candidates])
+                ctx.aux.append(c.aux_loss_coeff * bce)
+            record.append(torch.ones_like(logit, dtype=torch.bool) if chosen is None else chosen)
+            if chosen is None:
+                x = x + score.unsqueeze(-1) * self._run_step(r, x, ctx, None)
+            else:
+                sel = self._select(chosen, ctx)
+                if sel is not None:
+                    index = sel.idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+                    x_ext = extend(x)
+                    out = self._run_step(r, x_ext.gather(1, index), ctx, sel)
+                    weight = extend(score).gather(1, sel.idx) * sel.valid
+                    x = x_ext.scatter_add(1, index, out * weight.unsqueeze(-1).to(out.dtype))[:, :T]
+            active = chosen
+        return x
+
+    def _token_steps(self, x, ctx, route_masks, record):
+        c = self.config
+        n, T = c.num_recursion, ctx.T
+        logits = self.routers[0](x)  # (B, T, N_r)
+        probs = logits.softmax(dim=-1) * c.router_alpha
+        if route_masks is not None:
+            depth = torch.stack([m.to(x.device).bool() for m in route_masks], 0).sum(0) - 1
+            depth = depth.clamp(min=0)
+        else:
+            choice = probs + self.router_bias if c.balancing == "loss_free" else probs
+            depth = choice.argmax(dim=-1)  # (B, T): the token runs depth + 1 steps
+        weight = probs.gather(-1, depth.unsqueeze(-1)).squeeze(-1)
+        if self.training and route_masks is None:
+            load = torch.bincount(depth.flatten(), minlength=n).to(probs.dtype) / depth.numel()
+            if c.balancing == "loss":
+                ctx.aux.append(c.balancing_coeff * n * (probs.mean(dim=(0, 1)) * load).sum())
+            else:
+                with torch.no_grad():
+                    self.router_bias.add_(c.bias_update_rate * torch.sign(1.0 / n - load))
+        out_x = x
+        cur = x
+        D = x.shape[-1]
+        for r in range(n):
+            active = depth >= r
+            record.append(active)
+            finish = (depth == r).to(x.dtype) * weight
+            if r == 0:  # every token runs the first step
+                h = self._run_step(r, cur, ctx, None)
+                out_x = out_x + finish.unsqueeze(-1) * h
+                cur = h
+                continue
+            sel = self._select(active, ctx)
+            if sel is None:
+                break
+            index = sel.idx.unsqueeze(-1).expand(-1, -1, D)
+            cur_ext = extend(cur)
+            h = self._run_step(r, cur_ext.gather(1, index), ctx, sel)
+            w = extend(finish).gather(1, sel.idx) * sel.valid
+            out_x = extend(out_x).scatter_add(1, index, h * w.unsqueeze(-1))[:, :T]
+            cur = cur_ext.scatter(1, index, h)[:, :T]  # padded rows land on the dropped extra row
+        return out_x
+
+    # -- generation ---------------------------------------------------------------------------------------------
+    generate = MobileLLM.generate
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Conversion of a dense model (relaxed recursion)
+# --------------------------------------------------------------------------------------------------------------
+
+_PROJ_OWNER = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
+               "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+
+
+@torch.no_grad()
+def from_pretrained_dense(model: nn.Module, num_recursion: int, sharing: str = "middle_cycle",
+                          init: str = "stepwise", lora_rank: int = 0,
+                          lora_targets: Sequence[str] = ("q_proj", "v_proj"), lora_alpha: Optional[float] = None,
+                          ln_share: bool = True, **overrides) -> RecursiveLM:
+    """A :class:`RecursiveLM` initialised from a dense decoder (a zoo :class:`~zoo.models.mobilellm.MobileLLM`).
+
+    The dense model's layer applications (its schedule: a MobileLLM-LS model counts each layer twice) are the
+    original stack of depth ``L``; the recursive model has ``num_hidden_layers = L``. When it is shallower
+    (non-divisible depths), application ``i`` stands for original layer ``round(i (L - 1) / (A - 1))``.
+    Unique blocks copy their layer. A shared block is initialised by ``init``:
+
+    * ``"stepwise"``: the layers picked at even steps (``linspace``) over the original layers it replaces;
+    * ``"average"``: the mean of the original layers of all its applications;
+    * ``"lower"``: the ``j``-th of the replaced original layers for the ``j``-th shared block.
+
+    ``lora_rank > 0`` adds per-application LoRA deltas on ``lora_targets``, set to the truncated SVD of
+    ``W_original - W_shared`` (exact at full rank, e.g. ``lora_rank=10**9``). With ``ln_share=False`` every
+    application keeps its original norms, so full-rank LoRA on all seven projections reproduces the dense model.
+    ``overrides`` are further :class:`RecursiveConfig` fields (e.g. ``mor="expert"``; routers start fresh).
+    """
+    if init not in ("stepwise", "average", "lower"):
+        raise ValueError(f"init must be 'stepwise', 'average' or 'lower', got {init!r}")
+    src = getattr(model, "config", None)
+    body = getattr(model, "model", None)
+    if src is None or body is None or not hasattr(body, "layers"):
+        raise TypeError("from_pretrained_dense needs a zoo MobileLLM-style model (config + model.layers)")
+    if hasattr(src, "layer_windows") and any(w is not None for w in src.layer_windows()):
+        raise ValueError("sliding-window layers cannot be converted (the recursive model uses global attention)")
+    if getattr(src, "attention_bias", False) or getattr(src, "mlp_bias", False):
+        raise ValueError("layers with biases are not supported by the conversion (LoRA deltas cover weights only)")
+    schedule = list(getattr(model, "schedule", range(len(body.layers))))
+    originals = [body.layers[b] for b in schedule]
+    L = len(originals)
+    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+            "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "tie_word_embeddings",
+            "initializer_range", "bos_token_id", "eos_token_id", "pad_token_id")
+    kwargs = {k: getattr(src, k) for k in keys}
+    kwargs.update(num_hidden_layers=L, num_recursion=num_recursion, sharing=sharing, ln_share=ln_share,
+                  lora_rank=lora_rank, lora_targets=list(lora_targets), lora_alpha=lora_alpha)
+    _check_keys(overrides)
+    kwargs.update(overrides)
+    ref = next(model.parameters())
+    rec = RecursiveLM(RecursiveConfig(**kwargs)).to(device=ref.device, dtype=ref.dtype)
+    A = len(rec.schedule)
+    orig = list(range(A)) if A == L else [round(i * (L - 1) / max(A - 1, 1)) for i in range(A)]
+
+    rec.model.embed_tokens.weight.copy_(body.embed_tokens.weight)
+    rec.model.norm.weight.copy_(body.norm.weight)
+    if rec.lm_head is not None:
+        rec.lm_head.weight.copy_(model.lm_head.weight)
+
+    def states(indices):
+        return [originals[orig[i]].state_dict() for i in indices]
+
+    num_blocks = len(rec.model.layers)
+    shared_blocks = [b for b in range(num_blocks) if rec.schedule.count(b) > 1]
+    replaced = sorted({orig[i] for i, s in enumerate(rec.shared) if s})  # original layers the shared blocks stand for
+    picks = torch.linspace(0, len(replaced) - 1, len(shared_blocks)).round().long().tolist() if shared_blocks else []
+    for b in range(num_blocks):
+        apps = [i for i, s in enumerate(rec.schedule) if s == b]
+        layer = rec.model.layers[b]
+        if len(apps) == 1:
+            layer.load_state_dict(originals[orig[apps[0]]].state_dict())
+            continue
+        j = shared_blocks.index(b)
+        if init == "average":
+            group = states(apps)
+            sd = {k: torch.stack([g[k] for g in group]).mean(0) for k in group[0]}
+        else:
+            sd = originals[replaced[picks[j] if init == "stepwise" else min(j, len(replaced) - 1)]].state_dict()
+        if not ln_share:  # each application keeps its original norms; the block's are its first application's
+            first = originals[orig[apps[0]]]
+            sd = dict(sd)
+            sd["input_layernorm.weight"] = first.input_layernorm.weight
+            sd["post_attention_layernorm.weight"] = first.post_attention_layernorm.weight
+        layer.load_state_dict(sd)
+    for i, norms in rec.app_norms.items():
+        o = originals[orig[int(i)]]
+        norms[0].weight.copy_(o.input_layernorm.weight)
+        norms[1].weight.copy_(o.post_attention_layernorm.weight)
+    for i, deltas in rec.lora.items():
+        o = originals[orig[int(i)]]
+        block = rec.model.layers[rec.schedule[int(i)]]
+        for target, lora in deltas.items():
+            w_orig = getattr(getattr(o, _PROJ_OWNER[target]), target).weight
+            w_shared = getattr(getattr(block, _PROJ_OWNER[target]), target).weight
+            lora.init_from_delta(w_orig - w_shared)
+    rec.pretrained_cfg = {"architecture": "recursive", "converted_from": (getattr(model, "pretrained_cfg", None) or
+                                                                          {}).get("architecture"), "init": init}
+    return rec.eval() if not model.training else rec
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pretrained configs and registered models
+# --------------------------------------------------------------------------------------------------------------
+
+FAMILY = dict(name="recursive", task="text-generation")
+
+_PAPER = dict(paper_name="Mixture-of-Recursions: Learning Dynamic Recursive Depths for Adaptive Token-Level "
+                         "Computation", paper_ids="arXiv:2507.10524",
+              origin_url="https://github.com/raymin0223/mixture_of_recursions", license="apache-2.0",
+              context_length=2048, tokenizer="SmolLM tokenizer (49,152)",
+              notes=("no released weights on the Hub (the authors share checkpoints elsewhere); trained from scratch "
+                     "or converted with from_pretrained_dense",))
+
+# SmolLM shapes (vocab 49,152, tied): layers, hidden, heads, kv heads, ffn
+SHAPES = {
+    "135m": dict(num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
+                 intermediate_size=1536),
+    "360m": dict(num_hidden_layers=32, hidden_size=960, num_attention_heads=15, num_key_value_heads=5,
+                 intermediate_size=2560),
+    "1.7b": dict(num_hidden_layers=24, hidden_size=2048, num_attention_heads=32, num_key_value_heads=32,
+                 intermediate_size=8192),
+}
+KINDS = {
+    "mor": dict(num_recursion=3, sharing="middle_cycle", mor="expert"),  # the paper's default MoR
+    "recursive": dict(num_recursion=3, sharing="middle_cycle"),  # recursive baseline without routing
+    "vanilla": dict(num_recursion=1),  # the dense SmolLM-shaped baseline
+}
+ARCHS: Dict[str, Dict[str, Any]] = {f"{kind}_{size}": {**shape, **extra}
+                                    for kind, extra in KINDS.items() for size, shape in SHAPES.items()}
+
+default_cfgs: Dict[str, Dict[str, Any]] = {name: dict(_PAPER) for name in ARCHS}
+
+
+def _count(name: str) -> int:
+    """Exact parameters of a registered default (tied embeddings and shared blocks once), from the shapes."""
+    a = {**RecursiveConfig().to_dict(), **ARCHS[name]}
+    c = RecursiveConfig(**{k: v for k, v in a.items() if k != "head_dim"})
+    d, f, hd = c.hidden_size, c.intermediate_size, c.head_dim
+    layer = d * hd * (2 * c.num_attention_heads + 2 * c.num_key_value_heads) + 3 * d * f + 2 * d
+    blocks = max(c.schedule()) + 1
+    routers = d * c.num_recursion if c.mor == "expert" else 0
+    return c.vocab_size * d + blocks * layer + d + routers
+
+
+reference_figures: Dict[str, Dict[str, Any]] = {
+    name: dict(params=_count(name), macs=None, gmacs=None, top1=None) for name in ARCHS}
+
+
+def _create_recursive(variant: str, pretrained: bool = False, pretrained_cfg_overlay: Optional[Dict] = None,
+                      checkpoint_path: Optional[Union[str, os.PathLike]] = None, **kwargs) -> RecursiveLM:
+    from ..hub import CheckpointError, load_checkpoint, load_state_dict_checked, read_state_dict
+    from ..registry import get_entry
+    kwargs.pop("cache_dir", None)
+    _check_keys(kwargs)
+    cfg = {**get_entry(variant).pretrained_cfg, **(pretrained_cfg_overlay or {}), "architecture": variant}
+    model = RecursiveLM(RecursiveConfig(**{**ARCHS[variant], **kwargs}))
+    model.pretrained_cfg = {k: v for k, v in cfg.items() if k not in ("state_dict", "hf_hub_sha256")}
+    if pretrained:
+        if cfg.get("state_dict") is not None:
+            sd, where = dict(cfg["state_dict"]), "the given state_dict"
+        elif cfg.get("file"):
+            sd, where = read_state_dict(cfg["file"]), str(cfg["file"])
+        else:
+            raise CheckpointError(f"no pretrained weights are published for {variant}; use pretrained=False, or pass "
+                                  "pretrained_cfg_overlay={'file': PATH} (a zoo safetensors file of this model)")
+        load_state_dict_checked(model, sd, where, cfg=cfg)
+    if checkpoint_path:
+        load_checkpoint(model, checkpoint_path)
+    return model
+
+
+def _register(name: str):
+    def builder(pretrained=False, **kwargs):
+        return _create_recursive(name, pretrained, **kwargs)
+    builder.__name__ = builder.__qualname__ = name
+    builder.__module__ = __name__
+    builder.__doc__ = f"{name}: {ARCHS[name]} (SmolLM shape; recursion, sharing and routing overridable as kwargs)"
+    return register_model(builder)
+
+
+for _name in ARCHS:
+    globals()[_name.replace(".", "_")] = _register(_name)
+del _name

@@ -1,0 +1,395 @@
+"""Training recipes: YAML files loaded into typed dataclasses.
+
+A recipe has top-level keys (``model``, ``model_kwargs``, ``task``, ``seed``, ``output_dir``, ...) and sections
+(``data``, ``aug``, ``optim``, ``sched``, ``train``, ``ema``, ``checkpoint``, ``dist``, ``export``, ``sparse``).
+Unknown keys are errors that name the closest valid key. Command-line overrides are ``--key value`` for top-level
+keys and ``--section.key value`` inside a section (``--model_kwargs.dims [16,32,64,128]`` reaches into the dict);
+values are parsed as YAML, so ``--optim.betas [0.9,0.95]`` and ``--ema.enabled true`` work.
+
+Batch sizes are *global*: ``train.batch_size`` samples (sequences for LMs) per optimizer step, whatever the
+number of processes and accumulation steps, so a recipe gives the same run on one process or many. With
+``optim.lr_base_size`` set, ``optim.lr`` is the learning rate at that batch size and is scaled to
+``train.batch_size`` by ``optim.lr_scale`` (``linear``: lr * batch / base, ``sqrt``: lr * sqrt(batch / base)).
+"""
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+__all__ = [
+    "AugConfig", "CheckpointConfig", "DataConfig", "DistConfig", "EmaConfig", "ExportConfig", "OptimConfig",
+    "Recipe", "RecipeError", "SchedConfig", "TrainConfig", "apply_overrides", "load_recipe", "recipe_to_dict",
+    "load_run_recipe", "recipe_from_dict", "save_recipe",
+]
+
+TASKS = ("image-classification", "text-generation")
+
+
+class RecipeError(ValueError):
+    """A recipe (YAML file or override) that cannot be used; the message says which key and what to do."""
+
+
+@dataclass
+class DataConfig:
+    # image-classification: digits | image_folder | hf_disk;  text-generation: pydoc | text | hf_disk
+    name: str = "digits"
+    path: Optional[str] = None            # image folder root, datasets folder (load_from_disk), text file/folder
+    train_split: str = "train"
+    val_split: str = "validation"         # for image folders: the first of val/validation that exists
+    image_key: Optional[str] = None       # hf_disk columns; None: first of image/img, label/labels, text
+    label_key: Optional[str] = None
+    text_key: Optional[str] = None
+    num_workers: int = 0
+    # image preprocessing; None falls back to the model's pretrained cfg (resolve_data_config)
+    image_size: Optional[int] = None
+    crop_pct: Optional[float] = None
+    interpolation: Optional[str] = None
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
+    eval_batch_size: Optional[int] = None
+    # language modelling
+    seq_len: int = 256
+    tokenizer: Optional[str] = None       # tokenizer.json, or a model folder holding one; None: train BPE
+    vocab_size: int = 2048                # for a tokenizer trained on the fly
+    val_fraction: float = 0.1             # documents held out (text without a validation split)
+
+
+@dataclass
+class AugConfig:
+    auto_augment: Optional[str] = None    # e.g. rand-m9-mstd0.5-inc1 (RandAugment, as in the MetaFormer recipes)
+    scale: Optional[List[float]] = None   # RandomResizedCrop scale; None: timm's (0.08, 1.0)
+    ratio: Optional[List[float]] = None
+    hflip: float = 0.5
+    vflip: float = 0.0
+    color_jitter: Optional[float] = 0.4
+    train_interpolation: str = "random"
+    re_prob: float = 0.0                  # random erasing
+    re_mode: str = "pixel"
+    re_count: int = 1
+    mixup: float = 0.0                    # mixup alpha
+    cutmix: float = 0.0                   # cutmix alpha
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    opt: str = "adamw"                    # any timm create_optimizer_v2 name
+    lr: float = 1e-3
+    lr_base_size: Optional[int] = None    # batch size at which `lr` was given; None: use lr as is
+    lr_scale: str = "linear"              # linear | sqrt
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    betas: Optional[List[float]] = None
+    eps: Optional[float] = None
+    layer_decay: Optional[float] = None
+    clip_grad: Optional[float] = None
+    clip_mode: str = "norm"               # norm | value | agc
+
+
+@dataclass
+class SchedConfig:
+    sched: str = "cosine"                 # any timm create_scheduler_v2 name
+    warmup_epochs: float = 0.0            # image classification (converted to optimizer steps)
+    warmup_steps: Optional[int] = None    # overrides warmup_epochs; LMs count in steps
+    warmup_lr: float = 1e-6
+    min_lr: float = 0.0
+    min_lr_ratio: Optional[float] = None  # min_lr = ratio * peak lr (MobileLLM: cosine to 10%)
+    cooldown_epochs: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300                     # image classification
+    steps: Optional[int] = None           # optimizer steps; LMs train by steps, images stop early if set
+    batch_size: int = 128                 # global samples per optimizer step
+    grad_accum: int = 1                   # micro-batches per optimizer step (per process)
+    amp: str = "none"                     # none | bf16 | fp16 (CUDA; bf16 also on CPU)
+    channels_last: bool = False           # CUDA only
+    grad_checkpointing: bool = False
+    drop_path: Optional[float] = None     # passed to the model as drop_path_rate
+    device: str = "auto"                  # auto | cpu | cuda
+    compile: bool = False
+    log_interval: int = 10                # optimizer steps between log rows
+    eval_every_epochs: int = 1            # image classification: held-out evaluation every N epochs
+    eval_every_steps: Optional[int] = None  # LMs: held-out evaluation every N steps
+    eval_max_batches: Optional[int] = None
+    threads: Optional[int] = None         # torch.set_num_threads
+    deterministic: bool = False           # torch.use_deterministic_algorithms
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = False
+    decay: float = 0.9999
+    warmup: bool = False
+    update_after_step: int = 0
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: Optional[int] = None     # also written at the end of every epoch and of the run
+    keep: int = 2                         # step_<N>.pt files kept besides last.pt
+
+
+@dataclass
+class DistConfig:
+    strategy: str = "ddp"                 # ddp | fsdp (language models)
+    backend: Optional[str] = None         # None: nccl on CUDA, gloo on CPU
+
+
+@dataclass
+class ExportConfig:
+    enabled: bool = True                  # write the publishable folder at the end
+    dir: Optional[str] = None             # default RUN_DIR/export
+    push_to_hub: Optional[str] = None     # ORG/NAME: upload with zoo.hub.publish_run
+    private: bool = False
+    license: Optional[str] = None
+
+
+@dataclass
+class Recipe:
+    model: str = ""
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    task: str = "image-classification"
+    pretrained: bool = False              # start from the model's registered weights
+    init_checkpoint: Optional[str] = None  # start from these weights
+    seed: int = 0
+    output_dir: Optional[str] = None      # RUN_DIR; default runs/<recipe file stem>
+    notes: str = ""                       # the authors' settings and how they were scaled
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    sparse: Optional[Dict[str, Any]] = None  # zoo.train.sparse.SparseConfig fields (dynamic sparse training)
+
+    def scaled_lr(self) -> float:
+        """``optim.lr`` scaled from ``optim.lr_base_size`` to ``train.batch_size``."""
+        o = self.optim
+        if not o.lr_base_size:
+            return o.lr
+        ratio = self.train.batch_size / o.lr_base_size
+        return o.lr * (math.sqrt(ratio) if o.lr_scale == "sqrt" else ratio)
+
+
+def _section_types() -> Dict[str, type]:
+    hints = typing.get_type_hints(Recipe)
+    return {name: tp for name, tp in hints.items() if dataclasses.is_dataclass(tp)}
+
+
+def _closest(key: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.4)
+    return f" Did you mean {close[0]!r}?" if close else f" Valid keys: {', '.join(sorted(valid))}."
+
+
+def _check_type(where: str, value: Any, tp: Any) -> Any:
+    """Light type check/coercion of one YAML value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(where, value, inner[0]) if len(inner) == 1 else value
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise RecipeError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{where} must be a string, got {value!r}")
+        return value
+    if origin in (list, List, tuple, Tuple):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise RecipeError(f"{where} must be a list, e.g. [0.9, 0.95], got {value!r}")
+        return [_check_type(f"{where}[{i}]", v, args[0]) if args else v for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _build_section(cls: type, name: str, values: Any):
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise RecipeError(f"section {name!r} must be a mapping of keys to values, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise RecipeError(f"unknown key {name}.{key}.{_closest(key, list(hints))}")
+        kwargs[key] = _check_type(f"{name}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def recipe_from_dict(raw: Dict[str, Any]) -> Recipe:
+    """Build a :class:`Recipe` from a plain dict (a parsed YAML file), checking every key."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"a recipe is a YAML mapping of keys to values, got {type(raw).__name__}")
+    hints = typing.get_type_hints(Recipe)
+    sections = _section_types()
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise RecipeError(f"unknown key {key!r}.{_closest(key, list(hints))}")
+        if key in sections:
+            kwargs[key] = _build_section(sections[key], key, value)
+        else:
+            kwargs[key] = _check_type(key, value, hints[key])
+    recipe = Recipe(**kwargs)
+    validate(recipe)
+    return recipe
+
+
+def validate(recipe: Recipe):
+    if not recipe.model:
+        raise RecipeError("the recipe names no model: set `model:` to a registered name (zoo.list_models())")
+    if recipe.task not in TASKS:
+        raise RecipeError(f"task must be one of {', '.join(TASKS)}, got {recipe.task!r}")
+    t = recipe.train
+    if t.batch_size < 1 or t.grad_accum < 1:
+        raise RecipeError("train.batch_size and train.grad_accum must be positive")
+    if t.amp not in ("none", "bf16", "fp16"):
+        raise RecipeError(f"train.amp must be none, bf16 or fp16, got {t.amp!r}")
+    if recipe.optim.lr_scale not in ("linear", "sqrt"):
+        raise RecipeError(f"optim.lr_scale must be linear or sqrt, got {recipe.optim.lr_scale!r}")
+    if recipe.dist.strategy not in ("ddp", "fsdp"):
+        raise RecipeError(f"dist.strategy must be ddp or fsdp, got {recipe.dist.strategy!r}")
+    if recipe.dist.strategy == "fsdp" and recipe.task != "text-generation":
+        raise RecipeError("dist.strategy fsdp is offered for language models; use ddp for vision models")
+    if recipe.task == "text-generation" and not t.steps:
+        raise RecipeError("language-model recipes train by steps: set train.steps")
+    if recipe.sparse is not None and not isinstance(recipe.sparse, dict):
+        raise RecipeError("the sparse: section must be a mapping of SparseConfig fields")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply ``--key value`` / ``--section.key value`` / ``--key=value`` pairs to a raw recipe dict."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    hints = typing.get_type_hints(Recipe)
+    sections = _section_types()
+    items = list(overrides)
+    i = 0
+    while i < len(items):
+        token = items[i]
+        if not token.startswith("--"):
+            raise RecipeError(f"expected an override like --train.epochs 10, got {token!r}")
+        key = token[2:]
+        if "=" in key:
+            key, text = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(items):
+                raise RecipeError(f"override {token} needs a value, e.g. {token} 10")
+            text = items[i + 1]
+            i += 2
+        key = key.replace("-", "_") if "." not in key else key
+        value = _parse_value(text)
+        parts = key.split(".")
+        top = parts[0]
+        if top not in hints:
+            raise RecipeError(f"unknown override --{key}.{_closest(top, list(hints))}")
+        if len(parts) == 1:
+            if top in sections:
+                raise RecipeError(f"--{top} is a section; override one of its keys, e.g. --{top}."
+                                  f"{dataclasses.fields(sections[top])[0].name} VALUE")
+            raw[top] = value
+        elif len(parts) == 2 and (top in sections or top in ("model_kwargs", "sparse")):
+            if top in sections and parts[1] not in typing.get_type_hints(sections[top]):
+                valid = list(typing.get_type_hints(sections[top]))
+                raise RecipeError(f"unknown override --{key}.{_closest(parts[1], valid)}")
+            sub = dict(raw.get(top) or {})
+            sub[parts[1]] = value
+            raw[top] = sub
+        else:
+            raise RecipeError(f"override --{key} goes too deep; use --section.key VALUE")
+    return raw
+
+
+def load_recipe(path: Optional[str] = None, overrides: Sequence[str] = (), base: Optional[Dict[str, Any]] = None
+                ) -> Recipe:
+    """Load a YAML recipe (or ``base`` dict), apply overrides, check every key; ``output_dir`` defaults to
+    ``runs/<file stem>``."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise RecipeError(f"recipe {p} does not exist; the recipes shipped with zoo are in configs/")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RecipeError(f"recipe {p} is not valid YAML: {e}") from None
+    else:
+        raw = dict(base or {})
+    raw = apply_overrides(raw, overrides)
+    if path is not None and not raw.get("output_dir"):
+        raw["output_dir"] = str(Path("runs") / Path(path).stem)
+    try:
+        return recipe_from_dict(raw)
+    except RecipeError as e:
+        where = f"{path}: " if path else ""
+        raise RecipeError(f"{where}{e}") from None
+
+
+def recipe_to_dict(recipe: Recipe) -> Dict[str, Any]:
+    return dataclasses.asdict(recipe)
+
+
+def save_recipe(recipe: Recipe, path: Path, extra: Optional[Dict[str, Any]] = None):
+    """Write the resolved recipe as YAML (``RUN_DIR/args.yaml``); ``extra`` adds resolved values (e.g. the lr)."""
+    d = recipe_to_dict(recipe)
+    if extra:
+        d["resolved"] = extra
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(d, sort_keys=False))
+    tmp.replace(path)
+
+
+def load_run_recipe(run_dir: Path) -> Recipe:
+    """The recipe a run was started with (its ``args.yaml``)."""
+    p = Path(run_dir) / "args.yaml"
+    if not p.is_file():
+        raise RecipeError(f"{run_dir} has no args.yaml: is it a training run folder?")
+    raw = yaml.safe_load(p.read_text()) or {}
+    raw.pop("resolved", None)
+    return recipe_from_dict(raw)

@@ -1,0 +1,107 @@
+"""Many processes: ``torchrun --nproc_per_node N train.py ...`` (DDP; FSDP as an option for language models).
+
+Batches are global: for optimizer step ``k`` of an epoch, the global batch is positions ``[k*B, (k+1)*B)`` of
+that epoch's seeded permutation; it is cut into ``grad_accum`` micro-batches and each micro-batch into
+``world_size`` equal contiguous pieces, one per rank. One process with the same global batch (and accumulation
+steps x processes) therefore sees the same samples and averages the same gradients. Logging, progress bars
+and file writes happen on rank 0 only.
+"""
+import datetime
+import os
+from typing import Iterator, List, Optional
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistState", "GlobalBatchSampler", "all_reduce_sum", "barrier", "init_distributed", "shard_indices"]
+
+
+class DistState:
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, device: str = "cpu"):
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.device = torch.device(device)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto", backend: Optional[str] = None) -> DistState:
+    """Initialise the process group when started by torchrun (``WORLD_SIZE`` > 1); pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device is cuda but CUDA is not available here; use --train.device cpu")
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if world > 1 and not dist.is_initialized():
+        backend = backend or ("nccl" if device.startswith("cuda") else "gloo")
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+    return DistState(rank, world, local_rank, device)
+
+
+def barrier(state: DistState):
+    if state.enabled:
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor, state: DistState) -> torch.Tensor:
+    if state.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def shard_indices(n: int, state: DistState) -> List[int]:
+    """Evaluation shard of this rank (strided, no padding: summed counts are exact)."""
+    return list(range(state.rank, n, state.world_size))
+
+
+class GlobalBatchSampler:
+    """Yields this rank's micro-batches of indices, resumable at any optimizer step of an epoch."""
+
+    def __init__(self, n: int, global_batch: int, grad_accum: int, state: DistState, seed: int,
+                 shuffle: bool = True):
+        parts = grad_accum * state.world_size
+        if global_batch % parts:
+            raise ValueError(f"train.batch_size {global_batch} must divide evenly into grad_accum ({grad_accum}) x "
+                             f"processes ({state.world_size}) micro-batches")
+        if n < global_batch:
+            raise ValueError(f"the training set has {n} samples, fewer than one batch of {global_batch}; lower "
+                             f"train.batch_size")
+        self.n, self.global_batch, self.grad_accum, self.state = n, global_batch, grad_accum, state
+        self.micro = global_batch // parts
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch, self.start_step = 0, 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // self.global_batch
+
+    def set_position(self, epoch: int, step_in_epoch: int = 0):
+        self.epoch, self.start_step = epoch, step_in_epoch
+
+    def _order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        order = self._order()
+        for k in range(self.start_step, self.steps_per_epoch):
+            batch = order[k * self.global_batch:(k + 1) * self.global_batch]
+            for m in range(self.grad_accum):
+                micro = batch[m * self.micro * self.state.world_size:(m + 1) * self.micro * self.state.world_size]
+                yield micro[self.state.rank * self.micro:(self.state.rank + 1) * self.micro].tolist()
+
+    def __len__(self) -> int:
+        return (self.steps_per_epoch - self.start_step) * self.grad_accum
