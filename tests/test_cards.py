@@ -32,8 +32,8 @@ def tree(tmp_path):
 
 def _readme_table_rows(text):
     block = text.split(cards.TABLE_START, 1)[1].split(cards.TABLE_END, 1)[0]
-    return re.findall(r"^\| `(\w+)` \| ([\d,]+) \| ([\d.]+)(?: \(@\d+x\d+\))? \| ([\d.]+|-) \| ([^|]+) \|$", block,
-                      flags=re.M)
+    return re.findall(r"^\| `(\w+)` \| ([\d,]+)(?: \(dense\))? \| ([\d.]+)(?: \(@\d+x\d+\))?(?: \(dense\))? \| "
+                      r"([\d.]+|-) \| ([^|]+) \|$", block, flags=re.M)
 
 
 def test_committed_cards_and_readme_are_in_sync_with_the_code(rows):
@@ -169,3 +169,27 @@ def test_command_line_check(rows, tree, monkeypatch, capsys):
     assert "model_cards/poolformer_s12.md" in capsys.readouterr().err
     assert cards.main(["--root", str(tree), "--no-progress"]) == 0
     assert cards.check(tree, rows=rows) == []
+
+
+def test_sparse_models_show_dense_and_the_papers_nonzero_figures(rows):
+    """SLaK: measured figures are dense; the card, the index and the README note carry the paper's non-zero ones."""
+    text = (REPO / "README.md").read_text()
+    block = text.split(cards.TABLE_START, 1)[1].split(cards.TABLE_END, 1)[0]
+    index = (REPO / "model_cards" / "README.md").read_text()
+    for row in rows:
+        ref = zoo.model_info(row["name"])["reference"]
+        line = next(x for x in block.splitlines() if x.startswith(f"| `{row['name']}` |"))
+        card = (REPO / "model_cards" / f"{row['name']}.md").read_text()
+        entry = next(x for x in index.splitlines() if x.startswith(f"- [`{row['name']}`]"))
+        if "nonzero_params" not in ref:
+            assert "(dense)" not in line and "non-zero" not in card and "non-zero" not in entry
+            continue
+        params, gmacs = f"{ref['nonzero_params'] / 1e6:g}M", f"{ref['nonzero_macs'] / 1e9:.1f}"
+        assert f"| {row['params']:,} (dense) | {row['macs'] / 1e9:.2f} (dense) |" in line
+        assert f"`{row['name']}` {params} / {gmacs}" in block  # the note under the table
+        assert f"| Params (measured, dense) | {row['params']:,} |" in card
+        assert f"| Params, non-zero (paper, 40% sparse) | {params} |" in card
+        assert f"| GMACs, non-zero (paper, 40% sparse) | {gmacs} |" in card
+        assert "**Dense vs non-zero**" in card and "count every weight, zeros included" in card
+        assert f"{params} params, {gmacs} GMACs" in entry
+    assert "(dense): a sparse model" in block and "counts only the non-zero weights" in block

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+import zoo
 from zoo.cli import main
 
 
@@ -50,3 +51,59 @@ def test_bench_smoke(name, capsys):
     """One tiny round of the zoo-vs-timm benchmark: the same weights give the same features."""
     assert main(["bench", "--models", name, "--batch-sizes", "1", "--img-size", "64", "--runs", "1",
                  "--warmup", "0", "--check"]) == 0
+
+
+def test_list_shows_the_papers_nonzero_figures_for_sparse_models(capsys):
+    assert main(["list", "slak_*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "non-zero params / GMACs (paper)" in lines[0]
+    ref = zoo.model_info("slak_small")["reference"]
+    row = next(line.split() for line in lines if line.startswith("slak_small "))
+    assert row[2] == f"{ref['params'] / 1e6:.1f}M" and row[3] == f"{ref['gmacs']:.2f}"  # dense
+    assert row[5:8] == [f"{ref['nonzero_params'] / 1e6:.1f}M", "/", f"{ref['nonzero_macs'] / 1e9:.2f}"]
+    assert lines[-1].startswith("note:") and "dense" in lines[-1] and "non-zero" in lines[-1]
+    assert main(["list", "poolformer_*"]) == 0  # dense models only: no such column, no note
+    out = capsys.readouterr().out
+    assert "non-zero" not in out and "note:" not in out
+
+
+def test_info_says_the_paper_counts_nonzero_weights(capsys):
+    assert main(["info", "slak_tiny"]) == 0
+    ref = json.loads(capsys.readouterr().out)["reference"]
+    assert ref["nonzero_params"] < ref["params"] and ref["nonzero_macs"] < ref["macs"] and ref["sparsity"] == 0.4
+    assert "paper" in ref["nonzero_convention"] and "non-zero" in ref["dense_vs_nonzero"]
+    assert main(["info", "poolformer_s12"]) == 0
+    assert "dense_vs_nonzero" not in json.loads(capsys.readouterr().out)["reference"]
+
+
+def test_profile_text_labels_dense_and_nonzero(monkeypatch, capsys):
+    """A reduced SLaK with 40% of its conv weights zeroed: the text shows both figures, as zoo.profile gives them."""
+    import torch
+    from torch import nn
+
+    real_profile, results = zoo.profile, []
+
+    def sparse_small_slak(name, **kwargs):
+        model = zoo.create_model(name, depths=(1, 1, 1, 1), dims=(16, 24, 40, 56), kernel_size=(9, 7, 7, 5, 5),
+                                 num_classes=10)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Conv2d):
+                    m.weight.mul_((torch.rand(m.weight.shape, generator=gen) >= 0.4).float())
+        results.append(real_profile(model, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(zoo, "profile", sparse_small_slak)
+    assert main(["profile", "slak_tiny", "--input-size", "3,64,64", "--no-cross-check"]) == 0
+    out = capsys.readouterr().out
+    (result,) = results
+    assert result.nonzero_params < result.params and result.nonzero_macs < result.macs
+    lines = {line.split(":")[0].strip(): line for line in out.splitlines() if ":" in line}
+    assert f"{result.params:,}" in lines["params (dense)"] and "zeros included" in lines["params (dense)"]
+    assert f"{result.nonzero_params:,}" in lines["params (non-zero)"]
+    assert "not exactly zero" in lines["params (non-zero)"]
+    assert f"{result.macs / 1e9:.3f} G" in lines["MACs (dense)"]
+    assert f"{result.nonzero_macs / 1e9:.3f} G" in lines["MACs (non-zero)"]
+    assert f"({result.nonzero_macs / result.macs:.1%} of dense)" in lines["MACs (non-zero)"]
+    assert "density" in lines["MACs (non-zero)"]

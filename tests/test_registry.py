@@ -108,7 +108,8 @@ def test_readme_model_table_matches_registry():
     import pathlib
     import re
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    rows = re.findall(r"^\| `(\w+)` \| ([\d,]+) \| ([\d.]+)(?: \(@\d+x\d+\))? \| ([\d.]+|-) \|", readme, flags=re.M)
+    rows = re.findall(r"^\| `(\w+)` \| ([\d,]+)(?: \(dense\))? \| ([\d.]+)(?: \(@\d+x\d+\))?(?: \(dense\))? \| ([\d.]+|-) \|",
+                      readme, flags=re.M)
     assert sorted(r[0] for r in rows) == zoo.list_models(task="image-classification")
     for name, params, gmacs, top1 in rows:
         ref = zoo.model_info(name)["reference"]

@@ -84,6 +84,10 @@ def collect(names: Optional[Iterable[str]] = None, progress: bool = True) -> Lis
             "ref_params": ref.get("params"),
             "ref_macs": ref.get("macs"),
             "ref_gmacs": ref.get("gmacs"),
+            # sparse models: the paper's figures count non-zero weights only (params/macs above are dense)
+            "ref_nonzero_params": ref.get("nonzero_params"),
+            "ref_nonzero_macs": ref.get("nonzero_macs"),
+            "sparsity": ref.get("sparsity"),
             "top1": ref.get("top1"),
             "ref_convention": ref.get("convention"),
             "paper": info.get("paper"),
@@ -229,16 +233,24 @@ def render_card(row: Dict[str, Any]) -> str:
     params = f"{row['params']:,}"
     if row["frozen_params"]:
         params += f" ({row['trainable_params']:,} trainable, {row['frozen_params']:,} frozen)"
+    sparse = _is_sparse(row)
+    dense = ", dense" if sparse else ""
     details = [
         ("Family", family),
         ("Task", task + (f" ({row['num_classes']} classes)" if row.get("num_classes") else "")),
-        ("Params (measured)", params),
-        ("Params (reference)", "-" if row.get("ref_params") is None else f"{row['ref_params']:,}"),
-        (f"GMACs @ {_size(size)} (measured)",
-         _gmacs(row["macs"], 3) + _maybe(_rel(row["macs"], row.get("ref_macs")), " ({} vs reference)")),
-        ("GMACs (reference)", _reference_gmacs(row)),
-        ("GFLOPs (= 2 x MACs, measured)", _gmacs(row["flops"], 3)),
+        (f"Params (measured{dense})", params),
+        (f"Params (reference{dense})", "-" if row.get("ref_params") is None else f"{row['ref_params']:,}"),
     ]
+    if sparse:
+        details.append((f"Params, non-zero (paper, {_sparsity(row)} sparse)", _nonzero_params(row)))
+    details += [
+        (f"GMACs @ {_size(size)} (measured{dense})",
+         _gmacs(row["macs"], 3) + _maybe(_rel(row["macs"], row.get("ref_macs")), " ({} vs reference)")),
+        (f"GMACs (reference{dense})", _reference_gmacs(row)),
+    ]
+    if sparse:
+        details.append((f"GMACs, non-zero (paper, {_sparsity(row)} sparse)", _nonzero_gmacs(row)))
+    details.append(("GFLOPs (= 2 x MACs, measured)", _gmacs(row["flops"], 3)))
     if row.get("top1") is not None:
         details.append(("ImageNet-1k top-1 (paper)", f"{_top1(row['top1'])}%"))
     details += [
@@ -279,6 +291,14 @@ def render_card(row: Dict[str, Any]) -> str:
         f"- **MACs**: fvcore `FlopCountAnalysis` total with the zoo's op handles (`zoo.profile(\"{name}\")`), "
         f"batch 1 at {_size(size)}; one multiply-add = 1 MAC; FLOPs = 2 x MACs.",
     ]
+    if sparse:
+        measured.append(
+            f"- **Dense vs non-zero**: the authors train with dynamic sparsity and release dense tensors in which "
+            f"{_sparsity(row)} of the weights are exact zeros. The measured and reference params and GMACs above are "
+            "dense: they count every weight, zeros included. The paper's table counts only the non-zero weights "
+            f"({_nonzero_params(row)} params, {_nonzero_gmacs(row)} GMACs), rounded as the paper gives them. "
+            f"`zoo.profile` reports both for loaded weights: `nonzero_params` (weights that are not exactly zero) "
+            "and `nonzero_macs` (each conv/linear layer's MACs scaled by its weight density).")
     if row.get("ref_convention"):
         measured.append(f"- **Reference figures**: {row['ref_convention']}.")
     if row.get("top1") is not None:
@@ -317,6 +337,22 @@ def _cell(value: str) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _is_sparse(row: Dict[str, Any]) -> bool:
+    return row.get("ref_nonzero_params") is not None
+
+
+def _sparsity(row: Dict[str, Any]) -> str:
+    return "-" if row.get("sparsity") is None else f"{float(row['sparsity']):.0%}"
+
+
+def _nonzero_params(row: Dict[str, Any]) -> str:
+    return f"{row['ref_nonzero_params'] / 1e6:g}M"
+
+
+def _nonzero_gmacs(row: Dict[str, Any]) -> str:
+    return "-" if row.get("ref_nonzero_macs") is None else _gmacs(row["ref_nonzero_macs"], 1)
+
+
 def _reference_gmacs(row: Dict[str, Any]) -> str:
     if row.get("ref_macs") is not None:
         return _gmacs(row["ref_macs"], 3)
@@ -348,12 +384,24 @@ def _weights(row: Dict[str, Any]) -> str:
 def render_readme_table(rows: Sequence[Dict[str, Any]]) -> str:
     """The README's model table: measured params (exact) and GMACs (2 decimals), the paper's top-1, timm status."""
     lines = ["| model | params | GMACs @224 | ImageNet-1k top-1 | in timm |", "|---|---:|---:|---:|---|"]
+    sparse = []
     for row in ordered(rows):
         gmacs = _gmacs(row["macs"], 2)
         if list(row["input_size"][1:]) != [224, 224]:
             gmacs += f" (@{row['input_size'][1]}x{row['input_size'][2]})"
+        params = f"{row['params']:,}"
+        if _is_sparse(row):  # dense figures; the paper's non-zero ones go in the note below the table
+            sparse.append(row)
+            params, gmacs = params + " (dense)", gmacs + " (dense)"
         timm = "yes (timm keeps its own)" if row["timm_owns_name"] else "no (registered by zoo)"
-        lines.append(f"| `{row['name']}` | {row['params']:,} | {gmacs} | {_top1(row.get('top1'))} | {timm} |")
+        lines.append(f"| `{row['name']}` | {params} | {gmacs} | {_top1(row.get('top1'))} | {timm} |")
+    if sparse:
+        figures = ", ".join(f"`{r['name']}` {_nonzero_params(r)} / {_nonzero_gmacs(r)}" for r in sparse)
+        lines += ["", "(dense): a sparse model, released as dense tensors with exact zeros "
+                      f"({', '.join(sorted({_family_title(r['family']) for r in sparse}))}: "
+                      f"{'/'.join(sorted({_sparsity(r) for r in sparse}))} of the weights). Its params and GMACs "
+                      "here count every weight, zeros included; its paper's table counts only the non-zero weights "
+                      f"(params / GMACs): {figures}."]
     return "\n".join(lines) + "\n"
 
 
@@ -375,8 +423,10 @@ def render_cards_index(rows: Sequence[Dict[str, Any]]) -> str:
             family = row["family"]
             lines += ["", f"## {_family_title(family)}", ""]
         top1 = f", {_top1(row['top1'])}% ImageNet-1k top-1 (paper)" if row.get("top1") is not None else ""
+        nonzero = (f" (dense; the paper counts the non-zero weights: {_nonzero_params(row)} params, "
+                   f"{_nonzero_gmacs(row)} GMACs)" if _is_sparse(row) else "")
         lines.append(f"- [`{row['name']}`]({row['name']}.md): {row['params']:,} params, "
-                     f"{_gmacs(row['macs'], 3)} GMACs @ {_size(row['input_size'])}{top1}")
+                     f"{_gmacs(row['macs'], 3)} GMACs @ {_size(row['input_size'])}{nonzero}{top1}")
     return "\n".join(lines) + "\n"
 
 

@@ -12,17 +12,26 @@ def _cmd_list(args) -> int:
     if not names:
         print(f"no model matches {args.pattern!r}", file=sys.stderr)
         return 1
-    rows = []
+    rows, sparse = [], False
     for name in names:
         ref = zoo.model_info(name)["reference"]
         params = f"{ref['params'] / 1e6:.1f}M" if ref.get("params") else "-"
         gmacs = f"{ref['gmacs']:.2f}" if ref.get("gmacs") else "-"
         top1 = f"{ref['top1']:.1f}" if ref.get("top1") else "-"
-        rows.append((name, zoo.model_info(name)["family"], params, gmacs, top1))
-    header = ("model", "family", "params", "GMACs", "top-1")
+        nonzero = "-"
+        if ref.get("nonzero_params"):  # sparse models: the paper's table counts non-zero weights only
+            sparse = True
+            nonzero = f"{ref['nonzero_params'] / 1e6:.1f}M / {ref['nonzero_macs'] / 1e9:.2f}"
+        rows.append((name, zoo.model_info(name)["family"], params, gmacs, top1, nonzero))
+    header = ("model", "family", "params", "GMACs", "top-1", "non-zero params / GMACs (paper)")
+    if not sparse:
+        header, rows = header[:-1], [row[:-1] for row in rows]
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    if sparse:
+        print("note: params / GMACs are dense (every weight, zeros included); the papers of sparse models count "
+              "only the non-zero weights (last column); `zoo profile NAME` measures both")
     return 0
 
 
@@ -58,6 +67,10 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
+
+
 def _cmd_profile(args) -> int:
     import zoo
     size = tuple(int(v) for v in args.input_size.split(",")) if args.input_size else None
@@ -70,9 +83,15 @@ def _cmd_profile(args) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print(f"{result.name} @ {result.input_size} on {result.device}")
-    print(f"  params: {result.params:,} ({result.trainable_params:,} trainable, {result.frozen_params:,} frozen, "
-          f"{result.nonzero_params:,} non-zero)")
-    print(f"  MACs:   {result.macs / 1e9:.3f} G   FLOPs (= 2 x MACs): {result.flops / 1e9:.3f} G   [fvcore + zoo handles]")
+    print(f"  params (dense):    {result.params:,} ({result.trainable_params:,} trainable, "
+          f"{result.frozen_params:,} frozen)   [every weight, zeros included]")
+    print(f"  params (non-zero): {result.nonzero_params:,} ({_share(result.nonzero_params, result.params)} of dense)"
+          f"   [weights that are not exactly zero]")
+    print(f"  MACs (dense):      {result.macs / 1e9:.3f} G   FLOPs (= 2 x MACs): {result.flops / 1e9:.3f} G   "
+          f"[fvcore + zoo handles]")
+    if result.nonzero_macs is not None:
+        print(f"  MACs (non-zero):   {result.nonzero_macs / 1e9:.3f} G ({_share(result.nonzero_macs, result.macs)} of "
+              f"dense)   [each conv/linear layer's MACs scaled by its weight density]")
     print(f"  left uncounted: {', '.join(sorted(result.uncounted_ops)) or 'nothing'}")
     if result.lm:  # language models: per-token costs
         lm = result.lm

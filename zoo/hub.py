@@ -412,7 +412,10 @@ _TASK_NAMES = {"image-classification": "Image Classification", "text-generation"
 # metrics.json key -> (metric type, display name); other numeric keys are reported under their own name
 _METRICS = {"top1": ("accuracy", "top-1"), "top5": ("accuracy", "top-5"), "perplexity": ("perplexity", "perplexity"),
             "loss": ("loss", "loss")}
-_NOT_METRICS = {"params", "macs", "flops", "dataset", "split", "num_samples", "samples", "step", "epoch"}
+_NOT_METRICS = {"params", "macs", "flops", "dataset", "split", "num_samples", "samples", "step", "epoch",
+                # what train.py's metrics.json records about the run and the data, not results
+                "train_steps", "train_seconds", "num_classes", "vocab_size", "tokens", "train_tokens", "val_tokens",
+                "unigram_perplexity", "seq_len"}
 
 
 def _unwrap_model(model: nn.Module) -> nn.Module:
@@ -768,14 +771,24 @@ def export_run(run_dir: Union[str, os.PathLike], out_dir: Optional[Union[str, os
     run_dir = Path(run_dir)
     args, recipe_text, metrics = _read_run(run_dir)
     name, model_kwargs = args["model"], dict(args.get("model_kwargs") or {})
-    get_entry(name)
+    task = get_entry(name).task
+    tokenizer = run_dir / "tokenizer.json"
+    # train.py sizes the head from the data and the embeddings from the tokenizer when the recipe leaves them
+    # out; metrics.json records both
+    if task == "image-classification" and "num_classes" not in model_kwargs and metrics.get("num_classes"):
+        model_kwargs["num_classes"] = int(metrics["num_classes"])
+    if task == "text-generation" and "vocab_size" not in model_kwargs:
+        if metrics.get("vocab_size"):
+            model_kwargs["vocab_size"] = int(metrics["vocab_size"])
+        elif tokenizer.is_file():
+            from tokenizers import Tokenizer
+            model_kwargs["vocab_size"] = Tokenizer.from_file(str(tokenizer)).get_vocab_size()
     model = create_model(name, **_architecture_args(model_kwargs))
     load_checkpoint(model, run_dir / WEIGHTS_NAME)
     data = args.get("data") if isinstance(args.get("data"), dict) else {}
     dataset = metrics.get("dataset") or data.get("name") or data.get("dataset")
-    tokenizer = run_dir / "tokenizer.json"
     in_chans = getattr(model, "in_chans", None) or model_kwargs.get("in_chans", 3)
-    data_config = _data_config(args, in_chans) if get_entry(name).task == "image-classification" else None
+    data_config = _data_config(args, in_chans) if task == "image-classification" else None
     return export_pretrained(
         model, Path(out_dir) if out_dir is not None else run_dir / "publish", model_name=name,
         model_kwargs=model_kwargs, metrics=metrics, recipe=recipe_text, dataset=dataset,

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from zoo.hub import PublishError
+
 from .checkpoint import CheckpointCorruptError
 from .config import RecipeError, load_recipe, load_run_recipe, recipe_to_dict
 
@@ -18,6 +20,8 @@ Batch sizes are global (per optimizer step, all processes together). Many proces
   torchrun --nproc_per_node 2 train.py --config configs/quickstart_digits.yaml
 Resume: --resume auto (RUN_DIR/checkpoints/last.pt) or --resume PATH; with only --resume PATH, the recipe
 is read from the run folder's args.yaml.
+Exit status: 0 done, 2 unusable recipe or checkpoint, 3 the loss became NaN/inf (a checkpoint is saved),
+4 the run finished but --push-to-hub failed (publish it later with `zoo publish RUN_DIR --repo ORG/NAME`).
 """
 
 
@@ -62,6 +66,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (RecipeError, CheckpointCorruptError, FileNotFoundError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
+    except PublishError as e:  # the run itself finished; the message says how to publish it again
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 4
     if summary.get("paths"):
         _print_summary(summary)
     return 0

@@ -517,8 +517,14 @@ def _train(recipe: Recipe, resume: Optional[str], push_to_hub: Optional[str], pr
                 summary["paths"]["export"] = str(exported)
         repo = push_to_hub or r.export.push_to_hub
         if repo:
-            from zoo.hub import publish_run
-            summary["paths"]["hub"] = publish_run(run_dir, repo, private=r.export.private)
+            from zoo.hub import CheckpointError, PublishError, publish_run
+            try:
+                summary["paths"]["hub"] = publish_run(run_dir, repo, private=r.export.private,
+                                                      license=r.export.license)
+            except (PublishError, CheckpointError) as e:
+                raise PublishError(f"the run finished and is saved in {run_dir}, but publishing it to {repo} "
+                                   f"failed: {e}\nPublish it again with: zoo publish {run_dir} --repo {repo}"
+                                   f"{' --private' if r.export.private else ''}") from None
     barrier(dstate)
     return summary
 
