@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import zoo
+from zoo.bench_lm import randomize_
 from zoo.hub import CheckpointError, CheckpointMismatchError, save_state_dict
 from zoo.models.mobilellm import MobileLLM, MobileLLMConfig, pro_layer_types, save_pretrained, to_llama_config
 
@@ -34,11 +35,7 @@ SMALL = dict(num_hidden_layers=LAYERS, vocab_size=1000, hidden_size=128, num_att
 def _randomize(model, seed=0):
     """Weights of realistic scale (N(0, 1/fan_in), embeddings N(0, 0.2^2), norms near 1): logits of a few units,
     well separated for greedy comparisons."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1 + 0.1 * noise if p.ndim == 1 else 0.2 * noise if "embed" in name else noise / p.shape[1] ** 0.5)
+    randomize_(model, seed)
     return model.eval()
 
 

@@ -31,7 +31,6 @@ import json
 import math
 import statistics
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 import zoo
+from zoo.profile import peak_rss
 
 DEFAULT_MODELS = ("mobilellm_125m", "mobilellm_350m")
 TARGETS = {"decode": 2.0, "prefill": 1.0}
@@ -115,32 +115,6 @@ def release_freed_memory() -> bool:
         return bool(libc.mallopt(-3, 128 * 1024))  # M_MMAP_THRESHOLD: fixed, which also stops its growth
     except (OSError, AttributeError):
         return False
-
-
-def _rss_bytes() -> int:
-    from .profile import _rss_bytes as rss
-    return rss()
-
-
-def peak_rss(fn: Callable[[], object]) -> int:
-    """Increase of the process RSS while ``fn`` runs (sampled every millisecond)."""
-    base = _rss_bytes()
-    peak = [base]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        sampler.join()
-    return max(peak[0], _rss_bytes()) - base
 
 
 def _timed(fn: Callable[[], object]) -> float:

@@ -30,13 +30,11 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from zoo.bench_lm import randomize_
+
 
 def _randomize(model, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1 + 0.1 * noise if p.ndim == 1 else 0.2 * noise if "embed" in name else noise / p.shape[1] ** 0.5)
+    randomize_(model, seed)
     return model.eval()
 
 

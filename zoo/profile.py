@@ -289,17 +289,8 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> Dict[str, Any]:
-    """Peak memory of one inference forward: CUDA max allocated, or sampled CPU RSS increase."""
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-        torch.cuda.reset_peak_memory_stats(x.device)
-        base = torch.cuda.memory_allocated(x.device)
-        with torch.inference_mode():
-            model(x)
-        torch.cuda.synchronize(x.device)
-        peak = torch.cuda.max_memory_allocated(x.device)
-        return dict(bytes=int(peak - base), method="torch.cuda.max_memory_allocated minus allocated before")
+def peak_rss(fn: Callable[[], object]) -> int:
+    """Increase of the process RSS while ``fn`` runs (sampled every millisecond)."""
     base = _rss_bytes()
     peak = [base]
     done = threading.Event()
@@ -312,13 +303,29 @@ def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> Dict[str, Any]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        with torch.inference_mode():
-            model(x)
+        fn()
     finally:
         done.set()
         sampler.join()
-    peak[0] = max(peak[0], _rss_bytes())
-    return dict(bytes=int(peak[0] - base), method="CPU process RSS increase during one forward (sampled, 1 ms)")
+    return max(peak[0], _rss_bytes()) - base
+
+
+def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> Dict[str, Any]:
+    """Peak memory of one inference forward: CUDA max allocated, or sampled CPU RSS increase."""
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        base = torch.cuda.memory_allocated(x.device)
+        with torch.inference_mode():
+            model(x)
+        torch.cuda.synchronize(x.device)
+        peak = torch.cuda.max_memory_allocated(x.device)
+        return dict(bytes=int(peak - base), method="torch.cuda.max_memory_allocated minus allocated before")
+    def forward():
+        with torch.inference_mode():
+            model(x)
+
+    return dict(bytes=int(peak_rss(forward)), method="CPU process RSS increase during one forward (sampled, 1 ms)")
 
 
 def _is_language_model(model: nn.Module) -> bool:

@@ -205,17 +205,22 @@ def create_model(
                     checkpoint_path=checkpoint_path, **kwargs)
 
 
-def _check_kwargs(model_cls: type, variant: str, kwargs: Dict[str, Any]):
-    params = inspect.signature(model_cls.__init__).parameters
-    accepted = {n for n, p in params.items() if n != "self" and p.kind != p.VAR_KEYWORD}
-    unknown = sorted(set(kwargs) - accepted - _BUILD_KWARGS)
+def check_known_keys(kwargs, accepted, what: str, accepted_label: str = "Accepted"):
+    """TypeError naming every key of ``kwargs`` that ``accepted`` lacks, each with the closest accepted key."""
+    unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         hints = []
         for k in unknown:
-            close = difflib.get_close_matches(k, sorted(accepted | _BUILD_KWARGS), n=1)
+            close = difflib.get_close_matches(k, sorted(accepted), n=1)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TypeError(f"{variant} got unexpected argument(s) {', '.join(hints)}. "
-                        f"Accepted: {', '.join(sorted(accepted | _BUILD_KWARGS))}")
+        raise TypeError(f"{what} got unexpected argument(s) {', '.join(hints)}. "
+                        f"{accepted_label}: {', '.join(sorted(accepted))}")
+
+
+def _check_kwargs(model_cls: type, variant: str, kwargs: Dict[str, Any]):
+    params = inspect.signature(model_cls.__init__).parameters
+    accepted = {n for n, p in params.items() if n != "self" and p.kind != p.VAR_KEYWORD}
+    check_known_keys(kwargs, accepted | _BUILD_KWARGS, variant)
 
 
 def build_vision_model(

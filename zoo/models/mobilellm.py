@@ -33,7 +33,6 @@ every model that stock Llama can express (no layer sharing, no sliding window), 
 :meth:`MobileLLM.from_pretrained` and ``zoo.create_model`` read back.
 """
 import dataclasses
-import difflib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -46,7 +45,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import DecoderLayer, KVCache, RMSNorm, RotaryEmbedding, build_attention_masks, sequence_schedule
-from ..registry import register_model
+from ..registry import check_known_keys, register_model
 
 __all__ = ["LMOutput", "MobileLLM", "MobileLLMConfig", "checkpoint_filter_fn", "config_from_dict",
            "pro_layer_types", "save_pretrained"]
@@ -176,14 +175,7 @@ def _config_kwargs(data: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _check_keys(kwargs: Dict[str, Any]):
-    unknown = sorted(set(kwargs) - _CONFIG_FIELDS)
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(k, sorted(_CONFIG_FIELDS), n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TypeError(f"MobileLLM got unexpected argument(s) {', '.join(hints)}. "
-                        f"Accepted config keys: {', '.join(sorted(_CONFIG_FIELDS))}")
+    check_known_keys(kwargs, _CONFIG_FIELDS, "MobileLLM", "Accepted config keys")
 
 
 # --------------------------------------------------------------------------------------------------------------

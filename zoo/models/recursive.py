@@ -59,7 +59,6 @@ loss-free bias update runs inside ``forward`` in training; the auxiliary losses 
 :class:`zoo.layers.routing.AddAuxiliaryLoss`, so an unchanged cross-entropy loop trains the routers.
 """
 import dataclasses
-import difflib
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
@@ -73,7 +72,7 @@ from ..layers import DecoderLayer, RMSNorm, RotaryEmbedding, build_attention_mas
 from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
 from ..layers.routing import (AddAuxiliaryLoss, LoRA, RoutedKVCache, Router, extend, gather_active, layer_forward,
                               routed_attention_mask)
-from ..registry import register_model
+from ..registry import check_known_keys, register_model
 from .mobilellm import MobileLLM
 
 __all__ = ["MoROutput", "RecursiveConfig", "RecursiveLM", "from_pretrained_dense"]
@@ -201,14 +200,7 @@ _CONFIG_FIELDS = {f.name for f in dataclasses.fields(RecursiveConfig)}
 
 
 def _check_keys(kwargs: Dict[str, Any]):
-    unknown = sorted(set(kwargs) - _CONFIG_FIELDS)
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(k, sorted(_CONFIG_FIELDS), n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TypeError(f"recursive LM got unexpected argument(s) {', '.join(hints)}. "
-                        f"Accepted config keys: {', '.join(sorted(_CONFIG_FIELDS))}")
+    check_known_keys(kwargs, _CONFIG_FIELDS, "recursive LM", "Accepted config keys")
 
 
 # --------------------------------------------------------------------------------------------------------------
