@@ -107,3 +107,35 @@ def test_profile_text_labels_dense_and_nonzero(monkeypatch, capsys):
     assert f"{result.nonzero_macs / 1e9:.3f} G" in lines["MACs (non-zero)"]
     assert f"({result.nonzero_macs / result.macs:.1%} of dense)" in lines["MACs (non-zero)"]
     assert "density" in lines["MACs (non-zero)"]
+
+
+def test_convert_an_authors_slak_checkpoint_into_a_zoo_folder(tmp_path, capsys):
+    """`zoo convert` reads the authors' `{"model": ...}` layout and writes a folder the zoo loads back exactly."""
+    import torch
+
+    from zoo.reference.slak import make_authors_state_dict, reference_forward
+
+    model_args = dict(depths=[1, 1, 1, 1], dims=[16, 24, 40, 56], kernel_size=[13, 11, 9, 7, 5], num_classes=10)
+    spec = {k: v for k, v in model_args.items() if k != "dims"} | {"base_dims": model_args["dims"]}  # widths x 1.3
+    sd = make_authors_state_dict(spec, seed=2)
+    src = tmp_path / "checkpoint-best.pth"
+    torch.save({"model": sd}, src)
+    args = json.dumps({**model_args, "deploy": True})
+    assert main(["convert", "slak_tiny", str(src), str(tmp_path / "out"), "--model-args", args]) == 0
+    assert "model.safetensors" in capsys.readouterr().out
+    files = {f.name for f in (tmp_path / "out").iterdir()}
+    assert {"model.safetensors", "config.json", "README.md"} <= files
+
+    back = zoo.create_model("slak_tiny", pretrained=True, **json.loads(args),
+                            pretrained_cfg_overlay={"file": str(tmp_path / "out" / "model.safetensors")}).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference_forward(sd, x)
+        err = (back(x) - expected).abs().max().item()
+    assert err <= 1e-4 * expected.abs().max().item()
+
+    # bad input: clear errors, nothing written
+    assert main(["convert", "slak_tiny", str(src), str(tmp_path / "bad"), "--model-args", "{num_classes"]) == 2
+    assert "must be a JSON object" in capsys.readouterr().err
+    assert main(["convert", "slak_tiny", str(src), str(tmp_path / "bad")]) == 2  # 1000-class, 224-width model
+    assert not (tmp_path / "bad").exists()

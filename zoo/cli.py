@@ -112,6 +112,27 @@ def _cmd_profile(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    """An authors' (or timm's, or transformers') checkpoint -> a zoo folder: safetensors, config.json, model card."""
+    import json
+
+    import zoo
+    from .hub import export_pretrained
+
+    try:
+        model_args = json.loads(args.model_args) if args.model_args else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model-args must be a JSON object, e.g. '{{\"num_classes\": 10}}' ({e})") from None
+    if not isinstance(model_args, dict):
+        raise ValueError("--model-args must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    model = zoo.create_model(args.model, pretrained=True, pretrained_cfg_overlay={"file": args.checkpoint},
+                             **model_args).eval()
+    out = export_pretrained(model, args.out_dir, model_name=args.model, model_kwargs=model_args,
+                            latency_runs=args.latency_runs)
+    print(f"converted {args.checkpoint} ({args.model}) -> {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="A model zoo of compact, efficient backbones.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     from . import bench
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
+
+    p = sub.add_parser("convert", help="convert a checkpoint of any supported origin (the authors', timm's, "
+                                       "transformers') into a zoo folder: model.safetensors, config.json, card")
+    p.add_argument("model", help="registered name, e.g. slak_tiny")
+    p.add_argument("checkpoint", help="the checkpoint file (or a transformers folder for LMs)")
+    p.add_argument("out_dir")
+    p.add_argument("--model-args", default=None,
+                   help="JSON model arguments, e.g. '{\"num_classes\": 10}' or '{\"deploy\": true}' for SLaK")
+    p.add_argument("--latency-runs", type=int, default=0, help="time N CPU passes for the card (default: none)")
+    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("publish", help="export a training run (weights, config.json, model card) and upload it "
                                        "to the Hub")
