@@ -205,6 +205,7 @@ def test_train_py_push_to_hub_then_eval_py_from_the_hub(hub, image_folder, tmp_p
     assert served["model.safetensors"] == (run / "publish" / "model.safetensors").read_bytes()
     config = json.loads(served["config.json"])
     assert config["architecture"] == NAME and config["num_classes"] == 3
+    assert config["pretrained_cfg"]["label_names"] == sorted(p.name for p in (image_folder / "train").iterdir())
     assert config["model_args"]["depths"] == [1, 1, 1, 1] and config["model_args"]["dims"] == [8, 16, 32, 64]
     from huggingface_hub import ModelCard
     card = ModelCard(served["README.md"].decode())

@@ -415,7 +415,7 @@ _METRICS = {"top1": ("accuracy", "top-1"), "top5": ("accuracy", "top-5"), "perpl
 _NOT_METRICS = {"params", "macs", "flops", "dataset", "split", "num_samples", "samples", "step", "epoch",
                 # what train.py's metrics.json records about the run and the data, not results
                 "train_steps", "train_seconds", "num_classes", "vocab_size", "tokens", "train_tokens", "val_tokens",
-                "unigram_perplexity", "seq_len"}
+                "unigram_perplexity", "seq_len", "label_names"}
 
 
 def _unwrap_model(model: nn.Module) -> nn.Module:
@@ -785,6 +785,9 @@ def export_run(run_dir: Union[str, os.PathLike], out_dir: Optional[Union[str, os
             model_kwargs["vocab_size"] = Tokenizer.from_file(str(tokenizer)).get_vocab_size()
     model = create_model(name, **_architecture_args(model_kwargs))
     load_checkpoint(model, run_dir / WEIGHTS_NAME)
+    if metrics.get("label_names") and isinstance(getattr(model, "pretrained_cfg", None), dict):
+        model.pretrained_cfg = {**model.pretrained_cfg, "label_names": list(metrics["label_names"]),
+                                "num_classes": getattr(model, "num_classes", len(metrics["label_names"]))}
     data = args.get("data") if isinstance(args.get("data"), dict) else {}
     dataset = metrics.get("dataset") or data.get("name") or data.get("dataset")
     in_chans = getattr(model, "in_chans", None) or model_kwargs.get("in_chans", 3)

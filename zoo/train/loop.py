@@ -495,6 +495,8 @@ def _train(recipe: Recipe, resume: Optional[str], push_to_hub: Optional[str], pr
         metrics = dict(final)
         metrics["dataset"] = task.dataset_name
         metrics["split"] = r.data.val_split
+        if getattr(getattr(task, "info", None), "class_names", None):
+            metrics["label_names"] = list(task.info.class_names)  # travel with the weights (export_run, Hub)
         if r.task == "text-generation":
             metrics.update(task.token_counts)
             metrics["vocab_size"] = task.vocab_size
