@@ -202,31 +202,10 @@ class MobileLLMBody(nn.Module):
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 
 
-class MobileLLM(nn.Module):
-    """A MobileLLM decoder. ``model(input_ids)`` -> logits ``(B, T, vocab)``; :meth:`generate` decodes with a cache.
-
-    Args: a :class:`MobileLLMConfig`, or its fields as keyword arguments.
-    """
-
-    def __init__(self, config: Optional[MobileLLMConfig] = None, **kwargs):
-        super().__init__()
-        if config is None:
-            _check_keys(kwargs)
-            config = MobileLLMConfig(**kwargs)
-        elif kwargs:
-            _check_keys(kwargs)
-            config = dataclasses.replace(config, **kwargs)
-        self.config = config
-        self.model = MobileLLMBody(config)
-        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
-                                                                         bias=False)
-        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta,
-                                      initial_length=min(config.max_position_embeddings, 4096))
-        self.schedule = config.schedule()
-        self.windows = sorted(set(config.layer_windows()), key=lambda w: -1 if w is None else w)
-        self.grad_checkpointing = False
-        self.pretrained_cfg: Dict[str, Any] = {}
-        self.init_weights()
+class DecoderLM(nn.Module):
+    """What every zoo decoder shares (MobileLLM, the recursive LMs): Llama's init, tied output weights, parameter
+    counting, input checks and cached :meth:`generate`. Subclasses provide ``config``, ``model.embed_tokens``,
+    ``lm_head`` (None when tied), ``new_cache`` and ``forward``."""
 
     # -- weights ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -258,19 +237,7 @@ class MobileLLM(nn.Module):
     def no_weight_decay(self) -> set:
         return {n for n, p in self.named_parameters() if p.ndim < 2}
 
-    # -- cache --------------------------------------------------------------------------------------------------
-    def new_cache(self, batch_size: int, max_length: int, dtype: Optional[torch.dtype] = None,
-                  device: Optional[Union[str, torch.device]] = None) -> KVCache:
-        """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (one slot per layer run)."""
-        p = self.model.embed_tokens.weight
-        return KVCache(len(self.schedule), batch_size, self.config.num_key_value_heads, max_length,
-                       self.config.head_dim, dtype or p.dtype, device or p.device)
-
-    def kv_cache_bytes_per_token(self, dtype: Optional[torch.dtype] = None) -> int:
-        size = torch.empty((), dtype=dtype or self.model.embed_tokens.weight.dtype).element_size()
-        return 2 * len(self.schedule) * self.config.num_key_value_heads * self.config.head_dim * size
-
-    # -- forward ------------------------------------------------------------------------------------------------
+    # -- input checks -------------------------------------------------------------------------------------------
     def _check_ids(self, input_ids: torch.Tensor):
         if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype not in (
                 torch.long, torch.int32, torch.int16, torch.int8, torch.uint8):
@@ -283,52 +250,6 @@ class MobileLLM(nn.Module):
             lo, hi = int(input_ids.min()), int(input_ids.max())
             if lo < 0 or hi >= self.config.vocab_size:
                 raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got values in [{lo}, {hi}]")
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                position_ids: Optional[torch.Tensor] = None, past_key_values: Optional[KVCache] = None,
-                use_cache: bool = False, logits_to_keep: int = 0) -> Union[torch.Tensor, LMOutput]:
-        """Logits of every position (or the last ``logits_to_keep``).
-
-        Args:
-            input_ids: ``(B, T)`` token ids.
-            attention_mask: ``(B, past + T)``, 1 for real tokens and 0 for padding (left padding for batches of
-                prompts), covering the cached tokens too, as in transformers.
-            position_ids: ``(B, T)`` RoPE positions; default ``past, ..., past + T - 1``.
-            past_key_values: a :class:`KVCache` (``model.new_cache``); the new keys/values are appended to it.
-            use_cache: return ``LMOutput(logits, cache)``; without ``past_key_values`` a fresh cache of
-                ``max(T, min(max_position_embeddings, 2048))`` tokens is made.
-        """
-        self._check_ids(input_ids)
-        B, T = input_ids.shape
-        cache = past_key_values
-        if cache is None and use_cache:
-            cache = self.new_cache(B, max(T, min(self.config.max_position_embeddings, 2048)))
-        if cache is not None:
-            if cache.num_slots != len(self.schedule) or cache.batch_size != B:
-                raise ValueError(f"the cache was made for {cache.num_slots} layer runs and batch {cache.batch_size}; "
-                                 f"this model has {len(self.schedule)} layer runs and the input batch {B}. "
-                                 f"Use model.new_cache(batch_size, max_length).")
-        past = cache.seq_length if cache is not None else 0
-        x = self.model.embed_tokens(input_ids)
-        if position_ids is None:
-            rope = self.rotary.slice(past, T, x.device, x.dtype)
-        else:
-            rope = self.rotary(position_ids.to(x.device).expand(B, T) if position_ids.ndim == 2
-                               else position_ids.to(x.device).view(1, T).expand(B, T), x.dtype)
-        masks = build_attention_masks(past, T, self.windows, attention_mask, x.device)
-        layers = self.model.layers
-        use_ckpt = self.grad_checkpointing and cache is None and torch.is_grad_enabled()
-        for slot, index in enumerate(self.schedule):
-            layer = layers[index]
-            mask, causal = masks.get(layer.self_attn.sliding_window)
-            if use_ckpt:
-                x = checkpoint(layer, x, rope, None, slot, mask, causal, use_reentrant=False)
-            else:
-                x = layer(x, rope, cache, slot, mask, causal)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        logits = F.linear(self.model.norm(x), self.output_weight)
-        return LMOutput(logits, cache) if use_cache or past_key_values is not None else logits
 
     # -- generation ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -397,6 +318,92 @@ class MobileLLM(nn.Module):
             logits = self(token[:, None], attention_mask=None if mask is None else mask[:, :T + n],
                           position_ids=positions, past_key_values=cache).logits[:, -1]
         return torch.cat([input_ids, out[:, :n]], dim=1)
+
+
+class MobileLLM(DecoderLM):
+    """A MobileLLM decoder. ``model(input_ids)`` -> logits ``(B, T, vocab)``; :meth:`generate` decodes with a cache.
+
+    Args: a :class:`MobileLLMConfig`, or its fields as keyword arguments.
+    """
+
+    def __init__(self, config: Optional[MobileLLMConfig] = None, **kwargs):
+        super().__init__()
+        if config is None:
+            _check_keys(kwargs)
+            config = MobileLLMConfig(**kwargs)
+        elif kwargs:
+            _check_keys(kwargs)
+            config = dataclasses.replace(config, **kwargs)
+        self.config = config
+        self.model = MobileLLMBody(config)
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
+                                                                         bias=False)
+        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta,
+                                      initial_length=min(config.max_position_embeddings, 4096))
+        self.schedule = config.schedule()
+        self.windows = sorted(set(config.layer_windows()), key=lambda w: -1 if w is None else w)
+        self.grad_checkpointing = False
+        self.pretrained_cfg: Dict[str, Any] = {}
+        self.init_weights()
+
+    # -- cache --------------------------------------------------------------------------------------------------
+    def new_cache(self, batch_size: int, max_length: int, dtype: Optional[torch.dtype] = None,
+                  device: Optional[Union[str, torch.device]] = None) -> KVCache:
+        """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (one slot per layer run)."""
+        p = self.model.embed_tokens.weight
+        return KVCache(len(self.schedule), batch_size, self.config.num_key_value_heads, max_length,
+                       self.config.head_dim, dtype or p.dtype, device or p.device)
+
+    def kv_cache_bytes_per_token(self, dtype: Optional[torch.dtype] = None) -> int:
+        size = torch.empty((), dtype=dtype or self.model.embed_tokens.weight.dtype).element_size()
+        return 2 * len(self.schedule) * self.config.num_key_value_heads * self.config.head_dim * size
+
+    # -- forward ------------------------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.Tensor] = None, past_key_values: Optional[KVCache] = None,
+                use_cache: bool = False, logits_to_keep: int = 0) -> Union[torch.Tensor, LMOutput]:
+        """Logits of every position (or the last ``logits_to_keep``).
+
+        Args:
+            input_ids: ``(B, T)`` token ids.
+            attention_mask: ``(B, past + T)``, 1 for real tokens and 0 for padding (left padding for batches of
+                prompts), covering the cached tokens too, as in transformers.
+            position_ids: ``(B, T)`` RoPE positions; default ``past, ..., past + T - 1``.
+            past_key_values: a :class:`KVCache` (``model.new_cache``); the new keys/values are appended to it.
+            use_cache: return ``LMOutput(logits, cache)``; without ``past_key_values`` a fresh cache of
+                ``max(T, min(max_position_embeddings, 2048))`` tokens is made.
+        """
+        self._check_ids(input_ids)
+        B, T = input_ids.shape
+        cache = past_key_values
+        if cache is None and use_cache:
+            cache = self.new_cache(B, max(T, min(self.config.max_position_embeddings, 2048)))
+        if cache is not None:
+            if cache.num_slots != len(self.schedule) or cache.batch_size != B:
+                raise ValueError(f"the cache was made for {cache.num_slots} layer runs and batch {cache.batch_size}; "
+                                 f"this model has {len(self.schedule)} layer runs and the input batch {B}. "
+                                 f"Use model.new_cache(batch_size, max_length).")
+        past = cache.seq_length if cache is not None else 0
+        x = self.model.embed_tokens(input_ids)
+        if position_ids is None:
+            rope = self.rotary.slice(past, T, x.device, x.dtype)
+        else:
+            rope = self.rotary(position_ids.to(x.device).expand(B, T) if position_ids.ndim == 2
+                               else position_ids.to(x.device).view(1, T).expand(B, T), x.dtype)
+        masks = build_attention_masks(past, T, self.windows, attention_mask, x.device)
+        layers = self.model.layers
+        use_ckpt = self.grad_checkpointing and cache is None and torch.is_grad_enabled()
+        for slot, index in enumerate(self.schedule):
+            layer = layers[index]
+            mask, causal = masks.get(layer.self_attn.sliding_window)
+            if use_ckpt:
+                x = checkpoint(layer, x, rope, None, slot, mask, causal, use_reentrant=False)
+            else:
+                x = layer(x, rope, cache, slot, mask, causal)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        logits = F.linear(self.model.norm(x), self.output_weight)
+        return LMOutput(logits, cache) if use_cache or past_key_values is not None else logits
 
     # -- files --------------------------------------------------------------------------------------------------
     @classmethod

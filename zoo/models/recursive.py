@@ -73,7 +73,7 @@ from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_dep
 from ..layers.routing import (AddAuxiliaryLoss, LoRA, RoutedKVCache, Router, extend, gather_active, layer_forward,
                               routed_attention_mask)
 from ..registry import check_known_keys, register_model
-from .mobilellm import MobileLLM
+from .mobilellm import DecoderLM
 
 __all__ = ["MoROutput", "RecursiveConfig", "RecursiveLM", "from_pretrained_dense"]
 
@@ -242,7 +242,7 @@ class _Selection:
         self.masks: Dict[str, torch.Tensor] = {}
 
 
-class RecursiveLM(nn.Module):
+class RecursiveLM(DecoderLM):
     """A recursive (weight-shared) decoder with optional Mixture-of-Recursions routing and per-loop LoRA.
 
     ``model(input_ids)`` -> logits ``(B, T, vocab)``; :meth:`generate` decodes with a :class:`RoutedKVCache`.
@@ -319,33 +319,10 @@ class RecursiveLM(nn.Module):
     @torch.no_grad()
     def init_weights(self):
         """Llama's init (N(0, initializer_range) linear/embedding weights, norms 1), zero LoRA deltas."""
-        std = self.config.initializer_range
+        super().init_weights()
         for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                m.weight.normal_(0.0, std)
-                if getattr(m, "bias", None) is not None:
-                    m.bias.zero_()
-            elif isinstance(m, RMSNorm):
-                m.weight.fill_(1.0)
-            elif isinstance(m, (LoRA, Router)):
+            if isinstance(m, (LoRA, Router)):
                 m.reset_parameters()
-
-    @property
-    def output_weight(self) -> torch.Tensor:
-        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def num_params(self, non_embedding: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())  # shared and tied weights are one parameter each
-        return n - self.model.embed_tokens.weight.numel() if non_embedding else n
-
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set:
-        return {n for n, p in self.named_parameters() if p.ndim < 2}
 
     # -- cache --------------------------------------------------------------------------------------------------
     def new_cache(self, batch_size: int, max_length: int, dtype: Optional[torch.dtype] = None,
@@ -367,7 +344,6 @@ class RecursiveLM(nn.Module):
         return per_slot * sum(frac.get(i, 1.0) for i in range(len(self.schedule)))
 
     # -- forward ------------------------------------------------------------------------------------------------
-    _check_ids = MobileLLM._check_ids
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None, past_key_values: Optional[RoutedKVCache] = None,
@@ -608,9 +584,6 @@ class RecursiveLM(nn.Module):
             out_x = extend(out_x).scatter_add(1, index, h * w.unsqueeze(-1))[:, :T]
             cur = cur_ext.scatter(1, index, h)[:, :T]  # padded rows land on the dropped extra row
         return out_x
-
-    # -- generation ---------------------------------------------------------------------------------------------
-    generate = MobileLLM.generate
 
 
 # --------------------------------------------------------------------------------------------------------------
