@@ -94,7 +94,7 @@ def test_profile_text_labels_dense_and_nonzero(monkeypatch, capsys):
         results.append(real_profile(model, **kwargs))
         return results[-1]
 
-    monkeypatch.setattr(zoo, "profile", sparse_small_slak)
+    monkeypatch.setattr("zoo.cli.profile", sparse_small_slak)  # the function the command calls
     assert main(["profile", "slak_tiny", "--input-size", "3,64,64", "--no-cross-check"]) == 0
     out = capsys.readouterr().out
     (result,) = results

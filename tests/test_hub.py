@@ -8,7 +8,7 @@ from fakehub import FakeHub
 from metaformer_reference import make_authors_state_dict, reference_forward
 
 import zoo
-from zoo.hub import CheckpointError, save_state_dict
+from zoo.weights import CheckpointError, save_state_dict
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.hub import CheckpointError, CheckpointMismatchError, read_state_dict, save_state_dict
+from zoo.weights import CheckpointError, CheckpointMismatchError, read_state_dict, save_state_dict
 
 
 def _snapshot(model):
@@ -86,6 +86,6 @@ def test_ddp_prefix_and_ema_wrappers(tmp_path):
 
 
 def test_no_weights_known_without_source():
-    from zoo.hub import load_pretrained
+    from zoo.factory import load_pretrained
     with pytest.raises(CheckpointError, match="no pretrained weights are known"):
         load_pretrained(zoo.create_model("poolformer_s12"), {"architecture": "poolformer_s12"})

@@ -8,7 +8,7 @@ import torch
 
 import zoo
 from zoo.bench_lm import randomize_
-from zoo.hub import CheckpointError, CheckpointMismatchError, save_state_dict
+from zoo.weights import CheckpointError, CheckpointMismatchError, save_state_dict
 from zoo.models.mobilellm import MobileLLM, MobileLLMConfig, pro_layer_types, save_pretrained, to_llama_config
 
 # the authors' table (tied embeddings counted once)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.hub import save_state_dict
+from zoo.weights import save_state_dict
 
 MODELS = zoo.list_models(task="image-classification")  # language models: tests/test_mobilellm.py
 

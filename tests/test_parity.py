@@ -9,7 +9,7 @@ import torch
 from metaformer_reference import make_authors_state_dict, reference_forward
 
 import zoo
-from zoo.hub import read_state_dict, save_state_dict
+from zoo.weights import read_state_dict, save_state_dict
 
 # one variant per token mixer type: pool v1, identity, random, pool v2, sepconv, attention
 MIXER_VARIANTS = ["poolformer_s12", "identityformer_s12", "randformer_s12", "poolformerv2_s12",

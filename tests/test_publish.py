@@ -19,8 +19,9 @@ from torch import nn
 
 import zoo
 from zoo import cli
-from zoo import hub as zhub
-from zoo.hub import CheckpointError, ChecksumError, PublishError
+from zoo import factory, hub as zhub, publish
+from zoo.publish import PublishError
+from zoo.weights import CheckpointError, ChecksumError
 
 NAME = "poolformer_s12"  # a small head on a real architecture; 32x32 inputs keep profiling cheap
 DATA = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
@@ -42,7 +43,7 @@ def model():
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory):
     """One exported folder, reused by the tests that only need files to serve or upload."""
-    return zhub.export_pretrained(model, tmp_path_factory.mktemp("export"), model_name=NAME,
+    return publish.export_pretrained(model, tmp_path_factory.mktemp("export"), model_name=NAME,
                                   model_kwargs={"num_classes": 3}, metrics=METRICS, data_config=DATA,
                                   repo_id="me/pf-digits", latency_runs=0)
 
@@ -174,14 +175,14 @@ def test_publish_run_refuses_runs_it_cannot_describe(hub, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     with pytest.raises(PublishError, match="not a finished training run: args.yaml, model.safetensors missing"):
-        zhub.publish_run(run, "me/x", cards_dir=None)
+        publish.publish_run(run, "me/x", cards_dir=None)
     (run / "args.yaml").write_text(yaml.safe_dump({"model": NAME, "model_kwargs": {"num_classes": 5}}))
     zoo.save_state_dict(zoo.create_model(NAME, num_classes=3), run / "model.safetensors")
     mismatch = r"(?s)does not fit poolformer_s12.*head.fc.weight: checkpoint \(3, 512\) vs model \(5, 512\)"
     with pytest.raises(CheckpointError, match=mismatch):
-        zhub.publish_run(run, "me/x", cards_dir=None)
+        publish.publish_run(run, "me/x", cards_dir=None)
     with pytest.raises(PublishError, match="not of the form ORG/NAME"):
-        zhub.publish_run(run, "no-org", cards_dir=None)
+        publish.publish_run(run, "no-org", cards_dir=None)
     assert not [line for line in hub.log if not line.startswith("GET /api/agent-harnesses")]  # nothing was sent
 
 
@@ -210,7 +211,7 @@ def test_tampered_weights_fail_the_checksum_and_load_nothing(hub, exported, mode
     before = {k: v.clone() for k, v in good.state_dict().items()}
     cfg = {"hf_hub_id": "me/pf-digits", "hf_hub_filename": "model.safetensors", "hf_hub_sha256": good_sha}
     with pytest.raises(ChecksumError, match="Nothing was loaded, and nothing was deleted"):
-        zhub.load_pretrained(good, cfg)
+        factory.load_pretrained(good, cfg)
     assert all(torch.equal(before[k], v) for k, v in good.state_dict().items())
     assert _same_outputs(model, good)
     # the earlier download is still in the cache, intact, next to the rejected one
@@ -261,7 +262,7 @@ def test_missing_repo_file_and_unknown_architecture_are_named(hub, exported):
 
 
 def test_private_repo_needs_a_token(hub, exported):
-    zhub.upload_folder(exported, "me/secret", private=True, token="hf_any")
+    publish.upload_folder(exported, "me/secret", private=True, token="hf_any")
     assert "me/secret" in hub.private
     with pytest.raises(CheckpointError, match="if it is private or gated, log in"):
         zoo.create_model("hf-hub:me/secret", pretrained=True)
@@ -273,7 +274,7 @@ def test_unreachable_hub_is_reported_at_once(hub, exported, monkeypatch):
     start = time.perf_counter()
     with pytest.raises(PublishError, match=r"could not reach the Hub at http://127.0.0.1:9: nothing was uploaded.*"
                                            "HF_ENDPOINT"):
-        zhub.upload_folder(exported, "me/pf-digits")
+        publish.upload_folder(exported, "me/pf-digits")
     with pytest.raises(CheckpointError, match=r"could not reach the Hub at http://127.0.0.1:9 to fetch "
                                               r"hf-hub:me/pf-digits/config.json.*HF_ENDPOINT.*HF_HUB_OFFLINE=1"):
         zoo.create_model("hf-hub:me/pf-digits", pretrained=True)
@@ -284,14 +285,14 @@ def test_auth_failure_names_the_problem_never_the_token(hub, exported, caplog, c
     hub.tokens = {"hf_right"}
     secret = "hf_secret_do_not_print_91"
     with caplog.at_level(logging.DEBUG), pytest.raises(PublishError) as info:
-        zhub.upload_folder(exported, "me/pf-digits", token=secret)
+        publish.upload_folder(exported, "me/pf-digits", token=secret)
     message = str(info.value)
     assert "HTTP 401" in message and "refused creating me/pf-digits" in message and "write token" in message
     captured = capsys.readouterr()
     assert secret not in message + captured.out + captured.err + caplog.text
     assert info.value.__cause__ is None and info.value.__suppress_context__
     assert "me/pf-digits" not in hub.repos
-    assert zhub.upload_folder(exported, "me/pf-digits", token="hf_right") == f"{hub.endpoint}/me/pf-digits"
+    assert publish.upload_folder(exported, "me/pf-digits", token="hf_right") == f"{hub.endpoint}/me/pf-digits"
 
 
 def test_offline_mode_uses_the_cache_or_says_what_is_missing(hub, exported, model, monkeypatch, tmp_path):
@@ -317,7 +318,7 @@ def test_offline_mode_uses_the_cache_or_says_what_is_missing(hub, exported, mode
         zoo.create_model("hf-hub:me/pf-digits", pretrained=True)
     assert blob.is_file()
     with pytest.raises(PublishError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\): nothing was uploaded"):
-        zhub.upload_folder(exported, "me/pf-digits")
+        publish.upload_folder(exported, "me/pf-digits")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -347,7 +348,7 @@ def test_language_model_export_writes_its_config_and_tokenizer(tmp_path):
     lm_name = zoo.list_models(family="mobilellm")[0]
     tokenizer = tmp_path / "tokenizer.json"
     tokenizer.write_text('{"version": "1.0", "model": {"type": "BPE"}}')
-    out = zhub.export_pretrained(_TinyLM(), tmp_path / "out", model_name=lm_name,
+    out = publish.export_pretrained(_TinyLM(), tmp_path / "out", model_name=lm_name,
                                  model_kwargs={"hidden_size": 8, "vocab_size": 11},
                                  metrics={"perplexity": 12.5, "loss": 2.53, "dataset": "pydoc_data"},
                                  recipe="model: x\nseed: 0\n", tokenizer_file=tokenizer, latency_runs=0)
@@ -363,7 +364,7 @@ def test_language_model_export_writes_its_config_and_tokenizer(tmp_path):
         "text-generation", "perplexity", 12.5)
     assert (loss.metric_type, loss.metric_value, loss.dataset_type) == ("loss", 2.53, "pydoc_data")
     assert card.data.pipeline_tag == "text-generation" and "model: x\nseed: 0" in card.text
-    assert "tokenizer.json" in zhub._exported_files(out)
+    assert "tokenizer.json" in publish.exported_files(out)
 
 
 LM_ARGS = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -395,7 +396,7 @@ def test_language_model_round_trip_in_its_family_format(hub, tmp_path):
 def test_published_language_model_folder_loads_in_transformers(tmp_path):
     import transformers
     lm = zoo.create_model("mobilellm_125m", **LM_ARGS).eval()
-    out = zhub.export_pretrained(lm, tmp_path / "out", model_name="mobilellm_125m", model_kwargs=LM_ARGS,
+    out = publish.export_pretrained(lm, tmp_path / "out", model_name="mobilellm_125m", model_kwargs=LM_ARGS,
                                  latency_runs=0)
     reference = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))

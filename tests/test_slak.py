@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.hub import CheckpointMismatchError, load_checkpoint, save_state_dict
+from zoo.weights import CheckpointMismatchError, load_checkpoint, save_state_dict
 from zoo.layers import DecomposedLargeKernel, FusedLargeKernel
 from zoo.models.slak import checkpoint_filter_fn
 from zoo.reference.slak import (

@@ -171,7 +171,7 @@ def test_datasets_folder_of_text_trains_a_language_model(tmp_path):
                     "--json", str(tmp_path / "e.json"))
     assert got["tokens"] == m["tokens"] and got["perplexity"] == pytest.approx(m["perplexity"], rel=1e-5)
     # the run folder exports with the tokenizer's vocabulary although the recipe leaves vocab_size out
-    out = zoo.hub.export_run(run, tmp_path / "publish", latency_runs=0)
+    out = zoo.publish.export_run(run, tmp_path / "publish", latency_runs=0)
     config = json.loads((out / "config.json").read_text())
     assert config["model_args"]["vocab_size"] == m["vocab_size"] and (out / "tokenizer.json").is_file()
 
@@ -262,5 +262,5 @@ def test_failed_push_keeps_the_run_and_says_how_to_publish_again(hub, image_fold
     assert "HTTP 401" in err and f"zoo publish {run} --repo me/refused" in err
     assert (run / "model.safetensors").is_file() and (run / "metrics.json").is_file()
     assert "me/refused" not in hub.repos
-    assert zoo.hub.publish_run(run, "me/refused", token="hf_right", cards_dir=None, latency_runs=0)
+    assert zoo.publish.publish_run(run, "me/refused", token="hf_right", cards_dir=None, latency_runs=0)
     assert sorted(hub.repos["me/refused"]) == ["README.md", "config.json", "model.safetensors"]

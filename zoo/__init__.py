@@ -3,24 +3,23 @@
     >>> import zoo
     >>> model = zoo.create_model("poolformer_s12")
     >>> zoo.list_models("caformer_*")
-"""
-from .hub import CheckpointError, CheckpointMismatchError, load_checkpoint, push_to_hub, save_state_dict
-from .registry import (
-    UnknownModelError,
-    create_model,
-    list_families,
-    list_models,
-    list_pretrained,
-    model_info,
-)
-from .registry import _ensure_models_imported
-from .profile import profile  # noqa: E402  (the function; the module stays importable as zoo.profile)
 
-__version__ = "0.1.0"
+The package is layered; each module imports only from those below it (CONTRIBUTING.md draws the picture):
+layers -> weights, registry -> models -> hub (download) -> factory -> profile -> cards -> publish -> train,
+evaluate, bench, cli.
+"""
+from . import profile
+from .factory import create_model
+from .publish import PublishError, push_to_hub
+from .registry import UnknownModelError, list_families, list_models, list_pretrained, model_info
+from .weights import CheckpointError, CheckpointMismatchError, load_checkpoint, save_state_dict
+
+from ._version import __version__  # noqa: F401  (zoo.__version__)
 
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
+    "PublishError",
     "UnknownModelError",
     "create_model",
     "list_families",
@@ -32,5 +31,3 @@ __all__ = [
     "push_to_hub",
     "save_state_dict",
 ]
-
-_ensure_models_imported()

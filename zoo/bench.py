@@ -41,7 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 import zoo
-from zoo.hub import load_state_dict_checked
+from zoo.weights import load_state_dict_checked
 from zoo.models.metaformer import checkpoint_filter_fn
 
 DEFAULT_MODELS = ("poolformer_s12", "convformer_s18")

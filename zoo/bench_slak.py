@@ -51,7 +51,7 @@ def gemm_rate(m: int = 3136, k: int = 499, n: int = 1996, runs: int = 10) -> flo
 def build(name: str, impls: Sequence[str]) -> Dict[str, Callable]:
     """``{label: forward}``: the authors' formulation, then the zoo's models on the same weights."""
     import zoo
-    from zoo.hub import load_state_dict_checked
+    from zoo.weights import load_state_dict_checked
     from zoo.models.slak import checkpoint_filter_fn
     from zoo.reference.slak import make_authors_state_dict, reference_forward
 

@@ -24,7 +24,7 @@ TARGET = {32: 1.5}
 
 def _build(name: str):
     import zoo
-    from zoo.hub import load_state_dict_checked
+    from zoo.weights import load_state_dict_checked
     from zoo.models.sret import checkpoint_filter_fn
     from zoo.reference.sret import make_authors_state_dict
 

@@ -16,6 +16,7 @@ gives byte-identical files and :func:`check` can tell when a committed card or t
     python -m zoo.cards --check    # exit 1, listing the files, if any of them differs from what the code gives
 """
 import argparse
+import json
 import os
 import re
 import sys
@@ -23,8 +24,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from tqdm import tqdm
+
+from .profile import profile
+from .registry import list_models, model_info
+
 __all__ = ["add_arguments", "check", "collect", "main", "render_all", "render_card", "render_cards_index",
-           "render_readme_table", "run", "write_all"]
+           "render_published_card", "render_readme_table", "run", "write_all"]
 
 TABLE_START = "<!-- model-table:start -->"
 TABLE_END = "<!-- model-table:end -->"
@@ -49,6 +56,16 @@ _VARIANT_SIZE_ORDER = {
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+# metrics.json key -> (metric type, display name) for published cards; other numeric keys keep their own name
+_TASK_NAMES = {"image-classification": "Image Classification", "text-generation": "Text Generation"}
+_METRICS = {"top1": ("accuracy", "top-1"), "top5": ("accuracy", "top-5"), "perplexity": ("perplexity", "perplexity"),
+            "loss": ("loss", "loss")}
+_NOT_METRICS = {"params", "macs", "flops", "dataset", "split", "num_samples", "samples", "step", "epoch",
+                # what train.py's metrics.json records about the run and the data, not results
+                "train_steps", "train_seconds", "num_classes", "vocab_size", "tokens", "train_tokens", "val_tokens",
+                "unigram_perplexity", "seq_len", "label_names"}
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Data
 
@@ -59,18 +76,14 @@ def collect(names: Optional[Iterable[str]] = None, progress: bool = True) -> Lis
     Params and MACs are measured (``zoo.profile``, batch 1 at the model's cfg input size); reference params /
     MACs / top-1, paper, code, license, weights and preprocessing come from ``zoo.model_info``.
     """
-    from tqdm import tqdm
-
-    import zoo
-
     # image classifiers only: language models are described by `zoo info` / `zoo profile` (params, MACs per token)
-    names = list(zoo.list_models(task="image-classification") if names is None else names)
+    names = list(list_models(task="image-classification") if names is None else names)
     rows = []
     for name in tqdm(names, desc="profiling", unit="model", file=sys.stderr, disable=not progress):
-        info = zoo.model_info(name)
+        info = model_info(name)
         ref = info.get("reference") or {}
         cfg = info.get("pretrained_cfg") or {}
-        prof = zoo.profile(name)
+        prof = profile(name)
         rows.append({
             "name": name,
             "family": info["family"],
@@ -182,7 +195,6 @@ def _rel(measured: Optional[int], reference: Optional[int]) -> str:
 
 
 def _card_data(row: Dict[str, Any]):
-    from huggingface_hub import EvalResult, ModelCardData
 
     eval_results = None
     if row.get("top1") is not None and row.get("task") == "image-classification":
@@ -543,6 +555,91 @@ def check(root: PathLike = ".", rows: Optional[Sequence[Dict[str, Any]]] = None)
 
 # ------------------------------------------------------------------------------------------------------------------
 # Command line (``python -m zoo.cards``; ``zoo cards`` mounts add_arguments / run)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The card of a published model (zoo publish / push_to_hub / a training run's export/)
+
+
+def _metric_results(metrics: Dict[str, Any], task: str, dataset: Optional[str]):
+    results = []
+    if not dataset:
+        return results
+    for key, value in metrics.items():
+        if key in _NOT_METRICS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        metric_type, metric_name = _METRICS.get(key, (key, key))
+        results.append(EvalResult(
+            task_type=task, task_name=_TASK_NAMES.get(task, task), dataset_type=dataset, dataset_name=dataset,
+            dataset_split=metrics.get("split"), metric_type=metric_type, metric_name=metric_name,
+            metric_value=float(value)))
+    return results
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_published_card(*, repo_id: Optional[str], model_name: str, task: str, family: str,
+                          license: Optional[str], dataset: Optional[str], metrics: Dict[str, Any],
+                          recipe_text: Optional[str], summary: Dict[str, Any], weights: Dict[str, Any],
+                          model_args: Dict[str, Any], tokenizer: bool = False) -> str:
+    """The model card (README.md) of a published model: front matter with ModelCardData / EvalResult, then markdown."""
+
+    title = repo_id or model_name
+    eval_results = _metric_results(metrics, task, dataset)
+    data = ModelCardData(
+        model_name=title.split("/")[-1], license=license, library_name="zoo", pipeline_tag=task,
+        tags=[t for t in (task, "zoo", family, "timm" if task == "image-classification" else None,
+                          "safetensors") if t],
+        datasets=[dataset] if dataset else None,
+        metrics=sorted({r.metric_type for r in eval_results}) or None,
+        eval_results=eval_results or None,
+    )
+    name = f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"
+    what = f"`{model_name}` ({family} family, {task.replace('-', ' ')})"
+    what += f" trained on `{dataset}` with the zoo's training engine." if dataset else "."
+    args_text = f"`{json.dumps(model_args, sort_keys=True)}`" if model_args else "registry defaults"
+    details = [("Architecture", f"`{model_name}`"), ("Model arguments", args_text),
+               ("Params", f"{summary['params']:,}")]
+    if summary.get("macs") is not None:
+        size = " x ".join(str(s) for s in summary["input_size"])
+        macs = f"{summary['macs'] / 1e6:,.2f} M (fvcore, one multiply-add = 1; FLOPs = 2 x MACs)"
+        details.append((f"MACs @ {size}", macs))
+    if summary.get("latency_ms") is not None:
+        latency = f"{summary['latency_ms']:.2f} ms median on CPU, {summary['threads']} threads, at publishing time"
+        details.append(("Latency (batch 1)", latency))
+    if metrics.get("params") is not None and metrics["params"] != summary["params"]:
+        details.append(("Params (metrics.json)", f"{metrics['params']:,}"))
+    details += [("License", license or "-"),
+                ("Weights", f"`{weights['file']}`, {weights['size']:,} bytes"),
+                ("sha256", f"`{weights['sha256']}`")]
+    lines = [f"# {title}", "", what, "", "## Model details", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in details]
+    if eval_results:
+        intro = f"Held-out evaluation on `{dataset}` after training (`metrics.json` of the run):"
+        lines += ["", "## Evaluation", "", intro, "", "| metric | value |", "|---|---:|"]
+        lines += [f"| {r.metric_name} | {_fmt(r.metric_value)} |" for r in eval_results]
+    lines += ["", "## Usage", "", "```python", "import zoo", "",
+              f'model = zoo.create_model("{name}", pretrained=True).eval()']
+    if task == "image-classification":
+        lines += ["", "import timm",
+                  "config = timm.data.resolve_data_config({}, model=model)  # input size, mean/std of training",
+                  "transform = timm.data.create_transform(**config)"]
+    elif tokenizer:
+        lines += ["", "from huggingface_hub import hf_hub_download", "from tokenizers import Tokenizer",
+                  f'tokenizer = Tokenizer.from_file(hf_hub_download("{repo_id or "ORG/NAME"}", "tokenizer.json"))']
+    check = (f"`create_model` checks the downloaded `{weights['file']}` against the sha256 recorded in "
+             "`config.json` (`hf_hub_sha256`) before reading it; by hand: `sha256sum model.safetensors`.")
+    lines += ["```", "", check]
+    if recipe_text:
+        lines += ["", "## Training recipe", "", "The resolved recipe of the run (`args.yaml`):", "", "```yaml",
+                  recipe_text.rstrip("\n"), "```"]
+    content = f"---\n{data.to_yaml().strip()}\n---\n\n" + "\n".join(lines) + "\n"
+    ModelCard(content)  # parses the front matter back: malformed metadata fails here, not on the Hub
+    return content
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,20 +1,31 @@
 """The ``zoo`` command (also ``python -m zoo``): list, info, run, profile, cards, bench, publish."""
 import argparse
 import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
+
+import torch
+
+from . import bench, cards, publish
+from .factory import create_model
+from .hub import WEIGHTS_NAME
+from .profile import profile
+from .publish import PublishError
+from .registry import UnknownModelError, list_models, model_info
+from .weights import CheckpointError, sha256_file
 
 
 def _cmd_list(args) -> int:
-    import zoo
-    names = zoo.list_models(args.pattern, family=args.family, pretrained=args.pretrained)
+    names = list_models(args.pattern, family=args.family, pretrained=args.pretrained)
     if not names:
         print(f"no model matches {args.pattern!r}", file=sys.stderr)
         return 1
     rows, sparse = [], False
     for name in names:
-        ref = zoo.model_info(name)["reference"]
+        ref = model_info(name)["reference"]
         params = f"{ref['params'] / 1e6:.1f}M" if ref.get("params") else "-"
         gmacs = f"{ref['gmacs']:.2f}" if ref.get("gmacs") else "-"
         top1 = f"{ref['top1']:.1f}" if ref.get("top1") else "-"
@@ -22,7 +33,7 @@ def _cmd_list(args) -> int:
         if ref.get("nonzero_params"):  # sparse models: the paper's table counts non-zero weights only
             sparse = True
             nonzero = f"{ref['nonzero_params'] / 1e6:.1f}M / {ref['nonzero_macs'] / 1e9:.2f}"
-        rows.append((name, zoo.model_info(name)["family"], params, gmacs, top1, nonzero))
+        rows.append((name, model_info(name)["family"], params, gmacs, top1, nonzero))
     header = ("model", "family", "params", "GMACs", "top-1", "non-zero params / GMACs (paper)")
     if not sparse:
         header, rows = header[:-1], [row[:-1] for row in rows]
@@ -36,18 +47,14 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    import zoo
-    print(json.dumps(zoo.model_info(args.model), indent=2, default=str))
+    print(json.dumps(model_info(args.model), indent=2, default=str))
     return 0
 
 
 def _cmd_run(args) -> int:
     """Build a model and classify a deterministic synthetic batch (random weights unless --pretrained)."""
-    import torch
-
-    import zoo
     overlay = {"file": args.weights} if args.weights else None
-    model = zoo.create_model(args.model, pretrained=bool(args.weights), pretrained_cfg_overlay=overlay).eval()
+    model = create_model(args.model, pretrained=bool(args.weights), pretrained_cfg_overlay=overlay).eval()
     cfg = model.pretrained_cfg
     size = args.img_size or cfg["input_size"][-1]
     generator = torch.Generator().manual_seed(0)
@@ -72,10 +79,9 @@ def _share(part: int, whole: int) -> str:
 
 
 def _cmd_profile(args) -> int:
-    import zoo
     size = tuple(int(v) for v in args.input_size.split(",")) if args.input_size else None
     batch_sizes = [int(v) for v in args.batch_sizes.split(",")] if args.batch_sizes else None
-    result = zoo.profile(args.model, input_size=size, batch_size=args.batch_size, device=args.device,
+    result = profile(args.model, input_size=size, batch_size=args.batch_size, device=args.device,
                          latency=args.latency or bool(batch_sizes), batch_sizes=batch_sizes, runs=args.runs,
                          warmup=args.warmup, channels_last=args.channels_last, compile=args.compile,
                          memory=args.memory, breakdown=args.breakdown, cross_check=not args.no_cross_check)
@@ -114,23 +120,61 @@ def _cmd_profile(args) -> int:
 
 def _cmd_convert(args) -> int:
     """An authors' (or timm's, or transformers') checkpoint -> a zoo folder: safetensors, config.json, model card."""
-    import json
-
-    import zoo
-    from .hub import export_pretrained
-
     try:
         model_args = json.loads(args.model_args) if args.model_args else {}
     except json.JSONDecodeError as e:
         raise ValueError(f"--model-args must be a JSON object, e.g. '{{\"num_classes\": 10}}' ({e})") from None
     if not isinstance(model_args, dict):
         raise ValueError("--model-args must be a JSON object, e.g. '{\"num_classes\": 10}'")
-    model = zoo.create_model(args.model, pretrained=True, pretrained_cfg_overlay={"file": args.checkpoint},
+    model = create_model(args.model, pretrained=True, pretrained_cfg_overlay={"file": args.checkpoint},
                              **model_args).eval()
-    out = export_pretrained(model, args.out_dir, model_name=args.model, model_kwargs=model_args,
+    out = publish.export_pretrained(model, args.out_dir, model_name=args.model, model_kwargs=model_args,
                             latency_runs=args.latency_runs)
     print(f"converted {args.checkpoint} ({args.model}) -> {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
     return 0
+
+
+def _add_publish_arguments(parser) -> None:
+    parser.add_argument("run_dir", help="a training run folder (args.yaml, model.safetensors, metrics.json)")
+    parser.add_argument("--repo", required=True, help="the Hub repo, ORG/NAME (created if it does not exist)")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--token-env", default=None, metavar="VAR",
+                        help="read the write token from environment variable VAR (default: HF_TOKEN or the "
+                             "token of `hf auth login`)")
+    parser.add_argument("--out-dir", default=None, help="where to write the exported folder (default RUN_DIR/publish)")
+    parser.add_argument("--cards-dir", default=publish.AUTO_CARDS_DIR,
+                        help="where to copy the model card (default: model_cards/published if ./model_cards exists)")
+    parser.add_argument("--license", default=None, help="the weights' license (default: the architecture's)")
+    parser.add_argument("--latency-runs", type=int, default=10,
+                        help="timed CPU passes for the card's latency figure (0: leave latency out)")
+    parser.add_argument("--no-push", action="store_true", help="export only; upload nothing")
+
+
+def _cmd_publish(args) -> int:
+    token = None
+    try:
+        if args.token_env:
+            token = os.environ.get(args.token_env)
+            if not token:
+                raise PublishError(f"environment variable {args.token_env} (--token-env) is not set or empty")
+        publish.check_repo_id(args.repo)
+        folder = publish.export_run(args.run_dir, args.out_dir, repo_id=args.repo, license=args.license,
+                            latency_runs=args.latency_runs)
+        print(f"exported {folder}: {', '.join(publish.exported_files(folder))}")
+        print(f"  sha256 of {WEIGHTS_NAME}: {sha256_file(folder / WEIGHTS_NAME)}")
+        if args.no_push:
+            return 0
+        url = publish.upload_folder(folder, args.repo, private=args.private, token=token,
+                            commit_message=f"Upload {args.repo} from run {Path(args.run_dir).name}")
+        card = publish.save_published_card(folder, args.repo, args.cards_dir)
+        print(f"published {url}" + (" (private)" if args.private else ""))
+        if card is not None:
+            print(f"  model card also written to {card}")
+        print(f'  load it with zoo.create_model("hf-hub:{args.repo}", pretrained=True)')
+        return 0
+    except (PublishError, CheckpointError, ValueError, TypeError) as e:
+        print(f"zoo publish: error: {publish.scrub_token(str(e), token)}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,12 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("cards", help="regenerate model_cards/*.md and README's model table (--check: verify)")
-    from . import cards
     cards.add_arguments(p)
     p.set_defaults(func=cards.run)
 
     p = sub.add_parser("bench", help="throughput vs timm on the same weights; --family/--all: the model table")
-    from . import bench
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
 
@@ -193,16 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("publish", help="export a training run (weights, config.json, model card) and upload it "
                                        "to the Hub")
-    from . import hub
-    hub.add_publish_arguments(p)
-    p.set_defaults(func=hub.publish_command)
+    _add_publish_arguments(p)
+    p.set_defaults(func=_cmd_publish)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .hub import CheckpointError
-    from .registry import UnknownModelError
     try:
         return args.func(args)
     except (UnknownModelError, CheckpointError, ValueError, TypeError) as e:

@@ -85,7 +85,7 @@ def build_model(name: str, checkpoint: Optional[str], pretrained: bool, model_kw
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if checkpoint and recipe is not None and recipe.task == "image-classification" and "num_classes" not in kwargs:
-        from zoo.hub import read_state_dict
+        from zoo.weights import read_state_dict
         sd = read_state_dict(_weights_path(checkpoint))
         head = [v for k, v in sd.items() if k.endswith("weight") and v.ndim == 2]
         if head:

@@ -25,7 +25,9 @@ Conventions (also stated in every :class:`Profile`):
 import math
 import platform
 import statistics
+import sys
 import threading
+import types
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -33,6 +35,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+
+from .factory import create_model
 
 __all__ = ["Profile", "count_macs", "count_nonzero_macs", "count_params", "cross_check_flop_counter", "measure_latency",
            "measure_peak_memory", "profile", "profile_lm"]
@@ -393,7 +397,6 @@ def profile(model_or_name: Union[str, nn.Module], input_size: Optional[Sequence[
     import fvcore
     import timm
 
-    from .registry import create_model
 
     if isinstance(model_or_name, str):
         name, model = model_or_name, create_model(model_or_name)
@@ -457,3 +460,14 @@ def profile(model_or_name: Union[str, nn.Module], input_size: Optional[Sequence[
         uncounted_ops=uncounted, flop_counter_check=check, latency=timings, peak_memory=peak, module_table=table,
         tools=tools,
     )
+
+
+class _CallableModule(types.ModuleType):
+    """``zoo.profile`` is this module *and* callable as :func:`profile`: ``zoo.profile("caformer_s18")`` and
+    ``from zoo.profile import count_macs`` both work, and neither name hides the other."""
+
+    def __call__(self, *args, **kwargs) -> Profile:
+        return profile(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

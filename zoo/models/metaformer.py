@@ -30,7 +30,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..layers import (GELU, ChannelLayerNorm, Linear, SpatialLayerNorm, SquaredReLU, StarReLU, drop_path_gain,
                       needs_grad, residual_add, StagePruningMixin, check_head_args, take_indices)
-from ..registry import build_vision_model, reference_table, register_model
+from ..registry import reference_table, register_model
+from ._builder import build_vision_model
 
 __all__ = ["MetaFormer", "checkpoint_filter_fn"]
 

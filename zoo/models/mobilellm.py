@@ -32,20 +32,21 @@ Export (:func:`save_pretrained`): a transformers ``LlamaForCausalLM`` folder (``
 every model that stock Llama can express (no layer sharing, no sliding window), else a zoo-format folder that
 :meth:`MobileLLM.from_pretrained` and ``zoo.create_model`` read back.
 """
-import dataclasses
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import DecoderLayer, KVCache, RMSNorm, RotaryEmbedding, build_attention_masks, sequence_schedule
-from ..registry import check_known_keys, register_model
+from ..layers import KVCache, RotaryEmbedding, build_attention_masks, sequence_schedule
+from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM, LMOutput
+from ..registry import register_model
+from ..weights import CheckpointError, CheckpointMismatchError, load_state_dict_checked, read_state_dict, save_state_dict
 
 __all__ = ["LMOutput", "MobileLLM", "MobileLLMConfig", "checkpoint_filter_fn", "config_from_dict",
            "pro_layer_types", "save_pretrained"]
@@ -59,48 +60,14 @@ FULL, SLIDING = "full_attention", "sliding_attention"
 
 
 @dataclass
-class MobileLLMConfig:
+class MobileLLMConfig(DecoderConfig):
     """Architecture of a MobileLLM-style decoder, with transformers' (Llama) key names."""
-    vocab_size: int = 32000
-    hidden_size: int = 576
-    intermediate_size: int = 1536
-    num_hidden_layers: int = 30
-    num_attention_heads: int = 9
-    num_key_value_heads: int = 3
-    head_dim: Optional[int] = None  # None: hidden_size // num_attention_heads
-    max_position_embeddings: int = 2048
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-    tie_word_embeddings: bool = True
-    attention_bias: bool = False
-    mlp_bias: bool = False
-    hidden_act: str = "silu"
     layer_sharing: bool = False  # every layer runs twice in a row (0,0,1,1,...), each run with its own cache slot
     sliding_window: Optional[int] = None  # window of the "sliding_attention" layers
     layer_types: Optional[List[str]] = None  # per layer: "full_attention" | "sliding_attention"; None: all full
-    initializer_range: float = 0.02
-    bos_token_id: Optional[int] = 1
-    eos_token_id: Optional[int] = 2
-    pad_token_id: Optional[int] = None
 
     def __post_init__(self):
-        for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                    "num_key_value_heads", "max_position_embeddings"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"MobileLLMConfig.{key} must be a positive int, got {value!r}")
-        if self.head_dim is None:
-            if self.hidden_size % self.num_attention_heads:
-                raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                                 f"{self.num_attention_heads}; give head_dim explicitly")
-            self.head_dim = self.hidden_size // self.num_attention_heads
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
-                             f"num_key_value_heads ({self.num_key_value_heads})")
-        if self.hidden_act != "silu":
-            raise ValueError(f"only hidden_act='silu' (SwiGLU) is supported, got {self.hidden_act!r}")
-        if not self.rms_norm_eps > 0 or not self.rope_theta > 0:
-            raise ValueError("rms_norm_eps and rope_theta must be > 0")
+        super().__post_init__()
         if self.layer_types is not None:
             self.layer_types = list(self.layer_types)
             if len(self.layer_types) != self.num_hidden_layers:
@@ -126,8 +93,6 @@ class MobileLLMConfig:
         """True when stock ``LlamaForCausalLM`` computes exactly this model (no layer sharing, no windows)."""
         return not self.layer_sharing and all(w is None for w in self.layer_windows())
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
 
 
 def pro_layer_types(num_layers: int) -> List[str]:
@@ -135,7 +100,9 @@ def pro_layer_types(num_layers: int) -> List[str]:
     return [FULL if i % 4 == 0 or i == num_layers - 1 else SLIDING for i in range(num_layers)]
 
 
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(MobileLLMConfig)}
+_CONFIG_FIELDS = MobileLLMConfig.field_names()
+
+
 def config_from_dict(data: Dict[str, Any], **overrides) -> MobileLLMConfig:
     """A config from a ``config.json`` dict (the authors', transformers' Llama or the zoo's), then ``overrides``.
 
@@ -175,149 +142,12 @@ def _config_kwargs(data: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _check_keys(kwargs: Dict[str, Any]):
-    check_known_keys(kwargs, _CONFIG_FIELDS, "MobileLLM", "Accepted config keys")
+    MobileLLMConfig.check_keys(kwargs, "MobileLLM")
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------------------
-
-
-class LMOutput(NamedTuple):
-    logits: torch.Tensor  # (B, T, vocab)
-    past_key_values: Optional[KVCache]
-
-
-class MobileLLMBody(nn.Module):
-    """Embedding, the physical decoder layers and the final norm (transformers' ``LlamaModel`` key names)."""
-
-    def __init__(self, config: MobileLLMConfig):
-        super().__init__()
-        c = config
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=None)
-        self.layers = nn.ModuleList([
-            DecoderLayer(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size,
-                         c.head_dim, c.rms_norm_eps, c.attention_bias, c.mlp_bias, window)
-            for window in c.layer_windows()])
-        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-
-
-class DecoderLM(nn.Module):
-    """What every zoo decoder shares (MobileLLM, the recursive LMs): Llama's init, tied output weights, parameter
-    counting, input checks and cached :meth:`generate`. Subclasses provide ``config``, ``model.embed_tokens``,
-    ``lm_head`` (None when tied), ``new_cache`` and ``forward``."""
-
-    # -- weights ------------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def init_weights(self):
-        """transformers' Llama init: N(0, initializer_range) for linear and embedding weights, norms at 1."""
-        std = self.config.initializer_range
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                m.weight.normal_(0.0, std)
-                if getattr(m, "bias", None) is not None:
-                    m.bias.zero_()
-            elif isinstance(m, RMSNorm):
-                m.weight.fill_(1.0)
-
-    @property
-    def output_weight(self) -> torch.Tensor:
-        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def num_params(self, non_embedding: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())  # tied weights are one parameter: counted once
-        return n - self.model.embed_tokens.weight.numel() if non_embedding else n
-
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set:
-        return {n for n, p in self.named_parameters() if p.ndim < 2}
-
-    # -- input checks -------------------------------------------------------------------------------------------
-    def _check_ids(self, input_ids: torch.Tensor):
-        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype not in (
-                torch.long, torch.int32, torch.int16, torch.int8, torch.uint8):
-            got = (f"{tuple(input_ids.shape)} {input_ids.dtype}" if isinstance(input_ids, torch.Tensor)
-                   else type(input_ids).__name__)
-            raise ValueError(f"input_ids must be an integer tensor of shape (batch, tokens), got {got}")
-        if input_ids.numel() == 0:
-            raise ValueError("input_ids is empty: give at least one token")
-        if input_ids.device.type == "cpu":  # (elsewhere the embedding's own check fires; no host sync here)
-            lo, hi = int(input_ids.min()), int(input_ids.max())
-            if lo < 0 or hi >= self.config.vocab_size:
-                raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got values in [{lo}, {hi}]")
-
-    # -- generation ---------------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 20, do_sample: bool = False,
-                 temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 eos_token_id: Optional[Union[int, Sequence[int]]] = None,
-                 attention_mask: Optional[torch.Tensor] = None, pad_token_id: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Prompt + up to ``max_new_tokens`` new tokens ``(B, T + n)``, decoding with a static KV cache.
-
-        Greedy by default; ``do_sample`` samples from ``softmax(logits / temperature)`` restricted to the
-        ``top_k`` most likely tokens and the smallest set whose probability reaches ``top_p`` (in that order).
-        A sequence that emits an ``eos_token_id`` is finished and padded with ``pad_token_id`` (default: the
-        first eos id); decoding stops when every sequence has finished. Batches of prompts of different lengths
-        are left-padded with ``attention_mask`` marking the real tokens.
-        """
-        self._check_ids(input_ids)
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        if do_sample:
-            if not temperature > 0:
-                raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-            if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-                raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-            if top_p is not None and not 0 < top_p <= 1:
-                raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
-        eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
-        pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-        B, T = input_ids.shape
-        device = self.model.embed_tokens.weight.device
-        input_ids = input_ids.to(device)
-        if max_new_tokens == 0:
-            return input_ids
-        cache = self.new_cache(B, T + max_new_tokens)
-
-        mask = positions = None
-        if attention_mask is not None:
-            if attention_mask.shape != (B, T):
-                raise ValueError(f"attention_mask must have the prompt's shape {(B, T)}, got "
-                                 f"{tuple(attention_mask.shape)}")
-            if not bool(attention_mask.bool().all()):
-                mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
-                mask[:, :T] = attention_mask.to(device).long()
-                positions = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
-        eos_ids = torch.tensor(eos, device=device) if eos else None
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
-        out = torch.empty(B, max_new_tokens, dtype=input_ids.dtype, device=device)
-
-        logits = self(input_ids, attention_mask=None if mask is None else mask[:, :T], position_ids=positions,
-                      past_key_values=cache, logits_to_keep=1).logits[:, -1]
-        n = 0
-        for step in range(max_new_tokens):
-            if do_sample:
-                token = _sample(logits.float(), temperature, top_k, top_p, generator)
-            else:
-                token = logits.argmax(dim=-1)
-            if eos_ids is not None:
-                token = torch.where(finished, torch.full_like(token, pad), token)
-                finished |= torch.isin(token, eos_ids)
-            out[:, step] = token
-            n = step + 1
-            if n == max_new_tokens or (eos_ids is not None and bool(finished.all())):
-                break
-            if positions is not None:
-                positions = positions[:, -1:] + 1
-            logits = self(token[:, None], attention_mask=None if mask is None else mask[:, :T + n],
-                          position_ids=positions, past_key_values=cache).logits[:, -1]
-        return torch.cat([input_ids, out[:, :n]], dim=1)
 
 
 class MobileLLM(DecoderLM):
@@ -328,14 +158,8 @@ class MobileLLM(DecoderLM):
 
     def __init__(self, config: Optional[MobileLLMConfig] = None, **kwargs):
         super().__init__()
-        if config is None:
-            _check_keys(kwargs)
-            config = MobileLLMConfig(**kwargs)
-        elif kwargs:
-            _check_keys(kwargs)
-            config = dataclasses.replace(config, **kwargs)
-        self.config = config
-        self.model = MobileLLMBody(config)
+        self.config = config = MobileLLMConfig.resolve(config, kwargs, "MobileLLM")
+        self.model = DecoderBody(config, config.layer_windows())
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
                                                                          bias=False)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta,
@@ -415,34 +239,15 @@ class MobileLLM(DecoderLM):
                                     f"pretrained=True, pretrained_cfg_overlay={{'file': WEIGHTS}}))")
         data = json.loads((path / "config.json").read_text())
         state_dict = read_weights(path)
-        config = config_from_dict(data, **overrides)
-        if "lm_head.weight" not in state_dict and not config.tie_word_embeddings:
-            config = dataclasses.replace(config, tie_word_embeddings=True)
+        config = MobileLLMConfig(**{**checkpoint_model_args(data, state_dict), **overrides})
         model = cls(config)
         model.pretrained_cfg = {"architecture": data.get("architecture") or "mobilellm", "file": str(path)}
-        from ..hub import load_state_dict_checked
         load_state_dict_checked(model, state_dict, str(path), filter_fn=checkpoint_filter_fn)
         return model
 
     def save_pretrained(self, out_dir: Union[str, os.PathLike], format: str = "auto",
                         model_name: Optional[str] = None) -> Path:
         return save_pretrained(self, out_dir, format=format, model_name=model_name)
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
-            generator: Optional[torch.Generator]) -> torch.Tensor:
-    """One token per row from ``logits`` (B, V): temperature, then top-k, then top-p (nucleus) filtering."""
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        drop = probs.cumsum(dim=-1) - probs > top_p  # keep the smallest prefix reaching top_p (always one)
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -454,7 +259,6 @@ _EMBED = "model.embed_tokens.weight"
 
 def read_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
     """Weights from a file, or a folder's ``model.safetensors`` / sharded safetensors / ``pytorch_model.bin``."""
-    from ..hub import CheckpointError, read_state_dict
     path = Path(path)
     if path.is_dir():
         index = path / "model.safetensors.index.json"
@@ -471,7 +275,6 @@ def read_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
     """The authors' / transformers' Llama keys -> the zoo's (the same names; RoPE buffers dropped, tying checked)."""
-    from ..hub import CheckpointError, CheckpointMismatchError
     sd = {k: v for k, v in state_dict.items() if not k.endswith("rotary_emb.inv_freq")}
     if "embed_tokens.weight" in sd and _EMBED not in sd:  # a bare LlamaModel state dict
         sd = {(k if k == "lm_head.weight" else "model." + k): v for k, v in sd.items()}
@@ -523,7 +326,6 @@ def save_pretrained(model: MobileLLM, out_dir: Union[str, os.PathLike], format: 
     ``"auto"`` picks transformers whenever stock Llama computes the model. Both carry ``architecture`` (the zoo
     name) so that ``zoo.create_model("hf-hub:...")`` can rebuild either.
     """
-    from ..hub import save_state_dict
     config = model.config
     llama_ok = config.llama_compatible
     if format == "auto":
@@ -632,49 +434,23 @@ ARCHS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _read_pretrained(cfg: Dict[str, Any], cache_dir: Optional[Union[str, os.PathLike]] = None):
-    """(state_dict, config.json dict or None, where) for the weights a pretrained cfg names."""
-    from ..hub import CheckpointError, download
-    if cfg.get("state_dict") is not None:
-        return dict(cfg["state_dict"]), None, "the given state_dict"
-    if cfg.get("file"):
-        path = Path(cfg["file"])
-        folder = path if path.is_dir() else path.parent
-        data = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
-        return read_weights(path), data, str(path)
-    if cfg.get("hf_hub_id"):
-        repo, filename = cfg["hf_hub_id"], cfg.get("hf_hub_filename") or "model.safetensors"
-        try:
-            data = json.loads(Path(download(repo, "config.json", cache_dir=cache_dir)).read_text())
-        except CheckpointError:
-            data = None
-        path = download(repo, filename, sha256=cfg.get("hf_hub_sha256"), cache_dir=cache_dir)
-        return read_weights(path), data, f"hf-hub:{repo}/{filename}"
-    raise CheckpointError(f"no pretrained weights are known for {cfg.get('architecture')}; use pretrained=False, "
-                          "or pass pretrained_cfg_overlay={'file': PATH}")
+def checkpoint_model_args(config: Optional[Dict[str, Any]], state_dict: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+    """The architecture a checkpoint describes: its folder's ``config.json`` (the authors', transformers' Llama or
+    the zoo's), and tied output weights when it has no ``lm_head.weight`` (the authors' shared embeddings)."""
+    args = _config_kwargs(config) if config is not None else {}
+    if "lm_head.weight" not in state_dict:
+        args["tie_word_embeddings"] = True
+    return args
 
 
-def _create_mobilellm(variant: str, pretrained: bool = False, pretrained_cfg_overlay: Optional[Dict] = None,
-                      checkpoint_path: Optional[Union[str, os.PathLike]] = None, **kwargs) -> MobileLLM:
-    from ..registry import get_entry
-    cache_dir = kwargs.pop("cache_dir", None)
-    _check_keys(kwargs)
-    cfg = {**get_entry(variant).pretrained_cfg, **(pretrained_cfg_overlay or {}), "architecture": variant}
-    arch = dict(ARCHS[variant])
-    state_dict = where = None
+def _create_mobilellm(variant: str, pretrained: bool = False, pretrained_cfg: Optional[Dict[str, Any]] = None,
+                      **kwargs) -> MobileLLM:
     if pretrained:
-        state_dict, data, where = _read_pretrained(cfg, cache_dir)
-        if data is not None:  # the folder's config describes its weights
-            arch.update(_config_kwargs(data))
-        if "lm_head.weight" not in state_dict:
-            arch["tie_word_embeddings"] = True
-    model = MobileLLM(MobileLLMConfig(**{**arch, **kwargs}))
-    model.pretrained_cfg = {k: v for k, v in cfg.items() if k not in ("state_dict", "hf_hub_sha256")}
-    from ..hub import load_checkpoint, load_state_dict_checked
-    if state_dict is not None:
-        load_state_dict_checked(model, state_dict, where, cfg=cfg, filter_fn=checkpoint_filter_fn)
-    if checkpoint_path:
-        load_checkpoint(model, read_weights(checkpoint_path), filter_fn=checkpoint_filter_fn)
+        raise ValueError(f"the builder of {variant} builds only; load weights with "
+                         f"zoo.create_model({variant!r}, pretrained=True)")
+    _check_keys(kwargs)
+    model = MobileLLM(MobileLLMConfig(**{**ARCHS[variant], **kwargs}))
+    model.pretrained_cfg = dict(pretrained_cfg or default_cfgs.get(variant, {}), architecture=variant)
     return model
 
 

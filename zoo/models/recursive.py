@@ -58,22 +58,20 @@ non-divisible depths are floored (``(L - 2) // N_r`` shared blocks) instead of r
 loss-free bias update runs inside ``forward`` in training; the auxiliary losses reach the gradient through
 :class:`zoo.layers.routing.AddAuxiliaryLoss`, so an unchanged cross-entropy loop trains the routers.
 """
-import dataclasses
-import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import DecoderLayer, RMSNorm, RotaryEmbedding, build_attention_masks
+from ..layers import RMSNorm, RotaryEmbedding, build_attention_masks
+from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM
 from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
 from ..layers.routing import (AddAuxiliaryLoss, LoRA, RoutedKVCache, Router, extend, gather_active, layer_forward,
                               routed_attention_mask)
-from ..registry import check_known_keys, register_model
-from .mobilellm import DecoderLM
+from ..registry import register_model
 
 __all__ = ["MoROutput", "RecursiveConfig", "RecursiveLM", "from_pretrained_dense"]
 
@@ -86,26 +84,12 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 @dataclass
-class RecursiveConfig:
-    """A recursive decoder: the dense base (transformers' Llama key names) plus recursion, routing and LoRA."""
+class RecursiveConfig(DecoderConfig):
+    """A recursive decoder: the dense base (transformers' Llama key names) plus recursion, routing and LoRA.
+    ``num_hidden_layers`` is the depth of the dense base model."""
     vocab_size: int = 49152
-    hidden_size: int = 576
-    intermediate_size: int = 1536
-    num_hidden_layers: int = 30  # depth of the dense base model
-    num_attention_heads: int = 9
-    num_key_value_heads: int = 3
-    head_dim: Optional[int] = None
-    max_position_embeddings: int = 2048
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-    tie_word_embeddings: bool = True
-    attention_bias: bool = False
-    mlp_bias: bool = False
-    hidden_act: str = "silu"
-    initializer_range: float = 0.02
     bos_token_id: Optional[int] = 0
     eos_token_id: Optional[int] = 0
-    pad_token_id: Optional[int] = None
     # recursion
     num_recursion: int = 1  # 1: the plain (vanilla) stack
     sharing: str = "middle_cycle"
@@ -127,22 +111,10 @@ class RecursiveConfig:
     lora_alpha: Optional[float] = None  # None: 2 x rank (scaling 2)
     lora_targets: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
+    positive_ints: ClassVar[Tuple[str, ...]] = DecoderConfig.positive_ints + ("num_recursion",)
+
     def __post_init__(self):
-        for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                    "num_key_value_heads", "max_position_embeddings", "num_recursion"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"RecursiveConfig.{key} must be a positive int, got {value!r}")
-        if self.head_dim is None:
-            if self.hidden_size % self.num_attention_heads:
-                raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                                 f"{self.num_attention_heads}; give head_dim explicitly")
-            self.head_dim = self.hidden_size // self.num_attention_heads
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
-                             f"num_key_value_heads ({self.num_key_value_heads})")
-        if self.hidden_act != "silu":
-            raise ValueError(f"only hidden_act='silu' (SwiGLU) is supported, got {self.hidden_act!r}")
+        super().__post_init__()
         if self.sharing not in SHARING_STRATEGIES:
             raise ValueError(f"sharing must be one of {SHARING_STRATEGIES}, got {self.sharing!r}")
         if self.num_recursion > 1:
@@ -192,15 +164,9 @@ class RecursiveConfig:
     def router_alpha(self) -> float:
         return self.alpha if self.alpha is not None else (1.0 if self.mor == "token" else 0.1)
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(RecursiveConfig)}
-
 
 def _check_keys(kwargs: Dict[str, Any]):
-    check_known_keys(kwargs, _CONFIG_FIELDS, "recursive LM", "Accepted config keys")
+    RecursiveConfig.check_keys(kwargs, "recursive LM")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -213,18 +179,6 @@ class MoROutput(NamedTuple):
     past_key_values: Optional[RoutedKVCache]
     aux_loss: Optional[torch.Tensor]  # router losses of this forward (training), already weighted
     routing: Optional[List[torch.Tensor]]  # per recursion step: (B, T) bool, tokens active at that step
-
-
-class _Body(nn.Module):
-    """Embedding, the unique decoder blocks and the final norm (transformers' ``LlamaModel`` key names)."""
-
-    def __init__(self, c: RecursiveConfig, num_blocks: int):
-        super().__init__()
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
-        self.layers = nn.ModuleList([
-            DecoderLayer(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size,
-                         c.head_dim, c.rms_norm_eps, c.attention_bias, c.mlp_bias) for _ in range(num_blocks)])
-        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 
 
 class _Pass:
@@ -251,17 +205,11 @@ class RecursiveLM(DecoderLM):
 
     def __init__(self, config: Optional[RecursiveConfig] = None, **kwargs):
         super().__init__()
-        if config is None:
-            _check_keys(kwargs)
-            config = RecursiveConfig(**kwargs)
-        elif kwargs:
-            _check_keys(kwargs)
-            config = dataclasses.replace(config, **kwargs)
-        self.config = c = config
+        self.config = c = RecursiveConfig.resolve(config, kwargs, "recursive LM")
         self.schedule = c.schedule()
         self.recursion = recursion_indices(self.schedule)
         num_blocks = max(self.schedule) + 1
-        self.model = _Body(c, num_blocks)
+        self.model = DecoderBody(c, [None] * num_blocks)
         self.lm_head = None if c.tie_word_embeddings else nn.Linear(c.hidden_size, c.vocab_size, bias=False)
         self.rotary = RotaryEmbedding(c.head_dim, c.rope_theta, initial_length=min(c.max_position_embeddings, 4096))
         uses = [self.schedule.count(b) for b in range(num_blocks)]
@@ -735,26 +683,14 @@ reference_figures: Dict[str, Dict[str, Any]] = {
     name: dict(params=_count(name), macs=None, gmacs=None, top1=None) for name in ARCHS}
 
 
-def _create_recursive(variant: str, pretrained: bool = False, pretrained_cfg_overlay: Optional[Dict] = None,
-                      checkpoint_path: Optional[Union[str, os.PathLike]] = None, **kwargs) -> RecursiveLM:
-    from ..hub import CheckpointError, load_checkpoint, load_state_dict_checked, read_state_dict
-    from ..registry import get_entry
-    kwargs.pop("cache_dir", None)
-    _check_keys(kwargs)
-    cfg = {**get_entry(variant).pretrained_cfg, **(pretrained_cfg_overlay or {}), "architecture": variant}
-    model = RecursiveLM(RecursiveConfig(**{**ARCHS[variant], **kwargs}))
-    model.pretrained_cfg = {k: v for k, v in cfg.items() if k not in ("state_dict", "hf_hub_sha256")}
+def _create_recursive(variant: str, pretrained: bool = False, pretrained_cfg: Optional[Dict[str, Any]] = None,
+                      **kwargs) -> RecursiveLM:
     if pretrained:
-        if cfg.get("state_dict") is not None:
-            sd, where = dict(cfg["state_dict"]), "the given state_dict"
-        elif cfg.get("file"):
-            sd, where = read_state_dict(cfg["file"]), str(cfg["file"])
-        else:
-            raise CheckpointError(f"no pretrained weights are published for {variant}; use pretrained=False, or pass "
-                                  "pretrained_cfg_overlay={'file': PATH} (a zoo safetensors file of this model)")
-        load_state_dict_checked(model, sd, where, cfg=cfg)
-    if checkpoint_path:
-        load_checkpoint(model, checkpoint_path)
+        raise ValueError(f"the builder of {variant} builds only; load weights with "
+                         f"zoo.create_model({variant!r}, pretrained=True)")
+    _check_keys(kwargs)
+    model = RecursiveLM(RecursiveConfig(**{**ARCHS[variant], **kwargs}))
+    model.pretrained_cfg = dict(pretrained_cfg or default_cfgs.get(variant, {}), architecture=variant)
     return model
 
 

@@ -44,7 +44,8 @@ from ..layers import (
     take_indices,
 )
 from ..layers.large_kernel import IMPLS
-from ..registry import build_vision_model, reference_table, register_model
+from ..registry import reference_table, register_model
+from ._builder import build_vision_model
 
 __all__ = ["SLaK", "checkpoint_filter_fn"]
 

@@ -24,7 +24,8 @@ from torch import nn
 
 from ..layers import (GELU, Linear, RecursiveStack, drop_path_gain, needs_grad, residual_add, sequence_schedule,
                       StagePruningMixin, check_head_args, take_indices)
-from ..registry import build_vision_model, reference_table, register_model
+from ..registry import reference_table, register_model
+from ._builder import build_vision_model
 
 __all__ = ["SReT", "checkpoint_filter_fn"]
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from zoo.hub import PublishError
+from zoo.publish import PublishError
 
 from .checkpoint import CheckpointCorruptError
 from .config import RecipeError, load_recipe, load_run_recipe, recipe_to_dict

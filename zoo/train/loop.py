@@ -172,7 +172,7 @@ def _profile(model: nn.Module, task) -> Dict[str, Any]:
 
 def _export(recipe: Recipe, model: nn.Module, run_dir: Path, metrics: Dict[str, Any], task) -> Optional[Path]:
     try:
-        from zoo.hub import export_pretrained
+        from zoo.publish import export_pretrained
     except ImportError:
         _logger.warning("zoo.hub.export_pretrained is not available in this version: no publishable folder")
         return None
@@ -490,7 +490,7 @@ def _train(recipe: Recipe, resume: Optional[str], push_to_hub: Optional[str], pr
     final_model = ema.module if ema is not None else _unwrap(model)
     weights = _model_state(ema.module if ema is not None else model, fsdp and ema is None)
     if main:
-        from zoo.hub import save_state_dict
+        from zoo.weights import save_state_dict
         save_state_dict(weights, run_dir / "model.safetensors")
         metrics = dict(final)
         metrics["dataset"] = task.dataset_name
@@ -519,7 +519,8 @@ def _train(recipe: Recipe, resume: Optional[str], push_to_hub: Optional[str], pr
                 summary["paths"]["export"] = str(exported)
         repo = push_to_hub or r.export.push_to_hub
         if repo:
-            from zoo.hub import CheckpointError, PublishError, publish_run
+            from zoo.publish import PublishError, publish_run
+            from zoo.weights import CheckpointError
             try:
                 summary["paths"]["hub"] = publish_run(run_dir, repo, private=r.export.private,
                                                       license=r.export.license)

@@ -1,0 +1,238 @@
+"""The decoder-LM base every zoo language model shares (MobileLLM, the recursive LMs).
+
+:class:`DecoderConfig` holds the Llama fields (transformers' key names) and their validation;
+:class:`DecoderBody` the embedding, decoder layers and final norm (``LlamaModel``'s key names); :class:`DecoderLM`
+Llama's init, tied output weights, parameter counting, input checks and cached :meth:`DecoderLM.generate`.
+A family subclasses the three and adds what is its own (layer sharing, windows, recursion, routing).
+"""
+import dataclasses
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .args import check_known_keys
+from .lm import DecoderLayer, KVCache, RMSNorm
+
+__all__ = ["DecoderBody", "DecoderConfig", "DecoderLM", "LMOutput", "sample_token"]
+
+
+@dataclass
+class DecoderConfig:
+    """A Llama-style decoder's architecture with transformers' key names; families subclass it with their fields
+    (redeclaring a field changes only its default)."""
+    vocab_size: int = 32000
+    hidden_size: int = 576
+    intermediate_size: int = 1536
+    num_hidden_layers: int = 30
+    num_attention_heads: int = 9
+    num_key_value_heads: int = 3
+    head_dim: Optional[int] = None  # None: hidden_size // num_attention_heads
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = True
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    hidden_act: str = "silu"
+    initializer_range: float = 0.02
+    bos_token_id: Optional[int] = 1
+    eos_token_id: Optional[int] = 2
+    pad_token_id: Optional[int] = None
+
+    # fields that must be positive ints; subclasses extend the tuple
+    positive_ints: ClassVar[Tuple[str, ...]] = (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "max_position_embeddings")
+
+    def __post_init__(self):
+        name = type(self).__name__
+        for key in self.positive_ints:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}.{key} must be a positive int, got {value!r}")
+        if self.head_dim is None:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                                 f"{self.num_attention_heads}; give head_dim explicitly")
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                             f"num_key_value_heads ({self.num_key_value_heads})")
+        if self.hidden_act != "silu":
+            raise ValueError(f"only hidden_act='silu' (SwiGLU) is supported, got {self.hidden_act!r}")
+        if not self.rms_norm_eps > 0 or not self.rope_theta > 0:
+            raise ValueError("rms_norm_eps and rope_theta must be > 0")
+
+    @classmethod
+    def field_names(cls) -> set:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def check_keys(cls, kwargs: Dict[str, Any], what: str) -> None:
+        """TypeError naming the keys of ``kwargs`` that are not fields of this config (with the closest ones)."""
+        check_known_keys(kwargs, cls.field_names(), what, "Accepted config keys")
+
+    @classmethod
+    def resolve(cls, config: Optional["DecoderConfig"], kwargs: Dict[str, Any], what: str) -> "DecoderConfig":
+        """``config`` with ``kwargs`` applied (or a new config of ``kwargs``), unknown keys refused."""
+        if kwargs:
+            cls.check_keys(kwargs, what)
+        if config is None:
+            return cls(**kwargs)
+        return dataclasses.replace(config, **kwargs) if kwargs else config
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+class LMOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, vocab)
+    past_key_values: Optional[KVCache]
+
+
+class DecoderBody(nn.Module):
+    """Embedding, decoder layers and the final norm (transformers' ``LlamaModel`` key names)."""
+
+    def __init__(self, c: DecoderConfig, windows: Sequence[Optional[int]]):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList([
+            DecoderLayer(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size,
+                         c.head_dim, c.rms_norm_eps, c.attention_bias, c.mlp_bias, window) for window in windows])
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+
+
+class DecoderLM(nn.Module):
+    """What every zoo decoder shares (MobileLLM, the recursive LMs): Llama's init, tied output weights, parameter
+    counting, input checks and cached :meth:`generate`. Subclasses provide ``config``, ``model.embed_tokens``,
+    ``lm_head`` (None when tied), ``new_cache`` and ``forward``."""
+
+    # -- weights ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def init_weights(self):
+        """transformers' Llama init: N(0, initializer_range) for linear and embedding weights, norms at 1."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                m.weight.normal_(0.0, std)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+            elif isinstance(m, RMSNorm):
+                m.weight.fill_(1.0)
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # tied weights are one parameter: counted once
+        return n - self.model.embed_tokens.weight.numel() if non_embedding else n
+
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set:
+        return {n for n, p in self.named_parameters() if p.ndim < 2}
+
+    # -- input checks -------------------------------------------------------------------------------------------
+    def _check_ids(self, input_ids: torch.Tensor):
+        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype not in (
+                torch.long, torch.int32, torch.int16, torch.int8, torch.uint8):
+            got = (f"{tuple(input_ids.shape)} {input_ids.dtype}" if isinstance(input_ids, torch.Tensor)
+                   else type(input_ids).__name__)
+            raise ValueError(f"input_ids must be an integer tensor of shape (batch, tokens), got {got}")
+        if input_ids.numel() == 0:
+            raise ValueError("input_ids is empty: give at least one token")
+        if input_ids.device.type == "cpu":  # (elsewhere the embedding's own check fires; no host sync here)
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got values in [{lo}, {hi}]")
+
+    # -- generation ---------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 20, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 eos_token_id: Optional[Union[int, Sequence[int]]] = None,
+                 attention_mask: Optional[torch.Tensor] = None, pad_token_id: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Prompt + up to ``max_new_tokens`` new tokens ``(B, T + n)``, decoding with a static KV cache.
+
+        Greedy by default; ``do_sample`` samples from ``softmax(logits / temperature)`` restricted to the
+        ``top_k`` most likely tokens and the smallest set whose probability reaches ``top_p`` (in that order).
+        A sequence that emits an ``eos_token_id`` is finished and padded with ``pad_token_id`` (default: the
+        first eos id); decoding stops when every sequence has finished. Batches of prompts of different lengths
+        are left-padded with ``attention_mask`` marking the real tokens.
+        """
+        self._check_ids(input_ids)
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        if do_sample:
+            if not temperature > 0:
+                raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+            if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+                raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+            if top_p is not None and not 0 < top_p <= 1:
+                raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+        eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+        pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+        B, T = input_ids.shape
+        device = self.model.embed_tokens.weight.device
+        input_ids = input_ids.to(device)
+        if max_new_tokens == 0:
+            return input_ids
+        cache = self.new_cache(B, T + max_new_tokens)
+
+        mask = positions = None
+        if attention_mask is not None:
+            if attention_mask.shape != (B, T):
+                raise ValueError(f"attention_mask must have the prompt's shape {(B, T)}, got "
+                                 f"{tuple(attention_mask.shape)}")
+            if not bool(attention_mask.bool().all()):
+                mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
+                mask[:, :T] = attention_mask.to(device).long()
+                positions = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
+        eos_ids = torch.tensor(eos, device=device) if eos else None
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        out = torch.empty(B, max_new_tokens, dtype=input_ids.dtype, device=device)
+
+        logits = self(input_ids, attention_mask=None if mask is None else mask[:, :T], position_ids=positions,
+                      past_key_values=cache, logits_to_keep=1).logits[:, -1]
+        n = 0
+        for step in range(max_new_tokens):
+            if do_sample:
+                token = sample_token(logits.float(), temperature, top_k, top_p, generator)
+            else:
+                token = logits.argmax(dim=-1)
+            if eos_ids is not None:
+                token = torch.where(finished, torch.full_like(token, pad), token)
+                finished |= torch.isin(token, eos_ids)
+            out[:, step] = token
+            n = step + 1
+            if n == max_new_tokens or (eos_ids is not None and bool(finished.all())):
+                break
+            if positions is not None:
+                positions = positions[:, -1:] + 1
+            logits = self(token[:, None], attention_mask=None if mask is None else mask[:, :T + n],
+                          position_ids=positions, past_key_values=cache).logits[:, -1]
+        return torch.cat([input_ids, out[:, :n]], dim=1)
+
+
+def sample_token(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
+            generator: Optional[torch.Generator]) -> torch.Tensor:
+    """One token per row from ``logits`` (B, V): temperature, then top-k, then top-p (nucleus) filtering."""
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) - probs > top_p  # keep the smallest prefix reaching top_p (always one)
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]

@@ -1,0 +1,463 @@
+"""Publishing: a publishable folder (``model.safetensors``, ``config.json``, model card) and the upload to the Hub.
+
+:func:`export_pretrained`, :func:`export_run`, :func:`publish_run`, :func:`push_to_hub` and ``zoo publish`` write
+``model.safetensors``, ``config.json`` (timm's schema for vision models, the model's own config for language
+models) and a model card (``README.md``, :mod:`zoo.cards`), then upload the folder with ``HfApi.upload_folder``.
+A folder written here loads back with ``zoo.create_model(FOLDER, pretrained=True)`` for every family.
+"""
+import copy
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+import yaml
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError
+from timm.models._hub import save_config_for_hf
+from tokenizers import Tokenizer
+from torch import nn
+
+from ._version import __version__
+from .cards import render_published_card
+from .factory import create_model
+from .hub import CONFIG_NAME, WEIGHTS_NAME, endpoint_reachable, offline_mode
+from .profile import count_params, profile
+from .registry import get_entry
+from .weights import load_checkpoint, save_state_dict, sha256_file
+
+__all__ = [
+    "PublishError",
+    "export_pretrained",
+    "export_run",
+    "publish_run",
+    "push_to_hub",
+    "upload_folder",
+]
+
+_logger = logging.getLogger(__name__)
+
+
+class PublishError(RuntimeError):
+    """Exporting or uploading to the Hub failed; the message says why and what to do."""
+
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Publishing: export a model (weights, config.json, model card) and upload it
+# ------------------------------------------------------------------------------------------------------------------
+
+CARD_NAME = "README.md"
+PUBLISHED_CARDS_DIR = Path("model_cards") / "published"
+AUTO_CARDS_DIR = "auto"
+# training-only options and build-time switches: not part of the architecture (timm leaves drop rates out too)
+_TRAINING_ONLY_ARGS = ("drop_rate", "drop_path_rate", "drop_block_rate", "pretrained", "checkpoint_path",
+                       "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "cache_dir", "features_only",
+                       "out_indices", "feature_cls", "norm")
+
+
+def _unwrap_model(model: nn.Module) -> nn.Module:
+    """The module itself, out of DDP / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _architecture_args(model_kwargs: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    args = {}
+    for k, v in (model_kwargs or {}).items():
+        if k in _TRAINING_ONLY_ARGS or k.endswith("_drop_rate"):
+            continue
+        args[k] = list(v) if isinstance(v, tuple) else v
+    return args
+
+
+def _json_default(value):
+    if isinstance(value, torch.dtype):
+        return str(value).replace("torch.", "")
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _config_dict(config) -> Optional[Dict[str, Any]]:
+    """A model's ``config`` (dataclass, dict, or object with ``to_dict``) as a plain dict."""
+    if config is None:
+        return None
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if isinstance(config, dict):
+        return dict(config)
+    if callable(getattr(config, "to_dict", None)):
+        return dict(config.to_dict())
+    return None
+
+
+def _vision_config(model: nn.Module, model_name: str, model_args: Dict[str, Any],
+                   data_config: Optional[Dict[str, Any]], out_dir: Path) -> Dict[str, Any]:
+    """timm's config.json for the model as it is now (timm writes it), with the architecture's registry cfg."""
+
+    if not isinstance(getattr(model, "pretrained_cfg", None), dict) or not hasattr(model, "num_classes"):
+        raise PublishError(f"{type(model).__name__} has no timm pretrained_cfg / num_classes; build it with "
+                           f"zoo.create_model({model_name!r}, ...) (features_only models cannot be published)")
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".config.", suffix=".json")
+    os.close(fd)
+    try:
+        save_config_for_hf(model, tmp, model_args=model_args, data_config=data_config)
+        with open(tmp) as f:
+            config = json.load(f)
+    except ValueError as e:  # an argument that disagrees with the model or is not serializable
+        raise PublishError(f"cannot describe {model_name} in config.json: {e}") from e
+    finally:
+        os.unlink(tmp)
+    config["architecture"] = model_name
+    cfg = config.setdefault("pretrained_cfg", {})
+    for k in ("notes", "tag", "description", "hf_hub_id", "hf_hub_filename", "url", "file", "source"):
+        cfg.pop(k, None)  # these described the architecture's registered weights, not these
+    return config
+
+
+def _profile_summary(model: nn.Module, task: str, input_size: Optional[Tuple[int, ...]],
+                     latency_runs: int) -> Dict[str, Any]:
+    """Params always; MACs and CPU latency (batch 1) from zoo.profile where the model can be profiled."""
+    summary: Dict[str, Any] = {"params": int(count_params(model)["params"])}
+    if task != "image-classification":
+        return summary
+    was_training = model.training
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    subject = model if on_cpu else copy.deepcopy(model).cpu()
+    try:
+        prof = profile(subject, input_size=input_size, latency=latency_runs > 0, runs=max(latency_runs, 1),
+                       warmup=1 if latency_runs else 0)
+        summary.update(macs=int(prof.macs), input_size=list(prof.input_size[1:]), threads=torch.get_num_threads())
+        if prof.latency:
+            summary.update(latency_ms=float(prof.latency[0]["median_ms"]), latency_device="cpu")
+    except (RuntimeError, ValueError, TypeError, AssertionError, NotImplementedError) as e:
+        # profiling is informative only: the card then leaves MACs and latency out
+        _logger.warning("profiling %s failed (%s); the model card leaves MACs and latency out", type(model).__name__, e)
+    finally:
+        model.train(was_training)
+    return summary
+
+
+def _recipe_text(recipe: Union[None, str, os.PathLike, Dict[str, Any]]) -> Optional[str]:
+    if recipe is None:
+        return None
+    if isinstance(recipe, dict):
+        return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False)
+    if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe
+                                    and recipe.endswith((".yaml", ".yml"))):
+        return Path(recipe).read_text()
+    return str(recipe)
+
+
+def export_pretrained(model: nn.Module, out_dir: Union[str, os.PathLike], *, model_name: Optional[str] = None,
+                      model_kwargs: Optional[Dict[str, Any]] = None, metrics: Optional[Dict[str, Any]] = None,
+                      recipe: Union[None, str, os.PathLike, Dict[str, Any]] = None, dataset: Optional[str] = None,
+                      tokenizer_file: Optional[Union[str, os.PathLike]] = None, repo_id: Optional[str] = None,
+                      data_config: Optional[Dict[str, Any]] = None, license: Optional[str] = None,
+                      latency_runs: int = 10) -> Path:
+    """Write a publishable folder: ``model.safetensors``, ``config.json`` and the model card ``README.md``.
+
+    Args:
+        model: a zoo model (DDP / compiled wrappers are removed).
+        out_dir: the folder to write (created; files of the same names are replaced).
+        model_name: its registry name (default: ``model.pretrained_cfg["architecture"]``).
+        model_kwargs: the arguments it was built with (``zoo.create_model(model_name, **model_kwargs)``); they
+            become ``model_args`` in config.json, without training-only options such as drop rates.
+        metrics: held-out results (``metrics.json`` of a run): ``top1``/``top5``/``loss``/``perplexity``, ``dataset``.
+        recipe: the training recipe (dict, YAML text or a path to ``args.yaml``), quoted in the card.
+        dataset: the training data set's name (default: ``metrics["dataset"]``).
+        tokenizer_file: copied next to the weights (language models).
+        repo_id: the Hub repo the folder is for (the card's title and usage line).
+        data_config: preprocessing the model was trained with (timm keys ``input_size``, ``interpolation``,
+            ``mean``, ``std``, ``crop_pct``, ``crop_mode``); recorded in config.json's ``pretrained_cfg``.
+        license: the weights' license (default: the architecture's, from ``zoo.model_info``).
+        latency_runs: timed CPU passes for the card's latency figure (0: not measured).
+
+    config.json follows timm's schema for vision models (``architecture``, ``num_classes``, ``num_features``,
+    ``pretrained_cfg``, ``model_args``). For other models, a family file that defines
+    ``save_pretrained(model, out_dir, model_name=...)`` writes its own Hub format (weights and config.json, e.g. a
+    transformers Llama folder); otherwise config.json is the model's own ``config`` (a dataclass or dict with
+    Hugging Face key names). Either way it carries ``architecture`` and ``model_args`` (what
+    ``zoo.create_model("hf-hub:...")`` rebuilds from) and ``hf_hub_sha256``, the weights' sha256 that loading checks.
+    """
+
+    model = _unwrap_model(model)
+    if model_name is None:
+        model_name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+        if not model_name:
+            raise PublishError("model_name is needed: the model carries no pretrained_cfg['architecture']")
+    entry = get_entry(model_name)  # UnknownModelError (with close names) for a name the registry lacks
+    metrics = dict(metrics or {})
+    dataset = dataset or metrics.get("dataset")
+    model_args = _architecture_args(model_kwargs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    family_saver = getattr(sys.modules.get(type(model).__module__), "save_pretrained", None)
+    if entry.task == "image-classification":
+        save_state_dict(model, out / WEIGHTS_NAME, metadata={"architecture": model_name})
+        config = _vision_config(model, model_name, model_args, data_config, out)
+        input_size = tuple(config["pretrained_cfg"].get("input_size") or ()) or None
+    elif callable(family_saver):
+        # the family writes its own Hub format (e.g. a transformers-loadable Llama folder where the model is one)
+        family_saver(model, out, model_name=model_name)
+        config = json.loads((out / CONFIG_NAME).read_text())
+        config.update(architecture=model_name, model_args=model_args)
+        input_size = None
+    else:
+        save_state_dict(model, out / WEIGHTS_NAME, metadata={"architecture": model_name})
+        config = _config_dict(getattr(model, "config", None)) or {}
+        config.update(architecture=model_name, model_args=model_args)
+        input_size = None
+    weights_path = out / WEIGHTS_NAME
+    weights = {"file": WEIGHTS_NAME, "size": weights_path.stat().st_size, "sha256": sha256_file(weights_path)}
+    config["hf_hub_sha256"] = weights["sha256"]
+    config["zoo"] = {"version": __version__, "family": entry.family, "task": entry.task}
+    _write_text(out / CONFIG_NAME, json.dumps(config, indent=2, default=_json_default) + "\n")
+
+    if tokenizer_file is not None:
+        tokenizer_file = Path(tokenizer_file)
+        if not tokenizer_file.is_file():
+            raise PublishError(f"tokenizer file {tokenizer_file} does not exist")
+        shutil.copyfile(tokenizer_file, out / tokenizer_file.name)
+
+    summary = _profile_summary(model, entry.task, input_size, latency_runs)
+    card = render_published_card(
+        repo_id=repo_id, model_name=model_name, task=entry.task, family=entry.family,
+        license=license or entry.pretrained_cfg.get("license"), dataset=dataset, metrics=metrics,
+        recipe_text=_recipe_text(recipe), summary=summary, weights=weights, model_args=model_args,
+        tokenizer=tokenizer_file is not None)
+    _write_text(out / CARD_NAME, card)
+    _logger.info("exported %s to %s (sha256 %s)", model_name, out, weights["sha256"])
+    return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def exported_files(folder: Path) -> List[str]:
+    missing = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME) if not (folder / n).is_file()]
+    if missing:
+        raise PublishError(f"{folder} is not an exported model folder: {', '.join(missing)} missing")
+    with open(folder / CONFIG_NAME) as f:
+        config = json.load(f)
+    if config.get("hf_hub_sha256") and sha256_file(folder / WEIGHTS_NAME) != config["hf_hub_sha256"]:
+        raise PublishError(f"{folder / WEIGHTS_NAME} no longer matches the sha256 in {folder / CONFIG_NAME}; "
+                           "export the folder again")
+    extra = [p.name for p in sorted(folder.glob("tokenizer*.json"))]
+    extra += [n for n in ("generation_config.json",) if (folder / n).is_file()]
+    return [WEIGHTS_NAME, CONFIG_NAME, CARD_NAME] + extra
+
+
+def _read_run(run_dir: Path) -> Tuple[Dict[str, Any], str, Dict[str, Any]]:
+    if not run_dir.is_dir():
+        raise PublishError(f"run folder {run_dir} does not exist")
+    missing = [n for n in ("args.yaml", WEIGHTS_NAME) if not (run_dir / n).is_file()]
+    if missing:
+        raise PublishError(f"{run_dir} is not a finished training run: {', '.join(missing)} missing (train.py writes "
+                           "args.yaml at the start and model.safetensors at the end)")
+    recipe_text = (run_dir / "args.yaml").read_text()
+    try:
+        args = yaml.safe_load(recipe_text)
+    except yaml.YAMLError as e:
+        raise PublishError(f"{run_dir / 'args.yaml'} is not valid YAML: {e}") from e
+    if not isinstance(args, dict) or not isinstance(args.get("model"), str):
+        raise PublishError(f"{run_dir / 'args.yaml'} names no model (a top-level `model:` registry name)")
+    metrics = {}
+    if (run_dir / "metrics.json").is_file():
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        except ValueError as e:
+            raise PublishError(f"{run_dir / 'metrics.json'} is not valid JSON: {e}") from e
+    else:
+        _logger.warning("%s has no metrics.json: the model card will carry no evaluation results", run_dir)
+    return args, recipe_text, metrics
+
+
+def _data_config(args: Dict[str, Any], in_chans: int) -> Dict[str, Any]:
+    """Preprocessing of a run, from ``args.yaml`` (``data:`` section first, then top level), in timm's keys."""
+    data = args.get("data") if isinstance(args.get("data"), dict) else {}
+    config: Dict[str, Any] = {}
+    for src in (args, data):
+        for key in ("input_size", "img_size", "image_size"):
+            size = src.get(key)
+            if size is None:
+                continue
+            size = [size, size] if isinstance(size, int) else list(size)
+            config["input_size"] = tuple(size if len(size) == 3 else [in_chans, *size[-2:]])
+        for key in ("mean", "std"):
+            if src.get(key) is not None:
+                config[key] = tuple(src[key]) if isinstance(src[key], (list, tuple)) else (src[key],)
+        for key in ("interpolation", "crop_pct", "crop_mode"):
+            if src.get(key) is not None:
+                config[key] = src[key]
+    return config
+
+
+def export_run(run_dir: Union[str, os.PathLike], out_dir: Optional[Union[str, os.PathLike]] = None, *,
+               repo_id: Optional[str] = None, license: Optional[str] = None, latency_runs: int = 10) -> Path:
+    """Export a training run folder (``args.yaml``, ``model.safetensors``, ``metrics.json``, ``tokenizer.json``)
+    with :func:`export_pretrained`; default ``out_dir``: ``RUN_DIR/publish``. The run's weights are loaded into
+    a freshly built model first, so weights that do not fit the recipe's architecture are refused here."""
+
+    run_dir = Path(run_dir)
+    args, recipe_text, metrics = _read_run(run_dir)
+    name, model_kwargs = args["model"], dict(args.get("model_kwargs") or {})
+    task = get_entry(name).task
+    tokenizer = run_dir / "tokenizer.json"
+    # train.py sizes the head from the data and the embeddings from the tokenizer when the recipe leaves them
+    # out; metrics.json records both
+    if task == "image-classification" and "num_classes" not in model_kwargs and metrics.get("num_classes"):
+        model_kwargs["num_classes"] = int(metrics["num_classes"])
+    if task == "text-generation" and "vocab_size" not in model_kwargs:
+        if metrics.get("vocab_size"):
+            model_kwargs["vocab_size"] = int(metrics["vocab_size"])
+        elif tokenizer.is_file():
+            model_kwargs["vocab_size"] = Tokenizer.from_file(str(tokenizer)).get_vocab_size()
+    model = create_model(name, **_architecture_args(model_kwargs))
+    load_checkpoint(model, run_dir / WEIGHTS_NAME)
+    if metrics.get("label_names") and isinstance(getattr(model, "pretrained_cfg", None), dict):
+        model.pretrained_cfg = {**model.pretrained_cfg, "label_names": list(metrics["label_names"]),
+                                "num_classes": getattr(model, "num_classes", len(metrics["label_names"]))}
+    data = args.get("data") if isinstance(args.get("data"), dict) else {}
+    dataset = metrics.get("dataset") or data.get("name") or data.get("dataset")
+    in_chans = getattr(model, "in_chans", None) or model_kwargs.get("in_chans", 3)
+    data_config = _data_config(args, in_chans) if task == "image-classification" else None
+    return export_pretrained(
+        model, Path(out_dir) if out_dir is not None else run_dir / "publish", model_name=name,
+        model_kwargs=model_kwargs, metrics=metrics, recipe=recipe_text, dataset=dataset,
+        tokenizer_file=tokenizer if tokenizer.is_file() else None, repo_id=repo_id, data_config=data_config,
+        license=license, latency_runs=latency_runs)
+
+
+def check_repo_id(repo_id: str) -> None:
+    if not isinstance(repo_id, str) or not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id) or ".." in repo_id:
+        raise PublishError(f"repo id {repo_id!r} is not of the form ORG/NAME (letters, digits, '-', '_', '.')")
+
+
+def scrub_token(text: str, token: Optional[str]) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def upload_folder(folder: Union[str, os.PathLike], repo_id: str, *, private: bool = False,
+                  token: Optional[str] = None, commit_message: Optional[str] = None) -> str:
+    """Create ``repo_id`` if needed and upload an exported folder with ``HfApi.upload_folder``; the repo's URL.
+
+    Errors name the endpoint and what to do; the token never appears in them.
+    """
+
+    folder = Path(folder)
+    check_repo_id(repo_id)
+    files = exported_files(folder)
+    endpoint = constants.ENDPOINT
+    if offline_mode():
+        raise PublishError(f"offline mode is on (HF_HUB_OFFLINE=1): nothing was uploaded to {endpoint}. Unset "
+                           f"HF_HUB_OFFLINE and publish again; the exported folder is {folder}")
+    if not endpoint_reachable(endpoint):
+        raise PublishError(f"could not reach the Hub at {endpoint}: nothing was uploaded. Connect, or set "
+                           f"HF_ENDPOINT to a reachable Hub; the exported folder is {folder}")
+    api = HfApi(endpoint=endpoint, token=token)
+    step = f"creating {repo_id}"
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        step = f"uploading {len(files)} files to {repo_id}"
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files,
+                                 commit_message=commit_message or f"Upload {repo_id} with zoo")
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise PublishError(
+                f"the Hub at {endpoint} refused {step} (HTTP {status}): the token is missing, invalid or has no "
+                f"write access to {repo_id.split('/')[0]}. Pass a write token (token=..., --token-env VAR, "
+                f"HF_TOKEN or `hf auth login`).") from None
+        detail = scrub_token(str(e).splitlines()[0] if str(e) else type(e).__name__, token)
+        raise PublishError(f"the Hub at {endpoint} failed {step} (HTTP {status}): {detail}") from None
+    except Exception as e:  # transport errors (the client's httpx), raised as they are
+        if isinstance(e, OSError) or type(e).__module__.split(".")[0].startswith("httpx"):
+            raise PublishError(f"lost the connection to the Hub at {endpoint} while {step}: "
+                               f"{scrub_token(str(e), token)}. Check the network or HF_ENDPOINT and publish again "
+                               f"(uploads of files already there are skipped).") from None
+        raise
+    _logger.info("published %s (commit %s)", repo_id, info.oid)
+    return str(url)
+
+
+def _cards_dir(cards_dir) -> Optional[Path]:
+    if cards_dir == AUTO_CARDS_DIR:  # a checkout of the zoo (or any folder with model_cards/): model_cards/published/
+        return Path.cwd() / PUBLISHED_CARDS_DIR if (Path.cwd() / "model_cards").is_dir() else None
+    return None if cards_dir is None else Path(cards_dir)
+
+
+def save_published_card(folder: Path, repo_id: str, cards_dir) -> Optional[Path]:
+    target = _cards_dir(cards_dir)
+    if target is None:
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / (repo_id.replace("/", "--") + ".md")
+    _write_text(path, (folder / CARD_NAME).read_text())
+    return path
+
+
+def publish_run(run_dir: Union[str, os.PathLike], repo_id: str, *, private: bool = False,
+                token: Optional[str] = None, out_dir: Optional[Union[str, os.PathLike]] = None,
+                cards_dir: Union[None, str, os.PathLike] = AUTO_CARDS_DIR, license: Optional[str] = None,
+                latency_runs: int = 10) -> str:
+    """Export a training run (:func:`export_run`) and upload it to ``repo_id``; returns the repo's URL.
+
+    The card is also written to ``cards_dir/ORG--NAME.md`` (default: ``model_cards/published/`` when the current
+    folder has ``model_cards/``, as a checkout of the zoo does; ``None``: not written).
+    """
+    check_repo_id(repo_id)
+    folder = export_run(run_dir, out_dir, repo_id=repo_id, license=license, latency_runs=latency_runs)
+    url = upload_folder(folder, repo_id, private=private, token=token,
+                        commit_message=f"Upload {repo_id} from run {Path(run_dir).name}")
+    save_published_card(folder, repo_id, cards_dir)
+    return url
+
+
+def push_to_hub(model: nn.Module, repo_id: str, *, model_name: Optional[str] = None,
+                model_kwargs: Optional[Dict[str, Any]] = None, metrics: Optional[Dict[str, Any]] = None,
+                recipe: Union[None, str, os.PathLike, Dict[str, Any]] = None, dataset: Optional[str] = None,
+                tokenizer_file: Optional[Union[str, os.PathLike]] = None,
+                data_config: Optional[Dict[str, Any]] = None, license: Optional[str] = None,
+                private: bool = False, token: Optional[str] = None, out_dir: Optional[Union[str, os.PathLike]] = None,
+                cards_dir: Union[None, str, os.PathLike] = AUTO_CARDS_DIR, commit_message: Optional[str] = None,
+                latency_runs: int = 10) -> str:
+    """Publish any zoo model: :func:`export_pretrained` (into ``out_dir``, default a temporary folder), then upload
+    to ``repo_id``; returns the repo's URL. ``zoo.create_model("hf-hub:" + repo_id, pretrained=True)`` loads it.
+
+    Pass ``model_kwargs`` when the model was built with arguments beyond ``num_classes`` / ``in_chans`` (sizes,
+    depths, ...): they are what rebuilds it. ``cards_dir`` as in :func:`publish_run`.
+    """
+    check_repo_id(repo_id)
+    with tempfile.TemporaryDirectory(prefix="zoo-publish-") as tmp:
+        folder = export_pretrained(
+            model, out_dir if out_dir is not None else tmp, model_name=model_name, model_kwargs=model_kwargs,
+            metrics=metrics, recipe=recipe, dataset=dataset, tokenizer_file=tokenizer_file, repo_id=repo_id,
+            data_config=data_config, license=license, latency_runs=latency_runs)
+        url = upload_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
+        save_published_card(folder, repo_id, cards_dir)
+    return url
