@@ -314,7 +314,18 @@ def wrap_features(model: nn.Module, name: str, out_indices=None, feature_cls=Non
         indices = out_indices if not isinstance(out_indices, int) else tuple(range(len(info) - out_indices, len(info)))
         if issubclass(cls, (FeatureDictNet, FeatureHookNet)):
             cfg.setdefault("flatten_sequential", True)
-        wrapped = cls(model, out_indices=tuple(i % len(info) for i in indices), **cfg)
+        # the stages' own layout (MetaFormer's stages run channels-last): recorded, as timm does, in output_fmt
+        cfg.setdefault("output_fmt", getattr(model, "stage_output_fmt", "NCHW"))
+        unsupported = f"feature_cls={feature_cls!r} cannot wrap {name}: use feature_cls='getter' (the default)"
+        # timm's list/dict/hook wrappers run the model's top-level modules in order, in place of forward_features
+        containers = [n for n, c in model.named_children() if isinstance(c, (nn.ModuleList, nn.ModuleDict))]
+        if containers:
+            raise ValueError(f"{unsupported}; the list/dict/hook wrappers run the top-level modules in order, and "
+                             f"{', '.join(containers)} is a container that {name}'s forward_features steps through")
+        try:
+            wrapped = cls(model, out_indices=tuple(i % len(info) for i in indices), **cfg)
+        except (AssertionError, KeyError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{unsupported} ({e})") from e
     wrapped.pretrained_cfg = wrapped.default_cfg = model.pretrained_cfg
     return wrapped
 

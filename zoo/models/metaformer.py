@@ -372,6 +372,8 @@ class MetaFormer(StagePruningMixin, nn.Module):
         img_size: input size that fixes RandomMixing's token counts (RandFormer only runs at this size).
     """
 
+    stage_output_fmt = "NHWC"  # the stages run channels-last; timm's list/dict/hook feature wrappers say so
+
     def __init__(
         self,
         in_chans: int = 3,

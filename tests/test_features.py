@@ -1,0 +1,49 @@
+"""features_only honours timm's feature_cls: 'getter' (default), 'hook', 'dict', 'list' give the same maps.
+
+One model per family (the smallest, from the registry): a wrapper either returns exactly the getter's feature
+maps (in its recorded ``output_fmt``) or is refused at build time with a message naming the one that works.
+"""
+import copy
+
+import pytest
+import torch
+
+from zoo.factory import create_model, wrap_features
+from zoo.registry import get_entry, list_families, list_models
+
+
+def _smallest_vision_model_per_family():
+    names = []
+    for family in list_families():
+        members = list_models(family=family, task="image-classification")
+        if members:
+            names.append(min(members, key=lambda n: (get_entry(n).reference.get("params") or 0, n)))
+    return names
+
+
+@pytest.mark.parametrize("name", _smallest_vision_model_per_family())
+@pytest.mark.parametrize("feature_cls", ["hook", "dict", "list"])
+def test_feature_wrappers_agree_with_the_getter(name, feature_cls):
+    model = create_model(name).eval()
+    cfg = model.pretrained_cfg
+    size = cfg["input_size"][-1] if cfg.get("fixed_input_size") else 64
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = wrap_features(copy.deepcopy(model), name, out_indices=(1, 2))(x)
+        try:
+            wrapped = wrap_features(copy.deepcopy(model), name, out_indices=(1, 2), feature_cls=feature_cls)
+        except ValueError as e:
+            assert "feature_cls='getter'" in str(e)
+            return
+        out = wrapped(x)
+    out = list(out.values()) if isinstance(out, dict) else out
+    if str(getattr(wrapped, "output_fmt", "NCHW")).endswith("NHWC"):
+        out = [t.permute(0, 3, 1, 2) for t in out]
+    assert len(out) == len(expected)
+    for got, want in zip(out, expected):
+        assert got.shape == want.shape and torch.equal(got, want)
+
+
+def test_unknown_feature_cls_is_named():
+    with pytest.raises(ValueError, match="feature_cls='fx2'.*getter, hook, dict, list"):
+        create_model(list_models(task="image-classification")[0], features_only=True, feature_cls="fx2")
