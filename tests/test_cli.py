@@ -113,7 +113,7 @@ def test_convert_an_authors_slak_checkpoint_into_a_zoo_folder(tmp_path, capsys):
     """`zoo convert` reads the authors' `{"model": ...}` layout and writes a folder the zoo loads back exactly."""
     import torch
 
-    from zoo.reference.slak import make_authors_state_dict, reference_forward
+    from zoo.bench.reference.slak import make_authors_state_dict, reference_forward
 
     model_args = dict(depths=[1, 1, 1, 1], dims=[16, 24, 40, 56], kernel_size=[13, 11, 9, 7, 5], num_classes=10)
     spec = {k: v for k, v in model_args.items() if k != "dims"} | {"base_dims": model_args["dims"]}  # widths x 1.3

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from fakehub import FakeHub
-from metaformer_reference import make_authors_state_dict, reference_forward
+from zoo.bench.reference.metaformer import make_authors_state_dict, reference_forward
 
 import zoo
 from zoo.weights import CheckpointError, save_state_dict

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.bench_lm import randomize_
+from zoo.bench.harness import randomize_
 from zoo.weights import CheckpointError, CheckpointMismatchError, save_state_dict
 from zoo.models.mobilellm import MobileLLM, MobileLLMConfig, pro_layer_types, save_pretrained, to_llama_config
 
@@ -433,15 +433,13 @@ def test_lm_profile_macs_per_token_and_kv_bytes():
 
 
 def test_bench_lm_compares_with_transformers_on_the_same_weights():
-    from tqdm import tqdm
-
-    from zoo.bench_lm import bench_one, format_table
-    with tqdm(disable=True) as progress:
-        r = bench_one("mobilellm_125m", torch.float32, runs=1, warmup=0, prefill_tokens=8, prompt_tokens=4,
-                      new_tokens=3, progress=progress, num_hidden_layers=LAYERS)
-        with pytest.raises(ValueError, match="no stock LlamaForCausalLM twin"):
-            bench_one("mobilellm_125m_ls", torch.float32, 1, 0, 8, 4, 3, progress, **SMALL)
-    assert r.identical_tokens and r.prefill_logits_max_abs_diff <= 1e-4
-    assert r.kv_cache_bytes_per_token == 2 * LAYERS * 3 * 64 * 4
-    assert min(r.hf_decode_tok_s, r.zoo_decode_tok_s, r.floor_decode_tok_s, r.prefill_ratio, r.decode_ratio) > 0
-    assert "mobilellm_125m" in format_table([r])
+    from zoo.bench import lm
+    from zoo.bench.harness import format_rows
+    prefill, decode = lm.compare("mobilellm_125m", torch.float32, runs=1, warmup=0, prefill_tokens=8,
+                                 prompt_tokens=4, new_tokens=3, num_hidden_layers=LAYERS)
+    with pytest.raises(ValueError, match="no stock LlamaForCausalLM twin"):
+        lm.compare("mobilellm_125m_ls", torch.float32, 1, 0, 8, 4, 3, **SMALL)
+    assert decode.extra["same tokens"] is True and prefill.max_abs_diff <= 1e-4
+    assert decode.extra["KV B/token"] == 2 * LAYERS * 3 * 64 * 4
+    assert min(decode.peer_rate, decode.rate, decode.extra["floor tok/s"], prefill.ratio, decode.ratio) > 0
+    assert "mobilellm_125m" in format_rows([prefill, decode])

@@ -6,7 +6,7 @@ realistic weight scales (fan-in scaled weights, norm and layer scales near 1), t
 """
 import pytest
 import torch
-from metaformer_reference import make_authors_state_dict, reference_forward
+from zoo.bench.reference.metaformer import make_authors_state_dict, reference_forward
 
 import zoo
 from zoo.weights import read_state_dict, save_state_dict

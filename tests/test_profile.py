@@ -122,7 +122,7 @@ def test_compiled_latency():
 
 
 def test_pareto_front():
-    from zoo.plot import pareto_front
+    from zoo.bench.plot import pareto_front
     points = [(1.0, 70.0), (2.0, 75.0), (1.5, 69.0), (3.0, 74.0), (4.0, 80.0), (2.0, 72.0)]
     assert pareto_front(points) == [0, 1, 4]
 

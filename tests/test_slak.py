@@ -7,7 +7,7 @@ import zoo
 from zoo.weights import CheckpointMismatchError, load_checkpoint, save_state_dict
 from zoo.layers import DecomposedLargeKernel, FusedLargeKernel
 from zoo.models.slak import checkpoint_filter_fn
-from zoo.reference.slak import (
+from zoo.bench.reference.slak import (
     arch,
     count_params,
     make_authors_state_dict,

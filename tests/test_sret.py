@@ -4,7 +4,7 @@ import torch
 
 import zoo
 from zoo.layers import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
-from zoo.reference.sret import make_authors_state_dict, reference_forward
+from zoo.bench.reference.sret import make_authors_state_dict, reference_forward
 
 
 def _assert_close(actual, expected, what, rel=1e-4):

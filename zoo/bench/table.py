@@ -13,6 +13,10 @@ from typing import Any, Dict, List, Sequence
 import torch
 from tqdm import tqdm
 
+from ..profile import profile
+from ..registry import list_models, model_info
+from .plot import plot_tradeoffs
+
 __all__ = ["COLUMNS", "collect_rows", "format_rows", "run_table", "write_csv"]
 
 COLUMNS = ["model", "family", "series", "params", "gmacs", "top1", "batch_size", "latency_ms", "images_per_s",
@@ -27,8 +31,6 @@ def series_of(name: str) -> str:
 def collect_rows(names: Sequence[str], batch_sizes: Sequence[int] = (1,), device: str = "cpu", runs: int = 10,
                  warmup: int = 2, channels_last: bool = False, show: bool = True) -> List[Dict[str, Any]]:
     """Profile every model (MACs at batch 1, latency per batch size) and return one row per (model, batch)."""
-    from .profile import profile
-    from .registry import model_info
 
     rows: List[Dict[str, Any]] = []
     bar = tqdm(names, unit="model", file=sys.stderr, dynamic_ncols=True, disable=not show)
@@ -86,7 +88,6 @@ def write_csv(rows: Sequence[Dict[str, Any]], path: Path) -> Path:
 
 def run_table(args) -> int:
     """``zoo bench --family F`` / ``--all``: build, print, and write the model table (and plot)."""
-    from .registry import list_models
 
     names = list_models(family=args.family, task="image-classification")  # LMs: zoo bench --models NAME
     if args.models_given:
@@ -99,6 +100,5 @@ def run_table(args) -> int:
     if args.csv:
         print(f"wrote {write_csv(rows, args.csv)}")
     if args.plot:
-        from .plot import plot_tradeoffs
         print(f"wrote {plot_tradeoffs(rows, args.plot)}")
     return 0

@@ -1,0 +1,167 @@
+"""Benchmarks: every family against its named peer, on the same weights, timed side by side in one run.
+
+One harness (:mod:`zoo.bench.harness`: interleaved rounds, warm-up, medians, one run-count rule, one result type
+and table) and a table of peers per family (:data:`PEERS`), so that ``zoo bench --models NAME,...`` reaches every
+comparison; ``zoo bench --family F`` / ``--all`` builds the model table instead (:mod:`zoo.bench.table`).
+The authors' code, rendered plainly for parity tests and as peers, lives in :mod:`zoo.bench.reference`.
+
+    zoo bench                                  # poolformer_s12, convformer_s18 against timm
+    zoo bench --models slak_tiny               # SLaK's inference form against the authors' formulation
+    zoo bench --models sret_tiny,sret_small    # SReT against the authors' forward
+    zoo bench --models mobilellm_125m          # prefill / decode against transformers' LlamaForCausalLM
+    zoo bench --models mor_135m                # Mixture-of-Recursions against the vanilla stack
+"""
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from ..registry import get_entry, list_models
+from . import lm, mor, slak, sret, vision
+from .harness import Row, environment, format_rows, print_header, write_json
+from .table import run_table
+
+__all__ = ["PEERS", "Peer", "add_arguments", "main", "run"]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What a family is measured against, how, and what counts as agreement."""
+    name: str
+    title: str
+    compare: Callable[..., List[Row]]  # (model name, args) -> rows
+    default_models: Sequence[str]
+    check: Callable[[Row], bool]  # the fidelity condition every row must meet
+    notes: Callable[[Sequence[Row]], List[str]] = lambda rows: []
+
+
+def _within(tolerance: float) -> Callable[[Row], bool]:
+    return lambda row: row.rel_diff is None or row.rel_diff <= tolerance
+
+
+def _vision(name: str, args) -> List[Row]:
+    return vision.compare(name, args.batch_sizes or vision.DEFAULT_BATCH_SIZES, args.runs, args.warmup, args.img_size)
+
+
+def _slak(name: str, args) -> List[Row]:
+    return slak.compare(name, args.batch_sizes or slak.DEFAULT_BATCH_SIZES, args.runs, args.warmup, args.impls)
+
+
+def _sret(name: str, args) -> List[Row]:
+    return sret.compare(name, args.batch_sizes or sret.DEFAULT_BATCH_SIZES, args.runs, args.warmup)
+
+
+def _lm(name: str, args) -> List[Row]:
+    return lm.compare(name, lm.DTYPES[args.dtype], args.runs or 5, max(args.warmup, 1), args.prefill_tokens,
+                      args.prompt_tokens, args.new_tokens)
+
+
+def _mor(name: str, args) -> List[Row]:
+    overrides = {"num_hidden_layers": args.layers} if args.layers else {}
+    return mor.compare(name, args.batch_sizes or mor.DEFAULT_BATCH_SIZES, args.runs or 3, args.warmup,
+                       args.prompt_tokens or 128, args.new_tokens or 32, **overrides)
+
+
+# family -> its peer; a family without an entry has no comparison yet (`zoo bench --family F` still profiles it)
+PEERS: Dict[str, Peer] = {
+    "metaformer": Peer("timm", "MetaFormer: zoo vs timm, same weights (fp32, eval, inference_mode)", _vision,
+                       vision.DEFAULT_MODELS, _within(vision.TOLERANCE), vision.notes),
+    "slak": Peer("authors", "SLaK: zoo inference form vs the authors' three-branch formulation, same weights", _slak,
+                 slak.DEFAULT_MODELS, _within(slak.TOLERANCE)),
+    "sret": Peer("authors", "SReT: zoo vs a plain rendition of the authors' forward, same weights", _sret,
+                 sret.DEFAULT_MODELS, _within(sret.TOLERANCE)),
+    "mobilellm": Peer("transformers", "MobileLLM: zoo vs transformers LlamaForCausalLM, same weights (batch 1)", _lm,
+                      lm.DEFAULT_MODELS, lambda row: row.extra.get("same tokens", True) is True, lambda r: lm.NOTES),
+    "recursive": Peer("vanilla", "Mixture-of-Recursions vs the vanilla stack of the same depth (random weights)",
+                      _mor, mor.DEFAULT_MODELS, lambda row: True),
+}
+
+
+def _csv(kind: type):
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if not values or (kind is int and min(values) < 1):
+            raise argparse.ArgumentTypeError("expected a comma-separated list of positive values")
+        return values
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=_csv(str), default=None,
+                        help=f"comma-separated model names, one family (default: {','.join(vision.DEFAULT_MODELS)})")
+    parser.add_argument("--batch-sizes", type=_csv(int), default=None, help="comma-separated batch sizes")
+    parser.add_argument("--runs", type=int, default=None, help="timed rounds per candidate (default: by batch size)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up passes per candidate (default: 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--check", action="store_true", help="exit 1 if any output differs beyond tolerance")
+    parser.add_argument("--img-size", type=int, default=224, help="vision: input height and width (default 224)")
+    parser.add_argument("--impls", type=_csv(str), default=["auto"],
+                        help=f"SLaK: zoo paths to time ({', '.join(slak.IMPLS)})")
+    lms = parser.add_argument_group("language models")
+    lms.add_argument("--dtype", default="float32", choices=sorted(lm.DTYPES), help="both implementations' dtype")
+    lms.add_argument("--prefill-tokens", type=int, default=512)
+    lms.add_argument("--prompt-tokens", type=int, default=None, help="decode prompt (MobileLLM 32, MoR 128)")
+    lms.add_argument("--new-tokens", type=int, default=None, help="greedy tokens decoded (MobileLLM 128, MoR 32)")
+    lms.add_argument("--layers", type=int, default=None, help="MoR: dense base depth (reduce for a quicker run)")
+    table = parser.add_argument_group("model table (instead of a comparison)")
+    table.add_argument("--family", default=None, help="profile every model of this family")
+    table.add_argument("--all", action="store_true", help="profile every registered model")
+    table.add_argument("--csv", type=Path, default=None, metavar="PATH", help="write the table as CSV")
+    table.add_argument("--plot", type=Path, default=None, metavar="PATH", help="the top-1 vs cost picture (PNG)")
+    table.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    table.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
+
+
+def _peer_of(models: Sequence[str]) -> Optional[Peer]:
+    unknown = [m for m in models if m not in list_models()]
+    families = {get_entry(m).family for m in models if m not in unknown}
+    if unknown or len(families) != 1 or next(iter(families)) not in PEERS:
+        why = (f"not registered: {', '.join(unknown)}" if unknown else
+               f"one family at a time, with a peer ({', '.join(sorted(PEERS))}); got {', '.join(sorted(families))}")
+        print(f"zoo bench: error: {why}", file=sys.stderr)
+        return None
+    return PEERS[next(iter(families))]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.models_given = args.models is not None
+    if args.family or args.all:
+        return run_table(args)
+    models = args.models or list(vision.DEFAULT_MODELS)
+    peer = _peer_of(models)
+    if peer is None:
+        return 2
+    args.prompt_tokens = args.prompt_tokens or (32 if peer.compare is _lm else None)
+    args.new_tokens = args.new_tokens or (128 if peer.compare is _lm else None)
+    env = environment()
+    print_header(peer.title, env, [f"warm-up {args.warmup}; medians of rounds alternating the candidates"])
+    try:
+        rows = [row for name in models for row in peer.compare(name, args)]
+    except ValueError as e:  # a model the peer cannot run (e.g. no timm twin, no stock Llama twin)
+        print(f"zoo bench: error: {e}", file=sys.stderr)
+        return 2
+    print(format_rows(rows))
+    for note in peer.notes(rows):
+        print(note)
+    write_json(args.json, env, rows, models=models)
+    failed = [r for r in rows if not peer.check(r)]
+    for r in failed:
+        print(f"CHECK FAILED: {r.model} {r.setting} {r.candidate}: outputs differ from {r.peer}", file=sys.stderr)
+    if failed and (args.check or peer.compare is not _vision):
+        return 1
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,191 @@
+"""The one timing harness every comparison uses.
+
+* :func:`time_interleaved` times the candidates in rounds whose order alternates (A, B, then B, A, ...), so that
+  load from other work on a shared machine hits all of them alike, after warm-up passes; medians are reported.
+* :func:`default_runs` is the one run-count rule: 20 timed passes at batch 1, scaling down with the square root
+  of the batch to at least 5 (``base`` and ``floor`` shift it for slow comparisons).
+* :class:`Row` is the one result type (a candidate against its peer on one model and setting) and
+  :func:`format_rows` the one table; :func:`environment` describes the machine the figures come from.
+"""
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import timm
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .._version import __version__
+
+__all__ = ["Phases", "Row", "default_runs", "environment", "format_rows", "print_header", "randomize_", "time_interleaved",
+           "write_json"]
+
+SEED = 0
+
+
+@dataclass
+class Row:
+    """One figure: ``candidate`` against ``peer`` on ``model`` in one ``setting`` (e.g. ``batch 32``)."""
+    model: str
+    setting: str
+    peer: str
+    candidate: str
+    unit: str  # of the rates: img/s, tok/s
+    peer_rate: float
+    rate: float
+    runs: int
+    target: Optional[float] = None  # the ratio the zoo aims for, if any
+    max_abs_diff: Optional[float] = None  # outputs against the peer's, on the same input
+    rel_diff: Optional[float] = None  # max_abs_diff / max |peer output|
+    extra: Dict[str, Any] = field(default_factory=dict)  # comparison-specific figures, printed as columns
+    times_s: Dict[str, List[float]] = field(default_factory=dict, repr=False)  # every timed pass
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.peer_rate
+
+    @property
+    def meets_target(self) -> bool:
+        return self.target is None or self.ratio >= self.target
+
+
+def default_runs(batch_size: int, base: int = 20, floor: int = 5) -> int:
+    """Timed passes per candidate: ``base`` at batch 1, ``base / sqrt(batch)`` beyond, at least ``floor``."""
+    return max(floor, round(base / math.sqrt(batch_size)))
+
+
+class Phases(dict):
+    """What a candidate that times its own phases returns: ``Phases(prefill=seconds, decode=seconds)``."""
+
+
+def _seconds(fn: Callable[[], Any]) -> Dict[str, float]:
+    start = time.perf_counter()
+    result = fn()
+    total = time.perf_counter() - start
+    return dict(result) if isinstance(result, Phases) else {"total": total}
+
+
+def time_interleaved(fns: Dict[str, Callable[[], Any]], runs: int, warmup: int = 1,
+                     desc: str = "") -> Dict[str, Dict[str, List[float]]]:
+    """``{label: {phase: [seconds per round]}}`` of every candidate over ``runs`` rounds of alternating order.
+
+    A candidate is timed as a whole (phase ``"total"``) unless it returns :class:`Phases`, its own phase
+    timings (e.g. ``Phases(prefill=s, decode=s)``). ``warmup`` untimed passes of each come first.
+    """
+    labels = list(fns)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
+        times: Dict[str, Dict[str, List[float]]] = {label: {} for label in labels}
+        rounds = tqdm(range(runs), desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, disable=not desc)
+        for i in rounds:
+            for label in (labels if i % 2 == 0 else labels[::-1]):
+                for phase, seconds in _seconds(fns[label]).items():
+                    times[label].setdefault(phase, []).append(seconds)
+    return times
+
+
+def median(times: Dict[str, List[float]], phase: str = "total") -> float:
+    return statistics.median(times[phase])
+
+
+def output_diff(out: torch.Tensor, ref: torch.Tensor) -> Dict[str, float]:
+    """``max_abs_diff`` and ``rel_diff`` (relative to the peer's output scale) of two outputs."""
+    diff = (out.float() - ref.float()).abs().max().item()
+    return {"max_abs_diff": diff, "rel_diff": diff / max(ref.float().abs().max().item(), 1e-30)}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(**extra: str) -> Dict[str, str]:
+    """Versions, threads, CPU and the load average at the start (other work skews timings)."""
+    return {
+        "torch": torch.__version__, "timm": timm.__version__, "zoo": __version__,
+        "python": platform.python_version(), "threads": str(torch.get_num_threads()), "cpu": cpu_model(),
+        "load": " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1/5/15-min load average)", **extra,
+    }
+
+
+def print_header(title: str, env: Dict[str, str], notes: Sequence[str] = ()) -> None:
+    print(title)
+    for key, value in env.items():
+        print(f"  {key:<12} {value}")
+    for note in notes:
+        print(f"  {note}")
+    print(flush=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:.2e}" if (value != 0 and abs(value) < 1e-2) else f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_rows(rows: Sequence[Row]) -> str:
+    """The one results table: model, setting, peer and candidate rates, ratio against target, differences, extras."""
+    extras = list(dict.fromkeys(k for r in rows for k in r.extra))
+    header = ["model", "setting", "peer", "peer rate", "candidate", "rate", "ratio", "target", "max|d|", "rel",
+              *extras]
+    table = []
+    for r in rows:
+        target = "-" if r.target is None else f">={r.target:.1f}x {'ok' if r.meets_target else 'MISS'}"
+        diff = ["-" if v is None else f"{v:.2e}" for v in (r.max_abs_diff, r.rel_diff)]
+        table.append([r.model, r.setting, r.peer, f"{r.peer_rate:,.2f} {r.unit}", r.candidate,
+                      f"{r.rate:,.2f} {r.unit}", f"{r.ratio:.2f}x", target, *diff,
+                      *(_fmt(r.extra[k]) if k in r.extra else "-" for k in extras)])
+    widths = [max(len(line[i]) for line in (header, *table)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i in (0, 1, 2, 4) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, table)])
+
+
+def write_json(path: Optional[Path], env: Dict[str, str], rows: Sequence[Row], **config: Any) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = [{**asdict(r), "ratio": r.ratio} for r in rows]
+    path.write_text(json.dumps({"environment": env, "config": config, "results": results}, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+@torch.no_grad()
+def randomize_(model: nn.Module, seed: int = SEED) -> nn.Module:
+    """Deterministic random weights of realistic scale, in place, parameters visited in name order: matrices
+    ``N(0, 1/fan_in)``, embeddings ``N(0, 0.2^2)``, biases ``0.05 N(0, 1)``, other vectors (norm weights, scales)
+    ``1 + 0.1 N(0, 1)``. Returns the model."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in sorted(model.named_parameters(), key=lambda item: item[0]):
+        noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+        if name.endswith("bias"):
+            p.copy_(0.05 * noise)
+        elif p.ndim <= 1:
+            p.copy_(1.0 + 0.1 * noise)
+        elif "embed" in name and p.ndim == 2:
+            p.copy_(0.2 * noise)
+        else:
+            p.copy_(noise / math.sqrt(p[0].numel()))
+    return model
