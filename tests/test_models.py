@@ -1,50 +1,80 @@
-"""timm-style checks on every registered model (like timm's tests/test_models.py).
+"""The generic suite, run on every registered model (like timm's tests/test_models.py); nothing here names a family.
 
-Inputs are reduced (64x64) to keep the run short on 2 CPU cores, except for models with a fixed input size
-(RandFormer's frozen mixing matrices, SReT's learned position embedding), which run at their cfg size.
+Every model: parameter count against the authors' (meta device, no memory), cfg consistency. The full interface
+(forward/backward with a new head, features, grad checkpointing, safetensors round trip, autocast) runs by default
+on one model per series -- the smallest of the names that share a prefix, e.g. the ``poolformer_*`` or
+``slak_*`` models -- and on every other variant under ``-m slow``. Inputs are 64x64 except for models with a fixed
+input size (learned position tables, frozen mixing matrices), which run at their cfg size.
+
+The check functions take a model name, so a family registered at run time goes through the same checks
+(tests/test_family_contract.py).
 """
+from collections import defaultdict
+
 import pytest
 import torch
+from timm.models import group_parameters
 
 import zoo
+from zoo.registry import get_entry, list_models
 from zoo.weights import save_state_dict
 
-MODELS = zoo.list_models(task="image-classification")  # language models: tests/test_mobilellm.py
+VISION = list_models(task="image-classification")
 
 
-def _size(name):
+def series(name: str) -> str:
+    return name.split("_", 1)[0]
+
+
+def representatives(names):
+    """The smallest model (reference params, then name) of each series."""
+    by_series = defaultdict(list)
+    for name in names:
+        by_series[series(name)].append(name)
+    return sorted(min(group, key=lambda n: (get_entry(n).reference.get("params") or 0, n))
+                  for group in by_series.values())
+
+
+DEFAULT = representatives(VISION)
+# every vision model: the representatives by default, the others under -m slow
+ALL_VISION = [name if name in DEFAULT else pytest.param(name, marks=pytest.mark.slow) for name in VISION]
+
+
+def input_size(name: str) -> int:
     cfg = zoo.model_info(name)["pretrained_cfg"]
     return cfg["input_size"][-1] if cfg.get("fixed_input_size") else 64
 
 
-def _x(name, batch=2):
-    s = _size(name)
+def sample(name: str, batch: int = 2) -> torch.Tensor:
+    s = input_size(name)
     return torch.randn(batch, 3, s, s, generator=torch.Generator().manual_seed(0))
 
 
-def test_all_28_metaformer_variants_are_registered():
-    expected = ([f"poolformer_{s}" for s in ("s12", "s24", "s36", "m36", "m48")]
-                + [f"{f}_{s}" for f in ("identityformer", "randformer", "poolformerv2")
-                   for s in ("s12", "s24", "s36", "m36", "m48")]
-                + [f"{f}_{s}" for f in ("convformer", "caformer") for s in ("s18", "s36", "m36", "b36")])
-    assert sorted(expected) == zoo.list_models(family="metaformer")
+# ----------------------------------------------------------------------------------------------------------------
+# The checks, by model name
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
-def test_param_count_matches_authors(name):
+def check_param_count(name: str) -> None:
     with torch.device("meta"):
         model = zoo.create_model(name)
     assert sum(p.numel() for p in model.parameters()) == zoo.model_info(name)["reference"]["params"]
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_forward_backward_and_interface(name, tmp_path):
-    model = zoo.create_model(name, num_classes=42)
-    cfg = model.pretrained_cfg
-    x = _x(name)
+def check_cfg(name: str) -> None:
+    """The pretrained cfg names modules that exist (meta device: nothing is allocated)."""
+    with torch.device("meta"):
+        model = zoo.create_model(name, num_classes=42)
+    cfg, sd = model.pretrained_cfg, model.state_dict()
+    assert cfg["architecture"] == name
+    assert cfg["first_conv"] + ".weight" in sd
+    assert sd[cfg["classifier"] + ".weight"].shape[0] == 42
+    assert len(cfg["input_size"]) == 3 and len(cfg["mean"]) == len(cfg["std"]) == cfg["input_size"][0]
 
-    # backward with a new head: every trainable parameter gets a gradient
-    out = model(x)
+
+def check_train_step(name: str) -> None:
+    """Backward with a new head: every trainable parameter gets a gradient; only frozen buffers-by-design freeze."""
+    model = zoo.create_model(name, num_classes=42)
+    out = model(sample(name))
     assert out.shape == (2, 42) and torch.isfinite(out).all()
     out.mean().backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -52,112 +82,79 @@ def test_forward_backward_and_interface(name, tmp_path):
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert all("random_matrix" in n for n in frozen)
 
-    model.eval()
-    with torch.no_grad():
-        # cfg consistency: first_conv and classifier exist, pool_size is the feature map size at cfg input
-        sd = model.state_dict()
-        assert cfg["first_conv"] + ".weight" in sd
-        assert cfg["classifier"] + ".weight" in sd
-        assert sd[cfg["classifier"] + ".weight"].shape[0] == 42
-        feats = model.forward_features(x)
-        s = _size(name)
-        assert feats.shape == (2, model.num_features, s // 32, s // 32)
-        if s == cfg["input_size"][-1]:
-            assert tuple(feats.shape[-2:]) == tuple(cfg["pool_size"])
-        assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
-        assert torch.equal(model.forward_head(feats), model(x))  # eval is deterministic
 
-        # grad checkpointing leaves outputs unchanged
-        ref = model(x)
-        model.set_grad_checkpointing(True)
-        assert torch.allclose(model(x), ref, rtol=1e-5, atol=1e-5)
-        model.set_grad_checkpointing(False)
+@torch.no_grad()
+def check_interface(name: str, tmp_path) -> None:
+    """timm's face: features, head with pre_logits, grad checkpointing, classifier reset, safetensors round trip."""
+    model = zoo.create_model(name, num_classes=42).eval()
+    cfg, x, s = model.pretrained_cfg, sample(name), input_size(name)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, model.num_features, s // 32, s // 32)
+    if s == cfg["input_size"][-1]:
+        assert tuple(feats.shape[-2:]) == tuple(cfg["pool_size"])
+    assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
+    ref = model(x)
+    assert torch.equal(model.forward_head(feats), ref)  # eval is deterministic
+    model.set_grad_checkpointing(True)
+    assert torch.allclose(model(x), ref, rtol=1e-5, atol=1e-5)
+    model.set_grad_checkpointing(False)
 
-        # safetensors round trip is exact
-        path = save_state_dict(model, tmp_path / "w.safetensors")
-        other = zoo.create_model(name, num_classes=42, checkpoint_path=str(path)).eval()
-        assert torch.equal(other(x), ref)
+    path = save_state_dict(model, tmp_path / "w.safetensors")
+    assert torch.equal(zoo.create_model(name, num_classes=42, checkpoint_path=str(path)).eval()(x), ref)
 
-        # classifier reset
-        model.reset_classifier(0)
-        assert model(x).shape == (2, model.num_features)
-        model.reset_classifier(0, "")
-        unpooled = model(x)
-        assert unpooled.shape == (2, model.num_features, s // 32, s // 32)
-        model.reset_classifier(7, "avg")
-        assert model(x).shape == (2, 7)
+    model.reset_classifier(0)
+    assert model(x).shape == (2, model.num_features)
+    model.reset_classifier(0, "")
+    assert model(x).shape == (2, model.num_features, s // 32, s // 32)
+    model.reset_classifier(7, "avg")
+    assert model(x).shape == (2, 7)
+    assert model.get_classifier() is not None
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_features_only(name):
-    model = zoo.create_model(name, features_only=True).eval()
-    x = _x(name, batch=1)
-    with torch.no_grad():
-        feats = model(x)
-    expected = [8, 16, 32] if name.startswith("sret") else [4, 8, 16, 32]
-    assert len(feats) == len(expected)
-    assert model.feature_info.reduction() == expected
-    assert model.feature_info.channels() == [f.shape[1] for f in feats]
-    for f, r in zip(feats, model.feature_info.reduction()):
-        assert f.shape[-2:] == (x.shape[-2] // r, x.shape[-1] // r)
-
-
-@pytest.mark.parametrize("name", ["poolformer_s12", "randformer_s12", "caformer_s18"])
-def test_features_only_out_indices(name):
-    model = zoo.create_model(name, features_only=True).eval()
-    x = _x(name, batch=1)
-    sub = zoo.create_model(name, features_only=True, out_indices=(1, 3)).eval()
-    with torch.no_grad():
-        feats13 = sub(x)
-    assert [f.shape[1] for f in feats13] == sub.feature_info.channels() == model.feature_info.channels()[1::2]
-
-
-@pytest.mark.parametrize("bad", [(0, 4), (5,), (-5,)])
-def test_features_only_out_of_range_raises(bad):
-    with pytest.raises(ValueError, match="out of range"):
-        zoo.create_model("poolformer_s12", features_only=True, out_indices=bad)
-
-
-def test_features_match_forward_intermediates():
-    model = zoo.create_model("caformer_s18").eval()
-    feat_model = zoo.create_model("caformer_s18", features_only=True).eval()
+@torch.no_grad()
+def check_features(name: str) -> None:
+    """features_only: one map per feature_info entry, channels and strides as declared, equal to
+    forward_intermediates; out_indices picks a subset."""
+    model = zoo.create_model(name).eval()
+    feat_model = zoo.create_model(name, features_only=True).eval()
     feat_model.model.load_state_dict(model.state_dict(), strict=False)
-    x = _x("caformer_s18", batch=1)
-    with torch.no_grad():
-        for a, b in zip(feat_model(x), model.forward_intermediates(x, intermediates_only=True)):
-            assert torch.equal(a, b)
-        final, inter = model.forward_intermediates(x)
-        assert torch.equal(final, model.forward_features(x))
-        assert torch.equal(inter[-1], final)
+    x = sample(name, batch=1)
+    feats = feat_model(x)
+    info = feat_model.feature_info
+    assert len(feats) == len(info) and info.channels() == [f.shape[1] for f in feats]
+    for f, r in zip(feats, info.reduction()):
+        assert f.shape[-2:] == (x.shape[-2] // r, x.shape[-1] // r)
+    for a, b in zip(feats, model.forward_intermediates(x, intermediates_only=True)):
+        assert torch.equal(a, b)
+    final, inter = model.forward_intermediates(x)
+    assert torch.equal(final, model.forward_features(x)) and torch.equal(inter[-1], final)
+    last = len(info) - 1
+    sub = zoo.create_model(name, features_only=True, out_indices=(0, last)).eval()
+    assert [f.shape[1] for f in sub(x)] == sub.feature_info.channels() == [info.channels()[0], info.channels()[-1]]
+    for bad in [(0, last + 1), (-(last + 2),)]:
+        with pytest.raises(ValueError, match="out of range"):
+            zoo.create_model(name, features_only=True, out_indices=bad)
 
 
-def test_drop_path_trains_and_is_off_in_eval():
-    model = zoo.create_model("poolformerv2_s12", drop_path_rate=0.3)
-    x = _x("poolformerv2_s12", batch=4)
+def check_regularisation(name: str) -> None:
+    """Stochastic depth is active in training and off in eval; group_matcher covers every parameter."""
+    model = zoo.create_model(name, drop_path_rate=0.3)
+    x = sample(name, batch=4)
     torch.manual_seed(1)
     a = model(x)
     torch.manual_seed(2)
-    b = model(x)
-    assert not torch.allclose(a, b)  # stochastic depth is active in training
+    assert not torch.allclose(a, model(x))
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
-
-
-def test_group_matcher_covers_every_parameter():
-    from timm.models import group_parameters
-    model = zoo.create_model("caformer_s18")
-    groups = group_parameters(model, model.group_matcher())
-    grouped = {n for names in groups.values() for n in names}
+    grouped = {n for names in group_parameters(model, model.group_matcher()).values() for n in names}
     assert grouped == {n for n, _ in model.named_parameters()}
 
 
-@pytest.mark.parametrize("name", ["poolformer_s12", "identityformer_s12", "randformer_s12", "poolformerv2_s12",
-                                  "convformer_s18", "caformer_s18"])
-def test_autocast_bfloat16(name):
-    """Mixed precision (CPU autocast, bfloat16): forward and backward run and stay close to float32."""
+def check_autocast(name: str) -> None:
+    """CPU autocast (bfloat16): forward and backward run and stay close to float32."""
     model = zoo.create_model(name)
-    x = _x(name)
+    x = sample(name)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
     out.float().sum().backward()
@@ -168,3 +165,46 @@ def test_autocast_bfloat16(name):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model(x).float()
     assert (low - ref).abs().max() <= 0.1 * ref.abs().max()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The suite
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_param_count_matches_authors(name):
+    check_param_count(name)
+
+
+@pytest.mark.parametrize("name", VISION)
+def test_cfg_consistency(name):
+    check_cfg(name)
+
+
+@pytest.mark.parametrize("name", ALL_VISION)
+def test_train_step(name):
+    check_train_step(name)
+
+
+@pytest.mark.parametrize("name", ALL_VISION)
+def test_interface(name, tmp_path):
+    check_interface(name, tmp_path)
+
+
+@pytest.mark.parametrize("name", ALL_VISION)
+def test_features_only(name):
+    check_features(name)
+
+
+@pytest.mark.parametrize("name", DEFAULT)
+def test_regularisation(name):
+    check_regularisation(name)
+
+
+@pytest.mark.parametrize("name", DEFAULT)
+def test_autocast_bfloat16(name):
+    check_autocast(name)
+
+
+def test_every_series_has_a_default_representative():
+    assert {series(n) for n in DEFAULT} == {series(n) for n in VISION}

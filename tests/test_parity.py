@@ -190,3 +190,11 @@ def test_gradients_match_reference(name, authors_files):
             assert grad.abs().max().item() == 0.0 and ref_param.grad.abs().max().item() < 1e-9
             continue
         _assert_close(grad, ref_param.grad, f"{name} {key} gradient", rel=5e-3 if grad.numel() == 1 else 1e-3)
+
+
+def test_all_28_metaformer_variants_are_registered():
+    expected = ([f"poolformer_{s}" for s in ("s12", "s24", "s36", "m36", "m48")]
+                + [f"{f}_{s}" for f in ("identityformer", "randformer", "poolformerv2")
+                   for s in ("s12", "s24", "s36", "m36", "m48")]
+                + [f"{f}_{s}" for f in ("convformer", "caformer") for s in ("s18", "s36", "m36", "b36")])
+    assert sorted(expected) == zoo.list_models(family="metaformer")

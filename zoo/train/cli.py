@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from zoo.publish import PublishError
+import yaml
+
+from ..publish import PublishError
 
 from .checkpoint import CheckpointCorruptError
+from .loop import NonFiniteLossError, train
 from .config import RecipeError, load_recipe, load_run_recipe, recipe_to_dict
 
 __all__ = ["main"]
@@ -53,10 +56,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                   "RUN_DIR/checkpoints/last.pt", file=sys.stderr)
             return 2
         if args.print_config:
-            import yaml
             print(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
             return 0
-        from .loop import NonFiniteLossError, train
         try:
             summary = train(recipe, resume=args.resume, push_to_hub=args.push_to_hub,
                             progress=not args.no_progress)

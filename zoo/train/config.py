@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from .sparse import SparseConfig
+
 __all__ = [
     "AugConfig", "CheckpointConfig", "DataConfig", "DistConfig", "EmaConfig", "ExportConfig", "OptimConfig",
     "Recipe", "RecipeError", "SchedConfig", "TrainConfig", "apply_overrides", "load_recipe", "recipe_to_dict",
@@ -102,7 +104,8 @@ class SchedConfig:
     warmup_lr: float = 1e-6
     min_lr: float = 0.0
     min_lr_ratio: Optional[float] = None  # min_lr = ratio * peak lr (MobileLLM: cosine to 10%)
-    cooldown_epochs: int = 0
+    cooldown_epochs: float = 0.0          # after the decay, hold min_lr this long (timm's cooldown; images)
+    cooldown_steps: Optional[int] = None  # overrides cooldown_epochs; LMs count in steps
 
 
 @dataclass
@@ -173,7 +176,7 @@ class Recipe:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
-    sparse: Optional[Dict[str, Any]] = None  # zoo.train.sparse.SparseConfig fields (dynamic sparse training)
+    sparse: Optional[SparseConfig] = None  # dynamic sparse training (zoo.train.sparse.SparseConfig fields)
 
     def scaled_lr(self) -> float:
         """``optim.lr`` scaled from ``optim.lr_base_size`` to ``train.batch_size``."""
@@ -255,6 +258,18 @@ def _build_section(cls: type, name: str, values: Any):
     return cls(**kwargs)
 
 
+def _build_sparse(values: Any) -> Optional[SparseConfig]:
+    """The ``sparse:`` section, checked with the rest of the recipe (before any data or model is built)."""
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise RecipeError(f"section 'sparse' must be a mapping of keys to values, got {values!r}")
+    try:
+        return SparseConfig.from_dict(values)
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"sparse: {e}") from None
+
+
 def recipe_from_dict(raw: Dict[str, Any]) -> Recipe:
     """Build a :class:`Recipe` from a plain dict (a parsed YAML file), checking every key."""
     if not isinstance(raw, dict):
@@ -267,6 +282,8 @@ def recipe_from_dict(raw: Dict[str, Any]) -> Recipe:
             raise RecipeError(f"unknown key {key!r}.{_closest(key, list(hints))}")
         if key in sections:
             kwargs[key] = _build_section(sections[key], key, value)
+        elif key == "sparse":
+            kwargs[key] = _build_sparse(value)
         else:
             kwargs[key] = _check_type(key, value, hints[key])
     recipe = Recipe(**kwargs)
@@ -292,8 +309,9 @@ def validate(recipe: Recipe):
         raise RecipeError("dist.strategy fsdp is offered for language models; use ddp for vision models")
     if recipe.task == "text-generation" and not t.steps:
         raise RecipeError("language-model recipes train by steps: set train.steps")
-    if recipe.sparse is not None and not isinstance(recipe.sparse, dict):
-        raise RecipeError("the sparse: section must be a mapping of SparseConfig fields")
+    s = recipe.sched
+    if s.cooldown_epochs < 0 or (s.cooldown_steps is not None and s.cooldown_steps < 0):
+        raise RecipeError("sched.cooldown_epochs and sched.cooldown_steps must be >= 0")
 
 
 def _parse_value(text: str) -> Any:
@@ -371,7 +389,9 @@ def load_recipe(path: Optional[str] = None, overrides: Sequence[str] = (), base:
 
 
 def recipe_to_dict(recipe: Recipe) -> Dict[str, Any]:
-    return dataclasses.asdict(recipe)
+    d = dataclasses.asdict(recipe)
+    d["sparse"] = recipe.sparse.to_dict() if recipe.sparse is not None else None
+    return d
 
 
 def save_recipe(recipe: Recipe, path: Path, extra: Optional[Dict[str, Any]] = None):

@@ -2,6 +2,7 @@
 
 The loop in :mod:`zoo.train.loop` drives either task through the same small interface.
 """
+import contextlib
 import logging
 import math
 import random
@@ -10,15 +11,21 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
+from fvcore.nn import FlopCountAnalysis
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data import text
+from ..data.images import build_image_dataset
+from ..factory import create_model
+from ..profile import count_params, profile
 from .config import Recipe, RecipeError
-from .distributed import DistState, all_reduce_sum, shard_indices
+from .distributed import DistState, all_reduce_sum, barrier, shard_indices
 
-__all__ = ["ImageTask", "LMTask", "SeededTransformDataset", "build_task", "lm_logits"]
+__all__ = ["ImageTask", "LMTask", "SeededTransformDataset", "build_task", "classification_metrics",
+           "classification_sums", "lm_logits", "lm_metrics", "lm_sums", "profile_classifier", "profile_lm"]
 
 _logger = logging.getLogger(__name__)
 
@@ -75,9 +82,75 @@ def lm_logits(out: Any) -> torch.Tensor:
     raise TypeError(f"cannot find logits in a model output of type {type(out).__name__}")
 
 
+@torch.no_grad()
+def classification_sums(model: nn.Module, batches, k: int, amp_ctx=contextlib.nullcontext,
+                        max_batches: Optional[int] = None) -> torch.Tensor:
+    """(loss sum, top-1 hits, top-k hits, count) of ``model`` over ``(x, y)`` batches already on its device."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64)
+    for i, (x, y) in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        with amp_ctx():
+            logits = model(x)
+        logits = logits.float()
+        sums[0] += F.cross_entropy(logits, y, reduction="sum").item()
+        top = logits.topk(k, dim=1).indices
+        sums[1] += (top[:, 0] == y).sum().item()
+        sums[2] += (top == y[:, None]).any(dim=1).sum().item()
+        sums[3] += y.numel()
+    return sums
+
+
+def classification_metrics(sums: torch.Tensor) -> Dict[str, float]:
+    n = max(sums[3].item(), 1)
+    return {"top1": 100.0 * sums[1].item() / n, "top5": 100.0 * sums[2].item() / n, "loss": sums[0].item() / n,
+            "samples": int(n)}
+
+
+@torch.no_grad()
+def lm_sums(model: nn.Module, batches, amp_ctx=contextlib.nullcontext,
+            max_batches: Optional[int] = None) -> torch.Tensor:
+    """(next-token NLL sum, token count) of ``model`` over rows of token ids already on its device."""
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64)
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        with amp_ctx():
+            logits = lm_logits(model(batch[:, :-1]))
+        sums[0] += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                   reduction="sum").item()
+        sums[1] += batch[:, 1:].numel()
+    return sums
+
+
+def lm_metrics(sums: torch.Tensor) -> Dict[str, float]:
+    loss = sums[0].item() / max(sums[1].item(), 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(sums[1].item())}
+
+
+def profile_classifier(model: nn.Module, input_size) -> Dict[str, Any]:
+    p = profile(model, input_size=tuple(input_size))
+    return {"params": p.params, "macs": p.macs, "macs_input": list(p.input_size)}
+
+
+def profile_lm(model: nn.Module, seq_len: int) -> Dict[str, Any]:
+    """fvcore on token ids (one sequence of ``seq_len``)."""
+    ids = torch.zeros(1, seq_len, dtype=torch.long, device=next(model.parameters()).device)
+    model.eval()
+    analysis = FlopCountAnalysis(model, (ids,))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    return {"params": count_params(model)["params"], "macs": int(analysis.total()), "macs_input": [1, seq_len]}
+
+
 class _Task:
+    """What differs between tasks, so that the loop, evaluation and export do not branch on the task."""
     name: str
     throughput_unit: str = "samples/s"
+    evaluates_each_epoch: bool = False  # a held-out evaluation at every epoch's end (else: every N steps)
+    supports_channels_last: bool = False
 
     def __init__(self, recipe: Recipe, dstate: DistState, run_dir: Path):
         self.recipe, self.dstate, self.run_dir = recipe, dstate, run_dir
@@ -88,6 +161,25 @@ class _Task:
     def set_epoch(self, epoch: int):
         if isinstance(self.train_set, SeededTransformDataset):
             self.train_set.epoch = epoch
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return self.recipe.train.steps
+
+    def export_kwargs(self) -> Dict[str, Any]:
+        """The model arguments the publishable folder records (rebuilding the trained architecture)."""
+        return dict(getattr(self, "model_kwargs", self.recipe.model_kwargs))
+
+    def run_metrics(self) -> Dict[str, Any]:
+        """What metrics.json records about the data, beside the held-out results."""
+        return {}
+
+    def extra_files(self) -> Dict[str, str]:
+        """Files of the run beside the weights (e.g. the tokenizer), by name."""
+        return {}
+
+    def profile(self, model: nn.Module) -> Dict[str, Any]:
+        """Params and MACs of the trained model for metrics.json."""
+        return profile_classifier(model, self.profile_input())
 
     def eval_loader(self, batch_size: int) -> DataLoader:
         idx = shard_indices(len(self.val_set), self.dstate)
@@ -100,9 +192,26 @@ class _Task:
 class ImageTask(_Task):
     name = "image-classification"
     throughput_unit = "img/s"
+    evaluates_each_epoch = True
+    supports_channels_last = True
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        t = self.recipe.train
+        return min(t.epochs * steps_per_epoch, t.steps) if t.steps else t.epochs * steps_per_epoch
+
+    def export_kwargs(self) -> Dict[str, Any]:
+        kwargs = {**self.recipe.model_kwargs, "num_classes": self.recipe.model_kwargs.get(
+            "num_classes", self.info.num_classes)}
+        kwargs.pop("drop_path_rate", None)
+        return kwargs
+
+    def run_metrics(self) -> Dict[str, Any]:
+        metrics = {"num_classes": self.info.num_classes}
+        if self.info.class_names:
+            metrics["label_names"] = list(self.info.class_names)  # travel with the weights (export_run, Hub)
+        return metrics
 
     def prepare_data(self):
-        from zoo.data.images import build_image_dataset
         d = self.recipe.data
         if d.name not in ("digits", "image_folder", "hf_disk"):
             raise RecipeError(f"data.name {d.name!r} is not an image dataset: use digits, image_folder or hf_disk")
@@ -111,13 +220,12 @@ class ImageTask(_Task):
         self.dataset_name = self.info.name
 
     def build_model(self) -> nn.Module:
-        import zoo
         r = self.recipe
         kwargs = dict(r.model_kwargs)
         if r.train.drop_path is not None:
             kwargs["drop_path_rate"] = r.train.drop_path
         kwargs.setdefault("num_classes", self.info.num_classes)
-        model = zoo.create_model(r.model, pretrained=r.pretrained, checkpoint_path=r.init_checkpoint, **kwargs)
+        model = create_model(r.model, pretrained=r.pretrained, checkpoint_path=r.init_checkpoint, **kwargs)
         if getattr(model, "num_classes", self.info.num_classes) != self.info.num_classes:
             raise RecipeError(f"the model has {model.num_classes} classes but {self.dataset_name} has "
                               f"{self.info.num_classes}; drop num_classes from model_kwargs")
@@ -193,28 +301,12 @@ class ImageTask(_Task):
             x, y = mixup(x, y)
         return loss_fn(model(x), y), x.shape[0]
 
-    @torch.no_grad()
     def evaluate(self, model, batch_size: int, device, amp_ctx, channels_last: bool = False,
                  max_batches: Optional[int] = None) -> Dict[str, float]:
-        model.eval()
-        k = min(5, self.info.num_classes)  # top-5 (top-k with k = classes when there are fewer)
-        sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top1, topk, count
-        for i, batch in enumerate(self.eval_loader(batch_size)):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = self.prepare_batch(batch, device, channels_last)
-            with amp_ctx():
-                logits = model(x)
-            logits = logits.float()
-            sums[0] += F.cross_entropy(logits, y, reduction="sum").item()
-            top = logits.topk(k, dim=1).indices
-            sums[1] += (top[:, 0] == y).sum().item()
-            sums[2] += (top == y[:, None]).any(dim=1).sum().item()
-            sums[3] += y.numel()
-        sums = all_reduce_sum(sums.to(device), self.dstate).cpu()
-        n = max(sums[3].item(), 1)
-        return {"top1": 100.0 * sums[1].item() / n, "top5": 100.0 * sums[2].item() / n,
-                "loss": sums[0].item() / n, "samples": int(n)}
+        batches = (self.prepare_batch(b, device, channels_last) for b in self.eval_loader(batch_size))
+        # top-5 (top-k with k = classes when there are fewer)
+        sums = classification_sums(model, batches, min(5, self.info.num_classes), amp_ctx, max_batches)
+        return classification_metrics(all_reduce_sum(sums.to(device), self.dstate).cpu())
 
     def profile_input(self):
         return tuple(self.cfg["input_size"])
@@ -235,8 +327,16 @@ class LMTask(_Task):
     name = "text-generation"
     throughput_unit = "tok/s"
 
+    def run_metrics(self) -> Dict[str, Any]:
+        return {**self.token_counts, "vocab_size": self.vocab_size}
+
+    def extra_files(self) -> Dict[str, str]:
+        return {"tokenizer": str(self.tokenizer_file)}
+
+    def profile(self, model: nn.Module) -> Dict[str, Any]:
+        return profile_lm(model, self.recipe.data.seq_len)
+
     def prepare_data(self):
-        from zoo.data import text
         d = self.recipe.data
         if d.name not in ("pydoc", "text", "hf_disk"):
             raise RecipeError(f"data.name {d.name!r} is not a text dataset: use pydoc, text or hf_disk")
@@ -264,7 +364,6 @@ class LMTask(_Task):
             elif not tok_path.is_file():  # a resumed run keeps the tokenizer it trained
                 _logger.info("training a %d-token BPE tokenizer on %d documents", d.vocab_size, len(train_docs))
                 text.train_bpe_tokenizer(train_docs, d.vocab_size, tok_path)
-        from .distributed import barrier
         barrier(self.dstate)
         self.tokenizer = text.load_tokenizer(tok_path)
         self.tokenizer_file = tok_path
@@ -279,7 +378,6 @@ class LMTask(_Task):
                              "val_tokens": int(self.val_set.rows[:, 1:].numel())}
 
     def build_model(self) -> nn.Module:
-        import zoo
         r = self.recipe
         kwargs = dict(r.model_kwargs)
         vs = kwargs.setdefault("vocab_size", self.vocab_size)
@@ -287,7 +385,7 @@ class LMTask(_Task):
             raise RecipeError(f"model_kwargs.vocab_size {vs} is smaller than the tokenizer's {self.vocab_size}")
         if r.train.drop_path is not None:
             kwargs["drop_path_rate"] = r.train.drop_path
-        model = zoo.create_model(r.model, pretrained=r.pretrained, checkpoint_path=r.init_checkpoint, **kwargs)
+        model = create_model(r.model, pretrained=r.pretrained, checkpoint_path=r.init_checkpoint, **kwargs)
         self.model_kwargs = kwargs
         return model
 
@@ -306,23 +404,11 @@ class LMTask(_Task):
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         return loss, targets.numel()
 
-    @torch.no_grad()
     def evaluate(self, model, batch_size: int, device, amp_ctx, channels_last: bool = False,
                  max_batches: Optional[int] = None) -> Dict[str, float]:
-        model.eval()
-        sums = torch.zeros(2, dtype=torch.float64)
-        for i, batch in enumerate(self.eval_loader(batch_size)):
-            if max_batches is not None and i >= max_batches:
-                break
-            batch = batch.to(device)
-            with amp_ctx():
-                logits = lm_logits(model(batch[:, :-1]))
-            sums[0] += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                       reduction="sum").item()
-            sums[1] += batch[:, 1:].numel()
-        sums = all_reduce_sum(sums.to(device), self.dstate).cpu()
-        loss = sums[0].item() / max(sums[1].item(), 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(sums[1].item()),
+        batches = (b.to(device) for b in self.eval_loader(batch_size))
+        sums = lm_sums(model, batches, amp_ctx, max_batches)
+        return {**lm_metrics(all_reduce_sum(sums.to(device), self.dstate).cpu()),
                 "unigram_perplexity": self.unigram_perplexity}
 
     def profile_input(self):

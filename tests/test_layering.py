@@ -1,0 +1,124 @@
+"""The package's layers import one way only (CONTRIBUTING.md draws them).
+
+Every import of a zoo module, at module level or inside a function, must point to a lower floor (or, inside one
+package of a floor, to a sibling without closing a cycle); no module imports zoo modules inside functions to dodge
+a cycle, and nothing inside the package does ``import zoo``. Read from the source with ``ast``: nothing is run.
+"""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "zoo"
+
+# floor of each module (the longest matching prefix decides); a module may import only from its floor or below
+FLOORS = {
+    "zoo._version": 0, "zoo.layers": 0, "zoo.data": 0,
+    "zoo.weights": 1, "zoo.registry": 1,
+    "zoo.models": 2,
+    "zoo.hub": 3,
+    "zoo.factory": 4,
+    "zoo.profile": 5,
+    "zoo.cards": 6,
+    "zoo.publish": 7,
+    "zoo.train": 8, "zoo.evaluate": 8, "zoo.bench": 8,
+    "zoo.cli": 9, "zoo.__main__": 9,
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def _floor(module: str) -> int:
+    prefixes = [prefix for prefix in FLOORS if module == prefix or module.startswith(prefix + ".")]
+    assert prefixes, f"{module} is on no floor: add it to FLOORS (and to CONTRIBUTING.md's picture)"
+    return FLOORS[max(prefixes, key=len)]
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _zoo_imports(module: str):
+    """(imported zoo module, line, inside a function) for every import of a zoo module in ``module``."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text())
+    is_package = path.name == "__init__.py"
+    found = []
+
+    def visit(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Import):
+                found.extend((a.name, child.lineno, in_function) for a in child.names if a.name.split(".")[0] == "zoo")
+            elif isinstance(child, ast.ImportFrom):
+                target = _resolve(module, is_package, child)
+                if target.split(".")[0] == "zoo":
+                    for alias in child.names:  # `from . import x` names a submodule
+                        sub = f"{target}.{alias.name}"
+                        found.append((sub if sub in MODULES else target, child.lineno, in_function))
+            visit(child, nested)
+
+    visit(tree, False)
+    return found
+
+
+def _edges():
+    return {m: [t for t, _, _ in _zoo_imports(m) if t in MODULES and t != m] for m in MODULES if m != "zoo"}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "zoo"))
+def test_imports_point_down(module):
+    wrong = []
+    for target, line, in_function in _zoo_imports(module):
+        where = f"{MODULES[module].name}:{line}"
+        if target == "zoo":
+            wrong.append(f"{where}: `import zoo` inside the package; import the module that defines the name")
+        elif in_function:
+            wrong.append(f"{where}: function-local import of {target}; import it at the top (a lower floor)")
+        elif target in MODULES and _floor(target) > _floor(module):
+            wrong.append(f"{where}: {module} (floor {_floor(module)}) imports {target} (floor {_floor(target)})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_family_files_do_not_import_each_other():
+    families = {m for m in MODULES if m.startswith("zoo.models.") and not m.split(".")[-1].startswith("_")}
+    crossing = [(m, t) for m in families for t in _edges()[m] if t in families]
+    assert not crossing, crossing
+
+
+def test_no_import_cycles():
+    edges, state, cycles = _edges(), {}, []
+
+    def walk(node, stack):
+        state[node] = "open"
+        for nxt in edges.get(node, []):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                walk(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            walk(module, [module])
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_every_module_has_a_floor():
+    # a new top-level module must be placed on a floor here (and in CONTRIBUTING.md's picture)
+    for module in MODULES:
+        if module != "zoo":
+            _floor(module)
