@@ -1,6 +1,7 @@
 """Model cards and the README model table are generated from the code and stay in sync with it (zoo/cards.py).
 
-Profiling every model is the slow part, so ``collect()`` runs once for this module and every test reuses its rows.
+Profiling every model is the slow part: ``collect()`` runs once for this module, on one model per series by default
+(``rows``) and on every model under ``-m slow`` (``all_rows``: the full drift check against the committed files).
 """
 import copy
 import re
@@ -15,9 +16,39 @@ from zoo import cards
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _one_per_series():
+    by_series = {}
+    for name in zoo.list_models(task="image-classification"):
+        params = zoo.model_info(name)["reference"]["params"]
+        key = name.split("_", 1)[0]
+        if key not in by_series or (params, name) < by_series[key]:
+            by_series[key] = (params, name)
+    return sorted(name for _, name in by_series.values())
+
+
 @pytest.fixture(scope="module")
 def rows():
+    return cards.collect(_one_per_series(), progress=False)
+
+
+@pytest.fixture(scope="module")
+def all_rows():
     return cards.collect(progress=False)
+
+
+def test_cards_of_one_model_per_series_match_the_committed_files(rows):
+    """The cheap drift test of the default run; the full one (every card, the index, the README) is -m slow."""
+    for row in rows:
+        assert cards.render_card(row) == (REPO / "model_cards" / f"{row['name']}.md").read_text(), row["name"]
+
+
+def test_rows_measure_their_models(rows):
+    for row in rows:
+        ref = zoo.model_info(row["name"])["reference"]
+        assert row["params"] == ref["params"], row["name"]
+        assert abs(row["macs"] / ref["macs"] - 1) < 0.02, row["name"]
+        cfg_size = list(zoo.model_info(row["name"])["pretrained_cfg"]["input_size"])
+        assert row["flops"] == 2 * row["macs"] and row["input_size"] == cfg_size
 
 
 @pytest.fixture
@@ -36,14 +67,16 @@ def _readme_table_rows(text):
                       r"([\d.]+|-) \| ([^|]+) \|$", block, flags=re.M)
 
 
-def test_committed_cards_and_readme_are_in_sync_with_the_code(rows):
+@pytest.mark.slow
+def test_committed_cards_and_readme_are_in_sync_with_the_code(all_rows):
     """The drift test: regenerate everything in memory and compare with the committed files."""
-    assert cards.check(REPO, rows=rows) == [], "run `python -m zoo.cards` and commit the result"
+    assert cards.check(REPO, rows=all_rows) == [], "run `python -m zoo.cards` and commit the result"
 
 
-def test_rows_measure_every_registered_model(rows):
-    assert sorted(r["name"] for r in rows) == zoo.list_models(task="image-classification")
-    for row in rows:
+@pytest.mark.slow
+def test_rows_measure_every_registered_model(all_rows):
+    assert sorted(r["name"] for r in all_rows) == zoo.list_models(task="image-classification")
+    for row in all_rows:
         ref = zoo.model_info(row["name"])["reference"]
         assert row["params"] == ref["params"], row["name"]
         assert abs(row["macs"] / ref["macs"] - 1) < 0.02, row["name"]
@@ -51,22 +84,24 @@ def test_rows_measure_every_registered_model(rows):
         assert row["flops"] == 2 * row["macs"] and row["input_size"] == cfg_size
 
 
-def test_a_card_edited_by_hand_is_detected(rows, tree):
+@pytest.mark.slow
+def test_a_card_edited_by_hand_is_detected(all_rows, tree):
     card = tree / "model_cards" / "poolformer_s12.md"
     text = card.read_text()
     line = next(row for row in text.splitlines() if row.startswith("| Params (measured) |"))
     assert "11,915,176" in line
     card.write_text(text.replace(line, line.replace("11,915,176", "11,915,177")))
-    assert cards.check(tree, rows=rows) == ["model_cards/poolformer_s12.md"]
+    assert cards.check(tree, rows=all_rows) == ["model_cards/poolformer_s12.md"]
 
 
-def test_code_that_changes_params_or_macs_is_detected(rows):
+@pytest.mark.slow
+def test_code_that_changes_params_or_macs_is_detected(all_rows):
     """The committed files against rows as if the code had changed: the card, the index and the README differ."""
-    changed = copy.deepcopy(rows)
+    changed = copy.deepcopy(all_rows)
     row = next(r for r in changed if r["name"] == "caformer_s18")
     row["params"] += 1
     assert cards.check(REPO, rows=changed) == ["README.md", "model_cards/README.md", "model_cards/caformer_s18.md"]
-    changed = copy.deepcopy(rows)
+    changed = copy.deepcopy(all_rows)
     row = next(r for r in changed if r["name"] == "randformer_s12")
     row["macs"] += 10_000_000  # 0.010 GMACs: shows in the card (3 decimals) and the README (2 decimals)
     row["flops"] = 2 * row["macs"]
@@ -95,11 +130,12 @@ def test_card_front_matter_parses_and_carries_the_paper_top1(name):
     assert usage in card.text
 
 
-def test_readme_table_rows_are_the_registry_with_measured_figures(rows):
+@pytest.mark.slow
+def test_readme_table_rows_are_the_registry_with_measured_figures(all_rows):
     table = _readme_table_rows((REPO / "README.md").read_text())
-    by_name = {r["name"]: r for r in rows}
+    by_name = {r["name"]: r for r in all_rows}
     assert sorted(r[0] for r in table) == zoo.list_models(task="image-classification")
-    assert [r[0] for r in table] == [r["name"] for r in cards.ordered(rows)]
+    assert [r[0] for r in table] == [r["name"] for r in cards.ordered(all_rows)]
     for name, params, gmacs, top1, in_timm in table:
         info = zoo.model_info(name)
         assert int(params.replace(",", "")) == by_name[name]["params"]
@@ -108,8 +144,9 @@ def test_readme_table_rows_are_the_registry_with_measured_figures(rows):
         assert in_timm == ("yes (timm keeps its own)" if info["timm_owns_name"] else "no (registered by zoo)")
 
 
-def test_table_order_is_family_variant_size(rows):
-    names = [r["name"] for r in cards.ordered(rows)]
+@pytest.mark.slow
+def test_table_order_is_family_variant_size(all_rows):
+    names = [r["name"] for r in cards.ordered(all_rows)]
     assert names[:6] == ["poolformer_s12", "poolformer_s24", "poolformer_s36", "poolformer_m36", "poolformer_m48",
                          "identityformer_s12"]
     metaformer = [n for n in names if n in zoo.list_models(family="metaformer")]
@@ -151,24 +188,26 @@ def test_write_all_refuses_a_readme_without_markers(rows, tmp_path):
     assert "README.md" in cards.check(tmp_path, rows=rows)
 
 
-def test_stale_and_missing_cards_are_reported(rows, tree):
+@pytest.mark.slow
+def test_stale_and_missing_cards_are_reported(all_rows, tree):
     (tree / "model_cards" / "gone_s12.md").write_text(f"{cards.GENERATED}\n# gone_s12\n")
     (tree / "model_cards" / "NOTES.md").write_text("hand-written, not generated\n")
     (tree / "model_cards" / "caformer_b36.md").unlink()
-    assert cards.check(tree, rows=rows) == ["model_cards/caformer_b36.md", "model_cards/gone_s12.md"]
-    cards.write_all(tree, rows=rows)
+    assert cards.check(tree, rows=all_rows) == ["model_cards/caformer_b36.md", "model_cards/gone_s12.md"]
+    cards.write_all(tree, rows=all_rows)
     assert not (tree / "model_cards" / "gone_s12.md").exists() and (tree / "model_cards" / "NOTES.md").exists()
-    assert cards.check(tree, rows=rows) == []
+    assert cards.check(tree, rows=all_rows) == []
 
 
-def test_command_line_check(rows, tree, monkeypatch, capsys):
-    monkeypatch.setattr(cards, "collect", lambda names=None, progress=True: rows)
+@pytest.mark.slow
+def test_command_line_check(all_rows, tree, monkeypatch, capsys):
+    monkeypatch.setattr(cards, "collect", lambda names=None, progress=True: all_rows)
     assert cards.main(["--check", "--root", str(tree), "--no-progress"]) == 0
     (tree / "model_cards" / "poolformer_s12.md").write_text("edited\n")
     assert cards.main(["--check", "--root", str(tree), "--no-progress"]) == 1
     assert "model_cards/poolformer_s12.md" in capsys.readouterr().err
     assert cards.main(["--root", str(tree), "--no-progress"]) == 0
-    assert cards.check(tree, rows=rows) == []
+    assert cards.check(tree, rows=all_rows) == []
 
 
 def test_sparse_models_show_dense_and_the_papers_nonzero_figures(rows):

@@ -60,11 +60,13 @@ SMALL = ([n for n in zoo.list_models(task="image-classification") if n.endswith(
          + ["sret_tiny", "sret_tiny_wo_slice"])
 
 
-@pytest.mark.parametrize("name", zoo.list_models(task="image-classification"))
+@pytest.mark.parametrize("name", [n if n in SMALL else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in zoo.list_models(task="image-classification")])
 def test_every_model_profile(name):
-    """Params exact, MACs within 2% of the authors' fvcore totals, nothing uncounted; the FlopCounterMode
-    cross-check on one model per series here and on the rest with -m slow."""
-    _check_profile(name, cross_check=name in SMALL)
+    """Params exact, MACs within 2% of the authors' fvcore totals, nothing uncounted, and the FlopCounterMode
+    cross-check: one model per series by default, the rest with -m slow (tests/test_cards.py measures every
+    model's params and MACs by default too)."""
+    _check_profile(name, cross_check=True)
 
 
 @pytest.mark.slow

@@ -12,14 +12,21 @@ import torch
 
 import zoo
 from zoo.publish import export_pretrained
-from zoo.registry import list_models
+from zoo.registry import get_entry, list_models
 from zoo.weights import CheckpointError, CheckpointMismatchError
 
-VISION = list_models(task="image-classification")[0]
-LM = list_models(task="text-generation")[0]
+
+def _smallest(task):
+    """The cheapest registered model of a task (variable input size first, then fewest parameters)."""
+    return min(list_models(task=task), key=lambda n: (bool(get_entry(n).pretrained_cfg.get("fixed_input_size")),
+                                                      get_entry(n).reference.get("params") or 0, n))
+
+
+VISION = _smallest("image-classification")
+LM = _smallest("text-generation")
 # architecture arguments unlike the registered defaults, so that a loader ignoring config.json fails
 VISION_ARGS = {"num_classes": 7, "in_chans": 1}
-LM_ARGS = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
+LM_ARGS = {"num_hidden_layers": 8, "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
            "num_key_value_heads": 2, "vocab_size": 101}
 
 
