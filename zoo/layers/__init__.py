@@ -1,8 +1,11 @@
 """Building blocks shared by more than one family."""
 from .activations import GELU, SquaredReLU, StarReLU, needs_grad
+from .args import check_known_keys
+from .backbone import VisionBackbone, imagenet_cfg
 from .features import StagePruningMixin, check_head_args, take_indices
-from .large_kernel import ConvBN, DecomposedLargeKernel, FusedLargeKernel
+from .large_kernel import BN_EPS, ConvBN, DecomposedLargeKernel, FusedLargeKernel, fold_batchnorm
 from .linear import Linear
+from .mlp import Mlp
 from .lm import (AttentionMasks, DecoderLayer, GroupedQueryAttention, KVCache, RMSNorm, RotaryEmbedding, SwiGLU,
                  apply_rotary, attention_mask, build_attention_masks, rotate_half)
 from .norm import ChannelLayerNorm, SpatialLayerNorm, spatial_stats
@@ -10,6 +13,12 @@ from .recursion import RecursiveStack, cycle_schedule, recursion_indices, sequen
 from .residual import drop_path_gain, residual_add
 
 __all__ = [
+    "BN_EPS",
+    "Mlp",
+    "VisionBackbone",
+    "check_known_keys",
+    "fold_batchnorm",
+    "imagenet_cfg",
     "AttentionMasks",
     "DecoderLayer",
     "GroupedQueryAttention",

@@ -35,6 +35,8 @@ import torch
 from torch import nn
 
 __all__ = [
+    "BN_EPS",
+    "fold_batchnorm",
     "IMPL",
     "IMPLS",
     "ConvBN",
@@ -46,6 +48,16 @@ __all__ = [
 
 IMPLS = ("auto", "conv", "matmul")
 IMPL = os.environ.get("ZOO_LARGE_KERNEL_IMPL", "auto")
+
+
+BN_EPS = 1e-5  # the BatchNorm eps of every large-kernel branch (PyTorch's default, as in the authors' code)
+
+
+def fold_batchnorm(weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor, running_mean: torch.Tensor,
+                   running_var: torch.Tensor, eps: float = BN_EPS) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of the one conv equal to ``conv(weight)`` followed by BatchNorm with running statistics."""
+    scale = bn_weight * torch.rsqrt(running_var + eps)
+    return weight * scale.view(-1, *([1] * (weight.ndim - 1))), bn_bias - running_mean * scale
 
 
 def _check_impl(impl: str) -> str:
@@ -67,7 +79,7 @@ class ConvBN(nn.Module):
         if kh % 2 == 0 or kw % 2 == 0:
             raise ValueError(f"kernel sizes must be odd for 'same' padding, got {(kh, kw)}")
         self.conv = nn.Conv2d(dim, dim, (kh, kw), padding=(kh // 2, kw // 2), groups=dim, bias=False)
-        self.bn = nn.BatchNorm2d(dim) if bn else nn.Identity()
+        self.bn = nn.BatchNorm2d(dim, eps=BN_EPS) if bn else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
@@ -79,8 +91,7 @@ class ConvBN(nn.Module):
         if isinstance(self.bn, nn.Identity):
             return w.clone(), w.new_zeros(w.shape[0])
         bn = self.bn
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        return w * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+        return fold_batchnorm(w, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
 
 
 class DecomposedLargeKernel(nn.Module):

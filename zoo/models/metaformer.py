@@ -21,7 +21,7 @@ average pool that maps constants to themselves (``count_include_pad=False``),
 """
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import (GELU, ChannelLayerNorm, Linear, SpatialLayerNorm, SquaredReLU, StarReLU, drop_path_gain,
-                      needs_grad, residual_add, StagePruningMixin, check_head_args, take_indices)
+                      needs_grad, residual_add)
+from ..layers.backbone import VisionBackbone, imagenet_cfg
+from ..layers.features import check_head_args
+from ..layers.mlp import Mlp
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
 
@@ -155,22 +158,6 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(B, H, W, self.attention_dim))
 
 
-class Mlp(nn.Module):
-    """Linear(C, rC) -> act -> Linear(rC, C); GELU with biases in v1, StarReLU without biases in the baselines."""
-
-    def __init__(self, dim: int, mlp_ratio: float = 4, act_layer=StarReLU, bias: bool = False):
-        super().__init__()
-        hidden = int(mlp_ratio * dim)
-        self.fc1 = Linear(dim, hidden, bias=bias)
-        self.act = act_layer()
-        self.fc2 = Linear(hidden, dim, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc1(x)
-        h = self.act(h) if needs_grad(h) else self.act.forward_(h)  # in place when nothing needs gradients
-        return self.fc2(h)
-
-
 class MlpHead(nn.Module):
     """ConvFormer/CAFormer classifier: Linear(C, 4C) -> SquaredReLU -> LayerNorm(eps 1e-5) -> Linear(4C, classes)."""
 
@@ -238,7 +225,7 @@ class MetaFormerBlock(nn.Module):
         self.layer_scale1 = Scale(dim, layer_scale_init_value) if layer_scale_init_value is not None else None
         self.res_scale1 = Scale(dim, res_scale_init_value) if res_scale_init_value is not None else None
         self.norm2 = norm_layer()
-        self.mlp = Mlp(dim, 4, act_layer=act_layer, bias=mlp_bias)
+        self.mlp = Mlp(dim, mlp_ratio=4, act_layer=act_layer, bias=mlp_bias)
         self.layer_scale2 = Scale(dim, layer_scale_init_value) if layer_scale_init_value is not None else None
         self.res_scale2 = Scale(dim, res_scale_init_value) if res_scale_init_value is not None else None
         self.drop_path = drop_path
@@ -356,7 +343,7 @@ class MetaFormerHead(nn.Module):
 # Model
 # --------------------------------------------------------------------------------------------------------------
 
-class MetaFormer(StagePruningMixin, nn.Module):
+class MetaFormer(VisionBackbone, nn.Module):
     """MetaFormer backbone + classifier covering PoolFormer v1 (``v1=True``) and the MetaFormer baselines.
 
     Args:
@@ -452,84 +439,15 @@ class MetaFormer(StagePruningMixin, nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    # ---- timm model interface --------------------------------------------------------------------------------
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict:
-        return dict(
-            stem=r"^stem",
-            blocks=r"^stages\.(\d+)" if coarse else [
-                (r"^stages\.(\d+)\.downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                (r"^head\.norm", (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        return set()
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        check_head_args(num_classes)
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def _check_input(self, x: torch.Tensor):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected an image tensor of shape (B, {self.in_chans}, H, W), got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            hint = " (add a batch dim with x.unsqueeze(0))" if x.ndim == 3 else ""
-            raise ValueError(
-                f"expected input of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}{hint}; "
-                f"build the model with in_chans={x.shape[1] if x.ndim == 4 else '...'} for other channel counts")
-        if x.shape[-2] < 32 or x.shape[-1] < 32:
-            raise ValueError(f"input is {x.shape[-2]}x{x.shape[-1]}; MetaFormer downsamples by 32 and needs >= 32x32")
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: Optional[Union[int, List[int]]] = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs (B, C, H, W) at ``indices`` (int: last n; None: all), like timm's models."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take = take_indices(len(self.stages), indices)
-        self._check_input(x)
-        x = self.stem(x)
-        last = max(take) if (stop_early or intermediates_only) else len(self.stages) - 1
-        intermediates = []
-        for i, stage in enumerate(self.stages[: last + 1]):
-            x = stage(x)
-            if i in take:
-                intermediates.append(x.permute(0, 3, 1, 2) if output_fmt == "NCHW" else x)
-        if intermediates_only:
-            return intermediates
-        return x.permute(0, 3, 1, 2), intermediates
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        x = self.stem(x)
-        x = self.stages(x)
+    # ---- what differs from the shared face (zoo.layers.VisionBackbone) ----------------------------------------
+    def _to_nchw(self, x: torch.Tensor) -> torch.Tensor:
         return x.permute(0, 3, 1, 2)  # (B, C, H, W) view, channels-last memory
+
+    def _reset_head(self, num_classes: int, global_pool: Optional[str]) -> None:
+        self.head.reset(num_classes, global_pool)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -611,11 +529,7 @@ _V2_PAPER = dict(paper_name="MetaFormer Baselines for Vision", paper_ids="arXiv:
 
 
 def _cfg(paper: Dict, **kwargs) -> Dict:
-    return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 1.0,
-        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-        "first_conv": "stem.conv", "classifier": "head.fc", "license": "apache-2.0", **paper, **kwargs,
-    }
+    return imagenet_cfg(**{"crop_pct": 1.0, "license": "apache-2.0", **paper, **kwargs})
 
 
 def _timm_weights(name: str, origin: str) -> Dict:

@@ -24,26 +24,24 @@ two depthwise convs with bias per block (:class:`zoo.layers.FusedLargeKernel`). 
 :mod:`zoo.layers.large_kernel` for the measurements behind the default). Checkpoints of either form load into a deploy model (the training form is fused on loading).
 """
 import re
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import (
-    GELU,
     ChannelLayerNorm,
     DecomposedLargeKernel,
     FusedLargeKernel,
     Linear,
-    StagePruningMixin,
-    check_head_args,
     drop_path_gain,
-    needs_grad,
     residual_add,
-    take_indices,
 )
-from ..layers.large_kernel import IMPLS
+from ..layers.backbone import VisionBackbone, imagenet_cfg
+from ..layers.features import check_head_args
+from ..layers.large_kernel import BN_EPS, IMPLS, fold_batchnorm
+from ..layers.mlp import Mlp
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
 
@@ -78,19 +76,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.norm(_to_channels_last_map(x)).permute(0, 3, 1, 2))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = Linear(dim, hidden)
-        self.act = GELU()
-        self.fc2 = Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc1(x)
-        h = self.act(h) if needs_grad(h) else self.act.forward_(h)
-        return self.fc2(h)
 
 
 class SLaKBlock(nn.Module):
@@ -135,7 +120,7 @@ class SLaKStage(nn.Module):
         return x
 
 
-class SLaK(StagePruningMixin, nn.Module):
+class SLaK(VisionBackbone, nn.Module):
     """SLaK with the timm model interface.
 
     Args:
@@ -256,70 +241,12 @@ class SLaK(StagePruningMixin, nn.Module):
             if isinstance(m, FusedLargeKernel):
                 m.impl = impl
 
-    # ---- timm model interface --------------------------------------------------------------------------------
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict:
-        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [
-            (r"^stages\.(\d+)\.downsample", (0,)),
-            (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-            (r"^head\.norm", (99999,)),
-        ])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True):
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        return set()
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        check_head_args(num_classes, global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head.fc = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _check_input(self, x: torch.Tensor):
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.in_chans:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected input of shape (B, {self.in_chans}, H, W), got {shape}")
-
-    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False):
-        """Stage outputs (B, C, H, W) at ``indices`` (int: last n; None: all), like timm's models."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        self._check_input(x)
-        take = take_indices(len(self.stages), indices)
-        x = self.stem(x)
-        last = max(take) if (stop_early or intermediates_only) else len(self.stages) - 1
-        intermediates = []
-        for i, stage in enumerate(self.stages[: last + 1]):
-            x = stage(x)
-            if i in take:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        return self.stages(self.stem(x))
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool:  # the authors average before the LayerNorm
             x = self.head.drop(self.head.norm(x.mean((2, 3))))
             return x if pre_logits else self.head.fc(x)
         x = self.head.drop(self.head.norm(_to_channels_last_map(x)))
         return (x if pre_logits else self.head.fc(x)).permute(0, 3, 1, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -363,8 +290,7 @@ def _fuse_entries(sd: Dict[str, torch.Tensor], prefix: str, model: nn.Module) ->
         if any(v is None for v in stats.values()):
             missing = [f"{p}bn.{s}" for s, v in stats.items() if v is None]
             raise KeyError(f"cannot fuse {prefix.rstrip('.')}: the checkpoint lacks {', '.join(missing)}")
-        scale = stats["weight"].float() * torch.rsqrt(stats["running_var"].float() + 1e-5)
-        branches[name] = (w * scale.view(-1, 1, 1, 1), stats["bias"].float() - stats["running_mean"].float() * scale)
+        branches[name] = fold_batchnorm(w, *(stats[s].float() for s in _BN_STATS), eps=BN_EPS)
     if not branches:
         return
     wv, bv = branches["vertical"]
@@ -416,14 +342,10 @@ FAMILY = dict(name="slak", task="image-classification")
 
 
 def _cfg(**kwargs) -> Dict:
-    return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
-        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-        "first_conv": "stem.conv", "classifier": "head.fc", "license": "mit",
-        "paper_name": "More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using Sparsity",
+    return imagenet_cfg(**{
+        "license": "mit", "paper_name": "More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using Sparsity",
         "paper_ids": "arXiv:2207.03620", "origin_url": "https://github.com/VITA-Group/SLaK", "hf_hub_id": None,
-        **kwargs,
-    }
+        **kwargs})
 
 
 _NOTE_300 = ("ImageNet-1k weights (300 epochs, 40% sparse: dense tensors with exact zeros) are linked from the "

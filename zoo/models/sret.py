@@ -16,14 +16,16 @@ Permutations. The authors draw them from the global RNG in eval too, so their mo
 and fresh from the global RNG in training; ``"random"`` always uses the global RNG (the authors' behaviour);
 ``"identity"`` never permutes.
 """
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import (GELU, Linear, RecursiveStack, drop_path_gain, needs_grad, residual_add, sequence_schedule,
-                      StagePruningMixin, check_head_args, take_indices)
+from ..layers import Linear, RecursiveStack, drop_path_gain, needs_grad, residual_add, sequence_schedule
+from ..layers.backbone import VisionBackbone, imagenet_cfg
+from ..layers.features import check_head_args
+from ..layers.mlp import Mlp
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
 
@@ -63,19 +65,6 @@ class ConvStem(nn.Module):
             x = F.conv2d(x, weight, bias, conv.stride, conv.padding)
             x = F.relu(x) if needs_grad(x) else x.relu_()
         return x
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = Linear(dim, hidden)
-        self.act = GELU()
-        self.fc2 = Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc1(x)
-        h = self.act(h) if needs_grad(h) else self.act.forward_(h)
-        return self.fc2(h)
 
 
 class GroupAttention(nn.Module):
@@ -163,7 +152,7 @@ class SReTStage(nn.Module):
         return x.view(B, H, W, C).permute(0, 3, 1, 2)
 
 
-class SReT(StagePruningMixin, nn.Module):
+class SReT(VisionBackbone, nn.Module):
     """Sliced Recursive Transformer with the timm model interface.
 
     Args:
@@ -237,36 +226,15 @@ class SReT(StagePruningMixin, nn.Module):
         self.head.fc = Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
-    # ---- timm model interface --------------------------------------------------------------------------------
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict:
-        return dict(stem=r"^stem|^pos_embed", blocks=r"^stages\.(\d+)" if coarse else [
-            (r"^stages\.(\d+)\.downsample", (0,)),
-            (r"^stages\.(\d+)\.stack\.blocks\.(\d+)", None),
-            (r"^stages\.(\d+)\.stack\.step_layers\.(\d+)", None),
-            (r"^head\.norm", (99999,)),
-        ])
+    # ---- what differs from the shared face (zoo.layers.VisionBackbone) ----------------------------------------
+    no_weight_decay_keys = ("pos_embed",)
+    block_patterns = (r"^stages\.(\d+)\.stack\.blocks\.(\d+)", r"^stages\.(\d+)\.stack\.step_layers\.(\d+)")
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
         self.grad_checkpointing = enable
         for stage in self.stages:
             stage.stack.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        return {"pos_embed"}
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        check_head_args(num_classes, global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head.fc = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _permutation_source(self) -> Optional[PermutationSource]:
         """Where the sliced attention's token permutations come from in this forward (None: identity)."""
@@ -278,9 +246,7 @@ class SReT(StagePruningMixin, nn.Module):
         return lambda n, device: torch.randperm(n, generator=generator).to(device)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.in_chans:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected input of shape (B, {self.in_chans}, H, W), got {shape}")
+        self.check_input(x)
         size = tuple(x.shape[-2:])
         x = self.stem(x)
         if x.shape[-2:] != self.pos_embed.shape[-2:]:
@@ -289,29 +255,10 @@ class SReT(StagePruningMixin, nn.Module):
                 f"create the model with img_size={size} (pretrained weights then need a resized pos_embed)")
         return self.pos_drop(x + self.pos_embed.contiguous(memory_format=torch.channels_last))
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False):
-        """Stage outputs (B, C, H, W) at ``indices`` (int: last n; None: all), like timm's models."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take = take_indices(len(self.stages), indices)
-        permutation = self._permutation_source()
-        x = self._embed(x)
-        last = max(take) if (stop_early or intermediates_only) else len(self.stages) - 1
-        intermediates = []
-        for i, stage in enumerate(self.stages[: last + 1]):
-            x = stage(x, permutation)
-            if i in take:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
+    _stage_context = _permutation_source
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        permutation = self._permutation_source()
-        x = self._embed(x)
-        for stage in self.stages:
-            x = stage(x, permutation)
-        return x
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor, permutation: Optional[PermutationSource]) -> torch.Tensor:
+        return stage(x, permutation)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool:  # the authors average before the LayerNorm
@@ -319,9 +266,6 @@ class SReT(StagePruningMixin, nn.Module):
             return x if pre_logits else self.head.fc(x)
         x = self.head.norm(x.permute(0, 2, 3, 1))
         return (x if pre_logits else self.head.fc(x)).permute(0, 3, 1, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -365,16 +309,14 @@ FAMILY = dict(name="sret", task="image-classification")
 
 
 def _cfg(**kwargs) -> Dict:
-    return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
-        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-        "first_conv": "stem.conv1", "classifier": "head.fc", "license": "apache-2.0",
+    return imagenet_cfg(**{
+        "first_conv": "stem.conv1", "license": "apache-2.0",
         "paper_name": "Sliced Recursive Transformer", "paper_ids": "arXiv:2111.05297",
         "origin_url": "https://github.com/szq0214/SReT", "fixed_input_size": True,
         "notes": ("ImageNet-1k weights are linked (Google Drive) from the authors' README; download one and pass "
                   "pretrained_cfg_overlay={'file': PATH}",),
         **kwargs,
-    }
+    })
 
 
 default_cfgs: Dict[str, Dict] = {
