@@ -106,6 +106,12 @@ class VisionBackbone(StagePruningMixin):
     def no_weight_decay(self) -> set:
         return set(self.no_weight_decay_keys)
 
+    def set_onednn_linear(self, enable: bool) -> None:
+        """Run every zoo ``Linear`` of the model through oneDNN on CPU inference (True) or ``F.linear`` (False)."""
+        for m in self.modules():
+            if isinstance(m, Linear):
+                m.onednn = bool(enable)
+
     # ---- classifier -----------------------------------------------------------------------------------------------
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

@@ -26,7 +26,8 @@ How the fused form runs (``impl``):
   cuDNN's channels-last depthwise kernels are the standard choice (no custom extension); the banded form runs
   there too but was not measured. ``"matmul"`` stays selectable for machines where it wins.
 
-The module-level :data:`IMPL` (environment ``ZOO_LARGE_KERNEL_IMPL``) overrides ``"auto"`` for every module.
+``impl=None`` takes the default from the environment variable ``ZOO_LARGE_KERNEL_IMPL`` (else ``"auto"``), read
+when the module is built; an explicit ``impl`` is never overridden.
 """
 import os
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -37,7 +38,7 @@ from torch import nn
 __all__ = [
     "BN_EPS",
     "fold_batchnorm",
-    "IMPL",
+    "default_impl",
     "IMPLS",
     "ConvBN",
     "DecomposedLargeKernel",
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 IMPLS = ("auto", "conv", "matmul")
-IMPL = os.environ.get("ZOO_LARGE_KERNEL_IMPL", "auto")
 
 
 BN_EPS = 1e-5  # the BatchNorm eps of every large-kernel branch (PyTorch's default, as in the authors' code)
@@ -58,6 +58,11 @@ def fold_batchnorm(weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch
     """(weight, bias) of the one conv equal to ``conv(weight)`` followed by BatchNorm with running statistics."""
     scale = bn_weight * torch.rsqrt(running_var + eps)
     return weight * scale.view(-1, *([1] * (weight.ndim - 1))), bn_bias - running_mean * scale
+
+
+def default_impl() -> str:
+    """The fused kernels' path when no argument says: ``ZOO_LARGE_KERNEL_IMPL``, else ``"auto"``."""
+    return _check_impl(os.environ.get("ZOO_LARGE_KERNEL_IMPL", "auto"))
 
 
 def _check_impl(impl: str) -> str:
@@ -109,7 +114,7 @@ class DecomposedLargeKernel(nn.Module):
         return out + self.small(x) if self.small is not None else out
 
     @torch.no_grad()
-    def fuse(self, impl: str = "auto") -> "FusedLargeKernel":
+    def fuse(self, impl: Optional[str] = None) -> "FusedLargeKernel":
         """The equivalent :class:`FusedLargeKernel` (BN folded, the small kernel added into the vertical one)."""
         wv, bv = self.vertical.fuse()
         wh, bh = self.horizontal.fuse()
@@ -130,13 +135,13 @@ class DecomposedLargeKernel(nn.Module):
 class FusedLargeKernel(nn.Module):
     """Inference form: a (K x s) and an (s x K) depthwise conv with bias, summed; see the module docstring."""
 
-    def __init__(self, dim: int, kernel_size: int, small_kernel: int = 5, impl: str = "auto"):
+    def __init__(self, dim: int, kernel_size: int, small_kernel: int = 5, impl: Optional[str] = None):
         super().__init__()
         self.dim, self.kernel_size, self.small_kernel = dim, kernel_size, small_kernel
         k, s = kernel_size, small_kernel
         self.vertical = nn.Conv2d(dim, dim, (k, s), padding=(k // 2, s // 2), groups=dim, bias=True)
         self.horizontal = nn.Conv2d(dim, dim, (s, k), padding=(s // 2, k // 2), groups=dim, bias=True)
-        self.impl = _check_impl(impl)
+        self.impl = default_impl() if impl is None else _check_impl(impl)
         self._cache: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
 
     def extra_repr(self) -> str:
@@ -146,8 +151,7 @@ class FusedLargeKernel(nn.Module):
         """The path this input takes: ``"conv"`` or ``"matmul"``."""
         if torch.jit.is_tracing():  # counting tools (fvcore) see the convs, i.e. the model's nominal MACs
             return "conv"
-        impl = self.impl if self.impl != "auto" else _check_impl(IMPL)
-        return "conv" if impl == "auto" else impl
+        return "conv" if self.impl == "auto" else self.impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.resolve_impl(x) == "matmul":

@@ -5,26 +5,40 @@ written as a 1x1 convolution over channels-last memory goes to oneDNN and runs 1
 a thousand or more rows (token-major activations of vision models); for a few rows the GEMM is faster. The
 rewrite is a pair of views, so the result is the same tensor layout, within float32 rounding.
 
-Training (autograd recording), other devices and other dtypes use ``F.linear``. Set ``ZOO_ONEDNN_LINEAR=0``
-in the environment (or ``zoo.layers.linear.ENABLED = False``) to always use ``F.linear``.
+Training (autograd recording), other devices and other dtypes use ``F.linear``. The choice is an argument:
+``Linear(..., onednn=False)`` (or ``model.set_onednn_linear(False)`` on a zoo vision model, or
+``zoo.create_model(NAME, onednn_linear=False)``) always uses ``F.linear``. Left unset, the environment variable
+``ZOO_ONEDNN_LINEAR`` (``0`` turns it off), read when the layer is built, gives the default; it never overrides
+an explicit argument.
 """
 import os
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ENABLED", "MIN_ROWS", "Linear"]
+__all__ = ["MIN_ROWS", "Linear", "onednn_default"]
 
-ENABLED = os.environ.get("ZOO_ONEDNN_LINEAR", "1") != "0"
 MIN_ROWS = 1024
 
 
+def onednn_default() -> bool:
+    """The oneDNN path's default when no argument says: on, unless ``ZOO_ONEDNN_LINEAR=0``."""
+    return os.environ.get("ZOO_ONEDNN_LINEAR", "1") != "0"
+
+
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and state dict) with the oneDNN path for CPU float32 inference."""
+    """``nn.Linear`` (same parameters and state dict) with the oneDNN path for CPU float32 inference
+    (``onednn``: None = :func:`onednn_default`)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
+                 onednn: Optional[bool] = None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.onednn = onednn_default() if onednn is None else bool(onednn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (ENABLED and x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
+        if not (self.onednn and x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
                 and not torch.is_grad_enabled() and x.numel() >= MIN_ROWS * self.in_features):
             return F.linear(x, self.weight, self.bias)
         rows = x.numel() // self.in_features

@@ -379,6 +379,7 @@ class MetaFormer(VisionBackbone, nn.Module):
         drop_rate: float = 0.0,
         head_dropout: float = 0.0,
         drop_path_rate: float = 0.0,
+        onednn_linear: Optional[bool] = None,
     ):
         super().__init__()
         check_head_args(num_classes, global_pool)
@@ -430,6 +431,8 @@ class MetaFormer(VisionBackbone, nn.Module):
                                    drop_rate=drop_rate, head_dropout=head_dropout)
         self.head.global_pool = global_pool
         self.apply(self._init_weights)
+        if onednn_linear is not None:  # else each Linear takes ZOO_ONEDNN_LINEAR (default on)
+            self.set_onednn_linear(onednn_linear)
 
     @staticmethod
     def _init_weights(m: nn.Module):

@@ -40,7 +40,7 @@ from ..layers import (
 )
 from ..layers.backbone import VisionBackbone, imagenet_cfg
 from ..layers.features import check_head_args
-from ..layers.large_kernel import BN_EPS, IMPLS, fold_batchnorm
+from ..layers.large_kernel import BN_EPS, IMPLS, default_impl, fold_batchnorm
 from ..layers.mlp import Mlp
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
@@ -83,7 +83,7 @@ class SLaKBlock(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int, small_kernel: int = 5, mlp_ratio: float = 4.0,
                  drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, bn: bool = True,
-                 deploy: bool = False, large_kernel_impl: str = "auto"):
+                 deploy: bool = False, large_kernel_impl: Optional[str] = None):
         super().__init__()
         if deploy:
             self.large_kernel = FusedLargeKernel(dim, kernel_size, small_kernel, impl=large_kernel_impl)
@@ -149,7 +149,8 @@ class SLaK(VisionBackbone, nn.Module):
         head_init_scale: float = 1.0,
         bn: bool = True,
         deploy: bool = False,
-        large_kernel_impl: str = "auto",
+        large_kernel_impl: Optional[str] = None,
+        onednn_linear: Optional[bool] = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
@@ -165,6 +166,7 @@ class SLaK(VisionBackbone, nn.Module):
         if any(k < kernel_size[-1] for k in kernel_size[:4]):
             raise ValueError(f"every large kernel must be at least the small kernel {kernel_size[-1]}, got "
                              f"{tuple(kernel_size)}")
+        large_kernel_impl = default_impl() if large_kernel_impl is None else large_kernel_impl
         if large_kernel_impl not in IMPLS:
             raise ValueError(f"large_kernel_impl must be one of {IMPLS}, got {large_kernel_impl!r}")
         if deploy and not bn:
@@ -197,6 +199,8 @@ class SLaK(VisionBackbone, nn.Module):
         self.head.fc = Linear(widths[-1], num_classes) if num_classes > 0 else nn.Identity()
 
         self.apply(self._init_weights)
+        if onednn_linear is not None:  # else each Linear takes ZOO_ONEDNN_LINEAR (default on)
+            self.set_onednn_linear(onednn_linear)
         if isinstance(self.head.fc, nn.Linear):
             with torch.no_grad():
                 self.head.fc.weight.mul_(head_init_scale)

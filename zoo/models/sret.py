@@ -183,6 +183,7 @@ class SReT(VisionBackbone, nn.Module):
         permutation_seed: int = 0,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        onednn_linear: Optional[bool] = None,
     ):
         super().__init__()
         check_head_args(num_classes, global_pool)
@@ -225,6 +226,8 @@ class SReT(VisionBackbone, nn.Module):
         self.head.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head.fc = Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if onednn_linear is not None:  # else each Linear takes ZOO_ONEDNN_LINEAR (default on)
+            self.set_onednn_linear(onednn_linear)
 
     # ---- what differs from the shared face (zoo.layers.VisionBackbone) ----------------------------------------
     no_weight_decay_keys = ("pos_embed",)

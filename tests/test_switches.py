@@ -1,0 +1,40 @@
+"""Switches are arguments: the environment only gives the default, read when a layer is built, and never overrides
+an explicit argument."""
+import torch
+
+import zoo
+from zoo.layers import FusedLargeKernel, Linear
+from zoo.registry import list_models
+
+
+def _linears(model):
+    return [m for m in model.modules() if isinstance(m, Linear)]
+
+
+def test_onednn_linear_argument_and_environment_default(monkeypatch):
+    name = list_models(task="image-classification")[0]
+    monkeypatch.setenv("ZOO_ONEDNN_LINEAR", "0")
+    with torch.device("meta"):
+        assert not any(m.onednn for m in _linears(zoo.create_model(name)))  # the default, from the environment
+        assert all(m.onednn for m in _linears(zoo.create_model(name, onednn_linear=True)))  # the argument wins
+    monkeypatch.delenv("ZOO_ONEDNN_LINEAR")
+    assert Linear(4, 4).onednn and not Linear(4, 4, onednn=False).onednn
+
+
+def test_onednn_and_plain_linear_agree():
+    layer = Linear(64, 32)
+    plain = Linear(64, 32, onednn=False)
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(40, 64, 64)  # enough rows for the oneDNN path
+    with torch.no_grad():
+        assert torch.allclose(layer(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_large_kernel_impl_argument_is_never_overridden(monkeypatch):
+    monkeypatch.setenv("ZOO_LARGE_KERNEL_IMPL", "matmul")
+    assert FusedLargeKernel(8, 7).impl == "matmul"  # no argument: the environment's default
+    assert FusedLargeKernel(8, 7, impl="auto").impl == "auto"  # an explicit argument stays
+    name = list_models(family="slak")[0]
+    with torch.device("meta"):
+        model = zoo.create_model(name, deploy=True, large_kernel_impl="conv")
+    assert {m.impl for m in model.modules() if isinstance(m, FusedLargeKernel)} == {"conv"}
