@@ -23,7 +23,6 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlparse
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -43,18 +42,18 @@ def git_blob_sha1(data: bytes) -> str:
 
 
 class FakeHub:
-    def __init__(self, tokens: Optional[Set[str]] = None):
-        self.repos: Dict[str, Dict[str, bytes]] = {}
-        self.heads: Dict[str, str] = {}  # repo -> commit of main (COMMIT when absent)
-        self.commits: Dict[Tuple[str, str], Dict[str, bytes]] = {}  # (repo, commit) -> files
-        self.regular: Set[Tuple[str, str]] = set()  # (repo, path) committed inline: git blob, not LFS
-        self.etags: Dict[Tuple[str, str], str] = {}
-        self.private: Set[str] = set()
+    def __init__(self, tokens: set[str] | None = None):
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.heads: dict[str, str] = {}  # repo -> commit of main (COMMIT when absent)
+        self.commits: dict[tuple[str, str], dict[str, bytes]] = {}  # (repo, commit) -> files
+        self.regular: set[tuple[str, str]] = set()  # (repo, path) committed inline: git blob, not LFS
+        self.etags: dict[tuple[str, str], str] = {}
+        self.private: set[str] = set()
         self.tokens = tokens
-        self.lfs: Dict[str, bytes] = {}  # sha256 -> content, uploaded and waiting for (or used by) a commit
-        self.yaml_checked: List[str] = []
-        self.log: List[str] = []
-        self.authorizations: List[str] = []
+        self.lfs: dict[str, bytes] = {}  # sha256 -> content, uploaded and waiting for (or used by) a commit
+        self.yaml_checked: list[str] = []
+        self.log: list[str] = []
+        self.authorizations: list[str] = []
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -112,7 +111,7 @@ class FakeHub:
                 length = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(length) if length else b""
 
-            def _send(self, code: int, body: bytes = b"", headers: Optional[Dict[str, str]] = None,
+            def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None,
                       send_body: bool = True):
                 self.send_response(code)
                 for k, v in (headers or {}).items():
@@ -122,12 +121,12 @@ class FakeHub:
                 if send_body and body:
                     self.wfile.write(body)
 
-            def _json(self, code: int, obj, headers: Optional[Dict[str, str]] = None, send_body: bool = True):
+            def _json(self, code: int, obj, headers: dict[str, str] | None = None, send_body: bool = True):
                 self._send(code, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})},
                            send_body)
 
-            def _error(self, code: int, error_code: Optional[str], message: str, send_body: bool = True,
-                       commit: Optional[str] = None):
+            def _error(self, code: int, error_code: str | None, message: str, send_body: bool = True,
+                       commit: str | None = None):
                 headers = {"X-Error-Message": message}
                 if error_code:
                     headers["X-Error-Code"] = error_code
@@ -135,7 +134,7 @@ class FakeHub:
                     headers["X-Repo-Commit"] = commit
                 self._json(code, {"error": message}, headers, send_body)
 
-            def _token(self) -> Optional[str]:
+            def _token(self) -> str | None:
                 auth = self.headers.get("Authorization")
                 if auth:
                     hub.authorizations.append(auth)
@@ -158,7 +157,7 @@ class FakeHub:
                     return token is not None and (hub.tokens is None or token in hub.tokens)
                 return True
 
-            def _files_at(self, repo: str, revision: str) -> Optional[Tuple[str, Dict[str, bytes]]]:
+            def _files_at(self, repo: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
                 head = hub.head(repo)
                 if revision in ("main", head):
                     return head, hub.repos[repo]

@@ -11,12 +11,18 @@ import types
 import pytest
 import timm
 import torch
+from test_models import (
+    check_cfg,
+    check_features,
+    check_interface,
+    check_param_count,
+    check_regularisation,
+    check_train_step,
+)
 from timm.models import _registry as timm_registry
 from torch import nn
 
 import zoo
-from test_models import (check_cfg, check_features, check_interface, check_param_count, check_regularisation,
-                         check_train_step)
 from zoo.factory import register_in_timm
 from zoo.layers import Linear, Mlp, VisionBackbone, imagenet_cfg
 from zoo.models._builder import build_vision_model

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 from fakehub import FakeHub
-from zoo.bench.reference.metaformer import make_authors_state_dict, reference_forward
 
 import zoo
+from zoo.bench.reference.metaformer import make_authors_state_dict, reference_forward
 from zoo.weights import CheckpointError, save_state_dict
 
 

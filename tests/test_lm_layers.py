@@ -5,8 +5,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.layers import (DecoderLayer, GroupedQueryAttention, KVCache, RMSNorm, RotaryEmbedding, SwiGLU,
-                        apply_rotary, attention_mask, build_attention_masks)
+from zoo.layers import (
+    DecoderLayer,
+    GroupedQueryAttention,
+    KVCache,
+    RMSNorm,
+    RotaryEmbedding,
+    SwiGLU,
+    apply_rotary,
+    attention_mask,
+    build_attention_masks,
+)
 
 
 def _naive_attention(q, k, v, allowed):

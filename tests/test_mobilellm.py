@@ -8,8 +8,8 @@ import torch
 
 import zoo
 from zoo.bench.harness import randomize_
-from zoo.weights import CheckpointError, CheckpointMismatchError, save_state_dict
 from zoo.models.mobilellm import MobileLLM, MobileLLMConfig, pro_layer_types, save_pretrained, to_llama_config
+from zoo.weights import CheckpointError, CheckpointMismatchError, save_state_dict
 
 # the authors' table (tied embeddings counted once)
 EXPECTED = {

@@ -6,9 +6,9 @@ realistic weight scales (fan-in scaled weights, norm and layer scales near 1), t
 """
 import pytest
 import torch
-from zoo.bench.reference.metaformer import make_authors_state_dict, reference_forward
 
 import zoo
+from zoo.bench.reference.metaformer import make_authors_state_dict, reference_forward
 from zoo.weights import read_state_dict, save_state_dict
 
 # one variant per token mixer type: pool v1, identity, random, pool v2, sepconv, attention

@@ -18,8 +18,8 @@ from fakehub import COMMIT, FakeHub
 from torch import nn
 
 import zoo
-from zoo import cli
-from zoo import factory, hub as zhub, publish
+from zoo import cli, factory, publish
+from zoo import hub as zhub
 from zoo.publish import PublishError
 from zoo.weights import CheckpointError, ChecksumError
 

@@ -11,6 +11,7 @@ from zoo.layers.recursion import shared_depth, sharing_schedule
 from zoo.layers.routing import LoRA, gather_active
 from zoo.models.recursive import RecursiveConfig, RecursiveLM, from_pretrained_dense
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny matrices: one thread is many times faster than two on a loaded 2-core machine."""

@@ -4,15 +4,15 @@ import pytest
 import torch
 
 import zoo
-from zoo.weights import CheckpointMismatchError, load_checkpoint, save_state_dict
-from zoo.layers import DecomposedLargeKernel, FusedLargeKernel
-from zoo.models.slak import checkpoint_filter_fn
 from zoo.bench.reference.slak import (
     arch,
     count_params,
     make_authors_state_dict,
     reference_forward,
 )
+from zoo.layers import DecomposedLargeKernel, FusedLargeKernel
+from zoo.models.slak import checkpoint_filter_fn
+from zoo.weights import CheckpointMismatchError, load_checkpoint, save_state_dict
 
 # a reduced SLaK: every feature of the real one (3 branches per block, 5x5 in every stage, odd widths, kernels
 # larger than the maps at the later stages), small enough for the default test run

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import zoo
-from zoo.layers import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
 from zoo.bench.reference.sret import make_authors_state_dict, reference_forward
+from zoo.layers import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
 
 
 def _assert_close(actual, expected, what, rel=1e-4):

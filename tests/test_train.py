@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from zoo.train.checkpoint import (CheckpointCorruptError, load_training_checkpoint, save_training_checkpoint)
+from zoo.train.checkpoint import CheckpointCorruptError, load_training_checkpoint, save_training_checkpoint
 from zoo.train.config import RecipeError, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -145,6 +145,7 @@ def test_datasets_folder_of_images_trains_and_evaluates(hf_images, tmp_path):
 
 def test_datasets_folder_of_text_trains_a_language_model(tmp_path):
     import datasets
+
     from zoo.data import text
     docs = list(text.bundled_corpus().values())
     train_docs, val_docs = docs[:60], docs[60:70]

@@ -9,12 +9,11 @@ layers -> weights, registry -> models -> hub (download) -> factory -> profile ->
 evaluate, bench, cli.
 """
 from . import profile
+from ._version import __version__  # noqa: F401  (zoo.__version__)
 from .factory import create_model
 from .publish import PublishError, push_to_hub
 from .registry import UnknownModelError, list_families, list_models, list_pretrained, model_info
 from .weights import CheckpointError, CheckpointMismatchError, load_checkpoint, save_state_dict
-
-from ._version import __version__  # noqa: F401  (zoo.__version__)
 
 __all__ = [
     "CheckpointError",

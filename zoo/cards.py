@@ -21,8 +21,9 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Union
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from tqdm import tqdm
@@ -70,7 +71,7 @@ _NOT_METRICS = {"params", "macs", "flops", "dataset", "split", "num_samples", "s
 # Data
 
 
-def collect(names: Optional[Iterable[str]] = None, progress: bool = True) -> List[Dict[str, Any]]:
+def collect(names: Iterable[str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Row data of each model (default: every registered image classifier), in the given order.
 
     Params and MACs are measured (``zoo.profile``, batch 1 at the model's cfg input size); reference params /
@@ -130,11 +131,11 @@ def _as_list(value) -> list:
     return [value]
 
 
-def _floats(value) -> Optional[List[float]]:
+def _floats(value) -> list[float] | None:
     return None if value is None else [float(v) for v in _as_list(value)]
 
 
-def _sort_key(row: Dict[str, Any]):
+def _sort_key(row: dict[str, Any]):
     family = row["family"]
     fam_rank = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
     variants, sizes = _VARIANT_SIZE_ORDER.get(family, ((), ()))
@@ -146,7 +147,7 @@ def _sort_key(row: Dict[str, Any]):
     return (fam_rank, family, within)
 
 
-def ordered(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def ordered(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows in table order: by family, then variant and size (see ``_VARIANT_SIZE_ORDER``), else by params."""
     return sorted(rows, key=_sort_key)
 
@@ -159,7 +160,7 @@ def _family_title(family: str) -> str:
     return FAMILY_TITLES.get(family, family)
 
 
-def _gmacs(macs: Optional[int], decimals: int) -> str:
+def _gmacs(macs: int | None, decimals: int) -> str:
     return "-" if macs is None else f"{macs / 1e9:.{decimals}f}"
 
 
@@ -167,11 +168,11 @@ def _top1(top1) -> str:
     return "-" if top1 is None else f"{float(top1):.1f}"
 
 
-def _arxiv_ids(paper_ids: Optional[str]) -> List[str]:
+def _arxiv_ids(paper_ids: str | None) -> list[str]:
     return re.findall(r"arXiv:(\d{4}\.\d{4,5}(?:v\d+)?)", paper_ids or "")
 
 
-def _paper_url(row: Dict[str, Any]) -> Optional[str]:
+def _paper_url(row: dict[str, Any]) -> str | None:
     ids = _arxiv_ids(row.get("paper_ids"))
     return f"https://arxiv.org/abs/{ids[0]}" if ids else None
 
@@ -180,11 +181,11 @@ def _size(input_size: Sequence[int]) -> str:
     return " x ".join(str(s) for s in input_size)
 
 
-def _tuple(values: Optional[Sequence[float]]) -> str:
+def _tuple(values: Sequence[float] | None) -> str:
     return "-" if values is None else "(" + ", ".join(repr(float(v)) for v in values) + ")"
 
 
-def _rel(measured: Optional[int], reference: Optional[int]) -> str:
+def _rel(measured: int | None, reference: int | None) -> str:
     if measured is None or not reference:
         return ""
     return f"{(measured / reference - 1) * 100:+.2f}%"
@@ -194,7 +195,7 @@ def _rel(measured: Optional[int], reference: Optional[int]) -> str:
 # Rendering
 
 
-def _card_data(row: Dict[str, Any]):
+def _card_data(row: dict[str, Any]):
 
     eval_results = None
     if row.get("top1") is not None and row.get("task") == "image-classification":
@@ -219,14 +220,9 @@ def _card_data(row: Dict[str, Any]):
     )
 
 
-def render_card(row: Dict[str, Any]) -> str:
-    """The Hugging Face model card (YAML front matter + markdown) of one row of :func:`collect`."""
-    name, family = row["name"], _family_title(row["family"])
-    task = row.get("task") or "model"
-    front = _card_data(row).to_yaml().strip()
+def _card_description(row: dict[str, Any], task: str, family: str) -> str:
+    name = row["name"]
     paper_url = _paper_url(row)
-
-    # description
     what = f"`{name}` is a{'n' if task[:1] in 'aeiou' else ''} {task.replace('-', ' ')} model of the {family} family"
     if row.get("paper"):
         ref = f"[{row['paper_ids']}]({paper_url})" if paper_url else (row.get("paper_ids") or "")
@@ -239,8 +235,10 @@ def render_card(row: Dict[str, Any]) -> str:
                  "`zoo.create_model` builds the zoo's.")
     else:
         what += " timm has no model of this name: after `import zoo`, `timm.create_model` builds the zoo's too."
+    return what
 
-    # model details
+
+def _card_details(row: dict[str, Any], task: str, family: str) -> list[str]:
     size = row["input_size"]
     params = f"{row['params']:,}"
     if row["frozen_params"]:
@@ -274,9 +272,11 @@ def render_card(row: Dict[str, Any]) -> str:
     if row.get("weights_notes"):
         details.append(("Weights origin", "; ".join(row["weights_notes"])))
     details.append(("License", row.get("license") or "-"))
-    table = ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in details]
+    return ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in details]
 
-    usage = [
+
+def _card_usage(name: str, on_hub: bool) -> list[str]:
+    return [
         "```python",
         "import timm",
         "import torch",
@@ -284,7 +284,7 @@ def render_card(row: Dict[str, Any]) -> str:
         "",
         "import zoo",
         "",
-        (f'model = zoo.create_model("{name}", pretrained=True).eval()' if row.get("hf_hub_id") else
+        (f'model = zoo.create_model("{name}", pretrained=True).eval()' if on_hub else
          f'model = zoo.create_model("{name}", pretrained=True,  # the authors\' file, downloaded by hand\n'
          f'                         pretrained_cfg_overlay={{"file": "path/to/checkpoint.pth"}}).eval()'),
         "config = timm.data.resolve_data_config({}, model=model)  # input size, crop_pct, interpolation, mean/std",
@@ -297,13 +297,16 @@ def render_card(row: Dict[str, Any]) -> str:
         "```",
     ]
 
+
+def _card_measured(row: dict[str, Any]) -> list[str]:
+    name, size = row["name"], row["input_size"]
     measured = [
         f"- **Params**: unique parameters of `zoo.create_model(\"{name}\")` (tied or shared weights counted once; "
         "frozen ones included), by `zoo.profile`.",
         f"- **MACs**: fvcore `FlopCountAnalysis` total with the zoo's op handles (`zoo.profile(\"{name}\")`), "
         f"batch 1 at {_size(size)}; one multiply-add = 1 MAC; FLOPs = 2 x MACs.",
     ]
-    if sparse:
+    if _is_sparse(row):
         measured.append(
             f"- **Dense vs non-zero**: the authors train with dynamic sparsity and release dense tensors in which "
             f"{_sparsity(row)} of the weights are exact zeros. The measured and reference params and GMACs above are "
@@ -318,25 +321,19 @@ def render_card(row: Dict[str, Any]) -> str:
     measured.append("- Tool versions, dates and machine details are not embedded, so the same code gives a "
                     "byte-identical card: regenerate with `python -m zoo.cards`; `python -m zoo.cards --check` "
                     "(and `tests/test_cards.py`) fails when this card no longer matches the code.")
+    return measured
 
+
+def render_card(row: dict[str, Any]) -> str:
+    """The Hugging Face model card (YAML front matter + markdown) of one row of :func:`collect`."""
+    name, family = row["name"], _family_title(row["family"])
+    task = row.get("task") or "model"
+    front = _card_data(row).to_yaml().strip()
     body = [
-        GENERATED,
-        "",
-        f"# {name}",
-        "",
-        what,
-        "",
-        "## Model details",
-        "",
-        *table,
-        "",
-        "## Usage",
-        "",
-        *usage,
-        "",
-        "## How the numbers were measured",
-        "",
-        *measured,
+        GENERATED, "", f"# {name}", "", _card_description(row, task, family), "",
+        "## Model details", "", *_card_details(row, task, family), "",
+        "## Usage", "", *_card_usage(name, bool(row.get("hf_hub_id"))), "",
+        "## How the numbers were measured", "", *_card_measured(row),
     ]
     return f"---\n{front}\n---\n\n" + "\n".join(body) + "\n"
 
@@ -349,23 +346,23 @@ def _cell(value: str) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _is_sparse(row: Dict[str, Any]) -> bool:
+def _is_sparse(row: dict[str, Any]) -> bool:
     return row.get("ref_nonzero_params") is not None
 
 
-def _sparsity(row: Dict[str, Any]) -> str:
+def _sparsity(row: dict[str, Any]) -> str:
     return "-" if row.get("sparsity") is None else f"{float(row['sparsity']):.0%}"
 
 
-def _nonzero_params(row: Dict[str, Any]) -> str:
+def _nonzero_params(row: dict[str, Any]) -> str:
     return f"{row['ref_nonzero_params'] / 1e6:g}M"
 
 
-def _nonzero_gmacs(row: Dict[str, Any]) -> str:
+def _nonzero_gmacs(row: dict[str, Any]) -> str:
     return "-" if row.get("ref_nonzero_macs") is None else _gmacs(row["ref_nonzero_macs"], 1)
 
 
-def _reference_gmacs(row: Dict[str, Any]) -> str:
+def _reference_gmacs(row: dict[str, Any]) -> str:
     if row.get("ref_macs") is not None:
         return _gmacs(row["ref_macs"], 3)
     if row.get("ref_gmacs") is not None:
@@ -373,7 +370,7 @@ def _reference_gmacs(row: Dict[str, Any]) -> str:
     return "-"
 
 
-def _preprocessing(row: Dict[str, Any]) -> str:
+def _preprocessing(row: dict[str, Any]) -> str:
     parts = []
     if row.get("crop_pct") is not None:
         mode = row.get("crop_mode") or "center"
@@ -383,7 +380,7 @@ def _preprocessing(row: Dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-def _weights(row: Dict[str, Any]) -> str:
+def _weights(row: dict[str, Any]) -> str:
     hub_id = row.get("hf_hub_id")
     if not hub_id:
         return "none published"
@@ -393,7 +390,7 @@ def _weights(row: Dict[str, Any]) -> str:
     return text
 
 
-def render_readme_table(rows: Sequence[Dict[str, Any]]) -> str:
+def render_readme_table(rows: Sequence[dict[str, Any]]) -> str:
     """The README's model table: measured params (exact) and GMACs (2 decimals), the paper's top-1, timm status."""
     lines = ["| model | params | GMACs @224 | ImageNet-1k top-1 | in timm |", "|---|---:|---:|---:|---|"]
     sparse = []
@@ -417,7 +414,7 @@ def render_readme_table(rows: Sequence[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_cards_index(rows: Sequence[Dict[str, Any]]) -> str:
+def render_cards_index(rows: Sequence[dict[str, Any]]) -> str:
     """``model_cards/README.md``: the list of cards, by family."""
     lines = [
         "# Model cards",
@@ -456,7 +453,7 @@ def replace_readme_table(readme: str, table: str) -> str:
     return readme[:m.start(1)] + _README_NOTE + "\n" + table + readme[m.end(1):]
 
 
-def render_all(rows: Sequence[Dict[str, Any]], readme: Optional[str] = None) -> Dict[str, str]:
+def render_all(rows: Sequence[dict[str, Any]], readme: str | None = None) -> dict[str, str]:
     """Every generated file, relative path -> content. ``readme`` is the current README text to update (with
     ``None`` the README is left out); a README without exactly one marker block raises ``ValueError``."""
     files = {f"{CARDS_DIR}/{row['name']}.md": render_card(row) for row in ordered(rows)}
@@ -470,7 +467,7 @@ def render_all(rows: Sequence[Dict[str, Any]], readme: Optional[str] = None) -> 
 # Files
 
 
-def _read(path: Path) -> Optional[str]:
+def _read(path: Path) -> str | None:
     try:
         return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
@@ -501,7 +498,7 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def _stale_cards(root: Path, expected: Dict[str, str]) -> List[str]:
+def _stale_cards(root: Path, expected: dict[str, str]) -> list[str]:
     """Generated cards (they carry the GENERATED line) of models that are no longer registered."""
     stale = []
     for path in sorted((root / CARDS_DIR).glob("*.md")):
@@ -511,7 +508,7 @@ def _stale_cards(root: Path, expected: Dict[str, str]) -> List[str]:
     return stale
 
 
-def write_all(root: PathLike = ".", rows: Optional[Sequence[Dict[str, Any]]] = None) -> List[str]:
+def write_all(root: PathLike = ".", rows: Sequence[dict[str, Any]] | None = None) -> list[str]:
     """Write every card, the cards index and the README table under ``root``; returns the files that changed.
 
     ``rows`` (from :func:`collect`) default to every registered model, profiled now. Files whose content is
@@ -534,7 +531,7 @@ def write_all(root: PathLike = ".", rows: Optional[Sequence[Dict[str, Any]]] = N
     return sorted(changed)
 
 
-def check(root: PathLike = ".", rows: Optional[Sequence[Dict[str, Any]]] = None) -> List[str]:
+def check(root: PathLike = ".", rows: Sequence[dict[str, Any]] | None = None) -> list[str]:
     """Regenerate in memory; the files under ``root`` whose content differs (or that are missing or stale).
 
     An empty list means the cards and the README table are in sync with the code. ``root`` needs ``README.md``
@@ -554,14 +551,10 @@ def check(root: PathLike = ".", rows: Optional[Sequence[Dict[str, Any]]] = None)
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Command line (``python -m zoo.cards``; ``zoo cards`` mounts add_arguments / run)
-
-
-# ------------------------------------------------------------------------------------------------------------------
 # The card of a published model (zoo publish / push_to_hub / a training run's export/)
 
 
-def _metric_results(metrics: Dict[str, Any], task: str, dataset: Optional[str]):
+def _metric_results(metrics: dict[str, Any], task: str, dataset: str | None):
     results = []
     if not dataset:
         return results
@@ -582,10 +575,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render_published_card(*, repo_id: Optional[str], model_name: str, task: str, family: str,
-                          license: Optional[str], dataset: Optional[str], metrics: Dict[str, Any],
-                          recipe_text: Optional[str], summary: Dict[str, Any], weights: Dict[str, Any],
-                          model_args: Dict[str, Any], tokenizer: bool = False) -> str:
+def render_published_card(*, repo_id: str | None, model_name: str, task: str, family: str,
+                          license: str | None, dataset: str | None, metrics: dict[str, Any],
+                          recipe_text: str | None, summary: dict[str, Any], weights: dict[str, Any],
+                          model_args: dict[str, Any], tokenizer: bool = False) -> str:
     """The model card (README.md) of a published model: front matter with ModelCardData / EvalResult, then markdown."""
 
     title = repo_id or model_name
@@ -642,6 +635,10 @@ def render_published_card(*, repo_id: Optional[str], model_name: str, task: str,
     return content
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# Command line (``python -m zoo.cards``; ``zoo cards`` mounts add_arguments / run)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 and list the files that differ from what the code gives")
@@ -685,7 +682,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.cards", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

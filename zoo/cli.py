@@ -5,7 +5,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import torch
 
@@ -240,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 import timm
 import torch
@@ -50,20 +50,20 @@ _FOLDER_WEIGHTS = (WEIGHTS_NAME, "model.safetensors.index.json", "pytorch_model.
 class Source:
     """What a model name resolves to: the registered architecture, where its weights are, what describes them."""
     name: str
-    cfg_overlay: Dict[str, Any]
-    config: Optional[Dict[str, Any]] = None  # the config.json describing the weights, when already read
+    cfg_overlay: dict[str, Any]
+    config: dict[str, Any] | None = None  # the config.json describing the weights, when already read
     pretrained: bool = False  # the name itself names weights (a Hub repo or a folder)
 
 
 @dataclass
 class Weights:
     """A state dict read from its source, where it came from, and the ``config.json`` that describes it."""
-    state_dict: Dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor]
     where: str
-    config: Optional[Dict[str, Any]] = None
+    config: dict[str, Any] | None = None
 
 
-def _read_json(path: Path) -> Dict[str, Any]:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -73,7 +73,7 @@ def _read_json(path: Path) -> Dict[str, Any]:
     return data
 
 
-def _model_folder(path: Path) -> Optional[Path]:
+def _model_folder(path: Path) -> Path | None:
     """The folder holding ``config.json`` for a model folder or a training run folder (its ``export/``)."""
     if (path / CONFIG_NAME).is_file():
         return path
@@ -82,7 +82,7 @@ def _model_folder(path: Path) -> Optional[Path]:
     return None
 
 
-def _architecture(config: Dict[str, Any], where: str) -> str:
+def _architecture(config: dict[str, Any], where: str) -> str:
     arch = config.get("architecture")
     if not arch:
         raise CheckpointError(f"{where}/{CONFIG_NAME} names no 'architecture'; it was not written by the zoo or timm")
@@ -92,18 +92,18 @@ def _architecture(config: Dict[str, Any], where: str) -> str:
     return arch
 
 
-def _config_overlay(config: Dict[str, Any]) -> Dict[str, Any]:
+def _config_overlay(config: dict[str, Any]) -> dict[str, Any]:
     """The pretrained-cfg fields a published ``config.json`` records (preprocessing, labels), timm's names only;
     the registered cfg's provenance fields are cleared, since they describe other weights."""
     known = {f.name for f in dataclasses.fields(PretrainedCfg)} - {"file", "state_dict", "hf_hub_id", "url"}
-    overlay: Dict[str, Any] = {"notes": None, "tag": None, "description": None, "url": None}
+    overlay: dict[str, Any] = {"notes": None, "tag": None, "description": None, "url": None}
     overlay.update({k: v for k, v in (config.get("pretrained_cfg") or {}).items() if k in known})
     if "num_classes" in config:
         overlay["num_classes"] = config["num_classes"]
     return overlay
 
 
-def resolve_source(model_name: Union[str, os.PathLike], cache_dir: Optional[Union[str, os.PathLike]] = None
+def resolve_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike | None = None
                    ) -> Source:
     """A registered name, ``hf-hub:ORG/NAME`` or a model folder -> the architecture and where its weights are."""
     name = os.fspath(model_name)
@@ -138,7 +138,7 @@ def _folder_weights(folder: Path) -> Path:
     raise CheckpointError(f"{folder} is a folder without weights (looked for {', '.join(_FOLDER_WEIGHTS)})")
 
 
-def _read_file(path: Path) -> Dict[str, torch.Tensor]:
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
     """A weight file, or every shard a ``model.safetensors.index.json`` lists."""
     if path.name.endswith(".index.json"):
         shards = sorted(set(_read_json(path).get("weight_map", {}).values()))
@@ -151,7 +151,7 @@ def _read_file(path: Path) -> Dict[str, torch.Tensor]:
     return read_state_dict(path)
 
 
-def _read_local(location: Union[str, os.PathLike]) -> Weights:
+def _read_local(location: str | os.PathLike) -> Weights:
     """A local file or folder; a folder's ``config.json`` (or one beside a Hub-layout weight file) describes it."""
     path = Path(location)
     if path.is_dir():
@@ -163,8 +163,8 @@ def _read_local(location: Union[str, os.PathLike]) -> Weights:
     return Weights(_read_file(path), str(location), config)
 
 
-def read_weights(cfg: Dict[str, Any], cache_dir: Optional[Union[str, os.PathLike]] = None,
-                 config: Optional[Dict[str, Any]] = None) -> Weights:
+def read_weights(cfg: dict[str, Any], cache_dir: str | os.PathLike | None = None,
+                 config: dict[str, Any] | None = None) -> Weights:
     """The weights a pretrained cfg names: ``state_dict``, ``file`` (file or folder) or ``hf_hub_id`` (verified).
 
     ``config`` is the ``config.json`` already read for a Hub repo (else it is downloaded when the repo has one).
@@ -190,7 +190,7 @@ def read_weights(cfg: Dict[str, Any], cache_dir: Optional[Union[str, os.PathLike
                           "or pass pretrained_cfg_overlay={'file': PATH}")
 
 
-def checkpoint_args(entry: ModelEntry, weights: Weights) -> Dict[str, Any]:
+def checkpoint_args(entry: ModelEntry, weights: Weights) -> dict[str, Any]:
     """The architecture arguments the weights' ``config.json`` (or the weights themselves) describe."""
     if entry.model_args_fn is not None:
         return dict(entry.model_args_fn(weights.config, weights.state_dict))
@@ -203,7 +203,7 @@ def checkpoint_args(entry: ModelEntry, weights: Weights) -> Dict[str, Any]:
     return args
 
 
-def _model_cfg(entry: ModelEntry, pretrained_cfg: Any, overlay: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def _model_cfg(entry: ModelEntry, pretrained_cfg: Any, overlay: dict[str, Any] | None) -> dict[str, Any]:
     if isinstance(pretrained_cfg, dict):  # an explicit cfg replaces the registered one (timm's rule)
         cfg = dict(pretrained_cfg)
     elif hasattr(pretrained_cfg, "to_dict"):
@@ -216,11 +216,11 @@ def _model_cfg(entry: ModelEntry, pretrained_cfg: Any, overlay: Optional[Dict[st
 
 
 def create_model(
-    model_name: Union[str, os.PathLike],
+    model_name: str | os.PathLike,
     pretrained: bool = False,
-    num_classes: Optional[int] = None,
-    pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
-    checkpoint_path: Optional[Union[str, os.PathLike]] = None,
+    num_classes: int | None = None,
+    pretrained_cfg_overlay: dict[str, Any] | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model, timm-style, with weights from one resolved source.
@@ -271,7 +271,7 @@ def create_model(
     return model
 
 
-def _feature_class(feature_cls: Union[str, type, None]) -> type:
+def _feature_class(feature_cls: str | type | None) -> type:
     """timm's feature wrapper for a ``feature_cls`` name ('getter' by default: ``forward_intermediates``)."""
     if feature_cls is None or isinstance(feature_cls, type):
         return feature_cls or FeatureGetterNet
@@ -298,7 +298,7 @@ def _check_out_indices(out_indices, num_stages: int, name: str):
 
 
 def wrap_features(model: nn.Module, name: str, out_indices=None, feature_cls=None, norm: bool = False,
-                  feature_cfg: Optional[Dict[str, Any]] = None) -> nn.Module:
+                  feature_cfg: dict[str, Any] | None = None) -> nn.Module:
     """``features_only=True``: the model behind timm's feature wrapper (``feature_cls``: getter, hook, dict, list)."""
     info = getattr(model, "feature_info", None)
     if not info:
@@ -357,8 +357,8 @@ _timm_checked: set = set()
 register_in_timm()
 
 
-def load_pretrained(model: nn.Module, cfg: Optional[Dict[str, Any]] = None, filter_fn=None, strict: bool = True,
-                    cache_dir: Optional[Union[str, os.PathLike]] = None) -> Dict[str, list]:
+def load_pretrained(model: nn.Module, cfg: dict[str, Any] | None = None, filter_fn=None, strict: bool = True,
+                    cache_dir: str | os.PathLike | None = None) -> dict[str, list]:
     """Load the weights a pretrained cfg names (default: the model's own) into a built ``model``, checked first."""
     cfg = dict(cfg if cfg is not None else getattr(model, "pretrained_cfg", None) or {})
     weights = read_weights(cfg, cache_dir)

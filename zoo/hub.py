@@ -10,12 +10,17 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any
 from urllib.parse import urlparse
 
 from huggingface_hub import constants, hf_hub_download
-from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
-                                    RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
 from .weights import CheckpointError, ChecksumError, sha256_file
 
@@ -46,7 +51,7 @@ def offline_mode() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _cached_etag(path: str) -> Optional[str]:
+def _cached_etag(path: str) -> str | None:
     """The ETag a cached Hub file was stored under (huggingface_hub names blobs after it), if it is a sha256."""
     blob = Path(os.path.realpath(path))
     if blob.parent.name == "blobs" and _SHA256.fullmatch(blob.name):
@@ -54,7 +59,7 @@ def _cached_etag(path: str) -> Optional[str]:
     return None
 
 
-def _verify_sha256(path: str, expected: Optional[str], where: str, source: str) -> None:
+def _verify_sha256(path: str, expected: str | None, where: str, source: str) -> None:
     if not expected:
         return
     expected = str(expected).lower()
@@ -68,8 +73,8 @@ def _verify_sha256(path: str, expected: Optional[str], where: str, source: str) 
             f"file (or the repo's folder in the cache) to download it again; otherwise tell the publisher.")
 
 
-def download(repo_id: str, filename: str, *, sha256: Optional[str] = None,
-             cache_dir: Optional[Union[str, os.PathLike]] = None, revision: Optional[str] = None) -> str:
+def download(repo_id: str, filename: str, *, sha256: str | None = None,
+             cache_dir: str | os.PathLike | None = None, revision: str | None = None) -> str:
     """Fetch ``filename`` from Hub repo ``repo_id`` into the Hugging Face cache and verify it; returns its path.
 
     ``HF_ENDPOINT`` picks the Hub, ``cache_dir`` the cache (default: huggingface_hub's), ``HF_HUB_OFFLINE=1``
@@ -114,7 +119,7 @@ def download(repo_id: str, filename: str, *, sha256: Optional[str] = None,
 
 
 
-def read_hub_config(repo_id: str, cache_dir: Optional[Union[str, os.PathLike]] = None) -> Dict[str, Any]:
+def read_hub_config(repo_id: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """The ``config.json`` of Hub repo ``repo_id`` (downloaded and verified), as a dict."""
     path = download(repo_id, CONFIG_NAME, cache_dir=cache_dir)
     try:

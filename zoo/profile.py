@@ -27,11 +27,12 @@ import platform
 import statistics
 import sys
 import threading
-import types
 import time
+import types
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +49,7 @@ _SHARED_OPS = ("conv", "linear", "addmm", "mm", "matmul", "bmm", "baddbmm", "ein
                "scaled_dot_product_attention")
 
 
-def _shape(v) -> Optional[List[int]]:
+def _shape(v) -> list[int] | None:
     return v.type().sizes() if v.isCompleteTensor() else None
 
 
@@ -56,35 +57,35 @@ def _numel(shape) -> int:
     return math.prod(shape) if shape else 1
 
 
-def _sdpa_macs(inputs: List[Any], outputs: List[Any]) -> int:
+def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
     """softmax(q k^T) v: Nq*Nk*d for q k^T plus Nq*Nk*dv for the weighted sum, per batch and head."""
     q, k, v = (_shape(t) for t in inputs[:3])
     return _numel(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
-def _matmul_macs(inputs: List[Any], outputs: List[Any]) -> int:
+def _matmul_macs(inputs: list[Any], outputs: list[Any]) -> int:
     """(..., M, K) @ (..., K, N) with broadcasting: numel(output) * K."""
     a = _shape(inputs[0])
     return _numel(_shape(outputs[0])) * a[-1]
 
 
-def _baddbmm_macs(inputs: List[Any], outputs: List[Any]) -> int:
+def _baddbmm_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return _numel(_shape(outputs[0])) * _shape(inputs[1])[-1]
 
 
 def _elementwise(scale: int = 1) -> Callable:
-    def handle(inputs: List[Any], outputs: List[Any]) -> int:
+    def handle(inputs: list[Any], outputs: list[Any]) -> int:
         return scale * _numel(_shape(outputs[0]))
     return handle
 
 
 def _over_input(scale: int) -> Callable:
-    def handle(inputs: List[Any], outputs: List[Any]) -> int:
+    def handle(inputs: list[Any], outputs: list[Any]) -> int:
         return scale * _numel(_shape(inputs[0]))
     return handle
 
 
-def _native_norm(inputs: List[Any], outputs: List[Any]) -> int:
+def _native_norm(inputs: list[Any], outputs: list[Any]) -> int:
     """fvcore's norm convention: 5 per element with an affine weight, 4 without."""
     has_affine = len(inputs) > 1 and _shape(inputs[1]) is not None
     return _numel(_shape(inputs[0])) * (5 if has_affine else 4)
@@ -97,7 +98,7 @@ _ELEMENTWISE_OPS = (
     "maximum", "minimum", "reciprocal", "erf", "hardtanh", "hardswish", "leaky_relu", "softplus",
 )
 
-_ZOO_HANDLES: Dict[str, Callable] = {
+_ZOO_HANDLES: dict[str, Callable] = {
     "aten::scaled_dot_product_attention": _sdpa_macs,
     "aten::matmul": _matmul_macs,
     "aten::baddbmm": _baddbmm_macs,
@@ -139,31 +140,31 @@ CONVENTIONS = {
 @dataclass
 class Profile:
     name: str
-    input_size: Tuple[int, ...]
+    input_size: tuple[int, ...]
     device: str
     params: int
     trainable_params: int
     frozen_params: int
     nonzero_params: int
-    non_embedding_params: Optional[int]
+    non_embedding_params: int | None
     macs: int
     flops: int
-    nonzero_macs: Optional[int] = None
-    macs_by_operator: Dict[str, int] = field(default_factory=dict)
-    uncounted_ops: Dict[str, int] = field(default_factory=dict)
-    flop_counter_check: Optional[Dict[str, Any]] = None
-    latency: List[Dict[str, Any]] = field(default_factory=list)
-    peak_memory: Optional[Dict[str, Any]] = None
-    module_table: Optional[str] = None
-    lm: Optional[Dict[str, Any]] = None  # language models: per-token costs (see profile_lm)
-    conventions: Dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
-    tools: Dict[str, str] = field(default_factory=dict)
+    nonzero_macs: int | None = None
+    macs_by_operator: dict[str, int] = field(default_factory=dict)
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+    flop_counter_check: dict[str, Any] | None = None
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    peak_memory: dict[str, Any] | None = None
+    module_table: str | None = None
+    lm: dict[str, Any] | None = None  # language models: per-token costs (see profile_lm)
+    conventions: dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
+    tools: dict[str, str] = field(default_factory=dict)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def count_params(model: nn.Module) -> Dict[str, Optional[int]]:
+def count_params(model: nn.Module) -> dict[str, int | None]:
     """Unique parameter counts: total, trainable, frozen, non-zero and non-embedding (None without embeddings)."""
     unique = {id(p): p for p in model.parameters()}.values()
     trainable = sum(p.numel() for p in unique if p.requires_grad)
@@ -175,7 +176,7 @@ def count_params(model: nn.Module) -> Dict[str, Optional[int]]:
                 non_embedding=non_embedding)
 
 
-def _analysis(model: nn.Module, inputs: Tuple[torch.Tensor, ...]):
+def _analysis(model: nn.Module, inputs: tuple[torch.Tensor, ...]):
     """fvcore's analysis with the zoo's handles, already run (fvcore traces with torch.jit, which warns)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -186,7 +187,7 @@ def _analysis(model: nn.Module, inputs: Tuple[torch.Tensor, ...]):
     return analysis
 
 
-def count_macs(model: nn.Module, inputs: Union[torch.Tensor, Sequence[torch.Tensor]]) -> Tuple[int, Dict[str, int]]:
+def count_macs(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[int, dict[str, int]]:
     """(MACs, uncounted ops) of one forward, via fvcore with the zoo's handles."""
     inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     analysis = _analysis(model, inputs)
@@ -217,7 +218,7 @@ def count_nonzero_macs(model: nn.Module, analysis) -> int:
     return int(round(analysis.total() - saved))
 
 
-def _check_uncounted(analysis) -> Dict[str, int]:
+def _check_uncounted(analysis) -> dict[str, int]:
     """Ops fvcore had no handle for, minus those that move or describe data without arithmetic."""
     skipped = {op: n for op, n in analysis.unsupported_ops().items() if op not in _ZERO_COST_OPS}
     heavy = [op for op in skipped if any(word in op for word in _MUST_COUNT)]
@@ -226,8 +227,8 @@ def _check_uncounted(analysis) -> Dict[str, int]:
     return skipped
 
 
-def cross_check_flop_counter(model: nn.Module, inputs: Tuple[torch.Tensor, ...],
-                             fvcore_by_operator: Dict[str, int]) -> Dict[str, Any]:
+def cross_check_flop_counter(model: nn.Module, inputs: tuple[torch.Tensor, ...],
+                             fvcore_by_operator: dict[str, int]) -> dict[str, Any]:
     """Compare fvcore's count of the shared ops with ``FlopCounterMode`` (attention on the math backend)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
@@ -248,9 +249,9 @@ def _sync(device: torch.device):
 
 
 def measure_latency(model: nn.Module, input_size: Sequence[int], batch_sizes: Sequence[int] = (1,),
-                    device: Union[str, torch.device] = "cpu", runs: int = 10, warmup: int = 2,
+                    device: str | torch.device = "cpu", runs: int = 10, warmup: int = 2,
                     channels_last: bool = False, dtype: torch.dtype = torch.float32,
-                    progress: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
+                    progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Median latency and throughput of ``model`` (already on ``device``, eval mode) per batch size."""
     device = torch.device(device)
     results = []
@@ -314,7 +315,7 @@ def peak_rss(fn: Callable[[], object]) -> int:
     return max(peak[0], _rss_bytes()) - base
 
 
-def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> Dict[str, Any]:
+def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     """Peak memory of one inference forward: CUDA max allocated, or sampled CPU RSS increase."""
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
@@ -352,7 +353,7 @@ class _DecodeStep(nn.Module):
         return self.model(ids, past_key_values=self.cache).logits
 
 
-def profile_lm(model: nn.Module, seq_len: int = 512) -> Dict[str, Any]:
+def profile_lm(model: nn.Module, seq_len: int = 512) -> dict[str, Any]:
     """Per-token costs of a decoder LM (a model with ``config.vocab_size`` and ``new_cache``), batch 1.
 
     ``macs_per_token_prefill``: fvcore MACs of a ``seq_len``-token forward divided by ``seq_len`` (the fused
@@ -383,9 +384,9 @@ def profile_lm(model: nn.Module, seq_len: int = 512) -> Dict[str, Any]:
     )
 
 
-def profile(model_or_name: Union[str, nn.Module], input_size: Optional[Sequence[int]] = None, batch_size: int = 1,
-            device: Union[str, torch.device] = "cpu", latency: bool = False,
-            batch_sizes: Optional[Sequence[int]] = None, runs: int = 10, warmup: int = 2,
+def profile(model_or_name: str | nn.Module, input_size: Sequence[int] | None = None, batch_size: int = 1,
+            device: str | torch.device = "cpu", latency: bool = False,
+            batch_sizes: Sequence[int] | None = None, runs: int = 10, warmup: int = 2,
             channels_last: bool = False, compile: bool = False, memory: bool = False,
             breakdown: bool = False, cross_check: bool = False) -> Profile:
     """Profile a model or registered name at ``input_size`` (C, H, W; default: the model's cfg).

@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 import torch
 import yaml
@@ -74,7 +74,7 @@ def _unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def _architecture_args(model_kwargs: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def _architecture_args(model_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     args = {}
     for k, v in (model_kwargs or {}).items():
         if k in _TRAINING_ONLY_ARGS or k.endswith("_drop_rate"):
@@ -93,7 +93,7 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _config_dict(config) -> Optional[Dict[str, Any]]:
+def _config_dict(config) -> dict[str, Any] | None:
     """A model's ``config`` (dataclass, dict, or object with ``to_dict``) as a plain dict."""
     if config is None:
         return None
@@ -106,8 +106,8 @@ def _config_dict(config) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _vision_config(model: nn.Module, model_name: str, model_args: Dict[str, Any],
-                   data_config: Optional[Dict[str, Any]], out_dir: Path) -> Dict[str, Any]:
+def _vision_config(model: nn.Module, model_name: str, model_args: dict[str, Any],
+                   data_config: dict[str, Any] | None, out_dir: Path) -> dict[str, Any]:
     """timm's config.json for the model as it is now (timm writes it), with the architecture's registry cfg."""
 
     if not isinstance(getattr(model, "pretrained_cfg", None), dict) or not hasattr(model, "num_classes"):
@@ -130,10 +130,10 @@ def _vision_config(model: nn.Module, model_name: str, model_args: Dict[str, Any]
     return config
 
 
-def _profile_summary(model: nn.Module, task: str, input_size: Optional[Tuple[int, ...]],
-                     latency_runs: int) -> Dict[str, Any]:
+def _profile_summary(model: nn.Module, task: str, input_size: tuple[int, ...] | None,
+                     latency_runs: int) -> dict[str, Any]:
     """Params always; MACs and CPU latency (batch 1) from zoo.profile where the model can be profiled."""
-    summary: Dict[str, Any] = {"params": int(count_params(model)["params"])}
+    summary: dict[str, Any] = {"params": int(count_params(model)["params"])}
     if task != "image-classification":
         return summary
     was_training = model.training
@@ -153,7 +153,7 @@ def _profile_summary(model: nn.Module, task: str, input_size: Optional[Tuple[int
     return summary
 
 
-def _recipe_text(recipe: Union[None, str, os.PathLike, Dict[str, Any]]) -> Optional[str]:
+def _recipe_text(recipe: None | str | os.PathLike | dict[str, Any]) -> str | None:
     if recipe is None:
         return None
     if isinstance(recipe, dict):
@@ -164,11 +164,30 @@ def _recipe_text(recipe: Union[None, str, os.PathLike, Dict[str, Any]]) -> Optio
     return str(recipe)
 
 
-def export_pretrained(model: nn.Module, out_dir: Union[str, os.PathLike], *, model_name: Optional[str] = None,
-                      model_kwargs: Optional[Dict[str, Any]] = None, metrics: Optional[Dict[str, Any]] = None,
-                      recipe: Union[None, str, os.PathLike, Dict[str, Any]] = None, dataset: Optional[str] = None,
-                      tokenizer_file: Optional[Union[str, os.PathLike]] = None, repo_id: Optional[str] = None,
-                      data_config: Optional[Dict[str, Any]] = None, license: Optional[str] = None,
+def _write_weights_and_config(model: nn.Module, task: str, model_name: str, model_args: dict[str, Any],
+                              data_config: dict[str, Any] | None, out: Path):
+    """(config.json dict, input size or None): timm's schema for vision models; the family's own Hub format where
+    its file defines ``save_pretrained`` (e.g. a transformers Llama folder); else the model's own config."""
+    family_saver = getattr(sys.modules.get(type(model).__module__), "save_pretrained", None)
+    if task == "image-classification":
+        save_state_dict(model, out / WEIGHTS_NAME, metadata={"architecture": model_name})
+        config = _vision_config(model, model_name, model_args, data_config, out)
+        return config, tuple(config["pretrained_cfg"].get("input_size") or ()) or None
+    if callable(family_saver):
+        family_saver(model, out, model_name=model_name)
+        config = json.loads((out / CONFIG_NAME).read_text())
+    else:
+        save_state_dict(model, out / WEIGHTS_NAME, metadata={"architecture": model_name})
+        config = _config_dict(getattr(model, "config", None)) or {}
+    config.update(architecture=model_name, model_args=model_args)
+    return config, None
+
+
+def export_pretrained(model: nn.Module, out_dir: str | os.PathLike, *, model_name: str | None = None,
+                      model_kwargs: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                      recipe: None | str | os.PathLike | dict[str, Any] = None, dataset: str | None = None,
+                      tokenizer_file: str | os.PathLike | None = None, repo_id: str | None = None,
+                      data_config: dict[str, Any] | None = None, license: str | None = None,
                       latency_runs: int = 10) -> Path:
     """Write a publishable folder: ``model.safetensors``, ``config.json`` and the model card ``README.md``.
 
@@ -208,22 +227,7 @@ def export_pretrained(model: nn.Module, out_dir: Union[str, os.PathLike], *, mod
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    family_saver = getattr(sys.modules.get(type(model).__module__), "save_pretrained", None)
-    if entry.task == "image-classification":
-        save_state_dict(model, out / WEIGHTS_NAME, metadata={"architecture": model_name})
-        config = _vision_config(model, model_name, model_args, data_config, out)
-        input_size = tuple(config["pretrained_cfg"].get("input_size") or ()) or None
-    elif callable(family_saver):
-        # the family writes its own Hub format (e.g. a transformers-loadable Llama folder where the model is one)
-        family_saver(model, out, model_name=model_name)
-        config = json.loads((out / CONFIG_NAME).read_text())
-        config.update(architecture=model_name, model_args=model_args)
-        input_size = None
-    else:
-        save_state_dict(model, out / WEIGHTS_NAME, metadata={"architecture": model_name})
-        config = _config_dict(getattr(model, "config", None)) or {}
-        config.update(architecture=model_name, model_args=model_args)
-        input_size = None
+    config, input_size = _write_weights_and_config(model, entry.task, model_name, model_args, data_config, out)
     weights_path = out / WEIGHTS_NAME
     weights = {"file": WEIGHTS_NAME, "size": weights_path.stat().st_size, "sha256": sha256_file(weights_path)}
     config["hf_hub_sha256"] = weights["sha256"]
@@ -258,7 +262,7 @@ def _write_text(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def exported_files(folder: Path) -> List[str]:
+def exported_files(folder: Path) -> list[str]:
     missing = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME) if not (folder / n).is_file()]
     if missing:
         raise PublishError(f"{folder} is not an exported model folder: {', '.join(missing)} missing")
@@ -272,7 +276,7 @@ def exported_files(folder: Path) -> List[str]:
     return [WEIGHTS_NAME, CONFIG_NAME, CARD_NAME] + extra
 
 
-def _read_run(run_dir: Path) -> Tuple[Dict[str, Any], str, Dict[str, Any]]:
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
     if not run_dir.is_dir():
         raise PublishError(f"run folder {run_dir} does not exist")
     missing = [n for n in ("args.yaml", WEIGHTS_NAME) if not (run_dir / n).is_file()]
@@ -297,10 +301,10 @@ def _read_run(run_dir: Path) -> Tuple[Dict[str, Any], str, Dict[str, Any]]:
     return args, recipe_text, metrics
 
 
-def _data_config(args: Dict[str, Any], in_chans: int) -> Dict[str, Any]:
+def _data_config(args: dict[str, Any], in_chans: int) -> dict[str, Any]:
     """Preprocessing of a run, from ``args.yaml`` (``data:`` section first, then top level), in timm's keys."""
     data = args.get("data") if isinstance(args.get("data"), dict) else {}
-    config: Dict[str, Any] = {}
+    config: dict[str, Any] = {}
     for src in (args, data):
         for key in ("input_size", "img_size", "image_size"):
             size = src.get(key)
@@ -317,8 +321,8 @@ def _data_config(args: Dict[str, Any], in_chans: int) -> Dict[str, Any]:
     return config
 
 
-def export_run(run_dir: Union[str, os.PathLike], out_dir: Optional[Union[str, os.PathLike]] = None, *,
-               repo_id: Optional[str] = None, license: Optional[str] = None, latency_runs: int = 10) -> Path:
+def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+               repo_id: str | None = None, license: str | None = None, latency_runs: int = 10) -> Path:
     """Export a training run folder (``args.yaml``, ``model.safetensors``, ``metrics.json``, ``tokenizer.json``)
     with :func:`export_pretrained`; default ``out_dir``: ``RUN_DIR/publish``. The run's weights are loaded into
     a freshly built model first, so weights that do not fit the recipe's architecture are refused here."""
@@ -358,12 +362,12 @@ def check_repo_id(repo_id: str) -> None:
         raise PublishError(f"repo id {repo_id!r} is not of the form ORG/NAME (letters, digits, '-', '_', '.')")
 
 
-def scrub_token(text: str, token: Optional[str]) -> str:
+def scrub_token(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
-def upload_folder(folder: Union[str, os.PathLike], repo_id: str, *, private: bool = False,
-                  token: Optional[str] = None, commit_message: Optional[str] = None) -> str:
+def upload_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = False,
+                  token: str | None = None, commit_message: str | None = None) -> str:
     """Create ``repo_id`` if needed and upload an exported folder with ``HfApi.upload_folder``; the repo's URL.
 
     Errors name the endpoint and what to do; the token never appears in them.
@@ -405,13 +409,13 @@ def upload_folder(folder: Union[str, os.PathLike], repo_id: str, *, private: boo
     return str(url)
 
 
-def _cards_dir(cards_dir) -> Optional[Path]:
+def _cards_dir(cards_dir) -> Path | None:
     if cards_dir == AUTO_CARDS_DIR:  # a checkout of the zoo (or any folder with model_cards/): model_cards/published/
         return Path.cwd() / PUBLISHED_CARDS_DIR if (Path.cwd() / "model_cards").is_dir() else None
     return None if cards_dir is None else Path(cards_dir)
 
 
-def save_published_card(folder: Path, repo_id: str, cards_dir) -> Optional[Path]:
+def save_published_card(folder: Path, repo_id: str, cards_dir) -> Path | None:
     target = _cards_dir(cards_dir)
     if target is None:
         return None
@@ -421,9 +425,9 @@ def save_published_card(folder: Path, repo_id: str, cards_dir) -> Optional[Path]
     return path
 
 
-def publish_run(run_dir: Union[str, os.PathLike], repo_id: str, *, private: bool = False,
-                token: Optional[str] = None, out_dir: Optional[Union[str, os.PathLike]] = None,
-                cards_dir: Union[None, str, os.PathLike] = AUTO_CARDS_DIR, license: Optional[str] = None,
+def publish_run(run_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
+                token: str | None = None, out_dir: str | os.PathLike | None = None,
+                cards_dir: None | str | os.PathLike = AUTO_CARDS_DIR, license: str | None = None,
                 latency_runs: int = 10) -> str:
     """Export a training run (:func:`export_run`) and upload it to ``repo_id``; returns the repo's URL.
 
@@ -438,13 +442,13 @@ def publish_run(run_dir: Union[str, os.PathLike], repo_id: str, *, private: bool
     return url
 
 
-def push_to_hub(model: nn.Module, repo_id: str, *, model_name: Optional[str] = None,
-                model_kwargs: Optional[Dict[str, Any]] = None, metrics: Optional[Dict[str, Any]] = None,
-                recipe: Union[None, str, os.PathLike, Dict[str, Any]] = None, dataset: Optional[str] = None,
-                tokenizer_file: Optional[Union[str, os.PathLike]] = None,
-                data_config: Optional[Dict[str, Any]] = None, license: Optional[str] = None,
-                private: bool = False, token: Optional[str] = None, out_dir: Optional[Union[str, os.PathLike]] = None,
-                cards_dir: Union[None, str, os.PathLike] = AUTO_CARDS_DIR, commit_message: Optional[str] = None,
+def push_to_hub(model: nn.Module, repo_id: str, *, model_name: str | None = None,
+                model_kwargs: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                recipe: None | str | os.PathLike | dict[str, Any] = None, dataset: str | None = None,
+                tokenizer_file: str | os.PathLike | None = None,
+                data_config: dict[str, Any] | None = None, license: str | None = None,
+                private: bool = False, token: str | None = None, out_dir: str | os.PathLike | None = None,
+                cards_dir: None | str | os.PathLike = AUTO_CARDS_DIR, commit_message: str | None = None,
                 latency_runs: int = 10) -> str:
     """Publish any zoo model: :func:`export_pretrained` (into ``out_dir``, default a temporary folder), then upload
     to ``repo_id``; returns the repo's URL. ``zoo.create_model("hf-hub:" + repo_id, pretrained=True)`` loads it.

@@ -7,8 +7,9 @@ Shaped like timm's ``_registry.py`` and, like it, it knows no family: a family f
 import difflib
 import fnmatch
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 from torch import nn
 
@@ -39,12 +40,12 @@ class ModelEntry:
     fn: Callable[..., nn.Module]
     family: str
     task: str
-    pretrained_cfg: Dict[str, Any]
-    reference: Dict[str, Any] = field(default_factory=dict)
+    pretrained_cfg: dict[str, Any]
+    reference: dict[str, Any] = field(default_factory=dict)
     # the family's checkpoint conversion: (state_dict, model) -> state_dict in the model's key names
-    filter_fn: Optional[Callable[[Dict[str, Any], nn.Module], Dict[str, Any]]] = None
+    filter_fn: Callable[[dict[str, Any], nn.Module], dict[str, Any]] | None = None
     # the architecture arguments a checkpoint implies: (config.json dict or None, state_dict) -> kwargs
-    model_args_fn: Optional[Callable[[Optional[Dict[str, Any]], Dict[str, Any]], Dict[str, Any]]] = None
+    model_args_fn: Callable[[dict[str, Any] | None, dict[str, Any]], dict[str, Any]] | None = None
     # whether timm's registry owned this name before the zoo registered its models there (set by the factory)
     timm_owns_name: bool = False
 
@@ -54,10 +55,10 @@ class ModelEntry:
         return bool(cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file"))
 
 
-_entries: Dict[str, ModelEntry] = {}
+_entries: dict[str, ModelEntry] = {}
 
 
-def reference_table(rows) -> Dict[str, Dict[str, Any]]:
+def reference_table(rows) -> dict[str, dict[str, Any]]:
     """``{name: {params, macs, gmacs, top1}}`` from ``(name, params, macs, top1)`` rows (gmacs derived)."""
     return {name: dict(params=params, macs=macs, gmacs=round(macs / 1e9, 2), top1=top1)
             for name, params, macs, top1 in rows}
@@ -76,7 +77,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     name = fn.__name__
     if name in _entries:
         raise ValueError(f"model name {name!r} is registered twice ({_entries[name].fn.__module__} and {fn.__module__})")
-    family = getattr(mod, "FAMILY")
+    family = mod.FAMILY
     cfg = dict(getattr(mod, "default_cfgs", {}).get(name, {}))
     cfg.setdefault("architecture", name)
     _entries[name] = ModelEntry(
@@ -103,8 +104,8 @@ def get_entry(name: str) -> ModelEntry:
     raise UnknownModelError(f"Unknown model {name!r}.{hint} `zoo list` (or zoo.list_models()) shows every name.")
 
 
-def list_models(pattern: str = "*", family: Optional[str] = None, pretrained: bool = False,
-                task: Optional[str] = None) -> List[str]:
+def list_models(pattern: str = "*", family: str | None = None, pretrained: bool = False,
+                task: str | None = None) -> list[str]:
     """Registered names matching a shell-style ``pattern``, optionally one ``family`` / ``task``, with weights."""
     if family is not None and family not in list_families():
         raise ValueError(f"unknown family {family!r}; known: {', '.join(list_families())}")
@@ -122,11 +123,11 @@ def list_models(pattern: str = "*", family: Optional[str] = None, pretrained: bo
     return sorted(names)
 
 
-def list_pretrained(pattern: str = "*") -> List[str]:
+def list_pretrained(pattern: str = "*") -> list[str]:
     return list_models(pattern, pretrained=True)
 
 
-def list_families() -> List[str]:
+def list_families() -> list[str]:
     return sorted({e.family for e in _entries.values()})
 
 
@@ -139,7 +140,7 @@ _CONVENTIONS = {
 }
 
 
-def model_info(name: str) -> Dict[str, Any]:
+def model_info(name: str) -> dict[str, Any]:
     """Family, task, paper, reference params/MACs/top-1 and the default pretrained cfg of a registered model."""
     entry = get_entry(name)
     cfg = dict(entry.pretrained_cfg)

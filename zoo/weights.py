@@ -11,8 +11,9 @@ import pickle
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,7 +47,7 @@ class ChecksumError(CheckpointError):
     """A downloaded file whose sha256 is not the one recorded for it; it was not read, and nothing was deleted."""
 
 
-def read_state_dict(path: Union[str, os.PathLike], use_ema: bool = False) -> Dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, use_ema: bool = False) -> dict[str, torch.Tensor]:
     """Read a flat ``{name: tensor}`` dict from a safetensors/``.pth``/``.pth.tar``/``.bin`` file or a folder.
 
     ``{"model" | "state_dict": ...}`` wrappers and a ``module.`` prefix (DDP) are removed; with ``use_ema`` a
@@ -84,7 +85,7 @@ def read_state_dict(path: Union[str, os.PathLike], use_ema: bool = False) -> Dic
     return state_dict
 
 
-def _unwrap(obj: Any, use_ema: bool = False) -> Dict[str, torch.Tensor]:
+def _unwrap(obj: Any, use_ema: bool = False) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict):
         if use_ema:
             for k in ("model_ema", "state_dict_ema"):
@@ -102,7 +103,7 @@ def _unwrap(obj: Any, use_ema: bool = False) -> Dict[str, torch.Tensor]:
 
 
 
-def sha256_file(path: Union[str, os.PathLike], chunk_size: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file's content."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -112,8 +113,8 @@ def sha256_file(path: Union[str, os.PathLike], chunk_size: int = 1 << 20) -> str
 
 
 
-def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike, Dict[str, torch.Tensor]],
-                    filter_fn: Optional[Callable] = None, strict: bool = True, use_ema: bool = False) -> Dict[str, list]:
+def load_checkpoint(model: nn.Module, path: str | os.PathLike | dict[str, torch.Tensor],
+                    filter_fn: Callable | None = None, strict: bool = True, use_ema: bool = False) -> dict[str, list]:
     """Load a checkpoint file (any origin the model's family converts) or a state dict into ``model``.
 
     When ``filter_fn`` is None the family's ``checkpoint_filter_fn`` (from the model's module) is used.
@@ -129,9 +130,9 @@ def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike, Dict[str, to
                                    adapt_classifier=False)
 
 
-def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, torch.Tensor], where: str,
-                            cfg: Optional[Dict[str, Any]] = None, filter_fn: Optional[Callable] = None,
-                            strict: bool = True, adapt_classifier: bool = True) -> Dict[str, list]:
+def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], where: str,
+                            cfg: dict[str, Any] | None = None, filter_fn: Callable | None = None,
+                            strict: bool = True, adapt_classifier: bool = True) -> dict[str, list]:
     """Convert, adapt (classifier, input channels), check, then load. Raises before copying anything."""
     cfg = cfg or {}
     if filter_fn is not None:
@@ -178,8 +179,8 @@ def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, torch.Tensor
     return {"missing_keys": missing, "unexpected_keys": unexpected, "reinitialized": reinit}
 
 
-def save_state_dict(model_or_state_dict: Union[nn.Module, Dict[str, torch.Tensor]], path: Union[str, os.PathLike],
-                    metadata: Optional[Dict[str, str]] = None) -> Path:
+def save_state_dict(model_or_state_dict: nn.Module | dict[str, torch.Tensor], path: str | os.PathLike,
+                    metadata: dict[str, str] | None = None) -> Path:
     """Write weights as safetensors, atomically (temp file + rename). Shared tensors are stored once each key."""
     from safetensors.torch import save_file
     sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict

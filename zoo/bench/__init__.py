@@ -13,9 +13,9 @@ The authors' code, rendered plainly for parity tests and as peers, lives in :mod
 """
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -32,41 +32,41 @@ class Peer:
     """What a family is measured against, how, and what counts as agreement."""
     name: str
     title: str
-    compare: Callable[..., List[Row]]  # (model name, args) -> rows
+    compare: Callable[..., list[Row]]  # (model name, args) -> rows
     default_models: Sequence[str]
     check: Callable[[Row], bool]  # the fidelity condition every row must meet
-    notes: Callable[[Sequence[Row]], List[str]] = lambda rows: []
+    notes: Callable[[Sequence[Row]], list[str]] = lambda rows: []
 
 
 def _within(tolerance: float) -> Callable[[Row], bool]:
     return lambda row: row.rel_diff is None or row.rel_diff <= tolerance
 
 
-def _vision(name: str, args) -> List[Row]:
+def _vision(name: str, args) -> list[Row]:
     return vision.compare(name, args.batch_sizes or vision.DEFAULT_BATCH_SIZES, args.runs, args.warmup, args.img_size)
 
 
-def _slak(name: str, args) -> List[Row]:
+def _slak(name: str, args) -> list[Row]:
     return slak.compare(name, args.batch_sizes or slak.DEFAULT_BATCH_SIZES, args.runs, args.warmup, args.impls)
 
 
-def _sret(name: str, args) -> List[Row]:
+def _sret(name: str, args) -> list[Row]:
     return sret.compare(name, args.batch_sizes or sret.DEFAULT_BATCH_SIZES, args.runs, args.warmup)
 
 
-def _lm(name: str, args) -> List[Row]:
+def _lm(name: str, args) -> list[Row]:
     return lm.compare(name, lm.DTYPES[args.dtype], args.runs or 5, max(args.warmup, 1), args.prefill_tokens,
                       args.prompt_tokens, args.new_tokens)
 
 
-def _mor(name: str, args) -> List[Row]:
+def _mor(name: str, args) -> list[Row]:
     overrides = {"num_hidden_layers": args.layers} if args.layers else {}
     return mor.compare(name, args.batch_sizes or mor.DEFAULT_BATCH_SIZES, args.runs or 3, args.warmup,
                        args.prompt_tokens or 128, args.new_tokens or 32, **overrides)
 
 
 # family -> its peer; a family without an entry has no comparison yet (`zoo bench --family F` still profiles it)
-PEERS: Dict[str, Peer] = {
+PEERS: dict[str, Peer] = {
     "metaformer": Peer("timm", "MetaFormer: zoo vs timm, same weights (fp32, eval, inference_mode)", _vision,
                        vision.DEFAULT_MODELS, _within(vision.TOLERANCE), vision.notes),
     "slak": Peer("authors", "SLaK: zoo inference form vs the authors' three-branch formulation, same weights", _slak,
@@ -119,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     table.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
 
 
-def _peer_of(models: Sequence[str]) -> Optional[Peer]:
+def _peer_of(models: Sequence[str]) -> Peer | None:
     unknown = [m for m in models if m not in list_models()]
     families = {get_entry(m).family for m in models if m not in unknown}
     if unknown or len(families) != 1 or next(iter(families)) not in PEERS:
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

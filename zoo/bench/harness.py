@@ -14,9 +14,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
 
 import timm
 import torch
@@ -42,11 +43,11 @@ class Row:
     peer_rate: float
     rate: float
     runs: int
-    target: Optional[float] = None  # the ratio the zoo aims for, if any
-    max_abs_diff: Optional[float] = None  # outputs against the peer's, on the same input
-    rel_diff: Optional[float] = None  # max_abs_diff / max |peer output|
-    extra: Dict[str, Any] = field(default_factory=dict)  # comparison-specific figures, printed as columns
-    times_s: Dict[str, List[float]] = field(default_factory=dict, repr=False)  # every timed pass
+    target: float | None = None  # the ratio the zoo aims for, if any
+    max_abs_diff: float | None = None  # outputs against the peer's, on the same input
+    rel_diff: float | None = None  # max_abs_diff / max |peer output|
+    extra: dict[str, Any] = field(default_factory=dict)  # comparison-specific figures, printed as columns
+    times_s: dict[str, list[float]] = field(default_factory=dict, repr=False)  # every timed pass
 
     @property
     def ratio(self) -> float:
@@ -66,15 +67,15 @@ class Phases(dict):
     """What a candidate that times its own phases returns: ``Phases(prefill=seconds, decode=seconds)``."""
 
 
-def _seconds(fn: Callable[[], Any]) -> Dict[str, float]:
+def _seconds(fn: Callable[[], Any]) -> dict[str, float]:
     start = time.perf_counter()
     result = fn()
     total = time.perf_counter() - start
     return dict(result) if isinstance(result, Phases) else {"total": total}
 
 
-def time_interleaved(fns: Dict[str, Callable[[], Any]], runs: int, warmup: int = 1,
-                     desc: str = "") -> Dict[str, Dict[str, List[float]]]:
+def time_interleaved(fns: dict[str, Callable[[], Any]], runs: int, warmup: int = 1,
+                     desc: str = "") -> dict[str, dict[str, list[float]]]:
     """``{label: {phase: [seconds per round]}}`` of every candidate over ``runs`` rounds of alternating order.
 
     A candidate is timed as a whole (phase ``"total"``) unless it returns :class:`Phases`, its own phase
@@ -85,7 +86,7 @@ def time_interleaved(fns: Dict[str, Callable[[], Any]], runs: int, warmup: int =
         for _ in range(warmup):
             for fn in fns.values():
                 fn()
-        times: Dict[str, Dict[str, List[float]]] = {label: {} for label in labels}
+        times: dict[str, dict[str, list[float]]] = {label: {} for label in labels}
         rounds = tqdm(range(runs), desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, disable=not desc)
         for i in rounds:
             for label in (labels if i % 2 == 0 else labels[::-1]):
@@ -94,11 +95,11 @@ def time_interleaved(fns: Dict[str, Callable[[], Any]], runs: int, warmup: int =
     return times
 
 
-def median(times: Dict[str, List[float]], phase: str = "total") -> float:
+def median(times: dict[str, list[float]], phase: str = "total") -> float:
     return statistics.median(times[phase])
 
 
-def output_diff(out: torch.Tensor, ref: torch.Tensor) -> Dict[str, float]:
+def output_diff(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     """``max_abs_diff`` and ``rel_diff`` (relative to the peer's output scale) of two outputs."""
     diff = (out.float() - ref.float()).abs().max().item()
     return {"max_abs_diff": diff, "rel_diff": diff / max(ref.float().abs().max().item(), 1e-30)}
@@ -114,7 +115,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(**extra: str) -> Dict[str, str]:
+def environment(**extra: str) -> dict[str, str]:
     """Versions, threads, CPU and the load average at the start (other work skews timings)."""
     return {
         "torch": torch.__version__, "timm": timm.__version__, "zoo": __version__,
@@ -123,7 +124,7 @@ def environment(**extra: str) -> Dict[str, str]:
     }
 
 
-def print_header(title: str, env: Dict[str, str], notes: Sequence[str] = ()) -> None:
+def print_header(title: str, env: dict[str, str], notes: Sequence[str] = ()) -> None:
     print(title)
     for key, value in env.items():
         print(f"  {key:<12} {value}")
@@ -163,7 +164,7 @@ def format_rows(rows: Sequence[Row]) -> str:
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, table)])
 
 
-def write_json(path: Optional[Path], env: Dict[str, str], rows: Sequence[Row], **config: Any) -> None:
+def write_json(path: Path | None, env: dict[str, str], rows: Sequence[Row], **config: Any) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)

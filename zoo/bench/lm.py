@@ -26,7 +26,6 @@ transformers, prefill >= 1x.
 
 Run as ``zoo bench --models mobilellm_125m,mobilellm_350m [--dtype bfloat16] [--threads 1]``.
 """
-from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +85,7 @@ def _floor_decode(model: nn.Module, dtype: torch.dtype, new_tokens: int):
 
 
 def compare(name: str, dtype: torch.dtype = torch.float32, runs: int = 5, warmup: int = 1,
-            prefill_tokens: int = 512, prompt_tokens: int = 32, new_tokens: int = 128, **model_kwargs) -> List[Row]:
+            prefill_tokens: int = 512, prompt_tokens: int = 32, new_tokens: int = 128, **model_kwargs) -> list[Row]:
     """Prefill and greedy decode of the zoo model against transformers' Llama on the same weights (two rows)."""
     release_freed_memory()  # so that the peak-RSS figures measure each generation's own memory
     hf, ours = build_pair(name, dtype, **model_kwargs)

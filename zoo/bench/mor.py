@@ -20,7 +20,7 @@ it. Timings are medians over ``--runs`` rounds that alternate the models.
     zoo bench --models mor_135m [--batch-sizes 1,8] [--prompt-tokens 128] [--new-tokens 32] [--runs 3]
 """
 import time
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -32,7 +32,7 @@ DEFAULT_MODELS = ("mor_135m",)
 DEFAULT_BATCH_SIZES = (1, 8)
 
 
-def build_models(size: str, **overrides) -> Dict[str, torch.nn.Module]:
+def build_models(size: str, **overrides) -> dict[str, torch.nn.Module]:
     """The MoR model, its KV-sharing form, plain recursion and two vanilla stacks, with random weights."""
     mor = create_model(f"mor_{size}", **overrides)
     blocks = len(mor.model.layers)
@@ -46,7 +46,7 @@ def build_models(size: str, **overrides) -> Dict[str, torch.nn.Module]:
     return {k: randomize_(m).eval() for k, m in models.items()}
 
 
-def sample_routes(batch: int, length: int, capacities: Sequence[float], gen: torch.Generator) -> List[torch.Tensor]:
+def sample_routes(batch: int, length: int, capacities: Sequence[float], gen: torch.Generator) -> list[torch.Tensor]:
     """Nested per-token masks: P(active at step r) = capacities[r] (each step keeps a fraction of the last)."""
     masks, active, prev = [], torch.ones(batch, length, dtype=torch.bool), 1.0
     for cap in capacities:
@@ -76,7 +76,7 @@ def prefill_decode(model, ids, routes, new_tokens: int) -> Phases:
 
 
 def compare(name: str, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, runs: int = 3, warmup: int = 1,
-            prompt_tokens: int = 128, new_tokens: int = 32, **overrides) -> List[Row]:
+            prompt_tokens: int = 128, new_tokens: int = 32, **overrides) -> list[Row]:
     """Prefill and decode tokens/s of every recursive form of ``name``'s size against the vanilla stack."""
     size = name.split("_", 1)[1]
     models = build_models(size, **overrides)
@@ -90,7 +90,7 @@ def compare(name: str, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, runs: i
             for _ in range(warmup):  # short warm-up passes: the timed ones are long
                 for m in models.values():
                     prefill_decode(m, ids[:, :16], routes, 2)
-        times = time_interleaved({k: (lambda m=m: prefill_decode(m, ids, routes, new_tokens))
+        times = time_interleaved({k: (lambda m=m, ids=ids, routes=routes: prefill_decode(m, ids, routes, new_tokens))
                                   for k, m in models.items()}, runs, warmup=0, desc=f"{size} b{bs}")
         for phase, tokens in (("prefill", bs * prompt_tokens), ("decode", bs * new_tokens)):
             for key, model in models.items():

@@ -1,12 +1,13 @@
 """The trade-off picture: ImageNet top-1 against MACs and against measured latency, Pareto front marked."""
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any
 
 __all__ = ["pareto_front", "plot_tradeoffs"]
 
 
-def pareto_front(points: Sequence[Tuple[float, float]]) -> List[int]:
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated by another (lower or equal cost and higher or equal accuracy, one strictly),
     ordered by cost. ``points`` are (cost, accuracy)."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
@@ -18,7 +19,7 @@ def pareto_front(points: Sequence[Tuple[float, float]]) -> List[int]:
     return front
 
 
-def plot_tradeoffs(rows: Sequence[Dict[str, Any]], path: Path, batch_size: int = 1) -> Path:
+def plot_tradeoffs(rows: Sequence[dict[str, Any]], path: Path, batch_size: int = 1) -> Path:
     """Two panels (top-1 vs GMACs, top-1 vs latency at ``batch_size``): one colour per family, one marker per
     series within it, Pareto fronts dashed and ringed."""
     import matplotlib

@@ -16,7 +16,7 @@ dense fvcore count (2 FLOPs per MAC). Target: zoo >= 2x the authors' formulation
 
     zoo bench --models slak_tiny [--batch-sizes 1,8] [--runs N] [--impls auto,conv,matmul,train-form]
 """
-from typing import Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -43,10 +43,10 @@ def gemm_rate(m: int = 3136, k: int = 499, n: int = 1996, runs: int = 10) -> flo
     return 2 * m * k * n / median(times["mm"]) / 1e9
 
 
-def build(name: str, impls: Sequence[str]) -> Dict[str, Callable]:
+def build(name: str, impls: Sequence[str]) -> dict[str, Callable]:
     """``{label: forward}``: the authors' formulation, then the zoo's models on the same weights."""
     state_dict = make_authors_state_dict(name, seed=0)
-    out: Dict[str, Callable] = {PEER: lambda x: reference_forward(state_dict, x)}
+    out: dict[str, Callable] = {PEER: lambda x: reference_forward(state_dict, x)}
     for impl in impls:
         model = create_model(name) if impl == "train-form" else create_model(name, deploy=True,
                                                                                large_kernel_impl=impl)
@@ -55,8 +55,8 @@ def build(name: str, impls: Sequence[str]) -> Dict[str, Callable]:
     return out
 
 
-def compare(name: str, batch_sizes: Sequence[int], runs: Optional[int] = None, warmup: int = 1,
-            impls: Sequence[str] = ("auto",), gemm_gflops: Optional[float] = None) -> List[Row]:
+def compare(name: str, batch_sizes: Sequence[int], runs: int | None = None, warmup: int = 1,
+            impls: Sequence[str] = ("auto",), gemm_gflops: float | None = None) -> list[Row]:
     """Each zoo form against the authors' formulation: throughput, GFLOP/s against the GEMM rate, differences."""
     fns = build(name, list(dict.fromkeys(["auto", *impls])))
     macs = model_info(name)["reference"]["macs"]  # dense fvcore MACs per image at 224
@@ -66,7 +66,7 @@ def compare(name: str, batch_sizes: Sequence[int], runs: Optional[int] = None, w
     for bs in batch_sizes:
         n = runs or default_runs(bs, base=10, floor=3)
         x = torch.randn(bs, 3, size, size, generator=torch.Generator().manual_seed(bs))
-        times = time_interleaved({k: (lambda fn=fn: fn(x)) for k, fn in fns.items()}, n, warmup, desc=f"{name} b{bs}")
+        times = time_interleaved({k: (lambda fn=fn, x=x: fn(x)) for k, fn in fns.items()}, n, warmup, desc=f"{name} b{bs}")
         with torch.inference_mode():
             outputs = {k: fn(x) for k, fn in fns.items()}
         for key in [k for k in fns if k != PEER]:

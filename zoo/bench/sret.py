@@ -8,7 +8,7 @@ rounds alternate between the two. Target: zoo >= 1.5x at batch 32.
 
     zoo bench --models sret_tiny,sret_small [--batch-sizes 1,32] [--runs N]
 """
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -25,7 +25,7 @@ TARGET = {32: 1.5}
 TOLERANCE = 1e-4
 
 
-def compare(name: str, batch_sizes: Sequence[int], runs: Optional[int] = None, warmup: int = 2) -> List[Row]:
+def compare(name: str, batch_sizes: Sequence[int], runs: int | None = None, warmup: int = 2) -> list[Row]:
     """The zoo's SReT against the authors' forward on the same weights, at each batch size."""
     state_dict = make_authors_state_dict(name, seed=0)
     model = create_model(name)
@@ -41,7 +41,7 @@ def compare(name: str, batch_sizes: Sequence[int], runs: Optional[int] = None, w
     for bs in batch_sizes:
         n = runs or default_runs(bs, base=12, floor=3)
         x = torch.randn(bs, 3, size, size, generator=torch.Generator().manual_seed(bs))
-        times = time_interleaved({PEER: lambda: authors(x), "zoo": lambda: model(x)}, n, warmup, desc=f"{name} b{bs}")
+        times = time_interleaved({PEER: lambda x=x: authors(x), "zoo": lambda x=x: model(x)}, n, warmup, desc=f"{name} b{bs}")
         with torch.inference_mode():
             diff = output_diff(model(x), authors(x))
         rows.append(Row(name, f"batch {bs}", PEER, "zoo", "img/s", bs / median(times[PEER]), bs / median(times["zoo"]),

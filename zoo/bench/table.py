@@ -7,8 +7,9 @@ import csv
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -29,10 +30,10 @@ def series_of(name: str) -> str:
 
 
 def collect_rows(names: Sequence[str], batch_sizes: Sequence[int] = (1,), device: str = "cpu", runs: int = 10,
-                 warmup: int = 2, channels_last: bool = False, show: bool = True) -> List[Dict[str, Any]]:
+                 warmup: int = 2, channels_last: bool = False, show: bool = True) -> list[dict[str, Any]]:
     """Profile every model (MACs at batch 1, latency per batch size) and return one row per (model, batch)."""
 
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     bar = tqdm(names, unit="model", file=sys.stderr, dynamic_ncols=True, disable=not show)
     for name in bar:
         bar.set_description(name)
@@ -51,7 +52,7 @@ def collect_rows(names: Sequence[str], batch_sizes: Sequence[int] = (1,), device
     return rows
 
 
-def format_rows(rows: Sequence[Dict[str, Any]], header: bool = True) -> str:
+def format_rows(rows: Sequence[dict[str, Any]], header: bool = True) -> str:
     cols = [("model", 20), ("params", 12), ("gmacs", 8), ("top1", 6), ("batch_size", 6), ("latency_ms", 11),
             ("images_per_s", 13)]
     titles = {"gmacs": "GMACs", "top1": "top-1", "batch_size": "batch", "latency_ms": "latency ms",
@@ -69,7 +70,7 @@ def format_rows(rows: Sequence[Dict[str, Any]], header: bool = True) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: Sequence[Dict[str, Any]], path: Path) -> Path:
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Write the rows as CSV atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

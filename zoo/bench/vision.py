@@ -22,7 +22,7 @@ Targets: zoo >= 1.3x timm on poolformer_s12 at batch 32, >= 1.0x everywhere else
 
 Run as ``zoo bench --models poolformer_s12,convformer_s18`` (or ``python -m zoo.bench``).
 """
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import timm
 import torch
@@ -54,7 +54,7 @@ def head_note(model: str) -> str:
     return ""
 
 
-def build_pair(name: str) -> Tuple[nn.Module, nn.Module]:
+def build_pair(name: str) -> tuple[nn.Module, nn.Module]:
     """timm's model with random weights and the zoo's model loaded with the same weights, both in eval mode."""
     if not get_entry(name).timm_owns_name:  # (names timm lacks are registered there by the zoo itself)
         raise ValueError(f"timm has no {name}: the timm comparison covers the MetaFormer variants timm also has")
@@ -64,14 +64,14 @@ def build_pair(name: str) -> Tuple[nn.Module, nn.Module]:
     return timm_model.eval(), zoo_model.eval()
 
 
-def compare(name: str, batch_sizes: Sequence[int], runs=None, warmup: int = 2, img_size: int = 224) -> List[Row]:
+def compare(name: str, batch_sizes: Sequence[int], runs=None, warmup: int = 2, img_size: int = 224) -> list[Row]:
     """Throughput and feature differences of zoo vs timm on ``name`` at each batch size."""
     timm_model, zoo_model = build_pair(name)
     rows = []
     for bs in batch_sizes:
         x = torch.randn(bs, 3, img_size, img_size, generator=torch.Generator().manual_seed(bs))
         n = runs or default_runs(bs)
-        times = time_interleaved({PEER: lambda: timm_model(x), "zoo": lambda: zoo_model(x)}, n, warmup,
+        times = time_interleaved({PEER: lambda x=x: timm_model(x), "zoo": lambda x=x: zoo_model(x)}, n, warmup,
                                  desc=f"{name} b{bs}")
         with torch.inference_mode():
             feats = {"timm": timm_model.forward_features(x), "zoo": zoo_model.forward_features(x)}
@@ -84,7 +84,7 @@ def compare(name: str, batch_sizes: Sequence[int], runs=None, warmup: int = 2, i
     return rows
 
 
-def notes(rows: Sequence[Row]) -> List[str]:
+def notes(rows: Sequence[Row]) -> list[str]:
     lines = ["features are the like-for-like comparison; logits differ by design:"]
     lines += [f"  {m}: {head_note(m)}" for m in dict.fromkeys(r.model for r in rows) if head_note(m)]
     return lines if len(lines) > 1 else []

@@ -4,8 +4,8 @@ Every dataset yields ``(PIL.Image, int)``; transforms come from timm (``create_t
 engine. :func:`digits` is scikit-learn's bundled copy of the UCI handwritten digits: 1,797 real 8x8 scans with
 16 grey levels, no download. Its split is fixed: a seeded stratified 80/20 split (1,437 train, 360 held out).
 """
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -17,14 +17,14 @@ DIGITS_SPLIT_SEED = 0
 
 
 class DatasetInfo:
-    def __init__(self, name: str, num_classes: int, class_names: Optional[List[str]] = None):
+    def __init__(self, name: str, num_classes: int, class_names: list[str] | None = None):
         self.name, self.num_classes, self.class_names = name, num_classes, class_names
 
 
 class ListDataset(Dataset):
     """In-memory images and labels."""
 
-    def __init__(self, images: Sequence[Image.Image], labels: Sequence[int], transform: Optional[Callable] = None):
+    def __init__(self, images: Sequence[Image.Image], labels: Sequence[int], transform: Callable | None = None):
         self.images, self.labels, self.transform = list(images), [int(y) for y in labels], transform
 
     def __len__(self):
@@ -35,7 +35,7 @@ class ListDataset(Dataset):
         return (self.transform(img) if self.transform else img), self.labels[i]
 
 
-def digits(split: str = "train") -> Tuple[ListDataset, DatasetInfo]:
+def digits(split: str = "train") -> tuple[ListDataset, DatasetInfo]:
     """scikit-learn's bundled 8x8 digits as RGB PIL images (grey levels 0..16 scaled to 0..255).
 
     ``split``: ``train`` (1,437 images) or ``validation``/``test`` (the 360 held-out images).
@@ -62,8 +62,8 @@ def digits(split: str = "train") -> Tuple[ListDataset, DatasetInfo]:
 class HFImageDataset(Dataset):
     """One split of a Hugging Face ``datasets`` dataset (saved with ``save_to_disk``) with image and label columns."""
 
-    def __init__(self, ds, image_key: Optional[str] = None, label_key: Optional[str] = None,
-                 transform: Optional[Callable] = None):
+    def __init__(self, ds, image_key: str | None = None, label_key: str | None = None,
+                 transform: Callable | None = None):
         cols = ds.column_names
         self.image_key = image_key or next((c for c in ("image", "img", "pixel_values") if c in cols), None)
         self.label_key = label_key or next((c for c in ("label", "labels", "fine_label") if c in cols), None)
@@ -102,8 +102,8 @@ def _load_hf_split(path: str, split: str):
     return ds
 
 
-def build_image_dataset(name: str, split: str, path: Optional[str] = None, image_key: Optional[str] = None,
-                        label_key: Optional[str] = None) -> Tuple[Dataset, DatasetInfo]:
+def build_image_dataset(name: str, split: str, path: str | None = None, image_key: str | None = None,
+                        label_key: str | None = None) -> tuple[Dataset, DatasetInfo]:
     """``digits`` | ``image_folder`` (``path/<split>/<class>/*.jpg``, or ``path/<class>/*`` as a single split)
     | ``hf_disk`` (a folder written by ``datasets.save_to_disk``)."""
     if name == "digits":

@@ -7,17 +7,17 @@
 one works with the other. A random-init model has no tokenizer: train one on local text with
 :func:`zoo.data.text.train_bpe_tokenizer` (for example on :func:`zoo.data.text.bundled_corpus`).
 """
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
 
 __all__ = ["SentencePieceTokenizer", "load_lm_tokenizer"]
 
 
 @dataclass
 class _Encoding:
-    ids: List[int]
-    tokens: List[str] = field(default_factory=list)
+    ids: list[int]
+    tokens: list[str] = field(default_factory=list)
 
 
 class SentencePieceTokenizer:
@@ -27,7 +27,7 @@ class SentencePieceTokenizer:
     EOS. Special pieces (``<s>``, ``</s>``, ``<unk>``) are ids, not text: ``decode`` skips them.
     """
 
-    def __init__(self, model_file: Union[str, Path], add_bos: bool = True, add_eos: bool = False):
+    def __init__(self, model_file: str | Path, add_bos: bool = True, add_eos: bool = False):
         try:
             import sentencepiece as spm
         except ImportError:
@@ -41,24 +41,24 @@ class SentencePieceTokenizer:
         self.path = model_file
 
     @property
-    def bos_token_id(self) -> Optional[int]:
+    def bos_token_id(self) -> int | None:
         i = self.sp.bos_id()
         return i if i >= 0 else None
 
     @property
-    def eos_token_id(self) -> Optional[int]:
+    def eos_token_id(self) -> int | None:
         i = self.sp.eos_id()
         return i if i >= 0 else None
 
     def get_vocab_size(self) -> int:
         return self.sp.get_piece_size()
 
-    def token_to_id(self, token: str) -> Optional[int]:
+    def token_to_id(self, token: str) -> int | None:
         i = self.sp.piece_to_id(token)
         # piece_to_id answers unk for unknown pieces: only the unk piece itself maps to unk
         return None if i == self.sp.unk_id() and token != self.sp.id_to_piece(i) else i
 
-    def id_to_token(self, i: int) -> Optional[str]:
+    def id_to_token(self, i: int) -> str | None:
         return self.sp.id_to_piece(i) if 0 <= i < self.get_vocab_size() else None
 
     def encode(self, text: str, add_special_tokens: bool = True) -> _Encoding:
@@ -70,7 +70,7 @@ class SentencePieceTokenizer:
                 ids = ids + [self.eos_token_id]
         return _Encoding(ids, [self.sp.id_to_piece(i) for i in ids])
 
-    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> List[_Encoding]:
+    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[_Encoding]:
         return [self.encode(t, add_special_tokens) for t in texts]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
@@ -84,7 +84,7 @@ class SentencePieceTokenizer:
         return f"SentencePieceTokenizer({str(self.path)!r}, vocab={self.get_vocab_size()})"
 
 
-def load_lm_tokenizer(path: Union[str, Path], add_bos: bool = True):
+def load_lm_tokenizer(path: str | Path, add_bos: bool = True):
     """The tokenizer in ``path``: a ``tokenizer.json`` / ``tokenizer.model`` file, or a folder holding one.
 
     A folder with both prefers ``tokenizer.json``. ``add_bos`` applies to SentencePiece models.

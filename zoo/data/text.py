@@ -5,8 +5,8 @@ the language-reference topics behind ``help()``): a small real corpus, no downlo
 ``tokenizers`` JSON files; :func:`train_bpe_tokenizer` trains a byte-level BPE one on the fly.
 """
 import hashlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -17,14 +17,14 @@ EOS_TOKEN = "<|endoftext|>"
 _TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 
 
-def bundled_corpus() -> Dict[str, str]:
+def bundled_corpus() -> dict[str, str]:
     """``{topic: text}`` from ``pydoc_data.topics`` (sorted by topic name)."""
     from pydoc_data.topics import topics
     return {k: topics[k] for k in sorted(topics)}
 
 
-def load_text_documents(name: str, path: Optional[str] = None, split: Optional[str] = None,
-                        text_key: Optional[str] = None) -> List[str]:
+def load_text_documents(name: str, path: str | None = None, split: str | None = None,
+                        text_key: str | None = None) -> list[str]:
     """Documents from ``pydoc`` (the bundled corpus), ``text`` (a .txt/.md file or a folder of them, one document
     per file) or ``hf_disk`` (a ``datasets`` folder with a text column; ``split`` picks a split when it has many)."""
     if name == "pydoc":
@@ -56,7 +56,7 @@ def load_text_documents(name: str, path: Optional[str] = None, split: Optional[s
     raise ValueError(f"unknown text dataset {name!r}: use pydoc, text or hf_disk")
 
 
-def split_documents(docs: Sequence[str], val_fraction: float) -> Tuple[List[str], List[str]]:
+def split_documents(docs: Sequence[str], val_fraction: float) -> tuple[list[str], list[str]]:
     """A fixed held-out split by a hash of each document's text (independent of order and seed)."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
@@ -69,7 +69,7 @@ def split_documents(docs: Sequence[str], val_fraction: float) -> Tuple[List[str]
     return train, val
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, path: Optional[Union[str, Path]] = None):
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path | None = None):
     """Train a byte-level BPE tokenizer (``tokenizers``) with an ``<|endoftext|>`` token; save it to ``path``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
@@ -84,7 +84,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, path: Optional[Un
     return tok
 
 
-def load_tokenizer(path: Union[str, Path]):
+def load_tokenizer(path: str | Path):
     """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file or a model folder holding one."""
     from tokenizers import Tokenizer
     p = Path(path)
@@ -95,7 +95,7 @@ def load_tokenizer(path: Union[str, Path]):
     return Tokenizer.from_file(str(p))
 
 
-def eos_id(tokenizer) -> Optional[int]:
+def eos_id(tokenizer) -> int | None:
     for tok in (EOS_TOKEN, "</s>", "<eos>", "<|end_of_text|>"):
         i = tokenizer.token_to_id(tok)
         if i is not None:
@@ -106,7 +106,7 @@ def eos_id(tokenizer) -> Optional[int]:
 def encode_documents(tokenizer, docs: Sequence[str]) -> torch.Tensor:
     """All documents' token ids in one stream, each document followed by the end-of-text token when it exists."""
     eos = eos_id(tokenizer)
-    ids: List[int] = []
+    ids: list[int] = []
     for enc in tokenizer.encode_batch(list(docs)):
         ids.extend(enc.ids)
         if eos is not None:

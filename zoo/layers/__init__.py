@@ -5,9 +5,20 @@ from .backbone import VisionBackbone, imagenet_cfg
 from .features import StagePruningMixin, check_head_args, take_indices
 from .large_kernel import BN_EPS, ConvBN, DecomposedLargeKernel, FusedLargeKernel, fold_batchnorm
 from .linear import Linear
+from .lm import (
+                 AttentionMasks,
+                 DecoderLayer,
+                 GroupedQueryAttention,
+                 KVCache,
+                 RMSNorm,
+                 RotaryEmbedding,
+                 SwiGLU,
+                 apply_rotary,
+                 attention_mask,
+                 build_attention_masks,
+                 rotate_half,
+)
 from .mlp import Mlp
-from .lm import (AttentionMasks, DecoderLayer, GroupedQueryAttention, KVCache, RMSNorm, RotaryEmbedding, SwiGLU,
-                 apply_rotary, attention_mask, build_attention_masks, rotate_half)
 from .norm import ChannelLayerNorm, SpatialLayerNorm, spatial_stats
 from .recursion import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
 from .residual import drop_path_gain, residual_add

@@ -1,6 +1,7 @@
 """Argument checks shared by the registry and the model configs."""
 import difflib
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 def check_known_keys(kwargs: Mapping[str, Any], accepted: Iterable[str], what: str,

@@ -6,7 +6,7 @@ A family's model class mixes in :class:`VisionBackbone` and provides ``stem``, `
 the stages of one forward), ``_run_stage``, ``_to_nchw`` (the stages' layout to (B, C, H, W)) and ``_reset_head``.
 :func:`imagenet_cfg` is the pretrained cfg of an ImageNet-1k classifier with timm's constants.
 """
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -18,7 +18,7 @@ from .linear import Linear
 __all__ = ["VisionBackbone", "imagenet_cfg"]
 
 
-def imagenet_cfg(**kwargs) -> Dict[str, Any]:
+def imagenet_cfg(**kwargs) -> dict[str, Any]:
     """A pretrained cfg for an ImageNet-1k classifier at 224 (timm's mean/std), updated with ``kwargs``."""
     return {"num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
             "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
@@ -30,8 +30,8 @@ class VisionBackbone(StagePruningMixin):
 
     min_input_size = 32  # the backbone downsamples by 32
     stage_output_fmt = "NCHW"  # the stages' own layout (recorded by timm's list/dict/hook feature wrappers)
-    no_weight_decay_keys: Tuple[str, ...] = ()
-    block_patterns: Tuple[str, ...] = (r"^stages\.(\d+)\.blocks\.(\d+)",)  # group_matcher's fine-grained blocks
+    no_weight_decay_keys: tuple[str, ...] = ()
+    block_patterns: tuple[str, ...] = (r"^stages\.(\d+)\.blocks\.(\d+)",)  # group_matcher's fine-grained blocks
 
     # ---- checks and the stage pipeline ------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -67,10 +67,10 @@ class VisionBackbone(StagePruningMixin):
             x = self._run_stage(stage, x, context)
         return self._to_nchw(x)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
                               intermediates_only: bool = False
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """Stage outputs at ``indices`` (int: the last n; None: all), like timm's models."""
         formats = ("NCHW", "NHWC") if self.stage_output_fmt == "NHWC" else ("NCHW",)
         if output_fmt not in formats:
@@ -91,7 +91,7 @@ class VisionBackbone(StagePruningMixin):
 
     # ---- training interface -------------------------------------------------------------------------------------
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict:
+    def group_matcher(self, coarse: bool = False) -> dict:
         blocks = [(r"^stages\.(\d+)\.downsample", (0,))] + [(p, None) for p in self.block_patterns]
         return dict(stem=r"^stem|^pos_embed", blocks=r"^stages\.(\d+)" if coarse else blocks + [
             (r"^head\.norm", (99999,))])
@@ -117,12 +117,12 @@ class VisionBackbone(StagePruningMixin):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None):
         check_head_args(num_classes, global_pool)
         self.num_classes = num_classes
         self._reset_head(num_classes, global_pool)
 
-    def _reset_head(self, num_classes: int, global_pool: Optional[str]) -> None:
+    def _reset_head(self, num_classes: int, global_pool: str | None) -> None:
         if global_pool is not None:
             self.global_pool = global_pool
         self.head.fc = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -6,8 +6,9 @@ Llama's init, tied output weights, parameter counting, input checks and cached :
 A family subclasses the three and adds what is its own (layer sharing, windows, recursion, routing).
 """
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ class DecoderConfig:
     num_hidden_layers: int = 30
     num_attention_heads: int = 9
     num_key_value_heads: int = 3
-    head_dim: Optional[int] = None  # None: hidden_size // num_attention_heads
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
     max_position_embeddings: int = 2048
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
@@ -37,12 +38,12 @@ class DecoderConfig:
     mlp_bias: bool = False
     hidden_act: str = "silu"
     initializer_range: float = 0.02
-    bos_token_id: Optional[int] = 1
-    eos_token_id: Optional[int] = 2
-    pad_token_id: Optional[int] = None
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    pad_token_id: int | None = None
 
     # fields that must be positive ints; subclasses extend the tuple
-    positive_ints: ClassVar[Tuple[str, ...]] = (
+    positive_ints: ClassVar[tuple[str, ...]] = (
         "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
         "num_key_value_heads", "max_position_embeddings")
 
@@ -70,12 +71,12 @@ class DecoderConfig:
         return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
-    def check_keys(cls, kwargs: Dict[str, Any], what: str) -> None:
+    def check_keys(cls, kwargs: dict[str, Any], what: str) -> None:
         """TypeError naming the keys of ``kwargs`` that are not fields of this config (with the closest ones)."""
         check_known_keys(kwargs, cls.field_names(), what, "Accepted config keys")
 
     @classmethod
-    def resolve(cls, config: Optional["DecoderConfig"], kwargs: Dict[str, Any], what: str) -> "DecoderConfig":
+    def resolve(cls, config: Optional["DecoderConfig"], kwargs: dict[str, Any], what: str) -> "DecoderConfig":
         """``config`` with ``kwargs`` applied (or a new config of ``kwargs``), unknown keys refused."""
         if kwargs:
             cls.check_keys(kwargs, what)
@@ -83,19 +84,19 @@ class DecoderConfig:
             return cls(**kwargs)
         return dataclasses.replace(config, **kwargs) if kwargs else config
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class LMOutput(NamedTuple):
     logits: torch.Tensor  # (B, T, vocab)
-    past_key_values: Optional[KVCache]
+    past_key_values: KVCache | None
 
 
 class DecoderBody(nn.Module):
     """Embedding, decoder layers and the final norm (transformers' ``LlamaModel`` key names)."""
 
-    def __init__(self, c: DecoderConfig, windows: Sequence[Optional[int]]):
+    def __init__(self, c: DecoderConfig, windows: Sequence[int | None]):
         super().__init__()
         self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
         self.layers = nn.ModuleList([
@@ -156,10 +157,10 @@ class DecoderLM(nn.Module):
     # -- generation ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 20, do_sample: bool = False,
-                 temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 eos_token_id: Optional[Union[int, Sequence[int]]] = None,
-                 attention_mask: Optional[torch.Tensor] = None, pad_token_id: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 eos_token_id: int | Sequence[int] | None = None,
+                 attention_mask: torch.Tensor | None = None, pad_token_id: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Prompt + up to ``max_new_tokens`` new tokens ``(B, T + n)``, decoding with a static KV cache.
 
         Greedy by default; ``do_sample`` samples from ``softmax(logits / temperature)`` restricted to the
@@ -222,8 +223,8 @@ class DecoderLM(nn.Module):
         return torch.cat([input_ids, out[:, :n]], dim=1)
 
 
-def sample_token(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
-            generator: Optional[torch.Generator]) -> torch.Tensor:
+def sample_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+            generator: torch.Generator | None) -> torch.Tensor:
     """One token per row from ``logits`` (B, V): temperature, then top-k, then top-p (nucleus) filtering."""
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:

@@ -1,5 +1,5 @@
 """Feature-extraction helpers shared by the vision families."""
-from typing import List, Optional, Sequence, Union
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -14,7 +14,7 @@ def check_head_args(num_classes=0, global_pool=None) -> None:
         raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
 
 
-def take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
+def take_indices(num_stages: int, indices: int | Sequence[int] | None) -> list[int]:
     """Absolute stage indices for timm's ``forward_intermediates`` convention: None = all, an int n = the
     last n, a sequence = those indices (negative ones count from the end); out of range raises ValueError."""
     if indices is None:
@@ -35,8 +35,8 @@ def take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) 
 class StagePruningMixin:
     """timm's ``prune_intermediate_layers`` for models with ``stages``, ``feature_info`` and a ``head``."""
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
         take = take_indices(len(self.stages), indices)
         self.stages = self.stages[: max(take) + 1]
         self.num_features = self.head_hidden_size = self.feature_info[max(take)]["num_chs"]

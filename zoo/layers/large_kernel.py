@@ -30,7 +30,7 @@ How the fused form runs (``impl``):
 when the module is built; an explicit ``impl`` is never overridden.
 """
 import os
-from typing import Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -54,7 +54,7 @@ BN_EPS = 1e-5  # the BatchNorm eps of every large-kernel branch (PyTorch's defau
 
 
 def fold_batchnorm(weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor, running_mean: torch.Tensor,
-                   running_var: torch.Tensor, eps: float = BN_EPS) -> Tuple[torch.Tensor, torch.Tensor]:
+                   running_var: torch.Tensor, eps: float = BN_EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) of the one conv equal to ``conv(weight)`` followed by BatchNorm with running statistics."""
     scale = bn_weight * torch.rsqrt(running_var + eps)
     return weight * scale.view(-1, *([1] * (weight.ndim - 1))), bn_bias - running_mean * scale
@@ -71,14 +71,14 @@ def _check_impl(impl: str) -> str:
     return impl
 
 
-def _pair(k: Union[int, Sequence[int]]) -> Tuple[int, int]:
+def _pair(k: int | Sequence[int]) -> tuple[int, int]:
     return (k, k) if isinstance(k, int) else (int(k[0]), int(k[1]))
 
 
 class ConvBN(nn.Module):
     """Depthwise conv (no bias, stride 1, per-axis "same" padding) then BatchNorm (or nothing, ``bn=False``)."""
 
-    def __init__(self, dim: int, kernel_size: Union[int, Sequence[int]], bn: bool = True):
+    def __init__(self, dim: int, kernel_size: int | Sequence[int], bn: bool = True):
         super().__init__()
         kh, kw = _pair(kernel_size)
         if kh % 2 == 0 or kw % 2 == 0:
@@ -90,7 +90,7 @@ class ConvBN(nn.Module):
         return self.bn(self.conv(x))
 
     @torch.no_grad()
-    def fuse(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def fuse(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight, bias) of the single conv equal to conv + BN (running statistics)."""
         w = self.conv.weight
         if isinstance(self.bn, nn.Identity):
@@ -114,7 +114,7 @@ class DecomposedLargeKernel(nn.Module):
         return out + self.small(x) if self.small is not None else out
 
     @torch.no_grad()
-    def fuse(self, impl: Optional[str] = None) -> "FusedLargeKernel":
+    def fuse(self, impl: str | None = None) -> "FusedLargeKernel":
         """The equivalent :class:`FusedLargeKernel` (BN folded, the small kernel added into the vertical one)."""
         wv, bv = self.vertical.fuse()
         wh, bh = self.horizontal.fuse()
@@ -135,14 +135,14 @@ class DecomposedLargeKernel(nn.Module):
 class FusedLargeKernel(nn.Module):
     """Inference form: a (K x s) and an (s x K) depthwise conv with bias, summed; see the module docstring."""
 
-    def __init__(self, dim: int, kernel_size: int, small_kernel: int = 5, impl: Optional[str] = None):
+    def __init__(self, dim: int, kernel_size: int, small_kernel: int = 5, impl: str | None = None):
         super().__init__()
         self.dim, self.kernel_size, self.small_kernel = dim, kernel_size, small_kernel
         k, s = kernel_size, small_kernel
         self.vertical = nn.Conv2d(dim, dim, (k, s), padding=(k // 2, s // 2), groups=dim, bias=True)
         self.horizontal = nn.Conv2d(dim, dim, (s, k), padding=(s // 2, k // 2), groups=dim, bias=True)
         self.impl = default_impl() if impl is None else _check_impl(impl)
-        self._cache: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def extra_repr(self) -> str:
         return f"impl={self.impl!r}"
@@ -180,7 +180,7 @@ def _toeplitz(taps: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def banded_matrices(w_vertical: torch.Tensor, w_horizontal: torch.Tensor, h: int, w: int
-                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The banded matrices of a (K x s) and an (s x K) depthwise kernel for an h x w map.
 
     Returns ``(mv, mh)``: ``mv`` (C, h, s*h) with ``mv[c, :, j*h:(j+1)*h] = T(w_vertical[c, 0, :, j])`` and
@@ -192,7 +192,7 @@ def banded_matrices(w_vertical: torch.Tensor, w_horizontal: torch.Tensor, h: int
     return mv.contiguous(), mh.contiguous()
 
 
-def depthwise_matmul(x: torch.Tensor, mv: torch.Tensor, mh: torch.Tensor, bias: Optional[torch.Tensor],
+def depthwise_matmul(x: torch.Tensor, mv: torch.Tensor, mh: torch.Tensor, bias: torch.Tensor | None,
                      small_kernel: int) -> torch.Tensor:
     """``conv(x, K x s) + conv(x, s x K) + bias`` through the banded matrices of :func:`banded_matrices`.
 

@@ -12,7 +12,6 @@ Training (autograd recording), other devices and other dtypes use ``F.linear``. 
 an explicit argument.
 """
 import os
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +32,7 @@ class Linear(nn.Linear):
     (``onednn``: None = :func:`onednn_default`)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
-                 onednn: Optional[bool] = None):
+                 onednn: bool | None = None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.onednn = onednn_default() if onednn is None else bool(onednn)
 

@@ -25,8 +25,8 @@ with no visible key (a padding query) is let see every key, so no row is all mas
 then leaks through the value products of later layers).
 """
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -89,13 +89,13 @@ class RotaryEmbedding(nn.Module):
         self.head_dim = head_dim
         self.theta = float(theta)
         self.initial_length = initial_length
-        self._tables: Dict[Tuple[torch.device, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def inv_freq(self, device=None) -> torch.Tensor:
         exponent = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
         return 1.0 / (self.theta ** exponent)
 
-    def tables(self, length: int, device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    def tables(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) of shape ``(L, head_dim)`` with ``L >= length``, cached per device and dtype."""
         key = (torch.device(device), dtype)
         cached = self._tables.get(key)
@@ -109,11 +109,11 @@ class RotaryEmbedding(nn.Module):
             self._tables[key] = cached
         return cached
 
-    def slice(self, start: int, length: int, device, dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    def slice(self, start: int, length: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = self.tables(start + length, device, dtype)
         return cos[start:start + length][None, None], sin[start:start + length][None, None]
 
-    def forward(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         if positions.numel() and int(positions.min()) < 0:
             raise ValueError("rotary positions must be >= 0")
         length = int(positions.max()) + 1 if positions.numel() else 1
@@ -172,7 +172,7 @@ class KVCache:
     """
 
     def __init__(self, num_slots: int, batch_size: int, num_kv_heads: int, max_length: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: Union[str, torch.device] = "cpu",
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                  track_positions: bool = False):
         for name, value in (("num_slots", num_slots), ("batch_size", batch_size), ("num_kv_heads", num_kv_heads),
                             ("max_length", max_length), ("head_dim", head_dim)):
@@ -184,7 +184,7 @@ class KVCache:
         # per-slot views, made once: an update is then two narrow + copy_ (fewer ops per decoded token)
         self._slot_keys = list(self.keys.unbind(0))
         self._slot_values = list(self.values.unbind(0))
-        self.lengths: List[int] = [0] * num_slots
+        self.lengths: list[int] = [0] * num_slots
         self.key_positions = (torch.zeros(num_slots, batch_size, max_length, dtype=torch.long, device=device)
                               if track_positions else None)
 
@@ -221,7 +221,7 @@ class KVCache:
 
     # -- use -----------------------------------------------------------------------------------------------------
     def update(self, slot: int, key: torch.Tensor, value: torch.Tensor,
-               positions: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+               positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Append ``key``/``value`` ``(B, kv_heads, T, head_dim)`` to ``slot``; return the slot's cached k, v."""
         start = self.lengths[slot]
         end = start + key.shape[2]
@@ -265,8 +265,8 @@ class KVCache:
                 f"dtype={self.keys.dtype}, seq_length={self.seq_length})")
 
 
-def attention_mask(query_index: torch.Tensor, key_index: torch.Tensor, key_padding: Optional[torch.Tensor] = None,
-                   sliding_window: Optional[int] = None) -> torch.Tensor:
+def attention_mask(query_index: torch.Tensor, key_index: torch.Tensor, key_padding: torch.Tensor | None = None,
+                   sliding_window: int | None = None) -> torch.Tensor:
     """Boolean ``(B, 1, T, S)`` mask, True where query ``t`` may attend to key ``s``.
 
     ``query_index`` ``(T,)`` or ``(B, T)`` and ``key_index`` ``(S,)`` or ``(B, S)`` are sequence indices;
@@ -292,16 +292,16 @@ class AttentionMasks:
     ``masks[w]`` is a boolean mask or None; ``causal[w]`` says that a None mask means "causal" (a fresh
     sequence without padding, ``is_causal=True``) rather than "see every key" (one new token, no padding).
     """
-    masks: Dict[Optional[int], Optional[torch.Tensor]]
-    causal: Dict[Optional[int], bool]
+    masks: dict[int | None, torch.Tensor | None]
+    causal: dict[int | None, bool]
 
-    def get(self, window: Optional[int]) -> Tuple[Optional[torch.Tensor], bool]:
+    def get(self, window: int | None) -> tuple[torch.Tensor | None, bool]:
         return self.masks[window], self.causal[window]
 
 
-def build_attention_masks(past_length: int, length: int, windows: Sequence[Optional[int]],
-                          padding_mask: Optional[torch.Tensor] = None,
-                          device: Union[str, torch.device] = "cpu") -> AttentionMasks:
+def build_attention_masks(past_length: int, length: int, windows: Sequence[int | None],
+                          padding_mask: torch.Tensor | None = None,
+                          device: str | torch.device = "cpu") -> AttentionMasks:
     """Masks for ``length`` new tokens after ``past_length`` cached ones, for each window in ``windows``.
 
     ``padding_mask`` ``(B, past_length + length)`` marks real tokens with 1. No tensor is made where SDPA can
@@ -341,8 +341,8 @@ class GroupedQueryAttention(nn.Module):
     the queries attend to everything the slot holds (subject to ``mask``).
     """
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: Optional[int] = None,
-                 bias: bool = False, sliding_window: Optional[int] = None):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int | None = None,
+                 bias: bool = False, sliding_window: int | None = None):
         super().__init__()
         head_dim = head_dim or dim // num_heads
         if num_heads % num_kv_heads:
@@ -357,9 +357,9 @@ class GroupedQueryAttention(nn.Module):
         self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, rope: Tuple[torch.Tensor, torch.Tensor], cache: Optional[KVCache] = None,
-                slot: int = 0, mask: Optional[torch.Tensor] = None, is_causal: bool = True,
-                positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,
+                slot: int = 0, mask: torch.Tensor | None = None, is_causal: bool = True,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         cos, sin = rope
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
@@ -385,8 +385,8 @@ class DecoderLayer(nn.Module):
     """Pre-norm Llama block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))`` (transformers' key names)."""
 
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, intermediate_size: int,
-                 head_dim: Optional[int] = None, eps: float = 1e-5, attention_bias: bool = False,
-                 mlp_bias: bool = False, sliding_window: Optional[int] = None):
+                 head_dim: int | None = None, eps: float = 1e-5, attention_bias: bool = False,
+                 mlp_bias: bool = False, sliding_window: int | None = None):
         super().__init__()
         self.input_layernorm = RMSNorm(dim, eps)
         self.self_attn = GroupedQueryAttention(dim, num_heads, num_kv_heads, head_dim, attention_bias,
@@ -395,12 +395,12 @@ class DecoderLayer(nn.Module):
         self.mlp = SwiGLU(dim, intermediate_size, mlp_bias)
 
     @property
-    def sliding_window(self) -> Optional[int]:
+    def sliding_window(self) -> int | None:
         return self.self_attn.sliding_window
 
-    def forward(self, x: torch.Tensor, rope: Tuple[torch.Tensor, torch.Tensor], cache: Optional[KVCache] = None,
-                slot: int = 0, mask: Optional[torch.Tensor] = None, is_causal: bool = True,
-                positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,
+                slot: int = 0, mask: torch.Tensor | None = None, is_causal: bool = True,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         h = self.self_attn(self.input_layernorm(x), rope, cache, slot, mask, is_causal, positions)
         x = x + h  # a new tensor: the caller's input is never modified
         h = self.mlp(self.post_attention_layernorm(x))

@@ -1,5 +1,4 @@
 """The transformer MLP every vision family uses: Linear -> activation -> Linear."""
-from typing import Optional
 
 import torch
 from torch import nn
@@ -15,7 +14,7 @@ class Mlp(nn.Module):
     nothing needs gradients. MetaFormer v1 and SLaK/SReT: GELU with biases; the MetaFormer baselines: StarReLU
     without biases."""
 
-    def __init__(self, dim: int, hidden: Optional[int] = None, mlp_ratio: float = 4, act_layer=GELU,
+    def __init__(self, dim: int, hidden: int | None = None, mlp_ratio: float = 4, act_layer=GELU,
                  bias: bool = True):
         super().__init__()
         hidden = hidden or int(mlp_ratio * dim)

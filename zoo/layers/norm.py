@@ -6,14 +6,13 @@ Two kinds of "LayerNorm" appear in the MetaFormer papers and are easy to confuse
 * :class:`SpatialLayerNorm` normalises each sample over (H, W, C) jointly: it is ``GroupNorm(1, C)``
   written for channels-last maps, with a per-channel weight and an optional bias.
 """
-from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def spatial_stats(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def spatial_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample mean and reciprocal std over all non-batch dims (biased variance), shaped (B, 1, ..., 1).
 
     Uses the group-norm kernel's statistics (one group over everything): on CPU it is several times faster
@@ -38,10 +37,10 @@ class SpatialLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels)) if bias else None
 
-    def stats(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return spatial_stats(x, self.eps)
 
-    def scale_shift(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def scale_shift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, shift) of shape (B, 1, 1, C) with ``norm(x) == x * scale + shift``."""
         mean, rstd = self.stats(x)
         scale = self.weight * rstd

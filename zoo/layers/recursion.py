@@ -12,7 +12,7 @@ non-shared ``step_layers[i]``. Recursion depth is a schedule change, not a new m
 
 Parameters are stored once per unique block, so counts of ``parameters()`` count shared weights once.
 """
-from typing import Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -22,12 +22,12 @@ __all__ = ["RecursiveStack", "SHARING_STRATEGIES", "cycle_schedule", "recursion_
            "shared_depth", "sharing_schedule"]
 
 
-def sequence_schedule(num_blocks: int, num_recursion: int) -> List[int]:
+def sequence_schedule(num_blocks: int, num_recursion: int) -> list[int]:
     """Each block ``num_recursion`` times in a row: [0]*r + [1]*r + ..."""
     return [b for b in range(num_blocks) for _ in range(num_recursion)]
 
 
-def cycle_schedule(num_blocks: int, num_recursion: int) -> List[int]:
+def cycle_schedule(num_blocks: int, num_recursion: int) -> list[int]:
     """The blocks in order, ``num_recursion`` times: [0, 1, ..., B-1] * r."""
     return [b for _ in range(num_recursion) for b in range(num_blocks)]
 
@@ -52,7 +52,7 @@ def shared_depth(sharing: str, num_layers: int, num_recursion: int) -> int:
     return middle // num_recursion
 
 
-def sharing_schedule(sharing: str, num_blocks: int, num_recursion: int) -> List[int]:
+def sharing_schedule(sharing: str, num_blocks: int, num_recursion: int) -> list[int]:
     """The block index of every application for a sharing strategy over ``num_blocks`` shared blocks.
 
     ``middle_*`` strategies add a unique first block (index 0) and last block (index ``num_blocks + 1``):
@@ -66,7 +66,7 @@ def sharing_schedule(sharing: str, num_blocks: int, num_recursion: int) -> List[
     return inner
 
 
-def recursion_indices(schedule: Sequence[int]) -> List[int]:
+def recursion_indices(schedule: Sequence[int]) -> list[int]:
     """For each application, how many times its block was applied before it."""
     seen: dict = {}
     out = []
@@ -80,7 +80,7 @@ class RecursiveStack(nn.Module):
     """Unique ``blocks`` applied in ``schedule`` order, each application optionally followed by its own step layer."""
 
     def __init__(self, blocks: Iterable[nn.Module], schedule: Sequence[int],
-                 step_layers: Optional[Iterable[nn.Module]] = None):
+                 step_layers: Iterable[nn.Module] | None = None):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.schedule = [int(b) for b in schedule]

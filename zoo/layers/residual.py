@@ -1,10 +1,9 @@
 """Residual combination with layer scale, res scale and stochastic depth folded into one op."""
-from typing import Optional
 
 import torch
 
 
-def drop_path_gain(x: torch.Tensor, drop_prob: float, training: bool) -> Optional[torch.Tensor]:
+def drop_path_gain(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor | None:
     """Per-sample stochastic-depth factor (0 or 1/keep), shaped (B, 1, ..., 1); None when it is a no-op."""
     if drop_prob == 0.0 or not training:
         return None
@@ -16,8 +15,8 @@ def drop_path_gain(x: torch.Tensor, drop_prob: float, training: bool) -> Optiona
 def residual_add(
     x: torch.Tensor,
     branch: torch.Tensor,
-    gain: Optional[torch.Tensor] = None,
-    res_scale: Optional[torch.Tensor] = None,
+    gain: torch.Tensor | None = None,
+    res_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``res_scale * x + gain * branch``, with either factor optional (None means 1).
 

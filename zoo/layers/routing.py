@@ -16,7 +16,6 @@ stock :class:`~zoo.layers.lm.DecoderLayer` do that without changing it:
 * :class:`Router` (linear or MLP scorer) and :class:`AddAuxiliaryLoss` (adds an auxiliary loss's gradient in
   the backward pass of the logits, so a plain ``cross_entropy(model(x), y)`` training loop also trains routers).
 """
-from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +80,7 @@ class LoRA(nn.Module):
     the rank-``rank`` truncated SVD of a given weight difference (exact when ``rank = min(out, in)``).
     """
 
-    def __init__(self, in_features: int, out_features: int, rank: int, alpha: Optional[float] = None):
+    def __init__(self, in_features: int, out_features: int, rank: int, alpha: float | None = None):
         super().__init__()
         if not isinstance(rank, int) or rank < 1:
             raise ValueError(f"LoRA rank must be a positive int, got {rank!r}")
@@ -123,7 +122,7 @@ class LoRA(nn.Module):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def gather_active(active: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def gather_active(active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(B, K)`` of the active tokens of each row in sequence order and their validity ``(B, K)``.
 
     ``K`` is the largest count of a row; shorter rows are padded with index ``T`` (the row :func:`extend` adds).
@@ -142,7 +141,7 @@ def extend(x: torch.Tensor) -> torch.Tensor:
 
 
 def routed_attention_mask(query_index: torch.Tensor, key_index: torch.Tensor,
-                          padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                          padding_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean ``(B, 1, K, S)`` mask for queries and keys given by sequence index (``-1``: an empty entry).
 
     A query sees a key with an index at or below its own that is not empty and not padding
@@ -201,18 +200,18 @@ class RoutedKVCache(KVCache):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _proj(linear: nn.Linear, x: torch.Tensor, lora: Optional[Dict[str, nn.Module]], name: str) -> torch.Tensor:
+def _proj(linear: nn.Linear, x: torch.Tensor, lora: dict[str, nn.Module] | None, name: str) -> torch.Tensor:
     y = linear(x)
     if lora is not None and name in lora:
         y = y + lora[name](x)
     return y
 
 
-def layer_forward(layer: DecoderLayer, x: torch.Tensor, rope: Tuple[torch.Tensor, torch.Tensor], *,
-                  cache: Optional[KVCache] = None, slot: int = 0, mask: Optional[torch.Tensor] = None,
-                  is_causal: bool = True, positions: Optional[torch.Tensor] = None,
-                  shared_kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                  lora: Optional[Dict[str, nn.Module]] = None, norms: Optional[Tuple[nn.Module, nn.Module]] = None,
+def layer_forward(layer: DecoderLayer, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], *,
+                  cache: KVCache | None = None, slot: int = 0, mask: torch.Tensor | None = None,
+                  is_causal: bool = True, positions: torch.Tensor | None = None,
+                  shared_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  lora: dict[str, nn.Module] | None = None, norms: tuple[nn.Module, nn.Module] | None = None,
                   return_kv: bool = False):
     """``layer`` applied to ``x`` ``(B, T, dim)``, computing what :meth:`DecoderLayer.forward` computes, plus:
 

@@ -4,7 +4,8 @@ Weights are :mod:`zoo.factory`'s job: it resolves the source once for every fami
 registered builder, then loads. The builder therefore only builds.
 """
 import inspect
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 from timm.models import build_model_with_cfg
 from torch import nn
@@ -14,14 +15,14 @@ from ..registry import check_known_keys, get_entry
 __all__ = ["build_vision_model"]
 
 
-def _check_kwargs(model_cls: type, variant: str, kwargs: Dict[str, Any]) -> None:
+def _check_kwargs(model_cls: type, variant: str, kwargs: dict[str, Any]) -> None:
     params = inspect.signature(model_cls.__init__).parameters
     accepted = {n for n, p in params.items() if n != "self" and p.kind != p.VAR_KEYWORD}
     check_known_keys(kwargs, accepted, variant)
 
 
 def build_vision_model(model_cls: type, variant: str, pretrained: bool = False,
-                       pretrained_filter_fn: Optional[Callable] = None, pretrained_cfg: Optional[Any] = None,
+                       pretrained_filter_fn: Callable | None = None, pretrained_cfg: Any | None = None,
                        **kwargs) -> nn.Module:
     """``model_cls(**kwargs)`` for ``variant`` with its pretrained cfg attached (timm's ``build_model_with_cfg``).
 

@@ -21,15 +21,24 @@ average pool that maps constants to themselves (``count_include_pad=False``),
 """
 import math
 import re
-from typing import Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import (GELU, ChannelLayerNorm, Linear, SpatialLayerNorm, SquaredReLU, StarReLU, drop_path_gain,
-                      needs_grad, residual_add)
+from ..layers import (
+    GELU,
+    ChannelLayerNorm,
+    Linear,
+    SpatialLayerNorm,
+    SquaredReLU,
+    StarReLU,
+    drop_path_gain,
+    needs_grad,
+    residual_add,
+)
 from ..layers.backbone import VisionBackbone, imagenet_cfg
 from ..layers.features import check_head_args
 from ..layers.mlp import Mlp
@@ -174,7 +183,7 @@ class MlpHead(nn.Module):
         return self.fc2(self.head_drop(self.norm(self.act(self.fc1(x)))))
 
 
-def _make_mixer(kind: str, dim: int, num_tokens: Optional[int], head_dim: int) -> nn.Module:
+def _make_mixer(kind: str, dim: int, num_tokens: int | None, head_dim: int) -> nn.Module:
     if kind == "identity":
         return nn.Identity()
     if kind == "pool":
@@ -203,10 +212,10 @@ class MetaFormerBlock(nn.Module):
         norm: str,
         mlp_act: str,
         mlp_bias: bool,
-        layer_scale_init_value: Optional[float] = None,
-        res_scale_init_value: Optional[float] = None,
+        layer_scale_init_value: float | None = None,
+        res_scale_init_value: float | None = None,
         drop_path: float = 0.0,
-        num_tokens: Optional[int] = None,
+        num_tokens: int | None = None,
         head_dim: int = 32,
     ):
         super().__init__()
@@ -233,7 +242,7 @@ class MetaFormerBlock(nn.Module):
         spatial = isinstance(self.norm1, SpatialLayerNorm)
         self._closed_form = token_mixer if spatial and token_mixer in ("pool", "identity") else None
 
-    def _gain(self, layer_scale: Optional[Scale], x: torch.Tensor) -> Optional[torch.Tensor]:
+    def _gain(self, layer_scale: Scale | None, x: torch.Tensor) -> torch.Tensor | None:
         """Layer scale times the stochastic-depth factor; None when both are 1."""
         gain = drop_path_gain(x, self.drop_path, self.training)
         if layer_scale is not None:
@@ -317,7 +326,7 @@ class MetaFormerHead(nn.Module):
             return MlpHead(dim, num_classes, head_dropout=self.head_dropout)
         return Linear(dim, num_classes)
 
-    def reset(self, num_classes: int, global_pool: Optional[str] = None):
+    def reset(self, num_classes: int, global_pool: str | None = None):
         check_head_args(global_pool=global_pool)
         if global_pool is not None:
             self.global_pool = global_pool
@@ -368,18 +377,18 @@ class MetaFormer(VisionBackbone, nn.Module):
         global_pool: str = "avg",
         depths: Sequence[int] = (2, 2, 6, 2),
         dims: Sequence[int] = (64, 128, 320, 512),
-        token_mixers: Union[str, Sequence[str]] = "pool",
+        token_mixers: str | Sequence[str] = "pool",
         v1: bool = False,
         block_norm: str = "spatial",
-        layer_scale_init_value: Optional[float] = None,
-        res_scale_init_values: Sequence[Optional[float]] = (None, None, 1.0, 1.0),
+        layer_scale_init_value: float | None = None,
+        res_scale_init_values: Sequence[float | None] = (None, None, 1.0, 1.0),
         mlp_head: bool = False,
-        img_size: Union[int, Tuple[int, int]] = 224,
+        img_size: int | tuple[int, int] = 224,
         head_dim: int = 32,
         drop_rate: float = 0.0,
         head_dropout: float = 0.0,
         drop_path_rate: float = 0.0,
-        onednn_linear: Optional[bool] = None,
+        onednn_linear: bool | None = None,
     ):
         super().__init__()
         check_head_args(num_classes, global_pool)
@@ -446,7 +455,7 @@ class MetaFormer(VisionBackbone, nn.Module):
     def _to_nchw(self, x: torch.Tensor) -> torch.Tensor:
         return x.permute(0, 3, 1, 2)  # (B, C, H, W) view, channels-last memory
 
-    def _reset_head(self, num_classes: int, global_pool: Optional[str]) -> None:
+    def _reset_head(self, num_classes: int, global_pool: str | None) -> None:
         self.head.reset(num_classes, global_pool)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -490,7 +499,7 @@ def _rename_head(key: str) -> str:
     return key
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Convert a MetaFormer state dict of any supported origin to the zoo's keys and shapes.
 
     Origins: the authors' PoolFormer v1 files (``network.N.*``), the authors' baselines files
@@ -531,23 +540,23 @@ _V2_PAPER = dict(paper_name="MetaFormer Baselines for Vision", paper_ids="arXiv:
                  origin_url="https://github.com/sail-sg/metaformer")
 
 
-def _cfg(paper: Dict, **kwargs) -> Dict:
+def _cfg(paper: dict, **kwargs) -> dict:
     return imagenet_cfg(**{"crop_pct": 1.0, "license": "apache-2.0", **paper, **kwargs})
 
 
-def _timm_weights(name: str, origin: str) -> Dict:
+def _timm_weights(name: str, origin: str) -> dict:
     # timm's Hub copies of the authors' ImageNet-1k weights (timm key layout; converted on load)
     return dict(hf_hub_id=f"timm/{name}.sail_in1k", hf_hub_filename="model.safetensors",
                 notes=(f"ImageNet-1k weights trained by the authors ({origin}), as republished by timm",))
 
 
-def _sail_weights(family: str, name: str) -> Dict:
+def _sail_weights(family: str, name: str) -> dict:
     # the authors' own files (flat state dicts, authors' key layout; converted on load)
     return dict(hf_hub_id="sail/dl", hf_hub_filename=f"{family}/{name}.pth",
                 notes=("ImageNet-1k weights released by the authors at https://huggingface.co/sail/dl",))
 
 
-default_cfgs: Dict[str, Dict] = {}
+default_cfgs: dict[str, dict] = {}
 for _n in ("s12", "s24", "s36", "m36", "m48"):
     default_cfgs[f"poolformer_{_n}"] = _cfg(
         _V1_PAPER, crop_pct=0.9 if _n[0] == "s" else 0.95, **_timm_weights(f"poolformer_{_n}", "sail-sg/poolformer"))
@@ -562,7 +571,7 @@ for _n in ("s18", "s36", "m36", "b36"):
 
 # Reference figures: exact parameter counts and fvcore MACs (1x3x224x224, one multiply-add = 1) of the
 # authors' models, and the papers' ImageNet-1k top-1.
-reference_figures: Dict[str, Dict] = reference_table([
+reference_figures: dict[str, dict] = reference_table([
     ("poolformer_s12", 11_915_176, 1_822_678_528, 77.2),
     ("poolformer_s24", 21_388_968, 3_412_906_496, 80.3),
     ("poolformer_s36", 30_862_760, 5_003_134_464, 81.4),
@@ -594,7 +603,7 @@ reference_figures: Dict[str, Dict] = reference_table([
 ])
 
 
-def _create_metaformer(variant: str, pretrained: bool, model_args: Dict, kwargs: Dict) -> MetaFormer:
+def _create_metaformer(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> MetaFormer:
     """The variant's architecture arguments, overridable as in timm (e.g. smaller ``depths``/``dims``)."""
     return build_vision_model(MetaFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                               **{**model_args, **kwargs})

@@ -36,7 +36,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,13 @@ from torch.utils.checkpoint import checkpoint
 from ..layers import KVCache, RotaryEmbedding, build_attention_masks, sequence_schedule
 from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM, LMOutput
 from ..registry import register_model
-from ..weights import CheckpointError, CheckpointMismatchError, load_state_dict_checked, read_state_dict, save_state_dict
+from ..weights import (
+    CheckpointError,
+    CheckpointMismatchError,
+    load_state_dict_checked,
+    read_state_dict,
+    save_state_dict,
+)
 
 __all__ = ["LMOutput", "MobileLLM", "MobileLLMConfig", "checkpoint_filter_fn", "config_from_dict",
            "pro_layer_types", "save_pretrained"]
@@ -63,8 +69,8 @@ FULL, SLIDING = "full_attention", "sliding_attention"
 class MobileLLMConfig(DecoderConfig):
     """Architecture of a MobileLLM-style decoder, with transformers' (Llama) key names."""
     layer_sharing: bool = False  # every layer runs twice in a row (0,0,1,1,...), each run with its own cache slot
-    sliding_window: Optional[int] = None  # window of the "sliding_attention" layers
-    layer_types: Optional[List[str]] = None  # per layer: "full_attention" | "sliding_attention"; None: all full
+    sliding_window: int | None = None  # window of the "sliding_attention" layers
+    layer_types: list[str] | None = None  # per layer: "full_attention" | "sliding_attention"; None: all full
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,12 +85,12 @@ class MobileLLMConfig(DecoderConfig):
             if SLIDING in self.layer_types and not (isinstance(self.sliding_window, int) and self.sliding_window > 0):
                 raise ValueError("sliding_attention layers need a positive int sliding_window")
 
-    def layer_windows(self) -> List[Optional[int]]:
+    def layer_windows(self) -> list[int | None]:
         """The attention window of every physical layer (None = global)."""
         types = self.layer_types or [FULL] * self.num_hidden_layers
         return [self.sliding_window if t == SLIDING else None for t in types]
 
-    def schedule(self) -> List[int]:
+    def schedule(self) -> list[int]:
         """The physical layer run at each step (``0,0,1,1,...`` with layer sharing)."""
         return sequence_schedule(self.num_hidden_layers, 2 if self.layer_sharing else 1)
 
@@ -95,7 +101,7 @@ class MobileLLMConfig(DecoderConfig):
 
 
 
-def pro_layer_types(num_layers: int) -> List[str]:
+def pro_layer_types(num_layers: int) -> list[str]:
     """MobileLLM-Pro's local/global pattern as the zoo chose it: global at ``i % 4 == 0`` and the last layer."""
     return [FULL if i % 4 == 0 or i == num_layers - 1 else SLIDING for i in range(num_layers)]
 
@@ -103,7 +109,7 @@ def pro_layer_types(num_layers: int) -> List[str]:
 _CONFIG_FIELDS = MobileLLMConfig.field_names()
 
 
-def config_from_dict(data: Dict[str, Any], **overrides) -> MobileLLMConfig:
+def config_from_dict(data: dict[str, Any], **overrides) -> MobileLLMConfig:
     """A config from a ``config.json`` dict (the authors', transformers' Llama or the zoo's), then ``overrides``.
 
     The authors' ``share_embedding: true`` means tied output weights whatever ``tie_word_embeddings`` says.
@@ -113,7 +119,7 @@ def config_from_dict(data: Dict[str, Any], **overrides) -> MobileLLMConfig:
     return MobileLLMConfig(**{**_config_kwargs(data), **overrides})
 
 
-def _config_kwargs(data: Dict[str, Any]) -> Dict[str, Any]:
+def _config_kwargs(data: dict[str, Any]) -> dict[str, Any]:
     """The config fields a ``config.json`` dict sets (see :func:`config_from_dict`)."""
     data = dict(data)
     if data.get("model_type") not in (None, "llama", "mobilellm"):
@@ -141,7 +147,7 @@ def _config_kwargs(data: Dict[str, Any]) -> Dict[str, Any]:
     return kwargs
 
 
-def _check_keys(kwargs: Dict[str, Any]):
+def _check_keys(kwargs: dict[str, Any]):
     MobileLLMConfig.check_keys(kwargs, "MobileLLM")
 
 
@@ -156,7 +162,7 @@ class MobileLLM(DecoderLM):
     Args: a :class:`MobileLLMConfig`, or its fields as keyword arguments.
     """
 
-    def __init__(self, config: Optional[MobileLLMConfig] = None, **kwargs):
+    def __init__(self, config: MobileLLMConfig | None = None, **kwargs):
         super().__init__()
         self.config = config = MobileLLMConfig.resolve(config, kwargs, "MobileLLM")
         self.model = DecoderBody(config, config.layer_windows())
@@ -167,25 +173,25 @@ class MobileLLM(DecoderLM):
         self.schedule = config.schedule()
         self.windows = sorted(set(config.layer_windows()), key=lambda w: -1 if w is None else w)
         self.grad_checkpointing = False
-        self.pretrained_cfg: Dict[str, Any] = {}
+        self.pretrained_cfg: dict[str, Any] = {}
         self.init_weights()
 
     # -- cache --------------------------------------------------------------------------------------------------
-    def new_cache(self, batch_size: int, max_length: int, dtype: Optional[torch.dtype] = None,
-                  device: Optional[Union[str, torch.device]] = None) -> KVCache:
+    def new_cache(self, batch_size: int, max_length: int, dtype: torch.dtype | None = None,
+                  device: str | torch.device | None = None) -> KVCache:
         """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (one slot per layer run)."""
         p = self.model.embed_tokens.weight
         return KVCache(len(self.schedule), batch_size, self.config.num_key_value_heads, max_length,
                        self.config.head_dim, dtype or p.dtype, device or p.device)
 
-    def kv_cache_bytes_per_token(self, dtype: Optional[torch.dtype] = None) -> int:
+    def kv_cache_bytes_per_token(self, dtype: torch.dtype | None = None) -> int:
         size = torch.empty((), dtype=dtype or self.model.embed_tokens.weight.dtype).element_size()
         return 2 * len(self.schedule) * self.config.num_key_value_heads * self.config.head_dim * size
 
     # -- forward ------------------------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                position_ids: Optional[torch.Tensor] = None, past_key_values: Optional[KVCache] = None,
-                use_cache: bool = False, logits_to_keep: int = 0) -> Union[torch.Tensor, LMOutput]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, past_key_values: KVCache | None = None,
+                use_cache: bool = False, logits_to_keep: int = 0) -> torch.Tensor | LMOutput:
         """Logits of every position (or the last ``logits_to_keep``).
 
         Args:
@@ -231,7 +237,7 @@ class MobileLLM(DecoderLM):
 
     # -- files --------------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: Union[str, os.PathLike], **overrides) -> "MobileLLM":
+    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "MobileLLM":
         """Build from a folder with ``config.json`` and weights (transformers Llama, the authors' or the zoo's)."""
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -245,8 +251,8 @@ class MobileLLM(DecoderLM):
         load_state_dict_checked(model, state_dict, str(path), filter_fn=checkpoint_filter_fn)
         return model
 
-    def save_pretrained(self, out_dir: Union[str, os.PathLike], format: str = "auto",
-                        model_name: Optional[str] = None) -> Path:
+    def save_pretrained(self, out_dir: str | os.PathLike, format: str = "auto",
+                        model_name: str | None = None) -> Path:
         return save_pretrained(self, out_dir, format=format, model_name=model_name)
 
 
@@ -257,7 +263,7 @@ class MobileLLM(DecoderLM):
 _EMBED = "model.embed_tokens.weight"
 
 
-def read_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Weights from a file, or a folder's ``model.safetensors`` / sharded safetensors / ``pytorch_model.bin``."""
     path = Path(path)
     if path.is_dir():
@@ -273,7 +279,7 @@ def read_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
     return read_state_dict(path)
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """The authors' / transformers' Llama keys -> the zoo's (the same names; RoPE buffers dropped, tying checked)."""
     sd = {k: v for k, v in state_dict.items() if not k.endswith("rotary_emb.inv_freq")}
     if "embed_tokens.weight" in sd and _EMBED not in sd:  # a bare LlamaModel state dict
@@ -300,7 +306,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
     return sd
 
 
-def to_llama_config(config: MobileLLMConfig) -> Dict[str, Any]:
+def to_llama_config(config: MobileLLMConfig) -> dict[str, Any]:
     """transformers ``LlamaConfig`` fields of ``config`` (which must be Llama-expressible)."""
     return {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -317,8 +323,8 @@ def to_llama_config(config: MobileLLMConfig) -> Dict[str, Any]:
     }
 
 
-def save_pretrained(model: MobileLLM, out_dir: Union[str, os.PathLike], format: str = "auto",
-                    model_name: Optional[str] = None) -> Path:
+def save_pretrained(model: MobileLLM, out_dir: str | os.PathLike, format: str = "auto",
+                    model_name: str | None = None) -> Path:
     """Write ``model.safetensors`` + ``config.json`` to ``out_dir``.
 
     ``format="transformers"`` writes a ``LlamaForCausalLM`` folder (Llama keys; only ``model.embed_tokens.weight``
@@ -364,7 +370,7 @@ _PAPER = dict(paper_name="MobileLLM: Optimizing Sub-billion Parameter Language M
               license="other", license_name="fair-noncommercial-research-license")
 
 
-def _cfg(hub_repo: Optional[str] = None, **kwargs) -> Dict[str, Any]:
+def _cfg(hub_repo: str | None = None, **kwargs) -> dict[str, Any]:
     cfg = {**_PAPER, "context_length": 2048, "tokenizer": "LLaMA SentencePiece tokenizer.model (32k)", **kwargs}
     if hub_repo:
         # the Hub's model.safetensors of 125M/350M misses the embeddings: the authors' .bin is the weight file
@@ -383,7 +389,7 @@ _PRO = dict(paper_name="MobileLLM-Pro Technical Report", paper_ids="arXiv:2511.0
             notes=("registered by shape; local:global 3:1 pattern (global at i % 4 == 0 and the last layer) and "
                    "rope_theta 5e5 are the zoo's choices",))
 
-default_cfgs: Dict[str, Dict[str, Any]] = {
+default_cfgs: dict[str, dict[str, Any]] = {
     "mobilellm_125m": _cfg("facebook/MobileLLM-125M"),
     "mobilellm_350m": _cfg("facebook/MobileLLM-350M"),
     "mobilellm_600m": _cfg("facebook/MobileLLM-600M"),
@@ -398,7 +404,7 @@ default_cfgs: Dict[str, Dict[str, Any]] = {
 }
 
 # exact params (tied embeddings once) and the authors' zero-shot commonsense average (MobileLLM README)
-reference_figures: Dict[str, Dict[str, Any]] = {
+reference_figures: dict[str, dict[str, Any]] = {
     name: dict(params=params, macs=None, gmacs=None, top1=None, commonsense_avg=avg)
     for name, params, avg in [
         ("mobilellm_125m", 124_635_456, 46.3), ("mobilellm_350m", 345_355_200, 51.3),
@@ -411,13 +417,13 @@ reference_figures: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _arch(layers: int, hidden: int, heads: int, kv: int, ffn: int, vocab: int = 32000, **extra) -> Dict[str, Any]:
+def _arch(layers: int, hidden: int, heads: int, kv: int, ffn: int, vocab: int = 32000, **extra) -> dict[str, Any]:
     return dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv,
                 intermediate_size=ffn, vocab_size=vocab, **extra)
 
 
 _R1_EXTRA = dict(rope_theta=500000.0, max_position_embeddings=4096, bos_token_id=128000, eos_token_id=128001)
-ARCHS: Dict[str, Dict[str, Any]] = {
+ARCHS: dict[str, dict[str, Any]] = {
     "mobilellm_125m": _arch(30, 576, 9, 3, 1536),
     "mobilellm_350m": _arch(32, 960, 15, 5, 2560),
     "mobilellm_600m": _arch(40, 1152, 18, 6, 3072),
@@ -434,7 +440,7 @@ ARCHS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def checkpoint_model_args(config: Optional[Dict[str, Any]], state_dict: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+def checkpoint_model_args(config: dict[str, Any] | None, state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The architecture a checkpoint describes: its folder's ``config.json`` (the authors', transformers' Llama or
     the zoo's), and tied output weights when it has no ``lm_head.weight`` (the authors' shared embeddings)."""
     args = _config_kwargs(config) if config is not None else {}
@@ -443,7 +449,7 @@ def checkpoint_model_args(config: Optional[Dict[str, Any]], state_dict: Dict[str
     return args
 
 
-def _create_mobilellm(variant: str, pretrained: bool = False, pretrained_cfg: Optional[Dict[str, Any]] = None,
+def _create_mobilellm(variant: str, pretrained: bool = False, pretrained_cfg: dict[str, Any] | None = None,
                       **kwargs) -> MobileLLM:
     if pretrained:
         raise ValueError(f"the builder of {variant} builds only; load weights with "

@@ -58,8 +58,9 @@ non-divisible depths are floored (``(L - 2) // N_r`` shared blocks) instead of r
 loss-free bias update runs inside ``forward`` in training; the auxiliary losses reach the gradient through
 :class:`zoo.layers.routing.AddAuxiliaryLoss`, so an unchanged cross-entropy loop trains the routers.
 """
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -69,8 +70,16 @@ from torch.utils.checkpoint import checkpoint
 from ..layers import RMSNorm, RotaryEmbedding, build_attention_masks
 from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM
 from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
-from ..layers.routing import (AddAuxiliaryLoss, LoRA, RoutedKVCache, Router, extend, gather_active, layer_forward,
-                              routed_attention_mask)
+from ..layers.routing import (
+    AddAuxiliaryLoss,
+    LoRA,
+    RoutedKVCache,
+    Router,
+    extend,
+    gather_active,
+    layer_forward,
+    routed_attention_mask,
+)
 from ..registry import register_model
 
 __all__ = ["MoROutput", "RecursiveConfig", "RecursiveLM", "from_pretrained_dense"]
@@ -88,18 +97,18 @@ class RecursiveConfig(DecoderConfig):
     """A recursive decoder: the dense base (transformers' Llama key names) plus recursion, routing and LoRA.
     ``num_hidden_layers`` is the depth of the dense base model."""
     vocab_size: int = 49152
-    bos_token_id: Optional[int] = 0
-    eos_token_id: Optional[int] = 0
+    bos_token_id: int | None = 0
+    eos_token_id: int | None = 0
     # recursion
     num_recursion: int = 1  # 1: the plain (vanilla) stack
     sharing: str = "middle_cycle"
     ln_share: bool = True
     kv_sharing: bool = False
     # Mixture-of-Recursions routing
-    mor: Optional[str] = None  # None | "expert" | "token"
+    mor: str | None = None  # None | "expert" | "token"
     router_type: str = "linear"  # "linear" | "mlp"
-    capacity: Optional[List[float]] = None  # expert: fraction of the sequence kept per step; None: (N_r - r) / N_r
-    alpha: Optional[float] = None  # router score scale; None: 0.1 (expert), 1.0 (token)
+    capacity: list[float] | None = None  # expert: fraction of the sequence kept per step; None: (N_r - r) / N_r
+    alpha: float | None = None  # router score scale; None: 0.1 (expert), 1.0 (token)
     aux_loss_coeff: float = 0.001  # expert: BCE(router logit, selected)
     routing_threshold: float = 0.5  # expert, causal routing: continue when sigmoid(logit) >= threshold
     inference_routing: str = "threshold"  # expert routing outside training: "threshold" (causal) | "topk"
@@ -108,10 +117,10 @@ class RecursiveConfig(DecoderConfig):
     bias_update_rate: float = 1e-3
     # relaxed recursion
     lora_rank: int = 0
-    lora_alpha: Optional[float] = None  # None: 2 x rank (scaling 2)
-    lora_targets: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    lora_alpha: float | None = None  # None: 2 x rank (scaling 2)
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
-    positive_ints: ClassVar[Tuple[str, ...]] = DecoderConfig.positive_ints + ("num_recursion",)
+    positive_ints: ClassVar[tuple[str, ...]] = DecoderConfig.positive_ints + ("num_recursion",)
 
     def __post_init__(self):
         super().__post_init__()
@@ -150,13 +159,13 @@ class RecursiveConfig(DecoderConfig):
         """``B``: blocks that are applied ``num_recursion`` times (0 for the plain stack)."""
         return shared_depth(self.sharing, self.num_hidden_layers, self.num_recursion) if self.num_recursion > 1 else 0
 
-    def schedule(self) -> List[int]:
+    def schedule(self) -> list[int]:
         """The unique block run at each application."""
         if self.num_recursion == 1:
             return list(range(self.num_hidden_layers))
         return sharing_schedule(self.sharing, self.num_shared_blocks, self.num_recursion)
 
-    def capacities(self) -> List[float]:
+    def capacities(self) -> list[float]:
         n = self.num_recursion
         return list(self.capacity) if self.capacity is not None else [(n - r) / n for r in range(n)]
 
@@ -165,7 +174,7 @@ class RecursiveConfig(DecoderConfig):
         return self.alpha if self.alpha is not None else (1.0 if self.mor == "token" else 0.1)
 
 
-def _check_keys(kwargs: Dict[str, Any]):
+def _check_keys(kwargs: dict[str, Any]):
     RecursiveConfig.check_keys(kwargs, "recursive LM")
 
 
@@ -176,9 +185,9 @@ def _check_keys(kwargs: Dict[str, Any]):
 
 class MoROutput(NamedTuple):
     logits: torch.Tensor  # (B, T, vocab)
-    past_key_values: Optional[RoutedKVCache]
-    aux_loss: Optional[torch.Tensor]  # router losses of this forward (training), already weighted
-    routing: Optional[List[torch.Tensor]]  # per recursion step: (B, T) bool, tokens active at that step
+    past_key_values: RoutedKVCache | None
+    aux_loss: torch.Tensor | None  # router losses of this forward (training), already weighted
+    routing: list[torch.Tensor] | None  # per recursion step: (B, T) bool, tokens active at that step
 
 
 class _Pass:
@@ -193,7 +202,7 @@ class _Selection:
 
     def __init__(self, idx: torch.Tensor, valid: torch.Tensor, seq: torch.Tensor, rope):
         self.idx, self.valid, self.seq, self.rope = idx, valid, seq, rope
-        self.masks: Dict[str, torch.Tensor] = {}
+        self.masks: dict[str, torch.Tensor] = {}
 
 
 class RecursiveLM(DecoderLM):
@@ -203,7 +212,7 @@ class RecursiveLM(DecoderLM):
     Args: a :class:`RecursiveConfig`, or its fields as keyword arguments.
     """
 
-    def __init__(self, config: Optional[RecursiveConfig] = None, **kwargs):
+    def __init__(self, config: RecursiveConfig | None = None, **kwargs):
         super().__init__()
         self.config = c = RecursiveConfig.resolve(config, kwargs, "recursive LM")
         self.schedule = c.schedule()
@@ -259,8 +268,8 @@ class RecursiveLM(DecoderLM):
             if c.balancing == "loss_free":
                 self.register_buffer("router_bias", torch.zeros(n))
         self.grad_checkpointing = False
-        self.pretrained_cfg: Dict[str, Any] = {}
-        self.aux_loss: Optional[torch.Tensor] = None
+        self.pretrained_cfg: dict[str, Any] = {}
+        self.aux_loss: torch.Tensor | None = None
         self.init_weights()
 
     # -- weights ------------------------------------------------------------------------------------------------
@@ -273,14 +282,14 @@ class RecursiveLM(DecoderLM):
                 m.reset_parameters()
 
     # -- cache --------------------------------------------------------------------------------------------------
-    def new_cache(self, batch_size: int, max_length: int, dtype: Optional[torch.dtype] = None,
-                  device: Optional[Union[str, torch.device]] = None) -> RoutedKVCache:
+    def new_cache(self, batch_size: int, max_length: int, dtype: torch.dtype | None = None,
+                  device: str | torch.device | None = None) -> RoutedKVCache:
         """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (see the module doc)."""
         p = self.model.embed_tokens.weight
         return RoutedKVCache(self.num_slots, batch_size, self.config.num_key_value_heads, max_length,
                              self.config.head_dim, dtype or p.dtype, device or p.device)
 
-    def kv_cache_bytes_per_token(self, dtype: Optional[torch.dtype] = None, expected: bool = False) -> float:
+    def kv_cache_bytes_per_token(self, dtype: torch.dtype | None = None, expected: bool = False) -> float:
         """Bytes of keys/values per token and sequence: allocated (every slot), or ``expected`` (routed slots
         scaled by their step's capacity)."""
         size = torch.empty((), dtype=dtype or self.model.embed_tokens.weight.dtype).element_size()
@@ -293,11 +302,11 @@ class RecursiveLM(DecoderLM):
 
     # -- forward ------------------------------------------------------------------------------------------------
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                position_ids: Optional[torch.Tensor] = None, past_key_values: Optional[RoutedKVCache] = None,
-                use_cache: bool = False, logits_to_keep: int = 0, routing: Optional[str] = None,
-                route_masks: Optional[Sequence[torch.Tensor]] = None,
-                return_routing: bool = False) -> Union[torch.Tensor, MoROutput]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, past_key_values: RoutedKVCache | None = None,
+                use_cache: bool = False, logits_to_keep: int = 0, routing: str | None = None,
+                route_masks: Sequence[torch.Tensor] | None = None,
+                return_routing: bool = False) -> torch.Tensor | MoROutput:
         """Logits of every position (or the last ``logits_to_keep``).
 
         Args:
@@ -344,7 +353,7 @@ class RecursiveLM(DecoderLM):
         if routing not in (None, "topk", "threshold"):
             raise ValueError(f"routing must be None, 'topk' or 'threshold', got {routing!r}")
         mode = routing or ("topk" if self.training else c.inference_routing)
-        record: List[torch.Tensor] = []
+        record: list[torch.Tensor] = []
 
         for i in self.prefix:
             x = self._run_app(i, x, ctx, None)
@@ -373,12 +382,12 @@ class RecursiveLM(DecoderLM):
         return logits
 
     # -- one application ----------------------------------------------------------------------------------------
-    def _run_app(self, i: int, x: torch.Tensor, ctx: _Pass, sel: Optional[_Selection]) -> torch.Tensor:
+    def _run_app(self, i: int, x: torch.Tensor, ctx: _Pass, sel: _Selection | None) -> torch.Tensor:
         if self.grad_checkpointing and ctx.cache is None and torch.is_grad_enabled() and self.training:
             return checkpoint(self._apply_inner, i, x, ctx, sel, use_reentrant=False)
         return self._apply_inner(i, x, ctx, sel)
 
-    def _apply_inner(self, i: int, x: torch.Tensor, ctx: _Pass, sel: Optional[_Selection]) -> torch.Tensor:
+    def _apply_inner(self, i: int, x: torch.Tensor, ctx: _Pass, sel: _Selection | None) -> torch.Tensor:
         """Application ``i`` on every token (``sel`` None) or on the gathered tokens ``x`` of ``sel``."""
         block = self.schedule[i]
         layer = self.model.layers[block]
@@ -414,7 +423,7 @@ class RecursiveLM(DecoderLM):
             ctx.kv_store[slot] = (k, v, None if sel is None else sel.seq)
         return out
 
-    def _mask(self, ctx: _Pass, sel: Optional[_Selection], kind: str, key_seq: Optional[torch.Tensor]):
+    def _mask(self, ctx: _Pass, sel: _Selection | None, kind: str, key_seq: torch.Tensor | None):
         """Mask of ``sel``'s queries (all tokens when None) against cached/shared keys ``key_seq`` (+ own keys).
 
         Every application of one step sees the same key history, so the mask is made once per step and kind.
@@ -431,7 +440,7 @@ class RecursiveLM(DecoderLM):
             sel.masks[kind] = mask
         return mask
 
-    def _select(self, active: torch.Tensor, ctx: _Pass) -> Optional[_Selection]:
+    def _select(self, active: torch.Tensor, ctx: _Pass) -> _Selection | None:
         idx, valid = gather_active(active)
         if idx.shape[1] == 0:
             return None
@@ -439,7 +448,7 @@ class RecursiveLM(DecoderLM):
         pos = extend(ctx.rope_pos).gather(1, idx)
         return _Selection(idx, valid, seq, self.rotary(pos, ctx.rope[0].dtype))
 
-    def _run_step(self, r: int, x: torch.Tensor, ctx: _Pass, sel: Optional[_Selection]) -> torch.Tensor:
+    def _run_step(self, r: int, x: torch.Tensor, ctx: _Pass, sel: _Selection | None) -> torch.Tensor:
         for i in self.steps[r]:
             x = self._run_app(i, x, ctx, sel)
         return x
@@ -543,9 +552,53 @@ _PROJ_OWNER = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_att
 
 
 @torch.no_grad()
+def _init_blocks(rec: RecursiveLM, originals: list, orig: list[int], init: str, ln_share: bool) -> None:
+    """Unique blocks copy their original layer; shared ones are initialised by ``init`` (see
+    :func:`from_pretrained_dense`)."""
+    num_blocks = len(rec.model.layers)
+    shared_blocks = [b for b in range(num_blocks) if rec.schedule.count(b) > 1]
+    replaced = sorted({orig[i] for i, s in enumerate(rec.shared) if s})  # original layers the shared blocks stand for
+    picks = torch.linspace(0, len(replaced) - 1, len(shared_blocks)).round().long().tolist() if shared_blocks else []
+    for b in range(num_blocks):
+        apps = [i for i, s in enumerate(rec.schedule) if s == b]
+        layer = rec.model.layers[b]
+        if len(apps) == 1:
+            layer.load_state_dict(originals[orig[apps[0]]].state_dict())
+            continue
+        j = shared_blocks.index(b)
+        if init == "average":
+            group = [originals[orig[i]].state_dict() for i in apps]
+            sd = {k: torch.stack([g[k] for g in group]).mean(0) for k in group[0]}
+        else:
+            sd = originals[replaced[picks[j] if init == "stepwise" else min(j, len(replaced) - 1)]].state_dict()
+        if not ln_share:  # each application keeps its original norms; the block's are its first application's
+            first = originals[orig[apps[0]]]
+            sd = dict(sd)
+            sd["input_layernorm.weight"] = first.input_layernorm.weight
+            sd["post_attention_layernorm.weight"] = first.post_attention_layernorm.weight
+        layer.load_state_dict(sd)
+
+
+@torch.no_grad()
+def _init_norms_and_lora(rec: RecursiveLM, originals: list, orig: list[int]) -> None:
+    """Per-application norms copy the original layer's; LoRA deltas start at the SVD of original - shared."""
+    for i, norms in rec.app_norms.items():
+        o = originals[orig[int(i)]]
+        norms[0].weight.copy_(o.input_layernorm.weight)
+        norms[1].weight.copy_(o.post_attention_layernorm.weight)
+    for i, deltas in rec.lora.items():
+        o = originals[orig[int(i)]]
+        block = rec.model.layers[rec.schedule[int(i)]]
+        for target, lora in deltas.items():
+            w_orig = getattr(getattr(o, _PROJ_OWNER[target]), target).weight
+            w_shared = getattr(getattr(block, _PROJ_OWNER[target]), target).weight
+            lora.init_from_delta(w_orig - w_shared)
+
+
+@torch.no_grad()
 def from_pretrained_dense(model: nn.Module, num_recursion: int, sharing: str = "middle_cycle",
                           init: str = "stepwise", lora_rank: int = 0,
-                          lora_targets: Sequence[str] = ("q_proj", "v_proj"), lora_alpha: Optional[float] = None,
+                          lora_targets: Sequence[str] = ("q_proj", "v_proj"), lora_alpha: float | None = None,
                           ln_share: bool = True, **overrides) -> RecursiveLM:
     """A :class:`RecursiveLM` initialised from a dense decoder (a zoo :class:`~zoo.models.mobilellm.MobileLLM`).
 
@@ -594,42 +647,8 @@ def from_pretrained_dense(model: nn.Module, num_recursion: int, sharing: str = "
     if rec.lm_head is not None:
         rec.lm_head.weight.copy_(model.lm_head.weight)
 
-    def states(indices):
-        return [originals[orig[i]].state_dict() for i in indices]
-
-    num_blocks = len(rec.model.layers)
-    shared_blocks = [b for b in range(num_blocks) if rec.schedule.count(b) > 1]
-    replaced = sorted({orig[i] for i, s in enumerate(rec.shared) if s})  # original layers the shared blocks stand for
-    picks = torch.linspace(0, len(replaced) - 1, len(shared_blocks)).round().long().tolist() if shared_blocks else []
-    for b in range(num_blocks):
-        apps = [i for i, s in enumerate(rec.schedule) if s == b]
-        layer = rec.model.layers[b]
-        if len(apps) == 1:
-            layer.load_state_dict(originals[orig[apps[0]]].state_dict())
-            continue
-        j = shared_blocks.index(b)
-        if init == "average":
-            group = states(apps)
-            sd = {k: torch.stack([g[k] for g in group]).mean(0) for k in group[0]}
-        else:
-            sd = originals[replaced[picks[j] if init == "stepwise" else min(j, len(replaced) - 1)]].state_dict()
-        if not ln_share:  # each application keeps its original norms; the block's are its first application's
-            first = originals[orig[apps[0]]]
-            sd = dict(sd)
-            sd["input_layernorm.weight"] = first.input_layernorm.weight
-            sd["post_attention_layernorm.weight"] = first.post_attention_layernorm.weight
-        layer.load_state_dict(sd)
-    for i, norms in rec.app_norms.items():
-        o = originals[orig[int(i)]]
-        norms[0].weight.copy_(o.input_layernorm.weight)
-        norms[1].weight.copy_(o.post_attention_layernorm.weight)
-    for i, deltas in rec.lora.items():
-        o = originals[orig[int(i)]]
-        block = rec.model.layers[rec.schedule[int(i)]]
-        for target, lora in deltas.items():
-            w_orig = getattr(getattr(o, _PROJ_OWNER[target]), target).weight
-            w_shared = getattr(getattr(block, _PROJ_OWNER[target]), target).weight
-            lora.init_from_delta(w_orig - w_shared)
+    _init_blocks(rec, originals, orig, init, ln_share)
+    _init_norms_and_lora(rec, originals, orig)
     rec.pretrained_cfg = {"architecture": "recursive", "converted_from": (getattr(model, "pretrained_cfg", None) or
                                                                           {}).get("architecture"), "init": init}
     return rec.eval() if not model.training else rec
@@ -662,10 +681,10 @@ KINDS = {
     "recursive": dict(num_recursion=3, sharing="middle_cycle"),  # recursive baseline without routing
     "vanilla": dict(num_recursion=1),  # the dense SmolLM-shaped baseline
 }
-ARCHS: Dict[str, Dict[str, Any]] = {f"{kind}_{size}": {**shape, **extra}
+ARCHS: dict[str, dict[str, Any]] = {f"{kind}_{size}": {**shape, **extra}
                                     for kind, extra in KINDS.items() for size, shape in SHAPES.items()}
 
-default_cfgs: Dict[str, Dict[str, Any]] = {name: dict(_PAPER) for name in ARCHS}
+default_cfgs: dict[str, dict[str, Any]] = {name: dict(_PAPER) for name in ARCHS}
 
 
 def _count(name: str) -> int:
@@ -679,11 +698,11 @@ def _count(name: str) -> int:
     return c.vocab_size * d + blocks * layer + d + routers
 
 
-reference_figures: Dict[str, Dict[str, Any]] = {
+reference_figures: dict[str, dict[str, Any]] = {
     name: dict(params=_count(name), macs=None, gmacs=None, top1=None) for name in ARCHS}
 
 
-def _create_recursive(variant: str, pretrained: bool = False, pretrained_cfg: Optional[Dict[str, Any]] = None,
+def _create_recursive(variant: str, pretrained: bool = False, pretrained_cfg: dict[str, Any] | None = None,
                       **kwargs) -> RecursiveLM:
     if pretrained:
         raise ValueError(f"the builder of {variant} builds only; load weights with "

@@ -24,7 +24,7 @@ two depthwise convs with bias per block (:class:`zoo.layers.FusedLargeKernel`). 
 :mod:`zoo.layers.large_kernel` for the measurements behind the default). Checkpoints of either form load into a deploy model (the training form is fused on loading).
 """
 import re
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -83,7 +83,7 @@ class SLaKBlock(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int, small_kernel: int = 5, mlp_ratio: float = 4.0,
                  drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, bn: bool = True,
-                 deploy: bool = False, large_kernel_impl: Optional[str] = None):
+                 deploy: bool = False, large_kernel_impl: str | None = None):
         super().__init__()
         if deploy:
             self.large_kernel = FusedLargeKernel(dim, kernel_size, small_kernel, impl=large_kernel_impl)
@@ -149,8 +149,8 @@ class SLaK(VisionBackbone, nn.Module):
         head_init_scale: float = 1.0,
         bn: bool = True,
         deploy: bool = False,
-        large_kernel_impl: Optional[str] = None,
-        onednn_linear: Optional[bool] = None,
+        large_kernel_impl: str | None = None,
+        onednn_linear: bool | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
@@ -217,7 +217,7 @@ class SLaK(VisionBackbone, nn.Module):
 
     # ---- inference form --------------------------------------------------------------------------------------
     @torch.no_grad()
-    def reparameterize(self, large_kernel_impl: Optional[str] = None) -> "SLaK":
+    def reparameterize(self, large_kernel_impl: str | None = None) -> "SLaK":
         """Fold every large kernel into its inference form in place (see the module docstring); returns self.
 
         Uses the BN running statistics, so call it on a trained model; the result is meant for inference.
@@ -280,7 +280,7 @@ def _rename_authors(key: str) -> str:
             "head.weight": "head.fc.weight", "head.bias": "head.fc.bias"}.get(key, key)
 
 
-def _fuse_entries(sd: Dict[str, torch.Tensor], prefix: str, model: nn.Module) -> None:
+def _fuse_entries(sd: dict[str, torch.Tensor], prefix: str, model: nn.Module) -> None:
     """Replace the training-form entries of one large kernel at ``prefix`` by its fused (deploy) entries."""
     module = model.get_submodule(prefix.rstrip("."))
     branches = {}
@@ -310,7 +310,7 @@ def _fuse_entries(sd: Dict[str, torch.Tensor], prefix: str, model: nn.Module) ->
     sd[prefix + "horizontal.weight"], sd[prefix + "horizontal.bias"] = wh.to(dtype), bh.to(dtype)
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Convert a SLaK state dict of any supported origin to the zoo's keys.
 
     Origins: the authors' files (``{"model": ...}``, optionally ``model_ema``, already unwrapped by the loader or
@@ -345,7 +345,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 FAMILY = dict(name="slak", task="image-classification")
 
 
-def _cfg(**kwargs) -> Dict:
+def _cfg(**kwargs) -> dict:
     return imagenet_cfg(**{
         "license": "mit", "paper_name": "More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using Sparsity",
         "paper_ids": "arXiv:2207.03620", "origin_url": "https://github.com/VITA-Group/SLaK", "hf_hub_id": None,
@@ -359,7 +359,7 @@ _NOTE_120 = ("ImageNet-1k weights (120 epochs, kernel-size study, 40% sparse) ar
              "(SURFdrive), not on the Hugging Face Hub; download the .pth and pass "
              "pretrained_cfg_overlay={'file': PATH}",)
 
-default_cfgs: Dict[str, Dict] = {
+default_cfgs: dict[str, dict] = {
     "slak_tiny": _cfg(notes=_NOTE_300),
     "slak_small": _cfg(notes=_NOTE_300),
     "slak_base": _cfg(notes=_NOTE_300),
@@ -371,7 +371,7 @@ default_cfgs: Dict[str, Dict] = {
 # measured on the authors' code; for the kernel-size variants plain fvcore on zoo.reference.slak, which
 # gives the authors' exact figure for slak_tiny). Top-1: the authors' README (300 epochs for T/S/B, 120 epochs
 # for the kernel-size study).
-reference_figures: Dict[str, Dict] = reference_table([
+reference_figures: dict[str, dict] = reference_table([
     ("slak_tiny", 50_703_838, 8_735_352_362, 82.5),
     ("slak_small", 91_131_820, 16_653_955_418, 83.8),
     ("slak_base", 157_950_792, 28_575_695_593, 84.0),

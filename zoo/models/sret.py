@@ -16,7 +16,7 @@ Permutations. The authors draw them from the global RNG in eval too, so their mo
 and fresh from the global RNG in training; ``"random"`` always uses the global RNG (the authors' behaviour);
 ``"identity"`` never permutes.
 """
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,7 @@ class GroupAttention(nn.Module):
         self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, recursion: int = 0,
-                permutation: Optional[PermutationSource] = None) -> torch.Tensor:
+                permutation: PermutationSource | None = None) -> torch.Tensor:
         B, N, C = x.shape
         groups = self.groups1 if recursion == 0 else self.groups2
         perm = permutation(N, x.device) if (recursion > 0 and groups != 1 and permutation is not None) else None
@@ -113,7 +113,7 @@ class TransformerBlock(nn.Module):
         return coefficient.bias if mask is None else coefficient.bias * mask
 
     def forward(self, x: torch.Tensor, recursion: int = 0,
-                permutation: Optional[PermutationSource] = None) -> torch.Tensor:
+                permutation: PermutationSource | None = None) -> torch.Tensor:
         branch = self.attn(self.norm1(x), recursion, permutation)
         x = residual_add(x, branch, self._gain(self.coefficient2, x), self.coefficient1.bias)
         return residual_add(x, self.mlp(self.norm2(x)), self._gain(self.coefficient4, x), self.coefficient3.bias)
@@ -144,7 +144,7 @@ class SReTStage(nn.Module):
         nlls = [NonLinearLayer(dim, nll_ratio) for _ in range(num_blocks * recursion)]
         self.stack = RecursiveStack(blocks, sequence_schedule(num_blocks, recursion), step_layers=nlls)
 
-    def forward(self, x: torch.Tensor, permutation: Optional[PermutationSource] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, permutation: PermutationSource | None = None) -> torch.Tensor:
         x = self.downsample(x)
         B, C, H, W = x.shape
         # (B, C, H, W) with channels-last memory <-> (B, H*W, C) tokens in raster order: views, no copies
@@ -167,7 +167,7 @@ class SReT(VisionBackbone, nn.Module):
 
     def __init__(
         self,
-        img_size: Union[int, Tuple[int, int]] = 224,
+        img_size: int | tuple[int, int] = 224,
         in_chans: int = 3,
         num_classes: int = 1000,
         global_pool: str = "avg",
@@ -183,7 +183,7 @@ class SReT(VisionBackbone, nn.Module):
         permutation_seed: int = 0,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
-        onednn_linear: Optional[bool] = None,
+        onednn_linear: bool | None = None,
     ):
         super().__init__()
         check_head_args(num_classes, global_pool)
@@ -239,7 +239,7 @@ class SReT(VisionBackbone, nn.Module):
         for stage in self.stages:
             stage.stack.grad_checkpointing = enable
 
-    def _permutation_source(self) -> Optional[PermutationSource]:
+    def _permutation_source(self) -> PermutationSource | None:
         """Where the sliced attention's token permutations come from in this forward (None: identity)."""
         if self.token_permutation == "identity":
             return None
@@ -260,7 +260,7 @@ class SReT(VisionBackbone, nn.Module):
 
     _stage_context = _permutation_source
 
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor, permutation: Optional[PermutationSource]) -> torch.Tensor:
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor, permutation: PermutationSource | None) -> torch.Tensor:
         return stage(x, permutation)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -292,7 +292,7 @@ def _rename_authors(key: str, recursion: Sequence[int]) -> str:
     return key
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Authors' SReT keys -> the zoo's. Every alias of a shared block maps to the same key; where several
     are present the later one wins, as in the authors' ``load_state_dict``."""
     if not any(k.startswith("transformers.") for k in state_dict):
@@ -311,7 +311,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 FAMILY = dict(name="sret", task="image-classification")
 
 
-def _cfg(**kwargs) -> Dict:
+def _cfg(**kwargs) -> dict:
     return imagenet_cfg(**{
         "first_conv": "stem.conv1", "license": "apache-2.0",
         "paper_name": "Sliced Recursive Transformer", "paper_ids": "arXiv:2111.05297",
@@ -322,7 +322,7 @@ def _cfg(**kwargs) -> Dict:
     })
 
 
-default_cfgs: Dict[str, Dict] = {
+default_cfgs: dict[str, dict] = {
     name: _cfg() for name in ("sret_tiny", "sret_tiny_distill", "sret_lt", "sret_lt_distill", "sret_small",
                               "sret_small_distill", "sret_tiny_wo_slice", "sret_lt_wo_slice", "sret_small_wo_slice")
 }
@@ -330,7 +330,7 @@ default_cfgs["sret_small_wo_slice_384"] = _cfg(input_size=(3, 384, 384), pool_si
 
 # params of the authors' models (shared weights once; exact) and fvcore MACs at 224 (384 for the last; exact for
 # tiny and small, the README's rounded figure for the rest), and the README's ImageNet-1k top-1 (None: not given)
-reference_figures: Dict[str, Dict] = reference_table([
+reference_figures: dict[str, dict] = reference_table([
     ("sret_tiny", 4_755_979, 1_121_665_792, 76.0),
     ("sret_tiny_distill", 4_755_979, 1_121_665_792, 77.6),
     ("sret_lt", 4_988_024, 1_174_000_000, 76.7),
@@ -353,7 +353,7 @@ def _create_sret(variant: str, pretrained: bool = False, **kwargs) -> SReT:
     return build_vision_model(SReT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
 
-def _arch(size: Dict, slicing: Dict, mlp_ratio: float, np_mlp_ratio: float, kwargs: Dict) -> Dict:
+def _arch(size: dict, slicing: dict, mlp_ratio: float, np_mlp_ratio: float, kwargs: dict) -> dict:
     return {**size, **slicing, "mlp_ratio": mlp_ratio, "np_mlp_ratio": np_mlp_ratio, **kwargs}
 
 

@@ -8,7 +8,6 @@
 The schedule counts optimizer steps (timm's schedulers stepped per update): warm-up, the decay, then the
 cooldown, which holds the minimum learning rate (timm's ``cooldown_epochs``).
 """
-from typing import Optional, Tuple
 
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -33,7 +32,7 @@ def build_optimizer(model: nn.Module, recipe: Recipe):
                                momentum=o.momentum, layer_decay=o.layer_decay, **kwargs)
 
 
-def schedule_steps(recipe: Recipe, total_steps: int, steps_per_epoch: int) -> Tuple[int, int]:
+def schedule_steps(recipe: Recipe, total_steps: int, steps_per_epoch: int) -> tuple[int, int]:
     """(warm-up steps, cooldown steps) of the ``sched:`` section, in optimizer steps."""
     s = recipe.sched
     warmup = s.warmup_steps if s.warmup_steps is not None else int(round(s.warmup_epochs * steps_per_epoch))
@@ -53,7 +52,7 @@ def build_scheduler(optimizer, recipe: Recipe, total_steps: int, steps_per_epoch
     return scheduler, min_lr
 
 
-def build_ema(model: nn.Module, recipe: Recipe) -> Optional[ModelEmaV3]:
+def build_ema(model: nn.Module, recipe: Recipe) -> ModelEmaV3 | None:
     """timm's ``ModelEmaV3`` of ``model`` when ``ema.enabled``."""
     e = recipe.ema
     if not e.enabled:
@@ -61,7 +60,7 @@ def build_ema(model: nn.Module, recipe: Recipe) -> Optional[ModelEmaV3]:
     return ModelEmaV3(model, decay=e.decay, use_warmup=e.warmup, update_after_step=e.update_after_step)
 
 
-def build_sparsity(model: nn.Module, optimizer, recipe: Recipe, total_steps: int) -> Optional[DynamicSparsity]:
+def build_sparsity(model: nn.Module, optimizer, recipe: Recipe, total_steps: int) -> DynamicSparsity | None:
     """Dynamic sparse training of ``model`` when the recipe has a ``sparse:`` section (masks not yet set)."""
     if recipe.sparse is None:
         return None

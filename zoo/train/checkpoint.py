@@ -14,7 +14,7 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,13 +50,13 @@ def _digest_update(h, obj: Any):
         h.update(repr(obj).encode())
 
 
-def state_digest(state: Dict[str, Any]) -> str:
+def state_digest(state: dict[str, Any]) -> str:
     h = hashlib.sha256()
     _digest_update(h, {k: v for k, v in state.items() if k != "sha256"})
     return h.hexdigest()
 
 
-def capture_rng_state() -> Dict[str, Any]:
+def capture_rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -69,7 +69,7 @@ def capture_rng_state() -> Dict[str, Any]:
     return state
 
 
-def restore_rng_state(state: Dict[str, Any]):
+def restore_rng_state(state: dict[str, Any]):
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
@@ -80,7 +80,7 @@ def restore_rng_state(state: Dict[str, Any]):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_save(obj: Dict[str, Any], path: Path):
+def _atomic_save(obj: dict[str, Any], path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
@@ -102,7 +102,7 @@ def _atomic_save(obj: Dict[str, Any], path: Path):
         pass
 
 
-def save_training_checkpoint(state: Dict[str, Any], ckpt_dir: Path, step: int, keep: int = 2) -> Path:
+def save_training_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int = 2) -> Path:
     """Write ``step_<step>.pt`` and ``last.pt`` atomically; keep the newest ``keep`` step files."""
     ckpt_dir = Path(ckpt_dir)
     state = dict(state, format=FORMAT, version=VERSION, step=int(step))
@@ -125,7 +125,7 @@ def save_training_checkpoint(state: Dict[str, Any], ckpt_dir: Path, step: int, k
     return step_path
 
 
-def find_checkpoints(ckpt_dir: Path) -> List[Path]:
+def find_checkpoints(ckpt_dir: Path) -> list[Path]:
     """``step_<N>.pt`` files, oldest first."""
     ckpt_dir = Path(ckpt_dir)
     found = []
@@ -136,7 +136,7 @@ def find_checkpoints(ckpt_dir: Path) -> List[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _read(path: Path) -> Dict[str, Any]:
+def _read(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated zip, a pickle with code in it, a file that is not a checkpoint
@@ -150,7 +150,7 @@ def _read(path: Path) -> Dict[str, Any]:
     return state
 
 
-def latest_good_checkpoint(ckpt_dir: Path, exclude: Optional[Path] = None) -> Optional[Path]:
+def latest_good_checkpoint(ckpt_dir: Path, exclude: Path | None = None) -> Path | None:
     """The newest ``step_<N>.pt`` that reads back and passes its digest check."""
     for p in reversed(find_checkpoints(ckpt_dir)):
         if exclude is not None and p.resolve() == Path(exclude).resolve():
@@ -163,7 +163,7 @@ def latest_good_checkpoint(ckpt_dir: Path, exclude: Optional[Path] = None) -> Op
     return None
 
 
-def load_training_checkpoint(path: Path) -> Dict[str, Any]:
+def load_training_checkpoint(path: Path) -> dict[str, Any]:
     """Read and verify a training checkpoint; a bad one raises :class:`CheckpointCorruptError` naming the file
     and, when there is one, the newest good checkpoint beside it."""
     path = Path(path)

@@ -4,15 +4,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import yaml
 
 from ..publish import PublishError
-
 from .checkpoint import CheckpointCorruptError
-from .loop import NonFiniteLossError, train
 from .config import RecipeError, load_recipe, load_run_recipe, recipe_to_dict
+from .loop import NonFiniteLossError, train
 
 __all__ = ["main"]
 
@@ -40,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args, overrides = _parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -14,10 +14,12 @@ number of processes and accumulation steps, so a recipe gives the same run on on
 import dataclasses
 import difflib
 import math
+import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import yaml
 
@@ -40,35 +42,35 @@ class RecipeError(ValueError):
 class DataConfig:
     # image-classification: digits | image_folder | hf_disk;  text-generation: pydoc | text | hf_disk
     name: str = "digits"
-    path: Optional[str] = None            # image folder root, datasets folder (load_from_disk), text file/folder
+    path: str | None = None            # image folder root, datasets folder (load_from_disk), text file/folder
     train_split: str = "train"
     val_split: str = "validation"         # for image folders: the first of val/validation that exists
-    image_key: Optional[str] = None       # hf_disk columns; None: first of image/img, label/labels, text
-    label_key: Optional[str] = None
-    text_key: Optional[str] = None
+    image_key: str | None = None       # hf_disk columns; None: first of image/img, label/labels, text
+    label_key: str | None = None
+    text_key: str | None = None
     num_workers: int = 0
     # image preprocessing; None falls back to the model's pretrained cfg (resolve_data_config)
-    image_size: Optional[int] = None
-    crop_pct: Optional[float] = None
-    interpolation: Optional[str] = None
-    mean: Optional[List[float]] = None
-    std: Optional[List[float]] = None
-    eval_batch_size: Optional[int] = None
+    image_size: int | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    eval_batch_size: int | None = None
     # language modelling
     seq_len: int = 256
-    tokenizer: Optional[str] = None       # tokenizer.json, or a model folder holding one; None: train BPE
+    tokenizer: str | None = None       # tokenizer.json, or a model folder holding one; None: train BPE
     vocab_size: int = 2048                # for a tokenizer trained on the fly
     val_fraction: float = 0.1             # documents held out (text without a validation split)
 
 
 @dataclass
 class AugConfig:
-    auto_augment: Optional[str] = None    # e.g. rand-m9-mstd0.5-inc1 (RandAugment, as in the MetaFormer recipes)
-    scale: Optional[List[float]] = None   # RandomResizedCrop scale; None: timm's (0.08, 1.0)
-    ratio: Optional[List[float]] = None
+    auto_augment: str | None = None    # e.g. rand-m9-mstd0.5-inc1 (RandAugment, as in the MetaFormer recipes)
+    scale: list[float] | None = None   # RandomResizedCrop scale; None: timm's (0.08, 1.0)
+    ratio: list[float] | None = None
     hflip: float = 0.5
     vflip: float = 0.0
-    color_jitter: Optional[float] = 0.4
+    color_jitter: float | None = 0.4
     train_interpolation: str = "random"
     re_prob: float = 0.0                  # random erasing
     re_mode: str = "pixel"
@@ -85,14 +87,14 @@ class AugConfig:
 class OptimConfig:
     opt: str = "adamw"                    # any timm create_optimizer_v2 name
     lr: float = 1e-3
-    lr_base_size: Optional[int] = None    # batch size at which `lr` was given; None: use lr as is
+    lr_base_size: int | None = None    # batch size at which `lr` was given; None: use lr as is
     lr_scale: str = "linear"              # linear | sqrt
     weight_decay: float = 0.05
     momentum: float = 0.9
-    betas: Optional[List[float]] = None
-    eps: Optional[float] = None
-    layer_decay: Optional[float] = None
-    clip_grad: Optional[float] = None
+    betas: list[float] | None = None
+    eps: float | None = None
+    layer_decay: float | None = None
+    clip_grad: float | None = None
     clip_mode: str = "norm"               # norm | value | agc
 
 
@@ -100,31 +102,31 @@ class OptimConfig:
 class SchedConfig:
     sched: str = "cosine"                 # any timm create_scheduler_v2 name
     warmup_epochs: float = 0.0            # image classification (converted to optimizer steps)
-    warmup_steps: Optional[int] = None    # overrides warmup_epochs; LMs count in steps
+    warmup_steps: int | None = None    # overrides warmup_epochs; LMs count in steps
     warmup_lr: float = 1e-6
     min_lr: float = 0.0
-    min_lr_ratio: Optional[float] = None  # min_lr = ratio * peak lr (MobileLLM: cosine to 10%)
+    min_lr_ratio: float | None = None  # min_lr = ratio * peak lr (MobileLLM: cosine to 10%)
     cooldown_epochs: float = 0.0          # after the decay, hold min_lr this long (timm's cooldown; images)
-    cooldown_steps: Optional[int] = None  # overrides cooldown_epochs; LMs count in steps
+    cooldown_steps: int | None = None  # overrides cooldown_epochs; LMs count in steps
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 300                     # image classification
-    steps: Optional[int] = None           # optimizer steps; LMs train by steps, images stop early if set
+    steps: int | None = None           # optimizer steps; LMs train by steps, images stop early if set
     batch_size: int = 128                 # global samples per optimizer step
     grad_accum: int = 1                   # micro-batches per optimizer step (per process)
     amp: str = "none"                     # none | bf16 | fp16 (CUDA; bf16 also on CPU)
     channels_last: bool = False           # CUDA only
     grad_checkpointing: bool = False
-    drop_path: Optional[float] = None     # passed to the model as drop_path_rate
+    drop_path: float | None = None     # passed to the model as drop_path_rate
     device: str = "auto"                  # auto | cpu | cuda
     compile: bool = False
     log_interval: int = 10                # optimizer steps between log rows
     eval_every_epochs: int = 1            # image classification: held-out evaluation every N epochs
-    eval_every_steps: Optional[int] = None  # LMs: held-out evaluation every N steps
-    eval_max_batches: Optional[int] = None
-    threads: Optional[int] = None         # torch.set_num_threads
+    eval_every_steps: int | None = None  # LMs: held-out evaluation every N steps
+    eval_max_batches: int | None = None
+    threads: int | None = None         # torch.set_num_threads
     deterministic: bool = False           # torch.use_deterministic_algorithms
 
 
@@ -138,34 +140,34 @@ class EmaConfig:
 
 @dataclass
 class CheckpointConfig:
-    every_steps: Optional[int] = None     # also written at the end of every epoch and of the run
+    every_steps: int | None = None     # also written at the end of every epoch and of the run
     keep: int = 2                         # step_<N>.pt files kept besides last.pt
 
 
 @dataclass
 class DistConfig:
     strategy: str = "ddp"                 # ddp | fsdp (language models)
-    backend: Optional[str] = None         # None: nccl on CUDA, gloo on CPU
+    backend: str | None = None         # None: nccl on CUDA, gloo on CPU
 
 
 @dataclass
 class ExportConfig:
     enabled: bool = True                  # write the publishable folder at the end
-    dir: Optional[str] = None             # default RUN_DIR/export
-    push_to_hub: Optional[str] = None     # ORG/NAME: upload with zoo.hub.publish_run
+    dir: str | None = None             # default RUN_DIR/export
+    push_to_hub: str | None = None     # ORG/NAME: upload with zoo.hub.publish_run
     private: bool = False
-    license: Optional[str] = None
+    license: str | None = None
 
 
 @dataclass
 class Recipe:
     model: str = ""
-    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     task: str = "image-classification"
     pretrained: bool = False              # start from the model's registered weights
-    init_checkpoint: Optional[str] = None  # start from these weights
+    init_checkpoint: str | None = None  # start from these weights
     seed: int = 0
-    output_dir: Optional[str] = None      # RUN_DIR; default runs/<recipe file stem>
+    output_dir: str | None = None      # RUN_DIR; default runs/<recipe file stem>
     notes: str = ""                       # the authors' settings and how they were scaled
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
@@ -176,7 +178,7 @@ class Recipe:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
-    sparse: Optional[SparseConfig] = None  # dynamic sparse training (zoo.train.sparse.SparseConfig fields)
+    sparse: SparseConfig | None = None  # dynamic sparse training (zoo.train.sparse.SparseConfig fields)
 
     def scaled_lr(self) -> float:
         """``optim.lr`` scaled from ``optim.lr_base_size`` to ``train.batch_size``."""
@@ -187,7 +189,7 @@ class Recipe:
         return o.lr * (math.sqrt(ratio) if o.lr_scale == "sqrt" else ratio)
 
 
-def _section_types() -> Dict[str, type]:
+def _section_types() -> dict[str, type]:
     hints = typing.get_type_hints(Recipe)
     return {name: tp for name, tp in hints.items() if dataclasses.is_dataclass(tp)}
 
@@ -201,7 +203,7 @@ def _check_type(where: str, value: Any, tp: Any) -> Any:
     """Light type check/coercion of one YAML value against a dataclass field type."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # Optional[X], X | None
         if value is None:
             return None
         inner = [a for a in args if a is not type(None)]
@@ -231,13 +233,13 @@ def _check_type(where: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, str):
             raise RecipeError(f"{where} must be a string, got {value!r}")
         return value
-    if origin in (list, List, tuple, Tuple):
+    if origin in (list, tuple):
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
             raise RecipeError(f"{where} must be a list, e.g. [0.9, 0.95], got {value!r}")
         return [_check_type(f"{where}[{i}]", v, args[0]) if args else v for i, v in enumerate(value)]
-    if origin in (dict, Dict):
+    if origin is dict:
         if not isinstance(value, dict):
             raise RecipeError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
@@ -258,7 +260,7 @@ def _build_section(cls: type, name: str, values: Any):
     return cls(**kwargs)
 
 
-def _build_sparse(values: Any) -> Optional[SparseConfig]:
+def _build_sparse(values: Any) -> SparseConfig | None:
     """The ``sparse:`` section, checked with the rest of the recipe (before any data or model is built)."""
     if values is None:
         return None
@@ -270,7 +272,7 @@ def _build_sparse(values: Any) -> Optional[SparseConfig]:
         raise RecipeError(f"sparse: {e}") from None
 
 
-def recipe_from_dict(raw: Dict[str, Any]) -> Recipe:
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     """Build a :class:`Recipe` from a plain dict (a parsed YAML file), checking every key."""
     if not isinstance(raw, dict):
         raise RecipeError(f"a recipe is a YAML mapping of keys to values, got {type(raw).__name__}")
@@ -321,7 +323,7 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``--key value`` / ``--section.key value`` / ``--key=value`` pairs to a raw recipe dict."""
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     hints = typing.get_type_hints(Recipe)
@@ -364,7 +366,7 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
     return raw
 
 
-def load_recipe(path: Optional[str] = None, overrides: Sequence[str] = (), base: Optional[Dict[str, Any]] = None
+def load_recipe(path: str | None = None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None
                 ) -> Recipe:
     """Load a YAML recipe (or ``base`` dict), apply overrides, check every key; ``output_dir`` defaults to
     ``runs/<file stem>``."""
@@ -388,13 +390,13 @@ def load_recipe(path: Optional[str] = None, overrides: Sequence[str] = (), base:
         raise RecipeError(f"{where}{e}") from None
 
 
-def recipe_to_dict(recipe: Recipe) -> Dict[str, Any]:
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     d = dataclasses.asdict(recipe)
     d["sparse"] = recipe.sparse.to_dict() if recipe.sparse is not None else None
     return d
 
 
-def save_recipe(recipe: Recipe, path: Path, extra: Optional[Dict[str, Any]] = None):
+def save_recipe(recipe: Recipe, path: Path, extra: dict[str, Any] | None = None):
     """Write the resolved recipe as YAML (``RUN_DIR/args.yaml``); ``extra`` adds resolved values (e.g. the lr)."""
     d = recipe_to_dict(recipe)
     if extra:

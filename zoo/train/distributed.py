@@ -8,7 +8,7 @@ and file writes happen on rank 0 only.
 """
 import datetime
 import os
-from typing import Iterator, List, Optional
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -30,7 +30,7 @@ class DistState:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto", backend: Optional[str] = None) -> DistState:
+def init_distributed(device: str = "auto", backend: str | None = None) -> DistState:
     """Initialise the process group when started by torchrun (``WORLD_SIZE`` > 1); pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -59,7 +59,7 @@ def all_reduce_sum(t: torch.Tensor, state: DistState) -> torch.Tensor:
     return t
 
 
-def shard_indices(n: int, state: DistState) -> List[int]:
+def shard_indices(n: int, state: DistState) -> list[int]:
     """Evaluation shard of this rank (strided, no padding: summed counts are exact)."""
     return list(range(state.rank, n, state.world_size))
 
@@ -95,7 +95,7 @@ class GlobalBatchSampler:
         g.manual_seed(self.seed * 1_000_003 + self.epoch)
         return torch.randperm(self.n, generator=g)
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def __iter__(self) -> Iterator[list[int]]:
         order = self._order()
         for k in range(self.start_step, self.steps_per_epoch):
             batch = order[k * self.global_batch:(k + 1) * self.global_batch]

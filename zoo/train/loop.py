@@ -14,21 +14,25 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
+from timm.utils import dispatch_clip_grad
 from torch import nn
 from torch.utils.data import DataLoader
-
-from timm.utils import dispatch_clip_grad
 from tqdm.auto import tqdm
 
 from ..publish import PublishError, export_pretrained, publish_run
 from ..weights import CheckpointError, save_state_dict
 from .builders import build_ema, build_optimizer, build_scheduler, build_sparsity, schedule_steps
-from .checkpoint import (capture_rng_state, latest_good_checkpoint, load_training_checkpoint, restore_rng_state,
-                         save_training_checkpoint)
+from .checkpoint import (
+    capture_rng_state,
+    latest_good_checkpoint,
+    load_training_checkpoint,
+    restore_rng_state,
+    save_training_checkpoint,
+)
 from .config import Recipe, RecipeError, recipe_to_dict, save_recipe
 from .distributed import DistState, GlobalBatchSampler, all_reduce_sum, barrier, init_distributed
 from .tasks import build_task
@@ -47,7 +51,7 @@ class NonFiniteLossError(RuntimeError):
 class RunLogger:
     """log.csv + TensorBoard (RUN_DIR/tb) on rank 0; nothing elsewhere."""
 
-    def __init__(self, run_dir: Path, enabled: bool, resume_step: Optional[int] = None):
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None):
         self.enabled = enabled
         self.path = run_dir / "log.csv"
         self.tb = None
@@ -98,14 +102,16 @@ def _is_fsdp(recipe: Recipe, dstate: DistState) -> bool:
     return dstate.enabled and recipe.dist.strategy == "fsdp"
 
 
-def _model_state(model: nn.Module, fsdp: bool) -> Dict[str, torch.Tensor]:
+# FSDP's state-dict API is imported where it is used: it is only needed by FSDP runs, costs about a second to
+# import, and is missing from torch builds without distributed support.
+def _model_state(model: nn.Module, fsdp: bool) -> dict[str, torch.Tensor]:
     if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
 
 
-def _optim_state(model: nn.Module, optimizer, fsdp: bool) -> Dict[str, Any]:
+def _optim_state(model: nn.Module, optimizer, fsdp: bool) -> dict[str, Any]:
     if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
         return get_optimizer_state_dict(model, optimizer,
@@ -115,8 +121,11 @@ def _optim_state(model: nn.Module, optimizer, fsdp: bool) -> Dict[str, Any]:
 
 def _load_model_optim(model, optimizer, ckpt, fsdp: bool):
     if fsdp:
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
         opts = StateDictOptions(full_state_dict=True)
         set_model_state_dict(model, ckpt["model"], options=opts)
         set_optimizer_state_dict(model, optimizer, ckpt["optimizer"], options=opts)
@@ -125,14 +134,14 @@ def _load_model_optim(model, optimizer, ckpt, fsdp: bool):
         optimizer.load_state_dict(ckpt["optimizer"])
 
 
-def _scheduler_state(sched) -> Dict[str, Any]:
+def _scheduler_state(sched) -> dict[str, Any]:
     """timm scheduler state, primitives only (weights_only loading)."""
     return {k: v for k, v in sched.state_dict().items()
             if v is None or isinstance(v, (bool, int, float, str, list, tuple, dict))}
 
 
 def _wrap_fsdp(model: nn.Module, dstate: DistState) -> nn.Module:
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard  # FSDP runs only (see _model_state)
     layers = getattr(getattr(model, "model", model), "layers", None) or getattr(model, "layers", None)
     for layer in layers or []:
         fully_shard(layer)
@@ -149,7 +158,7 @@ def _amp_context(amp: str, device: torch.device):
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _profile(model: nn.Module, task) -> Dict[str, Any]:
+def _profile(model: nn.Module, task) -> dict[str, Any]:
     """Params and MACs of the trained model (the task's way); a failure is reported, not fatal."""
     model = _unwrap(model)
     was_training = model.training
@@ -162,15 +171,15 @@ def _profile(model: nn.Module, task) -> Dict[str, Any]:
         model.train(was_training)
 
 
-def _export(recipe: Recipe, model: nn.Module, run_dir: Path, metrics: Dict[str, Any], task) -> Path:
+def _export(recipe: Recipe, model: nn.Module, run_dir: Path, metrics: dict[str, Any], task) -> Path:
     out = Path(recipe.export.dir) if recipe.export.dir else run_dir / "export"
     return Path(export_pretrained(model, out, model_name=recipe.model, model_kwargs=task.export_kwargs(),
                                   metrics=metrics, recipe=recipe_to_dict(recipe), dataset=task.dataset_name,
                                   tokenizer_file=task.extra_files().get("tokenizer")))
 
 
-def train(recipe: Recipe, resume: Optional[str] = None, push_to_hub: Optional[str] = None,
-          progress: bool = True) -> Dict[str, Any]:
+def train(recipe: Recipe, resume: str | None = None, push_to_hub: str | None = None,
+          progress: bool = True) -> dict[str, Any]:
     """Run ``recipe``; ``resume`` is a checkpoint path or ``"auto"`` (RUN_DIR/checkpoints/last.pt).
 
     Returns a summary: run_dir, metrics, paths of what was written.
@@ -185,7 +194,7 @@ def train(recipe: Recipe, resume: Optional[str] = None, push_to_hub: Optional[st
         torch.set_num_threads(threads)
 
 
-def _read_checkpoint(r: Recipe, resume: Optional[str], ckpt_dir: Path, main: bool) -> Optional[Dict[str, Any]]:
+def _read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) -> dict[str, Any] | None:
     """The checkpoint to resume from (``"auto"``: the last complete one), checked against the recipe."""
     if not resume:
         return None
@@ -224,7 +233,7 @@ class _Run:
         self.global_step, self.epoch, self.step_in_epoch = 0, 0, 0
 
     # -- building ---------------------------------------------------------------------------------------------------
-    def setup(self, ckpt: Optional[Dict[str, Any]]) -> None:
+    def setup(self, ckpt: dict[str, Any] | None) -> None:
         r = self.r
         _seed_everything(r.seed)
         self.task = task = build_task(r, self.dstate, self.run_dir)
@@ -263,7 +272,7 @@ class _Run:
         self.channels_last = r.train.channels_last and self.device.type == "cuda" and self.task.supports_channels_last
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
-    def _restore(self, ckpt: Dict[str, Any]) -> None:
+    def _restore(self, ckpt: dict[str, Any]) -> None:
         _load_model_optim(self.model, self.optimizer, ckpt, self.fsdp)
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
@@ -307,7 +316,7 @@ class _Run:
             "world_size": self.dstate.world_size, "micro_batch": self.sampler.micro, "device": str(self.device)})
 
     # -- checkpoints and evaluation -----------------------------------------------------------------------------------
-    def checkpoint_state(self, epoch: int, step_in_epoch: int) -> Dict[str, Any]:
+    def checkpoint_state(self, epoch: int, step_in_epoch: int) -> dict[str, Any]:
         rng = capture_rng_state()
         if self.dstate.enabled:  # every rank's RNG, so a resumed run draws what it would have drawn
             gathered = [None] * self.dstate.world_size
@@ -335,7 +344,7 @@ class _Run:
             save_training_checkpoint(state, self.ckpt_dir, self.global_step, keep=self.r.checkpoint.keep)
         barrier(self.dstate)
 
-    def evaluate(self) -> Dict[str, float]:
+    def evaluate(self) -> dict[str, float]:
         eval_model = self.ema.module if self.ema is not None else self.model
         metrics = self.task.evaluate(eval_model, self.eval_bs, self.device, self.amp_ctx, self.channels_last,
                                      max_batches=self.r.train.eval_max_batches)
@@ -343,7 +352,7 @@ class _Run:
         return metrics
 
     # -- training -----------------------------------------------------------------------------------------------------
-    def _accumulate(self, it) -> Tuple[torch.Tensor, int]:
+    def _accumulate(self, it) -> tuple[torch.Tensor, int]:
         """Forward and backward of ``train.grad_accum`` micro-batches; (mean loss, items)."""
         r, model = self.r, self.model
         loss_sum, n_items = torch.zeros((), dtype=torch.float64), 0
@@ -470,12 +479,12 @@ class _Run:
         self.save(*_final_position(self.global_step, self.steps_per_epoch))
 
     # -- the end of the run ---------------------------------------------------------------------------------------------
-    def finish(self, push_to_hub: Optional[str]) -> Dict[str, Any]:
+    def finish(self, push_to_hub: str | None) -> dict[str, Any]:
         """Final evaluation, then (rank 0) weights, metrics.json, the publishable folder and the upload."""
         final = self.evaluate()
         self.logger.log(self.global_step, self.global_step / self.steps_per_epoch, "val", **final)
         self.logger.close()
-        summary: Dict[str, Any] = {"run_dir": str(self.run_dir), "steps": self.global_step, "metrics": final}
+        summary: dict[str, Any] = {"run_dir": str(self.run_dir), "steps": self.global_step, "metrics": final}
         final_model = self.ema.module if self.ema is not None else _unwrap(self.model)
         weights = _model_state(self.ema.module if self.ema is not None else self.model,
                                self.fsdp and self.ema is None)
@@ -486,7 +495,7 @@ class _Run:
         barrier(self.dstate)
         return summary
 
-    def _write_metrics(self, final: Dict[str, Any], final_model: nn.Module) -> Dict[str, Any]:
+    def _write_metrics(self, final: dict[str, Any], final_model: nn.Module) -> dict[str, Any]:
         metrics = {**final, "dataset": self.task.dataset_name, "split": self.r.data.val_split}
         metrics.update(self.task.run_metrics())
         metrics.update(_profile(final_model, self.task))
@@ -495,7 +504,7 @@ class _Run:
         (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return metrics
 
-    def _publish(self, final_model: nn.Module, metrics: Dict[str, Any], push_to_hub: Optional[str]) -> Dict[str, str]:
+    def _publish(self, final_model: nn.Module, metrics: dict[str, Any], push_to_hub: str | None) -> dict[str, str]:
         r, run_dir = self.r, self.run_dir
         paths = {"args": str(run_dir / "args.yaml"), "checkpoints": str(self.ckpt_dir),
                  "weights": str(run_dir / "model.safetensors"), "metrics": str(run_dir / "metrics.json"),

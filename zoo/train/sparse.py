@@ -74,6 +74,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -302,14 +303,12 @@ def _cosine(step: int, total: int, start: float, end: float) -> float:
 # --------------------------------------------------------------------------------------------------------------
 
 def _dist_world(group) -> int:
-    import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
         return 1
     return dist.get_world_size(group)
 
 
 def _src_rank(group) -> int:
-    import torch.distributed as dist
     return dist.get_global_rank(group, 0) if group is not None else 0
 
 
@@ -440,7 +439,6 @@ class DynamicSparsity:
 
     def _sync_generator(self):
         if _dist_world(self.process_group) > 1:
-            import torch.distributed as dist
             state = self.generator.get_state()
             dev = self._comm_device()
             buf = state.to(dev)
@@ -448,7 +446,6 @@ class DynamicSparsity:
             self.generator.set_state(buf.cpu())
 
     def _comm_device(self) -> torch.device:
-        import torch.distributed as dist
         if dist.get_backend(self.process_group) == "nccl":
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
@@ -477,7 +474,6 @@ class DynamicSparsity:
         scores = torch.cat([(p.detach().float() * g.float()).abs().flatten() if g is not None
                             else torch.zeros(p.numel(), device=device) for p, g in zip(params, grads)])
         if _dist_world(self.process_group) > 1:
-            import torch.distributed as dist
             buf = scores.to(self._comm_device())
             dist.all_reduce(buf, group=self.process_group)
             scores = buf.to(device)
@@ -662,7 +658,6 @@ class DynamicSparsity:
         """Make rank 0's masks (and ``extra`` bool tensors of the same layers) everyone's, in place."""
         if _dist_world(self.process_group) <= 1 or not masks:
             return
-        import torch.distributed as dist
         names = sorted(masks)
         code = [masks[n].flatten().to(torch.uint8) for n in names]
         if extra is not None:

@@ -1,31 +1,55 @@
-"""What differs between image classification and language modelling: data, model, loss, evaluation.
+"""What differs between image classification and language modelling, behind one interface (:class:`Task`).
 
-The loop in :mod:`zoo.train.loop` drives either task through the same small interface.
+The loop (:mod:`zoo.train.loop`) and ``eval.py`` (:mod:`zoo.evaluate`) drive either task the same way and never
+ask which one it is:
+
+* data: ``prepare_data()`` (a training run's splits) or ``prepare_eval_data(model, source)`` (held-out data named
+  by :class:`EvalSource`, eval.py's arguments); ``train_set``, ``set_epoch``, ``total_steps``;
+* the model: ``build_model()`` with the arguments the data decides (``num_classes``, ``vocab_size``), and
+  ``complete_model_kwargs(kwargs, run_dir, weights)`` to rebuild a finished run's model;
+* a step: ``build_mixup()``, ``build_loss(mixup)``, ``prepare_batch``, ``forward_loss``;
+* evaluation: ``evaluate(model, ...)`` and ``eval_description()`` (dataset, split, preprocessing);
+* the run's outputs: ``run_metrics()``, ``extra_files()`` (the tokenizer), ``export_kwargs()``, ``profile(model)``.
 """
 import contextlib
+import json
 import logging
-import math
 import random
 import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
-from fvcore.nn import FlopCountAnalysis
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup, create_transform, resolve_data_config
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from ..data import text
 from ..data.images import build_image_dataset
 from ..factory import create_model
-from ..profile import count_params, profile
+from ..hub import download
+from ..weights import read_state_dict
 from .config import Recipe, RecipeError
 from .distributed import DistState, all_reduce_sum, barrier, shard_indices
+from .metrics import (
+    classification_metrics,
+    classification_sums,
+    lm_logits,
+    lm_metrics,
+    lm_sums,
+    profile_classifier,
+    profile_lm,
+)
 
-__all__ = ["ImageTask", "LMTask", "SeededTransformDataset", "build_task", "classification_metrics",
-           "classification_sums", "lm_logits", "lm_metrics", "lm_sums", "profile_classifier", "profile_lm"]
+__all__ = ["EvalSource", "ImageTask", "LMTask", "SeededTransformDataset", "TASKS", "Task", "build_task",
+           "task_class"]
 
 _logger = logging.getLogger(__name__)
 
@@ -41,7 +65,7 @@ class SeededTransformDataset(Dataset):
     resumed run restarts, which is what makes resumed and many-process runs repeat exactly.
     """
 
-    def __init__(self, base: Dataset, transform: Optional[Callable], seed: int, uses_numpy: bool = True):
+    def __init__(self, base: Dataset, transform: Callable | None, seed: int, uses_numpy: bool = True):
         self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
         self.uses_numpy = uses_numpy  # numpy's RNG is slow to save and restore: only when the transform draws from it
 
@@ -69,94 +93,46 @@ class SeededTransformDataset(Dataset):
         return out, label
 
 
-def lm_logits(out: Any) -> torch.Tensor:
-    """Logits from a language model's output: a tensor, an object with ``.logits``, or a tuple (logits first)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if hasattr(out, "logits"):
-        return out.logits
-    if isinstance(out, (tuple, list)):
-        return out[0]
-    if isinstance(out, dict) and "logits" in out:
-        return out["logits"]
-    raise TypeError(f"cannot find logits in a model output of type {type(out).__name__}")
+@dataclass
+class EvalSource:
+    """Held-out data named outside a recipe (eval.py's arguments), and where a finished run keeps its files."""
+    data: str                         # digits | pydoc | a path
+    kind: str                         # digits | pydoc | image_folder | hf_disk | text
+    split: str = "validation"
+    image_key: str | None = None      # hf_disk columns
+    label_key: str | None = None
+    text_key: str | None = None
+    seq_len: int | None = None        # language models; None: the run's, else 256
+    tokenizer: str | None = None      # tokenizer.json or a folder holding one
+    run_dir: Path | None = None       # the training run the weights come from (its recipe is the task's)
+    weights: str | None = None        # the weights file or folder (a tokenizer may lie beside it)
+    model_name: str = ""              # an hf-hub: name brings its tokenizer from the Hub
 
 
-@torch.no_grad()
-def classification_sums(model: nn.Module, batches, k: int, amp_ctx=contextlib.nullcontext,
-                        max_batches: Optional[int] = None) -> torch.Tensor:
-    """(loss sum, top-1 hits, top-k hits, count) of ``model`` over ``(x, y)`` batches already on its device."""
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64)
-    for i, (x, y) in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        with amp_ctx():
-            logits = model(x)
-        logits = logits.float()
-        sums[0] += F.cross_entropy(logits, y, reduction="sum").item()
-        top = logits.topk(k, dim=1).indices
-        sums[1] += (top[:, 0] == y).sum().item()
-        sums[2] += (top == y[:, None]).any(dim=1).sum().item()
-        sums[3] += y.numel()
-    return sums
-
-
-def classification_metrics(sums: torch.Tensor) -> Dict[str, float]:
-    n = max(sums[3].item(), 1)
-    return {"top1": 100.0 * sums[1].item() / n, "top5": 100.0 * sums[2].item() / n, "loss": sums[0].item() / n,
-            "samples": int(n)}
-
-
-@torch.no_grad()
-def lm_sums(model: nn.Module, batches, amp_ctx=contextlib.nullcontext,
-            max_batches: Optional[int] = None) -> torch.Tensor:
-    """(next-token NLL sum, token count) of ``model`` over rows of token ids already on its device."""
-    model.eval()
-    sums = torch.zeros(2, dtype=torch.float64)
-    for i, batch in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        with amp_ctx():
-            logits = lm_logits(model(batch[:, :-1]))
-        sums[0] += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                   reduction="sum").item()
-        sums[1] += batch[:, 1:].numel()
-    return sums
-
-
-def lm_metrics(sums: torch.Tensor) -> Dict[str, float]:
-    loss = sums[0].item() / max(sums[1].item(), 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(sums[1].item())}
-
-
-def profile_classifier(model: nn.Module, input_size) -> Dict[str, Any]:
-    p = profile(model, input_size=tuple(input_size))
-    return {"params": p.params, "macs": p.macs, "macs_input": list(p.input_size)}
-
-
-def profile_lm(model: nn.Module, seq_len: int) -> Dict[str, Any]:
-    """fvcore on token ids (one sequence of ``seq_len``)."""
-    ids = torch.zeros(1, seq_len, dtype=torch.long, device=next(model.parameters()).device)
-    model.eval()
-    analysis = FlopCountAnalysis(model, (ids,))
-    analysis.unsupported_ops_warnings(False)
-    analysis.uncalled_modules_warnings(False)
-    return {"params": count_params(model)["params"], "macs": int(analysis.total()), "macs_input": [1, seq_len]}
-
-
-class _Task:
+class Task:
     """What differs between tasks, so that the loop, evaluation and export do not branch on the task."""
     name: str
     throughput_unit: str = "samples/s"
     evaluates_each_epoch: bool = False  # a held-out evaluation at every epoch's end (else: every N steps)
     supports_channels_last: bool = False
+    data_kinds: tuple[str, ...] = ()    # data.name values (and eval.py data kinds) the task reads
+    data_hint: str = ""                 # what to evaluate the task's models on, for error messages
 
     def __init__(self, recipe: Recipe, dstate: DistState, run_dir: Path):
         self.recipe, self.dstate, self.run_dir = recipe, dstate, run_dir
         self.train_set: Dataset = None
         self.val_set: Dataset = None
         self.dataset_name = recipe.data.name
+        self.split = recipe.data.val_split
+
+    # -- data ---------------------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """The training run's splits (``train_set``; ``val_set`` may wait for the model's preprocessing)."""
+        raise NotImplementedError
+
+    def prepare_eval_data(self, model: nn.Module, source: EvalSource) -> None:
+        """``val_set`` from ``source``, preprocessed as ``model`` (or the run that trained it) expects."""
+        raise NotImplementedError
 
     def set_epoch(self, epoch: int):
         if isinstance(self.train_set, SeededTransformDataset):
@@ -165,75 +141,115 @@ class _Task:
     def total_steps(self, steps_per_epoch: int) -> int:
         return self.recipe.train.steps
 
-    def export_kwargs(self) -> Dict[str, Any]:
-        """The model arguments the publishable folder records (rebuilding the trained architecture)."""
-        return dict(getattr(self, "model_kwargs", self.recipe.model_kwargs))
+    # -- the model ------------------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
 
-    def run_metrics(self) -> Dict[str, Any]:
-        """What metrics.json records about the data, beside the held-out results."""
-        return {}
+    @classmethod
+    def complete_model_kwargs(cls, kwargs: dict[str, Any], run_dir: Path, weights: str | None) -> dict[str, Any]:
+        """``kwargs`` with the arguments a finished run's data decided (read from the run folder) filled in."""
+        return kwargs
 
-    def extra_files(self) -> Dict[str, str]:
-        """Files of the run beside the weights (e.g. the tokenizer), by name."""
-        return {}
+    def _create_model(self, kwargs: dict[str, Any]) -> nn.Module:
+        r = self.recipe
+        if r.train.drop_path is not None:
+            kwargs["drop_path_rate"] = r.train.drop_path
+        return create_model(r.model, pretrained=r.pretrained, checkpoint_path=r.init_checkpoint, **kwargs)
 
-    def profile(self, model: nn.Module) -> Dict[str, Any]:
-        """Params and MACs of the trained model for metrics.json."""
-        return profile_classifier(model, self.profile_input())
-
-    def eval_loader(self, batch_size: int) -> DataLoader:
+    # -- evaluation -----------------------------------------------------------------------------------------------
+    def eval_loader(self, batch_size: int, progress: bool = False):
         idx = shard_indices(len(self.val_set), self.dstate)
         g = torch.Generator()
         g.manual_seed(0)
-        return DataLoader(torch.utils.data.Subset(self.val_set, idx), batch_size=batch_size, shuffle=False,
-                          num_workers=self.recipe.data.num_workers, generator=g)
+        loader = DataLoader(torch.utils.data.Subset(self.val_set, idx), batch_size=batch_size, shuffle=False,
+                            num_workers=self.recipe.data.num_workers, generator=g)
+        return tqdm(loader, desc="eval", leave=False, file=sys.stderr) if progress else loader
+
+    def evaluate(self, model: nn.Module, batch_size: int, device, amp_ctx=contextlib.nullcontext,
+                 channels_last: bool = False, max_batches: int | None = None,
+                 progress: bool = False) -> dict[str, float]:
+        """Held-out metrics of ``model`` on ``val_set`` (summed over processes)."""
+        raise NotImplementedError
+
+    def eval_description(self) -> dict[str, Any]:
+        """What was evaluated: the dataset and split, then the task's preprocessing (input size, seq_len)."""
+        return {"dataset": self.dataset_name, "split": self.split}
+
+    # -- what the run writes --------------------------------------------------------------------------------------
+    def export_kwargs(self) -> dict[str, Any]:
+        """The model arguments the publishable folder records (rebuilding the trained architecture)."""
+        return dict(self.recipe.model_kwargs)
+
+    def run_metrics(self) -> dict[str, Any]:
+        """What metrics.json records about the data, beside the held-out results."""
+        return {}
+
+    def extra_files(self) -> dict[str, str]:
+        """Files of the run beside the weights (e.g. the tokenizer), by name."""
+        return {}
+
+    def profile(self, model: nn.Module) -> dict[str, Any]:
+        """Params and MACs of the trained model for metrics.json and eval.py."""
+        raise NotImplementedError
 
 
-class ImageTask(_Task):
+class ImageTask(Task):
     name = "image-classification"
     throughput_unit = "img/s"
     evaluates_each_epoch = True
     supports_channels_last = True
+    data_kinds = ("digits", "image_folder", "hf_disk")
+    data_hint = "an image classifier; evaluate it on images (--data digits or a folder)"
 
     def total_steps(self, steps_per_epoch: int) -> int:
         t = self.recipe.train
         return min(t.epochs * steps_per_epoch, t.steps) if t.steps else t.epochs * steps_per_epoch
 
-    def export_kwargs(self) -> Dict[str, Any]:
-        kwargs = {**self.recipe.model_kwargs, "num_classes": self.recipe.model_kwargs.get(
-            "num_classes", self.info.num_classes)}
-        kwargs.pop("drop_path_rate", None)
-        return kwargs
-
-    def run_metrics(self) -> Dict[str, Any]:
-        metrics = {"num_classes": self.info.num_classes}
-        if self.info.class_names:
-            metrics["label_names"] = list(self.info.class_names)  # travel with the weights (export_run, Hub)
-        return metrics
-
     def prepare_data(self):
         d = self.recipe.data
-        if d.name not in ("digits", "image_folder", "hf_disk"):
+        if d.name not in self.data_kinds:
             raise RecipeError(f"data.name {d.name!r} is not an image dataset: use digits, image_folder or hf_disk")
         self.train_base, self.info = build_image_dataset(d.name, d.train_split, d.path, d.image_key, d.label_key)
         self.val_base, _ = build_image_dataset(d.name, d.val_split, d.path, d.image_key, d.label_key)
         self.dataset_name = self.info.name
+        self.topk = min(5, self.info.num_classes)  # top-5, or top-k with k = classes when there are fewer
+
+    def prepare_eval_data(self, model: nn.Module, source: EvalSource):
+        self.cfg = self.data_config(model)
+        path = None if source.kind == "digits" else source.data
+        self.val_base, self.info = build_image_dataset(source.kind, source.split, path, source.image_key,
+                                                       source.label_key)
+        num_classes = getattr(model, "num_classes", None)
+        if num_classes is not None and num_classes < self.info.num_classes:
+            raise ValueError(f"the model has {num_classes} classes but the data has {self.info.num_classes}")
+        self.topk = min(5, num_classes or 5)
+        self.val_set = SeededTransformDataset(self.val_base, self._eval_transform(), 0, uses_numpy=False)
+        self.dataset_name, self.split = self.info.name, source.split
 
     def build_model(self) -> nn.Module:
-        r = self.recipe
-        kwargs = dict(r.model_kwargs)
-        if r.train.drop_path is not None:
-            kwargs["drop_path_rate"] = r.train.drop_path
+        kwargs = dict(self.recipe.model_kwargs)
         kwargs.setdefault("num_classes", self.info.num_classes)
-        model = create_model(r.model, pretrained=r.pretrained, checkpoint_path=r.init_checkpoint, **kwargs)
+        model = self._create_model(kwargs)
         if getattr(model, "num_classes", self.info.num_classes) != self.info.num_classes:
             raise RecipeError(f"the model has {model.num_classes} classes but {self.dataset_name} has "
                               f"{self.info.num_classes}; drop num_classes from model_kwargs")
         self._setup_transforms(model)
         return model
 
-    def data_config(self, model: nn.Module) -> Dict[str, Any]:
-        from timm.data import resolve_data_config
+    @classmethod
+    def complete_model_kwargs(cls, kwargs: dict[str, Any], run_dir: Path, weights: str | None) -> dict[str, Any]:
+        """``num_classes`` from the run's metrics.json, else from the last 2-D weight (the head) of ``weights``."""
+        if "num_classes" in kwargs:
+            return kwargs
+        metrics = run_dir / "metrics.json"
+        n = json.loads(metrics.read_text()).get("num_classes") if metrics.is_file() else None
+        if not n and weights:
+            heads = [v for k, v in read_state_dict(weights).items() if k.endswith("weight") and v.ndim == 2]
+            n = int(heads[-1].shape[0]) if heads else None
+        return {**kwargs, "num_classes": n} if n else kwargs
+
+    def data_config(self, model: nn.Module) -> dict[str, Any]:
+        """timm's data config: the recipe's preprocessing where it sets one, else the model's pretrained cfg."""
         d = self.recipe.data
         args = {}
         if d.image_size:
@@ -243,23 +259,28 @@ class ImageTask(_Task):
                 args[key] = tuple(getattr(d, key)) if key in ("mean", "std") else getattr(d, key)
         return resolve_data_config(args, model=model)
 
+    def _eval_transform(self):
+        cfg = self.cfg
+        return create_transform(cfg["input_size"], is_training=False, interpolation=cfg["interpolation"],
+                                mean=cfg["mean"], std=cfg["std"], crop_pct=cfg["crop_pct"],
+                                crop_mode=cfg.get("crop_mode"))
+
     def _setup_transforms(self, model: nn.Module):
-        from timm.data import create_transform
         a = self.recipe.aug
-        cfg = self.data_config(model)
-        self.cfg = cfg
+        self.cfg = cfg = self.data_config(model)
         train_tf = create_transform(
             cfg["input_size"], is_training=True, scale=tuple(a.scale) if a.scale else None,
             ratio=tuple(a.ratio) if a.ratio else None, hflip=a.hflip, vflip=a.vflip, color_jitter=a.color_jitter,
             auto_augment=a.auto_augment, interpolation=a.train_interpolation, mean=cfg["mean"], std=cfg["std"],
             re_prob=a.re_prob, re_mode=a.re_mode, re_count=a.re_count)
-        eval_tf = create_transform(cfg["input_size"], is_training=False, interpolation=cfg["interpolation"],
-                                   mean=cfg["mean"], std=cfg["std"], crop_pct=cfg["crop_pct"],
-                                   crop_mode=cfg.get("crop_mode"))
         self.train_set = SeededTransformDataset(self.train_base, train_tf, self.recipe.seed,
                                                 uses_numpy=bool(a.auto_augment))
-        self.val_set = SeededTransformDataset(self.val_base, eval_tf, 0, uses_numpy=False)
-        # the trained model's preprocessing travels with it (export, eval.py)
+        self.val_set = SeededTransformDataset(self.val_base, self._eval_transform(), 0, uses_numpy=False)
+        self._record_preprocessing(model)
+
+    def _record_preprocessing(self, model: nn.Module):
+        """The trained model's preprocessing travels with it (export, eval.py)."""
+        cfg = self.cfg
         pc = dict(getattr(model, "pretrained_cfg", None) or {})
         pc.update(input_size=tuple(cfg["input_size"]), crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"],
                   mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), num_classes=self.info.num_classes)
@@ -274,14 +295,12 @@ class ImageTask(_Task):
     def build_mixup(self):
         a = self.recipe.aug
         if a.mixup > 0 or a.cutmix > 0:
-            from timm.data import Mixup
             return Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, prob=a.mixup_prob,
                          switch_prob=a.mixup_switch_prob, mode=a.mixup_mode, label_smoothing=a.label_smoothing,
                          num_classes=self.info.num_classes)
         return None
 
     def build_loss(self, mixup) -> Callable:
-        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
         if mixup is not None:
             return SoftTargetCrossEntropy()
         if self.recipe.aug.label_smoothing > 0:
@@ -295,21 +314,37 @@ class ImageTask(_Task):
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(device, non_blocking=True)
 
-    def forward_loss(self, model, batch, loss_fn, mixup=None) -> Tuple[torch.Tensor, int]:
+    def forward_loss(self, model, batch, loss_fn, mixup=None) -> tuple[torch.Tensor, int]:
         x, y = batch
         if mixup is not None:
             x, y = mixup(x, y)
         return loss_fn(model(x), y), x.shape[0]
 
-    def evaluate(self, model, batch_size: int, device, amp_ctx, channels_last: bool = False,
-                 max_batches: Optional[int] = None) -> Dict[str, float]:
-        batches = (self.prepare_batch(b, device, channels_last) for b in self.eval_loader(batch_size))
-        # top-5 (top-k with k = classes when there are fewer)
-        sums = classification_sums(model, batches, min(5, self.info.num_classes), amp_ctx, max_batches)
+    def evaluate(self, model, batch_size: int, device, amp_ctx=contextlib.nullcontext, channels_last: bool = False,
+                 max_batches: int | None = None, progress: bool = False) -> dict[str, float]:
+        batches = (self.prepare_batch(b, device, channels_last) for b in self.eval_loader(batch_size, progress))
+        sums = classification_sums(model, batches, self.topk, amp_ctx, max_batches)
         return classification_metrics(all_reduce_sum(sums.to(device), self.dstate).cpu())
 
-    def profile_input(self):
-        return tuple(self.cfg["input_size"])
+    def eval_description(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {**super().eval_description(), "input_size": list(cfg["input_size"]), "crop_pct": cfg["crop_pct"],
+                "interpolation": cfg["interpolation"]}
+
+    def export_kwargs(self) -> dict[str, Any]:
+        kwargs = {**self.recipe.model_kwargs, "num_classes": self.recipe.model_kwargs.get(
+            "num_classes", self.info.num_classes)}
+        kwargs.pop("drop_path_rate", None)
+        return kwargs
+
+    def run_metrics(self) -> dict[str, Any]:
+        metrics = {"num_classes": self.info.num_classes}
+        if self.info.class_names:
+            metrics["label_names"] = list(self.info.class_names)  # travel with the weights (export_run, Hub)
+        return metrics
+
+    def profile(self, model: nn.Module) -> dict[str, Any]:
+        return profile_classifier(model, tuple(self.cfg["input_size"]))
 
 
 class _Rows(Dataset):
@@ -323,34 +358,51 @@ class _Rows(Dataset):
         return self.rows[i]
 
 
-class LMTask(_Task):
+def find_tokenizer(source: EvalSource):
+    """The tokenizer of a model under evaluation: the one named, the run's, the one beside the weights, or the
+    Hub repo's (``hf-hub:`` names)."""
+    cands = [source.tokenizer] if source.tokenizer else []
+    if source.run_dir is not None:
+        cands.append(str(source.run_dir / "tokenizer.json"))
+    if source.weights:
+        p = Path(source.weights)
+        cands.append(str((p if p.is_dir() else p.parent) / "tokenizer.json"))
+    for c in cands:
+        if Path(c).exists():
+            return text.load_tokenizer(c), Path(c)
+    if source.model_name.startswith("hf-hub:"):
+        path = download(source.model_name[len("hf-hub:"):], "tokenizer.json")
+        return text.load_tokenizer(path), Path(path)
+    raise FileNotFoundError("no tokenizer found: pass --tokenizer PATH (tokenizer.json or a folder holding one)")
+
+
+class LMTask(Task):
     name = "text-generation"
     throughput_unit = "tok/s"
+    data_kinds = ("pydoc", "text", "hf_disk")
+    data_hint = "a language model; evaluate it on text (--data pydoc or a text path)"
 
-    def run_metrics(self) -> Dict[str, Any]:
-        return {**self.token_counts, "vocab_size": self.vocab_size}
+    def __init__(self, recipe: Recipe, dstate: DistState, run_dir: Path):
+        super().__init__(recipe, dstate, run_dir)
+        self.seq_len = recipe.data.seq_len
+        self.unigram_perplexity: float | None = None
+        self.model_kwargs = dict(recipe.model_kwargs)
 
-    def extra_files(self) -> Dict[str, str]:
-        return {"tokenizer": str(self.tokenizer_file)}
-
-    def profile(self, model: nn.Module) -> Dict[str, Any]:
-        return profile_lm(model, self.recipe.data.seq_len)
-
-    def prepare_data(self):
+    def _documents(self) -> tuple[list[str], list[str]]:
+        """(training, held-out) documents: a datasets folder's own splits, else a fixed hash split."""
         d = self.recipe.data
-        if d.name not in ("pydoc", "text", "hf_disk"):
-            raise RecipeError(f"data.name {d.name!r} is not a text dataset: use pydoc, text or hf_disk")
-        train_docs = val_docs = None
         if d.name == "hf_disk":
             try:
-                train_docs = text.load_text_documents("hf_disk", d.path, d.train_split, d.text_key)
-                val_docs = text.load_text_documents("hf_disk", d.path, d.val_split, d.text_key)
+                return (text.load_text_documents("hf_disk", d.path, d.train_split, d.text_key),
+                        text.load_text_documents("hf_disk", d.path, d.val_split, d.text_key))
             except ValueError:
-                train_docs = None
-        if train_docs is None:
-            docs = text.load_text_documents(d.name, d.path, d.train_split, d.text_key)
-            train_docs, val_docs = text.split_documents(docs, d.val_fraction)
-        self.dataset_name = "pydoc_data.topics" if d.name == "pydoc" else Path(d.path).name
+                pass
+        docs = text.load_text_documents(d.name, d.path, d.train_split, d.text_key)
+        return text.split_documents(docs, d.val_fraction)
+
+    def _tokenizer_file(self, train_docs: list[str]) -> Path:
+        """RUN_DIR/tokenizer.json: the recipe's tokenizer copied, or one trained on the training documents."""
+        d = self.recipe.data
         tok_path = self.run_dir / "tokenizer.json"
         if self.dstate.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -365,8 +417,16 @@ class LMTask(_Task):
                 _logger.info("training a %d-token BPE tokenizer on %d documents", d.vocab_size, len(train_docs))
                 text.train_bpe_tokenizer(train_docs, d.vocab_size, tok_path)
         barrier(self.dstate)
-        self.tokenizer = text.load_tokenizer(tok_path)
-        self.tokenizer_file = tok_path
+        return tok_path
+
+    def prepare_data(self):
+        d = self.recipe.data
+        if d.name not in self.data_kinds:
+            raise RecipeError(f"data.name {d.name!r} is not a text dataset: use pydoc, text or hf_disk")
+        train_docs, val_docs = self._documents()
+        self.dataset_name = "pydoc_data.topics" if d.name == "pydoc" else Path(d.path).name
+        self.tokenizer_file = self._tokenizer_file(train_docs)
+        self.tokenizer = text.load_tokenizer(self.tokenizer_file)
         self.vocab_size = self.tokenizer.get_vocab_size()
         train_ids = text.encode_documents(self.tokenizer, train_docs)
         val_ids = text.encode_documents(self.tokenizer, val_docs)
@@ -377,17 +437,37 @@ class LMTask(_Task):
         self.token_counts = {"train_tokens": int(train_ids.numel()),
                              "val_tokens": int(self.val_set.rows[:, 1:].numel())}
 
+    def prepare_eval_data(self, model: nn.Module, source: EvalSource):
+        """Rows of ``seq_len`` tokens; on the run's own data (or pydoc) the run's held-out (or training) part."""
+        d = self.recipe.data
+        self.seq_len = source.seq_len or d.seq_len
+        if source.kind == "hf_disk":
+            docs = text.load_text_documents("hf_disk", source.data, source.split, source.text_key)
+        else:
+            docs = text.load_text_documents(source.kind, None if source.kind == "pydoc" else source.data)
+            if source.run_dir is not None and (source.kind == "pydoc" or d.path == source.data):
+                docs = text.split_documents(docs, d.val_fraction)[0 if source.split == "train" else 1]
+        self.tokenizer, self.tokenizer_file = find_tokenizer(source)
+        self.val_set = _Rows(text.pack_tokens(text.encode_documents(self.tokenizer, docs), self.seq_len))
+        self.dataset_name = "pydoc_data.topics" if source.kind == "pydoc" else Path(source.data).name
+        self.split = source.split
+
     def build_model(self) -> nn.Module:
-        r = self.recipe
-        kwargs = dict(r.model_kwargs)
+        kwargs = dict(self.recipe.model_kwargs)
         vs = kwargs.setdefault("vocab_size", self.vocab_size)
         if vs < self.vocab_size:
             raise RecipeError(f"model_kwargs.vocab_size {vs} is smaller than the tokenizer's {self.vocab_size}")
-        if r.train.drop_path is not None:
-            kwargs["drop_path_rate"] = r.train.drop_path
-        model = create_model(r.model, pretrained=r.pretrained, checkpoint_path=r.init_checkpoint, **kwargs)
+        model = self._create_model(kwargs)
         self.model_kwargs = kwargs
         return model
+
+    @classmethod
+    def complete_model_kwargs(cls, kwargs: dict[str, Any], run_dir: Path, weights: str | None) -> dict[str, Any]:
+        """``vocab_size`` from the run's tokenizer."""
+        tok = run_dir / "tokenizer.json"
+        if "vocab_size" in kwargs or not tok.is_file():
+            return kwargs
+        return {**kwargs, "vocab_size": text.load_tokenizer(tok).get_vocab_size()}
 
     def build_mixup(self):
         return None
@@ -404,16 +484,41 @@ class LMTask(_Task):
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         return loss, targets.numel()
 
-    def evaluate(self, model, batch_size: int, device, amp_ctx, channels_last: bool = False,
-                 max_batches: Optional[int] = None) -> Dict[str, float]:
-        batches = (b.to(device) for b in self.eval_loader(batch_size))
+    def evaluate(self, model, batch_size: int, device, amp_ctx=contextlib.nullcontext, channels_last: bool = False,
+                 max_batches: int | None = None, progress: bool = False) -> dict[str, float]:
+        batches = (self.prepare_batch(b, device, False) for b in self.eval_loader(batch_size, progress))
         sums = lm_sums(model, batches, amp_ctx, max_batches)
-        return {**lm_metrics(all_reduce_sum(sums.to(device), self.dstate).cpu()),
-                "unigram_perplexity": self.unigram_perplexity}
+        metrics = lm_metrics(all_reduce_sum(sums.to(device), self.dstate).cpu())
+        if self.unigram_perplexity is not None:  # known when the task read the training text
+            metrics["unigram_perplexity"] = self.unigram_perplexity
+        return metrics
 
-    def profile_input(self):
-        return (self.recipe.data.seq_len,)
+    def eval_description(self) -> dict[str, Any]:
+        return {**super().eval_description(), "seq_len": self.seq_len}
+
+    def export_kwargs(self) -> dict[str, Any]:
+        return dict(self.model_kwargs)
+
+    def run_metrics(self) -> dict[str, Any]:
+        return {**self.token_counts, "vocab_size": self.vocab_size}
+
+    def extra_files(self) -> dict[str, str]:
+        return {"tokenizer": str(self.tokenizer_file)}
+
+    def profile(self, model: nn.Module) -> dict[str, Any]:
+        return profile_lm(model, self.seq_len)
 
 
-def build_task(recipe: Recipe, dstate: DistState, run_dir: Path) -> _Task:
-    return (ImageTask if recipe.task == "image-classification" else LMTask)(recipe, dstate, run_dir)
+TASKS: dict[str, type[Task]] = {ImageTask.name: ImageTask, LMTask.name: LMTask}
+
+
+def task_class(name: str) -> type[Task]:
+    """The :class:`Task` of a recipe's ``task:`` (or a registered model's task tag)."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}: one of {', '.join(TASKS)}") from None
+
+
+def build_task(recipe: Recipe, dstate: DistState, run_dir: Path) -> Task:
+    return task_class(recipe.task)(recipe, dstate, run_dir)

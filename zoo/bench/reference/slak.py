@@ -22,7 +22,6 @@ the authors' 1e-6 layer scale init every block would vanish and a parity check w
 running statistics away from (0, 1).
 """
 import math
-from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +32,7 @@ _T = dict(depths=(3, 3, 9, 3), base_dims=(96, 192, 384, 768))
 _S = dict(depths=(3, 3, 27, 3), base_dims=(96, 192, 384, 768))
 _B = dict(depths=(3, 3, 27, 3), base_dims=(128, 256, 512, 1024))
 
-SLAK_ARCHS: Dict[str, Dict] = {
+SLAK_ARCHS: dict[str, dict] = {
     "slak_tiny": dict(**_T, kernel_size=(51, 49, 47, 13, 5)),
     "slak_small": dict(**_S, kernel_size=(51, 49, 47, 13, 5)),
     "slak_base": dict(**_B, kernel_size=(51, 49, 47, 13, 5)),
@@ -42,7 +41,7 @@ SLAK_ARCHS: Dict[str, Dict] = {
 }
 
 
-def arch(name_or_spec: Union[str, Dict], width_factor: float = 1.3) -> Dict:
+def arch(name_or_spec: str | dict, width_factor: float = 1.3) -> dict:
     """``{depths, dims, kernel_size}`` for a registered name or a spec with ``depths``, ``base_dims`` (or
     ``dims``) and ``kernel_size``; widths are ``int(d * width_factor)``, truncated as the authors do."""
     spec = SLAK_ARCHS[name_or_spec] if isinstance(name_or_spec, str) else dict(name_or_spec)
@@ -51,12 +50,12 @@ def arch(name_or_spec: Union[str, Dict], width_factor: float = 1.3) -> Dict:
                 in_chans=spec.get("in_chans", 3), num_classes=spec.get("num_classes", 1000))
 
 
-def _branch_shapes(dim: int, k: int, small: int) -> Dict[str, Tuple[int, int]]:
+def _branch_shapes(dim: int, k: int, small: int) -> dict[str, tuple[int, int]]:
     return {"LoRA1": (k, small), "LoRA2": (small, k), "small_conv": (small, small)}
 
 
-def make_authors_state_dict(name_or_spec: Union[str, Dict], seed: int = 0, num_classes: Optional[int] = None,
-                            dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
+def make_authors_state_dict(name_or_spec: str | dict, seed: int = 0, num_classes: int | None = None,
+                            dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """A random state dict in the authors' layout with realistic scales (see the module docstring)."""
     a = arch(name_or_spec)
     if num_classes is not None:
@@ -76,7 +75,7 @@ def make_authors_state_dict(name_or_spec: Union[str, Dict], seed: int = 0, num_c
     def bias(n):
         return 0.05 * randn(n)
 
-    sd: Dict[str, torch.Tensor] = {}
+    sd: dict[str, torch.Tensor] = {}
     dims, small = a["dims"], a["kernel_size"][-1]
     sd["downsample_layers.0.0.weight"] = weight(dims[0], a["in_chans"], 4, 4)
     sd["downsample_layers.0.0.bias"] = bias(dims[0])
@@ -107,7 +106,7 @@ def make_authors_state_dict(name_or_spec: Union[str, Dict], seed: int = 0, num_c
     return sd
 
 
-def count_params(state_dict: Dict[str, torch.Tensor]) -> int:
+def count_params(state_dict: dict[str, torch.Tensor]) -> int:
     """Parameters of an authors' state dict (BN running statistics are buffers, not parameters)."""
     return sum(v.numel() for k, v in state_dict.items()
                if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
@@ -128,7 +127,7 @@ def _conv_bn(x, sd, prefix):
                         sd[prefix + "bn.bias"], False, 0.0, 1e-5)
 
 
-def large_kernel(x: torch.Tensor, sd: Dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+def large_kernel(x: torch.Tensor, sd: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
     """The authors' three-branch module (``ReparamLargeKernelConv`` with ``Decom=True``) at ``prefix``."""
     out = _conv_bn(x, sd, prefix + "LoRA1.") + _conv_bn(x, sd, prefix + "LoRA2.")
     if prefix + "small_conv.conv.weight" in sd:
@@ -152,8 +151,8 @@ def _num_blocks(sd, stage):
     return len({k.split(".")[2] for k in sd if k.startswith(f"stages.{stage}.")})
 
 
-def reference_forward(state_dict: Dict[str, torch.Tensor], x: torch.Tensor, return_features: bool = False
-                      ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+def reference_forward(state_dict: dict[str, torch.Tensor], x: torch.Tensor, return_features: bool = False
+                      ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Logits (B, num_classes) of the authors' model with ``state_dict``; optionally the 4 stage outputs."""
     sd = state_dict
     feats = []
