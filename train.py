@@ -3,6 +3,7 @@
 The engine lives in zoo/train/ (recipes, loops, checkpoints, distributed); ``--help`` lists the options.
 Many processes: ``torchrun --nproc_per_node N train.py --config ...``.
 """
+
 import sys
 
 from zoo.train.cli import main

@@ -17,6 +17,7 @@ the content's, to imitate a file changed behind the Hub's back), ``private`` and
 otherwise the set of tokens accepted for writes and for private repos). Every request is logged as
 ``"METHOD /path"`` in ``log``; ``authorizations`` keeps the ``Authorization`` headers seen.
 """
+
 import base64
 import hashlib
 import json
@@ -27,8 +28,22 @@ from urllib.parse import quote, unquote, urlparse
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 # stored with git LFS like on the Hub (.gitattributes of a new repo), plus anything binary or over 10 MB
-_LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".npz", ".tar", ".gz",
-                 ".zip", ".model", ".pkl")
+_LFS_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".msgpack",
+    ".onnx",
+    ".npz",
+    ".tar",
+    ".gz",
+    ".zip",
+    ".model",
+    ".pkl",
+)
 _LFS_MIN_SIZE = 10 * 1024 * 1024
 
 
@@ -68,9 +83,11 @@ class FakeHub:
     def use(self, monkeypatch, cache_dir) -> "FakeHub":
         """Point huggingface_hub at this server for one test: endpoint, cache, classic (non-Xet) uploads, online."""
         from huggingface_hub import constants
+
         monkeypatch.setattr(constants, "ENDPOINT", self.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            self.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", self.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_dir))
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -111,8 +128,9 @@ class FakeHub:
                 length = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(length) if length else b""
 
-            def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None,
-                      send_body: bool = True):
+            def _send(
+                self, code: int, body: bytes = b"", headers: dict[str, str] | None = None, send_body: bool = True
+            ):
                 self.send_response(code)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -122,11 +140,13 @@ class FakeHub:
                     self.wfile.write(body)
 
             def _json(self, code: int, obj, headers: dict[str, str] | None = None, send_body: bool = True):
-                self._send(code, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})},
-                           send_body)
+                self._send(
+                    code, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})}, send_body
+                )
 
-            def _error(self, code: int, error_code: str | None, message: str, send_body: bool = True,
-                       commit: str | None = None):
+            def _error(
+                self, code: int, error_code: str | None, message: str, send_body: bool = True, commit: str | None = None
+            ):
                 headers = {"X-Error-Message": message}
                 if error_code:
                     headers["X-Error-Code"] = error_code
@@ -139,7 +159,7 @@ class FakeHub:
                 if auth:
                     hub.authorizations.append(auth)
                     if auth.startswith("Bearer "):
-                        return auth[len("Bearer "):]
+                        return auth[len("Bearer ") :]
                 return None
 
             def _authorized(self) -> bool:
@@ -255,11 +275,20 @@ class FakeHub:
                     return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", send_body)
                 commit, files = found
                 if file not in files:
-                    return self._error(404, "EntryNotFound", f"{file} does not exist on {revision}", send_body,
-                                       commit=commit)
+                    return self._error(
+                        404, "EntryNotFound", f"{file} does not exist on {revision}", send_body, commit=commit
+                    )
                 data = files[file]
-                self._send(200, data, {"X-Repo-Commit": commit, "ETag": f'"{hub.etag(repo, file, data)}"',
-                                       "Content-Type": "application/octet-stream"}, send_body)
+                self._send(
+                    200,
+                    data,
+                    {
+                        "X-Repo-Commit": commit,
+                        "ETag": f'"{hub.etag(repo, file, data)}"',
+                        "Content-Type": "application/octet-stream",
+                    },
+                    send_body,
+                )
 
             def _model_info(self, repo: str, revision: str):
                 if not self._readable(repo):
@@ -268,9 +297,20 @@ class FakeHub:
                 if found is None:
                     return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
                 commit, files = found
-                self._json(200, {"id": repo, "modelId": repo, "sha": commit, "private": repo in hub.private,
-                                 "siblings": [{"rfilename": p} for p in sorted(files)], "tags": [],
-                                 "lastModified": "2024-01-01T00:00:00.000Z", "downloads": 0, "likes": 0})
+                self._json(
+                    200,
+                    {
+                        "id": repo,
+                        "modelId": repo,
+                        "sha": commit,
+                        "private": repo in hub.private,
+                        "siblings": [{"rfilename": p} for p in sorted(files)],
+                        "tags": [],
+                        "lastModified": "2024-01-01T00:00:00.000Z",
+                        "downloads": 0,
+                        "likes": 0,
+                    },
+                )
 
             def _tree(self, repo: str, revision: str, prefix: str):
                 if not self._readable(repo):
@@ -290,8 +330,7 @@ class FakeHub:
                         parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
                     entry = {"type": "file", "path": p, "size": len(data), "oid": git_blob_sha1(data)}
                     if hub.is_lfs(repo, p):
-                        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
-                                        "pointerSize": 134}
+                        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
                     entries.append(entry)
                 self._json(200, entries)
 
@@ -323,10 +362,10 @@ class FakeHub:
                     current = hub.repos[repo].get(path)
                     oid = None
                     if current is not None:
-                        oid = (hashlib.sha256(current).hexdigest() if hub.is_lfs(repo, path)
-                               else git_blob_sha1(current))
-                    answer.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
-                                   "oid": oid})
+                        oid = hashlib.sha256(current).hexdigest() if hub.is_lfs(repo, path) else git_blob_sha1(current)
+                    answer.append(
+                        {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+                    )
                 self._json(200, {"files": answer, "commitOid": hub.head(repo)})
 
             def _lfs_batch(self, repo: str, payload):
@@ -340,8 +379,11 @@ class FakeHub:
                     if obj["oid"] not in hub.lfs:
                         entry["actions"] = {"upload": {"href": f"{hub.endpoint}/__lfs/{obj['oid']}"}}
                     objects.append(entry)
-                self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
-                           {"Content-Type": "application/vnd.git-lfs+json"})
+                self._send(
+                    200,
+                    json.dumps({"transfer": "basic", "objects": objects}).encode(),
+                    {"Content-Type": "application/vnd.git-lfs+json"},
+                )
 
             def _commit(self, repo: str, revision: str, body: bytes):
                 if not self._authorized():
@@ -379,8 +421,14 @@ class FakeHub:
                     hub.regular.difference_update((repo, p) for p in lfs)
                     for p in regular | lfs:
                         hub.etags.pop((repo, p), None)
-                self._json(200, {"commitOid": commit, "commitUrl": f"{hub.endpoint}/{quote(repo)}/commit/{commit}",
-                                 "success": True})
+                self._json(
+                    200,
+                    {
+                        "commitOid": commit,
+                        "commitUrl": f"{hub.endpoint}/{quote(repo)}/commit/{commit}",
+                        "success": True,
+                    },
+                )
 
         return Handler
 

@@ -3,6 +3,7 @@
 Spawned children load ``zoo/train/sparse.py`` by path (it needs only torch), so each starts in a few seconds
 instead of importing the whole zoo with timm.
 """
+
 import importlib.util
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class SmallNet(nn.Module):
 def run(rank, world, init_file, out_file):
     """Every rank has its own seed (so its own sparse generator seed) and its own data; masks must agree."""
     import torch.distributed as dist
+
     torch.set_num_threads(1)
     sparse_mod = load_sparse()
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -74,8 +76,15 @@ def run(rank, world, init_file, out_file):
         dist.all_gather(all_params, params)
         if rank == 0:
             moved = sum(int((init_masks[n] != sparse.masks[n]).sum()) for n in names if n in init_masks)
-            torch.save({"same": same, "weights_same": all(torch.equal(all_params[0], t) for t in all_params),
-                        "updates": sparse.updates, "moved": moved,
-                        "density": sparse.density_report()["density"]}, out_file)
+            torch.save(
+                {
+                    "same": same,
+                    "weights_same": all(torch.equal(all_params[0], t) for t in all_params),
+                    "updates": sparse.updates,
+                    "moved": moved,
+                    "density": sparse.density_report()["density"],
+                },
+                out_file,
+            )
     finally:
         dist.destroy_process_group()

@@ -1,4 +1,5 @@
 """The training parts build on their own from a recipe: optimizer, schedule (with cooldown), EMA, sparsity."""
+
 import pytest
 import torch
 from torch import nn
@@ -43,8 +44,12 @@ def test_negative_cooldown_is_a_recipe_error():
 def test_optimizer_ema_and_sparsity_from_their_sections():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.LazyLinear(2))
     model(torch.zeros(1, 3, 8, 8))
-    recipe = _recipe(optim={"opt": "sgd", "lr": 0.5, "lr_base_size": 64}, train={"batch_size": 128},
-                     ema={"enabled": True, "decay": 0.9}, sparse={"sparsity": 0.5, "init": "uniform"})
+    recipe = _recipe(
+        optim={"opt": "sgd", "lr": 0.5, "lr_base_size": 64},
+        train={"batch_size": 128},
+        ema={"enabled": True, "decay": 0.9},
+        sparse={"sparsity": 0.5, "init": "uniform"},
+    )
     optimizer = build_optimizer(model, recipe)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == pytest.approx(1.0)
     assert build_ema(model, recipe).decay == 0.9

@@ -3,6 +3,7 @@
 Profiling every model is the slow part: ``collect()`` runs once for this module, on one model per series by default
 (``rows``) and on every model under ``-m slow`` (``all_rows``: the full drift check against the committed files).
 """
+
 import copy
 import re
 import shutil
@@ -67,8 +68,12 @@ def tree(tmp_path):
 
 def _readme_table_rows(text):
     block = text.split(cards.TABLE_START, 1)[1].split(cards.TABLE_END, 1)[0]
-    return re.findall(r"^\| `(\w+)` \| ([\d,]+)(?: \(dense\))? \| ([\d.]+)(?: \(@\d+x\d+\))?(?: \(dense\))? \| "
-                      r"([\d.]+|-) \| ([^|]+) \|$", block, flags=re.M)
+    return re.findall(
+        r"^\| `(\w+)` \| ([\d,]+)(?: \(dense\))? \| ([\d.]+)(?: \(@\d+x\d+\))?(?: \(dense\))? \| "
+        r"([\d.]+|-) \| ([^|]+) \|$",
+        block,
+        flags=re.M,
+    )
 
 
 @pytest.mark.slow
@@ -122,10 +127,17 @@ def test_card_front_matter_parses_and_carries_the_paper_top1(name):
         (result,) = data.eval_results
         assert result.metric_value == info["reference"]["top1"]
         assert (result.task_type, result.dataset_type, result.metric_type, result.metric_name) == (
-            "image-classification", "imagenet-1k", "accuracy", "top-1")
+            "image-classification",
+            "imagenet-1k",
+            "accuracy",
+            "top-1",
+        )
         assert result.verified is False and info["paper_ids"] in result.source_name
-    usage = (f'zoo.create_model("{name}", pretrained=True)' if name in zoo.list_pretrained()
-             else f'zoo.create_model("{name}", pretrained=True,')
+    usage = (
+        f'zoo.create_model("{name}", pretrained=True)'
+        if name in zoo.list_pretrained()
+        else f'zoo.create_model("{name}", pretrained=True,'
+    )
     assert usage in card.text
 
 
@@ -146,8 +158,14 @@ def test_readme_table_rows_are_the_registry_with_measured_figures(all_rows):
 @pytest.mark.slow
 def test_table_order_is_family_variant_size(all_rows):
     names = [r["name"] for r in cards.ordered(all_rows)]
-    assert names[:6] == ["poolformer_s12", "poolformer_s24", "poolformer_s36", "poolformer_m36", "poolformer_m48",
-                         "identityformer_s12"]
+    assert names[:6] == [
+        "poolformer_s12",
+        "poolformer_s24",
+        "poolformer_s36",
+        "poolformer_m36",
+        "poolformer_m48",
+        "identityformer_s12",
+    ]
     metaformer = [n for n in names if n in zoo.list_models(family="metaformer")]
     assert metaformer[-4:] == ["caformer_s18", "caformer_s36", "caformer_m36", "caformer_b36"]
     assert names.index("caformer_b36") < names.index("sret_tiny")  # families in order, MetaFormer first

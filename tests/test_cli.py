@@ -1,4 +1,5 @@
 """The `zoo` command and `python -m zoo`."""
+
 import json
 import subprocess
 import sys
@@ -49,8 +50,25 @@ def test_python_dash_m_is_the_same_entry():
 @pytest.mark.parametrize("name", ["poolformer_s12", "convformer_s18"])
 def test_bench_smoke(name, capsys):
     """One tiny round of the zoo-vs-timm benchmark: the same weights give the same features."""
-    assert main(["bench", "--models", name, "--batch-sizes", "1", "--img-size", "64", "--runs", "1",
-                 "--warmup", "0", "--check"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--models",
+                name,
+                "--batch-sizes",
+                "1",
+                "--img-size",
+                "64",
+                "--runs",
+                "1",
+                "--warmup",
+                "0",
+                "--check",
+            ]
+        )
+        == 0
+    )
 
 
 def test_list_shows_the_papers_nonzero_figures_for_sparse_models(capsys):
@@ -84,8 +102,9 @@ def test_profile_text_labels_dense_and_nonzero(monkeypatch, capsys):
     real_profile, results = zoo.profile, []
 
     def sparse_small_slak(name, **kwargs):
-        model = zoo.create_model(name, depths=(1, 1, 1, 1), dims=(16, 24, 40, 56), kernel_size=(9, 7, 7, 5, 5),
-                                 num_classes=10)
+        model = zoo.create_model(
+            name, depths=(1, 1, 1, 1), dims=(16, 24, 40, 56), kernel_size=(9, 7, 7, 5, 5), num_classes=10
+        )
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for m in model.modules():
@@ -126,8 +145,12 @@ def test_convert_an_authors_slak_checkpoint_into_a_zoo_folder(tmp_path, capsys):
     files = {f.name for f in (tmp_path / "out").iterdir()}
     assert {"model.safetensors", "config.json", "README.md"} <= files
 
-    back = zoo.create_model("slak_tiny", pretrained=True, **json.loads(args),
-                            pretrained_cfg_overlay={"file": str(tmp_path / "out" / "model.safetensors")}).eval()
+    back = zoo.create_model(
+        "slak_tiny",
+        pretrained=True,
+        **json.loads(args),
+        pretrained_cfg_overlay={"file": str(tmp_path / "out" / "model.safetensors")},
+    ).eval()
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = reference_forward(sd, x)

@@ -5,6 +5,7 @@ The family below is what a family file holds (timm's order): blocks -> model cla
 ``reference_figures`` -> ``@register_model``. Registered, it is built, trained, loaded, wrapped for features and
 created through timm by the very checks tests/test_models.py runs on every registered model.
 """
+
 import sys
 import types
 
@@ -52,16 +53,23 @@ class TinyStage(nn.Module):
 
 
 class TinyNet(VisionBackbone, nn.Module):
-    def __init__(self, in_chans: int = 3, num_classes: int = 1000, dims=(8, 16, 24, 32), drop_path_rate: float = 0.0,
-                 global_pool: str = "avg"):
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        dims=(8, 16, 24, 32),
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+    ):
         super().__init__()
         self.in_chans, self.num_classes, self.global_pool = in_chans, num_classes, global_pool
         self.num_features = self.head_hidden_size = dims[-1]
         self.stem = nn.Module()
         self.stem.conv = nn.Conv2d(in_chans, dims[0], 4, stride=4)
-        self.stages = nn.Sequential(*[TinyStage(dims[max(i - 1, 0)], d, 2 if i else 1, drop_path_rate)
-                                      for i, d in enumerate(dims)])
-        self.feature_info = [dict(num_chs=d, reduction=4 * 2 ** i, module=f"stages.{i}") for i, d in enumerate(dims)]
+        self.stages = nn.Sequential(
+            *[TinyStage(dims[max(i - 1, 0)], d, 2 if i else 1, drop_path_rate) for i, d in enumerate(dims)]
+        )
+        self.feature_info = [dict(num_chs=d, reduction=4 * 2**i, module=f"stages.{i}") for i, d in enumerate(dims)]
         self.head = nn.Module()
         self.head.norm = nn.LayerNorm(dims[-1])
         self.head.fc = Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()

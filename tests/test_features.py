@@ -3,6 +3,7 @@
 One model per family (the smallest, from the registry): a wrapper either returns exactly the getter's feature
 maps (in its recorded ``output_fmt``) or is refused at build time with a message naming the one that works.
 """
+
 import copy
 
 import pytest

@@ -1,4 +1,5 @@
 """Downloads through the real huggingface_hub client against a Hub stand-in on 127.0.0.1."""
+
 import io
 import json
 
@@ -14,10 +15,12 @@ from zoo.weights import CheckpointError, save_state_dict
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     from huggingface_hub import constants
+
     with FakeHub() as server:
         monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
         yield server
@@ -44,6 +47,7 @@ def test_pretrained_downloads_the_authors_file_from_the_cfg_repo(hub):
     assert sum(line.startswith("GET /sail/dl/resolve/") for line in hub.log) == 1, hub.log
     # and so is one with the Hub out of reach
     from huggingface_hub import constants
+
     constants.ENDPOINT = "http://127.0.0.1:9"
     zoo.create_model("identityformer_s12", pretrained=True)
 
@@ -51,10 +55,12 @@ def test_pretrained_downloads_the_authors_file_from_the_cfg_repo(hub):
 def test_hf_hub_name_reads_config_and_weights(hub, tmp_path):
     donor = zoo.create_model("caformer_s18", num_classes=10).eval()
     weights = save_state_dict(donor, tmp_path / "model.safetensors").read_bytes()
-    config = {"architecture": "caformer_s18", "num_classes": 10,
-              "pretrained_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
-    hub.repos["someone/caformer-flowers"] = {"config.json": json.dumps(config).encode(),
-                                            "model.safetensors": weights}
+    config = {
+        "architecture": "caformer_s18",
+        "num_classes": 10,
+        "pretrained_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }
+    hub.repos["someone/caformer-flowers"] = {"config.json": json.dumps(config).encode(), "model.safetensors": weights}
     model = zoo.create_model("hf-hub:someone/caformer-flowers").eval()
     assert model.num_classes == 10 and model.pretrained_cfg["mean"] == [0.5, 0.5, 0.5]
     x = torch.randn(1, 3, 64, 64)
@@ -72,6 +78,7 @@ def test_missing_repo_and_file_are_named(hub):
 
 def test_unreachable_hub_gives_a_clear_message(hub, monkeypatch):
     from huggingface_hub import constants
+
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(CheckpointError, match="could not reach the Hub at http://127.0.0.1:9.*pretrained_cfg_overlay"):
         zoo.create_model("randformer_s12", pretrained=True)

@@ -4,6 +4,7 @@ Every import of a zoo module, at module level or inside a function, must point t
 package of a floor, to a sibling without closing a cycle); no module imports zoo modules inside functions to dodge
 a cycle, and nothing inside the package does ``import zoo``. Read from the source with ``ast``: nothing is run.
 """
+
 import ast
 from pathlib import Path
 
@@ -13,16 +14,22 @@ ROOT = Path(__file__).resolve().parents[1] / "zoo"
 
 # floor of each module (the longest matching prefix decides); a module may import only from its floor or below
 FLOORS = {
-    "zoo._version": 0, "zoo.layers": 0, "zoo.data": 0,
-    "zoo.weights": 1, "zoo.registry": 1,
+    "zoo._version": 0,
+    "zoo.layers": 0,
+    "zoo.data": 0,
+    "zoo.weights": 1,
+    "zoo.registry": 1,
     "zoo.models": 2,
     "zoo.hub": 3,
     "zoo.factory": 4,
     "zoo.profile": 5,
     "zoo.cards": 6,
     "zoo.publish": 7,
-    "zoo.train": 8, "zoo.evaluate": 8, "zoo.bench": 8,
-    "zoo.cli": 9, "zoo.__main__": 9,
+    "zoo.train": 8,
+    "zoo.evaluate": 8,
+    "zoo.bench": 8,
+    "zoo.cli": 9,
+    "zoo.__main__": 9,
 }
 
 
@@ -106,7 +113,7 @@ def test_no_import_cycles():
         state[node] = "open"
         for nxt in edges.get(node, []):
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 walk(nxt, stack + [nxt])
         state[node] = "done"

@@ -1,4 +1,5 @@
 """LM building blocks (zoo.layers.lm) against plain reference formulas and transformers' Llama pieces."""
+
 import math
 
 import pytest
@@ -28,6 +29,7 @@ def _naive_attention(q, k, v, allowed):
 
 def test_rmsnorm_matches_llama():
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
     x = torch.randn(2, 5, 64) * 3
     ours, ref = RMSNorm(64, eps=1e-5), LlamaRMSNorm(64, eps=1e-5)
     with torch.no_grad():
@@ -40,8 +42,10 @@ def test_rmsnorm_matches_llama():
 def test_rope_matches_llama_rotate_half():
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
-    cfg = LlamaConfig(hidden_size=256, num_attention_heads=4, head_dim=64, rope_theta=10000.0,
-                      max_position_embeddings=64)
+
+    cfg = LlamaConfig(
+        hidden_size=256, num_attention_heads=4, head_dim=64, rope_theta=10000.0, max_position_embeddings=64
+    )
     ref = LlamaRotaryEmbedding(cfg)
     pos = torch.tensor([[0, 1, 2, 7, 40, 3]])
     q, k = torch.randn(1, 4, 6, 64), torch.randn(1, 2, 6, 64)
@@ -89,7 +93,7 @@ def test_gqa_matches_naive_attention_with_window_and_padding(window):
         k = apply_rotary(attn.k_proj(x).view(2, 7, 2, 8).transpose(1, 2), cos, sin)
         v = attn.v_proj(x).view(2, 7, 2, 8).transpose(1, 2)
         i = torch.arange(7)
-        allowed = (i[None, :] <= i[:, None])
+        allowed = i[None, :] <= i[:, None]
         if window is not None:
             allowed &= i[:, None] - i[None, :] < window
         allowed = allowed[None, None] & padding.bool()[:, None, None, :]
@@ -146,15 +150,17 @@ def test_decoder_layer_cached_equals_full_and_keeps_its_input():
     x = torch.randn(1, 9, 32)
     x_copy = x.clone()
     with torch.no_grad():
-        full = layer(x, rope.slice(0, 9, "cpu", torch.float32), mask=build_attention_masks(0, 9, [4]).get(4)[0],
-                     is_causal=False)
+        full = layer(
+            x, rope.slice(0, 9, "cpu", torch.float32), mask=build_attention_masks(0, 9, [4]).get(4)[0], is_causal=False
+        )
         assert torch.equal(x, x_copy)
         cache = KVCache(1, 1, 2, 9, 8)
-        outs = [layer(x[:, :5], rope.slice(0, 5, "cpu", torch.float32), cache, 0,
-                      *build_attention_masks(0, 5, [4]).get(4))]
+        outs = [
+            layer(x[:, :5], rope.slice(0, 5, "cpu", torch.float32), cache, 0, *build_attention_masks(0, 5, [4]).get(4))
+        ]
         for t in range(5, 9):
             mask, causal = build_attention_masks(t, 1, [4]).get(4)
-            outs.append(layer(x[:, t:t + 1], rope.slice(t, 1, "cpu", torch.float32), cache, 0, mask, causal))
+            outs.append(layer(x[:, t : t + 1], rope.slice(t, 1, "cpu", torch.float32), cache, 0, mask, causal))
     torch.testing.assert_close(torch.cat(outs, 1), full, rtol=1e-5, atol=1e-5)
     out = layer(x, rope.slice(0, 9, "cpu", torch.float32))  # training path: gradients reach every weight
     out.sum().backward()

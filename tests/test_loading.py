@@ -1,4 +1,5 @@
 """Bad checkpoints: clear errors, nothing half-loaded, nothing unpickled."""
+
 import os
 
 import pytest
@@ -33,7 +34,10 @@ def test_shape_mismatch_is_named(tmp_path):
     model = zoo.create_model("poolformer_s24")
     path = save_state_dict(zoo.create_model("poolformer_m48"), tmp_path / "m48.safetensors")
     snap = _snapshot(model)
-    with pytest.raises(CheckpointMismatchError, match=r"shape mismatches.*head\.fc\.weight: checkpoint \(1000, 768\) vs model \(1000, 512\)"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"shape mismatches.*head\.fc\.weight: checkpoint \(1000, 768\) vs model \(1000, 512\)",
+    ):
         zoo.load_checkpoint(model, path)
     assert _unchanged(model, snap)
     with pytest.raises(CheckpointMismatchError):
@@ -87,5 +91,6 @@ def test_ddp_prefix_and_ema_wrappers(tmp_path):
 
 def test_no_weights_known_without_source():
     from zoo.factory import load_pretrained
+
     with pytest.raises(CheckpointError, match="no pretrained weights are known"):
         load_pretrained(zoo.create_model("poolformer_s12"), {"architecture": "poolformer_s12"})

@@ -1,6 +1,7 @@
 """MobileLLM family: registry and exact sizes, parity with transformers' Llama, cached decoding, generation,
 checkpoint loading (the authors' layouts and their known defects), export/import through transformers,
 tokenizers and LM profiling. Full-width 125M shapes with few layers keep it fast."""
+
 import json
 
 import pytest
@@ -28,8 +29,14 @@ EXPECTED = {
 LAYERS = 2
 # parity and the transformers round trip run 125M-shaped models (576 wide, 9/3 heads, 1536 FFN, 32k vocab) with
 # LAYERS layers; the other checks run this narrower shape, to keep the default test run short
-SMALL = dict(num_hidden_layers=LAYERS, vocab_size=1000, hidden_size=128, num_attention_heads=4,
-             num_key_value_heads=2, intermediate_size=256)
+SMALL = dict(
+    num_hidden_layers=LAYERS,
+    vocab_size=1000,
+    hidden_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=256,
+)
 
 
 def _randomize(model, seed=0):
@@ -48,13 +55,16 @@ def _llama(model, unroll=False):
     """transformers' LlamaForCausalLM(tie_word_embeddings=True) with the zoo model's weights (``unroll``: every
     layer twice, for layer sharing)."""
     from transformers import LlamaConfig, LlamaForCausalLM
+
     cfg = {k: v for k, v in to_llama_config(model.config).items() if k not in ("architectures", "model_type")}
     sd = model.state_dict()
     if unroll:
         cfg["num_hidden_layers"] *= 2
-        sd = {(k.replace(f"layers.{k.split('.')[2]}.", f"layers.{j}.") if ".layers." in k else k): v
-              for k, v in sd.items() for j in ((2 * int(k.split(".")[2]), 2 * int(k.split(".")[2]) + 1)
-                                               if ".layers." in k else (0,))}
+        sd = {
+            (k.replace(f"layers.{k.split('.')[2]}.", f"layers.{j}.") if ".layers." in k else k): v
+            for k, v in sd.items()
+            for j in ((2 * int(k.split(".")[2]), 2 * int(k.split(".")[2]) + 1) if ".layers." in k else (0,))
+        }
     ref = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation="sdpa"))
     result = ref.load_state_dict(sd, strict=False)
     assert result.unexpected_keys == [] and result.missing_keys in ([], ["lm_head.weight"])
@@ -76,8 +86,14 @@ def test_registered_names_and_exact_param_counts_on_meta():
         with torch.device("meta"):
             model = zoo.create_model(name)
         c = model.config
-        assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
-                c.intermediate_size, c.vocab_size) == (layers, hidden, heads, kv, ffn, vocab), name
+        assert (
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.intermediate_size,
+            c.vocab_size,
+        ) == (layers, hidden, heads, kv, ffn, vocab), name
         assert c.head_dim == 64 and c.rms_norm_eps == 1e-5 and c.tie_word_embeddings, name
         assert sum(p.numel() for p in model.parameters()) == params == zoo.model_info(name)["reference"]["params"]
         assert model.lm_head is None and model.output_weight is model.model.embed_tokens.weight
@@ -92,12 +108,18 @@ def test_registered_names_and_exact_param_counts_on_meta():
 def test_config_fields_and_validation():
     c = MobileLLMConfig()
     assert c.rope_theta == 1e4 and c.max_position_embeddings == 2048 and not c.layer_sharing
-    pro = zoo.create_model("mobilellm_pro_1b", num_hidden_layers=8, vocab_size=64, hidden_size=64,
-                           num_attention_heads=2, num_key_value_heads=1, intermediate_size=32,
-                           layer_types=pro_layer_types(8))
+    pro = zoo.create_model(
+        "mobilellm_pro_1b",
+        num_hidden_layers=8,
+        vocab_size=64,
+        hidden_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=32,
+        layer_types=pro_layer_types(8),
+    )
     assert pro.config.sliding_window == 512 and pro.config.layer_types == pro_layer_types(8)
-    assert [layer.self_attn.sliding_window for layer in pro.model.layers] == [None, 512, 512, 512, None, 512, 512,
-                                                                               None]
+    assert [layer.self_attn.sliding_window for layer in pro.model.layers] == [None, 512, 512, 512, None, 512, 512, None]
     types = pro_layer_types(30)
     assert types.count("sliding_attention") == 21 and types[0] == types[-1] == "full_attention"
     with pytest.raises(TypeError, match="did you mean 'num_hidden_layers'"):
@@ -113,8 +135,15 @@ def test_config_fields_and_validation():
 
 
 def test_input_validation():
-    model = zoo.create_model("mobilellm_125m", num_hidden_layers=1, vocab_size=100, hidden_size=64,
-                             num_attention_heads=2, num_key_value_heads=1, intermediate_size=32)
+    model = zoo.create_model(
+        "mobilellm_125m",
+        num_hidden_layers=1,
+        vocab_size=100,
+        hidden_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=32,
+    )
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 100\)"):
         model(torch.tensor([[5, 100]]))
     with pytest.raises(ValueError, match="integer tensor of shape"):
@@ -140,8 +169,14 @@ def test_parity_with_transformers_llama_tied():
     assert diff <= 1e-4, diff
     with torch.no_grad():
         ours = model.generate(ids, max_new_tokens=8)
-        theirs = ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, min_new_tokens=8,
-                              do_sample=False, pad_token_id=0)
+        theirs = ref.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=8,
+            min_new_tokens=8,
+            do_sample=False,
+            pad_token_id=0,
+        )
     assert torch.equal(ours, theirs)
 
 
@@ -153,8 +188,14 @@ def test_layer_sharing_parity_with_unrolled_llama():
     with torch.no_grad():
         diff = (model(ids) - ref(ids).logits).abs().max().item()
         ours = model.generate(ids, max_new_tokens=6)
-        theirs = ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, min_new_tokens=6,
-                              do_sample=False, pad_token_id=0)
+        theirs = ref.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=6,
+            min_new_tokens=6,
+            do_sample=False,
+            pad_token_id=0,
+        )
     assert diff <= 1e-4, diff
     assert torch.equal(ours, theirs)
     # a layer-shared model is not its plain twin (the repeat changes the function)
@@ -169,9 +210,20 @@ def test_layer_sharing_parity_with_unrolled_llama():
 
 
 def _pro_small(**kwargs):
-    return _randomize(zoo.create_model("mobilellm_pro_1b", num_hidden_layers=4, layer_types=pro_layer_types(4),
-                                       sliding_window=5, vocab_size=500, hidden_size=128, num_attention_heads=4,
-                                       num_key_value_heads=2, intermediate_size=256, **kwargs))
+    return _randomize(
+        zoo.create_model(
+            "mobilellm_pro_1b",
+            num_hidden_layers=4,
+            layer_types=pro_layer_types(4),
+            sliding_window=5,
+            vocab_size=500,
+            hidden_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=256,
+            **kwargs,
+        )
+    )
 
 
 @pytest.mark.parametrize("name", ["mobilellm_125m", "mobilellm_125m_ls", "pro_window"])
@@ -182,16 +234,16 @@ def test_cached_decoding_equals_full_recompute(name):
     with torch.no_grad():
         seq = model.generate(ids, max_new_tokens=steps)
         full = model(seq)
-        assert torch.equal(full[:, ids.shape[1] - 1:-1].argmax(-1), seq[:, ids.shape[1]:])  # argmax exact
+        assert torch.equal(full[:, ids.shape[1] - 1 : -1].argmax(-1), seq[:, ids.shape[1] :])  # argmax exact
         cache = model.new_cache(2, seq.shape[1])
-        out = model(seq[:, :ids.shape[1]], past_key_values=cache)
+        out = model(seq[:, : ids.shape[1]], past_key_values=cache)
         assert out.past_key_values is cache and cache.seq_length == ids.shape[1]
         logits = [out.logits]
         for t in range(ids.shape[1], seq.shape[1]):  # one token at a time
-            logits.append(model(seq[:, t:t + 1], past_key_values=cache).logits)
+            logits.append(model(seq[:, t : t + 1], past_key_values=cache).logits)
         # and in chunks of three after the prompt (explicit masks with a cache)
         cache2 = model.new_cache(2, seq.shape[1])
-        chunks = [model(seq[:, i:i + 3], past_key_values=cache2).logits for i in range(0, seq.shape[1], 3)]
+        chunks = [model(seq[:, i : i + 3], past_key_values=cache2).logits for i in range(0, seq.shape[1], 3)]
     torch.testing.assert_close(torch.cat(logits, 1), full, rtol=0, atol=1e-4)
     torch.testing.assert_close(torch.cat(chunks, 1), full, rtol=0, atol=1e-4)
     assert cache.lengths == [seq.shape[1]] * len(model.schedule)  # each layer run owns a slot
@@ -206,9 +258,19 @@ def test_sliding_window_restricts_attention():
         changed[0, 0] = (changed[0, 0] + 1) % 500
         # the first token still reaches the last through the global layers
         assert (model(changed)[0, -1] - base[0, -1]).abs().max() > 1e-5
-    all_local = _randomize(zoo.create_model("mobilellm_pro_1b", num_hidden_layers=2, sliding_window=3,
-                                            layer_types=["sliding_attention"] * 2, vocab_size=500, hidden_size=128,
-                                            num_attention_heads=4, num_key_value_heads=2, intermediate_size=256))
+    all_local = _randomize(
+        zoo.create_model(
+            "mobilellm_pro_1b",
+            num_hidden_layers=2,
+            sliding_window=3,
+            layer_types=["sliding_attention"] * 2,
+            vocab_size=500,
+            hidden_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=256,
+        )
+    )
     with torch.no_grad():
         a, b = all_local(ids), all_local(changed)
     # two local layers of window 3 see at most 2 * 2 = 4 tokens back: position 5 on is untouched by token 0
@@ -241,8 +303,9 @@ def test_generate_sampling_and_eos():
     s1 = model.generate(ids, 6, do_sample=True, temperature=5.0, generator=torch.Generator().manual_seed(0))
     s2 = model.generate(ids, 6, do_sample=True, temperature=5.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(s1, s2) and not torch.equal(s1, greedy)
-    topk = model.generate(ids, 20, do_sample=True, temperature=100.0, top_k=3,
-                          generator=torch.Generator().manual_seed(1))
+    topk = model.generate(
+        ids, 20, do_sample=True, temperature=100.0, top_k=3, generator=torch.Generator().manual_seed(1)
+    )
     with torch.no_grad():
         logits = model(topk[:, :-1])[:, 4:]
     allowed = logits.topk(3, dim=-1).indices
@@ -272,8 +335,14 @@ def _authors_state_dict(model):
 
 def _authors_config(model, **extra):
     cfg = {k: v for k, v in to_llama_config(model.config).items()}
-    cfg.update(architectures=["MobileLLMForCausalLM"], model_type="mobilellm", tie_word_embeddings=False,
-               share_embedding=True, layer_sharing=model.config.layer_sharing, **extra)
+    cfg.update(
+        architectures=["MobileLLMForCausalLM"],
+        model_type="mobilellm",
+        tie_word_embeddings=False,
+        share_embedding=True,
+        layer_sharing=model.config.layer_sharing,
+        **extra,
+    )
     return cfg
 
 
@@ -283,12 +352,12 @@ def test_load_authors_bin_with_shared_embeddings(tmp_path):
     ref.load_state_dict({k: v.half().float() for k, v in src.state_dict().items()})
     torch.save(_authors_state_dict(src), tmp_path / "pytorch_model.bin")
     ids = _ids()
-    model = zoo.create_model("mobilellm_125m", pretrained=True, **SMALL,
-                             pretrained_cfg_overlay={"file": str(tmp_path / "pytorch_model.bin")}).eval()
+    model = zoo.create_model(
+        "mobilellm_125m", pretrained=True, **SMALL, pretrained_cfg_overlay={"file": str(tmp_path / "pytorch_model.bin")}
+    ).eval()
     with torch.no_grad():
         assert torch.equal(model(ids), ref(ids))
-    model2 = zoo.create_model("mobilellm_125m", **SMALL,
-                              checkpoint_path=str(tmp_path / "pytorch_model.bin")).eval()
+    model2 = zoo.create_model("mobilellm_125m", **SMALL, checkpoint_path=str(tmp_path / "pytorch_model.bin")).eval()
     with torch.no_grad():
         assert torch.equal(model2(ids), ref(ids))
 
@@ -315,8 +384,12 @@ def test_bot_converted_safetensors_without_embeddings_is_refused(tmp_path):
     model = zoo.create_model("mobilellm_125m", **SMALL)
     before = model.model.layers[0].self_attn.q_proj.weight.clone()
     with pytest.raises(CheckpointError, match="bot-converted model.safetensors.*pytorch_model.bin"):
-        zoo.create_model("mobilellm_125m", pretrained=True, **SMALL,
-                         pretrained_cfg_overlay={"file": str(tmp_path / "model.safetensors")})
+        zoo.create_model(
+            "mobilellm_125m",
+            pretrained=True,
+            **SMALL,
+            pretrained_cfg_overlay={"file": str(tmp_path / "model.safetensors")},
+        )
     with pytest.raises(CheckpointError, match="no model.embed_tokens.weight"):
         zoo.load_checkpoint(model, str(tmp_path / "model.safetensors"))
     assert torch.equal(model.model.layers[0].self_attn.q_proj.weight, before)  # nothing half-loaded
@@ -328,8 +401,9 @@ def test_untied_output_weights_are_refused_for_a_tied_model(tmp_path):
     save_state_dict(sd, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointMismatchError, match="tie_word_embeddings=False"):
         zoo.create_model("mobilellm_125m", **SMALL, checkpoint_path=str(tmp_path / "model.safetensors"))
-    untied = zoo.create_model("mobilellm_125m", **SMALL, tie_word_embeddings=False,
-                              checkpoint_path=str(tmp_path / "model.safetensors"))
+    untied = zoo.create_model(
+        "mobilellm_125m", **SMALL, tie_word_embeddings=False, checkpoint_path=str(tmp_path / "model.safetensors")
+    )
     assert torch.equal(untied.lm_head.weight, sd["lm_head.weight"])
 
 
@@ -339,6 +413,7 @@ def test_untied_output_weights_are_refused_for_a_tied_model(tmp_path):
 
 def test_export_round_trip_through_transformers(tmp_path):
     from transformers import LlamaForCausalLM
+
     model = _model(small=False)
     out = save_pretrained(model, tmp_path / "hf", model_name="mobilellm_125m")
     config = json.loads((out / "config.json").read_text())
@@ -349,14 +424,23 @@ def test_export_round_trip_through_transformers(tmp_path):
     with torch.no_grad():
         diff = (hf(ids).logits - model(ids)).abs().max().item()
         assert diff <= 1e-4, diff
-        theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, min_new_tokens=8,
-                             do_sample=False, pad_token_id=0)
+        theirs = hf.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=8,
+            min_new_tokens=8,
+            do_sample=False,
+            pad_token_id=0,
+        )
     assert torch.equal(model.generate(ids, max_new_tokens=8), theirs)
     # import: a folder transformers itself wrote
     hf.save_pretrained(tmp_path / "saved")
     back = MobileLLM.from_pretrained(tmp_path / "saved").eval()
-    via_registry = zoo.create_model("mobilellm_125m", pretrained=True,  # the folder's config gives the shape
-                                    pretrained_cfg_overlay={"file": str(tmp_path / "saved")}).eval()
+    via_registry = zoo.create_model(
+        "mobilellm_125m",
+        pretrained=True,  # the folder's config gives the shape
+        pretrained_cfg_overlay={"file": str(tmp_path / "saved")},
+    ).eval()
     with torch.no_grad():
         assert torch.equal(back(ids), model(ids)) and torch.equal(via_registry(ids), model(ids))
     assert via_registry.config.num_hidden_layers == LAYERS
@@ -382,6 +466,7 @@ def test_layer_shared_and_windowed_models_export_in_zoo_format(tmp_path):
 def test_tokenizers_bpe_on_bundled_corpus_and_sentencepiece(tmp_path):
     from zoo.data.lm_tokenizer import SentencePieceTokenizer, load_lm_tokenizer
     from zoo.data.text import bundled_corpus, train_bpe_tokenizer
+
     texts = list(bundled_corpus().values())[:20]
     tok = train_bpe_tokenizer(texts, vocab_size=400, path=tmp_path / "bpe" / "tokenizer.json")
     loaded = load_lm_tokenizer(tmp_path / "bpe")
@@ -391,9 +476,15 @@ def test_tokenizers_bpe_on_bundled_corpus_and_sentencepiece(tmp_path):
     assert loaded.get_vocab_size() == 400
 
     import sentencepiece as spm
+
     (tmp_path / "sp").mkdir()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(tmp_path / "sp" / "tokenizer"),
-                                   vocab_size=300, model_type="bpe", minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_prefix=str(tmp_path / "sp" / "tokenizer"),
+        vocab_size=300,
+        model_type="bpe",
+        minloglevel=2,
+    )
     sp = load_lm_tokenizer(tmp_path / "sp")
     assert isinstance(sp, SentencePieceTokenizer)
     ids = sp.encode(sentence).ids
@@ -401,14 +492,22 @@ def test_tokenizers_bpe_on_bundled_corpus_and_sentencepiece(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_bpe_tokenizer"):
         load_lm_tokenizer(tmp_path)
     # token ids from the trained tokenizer drive a small model end to end
-    model = zoo.create_model("mobilellm_125m", num_hidden_layers=1, vocab_size=400, hidden_size=64,
-                             num_attention_heads=2, num_key_value_heads=1, intermediate_size=128)
+    model = zoo.create_model(
+        "mobilellm_125m",
+        num_hidden_layers=1,
+        vocab_size=400,
+        hidden_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=128,
+    )
     out = model.generate(torch.tensor([tok.encode(sentence).ids]), max_new_tokens=3)
     assert isinstance(loaded.decode(out[0].tolist()), str)
 
 
 def test_lm_profile_macs_per_token_and_kv_bytes():
     from zoo.profile import profile_lm
+
     model = _model()
     T = 64
     p = profile_lm(model, seq_len=T)
@@ -435,8 +534,17 @@ def test_lm_profile_macs_per_token_and_kv_bytes():
 def test_bench_lm_compares_with_transformers_on_the_same_weights():
     from zoo.bench import lm
     from zoo.bench.harness import format_rows
-    prefill, decode = lm.compare("mobilellm_125m", torch.float32, runs=1, warmup=0, prefill_tokens=8,
-                                 prompt_tokens=4, new_tokens=3, num_hidden_layers=LAYERS)
+
+    prefill, decode = lm.compare(
+        "mobilellm_125m",
+        torch.float32,
+        runs=1,
+        warmup=0,
+        prefill_tokens=8,
+        prompt_tokens=4,
+        new_tokens=3,
+        num_hidden_layers=LAYERS,
+    )
     with pytest.raises(ValueError, match="no stock LlamaForCausalLM twin"):
         lm.compare("mobilellm_125m_ls", torch.float32, 1, 0, 8, 4, 3, **SMALL)
     assert decode.extra["same tokens"] is True and prefill.max_abs_diff <= 1e-4

@@ -9,6 +9,7 @@ input size (learned position tables, frozen mixing matrices), which run at their
 The check functions take a model name, so a family registered at run time goes through the same checks
 (tests/test_family_contract.py).
 """
+
 from collections import defaultdict
 
 import pytest
@@ -31,8 +32,9 @@ def representatives(names):
     by_series = defaultdict(list)
     for name in names:
         by_series[series(name)].append(name)
-    return sorted(min(group, key=lambda n: (get_entry(n).reference.get("params") or 0, n))
-                  for group in by_series.values())
+    return sorted(
+        min(group, key=lambda n: (get_entry(n).reference.get("params") or 0, n)) for group in by_series.values()
+    )
 
 
 DEFAULT = representatives(VISION)

@@ -4,6 +4,7 @@ Expected figures come from the model itself (forward hooks for each conv's outpu
 not from the counting code under test: a depthwise or dense conv does ``out_numel * weight[0].numel()`` MACs, so
 its MACs scaled by the weight density ``nnz / numel`` drop by exactly ``out_numel / C_out * zeros``.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -34,8 +35,11 @@ def _mask_convs(model: nn.Module, sparsity: float, seed: int = 0) -> int:
 def _conv_macs(model: nn.Module):
     """(dense MACs, MACs at weight density) summed over the conv layers, from one forward with hooks."""
     seen = []
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append((m, o.numel())))
-             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: seen.append((m, o.numel())))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     try:
         with torch.no_grad():
             model(torch.randn(1, *SIZE))

@@ -4,6 +4,7 @@ Checkpoints are built inside the tests in the authors' key layouts (and timm's, 
 realistic weight scales (fan-in scaled weights, norm and layer scales near 1), then loaded through
 ``zoo.create_model(..., pretrained=True, pretrained_cfg_overlay={"file": ...})``.
 """
+
 import pytest
 import torch
 
@@ -12,8 +13,14 @@ from zoo.bench.reference.metaformer import make_authors_state_dict, reference_fo
 from zoo.weights import read_state_dict, save_state_dict
 
 # one variant per token mixer type: pool v1, identity, random, pool v2, sepconv, attention
-MIXER_VARIANTS = ["poolformer_s12", "identityformer_s12", "randformer_s12", "poolformerv2_s12",
-                  "convformer_s18", "caformer_s18"]
+MIXER_VARIANTS = [
+    "poolformer_s12",
+    "identityformer_s12",
+    "randformer_s12",
+    "poolformerv2_s12",
+    "convformer_s18",
+    "caformer_s18",
+]
 
 
 def _assert_close(actual, expected, what, rel=1e-4):
@@ -95,8 +102,9 @@ def test_zoo_safetensors_roundtrip_is_exact(authors_files, tmp_path):
 
 def test_new_num_classes_drops_only_the_head(authors_files):
     sd, path = authors_files["convformer_s18"]
-    model = zoo.create_model("convformer_s18", pretrained=True, num_classes=10,
-                             pretrained_cfg_overlay={"file": str(path)}).eval()
+    model = zoo.create_model(
+        "convformer_s18", pretrained=True, num_classes=10, pretrained_cfg_overlay={"file": str(path)}
+    ).eval()
     x = _input(1)
     with torch.no_grad():
         _, ref_feats = reference_forward("convformer_s18", sd, x, return_features=True)
@@ -110,8 +118,9 @@ def test_new_num_classes_drops_only_the_head(authors_files):
 def test_in_chans_adaptation(authors_files):
     """in_chans=1 sums the stem's RGB filters, as timm does: a grey image equals its RGB replica."""
     sd, path = authors_files["identityformer_s12"]
-    model = zoo.create_model("identityformer_s12", pretrained=True, in_chans=1,
-                             pretrained_cfg_overlay={"file": str(path)}).eval()
+    model = zoo.create_model(
+        "identityformer_s12", pretrained=True, in_chans=1, pretrained_cfg_overlay={"file": str(path)}
+    ).eval()
     assert model.stem.conv.weight.shape[1] == 1
     x = _input(1, chans=1)
     with torch.no_grad():
@@ -193,8 +202,13 @@ def test_gradients_match_reference(name, authors_files):
 
 
 def test_all_28_metaformer_variants_are_registered():
-    expected = ([f"poolformer_{s}" for s in ("s12", "s24", "s36", "m36", "m48")]
-                + [f"{f}_{s}" for f in ("identityformer", "randformer", "poolformerv2")
-                   for s in ("s12", "s24", "s36", "m36", "m48")]
-                + [f"{f}_{s}" for f in ("convformer", "caformer") for s in ("s18", "s36", "m36", "b36")])
+    expected = (
+        [f"poolformer_{s}" for s in ("s12", "s24", "s36", "m36", "m48")]
+        + [
+            f"{f}_{s}"
+            for f in ("identityformer", "randformer", "poolformerv2")
+            for s in ("s12", "s24", "s36", "m36", "m48")
+        ]
+        + [f"{f}_{s}" for f in ("convformer", "caformer") for s in ("s18", "s36", "m36", "b36")]
+    )
     assert sorted(expected) == zoo.list_models(family="metaformer")

@@ -1,5 +1,6 @@
 """Profiling: hand-checked counts on small modules, every model's MACs and params, the FlopCounterMode
 cross-check, latency/memory fields, the model table, the plot."""
+
 import csv
 
 import pytest
@@ -37,6 +38,7 @@ def test_attention_is_counted_by_hand():
     model = zoo.create_model("caformer_s18").stages[2].blocks[0].token_mixer.eval()
     x = torch.randn(1, 14, 14, 320)
     from zoo.profile import _analysis
+
     by_op = _analysis(model, (x,)).by_operator()
     n, c = 196, 320
     assert by_op["linear"] == n * c * 3 * c + n * c * c  # qkv and proj
@@ -46,6 +48,7 @@ def test_attention_is_counted_by_hand():
 
 def test_uncounted_heavy_op_is_an_error(monkeypatch):
     import importlib
+
     prof = importlib.import_module("zoo.profile")  # the module (zoo.profile the attribute is the function)
     handles = dict(prof._ZOO_HANDLES)
     handles.pop("aten::scaled_dot_product_attention")
@@ -56,12 +59,19 @@ def test_uncounted_heavy_op_is_an_error(monkeypatch):
 
 
 # one model per series of each family
-SMALL = ([n for n in zoo.list_models(task="image-classification") if n.endswith(("_s12", "_s18"))]
-         + ["sret_tiny", "sret_tiny_wo_slice"])
+SMALL = [n for n in zoo.list_models(task="image-classification") if n.endswith(("_s12", "_s18"))] + [
+    "sret_tiny",
+    "sret_tiny_wo_slice",
+]
 
 
-@pytest.mark.parametrize("name", [n if n in SMALL else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in zoo.list_models(task="image-classification")])
+@pytest.mark.parametrize(
+    "name",
+    [
+        n if n in SMALL else pytest.param(n, marks=pytest.mark.slow)
+        for n in zoo.list_models(task="image-classification")
+    ],
+)
 def test_every_model_profile(name):
     """Params exact, MACs within 2% of the authors' fvcore totals, nothing uncounted, and the FlopCounterMode
     cross-check: one model per series by default, the rest with -m slow (tests/test_cards.py measures every
@@ -110,8 +120,17 @@ def test_latency_memory_and_options():
         assert t["median_ms"] > 0 and t["throughput"] == pytest.approx(t["batch_size"] / t["median_ms"] * 1e3)
     peak = measure_peak_memory(model, torch.randn(2, 3, 64, 64))
     assert peak["bytes"] >= 0 and "RSS" in peak["method"]
-    result = zoo.profile(model, input_size=(3, 64, 64), latency=True, batch_sizes=[1], runs=1, warmup=0,
-                         channels_last=True, memory=True, breakdown=True)
+    result = zoo.profile(
+        model,
+        input_size=(3, 64, 64),
+        latency=True,
+        batch_sizes=[1],
+        runs=1,
+        warmup=0,
+        channels_last=True,
+        memory=True,
+        breakdown=True,
+    )
     assert result.latency[0]["channels_last"] is True
     assert "stages" in result.module_table and result.peak_memory is not None
     assert set(result.conventions) >= {"macs", "flops", "params", "latency", "peak_memory"}
@@ -125,15 +144,35 @@ def test_compiled_latency():
 
 def test_pareto_front():
     from zoo.bench.plot import pareto_front
+
     points = [(1.0, 70.0), (2.0, 75.0), (1.5, 69.0), (3.0, 74.0), (4.0, 80.0), (2.0, 72.0)]
     assert pareto_front(points) == [0, 1, 4]
 
 
 def test_model_table_csv_and_plot(tmp_path):
     from zoo.cli import main
+
     out, png = tmp_path / "table.csv", tmp_path / "tradeoffs.png"
-    assert main(["bench", "--family", "metaformer", "--models", "poolformer_s12,caformer_s18", "--runs", "1",
-                 "--warmup", "0", "--csv", str(out), "--plot", str(png)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--family",
+                "metaformer",
+                "--models",
+                "poolformer_s12,caformer_s18",
+                "--runs",
+                "1",
+                "--warmup",
+                "0",
+                "--csv",
+                str(out),
+                "--plot",
+                str(png),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(out.open()))
     assert [r["model"] for r in rows] == ["caformer_s18", "poolformer_s12"]
     assert int(rows[1]["params"]) == 11_915_176 and float(rows[1]["top1"]) == 77.2

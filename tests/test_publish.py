@@ -4,6 +4,7 @@ Uploads take the classic preupload -> LFS batch -> PUT -> commit path (``HF_HUB_
 cache and offline switch are set on ``huggingface_hub.constants`` for each test (FakeHub.use), since the client
 reads ``HF_ENDPOINT`` / ``HF_HUB_OFFLINE`` only when it is imported.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -43,9 +44,16 @@ def model():
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory):
     """One exported folder, reused by the tests that only need files to serve or upload."""
-    return publish.export_pretrained(model, tmp_path_factory.mktemp("export"), model_name=NAME,
-                                  model_kwargs={"num_classes": 3}, metrics=METRICS, data_config=DATA,
-                                  repo_id="me/pf-digits", latency_runs=0)
+    return publish.export_pretrained(
+        model,
+        tmp_path_factory.mktemp("export"),
+        model_name=NAME,
+        model_kwargs={"num_classes": 3},
+        metrics=METRICS,
+        data_config=DATA,
+        repo_id="me/pf-digits",
+        latency_runs=0,
+    )
 
 
 def _serve(hub, repo, folder):
@@ -67,15 +75,26 @@ def _same_outputs(a, b):
 
 def test_push_to_hub_then_create_model_from_a_fresh_cache(hub, model, tmp_path):
     recipe = {"model": NAME, "model_kwargs": {"num_classes": 3, "drop_path_rate": 0.1}, "lr": 0.004, "epochs": 30}
-    url = zoo.push_to_hub(model, "me/pf-digits", model_kwargs=recipe["model_kwargs"], metrics=METRICS,
-                          recipe=recipe, data_config=DATA, out_dir=tmp_path / "out", cards_dir=tmp_path / "cards",
-                          latency_runs=2)
+    url = zoo.push_to_hub(
+        model,
+        "me/pf-digits",
+        model_kwargs=recipe["model_kwargs"],
+        metrics=METRICS,
+        recipe=recipe,
+        data_config=DATA,
+        out_dir=tmp_path / "out",
+        cards_dir=tmp_path / "cards",
+        latency_runs=2,
+    )
     assert url == f"{hub.endpoint}/me/pf-digits"
     # the client's upload protocol, in order: create, README check, preupload, LFS batch + PUT, commit
     posts = [line.split("?")[0] for line in hub.log if not line.startswith("GET /api/agent-harnesses")]
     assert posts[0] == "POST /api/repos/create" and "POST /api/validate-yaml" in posts
-    assert posts.index("POST /api/models/me/pf-digits/preupload/main") < posts.index(
-        "POST /me/pf-digits.git/info/lfs/objects/batch") < posts.index("POST /api/models/me/pf-digits/commit/main")
+    assert (
+        posts.index("POST /api/models/me/pf-digits/preupload/main")
+        < posts.index("POST /me/pf-digits.git/info/lfs/objects/batch")
+        < posts.index("POST /api/models/me/pf-digits/commit/main")
+    )
     assert sum(line.startswith("PUT /__lfs/") for line in posts) == 1  # only the weights go through LFS
 
     out = tmp_path / "out"
@@ -131,21 +150,37 @@ def test_publish_run_folder_with_the_command_line(hub, tmp_path, capsys, monkeyp
     """A run folder laid out as train.py writes it, published with `zoo publish`; token from --token-env."""
     run = tmp_path / "runs" / "digits-1"
     (run / "checkpoints").mkdir(parents=True)
-    args = {"model": NAME, "model_kwargs": {"num_classes": 4, "drop_path_rate": 0.05},
-            "task": "image-classification", "seed": 0, "epochs": 3,
-            "data": {"name": "digits", "img_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+    args = {
+        "model": NAME,
+        "model_kwargs": {"num_classes": 4, "drop_path_rate": 0.05},
+        "task": "image-classification",
+        "seed": 0,
+        "epochs": 3,
+        "data": {"name": "digits", "img_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+    }
     recipe_text = "# resolved recipe\n" + yaml.safe_dump(args, sort_keys=False)
     (run / "args.yaml").write_text(recipe_text)
     trained = zoo.create_model(NAME, num_classes=4).eval()
     zoo.save_state_dict(trained, run / "model.safetensors")
     torch.save({"model": trained.state_dict(), "step": 10}, run / "checkpoints" / "last.pt")
-    (run / "metrics.json").write_text(json.dumps({"top1": 95.5, "top5": 100.0, "loss": 0.2, "dataset": "digits",
-                                                  "params": 1, "macs": 2}))
+    (run / "metrics.json").write_text(
+        json.dumps({"top1": 95.5, "top5": 100.0, "loss": 0.2, "dataset": "digits", "params": 1, "macs": 2})
+    )
     (run / "log.csv").write_text("step,loss\n1,2.3\n")
     hub.tokens = {"hf_good_token"}
     monkeypatch.setenv("PUBLISH_TOKEN", "hf_wrong_token_7f3a")
-    argv = ["publish", str(run), "--repo", "me/digits-run", "--token-env", "PUBLISH_TOKEN",
-            "--cards-dir", str(tmp_path / "cards"), "--latency-runs", "1"]
+    argv = [
+        "publish",
+        str(run),
+        "--repo",
+        "me/digits-run",
+        "--token-env",
+        "PUBLISH_TOKEN",
+        "--cards-dir",
+        str(tmp_path / "cards"),
+        "--latency-runs",
+        "1",
+    ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "HTTP 401" in err and "token" in err and "hf_wrong_token_7f3a" not in err
@@ -200,6 +235,7 @@ def test_tampered_weights_fail_the_checksum_and_load_nothing(hub, exported, mode
 
     # the file is replaced on the server (a new commit) by another valid checkpoint; config.json is unchanged
     from safetensors.torch import load, save
+
     weights = load(hub.repos["me/pf-digits"]["model.safetensors"])
     weights["head.fc.bias"] = weights["head.fc.bias"] + 1.0  # a valid file with other weights
     tampered = save(weights, metadata={"format": "pt"})
@@ -227,14 +263,16 @@ def test_registered_weights_are_checked_against_the_cfg_sha_or_the_hub_etag(hub,
     sha = hashlib.sha256(content).hexdigest()
     hub.repos[repo] = {filename: content}
     cache = tmp_path / "own-cache"
-    loaded = zoo.create_model(NAME, num_classes=3, pretrained=True, pretrained_cfg_overlay={"hf_hub_sha256": sha},
-                              cache_dir=cache)
+    loaded = zoo.create_model(
+        NAME, num_classes=3, pretrained=True, pretrained_cfg_overlay={"hf_hub_sha256": sha}, cache_dir=cache
+    )
     assert _same_outputs(model, loaded)
     assert (cache / f"models--{repo.replace('/', '--')}" / "blobs" / sha).is_file()
     assert not (tmp_path / "hf-cache").exists()
     with pytest.raises(ChecksumError, match="the sha256 recorded for it"):
-        zoo.create_model(NAME, num_classes=3, pretrained=True, pretrained_cfg_overlay={"hf_hub_sha256": "0" * 64},
-                         cache_dir=cache)
+        zoo.create_model(
+            NAME, num_classes=3, pretrained=True, pretrained_cfg_overlay={"hf_hub_sha256": "0" * 64}, cache_dir=cache
+        )
     # no sha256 in the cfg: the Hub's ETag (the sha256 of an LFS file) is the reference; a file that changed
     # on its way (same ETag, other bytes) is caught in a fresh cache
     hub.etags[(repo, filename)] = sha
@@ -270,13 +308,20 @@ def test_private_repo_needs_a_token(hub, exported):
 
 def test_unreachable_hub_is_reported_at_once(hub, exported, monkeypatch):
     from huggingface_hub import constants
+
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     start = time.perf_counter()
-    with pytest.raises(PublishError, match=r"could not reach the Hub at http://127.0.0.1:9: nothing was uploaded.*"
-                                           "HF_ENDPOINT"):
+    with pytest.raises(
+        PublishError,
+        match=r"could not reach the Hub at http://127.0.0.1:9: nothing was uploaded.*"
+        "HF_ENDPOINT",
+    ):
         publish.upload_folder(exported, "me/pf-digits")
-    with pytest.raises(CheckpointError, match=r"could not reach the Hub at http://127.0.0.1:9 to fetch "
-                                              r"hf-hub:me/pf-digits/config.json.*HF_ENDPOINT.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"could not reach the Hub at http://127.0.0.1:9 to fetch "
+        r"hf-hub:me/pf-digits/config.json.*HF_ENDPOINT.*HF_HUB_OFFLINE=1",
+    ):
         zoo.create_model("hf-hub:me/pf-digits", pretrained=True)
     assert time.perf_counter() - start < 10  # no client retries with back-off
 
@@ -297,10 +342,14 @@ def test_auth_failure_names_the_problem_never_the_token(hub, exported, caplog, c
 
 def test_offline_mode_uses_the_cache_or_says_what_is_missing(hub, exported, model, monkeypatch, tmp_path):
     from huggingface_hub import constants
+
     _serve(hub, "me/pf-digits", exported)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(CheckpointError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\) and "
-                                              r"hf-hub:me/pf-digits/config.json is not in the local cache"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"offline mode is on \(HF_HUB_OFFLINE=1\) and "
+        r"hf-hub:me/pf-digits/config.json is not in the local cache",
+    ):
         zoo.create_model("hf-hub:me/pf-digits", pretrained=True)
     assert hub.log == []  # offline: not a single request
 
@@ -348,27 +397,43 @@ def test_language_model_export_writes_its_config_and_tokenizer(tmp_path):
     lm_name = zoo.list_models(family="mobilellm")[0]
     tokenizer = tmp_path / "tokenizer.json"
     tokenizer.write_text('{"version": "1.0", "model": {"type": "BPE"}}')
-    out = publish.export_pretrained(_TinyLM(), tmp_path / "out", model_name=lm_name,
-                                 model_kwargs={"hidden_size": 8, "vocab_size": 11},
-                                 metrics={"perplexity": 12.5, "loss": 2.53, "dataset": "pydoc_data"},
-                                 recipe="model: x\nseed: 0\n", tokenizer_file=tokenizer, latency_runs=0)
+    out = publish.export_pretrained(
+        _TinyLM(),
+        tmp_path / "out",
+        model_name=lm_name,
+        model_kwargs={"hidden_size": 8, "vocab_size": 11},
+        metrics={"perplexity": 12.5, "loss": 2.53, "dataset": "pydoc_data"},
+        recipe="model: x\nseed: 0\n",
+        tokenizer_file=tokenizer,
+        latency_runs=0,
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["vocab_size"] == 11 and config["hidden_size"] == 8 and config["torch_dtype"] == "float32"
     assert config["architecture"] == lm_name and config["model_args"] == {"hidden_size": 8, "vocab_size": 11}
     assert config["hf_hub_sha256"] == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
     assert (out / "tokenizer.json").read_bytes() == tokenizer.read_bytes()
     from huggingface_hub import ModelCard
+
     card = ModelCard.load(out / "README.md")
     perplexity, loss = card.data.eval_results
     assert (perplexity.task_type, perplexity.metric_type, perplexity.metric_value) == (
-        "text-generation", "perplexity", 12.5)
+        "text-generation",
+        "perplexity",
+        12.5,
+    )
     assert (loss.metric_type, loss.metric_value, loss.dataset_type) == ("loss", 2.53, "pydoc_data")
     assert card.data.pipeline_tag == "text-generation" and "model: x\nseed: 0" in card.text
     assert "tokenizer.json" in publish.exported_files(out)
 
 
-LM_ARGS = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
-           "intermediate_size": 128, "vocab_size": 100}
+LM_ARGS = {
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 100,
+}
 
 
 def _logits(out):
@@ -378,8 +443,14 @@ def _logits(out):
 def test_language_model_round_trip_in_its_family_format(hub, tmp_path):
     """A zoo LM is published in its family's Hub format (a transformers Llama folder here) and loads back."""
     lm = zoo.create_model("mobilellm_125m", **LM_ARGS).eval()
-    zoo.push_to_hub(lm, "me/tiny-lm", model_kwargs=LM_ARGS, metrics={"perplexity": 20.5, "dataset": "pydoc_data"},
-                    out_dir=tmp_path / "out", cards_dir=None)
+    zoo.push_to_hub(
+        lm,
+        "me/tiny-lm",
+        model_kwargs=LM_ARGS,
+        metrics={"perplexity": 20.5, "dataset": "pydoc_data"},
+        out_dir=tmp_path / "out",
+        cards_dir=None,
+    )
     served = hub.repos["me/tiny-lm"]
     assert {"README.md", "config.json", "model.safetensors"} <= set(served)
     config = json.loads(served["config.json"])
@@ -395,9 +466,11 @@ def test_language_model_round_trip_in_its_family_format(hub, tmp_path):
 @pytest.mark.slow
 def test_published_language_model_folder_loads_in_transformers(tmp_path):
     import transformers
+
     lm = zoo.create_model("mobilellm_125m", **LM_ARGS).eval()
-    out = publish.export_pretrained(lm, tmp_path / "out", model_name="mobilellm_125m", model_kwargs=LM_ARGS,
-                                 latency_runs=0)
+    out = publish.export_pretrained(
+        lm, tmp_path / "out", model_name="mobilellm_125m", model_kwargs=LM_ARGS, latency_runs=0
+    )
     reference = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

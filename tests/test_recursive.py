@@ -1,6 +1,7 @@
 """Recursive LMs: sharing schedules, exact sizes, MobileLLM-LS as sequence sharing, expert/token routing (capacity,
 causal order, a hand-written reference), cached decoding (recursion-wise and recursive KV sharing), relaxed
 recursion (SVD-initialised LoRA, conversion), a small training run and MAC counting per application."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -43,8 +44,12 @@ def _randomize(model, seed=0):
 
 
 def _model(seed=0, **kwargs):
-    return _randomize(RecursiveLM(RecursiveConfig(**{**TINY, "num_hidden_layers": 8, "num_recursion": 3,
-                                                     "sharing": "middle_cycle", **kwargs})), seed)
+    return _randomize(
+        RecursiveLM(
+            RecursiveConfig(**{**TINY, "num_hidden_layers": 8, "num_recursion": 3, "sharing": "middle_cycle", **kwargs})
+        ),
+        seed,
+    )
 
 
 def _ids(batch=2, length=12, seed=1, vocab=300):
@@ -87,15 +92,19 @@ def _layer_params(d, heads, kv, ffn):
     return d * hd * (2 * heads + 2 * kv) + 3 * d * ffn + 2 * d
 
 
-@pytest.mark.parametrize("size,shape", [("135m", (30, 576, 9, 3, 1536)), ("360m", (32, 960, 15, 5, 2560)),
-                                        ("1.7b", (24, 2048, 32, 32, 8192))])
+@pytest.mark.parametrize(
+    "size,shape",
+    [("135m", (30, 576, 9, 3, 1536)), ("360m", (32, 960, 15, 5, 2560)), ("1.7b", (24, 2048, 32, 32, 8192))],
+)
 def test_exact_param_counts_on_meta(size, shape):
     L, d, heads, kv, ffn = shape
     layer, embed = _layer_params(d, heads, kv, ffn), 49152 * d
     B = (L - 2) // 3  # middle_cycle, 3 recursions: first + B shared + last unique blocks
-    expected = {f"vanilla_{size}": embed + L * layer + d,
-                f"recursive_{size}": embed + (B + 2) * layer + d,
-                f"mor_{size}": embed + (B + 2) * layer + d + 3 * d}  # + one linear router per recursion step
+    expected = {
+        f"vanilla_{size}": embed + L * layer + d,
+        f"recursive_{size}": embed + (B + 2) * layer + d,
+        f"mor_{size}": embed + (B + 2) * layer + d + 3 * d,
+    }  # + one linear router per recursion step
     for name, params in expected.items():
         with torch.device("meta"):
             model = zoo.create_model(name)
@@ -104,8 +113,10 @@ def test_exact_param_counts_on_meta(size, shape):
         assert model.num_params() == params == zoo.model_info(name)["reference"]["params"], name
         assert len(model.schedule) == (L if name.startswith("vanilla") else 2 + 3 * B)
     # the published SmolLM sizes
-    assert expected["vanilla_135m" if size == "135m" else f"vanilla_{size}"] == {
-        "135m": 134_515_008, "360m": 361_821_120, "1.7b": 1_711_376_384}[size]
+    assert (
+        expected["vanilla_135m" if size == "135m" else f"vanilla_{size}"]
+        == {"135m": 134_515_008, "360m": 361_821_120, "1.7b": 1_711_376_384}[size]
+    )
     # recursion count and sharing are kwargs; shared weights count once
     with torch.device("meta"):
         m4 = zoo.create_model(f"mor_{size}", num_recursion=4, sharing="cycle")
@@ -168,7 +179,7 @@ def _reference_expert(model, ids, masks):
     c, layers, rows = model.config, model.model.layers, []
     T = ids.shape[1]
     for b in range(ids.shape[0]):
-        x = model.model.embed_tokens(ids[b:b + 1])
+        x = model.model.embed_tokens(ids[b : b + 1])
         rope = model.rotary.slice(0, T, x.device, x.dtype)
         for i in model.prefix:
             x = layers[model.schedule[i]](x, rope)
@@ -243,9 +254,9 @@ def test_cached_decoding_equals_full_recompute(case):
         cache = model.new_cache(2, seq.shape[1])
         logits = [model(seq[:, :7], past_key_values=cache).logits]
         for t in range(7, seq.shape[1]):
-            logits.append(model(seq[:, t:t + 1], past_key_values=cache).logits)
+            logits.append(model(seq[:, t : t + 1], past_key_values=cache).logits)
         cache2 = model.new_cache(2, seq.shape[1])
-        chunks = [model(seq[:, i:i + 4], past_key_values=cache2).logits for i in range(0, seq.shape[1], 4)]
+        chunks = [model(seq[:, i : i + 4], past_key_values=cache2).logits for i in range(0, seq.shape[1], 4)]
     torch.testing.assert_close(torch.cat(logits, 1), full.logits, rtol=0, atol=1e-4)
     torch.testing.assert_close(torch.cat(chunks, 1), full.logits, rtol=0, atol=1e-4)
     assert cache.seen == seq.shape[1]
@@ -268,8 +279,11 @@ def test_topk_prefill_decisions_replayed_with_the_cache():
         cache = model.new_cache(2, 15)
         out = [model(seq[:, :9], past_key_values=cache, route_masks=[m[:, :9] for m in full.routing]).logits]
         for t in range(9, 15):
-            out.append(model(seq[:, t:t + 1], past_key_values=cache,
-                             route_masks=[m[:, t:t + 1] for m in full.routing]).logits)
+            out.append(
+                model(
+                    seq[:, t : t + 1], past_key_values=cache, route_masks=[m[:, t : t + 1] for m in full.routing]
+                ).logits
+            )
     torch.testing.assert_close(torch.cat(out, 1), full.logits, rtol=0, atol=1e-4)
 
 
@@ -334,8 +348,15 @@ def test_lora_svd_init_is_the_truncated_svd():
 def test_full_rank_lora_conversion_reproduces_the_dense_model(init):
     dense = _dense(6)
     ids = _ids()
-    rec = from_pretrained_dense(dense, num_recursion=2, sharing="middle_cycle", init=init, lora_rank=10 ** 6,
-                                lora_targets=list(zoo.models.recursive.LORA_TARGETS), ln_share=False)
+    rec = from_pretrained_dense(
+        dense,
+        num_recursion=2,
+        sharing="middle_cycle",
+        init=init,
+        lora_rank=10**6,
+        lora_targets=list(zoo.models.recursive.LORA_TARGETS),
+        ln_share=False,
+    )
     assert rec.schedule == [0, 1, 2, 1, 2, 3]
     with torch.no_grad():
         torch.testing.assert_close(rec(ids), dense(ids), rtol=0, atol=2e-4)
@@ -343,14 +364,20 @@ def test_full_rank_lora_conversion_reproduces_the_dense_model(init):
     L = dense.model.layers
     q = [layer.self_attn.q_proj.weight for layer in L]
     got = [rec.model.layers[b].self_attn.q_proj.weight for b in (1, 2)]
-    want = {"stepwise": [q[1], q[4]], "lower": [q[1], q[2]],
-            "average": [(q[1] + q[3]) / 2, (q[2] + q[4]) / 2]}[init]
+    want = {"stepwise": [q[1], q[4]], "lower": [q[1], q[2]], "average": [(q[1] + q[3]) / 2, (q[2] + q[4]) / 2]}[init]
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
     # without the deltas the recursive model is a different function; low-rank deltas recover part of it
     plain = from_pretrained_dense(dense, num_recursion=2, sharing="middle_cycle", init=init, ln_share=False)
-    low = from_pretrained_dense(dense, num_recursion=2, sharing="middle_cycle", init=init, lora_rank=24,
-                                lora_targets=list(zoo.models.recursive.LORA_TARGETS), ln_share=False)
+    low = from_pretrained_dense(
+        dense,
+        num_recursion=2,
+        sharing="middle_cycle",
+        init=init,
+        lora_rank=24,
+        lora_targets=list(zoo.models.recursive.LORA_TARGETS),
+        ln_share=False,
+    )
     with torch.no_grad():
         ref = dense(ids)
         e_plain, e_low = (plain(ids) - ref).abs().mean(), (low(ids) - ref).abs().mean()
@@ -378,11 +405,12 @@ def test_conversion_to_a_routed_model_and_bad_inputs():
 def _corpus_batches(seq_len, batch, steps, seed=0):
     """Byte-level sequences from CPython's bundled documentation text (a small real corpus)."""
     from pydoc_data.topics import topics
+
     data = torch.tensor(list("\n".join(topics.values()).encode("utf-8")[:200_000]), dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         starts = torch.randint(0, data.numel() - seq_len - 1, (batch,), generator=gen)
-        yield torch.stack([data[s:s + seq_len + 1] for s in starts.tolist()])
+        yield torch.stack([data[s : s + seq_len + 1] for s in starts.tolist()])
 
 
 def test_routed_model_learns_and_respects_capacity():
@@ -404,6 +432,7 @@ def test_routed_model_learns_and_respects_capacity():
 
 def test_macs_are_counted_per_application():
     from zoo.profile import count_macs
+
     ids = _ids(1, 16)
     rec = _model()  # no routing: 8 applications of 4 unique blocks
     vanilla = _randomize(RecursiveLM(**TINY, num_hidden_layers=8))
@@ -423,6 +452,7 @@ def test_macs_are_counted_per_application():
 
 def test_lm_profile_of_recursive_models():
     from zoo.profile import profile_lm
+
     plain, shared = _model(), _model(kv_sharing=True)
     p, q = profile_lm(plain, seq_len=16), profile_lm(shared, seq_len=16)
     assert p["params"] == q["params"] == plain.num_params()

@@ -1,4 +1,5 @@
 """Registry, public API, timm registration and input validation."""
+
 import pytest
 import timm
 import torch
@@ -35,8 +36,20 @@ def test_model_info_and_pretrained_cfg(name):
     ref = info["reference"]
     assert ref["params"] > 1e6 and ref["gmacs"] > 1 and (ref["top1"] is None or 70 < ref["top1"] < 90)
     cfg = info["pretrained_cfg"]
-    for key in ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes", "first_conv",
-                "classifier", "license", "paper_name", "origin_url", "notes"):
+    for key in (
+        "input_size",
+        "mean",
+        "std",
+        "crop_pct",
+        "interpolation",
+        "num_classes",
+        "first_conv",
+        "classifier",
+        "license",
+        "paper_name",
+        "origin_url",
+        "notes",
+    ):
         assert cfg.get(key) is not None, f"{name} cfg lacks {key}"
     assert bool(cfg.get("hf_hub_id")) == (name in zoo.list_pretrained())
 
@@ -66,11 +79,14 @@ def test_num_classes_zero_is_a_backbone():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 512)
 
 
-@pytest.mark.parametrize("shape, match", [
-    ((3, 64, 64), r"expected input of shape \(B, 3, H, W\).*unsqueeze"),
-    ((1, 1, 64, 64), r"expected input of shape \(B, 3, H, W\).*in_chans=1"),
-    ((1, 3, 16, 16), "needs >= 32x32"),
-])
+@pytest.mark.parametrize(
+    "shape, match",
+    [
+        ((3, 64, 64), r"expected input of shape \(B, 3, H, W\).*unsqueeze"),
+        ((1, 1, 64, 64), r"expected input of shape \(B, 3, H, W\).*in_chans=1"),
+        ((1, 3, 16, 16), "needs >= 32x32"),
+    ],
+)
 def test_bad_inputs_get_clear_errors(shape, match):
     model = zoo.create_model("poolformer_s12").eval()
     with pytest.raises(ValueError, match=match):
@@ -86,6 +102,7 @@ def test_randformer_needs_its_fixed_size():
 
 def test_timm_builds_zoo_models_it_lacks_and_keeps_its_own():
     from zoo.models.metaformer import MetaFormer
+
     for name in ("identityformer_s12", "randformer_s12"):
         assert zoo.model_info(name)["timm_owns_name"] is False
         model = timm.create_model(name, num_classes=5)
@@ -107,9 +124,13 @@ def test_timm_features_only_on_a_zoo_model():
 def test_readme_model_table_matches_registry():
     import pathlib
     import re
+
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    rows = re.findall(r"^\| `(\w+)` \| ([\d,]+)(?: \(dense\))? \| ([\d.]+)(?: \(@\d+x\d+\))?(?: \(dense\))? \| ([\d.]+|-) \|",
-                      readme, flags=re.M)
+    rows = re.findall(
+        r"^\| `(\w+)` \| ([\d,]+)(?: \(dense\))? \| ([\d.]+)(?: \(@\d+x\d+\))?(?: \(dense\))? \| ([\d.]+|-) \|",
+        readme,
+        flags=re.M,
+    )
     assert sorted(r[0] for r in rows) == zoo.list_models(task="image-classification")
     for name, params, gmacs, top1 in rows:
         ref = zoo.model_info(name)["reference"]

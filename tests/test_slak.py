@@ -1,5 +1,6 @@
 """SLaK: parity with a plain rendition of the authors' forward, checkpoint layouts, the fused inference form
 (reparameterisation, both execution paths, save/load), and dense vs non-zero counts."""
+
 import pytest
 import torch
 

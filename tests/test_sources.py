@@ -5,6 +5,7 @@
 build the architecture it describes, for vision and language models alike, through the one source resolution in
 ``zoo.factory``. A model of one registered family per task is enough here: the path does not branch on family.
 """
+
 import shutil
 
 import pytest
@@ -18,16 +19,28 @@ from zoo.weights import CheckpointError, CheckpointMismatchError
 
 def _smallest(task):
     """The cheapest registered model of a task (variable input size first, then fewest parameters)."""
-    return min(list_models(task=task), key=lambda n: (bool(get_entry(n).pretrained_cfg.get("fixed_input_size")),
-                                                      get_entry(n).reference.get("params") or 0, n))
+    return min(
+        list_models(task=task),
+        key=lambda n: (
+            bool(get_entry(n).pretrained_cfg.get("fixed_input_size")),
+            get_entry(n).reference.get("params") or 0,
+            n,
+        ),
+    )
 
 
 VISION = _smallest("image-classification")
 LM = _smallest("text-generation")
 # architecture arguments unlike the registered defaults, so that a loader ignoring config.json fails
 VISION_ARGS = {"num_classes": 7, "in_chans": 1}
-LM_ARGS = {"num_hidden_layers": 8, "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
-           "num_key_value_heads": 2, "vocab_size": 101}
+LM_ARGS = {
+    "num_hidden_layers": 8,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 101,
+}
 
 
 def _vision_input(model):
@@ -45,8 +58,9 @@ CASES = {
 def exported(request, tmp_path_factory):
     name, args, make_input = CASES[request.param]
     model = zoo.create_model(name, **args).eval()
-    folder = export_pretrained(model, tmp_path_factory.mktemp(request.param) / "export", model_name=name,
-                               model_kwargs=args, latency_runs=0)
+    folder = export_pretrained(
+        model, tmp_path_factory.mktemp(request.param) / "export", model_name=name, model_kwargs=args, latency_runs=0
+    )
     x = make_input(model)
     with torch.no_grad():
         expected = model(x)
@@ -81,12 +95,13 @@ def test_overlay_file_and_checkpoint_path_read_the_same_folder(exported):
 def test_caller_arguments_win_over_the_folder(tmp_path):
     """The one deliberate difference: pretrained weights adapt the classifier (timm's rule), a checkpoint must fit."""
     model = zoo.create_model(VISION, **VISION_ARGS)
-    folder = export_pretrained(model, tmp_path / "export", model_name=VISION, model_kwargs=VISION_ARGS,
-                               latency_runs=0)
+    folder = export_pretrained(model, tmp_path / "export", model_name=VISION, model_kwargs=VISION_ARGS, latency_runs=0)
     adapted = zoo.create_model(str(folder), num_classes=3)
     assert adapted.num_classes == 3
-    assert torch.equal(adapted.state_dict()[adapted.pretrained_cfg["first_conv"] + ".weight"],
-                       model.state_dict()[model.pretrained_cfg["first_conv"] + ".weight"])
+    assert torch.equal(
+        adapted.state_dict()[adapted.pretrained_cfg["first_conv"] + ".weight"],
+        model.state_dict()[model.pretrained_cfg["first_conv"] + ".weight"],
+    )
     with pytest.raises(CheckpointMismatchError, match="nothing was loaded"):
         zoo.create_model(VISION, checkpoint_path=str(folder), num_classes=3)
 

@@ -1,4 +1,5 @@
 """Dynamic sparse training (zoo.train.sparse): allocation, updates, AMP, EMA, resume, two-process masks."""
+
 import math
 import warnings
 
@@ -18,6 +19,7 @@ from zoo.train.sparse import (
 # A small SLaK-shaped net: stem, (K x 5) + (5 x K) + (5 x 5) depthwise branches with BN, LayerNorm, pointwise MLP
 # with layer scale, head. Runs on 8x8 grey images (scikit-learn's digits).
 # --------------------------------------------------------------------------------------------------------------
+
 
 class TinyLK(nn.Module):
     def __init__(self, c=16, k=7, num_classes=10, in_chans=1):
@@ -59,6 +61,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def digits():
     from sklearn.datasets import load_digits
+
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     return (x - 0.3) / 0.4, torch.tensor(d.target)
@@ -88,16 +91,32 @@ def check_masked(sparse):
 # Configuration and selection
 # --------------------------------------------------------------------------------------------------------------
 
+
 def test_config_defaults_and_validation():
     c = SparseConfig()
     assert c.density == pytest.approx(0.6) and c.sparsity == pytest.approx(0.4)
-    assert (c.init, c.growth, c.prune_rate, c.update_frequency, c.final_prune_rate) == ("snip", "random", 0.3, 100,
-                                                                                          0.005)
+    assert (c.init, c.growth, c.prune_rate, c.update_frequency, c.final_prune_rate) == (
+        "snip",
+        "random",
+        0.3,
+        100,
+        0.005,
+    )
     assert SparseConfig(sparsity=0.9).density == pytest.approx(0.1)
     assert SparseConfig.from_dict(SparseConfig(density=0.3, include=["a*"]).to_dict()).density == pytest.approx(0.3)
-    bad = [{"sparsity": 1.0}, {"density": 0.0}, {"sparsity": 0.3, "density": 0.3}, {"init": "ERKK"},
-           {"growth": "momentum"}, {"prune_rate": 0.0}, {"prune_rate": 0.2, "final_prune_rate": 0.5},
-           {"update_frequency": 0}, {"update_frequency": 2.5}, {"dense_threshold": 1.5}, {"include": [1]}]
+    bad = [
+        {"sparsity": 1.0},
+        {"density": 0.0},
+        {"sparsity": 0.3, "density": 0.3},
+        {"init": "ERKK"},
+        {"growth": "momentum"},
+        {"prune_rate": 0.0},
+        {"prune_rate": 0.2, "final_prune_rate": 0.5},
+        {"update_frequency": 0},
+        {"update_frequency": 2.5},
+        {"dense_threshold": 1.5},
+        {"include": [1]},
+    ]
     for kw in bad:
         with pytest.raises(ValueError, match="SparseConfig"):
             SparseConfig(**kw)
@@ -113,7 +132,7 @@ def test_selection_default_large_kernels_and_patterns():
     model = TinyLK()
     assert set(DynamicSparsity(model, None, {}, 10).params) == ALL_WEIGHTS
     lk = DynamicSparsity(model, None, {"only_large_kernels": True}, 10)
-    assert set(lk.params) == {"lk1.weight", "lk2.weight"}          # the 5x5 branch and the stem are not "large"
+    assert set(lk.params) == {"lk1.weight", "lk2.weight"}  # the 5x5 branch and the stem are not "large"
     pat = DynamicSparsity(model, None, {"include": ["pw*", "head.*"], "exclude": ["pw2.*"]}, 10)
     assert set(pat.params) == {"pw1.weight", "head.weight"}
     custom = DynamicSparsity(model, None, {}, 10, selector=lambda n, p, m: isinstance(m, nn.Linear) and p.ndim == 2)
@@ -128,14 +147,14 @@ def test_selection_default_large_kernels_and_patterns():
 # Initial layer-wise density
 # --------------------------------------------------------------------------------------------------------------
 
+
 def _authors_style_erk(shapes, density, power=1.0):
     """ERK as RigL/SLaK describe it: make the layers with the largest raw probability dense while eps * raw > 1."""
     n = [math.prod(s) for s in shapes]
     raw = [(sum(s) / math.prod(s)) ** power for s in shapes]
     dense = set()
     while True:
-        rhs = sum(n[i] * density for i in range(len(n)) if i not in dense) - \
-            sum(n[i] * (1 - density) for i in dense)
+        rhs = sum(n[i] * density for i in range(len(n)) if i not in dense) - sum(n[i] * (1 - density) for i in dense)
         div = sum(raw[i] * n[i] for i in range(len(n)) if i not in dense)
         eps = rhs / div
         mx = max(raw[i] for i in range(len(n)) if i not in dense)
@@ -150,7 +169,7 @@ def test_erk_allocation_matches_reference_math():
     for density in (0.6, 0.3, 0.1):
         ref = _authors_style_erk(shapes, density)
         ours = allocate_densities(erk_scores(shapes), [math.prod(s) for s in shapes], density)
-        if all(r >= 0.99 or r < 0.985 for r in ref):   # where the 0.99 rule cannot differ from "> 1"
+        if all(r >= 0.99 or r < 0.985 for r in ref):  # where the 0.99 rule cannot differ from "> 1"
             assert ours == pytest.approx(ref, rel=1e-9)
         total = sum(d * math.prod(s) for d, s in zip(ours, shapes)) / sum(math.prod(s) for s in shapes)
         assert total == pytest.approx(density, rel=1e-9)
@@ -169,12 +188,13 @@ def test_init_gives_target_overall_density(init, digits):
     assert rep["density"] == pytest.approx(0.6, abs=2e-3), rep
     for name, layer in rep["layers"].items():
         assert layer["sparse"] == (layer["density"] < 0.99), name
-        assert layer["density"] == pytest.approx((sparse.params[name] != 0).float().mean().item()) or not \
-            layer["sparse"]
+        assert (
+            layer["density"] == pytest.approx((sparse.params[name] != 0).float().mean().item()) or not layer["sparse"]
+        )
     assert sparse.masks, "some layers must be sparse"
     if init == "uniform":
         assert all(v["density"] == pytest.approx(0.6, abs=1e-2) for v in rep["layers"].values())
-    if init == "erk":   # small layers denser than large ones
+    if init == "erk":  # small layers denser than large ones
         assert rep["layers"]["stem.weight"]["density"] > rep["layers"]["pw1.weight"]["density"]
 
 
@@ -196,8 +216,8 @@ def test_snip_ratios_follow_scores_with_random_placement(digits):
     bn_before = model.bn1.running_mean.clone()
     sparse = DynamicSparsity(model, None, SparseConfig(sparsity=0.4, init="snip", seed=3), total_steps=10)
     sparse.init_masks(batch=batch)
-    assert torch.equal(model.bn1.running_mean, bn_before)           # SNIP leaves BN statistics alone
-    assert all(p.grad is None for p in model.parameters())          # and does not leave gradients behind
+    assert torch.equal(model.bn1.running_mean, bn_before)  # SNIP leaves BN statistics alone
+    assert all(p.grad is None for p in model.parameters())  # and does not leave gradients behind
     dense = [n for n, d in expect.items() if d >= 0.99]
     rep = sparse.density_report()["layers"]
     if not dense:
@@ -227,12 +247,13 @@ def test_dense_threshold_layers_stay_dense_and_budget_holds():
 # Updates: pruning, regrowth, schedule, optimizer state
 # --------------------------------------------------------------------------------------------------------------
 
+
 def test_prune_rate_cosine_decay():
     s = DynamicSparsity(TinyLK(), None, SparseConfig(prune_rate=0.5, final_prune_rate=0.005), total_steps=1000)
     assert s.prune_rate(0) == pytest.approx(0.5)
     assert s.prune_rate(500) == pytest.approx(0.2525)
     assert s.prune_rate(1000) == pytest.approx(0.005)
-    assert s.prune_rate(5000) == pytest.approx(0.005)       # stays at the floor after the run length
+    assert s.prune_rate(5000) == pytest.approx(0.005)  # stays at the floor after the run length
     assert s.prune_rate(250) == pytest.approx(0.005 + 0.2475 * (1 + math.cos(math.pi / 4)))
 
 
@@ -242,17 +263,17 @@ def test_gradient_growth_picks_largest_gradients():
     model = nn.Sequential(lin)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     cfg = SparseConfig(density=0.5, init="uniform", growth="gradient", prune_rate=0.2, update_frequency=1, seed=0)
-    sparse = DynamicSparsity(model, opt, cfg, total_steps=10 ** 9)
+    sparse = DynamicSparsity(model, opt, cfg, total_steps=10**9)
     sparse.init_masks()
     lin.weight.grad = torch.randn_like(lin.weight)
-    opt.step()                                                      # creates momentum buffers
+    opt.step()  # creates momentum buffers
     sparse.apply_masks()
     mask0 = sparse.masks["0.weight"].clone()
     w = lin.weight.detach().clone()
     g = torch.randn_like(w)
     lin.weight.grad = g.clone()
     with torch.no_grad():
-        lin.weight.copy_(w)                                         # no optimizer step: we call update() directly
+        lin.weight.copy_(w)  # no optimizer step: we call update() directly
     nnz = int(mask0.sum())
     k = math.ceil(sparse.prune_rate() * nnz)
     sparse.update()
@@ -276,9 +297,10 @@ def test_random_growth_exact_and_bernoulli():
     torch.manual_seed(0)
     for exact in (True, False):
         model = nn.Sequential(nn.Linear(100, 100, bias=False))
-        cfg = SparseConfig(density=0.5, init="uniform", prune_rate=0.3, update_frequency=1, exact_regrowth=exact,
-                           seed=0)
-        sparse = DynamicSparsity(model, None, cfg, total_steps=10 ** 9)
+        cfg = SparseConfig(
+            density=0.5, init="uniform", prune_rate=0.3, update_frequency=1, exact_regrowth=exact, seed=0
+        )
+        sparse = DynamicSparsity(model, None, cfg, total_steps=10**9)
         sparse.init_masks()
         counts = []
         for _ in range(20):
@@ -288,12 +310,13 @@ def test_random_growth_exact_and_bernoulli():
             counts.append(int(sparse.masks["0.weight"].sum()))
         if exact:
             assert counts == [5000] * 20
-        else:   # the authors' Bernoulli draw: the count wanders, but stays near the target
+        else:  # the authors' Bernoulli draw: the count wanders, but stays near the target
             assert len(set(counts)) > 1 and all(abs(c - 5000) < 400 for c in counts)
 
 
 def test_training_holds_sparsity_and_loss_falls(digits):
     from timm.utils import ModelEmaV3
+
     torch.manual_seed(0)
     model = TinyLK(c=24)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
@@ -347,13 +370,15 @@ def test_only_large_kernels_leaves_other_weights_dense(digits):
 # EMA, AMP, checkpoints
 # --------------------------------------------------------------------------------------------------------------
 
+
 def test_ema_copies_grown_weights_and_zeroes_pruned():
     from timm.utils import ModelEmaV3
+
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 32, bias=False))
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     cfg = SparseConfig(density=0.5, init="uniform", prune_rate=0.5, update_frequency=3, seed=0)
-    sparse = DynamicSparsity(model, opt, cfg, total_steps=10 ** 6)
+    sparse = DynamicSparsity(model, opt, cfg, total_steps=10**6)
     sparse.init_masks()
     ema = ModelEmaV3(model, decay=0.99)
     w = model[0].weight
@@ -369,16 +394,16 @@ def test_ema_copies_grown_weights_and_zeroes_pruned():
     for _ in range(2):
         assert not train_step()
     before = sparse.masks["0.weight"].clone()
-    assert train_step()                                           # the update step
+    assert train_step()  # the update step
     mask = sparse.masks["0.weight"]
     grown = mask & ~before
     assert grown.any()
     e = ema.module[0].weight
     assert not e[~mask].any()
-    train_step()                                                  # first step of the grown weights
-    assert torch.equal(e[grown], w.detach()[grown])               # copied, not averaged up from zero
+    train_step()  # first step of the grown weights
+    assert torch.equal(e[grown], w.detach()[grown])  # copied, not averaged up from zero
     assert (w.detach()[grown] != 0).all()
-    train_step()                                                  # afterwards a normal moving average
+    train_step()  # afterwards a normal moving average
     assert not torch.allclose(e[grown], w.detach()[grown])
     # a plain module works the same way
     plain = ema.module
@@ -391,7 +416,7 @@ def test_gradscaler_skipped_steps_are_not_counted():
     torch.manual_seed(0)
     model = TinyLK(c=8)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     cfg = SparseConfig(sparsity=0.4, init="erk", update_frequency=3, seed=0)
     sparse = DynamicSparsity(model, opt, cfg, total_steps=100)
     sparse.init_masks()
@@ -403,7 +428,7 @@ def test_gradscaler_skipped_steps_are_not_counted():
             loss = F.cross_entropy(model(x), y)
         scaler.scale(loss).backward()
         if i in skip:
-            model.head.weight.grad[0, 0] = float("inf")           # GradScaler skips this optimizer step
+            model.head.weight.grad[0, 0] = float("inf")  # GradScaler skips this optimizer step
         scaler.step(opt)
         scaler.update()
         if sparse.step():
@@ -471,7 +496,7 @@ def test_masks_from_weights_rebuild(digits):
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     sparse = DynamicSparsity(model, opt, SparseConfig(init="erk", update_frequency=2, seed=0), total_steps=50)
     sparse.init_masks()
-    for x, y in batches(digits, 5):                   # the last step is not an update: grown weights have moved
+    for x, y in batches(digits, 5):  # the last step is not an update: grown weights have moved
         F.cross_entropy(model(x), y).backward()
         opt.step()
         sparse.step()
@@ -491,9 +516,11 @@ def test_masks_from_weights_rebuild(digits):
 # Two processes (gloo): masks stay identical although every rank has its own seed and data
 # --------------------------------------------------------------------------------------------------------------
 
+
 def test_two_process_masks_identical(tmp_path, monkeypatch):
     import sparse_ddp_worker  # tests/ is on sys.path under pytest
     import torch.multiprocessing as mp
+
     out = tmp_path / "result.pt"
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with warnings.catch_warnings():
@@ -510,11 +537,19 @@ def test_two_process_masks_identical(tmp_path, monkeypatch):
 # The zoo's SLaK (reduced widths/depths/kernels): the authors' selection rule and the large-kernel preset
 # --------------------------------------------------------------------------------------------------------------
 
+
 def test_reduced_slak_selection_and_training():
     import zoo
+
     torch.manual_seed(0)
-    model = zoo.create_model("slak_tiny", num_classes=10, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32),
-                             width_factor=1.0, kernel_size=(13, 11, 9, 7, 5))
+    model = zoo.create_model(
+        "slak_tiny",
+        num_classes=10,
+        depths=(1, 1, 1, 1),
+        dims=(8, 16, 24, 32),
+        width_factor=1.0,
+        kernel_size=(13, 11, 9, 7, 5),
+    )
     # default: every 2-D/4-D parameter, as the authors' Masking.add_module (stem, downsampling, all three
     # depthwise branches, pointwise layers, head); no bias, norm or gamma
     authors = {n for n, p in model.named_parameters() if p.ndim in (2, 4)}
@@ -524,8 +559,7 @@ def test_reduced_slak_selection_and_training():
     assert not any(n.endswith(("bias", "gamma")) or ".norm." in n or ".bn." in n for n in sparse.params)
     # preset: the two rectangular (K x 5) / (5 x K) depthwise branches of every block, not the 5 x 5 one
     lk = DynamicSparsity(model, None, {"only_large_kernels": True}, 6)
-    expect = {n for n, p in model.named_parameters()
-              if p.ndim == 4 and p.shape[1] == 1 and max(p.shape[-2:]) > 5}
+    expect = {n for n, p in model.named_parameters() if p.ndim == 4 and p.shape[1] == 1 and max(p.shape[-2:]) > 5}
     assert set(lk.params) == expect and len(expect) == 2 * 4
     x, y = torch.randn(4, 3, 64, 64), torch.randint(0, 10, (4,))
     sparse.init_masks(batch=(x, y))
@@ -548,8 +582,7 @@ def test_clear_errors_before_init_and_for_bad_input():
         sparse.init_masks()
     with pytest.raises(ValueError, match="loss_fn"):
         sparse.init_masks(batch={"x": torch.randn(2, 1, 8, 8)})
-    custom = sparse.init_masks(batch={"x": torch.randn(4, 1, 8, 8)},
-                               loss_fn=lambda m, b: m(b["x"]).square().mean())
+    custom = sparse.init_masks(batch={"x": torch.randn(4, 1, 8, 8)}, loss_fn=lambda m, b: m(b["x"]).square().mean())
     assert custom.masks
     with pytest.raises(RuntimeError, match="already initialised"):
         sparse.init_masks(batch=(torch.randn(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)))

@@ -1,4 +1,5 @@
 """SReT: parity with a plain rendition of the authors' forward, aliases, permutations, recursion depth."""
+
 import pytest
 import torch
 
@@ -39,8 +40,9 @@ def test_matches_authors_forward(name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sret_small_wo_slice_384", "sret_lt_wo_slice", "sret_small_wo_slice",
-                                  "sret_tiny_distill"])
+@pytest.mark.parametrize(
+    "name", ["sret_small_wo_slice_384", "sret_lt_wo_slice", "sret_small_wo_slice", "sret_tiny_distill"]
+)
 def test_matches_authors_forward_other_variants(name, tmp_path):
     sd = make_authors_state_dict(name, seed=4)
     model = _load(name, sd, tmp_path)
@@ -67,8 +69,12 @@ def test_gradients_match_reference(tmp_path):
     _assert_close(x_zoo.grad.double(), x_ref.grad, "input gradient", rel=1e-4)
     ours = dict(model.named_parameters())
     key = "transformers.0.blocks.0.attn.qkv.weight"
-    _assert_close(ours["stages.0.stack.blocks.0.attn.qkv.weight"].grad.double(), ref_sd[key].grad,
-                  "shared qkv weight gradient (sum over both applications)", rel=1e-3)
+    _assert_close(
+        ours["stages.0.stack.blocks.0.attn.qkv.weight"].grad.double(),
+        ref_sd[key].grad,
+        "shared qkv weight gradient (sum over both applications)",
+        rel=1e-3,
+    )
 
 
 def test_shared_weights_are_stored_once_and_either_alias_loads(tmp_path):

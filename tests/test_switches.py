@@ -1,5 +1,6 @@
 """Switches are arguments: the environment only gives the default, read when a layer is built, and never overrides
 an explicit argument."""
+
 import torch
 
 import zoo

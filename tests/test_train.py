@@ -1,5 +1,6 @@
 """Training engine: recipes, a digits run that learns, exact resume after SIGKILL, checkpoint integrity,
 NaN stop, many processes (gloo), a language-model run, eval.py."""
+
 import json
 import math
 import os
@@ -21,8 +22,20 @@ DIGITS = ROOT / "configs" / "quickstart_digits.yaml"
 LM = ROOT / "configs" / "quickstart_lm.yaml"
 
 # a short digits run: 12 optimizer steps of 32 images, checkpoints every 4 steps
-SHORT = ["--train.steps", "12", "--train.batch_size", "32", "--checkpoint.every_steps", "4",
-         "--export.enabled", "false", "--train.threads", "1", "--sched.warmup_epochs", "0.1"]
+SHORT = [
+    "--train.steps",
+    "12",
+    "--train.batch_size",
+    "32",
+    "--checkpoint.every_steps",
+    "4",
+    "--export.enabled",
+    "false",
+    "--train.threads",
+    "1",
+    "--sched.warmup_epochs",
+    "0.1",
+]
 
 
 def _env():
@@ -32,12 +45,22 @@ def _env():
 
 
 def _train_cmd(out: Path, *extra):
-    return [sys.executable, str(ROOT / "train.py"), "--config", str(DIGITS), "--output_dir", str(out),
-            "--no-progress", *SHORT, *extra]
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        str(DIGITS),
+        "--output_dir",
+        str(out),
+        "--no-progress",
+        *SHORT,
+        *extra,
+    ]
 
 
 def _read_weights(path: Path):
     from safetensors.torch import load_file
+
     return load_file(str(path))
 
 
@@ -53,6 +76,7 @@ def digits_run(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------------------
 # recipes
 # ------------------------------------------------------------------------------------------------------------
+
 
 def test_recipe_unknown_keys_name_the_closest(tmp_path):
     bad = tmp_path / "bad.yaml"
@@ -72,8 +96,21 @@ def test_recipe_unknown_keys_name_the_closest(tmp_path):
 
 def test_recipe_overrides_and_args_yaml(tmp_path):
     from zoo.train.config import load_run_recipe, save_recipe
-    r = load_recipe(str(DIGITS), ["--train.epochs", "3", "--optim.betas", "[0.9,0.95]", "--seed=7",
-                                  "--model_kwargs.drop_rate", "0.1", "--optim.lr_base_size", "128"])
+
+    r = load_recipe(
+        str(DIGITS),
+        [
+            "--train.epochs",
+            "3",
+            "--optim.betas",
+            "[0.9,0.95]",
+            "--seed=7",
+            "--model_kwargs.drop_rate",
+            "0.1",
+            "--optim.lr_base_size",
+            "128",
+        ],
+    )
     assert r.train.epochs == 3 and r.optim.betas == [0.9, 0.95] and r.seed == 7
     assert r.model_kwargs == {**load_recipe(str(DIGITS)).model_kwargs, "drop_rate": 0.1}  # merged into the recipe's
     assert r.scaled_lr() == pytest.approx(r.optim.lr * r.train.batch_size / 128)  # linear scaling rule
@@ -86,6 +123,7 @@ def test_recipe_overrides_and_args_yaml(tmp_path):
 
 def test_every_shipped_recipe_loads_and_names_a_registered_model():
     import zoo
+
     configs = sorted((ROOT / "configs").glob("*.yaml"))
     assert len(configs) >= 10
     for path in configs:
@@ -93,12 +131,14 @@ def test_every_shipped_recipe_loads_and_names_a_registered_model():
         assert r.model in zoo.list_models(), f"{path.name}: {r.model} is not registered"
         if r.sparse is not None:  # a typed section, checked when the recipe loads
             from zoo.train.sparse import SparseConfig
+
             assert isinstance(r.sparse, SparseConfig) and 0 < r.sparse.density < 1
 
 
 # ------------------------------------------------------------------------------------------------------------
 # a short run learns; the run folder holds what contract 1 promises
 # ------------------------------------------------------------------------------------------------------------
+
 
 def test_digits_run_learns_and_writes_the_run_folder(digits_run):
     out, proc = digits_run
@@ -122,11 +162,11 @@ def test_digits_run_learns_and_writes_the_run_folder(digits_run):
 # SIGKILL mid-run, resume, same result
 # ------------------------------------------------------------------------------------------------------------
 
+
 def test_sigkill_then_resume_matches_uninterrupted_run(digits_run, tmp_path):
     ref, _ = digits_run
     out = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_train_cmd(out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 400
         while not (out / "checkpoints" / "last.pt").exists():
@@ -140,8 +180,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(digits_run, tmp_path):
     assert not (out / "model.safetensors").exists()  # killed mid-way
     killed_at = load_training_checkpoint(out / "checkpoints" / "last.pt")["step"]
     assert 4 <= killed_at < 12
-    res = subprocess.run(_train_cmd(out, "--resume", "auto"), cwd=ROOT, env=_env(), capture_output=True,
-                         text=True, timeout=600)
+    res = subprocess.run(
+        _train_cmd(out, "--resume", "auto"), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = _read_weights(ref / "model.safetensors"), _read_weights(out / "model.safetensors")
     assert a.keys() == b.keys()
@@ -157,9 +198,13 @@ def test_sigkill_then_resume_matches_uninterrupted_run(digits_run, tmp_path):
 # checkpoint integrity
 # ------------------------------------------------------------------------------------------------------------
 
+
 def _state(v):
-    return {"model": {"w": torch.full((64, 64), float(v))}, "data_position": {"epoch": 0, "step_in_epoch": v},
-            "rng": [{"python": (3, tuple(range(5)), None)}]}
+    return {
+        "model": {"w": torch.full((64, 64), float(v))},
+        "data_position": {"epoch": 0, "step_in_epoch": v},
+        "rng": [{"python": (3, tuple(range(5)), None)}],
+    }
 
 
 def test_corrupt_checkpoint_is_refused_and_the_previous_stays(tmp_path):
@@ -177,6 +222,7 @@ def test_corrupt_checkpoint_is_refused_and_the_previous_stays(tmp_path):
     with pytest.raises(CheckpointCorruptError, match=r"last\.pt cannot be read"):
         load_training_checkpoint(last)
     from zoo.train.cli import main
+
     assert main(["--config", str(DIGITS), "--output_dir", str(tmp_path), "--resume", str(last)]) == 2
 
 
@@ -201,11 +247,27 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 # NaN loss
 # ------------------------------------------------------------------------------------------------------------
 
+
 def test_nonfinite_loss_stops_with_a_checkpoint(tmp_path, capsys):
     from zoo.train.cli import main
+
     # an absurd learning rate overflows the weights after the first update
-    rc = main(["--config", str(DIGITS), "--output_dir", str(tmp_path), "--no-progress", *SHORT,
-               "--optim.lr", "1e37", "--optim.clip_grad", "null", "--sched.warmup_epochs", "0"])
+    rc = main(
+        [
+            "--config",
+            str(DIGITS),
+            "--output_dir",
+            str(tmp_path),
+            "--no-progress",
+            *SHORT,
+            "--optim.lr",
+            "1e37",
+            "--optim.clip_grad",
+            "null",
+            "--sched.warmup_epochs",
+            "0",
+        ]
+    )
     assert rc == 3
     err = capsys.readouterr().err
     assert "loss became" in err and "last.pt" in err
@@ -219,15 +281,29 @@ def test_nonfinite_loss_stops_with_a_checkpoint(tmp_path, capsys):
 # many processes
 # ------------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     extra = ["--train.steps", "6", "--checkpoint.every_steps", "0", "--train.drop_path", "0.0"]
     one, two = tmp_path / "one", tmp_path / "two"
-    r1 = subprocess.run(_train_cmd(one, *extra, "--train.grad_accum", "2"), cwd=ROOT, env=_env(),
-                        capture_output=True, text=True, timeout=600)
+    r1 = subprocess.run(
+        _train_cmd(one, *extra, "--train.grad_accum", "2"),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r1.returncode == 0, r1.stderr[-3000:]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           *_train_cmd(two, *extra)[1:]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        *_train_cmd(two, *extra)[1:],
+    ]
     r2 = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert yaml.safe_load((two / "args.yaml").read_text())["resolved"]["world_size"] == 2
@@ -243,21 +319,52 @@ def test_two_gloo_processes_match_one_process(tmp_path):
 # language modelling
 # ------------------------------------------------------------------------------------------------------------
 
+
 def test_lm_run_beats_the_unigram_baseline(tmp_path):
     from zoo.train.loop import train
-    r = load_recipe(str(LM), [
-        "--output_dir", str(tmp_path), "--train.steps", "120", "--optim.lr", "6e-3", "--data.seq_len", "64",
-        "--data.vocab_size", "512",
-        "--model_kwargs.hidden_size", "64", "--model_kwargs.intermediate_size", "160",
-        "--model_kwargs.num_hidden_layers", "2", "--model_kwargs.num_attention_heads", "2",
-        "--model_kwargs.num_key_value_heads", "1", "--export.enabled", "false", "--sched.warmup_steps", "5",
-        "--checkpoint.every_steps", "0", "--train.eval_every_steps", "0", "--train.log_interval", "5"])
+
+    r = load_recipe(
+        str(LM),
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--train.steps",
+            "120",
+            "--optim.lr",
+            "6e-3",
+            "--data.seq_len",
+            "64",
+            "--data.vocab_size",
+            "512",
+            "--model_kwargs.hidden_size",
+            "64",
+            "--model_kwargs.intermediate_size",
+            "160",
+            "--model_kwargs.num_hidden_layers",
+            "2",
+            "--model_kwargs.num_attention_heads",
+            "2",
+            "--model_kwargs.num_key_value_heads",
+            "1",
+            "--export.enabled",
+            "false",
+            "--sched.warmup_steps",
+            "5",
+            "--checkpoint.every_steps",
+            "0",
+            "--train.eval_every_steps",
+            "0",
+            "--train.log_interval",
+            "5",
+        ],
+    )
     summary = train(r, progress=False)
     m = summary["metrics"]
     assert (tmp_path / "tokenizer.json").is_file()
     assert m["vocab_size"] <= 512 and m["perplexity"] < 0.7 * m["unigram_perplexity"], m
-    losses = [float(row.split(",")[3]) for row in (tmp_path / "log.csv").read_text().splitlines()[1:]
-              if ",train," in row]
+    losses = [
+        float(row.split(",")[3]) for row in (tmp_path / "log.csv").read_text().splitlines()[1:] if ",train," in row
+    ]
     assert losses[-1] < losses[0] - 1.0
     assert math.isclose(m["perplexity"], math.exp(m["loss"]), rel_tol=1e-6)
 
@@ -266,18 +373,41 @@ def test_lm_run_beats_the_unigram_baseline(tmp_path):
 # eval.py
 # ------------------------------------------------------------------------------------------------------------
 
+
 def test_eval_py_reproduces_the_held_out_metrics(digits_run, tmp_path):
     out, _ = digits_run
-    res = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--model", "poolformer_s12", "--checkpoint",
-                          str(out), "--data", "digits", "--json", str(tmp_path / "e.json")],
-                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "eval.py"),
+            "--model",
+            "poolformer_s12",
+            "--checkpoint",
+            str(out),
+            "--data",
+            "digits",
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads((tmp_path / "e.json").read_text())
     want = json.loads((out / "metrics.json").read_text())
     assert got["top1"] == pytest.approx(want["top1"]) and got["loss"] == pytest.approx(want["loss"], rel=1e-5)
     assert got["input_size"] == [3, 32, 32] and got["params"] == want["params"] and got["macs"] == want["macs"]
-    bad = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--model", "poolformer_s12", "--data", "pydoc"],
-                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), "--model", "poolformer_s12", "--data", "pydoc"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 2 and "image classifier" in bad.stderr
 
 
@@ -285,12 +415,37 @@ def test_eval_py_reproduces_the_held_out_metrics(digits_run, tmp_path):
 # dynamic sparse training from a recipe's sparse: section
 # ------------------------------------------------------------------------------------------------------------
 
+
 def test_sparse_section_trains_a_sparse_model(tmp_path):
     from zoo.train.loop import train
-    r = load_recipe(str(DIGITS), ["--output_dir", str(tmp_path), "--train.steps", "6", "--train.batch_size", "16",
-                                  "--checkpoint.every_steps", "0", "--export.enabled", "false",
-                                  "--sparse.sparsity", "0.5", "--sparse.init", "snip", "--sparse.update_frequency", "2",
-                                  "--ema.enabled", "true", "--ema.decay", "0.5", "--train.threads", "1"])
+
+    r = load_recipe(
+        str(DIGITS),
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--train.steps",
+            "6",
+            "--train.batch_size",
+            "16",
+            "--checkpoint.every_steps",
+            "0",
+            "--export.enabled",
+            "false",
+            "--sparse.sparsity",
+            "0.5",
+            "--sparse.init",
+            "snip",
+            "--sparse.update_frequency",
+            "2",
+            "--ema.enabled",
+            "true",
+            "--ema.decay",
+            "0.5",
+            "--train.threads",
+            "1",
+        ],
+    )
     train(r, progress=False)
     state = load_training_checkpoint(tmp_path / "checkpoints" / "last.pt")["sparsity"]
     masks = state["masks"]

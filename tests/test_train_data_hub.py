@@ -5,6 +5,7 @@ stdlib Hub stand-in (tests/fakehub.py), and eval.py's CSV for many models.
 Models are a PoolFormer-S12 layout cut to one block per stage and widths 8-64 (70K parameters) at 32x32, and a
 one-layer MobileLLM-shaped decoder: each run takes a second or two on one thread.
 """
+
 import csv
 import json
 import os
@@ -28,8 +29,21 @@ DIGITS = ROOT / "configs" / "quickstart_digits.yaml"
 LM = ROOT / "configs" / "quickstart_lm.yaml"
 NAME = "poolformer_s12"
 TINY = {"depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]}
-TINY_ARGS = ["--model_kwargs.depths", "[1,1,1,1]", "--model_kwargs.dims", "[8,16,32,64]", "--train.batch_size", "8",
-             "--train.threads", "1", "--checkpoint.every_steps", "0", "--sched.warmup_epochs", "0", "--no-progress"]
+TINY_ARGS = [
+    "--model_kwargs.depths",
+    "[1,1,1,1]",
+    "--model_kwargs.dims",
+    "[8,16,32,64]",
+    "--train.batch_size",
+    "8",
+    "--train.threads",
+    "1",
+    "--checkpoint.every_steps",
+    "0",
+    "--sched.warmup_epochs",
+    "0",
+    "--no-progress",
+]
 CLASSES = ["zero", "one", "two"]  # three digit classes: chance is 33%
 
 
@@ -37,11 +51,12 @@ def _digit_images(split: str):
     """Real scans from scikit-learn's bundled digits (classes 0-2), 8x8 upsampled to 24x24 greyscale PIL images:
     the first 12 of each class for train, the last 6 for the held-out split."""
     from sklearn.datasets import load_digits
+
     d = load_digits()
     out = []
     for c in range(len(CLASSES)):
         idx = np.flatnonzero(d.target == c)
-        for i in (idx[:12] if split == "train" else idx[-6:]):
+        for i in idx[:12] if split == "train" else idx[-6:]:
             pixels = np.round(d.images[i] * (255.0 / 16.0)).astype(np.uint8)
             out.append((Image.fromarray(pixels, mode="L").resize((24, 24), Image.NEAREST), c, int(i)))
     return out
@@ -63,12 +78,14 @@ def image_folder(tmp_path_factory):
 def hf_images(tmp_path_factory):
     """A DatasetDict (train + test) with an ``img`` Image column and a ClassLabel ``label``, via save_to_disk."""
     import datasets
+
     features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES)})
     splits = {}
     for split, name in (("train", "train"), ("val", "test")):
         rows = _digit_images(split)
-        splits[name] = datasets.Dataset.from_dict({"img": [r[0] for r in rows], "label": [r[1] for r in rows]},
-                                                  features=features)
+        splits[name] = datasets.Dataset.from_dict(
+            {"img": [r[0] for r in rows], "label": [r[1] for r in rows]}, features=features
+        )
     root = tmp_path_factory.mktemp("data") / "digits-hf"
     datasets.DatasetDict(splits).save_to_disk(str(root))
     return root
@@ -82,6 +99,7 @@ def _train(out: Path, *args) -> dict:
 
 def _eval_cli(*args) -> dict:
     from zoo.evaluate import main
+
     out = Path(args[args.index("--json") + 1])
     assert main(list(args)) == 0
     return json.loads(out.read_text())
@@ -102,19 +120,32 @@ def test_image_folder_of_pngs_trains_and_eval_py_reproduces(image_folder, tmp_pa
     exported = json.loads((run / "export" / "config.json").read_text())
     assert exported["num_classes"] == 3 and exported["pretrained_cfg"]["input_size"] == [3, 32, 32]
 
-    got = _eval_cli("--model", NAME, "--checkpoint", str(run), "--data", str(image_folder), "--json",
-                    str(tmp_path / "e.json"))
+    got = _eval_cli(
+        "--model", NAME, "--checkpoint", str(run), "--data", str(image_folder), "--json", str(tmp_path / "e.json")
+    )
     assert (got["dataset"], got["samples"], got["input_size"]) == ("digit-pngs", 18, [3, 32, 32])
     assert got["top1"] == pytest.approx(m["top1"]) and got["loss"] == pytest.approx(m["loss"], rel=1e-5)
     assert got["params"] == m["params"] and got["macs"] == m["macs"]
     # the train/ split, evaluated with the same weights, is another set of images
-    train_split = _eval_cli("--model", NAME, "--checkpoint", str(run), "--data", str(image_folder), "--split",
-                            "train", "--no-profile", "--json", str(tmp_path / "t.json"))
+    train_split = _eval_cli(
+        "--model",
+        NAME,
+        "--checkpoint",
+        str(run),
+        "--data",
+        str(image_folder),
+        "--split",
+        "train",
+        "--no-profile",
+        "--json",
+        str(tmp_path / "t.json"),
+    )
     assert train_split["samples"] == 36
 
 
 def test_image_folder_without_the_split_is_named(image_folder, tmp_path):
     from zoo.data.images import build_image_dataset
+
     with pytest.raises(ValueError, match="has no 'holdout' folder"):
         build_image_dataset("image_folder", "holdout", str(image_folder))
     ds, info = build_image_dataset("image_folder", "train", str(image_folder))
@@ -132,11 +163,21 @@ def test_datasets_folder_of_images_trains_and_evaluates(hf_images, tmp_path):
     assert m["top1"] > 60.0, m
     config = json.loads((run / "export" / "config.json").read_text())
     assert config["pretrained_cfg"]["label_names"] == CLASSES  # the ClassLabel names travel with the weights
-    got = _eval_cli("--model", NAME, "--checkpoint", str(run / "model.safetensors"), "--data", str(hf_images),
-                    "--no-profile", "--json", str(tmp_path / "e.json"))
+    got = _eval_cli(
+        "--model",
+        NAME,
+        "--checkpoint",
+        str(run / "model.safetensors"),
+        "--data",
+        str(hf_images),
+        "--no-profile",
+        "--json",
+        str(tmp_path / "e.json"),
+    )
     assert got["samples"] == 18 and got["loss"] == pytest.approx(m["loss"], rel=1e-5)
 
     from zoo.data.images import build_image_dataset
+
     with pytest.raises(ValueError, match="none of which is 'holdout'"):
         build_image_dataset("hf_disk", "holdout", str(hf_images))
     with pytest.raises(ValueError, match=r"columns \['img', 'label'\].*data.image_key"):
@@ -147,20 +188,56 @@ def test_datasets_folder_of_text_trains_a_language_model(tmp_path):
     import datasets
 
     from zoo.data import text
+
     docs = list(text.bundled_corpus().values())
     train_docs, val_docs = docs[:60], docs[60:70]
     data = tmp_path / "pydoc-hf"
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": train_docs, "id": list(range(60))}),
-                          "validation": datasets.Dataset.from_dict({"text": val_docs, "id": list(range(10))})}
-                         ).save_to_disk(str(data))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": train_docs, "id": list(range(60))}),
+            "validation": datasets.Dataset.from_dict({"text": val_docs, "id": list(range(10))}),
+        }
+    ).save_to_disk(str(data))
     run = tmp_path / "run"
-    rc = train_cli.main([
-        "--config", str(LM), "--output_dir", str(run), "--no-progress", "--data.name", "hf_disk",
-        "--data.path", str(data), "--data.seq_len", "32", "--data.vocab_size", "300", "--train.steps", "8",
-        "--train.batch_size", "8", "--model_kwargs.hidden_size", "32", "--model_kwargs.intermediate_size", "64",
-        "--model_kwargs.num_hidden_layers", "1", "--model_kwargs.num_attention_heads", "2",
-        "--model_kwargs.num_key_value_heads", "1", "--sched.warmup_steps", "2", "--checkpoint.every_steps", "0",
-        "--train.eval_every_steps", "0", "--export.enabled", "false"])
+    rc = train_cli.main(
+        [
+            "--config",
+            str(LM),
+            "--output_dir",
+            str(run),
+            "--no-progress",
+            "--data.name",
+            "hf_disk",
+            "--data.path",
+            str(data),
+            "--data.seq_len",
+            "32",
+            "--data.vocab_size",
+            "300",
+            "--train.steps",
+            "8",
+            "--train.batch_size",
+            "8",
+            "--model_kwargs.hidden_size",
+            "32",
+            "--model_kwargs.intermediate_size",
+            "64",
+            "--model_kwargs.num_hidden_layers",
+            "1",
+            "--model_kwargs.num_attention_heads",
+            "2",
+            "--model_kwargs.num_key_value_heads",
+            "1",
+            "--sched.warmup_steps",
+            "2",
+            "--checkpoint.every_steps",
+            "0",
+            "--train.eval_every_steps",
+            "0",
+            "--export.enabled",
+            "false",
+        ]
+    )
     assert rc == 0
     m = json.loads((run / "metrics.json").read_text())
     # the folder's own validation split is held out (not a hash split of the training text)
@@ -168,8 +245,17 @@ def test_datasets_folder_of_text_trains_a_language_model(tmp_path):
     val_rows = text.pack_tokens(text.encode_documents(tok, val_docs), 32)
     assert m["dataset"] == "pydoc-hf" and m["val_tokens"] == val_rows[:, 1:].numel() == m["tokens"]
     assert m["vocab_size"] == tok.get_vocab_size() <= 300
-    got = _eval_cli("--model", "mobilellm_125m", "--checkpoint", str(run), "--data", str(data), "--no-profile",
-                    "--json", str(tmp_path / "e.json"))
+    got = _eval_cli(
+        "--model",
+        "mobilellm_125m",
+        "--checkpoint",
+        str(run),
+        "--data",
+        str(data),
+        "--no-profile",
+        "--json",
+        str(tmp_path / "e.json"),
+    )
     assert got["tokens"] == m["tokens"] and got["perplexity"] == pytest.approx(m["perplexity"], rel=1e-5)
     # the run folder exports with the tokenizer's vocabulary although the recipe leaves vocab_size out
     out = zoo.publish.export_run(run, tmp_path / "publish", latency_runs=0)
@@ -190,8 +276,14 @@ def hub(tmp_path, monkeypatch):
 
 def _hub_env(hub, cache: Path) -> dict:
     """What a fresh process needs to talk to the stand-in: HF_ENDPOINT is read when huggingface_hub is imported."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_ENDPOINT=hub.endpoint,
-               HF_HUB_CACHE=str(cache), HF_HUB_DISABLE_XET="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+        HF_ENDPOINT=hub.endpoint,
+        HF_HUB_CACHE=str(cache),
+        HF_HUB_DISABLE_XET="1",
+    )
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "WORLD_SIZE"):
         env.pop(key, None)
     return env
@@ -199,8 +291,19 @@ def _hub_env(hub, cache: Path) -> dict:
 
 def test_train_py_push_to_hub_then_eval_py_from_the_hub(hub, image_folder, tmp_path):
     run = tmp_path / "run"
-    m = _train(run, "--data.name", "image_folder", "--data.path", str(image_folder), "--train.steps", "20",
-               "--export.enabled", "false", "--push-to-hub", "me/digits-tiny")
+    m = _train(
+        run,
+        "--data.name",
+        "image_folder",
+        "--data.path",
+        str(image_folder),
+        "--train.steps",
+        "20",
+        "--export.enabled",
+        "false",
+        "--push-to-hub",
+        "me/digits-tiny",
+    )
     served = hub.repos["me/digits-tiny"]
     assert sorted(served) == ["README.md", "config.json", "model.safetensors"]
     assert served["model.safetensors"] == (run / "publish" / "model.safetensors").read_bytes()
@@ -209,6 +312,7 @@ def test_train_py_push_to_hub_then_eval_py_from_the_hub(hub, image_folder, tmp_p
     assert config["pretrained_cfg"]["label_names"] == sorted(p.name for p in (image_folder / "train").iterdir())
     assert config["model_args"]["depths"] == [1, 1, 1, 1] and config["model_args"]["dims"] == [8, 16, 32, 64]
     from huggingface_hub import ModelCard
+
     card = ModelCard(served["README.md"].decode())
     results = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert results == {"top-1": m["top1"], "top-5": m["top5"], "loss": m["loss"]}  # not the run's bookkeeping
@@ -227,22 +331,40 @@ def test_train_py_push_to_hub_then_eval_py_from_the_hub(hub, image_folder, tmp_p
     # a second published model, wider, untrained; eval.py in a fresh process evaluates both and writes a CSV
     torch.manual_seed(1)
     wide = zoo.create_model(NAME, num_classes=3, depths=[1, 1, 1, 1], dims=[16, 32, 64, 128])
-    zoo.push_to_hub(wide, "me/digits-wide", model_kwargs={"num_classes": 3, "depths": [1, 1, 1, 1],
-                                                          "dims": [16, 32, 64, 128]},
-                    data_config={"input_size": (3, 32, 32), "crop_pct": 1.0, "interpolation": "bicubic"},
-                    cards_dir=None, latency_runs=0)
+    zoo.push_to_hub(
+        wide,
+        "me/digits-wide",
+        model_kwargs={"num_classes": 3, "depths": [1, 1, 1, 1], "dims": [16, 32, 64, 128]},
+        data_config={"input_size": (3, 32, 32), "crop_pct": 1.0, "interpolation": "bicubic"},
+        cards_dir=None,
+        latency_runs=0,
+    )
     table = tmp_path / "results.csv"
-    proc = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--model", "hf-hub:me/digits-tiny", "--model",
-                           "hf-hub:me/digits-wide", "--data", str(image_folder), "--csv", str(table)],
-                          cwd=tmp_path, env=_hub_env(hub, tmp_path / "cache-2"), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "eval.py"),
+            "--model",
+            "hf-hub:me/digits-tiny",
+            "--model",
+            "hf-hub:me/digits-wide",
+            "--data",
+            str(image_folder),
+            "--csv",
+            str(table),
+        ],
+        cwd=tmp_path,
+        env=_hub_env(hub, tmp_path / "cache-2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["model"] for r in rows] == ["hf-hub:me/digits-tiny", "hf-hub:me/digits-wide"]
     tiny, wide_row = rows
-    assert float(tiny["top1"]) == pytest.approx(m["top1"]) and float(tiny["loss"]) == pytest.approx(m["loss"],
-                                                                                                   rel=1e-5)
+    assert float(tiny["top1"]) == pytest.approx(m["top1"]) and float(tiny["loss"]) == pytest.approx(m["loss"], rel=1e-5)
     assert int(tiny["params"]) == m["params"] == sum(p.numel() for p in ref.parameters())
     assert int(wide_row["params"]) == sum(p.numel() for p in wide.parameters()) > int(tiny["params"])
     assert int(wide_row["macs"]) > int(tiny["macs"]) > 0
@@ -255,9 +377,25 @@ def test_failed_push_keeps_the_run_and_says_how_to_publish_again(hub, image_fold
     monkeypatch.delenv("HF_TOKEN", raising=False)
     hub.tokens = {"hf_right"}  # the stand-in refuses writes without this token
     run = tmp_path / "run"
-    rc = train_cli.main(["--config", str(DIGITS), "--output_dir", str(run), *TINY_ARGS, "--data.name",
-                         "image_folder", "--data.path", str(image_folder), "--train.steps", "2",
-                         "--export.enabled", "false", "--push-to-hub", "me/refused"])
+    rc = train_cli.main(
+        [
+            "--config",
+            str(DIGITS),
+            "--output_dir",
+            str(run),
+            *TINY_ARGS,
+            "--data.name",
+            "image_folder",
+            "--data.path",
+            str(image_folder),
+            "--train.steps",
+            "2",
+            "--export.enabled",
+            "false",
+            "--push-to-hub",
+            "me/refused",
+        ]
+    )
     assert rc == 4
     err = capsys.readouterr().err
     assert "HTTP 401" in err and f"zoo publish {run} --repo me/refused" in err

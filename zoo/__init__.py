@@ -8,6 +8,7 @@ The package is layered; each module imports only from those below it (CONTRIBUTI
 layers -> weights, registry -> models -> hub (download) -> factory -> profile -> cards -> publish -> train,
 evaluate, bench, cli.
 """
+
 from . import profile
 from ._version import __version__  # noqa: F401  (zoo.__version__)
 from .factory import create_model

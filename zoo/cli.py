@@ -1,4 +1,5 @@
 """The ``zoo`` command (also ``python -m zoo``): list, info, run, profile, cards, bench, publish."""
+
 import argparse
 import json
 import os
@@ -40,8 +41,10 @@ def _cmd_list(args) -> int:
     for row in [header] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     if sparse:
-        print("note: params / GMACs are dense (every weight, zeros included); the papers of sparse models count "
-              "only the non-zero weights (last column); `zoo profile NAME` measures both")
+        print(
+            "note: params / GMACs are dense (every weight, zeros included); the papers of sparse models count "
+            "only the non-zero weights (last column); `zoo profile NAME` measures both"
+        )
     return 0
 
 
@@ -66,10 +69,15 @@ def _cmd_run(args) -> int:
         elapsed = time.perf_counter() - start
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.model}: {params:,} params, weights: {args.weights or 'random init'}")
-    print(f"input {tuple(x.shape)} -> logits {tuple(logits.shape)} in {elapsed * 1e3:.1f} ms "
-          f"({args.batch_size / elapsed:.1f} img/s, {torch.get_num_threads()} threads)")
+    print(
+        f"input {tuple(x.shape)} -> logits {tuple(logits.shape)} in {elapsed * 1e3:.1f} ms "
+        f"({args.batch_size / elapsed:.1f} img/s, {torch.get_num_threads()} threads)"
+    )
     top = logits.softmax(-1)[0].topk(5)
-    print("top-5 classes of image 0:", ", ".join(f"{i}:{p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist())))
+    print(
+        "top-5 classes of image 0:",
+        ", ".join(f"{i}:{p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist())),
+    )
     return 0
 
 
@@ -80,33 +88,56 @@ def _share(part: int, whole: int) -> str:
 def _cmd_profile(args) -> int:
     size = tuple(int(v) for v in args.input_size.split(",")) if args.input_size else None
     batch_sizes = [int(v) for v in args.batch_sizes.split(",")] if args.batch_sizes else None
-    result = profile(args.model, input_size=size, batch_size=args.batch_size, device=args.device,
-                         latency=args.latency or bool(batch_sizes), batch_sizes=batch_sizes, runs=args.runs,
-                         warmup=args.warmup, channels_last=args.channels_last, compile=args.compile,
-                         memory=args.memory, breakdown=args.breakdown, cross_check=not args.no_cross_check)
+    result = profile(
+        args.model,
+        input_size=size,
+        batch_size=args.batch_size,
+        device=args.device,
+        latency=args.latency or bool(batch_sizes),
+        batch_sizes=batch_sizes,
+        runs=args.runs,
+        warmup=args.warmup,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        memory=args.memory,
+        breakdown=args.breakdown,
+        cross_check=not args.no_cross_check,
+    )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print(f"{result.name} @ {result.input_size} on {result.device}")
-    print(f"  params (dense):    {result.params:,} ({result.trainable_params:,} trainable, "
-          f"{result.frozen_params:,} frozen)   [every weight, zeros included]")
-    print(f"  params (non-zero): {result.nonzero_params:,} ({_share(result.nonzero_params, result.params)} of dense)"
-          f"   [weights that are not exactly zero]")
-    print(f"  MACs (dense):      {result.macs / 1e9:.3f} G   FLOPs (= 2 x MACs): {result.flops / 1e9:.3f} G   "
-          f"[fvcore + zoo handles]")
+    print(
+        f"  params (dense):    {result.params:,} ({result.trainable_params:,} trainable, "
+        f"{result.frozen_params:,} frozen)   [every weight, zeros included]"
+    )
+    print(
+        f"  params (non-zero): {result.nonzero_params:,} ({_share(result.nonzero_params, result.params)} of dense)"
+        f"   [weights that are not exactly zero]"
+    )
+    print(
+        f"  MACs (dense):      {result.macs / 1e9:.3f} G   FLOPs (= 2 x MACs): {result.flops / 1e9:.3f} G   "
+        f"[fvcore + zoo handles]"
+    )
     if result.nonzero_macs is not None:
-        print(f"  MACs (non-zero):   {result.nonzero_macs / 1e9:.3f} G ({_share(result.nonzero_macs, result.macs)} of "
-              f"dense)   [each conv/linear layer's MACs scaled by its weight density]")
+        print(
+            f"  MACs (non-zero):   {result.nonzero_macs / 1e9:.3f} G ({_share(result.nonzero_macs, result.macs)} of "
+            f"dense)   [each conv/linear layer's MACs scaled by its weight density]"
+        )
     print(f"  left uncounted: {', '.join(sorted(result.uncounted_ops)) or 'nothing'}")
     if result.lm:  # language models: per-token costs
         lm = result.lm
-        print(f"  per token: prefill {lm['macs_per_token_prefill'] / 1e6:.1f} M MACs (T={lm['seq_len']}), decode "
-              f"{lm['macs_per_token_decode'] / 1e6:.1f} M MACs after {lm['seq_len']} cached; KV cache "
-              f"{lm['kv_cache_bytes_per_token']:,} B/token")
+        print(
+            f"  per token: prefill {lm['macs_per_token_prefill'] / 1e6:.1f} M MACs (T={lm['seq_len']}), decode "
+            f"{lm['macs_per_token_decode'] / 1e6:.1f} M MACs after {lm['seq_len']} cached; KV cache "
+            f"{lm['kv_cache_bytes_per_token']:,} B/token"
+        )
     if result.flop_counter_check:
         c = result.flop_counter_check
-        print(f"  cross-check with FlopCounterMode ({c['ops']}): {c['fvcore_macs']:,} vs "
-              f"{c['flop_counter_macs']:,} MACs ({c['rel_diff']:.3%})")
+        print(
+            f"  cross-check with FlopCounterMode ({c['ops']}): {c['fvcore_macs']:,} vs "
+            f"{c['flop_counter_macs']:,} MACs ({c['rel_diff']:.3%})"
+        )
     for t in result.latency:
         print(f"  batch {t['batch_size']}: {t['median_ms']:.2f} ms median of {t['runs']}, {t['throughput']:.1f} img/s")
     if result.peak_memory:
@@ -125,10 +156,12 @@ def _cmd_convert(args) -> int:
         raise ValueError(f"--model-args must be a JSON object, e.g. '{{\"num_classes\": 10}}' ({e})") from None
     if not isinstance(model_args, dict):
         raise ValueError("--model-args must be a JSON object, e.g. '{\"num_classes\": 10}'")
-    model = create_model(args.model, pretrained=True, pretrained_cfg_overlay={"file": args.checkpoint},
-                             **model_args).eval()
-    out = publish.export_pretrained(model, args.out_dir, model_name=args.model, model_kwargs=model_args,
-                            latency_runs=args.latency_runs)
+    model = create_model(
+        args.model, pretrained=True, pretrained_cfg_overlay={"file": args.checkpoint}, **model_args
+    ).eval()
+    out = publish.export_pretrained(
+        model, args.out_dir, model_name=args.model, model_kwargs=model_args, latency_runs=args.latency_runs
+    )
     print(f"converted {args.checkpoint} ({args.model}) -> {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
     return 0
 
@@ -137,15 +170,25 @@ def _add_publish_arguments(parser) -> None:
     parser.add_argument("run_dir", help="a training run folder (args.yaml, model.safetensors, metrics.json)")
     parser.add_argument("--repo", required=True, help="the Hub repo, ORG/NAME (created if it does not exist)")
     parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--token-env", default=None, metavar="VAR",
-                        help="read the write token from environment variable VAR (default: HF_TOKEN or the "
-                             "token of `hf auth login`)")
+    parser.add_argument(
+        "--token-env",
+        default=None,
+        metavar="VAR",
+        help="read the write token from environment variable VAR (default: HF_TOKEN or the token of `hf auth login`)",
+    )
     parser.add_argument("--out-dir", default=None, help="where to write the exported folder (default RUN_DIR/publish)")
-    parser.add_argument("--cards-dir", default=publish.AUTO_CARDS_DIR,
-                        help="where to copy the model card (default: model_cards/published if ./model_cards exists)")
+    parser.add_argument(
+        "--cards-dir",
+        default=publish.AUTO_CARDS_DIR,
+        help="where to copy the model card (default: model_cards/published if ./model_cards exists)",
+    )
     parser.add_argument("--license", default=None, help="the weights' license (default: the architecture's)")
-    parser.add_argument("--latency-runs", type=int, default=10,
-                        help="timed CPU passes for the card's latency figure (0: leave latency out)")
+    parser.add_argument(
+        "--latency-runs",
+        type=int,
+        default=10,
+        help="timed CPU passes for the card's latency figure (0: leave latency out)",
+    )
     parser.add_argument("--no-push", action="store_true", help="export only; upload nothing")
 
 
@@ -157,14 +200,20 @@ def _cmd_publish(args) -> int:
             if not token:
                 raise PublishError(f"environment variable {args.token_env} (--token-env) is not set or empty")
         publish.check_repo_id(args.repo)
-        folder = publish.export_run(args.run_dir, args.out_dir, repo_id=args.repo, license=args.license,
-                            latency_runs=args.latency_runs)
+        folder = publish.export_run(
+            args.run_dir, args.out_dir, repo_id=args.repo, license=args.license, latency_runs=args.latency_runs
+        )
         print(f"exported {folder}: {', '.join(publish.exported_files(folder))}")
         print(f"  sha256 of {WEIGHTS_NAME}: {sha256_file(folder / WEIGHTS_NAME)}")
         if args.no_push:
             return 0
-        url = publish.upload_folder(folder, args.repo, private=args.private, token=token,
-                            commit_message=f"Upload {args.repo} from run {Path(args.run_dir).name}")
+        url = publish.upload_folder(
+            folder,
+            args.repo,
+            private=args.private,
+            token=token,
+            commit_message=f"Upload {args.repo} from run {Path(args.run_dir).name}",
+        )
         card = publish.save_published_card(folder, args.repo, args.cards_dir)
         print(f"published {url}" + (" (private)" if args.private else ""))
         if card is not None:
@@ -222,18 +271,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
 
-    p = sub.add_parser("convert", help="convert a checkpoint of any supported origin (the authors', timm's, "
-                                       "transformers') into a zoo folder: model.safetensors, config.json, card")
+    p = sub.add_parser(
+        "convert",
+        help="convert a checkpoint of any supported origin (the authors', timm's, "
+        "transformers') into a zoo folder: model.safetensors, config.json, card",
+    )
     p.add_argument("model", help="registered name, e.g. slak_tiny")
     p.add_argument("checkpoint", help="the checkpoint file (or a transformers folder for LMs)")
     p.add_argument("out_dir")
-    p.add_argument("--model-args", default=None,
-                   help="JSON model arguments, e.g. '{\"num_classes\": 10}' or '{\"deploy\": true}' for SLaK")
+    p.add_argument(
+        "--model-args",
+        default=None,
+        help="JSON model arguments, e.g. '{\"num_classes\": 10}' or '{\"deploy\": true}' for SLaK",
+    )
     p.add_argument("--latency-runs", type=int, default=0, help="time N CPU passes for the card (default: none)")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("publish", help="export a training run (weights, config.json, model card) and upload it "
-                                       "to the Hub")
+    p = sub.add_parser(
+        "publish", help="export a training run (weights, config.json, model card) and upload it to the Hub"
+    )
     _add_publish_arguments(p)
     p.set_defaults(func=_cmd_publish)
     return parser

@@ -12,6 +12,7 @@ profiling that wrote the run's ``metrics.json``.
 DATA: ``digits`` (bundled), ``pydoc`` (bundled text), an image folder (ImageNet layout or class folders), a
 ``datasets`` folder (``save_to_disk``), or a text file / folder of text files.
 """
+
 import argparse
 import contextlib
 import csv
@@ -68,8 +69,9 @@ def _weights_path(checkpoint: str) -> str:
     return str(p)
 
 
-def build_model(name: str, checkpoint: str | None, pretrained: bool, model_kwargs: dict[str, Any],
-                num_classes: int | None) -> tuple[nn.Module, Recipe | None, Path | None]:
+def build_model(
+    name: str, checkpoint: str | None, pretrained: bool, model_kwargs: dict[str, Any], num_classes: int | None
+) -> tuple[nn.Module, Recipe | None, Path | None]:
     """(model, the recipe of the run the checkpoint comes from or None, that run's folder or None).
 
     A run's model arguments come from its recipe, with what its data decided (classes, vocabulary) read back by
@@ -84,8 +86,9 @@ def build_model(name: str, checkpoint: str | None, pretrained: bool, model_kwarg
         recipe = load_run_recipe(run)
         if name != recipe.model:
             raise ValueError(f"--checkpoint comes from a run of {recipe.model}, not {name}")
-        kwargs = task_class(recipe.task).complete_model_kwargs({**recipe.model_kwargs, **kwargs}, run,
-                                                               _weights_path(checkpoint))
+        kwargs = task_class(recipe.task).complete_model_kwargs(
+            {**recipe.model_kwargs, **kwargs}, run, _weights_path(checkpoint)
+        )
     if checkpoint:
         return create_model(name, checkpoint_path=_weights_path(checkpoint), **kwargs), recipe, run
     return create_model(name, pretrained=pretrained, **kwargs), recipe, run
@@ -117,11 +120,22 @@ def _profile_row(task: Task, model: nn.Module, name: str) -> dict[str, Any]:
         return {}
 
 
-def evaluate_model(name: str, data: str, checkpoint: str | None = None, pretrained: bool = False,
-                   model_kwargs: dict[str, Any] | None = None, split: str = "validation", batch_size: int = 64,
-                   max_batches: int | None = None, num_classes: int | None = None,
-                   tokenizer: str | None = None, seq_len: int | None = None, device: str = "cpu",
-                   profile: bool = True, **keys) -> dict[str, Any]:
+def evaluate_model(
+    name: str,
+    data: str,
+    checkpoint: str | None = None,
+    pretrained: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
+    split: str = "validation",
+    batch_size: int = 64,
+    max_batches: int | None = None,
+    num_classes: int | None = None,
+    tokenizer: str | None = None,
+    seq_len: int | None = None,
+    device: str = "cpu",
+    profile: bool = True,
+    **keys,
+) -> dict[str, Any]:
     """Evaluate one model; returns a flat dict of metrics, params and MACs.
 
     ``keys``: ``image_key``, ``label_key``, ``text_key`` (the columns of a ``datasets`` folder).
@@ -132,25 +146,48 @@ def evaluate_model(name: str, data: str, checkpoint: str | None = None, pretrain
     kind = _data_kind(data)
     if kind not in task.data_kinds:
         raise ValueError(f"{name} is {task.data_hint}")
-    source = EvalSource(data=data, kind=kind, split=split, seq_len=seq_len, tokenizer=tokenizer, run_dir=run,
-                        weights=checkpoint, model_name=name, **keys)
+    source = EvalSource(
+        data=data,
+        kind=kind,
+        split=split,
+        seq_len=seq_len,
+        tokenizer=tokenizer,
+        run_dir=run,
+        weights=checkpoint,
+        model_name=name,
+        **keys,
+    )
     task.prepare_eval_data(model, source)
     model.eval().to(device)
-    metrics = task.evaluate(model, batch_size, torch.device(device), contextlib.nullcontext,
-                            max_batches=max_batches, progress=True)
+    metrics = task.evaluate(
+        model, batch_size, torch.device(device), contextlib.nullcontext, max_batches=max_batches, progress=True
+    )
     desc = task.eval_description()
-    row: dict[str, Any] = {"model": name, "weights": checkpoint or ("pretrained" if pretrained or
-                                                                      name.startswith("hf-hub:") else "random"),
-                           "dataset": desc.pop("dataset"), "split": desc.pop("split"), **metrics, **desc}
+    row: dict[str, Any] = {
+        "model": name,
+        "weights": checkpoint or ("pretrained" if pretrained or name.startswith("hf-hub:") else "random"),
+        "dataset": desc.pop("dataset"),
+        "split": desc.pop("split"),
+        **metrics,
+        **desc,
+    }
     if profile:
         row.update(_profile_row(task, model, name))
     row["seconds"] = round(time.time() - t0, 2)
     return row
+
+
 def _parser():
-    p = argparse.ArgumentParser(prog="eval.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", "-m", action="append", required=True,
-                   help="registered name or hf-hub:ORG/NAME; repeat for many models (CSV)")
+    p = argparse.ArgumentParser(
+        prog="eval.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        required=True,
+        help="registered name or hf-hub:ORG/NAME; repeat for many models (CSV)",
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="weights: model.safetensors, a training checkpoint (.pt) or a run folder")
     src.add_argument("--pretrained", action="store_true", help="the model's registered weights (Hub)")
@@ -159,7 +196,7 @@ def _parser():
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-batches", type=int, default=None)
     p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--model-kwargs", default="{}", help='JSON, e.g. \'{"drop_rate": 0.0}\'')
+    p.add_argument("--model-kwargs", default="{}", help="JSON, e.g. '{\"drop_rate\": 0.0}'")
     p.add_argument("--tokenizer", help="tokenizer.json (or a folder with one) for language models")
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--image-key"), p.add_argument("--label-key"), p.add_argument("--text-key")
@@ -180,12 +217,26 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.model:
         try:
-            rows.append(evaluate_model(
-                name, args.data, checkpoint=args.checkpoint, pretrained=args.pretrained, model_kwargs=kwargs,
-                split=args.split, batch_size=args.batch_size, max_batches=args.max_batches,
-                num_classes=args.num_classes, tokenizer=args.tokenizer, seq_len=args.seq_len, device=args.device,
-                profile=not args.no_profile, image_key=args.image_key, label_key=args.label_key,
-                text_key=args.text_key))
+            rows.append(
+                evaluate_model(
+                    name,
+                    args.data,
+                    checkpoint=args.checkpoint,
+                    pretrained=args.pretrained,
+                    model_kwargs=kwargs,
+                    split=args.split,
+                    batch_size=args.batch_size,
+                    max_batches=args.max_batches,
+                    num_classes=args.num_classes,
+                    tokenizer=args.tokenizer,
+                    seq_len=args.seq_len,
+                    device=args.device,
+                    profile=not args.no_profile,
+                    image_key=args.image_key,
+                    label_key=args.label_key,
+                    text_key=args.text_key,
+                )
+            )
         except (ValueError, FileNotFoundError, RuntimeError) as e:
             print(f"eval.py: error: {name}: {e}", file=sys.stderr)
             return 2
@@ -200,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(path, "w", newline="") as f:
             w = csv.DictWriter(f, fields)
             w.writeheader()
-            w.writerows([{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()}
-                         for r in rows])
+            w.writerows(
+                [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
+            )
         print(f"wrote {path}", file=sys.stderr)
     return 0

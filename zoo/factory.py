@@ -14,6 +14,7 @@
 a first conv of other input channels is adapted); ``checkpoint_path=`` loads a checkpoint of *this* model and
 must fit exactly. That is the one difference between the two, and it is deliberate.
 """
+
 import dataclasses
 import json
 import os
@@ -34,7 +35,16 @@ from .layers import check_head_args
 from .registry import ModelEntry, get_entry, list_models
 from .weights import CheckpointError, load_state_dict_checked, read_state_dict
 
-__all__ = ["Source", "Weights", "create_model", "load_pretrained", "read_weights", "register_in_timm", "resolve_source", "wrap_features"]
+__all__ = [
+    "Source",
+    "Weights",
+    "create_model",
+    "load_pretrained",
+    "read_weights",
+    "register_in_timm",
+    "resolve_source",
+    "wrap_features",
+]
 
 # arguments that steer building and loading, not the architecture
 _FEATURE_KWARGS = ("features_only", "out_indices", "feature_cls", "norm", "feature_cfg")
@@ -49,6 +59,7 @@ _FOLDER_WEIGHTS = (WEIGHTS_NAME, "model.safetensors.index.json", "pytorch_model.
 @dataclass
 class Source:
     """What a model name resolves to: the registered architecture, where its weights are, what describes them."""
+
     name: str
     cfg_overlay: dict[str, Any]
     config: dict[str, Any] | None = None  # the config.json describing the weights, when already read
@@ -58,6 +69,7 @@ class Source:
 @dataclass
 class Weights:
     """A state dict read from its source, where it came from, and the ``config.json`` that describes it."""
+
     state_dict: dict[str, torch.Tensor]
     where: str
     config: dict[str, Any] | None = None
@@ -87,8 +99,10 @@ def _architecture(config: dict[str, Any], where: str) -> str:
     if not arch:
         raise CheckpointError(f"{where}/{CONFIG_NAME} names no 'architecture'; it was not written by the zoo or timm")
     if arch not in list_models():
-        raise CheckpointError(f"{where} holds a {arch!r} model, which the zoo does not register "
-                              "(`zoo list` shows the names it knows; a newer zoo may add it)")
+        raise CheckpointError(
+            f"{where} holds a {arch!r} model, which the zoo does not register "
+            "(`zoo list` shows the names it knows; a newer zoo may add it)"
+        )
     return arch
 
 
@@ -103,24 +117,24 @@ def _config_overlay(config: dict[str, Any]) -> dict[str, Any]:
     return overlay
 
 
-def resolve_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike | None = None
-                   ) -> Source:
+def resolve_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Source:
     """A registered name, ``hf-hub:ORG/NAME`` or a model folder -> the architecture and where its weights are."""
     name = os.fspath(model_name)
     if name.startswith(_HUB_PREFIX):
-        repo_id = name[len(_HUB_PREFIX):]
+        repo_id = name[len(_HUB_PREFIX) :]
         config = read_hub_config(repo_id, cache_dir)
-        overlay = {**_config_overlay(config), "hf_hub_id": repo_id, "hf_hub_filename": WEIGHTS_NAME,
-                   "source": "hf-hub"}
+        overlay = {**_config_overlay(config), "hf_hub_id": repo_id, "hf_hub_filename": WEIGHTS_NAME, "source": "hf-hub"}
         if config.get("hf_hub_sha256"):
             overlay["hf_hub_sha256"] = config["hf_hub_sha256"]
         return Source(_architecture(config, name), overlay, config, pretrained=True)
-    local = name[len(_LOCAL_PREFIX):] if name.startswith(_LOCAL_PREFIX) else None
+    local = name[len(_LOCAL_PREFIX) :] if name.startswith(_LOCAL_PREFIX) else None
     if local is not None or (not _is_registered(name) and Path(name).is_dir()):
         folder = _model_folder(Path(local if local is not None else name))
         if folder is None:
-            raise CheckpointError(f"{local or name} is not a model folder: it has no {CONFIG_NAME} (nor does its "
-                                  "export/); pass a registered name with pretrained_cfg_overlay={'file': PATH}")
+            raise CheckpointError(
+                f"{local or name} is not a model folder: it has no {CONFIG_NAME} (nor does its "
+                "export/); pass a registered name with pretrained_cfg_overlay={'file': PATH}"
+            )
         config = _read_json(folder / CONFIG_NAME)
         overlay = {**_config_overlay(config), "file": str(folder), "source": "local-dir"}
         return Source(_architecture(config, str(folder)), overlay, config, pretrained=True)
@@ -163,8 +177,9 @@ def _read_local(location: str | os.PathLike) -> Weights:
     return Weights(_read_file(path), str(location), config)
 
 
-def read_weights(cfg: dict[str, Any], cache_dir: str | os.PathLike | None = None,
-                 config: dict[str, Any] | None = None) -> Weights:
+def read_weights(
+    cfg: dict[str, Any], cache_dir: str | os.PathLike | None = None, config: dict[str, Any] | None = None
+) -> Weights:
     """The weights a pretrained cfg names: ``state_dict``, ``file`` (file or folder) or ``hf_hub_id`` (verified).
 
     ``config`` is the ``config.json`` already read for a Hub repo (else it is downloaded when the repo has one).
@@ -184,10 +199,14 @@ def read_weights(cfg: dict[str, Any], cache_dir: str | os.PathLike | None = None
                 config = None
         return Weights(_read_file(Path(path)), f"hf-hub:{repo}/{filename}", config)
     if cfg.get("url"):
-        raise CheckpointError(f"{arch}: weights at {cfg['url']} must be downloaded by hand and passed "
-                              f"with pretrained_cfg_overlay={{'file': PATH}}")
-    raise CheckpointError(f"no pretrained weights are known for {arch}; use pretrained=False, "
-                          "or pass pretrained_cfg_overlay={'file': PATH}")
+        raise CheckpointError(
+            f"{arch}: weights at {cfg['url']} must be downloaded by hand and passed "
+            f"with pretrained_cfg_overlay={{'file': PATH}}"
+        )
+    raise CheckpointError(
+        f"no pretrained weights are known for {arch}; use pretrained=False, "
+        "or pass pretrained_cfg_overlay={'file': PATH}"
+    )
 
 
 def checkpoint_args(entry: ModelEntry, weights: Weights) -> dict[str, Any]:
@@ -249,7 +268,9 @@ def create_model(
     features = {k: kwargs.pop(k) for k in _FEATURE_KWARGS if k in kwargs}
     source = resolve_source(model_name, cache_dir)
     entry = get_entry(source.name)
-    cfg = _model_cfg(entry, kwargs.pop("pretrained_cfg", None), {**source.cfg_overlay, **(pretrained_cfg_overlay or {})})
+    cfg = _model_cfg(
+        entry, kwargs.pop("pretrained_cfg", None), {**source.cfg_overlay, **(pretrained_cfg_overlay or {})}
+    )
 
     # every weight file is read (and refused if unreadable) before anything is built
     weights = read_weights(cfg, cache_dir, source.config) if (pretrained or source.pretrained) else None
@@ -261,11 +282,19 @@ def create_model(
     model_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
     model = entry.fn(pretrained=False, pretrained_cfg=model_cfg, **{**args, **kwargs})
     if weights is not None:
-        load_state_dict_checked(model, weights.state_dict, weights.where, cfg=cfg, filter_fn=entry.filter_fn,
-                                strict=strict)
+        load_state_dict_checked(
+            model, weights.state_dict, weights.where, cfg=cfg, filter_fn=entry.filter_fn, strict=strict
+        )
     if checkpoint is not None:
-        load_state_dict_checked(model, checkpoint.state_dict, checkpoint.where, cfg=model_cfg,
-                                filter_fn=entry.filter_fn, strict=strict, adapt_classifier=False)
+        load_state_dict_checked(
+            model,
+            checkpoint.state_dict,
+            checkpoint.where,
+            cfg=model_cfg,
+            filter_fn=entry.filter_fn,
+            strict=strict,
+            adapt_classifier=False,
+        )
     if features.pop("features_only", False):
         model = wrap_features(model, source.name, **features)
     return model
@@ -287,18 +316,27 @@ def _check_out_indices(out_indices, num_stages: int, name: str):
         return tuple(range(num_stages))
     if isinstance(out_indices, int):
         if not 0 < out_indices <= num_stages:
-            raise ValueError(f"out_indices={out_indices} asks for the last {out_indices} stages; {name} has "
-                             f"{num_stages}")
+            raise ValueError(
+                f"out_indices={out_indices} asks for the last {out_indices} stages; {name} has {num_stages}"
+            )
         return out_indices
     for i in out_indices:
         if not isinstance(i, int) or not -num_stages <= i < num_stages:
-            raise ValueError(f"out_indices={tuple(out_indices)} is out of range: {name} has {num_stages} feature "
-                             f"stages (valid indices 0..{num_stages - 1})")
+            raise ValueError(
+                f"out_indices={tuple(out_indices)} is out of range: {name} has {num_stages} feature "
+                f"stages (valid indices 0..{num_stages - 1})"
+            )
     return tuple(out_indices)
 
 
-def wrap_features(model: nn.Module, name: str, out_indices=None, feature_cls=None, norm: bool = False,
-                  feature_cfg: dict[str, Any] | None = None) -> nn.Module:
+def wrap_features(
+    model: nn.Module,
+    name: str,
+    out_indices=None,
+    feature_cls=None,
+    norm: bool = False,
+    feature_cfg: dict[str, Any] | None = None,
+) -> nn.Module:
     """``features_only=True``: the model behind timm's feature wrapper (``feature_cls``: getter, hook, dict, list)."""
     info = getattr(model, "feature_info", None)
     if not info:
@@ -320,8 +358,10 @@ def wrap_features(model: nn.Module, name: str, out_indices=None, feature_cls=Non
         # timm's list/dict/hook wrappers run the model's top-level modules in order, in place of forward_features
         containers = [n for n, c in model.named_children() if isinstance(c, (nn.ModuleList, nn.ModuleDict))]
         if containers:
-            raise ValueError(f"{unsupported}; the list/dict/hook wrappers run the top-level modules in order, and "
-                             f"{', '.join(containers)} is a container that {name}'s forward_features steps through")
+            raise ValueError(
+                f"{unsupported}; the list/dict/hook wrappers run the top-level modules in order, and "
+                f"{', '.join(containers)} is a container that {name}'s forward_features steps through"
+            )
         try:
             wrapped = cls(model, out_indices=tuple(i % len(info) for i in indices), **cfg)
         except (AssertionError, KeyError, ValueError, RuntimeError) as e:
@@ -332,9 +372,11 @@ def wrap_features(model: nn.Module, name: str, out_indices=None, feature_cls=Non
 
 def _timm_entrypoint(name: str):
     """A timm entry point for a zoo model: ``timm.create_model(name, ...)`` builds it through this factory."""
+
     def entrypoint(pretrained: bool = False, **kwargs):
         kwargs = {k: v for k, v in kwargs.items() if v is not None}  # timm passes its unset options as None
         return create_model(name, pretrained=pretrained, **kwargs)
+
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
     entrypoint.__doc__ = f"zoo's {name} (zoo.create_model)"
@@ -357,10 +399,16 @@ _timm_checked: set = set()
 register_in_timm()
 
 
-def load_pretrained(model: nn.Module, cfg: dict[str, Any] | None = None, filter_fn=None, strict: bool = True,
-                    cache_dir: str | os.PathLike | None = None) -> dict[str, list]:
+def load_pretrained(
+    model: nn.Module,
+    cfg: dict[str, Any] | None = None,
+    filter_fn=None,
+    strict: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, list]:
     """Load the weights a pretrained cfg names (default: the model's own) into a built ``model``, checked first."""
     cfg = dict(cfg if cfg is not None else getattr(model, "pretrained_cfg", None) or {})
     weights = read_weights(cfg, cache_dir)
-    return load_state_dict_checked(model, weights.state_dict, weights.where, cfg=cfg, filter_fn=filter_fn,
-                                   strict=strict)
+    return load_state_dict_checked(
+        model, weights.state_dict, weights.where, cfg=cfg, filter_fn=filter_fn, strict=strict
+    )

@@ -5,6 +5,7 @@ verified before they are read: against the sha256 the publisher recorded (``hf_h
 ``config.json`` of a zoo-published repo carries it), else against the sha256 the Hub gives as the file's ETag.
 Publishing (the other direction) is :mod:`zoo.publish`.
 """
+
 import json
 import os
 import re
@@ -32,7 +33,9 @@ CONFIG_NAME = "config.json"
 
 def endpoint_reachable(endpoint: str, timeout: float = 3.0) -> bool:
     """Quick TCP check of the Hub endpoint (skipped behind a proxy, where the client must decide)."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    if any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    ):
         return True
     url = urlparse(endpoint)
     try:
@@ -43,7 +46,6 @@ def endpoint_reachable(endpoint: str, timeout: float = 3.0) -> bool:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
 
 
 def offline_mode() -> bool:
@@ -70,11 +72,18 @@ def _verify_sha256(path: str, expected: str | None, where: str, source: str) -> 
         raise ChecksumError(
             f"{where} failed its checksum: sha256 {actual}, but {source} says {expected}. Nothing was loaded, and "
             f"nothing was deleted; the file is at {path}. If the publisher has replaced it on purpose, delete that "
-            f"file (or the repo's folder in the cache) to download it again; otherwise tell the publisher.")
+            f"file (or the repo's folder in the cache) to download it again; otherwise tell the publisher."
+        )
 
 
-def download(repo_id: str, filename: str, *, sha256: str | None = None,
-             cache_dir: str | os.PathLike | None = None, revision: str | None = None) -> str:
+def download(
+    repo_id: str,
+    filename: str,
+    *,
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+) -> str:
     """Fetch ``filename`` from Hub repo ``repo_id`` into the Hugging Face cache and verify it; returns its path.
 
     ``HF_ENDPOINT`` picks the Hub, ``cache_dir`` the cache (default: huggingface_hub's), ``HF_HUB_OFFLINE=1``
@@ -95,17 +104,20 @@ def download(repo_id: str, filename: str, *, sha256: str | None = None,
         if is_offline:
             raise CheckpointError(
                 f"offline mode is on (HF_HUB_OFFLINE=1) and {where} is not in the local cache {cache}. Unset "
-                f"HF_HUB_OFFLINE to download it from {endpoint}, or pass cache_dir= for a cache that holds it.") from e
+                f"HF_HUB_OFFLINE to download it from {endpoint}, or pass cache_dir= for a cache that holds it."
+            ) from e
         raise CheckpointError(
             f"could not reach the Hub at {endpoint} to fetch {where}, and it is not in the local cache {cache}. "
             f"Connect, set HF_ENDPOINT to a reachable Hub or mirror (HF_HUB_OFFLINE=1 uses cached files only), "
-            f"or pass pretrained_cfg_overlay={{'file': PATH}}.") from e
+            f"or pass pretrained_cfg_overlay={{'file': PATH}}."
+        ) from e
     except RevisionNotFoundError as e:
         raise CheckpointError(f"the Hub at {endpoint} has no revision {revision or 'main'!r} of {repo_id}") from e
     except RepositoryNotFoundError as e:
         raise CheckpointError(
             f"the Hub has no {filename} in {repo_id}: there is no repo {repo_id} at {endpoint} (if it is private "
-            f"or gated, log in with `hf auth login` or set HF_TOKEN)") from e
+            f"or gated, log in with `hf auth login` or set HF_TOKEN)"
+        ) from e
     except EntryNotFoundError as e:
         raise CheckpointError(f"the Hub has no {filename} in {repo_id} (the repo exists at {endpoint})") from e
     except HfHubHTTPError as e:
@@ -116,7 +128,6 @@ def download(repo_id: str, filename: str, *, sha256: str | None = None,
     else:
         _verify_sha256(path, _cached_etag(path), where, "the Hub's ETag for it")
     return path
-
 
 
 def read_hub_config(repo_id: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:

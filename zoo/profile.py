@@ -22,6 +22,7 @@ Conventions (also stated in every :class:`Profile`):
   throughput = batch / median. **Peak memory**: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the
   increase of the process RSS during one forward, sampled every millisecond (named as such).
 """
+
 import math
 import platform
 import statistics
@@ -39,14 +40,22 @@ from torch import nn
 
 from .factory import create_model
 
-__all__ = ["Profile", "count_macs", "count_nonzero_macs", "count_params", "cross_check_flop_counter", "measure_latency",
-           "measure_peak_memory", "profile", "profile_lm"]
+__all__ = [
+    "Profile",
+    "count_macs",
+    "count_nonzero_macs",
+    "count_params",
+    "cross_check_flop_counter",
+    "measure_latency",
+    "measure_peak_memory",
+    "profile",
+    "profile_lm",
+]
 
 # ops that do matrix arithmetic: leaving one uncounted would make the total meaningless
 _MUST_COUNT = ("matmul", "mm", "bmm", "conv", "linear", "einsum", "attention", "addmm")
 # ops counted by both fvcore (with the zoo's handles) and FlopCounterMode, as fvcore's by_operator() names them
-_SHARED_OPS = ("conv", "linear", "addmm", "mm", "matmul", "bmm", "baddbmm", "einsum",
-               "scaled_dot_product_attention")
+_SHARED_OPS = ("conv", "linear", "addmm", "mm", "matmul", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention")
 
 
 def _shape(v) -> list[int] | None:
@@ -76,12 +85,14 @@ def _baddbmm_macs(inputs: list[Any], outputs: list[Any]) -> int:
 def _elementwise(scale: int = 1) -> Callable:
     def handle(inputs: list[Any], outputs: list[Any]) -> int:
         return scale * _numel(_shape(outputs[0]))
+
     return handle
 
 
 def _over_input(scale: int) -> Callable:
     def handle(inputs: list[Any], outputs: list[Any]) -> int:
         return scale * _numel(_shape(inputs[0]))
+
     return handle
 
 
@@ -92,10 +103,48 @@ def _native_norm(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 _ELEMENTWISE_OPS = (
-    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "addcmul", "addcmul_", "lerp", "lerp_",
-    "pow", "pow_", "square", "square_", "sqrt", "rsqrt", "exp", "neg", "abs", "clamp", "clamp_min",
-    "relu", "relu_", "gelu", "gelu_", "silu", "silu_", "sigmoid", "tanh", "softmax", "log_softmax", "where",
-    "maximum", "minimum", "reciprocal", "erf", "hardtanh", "hardswish", "leaky_relu", "softplus",
+    "add",
+    "add_",
+    "sub",
+    "sub_",
+    "mul",
+    "mul_",
+    "div",
+    "div_",
+    "addcmul",
+    "addcmul_",
+    "lerp",
+    "lerp_",
+    "pow",
+    "pow_",
+    "square",
+    "square_",
+    "sqrt",
+    "rsqrt",
+    "exp",
+    "neg",
+    "abs",
+    "clamp",
+    "clamp_min",
+    "relu",
+    "relu_",
+    "gelu",
+    "gelu_",
+    "silu",
+    "silu_",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "where",
+    "maximum",
+    "minimum",
+    "reciprocal",
+    "erf",
+    "hardtanh",
+    "hardswish",
+    "leaky_relu",
+    "softplus",
 )
 
 _ZOO_HANDLES: dict[str, Callable] = {
@@ -125,15 +174,15 @@ _ZOO_HANDLES: dict[str, Callable] = {
 
 CONVENTIONS = {
     "macs": "fvcore FlopCountAnalysis total, one multiply-add = 1 MAC, batch included; zoo handles for "
-            "scaled_dot_product_attention, broadcast matmul, baddbmm, pooling (1 per input element), "
-            "native norms (fvcore's 5/4 per element), reductions and element-wise ops (1 per output element)",
+    "scaled_dot_product_attention, broadcast matmul, baddbmm, pooling (1 per input element), "
+    "native norms (fvcore's 5/4 per element), reductions and element-wise ops (1 per output element)",
     "flops": "2 x macs",
     "params": "unique parameters (tied/shared weights once); nonzero_params counts non-zero entries",
     "nonzero_macs": "macs with each leaf layer holding a 2-D/4-D weight (conv, linear) scaled by that weight's "
-                    "density (non-zero fraction), measured on the actual weights; dense figures are params/macs",
+    "density (non-zero fraction), measured on the actual weights; dense figures are params/macs",
     "latency": "warm-up passes, then the median of timed passes; throughput = batch / median",
     "peak_memory": "CUDA: torch.cuda.max_memory_allocated during one forward; CPU: increase of process RSS "
-                   "during one forward, sampled every 1 ms",
+    "during one forward, sampled every 1 ms",
 }
 
 
@@ -172,8 +221,9 @@ def count_params(model: nn.Module) -> dict[str, int | None]:
     nonzero = sum(int(torch.count_nonzero(p)) for p in unique if p.device.type != "meta")
     embeddings = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Embedding)}
     non_embedding = trainable + frozen - sum(w.numel() for w in embeddings.values()) if embeddings else None
-    return dict(params=trainable + frozen, trainable=trainable, frozen=frozen, nonzero=nonzero,
-                non_embedding=non_embedding)
+    return dict(
+        params=trainable + frozen, trainable=trainable, frozen=frozen, nonzero=nonzero, non_embedding=non_embedding
+    )
 
 
 def _analysis(model: nn.Module, inputs: tuple[torch.Tensor, ...]):
@@ -181,6 +231,7 @@ def _analysis(model: nn.Module, inputs: tuple[torch.Tensor, ...]):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
+
         analysis = FlopCountAnalysis(model, inputs).set_op_handle(**_ZOO_HANDLES)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.total()
@@ -194,13 +245,35 @@ def count_macs(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor]) 
     return int(analysis.total()), _check_uncounted(analysis)
 
 
-_ZERO_COST_OPS = {"aten::numel", "aten::size", "aten::dim", "aten::len", "aten::item", "aten::detach",
-                  "aten::empty_like", "aten::zeros_like", "aten::ones_like", "aten::copy_", "aten::clone",
-                  "aten::contiguous", "aten::dropout", "aten::alias", "aten::lift_fresh", "aten::scalar_tensor",
-                  # index bookkeeping and gathers: data movement, no multiply-adds
-                  "aten::randperm", "aten::argsort", "aten::index_select", "aten::gather", "aten::embedding",
-                  # token routing (recursive LMs): choosing and placing tokens, no multiply-adds
-                  "aten::topk", "aten::sort", "aten::scatter", "aten::argmax"}
+_ZERO_COST_OPS = {
+    "aten::numel",
+    "aten::size",
+    "aten::dim",
+    "aten::len",
+    "aten::item",
+    "aten::detach",
+    "aten::empty_like",
+    "aten::zeros_like",
+    "aten::ones_like",
+    "aten::copy_",
+    "aten::clone",
+    "aten::contiguous",
+    "aten::dropout",
+    "aten::alias",
+    "aten::lift_fresh",
+    "aten::scalar_tensor",
+    # index bookkeeping and gathers: data movement, no multiply-adds
+    "aten::randperm",
+    "aten::argsort",
+    "aten::index_select",
+    "aten::gather",
+    "aten::embedding",
+    # token routing (recursive LMs): choosing and placing tokens, no multiply-adds
+    "aten::topk",
+    "aten::sort",
+    "aten::scatter",
+    "aten::argmax",
+}
 
 
 def count_nonzero_macs(model: nn.Module, analysis) -> int:
@@ -210,8 +283,14 @@ def count_nonzero_macs(model: nn.Module, analysis) -> int:
     saved = 0.0
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        if (name not in by_module or next(module.children(), None) is not None or not isinstance(weight, torch.Tensor)
-                or weight.ndim not in (2, 4) or weight.device.type == "meta" or weight.numel() == 0):
+        if (
+            name not in by_module
+            or next(module.children(), None) is not None
+            or not isinstance(weight, torch.Tensor)
+            or weight.ndim not in (2, 4)
+            or weight.device.type == "meta"
+            or weight.numel() == 0
+        ):
             continue
         density = int(torch.count_nonzero(weight)) / weight.numel()
         saved += by_module[name] * (1.0 - density)
@@ -227,8 +306,9 @@ def _check_uncounted(analysis) -> dict[str, int]:
     return skipped
 
 
-def cross_check_flop_counter(model: nn.Module, inputs: tuple[torch.Tensor, ...],
-                             fvcore_by_operator: dict[str, int]) -> dict[str, Any]:
+def cross_check_flop_counter(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], fvcore_by_operator: dict[str, int]
+) -> dict[str, Any]:
     """Compare fvcore's count of the shared ops with ``FlopCounterMode`` (attention on the math backend)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
@@ -239,8 +319,12 @@ def cross_check_flop_counter(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     torch_macs = counter.get_total_flops() // 2
     fvcore_macs = sum(v for k, v in fvcore_by_operator.items() if k in _SHARED_OPS)
     rel = abs(fvcore_macs - torch_macs) / max(torch_macs, 1)
-    return dict(fvcore_macs=int(fvcore_macs), flop_counter_macs=int(torch_macs), rel_diff=rel,
-                ops="conv, linear/addmm/mm/matmul/bmm/baddbmm, einsum, attention (math backend)")
+    return dict(
+        fvcore_macs=int(fvcore_macs),
+        flop_counter_macs=int(torch_macs),
+        rel_diff=rel,
+        ops="conv, linear/addmm/mm/matmul/bmm/baddbmm, einsum, attention (math backend)",
+    )
 
 
 def _sync(device: torch.device):
@@ -248,10 +332,17 @@ def _sync(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def measure_latency(model: nn.Module, input_size: Sequence[int], batch_sizes: Sequence[int] = (1,),
-                    device: str | torch.device = "cpu", runs: int = 10, warmup: int = 2,
-                    channels_last: bool = False, dtype: torch.dtype = torch.float32,
-                    progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def measure_latency(
+    model: nn.Module,
+    input_size: Sequence[int],
+    batch_sizes: Sequence[int] = (1,),
+    device: str | torch.device = "cpu",
+    runs: int = 10,
+    warmup: int = 2,
+    channels_last: bool = False,
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Median latency and throughput of ``model`` (already on ``device``, eval mode) per batch size."""
     device = torch.device(device)
     results = []
@@ -279,8 +370,16 @@ def measure_latency(model: nn.Module, input_size: Sequence[int], batch_sizes: Se
                 if progress:
                     progress(f"batch {bs}")
         median = statistics.median(times)
-        results.append(dict(batch_size=bs, median_ms=median * 1e3, min_ms=min(times) * 1e3,
-                            throughput=bs / median, runs=runs, warmup=warmup))
+        results.append(
+            dict(
+                batch_size=bs,
+                median_ms=median * 1e3,
+                min_ms=min(times) * 1e3,
+                throughput=bs / median,
+                runs=runs,
+                warmup=warmup,
+            )
+        )
     return results
 
 
@@ -288,9 +387,11 @@ def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
             import os
+
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
         import resource
+
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -326,6 +427,7 @@ def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
         torch.cuda.synchronize(x.device)
         peak = torch.cuda.max_memory_allocated(x.device)
         return dict(bytes=int(peak - base), method="torch.cuda.max_memory_allocated minus allocated before")
+
     def forward():
         with torch.inference_mode():
             model(x)
@@ -375,20 +477,34 @@ def profile_lm(model: nn.Module, seq_len: int = 512) -> dict[str, Any]:
         decode = _analysis(step, (ids[:, -1:],))
         decode_uncounted = _check_uncounted(decode)
     return dict(
-        seq_len=seq_len, params=counts["params"], non_embedding_params=counts["non_embedding"],
-        macs_prefill=int(prefill.total()), macs_per_token_prefill=int(prefill.total()) // seq_len,
-        macs_per_token_decode=int(decode.total()), kv_cache_bytes_per_token=int(model.kv_cache_bytes_per_token()),
+        seq_len=seq_len,
+        params=counts["params"],
+        non_embedding_params=counts["non_embedding"],
+        macs_prefill=int(prefill.total()),
+        macs_per_token_prefill=int(prefill.total()) // seq_len,
+        macs_per_token_decode=int(decode.total()),
+        kv_cache_bytes_per_token=int(model.kv_cache_bytes_per_token()),
         uncounted_ops={**prefill_uncounted, **decode_uncounted},
         convention="fvcore + zoo handles, 1 multiply-add = 1 MAC; SDPA counted as full T x T at prefill; "
-                   "decode = one token after seq_len cached tokens; KV bytes = keys + values of every layer run",
+        "decode = one token after seq_len cached tokens; KV bytes = keys + values of every layer run",
     )
 
 
-def profile(model_or_name: str | nn.Module, input_size: Sequence[int] | None = None, batch_size: int = 1,
-            device: str | torch.device = "cpu", latency: bool = False,
-            batch_sizes: Sequence[int] | None = None, runs: int = 10, warmup: int = 2,
-            channels_last: bool = False, compile: bool = False, memory: bool = False,
-            breakdown: bool = False, cross_check: bool = False) -> Profile:
+def profile(
+    model_or_name: str | nn.Module,
+    input_size: Sequence[int] | None = None,
+    batch_size: int = 1,
+    device: str | torch.device = "cpu",
+    latency: bool = False,
+    batch_sizes: Sequence[int] | None = None,
+    runs: int = 10,
+    warmup: int = 2,
+    channels_last: bool = False,
+    compile: bool = False,
+    memory: bool = False,
+    breakdown: bool = False,
+    cross_check: bool = False,
+) -> Profile:
     """Profile a model or registered name at ``input_size`` (C, H, W; default: the model's cfg).
 
     MACs are counted at ``batch_size``. ``latency`` times ``batch_sizes`` (default: ``[batch_size]``) on
@@ -397,7 +513,6 @@ def profile(model_or_name: str | nn.Module, input_size: Sequence[int] | None = N
     """
     import fvcore
     import timm
-
 
     if isinstance(model_or_name, str):
         name, model = model_or_name, create_model(model_or_name)
@@ -413,8 +528,9 @@ def profile(model_or_name: str | nn.Module, input_size: Sequence[int] | None = N
     if language_model:  # input_size = (tokens,): a prefill of that many token ids
         if latency or memory:
             raise ValueError("latency/memory of language models: use `zoo bench --models NAME` (prefill and decode)")
-        x = torch.randint(0, model.config.vocab_size, (batch_size, *input_size),
-                          generator=torch.Generator().manual_seed(0))
+        x = torch.randint(
+            0, model.config.vocab_size, (batch_size, *input_size), generator=torch.Generator().manual_seed(0)
+        )
         with torch.no_grad():  # one token at the last position: position tables are built outside the count
             model(x[:1, :1], position_ids=torch.tensor([[input_size[0] - 1]]))
     else:
@@ -428,6 +544,7 @@ def profile(model_or_name: str | nn.Module, input_size: Sequence[int] | None = N
         table = None
         if breakdown:
             from fvcore.nn import flop_count_table
+
             table = flop_count_table(analysis, max_depth=3)
     check = cross_check_flop_counter(model, (x,), by_op) if cross_check else None
 
@@ -441,24 +558,49 @@ def profile(model_or_name: str | nn.Module, input_size: Sequence[int] | None = N
             model = model.to(memory_format=torch.channels_last)
         runner = torch.compile(model) if compile else model
         if latency:
-            timings = measure_latency(runner, input_size, batch_sizes or [batch_size], device=device, runs=runs,
-                                      warmup=warmup, channels_last=channels_last)
+            timings = measure_latency(
+                runner,
+                input_size,
+                batch_sizes or [batch_size],
+                device=device,
+                runs=runs,
+                warmup=warmup,
+                channels_last=channels_last,
+            )
             for t in timings:
                 t.update(channels_last=channels_last, compiled=compile)
         if memory:
             peak = measure_peak_memory(runner, torch.randn(batch_size, *input_size, device=device))
 
-    tools = {"fvcore": getattr(fvcore, "__version__", "unknown"), "torch": torch.__version__,
-             "timm": timm.__version__, "python": platform.python_version(), "threads": str(torch.get_num_threads())}
+    tools = {
+        "fvcore": getattr(fvcore, "__version__", "unknown"),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "threads": str(torch.get_num_threads()),
+    }
     if device.type == "cuda":
         tools["device"] = torch.cuda.get_device_name(device)
     lm = profile_lm(model, seq_len=input_size[0]) if language_model else None
     return Profile(
-        lm=lm, name=name, input_size=(batch_size, *input_size), device=str(device), params=counts["params"],
-        trainable_params=counts["trainable"], frozen_params=counts["frozen"], nonzero_params=counts["nonzero"],
-        non_embedding_params=counts["non_embedding"], macs=macs, flops=2 * macs, nonzero_macs=nonzero_macs,
+        lm=lm,
+        name=name,
+        input_size=(batch_size, *input_size),
+        device=str(device),
+        params=counts["params"],
+        trainable_params=counts["trainable"],
+        frozen_params=counts["frozen"],
+        nonzero_params=counts["nonzero"],
+        non_embedding_params=counts["non_embedding"],
+        macs=macs,
+        flops=2 * macs,
+        nonzero_macs=nonzero_macs,
         macs_by_operator=by_op,
-        uncounted_ops=uncounted, flop_counter_check=check, latency=timings, peak_memory=peak, module_table=table,
+        uncounted_ops=uncounted,
+        flop_counter_check=check,
+        latency=timings,
+        peak_memory=peak,
+        module_table=table,
         tools=tools,
     )
 

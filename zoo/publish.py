@@ -5,6 +5,7 @@
 models) and a model card (``README.md``, :mod:`zoo.cards`), then upload the folder with ``HfApi.upload_folder``.
 A folder written here loads back with ``zoo.create_model(FOLDER, pretrained=True)`` for every family.
 """
+
 import copy
 import dataclasses
 import json
@@ -49,7 +50,6 @@ class PublishError(RuntimeError):
     """Exporting or uploading to the Hub failed; the message says why and what to do."""
 
 
-
 # ------------------------------------------------------------------------------------------------------------------
 # Publishing: export a model (weights, config.json, model card) and upload it
 # ------------------------------------------------------------------------------------------------------------------
@@ -58,9 +58,21 @@ CARD_NAME = "README.md"
 PUBLISHED_CARDS_DIR = Path("model_cards") / "published"
 AUTO_CARDS_DIR = "auto"
 # training-only options and build-time switches: not part of the architecture (timm leaves drop rates out too)
-_TRAINING_ONLY_ARGS = ("drop_rate", "drop_path_rate", "drop_block_rate", "pretrained", "checkpoint_path",
-                       "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "cache_dir", "features_only",
-                       "out_indices", "feature_cls", "norm")
+_TRAINING_ONLY_ARGS = (
+    "drop_rate",
+    "drop_path_rate",
+    "drop_block_rate",
+    "pretrained",
+    "checkpoint_path",
+    "pretrained_cfg",
+    "pretrained_cfg_overlay",
+    "pretrained_strict",
+    "cache_dir",
+    "features_only",
+    "out_indices",
+    "feature_cls",
+    "norm",
+)
 
 
 def _unwrap_model(model: nn.Module) -> nn.Module:
@@ -106,13 +118,16 @@ def _config_dict(config) -> dict[str, Any] | None:
     return None
 
 
-def _vision_config(model: nn.Module, model_name: str, model_args: dict[str, Any],
-                   data_config: dict[str, Any] | None, out_dir: Path) -> dict[str, Any]:
+def _vision_config(
+    model: nn.Module, model_name: str, model_args: dict[str, Any], data_config: dict[str, Any] | None, out_dir: Path
+) -> dict[str, Any]:
     """timm's config.json for the model as it is now (timm writes it), with the architecture's registry cfg."""
 
     if not isinstance(getattr(model, "pretrained_cfg", None), dict) or not hasattr(model, "num_classes"):
-        raise PublishError(f"{type(model).__name__} has no timm pretrained_cfg / num_classes; build it with "
-                           f"zoo.create_model({model_name!r}, ...) (features_only models cannot be published)")
+        raise PublishError(
+            f"{type(model).__name__} has no timm pretrained_cfg / num_classes; build it with "
+            f"zoo.create_model({model_name!r}, ...) (features_only models cannot be published)"
+        )
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".config.", suffix=".json")
     os.close(fd)
     try:
@@ -130,8 +145,9 @@ def _vision_config(model: nn.Module, model_name: str, model_args: dict[str, Any]
     return config
 
 
-def _profile_summary(model: nn.Module, task: str, input_size: tuple[int, ...] | None,
-                     latency_runs: int) -> dict[str, Any]:
+def _profile_summary(
+    model: nn.Module, task: str, input_size: tuple[int, ...] | None, latency_runs: int
+) -> dict[str, Any]:
     """Params always; MACs and CPU latency (batch 1) from zoo.profile where the model can be profiled."""
     summary: dict[str, Any] = {"params": int(count_params(model)["params"])}
     if task != "image-classification":
@@ -140,8 +156,13 @@ def _profile_summary(model: nn.Module, task: str, input_size: tuple[int, ...] | 
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     subject = model if on_cpu else copy.deepcopy(model).cpu()
     try:
-        prof = profile(subject, input_size=input_size, latency=latency_runs > 0, runs=max(latency_runs, 1),
-                       warmup=1 if latency_runs else 0)
+        prof = profile(
+            subject,
+            input_size=input_size,
+            latency=latency_runs > 0,
+            runs=max(latency_runs, 1),
+            warmup=1 if latency_runs else 0,
+        )
         summary.update(macs=int(prof.macs), input_size=list(prof.input_size[1:]), threads=torch.get_num_threads())
         if prof.latency:
             summary.update(latency_ms=float(prof.latency[0]["median_ms"]), latency_device="cpu")
@@ -158,14 +179,21 @@ def _recipe_text(recipe: None | str | os.PathLike | dict[str, Any]) -> str | Non
         return None
     if isinstance(recipe, dict):
         return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False)
-    if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe
-                                    and recipe.endswith((".yaml", ".yml"))):
+    if isinstance(recipe, Path) or (
+        isinstance(recipe, str) and "\n" not in recipe and recipe.endswith((".yaml", ".yml"))
+    ):
         return Path(recipe).read_text()
     return str(recipe)
 
 
-def _write_weights_and_config(model: nn.Module, task: str, model_name: str, model_args: dict[str, Any],
-                              data_config: dict[str, Any] | None, out: Path):
+def _write_weights_and_config(
+    model: nn.Module,
+    task: str,
+    model_name: str,
+    model_args: dict[str, Any],
+    data_config: dict[str, Any] | None,
+    out: Path,
+):
     """(config.json dict, input size or None): timm's schema for vision models; the family's own Hub format where
     its file defines ``save_pretrained`` (e.g. a transformers Llama folder); else the model's own config."""
     family_saver = getattr(sys.modules.get(type(model).__module__), "save_pretrained", None)
@@ -183,12 +211,21 @@ def _write_weights_and_config(model: nn.Module, task: str, model_name: str, mode
     return config, None
 
 
-def export_pretrained(model: nn.Module, out_dir: str | os.PathLike, *, model_name: str | None = None,
-                      model_kwargs: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-                      recipe: None | str | os.PathLike | dict[str, Any] = None, dataset: str | None = None,
-                      tokenizer_file: str | os.PathLike | None = None, repo_id: str | None = None,
-                      data_config: dict[str, Any] | None = None, license: str | None = None,
-                      latency_runs: int = 10) -> Path:
+def export_pretrained(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    *,
+    model_name: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    recipe: None | str | os.PathLike | dict[str, Any] = None,
+    dataset: str | None = None,
+    tokenizer_file: str | os.PathLike | None = None,
+    repo_id: str | None = None,
+    data_config: dict[str, Any] | None = None,
+    license: str | None = None,
+    latency_runs: int = 10,
+) -> Path:
     """Write a publishable folder: ``model.safetensors``, ``config.json`` and the model card ``README.md``.
 
     Args:
@@ -242,10 +279,19 @@ def export_pretrained(model: nn.Module, out_dir: str | os.PathLike, *, model_nam
 
     summary = _profile_summary(model, entry.task, input_size, latency_runs)
     card = render_published_card(
-        repo_id=repo_id, model_name=model_name, task=entry.task, family=entry.family,
-        license=license or entry.pretrained_cfg.get("license"), dataset=dataset, metrics=metrics,
-        recipe_text=_recipe_text(recipe), summary=summary, weights=weights, model_args=model_args,
-        tokenizer=tokenizer_file is not None)
+        repo_id=repo_id,
+        model_name=model_name,
+        task=entry.task,
+        family=entry.family,
+        license=license or entry.pretrained_cfg.get("license"),
+        dataset=dataset,
+        metrics=metrics,
+        recipe_text=_recipe_text(recipe),
+        summary=summary,
+        weights=weights,
+        model_args=model_args,
+        tokenizer=tokenizer_file is not None,
+    )
     _write_text(out / CARD_NAME, card)
     _logger.info("exported %s to %s (sha256 %s)", model_name, out, weights["sha256"])
     return out
@@ -269,8 +315,9 @@ def exported_files(folder: Path) -> list[str]:
     with open(folder / CONFIG_NAME) as f:
         config = json.load(f)
     if config.get("hf_hub_sha256") and sha256_file(folder / WEIGHTS_NAME) != config["hf_hub_sha256"]:
-        raise PublishError(f"{folder / WEIGHTS_NAME} no longer matches the sha256 in {folder / CONFIG_NAME}; "
-                           "export the folder again")
+        raise PublishError(
+            f"{folder / WEIGHTS_NAME} no longer matches the sha256 in {folder / CONFIG_NAME}; export the folder again"
+        )
     extra = [p.name for p in sorted(folder.glob("tokenizer*.json"))]
     extra += [n for n in ("generation_config.json",) if (folder / n).is_file()]
     return [WEIGHTS_NAME, CONFIG_NAME, CARD_NAME] + extra
@@ -281,8 +328,10 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
         raise PublishError(f"run folder {run_dir} does not exist")
     missing = [n for n in ("args.yaml", WEIGHTS_NAME) if not (run_dir / n).is_file()]
     if missing:
-        raise PublishError(f"{run_dir} is not a finished training run: {', '.join(missing)} missing (train.py writes "
-                           "args.yaml at the start and model.safetensors at the end)")
+        raise PublishError(
+            f"{run_dir} is not a finished training run: {', '.join(missing)} missing (train.py writes "
+            "args.yaml at the start and model.safetensors at the end)"
+        )
     recipe_text = (run_dir / "args.yaml").read_text()
     try:
         args = yaml.safe_load(recipe_text)
@@ -321,8 +370,14 @@ def _data_config(args: dict[str, Any], in_chans: int) -> dict[str, Any]:
     return config
 
 
-def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-               repo_id: str | None = None, license: str | None = None, latency_runs: int = 10) -> Path:
+def export_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    repo_id: str | None = None,
+    license: str | None = None,
+    latency_runs: int = 10,
+) -> Path:
     """Export a training run folder (``args.yaml``, ``model.safetensors``, ``metrics.json``, ``tokenizer.json``)
     with :func:`export_pretrained`; default ``out_dir``: ``RUN_DIR/publish``. The run's weights are loaded into
     a freshly built model first, so weights that do not fit the recipe's architecture are refused here."""
@@ -344,17 +399,29 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
     model = create_model(name, **_architecture_args(model_kwargs))
     load_checkpoint(model, run_dir / WEIGHTS_NAME)
     if metrics.get("label_names") and isinstance(getattr(model, "pretrained_cfg", None), dict):
-        model.pretrained_cfg = {**model.pretrained_cfg, "label_names": list(metrics["label_names"]),
-                                "num_classes": getattr(model, "num_classes", len(metrics["label_names"]))}
+        model.pretrained_cfg = {
+            **model.pretrained_cfg,
+            "label_names": list(metrics["label_names"]),
+            "num_classes": getattr(model, "num_classes", len(metrics["label_names"])),
+        }
     data = args.get("data") if isinstance(args.get("data"), dict) else {}
     dataset = metrics.get("dataset") or data.get("name") or data.get("dataset")
     in_chans = getattr(model, "in_chans", None) or model_kwargs.get("in_chans", 3)
     data_config = _data_config(args, in_chans) if task == "image-classification" else None
     return export_pretrained(
-        model, Path(out_dir) if out_dir is not None else run_dir / "publish", model_name=name,
-        model_kwargs=model_kwargs, metrics=metrics, recipe=recipe_text, dataset=dataset,
-        tokenizer_file=tokenizer if tokenizer.is_file() else None, repo_id=repo_id, data_config=data_config,
-        license=license, latency_runs=latency_runs)
+        model,
+        Path(out_dir) if out_dir is not None else run_dir / "publish",
+        model_name=name,
+        model_kwargs=model_kwargs,
+        metrics=metrics,
+        recipe=recipe_text,
+        dataset=dataset,
+        tokenizer_file=tokenizer if tokenizer.is_file() else None,
+        repo_id=repo_id,
+        data_config=data_config,
+        license=license,
+        latency_runs=latency_runs,
+    )
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -366,8 +433,14 @@ def scrub_token(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
-def upload_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = False,
-                  token: str | None = None, commit_message: str | None = None) -> str:
+def upload_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
     """Create ``repo_id`` if needed and upload an exported folder with ``HfApi.upload_folder``; the repo's URL.
 
     Errors name the endpoint and what to do; the token never appears in them.
@@ -378,32 +451,43 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = Fa
     files = exported_files(folder)
     endpoint = constants.ENDPOINT
     if offline_mode():
-        raise PublishError(f"offline mode is on (HF_HUB_OFFLINE=1): nothing was uploaded to {endpoint}. Unset "
-                           f"HF_HUB_OFFLINE and publish again; the exported folder is {folder}")
+        raise PublishError(
+            f"offline mode is on (HF_HUB_OFFLINE=1): nothing was uploaded to {endpoint}. Unset "
+            f"HF_HUB_OFFLINE and publish again; the exported folder is {folder}"
+        )
     if not endpoint_reachable(endpoint):
-        raise PublishError(f"could not reach the Hub at {endpoint}: nothing was uploaded. Connect, or set "
-                           f"HF_ENDPOINT to a reachable Hub; the exported folder is {folder}")
+        raise PublishError(
+            f"could not reach the Hub at {endpoint}: nothing was uploaded. Connect, or set "
+            f"HF_ENDPOINT to a reachable Hub; the exported folder is {folder}"
+        )
     api = HfApi(endpoint=endpoint, token=token)
     step = f"creating {repo_id}"
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         step = f"uploading {len(files)} files to {repo_id}"
-        info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files,
-                                 commit_message=commit_message or f"Upload {repo_id} with zoo")
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            allow_patterns=files,
+            commit_message=commit_message or f"Upload {repo_id} with zoo",
+        )
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):
             raise PublishError(
                 f"the Hub at {endpoint} refused {step} (HTTP {status}): the token is missing, invalid or has no "
                 f"write access to {repo_id.split('/')[0]}. Pass a write token (token=..., --token-env VAR, "
-                f"HF_TOKEN or `hf auth login`).") from None
+                f"HF_TOKEN or `hf auth login`)."
+            ) from None
         detail = scrub_token(str(e).splitlines()[0] if str(e) else type(e).__name__, token)
         raise PublishError(f"the Hub at {endpoint} failed {step} (HTTP {status}): {detail}") from None
     except Exception as e:  # transport errors (the client's httpx), raised as they are
         if isinstance(e, OSError) or type(e).__module__.split(".")[0].startswith("httpx"):
-            raise PublishError(f"lost the connection to the Hub at {endpoint} while {step}: "
-                               f"{scrub_token(str(e), token)}. Check the network or HF_ENDPOINT and publish again "
-                               f"(uploads of files already there are skipped).") from None
+            raise PublishError(
+                f"lost the connection to the Hub at {endpoint} while {step}: "
+                f"{scrub_token(str(e), token)}. Check the network or HF_ENDPOINT and publish again "
+                f"(uploads of files already there are skipped)."
+            ) from None
         raise
     _logger.info("published %s (commit %s)", repo_id, info.oid)
     return str(url)
@@ -425,10 +509,17 @@ def save_published_card(folder: Path, repo_id: str, cards_dir) -> Path | None:
     return path
 
 
-def publish_run(run_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
-                token: str | None = None, out_dir: str | os.PathLike | None = None,
-                cards_dir: None | str | os.PathLike = AUTO_CARDS_DIR, license: str | None = None,
-                latency_runs: int = 10) -> str:
+def publish_run(
+    run_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    cards_dir: None | str | os.PathLike = AUTO_CARDS_DIR,
+    license: str | None = None,
+    latency_runs: int = 10,
+) -> str:
     """Export a training run (:func:`export_run`) and upload it to ``repo_id``; returns the repo's URL.
 
     The card is also written to ``cards_dir/ORG--NAME.md`` (default: ``model_cards/published/`` when the current
@@ -436,20 +527,32 @@ def publish_run(run_dir: str | os.PathLike, repo_id: str, *, private: bool = Fal
     """
     check_repo_id(repo_id)
     folder = export_run(run_dir, out_dir, repo_id=repo_id, license=license, latency_runs=latency_runs)
-    url = upload_folder(folder, repo_id, private=private, token=token,
-                        commit_message=f"Upload {repo_id} from run {Path(run_dir).name}")
+    url = upload_folder(
+        folder, repo_id, private=private, token=token, commit_message=f"Upload {repo_id} from run {Path(run_dir).name}"
+    )
     save_published_card(folder, repo_id, cards_dir)
     return url
 
 
-def push_to_hub(model: nn.Module, repo_id: str, *, model_name: str | None = None,
-                model_kwargs: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-                recipe: None | str | os.PathLike | dict[str, Any] = None, dataset: str | None = None,
-                tokenizer_file: str | os.PathLike | None = None,
-                data_config: dict[str, Any] | None = None, license: str | None = None,
-                private: bool = False, token: str | None = None, out_dir: str | os.PathLike | None = None,
-                cards_dir: None | str | os.PathLike = AUTO_CARDS_DIR, commit_message: str | None = None,
-                latency_runs: int = 10) -> str:
+def push_to_hub(
+    model: nn.Module,
+    repo_id: str,
+    *,
+    model_name: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    recipe: None | str | os.PathLike | dict[str, Any] = None,
+    dataset: str | None = None,
+    tokenizer_file: str | os.PathLike | None = None,
+    data_config: dict[str, Any] | None = None,
+    license: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    cards_dir: None | str | os.PathLike = AUTO_CARDS_DIR,
+    commit_message: str | None = None,
+    latency_runs: int = 10,
+) -> str:
     """Publish any zoo model: :func:`export_pretrained` (into ``out_dir``, default a temporary folder), then upload
     to ``repo_id``; returns the repo's URL. ``zoo.create_model("hf-hub:" + repo_id, pretrained=True)`` loads it.
 
@@ -459,9 +562,19 @@ def push_to_hub(model: nn.Module, repo_id: str, *, model_name: str | None = None
     check_repo_id(repo_id)
     with tempfile.TemporaryDirectory(prefix="zoo-publish-") as tmp:
         folder = export_pretrained(
-            model, out_dir if out_dir is not None else tmp, model_name=model_name, model_kwargs=model_kwargs,
-            metrics=metrics, recipe=recipe, dataset=dataset, tokenizer_file=tokenizer_file, repo_id=repo_id,
-            data_config=data_config, license=license, latency_runs=latency_runs)
+            model,
+            out_dir if out_dir is not None else tmp,
+            model_name=model_name,
+            model_kwargs=model_kwargs,
+            metrics=metrics,
+            recipe=recipe,
+            dataset=dataset,
+            tokenizer_file=tokenizer_file,
+            repo_id=repo_id,
+            data_config=data_config,
+            license=license,
+            latency_runs=latency_runs,
+        )
         url = upload_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
         save_published_card(folder, repo_id, cards_dir)
     return url

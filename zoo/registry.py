@@ -4,6 +4,7 @@ Shaped like timm's ``_registry.py`` and, like it, it knows no family: a family f
 :func:`register_model`, which reads the family module's ``FAMILY``, ``default_cfgs``, ``reference_figures``,
 ``checkpoint_filter_fn`` and ``checkpoint_model_args``. Building and loading weights is :mod:`zoo.factory`'s job.
 """
+
 import difflib
 import fnmatch
 import sys
@@ -60,8 +61,9 @@ _entries: dict[str, ModelEntry] = {}
 
 def reference_table(rows) -> dict[str, dict[str, Any]]:
     """``{name: {params, macs, gmacs, top1}}`` from ``(name, params, macs, top1)`` rows (gmacs derived)."""
-    return {name: dict(params=params, macs=macs, gmacs=round(macs / 1e9, 2), top1=top1)
-            for name, params, macs, top1 in rows}
+    return {
+        name: dict(params=params, macs=macs, gmacs=round(macs / 1e9, 2), top1=top1) for name, params, macs, top1 in rows
+    }
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -76,12 +78,18 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     mod = sys.modules[fn.__module__]
     name = fn.__name__
     if name in _entries:
-        raise ValueError(f"model name {name!r} is registered twice ({_entries[name].fn.__module__} and {fn.__module__})")
+        raise ValueError(
+            f"model name {name!r} is registered twice ({_entries[name].fn.__module__} and {fn.__module__})"
+        )
     family = mod.FAMILY
     cfg = dict(getattr(mod, "default_cfgs", {}).get(name, {}))
     cfg.setdefault("architecture", name)
     _entries[name] = ModelEntry(
-        name=name, fn=fn, family=family["name"], task=family["task"], pretrained_cfg=cfg,
+        name=name,
+        fn=fn,
+        family=family["name"],
+        task=family["task"],
+        pretrained_cfg=cfg,
         reference=dict(getattr(mod, "reference_figures", {}).get(name, {})),
         filter_fn=getattr(mod, "checkpoint_filter_fn", None),
         model_args_fn=getattr(mod, "checkpoint_model_args", None),
@@ -104,8 +112,9 @@ def get_entry(name: str) -> ModelEntry:
     raise UnknownModelError(f"Unknown model {name!r}.{hint} `zoo list` (or zoo.list_models()) shows every name.")
 
 
-def list_models(pattern: str = "*", family: str | None = None, pretrained: bool = False,
-                task: str | None = None) -> list[str]:
+def list_models(
+    pattern: str = "*", family: str | None = None, pretrained: bool = False, task: str | None = None
+) -> list[str]:
     """Registered names matching a shell-style ``pattern``, optionally one ``family`` / ``task``, with weights."""
     if family is not None and family not in list_families():
         raise ValueError(f"unknown family {family!r}; known: {', '.join(list_families())}")
@@ -133,10 +142,10 @@ def list_families() -> list[str]:
 
 _CONVENTIONS = {
     "image-classification": "params: sum(p.numel()) of the authors' model; MACs: fvcore total at 1x3x224x224 "
-                            "(one multiply-add = 1); top-1: the paper's ImageNet-1k figure",
+    "(one multiply-add = 1); top-1: the paper's ImageNet-1k figure",
     "text-generation": "params: unique parameters of the authors' model (tied embeddings counted once); MACs per "
-                       "token: zoo.profile of an LM (prefill and decode); commonsense_avg: the authors' zero-shot "
-                       "average where published",
+    "token: zoo.profile of an LM (prefill and decode); commonsense_avg: the authors' zero-shot "
+    "average where published",
 }
 
 
@@ -160,9 +169,14 @@ def model_info(name: str) -> dict[str, Any]:
             "top1": ref.get("top1"),
             **{k: v for k, v in ref.items() if k not in ("params", "macs", "gmacs", "top1")},
             "convention": _CONVENTIONS.get(entry.task, _CONVENTIONS["image-classification"]),
-            **({"dense_vs_nonzero": "params/macs count every weight (dense, zeros included); nonzero_params/"
-                                    "nonzero_macs count only the non-zero weights of the sparse model"}
-               if "nonzero_params" in ref else {}),
+            **(
+                {
+                    "dense_vs_nonzero": "params/macs count every weight (dense, zeros included); nonzero_params/"
+                    "nonzero_macs count only the non-zero weights of the sparse model"
+                }
+                if "nonzero_params" in ref
+                else {}
+            ),
         },
         "timm_owns_name": entry.timm_owns_name,
         "pretrained_cfg": cfg,

@@ -11,6 +11,7 @@ The authors' code, rendered plainly for parity tests and as peers, lives in :mod
     zoo bench --models mobilellm_125m          # prefill / decode against transformers' LlamaForCausalLM
     zoo bench --models mor_135m                # Mixture-of-Recursions against the vanilla stack
 """
+
 import argparse
 import sys
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ __all__ = ["PEERS", "Peer", "add_arguments", "main", "run"]
 @dataclass(frozen=True)
 class Peer:
     """What a family is measured against, how, and what counts as agreement."""
+
     name: str
     title: str
     compare: Callable[..., list[Row]]  # (model name, args) -> rows
@@ -55,28 +57,69 @@ def _sret(name: str, args) -> list[Row]:
 
 
 def _lm(name: str, args) -> list[Row]:
-    return lm.compare(name, lm.DTYPES[args.dtype], args.runs or 5, max(args.warmup, 1), args.prefill_tokens,
-                      args.prompt_tokens, args.new_tokens)
+    return lm.compare(
+        name,
+        lm.DTYPES[args.dtype],
+        args.runs or 5,
+        max(args.warmup, 1),
+        args.prefill_tokens,
+        args.prompt_tokens,
+        args.new_tokens,
+    )
 
 
 def _mor(name: str, args) -> list[Row]:
     overrides = {"num_hidden_layers": args.layers} if args.layers else {}
-    return mor.compare(name, args.batch_sizes or mor.DEFAULT_BATCH_SIZES, args.runs or 3, args.warmup,
-                       args.prompt_tokens or 128, args.new_tokens or 32, **overrides)
+    return mor.compare(
+        name,
+        args.batch_sizes or mor.DEFAULT_BATCH_SIZES,
+        args.runs or 3,
+        args.warmup,
+        args.prompt_tokens or 128,
+        args.new_tokens or 32,
+        **overrides,
+    )
 
 
 # family -> its peer; a family without an entry has no comparison yet (`zoo bench --family F` still profiles it)
 PEERS: dict[str, Peer] = {
-    "metaformer": Peer("timm", "MetaFormer: zoo vs timm, same weights (fp32, eval, inference_mode)", _vision,
-                       vision.DEFAULT_MODELS, _within(vision.TOLERANCE), vision.notes),
-    "slak": Peer("authors", "SLaK: zoo inference form vs the authors' three-branch formulation, same weights", _slak,
-                 slak.DEFAULT_MODELS, _within(slak.TOLERANCE)),
-    "sret": Peer("authors", "SReT: zoo vs a plain rendition of the authors' forward, same weights", _sret,
-                 sret.DEFAULT_MODELS, _within(sret.TOLERANCE)),
-    "mobilellm": Peer("transformers", "MobileLLM: zoo vs transformers LlamaForCausalLM, same weights (batch 1)", _lm,
-                      lm.DEFAULT_MODELS, lambda row: row.extra.get("same tokens", True) is True, lambda r: lm.NOTES),
-    "recursive": Peer("vanilla", "Mixture-of-Recursions vs the vanilla stack of the same depth (random weights)",
-                      _mor, mor.DEFAULT_MODELS, lambda row: True),
+    "metaformer": Peer(
+        "timm",
+        "MetaFormer: zoo vs timm, same weights (fp32, eval, inference_mode)",
+        _vision,
+        vision.DEFAULT_MODELS,
+        _within(vision.TOLERANCE),
+        vision.notes,
+    ),
+    "slak": Peer(
+        "authors",
+        "SLaK: zoo inference form vs the authors' three-branch formulation, same weights",
+        _slak,
+        slak.DEFAULT_MODELS,
+        _within(slak.TOLERANCE),
+    ),
+    "sret": Peer(
+        "authors",
+        "SReT: zoo vs a plain rendition of the authors' forward, same weights",
+        _sret,
+        sret.DEFAULT_MODELS,
+        _within(sret.TOLERANCE),
+    ),
+    "mobilellm": Peer(
+        "transformers",
+        "MobileLLM: zoo vs transformers LlamaForCausalLM, same weights (batch 1)",
+        _lm,
+        lm.DEFAULT_MODELS,
+        lambda row: row.extra.get("same tokens", True) is True,
+        lambda r: lm.NOTES,
+    ),
+    "recursive": Peer(
+        "vanilla",
+        "Mixture-of-Recursions vs the vanilla stack of the same depth (random weights)",
+        _mor,
+        mor.DEFAULT_MODELS,
+        lambda row: True,
+    ),
 }
 
 
@@ -89,12 +132,17 @@ def _csv(kind: type):
         if not values or (kind is int and min(values) < 1):
             raise argparse.ArgumentTypeError("expected a comma-separated list of positive values")
         return values
+
     return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", type=_csv(str), default=None,
-                        help=f"comma-separated model names, one family (default: {','.join(vision.DEFAULT_MODELS)})")
+    parser.add_argument(
+        "--models",
+        type=_csv(str),
+        default=None,
+        help=f"comma-separated model names, one family (default: {','.join(vision.DEFAULT_MODELS)})",
+    )
     parser.add_argument("--batch-sizes", type=_csv(int), default=None, help="comma-separated batch sizes")
     parser.add_argument("--runs", type=int, default=None, help="timed rounds per candidate (default: by batch size)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up passes per candidate (default: 2)")
@@ -102,8 +150,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 if any output differs beyond tolerance")
     parser.add_argument("--img-size", type=int, default=224, help="vision: input height and width (default 224)")
-    parser.add_argument("--impls", type=_csv(str), default=["auto"],
-                        help=f"SLaK: zoo paths to time ({', '.join(slak.IMPLS)})")
+    parser.add_argument(
+        "--impls", type=_csv(str), default=["auto"], help=f"SLaK: zoo paths to time ({', '.join(slak.IMPLS)})"
+    )
     lms = parser.add_argument_group("language models")
     lms.add_argument("--dtype", default="float32", choices=sorted(lm.DTYPES), help="both implementations' dtype")
     lms.add_argument("--prefill-tokens", type=int, default=512)
@@ -123,8 +172,11 @@ def _peer_of(models: Sequence[str]) -> Peer | None:
     unknown = [m for m in models if m not in list_models()]
     families = {get_entry(m).family for m in models if m not in unknown}
     if unknown or len(families) != 1 or next(iter(families)) not in PEERS:
-        why = (f"not registered: {', '.join(unknown)}" if unknown else
-               f"one family at a time, with a peer ({', '.join(sorted(PEERS))}); got {', '.join(sorted(families))}")
+        why = (
+            f"not registered: {', '.join(unknown)}"
+            if unknown
+            else f"one family at a time, with a peer ({', '.join(sorted(PEERS))}); got {', '.join(sorted(families))}"
+        )
         print(f"zoo bench: error: {why}", file=sys.stderr)
         return None
     return PEERS[next(iter(families))]

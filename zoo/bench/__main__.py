@@ -1,4 +1,5 @@
 """python -m zoo.bench: the benchmarks (see zoo/bench/__init__.py)."""
+
 import sys
 
 from . import main

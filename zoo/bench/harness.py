@@ -7,6 +7,7 @@
 * :class:`Row` is the one result type (a candidate against its peer on one model and setting) and
   :func:`format_rows` the one table; :func:`environment` describes the machine the figures come from.
 """
+
 import json
 import math
 import os
@@ -26,8 +27,17 @@ from tqdm import tqdm
 
 from .._version import __version__
 
-__all__ = ["Phases", "Row", "default_runs", "environment", "format_rows", "print_header", "randomize_", "time_interleaved",
-           "write_json"]
+__all__ = [
+    "Phases",
+    "Row",
+    "default_runs",
+    "environment",
+    "format_rows",
+    "print_header",
+    "randomize_",
+    "time_interleaved",
+    "write_json",
+]
 
 SEED = 0
 
@@ -35,6 +45,7 @@ SEED = 0
 @dataclass
 class Row:
     """One figure: ``candidate`` against ``peer`` on ``model`` in one ``setting`` (e.g. ``batch 32``)."""
+
     model: str
     setting: str
     peer: str
@@ -74,8 +85,9 @@ def _seconds(fn: Callable[[], Any]) -> dict[str, float]:
     return dict(result) if isinstance(result, Phases) else {"total": total}
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], runs: int, warmup: int = 1,
-                     desc: str = "") -> dict[str, dict[str, list[float]]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], runs: int, warmup: int = 1, desc: str = ""
+) -> dict[str, dict[str, list[float]]]:
     """``{label: {phase: [seconds per round]}}`` of every candidate over ``runs`` rounds of alternating order.
 
     A candidate is timed as a whole (phase ``"total"``) unless it returns :class:`Phases`, its own phase
@@ -89,7 +101,7 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], runs: int, warmup: int =
         times: dict[str, dict[str, list[float]]] = {label: {} for label in labels}
         rounds = tqdm(range(runs), desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, disable=not desc)
         for i in rounds:
-            for label in (labels if i % 2 == 0 else labels[::-1]):
+            for label in labels if i % 2 == 0 else labels[::-1]:
                 for phase, seconds in _seconds(fns[label]).items():
                     times[label].setdefault(phase, []).append(seconds)
     return times
@@ -118,9 +130,14 @@ def cpu_model() -> str:
 def environment(**extra: str) -> dict[str, str]:
     """Versions, threads, CPU and the load average at the start (other work skews timings)."""
     return {
-        "torch": torch.__version__, "timm": timm.__version__, "zoo": __version__,
-        "python": platform.python_version(), "threads": str(torch.get_num_threads()), "cpu": cpu_model(),
-        "load": " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1/5/15-min load average)", **extra,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "zoo": __version__,
+        "python": platform.python_version(),
+        "threads": str(torch.get_num_threads()),
+        "cpu": cpu_model(),
+        "load": " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1/5/15-min load average)",
+        **extra,
     }
 
 
@@ -146,20 +163,31 @@ def _fmt(value: Any) -> str:
 def format_rows(rows: Sequence[Row]) -> str:
     """The one results table: model, setting, peer and candidate rates, ratio against target, differences, extras."""
     extras = list(dict.fromkeys(k for r in rows for k in r.extra))
-    header = ["model", "setting", "peer", "peer rate", "candidate", "rate", "ratio", "target", "max|d|", "rel",
-              *extras]
+    header = ["model", "setting", "peer", "peer rate", "candidate", "rate", "ratio", "target", "max|d|", "rel", *extras]
     table = []
     for r in rows:
         target = "-" if r.target is None else f">={r.target:.1f}x {'ok' if r.meets_target else 'MISS'}"
         diff = ["-" if v is None else f"{v:.2e}" for v in (r.max_abs_diff, r.rel_diff)]
-        table.append([r.model, r.setting, r.peer, f"{r.peer_rate:,.2f} {r.unit}", r.candidate,
-                      f"{r.rate:,.2f} {r.unit}", f"{r.ratio:.2f}x", target, *diff,
-                      *(_fmt(r.extra[k]) if k in r.extra else "-" for k in extras)])
+        table.append(
+            [
+                r.model,
+                r.setting,
+                r.peer,
+                f"{r.peer_rate:,.2f} {r.unit}",
+                r.candidate,
+                f"{r.rate:,.2f} {r.unit}",
+                f"{r.ratio:.2f}x",
+                target,
+                *diff,
+                *(_fmt(r.extra[k]) if k in r.extra else "-" for k in extras),
+            ]
+        )
     widths = [max(len(line[i]) for line in (header, *table)) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i in (0, 1, 2, 4) else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i in (0, 1, 2, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, table)])
 

@@ -66,6 +66,7 @@ def release_freed_memory() -> bool:
     increase during a generation measures its own transient memory, not what earlier runs left in the heap."""
     try:
         import ctypes
+
         libc = ctypes.CDLL("libc.so.6")
         return bool(libc.mallopt(-3, 128 * 1024))  # M_MMAP_THRESHOLD: fixed, which also stops its growth
     except (OSError, AttributeError):
@@ -81,11 +82,20 @@ def _floor_decode(model: nn.Module, dtype: torch.dtype, new_tokens: int):
         for _ in range(new_tokens):
             for w in weights:
                 F.linear(rows[w.shape[1]], w)
+
     return run
 
 
-def compare(name: str, dtype: torch.dtype = torch.float32, runs: int = 5, warmup: int = 1,
-            prefill_tokens: int = 512, prompt_tokens: int = 32, new_tokens: int = 128, **model_kwargs) -> list[Row]:
+def compare(
+    name: str,
+    dtype: torch.dtype = torch.float32,
+    runs: int = 5,
+    warmup: int = 1,
+    prefill_tokens: int = 512,
+    prompt_tokens: int = 32,
+    new_tokens: int = 128,
+    **model_kwargs,
+) -> list[Row]:
     """Prefill and greedy decode of the zoo model against transformers' Llama on the same weights (two rows)."""
     release_freed_memory()  # so that the peak-RSS figures measure each generation's own memory
     hf, ours = build_pair(name, dtype, **model_kwargs)
@@ -94,32 +104,67 @@ def compare(name: str, dtype: torch.dtype = torch.float32, runs: int = 5, warmup
     prompt = torch.randint(0, ours.config.vocab_size, (1, prompt_tokens), generator=gen)
 
     def hf_generate():
-        return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
-                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+        return hf.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
 
     def zoo_generate():
         return ours.generate(prompt, max_new_tokens=new_tokens)
 
-    prefill = time_interleaved({PEER: lambda: hf(long_ids), "zoo": lambda: ours(long_ids)}, runs, warmup,
-                               desc=f"{name} prefill")
-    decode = time_interleaved({PEER: hf_generate, "zoo": zoo_generate,
-                               "floor": _floor_decode(ours, dtype, new_tokens)}, runs, warmup, desc=f"{name} decode")
+    prefill = time_interleaved(
+        {PEER: lambda: hf(long_ids), "zoo": lambda: ours(long_ids)}, runs, warmup, desc=f"{name} prefill"
+    )
+    decode = time_interleaved(
+        {PEER: hf_generate, "zoo": zoo_generate, "floor": _floor_decode(ours, dtype, new_tokens)},
+        runs,
+        warmup,
+        desc=f"{name} decode",
+    )
     with torch.inference_mode():
         same = bool(torch.equal(hf_generate(), zoo_generate()))
         diff = output_diff(ours(long_ids[:, :128]), hf(long_ids[:, :128]).logits)
     setting = str(dtype).replace("torch.", "")
-    pre = Row(name, f"prefill {prefill_tokens} ({setting})", PEER, "zoo", "tok/s",
-              prefill_tokens / median(prefill[PEER]), prefill_tokens / median(prefill["zoo"]), runs,
-              TARGETS["prefill"], **diff, times_s={k: v["total"] for k, v in prefill.items()})
-    dec = Row(name, f"decode {new_tokens} ({setting})", PEER, "zoo", "tok/s", new_tokens / median(decode[PEER]),
-              new_tokens / median(decode["zoo"]), runs, TARGETS["decode"],
-              extra={"floor tok/s": new_tokens / median(decode["floor"]), "same tokens": same,
-                     "KV B/token": ours.kv_cache_bytes_per_token(),
-                     "peak RSS MiB peer/zoo": f"{peak_rss(hf_generate) / 2**20:.0f}/{peak_rss(zoo_generate) / 2**20:.0f}"},
-              times_s={k: v["total"] for k, v in decode.items()})
+    pre = Row(
+        name,
+        f"prefill {prefill_tokens} ({setting})",
+        PEER,
+        "zoo",
+        "tok/s",
+        prefill_tokens / median(prefill[PEER]),
+        prefill_tokens / median(prefill["zoo"]),
+        runs,
+        TARGETS["prefill"],
+        **diff,
+        times_s={k: v["total"] for k, v in prefill.items()},
+    )
+    dec = Row(
+        name,
+        f"decode {new_tokens} ({setting})",
+        PEER,
+        "zoo",
+        "tok/s",
+        new_tokens / median(decode[PEER]),
+        new_tokens / median(decode["zoo"]),
+        runs,
+        TARGETS["decode"],
+        extra={
+            "floor tok/s": new_tokens / median(decode["floor"]),
+            "same tokens": same,
+            "KV B/token": ours.kv_cache_bytes_per_token(),
+            "peak RSS MiB peer/zoo": f"{peak_rss(hf_generate) / 2**20:.0f}/{peak_rss(zoo_generate) / 2**20:.0f}",
+        },
+        times_s={k: v["total"] for k, v in decode.items()},
+    )
     return [pre, dec]
 
 
-NOTES = ["floor = decode tok/s of the weight matrix-vector products alone (memory-bandwidth bound); KV B/token = "
-         "keys + values of every layer run; peak RSS = increase during one generate",
-         "on a machine shared with other work, use --threads 1: descheduled GEMV threads slow decoding for both"]
+NOTES = [
+    "floor = decode tok/s of the weight matrix-vector products alone (memory-bandwidth bound); KV B/token = "
+    "keys + values of every layer run; peak RSS = increase during one generate",
+    "on a machine shared with other work, use --threads 1: descheduled GEMV threads slow decoding for both",
+]

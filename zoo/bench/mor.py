@@ -19,6 +19,7 @@ it. Timings are medians over ``--runs`` rounds that alternate the models.
 
     zoo bench --models mor_135m [--batch-sizes 1,8] [--prompt-tokens 128] [--new-tokens 32] [--runs 3]
 """
+
 import time
 from collections.abc import Sequence
 
@@ -69,14 +70,21 @@ def prefill_decode(model, ids, routes, new_tokens: int) -> Phases:
     token = logits[:, -1].argmax(-1, keepdim=True)
     start = time.perf_counter()
     for t in range(new_tokens):
-        kwargs = {"route_masks": [m[:, T + t:T + t + 1] for m in routes]} if routed else {}
+        kwargs = {"route_masks": [m[:, T + t : T + t + 1] for m in routes]} if routed else {}
         logits = model(token, past_key_values=cache, **kwargs).logits
         token = logits[:, -1].argmax(-1, keepdim=True)
     return Phases(prefill=prefill, decode=time.perf_counter() - start)
 
 
-def compare(name: str, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, runs: int = 3, warmup: int = 1,
-            prompt_tokens: int = 128, new_tokens: int = 32, **overrides) -> list[Row]:
+def compare(
+    name: str,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    runs: int = 3,
+    warmup: int = 1,
+    prompt_tokens: int = 128,
+    new_tokens: int = 32,
+    **overrides,
+) -> list[Row]:
     """Prefill and decode tokens/s of every recursive form of ``name``'s size against the vanilla stack."""
     size = name.split("_", 1)[1]
     models = build_models(size, **overrides)
@@ -90,15 +98,35 @@ def compare(name: str, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, runs: i
             for _ in range(warmup):  # short warm-up passes: the timed ones are long
                 for m in models.values():
                     prefill_decode(m, ids[:, :16], routes, 2)
-        times = time_interleaved({k: (lambda m=m, ids=ids, routes=routes: prefill_decode(m, ids, routes, new_tokens))
-                                  for k, m in models.items()}, runs, warmup=0, desc=f"{size} b{bs}")
+        times = time_interleaved(
+            {
+                k: (lambda m=m, ids=ids, routes=routes: prefill_decode(m, ids, routes, new_tokens))
+                for k, m in models.items()
+            },
+            runs,
+            warmup=0,
+            desc=f"{size} b{bs}",
+        )
         for phase, tokens in (("prefill", bs * prompt_tokens), ("decode", bs * new_tokens)):
             for key, model in models.items():
                 if key == PEER:
                     continue
-                rows.append(Row(name, f"{phase} batch {bs}", PEER, key, "tok/s",
-                                tokens / median(times[PEER], phase), tokens / median(times[key], phase), runs,
-                                extra={"applications": len(model.schedule), "blocks": len(model.model.layers),
-                                       "params": model.num_params()},
-                                times_s={PEER: times[PEER][phase], key: times[key][phase]}))
+                rows.append(
+                    Row(
+                        name,
+                        f"{phase} batch {bs}",
+                        PEER,
+                        key,
+                        "tok/s",
+                        tokens / median(times[PEER], phase),
+                        tokens / median(times[key], phase),
+                        runs,
+                        extra={
+                            "applications": len(model.schedule),
+                            "blocks": len(model.model.layers),
+                            "params": model.num_params(),
+                        },
+                        times_s={PEER: times[PEER][phase], key: times[key][phase]},
+                    )
+                )
     return rows

@@ -1,4 +1,5 @@
 """The trade-off picture: ImageNet top-1 against MACs and against measured latency, Pareto front marked."""
+
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ def plot_tradeoffs(rows: Sequence[dict[str, Any]], path: Path, batch_size: int =
     """Two panels (top-1 vs GMACs, top-1 vs latency at ``batch_size``): one colour per family, one marker per
     series within it, Pareto fronts dashed and ringed."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib import ticker
@@ -39,20 +41,34 @@ def plot_tradeoffs(rows: Sequence[dict[str, Any]], path: Path, batch_size: int =
             markers[(family, name)] = shape
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
-    panels = [("gmacs", "GMACs at the model's input size (fvcore + zoo handles, 1 multiply-add = 1)"),
-              ("latency_ms", f"latency (ms, batch {batch_size}, {rows[0]['device']}, {rows[0]['threads']} threads)")]
+    panels = [
+        ("gmacs", "GMACs at the model's input size (fvcore + zoo handles, 1 multiply-add = 1)"),
+        ("latency_ms", f"latency (ms, batch {batch_size}, {rows[0]['device']}, {rows[0]['threads']} threads)"),
+    ]
     for ax, (key, label) in zip(axes, panels):
         for r in rows:
-            ax.scatter(float(r[key]), float(r["top1"]), color=colours[r["family"]],
-                       marker=markers[(r["family"], r["series"])], s=40, zorder=3)
-            tag = r["model"][len(r["series"]) + 1:] or r["model"]  # the size (and variant) within the series
-            ax.annotate(tag, (float(r[key]), float(r["top1"])), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.scatter(
+                float(r[key]),
+                float(r["top1"]),
+                color=colours[r["family"]],
+                marker=markers[(r["family"], r["series"])],
+                s=40,
+                zorder=3,
+            )
+            tag = r["model"][len(r["series"]) + 1 :] or r["model"]  # the size (and variant) within the series
+            ax.annotate(tag, (float(r[key]), float(r["top1"])), fontsize=6, xytext=(3, 3), textcoords="offset points")
         points = [(float(r[key]), float(r["top1"])) for r in rows]
         front = pareto_front(points)
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", lw=1, zorder=2)
-        ax.scatter([points[i][0] for i in front], [points[i][1] for i in front], s=140, facecolors="none",
-                   edgecolors="k", lw=1, zorder=4)
+        ax.scatter(
+            [points[i][0] for i in front],
+            [points[i][1] for i in front],
+            s=140,
+            facecolors="none",
+            edgecolors="k",
+            lw=1,
+            zorder=4,
+        )
         ax.set_xscale("log")
         plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
         ax.xaxis.set_major_formatter(plain)
@@ -61,8 +77,9 @@ def plot_tradeoffs(rows: Sequence[dict[str, Any]], path: Path, batch_size: int =
         ax.set_xlabel(label)
         ax.set_ylabel("ImageNet-1k top-1 (%, paper)")
         ax.grid(True, which="both", alpha=0.3)
-    handles = [plt.Line2D([], [], color=colours[f], marker=markers[(f, n)], ls="", label=f"{n} ({f})")
-               for f, n in series]
+    handles = [
+        plt.Line2D([], [], color=colours[f], marker=markers[(f, n)], ls="", label=f"{n} ({f})") for f, n in series
+    ]
     handles.append(plt.Line2D([], [], color="k", ls="--", marker="o", mfc="none", label="Pareto front"))
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=9)
     fig.suptitle(f"zoo: accuracy vs cost ({rows[0]['torch']}, measured on this machine)")

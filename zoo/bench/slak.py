@@ -16,6 +16,7 @@ dense fvcore count (2 FLOPs per MAC). Target: zoo >= 2x the authors' formulation
 
     zoo bench --models slak_tiny [--batch-sizes 1,8] [--runs N] [--impls auto,conv,matmul,train-form]
 """
+
 from collections.abc import Callable, Sequence
 
 import torch
@@ -48,15 +49,20 @@ def build(name: str, impls: Sequence[str]) -> dict[str, Callable]:
     state_dict = make_authors_state_dict(name, seed=0)
     out: dict[str, Callable] = {PEER: lambda x: reference_forward(state_dict, x)}
     for impl in impls:
-        model = create_model(name) if impl == "train-form" else create_model(name, deploy=True,
-                                                                               large_kernel_impl=impl)
+        model = create_model(name) if impl == "train-form" else create_model(name, deploy=True, large_kernel_impl=impl)
         load_state_dict_checked(model, dict(state_dict), "the authors' layout", filter_fn=checkpoint_filter_fn)
         out["zoo" if impl == "auto" else f"zoo-{impl}"] = model.eval()
     return out
 
 
-def compare(name: str, batch_sizes: Sequence[int], runs: int | None = None, warmup: int = 1,
-            impls: Sequence[str] = ("auto",), gemm_gflops: float | None = None) -> list[Row]:
+def compare(
+    name: str,
+    batch_sizes: Sequence[int],
+    runs: int | None = None,
+    warmup: int = 1,
+    impls: Sequence[str] = ("auto",),
+    gemm_gflops: float | None = None,
+) -> list[Row]:
     """Each zoo form against the authors' formulation: throughput, GFLOP/s against the GEMM rate, differences."""
     fns = build(name, list(dict.fromkeys(["auto", *impls])))
     macs = model_info(name)["reference"]["macs"]  # dense fvcore MACs per image at 224
@@ -66,15 +72,28 @@ def compare(name: str, batch_sizes: Sequence[int], runs: int | None = None, warm
     for bs in batch_sizes:
         n = runs or default_runs(bs, base=10, floor=3)
         x = torch.randn(bs, 3, size, size, generator=torch.Generator().manual_seed(bs))
-        times = time_interleaved({k: (lambda fn=fn, x=x: fn(x)) for k, fn in fns.items()}, n, warmup, desc=f"{name} b{bs}")
+        times = time_interleaved(
+            {k: (lambda fn=fn, x=x: fn(x)) for k, fn in fns.items()}, n, warmup, desc=f"{name} b{bs}"
+        )
         with torch.inference_mode():
             outputs = {k: fn(x) for k, fn in fns.items()}
         for key in [k for k in fns if k != PEER]:
             seconds = median(times[key])
             gflops = 2 * macs * bs / seconds / 1e9
-            rows.append(Row(name, f"batch {bs}", PEER, key, "img/s", bs / median(times[PEER]), bs / seconds, n,
-                            TARGET.get(bs) if key == "zoo" else None, **output_diff(outputs[key], outputs[PEER]),
-                            extra={"latency ms": seconds * 1e3, "GFLOP/s": gflops,
-                                   "of GEMM": f"{gflops / gemm_gflops:.0%}"},
-                            times_s={PEER: times[PEER]["total"], key: times[key]["total"]}))
+            rows.append(
+                Row(
+                    name,
+                    f"batch {bs}",
+                    PEER,
+                    key,
+                    "img/s",
+                    bs / median(times[PEER]),
+                    bs / seconds,
+                    n,
+                    TARGET.get(bs) if key == "zoo" else None,
+                    **output_diff(outputs[key], outputs[PEER]),
+                    extra={"latency ms": seconds * 1e3, "GFLOP/s": gflops, "of GEMM": f"{gflops / gemm_gflops:.0%}"},
+                    times_s={PEER: times[PEER]["total"], key: times[key]["total"]},
+                )
+            )
     return rows

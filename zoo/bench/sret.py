@@ -8,6 +8,7 @@ rounds alternate between the two. Target: zoo >= 1.5x at batch 32.
 
     zoo bench --models sret_tiny,sret_small [--batch-sizes 1,32] [--runs N]
 """
+
 from collections.abc import Sequence
 
 import torch
@@ -41,9 +42,24 @@ def compare(name: str, batch_sizes: Sequence[int], runs: int | None = None, warm
     for bs in batch_sizes:
         n = runs or default_runs(bs, base=12, floor=3)
         x = torch.randn(bs, 3, size, size, generator=torch.Generator().manual_seed(bs))
-        times = time_interleaved({PEER: lambda x=x: authors(x), "zoo": lambda x=x: model(x)}, n, warmup, desc=f"{name} b{bs}")
+        times = time_interleaved(
+            {PEER: lambda x=x: authors(x), "zoo": lambda x=x: model(x)}, n, warmup, desc=f"{name} b{bs}"
+        )
         with torch.inference_mode():
             diff = output_diff(model(x), authors(x))
-        rows.append(Row(name, f"batch {bs}", PEER, "zoo", "img/s", bs / median(times[PEER]), bs / median(times["zoo"]),
-                        n, TARGET.get(bs, 1.0), **diff, times_s={k: v["total"] for k, v in times.items()}))
+        rows.append(
+            Row(
+                name,
+                f"batch {bs}",
+                PEER,
+                "zoo",
+                "img/s",
+                bs / median(times[PEER]),
+                bs / median(times["zoo"]),
+                n,
+                TARGET.get(bs, 1.0),
+                **diff,
+                times_s={k: v["total"] for k, v in times.items()},
+            )
+        )
     return rows

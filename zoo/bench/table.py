@@ -3,6 +3,7 @@
 ``zoo bench --family metaformer --csv out.csv`` (or ``--all``) builds it with :func:`zoo.profile` model by
 model, prints it as it goes (with a progress bar), writes CSV and, with ``--plot``, the trade-off picture.
 """
+
 import csv
 import os
 import sys
@@ -20,8 +21,21 @@ from .plot import plot_tradeoffs
 
 __all__ = ["COLUMNS", "collect_rows", "format_rows", "run_table", "write_csv"]
 
-COLUMNS = ["model", "family", "series", "params", "gmacs", "top1", "batch_size", "latency_ms", "images_per_s",
-           "input_size", "device", "threads", "torch"]
+COLUMNS = [
+    "model",
+    "family",
+    "series",
+    "params",
+    "gmacs",
+    "top1",
+    "batch_size",
+    "latency_ms",
+    "images_per_s",
+    "input_size",
+    "device",
+    "threads",
+    "torch",
+]
 
 
 def series_of(name: str) -> str:
@@ -29,34 +43,69 @@ def series_of(name: str) -> str:
     return name.split("_", 1)[0]
 
 
-def collect_rows(names: Sequence[str], batch_sizes: Sequence[int] = (1,), device: str = "cpu", runs: int = 10,
-                 warmup: int = 2, channels_last: bool = False, show: bool = True) -> list[dict[str, Any]]:
+def collect_rows(
+    names: Sequence[str],
+    batch_sizes: Sequence[int] = (1,),
+    device: str = "cpu",
+    runs: int = 10,
+    warmup: int = 2,
+    channels_last: bool = False,
+    show: bool = True,
+) -> list[dict[str, Any]]:
     """Profile every model (MACs at batch 1, latency per batch size) and return one row per (model, batch)."""
 
     rows: list[dict[str, Any]] = []
     bar = tqdm(names, unit="model", file=sys.stderr, dynamic_ncols=True, disable=not show)
     for name in bar:
         bar.set_description(name)
-        result = profile(name, latency=True, batch_sizes=batch_sizes, device=device, runs=runs, warmup=warmup,
-                         channels_last=channels_last)
+        result = profile(
+            name,
+            latency=True,
+            batch_sizes=batch_sizes,
+            device=device,
+            runs=runs,
+            warmup=warmup,
+            channels_last=channels_last,
+        )
         info = model_info(name)
         for timing in result.latency:
-            row = dict(model=name, family=info["family"], series=series_of(name), params=result.params,
-                       gmacs=round(result.macs / 1e9, 3), top1=info["reference"].get("top1"),
-                       batch_size=timing["batch_size"], latency_ms=round(timing["median_ms"], 2),
-                       images_per_s=round(timing["throughput"], 1),
-                       input_size="x".join(str(s) for s in result.input_size[1:]), device=result.device,
-                       threads=torch.get_num_threads(), torch=torch.__version__)
+            row = dict(
+                model=name,
+                family=info["family"],
+                series=series_of(name),
+                params=result.params,
+                gmacs=round(result.macs / 1e9, 3),
+                top1=info["reference"].get("top1"),
+                batch_size=timing["batch_size"],
+                latency_ms=round(timing["median_ms"], 2),
+                images_per_s=round(timing["throughput"], 1),
+                input_size="x".join(str(s) for s in result.input_size[1:]),
+                device=result.device,
+                threads=torch.get_num_threads(),
+                torch=torch.__version__,
+            )
             rows.append(row)
             bar.write(format_rows([row], header=len(rows) == 1))
     return rows
 
 
 def format_rows(rows: Sequence[dict[str, Any]], header: bool = True) -> str:
-    cols = [("model", 20), ("params", 12), ("gmacs", 8), ("top1", 6), ("batch_size", 6), ("latency_ms", 11),
-            ("images_per_s", 13)]
-    titles = {"gmacs": "GMACs", "top1": "top-1", "batch_size": "batch", "latency_ms": "latency ms",
-              "images_per_s": "img/s"}
+    cols = [
+        ("model", 20),
+        ("params", 12),
+        ("gmacs", 8),
+        ("top1", 6),
+        ("batch_size", 6),
+        ("latency_ms", 11),
+        ("images_per_s", 13),
+    ]
+    titles = {
+        "gmacs": "GMACs",
+        "top1": "top-1",
+        "batch_size": "batch",
+        "latency_ms": "latency ms",
+        "images_per_s": "img/s",
+    }
     lines = []
     if header:
         lines.append("".join(titles.get(c, c).rjust(w) if c != "model" else c.ljust(w) for c, w in cols))
@@ -93,11 +142,19 @@ def run_table(args) -> int:
     names = list_models(family=args.family, task="image-classification")  # LMs: zoo bench --models NAME
     if args.models_given:
         names = [n for n in names if n in args.models]
-    print(f"model table: {len(names)} models, {args.device}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; MACs via fvcore at batch 1; latency = median of {args.runs or 10} runs",
-          flush=True)
-    rows = collect_rows(names, batch_sizes=args.batch_sizes or [1], device=args.device, runs=args.runs or 10,
-                        warmup=args.warmup, channels_last=args.channels_last)
+    print(
+        f"model table: {len(names)} models, {args.device}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}; MACs via fvcore at batch 1; latency = median of {args.runs or 10} runs",
+        flush=True,
+    )
+    rows = collect_rows(
+        names,
+        batch_sizes=args.batch_sizes or [1],
+        device=args.device,
+        runs=args.runs or 10,
+        warmup=args.warmup,
+        channels_last=args.channels_last,
+    )
     if args.csv:
         print(f"wrote {write_csv(rows, args.csv)}")
     if args.plot:

@@ -22,6 +22,7 @@ Targets: zoo >= 1.3x timm on poolformer_s12 at batch 32, >= 1.0x everywhere else
 
 Run as ``zoo bench --models poolformer_s12,convformer_s18`` (or ``python -m zoo.bench``).
 """
+
 from collections.abc import Sequence
 
 import timm
@@ -71,16 +72,28 @@ def compare(name: str, batch_sizes: Sequence[int], runs=None, warmup: int = 2, i
     for bs in batch_sizes:
         x = torch.randn(bs, 3, img_size, img_size, generator=torch.Generator().manual_seed(bs))
         n = runs or default_runs(bs)
-        times = time_interleaved({PEER: lambda x=x: timm_model(x), "zoo": lambda x=x: zoo_model(x)}, n, warmup,
-                                 desc=f"{name} b{bs}")
+        times = time_interleaved(
+            {PEER: lambda x=x: timm_model(x), "zoo": lambda x=x: zoo_model(x)}, n, warmup, desc=f"{name} b{bs}"
+        )
         with torch.inference_mode():
             feats = {"timm": timm_model.forward_features(x), "zoo": zoo_model.forward_features(x)}
             logits = output_diff(zoo_model.forward_head(feats["zoo"]), timm_model.forward_head(feats["timm"]))
-        rows.append(Row(name, f"batch {bs}", PEER, "zoo", "img/s", bs / median(times[PEER]),
-                        bs / median(times["zoo"]), n, target_ratio(name, bs),
-                        **output_diff(feats["zoo"], feats["timm"]),
-                        extra={"logits max|d|": logits["max_abs_diff"]},
-                        times_s={k: v["total"] for k, v in times.items()}))
+        rows.append(
+            Row(
+                name,
+                f"batch {bs}",
+                PEER,
+                "zoo",
+                "img/s",
+                bs / median(times[PEER]),
+                bs / median(times["zoo"]),
+                n,
+                target_ratio(name, bs),
+                **output_diff(feats["zoo"], feats["timm"]),
+                extra={"logits max|d|": logits["max_abs_diff"]},
+                times_s={k: v["total"] for k, v in times.items()},
+            )
+        )
     return rows
 
 

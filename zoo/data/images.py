@@ -4,6 +4,7 @@ Every dataset yields ``(PIL.Image, int)``; transforms come from timm (``create_t
 engine. :func:`digits` is scikit-learn's bundled copy of the UCI handwritten digits: 1,797 real 8x8 scans with
 16 grey levels, no download. Its split is fixed: a seeded stratified 80/20 split (1,437 train, 360 held out).
 """
+
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -62,14 +63,17 @@ def digits(split: str = "train") -> tuple[ListDataset, DatasetInfo]:
 class HFImageDataset(Dataset):
     """One split of a Hugging Face ``datasets`` dataset (saved with ``save_to_disk``) with image and label columns."""
 
-    def __init__(self, ds, image_key: str | None = None, label_key: str | None = None,
-                 transform: Callable | None = None):
+    def __init__(
+        self, ds, image_key: str | None = None, label_key: str | None = None, transform: Callable | None = None
+    ):
         cols = ds.column_names
         self.image_key = image_key or next((c for c in ("image", "img", "pixel_values") if c in cols), None)
         self.label_key = label_key or next((c for c in ("label", "labels", "fine_label") if c in cols), None)
         if self.image_key not in cols or self.label_key not in cols:
-            raise ValueError(f"the dataset has columns {cols}; name its image and label columns with "
-                             f"data.image_key / data.label_key (or --image-key / --label-key)")
+            raise ValueError(
+                f"the dataset has columns {cols}; name its image and label columns with "
+                f"data.image_key / data.label_key (or --image-key / --label-key)"
+            )
         self.ds, self.transform = ds, transform
 
     def __len__(self):
@@ -92,18 +96,25 @@ def _load_hf_split(path: str, split: str):
     ds = load_from_disk(path)
     if isinstance(ds, DatasetDict):
         names = list(ds.keys())
-        aliases = {"validation": ("validation", "val", "valid", "test"), "val": ("val", "validation", "test"),
-                   "train": ("train",), "test": ("test",)}
+        aliases = {
+            "validation": ("validation", "val", "valid", "test"),
+            "val": ("val", "validation", "test"),
+            "train": ("train",),
+            "test": ("test",),
+        }
         for cand in aliases.get(split, (split,)):
             if cand in ds:
                 return ds[cand]
-        raise ValueError(f"{path} has splits {names}, none of which is {split!r}; pick one with data.val_split / "
-                         f"data.train_split (or --split)")
+        raise ValueError(
+            f"{path} has splits {names}, none of which is {split!r}; pick one with data.val_split / "
+            f"data.train_split (or --split)"
+        )
     return ds
 
 
-def build_image_dataset(name: str, split: str, path: str | None = None, image_key: str | None = None,
-                        label_key: str | None = None) -> tuple[Dataset, DatasetInfo]:
+def build_image_dataset(
+    name: str, split: str, path: str | None = None, image_key: str | None = None, label_key: str | None = None
+) -> tuple[Dataset, DatasetInfo]:
     """``digits`` | ``image_folder`` (``path/<split>/<class>/*.jpg``, or ``path/<class>/*`` as a single split)
     | ``hf_disk`` (a folder written by ``datasets.save_to_disk``)."""
     if name == "digits":
@@ -115,6 +126,7 @@ def build_image_dataset(name: str, split: str, path: str | None = None, image_ke
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     if name == "image_folder":
         from torchvision.datasets import ImageFolder
+
         cands = {"validation": ("validation", "val", "test"), "val": ("val", "validation", "test")}.get(split, (split,))
         folder = next((root / c for c in cands if (root / c).is_dir()), None)
         if folder is None:

@@ -7,6 +7,7 @@
 one works with the other. A random-init model has no tokenizer: train one on local text with
 :func:`zoo.data.text.train_bpe_tokenizer` (for example on :func:`zoo.data.text.bundled_corpus`).
 """
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,9 @@ class SentencePieceTokenizer:
         try:
             import sentencepiece as spm
         except ImportError:
-            raise ImportError("tokenizer.model files need the `sentencepiece` package: "
-                              "pip install sentencepiece") from None
+            raise ImportError(
+                "tokenizer.model files need the `sentencepiece` package: pip install sentencepiece"
+            ) from None
         model_file = Path(model_file)
         if not model_file.is_file():
             raise FileNotFoundError(f"no SentencePiece model at {model_file}")
@@ -96,12 +98,15 @@ def load_lm_tokenizer(path: str | Path, add_bos: bool = True):
                 p = p / name
                 break
         else:
-            raise FileNotFoundError(f"{path} holds no tokenizer.json or tokenizer.model. A random-init model has no "
-                                    f"tokenizer: train one with zoo.data.text.train_bpe_tokenizer")
+            raise FileNotFoundError(
+                f"{path} holds no tokenizer.json or tokenizer.model. A random-init model has no "
+                f"tokenizer: train one with zoo.data.text.train_bpe_tokenizer"
+            )
     if not p.is_file():
         raise FileNotFoundError(f"no tokenizer at {path}")
     if p.suffix == ".json":
         from tokenizers import Tokenizer
+
         return Tokenizer.from_file(str(p))
     if p.suffix == ".model":
         return SentencePieceTokenizer(p, add_bos=add_bos)

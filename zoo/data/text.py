@@ -4,14 +4,23 @@
 the language-reference topics behind ``help()``): a small real corpus, no download. Tokenizers are Hugging Face
 ``tokenizers`` JSON files; :func:`train_bpe_tokenizer` trains a byte-level BPE one on the fly.
 """
+
 import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
-__all__ = ["EOS_TOKEN", "bundled_corpus", "load_text_documents", "load_tokenizer", "pack_tokens",
-           "split_documents", "train_bpe_tokenizer", "unigram_perplexity"]
+__all__ = [
+    "EOS_TOKEN",
+    "bundled_corpus",
+    "load_text_documents",
+    "load_tokenizer",
+    "pack_tokens",
+    "split_documents",
+    "train_bpe_tokenizer",
+    "unigram_perplexity",
+]
 
 EOS_TOKEN = "<|endoftext|>"
 _TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
@@ -20,11 +29,13 @@ _TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 def bundled_corpus() -> dict[str, str]:
     """``{topic: text}`` from ``pydoc_data.topics`` (sorted by topic name)."""
     from pydoc_data.topics import topics
+
     return {k: topics[k] for k in sorted(topics)}
 
 
-def load_text_documents(name: str, path: str | None = None, split: str | None = None,
-                        text_key: str | None = None) -> list[str]:
+def load_text_documents(
+    name: str, path: str | None = None, split: str | None = None, text_key: str | None = None
+) -> list[str]:
     """Documents from ``pydoc`` (the bundled corpus), ``text`` (a .txt/.md file or a folder of them, one document
     per file) or ``hf_disk`` (a ``datasets`` folder with a text column; ``split`` picks a split when it has many)."""
     if name == "pydoc":
@@ -72,11 +83,16 @@ def split_documents(docs: Sequence[str], val_fraction: float) -> tuple[list[str]
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path | None = None):
     """Train a byte-level BPE tokenizer (``tokenizers``) with an ``<|endoftext|>`` token; save it to ``path``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(list(texts), trainer=trainer)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +103,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path 
 def load_tokenizer(path: str | Path):
     """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file or a model folder holding one."""
     from tokenizers import Tokenizer
+
     p = Path(path)
     if p.is_dir():
         p = p / "tokenizer.json"

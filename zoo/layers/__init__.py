@@ -1,4 +1,5 @@
 """Building blocks shared by more than one family."""
+
 from .activations import GELU, SquaredReLU, StarReLU, needs_grad
 from .args import check_known_keys
 from .backbone import VisionBackbone, imagenet_cfg
@@ -6,17 +7,17 @@ from .features import StagePruningMixin, check_head_args, take_indices
 from .large_kernel import BN_EPS, ConvBN, DecomposedLargeKernel, FusedLargeKernel, fold_batchnorm
 from .linear import Linear
 from .lm import (
-                 AttentionMasks,
-                 DecoderLayer,
-                 GroupedQueryAttention,
-                 KVCache,
-                 RMSNorm,
-                 RotaryEmbedding,
-                 SwiGLU,
-                 apply_rotary,
-                 attention_mask,
-                 build_attention_masks,
-                 rotate_half,
+    AttentionMasks,
+    DecoderLayer,
+    GroupedQueryAttention,
+    KVCache,
+    RMSNorm,
+    RotaryEmbedding,
+    SwiGLU,
+    apply_rotary,
+    attention_mask,
+    build_attention_masks,
+    rotate_half,
 )
 from .mlp import Mlp
 from .norm import ChannelLayerNorm, SpatialLayerNorm, spatial_stats

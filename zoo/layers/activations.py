@@ -1,4 +1,5 @@
 """Activations with learnable or squared forms (MetaFormer baselines)."""
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -1,11 +1,13 @@
 """Argument checks shared by the registry and the model configs."""
+
 import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 
-def check_known_keys(kwargs: Mapping[str, Any], accepted: Iterable[str], what: str,
-                     accepted_label: str = "Accepted") -> None:
+def check_known_keys(
+    kwargs: Mapping[str, Any], accepted: Iterable[str], what: str, accepted_label: str = "Accepted"
+) -> None:
     """TypeError naming every key of ``kwargs`` that ``accepted`` lacks, each with the closest accepted key."""
     accepted = sorted(set(accepted))
     unknown = sorted(set(kwargs) - set(accepted))
@@ -14,5 +16,6 @@ def check_known_keys(kwargs: Mapping[str, Any], accepted: Iterable[str], what: s
         for k in unknown:
             close = difflib.get_close_matches(k, accepted, n=1)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TypeError(f"{what} got unexpected argument(s) {', '.join(hints)}. "
-                        f"{accepted_label}: {', '.join(accepted)}")
+        raise TypeError(
+            f"{what} got unexpected argument(s) {', '.join(hints)}. {accepted_label}: {', '.join(accepted)}"
+        )

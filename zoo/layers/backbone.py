@@ -6,6 +6,7 @@ A family's model class mixes in :class:`VisionBackbone` and provides ``stem``, `
 the stages of one forward), ``_run_stage``, ``_to_nchw`` (the stages' layout to (B, C, H, W)) and ``_reset_head``.
 :func:`imagenet_cfg` is the pretrained cfg of an ImageNet-1k classifier with timm's constants.
 """
+
 from typing import Any
 
 import torch
@@ -20,9 +21,18 @@ __all__ = ["VisionBackbone", "imagenet_cfg"]
 
 def imagenet_cfg(**kwargs) -> dict[str, Any]:
     """A pretrained cfg for an ImageNet-1k classifier at 224 (timm's mean/std), updated with ``kwargs``."""
-    return {"num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
-            "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-            "first_conv": "stem.conv", "classifier": "head.fc", **kwargs}
+    return {
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "stem.conv",
+        "classifier": "head.fc",
+        **kwargs,
+    }
 
 
 class VisionBackbone(StagePruningMixin):
@@ -41,11 +51,15 @@ class VisionBackbone(StagePruningMixin):
             raise TypeError(f"expected an image tensor of shape {expected}, got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             hint = " (add a batch dim with x.unsqueeze(0))" if x.ndim == 3 else ""
-            raise ValueError(f"expected input of shape {expected}, got {tuple(x.shape)}{hint}; build the model with "
-                             f"in_chans={x.shape[1] if x.ndim == 4 else '...'} for other channel counts")
+            raise ValueError(
+                f"expected input of shape {expected}, got {tuple(x.shape)}{hint}; build the model with "
+                f"in_chans={x.shape[1] if x.ndim == 4 else '...'} for other channel counts"
+            )
         if min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(f"input is {x.shape[-2]}x{x.shape[-1]}; {type(self).__name__} downsamples by 32 and "
-                             f"needs >= {self.min_input_size}x{self.min_input_size}")
+            raise ValueError(
+                f"input is {x.shape[-2]}x{x.shape[-1]}; {type(self).__name__} downsamples by 32 and "
+                f"needs >= {self.min_input_size}x{self.min_input_size}"
+            )
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -67,10 +81,15 @@ class VisionBackbone(StagePruningMixin):
             x = self._run_stage(stage, x, context)
         return self._to_nchw(x)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False
-                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """Stage outputs at ``indices`` (int: the last n; None: all), like timm's models."""
         formats = ("NCHW", "NHWC") if self.stage_output_fmt == "NHWC" else ("NCHW",)
         if output_fmt not in formats:
@@ -93,8 +112,9 @@ class VisionBackbone(StagePruningMixin):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         blocks = [(r"^stages\.(\d+)\.downsample", (0,))] + [(p, None) for p in self.block_patterns]
-        return dict(stem=r"^stem|^pos_embed", blocks=r"^stages\.(\d+)" if coarse else blocks + [
-            (r"^head\.norm", (99999,))])
+        return dict(
+            stem=r"^stem|^pos_embed", blocks=r"^stages\.(\d+)" if coarse else blocks + [(r"^head\.norm", (99999,))]
+        )
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):

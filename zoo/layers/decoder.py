@@ -5,6 +5,7 @@
 Llama's init, tied output weights, parameter counting, input checks and cached :meth:`DecoderLM.generate`.
 A family subclasses the three and adds what is its own (layer sharing, windows, recursion, routing).
 """
+
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ __all__ = ["DecoderBody", "DecoderConfig", "DecoderLM", "LMOutput", "sample_toke
 class DecoderConfig:
     """A Llama-style decoder's architecture with transformers' key names; families subclass it with their fields
     (redeclaring a field changes only its default)."""
+
     vocab_size: int = 32000
     hidden_size: int = 576
     intermediate_size: int = 1536
@@ -44,8 +46,14 @@ class DecoderConfig:
 
     # fields that must be positive ints; subclasses extend the tuple
     positive_ints: ClassVar[tuple[str, ...]] = (
-        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-        "num_key_value_heads", "max_position_embeddings")
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+    )
 
     def __post_init__(self):
         name = type(self).__name__
@@ -55,12 +63,16 @@ class DecoderConfig:
                 raise ValueError(f"{name}.{key} must be a positive int, got {value!r}")
         if self.head_dim is None:
             if self.hidden_size % self.num_attention_heads:
-                raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                                 f"{self.num_attention_heads}; give head_dim explicitly")
+                raise ValueError(
+                    f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                    f"{self.num_attention_heads}; give head_dim explicitly"
+                )
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
-                             f"num_key_value_heads ({self.num_key_value_heads})")
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
         if self.hidden_act != "silu":
             raise ValueError(f"only hidden_act='silu' (SwiGLU) is supported, got {self.hidden_act!r}")
         if not self.rms_norm_eps > 0 or not self.rope_theta > 0:
@@ -99,9 +111,22 @@ class DecoderBody(nn.Module):
     def __init__(self, c: DecoderConfig, windows: Sequence[int | None]):
         super().__init__()
         self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
-        self.layers = nn.ModuleList([
-            DecoderLayer(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size,
-                         c.head_dim, c.rms_norm_eps, c.attention_bias, c.mlp_bias, window) for window in windows])
+        self.layers = nn.ModuleList(
+            [
+                DecoderLayer(
+                    c.hidden_size,
+                    c.num_attention_heads,
+                    c.num_key_value_heads,
+                    c.intermediate_size,
+                    c.head_dim,
+                    c.rms_norm_eps,
+                    c.attention_bias,
+                    c.mlp_bias,
+                    window,
+                )
+                for window in windows
+            ]
+        )
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 
 
@@ -142,10 +167,16 @@ class DecoderLM(nn.Module):
 
     # -- input checks -------------------------------------------------------------------------------------------
     def _check_ids(self, input_ids: torch.Tensor):
-        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype not in (
-                torch.long, torch.int32, torch.int16, torch.int8, torch.uint8):
-            got = (f"{tuple(input_ids.shape)} {input_ids.dtype}" if isinstance(input_ids, torch.Tensor)
-                   else type(input_ids).__name__)
+        if (
+            not isinstance(input_ids, torch.Tensor)
+            or input_ids.ndim != 2
+            or input_ids.dtype not in (torch.long, torch.int32, torch.int16, torch.int8, torch.uint8)
+        ):
+            got = (
+                f"{tuple(input_ids.shape)} {input_ids.dtype}"
+                if isinstance(input_ids, torch.Tensor)
+                else type(input_ids).__name__
+            )
             raise ValueError(f"input_ids must be an integer tensor of shape (batch, tokens), got {got}")
         if input_ids.numel() == 0:
             raise ValueError("input_ids is empty: give at least one token")
@@ -156,11 +187,19 @@ class DecoderLM(nn.Module):
 
     # -- generation ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 20, do_sample: bool = False,
-                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 eos_token_id: int | Sequence[int] | None = None,
-                 attention_mask: torch.Tensor | None = None, pad_token_id: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pad_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Prompt + up to ``max_new_tokens`` new tokens ``(B, T + n)``, decoding with a static KV cache.
 
         Greedy by default; ``do_sample`` samples from ``softmax(logits / temperature)`` restricted to the
@@ -191,8 +230,9 @@ class DecoderLM(nn.Module):
         mask = positions = None
         if attention_mask is not None:
             if attention_mask.shape != (B, T):
-                raise ValueError(f"attention_mask must have the prompt's shape {(B, T)}, got "
-                                 f"{tuple(attention_mask.shape)}")
+                raise ValueError(
+                    f"attention_mask must have the prompt's shape {(B, T)}, got {tuple(attention_mask.shape)}"
+                )
             if not bool(attention_mask.bool().all()):
                 mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
                 mask[:, :T] = attention_mask.to(device).long()
@@ -201,8 +241,13 @@ class DecoderLM(nn.Module):
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         out = torch.empty(B, max_new_tokens, dtype=input_ids.dtype, device=device)
 
-        logits = self(input_ids, attention_mask=None if mask is None else mask[:, :T], position_ids=positions,
-                      past_key_values=cache, logits_to_keep=1).logits[:, -1]
+        logits = self(
+            input_ids,
+            attention_mask=None if mask is None else mask[:, :T],
+            position_ids=positions,
+            past_key_values=cache,
+            logits_to_keep=1,
+        ).logits[:, -1]
         n = 0
         for step in range(max_new_tokens):
             if do_sample:
@@ -218,13 +263,18 @@ class DecoderLM(nn.Module):
                 break
             if positions is not None:
                 positions = positions[:, -1:] + 1
-            logits = self(token[:, None], attention_mask=None if mask is None else mask[:, :T + n],
-                          position_ids=positions, past_key_values=cache).logits[:, -1]
+            logits = self(
+                token[:, None],
+                attention_mask=None if mask is None else mask[:, : T + n],
+                position_ids=positions,
+                past_key_values=cache,
+            ).logits[:, -1]
         return torch.cat([input_ids, out[:, :n]], dim=1)
 
 
-def sample_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-            generator: torch.Generator | None) -> torch.Tensor:
+def sample_token(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
+) -> torch.Tensor:
     """One token per row from ``logits`` (B, V): temperature, then top-k, then top-p (nucleus) filtering."""
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:

@@ -1,4 +1,5 @@
 """Feature-extraction helpers shared by the vision families."""
+
 from collections.abc import Sequence
 
 from torch import nn
@@ -26,8 +27,10 @@ def take_indices(num_stages: int, indices: int | Sequence[int] | None) -> list[i
     take = []
     for i in indices:
         if not -num_stages <= i < num_stages:
-            raise ValueError(f"stage index {i} is out of range for {num_stages} stages "
-                             f"(valid: 0..{num_stages - 1} or negative from the end)")
+            raise ValueError(
+                f"stage index {i} is out of range for {num_stages} stages "
+                f"(valid: 0..{num_stages - 1} or negative from the end)"
+            )
         take.append(i % num_stages)
     return take
 
@@ -35,8 +38,9 @@ def take_indices(num_stages: int, indices: int | Sequence[int] | None) -> list[i
 class StagePruningMixin:
     """timm's ``prune_intermediate_layers`` for models with ``stages``, ``feature_info`` and a ``head``."""
 
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
         take = take_indices(len(self.stages), indices)
         self.stages = self.stages[: max(take) + 1]
         self.num_features = self.head_hidden_size = self.feature_info[max(take)]["num_chs"]

@@ -29,6 +29,7 @@ How the fused form runs (``impl``):
 ``impl=None`` takes the default from the environment variable ``ZOO_LARGE_KERNEL_IMPL`` (else ``"auto"``), read
 when the module is built; an explicit ``impl`` is never overridden.
 """
+
 import os
 from collections.abc import Sequence
 
@@ -53,8 +54,14 @@ IMPLS = ("auto", "conv", "matmul")
 BN_EPS = 1e-5  # the BatchNorm eps of every large-kernel branch (PyTorch's default, as in the authors' code)
 
 
-def fold_batchnorm(weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor, running_mean: torch.Tensor,
-                   running_var: torch.Tensor, eps: float = BN_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_batchnorm(
+    weight: torch.Tensor,
+    bn_weight: torch.Tensor,
+    bn_bias: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    eps: float = BN_EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) of the one conv equal to ``conv(weight)`` followed by BatchNorm with running statistics."""
     scale = bn_weight * torch.rsqrt(running_var + eps)
     return weight * scale.view(-1, *([1] * (weight.ndim - 1))), bn_bias - running_mean * scale
@@ -121,7 +128,7 @@ class DecomposedLargeKernel(nn.Module):
         if self.small is not None:
             ws, bs = self.small.fuse()
             pad = (self.kernel_size - self.small_kernel) // 2
-            wv[:, :, pad:pad + self.small_kernel, :] += ws
+            wv[:, :, pad : pad + self.small_kernel, :] += ws
             bv = bv + bs
         fused = FusedLargeKernel(self.dim, self.kernel_size, self.small_kernel, impl=impl)
         fused.to(device=wv.device, dtype=wv.dtype)
@@ -179,8 +186,9 @@ def _toeplitz(taps: torch.Tensor, n: int) -> torch.Tensor:
     return taps[:, offset.clamp(0, k - 1)] * inside
 
 
-def banded_matrices(w_vertical: torch.Tensor, w_horizontal: torch.Tensor, h: int, w: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def banded_matrices(
+    w_vertical: torch.Tensor, w_horizontal: torch.Tensor, h: int, w: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The banded matrices of a (K x s) and an (s x K) depthwise kernel for an h x w map.
 
     Returns ``(mv, mh)``: ``mv`` (C, h, s*h) with ``mv[c, :, j*h:(j+1)*h] = T(w_vertical[c, 0, :, j])`` and
@@ -192,8 +200,9 @@ def banded_matrices(w_vertical: torch.Tensor, w_horizontal: torch.Tensor, h: int
     return mv.contiguous(), mh.contiguous()
 
 
-def depthwise_matmul(x: torch.Tensor, mv: torch.Tensor, mh: torch.Tensor, bias: torch.Tensor | None,
-                     small_kernel: int) -> torch.Tensor:
+def depthwise_matmul(
+    x: torch.Tensor, mv: torch.Tensor, mh: torch.Tensor, bias: torch.Tensor | None, small_kernel: int
+) -> torch.Tensor:
     """``conv(x, K x s) + conv(x, s x K) + bias`` through the banded matrices of :func:`banded_matrices`.
 
     ``x`` is (N, C, H, W) in any memory format; the result is (N, C, H, W) in channels-last memory.
@@ -204,16 +213,16 @@ def depthwise_matmul(x: torch.Tensor, mv: torch.Tensor, mh: torch.Tensor, bias: 
 
     # K x s: layout (C, H, N * W') with the images side by side, W' = W + 2p zero-padded columns each
     xv = x.new_zeros(c, h, n * wp + 2 * p)
-    xv[:, :, : n * wp].view(c, h, n, wp)[..., p:p + w] = x.permute(1, 2, 0, 3)
-    stacked = torch.cat([xv[:, :, j:j + n * wp] for j in range(s)], dim=1)  # (C, s*H, N*W')
+    xv[:, :, : n * wp].view(c, h, n, wp)[..., p : p + w] = x.permute(1, 2, 0, 3)
+    stacked = torch.cat([xv[:, :, j : j + n * wp] for j in range(s)], dim=1)  # (C, s*H, N*W')
     bias = bias.view(c, 1, 1) if bias is not None else None
     out_v = torch.bmm(mv, stacked) if bias is None else torch.baddbmm(bias, mv, stacked)
     out_v = out_v.view(c, h, n, wp)[..., :w]  # (C, H, N, W); the 2p columns past each image are junk
 
     # s x K: layout (C, N * H', W) with the images stacked, H' = H + 2p zero-padded rows each
     xh = x.new_zeros(c, n * hp + 2 * p, w)
-    xh[:, : n * hp].view(c, n, hp, w)[:, :, p:p + h] = x.permute(1, 0, 2, 3)
-    stacked = torch.cat([xh[:, i:i + n * hp] for i in range(s)], dim=2)  # (C, N*H', s*W)
+    xh[:, : n * hp].view(c, n, hp, w)[:, :, p : p + h] = x.permute(1, 0, 2, 3)
+    stacked = torch.cat([xh[:, i : i + n * hp] for i in range(s)], dim=2)  # (C, N*H', s*W)
     out_h = torch.bmm(stacked, mh).view(c, n, hp, w)[:, :, :h]  # (C, N, H, W)
 
     out = x.new_empty(n, h, w, c)

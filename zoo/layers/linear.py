@@ -11,6 +11,7 @@ Training (autograd recording), other devices and other dtypes use ``F.linear``. 
 ``ZOO_ONEDNN_LINEAR`` (``0`` turns it off), read when the layer is built, gives the default; it never overrides
 an explicit argument.
 """
+
 import os
 
 import torch
@@ -31,14 +32,27 @@ class Linear(nn.Linear):
     """``nn.Linear`` (same parameters and state dict) with the oneDNN path for CPU float32 inference
     (``onednn``: None = :func:`onednn_default`)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
-                 onednn: bool | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        onednn: bool | None = None,
+    ):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.onednn = onednn_default() if onednn is None else bool(onednn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.onednn and x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
-                and not torch.is_grad_enabled() and x.numel() >= MIN_ROWS * self.in_features):
+        if not (
+            self.onednn
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.is_contiguous()
+            and not torch.is_grad_enabled()
+            and x.numel() >= MIN_ROWS * self.in_features
+        ):
             return F.linear(x, self.weight, self.bias)
         rows = x.numel() // self.in_features
         # (rows, in) memory viewed as a channels-last (1, in, 1, rows) image; the output comes back channels-last

@@ -24,6 +24,7 @@ included), the same indices a cache records. :func:`attention_mask` builds a boo
 with no visible key (a padding query) is let see every key, so no row is all masked (which would give NaN that
 then leaks through the value products of later layers).
 """
+
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,7 +94,7 @@ class RotaryEmbedding(nn.Module):
 
     def inv_freq(self, device=None) -> torch.Tensor:
         exponent = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
-        return 1.0 / (self.theta ** exponent)
+        return 1.0 / (self.theta**exponent)
 
     def tables(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) of shape ``(L, head_dim)`` with ``L >= length``, cached per device and dtype."""
@@ -111,7 +112,7 @@ class RotaryEmbedding(nn.Module):
 
     def slice(self, start: int, length: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = self.tables(start + length, device, dtype)
-        return cos[start:start + length][None, None], sin[start:start + length][None, None]
+        return cos[start : start + length][None, None], sin[start : start + length][None, None]
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         if positions.numel() and int(positions.min()) < 0:
@@ -171,11 +172,24 @@ class KVCache:
     sequence index (``positions(slot)``), for slots that cache a routed subset of the tokens.
     """
 
-    def __init__(self, num_slots: int, batch_size: int, num_kv_heads: int, max_length: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                 track_positions: bool = False):
-        for name, value in (("num_slots", num_slots), ("batch_size", batch_size), ("num_kv_heads", num_kv_heads),
-                            ("max_length", max_length), ("head_dim", head_dim)):
+    def __init__(
+        self,
+        num_slots: int,
+        batch_size: int,
+        num_kv_heads: int,
+        max_length: int,
+        head_dim: int,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        track_positions: bool = False,
+    ):
+        for name, value in (
+            ("num_slots", num_slots),
+            ("batch_size", batch_size),
+            ("num_kv_heads", num_kv_heads),
+            ("max_length", max_length),
+            ("head_dim", head_dim),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"KVCache: {name} must be a positive int, got {value!r}")
         shape = (num_slots, batch_size, num_kv_heads, max_length, head_dim)
@@ -185,8 +199,9 @@ class KVCache:
         self._slot_keys = list(self.keys.unbind(0))
         self._slot_values = list(self.values.unbind(0))
         self.lengths: list[int] = [0] * num_slots
-        self.key_positions = (torch.zeros(num_slots, batch_size, max_length, dtype=torch.long, device=device)
-                              if track_positions else None)
+        self.key_positions = (
+            torch.zeros(num_slots, batch_size, max_length, dtype=torch.long, device=device) if track_positions else None
+        )
 
     # -- shape ---------------------------------------------------------------------------------------------------
     @property
@@ -220,19 +235,24 @@ class KVCache:
         return 2 * self.num_slots * kv * d * self.keys.element_size()
 
     # -- use -----------------------------------------------------------------------------------------------------
-    def update(self, slot: int, key: torch.Tensor, value: torch.Tensor,
-               positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, slot: int, key: torch.Tensor, value: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Append ``key``/``value`` ``(B, kv_heads, T, head_dim)`` to ``slot``; return the slot's cached k, v."""
         start = self.lengths[slot]
         end = start + key.shape[2]
         if end > self.max_length:
-            raise ValueError(f"KV cache is full: slot {slot} holds {start} of {self.max_length} tokens and "
-                             f"{key.shape[2]} more were written. Make a larger cache (model.new_cache(batch_size, "
-                             f"max_length)) before decoding this far.")
+            raise ValueError(
+                f"KV cache is full: slot {slot} holds {start} of {self.max_length} tokens and "
+                f"{key.shape[2]} more were written. Make a larger cache (model.new_cache(batch_size, "
+                f"max_length)) before decoding this far."
+            )
         if key.shape[:2] != self.keys.shape[1:3] or key.shape[-1] != self.keys.shape[-1]:
-            raise ValueError(f"KV cache made for (batch, kv_heads, head_dim) = "
-                             f"{(self.batch_size, self.keys.shape[2], self.keys.shape[4])} got keys of shape "
-                             f"{tuple(key.shape)}")
+            raise ValueError(
+                f"KV cache made for (batch, kv_heads, head_dim) = "
+                f"{(self.batch_size, self.keys.shape[2], self.keys.shape[4])} got keys of shape "
+                f"{tuple(key.shape)}"
+            )
         keys, values = self._slot_keys[slot], self._slot_values[slot]
         keys.narrow(2, start, end - start).copy_(key)
         values.narrow(2, start, end - start).copy_(value)
@@ -247,7 +267,7 @@ class KVCache:
         """Sequence index of every cached entry of ``slot``, ``(B, length)`` (needs ``track_positions``)."""
         if self.key_positions is None:
             raise ValueError("this KVCache was made without track_positions=True")
-        return self.key_positions[slot, :, :self.lengths[slot]]
+        return self.key_positions[slot, :, : self.lengths[slot]]
 
     def reset(self) -> "KVCache":
         """Forget every entry (the memory is kept for the next sequence)."""
@@ -261,12 +281,18 @@ class KVCache:
 
     def __repr__(self) -> str:
         s, b, kv, n, d = self.keys.shape
-        return (f"KVCache(slots={s}, batch_size={b}, num_kv_heads={kv}, max_length={n}, head_dim={d}, "
-                f"dtype={self.keys.dtype}, seq_length={self.seq_length})")
+        return (
+            f"KVCache(slots={s}, batch_size={b}, num_kv_heads={kv}, max_length={n}, head_dim={d}, "
+            f"dtype={self.keys.dtype}, seq_length={self.seq_length})"
+        )
 
 
-def attention_mask(query_index: torch.Tensor, key_index: torch.Tensor, key_padding: torch.Tensor | None = None,
-                   sliding_window: int | None = None) -> torch.Tensor:
+def attention_mask(
+    query_index: torch.Tensor,
+    key_index: torch.Tensor,
+    key_padding: torch.Tensor | None = None,
+    sliding_window: int | None = None,
+) -> torch.Tensor:
     """Boolean ``(B, 1, T, S)`` mask, True where query ``t`` may attend to key ``s``.
 
     ``query_index`` ``(T,)`` or ``(B, T)`` and ``key_index`` ``(S,)`` or ``(B, S)`` are sequence indices;
@@ -292,6 +318,7 @@ class AttentionMasks:
     ``masks[w]`` is a boolean mask or None; ``causal[w]`` says that a None mask means "causal" (a fresh
     sequence without padding, ``is_causal=True``) rather than "see every key" (one new token, no padding).
     """
+
     masks: dict[int | None, torch.Tensor | None]
     causal: dict[int | None, bool]
 
@@ -299,9 +326,13 @@ class AttentionMasks:
         return self.masks[window], self.causal[window]
 
 
-def build_attention_masks(past_length: int, length: int, windows: Sequence[int | None],
-                          padding_mask: torch.Tensor | None = None,
-                          device: str | torch.device = "cpu") -> AttentionMasks:
+def build_attention_masks(
+    past_length: int,
+    length: int,
+    windows: Sequence[int | None],
+    padding_mask: torch.Tensor | None = None,
+    device: str | torch.device = "cpu",
+) -> AttentionMasks:
     """Masks for ``length`` new tokens after ``past_length`` cached ones, for each window in ``windows``.
 
     ``padding_mask`` ``(B, past_length + length)`` marks real tokens with 1. No tensor is made where SDPA can
@@ -310,8 +341,9 @@ def build_attention_masks(past_length: int, length: int, windows: Sequence[int |
     total = past_length + length
     if padding_mask is not None:
         if padding_mask.ndim != 2 or padding_mask.shape[1] != total:
-            raise ValueError(f"attention_mask must be (batch, past + new tokens) = (B, {total}), "
-                             f"got {tuple(padding_mask.shape)}")
+            raise ValueError(
+                f"attention_mask must be (batch, past + new tokens) = (B, {total}), got {tuple(padding_mask.shape)}"
+            )
         if bool(padding_mask.bool().all()):
             padding_mask = None
     masks, causal = {}, {}
@@ -341,8 +373,15 @@ class GroupedQueryAttention(nn.Module):
     the queries attend to everything the slot holds (subject to ``mask``).
     """
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int | None = None,
-                 bias: bool = False, sliding_window: int | None = None):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int | None = None,
+        bias: bool = False,
+        sliding_window: int | None = None,
+    ):
         super().__init__()
         head_dim = head_dim or dim // num_heads
         if num_heads % num_kv_heads:
@@ -357,9 +396,16 @@ class GroupedQueryAttention(nn.Module):
         self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,
-                slot: int = 0, mask: torch.Tensor | None = None, is_causal: bool = True,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        cache: KVCache | None = None,
+        slot: int = 0,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = True,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         cos, sin = rope
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
@@ -372,8 +418,15 @@ class GroupedQueryAttention(nn.Module):
             is_causal = False
         elif is_causal and k.shape[2] != T:
             raise ValueError("is_causal with cached keys needs an explicit mask (SDPA aligns causal masks top-left)")
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=bool(is_causal and T > 1),
-                                           scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=bool(is_causal and T > 1),
+            scale=self.scale,
+            enable_gqa=self.num_heads != self.num_kv_heads,
+        )
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
 
     def extra_repr(self) -> str:
@@ -384,13 +437,21 @@ class GroupedQueryAttention(nn.Module):
 class DecoderLayer(nn.Module):
     """Pre-norm Llama block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))`` (transformers' key names)."""
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, intermediate_size: int,
-                 head_dim: int | None = None, eps: float = 1e-5, attention_bias: bool = False,
-                 mlp_bias: bool = False, sliding_window: int | None = None):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_kv_heads: int,
+        intermediate_size: int,
+        head_dim: int | None = None,
+        eps: float = 1e-5,
+        attention_bias: bool = False,
+        mlp_bias: bool = False,
+        sliding_window: int | None = None,
+    ):
         super().__init__()
         self.input_layernorm = RMSNorm(dim, eps)
-        self.self_attn = GroupedQueryAttention(dim, num_heads, num_kv_heads, head_dim, attention_bias,
-                                               sliding_window)
+        self.self_attn = GroupedQueryAttention(dim, num_heads, num_kv_heads, head_dim, attention_bias, sliding_window)
         self.post_attention_layernorm = RMSNorm(dim, eps)
         self.mlp = SwiGLU(dim, intermediate_size, mlp_bias)
 
@@ -398,9 +459,16 @@ class DecoderLayer(nn.Module):
     def sliding_window(self) -> int | None:
         return self.self_attn.sliding_window
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,
-                slot: int = 0, mask: torch.Tensor | None = None, is_causal: bool = True,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        cache: KVCache | None = None,
+        slot: int = 0,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = True,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         h = self.self_attn(self.input_layernorm(x), rope, cache, slot, mask, is_causal, positions)
         x = x + h  # a new tensor: the caller's input is never modified
         h = self.mlp(self.post_attention_layernorm(x))

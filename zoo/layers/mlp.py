@@ -14,8 +14,7 @@ class Mlp(nn.Module):
     nothing needs gradients. MetaFormer v1 and SLaK/SReT: GELU with biases; the MetaFormer baselines: StarReLU
     without biases."""
 
-    def __init__(self, dim: int, hidden: int | None = None, mlp_ratio: float = 4, act_layer=GELU,
-                 bias: bool = True):
+    def __init__(self, dim: int, hidden: int | None = None, mlp_ratio: float = 4, act_layer=GELU, bias: bool = True):
         super().__init__()
         hidden = hidden or int(mlp_ratio * dim)
         self.fc1 = Linear(dim, hidden, bias=bias)

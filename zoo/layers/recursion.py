@@ -12,14 +12,22 @@ non-shared ``step_layers[i]``. Recursion depth is a schedule change, not a new m
 
 Parameters are stored once per unique block, so counts of ``parameters()`` count shared weights once.
 """
+
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["RecursiveStack", "SHARING_STRATEGIES", "cycle_schedule", "recursion_indices", "sequence_schedule",
-           "shared_depth", "sharing_schedule"]
+__all__ = [
+    "RecursiveStack",
+    "SHARING_STRATEGIES",
+    "cycle_schedule",
+    "recursion_indices",
+    "sequence_schedule",
+    "shared_depth",
+    "sharing_schedule",
+]
 
 
 def sequence_schedule(num_blocks: int, num_recursion: int) -> list[int]:
@@ -79,14 +87,16 @@ def recursion_indices(schedule: Sequence[int]) -> list[int]:
 class RecursiveStack(nn.Module):
     """Unique ``blocks`` applied in ``schedule`` order, each application optionally followed by its own step layer."""
 
-    def __init__(self, blocks: Iterable[nn.Module], schedule: Sequence[int],
-                 step_layers: Iterable[nn.Module] | None = None):
+    def __init__(
+        self, blocks: Iterable[nn.Module], schedule: Sequence[int], step_layers: Iterable[nn.Module] | None = None
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.schedule = [int(b) for b in schedule]
         if sorted(set(self.schedule)) != list(range(len(self.blocks))):
-            raise ValueError(f"schedule {self.schedule} must use every one of the {len(self.blocks)} blocks "
-                             f"and nothing else")
+            raise ValueError(
+                f"schedule {self.schedule} must use every one of the {len(self.blocks)} blocks and nothing else"
+            )
         self.step_layers = nn.ModuleList(step_layers) if step_layers is not None else None
         if self.step_layers is not None and len(self.step_layers) != len(self.schedule):
             raise ValueError(f"{len(self.step_layers)} step layers for {len(self.schedule)} applications")

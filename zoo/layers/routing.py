@@ -23,8 +23,16 @@ from torch import nn
 
 from .lm import DecoderLayer, KVCache, apply_rotary, attention_mask
 
-__all__ = ["AddAuxiliaryLoss", "LoRA", "RoutedKVCache", "Router", "extend", "gather_active", "layer_forward",
-           "routed_attention_mask"]
+__all__ = [
+    "AddAuxiliaryLoss",
+    "LoRA",
+    "RoutedKVCache",
+    "Router",
+    "extend",
+    "gather_active",
+    "layer_forward",
+    "routed_attention_mask",
+]
 
 
 class Router(nn.Module):
@@ -38,8 +46,9 @@ class Router(nn.Module):
         if kind == "linear":
             self.net = nn.Linear(dim, out_features, bias=False)
         elif kind == "mlp":
-            self.net = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.GELU(),
-                                     nn.Linear(dim, out_features, bias=False))
+            self.net = nn.Sequential(
+                nn.Linear(dim, dim, bias=False), nn.GELU(), nn.Linear(dim, out_features, bias=False)
+            )
         else:
             raise ValueError(f"router kind must be 'linear' or 'mlp', got {kind!r}")
         self.kind = kind
@@ -93,19 +102,21 @@ class LoRA(nn.Module):
     @torch.no_grad()
     def reset_parameters(self):
         if self.lora_A.device.type != "meta":
-            nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
+            nn.init.kaiming_uniform_(self.lora_A, a=5**0.5)
         self.lora_B.zero_()
 
     @torch.no_grad()
     def init_from_delta(self, delta: torch.Tensor):
         """``scaling * B @ A`` := the best rank-``rank`` approximation of ``delta`` (out, in), by SVD in float64."""
         if delta.shape != (self.lora_B.shape[0], self.lora_A.shape[1]):
-            raise ValueError(f"delta of shape {tuple(delta.shape)} for a LoRA of shape "
-                             f"{(self.lora_B.shape[0], self.lora_A.shape[1])}")
+            raise ValueError(
+                f"delta of shape {tuple(delta.shape)} for a LoRA of shape "
+                f"{(self.lora_B.shape[0], self.lora_A.shape[1])}"
+            )
         U, S, Vh = torch.linalg.svd(delta.double(), full_matrices=False)
-        root = (S[:self.rank] / self.scaling).sqrt()
-        self.lora_B.copy_(U[:, :self.rank] * root)
-        self.lora_A.copy_(root[:, None] * Vh[:self.rank])
+        root = (S[: self.rank] / self.scaling).sqrt()
+        self.lora_B.copy_(U[:, : self.rank] * root)
+        self.lora_A.copy_(root[:, None] * Vh[: self.rank])
 
     def delta_weight(self) -> torch.Tensor:
         return self.scaling * self.lora_B @ self.lora_A
@@ -140,8 +151,9 @@ def extend(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.new_zeros((x.shape[0], 1) + tuple(x.shape[2:]))], dim=1)
 
 
-def routed_attention_mask(query_index: torch.Tensor, key_index: torch.Tensor,
-                          padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+def routed_attention_mask(
+    query_index: torch.Tensor, key_index: torch.Tensor, padding_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Boolean ``(B, 1, K, S)`` mask for queries and keys given by sequence index (``-1``: an empty entry).
 
     A query sees a key with an index at or below its own that is not empty and not padding
@@ -161,10 +173,17 @@ class RoutedKVCache(KVCache):
     (the model advances it after each forward), which is the past length for new tokens.
     """
 
-    def __init__(self, num_slots: int, batch_size: int, num_kv_heads: int, max_length: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device="cpu"):
-        super().__init__(num_slots, batch_size, num_kv_heads, max_length, head_dim, dtype, device,
-                         track_positions=True)
+    def __init__(
+        self,
+        num_slots: int,
+        batch_size: int,
+        num_kv_heads: int,
+        max_length: int,
+        head_dim: int,
+        dtype: torch.dtype = torch.float32,
+        device="cpu",
+    ):
+        super().__init__(num_slots, batch_size, num_kv_heads, max_length, head_dim, dtype, device, track_positions=True)
         self.seen = 0
 
     @property
@@ -207,12 +226,21 @@ def _proj(linear: nn.Linear, x: torch.Tensor, lora: dict[str, nn.Module] | None,
     return y
 
 
-def layer_forward(layer: DecoderLayer, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], *,
-                  cache: KVCache | None = None, slot: int = 0, mask: torch.Tensor | None = None,
-                  is_causal: bool = True, positions: torch.Tensor | None = None,
-                  shared_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  lora: dict[str, nn.Module] | None = None, norms: tuple[nn.Module, nn.Module] | None = None,
-                  return_kv: bool = False):
+def layer_forward(
+    layer: DecoderLayer,
+    x: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    *,
+    cache: KVCache | None = None,
+    slot: int = 0,
+    mask: torch.Tensor | None = None,
+    is_causal: bool = True,
+    positions: torch.Tensor | None = None,
+    shared_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    lora: dict[str, nn.Module] | None = None,
+    norms: tuple[nn.Module, nn.Module] | None = None,
+    return_kv: bool = False,
+):
     """``layer`` applied to ``x`` ``(B, T, dim)``, computing what :meth:`DecoderLayer.forward` computes, plus:
 
     * ``lora``: ``{"q_proj": LoRA, ...}`` deltas added to the named projections for this call;
@@ -230,8 +258,9 @@ def layer_forward(layer: DecoderLayer, x: torch.Tensor, rope: tuple[torch.Tensor
     B, T, _ = x.shape
     cos, sin = rope
     h = norm1(x)
-    q = apply_rotary(_proj(attn.q_proj, h, lora, "q_proj").view(B, T, attn.num_heads, attn.head_dim).transpose(1, 2),
-                     cos, sin)  # (B, H, T, hd)
+    q = apply_rotary(
+        _proj(attn.q_proj, h, lora, "q_proj").view(B, T, attn.num_heads, attn.head_dim).transpose(1, 2), cos, sin
+    )  # (B, H, T, hd)
     if shared_kv is None:
         k = _proj(attn.k_proj, h, lora, "k_proj").view(B, T, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
         v = _proj(attn.v_proj, h, lora, "v_proj").view(B, T, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
@@ -244,8 +273,15 @@ def layer_forward(layer: DecoderLayer, x: torch.Tensor, rope: tuple[torch.Tensor
         is_causal = False
     elif is_causal and k.shape[2] != T:
         raise ValueError("is_causal with a different number of keys needs an explicit mask")
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=bool(is_causal and T > 1), scale=attn.scale,
-                                       enable_gqa=attn.num_heads != attn.num_kv_heads)
+    y = F.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=mask,
+        is_causal=bool(is_causal and T > 1),
+        scale=attn.scale,
+        enable_gqa=attn.num_heads != attn.num_kv_heads,
+    )
     x = x + _proj(attn.o_proj, y.transpose(1, 2).reshape(B, T, attn.num_heads * attn.head_dim), lora, "o_proj")
     mlp = layer.mlp
     h = norm2(x)

@@ -3,6 +3,7 @@
 Weights are :mod:`zoo.factory`'s job: it resolves the source once for every family, builds through the family's
 registered builder, then loads. The builder therefore only builds.
 """
+
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -21,17 +22,23 @@ def _check_kwargs(model_cls: type, variant: str, kwargs: dict[str, Any]) -> None
     check_known_keys(kwargs, accepted, variant)
 
 
-def build_vision_model(model_cls: type, variant: str, pretrained: bool = False,
-                       pretrained_filter_fn: Callable | None = None, pretrained_cfg: Any | None = None,
-                       **kwargs) -> nn.Module:
+def build_vision_model(
+    model_cls: type,
+    variant: str,
+    pretrained: bool = False,
+    pretrained_filter_fn: Callable | None = None,
+    pretrained_cfg: Any | None = None,
+    **kwargs,
+) -> nn.Module:
     """``model_cls(**kwargs)`` for ``variant`` with its pretrained cfg attached (timm's ``build_model_with_cfg``).
 
     ``pretrained_filter_fn`` is accepted for timm's builder signature; the registry takes the family's
     ``checkpoint_filter_fn`` from its module, and :func:`zoo.create_model` applies it when it loads weights.
     """
     if pretrained:
-        raise ValueError(f"the builder of {variant} builds only; load weights with "
-                         f"zoo.create_model({variant!r}, pretrained=True)")
+        raise ValueError(
+            f"the builder of {variant} builds only; load weights with zoo.create_model({variant!r}, pretrained=True)"
+        )
     if kwargs.pop("output_stride", None) not in (None, 32):
         raise ValueError(f"{variant} supports only output_stride=32")
     _check_kwargs(model_cls, variant, kwargs)

@@ -19,6 +19,7 @@ average pool that maps constants to themselves (``count_include_pad=False``),
 ``pool(n) - n == w * rstd * (pool(x) - x)``, so the mixer branch becomes a single ``lerp`` of ``x`` towards
 ``pool(x)`` with a per-(sample, channel) weight that also carries layer scale and stochastic depth.
 """
+
 import math
 import re
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ __all__ = ["MetaFormer", "checkpoint_filter_fn"]
 # --------------------------------------------------------------------------------------------------------------
 # Blocks. Every tensor inside a stage is channels-last: (B, H, W, C).
 # --------------------------------------------------------------------------------------------------------------
+
 
 class Scale(nn.Module):
     """Learnable per-channel scale (layer scale or res scale); parameter stored as ``scale``."""
@@ -116,7 +118,8 @@ class RandomMixing(nn.Module):
         super().__init__()
         self.num_tokens = num_tokens
         self.random_matrix = nn.Parameter(
-            torch.softmax(torch.rand(num_tokens, num_tokens), dim=-1), requires_grad=False)
+            torch.softmax(torch.rand(num_tokens, num_tokens), dim=-1), requires_grad=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -124,7 +127,8 @@ class RandomMixing(nn.Module):
             side = math.isqrt(self.num_tokens)
             raise ValueError(
                 f"RandomMixing was built for {self.num_tokens} tokens ({side}x{side}) but got a {H}x{W} map: "
-                f"RandFormer only runs on its fixed input size (224x224 for the released models).")
+                f"RandFormer only runs on its fixed input size (224x224 for the released models)."
+            )
         x = torch.einsum("mn,bnc->bmc", self.random_matrix, x.reshape(B, H * W, C))  # (B, N, C)
         return x.reshape(B, H, W, C)
 
@@ -284,13 +288,22 @@ class MetaFormerBlock(nn.Module):
 
 
 class MetaFormerStage(nn.Module):
-    def __init__(self, in_chs: int, out_chs: int, depth: int, downsample: bool, downsample_norm: bool,
-                 dp_rates: Sequence[float], **block_kwargs):
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        depth: int,
+        downsample: bool,
+        downsample_norm: bool,
+        dp_rates: Sequence[float],
+        **block_kwargs,
+    ):
         super().__init__()
         self.grad_checkpointing = False
         self.downsample = Downsampling(in_chs, out_chs, downsample_norm) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[
-            MetaFormerBlock(out_chs, drop_path=dp_rates[i], **block_kwargs) for i in range(depth)])
+        self.blocks = nn.Sequential(
+            *[MetaFormerBlock(out_chs, drop_path=dp_rates[i], **block_kwargs) for i in range(depth)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
@@ -308,8 +321,15 @@ class MetaFormerHead(nn.Module):
     ``mean_hw(GN(x)) = w * (mean_hw(x) - mean) * rstd + b``). Baselines: average, then LayerNorm(eps 1e-6).
     """
 
-    def __init__(self, dim: int, num_classes: int, norm_first: bool, mlp_head: bool,
-                 drop_rate: float = 0.0, head_dropout: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        norm_first: bool,
+        mlp_head: bool,
+        drop_rate: float = 0.0,
+        head_dropout: float = 0.0,
+    ):
         super().__init__()
         self.norm_first = norm_first
         self.mlp_head = mlp_head
@@ -351,6 +371,7 @@ class MetaFormerHead(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------------------
+
 
 class MetaFormer(VisionBackbone, nn.Module):
     """MetaFormer backbone + classifier covering PoolFormer v1 (``v1=True``) and the MetaFormer baselines.
@@ -416,28 +437,33 @@ class MetaFormer(VisionBackbone, nn.Module):
             num_tokens.append(h * w)
         total = sum(depths)  # stochastic depth grows linearly from 0 to drop_path_rate over all blocks
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        dp_rates = [rates[sum(depths[:i]):sum(depths[:i + 1])] for i in range(num_stages)]
+        dp_rates = [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(num_stages)]
         stages = []
         self.feature_info = []
         for i in range(num_stages):
-            stages.append(MetaFormerStage(
-                dims[i - 1] if i > 0 else dims[0], dims[i], depths[i],
-                downsample=i > 0,
-                downsample_norm=not v1,
-                dp_rates=dp_rates[i],
-                token_mixer=token_mixers[i],
-                norm="group" if v1 else block_norm,
-                mlp_act="gelu" if v1 else "starrelu",
-                mlp_bias=v1,
-                layer_scale_init_value=layer_scale_init_value if v1 else None,
-                res_scale_init_value=res_scale_init_values[i],
-                num_tokens=num_tokens[i],
-                head_dim=head_dim,
-            ))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f"stages.{i}"))
+            stages.append(
+                MetaFormerStage(
+                    dims[i - 1] if i > 0 else dims[0],
+                    dims[i],
+                    depths[i],
+                    downsample=i > 0,
+                    downsample_norm=not v1,
+                    dp_rates=dp_rates[i],
+                    token_mixer=token_mixers[i],
+                    norm="group" if v1 else block_norm,
+                    mlp_act="gelu" if v1 else "starrelu",
+                    mlp_bias=v1,
+                    layer_scale_init_value=layer_scale_init_value if v1 else None,
+                    res_scale_init_value=res_scale_init_values[i],
+                    num_tokens=num_tokens[i],
+                    head_dim=head_dim,
+                )
+            )
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
-        self.head = MetaFormerHead(dims[-1], num_classes, norm_first=v1, mlp_head=mlp_head,
-                                   drop_rate=drop_rate, head_dropout=head_dropout)
+        self.head = MetaFormerHead(
+            dims[-1], num_classes, norm_first=v1, mlp_head=mlp_head, drop_rate=drop_rate, head_dropout=head_dropout
+        )
         self.head.global_pool = global_pool
         self.apply(self._init_weights)
         if onednn_linear is not None:  # else each Linear takes ZOO_ONEDNN_LINEAR (default on)
@@ -466,6 +492,7 @@ class MetaFormer(VisionBackbone, nn.Module):
 # Checkpoint conversion: the authors' layouts and timm's layout -> the zoo's
 # --------------------------------------------------------------------------------------------------------------
 
+
 def _rename_poolformer_v1(key: str) -> str:
     """sail-sg/poolformer keys: network.{0,2,4,6}.j (blocks), network.{1,3,5}.proj (downsampling)."""
     key = key.replace("patch_embed.proj.", "stem.conv.")
@@ -493,7 +520,7 @@ def _rename_baselines(key: str) -> str:
 def _rename_head(key: str) -> str:
     """Authors' ``norm.*`` (final norm) -> ``head.norm.*``; ``head.*`` (Linear or MlpHead) -> ``head.fc.*``."""
     if key.startswith("head."):
-        return "head.fc." + key[len("head."):]
+        return "head.fc." + key[len("head.") :]
     if key.startswith("norm."):
         return "head." + key
     return key
@@ -518,8 +545,12 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
     for k, v in state_dict.items():
         k = rename(k) if rename else k
         t = target.get(k)
-        if t is not None and v.shape != t.shape and v.numel() == t.numel() and \
-                [d for d in v.shape if d != 1] == [d for d in t.shape if d != 1]:
+        if (
+            t is not None
+            and v.shape != t.shape
+            and v.numel() == t.numel()
+            and [d for d in v.shape if d != 1] == [d for d in t.shape if d != 1]
+        ):
             v = v.reshape(t.shape)
         out[k] = v
     return out
@@ -534,10 +565,16 @@ FAMILY = dict(
     task="image-classification",
 )
 
-_V1_PAPER = dict(paper_name="MetaFormer Is Actually What You Need for Vision", paper_ids="arXiv:2111.11418",
-                 origin_url="https://github.com/sail-sg/poolformer")
-_V2_PAPER = dict(paper_name="MetaFormer Baselines for Vision", paper_ids="arXiv:2210.13452",
-                 origin_url="https://github.com/sail-sg/metaformer")
+_V1_PAPER = dict(
+    paper_name="MetaFormer Is Actually What You Need for Vision",
+    paper_ids="arXiv:2111.11418",
+    origin_url="https://github.com/sail-sg/poolformer",
+)
+_V2_PAPER = dict(
+    paper_name="MetaFormer Baselines for Vision",
+    paper_ids="arXiv:2210.13452",
+    origin_url="https://github.com/sail-sg/metaformer",
+)
 
 
 def _cfg(paper: dict, **kwargs) -> dict:
@@ -546,67 +583,79 @@ def _cfg(paper: dict, **kwargs) -> dict:
 
 def _timm_weights(name: str, origin: str) -> dict:
     # timm's Hub copies of the authors' ImageNet-1k weights (timm key layout; converted on load)
-    return dict(hf_hub_id=f"timm/{name}.sail_in1k", hf_hub_filename="model.safetensors",
-                notes=(f"ImageNet-1k weights trained by the authors ({origin}), as republished by timm",))
+    return dict(
+        hf_hub_id=f"timm/{name}.sail_in1k",
+        hf_hub_filename="model.safetensors",
+        notes=(f"ImageNet-1k weights trained by the authors ({origin}), as republished by timm",),
+    )
 
 
 def _sail_weights(family: str, name: str) -> dict:
     # the authors' own files (flat state dicts, authors' key layout; converted on load)
-    return dict(hf_hub_id="sail/dl", hf_hub_filename=f"{family}/{name}.pth",
-                notes=("ImageNet-1k weights released by the authors at https://huggingface.co/sail/dl",))
+    return dict(
+        hf_hub_id="sail/dl",
+        hf_hub_filename=f"{family}/{name}.pth",
+        notes=("ImageNet-1k weights released by the authors at https://huggingface.co/sail/dl",),
+    )
 
 
 default_cfgs: dict[str, dict] = {}
 for _n in ("s12", "s24", "s36", "m36", "m48"):
     default_cfgs[f"poolformer_{_n}"] = _cfg(
-        _V1_PAPER, crop_pct=0.9 if _n[0] == "s" else 0.95, **_timm_weights(f"poolformer_{_n}", "sail-sg/poolformer"))
+        _V1_PAPER, crop_pct=0.9 if _n[0] == "s" else 0.95, **_timm_weights(f"poolformer_{_n}", "sail-sg/poolformer")
+    )
     default_cfgs[f"poolformerv2_{_n}"] = _cfg(_V2_PAPER, **_timm_weights(f"poolformerv2_{_n}", "sail-sg/metaformer"))
     default_cfgs[f"identityformer_{_n}"] = _cfg(_V2_PAPER, **_sail_weights("identityformer", f"identityformer_{_n}"))
-    default_cfgs[f"randformer_{_n}"] = _cfg(_V2_PAPER, fixed_input_size=True,
-                                            **_sail_weights("randformer", f"randformer_{_n}"))
+    default_cfgs[f"randformer_{_n}"] = _cfg(
+        _V2_PAPER, fixed_input_size=True, **_sail_weights("randformer", f"randformer_{_n}")
+    )
 for _n in ("s18", "s36", "m36", "b36"):
     for _fam in ("convformer", "caformer"):
-        default_cfgs[f"{_fam}_{_n}"] = _cfg(_V2_PAPER, classifier="head.fc.fc2",
-                                            **_timm_weights(f"{_fam}_{_n}", "sail-sg/metaformer"))
+        default_cfgs[f"{_fam}_{_n}"] = _cfg(
+            _V2_PAPER, classifier="head.fc.fc2", **_timm_weights(f"{_fam}_{_n}", "sail-sg/metaformer")
+        )
 
 # Reference figures: exact parameter counts and fvcore MACs (1x3x224x224, one multiply-add = 1) of the
 # authors' models, and the papers' ImageNet-1k top-1.
-reference_figures: dict[str, dict] = reference_table([
-    ("poolformer_s12", 11_915_176, 1_822_678_528, 77.2),
-    ("poolformer_s24", 21_388_968, 3_412_906_496, 80.3),
-    ("poolformer_s36", 30_862_760, 5_003_134_464, 81.4),
-    ("poolformer_m36", 56_172_520, 8_801_876_736, 82.1),
-    ("poolformer_m48", 73_473_448, 11_590_708_992, 82.5),
-    ("identityformer_s12", 11_891_712, 1_812_269_568, 74.6),
-    ("identityformer_s24", 21_341_464, 3_392_211_456, 78.2),
-    ("identityformer_s36", 30_791_216, 4_972_153_344, 79.3),
-    ("identityformer_m36", 56_077_168, 8_758_791_936, 80.0),
-    ("identityformer_m48", 73_346_056, 11_533_324_032, 80.4),
-    ("randformer_s12", 12_127_010, 1_888_498_568, 76.6),
-    ("randformer_s24", 21_812_060, 3_544_669_456, 78.2),
-    ("randformer_s36", 31_497_110, 5_200_840_344, 79.5),
-    ("randformer_m36", 56_783_062, 9_035_355_936, 81.2),
-    ("randformer_m48", 74_287_248, 11_902_076_032, 81.4),
-    ("poolformerv2_s12", 11_891_712, 1_812_269_568, 78.0),
-    ("poolformerv2_s24", 21_341_464, 3_392_211_456, 80.7),
-    ("poolformerv2_s36", 30_791_216, 4_972_153_344, 81.6),
-    ("poolformerv2_m36", 56_077_168, 8_758_791_936, 82.2),
-    ("poolformerv2_m48", 73_346_056, 11_533_324_032, 82.6),
-    ("convformer_s18", 26_774_448, 3_956_426_240, 83.0),
-    ("convformer_s36", 40_012_152, 7_669_801_472, 84.1),
-    ("convformer_m36", 57_051_640, 12_883_837_248, 84.5),
-    ("convformer_b36", 99_882_616, 22_684_751_616, 84.8),
-    ("caformer_s18", 26_341_656, 4_122_383_360, 83.6),
-    ("caformer_s36", 39_297_102, 8_001_715_712, 84.5),
-    ("caformer_m36", 56_204_878, 13_282_134_336, 85.2),
-    ("caformer_b36", 98_753_614, 23_215_814_400, 85.5),
-])
+reference_figures: dict[str, dict] = reference_table(
+    [
+        ("poolformer_s12", 11_915_176, 1_822_678_528, 77.2),
+        ("poolformer_s24", 21_388_968, 3_412_906_496, 80.3),
+        ("poolformer_s36", 30_862_760, 5_003_134_464, 81.4),
+        ("poolformer_m36", 56_172_520, 8_801_876_736, 82.1),
+        ("poolformer_m48", 73_473_448, 11_590_708_992, 82.5),
+        ("identityformer_s12", 11_891_712, 1_812_269_568, 74.6),
+        ("identityformer_s24", 21_341_464, 3_392_211_456, 78.2),
+        ("identityformer_s36", 30_791_216, 4_972_153_344, 79.3),
+        ("identityformer_m36", 56_077_168, 8_758_791_936, 80.0),
+        ("identityformer_m48", 73_346_056, 11_533_324_032, 80.4),
+        ("randformer_s12", 12_127_010, 1_888_498_568, 76.6),
+        ("randformer_s24", 21_812_060, 3_544_669_456, 78.2),
+        ("randformer_s36", 31_497_110, 5_200_840_344, 79.5),
+        ("randformer_m36", 56_783_062, 9_035_355_936, 81.2),
+        ("randformer_m48", 74_287_248, 11_902_076_032, 81.4),
+        ("poolformerv2_s12", 11_891_712, 1_812_269_568, 78.0),
+        ("poolformerv2_s24", 21_341_464, 3_392_211_456, 80.7),
+        ("poolformerv2_s36", 30_791_216, 4_972_153_344, 81.6),
+        ("poolformerv2_m36", 56_077_168, 8_758_791_936, 82.2),
+        ("poolformerv2_m48", 73_346_056, 11_533_324_032, 82.6),
+        ("convformer_s18", 26_774_448, 3_956_426_240, 83.0),
+        ("convformer_s36", 40_012_152, 7_669_801_472, 84.1),
+        ("convformer_m36", 57_051_640, 12_883_837_248, 84.5),
+        ("convformer_b36", 99_882_616, 22_684_751_616, 84.8),
+        ("caformer_s18", 26_341_656, 4_122_383_360, 83.6),
+        ("caformer_s36", 39_297_102, 8_001_715_712, 84.5),
+        ("caformer_m36", 56_204_878, 13_282_134_336, 85.2),
+        ("caformer_b36", 98_753_614, 23_215_814_400, 85.5),
+    ]
+)
 
 
 def _create_metaformer(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> MetaFormer:
     """The variant's architecture arguments, overridable as in timm (e.g. smaller ``depths``/``dims``)."""
-    return build_vision_model(MetaFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-                              **{**model_args, **kwargs})
+    return build_vision_model(
+        MetaFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **{**model_args, **kwargs}
+    )
 
 
 _S12, _S24, _S36, _M48 = (2, 2, 6, 2), (4, 4, 12, 4), (6, 6, 18, 6), (8, 8, 24, 8)
@@ -618,62 +667,72 @@ _CA = ("sepconv", "sepconv", "attention", "attention")
 
 @register_model
 def poolformer_s12(pretrained=False, **kwargs):
-    return _create_metaformer("poolformer_s12", pretrained, dict(depths=_S12, dims=_S_DIMS, v1=True,
-                              layer_scale_init_value=1e-5), kwargs)
+    return _create_metaformer(
+        "poolformer_s12", pretrained, dict(depths=_S12, dims=_S_DIMS, v1=True, layer_scale_init_value=1e-5), kwargs
+    )
 
 
 @register_model
 def poolformer_s24(pretrained=False, **kwargs):
-    return _create_metaformer("poolformer_s24", pretrained, dict(depths=_S24, dims=_S_DIMS, v1=True,
-                              layer_scale_init_value=1e-5), kwargs)
+    return _create_metaformer(
+        "poolformer_s24", pretrained, dict(depths=_S24, dims=_S_DIMS, v1=True, layer_scale_init_value=1e-5), kwargs
+    )
 
 
 @register_model
 def poolformer_s36(pretrained=False, **kwargs):
-    return _create_metaformer("poolformer_s36", pretrained, dict(depths=_S36, dims=_S_DIMS, v1=True,
-                              layer_scale_init_value=1e-6), kwargs)
+    return _create_metaformer(
+        "poolformer_s36", pretrained, dict(depths=_S36, dims=_S_DIMS, v1=True, layer_scale_init_value=1e-6), kwargs
+    )
 
 
 @register_model
 def poolformer_m36(pretrained=False, **kwargs):
-    return _create_metaformer("poolformer_m36", pretrained, dict(depths=_S36, dims=_M_DIMS, v1=True,
-                              layer_scale_init_value=1e-6), kwargs)
+    return _create_metaformer(
+        "poolformer_m36", pretrained, dict(depths=_S36, dims=_M_DIMS, v1=True, layer_scale_init_value=1e-6), kwargs
+    )
 
 
 @register_model
 def poolformer_m48(pretrained=False, **kwargs):
-    return _create_metaformer("poolformer_m48", pretrained, dict(depths=_M48, dims=_M_DIMS, v1=True,
-                              layer_scale_init_value=1e-6), kwargs)
+    return _create_metaformer(
+        "poolformer_m48", pretrained, dict(depths=_M48, dims=_M_DIMS, v1=True, layer_scale_init_value=1e-6), kwargs
+    )
 
 
 @register_model
 def identityformer_s12(pretrained=False, **kwargs):
-    return _create_metaformer("identityformer_s12", pretrained, dict(depths=_S12, dims=_S_DIMS,
-                              token_mixers="identity"), kwargs)
+    return _create_metaformer(
+        "identityformer_s12", pretrained, dict(depths=_S12, dims=_S_DIMS, token_mixers="identity"), kwargs
+    )
 
 
 @register_model
 def identityformer_s24(pretrained=False, **kwargs):
-    return _create_metaformer("identityformer_s24", pretrained, dict(depths=_S24, dims=_S_DIMS,
-                              token_mixers="identity"), kwargs)
+    return _create_metaformer(
+        "identityformer_s24", pretrained, dict(depths=_S24, dims=_S_DIMS, token_mixers="identity"), kwargs
+    )
 
 
 @register_model
 def identityformer_s36(pretrained=False, **kwargs):
-    return _create_metaformer("identityformer_s36", pretrained, dict(depths=_S36, dims=_S_DIMS,
-                              token_mixers="identity"), kwargs)
+    return _create_metaformer(
+        "identityformer_s36", pretrained, dict(depths=_S36, dims=_S_DIMS, token_mixers="identity"), kwargs
+    )
 
 
 @register_model
 def identityformer_m36(pretrained=False, **kwargs):
-    return _create_metaformer("identityformer_m36", pretrained, dict(depths=_S36, dims=_M_DIMS,
-                              token_mixers="identity"), kwargs)
+    return _create_metaformer(
+        "identityformer_m36", pretrained, dict(depths=_S36, dims=_M_DIMS, token_mixers="identity"), kwargs
+    )
 
 
 @register_model
 def identityformer_m48(pretrained=False, **kwargs):
-    return _create_metaformer("identityformer_m48", pretrained, dict(depths=_M48, dims=_M_DIMS,
-                              token_mixers="identity"), kwargs)
+    return _create_metaformer(
+        "identityformer_m48", pretrained, dict(depths=_M48, dims=_M_DIMS, token_mixers="identity"), kwargs
+    )
 
 
 @register_model
@@ -703,72 +762,114 @@ def randformer_m48(pretrained=False, **kwargs):
 
 @register_model
 def poolformerv2_s12(pretrained=False, **kwargs):
-    return _create_metaformer("poolformerv2_s12", pretrained, dict(depths=_S12, dims=_S_DIMS, token_mixers="pool"), kwargs)
+    return _create_metaformer(
+        "poolformerv2_s12", pretrained, dict(depths=_S12, dims=_S_DIMS, token_mixers="pool"), kwargs
+    )
 
 
 @register_model
 def poolformerv2_s24(pretrained=False, **kwargs):
-    return _create_metaformer("poolformerv2_s24", pretrained, dict(depths=_S24, dims=_S_DIMS, token_mixers="pool"), kwargs)
+    return _create_metaformer(
+        "poolformerv2_s24", pretrained, dict(depths=_S24, dims=_S_DIMS, token_mixers="pool"), kwargs
+    )
 
 
 @register_model
 def poolformerv2_s36(pretrained=False, **kwargs):
-    return _create_metaformer("poolformerv2_s36", pretrained, dict(depths=_S36, dims=_S_DIMS, token_mixers="pool"), kwargs)
+    return _create_metaformer(
+        "poolformerv2_s36", pretrained, dict(depths=_S36, dims=_S_DIMS, token_mixers="pool"), kwargs
+    )
 
 
 @register_model
 def poolformerv2_m36(pretrained=False, **kwargs):
-    return _create_metaformer("poolformerv2_m36", pretrained, dict(depths=_S36, dims=_M_DIMS, token_mixers="pool"), kwargs)
+    return _create_metaformer(
+        "poolformerv2_m36", pretrained, dict(depths=_S36, dims=_M_DIMS, token_mixers="pool"), kwargs
+    )
 
 
 @register_model
 def poolformerv2_m48(pretrained=False, **kwargs):
-    return _create_metaformer("poolformerv2_m48", pretrained, dict(depths=_M48, dims=_M_DIMS, token_mixers="pool"), kwargs)
+    return _create_metaformer(
+        "poolformerv2_m48", pretrained, dict(depths=_M48, dims=_M_DIMS, token_mixers="pool"), kwargs
+    )
 
 
 @register_model
 def convformer_s18(pretrained=False, **kwargs):
-    return _create_metaformer("convformer_s18", pretrained, dict(depths=_C18, dims=_S_DIMS, token_mixers="sepconv",
-                              block_norm="channel", mlp_head=True), kwargs)
+    return _create_metaformer(
+        "convformer_s18",
+        pretrained,
+        dict(depths=_C18, dims=_S_DIMS, token_mixers="sepconv", block_norm="channel", mlp_head=True),
+        kwargs,
+    )
 
 
 @register_model
 def convformer_s36(pretrained=False, **kwargs):
-    return _create_metaformer("convformer_s36", pretrained, dict(depths=_C36, dims=_S_DIMS, token_mixers="sepconv",
-                              block_norm="channel", mlp_head=True), kwargs)
+    return _create_metaformer(
+        "convformer_s36",
+        pretrained,
+        dict(depths=_C36, dims=_S_DIMS, token_mixers="sepconv", block_norm="channel", mlp_head=True),
+        kwargs,
+    )
 
 
 @register_model
 def convformer_m36(pretrained=False, **kwargs):
-    return _create_metaformer("convformer_m36", pretrained, dict(depths=_C36, dims=(96, 192, 384, 576),
-                              token_mixers="sepconv", block_norm="channel", mlp_head=True), kwargs)
+    return _create_metaformer(
+        "convformer_m36",
+        pretrained,
+        dict(depths=_C36, dims=(96, 192, 384, 576), token_mixers="sepconv", block_norm="channel", mlp_head=True),
+        kwargs,
+    )
 
 
 @register_model
 def convformer_b36(pretrained=False, **kwargs):
-    return _create_metaformer("convformer_b36", pretrained, dict(depths=_C36, dims=(128, 256, 512, 768),
-                              token_mixers="sepconv", block_norm="channel", mlp_head=True), kwargs)
+    return _create_metaformer(
+        "convformer_b36",
+        pretrained,
+        dict(depths=_C36, dims=(128, 256, 512, 768), token_mixers="sepconv", block_norm="channel", mlp_head=True),
+        kwargs,
+    )
 
 
 @register_model
 def caformer_s18(pretrained=False, **kwargs):
-    return _create_metaformer("caformer_s18", pretrained, dict(depths=_C18, dims=_S_DIMS, token_mixers=_CA,
-                              block_norm="channel", mlp_head=True), kwargs)
+    return _create_metaformer(
+        "caformer_s18",
+        pretrained,
+        dict(depths=_C18, dims=_S_DIMS, token_mixers=_CA, block_norm="channel", mlp_head=True),
+        kwargs,
+    )
 
 
 @register_model
 def caformer_s36(pretrained=False, **kwargs):
-    return _create_metaformer("caformer_s36", pretrained, dict(depths=_C36, dims=_S_DIMS, token_mixers=_CA,
-                              block_norm="channel", mlp_head=True), kwargs)
+    return _create_metaformer(
+        "caformer_s36",
+        pretrained,
+        dict(depths=_C36, dims=_S_DIMS, token_mixers=_CA, block_norm="channel", mlp_head=True),
+        kwargs,
+    )
 
 
 @register_model
 def caformer_m36(pretrained=False, **kwargs):
-    return _create_metaformer("caformer_m36", pretrained, dict(depths=_C36, dims=(96, 192, 384, 576), token_mixers=_CA,
-                              block_norm="channel", mlp_head=True), kwargs)
+    return _create_metaformer(
+        "caformer_m36",
+        pretrained,
+        dict(depths=_C36, dims=(96, 192, 384, 576), token_mixers=_CA, block_norm="channel", mlp_head=True),
+        kwargs,
+    )
 
 
 @register_model
 def caformer_b36(pretrained=False, **kwargs):
-    return _create_metaformer("caformer_b36", pretrained, dict(depths=_C36, dims=(128, 256, 512, 768), token_mixers=_CA,
-                              block_norm="channel", mlp_head=True), kwargs)
+    return _create_metaformer(
+        "caformer_b36",
+        pretrained,
+        dict(depths=_C36, dims=(128, 256, 512, 768), token_mixers=_CA, block_norm="channel", mlp_head=True),
+        kwargs,
+    )

@@ -32,6 +32,7 @@ Export (:func:`save_pretrained`): a transformers ``LlamaForCausalLM`` folder (``
 every model that stock Llama can express (no layer sharing, no sliding window), else a zoo-format folder that
 :meth:`MobileLLM.from_pretrained` and ``zoo.create_model`` read back.
 """
+
 import json
 import os
 from dataclasses import dataclass
@@ -54,8 +55,15 @@ from ..weights import (
     save_state_dict,
 )
 
-__all__ = ["LMOutput", "MobileLLM", "MobileLLMConfig", "checkpoint_filter_fn", "config_from_dict",
-           "pro_layer_types", "save_pretrained"]
+__all__ = [
+    "LMOutput",
+    "MobileLLM",
+    "MobileLLMConfig",
+    "checkpoint_filter_fn",
+    "config_from_dict",
+    "pro_layer_types",
+    "save_pretrained",
+]
 
 FULL, SLIDING = "full_attention", "sliding_attention"
 
@@ -68,6 +76,7 @@ FULL, SLIDING = "full_attention", "sliding_attention"
 @dataclass
 class MobileLLMConfig(DecoderConfig):
     """Architecture of a MobileLLM-style decoder, with transformers' (Llama) key names."""
+
     layer_sharing: bool = False  # every layer runs twice in a row (0,0,1,1,...), each run with its own cache slot
     sliding_window: int | None = None  # window of the "sliding_attention" layers
     layer_types: list[str] | None = None  # per layer: "full_attention" | "sliding_attention"; None: all full
@@ -77,8 +86,7 @@ class MobileLLMConfig(DecoderConfig):
         if self.layer_types is not None:
             self.layer_types = list(self.layer_types)
             if len(self.layer_types) != self.num_hidden_layers:
-                raise ValueError(f"layer_types has {len(self.layer_types)} entries for "
-                                 f"{self.num_hidden_layers} layers")
+                raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
             bad = sorted(set(self.layer_types) - {FULL, SLIDING})
             if bad:
                 raise ValueError(f"layer_types may hold only {FULL!r} and {SLIDING!r}, got {bad}")
@@ -98,7 +106,6 @@ class MobileLLMConfig(DecoderConfig):
     def llama_compatible(self) -> bool:
         """True when stock ``LlamaForCausalLM`` computes exactly this model (no layer sharing, no windows)."""
         return not self.layer_sharing and all(w is None for w in self.layer_windows())
-
 
 
 def pro_layer_types(num_layers: int) -> list[str]:
@@ -123,8 +130,10 @@ def _config_kwargs(data: dict[str, Any]) -> dict[str, Any]:
     """The config fields a ``config.json`` dict sets (see :func:`config_from_dict`)."""
     data = dict(data)
     if data.get("model_type") not in (None, "llama", "mobilellm"):
-        raise ValueError(f"config.json describes a {data['model_type']!r} model; the zoo's MobileLLM reads Llama, "
-                         f"MobileLLM and its own configs")
+        raise ValueError(
+            f"config.json describes a {data['model_type']!r} model; the zoo's MobileLLM reads Llama, "
+            f"MobileLLM and its own configs"
+        )
     rope = data.get("rope_scaling") or {}
     rope_params = data.get("rope_parameters") or {}
     rope_type = rope.get("rope_type", rope.get("type")) or rope_params.get("rope_type", "default")
@@ -166,10 +175,12 @@ class MobileLLM(DecoderLM):
         super().__init__()
         self.config = config = MobileLLMConfig.resolve(config, kwargs, "MobileLLM")
         self.model = DecoderBody(config, config.layer_windows())
-        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
-                                                                         bias=False)
-        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta,
-                                      initial_length=min(config.max_position_embeddings, 4096))
+        self.lm_head = (
+            None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        )
+        self.rotary = RotaryEmbedding(
+            config.head_dim, config.rope_theta, initial_length=min(config.max_position_embeddings, 4096)
+        )
         self.schedule = config.schedule()
         self.windows = sorted(set(config.layer_windows()), key=lambda w: -1 if w is None else w)
         self.grad_checkpointing = False
@@ -177,21 +188,39 @@ class MobileLLM(DecoderLM):
         self.init_weights()
 
     # -- cache --------------------------------------------------------------------------------------------------
-    def new_cache(self, batch_size: int, max_length: int, dtype: torch.dtype | None = None,
-                  device: str | torch.device | None = None) -> KVCache:
+    def new_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> KVCache:
         """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (one slot per layer run)."""
         p = self.model.embed_tokens.weight
-        return KVCache(len(self.schedule), batch_size, self.config.num_key_value_heads, max_length,
-                       self.config.head_dim, dtype or p.dtype, device or p.device)
+        return KVCache(
+            len(self.schedule),
+            batch_size,
+            self.config.num_key_value_heads,
+            max_length,
+            self.config.head_dim,
+            dtype or p.dtype,
+            device or p.device,
+        )
 
     def kv_cache_bytes_per_token(self, dtype: torch.dtype | None = None) -> int:
         size = torch.empty((), dtype=dtype or self.model.embed_tokens.weight.dtype).element_size()
         return 2 * len(self.schedule) * self.config.num_key_value_heads * self.config.head_dim * size
 
     # -- forward ------------------------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, past_key_values: KVCache | None = None,
-                use_cache: bool = False, logits_to_keep: int = 0) -> torch.Tensor | LMOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+    ) -> torch.Tensor | LMOutput:
         """Logits of every position (or the last ``logits_to_keep``).
 
         Args:
@@ -210,16 +239,22 @@ class MobileLLM(DecoderLM):
             cache = self.new_cache(B, max(T, min(self.config.max_position_embeddings, 2048)))
         if cache is not None:
             if cache.num_slots != len(self.schedule) or cache.batch_size != B:
-                raise ValueError(f"the cache was made for {cache.num_slots} layer runs and batch {cache.batch_size}; "
-                                 f"this model has {len(self.schedule)} layer runs and the input batch {B}. "
-                                 f"Use model.new_cache(batch_size, max_length).")
+                raise ValueError(
+                    f"the cache was made for {cache.num_slots} layer runs and batch {cache.batch_size}; "
+                    f"this model has {len(self.schedule)} layer runs and the input batch {B}. "
+                    f"Use model.new_cache(batch_size, max_length)."
+                )
         past = cache.seq_length if cache is not None else 0
         x = self.model.embed_tokens(input_ids)
         if position_ids is None:
             rope = self.rotary.slice(past, T, x.device, x.dtype)
         else:
-            rope = self.rotary(position_ids.to(x.device).expand(B, T) if position_ids.ndim == 2
-                               else position_ids.to(x.device).view(1, T).expand(B, T), x.dtype)
+            rope = self.rotary(
+                position_ids.to(x.device).expand(B, T)
+                if position_ids.ndim == 2
+                else position_ids.to(x.device).view(1, T).expand(B, T),
+                x.dtype,
+            )
         masks = build_attention_masks(past, T, self.windows, attention_mask, x.device)
         layers = self.model.layers
         use_ckpt = self.grad_checkpointing and cache is None and torch.is_grad_enabled()
@@ -241,8 +276,10 @@ class MobileLLM(DecoderLM):
         """Build from a folder with ``config.json`` and weights (transformers Llama, the authors' or the zoo's)."""
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} has no config.json; pass a model folder (or use zoo.create_model(NAME, "
-                                    f"pretrained=True, pretrained_cfg_overlay={{'file': WEIGHTS}}))")
+            raise FileNotFoundError(
+                f"{path} has no config.json; pass a model folder (or use zoo.create_model(NAME, "
+                f"pretrained=True, pretrained_cfg_overlay={{'file': WEIGHTS}}))"
+            )
         data = json.loads((path / "config.json").read_text())
         state_dict = read_weights(path)
         config = MobileLLMConfig(**{**checkpoint_model_args(data, state_dict), **overrides})
@@ -251,8 +288,7 @@ class MobileLLM(DecoderLM):
         load_state_dict_checked(model, state_dict, str(path), filter_fn=checkpoint_filter_fn)
         return model
 
-    def save_pretrained(self, out_dir: str | os.PathLike, format: str = "auto",
-                        model_name: str | None = None) -> Path:
+    def save_pretrained(self, out_dir: str | os.PathLike, format: str = "auto", model_name: str | None = None) -> Path:
         return save_pretrained(self, out_dir, format=format, model_name=model_name)
 
 
@@ -287,10 +323,12 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
     if _EMBED not in sd:
         hint = ""
         if any(k.startswith("model.layers.") for k in sd):
-            hint = (" This is the known defect of the Hub's bot-converted model.safetensors of "
-                    "facebook/MobileLLM-125M and -350M (transformers#34759, MobileLLM#16): its embeddings are "
-                    "missing, so loading it would leave them random. Load the repo's pytorch_model.bin instead "
-                    "(pretrained_cfg_overlay={'file': '.../pytorch_model.bin'}).")
+            hint = (
+                " This is the known defect of the Hub's bot-converted model.safetensors of "
+                "facebook/MobileLLM-125M and -350M (transformers#34759, MobileLLM#16): its embeddings are "
+                "missing, so loading it would leave them random. Load the repo's pytorch_model.bin instead "
+                "(pretrained_cfg_overlay={'file': '.../pytorch_model.bin'})."
+            )
         raise CheckpointError(f"the checkpoint has no {_EMBED}.{hint}")
     config = getattr(model, "config", None)
     tied = getattr(config, "tie_word_embeddings", True)
@@ -299,32 +337,50 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
         if head.shape != sd[_EMBED].shape or not torch.equal(head, sd[_EMBED]):
             raise CheckpointMismatchError(
                 "the checkpoint's lm_head.weight differs from model.embed_tokens.weight (untied output weights), "
-                "but the model ties them; build it with tie_word_embeddings=False")
+                "but the model ties them; build it with tie_word_embeddings=False"
+            )
     if not tied and "lm_head.weight" not in sd:
-        raise CheckpointMismatchError("the checkpoint has no lm_head.weight (shared embeddings) but the model was "
-                                      "built with tie_word_embeddings=False; build it with tie_word_embeddings=True")
+        raise CheckpointMismatchError(
+            "the checkpoint has no lm_head.weight (shared embeddings) but the model was "
+            "built with tie_word_embeddings=False; build it with tie_word_embeddings=True"
+        )
     return sd
 
 
 def to_llama_config(config: MobileLLMConfig) -> dict[str, Any]:
     """transformers ``LlamaConfig`` fields of ``config`` (which must be Llama-expressible)."""
     return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
-        "intermediate_size": config.intermediate_size, "num_hidden_layers": config.num_hidden_layers,
-        "num_attention_heads": config.num_attention_heads, "num_key_value_heads": config.num_key_value_heads,
-        "head_dim": config.head_dim, "max_position_embeddings": config.max_position_embeddings,
-        "rms_norm_eps": config.rms_norm_eps, "rope_theta": config.rope_theta, "rope_scaling": None,
-        "tie_word_embeddings": config.tie_word_embeddings, "attention_bias": config.attention_bias,
-        "mlp_bias": config.mlp_bias, "hidden_act": config.hidden_act, "initializer_range": config.initializer_range,
-        "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
-        "pad_token_id": config.pad_token_id, "attention_dropout": 0.0, "pretraining_tp": 1, "use_cache": True,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "head_dim": config.head_dim,
+        "max_position_embeddings": config.max_position_embeddings,
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": None,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "attention_bias": config.attention_bias,
+        "mlp_bias": config.mlp_bias,
+        "hidden_act": config.hidden_act,
+        "initializer_range": config.initializer_range,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+        "attention_dropout": 0.0,
+        "pretraining_tp": 1,
+        "use_cache": True,
         "torch_dtype": "float32",
     }
 
 
-def save_pretrained(model: MobileLLM, out_dir: str | os.PathLike, format: str = "auto",
-                    model_name: str | None = None) -> Path:
+def save_pretrained(
+    model: MobileLLM, out_dir: str | os.PathLike, format: str = "auto", model_name: str | None = None
+) -> Path:
     """Write ``model.safetensors`` + ``config.json`` to ``out_dir``.
 
     ``format="transformers"`` writes a ``LlamaForCausalLM`` folder (Llama keys; only ``model.embed_tokens.weight``
@@ -339,22 +395,30 @@ def save_pretrained(model: MobileLLM, out_dir: str | os.PathLike, format: str = 
     if format not in ("transformers", "zoo"):
         raise ValueError(f"format must be 'auto', 'transformers' or 'zoo', got {format!r}")
     if format == "transformers" and not llama_ok:
-        raise ValueError("stock LlamaForCausalLM cannot express layer sharing or sliding-window layers; "
-                         "use format='zoo'")
+        raise ValueError(
+            "stock LlamaForCausalLM cannot express layer sharing or sliding-window layers; use format='zoo'"
+        )
     name = model_name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or "mobilellm"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if format == "transformers":
         data = {**to_llama_config(config), "architecture": name}
     else:
-        data = {"architectures": ["MobileLLMForCausalLM"], "model_type": "mobilellm", "architecture": name,
-                **config.to_dict()}
+        data = {
+            "architectures": ["MobileLLMForCausalLM"],
+            "model_type": "mobilellm",
+            "architecture": name,
+            **config.to_dict(),
+        }
     weights = {k: v for k, v in model.state_dict().items()}
     save_state_dict(weights, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(data, indent=2) + "\n")
     if format == "transformers":
-        gen = {k: getattr(config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
-               if getattr(config, k) is not None}
+        gen = {
+            k: getattr(config, k)
+            for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+            if getattr(config, k) is not None
+        }
         (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     return out
 
@@ -365,29 +429,49 @@ def save_pretrained(model: MobileLLM, out_dir: str | os.PathLike, format: str = 
 
 FAMILY = dict(name="mobilellm", task="text-generation")
 
-_PAPER = dict(paper_name="MobileLLM: Optimizing Sub-billion Parameter Language Models for On-Device Use Cases",
-              paper_ids="arXiv:2402.14905", origin_url="https://github.com/facebookresearch/MobileLLM",
-              license="other", license_name="fair-noncommercial-research-license")
+_PAPER = dict(
+    paper_name="MobileLLM: Optimizing Sub-billion Parameter Language Models for On-Device Use Cases",
+    paper_ids="arXiv:2402.14905",
+    origin_url="https://github.com/facebookresearch/MobileLLM",
+    license="other",
+    license_name="fair-noncommercial-research-license",
+)
 
 
 def _cfg(hub_repo: str | None = None, **kwargs) -> dict[str, Any]:
     cfg = {**_PAPER, "context_length": 2048, "tokenizer": "LLaMA SentencePiece tokenizer.model (32k)", **kwargs}
     if hub_repo:
         # the Hub's model.safetensors of 125M/350M misses the embeddings: the authors' .bin is the weight file
-        cfg.update(hf_hub_id=hub_repo, hf_hub_filename="pytorch_model.bin",
-                   notes=("authors' weights under their own license on the Hub (loaded from pytorch_model.bin, "
-                          "weights_only=True)",))
+        cfg.update(
+            hf_hub_id=hub_repo,
+            hf_hub_filename="pytorch_model.bin",
+            notes=(
+                "authors' weights under their own license on the Hub (loaded from pytorch_model.bin, "
+                "weights_only=True)",
+            ),
+        )
     return cfg
 
 
-_R1 = dict(paper_name="MobileLLM-R1", paper_ids=None, origin_url="https://github.com/facebookresearch/MobileLLM-R1",
-           context_length=4096, tokenizer="Llama-3 tokenizer (128,256)",
-           notes=("registered by shape; rope_theta 5e5 and no NoPE/QK-norm are the zoo's assumptions",))
-_PRO = dict(paper_name="MobileLLM-Pro Technical Report", paper_ids="arXiv:2511.06719",
-            origin_url="https://huggingface.co/facebook/MobileLLM-Pro", context_length=131072,
-            tokenizer="Llama-4 tokenizer (202,048)",
-            notes=("registered by shape; local:global 3:1 pattern (global at i % 4 == 0 and the last layer) and "
-                   "rope_theta 5e5 are the zoo's choices",))
+_R1 = dict(
+    paper_name="MobileLLM-R1",
+    paper_ids=None,
+    origin_url="https://github.com/facebookresearch/MobileLLM-R1",
+    context_length=4096,
+    tokenizer="Llama-3 tokenizer (128,256)",
+    notes=("registered by shape; rope_theta 5e5 and no NoPE/QK-norm are the zoo's assumptions",),
+)
+_PRO = dict(
+    paper_name="MobileLLM-Pro Technical Report",
+    paper_ids="arXiv:2511.06719",
+    origin_url="https://huggingface.co/facebook/MobileLLM-Pro",
+    context_length=131072,
+    tokenizer="Llama-4 tokenizer (202,048)",
+    notes=(
+        "registered by shape; local:global 3:1 pattern (global at i % 4 == 0 and the last layer) and "
+        "rope_theta 5e5 are the zoo's choices",
+    ),
+)
 
 default_cfgs: dict[str, dict[str, Any]] = {
     "mobilellm_125m": _cfg("facebook/MobileLLM-125M"),
@@ -407,19 +491,31 @@ default_cfgs: dict[str, dict[str, Any]] = {
 reference_figures: dict[str, dict[str, Any]] = {
     name: dict(params=params, macs=None, gmacs=None, top1=None, commonsense_avg=avg)
     for name, params, avg in [
-        ("mobilellm_125m", 124_635_456, 46.3), ("mobilellm_350m", 345_355_200, 51.3),
-        ("mobilellm_600m", 603_188_352, 54.3), ("mobilellm_1b", 1_005_461_760, 57.3),
-        ("mobilellm_1.5b", 1_511_188_800, 59.4), ("mobilellm_125m_ls", 124_635_456, 47.0),
-        ("mobilellm_350m_ls", 345_355_200, 52.1), ("mobilellm_r1_140m", 140_248_512, 44.3),
-        ("mobilellm_r1_360m", 359_431_168, 51.0), ("mobilellm_r1_950m", 949_685_760, 58.6),
+        ("mobilellm_125m", 124_635_456, 46.3),
+        ("mobilellm_350m", 345_355_200, 51.3),
+        ("mobilellm_600m", 603_188_352, 54.3),
+        ("mobilellm_1b", 1_005_461_760, 57.3),
+        ("mobilellm_1.5b", 1_511_188_800, 59.4),
+        ("mobilellm_125m_ls", 124_635_456, 47.0),
+        ("mobilellm_350m_ls", 345_355_200, 52.1),
+        ("mobilellm_r1_140m", 140_248_512, 44.3),
+        ("mobilellm_r1_360m", 359_431_168, 51.0),
+        ("mobilellm_r1_950m", 949_685_760, 58.6),
         ("mobilellm_pro_1b", 1_084_453_120, None),
     ]
 }
 
 
 def _arch(layers: int, hidden: int, heads: int, kv: int, ffn: int, vocab: int = 32000, **extra) -> dict[str, Any]:
-    return dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv,
-                intermediate_size=ffn, vocab_size=vocab, **extra)
+    return dict(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        intermediate_size=ffn,
+        vocab_size=vocab,
+        **extra,
+    )
 
 
 _R1_EXTRA = dict(rope_theta=500000.0, max_position_embeddings=4096, bos_token_id=128000, eos_token_id=128001)
@@ -434,9 +530,20 @@ ARCHS: dict[str, dict[str, Any]] = {
     "mobilellm_r1_140m": _arch(15, 576, 9, 3, 2048, 128256, **_R1_EXTRA),
     "mobilellm_r1_360m": _arch(15, 1024, 16, 4, 4096, 128256, **_R1_EXTRA),
     "mobilellm_r1_950m": _arch(22, 1536, 24, 6, 6144, 128256, **_R1_EXTRA),
-    "mobilellm_pro_1b": _arch(30, 1280, 20, 4, 6144, 202048, rope_theta=500000.0, max_position_embeddings=131072,
-                              sliding_window=512, layer_types=pro_layer_types(30), bos_token_id=None,
-                              eos_token_id=None),
+    "mobilellm_pro_1b": _arch(
+        30,
+        1280,
+        20,
+        4,
+        6144,
+        202048,
+        rope_theta=500000.0,
+        max_position_embeddings=131072,
+        sliding_window=512,
+        layer_types=pro_layer_types(30),
+        bos_token_id=None,
+        eos_token_id=None,
+    ),
 }
 
 
@@ -449,11 +556,13 @@ def checkpoint_model_args(config: dict[str, Any] | None, state_dict: dict[str, t
     return args
 
 
-def _create_mobilellm(variant: str, pretrained: bool = False, pretrained_cfg: dict[str, Any] | None = None,
-                      **kwargs) -> MobileLLM:
+def _create_mobilellm(
+    variant: str, pretrained: bool = False, pretrained_cfg: dict[str, Any] | None = None, **kwargs
+) -> MobileLLM:
     if pretrained:
-        raise ValueError(f"the builder of {variant} builds only; load weights with "
-                         f"zoo.create_model({variant!r}, pretrained=True)")
+        raise ValueError(
+            f"the builder of {variant} builds only; load weights with zoo.create_model({variant!r}, pretrained=True)"
+        )
     _check_keys(kwargs)
     model = MobileLLM(MobileLLMConfig(**{**ARCHS[variant], **kwargs}))
     model.pretrained_cfg = dict(pretrained_cfg or default_cfgs.get(variant, {}), architecture=variant)

@@ -58,6 +58,7 @@ non-divisible depths are floored (``(L - 2) // N_r`` shared blocks) instead of r
 loss-free bias update runs inside ``forward`` in training; the auxiliary losses reach the gradient through
 :class:`zoo.layers.routing.AddAuxiliaryLoss`, so an unchanged cross-entropy loop trains the routers.
 """
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
@@ -96,6 +97,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class RecursiveConfig(DecoderConfig):
     """A recursive decoder: the dense base (transformers' Llama key names) plus recursion, routing and LoRA.
     ``num_hidden_layers`` is the depth of the dense base model."""
+
     vocab_size: int = 49152
     bos_token_id: int | None = 0
     eos_token_id: int | None = 0
@@ -134,8 +136,10 @@ class RecursiveConfig(DecoderConfig):
             if self.num_recursion < 2:
                 raise ValueError("Mixture-of-Recursions routing needs num_recursion >= 2")
             if not self.sharing.endswith("cycle"):
-                raise ValueError(f"routing runs per recursion step, a pass over the shared blocks, which needs "
-                                 f"sharing='cycle' or 'middle_cycle' (got {self.sharing!r})")
+                raise ValueError(
+                    f"routing runs per recursion step, a pass over the shared blocks, which needs "
+                    f"sharing='cycle' or 'middle_cycle' (got {self.sharing!r})"
+                )
         if self.router_type not in ("linear", "mlp"):
             raise ValueError(f"router_type must be 'linear' or 'mlp', got {self.router_type!r}")
         if self.capacity is not None:
@@ -245,19 +249,33 @@ class RecursiveLM(DecoderLM):
         self.feeds_readers = {b for b, r in zip(self.schedule, self.reads_shared) if r}
 
         # per-application norms (ln_share=False) and LoRA deltas (relaxed recursion)
-        self.app_norms = nn.ModuleDict({
-            str(i): nn.ModuleList([RMSNorm(c.hidden_size, c.rms_norm_eps), RMSNorm(c.hidden_size, c.rms_norm_eps)])
-            for i, r in enumerate(self.recursion) if r > 0 and not c.ln_share})
+        self.app_norms = nn.ModuleDict(
+            {
+                str(i): nn.ModuleList([RMSNorm(c.hidden_size, c.rms_norm_eps), RMSNorm(c.hidden_size, c.rms_norm_eps)])
+                for i, r in enumerate(self.recursion)
+                if r > 0 and not c.ln_share
+            }
+        )
         self.lora = nn.ModuleDict()
         if c.lora_rank > 0:
             block = self.model.layers[0]
-            dims = {name: (m.in_features, m.out_features) for name, m in
-                    [(t, getattr(block.self_attn if t.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else block.mlp,
-                                 t)) for t in c.lora_targets]}
+            dims = {
+                name: (m.in_features, m.out_features)
+                for name, m in [
+                    (
+                        t,
+                        getattr(
+                            block.self_attn if t.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else block.mlp, t
+                        ),
+                    )
+                    for t in c.lora_targets
+                ]
+            }
             for i in range(A):
                 if self.shared[i]:
-                    self.lora[str(i)] = nn.ModuleDict({t: LoRA(*dims[t], c.lora_rank, c.lora_alpha)
-                                                       for t in c.lora_targets})
+                    self.lora[str(i)] = nn.ModuleDict(
+                        {t: LoRA(*dims[t], c.lora_rank, c.lora_alpha) for t in c.lora_targets}
+                    )
 
         # routers
         self.routers = nn.ModuleList()
@@ -282,12 +300,24 @@ class RecursiveLM(DecoderLM):
                 m.reset_parameters()
 
     # -- cache --------------------------------------------------------------------------------------------------
-    def new_cache(self, batch_size: int, max_length: int, dtype: torch.dtype | None = None,
-                  device: str | torch.device | None = None) -> RoutedKVCache:
+    def new_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> RoutedKVCache:
         """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (see the module doc)."""
         p = self.model.embed_tokens.weight
-        return RoutedKVCache(self.num_slots, batch_size, self.config.num_key_value_heads, max_length,
-                             self.config.head_dim, dtype or p.dtype, device or p.device)
+        return RoutedKVCache(
+            self.num_slots,
+            batch_size,
+            self.config.num_key_value_heads,
+            max_length,
+            self.config.head_dim,
+            dtype or p.dtype,
+            device or p.device,
+        )
 
     def kv_cache_bytes_per_token(self, dtype: torch.dtype | None = None, expected: bool = False) -> float:
         """Bytes of keys/values per token and sequence: allocated (every slot), or ``expected`` (routed slots
@@ -302,11 +332,18 @@ class RecursiveLM(DecoderLM):
 
     # -- forward ------------------------------------------------------------------------------------------------
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, past_key_values: RoutedKVCache | None = None,
-                use_cache: bool = False, logits_to_keep: int = 0, routing: str | None = None,
-                route_masks: Sequence[torch.Tensor] | None = None,
-                return_routing: bool = False) -> torch.Tensor | MoROutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: RoutedKVCache | None = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+        routing: str | None = None,
+        route_masks: Sequence[torch.Tensor] | None = None,
+        return_routing: bool = False,
+    ) -> torch.Tensor | MoROutput:
         """Logits of every position (or the last ``logits_to_keep``).
 
         Args:
@@ -329,8 +366,10 @@ class RecursiveLM(DecoderLM):
             cache = self.new_cache(Bsz, max(T, min(c.max_position_embeddings, 2048)))
         if cache is not None:
             if not isinstance(cache, RoutedKVCache) or cache.num_slots != self.num_slots or cache.batch_size != Bsz:
-                raise ValueError(f"the cache must be a RoutedKVCache with {self.num_slots} slots for batch {Bsz}; "
-                                 f"use model.new_cache(batch_size, max_length)")
+                raise ValueError(
+                    f"the cache must be a RoutedKVCache with {self.num_slots} slots for batch {Bsz}; "
+                    f"use model.new_cache(batch_size, max_length)"
+                )
         past = cache.seen if cache is not None else 0
         x = self.model.embed_tokens(input_ids)
         device = x.device
@@ -345,9 +384,20 @@ class RecursiveLM(DecoderLM):
             padding = None
         masks = build_attention_masks(past, T, [None], padding, device)
         mask, causal = masks.get(None)
-        ctx = _Pass(B=Bsz, T=T, past=past, cache=cache, rope=rope, rope_pos=rope_pos, mask=mask, causal=causal,
-                    padding=None if padding is None else padding.to(device),
-                    seq=torch.arange(past, past + T, device=device), kv_store={}, aux=[])
+        ctx = _Pass(
+            B=Bsz,
+            T=T,
+            past=past,
+            cache=cache,
+            rope=rope,
+            rope_pos=rope_pos,
+            mask=mask,
+            causal=causal,
+            padding=None if padding is None else padding.to(device),
+            seq=torch.arange(past, past + T, device=device),
+            kv_store={},
+            aux=[],
+        )
         if route_masks is not None and len(route_masks) != len(self.steps):
             raise ValueError(f"route_masks needs one (B, T) mask per recursion step ({len(self.steps)})")
         if routing not in (None, "topk", "threshold"):
@@ -408,16 +458,26 @@ class RecursiveLM(DecoderLM):
                 mask, causal = ctx.mask, ctx.causal
             else:
                 mask, causal = self._mask(ctx, sel, "shared", key_seq), False
-            return layer_forward(layer, x, rope, mask=mask, is_causal=causal, shared_kv=(k, v), lora=lora,
-                                 norms=norms)
+            return layer_forward(layer, x, rope, mask=mask, is_causal=causal, shared_kv=(k, v), lora=lora, norms=norms)
         keep_kv = cache is None and block in self.feeds_readers
         if sel is None:
             mask, causal, positions = ctx.mask, ctx.causal, None
         else:
             old = cache.positions(slot) if cache is not None else None
             mask, causal, positions = self._mask(ctx, sel, "own", old), False, sel.seq
-        out = layer_forward(layer, x, rope, cache=cache, slot=slot, mask=mask, is_causal=causal, positions=positions,
-                            lora=lora, norms=norms, return_kv=keep_kv)
+        out = layer_forward(
+            layer,
+            x,
+            rope,
+            cache=cache,
+            slot=slot,
+            mask=mask,
+            is_causal=causal,
+            positions=positions,
+            lora=lora,
+            norms=norms,
+            return_kv=keep_kv,
+        )
         if keep_kv:
             out, (k, v) = out
             ctx.kv_store[slot] = (k, v, None if sel is None else sel.seq)
@@ -547,8 +607,15 @@ class RecursiveLM(DecoderLM):
 # Conversion of a dense model (relaxed recursion)
 # --------------------------------------------------------------------------------------------------------------
 
-_PROJ_OWNER = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
-               "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+_PROJ_OWNER = {
+    "q_proj": "self_attn",
+    "k_proj": "self_attn",
+    "v_proj": "self_attn",
+    "o_proj": "self_attn",
+    "gate_proj": "mlp",
+    "up_proj": "mlp",
+    "down_proj": "mlp",
+}
 
 
 @torch.no_grad()
@@ -596,10 +663,17 @@ def _init_norms_and_lora(rec: RecursiveLM, originals: list, orig: list[int]) -> 
 
 
 @torch.no_grad()
-def from_pretrained_dense(model: nn.Module, num_recursion: int, sharing: str = "middle_cycle",
-                          init: str = "stepwise", lora_rank: int = 0,
-                          lora_targets: Sequence[str] = ("q_proj", "v_proj"), lora_alpha: float | None = None,
-                          ln_share: bool = True, **overrides) -> RecursiveLM:
+def from_pretrained_dense(
+    model: nn.Module,
+    num_recursion: int,
+    sharing: str = "middle_cycle",
+    init: str = "stepwise",
+    lora_rank: int = 0,
+    lora_targets: Sequence[str] = ("q_proj", "v_proj"),
+    lora_alpha: float | None = None,
+    ln_share: bool = True,
+    **overrides,
+) -> RecursiveLM:
     """A :class:`RecursiveLM` initialised from a dense decoder (a zoo :class:`~zoo.models.mobilellm.MobileLLM`).
 
     The dense model's layer applications (its schedule: a MobileLLM-LS model counts each layer twice) are the
@@ -629,12 +703,32 @@ def from_pretrained_dense(model: nn.Module, num_recursion: int, sharing: str = "
     schedule = list(getattr(model, "schedule", range(len(body.layers))))
     originals = [body.layers[b] for b in schedule]
     L = len(originals)
-    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
-            "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "tie_word_embeddings",
-            "initializer_range", "bos_token_id", "eos_token_id", "pad_token_id")
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "rope_theta",
+        "tie_word_embeddings",
+        "initializer_range",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    )
     kwargs = {k: getattr(src, k) for k in keys}
-    kwargs.update(num_hidden_layers=L, num_recursion=num_recursion, sharing=sharing, ln_share=ln_share,
-                  lora_rank=lora_rank, lora_targets=list(lora_targets), lora_alpha=lora_alpha)
+    kwargs.update(
+        num_hidden_layers=L,
+        num_recursion=num_recursion,
+        sharing=sharing,
+        ln_share=ln_share,
+        lora_rank=lora_rank,
+        lora_targets=list(lora_targets),
+        lora_alpha=lora_alpha,
+    )
     _check_keys(overrides)
     kwargs.update(overrides)
     ref = next(model.parameters())
@@ -649,8 +743,11 @@ def from_pretrained_dense(model: nn.Module, num_recursion: int, sharing: str = "
 
     _init_blocks(rec, originals, orig, init, ln_share)
     _init_norms_and_lora(rec, originals, orig)
-    rec.pretrained_cfg = {"architecture": "recursive", "converted_from": (getattr(model, "pretrained_cfg", None) or
-                                                                          {}).get("architecture"), "init": init}
+    rec.pretrained_cfg = {
+        "architecture": "recursive",
+        "converted_from": (getattr(model, "pretrained_cfg", None) or {}).get("architecture"),
+        "init": init,
+    }
     return rec.eval() if not model.training else rec
 
 
@@ -660,29 +757,39 @@ def from_pretrained_dense(model: nn.Module, num_recursion: int, sharing: str = "
 
 FAMILY = dict(name="recursive", task="text-generation")
 
-_PAPER = dict(paper_name="Mixture-of-Recursions: Learning Dynamic Recursive Depths for Adaptive Token-Level "
-                         "Computation", paper_ids="arXiv:2507.10524",
-              origin_url="https://github.com/raymin0223/mixture_of_recursions", license="apache-2.0",
-              context_length=2048, tokenizer="SmolLM tokenizer (49,152)",
-              notes=("no released weights on the Hub (the authors share checkpoints elsewhere); trained from scratch "
-                     "or converted with from_pretrained_dense",))
+_PAPER = dict(
+    paper_name="Mixture-of-Recursions: Learning Dynamic Recursive Depths for Adaptive Token-Level Computation",
+    paper_ids="arXiv:2507.10524",
+    origin_url="https://github.com/raymin0223/mixture_of_recursions",
+    license="apache-2.0",
+    context_length=2048,
+    tokenizer="SmolLM tokenizer (49,152)",
+    notes=(
+        "no released weights on the Hub (the authors share checkpoints elsewhere); trained from scratch "
+        "or converted with from_pretrained_dense",
+    ),
+)
 
 # SmolLM shapes (vocab 49,152, tied): layers, hidden, heads, kv heads, ffn
 SHAPES = {
-    "135m": dict(num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
-                 intermediate_size=1536),
-    "360m": dict(num_hidden_layers=32, hidden_size=960, num_attention_heads=15, num_key_value_heads=5,
-                 intermediate_size=2560),
-    "1.7b": dict(num_hidden_layers=24, hidden_size=2048, num_attention_heads=32, num_key_value_heads=32,
-                 intermediate_size=8192),
+    "135m": dict(
+        num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536
+    ),
+    "360m": dict(
+        num_hidden_layers=32, hidden_size=960, num_attention_heads=15, num_key_value_heads=5, intermediate_size=2560
+    ),
+    "1.7b": dict(
+        num_hidden_layers=24, hidden_size=2048, num_attention_heads=32, num_key_value_heads=32, intermediate_size=8192
+    ),
 }
 KINDS = {
     "mor": dict(num_recursion=3, sharing="middle_cycle", mor="expert"),  # the paper's default MoR
     "recursive": dict(num_recursion=3, sharing="middle_cycle"),  # recursive baseline without routing
     "vanilla": dict(num_recursion=1),  # the dense SmolLM-shaped baseline
 }
-ARCHS: dict[str, dict[str, Any]] = {f"{kind}_{size}": {**shape, **extra}
-                                    for kind, extra in KINDS.items() for size, shape in SHAPES.items()}
+ARCHS: dict[str, dict[str, Any]] = {
+    f"{kind}_{size}": {**shape, **extra} for kind, extra in KINDS.items() for size, shape in SHAPES.items()
+}
 
 default_cfgs: dict[str, dict[str, Any]] = {name: dict(_PAPER) for name in ARCHS}
 
@@ -699,14 +806,17 @@ def _count(name: str) -> int:
 
 
 reference_figures: dict[str, dict[str, Any]] = {
-    name: dict(params=_count(name), macs=None, gmacs=None, top1=None) for name in ARCHS}
+    name: dict(params=_count(name), macs=None, gmacs=None, top1=None) for name in ARCHS
+}
 
 
-def _create_recursive(variant: str, pretrained: bool = False, pretrained_cfg: dict[str, Any] | None = None,
-                      **kwargs) -> RecursiveLM:
+def _create_recursive(
+    variant: str, pretrained: bool = False, pretrained_cfg: dict[str, Any] | None = None, **kwargs
+) -> RecursiveLM:
     if pretrained:
-        raise ValueError(f"the builder of {variant} builds only; load weights with "
-                         f"zoo.create_model({variant!r}, pretrained=True)")
+        raise ValueError(
+            f"the builder of {variant} builds only; load weights with zoo.create_model({variant!r}, pretrained=True)"
+        )
     _check_keys(kwargs)
     model = RecursiveLM(RecursiveConfig(**{**ARCHS[variant], **kwargs}))
     model.pretrained_cfg = dict(pretrained_cfg or default_cfgs.get(variant, {}), architecture=variant)
@@ -716,6 +826,7 @@ def _create_recursive(variant: str, pretrained: bool = False, pretrained_cfg: di
 def _register(name: str):
     def builder(pretrained=False, **kwargs):
         return _create_recursive(name, pretrained, **kwargs)
+
     builder.__name__ = builder.__qualname__ = name
     builder.__module__ = __name__
     builder.__doc__ = f"{name}: {ARCHS[name]} (SmolLM shape; recursion, sharing and routing overridable as kwargs)"

@@ -23,6 +23,7 @@ two depthwise convs with bias per block (:class:`zoo.layers.FusedLargeKernel`). 
 (oneDNN on CPU, cuDNN on CUDA); ``"matmul"`` runs each conv as a batched GEMM with banded matrices (see
 :mod:`zoo.layers.large_kernel` for the measurements behind the default). Checkpoints of either form load into a deploy model (the training form is fused on loading).
 """
+
 import re
 from collections.abc import Sequence
 
@@ -81,9 +82,18 @@ class Downsample(nn.Module):
 class SLaKBlock(nn.Module):
     """``x + gamma * mlp(norm(large_kernel(x)))`` (ConvNeXt block with the decomposed large kernel)."""
 
-    def __init__(self, dim: int, kernel_size: int, small_kernel: int = 5, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, bn: bool = True,
-                 deploy: bool = False, large_kernel_impl: str | None = None):
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int,
+        small_kernel: int = 5,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        bn: bool = True,
+        deploy: bool = False,
+        large_kernel_impl: str | None = None,
+    ):
         super().__init__()
         if deploy:
             self.large_kernel = FusedLargeKernel(dim, kernel_size, small_kernel, impl=large_kernel_impl)
@@ -102,12 +112,22 @@ class SLaKBlock(nn.Module):
 
 
 class SLaKStage(nn.Module):
-    def __init__(self, in_dim: int, dim: int, depth: int, kernel_size: int, small_kernel: int,
-                 drop_path: Sequence[float], downsample: bool, **block_kwargs):
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        depth: int,
+        kernel_size: int,
+        small_kernel: int,
+        drop_path: Sequence[float],
+        downsample: bool,
+        **block_kwargs,
+    ):
         super().__init__()
         self.downsample = Downsample(in_dim, dim) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[SLaKBlock(dim, kernel_size, small_kernel, drop_path=drop_path[i], **block_kwargs)
-                                      for i in range(depth)])
+        self.blocks = nn.Sequential(
+            *[SLaKBlock(dim, kernel_size, small_kernel, drop_path=drop_path[i], **block_kwargs) for i in range(depth)]
+        )
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,13 +179,16 @@ class SLaK(VisionBackbone, nn.Module):
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"depths and dims need 4 entries (one per stage), got {tuple(depths)} and {tuple(dims)}")
         if len(kernel_size) != 5:
-            raise ValueError("kernel_size needs 5 entries: the large kernel of each stage, then the small kernel "
-                             f"edge, e.g. (51, 49, 47, 13, 5); got {tuple(kernel_size)}")
+            raise ValueError(
+                "kernel_size needs 5 entries: the large kernel of each stage, then the small kernel "
+                f"edge, e.g. (51, 49, 47, 13, 5); got {tuple(kernel_size)}"
+            )
         if any(k % 2 == 0 or k < 1 for k in kernel_size):
             raise ValueError(f"kernel sizes must be positive odd numbers, got {tuple(kernel_size)}")
         if any(k < kernel_size[-1] for k in kernel_size[:4]):
-            raise ValueError(f"every large kernel must be at least the small kernel {kernel_size[-1]}, got "
-                             f"{tuple(kernel_size)}")
+            raise ValueError(
+                f"every large kernel must be at least the small kernel {kernel_size[-1]}, got {tuple(kernel_size)}"
+            )
         large_kernel_impl = default_impl() if large_kernel_impl is None else large_kernel_impl
         if large_kernel_impl not in IMPLS:
             raise ValueError(f"large_kernel_impl must be one of {IMPLS}, got {large_kernel_impl!r}")
@@ -186,12 +209,24 @@ class SLaK(VisionBackbone, nn.Module):
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         stages, self.feature_info, start = [], [], 0
         for i, depth in enumerate(depths):
-            stages.append(SLaKStage(widths[i - 1] if i else widths[0], widths[i], depth, kernel_size[i],
-                                    kernel_size[-1], rates[start:start + depth], downsample=i > 0,
-                                    mlp_ratio=mlp_ratio, layer_scale_init_value=layer_scale_init_value, bn=bn,
-                                    deploy=deploy, large_kernel_impl=large_kernel_impl))
+            stages.append(
+                SLaKStage(
+                    widths[i - 1] if i else widths[0],
+                    widths[i],
+                    depth,
+                    kernel_size[i],
+                    kernel_size[-1],
+                    rates[start : start + depth],
+                    downsample=i > 0,
+                    mlp_ratio=mlp_ratio,
+                    layer_scale_init_value=layer_scale_init_value,
+                    bn=bn,
+                    deploy=deploy,
+                    large_kernel_impl=large_kernel_impl,
+                )
+            )
             start += depth
-            self.feature_info.append(dict(num_chs=widths[i], reduction=4 * 2 ** i, module=f"stages.{i}"))
+            self.feature_info.append(dict(num_chs=widths[i], reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.head = nn.Module()
         self.head.norm = nn.LayerNorm(widths[-1], eps=1e-6)
@@ -257,8 +292,13 @@ class SLaK(VisionBackbone, nn.Module):
 # Checkpoint conversion
 # --------------------------------------------------------------------------------------------------------------
 
-_BRANCHES = {"LoRA1": "vertical", "Decom1": "vertical", "LoRA2": "horizontal", "Decom2": "horizontal",
-             "small_conv": "small"}
+_BRANCHES = {
+    "LoRA1": "vertical",
+    "Decom1": "vertical",
+    "LoRA2": "horizontal",
+    "Decom2": "horizontal",
+    "small_conv": "small",
+}
 _BN_STATS = ("weight", "bias", "running_mean", "running_var")
 
 
@@ -276,8 +316,12 @@ def _rename_authors(key: str) -> str:
             rest = rest.replace(f"large_kernel.{old}.", f"large_kernel.{new}.")
         rest = rest.replace("pwconv1.", "mlp.fc1.").replace("pwconv2.", "mlp.fc2.")
         return f"stages.{m[1]}.blocks.{m[2]}.{rest}"
-    return {"norm.weight": "head.norm.weight", "norm.bias": "head.norm.bias",
-            "head.weight": "head.fc.weight", "head.bias": "head.fc.bias"}.get(key, key)
+    return {
+        "norm.weight": "head.norm.weight",
+        "norm.bias": "head.norm.bias",
+        "head.weight": "head.fc.weight",
+        "head.bias": "head.fc.bias",
+    }.get(key, key)
 
 
 def _fuse_entries(sd: dict[str, torch.Tensor], prefix: str, model: nn.Module) -> None:
@@ -303,7 +347,7 @@ def _fuse_entries(sd: dict[str, torch.Tensor], prefix: str, model: nn.Module) ->
         ws, bs = branches["small"]
         pad = (wv.shape[-2] - ws.shape[-2]) // 2
         wv = wv.clone()
-        wv[:, :, pad:pad + ws.shape[-2], :] += ws
+        wv[:, :, pad : pad + ws.shape[-2], :] += ws
         bv = bv + bs
     dtype = module.vertical.weight.dtype
     sd[prefix + "vertical.weight"], sd[prefix + "vertical.bias"] = wv.to(dtype), bv.to(dtype)
@@ -323,16 +367,23 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
             state_dict = state_dict[wrapper]
             break
     if any(".lkb_origin." in k for k in state_dict):
-        raise ValueError("this checkpoint uses the authors' undecomposed 'lkb_origin' large kernels (an early "
-                         "SLaK-T file, or a model built without --Decom True); the zoo's SLaK is the decomposed "
-                         "model of the released checkpoints (LoRA1/LoRA2/small_conv keys)")
+        raise ValueError(
+            "this checkpoint uses the authors' undecomposed 'lkb_origin' large kernels (an early "
+            "SLaK-T file, or a model built without --Decom True); the zoo's SLaK is the decomposed "
+            "model of the released checkpoints (LoRA1/LoRA2/small_conv keys)"
+        )
     if any(k.startswith("downsample_layers.") for k in state_dict):
         state_dict = {_rename_authors(k): v for k, v in state_dict.items()}
     else:
         state_dict = dict(state_dict)
     if getattr(model, "deploy", False):
-        prefixes = sorted({k[: k.index("large_kernel.") + len("large_kernel.")] for k in state_dict
-                           if "large_kernel." in k and ".conv.weight" in k})
+        prefixes = sorted(
+            {
+                k[: k.index("large_kernel.") + len("large_kernel.")]
+                for k in state_dict
+                if "large_kernel." in k and ".conv.weight" in k
+            }
+        )
         for prefix in prefixes:
             _fuse_entries(state_dict, prefix, model)
     return state_dict
@@ -346,18 +397,28 @@ FAMILY = dict(name="slak", task="image-classification")
 
 
 def _cfg(**kwargs) -> dict:
-    return imagenet_cfg(**{
-        "license": "mit", "paper_name": "More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using Sparsity",
-        "paper_ids": "arXiv:2207.03620", "origin_url": "https://github.com/VITA-Group/SLaK", "hf_hub_id": None,
-        **kwargs})
+    return imagenet_cfg(
+        **{
+            "license": "mit",
+            "paper_name": "More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using Sparsity",
+            "paper_ids": "arXiv:2207.03620",
+            "origin_url": "https://github.com/VITA-Group/SLaK",
+            "hf_hub_id": None,
+            **kwargs,
+        }
+    )
 
 
-_NOTE_300 = ("ImageNet-1k weights (300 epochs, 40% sparse: dense tensors with exact zeros) are linked from the "
-             "authors' README (Google Drive), not on the Hugging Face Hub; download the .pth and pass "
-             "pretrained_cfg_overlay={'file': PATH} (their {'model': ...} files load as they are)",)
-_NOTE_120 = ("ImageNet-1k weights (120 epochs, kernel-size study, 40% sparse) are linked from the authors' README "
-             "(SURFdrive), not on the Hugging Face Hub; download the .pth and pass "
-             "pretrained_cfg_overlay={'file': PATH}",)
+_NOTE_300 = (
+    "ImageNet-1k weights (300 epochs, 40% sparse: dense tensors with exact zeros) are linked from the "
+    "authors' README (Google Drive), not on the Hugging Face Hub; download the .pth and pass "
+    "pretrained_cfg_overlay={'file': PATH} (their {'model': ...} files load as they are)",
+)
+_NOTE_120 = (
+    "ImageNet-1k weights (120 epochs, kernel-size study, 40% sparse) are linked from the authors' README "
+    "(SURFdrive), not on the Hugging Face Hub; download the .pth and pass "
+    "pretrained_cfg_overlay={'file': PATH}",
+)
 
 default_cfgs: dict[str, dict] = {
     "slak_tiny": _cfg(notes=_NOTE_300),
@@ -371,20 +432,31 @@ default_cfgs: dict[str, dict] = {
 # measured on the authors' code; for the kernel-size variants plain fvcore on zoo.reference.slak, which
 # gives the authors' exact figure for slak_tiny). Top-1: the authors' README (300 epochs for T/S/B, 120 epochs
 # for the kernel-size study).
-reference_figures: dict[str, dict] = reference_table([
-    ("slak_tiny", 50_703_838, 8_735_352_362, 82.5),
-    ("slak_small", 91_131_820, 16_653_955_418, 83.8),
-    ("slak_base", 157_950_792, 28_575_695_593, 84.0),
-    ("slak_tiny_31", 49_581_838, 8_208_857_162, 81.5),
-    ("slak_tiny_61", 51_264_838, 8_998_599_962, 81.5),
-])
+reference_figures: dict[str, dict] = reference_table(
+    [
+        ("slak_tiny", 50_703_838, 8_735_352_362, 82.5),
+        ("slak_small", 91_131_820, 16_653_955_418, 83.8),
+        ("slak_base", 157_950_792, 28_575_695_593, 84.0),
+        ("slak_tiny_31", 49_581_838, 8_208_857_162, 81.5),
+        ("slak_tiny_61", 51_264_838, 8_998_599_962, 81.5),
+    ]
+)
 # The paper's / README's figures for the 40%-sparse models: non-zero parameters and non-zero GFLOPs (MACs).
-_NONZERO = {"slak_tiny": (30e6, 5.0e9), "slak_small": (55e6, 9.8e9), "slak_base": (95e6, 17.1e9),
-            "slak_tiny_31": (30e6, 4.8e9), "slak_tiny_61": (31e6, 5.2e9)}
+_NONZERO = {
+    "slak_tiny": (30e6, 5.0e9),
+    "slak_small": (55e6, 9.8e9),
+    "slak_base": (95e6, 17.1e9),
+    "slak_tiny_31": (30e6, 4.8e9),
+    "slak_tiny_61": (31e6, 5.2e9),
+}
 for _name, (_params, _macs) in _NONZERO.items():
-    reference_figures[_name].update(nonzero_params=int(_params), nonzero_macs=int(_macs), sparsity=0.4,
-                                    nonzero_convention="the paper's table: non-zero weights of the 40%-sparse "
-                                                       "model (rounded to 1M params / 0.1 G MACs)")
+    reference_figures[_name].update(
+        nonzero_params=int(_params),
+        nonzero_macs=int(_macs),
+        sparsity=0.4,
+        nonzero_convention="the paper's table: non-zero weights of the 40%-sparse "
+        "model (rounded to 1M params / 0.1 G MACs)",
+    )
 
 _T = dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768))
 _S = dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768))

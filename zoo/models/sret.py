@@ -16,6 +16,7 @@ Permutations. The authors draw them from the global RNG in eval too, so their mo
 and fresh from the global RNG in training; ``"random"`` always uses the global RNG (the authors' behaviour);
 ``"identity"`` never permutes.
 """
+
 from collections.abc import Callable, Sequence
 
 import torch
@@ -77,8 +78,9 @@ class GroupAttention(nn.Module):
         self.qkv = Linear(dim, dim * 3)
         self.proj = Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, recursion: int = 0,
-                permutation: PermutationSource | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, recursion: int = 0, permutation: PermutationSource | None = None
+    ) -> torch.Tensor:
         B, N, C = x.shape
         groups = self.groups1 if recursion == 0 else self.groups2
         perm = permutation(N, x.device) if (recursion > 0 and groups != 1 and permutation is not None) else None
@@ -112,8 +114,9 @@ class TransformerBlock(nn.Module):
         mask = drop_path_gain(x, self.drop_path, self.training)
         return coefficient.bias if mask is None else coefficient.bias * mask
 
-    def forward(self, x: torch.Tensor, recursion: int = 0,
-                permutation: PermutationSource | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, recursion: int = 0, permutation: PermutationSource | None = None
+    ) -> torch.Tensor:
         branch = self.attn(self.norm1(x), recursion, permutation)
         x = residual_add(x, branch, self._gain(self.coefficient2, x), self.coefficient1.bias)
         return residual_add(x, self.mlp(self.norm2(x)), self._gain(self.coefficient4, x), self.coefficient3.bias)
@@ -135,12 +138,26 @@ class NonLinearLayer(nn.Module):
 class SReTStage(nn.Module):
     """(Depthwise-style pooling conv) then a recursive stack over the flattened tokens."""
 
-    def __init__(self, in_dim: int, dim: int, num_blocks: int, recursion: int, num_heads: int, groups1: int,
-                 groups2: int, mlp_ratio: float, nll_ratio: float, drop_path: Sequence[float], downsample: bool):
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        num_blocks: int,
+        recursion: int,
+        num_heads: int,
+        groups1: int,
+        groups2: int,
+        mlp_ratio: float,
+        nll_ratio: float,
+        drop_path: Sequence[float],
+        downsample: bool,
+    ):
         super().__init__()
         # conv 3x3 stride 2 with groups=C_in and 2*C_in outputs, with bias (the authors' conv_head_pooling)
         self.downsample = nn.Conv2d(in_dim, dim, 3, 2, 1, groups=in_dim) if downsample else nn.Identity()
-        blocks = [TransformerBlock(dim, num_heads, groups1, groups2, mlp_ratio, drop_path[i]) for i in range(num_blocks)]
+        blocks = [
+            TransformerBlock(dim, num_heads, groups1, groups2, mlp_ratio, drop_path[i]) for i in range(num_blocks)
+        ]
         nlls = [NonLinearLayer(dim, nll_ratio) for _ in range(num_blocks * recursion)]
         self.stack = RecursiveStack(blocks, sequence_schedule(num_blocks, recursion), step_layers=nlls)
 
@@ -213,13 +230,28 @@ class SReT(VisionBackbone, nn.Module):
             tokens = grid[0] * grid[1]
             for g in {groups1[i], groups2[i]}:
                 if tokens % g:
-                    raise ValueError(f"stage {i} has {tokens} tokens at img_size={self.img_size}, not divisible into "
-                                     f"{g} attention groups; use an input size whose /{8 * 2 ** i} grid divides")
+                    raise ValueError(
+                        f"stage {i} has {tokens} tokens at img_size={self.img_size}, not divisible into "
+                        f"{g} attention groups; use an input size whose /{8 * 2**i} grid divides"
+                    )
             rates = [drop_path_rate * j / total for j in range(start, start + recursive_num[i] * recursion)]
             start += recursive_num[i] * recursion
-            stages.append(SReTStage(dims[i - 1] if i else dims[0], dim, recursive_num[i], recursion, heads[i],
-                                    groups1[i], groups2[i], mlp_ratio, np_mlp_ratio, rates, downsample=i > 0))
-            self.feature_info.append(dict(num_chs=dim, reduction=8 * 2 ** i, module=f"stages.{i}"))
+            stages.append(
+                SReTStage(
+                    dims[i - 1] if i else dims[0],
+                    dim,
+                    recursive_num[i],
+                    recursion,
+                    heads[i],
+                    groups1[i],
+                    groups2[i],
+                    mlp_ratio,
+                    np_mlp_ratio,
+                    rates,
+                    downsample=i > 0,
+                )
+            )
+            self.feature_info.append(dict(num_chs=dim, reduction=8 * 2**i, module=f"stages.{i}"))
             grid = [(s - 1) // 2 + 1 for s in grid]
         self.stages = nn.ModuleList(stages)
         self.head = nn.Module()
@@ -255,7 +287,8 @@ class SReT(VisionBackbone, nn.Module):
         if x.shape[-2:] != self.pos_embed.shape[-2:]:
             raise ValueError(
                 f"input {size[0]}x{size[1]} does not fit the position embedding built for img_size={self.img_size}; "
-                f"create the model with img_size={size} (pretrained weights then need a resized pos_embed)")
+                f"create the model with img_size={size} (pretrained weights then need a resized pos_embed)"
+            )
         return self.pos_drop(x + self.pos_embed.contiguous(memory_format=torch.channels_last))
 
     _stage_context = _permutation_source
@@ -275,15 +308,20 @@ class SReT(VisionBackbone, nn.Module):
 # Checkpoint conversion: the authors' layout (shared blocks under two aliases) -> the zoo's (stored once)
 # --------------------------------------------------------------------------------------------------------------
 
+
 def _rename_authors(key: str, recursion: Sequence[int]) -> str:
     key = key.replace("patch_embed.", "stem.")
-    key = {"norm.weight": "head.norm.weight", "norm.bias": "head.norm.bias",
-           "head.weight": "head.fc.weight", "head.bias": "head.fc.bias"}.get(key, key)
+    key = {
+        "norm.weight": "head.norm.weight",
+        "norm.bias": "head.norm.bias",
+        "head.weight": "head.fc.weight",
+        "head.bias": "head.fc.bias",
+    }.get(key, key)
     if key.startswith("pools."):  # pool i sits between stages i and i + 1
-        stage, rest = key[len("pools."):].split(".", 1)
+        stage, rest = key[len("pools.") :].split(".", 1)
         return f"stages.{int(stage) + 1}.downsample.{rest.replace('conv.', '', 1)}"
     if key.startswith("transformers."):
-        stage, _, index, rest = key[len("transformers."):].split(".", 3)
+        stage, _, index, rest = key[len("transformers.") :].split(".", 3)
         stage, index = int(stage), int(index)
         application = index // 2  # the authors' list interleaves [block, nll, block, nll, ...]
         if index % 2:
@@ -312,36 +350,55 @@ FAMILY = dict(name="sret", task="image-classification")
 
 
 def _cfg(**kwargs) -> dict:
-    return imagenet_cfg(**{
-        "first_conv": "stem.conv1", "license": "apache-2.0",
-        "paper_name": "Sliced Recursive Transformer", "paper_ids": "arXiv:2111.05297",
-        "origin_url": "https://github.com/szq0214/SReT", "fixed_input_size": True,
-        "notes": ("ImageNet-1k weights are linked (Google Drive) from the authors' README; download one and pass "
-                  "pretrained_cfg_overlay={'file': PATH}",),
-        **kwargs,
-    })
+    return imagenet_cfg(
+        **{
+            "first_conv": "stem.conv1",
+            "license": "apache-2.0",
+            "paper_name": "Sliced Recursive Transformer",
+            "paper_ids": "arXiv:2111.05297",
+            "origin_url": "https://github.com/szq0214/SReT",
+            "fixed_input_size": True,
+            "notes": (
+                "ImageNet-1k weights are linked (Google Drive) from the authors' README; download one and pass "
+                "pretrained_cfg_overlay={'file': PATH}",
+            ),
+            **kwargs,
+        }
+    )
 
 
 default_cfgs: dict[str, dict] = {
-    name: _cfg() for name in ("sret_tiny", "sret_tiny_distill", "sret_lt", "sret_lt_distill", "sret_small",
-                              "sret_small_distill", "sret_tiny_wo_slice", "sret_lt_wo_slice", "sret_small_wo_slice")
+    name: _cfg()
+    for name in (
+        "sret_tiny",
+        "sret_tiny_distill",
+        "sret_lt",
+        "sret_lt_distill",
+        "sret_small",
+        "sret_small_distill",
+        "sret_tiny_wo_slice",
+        "sret_lt_wo_slice",
+        "sret_small_wo_slice",
+    )
 }
 default_cfgs["sret_small_wo_slice_384"] = _cfg(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
 
 # params of the authors' models (shared weights once; exact) and fvcore MACs at 224 (384 for the last; exact for
 # tiny and small, the README's rounded figure for the rest), and the README's ImageNet-1k top-1 (None: not given)
-reference_figures: dict[str, dict] = reference_table([
-    ("sret_tiny", 4_755_979, 1_121_665_792, 76.0),
-    ("sret_tiny_distill", 4_755_979, 1_121_665_792, 77.6),
-    ("sret_lt", 4_988_024, 1_174_000_000, 76.7),
-    ("sret_lt_distill", 4_988_024, 1_174_000_000, 77.7),
-    ("sret_small", 20_899_692, 4_190_973_192, 81.9),
-    ("sret_small_distill", 20_899_692, 4_190_973_192, None),
-    ("sret_tiny_wo_slice", 4_755_979, 1_375_000_000, 76.1),
-    ("sret_lt_wo_slice", 4_988_024, 1_427_000_000, 76.8),
-    ("sret_small_wo_slice", 20_899_692, 4_690_000_000, 82.0),
-    ("sret_small_wo_slice_384", 21_091_212, 18_500_000_000, 83.8),
-])
+reference_figures: dict[str, dict] = reference_table(
+    [
+        ("sret_tiny", 4_755_979, 1_121_665_792, 76.0),
+        ("sret_tiny_distill", 4_755_979, 1_121_665_792, 77.6),
+        ("sret_lt", 4_988_024, 1_174_000_000, 76.7),
+        ("sret_lt_distill", 4_988_024, 1_174_000_000, 77.7),
+        ("sret_small", 20_899_692, 4_190_973_192, 81.9),
+        ("sret_small_distill", 20_899_692, 4_190_973_192, None),
+        ("sret_tiny_wo_slice", 4_755_979, 1_375_000_000, 76.1),
+        ("sret_lt_wo_slice", 4_988_024, 1_427_000_000, 76.8),
+        ("sret_small_wo_slice", 20_899_692, 4_690_000_000, 82.0),
+        ("sret_small_wo_slice_384", 21_091_212, 18_500_000_000, 83.8),
+    ]
+)
 
 _TINY = dict(base_dims=(32, 32, 32), heads=(2, 4, 8), recursive_num=(2, 5, 3))
 _SMALL = dict(base_dims=(42, 42, 42), heads=(3, 6, 12), recursive_num=(2, 5, 3))
@@ -404,5 +461,6 @@ def sret_small_wo_slice(pretrained=False, **kwargs):
 
 @register_model
 def sret_small_wo_slice_384(pretrained=False, **kwargs):
-    return _create_sret("sret_small_wo_slice_384", pretrained,
-                        **_arch(_SMALL, _PLAIN, 3.0, 2.0, {"img_size": 384, **kwargs}))
+    return _create_sret(
+        "sret_small_wo_slice_384", pretrained, **_arch(_SMALL, _PLAIN, 3.0, 2.0, {"img_size": 384, **kwargs})
+    )

@@ -28,8 +28,15 @@ def build_optimizer(model: nn.Module, recipe: Recipe):
         kwargs["betas"] = tuple(o.betas)
     if o.eps is not None:
         kwargs["eps"] = o.eps
-    return create_optimizer_v2(model, opt=o.opt, lr=recipe.scaled_lr(), weight_decay=o.weight_decay,
-                               momentum=o.momentum, layer_decay=o.layer_decay, **kwargs)
+    return create_optimizer_v2(
+        model,
+        opt=o.opt,
+        lr=recipe.scaled_lr(),
+        weight_decay=o.weight_decay,
+        momentum=o.momentum,
+        layer_decay=o.layer_decay,
+        **kwargs,
+    )
 
 
 def schedule_steps(recipe: Recipe, total_steps: int, steps_per_epoch: int) -> tuple[int, int]:
@@ -46,9 +53,17 @@ def build_scheduler(optimizer, recipe: Recipe, total_steps: int, steps_per_epoch
     lr = recipe.scaled_lr()
     warmup, cooldown = schedule_steps(recipe, total_steps, steps_per_epoch)
     min_lr = s.min_lr_ratio * lr if s.min_lr_ratio is not None else s.min_lr
-    scheduler, _ = create_scheduler_v2(optimizer, sched=s.sched, num_epochs=max(total_steps - warmup - cooldown, 1),
-                                       warmup_epochs=warmup, warmup_lr=s.warmup_lr, min_lr=min_lr,
-                                       warmup_prefix=True, step_on_epochs=False, updates_per_epoch=1)
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=s.sched,
+        num_epochs=max(total_steps - warmup - cooldown, 1),
+        warmup_epochs=warmup,
+        warmup_lr=s.warmup_lr,
+        min_lr=min_lr,
+        warmup_prefix=True,
+        step_on_epochs=False,
+        updates_per_epoch=1,
+    )
     return scheduler, min_lr
 
 

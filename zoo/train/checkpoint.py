@@ -8,6 +8,7 @@ a file whose digest does not match (flipped bytes, a truncated copy) is refused 
 Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the target
 (``os.replace``), so a run killed mid-write leaves the previous checkpoint in place.
 """
+
 import hashlib
 import logging
 import os
@@ -19,8 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CheckpointCorruptError", "capture_rng_state", "find_checkpoints", "latest_good_checkpoint",
-           "load_training_checkpoint", "restore_rng_state", "save_training_checkpoint"]
+__all__ = [
+    "CheckpointCorruptError",
+    "capture_rng_state",
+    "find_checkpoints",
+    "latest_good_checkpoint",
+    "load_training_checkpoint",
+    "restore_rng_state",
+    "save_training_checkpoint",
+]
 
 _logger = logging.getLogger(__name__)
 FORMAT = "zoo-train-checkpoint"
@@ -60,8 +68,13 @@ def capture_rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -73,8 +86,9 @@ def restore_rng_state(state: dict[str, Any]):
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -140,13 +154,15 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated zip, a pickle with code in it, a file that is not a checkpoint
-        raise CheckpointCorruptError(f"checkpoint {path} cannot be read ({type(e).__name__}: "
-                                     f"{str(e).splitlines()[0][:200]})") from None
+        raise CheckpointCorruptError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointCorruptError(f"{path} is not a zoo training checkpoint")
     if state.get("sha256") != state_digest(state):
-        raise CheckpointCorruptError(f"checkpoint {path} is corrupt: its contents do not match the sha256 "
-                                     f"digest written with it")
+        raise CheckpointCorruptError(
+            f"checkpoint {path} is corrupt: its contents do not match the sha256 digest written with it"
+        )
     return state
 
 
@@ -173,6 +189,9 @@ def load_training_checkpoint(path: Path) -> dict[str, Any]:
         return _read(path)
     except CheckpointCorruptError as e:
         good = latest_good_checkpoint(path.parent, exclude=path)
-        hint = (f" The newest good checkpoint is {good}: resume from it with --resume {good}." if good
-                else " No good checkpoint was found beside it.")
+        hint = (
+            f" The newest good checkpoint is {good}: resume from it with --resume {good}."
+            if good
+            else " No good checkpoint was found beside it."
+        )
         raise CheckpointCorruptError(f"{e}; refusing to resume from it.{hint}") from None

@@ -1,4 +1,5 @@
 """``python train.py --config RECIPE.yaml [--resume PATH|auto] [--push-to-hub ORG/NAME] [--section.key value ...]``."""
+
 import argparse
 import json
 import logging
@@ -27,12 +28,20 @@ Exit status: 0 done, 2 unusable recipe or checkpoint, 3 the loss became NaN/inf 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train.py", description="Train a zoo model from a YAML recipe (configs/).",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a zoo model from a YAML recipe (configs/).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", "-c", help="recipe YAML file (configs/*.yaml)")
     p.add_argument("--resume", help="checkpoint to continue from, or 'auto' for RUN_DIR/checkpoints/last.pt")
-    p.add_argument("--push-to-hub", dest="push_to_hub", metavar="ORG/NAME",
-                   help="after training, publish the run to this Hub repo (zoo.hub.publish_run)")
+    p.add_argument(
+        "--push-to-hub",
+        dest="push_to_hub",
+        metavar="ORG/NAME",
+        help="after training, publish the run to this Hub repo (zoo.hub.publish_run)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -50,15 +59,17 @@ def main(argv: list[str] | None = None) -> int:
             recipe = load_recipe(None, overrides, base=base)
         else:
             _parser().print_usage(sys.stderr)
-            print("train.py: error: give --config RECIPE.yaml (recipes are in configs/), or --resume "
-                  "RUN_DIR/checkpoints/last.pt", file=sys.stderr)
+            print(
+                "train.py: error: give --config RECIPE.yaml (recipes are in configs/), or --resume "
+                "RUN_DIR/checkpoints/last.pt",
+                file=sys.stderr,
+            )
             return 2
         if args.print_config:
             print(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
             return 0
         try:
-            summary = train(recipe, resume=args.resume, push_to_hub=args.push_to_hub,
-                            progress=not args.no_progress)
+            summary = train(recipe, resume=args.resume, push_to_hub=args.push_to_hub, progress=not args.no_progress)
         except NonFiniteLossError as e:
             print(f"train.py: {e}", file=sys.stderr)
             return 3
@@ -75,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_summary(summary):
     m = summary["metrics"]
-    shown = {k: m[k] for k in ("top1", "top5", "loss", "perplexity", "unigram_perplexity", "params", "macs",
-                               "train_seconds") if k in m}
+    shown = {
+        k: m[k]
+        for k in ("top1", "top5", "loss", "perplexity", "unigram_perplexity", "params", "macs", "train_seconds")
+        if k in m
+    }
     print("\n" + "=" * 72)
     print(f"finished {summary['steps']} optimizer steps; held-out {m.get('dataset')}/{m.get('split')}:")
     print("  " + json.dumps(shown))

@@ -11,6 +11,7 @@ number of processes and accumulation steps, so a recipe gives the same run on on
 ``optim.lr_base_size`` set, ``optim.lr`` is the learning rate at that batch size and is scaled to
 ``train.batch_size`` by ``optim.lr_scale`` (``linear``: lr * batch / base, ``sqrt``: lr * sqrt(batch / base)).
 """
+
 import dataclasses
 import difflib
 import math
@@ -26,9 +27,23 @@ import yaml
 from .sparse import SparseConfig
 
 __all__ = [
-    "AugConfig", "CheckpointConfig", "DataConfig", "DistConfig", "EmaConfig", "ExportConfig", "OptimConfig",
-    "Recipe", "RecipeError", "SchedConfig", "TrainConfig", "apply_overrides", "load_recipe", "recipe_to_dict",
-    "load_run_recipe", "recipe_from_dict", "save_recipe",
+    "AugConfig",
+    "CheckpointConfig",
+    "DataConfig",
+    "DistConfig",
+    "EmaConfig",
+    "ExportConfig",
+    "OptimConfig",
+    "Recipe",
+    "RecipeError",
+    "SchedConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_recipe",
+    "recipe_to_dict",
+    "load_run_recipe",
+    "recipe_from_dict",
+    "save_recipe",
 ]
 
 TASKS = ("image-classification", "text-generation")
@@ -42,10 +57,10 @@ class RecipeError(ValueError):
 class DataConfig:
     # image-classification: digits | image_folder | hf_disk;  text-generation: pydoc | text | hf_disk
     name: str = "digits"
-    path: str | None = None            # image folder root, datasets folder (load_from_disk), text file/folder
+    path: str | None = None  # image folder root, datasets folder (load_from_disk), text file/folder
     train_split: str = "train"
-    val_split: str = "validation"         # for image folders: the first of val/validation that exists
-    image_key: str | None = None       # hf_disk columns; None: first of image/img, label/labels, text
+    val_split: str = "validation"  # for image folders: the first of val/validation that exists
+    image_key: str | None = None  # hf_disk columns; None: first of image/img, label/labels, text
     label_key: str | None = None
     text_key: str | None = None
     num_workers: int = 0
@@ -58,25 +73,25 @@ class DataConfig:
     eval_batch_size: int | None = None
     # language modelling
     seq_len: int = 256
-    tokenizer: str | None = None       # tokenizer.json, or a model folder holding one; None: train BPE
-    vocab_size: int = 2048                # for a tokenizer trained on the fly
-    val_fraction: float = 0.1             # documents held out (text without a validation split)
+    tokenizer: str | None = None  # tokenizer.json, or a model folder holding one; None: train BPE
+    vocab_size: int = 2048  # for a tokenizer trained on the fly
+    val_fraction: float = 0.1  # documents held out (text without a validation split)
 
 
 @dataclass
 class AugConfig:
-    auto_augment: str | None = None    # e.g. rand-m9-mstd0.5-inc1 (RandAugment, as in the MetaFormer recipes)
-    scale: list[float] | None = None   # RandomResizedCrop scale; None: timm's (0.08, 1.0)
+    auto_augment: str | None = None  # e.g. rand-m9-mstd0.5-inc1 (RandAugment, as in the MetaFormer recipes)
+    scale: list[float] | None = None  # RandomResizedCrop scale; None: timm's (0.08, 1.0)
     ratio: list[float] | None = None
     hflip: float = 0.5
     vflip: float = 0.0
     color_jitter: float | None = 0.4
     train_interpolation: str = "random"
-    re_prob: float = 0.0                  # random erasing
+    re_prob: float = 0.0  # random erasing
     re_mode: str = "pixel"
     re_count: int = 1
-    mixup: float = 0.0                    # mixup alpha
-    cutmix: float = 0.0                   # cutmix alpha
+    mixup: float = 0.0  # mixup alpha
+    cutmix: float = 0.0  # cutmix alpha
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
     mixup_mode: str = "batch"
@@ -85,49 +100,49 @@ class AugConfig:
 
 @dataclass
 class OptimConfig:
-    opt: str = "adamw"                    # any timm create_optimizer_v2 name
+    opt: str = "adamw"  # any timm create_optimizer_v2 name
     lr: float = 1e-3
-    lr_base_size: int | None = None    # batch size at which `lr` was given; None: use lr as is
-    lr_scale: str = "linear"              # linear | sqrt
+    lr_base_size: int | None = None  # batch size at which `lr` was given; None: use lr as is
+    lr_scale: str = "linear"  # linear | sqrt
     weight_decay: float = 0.05
     momentum: float = 0.9
     betas: list[float] | None = None
     eps: float | None = None
     layer_decay: float | None = None
     clip_grad: float | None = None
-    clip_mode: str = "norm"               # norm | value | agc
+    clip_mode: str = "norm"  # norm | value | agc
 
 
 @dataclass
 class SchedConfig:
-    sched: str = "cosine"                 # any timm create_scheduler_v2 name
-    warmup_epochs: float = 0.0            # image classification (converted to optimizer steps)
-    warmup_steps: int | None = None    # overrides warmup_epochs; LMs count in steps
+    sched: str = "cosine"  # any timm create_scheduler_v2 name
+    warmup_epochs: float = 0.0  # image classification (converted to optimizer steps)
+    warmup_steps: int | None = None  # overrides warmup_epochs; LMs count in steps
     warmup_lr: float = 1e-6
     min_lr: float = 0.0
     min_lr_ratio: float | None = None  # min_lr = ratio * peak lr (MobileLLM: cosine to 10%)
-    cooldown_epochs: float = 0.0          # after the decay, hold min_lr this long (timm's cooldown; images)
+    cooldown_epochs: float = 0.0  # after the decay, hold min_lr this long (timm's cooldown; images)
     cooldown_steps: int | None = None  # overrides cooldown_epochs; LMs count in steps
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 300                     # image classification
-    steps: int | None = None           # optimizer steps; LMs train by steps, images stop early if set
-    batch_size: int = 128                 # global samples per optimizer step
-    grad_accum: int = 1                   # micro-batches per optimizer step (per process)
-    amp: str = "none"                     # none | bf16 | fp16 (CUDA; bf16 also on CPU)
-    channels_last: bool = False           # CUDA only
+    epochs: int = 300  # image classification
+    steps: int | None = None  # optimizer steps; LMs train by steps, images stop early if set
+    batch_size: int = 128  # global samples per optimizer step
+    grad_accum: int = 1  # micro-batches per optimizer step (per process)
+    amp: str = "none"  # none | bf16 | fp16 (CUDA; bf16 also on CPU)
+    channels_last: bool = False  # CUDA only
     grad_checkpointing: bool = False
-    drop_path: float | None = None     # passed to the model as drop_path_rate
-    device: str = "auto"                  # auto | cpu | cuda
+    drop_path: float | None = None  # passed to the model as drop_path_rate
+    device: str = "auto"  # auto | cpu | cuda
     compile: bool = False
-    log_interval: int = 10                # optimizer steps between log rows
-    eval_every_epochs: int = 1            # image classification: held-out evaluation every N epochs
+    log_interval: int = 10  # optimizer steps between log rows
+    eval_every_epochs: int = 1  # image classification: held-out evaluation every N epochs
     eval_every_steps: int | None = None  # LMs: held-out evaluation every N steps
     eval_max_batches: int | None = None
-    threads: int | None = None         # torch.set_num_threads
-    deterministic: bool = False           # torch.use_deterministic_algorithms
+    threads: int | None = None  # torch.set_num_threads
+    deterministic: bool = False  # torch.use_deterministic_algorithms
 
 
 @dataclass
@@ -140,21 +155,21 @@ class EmaConfig:
 
 @dataclass
 class CheckpointConfig:
-    every_steps: int | None = None     # also written at the end of every epoch and of the run
-    keep: int = 2                         # step_<N>.pt files kept besides last.pt
+    every_steps: int | None = None  # also written at the end of every epoch and of the run
+    keep: int = 2  # step_<N>.pt files kept besides last.pt
 
 
 @dataclass
 class DistConfig:
-    strategy: str = "ddp"                 # ddp | fsdp (language models)
-    backend: str | None = None         # None: nccl on CUDA, gloo on CPU
+    strategy: str = "ddp"  # ddp | fsdp (language models)
+    backend: str | None = None  # None: nccl on CUDA, gloo on CPU
 
 
 @dataclass
 class ExportConfig:
-    enabled: bool = True                  # write the publishable folder at the end
-    dir: str | None = None             # default RUN_DIR/export
-    push_to_hub: str | None = None     # ORG/NAME: upload with zoo.hub.publish_run
+    enabled: bool = True  # write the publishable folder at the end
+    dir: str | None = None  # default RUN_DIR/export
+    push_to_hub: str | None = None  # ORG/NAME: upload with zoo.hub.publish_run
     private: bool = False
     license: str | None = None
 
@@ -164,11 +179,11 @@ class Recipe:
     model: str = ""
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     task: str = "image-classification"
-    pretrained: bool = False              # start from the model's registered weights
+    pretrained: bool = False  # start from the model's registered weights
     init_checkpoint: str | None = None  # start from these weights
     seed: int = 0
-    output_dir: str | None = None      # RUN_DIR; default runs/<recipe file stem>
-    notes: str = ""                       # the authors' settings and how they were scaled
+    output_dir: str | None = None  # RUN_DIR; default runs/<recipe file stem>
+    notes: str = ""  # the authors' settings and how they were scaled
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -351,8 +366,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             raise RecipeError(f"unknown override --{key}.{_closest(top, list(hints))}")
         if len(parts) == 1:
             if top in sections:
-                raise RecipeError(f"--{top} is a section; override one of its keys, e.g. --{top}."
-                                  f"{dataclasses.fields(sections[top])[0].name} VALUE")
+                raise RecipeError(
+                    f"--{top} is a section; override one of its keys, e.g. --{top}."
+                    f"{dataclasses.fields(sections[top])[0].name} VALUE"
+                )
             raw[top] = value
         elif len(parts) == 2 and (top in sections or top in ("model_kwargs", "sparse")):
             if top in sections and parts[1] not in typing.get_type_hints(sections[top]):
@@ -366,8 +383,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return raw
 
 
-def load_recipe(path: str | None = None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None
-                ) -> Recipe:
+def load_recipe(path: str | None = None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None) -> Recipe:
     """Load a YAML recipe (or ``base`` dict), apply overrides, check every key; ``output_dir`` defaults to
     ``runs/<file stem>``."""
     if path is not None:

@@ -6,6 +6,7 @@ that epoch's seeded permutation; it is cut into ``grad_accum`` micro-batches and
 steps x processes) therefore sees the same samples and averages the same gradients. Logging, progress bars
 and file writes happen on rank 0 only.
 """
+
 import datetime
 import os
 from collections.abc import Iterator
@@ -67,15 +68,17 @@ def shard_indices(n: int, state: DistState) -> list[int]:
 class GlobalBatchSampler:
     """Yields this rank's micro-batches of indices, resumable at any optimizer step of an epoch."""
 
-    def __init__(self, n: int, global_batch: int, grad_accum: int, state: DistState, seed: int,
-                 shuffle: bool = True):
+    def __init__(self, n: int, global_batch: int, grad_accum: int, state: DistState, seed: int, shuffle: bool = True):
         parts = grad_accum * state.world_size
         if global_batch % parts:
-            raise ValueError(f"train.batch_size {global_batch} must divide evenly into grad_accum ({grad_accum}) x "
-                             f"processes ({state.world_size}) micro-batches")
+            raise ValueError(
+                f"train.batch_size {global_batch} must divide evenly into grad_accum ({grad_accum}) x "
+                f"processes ({state.world_size}) micro-batches"
+            )
         if n < global_batch:
-            raise ValueError(f"the training set has {n} samples, fewer than one batch of {global_batch}; lower "
-                             f"train.batch_size")
+            raise ValueError(
+                f"the training set has {n} samples, fewer than one batch of {global_batch}; lower train.batch_size"
+            )
         self.n, self.global_batch, self.grad_accum, self.state = n, global_batch, grad_accum, state
         self.micro = global_batch // parts
         self.seed, self.shuffle = seed, shuffle
@@ -98,10 +101,10 @@ class GlobalBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         order = self._order()
         for k in range(self.start_step, self.steps_per_epoch):
-            batch = order[k * self.global_batch:(k + 1) * self.global_batch]
+            batch = order[k * self.global_batch : (k + 1) * self.global_batch]
             for m in range(self.grad_accum):
-                micro = batch[m * self.micro * self.state.world_size:(m + 1) * self.micro * self.state.world_size]
-                yield micro[self.state.rank * self.micro:(self.state.rank + 1) * self.micro].tolist()
+                micro = batch[m * self.micro * self.state.world_size : (m + 1) * self.micro * self.state.world_size]
+                yield micro[self.state.rank * self.micro : (self.state.rank + 1) * self.micro].tolist()
 
     def __len__(self) -> int:
         return (self.steps_per_epoch - self.start_step) * self.grad_accum

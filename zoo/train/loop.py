@@ -5,6 +5,7 @@
 (timm ``ModelEmaV3``), dynamic sparse training, checkpoints with exact resume, CSV/TensorBoard logs, a held-out
 evaluation, profiling, ``model.safetensors`` + ``metrics.json`` and the publishable folder.
 """
+
 import contextlib
 import csv
 import json
@@ -67,6 +68,7 @@ class RunLogger:
             w.writerows(rows)
         try:
             from torch.utils.tensorboard import SummaryWriter  # optional: tensorboard is a training extra
+
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
         except ImportError:
             _logger.warning("tensorboard is not installed: logging to log.csv only (pip install tensorboard)")
@@ -107,6 +109,7 @@ def _is_fsdp(recipe: Recipe, dstate: DistState) -> bool:
 def _model_state(model: nn.Module, fsdp: bool) -> dict[str, torch.Tensor]:
     if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
 
@@ -114,8 +117,10 @@ def _model_state(model: nn.Module, fsdp: bool) -> dict[str, torch.Tensor]:
 def _optim_state(model: nn.Module, optimizer, fsdp: bool) -> dict[str, Any]:
     if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-        return get_optimizer_state_dict(model, optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+        return get_optimizer_state_dict(
+            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
     return optimizer.state_dict()
 
 
@@ -126,6 +131,7 @@ def _load_model_optim(model, optimizer, ckpt, fsdp: bool):
             set_model_state_dict,
             set_optimizer_state_dict,
         )
+
         opts = StateDictOptions(full_state_dict=True)
         set_model_state_dict(model, ckpt["model"], options=opts)
         set_optimizer_state_dict(model, optimizer, ckpt["optimizer"], options=opts)
@@ -136,12 +142,16 @@ def _load_model_optim(model, optimizer, ckpt, fsdp: bool):
 
 def _scheduler_state(sched) -> dict[str, Any]:
     """timm scheduler state, primitives only (weights_only loading)."""
-    return {k: v for k, v in sched.state_dict().items()
-            if v is None or isinstance(v, (bool, int, float, str, list, tuple, dict))}
+    return {
+        k: v
+        for k, v in sched.state_dict().items()
+        if v is None or isinstance(v, (bool, int, float, str, list, tuple, dict))
+    }
 
 
 def _wrap_fsdp(model: nn.Module, dstate: DistState) -> nn.Module:
     from torch.distributed.fsdp import fully_shard  # FSDP runs only (see _model_state)
+
     layers = getattr(getattr(model, "model", model), "layers", None) or getattr(model, "layers", None)
     for layer in layers or []:
         fully_shard(layer)
@@ -173,13 +183,23 @@ def _profile(model: nn.Module, task) -> dict[str, Any]:
 
 def _export(recipe: Recipe, model: nn.Module, run_dir: Path, metrics: dict[str, Any], task) -> Path:
     out = Path(recipe.export.dir) if recipe.export.dir else run_dir / "export"
-    return Path(export_pretrained(model, out, model_name=recipe.model, model_kwargs=task.export_kwargs(),
-                                  metrics=metrics, recipe=recipe_to_dict(recipe), dataset=task.dataset_name,
-                                  tokenizer_file=task.extra_files().get("tokenizer")))
+    return Path(
+        export_pretrained(
+            model,
+            out,
+            model_name=recipe.model,
+            model_kwargs=task.export_kwargs(),
+            metrics=metrics,
+            recipe=recipe_to_dict(recipe),
+            dataset=task.dataset_name,
+            tokenizer_file=task.extra_files().get("tokenizer"),
+        )
+    )
 
 
-def train(recipe: Recipe, resume: str | None = None, push_to_hub: str | None = None,
-          progress: bool = True) -> dict[str, Any]:
+def train(
+    recipe: Recipe, resume: str | None = None, push_to_hub: str | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Run ``recipe``; ``resume`` is a checkpoint path or ``"auto"`` (RUN_DIR/checkpoints/last.pt).
 
     Returns a summary: run_dir, metrics, paths of what was written.
@@ -209,8 +229,10 @@ def _read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) 
     saved = ckpt.get("recipe", {})
     for key in ("model", "model_kwargs", "task"):
         if saved.get(key) != getattr(r, key):
-            raise RecipeError(f"checkpoint {path} was written by a run with {key}={saved.get(key)!r}, "
-                              f"this recipe has {getattr(r, key)!r}")
+            raise RecipeError(
+                f"checkpoint {path} was written by a run with {key}={saved.get(key)!r}, "
+                f"this recipe has {getattr(r, key)!r}"
+            )
     return ckpt
 
 
@@ -240,8 +262,9 @@ class _Run:
         task.prepare_data()
         _seed_everything(r.seed)  # model init does not depend on what data preparation drew
         model = self._build_model()
-        self.sampler = GlobalBatchSampler(len(task.train_set), r.train.batch_size, r.train.grad_accum, self.dstate,
-                                          r.seed)
+        self.sampler = GlobalBatchSampler(
+            len(task.train_set), r.train.batch_size, r.train.grad_accum, self.dstate, r.seed
+        )
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = task.total_steps(self.steps_per_epoch)
         self.fsdp = _is_fsdp(r, self.dstate)
@@ -283,8 +306,10 @@ class _Run:
                     raise RecipeError(f"this recipe {what} but the checkpoint has no {key} state")
                 part.load_state_dict(ckpt[key])
         self.global_step = int(ckpt["step"])
-        self.epoch, self.step_in_epoch = (int(ckpt["data_position"]["epoch"]),
-                                          int(ckpt["data_position"]["step_in_epoch"]))
+        self.epoch, self.step_in_epoch = (
+            int(ckpt["data_position"]["epoch"]),
+            int(ckpt["data_position"]["step_in_epoch"]),
+        )
         restore_rng_state(ckpt["rng"][min(self.dstate.rank, len(ckpt["rng"]) - 1)])
 
     def _start(self) -> None:
@@ -310,10 +335,21 @@ class _Run:
         if not self.main:
             return
         warmup, cooldown = schedule_steps(self.r, self.total_steps, self.steps_per_epoch)
-        save_recipe(self.r, self.run_dir / "args.yaml", extra={
-            "lr": self.r.scaled_lr(), "min_lr": self.min_lr, "total_steps": self.total_steps,
-            "warmup_steps": warmup, "cooldown_steps": cooldown, "steps_per_epoch": self.steps_per_epoch,
-            "world_size": self.dstate.world_size, "micro_batch": self.sampler.micro, "device": str(self.device)})
+        save_recipe(
+            self.r,
+            self.run_dir / "args.yaml",
+            extra={
+                "lr": self.r.scaled_lr(),
+                "min_lr": self.min_lr,
+                "total_steps": self.total_steps,
+                "warmup_steps": warmup,
+                "cooldown_steps": cooldown,
+                "steps_per_epoch": self.steps_per_epoch,
+                "world_size": self.dstate.world_size,
+                "micro_batch": self.sampler.micro,
+                "device": str(self.device),
+            },
+        )
 
     # -- checkpoints and evaluation -----------------------------------------------------------------------------------
     def checkpoint_state(self, epoch: int, step_in_epoch: int) -> dict[str, Any]:
@@ -346,8 +382,14 @@ class _Run:
 
     def evaluate(self) -> dict[str, float]:
         eval_model = self.ema.module if self.ema is not None else self.model
-        metrics = self.task.evaluate(eval_model, self.eval_bs, self.device, self.amp_ctx, self.channels_last,
-                                     max_batches=self.r.train.eval_max_batches)
+        metrics = self.task.evaluate(
+            eval_model,
+            self.eval_bs,
+            self.device,
+            self.amp_ctx,
+            self.channels_last,
+            max_batches=self.r.train.eval_max_batches,
+        )
         self.model.train()
         return metrics
 
@@ -359,8 +401,11 @@ class _Run:
         for m in range(r.train.grad_accum):
             batch = self.task.prepare_batch(next(it), self.device, self.channels_last)
             last_micro = m == r.train.grad_accum - 1
-            sync = contextlib.nullcontext() if last_micro or not isinstance(
-                model, nn.parallel.DistributedDataParallel) else model.no_sync()
+            sync = (
+                contextlib.nullcontext()
+                if last_micro or not isinstance(model, nn.parallel.DistributedDataParallel)
+                else model.no_sync()
+            )
             with sync:
                 with self.amp_ctx():
                     loss, n = self.task.forward_loss(model, batch, self.loss_fn, self.mixup)
@@ -382,7 +427,8 @@ class _Run:
             raise NonFiniteLossError(
                 f"the loss became {'NaN' if math.isnan(mean_loss) else 'infinite'} at optimizer step "
                 f"{self.global_step + 1} (epoch {self.epoch}); stopped. The last good state is saved in {last}. "
-                f"Lower optim.lr, set optim.clip_grad, or use train.amp none/bf16, then resume with --resume {last}.")
+                f"Lower optim.lr, set optim.clip_grad, or use train.amp none/bf16, then resume with --resume {last}."
+            )
         return mean_loss
 
     def _update(self) -> None:
@@ -412,8 +458,14 @@ class _Run:
         rate = self.window_n / max(now - self.window_t, 1e-9)
         self.window_t, self.window_n = now, 0
         lr = self.optimizer.param_groups[0]["lr"]
-        self.logger.log(self.global_step, self.epoch + (k + 1) / self.steps_per_epoch, "train", loss=mean_loss, lr=lr,
-                        throughput=rate)
+        self.logger.log(
+            self.global_step,
+            self.epoch + (k + 1) / self.steps_per_epoch,
+            "train",
+            loss=mean_loss,
+            lr=lr,
+            throughput=rate,
+        )
         if self.pbar is not None:
             unit = self.task.throughput_unit.replace("/", "_per_")
             self.pbar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", **{unit: f"{rate:.0f}"})
@@ -434,8 +486,15 @@ class _Run:
         self.task.set_epoch(self.epoch)
         g = torch.Generator()
         g.manual_seed(self.r.seed * 7_919 + self.epoch)
-        return iter(DataLoader(self.task.train_set, batch_sampler=self.sampler, num_workers=self.r.data.num_workers,
-                               generator=g, pin_memory=self.device.type == "cuda"))
+        return iter(
+            DataLoader(
+                self.task.train_set,
+                batch_sampler=self.sampler,
+                num_workers=self.r.data.num_workers,
+                generator=g,
+                pin_memory=self.device.type == "cuda",
+            )
+        )
 
     def _run_epoch(self) -> bool:
         """Optimizer steps to the epoch's end or the run's; True when the epoch ran to its end."""
@@ -458,14 +517,25 @@ class _Run:
             metrics = self.evaluate()
             self.logger.log(self.global_step, self.epoch, "val", **metrics)
             if self.pbar is not None:
-                self.pbar.write(f"epoch {self.epoch}: " + ", ".join(
-                    f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+                self.pbar.write(
+                    f"epoch {self.epoch}: "
+                    + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+                )
         self.save(self.epoch, 0)
 
     def loop(self) -> None:
         show = self.main and self.progress
-        self.pbar = tqdm(total=self.total_steps, initial=self.global_step, desc=f"train {self.r.model}",
-                         dynamic_ncols=True, file=sys.stderr) if show else None
+        self.pbar = (
+            tqdm(
+                total=self.total_steps,
+                initial=self.global_step,
+                desc=f"train {self.r.model}",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+            if show
+            else None
+        )
         self.model.train()
         self.window_t, self.window_n = time.time(), 0
         try:
@@ -486,8 +556,7 @@ class _Run:
         self.logger.close()
         summary: dict[str, Any] = {"run_dir": str(self.run_dir), "steps": self.global_step, "metrics": final}
         final_model = self.ema.module if self.ema is not None else _unwrap(self.model)
-        weights = _model_state(self.ema.module if self.ema is not None else self.model,
-                               self.fsdp and self.ema is None)
+        weights = _model_state(self.ema.module if self.ema is not None else self.model, self.fsdp and self.ema is None)
         if self.main:
             save_state_dict(weights, self.run_dir / "model.safetensors")
             summary["metrics"] = metrics = self._write_metrics(final, final_model)
@@ -499,16 +568,23 @@ class _Run:
         metrics = {**final, "dataset": self.task.dataset_name, "split": self.r.data.val_split}
         metrics.update(self.task.run_metrics())
         metrics.update(_profile(final_model, self.task))
-        metrics.update(train_steps=self.global_step, train_seconds=round(time.time() - self.t_start, 1),
-                       ema=self.ema is not None)
+        metrics.update(
+            train_steps=self.global_step, train_seconds=round(time.time() - self.t_start, 1), ema=self.ema is not None
+        )
         (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return metrics
 
     def _publish(self, final_model: nn.Module, metrics: dict[str, Any], push_to_hub: str | None) -> dict[str, str]:
         r, run_dir = self.r, self.run_dir
-        paths = {"args": str(run_dir / "args.yaml"), "checkpoints": str(self.ckpt_dir),
-                 "weights": str(run_dir / "model.safetensors"), "metrics": str(run_dir / "metrics.json"),
-                 "log": str(run_dir / "log.csv"), "tensorboard": str(run_dir / "tb"), **self.task.extra_files()}
+        paths = {
+            "args": str(run_dir / "args.yaml"),
+            "checkpoints": str(self.ckpt_dir),
+            "weights": str(run_dir / "model.safetensors"),
+            "metrics": str(run_dir / "metrics.json"),
+            "log": str(run_dir / "log.csv"),
+            "tensorboard": str(run_dir / "tb"),
+            **self.task.extra_files(),
+        }
         if r.export.enabled:
             paths["export"] = str(_export(r, final_model, run_dir, metrics, self.task))
         repo = push_to_hub or r.export.push_to_hub
@@ -516,9 +592,11 @@ class _Run:
             try:
                 paths["hub"] = publish_run(run_dir, repo, private=r.export.private, license=r.export.license)
             except (PublishError, CheckpointError) as e:
-                raise PublishError(f"the run finished and is saved in {run_dir}, but publishing it to {repo} "
-                                   f"failed: {e}\nPublish it again with: zoo publish {run_dir} --repo {repo}"
-                                   f"{' --private' if r.export.private else ''}") from None
+                raise PublishError(
+                    f"the run finished and is saved in {run_dir}, but publishing it to {repo} "
+                    f"failed: {e}\nPublish it again with: zoo publish {run_dir} --repo {repo}"
+                    f"{' --private' if r.export.private else ''}"
+                ) from None
         return paths
 
 

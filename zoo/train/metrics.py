@@ -3,6 +3,7 @@
 Sums are accumulated per process and reduced before the metrics are formed, so many-process evaluation gives the
 same figures as one process.
 """
+
 import contextlib
 import math
 from typing import Any
@@ -14,8 +15,15 @@ from torch import nn
 
 from ..profile import count_params, profile
 
-__all__ = ["classification_metrics", "classification_sums", "lm_logits", "lm_metrics", "lm_sums",
-           "profile_classifier", "profile_lm"]
+__all__ = [
+    "classification_metrics",
+    "classification_sums",
+    "lm_logits",
+    "lm_metrics",
+    "lm_sums",
+    "profile_classifier",
+    "profile_lm",
+]
 
 
 def lm_logits(out: Any) -> torch.Tensor:
@@ -32,8 +40,9 @@ def lm_logits(out: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def classification_sums(model: nn.Module, batches, k: int, amp_ctx=contextlib.nullcontext,
-                        max_batches: int | None = None) -> torch.Tensor:
+def classification_sums(
+    model: nn.Module, batches, k: int, amp_ctx=contextlib.nullcontext, max_batches: int | None = None
+) -> torch.Tensor:
     """(loss sum, top-1 hits, top-k hits, count) of ``model`` over ``(x, y)`` batches already on its device."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64)
@@ -53,13 +62,16 @@ def classification_sums(model: nn.Module, batches, k: int, amp_ctx=contextlib.nu
 
 def classification_metrics(sums: torch.Tensor) -> dict[str, float]:
     n = max(sums[3].item(), 1)
-    return {"top1": 100.0 * sums[1].item() / n, "top5": 100.0 * sums[2].item() / n, "loss": sums[0].item() / n,
-            "samples": int(n)}
+    return {
+        "top1": 100.0 * sums[1].item() / n,
+        "top5": 100.0 * sums[2].item() / n,
+        "loss": sums[0].item() / n,
+        "samples": int(n),
+    }
 
 
 @torch.no_grad()
-def lm_sums(model: nn.Module, batches, amp_ctx=contextlib.nullcontext,
-            max_batches: int | None = None) -> torch.Tensor:
+def lm_sums(model: nn.Module, batches, amp_ctx=contextlib.nullcontext, max_batches: int | None = None) -> torch.Tensor:
     """(next-token NLL sum, token count) of ``model`` over rows of token ids already on its device."""
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64)
@@ -68,8 +80,9 @@ def lm_sums(model: nn.Module, batches, amp_ctx=contextlib.nullcontext,
             break
         with amp_ctx():
             logits = lm_logits(model(batch[:, :-1]))
-        sums[0] += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                   reduction="sum").item()
+        sums[0] += F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+        ).item()
         sums[1] += batch[:, 1:].numel()
     return sums
 

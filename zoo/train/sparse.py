@@ -62,6 +62,7 @@ Example (a plain training loop; the same calls work with DDP, gradient accumulat
     # resume: build model, optimizer and DynamicSparsity the same way, then sparse.load_state_dict(ckpt["sparse"])
     # instead of init_masks(); from weights alone: sparse.set_masks(DynamicSparsity.masks_from_weights(model))
 """
+
 import dataclasses
 import difflib
 import fnmatch
@@ -79,7 +80,11 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "DynamicSparsity", "SparseConfig", "allocate_densities", "default_selector", "erk_scores",
+    "DynamicSparsity",
+    "SparseConfig",
+    "allocate_densities",
+    "default_selector",
+    "erk_scores",
     "large_kernel_selector",
 ]
 
@@ -98,6 +103,7 @@ Selector = Callable[[str, nn.Parameter, nn.Module], bool]
 # Configuration
 # --------------------------------------------------------------------------------------------------------------
 
+
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -109,21 +115,22 @@ class SparseConfig:
     Give ``sparsity`` (fraction of zeros) or ``density`` (fraction kept), not both unless they agree; with neither,
     density is 0.6 (sparsity 0.4). SLaK-T used ``prune_rate=0.5, update_frequency=2000``, S/B ``0.3, 100``.
     """
+
     sparsity: float | None = None
     density: float | None = None
-    init: str = "snip"                   # snip | erk | uniform | weights
-    growth: str = "random"               # random | gradient
-    prune_rate: float = 0.3              # fraction of each layer's active weights replaced per update (start)
-    final_prune_rate: float = 0.005      # cosine decay target, reached at total_steps
+    init: str = "snip"  # snip | erk | uniform | weights
+    growth: str = "random"  # random | gradient
+    prune_rate: float = 0.3  # fraction of each layer's active weights replaced per update (start)
+    final_prune_rate: float = 0.005  # cosine decay target, reached at total_steps
     update_frequency: int | None = 100  # optimizer steps between mask updates; None: masks stay fixed
-    exact_regrowth: bool = True          # False: the authors' Bernoulli regrowth (count only approximate)
-    only_large_kernels: bool = False     # mask only depthwise convs with a kernel > large_kernel_threshold
+    exact_regrowth: bool = True  # False: the authors' Bernoulli regrowth (count only approximate)
+    only_large_kernels: bool = False  # mask only depthwise convs with a kernel > large_kernel_threshold
     large_kernel_threshold: int = 5
-    include: tuple[str, ...] = ()        # fnmatch patterns on parameter names; empty: everything selected
+    include: tuple[str, ...] = ()  # fnmatch patterns on parameter names; empty: everything selected
     exclude: tuple[str, ...] = ()
-    dense_threshold: float = 0.99        # layers allocated at least this density stay dense
+    dense_threshold: float = 0.99  # layers allocated at least this density stay dense
     erk_power_scale: float = 1.0
-    seed: int | None = None           # None: drawn from torch's global generator
+    seed: int | None = None  # None: drawn from torch's global generator
 
     def __post_init__(self):
         for key in ("sparsity", "density"):
@@ -135,8 +142,10 @@ class SparseConfig:
         if self.density is None:
             self.density = 1.0 - self.sparsity
         elif self.sparsity is not None and abs(self.density + self.sparsity - 1.0) > 1e-9:
-            raise ValueError(f"SparseConfig got sparsity={self.sparsity} and density={self.density}, which do not "
-                             "add up to 1; give only one of them")
+            raise ValueError(
+                f"SparseConfig got sparsity={self.sparsity} and density={self.density}, which do not "
+                "add up to 1; give only one of them"
+            )
         self.density = float(self.density)
         self.sparsity = 1.0 - self.density
         if self.init not in INITS:
@@ -146,12 +155,16 @@ class SparseConfig:
         if not _is_number(self.prune_rate) or not 0.0 < self.prune_rate <= 1.0:
             raise ValueError(f"SparseConfig.prune_rate must be in (0, 1], got {self.prune_rate!r}")
         if not _is_number(self.final_prune_rate) or not 0.0 <= self.final_prune_rate <= self.prune_rate:
-            raise ValueError(f"SparseConfig.final_prune_rate must be in [0, prune_rate={self.prune_rate}], "
-                             f"got {self.final_prune_rate!r}")
+            raise ValueError(
+                f"SparseConfig.final_prune_rate must be in [0, prune_rate={self.prune_rate}], "
+                f"got {self.final_prune_rate!r}"
+            )
         uf = self.update_frequency
         if uf is not None and (not isinstance(uf, int) or isinstance(uf, bool) or uf < 1):
-            raise ValueError(f"SparseConfig.update_frequency must be a positive integer (optimizer steps between "
-                             f"mask updates) or None for fixed masks, got {uf!r}")
+            raise ValueError(
+                f"SparseConfig.update_frequency must be a positive integer (optimizer steps between "
+                f"mask updates) or None for fixed masks, got {uf!r}"
+            )
         for key in ("exact_regrowth", "only_large_kernels"):
             if not isinstance(getattr(self, key), bool):
                 raise TypeError(f"SparseConfig.{key} must be true or false, got {getattr(self, key)!r}")
@@ -199,6 +212,7 @@ class SparseConfig:
 # Which parameters get masks
 # --------------------------------------------------------------------------------------------------------------
 
+
 def default_selector(name: str, param: nn.Parameter, module: nn.Module) -> bool:
     """Every 2-D or 4-D parameter named ``weight`` (convs, linears, heads); not biases, norms, gamma, embeddings
     of positions or tokens stored under other names."""
@@ -208,6 +222,7 @@ def default_selector(name: str, param: nn.Parameter, module: nn.Module) -> bool:
 def large_kernel_selector(threshold: int = 5) -> Selector:
     """Depthwise conv weights whose kernel is larger than ``threshold`` on either axis (SLaK's rectangular
     (K x 5) / (5 x K) branches and square large kernels; not its 5 x 5 branch)."""
+
     def select(name: str, param: nn.Parameter, module: nn.Module) -> bool:
         if param.ndim != 4 or name.rsplit(".", 1)[-1] != "weight":
             return False
@@ -216,6 +231,7 @@ def large_kernel_selector(threshold: int = 5) -> Selector:
         else:  # a custom module holding a conv weight: (C_out, C_in / groups, kh, kw)
             depthwise = param.shape[1] == 1
         return depthwise and max(param.shape[-2:]) > threshold
+
     return select
 
 
@@ -230,8 +246,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def _select(model: nn.Module, selector: Selector, include: Sequence[str] = (),
-            exclude: Sequence[str] = ()) -> dict[str, nn.Parameter]:
+def _select(
+    model: nn.Module, selector: Selector, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> dict[str, nn.Parameter]:
     out: dict[str, nn.Parameter] = {}
     seen = set()
     for mod_name, module in model.named_modules():
@@ -253,13 +270,15 @@ def _select(model: nn.Module, selector: Selector, include: Sequence[str] = (),
 # Layer-wise density allocation
 # --------------------------------------------------------------------------------------------------------------
 
+
 def erk_scores(shapes: Sequence[Sequence[int]], power_scale: float = 1.0) -> list[float]:
     """Erdos-Renyi-Kernel raw densities ``(sum(shape) / prod(shape)) ** power_scale``, before scaling."""
     return [(sum(s) / math.prod(s)) ** power_scale for s in shapes]
 
 
-def allocate_densities(raw: Sequence[float], sizes: Sequence[int], density: float,
-                       dense_threshold: float = 0.99) -> list[float]:
+def allocate_densities(
+    raw: Sequence[float], sizes: Sequence[int], density: float, dense_threshold: float = 0.99
+) -> list[float]:
     """Per-layer densities ``eps * raw[i]`` whose weighted mean over ``sizes`` is ``density``.
 
     A layer whose density would reach ``dense_threshold`` is made fully dense and ``eps`` is solved again over
@@ -281,8 +300,10 @@ def allocate_densities(raw: Sequence[float], sizes: Sequence[int], density: floa
         denom = sum(raw[i] * sizes[i] for i in free)
         if denom <= 0:
             if rest > 0:
-                raise ValueError("every remaining layer has a zero score, so no density can be allocated to them "
-                                 "(for SNIP: the batch gave zero gradients; check the loss and the batch)")
+                raise ValueError(
+                    "every remaining layer has a zero score, so no density can be allocated to them "
+                    "(for SNIP: the batch gave zero gradients; check the loss and the batch)"
+                )
             eps = 0.0
             break
         eps = rest / denom
@@ -302,6 +323,7 @@ def _cosine(step: int, total: int, start: float, end: float) -> float:
 # Distributed helpers (no-ops in a single process)
 # --------------------------------------------------------------------------------------------------------------
 
+
 def _dist_world(group) -> int:
     if not (dist.is_available() and dist.is_initialized()):
         return 1
@@ -315,6 +337,7 @@ def _src_rank(group) -> int:
 # --------------------------------------------------------------------------------------------------------------
 # The masking engine
 # --------------------------------------------------------------------------------------------------------------
+
 
 class DynamicSparsity:
     """Masks for a model's weights, kept at a fixed density and rewired during training.
@@ -334,38 +357,50 @@ class DynamicSparsity:
     after every optimizer step, and :meth:`apply_to_ema` after every EMA update.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                 config: SparseConfig | Mapping[str, Any] | None = None, total_steps: int | None = None,
-                 *, selector: Selector | None = None, process_group=None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        config: SparseConfig | Mapping[str, Any] | None = None,
+        total_steps: int | None = None,
+        *,
+        selector: Selector | None = None,
+        process_group=None,
+    ):
         if config is None or isinstance(config, Mapping):
             config = SparseConfig.from_dict(config)
         if not isinstance(config, SparseConfig):
             raise TypeError(f"config must be a SparseConfig or a mapping of its fields, got {type(config).__name__}")
         bad_total = not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1
         if config.update_frequency is not None and bad_total:
-            raise ValueError(f"total_steps must be the positive number of optimizer steps in the run (the prune "
-                             f"rate decays over it), got {total_steps!r}")
+            raise ValueError(
+                f"total_steps must be the positive number of optimizer steps in the run (the prune "
+                f"rate decays over it), got {total_steps!r}"
+            )
         self.config = config
         self.total_steps = total_steps
         self.model = _unwrap(model)
         self.optimizer = optimizer
         self.process_group = process_group
         if selector is None:
-            selector = (large_kernel_selector(config.large_kernel_threshold) if config.only_large_kernels
-                        else default_selector)
+            selector = (
+                large_kernel_selector(config.large_kernel_threshold) if config.only_large_kernels else default_selector
+            )
         self.params = _select(self.model, selector, config.include, config.exclude)
         if not self.params:
-            raise ValueError("no parameter of the model was selected for sparse training (selector, "
-                             f"only_large_kernels={config.only_large_kernels}, include={config.include}, "
-                             f"exclude={config.exclude}); check the settings against model.named_parameters()")
-        self.masks: dict[str, torch.Tensor] = {}   # bool, only layers that are sparse
-        self.steps = 0      # optimizer steps taken
-        self.updates = 0    # prune-and-regrow rounds done
-        self.skipped = 0    # step() calls that found no optimizer step (e.g. skipped by GradScaler)
+            raise ValueError(
+                "no parameter of the model was selected for sparse training (selector, "
+                f"only_large_kernels={config.only_large_kernels}, include={config.include}, "
+                f"exclude={config.exclude}); check the settings against model.named_parameters()"
+            )
+        self.masks: dict[str, torch.Tensor] = {}  # bool, only layers that are sparse
+        self.steps = 0  # optimizer steps taken
+        self.updates = 0  # prune-and-regrow rounds done
+        self.skipped = 0  # step() calls that found no optimizer step (e.g. skipped by GradScaler)
         self.initialized = False
-        seed = config.seed if config.seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
+        seed = config.seed if config.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         self.generator = torch.Generator().manual_seed(seed)
-        self._fresh: dict[str, torch.Tensor] = {}   # positions grown at the last update (EMA copies the model)
+        self._fresh: dict[str, torch.Tensor] = {}  # positions grown at the last update (EMA copies the model)
         self._fresh_age = 0
         self._pending = 0
         self._idle = 0
@@ -378,6 +413,7 @@ class DynamicSparsity:
                 obj = ref()
                 if obj is not None:
                     obj._pending += 1
+
             self._hook = optimizer.register_step_post_hook(_count)
 
     # ----------------------------------------------------------------------------------------------- set-up
@@ -389,8 +425,10 @@ class DynamicSparsity:
 
     def _require_init(self, what: str):
         if not self.initialized:
-            raise RuntimeError(f"DynamicSparsity.{what}() needs masks: call init_masks() for a new run or "
-                               "load_state_dict() when resuming")
+            raise RuntimeError(
+                f"DynamicSparsity.{what}() needs masks: call init_masks() for a new run or "
+                "load_state_dict() when resuming"
+            )
 
     @torch.no_grad()
     def init_masks(self, batch: Any = None, loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None):
@@ -416,8 +454,10 @@ class DynamicSparsity:
             raw = erk_scores([tuple(self.params[n].shape) for n in names], cfg.erk_power_scale)
         else:
             if batch is None:
-                raise ValueError("init='snip' scores the weights on one training batch: call "
-                                 "init_masks(batch=(inputs, targets)) or choose init='erk'/'uniform'")
+                raise ValueError(
+                    "init='snip' scores the weights on one training batch: call "
+                    "init_masks(batch=(inputs, targets)) or choose init='erk'/'uniform'"
+                )
             counts = self._snip_counts(batch, loss_fn)
             raw = [c / s for c, s in zip(counts, sizes)]
         densities = allocate_densities(raw, sizes, cfg.density, cfg.dense_threshold)
@@ -461,8 +501,10 @@ class DynamicSparsity:
                     loss = loss_fn(model, batch)
                 else:
                     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                        raise ValueError("init_masks(batch=...) without loss_fn expects an (inputs, targets) pair "
-                                         "for cross-entropy; pass loss_fn(model, batch) -> loss for other batches")
+                        raise ValueError(
+                            "init_masks(batch=...) without loss_fn expects an (inputs, targets) pair "
+                            "for cross-entropy; pass loss_fn(model, batch) -> loss for other batches"
+                        )
                     inputs, targets = (b.to(device) if torch.is_tensor(b) else b for b in batch)
                     loss = F.cross_entropy(model(inputs), targets)
                 if not torch.is_tensor(loss) or loss.ndim != 0:
@@ -471,8 +513,14 @@ class DynamicSparsity:
         finally:
             for k, b in model.named_buffers():
                 b.copy_(buffers[k])
-        scores = torch.cat([(p.detach().float() * g.float()).abs().flatten() if g is not None
-                            else torch.zeros(p.numel(), device=device) for p, g in zip(params, grads)])
+        scores = torch.cat(
+            [
+                (p.detach().float() * g.float()).abs().flatten()
+                if g is not None
+                else torch.zeros(p.numel(), device=device)
+                for p, g in zip(params, grads)
+            ]
+        )
         if _dist_world(self.process_group) > 1:
             buf = scores.to(self._comm_device())
             dist.all_reduce(buf, group=self.process_group)
@@ -486,7 +534,7 @@ class DynamicSparsity:
         chunks = scores.split(sizes)
         above = [int((c > threshold).sum()) for c in chunks]
         ties = [int((c == threshold).sum()) for c in chunks]
-        need = k - sum(above)   # weights at exactly the threshold go to the first layers that hold them
+        need = k - sum(above)  # weights at exactly the threshold go to the first layers that hold them
         counts = []
         for a, t in zip(above, ties):
             take = min(t, max(need, 0))
@@ -495,17 +543,25 @@ class DynamicSparsity:
         return counts
 
     @classmethod
-    def masks_from_weights(cls, model: nn.Module, config: SparseConfig | Mapping[str, Any] | None = None,
-                           selector: Selector | None = None, *,
-                           params: dict[str, nn.Parameter] | None = None) -> dict[str, torch.Tensor]:
+    def masks_from_weights(
+        cls,
+        model: nn.Module,
+        config: SparseConfig | Mapping[str, Any] | None = None,
+        selector: Selector | None = None,
+        *,
+        params: dict[str, nn.Parameter] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Masks ``weight != 0`` for the selected weights of ``model`` (e.g. loaded from a sparse checkpoint that
         stores exact zeros, as SLaK's releases do). Layers at ``dense_threshold`` density or more are left out."""
         if config is None or isinstance(config, Mapping):
             config = SparseConfig.from_dict(config)
         if params is None:
             if selector is None:
-                selector = (large_kernel_selector(config.large_kernel_threshold) if config.only_large_kernels
-                            else default_selector)
+                selector = (
+                    large_kernel_selector(config.large_kernel_threshold)
+                    if config.only_large_kernels
+                    else default_selector
+                )
             params = _select(_unwrap(model), selector, config.include, config.exclude)
         masks = {}
         for name, p in params.items():
@@ -519,13 +575,17 @@ class DynamicSparsity:
         """Use the given boolean masks (names as in ``model.named_parameters()``); layers not named stay dense."""
         for name, m in masks.items():
             if name not in self.params:
-                raise KeyError(f"mask for {name!r}, which is not one of the selected weights of this model "
-                               f"({len(self.params)} selected, e.g. {next(iter(self.params))!r})")
+                raise KeyError(
+                    f"mask for {name!r}, which is not one of the selected weights of this model "
+                    f"({len(self.params)} selected, e.g. {next(iter(self.params))!r})"
+                )
             if tuple(m.shape) != tuple(self.params[name].shape):
-                raise ValueError(f"mask for {name!r} has shape {tuple(m.shape)}, the weight has "
-                                 f"{tuple(self.params[name].shape)}")
-        self.masks = {n: masks[n].to(device=self.params[n].device, dtype=torch.bool).clone()
-                      for n in self.params if n in masks}
+                raise ValueError(
+                    f"mask for {name!r} has shape {tuple(m.shape)}, the weight has {tuple(self.params[name].shape)}"
+                )
+        self.masks = {
+            n: masks[n].to(device=self.params[n].device, dtype=torch.bool).clone() for n in self.params if n in masks
+        }
         self._broadcast(self.masks)
         self.initialized = True
         self._fresh, self._fresh_age = {}, 0
@@ -539,8 +599,7 @@ class DynamicSparsity:
         cfg = self.config
         if self.total_steps is None:
             return cfg.prune_rate
-        return _cosine(self.steps if step is None else step, self.total_steps, cfg.prune_rate,
-                       cfg.final_prune_rate)
+        return _cosine(self.steps if step is None else step, self.total_steps, cfg.prune_rate, cfg.final_prune_rate)
 
     @torch.no_grad()
     def apply_masks(self):
@@ -571,17 +630,24 @@ class DynamicSparsity:
             self.skipped += 1
             self._idle += 1
             if self._idle == IDLE_WARN_CALLS:
-                warnings.warn(f"DynamicSparsity.step() was called {IDLE_WARN_CALLS} times in a row without an "
-                              "optimizer step: masks are applied but not updated. Either GradScaler skips every "
-                              "step (non-finite gradients) or the optimizer given to DynamicSparsity is not the one "
-                              "being stepped", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"DynamicSparsity.step() was called {IDLE_WARN_CALLS} times in a row without an "
+                    "optimizer step: masks are applied but not updated. Either GradScaler skips every "
+                    "step (non-finite gradients) or the optimizer given to DynamicSparsity is not the one "
+                    "being stepped",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             return False
         self._idle = 0
         if n > 1 and "multi" not in self._warned:
             self._warned.add("multi")
-            warnings.warn(f"the optimizer stepped {n} times since the last DynamicSparsity.step(); call it after "
-                          "every optimizer step so that pruned weights never take part in a step",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"the optimizer stepped {n} times since the last DynamicSparsity.step(); call it after "
+                "every optimizer step so that pruned weights never take part in a step",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         before = self.steps
         self.steps += n
         self._fresh_age += n
@@ -616,8 +682,10 @@ class DynamicSparsity:
             grow = torch.zeros_like(flat)
             if cfg.growth == "gradient":
                 if p.grad is None:
-                    raise RuntimeError(f"growth='gradient' needs {name}.grad at the update: call sparse.step() "
-                                       "after optimizer.step() and before optimizer.zero_grad()")
+                    raise RuntimeError(
+                        f"growth='gradient' needs {name}.grad at the update: call sparse.step() "
+                        "after optimizer.step() and before optimizer.zero_grad()"
+                    )
                 g = p.grad.detach().abs().float().flatten().masked_fill(pruned, -1.0)
                 grow[torch.topk(g, k, sorted=False).indices] = True
             else:
@@ -651,8 +719,13 @@ class DynamicSparsity:
         self._fresh_age = 0
         self.updates += 1
         self.apply_masks()
-        _logger.info("sparse update %d at step %d (prune rate %.4f): %s", self.updates, self.steps, rate,
-                     self.summary(short=True))
+        _logger.info(
+            "sparse update %d at step %d (prune rate %.4f): %s",
+            self.updates,
+            self.steps,
+            rate,
+            self.summary(short=True),
+        )
 
     def _broadcast(self, masks: dict[str, torch.Tensor], extra: dict[str, torch.Tensor] | None = None):
         """Make rank 0's masks (and ``extra`` bool tensors of the same layers) everyone's, in place."""
@@ -685,8 +758,10 @@ class DynamicSparsity:
         for name, mask in self.masks.items():
             e = ema_params.get(name)
             if e is None or e.shape != mask.shape:
-                raise ValueError(f"the EMA model has no parameter {name!r} of shape {tuple(mask.shape)}; pass the "
-                                 "EMA of the model this DynamicSparsity was built on")
+                raise ValueError(
+                    f"the EMA model has no parameter {name!r} of shape {tuple(mask.shape)}; pass the "
+                    "EMA of the model this DynamicSparsity was built on"
+                )
             e.mul_(mask.to(e.device))
             fresh = self._fresh.get(name)
             if fresh is not None:
@@ -707,20 +782,32 @@ class DynamicSparsity:
             nnz_sel += nnz
             numel_sel += p.numel()
         total = sum(p.numel() for p in self.model.parameters())
-        return {"layers": layers, "selected_nnz": nnz_sel, "selected_numel": numel_sel,
-                "density": nnz_sel / numel_sel, "params": total,
-                "active_params": total - (numel_sel - nnz_sel), "steps": self.steps, "updates": self.updates,
-                "skipped": self.skipped, "prune_rate": self.prune_rate()}
+        return {
+            "layers": layers,
+            "selected_nnz": nnz_sel,
+            "selected_numel": numel_sel,
+            "density": nnz_sel / numel_sel,
+            "params": total,
+            "active_params": total - (numel_sel - nnz_sel),
+            "steps": self.steps,
+            "updates": self.updates,
+            "skipped": self.skipped,
+            "prune_rate": self.prune_rate(),
+        }
 
     def summary(self, short: bool = False) -> str:
         r = self.density_report()
-        head = (f"{sum(v['sparse'] for v in r['layers'].values())}/{len(r['layers'])} weights masked, density "
-                f"{r['density']:.4f} of selected ({r['selected_nnz']:,}/{r['selected_numel']:,}), active params "
-                f"{r['active_params']:,}/{r['params']:,}")
+        head = (
+            f"{sum(v['sparse'] for v in r['layers'].values())}/{len(r['layers'])} weights masked, density "
+            f"{r['density']:.4f} of selected ({r['selected_nnz']:,}/{r['selected_numel']:,}), active params "
+            f"{r['active_params']:,}/{r['params']:,}"
+        )
         if short:
             return head
-        lines = [head] + [f"  {n}: {v['nnz']:,}/{v['numel']:,} = {v['density']:.4f}{'' if v['sparse'] else ' (dense)'}"
-                          for n, v in r["layers"].items()]
+        lines = [head] + [
+            f"  {n}: {v['nnz']:,}/{v['numel']:,} = {v['density']:.4f}{'' if v['sparse'] else ' (dense)'}"
+            for n, v in r["layers"].items()
+        ]
         return "\n".join(lines)
 
     # ----------------------------------------------------------------------------------------------- checkpoints
@@ -744,28 +831,41 @@ class DynamicSparsity:
     def load_state_dict(self, state: Mapping[str, Any]):
         """Restore masks, step counters and the random generator (resume); masks are applied to the weights."""
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a DynamicSparsity state (expected format {STATE_FORMAT!r}); to rebuild masks from "
-                             "a checkpoint's zeros use set_masks(DynamicSparsity.masks_from_weights(model))")
+            raise ValueError(
+                f"not a DynamicSparsity state (expected format {STATE_FORMAT!r}); to rebuild masks from "
+                "a checkpoint's zeros use set_masks(DynamicSparsity.masks_from_weights(model))"
+            )
         masks = state["masks"]
         bad = [n for n in masks if n not in self.params]
         if bad:
-            raise KeyError(f"the sparse state has masks for weights this model does not select: {bad[:5]}; build "
-                           "DynamicSparsity with the same model and sparse settings as the saved run")
+            raise KeyError(
+                f"the sparse state has masks for weights this model does not select: {bad[:5]}; build "
+                "DynamicSparsity with the same model and sparse settings as the saved run"
+            )
         for n, m in masks.items():
             if tuple(m.shape) != tuple(self.params[n].shape):
-                raise ValueError(f"saved mask {n!r} has shape {tuple(m.shape)}, the weight has "
-                                 f"{tuple(self.params[n].shape)}")
+                raise ValueError(
+                    f"saved mask {n!r} has shape {tuple(m.shape)}, the weight has {tuple(self.params[n].shape)}"
+                )
         saved = state.get("config", {})
-        changed = [k for k in ("density", "init", "growth", "only_large_kernels") if saved.get(k) !=
-                   getattr(self.config, k)]
+        changed = [
+            k for k in ("density", "init", "growth", "only_large_kernels") if saved.get(k) != getattr(self.config, k)
+        ]
         if changed:
-            warnings.warn(f"resuming sparse training with different settings {changed}: saved "
-                          f"{ {k: saved.get(k) for k in changed} }, now { {k: getattr(self.config, k) for k in changed} }",
-                          RuntimeWarning, stacklevel=2)
-        self.masks = {n: masks[n].to(device=self.params[n].device, dtype=torch.bool).clone()
-                      for n in self.params if n in masks}
-        self._fresh = {n: m.to(device=self.params[n].device, dtype=torch.bool).clone()
-                       for n, m in state.get("fresh", {}).items() if n in self.params}
+            warnings.warn(
+                f"resuming sparse training with different settings {changed}: saved "
+                f"{ {k: saved.get(k) for k in changed} }, now { {k: getattr(self.config, k) for k in changed} }",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.masks = {
+            n: masks[n].to(device=self.params[n].device, dtype=torch.bool).clone() for n in self.params if n in masks
+        }
+        self._fresh = {
+            n: m.to(device=self.params[n].device, dtype=torch.bool).clone()
+            for n, m in state.get("fresh", {}).items()
+            if n in self.params
+        }
         self._fresh_age = int(state.get("fresh_age", 0))
         self.steps = int(state["steps"])
         self.updates = int(state["updates"])

@@ -11,6 +11,7 @@ ask which one it is:
 * evaluation: ``evaluate(model, ...)`` and ``eval_description()`` (dataset, split, preprocessing);
 * the run's outputs: ``run_metrics()``, ``extra_files()`` (the tokenizer), ``export_kwargs()``, ``profile(model)``.
 """
+
 import contextlib
 import json
 import logging
@@ -48,14 +49,13 @@ from .metrics import (
     profile_lm,
 )
 
-__all__ = ["EvalSource", "ImageTask", "LMTask", "SeededTransformDataset", "TASKS", "Task", "build_task",
-           "task_class"]
+__all__ = ["EvalSource", "ImageTask", "LMTask", "SeededTransformDataset", "TASKS", "Task", "build_task", "task_class"]
 
 _logger = logging.getLogger(__name__)
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    return (seed * 1_000_003 + epoch * 7_919 + index * 104_729) % (2 ** 31)
+    return (seed * 1_000_003 + epoch * 7_919 + index * 104_729) % (2**31)
 
 
 class SeededTransformDataset(Dataset):
@@ -96,27 +96,29 @@ class SeededTransformDataset(Dataset):
 @dataclass
 class EvalSource:
     """Held-out data named outside a recipe (eval.py's arguments), and where a finished run keeps its files."""
-    data: str                         # digits | pydoc | a path
-    kind: str                         # digits | pydoc | image_folder | hf_disk | text
+
+    data: str  # digits | pydoc | a path
+    kind: str  # digits | pydoc | image_folder | hf_disk | text
     split: str = "validation"
-    image_key: str | None = None      # hf_disk columns
+    image_key: str | None = None  # hf_disk columns
     label_key: str | None = None
     text_key: str | None = None
-    seq_len: int | None = None        # language models; None: the run's, else 256
-    tokenizer: str | None = None      # tokenizer.json or a folder holding one
-    run_dir: Path | None = None       # the training run the weights come from (its recipe is the task's)
-    weights: str | None = None        # the weights file or folder (a tokenizer may lie beside it)
-    model_name: str = ""              # an hf-hub: name brings its tokenizer from the Hub
+    seq_len: int | None = None  # language models; None: the run's, else 256
+    tokenizer: str | None = None  # tokenizer.json or a folder holding one
+    run_dir: Path | None = None  # the training run the weights come from (its recipe is the task's)
+    weights: str | None = None  # the weights file or folder (a tokenizer may lie beside it)
+    model_name: str = ""  # an hf-hub: name brings its tokenizer from the Hub
 
 
 class Task:
     """What differs between tasks, so that the loop, evaluation and export do not branch on the task."""
+
     name: str
     throughput_unit: str = "samples/s"
     evaluates_each_epoch: bool = False  # a held-out evaluation at every epoch's end (else: every N steps)
     supports_channels_last: bool = False
-    data_kinds: tuple[str, ...] = ()    # data.name values (and eval.py data kinds) the task reads
-    data_hint: str = ""                 # what to evaluate the task's models on, for error messages
+    data_kinds: tuple[str, ...] = ()  # data.name values (and eval.py data kinds) the task reads
+    data_hint: str = ""  # what to evaluate the task's models on, for error messages
 
     def __init__(self, recipe: Recipe, dstate: DistState, run_dir: Path):
         self.recipe, self.dstate, self.run_dir = recipe, dstate, run_dir
@@ -161,13 +163,25 @@ class Task:
         idx = shard_indices(len(self.val_set), self.dstate)
         g = torch.Generator()
         g.manual_seed(0)
-        loader = DataLoader(torch.utils.data.Subset(self.val_set, idx), batch_size=batch_size, shuffle=False,
-                            num_workers=self.recipe.data.num_workers, generator=g)
+        loader = DataLoader(
+            torch.utils.data.Subset(self.val_set, idx),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=self.recipe.data.num_workers,
+            generator=g,
+        )
         return tqdm(loader, desc="eval", leave=False, file=sys.stderr) if progress else loader
 
-    def evaluate(self, model: nn.Module, batch_size: int, device, amp_ctx=contextlib.nullcontext,
-                 channels_last: bool = False, max_batches: int | None = None,
-                 progress: bool = False) -> dict[str, float]:
+    def evaluate(
+        self,
+        model: nn.Module,
+        batch_size: int,
+        device,
+        amp_ctx=contextlib.nullcontext,
+        channels_last: bool = False,
+        max_batches: int | None = None,
+        progress: bool = False,
+    ) -> dict[str, float]:
         """Held-out metrics of ``model`` on ``val_set`` (summed over processes)."""
         raise NotImplementedError
 
@@ -217,8 +231,9 @@ class ImageTask(Task):
     def prepare_eval_data(self, model: nn.Module, source: EvalSource):
         self.cfg = self.data_config(model)
         path = None if source.kind == "digits" else source.data
-        self.val_base, self.info = build_image_dataset(source.kind, source.split, path, source.image_key,
-                                                       source.label_key)
+        self.val_base, self.info = build_image_dataset(
+            source.kind, source.split, path, source.image_key, source.label_key
+        )
         num_classes = getattr(model, "num_classes", None)
         if num_classes is not None and num_classes < self.info.num_classes:
             raise ValueError(f"the model has {num_classes} classes but the data has {self.info.num_classes}")
@@ -231,8 +246,10 @@ class ImageTask(Task):
         kwargs.setdefault("num_classes", self.info.num_classes)
         model = self._create_model(kwargs)
         if getattr(model, "num_classes", self.info.num_classes) != self.info.num_classes:
-            raise RecipeError(f"the model has {model.num_classes} classes but {self.dataset_name} has "
-                              f"{self.info.num_classes}; drop num_classes from model_kwargs")
+            raise RecipeError(
+                f"the model has {model.num_classes} classes but {self.dataset_name} has "
+                f"{self.info.num_classes}; drop num_classes from model_kwargs"
+            )
         self._setup_transforms(model)
         return model
 
@@ -261,20 +278,38 @@ class ImageTask(Task):
 
     def _eval_transform(self):
         cfg = self.cfg
-        return create_transform(cfg["input_size"], is_training=False, interpolation=cfg["interpolation"],
-                                mean=cfg["mean"], std=cfg["std"], crop_pct=cfg["crop_pct"],
-                                crop_mode=cfg.get("crop_mode"))
+        return create_transform(
+            cfg["input_size"],
+            is_training=False,
+            interpolation=cfg["interpolation"],
+            mean=cfg["mean"],
+            std=cfg["std"],
+            crop_pct=cfg["crop_pct"],
+            crop_mode=cfg.get("crop_mode"),
+        )
 
     def _setup_transforms(self, model: nn.Module):
         a = self.recipe.aug
         self.cfg = cfg = self.data_config(model)
         train_tf = create_transform(
-            cfg["input_size"], is_training=True, scale=tuple(a.scale) if a.scale else None,
-            ratio=tuple(a.ratio) if a.ratio else None, hflip=a.hflip, vflip=a.vflip, color_jitter=a.color_jitter,
-            auto_augment=a.auto_augment, interpolation=a.train_interpolation, mean=cfg["mean"], std=cfg["std"],
-            re_prob=a.re_prob, re_mode=a.re_mode, re_count=a.re_count)
-        self.train_set = SeededTransformDataset(self.train_base, train_tf, self.recipe.seed,
-                                                uses_numpy=bool(a.auto_augment))
+            cfg["input_size"],
+            is_training=True,
+            scale=tuple(a.scale) if a.scale else None,
+            ratio=tuple(a.ratio) if a.ratio else None,
+            hflip=a.hflip,
+            vflip=a.vflip,
+            color_jitter=a.color_jitter,
+            auto_augment=a.auto_augment,
+            interpolation=a.train_interpolation,
+            mean=cfg["mean"],
+            std=cfg["std"],
+            re_prob=a.re_prob,
+            re_mode=a.re_mode,
+            re_count=a.re_count,
+        )
+        self.train_set = SeededTransformDataset(
+            self.train_base, train_tf, self.recipe.seed, uses_numpy=bool(a.auto_augment)
+        )
         self.val_set = SeededTransformDataset(self.val_base, self._eval_transform(), 0, uses_numpy=False)
         self._record_preprocessing(model)
 
@@ -282,8 +317,14 @@ class ImageTask(Task):
         """The trained model's preprocessing travels with it (export, eval.py)."""
         cfg = self.cfg
         pc = dict(getattr(model, "pretrained_cfg", None) or {})
-        pc.update(input_size=tuple(cfg["input_size"]), crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"],
-                  mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), num_classes=self.info.num_classes)
+        pc.update(
+            input_size=tuple(cfg["input_size"]),
+            crop_pct=cfg["crop_pct"],
+            interpolation=cfg["interpolation"],
+            mean=tuple(cfg["mean"]),
+            std=tuple(cfg["std"]),
+            num_classes=self.info.num_classes,
+        )
         if self.info.class_names:
             pc["label_names"] = list(self.info.class_names)
         for k in ("hf_hub_id", "url", "file", "tag"):
@@ -295,9 +336,15 @@ class ImageTask(Task):
     def build_mixup(self):
         a = self.recipe.aug
         if a.mixup > 0 or a.cutmix > 0:
-            return Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, prob=a.mixup_prob,
-                         switch_prob=a.mixup_switch_prob, mode=a.mixup_mode, label_smoothing=a.label_smoothing,
-                         num_classes=self.info.num_classes)
+            return Mixup(
+                mixup_alpha=a.mixup,
+                cutmix_alpha=a.cutmix,
+                prob=a.mixup_prob,
+                switch_prob=a.mixup_switch_prob,
+                mode=a.mixup_mode,
+                label_smoothing=a.label_smoothing,
+                num_classes=self.info.num_classes,
+            )
         return None
 
     def build_loss(self, mixup) -> Callable:
@@ -320,20 +367,34 @@ class ImageTask(Task):
             x, y = mixup(x, y)
         return loss_fn(model(x), y), x.shape[0]
 
-    def evaluate(self, model, batch_size: int, device, amp_ctx=contextlib.nullcontext, channels_last: bool = False,
-                 max_batches: int | None = None, progress: bool = False) -> dict[str, float]:
+    def evaluate(
+        self,
+        model,
+        batch_size: int,
+        device,
+        amp_ctx=contextlib.nullcontext,
+        channels_last: bool = False,
+        max_batches: int | None = None,
+        progress: bool = False,
+    ) -> dict[str, float]:
         batches = (self.prepare_batch(b, device, channels_last) for b in self.eval_loader(batch_size, progress))
         sums = classification_sums(model, batches, self.topk, amp_ctx, max_batches)
         return classification_metrics(all_reduce_sum(sums.to(device), self.dstate).cpu())
 
     def eval_description(self) -> dict[str, Any]:
         cfg = self.cfg
-        return {**super().eval_description(), "input_size": list(cfg["input_size"]), "crop_pct": cfg["crop_pct"],
-                "interpolation": cfg["interpolation"]}
+        return {
+            **super().eval_description(),
+            "input_size": list(cfg["input_size"]),
+            "crop_pct": cfg["crop_pct"],
+            "interpolation": cfg["interpolation"],
+        }
 
     def export_kwargs(self) -> dict[str, Any]:
-        kwargs = {**self.recipe.model_kwargs, "num_classes": self.recipe.model_kwargs.get(
-            "num_classes", self.info.num_classes)}
+        kwargs = {
+            **self.recipe.model_kwargs,
+            "num_classes": self.recipe.model_kwargs.get("num_classes", self.info.num_classes),
+        }
         kwargs.pop("drop_path_rate", None)
         return kwargs
 
@@ -371,7 +432,7 @@ def find_tokenizer(source: EvalSource):
         if Path(c).exists():
             return text.load_tokenizer(c), Path(c)
     if source.model_name.startswith("hf-hub:"):
-        path = download(source.model_name[len("hf-hub:"):], "tokenizer.json")
+        path = download(source.model_name[len("hf-hub:") :], "tokenizer.json")
         return text.load_tokenizer(path), Path(path)
     raise FileNotFoundError("no tokenizer found: pass --tokenizer PATH (tokenizer.json or a folder holding one)")
 
@@ -393,8 +454,10 @@ class LMTask(Task):
         d = self.recipe.data
         if d.name == "hf_disk":
             try:
-                return (text.load_text_documents("hf_disk", d.path, d.train_split, d.text_key),
-                        text.load_text_documents("hf_disk", d.path, d.val_split, d.text_key))
+                return (
+                    text.load_text_documents("hf_disk", d.path, d.train_split, d.text_key),
+                    text.load_text_documents("hf_disk", d.path, d.val_split, d.text_key),
+                )
             except ValueError:
                 pass
         docs = text.load_text_documents(d.name, d.path, d.train_split, d.text_key)
@@ -432,10 +495,13 @@ class LMTask(Task):
         val_ids = text.encode_documents(self.tokenizer, val_docs)
         self.train_set = _Rows(text.pack_tokens(train_ids, d.seq_len))
         self.val_set = _Rows(text.pack_tokens(val_ids, d.seq_len))
-        self.unigram_perplexity = text.unigram_perplexity(train_ids, self.val_set.rows[:, 1:].reshape(-1),
-                                                          self.vocab_size)
-        self.token_counts = {"train_tokens": int(train_ids.numel()),
-                             "val_tokens": int(self.val_set.rows[:, 1:].numel())}
+        self.unigram_perplexity = text.unigram_perplexity(
+            train_ids, self.val_set.rows[:, 1:].reshape(-1), self.vocab_size
+        )
+        self.token_counts = {
+            "train_tokens": int(train_ids.numel()),
+            "val_tokens": int(self.val_set.rows[:, 1:].numel()),
+        }
 
     def prepare_eval_data(self, model: nn.Module, source: EvalSource):
         """Rows of ``seq_len`` tokens; on the run's own data (or pydoc) the run's held-out (or training) part."""
@@ -484,8 +550,16 @@ class LMTask(Task):
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         return loss, targets.numel()
 
-    def evaluate(self, model, batch_size: int, device, amp_ctx=contextlib.nullcontext, channels_last: bool = False,
-                 max_batches: int | None = None, progress: bool = False) -> dict[str, float]:
+    def evaluate(
+        self,
+        model,
+        batch_size: int,
+        device,
+        amp_ctx=contextlib.nullcontext,
+        channels_last: bool = False,
+        max_batches: int | None = None,
+        progress: bool = False,
+    ) -> dict[str, float]:
         batches = (self.prepare_batch(b, device, False) for b in self.eval_loader(batch_size, progress))
         sums = lm_sums(model, batches, amp_ctx, max_batches)
         metrics = lm_metrics(all_reduce_sum(sums.to(device), self.dstate).cpu())

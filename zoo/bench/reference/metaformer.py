@@ -430,8 +430,7 @@ def _mixer_sepconv(x, sd, t):
     y = _star_relu(y, sd[t + "act1.scale"], sd[t + "act1.bias"])
     y = y.permute(0, 3, 1, 2)
     channels = y.shape[1]
-    y = F.conv2d(y, sd[t + "dwconv.weight"], None, stride=1,
-                 padding=SEPCONV_KERNEL // 2, groups=channels)
+    y = F.conv2d(y, sd[t + "dwconv.weight"], None, stride=1, padding=SEPCONV_KERNEL // 2, groups=channels)
     y = y.permute(0, 2, 3, 1)
     # act2 is Identity
     y = F.linear(y, sd[t + "pwconv2.weight"])
@@ -447,7 +446,7 @@ def _mixer_attention(x, sd, t):
     qkv = F.linear(x, qkv_w)  # (B, H, W, 3 * attn_dim)
     qkv = qkv.reshape(B, N, 3, heads, ATTN_HEAD_DIM).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, heads, N, head_dim)
-    attn = (q @ k.transpose(-2, -1)) * (ATTN_HEAD_DIM ** -0.5)
+    attn = (q @ k.transpose(-2, -1)) * (ATTN_HEAD_DIM**-0.5)
     attn = attn.softmax(dim=-1)
     y = attn @ v  # (B, heads, N, head_dim)
     y = y.transpose(1, 2).reshape(B, H, W, attn_dim)
@@ -488,8 +487,7 @@ def _mf_block(x, sd, p, mixer, block_norm, has_res_scale):
 
 def _mf_forward(arch, sd, x):
     # stem: conv 7x7 s4 p2 (NCHW) -> NHWC -> channel LN (no bias, eps 1e-6)
-    x = F.conv2d(x, sd["downsample_layers.0.conv.weight"], sd["downsample_layers.0.conv.bias"],
-                 stride=4, padding=2)
+    x = F.conv2d(x, sd["downsample_layers.0.conv.weight"], sd["downsample_layers.0.conv.bias"], stride=4, padding=2)
     x = x.permute(0, 2, 3, 1)
     x = _layer_norm_general(x, sd["downsample_layers.0.post_norm.weight"], (-1,), eps=1e-6)
     features = []
@@ -502,8 +500,7 @@ def _mf_forward(arch, sd, x):
             x = F.conv2d(x, sd[p + "conv.weight"], sd[p + "conv.bias"], stride=2, padding=1)
             x = x.permute(0, 2, 3, 1)
         for j in range(arch["depths"][i]):
-            x = _mf_block(x, sd, "stages.%d.%d." % (i, j), arch["mixers"][i],
-                          arch["block_norm"], arch["res_scale"][i])
+            x = _mf_block(x, sd, "stages.%d.%d." % (i, j), arch["mixers"][i], arch["block_norm"], arch["res_scale"][i])
         features.append(x.permute(0, 3, 1, 2))
     # head: global mean over H, W first, then LayerNorm(C, eps 1e-6, with bias)
     c = arch["dims"][3]
@@ -610,6 +607,7 @@ def _self_check(cross_check_all=False):
     x = torch.randn(1, 3, 224, 224, generator=gen)
     try:
         import timm  # noqa: F401
+
         have_timm = True
     except ImportError:
         have_timm = False
@@ -625,7 +623,12 @@ def _self_check(cross_check_all=False):
         same = all(torch.equal(sd[k], sd2[k]) for k in sd) and list(sd) == list(sd2)
         ok &= same
         line = "%-20s params %11d (authors %11d) %s%s" % (
-            name, n, expected, status, "" if same else " NONDETERMINISTIC")
+            name,
+            n,
+            expected,
+            status,
+            "" if same else " NONDETERMINISTIC",
+        )
 
         small = name.endswith("_s12") or name.endswith("_s18")
         if small:
@@ -635,7 +638,11 @@ def _self_check(cross_check_all=False):
             finite = bool(torch.isfinite(logits).all())
             ok &= finite and logits.shape == (1, 1000)
             line += "  logits |max| %.3g std %.3g finite=%s feats=%s" % (
-                logits.abs().max().item(), logits.std().item(), finite, shapes)
+                logits.abs().max().item(),
+                logits.std().item(),
+                finite,
+                shapes,
+            )
 
         if have_timm and name.startswith(_TIMM_HAS) and (small or cross_check_all):
             diffs = _timm_cross_check(name, sd, x)

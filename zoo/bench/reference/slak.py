@@ -21,6 +21,7 @@ State dicts use the AUTHORS' key layout (``downsample_layers.*``, ``stages.S.B.l
 the authors' 1e-6 layer scale init every block would vanish and a parity check would prove nothing), BN
 running statistics away from (0, 1).
 """
+
 import math
 
 import torch
@@ -46,16 +47,22 @@ def arch(name_or_spec: str | dict, width_factor: float = 1.3) -> dict:
     ``dims``) and ``kernel_size``; widths are ``int(d * width_factor)``, truncated as the authors do."""
     spec = SLAK_ARCHS[name_or_spec] if isinstance(name_or_spec, str) else dict(name_or_spec)
     dims = spec.get("dims") or [int(d * spec.get("width_factor", width_factor)) for d in spec["base_dims"]]
-    return dict(depths=tuple(spec["depths"]), dims=tuple(dims), kernel_size=tuple(spec["kernel_size"]),
-                in_chans=spec.get("in_chans", 3), num_classes=spec.get("num_classes", 1000))
+    return dict(
+        depths=tuple(spec["depths"]),
+        dims=tuple(dims),
+        kernel_size=tuple(spec["kernel_size"]),
+        in_chans=spec.get("in_chans", 3),
+        num_classes=spec.get("num_classes", 1000),
+    )
 
 
 def _branch_shapes(dim: int, k: int, small: int) -> dict[str, tuple[int, int]]:
     return {"LoRA1": (k, small), "LoRA2": (small, k), "small_conv": (small, small)}
 
 
-def make_authors_state_dict(name_or_spec: str | dict, seed: int = 0, num_classes: int | None = None,
-                            dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def make_authors_state_dict(
+    name_or_spec: str | dict, seed: int = 0, num_classes: int | None = None, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """A random state dict in the authors' layout with realistic scales (see the module docstring)."""
     a = arch(name_or_spec)
     if num_classes is not None:
@@ -108,8 +115,11 @@ def make_authors_state_dict(name_or_spec: str | dict, seed: int = 0, num_classes
 
 def count_params(state_dict: dict[str, torch.Tensor]) -> int:
     """Parameters of an authors' state dict (BN running statistics are buffers, not parameters)."""
-    return sum(v.numel() for k, v in state_dict.items()
-               if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    return sum(
+        v.numel()
+        for k, v in state_dict.items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
 
 
 def _layer_norm_channels_first(x, weight, bias, eps=1e-6):
@@ -123,8 +133,16 @@ def _conv_bn(x, sd, prefix):
     w = sd[prefix + "conv.weight"]
     kh, kw = w.shape[-2:]
     y = F.conv2d(x, w, None, 1, (kh // 2, kw // 2), 1, x.shape[1])
-    return F.batch_norm(y, sd[prefix + "bn.running_mean"], sd[prefix + "bn.running_var"], sd[prefix + "bn.weight"],
-                        sd[prefix + "bn.bias"], False, 0.0, 1e-5)
+    return F.batch_norm(
+        y,
+        sd[prefix + "bn.running_mean"],
+        sd[prefix + "bn.running_var"],
+        sd[prefix + "bn.weight"],
+        sd[prefix + "bn.bias"],
+        False,
+        0.0,
+        1e-5,
+    )
 
 
 def large_kernel(x: torch.Tensor, sd: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
@@ -151,8 +169,9 @@ def _num_blocks(sd, stage):
     return len({k.split(".")[2] for k in sd if k.startswith(f"stages.{stage}.")})
 
 
-def reference_forward(state_dict: dict[str, torch.Tensor], x: torch.Tensor, return_features: bool = False
-                      ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+def reference_forward(
+    state_dict: dict[str, torch.Tensor], x: torch.Tensor, return_features: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Logits (B, num_classes) of the authors' model with ``state_dict``; optionally the 4 stage outputs."""
     sd = state_dict
     feats = []
@@ -161,8 +180,9 @@ def reference_forward(state_dict: dict[str, torch.Tensor], x: torch.Tensor, retu
             x = F.conv2d(x, sd["downsample_layers.0.0.weight"], sd["downsample_layers.0.0.bias"], 4)
             x = _layer_norm_channels_first(x, sd["downsample_layers.0.1.weight"], sd["downsample_layers.0.1.bias"])
         else:
-            x = _layer_norm_channels_first(x, sd[f"downsample_layers.{i}.0.weight"],
-                                           sd[f"downsample_layers.{i}.0.bias"])
+            x = _layer_norm_channels_first(
+                x, sd[f"downsample_layers.{i}.0.weight"], sd[f"downsample_layers.{i}.0.bias"]
+            )
             x = F.conv2d(x, sd[f"downsample_layers.{i}.1.weight"], sd[f"downsample_layers.{i}.1.bias"], 2)
         for b in range(_num_blocks(sd, i)):
             x = _block(x, sd, f"stages.{i}.{b}.")

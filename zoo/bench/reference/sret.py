@@ -164,8 +164,13 @@ def _authors_entries(spec, num_classes):
     for k, (cin, cout) in enumerate([(3, half), (half, c0), (c0, c0)], start=1):
         out.append(one(f"patch_embed.conv{k}.weight", (cout, cin, 3, 3), "w", cin * 9))
         out.append(one(f"patch_embed.conv{k}.bias", (cout,), "b"))
-        for field, kind in [("weight", "bn_w"), ("bias", "bn_b"), ("running_mean", "bn_rm"),
-                            ("running_var", "bn_rv"), ("num_batches_tracked", "bn_nbt")]:
+        for field, kind in [
+            ("weight", "bn_w"),
+            ("bias", "bn_b"),
+            ("running_mean", "bn_rm"),
+            ("running_var", "bn_rv"),
+            ("num_batches_tracked", "bn_nbt"),
+        ]:
             shape = () if kind == "bn_nbt" else (cout,)
             out.append(one(f"patch_embed.bn{k}.{field}", shape, kind))
 
@@ -233,7 +238,7 @@ def _random_tensor(shape, init, g):
         return 0.5 + torch.rand(shape, generator=g)  # uniform(0.5, 1.5)
     r = torch.randn(shape, generator=g)
     if kind == "w":
-        return r * fan_in ** -0.5  # N(0, 1/fan_in)
+        return r * fan_in**-0.5  # N(0, 1/fan_in)
     if kind == "b":
         return 0.05 * r
     if kind in ("ln_w", "bn_w", "coef"):
@@ -357,8 +362,7 @@ def _transformer_block(x, p, prefix, spec, stage, recursive):
     if spec["groups1"] is None:
         h = _plain_attention(h, p, prefix + "attn.", heads)
     else:
-        h = _group_attention(h, p, prefix + "attn.", heads, spec["groups1"][stage],
-                             spec["groups2"][stage], recursive)
+        h = _group_attention(h, p, prefix + "attn.", heads, spec["groups1"][stage], spec["groups2"][stage], recursive)
     x = x * p(prefix + "coefficient1.bias") + h * p(prefix + "coefficient2.bias")
     h = _mlp(_layer_norm(x, p, prefix + "norm2."), p, prefix + "mlp.")
     x = x * p(prefix + "coefficient3.bias") + h * p(prefix + "coefficient4.bias")
@@ -416,12 +420,18 @@ def reference_forward(name, state_dict, x, return_features=False):
 
     # conv_embedding
     for k in (1, 2, 3):
-        x = F.conv2d(x, p(f"patch_embed.conv{k}.weight"), p(f"patch_embed.conv{k}.bias"),
-                     stride=2, padding=1)
+        x = F.conv2d(x, p(f"patch_embed.conv{k}.weight"), p(f"patch_embed.conv{k}.bias"), stride=2, padding=1)
         bn = f"patch_embed.bn{k}."
-        x = F.batch_norm(x, p(bn + "running_mean"), p(bn + "running_var"),
-                         p(bn + "weight"), p(bn + "bias"), training=False,
-                         momentum=0.1, eps=1e-5)
+        x = F.batch_norm(
+            x,
+            p(bn + "running_mean"),
+            p(bn + "running_var"),
+            p(bn + "weight"),
+            p(bn + "bias"),
+            training=False,
+            momentum=0.1,
+            eps=1e-5,
+        )
         x = F.relu(x)
     x = x + p("pos_embed")  # pos_drop: p=0
 
@@ -431,8 +441,7 @@ def reference_forward(name, state_dict, x, return_features=False):
         x = _transformer_stage(x, p, spec, s)
         features.append(x)
         # conv_head_pooling: kernel stride+1 = 3, padding stride//2 = 1, groups = C_in
-        x = F.conv2d(x, p(f"pools.{s}.conv.weight"), p(f"pools.{s}.conv.bias"),
-                     stride=2, padding=1, groups=x.shape[1])
+        x = F.conv2d(x, p(f"pools.{s}.conv.weight"), p(f"pools.{s}.conv.bias"), stride=2, padding=1, groups=x.shape[1])
     x = _transformer_stage(x, p, spec, n_stages - 1)
     features.append(x)
 
@@ -447,6 +456,7 @@ def reference_forward(name, state_dict, x, return_features=False):
 # ---------------------------------------------------------------------------
 # Self-check
 # ---------------------------------------------------------------------------
+
 
 def _self_check():
     ok = True
