@@ -193,3 +193,7 @@ def test_full_slak_tiny_matches_authors_forward(deploy, tmp_path):
     _assert_close(logits, ref_logits, "logits")
     for i, (f, r) in enumerate(zip(feats, ref_feats)):
         _assert_close(f, r, f"stage {i}")
+
+
+def test_all_5_slak_variants_are_registered():
+    assert len(zoo.list_models(family="slak")) == 5

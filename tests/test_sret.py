@@ -182,3 +182,7 @@ def test_recursive_stack_schedules():
         RecursiveStack([Add(1), Add(2)], [0, 0])
     with pytest.raises(ValueError, match="step layers"):
         RecursiveStack([Add(1)], [0, 0], step_layers=[torch.nn.Identity()])
+
+
+def test_all_10_sret_variants_are_registered():
+    assert len(zoo.list_models(family="sret")) == 10
