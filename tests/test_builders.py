@@ -63,5 +63,7 @@ def test_optimizer_ema_and_sparsity_from_their_sections():
 def test_sparse_section_is_checked_when_the_recipe_loads():
     with pytest.raises(RecipeError, match="sparse: .*did you mean 'sparsity'"):
         _recipe(sparse={"sparsty": 0.5})
-    with pytest.raises(RecipeError, match="sparse"):
+    with pytest.raises(RecipeError, match="sparse: .*sparsity must be a number strictly between 0 and 1"):
         _recipe(sparse={"sparsity": 1.5})
+    with pytest.raises(RecipeError, match="section 'sparse' must be a mapping"):
+        _recipe(sparse=0.5)

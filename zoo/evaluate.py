@@ -26,10 +26,9 @@ import torch
 from torch import nn
 
 from .factory import create_model
-from .registry import UnknownModelError, get_entry
 from .train.config import Recipe, load_run_recipe
 from .train.distributed import DistState
-from .train.tasks import EvalSource, Task, task_class
+from .train.tasks import EvalSource, Task, task_class, task_of_model
 
 __all__ = ["build_model", "evaluate_model", "main"]
 
@@ -94,22 +93,12 @@ def build_model(
     return create_model(name, pretrained=pretrained, **kwargs), recipe, run
 
 
-def _task_of(model: nn.Module, name: str, recipe: Recipe | None) -> str:
-    """The run's task, else the registered architecture's (an hf-hub model names it in its pretrained cfg)."""
-    if recipe is not None:
-        return recipe.task
-    if hasattr(model, "generate") and not hasattr(model, "forward_head"):
-        return "text-generation"
-    arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or name
-    try:
-        return get_entry(arch).task
-    except UnknownModelError:  # a model outside the registry: timm's image classifiers
-        return "image-classification"
-
-
 def _eval_task(model: nn.Module, name: str, recipe: Recipe | None, run: Path | None, device: str) -> Task:
-    task = _task_of(model, name, recipe)
-    return task_class(task)(recipe or Recipe(model=name, task=task), DistState(device=device), run or Path("."))
+    """The run's task (with its recipe: its preprocessing), else the model's own."""
+    if recipe is not None:
+        return task_class(recipe.task)(recipe, DistState(device=device), run)
+    cls = task_of_model(model, name)
+    return cls(Recipe(model=name, task=cls.name), DistState(device=device), Path("."))
 
 
 def _profile_row(task: Task, model: nn.Module, name: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from ..data import text
 from ..data.images import build_image_dataset
 from ..factory import create_model
 from ..hub import download
+from ..registry import UnknownModelError, get_entry
 from ..weights import read_state_dict
 from .config import Recipe, RecipeError
 from .distributed import DistState, all_reduce_sum, barrier, shard_indices
@@ -49,7 +50,17 @@ from .metrics import (
     profile_lm,
 )
 
-__all__ = ["EvalSource", "ImageTask", "LMTask", "SeededTransformDataset", "TASKS", "Task", "build_task", "task_class"]
+__all__ = [
+    "EvalSource",
+    "ImageTask",
+    "LMTask",
+    "SeededTransformDataset",
+    "TASKS",
+    "Task",
+    "build_task",
+    "task_class",
+    "task_of_model",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -592,6 +603,18 @@ def task_class(name: str) -> type[Task]:
         return TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}: one of {', '.join(TASKS)}") from None
+
+
+def task_of_model(model: nn.Module, name: str) -> type[Task]:
+    """The task of a model met outside a training run: its registered architecture's (an hf-hub model names the
+    architecture in its pretrained cfg), else what its interface says."""
+    if hasattr(model, "generate") and not hasattr(model, "forward_head"):
+        return LMTask
+    arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or name
+    try:
+        return task_class(get_entry(arch).task)
+    except UnknownModelError:  # a model outside the registry: timm's image classifiers
+        return ImageTask
 
 
 def build_task(recipe: Recipe, dstate: DistState, run_dir: Path) -> Task:
