@@ -10,8 +10,10 @@ from pathlib import Path
 import torch
 
 from . import bench, cards, publish
+from .data.lm_tokenizer import load_lm_tokenizer
 from .factory import create_model
 from .hub import WEIGHTS_NAME
+from .layers.decoder import DecoderLM
 from .profile import profile
 from .publish import PublishError
 from .registry import UnknownModelError, list_models, model_info
@@ -54,12 +56,19 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    """Build a model and classify a deterministic synthetic batch (random weights unless --pretrained)."""
+    """Build a model (random weights unless --weights) and run it on a synthetic input seeded by --seed: a
+    vision model classifies a batch of images, a language model continues a random prompt."""
+    torch.manual_seed(args.seed)  # the random init too: two runs with one seed print the same
     overlay = {"file": args.weights} if args.weights else None
     model = create_model(args.model, pretrained=bool(args.weights), pretrained_cfg_overlay=overlay).eval()
+    params = sum(p.numel() for p in model.parameters())
+    weights = args.weights or ("random init" if args.model in list_models() else f"from {args.model}")
+    print(f"{args.model}: {params:,} params, weights: {weights}, seed {args.seed}")
+    if isinstance(model, DecoderLM):
+        return _run_language_model(model, args)
     cfg = model.pretrained_cfg
     size = args.img_size or cfg["input_size"][-1]
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(args.seed)
     x = torch.rand(args.batch_size, cfg["input_size"][0], size, size, generator=generator)
     x = (x - torch.tensor(cfg["mean"]).view(1, -1, 1, 1)) / torch.tensor(cfg["std"]).view(1, -1, 1, 1)
     with torch.inference_mode():
@@ -67,8 +76,6 @@ def _cmd_run(args) -> int:
         start = time.perf_counter()
         logits = model(x)
         elapsed = time.perf_counter() - start
-    params = sum(p.numel() for p in model.parameters())
-    print(f"{args.model}: {params:,} params, weights: {args.weights or 'random init'}")
     print(
         f"input {tuple(x.shape)} -> logits {tuple(logits.shape)} in {elapsed * 1e3:.1f} ms "
         f"({args.batch_size / elapsed:.1f} img/s, {torch.get_num_threads()} threads)"
@@ -79,6 +86,48 @@ def _cmd_run(args) -> int:
         ", ".join(f"{i}:{p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist())),
     )
     return 0
+
+
+def _run_language_model(model: DecoderLM, args) -> int:
+    """Greedy continuation of a random prompt of ``--prompt-tokens`` ids; decoded when a tokenizer is found."""
+    tokenizer = _find_tokenizer(args)
+    vocab = model.config.vocab_size
+    if tokenizer is not None:
+        vocab = min(vocab, tokenizer.get_vocab_size())
+    generator = torch.Generator().manual_seed(args.seed)
+    prompt = torch.randint(0, vocab, (args.batch_size, args.prompt_tokens), generator=generator)
+    start = time.perf_counter()
+    out = model.generate(prompt, max_new_tokens=args.max_new_tokens)
+    elapsed = time.perf_counter() - start
+    new = out[:, prompt.shape[1] :]
+    print(
+        f"random prompt {tuple(prompt.shape)} -> {new.shape[1]} new tokens per sequence in {elapsed * 1e3:.1f} ms "
+        f"(greedy, {torch.get_num_threads()} threads)"
+    )
+    print("prompt ids of sequence 0:   ", prompt[0].tolist())
+    print("generated ids of sequence 0:", new[0].tolist())
+    if tokenizer is None:
+        print("no tokenizer beside the weights: ids only")
+    else:
+        print("prompt text:   ", repr(tokenizer.decode(prompt[0].tolist())))
+        print("generated text:", repr(tokenizer.decode(new[0].tolist())))
+    return 0
+
+
+def _find_tokenizer(args):
+    """The tokenizer in the model's folder (the --weights folder or file's folder, or a model folder given as the
+    name, a training run's export/ included), or None."""
+    places = []
+    if args.weights:
+        weights = Path(args.weights)
+        places.append(weights if weights.is_dir() else weights.parent)
+    name = str(args.model).removeprefix("local-dir:")
+    if not name.startswith("hf-hub:") and Path(name).is_dir():
+        places += [Path(name), Path(name) / "export"]
+    for folder in places:
+        if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
+            return load_lm_tokenizer(folder)
+    return None
 
 
 def _share(part: int, whole: int) -> str:
@@ -239,11 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("run", help="build a model and run it on a synthetic batch")
+    p = sub.add_parser(
+        "run", help="build a model and run it on a seeded synthetic input (images, or a language model's prompt)"
+    )
     p.add_argument("model")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--weights", default=None, help="checkpoint file to load (any supported origin)")
+    p.add_argument("--img-size", type=int, default=None, help="vision models: image size (default: the model's)")
+    p.add_argument("--weights", default=None, help="checkpoint file or folder to load (any supported origin)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random init and the synthetic input (default 0)")
+    p.add_argument("--prompt-tokens", type=int, default=8, help="language models: random prompt length (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=8, help="language models: tokens to generate (default 8)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("profile", help="params, MACs (fvcore), latency and memory")

@@ -7,6 +7,7 @@ A family subclasses the three and adds what is its own (layer sharing, windows, 
 """
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, NamedTuple, Optional
@@ -18,6 +19,11 @@ from .args import check_known_keys
 from .lm import DecoderLayer, KVCache, RMSNorm
 
 __all__ = ["DecoderBody", "DecoderConfig", "DecoderLM", "LMOutput", "sample_token"]
+
+
+def _tracing() -> bool:
+    """True while torch.compile or torch.export traces the model (data-dependent input checks are skipped)."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 @dataclass
@@ -180,10 +186,83 @@ class DecoderLM(nn.Module):
             raise ValueError(f"input_ids must be an integer tensor of shape (batch, tokens), got {got}")
         if input_ids.numel() == 0:
             raise ValueError("input_ids is empty: give at least one token")
-        if input_ids.device.type == "cpu":  # (elsewhere the embedding's own check fires; no host sync here)
+        # (on other devices the embedding's own check fires; no host sync here)
+        if input_ids.device.type == "cpu" and not _tracing():
             lo, hi = int(input_ids.min()), int(input_ids.max())
             if lo < 0 or hi >= self.config.vocab_size:
                 raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got values in [{lo}, {hi}]")
+
+    def _check_context(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past: int
+    ) -> torch.Tensor | None:
+        """Checks of a forward of ``input_ids`` (past :meth:`_check_ids`) after ``past`` cached tokens; returns the
+        padding mask (boolean ``(B, past + T)``, True for real tokens), or None when every token is real."""
+        batch, length = input_ids.shape
+        limit = self.config.max_position_embeddings
+        if past + length > limit:
+            after = f" after {past} cached ones" if past else ""
+            raise ValueError(
+                f"{length} tokens{after} exceed this model's context length of {limit} tokens "
+                f"(config.max_position_embeddings): feed at most {limit} tokens per sequence (truncate or split "
+                f"the text)"
+            )
+        return self._padding_mask(attention_mask, batch, past + length)
+
+    def _padding_mask(self, attention_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+        """``attention_mask`` checked against ``(batch, length)``, as booleans; None when every token is real.
+
+        Refused: another shape (it would broadcast), values other than 0 and 1, rows without a real token. While
+        torch.compile or torch.export traces, the mask is taken as it is (the checks would break the graph).
+        """
+        if attention_mask is None:
+            return None
+        if _tracing():
+            return attention_mask.bool()
+        if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (batch, length):
+            got = (
+                tuple(attention_mask.shape)
+                if isinstance(attention_mask, torch.Tensor)
+                else type(attention_mask).__name__
+            )
+            raise ValueError(
+                f"attention_mask must be a tensor of shape (batch, cached + new tokens) = {(batch, length)}, got "
+                f"{got}: give one row per sequence, 1 for each real token and 0 for padding, the cached tokens "
+                f"included"
+            )
+        real = attention_mask != 0
+        not_binary = real & (attention_mask != 1)
+        odd, empty, every = torch.stack([not_binary.any(), (~real.any(dim=1)).any(), real.all()]).tolist()
+        if odd:
+            values = attention_mask[not_binary].unique()[:5].tolist()
+            raise ValueError(
+                f"attention_mask may hold only 0 (padding) and 1 (real token), got {values}; build it from the "
+                f"tokenizer's mask or as (input_ids != pad_id).long()"
+            )
+        if empty:
+            rows = (~real.any(dim=1)).nonzero().flatten().tolist()
+            raise ValueError(
+                f"attention_mask rows {rows} are all 0: every sequence needs at least one real token "
+                f"(drop empty sequences from the batch)"
+            )
+        return None if every else real
+
+    def _check_length(self, prompt: int, max_new_tokens: int):
+        """ValueError when a prompt of ``prompt`` tokens plus ``max_new_tokens`` exceeds the context length."""
+        limit = self.config.max_position_embeddings
+        if prompt + max_new_tokens <= limit:
+            return
+        fixes = []
+        if max_new_tokens < limit:
+            fixes.append(
+                f"keep the prompt's last {limit - max_new_tokens} tokens (input_ids[:, -{limit - max_new_tokens}:])"
+            )
+        if prompt < limit:
+            fixes.append(f"lower max_new_tokens to {limit - prompt} or less")
+        raise ValueError(
+            f"a prompt of {prompt} tokens and max_new_tokens={max_new_tokens} make {prompt + max_new_tokens} "
+            f"tokens, more than this model's context length of {limit} (config.max_position_embeddings): "
+            + (" or ".join(fixes) if fixes else f"give at most {limit} tokens in all")
+        )
 
     # -- generation ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -206,10 +285,11 @@ class DecoderLM(nn.Module):
         ``top_k`` most likely tokens and the smallest set whose probability reaches ``top_p`` (in that order).
         A sequence that emits an ``eos_token_id`` is finished and padded with ``pad_token_id`` (default: the
         first eos id); decoding stops when every sequence has finished. Batches of prompts of different lengths
-        are left-padded with ``attention_mask`` marking the real tokens.
+        are left-padded with ``attention_mask`` marking the real tokens (right padding gives a warning, as in
+        transformers). The prompt and ``max_new_tokens`` together must fit the context length.
         """
         self._check_ids(input_ids)
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
         if do_sample:
             if not temperature > 0:
@@ -218,9 +298,19 @@ class DecoderLM(nn.Module):
                 raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
             if top_p is not None and not 0 < top_p <= 1:
                 raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+        B, T = input_ids.shape
+        self._check_length(T, max_new_tokens)
+        padding = self._padding_mask(attention_mask, B, T)
+        if padding is not None and not bool(padding[:, -1].all()):
+            warnings.warn(
+                "right-padding was detected in attention_mask (a row ends with 0): a decoder-only model continues "
+                "from the last position, so the continuation of a right-padded row is wrong. Pad prompts on the "
+                "left (tokenizer padding_side='left')",
+                UserWarning,
+                stacklevel=3,
+            )
         eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
         pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-        B, T = input_ids.shape
         device = self.model.embed_tokens.weight.device
         input_ids = input_ids.to(device)
         if max_new_tokens == 0:
@@ -228,15 +318,10 @@ class DecoderLM(nn.Module):
         cache = self.new_cache(B, T + max_new_tokens)
 
         mask = positions = None
-        if attention_mask is not None:
-            if attention_mask.shape != (B, T):
-                raise ValueError(
-                    f"attention_mask must have the prompt's shape {(B, T)}, got {tuple(attention_mask.shape)}"
-                )
-            if not bool(attention_mask.bool().all()):
-                mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
-                mask[:, :T] = attention_mask.to(device).long()
-                positions = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
+        if padding is not None:
+            mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
+            mask[:, :T] = padding.to(device)
+            positions = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
         eos_ids = torch.tensor(eos, device=device) if eos else None
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         out = torch.empty(B, max_new_tokens, dtype=input_ids.dtype, device=device)

@@ -167,8 +167,10 @@ class KVCache:
     """A static key/value cache: ``slots`` x ``(batch_size, num_kv_heads, max_length, head_dim)``, preallocated.
 
     ``update(slot, k, v)`` writes ``T`` new entries after the slot's current length and returns the slot's
-    keys and values up to the new length (views, no copy). Lengths are per slot; ``seq_length`` is the length of
-    slot 0 (the number of tokens a plain stack has seen). With ``track_positions`` every entry also records its
+    keys and values up to the new length (views, no copy). While autograd records (grad mode), the cache stores
+    detached copies and returns the cached past followed by the new entries themselves, so gradients flow
+    through the forward that computed them and the cache never holds a graph. Lengths are per slot;
+    ``seq_length`` is the length of slot 0 (the number of tokens a plain stack has seen). With ``track_positions`` every entry also records its
     sequence index (``positions(slot)``), for slots that cache a routed subset of the tokens.
     """
 
@@ -253,15 +255,33 @@ class KVCache:
                 f"{(self.batch_size, self.keys.shape[2], self.keys.shape[4])} got keys of shape "
                 f"{tuple(key.shape)}"
             )
-        keys, values = self._slot_keys[slot], self._slot_values[slot]
-        keys.narrow(2, start, end - start).copy_(key)
-        values.narrow(2, start, end - start).copy_(value)
+        if torch.is_grad_enabled():  # (False under no_grad and inference_mode)
+            out = self._write_recorded(slot, start, key, value)
+        else:  # the fast path: two copies into the slot's views, returned as views
+            keys, values = self._slot_keys[slot], self._slot_values[slot]
+            keys.narrow(2, start, end - start).copy_(key)
+            values.narrow(2, start, end - start).copy_(value)
+            out = keys.narrow(2, 0, end), values.narrow(2, 0, end)
         if self.key_positions is not None:
             if positions is None:
                 positions = torch.arange(start, end, device=key.device).expand(key.shape[0], -1)
             self.key_positions[slot, :, start:end].copy_(positions)
         self.lengths[slot] = end
-        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
+        return out
+
+    def _write_recorded(
+        self, slot: int, start: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`update` in grad mode: detached copies into fresh views of the slot (the views made once in
+        ``__init__`` come from ``unbind``, whose outputs autograd forbids to modify), and the cached past followed by
+        ``key``/``value`` themselves returned (a new tensor, which later writes to the cache leave unchanged)."""
+        keys, values = self.keys.select(0, slot), self.values.select(0, slot)
+        n = key.shape[2]
+        keys.narrow(2, start, n).copy_(key.detach())
+        values.narrow(2, start, n).copy_(value.detach())
+        if start == 0:
+            return key, value
+        return torch.cat([keys.narrow(2, 0, start), key], dim=2), torch.cat([values.narrow(2, 0, start), value], dim=2)
 
     def positions(self, slot: int) -> torch.Tensor:
         """Sequence index of every cached entry of ``slot``, ``(B, length)`` (needs ``track_positions``)."""

@@ -245,6 +245,7 @@ class MobileLLM(DecoderLM):
                     f"Use model.new_cache(batch_size, max_length)."
                 )
         past = cache.seq_length if cache is not None else 0
+        padding = self._check_context(input_ids, attention_mask, past)
         x = self.model.embed_tokens(input_ids)
         if position_ids is None:
             rope = self.rotary.slice(past, T, x.device, x.dtype)
@@ -255,7 +256,7 @@ class MobileLLM(DecoderLM):
                 else position_ids.to(x.device).view(1, T).expand(B, T),
                 x.dtype,
             )
-        masks = build_attention_masks(past, T, self.windows, attention_mask, x.device)
+        masks = build_attention_masks(past, T, self.windows, padding, x.device)
         layers = self.model.layers
         use_ckpt = self.grad_checkpointing and cache is None and torch.is_grad_enabled()
         for slot, index in enumerate(self.schedule):

@@ -371,6 +371,7 @@ class RecursiveLM(DecoderLM):
                     f"use model.new_cache(batch_size, max_length)"
                 )
         past = cache.seen if cache is not None else 0
+        padding = self._check_context(input_ids, attention_mask, past)
         x = self.model.embed_tokens(input_ids)
         device = x.device
         if position_ids is None:
@@ -379,9 +380,6 @@ class RecursiveLM(DecoderLM):
         else:
             rope_pos = position_ids.to(device).reshape(-1, T).expand(Bsz, T)
             rope = self.rotary(rope_pos, x.dtype)
-        padding = attention_mask
-        if padding is not None and bool(padding.bool().all()):
-            padding = None
         masks = build_attention_masks(past, T, [None], padding, device)
         mask, causal = masks.get(None)
         ctx = _Pass(
@@ -450,6 +448,8 @@ class RecursiveLM(DecoderLM):
             if cache is not None:
                 n = cache.lengths[slot]
                 k, v, key_seq = cache.keys[slot, :, :, :n], cache.values[slot, :, :, :n], cache.positions(slot)
+                if slot in ctx.kv_store:  # grad mode: the writer's own keys/values, which carry its graph
+                    k, v = ctx.kv_store[slot][:2]
                 full = cache.is_full(slot)
             else:
                 k, v, key_seq = ctx.kv_store[slot]
@@ -459,7 +459,7 @@ class RecursiveLM(DecoderLM):
             else:
                 mask, causal = self._mask(ctx, sel, "shared", key_seq), False
             return layer_forward(layer, x, rope, mask=mask, is_causal=causal, shared_kv=(k, v), lora=lora, norms=norms)
-        keep_kv = cache is None and block in self.feeds_readers
+        keep_kv = block in self.feeds_readers and (cache is None or torch.is_grad_enabled())
         if sel is None:
             mask, causal, positions = ctx.mask, ctx.causal, None
         else:
