@@ -28,10 +28,68 @@ def test_unknown_model_exits_2_with_suggestions(capsys):
     assert "Did you mean: poolformer_s12" in capsys.readouterr().err
 
 
-def test_run(capsys):
-    assert main(["run", "poolformer_s12", "--img-size", "64"]) == 0
-    out = capsys.readouterr().out
-    assert "logits (1, 1000)" in out and "top-5" in out
+@pytest.fixture
+def one_thread():
+    """Small models on a loaded 2-core machine: one thread is many times faster than two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run_lines(capsys, argv) -> list[str]:
+    """The output of `zoo run`, less the line that times it."""
+    assert main(["run", *argv]) == 0
+    return [line for line in capsys.readouterr().out.splitlines() if " ms " not in line]
+
+
+def test_run(capsys, one_thread):
+    """A seeded vision run: the same seed prints the same classes (random init and input), another seed not."""
+    first = _run_lines(capsys, ["poolformer_s12", "--img-size", "64"])
+    assert "seed 0" in first[0] and any("top-5" in line for line in first)
+    assert _run_lines(capsys, ["poolformer_s12", "--img-size", "64", "--seed", "0"]) == first
+    assert _run_lines(capsys, ["poolformer_s12", "--img-size", "64", "--seed", "1"])[1:] != first[1:]
+
+
+# full-size LMs take seconds to build: the command runs them with these reduced shapes
+SMALL_LM = dict(
+    num_hidden_layers=5,
+    hidden_size=64,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    vocab_size=300,
+)
+
+
+@pytest.mark.parametrize("name", ["mobilellm_125m", "mobilellm_125m_ls", "mor_135m", "recursive_135m"])
+def test_run_generates_from_a_language_model(name, monkeypatch, capsys, one_thread):
+    """`zoo run` on a language model continues a seeded random prompt (it raised KeyError: 'input_size')."""
+    monkeypatch.setattr("zoo.cli.create_model", lambda *a, **kw: zoo.create_model(*a, **kw, **SMALL_LM))
+    first = _run_lines(capsys, [name, "--batch-size", "2", "--max-new-tokens", "5"])
+    ids = {line.split(":")[0].strip(): json.loads(line.split(":", 1)[1]) for line in first if "ids of" in line}
+    assert len(ids["prompt ids of sequence 0"]) == 8 and len(ids["generated ids of sequence 0"]) == 5
+    assert all(0 <= i < 300 for i in ids["prompt ids of sequence 0"] + ids["generated ids of sequence 0"])
+    assert "no tokenizer" in first[-1]
+    assert _run_lines(capsys, [name, "--batch-size", "2", "--max-new-tokens", "5"]) == first  # seeded
+    assert main(["run", name, "--max-new-tokens", "5000"]) == 2  # past the context: one line, exit 2
+    assert "context length of 2048" in capsys.readouterr().err
+
+
+def test_run_decodes_with_the_tokenizer_in_the_model_folder(tmp_path, capsys, one_thread):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    model = zoo.create_model("mobilellm_125m", **{**SMALL_LM, "vocab_size": 40})
+    model.save_pretrained(tmp_path)
+    tokenizer = Tokenizer(models.WordLevel({f"w{i}": i for i in range(40)}, unk_token="w0"))
+    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Whitespace(), decoders.WordPiece()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    for argv in ([str(tmp_path)], ["mobilellm_125m", "--weights", str(tmp_path)]):
+        lines = dict(line.split(":", 1) for line in _run_lines(capsys, argv) if ":" in line)
+        generated = json.loads(lines["generated ids of sequence 0"])
+        assert lines["generated text"].strip() == repr(" ".join(f"w{i}" for i in generated))
 
 
 def test_profile_json(capsys):

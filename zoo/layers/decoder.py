@@ -195,8 +195,9 @@ class DecoderLM(nn.Module):
     def _check_context(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past: int
     ) -> torch.Tensor | None:
-        """Checks of a forward of ``input_ids`` (past :meth:`_check_ids`) after ``past`` cached tokens; returns the
-        padding mask (boolean ``(B, past + T)``, True for real tokens), or None when every token is real."""
+        """Checks of a forward of ``input_ids`` (already through :meth:`_check_ids`) after ``past`` cached tokens:
+        the context length and the mask. Returns the padding mask (boolean ``(B, past + T)``, True for real
+        tokens), or None when every token is real."""
         batch, length = input_ids.shape
         limit = self.config.max_position_embeddings
         if past + length > limit:

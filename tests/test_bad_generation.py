@@ -1,0 +1,269 @@
+"""Language models under misuse and outside no_grad (issue 13, items 7 and 13).
+
+* The KV cache works with grad enabled, for all three LM families (MobileLLM, its -LS / sliding-window variants,
+  the recursive LMs with routing and KV sharing): the logits equal the no_grad ones, a cached decode step too,
+  gradients reach the parameters as in a cache-free forward, and the cache holds no graph.
+* Bad generation and forward inputs, one row each: the call, the error class (or warning) and a fragment of
+  the message. Tiny models, so that every row runs in milliseconds.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+import zoo
+from zoo.bench.harness import randomize_
+
+CONTEXT = 64
+TINY = dict(
+    vocab_size=300,
+    hidden_size=64,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=CONTEXT,
+)
+FAMILIES = {
+    "mobilellm": ("mobilellm_125m", dict(num_hidden_layers=2)),
+    "mobilellm_ls": ("mobilellm_125m_ls", dict(num_hidden_layers=2)),
+    "mobilellm_pro": (
+        "mobilellm_pro_1b",
+        dict(num_hidden_layers=2, layer_types=["full_attention", "sliding_attention"], sliding_window=4),
+    ),
+    "mor_expert": ("mor_135m", dict(num_hidden_layers=5)),
+    "mor_token": ("mor_135m", dict(num_hidden_layers=5, mor="token")),
+    "recursive_kv_sharing": ("recursive_135m", dict(num_hidden_layers=5, kv_sharing=True)),
+    "recursive_lora": ("recursive_135m", dict(num_hidden_layers=5, lora_rank=2)),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: one thread is many times faster than two on a loaded 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(family: str):
+    name, kwargs = FAMILIES[family]
+    model = randomize_(zoo.create_model(name, **TINY, **kwargs)).eval()
+    with torch.no_grad():
+        for router in getattr(model, "routers", []):  # larger router weights: mixed routing decisions
+            for p in router.parameters():
+                p.mul_(3.0)
+    return model
+
+
+def _ids(batch=2, length=7, seed=0):
+    return torch.randint(0, TINY["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Item 7: the cache API with grad enabled
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cached_forward_with_grad_equals_no_grad_and_backpropagates(family):
+    model = _model(family)
+    ids, step = _ids(), _ids(length=1, seed=1)
+    with torch.no_grad():
+        cache = model.new_cache(2, 16)
+        prefill_ref = model(ids, past_key_values=cache).logits
+        step_ref = model(step, past_key_values=cache).logits
+
+    # the documented calls, outside no_grad
+    out = model(ids, use_cache=True)
+    torch.testing.assert_close(out.logits, prefill_ref, rtol=0, atol=0)
+    cache = model.new_cache(2, 16)
+    prefill = model(ids, past_key_values=cache).logits
+    decoded = model(step, past_key_values=cache).logits
+    torch.testing.assert_close(prefill, prefill_ref, rtol=0, atol=0)
+    torch.testing.assert_close(decoded, step_ref, rtol=0, atol=0)
+    assert prefill.requires_grad and decoded.requires_grad
+    assert not cache.keys.requires_grad and not cache.values.requires_grad  # the cache holds no graph
+
+    # gradients flow through the logits: a prefill into an empty cache gives the cache-free forward's gradients
+    decoded.square().sum().backward()  # a decode step backpropagates too
+    assert _grads(model)
+    model(ids, past_key_values=model.new_cache(2, 16)).logits.square().sum().backward()
+    cached = _grads(model)
+    model(ids).square().sum().backward()
+    plain = _grads(model)
+    assert cached.keys() == plain.keys() and plain
+    for name in plain:
+        torch.testing.assert_close(cached[name], plain[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Item 13: bad generation and forward inputs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _mask(*rows):
+    return torch.tensor(rows)
+
+
+ONES, LEFT, RIGHT = [1] * 7, [0, 0] + [1] * 5, [1] * 5 + [0, 0]
+
+# (id, call, error class or warning class, message fragment)
+ROWS = [
+    # generate: context length (the prompt, max_new_tokens, the limit, what to do)
+    (
+        "new tokens past the context",
+        lambda m: m.generate(_ids(), max_new_tokens=10**9),
+        ValueError,
+        f"a prompt of 7 tokens and max_new_tokens=1000000000 make 1000000007 tokens, more than this model's "
+        f"context length of {CONTEXT} (config.max_position_embeddings): lower max_new_tokens to {CONTEXT - 7}",
+    ),
+    (
+        "prompt past the context",
+        lambda m: m.generate(_ids(length=CONTEXT + 6), max_new_tokens=4),
+        ValueError,
+        f"a prompt of {CONTEXT + 6} tokens and max_new_tokens=4 make {CONTEXT + 10} tokens, more than this "
+        f"model's context length of {CONTEXT} (config.max_position_embeddings): keep the prompt's last "
+        f"{CONTEXT - 4} tokens",
+    ),
+    (
+        "prompt and new tokens just past the context",
+        lambda m: m.generate(_ids(), max_new_tokens=CONTEXT - 6),
+        ValueError,
+        f"keep the prompt's last 6 tokens (input_ids[:, -6:]) or lower max_new_tokens to {CONTEXT - 7} or less",
+    ),
+    # generate: attention masks
+    (
+        "right-padded prompt",
+        lambda m: m.generate(_ids(), max_new_tokens=3, attention_mask=_mask(ONES, RIGHT)),
+        UserWarning,
+        "right-padding was detected in attention_mask (a row ends with 0)",
+    ),
+    (
+        "mask of another batch size",
+        lambda m: m.generate(_ids(), max_new_tokens=3, attention_mask=_mask(LEFT)),
+        ValueError,
+        "attention_mask must be a tensor of shape (batch, cached + new tokens) = (2, 7), got (1, 7)",
+    ),
+    (
+        "mask of another length",
+        lambda m: m.generate(_ids(), max_new_tokens=3, attention_mask=_mask(ONES[1:], LEFT[1:])),
+        ValueError,
+        "= (2, 7), got (2, 6)",
+    ),
+    (
+        "mask with an all-zero row",
+        lambda m: m.generate(_ids(), max_new_tokens=3, attention_mask=_mask(ONES, [0] * 7)),
+        ValueError,
+        "attention_mask rows [1] are all 0: every sequence needs at least one real token",
+    ),
+    (
+        "mask with values other than 0 and 1",
+        lambda m: m.generate(_ids(), max_new_tokens=3, attention_mask=_mask(ONES, [0, 2, 2, 1, 1, 1, 1])),
+        ValueError,
+        "attention_mask may hold only 0 (padding) and 1 (real token), got [2]",
+    ),
+    # the plain forward
+    (
+        "forward: mask of another batch size",
+        lambda m: m(_ids(), attention_mask=_mask(LEFT)),
+        ValueError,
+        "attention_mask must be a tensor of shape (batch, cached + new tokens) = (2, 7), got (1, 7)",
+    ),
+    (
+        "forward: a list as mask",
+        lambda m: m(_ids(), attention_mask=[ONES, LEFT]),
+        ValueError,
+        "= (2, 7), got list",
+    ),
+    (
+        "forward: fractional mask",
+        lambda m: m(_ids(), attention_mask=torch.full((2, 7), 0.5)),
+        ValueError,
+        "may hold only 0 (padding) and 1 (real token), got [0.5]",
+    ),
+    (
+        "forward: all-zero row",
+        lambda m: m(_ids(), attention_mask=_mask([0] * 7, ONES)),
+        ValueError,
+        "attention_mask rows [0] are all 0",
+    ),
+    (
+        "forward: past the context",
+        lambda m: m(_ids(length=CONTEXT + 1)),
+        ValueError,
+        f"{CONTEXT + 1} tokens exceed this model's context length of {CONTEXT} tokens",
+    ),
+    (
+        "forward: past the context with a cache",
+        lambda m: m(_ids(length=2), past_key_values=_filled_cache(m, CONTEXT - 1)),
+        ValueError,
+        f"2 tokens after {CONTEXT - 1} cached ones exceed this model's context length of {CONTEXT} tokens",
+    ),
+    (
+        "forward: mask of the new tokens only, with a cache",
+        lambda m: m(_ids(length=1), attention_mask=torch.ones(2, 1), past_key_values=_filled_cache(m, 7)),
+        ValueError,
+        "= (2, 8), got (2, 1)",
+    ),
+]
+
+
+def _filled_cache(model, length: int):
+    """A cache that has seen ``length`` tokens (room for two more)."""
+    cache = model.new_cache(2, length + 2)
+    with torch.no_grad():
+        model(_ids(length=length), past_key_values=cache)
+    return cache
+
+
+@pytest.mark.parametrize("family", ["mobilellm", "mor_expert"])
+@pytest.mark.parametrize("call, error, fragment", [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
+def test_bad_generation_inputs(family, call, error, fragment):
+    model = _model(family)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    if issubclass(error, Warning):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call(model)
+        messages = [str(w.message) for w in caught if issubclass(w.category, error)]
+        assert len(messages) == 1 and fragment in messages[0], messages  # once per call, not once per step
+    else:
+        with pytest.raises(error) as info:
+            call(model)
+        assert fragment in str(info.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing in the model changed
+
+
+def test_the_checks_refuse_only_what_is_wrong():
+    """The edge of what is accepted: a left-padded batch decoding up to exactly the context length (quiet, the
+    full length), one token more refused; all-ones and bool masks give the unpadded and the integer results."""
+    model = _model("mobilellm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = model.generate(_ids(), max_new_tokens=CONTEXT - 7, attention_mask=_mask(ONES, LEFT))
+    assert out.shape == (2, CONTEXT)
+    with pytest.raises(ValueError, match=f"lower max_new_tokens to {CONTEXT - 7} or less"):
+        model.generate(_ids(), max_new_tokens=CONTEXT - 6, attention_mask=_mask(ONES, LEFT))
+    with torch.no_grad():
+        torch.testing.assert_close(model(_ids(), attention_mask=torch.ones(2, 7)), model(_ids()), rtol=0, atol=0)
+        mask = _mask(ONES, LEFT)
+        torch.testing.assert_close(model(_ids(), attention_mask=mask.bool()), model(_ids(), attention_mask=mask))
+
+
+def test_python_side_checks_are_skipped_while_tracing(monkeypatch):
+    """Under torch.compile / torch.export the data-dependent checks would break the graph: they step aside."""
+    model = _model("mobilellm")
+    bad = torch.full((2, 7), 2)
+    with pytest.raises(ValueError, match="only 0"):
+        model._padding_mask(bad, 2, 7)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert model._padding_mask(bad, 2, 7).dtype == torch.bool
+    model._check_ids(torch.full((2, 7), 10**6))  # out of the vocabulary: the embedding's own check is left
