@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data.errors import DataError
+from .data.images import BAD_FILES
 from .factory import create_model
 from .train.config import Recipe, load_run_recipe
 from .train.distributed import DistState
@@ -48,7 +50,7 @@ def _data_kind(data: str) -> str:
         return data
     p = Path(data)
     if not p.exists():
-        raise FileNotFoundError(f"--data {data}: no such file or folder (or use the bundled 'digits' / 'pydoc')")
+        raise DataError(f"--data {data}: no such file or folder (or use the bundled 'digits' / 'pydoc')")
     if p.is_file():
         return "text"
     if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file():
@@ -123,11 +125,13 @@ def evaluate_model(
     seq_len: int | None = None,
     device: str = "cpu",
     profile: bool = True,
+    bad_files: str = "error",
     **keys,
 ) -> dict[str, Any]:
     """Evaluate one model; returns a flat dict of metrics, params and MACs.
 
-    ``keys``: ``image_key``, ``label_key``, ``text_key`` (the columns of a ``datasets`` folder).
+    ``bad_files``: ``error`` (an image that does not decode stops with its name) or ``skip`` (the next image
+    stands in for it). ``keys``: ``image_key``, ``label_key``, ``text_key`` (the columns of a ``datasets`` folder).
     """
     t0 = time.time()
     model, recipe, run = build_model(name, checkpoint, pretrained, model_kwargs or {}, num_classes)
@@ -144,6 +148,7 @@ def evaluate_model(
         run_dir=run,
         weights=checkpoint,
         model_name=name,
+        bad_files=bad_files,
         **keys,
     )
     task.prepare_eval_data(model, source)
@@ -190,6 +195,9 @@ def _parser():
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--image-key"), p.add_argument("--label-key"), p.add_argument("--text-key")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--bad-files", choices=BAD_FILES, default="error", help="an image that does not decode: stop, or skip it"
+    )
     p.add_argument("--no-profile", action="store_true", help="skip params/MACs")
     p.add_argument("--json", dest="json_out", help="write results to this JSON file")
     p.add_argument("--csv", dest="csv_out", help="write results to this CSV file (one row per model)")
@@ -224,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                     image_key=args.image_key,
                     label_key=args.label_key,
                     text_key=args.text_key,
+                    bad_files=args.bad_files,
                 )
             )
         except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -1,1 +1,5 @@
 """Dataset builders: image folders, Hugging Face datasets on disk, bundled small real data, text corpora."""
+
+from .errors import DataError
+
+__all__ = ["DataError"]

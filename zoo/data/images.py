@@ -3,23 +3,112 @@
 Every dataset yields ``(PIL.Image, int)``; transforms come from timm (``create_transform``) in the training
 engine. :func:`digits` is scikit-learn's bundled copy of the UCI handwritten digits: 1,797 real 8x8 scans with
 16 grey levels, no download. Its split is fixed: a seeded stratified 80/20 split (1,437 train, 360 held out).
+
+Labels index the class names a caller passes (the training split's, or the ones a model recorded), so that every
+split of a run numbers its classes the same way; a class outside them is a :class:`DataError` that names it.
+Images are decoded one at a time, when a sample is read: one that does not decode is a :class:`DataError` that
+names the file, or, with ``bad_files="skip"``, is replaced by the next image that decodes (a warning counts them).
 """
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-__all__ = ["DIGITS_SPLIT_SEED", "DatasetInfo", "HFImageDataset", "ListDataset", "build_image_dataset", "digits"]
+from .errors import DataError
+
+__all__ = [
+    "BAD_FILES",
+    "DIGITS_SPLIT_SEED",
+    "DatasetInfo",
+    "HFImageDataset",
+    "ImageFolderDataset",
+    "ListDataset",
+    "build_image_dataset",
+    "class_index",
+    "digits",
+]
 
 DIGITS_SPLIT_SEED = 0
+BAD_FILES = ("error", "skip")  # what an image that does not decode does: stop the run, or leave the image out
+
+_logger = logging.getLogger(__name__)
 
 
 class DatasetInfo:
     def __init__(self, name: str, num_classes: int, class_names: list[str] | None = None):
         self.name, self.num_classes, self.class_names = name, num_classes, class_names
+
+
+def _listed(names: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def class_index(found: Sequence[str], known: Sequence[str] | None, where: str) -> dict[str, int]:
+    """``{class: label}`` for the classes ``found`` in ``where``: their positions in ``known`` (the training
+    split's or a model's classes), else their own order. A found class outside ``known`` is a DataError."""
+    position = {c: i for i, c in enumerate(found if known is None else known)}
+    unknown = [c for c in found if c not in position]
+    if unknown:
+        raise DataError(
+            f"{where} has the class(es) {_listed(unknown)}, which the model does not know; its classes are "
+            f"{_listed(list(known))}. Remove those classes from the data, or train on data that has them"
+        )
+    return {c: position[c] for c in found}
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image file PIL can read"
+    return f"{type(e).__name__}: {e}"
+
+
+class _DecodedOnRead(Dataset):
+    """Decodes sample ``i`` when it is read (``_load``); an image that does not decode is a DataError naming it,
+    or with ``bad_files="skip"`` is replaced by the next sample that decodes, and counted in a warning."""
+
+    transform: Callable | None = None
+
+    def __init__(self, bad_files: str):
+        if bad_files not in BAD_FILES:
+            raise DataError(f"data.bad_files must be one of {', '.join(BAD_FILES)}, not {bad_files!r}")
+        self.bad_files, self.skipped = bad_files, set()
+
+    def _load(self, i: int) -> tuple[Image.Image, int]:
+        raise NotImplementedError
+
+    def _describe(self, i: int) -> str:
+        raise NotImplementedError
+
+    def __getitem__(self, i):
+        n = len(self)
+        for k in range(n):
+            j = (int(i) + k) % n
+            if j in self.skipped:
+                continue
+            try:
+                img, label = self._load(j)
+            except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+                if self.bad_files == "error":
+                    raise DataError(
+                        f"cannot decode image {self._describe(j)} ({_reason(e)}): replace or delete it, or set "
+                        "data.bad_files: skip to leave such images out"
+                    ) from e
+                self.skipped.add(j)
+                _logger.warning(
+                    "skipping image %s: cannot decode it (%s); %d image(s) skipped so far",
+                    self._describe(j),
+                    _reason(e),
+                    len(self.skipped),
+                )
+                continue
+            return (self.transform(img) if self.transform else img), label
+        raise DataError(f"none of the {n} images decodes (the first: {self._describe(0)})")
 
 
 class ListDataset(Dataset):
@@ -28,12 +117,47 @@ class ListDataset(Dataset):
     def __init__(self, images: Sequence[Image.Image], labels: Sequence[int], transform: Callable | None = None):
         self.images, self.labels, self.transform = list(images), [int(y) for y in labels], transform
 
+    @property
+    def targets(self) -> list[int]:
+        return self.labels
+
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, i):
         img = self.images[i]
         return (self.transform(img) if self.transform else img), self.labels[i]
+
+
+class ImageFolderDataset(_DecodedOnRead):
+    """``folder/<class>/**/*.png`` (torchvision's layout and file types), with labels from ``class_names``."""
+
+    def __init__(self, folder: Path, class_names: Sequence[str] | None = None, bad_files: str = "error"):
+        super().__init__(bad_files)
+        try:
+            found, _ = find_classes(folder)
+        except FileNotFoundError:
+            raise DataError(f"{folder} has no class folders: put each class's images in {folder}/CLASS/") from None
+        self.class_to_idx = class_index(found, class_names, str(folder))
+        try:  # a class the model knows may be missing from held-out data; every training class needs images
+            self.samples = make_dataset(folder, self.class_to_idx, IMG_EXTENSIONS, allow_empty=bool(class_names))
+        except FileNotFoundError as e:
+            raise DataError(f"{folder}: {e}. Add images to those class folders or remove them") from None
+        if not self.samples:
+            raise DataError(f"{folder} holds no images ({', '.join(IMG_EXTENSIONS)}) in its class folders")
+        self.classes = list(class_names) if class_names else found
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def _describe(self, i: int) -> str:
+        return self.samples[i][0]
+
+    def _load(self, i: int) -> tuple[Image.Image, int]:
+        path, label = self.samples[i]
+        with Image.open(path) as img:
+            return img.convert("RGB"), label  # convert reads the whole file: broken ones fail here
 
 
 def digits(split: str = "train") -> tuple[ListDataset, DatasetInfo]:
@@ -54,38 +178,57 @@ def digits(split: str = "train") -> tuple[ListDataset, DatasetInfo]:
     elif split in ("validation", "val", "test"):
         chosen = val_idx
     else:
-        raise ValueError(f"digits has the splits train and validation, not {split!r}")
+        raise DataError(f"digits has the splits train and validation, not {split!r}")
     pixels = np.round(d.images[chosen] * (255.0 / 16.0)).astype(np.uint8)
     images = [Image.fromarray(p, mode="L").convert("RGB") for p in pixels]
     return ListDataset(images, d.target[chosen]), DatasetInfo("digits", 10, [str(i) for i in range(10)])
 
 
-class HFImageDataset(Dataset):
-    """One split of a Hugging Face ``datasets`` dataset (saved with ``save_to_disk``) with image and label columns."""
+class HFImageDataset(_DecodedOnRead):
+    """One split of a Hugging Face ``datasets`` dataset (saved with ``save_to_disk``) with image and label columns.
+
+    ``label_map`` renumbers the split's labels (its ClassLabel order -> the training split's or a model's).
+    """
 
     def __init__(
-        self, ds, image_key: str | None = None, label_key: str | None = None, transform: Callable | None = None
+        self,
+        ds,
+        image_key: str | None = None,
+        label_key: str | None = None,
+        transform: Callable | None = None,
+        label_map: Sequence[int] | None = None,
+        bad_files: str = "error",
+        where: str = "the dataset",
     ):
+        super().__init__(bad_files)
         cols = ds.column_names
         self.image_key = image_key or next((c for c in ("image", "img", "pixel_values") if c in cols), None)
         self.label_key = label_key or next((c for c in ("label", "labels", "fine_label") if c in cols), None)
         if self.image_key not in cols or self.label_key not in cols:
-            raise ValueError(
+            raise DataError(
                 f"the dataset has columns {cols}; name its image and label columns with "
                 f"data.image_key / data.label_key (or --image-key / --label-key)"
             )
-        self.ds, self.transform = ds, transform
+        self.ds, self.transform, self.label_map, self.where = ds, transform, label_map, where
+
+    @property
+    def targets(self) -> list[int]:
+        labels = [int(y) for y in self.ds[self.label_key]]
+        return [self.label_map[y] for y in labels] if self.label_map is not None else labels
 
     def __len__(self):
         return len(self.ds)
 
-    def __getitem__(self, i):
-        row = self.ds[int(i)]
+    def _describe(self, i: int) -> str:
+        return f"row {i} of {self.where}"
+
+    def _load(self, i: int) -> tuple[Image.Image, int]:
+        row = self.ds[int(i)]  # datasets decodes the image here
         img = row[self.image_key]
         if not isinstance(img, Image.Image):
             img = Image.fromarray(np.asarray(img, dtype=np.uint8))
-        img = img.convert("RGB")
-        return (self.transform(img) if self.transform else img), int(row[self.label_key])
+        label = int(row[self.label_key])
+        return img.convert("RGB"), self.label_map[label] if self.label_map is not None else label
 
 
 def _load_hf_split(path: str, split: str):
@@ -104,42 +247,72 @@ def _load_hf_split(path: str, split: str):
         }
         for cand in aliases.get(split, (split,)):
             if cand in ds:
-                return ds[cand]
-        raise ValueError(
+                return ds[cand], cand
+        raise DataError(
             f"{path} has splits {names}, none of which is {split!r}; pick one with data.val_split / "
             f"data.train_split (or --split)"
         )
-    return ds
+    return ds, split
+
+
+def _hf_dataset(
+    root: Path, split: str, image_key, label_key, class_names: Sequence[str] | None, bad_files: str
+) -> tuple[HFImageDataset, DatasetInfo]:
+    hf, split = _load_hf_split(str(root), split)
+    ds = HFImageDataset(hf, image_key, label_key, bad_files=bad_files, where=f"{root} ({split} split)")
+    own = list(getattr(hf.features.get(ds.label_key), "names", None) or [])
+    if own:  # ClassLabel names: renumber them by the known classes
+        index = class_index(own, class_names, f"{root} ({split} split)")
+        ds.label_map = [index[c] for c in own]
+        names = list(class_names) if class_names else own
+        return ds, DatasetInfo(root.name, len(names), names)
+    num_classes = int(max(hf[ds.label_key])) + 1  # bare integer labels: nothing to renumber
+    if class_names:
+        if num_classes > len(class_names):
+            raise DataError(
+                f"{root} ({split} split) has labels up to {num_classes - 1} but the model knows "
+                f"{len(class_names)} classes ({_listed(list(class_names))})"
+            )
+        return ds, DatasetInfo(root.name, len(class_names), list(class_names))
+    return ds, DatasetInfo(root.name, num_classes, None)
 
 
 def build_image_dataset(
-    name: str, split: str, path: str | None = None, image_key: str | None = None, label_key: str | None = None
+    name: str,
+    split: str,
+    path: str | None = None,
+    image_key: str | None = None,
+    label_key: str | None = None,
+    class_names: Sequence[str] | None = None,
+    bad_files: str = "error",
 ) -> tuple[Dataset, DatasetInfo]:
     """``digits`` | ``image_folder`` (``path/<split>/<class>/*.jpg``, or ``path/<class>/*`` as a single split)
-    | ``hf_disk`` (a folder written by ``datasets.save_to_disk``)."""
+    | ``hf_disk`` (a folder written by ``datasets.save_to_disk``).
+
+    ``class_names``: the classes labels index (the training split's, or a model's); None: the split's own.
+    ``bad_files``: ``error`` (an image that does not decode stops with its name) or ``skip``.
+    """
     if name == "digits":
-        return digits(split)
+        ds, info = digits(split)
+        if class_names is not None and list(class_names) != info.class_names:
+            index = class_index(info.class_names, class_names, "digits")
+            ds.labels = [index[info.class_names[y]] for y in ds.labels]
+            info = DatasetInfo(info.name, len(class_names), list(class_names))
+        return ds, info
     if path is None:
-        raise ValueError(f"data.name {name} needs data.path (the dataset folder)")
+        raise DataError(f"data.name {name} needs data.path (the dataset folder)")
     root = Path(path)
     if not root.exists():
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
+        raise DataError(f"the dataset folder {root} does not exist: check data.path (or --data)")
     if name == "image_folder":
-        from torchvision.datasets import ImageFolder
-
         cands = {"validation": ("validation", "val", "test"), "val": ("val", "validation", "test")}.get(split, (split,))
         folder = next((root / c for c in cands if (root / c).is_dir()), None)
         if folder is None:
             if any((root / c).is_dir() for c in ("train", "val", "validation")):
-                raise ValueError(f"{root} has no {split!r} folder (looked for {', '.join(cands)})")
+                raise DataError(f"{root} has no {split!r} folder (looked for {', '.join(cands)})")
             folder = root  # a single folder of class sub-folders
-        ds = ImageFolder(str(folder))
+        ds = ImageFolderDataset(folder, class_names, bad_files)
         return ds, DatasetInfo(root.name, len(ds.classes), list(ds.classes))
     if name == "hf_disk":
-        hf = _load_hf_split(str(root), split)
-        ds = HFImageDataset(hf, image_key, label_key)
-        feat = hf.features.get(ds.label_key)
-        names = list(getattr(feat, "names", None) or [])
-        num_classes = len(names) if names else int(max(hf[ds.label_key])) + 1
-        return ds, DatasetInfo(root.name, num_classes, names or None)
-    raise ValueError(f"unknown image dataset {name!r}: use digits, image_folder or hf_disk")
+        return _hf_dataset(root, split, image_key, label_key, class_names, bad_files)
+    raise DataError(f"unknown image dataset {name!r}: use digits, image_folder or hf_disk")

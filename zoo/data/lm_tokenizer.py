@@ -52,6 +52,11 @@ class SentencePieceTokenizer:
         i = self.sp.eos_id()
         return i if i >= 0 else None
 
+    @property
+    def pad_token_id(self) -> int | None:
+        i = self.sp.pad_id()
+        return i if i >= 0 else None
+
     def get_vocab_size(self) -> int:
         return self.sp.get_piece_size()
 

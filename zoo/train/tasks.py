@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import random
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data import text
-from ..data.images import build_image_dataset
+from ..data.errors import DataError
+from ..data.images import BAD_FILES, build_image_dataset
 from ..factory import create_model
 from ..hub import download
 from ..registry import UnknownModelError, get_entry
@@ -58,6 +58,7 @@ __all__ = [
     "TASKS",
     "Task",
     "build_task",
+    "recorded_label_names",
     "task_class",
     "task_of_model",
 ]
@@ -119,6 +120,7 @@ class EvalSource:
     run_dir: Path | None = None  # the training run the weights come from (its recipe is the task's)
     weights: str | None = None  # the weights file or folder (a tokenizer may lie beside it)
     model_name: str = ""  # an hf-hub: name brings its tokenizer from the Hub
+    bad_files: str = "error"  # an image that does not decode: error (stop, naming it) | skip
 
 
 class Task:
@@ -153,6 +155,15 @@ class Task:
 
     def total_steps(self, steps_per_epoch: int) -> int:
         return self.recipe.train.steps
+
+    def _require_one_batch(self, n: int, what: str, hint: str = "") -> None:
+        """DataError unless the training split fills one batch (else a run would take no step)."""
+        batch = self.recipe.train.batch_size
+        if n < batch:
+            raise DataError(
+                f"the training split of {self.dataset_name} has {n} {what}, fewer than one batch of "
+                f"{batch}: lower train.batch_size to {max(n, 1)} or less{hint}, or add data"
+            )
 
     # -- the model ------------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -234,20 +245,66 @@ class ImageTask(Task):
         d = self.recipe.data
         if d.name not in self.data_kinds:
             raise RecipeError(f"data.name {d.name!r} is not an image dataset: use digits, image_folder or hf_disk")
-        self.train_base, self.info = build_image_dataset(d.name, d.train_split, d.path, d.image_key, d.label_key)
-        self.val_base, _ = build_image_dataset(d.name, d.val_split, d.path, d.image_key, d.label_key)
+        bad_files = getattr(d, "bad_files", "error")
+        if bad_files not in BAD_FILES:
+            raise RecipeError(f"data.bad_files must be one of {', '.join(BAD_FILES)}, not {bad_files!r}")
+        self.train_base, self.info = build_image_dataset(
+            d.name, d.train_split, d.path, d.image_key, d.label_key, bad_files=bad_files
+        )
+        # the held-out split numbers its classes as the training split does (a class it lacks is fine)
+        self.val_base, val_info = build_image_dataset(
+            d.name, d.val_split, d.path, d.image_key, d.label_key, self.info.class_names, bad_files
+        )
+        if val_info.num_classes > self.info.num_classes:  # integer labels without names
+            raise DataError(
+                f"the {d.val_split} split of {d.path} has labels up to {val_info.num_classes - 1}, the training "
+                f"split up to {self.info.num_classes - 1}: the model would not know the extra classes"
+            )
         self.dataset_name = self.info.name
         self.topk = min(5, self.info.num_classes)  # top-5, or top-k with k = classes when there are fewer
+        self._require_one_batch(len(self.train_base), "images")
+        self._warn_single_class()
+
+    def _warn_single_class(self):
+        labels = set(self.train_base.targets)
+        if len(labels) == 1 and self.dstate.is_main:
+            names = self.info.class_names
+            only = repr(names[labels.pop()]) if names else "one label"
+            _logger.warning(
+                "the training split of %s has a single class (%s): every prediction is that class, so accuracy "
+                "is 100%% whatever the model learns. Add the other classes' images",
+                self.dataset_name,
+                only,
+            )
 
     def prepare_eval_data(self, model: nn.Module, source: EvalSource):
+        """Labels are the model's classes (its recorded ``label_names``); data classes it does not know are an
+        error. A model without names takes the data's classes in their own order, with a warning."""
         self.cfg = self.data_config(model)
         path = None if source.kind == "digits" else source.data
+        known = recorded_label_names(model, source)
         self.val_base, self.info = build_image_dataset(
-            source.kind, source.split, path, source.image_key, source.label_key
+            source.kind, source.split, path, source.image_key, source.label_key, known, source.bad_files
         )
         num_classes = getattr(model, "num_classes", None)
         if num_classes is not None and num_classes < self.info.num_classes:
-            raise ValueError(f"the model has {num_classes} classes but the data has {self.info.num_classes}")
+            raise DataError(
+                f"the model has {num_classes} classes but {source.data} has {self.info.num_classes}: evaluate it "
+                "on data of the classes it was trained on"
+            )
+        if known is None and self.info.class_names:
+            names = self.info.class_names
+            _logger.warning(
+                "%s records no class names (label_names): the %d classes of %s are taken as its classes 0..%d in "
+                "sorted order (%s%s); the metrics mean nothing unless it was trained in that order. Evaluate the "
+                "run folder or exported folder, which records them",
+                source.model_name or "the model",
+                len(names),
+                source.data,
+                len(names) - 1,
+                ", ".join(names[:5]),
+                ", ..." if len(names) > 5 else "",
+            )
         self.topk = min(5, num_classes or 5)
         self.val_set = SeededTransformDataset(self.val_base, self._eval_transform(), 0, uses_numpy=False)
         self.dataset_name, self.split = self.info.name, source.split
@@ -419,6 +476,22 @@ class ImageTask(Task):
         return profile_classifier(model, tuple(self.cfg["input_size"]))
 
 
+def recorded_label_names(model: nn.Module, source: EvalSource) -> list[str] | None:
+    """The class names a model was trained with: its pretrained cfg's (an exported or Hub folder), its run's
+    ``metrics.json``, or the ``config.json`` beside its weights; None when nothing records them."""
+
+    def read(path: Path) -> dict[str, Any]:
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
+    if not names and source.run_dir is not None:
+        names = read(source.run_dir / "metrics.json").get("label_names")
+    if not names and source.weights:
+        p = Path(source.weights)
+        names = (read((p if p.is_dir() else p.parent) / "config.json").get("pretrained_cfg") or {}).get("label_names")
+    return [str(n) for n in names] if names else None
+
+
 class _Rows(Dataset):
     def __init__(self, rows: torch.Tensor):
         self.rows = rows
@@ -474,10 +547,12 @@ class LMTask(Task):
         docs = text.load_text_documents(d.name, d.path, d.train_split, d.text_key)
         return text.split_documents(docs, d.val_fraction)
 
-    def _tokenizer_file(self, train_docs: list[str]) -> Path:
-        """RUN_DIR/tokenizer.json: the recipe's tokenizer copied, or one trained on the training documents."""
+    def _tokenizer_file(self, train_docs: list[str]) -> tuple[Path, bool]:
+        """RUN_DIR/tokenizer.json: the recipe's tokenizer copied, or one trained on the training documents; and
+        whether this process wrote it."""
         d = self.recipe.data
         tok_path = self.run_dir / "tokenizer.json"
+        written = False  # a new file in the run folder
         if self.dstate.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if d.tokenizer:
@@ -486,12 +561,14 @@ class LMTask(Task):
                 if not src.is_file():
                     raise RecipeError(f"data.tokenizer {d.tokenizer} is neither tokenizer.json nor a folder with one")
                 if src.resolve() != tok_path.resolve():
-                    shutil.copyfile(src, tok_path)
+                    written = not tok_path.is_file()
+                    text.write_atomic(tok_path, src.read_bytes())
             elif not tok_path.is_file():  # a resumed run keeps the tokenizer it trained
                 _logger.info("training a %d-token BPE tokenizer on %d documents", d.vocab_size, len(train_docs))
                 text.train_bpe_tokenizer(train_docs, d.vocab_size, tok_path)
+                written = True
         barrier(self.dstate)
-        return tok_path
+        return tok_path, written
 
     def prepare_data(self):
         d = self.recipe.data
@@ -499,13 +576,23 @@ class LMTask(Task):
             raise RecipeError(f"data.name {d.name!r} is not a text dataset: use pydoc, text or hf_disk")
         train_docs, val_docs = self._documents()
         self.dataset_name = "pydoc_data.topics" if d.name == "pydoc" else Path(d.path).name
-        self.tokenizer_file = self._tokenizer_file(train_docs)
+        self.tokenizer_file, written = self._tokenizer_file(train_docs)
+        try:
+            self._tokenize(train_docs, val_docs)
+        except DataError:
+            if written:  # too little text to train on: the run folder stays as it was
+                self.tokenizer_file.unlink(missing_ok=True)
+            raise
+
+    def _tokenize(self, train_docs: list[str], val_docs: list[str]):
+        d = self.recipe.data
         self.tokenizer = text.load_tokenizer(self.tokenizer_file)
         self.vocab_size = self.tokenizer.get_vocab_size()
         train_ids = text.encode_documents(self.tokenizer, train_docs)
         val_ids = text.encode_documents(self.tokenizer, val_docs)
         self.train_set = _Rows(text.pack_tokens(train_ids, d.seq_len))
         self.val_set = _Rows(text.pack_tokens(val_ids, d.seq_len))
+        self._require_one_batch(len(self.train_set), f"rows of {d.seq_len} tokens", " (or data.seq_len)")
         self.unigram_perplexity = text.unigram_perplexity(
             train_ids, self.val_set.rows[:, 1:].reshape(-1), self.vocab_size
         )
@@ -534,6 +621,8 @@ class LMTask(Task):
         vs = kwargs.setdefault("vocab_size", self.vocab_size)
         if vs < self.vocab_size:
             raise RecipeError(f"model_kwargs.vocab_size {vs} is smaller than the tokenizer's {self.vocab_size}")
+        for key, value in text.special_token_ids(self.tokenizer).items():  # the exported config declares them
+            kwargs.setdefault(key, value)
         model = self._create_model(kwargs)
         self.model_kwargs = kwargs
         return model
