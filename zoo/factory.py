@@ -10,32 +10,38 @@
 4. The weights are converted (the family's ``checkpoint_filter_fn``), checked against the model, then copied; a
    checkpoint that does not fit raises before anything is loaded.
 
+A ``config.json`` that came with weights (a Hub repo's, a folder's) may describe an architecture and nothing else:
+the pretrained-cfg fields of preprocessing, labels and provenance (:data:`CONFIG_CFG_FIELDS`) and the
+architecture's own arguments, with plausible sizes. A key that names files, folders, URLs, devices or how weights
+load is refused by name before anything is read or built, as is any other pretrained-cfg field.
+
 ``pretrained=True`` weights adapt to the model as timm's do (a classifier of another size keeps its fresh init,
 a first conv of other input channels is adapted); ``checkpoint_path=`` loads a checkpoint of *this* model and
 must fit exactly. That is the one difference between the two, and it is deliberate.
 """
 
-import dataclasses
-import json
+import logging
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from timm.models import PretrainedCfg
 from timm.models import _registry as timm_registry
 from timm.models._features import FeatureDictNet, FeatureGetterNet, FeatureHookNet, FeatureListNet
 from torch import nn
 
 from . import models  # noqa: F401  (importing the families registers them)
-from .hub import CONFIG_NAME, WEIGHTS_NAME, download, read_hub_config
+from .hub import CONFIG_NAME, WEIGHTS_NAME, download, read_config_file, read_hub_config
 from .layers import check_head_args
 from .registry import ModelEntry, get_entry, list_models
-from .weights import CheckpointError, load_state_dict_checked, read_state_dict
+from .weights import CheckpointError, check_architecture, load_state_dict_checked, read_metadata, read_state_dict
 
 __all__ = [
+    "CONFIG_CFG_FIELDS",
     "Source",
     "Weights",
     "create_model",
@@ -46,6 +52,8 @@ __all__ = [
     "wrap_features",
 ]
 
+_logger = logging.getLogger(__name__)
+
 # arguments that steer building and loading, not the architecture
 _FEATURE_KWARGS = ("features_only", "out_indices", "feature_cls", "norm", "feature_cfg")
 # weight-location keys of a pretrained cfg: consumed here, never part of the model's cfg
@@ -54,6 +62,8 @@ _LOCAL_PREFIX = "local-dir:"
 _HUB_PREFIX = "hf-hub:"
 # the weight files a folder may hold, in order of preference (sharded safetensors through their index)
 _FOLDER_WEIGHTS = (WEIGHTS_NAME, "model.safetensors.index.json", "pytorch_model.bin", "model.pth")
+# the caller's switches for loading, never an architecture's: create_model takes them out of its kwargs
+_LOAD_SWITCHES = ("allow_architecture_mismatch", "allow_nonfinite")
 
 
 @dataclass
@@ -73,16 +83,12 @@ class Weights:
     state_dict: dict[str, torch.Tensor]
     where: str
     config: dict[str, Any] | None = None
+    config_where: str | None = None  # where the config.json came from, for messages
+    architecture: str | None = None  # what the weight file names itself (safetensors metadata)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} is not a JSON object")
-    return data
+    return read_config_file(path, str(path))
 
 
 def _model_folder(path: Path) -> Path | None:
@@ -106,13 +112,229 @@ def _architecture(config: dict[str, Any], where: str) -> str:
     return arch
 
 
-def _config_overlay(config: dict[str, Any]) -> dict[str, Any]:
-    """The pretrained-cfg fields a published ``config.json`` records (preprocessing, labels), timm's names only;
-    the registered cfg's provenance fields are cleared, since they describe other weights."""
-    known = {f.name for f in dataclasses.fields(PretrainedCfg)} - {"file", "state_dict", "hf_hub_id", "url"}
-    overlay: dict[str, Any] = {"notes": None, "tag": None, "description": None, "url": None}
-    overlay.update({k: v for k, v in (config.get("pretrained_cfg") or {}).items() if k in known})
-    if "num_classes" in config:
+# ------------------------------------------------------------------------------------------------------------------
+# What a config.json may set: an architecture, its preprocessing and labels, nothing that steers loading
+# ------------------------------------------------------------------------------------------------------------------
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,199}")  # a module name (first_conv, classifier)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _ints(n: int, high: int):
+    return lambda v: isinstance(v, list) and len(v) == n and all(_is_int(x) and 1 <= x <= high for x in v)
+
+
+def _floats(positive: bool = False):
+    return lambda v: (
+        isinstance(v, list) and 1 <= len(v) <= 1024 and all(_is_number(x) and (x > 0 or not positive) for x in v)
+    )
+
+
+def _text(v, limit: int = 10_000) -> bool:
+    return isinstance(v, str) and len(v) <= limit
+
+
+def _texts(v) -> bool:
+    return _text(v) or (isinstance(v, list) and len(v) <= 100 and all(_text(x) for x in v))
+
+
+def _module_names(v) -> bool:
+    names = v if isinstance(v, list) else [v]
+    return 1 <= len(names) <= 16 and all(isinstance(n, str) and _NAME.fullmatch(n) for n in names)
+
+
+def _labels(v) -> bool:
+    if isinstance(v, dict):
+        v = [x for kv in v.items() for x in kv]
+    return isinstance(v, list) and len(v) <= 200_000 and all(_text(x, 1000) for x in v)
+
+
+# timm's PretrainedCfg fields a config.json may set (each with what its value must be): preprocessing, the input
+# sizes, labels and the head's/first conv's names, and provenance text. Not the weight location fields (url, file,
+# state_dict, hf_hub_id, hf_hub_filename, source), which are the caller's or the factory's to set.
+CONFIG_CFG_FIELDS: dict[str, tuple[Any, str]] = {
+    "input_size": (_ints(3, 8192), "[channels, height, width], ints in 1..8192"),
+    "test_input_size": (_ints(3, 8192), "[channels, height, width], ints in 1..8192"),
+    "min_input_size": (_ints(3, 8192), "[channels, height, width], ints in 1..8192"),
+    "fixed_input_size": (lambda v: isinstance(v, bool), "true or false"),
+    "interpolation": (
+        lambda v: v in ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos", "random"),
+        "one of torchvision's interpolation names",
+    ),
+    "crop_pct": (lambda v: _is_number(v) and 0 < v <= 2, "a number in (0, 2]"),
+    "test_crop_pct": (lambda v: _is_number(v) and 0 < v <= 2, "a number in (0, 2]"),
+    "crop_mode": (lambda v: v in ("center", "squash", "border"), "'center', 'squash' or 'border'"),
+    "mean": (_floats(), "a list of 1..1024 finite numbers"),
+    "std": (_floats(positive=True), "a list of 1..1024 positive numbers"),
+    "num_classes": (lambda v: _is_int(v) and 0 <= v <= 100_000, "an int in 0..100000"),
+    "label_offset": (lambda v: _is_int(v) and 0 <= v <= 1000, "an int in 0..1000"),
+    "label_names": (_labels, "a list of at most 200000 names"),
+    "label_descriptions": (_labels, "names and their descriptions"),
+    "pool_size": (_ints(2, 8192), "[height, width], ints in 1..8192"),
+    "test_pool_size": (_ints(2, 8192), "[height, width], ints in 1..8192"),
+    "first_conv": (_module_names, "a module name or a list of them"),
+    "classifier": (_module_names, "a module name or a list of them"),
+    "custom_load": (lambda v: v is False, "false (the zoo loads every model the same way)"),
+    "license": (_text, "text"),
+    "origin_url": (_text, "text (where the code is; nothing is read from it)"),
+    "paper_name": (_text, "text"),
+    "paper_ids": (_texts, "text"),
+    "tag": (_texts, "text"),
+    "description": (_texts, "text"),
+    "notes": (_texts, "text"),
+}
+# the provenance fields of the registered cfg describe other weights: cleared unless the config.json sets them
+_CLEARED_FIELDS = {"notes": None, "tag": None, "description": None, "url": None}
+
+# model arguments that choose files, folders, URLs, devices, dtypes or how weights load, never an architecture's
+_LOADING_ARGS = frozenset(
+    {
+        "pretrained",
+        "pretrained_cfg",
+        "pretrained_cfg_overlay",
+        "pretrained_strict",
+        "pretrained_filter_fn",
+        "checkpoint_path",
+        "cache_dir",
+        "file",
+        "state_dict",
+        "hf_hub_id",
+        "hf_hub_filename",
+        "hf_hub_sha256",
+        "url",
+        "source",
+        "revision",
+        "token",
+        "device",
+        "dtype",
+        "torch_dtype",
+        "features_only",
+        "out_indices",
+        "feature_cls",
+        "feature_cfg",
+        "norm",
+        "output_stride",
+        "use_ema",
+        "strict",
+        "trust_remote_code",
+        "auto_map",
+        "kwargs_filter",
+        *_LOAD_SWITCHES,
+    }
+)
+# words that mark an argument name as one of those (cache_dir, weights_path, model_url, map_device, ...)
+_LOADING_WORDS = frozenset(
+    {"path", "paths", "file", "files", "dir", "dirs", "folder", "url", "urls", "uri", "device", "devices"}
+    | {"dtype", "cache", "hub", "pretrained", "checkpoint", "download", "load", "save", "remote", "mmap"}
+)
+# training-only options and implementation switches: the caller's to choose, skipped when a config.json has them
+_CALLER_ARGS = ("drop_rate", "drop_path_rate", "drop_block_rate", "head_dropout", "onednn_linear", "large_kernel_impl")
+# plausible sizes by argument name (first match): (name pattern, lowest, highest); ints or lists of ints only
+_SIZE_LIMITS = tuple(
+    (re.compile(pattern), low, high)
+    for pattern, low, high in (
+        (r"num_classes", 0, 100_000),
+        (r"vocab_size", 1, 1 << 20),
+        (r"max_position_embeddings|sliding_window|\w*_(len|length)", 1, 1 << 20),
+        (r"intermediate_size", 1, 1 << 17),
+        (r"depths?|\w*layers|recursive_num|\w*recursions?", 0, 1024),
+        (r"\w*heads", 1, 1024),
+        (r"in_chans|\w*channels", 1, 1024),
+        (r"img_size|image_size|input_size|pool_size|\w*kernel_size", 1, 8192),
+        (r"\w*(dim|dims|size|width|hidden|features|rank)", 0, 1 << 15),
+    )
+)
+_MAX_LIST, _MAX_TEXT = 4096, 256
+
+
+def _refuse(where: str, key: str, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"{where} sets {key}, which {why}. A config.json that comes with weights may describe an architecture "
+        "(its arguments, preprocessing and labels) and nothing else: never files, folders, URLs, devices or how "
+        "weights load. Nothing was read or built; remove the key from the config.json."
+    )
+
+
+def _size_limits(name: str) -> tuple[int, int] | None:
+    return next(((low, high) for pattern, low, high in _SIZE_LIMITS if pattern.fullmatch(name)), None)
+
+
+def _check_arg_value(where: str, key: str, name: str, value: Any, depth: int = 0) -> None:
+    """Plain data only (numbers, text, booleans, lists of them), and sizes in plausible bounds by ``name``."""
+    if value is None:
+        return
+    if isinstance(value, (list, tuple)):
+        if depth >= 2 or len(value) > _MAX_LIST:
+            raise _refuse(
+                where, key, f"is not an architecture argument (a list nested deeper or longer than {_MAX_LIST})"
+            )
+        for item in value:
+            _check_arg_value(where, key, name, item, depth + 1)
+        return
+    limits = _size_limits(name)
+    if limits is not None:
+        low, high = limits
+        if not _is_int(value) or not low <= value <= high:
+            raise CheckpointError(
+                f"{where}: {key}={str(value)[:80]} is not a plausible size (an int in {low}..{high}); the config.json "
+                "is corrupt or was not written for this model. Nothing was built."
+            )
+    elif isinstance(value, str):
+        if len(value) > _MAX_TEXT:
+            raise _refuse(where, key, f"is not an architecture argument (text over {_MAX_TEXT} characters)")
+    elif not isinstance(value, bool):
+        if not _is_number(value):
+            kind = "an object" if isinstance(value, dict) else type(value).__name__
+            raise _refuse(where, key, f"is not an architecture argument (its value is {kind}, not numbers or text)")
+        if abs(value) >= (1 << 31 if _is_int(value) else 1e12):
+            raise CheckpointError(f"{where}: {key}={str(value)[:80]} is out of range for an architecture argument.")
+
+
+def _check_model_args(args: dict[str, Any], where: str, section: str = "model_args") -> dict[str, Any]:
+    """The architecture arguments of a config.json, checked; its training-only options and switches skipped."""
+    checked = {}
+    for name, value in args.items():
+        key = f"{section}.{name}"
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w{0,99}", name):
+            raise _refuse(where, key[:120], "is not an argument name")
+        if name in _CALLER_ARGS or name.endswith(("_drop_rate", "_dropout")):
+            _logger.debug("%s: %s is the caller's choice; not taken from the config.json", where, key)
+            continue
+        if name in _LOADING_ARGS or _LOADING_WORDS.intersection(name.lower().split("_")):
+            raise _refuse(where, key, "names files, folders, URLs, devices or how weights load")
+        _check_arg_value(where, key, name, value)
+        checked[name] = value
+    return checked
+
+
+def _config_overlay(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """The pretrained-cfg fields a ``config.json`` records (:data:`CONFIG_CFG_FIELDS` only, each checked); any
+    other field is refused by name. The registered cfg's provenance fields are cleared (they describe other
+    weights). Its ``model_args`` are checked here too: a config is refused whole, before any weights are read."""
+    _check_model_args(config.get("model_args") or {}, where)
+    overlay: dict[str, Any] = dict(_CLEARED_FIELDS)
+    for key, value in (config.get("pretrained_cfg") or {}).items():
+        if key == "architecture" and value == config.get("architecture"):
+            continue  # an older timm's copy of the top-level name
+        if key not in CONFIG_CFG_FIELDS:
+            raise _refuse(where, f"pretrained_cfg.{key}"[:120], "is not a preprocessing, label or provenance field")
+        if value is None:
+            continue  # unset: the architecture's own value stands
+        check, expected = CONFIG_CFG_FIELDS[key]
+        if not check(value):
+            raise CheckpointError(
+                f"{where}: pretrained_cfg.{key} must be {expected}, got {str(value)[:80]}. Nothing was built."
+            )
+        overlay[key] = value
+    if config.get("num_classes") is not None:
+        _check_arg_value(where, "num_classes", "num_classes", config["num_classes"])
         overlay["num_classes"] = config["num_classes"]
     return overlay
 
@@ -123,7 +345,8 @@ def resolve_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike |
     if name.startswith(_HUB_PREFIX):
         repo_id = name[len(_HUB_PREFIX) :]
         config = read_hub_config(repo_id, cache_dir)
-        overlay = {**_config_overlay(config), "hf_hub_id": repo_id, "hf_hub_filename": WEIGHTS_NAME, "source": "hf-hub"}
+        overlay = _config_overlay(config, f"{name}/{CONFIG_NAME}")
+        overlay.update(hf_hub_id=repo_id, hf_hub_filename=WEIGHTS_NAME, source="hf-hub")
         if config.get("hf_hub_sha256"):
             overlay["hf_hub_sha256"] = config["hf_hub_sha256"]
         return Source(_architecture(config, name), overlay, config, pretrained=True)
@@ -136,7 +359,7 @@ def resolve_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike |
                 "export/); pass a registered name with pretrained_cfg_overlay={'file': PATH}"
             )
         config = _read_json(folder / CONFIG_NAME)
-        overlay = {**_config_overlay(config), "file": str(folder), "source": "local-dir"}
+        overlay = {**_config_overlay(config, str(folder / CONFIG_NAME)), "file": str(folder), "source": "local-dir"}
         return Source(_architecture(config, str(folder)), overlay, config, pretrained=True)
     return Source(name, {})
 
@@ -153,16 +376,31 @@ def _folder_weights(folder: Path) -> Path:
 
 
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
-    """A weight file, or every shard a ``model.safetensors.index.json`` lists."""
+    """A weight file, or every shard a ``model.safetensors.index.json`` lists (files beside it, nowhere else)."""
     if path.name.endswith(".index.json"):
-        shards = sorted(set(_read_json(path).get("weight_map", {}).values()))
+        weight_map = _read_json(path).get("weight_map")
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
         if not shards:
             raise CheckpointError(f"{path} lists no weight files")
+        for shard in shards:
+            if not isinstance(shard, str) or shard in ("", ".", "..") or Path(shard).name != shard:
+                raise CheckpointError(
+                    f"{path} lists a shard {str(shard)[:80]!r} outside its folder; an index may name only the "
+                    "files beside it. Nothing was read."
+                )
         state_dict = {}
         for shard in shards:
             state_dict.update(read_state_dict(path.parent / shard))
         return state_dict
     return read_state_dict(path)
+
+
+def _file_architecture(path: Path) -> str | None:
+    """The architecture a weight file names in its safetensors metadata (a sharded file's first shard)."""
+    if path.name.endswith(".index.json"):
+        shards = sorted(set(_read_json(path)["weight_map"].values()))
+        path = path.parent / shards[0]
+    return read_metadata(path).get("architecture")
 
 
 def _read_local(location: str | os.PathLike) -> Weights:
@@ -174,7 +412,9 @@ def _read_local(location: str | os.PathLike) -> Weights:
     else:
         config_path = path.parent / CONFIG_NAME if path.name in _FOLDER_WEIGHTS else None
     config = _read_json(config_path) if config_path is not None and config_path.is_file() else None
-    return Weights(_read_file(path), str(location), config)
+    state_dict = _read_file(path)
+    config_where = str(config_path) if config else None
+    return Weights(state_dict, str(location), config, config_where, _file_architecture(path))
 
 
 def read_weights(
@@ -191,13 +431,14 @@ def read_weights(
         return _read_local(cfg["file"])
     if cfg.get("hf_hub_id"):
         repo, filename = cfg["hf_hub_id"], cfg.get("hf_hub_filename") or WEIGHTS_NAME
-        path = download(repo, filename, sha256=cfg.get("hf_hub_sha256"), cache_dir=cache_dir)
+        path = Path(download(repo, filename, sha256=cfg.get("hf_hub_sha256"), cache_dir=cache_dir))
         if config is None:
             try:
                 config = read_hub_config(repo, cache_dir)
             except CheckpointError:  # a repo of bare weights: the registered architecture describes them
                 config = None
-        return Weights(_read_file(Path(path)), f"hf-hub:{repo}/{filename}", config)
+        where = f"hf-hub:{repo}/{filename}"
+        return Weights(_read_file(path), where, config, f"hf-hub:{repo}/{CONFIG_NAME}", _file_architecture(path))
     if cfg.get("url"):
         raise CheckpointError(
             f"{arch}: weights at {cfg['url']} must be downloaded by hand and passed "
@@ -209,15 +450,27 @@ def read_weights(
     )
 
 
+def check_weights_architecture(entry: ModelEntry, weights: Weights, allow: bool = False) -> None:
+    """Refuse weights whose file or ``config.json`` names another architecture than ``entry`` (see
+    :func:`zoo.weights.check_architecture`), unless ``allow``."""
+    check_architecture(weights.architecture, entry.name, weights.where, allow)
+    check_architecture((weights.config or {}).get("architecture"), entry.name, weights.where, allow)
+
+
 def checkpoint_args(entry: ModelEntry, weights: Weights) -> dict[str, Any]:
-    """The architecture arguments the weights' ``config.json`` (or the weights themselves) describe."""
-    if entry.model_args_fn is not None:
-        return dict(entry.model_args_fn(weights.config, weights.state_dict))
+    """The architecture arguments the weights' ``config.json`` (or the weights themselves) describe, checked: a
+    key that is not an architecture's (files, folders, URLs, devices, loading) is refused by name, sizes must be
+    plausible, and training-only options are the caller's (skipped)."""
     config = weights.config or {}
+    where = weights.config_where or weights.where
+    _config_overlay(config, where)  # the whole config.json is checked, however its folder or repo was reached
+    args = _check_model_args(config.get("model_args") or {}, where)
+    if entry.model_args_fn is not None:
+        return _check_model_args(dict(entry.model_args_fn(weights.config, weights.state_dict)), where, "config")
     if config.get("architecture") not in (None, entry.name):
-        return {}  # a folder of another architecture: its arguments do not apply
-    args = dict(config.get("model_args") or {})
-    if "num_classes" in config:
+        return {}  # a folder of another architecture (loaded on purpose): its arguments do not apply
+    if config.get("num_classes") is not None:
+        _check_arg_value(where, "num_classes", "num_classes", config["num_classes"])
         args.setdefault("num_classes", config["num_classes"])
     return args
 
@@ -247,14 +500,18 @@ def create_model(
     Args:
         model_name: a registered name (``zoo.list_models()``), ``hf-hub:ORG/NAME`` (a Hub repo with a zoo/timm
             ``config.json``), or a model folder the zoo wrote (``local-dir:PATH`` or the path; a training run's
-            folder loads its ``export/``). A repo or folder rebuilds the architecture its config.json describes.
+            folder loads its ``export/``). A repo or folder rebuilds the architecture its config.json describes;
+            that config.json may describe an architecture only (see the module's docstring).
         pretrained: load weights: ``pretrained_cfg_overlay={"file": PATH}`` (a file or a folder) when given, else
             the Hub repo in the model's pretrained cfg (``HF_ENDPOINT`` picks the endpoint). Implied by a repo or
             folder name.
         num_classes: classifier size; pretrained weights with another size keep the new classifier's init.
         checkpoint_path: a checkpoint of this very model (any supported origin) loaded after building; it must fit.
         **kwargs: model arguments (``in_chans``, ``drop_path_rate``, ...), ``features_only`` / ``out_indices`` /
-            ``feature_cls`` (timm's), ``pretrained_cfg``, ``pretrained_strict``, ``cache_dir``.
+            ``feature_cls`` (timm's), ``pretrained_cfg``, ``pretrained_strict``, ``cache_dir``, and two checks
+            to switch off on purpose: ``allow_architecture_mismatch=True`` loads weights whose file (safetensors
+            metadata or config.json) names another architecture of the same layout; ``allow_nonfinite=True``
+            loads weights holding NaN or inf.
     """
     if not isinstance(model_name, (str, os.PathLike)):
         raise TypeError(f"model_name must be a str, got {type(model_name).__name__}")
@@ -265,6 +522,7 @@ def create_model(
         kwargs["num_classes"] = num_classes
     cache_dir = kwargs.pop("cache_dir", None)
     strict = kwargs.pop("pretrained_strict", True)
+    switches = {k: bool(kwargs.pop(k, False)) for k in _LOAD_SWITCHES}
     features = {k: kwargs.pop(k) for k in _FEATURE_KWARGS if k in kwargs}
     source = resolve_source(model_name, cache_dir)
     entry = get_entry(source.name)
@@ -272,18 +530,28 @@ def create_model(
         entry, kwargs.pop("pretrained_cfg", None), {**source.cfg_overlay, **(pretrained_cfg_overlay or {})}
     )
 
-    # every weight file is read (and refused if unreadable) before anything is built
+    # every weight file is read (and refused if unreadable or another architecture's) before anything is built
     weights = read_weights(cfg, cache_dir, source.config) if (pretrained or source.pretrained) else None
     checkpoint = _read_local(checkpoint_path) if checkpoint_path else None
-    args = {}
+    args, from_config = {}, {}
     for found in (weights, checkpoint):
         if found is not None:
-            args.update(checkpoint_args(entry, found))
+            check_weights_architecture(entry, found, switches["allow_architecture_mismatch"])
+            found_args = checkpoint_args(entry, found)
+            args.update(found_args)
+            from_config.update(dict.fromkeys(found_args, found.config_where or found.where))
     model_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
-    model = entry.fn(pretrained=False, pretrained_cfg=model_cfg, **{**args, **kwargs})
+    model = _build(entry, model_cfg, args, kwargs, from_config)
     if weights is not None:
         load_state_dict_checked(
-            model, weights.state_dict, weights.where, cfg=cfg, filter_fn=entry.filter_fn, strict=strict
+            model,
+            weights.state_dict,
+            weights.where,
+            cfg=cfg,
+            filter_fn=entry.filter_fn,
+            strict=strict,
+            architecture=weights.architecture,
+            **switches,
         )
     if checkpoint is not None:
         load_state_dict_checked(
@@ -294,10 +562,29 @@ def create_model(
             filter_fn=entry.filter_fn,
             strict=strict,
             adapt_classifier=False,
+            architecture=checkpoint.architecture,
+            **switches,
         )
     if features.pop("features_only", False):
         model = wrap_features(model, source.name, **features)
     return model
+
+
+def _build(
+    entry: ModelEntry, cfg: dict[str, Any], args: dict[str, Any], kwargs: dict[str, Any], from_config: dict[str, str]
+) -> nn.Module:
+    """The family's builder on the checkpoint's arguments and the caller's (who wins). An argument the
+    architecture does not take is named with the config.json it came from (builders check keys before building)."""
+    try:
+        return entry.fn(pretrained=False, pretrained_cfg=cfg, **{**args, **kwargs})
+    except TypeError as e:
+        named = [k for k in args if k not in kwargs and repr(k) in str(e)]
+        if not named:
+            raise
+        raise CheckpointError(
+            f"{from_config[named[0]]} sets model_args.{named[0]}, which {entry.name} does not take: a config.json "
+            f"may give only the architecture's own arguments. Nothing was built. ({e})"
+        ) from e
 
 
 def _feature_class(feature_cls: str | type | None) -> type:
@@ -405,10 +692,21 @@ def load_pretrained(
     filter_fn=None,
     strict: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    allow_architecture_mismatch: bool = False,
+    allow_nonfinite: bool = False,
 ) -> dict[str, list]:
-    """Load the weights a pretrained cfg names (default: the model's own) into a built ``model``, checked first."""
+    """Load the weights a pretrained cfg names (default: the model's own) into a built ``model``, checked first
+    (see :func:`zoo.weights.load_state_dict_checked` for the checks and the two switches)."""
     cfg = dict(cfg if cfg is not None else getattr(model, "pretrained_cfg", None) or {})
     weights = read_weights(cfg, cache_dir)
     return load_state_dict_checked(
-        model, weights.state_dict, weights.where, cfg=cfg, filter_fn=filter_fn, strict=strict
+        model,
+        weights.state_dict,
+        weights.where,
+        cfg=cfg,
+        filter_fn=filter_fn,
+        strict=strict,
+        architecture=weights.architecture,
+        allow_architecture_mismatch=allow_architecture_mismatch,
+        allow_nonfinite=allow_nonfinite,
     )

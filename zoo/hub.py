@@ -25,10 +25,21 @@ from huggingface_hub.errors import (
 
 from .weights import CheckpointError, ChecksumError, sha256_file
 
-__all__ = ["WEIGHTS_NAME", "download", "endpoint_reachable", "offline_mode", "read_hub_config"]
+__all__ = [
+    "WEIGHTS_NAME",
+    "download",
+    "endpoint_reachable",
+    "offline_mode",
+    "read_config_file",
+    "read_hub_config",
+]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+# a config.json (labels included) is kilobytes; anything this large is not one
+MAX_CONFIG_BYTES = 16 << 20
+# the sections of a config.json the zoo reads, and the JSON type each must have
+_CONFIG_SECTIONS = {"architecture": str, "pretrained_cfg": dict, "model_args": dict, "hf_hub_sha256": str}
 
 
 def endpoint_reachable(endpoint: str, timeout: float = 3.0) -> bool:
@@ -130,13 +141,33 @@ def download(
     return path
 
 
-def read_hub_config(repo_id: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The ``config.json`` of Hub repo ``repo_id`` (downloaded and verified), as a dict."""
-    path = download(repo_id, CONFIG_NAME, cache_dir=cache_dir)
+def read_config_file(path: str | os.PathLike, where: str) -> dict[str, Any]:
+    """A ``config.json`` as a dict: a JSON object of a sane size whose sections the zoo reads have their types.
+
+    ``where`` names the file in messages (a Hub address or the path). What the sections may hold (an architecture
+    and its preprocessing, nothing that names files or steers loading) is checked by :mod:`zoo.factory`.
+    """
     try:
-        config = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"hf-hub:{repo_id}/{CONFIG_NAME} is not valid JSON ({e})") from e
+        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{where} is over {MAX_CONFIG_BYTES >> 20} MiB, which no config.json is; not read")
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{where} is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from e
     if not isinstance(config, dict):
-        raise CheckpointError(f"hf-hub:{repo_id}/{CONFIG_NAME} is not a JSON object")
+        raise CheckpointError(f"{where} is not a JSON object")
+    for key, kind in _CONFIG_SECTIONS.items():
+        if config.get(key) is not None and not isinstance(config[key], kind):
+            raise CheckpointError(
+                f"{where}: {key!r} must be a JSON {'object' if kind is dict else 'string'}, "
+                f"got {type(config[key]).__name__}"
+            )
+    if config.get("hf_hub_sha256") is not None and not _SHA256.fullmatch(config["hf_hub_sha256"].lower()):
+        raise CheckpointError(f"{where}: 'hf_hub_sha256' is not a 64-digit hex sha256")
     return config
+
+
+def read_hub_config(repo_id: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The ``config.json`` of Hub repo ``repo_id`` (downloaded and verified), as a dict (see
+    :func:`read_config_file` for what is checked here)."""
+    path = download(repo_id, CONFIG_NAME, cache_dir=cache_dir)
+    return read_config_file(path, f"hf-hub:{repo_id}/{CONFIG_NAME}")

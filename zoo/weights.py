@@ -1,16 +1,20 @@
 """Reading, checking and writing weights: the one place that touches weight files.
 
-Loading never unpickles arbitrary objects: safetensors, or ``torch.load(weights_only=True)``. A checkpoint is
-converted (the family's ``checkpoint_filter_fn``) and checked against the model *before* anything is copied, so
-a checkpoint that does not fit raises :class:`CheckpointMismatchError` and leaves the model untouched.
+Loading never unpickles arbitrary objects: safetensors, or ``torch.load(weights_only=True)``. A file is recognised
+by its first bytes, not its name, so a Git LFS pointer, a saved web page or a JSON file is named for what it is. A
+checkpoint is converted (the family's ``checkpoint_filter_fn``) and checked against the model *before* anything is
+copied -- the architecture its file names, keys, shapes, integer tensors where the model has float ones, NaN/inf
+values -- so a checkpoint that does not fit raises :class:`CheckpointMismatchError` and leaves the model untouched.
 """
 
 import hashlib
+import json
 import logging
 import os
 import pickle
+import secrets
+import struct
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +27,11 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "ChecksumError",
+    "check_architecture",
+    "checkpoint_architecture",
     "load_checkpoint",
     "load_state_dict_checked",
+    "read_metadata",
     "read_state_dict",
     "save_state_dict",
     "sha256_file",
@@ -48,13 +55,75 @@ class ChecksumError(CheckpointError):
     """A downloaded file whose sha256 is not the one recorded for it; it was not read, and nothing was deleted."""
 
 
-def read_state_dict(path: str | os.PathLike, use_ema: bool = False) -> dict[str, torch.Tensor]:
-    """Read a flat ``{name: tensor}`` dict from a safetensors/``.pth``/``.pth.tar``/``.bin`` file or a folder.
+_SNIFF_BYTES = 4096
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit on its JSON header
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
-    ``{"model" | "state_dict": ...}`` wrappers and a ``module.`` prefix (DDP) are removed; with ``use_ema`` a
-    ``model_ema``/``state_dict_ema`` entry is preferred when present.
-    """
-    path = Path(path)
+
+def _kind(path: Path) -> str:
+    """What a file holds, from its first bytes: safetensors, torch (zip or pickle), or what else it is."""
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if not head:
+        return "empty"
+    # an 8-byte little-endian header length, then the JSON header (a truncated file still reads as one)
+    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= _SAFETENSORS_MAX_HEADER:
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        return "torch"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle protocol 2-5
+        return "torch"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\x89HDF\r\n"):
+        return "hdf5"
+    if head.startswith(b"\x93NUMPY"):
+        return "numpy"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # a multi-byte character cut by the sniff window is still text
+        text = head[: e.start].decode("utf-8") if e.start >= len(head) - 3 else None
+    if text is None or "\x00" in text:
+        return "unknown"
+    lead = text.lstrip("\ufeff \t\r\n").lower()
+    if lead.startswith(_LFS_POINTER.decode()):
+        return "lfs"
+    if lead.startswith(("<!doctype html", "<html", "<head", "<body")) or "<html" in lead[:1024]:
+        return "html"
+    if lead.startswith(("{", "[")):
+        return "index" if '"weight_map"' in lead else "json"
+    return "text"
+
+
+def _not_weights(path: Path, kind: str) -> CheckpointError:
+    """The error for a file that is not weights, saying what it is and what to do."""
+    again = "Download or export it again."
+    what = {
+        "empty": f"is empty (0 bytes): a download or save that did not finish. {again}",
+        "lfs": "is a Git LFS pointer, not the weights it stands for: run `git lfs pull` in the repository it "
+        "came from (or download the file itself from the Hub).",
+        "html": "is a web page (HTML), not weights: the download failed and saved an error, login or redirect "
+        "page instead. Download it again, checking the address and your access to it.",
+        "index": "is the index of a sharded checkpoint (JSON), not weights: load the folder that holds it and its "
+        "shards.",
+        "json": "is a JSON file, not weights (a config.json?): pass the weight file (model.safetensors, .pth, "
+        ".bin) or the folder that holds both.",
+        "gzip": "is gzip-compressed: decompress it first (the weight file inside is what loads).",
+        "hdf5": "is an HDF5 file (Keras/TensorFlow weights), which the zoo does not read: use safetensors or a "
+        "PyTorch state dict.",
+        "numpy": "is a NumPy array file, not a state dict: save the weights as safetensors or with torch.save.",
+        "text": "is a text file, not weights.",
+    }.get(
+        kind,
+        f"is not a weight file: neither safetensors nor a PyTorch checkpoint (zip or pickle). Check that "
+        f"it is the file you meant. {again}",
+    )
+    return CheckpointError(f"{path} {what}")
+
+
+def _weight_file(path: Path) -> Path:
+    """``path`` itself, or the weight file a folder holds; an error naming it when there is none."""
     if path.is_dir():
         found = [path / f for f in _WEIGHT_FILES if (path / f).is_file()]
         if not found:
@@ -62,33 +131,78 @@ def read_state_dict(path: str | os.PathLike, use_ema: bool = False) -> dict[str,
         path = found[0]
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    return path
 
-        try:
-            obj = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(
-                f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt. "
-                "Download or export it again."
-            ) from e
+
+def read_state_dict(path: str | os.PathLike, use_ema: bool = False) -> dict[str, torch.Tensor]:
+    """Read a flat ``{name: tensor}`` dict from a safetensors/``.pth``/``.pth.tar``/``.bin`` file or a folder.
+
+    The format comes from the file's first bytes (safetensors content loads whatever its suffix); anything else
+    (an LFS pointer, a web page, JSON, an empty or unknown file) is a :class:`CheckpointError` saying what it is.
+    ``{"model" | "state_dict": ...}`` wrappers and a ``module.`` prefix (DDP) are removed; with ``use_ema`` a
+    ``model_ema``/``state_dict_ema`` entry is preferred when present.
+    """
+    path = _weight_file(Path(path))
+    kind = _kind(path)
+    if kind == "safetensors":
+        obj = _load_safetensors(path)
+    elif kind == "torch":
+        obj = _load_torch(path)
     else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise CheckpointError(
-                f"{path} holds objects other than tensors and plain containers; the zoo does not unpickle arbitrary "
-                f"code. Re-save it as a state dict (or safetensors) from a trusted environment. ({e})"
-            ) from e
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-            raise CheckpointError(
-                f"{path} could not be read as a PyTorch checkpoint ({e}); it may be truncated or corrupt."
-            ) from e
+        raise _not_weights(path, kind)
     state_dict = _unwrap(obj, use_ema=use_ema)
     if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{path} does not contain a state dict of tensors")
     return state_dict
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt. "
+            "Download or export it again."
+        ) from e
+
+
+def _load_torch(path: Path) -> Any:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" not in str(e):  # not a refused object: a broken pickle stream
+            raise CheckpointError(
+                f"{path} could not be read as a PyTorch checkpoint; it may be truncated or corrupt."
+            ) from e
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain containers; the zoo does not unpickle arbitrary "
+            f"code. Re-save it as a state dict (or safetensors) from a trusted environment. ({e})"
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise CheckpointError(
+            f"{path} could not be read as a PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}); it may be "
+            "truncated or corrupt."
+        ) from e
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata a safetensors file (or a folder's) records, e.g. ``{"architecture": ...}``; ``{}`` for other
+    formats or a file without any."""
+    path = _weight_file(Path(path))
+    if _kind(path) != "safetensors":
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt."
+        ) from e
 
 
 def _unwrap(obj: Any, use_ema: bool = False) -> dict[str, torch.Tensor]:
@@ -122,21 +236,90 @@ def load_checkpoint(
     filter_fn: Callable | None = None,
     strict: bool = True,
     use_ema: bool = False,
+    allow_architecture_mismatch: bool = False,
+    allow_nonfinite: bool = False,
 ) -> dict[str, list]:
     """Load a checkpoint file (any origin the model's family converts) or a state dict into ``model``.
 
-    When ``filter_fn`` is None the family's ``checkpoint_filter_fn`` (from the model's module) is used.
+    When ``filter_fn`` is None the family's ``checkpoint_filter_fn`` (from the model's module) is used. A file
+    whose safetensors metadata names another architecture is refused unless ``allow_architecture_mismatch``; see
+    :func:`load_state_dict_checked` for the other checks.
     """
     if filter_fn is None:
         filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
     if isinstance(path, dict):
-        state_dict, where = dict(path), "the given state_dict"
+        state_dict, where, architecture = dict(path), "the given state_dict", None
     else:
         state_dict, where = read_state_dict(path, use_ema=use_ema), str(path)
+        architecture = checkpoint_architecture(path)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return load_state_dict_checked(
-        model, state_dict, where, cfg=cfg, filter_fn=filter_fn, strict=strict, adapt_classifier=False
+        model,
+        state_dict,
+        where,
+        cfg=cfg,
+        filter_fn=filter_fn,
+        strict=strict,
+        adapt_classifier=False,
+        architecture=architecture,
+        allow_architecture_mismatch=allow_architecture_mismatch,
+        allow_nonfinite=allow_nonfinite,
     )
+
+
+def checkpoint_architecture(path: str | os.PathLike) -> str | None:
+    """The architecture a checkpoint names: its safetensors metadata, else the ``config.json`` of its folder (or
+    beside a file of a Hub-layout folder); None when neither names one."""
+    path = Path(path)
+    architecture = read_metadata(path).get("architecture")
+    config = path / "config.json" if path.is_dir() else path.with_name("config.json")
+    if architecture or not (path.is_dir() or path.name in _WEIGHT_FILES) or not config.is_file():
+        return architecture
+    try:
+        found = json.loads(config.read_text(encoding="utf-8")).get("architecture")
+    except (OSError, ValueError, RecursionError, AttributeError) as e:
+        raise CheckpointError(f"{config} is not a readable config.json ({type(e).__name__}: {str(e)[:200]})") from e
+    return found if isinstance(found, str) else None
+
+
+def _show(items: list[str], limit: int = 8) -> str:
+    return ", ".join(items[:limit]) + (f" ... (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def check_architecture(checkpoint: str | None, model: str | None, where: str, allow: bool = False) -> None:
+    """Refuse weights whose file names another architecture than the model's (same shapes load silently else)."""
+    if allow or not checkpoint or not model or checkpoint == model:
+        return
+    raise CheckpointMismatchError(
+        f"{where} holds weights for {checkpoint}, not {model}; nothing was loaded. Build {checkpoint} to use them "
+        f"(zoo.create_model({checkpoint!r}, ...)), or pass allow_architecture_mismatch=True if you know the two "
+        "share a layout and mean to load one into the other."
+    )
+
+
+def _check_values(
+    state_dict: dict[str, torch.Tensor], target: dict[str, torch.Tensor], where: str, arch: str, allow_nonfinite: bool
+) -> None:
+    """Integer tensors for floating-point weights (a quantized file without its scales) and NaN/inf values."""
+    integer = [
+        f"{k} ({str(v.dtype).replace('torch.', '')})"
+        for k, v in state_dict.items()
+        if k in target and target[k].is_floating_point() and not (v.is_floating_point() or v.is_complex())
+    ]
+    if integer:
+        raise CheckpointMismatchError(
+            f"{where} has {len(integer)} integer tensor(s) where {arch} has floating-point weights: "
+            f"{_show(integer)}; nothing was loaded. A quantized checkpoint needs its scales: dequantize it to "
+            "floating point first."
+        )
+    if allow_nonfinite:
+        return
+    nonfinite = [k for k, v in state_dict.items() if k in target and v.is_floating_point() and not v.isfinite().all()]
+    if nonfinite:
+        raise CheckpointMismatchError(
+            f"{where} has {len(nonfinite)} tensor(s) holding NaN or inf: {_show(nonfinite)}; nothing was loaded. "
+            "The weights are corrupt or come from a diverged run; pass allow_nonfinite=True to load them anyway."
+        )
 
 
 def load_state_dict_checked(
@@ -147,9 +330,21 @@ def load_state_dict_checked(
     filter_fn: Callable | None = None,
     strict: bool = True,
     adapt_classifier: bool = True,
+    architecture: str | None = None,
+    allow_architecture_mismatch: bool = False,
+    allow_nonfinite: bool = False,
 ) -> dict[str, list]:
-    """Convert, adapt (classifier, input channels), check, then load. Raises before copying anything."""
+    """Convert, adapt (classifier, input channels), check, then load. Raises before copying anything.
+
+    Checked, each a :class:`CheckpointMismatchError`: ``architecture`` (what the checkpoint's file names itself)
+    against the model's (``allow_architecture_mismatch=True`` loads another architecture's weights of the same
+    layout); keys and shapes (``strict=False`` tolerates missing/unexpected keys); integer tensors where the
+    model has floating-point ones; NaN/inf values (``allow_nonfinite=True`` accepts them).
+    """
     cfg = cfg or {}
+    arch = cfg.get("architecture") or (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    check_architecture(architecture, arch, where, allow_architecture_mismatch)
+    arch = arch or type(model).__name__
     if filter_fn is not None:
         state_dict = filter_fn(state_dict, model)
     target = model.state_dict()
@@ -181,23 +376,19 @@ def load_state_dict_checked(
         if k in target and state_dict[k].shape != target[k].shape
     ]
     if mismatched or (strict and (missing or unexpected)):
-
-        def show(items):
-            return ", ".join(items[:8]) + (f" ... (+{len(items) - 8} more)" if len(items) > 8 else "")
-
         parts = []
         if missing:
-            parts.append(f"missing keys ({len(missing)}): {show(missing)}")
+            parts.append(f"missing keys ({len(missing)}): {_show(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
+            parts.append(f"unexpected keys ({len(unexpected)}): {_show(unexpected)}")
         if mismatched:
-            parts.append(f"shape mismatches ({len(mismatched)}): {show(mismatched)}")
-        arch = cfg.get("architecture") or type(model).__name__
+            parts.append(f"shape mismatches ({len(mismatched)}): {_show(mismatched)}")
         raise CheckpointMismatchError(
             f"{where} does not fit {arch}; nothing was loaded.\n  "
             + "\n  ".join(parts)
             + "\n  Check that the checkpoint is for this architecture (and num_classes / in_chans)."
         )
+    _check_values(state_dict, target, where, arch, allow_nonfinite)
     model.load_state_dict({k: v for k, v in state_dict.items() if k in target}, strict=False)
     return {"missing_keys": missing, "unexpected_keys": unexpected, "reinitialized": reinit}
 
@@ -207,7 +398,11 @@ def save_state_dict(
     path: str | os.PathLike,
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write weights as safetensors, atomically (temp file + rename). Shared tensors are stored once each key."""
+    """Write weights as safetensors, atomically (temp file + rename). Shared tensors are stored once each key.
+
+    The file gets the mode any new file gets under the umask, and its metadata is written in sorted key order,
+    so identical weights and metadata give identical bytes (and sha256).
+    """
     from safetensors.torch import save_file
 
     sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
@@ -219,12 +414,42 @@ def save_state_dict(
         seen.add(ptr)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
+    tmp = _new_temp_file(path)
+    mode = os.stat(tmp).st_mode & 0o777  # what the umask gives a new file
     try:
         save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})})
+        os.chmod(tmp, mode)  # save_file replaces the file with one of mode 0600
+        _sort_metadata(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _new_temp_file(path: Path) -> str:
+    """A new empty ``<name>.<random>.tmp`` beside ``path``, created with the umask's mode (mkstemp's is 0600)."""
+    while True:
+        tmp = str(path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp"))
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _sort_metadata(path: str) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys sorted (safetensors writes them in hash order).
+
+    Only the order changes, so the header keeps its length (it is padded with spaces, as the format allows)."""
+    with open(path, "r+b") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        if len(header.get("__metadata__") or {}) < 2:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length:  # cannot happen for a reordering; never corrupt the file over it
+            return
+        f.seek(8)
+        f.write(text.ljust(length, b" "))
