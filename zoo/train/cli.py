@@ -1,6 +1,8 @@
-"""``python train.py --config RECIPE.yaml [--resume PATH|auto] [--push-to-hub ORG/NAME] [--section.key value ...]``."""
+"""``python train.py --config RECIPE.yaml [--resume PATH|auto | --overwrite] [--push-to-hub ORG/NAME]
+[--section.key value ...]``."""
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -8,8 +10,11 @@ from pathlib import Path
 
 import yaml
 
+from ..data.errors import DataError
 from ..publish import PublishError
-from .checkpoint import CheckpointCorruptError
+from ..registry import UnknownModelError
+from ..weights import CheckpointError
+from .checkpoint import CheckpointCorruptError, DiskFullError, RunFolderError, disk_full_message
 from .config import RecipeError, load_recipe, load_run_recipe, recipe_to_dict
 from .loop import NonFiniteLossError, train
 
@@ -20,10 +25,17 @@ Overrides: any recipe key, as --key value (top level) or --section.key value, e.
   --train.epochs 5 --optim.lr 1e-3 --output_dir runs/try --model_kwargs.drop_rate 0.1
 Batch sizes are global (per optimizer step, all processes together). Many processes:
   torchrun --nproc_per_node 2 train.py --config configs/quickstart_digits.yaml
+Run folder (output_dir): a new run needs an empty or new folder; --overwrite replaces the run a folder holds
+(its checkpoints, logs, weights, tokenizer and export/ are removed first). While a run writes, RUN_DIR/.lock
+names its pid: a second run into the folder is refused; a lock left by a killed run is taken over.
 Resume: --resume auto (RUN_DIR/checkpoints/last.pt) or --resume PATH; with only --resume PATH, the recipe
-is read from the run folder's args.yaml.
-Exit status: 0 done, 2 unusable recipe or checkpoint, 3 the loss became NaN/inf (a checkpoint is saved),
-4 the run finished but --push-to-hub failed (publish it later with `zoo publish RUN_DIR --repo ORG/NAME`).
+is read from the run folder's args.yaml. --resume auto on a finished run says so and changes nothing.
+Threads: train.threads sets torch's intra-op threads; unset, the run takes the cores free now (the cores it
+may use minus the 1-minute load average, shared among torchrun's processes on the host, or OMP_NUM_THREADS
+when set) and logs the choice. Set it (e.g. --train.threads 1) where other work shares the cores.
+Exit status: 0 done, 2 unusable recipe, data, run folder or checkpoint (or a full disk), 3 the loss became
+NaN/inf (a checkpoint is saved), 4 the run finished but --push-to-hub failed (publish it later with
+`zoo publish RUN_DIR --repo ORG/NAME`).
 """
 
 
@@ -37,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", help="recipe YAML file (configs/*.yaml)")
     p.add_argument("--resume", help="checkpoint to continue from, or 'auto' for RUN_DIR/checkpoints/last.pt")
     p.add_argument(
+        "--overwrite", action="store_true", help="replace the run that output_dir holds (its files are removed)"
+    )
+    p.add_argument(
         "--push-to-hub",
         dest="push_to_hub",
         metavar="ORG/NAME",
@@ -47,9 +62,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# User errors: one line and exit status 2 (a bug keeps its traceback).
+USER_ERRORS = (
+    RecipeError,
+    DataError,
+    UnknownModelError,
+    RunFolderError,
+    CheckpointError,
+    CheckpointCorruptError,
+    DiskFullError,
+    FileNotFoundError,
+)
+
+
+def _error(message: str) -> int:
+    print(f"train.py: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args, overrides = _parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.resume and args.overwrite:
+        return _error("--resume continues the run in output_dir and --overwrite replaces it: give one of them")
+    recipe = None
     try:
         if args.config:
             recipe = load_recipe(args.config, overrides)
@@ -59,26 +95,37 @@ def main(argv: list[str] | None = None) -> int:
             recipe = load_recipe(None, overrides, base=base)
         else:
             _parser().print_usage(sys.stderr)
-            print(
-                "train.py: error: give --config RECIPE.yaml (recipes are in configs/), or --resume "
-                "RUN_DIR/checkpoints/last.pt",
-                file=sys.stderr,
+            return _error(
+                "give --config RECIPE.yaml (recipes are in configs/), or --resume RUN_DIR/checkpoints/last.pt"
             )
-            return 2
         if args.print_config:
             print(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
             return 0
         try:
-            summary = train(recipe, resume=args.resume, push_to_hub=args.push_to_hub, progress=not args.no_progress)
+            summary = train(
+                recipe,
+                resume=args.resume,
+                push_to_hub=args.push_to_hub,
+                progress=not args.no_progress,
+                overwrite=args.overwrite,
+            )
         except NonFiniteLossError as e:
             print(f"train.py: {e}", file=sys.stderr)
             return 3
-    except (RecipeError, CheckpointCorruptError, FileNotFoundError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return _error(str(e))
     except PublishError as e:  # the run itself finished; the message says how to publish it again
         print(f"train.py: error: {e}", file=sys.stderr)
         return 4
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        return _error(disk_full_message(Path(e.filename or getattr(recipe, "output_dir", None) or ".")))
+    if summary.get("complete"):
+        print(
+            f"{summary['run_dir']} holds this recipe's finished run ({summary['steps']} optimizer steps); "
+            "nothing was changed. Train it again with --overwrite, or elsewhere with --output_dir."
+        )
     if summary.get("paths"):
         _print_summary(summary)
     return 0

@@ -41,6 +41,7 @@ __all__ = [
     "apply_overrides",
     "load_recipe",
     "recipe_to_dict",
+    "load_run_args",
     "load_run_recipe",
     "recipe_from_dict",
     "save_recipe",
@@ -141,7 +142,7 @@ class TrainConfig:
     eval_every_epochs: int = 1  # image classification: held-out evaluation every N epochs
     eval_every_steps: int | None = None  # LMs: held-out evaluation every N steps
     eval_max_batches: int | None = None
-    threads: int | None = None  # torch.set_num_threads
+    threads: int | None = None  # torch.set_num_threads; None: the cores free now (affinity minus 1-minute load)
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
 
@@ -155,7 +156,7 @@ class EmaConfig:
 
 @dataclass
 class CheckpointConfig:
-    every_steps: int | None = None  # also written at the end of every epoch and of the run
+    every_steps: int | None = None  # None or 0: only at the end of every epoch and of the run
     keep: int = 2  # step_<N>.pt files kept besides last.pt
 
 
@@ -202,6 +203,15 @@ class Recipe:
             return o.lr
         ratio = self.train.batch_size / o.lr_base_size
         return o.lr * (math.sqrt(ratio) if o.lr_scale == "sqrt" else ratio)
+
+
+def _kind(value: Any) -> str:
+    """What a YAML document holds, in YAML's words."""
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
 
 
 def _section_types() -> dict[str, type]:
@@ -290,7 +300,7 @@ def _build_sparse(values: Any) -> SparseConfig | None:
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     """Build a :class:`Recipe` from a plain dict (a parsed YAML file), checking every key."""
     if not isinstance(raw, dict):
-        raise RecipeError(f"a recipe is a YAML mapping of keys to values, got {type(raw).__name__}")
+        raise RecipeError(f"a recipe is a YAML mapping of keys to values, got {_kind(raw)}")
     hints = typing.get_type_hints(Recipe)
     sections = _section_types()
     kwargs = {}
@@ -308,14 +318,91 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     return recipe
 
 
+# Bounds of numeric keys (None, where a key allows it, is always fine). 0 turns off the periodic evaluation and
+# checkpoints; every other count must be at least 1.
+_AT_LEAST_ONE = (
+    "train.epochs",
+    "train.steps",
+    "train.batch_size",
+    "train.grad_accum",
+    "train.log_interval",
+    "train.eval_every_epochs",
+    "train.eval_max_batches",
+    "train.threads",
+    "optim.lr_base_size",
+    "data.seq_len",
+    "data.vocab_size",
+    "data.eval_batch_size",
+    "data.image_size",
+    "aug.re_count",
+)
+_POSITIVE = ("optim.lr", "optim.eps", "optim.layer_decay")
+_NON_NEGATIVE = (
+    "optim.weight_decay",
+    "optim.momentum",
+    "optim.clip_grad",
+    "sched.warmup_epochs",
+    "sched.warmup_steps",
+    "sched.warmup_lr",
+    "sched.min_lr",
+    "sched.cooldown_epochs",
+    "sched.cooldown_steps",
+    "train.eval_every_steps",
+    "checkpoint.every_steps",
+    "checkpoint.keep",
+    "ema.update_after_step",
+    "data.num_workers",
+    "aug.mixup",
+    "aug.cutmix",
+)
+_PROBABILITIES = (  # [0, 1]
+    "aug.hflip",
+    "aug.vflip",
+    "aug.re_prob",
+    "aug.mixup_prob",
+    "aug.mixup_switch_prob",
+    "sched.min_lr_ratio",
+    "ema.decay",
+)
+_RATES = ("train.drop_path", "aug.label_smoothing")  # [0, 1): a rate of 1 drops everything
+
+
+def _value(recipe: Recipe, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(recipe, section), name)
+
+
+def _check_bounds(recipe: Recipe) -> None:
+    for keys, ok, bound in (
+        (_AT_LEAST_ONE, lambda v: v >= 1, "at least 1"),
+        (_POSITIVE, lambda v: v > 0, "greater than 0"),
+        (_NON_NEGATIVE, lambda v: v >= 0, "0 or more"),
+        (_PROBABILITIES, lambda v: 0 <= v <= 1, "in [0, 1]"),
+        (_RATES, lambda v: 0 <= v < 1, "in [0, 1)"),
+    ):
+        for key in keys:
+            value = _value(recipe, key)
+            if value is not None and not ok(value):
+                raise RecipeError(f"{key} must be {bound}, got {value!r}")
+    betas = recipe.optim.betas or []
+    if any(not 0 <= b < 1 for b in betas):
+        raise RecipeError(f"optim.betas must each be in [0, 1), got {betas!r}")
+    for key, value in recipe.model_kwargs.items():  # drop_rate, drop_path_rate, proj_drop, head_dropout...
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if "drop" in key.lower() and is_number and not 0 <= value < 1:
+            raise RecipeError(f"model_kwargs.{key} is a dropout rate and must be in [0, 1), got {value!r}")
+    if not 0 < recipe.data.val_fraction < 1:
+        raise RecipeError(f"data.val_fraction must be between 0 and 1, got {recipe.data.val_fraction!r}")
+
+
 def validate(recipe: Recipe):
+    """Check a recipe as a whole, before any data or model is built (``recipe_from_dict`` calls it)."""
     if not recipe.model:
         raise RecipeError("the recipe names no model: set `model:` to a registered name (zoo.list_models())")
     if recipe.task not in TASKS:
         raise RecipeError(f"task must be one of {', '.join(TASKS)}, got {recipe.task!r}")
+    _check_bounds(recipe)
     t = recipe.train
-    if t.batch_size < 1 or t.grad_accum < 1:
-        raise RecipeError("train.batch_size and train.grad_accum must be positive")
     if t.amp not in ("none", "bf16", "fp16"):
         raise RecipeError(f"train.amp must be none, bf16 or fp16, got {t.amp!r}")
     if recipe.optim.lr_scale not in ("linear", "sqrt"):
@@ -326,20 +413,54 @@ def validate(recipe: Recipe):
         raise RecipeError("dist.strategy fsdp is offered for language models; use ddp for vision models")
     if recipe.task == "text-generation" and not t.steps:
         raise RecipeError("language-model recipes train by steps: set train.steps")
-    s = recipe.sched
-    if s.cooldown_epochs < 0 or (s.cooldown_steps is not None and s.cooldown_steps < 0):
-        raise RecipeError("sched.cooldown_epochs and sched.cooldown_steps must be >= 0")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a key written twice (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # keys brought in by '<<' may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    line = first.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: SafeLoader refuses it below
+                    continue
+                if line != key_node.start_mark.line + 1:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found the key {key!r} twice (first on line {line}); keep one of them",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and where."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem and e.problem_mark is not None:
+        return f"{e.problem} (line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1})"
+    return " ".join(str(e).split())
 
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return _yaml_load(text)
     except yaml.YAMLError:
         return text
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``--key value`` / ``--section.key value`` / ``--key=value`` pairs to a raw recipe dict."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"a recipe is a YAML mapping of keys to values (model: ..., train: ...), got {_kind(raw)}")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     hints = typing.get_type_hints(Recipe)
     sections = _section_types()
@@ -391,9 +512,16 @@ def load_recipe(path: str | None = None, overrides: Sequence[str] = (), base: di
         if not p.is_file():
             raise RecipeError(f"recipe {p} does not exist; the recipes shipped with zoo are in configs/")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = _yaml_load(p.read_text())
         except yaml.YAMLError as e:
-            raise RecipeError(f"recipe {p} is not valid YAML: {e}") from None
+            raise RecipeError(f"recipe {p} is not valid YAML: {_yaml_problem(e)}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise RecipeError(
+                f"recipe {p} holds a YAML {_kind(raw)}, not a mapping of keys to values "
+                "(model: ..., train: ...); see configs/ for examples"
+            )
     else:
         raw = dict(base or {})
     raw = apply_overrides(raw, overrides)
@@ -425,9 +553,19 @@ def save_recipe(recipe: Recipe, path: Path, extra: dict[str, Any] | None = None)
 
 def load_run_recipe(run_dir: Path) -> Recipe:
     """The recipe a run was started with (its ``args.yaml``)."""
+    return load_run_args(run_dir)[0]
+
+
+def load_run_args(run_dir: Path) -> tuple[Recipe, dict[str, Any]]:
+    """The recipe a run was started with and the values it resolved (``args.yaml``'s ``resolved:``)."""
     p = Path(run_dir) / "args.yaml"
     if not p.is_file():
         raise RecipeError(f"{run_dir} has no args.yaml: is it a training run folder?")
-    raw = yaml.safe_load(p.read_text()) or {}
-    raw.pop("resolved", None)
-    return recipe_from_dict(raw)
+    try:
+        raw = _yaml_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{p} holds a YAML {_kind(raw)}, not a recipe: is it a training run folder?")
+    resolved = raw.pop("resolved", None) or {}
+    return recipe_from_dict(raw), resolved

@@ -9,12 +9,25 @@ and file writes happen on rank 0 only.
 
 import datetime
 import os
-from collections.abc import Iterator
+import pickle
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistState", "GlobalBatchSampler", "all_reduce_sum", "barrier", "init_distributed", "shard_indices"]
+from ..data.errors import DataError
+from .config import RecipeError
+
+__all__ = [
+    "DistState",
+    "GlobalBatchSampler",
+    "all_reduce_sum",
+    "barrier",
+    "init_distributed",
+    "on_main",
+    "shard_indices",
+]
 
 
 class DistState:
@@ -54,6 +67,30 @@ def barrier(state: DistState):
         dist.barrier()
 
 
+def on_main(state: DistState, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0 only; every rank returns its result or raises its error, so that no rank waits in a
+    collective for one that failed."""
+    if not state.enabled:
+        return fn()
+    box: list[Any] = [None]
+    if state.is_main:
+        try:
+            box[0] = (fn(), None)
+        except Exception as e:  # passed to the other ranks, then raised here too
+            try:
+                pickle.dumps(e)
+                box[0] = (None, e)
+            except Exception:  # an error that does not pickle reaches the others as its message
+                box[0] = (None, RuntimeError(f"rank 0: {type(e).__name__}: {e}"))
+            dist.broadcast_object_list(box, src=0)
+            raise
+    dist.broadcast_object_list(box, src=0)
+    result, error = box[0]
+    if error is not None:
+        raise error
+    return result
+
+
 def all_reduce_sum(t: torch.Tensor, state: DistState) -> torch.Tensor:
     if state.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -71,13 +108,14 @@ class GlobalBatchSampler:
     def __init__(self, n: int, global_batch: int, grad_accum: int, state: DistState, seed: int, shuffle: bool = True):
         parts = grad_accum * state.world_size
         if global_batch % parts:
-            raise ValueError(
+            raise RecipeError(
                 f"train.batch_size {global_batch} must divide evenly into grad_accum ({grad_accum}) x "
                 f"processes ({state.world_size}) micro-batches"
             )
         if n < global_batch:
-            raise ValueError(
-                f"the training set has {n} samples, fewer than one batch of {global_batch}; lower train.batch_size"
+            raise DataError(
+                f"the training set has {n} samples, fewer than one batch of {global_batch}: lower "
+                "train.batch_size or use more data"
             )
         self.n, self.global_batch, self.grad_accum, self.state = n, global_batch, grad_accum, state
         self.micro = global_batch // parts

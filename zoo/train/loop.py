@@ -4,13 +4,20 @@
 (timm ``create_scheduler_v2``, stepped per optimizer update), AMP, gradient accumulation and clipping, EMA
 (timm ``ModelEmaV3``), dynamic sparse training, checkpoints with exact resume, CSV/TensorBoard logs, a held-out
 evaluation, profiling, ``model.safetensors`` + ``metrics.json`` and the publishable folder.
+
+The run folder belongs to one run: a new run refuses a folder that holds files unless it resumes or overwrites,
+and the run holds ``RUN_DIR/.lock`` while it writes. ``metrics.json`` is written last: a folder with it, the
+weights and the final checkpoint holds a finished run, which ``--resume auto`` leaves as it is.
 """
 
 import contextlib
 import csv
+import dataclasses
+import io
 import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -25,17 +32,25 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..publish import PublishError, export_pretrained, publish_run
+from ..registry import get_entry
 from ..weights import CheckpointError, save_state_dict
 from .builders import build_ema, build_optimizer, build_scheduler, build_sparsity, schedule_steps
 from .checkpoint import (
+    RunFolderError,
+    RunLock,
     capture_rng_state,
+    clear_run_outputs,
+    find_checkpoints,
     latest_good_checkpoint,
     load_training_checkpoint,
+    naming_full_disk,
+    remove_temp_files,
     restore_rng_state,
     save_training_checkpoint,
+    write_text_atomic,
 )
-from .config import Recipe, RecipeError, recipe_to_dict, save_recipe
-from .distributed import DistState, GlobalBatchSampler, all_reduce_sum, barrier, init_distributed
+from .config import Recipe, RecipeError, load_run_args, recipe_to_dict, save_recipe
+from .distributed import DistState, GlobalBatchSampler, all_reduce_sum, barrier, init_distributed, on_main
 from .tasks import build_task
 
 __all__ = ["NonFiniteLossError", "RunLogger", "train"]
@@ -52,20 +67,21 @@ class NonFiniteLossError(RuntimeError):
 class RunLogger:
     """log.csv + TensorBoard (RUN_DIR/tb) on rank 0; nothing elsewhere."""
 
-    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None):
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None, total_steps: int | None = None):
         self.enabled = enabled
         self.path = run_dir / "log.csv"
         self.tb = None
         if not enabled:
             return
         rows = []
-        if resume_step is not None and self.path.is_file():  # drop rows logged after the checkpoint
+        if resume_step is not None and self.path.is_file():  # keep the rows logged before the checkpoint
             with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= resume_step]
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, LOG_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+                rows = [r for r in csv.DictReader(f) if _logged_before(r, resume_step, total_steps)]
+        text = io.StringIO()
+        w = csv.DictWriter(text, LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        write_text_atomic(self.path, text.getvalue())
         try:
             from torch.utils.tensorboard import SummaryWriter  # optional: tensorboard is a training extra
 
@@ -78,7 +94,7 @@ class RunLogger:
             return
         row = {"step": step, "epoch": round(epoch, 4), "split": split, "time": round(time.time(), 3)}
         row.update({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items() if k in LOG_FIELDS})
-        with open(self.path, "a", newline="") as f:
+        with naming_full_disk(self.path), open(self.path, "a", newline="") as f:
             csv.DictWriter(f, LOG_FIELDS).writerow(row)
         if self.tb is not None:
             for k, v in values.items():
@@ -88,6 +104,16 @@ class RunLogger:
     def close(self):
         if self.tb is not None:
             self.tb.close()
+
+
+def _logged_before(row: dict[str, str], step: int, total_steps: int | None) -> bool:
+    """Whether a log row was written before the checkpoint at ``step`` was saved: rows of earlier steps, and of
+    that step, except the final evaluation, which follows the last checkpoint."""
+    if not row.get("step"):
+        return False
+    logged = int(row["step"])
+    final_eval = row.get("split") == "val" and total_steps is not None and logged >= total_steps
+    return logged < step or (logged == step and not final_eval)
 
 
 def _seed_everything(seed: int):
@@ -181,8 +207,7 @@ def _profile(model: nn.Module, task) -> dict[str, Any]:
         model.train(was_training)
 
 
-def _export(recipe: Recipe, model: nn.Module, run_dir: Path, metrics: dict[str, Any], task) -> Path:
-    out = Path(recipe.export.dir) if recipe.export.dir else run_dir / "export"
+def _export(recipe: Recipe, model: nn.Module, out: Path, metrics: dict[str, Any], task) -> Path:
     return Path(
         export_pretrained(
             model,
@@ -198,20 +223,70 @@ def _export(recipe: Recipe, model: nn.Module, run_dir: Path, metrics: dict[str, 
 
 
 def train(
-    recipe: Recipe, resume: str | None = None, push_to_hub: str | None = None, progress: bool = True
+    recipe: Recipe,
+    resume: str | None = None,
+    push_to_hub: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run ``recipe``; ``resume`` is a checkpoint path or ``"auto"`` (RUN_DIR/checkpoints/last.pt).
+    """Run ``recipe``; ``resume`` is a checkpoint path or ``"auto"`` (RUN_DIR/checkpoints/last.pt); ``overwrite``
+    replaces the run a non-empty run folder holds (without it, or ``resume``, such a folder is refused).
 
-    Returns a summary: run_dir, metrics, paths of what was written.
+    Returns a summary: run_dir, metrics, paths of what was written (``complete: True`` when ``resume`` found the
+    recipe's run already finished, and changed nothing).
     """
+    if resume and overwrite:
+        raise RecipeError("--resume continues the run in the folder and --overwrite replaces it: give one of them")
+    _check_model_name(recipe.model)
     threads = torch.get_num_threads()
+    run = None
     try:
         run = _Run(recipe, progress)
-        run.setup(_read_checkpoint(recipe, resume, run.ckpt_dir, run.dstate.is_main))
+        run.claim_folder(resume, overwrite)
+        ckpt = _read_checkpoint(recipe, resume, run.ckpt_dir, run.main)
+        if ckpt is not None and run.is_complete(ckpt):
+            return run.complete_summary(ckpt)
+        run.setup(ckpt)
         run.loop()
         return run.finish(push_to_hub)
     finally:
+        if run is not None:
+            run.release()
         torch.set_num_threads(threads)
+
+
+def _check_model_name(name: str) -> None:
+    """An unknown registry name fails before any data is read (Hub names and model folders resolve later)."""
+    if not name.startswith(("hf-hub:", "local-dir:")) and not Path(name).is_dir():
+        get_entry(name)
+
+
+def _pick_threads(dstate: DistState) -> int | None:
+    """Intra-op threads for a recipe without ``train.threads``: the cores this process may use that the last
+    minute's load leaves free, shared among this host's processes (oversubscribed cores slow training many
+    times over); None where ``OMP_NUM_THREADS`` decides."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        if dstate.is_main:
+            _logger.info("train.threads unset: %d threads (OMP_NUM_THREADS)", torch.get_num_threads())
+        return None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    per_host = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    threads = max(1, (usable - round(load)) // per_host)
+    if dstate.is_main:
+        _logger.info(
+            "train.threads unset: %d threads per process (%d usable cores, 1-minute load %.1f, %d process(es) here)",
+            threads,
+            usable,
+            load,
+            per_host,
+        )
+    return threads
+
+
+# Recipe keys a resumed run must share with its checkpoint: the model, and what made its data and tokenizer.
+_RESUME_KEYS = ("model", "model_kwargs", "task")
+_RESUME_DATA_KEYS = ("name", "train_split", "seq_len", "vocab_size", "val_fraction")
 
 
 def _read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) -> dict[str, Any] | None:
@@ -227,11 +302,15 @@ def _read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) 
         return None
     ckpt = load_training_checkpoint(path)
     saved = ckpt.get("recipe", {})
-    for key in ("model", "model_kwargs", "task"):
-        if saved.get(key) != getattr(r, key):
+    pairs = [(key, saved.get(key), getattr(r, key)) for key in _RESUME_KEYS]
+    if r.task == "text-generation" or saved.get("task") == "text-generation":  # the run folder's tokenizer
+        data = saved.get("data") or {}
+        pairs += [(f"data.{key}", data.get(key), getattr(r.data, key)) for key in _RESUME_DATA_KEYS]
+    for key, was, now in pairs:
+        if was != now:
             raise RecipeError(
-                f"checkpoint {path} was written by a run with {key}={saved.get(key)!r}, "
-                f"this recipe has {getattr(r, key)!r}"
+                f"checkpoint {path} was written by a run with {key}={was!r}, this recipe has {now!r}: resume "
+                "with the run's value, or start a new run (--overwrite, or another --output_dir)"
             )
     return ckpt
 
@@ -245,14 +324,86 @@ class _Run:
         self.progress = progress
         self.dstate = init_distributed(r.train.device, r.dist.backend)
         self.device = self.dstate.device
-        if r.train.threads:
-            torch.set_num_threads(r.train.threads)
+        threads = r.train.threads or _pick_threads(self.dstate)
+        if threads:
+            torch.set_num_threads(threads)
         if r.train.deterministic:
             torch.use_deterministic_algorithms(True)
         self.run_dir = Path(r.output_dir or "runs/run")
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.main = self.dstate.is_main
+        self.lock = RunLock(self.run_dir)
+        self.made_run_dir = False
         self.global_step, self.epoch, self.step_in_epoch = 0, 0, 0
+
+    # -- the run folder -------------------------------------------------------------------------------------------
+    def claim_folder(self, resume: str | None, overwrite: bool) -> None:
+        """Rank 0 locks the run folder, refuses one that holds another run (unless resuming or overwriting) and
+        removes what killed writes left; every rank learns the outcome."""
+        run_dir = self.run_dir
+
+        def claim():
+            self.made_run_dir = not run_dir.exists()
+            self.lock.acquire()
+            held = sorted(p.name for p in run_dir.iterdir() if p.name != RunLock.name)
+            if held and overwrite:
+                _logger.warning("--overwrite: removing the previous run's %s", ", ".join(clear_run_outputs(run_dir)))
+            elif held and resume == "auto" and not self._has_checkpoint():
+                if (run_dir / "model.safetensors").exists() or (run_dir / "metrics.json").exists():
+                    raise RunFolderError(
+                        f"{run_dir} holds a finished run's results but no checkpoint to resume from; start anew "
+                        "with --overwrite (its files are removed) or use another --output_dir"
+                    )
+                removed = clear_run_outputs(run_dir)  # a run killed before its first checkpoint: nothing to keep
+                if removed:
+                    _logger.info("no checkpoint in %s: removing %s of a run that saved none", self.ckpt_dir, removed)
+            elif held and not resume:
+                raise RunFolderError(
+                    f"{run_dir} already holds files ({', '.join(held[:6])}{', ...' if len(held) > 6 else ''}): "
+                    "continue that run with --resume auto, replace it with --overwrite, or use another --output_dir"
+                )
+            remove_temp_files(run_dir)
+
+        on_main(self.dstate, claim)
+
+    def _has_checkpoint(self) -> bool:
+        return (self.ckpt_dir / "last.pt").is_file() or bool(find_checkpoints(self.ckpt_dir))
+
+    def release(self) -> None:
+        """Give the lock back; a run folder this run created and left empty (it failed early) is removed."""
+        self.lock.release()
+        if self.made_run_dir:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something
+                self.run_dir.rmdir()
+
+    def is_complete(self, ckpt: dict[str, Any]) -> bool:
+        """Whether the folder holds this recipe's finished run: the final checkpoint, weights and metrics.json."""
+        if not all((self.run_dir / n).is_file() for n in ("model.safetensors", "metrics.json", "args.yaml")):
+            return False
+        try:
+            saved, resolved = load_run_args(self.run_dir)
+        except RecipeError:
+            return False
+        same_recipe = dataclasses.replace(saved, output_dir=self.r.output_dir) == self.r  # the folder may have moved
+        return same_recipe and int(ckpt["step"]) == resolved.get("total_steps")
+
+    def complete_summary(self, ckpt: dict[str, Any]) -> dict[str, Any]:
+        """The summary of a finished run found in the folder; nothing is written."""
+        run_dir = self.run_dir
+        paths = {n: str(run_dir / f) for n, f in (("weights", "model.safetensors"), ("metrics", "metrics.json"))}
+        export = Path(self.r.export.dir) if self.r.export.dir else run_dir / "export"
+        if self.r.export.enabled and export.is_dir():
+            paths["export"] = str(export)
+        if self.main:
+            _logger.info("%s holds this recipe's finished run (%d steps): nothing to do", run_dir, ckpt["step"])
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        return {
+            "run_dir": str(run_dir),
+            "steps": int(ckpt["step"]),
+            "metrics": metrics,
+            "paths": paths,
+            "complete": True,
+        }
 
     # -- building ---------------------------------------------------------------------------------------------------
     def setup(self, ckpt: dict[str, Any] | None) -> None:
@@ -261,7 +412,7 @@ class _Run:
         self.task = task = build_task(r, self.dstate, self.run_dir)
         task.prepare_data()
         _seed_everything(r.seed)  # model init does not depend on what data preparation drew
-        model = self._build_model()
+        model = self._build_model()  # (it also settles the training transforms: train_set)
         self.sampler = GlobalBatchSampler(
             len(task.train_set), r.train.batch_size, r.train.grad_accum, self.dstate, r.seed
         )
@@ -282,12 +433,20 @@ class _Run:
         self._restore(ckpt) if ckpt is not None else self._start()
         self._wrap_model()
         self._write_recipe()
-        self.logger = RunLogger(self.run_dir, self.main, resume_step=self.global_step if ckpt is not None else None)
+        resume_step = self.global_step if ckpt is not None else None
+        self.logger = RunLogger(self.run_dir, self.main, resume_step=resume_step, total_steps=self.total_steps)
         self.eval_bs = r.data.eval_batch_size or max(self.sampler.micro, 1)
 
     def _build_model(self) -> nn.Module:
         r = self.r
-        model = self.task.build_model().to(self.device)
+        try:
+            model = self.task.build_model()
+        except TypeError as e:  # the builder names the arguments it does not take
+            if "got unexpected argument" not in str(e):
+                raise
+            hint = " (train.drop_path is passed as drop_path_rate)" if r.train.drop_path is not None else ""
+            raise RecipeError(f"model_kwargs do not fit {r.model}{hint}: {e}") from None
+        model = model.to(self.device)
         if r.train.grad_checkpointing:
             if not hasattr(model, "set_grad_checkpointing"):
                 raise RecipeError(f"{r.model} has no set_grad_checkpointing; set train.grad_checkpointing false")
@@ -335,21 +494,24 @@ class _Run:
         if not self.main:
             return
         warmup, cooldown = schedule_steps(self.r, self.total_steps, self.steps_per_epoch)
-        save_recipe(
-            self.r,
-            self.run_dir / "args.yaml",
-            extra={
-                "lr": self.r.scaled_lr(),
-                "min_lr": self.min_lr,
-                "total_steps": self.total_steps,
-                "warmup_steps": warmup,
-                "cooldown_steps": cooldown,
-                "steps_per_epoch": self.steps_per_epoch,
-                "world_size": self.dstate.world_size,
-                "micro_batch": self.sampler.micro,
-                "device": str(self.device),
-            },
-        )
+        path = self.run_dir / "args.yaml"
+        with naming_full_disk(path):
+            save_recipe(
+                self.r,
+                path,
+                extra={
+                    "lr": self.r.scaled_lr(),
+                    "min_lr": self.min_lr,
+                    "total_steps": self.total_steps,
+                    "warmup_steps": warmup,
+                    "cooldown_steps": cooldown,
+                    "steps_per_epoch": self.steps_per_epoch,
+                    "world_size": self.dstate.world_size,
+                    "micro_batch": self.sampler.micro,
+                    "device": str(self.device),
+                    "threads": torch.get_num_threads(),
+                },
+            )
 
     # -- checkpoints and evaluation -----------------------------------------------------------------------------------
     def checkpoint_state(self, epoch: int, step_in_epoch: int) -> dict[str, Any]:
@@ -558,23 +720,25 @@ class _Run:
         final_model = self.ema.module if self.ema is not None else _unwrap(self.model)
         weights = _model_state(self.ema.module if self.ema is not None else self.model, self.fsdp and self.ema is None)
         if self.main:
-            save_state_dict(weights, self.run_dir / "model.safetensors")
-            summary["metrics"] = metrics = self._write_metrics(final, final_model)
+            path = self.run_dir / "model.safetensors"
+            with naming_full_disk(path):
+                save_state_dict(weights, path)
+            summary["metrics"] = metrics = self._metrics(final, final_model)
             summary["paths"] = self._publish(final_model, metrics, push_to_hub)
         barrier(self.dstate)
         return summary
 
-    def _write_metrics(self, final: dict[str, Any], final_model: nn.Module) -> dict[str, Any]:
+    def _metrics(self, final: dict[str, Any], final_model: nn.Module) -> dict[str, Any]:
         metrics = {**final, "dataset": self.task.dataset_name, "split": self.r.data.val_split}
         metrics.update(self.task.run_metrics())
         metrics.update(_profile(final_model, self.task))
         metrics.update(
             train_steps=self.global_step, train_seconds=round(time.time() - self.t_start, 1), ema=self.ema is not None
         )
-        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return metrics
 
     def _publish(self, final_model: nn.Module, metrics: dict[str, Any], push_to_hub: str | None) -> dict[str, str]:
+        """The publishable folder, then metrics.json (last: with it the run is complete), then the upload."""
         r, run_dir = self.r, self.run_dir
         paths = {
             "args": str(run_dir / "args.yaml"),
@@ -586,7 +750,10 @@ class _Run:
             **self.task.extra_files(),
         }
         if r.export.enabled:
-            paths["export"] = str(_export(r, final_model, run_dir, metrics, self.task))
+            out = Path(r.export.dir) if r.export.dir else run_dir / "export"
+            with naming_full_disk(out):
+                paths["export"] = str(_export(r, final_model, out, metrics, self.task))
+        write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         repo = push_to_hub or r.export.push_to_hub
         if repo:
             try:

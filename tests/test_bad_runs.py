@@ -1,0 +1,292 @@
+"""Runs that must not happen, or not the way they were asked: recipes that train nothing, user errors as one line
+and exit status 2, run folders (refusal, --overwrite, the lock), --resume auto on a finished run, leftovers of
+killed writes, a full disk, the thread count. Everything runs in-process on tiny digits models."""
+
+import errno
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.train import cli
+from zoo.train.checkpoint import load_training_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "configs" / "quickstart_digits.yaml"
+
+# a tiny digits run: 2 optimizer steps of 16 images on a 4-stage model of 8-64 channels, exported
+TINY = [
+    "--no-progress",
+    "--train.steps",
+    "2",
+    "--train.batch_size",
+    "16",
+    "--train.threads",
+    "1",
+    "--model_kwargs.depths",
+    "[1,1,1,1]",
+    "--model_kwargs.dims",
+    "[8,16,32,64]",
+    "--train.eval_max_batches",
+    "2",
+]
+
+
+def _main(out: Path, *argv: str, config: Path | str = DIGITS) -> int:
+    return cli.main(["--config", str(config), "--output_dir", str(out), *TINY, *argv])
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``: (size, mtime in ns)."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("train.py: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished tiny run (export included); tests that change a run work on a copy."""
+    out = tmp_path_factory.mktemp("bad_runs") / "run"
+    assert _main(out) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# user errors: one line, exit status 2, the run folder never made
+# ------------------------------------------------------------------------------------------------------------
+
+# (overrides, a fragment of the message); each is refused before any data is read, or (the last rows) before
+# a step is trained
+OVERRIDE_ROWS = [
+    (["--train.steps", "-5"], "train.steps must be at least 1, got -5"),
+    (["--train.steps", "0"], "train.steps must be at least 1"),
+    (["--train.epochs", "0"], "train.epochs must be at least 1"),
+    (["--optim.lr", "-1e-3"], "optim.lr must be greater than 0"),
+    (["--optim.lr", "0"], "optim.lr must be greater than 0"),
+    (["--optim.weight_decay", "-0.05"], "optim.weight_decay must be 0 or more"),
+    (["--optim.betas", "[0.9,1.0]"], "optim.betas must each be in [0, 1)"),
+    (["--train.drop_path", "1.0"], "train.drop_path must be in [0, 1)"),
+    (["--model_kwargs.drop_path_rate", "2.0"], "model_kwargs.drop_path_rate is a dropout rate"),
+    (["--model_kwargs.drop_rate", "-0.1"], "model_kwargs.drop_rate is a dropout rate"),
+    (["--model_kwargs.proj_drop", "1"], "model_kwargs.proj_drop"),
+    (["--train.log_interval", "0"], "train.log_interval must be at least 1"),
+    (["--train.eval_every_epochs", "-1"], "train.eval_every_epochs must be at least 1"),
+    (["--checkpoint.every_steps", "-10"], "checkpoint.every_steps must be 0 or more"),
+    (["--checkpoint.keep", "-1"], "checkpoint.keep must be 0 or more"),
+    (["--sched.warmup_epochs", "-1"], "sched.warmup_epochs must be 0 or more"),
+    (["--aug.hflip", "1.5"], "aug.hflip must be in [0, 1]"),
+    (["--model", "poolformer_s13"], "Unknown model 'poolformer_s13'"),
+    (["--resume", "auto", "--overwrite"], "give one of them"),
+    (["--model_kwargs.colour", "3"], "got unexpected argument(s) 'colour'"),
+    (["--train.batch_size", "4096"], "fewer than one batch of 4096"),
+]
+
+
+@pytest.mark.parametrize("overrides,fragment", OVERRIDE_ROWS, ids=[" ".join(r[0]) for r in OVERRIDE_ROWS])
+def test_user_errors_are_one_line_and_exit_2(overrides, fragment, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _main(out, *overrides) == 2
+    assert fragment in _one_error_line(capsys.readouterr().err)
+    assert not out.exists()  # nothing written, not even the folder
+
+
+# (recipe text, a fragment of the message)
+RECIPE_ROWS = [
+    ("- model: poolformer_s12\n- train: {steps: 2}\n", "holds a YAML list, not a mapping"),
+    (
+        "model: poolformer_s12\ntrain:\n  steps: 2\n  batch_size: 16\n  steps: 3\n",
+        "the key 'steps' twice (first on line 3)",
+    ),
+    ("model: poolformer_s12\nseed: 1\nmodel: poolformer_s24\n", "the key 'model' twice"),
+    ("model: poolformer_s12\ntrain: {steps: 2\n", "is not valid YAML"),
+    ("model: poolformer_s12\ntrain:\n  epochs: 0\n", "train.epochs must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("text,fragment", RECIPE_ROWS)
+def test_bad_recipe_files_are_one_line_and_exit_2(text, fragment, tmp_path, capsys):
+    recipe, out = tmp_path / "recipe.yaml", tmp_path / "run"
+    recipe.write_text(text)
+    assert cli.main(["--config", str(recipe), "--output_dir", str(out), "--no-progress"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert fragment in line and str(recipe) in line
+    assert not out.exists()
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
+    from zoo.train.config import load_recipe
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: poolformer_s12\ntrain:\n  <<: {steps: 2, batch_size: 16}\n  steps: 5\n")
+    assert load_recipe(str(recipe)).train.steps == 5
+
+
+def test_data_errors_exit_2(tmp_path, capsys, monkeypatch):
+    """zoo.data.errors.DataError (unusable data: a missing path, empty text) is a user error."""
+    from zoo.data.errors import DataError
+    from zoo.train.tasks import ImageTask
+
+    def no_data(self):
+        raise DataError("data.path /srv/empty holds no documents: point it at a text file or a folder of them")
+
+    monkeypatch.setattr(ImageTask, "prepare_data", no_data)
+    out = tmp_path / "run"
+    assert _main(out) == 2
+    assert "/srv/empty holds no documents" in _one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_a_full_disk_names_the_file_and_the_free_space(tmp_path, capsys, monkeypatch):
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):  # what torch does when the device fills up mid-write
+        try:
+            f.write(b"PK\x03\x04partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from e
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    assert _main(out, "--export.enabled", "false") == 2
+    monkeypatch.setattr(torch, "save", real_save)
+    line = _one_error_line(capsys.readouterr().err)
+    assert "no space left" in line and str(out / "checkpoints" / "step_2.pt") in line and "free there" in line
+    assert not list((out / "checkpoints").glob(".*"))  # the temporary file went with the error
+
+
+# ------------------------------------------------------------------------------------------------------------
+# run folders: refused unless resumed or overwritten; one writer at a time
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_a_new_run_into_a_run_folder_is_refused(finished_run, capsys):
+    before = _snapshot(finished_run)
+    assert _main(finished_run, "--train.steps", "1") == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "already holds files" in line and "--resume auto" in line and "--overwrite" in line
+    assert _snapshot(finished_run) == before
+
+
+def test_overwrite_replaces_the_previous_run_cleanly(run_copy, capsys):
+    (run_copy / "tokenizer.json").write_text("{}")  # e.g. an earlier language-model run's tokenizer
+    shutil.copyfile(run_copy / "checkpoints" / "last.pt", run_copy / "checkpoints" / "step_99.pt")
+    (run_copy / "export" / "stale.txt").write_text("from the old run")
+    old_log = (run_copy / "log.csv").read_text()
+    assert _main(run_copy, "--overwrite", "--train.steps", "1") == 0
+    assert not (run_copy / "tokenizer.json").exists() and not (run_copy / "export" / "stale.txt").exists()
+    assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["last.pt", "step_1.pt"]
+    assert load_training_checkpoint(run_copy / "checkpoints" / "last.pt")["step"] == 1
+    rows = (run_copy / "log.csv").read_text().splitlines()[1:]
+    assert rows and all(r.startswith("1,") for r in rows) and rows != old_log.splitlines()[1:]
+    assert json.loads((run_copy / "metrics.json").read_text())["train_steps"] == 1
+    assert (run_copy / "export" / "model.safetensors").is_file()
+    assert not (run_copy / ".lock").exists()
+
+
+def test_a_run_folder_being_written_is_refused_naming_the_pid(run_copy, capsys):
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (run_copy / ".lock").write_text(json.dumps({"pid": writer.pid, "host": os.uname().nodename}))
+        before = _snapshot(run_copy)
+        assert _main(run_copy, "--resume", "auto") == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"pid {writer.pid}" in line and "being written by another run" in line
+        assert _snapshot(run_copy) == before  # the lock is still the writer's
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_a_stale_lock_is_taken_over_and_a_finished_run_left_as_it_is(run_copy, capsys, caplog):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run_copy / ".lock").write_text(json.dumps({"pid": int(gone.stdout), "host": os.uname().nodename}))
+    # what killed writes leave (the writers' temporary names), and a file that only looks like one
+    leftovers = [
+        run_copy / "model.safetensors.k2j4h5g6.tmp",
+        run_copy / "checkpoints" / ".step_3.pt.tmp.4242",
+        run_copy / "checkpoints" / ".last.pt.link.4242",
+        run_copy / "export" / ".README.md.a1b2c3.tmp",
+    ]
+    for p in leftovers:
+        p.write_bytes(b"\0" * 1024)
+    (run_copy / "notes.tmp").write_text("the user's own file")
+    before = _snapshot(run_copy)
+    with caplog.at_level(logging.INFO):
+        assert _main(run_copy, "--resume", "auto") == 0
+    out = capsys.readouterr().out
+    assert "finished run (2 optimizer steps)" in out and "nothing was changed" in out
+    assert str(run_copy / "metrics.json") in out
+    stale = [r.getMessage() for r in caplog.records if "no longer running" in r.getMessage()]
+    assert len(stale) == 1 and str(int(gone.stdout)) in stale[0]
+    after = _snapshot(run_copy)
+    gone_files = {str(p.relative_to(run_copy)) for p in leftovers} | {".lock"}
+    assert set(before) - set(after) == gone_files
+    assert after == {k: v for k, v in before.items() if k not in gone_files}  # nothing else touched
+    assert (run_copy / "notes.tmp").is_file()
+
+
+def test_resume_after_a_kill_in_the_final_evaluation_logs_it_once(run_copy):
+    """Killed after the final checkpoint, before metrics.json: resuming finishes the run with one final row."""
+    (run_copy / "metrics.json").unlink()
+    assert _main(run_copy, "--resume", "auto") == 0
+    rows = (run_copy / "log.csv").read_text().splitlines()[1:]
+    val = [r for r in rows if ",val," in r]
+    assert len(val) == 1 and val[0].startswith("2,"), rows
+    assert (run_copy / "metrics.json").is_file()
+
+
+def test_resume_refuses_another_tokenizer_setting(tmp_path):
+    """A language-model run keeps its tokenizer on resume: a new data.vocab_size is refused, not ignored."""
+    from zoo.train.checkpoint import save_training_checkpoint
+    from zoo.train.config import RecipeError, load_recipe, recipe_to_dict
+    from zoo.train.loop import _read_checkpoint
+
+    lm = ROOT / "configs" / "quickstart_lm.yaml"
+    saved = load_recipe(str(lm), ["--output_dir", str(tmp_path)])
+    state = {"model": {}, "recipe": recipe_to_dict(saved), "rng": [], "data_position": {}}
+    save_training_checkpoint(state, tmp_path / "checkpoints", 5)
+    now = load_recipe(str(lm), ["--output_dir", str(tmp_path), "--data.vocab_size", "512"])
+    with pytest.raises(RecipeError, match=r"data\.vocab_size=2048, this recipe has 512"):
+        _read_checkpoint(now, "auto", tmp_path / "checkpoints", True)
+    assert _read_checkpoint(saved, "auto", tmp_path / "checkpoints", True)["step"] == 5
+
+
+# ------------------------------------------------------------------------------------------------------------
+# threads
+# ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cores,load,local,want", [(2, 0.1, 1, 2), (2, 1.4, 1, 1), (2, 3.0, 1, 1), (16, 3.6, 2, 6)])
+def test_threads_follow_the_free_cores(cores, load, local, want, monkeypatch, caplog):
+    from zoo.train.distributed import DistState
+    from zoo.train.loop import _pick_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    with caplog.at_level(logging.INFO):
+        assert _pick_threads(DistState()) == want
+    assert any(f"{want} threads per process" in r.getMessage() for r in caplog.records)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice stands
+    assert _pick_threads(DistState()) is None
