@@ -226,7 +226,6 @@ _LOADING_ARGS = frozenset(
         "trust_remote_code",
         "auto_map",
         "kwargs_filter",
-        *_LOAD_SWITCHES,
     }
 )
 # words that mark an argument name as one of those (cache_dir, weights_path, model_url, map_device, ...)
@@ -234,8 +233,17 @@ _LOADING_WORDS = frozenset(
     {"path", "paths", "file", "files", "dir", "dirs", "folder", "url", "urls", "uri", "device", "devices"}
     | {"dtype", "cache", "hub", "pretrained", "checkpoint", "download", "load", "save", "remote", "mmap"}
 )
-# training-only options and implementation switches: the caller's to choose, skipped when a config.json has them
-_CALLER_ARGS = ("drop_rate", "drop_path_rate", "drop_block_rate", "head_dropout", "onednn_linear", "large_kernel_impl")
+# training-only options, implementation switches and the loading checks' switches: the caller's to choose, skipped
+# when a config.json has them (a run's recorded model kwargs may hold them)
+_CALLER_ARGS = (
+    "drop_rate",
+    "drop_path_rate",
+    "drop_block_rate",
+    "head_dropout",
+    "onednn_linear",
+    "large_kernel_impl",
+    *_LOAD_SWITCHES,
+)
 # plausible sizes by argument name (first match): (name pattern, lowest, highest); ints or lists of ints only
 _SIZE_LIMITS = tuple(
     (re.compile(pattern), low, high)

@@ -69,7 +69,7 @@ def _kind(path: Path) -> str:
     # an 8-byte little-endian header length, then the JSON header (a truncated file still reads as one)
     if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= _SAFETENSORS_MAX_HEADER:
         return "safetensors"
-    if head.startswith(b"PK\x03\x04"):
+    if head.startswith(b"PK\x03\x04") or head[257:262] == b"ustar":  # torch.save's zip (or its oldest tar)
         return "torch"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle protocol 2-5
         return "torch"
@@ -83,8 +83,8 @@ def _kind(path: Path) -> str:
         text = head.decode("utf-8")
     except UnicodeDecodeError as e:
         # a multi-byte character cut by the sniff window is still text
-        text = head[: e.start].decode("utf-8") if e.start >= len(head) - 3 else None
-    if text is None or "\x00" in text:
+        text = head[: e.start].decode("utf-8") if len(head) == _SNIFF_BYTES and e.start >= len(head) - 3 else None
+    if text is None or any(c < " " and c not in "\t\n\r\f" for c in text):
         return "unknown"
     lead = text.lstrip("\ufeff \t\r\n").lower()
     if lead.startswith(_LFS_POINTER.decode()):
