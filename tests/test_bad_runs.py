@@ -109,6 +109,24 @@ def test_user_errors_are_one_line_and_exit_2(overrides, fragment, tmp_path, caps
     assert not out.exists()  # nothing written, not even the folder
 
 
+# language-model rows: (overrides of configs/quickstart_lm.yaml, a fragment of the message)
+LM_ROWS = [
+    (["--dist.strategy", "fsdp", "--ema.enabled", "true"], "ema.enabled does not work with sharded parameters"),
+    (["--dist.strategy", "fsdp", "--sparse.sparsity", "0.5"], "a sparse: section does not work with sharded"),
+    (["--data.val_fraction", "0"], "data.val_fraction must be between 0 and 1"),
+]
+
+
+@pytest.mark.parametrize("overrides,fragment", LM_ROWS, ids=[" ".join(r[0]) for r in LM_ROWS])
+def test_language_model_recipe_errors(overrides, fragment, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        cli.main(["--config", str(ROOT / "configs" / "quickstart_lm.yaml"), "--output_dir", str(out), *overrides]) == 2
+    )
+    assert fragment in _one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
 # (recipe text, a fragment of the message)
 RECIPE_ROWS = [
     ("- model: poolformer_s12\n- train: {steps: 2}\n", "holds a YAML list, not a mapping"),

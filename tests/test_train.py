@@ -4,6 +4,7 @@ NaN stop, many processes (gloo), a language-model run, eval.py."""
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -313,6 +314,104 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert ma["samples"] == mb["samples"] == 360
     assert abs(ma["loss"] - mb["loss"]) < 1e-3
+
+
+# a tiny language model on pydoc: 6 steps of 4 sequences, evaluated and checkpointed at step 3, exported
+TINY_LM = [
+    "--config",
+    str(LM),
+    "--no-progress",
+    "--train.steps",
+    "6",
+    "--train.batch_size",
+    "4",
+    "--data.seq_len",
+    "32",
+    "--data.vocab_size",
+    "300",
+    "--model_kwargs.hidden_size",
+    "32",
+    "--model_kwargs.intermediate_size",
+    "64",
+    "--model_kwargs.num_hidden_layers",
+    "2",
+    "--model_kwargs.num_attention_heads",
+    "2",
+    "--model_kwargs.num_key_value_heads",
+    "1",
+    "--model_kwargs.max_position_embeddings",
+    "32",
+    "--train.eval_every_steps",
+    "3",
+    "--checkpoint.every_steps",
+    "3",
+    "--sched.warmup_steps",
+    "1",
+]
+
+
+def _torchrun(out: Path, *args):
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "train.py"),
+    ]
+    res = subprocess.run(
+        [*cmd, "--output_dir", str(out), *TINY_LM, "--dist.strategy", "fsdp", *args],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_gloo_processes_matches_one_process_and_resumes(tmp_path):
+    one, two, resumed = tmp_path / "one", tmp_path / "two", tmp_path / "resumed"
+    r1 = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--output_dir", str(one), *TINY_LM, "--train.grad_accum", "2"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    _torchrun(two)
+    assert yaml.safe_load((two / "args.yaml").read_text())["resolved"]["world_size"] == 2
+    assert (one / "tokenizer.json").read_text() == (two / "tokenizer.json").read_text()
+    a, b = _read_weights(one / "model.safetensors"), _read_weights(two / "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-4, worst  # sharded parameters and gradients; only the order of float sums differs
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert abs(ma["loss"] - mb["loss"]) < 1e-3 and ma["params"] == mb["params"]
+    exported = _read_weights(two / "export" / "model.safetensors")
+    assert all(torch.equal(exported[k], b[k]) for k in exported)
+    val = [r for r in (two / "log.csv").read_text().splitlines() if ",val," in r]
+    assert [r.split(",")[0] for r in val] == ["3", "6"]
+
+    # killed after the step-3 checkpoint: resume from it on two processes, same result
+    shutil.copytree(two, resumed)
+    ck = resumed / "checkpoints"
+    for name in ("last.pt", "step_6.pt"):
+        (ck / name).unlink()
+    os.link(ck / "step_3.pt", ck / "last.pt")
+    for name in ("model.safetensors", "metrics.json"):
+        (resumed / name).unlink()
+    shutil.rmtree(resumed / "export")
+    _torchrun(resumed, "--resume", "auto")
+    c = _read_weights(resumed / "model.safetensors")
+    worst = max((b[k] - c[k]).abs().max().item() for k in b)
+    assert worst < 1e-6, worst
+    assert [r for r in (resumed / "log.csv").read_text().splitlines() if ",val," in r][-1].startswith("6,")
 
 
 # ------------------------------------------------------------------------------------------------------------

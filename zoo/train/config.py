@@ -411,6 +411,9 @@ def validate(recipe: Recipe):
         raise RecipeError(f"dist.strategy must be ddp or fsdp, got {recipe.dist.strategy!r}")
     if recipe.dist.strategy == "fsdp" and recipe.task != "text-generation":
         raise RecipeError("dist.strategy fsdp is offered for language models; use ddp for vision models")
+    if recipe.dist.strategy == "fsdp" and (recipe.ema.enabled or recipe.sparse is not None):
+        part = "ema.enabled" if recipe.ema.enabled else "a sparse: section"
+        raise RecipeError(f"{part} does not work with sharded parameters (dist.strategy fsdp): use dist.strategy ddp")
     if recipe.task == "text-generation" and not t.steps:
         raise RecipeError("language-model recipes train by steps: set train.steps")
 

@@ -11,6 +11,7 @@ weights and the final checkpoint holds a finished run, which ``--resume auto`` l
 """
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import io
@@ -132,11 +133,14 @@ def _is_fsdp(recipe: Recipe, dstate: DistState) -> bool:
 
 # FSDP's state-dict API is imported where it is used: it is only needed by FSDP runs, costs about a second to
 # import, and is missing from torch builds without distributed support.
-def _model_state(model: nn.Module, fsdp: bool) -> dict[str, torch.Tensor]:
+def _model_state(model: nn.Module, fsdp: bool, everywhere: bool = False) -> dict[str, torch.Tensor]:
+    """The whole model's weights on CPU; under FSDP gathered from the shards (a collective), on rank 0 only
+    unless ``everywhere`` (then on every rank, on the model's device)."""
     if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        options = StateDictOptions(full_state_dict=True, cpu_offload=not everywhere)
+        return get_model_state_dict(model, options=options)
     return {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
 
 
@@ -284,7 +288,8 @@ def _pick_threads(dstate: DistState) -> int | None:
     return threads
 
 
-# Recipe keys a resumed run must share with its checkpoint: the model, and what made its data and tokenizer.
+# Recipe keys a resumed run must share with its checkpoint: the model, and what made its training data (and a
+# language model's tokenizer, which the run folder keeps).
 _RESUME_KEYS = ("model", "model_kwargs", "task")
 _RESUME_DATA_KEYS = ("name", "train_split", "seq_len", "vocab_size", "val_fraction")
 
@@ -302,10 +307,9 @@ def _read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) 
         return None
     ckpt = load_training_checkpoint(path)
     saved = ckpt.get("recipe", {})
+    data = saved.get("data") or {}
     pairs = [(key, saved.get(key), getattr(r, key)) for key in _RESUME_KEYS]
-    if r.task == "text-generation" or saved.get("task") == "text-generation":  # the run folder's tokenizer
-        data = saved.get("data") or {}
-        pairs += [(f"data.{key}", data.get(key), getattr(r.data, key)) for key in _RESUME_DATA_KEYS]
+    pairs += [(f"data.{key}", data.get(key), getattr(r.data, key)) for key in _RESUME_DATA_KEYS]
     for key, was, now in pairs:
         if was != now:
             raise RecipeError(
@@ -419,7 +423,8 @@ class _Run:
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = task.total_steps(self.steps_per_epoch)
         self.fsdp = _is_fsdp(r, self.dstate)
-        if self.fsdp:
+        if self.fsdp:  # an unsharded twin without storage (meta), filled when the run evaluates (_whole_model)
+            self.whole = copy.deepcopy(model).to("meta")
             model = _wrap_fsdp(model, self.dstate)
         self.model = model
         self.optimizer = build_optimizer(model, r)
@@ -542,10 +547,28 @@ class _Run:
             save_training_checkpoint(state, self.ckpt_dir, self.global_step, keep=self.r.checkpoint.keep)
         barrier(self.dstate)
 
-    def evaluate(self) -> dict[str, float]:
-        eval_model = self.ema.module if self.ema is not None else self.model
+    def _whole_model(self) -> nn.Module:
+        """Under FSDP, the unsharded model with the trained weights on every rank. Evaluation runs on it, so that
+        each rank goes through its share of the held-out data alone (FSDP's forward passes gather parameters
+        from all ranks, and shares of unequal length would leave one rank waiting forever); rank 0 profiles and
+        exports it."""
+        weights = _model_state(self.model, True, everywhere=True)
+        if next(self.whole.parameters()).is_meta:
+            self.whole.to_empty(device=self.device)
+        self.whole.load_state_dict(weights)
+        for name, buf in self.model.named_buffers():  # buffers are not sharded (and some are not in state dicts)
+            self.whole.get_buffer(name).copy_(buf)
+        return self.whole.eval()
+
+    def final_model(self) -> nn.Module:
+        """The model evaluation and export see: the EMA, else the trained model (unsharded under FSDP)."""
+        if self.ema is not None:
+            return self.ema.module
+        return self._whole_model() if self.fsdp else _unwrap(self.model)
+
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
         metrics = self.task.evaluate(
-            eval_model,
+            model if model is not None else self.final_model(),
             self.eval_bs,
             self.device,
             self.amp_ctx,
@@ -713,12 +736,12 @@ class _Run:
     # -- the end of the run ---------------------------------------------------------------------------------------------
     def finish(self, push_to_hub: str | None) -> dict[str, Any]:
         """Final evaluation, then (rank 0) weights, metrics.json, the publishable folder and the upload."""
-        final = self.evaluate()
+        final_model = self.final_model()
+        final = self.evaluate(final_model)
         self.logger.log(self.global_step, self.global_step / self.steps_per_epoch, "val", **final)
         self.logger.close()
         summary: dict[str, Any] = {"run_dir": str(self.run_dir), "steps": self.global_step, "metrics": final}
-        final_model = self.ema.module if self.ema is not None else _unwrap(self.model)
-        weights = _model_state(self.ema.module if self.ema is not None else self.model, self.fsdp and self.ema is None)
+        weights = _model_state(final_model, False)
         if self.main:
             path = self.run_dir / "model.safetensors"
             with naming_full_disk(path):
