@@ -192,6 +192,23 @@ def test_a_full_disk_names_the_file_and_the_free_space(tmp_path, capsys, monkeyp
     assert not list((out / "checkpoints").glob(".*"))  # the temporary file went with the error
 
 
+def test_a_full_disk_while_writing_the_weights(tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+
+    class SafetensorError(Exception):  # safetensors' own class reports the OS error in its message only
+        pass
+
+    def full_disk(*a, **k):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    out = tmp_path / "run"
+    assert _main(out, "--export.enabled", "false") == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"while writing {out / 'model.safetensors'}" in line and "--resume auto" in line
+    assert not list(out.glob("model.safetensors*")) and not (out / "metrics.json").exists()
+
+
 # ------------------------------------------------------------------------------------------------------------
 # run folders: refused unless resumed or overwritten; one writer at a time
 # ------------------------------------------------------------------------------------------------------------
@@ -207,6 +224,7 @@ def test_a_new_run_into_a_run_folder_is_refused(finished_run, capsys):
 
 def test_overwrite_replaces_the_previous_run_cleanly(run_copy, capsys):
     (run_copy / "tokenizer.json").write_text("{}")  # e.g. an earlier language-model run's tokenizer
+    (run_copy / "notes.txt").write_text("the user's own file: not a run output, kept")
     shutil.copyfile(run_copy / "checkpoints" / "last.pt", run_copy / "checkpoints" / "step_99.pt")
     (run_copy / "export" / "stale.txt").write_text("from the old run")
     old_log = (run_copy / "log.csv").read_text()
@@ -218,7 +236,23 @@ def test_overwrite_replaces_the_previous_run_cleanly(run_copy, capsys):
     assert rows and all(r.startswith("1,") for r in rows) and rows != old_log.splitlines()[1:]
     assert json.loads((run_copy / "metrics.json").read_text())["train_steps"] == 1
     assert (run_copy / "export" / "model.safetensors").is_file()
-    assert not (run_copy / ".lock").exists()
+    assert not (run_copy / ".lock").exists() and (run_copy / "notes.txt").is_file()
+
+
+def test_resume_auto_without_a_checkpoint(run_copy, capsys):
+    """A finished run's results without checkpoints are not replaced silently; the files of a run killed before
+    its first checkpoint are (they hold nothing to resume)."""
+    shutil.rmtree(run_copy / "checkpoints")
+    before = _snapshot(run_copy)
+    assert _main(run_copy, "--resume", "auto") == 2
+    assert "no checkpoint to resume from" in _one_error_line(capsys.readouterr().err)
+    assert _snapshot(run_copy) == before
+    for name in ("model.safetensors", "metrics.json"):
+        (run_copy / name).unlink()
+    (run_copy / "tokenizer.json").write_text("{}")
+    assert _main(run_copy, "--resume", "auto", "--train.steps", "1") == 0
+    assert not (run_copy / "tokenizer.json").exists()
+    assert [r.split(",")[0] for r in (run_copy / "log.csv").read_text().splitlines()[1:]] == ["1", "1"]
 
 
 def test_a_run_folder_being_written_is_refused_naming_the_pid(run_copy, capsys):
@@ -305,6 +339,6 @@ def test_threads_follow_the_free_cores(cores, load, local, want, monkeypatch, ca
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     with caplog.at_level(logging.INFO):
         assert _pick_threads(DistState()) == want
-    assert any(f"{want} threads per process" in r.getMessage() for r in caplog.records)
+    assert any(f"using {want} thread(s) per process" in r.getMessage() for r in caplog.records)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice stands
     assert _pick_threads(DistState()) is None

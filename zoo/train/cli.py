@@ -72,6 +72,7 @@ USER_ERRORS = (
     CheckpointCorruptError,
     DiskFullError,
     FileNotFoundError,
+    PermissionError,
 )
 
 
@@ -143,7 +144,7 @@ def _print_summary(summary):
     print("  " + json.dumps(shown))
     if "unigram_perplexity" in m:
         print(f"  perplexity {m['perplexity']:.2f} vs unigram baseline {m['unigram_perplexity']:.2f}")
-    print("written:")
+    print("results:" if summary.get("complete") else "written:")
     for k, v in summary["paths"].items():
         print(f"  {k:<12} {v}")
     print("=" * 72)

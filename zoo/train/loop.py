@@ -271,7 +271,7 @@ def _pick_threads(dstate: DistState) -> int | None:
     times over); None where ``OMP_NUM_THREADS`` decides."""
     if os.environ.get("OMP_NUM_THREADS"):
         if dstate.is_main:
-            _logger.info("train.threads unset: %d threads (OMP_NUM_THREADS)", torch.get_num_threads())
+            _logger.info("train.threads unset: using %d thread(s) (OMP_NUM_THREADS)", torch.get_num_threads())
         return None
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
@@ -279,7 +279,8 @@ def _pick_threads(dstate: DistState) -> int | None:
     threads = max(1, (usable - round(load)) // per_host)
     if dstate.is_main:
         _logger.info(
-            "train.threads unset: %d threads per process (%d usable cores, 1-minute load %.1f, %d process(es) here)",
+            "train.threads unset: using %d thread(s) per process (%d usable cores, 1-minute load %.1f, %d process(es) "
+            "on this host)",
             threads,
             usable,
             load,
@@ -398,8 +399,6 @@ class _Run:
         export = Path(self.r.export.dir) if self.r.export.dir else run_dir / "export"
         if self.r.export.enabled and export.is_dir():
             paths["export"] = str(export)
-        if self.main:
-            _logger.info("%s holds this recipe's finished run (%d steps): nothing to do", run_dir, ckpt["step"])
         metrics = json.loads((run_dir / "metrics.json").read_text())
         return {
             "run_dir": str(run_dir),
