@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -258,7 +259,7 @@ def test_resume_auto_without_a_checkpoint(run_copy, capsys):
 def test_a_run_folder_being_written_is_refused_naming_the_pid(run_copy, capsys):
     writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        (run_copy / ".lock").write_text(json.dumps({"pid": writer.pid, "host": os.uname().nodename}))
+        (run_copy / ".lock").write_text(json.dumps({"pid": writer.pid, "host": socket.gethostname()}))
         before = _snapshot(run_copy)
         assert _main(run_copy, "--resume", "auto") == 2
         line = _one_error_line(capsys.readouterr().err)
@@ -271,7 +272,7 @@ def test_a_run_folder_being_written_is_refused_naming_the_pid(run_copy, capsys):
 
 def test_a_stale_lock_is_taken_over_and_a_finished_run_left_as_it_is(run_copy, capsys, caplog):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (run_copy / ".lock").write_text(json.dumps({"pid": int(gone.stdout), "host": os.uname().nodename}))
+    (run_copy / ".lock").write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
     # what killed writes leave (the writers' temporary names), and a file that only looks like one
     leftovers = [
         run_copy / "model.safetensors.k2j4h5g6.tmp",

@@ -286,7 +286,8 @@ RUN_OUTPUTS = (
     "publish",
 )
 # The temporary names of the run's atomic writers (this module, zoo.weights.save_state_dict, save_recipe,
-# write_text_atomic, zoo.publish), by folder; files matching them outlive only a writer that was killed.
+# write_text_atomic, zoo.data.text's tokenizer, zoo.publish), by folder; files matching them outlive only a
+# writer that was killed.
 _TEMP_PATTERNS = {
     ".": ("model.safetensors.*.tmp", "args.yaml.tmp", ".*.tmp.*"),
     "checkpoints": (".step_*.pt.tmp.*", ".last.pt.tmp.*", ".last.pt.link.*"),

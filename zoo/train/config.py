@@ -2,9 +2,11 @@
 
 A recipe has top-level keys (``model``, ``model_kwargs``, ``task``, ``seed``, ``output_dir``, ...) and sections
 (``data``, ``aug``, ``optim``, ``sched``, ``train``, ``ema``, ``checkpoint``, ``dist``, ``export``, ``sparse``).
-Unknown keys are errors that name the closest valid key. Command-line overrides are ``--key value`` for top-level
-keys and ``--section.key value`` inside a section (``--model_kwargs.dims [16,32,64,128]`` reaches into the dict);
-values are parsed as YAML, so ``--optim.betas [0.9,0.95]`` and ``--ema.enabled true`` work.
+Unknown keys, keys written twice and values out of their bounds (a step count below 1, a negative learning rate,
+a dropout rate of 1) are errors found when the recipe loads, before any data or model is built; unknown keys name
+the closest valid key. Command-line overrides are ``--key value`` for top-level keys and ``--section.key value``
+inside a section (``--model_kwargs.dims [16,32,64,128]`` reaches into the dict); values are parsed as YAML, so
+``--optim.betas [0.9,0.95]`` and ``--ema.enabled true`` work.
 
 Batch sizes are *global*: ``train.batch_size`` samples (sequences for LMs) per optimizer step, whatever the
 number of processes and accumulation steps, so a recipe gives the same run on one process or many. With
@@ -140,7 +142,7 @@ class TrainConfig:
     compile: bool = False
     log_interval: int = 10  # optimizer steps between log rows
     eval_every_epochs: int = 1  # image classification: held-out evaluation every N epochs
-    eval_every_steps: int | None = None  # LMs: held-out evaluation every N steps
+    eval_every_steps: int | None = None  # LMs: held-out evaluation every N steps (None or 0: at the end only)
     eval_max_batches: int | None = None
     threads: int | None = None  # torch.set_num_threads; None: the cores free now (affinity minus 1-minute load)
     deterministic: bool = False  # torch.use_deterministic_algorithms
