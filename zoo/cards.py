@@ -708,8 +708,7 @@ def render_published_card(
         macs = f"{summary['macs'] / 1e6:,.2f} M (fvcore, one multiply-add = 1; FLOPs = 2 x MACs)"
         details.append((f"MACs @ {size}", macs))
     if summary.get("latency_ms") is not None:
-        latency = f"{summary['latency_ms']:.2f} ms median on CPU, {summary['threads']} threads, at publishing time"
-        details.append(("Latency (batch 1)", latency))
+        details.append(("Latency (batch 1)", _latency_text(summary)))
     if metrics.get("params") is not None and metrics["params"] != summary["params"]:
         details.append(("Params (metrics.json)", f"{metrics['params']:,}"))
     details += [
@@ -739,13 +738,18 @@ def render_published_card(
             "config = timm.data.resolve_data_config({}, model=model)  # input size, mean/std of training",
             "transform = timm.data.create_transform(**config)",
         ]
-    elif tokenizer:
+    elif tokenizer:  # the tokenizer of these weights is the folder's, whatever repo name the card is read under
         lines += [
             "",
-            "from huggingface_hub import hf_hub_download",
-            "from tokenizers import Tokenizer",
-            f'tokenizer = Tokenizer.from_file(hf_hub_download("{repo_id or "ORG/NAME"}", "tokenizer.json"))',
+            "from zoo.data.lm_tokenizer import load_lm_tokenizer",
         ]
+        if repo_id:
+            lines += [
+                "from zoo.hub import download",
+                f'tokenizer = load_lm_tokenizer(download("{repo_id}", "tokenizer.json"))',
+            ]
+        else:
+            lines.append('tokenizer = load_lm_tokenizer("path/to/this/folder")  # its tokenizer.json')
     check = (
         f"`create_model` checks the downloaded `{weights['file']}` against the sha256 recorded in "
         "`config.json` (`hf_hub_sha256`) before reading it; by hand: `sha256sum model.safetensors`."
@@ -830,3 +834,21 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _latency_text(summary: dict[str, Any]) -> str:
+    """The card's latency line: the figure, how it was taken, and how busy the machine was."""
+    text = f"{summary['latency_ms']:.2f} ms median"
+    if summary.get("latency_runs"):
+        text += f" of {summary['latency_runs']} runs"
+    text += f" on CPU, {_plural(int(summary['threads']), 'thread')}"
+    load, cores = summary.get("load_average"), summary.get("cores")
+    if load is not None and cores:
+        text += f", load average {load:.2f} on {_plural(int(cores), 'core')}"
+        if load > cores - 0.5:
+            text += " (a busy machine: the figure is likely slower than the model)"
+    return text + ", at publishing time"

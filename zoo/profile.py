@@ -23,6 +23,8 @@ Conventions (also stated in every :class:`Profile`):
   increase of the process RSS during one forward, sampled every millisecond (named as such).
 """
 
+import contextlib
+import ctypes
 import math
 import platform
 import statistics
@@ -226,16 +228,33 @@ def count_params(model: nn.Module) -> dict[str, int | None]:
     )
 
 
-def _analysis(model: nn.Module, inputs: tuple[torch.Tensor, ...]):
-    """fvcore's analysis with the zoo's handles, already run (fvcore traces with torch.jit, which warns)."""
+@contextlib.contextmanager
+def _quiet_fvcore():
+    """fvcore traces with ``torch.jit``, whose deprecation notice is not the user's concern: silenced here only."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
+        yield
+
+
+def _analysis(model: nn.Module, inputs: tuple[torch.Tensor, ...]):
+    """fvcore's analysis with the zoo's handles, already run."""
+    with _quiet_fvcore():
         from fvcore.nn import FlopCountAnalysis
 
         analysis = FlopCountAnalysis(model, inputs).set_op_handle(**_ZOO_HANDLES)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.total()
     return analysis
+
+
+def _macs_table(analysis, max_depth: int = 3) -> str:
+    """fvcore's per-module table; its ``#flops`` column holds what fvcore counts, which is MACs here: named so."""
+    with _quiet_fvcore():
+        from fvcore.nn import flop_count_table
+
+        table = flop_count_table(analysis, max_depth=max_depth)
+    return table.replace("#flops", "#macs ")
 
 
 def count_macs(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[int, dict[str, int]]:
@@ -432,7 +451,23 @@ def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
         with torch.inference_mode():
             model(x)
 
-    return dict(bytes=int(peak_rss(forward)), method="CPU process RSS increase during one forward (sampled, 1 ms)")
+    # The same state whatever ran before (a latency loop, another model): one warm-up forward for the one-time
+    # allocations (kernel caches, position tables), then the heap's free memory returned to the system, so the
+    # RSS increase is the forward's own working set and not what the allocator happened to keep.
+    forward()
+    _trim_heap()
+    return dict(
+        bytes=int(peak_rss(forward)),
+        method="CPU process RSS increase during one forward after a warm-up and a heap trim (sampled, 1 ms)",
+    )
+
+
+def _trim_heap() -> None:
+    """glibc's ``malloc_trim(0)``: free heap pages go back to the system (nothing to do elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _is_language_model(model: nn.Module) -> bool:
@@ -490,6 +525,14 @@ def profile_lm(model: nn.Module, seq_len: int = 512) -> dict[str, Any]:
     )
 
 
+def _default_input(model: nn.Module, language_model: bool) -> tuple[int, ...]:
+    """224x224 images; 512 tokens for an LM, fewer where its context is shorter (room for one decode step)."""
+    if not language_model:
+        return (3, 224, 224)
+    context = getattr(model.config, "max_position_embeddings", None) or 513
+    return (min(512, context - 1),)
+
+
 def profile(
     model_or_name: str | nn.Module,
     input_size: Sequence[int] | None = None,
@@ -511,8 +554,10 @@ def profile(
     ``device``; ``memory`` records the peak of one forward; ``breakdown`` adds fvcore's per-module table;
     ``cross_check`` compares against ``FlopCounterMode`` on the ops both count.
     """
-    import fvcore
     import timm
+
+    with _quiet_fvcore():
+        import fvcore
 
     if isinstance(model_or_name, str):
         name, model = model_or_name, create_model(model_or_name)
@@ -521,7 +566,7 @@ def profile(
         name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     language_model = _is_language_model(model)
-    input_size = tuple(input_size or cfg.get("input_size") or ((512,) if language_model else (3, 224, 224)))
+    input_size = tuple(input_size or cfg.get("input_size") or _default_input(model, language_model))
     model.eval()
     counts = count_params(model)
 
@@ -543,9 +588,7 @@ def profile(
         uncounted = _check_uncounted(analysis)
         table = None
         if breakdown:
-            from fvcore.nn import flop_count_table
-
-            table = flop_count_table(analysis, max_depth=3)
+            table = _macs_table(analysis)
     check = cross_check_flop_counter(model, (x,), by_op) if cross_check else None
 
     device = torch.device(device)

@@ -28,6 +28,7 @@ from torch import nn
 
 from ._version import __version__
 from .cards import render_published_card
+from .data.text import special_token_ids
 from .factory import create_model
 from .hub import CONFIG_NAME, WEIGHTS_NAME, endpoint_reachable, offline_mode
 from .profile import count_params, profile
@@ -72,6 +73,11 @@ _TRAINING_ONLY_ARGS = (
     "out_indices",
     "feature_cls",
     "norm",
+    # how this machine runs or loads the model, not what it is
+    "onednn_linear",
+    "large_kernel_impl",
+    "allow_architecture_mismatch",
+    "allow_nonfinite",
 )
 
 
@@ -156,16 +162,24 @@ def _profile_summary(
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     subject = model if on_cpu else copy.deepcopy(model).cpu()
     try:
+        # timed as `zoo bench` times: warm-up passes, then the median of many; the machine's state is recorded
+        # beside the figure, since a latency taken while other work shares the cores is not the model's
         prof = profile(
             subject,
             input_size=input_size,
             latency=latency_runs > 0,
             runs=max(latency_runs, 1),
-            warmup=1 if latency_runs else 0,
+            warmup=3 if latency_runs else 0,
         )
         summary.update(macs=int(prof.macs), input_size=list(prof.input_size[1:]), threads=torch.get_num_threads())
         if prof.latency:
-            summary.update(latency_ms=float(prof.latency[0]["median_ms"]), latency_device="cpu")
+            summary.update(
+                latency_ms=float(prof.latency[0]["median_ms"]),
+                latency_device="cpu",
+                latency_runs=latency_runs,
+                load_average=round(os.getloadavg()[0], 2),
+                cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            )
     except (RuntimeError, ValueError, TypeError, AssertionError, NotImplementedError) as e:
         # profiling is informative only: the card then leaves MACs and latency out
         _logger.warning("profiling %s failed (%s); the model card leaves MACs and latency out", type(model).__name__, e)
@@ -224,7 +238,7 @@ def export_pretrained(
     repo_id: str | None = None,
     data_config: dict[str, Any] | None = None,
     license: str | None = None,
-    latency_runs: int = 10,
+    latency_runs: int = 20,
 ) -> Path:
     """Write a publishable folder: ``model.safetensors``, ``config.json`` and the model card ``README.md``.
 
@@ -376,7 +390,7 @@ def export_run(
     *,
     repo_id: str | None = None,
     license: str | None = None,
-    latency_runs: int = 10,
+    latency_runs: int = 20,
 ) -> Path:
     """Export a training run folder (``args.yaml``, ``model.safetensors``, ``metrics.json``, ``tokenizer.json``)
     with :func:`export_pretrained`; default ``out_dir``: ``RUN_DIR/publish``. The run's weights are loaded into
@@ -396,6 +410,9 @@ def export_run(
             model_kwargs["vocab_size"] = int(metrics["vocab_size"])
         elif tokenizer.is_file():
             model_kwargs["vocab_size"] = Tokenizer.from_file(str(tokenizer)).get_vocab_size()
+    if task == "text-generation" and tokenizer.is_file():  # generation starts and stops where the tokenizer does
+        for key, value in special_token_ids(Tokenizer.from_file(str(tokenizer))).items():
+            model_kwargs.setdefault(key, value)
     model = create_model(name, **_architecture_args(model_kwargs))
     load_checkpoint(model, run_dir / WEIGHTS_NAME)
     if metrics.get("label_names") and isinstance(getattr(model, "pretrained_cfg", None), dict):
@@ -518,7 +535,7 @@ def publish_run(
     out_dir: str | os.PathLike | None = None,
     cards_dir: None | str | os.PathLike = AUTO_CARDS_DIR,
     license: str | None = None,
-    latency_runs: int = 10,
+    latency_runs: int = 20,
 ) -> str:
     """Export a training run (:func:`export_run`) and upload it to ``repo_id``; returns the repo's URL.
 
@@ -551,7 +568,7 @@ def push_to_hub(
     out_dir: str | os.PathLike | None = None,
     cards_dir: None | str | os.PathLike = AUTO_CARDS_DIR,
     commit_message: str | None = None,
-    latency_runs: int = 10,
+    latency_runs: int = 20,
 ) -> str:
     """Publish any zoo model: :func:`export_pretrained` (into ``out_dir``, default a temporary folder), then upload
     to ``repo_id``; returns the repo's URL. ``zoo.create_model("hf-hub:" + repo_id, pretrained=True)`` loads it.

@@ -3,7 +3,7 @@
 from .activations import GELU, SquaredReLU, StarReLU, needs_grad
 from .args import check_known_keys
 from .backbone import VisionBackbone, imagenet_cfg
-from .features import StagePruningMixin, check_head_args, take_indices
+from .features import StagePruningMixin, check_drop_rates, check_head_args, take_indices
 from .large_kernel import BN_EPS, ConvBN, DecomposedLargeKernel, FusedLargeKernel, fold_batchnorm
 from .linear import Linear
 from .lm import (
@@ -53,6 +53,7 @@ __all__ = [
     "SquaredReLU",
     "StagePruningMixin",
     "StarReLU",
+    "check_drop_rates",
     "check_head_args",
     "cycle_schedule",
     "drop_path_gain",

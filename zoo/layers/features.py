@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-__all__ = ["StagePruningMixin", "check_head_args", "take_indices"]
+__all__ = ["StagePruningMixin", "check_drop_rates", "check_head_args", "take_indices"]
 
 
 def check_head_args(num_classes=0, global_pool=None) -> None:
@@ -13,6 +13,14 @@ def check_head_args(num_classes=0, global_pool=None) -> None:
         raise ValueError(f"num_classes must be a non-negative int (0 removes the classifier), got {num_classes!r}")
     if global_pool is not None and global_pool not in ("avg", ""):
         raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+
+
+def check_drop_rates(**rates) -> None:
+    """Clear errors for a dropout or stochastic-depth probability outside [0, 1), at build time (not at the first
+    training step); call as ``check_drop_rates(drop_rate=..., drop_path_rate=...)``."""
+    for name, rate in rates.items():
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"{name} is a probability in [0, 1) (0 turns it off), got {rate!r}")
 
 
 def take_indices(num_stages: int, indices: int | Sequence[int] | None) -> list[int]:

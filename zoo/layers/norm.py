@@ -7,6 +7,8 @@ Two kinds of "LayerNorm" appear in the MetaFormer papers and are easy to confuse
   written for channels-last maps, with a per-channel weight and an optional bias.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,8 +20,8 @@ def spatial_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tens
     Uses the group-norm kernel's statistics (one group over everything): on CPU it is several times faster
     than ``torch.var_mean`` over several dims, and it is the same arithmetic as ``nn.GroupNorm``.
     """
-    B = x.shape[0]
-    _, mean, rstd = torch.native_group_norm(x.reshape(B, 1, -1), None, None, B, 1, x[0].numel(), 1, eps)
+    B, n = x.shape[0], math.prod(x.shape[1:])  # not reshape(B, 1, -1): ambiguous for an empty batch
+    _, mean, rstd = torch.native_group_norm(x.reshape(B, 1, n), None, None, B, 1, n, 1, eps)
     shape = (B,) + (1,) * (x.ndim - 1)
     return mean.view(shape), rstd.view(shape)
 

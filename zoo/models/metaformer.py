@@ -41,7 +41,7 @@ from ..layers import (
     residual_add,
 )
 from ..layers.backbone import VisionBackbone, imagenet_cfg
-from ..layers.features import check_head_args
+from ..layers.features import check_drop_rates, check_head_args
 from ..layers.mlp import Mlp
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
@@ -413,6 +413,7 @@ class MetaFormer(VisionBackbone, nn.Module):
     ):
         super().__init__()
         check_head_args(num_classes, global_pool)
+        check_drop_rates(drop_rate=drop_rate, head_dropout=head_dropout, drop_path_rate=drop_path_rate)
         if not isinstance(in_chans, int) or in_chans < 1:
             raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
         num_stages = len(depths)

@@ -40,7 +40,7 @@ from ..layers import (
     residual_add,
 )
 from ..layers.backbone import VisionBackbone, imagenet_cfg
-from ..layers.features import check_head_args
+from ..layers.features import check_drop_rates, check_head_args
 from ..layers.large_kernel import BN_EPS, IMPLS, default_impl, fold_batchnorm
 from ..layers.mlp import Mlp
 from ..registry import reference_table, register_model
@@ -176,6 +176,7 @@ class SLaK(VisionBackbone, nn.Module):
     ):
         super().__init__()
         check_head_args(num_classes, global_pool)
+        check_drop_rates(drop_rate=drop_rate, drop_path_rate=drop_path_rate)
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"depths and dims need 4 entries (one per stage), got {tuple(depths)} and {tuple(dims)}")
         if len(kernel_size) != 5:

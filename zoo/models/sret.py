@@ -25,7 +25,7 @@ from torch import nn
 
 from ..layers import Linear, RecursiveStack, drop_path_gain, needs_grad, residual_add, sequence_schedule
 from ..layers.backbone import VisionBackbone, imagenet_cfg
-from ..layers.features import check_head_args
+from ..layers.features import check_drop_rates, check_head_args
 from ..layers.mlp import Mlp
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
@@ -204,6 +204,7 @@ class SReT(VisionBackbone, nn.Module):
     ):
         super().__init__()
         check_head_args(num_classes, global_pool)
+        check_drop_rates(drop_rate=drop_rate, drop_path_rate=drop_path_rate)
         if token_permutation not in ("seeded", "random", "identity"):
             raise ValueError(f"token_permutation must be 'seeded', 'random' or 'identity', got {token_permutation!r}")
         if not isinstance(recursion, int) or recursion < 1:
