@@ -115,6 +115,11 @@ LM_ROWS = [
     (["--dist.strategy", "fsdp", "--ema.enabled", "true"], "ema.enabled does not work with sharded parameters"),
     (["--dist.strategy", "fsdp", "--sparse.sparsity", "0.5"], "a sparse: section does not work with sharded"),
     (["--data.val_fraction", "0"], "data.val_fraction must be between 0 and 1"),
+    (["--data.bad_files", "ignore"], "data.bad_files must be error or skip"),
+    (
+        ["--data.seq_len", "512", "--data.vocab_size", "300", "--train.steps", "1"],
+        "data.seq_len 512 is longer than mobilellm_125m's context of 256 tokens",
+    ),
 ]
 
 

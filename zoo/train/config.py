@@ -67,6 +67,7 @@ class DataConfig:
     label_key: str | None = None
     text_key: str | None = None
     num_workers: int = 0
+    bad_files: str = "error"  # an image that does not decode: error (stop, naming the file) | skip (counted)
     # image preprocessing; None falls back to the model's pretrained cfg (resolve_data_config)
     image_size: int | None = None
     crop_pct: float | None = None
@@ -403,6 +404,8 @@ def validate(recipe: Recipe):
         raise RecipeError("the recipe names no model: set `model:` to a registered name (zoo.list_models())")
     if recipe.task not in TASKS:
         raise RecipeError(f"task must be one of {', '.join(TASKS)}, got {recipe.task!r}")
+    if recipe.data.bad_files not in ("error", "skip"):
+        raise RecipeError(f"data.bad_files must be error or skip, got {recipe.data.bad_files!r}")
     _check_bounds(recipe)
     t = recipe.train
     if t.amp not in ("none", "bf16", "fp16"):

@@ -245,7 +245,7 @@ class ImageTask(Task):
         d = self.recipe.data
         if d.name not in self.data_kinds:
             raise RecipeError(f"data.name {d.name!r} is not an image dataset: use digits, image_folder or hf_disk")
-        bad_files = getattr(d, "bad_files", "error")
+        bad_files = d.bad_files
         if bad_files not in BAD_FILES:
             raise RecipeError(f"data.bad_files must be one of {', '.join(BAD_FILES)}, not {bad_files!r}")
         self.train_base, self.info = build_image_dataset(
@@ -570,10 +570,27 @@ class LMTask(Task):
         barrier(self.dstate)
         return tok_path, written
 
+    def _check_context(self) -> None:
+        """Sequences longer than the model's context are a recipe error, found before a tokenizer is trained (the
+        architecture is built on the meta device: no memory, no time)."""
+        kwargs = {"vocab_size": 256, **self.recipe.model_kwargs}
+        try:
+            with torch.device("meta"):
+                config = getattr(create_model(self.recipe.model, **kwargs), "config", None)
+        except (UnknownModelError, TypeError, ValueError):
+            return  # not an architecture that can be built from these arguments: build_model says why
+        context = getattr(config, "max_position_embeddings", None)
+        if context is not None and self.seq_len > context:
+            raise RecipeError(
+                f"data.seq_len {self.seq_len} is longer than {self.recipe.model}'s context of {context} tokens; "
+                "lower data.seq_len or raise model_kwargs.max_position_embeddings"
+            )
+
     def prepare_data(self):
         d = self.recipe.data
         if d.name not in self.data_kinds:
             raise RecipeError(f"data.name {d.name!r} is not a text dataset: use pydoc, text or hf_disk")
+        self._check_context()
         train_docs, val_docs = self._documents()
         self.dataset_name = "pydoc_data.topics" if d.name == "pydoc" else Path(d.path).name
         self.tokenizer_file, written = self._tokenizer_file(train_docs)
