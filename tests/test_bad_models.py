@@ -5,6 +5,7 @@ what a user reads: the same peak memory whatever ran first, MACs named MACs, no 
 and load-annotated latency lines.
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,18 @@ def test_card_latency_line(summary, present, absent):
     text = _latency_text(summary)
     assert all(p in text for p in present), text
     assert not any(a in text for a in absent), text
+
+
+def test_exported_files_have_the_umask_mode(tmp_path):
+    from zoo.publish import export_pretrained
+
+    umask = os.umask(0o022)
+    try:
+        out = export_pretrained(
+            _small("poolformer_s12"), tmp_path / "export", model_name="poolformer_s12", latency_runs=0
+        )
+    finally:
+        os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in Path(out).iterdir()}
+    assert {"model.safetensors", "config.json", "README.md"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes
