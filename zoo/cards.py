@@ -665,6 +665,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _latency_text(summary: dict[str, Any]) -> str:
+    """The card's latency line: the figure, how it was taken, and how busy the machine was."""
+    text = f"{summary['latency_ms']:.2f} ms median"
+    if summary.get("latency_runs"):
+        text += f" of {summary['latency_runs']} runs"
+    text += f" on CPU, {_plural(int(summary['threads']), 'thread')}"
+    load, cores = summary.get("load_average"), summary.get("cores")
+    if load is not None and cores:
+        text += f", 1-min load average {load:.2f} on {_plural(int(cores), 'core')}"
+        if load > cores:  # more runnable work than cores: the timed passes waited for a core
+            text += " (taken on a busy machine: the model alone is likely faster)"
+    return text + ", at publishing time"
+
+
 def render_published_card(
     *,
     repo_id: str | None,
@@ -834,21 +852,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-def _latency_text(summary: dict[str, Any]) -> str:
-    """The card's latency line: the figure, how it was taken, and how busy the machine was."""
-    text = f"{summary['latency_ms']:.2f} ms median"
-    if summary.get("latency_runs"):
-        text += f" of {summary['latency_runs']} runs"
-    text += f" on CPU, {_plural(int(summary['threads']), 'thread')}"
-    load, cores = summary.get("load_average"), summary.get("cores")
-    if load is not None and cores:
-        text += f", load average {load:.2f} on {_plural(int(cores), 'core')}"
-        if load > cores - 0.5:
-            text += " (a busy machine: the figure is likely slower than the model)"
-    return text + ", at publishing time"

@@ -26,6 +26,7 @@ Conventions (also stated in every :class:`Profile`):
 import contextlib
 import ctypes
 import math
+import os
 import platform
 import statistics
 import sys
@@ -405,11 +406,9 @@ def measure_latency(
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
-            import os
-
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
-        import resource
+        import resource  # Unix only (the lifetime peak: a coarse fallback)
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 

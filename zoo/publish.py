@@ -162,8 +162,9 @@ def _profile_summary(
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     subject = model if on_cpu else copy.deepcopy(model).cpu()
     try:
-        # timed as `zoo bench` times: warm-up passes, then the median of many; the machine's state is recorded
-        # beside the figure, since a latency taken while other work shares the cores is not the model's
+        # timed as `zoo bench` times: warm-up passes, then the median of many; the machine's state at the start is
+        # recorded beside the figure, since a latency taken while other work shares the cores is not the model's
+        load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # 1-minute
         prof = profile(
             subject,
             input_size=input_size,
@@ -177,7 +178,7 @@ def _profile_summary(
                 latency_ms=float(prof.latency[0]["median_ms"]),
                 latency_device="cpu",
                 latency_runs=latency_runs,
-                load_average=round(os.getloadavg()[0], 2),
+                load_average=None if load_average is None else round(load_average, 2),
                 cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             )
     except (RuntimeError, ValueError, TypeError, AssertionError, NotImplementedError) as e:
