@@ -20,7 +20,8 @@ Conventions (also stated in every :class:`Profile`):
   dense figures.
 * **Latency**: warm-up passes, then the median of N timed passes (CUDA events with synchronisation on GPU);
   throughput = batch / median. **Peak memory**: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the
-  increase of the process RSS during one forward, sampled every millisecond (named as such).
+  increase of the process RSS during one forward after a warm-up forward and a heap trim, so that it does not
+  depend on what ran before (a latency loop), sampled every millisecond (named as such).
 """
 
 import contextlib
@@ -185,7 +186,7 @@ CONVENTIONS = {
     "density (non-zero fraction), measured on the actual weights; dense figures are params/macs",
     "latency": "warm-up passes, then the median of timed passes; throughput = batch / median",
     "peak_memory": "CUDA: torch.cuda.max_memory_allocated during one forward; CPU: increase of process RSS "
-    "during one forward, sampled every 1 ms",
+    "during one forward after a warm-up forward and a heap trim, sampled every 1 ms",
 }
 
 
