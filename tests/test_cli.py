@@ -51,6 +51,9 @@ def test_run(capsys, one_thread):
     assert "seed 0" in first[0] and any("top-5" in line for line in first)
     assert _run_lines(capsys, ["poolformer_s12", "--img-size", "64", "--seed", "0"]) == first
     assert _run_lines(capsys, ["poolformer_s12", "--img-size", "64", "--seed", "1"])[1:] != first[1:]
+    assert main(["run", "poolformer_s12", "--img-size", "64"]) == 0
+    timing = capsys.readouterr().out
+    assert "1 thread)" in timing and "1 threads" not in timing
 
 
 # full-size LMs take seconds to build: the command runs them with these reduced shapes

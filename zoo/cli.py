@@ -20,6 +20,11 @@ from .registry import UnknownModelError, list_models, model_info
 from .weights import CheckpointError, sha256_file
 
 
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def _cmd_list(args) -> int:
     names = list_models(args.pattern, family=args.family, pretrained=args.pretrained)
     if not names:
@@ -78,7 +83,7 @@ def _cmd_run(args) -> int:
         elapsed = time.perf_counter() - start
     print(
         f"input {tuple(x.shape)} -> logits {tuple(logits.shape)} in {elapsed * 1e3:.1f} ms "
-        f"({args.batch_size / elapsed:.1f} img/s, {torch.get_num_threads()} threads)"
+        f"({args.batch_size / elapsed:.1f} img/s, {_threads()})"
     )
     top = logits.softmax(-1)[0].topk(5)
     print(
@@ -102,7 +107,7 @@ def _run_language_model(model: DecoderLM, args) -> int:
     new = out[:, prompt.shape[1] :]
     print(
         f"random prompt {tuple(prompt.shape)} -> {new.shape[1]} new tokens per sequence in {elapsed * 1e3:.1f} ms "
-        f"(greedy, {torch.get_num_threads()} threads)"
+        f"(greedy, {_threads()})"
     )
     print("prompt ids of sequence 0:   ", prompt[0].tolist())
     print("generated ids of sequence 0:", new[0].tolist())
