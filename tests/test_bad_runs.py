@@ -348,3 +348,22 @@ def test_threads_follow_the_free_cores(cores, load, local, want, monkeypatch, ca
     assert any(f"using {want} thread(s) per process" in r.getMessage() for r in caplog.records)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice stands
     assert _pick_threads(DistState()) is None
+
+
+def test_a_resumed_run_keeps_the_thread_count_it_started_with(tmp_path):
+    """Bit-identical resume: without train.threads, the count recorded in args.yaml wins over today's free cores."""
+    from types import SimpleNamespace
+
+    from zoo.train.config import load_recipe, save_recipe
+    from zoo.train.loop import _Run
+
+    recipe = load_recipe(str(DIGITS), ["--output_dir", str(tmp_path)])
+    assert recipe.train.threads is None
+    before = torch.get_num_threads()
+    recorded = 1 if before != 1 else 2
+    save_recipe(recipe, tmp_path / "args.yaml", extra={"threads": recorded})
+    try:
+        _Run.keep_threads(SimpleNamespace(r=recipe, run_dir=tmp_path, main=False))
+        assert torch.get_num_threads() == recorded
+    finally:
+        torch.set_num_threads(before)

@@ -250,6 +250,8 @@ def train(
         ckpt = _read_checkpoint(recipe, resume, run.ckpt_dir, run.main)
         if ckpt is not None and run.is_complete(ckpt):
             return run.complete_summary(ckpt)
+        if ckpt is not None:
+            run.keep_threads()
         run.setup(ckpt)
         run.loop()
         return run.finish(push_to_hub)
@@ -380,6 +382,20 @@ class _Run:
         if self.made_run_dir:
             with contextlib.suppress(OSError):  # not empty: the run wrote something
                 self.run_dir.rmdir()
+
+    def keep_threads(self) -> None:
+        """A resumed run without ``train.threads`` uses the thread count its run recorded: float sums split over
+        another number of threads differ in the last bits, and a resumed run is bit-identical to an unbroken one."""
+        if self.r.train.threads:
+            return
+        try:
+            recorded = load_run_args(self.run_dir)[1].get("threads")
+        except RecipeError:
+            return
+        if isinstance(recorded, int) and recorded > 0 and recorded != torch.get_num_threads():
+            if self.main:
+                _logger.info("resuming with the run's %d thread(s), as it started", recorded)
+            torch.set_num_threads(recorded)
 
     def is_complete(self, ckpt: dict[str, Any]) -> bool:
         """Whether the folder holds this recipe's finished run: the final checkpoint, weights and metrics.json."""
