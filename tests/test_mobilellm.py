@@ -551,3 +551,12 @@ def test_bench_lm_compares_with_transformers_on_the_same_weights():
     assert decode.extra["KV B/token"] == 2 * LAYERS * 3 * 64 * 4
     assert min(decode.peer_rate, decode.rate, decode.extra["floor tok/s"], prefill.ratio, decode.ratio) > 0
     assert "mobilellm_125m" in format_rows([prefill, decode])
+
+
+def test_from_pretrained_applies_the_config_rules(tmp_path):
+    """MobileLLM.from_pretrained reads a folder itself: its config.json is held to the factory's rules."""
+    src = _model("mobilellm_125m")
+    torch.save(_authors_state_dict(src), tmp_path / "pytorch_model.bin")
+    (tmp_path / "config.json").write_text(json.dumps(_authors_config(src, vocab_size=10**9)))
+    with pytest.raises(CheckpointError, match="vocab_size=1000000000 is not a plausible size"):
+        MobileLLM.from_pretrained(tmp_path)  # refused before a 10^9-row embedding is allocated

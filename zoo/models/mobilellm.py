@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..config_rules import check_model_args
 from ..layers import KVCache, RotaryEmbedding, build_attention_masks, sequence_schedule
 from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM, LMOutput
 from ..registry import register_model
@@ -283,7 +284,8 @@ class MobileLLM(DecoderLM):
             )
         data = json.loads((path / "config.json").read_text())
         state_dict = read_weights(path)
-        config = MobileLLMConfig(**{**checkpoint_model_args(data, state_dict), **overrides})
+        described = check_model_args(checkpoint_model_args(data, state_dict), str(path / "config.json"), "config")
+        config = MobileLLMConfig(**{**described, **overrides})
         model = cls(config)
         model.pretrained_cfg = {"architecture": data.get("architecture") or "mobilellm", "file": str(path)}
         load_state_dict_checked(model, state_dict, str(path), filter_fn=checkpoint_filter_fn)
