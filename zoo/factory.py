@@ -341,29 +341,20 @@ def create_model(
             from_config.update(dict.fromkeys(found_args, found.config_where or found.where))
     model_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
     model = _build(entry, model_cfg, args, kwargs, from_config)
-    if weights is not None:
-        load_state_dict_checked(
-            model,
-            weights.state_dict,
-            weights.where,
-            cfg=cfg,
-            filter_fn=entry.filter_fn,
-            strict=strict,
-            architecture=weights.architecture,
-            **switches,
-        )
-    if checkpoint is not None:
-        load_state_dict_checked(
-            model,
-            checkpoint.state_dict,
-            checkpoint.where,
-            cfg=model_cfg,
-            filter_fn=entry.filter_fn,
-            strict=strict,
-            adapt_classifier=False,
-            architecture=checkpoint.architecture,
-            **switches,
-        )
+    # pretrained weights adapt (classifier, input channels); a checkpoint_path must fit as it is
+    for found, found_cfg, adapt in ((weights, cfg, True), (checkpoint, model_cfg, False)):
+        if found is not None:
+            load_state_dict_checked(
+                model,
+                found.state_dict,
+                found.where,
+                cfg=found_cfg,
+                filter_fn=entry.filter_fn,
+                strict=strict,
+                adapt_classifier=adapt,
+                architecture=found.architecture,
+                **switches,
+            )
     if features.pop("features_only", False):
         model = wrap_features(model, source.name, **features)
     return model
