@@ -283,30 +283,22 @@ def test_nonfinite_loss_stops_with_a_checkpoint(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------------------
 
 
+# two processes on this machine (gloo on CPU)
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def _ok(cmd: list[str]) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     extra = ["--train.steps", "6", "--checkpoint.every_steps", "0", "--train.drop_path", "0.0"]
     one, two = tmp_path / "one", tmp_path / "two"
-    r1 = subprocess.run(
-        _train_cmd(one, *extra, "--train.grad_accum", "2"),
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert r1.returncode == 0, r1.stderr[-3000:]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        *_train_cmd(two, *extra)[1:],
-    ]
-    r2 = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert r2.returncode == 0, r2.stderr[-3000:]
+    _ok(_train_cmd(one, *extra, "--train.grad_accum", "2"))
+    _ok([*TORCHRUN, *_train_cmd(two, *extra)[1:]])
     assert yaml.safe_load((two / "args.yaml").read_text())["resolved"]["world_size"] == 2
     a, b = _read_weights(one / "model.safetensors"), _read_weights(two / "model.safetensors")
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
@@ -351,25 +343,9 @@ TINY_LM = [
 
 
 def _torchrun(out: Path, *args):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "train.py"),
-    ]
-    res = subprocess.run(
-        [*cmd, "--output_dir", str(out), *TINY_LM, "--dist.strategy", "fsdp", *args],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    return _ok(
+        [*TORCHRUN, str(ROOT / "train.py"), "--output_dir", str(out), *TINY_LM, "--dist.strategy", "fsdp", *args]
     )
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res
 
 
 @pytest.mark.slow
