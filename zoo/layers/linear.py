@@ -5,7 +5,8 @@ written as a 1x1 convolution over channels-last memory goes to oneDNN and runs 1
 a thousand or more rows (token-major activations of vision models); for a few rows the GEMM is faster. The
 rewrite is a pair of views, so the result is the same tensor layout, within float32 rounding.
 
-Training (autograd recording), other devices and other dtypes use ``F.linear``. The choice is an argument:
+Training (autograd recording), other devices and other dtypes use ``F.linear``, and so do ``torch.export`` and
+``torch.compile`` traces. The choice is an argument:
 ``Linear(..., onednn=False)`` (or ``model.set_onednn_linear(False)`` on a zoo vision model, or
 ``zoo.create_model(NAME, onednn_linear=False)``) always uses ``F.linear``. Left unset, the environment variable
 ``ZOO_ONEDNN_LINEAR`` (``0`` turns it off), read when the layer is built, gives the default; it never overrides
@@ -45,8 +46,12 @@ class Linear(nn.Linear):
         self.onednn = onednn_default() if onednn is None else bool(onednn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # traced (torch.export, torch.compile) as the plain op: the row count is a shape-dependent branch, and a
+        # compiler picks its own kernels
         if not (
             self.onednn
+            and not torch.compiler.is_exporting()
+            and not torch.compiler.is_compiling()
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and x.is_contiguous()
