@@ -86,5 +86,9 @@ def run(rank, world, init_file, out_file):
                 },
                 out_file,
             )
+        # both ranks leave together, with the DDP reducer (which holds the group) gone before the group: a rank
+        # tearing down while the other still uses the connection ends in std::terminate now and then
+        dist.barrier()
+        del sparse, opt, ddp
     finally:
         dist.destroy_process_group()
