@@ -1,0 +1,324 @@
+"""One entry point for every deployment format: resolve the model, write the artefact and the files a deployment
+needs beside it (model card, config.json, preprocessing or tokenizer), check the artefact against eager.
+
+A format is a module with ``write(model, folder, spec) -> list[str]`` (the artefact files it wrote, relative to
+``folder``) and ``check(model, folder, spec) -> dict`` (what was compared and how far apart: ``max_abs_diff``,
+``max_rel_diff`` for tensors, ``tokens_equal`` for generation). Optional dependencies are imported by the format
+modules when they run, so ``import zoo`` never needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..factory import create_model
+from ..hub import CONFIG_NAME
+from ..layers.decoder import DecoderLM
+from ..publish import export_pretrained, export_run
+from ..registry import get_entry, list_models
+
+__all__ = ["FORMATS", "ExportError", "ExportResult", "ExportSpec", "export", "load_source"]
+
+_logger = logging.getLogger(__name__)
+
+# format -> (module, what it needs installed, which tasks it takes)
+FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "pt2": ("program", "torch", ("image-classification", "text-generation")),
+    "onnx": ("onnx_file", "onnx, onnxscript, onnxruntime", ("image-classification", "text-generation")),
+    "pte": ("lm_runtime", "torch (AOTInductor) or executorch", ("text-generation",)),
+    "gguf": ("gguf_file", "gguf (llama-cpp-python for --check)", ("text-generation",)),
+}
+VISION, TEXT = "image-classification", "text-generation"
+REPORT_NAME = "export.json"
+PREPROCESSING_NAME = "preprocessing.json"
+
+
+class ExportError(RuntimeError):
+    """An export could not be made or did not match eager; the message says why and what to do."""
+
+
+@dataclass
+class ExportSpec:
+    """What to export and how: the fields every format reads."""
+
+    name: str  # the registry name of the architecture
+    task: str  # VISION or TEXT
+    format: str
+    dynamic_batch: bool = True
+    dynamic_size: bool = False  # vision: height and width dynamic too (where the architecture allows)
+    input_size: tuple[int, int, int] | None = None  # vision: (C, H, W) of the example input
+    opset: int = 18
+    quantize: str | None = None
+    max_seq_len: int = 256  # LMs: the static cache's length (prompt + generated tokens)
+    check: bool = False
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # format-specific extras
+
+    def example_input(self, model: nn.Module, batch_size: int = 2) -> torch.Tensor:
+        """A seeded input of the model's shape: images ``(B, C, H, W)`` or token ids ``(B, T)``."""
+        g = torch.Generator().manual_seed(self.seed)
+        if self.task == TEXT:
+            vocab = model.config.vocab_size
+            return torch.randint(0, vocab, (batch_size, min(8, self.max_seq_len)), generator=g)
+        return torch.randn(batch_size, *self.input_size, generator=g)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote: the folder, its artefact files, and the check against eager (if asked)."""
+
+    format: str
+    folder: Path
+    files: list[str]
+    check: dict[str, Any] | None = None
+    spec: ExportSpec | None = None
+
+    @property
+    def path(self) -> Path:
+        """The main artefact (the first file written)."""
+        return self.folder / self.files[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        spec = asdict(self.spec) if self.spec is not None else {}
+        return {
+            "format": self.format,
+            "files": list(self.files),
+            "check": self.check,
+            "spec": spec,
+            "zoo_version": __version__,
+            "torch_version": torch.__version__,
+        }
+
+
+def _format_module(fmt: str):
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return importlib.import_module(f".{FORMATS[fmt][0]}", __package__)
+
+
+def load_source(source: str | os.PathLike, weights: str | os.PathLike | None = None, **kwargs) -> nn.Module:
+    """A model from a registry name (random init unless ``weights``), ``hf-hub:ORG/NAME``, a model folder, or a
+    training run folder (its ``export/``; a run without one is exported with :func:`zoo.publish.export_run`)."""
+    name = os.fspath(source)
+    path = Path(name)
+    if name not in list_models() and path.is_dir() and (path / "args.yaml").is_file():
+        if not (path / "export" / CONFIG_NAME).is_file() and not (path / CONFIG_NAME).is_file():
+            export_run(path, path / "export", latency_runs=0)
+    if weights is not None:
+        return create_model(name, pretrained=True, pretrained_cfg_overlay={"file": os.fspath(weights)}, **kwargs)
+    return create_model(name, pretrained=name not in list_models(), **kwargs)
+
+
+def _model_name(model: nn.Module, name: str | None) -> str:
+    name = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    if not name:
+        raise ExportError(
+            "cannot tell which architecture this model is: it carries no pretrained_cfg['architecture']; "
+            "pass model_name=REGISTERED_NAME"
+        )
+    get_entry(name)  # UnknownModelError with close names
+    return name
+
+
+def _input_size(model: nn.Module, input_size) -> tuple[int, int, int]:
+    if input_size is not None:
+        size = tuple(int(s) for s in input_size)
+        if len(size) == 2:
+            size = (int(model.pretrained_cfg.get("input_size", (3,))[0]), *size)
+        if len(size) != 3 or min(size) < 1:
+            raise ExportError(f"input_size must be (C, H, W) or (H, W) of positive ints, got {input_size}")
+        return size
+    return tuple(model.pretrained_cfg["input_size"])
+
+
+def export(
+    model: nn.Module | str | os.PathLike,
+    format: str,
+    out: str | os.PathLike | None = None,
+    *,
+    model_name: str | None = None,
+    weights: str | os.PathLike | None = None,
+    dynamic_batch: bool = True,
+    dynamic_size: bool = False,
+    input_size=None,
+    opset: int = 18,
+    quantize: str | None = None,
+    max_seq_len: int = 256,
+    check: bool = False,
+    tokenizer: str | os.PathLike | None = None,
+    seed: int = 0,
+    **options,
+) -> ExportResult:
+    """Export ``model`` to a deployment folder.
+
+    Args:
+        model: a zoo model, or what ``zoo export`` takes: a registry name, ``hf-hub:ORG/NAME``, a model folder
+            or a training run folder.
+        format: ``"pt2"`` (torch.export program), ``"onnx"`` (dynamo exporter at ``opset``), ``"pte"`` (the
+            language models' compiled prefill + cached decode) or ``"gguf"`` (llama.cpp, Llama-shaped LMs).
+        out: the folder to write (default ``./NAME-FORMAT``); files of the same names are replaced.
+        dynamic_batch: the batch dimension is dynamic (vision pt2/onnx); ``dynamic_size``: height/width too.
+        input_size: vision example input ``(C, H, W)``; default the model's ``pretrained_cfg["input_size"]``.
+        quantize: a weight format the artefact stores (format-specific: see ``zoo export --help``).
+        max_seq_len: language models: the static KV cache's length in the compiled artefact.
+        check: run the artefact on a seeded sample and compare with eager; an artefact that disagrees is an
+            :class:`ExportError` (the folder is left for inspection).
+        tokenizer: a ``tokenizer.json`` to ship (default: the one beside the model's weights, if any).
+        options: format-specific extras.
+
+    Returns:
+        an :class:`ExportResult`; ``export.json`` in the folder records it.
+    """
+    module = _format_module(format)
+    if not isinstance(model, nn.Module):
+        model = load_source(model, weights)
+    elif weights is not None:
+        raise ExportError("weights= is for a model named by a string; load them into the module yourself")
+    model = model.eval()
+    name = _model_name(model, model_name)
+    task = get_entry(name).task
+    if task not in FORMATS[format][2]:
+        takes = ", ".join(f for f, (_, _, tasks) in FORMATS.items() if task in tasks)
+        raise ExportError(f"format {format!r} is not for {task} models like {name}; for these, use {takes}")
+    spec = ExportSpec(
+        name=name,
+        task=task,
+        format=format,
+        dynamic_batch=dynamic_batch,
+        dynamic_size=dynamic_size,
+        input_size=_input_size(model, input_size) if task == VISION else None,
+        opset=opset,
+        quantize=quantize,
+        max_seq_len=max_seq_len,
+        check=check,
+        seed=seed,
+        options=dict(options),
+    )
+    folder = Path(out) if out is not None else Path(f"{name}-{format}")
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        files = module.write(model, folder, spec)
+    result = ExportResult(format, folder, files, spec=spec)
+    write_deployment_files(model, folder, spec, tokenizer)
+    if check:
+        with torch.no_grad():
+            result.check = module.check(model, folder, spec)
+    _write_json(folder / REPORT_NAME, result.to_dict())
+    if check and not result.check.get("ok", False):
+        raise ExportError(f"the {format} artefact in {folder} does not match eager: {result.check}")
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The files beside the artefact
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _tokenizer_files(model: nn.Module, tokenizer) -> list[Path]:
+    if tokenizer is not None:
+        path = Path(tokenizer)
+        if not path.is_file():
+            raise ExportError(f"tokenizer file {path} does not exist")
+        return [path]
+    source = (getattr(model, "pretrained_cfg", None) or {}).get("file")
+    if not source:
+        return []
+    folder = Path(source) if Path(source).is_dir() else Path(source).parent
+    names = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+    return [folder / n for n in names if (folder / n).is_file()]
+
+
+def tokenizer_file(folder: Path) -> Path | None:
+    """The tokenizer a deployment folder carries (``tokenizer.json`` first), if any."""
+    for name in ("tokenizer.json", "tokenizer.model"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def preprocessing(model: nn.Module, spec: ExportSpec) -> dict[str, Any]:
+    """What a deployment does to an image before the model: timm's data config keys and the class names."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    out = {
+        "input_size": list(spec.input_size),
+        "interpolation": cfg.get("interpolation", "bicubic"),
+        "mean": list(cfg.get("mean", (0.485, 0.456, 0.406))),
+        "std": list(cfg.get("std", (0.229, 0.224, 0.225))),
+        "crop_pct": cfg.get("crop_pct", 0.875),
+        "crop_mode": cfg.get("crop_mode", "center"),
+        "layout": "NCHW, float32, RGB in [0, 1] before mean/std",
+    }
+    if cfg.get("label_names"):
+        out["label_names"] = list(cfg["label_names"])
+    return out
+
+
+def write_deployment_files(model: nn.Module, folder: Path, spec: ExportSpec, tokenizer=None) -> None:
+    """The model card (``README.md``) and ``config.json`` of the model, and its preprocessing (vision) or tokenizer
+    (language models). The weights themselves are the artefact's; no ``model.safetensors`` is left here."""
+    tokenizers = _tokenizer_files(model, tokenizer) if spec.task == TEXT else []
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".card-") as tmp:
+        first = next((p for p in tokenizers if p.suffix == ".json" and p.name == "tokenizer.json"), None)
+        export_pretrained(model, tmp, model_name=spec.name, latency_runs=0, tokenizer_file=first)
+        config = json.loads((Path(tmp) / CONFIG_NAME).read_text())
+        config.pop("hf_hub_sha256", None)  # describes model.safetensors, which a deployment folder does not carry
+        config["zoo"] = {**config.get("zoo", {}), "export_format": spec.format}
+        _write_json(folder / CONFIG_NAME, config)
+        card = (Path(tmp) / "README.md").read_text()
+        for extra in ("generation_config.json",):
+            if (Path(tmp) / extra).is_file():
+                shutil.copyfile(Path(tmp) / extra, folder / extra)
+    card += _deployment_section(spec)
+    (folder / "README.md").write_text(card)
+    for path in tokenizers:
+        if path.resolve() != (folder / path.name).resolve():
+            shutil.copyfile(path, folder / path.name)
+    if spec.task == VISION:
+        _write_json(folder / PREPROCESSING_NAME, preprocessing(model, spec))
+
+
+def _deployment_section(spec: ExportSpec) -> str:
+    lines = ["", "## Deployment", "", f"This folder holds the `{spec.format}` form of `{spec.name}`"]
+    if spec.task == VISION:
+        c, h, w = spec.input_size
+        batch = "a dynamic batch" if spec.dynamic_batch else "a static batch"
+        size = "dynamic height/width" if spec.dynamic_size else f"{h}x{w} inputs"
+        lines[-1] += f" ({batch}, {c} channels, {size}); `{PREPROCESSING_NAME}` says how to prepare an image."
+    else:
+        lines[-1] += f" (static KV cache of {spec.max_seq_len} tokens)."
+    if spec.quantize:
+        lines.append(f"Weights stored as `{spec.quantize}`.")
+    lines += ["", f"`{REPORT_NAME}` records how it was made and how it compared with eager PyTorch.", ""]
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def compare(want: torch.Tensor, got: torch.Tensor, tolerance: float = 1e-4) -> dict[str, Any]:
+    """Max absolute and relative (to the largest eager magnitude) difference; ``ok`` within ``tolerance``."""
+    want, got = want.detach().float(), torch.as_tensor(got).detach().float()
+    if want.shape != got.shape:
+        return {"ok": False, "shape_eager": list(want.shape), "shape_exported": list(got.shape)}
+    diff = (want - got).abs().max().item() if want.numel() else 0.0
+    rel = diff / max(want.abs().max().item(), 1e-12) if want.numel() else 0.0
+    return {"ok": bool(rel <= tolerance), "max_abs_diff": diff, "max_rel_diff": rel, "tolerance": tolerance}
+
+
+def is_language_model(model: nn.Module) -> bool:
+    return isinstance(model, DecoderLM)

@@ -1,0 +1,93 @@
+"""``pt2``: a ``torch.export`` program saved with ``torch.export.save``.
+
+Vision models take ``(B, C, H, W)`` images with a dynamic batch (and, with ``dynamic_size``, dynamic height and
+width where the architecture allows it); language models take ``(B, T)`` token ids with dynamic batch and length
+and return the logits of every position (the cache-free forward; ``pte`` is the cached decode).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.export import Dim
+
+from .core import TEXT, ExportError, ExportSpec, compare
+
+FILE_NAME = "model.pt2"
+MAX_BATCH = 1024
+
+
+class LogitsOnly(nn.Module):
+    """The logits of a language model's cache-free forward, as a plain tensor (what an exported graph returns)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids)
+        return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def traced_module(model: nn.Module, spec: ExportSpec) -> nn.Module:
+    """What gets traced: the model itself (vision) or its logits (language models)."""
+    return LogitsOnly(model) if spec.task == TEXT else model
+
+
+def dynamic_shapes(model: nn.Module, spec: ExportSpec) -> tuple[dict[int, Dim], ...]:
+    """The input's dynamic dimensions for ``torch.export``."""
+    dims: dict[int, Dim] = {}
+    if spec.dynamic_batch:
+        dims[0] = Dim("batch", min=1, max=MAX_BATCH)
+    if spec.task == TEXT:
+        context = min(model.config.max_position_embeddings, max(spec.max_seq_len, 2))
+        dims[1] = Dim("tokens", min=1, max=context)
+    elif spec.dynamic_size:
+        dims[2] = Dim.AUTO
+        dims[3] = Dim.AUTO
+    return (dims,)
+
+
+def export_program(model: nn.Module, spec: ExportSpec) -> torch.export.ExportedProgram:
+    example = spec.example_input(model)
+    try:
+        return torch.export.export(traced_module(model, spec), (example,), dynamic_shapes=dynamic_shapes(model, spec))
+    except Exception as e:  # torch's message names the op or guard that failed
+        raise ExportError(f"torch.export of {spec.name} failed: {type(e).__name__}: {e}") from e
+
+
+def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
+    program = export_program(model, spec)
+    tmp = folder / f".tmp-{FILE_NAME}"  # torch.export.save wants the .pt2 suffix
+    torch.export.save(program, tmp)
+    tmp.replace(folder / FILE_NAME)
+    return [FILE_NAME]
+
+
+def check_inputs(model: nn.Module, spec: ExportSpec) -> list[torch.Tensor]:
+    """Inputs of two batch sizes (one when the batch is static) and, for LMs, two lengths."""
+    x = spec.example_input(model, batch_size=3)
+    inputs = [x[:1]] + ([x] if spec.dynamic_batch else [])
+    if spec.task == TEXT:
+        inputs.append(x[:1, : max(1, x.shape[1] // 2)])
+    return inputs
+
+
+def check(model: nn.Module, folder: Path, spec: ExportSpec) -> dict:
+    program = torch.export.load(folder / FILE_NAME).module()
+    eager = traced_module(model, spec)
+    results = [compare(eager(x), program(x)) | {"input_shape": list(x.shape)} for x in check_inputs(model, spec)]
+    return _summary(results, "torch.export.load")
+
+
+def _summary(results: list[dict], runtime: str) -> dict:
+    worst = max(results, key=lambda r: r.get("max_rel_diff", float("inf")))
+    return {
+        "ok": all(r["ok"] for r in results),
+        "runtime": runtime,
+        "max_abs_diff": max(r.get("max_abs_diff", float("inf")) for r in results),
+        "max_rel_diff": worst.get("max_rel_diff", float("inf")),
+        "inputs": results,
+    }
