@@ -1,4 +1,4 @@
-"""The ``zoo`` command (also ``python -m zoo``): list, info, run, profile, cards, bench, publish."""
+"""The ``zoo`` command (also ``python -m zoo``): list, info, run, profile, cards, bench, convert, export, publish."""
 
 import argparse
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import bench, cards, publish
+from . import bench, cards, export, publish
 from .data.lm_tokenizer import load_lm_tokenizer
 from .factory import create_model
 from .hub import WEIGHTS_NAME
@@ -279,6 +279,50 @@ def _cmd_publish(args) -> int:
         return 2
 
 
+def _json_object(text: str | None, flag: str) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"num_classes\": 10}}' ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"num_classes\": 10}}'")
+    return value
+
+
+def _cmd_export(args) -> int:
+    """A model, model folder or training run -> a deployment folder (artefact, card, config, preprocessing)."""
+    model_args = _json_object(args.model_args, "--model-args")
+    input_size = tuple(int(s) for s in args.input_size.split(",")) if args.input_size else None
+    try:
+        result = export.export(
+            args.source,
+            args.format,
+            args.out,
+            weights=args.weights,
+            model_kwargs=model_args,
+            dynamic_batch=args.dynamic_batch,
+            dynamic_size=args.dynamic_size,
+            input_size=input_size,
+            opset=args.opset,
+            quantize=None if args.quantize in (None, "none") else args.quantize,
+            max_seq_len=args.max_seq_len,
+            check=args.check,
+            tokenizer=args.tokenizer,
+        )
+    except export.ExportError as e:
+        print(f"zoo export: error: {e}", file=sys.stderr)
+        return 2
+    files = sorted(p.name for p in result.folder.iterdir() if not p.name.startswith("."))
+    print(f"exported {result.spec.name} to {result.folder}: {', '.join(files)}")
+    if result.check is not None:
+        check = result.check
+        parts = [f"{k} {check[k]:.3g}" for k in ("max_abs_diff", "max_rel_diff") if isinstance(check.get(k), float)]
+        if "tokens_equal" in check:
+            parts.append(f"greedy tokens equal: {check['tokens_equal']}")
+        print(f"  check ({check.get('runtime', args.format)}): " + ", ".join(parts) + " -> ok")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="A model zoo of compact, efficient backbones.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -345,6 +389,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--latency-runs", type=int, default=0, help="time N CPU passes for the card (default: none)")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "export",
+        help="write a deployment artefact (torch.export pt2, ONNX, the LMs' compiled pte, GGUF) with its card",
+    )
+    p.add_argument("source", help="registered name, hf-hub:ORG/NAME, a model folder or a training run folder")
+    p.add_argument("--format", required=True, choices=list(export.FORMATS))
+    p.add_argument("--out", default=None, help="the folder to write (default ./NAME-FORMAT)")
+    p.add_argument("--weights", default=None, help="checkpoint to load into a registered name (any supported origin)")
+    p.add_argument("--model-args", default=None, help="JSON model arguments, e.g. '{\"num_classes\": 10}'")
+    p.add_argument(
+        "--dynamic-batch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a dynamic batch dimension (default: on)",
+    )
+    p.add_argument("--dynamic-size", action="store_true", help="vision: dynamic height/width where allowed")
+    p.add_argument("--input-size", default=None, help="vision: C,H,W of the example input (default: the model's)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument(
+        "--quantize",
+        default=None,
+        help="stored weights: onnx int8 (dynamic quantization, an extra model.int8.onnx); gguf f32, f16, q8_0, q4_0",
+    )
+    p.add_argument("--max-seq-len", type=int, default=256, help="LMs: static KV cache length (default 256)")
+    p.add_argument(
+        "--tokenizer", default=None, help="LMs: tokenizer.json to ship (default: the one beside the weights)"
+    )
+    p.add_argument("--check", action="store_true", help="run the artefact on a seeded sample and compare with eager")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "publish", help="export a training run (weights, config.json, model card) and upload it to the Hub"

@@ -9,6 +9,7 @@ modules when they run, so ``import zoo`` never needs them.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import logging
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..factory import create_model
+from ..factory import create_model, resolve_source
 from ..hub import CONFIG_NAME
 from ..layers.decoder import DecoderLM
 from ..publish import export_pretrained, export_run
@@ -121,6 +122,16 @@ def load_source(source: str | os.PathLike, weights: str | os.PathLike | None = N
     return create_model(name, pretrained=name not in list_models(), **kwargs)
 
 
+def source_model_args(source: str | os.PathLike) -> dict[str, Any]:
+    """The ``model_args`` a model folder, run or Hub repo records (empty for a registry name)."""
+    name = os.fspath(source)
+    if name in list_models():
+        return {}
+    config = resolve_source(name).config or {}
+    args = config.get("model_args")
+    return dict(args) if isinstance(args, dict) else {}
+
+
 def _model_name(model: nn.Module, name: str | None) -> str:
     name = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     if not name:
@@ -130,6 +141,14 @@ def _model_name(model: nn.Module, name: str | None) -> str:
         )
     get_entry(name)  # UnknownModelError with close names
     return name
+
+
+def deployable(model: nn.Module) -> nn.Module:
+    """The inference form of ``model``: a copy re-parameterised where the architecture has a fused form (SLaK's
+    BatchNorm and small kernels folded into its large kernels); the model itself is left as it is."""
+    if callable(getattr(model, "reparameterize", None)) and not getattr(model, "deploy", True):
+        return copy.deepcopy(model).reparameterize().eval()
+    return model
 
 
 def _input_size(model: nn.Module, input_size) -> tuple[int, int, int]:
@@ -158,6 +177,7 @@ def export(
     max_seq_len: int = 256,
     check: bool = False,
     tokenizer: str | os.PathLike | None = None,
+    model_kwargs: dict[str, Any] | None = None,
     seed: int = 0,
     **options,
 ) -> ExportResult:
@@ -176,6 +196,8 @@ def export(
         check: run the artefact on a seeded sample and compare with eager; an artefact that disagrees is an
             :class:`ExportError` (the folder is left for inspection).
         tokenizer: a ``tokenizer.json`` to ship (default: the one beside the model's weights, if any).
+        model_kwargs: the arguments the model was built with (recorded in config.json's ``model_args``; default:
+            those of the folder or run it was loaded from).
         options: format-specific extras.
 
     Returns:
@@ -183,11 +205,14 @@ def export(
     """
     module = _format_module(format)
     if not isinstance(model, nn.Module):
-        model = load_source(model, weights)
+        given = dict(model_kwargs or {})
+        model_kwargs = {**source_model_args(model), **given}
+        model = load_source(model, weights, **given)
     elif weights is not None:
         raise ExportError("weights= is for a model named by a string; load them into the module yourself")
     model = model.eval()
     name = _model_name(model, model_name)
+    traced = deployable(model)
     task = get_entry(name).task
     if task not in FORMATS[format][2]:
         takes = ", ".join(f for f, (_, _, tasks) in FORMATS.items() if task in tasks)
@@ -209,9 +234,9 @@ def export(
     folder = Path(out) if out is not None else Path(f"{name}-{format}")
     folder.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        files = module.write(model, folder, spec)
+        files = module.write(traced, folder, spec)
     result = ExportResult(format, folder, files, spec=spec)
-    write_deployment_files(model, folder, spec, tokenizer)
+    write_deployment_files(model, folder, spec, tokenizer, model_kwargs, getattr(module, "usage", lambda s: "")(spec))
     if check:
         with torch.no_grad():
             result.check = module.check(model, folder, spec)
@@ -265,13 +290,22 @@ def preprocessing(model: nn.Module, spec: ExportSpec) -> dict[str, Any]:
     return out
 
 
-def write_deployment_files(model: nn.Module, folder: Path, spec: ExportSpec, tokenizer=None) -> None:
+def write_deployment_files(
+    model: nn.Module,
+    folder: Path,
+    spec: ExportSpec,
+    tokenizer=None,
+    model_kwargs: dict[str, Any] | None = None,
+    module_usage: str = "",
+) -> None:
     """The model card (``README.md``) and ``config.json`` of the model, and its preprocessing (vision) or tokenizer
     (language models). The weights themselves are the artefact's; no ``model.safetensors`` is left here."""
     tokenizers = _tokenizer_files(model, tokenizer) if spec.task == TEXT else []
     with tempfile.TemporaryDirectory(dir=folder, prefix=".card-") as tmp:
         first = next((p for p in tokenizers if p.suffix == ".json" and p.name == "tokenizer.json"), None)
-        export_pretrained(model, tmp, model_name=spec.name, latency_runs=0, tokenizer_file=first)
+        export_pretrained(
+            model, tmp, model_name=spec.name, model_kwargs=model_kwargs, latency_runs=0, tokenizer_file=first
+        )
         config = json.loads((Path(tmp) / CONFIG_NAME).read_text())
         config.pop("hf_hub_sha256", None)  # describes model.safetensors, which a deployment folder does not carry
         config["zoo"] = {**config.get("zoo", {}), "export_format": spec.format}
@@ -280,13 +314,20 @@ def write_deployment_files(model: nn.Module, folder: Path, spec: ExportSpec, tok
         for extra in ("generation_config.json",):
             if (Path(tmp) / extra).is_file():
                 shutil.copyfile(Path(tmp) / extra, folder / extra)
-    card += _deployment_section(spec)
-    (folder / "README.md").write_text(card)
+    (folder / "README.md").write_text(deployment_card(card, spec, module_usage))
     for path in tokenizers:
         if path.resolve() != (folder / path.name).resolve():
             shutil.copyfile(path, folder / path.name)
     if spec.task == VISION:
         _write_json(folder / PREPROCESSING_NAME, preprocessing(model, spec))
+
+
+def deployment_card(card: str, spec: ExportSpec, usage: str = "") -> str:
+    """The published model card with the weight-file rows and the PyTorch usage replaced by the deployment's."""
+    card = card.split("\n## Usage", 1)[0].rstrip() + "\n"
+    lines = [line for line in card.splitlines() if not line.startswith(("| Weights |", "| sha256 |"))]
+    lines = [f"- {spec.format}" if line == "- safetensors" else line for line in lines]
+    return "\n".join(lines) + "\n" + _deployment_section(spec) + (usage.strip() + "\n" if usage else "")
 
 
 def _deployment_section(spec: ExportSpec) -> str:
@@ -301,6 +342,8 @@ def _deployment_section(spec: ExportSpec) -> str:
     if spec.quantize:
         lines.append(f"Weights stored as `{spec.quantize}`.")
     lines += ["", f"`{REPORT_NAME}` records how it was made and how it compared with eager PyTorch.", ""]
+    if spec.check:
+        lines += ["The export was checked against eager PyTorch on a seeded sample (see `check` there).", ""]
     return "\n".join(lines)
 
 

@@ -111,3 +111,21 @@ def check(model: nn.Module, folder: Path, spec: ExportSpec) -> dict:
         report[name] = part
     main = report[FILE_NAME]
     return {"ok": ok, **report, "max_abs_diff": main["max_abs_diff"], "max_rel_diff": main["max_rel_diff"]}
+
+
+def usage(spec: ExportSpec) -> str:
+    """The model card's lines on running this artefact."""
+    name = "input_ids" if spec.task == "text-generation" else "pixel_values"
+    shape = (
+        "(B, T) int64 token ids" if spec.task == "text-generation" else "(B, C, H, W) float32, see preprocessing.json"
+    )
+    return "\n".join(
+        [
+            "```python",
+            "import onnxruntime as ort",
+            "",
+            f'session = ort.InferenceSession("{FILE_NAME}", providers=["CPUExecutionProvider"])',
+            f'(logits,) = session.run(None, {{"{name}": x}})  # x: numpy {shape}',
+            "```",
+        ]
+    )

@@ -91,3 +91,16 @@ def _summary(results: list[dict], runtime: str) -> dict:
         "max_rel_diff": worst.get("max_rel_diff", float("inf")),
         "inputs": results,
     }
+
+
+def usage(spec: ExportSpec) -> str:
+    """The model card's lines on running this artefact."""
+    if spec.task == TEXT:
+        call = "logits = program(input_ids)  # (B, T) int64 token ids -> (B, T, vocab) logits"
+    else:
+        call = (
+            f"logits = program(images)  # (B, {', '.join(map(str, spec.input_size))}) float32, see preprocessing.json"
+        )
+    return "\n".join(
+        ["```python", "import torch", "", f'program = torch.export.load("{FILE_NAME}").module()', call, "```"]
+    )
