@@ -10,6 +10,7 @@ The authors' code, rendered plainly for parity tests and as peers, lives in :mod
     zoo bench --models sret_tiny,sret_small    # SReT against the authors' forward
     zoo bench --models mobilellm_125m          # prefill / decode against transformers' LlamaForCausalLM
     zoo bench --models mor_135m                # Mixture-of-Recursions against the vanilla stack
+    zoo bench --deployed                       # onnxruntime / torch.compile against eager (and timm's ONNX)
 """
 
 import argparse
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..registry import get_entry, list_models
-from . import lm, mor, slak, sret, vision
+from . import deployed, lm, mor, slak, sret, vision
 from .harness import Row, environment, format_rows, print_header, write_json
 from .table import run_table
 
@@ -46,6 +47,12 @@ def _within(tolerance: float) -> Callable[[Row], bool]:
 
 def _vision(name: str, args) -> list[Row]:
     return vision.compare(name, args.batch_sizes or vision.DEFAULT_BATCH_SIZES, args.runs, args.warmup, args.img_size)
+
+
+def _deployed_vision(name: str, args) -> list[Row]:
+    return deployed.compare(
+        name, args.batch_sizes or deployed.DEFAULT_BATCH_SIZES, args.runs, args.warmup, args.img_size
+    )
 
 
 def _slak(name: str, args) -> list[Row]:
@@ -123,6 +130,19 @@ PEERS: dict[str, Peer] = {
 }
 
 
+# `--deployed`: family -> the deployed forms against eager
+DEPLOYED: dict[str, Peer] = {
+    "metaformer": Peer(
+        "zoo eager",
+        "MetaFormer deployed: onnxruntime and torch.compile vs zoo eager, and vs timm's ONNX (same weights, fp32)",
+        _deployed_vision,
+        deployed.DEFAULT_MODELS,
+        _within(deployed.TOLERANCE),
+        deployed.notes,
+    ),
+}
+
+
 def _csv(kind: type):
     def parse(text: str) -> list:
         try:
@@ -149,6 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 if any output differs beyond tolerance")
+    parser.add_argument(
+        "--deployed", action="store_true", help="time the exported / compiled forms beside eager (zoo export)"
+    )
     parser.add_argument("--img-size", type=int, default=224, help="vision: input height and width (default 224)")
     parser.add_argument(
         "--impls", type=_csv(str), default=["auto"], help=f"SLaK: zoo paths to time ({', '.join(slak.IMPLS)})"
@@ -168,18 +191,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     table.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
 
 
-def _peer_of(models: Sequence[str]) -> Peer | None:
+def _peer_of(models: Sequence[str], deployed_forms: bool = False) -> Peer | None:
     unknown = [m for m in models if m not in list_models()]
     families = {get_entry(m).family for m in models if m not in unknown}
-    if unknown or len(families) != 1 or next(iter(families)) not in PEERS:
+    peers = DEPLOYED if deployed_forms else PEERS
+    if unknown or len(families) != 1 or next(iter(families)) not in peers:
         why = (
             f"not registered: {', '.join(unknown)}"
             if unknown
-            else f"one family at a time, with a peer ({', '.join(sorted(PEERS))}); got {', '.join(sorted(families))}"
+            else f"one family at a time, with a peer ({', '.join(sorted(peers))}); got {', '.join(sorted(families))}"
         )
         print(f"zoo bench: error: {why}", file=sys.stderr)
         return None
-    return PEERS[next(iter(families))]
+    return peers[next(iter(families))]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     if args.family or args.all:
         return run_table(args)
     models = args.models or list(vision.DEFAULT_MODELS)
-    peer = _peer_of(models)
+    peer = _peer_of(models, args.deployed)
     if peer is None:
         return 2
     args.prompt_tokens = args.prompt_tokens or (32 if peer.compare is _lm else None)
@@ -208,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in rows if not peer.check(r)]
     for r in failed:
         print(f"CHECK FAILED: {r.model} {r.setting} {r.candidate}: outputs differ from {r.peer}", file=sys.stderr)
-    if failed and (args.check or peer.compare is not _vision):
+    if failed and (args.check or peer.compare not in (_vision, _deployed_vision)):
         return 1
     return 0
 
