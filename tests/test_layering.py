@@ -26,11 +26,12 @@ FLOORS = {
     "zoo.profile": 5,
     "zoo.cards": 6,
     "zoo.publish": 7,
+    "zoo.export": 8,
     "zoo.train": 8,
     "zoo.evaluate": 8,
-    "zoo.bench": 8,
-    "zoo.cli": 9,
-    "zoo.__main__": 9,
+    "zoo.bench": 9,
+    "zoo.cli": 10,
+    "zoo.__main__": 10,
 }
 
 

@@ -5,11 +5,11 @@
     >>> zoo.list_models("caformer_*")
 
 The package is layered; each module imports only from those below it (CONTRIBUTING.md draws the picture):
-layers -> weights, registry -> models -> hub (download) -> factory -> profile -> cards -> publish -> train,
-evaluate, bench, cli.
+layers -> weights, registry -> models -> hub (download) -> factory -> profile -> cards -> publish -> export,
+train, evaluate -> bench -> cli.
 """
 
-from . import profile
+from . import export, profile
 from ._version import __version__  # noqa: F401  (zoo.__version__)
 from .factory import create_model
 from .publish import PublishError, push_to_hub
@@ -22,6 +22,7 @@ __all__ = [
     "PublishError",
     "UnknownModelError",
     "create_model",
+    "export",
     "list_families",
     "list_models",
     "list_pretrained",

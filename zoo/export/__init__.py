@@ -1,7 +1,22 @@
 """Deployment artefacts of zoo models: ``torch.export`` programs, ONNX files, the language models' compiled
 prefill + cached decode, and GGUF files for llama.cpp. :func:`export` writes one with the files a deployment
-needs beside it; ``zoo export`` is the command."""
+needs beside it; ``zoo export`` is the command.
+
+``zoo.export`` is this package *and* callable as :func:`export` (as ``zoo.profile`` is): ``zoo.export(model,
+"onnx")`` and ``from zoo.export import ExportError`` both work.
+"""
+
+import sys
+import types
 
 from .core import FORMATS, ExportError, ExportResult, ExportSpec, export, load_source
 
 __all__ = ["FORMATS", "ExportError", "ExportResult", "ExportSpec", "export", "load_source"]
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, *args, **kwargs) -> ExportResult:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

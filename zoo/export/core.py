@@ -203,7 +203,8 @@ def export(
     Returns:
         an :class:`ExportResult`; ``export.json`` in the folder records it.
     """
-    module = _format_module(format)
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if not isinstance(model, nn.Module):
         given = dict(model_kwargs or {})
         model_kwargs = {**source_model_args(model), **given}
@@ -217,6 +218,7 @@ def export(
     if task not in FORMATS[format][2]:
         takes = ", ".join(f for f, (_, _, tasks) in FORMATS.items() if task in tasks)
         raise ExportError(f"format {format!r} is not for {task} models like {name}; for these, use {takes}")
+    module = _format_module(format)
     spec = ExportSpec(
         name=name,
         task=task,
