@@ -65,6 +65,7 @@ class ExportSpec:
     max_seq_len: int = 256  # LMs: the static cache's length (prompt + generated tokens)
     check: bool = False
     seed: int = 0
+    tokenizer: str | None = None  # the tokenizer file export() was given (None: the one beside the weights)
     options: dict[str, Any] = field(default_factory=dict)  # format-specific extras
 
     def example_input(self, model: nn.Module, batch_size: int = 2) -> torch.Tensor:
@@ -130,6 +131,21 @@ def source_model_args(source: str | os.PathLike) -> dict[str, Any]:
     config = resolve_source(name).config or {}
     args = config.get("model_args")
     return dict(args) if isinstance(args, dict) else {}
+
+
+def source_tokenizer(source: str | os.PathLike, weights: str | os.PathLike | None = None) -> Path | None:
+    """The tokenizer beside what a model was loaded from: the ``weights`` file's folder, or the model folder or run
+    a name resolves to (the factory keeps no weight location in the model's cfg). None for registry/Hub names."""
+    if weights is not None:
+        folder = Path(weights) if Path(weights).is_dir() else Path(weights).parent
+    elif os.fspath(source) in list_models():
+        return None
+    else:
+        location = resolve_source(os.fspath(source)).cfg_overlay.get("file")
+        if not location:
+            return None
+        folder = Path(location)
+    return tokenizer_file(folder)
 
 
 def _model_name(model: nn.Module, name: str | None) -> str:
@@ -208,7 +224,9 @@ def export(
     if not isinstance(model, nn.Module):
         given = dict(model_kwargs or {})
         model_kwargs = {**source_model_args(model), **given}
-        model = load_source(model, weights, **given)
+        source, model = model, load_source(model, weights, **given)
+        if tokenizer is None:
+            tokenizer = source_tokenizer(source, weights)
     elif weights is not None:
         raise ExportError("weights= is for a model named by a string; load them into the module yourself")
     model = model.eval()
@@ -231,6 +249,7 @@ def export(
         max_seq_len=max_seq_len,
         check=check,
         seed=seed,
+        tokenizer=os.fspath(tokenizer) if tokenizer is not None else None,
         options=dict(options),
     )
     folder = Path(out) if out is not None else Path(f"{name}-{format}")
