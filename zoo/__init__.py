@@ -11,6 +11,7 @@ train, evaluate -> bench -> cli.
 
 from . import export, profile
 from ._version import __version__  # noqa: F401  (zoo.__version__)
+from .export.hf_hook import install as _install_transformers_hook
 from .factory import create_model
 from .publish import PublishError, push_to_hub
 from .registry import UnknownModelError, list_families, list_models, list_pretrained, model_info
@@ -32,3 +33,7 @@ __all__ = [
     "push_to_hub",
     "save_state_dict",
 ]
+
+# transformers' AutoConfig / AutoModelForCausalLM load every zoo LM folder once its Auto API is imported (without
+# importing transformers here: see zoo.export.hf_hook)
+_install_transformers_hook()

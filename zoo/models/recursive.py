@@ -59,8 +59,11 @@ loss-free bias update runs inside ``forward`` in training; the auxiliary losses 
 :class:`zoo.layers.routing.AddAuxiliaryLoss`, so an unchanged cross-entropy loop trains the routers.
 """
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -82,8 +85,14 @@ from ..layers.routing import (
     routed_attention_mask,
 )
 from ..registry import register_model
+from ..weights import save_state_dict
 
-__all__ = ["MoROutput", "RecursiveConfig", "RecursiveLM", "from_pretrained_dense"]
+__all__ = ["MODEL_TYPE", "MoROutput", "RecursiveConfig", "RecursiveLM", "from_pretrained_dense", "save_pretrained"]
+
+# config.json's ``model_type`` / ``architectures`` of a recursive LM folder (transformers' Auto classes read them once
+# zoo.export.hf_auto has registered the zoo's classes)
+MODEL_TYPE = "zoo_recursive"
+HF_ARCHITECTURE = "RecursiveLMForCausalLM"
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -749,6 +758,23 @@ def from_pretrained_dense(
         "init": init,
     }
     return rec.eval() if not model.training else rec
+
+
+def save_pretrained(model: RecursiveLM, out_dir: str | os.PathLike, model_name: str | None = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (``model_type`` :data:`MODEL_TYPE`, the config's fields and
+    ``architecture``, the registry name) to ``out_dir``."""
+    name = model_name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or "recursive"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "architectures": [HF_ARCHITECTURE],
+        "model_type": MODEL_TYPE,
+        "architecture": name,
+        **model.config.to_dict(),
+    }
+    save_state_dict(model, out / "model.safetensors", metadata={"architecture": name})
+    (out / "config.json").write_text(json.dumps(data, indent=2) + "\n")
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------

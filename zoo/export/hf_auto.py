@@ -1,0 +1,330 @@
+"""transformers classes for every zoo language model, registered with ``AutoConfig`` / ``AutoModelForCausalLM``.
+
+A zoo LM folder that stock transformers cannot express (MobileLLM with layer sharing or sliding windows: its
+``config.json`` says ``model_type: "mobilellm"``; the recursive LMs: ``"zoo_recursive"``) loads with
+
+    >>> import zoo
+    >>> from transformers import AutoModelForCausalLM
+    >>> model = AutoModelForCausalLM.from_pretrained(FOLDER)  # no trust_remote_code: the classes are registered
+    >>> model.generate(input_ids, max_new_tokens=20, do_sample=False)
+
+A Llama-expressible MobileLLM folder is a stock ``LlamaForCausalLM`` folder and loads as one; nothing here is
+involved.
+
+Per ``model_type`` there is a ``PreTrainedConfig`` subclass carrying the zoo config's fields (transformers' key
+names, validated by the zoo's own config dataclass) and ``architecture`` (the registry name), and a
+``PreTrainedModel`` + ``GenerationMixin`` subclass that builds the zoo model from it and adopts its submodules, so
+its state dict has exactly the zoo's key names and transformers' ``from_pretrained`` reads ``model.safetensors``
+as the zoo wrote it. Tied output weights need no tying: a tied zoo model has no ``lm_head`` (logits go through
+``model.embed_tokens.weight``), its files hold no ``lm_head.weight``, so ``_tied_weights_keys`` stays empty;
+``tie_word_embeddings: false`` models have their own ``lm_head.weight`` in both.
+
+``forward`` runs the zoo model and returns ``CausalLMOutputWithPast``. Generation uses the zoo's own static KV cache
+(:class:`zoo.layers.KVCache` / :class:`zoo.layers.routing.RoutedKVCache`, made by ``_prepare_cache_for_generation``
+for the whole generation, carried as ``past_key_values``); greedy tokens equal the zoo's ``model.generate``.
+Beam search and assisted decoding reorder or crop a cache, which the zoo's static cache does not do: they run
+without one (``use_cache=False``, the full sequence recomputed each step), as does ``generate(use_cache=False)``.
+
+Registration: :func:`register` (idempotent; importing this module calls it). ``import zoo`` does not import
+transformers (about a second); :mod:`zoo.export.hf_hook` imports this module once transformers' Auto API is
+loaded. Needs transformers >= 5.
+"""
+
+import logging
+from typing import Any, ClassVar
+
+import torch
+import transformers
+from torch import nn
+
+try:  # transformers 5's names (PreTrainedConfig, initialization, generate's cache hooks)
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
+    from transformers import initialization as init
+    from transformers.generation import GenerationMode
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+except ImportError as e:
+    raise ImportError(f"zoo.export.hf_auto needs transformers >= 5, found {transformers.__version__} ({e})") from e
+
+from ..layers import KVCache, RMSNorm
+from ..layers.decoder import DecoderConfig, DecoderLM
+from ..layers.routing import LoRA
+from ..models import recursive
+from ..models.mobilellm import MobileLLM, MobileLLMConfig
+from ..models.recursive import RecursiveConfig, RecursiveLM
+
+__all__ = [
+    "MODEL_TYPES",
+    "MobileLLMForCausalLM",
+    "RecursiveLMForCausalLM",
+    "ZooCache",
+    "ZooMobileLLMConfig",
+    "ZooRecursiveConfig",
+    "register",
+]
+
+_logger = logging.getLogger(__name__)
+
+# generation modes that run forward on the new tokens only, with one cache made for the whole generation
+_CACHED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
+_NOT_A_ZOO_CACHE = (
+    "past_key_values must hold the zoo model's own cache, ZooCache(model.zoo_model.new_cache(batch, max_length)), "
+    "not a {}; generate() makes one itself when none is given"
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _ZooLMConfig(PreTrainedConfig):
+    """A zoo decoder's config for transformers: the fields of :attr:`zoo_config_class` (checked by it, defaults
+    resolved, e.g. ``head_dim``) as attributes, ``architecture`` (the zoo registry name), and transformers' own."""
+
+    zoo_config_class: ClassVar[type[DecoderConfig]] = DecoderConfig
+    default_architecture: ClassVar[str] = ""
+
+    def __init__(self, architecture: str | None = None, **kwargs: Any):
+        names = self.zoo_config_class.field_names()
+        fields = {key: kwargs.pop(key) for key in list(kwargs) if key in names}
+        for key, value in self.zoo_config_class(**fields).to_dict().items():  # ValueError for a wrong value
+            setattr(self, key, value)
+        self.architecture = architecture or self.default_architecture
+        kwargs.pop("hf_hub_sha256", None)  # the published file's checksum: stale once transformers saves again
+        super().__init__(**kwargs)
+
+    def to_zoo_config(self) -> DecoderConfig:
+        """The zoo config dataclass these fields describe."""
+        return self.zoo_config_class(**{key: getattr(self, key) for key in self.zoo_config_class.field_names()})
+
+
+class ZooMobileLLMConfig(_ZooLMConfig):
+    """``model_type: "mobilellm"``: a zoo MobileLLM folder (layer sharing, sliding windows), as
+    :func:`zoo.models.mobilellm.save_pretrained` writes it."""
+
+    model_type = "mobilellm"  # what mobilellm.save_pretrained(format="zoo") writes
+    zoo_config_class = MobileLLMConfig
+    default_architecture = "mobilellm"
+
+
+class ZooRecursiveConfig(_ZooLMConfig):
+    """``model_type: "zoo_recursive"``: a recursive LM (recursion, Mixture-of-Recursions routing, LoRA), as
+    :func:`zoo.models.recursive.save_pretrained` writes it."""
+
+    model_type = recursive.MODEL_TYPE
+    zoo_config_class = RecursiveConfig
+    default_architecture = "recursive"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ZooCache:
+    """The zoo model's static KV cache (:class:`~zoo.layers.KVCache`, or its routed subclass) as transformers'
+    ``generate`` carries it in ``past_key_values``: what generate asks of a cache, nothing more. The zoo model
+    appends to ``cache`` in place; it neither grows (it is made for the whole generation), crops nor reorders."""
+
+    is_compileable = False
+    is_croppable = False
+
+    def __init__(self, cache: KVCache):
+        self.cache = cache
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Tokens of the sequence seen so far."""
+        return self.cache.seq_length
+
+    def __repr__(self) -> str:
+        c = self.cache
+        return f"ZooCache({type(c).__name__}, batch={c.batch_size}, seen={c.seq_length}, max_length={c.max_length})"
+
+
+class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
+    """A zoo decoder as a transformers causal LM. The zoo model (``self.zoo_model``, built from the config) is not
+    a submodule: its submodules, parameters and buffers are registered here under the same names, so the state dict
+    keys are the zoo's and ``.to()``, ``eval()`` and loading act on the modules the zoo model runs."""
+
+    config_class = _ZooLMConfig
+    zoo_model_class: ClassVar[type[DecoderLM]] = DecoderLM
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _no_split_modules = ["DecoderLayer"]
+    _tied_weights_keys = None  # a tied zoo model has no lm_head (see the module doc)
+
+    def __init__(self, config: _ZooLMConfig):
+        super().__init__(config)
+        zoo_model = self.zoo_model_class(config.to_zoo_config())
+        zoo_model.pretrained_cfg = {"architecture": config.architecture}
+        object.__setattr__(self, "zoo_model", zoo_model)  # a plain attribute: not a submodule (no key prefix)
+        for name, child in zoo_model.named_children():
+            self.add_module(name, child)
+        for name, param in zoo_model.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+        for name, buffer in zoo_model.named_buffers(recurse=False):
+            self.register_buffer(name, buffer, persistent=name not in zoo_model._non_persistent_buffers_set)
+        self.post_init()
+
+    # -- weights ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        """The zoo's init (transformers' Llama init, zero LoRA deltas) for weights a checkpoint does not hold."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, RMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, LoRA):
+            init.kaiming_uniform_(module.lora_A, a=5**0.5)
+            init.zeros_(module.lora_B)
+        elif module is self:
+            for buffer in self._buffers.values():  # e.g. the loss-free routers' bias
+                if buffer is not None and buffer.is_floating_point():
+                    init.zeros_(buffer)
+
+    def _sync(self):
+        """Point the zoo model at this module's own parameters, buffers and mode (loading or ``.to()`` may have
+        replaced the tensors registered directly on this module)."""
+        zoo_model = self.zoo_model
+        for name in zoo_model._parameters:
+            zoo_model._parameters[name] = self._parameters[name]
+        for name in zoo_model._buffers:
+            zoo_model._buffers[name] = self._buffers[name]
+        zoo_model.training = self.training
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        return getattr(self, "lm_head", None)  # None when tied (the embedding matrix gives the logits)
+
+    # -- forward ------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: ZooCache | KVCache | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        labels: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Logits of ``input_ids`` (``(B, T)``); ``attention_mask`` covers cached + new tokens (1 real, 0 padding).
+
+        ``past_key_values`` is a :class:`ZooCache` (the one ``generate`` makes, or
+        ``ZooCache(model.zoo_model.new_cache(batch, max_length))``; a bare zoo cache works too), appended to in
+        place; ``use_cache=True`` without one makes one (as the zoo's ``forward`` does) and returns it. ``labels``
+        give the shifted causal-LM loss (``-100`` ignored).
+        """
+        if inputs_embeds is not None or input_ids is None:
+            raise ValueError(f"{type(self).__name__} takes input_ids (token ids), not inputs_embeds")
+        for key in ("output_attentions", "output_hidden_states"):
+            if kwargs.get(key):
+                raise ValueError(f"{type(self).__name__} does not return {key.removeprefix('output_')}")
+        holder = past_key_values if isinstance(past_key_values, ZooCache) else None
+        cache = holder.cache if holder is not None else past_key_values
+        if cache is not None and not isinstance(cache, KVCache):
+            raise ValueError(_NOT_A_ZOO_CACHE.format(type(past_key_values).__name__))
+        if isinstance(logits_to_keep, torch.Tensor):
+            raise ValueError("logits_to_keep must be an int here (the last n positions)")
+        self._sync()
+        out = self.zoo_model(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=bool(use_cache),
+            logits_to_keep=logits_to_keep,
+        )
+        logits, cache = (out, None) if isinstance(out, torch.Tensor) else (out[0], out[1])
+        if cache is not None and (holder is None or holder.cache is not cache):
+            holder = ZooCache(cache)  # a cache the zoo model made (use_cache=True), or a bare one given
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
+        result = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=holder if cache is not None else None)
+        return result if return_dict is not False else result.to_tuple()
+
+    # -- generation ---------------------------------------------------------------------------------------------
+    def _prepare_cache_for_generation(
+        self,
+        generation_config,
+        model_kwargs: dict[str, Any],
+        generation_mode,
+        batch_size: int,
+        max_cache_length: int,
+    ) -> None:
+        """The zoo's static cache for the whole generation (greedy / sampling), else no cache (see the module doc)."""
+        given = model_kwargs.get("past_key_values")
+        if given is not None:
+            if not isinstance(given, ZooCache):
+                raise ValueError(_NOT_A_ZOO_CACHE.format(type(given).__name__))
+            return
+        if generation_config.use_cache is False:
+            return
+        if generation_mode not in _CACHED_MODES:
+            generation_config.use_cache = False  # beams / assisted decoding reorder or crop caches
+            return
+        rows = max(generation_config.num_beams or 1, generation_config.num_return_sequences or 1) * batch_size
+        model_kwargs["past_key_values"] = ZooCache(self.zoo_model.new_cache(rows, max_cache_length))
+
+
+class MobileLLMForCausalLM(_ZooLMForCausalLM):
+    """A zoo MobileLLM (layer sharing, sliding windows) as a transformers causal LM."""
+
+    config_class = ZooMobileLLMConfig
+    zoo_model_class = MobileLLM
+
+
+class RecursiveLMForCausalLM(_ZooLMForCausalLM):
+    """A zoo recursive LM (recursion, Mixture-of-Recursions routing, LoRA) as a transformers causal LM."""
+
+    config_class = ZooRecursiveConfig
+    zoo_model_class = RecursiveLM
+
+
+# every zoo LM model_type -> (config class, model class)
+MODEL_TYPES: dict[str, tuple[type[_ZooLMConfig], type[_ZooLMForCausalLM]]] = {
+    ZooMobileLLMConfig.model_type: (ZooMobileLLMConfig, MobileLLMForCausalLM),
+    ZooRecursiveConfig.model_type: (ZooRecursiveConfig, RecursiveLMForCausalLM),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------------------------------------------
+
+_registered: set[str] = set()
+
+
+def register() -> list[str]:
+    """Register every zoo LM ``model_type`` with ``AutoConfig`` and ``AutoModelForCausalLM`` (idempotent).
+
+    A ``model_type`` that transformers (or another package) already maps to other classes is left to them, with a
+    warning. Returns the model types the zoo's classes serve.
+    """
+    for model_type, (config_class, model_class) in MODEL_TYPES.items():
+        if model_type in _registered:
+            continue
+        try:
+            AutoConfig.register(model_type, config_class)
+            AutoModelForCausalLM.register(config_class, model_class)
+        except ValueError as e:  # the name is taken
+            _logger.warning("zoo: transformers model_type %r is already registered; left as it is (%s)", model_type, e)
+            continue
+        _registered.add(model_type)
+    return sorted(_registered)
+
+
+register()
