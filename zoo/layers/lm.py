@@ -102,7 +102,9 @@ class RotaryEmbedding(nn.Module):
         cached = self._tables.get(key)
         if cached is None or cached[0].shape[0] < length:
             size = max(self.initial_length, 1 << max(0, int(length - 1).bit_length()))
-            with torch.autocast(torch.device(device).type, enabled=False):
+            # normal tensors even when first built under inference_mode (e.g. by generate): a later forward with
+            # grad saves them for backward, which inference tensors cannot be
+            with torch.autocast(torch.device(device).type, enabled=False), torch.inference_mode(False):
                 positions = torch.arange(size, dtype=torch.int64, device=device).float()
                 freqs = positions[:, None] * self.inv_freq(device)[None, :]
                 emb = torch.cat((freqs, freqs), dim=-1)
