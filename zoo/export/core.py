@@ -358,8 +358,12 @@ def _deployment_section(spec: ExportSpec) -> str:
         batch = "a dynamic batch" if spec.dynamic_batch else "a static batch"
         size = "dynamic height/width" if spec.dynamic_size else f"{h}x{w} inputs"
         lines[-1] += f" ({batch}, {c} channels, {size}); `{PREPROCESSING_NAME}` says how to prepare an image."
+    elif spec.format == "pte":
+        lines[-1] += f" (prefill and one-token decode with a static KV cache of {spec.max_seq_len} tokens)."
+    elif spec.format == "gguf":
+        lines[-1] += " for llama.cpp (the tokenizer is inside the file when the model folder had one)."
     else:
-        lines[-1] += f" (static KV cache of {spec.max_seq_len} tokens)."
+        lines[-1] += " (token ids in, the logits of every position out; dynamic batch and length)."
     if spec.quantize:
         lines.append(f"Weights stored as `{spec.quantize}`.")
     lines += ["", f"`{REPORT_NAME}` records how it was made and how it compared with eager PyTorch.", ""]
