@@ -5,6 +5,7 @@ Reduced configs (64 wide, 2-5 blocks); weights are scaled up from the init so th
 clear margins, not by ties that float rounding could flip.
 """
 
+import gguf  # the export extra (part of dev): a missing install fails, it does not skip
 import numpy as np
 import pytest
 import torch
@@ -13,8 +14,6 @@ import zoo
 from zoo.data.text import bundled_corpus, load_tokenizer, train_bpe_tokenizer
 from zoo.export import ExportError, gguf_file
 from zoo.export.gguf_file import FILE_NAME, rope_rows
-
-gguf = pytest.importorskip("gguf")
 
 SMALL = dict(
     vocab_size=96,
@@ -62,7 +61,6 @@ def _export(model, out, **kwargs):
 
 
 def _checked(model, out, **kwargs):
-    pytest.importorskip("llama_cpp")
     result = _export(model, out, check=True, **kwargs)
     return result, result.check
 
@@ -297,7 +295,8 @@ def test_bpe_tokenizer_tokenizes_as_in_python(tmp_path, bpe_file, style):
 
 
 def test_sentencepiece_tokenizer_model_is_written_with_scores(tmp_path):
-    spm = pytest.importorskip("sentencepiece")
+    import sentencepiece as spm  # a core dependency
+
     prefix = tmp_path / "tokenizer"
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(list(bundled_corpus().values())[:40]),
@@ -323,7 +322,6 @@ def test_sentencepiece_tokenizer_model_is_written_with_scores(tmp_path):
     assert types[sp.bos_id()] == 3 and types[sp.unk_id()] == 2 and types[sp.piece_to_id("<0x0A>")] == 6
     assert fields["tokenizer.ggml.bos_token_id"] == sp.bos_id() and fields["tokenizer.ggml.add_bos_token"] is True
     assert "caveats" not in result.spec.options["gguf"]["tokenizer"]
-    pytest.importorskip("llama_cpp")
     check = gguf_file.check(model, out, result.spec)
     assert check["ok"] and check["tokenizer_equal"], (check["eager_ids"], check["gguf_ids"])
 

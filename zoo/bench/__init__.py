@@ -55,6 +55,10 @@ def _deployed_vision(name: str, args) -> list[Row]:
     )
 
 
+def _deployed_lm(name: str, args) -> list[Row]:
+    return deployed.compare_lm(name, args.runs or 5, max(args.warmup, 1), args.prompt_tokens, args.new_tokens)
+
+
 def _slak(name: str, args) -> list[Row]:
     return slak.compare(name, args.batch_sizes or slak.DEFAULT_BATCH_SIZES, args.runs, args.warmup, args.impls)
 
@@ -140,6 +144,13 @@ DEPLOYED: dict[str, Peer] = {
         _within(deployed.TOLERANCE),
         deployed.notes,
     ),
+    "mobilellm": Peer(
+        "zoo eager",
+        "MobileLLM deployed: greedy decode in llama.cpp (GGUF f32) and the compiled pte artefact vs zoo eager",
+        _deployed_lm,
+        deployed.LM_DEFAULT_MODELS,
+        lambda row: row.extra.get("same tokens", True) is True,
+    ),
 }
 
 
@@ -216,8 +227,8 @@ def run(args: argparse.Namespace) -> int:
     peer = _peer_of(models, args.deployed)
     if peer is None:
         return 2
-    args.prompt_tokens = args.prompt_tokens or (32 if peer.compare is _lm else None)
-    args.new_tokens = args.new_tokens or (128 if peer.compare is _lm else None)
+    args.prompt_tokens = args.prompt_tokens or (32 if peer.compare in (_lm, _deployed_lm) else None)
+    args.new_tokens = args.new_tokens or (128 if peer.compare in (_lm, _deployed_lm) else None)
     env = environment()
     print_header(peer.title, env, [f"warm-up {args.warmup}; medians of rounds alternating the candidates"])
     try:

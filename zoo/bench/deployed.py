@@ -26,9 +26,11 @@ from pathlib import Path
 import torch
 
 from ..export import export
+from ..export.lm_runtime import load as load_lm_artifact
 from ..export.onnx_file import run as ort_run
 from ..export.onnx_file import session
-from .harness import Row, default_runs, median, output_diff, time_interleaved
+from ..factory import create_model
+from .harness import Row, default_runs, median, output_diff, randomize_, time_interleaved
 from .vision import build_pair
 
 DEFAULT_MODELS = ("poolformer_s12", "convformer_s18")
@@ -123,3 +125,87 @@ def notes(rows: Sequence[Row]) -> list[str]:
         "deployed forms: max|d| / rel are the candidate's logits against the peer's eager logits on the same input;",
         "  'zoo onnxruntime vs timm onnxruntime' rows show timm's ONNX against timm's eager (the heads differ by design)",
     ]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Language models: zoo eager against its deployed forms, same weights
+# ------------------------------------------------------------------------------------------------------------------
+
+LM_DEFAULT_MODELS = ("mobilellm_125m",)
+
+
+def _llama_cpp_decoder(path: Path, context: int):
+    """Greedy decoding through llama-cpp-python, as its users run it (``Llama.generate`` with top-k 1)."""
+    import llama_cpp  # optional (the export extra): imported only when this form is benchmarked
+
+    llm = llama_cpp.Llama(
+        model_path=str(path), n_ctx=context, n_batch=context, n_threads=torch.get_num_threads(), verbose=False
+    )
+
+    def generate(prompt: list[int], new_tokens: int) -> list[int]:
+        out = []
+        for token in llm.generate(prompt, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+            out.append(int(token))
+            if len(out) == new_tokens:
+                break
+        return out
+
+    return llm, generate
+
+
+def compare_lm(
+    name: str,
+    runs: int = 5,
+    warmup: int = 1,
+    prompt_tokens: int = 32,
+    new_tokens: int = 128,
+    forms: Sequence[str] = ("llama.cpp", "pte"),
+    **model_kwargs,
+) -> list[Row]:
+    """Greedy decode tokens/s (batch 1, fp32 weights) of the zoo model in eager PyTorch against its deployed forms:
+    the GGUF file in llama.cpp (f32, the same weights) and the compiled ``pte`` artefact."""
+    model = randomize_(create_model(name, **model_kwargs)).eval()
+    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(1))
+    context = prompt_tokens + new_tokens
+    candidates: dict[str, object] = {}
+    closers = []
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
+        if "llama.cpp" in forms:
+            export(model, "gguf", Path(tmp) / "gguf", model_name=name, quantize="f32")
+            llm, llama_generate = _llama_cpp_decoder(Path(tmp) / "gguf" / "model.gguf", context)
+            closers.append(llm.close)
+            candidates["llama.cpp f32"] = lambda: llama_generate(prompt[0].tolist(), new_tokens)
+        if "pte" in forms:
+            export(model, "pte", Path(tmp) / "pte", model_name=name, max_seq_len=context)
+            runner = load_lm_artifact(Path(tmp) / "pte")
+            candidates["zoo pte"] = lambda: runner.generate(prompt[0].tolist(), new_tokens)
+
+        def eager():
+            return model.generate(prompt, max_new_tokens=new_tokens)[0, prompt_tokens:].tolist()
+
+        try:
+            times = time_interleaved({"zoo eager": eager, **candidates}, runs, warmup, desc=f"{name} deployed decode")
+            with torch.inference_mode():
+                want = eager()
+                outputs = {label: list(fn()) for label, fn in candidates.items()}
+        finally:
+            for close in closers:
+                close()
+    rows = []
+    for label, got in outputs.items():
+        agree = sum(a == b for a, b in zip(got, want)) / len(want)
+        rows.append(
+            Row(
+                name,
+                f"decode {new_tokens} (fp32)",
+                "zoo eager",
+                label,
+                "tok/s",
+                new_tokens / median(times["zoo eager"]),
+                new_tokens / median(times[label]),
+                runs,
+                extra={"same tokens": got == want, "token agreement": agree},
+                times_s={k: v["total"] for k, v in times.items()},
+            )
+        )
+    return rows

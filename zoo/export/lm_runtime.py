@@ -38,6 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim
 
+from ..layers.decoder import DecoderLM
+from ..layers.routing import layer_forward
+from ..models.mobilellm import MobileLLM
+from ..models.recursive import RecursiveLM
 from .core import ExportError, ExportSpec, compare
 
 __all__ = ["CachedDecoder", "CompiledLM", "load"]
@@ -94,9 +98,6 @@ class CachedDecoder(nn.Module):
 
     def __init__(self, model: nn.Module, max_seq_len: int):
         super().__init__()
-        from ..layers.decoder import DecoderLM
-        from ..models.mobilellm import MobileLLM
-        from ..models.recursive import RecursiveLM
 
         if not isinstance(model, DecoderLM):
             raise ExportError(f"pte exports the zoo's decoder language models, not {type(model).__name__}")
@@ -197,8 +198,6 @@ class CachedDecoder(nn.Module):
         return mask[None, None]
 
     def _run(self, i: int, x: torch.Tensor, chosen: torch.Tensor | None) -> torch.Tensor:
-        from ..layers.routing import layer_forward
-
         app = self.apps[i]
         if app.reads_shared:  # recursive KV sharing: the keys/values the block's first application cached
             shared = (getattr(self, f"k_cache_{app.slot}"), getattr(self, f"v_cache_{app.slot}"))
