@@ -103,3 +103,30 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     # a module without an architecture name
     with pytest.raises(ExportError, match="model_name"):
         zoo.export(torch.nn.Linear(2, 2), "pt2", tmp_path / "m")
+
+
+def test_cli_exports_a_language_model_folder_with_its_tokenizer(tmp_path, capsys):
+    from zoo.data.text import bundled_corpus, train_bpe_tokenizer
+
+    tok = train_bpe_tokenizer(list(bundled_corpus().values())[:40], 300, tmp_path / "tokenizer.json")
+    kwargs = dict(
+        vocab_size=tok.get_vocab_size(),
+        num_hidden_layers=2,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    torch.manual_seed(0)
+    model = zoo.create_model("mobilellm_125m_ls", **kwargs).eval()
+    folder = zoo.publish.export_pretrained(
+        model, tmp_path / "lm", model_kwargs=kwargs, tokenizer_file=tmp_path / "tokenizer.json", latency_runs=0
+    )
+    out = tmp_path / "gguf"
+    assert main(["export", str(folder), "--format", "gguf", "--out", str(out), "--check"]) == 0
+    assert "greedy tokens equal: True" in capsys.readouterr().out
+    assert (out / "tokenizer.json").is_file() and (out / "model.gguf").is_file()
+    report = json.loads((out / "export.json").read_text())
+    assert report["check"]["tokens_equal"] and report["check"]["tokenizer_equal"]
+    card = (out / "README.md").read_text()
+    assert "for llama.cpp" in card and "from llama_cpp import Llama" in card

@@ -308,6 +308,7 @@ def _cmd_export(args) -> int:
             max_seq_len=args.max_seq_len,
             check=args.check,
             tokenizer=args.tokenizer,
+            **({"backend": args.backend} if args.backend else {}),
         )
     except export.ExportError as e:
         print(f"zoo export: error: {e}", file=sys.stderr)
@@ -414,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stored weights: onnx int8 (dynamic quantization, an extra model.int8.onnx); gguf f32, f16, q8_0, q4_0",
     )
     p.add_argument("--max-seq-len", type=int, default=256, help="LMs: static KV cache length (default 256)")
+    p.add_argument(
+        "--backend",
+        choices=["executorch", "aoti"],
+        default=None,
+        help="pte: ExecuTorch + XNNPACK (default when installed) or an AOTInductor package",
+    )
     p.add_argument(
         "--tokenizer", default=None, help="LMs: tokenizer.json to ship (default: the one beside the weights)"
     )

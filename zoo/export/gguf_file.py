@@ -754,8 +754,9 @@ def usage(spec: ExportSpec) -> str:
         lines += ["```", "", f"or `llama-cli -m {FILE_NAME} -p 'Once upon a time' -n 32`."]
     else:
         lines += [
-            "llm.eval(token_ids)  # the file carries no vocabulary: it takes token ids",
-            "next_token = int(llm.scores[llm.n_tokens - 1].argmax())",
+            "# the file carries no vocabulary: it takes and gives token ids (greedy: top_k=1)",
+            "for token in llm.generate(token_ids, top_k=1, temp=0.0, repeat_penalty=1.0):",
+            "    ...",
             "```",
         ]
     if report.get("architecture") == "granite_swa":
