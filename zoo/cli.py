@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dynamic-size", action="store_true", help="vision: dynamic height/width where allowed")
     p.add_argument("--input-size", default=None, help="vision: C,H,W of the example input (default: the model's)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--opset", type=int, default=20, help="ONNX opset (default 20, with native Gelu)")
     p.add_argument(
         "--quantize",
         default=None,

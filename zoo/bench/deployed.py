@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..export import export
+from ..export import ExportSpec, export
 from ..export.lm_runtime import load as load_lm_artifact
 from ..export.onnx_file import run as ort_run
 from ..export.onnx_file import session
@@ -45,7 +45,9 @@ def _timm_onnx(model, folder: Path, img_size: int) -> Path:
     path = folder / "timm.onnx"
     x = torch.randn(2, 3, img_size, img_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=({0: batch},), verbose=False)
+    program = torch.onnx.export(
+        model, (x,), dynamo=True, opset_version=ExportSpec.opset, dynamic_shapes=({0: batch},), verbose=False
+    )
     program.save(str(path))
     return path
 

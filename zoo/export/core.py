@@ -60,7 +60,7 @@ class ExportSpec:
     dynamic_batch: bool = True
     dynamic_size: bool = False  # vision: height and width dynamic too (where the architecture allows)
     input_size: tuple[int, int, int] | None = None  # vision: (C, H, W) of the example input
-    opset: int = 18
+    opset: int = 20
     quantize: str | None = None
     max_seq_len: int = 256  # LMs: the static cache's length (prompt + generated tokens)
     check: bool = False
@@ -188,7 +188,7 @@ def export(
     dynamic_batch: bool = True,
     dynamic_size: bool = False,
     input_size=None,
-    opset: int = 18,
+    opset: int = 20,
     quantize: str | None = None,
     max_seq_len: int = 256,
     check: bool = False,

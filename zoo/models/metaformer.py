@@ -286,6 +286,33 @@ class MetaFormerBlock(nn.Module):
         res_scale = self.res_scale2.scale if self.res_scale2 is not None else None
         return residual_add(x, self.mlp(self.norm2(x)), gain, res_scale)
 
+    @property
+    def nchw_ok(self) -> bool:
+        """Whether :meth:`forward_nchw` computes this block: (H, W, C) norms with pooling or identity mixers."""
+        return self._closed_form is not None and isinstance(self.norm2, SpatialLayerNorm)
+
+    def forward_nchw(self, x: torch.Tensor) -> torch.Tensor:
+        """The same block on a (B, C, H, W) map, in plain ops (group norm, average pooling, 1x1 convolutions):
+        what an exported graph runs (see :meth:`MetaFormerStage.forward`). Inference only (no drop path)."""
+
+        def channel(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.view(-1, 1, 1)
+
+        def residual(x, branch, layer_scale, res_scale):
+            x = x if res_scale is None else x * channel(res_scale.scale)
+            return x + (branch if layer_scale is None else branch * channel(layer_scale.scale))
+
+        n1, n2 = self.norm1, self.norm2
+        h = F.group_norm(x, 1, n1.weight, n1.bias, n1.eps)
+        if self._closed_form == "pool":
+            k = self.token_mixer.pool_size
+            h = F.avg_pool2d(h, k, stride=1, padding=k // 2, count_include_pad=False) - h
+        x = residual(x, h, self.layer_scale1, self.res_scale1)
+        fc1, fc2 = self.mlp.fc1, self.mlp.fc2
+        h = F.conv2d(F.group_norm(x, 1, n2.weight, n2.bias, n2.eps), fc1.weight[:, :, None, None], fc1.bias)
+        h = F.conv2d(self.mlp.act(h), fc2.weight[:, :, None, None], fc2.bias)
+        return residual(x, h, self.layer_scale2, self.res_scale2)
+
 
 class MetaFormerStage(nn.Module):
     def __init__(
@@ -307,6 +334,13 @@ class MetaFormerStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
+        if torch.compiler.is_exporting() and all(block.nchw_ok for block in self.blocks):
+            # an exported graph runs pooling stages channels-first: two transposes per stage instead of four per
+            # block (ONNX's pooling and group norm are channels-first ops; eager keeps its channels-last kernels)
+            x = x.permute(0, 3, 1, 2)
+            for block in self.blocks:
+                x = block.forward_nchw(x)
+            return x.permute(0, 2, 3, 1)
         if self.grad_checkpointing and torch.is_grad_enabled():
             for block in self.blocks:
                 x = checkpoint(block, x, use_reentrant=False)
