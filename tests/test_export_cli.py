@@ -130,3 +130,16 @@ def test_cli_exports_a_language_model_folder_with_its_tokenizer(tmp_path, capsys
     assert report["check"]["tokens_equal"] and report["check"]["tokenizer_equal"]
     card = (out / "README.md").read_text()
     assert "for llama.cpp" in card and "from llama_cpp import Llama" in card
+
+
+def test_pooling_stages_export_channels_first(tmp_path):
+    """PoolFormer's exported graph runs its stages channels-first: no transpose pair around every pooling and norm
+    (what made its ONNX slower than timm's), and still equal to eager."""
+    import onnx
+
+    model = zoo.create_model("poolformer_s12", **TINY).eval()
+    result = zoo.export(model, "onnx", tmp_path, input_size=(3, 64, 64), check=True)
+    assert result.check["ok"], result.check
+    ops = [node.op_type for node in onnx.load(result.path).graph.node]
+    assert ops.count("AveragePool") == 4 and ops.count("Transpose") <= 2, ops.count("Transpose")
+    assert "Gelu" in ops  # opset 20's native op, not an erf expansion
