@@ -160,10 +160,14 @@ def _model_name(model: nn.Module, name: str | None) -> str:
 
 
 def deployable(model: nn.Module) -> nn.Module:
-    """The inference form of ``model``: a copy re-parameterised where the architecture has a fused form (SLaK's
-    BatchNorm and small kernels folded into its large kernels); the model itself is left as it is."""
+    """The inference form of ``model``, on a copy where it differs (the model itself is left as it is): SLaK's
+    re-parameterised form (BatchNorm and small kernels folded into its large kernels); run-time draws recorded as
+    constants (SReT's seeded token permutations, ``prepare_export``)."""
     if callable(getattr(model, "reparameterize", None)) and not getattr(model, "deploy", True):
-        return copy.deepcopy(model).reparameterize().eval()
+        model = copy.deepcopy(model).reparameterize().eval()
+    if callable(getattr(model, "prepare_export", None)):
+        model = copy.deepcopy(model).eval()
+        model.prepare_export()
     return model
 
 
@@ -236,6 +240,11 @@ def export(
     if task not in FORMATS[format][2]:
         takes = ", ".join(f for f, (_, _, tasks) in FORMATS.items() if task in tasks)
         raise ExportError(f"format {format!r} is not for {task} models like {name}; for these, use {takes}")
+    if dynamic_size and task == VISION and getattr(model, "fixed_input_size", False):
+        raise ExportError(
+            f"{name} takes only its configured input size ({tuple(model.pretrained_cfg['input_size'][1:])}): its "
+            "token-mixing or position tables are sized by the token count; export without dynamic_size"
+        )
     module = _format_module(format)
     spec = ExportSpec(
         name=name,

@@ -67,11 +67,15 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
 
 
 def check_inputs(model: nn.Module, spec: ExportSpec) -> list[torch.Tensor]:
-    """Inputs of two batch sizes (one when the batch is static) and, for LMs, two lengths."""
+    """Inputs of two batch sizes (one when the batch is static); for LMs two lengths, for a dynamic image size
+    two sizes."""
     x = spec.example_input(model, batch_size=3)
     inputs = [x[:1]] + ([x] if spec.dynamic_batch else [])
     if spec.task == TEXT:
         inputs.append(x[:1, : max(1, x.shape[1] // 2)])
+    elif spec.dynamic_size:  # another height and width, each a stride-32 step larger
+        c, h, w = spec.input_size
+        inputs.append(torch.randn(1, c, h + 32, w + 64, generator=torch.Generator().manual_seed(spec.seed + 1)))
     return inputs
 
 

@@ -519,6 +519,12 @@ class MetaFormer(VisionBackbone, nn.Module):
     def _reset_head(self, num_classes: int, global_pool: str | None) -> None:
         self.head.reset(num_classes, global_pool)
 
+    @property
+    def fixed_input_size(self) -> bool:
+        """True when the architecture only takes its configured height and width (RandFormer's token-mixing
+        matrices are sized by the token count)."""
+        return any(isinstance(m, RandomMixing) for m in self.modules())
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
 

@@ -272,14 +272,60 @@ class SReT(VisionBackbone, nn.Module):
         for stage in self.stages:
             stage.stack.grad_checkpointing = enable
 
+    fixed_input_size = True  # the learned position table is sized by img_size
+
     def _permutation_source(self) -> PermutationSource | None:
         """Where the sliced attention's token permutations come from in this forward (None: identity)."""
         if self.token_permutation == "identity":
             return None
+        if getattr(self, "_forced_permutations", None) is not None:  # prepare_export's recording pass
+            return self._forced_permutations
         if self.token_permutation == "random" or self.training:
             return lambda n, device: torch.randperm(n).to(device)  # the global RNG, as the authors do
+        if torch.compiler.is_exporting() or torch.compiler.is_compiling():
+            return self._recorded_permutations()
         generator = torch.Generator().manual_seed(self.permutation_seed)  # fresh per forward: deterministic eval
         return lambda n, device: torch.randperm(n, generator=generator).to(device)
+
+    @torch.no_grad()
+    def prepare_export(self) -> None:
+        """Draw this model's seeded evaluation permutations once and keep them as (non-persistent) buffers, so
+        that a traced graph holds them as constants instead of a seeded ``randperm`` (which ONNX cannot express).
+        The draws depend only on the token counts, which the fixed input size (the position table) fixes."""
+        drawn: list[torch.Tensor] = []
+        generator = torch.Generator().manual_seed(self.permutation_seed)
+
+        def record(n: int, device) -> torch.Tensor:
+            drawn.append(torch.randperm(n, generator=generator))
+            return drawn[-1].to(device)
+
+        was_training, self._forced_permutations = self.training, record
+        try:
+            self.eval()
+            p = self.pos_embed
+            self(torch.zeros(1, self.in_chans, *self.img_size, device=p.device, dtype=p.dtype))
+        finally:
+            self._forced_permutations = None
+            self.train(was_training)
+        for i, perm in enumerate(drawn):
+            self.register_buffer(f"permutation_{i}", perm.to(self.pos_embed.device), persistent=False)
+        self.num_recorded_permutations = len(drawn)
+
+    def _recorded_permutations(self) -> PermutationSource:
+        if getattr(self, "num_recorded_permutations", None) is None:
+            raise RuntimeError(
+                "SReT's seeded permutations are drawn at run time; call model.prepare_export() before tracing "
+                "(zoo.export does) so that they become constants of the graph"
+            )
+        index = iter(range(self.num_recorded_permutations))
+
+        def recorded(n: int, device) -> torch.Tensor:
+            perm = getattr(self, f"permutation_{next(index)}")
+            if perm.numel() != n:
+                raise RuntimeError(f"recorded permutation of {perm.numel()} tokens, the traced forward has {n}")
+            return perm
+
+        return recorded
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
