@@ -122,6 +122,33 @@ def test_permutations_seeded_random_identity():
     assert not torch.allclose(t1, model(x))  # training draws fresh permutations
 
 
+def test_seeded_permutations_are_buffers_drawn_at_build():
+    """The eval permutations are drawn when the model is built (again when the seed is set), exactly as the seeded
+    generator gives them in forward order; non-persistent buffers, so state dicts are unchanged."""
+    model = zoo.create_model("sret_tiny", img_size=64, recursive_num=(2, 1, 1)).eval()
+    assert not any("permutations" in k for k in model.state_dict())
+    generator = torch.Generator().manual_seed(0)
+    blocks = model.stages[0].stack.blocks  # schedule [0, 0, 1, 1]: one re-application of each, 8x8 tokens
+    drawn = [torch.randperm(64, generator=generator) for _ in blocks]
+    assert all(torch.equal(b.attn.permutations, p[None]) for b, p in zip(blocks, drawn))
+    assert all(b.attn.permutations.numel() == 0 for s in model.stages[1:] for b in s.stack.blocks)  # groups2 = 1
+    x = _input(64, batch=1)
+    with torch.no_grad():
+        a = model(x)
+        model.permutation_seed = 3
+        assert not torch.equal(blocks[0].attn.permutations[0], drawn[0]) and not torch.allclose(model(x), a)
+        model.permutation_seed = 0
+        assert torch.equal(model(x), a)
+        # a position table of another size after the build: eager draws at run time, tracing asks for a redraw
+        model.pos_embed = torch.nn.Parameter(torch.zeros(1, 64, 16, 16))
+        x = _input(128, batch=1)
+        runtime = model(x)
+        with pytest.raises(RuntimeError, match="draw_permutations"):
+            torch.export.export(model, (x,))
+        model.draw_permutations()
+        assert blocks[0].attn.permutations.shape == (1, 256) and torch.equal(model(x), runtime)
+
+
 def test_plain_attention_has_no_permutation():
     model = zoo.create_model("sret_tiny_wo_slice").eval()
     x = _input(batch=1)

@@ -161,13 +161,9 @@ def _model_name(model: nn.Module, name: str | None) -> str:
 
 def deployable(model: nn.Module) -> nn.Module:
     """The inference form of ``model``, on a copy where it differs (the model itself is left as it is): SLaK's
-    re-parameterised form (BatchNorm and small kernels folded into its large kernels); run-time draws recorded as
-    constants (SReT's seeded token permutations, ``prepare_export``)."""
+    re-parameterised form (BatchNorm and small kernels folded into its large kernels)."""
     if callable(getattr(model, "reparameterize", None)) and not getattr(model, "deploy", True):
-        model = copy.deepcopy(model).reparameterize().eval()
-    if callable(getattr(model, "prepare_export", None)):
-        model = copy.deepcopy(model).eval()
-        model.prepare_export()
+        return copy.deepcopy(model).reparameterize().eval()
     return model
 
 

@@ -17,6 +17,7 @@ from .core import TEXT, ExportError, ExportSpec, compare
 
 FILE_NAME = "model.pt2"
 MAX_BATCH = 1024
+MAX_SIZE = 4096  # vision, dynamic_size: the largest height/width the program takes (or the example's, if larger)
 
 
 class LogitsOnly(nn.Module):
@@ -45,15 +46,34 @@ def dynamic_shapes(model: nn.Module, spec: ExportSpec) -> tuple[dict[int, Dim], 
         context = min(model.config.max_position_embeddings, max(spec.max_seq_len, 2))
         dims[1] = Dim("tokens", min=1, max=context)
     elif spec.dynamic_size:
-        dims[2] = Dim.AUTO
-        dims[3] = Dim.AUTO
+        _, height, width = spec.input_size
+        low = min_dynamic_size(model)
+        if min(height, width) < low:
+            raise ExportError(
+                f"a dynamic image size needs an example input of at least {low}x{low} ({spec.name}'s last stage "
+                f"at 2x2 or more), got {height}x{width}; pass a larger input_size"
+            )
+        dims[2] = Dim("height", min=low, max=max(MAX_SIZE, height))
+        dims[3] = Dim("width", min=low, max=max(MAX_SIZE, width))
     return (dims,)
 
 
-def export_program(model: nn.Module, spec: ExportSpec) -> torch.export.ExportedProgram:
-    example = spec.example_input(model)
+def min_dynamic_size(model: nn.Module) -> int:
+    """The smallest height/width a dynamic-size program takes: two cells of the backbone's total stride, so that
+    the last stage is at least 2x2 (torch.export specialises a dimension of size 1, and the channels-last stride
+    checks of a 1x1 map would pin the size). Any size from there up works: no multiple of the stride is needed,
+    the stages' floor arithmetic is traced symbolically."""
     try:
-        return torch.export.export(traced_module(model, spec), (example,), dynamic_shapes=dynamic_shapes(model, spec))
+        stride = max(int(f["reduction"]) for f in model.feature_info)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        stride = 32
+    return 2 * stride
+
+
+def export_program(model: nn.Module, spec: ExportSpec) -> torch.export.ExportedProgram:
+    example, shapes = spec.example_input(model), dynamic_shapes(model, spec)
+    try:
+        return torch.export.export(traced_module(model, spec), (example,), dynamic_shapes=shapes)
     except Exception as e:  # torch's message names the op or guard that failed
         raise ExportError(f"torch.export of {spec.name} failed: {type(e).__name__}: {e}") from e
 
@@ -73,9 +93,9 @@ def check_inputs(model: nn.Module, spec: ExportSpec) -> list[torch.Tensor]:
     inputs = [x[:1]] + ([x] if spec.dynamic_batch else [])
     if spec.task == TEXT:
         inputs.append(x[:1, : max(1, x.shape[1] // 2)])
-    elif spec.dynamic_size:  # another height and width, each a stride-32 step larger
+    elif spec.dynamic_size:  # another height and width: one stride-32 step taller, 1.5 steps wider
         c, h, w = spec.input_size
-        inputs.append(torch.randn(1, c, h + 32, w + 64, generator=torch.Generator().manual_seed(spec.seed + 1)))
+        inputs.append(torch.randn(1, c, h + 32, w + 48, generator=torch.Generator().manual_seed(spec.seed + 1)))
     return inputs
 
 

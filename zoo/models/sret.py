@@ -11,10 +11,13 @@ raster order, into contiguous groups (``groups1`` on a block's first application
 ones); on the later applications with ``groups2 != 1`` the tokens are permuted before grouping and restored after.
 
 Permutations. The authors draw them from the global RNG in eval too, so their model is not deterministic. Here
-``token_permutation="seeded"`` (default) draws them in forward order from a generator seeded with
-``permutation_seed`` at every eval forward (seed 0 reproduces the authors' output after ``torch.manual_seed(0)``)
-and fresh from the global RNG in training; ``"random"`` always uses the global RNG (the authors' behaviour);
-``"identity"`` never permutes.
+``token_permutation="seeded"`` (default) uses in eval the permutations that a generator seeded with
+``permutation_seed`` gives in forward order (seed 0 reproduces the authors' output after ``torch.manual_seed(0)``),
+and fresh ones from the global RNG in training; ``"random"`` always uses the global RNG (the authors' behaviour);
+``"identity"`` never permutes. The seeded ones depend only on the seed and the token counts, which the learned
+position table fixes, so they are drawn once when the model is built (and again when ``permutation_seed`` is set)
+and kept in each attention's ``permutations`` buffer (not persistent: state dicts do not carry them). A forward
+then holds no random draw, and ``torch.export`` / ONNX record them as constants of the graph.
 """
 
 from collections.abc import Callable, Sequence
@@ -33,6 +36,8 @@ from ._builder import build_vision_model
 __all__ = ["SReT", "checkpoint_filter_fn"]
 
 PermutationSource = Callable[[int, torch.device], torch.Tensor]
+# a forward's permutation argument that means: each attention's drawn-at-build ``permutations`` buffer
+RECORDED = "recorded"
 
 
 class LearnableCoefficient(nn.Module):
@@ -77,13 +82,17 @@ class GroupAttention(nn.Module):
         self.groups1, self.groups2 = groups1, groups2
         self.qkv = Linear(dim, dim * 3)
         self.proj = Linear(dim, dim)
+        # row r - 1: the seeded eval permutation of the block's r-th re-application (SReT.draw_permutations)
+        self.register_buffer("permutations", torch.zeros(0, 0, dtype=torch.long), persistent=False)
 
     def forward(
-        self, x: torch.Tensor, recursion: int = 0, permutation: PermutationSource | None = None
+        self, x: torch.Tensor, recursion: int = 0, permutation: PermutationSource | str | None = None
     ) -> torch.Tensor:
         B, N, C = x.shape
         groups = self.groups1 if recursion == 0 else self.groups2
-        perm = permutation(N, x.device) if (recursion > 0 and groups != 1 and permutation is not None) else None
+        perm = None
+        if recursion > 0 and groups != 1 and permutation is not None:
+            perm = self.permutations[recursion - 1] if permutation == RECORDED else permutation(N, x.device)
         if perm is not None:
             x = x.index_select(1, perm)
         h = self.num_heads
@@ -115,7 +124,7 @@ class TransformerBlock(nn.Module):
         return coefficient.bias if mask is None else coefficient.bias * mask
 
     def forward(
-        self, x: torch.Tensor, recursion: int = 0, permutation: PermutationSource | None = None
+        self, x: torch.Tensor, recursion: int = 0, permutation: PermutationSource | str | None = None
     ) -> torch.Tensor:
         branch = self.attn(self.norm1(x), recursion, permutation)
         x = residual_add(x, branch, self._gain(self.coefficient2, x), self.coefficient1.bias)
@@ -161,7 +170,7 @@ class SReTStage(nn.Module):
         nlls = [NonLinearLayer(dim, nll_ratio) for _ in range(num_blocks * recursion)]
         self.stack = RecursiveStack(blocks, sequence_schedule(num_blocks, recursion), step_layers=nlls)
 
-    def forward(self, x: torch.Tensor, permutation: PermutationSource | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, permutation: PermutationSource | str | None = None) -> torch.Tensor:
         x = self.downsample(x)
         B, C, H, W = x.shape
         # (B, C, H, W) with channels-last memory <-> (B, H*W, C) tokens in raster order: views, no copies
@@ -214,7 +223,7 @@ class SReT(VisionBackbone, nn.Module):
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.token_permutation = token_permutation
-        self.permutation_seed = permutation_seed
+        self._permutation_seed = int(permutation_seed)  # the property's setter redraws; the stages come below
         dims = [b * h for b, h in zip(base_dims, heads)]
         self.num_features = self.head_hidden_size = dims[-1]
         self.grad_checkpointing = False
@@ -259,6 +268,7 @@ class SReT(VisionBackbone, nn.Module):
         self.head.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head.fc = Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.draw_permutations()
         if onednn_linear is not None:  # else each Linear takes ZOO_ONEDNN_LINEAR (default on)
             self.set_onednn_linear(onednn_linear)
 
@@ -274,58 +284,55 @@ class SReT(VisionBackbone, nn.Module):
 
     fixed_input_size = True  # the learned position table is sized by img_size
 
-    def _permutation_source(self) -> PermutationSource | None:
+    @property
+    def permutation_seed(self) -> int:
+        """The seed of the eval token permutations (``token_permutation="seeded"``); setting it redraws them."""
+        return self._permutation_seed
+
+    @permutation_seed.setter
+    def permutation_seed(self, seed: int) -> None:
+        self._permutation_seed = int(seed)
+        self.draw_permutations()
+
+    @torch.no_grad()
+    def draw_permutations(self) -> None:
+        """Draw the seeded eval permutations for the position table's grid into each attention's ``permutations``
+        buffer: the draws a generator seeded with ``permutation_seed`` gives in forward order (stage by stage, each
+        stack's schedule in order, one per re-application of a block with ``groups2 != 1``). Called on build and
+        when the seed is set; call it again after replacing ``pos_embed`` with one of another size."""
+        generator = torch.Generator().manual_seed(self._permutation_seed)
+        h, w = self.pos_embed.shape[-2:]
+        for i, stage in enumerate(self.stages):
+            if i:  # each later stage opens with a stride-2 conv (padding 1)
+                h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+            stack, drawn = stage.stack, {}
+            for block, recursion in zip(stack.schedule, stack.recursion):
+                if recursion > 0 and stack.blocks[block].attn.groups2 != 1:
+                    drawn[block, recursion] = torch.randperm(h * w, generator=generator)
+            for b, block in enumerate(stack.blocks):
+                rows = [r for (k, r) in drawn if k == b]
+                table = torch.zeros(max(rows, default=0), h * w, dtype=torch.long)
+                for r in rows:
+                    table[r - 1] = drawn[b, r]
+                block.attn.permutations = table.to(block.attn.permutations.device)
+        self._permutation_grid = tuple(self.pos_embed.shape[-2:])
+
+    def _permutation_source(self) -> PermutationSource | str | None:
         """Where the sliced attention's token permutations come from in this forward (None: identity)."""
         if self.token_permutation == "identity":
             return None
-        if getattr(self, "_forced_permutations", None) is not None:  # prepare_export's recording pass
-            return self._forced_permutations
         if self.token_permutation == "random" or self.training:
             return lambda n, device: torch.randperm(n).to(device)  # the global RNG, as the authors do
+        if tuple(self.pos_embed.shape[-2:]) == self._permutation_grid:
+            return RECORDED
+        # pos_embed was replaced by one of another size after the draw: draw at run time, as the recorded ones were
         if torch.compiler.is_exporting() or torch.compiler.is_compiling():
-            return self._recorded_permutations()
-        generator = torch.Generator().manual_seed(self.permutation_seed)  # fresh per forward: deterministic eval
-        return lambda n, device: torch.randperm(n, generator=generator).to(device)
-
-    @torch.no_grad()
-    def prepare_export(self) -> None:
-        """Draw this model's seeded evaluation permutations once and keep them as (non-persistent) buffers, so
-        that a traced graph holds them as constants instead of a seeded ``randperm`` (which ONNX cannot express).
-        The draws depend only on the token counts, which the fixed input size (the position table) fixes."""
-        drawn: list[torch.Tensor] = []
-        generator = torch.Generator().manual_seed(self.permutation_seed)
-
-        def record(n: int, device) -> torch.Tensor:
-            drawn.append(torch.randperm(n, generator=generator))
-            return drawn[-1].to(device)
-
-        was_training, self._forced_permutations = self.training, record
-        try:
-            self.eval()
-            p = self.pos_embed
-            self(torch.zeros(1, self.in_chans, *self.img_size, device=p.device, dtype=p.dtype))
-        finally:
-            self._forced_permutations = None
-            self.train(was_training)
-        for i, perm in enumerate(drawn):
-            self.register_buffer(f"permutation_{i}", perm.to(self.pos_embed.device), persistent=False)
-        self.num_recorded_permutations = len(drawn)
-
-    def _recorded_permutations(self) -> PermutationSource:
-        if getattr(self, "num_recorded_permutations", None) is None:
             raise RuntimeError(
-                "SReT's seeded permutations are drawn at run time; call model.prepare_export() before tracing "
-                "(zoo.export does) so that they become constants of the graph"
+                f"SReT's seeded permutations were drawn for a {self._permutation_grid} token grid, its position "
+                f"table is now {tuple(self.pos_embed.shape[-2:])}; call model.draw_permutations() before tracing"
             )
-        index = iter(range(self.num_recorded_permutations))
-
-        def recorded(n: int, device) -> torch.Tensor:
-            perm = getattr(self, f"permutation_{next(index)}")
-            if perm.numel() != n:
-                raise RuntimeError(f"recorded permutation of {perm.numel()} tokens, the traced forward has {n}")
-            return perm
-
-        return recorded
+        generator = torch.Generator().manual_seed(self._permutation_seed)  # fresh per forward: deterministic eval
+        return lambda n, device: torch.randperm(n, generator=generator).to(device)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -340,7 +347,9 @@ class SReT(VisionBackbone, nn.Module):
 
     _stage_context = _permutation_source
 
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor, permutation: PermutationSource | None) -> torch.Tensor:
+    def _run_stage(
+        self, stage: nn.Module, x: torch.Tensor, permutation: PermutationSource | str | None
+    ) -> torch.Tensor:
         return stage(x, permutation)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
