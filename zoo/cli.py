@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from . import bench, cards, export, publish
-from .data.lm_tokenizer import load_lm_tokenizer
+from .data.lm_tokenizer import apply_chat_template, load_lm_tokenizer
+from .data.text import special_token_ids
 from .factory import create_model
 from .hub import WEIGHTS_NAME
-from .layers.decoder import DecoderLM
+from .layers.decoder import DecoderLM, TextStreamer
 from .profile import profile
 from .publish import PublishError
 from .registry import UnknownModelError, list_models, model_info
@@ -94,7 +95,10 @@ def _cmd_run(args) -> int:
 
 
 def _run_language_model(model: DecoderLM, args) -> int:
-    """Greedy continuation of a random prompt of ``--prompt-tokens`` ids; decoded when a tokenizer is found."""
+    """Greedy continuation of a random prompt of ``--prompt-tokens`` ids; decoded when a tokenizer is found
+    (``--chat``: the reply to a message, in the chat template of the tokenizer's folder)."""
+    if args.chat is not None:
+        return _chat(model, args)
     tokenizer = _find_tokenizer(args)
     vocab = model.config.vocab_size
     if tokenizer is not None:
@@ -119,9 +123,43 @@ def _run_language_model(model: DecoderLM, args) -> int:
     return 0
 
 
+def _chat(model: DecoderLM, args) -> int:
+    """``zoo run --chat MESSAGE``: the message in the tokenizer folder's chat template, the reply streamed as it is
+    generated (greedy; it ends at the model's or the tokenizer's EOS, or after --max-new-tokens)."""
+    folder = _tokenizer_folder(args)
+    if folder is None:
+        raise ValueError(
+            "--chat needs the model's tokenizer: a folder (--weights or the model folder) with tokenizer.json or "
+            "tokenizer.model and its chat template"
+        )
+    tokenizer = load_lm_tokenizer(folder)
+    prompt = torch.tensor([apply_chat_template(folder, [{"role": "user", "content": args.chat}])])
+    vocab = model.config.vocab_size
+    stops = {model.config.eos_token_id, special_token_ids(tokenizer)["eos_token_id"]}
+    stops = sorted(i for i in stops if isinstance(i, int) and 0 <= i < vocab)
+    print(f"chat template of {folder}: {prompt.shape[1]} prompt tokens")
+    print("reply: ", end="", flush=True)
+    start = time.perf_counter()
+    out = model.generate(
+        prompt,
+        max_new_tokens=args.max_new_tokens,
+        stop_token_ids=stops,
+        streamer=TextStreamer(tokenizer, skip_prompt=True),
+    )
+    elapsed = time.perf_counter() - start
+    print(f"{out.shape[1] - prompt.shape[1]} new tokens in {elapsed * 1e3:.1f} ms ({_threads()})")
+    return 0
+
+
 def _find_tokenizer(args):
-    """The tokenizer in the model's folder (the --weights folder or file's folder, or a model folder given as the
-    name, a training run's export/ included), or None."""
+    """The tokenizer in the model's folder (see :func:`_tokenizer_folder`), or None."""
+    folder = _tokenizer_folder(args)
+    return load_lm_tokenizer(folder) if folder is not None else None
+
+
+def _tokenizer_folder(args) -> Path | None:
+    """The folder holding the model's tokenizer (the --weights folder or file's folder, or a model folder given as
+    the name, a training run's export/ included), or None."""
     places = []
     if args.weights:
         weights = Path(args.weights)
@@ -131,7 +169,7 @@ def _find_tokenizer(args):
         places += [Path(name), Path(name) / "export"]
     for folder in places:
         if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
-            return load_lm_tokenizer(folder)
+            return folder
     return None
 
 
@@ -348,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random init and the synthetic input (default 0)")
     p.add_argument("--prompt-tokens", type=int, default=8, help="language models: random prompt length (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=8, help="language models: tokens to generate (default 8)")
+    p.add_argument(
+        "--chat",
+        default=None,
+        metavar="MESSAGE",
+        help="language models: reply to MESSAGE in the chat template of the tokenizer folder (tokenizer_config.json "
+        "or chat_template.jinja beside the weights), streamed",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("profile", help="params, MACs (fvcore), latency and memory")

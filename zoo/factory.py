@@ -8,7 +8,9 @@
 3. The family's builder builds the architecture: registry defaults, then what the checkpoint describes, then the
    caller's arguments (the caller wins).
 4. The weights are converted (the family's ``checkpoint_filter_fn``), checked against the model, then copied; a
-   checkpoint that does not fit raises before anything is loaded.
+   checkpoint that does not fit raises before anything is loaded. A language model's folder or Hub repo may
+   hold ``generation_config.json`` (transformers' file): it becomes ``model.generation_config``, its values
+   checked before anything is built.
 
 A ``config.json`` that came with weights (a Hub repo's, a folder's) may describe an architecture and nothing else:
 the pretrained-cfg fields of preprocessing, labels and provenance (:data:`CONFIG_CFG_FIELDS`) and the
@@ -36,6 +38,8 @@ from . import models  # noqa: F401  (importing the families registers them)
 from .config_rules import CONFIG_CFG_FIELDS, LOAD_SWITCHES, check_arg_value, check_model_args, refuse_key
 from .hub import CONFIG_NAME, WEIGHTS_NAME, download, read_config_file, read_hub_config
 from .layers import check_head_args
+from .layers.decoder import DecoderLM
+from .layers.generation import GENERATION_CONFIG_NAME, GenerationConfig
 from .registry import ModelEntry, get_entry, list_models
 from .weights import CheckpointError, check_architecture, load_state_dict_checked, read_metadata, read_state_dict
 
@@ -45,6 +49,7 @@ __all__ = [
     "Weights",
     "create_model",
     "load_pretrained",
+    "read_generation_config",
     "read_weights",
     "register_in_timm",
     "resolve_source",
@@ -216,6 +221,31 @@ def _read_local(location: str | os.PathLike) -> Weights:
     return Weights(state_dict, str(location), config, config_where, _file_architecture(path))
 
 
+def read_generation_config(cfg: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> GenerationConfig | None:
+    """The ``generation_config.json`` beside the weights a pretrained cfg names (a model folder's, the Hub repo's),
+    its values checked; None when there is none."""
+    if cfg.get("state_dict") is not None:
+        return None
+    path = None
+    if cfg.get("file"):
+        location = Path(cfg["file"])
+        if location.is_dir():
+            path = (_model_folder(location) or location) / GENERATION_CONFIG_NAME
+        elif location.name in _FOLDER_WEIGHTS:
+            path = location.parent / GENERATION_CONFIG_NAME
+    elif cfg.get("hf_hub_id"):
+        try:
+            path = Path(download(cfg["hf_hub_id"], GENERATION_CONFIG_NAME, cache_dir=cache_dir))
+        except CheckpointError:  # most repos of bare weights have none
+            return None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except ValueError as e:
+        raise CheckpointError(f"{e} Nothing was built.") from e
+
+
 def read_weights(
     cfg: dict[str, Any], cache_dir: str | os.PathLike | None = None, config: dict[str, Any] | None = None
 ) -> Weights:
@@ -332,6 +362,7 @@ def create_model(
     # every weight file is read (and refused if unreadable or another architecture's) before anything is built
     weights = read_weights(cfg, cache_dir, source.config) if (pretrained or source.pretrained) else None
     checkpoint = _read_local(checkpoint_path) if checkpoint_path else None
+    generation = read_generation_config(cfg, cache_dir) if weights is not None else None
     args, from_config = {}, {}
     for found in (weights, checkpoint):
         if found is not None:
@@ -355,6 +386,8 @@ def create_model(
                 architecture=found.architecture,
                 **switches,
             )
+    if generation is not None and isinstance(model, DecoderLM):
+        model.generation_config = generation
     if features.pop("features_only", False):
         model = wrap_features(model, source.name, **features)
     return model

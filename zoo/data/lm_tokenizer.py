@@ -6,13 +6,28 @@
 .ids``, ``encode_batch``, ``decode``, ``token_to_id``, ``id_to_token``, ``get_vocab_size``), so code written for
 one works with the other. A random-init model has no tokenizer: train one on local text with
 :func:`zoo.data.text.train_bpe_tokenizer` (for example on :func:`zoo.data.text.bundled_corpus`).
+
+Chat models ship a chat template (a Jinja string, transformers' ``chat_template``) in the tokenizer folder:
+``chat_template.jinja``, or ``tokenizer_config.json``'s ``chat_template`` (one string, or named templates).
+:func:`apply_chat_template` renders it in a sandboxed Jinja environment, as transformers does, and tokenizes the
+result; :func:`load_chat_template` reads it.
 """
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-__all__ = ["SentencePieceTokenizer", "load_lm_tokenizer"]
+__all__ = [
+    "SentencePieceTokenizer",
+    "apply_chat_template",
+    "load_chat_template",
+    "load_lm_tokenizer",
+    "render_chat_template",
+]
 
 
 @dataclass
@@ -116,3 +131,236 @@ def load_lm_tokenizer(path: str | Path, add_bos: bool = True):
     if p.suffix == ".model":
         return SentencePieceTokenizer(p, add_bos=add_bos)
     raise ValueError(f"{p} is neither a tokenizer.json nor a SentencePiece .model file")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Chat templates
+# ------------------------------------------------------------------------------------------------------------------
+
+TOKENIZER_CONFIG = "tokenizer_config.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+_MAX_FILE_BYTES = 16 << 20
+_SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    if path.stat().st_size > _MAX_FILE_BYTES:
+        raise ValueError(f"{path} is over {_MAX_FILE_BYTES >> 20} MiB; not read")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
+
+
+def _token_text(value) -> str | None:
+    """A special token of ``tokenizer_config.json``: a string, or transformers' AddedToken dict."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _pick_template(value, where: str, name: str | None) -> str | None:
+    """A ``chat_template`` entry: a string, or a list of ``{"name", "template"}`` (``name`` picks one, default
+    ``"default"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if name not in (None, "default"):
+            raise ValueError(f"{where} has one chat template, not one named {name!r}")
+        return value
+    if isinstance(value, list) and all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str) for t in value
+    ):
+        named = {t["name"]: t["template"] for t in value}
+        key = name or "default"
+        if key not in named:
+            raise ValueError(f"{where} has no chat template named {key!r}; it has {sorted(named)}")
+        return named[key]
+    raise ValueError(f"{where}: chat_template must be a string or a list of {{name, template}} objects")
+
+
+def _tokenizer_folder(tokenizer) -> Path | None:
+    path = getattr(tokenizer, "path", None)
+    return Path(path).parent if path is not None else None
+
+
+def load_chat_template(folder: str | Path, name: str | None = None) -> str | None:
+    """The chat template of a tokenizer folder, or None: ``chat_template.jinja`` (transformers' file), else
+    ``tokenizer_config.json``'s ``chat_template`` (``name`` picks one of several named templates)."""
+    folder = Path(folder)
+    if (folder / CHAT_TEMPLATE_FILE).is_file() and name in (None, "default"):
+        return (folder / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+    config = folder / TOKENIZER_CONFIG
+    if config.is_file():
+        return _pick_template(_read_json_object(config).get("chat_template"), str(config), name)
+    return None
+
+
+def _special_tokens(folder: Path | None, tokenizer) -> dict[str, str]:
+    """``bos_token`` ... ``pad_token`` as text (what templates read): ``tokenizer_config.json``'s, else the
+    tokenizer's own special ids."""
+    found: dict[str, str] = {}
+    config = folder / TOKENIZER_CONFIG if folder is not None else None
+    if config is not None and config.is_file():
+        data = _read_json_object(config)
+        found = {k: t for k in _SPECIAL_NAMES if (t := _token_text(data.get(k))) is not None}
+    for key in _SPECIAL_NAMES if tokenizer is not None else ():
+        i = getattr(tokenizer, f"{key}_id", None)
+        if key not in found and isinstance(i, int) and tokenizer.id_to_token(i) is not None:
+            found[key] = tokenizer.id_to_token(i)
+    return found
+
+
+def _plain(value, where: str):
+    """Plain JSON data (dicts, lists, strings, numbers): what a template may see of the caller's objects."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{where} must be plain data (dicts, lists, strings, numbers): {e}") from None
+
+
+def _jinja_environment():
+    try:
+        import jinja2
+        from jinja2.ext import Extension, loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        raise ImportError("chat templates need jinja2 (>= 3.1.6): pip install jinja2") from None
+    if tuple(int(p) for p in re.findall(r"\d+", jinja2.__version__)[:3]) < (3, 1, 6):
+        raise ImportError(
+            f"chat templates need jinja2 >= 3.1.6 (known sandbox escapes before); found {jinja2.__version__}"
+        )
+
+    class Generation(Extension):
+        """transformers' ``{% generation %}`` block (it marks the assistant's text): rendered as its body."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
+
+        def _render(self, caller):
+            return caller()
+
+    class Namespace(jinja2.utils.Namespace):
+        """``namespace()`` without underscore-prefixed attributes (transformers' guard)."""
+
+        def __init__(*args, **kwargs):
+            self, args = args[0], args[1:]
+            attrs = dict(*args, **kwargs)
+            for key in attrs:
+                Namespace._check(key)
+            jinja2.utils.Namespace.__init__(self, attrs)
+
+        def __setitem__(self, key, value):
+            Namespace._check(key)
+            jinja2.utils.Namespace.__setitem__(self, key, value)
+
+        @staticmethod
+        def _check(key):
+            if isinstance(key, str) and key.startswith("_"):
+                raise jinja2.exceptions.SecurityError(f"chat templates may not set {key!r} on a namespace")
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals.update(
+        raise_exception=raise_exception,
+        strftime_now=lambda fmt: datetime.now().strftime(fmt),
+        namespace=Namespace,
+    )
+    return env, jinja2.exceptions.TemplateError
+
+
+def render_chat_template(
+    template: str, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True, **template_kwargs
+) -> str:
+    """``template`` rendered as transformers renders chat templates (sandboxed Jinja, ``trim_blocks`` and
+    ``lstrip_blocks``, ``tojson``, ``raise_exception``, ``strftime_now``); ``template_kwargs`` (special tokens,
+    ``tools``, switches such as ``enable_thinking``) are visible to it."""
+    if not isinstance(messages, (list, tuple)) or not all(isinstance(m, dict) for m in messages):
+        raise TypeError("messages must be a list of dicts such as {'role': 'user', 'content': 'Hello'}")
+    env, template_error = _jinja_environment()
+    try:
+        return env.from_string(template).render(
+            messages=_plain(list(messages), "messages"),
+            add_generation_prompt=add_generation_prompt,
+            **_plain(template_kwargs, "template arguments"),
+        )
+    except template_error as e:
+        raise ValueError(f"the chat template failed: {type(e).__name__}: {e}") from e
+
+
+def _encode_with_specials(tokenizer, text: str, specials: dict[str, int]) -> list[int]:
+    """Ids of rendered chat text. ``tokenizers`` reads special tokens in text itself; for SentencePiece the
+    special tokens' text is cut out and mapped to its id, the rest encoded without BOS."""
+    if not isinstance(tokenizer, SentencePieceTokenizer):
+        return list(tokenizer.encode(text, add_special_tokens=False).ids)
+    if not specials:
+        return tokenizer.encode(text, add_special_tokens=False).ids
+    pattern = "(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")"
+    ids: list[int] = []
+    for part in re.split(pattern, text):
+        if part in specials:
+            ids.append(specials[part])
+        elif part:
+            ids.extend(tokenizer.encode(part, add_special_tokens=False).ids)
+    return ids
+
+
+def apply_chat_template(
+    folder_or_tokenizer,
+    messages: Sequence[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    tokenize: bool = True,
+    chat_template: str | None = None,
+    template_name: str | None = None,
+    **template_kwargs,
+) -> list[int] | str:
+    """Token ids (``tokenize=False``: the text) of ``messages`` in a model's chat format.
+
+    Args:
+        folder_or_tokenizer: a tokenizer folder (``tokenizer.json`` / ``tokenizer.model`` beside
+            ``tokenizer_config.json`` or ``chat_template.jinja``), or a loaded tokenizer (its folder is read when
+            it knows it, as :class:`SentencePieceTokenizer` does; else pass ``chat_template``).
+        messages: ``[{"role": "user", "content": "..."}, ...]``.
+        add_generation_prompt: end with the assistant turn's opening, so that the model writes the reply.
+        chat_template: a Jinja template to use instead of the folder's; ``template_name`` picks one of a folder's
+            named templates.
+        template_kwargs: more variables for the template (``tools``, ``enable_thinking``, ...).
+
+    The rendered text already holds the special tokens the template writes (BOS included), so it is tokenized
+    without adding any, as transformers does.
+    """
+    if isinstance(folder_or_tokenizer, (str, Path)):
+        folder = Path(folder_or_tokenizer)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is not a tokenizer folder")
+        tokenizer = load_lm_tokenizer(folder, add_bos=False) if tokenize else None
+    else:
+        tokenizer, folder = folder_or_tokenizer, _tokenizer_folder(folder_or_tokenizer)
+    template = chat_template
+    if template is None and folder is not None:
+        template = load_chat_template(folder, template_name)
+    if template is None:
+        where = f"{folder}" if folder is not None else "this tokenizer (no folder known)"
+        raise ValueError(
+            f"{where} has no chat template: neither {CHAT_TEMPLATE_FILE} nor a 'chat_template' in "
+            f"{TOKENIZER_CONFIG}. It is a base model's tokenizer: prompt it with plain text, or pass chat_template="
+        )
+    special_text = _special_tokens(folder, tokenizer)
+    text = render_chat_template(template, messages, add_generation_prompt, **{**special_text, **template_kwargs})
+    if not tokenize:
+        return text
+    specials = {t: i for t in special_text.values() if (i := tokenizer.token_to_id(t)) is not None}
+    return _encode_with_specials(tokenizer, text, specials)

@@ -7,18 +7,37 @@ A family subclasses the three and adds what is its own (layer sharing, windows, 
 """
 
 import dataclasses
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from .args import check_known_keys
+from .generation import (
+    GenerationConfig,
+    StopStrings,
+    TextIteratorStreamer,
+    TextStreamer,
+    apply_repetition_penalty,
+    token_presence,
+)
 from .lm import DecoderLayer, KVCache, RMSNorm
 
-__all__ = ["DecoderBody", "DecoderConfig", "DecoderLM", "LMOutput", "sample_token"]
+__all__ = [
+    "DecoderBody",
+    "DecoderConfig",
+    "DecoderLM",
+    "GenerationConfig",
+    "LMOutput",
+    "TextIteratorStreamer",
+    "TextStreamer",
+    "sample_token",
+]
 
 
 def _tracing() -> bool:
@@ -266,96 +285,269 @@ class DecoderLM(nn.Module):
         )
 
     # -- generation ---------------------------------------------------------------------------------------------
+    @property
+    def generation_config(self) -> GenerationConfig:
+        """What :meth:`generate` uses for the settings it is not given. A model built in code gets
+        ``GenerationConfig.from_model_config(config)``: the model's bos / pad ids and no stop ids, so that plain
+        ``generate`` decodes ``max_new_tokens`` tokens (the zoo's default; transformers also stops at the model
+        config's EOS). A model loaded from a folder with ``generation_config.json`` gets that file's settings."""
+        config = self.__dict__.get("_generation_config")
+        if config is None:
+            config = self.__dict__["_generation_config"] = GenerationConfig.from_model_config(self.config)
+        return config
+
+    @generation_config.setter
+    def generation_config(self, value: GenerationConfig | None) -> None:
+        if value is not None and not isinstance(value, GenerationConfig):
+            raise TypeError(f"generation_config must be a zoo GenerationConfig, got {type(value).__name__}")
+        self.__dict__["_generation_config"] = value
+
+    def save_generation_config(self, folder: str | os.PathLike) -> Path:
+        """Write ``generation_config.json`` (transformers' keys): :attr:`generation_config`, with the bos / eos /
+        pad ids it leaves unset taken from the model config (as transformers writes them, so that the saved
+        folder stops at EOS in transformers and in the zoo alike)."""
+        return self.generation_config.with_ids_from(self.config).save_pretrained(folder)
+
     @torch.inference_mode()
     def generate(
         self,
         input_ids: torch.Tensor,
-        max_new_tokens: int = 20,
-        do_sample: bool = False,
-        temperature: float = 1.0,
+        max_new_tokens: int | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         eos_token_id: int | Sequence[int] | None = None,
         attention_mask: torch.Tensor | None = None,
         pad_token_id: int | None = None,
         generator: torch.Generator | None = None,
+        *,
+        min_new_tokens: int | None = None,
+        repetition_penalty: float | None = None,
+        stop_token_ids: int | Sequence[int] | None = None,
+        stop_strings: str | Sequence[str] | None = None,
+        tokenizer: Any = None,
+        streamer: Any = None,
+        generation_config: GenerationConfig | None = None,
     ) -> torch.Tensor:
         """Prompt + up to ``max_new_tokens`` new tokens ``(B, T + n)``, decoding with a static KV cache.
 
-        Greedy by default; ``do_sample`` samples from ``softmax(logits / temperature)`` restricted to the
-        ``top_k`` most likely tokens and the smallest set whose probability reaches ``top_p`` (in that order).
-        A sequence that emits an ``eos_token_id`` is finished and padded with ``pad_token_id`` (default: the
-        first eos id); decoding stops when every sequence has finished. Batches of prompts of different lengths
-        are left-padded with ``attention_mask`` marking the real tokens (right padding gives a warning, as in
-        transformers). The prompt and ``max_new_tokens`` together must fit the context length.
+        Settings left None come from ``generation_config``, then from :attr:`generation_config` (transformers'
+        precedence), then from the defaults: 20 new tokens, greedy, no penalty, no stop.
+
+        * Sampling: ``do_sample`` samples from ``softmax(logits / temperature)`` restricted to the ``top_k`` most
+          likely tokens and the smallest set whose probability reaches ``top_p`` (in that order).
+        * ``repetition_penalty``: transformers' processor (the logit of every token already in the prompt or the
+          output, padding aside, divided by the penalty when positive, multiplied when negative).
+        * Stopping: a sequence that emits one of ``eos_token_id`` (an id or a list; ``[]``: none) or
+          ``stop_token_ids`` (added to them), or whose decoded new text comes to contain one of ``stop_strings``
+          (this needs ``tokenizer=``), is finished: its ids end at that token and it is padded with
+          ``pad_token_id`` (default: the first stop id) while the others go on. Decoding stops when every
+          sequence has finished. ``min_new_tokens``: the stop ids are masked until that many new tokens exist.
+        * ``streamer``: an object with transformers' ``put(token_ids)`` / ``end()`` (the prompt is put first,
+          then each step's tokens), e.g. :class:`TextStreamer` / :class:`TextIteratorStreamer`; or a plain
+          callable, called with each new piece of text (needs ``tokenizer=``, batch size 1).
+
+        Batches of prompts of different lengths are left-padded with ``attention_mask`` marking the real tokens
+        (right padding gives a warning, as in transformers). The prompt and ``max_new_tokens`` together must fit
+        the context length.
         """
-        self._check_ids(input_ids)
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        if do_sample:
-            if not temperature > 0:
+        try:  # a streamer is ended whatever happens, so that a reader in another thread is not left waiting
+            self._check_ids(input_ids)
+            eos_token_id, stop_strings = _as_list(eos_token_id), _as_list(stop_strings)
+            try:
+                gc = self.generation_config.update(
+                    generation_config,
+                    max_new_tokens=max_new_tokens,
+                    min_new_tokens=min_new_tokens,
+                    do_sample=do_sample,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    repetition_penalty=repetition_penalty,
+                    eos_token_id=eos_token_id,
+                    stop_strings=stop_strings,
+                    pad_token_id=pad_token_id,
+                )
+            except ValueError as e:
+                raise ValueError(str(e).removeprefix("GenerationConfig: ")) from None
+            max_new_tokens = 20 if gc.max_new_tokens is None else gc.max_new_tokens
+            do_sample, temperature = bool(gc.do_sample), 1.0 if gc.temperature is None else gc.temperature
+            top_k, top_p = gc.top_k or None, gc.top_p
+            if do_sample and not temperature > 0:
                 raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-            if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-                raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-            if top_p is not None and not 0 < top_p <= 1:
-                raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
-        B, T = input_ids.shape
-        self._check_length(T, max_new_tokens)
-        padding = self._padding_mask(attention_mask, B, T)
-        if padding is not None and not bool(padding[:, -1].all()):
-            warnings.warn(
-                "right-padding was detected in attention_mask (a row ends with 0): a decoder-only model continues "
-                "from the last position, so the continuation of a right-padded row is wrong. Pad prompts on the "
-                "left (tokenizer padding_side='left')",
-                UserWarning,
-                stacklevel=3,
+            stop_ids = gc.stop_ids + _ids_list(stop_token_ids, "stop_token_ids")
+            vocab = self.config.vocab_size
+            if any(i >= vocab for i in stop_ids):
+                raise ValueError(f"stop token ids must lie in [0, {vocab}), got {sorted(set(stop_ids))}")
+            penalty = 1.0 if gc.repetition_penalty is None else float(gc.repetition_penalty)
+            B, T = input_ids.shape
+            self._check_length(T, max_new_tokens)
+            padding = self._padding_mask(attention_mask, B, T)
+            if padding is not None and not bool(padding[:, -1].all()):
+                warnings.warn(
+                    "right-padding was detected in attention_mask (a row ends with 0): a decoder-only model continues "
+                    "from the last position, so the continuation of a right-padded row is wrong. Pad prompts on the "
+                    "left (tokenizer padding_side='left')",
+                    UserWarning,
+                    stacklevel=3,  # the caller of generate (past the inference_mode wrapper)
+                )
+            device = self.model.embed_tokens.weight.device
+            input_ids = input_ids.to(device)
+            plan = _Decoding(
+                do_sample=do_sample,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                stop_ids=torch.tensor(stop_ids, device=device) if stop_ids else None,
+                strings=StopStrings(tokenizer, gc.stop_string_list, B) if gc.stop_string_list else None,
+                pad=gc.pad_token_id if gc.pad_token_id is not None else (stop_ids[0] if stop_ids else 0),
+                min_new_tokens=gc.min_new_tokens or 0,
+                penalty=penalty,
+                seen=(
+                    token_presence(input_ids, vocab, None if padding is None else padding.to(device))
+                    if penalty != 1.0
+                    else None
+                ),
+                finished=torch.zeros(B, dtype=torch.bool, device=device),
             )
-        eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
-        pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-        device = self.model.embed_tokens.weight.device
-        input_ids = input_ids.to(device)
-        if max_new_tokens == 0:
-            return input_ids
-        cache = self.new_cache(B, T + max_new_tokens)
+            streamer = _as_streamer(streamer, tokenizer, B)
+            if streamer is not None:
+                streamer.put(input_ids.cpu())
+        except BaseException:
+            _end_stream(streamer)
+            raise
+        try:
+            if max_new_tokens == 0:
+                return input_ids
+            cache = self.new_cache(B, T + max_new_tokens)
+            mask = positions = None
+            if padding is not None:
+                mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
+                mask[:, :T] = padding.to(device)
+                positions = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
+            out = torch.empty(B, max_new_tokens, dtype=input_ids.dtype, device=device)
 
-        mask = positions = None
-        if padding is not None:
-            mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
-            mask[:, :T] = padding.to(device)
-            positions = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
-        eos_ids = torch.tensor(eos, device=device) if eos else None
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
-        out = torch.empty(B, max_new_tokens, dtype=input_ids.dtype, device=device)
-
-        logits = self(
-            input_ids,
-            attention_mask=None if mask is None else mask[:, :T],
-            position_ids=positions,
-            past_key_values=cache,
-            logits_to_keep=1,
-        ).logits[:, -1]
-        n = 0
-        for step in range(max_new_tokens):
-            if do_sample:
-                token = sample_token(logits.float(), temperature, top_k, top_p, generator)
-            else:
-                token = logits.argmax(dim=-1)
-            if eos_ids is not None:
-                token = torch.where(finished, torch.full_like(token, pad), token)
-                finished |= torch.isin(token, eos_ids)
-            out[:, step] = token
-            n = step + 1
-            if n == max_new_tokens or (eos_ids is not None and bool(finished.all())):
-                break
-            if positions is not None:
-                positions = positions[:, -1:] + 1
             logits = self(
-                token[:, None],
-                attention_mask=None if mask is None else mask[:, : T + n],
+                input_ids,
+                attention_mask=None if mask is None else mask[:, :T],
                 position_ids=positions,
                 past_key_values=cache,
+                logits_to_keep=1,
             ).logits[:, -1]
-        return torch.cat([input_ids, out[:, :n]], dim=1)
+            n = 0
+            for step in range(max_new_tokens):
+                token = plan.next_token(logits, step)
+                out[:, step] = token
+                n = step + 1
+                if streamer is not None:
+                    streamer.put(token.cpu())
+                if n == max_new_tokens or plan.all_finished():
+                    break
+                if positions is not None:
+                    positions = positions[:, -1:] + 1
+                logits = self(
+                    token[:, None],
+                    attention_mask=None if mask is None else mask[:, : T + n],
+                    position_ids=positions,
+                    past_key_values=cache,
+                ).logits[:, -1]
+            return torch.cat([input_ids, out[:, :n]], dim=1)
+        finally:
+            _end_stream(streamer)
+
+
+@dataclass
+class _Decoding:
+    """The resolved settings of one :meth:`DecoderLM.generate` call and its state (which sequences finished,
+    which tokens each has seen): logits in, the next token of every sequence out."""
+
+    do_sample: bool
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    generator: torch.Generator | None
+    stop_ids: torch.Tensor | None  # ids that finish a sequence
+    strings: StopStrings | None  # stop strings, read in each sequence's decoded new text
+    pad: int  # what finished sequences emit
+    min_new_tokens: int  # stop ids masked before this many new tokens
+    penalty: float
+    seen: torch.Tensor | None  # (B, vocab) tokens in each sequence so far, for the repetition penalty
+    finished: torch.Tensor  # (B,) bool
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_ids is not None or self.strings is not None
+
+    def next_token(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        """The token of every sequence after ``step`` new ones, from the last position's ``logits`` (B, V)."""
+        suppress = self.stop_ids is not None and step < self.min_new_tokens
+        if self.seen is not None or suppress:  # transformers' processors, on float32 logits
+            logits = logits.float()
+            if self.seen is not None:
+                logits = apply_repetition_penalty(logits, self.seen, self.penalty)
+            if suppress:
+                logits = logits.index_fill(-1, self.stop_ids, float("-inf"))
+        if self.do_sample:
+            token = sample_token(logits.float(), self.temperature, self.top_k, self.top_p, self.generator)
+        else:
+            token = logits.argmax(dim=-1)
+        if self.stopping:
+            active = ~self.finished
+            token = torch.where(self.finished, torch.full_like(token, self.pad), token)
+            if self.stop_ids is not None:
+                self.finished |= torch.isin(token, self.stop_ids)
+            if self.strings is not None:
+                hits = self.strings.update(token.tolist(), active.tolist())
+                self.finished |= torch.tensor(hits, device=token.device)
+        if self.seen is not None:
+            self.seen.scatter_(1, token[:, None], True)
+        return token
+
+    def all_finished(self) -> bool:
+        return self.stopping and bool(self.finished.all())
+
+
+def _as_list(value: Any) -> Any:
+    """Tensors, numpy values and tuples of ids or strings as lists / ints (what GenerationConfig holds)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, Sequence) and not isinstance(value, (str, list)):
+        value = list(value)
+    return value
+
+
+def _ids_list(ids: int | Sequence[int] | None, name: str) -> list[int]:
+    ids = _as_list(ids)
+    if ids is None:
+        return []
+    values = [ids] if isinstance(ids, int) else list(ids)
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in values):
+        raise ValueError(f"{name} must be a token id or a list of them, got {ids!r}")
+    return values
+
+
+def _end_stream(streamer: Any) -> None:
+    if callable(getattr(streamer, "end", None)):
+        streamer.end()
+
+
+def _as_streamer(streamer: Any, tokenizer: Any, batch_size: int):
+    """An object with ``put`` / ``end`` as it is; a plain callable behind a :class:`TextStreamer` that skips the
+    prompt (it needs the tokenizer and one sequence)."""
+    if streamer is None or (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+        return streamer
+    if not callable(streamer):
+        raise TypeError(
+            f"streamer must have put(token_ids) and end() (e.g. TextStreamer) or be a callable taking text, "
+            f"got {type(streamer).__name__}"
+        )
+    if tokenizer is None:
+        raise ValueError("a callable streamer receives text: pass the tokenizer as generate(..., tokenizer=...)")
+    if batch_size != 1:
+        raise ValueError(f"a callable streamer follows one sequence; the batch has {batch_size}")
+    return TextStreamer(tokenizer, skip_prompt=True, callback=streamer)
 
 
 def sample_token(

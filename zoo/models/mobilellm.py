@@ -46,7 +46,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config_rules import check_model_args
 from ..layers import KVCache, RotaryEmbedding, build_attention_masks, sequence_schedule
-from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM, LMOutput
+from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM, GenerationConfig, LMOutput
 from ..registry import register_model
 from ..weights import (
     CheckpointError,
@@ -275,7 +275,8 @@ class MobileLLM(DecoderLM):
     # -- files --------------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "MobileLLM":
-        """Build from a folder with ``config.json`` and weights (transformers Llama, the authors' or the zoo's)."""
+        """Build from a folder with ``config.json`` and weights (transformers Llama, the authors' or the zoo's;
+        its ``generation_config.json``, when there is one, becomes ``model.generation_config``)."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
@@ -284,10 +285,12 @@ class MobileLLM(DecoderLM):
             )
         data = json.loads((path / "config.json").read_text())
         state_dict = read_weights(path)
+        generation = GenerationConfig.from_folder(path)  # checked before anything is built
         described = check_model_args(checkpoint_model_args(data, state_dict), str(path / "config.json"), "config")
         config = MobileLLMConfig(**{**described, **overrides})
         model = cls(config)
         model.pretrained_cfg = {"architecture": data.get("architecture") or "mobilellm", "file": str(path)}
+        model.generation_config = generation
         load_state_dict_checked(model, state_dict, str(path), filter_fn=checkpoint_filter_fn)
         return model
 
@@ -384,7 +387,7 @@ def to_llama_config(config: MobileLLMConfig) -> dict[str, Any]:
 def save_pretrained(
     model: MobileLLM, out_dir: str | os.PathLike, format: str = "auto", model_name: str | None = None
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` to ``out_dir``.
+    """Write ``model.safetensors``, ``config.json`` and ``generation_config.json`` to ``out_dir``.
 
     ``format="transformers"`` writes a ``LlamaForCausalLM`` folder (Llama keys; only ``model.embed_tokens.weight``
     when tied, as transformers itself saves it); ``"zoo"`` writes the zoo's config (layer sharing, windows);
@@ -416,13 +419,7 @@ def save_pretrained(
     weights = {k: v for k, v in model.state_dict().items()}
     save_state_dict(weights, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(data, indent=2) + "\n")
-    if format == "transformers":
-        gen = {
-            k: getattr(config, k)
-            for k in ("bos_token_id", "eos_token_id", "pad_token_id")
-            if getattr(config, k) is not None
-        }
-        (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    model.save_generation_config(out)  # transformers' generation_config.json (both formats)
     return out
 
 

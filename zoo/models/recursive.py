@@ -761,7 +761,7 @@ def from_pretrained_dense(
 
 
 def save_pretrained(model: RecursiveLM, out_dir: str | os.PathLike, model_name: str | None = None) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (``model_type`` :data:`MODEL_TYPE`, the config's fields and
+    """Write ``model.safetensors``, ``generation_config.json`` + ``config.json`` (``model_type`` :data:`MODEL_TYPE`, the config's fields and
     ``architecture``, the registry name) to ``out_dir``."""
     name = model_name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or "recursive"
     out = Path(out_dir)
@@ -774,6 +774,7 @@ def save_pretrained(model: RecursiveLM, out_dir: str | os.PathLike, model_name: 
     }
     save_state_dict(model, out / "model.safetensors", metadata={"architecture": name})
     (out / "config.json").write_text(json.dumps(data, indent=2) + "\n")
+    model.save_generation_config(out)
     return out
 
 
