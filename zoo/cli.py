@@ -457,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quantize",
         default=None,
-        help="stored weights: onnx int8 (dynamic quantization, an extra model.int8.onnx); gguf f32, f16, q8_0, q4_0",
+        help="stored weights: pt2 (LMs) bf16, int8, int4 (zoo's weight-only codes, groups of 32); onnx int8 "
+        "(dynamic quantization, an extra model.int8.onnx); gguf f32, f16, q8_0, q4_0",
     )
     p.add_argument("--max-seq-len", type=int, default=256, help="LMs: static KV cache length (default 256)")
     p.add_argument(

@@ -6,16 +6,34 @@ A Hub repo or a model folder is data from elsewhere. Its ``pretrained_cfg`` may 
 text, booleans and short lists, sizes within plausible bounds by name); a key that names files, folders, URLs,
 devices, dtypes or how weights load is refused by name, with nothing read or built. The factory applies these
 rules to every config it reads; a family that reads a folder itself applies :func:`check_model_args` too.
+
+A folder of quantized weights records its format in a top-level ``quantization`` entry (``{"method":
+"int8_weight_only", "group_size": null}``, ``{"method": "int4_weight_only", "group_size": 32, "scheme":
+"asymmetric"}``, ``{"method": "bf16"}``; see :mod:`zoo.layers.quant`), checked by :func:`check_quantization`: unknown
+fields and values are refused by name. :func:`weights_quantization` holds the record against the tensors themselves,
+so that quantized codes never load as float weights and a record never stands for weights it does not describe.
 """
 
+import json
 import logging
 import math
 import re
 from typing import Any
 
-from .weights import CheckpointError
+import torch
 
-__all__ = ["CONFIG_CFG_FIELDS", "LOAD_SWITCHES", "check_arg_value", "check_model_args", "refuse_key"]
+from .layers.quant import QuantSpec, convert_fake_quantized, fake_quantized_keys, is_quantized_state_dict
+from .weights import CheckpointError, CheckpointMismatchError
+
+__all__ = [
+    "CONFIG_CFG_FIELDS",
+    "LOAD_SWITCHES",
+    "check_arg_value",
+    "check_model_args",
+    "check_quantization",
+    "refuse_key",
+    "weights_quantization",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -146,6 +164,7 @@ _CALLER_ARGS = (
     "head_dropout",
     "onednn_linear",
     "large_kernel_impl",
+    "quantize",  # a folder's weights say how they are quantized in its ``quantization`` entry, never here
     *LOAD_SWITCHES,
 )
 # plausible sizes by argument name (first match): (name pattern, lowest, highest); ints or lists of ints only
@@ -224,3 +243,79 @@ def check_model_args(args: dict[str, Any], where: str, section: str = "model_arg
         check_arg_value(where, key, name, value)
         checked[name] = value
     return checked
+
+
+def check_quantization(value: Any, where: str) -> QuantSpec | None:
+    """A config.json's ``quantization`` entry (or the JSON text of a weight file's metadata) as a
+    :class:`~zoo.layers.quant.QuantSpec`; None when absent. A malformed entry is a :class:`CheckpointError` naming
+    the field, before anything is built."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as e:
+            raise CheckpointError(f"{where}: quantization is not a JSON object ({e}). Nothing was built.") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f'{where}: quantization must be an object such as {{"method": "int8_weight_only"}}, got '
+            f"{str(value)[:80]}. Nothing was built."
+        )
+    try:
+        return QuantSpec.parse(value)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: quantization: {e}. Nothing was built.") from e
+
+
+def weights_quantization(
+    state_dict: dict[str, torch.Tensor], where: str, config_entry: Any = None, metadata_entry: Any = None
+) -> tuple[dict[str, torch.Tensor], QuantSpec | None]:
+    """The quantization a checkpoint's weights are in, held against what its config.json (``config_entry``) and its
+    safetensors metadata (``metadata_entry``) record; returns ``(state_dict, spec)``.
+
+    * A QAT checkpoint (``*.weight_fake_quantizer.scale`` beside float weights, MobileLLM-Pro's int4 layout) is
+      converted to int4 codes with its own scales (:func:`zoo.layers.quant.convert_fake_quantized`).
+    * Refused, each a :class:`CheckpointMismatchError`: int8/int4 codes (``*.qweight``) that nothing records (the
+      format is never guessed); a record of int8/int4 over float weights; a config.json and a file metadata that
+      disagree.
+    """
+    recorded = check_quantization(config_entry, f"{where} (config.json)")
+    in_file = check_quantization(metadata_entry, f"{where} (safetensors metadata)")
+    if recorded is not None and in_file is not None and not recorded.same_weights(in_file):
+        raise CheckpointMismatchError(
+            f"{where}: its config.json records {recorded.describe()} weights but its weight file says "
+            f"{in_file.describe()}; one of them was edited or they come from different exports. Nothing was loaded."
+        )
+    recorded = recorded or in_file
+    if fake_quantized_keys(state_dict):
+        if recorded is not None and recorded.method != "int4_weight_only":
+            raise CheckpointMismatchError(
+                f"{where} holds int4 fake-quantizer scales but records {recorded.describe()} weights. Nothing was "
+                "loaded."
+            )
+        try:
+            state_dict, found = convert_fake_quantized(state_dict)
+        except ValueError as e:
+            raise CheckpointMismatchError(f"{where}: {e}. Nothing was loaded.") from e
+        if recorded is not None and recorded.group_size != found.group_size:
+            raise CheckpointMismatchError(
+                f"{where} records int4 groups of {recorded.group_size} but its fake-quantizer scales are for groups "
+                f"of {found.group_size}. Nothing was loaded."
+            )
+        return state_dict, found
+    codes = is_quantized_state_dict(state_dict)
+    if codes and (recorded is None or recorded.method == "bf16"):
+        names = [k for k in state_dict if k.endswith(".qweight")][:3]
+        raise CheckpointMismatchError(
+            f"{where} holds quantized weights ({', '.join(names)}, ...: integer codes with their scales) but "
+            + ("records bf16 weights" if recorded is not None else "nothing records how they were quantized")
+            + ": its config.json's quantization entry (written with the weights) says that. Load the folder "
+            "that came with them; the codes are never read as float weights. Nothing was loaded."
+        )
+    if recorded is not None and recorded.method != "bf16" and not codes:
+        raise CheckpointMismatchError(
+            f"{where} records {recorded.describe()} weights but holds float weights (no *.qweight codes): the "
+            "record does not describe these weights. Load them as float weights (remove the quantization entry) "
+            "and quantize after loading (zoo.create_model(..., quantize=...)). Nothing was loaded."
+        )
+    return state_dict, recorded

@@ -1,6 +1,8 @@
 """Held-out evaluation: top-1/top-5/loss for image classifiers, perplexity for language models.
 
-``python eval.py --model NAME (--checkpoint PATH | --pretrained) --data DATA`` or ``--model hf-hub:ORG/NAME``.
+``python eval.py --model NAME (--checkpoint PATH | --pretrained) --data DATA`` or ``--model hf-hub:ORG/NAME``;
+``--quantize bf16|int8|int4`` (``--group-size``) evaluates a language model with quantized weights
+(:mod:`zoo.layers.quant`; a folder of quantized weights evaluates as it is).
 Images are preprocessed with the model's own pretrained cfg (input size, crop_pct, interpolation, mean/std,
 via timm's ``resolve_data_config`` + ``create_transform``); a checkpoint from a training run folder brings the
 run's preprocessing and model arguments (its ``args.yaml``). Results are JSON (and CSV for many models), with
@@ -28,6 +30,7 @@ from torch import nn
 from .data.errors import DataError
 from .data.images import BAD_FILES
 from .factory import create_model
+from .layers.quant import INT4_GROUP_SIZES, model_quantization
 from .train.config import Recipe, load_run_recipe
 from .train.distributed import DistState
 from .train.tasks import EvalSource, Task, task_class, task_of_model
@@ -71,12 +74,17 @@ def _weights_path(checkpoint: str) -> str:
 
 
 def build_model(
-    name: str, checkpoint: str | None, pretrained: bool, model_kwargs: dict[str, Any], num_classes: int | None
+    name: str,
+    checkpoint: str | None,
+    pretrained: bool,
+    model_kwargs: dict[str, Any],
+    num_classes: int | None,
+    quantize: Any = None,
 ) -> tuple[nn.Module, Recipe | None, Path | None]:
     """(model, the recipe of the run the checkpoint comes from or None, that run's folder or None).
 
     A run's model arguments come from its recipe, with what its data decided (classes, vocabulary) read back by
-    the run's task; ``model_kwargs`` and ``num_classes`` override them.
+    the run's task; ``model_kwargs`` and ``num_classes`` override them. ``quantize`` goes to ``create_model``.
     """
     kwargs = dict(model_kwargs)
     if num_classes is not None:
@@ -90,6 +98,8 @@ def build_model(
         kwargs = task_class(recipe.task).complete_model_kwargs(
             {**recipe.model_kwargs, **kwargs}, run, _weights_path(checkpoint)
         )
+    if quantize is not None:
+        kwargs["quantize"] = quantize
     if checkpoint:
         return create_model(name, checkpoint_path=_weights_path(checkpoint), **kwargs), recipe, run
     return create_model(name, pretrained=pretrained, **kwargs), recipe, run
@@ -126,15 +136,18 @@ def evaluate_model(
     device: str = "cpu",
     profile: bool = True,
     bad_files: str = "error",
+    quantize: Any = None,
     **keys,
 ) -> dict[str, Any]:
     """Evaluate one model; returns a flat dict of metrics, params and MACs.
 
+    ``quantize``: ``"bf16"``, ``"int8"``, ``"int4"`` or a quantization dict (language models), applied after the
+    weights load; the row records the format the model ran in (``quantization``).
     ``bad_files``: ``error`` (an image that does not decode stops with its name) or ``skip`` (the next image
     stands in for it). ``keys``: ``image_key``, ``label_key``, ``text_key`` (the columns of a ``datasets`` folder).
     """
     t0 = time.time()
-    model, recipe, run = build_model(name, checkpoint, pretrained, model_kwargs or {}, num_classes)
+    model, recipe, run = build_model(name, checkpoint, pretrained, model_kwargs or {}, num_classes, quantize)
     task = _eval_task(model, name, recipe, run, device)
     kind = _data_kind(data)
     if kind not in task.data_kinds:
@@ -165,6 +178,9 @@ def evaluate_model(
         **metrics,
         **desc,
     }
+    quantization = model_quantization(model)
+    if quantization is not None:
+        row["quantization"] = quantization.to_dict()
     if profile:
         row.update(_profile_row(task, model, name))
     row["seconds"] = round(time.time() - t0, 2)
@@ -194,6 +210,19 @@ def _parser():
     p.add_argument("--tokenizer", help="tokenizer.json (or a folder with one) for language models")
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--image-key"), p.add_argument("--label-key"), p.add_argument("--text-key")
+    p.add_argument(
+        "--quantize",
+        choices=["bf16", "int8", "int4"],
+        default=None,
+        help="language models: evaluate with bf16, int8 (per row) or int4 (grouped) weights",
+    )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        choices=INT4_GROUP_SIZES,
+        default=None,
+        help="--quantize int4: input columns per scale (default 32)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--bad-files", choices=BAD_FILES, default="error", help="an image that does not decode: stop, or skip it"
@@ -211,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as e:
         print(f"eval.py: error: --model-kwargs is not valid JSON: {e}", file=sys.stderr)
         return 2
+    if args.group_size is not None and args.quantize != "int4":
+        print("eval.py: error: --group-size is for --quantize int4", file=sys.stderr)
+        return 2
+    quantize = None
+    if args.quantize == "int4":
+        quantize = {"method": "int4_weight_only", "group_size": args.group_size or 32, "scheme": "asymmetric"}
+    elif args.quantize:
+        quantize = args.quantize
     rows = []
     for name in args.model:
         try:
@@ -233,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                     label_key=args.label_key,
                     text_key=args.text_key,
                     bad_files=args.bad_files,
+                    quantize=quantize,
                 )
             )
         except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -11,6 +11,10 @@
    checkpoint that does not fit raises before anything is loaded. A language model's folder or Hub repo may
    hold ``generation_config.json`` (transformers' file): it becomes ``model.generation_config``, its values
    checked before anything is built.
+5. ``quantize="bf16" | "int8" | "int4"`` (language models, :mod:`zoo.layers.quant`) quantizes the model after its
+   float weights are loaded. Weights already quantized (a folder whose config.json records ``quantization``, a
+   QAT checkpoint with fake-quantizer scales) are loaded into a model quantized the same way, never cast to float;
+   asking for another format than theirs is refused.
 
 A ``config.json`` that came with weights (a Hub repo's, a folder's) may describe an architecture and nothing else:
 the pretrained-cfg fields of preprocessing, labels and provenance (:data:`CONFIG_CFG_FIELDS`) and the
@@ -35,11 +39,19 @@ from timm.models._features import FeatureDictNet, FeatureGetterNet, FeatureHookN
 from torch import nn
 
 from . import models  # noqa: F401  (importing the families registers them)
-from .config_rules import CONFIG_CFG_FIELDS, LOAD_SWITCHES, check_arg_value, check_model_args, refuse_key
+from .config_rules import (
+    CONFIG_CFG_FIELDS,
+    LOAD_SWITCHES,
+    check_arg_value,
+    check_model_args,
+    refuse_key,
+    weights_quantization,
+)
 from .hub import CONFIG_NAME, WEIGHTS_NAME, download, read_config_file, read_hub_config
 from .layers import check_head_args
 from .layers.decoder import DecoderLM
 from .layers.generation import GENERATION_CONFIG_NAME, GenerationConfig
+from .layers.quant import QuantSpec, quantize_model
 from .registry import ModelEntry, get_entry, list_models
 from .weights import CheckpointError, check_architecture, load_state_dict_checked, read_metadata, read_state_dict
 
@@ -87,6 +99,7 @@ class Weights:
     config: dict[str, Any] | None = None
     config_where: str | None = None  # where the config.json came from, for messages
     architecture: str | None = None  # what the weight file names itself (safetensors metadata)
+    quantization: str | None = None  # the quantization the weight file records (safetensors metadata, JSON)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -199,12 +212,17 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
     return read_state_dict(path)
 
 
-def _file_architecture(path: Path) -> str | None:
-    """The architecture a weight file names in its safetensors metadata (a sharded file's first shard)."""
+def _file_metadata(path: Path) -> dict[str, str]:
+    """A weight file's safetensors metadata (a sharded file's first shard's)."""
     if path.name.endswith(".index.json"):
         shards = sorted(set(_read_json(path)["weight_map"].values()))
         path = path.parent / shards[0]
-    return read_metadata(path).get("architecture")
+    return read_metadata(path)
+
+
+def _from_file(state_dict, where, config, config_where, path: Path) -> Weights:
+    meta = _file_metadata(path)
+    return Weights(state_dict, where, config, config_where, meta.get("architecture"), meta.get("quantization"))
 
 
 def _read_local(location: str | os.PathLike) -> Weights:
@@ -218,7 +236,7 @@ def _read_local(location: str | os.PathLike) -> Weights:
     config = _read_json(config_path) if config_path is not None and config_path.is_file() else None
     state_dict = _read_file(path)
     config_where = str(config_path) if config else None
-    return Weights(state_dict, str(location), config, config_where, _file_architecture(path))
+    return _from_file(state_dict, str(location), config, config_where, path)
 
 
 def read_generation_config(cfg: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> GenerationConfig | None:
@@ -267,7 +285,7 @@ def read_weights(
             except CheckpointError:  # a repo of bare weights: the registered architecture describes them
                 config = None
         where = f"hf-hub:{repo}/{filename}"
-        return Weights(_read_file(path), where, config, f"hf-hub:{repo}/{CONFIG_NAME}", _file_architecture(path))
+        return _from_file(_read_file(path), where, config, f"hf-hub:{repo}/{CONFIG_NAME}", path)
     if cfg.get("url"):
         raise CheckpointError(
             f"{arch}: weights at {cfg['url']} must be downloaded by hand and passed "
@@ -340,7 +358,10 @@ def create_model(
             ``feature_cls`` (timm's), ``pretrained_cfg``, ``pretrained_strict``, ``cache_dir``, and two checks
             to switch off on purpose: ``allow_architecture_mismatch=True`` loads weights whose file (safetensors
             metadata or config.json) names another architecture of the same layout; ``allow_nonfinite=True``
-            loads weights holding NaN or inf.
+            loads weights holding NaN or inf. Language models take ``quantize`` too: ``"bf16"``, ``"int8"``,
+            ``"int4"`` (groups of 32) or a ``quantization`` dict such as ``{"method": "int4_weight_only",
+            "group_size": 64, "scheme": "asymmetric"}`` (:mod:`zoo.layers.quant`); weights that are already
+            quantized load as they are, in the format their folder records.
     """
     if not isinstance(model_name, (str, os.PathLike)):
         raise TypeError(f"model_name must be a str, got {type(model_name).__name__}")
@@ -353,8 +374,14 @@ def create_model(
     strict = kwargs.pop("pretrained_strict", True)
     switches = {k: bool(kwargs.pop(k, False)) for k in LOAD_SWITCHES}
     features = {k: kwargs.pop(k) for k in _FEATURE_KWARGS if k in kwargs}
+    quantize = QuantSpec.parse(kwargs.pop("quantize", None))
     source = resolve_source(model_name, cache_dir)
     entry = get_entry(source.name)
+    if quantize is not None and entry.task != "text-generation":
+        raise ValueError(
+            f"quantize= is for the language models; {source.name} is a {entry.task} model (export it with "
+            "zoo export --format onnx --quantize int8 for int8 weights)"
+        )
     cfg = _model_cfg(
         entry, kwargs.pop("pretrained_cfg", None), {**source.cfg_overlay, **(pretrained_cfg_overlay or {})}
     )
@@ -370,8 +397,11 @@ def create_model(
             found_args = checkpoint_args(entry, found)
             args.update(found_args)
             from_config.update(dict.fromkeys(found_args, found.config_where or found.where))
+    recorded = _recorded_quantization(weights, checkpoint, quantize)
     model_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
     model = _build(entry, model_cfg, args, kwargs, from_config)
+    if recorded is not None:  # quantized weights load into a model quantized the same way (codes, no float copy)
+        quantize_model(model, recorded, empty=True)
     # pretrained weights adapt (classifier, input channels); a checkpoint_path must fit as it is
     for found, found_cfg, adapt in ((weights, cfg, True), (checkpoint, model_cfg, False)):
         if found is not None:
@@ -386,11 +416,46 @@ def create_model(
                 architecture=found.architecture,
                 **switches,
             )
+    if quantize is not None and recorded is None:
+        quantize_model(model, quantize)
     if generation is not None and isinstance(model, DecoderLM):
         model.generation_config = generation
     if features.pop("features_only", False):
         model = wrap_features(model, source.name, **features)
     return model
+
+
+def _recorded_quantization(
+    weights: Weights | None, checkpoint: Weights | None, quantize: QuantSpec | None
+) -> QuantSpec | None:
+    """The quantization of the weights about to load (each source's record held against its tensors; QAT
+    fake-quantizer layouts converted in place), reconciled with the caller's ``quantize``: the same weight format
+    (its activation setting wins), else refused."""
+    found = []
+    for source in (weights, checkpoint):
+        if source is not None:
+            config = source.config or {}
+            source.state_dict, spec = weights_quantization(
+                source.state_dict, source.where, config.get("quantization"), source.quantization
+            )
+            found.append((source, spec))
+    if len(found) == 2 and (found[0][1] is None) != (found[1][1] is None):
+        raise CheckpointError(
+            "pretrained weights and checkpoint_path differ in quantization: "
+            + " and ".join(f"{s.where} holds {q.describe() if q else 'float'} weights" for s, q in found)
+            + ". Nothing was built."
+        )
+    recorded = next((q for _, q in found if q is not None), None)
+    if recorded is None or quantize is None:
+        return recorded
+    if not recorded.same_weights(quantize):
+        where = next(s.where for s, q in found if q is not None)
+        raise CheckpointError(
+            f"{where} holds {recorded.describe()} weights; they cannot be loaded as {quantize.describe()} "
+            "(quantizing quantized codes again compounds their error). Load them as they are (leave quantize out), "
+            "or quantize the float weights. Nothing was built."
+        )
+    return QuantSpec(recorded.method, recorded.group_size, recorded.scheme, quantize.activations)
 
 
 def _build(

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .factory import create_model
+from .layers.quant import QuantizedLinear
 
 __all__ = [
     "Profile",
@@ -218,11 +219,16 @@ class Profile:
 
 
 def count_params(model: nn.Module) -> dict[str, int | None]:
-    """Unique parameter counts: total, trainable, frozen, non-zero and non-embedding (None without embeddings)."""
+    """Unique parameter counts: total, trainable, frozen, non-zero and non-embedding (None without embeddings).
+
+    A quantized layer's weights (integer codes, :class:`zoo.layers.quant.QuantizedLinear`) count as the frozen
+    parameters they stand for, so a quantized model counts what its float form counts."""
     unique = {id(p): p for p in model.parameters()}.values()
+    quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
     trainable = sum(p.numel() for p in unique if p.requires_grad)
-    frozen = sum(p.numel() for p in unique if not p.requires_grad)
+    frozen = sum(p.numel() for p in unique if not p.requires_grad) + sum(m.weight_numel for m in quantized)
     nonzero = sum(int(torch.count_nonzero(p)) for p in unique if p.device.type != "meta")
+    nonzero += sum(int(torch.count_nonzero(m.dequantize())) for m in quantized if m.qweight.device.type != "meta")
     embeddings = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Embedding)}
     non_embedding = trainable + frozen - sum(w.numel() for w in embeddings.values()) if embeddings else None
     return dict(

@@ -312,6 +312,18 @@ def _check_values(
             f"{_show(integer)}; nothing was loaded. A quantized checkpoint needs its scales: dequantize it to "
             "floating point first."
         )
+    # the reverse: float values where the model holds integer codes (quantized layers) would be cast silently
+    floats = [
+        f"{k} ({str(v.dtype).replace('torch.', '')})"
+        for k, v in state_dict.items()
+        if k in target and not target[k].is_floating_point() and v.is_floating_point()
+    ]
+    if floats:
+        raise CheckpointMismatchError(
+            f"{where} has {len(floats)} floating-point tensor(s) where {arch} holds integer codes (quantized "
+            f"weights): {_show(floats)}; nothing was loaded. Load float weights into the float model and quantize "
+            "it after loading."
+        )
     if allow_nonfinite:
         return
     nonfinite = [k for k, v in state_dict.items() if k in target and v.is_floating_point() and not v.isfinite().all()]
@@ -320,6 +332,25 @@ def _check_values(
             f"{where} has {len(nonfinite)} tensor(s) holding NaN or inf: {_show(nonfinite)}; nothing was loaded. "
             "The weights are corrupt or come from a diverged run; pass allow_nonfinite=True to load them anyway."
         )
+
+
+def _quantization_hint(missing: list[str], unexpected: list[str]) -> list[str]:
+    """What a key mismatch means when one side has quantized layers (``P.qweight`` + scales) and the other float
+    ``P.weight``: quantized weights for a float model, or float weights for a quantized one."""
+    codes_in_file = {k[: -len(".qweight")] for k in unexpected if k.endswith(".qweight")}
+    codes_in_model = {k[: -len(".qweight")] for k in missing if k.endswith(".qweight")}
+    if codes_in_file & {k[: -len(".weight")] for k in missing if k.endswith(".weight")}:
+        return [
+            "The checkpoint holds quantized layers (integer codes with scales) where this model has float weights: "
+            "load the folder it came with (its config.json records the quantization), or build the model with "
+            "the same quantize=. Quantized codes are never read as float weights."
+        ]
+    if codes_in_model & {k[: -len(".weight")] for k in unexpected if k.endswith(".weight")}:
+        return [
+            "The checkpoint holds float weights where this model has quantized layers: load them into the float "
+            "model and quantize after loading (zoo.create_model(..., quantize=...) does both)."
+        ]
+    return []
 
 
 def load_state_dict_checked(
@@ -338,8 +369,9 @@ def load_state_dict_checked(
 
     Checked, each a :class:`CheckpointMismatchError`: ``architecture`` (what the checkpoint's file names itself)
     against the model's (``allow_architecture_mismatch=True`` loads another architecture's weights of the same
-    layout); keys and shapes (``strict=False`` tolerates missing/unexpected keys); integer tensors where the
-    model has floating-point ones; NaN/inf values (``allow_nonfinite=True`` accepts them).
+    layout); keys and shapes (``strict=False`` tolerates missing/unexpected keys; quantized layers against float ones are
+    named as such); integer tensors where the model has floating-point ones and the reverse (a quantized layer's
+    codes); NaN/inf values (``allow_nonfinite=True`` accepts them).
     """
     cfg = cfg or {}
     arch = cfg.get("architecture") or (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
@@ -383,6 +415,7 @@ def load_state_dict_checked(
             parts.append(f"unexpected keys ({len(unexpected)}): {_show(unexpected)}")
         if mismatched:
             parts.append(f"shape mismatches ({len(mismatched)}): {_show(mismatched)}")
+        parts += _quantization_hint(missing, unexpected)
         raise CheckpointMismatchError(
             f"{where} does not fit {arch}; nothing was loaded.\n  "
             + "\n  ".join(parts)

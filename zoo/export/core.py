@@ -27,12 +27,18 @@ from .._version import __version__
 from ..factory import create_model, resolve_source
 from ..hub import CONFIG_NAME
 from ..layers.decoder import DecoderLM
+from ..layers.quant import QuantSpec, model_quantization, quantize_model
 from ..publish import export_pretrained, export_run
 from ..registry import get_entry, list_models
 
 __all__ = ["FORMATS", "ExportError", "ExportResult", "ExportSpec", "export", "load_source"]
 
 _logger = logging.getLogger(__name__)
+
+# the formats that store the zoo's own quantized weights (``quantize="bf16" | "int8" | "int4"``, zoo.layers.quant):
+# the program holds the codes and dequantizes them in the graph; the other formats quantize their own way
+ZOO_QUANTIZED_FORMATS = ("pt2",)
+ZOO_QUANTIZE = ("bf16", "int8", "int4")
 
 # format -> (module, what it needs installed, which tasks it takes)
 FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -167,6 +173,31 @@ def deployable(model: nn.Module) -> nn.Module:
     return model
 
 
+def _quantized(model: nn.Module, format: str, quantize: str | None, task: str) -> nn.Module:
+    """The model with the zoo's quantized weights a ``pt2`` export asks for (a quantized copy; the model itself is
+    left as it is); a model already quantized goes only to the formats that store the zoo's codes."""
+    done = model_quantization(model)
+    wanted = quantize in ZOO_QUANTIZE and format in ZOO_QUANTIZED_FORMATS
+    if done is not None and done.method != "bf16" and format not in ZOO_QUANTIZED_FORMATS:
+        raise ExportError(
+            f"this model holds {done.describe()} weights, which the {format} format cannot store; export it as pt2, "
+            f"or export the float model (its own quantize options: zoo export --help)"
+        )
+    if not wanted:
+        return model
+    if task != TEXT:
+        raise ExportError(f"quantize={quantize!r} is for the language models (the vision models: onnx int8)")
+    spec = QuantSpec.parse(quantize)
+    if done is not None:
+        if not done.same_weights(spec):
+            raise ExportError(
+                f"this model already holds {done.describe()} weights; they cannot be exported as {spec.describe()} "
+                "(export the float model with this quantize)"
+            )
+        return model
+    return quantize_model(copy.deepcopy(model), spec).eval()
+
+
 def _input_size(model: nn.Module, input_size) -> tuple[int, int, int]:
     if input_size is not None:
         size = tuple(int(s) for s in input_size)
@@ -231,8 +262,9 @@ def export(
         raise ExportError("weights= is for a model named by a string; load them into the module yourself")
     model = model.eval()
     name = _model_name(model, model_name)
-    traced = deployable(model)
     task = get_entry(name).task
+    model = _quantized(model, format, quantize, task)
+    traced = deployable(model)
     if task not in FORMATS[format][2]:
         takes = ", ".join(f for f, (_, _, tasks) in FORMATS.items() if task in tasks)
         raise ExportError(f"format {format!r} is not for {task} models like {name}; for these, use {takes}")

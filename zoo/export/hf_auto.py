@@ -25,6 +25,9 @@ for the whole generation, carried as ``past_key_values``); greedy tokens equal t
 Beam search and assisted decoding reorder or crop a cache, which the zoo's static cache does not do: they run
 without one (``use_cache=False``, the full sequence recomputed each step), as does ``generate(use_cache=False)``.
 
+A folder of the zoo's int8/int4 weights (config.json ``quantization``, :mod:`zoo.layers.quant`) is refused with a
+ValueError: these classes would leave its codes unread; ``zoo.create_model(FOLDER)`` loads it.
+
 Registration: :func:`register` (idempotent; importing this module calls it). ``import zoo`` does not import
 transformers (about a second); :mod:`zoo.export.hf_hook` imports this module once transformers' Auto API is
 loaded. Needs transformers >= 5.
@@ -47,6 +50,7 @@ except ImportError as e:
 
 from ..layers import KVCache, RMSNorm
 from ..layers.decoder import DecoderConfig, DecoderLM
+from ..layers.quant import QuantSpec
 from ..layers.routing import LoRA
 from ..models import recursive
 from ..models.mobilellm import MobileLLM, MobileLLMConfig
@@ -154,6 +158,13 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
     _tied_weights_keys = None  # a tied zoo model has no lm_head (see the module doc)
 
     def __init__(self, config: _ZooLMConfig):
+        quantization = QuantSpec.parse(getattr(config, "quantization", None))
+        if quantization is not None and quantization.method != "bf16":
+            # transformers would leave the codes unread and the projections at random init: refused, not loaded
+            raise ValueError(
+                f"this zoo folder holds {quantization.describe()} weights (integer codes with scales), which "
+                "transformers' classes do not read; load it with zoo.create_model(FOLDER)"
+            )
         super().__init__(config)
         zoo_model = self.zoo_model_class(config.to_zoo_config())
         zoo_model.pretrained_cfg = {"architecture": config.architecture}

@@ -3,6 +3,10 @@
 Vision models take ``(B, C, H, W)`` images with a dynamic batch (and, with ``dynamic_size``, dynamic height and
 width where the architecture allows it); language models take ``(B, T)`` token ids with dynamic batch and length
 and return the logits of every position (the cache-free forward; ``pte`` is the cached decode).
+
+``quantize`` (language models): ``"bf16"``, ``"int8"`` or ``"int4"`` (:mod:`zoo.layers.quant`, applied by
+:func:`zoo.export.export` before tracing): the program holds the int8/int4 codes and scales and dequantizes them
+in the graph, so it runs on any machine; the check compares it with the quantized eager model.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from .core import TEXT, ExportError, ExportSpec, compare
 FILE_NAME = "model.pt2"
 MAX_BATCH = 1024
 MAX_SIZE = 4096  # vision, dynamic_size: the largest height/width the program takes (or the example's, if larger)
+QUANTIZE = (None, "bf16", "int8", "int4")
 
 
 class LogitsOnly(nn.Module):
@@ -79,6 +84,10 @@ def export_program(model: nn.Module, spec: ExportSpec) -> torch.export.ExportedP
 
 
 def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
+    if spec.quantize not in QUANTIZE:
+        raise ExportError(f"pt2 quantize must be one of {', '.join(QUANTIZE[1:])} or none, got {spec.quantize!r}")
+    if spec.quantize is not None and spec.task != TEXT:
+        raise ExportError(f"pt2 quantize={spec.quantize!r} is for the language models (the vision models: onnx int8)")
     program = export_program(model, spec)
     tmp = folder / f".tmp-{FILE_NAME}"  # torch.export.save wants the .pt2 suffix
     torch.export.save(program, tmp)

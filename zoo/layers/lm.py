@@ -101,7 +101,10 @@ class RotaryEmbedding(nn.Module):
         key = (torch.device(device), dtype)
         cached = self._tables.get(key)
         if cached is None or cached[0].shape[0] < length:
-            size = max(self.initial_length, 1 << max(0, int(length - 1).bit_length()))
+            if isinstance(length, torch.SymInt):  # a traced dynamic length (torch.export): a static table, no guard
+                size = max(self.initial_length, cached[0].shape[0] if cached is not None else 0)
+            else:
+                size = max(self.initial_length, 1 << max(0, int(length - 1).bit_length()))
             # normal tensors even when first built under inference_mode (e.g. by generate): a later forward with
             # grad saves them for backward, which inference tensors cannot be
             with torch.autocast(torch.device(device).type, enabled=False), torch.inference_mode(False):

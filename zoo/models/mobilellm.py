@@ -31,6 +31,12 @@ lacks ``model.embed_tokens.weight``; loading it fails with a message that says s
 Export (:func:`save_pretrained`): a transformers ``LlamaForCausalLM`` folder (``tie_word_embeddings: true``) for
 every model that stock Llama can express (no layer sharing, no sliding window), else a zoo-format folder that
 :meth:`MobileLLM.from_pretrained` and ``zoo.create_model`` read back.
+
+Quantized weights (:mod:`zoo.layers.quant`: ``zoo.create_model(NAME, quantize="bf16" | "int8" | "int4")``): a
+quantized model saves its codes and scales in a zoo-format folder whose config.json (and safetensors metadata)
+records ``quantization`` (bf16 may still be a transformers folder, ``torch_dtype: bfloat16``); loading rebuilds the
+same quantized layers. MobileLLM-Pro's int4 QAT checkpoints (float weights beside
+``weight_fake_quantizer.scale``) load as int4 codes under their own scales.
 """
 
 import json
@@ -44,14 +50,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config_rules import check_model_args
+from ..config_rules import check_model_args, weights_quantization
 from ..layers import KVCache, RotaryEmbedding, build_attention_masks, sequence_schedule
 from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM, GenerationConfig, LMOutput
+from ..layers.quant import model_quantization, quantize_model
 from ..registry import register_model
 from ..weights import (
     CheckpointError,
     CheckpointMismatchError,
     load_state_dict_checked,
+    read_metadata,
     read_state_dict,
     save_state_dict,
 )
@@ -276,7 +284,9 @@ class MobileLLM(DecoderLM):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "MobileLLM":
         """Build from a folder with ``config.json`` and weights (transformers Llama, the authors' or the zoo's;
-        its ``generation_config.json``, when there is one, becomes ``model.generation_config``)."""
+        its ``generation_config.json``, when there is one, becomes ``model.generation_config``); a
+        folder of quantized weights (its ``quantization`` entry, or QAT fake-quantizer scales) builds the same
+        quantized model."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
@@ -286,11 +296,17 @@ class MobileLLM(DecoderLM):
         data = json.loads((path / "config.json").read_text())
         state_dict = read_weights(path)
         generation = GenerationConfig.from_folder(path)  # checked before anything is built
+        meta = read_metadata(path) if (path / "model.safetensors").is_file() else {}
+        state_dict, quantization = weights_quantization(
+            state_dict, str(path), data.get("quantization"), meta.get("quantization")
+        )
         described = check_model_args(checkpoint_model_args(data, state_dict), str(path / "config.json"), "config")
         config = MobileLLMConfig(**{**described, **overrides})
         model = cls(config)
         model.pretrained_cfg = {"architecture": data.get("architecture") or "mobilellm", "file": str(path)}
         model.generation_config = generation
+        if quantization is not None:
+            quantize_model(model, quantization, empty=True)
         load_state_dict_checked(model, state_dict, str(path), filter_fn=checkpoint_filter_fn)
         return model
 
@@ -392,14 +408,22 @@ def save_pretrained(
     ``format="transformers"`` writes a ``LlamaForCausalLM`` folder (Llama keys; only ``model.embed_tokens.weight``
     when tied, as transformers itself saves it); ``"zoo"`` writes the zoo's config (layer sharing, windows);
     ``"auto"`` picks transformers whenever stock Llama computes the model. Both carry ``architecture`` (the zoo
-    name) so that ``zoo.create_model("hf-hub:...")`` can rebuild either.
+    name) so that ``zoo.create_model("hf-hub:...")`` can rebuild either. A quantized model's folder records its
+    ``quantization`` (config.json and the safetensors metadata); int8/int4 codes are zoo-format only.
     """
     config = model.config
-    llama_ok = config.llama_compatible
+    quantization = model_quantization(model)
+    codes = quantization is not None and quantization.method != "bf16"
+    llama_ok = config.llama_compatible and not codes
     if format == "auto":
         format = "transformers" if llama_ok else "zoo"
     if format not in ("transformers", "zoo"):
         raise ValueError(f"format must be 'auto', 'transformers' or 'zoo', got {format!r}")
+    if format == "transformers" and codes:
+        raise ValueError(
+            f"transformers' LlamaForCausalLM cannot read the zoo's {quantization.describe()} codes; use format='zoo' "
+            "(zoo.create_model and MobileLLM.from_pretrained read it back)"
+        )
     if format == "transformers" and not llama_ok:
         raise ValueError(
             "stock LlamaForCausalLM cannot express layer sharing or sliding-window layers; use format='zoo'"
@@ -416,8 +440,14 @@ def save_pretrained(
             "architecture": name,
             **config.to_dict(),
         }
+    metadata = {}
+    if quantization is not None:
+        data["quantization"] = quantization.to_dict()
+        metadata["quantization"] = json.dumps(data["quantization"], sort_keys=True)
+        if format == "transformers":
+            data["torch_dtype"] = "bfloat16"
     weights = {k: v for k, v in model.state_dict().items()}
-    save_state_dict(weights, out / "model.safetensors")
+    save_state_dict(weights, out / "model.safetensors", metadata=metadata)
     (out / "config.json").write_text(json.dumps(data, indent=2) + "\n")
     model.save_generation_config(out)  # transformers' generation_config.json (both formats)
     return out

@@ -73,6 +73,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..layers import RMSNorm, RotaryEmbedding, build_attention_masks
 from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM
+from ..layers.quant import model_quantization
 from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
 from ..layers.routing import (
     AddAuxiliaryLoss,
@@ -762,7 +763,7 @@ def from_pretrained_dense(
 
 def save_pretrained(model: RecursiveLM, out_dir: str | os.PathLike, model_name: str | None = None) -> Path:
     """Write ``model.safetensors``, ``generation_config.json`` + ``config.json`` (``model_type`` :data:`MODEL_TYPE`, the config's fields and
-    ``architecture``, the registry name) to ``out_dir``."""
+    ``architecture``, the registry name; a quantized model's ``quantization``) to ``out_dir``."""
     name = model_name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or "recursive"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -772,7 +773,12 @@ def save_pretrained(model: RecursiveLM, out_dir: str | os.PathLike, model_name: 
         "architecture": name,
         **model.config.to_dict(),
     }
-    save_state_dict(model, out / "model.safetensors", metadata={"architecture": name})
+    metadata = {"architecture": name}
+    quantization = model_quantization(model)
+    if quantization is not None:
+        data["quantization"] = quantization.to_dict()
+        metadata["quantization"] = json.dumps(data["quantization"], sort_keys=True)
+    save_state_dict(model, out / "model.safetensors", metadata=metadata)
     (out / "config.json").write_text(json.dumps(data, indent=2) + "\n")
     model.save_generation_config(out)
     return out
