@@ -27,7 +27,7 @@ from .._version import __version__
 from ..factory import create_model, resolve_source
 from ..hub import CONFIG_NAME
 from ..layers.decoder import DecoderLM
-from ..layers.quant import QuantSpec, model_quantization, quantize_model
+from ..layers.quant import QuantSpec, model_quantization, portable_kernels, quantize_model
 from ..publish import export_pretrained, export_run
 from ..registry import get_entry, list_models
 
@@ -296,7 +296,8 @@ def export(
     result = ExportResult(format, folder, files, spec=spec)
     write_deployment_files(model, folder, spec, tokenizer, model_kwargs, getattr(module, "usage", lambda s: "")(spec))
     if check:
-        with torch.no_grad():
+        # quantized layers compare in the portable form the artefact holds (not eager's bf16-fed CPU kernels)
+        with torch.no_grad(), portable_kernels():
             result.check = module.check(model, folder, spec)
     _write_json(folder / REPORT_NAME, result.to_dict())
     if check and not result.check.get("ok", False):

@@ -34,14 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim
 
-from ..layers.decoder import DecoderLM
-from ..layers.routing import layer_forward
-from ..models.mobilellm import MobileLLM
-from ..models.recursive import RecursiveLM
+from ..layers.static_decoder import StaticDecoder
 from .core import ExportError, ExportSpec, compare
 
 __all__ = ["CachedDecoder", "CompiledLM", "load"]
@@ -75,187 +71,13 @@ def _backend(spec: ExportSpec) -> str:
     return backend
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# The traced module
-# ------------------------------------------------------------------------------------------------------------------
-
-
-class _App:
-    """One layer application: its layer, cache slot, window and the recursive model's hooks."""
-
-    def __init__(self, layer, slot, window=None, lora=None, norms=None, reads_shared=False):
-        self.layer, self.slot, self.window = layer, slot, window
-        self.lora, self.norms, self.reads_shared = lora, norms, reads_shared
-
-
-class CachedDecoder(nn.Module):
-    """A zoo decoder LM over a static KV cache of ``max_seq_len`` tokens, for batch 1, as a traceable module.
-
-    ``forward(tokens (1, T) int64, input_pos (1,) int64) -> (1, vocab)`` logits of the last token. The cache lives
-    in buffers ``k_cache_{slot}`` / ``v_cache_{slot}`` ``(1, kv_heads, max_seq_len, head_dim)`` (and, for routed
-    slots, ``valid_{slot}`` ``(max_seq_len,)``: whether the token at that position was cached there).
-    """
-
-    def __init__(self, model: nn.Module, max_seq_len: int):
-        super().__init__()
-
-        if not isinstance(model, DecoderLM):
-            raise ExportError(f"pte exports the zoo's decoder language models, not {type(model).__name__}")
-        c = model.config
-        if not isinstance(max_seq_len, int) or max_seq_len < 2:
-            raise ExportError(f"max_seq_len must be an int >= 2, got {max_seq_len!r}")
-        if max_seq_len > c.max_position_embeddings:
-            raise ExportError(
-                f"max_seq_len={max_seq_len} exceeds the model's context length of {c.max_position_embeddings} "
-                f"tokens (config.max_position_embeddings); export with max_seq_len <= {c.max_position_embeddings}"
-            )
-        self.lm = model
-        self.max_seq_len = max_seq_len
-        self.routing: str | None = None
-        layers = model.model.layers
-        if isinstance(model, MobileLLM):
-            self.num_slots = len(model.schedule)
-            self.apps = [_App(layers[b], i, layers[b].sliding_window) for i, b in enumerate(model.schedule)]
-            self.prefix, self.steps, self.suffix = list(range(len(self.apps))), [], []
-        elif isinstance(model, RecursiveLM):
-            if c.mor == "expert" and c.inference_routing != "threshold":
-                raise ExportError(
-                    "this recursive LM routes by top-k at inference (inference_routing='topk'): top-k over the "
-                    "sequence looks at future tokens, so it cannot decode token by token with a cache. Export it "
-                    "with inference_routing='threshold' (the causal rule its router is trained to predict)"
-                )
-            self.routing = c.mor
-            self.num_slots = model.num_slots
-            self.apps = [
-                _App(
-                    layers[b],
-                    model.slot_of[i],
-                    None,
-                    model.lora[str(i)] if str(i) in model.lora else None,
-                    tuple(model.app_norms[str(i)]) if str(i) in model.app_norms else None,
-                    model.reads_shared[i],
-                )
-                for i, b in enumerate(model.schedule)
-            ]
-            self.prefix, self.steps, self.suffix = list(model.prefix), [list(s) for s in model.steps], model.suffix
-        else:
-            raise ExportError(
-                f"pte knows how to drive the caches of MobileLLM and RecursiveLM, not {type(model).__name__}"
-            )
-        self.windows = sorted({a.window for a in self.apps}, key=lambda w: -1 if w is None else w)
-        p = model.model.embed_tokens.weight
-        shape = (1, c.num_key_value_heads, max_seq_len, c.head_dim)
-        routed = {self.apps[i].slot for step in self.steps for i in step} if self.routing else set()
-        self.routed_slots = sorted(routed)
-        self.cache_specs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-        for slot in range(self.num_slots):
-            self.cache_specs[f"k_cache_{slot}"] = self.cache_specs[f"v_cache_{slot}"] = (shape, p.dtype)
-            if slot in routed:
-                self.cache_specs[f"valid_{slot}"] = ((max_seq_len,), torch.bool)
-        for name, (size, dtype) in self.cache_specs.items():
-            self.register_buffer(name, torch.zeros(size, dtype=dtype, device=p.device))
-        cos, sin = model.rotary.tables(max_seq_len, p.device, p.dtype)
-        self.register_buffer("rope_cos", cos[:max_seq_len].clone(), persistent=False)
-        self.register_buffer("rope_sin", sin[:max_seq_len].clone(), persistent=False)
-        self._pos: torch.Tensor | None = None
-
-    # -- the cache protocol layer_forward uses ------------------------------------------------------------------
-    def update(self, slot: int, key: torch.Tensor, value: torch.Tensor, positions=None):
-        keys, values = getattr(self, f"k_cache_{slot}"), getattr(self, f"v_cache_{slot}")
-        keys[:, :, self._pos] = key.to(keys.dtype)
-        values[:, :, self._pos] = value.to(values.dtype)
-        return keys, values
-
-    # -- forward ------------------------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-        T = tokens.shape[1]
-        pos = input_pos.reshape(1) + torch.arange(T, device=tokens.device)  # (T,)
-        keys = torch.arange(self.max_seq_len, device=tokens.device)
-        causal = keys[None, :] <= pos[:, None]  # (T, S): True where query t may see the key at that position
-        self._pos = pos
-        self._rope = (self.rope_cos[pos][None, None], self.rope_sin[pos][None, None])
-        self._masks = {w: causal if w is None else causal & (pos[:, None] - keys[None, :] < w) for w in self.windows}
-        x = self.lm.model.embed_tokens(tokens)
-        for i in self.prefix:
-            x = self._run(i, x, None)
-        if self.routing == "expert":
-            x = self._expert_steps(x)
-        elif self.routing == "token":
-            x = self._token_steps(x)
-        else:
-            for r in range(len(self.steps)):
-                x = self._run_step(r, x, None)
-        for i in self.suffix:
-            x = self._run(i, x, None)
-        self._pos = self._rope = self._masks = None
-        return F.linear(self.lm.model.norm(x[:, -1]), self.lm.output_weight)
-
-    def _mask(self, app: _App) -> torch.Tensor:
-        mask = self._masks[app.window]
-        if app.slot in self.routed_slots:
-            mask = mask & getattr(self, f"valid_{app.slot}")[None, :]
-            mask = mask | ~mask.any(dim=-1, keepdim=True)  # a row that sees nothing sees everything (no NaN)
-        return mask[None, None]
-
-    def _run(self, i: int, x: torch.Tensor, chosen: torch.Tensor | None) -> torch.Tensor:
-        app = self.apps[i]
-        if app.reads_shared:  # recursive KV sharing: the keys/values the block's first application cached
-            shared = (getattr(self, f"k_cache_{app.slot}"), getattr(self, f"v_cache_{app.slot}"))
-            kwargs = dict(shared_kv=shared)
-        else:
-            if app.slot in self.routed_slots:
-                valid = getattr(self, f"valid_{app.slot}")
-                valid[self._pos] = torch.ones_like(self._pos, dtype=torch.bool) if chosen is None else chosen[0]
-            kwargs = dict(cache=self, slot=app.slot)
-        mask = self._mask(app)
-        return layer_forward(
-            app.layer, x, self._rope, mask=mask, is_causal=False, lora=app.lora, norms=app.norms, **kwargs
-        )
-
-    def _run_step(self, r: int, x: torch.Tensor, chosen: torch.Tensor | None) -> torch.Tensor:
-        for i in self.steps[r]:
-            x = self._run(i, x, chosen)
-        return x
-
-    def _expert_steps(self, x: torch.Tensor) -> torch.Tensor:
-        """Expert-choice routing, threshold rule: a token runs step ``r`` while ``sigmoid(router_r) >= threshold``
-        (and it ran step ``r - 1``); its state gains ``score * step(x)``."""
-        c = self.lm.config
-        caps = c.capacities()
-        active = None
-        for r in range(c.num_recursion):
-            prob = torch.sigmoid(self.lm.routers[r](x).squeeze(-1))  # (1, T)
-            score = (c.router_alpha * prob).unsqueeze(-1)
-            if caps[r] >= 1.0 and active is None:
-                chosen = None
-            else:
-                chosen = prob >= c.routing_threshold
-                chosen = chosen if active is None else chosen & active
-            h = self._run_step(r, x, chosen)
-            x = x + score * h if chosen is None else torch.where(chosen.unsqueeze(-1), x + h * score, x)
-            active = chosen
-        return x
-
-    def _token_steps(self, x: torch.Tensor) -> torch.Tensor:
-        """Token-choice routing: the router's argmax is a token's depth ``d``; it runs steps ``0..d`` and its
-        output is ``x + p_d * h_d``."""
-        c = self.lm.config
-        probs = self.lm.routers[0](x).softmax(dim=-1) * c.router_alpha  # (1, T, N_r)
-        choice = probs + self.lm.router_bias if c.balancing == "loss_free" else probs
-        depth = choice.argmax(dim=-1)
-        weight = probs.gather(-1, depth.unsqueeze(-1))  # (1, T, 1)
-        out, cur = x, x
-        for r in range(c.num_recursion):
-            finish = (depth == r).to(x.dtype).unsqueeze(-1) * weight
-            if r == 0:  # every token runs the first step
-                h = self._run_step(r, cur, None)
-                out, cur = out + finish * h, h
-                continue
-            active = depth >= r
-            h = self._run_step(r, cur, active)
-            keep = active.unsqueeze(-1)
-            out, cur = torch.where(keep, out + h * finish, out), torch.where(keep, h, cur)
-        return out
+def CachedDecoder(model: nn.Module, max_seq_len: int) -> StaticDecoder:
+    """``model`` over a static cache of ``max_seq_len`` tokens (:class:`zoo.layers.static_decoder.StaticDecoder`),
+    refused with :class:`ExportError` where it cannot be built."""
+    try:
+        return StaticDecoder(model, max_seq_len)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -264,7 +86,7 @@ class CachedDecoder(nn.Module):
 
 
 def export_methods(
-    decoder: CachedDecoder, spec: ExportSpec, methods: tuple[str, ...] = METHODS
+    decoder: StaticDecoder, spec: ExportSpec, methods: tuple[str, ...] = METHODS
 ) -> dict[str, torch.export.ExportedProgram]:
     """``prefill`` (prompt length dynamic in ``[1, max_seq_len]``; it decodes a token too) and ``decode`` (one
     token, static shapes) of ``decoder``."""
@@ -284,7 +106,7 @@ def export_methods(
     return programs
 
 
-def _lower_executorch(programs: dict[str, torch.export.ExportedProgram], decoder: CachedDecoder) -> bytes:
+def _lower_executorch(programs: dict[str, torch.export.ExportedProgram], decoder: StaticDecoder) -> bytes:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass

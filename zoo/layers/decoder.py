@@ -27,6 +27,7 @@ from .generation import (
     token_presence,
 )
 from .lm import DecoderLayer, KVCache, RMSNorm
+from .static_decoder import StaticDecoder
 
 __all__ = [
     "DecoderBody",
@@ -329,6 +330,7 @@ class DecoderLM(nn.Module):
         tokenizer: Any = None,
         streamer: Any = None,
         generation_config: GenerationConfig | None = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """Prompt + up to ``max_new_tokens`` new tokens ``(B, T + n)``, decoding with a static KV cache.
 
@@ -351,6 +353,11 @@ class DecoderLM(nn.Module):
         Batches of prompts of different lengths are left-padded with ``attention_mask`` marking the real tokens
         (right padding gives a warning, as in transformers). The prompt and ``max_new_tokens`` together must fit
         the context length.
+
+        ``compile=True`` (one prompt, no padding) decodes through :meth:`compiled_decoder`: the prompt runs once
+        over a static cache, then every token is one ``torch.compile``'d step with static shapes (the first call
+        compiles it, about a minute for a 125M model on 2 cores; later calls of the same size reuse it). The
+        tokens are the same as without it; what it saves is the per-op Python overhead of each step.
         """
         try:  # a streamer is ended whatever happens, so that a reader in another thread is not left waiting
             self._check_ids(input_ids)
@@ -421,6 +428,14 @@ class DecoderLM(nn.Module):
         try:
             if max_new_tokens == 0:
                 return input_ids
+            if compile:
+                if B != 1 or padding is not None:
+                    raise ValueError(
+                        f"compile=True decodes one prompt at a time (batch 1, no padding); got {B} prompt(s)"
+                        + (" with an attention_mask holding padding" if padding is not None else "")
+                        + ". Loop over the prompts, or leave compile out to decode the batch together"
+                    )
+                return self._generate_compiled(input_ids, max_new_tokens, plan, streamer)
             cache = self.new_cache(B, T + max_new_tokens)
             mask = positions = None
             if padding is not None:
@@ -456,6 +471,52 @@ class DecoderLM(nn.Module):
             return torch.cat([input_ids, out[:, :n]], dim=1)
         finally:
             _end_stream(streamer)
+
+    # -- the compiled decode step ----------------------------------------------------------------------------------
+    def compiled_decoder(self, length: int) -> tuple[StaticDecoder, Any]:
+        """A :class:`StaticDecoder` of at least ``length`` tokens (a power of two from 256, up to the context length)
+        and its ``torch.compile``'d step, made once and kept with the model (for its dtype and device; another size
+        replaces it). The step reads the model's parameters, so later weight updates are seen."""
+        p = self.model.embed_tokens.weight
+        size = min(self.config.max_position_embeddings, max(256, 1 << max(0, int(length) - 1).bit_length()))
+        key = (size, p.dtype, p.device)
+        kept = self.__dict__.get("_compiled_step")
+        if kept is None or kept[0] != key:
+            with torch.inference_mode(False):  # cache buffers usable by a later call outside inference mode too
+                decoder = StaticDecoder(self, size).eval()
+            # every model (and size) compiled in one process is another entry of the same forward's code, which
+            # torch.compile caps at 8 by default: a few formats side by side would reach it
+            dynamo = torch._dynamo.config
+            dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
+            kept = (key, decoder, torch.compile(decoder, fullgraph=True, dynamic=False))
+            self.__dict__["_compiled_step"] = kept  # not a submodule: the decoder holds the model
+        return kept[1], kept[2]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_compiled_step", None)  # copies and pickles compile their own
+        return state
+
+    def _generate_compiled(self, input_ids: torch.Tensor, max_new_tokens: int, plan: "_Decoding", streamer: Any):
+        T = input_ids.shape[1]
+        decoder, step = self.compiled_decoder(T + max_new_tokens)
+        device = input_ids.device
+        out = torch.empty(1, max_new_tokens, dtype=input_ids.dtype, device=device)
+        logits = decoder(input_ids, torch.zeros(1, dtype=torch.long, device=device))  # the prompt, uncompiled
+        pos = torch.full((1,), T, dtype=torch.long, device=device)
+        n = 0
+        for i in range(max_new_tokens):
+            token = plan.next_token(logits, i)
+            out[:, i] = token
+            n = i + 1
+            if streamer is not None:
+                streamer.put(token.cpu())
+            if n == max_new_tokens or plan.all_finished():
+                break
+            logits = step(token[:, None], pos)
+            pos = pos + 1
+        return torch.cat([input_ids, out[:, :n]], dim=1)
 
 
 @dataclass

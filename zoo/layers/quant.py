@@ -25,9 +25,27 @@ Kernels, measured on this machine's CPU (AMD EPYC, AVX-512 with bf16, 2 threads,
 matrix-vector products of one decoded token of ``mobilellm_125m`` (30 layers x seven projections + the 32000 x 576
 output head), batch 1, median of 7 rounds; ``zoo/bench/quant_kernels.py`` reproduces the table.
 
-{TABLE}
+========================================================  ==================
+candidate                                                  ms per token
+========================================================  ==================
+float32 ``F.linear``                                       42.2
+bfloat16 ``F.linear``                                      23.9
+int8 codes cast inside ``F.linear``, float32 / bf16 input  114.5 / 45.7
+``aten._weight_int8pack_mm``, float32 / bf16 input         53.3 / **8.7**
+torchao ``Int8WeightOnlyConfig``, float32 / bf16 input     113.5 / 49.2
+int4 g32 ``aten._weight_int4pack_mm_for_cpu``, f32 / bf16  119.1 / **7.0**
+torchao ``Int4OpaqueTensor`` g32, float32 / bf16 input     120.9 / 9.3
+int4 g64 kernel / torchao, bf16 input                      7.0 / 9.1
+int4 g32 dequantized per call, float32 input               515.7
+int8 dynamic activations, ``torch._int_mm`` (reference)    26.6
+========================================================  ==================
 
-The zoo's paths: int8 runs ``{INT8_PATH}``; int4 runs the CPU tinygemm kernel ``aten._weight_int4pack_mm_for_cpu``
+Both integer kernels win only when fed bfloat16 rows (a float32 input is 5-15x slower: the kernels convert it
+per call); torchao's configurations reach the same kernels through tensor subclasses and lose 1-2 ms per token to
+the dispatch, so the zoo calls the kernels itself.
+
+The zoo's paths on CPU (inference): the input rows are rounded to bfloat16, int8 runs ``aten._weight_int8pack_mm``
+and int4 the CPU tinygemm kernel ``aten._weight_int4pack_mm_for_cpu``
 directly (the kernel torchao's ``Int4OpaqueTensor`` wraps, without the tensor-subclass dispatch). Its packed form
 depends on the CPU's instruction set (blocks of 64 rows with AVX-512, 32 with AVX2), so it is made at the first
 CPU forward and never saved. Other devices, autograd through the input, and ``torch.export`` / ``torch.compile``
@@ -41,6 +59,8 @@ layer has one. Integer tensors are declared as integer buffers, so a checkpoint 
 from a float one and refuse to cast one into the other.
 """
 
+import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +78,7 @@ __all__ = [
     "is_quantized_state_dict",
     "model_quantization",
     "pack_int4",
+    "portable_kernels",
     "quantize_int4",
     "quantize_int8",
     "quantize_model",
@@ -73,11 +94,28 @@ DEFAULT_GROUP_SIZE = 32
 SCHEMES = ("asymmetric", "symmetric")
 ACTIVATIONS = (None, "int8_dynamic")
 _FIELDS = {"method", "group_size", "scheme", "activations"}
+KERNEL_DTYPE = torch.bfloat16  # what the CPU int8/int4 kernels are fed (see the module docstring's table)
+
+
+_portable = threading.local()
+
+
+@contextlib.contextmanager
+def portable_kernels():
+    """Within this block every :class:`QuantizedLinear` computes the portable product (the dequantized weight in
+    the input's dtype, no bf16 rounding of the input): the reference a traced program (which holds that form) is
+    compared with."""
+    before = getattr(_portable, "on", False)
+    _portable.on = True
+    try:
+        yield
+    finally:
+        _portable.on = before
 
 
 def _tracing() -> bool:
-    """True inside torch.compile / torch.export / torch.jit traces (fvcore's counter): they see the portable form."""
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+    """True inside torch.export / torch.jit traces (fvcore's counter): they see the portable form; torch.compile keeps the kernels."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -419,31 +457,35 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activations == "int8_dynamic":
             x = _fake_quantize_tokens(x)
-        if self.bits == 8:
-            return self._int8(x)
         if (
             x.device.type == "cpu"
             and not _tracing()
+            and not getattr(_portable, "on", False)
             and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
             and not (x.requires_grad and torch.is_grad_enabled())
         ):
-            return self._int4_cpu(x)
+            # the CPU kernels, fed bfloat16 rows: both are 5-15x faster with a bf16 input than with a float32 one
+            # (module docstring), so the input is rounded to bf16 and the product returned in the input's dtype
+            rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
+            y = self._int8_cpu(rows) if self.bits == 8 else self._int4_cpu(rows)
+            y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+            return y if self.bias is None else y + self.bias.to(y.dtype)
+        if self.bits == 8:  # the portable form: codes to the input's dtype inside the product, then the row scale
+            y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
+            return y if self.bias is None else y + self.bias.to(y.dtype)
         return F.linear(x, self.dequantize(x.dtype), self.bias)
 
-    def _int8(self, x: torch.Tensor) -> torch.Tensor:
-        # the int8 codes converted to the input's dtype inside the product, then the per-row scale: one pass over
-        # the int8 weight (see the module docstring's table for why this and not aten._weight_int8pack_mm)
-        y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+    def _int8_cpu(self, rows: torch.Tensor) -> torch.Tensor:
+        scale = self._kernel.get("scale8")
+        if scale is None:
+            with torch.inference_mode(False), torch.no_grad():
+                scale = self._kernel["scale8"] = self.scale.to(KERNEL_DTYPE)
+        return torch._weight_int8pack_mm(rows, self.qweight, scale)
 
-    def _int4_cpu(self, x: torch.Tensor) -> torch.Tensor:
-        packed, scales = self._packed(x.dtype)
-        rows = x.reshape(-1, self.in_features)
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.contiguous(), packed, self.group_size, scales)
-        if y.shape[1] != self.out_features:  # rows padded to whole blocks
-            y = y[:, : self.out_features]
-        y = y.reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+    def _int4_cpu(self, rows: torch.Tensor) -> torch.Tensor:
+        packed, scales = self._packed(rows.dtype)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, packed, self.group_size, scales)
+        return y[:, : self.out_features] if y.shape[1] != self.out_features else y  # rows padded to whole blocks
 
     def _packed(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The kernel's packed codes and its ``(groups, out, 2)`` scale/zero table in ``dtype``, made once."""
