@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .args import check_known_keys
@@ -27,6 +28,7 @@ from .generation import (
     token_presence,
 )
 from .lm import DecoderLayer, KVCache, RMSNorm
+from .quant import int8_head, kernel_path
 from .static_decoder import StaticDecoder
 
 __all__ = [
@@ -177,6 +179,16 @@ class DecoderLM(nn.Module):
     @property
     def output_weight(self) -> torch.Tensor:
         return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output head: ``hidden @ output_weight.T``. With int8/int4 projections (``quantize=``), CPU inference
+        runs it as int8 codes per row (:func:`zoo.layers.quant.int8_head`; llama.cpp's Q8_0 treats its output matrix
+        the same way): the float head is the largest matrix of a small LM and would otherwise cost more than
+        every quantized projection together."""
+        spec = getattr(self, "quantization", None)
+        if spec is not None and spec.method != "bf16" and kernel_path(hidden):
+            return int8_head(self.__dict__, self.output_weight, hidden)
+        return F.linear(hidden, self.output_weight)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
@@ -496,6 +508,7 @@ class DecoderLM(nn.Module):
         state = super().__getstate__()
         state = dict(state)
         state.pop("_compiled_step", None)  # copies and pickles compile their own
+        state.pop("_head_int8", None)  # and make their own head codes
         return state
 
     def _generate_compiled(self, input_ids: torch.Tensor, max_new_tokens: int, plan: "_Decoding", streamer: Any):

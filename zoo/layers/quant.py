@@ -75,6 +75,8 @@ __all__ = [
     "convert_fake_quantized",
     "dequantize_int4",
     "fake_quantized_keys",
+    "int8_head",
+    "kernel_path",
     "is_quantized_state_dict",
     "model_quantization",
     "pack_int4",
@@ -111,6 +113,37 @@ def portable_kernels():
         yield
     finally:
         _portable.on = before
+
+
+def kernel_path(x: torch.Tensor) -> bool:
+    """Whether a product with ``x`` takes the CPU integer kernels: CPU inference outside export traces and
+    :func:`portable_kernels` (autograd through the input and other devices take the portable form)."""
+    return (
+        x.device.type == "cpu"
+        and not _tracing()
+        and not getattr(_portable, "on", False)
+        and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and not (x.requires_grad and torch.is_grad_enabled())
+    )
+
+
+def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``F.linear(x, weight)`` with ``weight`` (the output head of a model with int8/int4 projections) as int8 codes
+    per row, through ``aten._weight_int8pack_mm`` on bf16 rows (see the module docstring). The codes are made from
+    the float weight at first use and again whenever it changes (kept in ``store`` under ``"_head_int8"``); the
+    float weight stays the model's (tied to the embedding, saved as float). A compiled step uses the codes the
+    eager prompt made."""
+    kept = store.get("_head_int8")
+    if not torch.compiler.is_compiling():
+        key = (weight.data_ptr(), weight._version, weight.dtype)
+        if kept is None or kept[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                q, scale = quantize_int8(weight.detach())
+                kept = store["_head_int8"] = (key, q, scale.to(KERNEL_DTYPE))
+    elif kept is None:
+        return F.linear(x, weight)
+    rows = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
+    return torch._weight_int8pack_mm(rows, kept[1], kept[2]).reshape(*x.shape[:-1], -1).to(x.dtype)
 
 
 def _tracing() -> bool:
@@ -457,13 +490,7 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activations == "int8_dynamic":
             x = _fake_quantize_tokens(x)
-        if (
-            x.device.type == "cpu"
-            and not _tracing()
-            and not getattr(_portable, "on", False)
-            and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-            and not (x.requires_grad and torch.is_grad_enabled())
-        ):
+        if kernel_path(x):
             # the CPU kernels, fed bfloat16 rows: both are 5-15x faster with a bf16 input than with a float32 one
             # (module docstring), so the input is rounded to bf16 and the product returned in the input's dtype
             rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()

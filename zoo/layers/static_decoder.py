@@ -15,7 +15,6 @@ routing computes. Top-k expert routing looks at the whole sequence and cannot de
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .routing import layer_forward
@@ -129,7 +128,7 @@ class StaticDecoder(nn.Module):
         for i in self.suffix:
             x = self._run(i, x, None)
         self._pos = self._rope = self._masks = None
-        return F.linear(self.lm.model.norm(x[:, -1]), self.lm.output_weight)
+        return self.lm.logits(self.lm.model.norm(x[:, -1]))
 
     def _mask(self, app: _App) -> torch.Tensor:
         mask = self._masks[app.window]

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -277,7 +276,7 @@ class MobileLLM(DecoderLM):
                 x = layer(x, rope, cache, slot, mask, causal)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        logits = F.linear(self.model.norm(x), self.output_weight)
+        logits = self.logits(self.model.norm(x))
         return LMOutput(logits, cache) if use_cache or past_key_values is not None else logits
 
     # -- files --------------------------------------------------------------------------------------------------

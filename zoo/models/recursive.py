@@ -430,7 +430,7 @@ class RecursiveLM(DecoderLM):
 
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        logits = F.linear(self.model.norm(x), self.output_weight)
+        logits = self.logits(self.model.norm(x))
         aux = torch.stack(ctx.aux).sum() if ctx.aux else None
         self.aux_loss = None if aux is None else aux.detach()
         if aux is not None and aux.requires_grad:
