@@ -11,6 +11,7 @@ The authors' code, rendered plainly for parity tests and as peers, lives in :mod
     zoo bench --models mobilellm_125m          # prefill / decode against transformers' LlamaForCausalLM
     zoo bench --models mor_135m                # Mixture-of-Recursions against the vanilla stack
     zoo bench --deployed                       # onnxruntime / torch.compile against eager (and timm's ONNX)
+    zoo bench --models mobilellm_125m --formats fp32,bf16,int8,int4   # weight formats vs transformers, llama.cpp
 """
 
 import argparse
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..registry import get_entry, list_models
-from . import deployed, lm, mor, slak, sret, vision
+from . import deployed, formats, lm, mor, slak, sret, vision
 from .harness import Row, environment, format_rows, print_header, write_json
 from .table import run_table
 
@@ -193,6 +194,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lms.add_argument("--prompt-tokens", type=int, default=None, help="decode prompt (MobileLLM 32, MoR 128)")
     lms.add_argument("--new-tokens", type=int, default=None, help="greedy tokens decoded (MobileLLM 128, MoR 32)")
     lms.add_argument("--layers", type=int, default=None, help="MoR: dense base depth (reduce for a quicker run)")
+    lms.add_argument(
+        "--formats",
+        type=_csv(str),
+        default=None,
+        help=f"weight formats side by side ({','.join(formats.FORMATS)}): zoo eager/compiled, transformers fp32, "
+        "llama.cpp at the same bits, perplexity and greedy agreement with fp32",
+    )
+    lms.add_argument(
+        "--quality-run",
+        type=Path,
+        default=formats.QUALITY_RUN,
+        metavar="DIR",
+        help=f"--formats: the trained LM whose perplexity is measured (default {formats.QUALITY_RUN})",
+    )
     table = parser.add_argument_group("model table (instead of a comparison)")
     table.add_argument("--family", default=None, help="profile every model of this family")
     table.add_argument("--all", action="store_true", help="profile every registered model")
@@ -223,6 +238,8 @@ def run(args: argparse.Namespace) -> int:
     args.models_given = args.models is not None
     if args.family or args.all:
         return run_table(args)
+    if args.formats is not None:
+        return run_formats(args)
     models = args.models or list(vision.DEFAULT_MODELS)
     peer = _peer_of(models, args.deployed)
     if peer is None:
@@ -246,6 +263,45 @@ def run(args: argparse.Namespace) -> int:
     if failed and (args.check or peer.compare not in (_vision, _deployed_vision)):
         return 1
     return 0
+
+
+def run_formats(args: argparse.Namespace) -> int:
+    """``--formats``: the language models' weight formats side by side (:mod:`zoo.bench.formats`)."""
+    models = args.models or ["mobilellm_125m"]
+    unknown = [m for m in models if m not in list_models()]
+    not_lm = [m for m in models if m not in unknown and get_entry(m).task != "text-generation"]
+    if unknown or not_lm:
+        why = f"not registered: {', '.join(unknown)}" if unknown else f"not language models: {', '.join(not_lm)}"
+        print(f"zoo bench: error: --formats is for the language models; {why}", file=sys.stderr)
+        return 2
+    env = environment()
+    title = "LM weight formats: zoo (eager / compiled) vs transformers fp32 and llama.cpp at the same bits, batch 1"
+    print_header(title, env, [f"warm-up {max(args.warmup, 1)}; medians of rounds alternating every candidate"])
+    try:
+        rows = [
+            row
+            for name in models
+            for row in formats.compare(
+                name,
+                args.formats,
+                args.runs or 3,
+                max(args.warmup, 1),
+                args.prompt_tokens or 32,
+                args.new_tokens or 128,
+                quality_run=args.quality_run,
+            )
+        ]
+    except ValueError as e:
+        print(f"zoo bench: error: {e}", file=sys.stderr)
+        return 2
+    print(format_rows(rows))
+    for note in formats.notes(rows):
+        print(note)
+    write_json(args.json, env, rows, models=models, formats=args.formats)
+    wrong = [r for r in rows if r.extra.get("same as eager") is False]
+    for r in wrong:
+        print(f"CHECK FAILED: {r.model} {r.setting}: compiled tokens differ from eager", file=sys.stderr)
+    return 1 if wrong else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,285 @@
+"""Weight formats of the language models side by side: speed against transformers and llama.cpp, and quality.
+
+``zoo bench --models mobilellm_125m --formats fp32,bf16,int8,int4`` measures, in one run:
+
+* **Speed** (the named model, deterministic random weights of realistic scale; speed does not depend on the
+  values): greedy decode tokens/s at batch 1 after a ``--prompt-tokens`` prompt, for every format in zoo eager
+  (``model.generate``) and zoo compiled (``generate(compile=True)``: one ``torch.compile``'d step over a static
+  cache), for transformers' ``LlamaForCausalLM`` in float32 on the same weights (the peer of every row; models
+  with no stock Llama twin have none), and for llama.cpp (llama-cpp-python) running the same weights written by
+  ``zoo export --format gguf`` at the same bits: F32 for fp32, F16 for bf16 (llama.cpp's CPU path has no bf16
+  matmul of its own), Q8_0 for int8, Q4_0 for int4. All candidates of all formats are timed in one set of
+  interleaved rounds, so load from other processes hits them alike. The per-token Python overhead of eager
+  decoding is reported as eager minus compiled milliseconds per token.
+* **Quality** (a trained model, ``--quality-run``: by default the quickstart LM ``runs/quickstart_lm``, trained on
+  CPython's ``pydoc_data`` by ``python train.py --config configs/quickstart_lm.yaml``): perplexity on the held-out
+  documents of that corpus (the recipe's own split, whole windows of the model's context, with its tokenizer)
+  and greedy-token agreement with fp32 over 256 generated tokens (4 held-out prompts x 64 tokens, position by
+  position), each format quantized from the same float weights and run through the same CPU kernels as at speed.
+
+Targets (issue: fast small-LM inference): the fastest format >= 4x transformers fp32; every format >= 1.0x
+llama.cpp at the same bits; perplexity within 1% of fp32 for int8 and 5% for int4.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from ..data.lm_tokenizer import load_lm_tokenizer
+from ..data.text import EOS_TOKEN, bundled_corpus, split_documents
+from ..export import export
+from ..factory import create_model
+from ..layers.quant import quantize_model
+from .deployed import _llama_cpp_decoder
+from .harness import Row, median, randomize_, time_interleaved
+from .lm import build_pair
+
+__all__ = ["FORMATS", "compare", "perplexity", "quality"]
+
+# format -> (zoo quantize=, llama.cpp type of the same bits)
+FORMATS: dict[str, tuple[str | None, str]] = {
+    "fp32": (None, "f32"),
+    "bf16": ("bf16", "f16"),
+    "int8": ("int8", "q8_0"),
+    "int4": ("int4", "q4_0"),
+}
+DEFAULT_FORMATS = tuple(FORMATS)
+QUALITY_RUN = Path("runs/quickstart_lm")
+PEER = "transformers fp32"
+TARGETS = {"fastest vs transformers": 4.0, "vs llama.cpp": 1.0, "ppl int8": 0.01, "ppl int4": 0.05}
+AGREEMENT_PROMPTS, AGREEMENT_PROMPT_TOKENS, AGREEMENT_NEW_TOKENS = 4, 32, 64
+
+
+def check_formats(formats: Sequence[str]) -> list[str]:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown weight format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
+def _quantized(model: nn.Module, fmt: str) -> nn.Module:
+    quantize = FORMATS[fmt][0]
+    return model if quantize is None else quantize_model(copy.deepcopy(model), quantize).eval()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Quality
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _held_out_ids(folder: Path, tokenizer) -> list[int]:
+    """The held-out pydoc documents (the run's own split: its args.yaml's data.val_fraction, else 0.1), tokenized
+    and joined with the tokenizer's end-of-text id between them."""
+    val_fraction = 0.1
+    if (folder / "args.yaml").is_file():
+        recipe = yaml.safe_load((folder / "args.yaml").read_text()) or {}
+        val_fraction = float((recipe.get("data") or {}).get("val_fraction") or val_fraction)
+    _, val = split_documents(list(bundled_corpus().values()), val_fraction)
+    eos = tokenizer.token_to_id(EOS_TOKEN) if hasattr(tokenizer, "token_to_id") else None
+    ids: list[int] = []
+    for doc in val:
+        encoded = tokenizer.encode(doc)
+        ids += encoded.ids if hasattr(encoded, "ids") else list(encoded)
+        if eos is not None:
+            ids.append(eos)
+    return ids
+
+
+@torch.inference_mode()
+def perplexity(model: nn.Module, ids: Sequence[int], window: int, max_tokens: int = 32768) -> float:
+    """exp(mean next-token loss) over non-overlapping windows of ``window`` tokens (the first ``max_tokens``)."""
+    data = torch.tensor(list(ids[:max_tokens]), dtype=torch.long)
+    n = (data.numel() - 1) // window
+    if n < 1:
+        raise ValueError(f"{data.numel()} held-out tokens are too few for one window of {window}")
+    total, count = 0.0, 0
+    for i in range(0, n, 8):  # 8 windows per forward
+        rows = [data[j * window : (j + 1) * window + 1] for j in range(i, min(n, i + 8))]
+        batch = torch.stack(rows)
+        out = model(batch[:, :-1])
+        logits = out if isinstance(out, torch.Tensor) else out.logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
+        total, count = total + loss.item(), count + batch[:, 1:].numel()
+    return math.exp(total / count)
+
+
+@torch.inference_mode()
+def _agreement(model: nn.Module, reference: list[torch.Tensor], prompts: list[torch.Tensor]) -> float:
+    same = total = 0
+    for prompt, want in zip(prompts, reference):
+        got = model.generate(prompt, max_new_tokens=AGREEMENT_NEW_TOKENS, eos_token_id=[])[0, prompt.shape[1] :]
+        same += int((got == want).sum())
+        total += want.numel()
+    return same / total
+
+
+def quality(folder: str | Path, formats: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{format: {"perplexity", "ppl vs fp32", "agreement"}}`` of the trained LM in ``folder`` (module docstring)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(
+            f"no trained LM at {folder} to measure perplexity with: train the quickstart LM first (python train.py "
+            "--config configs/quickstart_lm.yaml, a few minutes) or pass --quality-run FOLDER (a run or model "
+            "folder with its tokenizer)"
+        )
+    base = create_model(str(folder), pretrained=True).eval()
+    tokenizer = load_lm_tokenizer(folder)
+    ids = _held_out_ids(folder, tokenizer)
+    window = min(base.config.max_position_embeddings, 256)
+    prompts = [
+        torch.tensor([ids[i * 997 : i * 997 + AGREEMENT_PROMPT_TOKENS]], dtype=torch.long)
+        for i in range(AGREEMENT_PROMPTS)
+    ]
+    with torch.inference_mode():
+        reference = [
+            base.generate(p, max_new_tokens=AGREEMENT_NEW_TOKENS, eos_token_id=[])[0, p.shape[1] :] for p in prompts
+        ]
+    fp32 = perplexity(base, ids, window)
+    out = {}
+    for fmt in formats:
+        model = _quantized(base, fmt)
+        ppl = fp32 if fmt == "fp32" else perplexity(model, ids, window)
+        out[fmt] = {
+            "perplexity": ppl,
+            "ppl vs fp32": ppl / fp32 - 1.0,
+            "agreement": 1.0 if fmt == "fp32" else _agreement(model, reference, prompts),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Speed
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def compare(
+    name: str,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    runs: int = 3,
+    warmup: int = 1,
+    prompt_tokens: int = 32,
+    new_tokens: int = 128,
+    quality_run: str | Path | None = QUALITY_RUN,
+    llama_cpp: bool = True,
+    **model_kwargs,
+) -> list[Row]:
+    """One row per format: zoo compiled tokens/s against transformers fp32, with zoo eager, llama.cpp at the same
+    bits, the per-token overhead, and the quality figures as extra columns (module docstring)."""
+    formats = check_formats(formats)
+    scores = quality(quality_run, formats) if quality_run is not None else {}
+    try:
+        hf, base = build_pair(name, torch.float32, **model_kwargs)
+    except ValueError:  # no stock Llama twin (layer sharing, windows, recursion): no transformers column
+        hf, base = None, randomize_(create_model(name, **model_kwargs)).eval()
+    prompt = torch.randint(0, base.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(1))
+    context = prompt_tokens + new_tokens
+    candidates, closers, notes = {}, [], {}
+    if hf is not None:
+        candidates[PEER] = lambda: hf.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )[0, prompt_tokens:].tolist()
+    models = {fmt: _quantized(base, fmt) for fmt in formats}
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-formats-") as tmp:
+        for fmt in formats:
+            model = models[fmt]
+            candidates[f"zoo {fmt} eager"] = lambda m=model: m.generate(
+                prompt, max_new_tokens=new_tokens, eos_token_id=[]
+            )[0, prompt_tokens:].tolist()
+            candidates[f"zoo {fmt} compiled"] = lambda m=model: m.generate(
+                prompt, max_new_tokens=new_tokens, eos_token_id=[], compile=True
+            )[0, prompt_tokens:].tolist()
+            if llama_cpp:
+                gguf_type = FORMATS[fmt][1]
+                try:
+                    folder = Path(tmp) / gguf_type
+                    export(base, "gguf", folder, model_name=name, quantize=gguf_type)
+                except Exception as e:  # e.g. MoR's routing has no llama.cpp graph: said, not fatal
+                    notes[fmt] = f"llama.cpp: {type(e).__name__}: {str(e)[:160]}"
+                    continue
+                llm, generate = _llama_cpp_decoder(folder / "model.gguf", context)
+                closers.append(llm.close)
+                candidates[f"llama.cpp {gguf_type}"] = lambda g=generate: g(prompt[0].tolist(), new_tokens)
+        try:
+            times = time_interleaved(candidates, runs, warmup, desc=f"{name} formats")
+            with torch.inference_mode():
+                tokens = {label: list(fn()) for label, fn in candidates.items()}
+        finally:
+            for close in closers:
+                close()
+    rate = {label: new_tokens / median(t) for label, t in times.items()}
+    rows = []
+    for fmt in formats:
+        compiled, eager = f"zoo {fmt} compiled", f"zoo {fmt} eager"
+        llama = f"llama.cpp {FORMATS[fmt][1]}"
+        extra: dict = {
+            "zoo eager": rate[eager],
+            "overhead ms/tok": 1e3 * (1 / rate[eager] - 1 / rate[compiled]),
+            "same as eager": tokens[compiled] == tokens[eager],
+        }
+        if llama in rate:
+            extra[llama.split()[0]] = rate[llama]
+            extra["llama.cpp type"] = FORMATS[fmt][1].upper()
+            extra["vs llama.cpp"] = rate[compiled] / rate[llama]
+            extra["llama.cpp agreement"] = sum(a == b for a, b in zip(tokens[llama], tokens[eager])) / new_tokens
+        if fmt in notes:
+            extra["note"] = notes[fmt]
+        if fmt in scores:
+            extra.update({k: v for k, v in scores[fmt].items()})
+        peer_rate = rate.get(PEER, float("nan"))
+        rows.append(
+            Row(
+                name,
+                f"decode {new_tokens} {fmt}",
+                PEER if PEER in rate else "-",
+                compiled,
+                "tok/s",
+                peer_rate,
+                rate[compiled],
+                runs,
+                extra=extra,
+                times_s={k: v["total"] for k, v in times.items()},
+            )
+        )
+    return rows
+
+
+def notes(rows: Sequence[Row]) -> list[str]:
+    """How the rows stand against the targets (module docstring)."""
+    lines = []
+    by_model: dict[str, list[Row]] = {}
+    for r in rows:
+        by_model.setdefault(r.model, []).append(r)
+    for model, rs in by_model.items():
+        best = max(rs, key=lambda r: r.rate)
+        if not math.isnan(best.peer_rate):
+            ratio = best.rate / best.peer_rate
+            ok = "ok" if ratio >= TARGETS["fastest vs transformers"] else "MISS"
+            lines.append(f"{model}: fastest format {best.setting.split()[-1]} {ratio:.2f}x transformers fp32 ({ok})")
+        for r in rs:
+            fmt = r.setting.split()[-1]
+            if "vs llama.cpp" in r.extra:
+                ok = "ok" if r.extra["vs llama.cpp"] >= TARGETS["vs llama.cpp"] else "MISS"
+                lines.append(
+                    f"{model} {fmt}: {r.extra['vs llama.cpp']:.2f}x llama.cpp {r.extra['llama.cpp type']} ({ok})"
+                )
+            bound = TARGETS.get(f"ppl {fmt}")
+            if bound is not None and "ppl vs fp32" in r.extra:
+                ok = "ok" if r.extra["ppl vs fp32"] <= bound else "MISS"
+                lines.append(
+                    f"{model} {fmt}: perplexity {100 * r.extra['ppl vs fp32']:+.2f}% vs fp32 (<= {100 * bound:.0f}%: {ok})"
+                )
+    return lines
