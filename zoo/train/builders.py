@@ -4,20 +4,39 @@
     scheduler, min_lr = build_scheduler(optimizer, recipe, total_steps, steps_per_epoch)
     ema = build_ema(model, recipe)
     sparsity = build_sparsity(model, optimizer, recipe, total_steps)
+    distiller = build_distiller(recipe, task, model, device)  # the distill: section's frozen teacher
 
 The schedule counts optimizer steps (timm's schedulers stepped per update): warm-up, the decay, then the
 cooldown, which holds the minimum learning rate (timm's ``cooldown_epochs``).
 """
 
+import contextlib
+from pathlib import Path
+
+import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
+from torch.utils.data import DataLoader
 
+from ..data import text
+from ..factory import create_model
+from ..registry import UnknownModelError, get_entry
 from .config import Recipe
+from .distill import DistillConfig, Distiller, DistillError, IndexedDataset
 from .sparse import DynamicSparsity
+from .tasks import local_tokenizer
 
-__all__ = ["build_ema", "build_optimizer", "build_scheduler", "build_sparsity", "schedule_steps"]
+__all__ = [
+    "build_distiller",
+    "build_ema",
+    "build_optimizer",
+    "build_scheduler",
+    "build_sparsity",
+    "build_teacher",
+    "schedule_steps",
+]
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe):
@@ -80,3 +99,117 @@ def build_sparsity(model: nn.Module, optimizer, recipe: Recipe, total_steps: int
     if recipe.sparse is None:
         return None
     return DynamicSparsity(model, optimizer, recipe.sparse, total_steps)
+
+
+def check_teacher_name(cfg: DistillConfig) -> None:
+    """Refuse a teacher that names nothing loadable (before any data is read): a registered name, a folder,
+    ``hf-hub:ORG/NAME`` or ``local-dir:PATH``; a weights file goes to ``distill.teacher_weights``."""
+    name = cfg.teacher
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return
+    path = Path(name)
+    if path.is_file():
+        raise DistillError(
+            f"distill.teacher {name} is a file: set distill.teacher to the architecture's registered name and "
+            f"distill.teacher_weights to {name} (with distill.teacher_kwargs for its arguments), or name the model "
+            "or run folder that holds it"
+        )
+    if path.is_dir():
+        return
+    if cfg.teacher_weights and not Path(cfg.teacher_weights).is_file():
+        raise DistillError(f"distill.teacher_weights {cfg.teacher_weights} does not exist")
+    try:
+        get_entry(name)
+    except UnknownModelError as e:
+        raise DistillError(
+            f"distill.teacher {name!r} is neither a registered model nor a folder ({e}); name a run folder, a model "
+            "folder, hf-hub:ORG/NAME or a registered name"
+        ) from None
+
+
+def build_teacher(cfg: DistillConfig, device: torch.device | str = "cpu", num_classes: int | None = None) -> nn.Module:
+    """The ``distill:`` section's teacher with its trained weights, frozen in eval mode: a folder or Hub repo
+    rebuilds what its config.json describes; a registered name loads ``teacher_weights`` (which must fit it
+    exactly; ``num_classes`` is the student's unless ``teacher_kwargs`` says otherwise) or its pretrained weights."""
+    check_teacher_name(cfg)
+    kwargs = dict(cfg.teacher_kwargs)
+    if cfg.teacher_weights:
+        if num_classes is not None and get_entry(cfg.teacher).task == "image-classification":
+            kwargs.setdefault("num_classes", num_classes)
+        teacher = create_model(cfg.teacher, checkpoint_path=cfg.teacher_weights, **kwargs)
+    else:
+        teacher = create_model(cfg.teacher, pretrained=True, **kwargs)
+    return teacher.to(device).eval().requires_grad_(False)
+
+
+def _check_same_tokenizer(cfg: DistillConfig, task) -> None:
+    """A language-model teacher whose folder holds a tokenizer must share the run's: the logits of token id i
+    mean the same word to both."""
+    theirs = local_tokenizer(cfg.teacher)
+    ours = getattr(task, "tokenizer_file", None)
+    if theirs is None or ours is None:
+        return
+    if text.load_tokenizer(theirs).get_vocab() != text.load_tokenizer(ours).get_vocab():
+        raise DistillError(
+            f"the teacher's tokenizer ({theirs}) differs from this run's ({ours}): their logits would not line up. "
+            f"Train with the teacher's: --data.tokenizer {theirs}"
+        )
+
+
+def _sample_batch(task, n: int, device, channels_last: bool):
+    items = [task.train_set[i] for i in range(min(len(task.train_set), n))]
+    return task.prepare_batch(torch.utils.data.default_collate(items), device, channels_last)
+
+
+def build_distiller(
+    recipe: Recipe,
+    task,
+    student: nn.Module,
+    device: torch.device,
+    channels_last: bool = False,
+    amp_ctx=contextlib.nullcontext,
+    batch_size: int = 64,
+) -> Distiller | None:
+    """The recipe's frozen teacher, checked against the student on one training batch (same output shape; a
+    teacher that cannot take the student's inputs says so now), with its logits cached when
+    ``distill.cache_logits``; None without a ``distill:`` section. ``task`` has prepared its data."""
+    cfg = recipe.distill
+    if cfg is None:
+        return None
+    info = getattr(task, "info", None)
+    teacher = build_teacher(cfg, device, getattr(info, "num_classes", None))
+    if channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+    teacher_is_lm = hasattr(teacher, "generate") and not hasattr(teacher, "forward_head")
+    if teacher_is_lm != (recipe.task == "text-generation"):
+        kind = "a language model" if teacher_is_lm else "an image classifier"
+        raise DistillError(f"distill.teacher {cfg.teacher} is {kind}; the run trains a {recipe.task} model")
+    if teacher_is_lm:
+        _check_same_tokenizer(cfg, task)
+    if hasattr(student, "set_distilled_training"):  # DeiT's distillation token: (class, distillation) logits
+        student.set_distilled_training(True)
+    distiller = Distiller(teacher, cfg)
+    inputs = task.model_inputs(_sample_batch(task, 2, device, channels_last))
+    was_training = student.training
+    try:
+        with torch.no_grad(), amp_ctx():
+            t = distiller.teacher_logits(inputs)
+            s = student.eval()(inputs)
+    except (RuntimeError, ValueError) as e:
+        raise DistillError(f"distill.teacher {cfg.teacher} cannot take the student's inputs: {e}") from None
+    finally:
+        student.train(was_training)
+    s = s.logits if hasattr(s, "logits") else (s[0] if isinstance(s, (tuple, list)) else s)
+    if t.shape[-1] != s.shape[-1]:
+        what = "tokens in its vocabulary" if teacher_is_lm else "classes"
+        raise DistillError(
+            f"distill.teacher {cfg.teacher} predicts {t.shape[-1]} {what}, the student {s.shape[-1]}: the teacher "
+            "must be trained on the same classes (the same tokenizer)"
+        )
+    if cfg.cache_logits:
+        loader = DataLoader(IndexedDataset(task.train_set), batch_size=batch_size, shuffle=False)
+        batches = (
+            (task.model_inputs(task.prepare_batch(items, device, channels_last)), index) for items, index in loader
+        )
+        distiller.fill_cache(batches, len(task.train_set), amp_ctx)
+    return distiller

@@ -1,7 +1,8 @@
 """Training recipes: YAML files loaded into typed dataclasses.
 
 A recipe has top-level keys (``model``, ``model_kwargs``, ``task``, ``seed``, ``output_dir``, ...) and sections
-(``data``, ``aug``, ``optim``, ``sched``, ``train``, ``ema``, ``checkpoint``, ``dist``, ``export``, ``sparse``).
+(``data``, ``aug``, ``optim``, ``sched``, ``train``, ``ema``, ``checkpoint``, ``dist``, ``export``, ``sparse``,
+``distill``).
 Unknown keys, keys written twice and values out of their bounds (a step count below 1, a negative learning rate,
 a dropout rate of 1) are errors found when the recipe loads, before any data or model is built; unknown keys name
 the closest valid key. Command-line overrides are ``--key value`` for top-level keys and ``--section.key value``
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from .distill import DistillConfig
 from .sparse import SparseConfig
 
 __all__ = [
@@ -185,6 +187,7 @@ class Recipe:
     task: str = "image-classification"
     pretrained: bool = False  # start from the model's registered weights
     init_checkpoint: str | None = None  # start from these weights
+    init_from: str | None = None  # start from a model folder's architecture and weights (--init-from DIR)
     seed: int = 0
     output_dir: str | None = None  # RUN_DIR; default runs/<recipe file stem>
     notes: str = ""  # the authors' settings and how they were scaled
@@ -198,6 +201,7 @@ class Recipe:
     dist: DistConfig = field(default_factory=DistConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     sparse: SparseConfig | None = None  # dynamic sparse training (zoo.train.sparse.SparseConfig fields)
+    distill: DistillConfig | None = None  # knowledge distillation from a teacher (zoo.train.distill)
 
     def scaled_lr(self) -> float:
         """``optim.lr`` scaled from ``optim.lr_base_size`` to ``train.batch_size``."""
@@ -300,6 +304,18 @@ def _build_sparse(values: Any) -> SparseConfig | None:
         raise RecipeError(f"sparse: {e}") from None
 
 
+def _build_distill(values: Any) -> DistillConfig | None:
+    """The ``distill:`` section, checked with the rest of the recipe (the teacher itself is built by the run)."""
+    if values is None:
+        return None
+    cfg = _build_section(DistillConfig, "distill", values)
+    try:
+        cfg.check()
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
+    return cfg
+
+
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     """Build a :class:`Recipe` from a plain dict (a parsed YAML file), checking every key."""
     if not isinstance(raw, dict):
@@ -314,6 +330,8 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
             kwargs[key] = _build_section(sections[key], key, value)
         elif key == "sparse":
             kwargs[key] = _build_sparse(value)
+        elif key == "distill":
+            kwargs[key] = _build_distill(value)
         else:
             kwargs[key] = _check_type(key, value, hints[key])
     recipe = Recipe(**kwargs)
@@ -421,6 +439,39 @@ def validate(recipe: Recipe):
         raise RecipeError(f"{part} does not work with sharded parameters (dist.strategy fsdp): use dist.strategy ddp")
     if recipe.task == "text-generation" and not t.steps:
         raise RecipeError("language-model recipes train by steps: set train.steps")
+    if recipe.distill is not None and recipe.distill.cache_logits:
+        _check_cacheable(recipe)
+
+
+# augmentation settings under which a training sample gives the same input every epoch (cache_logits needs it)
+_FIXED_AUG = {
+    "aug.auto_augment": (None,),
+    "aug.scale": ([1.0, 1.0],),
+    "aug.ratio": ([1.0, 1.0],),
+    "aug.hflip": (0.0,),
+    "aug.vflip": (0.0,),
+    "aug.color_jitter": (None, 0.0),
+    "aug.re_prob": (0.0,),
+    "aug.mixup": (0.0,),
+    "aug.cutmix": (0.0,),
+}
+
+
+def _check_cacheable(recipe: Recipe) -> None:
+    """``distill.cache_logits`` keeps one set of teacher logits per sample: refused where augmentation draws a new
+    input every epoch (image recipes; a language model's rows are fixed)."""
+    if recipe.task != "image-classification":
+        return
+    random = [f"{k}={_value(recipe, k)!r}" for k, fixed in _FIXED_AUG.items() if _value(recipe, k) not in fixed]
+    if recipe.aug.train_interpolation == "random":
+        random.append("aug.train_interpolation='random'")
+    if random:
+        raise RecipeError(
+            "distill.cache_logits keeps one set of teacher logits per sample, but this recipe augments at random "
+            f"({', '.join(random)}): a cached target would not match the input the student sees. Set "
+            "distill.cache_logits false, or turn the augmentation off (aug.scale [1, 1], aug.ratio [1, 1], "
+            "aug.hflip 0, aug.color_jitter null, aug.train_interpolation bicubic, no auto_augment/re_prob/mixup/cutmix)"
+        )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -500,9 +551,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
                     f"{dataclasses.fields(sections[top])[0].name} VALUE"
                 )
             raw[top] = value
-        elif len(parts) == 2 and (top in sections or top in ("model_kwargs", "sparse")):
-            if top in sections and parts[1] not in typing.get_type_hints(sections[top]):
-                valid = list(typing.get_type_hints(sections[top]))
+        elif len(parts) == 2 and (top in sections or top in ("model_kwargs", "sparse", "distill")):
+            fields = sections.get(top) or (DistillConfig if top == "distill" else None)
+            if fields is not None and parts[1] not in typing.get_type_hints(fields):
+                valid = list(typing.get_type_hints(fields))
                 raise RecipeError(f"unknown override --{key}.{_closest(parts[1], valid)}")
             sub = dict(raw.get(top) or {})
             sub[parts[1]] = value
@@ -545,6 +597,7 @@ def load_recipe(path: str | None = None, overrides: Sequence[str] = (), base: di
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     d = dataclasses.asdict(recipe)
     d["sparse"] = recipe.sparse.to_dict() if recipe.sparse is not None else None
+    d["distill"] = dataclasses.asdict(recipe.distill) if recipe.distill is not None else None
     return d
 
 

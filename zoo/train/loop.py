@@ -2,7 +2,7 @@
 
 ``train(recipe)`` runs a recipe end to end: data, model, optimizer (timm ``create_optimizer_v2``), schedule
 (timm ``create_scheduler_v2``, stepped per optimizer update), AMP, gradient accumulation and clipping, EMA
-(timm ``ModelEmaV3``), dynamic sparse training, checkpoints with exact resume, CSV/TensorBoard logs, a held-out
+(timm ``ModelEmaV3``), dynamic sparse training, distillation from a frozen teacher, checkpoints with exact resume, CSV/TensorBoard logs, a held-out
 evaluation, profiling, ``model.safetensors`` + ``metrics.json`` and the publishable folder.
 
 The run folder belongs to one run: a new run refuses a folder that holds files unless it resumes or overwrites,
@@ -35,7 +35,15 @@ from tqdm.auto import tqdm
 from ..publish import PublishError, export_pretrained, publish_run
 from ..registry import get_entry
 from ..weights import CheckpointError, save_state_dict
-from .builders import build_ema, build_optimizer, build_scheduler, build_sparsity, schedule_steps
+from .builders import (
+    build_distiller,
+    build_ema,
+    build_optimizer,
+    build_scheduler,
+    build_sparsity,
+    check_teacher_name,
+    schedule_steps,
+)
 from .checkpoint import (
     RunFolderError,
     RunLock,
@@ -51,6 +59,7 @@ from .checkpoint import (
     write_text_atomic,
 )
 from .config import Recipe, RecipeError, load_run_args, recipe_to_dict, save_recipe
+from .distill import DistillError
 from .distributed import DistState, GlobalBatchSampler, all_reduce_sum, barrier, init_distributed, on_main
 from .tasks import build_task
 
@@ -242,6 +251,7 @@ def train(
     if resume and overwrite:
         raise RecipeError("--resume continues the run in the folder and --overwrite replaces it: give one of them")
     _check_model_name(recipe.model)
+    _check_sources(recipe)
     threads = torch.get_num_threads()
     run = None
     try:
@@ -265,6 +275,20 @@ def _check_model_name(name: str) -> None:
     """An unknown registry name fails before any data is read (Hub names and model folders resolve later)."""
     if not name.startswith(("hf-hub:", "local-dir:")) and not Path(name).is_dir():
         get_entry(name)
+
+
+def _check_sources(r: Recipe) -> None:
+    """``init_from`` and the teacher name something loadable, checked before any data is read."""
+    if r.init_from and not r.init_from.startswith(("hf-hub:", "local-dir:")) and not Path(r.init_from).is_dir():
+        raise RecipeError(
+            f"init_from {r.init_from} is not a folder: give a model folder (zoo publish / zoo prune --out), a "
+            "training run folder, or hf-hub:ORG/NAME"
+        )
+    if r.distill is not None:
+        try:
+            check_teacher_name(r.distill)
+        except DistillError as e:
+            raise RecipeError(str(e)) from None
 
 
 def _pick_threads(dstate: DistState) -> int | None:
@@ -293,7 +317,7 @@ def _pick_threads(dstate: DistState) -> int | None:
 
 # Recipe keys a resumed run must share with its checkpoint: the model, and what made its training data (and a
 # language model's tokenizer, which the run folder keeps).
-_RESUME_KEYS = ("model", "model_kwargs", "task")
+_RESUME_KEYS = ("model", "model_kwargs", "task", "init_from")
 _RESUME_DATA_KEYS = ("name", "train_split", "seq_len", "vocab_size", "val_fraction")
 
 
@@ -450,12 +474,22 @@ class _Run:
         self.sparsity = build_sparsity(_unwrap(model), self.optimizer, r, self.total_steps)
         self.mixup = task.build_mixup()
         self.loss_fn = task.build_loss(self.mixup)
+        self.eval_bs = r.data.eval_batch_size or max(self.sampler.micro, 1)
+        self.distiller = self._build_distiller(model)
         self._restore(ckpt) if ckpt is not None else self._start()
         self._wrap_model()
         self._write_recipe()
         resume_step = self.global_step if ckpt is not None else None
         self.logger = RunLogger(self.run_dir, self.main, resume_step=resume_step, total_steps=self.total_steps)
-        self.eval_bs = r.data.eval_batch_size or max(self.sampler.micro, 1)
+
+    def _build_distiller(self, model: nn.Module):
+        """The frozen teacher (each process its own copy, outside DDP/FSDP; rebuilt on resume), or None."""
+        try:
+            return build_distiller(
+                self.r, self.task, model, self.device, self.channels_last, self.amp_ctx, batch_size=self.eval_bs
+            )
+        except DistillError as e:
+            raise RecipeError(str(e)) from None
 
     def _build_model(self) -> nn.Module:
         r = self.r
@@ -515,6 +549,9 @@ class _Run:
             return
         warmup, cooldown = schedule_steps(self.r, self.total_steps, self.steps_per_epoch)
         path = self.run_dir / "args.yaml"
+        extra = {}
+        if self.r.init_from:  # the architecture the folder gave (eval.py rebuilds the run's model from it)
+            extra["model_args"] = _plain(self.task.export_kwargs())
         with naming_full_disk(path):
             save_recipe(
                 self.r,
@@ -530,6 +567,7 @@ class _Run:
                     "micro_batch": self.sampler.micro,
                     "device": str(self.device),
                     "threads": torch.get_num_threads(),
+                    **extra,
                 },
             )
 
@@ -599,7 +637,8 @@ class _Run:
         r, model = self.r, self.model
         loss_sum, n_items = torch.zeros((), dtype=torch.float64), 0
         for m in range(r.train.grad_accum):
-            batch = self.task.prepare_batch(next(it), self.device, self.channels_last)
+            raw, index = self.distiller.split_batch(next(it)) if self.distiller is not None else (next(it), None)
+            batch = self.task.prepare_batch(raw, self.device, self.channels_last)
             last_micro = m == r.train.grad_accum - 1
             sync = (
                 contextlib.nullcontext()
@@ -608,7 +647,9 @@ class _Run:
             )
             with sync:
                 with self.amp_ctx():
-                    loss, n = self.task.forward_loss(model, batch, self.loss_fn, self.mixup)
+                    loss, n = self.task.forward_loss(
+                        model, batch, self.loss_fn, self.mixup, distill=self.distiller, index=index
+                    )
                 scaled = loss / r.train.grad_accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum += loss.detach().double().cpu() / r.train.grad_accum
@@ -686,9 +727,12 @@ class _Run:
         self.task.set_epoch(self.epoch)
         g = torch.Generator()
         g.manual_seed(self.r.seed * 7_919 + self.epoch)
+        dataset = self.task.train_set
+        if self.distiller is not None:  # with sample indices when the teacher's logits are cached
+            dataset = self.distiller.wrap_dataset(dataset)
         return iter(
             DataLoader(
-                self.task.train_set,
+                dataset,
                 batch_sampler=self.sampler,
                 num_workers=self.r.data.num_workers,
                 generator=g,
@@ -803,6 +847,13 @@ class _Run:
                     f"{' --private' if r.export.private else ''}"
                 ) from None
         return paths
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, for YAML's safe dumper."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _final_position(global_step: int, steps_per_epoch: int):

@@ -7,7 +7,8 @@ ask which one it is:
   by :class:`EvalSource`, eval.py's arguments); ``train_set``, ``set_epoch``, ``total_steps``;
 * the model: ``build_model()`` with the arguments the data decides (``num_classes``, ``vocab_size``), and
   ``complete_model_kwargs(kwargs, run_dir, weights)`` to rebuild a finished run's model;
-* a step: ``build_mixup()``, ``build_loss(mixup)``, ``prepare_batch``, ``forward_loss``;
+* a step: ``build_mixup()``, ``build_loss(mixup)``, ``prepare_batch``, ``forward_loss`` (with a
+  :class:`~zoo.train.distill.Distiller`, the distillation loss too), ``model_inputs`` (what the model is fed);
 * evaluation: ``evaluate(model, ...)`` and ``eval_description()`` (dataset, split, preprocessing);
 * the run's outputs: ``run_metrics()``, ``extra_files()`` (the tokenizer), ``export_kwargs()``, ``profile(model)``.
 """
@@ -34,11 +35,11 @@ from tqdm.auto import tqdm
 from ..data import text
 from ..data.errors import DataError
 from ..data.images import BAD_FILES, build_image_dataset
-from ..factory import create_model
+from ..factory import create_model, resolve_source
 from ..hub import download
 from ..registry import UnknownModelError, get_entry
 from ..weights import read_state_dict
-from .config import Recipe, RecipeError
+from .config import Recipe, RecipeError, load_run_args
 from .distributed import DistState, all_reduce_sum, barrier, shard_indices
 from .metrics import (
     classification_metrics,
@@ -139,6 +140,9 @@ class Task:
         self.val_set: Dataset = None
         self.dataset_name = recipe.data.name
         self.split = recipe.data.val_split
+        self.arch_kwargs: dict[str, Any] = dict(recipe.model_kwargs)  # what the model was built with
+        self._init_args: dict[str, Any] | None = None  # init_from's recorded architecture (read once)
+        self._init_config: dict[str, Any] = {}
 
     # -- data ---------------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -172,13 +176,44 @@ class Task:
     @classmethod
     def complete_model_kwargs(cls, kwargs: dict[str, Any], run_dir: Path, weights: str | None) -> dict[str, Any]:
         """``kwargs`` with the arguments a finished run's data decided (read from the run folder) filled in."""
-        return kwargs
+        return {**_init_from_args(run_dir), **kwargs}
+
+    def init_from_args(self) -> dict[str, Any]:
+        """The architecture arguments ``init_from``'s folder (or Hub repo) records in its config.json, checked to be
+        the recipe's architecture."""
+        r = self.recipe
+        if self._init_args is None:
+            source = resolve_source(r.init_from)
+            if source.name != r.model:
+                raise RecipeError(
+                    f"init_from {r.init_from} holds a {source.name} model and the recipe trains {r.model}: set "
+                    f"model: {source.name} (the folder decides the architecture)"
+                )
+            self._init_config = dict(source.config or {})
+            self._init_args = dict(self._init_config.get("model_args") or {})
+        return self._init_args
 
     def _create_model(self, kwargs: dict[str, Any]) -> nn.Module:
         r = self.recipe
         if r.train.drop_path is not None:
             kwargs["drop_path_rate"] = r.train.drop_path
-        return create_model(r.model, pretrained=r.pretrained, checkpoint_path=r.init_checkpoint, **kwargs)
+        if not r.init_from:
+            self.arch_kwargs = dict(kwargs)
+            return create_model(r.model, pretrained=r.pretrained, checkpoint_path=r.init_checkpoint, **kwargs)
+        # init_from: the folder's architecture and weights; the recipe adds training options (drop rates) and what
+        # its data decides (a new number of classes gets a fresh classifier, as any pretrained start)
+        recorded = self.init_from_args()
+        passed = {}
+        for key, value in kwargs.items():
+            if key not in recorded or key == "num_classes":
+                passed[key] = value
+            elif _plain(recorded[key]) != _plain(value):
+                raise RecipeError(
+                    f"model_kwargs.{key}={value!r} differs from {recorded[key]!r}, which init_from {r.init_from} "
+                    f"records: the folder decides the architecture; drop {key} from model_kwargs"
+                )
+        self.arch_kwargs = {**recorded, **passed}
+        return create_model(r.init_from, pretrained=True, checkpoint_path=r.init_checkpoint, **passed)
 
     # -- evaluation -----------------------------------------------------------------------------------------------
     def eval_loader(self, batch_size: int, progress: bool = False):
@@ -324,6 +359,7 @@ class ImageTask(Task):
     @classmethod
     def complete_model_kwargs(cls, kwargs: dict[str, Any], run_dir: Path, weights: str | None) -> dict[str, Any]:
         """``num_classes`` from the run's metrics.json, else from the last 2-D weight (the head) of ``weights``."""
+        kwargs = super().complete_model_kwargs(kwargs, run_dir, weights)
         if "num_classes" in kwargs:
             return kwargs
         metrics = run_dir / "metrics.json"
@@ -429,11 +465,18 @@ class ImageTask(Task):
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(device, non_blocking=True)
 
-    def forward_loss(self, model, batch, loss_fn, mixup=None) -> tuple[torch.Tensor, int]:
+    def model_inputs(self, batch) -> torch.Tensor:
+        return batch[0]
+
+    def forward_loss(self, model, batch, loss_fn, mixup=None, distill=None, index=None) -> tuple[torch.Tensor, int]:
+        """(loss, images); with a distiller, its teacher sees the same (mixed) images as the student."""
         x, y = batch
         if mixup is not None:
             x, y = mixup(x, y)
-        return loss_fn(model(x), y), x.shape[0]
+        out = model(x)
+        if distill is not None:
+            return distill.classification_loss(out, x, y, loss_fn, index), x.shape[0]
+        return loss_fn(out, y), x.shape[0]
 
     def evaluate(
         self,
@@ -459,10 +502,8 @@ class ImageTask(Task):
         }
 
     def export_kwargs(self) -> dict[str, Any]:
-        kwargs = {
-            **self.recipe.model_kwargs,
-            "num_classes": self.recipe.model_kwargs.get("num_classes", self.info.num_classes),
-        }
+        base = self.arch_kwargs if self.recipe.init_from else self.recipe.model_kwargs
+        kwargs = {**base, "num_classes": base.get("num_classes", self.info.num_classes)}
         kwargs.pop("drop_path_rate", None)
         return kwargs
 
@@ -474,6 +515,33 @@ class ImageTask(Task):
 
     def profile(self, model: nn.Module) -> dict[str, Any]:
         return profile_classifier(model, tuple(self.cfg["input_size"]))
+
+
+def _plain(value: Any) -> Any:
+    """Lists and tuples alike, for comparing recorded arguments with a recipe's."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _init_from_args(run_dir: Path) -> dict[str, Any]:
+    """The architecture arguments a run started with ``init_from`` recorded (``args.yaml``'s resolved
+    ``model_args``); {} for other runs."""
+    try:
+        recipe, resolved = load_run_args(run_dir)
+    except RecipeError:
+        return {}
+    args = resolved.get("model_args") if recipe.init_from else None
+    return dict(args) if isinstance(args, dict) else {}
+
+
+def local_tokenizer(source: str | None) -> Path | None:
+    """``tokenizer.json`` of a local model folder or run folder (or its ``export/``); None elsewhere."""
+    if not source or source.startswith("hf-hub:"):
+        return None
+    folder = Path(source[len("local-dir:") :] if source.startswith("local-dir:") else source)
+    for cand in (folder / "tokenizer.json", folder / "export" / "tokenizer.json"):
+        if cand.is_file():
+            return cand
+    return None
 
 
 def recorded_label_names(model: nn.Module, source: EvalSource) -> list[str] | None:
@@ -555,8 +623,9 @@ class LMTask(Task):
         written = False  # a new file in the run folder
         if self.dstate.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if d.tokenizer:
-                src = Path(d.tokenizer)
+            inherited = None if d.tokenizer else self._inherited_tokenizer()
+            if d.tokenizer or inherited:
+                src = Path(d.tokenizer or inherited)
                 src = src / "tokenizer.json" if src.is_dir() else src
                 if not src.is_file():
                     raise RecipeError(f"data.tokenizer {d.tokenizer} is neither tokenizer.json nor a folder with one")
@@ -570,9 +639,29 @@ class LMTask(Task):
         barrier(self.dstate)
         return tok_path, written
 
+    def _inherited_tokenizer(self) -> Path | None:
+        """The tokenizer a run without ``data.tokenizer`` takes from ``init_from``'s folder, else from a teacher
+        folder (token ids must mean the same to both models); None where neither is a local folder with one."""
+        r = self.recipe
+        for what, source in (("init_from", r.init_from), ("distill.teacher", r.distill.teacher if r.distill else None)):
+            found = local_tokenizer(source)
+            if found is not None:
+                _logger.info("data.tokenizer unset: using %s, the tokenizer of %s %s", found, what, source)
+                return found
+        return None
+
     def _check_context(self) -> None:
         """Sequences longer than the model's context are a recipe error, found before a tokenizer is trained (the
         architecture is built on the meta device: no memory, no time)."""
+        if self.recipe.init_from:  # the folder's architecture
+            args = self.init_from_args()
+            context = self._init_config.get("max_position_embeddings", args.get("max_position_embeddings"))
+            if context is not None and self.seq_len > context:
+                raise RecipeError(
+                    f"data.seq_len {self.seq_len} is longer than the context of init_from {self.recipe.init_from} "
+                    f"({context} tokens); lower data.seq_len"
+                )
+            return
         kwargs = {"vocab_size": 256, **self.recipe.model_kwargs}
         try:
             with torch.device("meta"):
@@ -605,6 +694,7 @@ class LMTask(Task):
         d = self.recipe.data
         self.tokenizer = text.load_tokenizer(self.tokenizer_file)
         self.vocab_size = self.tokenizer.get_vocab_size()
+        self.pad_id = text.special_token_ids(self.tokenizer).get("pad_token_id")
         train_ids = text.encode_documents(self.tokenizer, train_docs)
         val_ids = text.encode_documents(self.tokenizer, val_docs)
         self.train_set = _Rows(text.pack_tokens(train_ids, d.seq_len))
@@ -641,12 +731,13 @@ class LMTask(Task):
         for key, value in text.special_token_ids(self.tokenizer).items():  # the exported config declares them
             kwargs.setdefault(key, value)
         model = self._create_model(kwargs)
-        self.model_kwargs = kwargs
+        self.model_kwargs = self.arch_kwargs
         return model
 
     @classmethod
     def complete_model_kwargs(cls, kwargs: dict[str, Any], run_dir: Path, weights: str | None) -> dict[str, Any]:
         """``vocab_size`` from the run's tokenizer."""
+        kwargs = super().complete_model_kwargs(kwargs, run_dir, weights)
         tok = run_dir / "tokenizer.json"
         if "vocab_size" in kwargs or not tok.is_file():
             return kwargs
@@ -661,10 +752,19 @@ class LMTask(Task):
     def prepare_batch(self, batch, device, channels_last: bool):
         return batch.to(device, non_blocking=True)
 
-    def forward_loss(self, model, batch, loss_fn=None, mixup=None):
+    def model_inputs(self, batch) -> torch.Tensor:
+        return batch[:, :-1]
+
+    def forward_loss(self, model, batch, loss_fn=None, mixup=None, distill=None, index=None):
+        """(loss, target tokens); with a distiller, token-level distillation on every position that is not
+        padding."""
         inputs, targets = batch[:, :-1], batch[:, 1:]
         logits = lm_logits(model(inputs))
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        if distill is not None:
+            pad = getattr(self, "pad_id", None)
+            mask = targets != pad if pad is not None else None
+            loss = distill.lm_loss(logits, inputs, loss, mask, index)
         return loss, targets.numel()
 
     def evaluate(
