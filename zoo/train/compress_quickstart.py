@@ -1,0 +1,264 @@
+"""Compress quickstart: dense -> pruned -> fine-tuned or distilled, on the bundled digits and the quickstart LM.
+
+    python -m zoo.train.compress_quickstart                  # both tasks, runs under runs/
+    python -m zoo.train.compress_quickstart --only digits    # one of them
+    python -m zoo.train.compress_quickstart --smoke --runs /tmp/cq   # a few steps each: the path, not the figures
+
+Digits: the quickstart PoolFormer (``configs/quickstart_digits.yaml``; a finished run in ``RUNS/quickstart_digits``
+is reused) is pruned to half its MACs with :func:`zoo.prune` and written as a model folder
+(``RUNS/quickstart_digits_pruned``: safetensors + config.json), then fine-tuned from that folder with
+``configs/quickstart_digits_distill.yaml`` twice, the same steps each: without a teacher (``--distill null``) and
+with the dense run as teacher. The LM: the quickstart LM (``configs/quickstart_lm.yaml``) with its MLPs pruned to
+half their width, fine-tuned with ``configs/quickstart_lm_distill.yaml`` the same two ways. Every model is
+evaluated on the dense run's held-out split (top-1, or perplexity) and the tables are printed and written to
+``RUNS/compress_quickstart.json``. The commands it stands for:
+
+    python train.py --config configs/quickstart_digits.yaml
+    zoo prune runs/quickstart_digits --target-macs 0.5 --out runs/quickstart_digits_pruned
+    python train.py --config configs/quickstart_digits_distill.yaml --distill null --output_dir runs/quickstart_digits_finetune
+    python train.py --config configs/quickstart_digits_distill.yaml   # init_from the pruned folder, dense teacher
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..factory import create_model
+from ..profile import count_macs
+from ..publish import export_pretrained
+from .config import load_recipe, load_run_recipe
+from .distributed import DistState
+from .loop import train
+from .tasks import EvalSource, task_class
+
+try:  # structural pruning (zoo.compress, Torch-Pruning) is an optional part of an install
+    from ..compress import prune
+except ImportError:  # pragma: no cover - depends on the install
+    prune = None
+
+__all__ = ["main", "run_digits", "run_lm"]
+
+_logger = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# --smoke: a handful of steps per run, tiny LM; checks that the path runs end to end, says nothing about accuracy
+_SMOKE_DIGITS = ["--train.steps", "6", "--train.batch_size", "32", "--checkpoint.every_steps", "0"]
+_SMOKE_LM = [
+    "--train.steps",
+    "6",
+    "--train.batch_size",
+    "4",
+    "--data.seq_len",
+    "32",
+    "--checkpoint.every_steps",
+    "0",
+    "--train.eval_every_steps",
+    "0",
+    "--train.eval_max_batches",
+    "2",
+    "--sched.warmup_steps",
+    "1",
+]
+_SMOKE_LM_ARCH = [
+    "--data.vocab_size",
+    "300",
+    "--model_kwargs.hidden_size",
+    "32",
+    "--model_kwargs.intermediate_size",
+    "64",
+    "--model_kwargs.num_hidden_layers",
+    "2",
+    "--model_kwargs.num_attention_heads",
+    "2",
+    "--model_kwargs.num_key_value_heads",
+    "1",
+    "--model_kwargs.max_position_embeddings",
+    "32",
+]
+
+
+def _config(name: str) -> str:
+    path = CONFIGS / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run from a zoo checkout (the recipes live in configs/)")
+    return str(path)
+
+
+def _finished(run_dir: Path) -> bool:
+    return all((run_dir / f).is_file() for f in ("metrics.json", "model.safetensors", "args.yaml"))
+
+
+def _train(config: str, run_dir: Path, overrides: list[str]) -> Path:
+    recipe = load_recipe(_config(config), ["--output_dir", str(run_dir), *overrides])
+    train(recipe, overwrite=True, progress=False)
+    return run_dir
+
+
+def _dense(config: str, run_dir: Path, overrides: list[str]) -> Path:
+    """The dense quickstart run: reused when the folder holds a finished one."""
+    if _finished(run_dir):
+        _logger.info("reusing the finished dense run in %s", run_dir)
+        return run_dir
+    return _train(config, run_dir, overrides)
+
+
+# -- pruning (zoo.prune) ------------------------------------------------------------------------------------------
+
+
+def _need_prune():
+    if prune is None:
+        raise RuntimeError(
+            "zoo.prune is not available in this install (zoo.compress, with torch-pruning): install it, or prune "
+            "with `zoo prune RUN --out DIR` and fine-tune with --init-from DIR"
+        )
+    return prune
+
+
+def prune_vision(model: nn.Module, fraction: float, example_inputs: torch.Tensor) -> nn.Module:
+    """``model`` pruned to ``fraction`` of its MACs."""
+    macs, _ = count_macs(model, example_inputs)
+    return _need_prune()(model, target_macs=int(round(fraction * macs)), example_inputs=example_inputs)
+
+
+def prune_lm_mlp(model: nn.Module, ratio: float, example_inputs: torch.Tensor) -> nn.Module:
+    """``model`` with every MLP's hidden width cut by ``ratio`` (attention, embeddings and widths kept)."""
+    keep = [m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding)) and not _mlp_in(n)]
+    return _need_prune()(model, ratio=ratio, example_inputs=example_inputs, ignore=keep)
+
+
+def _mlp_in(name: str) -> bool:
+    return name.endswith(("mlp.gate_proj", "mlp.up_proj"))
+
+
+def _write_folder(model: nn.Module, out: Path, dense: Path, tokenizer: Path | None = None) -> Path:
+    """The pruned model as a model folder (safetensors + config.json) that ``create_model(out)`` rebuilds."""
+    config = json.loads((dense / "export" / "config.json").read_text())
+    return Path(
+        export_pretrained(
+            model,
+            out,
+            model_name=config["architecture"],
+            model_kwargs=dict(config.get("model_args") or {}),
+            tokenizer_file=tokenizer,
+            latency_runs=0,
+        )
+    )
+
+
+# -- evaluation on the dense run's held-out split -------------------------------------------------------------------
+
+
+def held_out(model: nn.Module, dense: Path) -> dict[str, Any]:
+    """Held-out metrics, params and MACs of ``model`` on the dense run's validation split and preprocessing."""
+    recipe = load_run_recipe(dense)
+    task = task_class(recipe.task)(recipe, DistState(device="cpu"), dense)
+    lm = recipe.task == "text-generation"
+    source = EvalSource(
+        data=recipe.data.name,
+        kind=recipe.data.name,
+        split=recipe.data.val_split,
+        run_dir=dense,
+        seq_len=recipe.data.seq_len if lm else None,
+        tokenizer=str(dense / "tokenizer.json") if lm else None,
+    )
+    task.prepare_eval_data(model, source)
+    model.eval()
+    metrics = task.evaluate(model, 16 if lm else 64, torch.device("cpu"))
+    return {**metrics, **task.profile(model)}
+
+
+def _row(label: str, folder: Path, dense: Path) -> dict[str, Any]:
+    model = create_model(str(folder), pretrained=True)
+    return {"model": label, "folder": str(folder), **held_out(model, dense)}
+
+
+# -- the two tasks ------------------------------------------------------------------------------------------------
+
+
+def run_digits(runs: Path, fraction: float = 0.5, smoke: bool = False) -> list[dict[str, Any]]:
+    extra = _SMOKE_DIGITS if smoke else []
+    dense = _dense("quickstart_digits.yaml", runs / "quickstart_digits", extra)
+    model = create_model(str(dense), pretrained=True).eval()
+    size = model.pretrained_cfg["input_size"]
+    pruned = _write_folder(
+        prune_vision(model, fraction, torch.randn(1, *size)), runs / "quickstart_digits_pruned", dense
+    )
+    common = ["--init-from", str(pruned), *extra]
+    finetuned = _train(
+        "quickstart_digits_distill.yaml", runs / "quickstart_digits_finetune", [*common, "--distill", "null"]
+    )
+    distilled = _train(
+        "quickstart_digits_distill.yaml", runs / "quickstart_digits_distill", [*common, "--distill.teacher", str(dense)]
+    )
+    return [
+        _row("dense", dense, dense),
+        _row(f"pruned to {fraction:.0%} MACs, no fine-tune", pruned, dense),
+        _row("pruned + fine-tune", finetuned, dense),
+        _row("pruned + distilled", distilled, dense),
+    ]
+
+
+def run_lm(runs: Path, ratio: float = 0.5, smoke: bool = False) -> list[dict[str, Any]]:
+    extra = _SMOKE_LM if smoke else []
+    dense = _dense("quickstart_lm.yaml", runs / "quickstart_lm", [*extra, *(_SMOKE_LM_ARCH if smoke else [])])
+    model = create_model(str(dense), pretrained=True).eval()
+    seq_len = load_run_recipe(dense).data.seq_len
+    example = torch.randint(0, model.config.vocab_size, (1, seq_len))
+    tokenizer = dense / "tokenizer.json"
+    pruned = _write_folder(prune_lm_mlp(model, ratio, example), runs / "quickstart_lm_pruned", dense, tokenizer)
+    common = ["--init-from", str(pruned), *extra]
+    finetuned = _train("quickstart_lm_distill.yaml", runs / "quickstart_lm_finetune", [*common, "--distill", "null"])
+    distilled = _train(
+        "quickstart_lm_distill.yaml", runs / "quickstart_lm_distill", [*common, "--distill.teacher", str(dense)]
+    )
+    return [
+        _row("dense", dense, dense),
+        _row(f"MLP width cut {ratio:.0%}, no fine-tune", pruned, dense),
+        _row("pruned + fine-tune", finetuned, dense),
+        _row("pruned + distilled", distilled, dense),
+    ]
+
+
+def _table(rows: list[dict[str, Any]], metric: str) -> str:
+    lines = [f"| model | params | MACs | {metric} |", "|---|---|---|---|"]
+    for r in rows:
+        value = r.get(metric)
+        shown = f"{value:.2f}" if isinstance(value, float) else "-"
+        lines.append(f"| {r['model']} | {r.get('params', 0):,} | {r.get('macs', 0):,} | {shown} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m zoo.train.compress_quickstart", description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", choices=("digits", "lm"), help="one task (default: both)")
+    p.add_argument("--runs", default="runs", help="folder of the run folders (default: runs)")
+    p.add_argument("--target-macs", type=float, default=0.5, help="digits: the pruned model's MACs, as a fraction")
+    p.add_argument("--mlp-ratio", type=float, default=0.5, help="LM: the share of every MLP's width removed")
+    p.add_argument("--smoke", action="store_true", help="a few steps per run: checks the path, not the figures")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not 0 < args.target_macs < 1 or not 0 < args.mlp_ratio < 1:
+        p.error("--target-macs and --mlp-ratio are fractions between 0 and 1")
+    runs = Path(args.runs)
+    results: dict[str, Any] = {}
+    if args.only in (None, "digits"):
+        results["digits"] = run_digits(runs, args.target_macs, args.smoke)
+        print("\nDigits (held-out 360 scans, top-1 %):\n" + _table(results["digits"], "top1"))
+    if args.only in (None, "lm"):
+        results["lm"] = run_lm(runs, args.mlp_ratio, args.smoke)
+        print("\nQuickstart LM (held-out pydoc text):\n" + _table(results["lm"], "perplexity"))
+    out = runs / "compress_quickstart.json"
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\nwritten: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
