@@ -23,6 +23,9 @@ __all__ = ["main"]
 EPILOG = """\
 Overrides: any recipe key, as --key value (top level) or --section.key value, e.g.
   --train.epochs 5 --optim.lr 1e-3 --output_dir runs/try --model_kwargs.drop_rate 0.1
+Start from a model folder (a pruned, published or run folder: its architecture and weights): --init-from DIR.
+Distill from a teacher (a registered name, a model or run folder, hf-hub:ORG/NAME): --distill.teacher NAME
+  [--distill.alpha 0.5 --distill.temperature 4 --distill.kind soft|hard]; --distill null turns a recipe's off.
 Batch sizes are global (per optimizer step, all processes together). Many processes:
   torchrun --nproc_per_node 2 train.py --config configs/quickstart_digits.yaml
 Run folder (output_dir): a new run needs an empty or new folder; --overwrite replaces the run a folder holds
