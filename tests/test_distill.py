@@ -2,7 +2,10 @@
 computations, a frozen teacher, recipe errors, digits and LM runs with a teacher, resume, two processes."""
 
 import math
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -266,6 +269,20 @@ def test_digits_init_from_with_teacher_trains_and_resumes_exactly(dense_folder, 
     assert any(not torch.equal(other[k], trained[k]) for k in trained)
 
 
+def test_a_registered_teacher_takes_weights_of_its_own(dense_folder):
+    import zoo
+    from zoo.train.builders import build_teacher
+
+    cfg = DistillConfig(
+        teacher="poolformer_s12", teacher_weights=str(dense_folder / "model.safetensors"), teacher_kwargs=TINY_ARCH
+    )
+    teacher = build_teacher(cfg, "cpu", num_classes=10)  # the student's classes unless teacher_kwargs says otherwise
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(teacher(x), zoo.create_model(str(dense_folder)).eval()(x))
+
+
 def test_init_from_refuses_an_architecture_the_recipe_contradicts(dense_folder, tmp_path):
     from zoo.train.loop import train
 
@@ -347,3 +364,44 @@ def test_shipped_distill_recipes_load():
     assert d.init_from == "runs/quickstart_digits_pruned" and not d.model_kwargs  # the folder's architecture
     lm = load_recipe(str(LM_DISTILL))
     assert lm.distill is not None and lm.distill.teacher == "runs/quickstart_lm" and lm.task == "text-generation"
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_with_a_teacher_matches_one_process(dense_folder, tmp_path):
+    def cmd(out, *extra):
+        return [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--config",
+            str(DIGITS_DISTILL),
+            "--output_dir",
+            str(out),
+            "--no-progress",
+            "--init-from",
+            str(dense_folder),
+            "--distill.teacher",
+            str(dense_folder),
+            "--train.steps",
+            "4",
+            "--train.batch_size",
+            "16",
+            "--checkpoint.every_steps",
+            "0",
+            "--train.drop_path",
+            "0.0",
+            "--export.enabled",
+            "false",
+            *extra,
+        ]
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    for c in (cmd(one, "--train.grad_accum", "2"), [*torchrun, *cmd(two)[1:]]):
+        res = subprocess.run(c, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert yaml.safe_load((two / "args.yaml").read_text())["resolved"]["world_size"] == 2
+    a, b = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-4, worst  # same samples, teacher targets and gradients; only the order of float sums differs

@@ -11,6 +11,7 @@ cooldown, which holds the minimum learning rate (timm's ``cooldown_epochs``).
 """
 
 import contextlib
+import logging
 from pathlib import Path
 
 import torch
@@ -23,10 +24,13 @@ from torch.utils.data import DataLoader
 from ..data import text
 from ..factory import create_model
 from ..registry import UnknownModelError, get_entry
+from ..weights import CheckpointError
 from .config import Recipe
 from .distill import DistillConfig, Distiller, DistillError, IndexedDataset
 from .sparse import DynamicSparsity
 from .tasks import local_tokenizer
+
+_logger = logging.getLogger(__name__)
 
 __all__ = [
     "build_distiller",
@@ -138,7 +142,13 @@ def build_teacher(cfg: DistillConfig, device: torch.device | str = "cpu", num_cl
             kwargs.setdefault("num_classes", num_classes)
         teacher = create_model(cfg.teacher, checkpoint_path=cfg.teacher_weights, **kwargs)
     else:
-        teacher = create_model(cfg.teacher, pretrained=True, **kwargs)
+        try:
+            teacher = create_model(cfg.teacher, pretrained=True, **kwargs)
+        except CheckpointError as e:
+            hint = ""
+            if not Path(cfg.teacher).is_dir() and not cfg.teacher.startswith(("hf-hub:", "local-dir:")):
+                hint = " (a registered teacher with weights of your own: distill.teacher_weights FILE)"
+            raise CheckpointError(f"distill.teacher {cfg.teacher}: {e}{hint}") from None
     return teacher.to(device).eval().requires_grad_(False)
 
 
@@ -186,6 +196,15 @@ def build_distiller(
         raise DistillError(f"distill.teacher {cfg.teacher} is {kind}; the run trains a {recipe.task} model")
     if teacher_is_lm:
         _check_same_tokenizer(cfg, task)
+    theirs = (getattr(teacher, "pretrained_cfg", None) or {}).get("input_size")
+    ours = (getattr(task, "cfg", None) or {}).get("input_size")
+    if theirs and ours and tuple(theirs) != tuple(ours):
+        _logger.warning(
+            "distill.teacher %s was trained at input size %s; it sees the student's %s inputs",
+            cfg.teacher,
+            tuple(theirs),
+            tuple(ours),
+        )
     if hasattr(student, "set_distilled_training"):  # DeiT's distillation token: (class, distillation) logits
         student.set_distilled_training(True)
     distiller = Distiller(teacher, cfg)
