@@ -5,6 +5,7 @@ same figures as one process.
 """
 
 import contextlib
+import copy
 import math
 from typing import Any
 
@@ -92,7 +93,9 @@ def lm_metrics(sums: torch.Tensor) -> dict[str, float]:
 
 
 def profile_classifier(model: nn.Module, input_size) -> dict[str, Any]:
-    p = profile(model, input_size=tuple(input_size))
+    """Params and MACs at ``input_size`` (counted on a CPU copy of a model that lives elsewhere)."""
+    on_cpu = all(t.device.type == "cpu" for t in model.parameters())
+    p = profile(model if on_cpu else copy.deepcopy(model).cpu(), input_size=tuple(input_size))
     return {"params": p.params, "macs": p.macs, "macs_input": list(p.input_size)}
 
 
