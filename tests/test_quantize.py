@@ -200,7 +200,7 @@ def test_cached_decoding_equals_full_recompute(family, fmt):
         steps = [model(seq[:, :7], past_key_values=cache).logits]
         for t in range(7, seq.shape[1]):
             steps.append(model(seq[:, t : t + 1], past_key_values=cache).logits)
-    assert cache.keys.dtype == (torch.bfloat16 if fmt == "bf16" else torch.float32)
+    assert cache.dtype == (torch.bfloat16 if fmt == "bf16" else torch.float32)
     # bf16: activations in bf16; int8/int4: the head's int8 kernel returns bf16 logits (one bf16 step of the largest)
     tol = {"bf16": 0.03, "int8": 2**-7, "int4": 2**-7}[fmt] * full.float().abs().max().item()
     torch.testing.assert_close(torch.cat(steps, 1).float(), full.float(), rtol=0, atol=tol)

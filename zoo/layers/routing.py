@@ -182,8 +182,19 @@ class RoutedKVCache(KVCache):
         head_dim: int,
         dtype: torch.dtype = torch.float32,
         device="cpu",
+        capacities=None,
     ):
-        super().__init__(num_slots, batch_size, num_kv_heads, max_length, head_dim, dtype, device, track_positions=True)
+        super().__init__(
+            num_slots,
+            batch_size,
+            num_kv_heads,
+            max_length,
+            head_dim,
+            dtype,
+            device,
+            track_positions=True,
+            capacities=capacities,
+        )
         self.seen = 0
 
     @property

@@ -202,9 +202,13 @@ class MobileLLM(DecoderLM):
         max_length: int,
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
+        windowed: bool = True,
     ) -> KVCache:
-        """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (one slot per layer run)."""
+        """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (one slot per layer run);
+        the sliding-window layers' slots hold only their window (``windowed=False``: the whole length, e.g. to
+        rewind further than a window with ``crop``)."""
         p = self.model.embed_tokens.weight
+        layers = self.model.layers
         return KVCache(
             len(self.schedule),
             batch_size,
@@ -213,11 +217,18 @@ class MobileLLM(DecoderLM):
             self.config.head_dim,
             dtype or p.dtype,
             device or p.device,
+            windows=[layers[i].sliding_window for i in self.schedule] if windowed else None,
         )
 
-    def kv_cache_bytes_per_token(self, dtype: torch.dtype | None = None) -> int:
+    def kv_cache_bytes_per_token(self, dtype: torch.dtype | None = None, length: int | None = None) -> float:
+        """KV-cache bytes per token of one sequence: of every layer run, or, given ``length``, averaged over a
+        sequence of that many tokens with the sliding-window layers holding only their window."""
         size = torch.empty((), dtype=dtype or self.model.embed_tokens.weight.dtype).element_size()
-        return 2 * len(self.schedule) * self.config.num_key_value_heads * self.config.head_dim * size
+        per_entry = 2 * self.config.num_key_value_heads * self.config.head_dim * size
+        if length is None:
+            return per_entry * len(self.schedule)
+        windows = [self.model.layers[i].sliding_window for i in self.schedule]
+        return per_entry * sum(length if w is None else min(w, length) for w in windows) / length
 
     # -- forward ------------------------------------------------------------------------------------------------
     def forward(
@@ -270,6 +281,8 @@ class MobileLLM(DecoderLM):
         for slot, index in enumerate(self.schedule):
             layer = layers[index]
             mask, causal = masks.get(layer.self_attn.sliding_window)
+            if mask is not None and cache is not None and cache.evicted(slot):
+                mask = mask[..., cache.evicted(slot) :]  # the window's cache holds only its last tokens
             if use_ckpt:
                 x = checkpoint(layer, x, rope, None, slot, mask, causal, use_reentrant=False)
             else:

@@ -60,6 +60,7 @@ loss-free bias update runs inside ``forward`` in training; the auxiliary losses 
 """
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -317,7 +318,10 @@ class RecursiveLM(DecoderLM):
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
     ) -> RoutedKVCache:
-        """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (see the module doc)."""
+        """A static cache for ``batch_size`` sequences of up to ``max_length`` tokens (see the module doc).
+
+        Expert-choice routing: a routed step's slots start at that step's capacity share of ``max_length`` (plus
+        16 entries) and grow when the routing keeps more tokens than that (threshold routing at inference may)."""
         p = self.model.embed_tokens.weight
         return RoutedKVCache(
             self.num_slots,
@@ -327,7 +331,22 @@ class RecursiveLM(DecoderLM):
             self.config.head_dim,
             dtype or p.dtype,
             device or p.device,
+            capacities=self._slot_capacities(max_length),
         )
+
+    def _slot_capacities(self, max_length: int) -> list[int | None]:
+        c = self.config
+        if c.mor != "expert" or c.kv_sharing:
+            return [None] * self.num_slots
+        caps = c.capacities()
+        share: dict[int, float] = {}
+        for r, apps in enumerate(self.steps):
+            for i in apps:
+                share[self.slot_of[i]] = max(share.get(self.slot_of[i], 0.0), caps[r])
+        return [
+            None if share.get(s, 1.0) >= 1.0 else min(max_length, math.ceil(share[s] * max_length) + 16)
+            for s in range(self.num_slots)
+        ]
 
     def kv_cache_bytes_per_token(self, dtype: torch.dtype | None = None, expected: bool = False) -> float:
         """Bytes of keys/values per token and sequence: allocated (every slot), or ``expected`` (routed slots
@@ -456,8 +475,7 @@ class RecursiveLM(DecoderLM):
         rope = ctx.rope if sel is None else sel.rope
         if self.reads_shared[i]:  # recursive KV sharing: attend to the first application's keys/values
             if cache is not None:
-                n = cache.lengths[slot]
-                k, v, key_seq = cache.keys[slot, :, :, :n], cache.values[slot, :, :, :n], cache.positions(slot)
+                (k, v), key_seq = cache.cached(slot), cache.positions(slot)
                 if slot in ctx.kv_store:  # grad mode: the writer's own keys/values, which carry its graph
                     k, v = ctx.kv_store[slot][:2]
                 full = cache.is_full(slot)
