@@ -3,6 +3,7 @@
     python -m zoo.train.compress_quickstart                  # both tasks, runs under runs/
     python -m zoo.train.compress_quickstart --only digits    # one of them
     python -m zoo.train.compress_quickstart --smoke --runs /tmp/cq   # a few steps each: the path, not the figures
+    python -m zoo.train.compress_quickstart --rounds 3       # also iterative: 3 x (prune, distill), same steps
 
 Digits: the quickstart PoolFormer (``configs/quickstart_digits.yaml``; a finished run in ``RUNS/quickstart_digits``
 is reused) is pruned to half its MACs with :func:`zoo.prune` and written as a model folder
@@ -22,6 +23,7 @@ evaluated on the dense run's held-out split (top-1, or perplexity) and the table
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from torch import nn
 from ..factory import create_model
 from ..profile import count_macs
 from ..publish import export_pretrained
-from .config import load_recipe, load_run_recipe
+from .config import load_recipe, load_run_args, load_run_recipe
 from .distributed import DistState
 from .loop import train
 from .tasks import EvalSource, task_class
@@ -121,10 +123,9 @@ def _need_prune():
     return prune
 
 
-def prune_vision(model: nn.Module, fraction: float, example_inputs: torch.Tensor) -> nn.Module:
-    """``model`` pruned to ``fraction`` of its MACs."""
-    macs, _ = count_macs(model, example_inputs)
-    return _need_prune()(model, target_macs=int(round(fraction * macs)), example_inputs=example_inputs)
+def prune_vision(model: nn.Module, target_macs: int, example_inputs: torch.Tensor) -> nn.Module:
+    """``model`` pruned to ``target_macs`` MACs on ``example_inputs``."""
+    return _need_prune()(model, target_macs=int(target_macs), example_inputs=example_inputs)
 
 
 def prune_lm_mlp(model: nn.Module, ratio: float, example_inputs: torch.Tensor) -> nn.Module:
@@ -182,13 +183,37 @@ def _row(label: str, folder: Path, dense: Path) -> dict[str, Any]:
 # -- the two tasks ------------------------------------------------------------------------------------------------
 
 
-def run_digits(runs: Path, fraction: float = 0.5, smoke: bool = False) -> list[dict[str, Any]]:
+def _total_steps(run_dir: Path) -> int:
+    return int(load_run_args(run_dir)[1]["total_steps"])
+
+
+def _rounds(
+    runs: Path, prefix: str, config: str, dense: Path, rounds: int, total_steps: int, extra: list[str], prune_once
+) -> Path:
+    """Iterative pruning: ``rounds`` times prune (``prune_once(model, round) -> model``), then distill from the
+    dense model for ``total_steps / rounds`` steps; the last round's run folder."""
+    current = dense
+    steps = max(math.ceil(total_steps / rounds), 1)
+    tokenizer = dense / "tokenizer.json" if (dense / "tokenizer.json").is_file() else None
+    for i in range(1, rounds + 1):
+        model = create_model(str(current), pretrained=True).eval()
+        folder = _write_folder(prune_once(model, i), runs / f"{prefix}_round{i}_pruned", dense, tokenizer)
+        current = _train(
+            config,
+            runs / f"{prefix}_round{i}_distill",
+            ["--init-from", str(folder), "--distill.teacher", str(dense), *extra, "--train.steps", str(steps)],
+        )
+    return current
+
+
+def run_digits(runs: Path, fraction: float = 0.5, smoke: bool = False, rounds: int = 0) -> list[dict[str, Any]]:
     extra = _SMOKE_DIGITS if smoke else []
     dense = _dense("quickstart_digits.yaml", runs / "quickstart_digits", extra)
     model = create_model(str(dense), pretrained=True).eval()
-    size = model.pretrained_cfg["input_size"]
+    example = torch.randn(1, *model.pretrained_cfg["input_size"])
+    dense_macs, _ = count_macs(model, example)
     pruned = _write_folder(
-        prune_vision(model, fraction, torch.randn(1, *size)), runs / "quickstart_digits_pruned", dense
+        prune_vision(model, fraction * dense_macs, example), runs / "quickstart_digits_pruned", dense
     )
     common = ["--init-from", str(pruned), *extra]
     finetuned = _train(
@@ -197,15 +222,28 @@ def run_digits(runs: Path, fraction: float = 0.5, smoke: bool = False) -> list[d
     distilled = _train(
         "quickstart_digits_distill.yaml", runs / "quickstart_digits_distill", [*common, "--distill.teacher", str(dense)]
     )
-    return [
+    rows = [
         _row("dense", dense, dense),
         _row(f"pruned to {fraction:.0%} MACs, no fine-tune", pruned, dense),
         _row("pruned + fine-tune", finetuned, dense),
         _row("pruned + distilled", distilled, dense),
     ]
+    if rounds:
+        last = _rounds(
+            runs,
+            "quickstart_digits",
+            "quickstart_digits_distill.yaml",
+            dense,
+            rounds,
+            _total_steps(distilled),
+            extra,
+            lambda m, i: prune_vision(m, fraction ** (i / rounds) * dense_macs, example),
+        )
+        rows.append(_row(f"pruned in {rounds} rounds, each + distilled (same steps)", last, dense))
+    return rows
 
 
-def run_lm(runs: Path, ratio: float = 0.5, smoke: bool = False) -> list[dict[str, Any]]:
+def run_lm(runs: Path, ratio: float = 0.5, smoke: bool = False, rounds: int = 0) -> list[dict[str, Any]]:
     extra = _SMOKE_LM if smoke else []
     dense = _dense("quickstart_lm.yaml", runs / "quickstart_lm", [*extra, *(_SMOKE_LM_ARCH if smoke else [])])
     model = create_model(str(dense), pretrained=True).eval()
@@ -218,12 +256,26 @@ def run_lm(runs: Path, ratio: float = 0.5, smoke: bool = False) -> list[dict[str
     distilled = _train(
         "quickstart_lm_distill.yaml", runs / "quickstart_lm_distill", [*common, "--distill.teacher", str(dense)]
     )
-    return [
+    rows = [
         _row("dense", dense, dense),
         _row(f"MLP width cut {ratio:.0%}, no fine-tune", pruned, dense),
         _row("pruned + fine-tune", finetuned, dense),
         _row("pruned + distilled", distilled, dense),
     ]
+    if rounds:
+        per_round = 1 - (1 - ratio) ** (1 / rounds)  # the same width left after every round
+        last = _rounds(
+            runs,
+            "quickstart_lm",
+            "quickstart_lm_distill.yaml",
+            dense,
+            rounds,
+            _total_steps(distilled),
+            extra,
+            lambda m, i: prune_lm_mlp(m, per_round, example),
+        )
+        rows.append(_row(f"MLP cut in {rounds} rounds, each + distilled (same steps)", last, dense))
+    return rows
 
 
 def _table(rows: list[dict[str, Any]], metric: str) -> str:
@@ -241,18 +293,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs", help="folder of the run folders (default: runs)")
     p.add_argument("--target-macs", type=float, default=0.5, help="digits: the pruned model's MACs, as a fraction")
     p.add_argument("--mlp-ratio", type=float, default=0.5, help="LM: the share of every MLP's width removed")
+    p.add_argument(
+        "--rounds", type=int, default=0, help="also prune iteratively: N rounds of prune + distill, same total steps"
+    )
     p.add_argument("--smoke", action="store_true", help="a few steps per run: checks the path, not the figures")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not 0 < args.target_macs < 1 or not 0 < args.mlp_ratio < 1:
         p.error("--target-macs and --mlp-ratio are fractions between 0 and 1")
+    if args.rounds < 0:
+        p.error("--rounds is a count of rounds (0: one-shot pruning only)")
     runs = Path(args.runs)
     results: dict[str, Any] = {}
     if args.only in (None, "digits"):
-        results["digits"] = run_digits(runs, args.target_macs, args.smoke)
+        results["digits"] = run_digits(runs, args.target_macs, args.smoke, args.rounds)
         print("\nDigits (held-out 360 scans, top-1 %):\n" + _table(results["digits"], "top1"))
     if args.only in (None, "lm"):
-        results["lm"] = run_lm(runs, args.mlp_ratio, args.smoke)
+        results["lm"] = run_lm(runs, args.mlp_ratio, args.smoke, args.rounds)
         print("\nQuickstart LM (held-out pydoc text):\n" + _table(results["lm"], "perplexity"))
     out = runs / "compress_quickstart.json"
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
