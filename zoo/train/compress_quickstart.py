@@ -21,6 +21,7 @@ evaluated on the dense run's held-out split (top-1, or perplexity) and the table
 """
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -40,9 +41,13 @@ from .loop import train
 from .tasks import EvalSource, task_class
 
 try:  # structural pruning (zoo.compress, Torch-Pruning) is an optional part of an install
-    from ..compress import prune
+    from ..compress import PruneError, prune
 except ImportError:  # pragma: no cover - depends on the install
     prune = None
+
+    class PruneError(ValueError):  # stands in where zoo.compress is missing
+        pass
+
 
 __all__ = ["main", "run_digits", "run_lm"]
 
@@ -124,14 +129,35 @@ def _need_prune():
 
 
 def prune_vision(model: nn.Module, target_macs: int, example_inputs: torch.Tensor) -> nn.Module:
-    """``model`` pruned to ``target_macs`` MACs on ``example_inputs``."""
-    return _need_prune()(model, target_macs=int(target_macs), example_inputs=example_inputs)
+    """``model`` pruned to ``target_macs`` MACs on ``example_inputs``: widths rounded to multiples of 8 where that
+    reaches the target, exact widths where it does not (small models)."""
+    fn = _need_prune()
+    try:
+        return fn(copy.deepcopy(model), target_macs=int(target_macs), example_inputs=example_inputs)
+    except PruneError as e:
+        _logger.warning("%s; pruning to exact widths instead (round_to=None)", e)
+        return fn(model, target_macs=int(target_macs), example_inputs=example_inputs, round_to=None)
 
 
 def prune_lm_mlp(model: nn.Module, ratio: float, example_inputs: torch.Tensor) -> nn.Module:
-    """``model`` with every MLP's hidden width cut by ``ratio`` (attention, embeddings and widths kept)."""
-    keep = [m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding)) and not _mlp_in(n)]
-    return _need_prune()(model, ratio=ratio, example_inputs=example_inputs, ignore=keep)
+    """``model`` with every MLP's hidden width cut by ``ratio``: the attention blocks, the embeddings and the
+    residual width are passed as ``ignore`` (kept)."""
+    keep = [
+        m
+        for n, m in model.named_modules()
+        if n.endswith("self_attn") or (isinstance(m, (nn.Linear, nn.Embedding)) and not _mlp_in(n))
+    ]
+    heads = (model.config.num_attention_heads, model.config.num_key_value_heads)
+    model = _need_prune()(model, ratio=ratio, example_inputs=example_inputs, ignore=keep)
+    if (model.config.num_attention_heads, model.config.num_key_value_heads) != heads:
+        _logger.warning(
+            "zoo.prune also removed attention heads (%d/%d query/KV heads -> %d/%d): the LM rows then compare more "
+            "than an MLP cut",
+            *heads,
+            model.config.num_attention_heads,
+            model.config.num_key_value_heads,
+        )
+    return model
 
 
 def _mlp_in(name: str) -> bool:
@@ -141,12 +167,13 @@ def _mlp_in(name: str) -> bool:
 def _write_folder(model: nn.Module, out: Path, dense: Path, tokenizer: Path | None = None) -> Path:
     """The pruned model as a model folder (safetensors + config.json) that ``create_model(out)`` rebuilds."""
     config = json.loads((dense / "export" / "config.json").read_text())
+    args = {**(config.get("model_args") or {}), **(getattr(model, "pruned_args", None) or {})}  # the pruned widths
     return Path(
         export_pretrained(
             model,
             out,
             model_name=config["architecture"],
-            model_kwargs=dict(config.get("model_args") or {}),
+            model_kwargs=args,
             tokenizer_file=tokenizer,
             latency_runs=0,
         )
