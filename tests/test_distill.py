@@ -288,7 +288,7 @@ def test_init_from_refuses_an_architecture_the_recipe_contradicts(dense_folder, 
     from zoo.train.loop import train
 
     r = load_recipe(str(DIGITS), ["--output_dir", str(tmp_path / "run"), "--init-from", str(dense_folder)])
-    with pytest.raises(RecipeError, match=r"model_kwargs.depths=\[2, 2, 4, 2\] differs from \[1, 1, 1, 1\]"):
+    with pytest.raises(RecipeError, match=r"depths=\[2, 2, 4, 2\] \(model_kwargs\) differs from \[1, 1, 1, 1\]"):
         train(r, progress=False)
     r = _digits(tmp_path / "run2", dense_folder, "--model", "convformer_s18")
     with pytest.raises(RecipeError, match="holds a poolformer_s12 model and the recipe trains convformer_s18"):

@@ -208,9 +208,15 @@ class Task:
             if key not in recorded or key == "num_classes":
                 passed[key] = value
             elif _plain(recorded[key]) != _plain(value):
+                fix = (
+                    "train with the folder's tokenizer (data.tokenizer)"
+                    if key == "vocab_size" and key not in r.model_kwargs
+                    else f"drop {key} from model_kwargs"
+                )
+                where = "model_kwargs" if key in r.model_kwargs else "the data's"
                 raise RecipeError(
-                    f"model_kwargs.{key}={value!r} differs from {recorded[key]!r}, which init_from {r.init_from} "
-                    f"records: the folder decides the architecture; drop {key} from model_kwargs"
+                    f"{key}={value!r} ({where}) differs from {recorded[key]!r}, which init_from {r.init_from} "
+                    f"records: the folder decides the architecture; {fix}"
                 )
         self.arch_kwargs = {**recorded, **passed}
         return create_model(r.init_from, pretrained=True, checkpoint_path=r.init_checkpoint, **passed)
@@ -640,11 +646,14 @@ class LMTask(Task):
         return tok_path, written
 
     def _inherited_tokenizer(self) -> Path | None:
-        """The tokenizer a run without ``data.tokenizer`` takes from ``init_from``'s folder, else from a teacher
-        folder (token ids must mean the same to both models); None where neither is a local folder with one."""
+        """The tokenizer a run without ``data.tokenizer`` takes from ``init_from`` (a folder, or an ``hf-hub:``
+        repo), else from a teacher folder or repo (token ids must mean the same to both models); None where neither
+        holds one."""
         r = self.recipe
         for what, source in (("init_from", r.init_from), ("distill.teacher", r.distill.teacher if r.distill else None)):
             found = local_tokenizer(source)
+            if found is None and source and source.startswith("hf-hub:"):
+                found = Path(download(source[len("hf-hub:") :], "tokenizer.json"))
             if found is not None:
                 _logger.info("data.tokenizer unset: using %s, the tokenizer of %s %s", found, what, source)
                 return found
