@@ -298,7 +298,8 @@ def run_formats(args: argparse.Namespace) -> int:
     for note in formats.notes(rows):
         print(note)
     write_json(args.json, env, rows, models=models, formats=args.formats)
-    wrong = [r for r in rows if r.extra.get("same as eager") is False]
+    # fp32 compiled computes eager's arithmetic: its tokens must agree (the other formats' agreement is reported)
+    wrong = [r for r in rows if r.setting.endswith(" fp32") and r.extra.get("compiled = eager", 1.0) < 1.0]
     for r in wrong:
         print(f"CHECK FAILED: {r.model} {r.setting}: compiled tokens differ from eager", file=sys.stderr)
     return 1 if wrong else 0

@@ -228,7 +228,9 @@ def compare(
         extra: dict = {
             "zoo eager": rate[eager],
             "overhead ms/tok": 1e3 * (1 / rate[eager] - 1 / rate[compiled]),
-            "same as eager": tokens[compiled] == tokens[eager],
+            # fp32/int8: the same arithmetic, so the same tokens; bf16/int4 on random weights (near-tied logits) may
+            # round a tie differently once compiled
+            "compiled = eager": sum(a == b for a, b in zip(tokens[compiled], tokens[eager])) / new_tokens,
         }
         if llama in rate:
             extra[llama.split()[0]] = rate[llama]
