@@ -85,6 +85,7 @@ def test_a_dynamic_size_needs_a_large_enough_example(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # about 25 CPU-minutes: run by hand (pytest -m sweep) when export or a model changes
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
 @pytest.mark.parametrize("name", VISION_MODELS)
 def test_every_vision_model_exports(name, fmt, tmp_path, record_property):
