@@ -25,6 +25,7 @@ FLOORS = {
     "zoo.factory": 4,
     "zoo.profile": 5,
     "zoo.cards": 6,
+    "zoo.compress": 6,
     "zoo.publish": 7,
     "zoo.export": 8,
     "zoo.train": 8,

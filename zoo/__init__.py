@@ -11,6 +11,7 @@ train, evaluate -> bench -> cli.
 
 from . import export, profile
 from ._version import __version__  # noqa: F401  (zoo.__version__)
+from .compress import PruneError, prune
 from .export.hf_hook import install as _install_transformers_hook
 from .factory import create_model
 from .publish import PublishError, push_to_hub
@@ -20,6 +21,7 @@ from .weights import CheckpointError, CheckpointMismatchError, load_checkpoint, 
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
+    "PruneError",
     "PublishError",
     "UnknownModelError",
     "create_model",
@@ -30,6 +32,7 @@ __all__ = [
     "load_checkpoint",
     "model_info",
     "profile",
+    "prune",
     "push_to_hub",
     "save_state_dict",
 ]

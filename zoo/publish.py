@@ -248,7 +248,8 @@ def export_pretrained(
         out_dir: the folder to write (created; files of the same names are replaced).
         model_name: its registry name (default: ``model.pretrained_cfg["architecture"]``).
         model_kwargs: the arguments it was built with (``zoo.create_model(model_name, **model_kwargs)``); they
-            become ``model_args`` in config.json, without training-only options such as drop rates.
+            become ``model_args`` in config.json, without training-only options such as drop rates. A pruned
+            model's own ``pruned_args`` (its widths, recorded by ``zoo.prune``) are added and take precedence.
         metrics: held-out results (``metrics.json`` of a run): ``top1``/``top5``/``loss``/``perplexity``, ``dataset``.
         recipe: the training recipe (dict, YAML text or a path to ``args.yaml``), quoted in the card.
         dataset: the training data set's name (default: ``metrics["dataset"]``).
@@ -275,7 +276,8 @@ def export_pretrained(
     entry = get_entry(model_name)  # UnknownModelError (with close names) for a name the registry lacks
     metrics = dict(metrics or {})
     dataset = dataset or metrics.get("dataset")
-    model_args = _architecture_args(model_kwargs)
+    # a pruned model (zoo.prune) records the widths that rebuild it; they describe the weights, so they win
+    model_args = _architecture_args({**(model_kwargs or {}), **(getattr(model, "pruned_args", None) or {})})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -136,9 +136,9 @@ class RandomMixing(nn.Module):
 class SepConv(nn.Module):
     """Inverted separable conv (ConvFormer's mixer): Linear(C, 2C) -> StarReLU -> dwconv 7x7 -> Linear(2C, C)."""
 
-    def __init__(self, dim: int, expansion_ratio: float = 2, kernel_size: int = 7):
+    def __init__(self, dim: int, expansion_ratio: float = 2, kernel_size: int = 7, hidden: int | None = None):
         super().__init__()
-        mid = int(expansion_ratio * dim)
+        mid = hidden or int(expansion_ratio * dim)  # ``hidden``: a pruned width (zoo.prune)
         self.pwconv1 = Linear(dim, mid, bias=False)
         self.act1 = StarReLU()
         self.dwconv = nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2, groups=mid, bias=False)
@@ -154,10 +154,10 @@ class SepConv(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over the flattened H*W tokens (CAFormer stages 3-4); head_dim 32, no biases."""
 
-    def __init__(self, dim: int, head_dim: int = 32):
+    def __init__(self, dim: int, head_dim: int = 32, num_heads: int | None = None):
         super().__init__()
         self.head_dim = head_dim
-        self.num_heads = max(dim // head_dim, 1)
+        self.num_heads = num_heads or max(dim // head_dim, 1)  # ``num_heads``: after head pruning (zoo.prune)
         self.attention_dim = self.num_heads * head_dim
         self.qkv = Linear(dim, self.attention_dim * 3, bias=False)
         self.proj = Linear(self.attention_dim, dim, bias=False)
@@ -174,9 +174,11 @@ class Attention(nn.Module):
 class MlpHead(nn.Module):
     """ConvFormer/CAFormer classifier: Linear(C, 4C) -> SquaredReLU -> LayerNorm(eps 1e-5) -> Linear(4C, classes)."""
 
-    def __init__(self, dim: int, num_classes: int, mlp_ratio: float = 4, head_dropout: float = 0.0):
+    def __init__(
+        self, dim: int, num_classes: int, mlp_ratio: float = 4, head_dropout: float = 0.0, hidden: int | None = None
+    ):
         super().__init__()
-        hidden = int(mlp_ratio * dim)
+        hidden = hidden or int(mlp_ratio * dim)  # ``hidden``: a pruned model's width (zoo.prune)
         self.fc1 = Linear(dim, hidden)
         self.act = SquaredReLU()
         self.norm = nn.LayerNorm(hidden, eps=1e-5)
@@ -187,7 +189,9 @@ class MlpHead(nn.Module):
         return self.fc2(self.head_drop(self.norm(self.act(self.fc1(x)))))
 
 
-def _make_mixer(kind: str, dim: int, num_tokens: int | None, head_dim: int) -> nn.Module:
+def _make_mixer(
+    kind: str, dim: int, num_tokens: int | None, head_dim: int, hidden: int | None = None, num_heads: int | None = None
+) -> nn.Module:
     if kind == "identity":
         return nn.Identity()
     if kind == "pool":
@@ -197,9 +201,9 @@ def _make_mixer(kind: str, dim: int, num_tokens: int | None, head_dim: int) -> n
             raise ValueError("the 'random' token mixer needs num_tokens for its stage")
         return RandomMixing(num_tokens)
     if kind == "sepconv":
-        return SepConv(dim)
+        return SepConv(dim, hidden=hidden)
     if kind == "attention":
-        return Attention(dim, head_dim=head_dim)
+        return Attention(dim, head_dim=head_dim, num_heads=num_heads)
     raise ValueError(f"unknown token mixer {kind!r}; expected identity, pool, random, sepconv or attention")
 
 
@@ -221,6 +225,9 @@ class MetaFormerBlock(nn.Module):
         drop_path: float = 0.0,
         num_tokens: int | None = None,
         head_dim: int = 32,
+        mlp_hidden: int | None = None,
+        mixer_hidden: int | None = None,
+        num_heads: int | None = None,
     ):
         super().__init__()
         if norm == "group":  # PoolFormer v1: GroupNorm(1, C), eps 1e-5, with bias
@@ -234,11 +241,11 @@ class MetaFormerBlock(nn.Module):
         act_layer = {"gelu": GELU, "starrelu": StarReLU}[mlp_act]
 
         self.norm1 = norm_layer()
-        self.token_mixer = _make_mixer(token_mixer, dim, num_tokens, head_dim)
+        self.token_mixer = _make_mixer(token_mixer, dim, num_tokens, head_dim, mixer_hidden, num_heads)
         self.layer_scale1 = Scale(dim, layer_scale_init_value) if layer_scale_init_value is not None else None
         self.res_scale1 = Scale(dim, res_scale_init_value) if res_scale_init_value is not None else None
         self.norm2 = norm_layer()
-        self.mlp = Mlp(dim, mlp_ratio=4, act_layer=act_layer, bias=mlp_bias)
+        self.mlp = Mlp(dim, hidden=mlp_hidden, mlp_ratio=4, act_layer=act_layer, bias=mlp_bias)
         self.layer_scale2 = Scale(dim, layer_scale_init_value) if layer_scale_init_value is not None else None
         self.res_scale2 = Scale(dim, res_scale_init_value) if res_scale_init_value is not None else None
         self.drop_path = drop_path
@@ -323,13 +330,15 @@ class MetaFormerStage(nn.Module):
         downsample: bool,
         downsample_norm: bool,
         dp_rates: Sequence[float],
+        widths: Sequence[dict] | None = None,
         **block_kwargs,
     ):
         super().__init__()
         self.grad_checkpointing = False
         self.downsample = Downsampling(in_chs, out_chs, downsample_norm) if downsample else nn.Identity()
+        widths = widths or [{}] * depth  # per block: mlp_hidden / mixer_hidden / num_heads of a pruned model
         self.blocks = nn.Sequential(
-            *[MetaFormerBlock(out_chs, drop_path=dp_rates[i], **block_kwargs) for i in range(depth)]
+            *[MetaFormerBlock(out_chs, drop_path=dp_rates[i], **widths[i], **block_kwargs) for i in range(depth)]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -363,11 +372,13 @@ class MetaFormerHead(nn.Module):
         mlp_head: bool,
         drop_rate: float = 0.0,
         head_dropout: float = 0.0,
+        head_hidden: int | None = None,
     ):
         super().__init__()
         self.norm_first = norm_first
         self.mlp_head = mlp_head
         self.head_dropout = head_dropout
+        self.head_hidden = head_hidden
         self.global_pool = "avg"
         self.norm = SpatialLayerNorm(dim, eps=1e-5) if norm_first else ChannelLayerNorm(dim, eps=1e-6)
         self.drop = nn.Dropout(drop_rate)
@@ -377,7 +388,7 @@ class MetaFormerHead(nn.Module):
         if num_classes <= 0:
             return nn.Identity()
         if self.mlp_head:
-            return MlpHead(dim, num_classes, head_dropout=self.head_dropout)
+            return MlpHead(dim, num_classes, head_dropout=self.head_dropout, hidden=self.head_hidden)
         return Linear(dim, num_classes)
 
     def reset(self, num_classes: int, global_pool: str | None = None):
@@ -402,6 +413,22 @@ class MetaFormerHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
+def _block_widths(total: int, **lists: Sequence[int | None] | None) -> list[dict]:
+    """Per-block width arguments from per-block lists (a pruned model's; None entries keep the default)."""
+    widths = [{} for _ in range(total)]
+    for name, values in lists.items():
+        if values is None:
+            continue
+        if len(values) != total:
+            raise ValueError(f"{name} needs one entry per block ({total}), got {len(values)}")
+        for i, v in enumerate(values):
+            if v is not None:
+                if not isinstance(v, int) or v < 1:
+                    raise ValueError(f"{name}[{i}] must be a positive int or None, got {v!r}")
+                widths[i][name] = v
+    return widths
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------------------
@@ -421,6 +448,9 @@ class MetaFormer(VisionBackbone, nn.Module):
         res_scale_init_values: per-stage res-scale init, None for no res scale.
         mlp_head: ConvFormer/CAFormer MLP classifier head.
         img_size: input size that fixes RandomMixing's token counts (RandFormer only runs at this size).
+        mlp_hidden, mixer_hidden, num_heads: per block (all stages in order), the MLP width, the SepConv
+            mixer's width and the attention mixer's heads of a pruned model (``zoo.prune``); None (or a None
+            entry) keeps the architecture's own; head_hidden: the MLP classifier head's width (4 x the last dim).
     """
 
     stage_output_fmt = "NHWC"  # the stages run channels-last; timm's list/dict/hook feature wrappers say so
@@ -444,6 +474,10 @@ class MetaFormer(VisionBackbone, nn.Module):
         head_dropout: float = 0.0,
         drop_path_rate: float = 0.0,
         onednn_linear: bool | None = None,
+        mlp_hidden: Sequence[int | None] | None = None,
+        mixer_hidden: Sequence[int | None] | None = None,
+        num_heads: Sequence[int | None] | None = None,
+        head_hidden: int | None = None,
     ):
         super().__init__()
         check_head_args(num_classes, global_pool)
@@ -473,6 +507,7 @@ class MetaFormer(VisionBackbone, nn.Module):
         total = sum(depths)  # stochastic depth grows linearly from 0 to drop_path_rate over all blocks
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         dp_rates = [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(num_stages)]
+        widths = _block_widths(total, mlp_hidden=mlp_hidden, mixer_hidden=mixer_hidden, num_heads=num_heads)
         stages = []
         self.feature_info = []
         for i in range(num_stages):
@@ -484,6 +519,7 @@ class MetaFormer(VisionBackbone, nn.Module):
                     downsample=i > 0,
                     downsample_norm=not v1,
                     dp_rates=dp_rates[i],
+                    widths=widths[sum(depths[:i]) : sum(depths[: i + 1])],
                     token_mixer=token_mixers[i],
                     norm="group" if v1 else block_norm,
                     mlp_act="gelu" if v1 else "starrelu",
@@ -497,7 +533,13 @@ class MetaFormer(VisionBackbone, nn.Module):
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.head = MetaFormerHead(
-            dims[-1], num_classes, norm_first=v1, mlp_head=mlp_head, drop_rate=drop_rate, head_dropout=head_dropout
+            dims[-1],
+            num_classes,
+            norm_first=v1,
+            mlp_head=mlp_head,
+            drop_rate=drop_rate,
+            head_dropout=head_dropout,
+            head_hidden=head_hidden,
         )
         self.head.global_pool = global_pool
         self.apply(self._init_weights)

@@ -93,6 +93,7 @@ class SLaKBlock(nn.Module):
         bn: bool = True,
         deploy: bool = False,
         large_kernel_impl: str | None = None,
+        mlp_hidden: int | None = None,
     ):
         super().__init__()
         if deploy:
@@ -100,7 +101,7 @@ class SLaKBlock(nn.Module):
         else:
             self.large_kernel = DecomposedLargeKernel(dim, kernel_size, small_kernel, bn=bn)
         self.norm = ChannelLayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, mlp_hidden or int(dim * mlp_ratio))  # ``mlp_hidden``: a pruned width (zoo.prune)
         self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
         self.drop_path = drop_path
 
@@ -121,12 +122,17 @@ class SLaKStage(nn.Module):
         small_kernel: int,
         drop_path: Sequence[float],
         downsample: bool,
+        mlp_hidden: Sequence[int | None] | None = None,
         **block_kwargs,
     ):
         super().__init__()
         self.downsample = Downsample(in_dim, dim) if downsample else nn.Identity()
+        hidden = mlp_hidden or [None] * depth
         self.blocks = nn.Sequential(
-            *[SLaKBlock(dim, kernel_size, small_kernel, drop_path=drop_path[i], **block_kwargs) for i in range(depth)]
+            *[
+                SLaKBlock(dim, kernel_size, small_kernel, drop_path=drop_path[i], mlp_hidden=hidden[i], **block_kwargs)
+                for i in range(depth)
+            ]
         )
         self.grad_checkpointing = False
 
@@ -153,6 +159,8 @@ class SLaK(VisionBackbone, nn.Module):
         bn: BatchNorm after each large-kernel branch (the authors' default).
         deploy: build the fused inference form (see the module docstring); ``reparameterize()`` converts later.
         large_kernel_impl: ``"auto"``, ``"conv"`` or ``"matmul"``: how the fused large kernels run.
+        mlp_hidden: per block (all stages in order), the MLP width of a pruned model (``zoo.prune``, which also
+            records the pruned ``dims`` with ``width_factor=1``); None (or a None entry) keeps ``mlp_ratio``.
     """
 
     def __init__(
@@ -173,10 +181,16 @@ class SLaK(VisionBackbone, nn.Module):
         onednn_linear: bool | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        mlp_hidden: Sequence[int | None] | None = None,
     ):
         super().__init__()
         check_head_args(num_classes, global_pool)
         check_drop_rates(drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+        if mlp_hidden is not None and (
+            len(mlp_hidden) != sum(depths)
+            or any(h is not None and (not isinstance(h, int) or h < 1) for h in mlp_hidden)
+        ):
+            raise ValueError(f"mlp_hidden needs one positive int (or None) per block ({sum(depths)}), got {mlp_hidden}")
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"depths and dims need 4 entries (one per stage), got {tuple(depths)} and {tuple(dims)}")
         if len(kernel_size) != 5:
@@ -219,6 +233,7 @@ class SLaK(VisionBackbone, nn.Module):
                     kernel_size[-1],
                     rates[start : start + depth],
                     downsample=i > 0,
+                    mlp_hidden=None if mlp_hidden is None else mlp_hidden[start : start + depth],
                     mlp_ratio=mlp_ratio,
                     layer_scale_init_value=layer_scale_init_value,
                     bn=bn,

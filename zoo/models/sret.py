@@ -76,12 +76,15 @@ class ConvStem(nn.Module):
 class GroupAttention(nn.Module):
     """Multi-head self-attention within contiguous token groups (plain MHSA when both group counts are 1)."""
 
-    def __init__(self, dim: int, num_heads: int, groups1: int = 1, groups2: int = 1):
+    def __init__(self, dim: int, num_heads: int, groups1: int = 1, groups2: int = 1, kept_heads: int | None = None):
         super().__init__()
-        self.num_heads = num_heads
+        # ``kept_heads``: the heads a pruned model keeps (zoo.prune), each of the original width dim // num_heads
+        self.head_dim = dim // num_heads
+        self.num_heads = kept_heads or num_heads
+        self.attention_dim = self.num_heads * self.head_dim
         self.groups1, self.groups2 = groups1, groups2
-        self.qkv = Linear(dim, dim * 3)
-        self.proj = Linear(dim, dim)
+        self.qkv = Linear(dim, self.attention_dim * 3)
+        self.proj = Linear(self.attention_dim, dim)
         # row r - 1: the seeded eval permutation of the block's r-th re-application (SReT.draw_permutations)
         self.register_buffer("permutations", torch.zeros(0, 0, dtype=torch.long), persistent=False)
 
@@ -97,10 +100,10 @@ class GroupAttention(nn.Module):
             x = x.index_select(1, perm)
         h = self.num_heads
         # groups fold into the batch: 4-D inputs take SDPA's fused CPU kernel (5-D ones fall back to the math path)
-        qkv = self.qkv(x).reshape(B * groups, N // groups, 3, h, C // h).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).reshape(B * groups, N // groups, 3, h, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B * groups, heads, N / groups, head_dim)
         x = F.scaled_dot_product_attention(q, k, v)
-        x = x.transpose(1, 2).reshape(B, N, C)  # tokens back in (group, position) = raster order
+        x = x.transpose(1, 2).reshape(B, N, self.attention_dim)  # tokens back in (group, position) = raster order
         if perm is not None:
             x = x.index_select(1, torch.argsort(perm))
         return self.proj(x)
@@ -109,12 +112,22 @@ class GroupAttention(nn.Module):
 class TransformerBlock(nn.Module):
     """``x = c1*x + c2*attn(norm1(x)); x = c3*x + c4*mlp(norm2(x))`` (the shared, recursively applied block)."""
 
-    def __init__(self, dim: int, num_heads: int, groups1: int, groups2: int, mlp_ratio: float, drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        groups1: int,
+        groups2: int,
+        mlp_ratio: float,
+        drop_path: float = 0.0,
+        widths: dict | None = None,
+    ):
         super().__init__()
+        widths = widths or {}  # a pruned model's: attn_heads, mlp_hidden
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = GroupAttention(dim, num_heads, groups1, groups2)
+        self.attn = GroupAttention(dim, num_heads, groups1, groups2, kept_heads=widths.get("attn_heads"))
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, widths.get("mlp_hidden") or int(dim * mlp_ratio))
         self.coefficient1, self.coefficient2 = LearnableCoefficient(), LearnableCoefficient()
         self.coefficient3, self.coefficient4 = LearnableCoefficient(), LearnableCoefficient()
         self.drop_path = drop_path
@@ -134,10 +147,10 @@ class TransformerBlock(nn.Module):
 class NonLinearLayer(nn.Module):
     """The non-shared layer after every application: ``x = c1*x + c2*mlp(norm1(x))`` (authors' ``Non_proj``)."""
 
-    def __init__(self, dim: int, mlp_ratio: float):
+    def __init__(self, dim: int, mlp_ratio: float, hidden: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, hidden or int(dim * mlp_ratio))  # ``hidden``: a pruned width (zoo.prune)
         self.coefficient1, self.coefficient2 = LearnableCoefficient(), LearnableCoefficient()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,14 +173,19 @@ class SReTStage(nn.Module):
         nll_ratio: float,
         drop_path: Sequence[float],
         downsample: bool,
+        block_widths: Sequence[dict] | None = None,
+        nll_hidden: Sequence[int | None] | None = None,
     ):
         super().__init__()
         # conv 3x3 stride 2 with groups=C_in and 2*C_in outputs, with bias (the authors' conv_head_pooling)
         self.downsample = nn.Conv2d(in_dim, dim, 3, 2, 1, groups=in_dim) if downsample else nn.Identity()
+        block_widths = block_widths or [{}] * num_blocks
+        nll_hidden = nll_hidden or [None] * (num_blocks * recursion)
         blocks = [
-            TransformerBlock(dim, num_heads, groups1, groups2, mlp_ratio, drop_path[i]) for i in range(num_blocks)
+            TransformerBlock(dim, num_heads, groups1, groups2, mlp_ratio, drop_path[i], block_widths[i])
+            for i in range(num_blocks)
         ]
-        nlls = [NonLinearLayer(dim, nll_ratio) for _ in range(num_blocks * recursion)]
+        nlls = [NonLinearLayer(dim, nll_ratio, nll_hidden[i]) for i in range(num_blocks * recursion)]
         self.stack = RecursiveStack(blocks, sequence_schedule(num_blocks, recursion), step_layers=nlls)
 
     def forward(self, x: torch.Tensor, permutation: PermutationSource | str | None = None) -> torch.Tensor:
@@ -176,6 +194,36 @@ class SReTStage(nn.Module):
         # (B, C, H, W) with channels-last memory <-> (B, H*W, C) tokens in raster order: views, no copies
         x = self.stack(x.permute(0, 2, 3, 1).reshape(B, H * W, C), permutation=permutation)
         return x.view(B, H, W, C).permute(0, 3, 1, 2)
+
+
+def _pruned_widths(recursive_num, recursion, heads, attn_heads, mlp_hidden, nll_hidden):
+    """Per shared block ``{attn_heads, mlp_hidden}`` and per NLL ``hidden`` of a pruned model (None: default)."""
+    blocks = sum(recursive_num)
+    stage_of = [i for i, n in enumerate(recursive_num) for _ in range(n)]
+    for name, values, count in (
+        ("attn_heads", attn_heads, blocks),
+        ("mlp_hidden", mlp_hidden, blocks),
+        ("nll_hidden", nll_hidden, blocks * recursion),
+    ):
+        if values is not None and (
+            len(values) != count or any(v is not None and (not isinstance(v, int) or v < 1) for v in values)
+        ):
+            raise ValueError(f"{name} needs one positive int (or None) per entry ({count}), got {values}")
+    for j, h in enumerate(attn_heads or []):
+        if h is not None and h > heads[stage_of[j]]:
+            raise ValueError(f"attn_heads[{j}]={h} is more than its stage's {heads[stage_of[j]]} heads")
+    block_widths = [
+        {
+            k: v
+            for k, v in (
+                ("attn_heads", (attn_heads or [None] * blocks)[j]),
+                ("mlp_hidden", (mlp_hidden or [None] * blocks)[j]),
+            )
+            if v
+        }
+        for j in range(blocks)
+    ]
+    return block_widths, list(nll_hidden or [None] * (blocks * recursion))
 
 
 class SReT(VisionBackbone, nn.Module):
@@ -189,6 +237,9 @@ class SReT(VisionBackbone, nn.Module):
         mlp_ratio, np_mlp_ratio: hidden ratio of the block MLPs and of the NLLs (widths truncate).
         img_size: the input size the learned position embedding is built for.
         token_permutation, permutation_seed: see the module docstring.
+        attn_heads, mlp_hidden: per shared block (all stages in order), the heads and the MLP width of a pruned
+            model (``zoo.prune``); nll_hidden: per NLL (all stages in order), its MLP width. None (or a None
+            entry) keeps the architecture's own.
     """
 
     def __init__(
@@ -210,14 +261,18 @@ class SReT(VisionBackbone, nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         onednn_linear: bool | None = None,
+        attn_heads: Sequence[int | None] | None = None,
+        mlp_hidden: Sequence[int | None] | None = None,
+        nll_hidden: Sequence[int | None] | None = None,
     ):
         super().__init__()
         check_head_args(num_classes, global_pool)
         check_drop_rates(drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-        if token_permutation not in ("seeded", "random", "identity"):
-            raise ValueError(f"token_permutation must be 'seeded', 'random' or 'identity', got {token_permutation!r}")
         if not isinstance(recursion, int) or recursion < 1:
             raise ValueError(f"recursion must be a positive int (applications per shared block), got {recursion!r}")
+        widths = _pruned_widths(recursive_num, recursion, heads, attn_heads, mlp_hidden, nll_hidden)
+        if token_permutation not in ("seeded", "random", "identity"):
+            raise ValueError(f"token_permutation must be 'seeded', 'random' or 'identity', got {token_permutation!r}")
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -236,6 +291,7 @@ class SReT(VisionBackbone, nn.Module):
         # the authors' stochastic depth: rate * i / total over the NLL count, the shared blocks taking the first rates
         total = sum(n * recursion for n in recursive_num)
         stages, self.feature_info, start = [], [], 0
+        blocks_before = [sum(recursive_num[:i]) for i in range(len(dims))]
         for i, dim in enumerate(dims):
             tokens = grid[0] * grid[1]
             for g in {groups1[i], groups2[i]}:
@@ -259,6 +315,10 @@ class SReT(VisionBackbone, nn.Module):
                     np_mlp_ratio,
                     rates,
                     downsample=i > 0,
+                    block_widths=widths[0][blocks_before[i] : blocks_before[i] + recursive_num[i]],
+                    nll_hidden=widths[1][
+                        blocks_before[i] * recursion : (blocks_before[i] + recursive_num[i]) * recursion
+                    ],
                 )
             )
             self.feature_info.append(dict(num_chs=dim, reduction=8 * 2**i, module=f"stages.{i}"))

@@ -1,0 +1,262 @@
+"""zoo.prune: every family prunes to half its MACs, still trains, saves as safetensors + config.json and reloads
+with identical outputs; profiles of the pruned models count what runs; bad requests are refused.
+
+Registry-driven: every registered family needs a small configuration here (``SMALL``), so a new family fails until
+it is covered. The default run prunes one reduced model per family; ``-m slow`` prunes every registered model at
+its full widths (language models with two layers), on small inputs.
+"""
+
+import importlib
+import json
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import zoo
+from zoo.compress import PruneError
+from zoo.publish import export_pretrained
+
+prune_mod = importlib.import_module("zoo.compress.prune")
+
+IMAGE = (3, 64, 64)
+LM_ARCH = dict(num_hidden_layers=2, vocab_size=512, max_position_embeddings=256)
+# per family: a registered model and the arguments that make it small (widths deliberately not multiples of 8)
+SMALL = {
+    "metaformer": [
+        ("poolformer_s12", dict(depths=(1, 1, 2, 1), dims=(24, 40, 72, 96), num_classes=7)),
+        ("convformer_s18", dict(depths=(1, 1, 2, 1), dims=(24, 40, 72, 96), num_classes=7)),
+        ("caformer_s18", dict(depths=(1, 1, 2, 1), dims=(24, 40, 64, 96), num_classes=7)),
+    ],
+    "slak": [
+        ("slak_tiny", dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), kernel_size=(13, 11, 9, 7, 5), num_classes=7))
+    ],
+    "sret": [("sret_tiny", dict(img_size=64, recursive_num=(1, 2, 1), num_classes=7))],
+    "mobilellm": [
+        (
+            "mobilellm_125m",
+            dict(LM_ARCH, hidden_size=120, num_attention_heads=6, num_key_value_heads=3, intermediate_size=320),
+        )
+    ],
+}
+
+
+def _cases():
+    return [pytest.param(name, kw, id=name) for family in SMALL.values() for name, kw in family]
+
+
+def _inputs(model, batch=2):
+    if isinstance(model, zoo.layers.decoder.DecoderLM):
+        return torch.randint(0, model.config.vocab_size, (batch, 24), generator=torch.Generator().manual_seed(1))
+    return torch.randn(batch, *IMAGE, generator=torch.Generator().manual_seed(1))
+
+
+def _logits(out):
+    return out.logits if hasattr(out, "logits") else out
+
+
+def test_every_family_is_covered():
+    assert set(zoo.list_families()) - {"recursive"} <= set(SMALL), "add a small configuration for the new family"
+
+
+@pytest.mark.parametrize("name, kwargs", _cases())
+def test_prune_half_macs_trains_and_reloads(name, kwargs, tmp_path):
+    model = zoo.create_model(name, **kwargs)
+    x = _inputs(model)
+    dense_params = sum(p.numel() for p in model.parameters())
+    pruned = zoo.prune(model, target_macs=0.5, example_inputs=x[:1], round_to=None)
+    assert pruned is model
+    report = model.prune_report
+    # the counts come from zoo.profile's own counter, independently of the search
+    dense_macs, after = report.macs_before, prune_mod._macs(model, x[:1])
+    assert after == report.macs_after
+    assert abs(after / dense_macs - 0.5) <= 0.02, (after, dense_macs)
+    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    assert params == report.params_after < dense_params
+    # still a model: forward and backward, every parameter reached by a gradient
+    model.train()
+    _logits(model(x)).float().pow(2).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.numel() > 1)
+    model.zero_grad(set_to_none=True)
+    # saved as data (safetensors + config.json), rebuilt exactly from the folder
+    model.eval()
+    folder = export_pretrained(
+        model,
+        tmp_path / "pruned",
+        model_name=name,
+        model_kwargs=kwargs,
+        data_config={"input_size": IMAGE},
+        latency_runs=0,
+    )
+    assert not [p.name for p in folder.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".pkl")]
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in model.pruned_args.items():
+        assert config["model_args"][key] == (list(value) if isinstance(value, tuple) else value)
+    reloaded = zoo.create_model(folder, pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(_logits(model(x)), _logits(reloaded(x)))
+    assert reloaded.state_dict().keys() == model.state_dict().keys()
+
+
+def test_profile_counts_the_pruned_model():
+    """zoo.profile of a pruned model: params are the tensors' sizes; MACs agree with FlopCounterMode on the ops
+    both count, and the FlopCounterMode total falls as much as the profile's does."""
+    name, kwargs = SMALL["metaformer"][2]  # CAFormer: convs, SepConv, attention with pruned heads
+    model = zoo.create_model(name, **kwargs).eval()
+    x = _inputs(model, batch=1)
+
+    def flop_counter_macs(m):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:  # attention as the profile cross-checks it
+            m(x)
+        return counter.get_total_flops() // 2
+
+    dense = zoo.profile(model, input_size=IMAGE, cross_check=True)
+    dense_torch = flop_counter_macs(model)
+    zoo.prune(model, ratio=0.5, example_inputs=x, round_to=None)
+    pruned = zoo.profile(model, input_size=IMAGE, cross_check=True)
+    assert pruned.params == sum(p.numel() for p in model.parameters())
+    check = pruned.flop_counter_check
+    assert check["rel_diff"] < 1e-3, check
+    shared = check["flop_counter_macs"]
+    assert shared == flop_counter_macs(model) < dense_torch
+    # the MACs both tools count fall by the same factor; the profile's total (norms, activations too) follows
+    assert abs(pruned.macs / dense.macs - shared / dense_torch) < 0.05
+    assert pruned.uncounted_ops.keys() == dense.uncounted_ops.keys()
+
+
+def test_round_to_keeps_widths_multiples():
+    model = zoo.create_model("convformer_s18", depths=(1, 1, 1, 1), dims=(32, 64, 96, 128), num_classes=5)
+    zoo.prune(model, ratio=0.4, example_inputs=_inputs(model, 1), round_to=8)
+    args = model.pruned_args
+    widths = args["dims"] + args["mlp_hidden"] + args["mixer_hidden"]
+    assert all(w % 8 == 0 for w in widths), args
+    assert args["dims"] != [32, 64, 96, 128]
+
+
+def test_language_model_stays_gqa_and_tied():
+    name, kwargs = SMALL["mobilellm"][0]
+    model = zoo.create_model(name, **kwargs)
+    c = model.config
+    heads, kv, hidden = c.num_attention_heads, c.num_key_value_heads, c.hidden_size
+    zoo.prune(model, ratio=0.4, example_inputs=_inputs(model, 1), round_to=None)
+    c = model.config
+    assert c.num_key_value_heads < kv and c.num_attention_heads == c.num_key_value_heads * (heads // kv)
+    assert c.hidden_size < hidden and c.head_dim == kwargs["hidden_size"] // heads
+    assert model.lm_head is None and model.output_weight is model.model.embed_tokens.weight
+    for layer in model.model.layers:
+        attn = layer.self_attn
+        assert attn.q_proj.out_features == c.num_attention_heads * c.head_dim
+        assert attn.k_proj.out_features == attn.v_proj.out_features == c.num_key_value_heads * c.head_dim
+        assert layer.mlp.gate_proj.out_features == c.intermediate_size
+    ids = _inputs(model, 1)[:, :6]
+    out = model.generate(ids, max_new_tokens=4)  # the cache follows the pruned KV heads
+    assert out.shape == (1, 10)
+
+
+def test_untied_language_model_prunes_its_head_inputs():
+    model = zoo.create_model("mobilellm_125m", **{**SMALL["mobilellm"][0][1], "tie_word_embeddings": False})
+    zoo.prune(model, ratio=0.3, example_inputs=_inputs(model, 1), round_to=None)
+    assert model.lm_head.in_features == model.config.hidden_size < 120
+    assert model.lm_head.out_features == 512  # the vocabulary stays
+
+
+def test_sret_shared_blocks_pruned_once_for_every_application():
+    name, kwargs = SMALL["sret"][0]
+    model = zoo.create_model(name, **kwargs)
+    stacks = [stage.stack for stage in model.stages]
+    counts = [(len(s.blocks), len(s.step_layers)) for s in stacks]
+    zoo.prune(model, ratio=0.5, example_inputs=_inputs(model, 1), round_to=None)
+    assert [(len(s.blocks), len(s.step_layers)) for s in stacks] == counts
+    for stage, heads in zip(model.stages, (2, 4, 8)):
+        for block in stage.stack.blocks:
+            assert block.attn.num_heads == round(heads / 2)
+            assert block.attn.qkv.out_features == 3 * block.attn.num_heads * block.attn.head_dim
+
+
+def test_taylor_and_random_importance():
+    name, kwargs = SMALL["metaformer"][0]
+    x = _inputs(zoo.create_model(name, **kwargs), 1)
+    chosen = {}
+    for importance in ("magnitude", "taylor", "random"):
+        torch.manual_seed(0)
+        model = zoo.create_model(name, **kwargs)
+        zoo.prune(model, ratio=0.5, importance=importance, example_inputs=x, round_to=None)
+        assert all(p.grad is None for p in model.parameters())
+        chosen[importance] = model.stages[0].blocks[0].mlp.fc1.weight.detach().clone()
+    assert chosen["magnitude"].shape == chosen["taylor"].shape == chosen["random"].shape
+    assert not torch.equal(chosen["magnitude"], chosen["random"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(ratio=1.5), "ratio must be"),
+        (dict(ratio=0.5, target_macs=0.5), "exactly one"),
+        (dict(), "exactly one"),
+        (dict(ratio=0.5, importance="bogus"), "unknown importance"),
+        (dict(ratio=0.5, round_to=0), "round_to"),
+        (dict(target_macs=-3), "target_macs must be"),
+        (dict(target_macs=10), "out of reach"),
+        (dict(target_params=10**12), "not below"),
+    ],
+)
+def test_bad_requests(kwargs, match):
+    name, arch = SMALL["metaformer"][0]
+    model = zoo.create_model(name, **arch)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(PruneError, match=match):
+        zoo.prune(model, example_inputs=torch.randn(1, *IMAGE), **{"round_to": None, **kwargs})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing was touched
+
+
+def test_unsupported_model_is_refused():
+    with pytest.raises(PruneError, match="does not know how to prune"):
+        zoo.prune(torch.nn.Sequential(torch.nn.Linear(4, 4)), ratio=0.5)
+
+
+def test_builders_refuse_bad_width_lists():
+    with pytest.raises(ValueError, match="one entry per block"):
+        zoo.create_model("poolformer_s12", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), mlp_hidden=[8, 8])
+    with pytest.raises(ValueError, match="mlp_hidden"):
+        zoo.create_model("slak_tiny", depths=(1, 1, 1, 1), mlp_hidden=[0, 1, 1, 1])
+    with pytest.raises(ValueError, match="attn_heads"):
+        zoo.create_model("sret_tiny", attn_heads=[9] * 10)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Every registered model (slow): full widths, small inputs
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _full_size(name):
+    family = zoo.model_info(name)["family"]
+    if family in ("mobilellm",):
+        return dict(num_hidden_layers=2, max_position_embeddings=256)
+    if family == "sret":
+        return dict(img_size=64)
+    if name.startswith("randformer"):
+        return dict(img_size=64)
+    return {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in zoo.list_models() if zoo.model_info(n)["family"] in SMALL])
+def test_every_registered_model_prunes_to_half(name, tmp_path):
+    kwargs = _full_size(name)
+    model = zoo.create_model(name, **kwargs)
+    x = _inputs(model, batch=1)
+    if x.ndim == 2:
+        x = x[:, :16]
+    zoo.prune(model, target_macs=0.5, example_inputs=x, tolerance=0.015)
+    report = model.prune_report
+    assert abs(report.macs_after / report.macs_before - 0.5) <= 0.02
+    _logits(model(x)).float().mean().backward()
+    model.eval()
+    folder = export_pretrained(
+        model, tmp_path / "p", model_name=name, model_kwargs=kwargs, data_config={"input_size": IMAGE}, latency_runs=0
+    )
+    reloaded = zoo.create_model(folder, pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(_logits(model(x)), _logits(reloaded(x)))

@@ -1,0 +1,678 @@
+"""Structural pruning of every family on Torch-Pruning's dependency graph (DepGraph), with the pruned widths
+recorded as builder arguments so that a pruned model saves as safetensors + config.json and rebuilds exactly.
+
+:func:`prune` removes channels and heads for real (smaller weight tensors, fewer MACs), not masks:
+
+* **Channels** go through ``torch_pruning``'s :class:`~torch_pruning.DependencyGraph` and ``MetaPruner``: a
+  channel is removed from every layer that reads or writes it (residual streams, depthwise convs, norms, the
+  MetaFormer res-scale / layer-scale vectors and SLaK's ``gamma``, which the graph sees as parameters). The zoo
+  registers a pruner for its own :class:`~zoo.layers.ChannelLayerNorm` (its ``normalized_shape`` follows the cut);
+  zoo's scalar parameters (StarReLU's scale and bias, SReT's coefficients) are never pruned.
+* **Heads** are removed whole by the zoo (:func:`_prune_heads`), the graph leaving the attention projections'
+  outputs alone: MetaFormer's and SReT's fused ``qkv`` rows of a head and the matching ``proj`` columns; in the
+  language models whole KV groups (a key/value head with the query heads that read it), the same number in every
+  layer, so the result is still a valid GQA model that ``transformers`` can load.
+* **What each family prunes** (:data:`ADAPTERS`): MetaFormer stage widths, MLP widths, SepConv widths and
+  attention heads (the classifier head keeps its width); SLaK stage widths and MLP widths (the decomposed and the
+  fused large kernels, BatchNorms included; the output classifier kept); SReT heads and MLP / NLL widths of every
+  shared block, each pruned once for all its applications (the residual width, fixed by the grouped pooling convs
+  and the position embedding, is kept); MobileLLM the hidden size (embeddings, tied or not, stay tied), KV groups
+  and the MLP width, uniform across layers so that the result is a plain Llama-shaped config.
+* **Kept widths** are rounded to multiples of ``round_to`` (8 by default: whole SIMD vectors for the CPU GEMM
+  kernels and tensor-core tiles on GPU; ``None`` for exact ratios on tiny models).
+
+Targets: ``ratio`` (the fraction of channels and heads removed), or ``target_macs`` / ``target_params``, a count
+or a fraction of the dense model's (``0.5`` = half), reached by a short search over the ratio, each candidate
+pruned on a copy and counted with :func:`zoo.profile.count_macs` (fvcore with the zoo's handles, the numbers
+``zoo.profile`` reports) at ``example_inputs``.
+
+The pruned architecture is data: ``model.pruned_args`` holds the builder arguments that rebuild it (per-block
+``mlp_hidden``, ``mixer_hidden``, ``num_heads`` / ``attn_heads``, ``nll_hidden``, the stage ``dims``; for the
+language models the config fields, which are also set on ``model.config``). :func:`zoo.publish.export_pretrained`
+writes them to config.json's ``model_args``; ``zoo.create_model(folder, pretrained=True)`` rebuilds the model.
+"""
+
+import copy
+import functools
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import ChannelLayerNorm
+from ..layers.decoder import DecoderLM
+from ..layers.large_kernel import DecomposedLargeKernel, FusedLargeKernel
+from ..layers.lm import GroupedQueryAttention
+from ..models.metaformer import Attention as MetaFormerAttention
+from ..models.metaformer import MetaFormer, MlpHead, SepConv
+from ..models.mobilellm import MobileLLM
+from ..models.slak import SLaK
+from ..models.sret import SReT
+from ..profile import count_macs, count_params
+
+__all__ = ["IMPORTANCES", "PruneError", "PruneResult", "prune", "pruned_args"]
+
+_logger = logging.getLogger(__name__)
+
+
+class PruneError(ValueError):
+    """The pruning request cannot be met (bad arguments, an unsupported model, a target out of reach)."""
+
+
+def _tp():
+    """Torch-Pruning, imported when pruning starts: an optional dependency (``pip install "zoo[compress]"``)."""
+    try:
+        import torch_pruning
+    except ImportError as e:
+        raise ImportError('zoo.prune needs Torch-Pruning: pip install "zoo[compress]" (torch-pruning>=1.5)') from e
+    return torch_pruning
+
+
+# Torch-Pruning's group importance criteria by name; "taylor" and "hessian" need gradients (see ``loss_fn``)
+IMPORTANCES: dict[str, Callable[[], Any]] = {
+    "magnitude": lambda: _tp().importance.GroupMagnitudeImportance(p=2),
+    "l1": lambda: _tp().importance.GroupMagnitudeImportance(p=1),
+    "lamp": lambda: _tp().importance.LAMPImportance(p=2),
+    "fpgm": lambda: _tp().importance.FPGMImportance(p=2),
+    "taylor": lambda: _tp().importance.GroupTaylorImportance(),
+    "hessian": lambda: _tp().importance.GroupHessianImportance(),
+    "random": lambda: _tp().importance.RandomImportance(),
+}
+_NEEDS_GRADIENTS = ("taylor", "hessian")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The zoo's own layers, as Torch-Pruning sees them
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _custom_pruners() -> dict[type, Any]:
+    """The zoo's layers that Torch-Pruning's own pruners do not handle, with theirs."""
+
+    class ChannelLayerNormPruner(_tp().pruner.BasePruningFunc):
+        """:class:`~zoo.layers.ChannelLayerNorm`: weight and bias lose the pruned channels; ``normalized_shape``
+        follows (a static shape is what breaks Torch-Pruning's default handling)."""
+
+        TARGET_MODULES = ChannelLayerNorm
+
+        def prune_out_channels(self, layer: ChannelLayerNorm, idxs: Sequence[int]) -> nn.Module:
+            keep = torch.tensor(sorted(set(range(layer.weight.shape[0])) - {int(i) for i in idxs}))
+            layer.weight = self._prune_parameter_and_grad(layer.weight, keep, 0)
+            if layer.bias is not None:
+                layer.bias = self._prune_parameter_and_grad(layer.bias, keep, 0)
+            layer.normalized_shape = (len(keep),)
+            return layer
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer: ChannelLayerNorm) -> int:
+            return layer.weight.shape[0]
+
+        get_in_channels = get_out_channels
+
+    return {ChannelLayerNorm: ChannelLayerNormPruner()}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Heads: whole heads (and whole KV groups) by the zoo; the graph leaves the attention outputs alone
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _keep_rows(layer: nn.Linear, rows: torch.Tensor) -> None:
+    layer.weight = nn.Parameter(layer.weight.data[rows].clone(), requires_grad=layer.weight.requires_grad)
+    if layer.bias is not None:
+        layer.bias = nn.Parameter(layer.bias.data[rows].clone(), requires_grad=layer.bias.requires_grad)
+    layer.out_features = len(rows)
+
+
+def _keep_cols(layer: nn.Linear, cols: torch.Tensor) -> None:
+    layer.weight = nn.Parameter(layer.weight.data[:, cols].clone(), requires_grad=layer.weight.requires_grad)
+    layer.in_features = len(cols)
+
+
+def _score(weights: Sequence[torch.Tensor], importance: str, generator: torch.Generator) -> torch.Tensor:
+    """One score per leading index of each (units, ...) tensor, summed over the tensors: L2 magnitude, or
+    |w * grad| (taylor / hessian) where gradients are there, or random."""
+    n = weights[0].shape[0]
+    if importance == "random":
+        return torch.rand(n, generator=generator)
+    total = torch.zeros(n)
+    for w in weights:
+        grad = getattr(w, "_prune_grad", None)
+        value = (w * grad).abs() if importance in _NEEDS_GRADIENTS and grad is not None else w.pow(2)
+        total += value.detach().float().reshape(n, -1).sum(1).cpu()
+    return total
+
+
+def _kept(n: int, ratio: float) -> int:
+    return max(1, min(n, round(n * (1.0 - ratio))))
+
+
+def _fused_qkv_heads(attn: nn.Module, qkv: nn.Linear, proj: nn.Linear, ratio: float, importance: str, gen) -> int:
+    """Keep the best heads of a fused (3, heads, head_dim) qkv and its output projection; returns the count."""
+    h, d = attn.num_heads, attn.head_dim
+    keep_n = _kept(h, ratio)
+    if keep_n == h:
+        return h
+    w = qkv.weight.reshape(3, h, d, -1).transpose(0, 1)  # (heads, 3, d, in)
+    _tag_grad(w, qkv.weight, lambda g: g.reshape(3, h, d, -1).transpose(0, 1))
+    wo = proj.weight.reshape(proj.out_features, h, d).transpose(0, 1)  # (heads, out, d)
+    _tag_grad(wo, proj.weight, lambda g: g.reshape(proj.out_features, h, d).transpose(0, 1))
+    scores = _score([w, wo], importance, gen)
+    heads = scores.topk(keep_n).indices.sort().values
+    within = (heads[:, None] * d + torch.arange(d)).reshape(-1)  # kept (head, d) positions
+    _keep_rows(qkv, torch.cat([s * h * d + within for s in range(3)]))
+    _keep_cols(proj, within)
+    attn.num_heads = keep_n
+    if hasattr(attn, "attention_dim"):
+        attn.attention_dim = keep_n * d
+    return keep_n
+
+
+def _tag_grad(view: torch.Tensor, param: torch.Tensor, reshape: Callable) -> None:
+    if param.grad is not None:
+        view._prune_grad = reshape(param.grad)
+
+
+def _gqa_groups(attn: GroupedQueryAttention, keep_groups: int, importance: str, gen) -> None:
+    """Keep ``keep_groups`` whole KV groups (the KV head and the query heads that read it) of one layer."""
+    kv, h, d = attn.num_kv_heads, attn.num_heads, attn.head_dim
+    rep = h // kv
+    if keep_groups == kv:
+        return
+    parts = []
+    for proj, heads in ((attn.q_proj, h), (attn.k_proj, kv), (attn.v_proj, kv)):
+        w = proj.weight.reshape(kv, heads // kv * d, -1)
+        _tag_grad(w, proj.weight, lambda g, heads=heads: g.reshape(kv, heads // kv * d, -1))
+        parts.append(w)
+    wo = attn.o_proj.weight.reshape(attn.o_proj.out_features, kv, rep * d).transpose(0, 1)
+    _tag_grad(wo, attn.o_proj.weight, lambda g: g.reshape(attn.o_proj.out_features, kv, rep * d).transpose(0, 1))
+    parts.append(wo)
+    groups = _score(parts, importance, gen).topk(keep_groups).indices.sort().values
+    q_rows = (groups[:, None] * rep * d + torch.arange(rep * d)).reshape(-1)
+    kv_rows = (groups[:, None] * d + torch.arange(d)).reshape(-1)
+    _keep_rows(attn.q_proj, q_rows)
+    _keep_rows(attn.k_proj, kv_rows)
+    _keep_rows(attn.v_proj, kv_rows)
+    _keep_cols(attn.o_proj, q_rows)
+    attn.num_heads, attn.num_kv_heads = keep_groups * rep, keep_groups
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Families: what the graph must leave alone, how heads go, how the pruned widths are recorded
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Adapter:
+    """How :func:`prune` treats one family."""
+
+    kinds: tuple[type, ...]
+    ignored: Callable[[nn.Module], list[nn.Module]]  # layers whose outputs the graph must not prune
+    heads: Callable[[nn.Module, float, str, torch.Generator], None]  # whole-head pruning at a ratio
+    describe: Callable[[nn.Module], dict[str, Any]]  # the builder arguments of the pruned architecture
+    ignored_params: Callable[[nn.Module], list[nn.Parameter]] = field(default=lambda m: [])
+    forward_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None  # how the graph is traced
+
+
+def _classifier(model: nn.Module) -> list[nn.Module]:
+    head = getattr(model, "head", None)
+    fc = getattr(head, "fc", None)
+    return [fc] if isinstance(fc, nn.Module) else []
+
+
+def _per_block(values: list) -> list | None:
+    return values if any(v is not None for v in values) else None
+
+
+# -- MetaFormer -----------------------------------------------------------------------------------------------------
+
+
+def _metaformer_blocks(model: MetaFormer) -> list[nn.Module]:
+    return [b for stage in model.stages for b in stage.blocks]
+
+
+def _metaformer_ignored(model: MetaFormer) -> list[nn.Module]:
+    attn = [b.token_mixer.qkv for b in _metaformer_blocks(model) if isinstance(b.token_mixer, MetaFormerAttention)]
+    return _classifier(model) + attn
+
+
+def _metaformer_heads(model: MetaFormer, ratio: float, importance: str, gen) -> None:
+    for b in _metaformer_blocks(model):
+        if isinstance(b.token_mixer, MetaFormerAttention):
+            _fused_qkv_heads(b.token_mixer, b.token_mixer.qkv, b.token_mixer.proj, ratio, importance, gen)
+
+
+def _metaformer_describe(model: MetaFormer) -> dict[str, Any]:
+    blocks = _metaformer_blocks(model)
+    dims = [stage.blocks[0].mlp.fc1.in_features for stage in model.stages]
+    args: dict[str, Any] = {"dims": dims, "mlp_hidden": [b.mlp.fc1.out_features for b in blocks]}
+    mixer = _per_block(
+        [b.token_mixer.pwconv1.out_features if isinstance(b.token_mixer, SepConv) else None for b in blocks]
+    )
+    heads = _per_block(
+        [b.token_mixer.num_heads if isinstance(b.token_mixer, MetaFormerAttention) else None for b in blocks]
+    )
+    if mixer:
+        args["mixer_hidden"] = mixer
+    if isinstance(model.head.fc, MlpHead):
+        args["head_hidden"] = model.head.fc.fc1.out_features
+    if heads:
+        args["num_heads"] = heads
+    return args
+
+
+def _metaformer_params(model: MetaFormer) -> list[nn.Parameter]:
+    # RandFormer's frozen (tokens x tokens) mixing matrices are sized by the token count, not by channels
+    return [m.random_matrix for m in model.modules() if hasattr(m, "random_matrix")]
+
+
+# -- SLaK -------------------------------------------------------------------------------------------------------------
+
+
+def _slak_describe(model: SLaK) -> dict[str, Any]:
+    dims = [stage.blocks[0].norm.weight.shape[0] for stage in model.stages]
+    hidden = [b.mlp.fc1.out_features for stage in model.stages for b in stage.blocks]
+    return {"dims": dims, "width_factor": 1.0, "mlp_hidden": hidden}
+
+
+# -- SReT -------------------------------------------------------------------------------------------------------------
+
+
+def _sret_blocks(model: SReT) -> list[nn.Module]:
+    return [b for stage in model.stages for b in stage.stack.blocks]
+
+
+def _sret_ignored(model: SReT) -> list[nn.Module]:
+    # the residual width stays: it is fixed by the grouped pooling convs and the position embedding
+    keep = _classifier(model) + [model.stem] + [s.downsample for s in model.stages]
+    for stage in model.stages:
+        for b in stage.stack.blocks:
+            keep += [b.attn.qkv, b.attn.proj, b.mlp.fc2]
+        keep += [nll.mlp.fc2 for nll in stage.stack.step_layers]
+    return keep
+
+
+def _sret_heads(model: SReT, ratio: float, importance: str, gen) -> None:
+    for b in _sret_blocks(model):
+        _fused_qkv_heads(b.attn, b.attn.qkv, b.attn.proj, ratio, importance, gen)
+
+
+def _sret_describe(model: SReT) -> dict[str, Any]:
+    blocks = _sret_blocks(model)
+    nlls = [nll for stage in model.stages for nll in stage.stack.step_layers]
+    return {
+        "attn_heads": [b.attn.num_heads for b in blocks],
+        "mlp_hidden": [b.mlp.fc1.out_features for b in blocks],
+        "nll_hidden": [nll.mlp.fc1.out_features for nll in nlls],
+    }
+
+
+# -- language models --------------------------------------------------------------------------------------------------
+
+
+def _lm_attention(model: DecoderLM) -> list[GroupedQueryAttention]:
+    return [m for m in model.modules() if isinstance(m, GroupedQueryAttention)]
+
+
+def _lm_ignored(model: DecoderLM) -> list[nn.Module]:
+    keep = [model.lm_head] if isinstance(getattr(model, "lm_head", None), nn.Module) else []
+    for attn in _lm_attention(model):
+        keep += [attn.q_proj, attn.k_proj, attn.v_proj]
+    return keep
+
+
+def _lm_heads(model: DecoderLM, ratio: float, importance: str, gen) -> None:
+    layers = _lm_attention(model)
+    keep = _kept(model.config.num_key_value_heads, ratio)
+    for attn in layers:
+        _gqa_groups(attn, keep, importance, gen)
+
+
+def _lm_forward(model: DecoderLM, ids: torch.Tensor) -> torch.Tensor:
+    """The trace of a language model: its output head as a module call (an untied ``lm_head``, whose inputs are
+    the hidden channels), or, tied, the final hidden states (the embedding the head shares is in the graph; read
+    through ``F.linear`` the shared matrix would tie the hidden channels to the logits' sequence axis)."""
+    head = model.lm_head
+    # (B, hidden) for the tied case: the graph reads an output's channels on its axis 1
+    model.__dict__["logits"] = head if head is not None else (lambda h: h.mean(1))  # shadows the method, this call
+    try:
+        return model(ids)
+    finally:
+        del model.__dict__["logits"]
+
+
+def _lm_describe(model: DecoderLM) -> dict[str, Any]:
+    c = model.config
+    layers = _lm_attention(model)
+    mlps = [m for m in model.modules() if hasattr(m, "gate_proj") and hasattr(m, "down_proj")]
+    widths = {m.gate_proj.out_features for m in mlps}
+    if len(widths) != 1 or len({a.num_kv_heads for a in layers}) != 1:
+        raise PruneError("the language model's layers were pruned to different widths; zoo.prune keeps them equal")
+    c.hidden_size = (
+        model.get_input_embeddings().weight.shape[1]
+        if hasattr(model, "get_input_embeddings")
+        else (layers[0].q_proj.in_features)
+    )
+    c.intermediate_size = widths.pop()
+    c.num_attention_heads, c.num_key_value_heads = layers[0].num_heads, layers[0].num_kv_heads
+    return {
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.num_key_value_heads,
+        "head_dim": c.head_dim,
+    }
+
+
+ADAPTERS: tuple[Adapter, ...] = (
+    Adapter((MetaFormer,), _metaformer_ignored, _metaformer_heads, _metaformer_describe, _metaformer_params),
+    Adapter((SLaK,), _classifier, lambda *a: None, _slak_describe),
+    Adapter((SReT,), _sret_ignored, _sret_heads, _sret_describe, lambda m: [m.pos_embed]),
+    Adapter((MobileLLM,), _lm_ignored, _lm_heads, _lm_describe, forward_fn=_lm_forward),
+)
+
+
+def _adapter(model: nn.Module) -> Adapter:
+    for adapter in ADAPTERS:
+        if isinstance(model, adapter.kinds):
+            return adapter
+    families = ", ".join(k.__name__ for a in ADAPTERS for k in a.kinds)
+    raise PruneError(
+        f"zoo.prune does not know how to prune a {type(model).__name__} (it prunes {families}); pass the model "
+        "itself, not a features_only / compiled / DDP wrapper"
+    )
+
+
+def pruned_args(model: nn.Module) -> dict[str, Any]:
+    """The builder arguments that rebuild ``model``'s current widths (what :func:`prune` records)."""
+    return _adapter(model).describe(model)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Pruning at one ratio
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _is_lm(model: nn.Module) -> bool:
+    return isinstance(model, DecoderLM)
+
+
+def default_inputs(model: nn.Module, image_size: int | None = None, tokens: int = 32) -> torch.Tensor:
+    """A small example batch: one image at the model's cfg size (or ``image_size``), or ``tokens`` token ids."""
+    if _is_lm(model):
+        return torch.randint(0, model.config.vocab_size, (1, tokens), generator=torch.Generator().manual_seed(0))
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size") or (3, 224, 224)
+    if image_size is not None:
+        size = (size[0], image_size, image_size)
+    return torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
+
+
+def _default_loss(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """What taylor importance differentiates when no ``loss_fn`` is given: next-token cross-entropy on the
+    example ids (LMs), the cross-entropy of the model's own predictions (classifiers)."""
+    out = model(inputs)
+    logits = out.logits if hasattr(out, "logits") else out
+    if _is_lm(model):
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), inputs[:, 1:].flatten())
+    return F.cross_entropy(logits, logits.detach().argmax(-1))
+
+
+def _gradients(model, inputs, loss_fn) -> None:
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        (loss_fn or _default_loss)(model, inputs).backward()
+
+
+def _sync_attributes(model: nn.Module) -> None:
+    """Attributes that cache a width: the backbone's feature widths, the large kernels' channel counts."""
+    for m in model.modules():
+        if isinstance(m, (DecomposedLargeKernel, FusedLargeKernel)):
+            first = m.vertical.conv if isinstance(m, DecomposedLargeKernel) else m.vertical
+            m.dim = first.weight.shape[0]
+            if isinstance(m, FusedLargeKernel):
+                m._cache.clear()
+    info = getattr(model, "feature_info", None)
+    if isinstance(model, (MetaFormer, SLaK, SReT)) and info:
+        for entry, stage in zip(info, model.stages):
+            entry["num_chs"] = _stage_width(model, stage)
+        model.num_features = model.head_hidden_size = info[-1]["num_chs"]
+
+
+def _stage_width(model: nn.Module, stage: nn.Module) -> int:
+    if isinstance(model, MetaFormer):
+        return stage.blocks[0].mlp.fc1.in_features
+    if isinstance(model, SLaK):
+        return stage.blocks[0].norm.weight.shape[0]
+    return stage.stack.blocks[0].mlp.fc1.in_features
+
+
+def _prune_at(
+    model: nn.Module,
+    ratio: float,
+    importance: str,
+    inputs: torch.Tensor,
+    ignore: Sequence[nn.Module],
+    round_to: int | None,
+    iterative_steps: int,
+    loss_fn,
+) -> None:
+    """Prune ``model`` in place: whole heads at ``ratio``, then channels at ``ratio`` through the graph."""
+    adapter = _adapter(model)
+    gen = torch.Generator().manual_seed(0)
+    was_training = model.training
+    model.eval()
+    if ratio <= 0:
+        return
+    if importance in _NEEDS_GRADIENTS:
+        _gradients(model, inputs, loss_fn)
+    adapter.heads(model, ratio, importance, gen)
+    ignored = list(adapter.ignored(model)) + list(ignore)
+    scalars = [p for p in model.parameters() if p.numel() == 1]
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(0)  # random importance: the same choice for the same call
+        # the graph lists the parameters it sees outside known layers (norm and scale vectors): expected here
+        warnings.filterwarnings("ignore", message=r"Unwrapped parameters detected", category=UserWarning)
+        pruner = _tp().pruner.MetaPruner(
+            model,
+            example_inputs=inputs,
+            importance=IMPORTANCES[importance](),
+            pruning_ratio=ratio,
+            iterative_steps=iterative_steps,
+            ignored_layers=ignored + adapter.ignored_params(model) + scalars,
+            round_to=round_to,
+            customized_pruners=_custom_pruners(),
+            forward_fn=adapter.forward_fn,
+        )
+        for _ in range(iterative_steps):
+            if importance in _NEEDS_GRADIENTS:
+                _gradients(model, inputs, loss_fn)
+            pruner.step()
+    model.zero_grad(set_to_none=True)
+    _sync_attributes(model)
+    model.pruned_args = adapter.describe(model)
+    model.train(was_training)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The public entry: a ratio, or a MACs / params target reached by search
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune` did (also kept as ``model.prune_report``)."""
+
+    ratio: float
+    importance: str
+    round_to: int | None
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    input_size: tuple[int, ...]
+    target: dict[str, Any] | None
+    args: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _macs(model: nn.Module, inputs: torch.Tensor) -> int:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if _is_lm(model):  # position tables are built outside the count (as zoo.profile does)
+                model(inputs)
+            return count_macs(model, (inputs,))[0]
+    finally:
+        model.train(was_training)
+
+
+def _check_args(ratio, target_macs, target_params, importance, round_to, iterative_steps):
+    given = [n for n, v in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params)) if v]
+    if len(given) != 1:
+        raise PruneError(
+            "give exactly one of ratio= (fraction of channels and heads to remove, e.g. 0.5), target_macs= or "
+            f"target_params= (a count, or a fraction of the dense model's such as 0.5); got {given or 'none'}"
+        )
+    if ratio is not None and not (isinstance(ratio, (int, float)) and 0 < ratio < 1):
+        raise PruneError(f"ratio must be a number in (0, 1) (the fraction of channels removed), got {ratio!r}")
+    for name, value in (("target_macs", target_macs), ("target_params", target_params)):
+        if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+            raise PruneError(f"{name} must be a positive count or a fraction in (0, 1), got {value!r}")
+    if importance not in IMPORTANCES:
+        raise PruneError(f"unknown importance {importance!r}; choose one of {', '.join(IMPORTANCES)}")
+    if round_to is not None and not (isinstance(round_to, int) and round_to >= 1):
+        raise PruneError(f"round_to must be a positive int or None, got {round_to!r}")
+    if not (isinstance(iterative_steps, int) and iterative_steps >= 1):
+        raise PruneError(f"iterative_steps must be a positive int, got {iterative_steps!r}")
+
+
+def prune(
+    model: nn.Module,
+    ratio: float | None = None,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    importance: str = "magnitude",
+    example_inputs: torch.Tensor | None = None,
+    ignore: Sequence[nn.Module] | None = None,
+    round_to: int | None = 8,
+    iterative_steps: int = 1,
+    loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    tolerance: float = 0.01,
+) -> nn.Module:
+    """Structurally prune a zoo model in place and return it (see the module docstring).
+
+    Args:
+        model: a model of a supported family (``zoo.create_model(...)``), float weights.
+        ratio: the fraction of channels and heads to remove from every prunable group, in (0, 1).
+        target_macs, target_params: instead of ``ratio``, the MACs (at ``example_inputs``) or parameters to reach:
+            a count, or a fraction of the dense model's when below 1 (``0.5`` = half). Reached within
+            ``tolerance`` (relative) where the rounded widths allow; otherwise the closest ratio found, and a
+            :class:`PruneError` when the target lies beyond what pruning can remove.
+        importance: ``magnitude`` (L2), ``l1``, ``lamp``, ``fpgm``, ``taylor``, ``hessian`` or ``random``.
+        example_inputs: the batch the dependency graph is traced with and MACs are counted at (default: one
+            image at the model's cfg size, or 32 token ids).
+        ignore: modules whose output channels are kept.
+        round_to: kept widths are multiples of this (8 by default); None for exact ratios.
+        iterative_steps: prune in this many steps, importance re-estimated between them.
+        loss_fn: ``loss_fn(model, inputs) -> loss`` for the gradient-based criteria (default: see
+            :func:`_default_loss`).
+
+    The result records its architecture in ``model.pruned_args`` and what was done in ``model.prune_report``.
+    """
+    _check_args(ratio, target_macs, target_params, importance, round_to, iterative_steps)
+    _adapter(model)
+    if any(not p.is_floating_point() for p in model.parameters()) or any(
+        "Quantized" in type(m).__name__ for m in model.modules()
+    ):
+        raise PruneError("prune the float model, then quantize it (quantized weights cannot be pruned)")
+    inputs = default_inputs(model) if example_inputs is None else example_inputs
+    device = next(model.parameters()).device
+    inputs = inputs.to(device)
+    ignore = list(ignore or [])
+    params_before = count_params(model)["params"]
+    macs_before = _macs(model, inputs)
+    target = None
+    if ratio is None:
+        kind, value = ("macs", target_macs) if target_macs is not None else ("params", target_params)
+        dense = macs_before if kind == "macs" else params_before
+        goal = value * dense if value < 1 else float(value)
+        if goal >= dense:
+            raise PruneError(f"target_{kind}={value} is not below the dense model's {dense:,} {kind}: nothing to prune")
+        ratio = _search(
+            model, kind, goal, dense, importance, inputs, ignore, round_to, iterative_steps, loss_fn, tolerance
+        )
+        target = {"kind": kind, "value": value, "goal": int(goal)}
+    _prune_at(model, ratio, importance, inputs, ignore, round_to, iterative_steps, loss_fn)
+    report = PruneResult(
+        ratio=float(ratio),
+        importance=importance,
+        round_to=round_to,
+        params_before=params_before,
+        params_after=count_params(model)["params"],
+        macs_before=macs_before,
+        macs_after=_macs(model, inputs),
+        input_size=tuple(inputs.shape),
+        target=target,
+        args=dict(model.pruned_args),
+    )
+    model.prune_report = report
+    return model
+
+
+def _search(model, kind, goal, dense, importance, inputs, ignore, round_to, steps, loss_fn, tolerance) -> float:
+    """The ratio whose pruned copy lands closest to ``goal`` (secant steps on the measured cost, bracketed)."""
+
+    def cost(r: float) -> float:
+        trial = copy.deepcopy(model)
+        _prune_at(trial, r, importance, inputs, ignore, round_to, steps, loss_fn)
+        return float(_macs(trial, inputs) if kind == "macs" else count_params(trial)["params"])
+
+    lo, hi = (0.0, float(dense)), None  # (ratio, cost) pairs bracketing the goal
+    r_max = 0.95
+    r = 1.0 - math.sqrt(goal / dense)  # cost ~ width^2 for uniform channel pruning
+    best = None
+    for _ in range(10):
+        r = min(max(r, 1e-3), r_max)
+        c = cost(r)
+        _logger.info("prune search: ratio %.4f -> %s %.0f (goal %.0f)", r, kind, c, goal)
+        if best is None or abs(c - goal) < abs(best[1] - goal):
+            best = (r, c)
+        if abs(c - goal) <= tolerance * goal:
+            return r
+        if c > goal:
+            lo = (r, c)
+            if r >= r_max:
+                raise PruneError(
+                    f"target {kind} {goal:,.0f} is out of reach: removing {r_max:.0%} of every prunable group leaves "
+                    f"{c:,.0f} of {dense:,} (what is not pruned: stems, classifiers, embeddings' vocabulary, "
+                    "fixed-width layers). Ask for less."
+                )
+        else:
+            hi = (r, c)
+        if hi is None:  # still above the goal: shrink the remaining width by sqrt(goal / cost)
+            r = r + (1.0 - r) * (1.0 - math.sqrt(goal / c)) if c > goal else r
+            continue
+        # secant between the bracket's ends, kept strictly inside the bracket
+        (r0, c0), (r1, c1) = lo, hi
+        guess = r0 + (c0 - goal) * (r1 - r0) / max(c0 - c1, 1e-9)
+        inner = (r0 + 0.1 * (r1 - r0), r1 - 0.1 * (r1 - r0))
+        r = min(max(guess, inner[0]), inner[1])
+        if r1 - r0 < 1e-3:
+            break
+    if abs(best[1] - goal) > 0.05 * goal:
+        raise PruneError(
+            f"could not reach {kind} {goal:,.0f}: the closest was {best[1]:,.0f} at ratio {best[0]:.3f} "
+            f"(round_to={round_to} makes the widths coarse; try round_to=None or a smaller round_to)"
+        )
+    return best[0]
