@@ -39,6 +39,22 @@ SMALL = {
             dict(LM_ARCH, hidden_size=120, num_attention_heads=6, num_key_value_heads=3, intermediate_size=320),
         )
     ],
+    "recursive": [
+        # Mixture-of-Recursions (expert routers) on a shared middle cycle with per-application LoRA deltas
+        (
+            "mor_135m",
+            dict(
+                LM_ARCH,
+                num_hidden_layers=8,
+                hidden_size=120,
+                num_attention_heads=6,
+                num_key_value_heads=3,
+                intermediate_size=320,
+                lora_rank=4,
+                lora_targets=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+            ),
+        )
+    ],
 }
 
 
@@ -56,13 +72,22 @@ def _logits(out):
     return out.logits if hasattr(out, "logits") else out
 
 
+def _randomized(model):
+    """Fresh LoRA deltas are zero; random ones make the reload check see them."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return model
+
+
 def test_every_family_is_covered():
-    assert set(zoo.list_families()) - {"recursive"} <= set(SMALL), "add a small configuration for the new family"
+    assert set(zoo.list_families()) <= set(SMALL), "add a small configuration for the new family"
 
 
 @pytest.mark.parametrize("name, kwargs", _cases())
 def test_prune_half_macs_trains_and_reloads(name, kwargs, tmp_path):
-    model = zoo.create_model(name, **kwargs)
+    model = _randomized(zoo.create_model(name, **kwargs))
     x = _inputs(model)
     dense_params = sum(p.numel() for p in model.parameters())
     pruned = zoo.prune(model, target_macs=0.5, example_inputs=x[:1], round_to=None)
@@ -162,6 +187,27 @@ def test_untied_language_model_prunes_its_head_inputs():
     assert model.lm_head.out_features == 512  # the vocabulary stays
 
 
+@pytest.mark.parametrize("mor, router_type", [("expert", "linear"), ("token", "mlp")])
+def test_recursive_routers_follow_the_hidden_channels(mor, router_type):
+    kwargs = {**SMALL["recursive"][0][1], "mor": mor, "router_type": router_type}
+    model = _randomized(zoo.create_model("mor_135m", **kwargs))
+    zoo.prune(model, ratio=0.4, example_inputs=_inputs(model, 1), round_to=None)
+    hidden = model.config.hidden_size
+    assert hidden < 120
+    for router in model.routers:
+        first = next(m for m in router.net.modules() if isinstance(m, torch.nn.Linear))
+        assert first.in_features == hidden
+    for deltas in model.lora.values():
+        assert deltas["q_proj"].lora_B.shape[0] == model.config.num_attention_heads * model.config.head_dim
+        assert deltas["up_proj"].lora_A.shape[1] == hidden
+    rebuilt = zoo.create_model("mor_135m", **{**kwargs, **model.pruned_args})
+    rebuilt.load_state_dict(model.state_dict())
+    ids = _inputs(model, 2)
+    with torch.no_grad():
+        assert torch.equal(_logits(model.eval()(ids)), _logits(rebuilt.eval()(ids)))
+    assert model.generate(ids[:1, :5], max_new_tokens=3).shape == (1, 8)
+
+
 def test_sret_shared_blocks_pruned_once_for_every_application():
     name, kwargs = SMALL["sret"][0]
     model = zoo.create_model(name, **kwargs)
@@ -232,8 +278,10 @@ def test_builders_refuse_bad_width_lists():
 
 def _full_size(name):
     family = zoo.model_info(name)["family"]
-    if family in ("mobilellm",):
+    if family == "mobilellm":
         return dict(num_hidden_layers=2, max_position_embeddings=256)
+    if family == "recursive":  # a shared middle cycle needs a few layers
+        return dict(num_hidden_layers=5, max_position_embeddings=256)
     if family == "sret":
         return dict(img_size=64)
     if name.startswith("randformer"):

@@ -16,8 +16,10 @@ recorded as builder arguments so that a pruned model saves as safetensors + conf
   attention heads (the classifier head keeps its width); SLaK stage widths and MLP widths (the decomposed and the
   fused large kernels, BatchNorms included; the output classifier kept); SReT heads and MLP / NLL widths of every
   shared block, each pruned once for all its applications (the residual width, fixed by the grouped pooling convs
-  and the position embedding, is kept); MobileLLM the hidden size (embeddings, tied or not, stay tied), KV groups
-  and the MLP width, uniform across layers so that the result is a plain Llama-shaped config.
+  and the position embedding, is kept); MobileLLM and the recursive LMs the hidden size (embeddings, tied or not,
+  stay tied), KV groups and the MLP width, uniform across layers so that the result is a plain Llama-shaped config;
+  a shared block is pruned once for all its applications, its per-application LoRA deltas with it, and the
+  Mixture-of-Recursions routers' inputs follow the hidden channels kept.
 * **Kept widths** are rounded to multiples of ``round_to`` (8 by default: whole SIMD vectors for the CPU GEMM
   kernels and tensor-core tiles on GPU; ``None`` for exact ratios on tiny models).
 
@@ -49,9 +51,11 @@ from ..layers import ChannelLayerNorm
 from ..layers.decoder import DecoderLM
 from ..layers.large_kernel import DecomposedLargeKernel, FusedLargeKernel
 from ..layers.lm import GroupedQueryAttention
+from ..layers.routing import LoRA
 from ..models.metaformer import Attention as MetaFormerAttention
 from ..models.metaformer import MetaFormer, MlpHead, SepConv
 from ..models.mobilellm import MobileLLM
+from ..models.recursive import RecursiveLM
 from ..models.slak import SLaK
 from ..models.sret import SReT
 from ..profile import count_macs, count_params
@@ -117,7 +121,29 @@ def _custom_pruners() -> dict[type, Any]:
 
         get_in_channels = get_out_channels
 
-    return {ChannelLayerNorm: ChannelLayerNormPruner()}
+    class LoRAPruner(_tp().pruner.BasePruningFunc):
+        """:class:`~zoo.layers.routing.LoRA` (``B @ A``, added to a projection): inputs are ``A``'s columns,
+        outputs ``B``'s rows; the rank stays."""
+
+        TARGET_MODULES = LoRA
+
+        def prune_out_channels(self, layer: LoRA, idxs: Sequence[int]) -> nn.Module:
+            keep = torch.tensor(sorted(set(range(layer.lora_B.shape[0])) - {int(i) for i in idxs}))
+            layer.lora_B = self._prune_parameter_and_grad(layer.lora_B, keep, 0)
+            return layer
+
+        def prune_in_channels(self, layer: LoRA, idxs: Sequence[int]) -> nn.Module:
+            keep = torch.tensor(sorted(set(range(layer.lora_A.shape[1])) - {int(i) for i in idxs}))
+            layer.lora_A = self._prune_parameter_and_grad(layer.lora_A, keep, 1)
+            return layer
+
+        def get_out_channels(self, layer: LoRA) -> int:
+            return layer.lora_B.shape[0]
+
+        def get_in_channels(self, layer: LoRA) -> int:
+            return layer.lora_A.shape[1]
+
+    return {ChannelLayerNorm: ChannelLayerNormPruner(), LoRA: LoRAPruner()}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -181,7 +207,9 @@ def _tag_grad(view: torch.Tensor, param: torch.Tensor, reshape: Callable) -> Non
         view._prune_grad = reshape(param.grad)
 
 
-def _gqa_groups(attn: GroupedQueryAttention, keep_groups: int, importance: str, gen) -> None:
+def _gqa_groups(
+    attn: GroupedQueryAttention, keep_groups: int, importance: str, gen, loras: Sequence[nn.ModuleDict] = ()
+) -> None:
     """Keep ``keep_groups`` whole KV groups (the KV head and the query heads that read it) of one layer."""
     kv, h, d = attn.num_kv_heads, attn.num_heads, attn.head_dim
     rep = h // kv
@@ -203,6 +231,12 @@ def _gqa_groups(attn: GroupedQueryAttention, keep_groups: int, importance: str, 
     _keep_rows(attn.v_proj, kv_rows)
     _keep_cols(attn.o_proj, q_rows)
     attn.num_heads, attn.num_kv_heads = keep_groups * rep, keep_groups
+    for deltas in loras:  # the per-application LoRA deltas of a shared block follow its heads
+        for name, rows in (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
+            if name in deltas:
+                deltas[name].lora_B = nn.Parameter(deltas[name].lora_B.data[rows].clone())
+        if "o_proj" in deltas:
+            deltas["o_proj"].lora_A = nn.Parameter(deltas["o_proj"].lora_A.data[:, q_rows].clone())
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -324,16 +358,19 @@ def _lm_attention(model: DecoderLM) -> list[GroupedQueryAttention]:
 
 def _lm_ignored(model: DecoderLM) -> list[nn.Module]:
     keep = [model.lm_head] if isinstance(getattr(model, "lm_head", None), nn.Module) else []
+    keep += [m for r in getattr(model, "routers", []) for m in r.modules() if isinstance(m, nn.Linear)]
     for attn in _lm_attention(model):
         keep += [attn.q_proj, attn.k_proj, attn.v_proj]
     return keep
 
 
 def _lm_heads(model: DecoderLM, ratio: float, importance: str, gen) -> None:
-    layers = _lm_attention(model)
     keep = _kept(model.config.num_key_value_heads, ratio)
-    for attn in layers:
-        _gqa_groups(attn, keep, importance, gen)
+    for block, layer in enumerate(model.model.layers):
+        loras = []
+        if isinstance(model, RecursiveLM):  # deltas of every application of this shared block
+            loras = [model.lora[str(i)] for i, b in enumerate(model.schedule) if b == block and str(i) in model.lora]
+        _gqa_groups(layer.self_attn, keep, importance, gen, loras)
 
 
 def _lm_forward(model: DecoderLM, ids: torch.Tensor) -> torch.Tensor:
@@ -341,18 +378,52 @@ def _lm_forward(model: DecoderLM, ids: torch.Tensor) -> torch.Tensor:
     the hidden channels), or, tied, the final hidden states (the embedding the head shares is in the graph; read
     through ``F.linear`` the shared matrix would tie the hidden channels to the logits' sequence axis)."""
     head = model.lm_head
+    routers = list(getattr(model, "routers", []))
+    for router in routers:  # scores scale the hidden states by broadcasting, which the graph would read as
+        router.__dict__["forward"] = lambda x, net=router.net: net(x).detach()  # channels: see _prune_routers
     # (B, hidden) for the tied case: the graph reads an output's channels on its axis 1
     model.__dict__["logits"] = head if head is not None else (lambda h: h.mean(1))  # shadows the method, this call
     try:
         return model(ids)
     finally:
         del model.__dict__["logits"]
+        for router in routers:
+            del router.__dict__["forward"]
+
+
+def _embedding_signature(model: nn.Module) -> torch.Tensor | None:
+    """A few embedding rows: their columns identify the hidden channels that pruning keeps (_prune_routers)."""
+    if not getattr(model, "routers", None):
+        return None
+    weight = model.get_input_embeddings().weight.detach()
+    rows = torch.randperm(weight.shape[0], generator=torch.Generator().manual_seed(0))[:32]
+    return weight[rows].clone(), rows
+
+
+def _prune_routers(model: nn.Module, signature) -> None:
+    """The routers' inputs follow the hidden channels the graph kept (found by matching embedding columns)."""
+    if signature is None:
+        return
+    before, rows = signature
+    after = model.get_input_embeddings().weight.detach()[rows]
+    if after.shape[1] == before.shape[1]:
+        return
+    same = (after.T[:, None, :] == before.T[None, :, :]).all(-1)  # (kept, original)
+    if not bool((same.sum(1) >= 1).all()):
+        raise PruneError("could not match the kept hidden channels for the routers")
+    kept = same.float().argmax(1)
+    for router in model.routers:
+        linears = [m for m in router.net.modules() if isinstance(m, nn.Linear)]
+        _keep_cols(linears[0], kept)
+        if len(linears) == 2:  # an "mlp" router is dim -> dim -> scores: its inner width follows the hidden
+            _keep_rows(linears[0], kept)
+            _keep_cols(linears[1], kept)
 
 
 def _lm_describe(model: DecoderLM) -> dict[str, Any]:
     c = model.config
     layers = _lm_attention(model)
-    mlps = [m for m in model.modules() if hasattr(m, "gate_proj") and hasattr(m, "down_proj")]
+    mlps = [layer.mlp for layer in model.model.layers]
     widths = {m.gate_proj.out_features for m in mlps}
     if len(widths) != 1 or len({a.num_kv_heads for a in layers}) != 1:
         raise PruneError("the language model's layers were pruned to different widths; zoo.prune keeps them equal")
@@ -376,7 +447,7 @@ ADAPTERS: tuple[Adapter, ...] = (
     Adapter((MetaFormer,), _metaformer_ignored, _metaformer_heads, _metaformer_describe, _metaformer_params),
     Adapter((SLaK,), _classifier, lambda *a: None, _slak_describe),
     Adapter((SReT,), _sret_ignored, _sret_heads, _sret_describe, lambda m: [m.pos_embed]),
-    Adapter((MobileLLM,), _lm_ignored, _lm_heads, _lm_describe, forward_fn=_lm_forward),
+    Adapter((MobileLLM, RecursiveLM), _lm_ignored, _lm_heads, _lm_describe, forward_fn=_lm_forward),
 )
 
 
@@ -474,12 +545,14 @@ def _prune_at(
     if importance in _NEEDS_GRADIENTS:
         _gradients(model, inputs, loss_fn)
     adapter.heads(model, ratio, importance, gen)
+    signature = _embedding_signature(model)
     ignored = list(adapter.ignored(model)) + list(ignore)
     scalars = [p for p in model.parameters() if p.numel() == 1]
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(0)  # random importance: the same choice for the same call
         # the graph lists the parameters it sees outside known layers (norm and scale vectors): expected here
         warnings.filterwarnings("ignore", message=r"Unwrapped parameters detected", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"Maximum recursive depth reached", category=UserWarning)
         pruner = _tp().pruner.MetaPruner(
             model,
             example_inputs=inputs,
@@ -496,6 +569,7 @@ def _prune_at(
                 _gradients(model, inputs, loss_fn)
             pruner.step()
     model.zero_grad(set_to_none=True)
+    _prune_routers(model, signature)
     _sync_attributes(model)
     model.pruned_args = adapter.describe(model)
     model.train(was_training)
@@ -639,6 +713,7 @@ def _search(model, kind, goal, dense, importance, inputs, ignore, round_to, step
         return float(_macs(trial, inputs) if kind == "macs" else count_params(trial)["params"])
 
     lo, hi = (0.0, float(dense)), None  # (ratio, cost) pairs bracketing the goal
+    prev = lo
     r_max = 0.95
     r = 1.0 - math.sqrt(goal / dense)  # cost ~ width^2 for uniform channel pruning
     best = None
@@ -651,7 +726,7 @@ def _search(model, kind, goal, dense, importance, inputs, ignore, round_to, step
         if abs(c - goal) <= tolerance * goal:
             return r
         if c > goal:
-            lo = (r, c)
+            prev, lo = lo, (r, c)
             if r >= r_max:
                 raise PruneError(
                     f"target {kind} {goal:,.0f} is out of reach: removing {r_max:.0%} of every prunable group leaves "
@@ -660,8 +735,11 @@ def _search(model, kind, goal, dense, importance, inputs, ignore, round_to, step
                 )
         else:
             hi = (r, c)
-        if hi is None:  # still above the goal: shrink the remaining width by sqrt(goal / cost)
-            r = r + (1.0 - r) * (1.0 - math.sqrt(goal / c)) if c > goal else r
+        if hi is None:  # all above the goal: extrapolate the secant through the last two points (a little further,
+            # since the cost falls ever more slowly), or shrink the remaining width by sqrt(goal / cost)
+            (ra, ca), (rb, cb) = prev, lo
+            step = (cb - goal) * (rb - ra) / (ca - cb) if ca > cb else (1.0 - rb) * (1.0 - math.sqrt(goal / cb))
+            prev, r = lo, rb + 1.2 * max(step, 0.01)
             continue
         # secant between the bracket's ends, kept strictly inside the bracket
         (r0, c0), (r1, c1) = lo, hi
