@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
 from zoo.compress import PruneError
+from zoo.models.mobilellm import ARCHS as MOBILELLM_ARCHS
 from zoo.publish import export_pretrained
 
 prune_mod = importlib.import_module("zoo.compress.prune")
@@ -277,33 +278,40 @@ def test_builders_refuse_bad_width_lists():
 
 
 def _full_size(name):
+    """Every registered model at its own widths, heads and mixers, with fewer repeats of each block (the repeats
+    are identical in structure) and small inputs: the sweep stays within a few minutes on 2 cores."""
     family = zoo.model_info(name)["family"]
     if family == "mobilellm":
-        return dict(num_hidden_layers=2, max_position_embeddings=256)
+        layers = dict(num_hidden_layers=2, max_position_embeddings=256)
+        if MOBILELLM_ARCHS[name].get("layer_types"):  # MobileLLM-Pro: a sliding-window layer and a global one
+            layers["layer_types"] = ["sliding_attention", "full_attention"]
+        return layers
     if family == "recursive":  # a shared middle cycle needs a few layers
         return dict(num_hidden_layers=5, max_position_embeddings=256)
     if family == "sret":
-        return dict(img_size=64)
-    if name.startswith("randformer"):
-        return dict(img_size=64)
-    return {}
+        return dict(img_size=SWEEP[-1], recursive_num=(1, 2, 1))
+    if family == "slak":
+        return dict(depths=(1, 1, 2, 1))
+    return dict(depths=(1, 1, 2, 1), **({"img_size": SWEEP[-1]} if name.startswith("randformer") else {}))
+
+
+SWEEP = (3, 32, 32)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in zoo.list_models() if zoo.model_info(n)["family"] in SMALL])
 def test_every_registered_model_prunes_to_half(name, tmp_path):
     kwargs = _full_size(name)
-    model = zoo.create_model(name, **kwargs)
-    x = _inputs(model, batch=1)
-    if x.ndim == 2:
-        x = x[:, :16]
+    model = _randomized(zoo.create_model(name, **kwargs))
+    x = _inputs(model, batch=1) if isinstance(model, zoo.layers.decoder.DecoderLM) else torch.randn(1, *SWEEP)
+    x = x[:, :16] if x.ndim == 2 else x
     zoo.prune(model, target_macs=0.5, example_inputs=x, tolerance=0.015)
     report = model.prune_report
     assert abs(report.macs_after / report.macs_before - 0.5) <= 0.02
     _logits(model(x)).float().mean().backward()
     model.eval()
     folder = export_pretrained(
-        model, tmp_path / "p", model_name=name, model_kwargs=kwargs, data_config={"input_size": IMAGE}, latency_runs=0
+        model, tmp_path / "p", model_name=name, model_kwargs=kwargs, data_config={"input_size": SWEEP}, latency_runs=0
     )
     reloaded = zoo.create_model(folder, pretrained=True).eval()
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""The ``zoo`` command (also ``python -m zoo``): list, info, run, profile, cards, bench, convert, export, publish."""
+"""The ``zoo`` command (also ``python -m zoo``): list, info, run, profile, cards, bench, convert, export, prune,
+publish."""
 
 import argparse
 import json
@@ -10,9 +11,10 @@ from pathlib import Path
 import torch
 
 from . import bench, cards, export, publish
+from .compress import IMPORTANCES, PruneError, prune
 from .data.lm_tokenizer import apply_chat_template, load_lm_tokenizer
 from .data.text import special_token_ids
-from .factory import create_model
+from .factory import create_model, resolve_source
 from .hub import WEIGHTS_NAME
 from .layers.decoder import DecoderLM, TextStreamer
 from .profile import profile
@@ -362,6 +364,111 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _count(text: str, flag: str) -> float:
+    """``0.5`` or ``50%`` (a fraction of the dense model's), or a count with an optional K/M/G suffix."""
+    t = text.strip().upper()
+    try:
+        if t.endswith("%"):
+            return float(t[:-1]) / 100
+        scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(t[-1:], 1)
+        return float(t[:-1] if scale != 1 else t) * scale
+    except ValueError:
+        raise ValueError(f"{flag} must be a fraction (0.5, 50%) or a count (900M, 1.2G), got {text!r}") from None
+
+
+def _tokenizer_beside(folder) -> Path | None:
+    files = sorted(Path(folder).glob("tokenizer*.json")) if folder else []
+    return files[0] if files else None
+
+
+def _cmd_prune(args) -> int:
+    """A registered name, model folder, training run or hf-hub: name -> a pruned, loadable folder."""
+    model_args = _json_object(args.model_args, "--model-args")
+    given = [
+        f
+        for f, v in (
+            ("--ratio", args.ratio),
+            ("--target-macs", args.target_macs),
+            ("--target-params", args.target_params),
+        )
+        if v
+    ]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --ratio, --target-macs, --target-params")
+    source = resolve_source(args.source)
+    recorded = dict((source.config or {}).get("model_args") or {})  # a folder's architecture, kept in the output
+    if source.pretrained:
+        model = create_model(args.source, pretrained=True, **model_args)
+        folder = source.cfg_overlay.get("file")
+    elif args.weights:
+        model = create_model(args.source, pretrained=True, pretrained_cfg_overlay={"file": args.weights}, **model_args)
+        folder = Path(args.weights).parent
+    else:
+        model = create_model(args.source, **model_args)
+        folder = None
+        print(f"note: {args.source} has no weights here: pruning a random init (give --weights or a model folder)")
+    name = model.pretrained_cfg["architecture"]
+    is_lm = isinstance(model, DecoderLM)
+    if is_lm:
+        inputs = torch.randint(0, model.config.vocab_size, (1, args.tokens), generator=torch.Generator().manual_seed(0))
+    else:
+        size = tuple(int(s) for s in args.input_size.split(",")) if args.input_size else None
+        size = size or tuple((model.pretrained_cfg or {}).get("input_size") or (3, 224, 224))
+        inputs = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
+    target = {}
+    if args.ratio:
+        target["ratio"] = float(args.ratio)
+    elif args.target_macs:
+        target["target_macs"] = _count(args.target_macs, "--target-macs")
+    else:
+        target["target_params"] = _count(args.target_params, "--target-params")
+    try:
+        prune(
+            model,
+            **target,
+            importance=args.importance,
+            example_inputs=inputs,
+            round_to=None if args.round_to == 0 else args.round_to,
+            iterative_steps=args.iterative_steps,
+        )
+    except PruneError as e:
+        print(f"zoo prune: error: {e}", file=sys.stderr)
+        return 2
+    report = model.prune_report
+    out = Path(args.out or f"{name}-pruned")
+    model.eval()
+    publish.export_pretrained(
+        model,
+        out,
+        model_name=name,
+        model_kwargs={**recorded, **model_args},
+        tokenizer_file=_tokenizer_beside(folder) if is_lm and folder and Path(folder).is_dir() else None,
+        latency_runs=args.latency_runs,
+    )
+    # the folder must rebuild this very model: checked here, on the example input
+    reloaded = create_model(out, pretrained=True).eval()
+    with torch.no_grad():
+        a, b = model(inputs), reloaded(inputs)
+    same = torch.equal(getattr(a, "logits", a), getattr(b, "logits", b))
+    shape = "x".join(str(s) for s in report.input_size[1:]) + (" tokens" if is_lm else "")
+    print(
+        f"pruned {args.source} ({name}) at ratio {report.ratio:.3f}, {report.importance} importance, widths "
+        f"rounded to {report.round_to or 1}"
+        + (f"; MLP widths at ratio {report.mlp_ratio:.3f}" if report.mlp_ratio is not None else "")
+    )
+    print(
+        f"  params {report.params_before / 1e6:.3f}M -> {report.params_after / 1e6:.3f}M "
+        f"({report.params_after / report.params_before:.1%})"
+    )
+    print(
+        f"  MACs   {report.macs_before / 1e9:.4f}G -> {report.macs_after / 1e9:.4f}G "
+        f"({report.macs_after / report.macs_before:.1%}) at {shape}"
+    )
+    print(f"  wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
+    print(f"  reloads with zoo.create_model({str(out)!r}, pretrained=True): identical outputs {same}")
+    return 0 if same else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="A model zoo of compact, efficient backbones.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -472,6 +579,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--check", action="store_true", help="run the artefact on a seeded sample and compare with eager")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "prune",
+        help="structurally prune a model, folder or run (Torch-Pruning's dependency graph) into a loadable folder",
+    )
+    p.add_argument("source", help="registered name, hf-hub:ORG/NAME, a model folder or a training run folder")
+    p.add_argument("--ratio", default=None, help="fraction of channels and heads to remove, e.g. 0.3")
+    p.add_argument("--target-macs", default=None, help="MACs to reach: 0.5 / 50%% of the dense model's, or 900M")
+    p.add_argument("--target-params", default=None, help="parameters to reach: 0.5 / 50%% or a count such as 6M")
+    p.add_argument("--importance", default="magnitude", choices=list(IMPORTANCES), help="criterion (default L2)")
+    p.add_argument("--round-to", type=int, default=8, help="kept widths are multiples of this (default 8; 0: exact)")
+    p.add_argument("--iterative-steps", type=int, default=1, help="prune in N steps, importance re-estimated")
+    p.add_argument("--out", default=None, help="the folder to write (default ./NAME-pruned)")
+    p.add_argument("--weights", default=None, help="checkpoint to load into a registered name (any supported origin)")
+    p.add_argument("--model-args", default=None, help="JSON model arguments, e.g. '{\"num_classes\": 10}'")
+    p.add_argument("--input-size", default=None, help="vision: C,H,W MACs are counted at (default: the model's)")
+    p.add_argument("--tokens", type=int, default=128, help="LMs: tokens MACs are counted at (default 128)")
+    p.add_argument("--latency-runs", type=int, default=0, help="time N CPU passes for the card (default: none)")
+    p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser(
         "publish", help="export a training run (weights, config.json, model card) and upload it to the Hub"

@@ -254,6 +254,7 @@ class Adapter:
     describe: Callable[[nn.Module], dict[str, Any]]  # the builder arguments of the pruned architecture
     ignored_params: Callable[[nn.Module], list[nn.Parameter]] = field(default=lambda m: [])
     forward_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None  # how the graph is traced
+    mlps: Callable[[nn.Module], list[nn.Module]] = field(default=lambda m: [])  # MLP input layers (fine steps)
 
 
 def _classifier(model: nn.Module) -> list[nn.Module]:
@@ -444,10 +445,37 @@ def _lm_describe(model: DecoderLM) -> dict[str, Any]:
 
 
 ADAPTERS: tuple[Adapter, ...] = (
-    Adapter((MetaFormer,), _metaformer_ignored, _metaformer_heads, _metaformer_describe, _metaformer_params),
-    Adapter((SLaK,), _classifier, lambda *a: None, _slak_describe),
-    Adapter((SReT,), _sret_ignored, _sret_heads, _sret_describe, lambda m: [m.pos_embed]),
-    Adapter((MobileLLM, RecursiveLM), _lm_ignored, _lm_heads, _lm_describe, forward_fn=_lm_forward),
+    Adapter(
+        (MetaFormer,),
+        _metaformer_ignored,
+        _metaformer_heads,
+        _metaformer_describe,
+        _metaformer_params,
+        mlps=lambda m: [b.mlp.fc1 for b in _metaformer_blocks(m)],
+    ),
+    Adapter(
+        (SLaK,),
+        _classifier,
+        lambda *a: None,
+        _slak_describe,
+        mlps=lambda m: [b.mlp.fc1 for s in m.stages for b in s.blocks],
+    ),
+    Adapter(
+        (SReT,),
+        _sret_ignored,
+        _sret_heads,
+        _sret_describe,
+        lambda m: [m.pos_embed],
+        mlps=lambda m: [x.mlp.fc1 for s in m.stages for x in (*s.stack.blocks, *s.stack.step_layers)],
+    ),
+    Adapter(
+        (MobileLLM, RecursiveLM),
+        _lm_ignored,
+        _lm_heads,
+        _lm_describe,
+        forward_fn=_lm_forward,
+        mlps=lambda m: [p for layer in m.model.layers for p in (layer.mlp.gate_proj, layer.mlp.up_proj)],
+    ),
 )
 
 
@@ -534,8 +562,10 @@ def _prune_at(
     round_to: int | None,
     iterative_steps: int,
     loss_fn,
+    mlp_ratio: float | None = None,
 ) -> None:
-    """Prune ``model`` in place: whole heads at ``ratio``, then channels at ``ratio`` through the graph."""
+    """Prune ``model`` in place: whole heads at ``ratio``, then channels at ``ratio`` through the graph (the MLP
+    widths at ``mlp_ratio`` when given: the fine step of a MACs / params target)."""
     adapter = _adapter(model)
     gen = torch.Generator().manual_seed(0)
     was_training = model.training
@@ -558,6 +588,7 @@ def _prune_at(
             example_inputs=inputs,
             importance=IMPORTANCES[importance](),
             pruning_ratio=ratio,
+            pruning_ratio_dict=None if mlp_ratio is None else dict.fromkeys(adapter.mlps(model), mlp_ratio),
             iterative_steps=iterative_steps,
             ignored_layers=ignored + adapter.ignored_params(model) + scalars,
             round_to=round_to,
@@ -585,6 +616,7 @@ class PruneResult:
     """What :func:`prune` did (also kept as ``model.prune_report``)."""
 
     ratio: float
+    mlp_ratio: float | None  # the MLP widths' own ratio, where a target needed a finer step
     importance: str
     round_to: int | None
     params_before: int
@@ -676,20 +708,21 @@ def prune(
     ignore = list(ignore or [])
     params_before = count_params(model)["params"]
     macs_before = _macs(model, inputs)
-    target = None
+    target, mlp_ratio = None, None
     if ratio is None:
         kind, value = ("macs", target_macs) if target_macs is not None else ("params", target_params)
         dense = macs_before if kind == "macs" else params_before
         goal = value * dense if value < 1 else float(value)
         if goal >= dense:
             raise PruneError(f"target_{kind}={value} is not below the dense model's {dense:,} {kind}: nothing to prune")
-        ratio = _search(
+        ratio, mlp_ratio = _search(
             model, kind, goal, dense, importance, inputs, ignore, round_to, iterative_steps, loss_fn, tolerance
         )
         target = {"kind": kind, "value": value, "goal": int(goal)}
-    _prune_at(model, ratio, importance, inputs, ignore, round_to, iterative_steps, loss_fn)
+    _prune_at(model, ratio, importance, inputs, ignore, round_to, iterative_steps, loss_fn, mlp_ratio)
     report = PruneResult(
         ratio=float(ratio),
+        mlp_ratio=mlp_ratio,
         importance=importance,
         round_to=round_to,
         params_before=params_before,
@@ -704,53 +737,66 @@ def prune(
     return model
 
 
-def _search(model, kind, goal, dense, importance, inputs, ignore, round_to, steps, loss_fn, tolerance) -> float:
-    """The ratio whose pruned copy lands closest to ``goal`` (secant steps on the measured cost, bracketed)."""
+def _search(model, kind, goal, dense, importance, inputs, ignore, round_to, steps, loss_fn, tolerance):
+    """``(ratio, mlp_ratio)`` whose pruned copy lands closest to ``goal``: secant steps on the measured cost over
+    one ratio for everything, then, where rounding makes that too coarse, over the MLP widths' own ratio (the
+    largest groups: the finest steps) with everything else at the last ratio above the goal."""
 
-    def cost(r: float) -> float:
+    def cost(r: float, r_mlp: float | None = None) -> float:
         trial = copy.deepcopy(model)
-        _prune_at(trial, r, importance, inputs, ignore, round_to, steps, loss_fn)
-        return float(_macs(trial, inputs) if kind == "macs" else count_params(trial)["params"])
+        _prune_at(trial, r, importance, inputs, ignore, round_to, steps, loss_fn, r_mlp)
+        c = float(_macs(trial, inputs) if kind == "macs" else count_params(trial)["params"])
+        _logger.info("prune search: ratio %.4f, MLP ratio %s -> %s %.0f (goal %.0f)", r, r_mlp, kind, c, goal)
+        return c
 
-    lo, hi = (0.0, float(dense)), None  # (ratio, cost) pairs bracketing the goal
-    prev = lo
     r_max = 0.95
-    r = 1.0 - math.sqrt(goal / dense)  # cost ~ width^2 for uniform channel pruning
-    best = None
-    for _ in range(10):
-        r = min(max(r, 1e-3), r_max)
+    found, lo = _secant(cost, goal, dense, 0.0, 1.0 - math.sqrt(goal / dense), r_max, tolerance)
+    if abs(found[1] - goal) <= tolerance * goal:
+        return found[0], None
+    if lo[0] >= r_max:
+        raise PruneError(
+            f"target {kind} {goal:,.0f} is out of reach: removing {r_max:.0%} of every prunable group leaves "
+            f"{lo[1]:,.0f} of {dense:,} (what is not pruned: stems, classifiers, embeddings' vocabulary, "
+            "fixed-width layers). Ask for less."
+        )
+    base = lo[0]  # everything at the last ratio above the goal; the MLPs go further
+    fine, _ = _secant(lambda r: cost(base, r), goal, lo[1], base, min(base + 0.1, r_max), r_max, tolerance)
+    best = min((found, fine), key=lambda rc: abs(rc[1] - goal))
+    if abs(best[1] - goal) > 0.05 * goal:
+        raise PruneError(
+            f"could not reach {kind} {goal:,.0f}: the closest was {best[1]:,.0f} (round_to={round_to} makes the "
+            "widths coarse; try a smaller round_to, or 0 / None for exact widths)"
+        )
+    return (found[0], None) if best is found else (base, fine[0])
+
+
+def _secant(cost, goal, c_start, r_start, r, r_max, tolerance, tries=8):
+    """Secant steps on a decreasing ``cost(r)`` from ``(r_start, c_start)`` towards ``goal``.
+    Returns ``(best (r, cost), last (r, cost) above the goal)``."""
+    lo, hi = (r_start, c_start), None  # (ratio, cost) pairs bracketing the goal
+    prev, best = lo, None
+    for _ in range(tries):
+        r = min(max(r, r_start + 1e-3), r_max)
         c = cost(r)
-        _logger.info("prune search: ratio %.4f -> %s %.0f (goal %.0f)", r, kind, c, goal)
         if best is None or abs(c - goal) < abs(best[1] - goal):
             best = (r, c)
         if abs(c - goal) <= tolerance * goal:
-            return r
+            break
         if c > goal:
             prev, lo = lo, (r, c)
             if r >= r_max:
-                raise PruneError(
-                    f"target {kind} {goal:,.0f} is out of reach: removing {r_max:.0%} of every prunable group leaves "
-                    f"{c:,.0f} of {dense:,} (what is not pruned: stems, classifiers, embeddings' vocabulary, "
-                    "fixed-width layers). Ask for less."
-                )
+                break
         else:
             hi = (r, c)
         if hi is None:  # all above the goal: extrapolate the secant through the last two points (a little further,
             # since the cost falls ever more slowly), or shrink the remaining width by sqrt(goal / cost)
             (ra, ca), (rb, cb) = prev, lo
             step = (cb - goal) * (rb - ra) / (ca - cb) if ca > cb else (1.0 - rb) * (1.0 - math.sqrt(goal / cb))
-            prev, r = lo, rb + 1.2 * max(step, 0.01)
+            r = rb + 1.2 * max(step, 0.01)
             continue
-        # secant between the bracket's ends, kept strictly inside the bracket
-        (r0, c0), (r1, c1) = lo, hi
-        guess = r0 + (c0 - goal) * (r1 - r0) / max(c0 - c1, 1e-9)
-        inner = (r0 + 0.1 * (r1 - r0), r1 - 0.1 * (r1 - r0))
-        r = min(max(guess, inner[0]), inner[1])
+        (r0, c0), (r1, c1) = lo, hi  # secant between the bracket's ends, kept strictly inside it
         if r1 - r0 < 1e-3:
             break
-    if abs(best[1] - goal) > 0.05 * goal:
-        raise PruneError(
-            f"could not reach {kind} {goal:,.0f}: the closest was {best[1]:,.0f} at ratio {best[0]:.3f} "
-            f"(round_to={round_to} makes the widths coarse; try round_to=None or a smaller round_to)"
-        )
-    return best[0]
+        guess = r0 + (c0 - goal) * (r1 - r0) / max(c0 - c1, 1e-9)
+        r = min(max(guess, r0 + 0.1 * (r1 - r0)), r1 - 0.1 * (r1 - r0))
+    return best, lo

@@ -1,0 +1,143 @@
+"""Dense against pruned: CPU (or CUDA) throughput of a model and of its copy pruned to half its MACs (``zoo.prune``),
+side by side in interleaved rounds (:mod:`zoo.bench.harness`), at batch 1 and 32.
+
+    python -m zoo.bench.prune                                      # poolformer_s12, convformer_s18, slak_tiny
+    python -m zoo.bench.prune --models convformer_s18 --batch-sizes 1,32,128 --device cuda --json out.json
+
+The issue's target: batch-32 latency of the pruned model at most 0.6x the dense model's (rate >= 1.67x). Weights are
+deterministic random ones of realistic scale (:func:`~zoo.bench.harness.randomize_`): the widths, not the values,
+decide the speed. SLaK runs in its inference form (``deploy=True``: the fused large kernels). MACs are counted at
+the input size timed; widths are rounded to multiples of ``--round-to`` (8).
+"""
+
+import argparse
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..compress import IMPORTANCES, prune
+from ..factory import create_model
+from ..profile import count_params
+from .harness import (
+    Row,
+    default_runs,
+    environment,
+    format_rows,
+    median,
+    print_header,
+    randomize_,
+    time_interleaved,
+    write_json,
+)
+
+__all__ = ["MODELS", "main", "prune_rows"]
+
+# name -> builder arguments of the form that is timed
+MODELS: dict[str, dict] = {"poolformer_s12": {}, "convformer_s18": {}, "slak_tiny": {"deploy": True}}
+BATCH32_TARGET = 1 / 0.6  # pruned at <= 0.6x the dense latency
+
+
+def prune_rows(
+    models: Sequence[str] = tuple(MODELS),
+    batch_sizes: Sequence[int] = (1, 32),
+    target_macs: float = 0.5,
+    round_to: int | None = 8,
+    importance: str = "magnitude",
+    input_size: Sequence[int] = (3, 224, 224),
+    runs: int | None = None,
+    warmup: int = 2,
+    device: str = "cpu",
+) -> list[Row]:
+    """One row per model and batch size: the dense model (peer) against its pruned copy (candidate)."""
+    rows = []
+    for name in models:
+        dense = randomize_(create_model(name, **MODELS.get(name, {}))).eval()
+        example = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0))
+        pruned = prune(
+            copy.deepcopy(dense),
+            target_macs=target_macs,
+            example_inputs=example,
+            round_to=round_to,
+            importance=importance,
+        ).eval()
+        report = pruned.prune_report
+        dense, pruned = dense.to(device), pruned.to(device)
+        for batch in batch_sizes:
+            x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(1)).to(device)
+            sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+            def run(model, x=x, sync=sync):
+                model(x)
+                sync()
+
+            n = runs or default_runs(batch)
+            times = time_interleaved(
+                {"dense": lambda m=dense: run(m), "pruned": lambda m=pruned: run(m)}, n, warmup, desc=f"{name} b{batch}"
+            )
+            med = {k: median(v) for k, v in times.items()}
+            rows.append(
+                Row(
+                    model=name,
+                    setting=f"batch {batch}",
+                    peer="dense",
+                    candidate=f"pruned {report.macs_after / report.macs_before:.0%} MACs",
+                    unit="img/s",
+                    peer_rate=batch / med["dense"],
+                    rate=batch / med["pruned"],
+                    runs=n,
+                    target=BATCH32_TARGET if batch >= 32 else None,
+                    extra={
+                        "dense ms": 1e3 * med["dense"],
+                        "pruned ms": 1e3 * med["pruned"],
+                        "latency x": med["pruned"] / med["dense"],
+                        "params M": f"{count_params(dense)['params'] / 1e6:.1f}->{report.params_after / 1e6:.1f}",
+                        "GMACs": f"{report.macs_before / 1e9:.2f}->{report.macs_after / 1e9:.2f}",
+                    },
+                    times_s={k: v["total"] for k, v in times.items()},
+                )
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench.prune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names (default: %(default)s)")
+    parser.add_argument("--batch-sizes", default="1,32", help="comma-separated (default: %(default)s)")
+    parser.add_argument("--target-macs", type=float, default=0.5, help="fraction of the dense MACs (default 0.5)")
+    parser.add_argument("--round-to", type=int, default=8, help="kept widths are multiples of this (0: exact)")
+    parser.add_argument("--importance", default="magnitude", choices=list(IMPORTANCES))
+    parser.add_argument("--input-size", default="3,224,224", help="C,H,W (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=None, help="timed rounds (default: 20 at batch 1, fewer beyond)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None, help="write the rows and the environment here")
+    args = parser.parse_args(argv)
+    models = [m for m in args.models.split(",") if m]
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    size = tuple(int(s) for s in args.input_size.split(","))
+    env = environment(device=args.device)
+    print_header(
+        "dense vs pruned (zoo.prune to half the MACs), interleaved rounds",
+        env,
+        [f"target: batch >= 32 latency <= 0.6x dense; input {args.input_size}; round_to {args.round_to}"],
+    )
+    rows = prune_rows(
+        models,
+        batches,
+        args.target_macs,
+        args.round_to or None,
+        args.importance,
+        size,
+        args.runs,
+        args.warmup,
+        args.device,
+    )
+    print(format_rows(rows))
+    write_json(args.json, env, rows, models=models, batch_sizes=batches, target_macs=args.target_macs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
