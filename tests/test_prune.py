@@ -281,13 +281,15 @@ def _full_size(name):
     """Every registered model at its own widths, heads and mixers, with fewer repeats of each block (the repeats
     are identical in structure) and small inputs: the sweep stays within a few minutes on 2 cores."""
     family = zoo.model_info(name)["family"]
+    # language models: their widths and heads, two layers (five for a shared middle cycle), a 4,096-token
+    # vocabulary (the vocabulary is never pruned; at 49,152 x 2,048 it alone would double the sweep)
     if family == "mobilellm":
-        layers = dict(num_hidden_layers=2, max_position_embeddings=256)
+        layers = dict(num_hidden_layers=2, max_position_embeddings=256, vocab_size=4096)
         if MOBILELLM_ARCHS[name].get("layer_types"):  # MobileLLM-Pro: a sliding-window layer and a global one
             layers["layer_types"] = ["sliding_attention", "full_attention"]
         return layers
-    if family == "recursive":  # a shared middle cycle needs a few layers
-        return dict(num_hidden_layers=5, max_position_embeddings=256)
+    if family == "recursive":
+        return dict(num_hidden_layers=5, max_position_embeddings=256, vocab_size=4096)
     if family == "sret":
         return dict(img_size=SWEEP[-1], recursive_num=(1, 2, 1))
     if family == "slak":
@@ -308,7 +310,7 @@ def test_every_registered_model_prunes_to_half(name, tmp_path):
     zoo.prune(model, target_macs=0.5, example_inputs=x, tolerance=0.015)
     report = model.prune_report
     assert abs(report.macs_after / report.macs_before - 0.5) <= 0.02
-    _logits(model(x)).float().mean().backward()
+    _logits(model.train()(torch.cat([x, x]))).float().mean().backward()  # batch 2: BatchNorm on 1x1 maps trains
     model.eval()
     folder = export_pretrained(
         model, tmp_path / "p", model_name=name, model_kwargs=kwargs, data_config={"input_size": SWEEP}, latency_runs=0
@@ -316,3 +318,24 @@ def test_every_registered_model_prunes_to_half(name, tmp_path):
     reloaded = zoo.create_model(folder, pretrained=True).eval()
     with torch.no_grad():
         assert torch.equal(_logits(model(x)), _logits(reloaded(x)))
+
+
+def test_iterative_steps_ignore_and_params_target():
+    name, kwargs = SMALL["metaformer"][1]  # ConvFormer
+    model = zoo.create_model(name, **kwargs)
+    x = _inputs(model, 1)
+    kept = model.stages[0].blocks[0].mlp.fc1.weight.shape
+    zoo.prune(
+        model,
+        target_params=0.6,
+        iterative_steps=3,
+        ignore=[model.stem, model.stages[0]],
+        example_inputs=x,
+        round_to=None,
+    )
+    report = model.prune_report
+    assert abs(report.params_after / report.params_before - 0.6) <= 0.02
+    assert model.stages[0].blocks[0].mlp.fc1.weight.shape == kept  # ignored: stage 0 and its MLP keep their widths
+    assert model.pruned_args["dims"][0] == kwargs["dims"][0] and model.pruned_args["dims"][3] < kwargs["dims"][3]
+    rebuilt = zoo.create_model(name, **{**kwargs, **model.pruned_args})
+    rebuilt.load_state_dict(model.state_dict())

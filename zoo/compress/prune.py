@@ -685,12 +685,15 @@ def prune(
             a count, or a fraction of the dense model's when below 1 (``0.5`` = half). Reached within
             ``tolerance`` (relative) where the rounded widths allow; otherwise the closest ratio found, and a
             :class:`PruneError` when the target lies beyond what pruning can remove.
-        importance: ``magnitude`` (L2), ``l1``, ``lamp``, ``fpgm``, ``taylor``, ``hessian`` or ``random``.
+        importance: ``magnitude`` (L2), ``l1``, ``lamp``, ``fpgm``, ``taylor``, ``hessian`` or ``random``
+            (Torch-Pruning's group criteria for channels; heads are ranked by L2 magnitude, by |w * grad| for
+            ``taylor`` / ``hessian``, or at random).
         example_inputs: the batch the dependency graph is traced with and MACs are counted at (default: one
             image at the model's cfg size, or 32 token ids).
         ignore: modules whose output channels are kept.
         round_to: kept widths are multiples of this (8 by default); None for exact ratios.
-        iterative_steps: prune in this many steps, importance re-estimated between them.
+        iterative_steps: prune channels in this many steps, importance re-estimated between them (whole heads go
+            in the first; for fine-tuning between steps, call ``prune`` repeatedly with growing ratios).
         loss_fn: ``loss_fn(model, inputs) -> loss`` for the gradient-based criteria (default: see
             :func:`_default_loss`).
 
