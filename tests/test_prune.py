@@ -339,3 +339,26 @@ def test_iterative_steps_ignore_and_params_target():
     assert model.pruned_args["dims"][0] == kwargs["dims"][0] and model.pruned_args["dims"][3] < kwargs["dims"][3]
     rebuilt = zoo.create_model(name, **{**kwargs, **model.pruned_args})
     rebuilt.load_state_dict(model.state_dict())
+
+
+def test_ignored_attention_keeps_its_heads():
+    name, kwargs = SMALL["mobilellm"][0]
+    model = zoo.create_model(name, **kwargs)
+    attention = [layer.self_attn for layer in model.model.layers]
+    zoo.prune(model, ratio=0.5, ignore=attention, example_inputs=_inputs(model, 1), round_to=None)
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (6, 3)
+    assert model.config.intermediate_size == 160
+    with pytest.raises(PruneError, match="every layer's attention"):
+        other = zoo.create_model(name, **kwargs)
+        zoo.prune(other, ratio=0.5, ignore=[other.model.layers[0].self_attn], example_inputs=_inputs(other, 1))
+
+
+def test_round_to_8_reaches_half_macs_on_aligned_widths():
+    """The quickstart's shape: every width a multiple of 32, so one ratio moves them all at once; the MLP widths'
+    own ratio makes the finer step."""
+    model = zoo.create_model("poolformer_s12", depths=(2, 2, 4, 2), dims=(32, 64, 128, 256), num_classes=10)
+    zoo.prune(model, target_macs=0.5, example_inputs=torch.randn(1, 3, 32, 32))
+    report = model.prune_report
+    assert abs(report.macs_after / report.macs_before - 0.5) <= 0.02
+    widths = model.pruned_args["dims"] + model.pruned_args["mlp_hidden"]
+    assert all(w % 8 == 0 for w in widths)

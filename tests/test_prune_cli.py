@@ -104,7 +104,9 @@ def test_unknown_importance_is_refused(capsys):
 
 
 def test_bench_rows_side_by_side():
-    rows = prune_rows(["poolformer_s12"], batch_sizes=(1, 2), input_size=(3, 32, 32), runs=1, warmup=0)
+    rows = prune_rows(
+        ["poolformer_s12"], (1, 2), input_size=(3, 32, 32), runs=1, warmup=0, model_kwargs={"depths": (1, 1, 1, 1)}
+    )
     assert [r.setting for r in rows] == ["batch 1", "batch 2"]
     for r in rows:
         assert r.peer == "dense" and r.candidate.startswith("pruned") and r.rate > 0 and r.peer_rate > 0

@@ -49,11 +49,13 @@ def prune_rows(
     runs: int | None = None,
     warmup: int = 2,
     device: str = "cpu",
+    model_kwargs: dict | None = None,
 ) -> list[Row]:
-    """One row per model and batch size: the dense model (peer) against its pruned copy (candidate)."""
+    """One row per model and batch size: the dense model (peer) against its pruned copy (candidate);
+    ``model_kwargs`` are added to every model's arguments (e.g. fewer blocks for a quick check)."""
     rows = []
     for name in models:
-        dense = randomize_(create_model(name, **MODELS.get(name, {}))).eval()
+        dense = randomize_(create_model(name, **{**MODELS.get(name, {}), **(model_kwargs or {})})).eval()
         example = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0))
         pruned = prune(
             copy.deepcopy(dense),

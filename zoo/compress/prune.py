@@ -250,7 +250,7 @@ class Adapter:
 
     kinds: tuple[type, ...]
     ignored: Callable[[nn.Module], list[nn.Module]]  # layers whose outputs the graph must not prune
-    heads: Callable[[nn.Module, float, str, torch.Generator], None]  # whole-head pruning at a ratio
+    heads: Callable[..., None]  # whole-head pruning: (model, ratio, importance, generator, ids of kept modules)
     describe: Callable[[nn.Module], dict[str, Any]]  # the builder arguments of the pruned architecture
     ignored_params: Callable[[nn.Module], list[nn.Parameter]] = field(default=lambda m: [])
     forward_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None  # how the graph is traced
@@ -279,9 +279,9 @@ def _metaformer_ignored(model: MetaFormer) -> list[nn.Module]:
     return _classifier(model) + attn
 
 
-def _metaformer_heads(model: MetaFormer, ratio: float, importance: str, gen) -> None:
+def _metaformer_heads(model: MetaFormer, ratio: float, importance: str, gen, kept: set[int]) -> None:
     for b in _metaformer_blocks(model):
-        if isinstance(b.token_mixer, MetaFormerAttention):
+        if isinstance(b.token_mixer, MetaFormerAttention) and id(b.token_mixer.qkv) not in kept:
             _fused_qkv_heads(b.token_mixer, b.token_mixer.qkv, b.token_mixer.proj, ratio, importance, gen)
 
 
@@ -335,9 +335,10 @@ def _sret_ignored(model: SReT) -> list[nn.Module]:
     return keep
 
 
-def _sret_heads(model: SReT, ratio: float, importance: str, gen) -> None:
+def _sret_heads(model: SReT, ratio: float, importance: str, gen, kept: set[int]) -> None:
     for b in _sret_blocks(model):
-        _fused_qkv_heads(b.attn, b.attn.qkv, b.attn.proj, ratio, importance, gen)
+        if id(b.attn.qkv) not in kept:
+            _fused_qkv_heads(b.attn, b.attn.qkv, b.attn.proj, ratio, importance, gen)
 
 
 def _sret_describe(model: SReT) -> dict[str, Any]:
@@ -365,7 +366,15 @@ def _lm_ignored(model: DecoderLM) -> list[nn.Module]:
     return keep
 
 
-def _lm_heads(model: DecoderLM, ratio: float, importance: str, gen) -> None:
+def _lm_heads(model: DecoderLM, ratio: float, importance: str, gen, kept: set[int]) -> None:
+    skipped = [id(layer.self_attn.q_proj) in kept for layer in model.model.layers]
+    if any(skipped):
+        if not all(skipped):
+            raise PruneError(
+                "ignore= holds the attention of some layers only: a language model keeps one head count for every "
+                "layer, so ignore every layer's attention (or none)"
+            )
+        return
     keep = _kept(model.config.num_key_value_heads, ratio)
     for block, layer in enumerate(model.model.layers):
         loras = []
@@ -574,7 +583,8 @@ def _prune_at(
         return
     if importance in _NEEDS_GRADIENTS:
         _gradients(model, inputs, loss_fn)
-    adapter.heads(model, ratio, importance, gen)
+    kept = {id(m) for root in ignore for m in root.modules()}  # ``ignore``: their heads stay too
+    adapter.heads(model, ratio, importance, gen, kept)
     signature = _embedding_signature(model)
     ignored = list(adapter.ignored(model)) + list(ignore)
     scalars = [p for p in model.parameters() if p.numel() == 1]
@@ -777,10 +787,13 @@ def _secant(cost, goal, c_start, r_start, r, r_max, tolerance, tries=8):
     """Secant steps on a decreasing ``cost(r)`` from ``(r_start, c_start)`` towards ``goal``.
     Returns ``(best (r, cost), last (r, cost) above the goal)``."""
     lo, hi = (r_start, c_start), None  # (ratio, cost) pairs bracketing the goal
-    prev, best = lo, None
+    prev, best, seen = lo, None, set()
     for _ in range(tries):
         r = min(max(r, r_start + 1e-3), r_max)
         c = cost(r)
+        if c in seen and hi is not None:  # the same widths again: rounding leaves nothing between the bracket's ends
+            break
+        seen.add(c)
         if best is None or abs(c - goal) < abs(best[1] - goal):
             best = (r, c)
         if abs(c - goal) <= tolerance * goal:
