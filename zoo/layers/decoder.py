@@ -449,38 +449,31 @@ class DecoderLM(nn.Module):
                     )
                 return self._generate_compiled(input_ids, max_new_tokens, plan, streamer)
             cache = self.new_cache(B, T + max_new_tokens)
-            mask = positions = None
+            mask = None
+            positions = [None]
             if padding is not None:
                 mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
                 mask[:, :T] = padding.to(device)
-                positions = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
-            out = torch.empty(B, max_new_tokens, dtype=input_ids.dtype, device=device)
-
+                positions[0] = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
             logits = self(
                 input_ids,
                 attention_mask=None if mask is None else mask[:, :T],
-                position_ids=positions,
+                position_ids=positions[0],
                 past_key_values=cache,
                 logits_to_keep=1,
             ).logits[:, -1]
-            n = 0
-            for step in range(max_new_tokens):
-                token = plan.next_token(logits, step)
-                out[:, step] = token
-                n = step + 1
-                if streamer is not None:
-                    streamer.put(token.cpu())
-                if n == max_new_tokens or plan.all_finished():
-                    break
-                if positions is not None:
-                    positions = positions[:, -1:] + 1
-                logits = self(
+
+            def step(token: torch.Tensor, n: int) -> torch.Tensor:
+                if positions[0] is not None:
+                    positions[0] = positions[0][:, -1:] + 1
+                return self(
                     token[:, None],
                     attention_mask=None if mask is None else mask[:, : T + n],
-                    position_ids=positions,
+                    position_ids=positions[0],
                     past_key_values=cache,
                 ).logits[:, -1]
-            return torch.cat([input_ids, out[:, :n]], dim=1)
+
+            return _decode(input_ids, logits, step, max_new_tokens, plan, streamer)
         finally:
             _end_stream(streamer)
 
@@ -515,21 +508,33 @@ class DecoderLM(nn.Module):
         T = input_ids.shape[1]
         decoder, step = self.compiled_decoder(T + max_new_tokens)
         device = input_ids.device
-        out = torch.empty(1, max_new_tokens, dtype=input_ids.dtype, device=device)
         logits = decoder(input_ids, torch.zeros(1, dtype=torch.long, device=device))  # the prompt, uncompiled
-        pos = torch.full((1,), T, dtype=torch.long, device=device)
-        n = 0
-        for i in range(max_new_tokens):
-            token = plan.next_token(logits, i)
-            out[:, i] = token
-            n = i + 1
-            if streamer is not None:
-                streamer.put(token.cpu())
-            if n == max_new_tokens or plan.all_finished():
-                break
-            logits = step(token[:, None], pos)
-            pos = pos + 1
-        return torch.cat([input_ids, out[:, :n]], dim=1)
+        pos = torch.arange(T, T + max_new_tokens, dtype=torch.long, device=device)  # each step's input position
+        return _decode(
+            input_ids,
+            logits,
+            lambda token, n: step(token[:, None], pos[n - 1 : n].clone()),
+            max_new_tokens,
+            plan,
+            streamer,
+        )
+
+
+def _decode(input_ids, logits, step, max_new_tokens: int, plan: "_Decoding", streamer: Any) -> torch.Tensor:
+    """The token loop of :meth:`DecoderLM.generate`: choose each step's tokens from ``logits``, stream them, stop
+    when every sequence finished, else ``logits = step(token, n)`` with ``n`` tokens made so far."""
+    out = torch.empty(input_ids.shape[0], max_new_tokens, dtype=input_ids.dtype, device=input_ids.device)
+    n = 0
+    for i in range(max_new_tokens):
+        token = plan.next_token(logits, i)
+        out[:, i] = token
+        n = i + 1
+        if streamer is not None:
+            streamer.put(token.cpu())
+        if n == max_new_tokens or plan.all_finished():
+            break
+        logits = step(token, n)
+    return torch.cat([input_ids, out[:, :n]], dim=1)
 
 
 @dataclass
