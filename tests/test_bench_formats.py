@@ -48,6 +48,7 @@ def test_quality_without_a_trained_model_says_how_to_get_one(tmp_path):
         formats.quality(tmp_path / "missing", ["fp32"])
 
 
+@pytest.mark.slow  # compiles two models and writes two GGUF files: ~20 s
 def test_speed_rows_side_by_side(lm_folder):
     torch.manual_seed(0)
     rows = formats.compare(
