@@ -226,6 +226,18 @@ def test_q8_0_loads_and_mostly_agrees(tmp_path):
     assert check["max_rel_diff"] < 0.1
 
 
+def test_q4_0_loads_and_check_refuses_what_it_cannot_run(tmp_path):
+    # q8_0/q4_0 matrices are what llama.cpp's AMX backend repacks (and, on some CPUs, crashed on): load_llama keeps
+    # them in plain CPU buffers with such a build, so this decodes wherever it runs
+    model = _model("mobilellm_125m")
+    _, check = _checked(model, tmp_path / "q4", quantize="q4_0")
+    assert check["finite"] and check["quantize"] == "q4_0" and len(check["gguf_tokens"]) == 16
+    with pytest.raises(ExportError, match="check_tokens must be at least 1"):
+        _checked(model, tmp_path / "none", check_tokens=0)
+    with pytest.raises(ExportError, match="no GGUF file"):
+        gguf_file.load_llama(tmp_path / "missing.gguf")
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Tokenizers
 # ------------------------------------------------------------------------------------------------------------------

@@ -138,11 +138,9 @@ LM_DEFAULT_MODELS = ("mobilellm_125m",)
 
 def _llama_cpp_decoder(path: Path, context: int):
     """Greedy decoding through llama-cpp-python, as its users run it (``Llama.generate`` with top-k 1)."""
-    import llama_cpp  # optional (the export extra): imported only when this form is benchmarked
+    from ..export.gguf_file import load_llama  # llama_cpp is optional (the export extra): imported there
 
-    llm = llama_cpp.Llama(
-        model_path=str(path), n_ctx=context, n_batch=context, n_threads=torch.get_num_threads(), verbose=False
-    )
+    llm = load_llama(path, n_ctx=context, n_batch=context, n_threads=torch.get_num_threads(), verbose=False)
 
     def generate(prompt: list[int], new_tokens: int) -> list[int]:
         out = []

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -623,6 +624,55 @@ def _llama_cpp():
     return llama_cpp
 
 
+_AMX_LOCK = threading.Lock()
+
+
+def _has_amx(llama_cpp) -> bool:
+    """The build carries ggml's AMX backend (``AMX_INT8 = 1``: a native build on a Sapphire Rapids or later Xeon)."""
+    info = llama_cpp.llama_print_system_info()
+    return b"AMX_INT8 = 1" in (info if isinstance(info, bytes) else str(info).encode())
+
+
+def load_llama(path: Path | str, **kwargs: Any):
+    """``llama_cpp.Llama(model_path=path, **kwargs)``, as the check and the benches load a written file.
+
+    A llama.cpp built with its AMX backend repacks q8_0/q4_0 matrices into AMX tiles, and on some machines its
+    matmul (``ggml_backend_amx_mul_mat``) kills the process with a segmentation fault at the first decode (a tile
+    configuration the CPU rejects; the same build on another machine runs). A crash cannot be caught, so with such
+    a build the weights stay in llama.cpp's plain CPU buffers (model parameter ``use_extra_bufts`` off; this also
+    leaves out the CPU_REPACK layouts, which only change speed). A binding too old to have that parameter is
+    refused rather than run.
+    """
+    llama_cpp = _llama_cpp()
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"no GGUF file at {path}")
+    if not _has_amx(llama_cpp):
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
+    from llama_cpp import llama_cpp as capi
+
+    if "use_extra_bufts" not in dict(capi.llama_model_params._fields_):
+        raise ExportError(
+            f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')} was built with llama.cpp's AMX backend, whose "
+            "quantized matmul crashes on some CPUs, and has no use_extra_bufts to keep weights off it: upgrade "
+            'llama-cpp-python, or rebuild it with CMAKE_ARGS="-DGGML_AMX=OFF"'
+        )
+    defaults = capi.llama_model_default_params
+
+    def plain_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    # Llama() builds its model parameters from llama_model_default_params and exposes no use_extra_bufts
+    with _AMX_LOCK:
+        capi.llama_model_default_params = plain_buffers
+        try:
+            return llama_cpp.Llama(model_path=str(path), **kwargs)
+        finally:
+            capi.llama_model_default_params = defaults
+
+
 def _logits(model: nn.Module, ids: list[int]) -> torch.Tensor:
     device = model.model.embed_tokens.weight.device
     out = model(torch.tensor([ids], device=device))
@@ -657,13 +707,18 @@ def check(model: nn.Module, folder: Path, spec: ExportSpec) -> dict:
     gguf = _gguf()
     path = folder / FILE_NAME
     n_new = int(spec.options.get("check_tokens", CHECK_TOKENS))
+    if n_new < 1:
+        raise ExportError(f"check_tokens must be at least 1 (got {n_new})")
     prompt = spec.example_input(model, batch_size=1)[0].tolist()
+    vocab = model.model.embed_tokens.weight.shape[0]
+    if not prompt or not all(0 <= t < vocab for t in prompt):
+        raise ExportError(f"the check's prompt must be token ids in [0, {vocab}) (got {prompt})")
     device = model.model.embed_tokens.weight.device
     eager = model.generate(torch.tensor([prompt], device=device), max_new_tokens=n_new)[0, len(prompt) :].tolist()
 
     n_ctx = max(len(prompt) + n_new, 32)
-    llm = llama_cpp.Llama(
-        model_path=str(path),
+    llm = load_llama(
+        path,
         n_ctx=n_ctx,
         n_batch=n_ctx,
         n_threads=torch.get_num_threads(),
