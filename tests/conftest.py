@@ -1,5 +1,12 @@
+import os
+
 import pytest
 import torch
+
+# under pytest-xdist each worker gets its share of the cores, so that workers do not oversubscribe them
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 
 @pytest.fixture(autouse=True)
