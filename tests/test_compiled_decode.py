@@ -79,9 +79,16 @@ def test_copies_do_not_carry_the_compiled_step():
     assert not any("lm" == n.split(".")[0] for n, _ in model.named_modules() if n)  # the decoder is no submodule
 
 
+# -m slow (CI): every family in float32 and every format on MobileLLM; -m sweep (by hand): the other pairs
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", [None, "bf16", "int8", "int4"])
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize(
+    "family, fmt",
+    [
+        (f, q) if q is None or f == "mobilellm" else pytest.param(f, q, marks=pytest.mark.sweep)
+        for q in (None, "bf16", "int8", "int4")
+        for f in sorted(FAMILIES)
+    ],
+)
 def test_compiled_decode_every_family_and_format(family, fmt):
     if fmt == "bf16":  # bf16 compiled and eager may round differently: greedy agreement, not equality
         model = _model(family, fmt)

@@ -300,8 +300,29 @@ def _full_size(name):
 SWEEP = (3, 32, 32)
 
 
+def _variant(name):
+    """A vision series (``caformer``, ``slak``) or an LM line without its size (``mobilellm_ls``, ``mor``)."""
+    if zoo.model_info(name)["family"] in ("mobilellm", "recursive"):
+        return "_".join(p for p in name.split("_") if not p[0].isdigit())
+    return name.split("_", 1)[0]
+
+
+def _one_per_variant(names):
+    """The smallest model (reference params, then name) of each series or LM line."""
+    best = {}
+    for name in names:
+        key = (zoo.model_info(name)["reference"].get("params") or 0, name)
+        best[_variant(name)] = min(best.get(_variant(name), key), key)
+    return sorted(name for _, name in best.values())
+
+
+PRUNABLE = [n for n in zoo.list_models() if zoo.model_info(n)["family"] in SMALL]
+PRUNE_CI = _one_per_variant(PRUNABLE)
+
+
+# -m slow (CI): one model per series or LM line; -m sweep (by hand): every other registered model, the same check
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in zoo.list_models() if zoo.model_info(n)["family"] in SMALL])
+@pytest.mark.parametrize("name", [n if n in PRUNE_CI else pytest.param(n, marks=pytest.mark.sweep) for n in PRUNABLE])
 def test_every_registered_model_prunes_to_half(name, tmp_path):
     kwargs = _full_size(name)
     model = _randomized(zoo.create_model(name, **kwargs))
