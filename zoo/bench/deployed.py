@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..export import ExportSpec, export
+from ..export.gguf_file import load_llama
 from ..export.lm_runtime import load as load_lm_artifact
 from ..export.onnx_file import run as ort_run
 from ..export.onnx_file import session
@@ -138,8 +139,6 @@ LM_DEFAULT_MODELS = ("mobilellm_125m",)
 
 def _llama_cpp_decoder(path: Path, context: int):
     """Greedy decoding through llama-cpp-python, as its users run it (``Llama.generate`` with top-k 1)."""
-    from ..export.gguf_file import load_llama  # llama_cpp is optional (the export extra): imported there
-
     llm = load_llama(path, n_ctx=context, n_batch=context, n_threads=torch.get_num_threads(), verbose=False)
 
     def generate(prompt: list[int], new_tokens: int) -> list[int]:
