@@ -108,6 +108,15 @@ def test_rded(real, bn_teacher):
     assert s.images.min() >= lo - 1e-4 and s.images.max() <= hi + 1e-4
 
 
+def test_teacher_module_set_saves(real, bn_teacher, tmp_path):
+    """An in-memory teacher is recorded by name: the folder's condense.json stays JSON."""
+    from zoo.condense import SyntheticSet
+
+    condense(real, "rded", ipc=1, progress=False, teacher=bn_teacher, n_candidates=20, n_crops=2, out=tmp_path / "r")
+    back = SyntheticSet.load(tmp_path / "r")
+    assert back.meta["model"] == "convnet_d3" and back.soft_labels.shape == (10, 10)
+
+
 def test_rded_refuses_too_few_patches(real, bn_teacher):
     with pytest.raises(CondenseError, match="patches"):
         condense(real, "rded", ipc=5, progress=False, teacher=bn_teacher, n_candidates=4, n_crops=2)
@@ -176,3 +185,27 @@ def test_teacher_adapts_other_preprocessing(real, bn_teacher):
     # the same pixels in the teacher's normalisation: back to [0, 1] with its mean/std
     assert float((y * 0.25 + 0.5).min()) >= -1e-4 and float((y * 0.25 + 0.5).max()) <= 1 + 1e-4
     assert torch.equal(t.adapt(x), x)  # the data's own preprocessing: untouched
+
+
+def test_teacher_from_a_model_folder(real, tmp_path):
+    """A model folder (config.json + weights) loads through the training engine's builder, with its recorded
+    preprocessing: images at another size and normalisation are converted before it sees them."""
+    from zoo.publish import export_pretrained
+
+    net = train_teacher(real, epochs=0, seed=0, width=16, norm=None)
+    pre = real.preprocessing
+    data_config = {"input_size": (3, 16, 16), "mean": tuple(pre["mean"]), "std": tuple(pre["std"]), "crop_pct": 1.0}
+    folder = export_pretrained(
+        net, tmp_path / "t", model_name="convnet_d3", model_kwargs={"width": 16, "img_size": 16, "in_chans": 3},
+        data_config=data_config, latency_runs=1,
+    )  # fmt: skip
+    t = load_teacher(str(folder), real)
+    assert t.name == str(folder) and t.input_size == (3, 16, 16)
+    assert torch.allclose(t(real.images[:16]), net(real.images[:16]), atol=1e-5)
+    big = load_real("digits", image_size=24, mean=(0.5, 0.5, 0.5), std=(0.3, 0.3, 0.3))
+    tb = load_teacher(str(folder), big)
+    assert tb.adapt(big.images[:4]).shape == (4, 3, 16, 16)
+    with pytest.raises(CondenseError, match="has no BatchNorm layer"):
+        condense(real, "sre2l", ipc=1, progress=False, teacher=str(folder), iterations=1)
+    with pytest.raises(CondenseError, match="cannot load the teacher"):
+        condense(real, "rded", ipc=1, progress=False, teacher=str(tmp_path / "missing"))

@@ -203,4 +203,4 @@ class RDED(Method):
         return self.images, self.labels, self.soft, {}
 
     def describe(self):
-        return {"rded_factor": self.factor, "teacher": self.teacher.name}
+        return {"rded_factor": self.factor, "model": self.teacher.name, "teacher": self.teacher.name}

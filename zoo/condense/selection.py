@@ -122,7 +122,9 @@ class _Embedded(_Selection):
 
     def describe(self):
         d = super().describe()
-        d["embedding"] = self.options["teacher"] or f"{self.options['model']} ({self.options['train_epochs']} epochs)"
+        o = self.options
+        d["embedding"] = self.embedder.name if o["teacher"] else f"{o['model']} ({o['train_epochs']} epochs)"
+        d["model"] = self.embedder.name if o["teacher"] else o["model"]
         return d
 
 

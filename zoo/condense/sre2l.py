@@ -164,4 +164,4 @@ class SRe2L(Method):
         self.opt.load_state_dict(state["opt"])
 
     def describe(self):
-        return {"teacher": self.teacher.name}
+        return {"model": self.teacher.name, "teacher": self.teacher.name}
