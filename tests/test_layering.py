@@ -30,9 +30,10 @@ FLOORS = {
     "zoo.export": 8,
     "zoo.train": 8,
     "zoo.evaluate": 8,
-    "zoo.bench": 9,
-    "zoo.cli": 10,
-    "zoo.__main__": 10,
+    "zoo.condense": 9,
+    "zoo.bench": 10,
+    "zoo.cli": 11,
+    "zoo.__main__": 11,
 }
 
 

@@ -12,6 +12,7 @@ import torch
 
 from . import bench, cards, export, publish
 from .compress import IMPORTANCES, PruneError, prune
+from .condense import cli as condense_cli
 from .data.lm_tokenizer import apply_chat_template, load_lm_tokenizer
 from .data.text import special_token_ids
 from .factory import create_model, resolve_source
@@ -522,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cards", help="regenerate model_cards/*.md and README's model table (--check: verify)")
     cards.add_arguments(p)
     p.set_defaults(func=cards.run)
+
+    p = sub.add_parser(
+        "condense", help="dataset distillation: a few synthetic images per class that train almost like the data"
+    )
+    condense_cli.add_arguments(p)
+    p.set_defaults(func=condense_cli.run)
 
     p = sub.add_parser("bench", help="throughput vs timm on the same weights; --family/--all: the model table")
     bench.add_arguments(p)

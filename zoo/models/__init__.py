@@ -1,3 +1,3 @@
 """One file per family; importing this package registers every model."""
 
-from . import metaformer, mobilellm, recursive, slak, sret  # noqa: F401
+from . import convnet, metaformer, mobilellm, recursive, slak, sret  # noqa: F401

@@ -60,7 +60,8 @@ class RecipeError(ValueError):
 
 @dataclass
 class DataConfig:
-    # image-classification: digits | image_folder | hf_disk;  text-generation: pydoc | text | hf_disk
+    # image-classification: digits | image_folder | hf_disk | synthetic (a zoo condense folder);
+    # text-generation: pydoc | text | hf_disk
     name: str = "digits"
     path: str | None = None  # image folder root, datasets folder (load_from_disk), text file/folder
     train_split: str = "train"
@@ -102,6 +103,9 @@ class AugConfig:
     mixup_switch_prob: float = 0.5
     mixup_mode: str = "batch"
     label_smoothing: float = 0.0
+    # data.name synthetic (tensors): differentiable siamese augmentation ops, e.g. color_crop_cutout_scale_rotate
+    # (zoo.data.dsa); the PIL transforms above do not apply to tensors
+    dsa: str | None = None
 
 
 @dataclass

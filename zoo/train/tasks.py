@@ -33,8 +33,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data import text
+from ..data.dsa import DSA
 from ..data.errors import DataError
-from ..data.images import BAD_FILES, build_image_dataset
+from ..data.images import BAD_FILES, DatasetInfo, build_image_dataset
+from ..data.synthetic import SyntheticDataset, load_synthetic
 from ..factory import create_model, resolve_source
 from ..hub import download
 from ..registry import UnknownModelError, get_entry
@@ -284,8 +286,12 @@ class ImageTask(Task):
 
     def prepare_data(self):
         d = self.recipe.data
+        if d.name == "synthetic":
+            return self._prepare_synthetic()
         if d.name not in self.data_kinds:
-            raise RecipeError(f"data.name {d.name!r} is not an image dataset: use digits, image_folder or hf_disk")
+            raise RecipeError(
+                f"data.name {d.name!r} is not an image dataset: use digits, image_folder, hf_disk or synthetic"
+            )
         bad_files = d.bad_files
         if bad_files not in BAD_FILES:
             raise RecipeError(f"data.bad_files must be one of {', '.join(BAD_FILES)}, not {bad_files!r}")
@@ -305,6 +311,39 @@ class ImageTask(Task):
         self.topk = min(5, self.info.num_classes)  # top-5, or top-k with k = classes when there are fewer
         self._require_one_batch(len(self.train_base), "images")
         self._warn_single_class()
+
+    def _prepare_synthetic(self):
+        """A ``zoo condense`` folder: its images (already preprocessed tensors) train; the real held-out split that
+        its condense.json names, preprocessed as the set was, evaluates."""
+        d = self.recipe.data
+        if not d.path:
+            raise RecipeError("data.name synthetic needs data.path: a folder written by zoo condense --out")
+        self.synthetic = syn = load_synthetic(d.path)
+        src, pre = syn.meta["source"], syn.meta["preprocessing"]
+        if d.image_size not in (None, pre["image_size"]):
+            raise RecipeError(
+                f"data.image_size {d.image_size} differs from the synthetic set's {pre['image_size']}: drop it (the "
+                "set's images have one size)"
+            )
+        # the set's preprocessing becomes the run's (the real held-out split, the exported model, eval.py)
+        d.image_size, d.crop_pct, d.interpolation = pre["image_size"], 1.0, pre["interpolation"]
+        d.mean, d.std = list(pre["mean"]), list(pre["std"])
+        self.info = DatasetInfo(f"synthetic {src['name']} ({syn.meta['method']}, ipc {syn.meta['ipc']})",
+                                syn.num_classes, syn.class_names)  # fmt: skip
+        self.train_base = SyntheticDataset(syn)
+        self.val_base, _ = build_image_dataset(
+            src["kind"], src.get("val_split", "validation"), src.get("path"), class_names=syn.class_names
+        )
+        self.dataset_name = self.info.name
+        self.topk = min(5, self.info.num_classes)
+        entry_cfg = get_entry(self.recipe.model).pretrained_cfg if self.recipe.model else {}
+        if entry_cfg.get("fixed_input_size") and entry_cfg.get("input_size", [0])[-1] != pre["image_size"]:
+            # a model built for one size (ConvNet's flattened head) is built for the set's
+            self.recipe.model_kwargs.setdefault("img_size", pre["image_size"])
+        n, t = len(self.train_base), self.recipe.train
+        if t.batch_size > n:  # a few images per class: every step sees the whole set
+            _logger.info("train.batch_size %d > the %d synthetic images: using %d", t.batch_size, n, n)
+            t.batch_size = n
 
     def _warn_single_class(self):
         labels = set(self.train_base.targets)
@@ -417,6 +456,8 @@ class ImageTask(Task):
             re_mode=a.re_mode,
             re_count=a.re_count,
         )
+        if getattr(self, "synthetic", None) is not None:  # tensors: DSA (aug.dsa) or nothing, not PIL transforms
+            train_tf = DSA(a.dsa).single if a.dsa else None
         self.train_set = SeededTransformDataset(
             self.train_base, train_tf, self.recipe.seed, uses_numpy=bool(a.auto_augment)
         )

@@ -1,0 +1,592 @@
+"""The shared core of dataset condensation: real data as tensors, the synthetic set and its folder, the method
+interface, and the resumable loop every learned method runs in.
+
+A method is a :class:`Method` subclass registered with :func:`register_method`. It gets the real training data
+(:class:`RealData`, every image preprocessed and normalised once, kept per class), the images per class and its
+options; it sets up its learnable state in ``setup``, takes one optimisation step per ``step(it)`` (returning the
+matching loss shown on the progress bar) and hands back a :class:`SyntheticSet` from ``result``. Selection
+methods and RDED do all their work in ``setup`` and take no steps.
+
+The loop (:func:`run_method`) saves the method's state every ``save_every`` iterations with the training engine's
+checkpoint writer (atomic files with a digest, the newest two kept, RNG states inside), so a killed run resumes
+from the last complete state and, with the same seed, ends with the same set as an uninterrupted one.
+"""
+
+import hashlib
+import json
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from timm.data import create_transform
+from torch import nn
+from tqdm import tqdm
+
+from .._version import __version__
+from ..data.errors import DataError
+from ..data.images import build_image_dataset
+from ..data.synthetic import META_FILE, TENSOR_FILE, SyntheticData, load_synthetic
+from ..factory import create_model
+from ..train.checkpoint import (
+    capture_rng_state,
+    latest_good_checkpoint,
+    load_training_checkpoint,
+    restore_rng_state,
+    save_training_checkpoint,
+)
+
+__all__ = [
+    "METHODS",
+    "CondenseError",
+    "Method",
+    "RealData",
+    "SyntheticSet",
+    "condense",
+    "load_real",
+    "make_network",
+    "register_method",
+    "run_method",
+]
+
+STATE_DIR = ".condense_state"
+
+
+class CondenseError(ValueError):
+    """Settings or data that condensation cannot use; the message says what was wrong and what to do."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real data as tensors
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RealData:
+    """A labelled split, every image preprocessed to ``(C, H, W)`` and normalised with ``preprocessing``'s
+    mean/std; ``by_class[c]`` holds the indices of class ``c``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    source: dict[str, Any]
+    preprocessing: dict[str, Any]
+    by_class: list[torch.Tensor] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.by_class:
+            self.by_class = [torch.nonzero(self.labels == c).flatten() for c in range(self.num_classes)]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def class_images(self, c: int, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` random images of class ``c`` (all of them, shuffled, when ``n`` is None or larger)."""
+        idx = self.by_class[c]
+        perm = torch.randperm(len(idx), generator=generator)
+        return self.images[idx[perm[:n] if n is not None else perm]]
+
+    def to(self, device) -> "RealData":
+        return RealData(
+            self.images.to(device), self.labels.to(device), self.class_names, self.source, self.preprocessing,
+            [i.to(device) for i in self.by_class],
+        )  # fmt: skip
+
+
+def _data_kind(data: str) -> tuple[str, str | None]:
+    """``digits`` | ``hf_disk:PATH`` | ``image_folder:PATH`` | a folder (a ``datasets`` folder or images)."""
+    if data == "digits":
+        return "digits", None
+    for kind in ("hf_disk", "image_folder"):
+        if data.startswith(kind + ":"):
+            return kind, data.split(":", 1)[1]
+    root = Path(data)
+    if not root.exists():
+        raise CondenseError(
+            f"no dataset {data!r}: use digits, an image folder (root/<class>/*.png) or a datasets folder"
+        )
+    hf = any((root / f).exists() for f in ("dataset_dict.json", "state.json", "dataset_info.json"))
+    return ("hf_disk" if hf else "image_folder"), str(root)
+
+
+def _fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(images.contiguous().numpy().tobytes())
+    h.update(labels.numpy().astype(np.int64).tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _to_tensors(dataset, transform) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for i in tqdm(range(len(dataset)), desc="reading images", leave=False, disable=len(dataset) < 5000):
+        img, y = dataset[i]
+        xs.append(transform(img))
+        ys.append(int(y))
+    if not xs:
+        raise CondenseError("the dataset has no images")
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+
+def load_real(
+    data: str = "digits",
+    split: str = "train",
+    image_size: int = 32,
+    interpolation: str = "bicubic",
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    class_names: list[str] | None = None,
+    val_split: str = "validation",
+) -> RealData:
+    """One split of ``data`` as normalised tensors at ``image_size`` (resized, then centre-cropped: timm's eval
+    transform with ``crop_pct=1``, which train.py uses for the held-out split of a synthetic set). ``mean``/``std``
+    default to the split's own per-channel statistics."""
+    if not isinstance(image_size, int) or image_size < 8:
+        raise CondenseError(f"image_size must be an int >= 8, got {image_size!r}")
+    kind, path = _data_kind(data)
+    try:
+        dataset, info = build_image_dataset(kind, split, path, class_names=class_names)
+    except DataError as e:
+        raise CondenseError(str(e)) from None
+    if not info.class_names:
+        names = [str(i) for i in range(info.num_classes)]
+    else:
+        names = list(info.class_names)
+    if getattr(dataset, "targets", None) is None:
+        raise CondenseError(f"{data} ({split}) has no labels: condensation needs a labelled dataset")
+
+    def transform(m, s):
+        return create_transform(
+            (3, image_size, image_size), is_training=False, interpolation=interpolation, mean=m, std=s, crop_pct=1.0
+        )
+
+    raw, labels = _to_tensors(dataset, transform((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
+    if mean is None or std is None:
+        mean = tuple(round(float(v), 6) for v in raw.mean(dim=(0, 2, 3)))
+        std = tuple(round(float(v), 6) for v in raw.std(dim=(0, 2, 3)).clamp_min(1e-3))
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    images = (raw - m) / s
+    source = {
+        "name": info.name if kind != "digits" else "digits",
+        "kind": kind,
+        "path": str(Path(path).resolve()) if path else None,
+        "split": split,
+        "val_split": val_split,
+        "size": int(labels.numel()),
+        "fingerprint": _fingerprint(images, labels),
+        "class_names": names,
+    }
+    pre = {
+        "image_size": image_size,
+        "channels": 3,
+        "interpolation": interpolation,
+        "mean": list(mean),
+        "std": list(std),
+    }
+    return RealData(images, labels, names, source, pre)
+
+
+def load_real_split(source: dict[str, Any], preprocessing: dict[str, Any], split: str | None = None) -> RealData:
+    """The split ``split`` (default: the held-out one) of the data a synthetic set was made from, preprocessed as
+    the set was."""
+    data = "digits" if source["kind"] == "digits" else f"{source['kind']}:{source['path']}"
+    return load_real(
+        data,
+        split or source.get("val_split", "validation"),
+        preprocessing["image_size"],
+        preprocessing["interpolation"],
+        tuple(preprocessing["mean"]),
+        tuple(preprocessing["std"]),
+        class_names=list(source["class_names"]),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_network(
+    name: str, real_shape: tuple[int, int, int], num_classes: int, generator: torch.Generator | None = None, **kwargs
+) -> nn.Module:
+    """A freshly initialised zoo model for images of ``real_shape``: ConvNet-D at the data's size, any other
+    registered vision model with its own arguments (``kwargs``). ``generator`` seeds the initialisation."""
+    c, h, _ = real_shape
+    if name.startswith("convnet_"):
+        kwargs = {"in_chans": c, "img_size": h, **kwargs}
+    state = torch.random.get_rng_state()
+    try:
+        if generator is not None:
+            torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+        return create_model(name, num_classes=num_classes, **kwargs)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The synthetic set and its folder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyntheticSet:
+    """Condensed images (normalised, ``(N, C, H, W)``), their labels, optional soft labels, what made them
+    (``meta``: condense.json) and, for factorization, the tensors that generate them (``extra``)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    meta: dict[str, Any]
+    soft_labels: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["source"]["class_names"])
+
+    @property
+    def stored_values(self) -> int:
+        """Numbers a user must store to have the set: the images, or for factorization its bases and generators."""
+        return int(self.meta.get("storage", {}).get("values", self.images.numel()))
+
+    def denormalized(self) -> torch.Tensor:
+        pre = self.meta["preprocessing"]
+        m = torch.tensor(pre["mean"]).view(1, -1, 1, 1)
+        s = torch.tensor(pre["std"]).view(1, -1, 1, 1)
+        return (self.images.detach().cpu() * s + m).clamp(0, 1)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "SyntheticSet":
+        d: SyntheticData = load_synthetic(folder)
+        return cls(d.images, d.labels, d.meta, d.soft_labels, d.extra)
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write the folder (tensors, condense.json, PNGs, card) beside ``folder`` and move it in place in one
+        rename; an existing folder is replaced only with ``overwrite`` or when it holds a synthetic set."""
+        out = Path(folder)
+        if out.exists() and any(p.name != STATE_DIR for p in out.iterdir()):
+            if not (overwrite or (out / META_FILE).is_file()):
+                raise CondenseError(f"{out} exists and is not a synthetic set: pick a new or empty --out folder")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            self._write(tmp)
+            state = out / STATE_DIR
+            if state.is_dir():  # the resumable state stays with the folder
+                shutil.move(str(state), tmp / STATE_DIR)
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            if out.exists():
+                os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+    def _write(self, tmp: Path) -> None:
+        tensors = {"images": self.images.detach().cpu().float().contiguous(), "labels": self.labels.cpu().long()}
+        if self.soft_labels is not None:
+            tensors["soft_labels"] = self.soft_labels.detach().cpu().float().contiguous()
+        tensors.update({k: v.detach().cpu().contiguous() for k, v in self.extra.items()})
+        save_file(tensors, str(tmp / TENSOR_FILE), metadata={"format": "zoo-synthetic", "method": self.meta["method"]})
+        (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n")
+        pixels = (self.denormalized() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        names = self.class_names
+        counts: dict[int, int] = {}
+        for img, y in zip(pixels, self.labels.tolist()):
+            d = tmp / "images" / _safe_dir(names[y])
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(d / f"{counts.get(y, 0):05d}.png")
+            counts[y] = counts.get(y, 0) + 1
+        _grid(pixels, self.labels.tolist(), len(names)).save(tmp / "grid.png")
+        (tmp / "README.md").write_text(_card(self))
+
+
+def _safe_dir(name: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in name).strip(". ")
+    return cleaned or "_"
+
+
+def _grid(pixels: np.ndarray, labels: list[int], num_classes: int, most: int = 10) -> Image.Image:
+    """Classes as rows, up to ``most`` images per row."""
+    h, w = pixels.shape[1:3]
+    cols = max(1, min(most, max(labels.count(c) for c in range(num_classes))))
+    canvas = np.full((num_classes * (h + 2), cols * (w + 2), 3), 255, np.uint8)
+    seen = [0] * num_classes
+    for img, y in zip(pixels, labels):
+        if seen[y] < cols:
+            r, c = y * (h + 2), seen[y] * (w + 2)
+            canvas[r : r + h, c : c + w] = img
+            seen[y] += 1
+    scale = max(1, 256 // max(canvas.shape[:2]))
+    return Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+
+
+def _card(s: SyntheticSet) -> str:
+    m = s.meta
+    src, pre = m["source"], m["preprocessing"]
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(m.get("options", {}).items())) or "defaults"
+    lines = [
+        f"# Synthetic {src['name']}: {m['method']}, {m['ipc']} image(s) per class",
+        "",
+        f"Made by `zoo condense` (zoo {m.get('zoo_version', '?')}) from the {src['split']} split of "
+        f"`{src['name']}` ({src['size']} images, {len(src['class_names'])} classes, fingerprint "
+        f"`{src['fingerprint'][:23]}...`).",
+        "",
+        "![grid](grid.png)",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| method | {m['method']} |",
+        f"| images | {len(s)} ({m['ipc']} per class) at {pre['channels']}x{pre['image_size']}x{pre['image_size']} |",
+        f"| stored values | {s.stored_values:,} |",
+        f"| soft labels | {'yes' if s.soft_labels is not None else 'no'} |",
+        f"| network | {m.get('model') or '-'} |",
+        f"| options | {opts} |",
+        f"| seed | {m['seed']} |",
+        f"| wall time | {m.get('wall_time_s', 0):.1f} s |",
+        f"| peak memory | {m.get('peak_memory_mb', 0):.0f} MB |",
+        "",
+        "Train on it: `python train.py --config configs/condensed_digits.yaml --data.path THIS_FOLDER` "
+        "(`data.name: synthetic`); the held-out split is the real one named in `condense.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Methods and the loop
+# ----------------------------------------------------------------------------------------------------------------
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register_method(cls: type["Method"]) -> type["Method"]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+class Method:
+    """One condensation method. Subclasses set ``name``, ``defaults`` (every option with its default; the
+    CLI's ``--option key=value`` may set only these) and ``iterations`` (0 for methods that take no steps)."""
+
+    name = ""
+    defaults: dict[str, Any] = {}
+    learned = True  # optimises images (the targets' "learned methods")
+    needs_teacher = False
+    state_dir: Path | None = None  # the run's state folder (set by run_method): methods may keep caches there
+
+    def __init__(self, real: RealData, ipc: int, options: dict[str, Any], seed: int, device: torch.device):
+        self.real, self.ipc, self.seed, self.device = real, ipc, seed, device
+        self.options = {**self.defaults, **options}
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def iterations(self) -> int:
+        return int(self.options.get("iterations", 0))
+
+    # -- to implement ------------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse what the data cannot give, in one line (selection methods need ``ipc`` images in every class)."""
+        if not self.learned:
+            small = [(self.real.class_names[c], len(i)) for c, i in enumerate(self.real.by_class) if len(i) < self.ipc]
+            if small:
+                name, n = small[0]
+                raise CondenseError(
+                    f"{self.name} selects real images, and class {name!r} has {n}, fewer than ipc={self.ipc}: lower "
+                    "--ipc"
+                )
+
+    def setup(self) -> None:
+        """Build the learnable state (or, for methods without steps, the whole result)."""
+
+    def step(self, it: int) -> float:
+        """One optimisation step; returns the matching loss."""
+        raise NotImplementedError
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """(images, labels, soft labels or None, extra tensors)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state a resumed run needs (tensors and plain values; optimiser states included)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def storage(self) -> dict[str, Any]:
+        """Stored values of the result (images by default)."""
+        images = self.result()[0]
+        return {"values": int(images.numel()), "what": "images"}
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    # -- shared helpers ----------------------------------------------------------------------------------------------
+    def init_from_real(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ipc`` random real images per class (the usual start), and their labels."""
+        xs, ys = [], []
+        for c in range(self.real.num_classes):
+            x = self.real.class_images(c, self.ipc, self.generator)
+            if x.shape[0] < self.ipc:  # a small class: the rest start from noise
+                noise = torch.randn(self.ipc - x.shape[0], *x.shape[1:], generator=self.generator).to(x.device)
+                x = torch.cat([x, noise])
+            xs.append(x)
+            ys.append(torch.full((self.ipc,), c, dtype=torch.long))
+        return torch.cat(xs).to(self.device), torch.cat(ys).to(self.device)
+
+    def network(self, name: str | None = None) -> nn.Module:
+        """A fresh network (the ``model`` option, ConvNet-3 by default) seeded from the method's generator."""
+        return make_network(name or self.options.get("model", "convnet_d3"), self.real.shape, self.real.num_classes,
+                            self.generator).to(self.device)  # fmt: skip
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_method(
+    method: Method,
+    state_dir: Path | None = None,
+    save_every: int = 100,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Set the method up, run its iterations with a progress bar showing the loss, saving its state every
+    ``save_every`` iterations into ``state_dir``; with ``resume`` continue from the newest complete state there.
+    Returns the loss of every iteration run."""
+    start = 0
+    ckpt = latest_good_checkpoint(state_dir) if (resume and state_dir is not None and state_dir.is_dir()) else None
+    method.state_dir = state_dir
+    method.setup()
+    if ckpt is not None:
+        state = load_training_checkpoint(ckpt)
+        if state.get("method") != method.name or state.get("fingerprint") != method.real.source["fingerprint"]:
+            raise CondenseError(f"{ckpt} was saved by another method or on other data; start again without --resume")
+        method.load_state_dict(state["method_state"])
+        method.generator.set_state(state["generator"])
+        restore_rng_state(state["rng"])
+        start = int(state["step"])
+    losses = []
+    total = method.iterations
+    bar = tqdm(range(start, total), initial=start, total=total, desc=method.name, disable=not progress or total == 0)
+    for it in bar:
+        loss = float(method.step(it))
+        if not math.isfinite(loss):
+            raise CondenseError(
+                f"{method.name}: the matching loss is {loss} at iteration {it}; lower the learning rate"
+            )
+        losses.append(loss)
+        bar.set_postfix(loss=f"{loss:.4g}")
+        if log is not None:
+            log(it, loss)
+        done = it + 1
+        if state_dir is not None and save_every and (done % save_every == 0 or done == total):
+            state = {
+                "method": method.name,
+                "fingerprint": method.real.source["fingerprint"],
+                "method_state": method.state_dict(),
+                "generator": method.generator.get_state(),
+                "rng": capture_rng_state(),
+            }
+            save_training_checkpoint(state, state_dir, done, keep=2)
+    return losses
+
+
+def condense(
+    data: "str | RealData" = "digits",
+    method: str = "dm",
+    ipc: int = 10,
+    out: str | Path | None = None,
+    seed: int = 0,
+    image_size: int = 32,
+    device: str = "auto",
+    resume: bool = False,
+    save_every: int = 100,
+    progress: bool = True,
+    overwrite: bool = False,
+    **options,
+) -> SyntheticSet:
+    """Condense ``data`` into ``ipc`` images per class with ``method``; write the folder to ``out`` if given.
+
+    ``data``: ``digits``, an image folder, ``hf_disk:PATH`` / a ``datasets`` folder, or a :class:`RealData`.
+    ``options``: the method's own (``zoo condense --method M --help-options`` lists them), e.g. ``iterations``,
+    ``lr_img``, ``model``, ``teacher``.
+    """
+    if method not in METHODS:
+        close = [m for m in METHODS if m.startswith(method[:2])] or sorted(METHODS)
+        raise CondenseError(
+            f"unknown method {method!r}: choose from {', '.join(sorted(METHODS))} (close: {', '.join(close)})"
+        )
+    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
+        raise CondenseError(f"ipc (images per class) must be a positive int, got {ipc!r}")
+    cls = METHODS[method]
+    unknown = sorted(set(options) - set(cls.defaults))
+    if unknown:
+        raise CondenseError(
+            f"{method} has no option(s) {', '.join(unknown)}; its options: {', '.join(sorted(cls.defaults))}"
+        )
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
+    real = data if isinstance(data, RealData) else load_real(data, image_size=image_size)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    m = cls(real.to(dev) if dev.type == "cuda" else real, ipc, options, seed, dev)
+    m.check()
+    state_dir = Path(out) / STATE_DIR if out is not None else None
+    run_method(m, state_dir, save_every, resume, progress)
+    images, labels, soft, extra = m.result()
+    wall = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_rss_mb()
+    meta = {
+        "format": "zoo-synthetic/1",
+        "zoo_version": __version__,
+        "method": method,
+        "ipc": ipc,
+        "options": {k: v for k, v in m.options.items() if _jsonable(v)},
+        "seed": seed,
+        "source": real.source,
+        "preprocessing": real.preprocessing,
+        "model": m.options.get("model") or m.options.get("teacher"),
+        "images": int(images.shape[0]),
+        "storage": m.storage(),
+        "wall_time_s": round(wall, 2),
+        "peak_memory_mb": round(peak, 1),
+        "peak_memory_kind": "CUDA max allocated" if dev.type == "cuda" else "process peak RSS",
+        "device": str(dev),
+        **m.describe(),
+    }
+    s = SyntheticSet(images.detach().cpu().float(), labels.cpu().long(), meta, None if soft is None else soft.cpu(),
+                     {k: v.detach().cpu() for k, v in extra.items()})  # fmt: skip
+    if out is not None:
+        s.save(out, overwrite=overwrite)
+    return s
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
