@@ -8,7 +8,7 @@ real data as tensors, the synthetic set and its folder, and the resumable loop; 
 field's evaluation protocol (ConvNet-3, DSA, SGD).
 """
 
-from . import dc, dm, rded, selection, sre2l  # noqa: F401  (register the methods)
+from . import dc, dm, factorization, mtt, rded, selection, sre2l  # noqa: F401  (register the methods)
 from .core import METHODS, CondenseError, Method, RealData, SyntheticSet, condense, load_real, load_real_split
 from .evaluate import EvalSettings, accuracy, evaluate_set, train_network
 
