@@ -19,6 +19,7 @@ import os
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -458,8 +459,32 @@ class Method:
                             self.generator).to(self.device)  # fmt: skip
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):  # no /proc: the process's lifetime peak
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class PeakMemory:
+    """Peak resident memory of the process while the block runs (sampled every 5 ms by a thread), in MB."""
+
+    def __enter__(self):
+        self.peak, self._stop = _rss_mb(), threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.005):
+                self.peak = max(self.peak, _rss_mb())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
 
 
 def run_method(
@@ -555,10 +580,13 @@ def condense(
     m = cls(real.to(dev) if dev.type == "cuda" else real, ipc, options, seed, dev)
     m.check()
     state_dir = Path(out) / STATE_DIR if out is not None else None
-    run_method(m, state_dir, save_every, resume, progress)
-    images, labels, soft, extra = m.result()
+    if state_dir is not None and state_dir.is_dir() and not resume:  # a new run: the old states are not its own
+        shutil.rmtree(state_dir)
+    with PeakMemory() as mem:
+        run_method(m, state_dir, save_every, resume, progress)
+        images, labels, soft, extra = m.result()
     wall = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_rss_mb()
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else mem.peak
     meta = {
         "format": "zoo-synthetic/1",
         "zoo_version": __version__,
