@@ -10,7 +10,8 @@ Two stages.
    expert). The trajectories are kept in an *expert buffer*: a folder named after a digest of everything that
    shapes them (the data's fingerprint, the image shape, the model, the expert settings, ``expert_seed``) holding
    one safetensors file per expert. It lives under ``buffer`` when that option names a folder, else in the run's
-   state folder (``OUT/.condense_state/experts``), else (no ``out``) only in memory. A buffer already there is
+   state folder (``OUT/.condense_state/experts``; kept by ``--resume``, cleared by a fresh run into that folder),
+   else (no ``out``) only in memory. A buffer already there is
    reused and extended when more experts are asked for: expert ``i`` is seeded by ``(expert_seed, i)`` alone, so
    MTT and factorization, every ``ipc`` and every seed share one buffer.
 
