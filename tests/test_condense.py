@@ -157,3 +157,15 @@ def test_condense_then_train_py_then_held_out(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "validation" and metrics["samples"] == 360  # the real held-out scans
     assert metrics["top1"] > 50, metrics
+
+
+@pytest.mark.slow
+def test_dm_at_ipc_1_beats_the_random_subset(real):
+    """The benchmark's quick setting, on its own: DM's set trains ConvNet-3 clearly better than random images."""
+    test = load_real_split(real.source, real.preprocessing)
+    settings = EvalSettings(epochs=60)
+    dm = condense(real, "dm", ipc=1, iterations=150, batch_real=64, progress=False)
+    rnd = condense(real, "random", ipc=1, progress=False)
+    dm_acc = sum(evaluate_set(dm, test, settings, runs=3)) / 3
+    rnd_acc = sum(evaluate_set(rnd, test, settings, runs=3)) / 3
+    assert dm_acc > rnd_acc + 5, (dm_acc, rnd_acc)

@@ -25,25 +25,36 @@ import torch
 import torch.nn.functional as F
 
 from ..condense import METHODS, EvalSettings, condense, evaluate_set, load_real, load_real_split
+from ..condense.core import METHODS as _METHODS
 from ..condense.teacher import train_teacher
+from ..data.dsa import DSA
+from .reference.condense import dc_iteration, dm_iteration
 
 __all__ = ["PRESETS", "main", "run_protocol"]
 
-_MTT_QUICK = {"syn_steps": 10, "expert_epochs": 2, "num_experts": 5, "train_epochs": 10, "max_start_epoch": 5,
-              "dsa_strategy": "color_crop_cutout_scale_rotate", "buffer": "runs/condensed/buffers"}  # fmt: skip
+_MTT_QUICK = {
+    "syn_steps": 5,
+    "expert_epochs": 2,
+    "num_experts": 3,
+    "train_epochs": 6,
+    "max_start_epoch": 3,
+    "lr_img": 100.0,
+    "dsa_strategy": "color_crop_cutout_scale_rotate",
+    "buffer": "runs/condensed/buffers",
+}
 # method options per preset; ``{ipc}``-dependent values are callables
 PRESETS = {
     "quick": {
         "image_size": 16,
         "eval_epochs": 60,
-        "whole_epochs": 20,
+        "whole_epochs": 10,
         "teacher_epochs": 20,
         "methods": {
             "dm": {"iterations": 150, "batch_real": 64},
             "dc": {"iterations": 10, "batch_real": 64, "outer_loop": 5, "inner_loop": 5},
             "dsa": {"iterations": 10, "batch_real": 64, "outer_loop": 5, "inner_loop": 5},
-            "mtt": {**_MTT_QUICK, "iterations": 100},
-            "factorization": {**_MTT_QUICK, "iterations": 100},
+            "mtt": {**_MTT_QUICK, "iterations": 40},
+            "factorization": {**_MTT_QUICK, "iterations": 40},
             "sre2l": {"iterations": 200},
             # images of 16-32 px: whole crops (the authors' CIFAR-10 ConvNet setting), not 2x2 mosaics of 8 px patches
             "rded": {"factor": 1, "crop_scale": [0.5, 1.0]},
@@ -177,6 +188,65 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def speed(data: str = "digits", ipc: int = 10, iterations: int = 3, image_size: int = 32, batch_real: int = 256,
+          outer: int = 2, inner: int = 5, seed: int = 0, log=print) -> dict[str, float]:  # fmt: skip
+    """Seconds per iteration of the zoo's DM and DC and of the authors'-loop renditions at equal settings
+    (network, batches, loops, DSA), interleaved round by round; returns the reference / zoo ratios."""
+    real = load_real(data, image_size=image_size)
+    dsa = DSA("color_crop_cutout_scale_rotate")
+    dev = torch.device("cpu")
+    zoo_dm = _METHODS["dm"](real, ipc, {"batch_real": batch_real, "dsa_strategy": dsa.strategy}, seed, dev)
+    zoo_dc = _METHODS["dsa"](
+        real, ipc, {"batch_real": batch_real, "outer_loop": outer, "inner_loop": inner, "dsa_strategy": dsa.strategy},
+        seed, dev,
+    )  # fmt: skip
+    zoo_dm.setup()
+    zoo_dc.setup()
+    syn = zoo_dm.images.detach().clone().requires_grad_(True)
+    ref_opt = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
+    g = torch.Generator().manual_seed(seed)
+    by_class = real.by_class
+    timings = {"dm": [], "dm_ref": [], "dc": [], "dc_ref": []}
+    for it in range(iterations + 1):  # the first round warms up
+        for key, fn in (
+            ("dm", lambda: zoo_dm.step(0)),
+            (
+                "dm_ref",
+                lambda: dm_iteration(real.images, by_class, syn, ref_opt, ipc, batch_real, dsa, g, size=image_size),
+            ),  # fmt: skip
+            ("dc", lambda: zoo_dc.step(0)),
+            (
+                "dc_ref",
+                lambda: dc_iteration(
+                    real.images,
+                    by_class,
+                    syn,
+                    zoo_dc.labels,
+                    ref_opt,
+                    ipc,
+                    batch_real,
+                    outer,
+                    inner,
+                    dsa,
+                    g,
+                    size=image_size,
+                ),
+            ),  # fmt: skip
+        ):
+            t = time.perf_counter()
+            fn()
+            if it:
+                timings[key].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    ratios = {"dm": med["dm_ref"] / med["dm"], "dc": med["dc_ref"] / med["dc"]}
+    log(
+        f"s/iteration at {image_size}px, ipc {ipc}, batch_real {batch_real}, DC loops ({outer}, {inner}), "
+        f"{iterations} interleaved rounds: DM zoo {med['dm']:.2f} vs authors' loop {med['dm_ref']:.2f} "
+        f"({ratios['dm']:.2f}x); DSA zoo {med['dc']:.2f} vs authors' loop {med['dc_ref']:.2f} ({ratios['dc']:.2f}x)"
+    )
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m zoo.bench.condense", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="digits")
@@ -191,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--csv", default=None)
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--speed", action="store_true", help="only: DM and DSA per iteration vs the authors' loops")
+    ap.add_argument("--image-size", type=int, default=32, help="--speed: image edge (default 32)")
     args = ap.parse_args(argv)
+    if args.speed:
+        speed(args.data, ipc=int(args.ipc.split(",")[-1]), image_size=args.image_size)
+        return 0
     cross = [c for c in args.cross.split(",") if c]
     unknown = [c for c in cross if c not in CROSS]
     if unknown:
