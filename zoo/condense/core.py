@@ -41,6 +41,7 @@ from ..data.synthetic import META_FILE, TENSOR_FILE, SyntheticData, load_synthet
 from ..factory import create_model
 from ..train.checkpoint import (
     capture_rng_state,
+    find_checkpoints,
     latest_good_checkpoint,
     load_training_checkpoint,
     restore_rng_state,
@@ -581,7 +582,8 @@ def condense(
     m.check()
     state_dir = Path(out) / STATE_DIR if out is not None else None
     if state_dir is not None and state_dir.is_dir() and not resume:  # a new run: the old states are not its own
-        shutil.rmtree(state_dir)
+        for old in [*find_checkpoints(state_dir), state_dir / "last.pt"]:  # (caches such as MTT's experts stay)
+            old.unlink(missing_ok=True)
     with PeakMemory() as mem:
         run_method(m, state_dir, save_every, resume, progress)
         images, labels, soft, extra = m.result()
