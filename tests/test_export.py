@@ -4,7 +4,8 @@ dynamic height/width where the architecture allows one) and ONNX + onnxruntime, 
 By default one model of each vision family at reduced widths and depths (the same code paths as the registered
 sizes) goes through ``zoo.export(..., check=True)`` in both formats; under ``-m slow`` every registered vision model
 does, at full size and its configured input size. RandFormer (token-mixing matrices) and SReT (learned position
-table) are sized by the token count: a dynamic size is refused for them, with the reason.
+table) are sized by the token count, ConvNet (flattened classifier) by the input: a dynamic size is refused for
+them, with the reason.
 
 The fast paths (oneDNN linear on the row count, the models' Python-side input checks) are traced as plain ops, so
 the exported program holds no shape-dependent branch; SReT's seeded token permutations are buffers drawn when the
@@ -27,6 +28,7 @@ VISION_MODELS = [n for n in zoo.list_models() if get_entry(n).task == "image-cla
 # one model of each registry family at reduced widths and depths (64x64 inputs); of the MetaFormers, CAFormer
 # (separable convs, then attention over a dynamic token count) and RandFormer (token mixing sized by the token
 # count: a fixed input size). PoolFormer's pooling stages and ConvFormer go through export in test_export_cli.
+# ConvNet-3's flattened classifier is sized by the input: a fixed input size too.
 _METAFORMER = dict(dims=(8, 16, 32, 64), depths=(1, 1, 1, 1))
 REDUCED = {
     "caformer_s18": _METAFORMER,
@@ -34,8 +36,10 @@ REDUCED = {
     "slak_tiny": dict(dims=(8, 16, 24, 32), depths=(1, 1, 1, 1)),
     # sliced group attention with one recorded permutation (stage 0, the second application)
     "sret_tiny": dict(img_size=64, heads=(1, 2, 4), recursive_num=(1, 1, 1)),
+    "convnet_d3": dict(width=8, img_size=64),
 }
-FIXED_SIZE = ("randformer_s12", "sret_tiny")  # sized by the token count: no dynamic height/width
+# sized by the token count (or, ConvNet, by the flattened map): no dynamic height/width
+FIXED_SIZE = ("randformer_s12", "sret_tiny", "convnet_d3")
 
 
 def _reduced(name: str, **kwargs) -> torch.nn.Module:
@@ -53,7 +57,7 @@ def test_every_vision_family_has_a_reduced_model():
     families = {zoo.model_info(n)["family"] for n in VISION_MODELS}
     assert families == {zoo.model_info(n)["family"] for n in REDUCED}
     fixed = {n for n in VISION_MODELS if zoo.model_info(n)["pretrained_cfg"].get("fixed_input_size")}
-    assert set(FIXED_SIZE) <= fixed and {n.split("_")[0] for n in fixed} == {"randformer", "sret"}
+    assert set(FIXED_SIZE) <= fixed and {n.split("_")[0] for n in fixed} == {"randformer", "sret", "convnet"}
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
@@ -68,7 +72,8 @@ def test_each_family_exports(name, fmt, tmp_path):
     assert [s[0] for s in shapes[:2]] == [1, 3]
     # and another size: from two stride-32 cells up (the last stage at least 2x2), no multiple of 32 needed
     assert [s[2:] for s in shapes[2:]] == ([(96, 112)] if dynamic_size else [])
-    assert min_dynamic_size(model) == 64
+    if dynamic_size:
+        assert min_dynamic_size(model) == 64
 
 
 @pytest.mark.parametrize("name", FIXED_SIZE)

@@ -10,6 +10,7 @@ The check functions take a model name, so a family registered at run time goes t
 (tests/test_family_contract.py).
 """
 
+import inspect
 from collections import defaultdict
 
 import pytest
@@ -87,11 +88,14 @@ def check_train_step(name: str) -> None:
 
 @torch.no_grad()
 def check_interface(name: str, tmp_path) -> None:
-    """timm's face: features, head with pre_logits, grad checkpointing, classifier reset, safetensors round trip."""
+    """timm's face: features (at the last feature_info reduction), head with pre_logits, grad checkpointing,
+    classifier reset, safetensors round trip. ``num_features`` is the map's channels, ``head_hidden_size`` the
+    pre-logits width (the same, except for a head that flattens the map)."""
     model = zoo.create_model(name, num_classes=42).eval()
     cfg, x, s = model.pretrained_cfg, sample(name), input_size(name)
+    m = s // model.feature_info[-1]["reduction"]
     feats = model.forward_features(x)
-    assert feats.shape == (2, model.num_features, s // 32, s // 32)
+    assert feats.shape == (2, model.num_features, m, m)
     if s == cfg["input_size"][-1]:
         assert tuple(feats.shape[-2:]) == tuple(cfg["pool_size"])
     assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
@@ -105,9 +109,9 @@ def check_interface(name: str, tmp_path) -> None:
     assert torch.equal(zoo.create_model(name, num_classes=42, checkpoint_path=str(path)).eval()(x), ref)
 
     model.reset_classifier(0)
-    assert model(x).shape == (2, model.num_features)
+    assert model(x).shape == (2, model.head_hidden_size)
     model.reset_classifier(0, "")
-    assert model(x).shape == (2, model.num_features, s // 32, s // 32)
+    assert model(x).shape == (2, model.num_features, m, m)
     model.reset_classifier(7, "avg")
     assert model(x).shape == (2, 7)
     assert model.get_classifier() is not None
@@ -139,8 +143,12 @@ def check_features(name: str) -> None:
 
 
 def check_regularisation(name: str) -> None:
-    """Stochastic depth is active in training and off in eval; group_matcher covers every parameter."""
-    model = zoo.create_model(name, drop_path_rate=0.3)
+    """Stochastic depth (dropout before the classifier for a model without residual branches to drop) is active
+    in training and off in eval; group_matcher covers every parameter."""
+    with torch.device("meta"):
+        model_cls = type(zoo.create_model(name))
+    rate = "drop_path_rate" if "drop_path_rate" in inspect.signature(model_cls.__init__).parameters else "drop_rate"
+    model = zoo.create_model(name, **{rate: 0.3})
     x = sample(name, batch=4)
     torch.manual_seed(1)
     a = model(x)

@@ -34,6 +34,8 @@ SMALL = {
         ("slak_tiny", dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), kernel_size=(13, 11, 9, 7, 5), num_classes=7))
     ],
     "sret": [("sret_tiny", dict(img_size=64, recursive_num=(1, 2, 1), num_classes=7))],
+    # instance norm (GroupNorm, a group per channel) and the flattened classifier
+    "convnet": [("convnet_d3", dict(width=40, img_size=64, num_classes=7))],
     "mobilellm": [
         (
             "mobilellm_125m",
@@ -294,6 +296,8 @@ def _full_size(name):
         return dict(img_size=SWEEP[-1], recursive_num=(1, 2, 1))
     if family == "slak":
         return dict(depths=(1, 1, 2, 1))
+    if family == "convnet":  # every block at its width; the flattened classifier sized for the sweep's input
+        return dict(img_size=SWEEP[-1])
     return dict(depths=(1, 1, 2, 1), **({"img_size": SWEEP[-1]} if name.startswith("randformer") else {}))
 
 

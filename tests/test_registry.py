@@ -31,14 +31,23 @@ def test_list_pretrained_are_models_with_a_weight_source():
         assert cfg.get("hf_hub_id") and cfg.get("hf_hub_filename")
 
 
+# the authors' code licenses, per vision family
+LICENSES = {"metaformer": "apache-2.0", "sret": "apache-2.0", "slak": "mit", "convnet": "mit"}
+# the smallest (params, GMACs) per vision family: the ImageNet backbones are above 1M params and 1 GMAC; ConvNet-D,
+# the evaluation network of dataset distillation, is small by design (ConvNet-3: 0.32M params, 0.05 GMACs at 32x32)
+SMALLEST = {"convnet": (3e5, 0.04)}
+
+
 @pytest.mark.parametrize("name", zoo.list_models(task="image-classification"))
 def test_model_info_and_pretrained_cfg(name):
     info = zoo.model_info(name)
     assert info["family"] in zoo.list_families() and info["task"] == "image-classification"
     assert info["paper"] and info["paper_ids"].startswith("arXiv:")
-    assert info["license"] == ("mit" if info["family"] == "slak" else "apache-2.0")  # the authors' licenses
+    assert info["license"] == LICENSES[info["family"]]
     ref = info["reference"]
-    assert ref["params"] > 1e6 and ref["gmacs"] > 1 and (ref["top1"] is None or 70 < ref["top1"] < 90)
+    min_params, min_gmacs = SMALLEST.get(info["family"], (1e6, 1))
+    assert ref["params"] > min_params and ref["gmacs"] > min_gmacs
+    assert ref["top1"] is None or 70 < ref["top1"] < 90
     cfg = info["pretrained_cfg"]
     for key in (
         "input_size",
@@ -139,6 +148,7 @@ def test_readme_model_table_matches_registry():
     for name, params, gmacs, top1 in rows:
         ref = zoo.model_info(name)["reference"]
         assert int(params.replace(",", "")) == ref["params"]
-        # README GMACs are measured (zoo.profile), rounded to 2 decimals; the exact check is in tests/test_cards.py
+        # README GMACs are measured (zoo.profile), rounded to 2 decimals (3 significant digits below 1 GMAC); the
+        # exact check is in tests/test_cards.py
         assert abs(float(gmacs) * 1e9 / ref["macs"] - 1) < 0.02, (name, gmacs, ref["gmacs"])
         assert (None if top1 == "-" else float(top1)) == ref["top1"]

@@ -18,6 +18,7 @@ gives byte-identical files and :func:`check` can tell when a committed card or t
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -201,7 +202,13 @@ def _family_title(family: str) -> str:
 
 
 def _gmacs(macs: int | None, decimals: int) -> str:
-    return "-" if macs is None else f"{macs / 1e9:.{decimals}f}"
+    """GMACs with ``decimals`` decimals; below 1 GMAC (the small networks) at least 3 significant digits."""
+    if macs is None:
+        return "-"
+    gmacs = macs / 1e9
+    if 0 < gmacs < 1:
+        decimals = max(decimals, 2 - math.floor(math.log10(gmacs)))
+    return f"{gmacs:.{decimals}f}"
 
 
 def _top1(top1) -> str:
@@ -461,7 +468,8 @@ def _weights(row: dict[str, Any]) -> str:
 
 
 def render_readme_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The README's model table: measured params (exact) and GMACs (2 decimals), the paper's top-1, timm status."""
+    """The README's model table: measured params (exact) and GMACs (2 decimals; 3 significant digits below 1
+    GMAC), the paper's top-1, timm status."""
     lines = ["| model | params | GMACs @224 | ImageNet-1k top-1 | in timm |", "|---|---:|---:|---:|---|"]
     sparse = []
     for row in ordered(rows):

@@ -373,7 +373,10 @@ def create_model(
     cache_dir = kwargs.pop("cache_dir", None)
     strict = kwargs.pop("pretrained_strict", True)
     switches = {k: bool(kwargs.pop(k, False)) for k in LOAD_SWITCHES}
-    features = {k: kwargs.pop(k) for k in _FEATURE_KWARGS if k in kwargs}
+    # timm's feature switch ``norm`` is a bool; a string is an architecture argument (ConvNet-D's ``norm="batchnorm"``)
+    features = {
+        k: kwargs.pop(k) for k in _FEATURE_KWARGS if k in kwargs and not (k == "norm" and isinstance(kwargs[k], str))
+    }
     quantize = QuantSpec.parse(kwargs.pop("quantize", None))
     source = resolve_source(model_name, cache_dir)
     entry = get_entry(source.name)

@@ -168,7 +168,8 @@ def model_info(name: str) -> dict[str, Any]:
             "gmacs": ref.get("gmacs"),
             "top1": ref.get("top1"),
             **{k: v for k, v in ref.items() if k not in ("params", "macs", "gmacs", "top1")},
-            "convention": _CONVENTIONS.get(entry.task, _CONVENTIONS["image-classification"]),
+            # a family's own reference table may say how its figures were taken (another input size)
+            "convention": ref.get("convention") or _CONVENTIONS.get(entry.task, _CONVENTIONS["image-classification"]),
             **(
                 {
                     "dense_vs_nonzero": "params/macs count every weight (dense, zeros included); nonzero_params/"

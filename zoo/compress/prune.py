@@ -19,7 +19,9 @@ recorded as builder arguments so that a pruned model saves as safetensors + conf
   and the position embedding, is kept); MobileLLM and the recursive LMs the hidden size (embeddings, tied or not,
   stay tied), KV groups and the MLP width, uniform across layers so that the result is a plain Llama-shaped config;
   a shared block is pruned once for all its applications, its per-application LoRA deltas with it, and the
-  Mixture-of-Recursions routers' inputs follow the hidden channels kept.
+  Mixture-of-Recursions routers' inputs follow the hidden channels kept; ConvNet-D every block's width (its
+  instance norm, a ``GroupNorm`` with one group per channel, keeps one group per kept channel; the flattened
+  classifier loses the columns of the removed channels' positions).
 * **Kept widths** are rounded to multiples of ``round_to`` (8 by default: whole SIMD vectors for the CPU GEMM
   kernels and tensor-core tiles on GPU; ``None`` for exact ratios on tiny models).
 
@@ -29,7 +31,8 @@ pruned on a copy and counted with :func:`zoo.profile.count_macs` (fvcore with th
 ``zoo.profile`` reports) at ``example_inputs``.
 
 The pruned architecture is data: ``model.pruned_args`` holds the builder arguments that rebuild it (per-block
-``mlp_hidden``, ``mixer_hidden``, ``num_heads`` / ``attn_heads``, ``nll_hidden``, the stage ``dims``; for the
+``mlp_hidden``, ``mixer_hidden``, ``num_heads`` / ``attn_heads``, ``nll_hidden``, the stage ``dims``, ConvNet's
+``widths``; for the
 language models the config fields, which are also set on ``model.config``). :func:`zoo.publish.export_pretrained`
 writes them to config.json's ``model_args``; ``zoo.create_model(folder, pretrained=True)`` rebuilds the model.
 """
@@ -52,6 +55,7 @@ from ..layers.decoder import DecoderLM
 from ..layers.large_kernel import DecomposedLargeKernel, FusedLargeKernel
 from ..layers.lm import GroupedQueryAttention
 from ..layers.routing import LoRA
+from ..models.convnet import ConvNet
 from ..models.metaformer import Attention as MetaFormerAttention
 from ..models.metaformer import MetaFormer, MlpHead, SepConv
 from ..models.mobilellm import MobileLLM
@@ -143,7 +147,37 @@ def _custom_pruners() -> dict[type, Any]:
         def get_in_channels(self, layer: LoRA) -> int:
             return layer.lora_A.shape[1]
 
-    return {ChannelLayerNorm: ChannelLayerNormPruner(), LoRA: LoRAPruner()}
+    class GroupNormPruner(_tp().pruner.BasePruningFunc):
+        """``nn.GroupNorm``: Torch-Pruning's own keeps ``num_groups`` and prunes the same positions in every group;
+        with one group per channel (instance norm, as in ConvNet-D) that would leave nothing to choose, so there
+        the channels are free and ``num_groups`` follows the kept ones. Other group counts as Torch-Pruning does."""
+
+        TARGET_MODULES = nn.GroupNorm
+
+        def prune_out_channels(self, layer: nn.GroupNorm, idxs: Sequence[int]) -> nn.Module:
+            per_channel = layer.num_groups == layer.num_channels
+            keep = sorted(set(range(layer.num_channels)) - {int(i) for i in idxs})
+            layer.num_channels = len(keep)
+            if per_channel:
+                layer.num_groups = len(keep)
+            if layer.affine:
+                layer.weight = self._prune_parameter_and_grad(layer.weight, keep, 0)
+                layer.bias = self._prune_parameter_and_grad(layer.bias, keep, 0)
+            return layer
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer: nn.GroupNorm) -> int:
+            return layer.num_channels
+
+        get_in_channels = get_out_channels
+
+        def get_out_channel_groups(self, layer: nn.GroupNorm) -> int:
+            return 1 if layer.num_groups == layer.num_channels else layer.num_groups
+
+        get_in_channel_groups = get_out_channel_groups
+
+    return {ChannelLayerNorm: ChannelLayerNormPruner(), LoRA: LoRAPruner(), nn.GroupNorm: GroupNormPruner()}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -351,6 +385,13 @@ def _sret_describe(model: SReT) -> dict[str, Any]:
     }
 
 
+# -- ConvNet-D --------------------------------------------------------------------------------------------------------
+
+
+def _convnet_describe(model: ConvNet) -> dict[str, Any]:
+    return {"widths": model.widths}
+
+
 # -- language models --------------------------------------------------------------------------------------------------
 
 
@@ -477,6 +518,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         lambda m: [m.pos_embed],
         mlps=lambda m: [x.mlp.fc1 for s in m.stages for x in (*s.stack.blocks, *s.stack.step_layers)],
     ),
+    Adapter((ConvNet,), _classifier, lambda *a: None, _convnet_describe),
     Adapter(
         (MobileLLM, RecursiveLM),
         _lm_ignored,
@@ -552,6 +594,11 @@ def _sync_attributes(model: nn.Module) -> None:
         for entry, stage in zip(info, model.stages):
             entry["num_chs"] = _stage_width(model, stage)
         model.num_features = model.head_hidden_size = info[-1]["num_chs"]
+    if isinstance(model, ConvNet):
+        for entry, width in zip(model.feature_info, model.widths):
+            entry["num_chs"] = width
+        model.num_features = model.widths[-1]
+        model.head_hidden_size = model._head_width(model.global_pool)
 
 
 def _stage_width(model: nn.Module, stage: nn.Module) -> int:

@@ -271,7 +271,8 @@ def export(
     if dynamic_size and task == VISION and getattr(model, "fixed_input_size", False):
         raise ExportError(
             f"{name} takes only its configured input size ({tuple(model.pretrained_cfg['input_size'][1:])}): its "
-            "token-mixing or position tables are sized by the token count; export without dynamic_size"
+            "token-mixing or position tables (or its flattened classifier) are sized by the input; export without "
+            "dynamic_size"
         )
     module = _format_module(format)
     spec = ExportSpec(

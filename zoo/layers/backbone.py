@@ -42,6 +42,7 @@ class VisionBackbone(StagePruningMixin):
     stage_output_fmt = "NCHW"  # the stages' own layout (recorded by timm's list/dict/hook feature wrappers)
     no_weight_decay_keys: tuple[str, ...] = ()
     block_patterns: tuple[str, ...] = (r"^stages\.(\d+)\.blocks\.(\d+)",)  # group_matcher's fine-grained blocks
+    global_pools: tuple[str, ...] = ("avg", "")  # the pooling modes reset_classifier takes ("": no pooling)
 
     # ---- checks and the stage pipeline ------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -138,7 +139,7 @@ class VisionBackbone(StagePruningMixin):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None):
-        check_head_args(num_classes, global_pool)
+        check_head_args(num_classes, global_pool, self.global_pools)
         self.num_classes = num_classes
         self._reset_head(num_classes, global_pool)
 

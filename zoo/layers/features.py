@@ -7,12 +7,14 @@ from torch import nn
 __all__ = ["StagePruningMixin", "check_drop_rates", "check_head_args", "take_indices"]
 
 
-def check_head_args(num_classes=0, global_pool=None) -> None:
-    """Clear errors for an impossible classifier size or pooling mode (None = not given)."""
+def check_head_args(num_classes=0, global_pool=None, pools: Sequence[str] = ("avg", "")) -> None:
+    """Clear errors for an impossible classifier size or pooling mode (None = not given; ``pools``: the modes the
+    model has, ``""`` being no pooling)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be a non-negative int (0 removes the classifier), got {num_classes!r}")
-    if global_pool is not None and global_pool not in ("avg", ""):
-        raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+    if global_pool is not None and global_pool not in pools:
+        names = " or ".join(repr(p) + (" (no pooling)" if p == "" else "") for p in pools)
+        raise ValueError(f"global_pool must be {names}, got {global_pool!r}")
 
 
 def check_drop_rates(**rates) -> None:
