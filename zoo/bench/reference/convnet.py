@@ -14,7 +14,9 @@ __all__ = ["ReferenceConvNet"]
 
 
 class ReferenceConvNet(nn.Module):
-    def __init__(self, channel=3, num_classes=10, net_width=128, net_depth=3, net_norm="instancenorm", im_size=(32, 32)):
+    def __init__(
+        self, channel=3, num_classes=10, net_width=128, net_depth=3, net_norm="instancenorm", im_size=(32, 32)
+    ):
         super().__init__()
         layers, c, h, w = [], channel, im_size[0], im_size[1]
         if im_size[0] == 28:
