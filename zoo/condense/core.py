@@ -51,6 +51,7 @@ from ..train.checkpoint import (
 __all__ = [
     "METHODS",
     "CondenseError",
+    "ImageMethod",
     "Method",
     "RealData",
     "SyntheticSet",
@@ -458,6 +459,29 @@ class Method:
         """A fresh network (the ``model`` option, ConvNet-3 by default) seeded from the method's generator."""
         return make_network(name or self.options.get("model", "convnet_d3"), self.real.shape, self.real.num_classes,
                             self.generator).to(self.device)  # fmt: skip
+
+
+class ImageMethod(Method):
+    """A method that optimises ``self.images`` (a leaf tensor) with ``self.opt``: their start, result and state."""
+
+    def init_images(self) -> None:
+        """``self.images`` from random real images per class (``init: noise``: Gaussian noise), and ``self.labels``."""
+        images, labels = self.init_from_real()
+        if self.options.get("init", "real") == "noise":
+            images = torch.randn(images.shape, generator=self.generator).to(self.device)
+        self.images = images.detach().clone().requires_grad_(True)
+        self.labels = labels
+
+    def result(self):
+        return self.images.detach(), self.labels, None, {}
+
+    def state_dict(self):
+        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.images.copy_(state["images"].to(self.device))
+        self.opt.load_state_dict(state["opt"])
 
 
 def _rss_mb() -> float:

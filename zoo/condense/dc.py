@@ -21,7 +21,7 @@ from torch.func import functional_call, grad, vmap
 
 from ..data.dsa import DSA, DSAParams
 from .augment import dsa_strategy
-from .core import Method, register_method
+from .core import ImageMethod, register_method
 
 __all__ = ["DC", "DSAMethod", "LOOPS", "match_distance"]
 
@@ -43,7 +43,7 @@ def match_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
 
 
 @register_method
-class DC(Method):
+class DC(ImageMethod):
     name = "dc"
     defaults = {
         "iterations": 1000,
@@ -62,11 +62,7 @@ class DC(Method):
 
     def setup(self) -> None:
         o = self.options
-        images, labels = self.init_from_real()
-        if o["init"] == "noise":
-            images = torch.randn(images.shape, generator=self.generator).to(self.device)
-        self.images = images.detach().clone().requires_grad_(True)
-        self.labels = labels
+        self.init_images()
         self.opt = torch.optim.SGD([self.images], lr=o["lr_img"], momentum=o["momentum"])
         self.dsa = DSA(dsa_strategy(self.real, o["dsa_strategy"])) if self.use_dsa else None
         outer, inner = default_loops(self.ipc)
@@ -137,17 +133,6 @@ class DC(Method):
                 net_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 net_opt.step()
-
-    def result(self):
-        return self.images.detach(), self.labels, None, {}
-
-    def state_dict(self):
-        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state):
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-        self.opt.load_state_dict(state["opt"])
 
 
 @register_method

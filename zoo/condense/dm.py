@@ -16,7 +16,7 @@ import torch
 
 from ..data.dsa import DSA
 from .augment import dsa_strategy, sample_class_transforms
-from .core import Method, register_method
+from .core import ImageMethod, register_method
 
 __all__ = ["DM"]
 
@@ -27,7 +27,7 @@ def embed(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @register_method
-class DM(Method):
+class DM(ImageMethod):
     name = "dm"
     defaults = {
         "iterations": 20000,
@@ -42,11 +42,7 @@ class DM(Method):
 
     def setup(self) -> None:
         o = self.options
-        images, labels = self.init_from_real()
-        if o["init"] == "noise":
-            images = torch.randn(images.shape, generator=self.generator).to(self.device)
-        self.images = images.detach().clone().requires_grad_(True)
-        self.labels = labels
+        self.init_images()
         self.opt = torch.optim.SGD([self.images], lr=o["lr_img"], momentum=o["momentum"])
         self.dsa = DSA(dsa_strategy(self.real, o["dsa_strategy"])) if o["dsa"] else None
 
@@ -72,14 +68,3 @@ class DM(Method):
         loss.backward()
         self.opt.step()
         return loss.item()
-
-    def result(self):
-        return self.images.detach(), self.labels, None, {}
-
-    def state_dict(self):
-        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state):
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-        self.opt.load_state_dict(state["opt"])

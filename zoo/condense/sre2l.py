@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import CondenseError, Method, register_method
+from .core import CondenseError, ImageMethod, register_method
 from .teacher import load_teacher
 
 __all__ = ["SRe2L"]
@@ -37,7 +37,7 @@ def _bn_layers(model: nn.Module) -> list[nn.Module]:
 
 
 @register_method
-class SRe2L(Method):
+class SRe2L(ImageMethod):
     name = "sre2l"
     needs_teacher = True
     defaults = {
@@ -154,14 +154,6 @@ class SRe2L(Method):
         labels = self.order_labels[perm]
         soft = self.teacher.soft_labels(images, float(self.options["temperature"]), int(self.options["batch"]))
         return images, labels, soft, {}
-
-    def state_dict(self):
-        return {"images": self.images.detach().cpu(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state):
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-        self.opt.load_state_dict(state["opt"])
 
     def describe(self):
         return {"model": self.teacher.name, "teacher": self.teacher.name}
