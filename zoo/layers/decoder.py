@@ -37,6 +37,7 @@ __all__ = [
     "DecoderLM",
     "GenerationConfig",
     "LMOutput",
+    "PassStart",
     "TextIteratorStreamer",
     "TextStreamer",
     "sample_token",
@@ -131,6 +132,17 @@ class DecoderConfig:
 class LMOutput(NamedTuple):
     logits: torch.Tensor  # (B, T, vocab)
     past_key_values: KVCache | None
+
+
+class PassStart(NamedTuple):
+    """What every decoder's forward sets up before its layers (:meth:`DecoderLM.start_pass`)."""
+
+    x: torch.Tensor  # (B, T, dim) token embeddings
+    cache: KVCache | None  # appended to by the layers
+    past: int  # tokens the cache held before this pass
+    padding: torch.Tensor | None  # (B, past + T) True for real tokens; None when every token is real
+    rope: tuple[torch.Tensor, torch.Tensor]  # (cos, sin) of the tokens' positions
+    positions: torch.Tensor | None  # (B, T) the given position_ids; None: past, ..., past + T - 1
 
 
 class DecoderBody(nn.Module):
@@ -278,6 +290,59 @@ class DecoderLM(nn.Module):
                 f"(drop empty sequences from the batch)"
             )
         return None if every else real
+
+    # -- one forward pass: what comes before and after the layers ---------------------------------------------------
+    cache_class: ClassVar[type] = KVCache
+
+    @property
+    def num_cache_slots(self) -> int:
+        """Cache slots the layers write (one per layer run unless the family shares them)."""
+        return len(self.schedule)
+
+    def start_pass(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        past_key_values: KVCache | None,
+        use_cache: bool,
+    ) -> PassStart:
+        """Checks the inputs and cache, makes a cache for ``use_cache`` (``max(T, min(context, 2048))`` tokens),
+        embeds the tokens and builds their rotary tables."""
+        self._check_ids(input_ids)
+        B, T = input_ids.shape
+        cache = past_key_values
+        if cache is None and use_cache:
+            cache = self.new_cache(B, max(T, min(self.config.max_position_embeddings, 2048)))
+        if cache is not None:
+            self._check_cache(cache, B)
+        past = cache.seq_length if cache is not None else 0
+        padding = self._check_context(input_ids, attention_mask, past)
+        x = self.model.embed_tokens(input_ids)
+        if position_ids is None:
+            positions, rope = None, self.rotary.slice(past, T, x.device, x.dtype)
+        else:
+            positions = position_ids.to(x.device).reshape(-1, T).expand(B, T)
+            rope = self.rotary(positions, x.dtype)
+        return PassStart(x, cache, past, padding, rope, positions)
+
+    def _check_cache(self, cache: Any, batch: int) -> None:
+        fits = isinstance(cache, self.cache_class)
+        if fits and cache.num_slots == self.num_cache_slots and cache.batch_size == batch:
+            return
+        got = type(cache).__name__
+        if isinstance(cache, KVCache):
+            got += f" with {cache.num_slots} slots for batch {cache.batch_size}"
+        raise ValueError(
+            f"the cache is a {got}; this model needs a {self.cache_class.__name__} with {self.num_cache_slots} "
+            f"slots for the input batch {batch}. Use model.new_cache(batch_size, max_length)."
+        )
+
+    def finish_pass(self, x: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
+        """Logits of the final hidden states ``x`` (of the last ``logits_to_keep`` positions, 0: all)."""
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        return self.logits(self.model.norm(x))
 
     def _check_length(self, prompt: int, max_new_tokens: int):
         """ValueError when a prompt of ``prompt`` tokens plus ``max_new_tokens`` exceeds the context length."""

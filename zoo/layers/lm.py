@@ -524,18 +524,31 @@ class GroupedQueryAttention(nn.Module):
         is_causal: bool = True,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        B, T, _ = x.shape
         cos, sin = rope
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
-        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q = apply_rotary(self.split_heads(self.q_proj(x), self.num_heads), cos, sin)  # (B, H, T, hd)
+        k = apply_rotary(self.split_heads(self.k_proj(x), self.num_kv_heads), cos, sin)  # (B, KV, T, hd)
+        v = self.split_heads(self.v_proj(x), self.num_kv_heads)
         if cache is not None:
             k, v = cache.update(slot, k, v, positions)  # (B, KV, S, hd), S = cached + T
+        return self.o_proj(self.attend(q, k, v, mask, is_causal))
+
+    def split_heads(self, t: torch.Tensor, heads: int) -> torch.Tensor:
+        """``(B, T, heads * head_dim)`` -> ``(B, heads, T, head_dim)``."""
+        B, T, _ = t.shape
+        return t.view(B, T, heads, self.head_dim).transpose(1, 2)
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+    ) -> torch.Tensor:
+        """SDPA of rotated queries ``(B, H, T, hd)`` over keys/values ``(B, KV, S, hd)``, as ``(B, T, H * hd)``
+        for ``o_proj``. A causal mask needs ``S == T`` (SDPA aligns it top-left); else pass ``mask``."""
+        B, _, T, _ = q.shape
         if mask is not None:
             is_causal = False
         elif is_causal and k.shape[2] != T:
-            raise ValueError("is_causal with cached keys needs an explicit mask (SDPA aligns causal masks top-left)")
+            raise ValueError(
+                "is_causal with cached or shared keys needs an explicit mask (SDPA aligns causal masks top-left)"
+            )
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -545,7 +558,7 @@ class GroupedQueryAttention(nn.Module):
             scale=self.scale,
             enable_gqa=self.num_heads != self.num_kv_heads,
         )
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+        return y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)
 
     def extra_repr(self) -> str:
         window = f", sliding_window={self.sliding_window}" if self.sliding_window else ""

@@ -266,34 +266,17 @@ def layer_forward(
         return layer(x, rope, cache, slot, mask, is_causal, positions)
     attn = layer.self_attn
     norm1, norm2 = norms if norms is not None else (layer.input_layernorm, layer.post_attention_layernorm)
-    B, T, _ = x.shape
     cos, sin = rope
     h = norm1(x)
-    q = apply_rotary(
-        _proj(attn.q_proj, h, lora, "q_proj").view(B, T, attn.num_heads, attn.head_dim).transpose(1, 2), cos, sin
-    )  # (B, H, T, hd)
+    q = apply_rotary(attn.split_heads(_proj(attn.q_proj, h, lora, "q_proj"), attn.num_heads), cos, sin)
     if shared_kv is None:
-        k = _proj(attn.k_proj, h, lora, "k_proj").view(B, T, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
-        v = _proj(attn.v_proj, h, lora, "v_proj").view(B, T, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
-        k = apply_rotary(k, cos, sin)
+        k = apply_rotary(attn.split_heads(_proj(attn.k_proj, h, lora, "k_proj"), attn.num_kv_heads), cos, sin)
+        v = attn.split_heads(_proj(attn.v_proj, h, lora, "v_proj"), attn.num_kv_heads)
         if cache is not None:
             k, v = cache.update(slot, k, v, positions)
     else:
         k, v = shared_kv
-    if mask is not None:
-        is_causal = False
-    elif is_causal and k.shape[2] != T:
-        raise ValueError("is_causal with a different number of keys needs an explicit mask")
-    y = F.scaled_dot_product_attention(
-        q,
-        k,
-        v,
-        attn_mask=mask,
-        is_causal=bool(is_causal and T > 1),
-        scale=attn.scale,
-        enable_gqa=attn.num_heads != attn.num_kv_heads,
-    )
-    x = x + _proj(attn.o_proj, y.transpose(1, 2).reshape(B, T, attn.num_heads * attn.head_dim), lora, "o_proj")
+    x = x + _proj(attn.o_proj, attn.attend(q, k, v, mask, is_causal), lora, "o_proj")
     mlp = layer.mlp
     h = norm2(x)
     gated = F.silu(_proj(mlp.gate_proj, h, lora, "gate_proj")) * _proj(mlp.up_proj, h, lora, "up_proj")

@@ -60,8 +60,8 @@ from ..weights import (
     load_state_dict_checked,
     read_metadata,
     read_state_dict,
-    save_state_dict,
 )
+from ._lm_files import write_lm_folder
 
 __all__ = [
     "LMOutput",
@@ -251,31 +251,10 @@ class MobileLLM(DecoderLM):
             use_cache: return ``LMOutput(logits, cache)``; without ``past_key_values`` a fresh cache of
                 ``max(T, min(max_position_embeddings, 2048))`` tokens is made.
         """
-        self._check_ids(input_ids)
-        B, T = input_ids.shape
-        cache = past_key_values
-        if cache is None and use_cache:
-            cache = self.new_cache(B, max(T, min(self.config.max_position_embeddings, 2048)))
-        if cache is not None:
-            if cache.num_slots != len(self.schedule) or cache.batch_size != B:
-                raise ValueError(
-                    f"the cache was made for {cache.num_slots} layer runs and batch {cache.batch_size}; "
-                    f"this model has {len(self.schedule)} layer runs and the input batch {B}. "
-                    f"Use model.new_cache(batch_size, max_length)."
-                )
-        past = cache.seq_length if cache is not None else 0
-        padding = self._check_context(input_ids, attention_mask, past)
-        x = self.model.embed_tokens(input_ids)
-        if position_ids is None:
-            rope = self.rotary.slice(past, T, x.device, x.dtype)
-        else:
-            rope = self.rotary(
-                position_ids.to(x.device).expand(B, T)
-                if position_ids.ndim == 2
-                else position_ids.to(x.device).view(1, T).expand(B, T),
-                x.dtype,
-            )
-        masks = build_attention_masks(past, T, self.windows, padding, x.device)
+        x, cache, past, padding, rope, _ = self.start_pass(
+            input_ids, attention_mask, position_ids, past_key_values, use_cache
+        )
+        masks = build_attention_masks(past, input_ids.shape[1], self.windows, padding, x.device)
         layers = self.model.layers
         use_ckpt = self.grad_checkpointing and cache is None and torch.is_grad_enabled()
         for slot, index in enumerate(self.schedule):
@@ -287,9 +266,7 @@ class MobileLLM(DecoderLM):
                 x = checkpoint(layer, x, rope, None, slot, mask, causal, use_reentrant=False)
             else:
                 x = layer(x, rope, cache, slot, mask, causal)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        logits = self.logits(self.model.norm(x))
+        logits = self.finish_pass(x, logits_to_keep)
         return LMOutput(logits, cache) if use_cache or past_key_values is not None else logits
 
     # -- files --------------------------------------------------------------------------------------------------
@@ -441,10 +418,10 @@ def save_pretrained(
             "stock LlamaForCausalLM cannot express layer sharing or sliding-window layers; use format='zoo'"
         )
     name = model_name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or "mobilellm"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if format == "transformers":
         data = {**to_llama_config(config), "architecture": name}
+        if quantization is not None:
+            data["torch_dtype"] = "bfloat16"
     else:
         data = {
             "architectures": ["MobileLLMForCausalLM"],
@@ -452,17 +429,7 @@ def save_pretrained(
             "architecture": name,
             **config.to_dict(),
         }
-    metadata = {}
-    if quantization is not None:
-        data["quantization"] = quantization.to_dict()
-        metadata["quantization"] = json.dumps(data["quantization"], sort_keys=True)
-        if format == "transformers":
-            data["torch_dtype"] = "bfloat16"
-    weights = {k: v for k, v in model.state_dict().items()}
-    save_state_dict(weights, out / "model.safetensors", metadata=metadata)
-    (out / "config.json").write_text(json.dumps(data, indent=2) + "\n")
-    model.save_generation_config(out)  # transformers' generation_config.json (both formats)
-    return out
+    return write_lm_folder(model, out_dir, data, {}, quantization)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -59,7 +59,6 @@ loss-free bias update runs inside ``forward`` in training; the auxiliary losses 
 :class:`zoo.layers.routing.AddAuxiliaryLoss`, so an unchanged cross-entropy loop trains the routers.
 """
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -73,7 +72,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import RMSNorm, RotaryEmbedding, build_attention_masks
-from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM
+from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM, PassStart
 from ..layers.quant import model_quantization
 from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
 from ..layers.routing import (
@@ -87,7 +86,7 @@ from ..layers.routing import (
     routed_attention_mask,
 )
 from ..registry import register_model
-from ..weights import save_state_dict
+from ._lm_files import write_lm_folder
 
 __all__ = ["MODEL_TYPE", "MoROutput", "RecursiveConfig", "RecursiveLM", "from_pretrained_dense", "save_pretrained"]
 
@@ -227,6 +226,8 @@ class RecursiveLM(DecoderLM):
     Args: a :class:`RecursiveConfig`, or its fields as keyword arguments.
     """
 
+    cache_class = RoutedKVCache
+
     def __init__(self, config: RecursiveConfig | None = None, **kwargs):
         super().__init__()
         self.config = c = RecursiveConfig.resolve(config, kwargs, "recursive LM")
@@ -334,6 +335,10 @@ class RecursiveLM(DecoderLM):
             capacities=self._slot_capacities(max_length),
         )
 
+    @property
+    def num_cache_slots(self) -> int:
+        return self.num_slots
+
     def _slot_capacities(self, max_length: int) -> list[int | None]:
         c = self.config
         if c.mor != "expert" or c.kv_sharing:
@@ -387,69 +392,20 @@ class RecursiveLM(DecoderLM):
                 choice; nested masks for expert-choice, ``mask[r] = depth >= r`` for token-choice).
             return_routing: return a :class:`MoROutput` with the routing taken.
         """
-        self._check_ids(input_ids)
-        c = self.config
-        Bsz, T = input_ids.shape
-        cache = past_key_values
-        if cache is None and use_cache:
-            cache = self.new_cache(Bsz, max(T, min(c.max_position_embeddings, 2048)))
-        if cache is not None:
-            if not isinstance(cache, RoutedKVCache) or cache.num_slots != self.num_slots or cache.batch_size != Bsz:
-                raise ValueError(
-                    f"the cache must be a RoutedKVCache with {self.num_slots} slots for batch {Bsz}; "
-                    f"use model.new_cache(batch_size, max_length)"
-                )
-        past = cache.seen if cache is not None else 0
-        padding = self._check_context(input_ids, attention_mask, past)
-        x = self.model.embed_tokens(input_ids)
-        device = x.device
-        if position_ids is None:
-            rope = self.rotary.slice(past, T, device, x.dtype)
-            rope_pos = torch.arange(past, past + T, device=device).expand(Bsz, T)
-        else:
-            rope_pos = position_ids.to(device).reshape(-1, T).expand(Bsz, T)
-            rope = self.rotary(rope_pos, x.dtype)
-        masks = build_attention_masks(past, T, [None], padding, device)
-        mask, causal = masks.get(None)
-        ctx = _Pass(
-            B=Bsz,
-            T=T,
-            past=past,
-            cache=cache,
-            rope=rope,
-            rope_pos=rope_pos,
-            mask=mask,
-            causal=causal,
-            padding=None if padding is None else padding.to(device),
-            seq=torch.arange(past, past + T, device=device),
-            kv_store={},
-            aux=[],
-        )
         if route_masks is not None and len(route_masks) != len(self.steps):
             raise ValueError(f"route_masks needs one (B, T) mask per recursion step ({len(self.steps)})")
         if routing not in (None, "topk", "threshold"):
             raise ValueError(f"routing must be None, 'topk' or 'threshold', got {routing!r}")
+        c = self.config
+        start = self.start_pass(input_ids, attention_mask, position_ids, past_key_values, use_cache)
+        ctx = self._pass_context(start, input_ids.shape[1])
         mode = routing or ("topk" if self.training else c.inference_routing)
         record: list[torch.Tensor] = []
-
-        for i in self.prefix:
-            x = self._run_app(i, x, ctx, None)
-        if c.mor == "expert":
-            x = self._expert_steps(x, ctx, mode, route_masks, record)
-        elif c.mor == "token":
-            x = self._token_steps(x, ctx, route_masks, record)
-        else:
-            for apps in self.steps:
-                for i in apps:
-                    x = self._run_app(i, x, ctx, None)
-        for i in self.suffix:
-            x = self._run_app(i, x, ctx, None)
+        x = self._apply_schedule(start.x, ctx, mode, route_masks, record)
+        cache = start.cache
         if cache is not None:
-            cache.seen = past + T
-
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        logits = self.logits(self.model.norm(x))
+            cache.seen = start.past + ctx.T
+        logits = self.finish_pass(x, logits_to_keep)
         aux = torch.stack(ctx.aux).sum() if ctx.aux else None
         self.aux_loss = None if aux is None else aux.detach()
         if aux is not None and aux.requires_grad:
@@ -457,6 +413,46 @@ class RecursiveLM(DecoderLM):
         if use_cache or past_key_values is not None or return_routing:
             return MoROutput(logits, cache, aux, record if c.mor is not None else None)
         return logits
+
+    def _pass_context(self, start: PassStart, T: int) -> _Pass:
+        """The state one forward's applications share: cache, rotary tables, positions, mask."""
+        x, past, device = start.x, start.past, start.x.device
+        B = x.shape[0]
+        rope_pos = start.positions
+        if rope_pos is None:
+            rope_pos = torch.arange(past, past + T, device=device).expand(B, T)
+        mask, causal = build_attention_masks(past, T, [None], start.padding, device).get(None)
+        return _Pass(
+            B=B,
+            T=T,
+            past=past,
+            cache=start.cache,
+            rope=start.rope,
+            rope_pos=rope_pos,
+            mask=mask,
+            causal=causal,
+            padding=None if start.padding is None else start.padding.to(device),
+            seq=torch.arange(past, past + T, device=device),
+            kv_store={},
+            aux=[],
+        )
+
+    def _apply_schedule(self, x: torch.Tensor, ctx: _Pass, mode: str, route_masks, record) -> torch.Tensor:
+        """The prefix applications, the recursion steps (routed by expert or token choice, or all tokens), the
+        suffix."""
+        for i in self.prefix:
+            x = self._run_app(i, x, ctx, None)
+        if self.config.mor == "expert":
+            x = self._expert_steps(x, ctx, mode, route_masks, record)
+        elif self.config.mor == "token":
+            x = self._token_steps(x, ctx, route_masks, record)
+        else:
+            for apps in self.steps:
+                for i in apps:
+                    x = self._run_app(i, x, ctx, None)
+        for i in self.suffix:
+            x = self._run_app(i, x, ctx, None)
+        return x
 
     # -- one application ----------------------------------------------------------------------------------------
     def _run_app(self, i: int, x: torch.Tensor, ctx: _Pass, sel: _Selection | None) -> torch.Tensor:
@@ -783,23 +779,13 @@ def save_pretrained(model: RecursiveLM, out_dir: str | os.PathLike, model_name: 
     """Write ``model.safetensors``, ``generation_config.json`` + ``config.json`` (``model_type`` :data:`MODEL_TYPE`, the config's fields and
     ``architecture``, the registry name; a quantized model's ``quantization``) to ``out_dir``."""
     name = model_name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or "recursive"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = {
         "architectures": [HF_ARCHITECTURE],
         "model_type": MODEL_TYPE,
         "architecture": name,
         **model.config.to_dict(),
     }
-    metadata = {"architecture": name}
-    quantization = model_quantization(model)
-    if quantization is not None:
-        data["quantization"] = quantization.to_dict()
-        metadata["quantization"] = json.dumps(data["quantization"], sort_keys=True)
-    save_state_dict(model, out / "model.safetensors", metadata=metadata)
-    (out / "config.json").write_text(json.dumps(data, indent=2) + "\n")
-    model.save_generation_config(out)
-    return out
+    return write_lm_folder(model, out_dir, data, {"architecture": name}, model_quantization(model))
 
 
 # --------------------------------------------------------------------------------------------------------------
