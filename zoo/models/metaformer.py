@@ -429,6 +429,65 @@ def _block_widths(total: int, **lists: Sequence[int | None] | None) -> list[dict
     return widths
 
 
+def _tokens_per_stage(img_size: int | tuple[int, int], num_stages: int) -> list[int]:
+    """The H * W tokens each stage sees at input size ``img_size`` (what sizes RandomMixing's matrices)."""
+    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    h, w = (h - 3) // 4 + 1, (w - 3) // 4 + 1  # after the stem (k7, s4, p2)
+    num_tokens = []
+    for i in range(num_stages):
+        if i > 0:
+            h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1  # after downsampling (k3, s2, p1)
+        num_tokens.append(h * w)
+    return num_tokens
+
+
+def _stage_args(v1: bool, block_norm: str, layer_scale_init_value: float | None, head_dim: int) -> dict:
+    """What every stage takes from the layout: PoolFormer v1's (GroupNorm blocks, GELU MLPs with biases, layer
+    scale, no downsampling norm) or the baselines'."""
+    return dict(
+        downsample_norm=not v1,
+        norm="group" if v1 else block_norm,
+        mlp_act="gelu" if v1 else "starrelu",
+        mlp_bias=v1,
+        layer_scale_init_value=layer_scale_init_value if v1 else None,
+        head_dim=head_dim,
+    )
+
+
+def _make_stages(
+    depths: Sequence[int],
+    dims: Sequence[int],
+    drop_path_rate: float,
+    widths: list[dict],
+    token_mixers: Sequence[str],
+    res_scale_init_values: Sequence[float | None],
+    num_tokens: Sequence[int],
+    **stage_args,
+) -> tuple[nn.Sequential, list[dict]]:
+    """The stages and their feature info; ``widths``: the per-block width arguments, all stages in order."""
+    total = sum(depths)  # stochastic depth grows linearly from 0 to drop_path_rate over all blocks
+    rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+    stages, feature_info = [], []
+    for i in range(len(depths)):
+        blocks = slice(sum(depths[:i]), sum(depths[: i + 1]))
+        stages.append(
+            MetaFormerStage(
+                dims[i - 1] if i > 0 else dims[0],
+                dims[i],
+                depths[i],
+                downsample=i > 0,
+                dp_rates=rates[blocks],
+                widths=widths[blocks],
+                token_mixer=token_mixers[i],
+                res_scale_init_value=res_scale_init_values[i],
+                num_tokens=num_tokens[i],
+                **stage_args,
+            )
+        )
+        feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
+    return nn.Sequential(*stages), feature_info
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------------------
@@ -497,41 +556,18 @@ class MetaFormer(VisionBackbone, nn.Module):
         self.grad_checkpointing = False
 
         self.stem = Stem(in_chans, dims[0], norm=not v1)
-        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        h, w = (h - 3) // 4 + 1, (w - 3) // 4 + 1  # after the stem (k7, s4, p2)
-        num_tokens = []
-        for i in range(num_stages):
-            if i > 0:
-                h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1  # after downsampling (k3, s2, p1)
-            num_tokens.append(h * w)
-        total = sum(depths)  # stochastic depth grows linearly from 0 to drop_path_rate over all blocks
-        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        dp_rates = [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(num_stages)]
-        widths = _block_widths(total, mlp_hidden=mlp_hidden, mixer_hidden=mixer_hidden, num_heads=num_heads)
-        stages = []
-        self.feature_info = []
-        for i in range(num_stages):
-            stages.append(
-                MetaFormerStage(
-                    dims[i - 1] if i > 0 else dims[0],
-                    dims[i],
-                    depths[i],
-                    downsample=i > 0,
-                    downsample_norm=not v1,
-                    dp_rates=dp_rates[i],
-                    widths=widths[sum(depths[:i]) : sum(depths[: i + 1])],
-                    token_mixer=token_mixers[i],
-                    norm="group" if v1 else block_norm,
-                    mlp_act="gelu" if v1 else "starrelu",
-                    mlp_bias=v1,
-                    layer_scale_init_value=layer_scale_init_value if v1 else None,
-                    res_scale_init_value=res_scale_init_values[i],
-                    num_tokens=num_tokens[i],
-                    head_dim=head_dim,
-                )
-            )
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        num_tokens = _tokens_per_stage(img_size, num_stages)
+        widths = _block_widths(sum(depths), mlp_hidden=mlp_hidden, mixer_hidden=mixer_hidden, num_heads=num_heads)
+        self.stages, self.feature_info = _make_stages(
+            depths,
+            dims,
+            drop_path_rate,
+            widths,
+            token_mixers=token_mixers,
+            res_scale_init_values=res_scale_init_values,
+            num_tokens=num_tokens,
+            **_stage_args(v1, block_norm, layer_scale_init_value, head_dim),
+        )
         self.head = MetaFormerHead(
             dims[-1],
             num_classes,
