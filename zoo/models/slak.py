@@ -146,6 +146,72 @@ class SLaKStage(nn.Module):
         return x
 
 
+def _check_layout(
+    depths: Sequence[int],
+    dims: Sequence[int],
+    kernel_size: Sequence[int],
+    bn: bool,
+    deploy: bool,
+    large_kernel_impl: str | None,
+    mlp_hidden: Sequence[int | None] | None,
+) -> str:
+    """Refuse an architecture SLaK cannot build; returns ``large_kernel_impl`` with its default resolved."""
+    if mlp_hidden is not None and (
+        len(mlp_hidden) != sum(depths) or any(h is not None and (not isinstance(h, int) or h < 1) for h in mlp_hidden)
+    ):
+        raise ValueError(f"mlp_hidden needs one positive int (or None) per block ({sum(depths)}), got {mlp_hidden}")
+    if len(depths) != 4 or len(dims) != 4:
+        raise ValueError(f"depths and dims need 4 entries (one per stage), got {tuple(depths)} and {tuple(dims)}")
+    if len(kernel_size) != 5:
+        raise ValueError(
+            "kernel_size needs 5 entries: the large kernel of each stage, then the small kernel "
+            f"edge, e.g. (51, 49, 47, 13, 5); got {tuple(kernel_size)}"
+        )
+    if any(k % 2 == 0 or k < 1 for k in kernel_size):
+        raise ValueError(f"kernel sizes must be positive odd numbers, got {tuple(kernel_size)}")
+    if any(k < kernel_size[-1] for k in kernel_size[:4]):
+        raise ValueError(
+            f"every large kernel must be at least the small kernel {kernel_size[-1]}, got {tuple(kernel_size)}"
+        )
+    large_kernel_impl = default_impl() if large_kernel_impl is None else large_kernel_impl
+    if large_kernel_impl not in IMPLS:
+        raise ValueError(f"large_kernel_impl must be one of {IMPLS}, got {large_kernel_impl!r}")
+    if deploy and not bn:
+        raise ValueError("deploy=True folds BatchNorm into the convs; it needs bn=True")
+    return large_kernel_impl
+
+
+def _make_stages(
+    depths: Sequence[int],
+    widths: Sequence[int],
+    kernel_size: Sequence[int],
+    drop_path_rate: float,
+    mlp_hidden: Sequence[int | None] | None,
+    **block_kwargs,
+) -> tuple[nn.Sequential, list[dict]]:
+    """The four stages and their feature info; ``mlp_hidden``: per block, all stages in order."""
+    total = sum(depths)  # stochastic depth rises linearly from 0 to drop_path_rate over all blocks
+    rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+    stages, feature_info, start = [], [], 0
+    for i, depth in enumerate(depths):
+        stages.append(
+            SLaKStage(
+                widths[i - 1] if i else widths[0],
+                widths[i],
+                depth,
+                kernel_size[i],
+                kernel_size[-1],
+                rates[start : start + depth],
+                downsample=i > 0,
+                mlp_hidden=None if mlp_hidden is None else mlp_hidden[start : start + depth],
+                **block_kwargs,
+            )
+        )
+        start += depth
+        feature_info.append(dict(num_chs=widths[i], reduction=4 * 2**i, module=f"stages.{i}"))
+    return nn.Sequential(*stages), feature_info
+
+
 class SLaK(VisionBackbone, nn.Module):
     """SLaK with the timm model interface.
 
@@ -186,29 +252,7 @@ class SLaK(VisionBackbone, nn.Module):
         super().__init__()
         check_head_args(num_classes, global_pool)
         check_drop_rates(drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-        if mlp_hidden is not None and (
-            len(mlp_hidden) != sum(depths)
-            or any(h is not None and (not isinstance(h, int) or h < 1) for h in mlp_hidden)
-        ):
-            raise ValueError(f"mlp_hidden needs one positive int (or None) per block ({sum(depths)}), got {mlp_hidden}")
-        if len(depths) != 4 or len(dims) != 4:
-            raise ValueError(f"depths and dims need 4 entries (one per stage), got {tuple(depths)} and {tuple(dims)}")
-        if len(kernel_size) != 5:
-            raise ValueError(
-                "kernel_size needs 5 entries: the large kernel of each stage, then the small kernel "
-                f"edge, e.g. (51, 49, 47, 13, 5); got {tuple(kernel_size)}"
-            )
-        if any(k % 2 == 0 or k < 1 for k in kernel_size):
-            raise ValueError(f"kernel sizes must be positive odd numbers, got {tuple(kernel_size)}")
-        if any(k < kernel_size[-1] for k in kernel_size[:4]):
-            raise ValueError(
-                f"every large kernel must be at least the small kernel {kernel_size[-1]}, got {tuple(kernel_size)}"
-            )
-        large_kernel_impl = default_impl() if large_kernel_impl is None else large_kernel_impl
-        if large_kernel_impl not in IMPLS:
-            raise ValueError(f"large_kernel_impl must be one of {IMPLS}, got {large_kernel_impl!r}")
-        if deploy and not bn:
-            raise ValueError("deploy=True folds BatchNorm into the convs; it needs bn=True")
+        large_kernel_impl = _check_layout(depths, dims, kernel_size, bn, deploy, large_kernel_impl, mlp_hidden)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.in_chans = in_chans
@@ -220,30 +264,18 @@ class SLaK(VisionBackbone, nn.Module):
         self.drop_rate = drop_rate
 
         self.stem = Stem(in_chans, widths[0])
-        total = sum(depths)  # stochastic depth rises linearly from 0 to drop_path_rate over all blocks
-        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        stages, self.feature_info, start = [], [], 0
-        for i, depth in enumerate(depths):
-            stages.append(
-                SLaKStage(
-                    widths[i - 1] if i else widths[0],
-                    widths[i],
-                    depth,
-                    kernel_size[i],
-                    kernel_size[-1],
-                    rates[start : start + depth],
-                    downsample=i > 0,
-                    mlp_hidden=None if mlp_hidden is None else mlp_hidden[start : start + depth],
-                    mlp_ratio=mlp_ratio,
-                    layer_scale_init_value=layer_scale_init_value,
-                    bn=bn,
-                    deploy=deploy,
-                    large_kernel_impl=large_kernel_impl,
-                )
-            )
-            start += depth
-            self.feature_info.append(dict(num_chs=widths[i], reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.stages, self.feature_info = _make_stages(
+            depths,
+            widths,
+            kernel_size,
+            drop_path_rate,
+            mlp_hidden,
+            mlp_ratio=mlp_ratio,
+            layer_scale_init_value=layer_scale_init_value,
+            bn=bn,
+            deploy=deploy,
+            large_kernel_impl=large_kernel_impl,
+        )
         self.head = nn.Module()
         self.head.norm = nn.LayerNorm(widths[-1], eps=1e-6)
         self.head.drop = nn.Dropout(drop_rate)
