@@ -226,6 +226,58 @@ def _pruned_widths(recursive_num, recursion, heads, attn_heads, mlp_hidden, nll_
     return block_widths, list(nll_hidden or [None] * (blocks * recursion))
 
 
+def _make_stages(
+    img_size: tuple[int, int],
+    grid: list[int],
+    dims: Sequence[int],
+    heads: Sequence[int],
+    recursive_num: Sequence[int],
+    recursion: int,
+    groups1: Sequence[int],
+    groups2: Sequence[int],
+    mlp_ratio: float,
+    np_mlp_ratio: float,
+    drop_path_rate: float,
+    widths: tuple[list[dict], list[int | None]],
+) -> tuple[nn.ModuleList, list[dict]]:
+    """The stages and their feature info. ``grid``: the first stage's token grid; ``widths``: what
+    :func:`_pruned_widths` gives. Refuses a stage whose tokens do not divide into its attention groups."""
+    # the authors' stochastic depth: rate * i / total over the NLL count, the shared blocks taking the first rates
+    total = sum(n * recursion for n in recursive_num)
+    stages, feature_info, start = [], [], 0
+    blocks_before = [sum(recursive_num[:i]) for i in range(len(dims))]
+    for i, dim in enumerate(dims):
+        tokens = grid[0] * grid[1]
+        for g in {groups1[i], groups2[i]}:
+            if tokens % g:
+                raise ValueError(
+                    f"stage {i} has {tokens} tokens at img_size={img_size}, not divisible into "
+                    f"{g} attention groups; use an input size whose /{8 * 2**i} grid divides"
+                )
+        rates = [drop_path_rate * j / total for j in range(start, start + recursive_num[i] * recursion)]
+        start += recursive_num[i] * recursion
+        stages.append(
+            SReTStage(
+                dims[i - 1] if i else dims[0],
+                dim,
+                recursive_num[i],
+                recursion,
+                heads[i],
+                groups1[i],
+                groups2[i],
+                mlp_ratio,
+                np_mlp_ratio,
+                rates,
+                downsample=i > 0,
+                block_widths=widths[0][blocks_before[i] : blocks_before[i] + recursive_num[i]],
+                nll_hidden=widths[1][blocks_before[i] * recursion : (blocks_before[i] + recursive_num[i]) * recursion],
+            )
+        )
+        feature_info.append(dict(num_chs=dim, reduction=8 * 2**i, module=f"stages.{i}"))
+        grid = [(s - 1) // 2 + 1 for s in grid]
+    return nn.ModuleList(stages), feature_info
+
+
 class SReT(VisionBackbone, nn.Module):
     """Sliced Recursive Transformer with the timm model interface.
 
@@ -288,42 +340,20 @@ class SReT(VisionBackbone, nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], *grid))
         self.pos_drop = nn.Dropout(drop_rate)
 
-        # the authors' stochastic depth: rate * i / total over the NLL count, the shared blocks taking the first rates
-        total = sum(n * recursion for n in recursive_num)
-        stages, self.feature_info, start = [], [], 0
-        blocks_before = [sum(recursive_num[:i]) for i in range(len(dims))]
-        for i, dim in enumerate(dims):
-            tokens = grid[0] * grid[1]
-            for g in {groups1[i], groups2[i]}:
-                if tokens % g:
-                    raise ValueError(
-                        f"stage {i} has {tokens} tokens at img_size={self.img_size}, not divisible into "
-                        f"{g} attention groups; use an input size whose /{8 * 2**i} grid divides"
-                    )
-            rates = [drop_path_rate * j / total for j in range(start, start + recursive_num[i] * recursion)]
-            start += recursive_num[i] * recursion
-            stages.append(
-                SReTStage(
-                    dims[i - 1] if i else dims[0],
-                    dim,
-                    recursive_num[i],
-                    recursion,
-                    heads[i],
-                    groups1[i],
-                    groups2[i],
-                    mlp_ratio,
-                    np_mlp_ratio,
-                    rates,
-                    downsample=i > 0,
-                    block_widths=widths[0][blocks_before[i] : blocks_before[i] + recursive_num[i]],
-                    nll_hidden=widths[1][
-                        blocks_before[i] * recursion : (blocks_before[i] + recursive_num[i]) * recursion
-                    ],
-                )
-            )
-            self.feature_info.append(dict(num_chs=dim, reduction=8 * 2**i, module=f"stages.{i}"))
-            grid = [(s - 1) // 2 + 1 for s in grid]
-        self.stages = nn.ModuleList(stages)
+        self.stages, self.feature_info = _make_stages(
+            self.img_size,
+            grid,
+            dims,
+            heads,
+            recursive_num,
+            recursion,
+            groups1,
+            groups2,
+            mlp_ratio,
+            np_mlp_ratio,
+            drop_path_rate,
+            widths,
+        )
         self.head = nn.Module()
         self.head.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head.fc = Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
