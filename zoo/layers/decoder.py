@@ -428,75 +428,31 @@ class DecoderLM(nn.Module):
           callable, called with each new piece of text (needs ``tokenizer=``, batch size 1).
 
         Batches of prompts of different lengths are left-padded with ``attention_mask`` marking the real tokens
-        (right padding gives a warning, as in transformers). The prompt and ``max_new_tokens`` together must fit
-        the context length.
+        (right padding gives a warning, as in transformers). Prompt and new tokens must fit the context length.
 
-        ``compile=True`` (one prompt, no padding) decodes through :meth:`compiled_decoder`: the prompt runs once
-        over a static cache, then every token is one ``torch.compile``'d step with static shapes (the first call
-        compiles it, about a minute for a 125M model on 2 cores; later calls of the same size reuse it). The
-        tokens are the same as without it; what it saves is the per-op Python overhead of each step.
+        ``compile=True`` (one prompt, no padding): every token is one ``torch.compile``'d step of
+        :meth:`compiled_decoder` (compiled at the first call, about a minute for a 125M model on 2 cores). Same
+        tokens; it saves the per-op Python overhead of each step.
         """
         try:  # a streamer is ended whatever happens, so that a reader in another thread is not left waiting
             self._check_ids(input_ids)
-            eos_token_id, stop_strings = _as_list(eos_token_id), _as_list(stop_strings)
-            try:
-                gc = self.generation_config.update(
-                    generation_config,
-                    max_new_tokens=max_new_tokens,
-                    min_new_tokens=min_new_tokens,
-                    do_sample=do_sample,
-                    temperature=temperature,
-                    top_k=top_k,
-                    top_p=top_p,
-                    repetition_penalty=repetition_penalty,
-                    eos_token_id=eos_token_id,
-                    stop_strings=stop_strings,
-                    pad_token_id=pad_token_id,
-                )
-            except ValueError as e:
-                raise ValueError(str(e).removeprefix("GenerationConfig: ")) from None
-            max_new_tokens = 20 if gc.max_new_tokens is None else gc.max_new_tokens
-            do_sample, temperature = bool(gc.do_sample), 1.0 if gc.temperature is None else gc.temperature
-            top_k, top_p = gc.top_k or None, gc.top_p
-            if do_sample and not temperature > 0:
-                raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-            stop_ids = gc.stop_ids + _ids_list(stop_token_ids, "stop_token_ids")
-            vocab = self.config.vocab_size
-            if any(i >= vocab for i in stop_ids):
-                raise ValueError(f"stop token ids must lie in [0, {vocab}), got {sorted(set(stop_ids))}")
-            penalty = 1.0 if gc.repetition_penalty is None else float(gc.repetition_penalty)
-            B, T = input_ids.shape
-            self._check_length(T, max_new_tokens)
-            padding = self._padding_mask(attention_mask, B, T)
-            if padding is not None and not bool(padding[:, -1].all()):
-                warnings.warn(
-                    "right-padding was detected in attention_mask (a row ends with 0): a decoder-only model continues "
-                    "from the last position, so the continuation of a right-padded row is wrong. Pad prompts on the "
-                    "left (tokenizer padding_side='left')",
-                    UserWarning,
-                    stacklevel=3,  # the caller of generate (past the inference_mode wrapper)
-                )
-            device = self.model.embed_tokens.weight.device
-            input_ids = input_ids.to(device)
-            plan = _Decoding(
+            gc = self._generation_settings(
+                generation_config,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
                 do_sample=do_sample,
                 temperature=temperature,
                 top_k=top_k,
                 top_p=top_p,
-                generator=generator,
-                stop_ids=torch.tensor(stop_ids, device=device) if stop_ids else None,
-                strings=StopStrings(tokenizer, gc.stop_string_list, B) if gc.stop_string_list else None,
-                pad=gc.pad_token_id if gc.pad_token_id is not None else (stop_ids[0] if stop_ids else 0),
-                min_new_tokens=gc.min_new_tokens or 0,
-                penalty=penalty,
-                seen=(
-                    token_presence(input_ids, vocab, None if padding is None else padding.to(device))
-                    if penalty != 1.0
-                    else None
-                ),
-                finished=torch.zeros(B, dtype=torch.bool, device=device),
+                repetition_penalty=repetition_penalty,
+                eos_token_id=_as_list(eos_token_id),
+                stop_strings=_as_list(stop_strings),
+                pad_token_id=pad_token_id,
             )
-            streamer = _as_streamer(streamer, tokenizer, B)
+            max_new_tokens = 20 if gc.max_new_tokens is None else gc.max_new_tokens
+            input_ids, padding = self._prepare_prompt(input_ids, attention_mask, max_new_tokens)
+            plan = self._decoding_plan(gc, input_ids, padding, stop_token_ids, generator, tokenizer)
+            streamer = _as_streamer(streamer, tokenizer, input_ids.shape[0])
             if streamer is not None:
                 streamer.put(input_ids.cpu())
         except BaseException:
@@ -506,41 +462,110 @@ class DecoderLM(nn.Module):
             if max_new_tokens == 0:
                 return input_ids
             if compile:
-                if B != 1 or padding is not None:
-                    raise ValueError(
-                        f"compile=True decodes one prompt at a time (batch 1, no padding); got {B} prompt(s)"
-                        + (" with an attention_mask holding padding" if padding is not None else "")
-                        + ". Loop over the prompts, or leave compile out to decode the batch together"
-                    )
+                _check_compilable(input_ids, padding)
                 return self._generate_compiled(input_ids, max_new_tokens, plan, streamer)
-            cache = self.new_cache(B, T + max_new_tokens)
-            mask = None
-            positions = [None]
-            if padding is not None:
-                mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=device)
-                mask[:, :T] = padding.to(device)
-                positions[0] = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
-            logits = self(
-                input_ids,
-                attention_mask=None if mask is None else mask[:, :T],
-                position_ids=positions[0],
-                past_key_values=cache,
-                logits_to_keep=1,
-            ).logits[:, -1]
-
-            def step(token: torch.Tensor, n: int) -> torch.Tensor:
-                if positions[0] is not None:
-                    positions[0] = positions[0][:, -1:] + 1
-                return self(
-                    token[:, None],
-                    attention_mask=None if mask is None else mask[:, : T + n],
-                    position_ids=positions[0],
-                    past_key_values=cache,
-                ).logits[:, -1]
-
-            return _decode(input_ids, logits, step, max_new_tokens, plan, streamer)
+            return self._generate_eager(input_ids, padding, max_new_tokens, plan, streamer)
         finally:
             _end_stream(streamer)
+
+    def _generation_settings(self, generation_config: GenerationConfig | None, **settings) -> GenerationConfig:
+        """The call's settings over ``generation_config`` over the model's own (transformers' precedence)."""
+        try:
+            gc = self.generation_config.update(generation_config, **settings)
+        except ValueError as e:
+            raise ValueError(str(e).removeprefix("GenerationConfig: ")) from None
+        temperature = 1.0 if gc.temperature is None else gc.temperature
+        if gc.do_sample and not temperature > 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+        return gc
+
+    def _prepare_prompt(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prompt on the model's device and its padding mask, checked: the length with ``max_new_tokens``
+        against the context, and a warning for right padding."""
+        B, T = input_ids.shape
+        self._check_length(T, max_new_tokens)
+        padding = self._padding_mask(attention_mask, B, T)
+        if padding is not None and not bool(padding[:, -1].all()):
+            warnings.warn(
+                "right-padding was detected in attention_mask (a row ends with 0): a decoder-only model continues "
+                "from the last position, so the continuation of a right-padded row is wrong. Pad prompts on the "
+                "left (tokenizer padding_side='left')",
+                UserWarning,
+                stacklevel=4,  # the caller of generate (past generate and the inference_mode wrapper)
+            )
+        device = self.model.embed_tokens.weight.device
+        return input_ids.to(device), None if padding is None else padding.to(device)
+
+    def _decoding_plan(
+        self,
+        gc: GenerationConfig,
+        input_ids: torch.Tensor,
+        padding: torch.Tensor | None,
+        stop_token_ids: int | Sequence[int] | None,
+        generator: torch.Generator | None,
+        tokenizer: Any,
+    ) -> "_Decoding":
+        """How each next token is chosen and when a sequence stops (sampling, penalty, stop ids and strings)."""
+        device, B = input_ids.device, input_ids.shape[0]
+        stop_ids = gc.stop_ids + _ids_list(stop_token_ids, "stop_token_ids")
+        vocab = self.config.vocab_size
+        if any(i >= vocab for i in stop_ids):
+            raise ValueError(f"stop token ids must lie in [0, {vocab}), got {sorted(set(stop_ids))}")
+        penalty = 1.0 if gc.repetition_penalty is None else float(gc.repetition_penalty)
+        return _Decoding(
+            do_sample=bool(gc.do_sample),
+            temperature=1.0 if gc.temperature is None else gc.temperature,
+            top_k=gc.top_k or None,
+            top_p=gc.top_p,
+            generator=generator,
+            stop_ids=torch.tensor(stop_ids, device=device) if stop_ids else None,
+            strings=StopStrings(tokenizer, gc.stop_string_list, B) if gc.stop_string_list else None,
+            pad=gc.pad_token_id if gc.pad_token_id is not None else (stop_ids[0] if stop_ids else 0),
+            min_new_tokens=gc.min_new_tokens or 0,
+            penalty=penalty,
+            seen=token_presence(input_ids, vocab, padding) if penalty != 1.0 else None,
+            finished=torch.zeros(B, dtype=torch.bool, device=device),
+        )
+
+    def _generate_eager(
+        self,
+        input_ids: torch.Tensor,
+        padding: torch.Tensor | None,
+        max_new_tokens: int,
+        plan: "_Decoding",
+        streamer: Any,
+    ) -> torch.Tensor:
+        """The prompt in one forward over a static cache, then one forward per token; left-padded rows get
+        positions that skip their padding."""
+        B, T = input_ids.shape
+        cache = self.new_cache(B, T + max_new_tokens)
+        mask = None
+        positions = [None]
+        if padding is not None:
+            mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=input_ids.device)
+            mask[:, :T] = padding
+            positions[0] = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
+        logits = self(
+            input_ids,
+            attention_mask=None if mask is None else mask[:, :T],
+            position_ids=positions[0],
+            past_key_values=cache,
+            logits_to_keep=1,
+        ).logits[:, -1]
+
+        def step(token: torch.Tensor, n: int) -> torch.Tensor:
+            if positions[0] is not None:
+                positions[0] = positions[0][:, -1:] + 1
+            return self(
+                token[:, None],
+                attention_mask=None if mask is None else mask[:, : T + n],
+                position_ids=positions[0],
+                past_key_values=cache,
+            ).logits[:, -1]
+
+        return _decode(input_ids, logits, step, max_new_tokens, plan, streamer)
 
     # -- the compiled decode step ----------------------------------------------------------------------------------
     def compiled_decoder(self, length: int) -> tuple[StaticDecoder, Any]:
@@ -582,6 +607,16 @@ class DecoderLM(nn.Module):
             max_new_tokens,
             plan,
             streamer,
+        )
+
+
+def _check_compilable(input_ids: torch.Tensor, padding: torch.Tensor | None) -> None:
+    B = input_ids.shape[0]
+    if B != 1 or padding is not None:
+        raise ValueError(
+            f"compile=True decodes one prompt at a time (batch 1, no padding); got {B} prompt(s)"
+            + (" with an attention_mask holding padding" if padding is not None else "")
+            + ". Loop over the prompts, or leave compile out to decode the batch together"
         )
 
 

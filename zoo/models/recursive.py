@@ -268,26 +268,7 @@ class RecursiveLM(DecoderLM):
                 if r > 0 and not c.ln_share
             }
         )
-        self.lora = nn.ModuleDict()
-        if c.lora_rank > 0:
-            block = self.model.layers[0]
-            dims = {
-                name: (m.in_features, m.out_features)
-                for name, m in [
-                    (
-                        t,
-                        getattr(
-                            block.self_attn if t.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else block.mlp, t
-                        ),
-                    )
-                    for t in c.lora_targets
-                ]
-            }
-            for i in range(A):
-                if self.shared[i]:
-                    self.lora[str(i)] = nn.ModuleDict(
-                        {t: LoRA(*dims[t], c.lora_rank, c.lora_alpha) for t in c.lora_targets}
-                    )
+        self.lora = self._lora_deltas(c)
 
         # routers
         self.routers = nn.ModuleList()
@@ -301,6 +282,22 @@ class RecursiveLM(DecoderLM):
         self.pretrained_cfg: dict[str, Any] = {}
         self.aux_loss: torch.Tensor | None = None
         self.init_weights()
+
+    def _lora_deltas(self, c: RecursiveConfig) -> nn.ModuleDict:
+        """Per application of a shared block: LoRA deltas on ``c.lora_targets`` (relaxed recursion)."""
+        lora = nn.ModuleDict()
+        if c.lora_rank <= 0:
+            return lora
+        block = self.model.layers[0]
+        attn_targets = ("q_proj", "k_proj", "v_proj", "o_proj")
+        dims = {}
+        for t in c.lora_targets:
+            m = getattr(block.self_attn if t.endswith(attn_targets) else block.mlp, t)
+            dims[t] = (m.in_features, m.out_features)
+        for i in range(len(self.schedule)):
+            if self.shared[i]:
+                lora[str(i)] = nn.ModuleDict({t: LoRA(*dims[t], c.lora_rank, c.lora_alpha) for t in c.lora_targets})
+        return lora
 
     # -- weights ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -686,6 +683,38 @@ def _init_norms_and_lora(rec: RecursiveLM, originals: list, orig: list[int]) -> 
             lora.init_from_delta(w_orig - w_shared)
 
 
+# the dense model's config fields a converted recursive model takes over
+_DENSE_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "tie_word_embeddings",
+    "initializer_range",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+)
+
+
+def _dense_parts(model: nn.Module) -> tuple[Any, nn.Module]:
+    """(config, body) of a dense decoder that can be converted, else a TypeError/ValueError saying why not."""
+    src = getattr(model, "config", None)
+    body = getattr(model, "model", None)
+    if src is None or body is None or not hasattr(body, "layers"):
+        raise TypeError("from_pretrained_dense needs a zoo MobileLLM-style model (config + model.layers)")
+    if hasattr(src, "layer_windows") and any(w is not None for w in src.layer_windows()):
+        raise ValueError("sliding-window layers cannot be converted (the recursive model uses global attention)")
+    if getattr(src, "attention_bias", False) or getattr(src, "mlp_bias", False):
+        raise ValueError("layers with biases are not supported by the conversion (LoRA deltas cover weights only)")
+    return src, body
+
+
 @torch.no_grad()
 def from_pretrained_dense(
     model: nn.Module,
@@ -716,34 +745,11 @@ def from_pretrained_dense(
     """
     if init not in ("stepwise", "average", "lower"):
         raise ValueError(f"init must be 'stepwise', 'average' or 'lower', got {init!r}")
-    src = getattr(model, "config", None)
-    body = getattr(model, "model", None)
-    if src is None or body is None or not hasattr(body, "layers"):
-        raise TypeError("from_pretrained_dense needs a zoo MobileLLM-style model (config + model.layers)")
-    if hasattr(src, "layer_windows") and any(w is not None for w in src.layer_windows()):
-        raise ValueError("sliding-window layers cannot be converted (the recursive model uses global attention)")
-    if getattr(src, "attention_bias", False) or getattr(src, "mlp_bias", False):
-        raise ValueError("layers with biases are not supported by the conversion (LoRA deltas cover weights only)")
+    src, body = _dense_parts(model)
     schedule = list(getattr(model, "schedule", range(len(body.layers))))
     originals = [body.layers[b] for b in schedule]
     L = len(originals)
-    keys = (
-        "vocab_size",
-        "hidden_size",
-        "intermediate_size",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "head_dim",
-        "max_position_embeddings",
-        "rms_norm_eps",
-        "rope_theta",
-        "tie_word_embeddings",
-        "initializer_range",
-        "bos_token_id",
-        "eos_token_id",
-        "pad_token_id",
-    )
-    kwargs = {k: getattr(src, k) for k in keys}
+    kwargs = {k: getattr(src, k) for k in _DENSE_KEYS}
     kwargs.update(
         num_hidden_layers=L,
         num_recursion=num_recursion,
