@@ -261,32 +261,6 @@ def _cmd_convert(args) -> int:
     return 0
 
 
-def _add_publish_arguments(parser) -> None:
-    parser.add_argument("run_dir", help="a training run folder (args.yaml, model.safetensors, metrics.json)")
-    parser.add_argument("--repo", required=True, help="the Hub repo, ORG/NAME (created if it does not exist)")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument(
-        "--token-env",
-        default=None,
-        metavar="VAR",
-        help="read the write token from environment variable VAR (default: HF_TOKEN or the token of `hf auth login`)",
-    )
-    parser.add_argument("--out-dir", default=None, help="where to write the exported folder (default RUN_DIR/publish)")
-    parser.add_argument(
-        "--cards-dir",
-        default=publish.AUTO_CARDS_DIR,
-        help="where to copy the model card (default: model_cards/published if ./model_cards exists)",
-    )
-    parser.add_argument("--license", default=None, help="the weights' license (default: the architecture's)")
-    parser.add_argument(
-        "--latency-runs",
-        type=int,
-        default=10,
-        help="timed CPU passes for the card's latency figure (0: leave latency out)",
-    )
-    parser.add_argument("--no-push", action="store_true", help="export only; upload nothing")
-
-
 def _cmd_publish(args) -> int:
     token = None
     try:
@@ -382,6 +356,66 @@ def _tokenizer_beside(folder) -> Path | None:
     return files[0] if files else None
 
 
+def _load_model_to_prune(args, source, model_args):
+    """The model to prune and the folder its weights came from (None for a random init)."""
+    if source.pretrained:
+        model = create_model(args.source, pretrained=True, **model_args)
+        folder = source.cfg_overlay.get("file")
+    elif args.weights:
+        model = create_model(args.source, pretrained=True, pretrained_cfg_overlay={"file": args.weights}, **model_args)
+        folder = Path(args.weights).parent
+    else:
+        model = create_model(args.source, **model_args)
+        folder = None
+        print(f"note: {args.source} has no weights here: pruning a random init (give --weights or a model folder)")
+    return model, folder
+
+
+def _prune_example_inputs(model, args, is_lm: bool) -> torch.Tensor:
+    """A seeded example input: random tokens for a language model, a random image otherwise."""
+    if is_lm:
+        return torch.randint(0, model.config.vocab_size, (1, args.tokens), generator=torch.Generator().manual_seed(0))
+    size = tuple(int(s) for s in args.input_size.split(",")) if args.input_size else None
+    size = size or tuple((model.pretrained_cfg or {}).get("input_size") or (3, 224, 224))
+    return torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
+
+
+def _prune_target(args) -> dict:
+    """The one size target given (--ratio, --target-macs or --target-params) as prune()'s keyword."""
+    if args.ratio:
+        return {"ratio": float(args.ratio)}
+    if args.target_macs:
+        return {"target_macs": _count(args.target_macs, "--target-macs")}
+    return {"target_params": _count(args.target_params, "--target-params")}
+
+
+def _reloads_identically(model, out: Path, inputs: torch.Tensor) -> bool:
+    """The folder must rebuild this very model: checked here, on the example input."""
+    reloaded = create_model(out, pretrained=True).eval()
+    with torch.no_grad():
+        a, b = model(inputs), reloaded(inputs)
+    return torch.equal(getattr(a, "logits", a), getattr(b, "logits", b))
+
+
+def _print_prune_report(args, name: str, report, out: Path, same: bool, is_lm: bool) -> None:
+    shape = "x".join(str(s) for s in report.input_size[1:]) + (" tokens" if is_lm else "")
+    print(
+        f"pruned {args.source} ({name}) at ratio {report.ratio:.3f}, {report.importance} importance, widths "
+        f"rounded to {report.round_to or 1}"
+        + (f"; MLP widths at ratio {report.mlp_ratio:.3f}" if report.mlp_ratio is not None else "")
+    )
+    print(
+        f"  params {report.params_before / 1e6:.3f}M -> {report.params_after / 1e6:.3f}M "
+        f"({report.params_after / report.params_before:.1%})"
+    )
+    print(
+        f"  MACs   {report.macs_before / 1e9:.4f}G -> {report.macs_after / 1e9:.4f}G "
+        f"({report.macs_after / report.macs_before:.1%}) at {shape}"
+    )
+    print(f"  wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
+    print(f"  reloads with zoo.create_model({str(out)!r}, pretrained=True): identical outputs {same}")
+
+
 def _cmd_prune(args) -> int:
     """A registered name, model folder, training run or hf-hub: name -> a pruned, loadable folder."""
     model_args = _json_object(args.model_args, "--model-args")
@@ -398,31 +432,11 @@ def _cmd_prune(args) -> int:
         raise ValueError("give exactly one of --ratio, --target-macs, --target-params")
     source = resolve_source(args.source)
     recorded = dict((source.config or {}).get("model_args") or {})  # a folder's architecture, kept in the output
-    if source.pretrained:
-        model = create_model(args.source, pretrained=True, **model_args)
-        folder = source.cfg_overlay.get("file")
-    elif args.weights:
-        model = create_model(args.source, pretrained=True, pretrained_cfg_overlay={"file": args.weights}, **model_args)
-        folder = Path(args.weights).parent
-    else:
-        model = create_model(args.source, **model_args)
-        folder = None
-        print(f"note: {args.source} has no weights here: pruning a random init (give --weights or a model folder)")
+    model, folder = _load_model_to_prune(args, source, model_args)
     name = model.pretrained_cfg["architecture"]
     is_lm = isinstance(model, DecoderLM)
-    if is_lm:
-        inputs = torch.randint(0, model.config.vocab_size, (1, args.tokens), generator=torch.Generator().manual_seed(0))
-    else:
-        size = tuple(int(s) for s in args.input_size.split(",")) if args.input_size else None
-        size = size or tuple((model.pretrained_cfg or {}).get("input_size") or (3, 224, 224))
-        inputs = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
-    target = {}
-    if args.ratio:
-        target["ratio"] = float(args.ratio)
-    elif args.target_macs:
-        target["target_macs"] = _count(args.target_macs, "--target-macs")
-    else:
-        target["target_params"] = _count(args.target_params, "--target-params")
+    inputs = _prune_example_inputs(model, args, is_lm)
+    target = _prune_target(args)
     try:
         prune(
             model,
@@ -446,44 +460,26 @@ def _cmd_prune(args) -> int:
         tokenizer_file=_tokenizer_beside(folder) if is_lm and folder and Path(folder).is_dir() else None,
         latency_runs=args.latency_runs,
     )
-    # the folder must rebuild this very model: checked here, on the example input
-    reloaded = create_model(out, pretrained=True).eval()
-    with torch.no_grad():
-        a, b = model(inputs), reloaded(inputs)
-    same = torch.equal(getattr(a, "logits", a), getattr(b, "logits", b))
-    shape = "x".join(str(s) for s in report.input_size[1:]) + (" tokens" if is_lm else "")
-    print(
-        f"pruned {args.source} ({name}) at ratio {report.ratio:.3f}, {report.importance} importance, widths "
-        f"rounded to {report.round_to or 1}"
-        + (f"; MLP widths at ratio {report.mlp_ratio:.3f}" if report.mlp_ratio is not None else "")
-    )
-    print(
-        f"  params {report.params_before / 1e6:.3f}M -> {report.params_after / 1e6:.3f}M "
-        f"({report.params_after / report.params_before:.1%})"
-    )
-    print(
-        f"  MACs   {report.macs_before / 1e9:.4f}G -> {report.macs_after / 1e9:.4f}G "
-        f"({report.macs_after / report.macs_before:.1%}) at {shape}"
-    )
-    print(f"  wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
-    print(f"  reloads with zoo.create_model({str(out)!r}, pretrained=True): identical outputs {same}")
+    same = _reloads_identically(model, out, inputs)
+    _print_prune_report(args, name, report, out, same, is_lm)
     return 0 if same else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description="A model zoo of compact, efficient backbones.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_list_parser(sub) -> None:
     p = sub.add_parser("list", help="list registered models with reference params / MACs / top-1")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'caformer_*'")
     p.add_argument("--family", default=None)
     p.add_argument("--pretrained", action="store_true", help="only models with published weights")
     p.set_defaults(func=_cmd_list)
 
+
+def _add_info_parser(sub) -> None:
     p = sub.add_parser("info", help="family, paper, reference figures and pretrained cfg of a model")
     p.add_argument("model")
     p.set_defaults(func=_cmd_info)
 
+
+def _add_run_parser(sub) -> None:
     p = sub.add_parser(
         "run", help="build a model and run it on a seeded synthetic input (images, or a language model's prompt)"
     )
@@ -503,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_run)
 
+
+def _add_profile_parser(sub) -> None:
     p = sub.add_parser("profile", help="params, MACs (fvcore), latency and memory")
     p.add_argument("model")
     p.add_argument("--input-size", default=None, help="C,H,W (default: the model's cfg)")
@@ -520,20 +518,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_profile)
 
+
+def _add_cards_parser(sub) -> None:
     p = sub.add_parser("cards", help="regenerate model_cards/*.md and README's model table (--check: verify)")
     cards.add_arguments(p)
     p.set_defaults(func=cards.run)
 
+
+def _add_condense_parser(sub) -> None:
     p = sub.add_parser(
         "condense", help="dataset distillation: a few synthetic images per class that train almost like the data"
     )
     condense_cli.add_arguments(p)
     p.set_defaults(func=condense_cli.run)
 
+
+def _add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="throughput vs timm on the same weights; --family/--all: the model table")
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
 
+
+def _add_convert_parser(sub) -> None:
     p = sub.add_parser(
         "convert",
         help="convert a checkpoint of any supported origin (the authors', timm's, "
@@ -550,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-runs", type=int, default=0, help="time N CPU passes for the card (default: none)")
     p.set_defaults(func=_cmd_convert)
 
+
+def _add_export_parser(sub) -> None:
     p = sub.add_parser(
         "export",
         help="write a deployment artefact (torch.export pt2, ONNX, the LMs' compiled pte, GGUF) with its card",
@@ -587,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="run the artefact on a seeded sample and compare with eager")
     p.set_defaults(func=_cmd_export)
 
+
+def _add_prune_parser(sub) -> None:
     p = sub.add_parser(
         "prune",
         help="structurally prune a model, folder or run (Torch-Pruning's dependency graph) into a loadable folder",
@@ -606,11 +616,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-runs", type=int, default=0, help="time N CPU passes for the card (default: none)")
     p.set_defaults(func=_cmd_prune)
 
+
+def _add_publish_parser(sub) -> None:
     p = sub.add_parser(
         "publish", help="export a training run (weights, config.json, model card) and upload it to the Hub"
     )
-    _add_publish_arguments(p)
+    p.add_argument("run_dir", help="a training run folder (args.yaml, model.safetensors, metrics.json)")
+    p.add_argument("--repo", required=True, help="the Hub repo, ORG/NAME (created if it does not exist)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument(
+        "--token-env",
+        default=None,
+        metavar="VAR",
+        help="read the write token from environment variable VAR (default: HF_TOKEN or the token of `hf auth login`)",
+    )
+    p.add_argument("--out-dir", default=None, help="where to write the exported folder (default RUN_DIR/publish)")
+    p.add_argument(
+        "--cards-dir",
+        default=publish.AUTO_CARDS_DIR,
+        help="where to copy the model card (default: model_cards/published if ./model_cards exists)",
+    )
+    p.add_argument("--license", default=None, help="the weights' license (default: the architecture's)")
+    p.add_argument(
+        "--latency-runs",
+        type=int,
+        default=10,
+        help="timed CPU passes for the card's latency figure (0: leave latency out)",
+    )
+    p.add_argument("--no-push", action="store_true", help="export only; upload nothing")
     p.set_defaults(func=_cmd_publish)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="A model zoo of compact, efficient backbones.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_list_parser(sub)
+    _add_info_parser(sub)
+    _add_run_parser(sub)
+    _add_profile_parser(sub)
+    _add_cards_parser(sub)
+    _add_condense_parser(sub)
+    _add_bench_parser(sub)
+    _add_convert_parser(sub)
+    _add_export_parser(sub)
+    _add_prune_parser(sub)
+    _add_publish_parser(sub)
     return parser
 
 
