@@ -539,6 +539,102 @@ def _default_input(model: nn.Module, language_model: bool) -> tuple[int, ...]:
     return (min(512, context - 1),)
 
 
+def _model_and_name(model_or_name: str | nn.Module) -> tuple[str, nn.Module]:
+    if isinstance(model_or_name, str):
+        return model_or_name, create_model(model_or_name)
+    model = model_or_name
+    return (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__), model
+
+
+def _counting_input(model: nn.Module, input_size: tuple[int, ...], batch_size: int, language_model: bool):
+    """The input MACs are counted on: a prefill of ``input_size = (tokens,)`` token ids for an LM, else images."""
+    if not language_model:
+        return torch.randn(batch_size, *input_size)
+    x = torch.randint(0, model.config.vocab_size, (batch_size, *input_size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # one token at the last position: position tables are built outside the count
+        model(x[:1, :1], position_ids=torch.tensor([[input_size[0] - 1]]))
+    return x
+
+
+def _count_ops(model: nn.Module, x: torch.Tensor, breakdown: bool, cross_check: bool) -> dict[str, Any]:
+    """The :class:`Profile` fields of the MAC count: totals, per operator, uncounted ops, table, cross-check."""
+    with torch.no_grad():
+        analysis = _analysis(model, (x,))
+        macs = int(analysis.total())
+        nonzero_macs = count_nonzero_macs(model, analysis)
+        by_op = {k: int(v) for k, v in analysis.by_operator().items()}
+        uncounted = _check_uncounted(analysis)
+        table = None
+        if breakdown:
+            table = _macs_table(analysis)
+    check = cross_check_flop_counter(model, (x,), by_op) if cross_check else None
+    return dict(
+        macs=macs,
+        flops=2 * macs,
+        nonzero_macs=nonzero_macs,
+        macs_by_operator=by_op,
+        uncounted_ops=uncounted,
+        flop_counter_check=check,
+        module_table=table,
+    )
+
+
+def _time_and_measure(
+    model: nn.Module,
+    input_size: tuple[int, ...],
+    batch_size: int,
+    device: torch.device,
+    *,
+    latency: bool,
+    batch_sizes: Sequence[int] | None,
+    runs: int,
+    warmup: int,
+    channels_last: bool,
+    compile: bool,
+    memory: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Latency rows and peak memory on ``device`` (an empty list and None where not asked for)."""
+    timings, peak = [], None
+    if latency or memory:
+        model = model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        runner = torch.compile(model) if compile else model
+        if latency:
+            timings = measure_latency(
+                runner,
+                input_size,
+                batch_sizes or [batch_size],
+                device=device,
+                runs=runs,
+                warmup=warmup,
+                channels_last=channels_last,
+            )
+            for t in timings:
+                t.update(channels_last=channels_last, compiled=compile)
+        if memory:
+            peak = measure_peak_memory(runner, torch.randn(batch_size, *input_size, device=device))
+    return timings, peak
+
+
+def _tool_versions(device: torch.device) -> dict[str, str]:
+    import timm
+
+    with _quiet_fvcore():
+        import fvcore
+
+    tools = {
+        "fvcore": getattr(fvcore, "__version__", "unknown"),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "threads": str(torch.get_num_threads()),
+    }
+    if device.type == "cuda":
+        tools["device"] = torch.cuda.get_device_name(device)
+    return tools
+
+
 def profile(
     model_or_name: str | nn.Module,
     input_size: Sequence[int] | None = None,
@@ -560,79 +656,36 @@ def profile(
     ``device``; ``memory`` records the peak of one forward; ``breakdown`` adds fvcore's per-module table;
     ``cross_check`` compares against ``FlopCounterMode`` on the ops both count.
     """
-    import timm
-
-    with _quiet_fvcore():
-        import fvcore
-
-    if isinstance(model_or_name, str):
-        name, model = model_or_name, create_model(model_or_name)
-    else:
-        model = model_or_name
-        name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
+    name, model = _model_and_name(model_or_name)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     language_model = _is_language_model(model)
     input_size = tuple(input_size or cfg.get("input_size") or _default_input(model, language_model))
     model.eval()
     counts = count_params(model)
-
-    if language_model:  # input_size = (tokens,): a prefill of that many token ids
-        if latency or memory:
-            raise ValueError("latency/memory of language models: use `zoo bench --models NAME` (prefill and decode)")
-        x = torch.randint(
-            0, model.config.vocab_size, (batch_size, *input_size), generator=torch.Generator().manual_seed(0)
-        )
-        with torch.no_grad():  # one token at the last position: position tables are built outside the count
-            model(x[:1, :1], position_ids=torch.tensor([[input_size[0] - 1]]))
-    else:
-        x = torch.randn(batch_size, *input_size)
-    with torch.no_grad():
-        analysis = _analysis(model, (x,))
-        macs = int(analysis.total())
-        nonzero_macs = count_nonzero_macs(model, analysis)
-        by_op = {k: int(v) for k, v in analysis.by_operator().items()}
-        uncounted = _check_uncounted(analysis)
-        table = None
-        if breakdown:
-            table = _macs_table(analysis)
-    check = cross_check_flop_counter(model, (x,), by_op) if cross_check else None
+    if language_model and (latency or memory):
+        raise ValueError("latency/memory of language models: use `zoo bench --models NAME` (prefill and decode)")
+    x = _counting_input(model, input_size, batch_size, language_model)
+    counted = _count_ops(model, x, breakdown, cross_check)
 
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was asked for but CUDA is not available here; use device='cpu'")
-    timings, peak = [], None
-    if latency or memory:
-        model = model.to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        runner = torch.compile(model) if compile else model
-        if latency:
-            timings = measure_latency(
-                runner,
-                input_size,
-                batch_sizes or [batch_size],
-                device=device,
-                runs=runs,
-                warmup=warmup,
-                channels_last=channels_last,
-            )
-            for t in timings:
-                t.update(channels_last=channels_last, compiled=compile)
-        if memory:
-            peak = measure_peak_memory(runner, torch.randn(batch_size, *input_size, device=device))
-
-    tools = {
-        "fvcore": getattr(fvcore, "__version__", "unknown"),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "python": platform.python_version(),
-        "threads": str(torch.get_num_threads()),
-    }
-    if device.type == "cuda":
-        tools["device"] = torch.cuda.get_device_name(device)
-    lm = profile_lm(model, seq_len=input_size[0]) if language_model else None
+    timings, peak = _time_and_measure(
+        model,
+        input_size,
+        batch_size,
+        device,
+        latency=latency,
+        batch_sizes=batch_sizes,
+        runs=runs,
+        warmup=warmup,
+        channels_last=channels_last,
+        compile=compile,
+        memory=memory,
+    )
+    tools = _tool_versions(device)
     return Profile(
-        lm=lm,
+        lm=profile_lm(model, seq_len=input_size[0]) if language_model else None,
         name=name,
         input_size=(batch_size, *input_size),
         device=str(device),
@@ -641,16 +694,10 @@ def profile(
         frozen_params=counts["frozen"],
         nonzero_params=counts["nonzero"],
         non_embedding_params=counts["non_embedding"],
-        macs=macs,
-        flops=2 * macs,
-        nonzero_macs=nonzero_macs,
-        macs_by_operator=by_op,
-        uncounted_ops=uncounted,
-        flop_counter_check=check,
         latency=timings,
         peak_memory=peak,
-        module_table=table,
         tools=tools,
+        **counted,
     )
 
 
