@@ -691,26 +691,10 @@ def _latency_text(summary: dict[str, Any]) -> str:
     return text + ", at publishing time"
 
 
-def render_published_card(
-    *,
-    repo_id: str | None,
-    model_name: str,
-    task: str,
-    family: str,
-    license: str | None,
-    dataset: str | None,
-    metrics: dict[str, Any],
-    recipe_text: str | None,
-    summary: dict[str, Any],
-    weights: dict[str, Any],
-    model_args: dict[str, Any],
-    tokenizer: bool = False,
-) -> str:
-    """The model card (README.md) of a published model: front matter with ModelCardData / EvalResult, then markdown."""
-
-    title = repo_id or model_name
-    eval_results = _metric_results(metrics, task, dataset)
-    data = ModelCardData(
+def _published_card_data(
+    title: str, task: str, family: str, license: str | None, dataset: str | None, eval_results: list
+) -> ModelCardData:
+    return ModelCardData(
         model_name=title.split("/")[-1],
         license=license,
         library_name="zoo",
@@ -720,9 +704,17 @@ def render_published_card(
         metrics=sorted({r.metric_type for r in eval_results}) or None,
         eval_results=eval_results or None,
     )
-    name = f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"
-    what = f"`{model_name}` ({family} family, {task.replace('-', ' ')})"
-    what += f" trained on `{dataset}` with the zoo's training engine." if dataset else "."
+
+
+def _published_details(
+    model_name: str,
+    model_args: dict[str, Any],
+    summary: dict[str, Any],
+    metrics: dict[str, Any],
+    license: str | None,
+    weights: dict[str, Any],
+) -> list[tuple[str, str]]:
+    """The rows of the card's "Model details" table."""
     args_text = f"`{json.dumps(model_args, sort_keys=True)}`" if model_args else "registry defaults"
     details = [
         ("Architecture", f"`{model_name}`"),
@@ -737,18 +729,17 @@ def render_published_card(
         details.append(("Latency (batch 1)", _latency_text(summary)))
     if metrics.get("params") is not None and metrics["params"] != summary["params"]:
         details.append(("Params (metrics.json)", f"{metrics['params']:,}"))
-    details += [
+    return details + [
         ("License", license or "-"),
         ("Weights", f"`{weights['file']}`, {weights['size']:,} bytes"),
         ("sha256", f"`{weights['sha256']}`"),
     ]
-    lines = [f"# {title}", "", what, "", "## Model details", "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in details]
-    if eval_results:
-        intro = f"Held-out evaluation on `{dataset}` after training (`metrics.json` of the run):"
-        lines += ["", "## Evaluation", "", intro, "", "| metric | value |", "|---|---:|"]
-        lines += [f"| {r.metric_name} | {_fmt(r.metric_value)} |" for r in eval_results]
-    lines += [
+
+
+def _published_usage(repo_id: str | None, task: str, tokenizer: bool, weights: dict[str, Any]) -> list[str]:
+    """The card's "Usage" section: loading code, the preprocessing or tokenizer, the sha256 check."""
+    name = f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"
+    lines = [
         "",
         "## Usage",
         "",
@@ -780,7 +771,39 @@ def render_published_card(
         f"`create_model` checks the downloaded `{weights['file']}` against the sha256 recorded in "
         "`config.json` (`hf_hub_sha256`) before reading it; by hand: `sha256sum model.safetensors`."
     )
-    lines += ["```", "", check]
+    return lines + ["```", "", check]
+
+
+def render_published_card(
+    *,
+    repo_id: str | None,
+    model_name: str,
+    task: str,
+    family: str,
+    license: str | None,
+    dataset: str | None,
+    metrics: dict[str, Any],
+    recipe_text: str | None,
+    summary: dict[str, Any],
+    weights: dict[str, Any],
+    model_args: dict[str, Any],
+    tokenizer: bool = False,
+) -> str:
+    """The model card (README.md) of a published model: front matter with ModelCardData / EvalResult, then markdown."""
+
+    title = repo_id or model_name
+    eval_results = _metric_results(metrics, task, dataset)
+    data = _published_card_data(title, task, family, license, dataset, eval_results)
+    what = f"`{model_name}` ({family} family, {task.replace('-', ' ')})"
+    what += f" trained on `{dataset}` with the zoo's training engine." if dataset else "."
+    details = _published_details(model_name, model_args, summary, metrics, license, weights)
+    lines = [f"# {title}", "", what, "", "## Model details", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in details]
+    if eval_results:
+        intro = f"Held-out evaluation on `{dataset}` after training (`metrics.json` of the run):"
+        lines += ["", "## Evaluation", "", intro, "", "| metric | value |", "|---|---:|"]
+        lines += [f"| {r.metric_name} | {_fmt(r.metric_value)} |" for r in eval_results]
+    lines += _published_usage(repo_id, task, tokenizer, weights)
     if recipe_text:
         lines += [
             "",
