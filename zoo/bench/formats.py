@@ -161,6 +161,52 @@ def quality(folder: str | Path, formats: Sequence[str]) -> dict[str, dict[str, f
 # ------------------------------------------------------------------------------------------------------------------
 
 
+def _transformers_decoder(hf: nn.Module, prompt: torch.Tensor, new_tokens: int):
+    """Greedy decoding of ``new_tokens`` by transformers (the peer of every row): the new tokens."""
+    return lambda: hf.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )[0, prompt.shape[1] :].tolist()
+
+
+def _zoo_decoders(model: nn.Module, fmt: str, prompt: torch.Tensor, new_tokens: int) -> dict:
+    """Zoo eager and zoo compiled greedy decoding of one format's model: label -> the new tokens."""
+
+    def decode(**kwargs) -> list[int]:
+        return model.generate(prompt, max_new_tokens=new_tokens, eos_token_id=[], **kwargs)[
+            0, prompt.shape[1] :
+        ].tolist()
+
+    return {f"zoo {fmt} eager": decode, f"zoo {fmt} compiled": lambda: decode(compile=True)}
+
+
+def _extra_columns(fmt: str, rate: dict, tokens: dict, new_tokens: int, note: str | None, scores: dict | None) -> dict:
+    """A format's columns beside the compiled rate: eager, overhead, llama.cpp, note, quality."""
+    compiled, eager = f"zoo {fmt} compiled", f"zoo {fmt} eager"
+    llama = f"llama.cpp {FORMATS[fmt][1]}"
+    extra: dict = {
+        "zoo eager": rate[eager],
+        "overhead ms/tok": 1e3 * (1 / rate[eager] - 1 / rate[compiled]),
+        # fp32/int8: the same arithmetic, so the same tokens; bf16/int4 on random weights (near-tied logits) may
+        # round a tie differently once compiled
+        "compiled = eager": sum(a == b for a, b in zip(tokens[compiled], tokens[eager])) / new_tokens,
+    }
+    if llama in rate:
+        extra[llama.split()[0]] = rate[llama]
+        extra["llama.cpp type"] = FORMATS[fmt][1].upper()
+        extra["vs llama.cpp"] = rate[compiled] / rate[llama]
+        extra["llama.cpp agreement"] = sum(a == b for a, b in zip(tokens[llama], tokens[eager])) / new_tokens
+    if note is not None:
+        extra["note"] = note
+    if scores is not None:
+        extra.update({k: v for k, v in scores.items()})
+    return extra
+
+
 def compare(
     name: str,
     formats: Sequence[str] = DEFAULT_FORMATS,
@@ -184,24 +230,11 @@ def compare(
     context = prompt_tokens + new_tokens
     candidates, closers, notes = {}, [], {}
     if hf is not None:
-        candidates[PEER] = lambda: hf.generate(
-            prompt,
-            attention_mask=torch.ones_like(prompt),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=0,
-        )[0, prompt_tokens:].tolist()
+        candidates[PEER] = _transformers_decoder(hf, prompt, new_tokens)
     models = {fmt: _quantized(base, fmt) for fmt in formats}
     with tempfile.TemporaryDirectory(prefix="zoo-bench-formats-") as tmp:
         for fmt in formats:
-            model = models[fmt]
-            candidates[f"zoo {fmt} eager"] = lambda m=model: m.generate(
-                prompt, max_new_tokens=new_tokens, eos_token_id=[]
-            )[0, prompt_tokens:].tolist()
-            candidates[f"zoo {fmt} compiled"] = lambda m=model: m.generate(
-                prompt, max_new_tokens=new_tokens, eos_token_id=[], compile=True
-            )[0, prompt_tokens:].tolist()
+            candidates.update(_zoo_decoders(models[fmt], fmt, prompt, new_tokens))
             if llama_cpp:
                 gguf_type = FORMATS[fmt][1]
                 try:
@@ -221,42 +254,22 @@ def compare(
             for close in closers:
                 close()
     rate = {label: new_tokens / median(t) for label, t in times.items()}
-    rows = []
-    for fmt in formats:
-        compiled, eager = f"zoo {fmt} compiled", f"zoo {fmt} eager"
-        llama = f"llama.cpp {FORMATS[fmt][1]}"
-        extra: dict = {
-            "zoo eager": rate[eager],
-            "overhead ms/tok": 1e3 * (1 / rate[eager] - 1 / rate[compiled]),
-            # fp32/int8: the same arithmetic, so the same tokens; bf16/int4 on random weights (near-tied logits) may
-            # round a tie differently once compiled
-            "compiled = eager": sum(a == b for a, b in zip(tokens[compiled], tokens[eager])) / new_tokens,
-        }
-        if llama in rate:
-            extra[llama.split()[0]] = rate[llama]
-            extra["llama.cpp type"] = FORMATS[fmt][1].upper()
-            extra["vs llama.cpp"] = rate[compiled] / rate[llama]
-            extra["llama.cpp agreement"] = sum(a == b for a, b in zip(tokens[llama], tokens[eager])) / new_tokens
-        if fmt in notes:
-            extra["note"] = notes[fmt]
-        if fmt in scores:
-            extra.update({k: v for k, v in scores[fmt].items()})
-        peer_rate = rate.get(PEER, float("nan"))
-        rows.append(
-            Row(
-                name,
-                f"decode {new_tokens} {fmt}",
-                PEER if PEER in rate else "-",
-                compiled,
-                "tok/s",
-                peer_rate,
-                rate[compiled],
-                runs,
-                extra=extra,
-                times_s={k: v["total"] for k, v in times.items()},
-            )
+    peer_rate = rate.get(PEER, float("nan"))
+    return [
+        Row(
+            name,
+            f"decode {new_tokens} {fmt}",
+            PEER if PEER in rate else "-",
+            f"zoo {fmt} compiled",
+            "tok/s",
+            peer_rate,
+            rate[f"zoo {fmt} compiled"],
+            runs,
+            extra=_extra_columns(fmt, rate, tokens, new_tokens, notes.get(fmt), scores.get(fmt)),
+            times_s={k: v["total"] for k, v in times.items()},
         )
-    return rows
+        for fmt in formats
+    ]
 
 
 def notes(rows: Sequence[Row]) -> list[str]:
