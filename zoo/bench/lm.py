@@ -86,6 +86,25 @@ def _floor_decode(model: nn.Module, dtype: torch.dtype, new_tokens: int):
     return run
 
 
+def _generators(hf: nn.Module, ours: nn.Module, prompt: torch.Tensor, new_tokens: int):
+    """(transformers, zoo) greedy generation of ``new_tokens`` tokens after ``prompt``."""
+
+    def hf_generate():
+        return hf.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
+
+    def zoo_generate():
+        return ours.generate(prompt, max_new_tokens=new_tokens)
+
+    return hf_generate, zoo_generate
+
+
 def compare(
     name: str,
     dtype: torch.dtype = torch.float32,
@@ -102,20 +121,7 @@ def compare(
     gen = torch.Generator().manual_seed(SEED + 1)
     long_ids = torch.randint(0, ours.config.vocab_size, (1, prefill_tokens), generator=gen)
     prompt = torch.randint(0, ours.config.vocab_size, (1, prompt_tokens), generator=gen)
-
-    def hf_generate():
-        return hf.generate(
-            prompt,
-            attention_mask=torch.ones_like(prompt),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=0,
-        )
-
-    def zoo_generate():
-        return ours.generate(prompt, max_new_tokens=new_tokens)
-
+    hf_generate, zoo_generate = _generators(hf, ours, prompt, new_tokens)
     prefill = time_interleaved(
         {PEER: lambda: hf(long_ids), "zoo": lambda: ours(long_ids)}, runs, warmup, desc=f"{name} prefill"
     )
