@@ -145,25 +145,18 @@ def _block_aliases(layout, rn):
 # ---------------------------------------------------------------------------
 
 
-def _authors_entries(spec, num_classes):
-    """Yield (key, shape, init, canonical_key), in ``SReT.state_dict()`` order.
+def _entry(key, shape, kind, fan_in=None, canonical=None):
+    """One (key, shape, init, canonical_key) entry of :func:`_authors_entries`."""
+    return (key, tuple(shape), (kind, fan_in), canonical or key)
 
-    ``init`` is a (kind, fan_in) pair. ``canonical_key`` names a shared block
-    by its FIRST alias, so that every alias maps to one tensor.
-    """
-    c0 = spec["base_dims"][0] * spec["heads"][0]
-    width = int(spec["image_size"] / 8)
 
-    def one(key, shape, kind, fan_in=None, canonical=None):
-        return (key, tuple(shape), (kind, fan_in), canonical or key)
-
-    out = [one("pos_embed", (1, c0, width, width), "pos")]
-
-    # conv_embedding: conv1, bn1, conv2, bn2, conv3, bn3 (registration order)
+def _stem_entries(c0):
+    """conv_embedding: conv1, bn1, conv2, bn2, conv3, bn3 (registration order)."""
+    out = []
     half = int(c0 / 2)
     for k, (cin, cout) in enumerate([(3, half), (half, c0), (c0, c0)], start=1):
-        out.append(one(f"patch_embed.conv{k}.weight", (cout, cin, 3, 3), "w", cin * 9))
-        out.append(one(f"patch_embed.conv{k}.bias", (cout,), "b"))
+        out.append(_entry(f"patch_embed.conv{k}.weight", (cout, cin, 3, 3), "w", cin * 9))
+        out.append(_entry(f"patch_embed.conv{k}.bias", (cout,), "b"))
         for field, kind in [
             ("weight", "bn_w"),
             ("bias", "bn_b"),
@@ -172,61 +165,87 @@ def _authors_entries(spec, num_classes):
             ("num_batches_tracked", "bn_nbt"),
         ]:
             shape = () if kind == "bn_nbt" else (cout,)
-            out.append(one(f"patch_embed.bn{k}.{field}", shape, kind))
+            out.append(_entry(f"patch_embed.bn{k}.{field}", shape, kind))
+    return out
 
+
+def _block_fields(dim, hidden):
+    """(suffix, shape, init kind, fan_in) of a shared block."""
+    return [
+        ("norm1.weight", (dim,), "ln_w", None),
+        ("norm1.bias", (dim,), "ln_b", None),
+        ("attn.qkv.weight", (3 * dim, dim), "w", dim),
+        ("attn.qkv.bias", (3 * dim,), "b", None),
+        ("attn.proj.weight", (dim, dim), "w", dim),
+        ("attn.proj.bias", (dim,), "b", None),
+        ("norm2.weight", (dim,), "ln_w", None),
+        ("norm2.bias", (dim,), "ln_b", None),
+        ("mlp.fc1.weight", (hidden, dim), "w", dim),
+        ("mlp.fc1.bias", (hidden,), "b", None),
+        ("mlp.fc2.weight", (dim, hidden), "w", hidden),
+        ("mlp.fc2.bias", (dim,), "b", None),
+    ] + [(f"coefficient{c}.bias", (1,), "coef", None) for c in range(1, 5)]
+
+
+def _nll_fields(dim, hidden):
+    """(suffix, shape, init kind, fan_in) of a non-linear projection layer."""
+    return [
+        ("norm1.weight", (dim,), "ln_w", None),
+        ("norm1.bias", (dim,), "ln_b", None),
+        ("mlp.fc1.weight", (hidden, dim), "w", dim),
+        ("mlp.fc1.bias", (hidden,), "b", None),
+        ("mlp.fc2.weight", (dim, hidden), "w", hidden),
+        ("mlp.fc2.bias", (dim,), "b", None),
+        ("coefficient1.bias", (1,), "coef", None),
+        ("coefficient2.bias", (1,), "coef", None),
+    ]
+
+
+def _stage_entries(spec, s):
+    """Stage ``s``'s ModuleList, every shared block under each of its aliases."""
+    dim = spec["base_dims"][s] * spec["heads"][s]
+    layout = _stage_layout(spec, s)
+    out = []
+    for i, (kind, idx) in enumerate(layout):
+        prefix = f"transformers.{s}.blocks.{i}."
+        if kind == "block":
+            first = _block_aliases(layout, idx)[0]
+            canon = f"transformers.{s}.blocks.{first}."
+            fields = _block_fields(dim, int(dim * spec["mlp_ratio"]))
+        else:
+            canon = prefix
+            fields = _nll_fields(dim, int(dim * spec["np_mlp_ratio"]))
+        for suffix, shape, init, fan_in in fields:
+            out.append(_entry(prefix + suffix, shape, init, fan_in, canon + suffix))
+    return out
+
+
+def _authors_entries(spec, num_classes):
+    """Yield (key, shape, init, canonical_key), in ``SReT.state_dict()`` order.
+
+    ``init`` is a (kind, fan_in) pair. ``canonical_key`` names a shared block
+    by its FIRST alias, so that every alias maps to one tensor.
+    """
+    c0 = spec["base_dims"][0] * spec["heads"][0]
+    width = int(spec["image_size"] / 8)
+    out = [_entry("pos_embed", (1, c0, width, width), "pos")]
+    out += _stem_entries(c0)
     for s in range(len(spec["depth"])):
-        dim = spec["base_dims"][s] * spec["heads"][s]
-        layout = _stage_layout(spec, s)
-        for i, (kind, idx) in enumerate(layout):
-            prefix = f"transformers.{s}.blocks.{i}."
-            if kind == "block":
-                first = _block_aliases(layout, idx)[0]
-                canon = f"transformers.{s}.blocks.{first}."
-                hidden = int(dim * spec["mlp_ratio"])
-                fields = [
-                    ("norm1.weight", (dim,), "ln_w", None),
-                    ("norm1.bias", (dim,), "ln_b", None),
-                    ("attn.qkv.weight", (3 * dim, dim), "w", dim),
-                    ("attn.qkv.bias", (3 * dim,), "b", None),
-                    ("attn.proj.weight", (dim, dim), "w", dim),
-                    ("attn.proj.bias", (dim,), "b", None),
-                    ("norm2.weight", (dim,), "ln_w", None),
-                    ("norm2.bias", (dim,), "ln_b", None),
-                    ("mlp.fc1.weight", (hidden, dim), "w", dim),
-                    ("mlp.fc1.bias", (hidden,), "b", None),
-                    ("mlp.fc2.weight", (dim, hidden), "w", hidden),
-                    ("mlp.fc2.bias", (dim,), "b", None),
-                ] + [(f"coefficient{c}.bias", (1,), "coef", None) for c in range(1, 5)]
-            else:
-                canon = prefix
-                hidden = int(dim * spec["np_mlp_ratio"])
-                fields = [
-                    ("norm1.weight", (dim,), "ln_w", None),
-                    ("norm1.bias", (dim,), "ln_b", None),
-                    ("mlp.fc1.weight", (hidden, dim), "w", dim),
-                    ("mlp.fc1.bias", (hidden,), "b", None),
-                    ("mlp.fc2.weight", (dim, hidden), "w", hidden),
-                    ("mlp.fc2.bias", (dim,), "b", None),
-                    ("coefficient1.bias", (1,), "coef", None),
-                    ("coefficient2.bias", (1,), "coef", None),
-                ]
-            for suffix, shape, init, fan_in in fields:
-                out.append(one(prefix + suffix, shape, init, fan_in, canon + suffix))
+        out += _stage_entries(spec, s)
 
     n_stages = len(spec["depth"])
     for s in range(n_stages - 1):
-        cin = spec["base_dims"][s] * spec["heads"][s]
         cout = spec["base_dims"][s + 1] * spec["heads"][s + 1]
-        # groups=cin -> weight [cout, cin/groups = 1, 3, 3]
-        out.append(one(f"pools.{s}.conv.weight", (cout, 1, 3, 3), "w", 9))
-        out.append(one(f"pools.{s}.conv.bias", (cout,), "b"))
+        # groups = input channels -> weight [cout, cin/groups = 1, 3, 3]
+        out.append(_entry(f"pools.{s}.conv.weight", (cout, 1, 3, 3), "w", 9))
+        out.append(_entry(f"pools.{s}.conv.bias", (cout,), "b"))
 
     c_last = spec["base_dims"][-1] * spec["heads"][-1]
-    out.append(one("norm.weight", (c_last,), "ln_w"))
-    out.append(one("norm.bias", (c_last,), "ln_b"))
+    out.append(_entry("norm.weight", (c_last,), "ln_w"))
+    out.append(_entry("norm.bias", (c_last,), "ln_b"))
     if num_classes > 0:
-        out.append(one("head.weight", (num_classes, c_last), "w", c_last))
-        out.append(one("head.bias", (num_classes,), "b"))
+        out.append(_entry("head.weight", (num_classes, c_last), "w", c_last))
+        out.append(_entry("head.bias", (num_classes,), "b"))
     return out
 
 
