@@ -561,6 +561,56 @@ def run_method(
     return losses
 
 
+def _method_class(method: str, ipc: int, options: dict) -> type[Method]:
+    """The class of ``method``, once ``ipc`` and the options are checked."""
+    if method not in METHODS:
+        close = [m for m in METHODS if m.startswith(method[:2])] or sorted(METHODS)
+        raise CondenseError(
+            f"unknown method {method!r}: choose from {', '.join(sorted(METHODS))} (close: {', '.join(close)})"
+        )
+    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
+        raise CondenseError(f"ipc (images per class) must be a positive int, got {ipc!r}")
+    cls = METHODS[method]
+    unknown = sorted(set(options) - set(cls.defaults))
+    if unknown:
+        raise CondenseError(
+            f"{method} has no option(s) {', '.join(unknown)}; its options: {', '.join(sorted(cls.defaults))}"
+        )
+    return cls
+
+
+def _metadata(
+    m: Method,
+    method: str,
+    ipc: int,
+    seed: int,
+    real: RealData,
+    images: int,
+    wall: float,
+    peak: float,
+    dev: torch.device,
+) -> dict:
+    """The synthetic set's metadata: what made it, from what, and at what cost."""
+    return {
+        "format": "zoo-synthetic/1",
+        "zoo_version": __version__,
+        "method": method,
+        "ipc": ipc,
+        "options": {k: v for k, v in m.options.items() if _jsonable(v)},
+        "seed": seed,
+        "source": real.source,
+        "preprocessing": real.preprocessing,
+        "model": m.options.get("model") or m.options.get("teacher"),
+        "images": images,
+        "storage": m.storage(),
+        "wall_time_s": round(wall, 2),
+        "peak_memory_mb": round(peak, 1),
+        "peak_memory_kind": "CUDA max allocated" if dev.type == "cuda" else "process peak RSS",
+        "device": str(dev),
+        **m.describe(),
+    }
+
+
 def condense(
     data: "str | RealData" = "digits",
     method: str = "dm",
@@ -581,19 +631,7 @@ def condense(
     ``options``: the method's own (``zoo condense --method M --help-options`` lists them), e.g. ``iterations``,
     ``lr_img``, ``model``, ``teacher``.
     """
-    if method not in METHODS:
-        close = [m for m in METHODS if m.startswith(method[:2])] or sorted(METHODS)
-        raise CondenseError(
-            f"unknown method {method!r}: choose from {', '.join(sorted(METHODS))} (close: {', '.join(close)})"
-        )
-    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
-        raise CondenseError(f"ipc (images per class) must be a positive int, got {ipc!r}")
-    cls = METHODS[method]
-    unknown = sorted(set(options) - set(cls.defaults))
-    if unknown:
-        raise CondenseError(
-            f"{method} has no option(s) {', '.join(unknown)}; its options: {', '.join(sorted(cls.defaults))}"
-        )
+    cls = _method_class(method, ipc, options)
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
@@ -613,24 +651,7 @@ def condense(
         images, labels, soft, extra = m.result()
     wall = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else mem.peak
-    meta = {
-        "format": "zoo-synthetic/1",
-        "zoo_version": __version__,
-        "method": method,
-        "ipc": ipc,
-        "options": {k: v for k, v in m.options.items() if _jsonable(v)},
-        "seed": seed,
-        "source": real.source,
-        "preprocessing": real.preprocessing,
-        "model": m.options.get("model") or m.options.get("teacher"),
-        "images": int(images.shape[0]),
-        "storage": m.storage(),
-        "wall_time_s": round(wall, 2),
-        "peak_memory_mb": round(peak, 1),
-        "peak_memory_kind": "CUDA max allocated" if dev.type == "cuda" else "process peak RSS",
-        "device": str(dev),
-        **m.describe(),
-    }
+    meta = _metadata(m, method, ipc, seed, real, int(images.shape[0]), wall, peak, dev)
     s = SyntheticSet(images.detach().cpu().float(), labels.cpu().long(), meta, None if soft is None else soft.cpu(),
                      {k: v.detach().cpu() for k, v in extra.items()})  # fmt: skip
     if out is not None:
