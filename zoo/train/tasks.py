@@ -248,6 +248,17 @@ class Task:
         progress: bool = False,
     ) -> dict[str, float]:
         """Held-out metrics of ``model`` on ``val_set`` (summed over processes)."""
+        channels_last = channels_last and self.supports_channels_last
+        batches = (self.prepare_batch(b, device, channels_last) for b in self.eval_loader(batch_size, progress))
+        sums = self.eval_sums(model, batches, amp_ctx, max_batches)
+        return self.eval_metrics(all_reduce_sum(sums.to(device), self.dstate).cpu())
+
+    def eval_sums(self, model: nn.Module, batches, amp_ctx, max_batches: int | None) -> torch.Tensor:
+        """The task's metric sums over ``batches`` (a tensor, summed over processes by :meth:`evaluate`)."""
+        raise NotImplementedError
+
+    def eval_metrics(self, sums: torch.Tensor) -> dict[str, float]:
+        """The metrics of the summed :meth:`eval_sums`."""
         raise NotImplementedError
 
     def eval_description(self) -> dict[str, Any]:
@@ -525,19 +536,11 @@ class ImageTask(Task):
             return distill.classification_loss(out, x, y, loss_fn, index), x.shape[0]
         return loss_fn(out, y), x.shape[0]
 
-    def evaluate(
-        self,
-        model,
-        batch_size: int,
-        device,
-        amp_ctx=contextlib.nullcontext,
-        channels_last: bool = False,
-        max_batches: int | None = None,
-        progress: bool = False,
-    ) -> dict[str, float]:
-        batches = (self.prepare_batch(b, device, channels_last) for b in self.eval_loader(batch_size, progress))
-        sums = classification_sums(model, batches, self.topk, amp_ctx, max_batches)
-        return classification_metrics(all_reduce_sum(sums.to(device), self.dstate).cpu())
+    def eval_sums(self, model, batches, amp_ctx, max_batches: int | None) -> torch.Tensor:
+        return classification_sums(model, batches, self.topk, amp_ctx, max_batches)
+
+    def eval_metrics(self, sums: torch.Tensor) -> dict[str, float]:
+        return classification_metrics(sums)
 
     def eval_description(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -817,19 +820,11 @@ class LMTask(Task):
             loss = distill.lm_loss(logits, inputs, loss, mask, index)
         return loss, targets.numel()
 
-    def evaluate(
-        self,
-        model,
-        batch_size: int,
-        device,
-        amp_ctx=contextlib.nullcontext,
-        channels_last: bool = False,
-        max_batches: int | None = None,
-        progress: bool = False,
-    ) -> dict[str, float]:
-        batches = (self.prepare_batch(b, device, False) for b in self.eval_loader(batch_size, progress))
-        sums = lm_sums(model, batches, amp_ctx, max_batches)
-        metrics = lm_metrics(all_reduce_sum(sums.to(device), self.dstate).cpu())
+    def eval_sums(self, model, batches, amp_ctx, max_batches: int | None) -> torch.Tensor:
+        return lm_sums(model, batches, amp_ctx, max_batches)
+
+    def eval_metrics(self, sums: torch.Tensor) -> dict[str, float]:
+        metrics = lm_metrics(sums)
         if self.unigram_perplexity is not None:  # known when the task read the training text
             metrics["unigram_perplexity"] = self.unigram_perplexity
         return metrics
