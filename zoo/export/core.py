@@ -252,28 +252,12 @@ def export(
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    if not isinstance(model, nn.Module):
-        given = dict(model_kwargs or {})
-        model_kwargs = {**source_model_args(model), **given}
-        source, model = model, load_source(model, weights, **given)
-        if tokenizer is None:
-            tokenizer = source_tokenizer(source, weights)
-    elif weights is not None:
-        raise ExportError("weights= is for a model named by a string; load them into the module yourself")
-    model = model.eval()
+    model, model_kwargs, tokenizer = _resolve_model(model, weights, model_kwargs, tokenizer)
     name = _model_name(model, model_name)
     task = get_entry(name).task
     model = _quantized(model, format, quantize, task)
     traced = deployable(model)
-    if task not in FORMATS[format][2]:
-        takes = ", ".join(f for f, (_, _, tasks) in FORMATS.items() if task in tasks)
-        raise ExportError(f"format {format!r} is not for {task} models like {name}; for these, use {takes}")
-    if dynamic_size and task == VISION and getattr(model, "fixed_input_size", False):
-        raise ExportError(
-            f"{name} takes only its configured input size ({tuple(model.pretrained_cfg['input_size'][1:])}): its "
-            "token-mixing or position tables (or its flattened classifier) are sized by the input; export without "
-            "dynamic_size"
-        )
+    _check_format_fits(model, name, task, format, dynamic_size)
     module = _format_module(format)
     spec = ExportSpec(
         name=name,
@@ -291,18 +275,63 @@ def export(
         options=dict(options),
     )
     folder = Path(out) if out is not None else Path(f"{name}-{format}")
+    return _write_folder(module, model, traced, folder, spec, tokenizer, model_kwargs)
+
+
+def _resolve_model(
+    model: nn.Module | str | os.PathLike,
+    weights: str | os.PathLike | None,
+    model_kwargs: dict[str, Any] | None,
+    tokenizer: str | os.PathLike | None,
+) -> tuple[nn.Module, dict[str, Any] | None, str | os.PathLike | None]:
+    """The module to export, in eval mode (a source string loaded), with its model_kwargs and tokenizer."""
+    if not isinstance(model, nn.Module):
+        given = dict(model_kwargs or {})
+        model_kwargs = {**source_model_args(model), **given}
+        source, model = model, load_source(model, weights, **given)
+        if tokenizer is None:
+            tokenizer = source_tokenizer(source, weights)
+    elif weights is not None:
+        raise ExportError("weights= is for a model named by a string; load them into the module yourself")
+    return model.eval(), model_kwargs, tokenizer
+
+
+def _check_format_fits(model: nn.Module, name: str, task: str, format: str, dynamic_size: bool) -> None:
+    """Refuse a format that is not for the model's task, and dynamic sizes for a model with a fixed one."""
+    if task not in FORMATS[format][2]:
+        takes = ", ".join(f for f, (_, _, tasks) in FORMATS.items() if task in tasks)
+        raise ExportError(f"format {format!r} is not for {task} models like {name}; for these, use {takes}")
+    if dynamic_size and task == VISION and getattr(model, "fixed_input_size", False):
+        raise ExportError(
+            f"{name} takes only its configured input size ({tuple(model.pretrained_cfg['input_size'][1:])}): its "
+            "token-mixing or position tables (or its flattened classifier) are sized by the input; export without "
+            "dynamic_size"
+        )
+
+
+def _write_folder(
+    module: Any,
+    model: nn.Module,
+    traced: nn.Module,
+    folder: Path,
+    spec: ExportSpec,
+    tokenizer: str | os.PathLike | None,
+    model_kwargs: dict[str, Any] | None,
+) -> ExportResult:
+    """Write the format ``module``'s artefact of ``traced`` and the files beside it, check the artefact against
+    eager ``model`` when ``spec.check`` asks, and record the result in ``export.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         files = module.write(traced, folder, spec)
-    result = ExportResult(format, folder, files, spec=spec)
+    result = ExportResult(spec.format, folder, files, spec=spec)
     write_deployment_files(model, folder, spec, tokenizer, model_kwargs, getattr(module, "usage", lambda s: "")(spec))
-    if check:
+    if spec.check:
         # quantized layers compare in the portable form the artefact holds (not eager's bf16-fed CPU kernels)
         with torch.no_grad(), portable_kernels():
             result.check = module.check(model, folder, spec)
     _write_json(folder / REPORT_NAME, result.to_dict())
-    if check and not result.check.get("ok", False):
-        raise ExportError(f"the {format} artefact in {folder} does not match eager: {result.check}")
+    if spec.check and not result.check.get("ok", False):
+        raise ExportError(f"the {spec.format} artefact in {folder} does not match eager: {result.check}")
     return result
 
 
