@@ -514,6 +514,78 @@ def _tensors(model: nn.Module, written: list[dict[str, torch.Tensor]]) -> Iterat
             yield f"blk.{i}.{name}", t, heads.get(name.split(".")[0])
 
 
+def _file_tokenizer(model: nn.Module, spec: ExportSpec, vocab_size: int) -> tuple[dict[str, Any] | None, dict]:
+    """The tokenizer to write into the file (None: the file takes token ids only) and the report's entries on it."""
+    source = tokenizer_source(model, spec)
+    if source is None:
+        note = "no tokenizer beside the model: the file declares no vocabulary (token ids only)"
+        return None, {"tokenizer": None, "tokenizer_note": note}
+    try:
+        tok = read_tokenizer(source, vocab_size)
+    except TokenizerUnsupported as e:
+        note = f"{source.name} left out of the file: {e}; the file takes token ids only"
+        _logger.warning("gguf: %s", note)
+        return None, {"tokenizer": None, "tokenizer_note": note}
+    info = {"model": tok["model"], "pre": tok["pre"], "file": source.name}
+    if tok["padded"]:
+        info["padded"] = tok["padded"]
+    if tok.get("caveats"):
+        info["caveats"] = tok["caveats"]
+        _logger.warning("gguf: tokenizer written with caveats: %s", "; ".join(tok["caveats"]))
+    return tok, {"tokenizer": info}
+
+
+def _write_hyperparameters(writer, spec: ExportSpec, c, qtype, file_type, block_count: int) -> None:
+    """The model's name, file type and Llama hyperparameters (``llama.*`` or ``granite_swa.*`` keys)."""
+    gguf = _gguf()
+    writer.add_name(spec.name)
+    writer.add_file_type(int(file_type))
+    if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_vocab_size(c.vocab_size)
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_block_count(block_count)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_rope_freq_base(c.rope_theta)
+    writer.add_rope_dimension_count(c.head_dim)
+    if c.head_dim * c.num_attention_heads != c.hidden_size:
+        writer.add_key_length(c.head_dim)
+        writer.add_value_length(c.head_dim)
+
+
+def _write_tensors(
+    writer, model: nn.Module, written: list[dict[str, torch.Tensor]], qtype, arch: str, spec: ExportSpec
+) -> dict[str, Any]:
+    """Add every tensor (and granite_swa's attention sinks); the report's ``tensor_types`` and ``kept_f16``."""
+    gguf = _gguf()
+    encode = _Encoder(qtype)
+    counts: dict[str, int] = {}
+    for name, t, heads in _tensors(model, written):
+        data, dtype = encode(name, t, heads)
+        quantized = dtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+        writer.add_tensor(name, data, raw_dtype=dtype if quantized else None)
+        counts[dtype.name] = counts.get(dtype.name, 0) + 1
+    if arch == "granite_swa":
+        sinks = np.full(model.config.num_attention_heads, SINK, dtype=np.float32)
+        for i in range(len(written)):
+            writer.add_tensor(f"blk.{i}.attn_sinks.weight", sinks)
+        counts["F32"] = counts.get("F32", 0) + len(written)
+    report: dict[str, Any] = {"tensor_types": counts}
+    if encode.kept:
+        report["kept_f16"] = encode.kept
+        _logger.warning(
+            "gguf: %d matrices stay f16: their rows (%s) are not a multiple of %s's block",
+            len(encode.kept),
+            ", ".join(encode.kept[:4]) + ("..." if len(encode.kept) > 4 else ""),
+            spec.quantize,
+        )
+    return report
+
+
 @torch.no_grad()
 def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     gguf = _gguf()
@@ -525,46 +597,13 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     if len(sizes) > 1:
         raise ExportError(f"llama.cpp takes one sliding-window size per model; this one has {sizes}")
     report: dict[str, Any] = {"architecture": arch, "block_count": len(written), "notes": notes}
-
-    tok = None
-    source = tokenizer_source(model, spec)
-    if source is None:
-        report["tokenizer"] = None
-        report["tokenizer_note"] = "no tokenizer beside the model: the file declares no vocabulary (token ids only)"
-    else:
-        try:
-            tok = read_tokenizer(source, c.vocab_size)
-            report["tokenizer"] = {"model": tok["model"], "pre": tok["pre"], "file": source.name}
-            if tok["padded"]:
-                report["tokenizer"]["padded"] = tok["padded"]
-            if tok.get("caveats"):
-                report["tokenizer"]["caveats"] = tok["caveats"]
-                _logger.warning("gguf: tokenizer written with caveats: %s", "; ".join(tok["caveats"]))
-        except TokenizerUnsupported as e:
-            report["tokenizer"] = None
-            report["tokenizer_note"] = f"{source.name} left out of the file: {e}; the file takes token ids only"
-            _logger.warning("gguf: %s", report["tokenizer_note"])
+    tok, tokenizer_report = _file_tokenizer(model, spec, c.vocab_size)
+    report.update(tokenizer_report)
 
     tmp = folder / f".{FILE_NAME}.tmp"
     writer = gguf.GGUFWriter(str(tmp), arch)
     try:
-        writer.add_name(spec.name)
-        writer.add_file_type(int(file_type))
-        if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-            writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        writer.add_vocab_size(c.vocab_size)
-        writer.add_context_length(c.max_position_embeddings)
-        writer.add_embedding_length(c.hidden_size)
-        writer.add_block_count(len(written))
-        writer.add_feed_forward_length(c.intermediate_size)
-        writer.add_head_count(c.num_attention_heads)
-        writer.add_head_count_kv(c.num_key_value_heads)
-        writer.add_layer_norm_rms_eps(c.rms_norm_eps)
-        writer.add_rope_freq_base(c.rope_theta)
-        writer.add_rope_dimension_count(c.head_dim)
-        if c.head_dim * c.num_attention_heads != c.hidden_size:
-            writer.add_key_length(c.head_dim)
-            writer.add_value_length(c.head_dim)
+        _write_hyperparameters(writer, spec, c, qtype, file_type, len(written))
         if arch == "granite_swa":
             writer.add_sliding_window(sizes[0])
             writer.add_sliding_window_pattern([w is not None for w in windows])
@@ -574,28 +613,7 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
                 f"{sum(w is not None for w in windows)} of {len(windows)} blocks; multipliers 1, sinks {SINK:g})"
             )
         _write_tokenizer(writer, tok)
-
-        encode = _Encoder(qtype)
-        counts: dict[str, int] = {}
-        for name, t, heads in _tensors(model, written):
-            data, dtype = encode(name, t, heads)
-            quantized = dtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
-            writer.add_tensor(name, data, raw_dtype=dtype if quantized else None)
-            counts[dtype.name] = counts.get(dtype.name, 0) + 1
-        if arch == "granite_swa":
-            sinks = np.full(c.num_attention_heads, SINK, dtype=np.float32)
-            for i in range(len(written)):
-                writer.add_tensor(f"blk.{i}.attn_sinks.weight", sinks)
-            counts["F32"] = counts.get("F32", 0) + len(written)
-        report["tensor_types"] = counts
-        if encode.kept:
-            report["kept_f16"] = encode.kept
-            _logger.warning(
-                "gguf: %d matrices stay f16: their rows (%s) are not a multiple of %s's block",
-                len(encode.kept),
-                ", ".join(encode.kept[:4]) + ("..." if len(encode.kept) > 4 else ""),
-                spec.quantize,
-            )
+        report.update(_write_tensors(writer, model, written, qtype, arch, spec))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -694,18 +712,8 @@ def _reference_tokenizer(path: Path) -> Callable[[str], list[int]] | None:
         return None
 
 
-@torch.no_grad()
-def check(model: nn.Module, folder: Path, spec: ExportSpec) -> dict:
-    """Greedy decoding of ``CHECK_TOKENS`` tokens from a seeded prompt in llama.cpp and eager, the logits of the
-    whole sequence (teacher-forced) compared, and (with a tokenizer) the tokenization of a fixed text.
-
-    ``ok``: for f32/f16 the greedy tokens are equal (and so is the tokenization); quantized files must load and
-    give finite logits (``agreement`` says how often their top-1 token is eager's; ``options["min_agreement"]``
-    sets a floor).
-    """
-    llama_cpp = _llama_cpp()
-    gguf = _gguf()
-    path = folder / FILE_NAME
+def _check_prompt(model: nn.Module, spec: ExportSpec) -> tuple[list[int], int]:
+    """The check's seeded prompt (token ids) and how many tokens to decode after it."""
     n_new = int(spec.options.get("check_tokens", CHECK_TOKENS))
     if n_new < 1:
         raise ExportError(f"check_tokens must be at least 1 (got {n_new})")
@@ -713,56 +721,52 @@ def check(model: nn.Module, folder: Path, spec: ExportSpec) -> dict:
     vocab = model.model.embed_tokens.weight.shape[0]
     if not prompt or not all(0 <= t < vocab for t in prompt):
         raise ExportError(f"the check's prompt must be token ids in [0, {vocab}) (got {prompt})")
-    device = model.model.embed_tokens.weight.device
-    eager = model.generate(torch.tensor([prompt], device=device), max_new_tokens=n_new)[0, len(prompt) :].tolist()
+    return prompt, n_new
 
-    n_ctx = max(len(prompt) + n_new, 32)
-    llm = load_llama(
-        path,
-        n_ctx=n_ctx,
-        n_batch=n_ctx,
-        n_threads=torch.get_num_threads(),
-        n_gpu_layers=0,
-        logits_all=True,
-        type_k=int(gguf.GGMLQuantizationType.F32),  # the cache in float32, as eager keeps it
-        type_v=int(gguf.GGMLQuantizationType.F32),
-        verbose=False,
-    )
-    try:
-        llm.eval(prompt)
-        ours = []
-        for step in range(n_new):
-            ours.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
-            if step + 1 < n_new:
-                llm.eval([ours[-1]])
-        sequence = prompt + eager[:-1]  # teacher-forced: eager's tokens, every position's logits
-        llm.reset()
-        llm.eval(sequence)
-        got = torch.from_numpy(np.array(llm.scores[: len(sequence)], dtype=np.float32))
-        encoded = None
-        reference, caveats = _written_tokenizer(model, folder, spec)
-        if reference is not None:
-            ref = _reference_tokenizer(reference)
-            if ref is not None:
-                text = PLAIN_TEXT if caveats else CHECK_TEXT
-                want_ids = ref(text)
-                got_ids = list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-                encoded = {
-                    "tokenizer_equal": want_ids == got_ids,
-                    "tokenizer_text": text,
-                    "eager_ids": want_ids,
-                    "gguf_ids": got_ids,
-                }
-    finally:
-        llm.close()
 
-    want = _logits(model, sequence)
+def _greedy(llm, prompt: list[int], n_new: int) -> list[int]:
+    """``n_new`` greedy tokens after ``prompt`` in llama.cpp."""
+    llm.eval(prompt)
+    ours = []
+    for step in range(n_new):
+        ours.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        if step + 1 < n_new:
+            llm.eval([ours[-1]])
+    return ours
+
+
+def _compare_tokenization(llm, model: nn.Module, folder: Path, spec: ExportSpec) -> dict[str, Any] | None:
+    """The file's tokenization of a fixed text against the written tokenizer's (None: nothing to compare with)."""
+    reference, caveats = _written_tokenizer(model, folder, spec)
+    if reference is None:
+        return None
+    ref = _reference_tokenizer(reference)
+    if ref is None:
+        return None
+    text = PLAIN_TEXT if caveats else CHECK_TEXT
+    want_ids = ref(text)
+    got_ids = list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+    return {"tokenizer_equal": want_ids == got_ids, "tokenizer_text": text, "eager_ids": want_ids, "gguf_ids": got_ids}
+
+
+def _check_result(
+    runtime: str,
+    spec: ExportSpec,
+    prompt: list[int],
+    eager: list[int],
+    ours: list[int],
+    want: torch.Tensor,
+    got: torch.Tensor,
+    encoded: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The check's report from the greedy tokens and the teacher-forced logits of eager (``want``) and the file
+    (``got``), with ``ok``."""
     diff = (want - got).abs().max().item()
     top = got[len(prompt) - 1 :].argmax(-1).tolist()
     agreement = sum(a == b for a, b in zip(top, eager)) / max(len(eager), 1)
     equal = ours == eager
     result: dict[str, Any] = {
-        "runtime": f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')}",
+        "runtime": runtime,
         "quantize": spec.quantize or "f32",
         "prompt": prompt,
         "tokens_equal": equal,
@@ -785,6 +789,48 @@ def check(model: nn.Module, folder: Path, spec: ExportSpec) -> dict:
     ok = result["finite"] and (equal if exact else agreement >= float(spec.options.get("min_agreement", 0.0)))
     result["ok"] = bool(ok and (encoded is None or encoded["tokenizer_equal"]))
     return result
+
+
+@torch.no_grad()
+def check(model: nn.Module, folder: Path, spec: ExportSpec) -> dict:
+    """Greedy decoding of ``CHECK_TOKENS`` tokens from a seeded prompt in llama.cpp and eager, the logits of the
+    whole sequence (teacher-forced) compared, and (with a tokenizer) the tokenization of a fixed text.
+
+    ``ok``: for f32/f16 the greedy tokens are equal (and so is the tokenization); quantized files must load and
+    give finite logits (``agreement`` says how often their top-1 token is eager's; ``options["min_agreement"]``
+    sets a floor).
+    """
+    llama_cpp = _llama_cpp()
+    gguf = _gguf()
+    path = folder / FILE_NAME
+    prompt, n_new = _check_prompt(model, spec)
+    device = model.model.embed_tokens.weight.device
+    eager = model.generate(torch.tensor([prompt], device=device), max_new_tokens=n_new)[0, len(prompt) :].tolist()
+
+    n_ctx = max(len(prompt) + n_new, 32)
+    llm = load_llama(
+        path,
+        n_ctx=n_ctx,
+        n_batch=n_ctx,
+        n_threads=torch.get_num_threads(),
+        n_gpu_layers=0,
+        logits_all=True,
+        type_k=int(gguf.GGMLQuantizationType.F32),  # the cache in float32, as eager keeps it
+        type_v=int(gguf.GGMLQuantizationType.F32),
+        verbose=False,
+    )
+    try:
+        ours = _greedy(llm, prompt, n_new)
+        sequence = prompt + eager[:-1]  # teacher-forced: eager's tokens, every position's logits
+        llm.reset()
+        llm.eval(sequence)
+        got = torch.from_numpy(np.array(llm.scores[: len(sequence)], dtype=np.float32))
+        encoded = _compare_tokenization(llm, model, folder, spec)
+    finally:
+        llm.close()
+
+    runtime = f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')}"
+    return _check_result(runtime, spec, prompt, eager, ours, _logits(model, sequence), got, encoded)
 
 
 def _written_tokenizer(model: nn.Module, folder: Path, spec: ExportSpec) -> tuple[Path | None, list[str]]:
