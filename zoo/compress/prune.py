@@ -100,11 +100,10 @@ _NEEDS_GRADIENTS = ("taylor", "hessian")
 # ------------------------------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _custom_pruners() -> dict[type, Any]:
-    """The zoo's layers that Torch-Pruning's own pruners do not handle, with theirs."""
+def _channel_layer_norm_pruner(base: type) -> Any:
+    """The pruner of :class:`~zoo.layers.ChannelLayerNorm`, a subclass of ``base``."""
 
-    class ChannelLayerNormPruner(_tp().pruner.BasePruningFunc):
+    class ChannelLayerNormPruner(base):
         """:class:`~zoo.layers.ChannelLayerNorm`: weight and bias lose the pruned channels; ``normalized_shape``
         follows (a static shape is what breaks Torch-Pruning's default handling)."""
 
@@ -125,7 +124,13 @@ def _custom_pruners() -> dict[type, Any]:
 
         get_in_channels = get_out_channels
 
-    class LoRAPruner(_tp().pruner.BasePruningFunc):
+    return ChannelLayerNormPruner()
+
+
+def _lora_pruner(base: type) -> Any:
+    """The pruner of :class:`~zoo.layers.routing.LoRA`, a subclass of ``base``."""
+
+    class LoRAPruner(base):
         """:class:`~zoo.layers.routing.LoRA` (``B @ A``, added to a projection): inputs are ``A``'s columns,
         outputs ``B``'s rows; the rank stays."""
 
@@ -147,7 +152,13 @@ def _custom_pruners() -> dict[type, Any]:
         def get_in_channels(self, layer: LoRA) -> int:
             return layer.lora_A.shape[1]
 
-    class GroupNormPruner(_tp().pruner.BasePruningFunc):
+    return LoRAPruner()
+
+
+def _group_norm_pruner(base: type) -> Any:
+    """The pruner of ``nn.GroupNorm``, a subclass of ``base``."""
+
+    class GroupNormPruner(base):
         """``nn.GroupNorm``: Torch-Pruning's own keeps ``num_groups`` and prunes the same positions in every group;
         with one group per channel (instance norm, as in ConvNet-D) that would leave nothing to choose, so there
         the channels are free and ``num_groups`` follows the kept ones. Other group counts as Torch-Pruning does."""
@@ -177,7 +188,19 @@ def _custom_pruners() -> dict[type, Any]:
 
         get_in_channel_groups = get_out_channel_groups
 
-    return {ChannelLayerNorm: ChannelLayerNormPruner(), LoRA: LoRAPruner(), nn.GroupNorm: GroupNormPruner()}
+    return GroupNormPruner()
+
+
+@functools.cache
+def _custom_pruners() -> dict[type, Any]:
+    """The zoo's layers that Torch-Pruning's own pruners do not handle, with theirs (classes made here, on
+    Torch-Pruning's base class: it is imported only when pruning starts)."""
+    base = _tp().pruner.BasePruningFunc
+    return {
+        ChannelLayerNorm: _channel_layer_norm_pruner(base),
+        LoRA: _lora_pruner(base),
+        nn.GroupNorm: _group_norm_pruner(base),
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -720,6 +743,26 @@ def _check_args(ratio, target_macs, target_params, importance, round_to, iterati
         raise PruneError(f"iterative_steps must be a positive int, got {iterative_steps!r}")
 
 
+def _refuse_quantized(model: nn.Module) -> None:
+    """Pruning takes float weights only."""
+    if any(not p.is_floating_point() for p in model.parameters()) or any(
+        "Quantized" in type(m).__name__ for m in model.modules()
+    ):
+        raise PruneError("prune the float model, then quantize it (quantized weights cannot be pruned)")
+
+
+def _ratio_for_target(model, kind, value, dense, importance, inputs, ignore, round_to, steps, loss_fn, tolerance):
+    """``(ratio, mlp_ratio, target report)`` reaching ``target_{kind}=value`` (a count, or a fraction of the
+    ``dense`` model's when below 1), found by :func:`_search`."""
+    goal = value * dense if value < 1 else float(value)
+    if goal >= dense:
+        raise PruneError(f"target_{kind}={value} is not below the dense model's {dense:,} {kind}: nothing to prune")
+    ratio, mlp_ratio = _search(
+        model, kind, goal, dense, importance, inputs, ignore, round_to, steps, loss_fn, tolerance
+    )
+    return ratio, mlp_ratio, {"kind": kind, "value": value, "goal": int(goal)}
+
+
 def prune(
     model: nn.Module,
     ratio: float | None = None,
@@ -758,10 +801,7 @@ def prune(
     """
     _check_args(ratio, target_macs, target_params, importance, round_to, iterative_steps)
     _adapter(model)
-    if any(not p.is_floating_point() for p in model.parameters()) or any(
-        "Quantized" in type(m).__name__ for m in model.modules()
-    ):
-        raise PruneError("prune the float model, then quantize it (quantized weights cannot be pruned)")
+    _refuse_quantized(model)
     inputs = default_inputs(model) if example_inputs is None else example_inputs
     device = next(model.parameters()).device
     inputs = inputs.to(device)
@@ -772,13 +812,9 @@ def prune(
     if ratio is None:
         kind, value = ("macs", target_macs) if target_macs is not None else ("params", target_params)
         dense = macs_before if kind == "macs" else params_before
-        goal = value * dense if value < 1 else float(value)
-        if goal >= dense:
-            raise PruneError(f"target_{kind}={value} is not below the dense model's {dense:,} {kind}: nothing to prune")
-        ratio, mlp_ratio = _search(
-            model, kind, goal, dense, importance, inputs, ignore, round_to, iterative_steps, loss_fn, tolerance
+        ratio, mlp_ratio, target = _ratio_for_target(
+            model, kind, value, dense, importance, inputs, ignore, round_to, iterative_steps, loss_fn, tolerance
         )
-        target = {"kind": kind, "value": value, "goal": int(goal)}
     _prune_at(model, ratio, importance, inputs, ignore, round_to, iterative_steps, loss_fn, mlp_ratio)
     report = PruneResult(
         ratio=float(ratio),
