@@ -353,6 +353,66 @@ def _quantization_hint(missing: list[str], unexpected: list[str]) -> list[str]:
     return []
 
 
+def _adapt_input_convs(state_dict: dict[str, torch.Tensor], target: dict[str, torch.Tensor], first_conv) -> None:
+    """Checkpoint input convs with another number of input channels than the model's, adapted (timm's
+    ``adapt_input_conv``) in ``state_dict``."""
+    for name in [first_conv] if isinstance(first_conv, str) else list(first_conv or ()):
+        w, t = state_dict.get(name + ".weight"), target.get(name + ".weight")
+        if w is not None and t is not None and w.ndim == 4 and w.shape[1] != t.shape[1] and w.shape[0] == t.shape[0]:
+            from timm.models import adapt_input_conv
+
+            state_dict[name + ".weight"] = adapt_input_conv(t.shape[1], w)
+
+
+def _drop_other_classifier(
+    state_dict: dict[str, torch.Tensor], target: dict[str, torch.Tensor], classifier, where: str
+) -> list[str]:
+    """Remove from ``state_dict`` the classifiers that do not fit the model's (another number of classes); returns
+    the model's keys that keep their fresh init."""
+    reinit = []
+    if not classifier:
+        return reinit
+    for name in [classifier] if isinstance(classifier, str) else list(classifier):
+        keys = [name + ".weight", name + ".bias"]
+        if any(k in state_dict and (k not in target or target[k].shape != state_dict[k].shape) for k in keys):
+            for k in keys:
+                state_dict.pop(k, None)
+            reinit += [k for k in keys if k in target]
+            _logger.info("%s: classifier %s does not match the checkpoint's; it keeps its fresh init", where, name)
+    return reinit
+
+
+def _check_keys(
+    state_dict: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    missing: list[str],
+    unexpected: list[str],
+    where: str,
+    arch: str,
+    strict: bool,
+) -> None:
+    """Shape mismatches, and (``strict``) missing or unexpected keys."""
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in state_dict
+        if k in target and state_dict[k].shape != target[k].shape
+    ]
+    if mismatched or (strict and (missing or unexpected)):
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_show(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches ({len(mismatched)}): {_show(mismatched)}")
+        parts += _quantization_hint(missing, unexpected)
+        raise CheckpointMismatchError(
+            f"{where} does not fit {arch}; nothing was loaded.\n  "
+            + "\n  ".join(parts)
+            + "\n  Check that the checkpoint is for this architecture (and num_classes / in_chans)."
+        )
+
+
 def load_state_dict_checked(
     model: nn.Module,
     state_dict: dict[str, torch.Tensor],
@@ -380,47 +440,11 @@ def load_state_dict_checked(
     if filter_fn is not None:
         state_dict = filter_fn(state_dict, model)
     target = model.state_dict()
-    reinit = []
-
-    first_conv = cfg.get("first_conv")
-    for name in [first_conv] if isinstance(first_conv, str) else list(first_conv or ()):
-        w, t = state_dict.get(name + ".weight"), target.get(name + ".weight")
-        if w is not None and t is not None and w.ndim == 4 and w.shape[1] != t.shape[1] and w.shape[0] == t.shape[0]:
-            from timm.models import adapt_input_conv
-
-            state_dict[name + ".weight"] = adapt_input_conv(t.shape[1], w)
-
-    classifier = cfg.get("classifier")
-    if adapt_classifier and classifier:
-        for name in [classifier] if isinstance(classifier, str) else list(classifier):
-            keys = [name + ".weight", name + ".bias"]
-            if any(k in state_dict and (k not in target or target[k].shape != state_dict[k].shape) for k in keys):
-                for k in keys:
-                    state_dict.pop(k, None)
-                reinit += [k for k in keys if k in target]
-                _logger.info("%s: classifier %s does not match the checkpoint's; it keeps its fresh init", where, name)
-
+    _adapt_input_convs(state_dict, target, cfg.get("first_conv"))
+    reinit = _drop_other_classifier(state_dict, target, cfg.get("classifier"), where) if adapt_classifier else []
     missing = [k for k in target if k not in state_dict and k not in reinit]
     unexpected = [k for k in state_dict if k not in target]
-    mismatched = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(target[k].shape)}"
-        for k in state_dict
-        if k in target and state_dict[k].shape != target[k].shape
-    ]
-    if mismatched or (strict and (missing or unexpected)):
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_show(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches ({len(mismatched)}): {_show(mismatched)}")
-        parts += _quantization_hint(missing, unexpected)
-        raise CheckpointMismatchError(
-            f"{where} does not fit {arch}; nothing was loaded.\n  "
-            + "\n  ".join(parts)
-            + "\n  Check that the checkpoint is for this architecture (and num_classes / in_chans)."
-        )
+    _check_keys(state_dict, target, missing, unexpected, where, arch, strict)
     _check_values(state_dict, target, where, arch, allow_nonfinite)
     model.load_state_dict({k: v for k, v in state_dict.items() if k in target}, strict=False)
     return {"missing_keys": missing, "unexpected_keys": unexpected, "reinitialized": reinit}
