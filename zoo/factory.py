@@ -370,17 +370,10 @@ def create_model(
     if num_classes is not None:
         check_head_args(num_classes)
         kwargs["num_classes"] = num_classes
-    cache_dir = kwargs.pop("cache_dir", None)
-    strict = kwargs.pop("pretrained_strict", True)
-    switches = {k: bool(kwargs.pop(k, False)) for k in LOAD_SWITCHES}
-    # timm's feature switch ``norm`` is a bool; a string is an architecture argument (ConvNet-D's ``norm="batchnorm"``)
-    features = {
-        k: kwargs.pop(k) for k in _FEATURE_KWARGS if k in kwargs and not (k == "norm" and isinstance(kwargs[k], str))
-    }
-    quantize = QuantSpec.parse(kwargs.pop("quantize", None))
-    source = resolve_source(model_name, cache_dir)
+    options = _LoadOptions.pop_from(kwargs)
+    source = resolve_source(model_name, options.cache_dir)
     entry = get_entry(source.name)
-    if quantize is not None and entry.task != "text-generation":
+    if options.quantize is not None and entry.task != "text-generation":
         raise ValueError(
             f"quantize= is for the language models; {source.name} is a {entry.task} model (export it with "
             "zoo export --format onnx --quantize int8 for int8 weights)"
@@ -388,19 +381,12 @@ def create_model(
     cfg = _model_cfg(
         entry, kwargs.pop("pretrained_cfg", None), {**source.cfg_overlay, **(pretrained_cfg_overlay or {})}
     )
-
     # every weight file is read (and refused if unreadable or another architecture's) before anything is built
-    weights = read_weights(cfg, cache_dir, source.config) if (pretrained or source.pretrained) else None
+    weights = read_weights(cfg, options.cache_dir, source.config) if (pretrained or source.pretrained) else None
     checkpoint = _read_local(checkpoint_path) if checkpoint_path else None
-    generation = read_generation_config(cfg, cache_dir) if weights is not None else None
-    args, from_config = {}, {}
-    for found in (weights, checkpoint):
-        if found is not None:
-            check_weights_architecture(entry, found, switches["allow_architecture_mismatch"])
-            found_args = checkpoint_args(entry, found)
-            args.update(found_args)
-            from_config.update(dict.fromkeys(found_args, found.config_where or found.where))
-    recorded = _recorded_quantization(weights, checkpoint, quantize)
+    generation = read_generation_config(cfg, options.cache_dir) if weights is not None else None
+    args, from_config = _recorded_args(entry, (weights, checkpoint), options)
+    recorded = _recorded_quantization(weights, checkpoint, options.quantize)
     model_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
     model = _build(entry, model_cfg, args, kwargs, from_config)
     if recorded is not None:  # quantized weights load into a model quantized the same way (codes, no float copy)
@@ -414,18 +400,60 @@ def create_model(
                 found.where,
                 cfg=found_cfg,
                 filter_fn=entry.filter_fn,
-                strict=strict,
+                strict=options.strict,
                 adapt_classifier=adapt,
                 architecture=found.architecture,
-                **switches,
+                **options.switches,
             )
-    if quantize is not None and recorded is None:
-        quantize_model(model, quantize)
+    if options.quantize is not None and recorded is None:
+        quantize_model(model, options.quantize)
     if generation is not None and isinstance(model, DecoderLM):
         model.generation_config = generation
-    if features.pop("features_only", False):
-        model = wrap_features(model, source.name, **features)
+    if options.features.pop("features_only", False):
+        model = wrap_features(model, source.name, **options.features)
     return model
+
+
+@dataclass
+class _LoadOptions:
+    """The loading switches ``create_model`` takes out of its keyword arguments (the rest go to the builder)."""
+
+    cache_dir: str | os.PathLike | None
+    strict: bool
+    switches: dict[str, bool]
+    features: dict[str, Any]
+    quantize: QuantSpec | None
+
+    @classmethod
+    def pop_from(cls, kwargs: dict[str, Any]) -> "_LoadOptions":
+        return cls(
+            cache_dir=kwargs.pop("cache_dir", None),
+            strict=kwargs.pop("pretrained_strict", True),
+            switches={k: bool(kwargs.pop(k, False)) for k in LOAD_SWITCHES},
+            # timm's feature switch ``norm`` is a bool; a string is an architecture argument (ConvNet-D's
+            # ``norm="batchnorm"``)
+            features={
+                k: kwargs.pop(k)
+                for k in _FEATURE_KWARGS
+                if k in kwargs and not (k == "norm" and isinstance(kwargs[k], str))
+            },
+            quantize=QuantSpec.parse(kwargs.pop("quantize", None)),
+        )
+
+
+def _recorded_args(
+    entry: ModelEntry, sources: tuple[Weights | None, ...], options: _LoadOptions
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The architecture arguments the weight files record (later sources win), and where each one came from;
+    a file naming another architecture is refused here, before anything is built."""
+    args, from_config = {}, {}
+    for found in sources:
+        if found is not None:
+            check_weights_architecture(entry, found, options.switches["allow_architecture_mismatch"])
+            found_args = checkpoint_args(entry, found)
+            args.update(found_args)
+            from_config.update(dict.fromkeys(found_args, found.config_where or found.where))
+    return args, from_config
 
 
 def _recorded_quantization(
@@ -464,10 +492,11 @@ def _recorded_quantization(
 def _build(
     entry: ModelEntry, cfg: dict[str, Any], args: dict[str, Any], kwargs: dict[str, Any], from_config: dict[str, str]
 ) -> nn.Module:
-    """The family's builder on the checkpoint's arguments and the caller's (who wins). An argument the
-    architecture does not take is named with the config.json it came from (builders check keys before building)."""
+    """The family's builder on the checkpoint's arguments and the caller's (who wins), recorded as the model's
+    ``model_args``. An argument the architecture does not take is named with the config.json it came from
+    (builders check keys before building)."""
     try:
-        return entry.fn(pretrained=False, pretrained_cfg=cfg, **{**args, **kwargs})
+        model = entry.fn(pretrained=False, pretrained_cfg=cfg, **{**args, **kwargs})
     except TypeError as e:
         named = [k for k in args if k not in kwargs and repr(k) in str(e)]
         if not named:
@@ -476,6 +505,8 @@ def _build(
             f"{from_config[named[0]]} sets model_args.{named[0]}, which {entry.name} does not take: a config.json "
             f"may give only the architecture's own arguments. Nothing was built. ({e})"
         ) from e
+    model.model_args = {**args, **kwargs}  # what rebuilds it (model.save_pretrained writes them to config.json)
+    return model
 
 
 def _feature_class(feature_cls: str | type | None) -> type:

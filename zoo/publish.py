@@ -31,6 +31,7 @@ from .cards import render_published_card
 from .data.text import special_token_ids
 from .factory import create_model
 from .hub import CONFIG_NAME, WEIGHTS_NAME, endpoint_reachable, offline_mode
+from .layers.saving import register_hub_functions
 from .profile import count_params, profile
 from .registry import get_entry
 from .weights import load_checkpoint, save_state_dict, sha256_file
@@ -269,15 +270,11 @@ def export_pretrained(
     """
 
     model = _unwrap_model(model)
-    if model_name is None:
-        model_name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
-        if not model_name:
-            raise PublishError("model_name is needed: the model carries no pretrained_cfg['architecture']")
+    model_name = model_name or _architecture_name(model)
     entry = get_entry(model_name)  # UnknownModelError (with close names) for a name the registry lacks
     metrics = dict(metrics or {})
     dataset = dataset or metrics.get("dataset")
-    # a pruned model (zoo.prune) records the widths that rebuild it; they describe the weights, so they win
-    model_args = _architecture_args({**(model_kwargs or {}), **(getattr(model, "pruned_args", None) or {})})
+    model_args = _model_args(model, model_kwargs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -289,10 +286,7 @@ def export_pretrained(
     _write_text(out / CONFIG_NAME, json.dumps(config, indent=2, default=_json_default) + "\n")
 
     if tokenizer_file is not None:
-        tokenizer_file = Path(tokenizer_file)
-        if not tokenizer_file.is_file():
-            raise PublishError(f"tokenizer file {tokenizer_file} does not exist")
-        shutil.copyfile(tokenizer_file, out / tokenizer_file.name)
+        _copy_tokenizer(Path(tokenizer_file), out)
 
     summary = _profile_summary(model, entry.task, input_size, latency_runs)
     card = render_published_card(
@@ -312,6 +306,28 @@ def export_pretrained(
     _write_text(out / CARD_NAME, card)
     _logger.info("exported %s to %s (sha256 %s)", model_name, out, weights["sha256"])
     return out
+
+
+def _architecture_name(model: nn.Module) -> str:
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    if not name:
+        raise PublishError("model_name is needed: the model carries no pretrained_cfg['architecture']")
+    return name
+
+
+def _model_args(model: nn.Module, model_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """config.json's ``model_args``: ``model_kwargs``, else the arguments ``zoo.create_model`` built the model with
+    (``model.model_args``); a pruned model's widths (``model.pruned_args``, from zoo.prune) describe the weights,
+    so they win. Training-only options are left out."""
+    if model_kwargs is None:
+        model_kwargs = getattr(model, "model_args", None)
+    return _architecture_args({**(model_kwargs or {}), **(getattr(model, "pruned_args", None) or {})})
+
+
+def _copy_tokenizer(tokenizer_file: Path, out: Path) -> None:
+    if not tokenizer_file.is_file():
+        raise PublishError(f"tokenizer file {tokenizer_file} does not exist")
+    shutil.copyfile(tokenizer_file, out / tokenizer_file.name)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -602,3 +618,7 @@ def push_to_hub(
         url = upload_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
         save_published_card(folder, repo_id, cards_dir)
     return url
+
+
+# every zoo model's save_pretrained / push_to_hub (zoo.layers.saving) are the two functions above
+register_hub_functions(export_pretrained, push_to_hub)

@@ -15,6 +15,7 @@ from torch import nn
 
 from .features import StagePruningMixin, check_head_args, take_indices
 from .linear import Linear
+from .saving import HubMixin
 
 __all__ = ["VisionBackbone", "imagenet_cfg"]
 
@@ -35,7 +36,7 @@ def imagenet_cfg(**kwargs) -> dict[str, Any]:
     }
 
 
-class VisionBackbone(StagePruningMixin):
+class VisionBackbone(StagePruningMixin, HubMixin):
     """The timm interface over ``stem -> stages -> head``: features, intermediates, head, classifier, checks."""
 
     min_input_size = 32  # the backbone downsamples by 32

@@ -29,6 +29,7 @@ from .generation import (
 )
 from .lm import DecoderLayer, KVCache, RMSNorm
 from .quant import int8_head, kernel_path
+from .saving import HubMixin
 from .static_decoder import StaticDecoder
 
 __all__ = [
@@ -170,7 +171,7 @@ class DecoderBody(nn.Module):
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 
 
-class DecoderLM(nn.Module):
+class DecoderLM(nn.Module, HubMixin):
     """What every zoo decoder shares (MobileLLM, the recursive LMs): Llama's init, tied output weights, parameter
     counting, input checks and cached :meth:`generate`. Subclasses provide ``config``, ``model.embed_tokens``,
     ``lm_head`` (None when tied), ``new_cache`` and ``forward``."""

@@ -1,0 +1,93 @@
+"""``model.save_pretrained(folder)`` / ``model.push_to_hub(repo)`` on every family: the folder (or repo) rebuilds the
+same model with ``zoo.create_model(..., pretrained=True)``, without the caller repeating the build arguments."""
+
+import json
+
+import pytest
+import torch
+from fakehub import FakeHub
+
+import zoo
+from zoo.layers.saving import HubMixin
+
+LM = dict(vocab_size=96, num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2)
+# per family: a registered model and arguments that make it small (none of them its registered defaults)
+CASES = {
+    "poolformer": ("poolformer_s12", dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=5)),
+    "caformer": ("caformer_s18", dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 32), num_classes=5)),
+    "randformer": ("randformer_s12", dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), img_size=64, num_classes=5)),
+    "convnet": ("convnet_d3", dict(width=16, img_size=32, num_classes=5)),
+    "slak": (
+        "slak_tiny",
+        dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_size=(13, 11, 9, 7, 5), num_classes=5),
+    ),
+    "sret": ("sret_tiny", dict(img_size=64, recursive_num=(1, 1, 1), num_classes=5)),
+    "mobilellm": ("mobilellm_125m", dict(LM, intermediate_size=96)),
+    "mobilellm_ls": ("mobilellm_125m_ls", dict(LM, intermediate_size=96)),
+    "mor": ("mor_135m", dict(LM, num_hidden_layers=5, intermediate_size=96)),
+}
+
+
+def _inputs(model):
+    if isinstance(model, zoo.layers.decoder.DecoderLM):
+        return torch.randint(0, model.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(0))
+    side = 32 if type(model).__name__ == "ConvNet" else 64  # the ConvNet's flattened classifier fixes its size
+    return torch.randn(2, model.in_chans, side, side, generator=torch.Generator().manual_seed(0))
+
+
+def _outputs(model, x):
+    with torch.no_grad():
+        out = model.eval()(x)
+    return getattr(out, "logits", out)
+
+
+def _check_same(saved, loaded):
+    assert type(loaded) is type(saved)
+    assert loaded.state_dict().keys() == saved.state_dict().keys()
+    x = _inputs(saved)
+    torch.testing.assert_close(_outputs(loaded, x), _outputs(saved, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_save_pretrained_round_trips_every_family(case, tmp_path):
+    name, kwargs = CASES[case]
+    torch.manual_seed(0)
+    model = zoo.create_model(name, **kwargs).eval()
+    assert isinstance(model, HubMixin)
+    folder = model.save_pretrained(tmp_path / case)
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    _check_same(model, zoo.create_model(str(folder), pretrained=True))
+
+
+def test_vision_save_pretrained_writes_the_card_and_the_build_arguments(tmp_path):
+    name, kwargs = CASES["poolformer"]
+    model = zoo.create_model(name, **kwargs, drop_path_rate=0.1)
+    folder = model.save_pretrained(tmp_path / "pf", metrics={"top1": 91.5, "dataset": "digits"})
+    config = json.loads((folder / "config.json").read_text())
+    # the architecture's arguments are recorded; a training-only option is not
+    assert {"depths": [1, 1, 1, 1], "dims": [8, 16, 24, 32], "num_classes": 5}.items() <= config["model_args"].items()
+    assert "drop_path_rate" not in config["model_args"]
+    card = (folder / "README.md").read_text()
+    assert "91.5" in card and "digits" in card
+
+
+def test_a_pruned_model_saves_its_own_widths(tmp_path):
+    name, kwargs = CASES["caformer"]
+    torch.manual_seed(0)
+    model = zoo.create_model(name, **{**kwargs, "dims": (16, 32, 48, 64)}).eval()
+    pruned = zoo.prune(model, ratio=0.25, example_inputs=torch.randn(1, 3, 64, 64)).eval()
+    folder = pruned.save_pretrained(tmp_path / "pruned")
+    assert json.loads((folder / "config.json").read_text())["model_args"]["dims"] != [16, 32, 48, 64]
+    _check_same(pruned, zoo.create_model(str(folder), pretrained=True))
+
+
+def test_push_to_hub_then_load_from_the_hub(tmp_path, monkeypatch):
+    name, kwargs = CASES["convnet"]
+    torch.manual_seed(0)
+    model = zoo.create_model(name, **kwargs).eval()
+    with FakeHub() as server:
+        hub = server.use(monkeypatch, tmp_path / "hf-cache")
+        url = model.push_to_hub("me/convnet-small", cards_dir=None)
+        assert url == f"{hub.endpoint}/me/convnet-small"
+        assert sorted(hub.repos["me/convnet-small"]) == ["README.md", "config.json", "model.safetensors"]
+        _check_same(model, zoo.create_model("hf-hub:me/convnet-small", pretrained=True))
