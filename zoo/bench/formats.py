@@ -41,7 +41,7 @@ from ..factory import create_model
 from ..layers.quant import quantize_model
 from .deployed import _llama_cpp_decoder
 from .harness import Row, median, randomize_, time_interleaved
-from .lm import build_pair
+from .lm import build_pair, transformers_greedy
 
 __all__ = ["FORMATS", "compare", "perplexity", "quality"]
 
@@ -163,14 +163,7 @@ def quality(folder: str | Path, formats: Sequence[str]) -> dict[str, dict[str, f
 
 def _transformers_decoder(hf: nn.Module, prompt: torch.Tensor, new_tokens: int):
     """Greedy decoding of ``new_tokens`` by transformers (the peer of every row): the new tokens."""
-    return lambda: hf.generate(
-        prompt,
-        attention_mask=torch.ones_like(prompt),
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        do_sample=False,
-        pad_token_id=0,
-    )[0, prompt.shape[1] :].tolist()
+    return lambda: transformers_greedy(hf, prompt, new_tokens)[0, prompt.shape[1] :].tolist()
 
 
 def _zoo_decoders(model: nn.Module, fmt: str, prompt: torch.Tensor, new_tokens: int) -> dict:

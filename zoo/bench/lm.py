@@ -86,18 +86,23 @@ def _floor_decode(model: nn.Module, dtype: torch.dtype, new_tokens: int):
     return run
 
 
+def transformers_greedy(hf: nn.Module, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """transformers' greedy generation of exactly ``new_tokens`` tokens after ``prompt`` (prompt included)."""
+    return hf.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )
+
+
 def _generators(hf: nn.Module, ours: nn.Module, prompt: torch.Tensor, new_tokens: int):
     """(transformers, zoo) greedy generation of ``new_tokens`` tokens after ``prompt``."""
 
     def hf_generate():
-        return hf.generate(
-            prompt,
-            attention_mask=torch.ones_like(prompt),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=0,
-        )
+        return transformers_greedy(hf, prompt, new_tokens)
 
     def zoo_generate():
         return ours.generate(prompt, max_new_tokens=new_tokens)
