@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from zoo.train import cli
 from zoo.train.checkpoint import load_training_checkpoint
@@ -243,6 +244,57 @@ def test_overwrite_replaces_the_previous_run_cleanly(run_copy, capsys):
     assert json.loads((run_copy / "metrics.json").read_text())["train_steps"] == 1
     assert (run_copy / "export" / "model.safetensors").is_file()
     assert not (run_copy / ".lock").exists() and (run_copy / "notes.txt").is_file()
+
+
+# (flags naming a source of the new run, given the run folder R); R is the output folder too, with --overwrite
+SOURCE_ROWS = [
+    (lambda r: ["--init-from", str(r)], "init_from", "is the run folder"),
+    (lambda r: ["--init-from", str(r / "export")], "init_from", "lies inside the run folder"),
+    (lambda r: ["--distill.teacher", str(r)], "distill.teacher", "is the run folder"),
+    (lambda r: ["--init_checkpoint", str(r / "model.safetensors")], "init_checkpoint", "lies inside"),
+]
+
+
+@pytest.mark.parametrize("flags,key,where", SOURCE_ROWS, ids=[r[1] + " " + r[2] for r in SOURCE_ROWS])
+def test_overwrite_refuses_a_run_folder_that_is_a_source(finished_run, flags, key, where, capsys):
+    """--overwrite never removes what the new run reads from: refused before anything is touched."""
+    before = _snapshot(finished_run)
+    assert _main(finished_run, "--overwrite", *flags(finished_run)) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{key} " in line and where in line and "--overwrite would remove it before it is read" in line
+    assert "Copy it out first" in line
+    assert _snapshot(finished_run) == before
+
+
+def test_overwrite_reads_every_source_before_removing_anything(run_copy, tmp_path, capsys):
+    """A source that cannot be loaded fails before --overwrite empties the folder; a copy made first works."""
+    empty = tmp_path / "not_a_model"
+    empty.mkdir()
+    before = _snapshot(run_copy)
+    assert _main(run_copy, "--overwrite", "--init-from", str(empty)) == 2
+    assert "is not a model folder (it has no config.json)" in _one_error_line(capsys.readouterr().err)
+    assert _snapshot(run_copy) == before
+    start = tmp_path / "start"
+    shutil.copytree(run_copy / "export", start)
+    assert _main(run_copy, "--overwrite", "--init-from", str(start), "--train.steps", "1") == 0
+    assert yaml.safe_load((run_copy / "args.yaml").read_text())["init_from"] == str(start)
+
+
+def test_resume_of_another_runs_checkpoint_into_a_used_folder_is_refused(finished_run, run_copy, tmp_path, capsys):
+    """A checkpoint from outside the output folder continues only in an empty or new folder, or with --overwrite."""
+    other = finished_run / "checkpoints" / "last.pt"
+    before = _snapshot(run_copy)
+    assert _main(run_copy, "--resume", str(other)) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"--resume {other} is a checkpoint from outside {run_copy}" in line and "--overwrite" in line
+    assert _snapshot(run_copy) == before
+    inside = run_copy / "checkpoints" / "last.pt"
+    assert _main(run_copy, "--resume", str(inside), "--overwrite") == 2  # it would remove the checkpoint
+    assert "give one of them" in _one_error_line(capsys.readouterr().err)
+    assert _main(run_copy, "--resume", str(other), "--overwrite") == 0
+    assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["last.pt", "step_2.pt"]
+    new = tmp_path / "new"
+    assert _main(new, "--resume", str(other)) == 0 and (new / "metrics.json").is_file()
 
 
 def test_resume_auto_without_a_checkpoint(run_copy, capsys):

@@ -32,7 +32,9 @@ Run folder (output_dir): a new run needs an empty or new folder; --overwrite rep
 (its checkpoints, logs, weights, tokenizer and export/ are removed first). While a run writes, RUN_DIR/.lock
 names its pid: a second run into the folder is refused; a lock left by a killed run is taken over.
 Resume: --resume auto (RUN_DIR/checkpoints/last.pt) or --resume PATH; with only --resume PATH, the recipe
-is read from the run folder's args.yaml. --resume auto on a finished run says so and changes nothing.
+is read from the run folder's args.yaml. --resume auto on a finished run says so and changes nothing. A
+checkpoint from another run folder continues in an empty or new output_dir (or one --overwrite empties).
+A run's sources (init_from, the teacher, start weights, data.tokenizer) may not lie in its output_dir.
 Threads: train.threads sets torch's intra-op threads; unset, the run takes the cores free now (the cores it
 may use minus the 1-minute load average, shared among torchrun's processes on the host, or OMP_NUM_THREADS
 when set) and logs the choice. Set it (e.g. --train.threads 1) where other work shares the cores.
@@ -87,7 +89,7 @@ def _error(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args, overrides = _parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.resume and args.overwrite:
+    if args.resume == "auto" and args.overwrite:  # --resume PATH: train() decides (another run's checkpoint may)
         return _error("--resume continues the run in output_dir and --overwrite replaces it: give one of them")
     recipe = None
     try:

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..factory import resolve_source
 from ..publish import PublishError, export_pretrained, publish_run
 from ..registry import get_entry
 from ..weights import CheckpointError, save_state_dict
@@ -248,10 +249,11 @@ def train(
     Returns a summary: run_dir, metrics, paths of what was written (``complete: True`` when ``resume`` found the
     recipe's run already finished, and changed nothing).
     """
-    if resume and overwrite:
+    if resume and overwrite and not _checkpoint_from_elsewhere(resume, recipe):
         raise RecipeError("--resume continues the run in the folder and --overwrite replaces it: give one of them")
     _check_model_name(recipe.model)
     _check_sources(recipe)
+    _check_sources_outside_run(recipe, overwrite)
     threads = torch.get_num_threads()
     run = None
     try:
@@ -289,6 +291,81 @@ def _check_sources(r: Recipe) -> None:
             check_teacher_name(r.distill)
         except DistillError as e:
             raise RecipeError(str(e)) from None
+
+
+def _run_dir(r: Recipe) -> Path:
+    return Path(r.output_dir or "runs/run")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (links resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _checkpoint_from_elsewhere(resume: str, r: Recipe) -> bool:
+    """Whether ``--resume PATH`` names a checkpoint outside the recipe's run folder (another run's)."""
+    return resume != "auto" and not _inside(Path(resume), _run_dir(r))
+
+
+def _local_path(source: str | None) -> Path | None:
+    """The file or folder a source names on this machine (``local-dir:`` stripped); None for a Hub repo, a
+    registered name or nothing."""
+    if not source or source.startswith("hf-hub:"):
+        return None
+    path = Path(source.removeprefix("local-dir:"))
+    return path if path.exists() else None
+
+
+def _sources(r: Recipe) -> list[tuple[str, str | None]]:
+    """The recipe's keys that name something the run reads to start (weights, a teacher, a tokenizer)."""
+    found = [("init_from", r.init_from), ("init_checkpoint", r.init_checkpoint), ("data.tokenizer", r.data.tokenizer)]
+    if r.distill is not None:
+        found += [("distill.teacher", r.distill.teacher), ("distill.teacher_weights", r.distill.teacher_weights)]
+    return found
+
+
+def _check_sources_outside_run(r: Recipe, overwrite: bool) -> None:
+    """A source of the run (init_from, its teacher, start weights, tokenizer) that is the run folder or lies
+    inside it is refused before anything there is touched: the run writes (and ``--overwrite`` first removes)
+    what the folder holds. Folder sources are read now, so that one that cannot be loaded fails before
+    ``--overwrite`` removes anything."""
+    run_dir = _run_dir(r)
+    for key, source in _sources(r):
+        path = _local_path(source)
+        if path is None:
+            continue
+        if _inside(path, run_dir):
+            where = "is the run folder" if path.resolve() == run_dir.resolve() else "lies inside the run folder"
+            fate = "--overwrite would remove it before it is read" if overwrite else "the run would write over it"
+            raise RecipeError(
+                f"{key} {source} {where} output_dir {run_dir}: {fate}. Copy it out first (e.g. cp -r {path} "
+                f"{path.resolve().parent / (path.resolve().name + '_source')}) and name the copy, or use another "
+                "--output_dir"
+            )
+        if key in ("init_from", "distill.teacher") and path.is_dir():
+            _check_model_folder(key, source, path)
+
+
+def _check_model_folder(key: str, source: str, path: Path) -> None:
+    """A folder source is a model folder (config.json) or a run folder with its export; read it now."""
+    if not (path / "config.json").is_file():
+        if not (path / "args.yaml").is_file():
+            raise RecipeError(
+                f"{key} {source} is not a model folder (it has no config.json): name a model folder (zoo publish, "
+                "zoo prune --out, save_pretrained), a training run folder, or hf-hub:ORG/NAME"
+            )
+        if not (path / "export" / "config.json").is_file():
+            raise RecipeError(
+                f"{key} {source} is a training run folder without export/ (it ran with export.enabled false), "
+                f"which {key} reads the model from: write its export with `zoo publish {path} --repo ORG/NAME "
+                f"--no-push --out-dir {path / 'export'}`, then run again"
+            )
+    resolve_source(source)  # config.json names a model the zoo builds (CheckpointError: a user error)
+
+
+def _names(held: list[str]) -> str:
+    return ", ".join(held[:6]) + (", ..." if len(held) > 6 else "")
 
 
 def _pick_threads(dstate: DistState) -> int | None:
@@ -379,6 +456,12 @@ class _Run:
             held = sorted(p.name for p in run_dir.iterdir() if p.name != RunLock.name)
             if held and overwrite:
                 _logger.warning("--overwrite: removing the previous run's %s", ", ".join(clear_run_outputs(run_dir)))
+            elif held and resume and _checkpoint_from_elsewhere(resume, self.r):
+                raise RunFolderError(
+                    f"--resume {resume} is a checkpoint from outside {run_dir}, which already holds files "
+                    f"({_names(held)}): continue that checkpoint's run in its own folder (--resume auto there), "
+                    "in an empty or new --output_dir, or replace what this folder holds with --overwrite"
+                )
             elif held and resume == "auto" and not self._has_checkpoint():
                 if (run_dir / "model.safetensors").exists() or (run_dir / "metrics.json").exists():
                     raise RunFolderError(
@@ -390,7 +473,7 @@ class _Run:
                     _logger.info("no checkpoint in %s: removing %s of a run that saved none", self.ckpt_dir, removed)
             elif held and not resume:
                 raise RunFolderError(
-                    f"{run_dir} already holds files ({', '.join(held[:6])}{', ...' if len(held) > 6 else ''}): "
+                    f"{run_dir} already holds files ({_names(held)}): "
                     "continue that run with --resume auto, replace it with --overwrite, or use another --output_dir"
                 )
             remove_temp_files(run_dir)
