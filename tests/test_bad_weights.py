@@ -21,7 +21,13 @@ from fakehub import FakeHub
 from torch import nn
 
 import zoo
-from zoo.weights import CheckpointError, CheckpointMismatchError, load_state_dict_checked, read_state_dict
+from zoo.weights import (
+    CheckpointError,
+    CheckpointMismatchError,
+    load_state_dict_checked,
+    read_metadata,
+    read_state_dict,
+)
 
 TINY = {"depths": (1, 1, 1, 1), "dims": (8, 16, 24, 32), "num_classes": 5}
 ARCH, TWIN = "identityformer_s12", "poolformerv2_s12"  # the same layout and shapes, different token mixers
@@ -158,6 +164,74 @@ def test_integer_tensors_are_refused_only_for_floating_point_weights():
     assert model.state_dict()["1.num_batches_tracked"].item() == 0
     load_state_dict_checked(model, sd, "bn")
     assert model.state_dict()["1.num_batches_tracked"].item() == 7
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Quantized codes: the dtype the format records, values its bit width holds (a wider dtype would wrap)
+# ------------------------------------------------------------------------------------------------------------------
+
+LM_TINY = dict(
+    vocab_size=64, num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+    num_key_value_heads=1,
+)  # fmt: skip
+QKEY = "model.layers.0.self_attn.q_proj.qweight"
+
+
+@pytest.fixture(scope="module")
+def quantized_folders(tmp_path_factory):
+    """Tiny MobileLLM folders with int8 and int4 codes (config.json records the format)."""
+    root = tmp_path_factory.mktemp("quantized")
+    for fmt in ("int8", "int4"):
+        torch.manual_seed(0)
+        zoo.create_model("mobilellm_125m", **LM_TINY, quantize=fmt).save_pretrained(root / fmt)
+    return root
+
+
+def _set(value, dtype):
+    def change(q):
+        q = q.to(dtype)
+        q.view(-1)[0] = value
+        return q
+
+    return change
+
+
+CODES = [
+    # (id, format, change of QKEY's codes, fragment)
+    (
+        "int8 as int16, 300",
+        "int8",
+        _set(300, torch.int16),
+        r"q_proj\.qweight \(int16, values -?\d+\.\.300, outside -128",
+    ),
+    ("int8 as int32, -200", "int8", _set(-200, torch.int32), r"q_proj\.qweight \(int32, values -200\.\.\d+, outside"),
+    (
+        "int8 as int16, in range",
+        "int8",
+        _set(5, torch.int16),
+        r"q_proj\.qweight \(int16, values -?\d+\.\.\d+; the model",
+    ),
+    ("int8 as uint8", "int8", lambda q: q.clamp(min=0).to(torch.uint8), r"q_proj\.qweight \(uint8, .*holds int8\)"),
+    ("int4 as int8", "int4", lambda q: q.view(torch.int8), r"q_proj\.qweight \(int8, values -\d+\.\..*holds uint8\)"),
+    ("int4 as int16, 256", "int4", _set(256, torch.int16), r"q_proj\.qweight \(int16, .*256, outside 0\.\.255"),
+]
+
+
+@pytest.mark.parametrize("fmt, change, fragment", [c[1:] for c in CODES], ids=[c[0] for c in CODES])
+def test_quantized_codes_must_fit_their_dtype(quantized_folders, tmp_path, fmt, change, fragment):
+    folder = tmp_path / fmt
+    folder.mkdir()
+    for name in ("config.json", "generation_config.json"):
+        (folder / name).write_bytes((quantized_folders / fmt / name).read_bytes())
+    sd = read_state_dict(quantized_folders / fmt / "model.safetensors")
+    sd[QKEY] = change(sd[QKEY])
+    zoo.save_state_dict(
+        sd, folder / "model.safetensors", metadata=read_metadata(quantized_folders / fmt / "model.safetensors")
+    )
+    with pytest.raises(CheckpointMismatchError, match=fragment) as err:
+        zoo.create_model(str(folder))
+    assert "would wrap around" in str(err.value) and "nothing was loaded" in str(err.value)
+    assert zoo.create_model(str(quantized_folders / fmt)) is not None  # the folder as written loads
 
 
 # ------------------------------------------------------------------------------------------------------------------

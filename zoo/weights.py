@@ -324,6 +324,7 @@ def _check_values(
             f"weights): {_show(floats)}; nothing was loaded. Load float weights into the float model and quantize "
             "it after loading."
         )
+    _check_integer_range(state_dict, target, where, arch)
     if allow_nonfinite:
         return
     nonfinite = [k for k, v in state_dict.items() if k in target and v.is_floating_point() and not v.isfinite().all()]
@@ -331,6 +332,41 @@ def _check_values(
         raise CheckpointMismatchError(
             f"{where} has {len(nonfinite)} tensor(s) holding NaN or inf: {_show(nonfinite)}; nothing was loaded. "
             "The weights are corrupt or come from a diverged run; pass allow_nonfinite=True to load them anyway."
+        )
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def _check_integer_range(
+    state_dict: dict[str, torch.Tensor], target: dict[str, torch.Tensor], where: str, arch: str
+) -> None:
+    """Integer tensors for the model's integer ones: copying into a narrower dtype wraps (int16 300 becomes int8
+    44), so the values must fit the model's dtype; 8-bit tensors (quantized layers' codes: int8, or uint8 holding
+    two 4-bit codes) must come in that very dtype."""
+    bad = []
+    for k, v in state_dict.items():
+        t = target.get(k)
+        if t is None or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            continue
+        if v.is_floating_point() or v.is_complex() or v.dtype == t.dtype:
+            continue  # floats are refused above; the same dtype copies exactly
+        info = torch.iinfo(t.dtype)
+        lo, hi = (int(v.min()), int(v.max())) if v.numel() else (0, 0)
+        fits = info.min <= lo and hi <= info.max
+        if fits and info.bits > 8:
+            continue
+        values = f"values {lo}..{hi}" + ("" if fits else f", outside {info.min}..{info.max}")
+        bad.append(f"{k} ({_dtype(v)}, {values}; the model holds {_dtype(t)})")
+    if bad:
+        raise CheckpointMismatchError(
+            f"{where} has {len(bad)} integer tensor(s) that do not fit {arch}'s integer tensors: {_show(bad)}; "
+            "nothing was loaded. Copied as they are, values outside the model's dtype would wrap around (int16 300 "
+            "becomes int8 44). 8-bit tensors are a quantized layer's codes (int8; uint8 for int4, two codes per "
+            "byte) and must be stored in that dtype with values its bit width holds: the weights were not written "
+            "for this quantization (the folder's config.json records it). Quantize the float weights again, or "
+            "load the folder the codes came with."
         )
 
 
