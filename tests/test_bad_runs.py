@@ -382,6 +382,83 @@ def test_resume_refuses_another_tokenizer_setting(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# language-model runs: a quantized start, tokenizers
+# ------------------------------------------------------------------------------------------------------------
+
+LM = ROOT / "configs" / "quickstart_lm.yaml"
+# a tiny language-model run: 1 step of 4 sequences of 32 tokens, a 300-token vocabulary, one 32-wide layer
+TINY_LM = [
+    "--no-progress",
+    "--train.steps",
+    "1",
+    "--train.batch_size",
+    "4",
+    "--data.seq_len",
+    "32",
+    "--data.vocab_size",
+    "300",
+    "--model_kwargs.hidden_size",
+    "32",
+    "--model_kwargs.intermediate_size",
+    "64",
+    "--model_kwargs.num_hidden_layers",
+    "1",
+    "--model_kwargs.num_attention_heads",
+    "2",
+    "--model_kwargs.num_key_value_heads",
+    "1",
+    "--model_kwargs.max_position_embeddings",
+    "32",
+    "--train.eval_every_steps",
+    "0",
+    "--train.eval_max_batches",
+    "1",
+    "--checkpoint.every_steps",
+    "0",
+    "--sched.warmup_steps",
+    "0",
+    "--train.threads",
+    "1",
+]
+
+
+def _lm(out: Path, *argv: str) -> int:
+    return cli.main(["--config", str(LM), "--output_dir", str(out), *TINY_LM, *argv])
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    """One finished tiny language-model run (export and tokenizer included)."""
+    out = tmp_path_factory.mktemp("bad_lm_runs") / "run"
+    assert _lm(out) == 0
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4", "bf16"])
+def test_init_from_a_quantized_folder_trains_its_dequantized_weights(lm_run, fmt, tmp_path, caplog):
+    """A quantized folder's codes would stay frozen and write a run eval.py cannot load: the run trains their
+    float32 dequantization, says so, and writes float weights that evaluate."""
+    import safetensors.torch
+
+    import zoo
+    from zoo.evaluate import evaluate_model
+    from zoo.models.mobilellm import save_pretrained
+
+    folder = save_pretrained(zoo.create_model(str(lm_run / "export"), quantize=fmt), tmp_path / fmt)
+    shutil.copyfile(lm_run / "tokenizer.json", folder / "tokenizer.json")
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        assert _lm(out, "--init-from", str(folder)) == 0
+    said = [r.getMessage() for r in caplog.records if "dequantization" in r.getMessage()]
+    assert len(said) == 1 and f"init_from {folder} holds {fmt}" in said[0], said
+    weights = safetensors.torch.load_file(str(out / "model.safetensors"))
+    assert all(t.dtype == torch.float32 for t in weights.values()), {k: t.dtype for k, t in weights.items()}
+    assert "quantization" not in json.loads((out / "export" / "config.json").read_text())
+    row = evaluate_model("mobilellm_125m", "pydoc", checkpoint=str(out), max_batches=1, profile=False)
+    assert "quantization" not in row and row["perplexity"] > 0
+
+
+# ------------------------------------------------------------------------------------------------------------
 # threads
 # ------------------------------------------------------------------------------------------------------------
 
