@@ -369,6 +369,69 @@ def test_a_hub_repos_config_describes_an_architecture_only(hub, tmp_path, donor,
     assert not any("model.safetensors" in line for line in hub.log)  # refused before the weights were fetched
 
 
+# sizes bounded per model: the config's model counted on the meta device, refused above max_params (the caller's to raise)
+HUGE = {"model_args": {**TINY, "dims": [16, 32, 64, 30000]}}  # each value plausible; 14.4 GB for one tensor
+TINY_PARAMS = sum(p.numel() for p in _tiny().parameters()) + sum(b.numel() for b in _tiny().buffers())
+
+SIZES = [
+    # (id, config.json sets, create_model keywords, environment, fragment: None = it loads)
+    (
+        "huge dims",
+        HUGE,
+        {},
+        {},
+        r"describes a identityformer_s12 of 7,\d{3},\d{3},\d{3} parameters .*dims=\[16, 32, 64, 30000\].*more than max_params=2,500,000,000",
+    ),
+    ("below max_params", {}, {"max_params": TINY_PARAMS - 1}, {}, f"of {TINY_PARAMS:,} parameters"),
+    ("at max_params", {}, {"max_params": TINY_PARAMS}, {}, None),
+    (
+        "below the variable",
+        {},
+        {},
+        {"ZOO_MAX_PARAMS": str(TINY_PARAMS - 1)},
+        f"more than max_params={TINY_PARAMS - 1:,}",
+    ),
+    ("the variable raised", {}, {}, {"ZOO_MAX_PARAMS": "1e5"}, None),
+    ("max_params wins", {}, {"max_params": 10**9}, {"ZOO_MAX_PARAMS": "10"}, None),
+]
+
+
+@pytest.mark.parametrize("sets, kwargs, env, fragment", [c[1:] for c in SIZES], ids=[c[0] for c in SIZES])
+def test_a_configs_model_is_counted_before_it_is_built(tmp_path, donor, monkeypatch, sets, kwargs, env, fragment):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    folder, _ = _folder(tmp_path, donor, sets)
+    if fragment is None:
+        assert zoo.create_model(str(folder), **kwargs).num_classes == 5
+        return
+    with pytest.raises(CheckpointError, match=fragment) as err:
+        zoo.create_model(str(folder), **kwargs)
+    assert str(folder / "config.json") in str(err.value) and "nothing was built" in str(err.value)
+    assert "max_params=N" in str(err.value) and "ZOO_MAX_PARAMS=N" in str(err.value)
+
+
+def test_a_hub_repos_model_is_counted_before_it_is_built(hub, tmp_path, donor):
+    config, _ = _config(tmp_path, donor, HUGE)
+    weights = zoo.save_state_dict(_tiny(seed=3), tmp_path / "served.safetensors").read_bytes()
+    hub.repos["evil/huge"] = {"config.json": config.encode(), "model.safetensors": weights}
+    with pytest.raises(CheckpointError, match=r"hf-hub:evil/huge/config\.json describes .* more than max_params"):
+        zoo.create_model("hf-hub:evil/huge")
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, "many", True])
+def test_max_params_is_a_positive_whole_number(tmp_path, donor, monkeypatch, value):
+    folder, _ = _folder(tmp_path, donor, {})
+    with pytest.raises(ValueError, match="max_params must be a positive whole number"):
+        zoo.create_model(str(folder), max_params=value)
+    monkeypatch.setenv("ZOO_MAX_PARAMS", str(value))
+    with pytest.raises(ValueError, match="ZOO_MAX_PARAMS must be a positive whole number"):
+        zoo.create_model(str(folder))
+
+
+def test_the_callers_own_arguments_are_not_counted():
+    assert zoo.create_model(ARCH, **TINY, max_params=10).num_classes == 5
+
+
 def test_a_language_models_config_is_bounded_too(tmp_path):
     """MobileLLM reads its own config fields (a transformers Llama config): sizes there are bounded the same way."""
     folder = tmp_path / "lm"

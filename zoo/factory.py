@@ -19,7 +19,9 @@
 A ``config.json`` that came with weights (a Hub repo's, a folder's) may describe an architecture and nothing else:
 the pretrained-cfg fields of preprocessing, labels and provenance (:data:`CONFIG_CFG_FIELDS`) and the
 architecture's own arguments, with plausible sizes. A key that names files, folders, URLs, devices or how weights
-load is refused by name before anything is read or built, as is any other pretrained-cfg field.
+load is refused by name before anything is read or built, as is any other pretrained-cfg field. Its sizes are
+bounded per value there and per model here: the model it describes is first built on the meta device (no memory,
+milliseconds) and its parameters counted; above ``max_params`` (:data:`MAX_PARAMS` unless raised) nothing is built.
 
 ``pretrained=True`` weights adapt to the model as timm's do (a classifier of another size keeps its fresh init,
 a first conv of other input channels is adapted); ``checkpoint_path=`` loads a checkpoint of *this* model and
@@ -27,6 +29,7 @@ must fit exactly. That is the one difference between the two, and it is delibera
 """
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +81,10 @@ _LOCAL_PREFIX = "local-dir:"
 _HUB_PREFIX = "hf-hub:"
 # the weight files a folder may hold, in order of preference (sharded safetensors through their index)
 _FOLDER_WEIGHTS = (WEIGHTS_NAME, "model.safetensors.index.json", "pytorch_model.bin", "model.pth")
+# parameters (and buffers) a model that a folder's or a Hub repo's config.json describes may have, unless the caller
+# raises it (create_model's max_params=, else this environment variable): the largest registered model has 1.7e9
+MAX_PARAMS = 2_500_000_000
+MAX_PARAMS_ENV = "ZOO_MAX_PARAMS"
 
 
 @dataclass
@@ -361,7 +368,10 @@ def create_model(
             loads weights holding NaN or inf. Language models take ``quantize`` too: ``"bf16"``, ``"int8"``,
             ``"int4"`` (groups of 32) or a ``quantization`` dict such as ``{"method": "int4_weight_only",
             "group_size": 64, "scheme": "asymmetric"}`` (:mod:`zoo.layers.quant`); weights that are already
-            quantized load as they are, in the format their folder records.
+            quantized load as they are, in the format their folder records. ``max_params``: the most parameters
+            (buffers included) a model described by a folder's or Hub repo's config.json may have, counted on the
+            meta device before anything is built (default: the ``ZOO_MAX_PARAMS`` environment variable, else
+            2.5e9); the caller's own arguments are not bounded.
     """
     if not isinstance(model_name, (str, os.PathLike)):
         raise TypeError(f"model_name must be a str, got {type(model_name).__name__}")
@@ -388,6 +398,8 @@ def create_model(
     args, from_config = _recorded_args(entry, (weights, checkpoint), options)
     recorded = _recorded_quantization(weights, checkpoint, options.quantize)
     model_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
+    if from_config:  # a config.json (a folder's, a Hub repo's) decided sizes: counted before anything is allocated
+        _check_model_size(entry, model_cfg, args, kwargs, from_config, options.max_params)
     model = _build(entry, model_cfg, args, kwargs, from_config)
     if recorded is not None:  # quantized weights load into a model quantized the same way (codes, no float copy)
         quantize_model(model, recorded, empty=True)
@@ -423,6 +435,7 @@ class _LoadOptions:
     switches: dict[str, bool]
     features: dict[str, Any]
     quantize: QuantSpec | None
+    max_params: int
 
     @classmethod
     def pop_from(cls, kwargs: dict[str, Any]) -> "_LoadOptions":
@@ -438,7 +451,58 @@ class _LoadOptions:
                 if k in kwargs and not (k == "norm" and isinstance(kwargs[k], str))
             },
             quantize=QuantSpec.parse(kwargs.pop("quantize", None)),
+            max_params=_max_params(kwargs.pop("max_params", None)),
         )
+
+
+def _max_params(value: Any) -> int:
+    """``max_params=``, else ``ZOO_MAX_PARAMS``, else :data:`MAX_PARAMS`; a positive whole number."""
+    where = "max_params"
+    if value is None:
+        text = os.environ.get(MAX_PARAMS_ENV, "").strip()
+        if not text:
+            return MAX_PARAMS
+        where = MAX_PARAMS_ENV
+        try:
+            value = float(text)
+        except ValueError:
+            value = text
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{where} must be a positive whole number of parameters, e.g. 5e9; got {value!r}")
+    return value
+
+
+def _count_params(model: nn.Module) -> int:
+    """Parameters and buffers, each tensor once (tied weights share one)."""
+    seen = {id(t): t.numel() for t in (*model.parameters(), *model.buffers())}
+    return sum(seen.values())
+
+
+def _check_model_size(
+    entry: ModelEntry,
+    cfg: dict[str, Any],
+    args: dict[str, Any],
+    kwargs: dict[str, Any],
+    from_config: dict[str, str],
+    limit: int,
+) -> None:
+    """Refuse a model whose config.json makes it larger than ``limit`` parameters: built on the meta device (shapes
+    only, nothing allocated) and counted, before the real build."""
+    with torch.device("meta"):
+        n = _count_params(_build(entry, cfg, args, kwargs, from_config))
+    if n <= limit:
+        return
+    where = next(iter(dict.fromkeys(from_config.values())))
+    described = ", ".join(f"{k}={v}" for k, v in args.items())
+    size = f"{n * 4 / 1024**3:.1f} GiB" if n * 4 >= 1024**3 / 10 else f"{n * 4 / 1024**2:.1f} MiB"
+    raise CheckpointError(
+        f"{where} describes a {entry.name} of {n:,} parameters ({described[:300]}), more than max_params="
+        f"{limit:,}; nothing was built (it would take {size} in float32). A config.json that "
+        f"came with weights is checked against this bound; if you trust it, pass create_model(..., max_params=N) "
+        f"or set {MAX_PARAMS_ENV}=N."
+    )
 
 
 def _recorded_args(

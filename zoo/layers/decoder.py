@@ -181,6 +181,8 @@ class DecoderLM(nn.Module, HubMixin):
     def init_weights(self):
         """transformers' Llama init: N(0, initializer_range) for linear and embedding weights, norms at 1."""
         std = self.config.initializer_range
+        if self.model.embed_tokens.weight.is_meta:
+            return  # shapes only (the factory counts a config's model on the meta device): nothing to fill
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 m.weight.normal_(0.0, std)
