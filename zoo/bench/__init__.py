@@ -12,6 +12,7 @@ The authors' code, rendered plainly for parity tests and as peers, lives in :mod
     zoo bench --models mor_135m                # Mixture-of-Recursions against the vanilla stack
     zoo bench --deployed                       # onnxruntime / torch.compile against eager (and timm's ONNX)
     zoo bench --models mobilellm_125m --formats fp32,bf16,int8,int4   # weight formats vs transformers, llama.cpp
+    zoo bench --train [--models convformer_s18] [--amp bf16 --channels-last --compile]   # training steps vs timm
 """
 
 import argparse
@@ -24,6 +25,7 @@ import torch
 
 from ..registry import get_entry, list_models
 from . import deployed, formats, lm, mor, slak, sret, vision
+from . import train as train_bench
 from .harness import Row, environment, format_rows, print_header, write_json
 from .table import run_table
 
@@ -208,6 +210,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=f"--formats: the trained LM whose perplexity is measured (default {formats.QUALITY_RUN})",
     )
+    training = parser.add_argument_group("training steps (--train)")
+    training.add_argument(
+        "--train",
+        action="store_true",
+        help="time forward + backward + AdamW step against the peer (timm; transformers for MobileLLM)",
+    )
+    training.add_argument("--amp", choices=["bf16"], default=None, help="--train: bf16 autocast on both sides")
+    training.add_argument("--compile", action="store_true", help="--train: torch.compile both models")
+    training.add_argument(
+        "--grad-checkpointing", action="store_true", help="--train: both models' gradient checkpointing"
+    )
+    training.add_argument("--seq-len", type=int, default=512, help="--train, language models: tokens per row")
     table = parser.add_argument_group("model table (instead of a comparison)")
     table.add_argument("--family", default=None, help="profile every model of this family")
     table.add_argument("--all", action="store_true", help="profile every registered model")
@@ -240,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
         return run_table(args)
     if args.formats is not None:
         return run_formats(args)
+    if args.train:
+        return run_train(args)
     models = args.models or list(vision.DEFAULT_MODELS)
     peer = _peer_of(models, args.deployed)
     if peer is None:
@@ -302,6 +318,46 @@ def run_formats(args: argparse.Namespace) -> int:
     wrong = [r for r in rows if r.setting.endswith(" fp32") and r.extra.get("compiled = eager", 1.0) < 1.0]
     for r in wrong:
         print(f"CHECK FAILED: {r.model} {r.setting}: compiled tokens differ from eager", file=sys.stderr)
+    return 1 if wrong else 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``--train``: training steps side by side with the peer (:mod:`zoo.bench.train`)."""
+    models = args.models or list(train_bench.DEFAULT_MODELS)
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        print(f"zoo bench: error: not registered: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    amp = torch.bfloat16 if args.amp == "bf16" else None
+    env = environment(device=args.device)
+    title = "Training step (forward, backward, AdamW): zoo vs its peer, same weights and batch"
+    print_header(title, env, [f"warm-up {args.warmup}; medians of rounds alternating the candidates"])
+    rows = []
+    try:
+        for name in models:
+            lm_model = get_entry(name).task == "text-generation"
+            for bs in args.batch_sizes or ([4] if lm_model else [32]):
+                settings = train_bench.Settings(
+                    bs,
+                    args.img_size,
+                    args.seq_len,
+                    amp,
+                    args.channels_last,
+                    args.compile,
+                    args.grad_checkpointing,
+                    args.device,
+                )
+                rows += train_bench.compare(name, settings, args.runs or 5, args.warmup)
+    except ValueError as e:
+        print(f"zoo bench: error: {e}", file=sys.stderr)
+        return 2
+    print(format_rows(rows))
+    for note in train_bench.notes(rows):
+        print(note)
+    write_json(args.json, env, rows, models=models, train=True)
+    wrong = [r for r in rows if not train_bench.loss_agrees(r, amp, r.model)]
+    for r in wrong:
+        print(f"CHECK FAILED: {r.model} {r.setting}: first-step loss differs from {r.peer}", file=sys.stderr)
     return 1 if wrong else 0
 
 

@@ -8,6 +8,7 @@
   :func:`format_rows` the one table; :func:`environment` describes the machine the figures come from.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -86,15 +87,16 @@ def _seconds(fn: Callable[[], Any]) -> dict[str, float]:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], Any]], runs: int, warmup: int = 1, desc: str = ""
+    fns: dict[str, Callable[[], Any]], runs: int, warmup: int = 1, desc: str = "", grad: bool = False
 ) -> dict[str, dict[str, list[float]]]:
     """``{label: {phase: [seconds per round]}}`` of every candidate over ``runs`` rounds of alternating order.
 
     A candidate is timed as a whole (phase ``"total"``) unless it returns :class:`Phases`, its own phase
-    timings (e.g. ``Phases(prefill=s, decode=s)``). ``warmup`` untimed passes of each come first.
+    timings (e.g. ``Phases(prefill=s, decode=s)``). ``warmup`` untimed passes of each come first. They run under
+    ``torch.inference_mode`` unless ``grad`` (training steps).
     """
     labels = list(fns)
-    with torch.inference_mode():
+    with contextlib.nullcontext() if grad else torch.inference_mode():
         for _ in range(warmup):
             for fn in fns.values():
                 fn()

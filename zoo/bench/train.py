@@ -1,0 +1,226 @@
+"""Training-step benchmark (``zoo bench --train``): a zoo model against its peer on the same weights and batch.
+
+One step is what a training loop does per batch: zero the gradients, forward, cross-entropy loss, backward,
+AdamW step (``torch.optim.AdamW``, lr 1e-4, the same for both). The peers:
+
+* MetaFormer (PoolFormer v1, ConvFormer, CAFormer, ...): timm's implementation of the same architecture
+  (:func:`zoo.bench.vision.build_pair`: timm's random weights loaded into the zoo model);
+* MobileLLM: transformers' ``LlamaForCausalLM`` (:func:`zoo.bench.lm.build_pair`), next-token loss on
+  ``batch x seq_len`` random tokens.
+
+Both sides are trained in interleaved rounds (peer, zoo, then zoo, peer, ...) after warm-up steps, each with its
+own optimizer; the median step gives images/s or tokens/s. Beside the rates: the loss of the first step (before
+any update, the same weights and batch) of each side and their relative difference, and the peak memory of one
+step (CUDA: ``max_memory_allocated``; CPU: the increase of the process RSS during the step, gradients and
+activations; the optimizer state exists by then).
+
+Switches, as a recipe sets them: ``--amp bf16`` (autocast), ``--channels-last`` (vision), ``--compile``
+(``torch.compile`` of both models), ``--grad-checkpointing`` (both models' own), ``--device cuda``.
+
+Targets: zoo >= 1.0x timm for poolformer_s12 and convformer_s18 (batch 32 at 224, fp32 CPU) and >= 1.0x
+transformers for mobilellm_125m (batch 4 x 512 tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..profile import peak_rss
+from ..registry import get_entry
+from . import lm, vision
+from .harness import Row, median, time_interleaved
+
+DEFAULT_MODELS = ("poolformer_s12", "convformer_s18")
+LM_DEFAULT_MODELS = ("mobilellm_125m",)
+TARGET = 1.0
+LR = 1e-4
+# relative difference of the first-step losses that counts as the same loss: fp32 arithmetic in another order;
+# under bf16 autocast the two sides round differently
+LOSS_TOLERANCE = {None: 1e-4, torch.bfloat16: 2e-2}
+
+
+@dataclass
+class Settings:
+    """How the step runs: batch, input size, and the recipe's switches."""
+
+    batch_size: int
+    img_size: int = 224
+    seq_len: int = 512
+    amp: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+    grad_checkpointing: bool = False
+    device: str = "cpu"
+
+    def describe(self) -> str:
+        switches = [
+            name
+            for name, on in (
+                ("bf16" if self.amp is torch.bfloat16 else "", self.amp is not None),
+                ("channels-last", self.channels_last),
+                ("compile", self.compile),
+                ("grad-ckpt", self.grad_checkpointing),
+            )
+            if on
+        ]
+        return " ".join([f"batch {self.batch_size}", *switches, self.device])
+
+
+@dataclass
+class Side:
+    """One candidate: its parameters and its loss on the batch (forward included)."""
+
+    module: nn.Module
+    loss: Callable[[], torch.Tensor]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _prepare(model: nn.Module, settings: Settings) -> nn.Module:
+    """The model as the recipe would train it: on the device, in train mode, its switches applied."""
+    model = model.to(settings.device).train()
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if settings.grad_checkpointing:
+        if hasattr(model, "gradient_checkpointing_enable"):  # transformers
+            model.gradient_checkpointing_enable()
+        else:
+            model.set_grad_checkpointing(True)
+    return model
+
+
+def _vision_sides(name: str, settings: Settings) -> tuple[str, Side, Side, str]:
+    """(peer name, timm's side, the zoo's side, unit) on one batch of random images and labels."""
+    timm_model, zoo_model = vision.build_pair(name)
+    gen = torch.Generator().manual_seed(settings.batch_size)
+    x = torch.randn(settings.batch_size, 3, settings.img_size, settings.img_size, generator=gen)
+    y = torch.randint(0, zoo_model.num_classes, (settings.batch_size,), generator=gen)
+    x, y = x.to(settings.device), y.to(settings.device)
+    if settings.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    sides = []
+    for model in (timm_model, zoo_model):
+        model = _prepare(model, settings)
+        run = torch.compile(model) if settings.compile else model
+        sides.append(Side(model, lambda run=run: F.cross_entropy(run(x), y)))
+    return vision.PEER, sides[0], sides[1], "img/s"
+
+
+def _lm_sides(name: str, settings: Settings, **model_kwargs) -> tuple[str, Side, Side, str]:
+    """(peer name, transformers' side, the zoo's side, unit) on ``batch x seq_len`` random tokens."""
+    hf, ours = lm.build_pair(name, torch.float32, **model_kwargs)
+    gen = torch.Generator().manual_seed(settings.batch_size)
+    ids = torch.randint(0, ours.config.vocab_size, (settings.batch_size, settings.seq_len), generator=gen)
+    ids = ids.to(settings.device)
+
+    def next_token_loss(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+
+    hf, ours = _prepare(hf, settings), _prepare(ours, settings)
+    hf_run = torch.compile(hf) if settings.compile else hf
+    ours_run = torch.compile(ours) if settings.compile else ours
+    peer = Side(hf, lambda: next_token_loss(hf_run(input_ids=ids, use_cache=False).logits))
+    zoo_side = Side(ours, lambda: next_token_loss(ours_run(ids)))
+    return lm.PEER, peer, zoo_side, "tok/s"
+
+
+def _step(side: Side, optimizer: torch.optim.Optimizer, settings: Settings) -> Callable[[], None]:
+    device = torch.device(settings.device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=settings.amp or torch.bfloat16, enabled=settings.amp is not None):
+            loss = side.loss()
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+
+    return step
+
+
+def _first_loss(side: Side, settings: Settings) -> float:
+    device = torch.device(settings.device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=settings.amp or torch.bfloat16, enabled=bool(settings.amp)):
+        return float(side.loss())
+
+
+def _peak_memory(step: Callable[[], None], device: torch.device) -> int:
+    """Bytes one step needs beyond what is resident before it (see the module docstring)."""
+    if device.type != "cuda":
+        return peak_rss(step)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def compare(name: str, settings: Settings, runs: int = 5, warmup: int = 2, **lm_kwargs) -> list[Row]:
+    """Training-step rates of the zoo and its peer on ``name``; one row. ``lm_kwargs`` size a language model
+    (e.g. fewer layers for a quick check)."""
+    family = get_entry(name).family
+    if family == "metaformer":
+        peer, peer_side, zoo_side, unit = _vision_sides(name, settings)
+    elif family == "mobilellm":
+        peer, peer_side, zoo_side, unit = _lm_sides(name, settings, **lm_kwargs)
+    else:
+        raise ValueError(
+            f"zoo bench --train compares MetaFormer models with timm and MobileLLM with transformers; {name} is a "
+            f"{family} model"
+        )
+    losses = {peer: _first_loss(peer_side, settings), "zoo": _first_loss(zoo_side, settings)}
+    steps = {
+        label: _step(side, torch.optim.AdamW(side.module.parameters(), lr=LR), settings)
+        for label, side in ((peer, peer_side), ("zoo", zoo_side))
+    }
+    desc = f"{name} train {settings.describe()}"
+    times = time_interleaved(steps, runs, warmup, desc=desc, grad=True)
+    memory = {label: _peak_memory(step, torch.device(settings.device)) for label, step in steps.items()}
+    per_step = settings.batch_size * (settings.seq_len if unit == "tok/s" else 1)
+    loss_diff = abs(losses["zoo"] - losses[peer])
+    return [
+        Row(
+            name,
+            settings.describe(),
+            peer,
+            "zoo",
+            unit,
+            per_step / median(times[peer]),
+            per_step / median(times["zoo"]),
+            runs,
+            TARGET,
+            max_abs_diff=loss_diff,
+            rel_diff=loss_diff / max(abs(losses[peer]), 1e-30),
+            extra={
+                "first loss peer": losses[peer],
+                "first loss zoo": losses["zoo"],
+                "peak MiB peer": memory[peer] / 2**20,
+                "peak MiB zoo": memory["zoo"] / 2**20,
+            },
+            times_s={k: v["total"] for k, v in times.items()},
+        )
+    ]
+
+
+def loss_agrees(row: Row, amp: torch.dtype | None, model: str) -> bool:
+    """Whether the first-step losses agree; PoolFormer v1's head differs from timm's by design (see
+    :func:`zoo.bench.vision.head_note`), so its loss is reported, not checked."""
+    if vision.head_note(model).startswith("PoolFormer v1"):
+        return True
+    return row.rel_diff is not None and row.rel_diff <= LOSS_TOLERANCE[amp]
+
+
+def notes(rows: list[Row]) -> list[str]:
+    lines = [
+        "first loss: before any update, same weights and batch; max|d| / rel are the loss difference",
+        "peak MiB: one step's memory beyond what is resident before it (CPU: process RSS increase)",
+    ]
+    lines += [f"  {r.model}: {vision.head_note(r.model)}" for r in rows if vision.head_note(r.model)]
+    return lines
