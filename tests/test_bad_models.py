@@ -7,18 +7,24 @@ and load-annotated latency lines.
 
 import ast
 import importlib
+import json
+import logging
 import os
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from fakehub import FakeHub
 
 import zoo
 from zoo.cards import _latency_text
 from zoo.profile import _trim_heap
 from zoo.publish import export_pretrained
+from zoo.train.builders import build_distiller
+from zoo.train.distill import DistillConfig, DistillError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,3 +194,128 @@ def test_exported_files_have_the_umask_mode(tmp_path):
     modes = {p.name: p.stat().st_mode & 0o777 for p in Path(out).iterdir()}
     assert {"model.safetensors", "config.json", "README.md"} <= set(modes)
     assert set(modes.values()) == {0o644}, modes
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Distillation teachers: trained on the student's classes (in order), with the student's tokenizer
+# ------------------------------------------------------------------------------------------------------------------
+
+STUDENT_CLASSES = ["cat", "dog", "eel"]
+
+
+def _three():
+    return zoo.create_model("poolformer_s12", num_classes=3, **SMALL["poolformer_s12"]).eval()
+
+
+class _StubTask:
+    """What build_distiller reads of a task: the data's classes (or the run's tokenizer) and a training batch."""
+
+    def __init__(self, class_names=None, tokenizer_file=None, inputs=None):
+        self.info = SimpleNamespace(num_classes=len(class_names or []), class_names=class_names)
+        self.tokenizer_file = tokenizer_file
+        self.train_set = list(inputs)
+
+    def prepare_batch(self, batch, device, channels_last):
+        return batch
+
+    def model_inputs(self, batch):
+        return batch
+
+
+def _vision_teacher(root: Path, recorded: str, names) -> DistillConfig:
+    """A 3-class PoolFormer teacher whose class names are recorded in ``recorded``: the folder's config.json, its
+    run's metrics.json, the config.json beside teacher_weights, or nowhere."""
+    model = _three()
+    args = {**SMALL["poolformer_s12"], "num_classes": 3}
+    config = {"architecture": "poolformer_s12", "model_args": args, "pretrained_cfg": {}}
+    if recorded in ("config", "weights") and names:
+        config["pretrained_cfg"]["label_names"] = names
+    folder = root / ("run/export" if recorded == "metrics" else "teacher")
+    zoo.save_state_dict(model, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(config))
+    if recorded == "metrics":
+        (root / "run" / "args.yaml").write_text("model: poolformer_s12\n")
+        (root / "run" / "metrics.json").write_text(json.dumps({"label_names": names}))
+        return DistillConfig(teacher=str(root / "run"), alpha=1.0)
+    if recorded == "weights":
+        weights = str(folder / "model.safetensors")
+        return DistillConfig(teacher="poolformer_s12", teacher_weights=weights, teacher_kwargs=args, alpha=1.0)
+    return DistillConfig(teacher=str(folder), alpha=1.0)
+
+
+TEACHER_CLASSES = [
+    # (id, where the teacher records its names, its names, error fragment or None (it distills))
+    (
+        "other classes",
+        "config",
+        ["ant", "bee", "cow"],
+        r"trained on the classes \['ant', 'bee', 'cow'\], this run's data has \['cat', 'dog', 'eel'\]: other classes",
+    ),
+    ("another order", "config", ["dog", "cat", "eel"], r"same classes in another order \(position 0: 'dog' vs 'cat'\)"),
+    ("run's metrics.json", "metrics", ["ant", "bee", "cow"], r"\['ant', 'bee', 'cow'\], this run's data has"),
+    ("beside teacher_weights", "weights", ["ant", "bee", "cow"], r"\['ant', 'bee', 'cow'\], this run's data has"),
+    ("the same classes", "config", STUDENT_CLASSES, None),
+    ("the same, in metrics.json", "metrics", STUDENT_CLASSES, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "recorded, names, fragment", [r[1:] for r in TEACHER_CLASSES], ids=[r[0] for r in TEACHER_CLASSES]
+)
+def test_a_teacher_of_other_classes_is_refused_with_both_lists(tmp_path, recorded, names, fragment):
+    cfg = _vision_teacher(tmp_path, recorded, names)
+    recipe = SimpleNamespace(distill=cfg, task="image-classification")
+    task = _StubTask(STUDENT_CLASSES, inputs=torch.randn(2, 3, 32, 32))
+    student = _three()
+    if fragment is None:
+        assert build_distiller(recipe, task, student, torch.device("cpu")).teacher is not None
+        return
+    with pytest.raises(DistillError, match=fragment):
+        build_distiller(recipe, task, student, torch.device("cpu"))
+
+
+def test_a_teacher_without_class_names_is_said_in_the_log(tmp_path, caplog):
+    cfg = _vision_teacher(tmp_path, "config", None)
+    recipe = SimpleNamespace(distill=cfg, task="image-classification")
+    task = _StubTask(STUDENT_CLASSES, inputs=torch.randn(2, 3, 32, 32))
+    with caplog.at_level(logging.WARNING, logger="zoo.train.builders"):
+        build_distiller(recipe, task, _three(), torch.device("cpu"))
+    assert "records no class names" in caplog.text and "['cat', 'dog', 'eel']" in caplog.text
+
+
+LM_TINY = dict(
+    vocab_size=8, num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+    num_key_value_heads=1, max_position_embeddings=16,
+)  # fmt: skip
+
+
+def _word_tokenizer(path: Path, words: list[str]) -> Path:
+    from tokenizers import Tokenizer, models
+
+    Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[0])).save(str(path))
+    return path
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    with FakeHub() as server:
+        yield server.use(monkeypatch, tmp_path / "hf-cache")
+
+
+@pytest.mark.parametrize("same", [False, True], ids=["another tokenizer", "the same tokenizer"])
+def test_a_hub_lm_teachers_tokenizer_is_compared(hub, tmp_path, same):
+    words = [f"w{i}" for i in range(8)]
+    teacher = zoo.create_model("mobilellm_125m", **LM_TINY)
+    teacher.save_pretrained(tmp_path / "lm", format="zoo")
+    served = {p.name: p.read_bytes() for p in (tmp_path / "lm").iterdir() if p.is_file()}
+    served["tokenizer.json"] = _word_tokenizer(tmp_path / "theirs.json", words).read_bytes()
+    hub.repos["someone/lm"] = served
+    ours = _word_tokenizer(tmp_path / "ours.json", words if same else words[::-1])
+    recipe = SimpleNamespace(distill=DistillConfig(teacher="hf-hub:someone/lm"), task="text-generation")
+    task = _StubTask(tokenizer_file=ours, inputs=torch.randint(0, 8, (2, 6)))
+    student = zoo.create_model("mobilellm_125m", **LM_TINY)
+    if same:
+        assert build_distiller(recipe, task, student, torch.device("cpu")) is not None
+        return
+    with pytest.raises(DistillError, match=r"the teacher's tokenizer \(.*tokenizer\.json\) differs from this run's"):
+        build_distiller(recipe, task, student, torch.device("cpu"))

@@ -23,12 +23,13 @@ from torch.utils.data import DataLoader
 
 from ..data import text
 from ..factory import create_model
+from ..hub import download
 from ..registry import UnknownModelError, get_entry
 from ..weights import CheckpointError
 from .config import Recipe
 from .distill import DistillConfig, Distiller, DistillError, IndexedDataset
 from .sparse import DynamicSparsity
-from .tasks import local_tokenizer
+from .tasks import EvalSource, local_tokenizer, recorded_label_names
 
 _logger = logging.getLogger(__name__)
 
@@ -152,18 +153,82 @@ def build_teacher(cfg: DistillConfig, device: torch.device | str = "cpu", num_cl
     return teacher.to(device).eval().requires_grad_(False)
 
 
+def _teacher_tokenizer(name: str) -> Path | None:
+    """The tokenizer.json of a teacher: its folder's (or its run's export/), or its Hub repo's; None without one."""
+    if not name.startswith("hf-hub:"):
+        return local_tokenizer(name)
+    try:
+        return Path(download(name[len("hf-hub:") :], "tokenizer.json"))
+    except CheckpointError:  # a repo without one (or unreachable): said by the caller
+        return None
+
+
 def _check_same_tokenizer(cfg: DistillConfig, task) -> None:
-    """A language-model teacher whose folder holds a tokenizer must share the run's: the logits of token id i
-    mean the same word to both."""
-    theirs = local_tokenizer(cfg.teacher)
+    """A language-model teacher with a tokenizer (its folder's, its Hub repo's) must share the run's: the logits of
+    token id i mean the same word to both."""
     ours = getattr(task, "tokenizer_file", None)
-    if theirs is None or ours is None:
+    if ours is None:
+        return
+    theirs = _teacher_tokenizer(cfg.teacher)
+    if theirs is None:
+        _logger.warning(
+            "distill.teacher %s has no tokenizer.json to compare with this run's (%s): its token ids are taken to "
+            "mean the same words as the run's; make sure it was trained with this tokenizer",
+            cfg.teacher,
+            ours,
+        )
         return
     if text.load_tokenizer(theirs).get_vocab() != text.load_tokenizer(ours).get_vocab():
         raise DistillError(
             f"the teacher's tokenizer ({theirs}) differs from this run's ({ours}): their logits would not line up. "
             f"Train with the teacher's: --data.tokenizer {theirs}"
         )
+
+
+def _show_names(names: list[str], limit: int = 50) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return f"[{shown}{f', ... (+{len(names) - limit} more)' if len(names) > limit else ''}]"
+
+
+def _teacher_label_names(cfg: DistillConfig, teacher: nn.Module) -> list[str] | None:
+    """The class names the teacher was trained with: its config.json's (a model folder, a run's export/, a Hub
+    repo), its run's metrics.json, or the config.json beside ``teacher_weights``; None when nothing records them."""
+    name = cfg.teacher
+    folder = None if name.startswith("hf-hub:") else Path(name.removeprefix("local-dir:"))
+    run_dir = folder if folder is not None and (folder / "args.yaml").is_file() else None
+    weights = cfg.teacher_weights or (str(folder) if folder is not None and folder.is_dir() else None)
+    return recorded_label_names(teacher, EvalSource(data="", kind="", run_dir=run_dir, weights=weights))
+
+
+def _check_same_classes(cfg: DistillConfig, teacher: nn.Module, task) -> None:
+    """An image-classification teacher must have been trained on the run's classes, in the same order: its logit i
+    is the student's class i. A teacher that records no class names is taken at its word, with a warning."""
+    ours = getattr(getattr(task, "info", None), "class_names", None)
+    if not ours:
+        return  # integer labels without names: nothing to compare
+    ours = [str(n) for n in ours]
+    theirs = _teacher_label_names(cfg, teacher)
+    if theirs is None:
+        _logger.warning(
+            "distill.teacher %s records no class names (label_names in its config.json or its run's metrics.json): "
+            "its %d outputs are taken to be this run's classes %s in this order; make sure it was trained on them",
+            cfg.teacher,
+            len(ours),
+            _show_names(ours),
+        )
+        return
+    if theirs == ours:
+        return
+    if sorted(theirs) == sorted(ours):
+        first = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
+        how = f"the same classes in another order (position {first}: {theirs[first]!r} vs {ours[first]!r})"
+    else:
+        how = "other classes"
+    raise DistillError(
+        f"distill.teacher {cfg.teacher} was trained on the classes {_show_names(theirs)}, this run's data has "
+        f"{_show_names(ours)}: {how}. The teacher's logit i must mean the student's class i, or distillation "
+        "teaches the wrong labels. Distill from a teacher trained on these classes in this order (or drop distill:)."
+    )
 
 
 def _sample_batch(task, n: int, device, channels_last: bool):
@@ -196,6 +261,8 @@ def build_distiller(
         raise DistillError(f"distill.teacher {cfg.teacher} is {kind}; the run trains a {recipe.task} model")
     if teacher_is_lm:
         _check_same_tokenizer(cfg, task)
+    else:
+        _check_same_classes(cfg, teacher, task)
     theirs = (getattr(teacher, "pretrained_cfg", None) or {}).get("input_size")
     ours = (getattr(task, "cfg", None) or {}).get("input_size")
     if theirs and ours and tuple(theirs) != tuple(ours):
