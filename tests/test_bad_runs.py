@@ -100,6 +100,9 @@ OVERRIDE_ROWS = [
     (["--resume", "auto", "--overwrite"], "give one of them"),
     (["--model_kwargs.colour", "3"], "got unexpected argument(s) 'colour'"),
     (["--train.batch_size", "4096"], "fewer than one batch of 4096"),
+    (["--data.name", "image_folder", "--data.path", str(DIGITS)], f"data.path {DIGITS} is a file, not a dataset"),
+    (["--data.name", "hf_disk", "--data.path", str(DIGITS)], "hf_disk reads a datasets folder"),
+    (["--model_kwargs.mlp_hidden", "0"], "(model_kwargs) do not build poolformer_s12: mlp_hidden is a list of one"),
 ]
 
 
@@ -280,6 +283,54 @@ def test_overwrite_reads_every_source_before_removing_anything(run_copy, tmp_pat
     assert yaml.safe_load((run_copy / "args.yaml").read_text())["init_from"] == str(start)
 
 
+def _no_export(folder: Path) -> tuple[Path, str]:
+    shutil.rmtree(folder / "export")
+    return folder, "is a training run folder without export/ (it ran with export.enabled false), which init_from"
+
+
+def _zero_mlp_hidden(folder: Path) -> tuple[Path, str]:
+    config = json.loads((folder / "export" / "config.json").read_text())
+    config["model_args"]["mlp_hidden"] = 0
+    (folder / "export" / "config.json").write_text(json.dumps(config))
+    return folder / "export", "(model_args of init_from"
+
+
+# init_from folders that cannot start a run: (how the finished run's copy is spoilt -> the source, a fragment)
+INIT_FROM_ROWS = {"a run without export/": _no_export, "model_args.mlp_hidden 0": _zero_mlp_hidden}
+
+
+@pytest.mark.parametrize("spoil", INIT_FROM_ROWS)
+def test_init_from_folders_that_cannot_start_a_run(run_copy, spoil, tmp_path, capsys):
+    source, fragment = INIT_FROM_ROWS[spoil](run_copy)
+    out = tmp_path / "new"
+    assert _main(out, "--init-from", str(source)) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert fragment in line, line
+    if spoil == "a run without export/":  # the fix, not pretrained_cfg_overlay
+        assert f"zoo publish {run_copy} --repo ORG/NAME --no-push --out-dir {run_copy / 'export'}" in line
+        assert "pretrained_cfg_overlay" not in line
+    else:
+        assert "mlp_hidden is a list of one width per block (4 entries, None: the default), got 0" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ('{"foo": 1}', "poolformer_s12 got unexpected argument(s) 'foo'"),
+        ('{"mlp_hidden": 0}', "mlp_hidden is a list of one width per block"),
+        ("[1]", "--model-kwargs is a JSON object of argument names and values"),
+    ],
+)
+def test_eval_model_kwargs_errors_are_one_line(kwargs, fragment, capsys):
+    from zoo import evaluate
+
+    assert evaluate.main(["--model", "poolformer_s12", "--data", "digits", "--model-kwargs", kwargs]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("eval.py: error:")]
+    assert len(lines) == 1 and "Traceback" not in err and fragment in lines[0], err
+
+
 def test_resume_of_another_runs_checkpoint_into_a_used_folder_is_refused(finished_run, run_copy, tmp_path, capsys):
     """A checkpoint from outside the output folder continues only in an empty or new folder, or with --overwrite."""
     other = finished_run / "checkpoints" / "last.pt"
@@ -353,6 +404,19 @@ def test_a_stale_lock_is_taken_over_and_a_finished_run_left_as_it_is(run_copy, c
     assert set(before) - set(after) == gone_files
     assert after == {k: v for k, v in before.items() if k not in gone_files}  # nothing else touched
     assert (run_copy / "notes.tmp").is_file()
+
+
+def test_a_dangling_symlink_lock_is_named_and_taken_over(run_copy, capsys, caplog):
+    """A .lock that is a link to nothing is no run's lock: taken over with one line saying so, not "keeps
+    reappearing"."""
+    (run_copy / ".lock").symlink_to(run_copy / "gone" / ".lock")
+    before = _snapshot(run_copy)
+    with caplog.at_level(logging.WARNING):
+        assert _main(run_copy, "--resume", "auto") == 0
+    assert "nothing was changed" in capsys.readouterr().out
+    said = [r.getMessage() for r in caplog.records if ".lock" in r.getMessage()]
+    assert len(said) == 1 and "is a symbolic link to" in said[0] and "which does not exist" in said[0], said
+    assert not (run_copy / ".lock").is_symlink() and _snapshot(run_copy) == before
 
 
 def test_resume_after_a_kill_in_the_final_evaluation_logs_it_once(run_copy):
@@ -456,6 +520,59 @@ def test_init_from_a_quantized_folder_trains_its_dequantized_weights(lm_run, fmt
     assert "quantization" not in json.loads((out / "export" / "config.json").read_text())
     row = evaluate_model("mobilellm_125m", "pydoc", checkpoint=str(out), max_batches=1, profile=False)
     assert "quantization" not in row and row["perplexity"] > 0
+
+
+def _bad_tokenizer(path: Path) -> Path:
+    path.write_text('{"version": "1.0", "model": ')  # cut short
+    return path
+
+
+def _tokenizer_from_data(lm_run, tmp_path, monkeypatch):
+    return ["--data.tokenizer", str(_bad_tokenizer(tmp_path / "bad.json"))], "data.tokenizer: "
+
+
+def _tokenizer_from_init_from(lm_run, tmp_path, monkeypatch):
+    folder = tmp_path / "start"
+    shutil.copytree(lm_run / "export", folder)
+    _bad_tokenizer(folder / "tokenizer.json")
+    return ["--init-from", str(folder)], f"the tokenizer of init_from {folder}: "
+
+
+def _tokenizer_from_the_hub(lm_run, tmp_path, monkeypatch):
+    """hf-hub:ORG/NAME with a damaged tokenizer.json (the Hub's config and files served from a folder)."""
+    from zoo import factory
+    from zoo.train import tasks
+
+    monkeypatch.setattr(tasks, "resolve_source", lambda name, *a, **k: factory.resolve_source(str(lm_run / "export")))
+    monkeypatch.setattr(tasks, "download", lambda repo, name, *a, **k: str(_bad_tokenizer(tmp_path / name)))
+    return ["--init-from", "hf-hub:someone/tiny-lm"], "the tokenizer of init_from hf-hub:someone/tiny-lm: "
+
+
+TOKENIZER_ROWS = {
+    "data.tokenizer": _tokenizer_from_data,
+    "init_from folder": _tokenizer_from_init_from,
+    "hf-hub init_from": _tokenizer_from_the_hub,
+}
+
+
+@pytest.mark.parametrize("source", TOKENIZER_ROWS)
+def test_a_tokenizer_that_does_not_load_is_one_line(lm_run, source, tmp_path, monkeypatch, capsys):
+    flags, fragment = TOKENIZER_ROWS[source](lm_run, tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    assert _lm(out, *flags) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert fragment in line and "is not a usable tokenizer.json (the tokenizers library says: " in line, line
+    assert not out.exists()  # the tokenizer is read before it is copied into the run folder
+
+
+def test_resuming_with_a_damaged_run_tokenizer_is_one_line(lm_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(lm_run, out)
+    (out / "metrics.json").unlink()  # killed in the final evaluation: resuming reads the run's tokenizer
+    _bad_tokenizer(out / "tokenizer.json")
+    assert _lm(out, "--resume", "auto") == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{out / 'tokenizer.json'} is not a usable tokenizer.json" in line and "It is this run's tokenizer" in line
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -100,9 +100,15 @@ def build_model(
         )
     if quantize is not None:
         kwargs["quantize"] = quantize
-    if checkpoint:
-        return create_model(name, checkpoint_path=_weights_path(checkpoint), **kwargs), recipe, run
-    return create_model(name, pretrained=pretrained, **kwargs), recipe, run
+    try:
+        if checkpoint:
+            return create_model(name, checkpoint_path=_weights_path(checkpoint), **kwargs), recipe, run
+        return create_model(name, pretrained=pretrained, **kwargs), recipe, run
+    except TypeError as e:  # the builder names the arguments it does not take (other TypeErrors are bugs)
+        if "unexpected argument" not in str(e):
+            raise
+        given = "--model-kwargs" + (f" and the run's {run / 'args.yaml'}" if run is not None else "")
+        raise ValueError(f"{e} (the arguments come from {given}): drop the ones {name} does not take") from None
 
 
 def _eval_task(model: nn.Module, name: str, recipe: Recipe | None, run: Path | None, device: str) -> Task:
@@ -239,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = json.loads(args.model_kwargs)
     except json.JSONDecodeError as e:
         print(f"eval.py: error: --model-kwargs is not valid JSON: {e}", file=sys.stderr)
+        return 2
+    if not isinstance(kwargs, dict):
+        print(
+            f"eval.py: error: --model-kwargs is a JSON object of argument names and values, e.g. "
+            f"'{{\"drop_rate\": 0.0}}', got {args.model_kwargs}",
+            file=sys.stderr,
+        )
         return 2
     if args.group_size is not None and args.quantize != "int4":
         print("eval.py: error: --group-size is for --quantize int4", file=sys.stderr)

@@ -304,6 +304,15 @@ def build_image_dataset(
     root = Path(path)
     if not root.exists():
         raise DataError(f"the dataset folder {root} does not exist: check data.path (or --data)")
+    if not root.is_dir() and name in ("image_folder", "hf_disk"):
+        wants = {
+            "image_folder": "a folder of class folders (PATH/<class>/*.png, or PATH/train/<class>/...)",
+            "hf_disk": "a datasets folder (written by save_to_disk)",
+        }[name]
+        raise DataError(
+            f"data.path {root} is a file, not a dataset folder: {name} reads {wants}; point data.path (or --data) "
+            "at the folder"
+        )
     if name == "image_folder":
         cands = {"validation": ("validation", "val", "test"), "val": ("val", "validation", "test")}.get(split, (split,))
         folder = next((root / c for c in cands if (root / c).is_dir()), None)

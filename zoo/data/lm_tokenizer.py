@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .errors import DataError, unusable_tokenizer_message
+
 __all__ = [
     "SentencePieceTokenizer",
     "apply_chat_template",
@@ -127,7 +129,10 @@ def load_lm_tokenizer(path: str | Path, add_bos: bool = True):
     if p.suffix == ".json":
         from tokenizers import Tokenizer
 
-        return Tokenizer.from_file(str(p))
+        try:
+            return Tokenizer.from_file(str(p))
+        except Exception as e:  # the tokenizers library raises a bare Exception for a file it cannot parse
+            raise DataError(unusable_tokenizer_message(p, e)) from None
     if p.suffix == ".model":
         return SentencePieceTokenizer(p, add_bos=add_bos)
     raise ValueError(f"{p} is neither a tokenizer.json nor a SentencePiece .model file")

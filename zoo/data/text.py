@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from .errors import DataError, unusable_tokenizer_message
 
 __all__ = [
     "EOS_TOKEN",
@@ -63,6 +63,11 @@ def load_text_documents(
             raise DataError(f"{p} holds no text ({len(files)} file(s), all empty or white space): add text to train on")
         return docs
     if name == "hf_disk":
+        if not p.is_dir():
+            raise DataError(
+                f"data.path {p} is a file, not a datasets folder (save_to_disk): point data.path (or --data) at the "
+                "folder, or read the file as data.name text"
+            )
         try:
             from datasets import DatasetDict, load_from_disk
         except ImportError:
@@ -142,7 +147,10 @@ def load_tokenizer(path: str | Path):
         p = p / "tokenizer.json"
     if not p.is_file():
         raise FileNotFoundError(f"no tokenizer at {path} (expected tokenizer.json or a folder holding one)")
-    return Tokenizer.from_file(str(p))
+    try:
+        return Tokenizer.from_file(str(p))
+    except Exception as e:  # the tokenizers library raises a bare Exception for a file it cannot parse
+        raise DataError(unusable_tokenizer_message(p, e)) from None
 
 
 def _first_id(tokenizer, tokens: Sequence[str]) -> int | None:

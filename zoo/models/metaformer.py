@@ -419,6 +419,10 @@ def _block_widths(total: int, **lists: Sequence[int | None] | None) -> list[dict
     for name, values in lists.items():
         if values is None:
             continue
+        if not isinstance(values, (list, tuple)):
+            raise ValueError(
+                f"{name} is a list of one width per block ({total} entries, None: the default), got {values!r}"
+            )
         if len(values) != total:
             raise ValueError(f"{name} needs one entry per block ({total}), got {len(values)}")
         for i, v in enumerate(values):

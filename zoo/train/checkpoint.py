@@ -390,6 +390,15 @@ class RunLock:
         return owner
 
     def _remove_if_stale(self) -> None:
+        if self.path.is_symlink() and not self.path.exists():  # O_EXCL fails on it, and it reads as no file
+            _logger.warning(
+                "%s is a symbolic link to %s, which does not exist: no run holds it (a run's lock is a file naming "
+                "its pid), taking it over",
+                self.path,
+                os.readlink(self.path),
+            )
+            self.path.unlink(missing_ok=True)
+            return
         owner = self._owner()
         if not owner:  # released meanwhile
             return

@@ -32,9 +32,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..data.errors import DataError
 from ..factory import resolve_source
 from ..publish import PublishError, export_pretrained, publish_run
-from ..registry import get_entry
+from ..registry import UnknownModelError, get_entry
 from ..weights import CheckpointError, save_state_dict
 from .builders import (
     build_distiller,
@@ -583,6 +584,11 @@ class _Run:
                 raise
             hint = " (train.drop_path is passed as drop_path_rate)" if r.train.drop_path is not None else ""
             raise RecipeError(f"model_kwargs do not fit {r.model}{hint}: {e}") from None
+        except (RecipeError, DataError, UnknownModelError):
+            raise
+        except ValueError as e:  # the builder refuses a value (a width of 0, a list of the wrong length)
+            where = f"model_args of init_from {r.init_from} and model_kwargs" if r.init_from else "model_kwargs"
+            raise RecipeError(f"the model arguments ({where}) do not build {r.model}: {e}") from None
         model = model.to(self.device)
         if r.train.grad_checkpointing:
             if not hasattr(model, "set_grad_checkpointing"):

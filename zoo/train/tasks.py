@@ -683,6 +683,7 @@ class LMTask(Task):
         self.seq_len = recipe.data.seq_len
         self.unigram_perplexity: float | None = None
         self.model_kwargs = dict(recipe.model_kwargs)
+        self.inherited_from: str | None = None  # "init_from X" / "distill.teacher X": whose tokenizer the run took
 
     def _documents(self) -> tuple[list[str], list[str]]:
         """(training, held-out) documents: a datasets folder's own splits, else a fixed hash split."""
@@ -712,6 +713,11 @@ class LMTask(Task):
                 src = src / "tokenizer.json" if src.is_dir() else src
                 if not src.is_file():
                     raise RecipeError(f"data.tokenizer {d.tokenizer} is neither tokenizer.json nor a folder with one")
+                try:  # read before it is copied: the run folder never holds a tokenizer that does not load
+                    text.load_tokenizer(src)
+                except DataError as e:
+                    what = "data.tokenizer" if d.tokenizer else f"the tokenizer of {self.inherited_from}"
+                    raise DataError(f"{what}: {e}") from None
                 if src.resolve() != tok_path.resolve():
                     written = not tok_path.is_file()
                     text.write_atomic(tok_path, src.read_bytes())
@@ -733,6 +739,7 @@ class LMTask(Task):
                 found = Path(download(source[len("hf-hub:") :], "tokenizer.json"))
             if found is not None:
                 _logger.info("data.tokenizer unset: using %s, the tokenizer of %s %s", found, what, source)
+                self.inherited_from = f"{what} {source}"
                 return found
         return None
 
@@ -778,7 +785,13 @@ class LMTask(Task):
 
     def _tokenize(self, train_docs: list[str], val_docs: list[str]):
         d = self.recipe.data
-        self.tokenizer = text.load_tokenizer(self.tokenizer_file)
+        try:
+            self.tokenizer = text.load_tokenizer(self.tokenizer_file)
+        except DataError as e:  # the run's own copy, damaged since it was written (a resumed run reads it)
+            raise DataError(
+                f"{e}. It is this run's tokenizer: put back the run's copy (export/tokenizer.json, when the run "
+                "exported), or start anew with --overwrite"
+            ) from None
         self.vocab_size = self.tokenizer.get_vocab_size()
         self.pad_id = text.special_token_ids(self.tokenizer).get("pad_token_id")
         train_ids = text.encode_documents(self.tokenizer, train_docs)
