@@ -170,6 +170,14 @@ ROWS = [
         ValueError,
         "attention_mask may hold only 0 (padding) and 1 (real token), got [2]",
     ),
+    # generate: a pad id the model cannot read, refused before decoding (not as the model's input mid-way)
+    (
+        "pad id outside the vocabulary",
+        lambda m: m.generate(_ids(), max_new_tokens=5, eos_token_id=_first_token(m), pad_token_id=10**6),
+        ValueError,
+        "pad_token_id=1000000 (the call's or the generation config's) lies outside the vocabulary [0, 300): a "
+        "sequence that stops is padded with it",
+    ),
     # the plain forward
     (
         "forward: mask of another batch size",
@@ -214,6 +222,12 @@ ROWS = [
         "= (2, 8), got (2, 1)",
     ),
 ]
+
+
+def _first_token(model) -> int:
+    """The first new token of _ids()'s first row: as a stop id, that row finishes at once and the other goes on."""
+    with torch.no_grad():
+        return int(model(_ids())[0, -1].argmax())
 
 
 def _filled_cache(model, length: int):

@@ -516,6 +516,13 @@ class DecoderLM(nn.Module, HubMixin):
         vocab = self.config.vocab_size
         if any(i >= vocab for i in stop_ids):
             raise ValueError(f"stop token ids must lie in [0, {vocab}), got {sorted(set(stop_ids))}")
+        pad = gc.pad_token_id if gc.pad_token_id is not None else (stop_ids[0] if stop_ids else 0)
+        if (stop_ids or gc.stop_string_list) and not 0 <= pad < vocab:
+            raise ValueError(
+                f"pad_token_id={pad} (the call's or the generation config's) lies outside the vocabulary [0, {vocab}): "
+                "a sequence that stops is padded with it while the others go on, and the model cannot read it. "
+                f"Pass a pad_token_id below {vocab}, or leave it unset (the first stop id pads)"
+            )
         penalty = 1.0 if gc.repetition_penalty is None else float(gc.repetition_penalty)
         return _Decoding(
             do_sample=bool(gc.do_sample),
@@ -525,7 +532,7 @@ class DecoderLM(nn.Module, HubMixin):
             generator=generator,
             stop_ids=torch.tensor(stop_ids, device=device) if stop_ids else None,
             strings=StopStrings(tokenizer, gc.stop_string_list, B) if gc.stop_string_list else None,
-            pad=gc.pad_token_id if gc.pad_token_id is not None else (stop_ids[0] if stop_ids else 0),
+            pad=pad,
             min_new_tokens=gc.min_new_tokens or 0,
             penalty=penalty,
             seen=token_presence(input_ids, vocab, padding) if penalty != 1.0 else None,
