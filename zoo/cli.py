@@ -15,6 +15,7 @@ from .compress import IMPORTANCES, PruneError, prune
 from .condense import cli as condense_cli
 from .data.lm_tokenizer import apply_chat_template, load_lm_tokenizer
 from .data.text import special_token_ids
+from .export.folder import check_output_folder, write_folder
 from .factory import create_model, resolve_source
 from .hub import WEIGHTS_NAME
 from .layers.decoder import DecoderLM, TextStreamer
@@ -344,11 +345,49 @@ def _count(text: str, flag: str) -> float:
     t = text.strip().upper()
     try:
         if t.endswith("%"):
-            return float(t[:-1]) / 100
-        scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(t[-1:], 1)
-        return float(t[:-1] if scale != 1 else t) * scale
+            percent = float(t[:-1])
+        else:
+            scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(t[-1:], 1)
+            return float(t[:-1] if scale != 1 else t) * scale
     except ValueError:
         raise ValueError(f"{flag} must be a fraction (0.5, 50%) or a count (900M, 1.2G), got {text!r}") from None
+    if not 0 < percent < 100:
+        raise ValueError(
+            f"{flag} {text} is not a share of the dense model's below 100% and above 0%: pruning only removes; give "
+            "e.g. 50% (or a count such as 900M)"
+        )
+    return percent / 100
+
+
+def _ratio(text: str) -> float:
+    """``--ratio``: ``0.3`` or ``30%``, the fraction of channels and heads removed."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise ValueError(
+            f"--ratio must be a fraction in (0, 1) such as 0.3, or a percent such as 30%, got {text!r}"
+        ) from None
+    if not 0 < value < 1:
+        raise ValueError(
+            f"--ratio must be a fraction of the channels in (0, 1), got {text}: 0.3 or 30% removes 30%, and 1 or 100% "
+            "would remove everything"
+        )
+    return value
+
+
+PRUNE_RECORD = "prune.json"  # what zoo prune did; it marks the folder as zoo prune's output
+_PRUNE_NAMES = (WEIGHTS_NAME, "config.json", "README.md", "generation_config.json", "tokenizer.model", PRUNE_RECORD)
+
+
+def _previous_prune(folder: Path) -> bool:
+    """``folder`` holds an earlier ``zoo prune`` output and nothing else (hidden leftovers aside)."""
+    if not (folder / PRUNE_RECORD).is_file():
+        return False
+    return all(
+        p.name in _PRUNE_NAMES or p.name.startswith(".") or (p.name.startswith("tokenizer") and p.suffix == ".json")
+        for p in folder.iterdir()
+    )
 
 
 def _tokenizer_beside(folder) -> Path | None:
@@ -383,7 +422,7 @@ def _prune_example_inputs(model, args, is_lm: bool) -> torch.Tensor:
 def _prune_target(args) -> dict:
     """The one size target given (--ratio, --target-macs or --target-params) as prune()'s keyword."""
     if args.ratio:
-        return {"ratio": float(args.ratio)}
+        return {"ratio": _ratio(args.ratio)}
     if args.target_macs:
         return {"target_macs": _count(args.target_macs, "--target-macs")}
     return {"target_params": _count(args.target_params, "--target-params")}
@@ -430,13 +469,17 @@ def _cmd_prune(args) -> int:
     ]
     if len(given) != 1:
         raise ValueError("give exactly one of --ratio, --target-macs, --target-params")
+    target = _prune_target(args)
     source = resolve_source(args.source)
+    sources = [args.weights, source.cfg_overlay.get("file"), args.source if Path(args.source).exists() else None]
+    out = check_output_folder(
+        args.out or f"{source.name}-pruned", "zoo prune", sources=sources, previous=_previous_prune, what="output"
+    )
     recorded = dict((source.config or {}).get("model_args") or {})  # a folder's architecture, kept in the output
     model, folder = _load_model_to_prune(args, source, model_args)
     name = model.pretrained_cfg["architecture"]
     is_lm = isinstance(model, DecoderLM)
     inputs = _prune_example_inputs(model, args, is_lm)
-    target = _prune_target(args)
     try:
         prune(
             model,
@@ -450,16 +493,21 @@ def _cmd_prune(args) -> int:
         print(f"zoo prune: error: {e}", file=sys.stderr)
         return 2
     report = model.prune_report
-    out = Path(args.out or f"{name}-pruned")
     model.eval()
-    publish.export_pretrained(
-        model,
-        out,
-        model_name=name,
-        model_kwargs={**recorded, **model_args},
-        tokenizer_file=_tokenizer_beside(folder) if is_lm and folder and Path(folder).is_dir() else None,
-        latency_runs=args.latency_runs,
-    )
+
+    def write(tmp: Path) -> None:
+        publish.export_pretrained(
+            model,
+            tmp,
+            model_name=name,
+            model_kwargs={**recorded, **model_args},
+            tokenizer_file=_tokenizer_beside(folder) if is_lm and folder and Path(folder).is_dir() else None,
+            latency_runs=args.latency_runs,
+        )
+        record = {"source": args.source, "weights": args.weights, **report.to_dict()}
+        (tmp / PRUNE_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+    write_folder(out, write)
     same = _reloads_identically(model, out, inputs)
     _print_prune_report(args, name, report, out, same, is_lm)
     return 0 if same else 1

@@ -724,7 +724,11 @@ def _macs(model: nn.Module, inputs: torch.Tensor) -> int:
 
 
 def _check_args(ratio, target_macs, target_params, importance, round_to, iterative_steps):
-    given = [n for n, v in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params)) if v]
+    given = [
+        n
+        for n, v in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params))
+        if v is not None
+    ]
     if len(given) != 1:
         raise PruneError(
             "give exactly one of ratio= (fraction of channels and heads to remove, e.g. 0.5), target_macs= or "
@@ -741,6 +745,34 @@ def _check_args(ratio, target_macs, target_params, importance, round_to, iterati
         raise PruneError(f"round_to must be a positive int or None, got {round_to!r}")
     if not (isinstance(iterative_steps, int) and iterative_steps >= 1):
         raise PruneError(f"iterative_steps must be a positive int, got {iterative_steps!r}")
+
+
+def _ignored_modules(model: nn.Module, ignore) -> list[nn.Module]:
+    """``ignore`` as modules of ``model``: modules, or their dotted names (``"head"``, ``"stages.0.blocks.1"``);
+    anything that is not part of ``model`` is refused (it would silently keep nothing)."""
+    if isinstance(ignore, (str, nn.Module)):
+        ignore = [ignore]
+    names = {id(m): n for n, m in model.named_modules()}
+    modules = []
+    for item in ignore or []:
+        if isinstance(item, str):
+            try:
+                item = model.get_submodule(item)
+            except AttributeError:
+                tops = ", ".join(n for n, _ in model.named_children())
+                raise PruneError(
+                    f"ignore= names {item!r}, which is no module of this {type(model).__name__} (its top-level "
+                    f"modules: {tops}; nested ones by dotted name, e.g. 'stages.0')"
+                ) from None
+        elif not isinstance(item, nn.Module):
+            raise PruneError(f"ignore= takes modules of the model or their names, got {type(item).__name__} {item!r}")
+        elif id(item) not in names:
+            raise PruneError(
+                f"ignore= holds a {type(item).__name__} that is not part of this {type(model).__name__} (a module "
+                "of another model, or a copy?); pass this model's own modules or their names"
+            )
+        modules.append(item)
+    return modules
 
 
 def _refuse_quantized(model: nn.Module) -> None:
@@ -770,7 +802,7 @@ def prune(
     target_params: float | None = None,
     importance: str = "magnitude",
     example_inputs: torch.Tensor | None = None,
-    ignore: Sequence[nn.Module] | None = None,
+    ignore: Sequence[nn.Module | str] | None = None,
     round_to: int | None = 8,
     iterative_steps: int = 1,
     loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
@@ -790,7 +822,7 @@ def prune(
             ``taylor`` / ``hessian``, or at random).
         example_inputs: the batch the dependency graph is traced with and MACs are counted at (default: one
             image at the model's cfg size, or 32 token ids).
-        ignore: modules whose output channels are kept.
+        ignore: modules whose output channels are kept, or their dotted names in the model (``"head"``).
         round_to: kept widths are multiples of this (8 by default); None for exact ratios.
         iterative_steps: prune channels in this many steps, importance re-estimated between them (whole heads go
             in the first; for fine-tuning between steps, call ``prune`` repeatedly with growing ratios).
@@ -805,7 +837,7 @@ def prune(
     inputs = default_inputs(model) if example_inputs is None else example_inputs
     device = next(model.parameters()).device
     inputs = inputs.to(device)
-    ignore = list(ignore or [])
+    ignore = _ignored_modules(model, ignore)
     params_before = count_params(model)["params"]
     macs_before = _macs(model, inputs)
     target, mlp_ratio = None, None

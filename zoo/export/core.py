@@ -24,12 +24,15 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..data.lm_tokenizer import load_lm_tokenizer
 from ..factory import create_model, resolve_source
-from ..hub import CONFIG_NAME
+from ..hub import CONFIG_NAME, download
 from ..layers.decoder import DecoderLM
 from ..layers.quant import QuantSpec, model_quantization, portable_kernels, quantize_model
 from ..publish import export_pretrained, export_run
 from ..registry import get_entry, list_models
+from ..weights import CheckpointError
+from .folder import OutputFolderError, check_output_folder, write_folder
 
 __all__ = ["FORMATS", "ExportError", "ExportResult", "ExportSpec", "export", "load_source"]
 
@@ -50,6 +53,16 @@ FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 VISION, TEXT = "image-classification", "text-generation"
 REPORT_NAME = "export.json"
 PREPROCESSING_NAME = "preprocessing.json"
+TOKENIZER_NAMES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+# what an export folder holds besides its artefact files (export.json lists those)
+DEPLOYMENT_NAMES = (
+    "README.md",
+    CONFIG_NAME,
+    PREPROCESSING_NAME,
+    REPORT_NAME,
+    "generation_config.json",
+    *TOKENIZER_NAMES,
+)
 
 
 class ExportError(RuntimeError):
@@ -154,6 +167,15 @@ def source_tokenizer(source: str | os.PathLike, weights: str | os.PathLike | Non
     return tokenizer_file(folder)
 
 
+def hub_tokenizer(repo_id: str) -> Path | None:
+    """The ``tokenizer.json`` of Hub repo ``repo_id`` (downloaded and verified), or None where it has none."""
+    try:
+        return Path(download(repo_id, "tokenizer.json"))
+    except CheckpointError as e:
+        _logger.warning("exporting hf-hub:%s without a tokenizer: %s", repo_id, e)
+        return None
+
+
 def _model_name(model: nn.Module, name: str | None) -> str:
     name = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     if not name:
@@ -252,6 +274,9 @@ def export(
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    sources = _source_paths(model, weights)
+    if out is not None:
+        _output_folder(out, sources)  # refused before the model is loaded
     model, model_kwargs, tokenizer = _resolve_model(model, weights, model_kwargs, tokenizer)
     name = _model_name(model, model_name)
     task = get_entry(name).task
@@ -274,8 +299,38 @@ def export(
         tokenizer=os.fspath(tokenizer) if tokenizer is not None else None,
         options=dict(options),
     )
-    folder = Path(out) if out is not None else Path(f"{name}-{format}")
+    folder = _output_folder(out if out is not None else f"{name}-{format}", sources)
     return _write_folder(module, model, traced, folder, spec, tokenizer, model_kwargs)
+
+
+def _source_paths(model, weights) -> list[str]:
+    """The places on disk an export reads from (its output folder may not hold them)."""
+    paths = [os.fspath(weights)] if weights is not None else []
+    if isinstance(model, (str, os.PathLike)):
+        name = os.fspath(model).removeprefix("local-dir:")
+        if name not in list_models() and not name.startswith("hf-hub:") and Path(name).exists():
+            paths.append(name)
+    return paths
+
+
+def previous_export(folder: Path) -> bool:
+    """``folder`` holds an earlier export and nothing else: its ``export.json`` names a format and the artefact
+    files, and every other entry is a deployment file (or hidden: an interrupted write's leftovers)."""
+    try:
+        report = json.loads((folder / REPORT_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(report, dict) or report.get("format") not in FORMATS or not isinstance(report.get("files"), list):
+        return False
+    known = set(DEPLOYMENT_NAMES) | {str(f) for f in report["files"]}
+    return all(p.name in known or p.name.startswith(".") for p in folder.iterdir())
+
+
+def _output_folder(out: str | os.PathLike, sources: list[str]) -> Path:
+    try:
+        return check_output_folder(out, "zoo export", sources=sources, previous=previous_export, what="folder")
+    except OutputFolderError as e:
+        raise ExportError(str(e)) from None
 
 
 def _resolve_model(
@@ -291,6 +346,8 @@ def _resolve_model(
         source, model = model, load_source(model, weights, **given)
         if tokenizer is None:
             tokenizer = source_tokenizer(source, weights)
+        if tokenizer is None and is_language_model(model) and os.fspath(source).startswith("hf-hub:"):
+            tokenizer = hub_tokenizer(os.fspath(source)[len("hf-hub:") :])
     elif weights is not None:
         raise ExportError("weights= is for a model named by a string; load them into the module yourself")
     return model.eval(), model_kwargs, tokenizer
@@ -319,17 +376,26 @@ def _write_folder(
     model_kwargs: dict[str, Any] | None,
 ) -> ExportResult:
     """Write the format ``module``'s artefact of ``traced`` and the files beside it, check the artefact against
-    eager ``model`` when ``spec.check`` asks, and record the result in ``export.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        files = module.write(traced, folder, spec)
-    result = ExportResult(spec.format, folder, files, spec=spec)
-    write_deployment_files(model, folder, spec, tokenizer, model_kwargs, getattr(module, "usage", lambda s: "")(spec))
-    if spec.check:
-        # quantized layers compare in the portable form the artefact holds (not eager's bf16-fed CPU kernels)
-        with torch.no_grad(), portable_kernels():
-            result.check = module.check(model, folder, spec)
-    _write_json(folder / REPORT_NAME, result.to_dict())
+    eager ``model`` when ``spec.check`` asks, and record the result in ``export.json``: all in a temporary folder
+    beside ``folder`` that then replaces it whole (:func:`~zoo.export.folder.write_folder`)."""
+
+    def write(tmp: Path) -> ExportResult:
+        with torch.no_grad():
+            files = module.write(traced, tmp, spec)
+        result = ExportResult(spec.format, folder, files, spec=spec)
+        usage = getattr(module, "usage", lambda s: "")(spec)
+        write_deployment_files(model, tmp, spec, tokenizer, model_kwargs, usage)
+        if spec.check:
+            # quantized layers compare in the portable form the artefact holds (not eager's bf16-fed CPU kernels)
+            with torch.no_grad(), portable_kernels():
+                result.check = module.check(model, tmp, spec)
+        _write_json(tmp / REPORT_NAME, result.to_dict())
+        return result
+
+    try:
+        result = write_folder(folder, write)
+    except OutputFolderError as e:
+        raise ExportError(str(e)) from None
     if spec.check and not result.check.get("ok", False):
         raise ExportError(f"the {spec.format} artefact in {folder} does not match eager: {result.check}")
     return result
@@ -341,17 +407,33 @@ def _write_folder(
 
 
 def _tokenizer_files(model: nn.Module, tokenizer) -> list[Path]:
+    """The tokenizer files to ship: a given one, checked to load as a tokenizer (see :func:`_shipped_name`), or
+    those beside the model's weights."""
     if tokenizer is not None:
         path = Path(tokenizer)
         if not path.is_file():
             raise ExportError(f"tokenizer file {path} does not exist")
+        try:
+            load_lm_tokenizer(path)
+        except Exception as e:  # tokenizers' and sentencepiece's own errors: any failure to load means "not one"
+            raise ExportError(
+                f"--tokenizer {path} is not a tokenizer: it does not load as a tokenizers tokenizer.json or a "
+                f"SentencePiece tokenizer.model ({type(e).__name__}: {str(e)[:300]}); give the model's tokenizer.json"
+            ) from None
         return [path]
     source = (getattr(model, "pretrained_cfg", None) or {}).get("file")
     if not source:
         return []
     folder = Path(source) if Path(source).is_dir() else Path(source).parent
-    names = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
-    return [folder / n for n in names if (folder / n).is_file()]
+    return [folder / n for n in TOKENIZER_NAMES if (folder / n).is_file()]
+
+
+def _shipped_name(path: Path, given: bool) -> str:
+    """The name a tokenizer file gets in the folder: a given one the name loaders look for (``tokenizer.json`` or
+    ``tokenizer.model``), whatever it was called; those beside the weights their own."""
+    if not given:
+        return path.name
+    return "tokenizer.model" if path.suffix == ".model" else "tokenizer.json"
 
 
 def tokenizer_file(folder: Path) -> Path | None:
@@ -391,7 +473,8 @@ def write_deployment_files(
     (language models). The weights themselves are the artefact's; no ``model.safetensors`` is left here."""
     tokenizers = _tokenizer_files(model, tokenizer) if spec.task == TEXT else []
     with tempfile.TemporaryDirectory(dir=folder, prefix=".card-") as tmp:
-        first = next((p for p in tokenizers if p.suffix == ".json" and p.name == "tokenizer.json"), None)
+        given = tokenizer is not None
+        first = next((p for p in tokenizers if _shipped_name(p, given) == "tokenizer.json"), None)
         export_pretrained(
             model, tmp, model_name=spec.name, model_kwargs=model_kwargs, latency_runs=0, tokenizer_file=first
         )
@@ -405,8 +488,7 @@ def write_deployment_files(
                 shutil.copyfile(Path(tmp) / extra, folder / extra)
     (folder / "README.md").write_text(deployment_card(card, spec, module_usage))
     for path in tokenizers:
-        if path.resolve() != (folder / path.name).resolve():
-            shutil.copyfile(path, folder / path.name)
+        shutil.copyfile(path, folder / _shipped_name(path, tokenizer is not None))
     if spec.task == VISION:
         _write_json(folder / PREPROCESSING_NAME, preprocessing(model, spec))
 

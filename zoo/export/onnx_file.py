@@ -24,6 +24,10 @@ FILE_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
 INT8_MIN_COSINE = 0.98  # int8 changes the arithmetic: logits must point the same way, not be equal
 QUANTIZE = (None, "int8")
+# the dynamo exporter implements its ops from opset 18 on; a lower opset goes through ONNX's version converter, which
+# fails on these graphs and leaves the file at 18, so it is refused. The top is torch's own limit.
+MIN_OPSET = 18
+MAX_OPSET = int(getattr(getattr(torch.onnx, "_constants", None), "ONNX_MAX_OPSET", 23))
 
 
 def _require():
@@ -34,9 +38,27 @@ def _require():
         raise ExportError(f'ONNX export needs onnx and onnxscript ({e}); pip install -e ".[export]"') from e
 
 
+def check_opset(opset) -> None:
+    """Refuse an opset outside what the exporter writes (see :data:`MIN_OPSET`)."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(
+            f"onnx opset {opset!r} is not supported: the exporter writes opsets {MIN_OPSET} to {MAX_OPSET} (below "
+            f"{MIN_OPSET} ONNX's version converter fails on these models); pass --opset between them (default 20)"
+        )
+
+
+def file_opset(path: Path) -> int | None:
+    """The default-domain (``ai.onnx``) opset a file declares."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     if spec.quantize not in QUANTIZE:
         raise ExportError(f"onnx quantize must be one of {QUANTIZE[1:]} or none, got {spec.quantize!r}")
+    check_opset(spec.opset)
     _require()
     example = spec.example_input(model)
     tmp = folder / f".{FILE_NAME}.tmp"
@@ -61,14 +83,71 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
         raise
     except Exception as e:
         raise ExportError(f"ONNX export of {spec.name} failed: {type(e).__name__}: {str(e)[:2000]}") from e
+    written = file_opset(tmp)
+    if written != spec.opset:
+        raise ExportError(
+            f"the exporter wrote opset {written} where opset {spec.opset} was asked for; nothing was kept. Pass "
+            f"--opset {written} (or another between {MIN_OPSET} and {MAX_OPSET})"
+        )
     os.replace(tmp, folder / FILE_NAME)
     files = [FILE_NAME]
     if spec.quantize == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(folder / FILE_NAME), str(folder / INT8_NAME), weight_type=QuantType.QInt8)
+        _quantize_int8(folder / FILE_NAME, folder / INT8_NAME)
         files.append(INT8_NAME)
     return files
+
+
+def _quantize_int8(source: Path, target: Path) -> None:
+    """onnxruntime's dynamic int8 quantization of ``source``, its computed weights first stored (see
+    :func:`stored_weights`)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = stored_weights(onnx.load(str(source)))
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        quantize_dynamic(model, str(tmp), weight_type=QuantType.QInt8)
+    except Exception as e:
+        raise ExportError(f"onnxruntime's int8 quantization of {source.name} failed: {type(e).__name__}: {e}") from e
+    os.replace(tmp, target)
+
+
+def stored_weights(model):
+    """``model`` with every weight the graph computes from a stored one by ``Unsqueeze`` / ``Reshape`` with stored
+    axes or shape (the exporter's 1x1 convolutions reuse a Linear's weight as ``weight[:, :, None, None]``) stored
+    itself: onnxruntime's quantizer quantizes only stored conv weights and fails on computed ones. The results are
+    the same numbers; the originals are dropped where nothing else reads them."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    graph = model.graph
+    stored = {t.name: t for t in graph.initializer}
+    folded = []
+    for node in graph.node:
+        if node.op_type not in ("Unsqueeze", "Reshape") or not all(i in stored for i in node.input if i):
+            continue
+        data = numpy_helper.to_array(stored[node.input[0]])
+        other = numpy_helper.to_array(stored[node.input[1]]).tolist() if len(node.input) > 1 else None
+        if other is None:
+            continue  # opset < 13 Unsqueeze (axes as an attribute): never written here (MIN_OPSET)
+        if node.op_type == "Unsqueeze":
+            axes = sorted(a % (data.ndim + len(other)) for a in other)
+            value = data
+            for axis in axes:
+                value = np.expand_dims(value, axis)
+        else:
+            shape = [d if d != 0 else data.shape[i] for i, d in enumerate(other)]
+            value = data.reshape(shape)
+        tensor = numpy_helper.from_array(np.ascontiguousarray(value), node.output[0])
+        graph.initializer.append(tensor)
+        stored[node.output[0]] = tensor
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    read = _read_names(graph) | {o.name for o in graph.output}
+    for tensor in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(tensor)
+    return model
 
 
 def session(path: Path, threads: int | None = None):
@@ -92,7 +171,7 @@ def check(model: nn.Module, folder: Path, spec: ExportSpec) -> dict:
     import onnxruntime as ort
 
     eager = traced_module(model, spec)
-    report = {"runtime": f"onnxruntime {ort.__version__}", "opset": spec.opset}
+    report = {"runtime": f"onnxruntime {ort.__version__}", "opset": file_opset(folder / FILE_NAME)}
     ok = True
     for name in (FILE_NAME, INT8_NAME):
         if not (folder / name).is_file() or (name == INT8_NAME and spec.quantize != "int8"):
@@ -118,6 +197,17 @@ def check(model: nn.Module, folder: Path, spec: ExportSpec) -> dict:
         report[name] = part
     main = report[FILE_NAME]
     return {"ok": ok, **report, "max_abs_diff": main["max_abs_diff"], "max_rel_diff": main["max_rel_diff"]}
+
+
+def _read_names(graph) -> set[str]:
+    """The names the nodes of ``graph`` and of its subgraphs (If / Loop bodies) read."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                names |= _read_names(sub)
+    return names
 
 
 def usage(spec: ExportSpec) -> str:
