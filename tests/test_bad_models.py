@@ -74,6 +74,30 @@ def test_bad_arguments_are_refused_at_build_time(name, kwargs, error, fragment):
     assert fragment in str(info.value)
 
 
+BAD_NAMES = [
+    # (name, error, message fragment): a path is named for what is (or is not) there, never "Unknown model"
+    ("MISSING/model", zoo.UnknownModelError, "MISSING/model does not exist (no file or folder at MISSING/model)"),
+    ("./no_such_folder", zoo.UnknownModelError, "./no_such_folder does not exist"),
+    ("weights.safetensors", zoo.UnknownModelError, "weights.safetensors does not exist"),
+    ("local-dir:MISSING/x", zoo.CheckpointError, "local-dir:MISSING/x: MISSING/x does not exist (no folder at"),
+    ("FILE", zoo.UnknownModelError, "FILE is a file, not a model folder or a registered name: load it into its "
+     "architecture, zoo.create_model(NAME, pretrained=True, pretrained_cfg_overlay={'file': 'FILE'})"),
+    ("poolformer_s13", zoo.UnknownModelError, "Unknown model 'poolformer_s13'. Did you mean: poolformer_s36"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,error,fragment", BAD_NAMES, ids=[r[0] for r in BAD_NAMES])
+def test_a_name_that_is_a_path_says_what_is_there(tmp_path, monkeypatch, name, error, fragment):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.pth").write_bytes(b"")
+    missing, file = str(tmp_path / "missing"), "file.pth"
+    with pytest.raises(error) as info:
+        zoo.create_model(name.replace("MISSING", missing).replace("FILE", file))
+    message = str(info.value)
+    assert fragment.replace("MISSING", missing).replace("FILE", file) in message, message
+    assert "Unknown model" not in message or name == "poolformer_s13"
+
+
 BAD_INPUTS = [
     # (model, input shape, error, message fragment)
     ("slak_tiny", (1, 3, 16, 16), ValueError, "SLaK downsamples by 32 and needs >= 32x32"),

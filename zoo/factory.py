@@ -176,6 +176,8 @@ def resolve_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike |
         return Source(_architecture(config, name), overlay, config, pretrained=True)
     local = name[len(_LOCAL_PREFIX) :] if name.startswith(_LOCAL_PREFIX) else None
     if local is not None or (not _is_registered(name) and Path(name).is_dir()):
+        if local is not None and not Path(local).exists():
+            raise CheckpointError(f"{name}: {local} does not exist (no folder at {Path(local).absolute()})")
         folder = _model_folder(Path(local if local is not None else name))
         if folder is None:
             raise CheckpointError(

@@ -10,6 +10,7 @@ import fnmatch
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -107,9 +108,38 @@ def get_entry(name: str) -> ModelEntry:
         return _entries[name]
     except KeyError:
         pass
+    if _looks_like_path(name):
+        _refuse_path(name)
     close = difflib.get_close_matches(name, list(_entries), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownModelError(f"Unknown model {name!r}.{hint} `zoo list` (or zoo.list_models()) shows every name.")
+
+
+# what a path has and a registered name never does (names are lowercase words, digits, dots and underscores)
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar", ".json")
+
+
+def _looks_like_path(name: str) -> bool:
+    if "/" in name or "\\" in name or name.startswith(("~", ".")) or name.lower().endswith(_WEIGHT_SUFFIXES):
+        return True
+    return Path(name).exists()  # a file in the working folder (asked on the error path only)
+
+
+def _refuse_path(name: str) -> None:
+    """A name that is a path: say what is (or is not) there rather than "Unknown model"."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise UnknownModelError(
+            f"{name} does not exist (no file or folder at {path.absolute()}): a path must name a model folder "
+            "(config.json beside the weights, or a training run's folder); registered names have no '/' "
+            "(`zoo list` shows them)."
+        )
+    if path.is_file():
+        raise UnknownModelError(
+            f"{name} is a file, not a model folder or a registered name: load it into its architecture, "
+            f"zoo.create_model(NAME, pretrained=True, pretrained_cfg_overlay={{'file': {name!r}}}) (zoo run / zoo "
+            "export: NAME --weights FILE), or give the folder that holds it with its config.json."
+        )
 
 
 def list_models(
