@@ -14,6 +14,7 @@ import torch
 
 import zoo
 from zoo.bench.harness import randomize_
+from zoo.data import lm_tokenizer
 
 CONTEXT = 64
 TINY = dict(
@@ -281,3 +282,31 @@ def test_python_side_checks_are_skipped_while_tracing(monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert model._padding_mask(bad, 2, 7).dtype == torch.bool
     model._check_ids(torch.full((2, 7), 10**6))  # out of the vocabulary: the embedding's own check is left
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chat templates are data from elsewhere: bounded in size, rendered size and time
+# ----------------------------------------------------------------------------------------------------------------
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+CHAT_ROWS = [
+    # (id, template, fragment)
+    ("template too long", "x" * (lm_tokenizer.MAX_TEMPLATE_CHARS + 1), "has 262145 characters, more than 262144"),
+    ("a loop that writes nothing", "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+     "ran for more than 0.3 s and was stopped"),
+    ("a loop that writes", "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}",
+     "rendering passed 100000 characters and was stopped"),
+    ("one huge repetition", "{{ 'a' * 10**10 }}", "repeats a value of length 1 10000000000 times, past the 100000"),
+    ("one huge power", "{{ 10 ** 100000000 }}", "raises to the power 100000000 (at most 64)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("template, fragment", [r[1:] for r in CHAT_ROWS], ids=[r[0] for r in CHAT_ROWS])
+def test_chat_templates_are_bounded(monkeypatch, template, fragment):
+    monkeypatch.setattr(lm_tokenizer, "MAX_RENDER_SECONDS", 0.3)
+    monkeypatch.setattr(lm_tokenizer, "MAX_RENDERED_CHARS", 100_000)
+    with pytest.raises(ValueError) as info:
+        lm_tokenizer.render_chat_template(template, MESSAGES)
+    assert fragment in str(info.value)
+    ok = "{% for m in messages %}<{{ m.role }}>{{ m.content * 2 }}{% endfor %}{{ 2 ** 3 }}"
+    assert lm_tokenizer.render_chat_template(ok, MESSAGES) == "<user>hihi8"  # what is within the bounds renders

@@ -10,11 +10,16 @@ one works with the other. A random-init model has no tokenizer: train one on loc
 Chat models ship a chat template (a Jinja string, transformers' ``chat_template``) in the tokenizer folder:
 ``chat_template.jinja``, or ``tokenizer_config.json``'s ``chat_template`` (one string, or named templates).
 :func:`apply_chat_template` renders it in a sandboxed Jinja environment, as transformers does, and tokenizes the
-result; :func:`load_chat_template` reads it.
+result; :func:`load_chat_template` reads it. A template is data from elsewhere, so it is bounded: at most
+:data:`MAX_TEMPLATE_CHARS` characters, a rendering of at most :data:`MAX_RENDERED_CHARS` characters that takes at
+most :data:`MAX_RENDER_SECONDS` (loops that write nothing included), and no ``*`` / ``**`` that makes a value
+larger than the rendering may be; past a bound the rendering stops with a ValueError that says which.
 """
 
 import json
 import re
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -146,6 +151,10 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 _MAX_FILE_BYTES = 16 << 20
 _SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
+# bounds of a chat template (real ones are a few KB and render in milliseconds)
+MAX_TEMPLATE_CHARS = 256 * 1024
+MAX_RENDERED_CHARS = 8 * 1024 * 1024
+MAX_RENDER_SECONDS = 5.0
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -197,7 +206,10 @@ def load_chat_template(folder: str | Path, name: str | None = None) -> str | Non
     ``tokenizer_config.json``'s ``chat_template`` (``name`` picks one of several named templates)."""
     folder = Path(folder)
     if (folder / CHAT_TEMPLATE_FILE).is_file() and name in (None, "default"):
-        return (folder / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+        path = folder / CHAT_TEMPLATE_FILE
+        if path.stat().st_size > 4 * MAX_TEMPLATE_CHARS:  # UTF-8: at most 4 bytes a character
+            raise ValueError(f"{path} is {path.stat().st_size} bytes, more than a chat template may have; not read")
+        return path.read_text(encoding="utf-8")
     config = folder / TOKENIZER_CONFIG
     if config.is_file():
         return _pick_template(_read_json_object(config).get("chat_template"), str(config), name)
@@ -277,7 +289,25 @@ def _jinja_environment():
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
+    class BoundedEnvironment(ImmutableSandboxedEnvironment):
+        """``*`` and ``**`` checked before they run: one expression may not build a value past the rendering's
+        bound (``'a' * 10**10`` would allocate before any output is counted)."""
+
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_RENDERED_CHARS:
+                        raise jinja2.exceptions.SecurityError(
+                            f"the chat template repeats a value of length {len(seq)} {n} times, past the "
+                            f"{MAX_RENDERED_CHARS} characters a rendering may have"
+                        )
+            if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
+                raise jinja2.exceptions.SecurityError(f"the chat template raises to the power {right} (at most 64)")
+            return super().call_binop(context, operator, left, right)
+
+    env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
     env.filters["tojson"] = tojson
     env.globals.update(
         raise_exception=raise_exception,
@@ -295,15 +325,63 @@ def render_chat_template(
     ``tools``, switches such as ``enable_thinking``) are visible to it."""
     if not isinstance(messages, (list, tuple)) or not all(isinstance(m, dict) for m in messages):
         raise TypeError("messages must be a list of dicts such as {'role': 'user', 'content': 'Hello'}")
-    env, template_error = _jinja_environment()
-    try:
-        return env.from_string(template).render(
-            messages=_plain(list(messages), "messages"),
-            add_generation_prompt=add_generation_prompt,
-            **_plain(template_kwargs, "template arguments"),
+    if not isinstance(template, str):
+        raise TypeError(f"a chat template is a string, got {type(template).__name__}")
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise ValueError(
+            f"the chat template has {len(template)} characters, more than {MAX_TEMPLATE_CHARS} (chat templates are a "
+            "few thousand): it was not rendered. Check where it came from, or pass a chat_template of your own"
         )
+    env, template_error = _jinja_environment()
+    context = dict(
+        messages=_plain(list(messages), "messages"),
+        add_generation_prompt=add_generation_prompt,
+        **_plain(template_kwargs, "template arguments"),
+    )
+    try:
+        return _render_bounded(env.from_string(template), context)
     except template_error as e:
         raise ValueError(f"the chat template failed: {type(e).__name__}: {e}") from e
+
+
+class _RenderTooLong(Exception):
+    pass
+
+
+def _render_bounded(compiled, context: dict[str, Any]) -> str:
+    """``compiled.generate(context)`` joined, stopped (ValueError) past :data:`MAX_RENDERED_CHARS` characters or
+    :data:`MAX_RENDER_SECONDS`: the clock is read at every line the template's own code runs (a trace function on
+    its frames only), so a loop that writes nothing is stopped too."""
+    deadline = time.monotonic() + MAX_RENDER_SECONDS
+
+    def on_line(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise _RenderTooLong
+        return on_line
+
+    def on_call(frame, event, arg):
+        return on_line if frame.f_code.co_filename == "<template>" else None
+
+    parts, size = [], 0
+    before = sys.gettrace()
+    sys.settrace(on_call)
+    try:
+        for part in compiled.generate(context):
+            size += len(part)
+            if size > MAX_RENDERED_CHARS:
+                raise ValueError(
+                    f"the chat template's rendering passed {MAX_RENDERED_CHARS} characters and was stopped: the "
+                    "template (or the messages) is not a chat prompt a model could take"
+                )
+            parts.append(part)
+    except _RenderTooLong:
+        raise ValueError(
+            f"the chat template ran for more than {MAX_RENDER_SECONDS:g} s and was stopped (chat templates render "
+            "in milliseconds): it loops without end or over too much"
+        ) from None
+    finally:
+        sys.settrace(before)
+    return "".join(parts)
 
 
 def _encode_with_specials(tokenizer, text: str, specials: dict[str, int]) -> list[int]:
