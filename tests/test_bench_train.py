@@ -49,3 +49,20 @@ def test_vision_training_step_against_timm():
     (row,) = train.compare("convformer_s18", settings, runs=1, warmup=0)
     assert row.peer == "timm" and row.unit == "img/s"
     assert row.rel_diff < 1e-4 and train.loss_agrees(row, None, row.model)
+
+
+def test_e2e_rate_reads_the_logged_steps(tmp_path):
+    log = tmp_path / "log.csv"
+    rows = ["step,epoch,split,loss,lr,throughput,top1,top5,perplexity,time"]
+    rows += [f"{i},0,train,1,0.1,0,,,,{100 + 0.5 * i}" for i in range(1, 6)] + ["5,1,val,1,,,,,,200"]
+    log.write_text("\n".join(rows) + "\n")
+    assert train._e2e_rate(log, 8) == pytest.approx(8 * 4 / 2.0)  # 4 steps after the first, in 2 s
+    log.write_text("\n".join(rows[:3]) + "\n")
+    with pytest.raises(ValueError, match="at least 3"):
+        train._e2e_rate(log, 8)
+
+
+@pytest.mark.slow
+def test_e2e_runs_train_py_on_a_generated_folder():
+    row = train.end_to_end("poolformer_s12", train.Settings(batch_size=4, img_size=32), steps=3, workers=0, runs=1)
+    assert row.candidate == "train.py" and row.rate > 0 and row.peer_rate > 0 and row.target == train.E2E_TARGET

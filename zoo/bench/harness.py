@@ -168,7 +168,8 @@ def format_rows(rows: Sequence[Row]) -> str:
     header = ["model", "setting", "peer", "peer rate", "candidate", "rate", "ratio", "target", "max|d|", "rel", *extras]
     table = []
     for r in rows:
-        target = "-" if r.target is None else f">={r.target:.1f}x {'ok' if r.meets_target else 'MISS'}"
+        digits = 1 if round(r.target or 0, 1) == r.target else 2
+        target = "-" if r.target is None else f">={r.target:.{digits}f}x {'ok' if r.meets_target else 'MISS'}"
         diff = ["-" if v is None else f"{v:.2e}" for v in (r.max_abs_diff, r.rel_diff)]
         table.append(
             [

@@ -17,22 +17,34 @@ activations; the optimizer state exists by then).
 Switches, as a recipe sets them: ``--amp bf16`` (autocast), ``--channels-last`` (vision), ``--compile``
 (``torch.compile`` of both models), ``--grad-checkpointing`` (both models' own), ``--device cuda``.
 
+``--train --e2e`` runs ``train.py`` itself (the model's recipe in ``configs/``, else the digits quickstart's) for
+``--steps`` steps on a generated image folder (:func:`zoo.bench.data.generate_images`) with the recipe's loader
+workers, and sets its images/s (from ``log.csv``: every step from the second to the last, data loading,
+augmentation, logging and checkpoints included, the final evaluation not) against the model-only step of the same
+model and batch: what the rest of the engine costs.
+
 Targets: zoo >= 1.0x timm for poolformer_s12 and convformer_s18 (batch 32 at 224, fp32 CPU) and >= 1.0x
-transformers for mobilellm_125m (batch 4 x 512 tokens).
+transformers for mobilellm_125m (batch 4 x 512 tokens); end to end >= 0.85x the model-only rate.
 """
 
 from __future__ import annotations
 
+import csv
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..factory import create_model
 from ..profile import peak_rss
 from ..registry import get_entry
+from ..train import cli as train_cli
 from . import lm, vision
+from .data import CLASSES, generate_images
 from .harness import Row, median, time_interleaved
 
 DEFAULT_MODELS = ("poolformer_s12", "convformer_s18")
@@ -42,6 +54,8 @@ LR = 1e-4
 # relative difference of the first-step losses that counts as the same loss: fp32 arithmetic in another order;
 # under bf16 autocast the two sides round differently
 LOSS_TOLERANCE = {None: 1e-4, torch.bfloat16: 2e-2}
+E2E_TARGET = 0.85
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass
@@ -218,9 +232,62 @@ def loss_agrees(row: Row, amp: torch.dtype | None, model: str) -> bool:
 
 
 def notes(rows: list[Row]) -> list[str]:
+    if not any("first loss zoo" in r.extra for r in rows):  # --e2e
+        return ["train.py: images/s of its logged steps (loading, augmentation, logging, checkpoints included)"]
     lines = [
         "first loss: before any update, same weights and batch; max|d| / rel are the loss difference",
         "peak MiB: one step's memory beyond what is resident before it (CPU: process RSS increase)",
     ]
     lines += [f"  {r.model}: {vision.head_note(r.model)}" for r in rows if vision.head_note(r.model)]
     return lines
+
+
+def _e2e_rate(log_csv: Path, batch_size: int) -> float:
+    """Images/s of a run's training steps from its log.csv (one row per step): from the second row to the last."""
+    with open(log_csv, newline="") as f:
+        times = [float(r["time"]) for r in csv.DictReader(f) if r["split"] == "train"]
+    if len(times) < 3:
+        raise ValueError(f"{log_csv} logged {len(times)} training steps; --steps must be at least 3")
+    return batch_size * (len(times) - 1) / (times[-1] - times[0])
+
+
+def end_to_end(name: str, settings: Settings, steps: int = 20, workers: int | None = None, runs: int = 5) -> Row:
+    """``train.py`` on a generated image folder against the model-only training step (see the module docstring)."""
+    if get_entry(name).task != "image-classification":
+        raise ValueError(f"--train --e2e runs train.py on a generated image folder; {name} is not an image model")
+    recipe = CONFIGS / f"{name}.yaml"
+    recipe = recipe if recipe.is_file() else CONFIGS / "quickstart_digits.yaml"
+    count = settings.batch_size * (steps + 1)
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-e2e-") as tmp:
+        root = Path(tmp) / "images"
+        generate_images(root / "train", count, settings.img_size)
+        generate_images(root / "val", 2 * settings.batch_size, settings.img_size, seed=1)
+        argv = ["--config", str(recipe), "--model", name, "--output_dir", str(Path(tmp) / "run"), "--overwrite"]
+        argv += ["--data.name", "image_folder", "--data.path", str(root), "--data.image_size", str(settings.img_size)]
+        argv += ["--train.steps", str(steps), "--train.batch_size", str(settings.batch_size)]
+        argv += ["--train.log_interval", "1", "--train.eval_max_batches", "1", "--no-progress"]
+        argv += [] if workers is None else ["--data.num_workers", str(workers)]
+        if train_cli.main(argv) != 0:
+            raise RuntimeError(f"train.py failed on the generated folder ({' '.join(argv)})")
+        e2e = _e2e_rate(Path(tmp) / "run" / "log.csv", settings.batch_size)
+    model = _prepare(create_model(name, num_classes=CLASSES), settings)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(settings.batch_size, 3, settings.img_size, settings.img_size, generator=gen).to(settings.device)
+    y = torch.randint(0, CLASSES, (settings.batch_size,), generator=gen).to(settings.device)
+    if settings.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    side = Side(model, lambda: F.cross_entropy(model(x), y))
+    step = _step(side, torch.optim.AdamW(model.parameters(), lr=LR), settings)
+    times = time_interleaved({"model only": step}, runs, 2, desc=f"{name} model-only step", grad=True)
+    return Row(
+        name,
+        f"{settings.describe()} {steps} steps",
+        "model only",
+        "train.py",
+        "img/s",
+        settings.batch_size / median(times["model only"]),
+        e2e,
+        steps,
+        E2E_TARGET,
+        extra={"recipe": recipe.name},
+    )
