@@ -10,6 +10,8 @@ import importlib
 import json
 import logging
 import os
+import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 from fakehub import FakeHub
 
 import zoo
+from zoo import publish
 from zoo.cards import _latency_text
 from zoo.profile import _trim_heap
 from zoo.publish import export_pretrained
@@ -343,3 +346,45 @@ def test_a_hub_lm_teachers_tokenizer_is_compared(hub, tmp_path, same):
         return
     with pytest.raises(DistillError, match=r"the teacher's tokenizer \(.*tokenizer\.json\) differs from this run's"):
         build_distiller(recipe, task, student, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# What `zoo publish` uploads: the files an export writes, never a link out of the folder
+# ------------------------------------------------------------------------------------------------------------------
+
+UPLOADS = [
+    # (id, what is added to an exported folder: name -> "text" or "-> target" (a link), error fragment or the list)
+    ("another tokenizer*.json", {"tokenizer-private.json": "{}"}, ["model.safetensors", "config.json", "README.md"]),
+    ("a tokenizer", {"tokenizer.json": "{}"}, ["model.safetensors", "config.json", "README.md", "tokenizer.json"]),
+    ("a link out", {"tokenizer.json": "-> OUTSIDE"}, "tokenizer.json is a symbolic link to OUTSIDE, outside"),
+    ("config.json a link out", {"config.json": "-> OUTSIDE"}, "config.json is a symbolic link to OUTSIDE, outside"),
+    ("a link inside", {"tokenizer.model": "x", "generation_config.json": "-> tokenizer.model"},
+     ["model.safetensors", "config.json", "README.md", "tokenizer.model", "generation_config.json"]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exported_folder(tmp_path_factory):
+    return export_pretrained(
+        _small("poolformer_s12"), tmp_path_factory.mktemp("pub") / "export", model_name="poolformer_s12", latency_runs=0
+    )
+
+
+@pytest.mark.parametrize("added, expected", [r[1:] for r in UPLOADS], ids=[r[0] for r in UPLOADS])
+def test_publish_uploads_only_the_exported_files(exported_folder, tmp_path, added, expected):
+    folder = tmp_path / "export"
+    shutil.copytree(exported_folder, folder)
+    outside = tmp_path / "secret.json"
+    outside.write_text(json.dumps({"token": "hf_secret"}))
+    for name, content in added.items():
+        (folder / name).unlink(missing_ok=True)
+        if content.startswith("-> "):
+            target = content[3:].replace("OUTSIDE", str(outside))
+            (folder / name).symlink_to(target)
+        else:
+            (folder / name).write_text(content)
+    if isinstance(expected, list):
+        assert publish.exported_files(folder) == expected
+        return
+    with pytest.raises(publish.PublishError, match=re.escape(expected.replace("OUTSIDE", str(outside)))):
+        publish.exported_files(folder)

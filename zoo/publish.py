@@ -346,18 +346,38 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def exported_files(folder: Path) -> list[str]:
+    """The files of an exported folder that are uploaded: the weights, config.json, the card, and those of
+    :data:`_EXPORTED_EXTRAS` it holds; a symbolic link out of the folder is refused (never followed)."""
     missing = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME) if not (folder / n).is_file()]
     if missing:
         raise PublishError(f"{folder} is not an exported model folder: {', '.join(missing)} missing")
+    files = [WEIGHTS_NAME, CONFIG_NAME, CARD_NAME] + [n for n in _EXPORTED_EXTRAS if (folder / n).is_file()]
+    inside = folder.resolve()
+    for name in files:
+        path = folder / name
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            raise PublishError(
+                f"{path} is a symbolic link to {path.resolve()}, outside {folder}: nothing was uploaded (only files "
+                "inside the folder are). Put the file itself in its place, or export the folder again"
+            )
     with open(folder / CONFIG_NAME) as f:
         config = json.load(f)
     if config.get("hf_hub_sha256") and sha256_file(folder / WEIGHTS_NAME) != config["hf_hub_sha256"]:
         raise PublishError(
             f"{folder / WEIGHTS_NAME} no longer matches the sha256 in {folder / CONFIG_NAME}; export the folder again"
         )
-    extra = [p.name for p in sorted(folder.glob("tokenizer*.json"))]
-    extra += [n for n in ("generation_config.json",) if (folder / n).is_file()]
-    return [WEIGHTS_NAME, CONFIG_NAME, CARD_NAME] + extra
+    return files
+
+
+# the files an export writes beside the weights, config.json and card (the tokenizer's, the generation settings):
+# the only others that are uploaded
+_EXPORTED_EXTRAS = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
 
 
 def _read_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
