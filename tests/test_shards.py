@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from zoo.data import DataError
-from zoo.data.images import ImageFolderDataset
-from zoo.data.shards import INDEX_NAME, ShardDataset, write_shards
+from zoo.data.images import ImageFolderDataset, ShardDataset, build_image_dataset
+from zoo.data.shards import INDEX_NAME, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +74,16 @@ def test_a_damaged_shard_folder_is_named(shards, tmp_path):
     (copy / "shard-000001.tar").write_bytes(b"short")
     with pytest.raises(DataError, match="shard-000001.tar is missing or not the size"):
         ShardDataset(copy)
+
+
+def test_split_folders_become_split_shard_folders(folder, tmp_path):
+    root = tmp_path / "splits"
+    for split in ("train", "val"):
+        for p in folder.rglob("*.*"):
+            target = root / split / p.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(p.read_bytes())
+    out = write_shards(root, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["train", "val"]
+    ds, info = build_image_dataset("wds", "validation", str(out))  # validation -> val, as for an image folder
+    assert isinstance(ds, ShardDataset) and len(ds) == 12 and info.class_names == ["ant", "bee", "cow"]

@@ -143,6 +143,28 @@ def test_image_folder_of_pngs_trains_and_eval_py_reproduces(image_folder, tmp_pa
     assert train_split["samples"] == 36
 
 
+def test_shards_train_exactly_as_their_image_folder(image_folder, tmp_path):
+    """zoo data shard writes the folder's splits as shards; a run on them sees the same images in the same order
+    (the global batch sampler's positions), so it ends with the very same weights and metrics."""
+    from safetensors.torch import load_file
+
+    from zoo.cli import main as zoo_main
+
+    shards = tmp_path / "shards"
+    assert zoo_main(["data", "shard", str(image_folder), "--out", str(shards), "--samples-per-shard", "10"]) == 0
+    assert sorted(p.name for p in shards.iterdir()) == ["train", "val"]
+    steps = ("--train.steps", "6", "--data.num_workers", "2")
+    folder_m = _train(tmp_path / "a", "--data.name", "image_folder", "--data.path", str(image_folder), *steps)
+    shard_m = _train(tmp_path / "b", "--data.name", "wds", "--data.path", str(shards), *steps)
+    assert shard_m["samples"] == folder_m["samples"] == 18 and shard_m["num_classes"] == 3
+    assert shard_m["loss"] == folder_m["loss"] and shard_m["top1"] == folder_m["top1"]
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    got = _eval_cli("--model", NAME, "--checkpoint", str(tmp_path / "b"), "--data", str(shards), "--no-profile",
+                    "--json", str(tmp_path / "e.json"))  # fmt: skip
+    assert got["loss"] == pytest.approx(shard_m["loss"], rel=1e-5)
+
+
 def test_image_folder_without_the_split_is_named(image_folder, tmp_path):
     from zoo.data.images import build_image_dataset
 

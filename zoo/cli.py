@@ -13,6 +13,7 @@ import torch
 from . import bench, cards, export, publish
 from .compress import IMPORTANCES, PruneError, prune
 from .condense import cli as condense_cli
+from .data import shards
 from .data.lm_tokenizer import apply_chat_template, load_lm_tokenizer
 from .data.text import special_token_ids
 from .export.folder import check_output_folder, write_folder
@@ -581,6 +582,14 @@ def _add_condense_parser(sub) -> None:
     p.set_defaults(func=condense_cli.run)
 
 
+def _add_data_parser(sub) -> None:
+    p = sub.add_parser("data", help="datasets: `zoo data shard FOLDER --out DIR` writes an image folder as shards")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    shard = data_sub.add_parser("shard", help="an image folder as tar shards (WebDataset's layout) with an index")
+    shards.add_arguments(shard)
+    shard.set_defaults(func=shards.run)
+
+
 def _add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="throughput vs timm on the same weights; --family/--all: the model table")
     bench.add_arguments(p)
@@ -704,6 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile_parser(sub)
     _add_cards_parser(sub)
     _add_condense_parser(sub)
+    _add_data_parser(sub)
     _add_bench_parser(sub)
     _add_convert_parser(sub)
     _add_export_parser(sub)

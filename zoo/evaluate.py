@@ -29,6 +29,7 @@ from torch import nn
 
 from .data.errors import DataError
 from .data.images import BAD_FILES
+from .data.shards import SPLITS, is_shard_folder
 from .factory import create_model
 from .layers.quant import INT4_GROUP_SIZES, model_quantization
 from .train.config import Recipe, load_run_recipe
@@ -58,6 +59,8 @@ def _data_kind(data: str) -> str:
         return "text"
     if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file():
         return "hf_disk"
+    if any(is_shard_folder(d) for d in (p, *(p / s for s in SPLITS))):
+        return "wds"
     if any(f.suffix.lower() in (".txt", ".md", ".rst") for f in p.iterdir() if f.is_file()):
         return "text"
     return "image_folder"

@@ -26,8 +26,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
-from ..data.images import ImageFolderDataset
-from ..data.shards import ShardDataset, is_shard_folder, write_shards
+from ..data.images import ImageFolderDataset, ShardDataset
+from ..data.shards import is_shard_folder, write_shards
 from .harness import Row, environment, format_rows, median, print_header, time_interleaved
 
 TARGET = 1.5

@@ -10,7 +10,9 @@ Images are decoded one at a time, when a sample is read: one that does not decod
 names the file, or, with ``bad_files="skip"``, is replaced by the next image that decodes (a warning counts them).
 """
 
+import io
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from .errors import DataError
+from .shards import INDEX_NAME, read_index
 
 __all__ = [
     "BAD_FILES",
@@ -28,6 +31,7 @@ __all__ = [
     "HFImageDataset",
     "ImageFolderDataset",
     "ListDataset",
+    "ShardDataset",
     "build_image_dataset",
     "class_index",
     "digits",
@@ -160,6 +164,63 @@ class ImageFolderDataset(_DecodedOnRead):
             return img.convert("RGB"), label  # convert reads the whole file: broken ones fail here
 
 
+class ShardDataset(_DecodedOnRead):
+    """The samples of a shard folder by position (see the module docstring), labels from ``class_names``."""
+
+    def __init__(self, folder: str | os.PathLike, class_names: Sequence[str] | None = None, bad_files: str = "error"):
+        super().__init__(bad_files)
+        self.folder = Path(folder)
+        index = read_index(self.folder)
+        found = list(index["classes"])
+        self.class_to_idx = class_index(found, class_names, str(self.folder))
+        self.classes = list(class_names) if class_names else found
+        self.files = [self.folder / shard["file"] for shard in index["shards"]]
+        for path, shard in zip(self.files, index["shards"]):
+            if not path.is_file() or path.stat().st_size != shard["bytes"]:
+                raise DataError(f"{path} is missing or not the size {INDEX_NAME} records: write the shards again")
+        # (shard, offset, size, label, member name) per sample; labels renumbered to class_names' order
+        self.samples = [
+            (s, int(offset), int(size), self.class_to_idx[found[int(label)]], name)
+            for s, shard in enumerate(index["shards"])
+            for name, offset, size, label in shard["samples"]
+        ]
+        if not self.samples:
+            raise DataError(f"{self.folder} holds no samples")
+        self.targets = [sample[3] for sample in self.samples]
+        self._fds: dict[int, int] = {}
+        self._pid = os.getpid()
+
+    def __len__(self):
+        return len(self.samples)
+
+    def _describe(self, i: int) -> str:
+        shard, _, _, _, name = self.samples[i]
+        return f"{self.files[shard]}:{name}"
+
+    def _fd(self, shard: int) -> int:
+        if self._pid != os.getpid():  # a loader worker: descriptors are its own (pread keeps no shared offset)
+            self._fds, self._pid = {}, os.getpid()
+        if shard not in self._fds:
+            self._fds[shard] = os.open(self.files[shard], os.O_RDONLY)
+        return self._fds[shard]
+
+    def _load(self, i: int) -> tuple[Image.Image, int]:
+        shard, offset, size, label, _ = self.samples[i]
+        data = os.pread(self._fd(shard), size, offset)
+        if len(data) != size:
+            raise OSError(f"the shard ends {size - len(data)} bytes early")
+        with Image.open(io.BytesIO(data)) as img:
+            return img.convert("RGB"), label
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fds": {}}
+
+    def __del__(self):
+        if getattr(self, "_pid", None) == os.getpid():
+            for fd in getattr(self, "_fds", {}).values():
+                os.close(fd)
+
+
 def digits(split: str = "train") -> tuple[ListDataset, DatasetInfo]:
     """scikit-learn's bundled 8x8 digits as RGB PIL images (grey levels 0..16 scaled to 0..255).
 
@@ -287,7 +348,8 @@ def build_image_dataset(
     bad_files: str = "error",
 ) -> tuple[Dataset, DatasetInfo]:
     """``digits`` | ``image_folder`` (``path/<split>/<class>/*.jpg``, or ``path/<class>/*`` as a single split)
-    | ``hf_disk`` (a folder written by ``datasets.save_to_disk``).
+    | ``hf_disk`` (a folder written by ``datasets.save_to_disk``) | ``wds`` (shards written by ``zoo data shard``:
+    ``path/<split>/`` or ``path`` as a single split).
 
     ``class_names``: the classes labels index (the training split's, or a model's); None: the split's own.
     ``bad_files``: ``error`` (an image that does not decode stops with its name) or ``skip``.
@@ -304,23 +366,27 @@ def build_image_dataset(
     root = Path(path)
     if not root.exists():
         raise DataError(f"the dataset folder {root} does not exist: check data.path (or --data)")
-    if not root.is_dir() and name in ("image_folder", "hf_disk"):
+    if not root.is_dir() and name in ("image_folder", "hf_disk", "wds"):
         wants = {
             "image_folder": "a folder of class folders (PATH/<class>/*.png, or PATH/train/<class>/...)",
             "hf_disk": "a datasets folder (written by save_to_disk)",
+            "wds": "a folder of shards (written by zoo data shard)",
         }[name]
         raise DataError(
             f"data.path {root} is a file, not a dataset folder: {name} reads {wants}; point data.path (or --data) "
             "at the folder"
         )
-    if name == "image_folder":
+    if name in ("image_folder", "wds"):
         cands = {"validation": ("validation", "val", "test"), "val": ("val", "validation", "test")}.get(split, (split,))
         folder = next((root / c for c in cands if (root / c).is_dir()), None)
         if folder is None:
             if any((root / c).is_dir() for c in ("train", "val", "validation")):
                 raise DataError(f"{root} has no {split!r} folder (looked for {', '.join(cands)})")
-            folder = root  # a single folder of class sub-folders
-        ds = ImageFolderDataset(folder, class_names, bad_files)
+            folder = root  # a single folder of class sub-folders (of shards)
+        if name == "wds":
+            ds = ShardDataset(folder, class_names, bad_files)
+        else:
+            ds = ImageFolderDataset(folder, class_names, bad_files)
         return ds, DatasetInfo(root.name, len(ds.classes), list(ds.classes))
     if name == "hf_disk":
         return _hf_dataset(root, split, image_key, label_key, class_names, bad_files)

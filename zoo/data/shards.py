@@ -1,4 +1,5 @@
-"""Image shards in WebDataset's layout, written from an image folder (``zoo data shard``) and read by position.
+"""Image shards in WebDataset's layout, written from an image folder (``zoo data shard``); read by position by
+:class:`zoo.data.images.ShardDataset`.
 
 A shard is a tar file whose consecutive members share a key: ``000042.png`` (the image file's bytes, as they were)
 and ``000042.cls`` (the class index as text), which the ``webdataset`` package and timm's WebDataset reader read as
@@ -16,19 +17,18 @@ import io
 import json
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from tqdm import tqdm
 
 from .errors import DataError
-from .images import _DecodedOnRead, class_index
 
-__all__ = ["INDEX_NAME", "ShardDataset", "is_shard_folder", "write_shards"]
+__all__ = ["INDEX_NAME", "SPLITS", "is_shard_folder", "read_index", "write_shards"]
 
 INDEX_NAME = "shards.json"
 FORMAT = "zoo-image-shards/1"
@@ -60,10 +60,14 @@ def _write_shard(path: Path, samples: Sequence[tuple[str, int]], first_key: int)
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": digest, "samples": entries}
 
 
+SPLITS = ("train", "val", "validation", "test")
+
+
 def write_shards(
     folder: str | os.PathLike, out_dir: str | os.PathLike, samples_per_shard: int = 1000, progress: bool = True
 ) -> Path:
-    """Shards of an image folder (``folder/CLASS/*.png``, torchvision's layout and file types) in ``out_dir``.
+    """Shards of an image folder in ``out_dir``: ``folder/CLASS/*.png`` (torchvision's layout and file types) gives
+    one shard folder; ``folder/SPLIT/CLASS/*`` (train, val, validation, test) gives ``out_dir/SPLIT`` for each.
 
     ``out_dir`` must be new or empty; it is written beside itself and renamed into place, so an interrupted run
     leaves nothing behind. Samples keep the folder's order (classes sorted, files sorted); shuffling is the
@@ -74,21 +78,13 @@ def write_shards(
         raise DataError(f"samples_per_shard must be at least 1, got {samples_per_shard}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} exists and is not an empty folder: choose a new --out folder")
-    try:
-        classes, class_to_idx = find_classes(folder)
-        samples = make_dataset(folder, class_to_idx, IMG_EXTENSIONS)
-    except FileNotFoundError as e:
-        raise DataError(f"{folder} is not an image folder ({e}); put each class's images in {folder}/CLASS/") from None
+    splits = [s for s in SPLITS if (folder / s).is_dir()]
+    sources = [(folder / s, s) for s in splits] or [(folder, "")]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        shards = []
-        starts = range(0, len(samples), samples_per_shard)
-        for i, start in enumerate(tqdm(starts, desc=f"sharding {folder}", unit="shard", disable=not progress)):
-            chunk = samples[start : start + samples_per_shard]
-            shards.append(_write_shard(tmp / f"shard-{i:06d}.tar", chunk, start))
-        index = {"format": FORMAT, "source": str(folder), "classes": classes, "shards": shards}
-        (tmp / INDEX_NAME).write_text(json.dumps(index) + "\n")
+        for source, split in sources:
+            _write_split(source, tmp / split, samples_per_shard, progress)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -97,64 +93,24 @@ def write_shards(
     return out
 
 
-class ShardDataset(_DecodedOnRead):
-    """The samples of a shard folder by position (see the module docstring), labels from ``class_names``."""
-
-    def __init__(self, folder: str | os.PathLike, class_names: Sequence[str] | None = None, bad_files: str = "error"):
-        super().__init__(bad_files)
-        self.folder = Path(folder)
-        index = _read_index(self.folder)
-        found = list(index["classes"])
-        self.class_to_idx = class_index(found, class_names, str(self.folder))
-        self.classes = list(class_names) if class_names else found
-        self.files = [self.folder / shard["file"] for shard in index["shards"]]
-        for path, shard in zip(self.files, index["shards"]):
-            if not path.is_file() or path.stat().st_size != shard["bytes"]:
-                raise DataError(f"{path} is missing or not the size {INDEX_NAME} records: write the shards again")
-        # (shard, offset, size, label, member name) per sample; labels renumbered to class_names' order
-        self.samples = [
-            (s, int(offset), int(size), self.class_to_idx[found[int(label)]], name)
-            for s, shard in enumerate(index["shards"])
-            for name, offset, size, label in shard["samples"]
-        ]
-        if not self.samples:
-            raise DataError(f"{self.folder} holds no samples")
-        self.targets = [sample[3] for sample in self.samples]
-        self._fds: dict[int, int] = {}
-        self._pid = os.getpid()
-
-    def __len__(self):
-        return len(self.samples)
-
-    def _describe(self, i: int) -> str:
-        shard, _, _, _, name = self.samples[i]
-        return f"{self.files[shard]}:{name}"
-
-    def _fd(self, shard: int) -> int:
-        if self._pid != os.getpid():  # a loader worker: descriptors are its own (pread keeps no shared offset)
-            self._fds, self._pid = {}, os.getpid()
-        if shard not in self._fds:
-            self._fds[shard] = os.open(self.files[shard], os.O_RDONLY)
-        return self._fds[shard]
-
-    def _load(self, i: int) -> tuple[Image.Image, int]:
-        shard, offset, size, label, _ = self.samples[i]
-        data = os.pread(self._fd(shard), size, offset)
-        if len(data) != size:
-            raise OSError(f"the shard ends {size - len(data)} bytes early")
-        with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB"), label
-
-    def __getstate__(self):
-        return {**self.__dict__, "_fds": {}}
-
-    def __del__(self):
-        if getattr(self, "_pid", None) == os.getpid():
-            for fd in getattr(self, "_fds", {}).values():
-                os.close(fd)
+def _write_split(folder: Path, out: Path, samples_per_shard: int, progress: bool) -> None:
+    try:
+        classes, class_to_idx = find_classes(folder)
+        samples = make_dataset(folder, class_to_idx, IMG_EXTENSIONS)
+    except FileNotFoundError as e:
+        raise DataError(f"{folder} is not an image folder ({e}); put each class's images in {folder}/CLASS/") from None
+    out.mkdir(parents=True, exist_ok=True)
+    shards = []
+    starts = range(0, len(samples), samples_per_shard)
+    for i, start in enumerate(tqdm(starts, desc=f"sharding {folder}", unit="shard", disable=not progress)):
+        chunk = samples[start : start + samples_per_shard]
+        shards.append(_write_shard(out / f"shard-{i:06d}.tar", chunk, start))
+    index = {"format": FORMAT, "source": str(folder), "classes": classes, "shards": shards}
+    (out / INDEX_NAME).write_text(json.dumps(index) + "\n")
 
 
-def _read_index(folder: Path) -> dict:
+def read_index(folder: Path) -> dict:
+    """A shard folder's ``shards.json``, checked to be one (a DataError says what to do otherwise)."""
     path = folder / INDEX_NAME
     try:
         index = json.loads(path.read_text())
@@ -167,3 +123,24 @@ def _read_index(folder: Path) -> dict:
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise DataError(f"{path} is not a zoo shard index (format {FORMAT}): write the shards again")
     return index
+
+
+def add_arguments(parser) -> None:
+    """``zoo data shard FOLDER --out DIR``'s arguments."""
+    parser.add_argument("folder", help="an image folder: FOLDER/CLASS/*.png, or FOLDER/SPLIT/CLASS/* for each split")
+    parser.add_argument("--out", required=True, help="the shard folder to write (new or empty)")
+    parser.add_argument("--samples-per-shard", type=int, default=1000, help="images per tar shard (default 1000)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    """``zoo data shard``: 0, or 2 with one line on stderr for a user error."""
+    try:
+        out = write_shards(args.folder, args.out, args.samples_per_shard, progress=not args.no_progress)
+    except (DataError, OSError) as e:
+        print(f"zoo data shard: error: {e}", file=sys.stderr)
+        return 2
+    splits = sorted(p.parent.name for p in out.glob(f"*/{INDEX_NAME}")) or ["(one split)"]
+    count = sum(len(read_index(p.parent)["shards"]) for p in out.glob(f"**/{INDEX_NAME}"))
+    print(f"wrote {count} shard(s) to {out}: {', '.join(splits)}; train on them with data.name: wds, data.path: {out}")
+    return 0

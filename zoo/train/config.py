@@ -60,7 +60,7 @@ class RecipeError(ValueError):
 
 @dataclass
 class DataConfig:
-    # image-classification: digits | image_folder | hf_disk | synthetic (a zoo condense folder);
+    # image-classification: digits | image_folder | wds (zoo data shard) | hf_disk | synthetic (zoo condense);
     # text-generation: pydoc | text | hf_disk
     name: str = "digits"
     path: str | None = None  # image folder root, datasets folder (load_from_disk), text file/folder

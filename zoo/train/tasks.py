@@ -114,7 +114,7 @@ class EvalSource:
     """Held-out data named outside a recipe (eval.py's arguments), and where a finished run keeps its files."""
 
     data: str  # digits | pydoc | a path
-    kind: str  # digits | pydoc | image_folder | hf_disk | text
+    kind: str  # digits | pydoc | image_folder | wds | hf_disk | text
     split: str = "validation"
     image_key: str | None = None  # hf_disk columns
     label_key: str | None = None
@@ -290,7 +290,7 @@ class ImageTask(Task):
     throughput_unit = "img/s"
     evaluates_each_epoch = True
     supports_channels_last = True
-    data_kinds = ("digits", "image_folder", "hf_disk")
+    data_kinds = ("digits", "image_folder", "hf_disk", "wds")
     data_hint = "an image classifier; evaluate it on images (--data digits or a folder)"
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -303,7 +303,7 @@ class ImageTask(Task):
             return self._prepare_synthetic()
         if d.name not in self.data_kinds:
             raise RecipeError(
-                f"data.name {d.name!r} is not an image dataset: use digits, image_folder, hf_disk or synthetic"
+                f"data.name {d.name!r} is not an image dataset: use digits, image_folder, wds, hf_disk or synthetic"
             )
         bad_files = d.bad_files
         if bad_files not in BAD_FILES:
