@@ -113,41 +113,61 @@ def _quantize_int8(source: Path, target: Path) -> None:
 
 
 def stored_weights(model):
-    """``model`` with every weight the graph computes from a stored one by ``Unsqueeze`` / ``Reshape`` with stored
-    axes or shape (the exporter's 1x1 convolutions reuse a Linear's weight as ``weight[:, :, None, None]``) stored
-    itself: onnxruntime's quantizer quantizes only stored conv weights and fails on computed ones. The results are
-    the same numbers; the originals are dropped where nothing else reads them."""
-    import numpy as np
-    from onnx import numpy_helper
+    """``model`` with every convolution weight the graph computes from stored tensors alone stored itself: the
+    exporter writes MetaFormer's 1x1 convolutions as ``Unsqueeze(fc.weight)`` and SReT's scaled kernels as a
+    ``Mul`` of stored tensors, and onnxruntime's quantizer quantizes only stored conv weights (it fails on computed
+    ones). The values are computed once here by ONNX's reference evaluator; nodes and tensors nothing reads any
+    more are dropped."""
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
 
     graph = model.graph
     stored = {t.name: t for t in graph.initializer}
-    folded = []
-    for node in graph.node:
-        if node.op_type not in ("Unsqueeze", "Reshape") or not all(i in stored for i in node.input if i):
-            continue
-        data = numpy_helper.to_array(stored[node.input[0]])
-        other = numpy_helper.to_array(stored[node.input[1]]).tolist() if len(node.input) > 1 else None
-        if other is None:
-            continue  # opset < 13 Unsqueeze (axes as an attribute): never written here (MIN_OPSET)
-        if node.op_type == "Unsqueeze":
-            axes = sorted(a % (data.ndim + len(other)) for a in other)
-            value = data
-            for axis in axes:
-                value = np.expand_dims(value, axis)
-        else:
-            shape = [d if d != 0 else data.shape[i] for i, d in enumerate(other)]
-            value = data.reshape(shape)
-        tensor = numpy_helper.from_array(np.ascontiguousarray(value), node.output[0])
-        graph.initializer.append(tensor)
-        stored[node.output[0]] = tensor
-        folded.append(node)
-    for node in folded:
-        graph.node.remove(node)
+    producer = {o: n for n in graph.node for o in n.output}
+    wanted = [n.input[1] for n in graph.node if n.op_type == "Conv" and n.input[1] not in stored]
+    needed, names = [], []
+    for name in dict.fromkeys(wanted):
+        nodes, ok = _constant_producers(name, producer, stored)
+        if ok:
+            needed += [n for n in nodes if n not in needed]
+            names.append(name)
+    if not names:
+        return model
+    order = [n for n in graph.node if n in needed]  # the graph's own (topological) order
+    sub = helper.make_graph(
+        order, "weights", [], [helper.make_tensor_value_info(n, 0, None) for n in names], list(stored.values())
+    )
+    sub_model = helper.make_model(sub, opset_imports=model.opset_import)
+    values = ReferenceEvaluator(sub_model).run(None, {})
+    for name, value in zip(names, values):
+        graph.initializer.append(numpy_helper.from_array(value, name))
+    while True:  # nodes whose outputs nothing reads any more (their results are stored now)
+        read = _read_names(graph) | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n in order and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
     read = _read_names(graph) | {o.name for o in graph.output}
     for tensor in [t for t in graph.initializer if t.name not in read]:
         graph.initializer.remove(tensor)
     return model
+
+
+def _constant_producers(name: str, producer: dict, stored: dict, depth: int = 0) -> tuple[list, bool]:
+    """The nodes computing ``name`` and whether they read stored tensors only (no graph input, no subgraph)."""
+    if name in stored or not name:
+        return [], True
+    node = producer.get(name)
+    if node is None or depth > 32 or any(a.HasField("g") or len(a.graphs) for a in node.attribute):
+        return [], False
+    nodes = []
+    for i in node.input:
+        more, ok = _constant_producers(i, producer, stored, depth + 1)
+        if not ok:
+            return [], False
+        nodes += [n for n in more if n not in nodes]
+    return nodes + [node], True
 
 
 def session(path: Path, threads: int | None = None):
