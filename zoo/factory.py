@@ -406,7 +406,24 @@ def create_model(
     if recorded is not None:  # quantized weights load into a model quantized the same way (codes, no float copy)
         quantize_model(model, recorded, empty=True)
     # pretrained weights adapt (classifier, input channels); a checkpoint_path must fit as it is
-    for found, found_cfg, adapt in ((weights, cfg, True), (checkpoint, model_cfg, False)):
+    _load_weights(model, entry, options, ((weights, cfg, True), (checkpoint, model_cfg, False)))
+    if options.quantize is not None and recorded is None:
+        quantize_model(model, options.quantize)
+    if generation is not None and isinstance(model, DecoderLM):
+        model.generation_config = generation
+    if options.features.pop("features_only", False):
+        model = wrap_features(model, source.name, **options.features)
+    return model
+
+
+def _load_weights(
+    model: nn.Module,
+    entry: ModelEntry,
+    options: "_LoadOptions",
+    sources: tuple[tuple[Weights | None, dict[str, Any], bool], ...],
+) -> None:
+    """Each found source's state dict into ``model`` (checked key by key), with its cfg and whether it adapts."""
+    for found, found_cfg, adapt in sources:
         if found is not None:
             load_state_dict_checked(
                 model,
@@ -419,13 +436,6 @@ def create_model(
                 architecture=found.architecture,
                 **options.switches,
             )
-    if options.quantize is not None and recorded is None:
-        quantize_model(model, options.quantize)
-    if generation is not None and isinstance(model, DecoderLM):
-        model.generation_config = generation
-    if options.features.pop("features_only", False):
-        model = wrap_features(model, source.name, **options.features)
-    return model
 
 
 @dataclass
