@@ -251,6 +251,14 @@ def _peer_of(models: Sequence[str], deployed_forms: bool = False) -> Peer | None
     return peers[next(iter(families))]
 
 
+def _report(rows: Sequence[Row], notes: Sequence[str], json_path: Path | None, env: dict[str, str], **config) -> None:
+    """The table, its notes, and the JSON file when one was asked for."""
+    print(format_rows(rows))
+    for note in notes:
+        print(note)
+    write_json(json_path, env, rows, **config)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -274,10 +282,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # a model the peer cannot run (e.g. no timm twin, no stock Llama twin)
         print(f"zoo bench: error: {e}", file=sys.stderr)
         return 2
-    print(format_rows(rows))
-    for note in peer.notes(rows):
-        print(note)
-    write_json(args.json, env, rows, models=models)
+    _report(rows, peer.notes(rows), args.json, env, models=models)
     failed = [r for r in rows if not peer.check(r)]
     for r in failed:
         print(f"CHECK FAILED: {r.model} {r.setting} {r.candidate}: outputs differ from {r.peer}", file=sys.stderr)
@@ -315,10 +320,7 @@ def run_formats(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"zoo bench: error: {e}", file=sys.stderr)
         return 2
-    print(format_rows(rows))
-    for note in formats.notes(rows):
-        print(note)
-    write_json(args.json, env, rows, models=models, formats=args.formats)
+    _report(rows, formats.notes(rows), args.json, env, models=models, formats=args.formats)
     # fp32 compiled computes eager's arithmetic: its tokens must agree (the other formats' agreement is reported)
     wrong = [r for r in rows if r.setting.endswith(" fp32") and r.extra.get("compiled = eager", 1.0) < 1.0]
     for r in wrong:
@@ -359,10 +361,7 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"zoo bench: error: {e}", file=sys.stderr)
         return 2
-    print(format_rows(rows))
-    for note in train_bench.notes(rows):
-        print(note)
-    write_json(args.json, env, rows, models=models, train=True)
+    _report(rows, train_bench.notes(rows), args.json, env, models=models, train=True)
     wrong = [r for r in rows if not args.e2e and not train_bench.loss_agrees(r, amp, r.model)]
     for r in wrong:
         print(f"CHECK FAILED: {r.model} {r.setting}: first-step loss differs from {r.peer}", file=sys.stderr)
