@@ -87,3 +87,15 @@ def test_split_folders_become_split_shard_folders(folder, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["train", "val"]
     ds, info = build_image_dataset("wds", "validation", str(out))  # validation -> val, as for an image folder
     assert isinstance(ds, ShardDataset) and len(ds) == 12 and info.class_names == ["ant", "bee", "cow"]
+
+
+def test_raw_shards_hold_decoded_pixels_and_read_the_same_images(folder, shards, tmp_path):
+    raw = write_shards(folder, tmp_path / "raw", samples_per_shard=5, progress=False, store="raw")
+    with tarfile.open(raw / "shard-000000.tar") as tar:
+        assert tar.getnames()[:2] == ["00000000.ppm", "00000000.cls"]
+    a, b = ShardDataset(shards), ShardDataset(raw)
+    for i in range(len(a)):
+        (x, y), (u, v) = a[i], b[i]
+        assert y == v and np.array_equal(np.asarray(x), np.asarray(u))
+    with pytest.raises(DataError, match="store must be one of file, raw"):
+        write_shards(folder, tmp_path / "other", store="npy")

@@ -5,8 +5,8 @@
 A generated set (``--images`` random RGB JPEGs of ``--size`` pixels in 10 class folders; written once into
 ``--root``, default a temporary folder) is read through a ``torch.utils.data.DataLoader`` with ``--workers``
 workers, batch 64, the training engine's decode (PIL, RGB) and a tensor conversion, from the folder
-(:class:`zoo.data.images.ImageFolderDataset`) and from its shards (:class:`zoo.data.shards.ShardDataset`,
-``zoo data shard``), in interleaved rounds (folder, shards, then shards, folder, ...). Each round reads every image
+(:class:`zoo.data.images.ImageFolderDataset`) and from its shards (:class:`zoo.data.images.ShardDataset`,
+``zoo data shard``, once with the image files' bytes and once ``--store raw``: decoded pixels), in interleaved rounds (folder, shards, then shards, folder, ...). Each round reads every image
 once, in a shuffled order (the sampler's); the median round gives images/s, divided by the worker count.
 
 Target: shards >= 1.5x the folder's images/s per worker.
@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from ..data.images import ImageFolderDataset, ShardDataset
-from ..data.shards import is_shard_folder, write_shards
+from ..data.shards import STORES, is_shard_folder, write_shards
 from .harness import Row, environment, format_rows, median, print_header, time_interleaved
 
 TARGET = 1.5
@@ -70,29 +70,32 @@ def _reader(dataset, workers: int, seed: int):
 
 
 def compare(root: Path, images: int, size: int, workers: int, runs: int, warmup: int = 1) -> list[Row]:
+    """Images/s per worker of the folder against its shards as files (``--store file``) and as pixels (``raw``)."""
     folder = generate_images(root / "folder", images, size)
-    shards = root / "shards"
-    if not is_shard_folder(shards):
-        write_shards(folder, shards)
-    readers = {
-        "image folder": _reader(ImageFolderDataset(folder), workers, 0),
-        "shards": _reader(ShardDataset(shards), workers, 0),
-    }
+    readers = {"image folder": _reader(ImageFolderDataset(folder), workers, 0)}
+    for store in STORES:
+        shards = root / f"shards-{store}"
+        if not is_shard_folder(shards):
+            write_shards(folder, shards, store=store)
+        readers[f"shards ({store})"] = _reader(ShardDataset(shards), workers, 0)
     times = time_interleaved(readers, runs, warmup, desc="reading")
     per_worker = max(workers, 1)
+    peer_rate = images / median(times["image folder"]) / per_worker
     return [
         Row(
             f"{images} images {size}px",
             f"{workers} worker(s)",
             "image folder",
-            "shards",
+            label,
             "img/s/worker",
-            images / median(times["image folder"]) / per_worker,
-            images / median(times["shards"]) / per_worker,
+            peer_rate,
+            images / median(times[label]) / per_worker,
             runs,
             TARGET,
-            times_s={k: v["total"] for k, v in times.items()},
+            times_s={"image folder": times["image folder"]["total"], label: times[label]["total"]},
         )
+        for label in readers
+        if label != "image folder"
     ]
 
 

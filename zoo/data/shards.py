@@ -23,12 +23,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from tqdm import tqdm
 
 from .errors import DataError
 
-__all__ = ["INDEX_NAME", "SPLITS", "is_shard_folder", "read_index", "write_shards"]
+__all__ = ["INDEX_NAME", "SPLITS", "STORES", "is_shard_folder", "read_index", "write_shards"]
 
 INDEX_NAME = "shards.json"
 FORMAT = "zoo-image-shards/1"
@@ -44,14 +45,29 @@ def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
     return info, io.BytesIO(data)
 
 
-def _write_shard(path: Path, samples: Sequence[tuple[str, int]], first_key: int) -> dict:
+def _image_bytes(image_path: str, store: str) -> tuple[str, bytes]:
+    """(member suffix, bytes): the file as it is, or (``store="raw"``) its RGB pixels as a binary PPM, which PIL
+    and webdataset read without decoding anything (larger files, far less work per sample)."""
+    if store == "file":
+        return Path(image_path).suffix.lower(), Path(image_path).read_bytes()
+    buffer = io.BytesIO()
+    try:
+        with Image.open(image_path) as img:
+            img.convert("RGB").save(buffer, format="PPM")
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot decode image {image_path} ({e}): replace or delete it before sharding") from None
+    return ".ppm", buffer.getvalue()
+
+
+def _write_shard(path: Path, samples: Sequence[tuple[str, int]], first_key: int, store: str) -> dict:
     names, labels = [], []
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for k, (image_path, label) in enumerate(samples):
             key = f"{first_key + k:08d}"
-            names.append(key + Path(image_path).suffix.lower())
+            suffix, data = _image_bytes(image_path, store)
+            names.append(key + suffix)
             labels.append(label)
-            tar.addfile(*_member(names[-1], Path(image_path).read_bytes()))
+            tar.addfile(*_member(names[-1], data))
             tar.addfile(*_member(key + ".cls", str(label).encode()))
     with tarfile.open(path, "r") as tar:  # where each image's bytes start, as a reader of the tar sees them
         members = {m.name: m for m in tar.getmembers()}
@@ -61,21 +77,29 @@ def _write_shard(path: Path, samples: Sequence[tuple[str, int]], first_key: int)
 
 
 SPLITS = ("train", "val", "validation", "test")
+STORES = ("file", "raw")
 
 
 def write_shards(
-    folder: str | os.PathLike, out_dir: str | os.PathLike, samples_per_shard: int = 1000, progress: bool = True
+    folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    samples_per_shard: int = 1000,
+    progress: bool = True,
+    store: str = "file",
 ) -> Path:
     """Shards of an image folder in ``out_dir``: ``folder/CLASS/*.png`` (torchvision's layout and file types) gives
     one shard folder; ``folder/SPLIT/CLASS/*`` (train, val, validation, test) gives ``out_dir/SPLIT`` for each.
 
     ``out_dir`` must be new or empty; it is written beside itself and renamed into place, so an interrupted run
     leaves nothing behind. Samples keep the folder's order (classes sorted, files sorted); shuffling is the
-    training sampler's job. Returns ``out_dir``.
+    training sampler's job. ``store``: ``"file"`` keeps each image file's bytes, ``"raw"`` stores decoded RGB
+    pixels (PPM) so that reading needs no decoding. Returns ``out_dir``.
     """
     folder, out = Path(folder), Path(out_dir)
     if samples_per_shard < 1:
         raise DataError(f"samples_per_shard must be at least 1, got {samples_per_shard}")
+    if store not in STORES:
+        raise DataError(f"store must be one of {', '.join(STORES)}, got {store!r}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} exists and is not an empty folder: choose a new --out folder")
     splits = [s for s in SPLITS if (folder / s).is_dir()]
@@ -84,7 +108,7 @@ def write_shards(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for source, split in sources:
-            _write_split(source, tmp / split, samples_per_shard, progress)
+            _write_split(source, tmp / split, samples_per_shard, progress, store)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -93,7 +117,7 @@ def write_shards(
     return out
 
 
-def _write_split(folder: Path, out: Path, samples_per_shard: int, progress: bool) -> None:
+def _write_split(folder: Path, out: Path, samples_per_shard: int, progress: bool, store: str) -> None:
     try:
         classes, class_to_idx = find_classes(folder)
         samples = make_dataset(folder, class_to_idx, IMG_EXTENSIONS)
@@ -104,7 +128,7 @@ def _write_split(folder: Path, out: Path, samples_per_shard: int, progress: bool
     starts = range(0, len(samples), samples_per_shard)
     for i, start in enumerate(tqdm(starts, desc=f"sharding {folder}", unit="shard", disable=not progress)):
         chunk = samples[start : start + samples_per_shard]
-        shards.append(_write_shard(out / f"shard-{i:06d}.tar", chunk, start))
+        shards.append(_write_shard(out / f"shard-{i:06d}.tar", chunk, start, store))
     index = {"format": FORMAT, "source": str(folder), "classes": classes, "shards": shards}
     (out / INDEX_NAME).write_text(json.dumps(index) + "\n")
 
@@ -130,13 +154,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("folder", help="an image folder: FOLDER/CLASS/*.png, or FOLDER/SPLIT/CLASS/* for each split")
     parser.add_argument("--out", required=True, help="the shard folder to write (new or empty)")
     parser.add_argument("--samples-per-shard", type=int, default=1000, help="images per tar shard (default 1000)")
+    parser.add_argument(
+        "--store",
+        choices=STORES,
+        default="file",
+        help="file: each image file's bytes (default); raw: decoded RGB pixels (PPM), larger, no decoding to read",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
     """``zoo data shard``: 0, or 2 with one line on stderr for a user error."""
     try:
-        out = write_shards(args.folder, args.out, args.samples_per_shard, progress=not args.no_progress)
+        out = write_shards(args.folder, args.out, args.samples_per_shard, not args.no_progress, args.store)
     except (DataError, OSError) as e:
         print(f"zoo data shard: error: {e}", file=sys.stderr)
         return 2
