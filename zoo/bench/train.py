@@ -11,8 +11,8 @@ AdamW step (``torch.optim.AdamW``, lr 1e-4, the same for both). The peers:
 Both sides are trained in interleaved rounds (peer, zoo, then zoo, peer, ...) after warm-up steps, each with its
 own optimizer; the median step gives images/s or tokens/s. Beside the rates: the loss of the first step (before
 any update, the same weights and batch) of each side and their relative difference, and the peak memory of one
-step (CUDA: ``max_memory_allocated``; CPU: the increase of the process RSS during the step, gradients and
-activations; the optimizer state exists by then).
+step (CUDA: ``max_memory_allocated``; CPU: the increase of the process RSS during the step after the heap's free
+memory was returned to the OS: gradients and activations; the optimizer state exists by then).
 
 Switches, as a recipe sets them: ``--amp bf16`` (autocast), ``--channels-last`` (vision), ``--compile``
 (``torch.compile`` of both models), ``--grad-checkpointing`` (both models' own), ``--device cuda``.
@@ -30,6 +30,8 @@ transformers for mobilellm_125m (batch 4 x 512 tokens); end to end >= 0.85x the 
 from __future__ import annotations
 
 import csv
+import ctypes
+import gc
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,9 +168,20 @@ def _first_loss(side: Side, settings: Settings) -> float:
         return float(side.loss())
 
 
+def _trim_heap() -> None:
+    """Return the heap's free memory to the OS (glibc's ``malloc_trim``), so that the RSS a step reaches counts
+    what the step itself allocates, not what an earlier step freed and the allocator kept."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the figure may then undercount
+        pass
+
+
 def _peak_memory(step: Callable[[], None], device: torch.device) -> int:
     """Bytes one step needs beyond what is resident before it (see the module docstring)."""
     if device.type != "cuda":
+        _trim_heap()
         return peak_rss(step)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
