@@ -19,7 +19,7 @@ Switches, as a recipe sets them: ``--amp bf16`` (autocast), ``--channels-last`` 
 
 ``--train --e2e`` runs ``train.py`` itself (the model's recipe in ``configs/``, else the digits quickstart's) for
 ``--steps`` steps on a generated image folder (:func:`zoo.bench.data.generate_images`) with the recipe's loader
-workers, and sets its images/s (from ``log.csv``: every step from the second to the last, data loading,
+workers and augmentation but the bench's ``--amp`` / ``--channels-last`` (so that both sides compute alike), and sets its images/s (from ``log.csv``: every step from the second to the last, data loading,
 augmentation, logging and checkpoints included, the final evaluation not) against the model-only step of the same
 model and batch: what the rest of the engine costs.
 
@@ -279,6 +279,9 @@ def end_to_end(name: str, settings: Settings, steps: int = 20, workers: int | No
         argv += ["--data.name", "image_folder", "--data.path", str(root), "--data.image_size", str(settings.img_size)]
         argv += ["--train.steps", str(steps), "--train.batch_size", str(settings.batch_size)]
         argv += ["--train.log_interval", "1", "--train.eval_max_batches", "1", "--no-progress"]
+        # the run computes as the model-only step does: the same autocast and memory format
+        argv += ["--train.amp", "bf16" if settings.amp is torch.bfloat16 else "none"]
+        argv += ["--train.channels_last", str(settings.channels_last).lower()]
         argv += [] if workers is None else ["--data.num_workers", str(workers)]
         if train_cli.main(argv) != 0:
             raise RuntimeError(f"train.py failed on the generated folder ({' '.join(argv)})")
