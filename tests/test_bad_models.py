@@ -86,6 +86,9 @@ BAD_NAMES = [
     ("FILE", zoo.UnknownModelError, "FILE is a file, not a model folder or a registered name: load it into its "
      "architecture, zoo.create_model(NAME, pretrained=True, pretrained_cfg_overlay={'file': 'FILE'})"),
     ("poolformer_s13", zoo.UnknownModelError, "Unknown model 'poolformer_s13'. Did you mean: poolformer_s36"),
+    # a training run that has not written export/: how to write it, not a registered name's overlay
+    ("RUN", zoo.CheckpointError, "RUN is a training run without export/ (its model folder): write it with "
+     "`zoo publish RUN --repo ORG/NAME --no-push --out-dir RUN/export`"),
 ]  # fmt: skip
 
 
@@ -93,11 +96,17 @@ BAD_NAMES = [
 def test_a_name_that_is_a_path_says_what_is_there(tmp_path, monkeypatch, name, error, fragment):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file.pth").write_bytes(b"")
-    missing, file = str(tmp_path / "missing"), "file.pth"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "args.yaml").write_text("model: poolformer_s12\n")
+    missing, file, run = str(tmp_path / "missing"), "file.pth", "run"
+
+    def fill(text: str) -> str:
+        return text.replace("MISSING", missing).replace("FILE", file).replace("RUN", run)
+
     with pytest.raises(error) as info:
-        zoo.create_model(name.replace("MISSING", missing).replace("FILE", file))
+        zoo.create_model(fill(name))
     message = str(info.value)
-    assert fragment.replace("MISSING", missing).replace("FILE", file) in message, message
+    assert fill(fragment) in message, message
     assert "Unknown model" not in message or name == "poolformer_s13"
 
 

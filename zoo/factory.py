@@ -180,6 +180,12 @@ def resolve_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike |
             raise CheckpointError(f"{name}: {local} does not exist (no folder at {Path(local).absolute()})")
         folder = _model_folder(Path(local if local is not None else name))
         if folder is None:
+            path = Path(local or name)
+            if (path / "args.yaml").is_file():  # a training run that has not written its export/ (yet)
+                raise CheckpointError(
+                    f"{path} is a training run without export/ (its model folder): write it with `zoo publish "
+                    f"{path} --repo ORG/NAME --no-push --out-dir {path / 'export'}`, then load the run folder"
+                )
             raise CheckpointError(
                 f"{local or name} is not a model folder: it has no {CONFIG_NAME} (nor does its "
                 "export/); pass a registered name with pretrained_cfg_overlay={'file': PATH}"
