@@ -24,7 +24,7 @@ from fakehub import FakeHub
 import zoo
 from zoo import publish
 from zoo.cards import _latency_text
-from zoo.profile import _trim_heap
+from zoo.profile import trim_heap
 from zoo.publish import export_pretrained
 from zoo.train.builders import build_distiller
 from zoo.train.distill import DistillConfig, DistillError
@@ -129,9 +129,9 @@ def test_bad_inputs_are_named(name, shape, error, fragment):
 
 def test_peak_memory_does_not_depend_on_latency_running_first():
     model = zoo.create_model("poolformer_s12", dims=(32, 64, 128, 256), depths=(1, 1, 1, 1)).eval()
-    _trim_heap()  # each call starts from a heap like a fresh `zoo profile` process's
+    trim_heap()  # each call starts from a heap like a fresh `zoo profile` process's
     alone = zoo.profile(model, memory=True).peak_memory["bytes"]
-    _trim_heap()
+    trim_heap()
     after = zoo.profile(model, latency=True, memory=True, runs=3, warmup=1).peak_memory["bytes"]
     # one 224x224 forward works on megabytes; before the fix the run after the latency loop read ~0
     assert alone > 2**20 and after > 2**20, (alone, after)

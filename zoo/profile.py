@@ -461,14 +461,14 @@ def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     # allocations (kernel caches, position tables), then the heap's free memory returned to the system, so the
     # RSS increase is the forward's own working set and not what the allocator happened to keep.
     forward()
-    _trim_heap()
+    trim_heap()
     return dict(
         bytes=int(peak_rss(forward)),
         method="CPU process RSS increase during one forward after a warm-up and a heap trim (sampled, 1 ms)",
     )
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """glibc's ``malloc_trim(0)``: free heap pages go back to the system (nothing to do elsewhere)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)

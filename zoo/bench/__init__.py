@@ -345,14 +345,14 @@ def run_train(args: argparse.Namespace) -> int:
             lm_model = get_entry(name).task == "text-generation"
             for bs in args.batch_sizes or ([4] if lm_model else [32]):
                 settings = train_bench.Settings(
-                    bs,
-                    args.img_size,
-                    args.seq_len,
-                    amp,
-                    args.channels_last,
-                    args.compile,
-                    args.grad_checkpointing,
-                    args.device,
+                    batch_size=bs,
+                    img_size=args.img_size,
+                    seq_len=args.seq_len,
+                    amp=amp,
+                    channels_last=args.channels_last,
+                    compile=args.compile,
+                    grad_checkpointing=args.grad_checkpointing,
+                    device=args.device,
                 )
                 if args.e2e:
                     rows.append(train_bench.end_to_end(name, settings, args.steps, args.workers, args.runs or 5))

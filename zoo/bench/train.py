@@ -30,7 +30,6 @@ transformers for mobilellm_125m (batch 4 x 512 tokens); end to end >= 0.85x the 
 from __future__ import annotations
 
 import csv
-import ctypes
 import gc
 import tempfile
 from collections.abc import Callable
@@ -42,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..factory import create_model
-from ..profile import peak_rss
+from ..profile import peak_rss, trim_heap
 from ..registry import get_entry
 from ..train import cli as train_cli
 from . import lm, vision
@@ -168,20 +167,11 @@ def _first_loss(side: Side, settings: Settings) -> float:
         return float(side.loss())
 
 
-def _trim_heap() -> None:
-    """Return the heap's free memory to the OS (glibc's ``malloc_trim``), so that the RSS a step reaches counts
-    what the step itself allocates, not what an earlier step freed and the allocator kept."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the figure may then undercount
-        pass
-
-
 def _peak_memory(step: Callable[[], None], device: torch.device) -> int:
     """Bytes one step needs beyond what is resident before it (see the module docstring)."""
     if device.type != "cuda":
-        _trim_heap()
+        gc.collect()
+        trim_heap()  # so that the RSS the step reaches counts its own allocations, not what was freed and kept
         return peak_rss(step)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)

@@ -3,8 +3,8 @@
 
 A shard is a tar file whose consecutive members share a key: ``000042.png`` (the image file's bytes, as they were)
 and ``000042.cls`` (the class index as text), which the ``webdataset`` package and timm's WebDataset reader read as
-they are. The shard folder also holds ``shards.json``: the class names, and per shard its file, size and sha256
-and, per sample, where the image's bytes start in the tar and how many there are. With that index a sample is one
+they are. The shard folder also holds ``shards.json``: the class names, and per shard its file and size and,
+per sample, where the image's bytes start in the tar and how many there are. With that index a sample is one
 ``pread`` from a shard opened once per process, so the shards are a map-style dataset: the training engine's global
 batch sampler splits them across DDP ranks and loader workers without repeats and resumes at the recorded position
 exactly as it does for an image folder, while a worker reads a few large files instead of opening one per image.
@@ -12,7 +12,6 @@ exactly as it does for an image folder, while a worker reads a few large files i
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -72,8 +71,7 @@ def _write_shard(path: Path, samples: Sequence[tuple[str, int]], first_key: int,
     with tarfile.open(path, "r") as tar:  # where each image's bytes start, as a reader of the tar sees them
         members = {m.name: m for m in tar.getmembers()}
     entries = [[name, members[name].offset_data, members[name].size, label] for name, label in zip(names, labels)]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"file": path.name, "bytes": path.stat().st_size, "sha256": digest, "samples": entries}
+    return {"file": path.name, "bytes": path.stat().st_size, "samples": entries}
 
 
 SPLITS = ("train", "val", "validation", "test")
