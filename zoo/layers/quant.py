@@ -73,6 +73,7 @@ __all__ = [
     "QuantSpec",
     "QuantizedLinear",
     "convert_fake_quantized",
+    "dequantize_model",
     "dequantize_int4",
     "fake_quantized_keys",
     "int8_head",
@@ -669,6 +670,30 @@ def quantize_model(model: nn.Module, quantize: Any, group_size: int | None = Non
                         q = QuantizedLinear.from_float(child, bits, g, spec.scheme or "asymmetric", spec.activations)
                     setattr(parent, name, q)
     model.quantization = spec
+    return model
+
+
+@torch.no_grad()
+def dequantize_model(model: nn.Module) -> nn.Module:
+    """Undo :func:`quantize_model` in place and return the model: :class:`QuantizedLinear` layers become float32
+    ``nn.Linear`` layers holding the weights their codes stand for, a bf16 model becomes float32, and
+    ``model.quantization`` goes (a float model is returned unchanged)."""
+    spec = model_quantization(model)
+    if spec is None:
+        return model
+    if spec.method == "bf16":
+        model.float()
+    else:
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, QuantizedLinear):
+                    linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                    linear.weight.copy_(child.dequantize(torch.float32))
+                    if child.bias is not None:
+                        linear.bias.copy_(child.bias.float())
+                    setattr(parent, name, linear.to(child.scale.device))
+    if "quantization" in vars(model):
+        del model.quantization
     return model
 
 

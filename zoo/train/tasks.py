@@ -39,7 +39,7 @@ from ..data.images import BAD_FILES, DatasetInfo, build_image_dataset
 from ..data.synthetic import SyntheticDataset, load_synthetic
 from ..factory import create_model, resolve_source
 from ..hub import download
-from ..layers.quant import QuantizedLinear, model_quantization
+from ..layers.quant import dequantize_model, model_quantization
 from ..registry import UnknownModelError, get_entry
 from ..weights import read_state_dict
 from .config import Recipe, RecipeError, load_run_args
@@ -569,27 +569,14 @@ class ImageTask(Task):
         return profile_classifier(model, tuple(self.cfg["input_size"]))
 
 
-@torch.no_grad()
 def _dequantized(model: nn.Module, where: str) -> nn.Module:
-    """A model loaded from quantized weights, made trainable: int8/int4 layers become float ``nn.Linear`` layers
-    holding the weights their codes stand for, bf16 weights become float32 (frozen codes would not train, and the
-    run writes float weights with no quantization record). Said in the log; float models pass unchanged."""
+    """A model loaded from quantized weights, made trainable (:func:`~zoo.layers.quant.dequantize_model`: frozen
+    codes would not train, and the run writes float weights with no quantization record). Said in the log; float
+    models pass unchanged."""
     spec = model_quantization(model)
     if spec is None:
         return model
-    if spec.method == "bf16":
-        model.float()
-    else:
-        for parent in list(model.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, QuantizedLinear):
-                    linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
-                    linear.weight.copy_(child.dequantize(torch.float32))
-                    if child.bias is not None:
-                        linear.bias.copy_(child.bias.float())
-                    setattr(parent, name, linear.to(child.scale.device))
-    if "quantization" in vars(model):
-        del model.quantization
+    dequantize_model(model)
     _logger.warning(
         "%s holds %s weights: training their float32 dequantization (the run's weights are float; quantize the "
         "result again, e.g. zoo.create_model(RUN_DIR/export, quantize=%r))",
