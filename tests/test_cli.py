@@ -103,6 +103,7 @@ def test_profile_json(capsys):
     assert abs(result["macs"] / 1.82e9 - 1) < 0.02
 
 
+@pytest.mark.slow
 def test_python_dash_m_is_the_same_entry():
     proc = subprocess.run([sys.executable, "-m", "zoo", "list", "randformer_s1*"], capture_output=True, text=True)
     assert proc.returncode == 0 and "randformer_s12" in proc.stdout

@@ -144,6 +144,7 @@ def test_a_dataset_without_labels_is_refused(tmp_path, capsys):
     assert rc == 2 and len(err.splitlines()) == 1 and "class" in err, err
 
 
+@pytest.mark.slow
 def test_condense_then_train_py_then_held_out(tmp_path):
     out = tmp_path / "set"
     rc = zoo_main(["condense", "--data", "digits", "--method", "dm", "--ipc", "5", "--image-size", "16",

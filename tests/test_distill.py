@@ -116,6 +116,7 @@ def test_teacher_stays_frozen_in_eval_and_the_loss_mixes_by_alpha():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_the_student_like_one(tmp_path, monkeypatch):
     import distill_ddp_worker  # tests/ is on sys.path under pytest
     import torch.multiprocessing as mp
@@ -329,6 +330,7 @@ TINY_LM = [
 ]
 
 
+@pytest.mark.slow
 def test_lm_distills_with_the_teachers_tokenizer_cached_and_under_bf16(tmp_path):
     from zoo.data import text
     from zoo.train.loop import train

@@ -60,8 +60,24 @@ def test_every_vision_family_has_a_reduced_model():
     assert set(FIXED_SIZE) <= fixed and {n.split("_")[0] for n in fixed} == {"randformer", "sret", "convnet"}
 
 
-@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
-@pytest.mark.parametrize("name", list(REDUCED))
+# caformer (attention) and the fixed-size ONNX graphs take 8-16 s each: those in the slow run
+HEAVY_EXPORTS = {
+    ("caformer_s18", "pt2"),
+    ("caformer_s18", "onnx"),
+    ("randformer_s12", "onnx"),
+    ("sret_tiny", "onnx"),
+    ("slak_tiny", "onnx"),
+}
+
+
+@pytest.mark.parametrize(
+    "name,fmt",
+    [
+        pytest.param(n, f, marks=pytest.mark.slow) if (n, f) in HEAVY_EXPORTS else (n, f)
+        for n in REDUCED
+        for f in ("pt2", "onnx")
+    ],
+)
 def test_each_family_exports(name, fmt, tmp_path):
     """Dynamic batch everywhere, dynamic height/width where allowed: two batch sizes (and a second image size, not
     a multiple of 32) through one artefact, equal to eager."""

@@ -51,6 +51,7 @@ def test_cli_exports_a_registered_name_with_its_deployment_files(tmp_path, capsy
     assert "| sha256 |" not in card and "model.safetensors" not in card  # the artefact holds the weights
 
 
+@pytest.mark.slow
 def test_export_from_a_model_folder_rebuilds_its_architecture(tmp_path):
     torch.manual_seed(0)
     model = zoo.create_model("caformer_s18", **TINY).eval()
@@ -68,6 +69,7 @@ def test_export_from_a_model_folder_rebuilds_its_architecture(tmp_path):
     assert json.loads((tmp_path / "onnx" / "config.json").read_text())["model_args"]["dims"] == TINY["dims"]
 
 
+@pytest.mark.slow
 def test_onnx_int8_writes_a_second_file_and_reports_it(tmp_path):
     model = zoo.create_model("convformer_s18", **TINY).eval()
     result = zoo.export(model, "onnx", tmp_path, quantize="int8", check=True, input_size=(3, 64, 64))

@@ -158,8 +158,9 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_aoti_export_generates_as_eager(tmp_path):
-    """The default run's one compile: the AOTInductor package, checked, then run by a Python without zoo."""
+    """The AOTInductor package (a compile: slow), checked, then run by a Python without zoo."""
     model, prompt = _model("mobilellm"), _prompt()
     result = zoo.export(model, "pte", tmp_path, max_seq_len=MAX_LEN, check=True, backend="aoti")
     assert result.files == ["decoder.pt2", "runtime.json"]
@@ -196,10 +197,10 @@ def test_aoti_export_more_families(tmp_path, case):
 
 @pytest.mark.parametrize(
     "case",
-    ["mobilellm"]  # the default run's ExecuTorch lowering (1-2.5 min each on 2 cores)
-    # -m slow (CI): sliding windows and MoR routing, the cache paths the plain decoder lacks; -m sweep (by hand):
-    # layer sharing and the vanilla recursive stack, whose caches are the plain decoder's
-    + [pytest.param(c, marks=pytest.mark.slow) for c in ("mobilellm_pro_window", "mor_expert")]
+    # ExecuTorch lowerings take 1-2.5 min each on 2 cores: -m slow (CI) runs the plain decoder, sliding windows and
+    # MoR routing (the cache paths the plain decoder lacks); -m sweep (by hand): layer sharing and the vanilla
+    # recursive stack, whose caches are the plain decoder's
+    [pytest.param(c, marks=pytest.mark.slow) for c in ("mobilellm", "mobilellm_pro_window", "mor_expert")]
     + [pytest.param(c, marks=[pytest.mark.slow, pytest.mark.sweep]) for c in ("mobilellm_ls", "vanilla")],
 )
 def test_executorch_export_generates_as_eager(tmp_path, case):

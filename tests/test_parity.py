@@ -168,7 +168,10 @@ def test_every_variant_matches_reference(name, tmp_path):
             _assert_close(f, r, f"{name} stage {i}")
 
 
-@pytest.mark.parametrize("name", MIXER_VARIANTS)
+# PoolFormer v1 in the default run; the other mixers (SepConv and attention: 12-14 s each) in the slow run
+@pytest.mark.parametrize(
+    "name", [n if n.startswith("poolformer_") else pytest.param(n, marks=pytest.mark.slow) for n in MIXER_VARIANTS]
+)
 def test_gradients_match_reference(name, authors_files):
     """Training-mode gradients (input and every weight) equal autograd through the reference.
 

@@ -62,7 +62,12 @@ SMALL = {
 
 
 def _cases():
-    return [pytest.param(name, kw, id=name) for family in SMALL.values() for name, kw in family]
+    # Mixture-of-Recursions (routers, LoRA deltas) is the heaviest case: in the slow run
+    return [
+        pytest.param(name, kw, id=name, marks=[pytest.mark.slow] if name == "mor_135m" else [])
+        for family in SMALL.values()
+        for name, kw in family
+    ]
 
 
 def _inputs(model, batch=2):
@@ -378,6 +383,7 @@ def test_ignored_attention_keeps_its_heads():
         zoo.prune(other, ratio=0.5, ignore=[other.model.layers[0].self_attn], example_inputs=_inputs(other, 1))
 
 
+@pytest.mark.slow
 def test_round_to_8_reaches_half_macs_on_aligned_widths():
     """The quickstart's shape: every width a multiple of 32, so one ratio moves them all at once; the MLP widths'
     own ratio makes the finer step."""

@@ -463,6 +463,7 @@ def test_eval_quantize(tmp_path):
     assert abs(rows["int4"]["perplexity"] - base) < 0.2 * base
 
 
+@pytest.mark.slow
 def test_pt2_export_of_int4_weights(tmp_path):
     model = _float_model("mobilellm")
     result = export(model, "pt2", tmp_path / "pt2", model_name="mobilellm_125m", quantize="int4", check=True)

@@ -517,6 +517,7 @@ def test_masks_from_weights_rebuild(digits):
 # --------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_process_masks_identical(tmp_path, monkeypatch):
     import sparse_ddp_worker  # tests/ is on sys.path under pytest
     import torch.multiprocessing as mp

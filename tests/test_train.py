@@ -164,6 +164,7 @@ def test_digits_run_learns_and_writes_the_run_folder(digits_run):
 # ------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(digits_run, tmp_path):
     ref, _ = digits_run
     out = tmp_path / "run"
@@ -449,6 +450,7 @@ def test_lm_run_beats_the_unigram_baseline(tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eval_py_reproduces_the_held_out_metrics(digits_run, tmp_path):
     out, _ = digits_run
     res = subprocess.run(

@@ -311,6 +311,7 @@ def _hub_env(hub, cache: Path) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_train_py_push_to_hub_then_eval_py_from_the_hub(hub, image_folder, tmp_path):
     run = tmp_path / "run"
     m = _train(
