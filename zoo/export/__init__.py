@@ -1,6 +1,7 @@
 """Deployment artefacts of zoo models: ``torch.export`` programs, ONNX files, the language models' compiled
 prefill + cached decode, and GGUF files for llama.cpp. :func:`export` writes one with the files a deployment
-needs beside it; ``zoo export`` is the command.
+needs beside it; ``zoo export`` is the command. Importing it registers ``generate(..., backend="llama.cpp")``
+(:mod:`zoo.export.llama_backend`).
 
 ``zoo.export`` is this package *and* callable as :func:`export` (as ``zoo.profile`` is): ``zoo.export(model,
 "onnx")`` and ``from zoo.export import ExportError`` both work.
@@ -9,6 +10,7 @@ needs beside it; ``zoo export`` is the command.
 import sys
 import types
 
+from . import llama_backend  # noqa: F401  (registers generate(..., backend="llama.cpp"))
 from .core import FORMATS, ExportError, ExportResult, ExportSpec, export, load_source
 
 __all__ = ["FORMATS", "ExportError", "ExportResult", "ExportSpec", "export", "load_source"]

@@ -515,7 +515,10 @@ def _tensors(model: nn.Module, written: list[dict[str, torch.Tensor]]) -> Iterat
 
 
 def _file_tokenizer(model: nn.Module, spec: ExportSpec, vocab_size: int) -> tuple[dict[str, Any] | None, dict]:
-    """The tokenizer to write into the file (None: the file takes token ids only) and the report's entries on it."""
+    """The tokenizer to write into the file (None: the file takes token ids only) and the report's entries on it;
+    ``spec.options["vocabulary"] = False`` leaves it out (a file run on token ids, as the generate backend runs it)."""
+    if spec.options.get("vocabulary") is False:
+        return None, {"tokenizer": None, "tokenizer_note": "left out (vocabulary=False): the file takes token ids only"}
     source = tokenizer_source(model, spec)
     if source is None:
         note = "no tokenizer beside the model: the file declares no vocabulary (token ids only)"

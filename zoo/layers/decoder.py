@@ -20,11 +20,14 @@ from torch import nn
 
 from .args import check_known_keys
 from .generation import (
+    BACKEND_STATE,
+    TORCH_BACKEND,
     GenerationConfig,
     StopStrings,
     TextIteratorStreamer,
     TextStreamer,
     apply_repetition_penalty,
+    generation_backend,
     token_presence,
 )
 from .lm import DecoderLayer, KVCache, RMSNorm
@@ -411,6 +414,8 @@ class DecoderLM(nn.Module, HubMixin):
         streamer: Any = None,
         generation_config: GenerationConfig | None = None,
         compile: bool = False,
+        backend: str = TORCH_BACKEND,
+        quantize: str | None = None,
     ) -> torch.Tensor:
         """Prompt + up to ``max_new_tokens`` new tokens ``(B, T + n)``, decoding with a static KV cache.
 
@@ -435,8 +440,8 @@ class DecoderLM(nn.Module, HubMixin):
 
         ``compile=True`` (one prompt, no padding): every token is one ``torch.compile``'d step of
         :meth:`compiled_decoder` (compiled at the first call, about a minute for a 125M model on 2 cores). Same
-        tokens; it saves the per-op Python overhead of each step.
-        """
+        tokens; it saves the per-op Python overhead of each step. ``backend="llama.cpp"``: the forward passes run in
+        llama.cpp on a GGUF of the weights at ``quantize`` ("f32", "f16", "q8_0", "q4_0"), one prompt at a time."""
         try:  # a streamer is ended whatever happens, so that a reader in another thread is not left waiting
             self._check_ids(input_ids)
             gc = self._generation_settings(
@@ -456,20 +461,30 @@ class DecoderLM(nn.Module, HubMixin):
             input_ids, padding = self._prepare_prompt(input_ids, attention_mask, max_new_tokens)
             plan = self._decoding_plan(gc, input_ids, padding, stop_token_ids, generator, tokenizer)
             streamer = _as_streamer(streamer, tokenizer, input_ids.shape[0])
+            session = self._backend_session(backend, quantize, compile, input_ids, padding, max_new_tokens, streamer)
             if streamer is not None:
                 streamer.put(input_ids.cpu())
         except BaseException:
             _end_stream(streamer)
             raise
         try:
-            if max_new_tokens == 0:
-                return input_ids
-            if compile:
-                _check_compilable(input_ids, padding)
-                return self._generate_compiled(input_ids, max_new_tokens, plan, streamer)
-            return self._generate_eager(input_ids, padding, max_new_tokens, plan, streamer)
+            rows = (gc, stop_token_ids, generator, tokenizer)  # a backend's per-prompt plans
+            return self._run_decoding(input_ids, padding, max_new_tokens, plan, streamer, compile, session, rows)
         finally:
             _end_stream(streamer)
+
+    def _run_decoding(
+        self, input_ids, padding, max_new_tokens: int, plan, streamer, compile: bool, session: Any, rows: tuple
+    ) -> torch.Tensor:
+        """The tokens of :meth:`generate`: through a backend's ``session``, compiled, or eager."""
+        if max_new_tokens == 0:
+            return input_ids
+        if session is not None:
+            return self._generate_backend(session, input_ids, padding, max_new_tokens, rows, streamer)
+        if compile:
+            _check_compilable(input_ids, padding)
+            return self._generate_compiled(input_ids, max_new_tokens, plan, streamer)
+        return self._generate_eager(input_ids, padding, max_new_tokens, plan, streamer)
 
     def _generation_settings(self, generation_config: GenerationConfig | None, **settings) -> GenerationConfig:
         """The call's settings over ``generation_config`` over the model's own (transformers' precedence)."""
@@ -539,6 +554,70 @@ class DecoderLM(nn.Module, HubMixin):
             finished=torch.zeros(B, dtype=torch.bool, device=device),
         )
 
+    def _backend_session(
+        self,
+        backend: str,
+        quantize: str | None,
+        compile: bool,
+        input_ids: torch.Tensor,
+        padding: torch.Tensor | None,
+        max_new_tokens: int,
+        streamer: Any,
+    ) -> Any:
+        """None for torch; else the backend's session for this call (:func:`~zoo.layers.generation.
+        register_generation_backend`), after refusing what it cannot do as ``generate`` promises."""
+        if backend == TORCH_BACKEND:
+            if quantize is not None:
+                raise ValueError(
+                    f"quantize={quantize!r} picks the weights of another backend (backend='llama.cpp'); the torch "
+                    "backend runs the model's own: quantize the model instead (create_model(..., quantize='int8'))"
+                )
+            return None
+        open_session = generation_backend(backend)
+        if compile:
+            raise ValueError(
+                f"compile=True compiles the torch backend's decode step; backend={backend!r} runs its own compiled "
+                "graph: leave compile out (or use backend='torch' with compile=True)"
+            )
+        if padding is not None and not bool((padding[:, 1:] >= padding[:, :-1]).all()):
+            raise ValueError(
+                f"backend={backend!r} takes left-padded prompts only (attention_mask rows of 0s then 1s; the padding "
+                "is dropped and each prompt runs alone): pad on the left, or pass the prompts one at a time"
+            )
+        if streamer is not None and input_ids.shape[0] != 1:
+            raise ValueError(
+                f"backend={backend!r} decodes the prompts one after another, so a streamer cannot follow the batch "
+                f"step by step ({input_ids.shape[0]} prompts): stream one prompt at a time, or use backend='torch'"
+            )
+        return open_session(self, quantize=quantize, length=input_ids.shape[1] + max_new_tokens)
+
+    def _generate_backend(
+        self,
+        session: Any,
+        input_ids: torch.Tensor,
+        padding: torch.Tensor | None,
+        max_new_tokens: int,
+        plan_args: tuple,
+        streamer: Any,
+    ) -> torch.Tensor:
+        """Each prompt (its padding dropped) decoded alone on ``session``'s logits with the torch path's token loop;
+        rows that finished earlier are padded as the torch path pads them."""
+        rows, pad = [], 0
+        for b in range(input_ids.shape[0]):
+            ids = input_ids[b : b + 1].cpu()
+            if padding is not None:
+                ids = ids[:, padding[b].cpu()]
+            plan = self._decoding_plan(plan_args[0], ids, None, *plan_args[1:])
+            logits = session.prefill(ids[0].tolist())[None]
+            out = _decode(
+                ids, logits, lambda token, n: session.step(int(token[0]))[None], max_new_tokens, plan, streamer
+            )
+            rows.append(out[0, ids.shape[1] :])
+            pad = plan.pad
+        n = max(len(r) for r in rows)
+        new = torch.stack([F.pad(r, (0, n - len(r)), value=pad) for r in rows])
+        return torch.cat([input_ids, new.to(input_ids.device, input_ids.dtype)], dim=1)
+
     def _generate_eager(
         self,
         input_ids: torch.Tensor,
@@ -602,6 +681,7 @@ class DecoderLM(nn.Module, HubMixin):
         state = dict(state)
         state.pop("_compiled_step", None)  # copies and pickles compile their own
         state.pop("_head_int8", None)  # and make their own head codes
+        state.pop(BACKEND_STATE, None)  # and load their own backend engines (a llama.cpp model is not copied)
         return state
 
     def _generate_compiled(self, input_ids: torch.Tensor, max_new_tokens: int, plan: "_Decoding", streamer: Any):

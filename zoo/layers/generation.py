@@ -12,6 +12,10 @@ stop strings and streamers, with transformers' names and semantics.
 * :class:`TextStreamer` (print or a callback) and :class:`TextIteratorStreamer` (a queue read from another
   thread): transformers' ``put(token_ids)`` / ``end()`` protocol.
 * :class:`StopStrings`: per-sequence detection of stop strings in the decoded new text.
+* :func:`register_generation_backend` / :func:`generation_backend`: the engines ``generate(..., backend=NAME)`` can
+  run the forward passes in besides torch. A backend lives above the layers (``"llama.cpp"``: :mod:`zoo.export`
+  registers it when imported, as ``import zoo`` does), so it registers itself here, as :mod:`zoo.layers.saving`'s
+  functions are registered.
 """
 
 import dataclasses
@@ -28,13 +32,17 @@ from typing import Any
 import torch
 
 __all__ = [
+    "BACKEND_STATE",
     "GENERATION_CONFIG_NAME",
     "GenerationConfig",
     "IncrementalDecoder",
     "StopStrings",
+    "TORCH_BACKEND",
     "TextIteratorStreamer",
     "TextStreamer",
     "apply_repetition_penalty",
+    "generation_backend",
+    "register_generation_backend",
     "token_presence",
 ]
 
@@ -449,3 +457,36 @@ class TextIteratorStreamer(TextStreamer):
         if value is self._STOP:
             raise StopIteration
         return value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Backends: other engines for the forward passes of generate
+# --------------------------------------------------------------------------------------------------------------
+
+TORCH_BACKEND = "torch"
+# the key of model.__dict__ under which backends keep what they loaded for a model (a copy of the model drops it)
+BACKEND_STATE = "_generation_backends"
+_BACKENDS: dict[str, Callable[..., Any]] = {}
+# backends the zoo ships, by what registers them: named in the error when one is missing
+_SHIPPED = {"llama.cpp": 'pip install "zoo[export]" (gguf and llama-cpp-python), then import zoo'}
+
+
+def register_generation_backend(name: str, open_session: Callable[..., Any]) -> None:
+    """Make ``generate(..., backend=name)`` run its forward passes through ``open_session(model, quantize=...,
+    length=...)``: an object for one model and a context of at least ``length`` tokens, with ``prefill(ids)`` (a
+    list of token ids of one sequence; the logits ``(vocab,)`` after its last token, the sequence's state reset)
+    and ``step(token)`` (one more token; the logits after it). ``generate`` does the rest (sampling, penalties,
+    stops, streamers), so every setting means what it means with torch."""
+    if not isinstance(name, str) or not name or name == TORCH_BACKEND:
+        raise ValueError(f"a generation backend needs a name other than {TORCH_BACKEND!r}, got {name!r}")
+    _BACKENDS[name] = open_session
+
+
+def generation_backend(name: str) -> Callable[..., Any]:
+    """The registered ``open_session`` of backend ``name``; ValueError naming the choices and the install."""
+    if name in _BACKENDS:
+        return _BACKENDS[name]
+    if name in _SHIPPED:
+        raise ValueError(f"generate(backend={name!r}) is not available here: {_SHIPPED[name]}")
+    choices = [TORCH_BACKEND, *sorted(set(_BACKENDS) | set(_SHIPPED))]
+    raise ValueError(f"unknown generation backend {name!r}: choose one of {', '.join(map(repr, choices))}")

@@ -1,0 +1,219 @@
+"""``model.generate(..., backend="llama.cpp", quantize=...)``: the zoo's decoding over llama.cpp's forward passes.
+
+Reduced configs (64 wide, 2-5 blocks) with weights scaled up from the init so that greedy tokens are decided by
+clear margins; with ``quantize="f32"`` llama.cpp computes torch's logits, so every setting must give torch's tokens.
+The GGUF cache lives in a temporary ``ZOO_CACHE``.
+"""
+
+import copy
+import os
+
+import llama_cpp  # noqa: F401  (the export extra, part of dev: a missing install fails, it does not skip)
+import pytest
+import torch
+
+import zoo
+from zoo.export import llama_backend
+from zoo.layers import generation
+from zoo.layers.generation import GenerationConfig, TextStreamer
+
+SMALL = dict(
+    vocab_size=96,
+    num_hidden_layers=2,
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
+LLAMA = "llama.cpp"
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path / "cache" / "gguf"
+    torch.set_num_threads(before)
+
+
+def _model(name: str = "mobilellm_125m", **overrides) -> torch.nn.Module:
+    model = zoo.create_model(name, **{**SMALL, **overrides}).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if "norm" in key:
+                p.copy_(0.5 + torch.rand(p.shape, generator=g))
+            elif "lora_B" in key:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+            elif p.ndim == 2:
+                p.mul_(5)
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+PROMPTS = torch.tensor([[3, 5, 7, 9, 11, 13], [1, 2, 3, 4, 5, 6]])
+
+
+class _Chars:
+    """A tokenizer whose token i is one letter: enough for stop strings and text streamers."""
+
+    def decode(self, ids, **kwargs):
+        return "".join(chr(97 + int(i) % 26) for i in ids)
+
+
+@pytest.fixture(scope="module")
+def mobilellm():
+    return _model()
+
+
+def _both(model, ids=PROMPTS, **kwargs):
+    return model.generate(ids, **kwargs), model.generate(ids, backend=LLAMA, quantize="f32", **kwargs)
+
+
+def test_f32_greedy_tokens_equal_torch(mobilellm, monkeypatch):
+    calls = []
+    step = llama_backend.LlamaSession.step
+    monkeypatch.setattr(
+        llama_backend.LlamaSession, "step", lambda self, token: calls.append(token) or step(self, token)
+    )
+    want, got = _both(mobilellm, max_new_tokens=24)
+    assert got.shape == (2, 30) and got.dtype == want.dtype
+    assert torch.equal(got, want)
+    assert calls == got[0, 6:-1].tolist() + got[1, 6:-1].tolist()  # llama.cpp ran every step after the prompts
+    assert torch.equal(mobilellm.generate(PROMPTS, max_new_tokens=24, backend=LLAMA), want)  # f32 is the default
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [("mobilellm_125m_ls", {}), ("recursive_135m", dict(num_hidden_layers=5, lora_rank=4, ln_share=False))],
+)
+def test_other_families_the_gguf_writer_takes(name, overrides):
+    want, got = _both(_model(name, **overrides), max_new_tokens=12)
+    assert torch.equal(got, want)
+
+
+def test_stops_penalty_min_tokens_and_padding_as_torch(mobilellm):
+    free = mobilellm.generate(PROMPTS, max_new_tokens=16)
+    stop = int(free[0, 9])  # a token row 0 emits on its own (at its 4th new token)
+    settings = dict(max_new_tokens=16, eos_token_id=[stop, 95], min_new_tokens=2, pad_token_id=94)
+    want, got = _both(mobilellm, **settings)
+    assert torch.equal(got, want)
+    assert (got == 94).any()  # a row that stopped first was padded while the other went on
+    want, got = _both(mobilellm, max_new_tokens=16, repetition_penalty=1.5)
+    assert torch.equal(got, want) and not torch.equal(got, free)
+    config = GenerationConfig(max_new_tokens=5, eos_token_id=stop)
+    want, got = _both(mobilellm, generation_config=config)
+    assert torch.equal(got, want) and got.shape[1] <= PROMPTS.shape[1] + 5
+
+
+def test_stop_strings_and_streamers_as_torch(mobilellm):
+    free = mobilellm.generate(PROMPTS[:1], max_new_tokens=16)
+    text = _Chars().decode(free[0, 6:].tolist())
+    stop = text[5:7]
+    want, got = _both(mobilellm, PROMPTS[:1], max_new_tokens=16, stop_strings=stop, tokenizer=_Chars())
+    assert torch.equal(got, want) and got.shape[1] < free.shape[1]
+    pieces = []
+    out = mobilellm.generate(
+        PROMPTS[:1], max_new_tokens=8, backend=LLAMA, streamer=pieces.append, tokenizer=_Chars()
+    )  # a plain callable: the new text, piece by piece
+    assert "".join(pieces) == _Chars().decode(out[0, 6:].tolist())
+    seen = []
+    streamer = TextStreamer(_Chars(), callback=seen.append)
+    mobilellm.generate(PROMPTS[:1], max_new_tokens=8, backend=LLAMA, streamer=streamer)
+    assert "".join(seen) == _Chars().decode(out[0].tolist())  # the prompt first, then each token
+
+
+def test_left_padded_batch_runs_each_prompt_alone(mobilellm):
+    ids = torch.tensor([[0, 0, 3, 5, 7, 9], [1, 2, 3, 4, 5, 6]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    want, got = _both(mobilellm, ids, max_new_tokens=10, attention_mask=mask)
+    assert torch.equal(got, want)
+    alone = mobilellm.generate(ids[:1, 2:], max_new_tokens=10, backend=LLAMA)
+    assert torch.equal(got[0, 6:], alone[0, 4:])
+    with pytest.raises(ValueError, match="left-padded prompts only"), pytest.warns(UserWarning, match="right-pad"):
+        mobilellm.generate(ids, attention_mask=mask.flip(1), backend=LLAMA)
+
+
+def test_sampling_with_a_seed_repeats(mobilellm):
+    def sample(seed, **kwargs):
+        g = torch.Generator().manual_seed(seed)
+        settings = dict(do_sample=True, temperature=0.9, top_k=40, top_p=0.9, max_new_tokens=20, generator=g)
+        return mobilellm.generate(PROMPTS, backend=LLAMA, quantize="q8_0", **settings, **kwargs)
+
+    a, b, c = sample(0), sample(0), sample(1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_the_file_is_written_once_and_the_model_kept(mobilellm, cache):
+    mobilellm.generate(PROMPTS, max_new_tokens=2, backend=LLAMA, quantize="q4_0")
+    (path,) = cache.glob("*.q4_0.gguf")
+    stamp = path.stat().st_mtime_ns
+    session = llama_backend.open_session(mobilellm, "q4_0")
+    mobilellm.generate(PROMPTS, max_new_tokens=2, backend=LLAMA, quantize="q4_0")
+    assert llama_backend.open_session(mobilellm, "q4_0") is session  # the loaded file is kept with the model
+    twin = copy.deepcopy(mobilellm)  # a copy loads its own llama.cpp model, from the same file
+    twin.generate(PROMPTS, max_new_tokens=2, backend=LLAMA, quantize="q4_0")
+    assert llama_backend.open_session(twin, "q4_0") is not session
+    assert path.stat().st_mtime_ns == stamp and len(list(cache.iterdir())) == 1  # no rewrite, no temporary left
+    with torch.no_grad():
+        twin.model.norm.weight.mul_(2)  # changed weights: another file
+    twin.generate(PROMPTS, max_new_tokens=2, backend=LLAMA, quantize="q4_0")
+    assert len(list(cache.glob("*.q4_0.gguf"))) == 2 and path.stat().st_mtime_ns == stamp
+
+
+def test_longer_requests_reload_with_a_longer_context():
+    model = _model(max_position_embeddings=1024)
+    session = llama_backend.open_session(model, "f32", 8)
+    assert session.n_ctx == llama_backend.MIN_CONTEXT
+    assert llama_backend.open_session(model, "f32", 600).n_ctx == 1024
+
+
+def test_what_llama_cpp_cannot_run_is_refused_with_the_fastest_zoo_path(mobilellm, cache):
+    mor = _model("mor_135m", num_hidden_layers=5)
+    with pytest.raises(ValueError, match=r"Mixture-of-Recursions.*generate\(\.\.\., compile=True\)"):
+        mor.generate(PROMPTS, backend=LLAMA)
+    kv = _model("recursive_135m", num_hidden_layers=5, kv_sharing=True)
+    with pytest.raises(ValueError, match="recursive KV sharing"):
+        kv.generate(PROMPTS, backend=LLAMA)
+    with pytest.raises(ValueError, match="zoo's int8"):
+        zoo.create_model("mobilellm_125m", quantize="int8", **SMALL).generate(PROMPTS, backend=LLAMA)
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_settings_llama_cpp_cannot_take_are_refused(mobilellm):
+    with pytest.raises(ValueError, match="quantize= one of 'f32', 'f16', 'q8_0', 'q4_0'"):
+        mobilellm.generate(PROMPTS, backend=LLAMA, quantize="int8")
+    with pytest.raises(ValueError, match="leave compile out"):
+        mobilellm.generate(PROMPTS[:1], backend=LLAMA, compile=True)
+    with pytest.raises(ValueError, match="a streamer cannot follow the batch"):
+        mobilellm.generate(PROMPTS, backend=LLAMA, streamer=TextStreamer(_Chars()))
+    with pytest.raises(ValueError, match="the torch backend runs the model's own"):
+        mobilellm.generate(PROMPTS, quantize="q8_0")
+    with pytest.raises(ValueError, match="unknown generation backend 'onnx'.*'llama.cpp'"):
+        mobilellm.generate(PROMPTS, backend="onnx")
+
+
+def test_an_unregistered_backend_names_the_install(mobilellm, monkeypatch):
+    monkeypatch.delitem(generation._BACKENDS, LLAMA)
+    with pytest.raises(ValueError, match=r'pip install "zoo\[export\]"'):
+        mobilellm.generate(PROMPTS, backend=LLAMA)
+
+
+def test_logits_of_every_position_for_perplexity(mobilellm):
+    scored = llama_backend.LlamaCppLogits(mobilellm, "f32")
+    ids = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = mobilellm(ids)
+    got = scored(ids)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+def test_cache_dir_follows_zoo_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "elsewhere"))
+    assert llama_backend.cache_dir() == tmp_path / "elsewhere" / "gguf"
+    monkeypatch.delenv("ZOO_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert llama_backend.cache_dir() == llama_backend.Path(os.path.expanduser("~/.cache/zoo/gguf"))

@@ -1,0 +1,325 @@
+"""``model.generate(..., backend="llama.cpp", quantize=...)``: the zoo's decoding over llama.cpp's forward passes.
+
+llama.cpp (llama-cpp-python) runs the prompt and every decode step on a GGUF of the model's weights; the zoo's own
+token loop (:meth:`zoo.layers.decoder.DecoderLM.generate`) chooses each token from llama.cpp's logits, so greedy
+and sampling (temperature, top-k, top-p, the ``generator``'s seed), the repetition penalty, ``min_new_tokens``,
+stop ids and stop strings, streamers and ``generation_config`` mean exactly what they mean with torch. Batches run
+one prompt after another (left padding is dropped; streamers follow batch 1).
+
+* **The file** is written once per weights and quantization (``"f32"``, the default, ``"f16"``, ``"q8_0"``,
+  ``"q4_0"``: :mod:`zoo.export.gguf_file`'s writer, token ids only) into ``$ZOO_CACHE/gguf`` (default
+  ``~/.cache/zoo/gguf``, or ``$XDG_CACHE_HOME/zoo/gguf``), named by a sha256 of the state dict (every tensor's
+  name, dtype, shape and bytes), the model's class and config, the quantization and the zoo version; written to a
+  temporary folder and renamed into place, so a file in the cache is whole. Another model with the same weights
+  finds it there.
+* **The loaded file** stays with the model (one llama.cpp context per quantization, in ``model.__dict__``; a copy
+  of the model loads its own), reused while the weights are unchanged: the parameters' storage and version
+  counters are compared at each call (in-place updates and ``load_state_dict`` bump them), and the hash is taken
+  again when they differ. ``f32`` keeps llama.cpp's KV cache in float32, as torch keeps it, so greedy tokens are
+  torch's; the other types use llama.cpp's default f16 cache.
+* **Refused**, with the reason and the fastest zoo path: what the GGUF writer cannot express (Mixture-of-Recursions
+  routing, recursive KV sharing) and models holding the zoo's int8/int4 codes (llama.cpp quantizes float weights
+  itself: ``quantize="q8_0"``).
+
+:class:`LlamaCppLogits` gives every position's logits through llama.cpp (``eval.py --backend llama.cpp``'s
+perplexity). Importing this module registers the backend with :mod:`zoo.layers.generation`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..layers.decoder import DecoderLM
+from ..layers.generation import BACKEND_STATE, register_generation_backend
+from ..layers.quant import model_quantization
+from . import gguf_file
+from .core import TEXT, ExportError, ExportSpec
+
+__all__ = ["CACHE_ENV", "NAME", "QUANTIZE", "LlamaCppLogits", "LlamaSession", "cache_dir", "open_session"]
+
+NAME = "llama.cpp"
+QUANTIZE = ("f32", "f16", "q8_0", "q4_0")
+DEFAULT_QUANTIZE = "f32"
+CACHE_ENV = "ZOO_CACHE"
+INSTALL = 'pip install "zoo[export]"'
+FASTEST_ZOO_PATH = "model.generate(..., compile=True) (one torch.compile'd decode step per token)"
+MIN_CONTEXT = 512  # tokens a generation context holds at least (a longer call reloads with twice as many)
+_F32 = 0  # GGMLQuantizationType.F32: llama.cpp's KV cache type for quantize="f32"
+
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # loaded llama.cpp models, closed at exit before the binding unloads
+
+
+@atexit.register
+def _close_all() -> None:
+    for llm in list(_OPEN):
+        llm.close()
+
+
+def cache_dir() -> Path:
+    """Where the GGUF files go: ``$ZOO_CACHE/gguf``, else ``$XDG_CACHE_HOME/zoo/gguf``, else ``~/.cache/zoo/gguf``."""
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "zoo")
+    return Path(root).expanduser() / "gguf"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# What llama.cpp can run
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _runtime() -> Any:
+    """llama_cpp (and gguf, for the writer), or ValueError naming the install."""
+    try:
+        gguf_file._gguf()
+        return gguf_file._llama_cpp()
+    except ExportError as e:
+        raise ValueError(f"generate(backend={NAME!r}) needs gguf and llama-cpp-python ({e}): {INSTALL}") from None
+
+
+def _check_quantize(quantize: str | None) -> str:
+    quantize = DEFAULT_QUANTIZE if quantize is None else quantize
+    if quantize not in QUANTIZE:
+        raise ValueError(
+            f"backend={NAME!r} takes quantize= one of {', '.join(map(repr, QUANTIZE))} (the GGUF's weight type; "
+            f"default {DEFAULT_QUANTIZE!r}), got {quantize!r}"
+        )
+    return quantize
+
+
+def _refused(model: nn.Module, why: str) -> ValueError:
+    return ValueError(
+        f"backend={NAME!r} cannot run this {type(model).__name__}: {why}. The fastest zoo path for it is "
+        f"{FASTEST_ZOO_PATH}"
+    )
+
+
+def _check_model(model: nn.Module) -> None:
+    """ValueError for a model llama.cpp has no graph for, or whose weights the GGUF writer cannot take."""
+    if not isinstance(model, DecoderLM):
+        raise ValueError(f"backend={NAME!r} runs the zoo's decoder LMs, not {type(model).__name__}")
+    done = model_quantization(model)
+    if done is not None and done.method != "bf16":
+        raise ValueError(
+            f"backend={NAME!r} writes the float weights and quantizes them llama.cpp's way (quantize='q8_0' or "
+            f"'q4_0'); this model holds the zoo's {done.describe()} codes: build it without quantize=, or generate "
+            "with backend='torch'"
+        )
+    try:
+        gguf_file.blocks(model)
+    except ExportError as e:
+        raise _refused(model, str(e)) from None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The cache of files
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def weights_hash(model: nn.Module) -> str:
+    """sha256 of the model's class, config and state dict (each tensor's name, dtype, shape and bytes)."""
+    h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}\n".encode())
+    h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            h.update(f"\n{name} {value!r}".encode())
+            continue
+        t = value.detach()
+        h.update(f"\n{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _architecture(model: nn.Module) -> str:
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(name))[:64]
+
+
+def gguf_path(model: nn.Module, weights: str, quantize: str) -> Path:
+    """The cache's file for weights of hash ``weights`` at ``quantize`` (with the zoo version in the key)."""
+    key = hashlib.sha256(f"{weights} {quantize} zoo {__version__}".encode()).hexdigest()
+    return cache_dir() / f"{_architecture(model)}-{key[:32]}.{quantize}.gguf"
+
+
+def _write(model: nn.Module, path: Path, quantize: str) -> None:
+    """The GGUF written into a temporary folder beside ``path``, then renamed to it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=path.parent))
+    try:
+        spec = ExportSpec(
+            name=_architecture(model), task=TEXT, format="gguf", quantize=quantize, options={"vocabulary": False}
+        )
+        try:
+            gguf_file.write(model, tmp, spec)
+        except ExportError as e:
+            raise _refused(model, str(e)) from None
+        os.replace(tmp / gguf_file.FILE_NAME, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Sessions: a loaded file
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class LlamaSession:
+    """One GGUF loaded in llama.cpp for one sequence at a time: :meth:`prefill` a prompt, :meth:`step` a token
+    (the logits after it, float32 on the CPU), :meth:`logits` of every position (``logits_all`` sessions)."""
+
+    def __init__(self, path: Path, quantize: str, n_ctx: int, logits_all: bool):
+        self.llama_cpp = _runtime()
+        self.path, self.quantize, self.n_ctx, self.logits_all = path, quantize, n_ctx, logits_all
+        kwargs: dict[str, Any] = {"type_k": _F32, "type_v": _F32} if quantize == "f32" else {}
+        self.llm = gguf_file.load_llama(
+            path,
+            n_ctx=n_ctx,
+            n_batch=n_ctx if logits_all else min(n_ctx, MIN_CONTEXT),
+            n_threads=torch.get_num_threads(),
+            n_gpu_layers=0,
+            logits_all=logits_all,
+            verbose=False,
+            **kwargs,
+        )
+        _OPEN.add(self.llm)
+        self.n_vocab = self.llm.n_vocab()
+
+    def _last(self) -> torch.Tensor:
+        ptr = self.llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return torch.from_numpy(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
+
+    def prefill(self, ids: list[int]) -> torch.Tensor:
+        """The logits after the prompt ``ids``; the part of the cache a previous sequence shares with it is kept
+        (as llama-cpp-python's ``generate`` keeps it), the last prompt token is always run."""
+        llm = self.llm
+        keep = min(llm.n_tokens, len(ids) - 1)
+        if keep > 0:
+            same = llm.input_ids[:keep] == np.asarray(ids[:keep])
+            keep = keep if bool(same.all()) else int(same.argmin())
+        if keep > 0 and not self.llama_cpp.llama_memory_seq_rm(self.llama_cpp.llama_get_memory(llm.ctx), 0, keep, -1):
+            keep = 0  # a cache that cannot drop a tail (sliding windows): the prompt again from its start
+        llm.n_tokens = keep  # eval drops the cache from here on
+        llm.eval(ids[keep:])
+        return self._last()
+
+    def step(self, token: int) -> torch.Tensor:
+        """The logits after one more token."""
+        self.llm.eval([token])
+        return self._last()
+
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        """``(len(ids), vocab)``: the logits at every position of ``ids`` run from an empty cache."""
+        if not self.logits_all:
+            raise RuntimeError("logits of every position need a session opened with logits_all=True")
+        self.llm.reset()
+        self.llm.eval(ids)
+        return torch.from_numpy(np.array(self.llm.scores[: len(ids)], dtype=np.float32))
+
+    def close(self) -> None:
+        self.llm.close()
+        _OPEN.discard(self.llm)
+
+
+@dataclass
+class _State:
+    """What the backend keeps on one model: the weights' fingerprint and hash, and the loaded sessions."""
+
+    fingerprint: Any = None
+    weights: str | None = None
+    sessions: dict[tuple[str, bool], LlamaSession] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        for session in self.sessions.values():
+            session.close()
+        self.sessions.clear()
+
+
+def _fingerprint(model: nn.Module) -> Any:
+    """The parameters' and buffers' storage, version counters, dtypes and shapes, and the config: equal while the
+    weights are unchanged. None where a tensor keeps no version counter (an inference tensor): hash every time."""
+    try:
+        tensors = tuple(
+            (t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for t in chain(model.parameters(), model.buffers())
+        )
+    except RuntimeError:
+        return None
+    return tensors, json.dumps(model.config.to_dict(), sort_keys=True, default=str)
+
+
+def _context(model: nn.Module, length: int, logits_all: bool, loaded: LlamaSession | None) -> int:
+    limit = model.config.max_position_embeddings
+    if logits_all:
+        return max(length, loaded.n_ctx if loaded is not None else 0)
+    if loaded is not None:
+        return min(limit, max(length, 2 * loaded.n_ctx))
+    return min(limit, max(length, MIN_CONTEXT))
+
+
+def open_session(
+    model: nn.Module, quantize: str | None = None, length: int = 1, logits_all: bool = False
+) -> LlamaSession:
+    """The model's llama.cpp session at ``quantize`` for ``length`` tokens: the one kept with the model while its
+    weights are unchanged and its context is long enough, else the cached GGUF (written when missing) loaded."""
+    quantize = _check_quantize(quantize)
+    _runtime()
+    state = model.__dict__.setdefault(BACKEND_STATE, {}).setdefault(NAME, _State())
+    fingerprint = _fingerprint(model)
+    if fingerprint is None or fingerprint != state.fingerprint or state.weights is None:
+        _check_model(model)
+        state.clear()
+        state.weights, state.fingerprint = weights_hash(model), fingerprint
+    loaded = state.sessions.get((quantize, logits_all))
+    if loaded is not None and loaded.n_ctx >= length:
+        return loaded
+    path = gguf_path(model, state.weights, quantize)
+    if not path.is_file():
+        _write(model, path, quantize)
+    n_ctx = _context(model, length, logits_all, loaded)
+    if loaded is not None:
+        loaded.close()
+    session = state.sessions[(quantize, logits_all)] = LlamaSession(path, quantize, n_ctx, logits_all)
+    return session
+
+
+def _generation_session(model: nn.Module, quantize: str | None = None, length: int = 1) -> LlamaSession:
+    return open_session(model, quantize, length)
+
+
+register_generation_backend(NAME, _generation_session)
+
+
+class LlamaCppLogits(nn.Module):
+    """``model``'s logits computed by llama.cpp: ``forward(input_ids)`` ``(B, T)`` -> ``(B, T, vocab)`` float32,
+    one row at a time from an empty cache (what a perplexity evaluation calls). The model is held, not a
+    submodule: its parameters stay its own."""
+
+    def __init__(self, model: nn.Module, quantize: str | None = None):
+        super().__init__()
+        _check_model(model)
+        self.quantize = _check_quantize(quantize)
+        self.__dict__["zoo_model"] = model
+        self.config = model.config
+
+    def forward(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        if kwargs:
+            raise ValueError(f"the llama.cpp logits take token ids only, not {sorted(kwargs)}")
+        self.zoo_model._check_ids(input_ids)
+        self.zoo_model._check_context(input_ids, None, 0)
+        session = open_session(self.zoo_model, self.quantize, input_ids.shape[1], logits_all=True)
+        rows = [session.logits(row.tolist()) for row in input_ids.cpu()]
+        return torch.stack(rows).to(input_ids.device)
