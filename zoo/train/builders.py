@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import text
+from ..data.stream import SampleStream, head_items
 from ..factory import create_model
 from ..hub import download
 from ..registry import UnknownModelError, get_entry
@@ -232,8 +233,7 @@ def _check_same_classes(cfg: DistillConfig, teacher: nn.Module, task) -> None:
 
 
 def _sample_batch(task, n: int, device, channels_last: bool):
-    items = [task.train_set[i] for i in range(min(len(task.train_set), n))]
-    return task.prepare_batch(torch.utils.data.default_collate(items), device, channels_last)
+    return task.prepare_batch(head_items(task.train_set, n), device, channels_last)
 
 
 def build_distiller(
@@ -293,6 +293,11 @@ def build_distiller(
             "must be trained on the same classes (the same tokenizer)"
         )
     if cfg.cache_logits:
+        if isinstance(task.train_set, SampleStream):
+            raise DistillError(
+                "distill.cache_logits reads the training set by position, which a stream has not: drop "
+                "cache_logits (the teacher then runs each step)"
+            )
         loader = DataLoader(IndexedDataset(task.train_set), batch_size=batch_size, shuffle=False)
         batches = (
             (task.model_inputs(task.prepare_batch(items, device, channels_last)), index) for items, index in loader

@@ -60,16 +60,24 @@ class RecipeError(ValueError):
 
 @dataclass
 class DataConfig:
-    # image-classification: digits | image_folder | wds (zoo data shard) | hf_disk | synthetic (zoo condense);
-    # text-generation: pydoc | text | hf_disk
+    # image-classification: digits | image_folder | wds (zoo data shard's folder, or shards by URL/pattern: streamed)
+    # | hf_disk | hf_stream (a Hub or local dataset, streamed) | synthetic (zoo condense);
+    # text-generation: pydoc | text | hf_disk | hf_stream | wds (tar shards of .txt members, streamed)
     name: str = "digits"
-    path: str | None = None  # image folder root, datasets folder (load_from_disk), text file/folder
+    path: str | None = None  # image folder root, datasets folder (load_from_disk), text file/folder, stream source
     train_split: str = "train"
     val_split: str = "validation"  # for image folders: the first of val/validation that exists
     image_key: str | None = None  # hf_disk columns; None: first of image/img, label/labels, text
     label_key: str | None = None
     text_key: str | None = None
     num_workers: int = 0
+    # streams (hf_stream, wds by URL or pattern): see zoo.data.stream
+    config: str | None = None  # hf_stream: the dataset's configuration (load_dataset's name)
+    val_path: str | None = None  # wds: the held-out shards (URL, pattern or folder)
+    train_samples: int | None = None  # samples an epoch reads (text: token rows); None: the size the data records
+    val_samples: int = 10_000  # held-out samples read once from the stream (text: documents)
+    shuffle_buffer: int = 1000  # samples shuffled together (and the shard order, per epoch); 0 or 1: stream order
+    num_classes: int | None = None  # integer labels without class names (a stream that records none)
     bad_files: str = "error"  # an image that does not decode: error (stop, naming the file) | skip (counted)
     # image preprocessing; None falls back to the model's pretrained cfg (resolve_data_config)
     image_size: int | None = None
@@ -358,6 +366,9 @@ _AT_LEAST_ONE = (
     "data.seq_len",
     "data.vocab_size",
     "data.eval_batch_size",
+    "data.train_samples",
+    "data.val_samples",
+    "data.num_classes",
     "data.image_size",
     "aug.re_count",
 )
@@ -377,6 +388,7 @@ _NON_NEGATIVE = (
     "checkpoint.keep",
     "ema.update_after_step",
     "data.num_workers",
+    "data.shuffle_buffer",
     "aug.mixup",
     "aug.cutmix",
 )

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.errors import DataError
+from ..data.stream import SampleStream, head_items
 from ..factory import resolve_source
 from ..publish import PublishError, export_pretrained, publish_run
 from ..registry import UnknownModelError, get_entry
@@ -540,10 +541,13 @@ class _Run:
         task.prepare_data()
         _seed_everything(r.seed)  # model init does not depend on what data preparation drew
         model = self._build_model()  # (it also settles the training transforms: train_set)
-        self.sampler = GlobalBatchSampler(
-            len(task.train_set), r.train.batch_size, r.train.grad_accum, self.dstate, r.seed
-        )
+        stream = task.train_set if isinstance(task.train_set, SampleStream) else None
+        n = stream.num_samples if stream is not None else len(task.train_set)
+        self.sampler = GlobalBatchSampler(n, r.train.batch_size, r.train.grad_accum, self.dstate, r.seed)
         self.steps_per_epoch = self.sampler.steps_per_epoch
+        if stream is not None:  # the stream splits itself by rank and loader worker, micro-batch by micro-batch
+            micro_per_epoch = self.steps_per_epoch * r.train.grad_accum
+            stream.configure(self.sampler.micro, self.dstate.rank, self.dstate.world_size, micro_per_epoch)
         self.total_steps = task.total_steps(self.steps_per_epoch)
         self.fsdp = _is_fsdp(r, self.dstate)
         if self.fsdp:  # an unsharded twin without storage (meta), filled when the run evaluates (_whole_model)
@@ -617,8 +621,7 @@ class _Run:
     def _start(self) -> None:
         task = self.task
         if self.sparsity is not None:  # masks from one batch (SNIP) before the first step
-            items = [task.train_set[i] for i in range(min(len(task.train_set), self.sampler.micro))]
-            batch = task.prepare_batch(torch.utils.data.default_collate(items), self.device, self.channels_last)
+            batch = task.prepare_batch(head_items(task.train_set, self.sampler.micro), self.device, self.channels_last)
             plain_loss = self.loss_fn if self.mixup is None else torch.nn.CrossEntropyLoss()
             self.sparsity.init_masks(batch=batch, loss_fn=lambda m, b: task.forward_loss(m, b, plain_loss)[0])
             if self.ema is not None:
@@ -817,6 +820,12 @@ class _Run:
         g = torch.Generator()
         g.manual_seed(self.r.seed * 7_919 + self.epoch)
         dataset = self.task.train_set
+        if isinstance(dataset, SampleStream):  # micro-batches already made, in order, by the workers in turn
+            dataset.set_position(self.epoch, self.step_in_epoch * self.r.train.grad_accum)
+            loader = DataLoader(
+                dataset, batch_size=None, num_workers=self.r.data.num_workers, pin_memory=self.device.type == "cuda"
+            )
+            return iter(loader)
         if self.distiller is not None:  # with sample indices when the teacher's logits are cached
             dataset = self.distiller.wrap_dataset(dataset)
         return iter(

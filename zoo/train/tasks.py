@@ -36,6 +36,16 @@ from ..data import text
 from ..data.dsa import DSA
 from ..data.errors import DataError
 from ..data.images import BAD_FILES, DatasetInfo, build_image_dataset
+from ..data.stream import (
+    ImageBatches,
+    SampleStream,
+    TokenRows,
+    image_stream,
+    is_stream,
+    stack_rows,
+    stream_name,
+    text_stream,
+)
 from ..data.synthetic import SyntheticDataset, load_synthetic
 from ..factory import create_model, resolve_source
 from ..hub import download
@@ -74,16 +84,45 @@ def _sample_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + index * 104_729) % (2**31)
 
 
-class SeededTransformDataset(Dataset):
-    """Applies a random transform with RNGs seeded by (seed, epoch, index), leaving the global RNGs as they were.
+class SeededTransform:
+    """A random transform run with RNGs seeded by (seed, epoch, index), leaving the global RNGs as they were.
 
     Augmentations then depend only on the sample and epoch, not on which process or worker loads it or where a
     resumed run restarts, which is what makes resumed and many-process runs repeat exactly.
     """
 
-    def __init__(self, base: Dataset, transform: Callable | None, seed: int, uses_numpy: bool = True):
-        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
+    def __init__(self, transform: Callable, seed: int, uses_numpy: bool = True):
+        self.transform, self.seed = transform, seed
         self.uses_numpy = uses_numpy  # numpy's RNG is slow to save and restore: only when the transform draws from it
+
+    def __call__(self, img, epoch: int, index: int):
+        s = _sample_seed(self.seed, epoch, int(index))
+        py_state, torch_state = random.getstate(), torch.default_generator.get_state()
+        np_state = np.random.get_state() if self.uses_numpy else None
+        try:
+            random.seed(s)
+            torch.default_generator.manual_seed(s)
+            if self.uses_numpy:
+                np.random.seed(s)
+            return self.transform(img)
+        finally:
+            random.setstate(py_state)
+            torch.default_generator.set_state(torch_state)
+            if np_state is not None:
+                np.random.set_state(np_state)
+
+
+def _same_rows(rows):
+    """A stream's units for images: its rows as they are."""
+    return rows
+
+
+class SeededTransformDataset(Dataset):
+    """A map-style dataset with a :class:`SeededTransform` (sample ``i`` of epoch ``epoch``)."""
+
+    def __init__(self, base: Dataset, transform: Callable | None, seed: int, uses_numpy: bool = True):
+        self.base, self.epoch = base, 0
+        self.transform = SeededTransform(transform, seed, uses_numpy) if transform is not None else None
 
     def __len__(self):
         return len(self.base)
@@ -92,21 +131,7 @@ class SeededTransformDataset(Dataset):
         img, label = self.base[i]
         if self.transform is None:
             return img, label
-        s = _sample_seed(self.seed, self.epoch, int(i))
-        py_state, torch_state = random.getstate(), torch.default_generator.get_state()
-        np_state = np.random.get_state() if self.uses_numpy else None
-        try:
-            random.seed(s)
-            torch.default_generator.manual_seed(s)
-            if self.uses_numpy:
-                np.random.seed(s)
-            out = self.transform(img)
-        finally:
-            random.setstate(py_state)
-            torch.default_generator.set_state(torch_state)
-            if np_state is not None:
-                np.random.set_state(np_state)
-        return out, label
+        return self.transform(img, self.epoch, i), label
 
 
 @dataclass
@@ -290,7 +315,7 @@ class ImageTask(Task):
     throughput_unit = "img/s"
     evaluates_each_epoch = True
     supports_channels_last = True
-    data_kinds = ("digits", "image_folder", "hf_disk", "wds")
+    data_kinds = ("digits", "image_folder", "hf_disk", "wds", "hf_stream")
     data_hint = "an image classifier; evaluate it on images (--data digits or a folder)"
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -303,8 +328,11 @@ class ImageTask(Task):
             return self._prepare_synthetic()
         if d.name not in self.data_kinds:
             raise RecipeError(
-                f"data.name {d.name!r} is not an image dataset: use digits, image_folder, wds, hf_disk or synthetic"
+                f"data.name {d.name!r} is not an image dataset: use digits, image_folder, wds, hf_disk, hf_stream "
+                "or synthetic"
             )
+        if is_stream(d.name, d.path):
+            return self._prepare_stream()
         bad_files = d.bad_files
         if bad_files not in BAD_FILES:
             raise RecipeError(f"data.bad_files must be one of {', '.join(BAD_FILES)}, not {bad_files!r}")
@@ -324,6 +352,17 @@ class ImageTask(Task):
         self.topk = min(5, self.info.num_classes)  # top-5, or top-k with k = classes when there are fewer
         self._require_one_batch(len(self.train_base), "images")
         self._warn_single_class()
+
+    def _prepare_stream(self):
+        """A stream (zoo.data.stream): read as the epochs go; its held-out rows are read once, here."""
+        d = self.recipe.data
+        if not d.path:
+            raise RecipeError(f"data.name {d.name} needs data.path: a dataset name, a folder, a URL or a pattern")
+        self.stream = stream = image_stream(d)
+        self.info, self.val_base = stream.info, stream.val
+        self.dataset_name = self.info.name
+        self.topk = min(5, self.info.num_classes)
+        self._require_one_batch(stream.num_samples, "images")
 
     def _prepare_synthetic(self):
         """A ``zoo condense`` folder: its images (already preprocessed tensors) train; the real held-out split that
@@ -471,9 +510,16 @@ class ImageTask(Task):
         )
         if getattr(self, "synthetic", None) is not None:  # tensors: DSA (aug.dsa) or nothing, not PIL transforms
             train_tf = DSA(a.dsa).single if a.dsa else None
-        self.train_set = SeededTransformDataset(
-            self.train_base, train_tf, self.recipe.seed, uses_numpy=bool(a.auto_augment)
-        )
+        if getattr(self, "stream", None) is not None:
+            st, d = self.stream, self.recipe.data
+            seeded = SeededTransform(train_tf, self.recipe.seed, uses_numpy=bool(a.auto_augment))
+            batches = ImageBatches(st.image_key, st.label_key, st.label_map, seeded, d.bad_files)
+            self.train_set = SampleStream(st.train, _same_rows, batches, st.num_samples, self.recipe.seed,
+                                          d.shuffle_buffer)  # fmt: skip
+        else:
+            self.train_set = SeededTransformDataset(
+                self.train_base, train_tf, self.recipe.seed, uses_numpy=bool(a.auto_augment)
+            )
         self.val_set = SeededTransformDataset(self.val_base, self._eval_transform(), 0, uses_numpy=False)
         self._record_preprocessing(model)
 
@@ -662,7 +708,8 @@ def find_tokenizer(source: EvalSource):
 class LMTask(Task):
     name = "text-generation"
     throughput_unit = "tok/s"
-    data_kinds = ("pydoc", "text", "hf_disk")
+    data_kinds = ("pydoc", "text", "hf_disk", "hf_stream", "wds")
+    tokenizer_docs = 10_000  # a stream's first documents train the tokenizer when the run brings none
     data_hint = "a language model; evaluate it on text (--data pydoc or a text path)"
 
     def __init__(self, recipe: Recipe, dstate: DistState, run_dir: Path):
@@ -675,6 +722,9 @@ class LMTask(Task):
     def _documents(self) -> tuple[list[str], list[str]]:
         """(training, held-out) documents: a datasets folder's own splits, else a fixed hash split."""
         d = self.recipe.data
+        if is_stream(d.name, d.path):
+            self.stream_source, self.text_key, head, held_out = text_stream(d, self.tokenizer_docs)
+            return head, held_out
         if d.name == "hf_disk":
             try:
                 return (
@@ -758,10 +808,17 @@ class LMTask(Task):
     def prepare_data(self):
         d = self.recipe.data
         if d.name not in self.data_kinds:
-            raise RecipeError(f"data.name {d.name!r} is not a text dataset: use pydoc, text or hf_disk")
+            raise RecipeError(f"data.name {d.name!r} is not a text dataset: use pydoc, text, hf_disk, hf_stream or wds")
+        if is_stream(d.name, d.path) and not d.train_samples:
+            raise RecipeError(
+                f"data.name {d.name} streams text of unknown length: set data.train_samples, the rows of "
+                f"{d.seq_len} tokens an epoch reads"
+            )
         self._check_context()
         train_docs, val_docs = self._documents()
         self.dataset_name = "pydoc_data.topics" if d.name == "pydoc" else Path(d.path).name
+        if getattr(self, "stream_source", None) is not None:
+            self.dataset_name = stream_name(self.stream_source)
         self.tokenizer_file, written = self._tokenizer_file(train_docs)
         try:
             self._tokenize(train_docs, val_docs)
@@ -783,14 +840,21 @@ class LMTask(Task):
         self.pad_id = text.special_token_ids(self.tokenizer).get("pad_token_id")
         train_ids = text.encode_documents(self.tokenizer, train_docs)
         val_ids = text.encode_documents(self.tokenizer, val_docs)
-        self.train_set = _Rows(text.pack_tokens(train_ids, d.seq_len))
+        if getattr(self, "stream_source", None) is not None:  # train_docs: the stream's first documents
+            rows = TokenRows(self.tokenizer_file, self.text_key, d.seq_len)
+            self.train_set = SampleStream(self.stream_source, rows, stack_rows, d.train_samples, self.recipe.seed,
+                                          d.shuffle_buffer)  # fmt: skip
+            n_train, n_train_tokens = d.train_samples, d.train_samples * d.seq_len
+        else:
+            self.train_set = _Rows(text.pack_tokens(train_ids, d.seq_len))
+            n_train, n_train_tokens = len(self.train_set), int(train_ids.numel())
         self.val_set = _Rows(text.pack_tokens(val_ids, d.seq_len))
-        self._require_one_batch(len(self.train_set), f"rows of {d.seq_len} tokens", " (or data.seq_len)")
+        self._require_one_batch(n_train, f"rows of {d.seq_len} tokens", " (or data.seq_len)")
         self.unigram_perplexity = text.unigram_perplexity(
             train_ids, self.val_set.rows[:, 1:].reshape(-1), self.vocab_size
         )
         self.token_counts = {
-            "train_tokens": int(train_ids.numel()),
+            "train_tokens": n_train_tokens,
             "val_tokens": int(self.val_set.rows[:, 1:].numel()),
         }
 
