@@ -17,7 +17,7 @@ import threading
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_data_hub import LM, _train, image_folder  # noqa: F401 (a fixture)
+from test_train_data_hub import LM, ROOT, _train, image_folder  # noqa: F401 (a fixture)
 from torch.utils.data import DataLoader
 
 from zoo.cli import main as zoo_main
@@ -171,3 +171,26 @@ def test_text_streams_train_a_language_model(tmp_path, capsys):
     rc = train_cli.main(["--config", str(LM), "--output_dir", str(tmp_path / "x"), *unsized, "--data.name",
                          "hf_stream", "--data.path", str(folder)])  # fmt: skip
     assert rc == 2 and "set data.train_samples, the rows of 32 tokens an epoch reads" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_on_a_stream_match_one_process(shards, tmp_path):
+    """Rank r of 2 takes every other sample: each step's global batch is one process's two micro-batches."""
+    import subprocess
+    import sys
+
+    from test_train import TORCHRUN, _env
+    from test_train_data_hub import DIGITS, TINY_ARGS
+
+    def cmd(out, *extra):
+        return [sys.executable, "train.py", "--config", str(DIGITS), "--output_dir", str(out), *TINY_ARGS,
+                "--data.name", "wds", "--data.path", str(shards / TRAIN), "--data.val_path", str(shards / VAL),
+                "--train.steps", "4", "--train.drop_path", "0.0", *extra]  # fmt: skip
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for c in (cmd(one, "--train.grad_accum", "2"), [*TORCHRUN, *cmd(two)[1:]]):
+        res = subprocess.run(c, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-4, worst  # the same samples and gradients; only the order of float sums differs
