@@ -19,7 +19,8 @@ Switches, as a recipe sets them: ``--amp bf16`` (autocast), ``--channels-last`` 
 
 ``--train --e2e`` runs ``train.py`` itself (the model's recipe in ``configs/``, else the digits quickstart's) for
 ``--steps`` steps on a generated image folder (:func:`zoo.bench.data.generate_images`) with the recipe's loader
-workers and augmentation but the bench's ``--amp`` / ``--channels-last`` (so that both sides compute alike), and sets its images/s (from ``log.csv``: every step from the second to the last, data loading,
+workers and augmentation but the bench's ``--amp`` / ``--channels-last`` and thread count (so that both sides
+compute alike), and sets its images/s (from ``log.csv``: every step from the second to the last, data loading,
 augmentation, logging and checkpoints included, the final evaluation not) against the model-only step of the same
 model and batch: what the rest of the engine costs.
 
@@ -269,6 +270,8 @@ def end_to_end(name: str, settings: Settings, steps: int = 20, workers: int | No
         argv += ["--data.name", "image_folder", "--data.path", str(root), "--data.image_size", str(settings.img_size)]
         argv += ["--train.steps", str(steps), "--train.batch_size", str(settings.batch_size)]
         argv += ["--train.log_interval", "1", "--train.eval_max_batches", "1", "--no-progress"]
+        # the model-only step's threads: left unset, a run takes the cores the load leaves free (fewer here)
+        argv += ["--train.threads", str(torch.get_num_threads())]
         # the run computes as the model-only step does: the same autocast and memory format
         argv += ["--train.amp", "bf16" if settings.amp is torch.bfloat16 else "none"]
         argv += ["--train.channels_last", str(settings.channels_last).lower()]
