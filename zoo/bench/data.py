@@ -6,8 +6,10 @@ A generated set (``--images`` random RGB JPEGs of ``--size`` pixels in 10 class 
 ``--root``, default a temporary folder) is read through a ``torch.utils.data.DataLoader`` with ``--workers``
 workers, batch 64, the training engine's decode (PIL, RGB) and a tensor conversion, from the folder
 (:class:`zoo.data.images.ImageFolderDataset`) and from its shards (:class:`zoo.data.images.ShardDataset`,
-``zoo data shard``, once with the image files' bytes and once ``--store raw``: decoded pixels), in interleaved rounds (folder, shards, then shards, folder, ...). Each round reads every image
-once, in a shuffled order (the sampler's); the median round gives images/s, divided by the worker count.
+``zoo data shard``, once with the image files' bytes and once ``--store raw``: decoded pixels), and the file
+shards streamed (:class:`zoo.data.stream.SampleStream`, as ``data.name: wds`` with a pattern reads them), in
+interleaved rounds (folder, shards, then shards, folder, ...). Each round reads every image once, in a shuffled
+order (the sampler's, or the stream's buffer); the median round gives images/s, divided by the worker count.
 
 Target: shards >= 1.5x the folder's images/s per worker.
 """
@@ -28,6 +30,7 @@ from tqdm import tqdm
 
 from ..data.images import ImageFolderDataset, ShardDataset
 from ..data.shards import STORES, is_shard_folder, write_shards
+from ..data.stream import ImageBatches, SampleStream, StreamSource
 from .harness import Row, environment, format_rows, median, print_header, time_interleaved
 
 TARGET = 1.5
@@ -69,8 +72,27 @@ def _reader(dataset, workers: int, seed: int):
     return read_all
 
 
+def _tensor_of(img: Image.Image, epoch: int, position: int) -> torch.Tensor:
+    return _to_tensor(img)
+
+
+def _stream_reader(shards: Path, images: int, workers: int):
+    """The same shards streamed (``data.name: wds`` by pattern): read in order through ``datasets``, a shuffle
+    buffer of 1000, every ``workers``-th batch of 64 decoded by each worker."""
+    stream = SampleStream(StreamSource("wds", str(shards / "shard-*.tar")), lambda rows: rows,
+                          ImageBatches("jpg", "cls", None, _tensor_of, "error"), images, 0)  # fmt: skip
+    stream.configure(micro=64, rank=0, world=1, micro_per_epoch=images // 64)
+    loader = DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+
+    def read_all() -> int:
+        return sum(len(labels) for _, labels in loader)
+
+    return read_all
+
+
 def compare(root: Path, images: int, size: int, workers: int, runs: int, warmup: int = 1) -> list[Row]:
-    """Images/s per worker of the folder against its shards as files (``--store file``) and as pixels (``raw``)."""
+    """Images/s per worker of the folder against its shards as files (``--store file``), as pixels (``raw``), and
+    the file shards streamed."""
     folder = generate_images(root / "folder", images, size)
     readers = {"image folder": _reader(ImageFolderDataset(folder), workers, 0)}
     for store in STORES:
@@ -78,6 +100,7 @@ def compare(root: Path, images: int, size: int, workers: int, runs: int, warmup:
         if not is_shard_folder(shards):
             write_shards(folder, shards, store=store)
         readers[f"shards ({store})"] = _reader(ShardDataset(shards), workers, 0)
+    readers["shards (file), streamed"] = _stream_reader(root / "shards-file", images, workers)
     times = time_interleaved(readers, runs, warmup, desc="reading")
     per_worker = max(workers, 1)
     peer_rate = images / median(times["image folder"]) / per_worker
