@@ -13,9 +13,13 @@ import pytest
 import torch
 
 import zoo
+from zoo import cli
+from zoo.data.text import bundled_corpus, train_bpe_tokenizer
+from zoo.evaluate import evaluate_model
 from zoo.export import llama_backend
 from zoo.layers import generation
 from zoo.layers.generation import GenerationConfig, TextStreamer
+from zoo.models.mobilellm import save_pretrained
 
 SMALL = dict(
     vocab_size=96,
@@ -38,6 +42,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def _model(name: str = "mobilellm_125m", **overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
     model = zoo.create_model(name, **{**SMALL, **overrides}).eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -217,3 +222,45 @@ def test_cache_dir_follows_zoo_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("ZOO_CACHE")
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert llama_backend.cache_dir() == llama_backend.Path(os.path.expanduser("~/.cache/zoo/gguf"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# zoo run --backend llama.cpp, eval.py --backend llama.cpp
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lm_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lm")
+    tok = train_bpe_tokenizer(list(bundled_corpus().values())[:100], 300, folder / "tokenizer.json")
+    save_pretrained(_model(vocab_size=tok.get_vocab_size(), max_position_embeddings=256), folder)
+    return folder
+
+
+def test_zoo_run_with_the_llama_cpp_backend(lm_folder, capsys):
+    assert cli.main(["run", str(lm_folder), "--max-new-tokens", "6"]) == 0
+    torch_out = capsys.readouterr().out
+    assert cli.main(["run", str(lm_folder), "--max-new-tokens", "6", "--backend", LLAMA, "--quantize", "f32"]) == 0
+    out = capsys.readouterr().out
+    assert "llama.cpp: " in out and "(greedy, llama.cpp f32," in out
+
+    def ids(text):
+        return next(line for line in text.splitlines() if line.startswith("generated ids"))
+
+    assert ids(out) == ids(torch_out)
+    assert cli.main(["run", str(lm_folder), "--quantize", "q8_0"]) == 2
+    assert "add --backend llama.cpp" in capsys.readouterr().err
+
+
+def test_eval_perplexity_through_llama_cpp(lm_folder):
+    settings = dict(max_batches=1, batch_size=2, seq_len=32, profile=False, tokenizer=str(lm_folder / "tokenizer.json"))
+    want = evaluate_model(str(lm_folder), "pydoc", **settings)
+    got = evaluate_model(str(lm_folder), "pydoc", backend=LLAMA, **settings)
+    assert got["backend"] == LLAMA and got["gguf_type"] == "f32" and got["tokens"] == want["tokens"]
+    assert got["perplexity"] == pytest.approx(want["perplexity"], rel=1e-5)
+    q4 = evaluate_model(str(lm_folder), "pydoc", backend=LLAMA, quantize="q4_0", **settings)
+    assert q4["gguf_type"] == "q4_0" and q4["perplexity"] != got["perplexity"]
+    with pytest.raises(ValueError, match="quantize must be one of f32, f16, q8_0, q4_0"):
+        evaluate_model(str(lm_folder), "pydoc", backend=LLAMA, quantize="int8", **settings)
+    with pytest.raises(ValueError, match="a GGUF type"):
+        evaluate_model(str(lm_folder), "pydoc", quantize="q8_0", **settings)

@@ -16,6 +16,7 @@ from .condense import cli as condense_cli
 from .data import shards
 from .data.lm_tokenizer import apply_chat_template, load_lm_tokenizer
 from .data.text import special_token_ids
+from .export import llama_backend
 from .export.folder import check_output_folder, write_folder
 from .factory import create_model, resolve_source
 from .hub import WEIGHTS_NAME
@@ -77,6 +78,8 @@ def _cmd_run(args) -> int:
     print(f"{args.model}: {params:,} params, weights: {weights}, seed {args.seed}")
     if isinstance(model, DecoderLM):
         return _run_language_model(model, args)
+    if args.backend != "torch" or args.quantize is not None:
+        raise ValueError("--backend and --quantize are for the language models (llama.cpp runs LMs only)")
     cfg = model.pretrained_cfg
     size = args.img_size or cfg["input_size"][-1]
     generator = torch.Generator().manual_seed(args.seed)
@@ -110,13 +113,14 @@ def _run_language_model(model: DecoderLM, args) -> int:
         vocab = min(vocab, tokenizer.get_vocab_size())
     generator = torch.Generator().manual_seed(args.seed)
     prompt = torch.randint(0, vocab, (args.batch_size, args.prompt_tokens), generator=generator)
+    engine = _prepare_backend(model, args, args.prompt_tokens + args.max_new_tokens)
     start = time.perf_counter()
-    out = model.generate(prompt, max_new_tokens=args.max_new_tokens)
+    out = model.generate(prompt, max_new_tokens=args.max_new_tokens, backend=args.backend, quantize=args.quantize)
     elapsed = time.perf_counter() - start
     new = out[:, prompt.shape[1] :]
     print(
         f"random prompt {tuple(prompt.shape)} -> {new.shape[1]} new tokens per sequence in {elapsed * 1e3:.1f} ms "
-        f"(greedy, {_threads()})"
+        f"(greedy, {engine}, {_threads()})"
     )
     print("prompt ids of sequence 0:   ", prompt[0].tolist())
     print("generated ids of sequence 0:", new[0].tolist())
@@ -143,6 +147,7 @@ def _chat(model: DecoderLM, args) -> int:
     stops = {model.config.eos_token_id, special_token_ids(tokenizer)["eos_token_id"]}
     stops = sorted(i for i in stops if isinstance(i, int) and 0 <= i < vocab)
     print(f"chat template of {folder}: {prompt.shape[1]} prompt tokens")
+    engine = _prepare_backend(model, args, prompt.shape[1] + args.max_new_tokens)
     print("reply: ", end="", flush=True)
     start = time.perf_counter()
     out = model.generate(
@@ -150,10 +155,25 @@ def _chat(model: DecoderLM, args) -> int:
         max_new_tokens=args.max_new_tokens,
         stop_token_ids=stops,
         streamer=TextStreamer(tokenizer, skip_prompt=True),
+        backend=args.backend,
+        quantize=args.quantize,
     )
     elapsed = time.perf_counter() - start
-    print(f"{out.shape[1] - prompt.shape[1]} new tokens in {elapsed * 1e3:.1f} ms ({_threads()})")
+    print(f"{out.shape[1] - prompt.shape[1]} new tokens in {elapsed * 1e3:.1f} ms ({engine}, {_threads()})")
     return 0
+
+
+def _prepare_backend(model: DecoderLM, args, length: int) -> str:
+    """``--backend llama.cpp``: the GGUF written (or found in the cache) and loaded before the timed generation,
+    said with the time it took; the engine's name for the timing line."""
+    if args.backend == "torch":
+        if args.quantize is not None:
+            raise ValueError("--quantize picks the GGUF type of --backend llama.cpp; add --backend llama.cpp")
+        return "torch"
+    start = time.perf_counter()
+    session = llama_backend.open_session(model, args.quantize, length)
+    print(f"llama.cpp: {session.path} ({session.quantize}) ready in {time.perf_counter() - start:.1f} s")
+    return f"llama.cpp {session.quantize}"
 
 
 def _find_tokenizer(args):
@@ -545,6 +565,19 @@ def _add_run_parser(sub) -> None:
         metavar="MESSAGE",
         help="language models: reply to MESSAGE in the chat template of the tokenizer folder (tokenizer_config.json "
         "or chat_template.jinja beside the weights), streamed",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["torch", llama_backend.NAME],
+        default="torch",
+        help="language models: where the forward passes run (llama.cpp: a GGUF of the weights, written once into "
+        "$ZOO_CACHE/gguf, default ~/.cache/zoo/gguf)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=llama_backend.QUANTIZE,
+        default=None,
+        help=f"--backend llama.cpp: the GGUF's weight type (default {llama_backend.DEFAULT_QUANTIZE})",
     )
     p.set_defaults(func=_cmd_run)
 

@@ -2,7 +2,9 @@
 
 ``python eval.py --model NAME (--checkpoint PATH | --pretrained) --data DATA`` or ``--model hf-hub:ORG/NAME``;
 ``--quantize bf16|int8|int4`` (``--group-size``) evaluates a language model with quantized weights
-(:mod:`zoo.layers.quant`; a folder of quantized weights evaluates as it is).
+(:mod:`zoo.layers.quant`; a folder of quantized weights evaluates as it is); ``--backend llama.cpp`` computes a
+language model's logits in llama.cpp (:mod:`zoo.export.llama_backend`) on a GGUF of its weights, ``--quantize
+f32|f16|q8_0|q4_0`` its type.
 Images are preprocessed with the model's own pretrained cfg (input size, crop_pct, interpolation, mean/std,
 via timm's ``resolve_data_config`` + ``create_transform``); a checkpoint from a training run folder brings the
 run's preprocessing and model arguments (its ``args.yaml``). Results are JSON (and CSV for many models), with
@@ -30,6 +32,9 @@ from torch import nn
 from .data.errors import DataError
 from .data.images import BAD_FILES
 from .data.shards import SPLITS, is_shard_folder
+from .export.llama_backend import NAME as LLAMA_CPP
+from .export.llama_backend import QUANTIZE as GGUF_TYPES
+from .export.llama_backend import LlamaCppLogits
 from .factory import create_model
 from .layers.quant import INT4_GROUP_SIZES, model_quantization
 from .train.config import Recipe, load_run_recipe
@@ -146,16 +151,22 @@ def evaluate_model(
     profile: bool = True,
     bad_files: str = "error",
     quantize: Any = None,
+    backend: str = "torch",
     **keys,
 ) -> dict[str, Any]:
     """Evaluate one model; returns a flat dict of metrics, params and MACs.
 
     ``quantize``: ``"bf16"``, ``"int8"``, ``"int4"`` or a quantization dict (language models), applied after the
-    weights load; the row records the format the model ran in (``quantization``).
+    weights load; the row records the format the model ran in (``quantization``). ``backend="llama.cpp"``: a
+    language model's logits come from llama.cpp on a GGUF of its weights; ``quantize`` is then the GGUF's type
+    (``"f32"``, the default, ``"f16"``, ``"q8_0"``, ``"q4_0"``), recorded as ``backend`` and ``gguf_type``.
     ``bad_files``: ``error`` (an image that does not decode stops with its name) or ``skip`` (the next image
     stands in for it). ``keys``: ``image_key``, ``label_key``, ``text_key`` (the columns of a ``datasets`` folder).
     """
     t0 = time.time()
+    gguf_type = _gguf_type(backend, quantize)
+    if gguf_type is not None:
+        quantize = None
     model, recipe, run = build_model(name, checkpoint, pretrained, model_kwargs or {}, num_classes, quantize)
     task = _eval_task(model, name, recipe, run, device)
     kind = _data_kind(data)
@@ -175,8 +186,9 @@ def evaluate_model(
     )
     task.prepare_eval_data(model, source)
     model.eval().to(device)
+    scored = model if gguf_type is None else LlamaCppLogits(model, gguf_type)
     metrics = task.evaluate(
-        model, batch_size, torch.device(device), contextlib.nullcontext, max_batches=max_batches, progress=True
+        scored, batch_size, torch.device(device), contextlib.nullcontext, max_batches=max_batches, progress=True
     )
     desc = task.eval_description()
     row: dict[str, Any] = {
@@ -190,10 +202,28 @@ def evaluate_model(
     quantization = model_quantization(model)
     if quantization is not None:
         row["quantization"] = quantization.to_dict()
+    if gguf_type is not None:
+        row.update(backend=LLAMA_CPP, gguf_type=gguf_type)
     if profile:
         row.update(_profile_row(task, model, name))
     row["seconds"] = round(time.time() - t0, 2)
     return row
+
+
+def _gguf_type(backend: str, quantize: Any) -> str | None:
+    """The GGUF type of ``backend="llama.cpp"`` (None for torch), the quantize values checked against the backend."""
+    if backend == "torch":
+        if isinstance(quantize, str) and quantize in GGUF_TYPES:
+            raise ValueError(f"quantize={quantize!r} is a GGUF type: evaluate with backend='llama.cpp' (--backend)")
+        return None
+    if backend != LLAMA_CPP:
+        raise ValueError(f"unknown backend {backend!r}: 'torch' or {LLAMA_CPP!r}")
+    if quantize is not None and quantize not in GGUF_TYPES:
+        raise ValueError(
+            f"backend='llama.cpp' quantizes its GGUF itself: quantize must be one of {', '.join(GGUF_TYPES)} "
+            f"(the zoo's bf16/int8/int4 are for backend='torch'), got {quantize!r}"
+        )
+    return quantize or "f32"
 
 
 def _parser():
@@ -221,9 +251,17 @@ def _parser():
     p.add_argument("--image-key"), p.add_argument("--label-key"), p.add_argument("--text-key")
     p.add_argument(
         "--quantize",
-        choices=["bf16", "int8", "int4"],
+        choices=["bf16", "int8", "int4", *GGUF_TYPES],
         default=None,
-        help="language models: evaluate with bf16, int8 (per row) or int4 (grouped) weights",
+        help="language models: evaluate with bf16, int8 (per row) or int4 (grouped) weights; with --backend "
+        "llama.cpp the GGUF's type: f32 (default), f16, q8_0 or q4_0",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["torch", LLAMA_CPP],
+        default="torch",
+        help="language models: where the logits are computed (llama.cpp: a GGUF of the weights, cached in "
+        "$ZOO_CACHE/gguf, default ~/.cache/zoo/gguf)",
     )
     p.add_argument(
         "--group-size",
@@ -260,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         print("eval.py: error: --group-size is for --quantize int4", file=sys.stderr)
         return 2
     quantize = None
-    if args.quantize == "int4":
+    if args.quantize == "int4" and args.backend == "torch":
         quantize = {"method": "int4_weight_only", "group_size": args.group_size or 32, "scheme": "asymmetric"}
     elif args.quantize:
         quantize = args.quantize
@@ -287,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                     text_key=args.text_key,
                     bad_files=args.bad_files,
                     quantize=quantize,
+                    backend=args.backend,
                 )
             )
         except (ValueError, FileNotFoundError, RuntimeError) as e:
