@@ -194,3 +194,23 @@ def test_two_gloo_processes_on_a_stream_match_one_process(shards, tmp_path):
     a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-4, worst  # the same samples and gradients; only the order of float sums differs
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data.path", "{shards}/" + TRAIN], "need data.val_path: the held-out shards"),
+        (["--data.path", "http://127.0.0.1:9/s-{0..1}.tar", "--data.val_path", "http://127.0.0.1:9/v.tar"],
+         "cannot reach http://127.0.0.1:9/s-{0..1}.tar"),
+        (["--data.path", "{shards}/" + TRAIN, "--data.val_path", "{shards}/" + VAL, "--data.image_key", "webp"],
+         "name its image column with data.image_key"),
+        (["--data.path", "{shards}/train/none-*.tar", "--data.val_path", "{shards}/" + VAL], "names no tar shards"),
+    ],
+)  # fmt: skip
+def test_bad_streams_are_one_line(shards, tmp_path, capsys, args, message):
+    args = [a.replace("{shards}", str(shards)) for a in args]
+    with pytest.raises(AssertionError):  # exit status 2
+        _train(tmp_path / "run", "--data.name", "wds", *args, "--train.steps", "2")
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "run" / "checkpoints").exists()
