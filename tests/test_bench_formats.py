@@ -1,13 +1,14 @@
 """``zoo bench --formats``: perplexity and agreement per weight format, and the side-by-side speed rows."""
 
 import math
+import os
 
 import pytest
 import torch
 
 import zoo
 from zoo.bench import formats, main
-from zoo.bench.harness import randomize_
+from zoo.bench.harness import median, randomize_, time_interleaved
 from zoo.data.text import bundled_corpus, train_bpe_tokenizer
 from zoo.models.mobilellm import save_pretrained
 
@@ -55,8 +56,11 @@ def test_speed_rows_side_by_side(lm_folder):
         "mobilellm_125m", ["fp32", "int8"], runs=1, warmup=1, prompt_tokens=5, new_tokens=6,
         quality_run=lm_folder, vocab_size=256, **TINY,
     )  # fmt: skip
-    assert [r.setting for r in rows] == ["decode 6 fp32", "decode 6 int8"]
-    for r in rows:
+    assert [r.setting for r in rows] == ["decode 6 fp32", "decode 6 int8"] * 2
+    backend = [r for r in rows if r.candidate == formats.BACKEND]
+    assert [r.peer for r in backend] == ["llama.cpp f32", "llama.cpp q8_0"] and all(r.rate > 0 for r in backend)
+    assert backend[0].extra["same tokens as llama.cpp"] == 1.0
+    for r in rows[:2]:
         assert r.peer == formats.PEER and r.peer_rate > 0 and r.rate > 0
         assert r.extra["compiled = eager"] == 1.0  # the compiled step decodes eager's tokens
         assert r.extra["zoo eager"] > 0 and "overhead ms/tok" in r.extra
@@ -64,6 +68,27 @@ def test_speed_rows_side_by_side(lm_folder):
         assert "perplexity" in r.extra and "agreement" in r.extra
     assert rows[0].extra["llama.cpp agreement"] == 1.0  # f32 llama.cpp: eager's greedy tokens
     assert any("transformers fp32" in line for line in formats.notes(rows))
+
+
+def test_llama_cpp_backend_row_beside_bare_llama_cpp(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "user-cache"))
+    model = randomize_(zoo.create_model("mobilellm_125m", vocab_size=256, **TINY), 0).eval()
+    prompt = torch.randint(0, 256, (1, 5), generator=torch.Generator().manual_seed(1))
+    with formats._cache_in(tmp_path / "bench-cache"):
+        found, close = formats._llama_cpp_decoders(model, "mobilellm_125m", "q8_0", tmp_path, prompt, 6)
+        try:
+            times = time_interleaved(found, 1, 1)
+            tokens = {label: fn() for label, fn in found.items()}
+        finally:
+            close()
+    assert os.environ["ZOO_CACHE"] == str(tmp_path / "user-cache")  # restored
+    assert list((tmp_path / "bench-cache" / "gguf").glob("*.q8_0.gguf")) and not (tmp_path / "user-cache").exists()
+    rate = {label: 6 / median(t) for label, t in times.items()}
+    row = formats._backend_row("mobilellm_125m", "int8", rate, tokens, times, 6, 1)
+    assert row.candidate == formats.BACKEND and row.peer == "llama.cpp q8_0" and row.target == 0.95
+    assert row.rate > 0 and row.peer_rate > 0 and row.extra["same tokens as llama.cpp"] == 1.0
+    (note,) = formats.notes([row])
+    assert "zoo llama.cpp backend" in note and "bare llama.cpp Q8_0" in note
 
 
 def test_cli_refuses_unknown_formats_and_vision_models(capsys):

@@ -8,9 +8,11 @@
   cache), for transformers' ``LlamaForCausalLM`` in float32 on the same weights (the peer of every row; models
   with no stock Llama twin have none), and for llama.cpp (llama-cpp-python) running the same weights written by
   ``zoo export --format gguf`` at the same bits: F32 for fp32, F16 for bf16 (llama.cpp's CPU path has no bf16
-  matmul of its own), Q8_0 for int8, Q4_0 for int4. All candidates of all formats are timed in one set of
-  interleaved rounds, so load from other processes hits them alike. The per-token Python overhead of eager
-  decoding is reported as eager minus compiled milliseconds per token.
+  matmul of its own), Q8_0 for int8, Q4_0 for int4. Beside each llama.cpp figure, the row ``zoo llama.cpp
+  backend``: ``model.generate(..., backend="llama.cpp", quantize=TYPE)`` on the same weights (its own cached GGUF,
+  in the run's temporary folder), against that bare llama.cpp loop: the zoo's overhead per token. All candidates
+  of all formats are timed in one set of interleaved rounds, so load from other processes hits them alike. The
+  per-token Python overhead of eager decoding is reported as eager minus compiled milliseconds per token.
 * **Quality** (a trained model, ``--quality-run``: by default the quickstart LM ``runs/quickstart_lm``, trained on
   CPython's ``pydoc_data`` by ``python train.py --config configs/quickstart_lm.yaml``): perplexity on the held-out
   documents of that corpus (the recipe's own split, whole windows of the model's context, with its tokenizer)
@@ -18,13 +20,16 @@
   position), each format quantized from the same float weights and run through the same CPU kernels as at speed.
 
 Targets (issue: fast small-LM inference): the fastest format >= 4x transformers fp32; every format >= 1.0x
-llama.cpp at the same bits; perplexity within 1% of fp32 for int8 and 5% for int4.
+llama.cpp at the same bits; the llama.cpp backend >= 0.95x bare llama.cpp; perplexity within 1% of fp32 for int8
+and 5% for int4.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +42,7 @@ from torch import nn
 from ..data.lm_tokenizer import load_lm_tokenizer
 from ..data.text import EOS_TOKEN, bundled_corpus, split_documents
 from ..export import export
+from ..export.llama_backend import CACHE_ENV, release
 from ..factory import create_model
 from ..layers.quant import quantize_model
 from .deployed import _llama_cpp_decoder
@@ -55,7 +61,14 @@ FORMATS: dict[str, tuple[str | None, str]] = {
 DEFAULT_FORMATS = tuple(FORMATS)
 QUALITY_RUN = Path("runs/quickstart_lm")
 PEER = "transformers fp32"
-TARGETS = {"fastest vs transformers": 4.0, "vs llama.cpp": 1.0, "ppl int8": 0.01, "ppl int4": 0.05}
+BACKEND = "zoo llama.cpp backend"
+TARGETS = {
+    "fastest vs transformers": 4.0,
+    "vs llama.cpp": 1.0,
+    "backend vs llama.cpp": 0.95,
+    "ppl int8": 0.01,
+    "ppl int4": 0.05,
+}
 AGREEMENT_PROMPTS, AGREEMENT_PROMPT_TOKENS, AGREEMENT_NEW_TOKENS = 4, 32, 64
 
 
@@ -220,25 +233,21 @@ def compare(
     except ValueError:  # no stock Llama twin (layer sharing, windows, recursion): no transformers column
         hf, base = None, randomize_(create_model(name, **model_kwargs)).eval()
     prompt = torch.randint(0, base.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(1))
-    context = prompt_tokens + new_tokens
     candidates, closers, notes = {}, [], {}
     if hf is not None:
         candidates[PEER] = _transformers_decoder(hf, prompt, new_tokens)
     models = {fmt: _quantized(base, fmt) for fmt in formats}
-    with tempfile.TemporaryDirectory(prefix="zoo-bench-formats-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-formats-") as tmp, _cache_in(Path(tmp) / "cache"):
         for fmt in formats:
             candidates.update(_zoo_decoders(models[fmt], fmt, prompt, new_tokens))
             if llama_cpp:
-                gguf_type = FORMATS[fmt][1]
                 try:
-                    folder = Path(tmp) / gguf_type
-                    export(base, "gguf", folder, model_name=name, quantize=gguf_type)
+                    found, close = _llama_cpp_decoders(base, name, FORMATS[fmt][1], Path(tmp), prompt, new_tokens)
                 except Exception as e:  # e.g. MoR's routing has no llama.cpp graph: said, not fatal
                     notes[fmt] = f"llama.cpp: {type(e).__name__}: {str(e)[:160]}"
                     continue
-                llm, generate = _llama_cpp_decoder(folder / "model.gguf", context)
-                closers.append(llm.close)
-                candidates[f"llama.cpp {gguf_type}"] = lambda g=generate: g(prompt[0].tolist(), new_tokens)
+                candidates.update(found)
+                closers.append(close)
         try:
             times = time_interleaved(candidates, runs, warmup, desc=f"{name} formats")
             with torch.inference_mode():
@@ -248,6 +257,7 @@ def compare(
                 close()
     rate = {label: new_tokens / median(t) for label, t in times.items()}
     peer_rate = rate.get(PEER, float("nan"))
+    backend_rows = [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in formats]
     return [
         Row(
             name,
@@ -262,7 +272,71 @@ def compare(
             times_s={k: v["total"] for k, v in times.items()},
         )
         for fmt in formats
-    ]
+    ] + [r for r in backend_rows if r is not None]
+
+
+@contextlib.contextmanager
+def _cache_in(folder: Path):
+    """The llama.cpp backend's GGUF cache (``ZOO_CACHE``) in ``folder`` for the bench's duration: its random
+    weights' files go with the run's temporary folder, not into the user's cache."""
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = before
+
+
+def _llama_cpp_decoders(base: nn.Module, name: str, gguf_type: str, tmp: Path, prompt: torch.Tensor, new_tokens: int):
+    """Bare llama.cpp (llama-cpp-python's own greedy loop on ``zoo export``'s GGUF) and the zoo's llama.cpp backend
+    (``generate(backend="llama.cpp")``) at ``gguf_type``: label -> the new tokens, and what closes the bare one."""
+    folder = tmp / gguf_type
+    export(base, "gguf", folder, model_name=name, quantize=gguf_type)
+    llm, generate = _llama_cpp_decoder(folder / "model.gguf", prompt.shape[1] + new_tokens)
+
+    def backend() -> list[int]:
+        out = base.generate(prompt, max_new_tokens=new_tokens, eos_token_id=[], backend="llama.cpp", quantize=gguf_type)
+        return out[0, prompt.shape[1] :].tolist()
+
+    found = {
+        f"llama.cpp {gguf_type}": lambda: generate(prompt[0].tolist(), new_tokens),
+        f"{BACKEND} {gguf_type}": backend,
+    }
+
+    def close() -> None:
+        llm.close()
+        release(base)  # the backend's llama.cpp models (their files go with the temporary folder)
+
+    return found, close
+
+
+def _backend_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new_tokens: int, runs: int) -> Row | None:
+    """The zoo llama.cpp backend against the bare llama.cpp loop at the format's GGUF type (None: not measured)."""
+    gguf_type = FORMATS[fmt][1]
+    bare, ours = f"llama.cpp {gguf_type}", f"{BACKEND} {gguf_type}"
+    if bare not in rate or ours not in rate:
+        return None
+    same = sum(a == b for a, b in zip(tokens[ours], tokens[bare])) / new_tokens
+    return Row(
+        name,
+        f"decode {new_tokens} {fmt}",
+        bare,
+        BACKEND,
+        "tok/s",
+        rate[bare],
+        rate[ours],
+        runs,
+        target=TARGETS["backend vs llama.cpp"],
+        extra={
+            "llama.cpp type": gguf_type.upper(),
+            "overhead ms/tok": 1e3 * (1 / rate[ours] - 1 / rate[bare]),
+            "same tokens as llama.cpp": same,
+        },
+        times_s={k: times[k]["total"] for k in (bare, ours)},
+    )
 
 
 def notes(rows: Sequence[Row]) -> list[str]:
@@ -272,6 +346,16 @@ def notes(rows: Sequence[Row]) -> list[str]:
     for r in rows:
         by_model.setdefault(r.model, []).append(r)
     for model, rs in by_model.items():
+        for r in [r for r in rs if r.candidate == BACKEND]:
+            ok = "ok" if r.meets_target else "MISS"
+            lines.append(
+                f"{model} {r.setting.split()[-1]}: zoo llama.cpp backend {r.ratio:.2f}x bare llama.cpp "
+                f"{r.extra['llama.cpp type']} (>= {r.target:.2f}x: {ok}), "
+                f"{100 * r.extra['same tokens as llama.cpp']:.0f}% of its tokens"
+            )
+        rs = [r for r in rs if r.candidate != BACKEND]
+        if not rs:
+            continue
         best = max(rs, key=lambda r: r.rate)
         if not math.isnan(best.peer_rate):
             ratio = best.rate / best.peer_rate

@@ -50,7 +50,16 @@ from ..layers.quant import model_quantization
 from . import gguf_file
 from .core import TEXT, ExportError, ExportSpec
 
-__all__ = ["CACHE_ENV", "NAME", "QUANTIZE", "LlamaCppLogits", "LlamaSession", "cache_dir", "open_session"]
+__all__ = [
+    "CACHE_ENV",
+    "NAME",
+    "QUANTIZE",
+    "LlamaCppLogits",
+    "LlamaSession",
+    "cache_dir",
+    "open_session",
+    "release",
+]
 
 NAME = "llama.cpp"
 QUANTIZE = ("f32", "f16", "q8_0", "q4_0")
@@ -294,6 +303,13 @@ def open_session(
         loaded.close()
     session = state.sessions[(quantize, logits_all)] = LlamaSession(path, quantize, n_ctx, logits_all)
     return session
+
+
+def release(model: nn.Module) -> None:
+    """Close the llama.cpp models kept with ``model`` (the next backend call loads again; the files stay cached)."""
+    state = model.__dict__.get(BACKEND_STATE, {}).pop(NAME, None)
+    if state is not None:
+        state.clear()
 
 
 def _generation_session(model: nn.Module, quantize: str | None = None, length: int = 1) -> LlamaSession:
