@@ -17,7 +17,7 @@ import threading
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_data_hub import LM, ROOT, _train, image_folder  # noqa: F401 (a fixture)
+from test_train_data_hub import LM, ROOT, _eval_cli, _train, image_folder  # noqa: F401 (a fixture)
 from torch.utils.data import DataLoader
 
 from zoo.cli import main as zoo_main
@@ -115,6 +115,11 @@ def test_images_stream_over_http_train_as_from_the_disk_and_resume_exactly(shard
     c = load_file(resumed / "model.safetensors")
     assert all(torch.equal(b[k], c[k]) for k in b)
 
+    # eval.py reads the held-out shards by URL (the run's class names) as the run's final evaluation did
+    got = _eval_cli("--model", "poolformer_s12", "--checkpoint", str(resumed), "--data", f"{server}/{VAL}",
+                    "--no-profile", "--json", str(tmp_path / "e.json"))  # fmt: skip
+    assert got["samples"] == 18 and got["top1"] == url["top1"] and got["loss"] == pytest.approx(url["loss"], rel=1e-5)
+
 
 def test_hf_stream_reads_a_datasets_folder_of_images(image_folder, tmp_path, capsys):  # noqa: F811
     base = ("--data.name", "hf_stream", "--data.path", str(image_folder), "--train.steps", "4")
@@ -167,6 +172,9 @@ def test_text_streams_train_a_language_model(tmp_path, capsys):
     # the same documents in the same order (stream order: no shuffle buffer) give the same tokenizer and run
     assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (tmp_path / "wds" / "tokenizer.json").read_bytes()
     assert runs["hf"]["loss"] == runs["wds"]["loss"] and runs["hf"]["train_tokens"] == 64 * 32
+    got = _eval_cli("--model", "mobilellm_125m", "--checkpoint", str(tmp_path / "hf"), "--data", f"hf_stream:{folder}",
+                    "--max-samples", "3", "--no-profile", "--json", str(tmp_path / "e.json"))  # fmt: skip
+    assert got["loss"] == pytest.approx(runs["hf"]["loss"], rel=1e-5) and got["tokens"] == runs["hf"]["tokens"]
     unsized = tiny[: tiny.index("--data.train_samples")] + tiny[tiny.index("--data.train_samples") + 2 :]
     rc = train_cli.main(["--config", str(LM), "--output_dir", str(tmp_path / "x"), *unsized, "--data.name",
                          "hf_stream", "--data.path", str(folder)])  # fmt: skip

@@ -32,6 +32,7 @@ from torch import nn
 from .data.errors import DataError
 from .data.images import BAD_FILES
 from .data.shards import SPLITS, is_shard_folder
+from .data.stream import is_stream
 from .export.llama_backend import NAME as LLAMA_CPP
 from .export.llama_backend import QUANTIZE as GGUF_TYPES
 from .export.llama_backend import LlamaCppLogits
@@ -57,9 +58,16 @@ def _run_dir_of(checkpoint: str | None) -> Path | None:
 def _data_kind(data: str) -> str:
     if data in ("digits", "pydoc"):
         return data
+    if data.startswith("hf_stream:"):
+        return "hf_stream"
     p = Path(data)
+    if "://" in data or any(c in data for c in "{*?[") or (p.exists() and is_stream("wds", data)):
+        return "wds"  # shards by URL or pattern, or a folder of tar files without an index: streamed
     if not p.exists():
-        raise DataError(f"--data {data}: no such file or folder (or use the bundled 'digits' / 'pydoc')")
+        raise DataError(
+            f"--data {data}: no such file or folder (or use the bundled 'digits' / 'pydoc', shards by URL or "
+            "pattern, or hf_stream:NAME for a dataset streamed from the Hub)"
+        )
     if p.is_file():
         return "text"
     if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file():
@@ -152,6 +160,7 @@ def evaluate_model(
     bad_files: str = "error",
     quantize: Any = None,
     backend: str = "torch",
+    max_samples: int = 10_000,
     **keys,
 ) -> dict[str, Any]:
     """Evaluate one model; returns a flat dict of metrics, params and MACs.
@@ -162,6 +171,8 @@ def evaluate_model(
     (``"f32"``, the default, ``"f16"``, ``"q8_0"``, ``"q4_0"``), recorded as ``backend`` and ``gguf_type``.
     ``bad_files``: ``error`` (an image that does not decode stops with its name) or ``skip`` (the next image
     stands in for it). ``keys``: ``image_key``, ``label_key``, ``text_key`` (the columns of a ``datasets`` folder).
+    ``max_samples``: of a stream (``hf_stream:NAME``, shards by URL or pattern), the first samples evaluated
+    (text: documents).
     """
     t0 = time.time()
     gguf_type = _gguf_type(backend, quantize)
@@ -182,6 +193,7 @@ def evaluate_model(
         weights=checkpoint,
         model_name=name,
         bad_files=bad_files,
+        max_samples=min(max_samples, max_batches * batch_size) if max_batches else max_samples,
         **keys,
     )
     task.prepare_eval_data(model, source)
@@ -240,10 +252,18 @@ def _parser():
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="weights: model.safetensors, a training checkpoint (.pt) or a run folder")
     src.add_argument("--pretrained", action="store_true", help="the model's registered weights (Hub)")
-    p.add_argument("--data", required=True, help="digits | pydoc | image folder | datasets folder | text path")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="digits | pydoc | image folder | datasets folder | text path | shards (folder, URL or pattern) | "
+        "hf_stream:NAME_OR_PATH",
+    )
     p.add_argument("--split", default="validation")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-batches", type=int, default=None)
+    p.add_argument(
+        "--max-samples", type=int, default=10_000, help="a stream's first samples (text: documents; default 10000)"
+    )
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--model-kwargs", default="{}", help="JSON, e.g. '{\"drop_rate\": 0.0}'")
     p.add_argument("--tokenizer", help="tokenizer.json (or a folder with one) for language models")
@@ -326,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                     bad_files=args.bad_files,
                     quantize=quantize,
                     backend=args.backend,
+                    max_samples=args.max_samples,
                 )
             )
         except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -46,8 +46,10 @@ __all__ = [
     "TokenRows",
     "expand_braces",
     "head_items",
+    "held_out_images",
     "image_stream",
     "is_stream",
+    "stream_documents",
     "stream_name",
     "text_stream",
 ]
@@ -94,9 +96,9 @@ def is_stream(name: str, path: str | None) -> bool:
     p = Path(path)
     if _is_url(path) or not p.exists():
         return True
-    if p.is_dir():
+    if p.is_dir():  # tar files without the index zoo data shard writes
         indexed = (p / INDEX_NAME).is_file() or any((p / s / INDEX_NAME).is_file() for s in ("train", "val"))
-        return not indexed
+        return not indexed and any(p.glob("*.tar"))
     return p.suffix == ".tar"
 
 
@@ -478,17 +480,49 @@ def image_stream(d) -> ImageStream:
     num_samples = d.train_samples or train.num_samples()
     if num_samples is None:
         raise DataError(f"{train.describe()} does not record its size: set data.train_samples (samples per epoch)")
-    val_ds = val.open(decode_images=False)
-    val_names = _class_names(val, val_ds, label_key)
-    val_map = list(range(info.num_classes))  # (an identity: a label outside the classes is named)
-    if names and val_names and val_names != names:  # the held-out split numbers its classes as training does
-        index = class_index(val_names, names, val.describe())
-        val_map = [index[c] for c in val_names]
-    rows = list(itertools.islice(_rows(val_ds), d.val_samples))
+    held_out, _ = held_out_images(val, image_key, label_key, names, d.val_samples, info.num_classes)
+    return ImageStream(train, image_key, label_key, info, list(range(info.num_classes)), num_samples, held_out)
+
+
+def held_out_images(
+    source: StreamSource,
+    image_key: str | None,
+    label_key: str | None,
+    class_names: Sequence[str] | None,
+    limit: int,
+    num_classes: int | None = None,
+) -> tuple[StreamedImages, DatasetInfo]:
+    """The first ``limit`` rows of a stream, labelled by ``class_names`` (a model's or the training split's; a
+    class outside them is a DataError), else by the stream's own names or ``num_classes`` integer labels."""
+    ds = source.open(decode_images=False)
+    columns = list(ds.features or _first_row(source, ds))
+    image_key = pick_column(columns, image_key, IMAGE_COLUMNS, "image", "image_key")
+    label_key = pick_column(columns, label_key, LABEL_COLUMNS, "label", "label_key")
+    own = _class_names(source, ds, label_key)
+    names = list(class_names) if class_names else own
+    if names and own:  # the split's classes renumbered by the known ones
+        index = class_index(own, names, source.describe())
+        label_map = [index[c] for c in own]
+    else:  # bare integer labels (an identity, so that a label outside the classes is named)
+        count = len(names) if names else num_classes
+        if count is None:
+            raise DataError(f"{source.describe()} records no class names: give the number of classes")
+        label_map = list(range(count))
+    rows = list(itertools.islice(_rows(ds), limit))
     if not rows:
-        raise DataError(f"{val.describe()} holds no samples")
-    return ImageStream(train, image_key, label_key, info, list(range(info.num_classes)), num_samples,
-                       StreamedImages(rows, image_key, label_key, val_map))  # fmt: skip
+        raise DataError(f"{source.describe()} holds no samples")
+    info = DatasetInfo(stream_name(source), len(label_map) if not names else len(names), names)
+    return StreamedImages(rows, image_key, label_key, label_map), info
+
+
+def stream_documents(source: StreamSource, text_key: str | None, limit: int) -> list[str]:
+    """The first ``limit`` documents of a text stream (``text_key``, else the first text column it has)."""
+    ds = source.open()
+    key = pick_column(list(ds.features or _first_row(source, ds)), text_key, TEXT_COLUMNS, "text", "text_key")
+    docs = [r[key] for r in itertools.islice(_rows(ds), limit) if r.get(key) and r[key].strip()]
+    if not docs:
+        raise DataError(f"{source.describe()} holds no text in its {key!r} column")
+    return docs
 
 
 def text_stream(d, tokenizer_docs: int) -> tuple[StreamSource, str, list[str], list[str]]:
@@ -497,8 +531,4 @@ def text_stream(d, tokenizer_docs: int) -> tuple[StreamSource, str, list[str], l
     train, val = _sources(d.name, d.path, d.train_split, d.val_split, d.config, d.val_path)
     ds = train.open()
     key = pick_column(list(ds.features or _first_row(train, ds)), d.text_key, TEXT_COLUMNS, "text", "text_key")
-    head = [r[key] for r in itertools.islice(_rows(ds), tokenizer_docs) if r[key] and r[key].strip()]
-    held_out = [r[key] for r in val.rows(limit=d.val_samples) if r.get(key) and r[key].strip()]
-    if not head or not held_out:
-        raise DataError(f"{(val if head else train).describe()} holds no text in its {key!r} column")
-    return train, key, head, held_out
+    return train, key, stream_documents(train, key, tokenizer_docs), stream_documents(val, key, d.val_samples)

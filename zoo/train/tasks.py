@@ -39,10 +39,13 @@ from ..data.images import BAD_FILES, DatasetInfo, build_image_dataset
 from ..data.stream import (
     ImageBatches,
     SampleStream,
+    StreamSource,
     TokenRows,
+    held_out_images,
     image_stream,
     is_stream,
     stack_rows,
+    stream_documents,
     stream_name,
     text_stream,
 )
@@ -112,6 +115,13 @@ class SeededTransform:
                 np.random.set_state(np_state)
 
 
+def _warn_if_cut(count: int, source: "EvalSource") -> None:
+    if count >= source.max_samples:
+        _logger.warning(
+            "%s is a stream: evaluating its first %d samples (raise --max-samples for more)", source.data, count
+        )
+
+
 def _same_rows(rows):
     """A stream's units for images: its rows as they are."""
     return rows
@@ -150,6 +160,13 @@ class EvalSource:
     weights: str | None = None  # the weights file or folder (a tokenizer may lie beside it)
     model_name: str = ""  # an hf-hub: name brings its tokenizer from the Hub
     bad_files: str = "error"  # an image that does not decode: error (stop, naming it) | skip
+    max_samples: int = 10_000  # a stream (hf_stream, wds by URL or pattern): its first samples (text: documents)
+
+    def stream(self) -> StreamSource | None:
+        """The held-out stream ``data`` names (``hf_stream:NAME_OR_PATH``, or shards by URL or pattern), or None."""
+        if self.kind == "hf_stream":
+            return StreamSource("hf_stream", self.data.removeprefix("hf_stream:"), self.split)
+        return StreamSource("wds", self.data) if is_stream(self.kind, self.data) else None
 
 
 class Task:
@@ -415,9 +432,15 @@ class ImageTask(Task):
         self.cfg = self.data_config(model)
         path = None if source.kind == "digits" else source.data
         known = recorded_label_names(model, source)
-        self.val_base, self.info = build_image_dataset(
-            source.kind, source.split, path, source.image_key, source.label_key, known, source.bad_files
-        )
+        stream = source.stream()
+        if stream is not None:  # its first max_samples rows
+            self.val_base, self.info = held_out_images(stream, source.image_key, source.label_key, known,
+                                                       source.max_samples, getattr(model, "num_classes", None))  # fmt: skip
+            _warn_if_cut(len(self.val_base), source)
+        else:
+            self.val_base, self.info = build_image_dataset(
+                source.kind, source.split, path, source.image_key, source.label_key, known, source.bad_files
+            )
         num_classes = getattr(model, "num_classes", None)
         if num_classes is not None and num_classes < self.info.num_classes:
             raise DataError(
@@ -862,7 +885,11 @@ class LMTask(Task):
         """Rows of ``seq_len`` tokens; on the run's own data (or pydoc) the run's held-out (or training) part."""
         d = self.recipe.data
         self.seq_len = source.seq_len or d.seq_len
-        if source.kind == "hf_disk":
+        stream = source.stream()
+        if stream is not None:
+            docs = stream_documents(stream, source.text_key, source.max_samples)
+            _warn_if_cut(len(docs), source)
+        elif source.kind == "hf_disk":
             docs = text.load_text_documents("hf_disk", source.data, source.split, source.text_key)
         else:
             docs = text.load_text_documents(source.kind, None if source.kind == "pydoc" else source.data)
@@ -871,6 +898,8 @@ class LMTask(Task):
         self.tokenizer, self.tokenizer_file = find_tokenizer(source)
         self.val_set = _Rows(text.pack_tokens(text.encode_documents(self.tokenizer, docs), self.seq_len))
         self.dataset_name = "pydoc_data.topics" if source.kind == "pydoc" else Path(source.data).name
+        if stream is not None:
+            self.dataset_name = stream_name(stream)
         self.split = source.split
 
     def build_model(self) -> nn.Module:
