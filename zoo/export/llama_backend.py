@@ -28,6 +28,7 @@ perplexity). Importing this module registers the backend with :mod:`zoo.layers.g
 from __future__ import annotations
 
 import atexit
+import ctypes
 import hashlib
 import json
 import os
@@ -209,8 +210,10 @@ class LlamaSession:
         self.n_vocab = self.llm.n_vocab()
 
     def _last(self) -> torch.Tensor:
-        ptr = self.llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        return torch.from_numpy(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
+        """A copy of llama.cpp's logits after the last token run."""
+        out = torch.empty(self.n_vocab, dtype=torch.float32)
+        ctypes.memmove(out.data_ptr(), self.llama_cpp.llama_get_logits_ith(self.llm.ctx, -1), 4 * self.n_vocab)
+        return out
 
     def prefill(self, ids: list[int]) -> torch.Tensor:
         """The logits after the prompt ``ids``; the part of the cache a previous sequence shares with it is kept

