@@ -170,9 +170,10 @@ def test_the_file_is_written_once_and_the_model_kept(mobilellm, cache):
 
 def test_longer_requests_reload_with_a_longer_context():
     model = _model(max_position_embeddings=1024)
-    session = llama_backend.open_session(model, "f32", 8)
-    assert session.n_ctx == llama_backend.MIN_CONTEXT
-    assert llama_backend.open_session(model, "f32", 600).n_ctx == 1024
+    assert llama_backend.open_session(model, "f32", 8).n_ctx == 256  # what the call needs, in llama.cpp's steps
+    assert llama_backend.open_session(model, "f32", 200).n_ctx == 256  # kept
+    assert llama_backend.open_session(model, "f32", 600).n_ctx == 768
+    assert llama_backend.open_session(model, "f32", 900).n_ctx == 1024  # twice as many, within the model's
 
 
 def test_what_llama_cpp_cannot_run_is_refused_with_the_fastest_zoo_path(mobilellm, cache):
