@@ -8,7 +8,7 @@ import torch
 
 import zoo
 from zoo.bench import formats, main
-from zoo.bench.harness import median, randomize_, time_interleaved
+from zoo.bench.harness import randomize_
 from zoo.data.text import bundled_corpus, train_bpe_tokenizer
 from zoo.models.mobilellm import save_pretrained
 
@@ -70,25 +70,21 @@ def test_speed_rows_side_by_side(lm_folder):
     assert any("transformers fp32" in line for line in formats.notes(rows))
 
 
-def test_llama_cpp_backend_row_beside_bare_llama_cpp(tmp_path, monkeypatch):
+def test_llama_cpp_backend_rows_beside_bare_llama_cpp(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "user-cache"))
-    model = randomize_(zoo.create_model("mobilellm_125m", vocab_size=256, **TINY), 0).eval()
-    prompt = torch.randint(0, 256, (1, 5), generator=torch.Generator().manual_seed(1))
-    with formats._cache_in(tmp_path / "bench-cache"):
-        found, close = formats._llama_cpp_decoders(model, "mobilellm_125m", "q8_0", tmp_path, prompt, 6)
-        try:
-            times = time_interleaved(found, 1, 1)
-            tokens = {label: fn() for label, fn in found.items()}
-        finally:
-            close()
-    assert os.environ["ZOO_CACHE"] == str(tmp_path / "user-cache")  # restored
-    assert list((tmp_path / "bench-cache" / "gguf").glob("*.q8_0.gguf")) and not (tmp_path / "user-cache").exists()
-    rate = {label: 6 / median(t) for label, t in times.items()}
-    row = formats._backend_row("mobilellm_125m", "int8", rate, tokens, times, 6, 1)
-    assert row.candidate == formats.BACKEND and row.peer == "llama.cpp q8_0" and row.target == 0.95
-    assert row.rate > 0 and row.peer_rate > 0 and row.extra["same tokens as llama.cpp"] == 1.0
-    (note,) = formats.notes([row])
-    assert "zoo llama.cpp backend" in note and "bare llama.cpp Q8_0" in note
+    rows = formats.compare_backend(
+        "mobilellm_125m", ["fp32", "int4"], runs=1, warmup=1, prompt_tokens=5, new_tokens=6, vocab_size=256, **TINY
+    )
+    assert [(r.setting, r.peer, r.candidate) for r in rows] == [
+        ("decode 6 fp32", "llama.cpp f32", formats.BACKEND),
+        ("decode 6 int4", "llama.cpp q4_0", formats.BACKEND),
+    ]
+    for r in rows:
+        assert r.target == 0.95 and r.rate > 0 and r.peer_rate > 0 and r.extra["same tokens as llama.cpp"] == 1.0
+    assert os.environ["ZOO_CACHE"] == str(tmp_path / "user-cache")  # the bench's files went to its own folder
+    assert not (tmp_path / "user-cache").exists()
+    lines = formats.notes(rows)
+    assert len(lines) == 2 and "zoo llama.cpp backend" in lines[1] and "bare llama.cpp Q4_0" in lines[1]
 
 
 def test_cli_refuses_unknown_formats_and_vision_models(capsys):

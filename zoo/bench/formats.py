@@ -13,6 +13,7 @@
   in the run's temporary folder), against that bare llama.cpp loop: the zoo's overhead per token. All candidates
   of all formats are timed in one set of interleaved rounds, so load from other processes hits them alike. The
   per-token Python overhead of eager decoding is reported as eager minus compiled milliseconds per token.
+  ``python -m zoo.bench.formats`` times the backend rows alone (:func:`compare_backend`).
 * **Quality** (a trained model, ``--quality-run``: by default the quickstart LM ``runs/quickstart_lm``, trained on
   CPython's ``pydoc_data`` by ``python train.py --config configs/quickstart_lm.yaml``): perplexity on the held-out
   documents of that corpus (the recipe's own split, whole windows of the model's context, with its tokenizer)
@@ -26,10 +27,12 @@ and 5% for int4.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,10 +49,10 @@ from ..export.llama_backend import CACHE_ENV, release
 from ..factory import create_model
 from ..layers.quant import quantize_model
 from .deployed import _llama_cpp_decoder
-from .harness import Row, median, randomize_, time_interleaved
+from .harness import Row, environment, format_rows, median, print_header, randomize_, time_interleaved
 from .lm import build_pair, transformers_greedy
 
-__all__ = ["FORMATS", "compare", "perplexity", "quality"]
+__all__ = ["FORMATS", "compare", "compare_backend", "perplexity", "quality"]
 
 # format -> (zoo quantize=, llama.cpp type of the same bits)
 FORMATS: dict[str, tuple[str | None, str]] = {
@@ -375,3 +378,66 @@ def notes(rows: Sequence[Row]) -> list[str]:
                     f"{model} {fmt}: perplexity {100 * r.extra['ppl vs fp32']:+.2f}% vs fp32 (<= {100 * bound:.0f}%: {ok})"
                 )
     return lines
+
+
+def compare_backend(
+    name: str,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    runs: int = 9,
+    warmup: int = 1,
+    prompt_tokens: int = 32,
+    new_tokens: int = 128,
+    **model_kwargs,
+) -> list[Row]:
+    """Only the ``zoo llama.cpp backend`` rows of :func:`compare` (no compiling, no transformers, no quality): the
+    backend and the bare llama.cpp loop at each format's GGUF type, in one set of interleaved rounds."""
+    formats = check_formats(formats)
+    base = randomize_(create_model(name, **model_kwargs)).eval()
+    prompt = torch.randint(0, base.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(1))
+    candidates, closers = {}, []
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-backend-") as tmp, _cache_in(Path(tmp) / "cache"):
+        try:
+            for fmt in formats:
+                found, close = _llama_cpp_decoders(base, name, FORMATS[fmt][1], Path(tmp), prompt, new_tokens)
+                candidates.update(found)
+                closers.append(close)
+            times = time_interleaved(candidates, runs, warmup, desc=f"{name} llama.cpp backend")
+            with torch.inference_mode():
+                tokens = {label: list(fn()) for label, fn in candidates.items()}
+        finally:
+            for close in closers:
+                close()
+    rate = {label: new_tokens / median(t) for label, t in times.items()}
+    return [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in formats]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m zoo.bench.formats``: the llama.cpp backend rows alone (``zoo bench --formats`` has them all)."""
+    p = argparse.ArgumentParser(prog="python -m zoo.bench.formats", description=compare_backend.__doc__)
+    p.add_argument("--models", default="mobilellm_125m")
+    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help=f"of {', '.join(FORMATS)}")
+    p.add_argument("--runs", type=int, default=9)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--prompt-tokens", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = environment()
+    print_header("zoo llama.cpp backend vs the bare llama-cpp-python loop, same GGUF type, batch 1", env)
+    rows = [
+        row
+        for name in args.models.split(",")
+        for row in compare_backend(
+            name, args.formats.split(","), args.runs, args.warmup, args.prompt_tokens, args.new_tokens
+        )
+    ]
+    print(format_rows(rows))
+    for line in notes(rows):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

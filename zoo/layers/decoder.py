@@ -577,8 +577,8 @@ class DecoderLM(nn.Module, HubMixin):
         open_session = generation_backend(backend)
         if compile:
             raise ValueError(
-                f"compile=True compiles the torch backend's decode step; backend={backend!r} runs its own compiled "
-                "graph: leave compile out (or use backend='torch' with compile=True)"
+                f"compile=True compiles the torch backend's decode step; backend={backend!r} runs its own graph: "
+                "leave compile out (or use backend='torch' with compile=True)"
             )
         if padding is not None and not bool((padding[:, 1:] >= padding[:, :-1]).all()):
             raise ValueError(
