@@ -30,6 +30,7 @@ SMALL = dict(
     num_key_value_heads=2,
 )
 LLAMA = "llama.cpp"
+WINDOWED = ["sliding_attention", "full_attention"]
 
 
 @pytest.fixture(autouse=True)
@@ -92,11 +93,18 @@ def test_f32_greedy_tokens_equal_torch(mobilellm, monkeypatch):
 
 @pytest.mark.parametrize(
     "name, overrides",
-    [("mobilellm_125m_ls", {}), ("recursive_135m", dict(num_hidden_layers=5, lora_rank=4, ln_share=False))],
+    [
+        ("mobilellm_125m_ls", {}),
+        ("recursive_135m", dict(num_hidden_layers=5, lora_rank=4, ln_share=False)),
+        ("mobilellm_pro_1b", dict(num_hidden_layers=3, layer_types=["full_attention", *WINDOWED], sliding_window=4)),
+    ],
 )
 def test_other_families_the_gguf_writer_takes(name, overrides):
-    want, got = _both(_model(name, **overrides), max_new_tokens=12)
+    model = _model(name, **overrides)  # Pro's windows: llama.cpp's granite_swa
+    want, got = _both(model, max_new_tokens=12)
     assert torch.equal(got, want)
+    again = model.generate(PROMPTS, max_new_tokens=12, backend=LLAMA)  # the cache of the last prompt reused or not
+    assert torch.equal(again, want)
 
 
 def test_stops_penalty_min_tokens_and_padding_as_torch(mobilellm):
