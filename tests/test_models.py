@@ -219,3 +219,28 @@ def test_autocast_bfloat16(name):
 
 def test_every_series_has_a_default_representative():
     assert {series(n) for n in DEFAULT} == {series(n) for n in VISION}
+
+
+def test_star_relu_gradients_are_autograds():
+    """StarReLU's written-out backward (relu(x) kept alone, four passes) gives autograd's gradients of
+    ``bias + scale * relu(x)**2``, for a contiguous and a permuted gradient, and under bf16 autocast."""
+    from zoo.layers.activations import StarReLU, _StarReLUFunction
+
+    torch.manual_seed(0)
+    m = StarReLU(1.3, -0.2).double()
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_StarReLUFunction.apply, (x, m.scale, m.bias))
+    for permuted in (False, True):
+        x = torch.randn(2, 6, 5, 4, dtype=torch.float64, requires_grad=True)
+        inp = x.permute(0, 2, 3, 1) if permuted else x
+        grads = []
+        for fn in (m, lambda t: m.bias + m.scale * torch.relu(t) ** 2):
+            y = fn(inp)
+            grads.append(torch.autograd.grad((y * torch.arange(y.numel()).view_as(y)).sum(), (x, m.scale, m.bias)))
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b)
+    lin, x = torch.nn.Linear(8, 8), torch.randn(4, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = StarReLU()(lin(x))
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -5,6 +5,36 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _star_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    r = F.relu(x)
+    # bias + r * (r * scale): two passes over r instead of square, mul and add
+    return torch.addcmul(bias, r, r * scale)
+
+
+class _StarReLUFunction(torch.autograd.Function):
+    """StarReLU with its gradients written out: it keeps ``relu(x)`` alone for the backward pass (autograd's chain
+    of relu, mul and addcmul keeps two tensors of the input's size) and computes the three gradients in four
+    passes over the input's size instead of eight: ``t = g * r``; ``d scale = <t, r>``; ``d x = 2 scale t`` (zero
+    where ``x <= 0``, as ``r`` is); ``d bias = sum(g)``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        r = F.relu(x)
+        ctx.save_for_backward(r, scale)
+        return torch.addcmul(bias, r, r * scale)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        r, scale = ctx.saved_tensors
+        t = g * r
+        if t.is_contiguous() and r.is_contiguous() and t.dtype == r.dtype:
+            grad_scale = torch.dot(t.view(-1), r.view(-1)).reshape(1)
+        else:
+            grad_scale = (t * r).sum().reshape(1)
+        grad_bias = g.sum().reshape(1)
+        return t.mul_(2 * scale), grad_scale, grad_bias
+
+
 class StarReLU(nn.Module):
     """``scale * relu(x) ** 2 + bias`` with learnable scalar ``scale`` and ``bias`` (shape [1]).
 
@@ -17,9 +47,9 @@ class StarReLU(nn.Module):
         self.bias = nn.Parameter(torch.full((1,), float(bias_value)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r = F.relu(x)
-        # bias + r * (r * scale): two passes over r instead of square, mul and add
-        return torch.addcmul(self.bias, r, r * self.scale)
+        if torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad or self.bias.requires_grad):
+            return _StarReLUFunction.apply(x, self.scale, self.bias)
+        return _star_relu(x, self.scale, self.bias)
 
     def forward_(self, x: torch.Tensor) -> torch.Tensor:
         """In-place form for inference (no autograd): overwrites and returns ``x``."""
