@@ -222,3 +222,27 @@ def test_bad_streams_are_one_line(shards, tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_broken_image_in_a_stream_is_named_or_skipped(tmp_path, caplog):
+    from PIL import Image
+
+    from zoo.data.stream import ImageBatches
+
+    path = tmp_path / "s-0.tar"
+    with tarfile.open(path, "w") as tar:
+        for i in range(4):
+            buffer = io.BytesIO()
+            Image.new("RGB", (4, 4), (60 * i, 0, 0)).save(buffer, format="PNG")
+            data = b"not a png" if i == 2 else buffer.getvalue()
+            for name, payload in ((f"{i:04d}.png", data), (f"{i:04d}.cls", str(i % 2).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    rows = list(StreamSource("wds", str(path)).rows())
+    with pytest.raises(DataError, match=r"cannot decode image .*s-0.tar:0002 .*data.bad_files: skip"):
+        ImageBatches("png", "cls", [0, 1], None, "error")(rows, 0, [0, 1, 2, 3])
+    images, labels = ImageBatches("png", "cls", [0, 1], lambda img, e, p: torch.tensor(img.getpixel((0, 0))[0]),
+                                  "skip")(rows, 0, [0, 1, 2, 3])  # fmt: skip
+    assert images.tolist() == [0, 60, 180, 0] and labels.tolist() == [0, 1, 1, 0]  # its place: the batch's first
+    assert "skipping image" in caplog.text

@@ -35,6 +35,7 @@ __all__ = [
     "build_image_dataset",
     "class_index",
     "digits",
+    "undecodable",
 ]
 
 DIGITS_SPLIT_SEED = 0
@@ -64,6 +65,14 @@ def class_index(found: Sequence[str], known: Sequence[str] | None, where: str) -
             f"{_listed(list(known))}. Remove those classes from the data, or train on data that has them"
         )
     return {c: position[c] for c in found}
+
+
+def undecodable(what: str, e: Exception) -> DataError:
+    """The error for an image that does not decode under ``data.bad_files: error``."""
+    return DataError(
+        f"cannot decode image {what} ({_reason(e)}): replace or delete it, or set data.bad_files: skip to leave "
+        "such images out"
+    )
 
 
 def _reason(e: Exception) -> str:
@@ -99,10 +108,7 @@ class _DecodedOnRead(Dataset):
                 img, label = self._load(j)
             except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
                 if self.bad_files == "error":
-                    raise DataError(
-                        f"cannot decode image {self._describe(j)} ({_reason(e)}): replace or delete it, or set "
-                        "data.bad_files: skip to leave such images out"
-                    ) from e
+                    raise undecodable(self._describe(j), e) from e
                 self.skipped.add(j)
                 _logger.warning(
                     "skipping image %s: cannot decode it (%s); %d image(s) skipped so far",

@@ -33,7 +33,7 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from . import text
 from .errors import DataError
-from .images import DatasetInfo, class_index
+from .images import DatasetInfo, class_index, undecodable
 from .shards import INDEX_NAME
 
 __all__ = [
@@ -353,10 +353,7 @@ class ImageBatches:
                 raise
             except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
                 if self.bad_files == "error":
-                    raise DataError(
-                        f"cannot decode image {_row_name(row)} ({type(e).__name__}: {e}): replace or delete it, or "
-                        "set data.bad_files: skip to leave such images out"
-                    ) from None
+                    raise undecodable(_row_name(row), e) from None
                 self.skipped += 1
                 _logger.warning("skipping image %s (%s); %d skipped so far", _row_name(row), e, self.skipped)
         if not samples:
