@@ -81,6 +81,7 @@ def test_llama_cpp_backend_rows_beside_bare_llama_cpp(tmp_path, monkeypatch):
     ]
     for r in rows:
         assert r.target == 0.95 and r.rate > 0 and r.peer_rate > 0 and r.extra["same tokens as llama.cpp"] == 1.0
+        assert r.extra["paired ratio"] > 0
     assert os.environ["ZOO_CACHE"] == str(tmp_path / "user-cache")  # the bench's files went to its own folder
     assert not (tmp_path / "user-cache").exists()
     lines = formats.notes(rows)

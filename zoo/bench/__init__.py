@@ -210,6 +210,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=f"--formats: the trained LM whose perplexity is measured (default {formats.QUALITY_RUN})",
     )
+    lms.add_argument(
+        "--backend-only",
+        action="store_true",
+        help="--formats: only the zoo llama.cpp backend against bare llama.cpp at each format's GGUF type (no "
+        "compiling, transformers or quality run)",
+    )
     training = parser.add_argument_group("training steps (--train)")
     training.add_argument(
         "--train",
@@ -302,21 +308,21 @@ def run_formats(args: argparse.Namespace) -> int:
         return 2
     env = environment()
     title = "LM weight formats: zoo (eager / compiled) vs transformers fp32 and llama.cpp at the same bits, batch 1"
+    if args.backend_only:
+        title = "LM weight formats: the zoo llama.cpp backend vs the bare llama-cpp-python loop, same GGUF, batch 1"
     print_header(title, env, [f"warm-up {max(args.warmup, 1)}; medians of rounds alternating every candidate"])
+    settings = (max(args.warmup, 1), args.prompt_tokens or 32, args.new_tokens or 128)
     try:
-        rows = [
-            row
-            for name in models
-            for row in formats.compare(
-                name,
-                args.formats,
-                args.runs or 3,
-                max(args.warmup, 1),
-                args.prompt_tokens or 32,
-                args.new_tokens or 128,
-                quality_run=args.quality_run,
-            )
-        ]
+        if args.backend_only:
+            rows = [
+                r for name in models for r in formats.compare_backend(name, args.formats, args.runs or 9, *settings)
+            ]
+        else:
+            rows = [
+                r
+                for name in models
+                for r in formats.compare(name, args.formats, args.runs or 3, *settings, quality_run=args.quality_run)
+            ]
     except ValueError as e:
         print(f"zoo bench: error: {e}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@
   in the run's temporary folder), against that bare llama.cpp loop: the zoo's overhead per token. All candidates
   of all formats are timed in one set of interleaved rounds, so load from other processes hits them alike. The
   per-token Python overhead of eager decoding is reported as eager minus compiled milliseconds per token.
-  ``python -m zoo.bench.formats`` times the backend rows alone (:func:`compare_backend`).
+  ``zoo bench --formats ... --backend-only`` times the backend rows alone (:func:`compare_backend`).
 * **Quality** (a trained model, ``--quality-run``: by default the quickstart LM ``runs/quickstart_lm``, trained on
   CPython's ``pydoc_data`` by ``python train.py --config configs/quickstart_lm.yaml``): perplexity on the held-out
   documents of that corpus (the recipe's own split, whole windows of the model's context, with its tokenizer)
@@ -27,12 +27,11 @@ and 5% for int4.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import math
 import os
-import sys
+import statistics
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +48,7 @@ from ..export.llama_backend import CACHE_ENV, release
 from ..factory import create_model
 from ..layers.quant import quantize_model
 from .deployed import _llama_cpp_decoder
-from .harness import Row, environment, format_rows, median, print_header, randomize_, time_interleaved
+from .harness import Row, median, randomize_, time_interleaved
 from .lm import build_pair, transformers_greedy
 
 __all__ = ["FORMATS", "compare", "compare_backend", "perplexity", "quality"]
@@ -323,6 +322,8 @@ def _backend_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new
     if bare not in rate or ours not in rate:
         return None
     same = sum(a == b for a, b in zip(tokens[ours], tokens[bare])) / new_tokens
+    # each round times both back to back: the median of the rounds' own ratios is steadier than the medians' ratio
+    paired = statistics.median(b / o for b, o in zip(times[bare]["total"], times[ours]["total"]))
     return Row(
         name,
         f"decode {new_tokens} {fmt}",
@@ -336,6 +337,7 @@ def _backend_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new
         extra={
             "llama.cpp type": gguf_type.upper(),
             "overhead ms/tok": 1e3 * (1 / rate[ours] - 1 / rate[bare]),
+            "paired ratio": paired,
             "same tokens as llama.cpp": same,
         },
         times_s={k: times[k]["total"] for k in (bare, ours)},
@@ -353,7 +355,8 @@ def notes(rows: Sequence[Row]) -> list[str]:
             ok = "ok" if r.meets_target else "MISS"
             lines.append(
                 f"{model} {r.setting.split()[-1]}: zoo llama.cpp backend {r.ratio:.2f}x bare llama.cpp "
-                f"{r.extra['llama.cpp type']} (>= {r.target:.2f}x: {ok}), "
+                f"{r.extra['llama.cpp type']} (>= {r.target:.2f}x: {ok}; median of the rounds' ratios "
+                f"{r.extra['paired ratio']:.2f}x), "
                 f"{100 * r.extra['same tokens as llama.cpp']:.0f}% of its tokens"
             )
         rs = [r for r in rs if r.candidate != BACKEND]
@@ -409,35 +412,3 @@ def compare_backend(
                 close()
     rate = {label: new_tokens / median(t) for label, t in times.items()}
     return [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in formats]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zoo.bench.formats``: the llama.cpp backend rows alone (``zoo bench --formats`` has them all)."""
-    p = argparse.ArgumentParser(prog="python -m zoo.bench.formats", description=compare_backend.__doc__)
-    p.add_argument("--models", default="mobilellm_125m")
-    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help=f"of {', '.join(FORMATS)}")
-    p.add_argument("--runs", type=int, default=9)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--prompt-tokens", type=int, default=32)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    env = environment()
-    print_header("zoo llama.cpp backend vs the bare llama-cpp-python loop, same GGUF type, batch 1", env)
-    rows = [
-        row
-        for name in args.models.split(",")
-        for row in compare_backend(
-            name, args.formats.split(","), args.runs, args.warmup, args.prompt_tokens, args.new_tokens
-        )
-    ]
-    print(format_rows(rows))
-    for line in notes(rows):
-        print(line)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
