@@ -87,12 +87,18 @@ def test_a_stream_splits_by_rank_and_worker_without_repeats_and_resumes(shards):
     assert [k for b in stream for k in b] != ranks[0]  # another epoch, another order
 
 
-def test_images_stream_over_http_train_as_from_the_disk_and_resume_exactly(shards, server, tmp_path):
-    steps = ("--train.steps", "6", "--data.num_workers", "2", "--checkpoint.every_steps", "2")
+STEPS = ("--train.steps", "6", "--data.num_workers", "2", "--checkpoint.every_steps", "2")
+
+
+def _url_run(server, out, *extra):
+    return _train(out, "--data.name", "wds", "--data.path", f"{server}/{TRAIN}", "--data.val_path",
+                  f"{server}/{VAL}", *STEPS, *extra)  # fmt: skip
+
+
+def test_images_stream_over_http_train_as_from_the_disk(shards, server, tmp_path):
     local = _train(tmp_path / "local", "--data.name", "wds", "--data.path", str(shards / TRAIN),
-                   "--data.val_path", str(shards / VAL), *steps)  # fmt: skip
-    url = _train(tmp_path / "url", "--data.name", "wds", "--data.path", f"{server}/{TRAIN}",
-                 "--data.val_path", f"{server}/{VAL}", *steps)  # fmt: skip
+                   "--data.val_path", str(shards / VAL), *STEPS)  # fmt: skip
+    url = _url_run(server, tmp_path / "url")
     # the class names and the size come from the shards' index (read over HTTP too)
     assert (url["samples"], url["num_classes"], url["label_names"]) == (18, 3, ["one", "two", "zero"])
     assert local["dataset"] == "digit-shards" and url["dataset"] == server.split("//")[1]  # the shards' folder
@@ -100,6 +106,11 @@ def test_images_stream_over_http_train_as_from_the_disk_and_resume_exactly(shard
     a, b = load_file(tmp_path / "local" / "model.safetensors"), load_file(tmp_path / "url" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+
+@pytest.mark.slow
+def test_a_stream_run_resumes_exactly_and_eval_py_reads_it_by_url(server, tmp_path):
+    url = _url_run(server, tmp_path / "url")
+    b = load_file(tmp_path / "url" / "model.safetensors")
     # killed after the step-4 checkpoint: the resumed run skips what it had read and ends with the same weights
     resumed = tmp_path / "resumed"
     shutil.copytree(tmp_path / "url", resumed)
@@ -109,8 +120,7 @@ def test_images_stream_over_http_train_as_from_the_disk_and_resume_exactly(shard
     (ck / "last.pt").hardlink_to(ck / "step_4.pt")
     for name in ("model.safetensors", "metrics.json"):
         (resumed / name).unlink()
-    again = _train(resumed, "--data.name", "wds", "--data.path", f"{server}/{TRAIN}",
-                   "--data.val_path", f"{server}/{VAL}", *steps, "--resume", "auto")  # fmt: skip
+    again = _url_run(server, resumed, "--resume", "auto")
     assert again["loss"] == url["loss"]
     c = load_file(resumed / "model.safetensors")
     assert all(torch.equal(b[k], c[k]) for k in b)
