@@ -293,7 +293,7 @@ CHAT_ROWS = [
     # (id, template, fragment)
     ("template too long", "x" * (lm_tokenizer.MAX_TEMPLATE_CHARS + 1), "has 262145 characters, more than 262144"),
     ("a loop that writes nothing", "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
-     "ran for more than 0.3 s and was stopped"),
+     "ran for more than 1 s and was stopped"),
     ("a loop that writes", "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}",
      "rendering passed 100000 characters and was stopped"),
     ("one huge repetition", "{{ 'a' * 10**10 }}", "repeats a value of length 1 10000000000 times, past the 100000"),
@@ -303,7 +303,7 @@ CHAT_ROWS = [
 
 @pytest.mark.parametrize("template, fragment", [r[1:] for r in CHAT_ROWS], ids=[r[0] for r in CHAT_ROWS])
 def test_chat_templates_are_bounded(monkeypatch, template, fragment):
-    monkeypatch.setattr(lm_tokenizer, "MAX_RENDER_SECONDS", 0.3)
+    monkeypatch.setattr(lm_tokenizer, "MAX_RENDER_SECONDS", 1.0)  # the written-size bound comes first, even busy
     monkeypatch.setattr(lm_tokenizer, "MAX_RENDERED_CHARS", 100_000)
     with pytest.raises(ValueError) as info:
         lm_tokenizer.render_chat_template(template, MESSAGES)
