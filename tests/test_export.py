@@ -67,6 +67,8 @@ HEAVY_EXPORTS = {
     ("randformer_s12", "onnx"),
     ("sret_tiny", "onnx"),
     ("slak_tiny", "onnx"),
+    ("slak_tiny", "pt2"),
+    ("sret_tiny", "pt2"),
 }
 
 
