@@ -17,6 +17,7 @@ larger than the data.
 
 from __future__ import annotations
 
+import glob
 import io
 import itertools
 import json
@@ -109,17 +110,10 @@ def _shard_files(path: str) -> list[str]:
     elif _is_url(path):
         files = expand_braces(path)
     else:
-        files = sorted({str(f) for p in expand_braces(path) for f in _glob(p)})
+        files = sorted({f for p in expand_braces(path) for f in glob.glob(p)})
     if not files:
         raise DataError(f"data.path {path} names no tar shards: give a folder of .tar files, a pattern or URLs")
     return files
-
-
-def _glob(pattern: str) -> list[Path]:
-    p = Path(pattern)
-    if any(c in pattern for c in "*?["):
-        return sorted(Path(p.anchor or ".").glob(str(p.relative_to(p.anchor)) if p.anchor else pattern))
-    return [p] if p.is_file() else []
 
 
 @dataclass(frozen=True)
@@ -168,18 +162,12 @@ class StreamSource:
         """Rows in the stream's own order (no shuffle), at most ``limit``."""
         return itertools.islice(_rows(self.open(decode_images)), limit)
 
-    def num_samples(self) -> int | None:
-        """The sample count the data records (a shard index's or the dataset card's), else None."""
-        index = self.shard_index()
+    def recorded_size(self, ds, index: dict | None) -> int | None:
+        """The sample count the data records: its shard index's, or (``ds``, the opened stream) its card's."""
         if index is not None:
             return sum(len(s["samples"]) for s in index["shards"])
-        if self.kind != "hf_stream":
-            return None
-        try:
-            splits = self.open().info.splits
-            return int(splits[self.split].num_examples) if splits and self.split in splits else None
-        except (DataError, KeyError, TypeError):
-            return None
+        splits = ds.info.splits if self.kind == "hf_stream" else None
+        return int(splits[self.split].num_examples) if splits and self.split in splits else None
 
     def shard_index(self) -> dict | None:
         """The ``shards.json`` beside a wds stream's shards (local or at the URLs' folder), else None."""
@@ -297,11 +285,8 @@ class SampleStream(IterableDataset):
 
     def head(self, n: int) -> Any:
         """The first ``n`` samples of epoch 0 in this process, as one collated batch (for one-batch set-ups)."""
-        units = list(itertools.islice(self.source_units(), n))
+        units = list(itertools.islice(self.units(self.source.rows(decode_images=False)), n))
         return self.make_batch(units, 0, list(range(len(units))))
-
-    def source_units(self) -> Iterator[Any]:
-        return self.units(self.source.rows(decode_images=False))
 
 
 def _is_first_worker() -> bool:
@@ -445,11 +430,11 @@ def _sources(name: str, path: str, train_split: str, val_split: str, config, val
     return StreamSource(name, path), StreamSource(name, val_path)
 
 
-def _class_names(source: StreamSource, ds, label_key: str) -> list[str] | None:
+def _class_names(ds, label_key: str, index: dict | None) -> list[str] | None:
+    """The dataset's ClassLabel names, else the shard index's classes."""
     names = getattr((ds.features or {}).get(label_key), "names", None)
     if names:
         return list(names)
-    index = source.shard_index()
     return list(index["classes"]) if index else None
 
 
@@ -468,13 +453,14 @@ def image_stream(d) -> ImageStream:
     columns = list(ds.features or _first_row(train, ds))
     image_key = pick_column(columns, d.image_key, IMAGE_COLUMNS, "image", "image_key")
     label_key = pick_column(columns, d.label_key, LABEL_COLUMNS, "label", "label_key")
-    names = _class_names(train, ds, label_key)
+    index = train.shard_index()  # read once: class names and size
+    names = _class_names(ds, label_key, index)
     if names is None and d.num_classes is None:
         raise DataError(
             f"{train.describe()} records no class names: set data.num_classes (its labels are 0..num_classes-1)"
         )
     info = DatasetInfo(stream_name(train), len(names) if names else d.num_classes, names)
-    num_samples = d.train_samples or train.num_samples()
+    num_samples = d.train_samples or train.recorded_size(ds, index)
     if num_samples is None:
         raise DataError(f"{train.describe()} does not record its size: set data.train_samples (samples per epoch)")
     held_out, _ = held_out_images(val, image_key, label_key, names, d.val_samples, info.num_classes)
@@ -495,7 +481,7 @@ def held_out_images(
     columns = list(ds.features or _first_row(source, ds))
     image_key = pick_column(columns, image_key, IMAGE_COLUMNS, "image", "image_key")
     label_key = pick_column(columns, label_key, LABEL_COLUMNS, "label", "label_key")
-    own = _class_names(source, ds, label_key)
+    own = _class_names(ds, label_key, source.shard_index())
     names = list(class_names) if class_names else own
     if names and own:  # the split's classes renumbered by the known ones
         index = class_index(own, names, source.describe())
