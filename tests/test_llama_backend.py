@@ -11,6 +11,8 @@ import os
 import llama_cpp  # noqa: F401  (the export extra, part of dev: a missing install fails, it does not skip)
 import pytest
 import torch
+from test_export_gguf import SMALL
+from test_export_gguf import _model as _gguf_model
 
 import zoo
 from zoo import cli
@@ -21,14 +23,6 @@ from zoo.layers import generation
 from zoo.layers.generation import GenerationConfig, TextStreamer
 from zoo.models.mobilellm import save_pretrained
 
-SMALL = dict(
-    vocab_size=96,
-    num_hidden_layers=2,
-    hidden_size=64,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
 LLAMA = "llama.cpp"
 WINDOWED = ["sliding_attention", "full_attention"]
 
@@ -43,20 +37,9 @@ def cache(tmp_path, monkeypatch):
 
 
 def _model(name: str = "mobilellm_125m", **overrides) -> torch.nn.Module:
+    """test_export_gguf's small model with its spread-out random weights, seeded."""
     torch.manual_seed(0)
-    model = zoo.create_model(name, **{**SMALL, **overrides}).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if "norm" in key:
-                p.copy_(0.5 + torch.rand(p.shape, generator=g))
-            elif "lora_B" in key:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-            elif p.ndim == 2:
-                p.mul_(5)
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model
+    return _gguf_model(name, **overrides)
 
 
 PROMPTS = torch.tensor([[3, 5, 7, 9, 11, 13], [1, 2, 3, 4, 5, 6]])
