@@ -8,6 +8,7 @@ packages are run by a Python that imports torch only. ``-m slow``: ExecuTorch (X
 exports.
 """
 
+import copy
 import json
 import subprocess
 import sys
@@ -16,8 +17,19 @@ import pytest
 import torch
 
 import zoo
+from zoo.cli import main as zoo_main
 from zoo.export import ExportError
-from zoo.export.lm_runtime import CachedDecoder, export_methods, load
+from zoo.export.lm_runtime import (
+    CachedDecoder,
+    Int8Embedding,
+    export_methods,
+    file_size_check,
+    load,
+    quantize_for_xnnpack,
+    weight_bytes,
+)
+from zoo.layers.decoder import generate_on_session
+from zoo.layers.quant import QuantSpec, quantize_model, unpack_int4
 
 SMALL = dict(
     vocab_size=128,
@@ -94,12 +106,13 @@ def _eager(model, prompt):
 def test_cached_decoder_decodes_as_generate(case):
     model, prompt = _model(case), _prompt()
     want, want_logits = _eager(model, prompt)
-    decoder = CachedDecoder(model, MAX_LEN).eval()
-    with torch.no_grad():
-        got, logits = _greedy(decoder, prompt, NEW)
-    assert got == want
+    for delegate_ops in (False, True):  # the modules' own ops, and the ones the executorch export lowers
+        decoder = CachedDecoder(model, MAX_LEN, delegate_ops=delegate_ops).eval()
+        with torch.no_grad():
+            got, logits = _greedy(decoder, prompt, NEW)
+        assert got == want, delegate_ops
+        assert (logits - want_logits).abs().max().item() < 1e-4
     assert len(set(want)) > 1  # a varied continuation, not one repeated token
-    assert (logits - want_logits).abs().max().item() < 1e-4
     if model.config.__class__.__name__ == "RecursiveConfig" and model.config.mor:  # routing took mixed decisions
         with torch.no_grad():
             routing = model(torch.cat([prompt, torch.tensor([want])], 1), return_routing=True).routing
@@ -171,10 +184,10 @@ def test_aoti_export_generates_as_eager(tmp_path):
 
     want = model.generate(prompt, max_new_tokens=NEW)[0, PROMPT:].tolist()
     lm = load(tmp_path)
-    assert lm.generate(prompt[0].tolist(), NEW) == want
-    assert lm.generate(prompt, NEW) == want  # a second sequence reuses the cache
+    assert lm.generate(prompt[0].tolist(), NEW)[0, PROMPT:].tolist() == want
+    assert lm.generate(prompt, NEW)[0, PROMPT:].tolist() == want  # a second sequence reuses the cache
     one = prompt[:, :1]  # a one-token prompt after a longer sequence: the stale entries are masked out
-    assert lm.generate(one, 3) == model.generate(one, max_new_tokens=3)[0, 1:].tolist()
+    assert lm.generate(one, 3)[0, 1:].tolist() == model.generate(one, max_new_tokens=3)[0, 1:].tolist()
     with pytest.raises(ValueError, match="compiled cache"):
         lm.generate(prompt, MAX_LEN)
     out = subprocess.run(
@@ -211,5 +224,156 @@ def test_executorch_export_generates_as_eager(tmp_path, case):
     assert result.check["ok"], result.check
     want = model.generate(prompt, max_new_tokens=NEW)[0, PROMPT:].tolist()
     lm = load(tmp_path)
-    assert lm.generate(prompt, NEW) == want
-    assert lm.generate(prompt[:, :1], 3) == model.generate(prompt[:, :1], max_new_tokens=3)[0, 1:].tolist()
+    assert lm.generate(prompt, NEW)[0, PROMPT:].tolist() == want
+    assert (
+        lm.generate(prompt[:, :1], 3)[0, 1:].tolist() == model.generate(prompt[:, :1], max_new_tokens=3)[0, 1:].tolist()
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Quantized pte (8da4w / 8da8w) and CompiledLM's generation
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _logits_of(model, ids):
+    with torch.no_grad():
+        out = model(ids)
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+@pytest.mark.parametrize("quantize, bits", [("8da4w", 4), ("8da8w", 8)])
+def test_quantize_for_xnnpack_weights(quantize, bits):
+    model, prompt = _model("mobilellm"), _prompt()
+    lm = quantize_for_xnnpack(model, quantize)
+    q_proj = lm.model.layers[0].self_attn.q_proj.weight
+    assert q_proj.target_dtype == getattr(torch, f"int{bits}") and q_proj.activation_quantization is not None
+    assert q_proj.block_size == ((1, 32) if bits == 4 else (1, 64))
+    assert int(q_proj.qdata.min()) >= -(2 ** (bits - 1)) and int(q_proj.qdata.max()) <= 2 ** (bits - 1) - 1
+    head = lm.lm_head.weight  # the tied head as its own int8 matrix; the embedding as int8 rows
+    assert head.target_dtype == torch.int8 and isinstance(lm.model.embed_tokens, Int8Embedding)
+    assert lm.model.embed_tokens.codes.dtype == torch.int8
+    assert model.lm_head is None and model.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32  # a copy
+    # every weight within half a step of its float value (the step: its group's or row's scale)
+    w = model.model.layers[0].self_attn.q_proj.weight
+    step = q_proj.scale.repeat_interleave(q_proj.block_size[1], dim=1)
+    assert bool(((q_proj.dequantize() - w).abs() <= step / 2 + 1e-6).all())
+    # logits at init scale (the perturbed test weights amplify rounding without bound): 7-9% and 1% here; a wrong
+    # layout or grid gives 100% and more
+    torch.manual_seed(0)
+    plain = zoo.create_model("mobilellm_125m", **SMALL).eval()
+    want, got = _logits_of(plain, prompt), _logits_of(quantize_for_xnnpack(plain, quantize), prompt)
+    rel = (got - want).abs().max() / want.abs().max()
+    assert 0 < rel < (0.15 if bits == 4 else 0.02), rel
+    # its bytes: int4 codes + a float32 scale per 32 (or int8 + one per row), int8 head and embedding
+    floats = weight_bytes(model)
+    assert weight_bytes(lm) < floats * (0.4 if bits == 4 else 0.45)
+
+
+def test_quantize_for_xnnpack_keeps_a_zoo_models_own_grid():
+    """Symmetric int4 (MobileLLM-Pro's QAT form) and int8 zoo codes are stored as they are, not re-quantized."""
+    model = _model("mobilellm")
+    qat = quantize_model(copy.deepcopy(model), QuantSpec("int4_weight_only", 32, "symmetric"))
+    lm = quantize_for_xnnpack(qat, "8da4w")
+    zoo_layer, weight = qat.model.layers[1].mlp.down_proj, lm.model.layers[1].mlp.down_proj.weight
+    assert torch.equal(weight.qdata, (unpack_int4(zoo_layer.codes()).to(torch.int16) - 8).to(torch.int8))
+    assert torch.equal(weight.scale, zoo_layer.scale.float())
+    assert torch.equal(weight.dequantize(), zoo_layer.dequantize())
+    int8 = quantize_model(copy.deepcopy(model), "int8")
+    lm8 = quantize_for_xnnpack(int8, "8da8w")
+    assert torch.equal(lm8.model.layers[0].self_attn.o_proj.weight.qdata, int8.model.layers[0].self_attn.o_proj.qweight)
+    with pytest.raises(ExportError, match="asymmetric"):
+        quantize_for_xnnpack(quantize_model(copy.deepcopy(model), "int4"), "8da4w")
+    with pytest.raises(ExportError, match="8da8w"):
+        quantize_for_xnnpack(int8, "8da4w")
+    with pytest.raises(ExportError, match="group_size"):
+        quantize_for_xnnpack(model, "8da4w", group_size=48)
+    with pytest.raises(ExportError, match="backend='executorch'"):
+        zoo.export(model, "pte", "unused", max_seq_len=MAX_LEN, quantize="8da4w", backend="aoti")
+
+
+def test_file_size_check():
+    info = {"file_bytes": 10_500_000, "weight_bytes": 9_000_000, "cache_bytes": 1_000_000}
+    assert file_size_check(info)["ok"]
+    assert not file_size_check({**info, "file_bytes": 14_000_000})["ok"]  # e.g. a float copy of a matrix
+    assert not file_size_check({"file_bytes": 1})["ok"]  # nothing recorded to hold it to
+
+
+class _EagerSession:
+    """The session protocol over a zoo model's cache-free forward: what CompiledLM gives generate_on_session."""
+
+    def __init__(self, model):
+        self.model, self.ids = model, []
+
+    def prefill(self, ids):
+        self.ids = list(ids)
+        return _logits_of(self.model, torch.tensor([self.ids]))[0, -1]
+
+    def step(self, token):
+        self.ids.append(token)
+        return _logits_of(self.model, torch.tensor([self.ids]))[0, -1]
+
+
+def test_generate_on_session_samples_stops_and_streams_as_generate():
+    model, prompt = _model("mobilellm"), _prompt()
+    vocab, base = model.config.vocab_size, model.generation_config
+    settings = dict(do_sample=True, temperature=0.8, top_k=20, top_p=0.9, repetition_penalty=1.2, min_new_tokens=2)
+    want = model.generate(prompt, max_new_tokens=10, generator=torch.Generator().manual_seed(5), **settings)
+    got = generate_on_session(
+        _EagerSession(model), prompt, vocab, base, 10, generator=torch.Generator().manual_seed(5), **settings
+    )
+    assert torch.equal(got, want)
+    greedy = model.generate(prompt, max_new_tokens=NEW)
+    stop = int(greedy[0, PROMPT + 3])
+    put = []
+
+    class Streamer:
+        def put(self, ids):
+            put.append(torch.as_tensor(ids).reshape(-1).tolist())
+
+        def end(self):
+            put.append("end")
+
+    got = generate_on_session(_EagerSession(model), prompt, vocab, base, NEW, eos_token_id=stop, streamer=Streamer())
+    assert got[0, PROMPT:].tolist() == greedy[0, PROMPT : PROMPT + 4].tolist()  # ends at the stop id
+    assert put[0] == prompt[0].tolist() and put[-1] == "end" and len(put) == 2 + 4
+    with pytest.raises(ValueError, match="temperature"):
+        generate_on_session(_EagerSession(model), prompt, vocab, base, 4, do_sample=True, temperature=0.0)
+
+
+@pytest.mark.slow
+def test_executorch_8da4w_export_samples_streams_and_runs_from_the_cli(tmp_path, capsys):
+    """The quantized artefact: checked against the same quantized weights in torchao (logits within 5%), its size
+    against its weights' bytes; CompiledLM samples reproducibly, stops and streams; ``zoo run FOLDER`` runs it."""
+    torch.manual_seed(0)
+    model, prompt = zoo.create_model("mobilellm_125m", **SMALL).eval(), _prompt()
+    with torch.no_grad():  # off the init (whose greedy continuation repeats one token), milder than _model's
+        g = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.08)
+    result = zoo.export(model, "pte", tmp_path, max_seq_len=MAX_LEN, quantize="8da4w", check=True)
+    assert result.check["ok"], result.check
+    assert result.check["size"]["ok"] and result.check["size"]["ratio"] > 0.5, result.check["size"]
+    info = json.loads((tmp_path / "runtime.json").read_text())
+    assert info["quantize"] == "8da4w" and info["methods"] == {"prefill": "forward", "decode": "forward"}
+    lm = load(tmp_path)
+    settings = dict(do_sample=True, temperature=0.9, top_k=30, top_p=0.95)
+    a = lm.generate(prompt, NEW, generator=torch.Generator().manual_seed(3), **settings)
+    b = lm.generate(prompt, NEW, generator=torch.Generator().manual_seed(3), **settings)
+    assert torch.equal(a, b) and a.shape == (1, PROMPT + NEW)
+    greedy = lm.generate(prompt, NEW, eos_token_id=[])[0, PROMPT:].tolist()
+    at = next(i for i, t in enumerate(greedy) if i > 0 and t not in greedy[:i])  # a token first made at step i
+    seen = []
+
+    class Streamer:
+        def put(self, ids):
+            seen.append(torch.as_tensor(ids).reshape(-1).tolist())
+
+        def end(self):
+            seen.append("end")
+
+    out = lm.generate(prompt, NEW, eos_token_id=greedy[at], streamer=Streamer())
+    assert out[0, PROMPT:].tolist() == greedy[: at + 1]
+    assert seen[-1] == "end" and [t for piece in seen[1:-1] for t in piece] == out[0, PROMPT:].tolist()
+    assert zoo_main(["run", str(tmp_path), "--prompt-tokens", "5", "--max-new-tokens", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "pte (executorch)" in printed and "4 new tokens" in printed

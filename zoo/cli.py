@@ -18,6 +18,7 @@ from .data.lm_tokenizer import apply_chat_template, load_lm_tokenizer
 from .data.text import special_token_ids
 from .export import llama_backend
 from .export.folder import check_output_folder, write_folder
+from .export.run_folder import is_export_folder, run_export_folder
 from .factory import create_model, resolve_source
 from .hub import WEIGHTS_NAME
 from .layers.decoder import DecoderLM, TextStreamer
@@ -69,7 +70,23 @@ def _cmd_info(args) -> int:
 
 def _cmd_run(args) -> int:
     """Build a model (random weights unless --weights) and run it on a synthetic input seeded by --seed: a
-    vision model classifies a batch of images, a language model continues a random prompt."""
+    vision model classifies a batch of images, a language model continues a random prompt. A folder ``zoo export``
+    wrote runs by its own runtime (pte, gguf, pt2, onnx)."""
+    if is_export_folder(args.model):
+        if args.weights or args.backend != "torch" or args.quantize is not None or args.chat is not None:
+            raise ValueError(
+                f"{args.model} is an export folder, run by its own runtime: --weights, --backend, --quantize and "
+                "--chat are for models (export the weights again to change them)"
+            )
+        for line in run_export_folder(
+            args.model,
+            seed=args.seed,
+            prompt_tokens=args.prompt_tokens,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+        ):
+            print(line)
+        return 0
     torch.manual_seed(args.seed)  # the random init too: two runs with one seed print the same
     overlay = {"file": args.weights} if args.weights else None
     model = create_model(args.model, pretrained=bool(args.weights), pretrained_cfg_overlay=overlay).eval()
@@ -552,7 +569,7 @@ def _add_run_parser(sub) -> None:
     p = sub.add_parser(
         "run", help="build a model and run it on a seeded synthetic input (images, or a language model's prompt)"
     )
-    p.add_argument("model")
+    p.add_argument("model", help="registered name, hf-hub:ORG/NAME, a model folder, or a folder zoo export wrote")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--img-size", type=int, default=None, help="vision models: image size (default: the model's)")
     p.add_argument("--weights", default=None, help="checkpoint file or folder to load (any supported origin)")
@@ -670,7 +687,8 @@ def _add_export_parser(sub) -> None:
         "--quantize",
         default=None,
         help="stored weights: pt2 (LMs) bf16, int8, int4 (zoo's weight-only codes, groups of 32); onnx int8 "
-        "(dynamic quantization, an extra model.int8.onnx); gguf f32, f16, q8_0, q4_0",
+        "(dynamic quantization, an extra model.int8.onnx); gguf f32, f16, q8_0, q4_0; pte (executorch) 8da4w, 8da8w "
+        "(XNNPACK's int8-activation kernels with int4 weights in groups of 32 / int8 weights)",
     )
     p.add_argument("--max-seq-len", type=int, default=256, help="LMs: static KV cache length (default 256)")
     p.add_argument(

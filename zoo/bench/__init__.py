@@ -216,6 +216,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--formats: only the zoo llama.cpp backend against bare llama.cpp at each format's GGUF type (no "
         "compiling, transformers or quality run)",
     )
+    lms.add_argument(
+        "--pte",
+        action="store_true",
+        help="--formats: also the ExecuTorch pte artefacts (int8: 8da8w, int4: 8da4w) against llama.cpp at the same "
+        "bits (each export takes minutes)",
+    )
+    lms.add_argument(
+        "--pte-only",
+        action="store_true",
+        help="--formats: only the pte artefacts against bare llama.cpp (no compiling, transformers or quality run)",
+    )
     training = parser.add_argument_group("training steps (--train)")
     training.add_argument(
         "--train",
@@ -310,18 +321,27 @@ def run_formats(args: argparse.Namespace) -> int:
     title = "LM weight formats: zoo (eager / compiled) vs transformers fp32 and llama.cpp at the same bits, batch 1"
     if args.backend_only:
         title = "LM weight formats: the zoo llama.cpp backend vs the bare llama-cpp-python loop, same GGUF, batch 1"
-    print_header(title, env, [f"warm-up {max(args.warmup, 1)}; medians of rounds alternating every candidate"])
+    if args.pte_only:
+        title = "LM weight formats: zoo pte (ExecuTorch, XNNPACK 8da8w / 8da4w) vs bare llama.cpp Q8_0 / Q4_0, batch 1"
+    weights = "speed: the named model with deterministic random weights of trained scale (the same in every engine)"
+    if not (args.backend_only or args.pte_only):
+        weights += f"; perplexity and agreement: the trained LM in {args.quality_run}"
+    print_header(title, env, [f"warm-up {max(args.warmup, 1)}; medians of rounds alternating every candidate", weights])
     settings = (max(args.warmup, 1), args.prompt_tokens or 32, args.new_tokens or 128)
     try:
         if args.backend_only:
             rows = [
                 r for name in models for r in formats.compare_backend(name, args.formats, args.runs or 9, *settings)
             ]
+        elif args.pte_only:
+            rows = [r for name in models for r in formats.compare_pte(name, args.formats, args.runs or 5, *settings)]
         else:
             rows = [
                 r
                 for name in models
-                for r in formats.compare(name, args.formats, args.runs or 3, *settings, quality_run=args.quality_run)
+                for r in formats.compare(
+                    name, args.formats, args.runs or 3, *settings, quality_run=args.quality_run, pte=args.pte
+                )
             ]
     except ValueError as e:
         print(f"zoo bench: error: {e}", file=sys.stderr)

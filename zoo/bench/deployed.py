@@ -177,7 +177,7 @@ def compare_lm(
         if "pte" in forms:
             export(model, "pte", Path(tmp) / "pte", model_name=name, max_seq_len=context)
             runner = load_lm_artifact(Path(tmp) / "pte")
-            candidates["zoo pte"] = lambda: runner.generate(prompt[0].tolist(), new_tokens)
+            candidates["zoo pte"] = lambda: runner.generate(prompt, new_tokens)[0, prompt_tokens:].tolist()
 
         def eager():
             return model.generate(prompt, max_new_tokens=new_tokens)[0, prompt_tokens:].tolist()

@@ -33,6 +33,7 @@ import math
 import os
 import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,14 +45,17 @@ from torch import nn
 from ..data.lm_tokenizer import load_lm_tokenizer
 from ..data.text import EOS_TOKEN, bundled_corpus, split_documents
 from ..export import export
+from ..export.gguf_file import load_llama
 from ..export.llama_backend import CACHE_ENV, release
+from ..export.lm_runtime import load as load_pte
+from ..export.lm_runtime import quantize_for_xnnpack
 from ..factory import create_model
 from ..layers.quant import quantize_model
 from .deployed import _llama_cpp_decoder
 from .harness import Row, median, randomize_, time_interleaved
 from .lm import build_pair, transformers_greedy
 
-__all__ = ["FORMATS", "compare", "compare_backend", "perplexity", "quality"]
+__all__ = ["FORMATS", "compare", "compare_backend", "compare_pte", "perplexity", "quality"]
 
 # format -> (zoo quantize=, llama.cpp type of the same bits)
 FORMATS: dict[str, tuple[str | None, str]] = {
@@ -61,6 +65,9 @@ FORMATS: dict[str, tuple[str | None, str]] = {
     "int4": ("int4", "q4_0"),
 }
 DEFAULT_FORMATS = tuple(FORMATS)
+# format -> the ExecuTorch pte quantization of the same weight bits (XNNPACK's int8-activation kernels)
+PTE_TYPES = {"int8": "8da8w", "int4": "8da4w"}
+PTE = "zoo pte"
 QUALITY_RUN = Path("runs/quickstart_lm")
 PEER = "transformers fp32"
 BACKEND = "zoo llama.cpp backend"
@@ -68,6 +75,9 @@ TARGETS = {
     "fastest vs transformers": 4.0,
     "vs llama.cpp": 1.0,
     "backend vs llama.cpp": 0.95,
+    "pte 8da4w vs llama.cpp": 0.8,
+    "pte 8da4w size vs gguf": 1.3,
+    "ppl quantized path": 0.02,
     "ppl int8": 0.01,
     "ppl int4": 0.05,
 }
@@ -137,8 +147,12 @@ def _agreement(model: nn.Module, reference: list[torch.Tensor], prompts: list[to
     return same / total
 
 
-def quality(folder: str | Path, formats: Sequence[str]) -> dict[str, dict[str, float]]:
-    """``{format: {"perplexity", "ppl vs fp32", "agreement"}}`` of the trained LM in ``folder`` (module docstring)."""
+def quality(folder: str | Path, formats: Sequence[str], paths: bool = True) -> dict[str, dict[str, float]]:
+    """``{format: {"perplexity", "ppl vs fp32", "agreement", ...}}`` of the trained LM in ``folder`` (module
+    docstring). ``paths``: also the other engines' paths at the format's bits, on the same trained weights --
+    llama.cpp on ``zoo export``'s GGUF (``"llama.cpp ppl vs fp32"``, ``"llama.cpp agreement"``) and, for int8 /
+    int4, the pte's ``8da8w`` / ``8da4w`` weights run by torchao in float (``"pte ppl vs fp32"``,
+    ``"pte agreement"``; the artefact's XNNPACK kernels agree with them to about 0.5% of the logits)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(
@@ -163,12 +177,61 @@ def quality(folder: str | Path, formats: Sequence[str]) -> dict[str, dict[str, f
     for fmt in formats:
         model = _quantized(base, fmt)
         ppl = fp32 if fmt == "fp32" else perplexity(model, ids, window)
-        out[fmt] = {
+        scores = out[fmt] = {
             "perplexity": ppl,
             "ppl vs fp32": ppl / fp32 - 1.0,
             "agreement": 1.0 if fmt == "fp32" else _agreement(model, reference, prompts),
         }
+        if not paths:
+            continue
+        llama_ppl, llama_agree = _llama_cpp_quality(base, FORMATS[fmt][1], ids, window, prompts, reference)
+        scores["llama.cpp ppl vs fp32"], scores["llama.cpp agreement"] = llama_ppl / fp32 - 1.0, llama_agree
+        if fmt in PTE_TYPES:
+            pte = quantize_for_xnnpack(base, PTE_TYPES[fmt])
+            scores["pte ppl vs fp32"] = perplexity(pte, ids, window) / fp32 - 1.0
+            scores["pte agreement"] = _agreement(pte, reference, prompts)
     return out
+
+
+def _llama_cpp_quality(
+    base: nn.Module, gguf_type: str, ids: list[int], window: int, prompts: list, reference: list
+) -> tuple[float, float]:
+    """Perplexity (the same windows as :func:`perplexity`) and greedy agreement with ``reference`` of ``base``'s
+    GGUF at ``gguf_type`` run by llama.cpp."""
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-quality-") as tmp:
+        export(base, "gguf", Path(tmp), quantize=gguf_type)
+        llm = load_llama(
+            Path(tmp) / "model.gguf",
+            n_ctx=window,
+            n_batch=window,
+            logits_all=True,
+            n_threads=torch.get_num_threads(),
+            verbose=False,
+        )
+        try:
+            data = list(ids[:32768])
+            total, count = 0.0, 0
+            for j in range((len(data) - 1) // window):
+                chunk = data[j * window : (j + 1) * window + 1]
+                llm.reset()
+                llm.eval(chunk[:-1])
+                logits = torch.tensor(llm.scores[:window], dtype=torch.float32)
+                total += F.cross_entropy(logits, torch.tensor(chunk[1:]), reduction="sum").item()
+                count += window
+            same = done = 0
+            for prompt, want in zip(prompts, reference):
+                got = []
+                for token in llm.generate(
+                    prompt[0].tolist(), top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True
+                ):
+                    got.append(int(token))
+                    if len(got) == AGREEMENT_NEW_TOKENS:
+                        break
+                same += sum(a == b for a, b in zip(got, want.tolist()))
+                done += want.numel()
+        finally:
+            llm.close()
+    return math.exp(total / count), same / done
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -207,7 +270,6 @@ def _extra_columns(fmt: str, rate: dict, tokens: dict, new_tokens: int, note: st
         extra[llama.split()[0]] = rate[llama]
         extra["llama.cpp type"] = FORMATS[fmt][1].upper()
         extra["vs llama.cpp"] = rate[compiled] / rate[llama]
-        extra["llama.cpp agreement"] = sum(a == b for a, b in zip(tokens[llama], tokens[eager])) / new_tokens
     if note is not None:
         extra["note"] = note
     if scores is not None:
@@ -224,10 +286,12 @@ def compare(
     new_tokens: int = 128,
     quality_run: str | Path | None = QUALITY_RUN,
     llama_cpp: bool = True,
+    pte: bool = False,
     **model_kwargs,
 ) -> list[Row]:
     """One row per format: zoo compiled tokens/s against transformers fp32, with zoo eager, llama.cpp at the same
-    bits, the per-token overhead, and the quality figures as extra columns (module docstring)."""
+    bits, the per-token overhead, and the quality figures as extra columns (module docstring); ``pte``: for int8 /
+    int4 also the ExecuTorch artefact (``8da8w`` / ``8da4w``) against llama.cpp, as :func:`compare_pte`."""
     formats = check_formats(formats)
     scores = quality(quality_run, formats) if quality_run is not None else {}
     try:
@@ -235,7 +299,7 @@ def compare(
     except ValueError:  # no stock Llama twin (layer sharing, windows, recursion): no transformers column
         hf, base = None, randomize_(create_model(name, **model_kwargs)).eval()
     prompt = torch.randint(0, base.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(1))
-    candidates, closers, notes = {}, [], {}
+    candidates, closers, notes, pte_info = {}, [], {}, {}
     if hf is not None:
         candidates[PEER] = _transformers_decoder(hf, prompt, new_tokens)
     models = {fmt: _quantized(base, fmt) for fmt in formats}
@@ -250,6 +314,9 @@ def compare(
                     continue
                 candidates.update(found)
                 closers.append(close)
+            if pte and fmt in PTE_TYPES:
+                found, pte_info[fmt] = _pte_decoder(base, name, fmt, Path(tmp), prompt, new_tokens)
+                candidates.update(found)
         try:
             times = time_interleaved(candidates, runs, warmup, desc=f"{name} formats")
             with torch.inference_mode():
@@ -260,6 +327,7 @@ def compare(
     rate = {label: new_tokens / median(t) for label, t in times.items()}
     peer_rate = rate.get(PEER, float("nan"))
     backend_rows = [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in formats]
+    backend_rows += [_pte_row(name, fmt, rate, tokens, times, new_tokens, runs, info) for fmt, info in pte_info.items()]
     return [
         Row(
             name,
@@ -290,6 +358,99 @@ def _cache_in(folder: Path):
             os.environ.pop(CACHE_ENV, None)
         else:
             os.environ[CACHE_ENV] = before
+
+
+def _pte_decoder(base: nn.Module, name: str, fmt: str, tmp: Path, prompt: torch.Tensor, new_tokens: int):
+    """``zoo export --format pte --quantize 8da8w | 8da4w`` of ``base`` (ExecuTorch, XNNPACK), its greedy decoding
+    by :class:`~zoo.export.lm_runtime.CompiledLM`: label -> the new tokens, and the export's seconds and bytes."""
+    quantize = PTE_TYPES[fmt]
+    folder = tmp / f"pte-{quantize}"
+    start = time.perf_counter()
+    export(
+        base,
+        "pte",
+        folder,
+        model_name=name,
+        max_seq_len=prompt.shape[1] + new_tokens,
+        quantize=quantize,
+        backend="executorch",
+    )
+    seconds = time.perf_counter() - start
+    lm = load_pte(folder)
+    gguf = tmp / FORMATS[fmt][1] / "model.gguf"
+    info = {
+        "export s": seconds,
+        "pte MB": lm.info["file_bytes"] / 1e6,
+        "gguf MB": gguf.stat().st_size / 1e6 if gguf.is_file() else float("nan"),
+    }
+
+    def decode() -> list[int]:
+        return lm.generate(prompt, new_tokens, eos_token_id=[])[0, prompt.shape[1] :].tolist()
+
+    return {f"{PTE} {quantize}": decode}, info
+
+
+def _pte_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new_tokens: int, runs: int, info: dict):
+    """The pte artefact against bare llama.cpp at the same bits (int8: Q8_0, int4: Q4_0)."""
+    quantize, gguf_type = PTE_TYPES[fmt], FORMATS[fmt][1]
+    bare, ours = f"llama.cpp {gguf_type}", f"{PTE} {quantize}"
+    same = sum(a == b for a, b in zip(tokens[ours], tokens[bare])) / new_tokens if bare in tokens else float("nan")
+    return Row(
+        name,
+        f"decode {new_tokens} {fmt}",
+        bare if bare in rate else "-",
+        f"{PTE} {quantize}",
+        "tok/s",
+        rate.get(bare, float("nan")),
+        rate[ours],
+        runs,
+        target=TARGETS["pte 8da4w vs llama.cpp"] if quantize == "8da4w" else None,
+        extra={
+            "llama.cpp type": gguf_type.upper(),
+            **info,
+            "size vs gguf": info["pte MB"] / info["gguf MB"],
+            "same tokens as llama.cpp (random weights)": same,
+        },
+        times_s={k: times[k]["total"] for k in (bare, ours) if k in times},
+    )
+
+
+def compare_pte(
+    name: str,
+    formats: Sequence[str] = ("int8", "int4"),
+    runs: int = 5,
+    warmup: int = 1,
+    prompt_tokens: int = 32,
+    new_tokens: int = 128,
+    **model_kwargs,
+) -> list[Row]:
+    """Only the ``zoo pte`` rows: ``zoo export --format pte --quantize 8da8w / 8da4w`` (ExecuTorch, XNNPACK) of
+    the int8 / int4 formats against bare llama.cpp at Q8_0 / Q4_0 on the same weights, in one set of interleaved
+    rounds, with each export's seconds and the files' sizes."""
+    formats = [f for f in check_formats(formats) if f in PTE_TYPES]
+    if not formats:
+        raise ValueError(f"the pte rows are for the formats {', '.join(PTE_TYPES)}")
+    base = randomize_(create_model(name, **model_kwargs)).eval()
+    prompt = torch.randint(0, base.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(1))
+    candidates, closers, info = {}, [], {}
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-pte-") as tmp, _cache_in(Path(tmp) / "cache"):
+        try:
+            for fmt in formats:
+                folder = Path(tmp) / FORMATS[fmt][1]
+                export(base, "gguf", folder, model_name=name, quantize=FORMATS[fmt][1])
+                llm, generate = _llama_cpp_decoder(folder / "model.gguf", prompt_tokens + new_tokens)
+                closers.append(llm.close)
+                candidates[f"llama.cpp {FORMATS[fmt][1]}"] = lambda g=generate: g(prompt[0].tolist(), new_tokens)
+                found, info[fmt] = _pte_decoder(base, name, fmt, Path(tmp), prompt, new_tokens)
+                candidates.update(found)
+            times = time_interleaved(candidates, runs, warmup, desc=f"{name} pte")
+            with torch.inference_mode():
+                tokens = {label: list(fn()) for label, fn in candidates.items()}
+        finally:
+            for close in closers:
+                close()
+    rate = {label: new_tokens / median(t) for label, t in times.items()}
+    return [_pte_row(name, fmt, rate, tokens, times, new_tokens, runs, info[fmt]) for fmt in formats]
 
 
 def _llama_cpp_decoders(base: nn.Module, name: str, gguf_type: str, tmp: Path, prompt: torch.Tensor, new_tokens: int):
@@ -359,7 +520,17 @@ def notes(rows: Sequence[Row]) -> list[str]:
                 f"{r.extra['paired ratio']:.2f}x), "
                 f"{100 * r.extra['same tokens as llama.cpp']:.0f}% of its tokens"
             )
-        rs = [r for r in rs if r.candidate != BACKEND]
+        for r in [r for r in rs if r.candidate.startswith(PTE)]:
+            quantize = r.candidate.split()[-1]
+            line = f"{model} {quantize}: zoo pte {r.ratio:.2f}x bare llama.cpp {r.extra['llama.cpp type']}"
+            if r.target is not None:
+                line += f" (>= {r.target:.2f}x: {'ok' if r.meets_target else 'MISS'})"
+            size = r.extra["size vs gguf"]
+            line += f"; file {r.extra['pte MB']:.1f} MB = {size:.2f}x the GGUF's"
+            if quantize == "8da4w":
+                line += f" (<= {TARGETS['pte 8da4w size vs gguf']:.1f}x: {'ok' if size <= 1.3 else 'MISS'})"
+            lines.append(line + f"; exported in {r.extra['export s']:.0f} s")
+        rs = [r for r in rs if r.candidate != BACKEND and not r.candidate.startswith(PTE)]
         if not rs:
             continue
         best = max(rs, key=lambda r: r.rate)
@@ -380,6 +551,24 @@ def notes(rows: Sequence[Row]) -> list[str]:
                 lines.append(
                     f"{model} {fmt}: perplexity {100 * r.extra['ppl vs fp32']:+.2f}% vs fp32 (<= {100 * bound:.0f}%: {ok})"
                 )
+            lines += _path_quality_lines(model, fmt, r.extra)
+    return lines
+
+
+def _path_quality_lines(model: str, fmt: str, extra: dict) -> list[str]:
+    """Every quantized path's perplexity against fp32 (<= 2%) and its greedy agreement with fp32."""
+    lines, bound = [], TARGETS["ppl quantized path"]
+    paths = [("zoo", "ppl vs fp32", "agreement")] if fmt != "fp32" else []
+    paths += [("llama.cpp " + FORMATS[fmt][1].upper(), "llama.cpp ppl vs fp32", "llama.cpp agreement")]
+    if fmt in PTE_TYPES:
+        paths.append((f"pte {PTE_TYPES[fmt]}", "pte ppl vs fp32", "pte agreement"))
+    for label, ppl, agree in paths:
+        if ppl in extra:
+            ok = "ok" if extra[ppl] <= bound else "MISS"
+            lines.append(
+                f"{model} {fmt} {label} (trained weights): perplexity {100 * extra[ppl]:+.2f}% vs fp32 "
+                f"(<= {100 * bound:.0f}%: {ok}), greedy agreement with fp32 {100 * extra[agree]:.0f}%"
+            )
     return lines
 
 

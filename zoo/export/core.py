@@ -200,7 +200,9 @@ def _quantized(model: nn.Module, format: str, quantize: str | None, task: str) -
     left as it is); a model already quantized goes only to the formats that store the zoo's codes."""
     done = model_quantization(model)
     wanted = quantize in ZOO_QUANTIZE and format in ZOO_QUANTIZED_FORMATS
-    if done is not None and done.method != "bf16" and format not in ZOO_QUANTIZED_FORMATS:
+    # pte's 8da4w / 8da8w store a zoo model's own int8 / symmetric int4 codes (zoo.export.lm_runtime says which)
+    own_grid = format == "pte" and quantize in ("8da4w", "8da8w")
+    if done is not None and done.method != "bf16" and format not in ZOO_QUANTIZED_FORMATS and not own_grid:
         raise ExportError(
             f"this model holds {done.describe()} weights, which the {format} format cannot store; export it as pt2, "
             f"or export the float model (its own quantize options: zoo export --help)"

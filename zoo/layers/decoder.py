@@ -45,6 +45,9 @@ __all__ = [
     "PassStart",
     "TextIteratorStreamer",
     "TextStreamer",
+    "decoding_plan",
+    "generate_on_session",
+    "generation_settings",
     "sample_token",
 ]
 
@@ -489,14 +492,7 @@ class DecoderLM(nn.Module, HubMixin):
 
     def _generation_settings(self, generation_config: GenerationConfig | None, **settings) -> GenerationConfig:
         """The call's settings over ``generation_config`` over the model's own (transformers' precedence)."""
-        try:
-            gc = self.generation_config.update(generation_config, **settings)
-        except ValueError as e:
-            raise ValueError(str(e).removeprefix("GenerationConfig: ")) from None
-        temperature = 1.0 if gc.temperature is None else gc.temperature
-        if gc.do_sample and not temperature > 0:
-            raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-        return gc
+        return generation_settings(self.generation_config, generation_config, **settings)
 
     def _prepare_prompt(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int
@@ -527,33 +523,7 @@ class DecoderLM(nn.Module, HubMixin):
         tokenizer: Any,
     ) -> "_Decoding":
         """How each next token is chosen and when a sequence stops (sampling, penalty, stop ids and strings)."""
-        device, B = input_ids.device, input_ids.shape[0]
-        stop_ids = gc.stop_ids + _ids_list(stop_token_ids, "stop_token_ids")
-        vocab = self.config.vocab_size
-        if any(i >= vocab for i in stop_ids):
-            raise ValueError(f"stop token ids must lie in [0, {vocab}), got {sorted(set(stop_ids))}")
-        pad = gc.pad_token_id if gc.pad_token_id is not None else (stop_ids[0] if stop_ids else 0)
-        if (stop_ids or gc.stop_string_list) and not 0 <= pad < vocab:
-            raise ValueError(
-                f"pad_token_id={pad} (the call's or the generation config's) lies outside the vocabulary [0, {vocab}): "
-                "a sequence that stops is padded with it while the others go on, and the model cannot read it. "
-                f"Pass a pad_token_id below {vocab}, or leave it unset (the first stop id pads)"
-            )
-        penalty = 1.0 if gc.repetition_penalty is None else float(gc.repetition_penalty)
-        return _Decoding(
-            do_sample=bool(gc.do_sample),
-            temperature=1.0 if gc.temperature is None else gc.temperature,
-            top_k=gc.top_k or None,
-            top_p=gc.top_p,
-            generator=generator,
-            stop_ids=torch.tensor(stop_ids, device=device) if stop_ids else None,
-            strings=StopStrings(tokenizer, gc.stop_string_list, B) if gc.stop_string_list else None,
-            pad=pad,
-            min_new_tokens=gc.min_new_tokens or 0,
-            penalty=penalty,
-            seen=token_presence(input_ids, vocab, padding) if penalty != 1.0 else None,
-            finished=torch.zeros(B, dtype=torch.bool, device=device),
-        )
+        return decoding_plan(gc, self.config.vocab_size, input_ids, padding, stop_token_ids, generator, tokenizer)
 
     def _backend_session(
         self,
@@ -699,6 +669,101 @@ class DecoderLM(nn.Module, HubMixin):
             plan,
             streamer,
         )
+
+
+def generation_settings(
+    base: GenerationConfig, generation_config: GenerationConfig | None, **settings
+) -> GenerationConfig:
+    """A call's settings over ``generation_config`` over ``base`` (the model's own; transformers' precedence)."""
+    try:
+        gc = base.update(generation_config, **settings)
+    except ValueError as e:
+        raise ValueError(str(e).removeprefix("GenerationConfig: ")) from None
+    temperature = 1.0 if gc.temperature is None else gc.temperature
+    if gc.do_sample and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    return gc
+
+
+def decoding_plan(
+    gc: GenerationConfig,
+    vocab: int,
+    input_ids: torch.Tensor,
+    padding: torch.Tensor | None,
+    stop_token_ids: int | Sequence[int] | None,
+    generator: torch.Generator | None,
+    tokenizer: Any,
+) -> "_Decoding":
+    """How each next token is chosen and when a sequence stops (sampling, penalty, stop ids and strings)."""
+    device, B = input_ids.device, input_ids.shape[0]
+    stop_ids = gc.stop_ids + _ids_list(stop_token_ids, "stop_token_ids")
+    if any(i >= vocab for i in stop_ids):
+        raise ValueError(f"stop token ids must lie in [0, {vocab}), got {sorted(set(stop_ids))}")
+    pad = gc.pad_token_id if gc.pad_token_id is not None else (stop_ids[0] if stop_ids else 0)
+    if (stop_ids or gc.stop_string_list) and not 0 <= pad < vocab:
+        raise ValueError(
+            f"pad_token_id={pad} (the call's or the generation config's) lies outside the vocabulary [0, {vocab}): "
+            "a sequence that stops is padded with it while the others go on, and the model cannot read it. "
+            f"Pass a pad_token_id below {vocab}, or leave it unset (the first stop id pads)"
+        )
+    penalty = 1.0 if gc.repetition_penalty is None else float(gc.repetition_penalty)
+    return _Decoding(
+        do_sample=bool(gc.do_sample),
+        temperature=1.0 if gc.temperature is None else gc.temperature,
+        top_k=gc.top_k or None,
+        top_p=gc.top_p,
+        generator=generator,
+        stop_ids=torch.tensor(stop_ids, device=device) if stop_ids else None,
+        strings=StopStrings(tokenizer, gc.stop_string_list, B) if gc.stop_string_list else None,
+        pad=pad,
+        min_new_tokens=gc.min_new_tokens or 0,
+        penalty=penalty,
+        seen=token_presence(input_ids, vocab, padding) if penalty != 1.0 else None,
+        finished=torch.zeros(B, dtype=torch.bool, device=device),
+    )
+
+
+@torch.inference_mode()
+def generate_on_session(
+    session: Any,
+    input_ids: Any,
+    vocab_size: int,
+    base_config: GenerationConfig,
+    max_new_tokens: int | None = None,
+    *,
+    stop_token_ids: int | Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+    tokenizer: Any = None,
+    streamer: Any = None,
+    generation_config: GenerationConfig | None = None,
+    **settings,
+) -> torch.Tensor:
+    """:meth:`DecoderLM.generate` for one prompt on an engine other than a zoo model: ``session`` has
+    ``prefill(ids) -> logits (vocab,)`` and ``step(token) -> logits (vocab,)`` (the protocol of
+    :func:`~zoo.layers.generation.register_generation_backend`; e.g. a compiled ``pte`` artefact). ``settings``:
+    ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``, ``min_new_tokens``,
+    ``eos_token_id``, ``stop_strings``, ``pad_token_id``, over ``generation_config`` over ``base_config``, meaning
+    what they mean in ``generate``. Returns ``(1, T + n)``."""
+    try:
+        ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)
+        settings = {k: _as_list(v) if k in ("eos_token_id", "stop_strings") else v for k, v in settings.items()}
+        gc = generation_settings(base_config, generation_config, max_new_tokens=max_new_tokens, **settings)
+        max_new_tokens = 20 if gc.max_new_tokens is None else gc.max_new_tokens
+        plan = decoding_plan(gc, vocab_size, ids, None, stop_token_ids, generator, tokenizer)
+        streamer = _as_streamer(streamer, tokenizer, 1)
+        if streamer is not None:
+            streamer.put(ids)
+    except BaseException:
+        _end_stream(streamer)
+        raise
+    try:
+        if max_new_tokens == 0:
+            return ids
+        logits = torch.as_tensor(session.prefill(ids[0].tolist())).reshape(1, -1)
+        step = lambda token, n: torch.as_tensor(session.step(int(token[0]))).reshape(1, -1)  # noqa: E731
+        return _decode(ids, logits, step, max_new_tokens, plan, streamer)
+    finally:
+        _end_stream(streamer)
 
 
 def _check_compilable(input_ids: torch.Tensor, padding: torch.Tensor | None) -> None:

@@ -25,6 +25,7 @@ from .lm import DecoderLayer, KVCache, apply_rotary, attention_mask
 
 __all__ = [
     "AddAuxiliaryLoss",
+    "LayerOps",
     "LoRA",
     "RoutedKVCache",
     "Router",
@@ -237,6 +238,27 @@ def _proj(linear: nn.Linear, x: torch.Tensor, lora: dict[str, nn.Module] | None,
     return y
 
 
+class LayerOps:
+    """How :func:`layer_forward` computes a layer's norms, heads, rotary embedding and attention: as the layer's
+    own modules do (this class). :class:`zoo.layers.static_decoder.DelegateOps` computes the same values with other
+    ops."""
+
+    def norm(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return module(x)
+
+    def split_heads(self, attn: nn.Module, t: torch.Tensor, heads: int) -> torch.Tensor:
+        return attn.split_heads(t, heads)
+
+    def rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return apply_rotary(x, cos, sin)
+
+    def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+        return attn.attend(q, k, v, mask, is_causal)
+
+
+_LAYER_OPS = LayerOps()
+
+
 def layer_forward(
     layer: DecoderLayer,
     x: torch.Tensor,
@@ -251,6 +273,7 @@ def layer_forward(
     lora: dict[str, nn.Module] | None = None,
     norms: tuple[nn.Module, nn.Module] | None = None,
     return_kv: bool = False,
+    ops: LayerOps | None = None,
 ):
     """``layer`` applied to ``x`` ``(B, T, dim)``, computing what :meth:`DecoderLayer.forward` computes, plus:
 
@@ -258,27 +281,35 @@ def layer_forward(
     * ``norms``: (input, post-attention) norms used instead of the layer's own;
     * ``shared_kv``: attend to these keys/values ``(B, kv_heads, S, head_dim)`` (already rotated) instead of
       computing new ones; nothing is written to a cache (recursive KV sharing);
-    * ``return_kv``: return ``(x, (k, v))`` with this call's keys/values (after the cache update, if any).
+    * ``return_kv``: return ``(x, (k, v))`` with this call's keys/values (after the cache update, if any);
+    * ``ops``: a :class:`LayerOps` that computes the norms, heads, rotary embedding and attention another way
+      (:class:`zoo.layers.static_decoder.DelegateOps`: the same values in ops a CPU delegate takes whole); ``mask``
+      is then whatever form those ``ops`` take.
 
     Without any of these it is exactly ``layer(x, rope, cache, slot, mask, is_causal, positions)``.
     """
-    if lora is None and norms is None and shared_kv is None and not return_kv:
+    if lora is None and norms is None and shared_kv is None and not return_kv and ops is None:
         return layer(x, rope, cache, slot, mask, is_causal, positions)
     attn = layer.self_attn
     norm1, norm2 = norms if norms is not None else (layer.input_layernorm, layer.post_attention_layernorm)
+    ops = ops or _LAYER_OPS
     cos, sin = rope
-    h = norm1(x)
-    q = apply_rotary(attn.split_heads(_proj(attn.q_proj, h, lora, "q_proj"), attn.num_heads), cos, sin)
+
+    def heads(name: str, count: int) -> torch.Tensor:
+        return ops.split_heads(attn, _proj(getattr(attn, name), h, lora, name), count)
+
+    h = ops.norm(norm1, x)
+    q = ops.rotary(heads("q_proj", attn.num_heads), cos, sin)
     if shared_kv is None:
-        k = apply_rotary(attn.split_heads(_proj(attn.k_proj, h, lora, "k_proj"), attn.num_kv_heads), cos, sin)
-        v = attn.split_heads(_proj(attn.v_proj, h, lora, "v_proj"), attn.num_kv_heads)
+        k = ops.rotary(heads("k_proj", attn.num_kv_heads), cos, sin)
+        v = heads("v_proj", attn.num_kv_heads)
         if cache is not None:
             k, v = cache.update(slot, k, v, positions)
     else:
         k, v = shared_kv
-    x = x + _proj(attn.o_proj, attn.attend(q, k, v, mask, is_causal), lora, "o_proj")
+    x = x + _proj(attn.o_proj, ops.attend(attn, q, k, v, mask, is_causal), lora, "o_proj")
     mlp = layer.mlp
-    h = norm2(x)
+    h = ops.norm(norm2, x)
     gated = F.silu(_proj(mlp.gate_proj, h, lora, "gate_proj")) * _proj(mlp.up_proj, h, lora, "up_proj")
     x = x + _proj(mlp.down_proj, gated, lora, "down_proj")
     return (x, (k, v)) if return_kv else x

@@ -15,11 +15,62 @@ routing computes. Top-k expert routing looks at the whole sequence and cannot de
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .routing import layer_forward
+from .routing import LayerOps, layer_forward
 
-__all__ = ["StaticDecoder"]
+__all__ = ["DelegateOps", "StaticDecoder"]
+
+
+class DelegateOps(nn.Module, LayerOps):
+    """The norms, heads, rotary embedding and attention of a :class:`StaticDecoder` written with the ops a CPU
+    delegate (ExecuTorch's XNNPACK) takes whole, for a prompt of any length as for one token, so that a decoder
+    layer lowers as one delegated block between its cache writes instead of ten pieces around the ops it does not
+    take (a mean over the last dimension of a 3-D tensor, scalar arithmetic, slices and reshapes of a dynamic
+    length, the expand of grouped-query attention, the masked softmax's NaN guard). Same values, other ops:
+
+    * RMSNorm: the mean of squares is a linear layer of weight ``1 / dim`` and bias ``eps``;
+    * heads: reshapes with the length inferred (``-1``);
+    * rotary embedding: ``rotate_half`` is a linear layer (a signed permutation of ``head_dim``), not two slices;
+    * attention (batch 1): the ``G = heads / kv_heads`` query heads of a key/value head are stacked as ``G * T``
+      rows of one matrix product with that head's keys (no expand), plus an additive mask (0 or -inf, made once per
+      step by :meth:`bias`), softmax, and the product with the values.
+    """
+
+    def __init__(self, dim: int, eps: float, num_heads: int, num_kv_heads: int, head_dim: int, scale: float, p):
+        super().__init__()
+        self.groups, self.head_dim = num_heads // num_kv_heads, head_dim
+        half = head_dim // 2
+        rotate = torch.zeros(head_dim, head_dim, dtype=p.dtype, device=p.device)  # rotate_half(x) = x @ rotate.T
+        rotate[torch.arange(half), torch.arange(half, head_dim)] = -1.0
+        rotate[torch.arange(half, head_dim), torch.arange(half)] = 1.0
+        self.register_buffer("rotate", rotate)
+        self.register_buffer("mean_weight", torch.full((1, dim), 1.0 / dim, dtype=p.dtype, device=p.device))
+        self.register_buffer("mean_bias", torch.full((1,), eps, dtype=p.dtype, device=p.device))
+        self.register_buffer("scale", torch.full((1,), scale, dtype=p.dtype, device=p.device))
+
+    def norm(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        mean_square = F.linear(x * x, self.mean_weight, self.mean_bias)
+        return x * torch.rsqrt(mean_square) * module.weight
+
+    def split_heads(self, attn: nn.Module, t: torch.Tensor, heads: int) -> torch.Tensor:
+        return t.reshape(1, -1, heads, self.head_dim).transpose(1, 2)
+
+    def rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return x * cos + F.linear(x, self.rotate) * sin
+
+    def bias(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A boolean ``(T, S)`` mask as the additive ``(G * T, S)`` mask of :meth:`attend`'s stacked rows."""
+        zero = torch.zeros((), dtype=dtype, device=mask.device)
+        return torch.where(mask, zero, float("-inf")).repeat(self.groups, 1)
+
+    def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+        H, KV, S, D = q.shape[1], k.shape[1], k.shape[2], self.head_dim
+        q = q.reshape(KV, -1, D)  # (1, H, T, D) -> (KV, G * T, D): the query heads of each key/value head stacked
+        scores = torch.bmm(q, k.reshape(KV, S, D).transpose(1, 2)) * self.scale + mask
+        y = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(KV, S, D))  # (KV, G * T, D)
+        return y.reshape(1, H, -1, D).transpose(1, 2).reshape(1, -1, H * D)
 
 
 class _App:
@@ -38,7 +89,7 @@ class StaticDecoder(nn.Module):
     slots, ``valid_{slot}`` ``(max_seq_len,)``: whether the token at that position was cached there).
     """
 
-    def __init__(self, model: nn.Module, max_seq_len: int):
+    def __init__(self, model: nn.Module, max_seq_len: int, delegate_ops: bool = False):
         super().__init__()
 
         c = getattr(model, "config", None)
@@ -98,6 +149,13 @@ class StaticDecoder(nn.Module):
         self.register_buffer("rope_cos", cos[:max_seq_len].clone(), persistent=False)
         self.register_buffer("rope_sin", sin[:max_seq_len].clone(), persistent=False)
         self._pos: torch.Tensor | None = None
+        self.ops = None
+        if delegate_ops:
+            attn = layers[0].self_attn
+            norm = model.model.norm
+            self.ops = DelegateOps(
+                c.hidden_size, norm.eps, attn.num_heads, attn.num_kv_heads, attn.head_dim, attn.scale, p
+            )
 
     # -- the cache protocol layer_forward uses ------------------------------------------------------------------
     def update(self, slot: int, key: torch.Tensor, value: torch.Tensor, positions=None):
@@ -115,6 +173,8 @@ class StaticDecoder(nn.Module):
         self._pos = pos
         self._rope = (self.rope_cos[pos][None, None], self.rope_sin[pos][None, None])
         self._masks = {w: causal if w is None else causal & (pos[:, None] - keys[None, :] < w) for w in self.windows}
+        if self.ops is not None and not self.routed_slots:  # additive masks, once per step
+            self._masks = {w: self.ops.bias(m, self.rope_cos.dtype) for w, m in self._masks.items()}
         x = self.lm.model.embed_tokens(tokens)
         for i in self.prefix:
             x = self._run(i, x, None)
@@ -128,14 +188,17 @@ class StaticDecoder(nn.Module):
         for i in self.suffix:
             x = self._run(i, x, None)
         self._pos = self._rope = self._masks = None
-        return self.lm.logits(self.lm.model.norm(x[:, -1]))
+        norm = self.lm.model.norm
+        return self.lm.logits(norm(x[:, -1]) if self.ops is None else self.ops.norm(norm, x[:, -1]))
 
     def _mask(self, app: _App) -> torch.Tensor:
         mask = self._masks[app.window]
         if app.slot in self.routed_slots:
             mask = mask & getattr(self, f"valid_{app.slot}")[None, :]
             mask = mask | ~mask.any(dim=-1, keepdim=True)  # a row that sees nothing sees everything (no NaN)
-        return mask[None, None]
+        if self.ops is None:
+            return mask[None, None]
+        return self.ops.bias(mask, self.rope_cos.dtype) if mask.dtype == torch.bool else mask
 
     def _run(self, i: int, x: torch.Tensor, chosen: torch.Tensor | None) -> torch.Tensor:
         app = self.apps[i]
@@ -149,7 +212,7 @@ class StaticDecoder(nn.Module):
             kwargs = dict(cache=self, slot=app.slot)
         mask = self._mask(app)
         return layer_forward(
-            app.layer, x, self._rope, mask=mask, is_causal=False, lora=app.lora, norms=app.norms, **kwargs
+            app.layer, x, self._rope, mask=mask, is_causal=False, lora=app.lora, norms=app.norms, ops=self.ops, **kwargs
         )
 
     def _run_step(self, r: int, x: torch.Tensor, chosen: torch.Tensor | None) -> torch.Tensor:
