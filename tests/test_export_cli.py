@@ -132,6 +132,12 @@ def test_cli_exports_a_language_model_folder_with_its_tokenizer(tmp_path, capsys
     assert report["check"]["tokens_equal"] and report["check"]["tokenizer_equal"]
     card = (out / "README.md").read_text()
     assert "for llama.cpp" in card and "from llama_cpp import Llama" in card
+    # zoo run FOLDER: llama.cpp continues a seeded prompt; the same seed prints the same
+    runs = []
+    for _ in range(2):
+        assert main(["run", str(out), "--prompt-tokens", "4", "--max-new-tokens", "3", "--seed", "1"]) == 0
+        runs.append([line for line in capsys.readouterr().out.splitlines() if "ids:" in line])
+    assert runs[0] == runs[1] and len(json.loads(runs[0][1].split(":", 1)[1])) == 3
 
 
 def test_pooling_stages_export_channels_first(tmp_path):

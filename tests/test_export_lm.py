@@ -313,6 +313,24 @@ class _EagerSession:
         return _logits_of(self.model, torch.tensor([self.ids]))[0, -1]
 
 
+class _Recorder:
+    """A streamer that records what it is given."""
+
+    def __init__(self):
+        self.seen = []
+
+    def put(self, ids):
+        self.seen.append(torch.as_tensor(ids).reshape(-1).tolist())
+
+    def end(self):
+        self.seen.append("end")
+
+
+def _first_new(tokens: list[int]) -> int:
+    """The first step after the first whose token was not made before (a stop id that ends the sequence there)."""
+    return next(i for i, t in enumerate(tokens) if i > 0 and t not in tokens[:i])
+
+
 def test_generate_on_session_samples_stops_and_streams_as_generate():
     model, prompt = _model("mobilellm"), _prompt()
     vocab, base = model.config.vocab_size, model.generation_config
@@ -322,20 +340,14 @@ def test_generate_on_session_samples_stops_and_streams_as_generate():
         _EagerSession(model), prompt, vocab, base, 10, generator=torch.Generator().manual_seed(5), **settings
     )
     assert torch.equal(got, want)
-    greedy = model.generate(prompt, max_new_tokens=NEW)
-    stop = int(greedy[0, PROMPT + 3])
-    put = []
-
-    class Streamer:
-        def put(self, ids):
-            put.append(torch.as_tensor(ids).reshape(-1).tolist())
-
-        def end(self):
-            put.append("end")
-
-    got = generate_on_session(_EagerSession(model), prompt, vocab, base, NEW, eos_token_id=stop, streamer=Streamer())
-    assert got[0, PROMPT:].tolist() == greedy[0, PROMPT : PROMPT + 4].tolist()  # ends at the stop id
-    assert put[0] == prompt[0].tolist() and put[-1] == "end" and len(put) == 2 + 4
+    greedy = model.generate(prompt, max_new_tokens=NEW)[0, PROMPT:].tolist()
+    at = _first_new(greedy)
+    streamer = _Recorder()
+    got = generate_on_session(
+        _EagerSession(model), prompt, vocab, base, NEW, eos_token_id=greedy[at], streamer=streamer
+    )
+    assert got[0, PROMPT:].tolist() == greedy[: at + 1]  # ends at the stop id
+    assert streamer.seen[0] == prompt[0].tolist() and streamer.seen[-1] == "end" and len(streamer.seen) == at + 3
     with pytest.raises(ValueError, match="temperature"):
         generate_on_session(_EagerSession(model), prompt, vocab, base, 4, do_sample=True, temperature=0.0)
 
@@ -361,18 +373,10 @@ def test_executorch_8da4w_export_samples_streams_and_runs_from_the_cli(tmp_path,
     b = lm.generate(prompt, NEW, generator=torch.Generator().manual_seed(3), **settings)
     assert torch.equal(a, b) and a.shape == (1, PROMPT + NEW)
     greedy = lm.generate(prompt, NEW, eos_token_id=[])[0, PROMPT:].tolist()
-    at = next(i for i, t in enumerate(greedy) if i > 0 and t not in greedy[:i])  # a token first made at step i
-    seen = []
-
-    class Streamer:
-        def put(self, ids):
-            seen.append(torch.as_tensor(ids).reshape(-1).tolist())
-
-        def end(self):
-            seen.append("end")
-
-    out = lm.generate(prompt, NEW, eos_token_id=greedy[at], streamer=Streamer())
+    at, streamer = _first_new(greedy), _Recorder()
+    out = lm.generate(prompt, NEW, eos_token_id=greedy[at], streamer=streamer)
     assert out[0, PROMPT:].tolist() == greedy[: at + 1]
+    seen = streamer.seen
     assert seen[-1] == "end" and [t for piece in seen[1:-1] for t in piece] == out[0, PROMPT:].tolist()
     assert zoo_main(["run", str(tmp_path), "--prompt-tokens", "5", "--max-new-tokens", "4"]) == 0
     printed = capsys.readouterr().out

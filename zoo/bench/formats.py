@@ -443,14 +443,25 @@ def compare_pte(
                 candidates[f"llama.cpp {FORMATS[fmt][1]}"] = lambda g=generate: g(prompt[0].tolist(), new_tokens)
                 found, info[fmt] = _pte_decoder(base, name, fmt, Path(tmp), prompt, new_tokens)
                 candidates.update(found)
-            times = time_interleaved(candidates, runs, warmup, desc=f"{name} pte")
-            with torch.inference_mode():
-                tokens = {label: list(fn()) for label, fn in candidates.items()}
-        finally:
+        except BaseException:
             for close in closers:
                 close()
-    rate = {label: new_tokens / median(t) for label, t in times.items()}
+            raise
+        rate, tokens, times = _time_and_close(candidates, closers, runs, warmup, f"{name} pte", new_tokens)
     return [_pte_row(name, fmt, rate, tokens, times, new_tokens, runs, info[fmt]) for fmt in formats]
+
+
+def _time_and_close(candidates: dict, closers: list, runs: int, warmup: int, desc: str, new_tokens: int):
+    """The candidates timed in interleaved rounds and their tokens (rate, tokens, times), the engines closed after
+    (also when timing fails)."""
+    try:
+        times = time_interleaved(candidates, runs, warmup, desc=desc)
+        with torch.inference_mode():
+            tokens = {label: list(fn()) for label, fn in candidates.items()}
+    finally:
+        for close in closers:
+            close()
+    return {label: new_tokens / median(t) for label, t in times.items()}, tokens, times
 
 
 def _llama_cpp_decoders(base: nn.Module, name: str, gguf_type: str, tmp: Path, prompt: torch.Tensor, new_tokens: int):
@@ -593,11 +604,9 @@ def compare_backend(
                 found, close = _llama_cpp_decoders(base, name, FORMATS[fmt][1], Path(tmp), prompt, new_tokens)
                 candidates.update(found)
                 closers.append(close)
-            times = time_interleaved(candidates, runs, warmup, desc=f"{name} llama.cpp backend")
-            with torch.inference_mode():
-                tokens = {label: list(fn()) for label, fn in candidates.items()}
-        finally:
+        except BaseException:
             for close in closers:
                 close()
-    rate = {label: new_tokens / median(t) for label, t in times.items()}
+            raise
+        rate, tokens, times = _time_and_close(candidates, closers, runs, warmup, f"{name} backend", new_tokens)
     return [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in formats]

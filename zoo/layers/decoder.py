@@ -463,7 +463,7 @@ class DecoderLM(nn.Module, HubMixin):
             )
             max_new_tokens = 20 if gc.max_new_tokens is None else gc.max_new_tokens
             input_ids, padding = self._prepare_prompt(input_ids, attention_mask, max_new_tokens)
-            plan = self._decoding_plan(gc, input_ids, padding, stop_token_ids, generator, tokenizer)
+            plan = decoding_plan(gc, self.config.vocab_size, input_ids, padding, stop_token_ids, generator, tokenizer)
             streamer = _as_streamer(streamer, tokenizer, input_ids.shape[0])
             session = self._backend_session(backend, quantize, compile, input_ids, padding, max_new_tokens, streamer)
             if streamer is not None:
@@ -512,18 +512,6 @@ class DecoderLM(nn.Module, HubMixin):
             )
         device = self.model.embed_tokens.weight.device
         return input_ids.to(device), None if padding is None else padding.to(device)
-
-    def _decoding_plan(
-        self,
-        gc: GenerationConfig,
-        input_ids: torch.Tensor,
-        padding: torch.Tensor | None,
-        stop_token_ids: int | Sequence[int] | None,
-        generator: torch.Generator | None,
-        tokenizer: Any,
-    ) -> "_Decoding":
-        """How each next token is chosen and when a sequence stops (sampling, penalty, stop ids and strings)."""
-        return decoding_plan(gc, self.config.vocab_size, input_ids, padding, stop_token_ids, generator, tokenizer)
 
     def _backend_session(
         self,
@@ -578,7 +566,7 @@ class DecoderLM(nn.Module, HubMixin):
             ids = input_ids[b : b + 1].cpu()
             if padding is not None:
                 ids = ids[:, padding[b].cpu()]
-            plan = self._decoding_plan(plan_args[0], ids, None, *plan_args[1:])
+            plan = decoding_plan(plan_args[0], self.config.vocab_size, ids, None, *plan_args[1:])
             logits = session.prefill(ids[0].tolist())[None]
             out = _decode(
                 ids, logits, lambda token, n: session.step(int(token[0]))[None], max_new_tokens, plan, streamer
