@@ -2,7 +2,8 @@
 
 * ``pte``: :class:`~zoo.export.lm_runtime.CompiledLM` continues a random prompt (greedy, or as the folder's
   ``generation_config.json`` says), ExecuTorch or AOTInductor;
-* ``gguf``: llama.cpp (llama-cpp-python) continues a random prompt greedily;
+* ``gguf``: llama.cpp (llama-cpp-python) continues a random prompt greedily (both print the text too when the
+  folder ships its tokenizer);
 * ``pt2``: ``torch.export.load``'s program, ``onnx``: onnxruntime, on a random prompt's ids (language models) or a
   batch of random images of the exported size (vision), printing the logits' shape and top classes or next tokens.
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.lm_tokenizer import load_lm_tokenizer
 from .core import FORMATS, REPORT_NAME, TEXT
 from .gguf_file import load_llama
 from .lm_runtime import load
@@ -62,7 +64,7 @@ def run_export_folder(
         prompt = torch.randint(0, lm.vocab_size, (1, prompt_tokens), generator=generator)
         start = time.perf_counter()
         out = lm.generate(prompt, max_new_tokens)[0, prompt_tokens:].tolist()
-        return _tokens_lines(f"pte ({lm.backend})", prompt, out, time.perf_counter() - start)
+        return _tokens_lines(f"pte ({lm.backend})", prompt, out, time.perf_counter() - start, folder)
     if fmt == "gguf":
         context = prompt_tokens + max_new_tokens
         llm = load_llama(path, n_ctx=context, n_batch=context, n_threads=torch.get_num_threads(), verbose=False)
@@ -74,7 +76,7 @@ def run_export_folder(
                 out.append(int(token))
                 if len(out) == max_new_tokens:
                     break
-            return _tokens_lines("gguf (llama.cpp)", prompt, out, time.perf_counter() - start)
+            return _tokens_lines("gguf (llama.cpp)", prompt, out, time.perf_counter() - start, folder)
         finally:
             llm.close()
     if spec.get("task") == TEXT:
@@ -106,10 +108,18 @@ def run_export_folder(
     return lines
 
 
-def _tokens_lines(runtime: str, prompt: torch.Tensor, new: list[int], seconds: float) -> list[str]:
+def _tokens_lines(runtime: str, prompt: torch.Tensor, new: list[int], seconds: float, folder: Path) -> list[str]:
+    """What a run printed: the ids, and their text when the folder ships its tokenizer."""
     rate = f", {len(new) / seconds:.1f} tok/s" if new and seconds > 0 else ""
-    return [
+    lines = [
         f"{runtime}: random prompt of {prompt.shape[1]} tokens -> {len(new)} new tokens in {seconds * 1e3:.1f} ms{rate}",
         f"prompt ids:    {prompt[0].tolist()}",
         f"generated ids: {new}",
     ]
+    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
+        tokenizer = load_lm_tokenizer(folder)
+        lines += [
+            f"prompt text:    {tokenizer.decode(prompt[0].tolist())!r}",
+            f"generated text: {tokenizer.decode(new)!r}",
+        ]
+    return lines
