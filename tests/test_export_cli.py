@@ -70,10 +70,12 @@ def test_export_from_a_model_folder_rebuilds_its_architecture(tmp_path):
 
 
 @pytest.mark.slow
-def test_onnx_int8_writes_a_second_file_and_reports_it(tmp_path):
+def test_onnx_int8_writes_a_second_file_and_reports_it(tmp_path, capsys):
     model = zoo.create_model("convformer_s18", **TINY).eval()
     result = zoo.export(model, "onnx", tmp_path, quantize="int8", check=True, input_size=(3, 64, 64))
     assert result.files == ["model.onnx", "model.int8.onnx"]
+    assert main(["run", str(tmp_path)]) == 0  # the float file, by onnxruntime
+    assert "onnx (onnxruntime): input (1, 3, 64, 64) -> logits (1, 4)" in capsys.readouterr().out
     assert (tmp_path / "model.int8.onnx").stat().st_size < (tmp_path / "model.onnx").stat().st_size
     int8 = result.check["model.int8.onnx"]
     assert int8["ok"] and int8["min_cosine"] >= 0.98 and int8["max_abs_diff"] > 0  # quantized: close, not equal
