@@ -577,7 +577,7 @@ def _path_quality_lines(model: str, fmt: str, extra: dict) -> list[str]:
         if ppl in extra:
             ok = "ok" if extra[ppl] <= bound else "MISS"
             lines.append(
-                f"{model} {fmt} {label} (trained weights): perplexity {100 * extra[ppl]:+.2f}% vs fp32 "
+                f"{model} {fmt} {label} (the trained --quality-run LM): perplexity {100 * extra[ppl]:+.2f}% vs fp32 "
                 f"(<= {100 * bound:.0f}%: {ok}), greedy agreement with fp32 {100 * extra[agree]:.0f}%"
             )
     return lines
