@@ -37,6 +37,7 @@ is refused.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -95,11 +96,6 @@ def CachedDecoder(model: nn.Module, max_seq_len: int, delegate_ops: bool = False
         return StaticDecoder(model, max_seq_len, delegate_ops)
     except ValueError as e:
         raise ExportError(str(e)) from None
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Export and compile
-# ------------------------------------------------------------------------------------------------------------------
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -181,8 +177,6 @@ def quantize_for_xnnpack(model: nn.Module, quantize: str, group_size: int = DEFA
 
     Norms, routers and LoRA deltas stay float32.
     """
-    import copy
-
     bits = {"8da4w": 4, "8da8w": 8}[quantize]
     done = model_quantization(model)
     if done is not None and (done.method == "bf16" or (done.method == "int8_weight_only") != (bits == 8)):
@@ -221,6 +215,11 @@ def quantize_for_xnnpack(model: nn.Module, quantize: str, group_size: int = DEFA
     lm.model.embed_tokens = Int8Embedding(lm.model.embed_tokens.weight)
     vars(lm).pop("quantization", None)  # the zoo's kernels no longer apply: torchao's tensors run the products
     return lm
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Export and compile
+# ------------------------------------------------------------------------------------------------------------------
 
 
 def export_methods(
