@@ -1,0 +1,87 @@
+"""zoo.layers.gemv: the one-row CPU kernels of decoding, against the float products they stand for."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.layers import gemv
+from zoo.layers.quant import QuantizedLinear
+
+pytestmark = pytest.mark.skipif(not gemv.available(), reason="the kernels need an AVX2 CPU and a C++ compiler")
+
+
+def _rel(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((y - ref).abs().max() / ref.abs().max()).item()
+
+
+@pytest.mark.parametrize("shape", [(1536, 576), (45, 64), (7, 1000)])
+def test_f32_is_the_float_product(shape):
+    w, x = torch.randn(*shape), torch.randn(1, shape[1])
+    assert _rel(gemv.gemv_f32(x, w), F.linear(x, w)) < 1e-5
+    # a transposed view is read as its values, not its memory
+    wt = torch.randn(shape[1], shape[0]).t()
+    assert _rel(gemv.gemv_f32(x, wt), F.linear(x, wt)) < 1e-5
+
+
+@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32), (4, 64)])
+@pytest.mark.parametrize("out_features", [1536, 37])
+def test_integer_kernels_match_the_dequantized_weight(bits, group_size, out_features):
+    torch.manual_seed(0)
+    layer = QuantizedLinear.from_float(nn.Linear(576, out_features), bits=bits, group_size=group_size).eval()
+    x = torch.randn(1, 576) * torch.linspace(0.01, 30, 576)  # blocks of very different magnitudes
+    ref = F.linear(x, layer.dequantize())
+    if bits == 8:
+        y = gemv.gemv_int8(x, layer.qweight, layer.scale)
+    else:
+        y = gemv.gemv_int4(x, layer.qweight, layer.scale, layer.zero, group_size)
+    assert _rel(y, ref) < 2e-4  # the int16 rounding of x, per block of 32
+    # the layer takes them for one row (eager and compiled), with its bias, and rounds nothing to bf16
+    with torch.inference_mode():
+        assert _rel(layer(x), ref + layer.bias) < 2e-4
+        assert _rel(layer(x[None]), ref + layer.bias) < 2e-4  # (1, 1, K) too
+        rows = torch.randn(3, 576)  # more rows: PyTorch's kernels on bf16 rows
+        assert _rel(layer(rows), F.linear(rows, layer.dequantize(), layer.bias)) < 2e-2
+
+
+def test_int4_codes_stay_readable_beside_the_packed_copy():
+    """A prompt packs the codes for PyTorch's int4 kernel; the plain codes the one-row kernel reads stay."""
+    layer = QuantizedLinear.from_float(nn.Linear(64, 96), bits=4, group_size=32).eval()
+    codes = layer.qweight.clone()
+    with torch.inference_mode():
+        layer(torch.randn(5, 64))
+        assert not layer.released and torch.equal(layer.qweight, codes)
+        x = torch.randn(1, 64)
+        assert _rel(layer(x), F.linear(x, layer.dequantize(), layer.bias)) < 2e-4
+
+
+def test_bad_operands_are_refused_with_what_the_kernel_takes():
+    with pytest.raises(RuntimeError, match="one float32 row of the weight's width"):
+        torch.ops.zoo_gemv.f32(torch.randn(1, 10), torch.randn(4, 12))
+    with pytest.raises(RuntimeError, match="K a multiple of 32"):
+        torch.ops.zoo_gemv.int8(torch.randn(1, 40), torch.zeros(4, 40, dtype=torch.int8), torch.ones(4))
+    with pytest.raises(RuntimeError, match="gs a multiple of 32"):
+        codes = torch.zeros(4, 32, dtype=torch.uint8)
+        scale = torch.ones(4, 4, dtype=torch.float16)
+        torch.ops.zoo_gemv.int4(torch.randn(1, 64), codes, scale, scale, 16)
+    assert not gemv.supports(torch.randn(2, 64), 64) and not gemv.supports(torch.randn(1, 48), 48)
+
+
+def test_the_build_is_skipped_when_switched_off(monkeypatch):
+    monkeypatch.setenv("ZOO_GEMV", "0")
+    assert gemv._build() is False
+
+
+def test_compiled_one_row_products_call_the_kernel():
+    from torch._inductor.utils import run_and_get_code
+
+    model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 32, bias=False)).eval()
+    x = torch.randn(1, 64)
+    step = torch.compile(model, fullgraph=True, options={"post_grad_custom_post_pass": gemv.OneRowProducts()})
+    with torch.no_grad():
+        y, code = run_and_get_code(step, x)
+        assert torch.allclose(y, model(x), atol=1e-6)
+        assert "".join(code).count("torch.ops.zoo_gemv.f32.default(") == 2
+        # two rows are a matrix product, left to Inductor
+        y2, code2 = run_and_get_code(step, torch.randn(2, 64))
+    assert "zoo_gemv" not in "".join(code2) and y2.shape == (2, 32)
