@@ -85,3 +85,29 @@ def test_compiled_one_row_products_call_the_kernel():
         # two rows are a matrix product, left to Inductor
         y2, code2 = run_and_get_code(step, torch.randn(2, 64))
     assert "zoo_gemv" not in "".join(code2) and y2.shape == (2, 32)
+
+
+@pytest.mark.parametrize("heads,kv_heads,head_dim", [(9, 3, 64), (4, 4, 20)])
+def test_one_token_attention_is_sdpa_over_the_seen_positions(heads, kv_heads, head_dim):
+    torch.manual_seed(0)
+    S = 256
+    q, k, v = (
+        torch.randn(1, heads, 1, head_dim),
+        torch.randn(1, kv_heads, S, head_dim),
+        torch.randn(1, kv_heads, S, head_dim),
+    )
+    scale = head_dim**-0.5
+    for mask in (
+        torch.arange(S) < 40,
+        (torch.arange(S) >= 30) & (torch.arange(S) < 45),
+        torch.ones(S, dtype=torch.bool),
+    ):
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None, None, None], scale=scale, enable_gqa=True)
+        y = gemv.attend_one(q, k, v, mask[None, None, None], scale)
+        assert y.shape == (1, 1, heads * head_dim)
+        assert torch.allclose(y, ref.transpose(1, 2).reshape(1, 1, -1), atol=1e-5)
+    # a token that sees nothing sees everything (the static decoder's rule for routed slots), not NaN
+    none = gemv.attend_one(q, k, v, torch.zeros(S, dtype=torch.bool), scale)
+    assert torch.allclose(none, gemv.attend_one(q, k, v, torch.ones(S, dtype=torch.bool), scale))
+    with pytest.raises(RuntimeError, match="a bool mask of S positions"):
+        gemv.attend_one(q, k, v, torch.ones(S - 1, dtype=torch.bool), scale)

@@ -627,11 +627,12 @@ class DecoderLM(nn.Module, HubMixin):
         key = (size, p.dtype, p.device)
         kept = self.__dict__.get("_compiled_step")
         if kept is None or kept[0] != key:
+            kernels = p.device.type == "cpu" and gemv.available()  # built before tracing
             with torch.inference_mode(False):  # cache buffers usable by a later call outside inference mode too
-                decoder = StaticDecoder(self, size).eval()
+                decoder = StaticDecoder(self, size, one_token_ops=kernels).eval()
             # no size/stride checks of every kernel's output at every token (they cost 0.6 ms of a 125M int4 step)
             options = {"size_asserts": False, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
-            if p.device.type == "cpu" and gemv.available():  # built before tracing; float32 rows to its kernel
+            if kernels:  # float32 rows to zoo.layers.gemv's kernel
                 options["post_grad_custom_post_pass"] = gemv.OneRowProducts()
             kept = (key, decoder, torch.compile(_own_step(decoder), fullgraph=True, dynamic=False, options=options))
             self.__dict__["_compiled_step"] = kept  # not a submodule: the decoder holds the model

@@ -39,11 +39,12 @@ import warnings
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
-__all__ = ["OneRowProducts", "available", "gemv_f32", "gemv_int4", "gemv_int8", "supports"]
+__all__ = ["OneRowProducts", "attend_one", "available", "gemv_f32", "gemv_int4", "gemv_int8", "supports"]
 
 _SOURCE = r"""
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
 #include <immintrin.h>
 #include <torch/library.h>
 
@@ -63,15 +64,25 @@ inline float sum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// x (K,) as int16 per block of 32 columns: x ~ d[b] * xq
+// x (K,) as int16 per block of 32 columns: x ~ d[b] * xq (rounded to nearest, ties to even)
 void round_x16(const float* x, int64_t K, int16_t* xq, float* d) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t b = 0; b < K / kBlock; ++b) {
     const float* xb = x + b * kBlock;
-    float m = 0.0f;
-    for (int64_t c = 0; c < kBlock; ++c) m = std::max(m, std::abs(xb[c]));
-    const float inv = m > 0.0f ? 32767.0f / m : 0.0f;
+    __m256 top = _mm256_setzero_ps();
+    for (int64_t c = 0; c < kBlock; c += 8) top = _mm256_max_ps(top, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + c)));
+    __m128 t = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
+    t = _mm_max_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_max_ss(t, _mm_movehdup_ps(t));
+    const float m = _mm_cvtss_f32(t);
     d[b] = m / 32767.0f;
-    for (int64_t c = 0; c < kBlock; ++c) xq[b * kBlock + c] = static_cast<int16_t>(std::nearbyint(xb[c] * inv));
+    const __m256 inv = _mm256_set1_ps(m > 0.0f ? 32767.0f / m : 0.0f);
+    for (int64_t c = 0; c < kBlock; c += 16) {
+      const __m256i lo = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + c), inv));
+      const __m256i hi = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + c + 8), inv));
+      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);  // lanes back in order
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(xq + b * kBlock + c), packed);
+    }
   }
 }
 
@@ -157,7 +168,8 @@ at::Tensor gemv_int4(const at::Tensor& x_, const at::Tensor& codes_, const at::T
       split[b * kBlock + c] = xq[b * kBlock + 2 * c];
       split[b * kBlock + kBlock / 2 + c] = xq[b * kBlock + 2 * c + 1];
     }
-  for (int64_t c = 0; c < K; ++c) xsum[c / gs] += xp[c];
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t c = g * gs; c < (g + 1) * gs; ++c) xsum[g] += xp[c];
   const int16_t* xqp = split.data();
   const float* dp = d.data();
   const float* xsp = xsum.data();
@@ -166,7 +178,7 @@ at::Tensor gemv_int4(const at::Tensor& x_, const at::Tensor& codes_, const at::T
   const at::Half* zp = zero.data_ptr<at::Half>();
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
-    const __m128i nibble = _mm_set1_epi8(15);
+    const __m256i nibble = _mm256_set1_epi16(15);
     std::vector<float> sf(G);
     for (int64_t n = begin; n < end; ++n) {
       const uint8_t* row = cp + n * (K / 2);
@@ -188,9 +200,8 @@ at::Tensor gemv_int4(const at::Tensor& x_, const at::Tensor& codes_, const at::T
       for (g = 0; g < G; ++g) {
         const float s = sf[g];
         for (int64_t b = g * per; b < (g + 1) * per; ++b) {
-          const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * kBlock / 2));
-          const __m256i lo = _mm256_cvtepu8_epi16(_mm_and_si128(w, nibble));
-          const __m256i hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(w, 4), nibble));
+          const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * kBlock / 2)));
+          const __m256i lo = _mm256_and_si256(w, nibble), hi = _mm256_srli_epi16(w, 4);  // even, odd columns
           const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xqp + b * kBlock));
           const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xqp + b * kBlock + 16));
           const __m256i t = _mm256_add_epi32(_mm256_madd_epi16(lo, x0), _mm256_madd_epi16(hi, x1));
@@ -203,22 +214,94 @@ at::Tensor gemv_int4(const at::Tensor& x_, const at::Tensor& codes_, const at::T
   return y;
 }
 
+// one query token's attention over a cache: q (1, H, 1, D), keys/values (1, KV, S, D) float32, mask (S) bool
+// (the positions the token sees; none seen = all seen). Softmax(scale * q.k) over the seen positions, times v.
+at::Tensor attend(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const at::Tensor& mask_,
+                  double scale) {
+  TORCH_CHECK(q_.scalar_type() == at::kFloat && k_.scalar_type() == at::kFloat && v_.scalar_type() == at::kFloat &&
+              mask_.scalar_type() == at::kBool && q_.dim() == 4 && q_.size(0) == 1 && q_.size(2) == 1 &&
+              k_.dim() == 4 && k_.sizes() == v_.sizes() && k_.size(0) == 1 && q_.size(3) == k_.size(3) &&
+              q_.size(1) % k_.size(1) == 0 && mask_.numel() == k_.size(2),
+              "zoo_gemv::attend takes one float32 query (1, H, 1, D), keys and values (1, KV, S, D) with KV "
+              "dividing H, and a bool mask of S positions");
+  const at::Tensor q = q_.contiguous(), k = k_.contiguous(), v = v_.contiguous(), mask = mask_.contiguous();
+  const int64_t H = q.size(1), D = q.size(3), KV = k.size(1), S = k.size(2), G = H / KV;
+  auto y = at::empty({1, 1, H * D}, q.options());
+  const bool* m = mask.data_ptr<bool>();
+  std::vector<int64_t> seen;
+  for (int64_t s = 0; s < S; ++s)
+    if (m[s]) seen.push_back(s);
+  if (seen.empty())
+    for (int64_t s = 0; s < S; ++s) seen.push_back(s);
+  const int64_t P = static_cast<int64_t>(seen.size());
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const float sc = static_cast<float>(scale);
+  at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> p(P);
+    for (int64_t h = begin; h < end; ++h) {
+      const float* qh = qp + h * D;
+      const float* kh = kp + (h / G) * S * D;
+      const float* vh = vp + (h / G) * S * D;
+      float top = -INFINITY;
+      for (int64_t i = 0; i < P; ++i) {
+        const float* kr = kh + seen[i] * D;
+        float acc[8] = {0};
+        int64_t d = 0;
+        for (; d + 8 <= D; d += 8)
+          for (int64_t l = 0; l < 8; ++l) acc[l] += qh[d + l] * kr[d + l];
+        float dot = 0.0f;
+        for (; d < D; ++d) dot += qh[d] * kr[d];
+        for (int64_t l = 0; l < 8; ++l) dot += acc[l];
+        p[i] = dot * sc;
+        top = std::max(top, p[i]);
+      }
+      int64_t i = 0;
+      for (; i + 8 <= P; i += 8)
+        (at::vec::Vectorized<float>::loadu(p.data() + i) - at::vec::Vectorized<float>(top)).exp().store(p.data() + i);
+      for (; i < P; ++i) p[i] = std::exp(p[i] - top);
+      float total = 0.0f;
+      for (i = 0; i < P; ++i) total += p[i];
+      float* out = yp + h * D;
+      std::fill(out, out + D, 0.0f);
+      for (i = 0; i < P; ++i) {
+        const float w = p[i] / total;
+        const float* vr = vh + seen[i] * D;
+        for (int64_t d = 0; d < D; ++d) out[d] += w * vr[d];
+      }
+    }
+  });
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(zoo_gemv, m) {
   m.def("f32(Tensor x, Tensor w) -> Tensor");
   m.def("int8(Tensor x, Tensor q, Tensor scale) -> Tensor");
   m.def("int4(Tensor x, Tensor codes, Tensor scale, Tensor zero, int group_size) -> Tensor");
+  m.def("attend(Tensor q, Tensor k, Tensor v, Tensor mask, float scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(zoo_gemv, CPU, m) {
   m.impl("f32", gemv_f32);
   m.impl("int8", gemv_int8);
   m.impl("int4", gemv_int4);
+  m.impl("attend", attend);
 }
 """
 
-_FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"]  # OpenMP: at::parallel_for runs on threads
+_FLAGS = [
+    "-O3",
+    "-mavx2",
+    "-mfma",
+    "-mf16c",
+    "-fopenmp",
+    "-DCPU_CAPABILITY_AVX2",
+    "-DCPU_CAPABILITY=AVX2",
+]  # OpenMP: at::parallel_for runs on threads
 _state: dict = {}
 _lock = threading.Lock()
 
@@ -271,6 +354,10 @@ def _register_shapes() -> None:
     for name in ("f32", "int8", "int4"):
         torch.library.register_fake(f"zoo_gemv::{name}")(one_row)
 
+    @torch.library.register_fake("zoo_gemv::attend")
+    def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+        return q.new_empty((1, 1, q.shape[1] * q.shape[3]))
+
 
 def supports(x: torch.Tensor, in_features: int) -> bool:
     """Whether ``x`` is one float row on the CPU (float32, or bf16 / fp16 the caller casts to float32) of a width
@@ -300,6 +387,14 @@ def gemv_int4(
     (even column in the low nibble), ``scale`` / ``zero`` float16 ``(N, K / group_size)``, ``w = (u - 8) * scale +
     zero``; ``group_size`` a multiple of 32."""
     return torch.ops.zoo_gemv.int4(x.reshape(1, -1), codes, scale, zero, group_size)
+
+
+def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """One query token's attention ``q (1, H, 1, D)`` over keys/values ``(1, KV, S, D)`` (``KV`` dividing ``H``;
+    float32) at the positions ``mask`` (``S`` booleans, any shape) marks, as ``(1, 1, H * D)``: what
+    ``F.scaled_dot_product_attention`` gives with that boolean mask (a row that sees nothing sees everything), with
+    the work of the seen positions only. A static cache of 256 slots holding 40 tokens costs 40 positions."""
+    return torch.ops.zoo_gemv.attend(q, k, v, mask.reshape(-1), scale)
 
 
 class OneRowProducts(CustomGraphPass):

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gemv import attend_one
 from .routing import LayerOps, layer_forward
 
-__all__ = ["DelegateOps", "StaticDecoder"]
+__all__ = ["DelegateOps", "OneTokenOps", "StaticDecoder"]
 
 
 class DelegateOps(nn.Module, LayerOps):
@@ -73,6 +74,19 @@ class DelegateOps(nn.Module, LayerOps):
         return y.reshape(1, H, -1, D).transpose(1, 2).reshape(1, -1, H * D)
 
 
+class OneTokenOps(LayerOps):
+    """The compiled decode step's attention on CPU: one float32 query token over the static cache through
+    :func:`zoo.layers.gemv.attend_one`, which works on the positions the mask lets it see (40 of 256 slots after a
+    40-token context) where SDPA works on all of them; a prompt, another dtype or device takes SDPA. Needs
+    :func:`zoo.layers.gemv.available`."""
+
+    def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+        one = q.shape[0] == 1 and q.shape[2] == 1 and q.device.type == "cpu" and q.dtype == k.dtype == torch.float32
+        if one and mask is not None and mask.dtype == torch.bool:
+            return attend_one(q, k, v, mask, attn.scale)
+        return attn.attend(q, k, v, mask, is_causal)
+
+
 class _App:
     """One layer application: its layer, cache slot, window and the recursive model's hooks."""
 
@@ -87,9 +101,11 @@ class StaticDecoder(nn.Module):
     ``forward(tokens (1, T) int64, input_pos (1,) int64) -> (1, vocab)`` logits of the last token. The cache lives
     in buffers ``k_cache_{slot}`` / ``v_cache_{slot}`` ``(1, kv_heads, max_seq_len, head_dim)`` (and, for routed
     slots, ``valid_{slot}`` ``(max_seq_len,)``: whether the token at that position was cached there).
+    ``delegate_ops=True`` computes with :class:`DelegateOps` (the ExecuTorch export), ``one_token_ops=True`` with
+    :class:`OneTokenOps` (the compiled decode step on CPU).
     """
 
-    def __init__(self, model: nn.Module, max_seq_len: int, delegate_ops: bool = False):
+    def __init__(self, model: nn.Module, max_seq_len: int, delegate_ops: bool = False, one_token_ops: bool = False):
         super().__init__()
 
         c = getattr(model, "config", None)
@@ -149,7 +165,7 @@ class StaticDecoder(nn.Module):
         self.register_buffer("rope_cos", cos[:max_seq_len].clone(), persistent=False)
         self.register_buffer("rope_sin", sin[:max_seq_len].clone(), persistent=False)
         self._pos: torch.Tensor | None = None
-        self.ops = None
+        self.ops = OneTokenOps() if one_token_ops else None
         if delegate_ops:
             attn = layers[0].self_attn
             norm = model.model.norm
@@ -173,7 +189,8 @@ class StaticDecoder(nn.Module):
         self._pos = pos
         self._rope = (self.rope_cos[pos][None, None], self.rope_sin[pos][None, None])
         self._masks = {w: causal if w is None else causal & (pos[:, None] - keys[None, :] < w) for w in self.windows}
-        if self.ops is not None and not self.routed_slots:  # additive masks, once per step
+        delegated = isinstance(self.ops, DelegateOps)
+        if delegated and not self.routed_slots:  # additive masks, once per step
             self._masks = {w: self.ops.bias(m, self.rope_cos.dtype) for w, m in self._masks.items()}
         x = self.lm.model.embed_tokens(tokens)
         for i in self.prefix:
@@ -189,14 +206,14 @@ class StaticDecoder(nn.Module):
             x = self._run(i, x, None)
         self._pos = self._rope = self._masks = None
         norm = self.lm.model.norm
-        return self.lm.logits(norm(x[:, -1]) if self.ops is None else self.ops.norm(norm, x[:, -1]))
+        return self.lm.logits(self.ops.norm(norm, x[:, -1]) if delegated else norm(x[:, -1]))
 
     def _mask(self, app: _App) -> torch.Tensor:
         mask = self._masks[app.window]
         if app.slot in self.routed_slots:
             mask = mask & getattr(self, f"valid_{app.slot}")[None, :]
             mask = mask | ~mask.any(dim=-1, keepdim=True)  # a row that sees nothing sees everything (no NaN)
-        if self.ops is None:
+        if not isinstance(self.ops, DelegateOps):
             return mask[None, None]
         return self.ops.bias(mask, self.rope_cos.dtype) if mask.dtype == torch.bool else mask
 
