@@ -93,3 +93,12 @@ def test_cli_refuses_unknown_formats_and_vision_models(capsys):
     assert "unknown weight format" in capsys.readouterr().err
     assert main(["--models", "poolformer_s12", "--formats", "fp32"]) == 2
     assert "language models" in capsys.readouterr().err
+
+
+def test_a_family_without_a_transformers_twin_is_said_so_for_the_formats_bench():
+    """MoR's config has no Llama mapping: build_pair says so (a ValueError the formats bench turns into zoo-only rows)."""
+    from zoo.bench.lm import build_pair
+
+    tiny = dict(TINY, vocab_size=128, num_hidden_layers=5)
+    with pytest.raises(ValueError, match="no stock LlamaForCausalLM twin"):
+        build_pair("mor_135m", torch.float32, **tiny)

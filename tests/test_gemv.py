@@ -111,3 +111,15 @@ def test_one_token_attention_is_sdpa_over_the_seen_positions(heads, kv_heads, he
     assert torch.allclose(none, gemv.attend_one(q, k, v, torch.ones(S, dtype=torch.bool), scale))
     with pytest.raises(RuntimeError, match="a bool mask of S positions"):
         gemv.attend_one(q, k, v, torch.ones(S - 1, dtype=torch.bool), scale)
+
+
+def test_the_kernel_bench_times_each_kernel_alone_and_through_the_layer():
+    from zoo.bench.quant_kernels import candidates
+
+    table = candidates(torchao=False)
+    w, x = torch.randn(64, 96), torch.randn(1, 96)
+    alone = table["zoo_gemv::int4 g32 (the kernel alone)"][0](w)(x)
+    layer = table["zoo int4 g32 layer forward, one fp32 row (zoo_gemv::int4)"][0](w)
+    with torch.inference_mode():
+        assert torch.allclose(alone, layer(x), atol=1e-6)
+    assert torch.allclose(table["zoo fp32 one row (zoo_gemv::f32)"][0](w)(x), F.linear(x, w), atol=1e-5)

@@ -48,8 +48,8 @@ def build_pair(name: str, dtype: torch.dtype, **model_kwargs):
     from transformers import LlamaConfig, LlamaForCausalLM  # the peer: heavy, imported only to benchmark
 
     model = create_model(name, **model_kwargs)
-    if not model.config.llama_compatible:
-        raise ValueError(f"{name} has no stock LlamaForCausalLM twin (layer sharing / sliding windows)")
+    if not getattr(model.config, "llama_compatible", False):  # the recursive LMs' configs have no such property
+        raise ValueError(f"{name} has no stock LlamaForCausalLM twin (layer sharing / sliding windows / recursion)")
     randomize_(model)
     cfg = {k: v for k, v in to_llama_config(model.config).items() if k not in ("architectures", "model_type")}
     hf = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation="sdpa"))

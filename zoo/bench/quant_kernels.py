@@ -4,11 +4,13 @@ One decoded token of ``mobilellm_125m`` at batch 1 is a chain of matrix-vector p
 k/v ``192 x 576``, gate/up ``1536 x 576``, down ``576 x 1536``, 30 layers, then the ``32000 x 576`` output head.
 Every candidate runs all of them once per round (random weights of the real shapes, a fresh input vector per
 product); rounds interleave the candidates, and the table gives each one's median. Candidates: float32 and
-bfloat16 ``F.linear``; int8 codes converted inside the product (the zoo's path), ``aten._weight_int8pack_mm`` and
-torchao's ``Int8WeightOnlyConfig``; int4 through the CPU tinygemm kernel called directly (the zoo's path) and
-through torchao's ``Int4OpaqueTensor`` (the same kernel behind a tensor subclass); int4 dequantized per call; int8
-dynamic activations with ``torch._int_mm`` (not weight-only: for reference). ``--decode`` adds whole-model greedy
-decoding of ``mobilellm_125m`` (random weights) in each format.
+bfloat16 ``F.linear`` and the zoo's one-row float32 kernel (:mod:`zoo.layers.gemv`); the zoo's int8 / int4 layers
+fed one float32 row (the zoo's decoding path: ``zoo_gemv`` where it runs, else the bf16 path below) and their
+portable form (codes converted inside ``F.linear``); ``aten._weight_int8pack_mm`` and the CPU int4 tinygemm kernel
+``aten._weight_int4pack_mm_for_cpu`` called directly (the zoo's path for prompts); torchao's
+``Int8WeightOnlyConfig`` and ``Int4OpaqueTensor`` (the same kernels behind tensor subclasses); int4 dequantized
+per call; int8 dynamic activations with ``torch._int_mm`` (not weight-only: for reference). ``--decode`` adds
+whole-model greedy decoding of ``mobilellm_125m`` (random weights) in each format.
 
 Time only on a quiet machine (``uptime`` load below 1); ``--threads`` (default 2) sets torch's threads.
 """
@@ -28,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..factory import create_model
-from ..layers.quant import QuantizedLinear, quantize_int8, quantize_model
+from ..layers import gemv
+from ..layers.quant import QuantizedLinear, portable_kernels, quantize_int8, quantize_model
 from .harness import randomize_
 
 __all__ = ["SHAPES", "candidates", "main", "time_decode", "time_matvecs"]
@@ -82,6 +85,22 @@ def _dequantized_int4(weight: torch.Tensor, group_size: int) -> Callable:
     return lambda x: F.linear(x, layer.dequantize(x.dtype))
 
 
+def _gemv_int8(layer: QuantizedLinear) -> Callable:
+    return lambda x: gemv.gemv_int8(x, layer.qweight, layer.scale)
+
+
+def _gemv_int4(layer: QuantizedLinear) -> Callable:
+    return lambda x: gemv.gemv_int4(x, layer.qweight, layer.scale, layer.zero, layer.group_size)
+
+
+def _portable(layer: QuantizedLinear) -> Callable:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with portable_kernels():
+            return layer(x)
+
+    return run
+
+
 def candidates(torchao: bool = True) -> dict[str, tuple[Callable[[torch.Tensor], Callable], torch.dtype]]:
     """name -> (build a callable from a float32 weight, input dtype)."""
     bf16, fp32 = torch.bfloat16, torch.float32
@@ -89,8 +108,10 @@ def candidates(torchao: bool = True) -> dict[str, tuple[Callable[[torch.Tensor],
     out = {
         "fp32 F.linear": (lambda w: _linear(w), fp32),
         "bf16 F.linear": (lambda w: _linear(w.to(bf16)), bf16),
-        "zoo int8 (F.linear(x, q.to(x.dtype)) * scale), fp32 input": (zoo8, fp32),
-        "zoo int8, bf16 input": (zoo8, bf16),
+        "zoo fp32 one row (zoo_gemv::f32)": (lambda w: lambda x: gemv.gemv_f32(x, w), fp32),
+        "zoo_gemv::int8 (the kernel alone)": (lambda w: _gemv_int8(zoo8(w)), fp32),
+        "zoo int8 layer forward, one fp32 row (zoo_gemv::int8)": (zoo8, fp32),
+        "zoo int8 portable (F.linear(x, q.to(x.dtype)) * scale)": (lambda w: _portable(zoo8(w)), fp32),
         "aten _weight_int8pack_mm, fp32 input": (lambda w: _int8pack(w, fp32), fp32),
         "aten _weight_int8pack_mm, bf16 input": (lambda w: _int8pack(w, bf16), bf16),
         "int8 dynamic activations, torch._int_mm (not weight-only)": (_int_mm, fp32),
@@ -100,12 +121,15 @@ def candidates(torchao: bool = True) -> dict[str, tuple[Callable[[torch.Tensor],
         out["torchao Int8WeightOnlyConfig, bf16 input"] = (lambda w: _torchao_int8(w, bf16), bf16)
     for g in (32, 64):
         zoo4 = lambda w, g=g: QuantizedLinear.from_float(_linear(w), bits=4, group_size=g)  # noqa: E731
-        out[f"zoo int4 g{g} (aten._weight_int4pack_mm_for_cpu), fp32 input"] = (zoo4, fp32)
-        out[f"zoo int4 g{g}, bf16 input"] = (zoo4, bf16)
+        out[f"zoo_gemv::int4 g{g} (the kernel alone)"] = (lambda w, make=zoo4: _gemv_int4(make(w)), fp32)
+        out[f"zoo int4 g{g} layer forward, one fp32 row (zoo_gemv::int4)"] = (zoo4, fp32)
+        out[f"aten _weight_int4pack_mm_for_cpu g{g}, bf16 input"] = (lambda w, make=zoo4: make(w)._int4_cpu, bf16)
         if torchao:
             out[f"torchao Int4OpaqueTensor g{g}, fp32 input"] = (lambda w, g=g: _torchao_int4(w, fp32, g), fp32)
             out[f"torchao Int4OpaqueTensor g{g}, bf16 input"] = (lambda w, g=g: _torchao_int4(w, bf16, g), bf16)
     out["int4 g32 dequantized per call, fp32 input"] = (lambda w: _dequantized_int4(w, 32), fp32)
+    if not gemv.available():  # no AVX2 or no compiler: the zoo's own kernels are not there to time
+        out = {k: v for k, v in out.items() if not k.startswith(("zoo fp32 one row", "zoo_gemv"))}
     return out
 
 

@@ -1,18 +1,14 @@
 """Matrix-vector products for decoding one token on an AVX2 CPU: float32, int8 and int4 weights.
 
 A decoded token multiplies one activation row by every weight matrix of the model once, so its speed is how fast
-the CPU streams and converts the weights. PyTorch's kernels for that case are made for other shapes or CPUs: on
-this machine's AVX2 CPU (2 threads) the 211 products of one ``mobilellm_125m`` token took
+the CPU streams and converts the weights. PyTorch's kernels for that case are made for other shapes or CPUs. The
+211 products of one ``mobilellm_125m`` token (random weights; the head in the same format) on this machine's
+2-core AVX2 CPU, one interleaved run of ``python -m zoo.bench.quant_kernels``, milliseconds: float32 ``F.linear``
+(MKL) 51.0, ``zoo_gemv::f32`` 31.0; int8 ``_weight_int8pack_mm`` on bf16 rows 15.8, ``zoo_gemv::int8`` 10.6; int4
+g32 ``_weight_int4pack_mm_for_cpu`` on bf16 rows 12.5, ``zoo_gemv::int4`` 12.0. Timings on this shared machine
+drift by up to 2x from hour to hour (its ``F.linear`` took 37-51 ms in other runs): compare within one run only.
 
-========================  ===================================  ===================
-weights                   PyTorch                              these kernels
-========================  ===================================  ===================
-float32                   ``F.linear`` (MKL): 37-42 ms          19-23 ms
-int8 per row              ``_weight_int8pack_mm``, bf16: 13.5   7.7
-int4 g32 (asymmetric)     ``_weight_int4pack_mm_for_cpu``: 15   7.1
-========================  ===================================  ===================
-
-(``python -m zoo.bench.quant_kernels`` times them side by side). Numerics:
+Numerics:
 
 * ``gemv_f32``: the float32 product (eight lanes of partial sums, then their sum).
 * ``gemv_int8`` / ``gemv_int4``: the activation row is rounded to int16 per block of 32 columns (``x = d * xq``,

@@ -45,9 +45,8 @@ per call); torchao's configurations reach the same kernels through tensor subcla
 the dispatch, so the zoo calls the kernels itself.
 
 The zoo's paths on CPU (inference): one row (a decoded token) goes to :mod:`zoo.layers.gemv`'s kernels where
-they run (an AVX2 CPU with a C++ compiler): on an AVX2 CPU they take 7.7 ms (int8) and 7.1 ms (int4) for the
-products above, where PyTorch's kernels take 13.5 and 15, and they are closer to the float product (the row is
-rounded to int16 per block of 32, not to bf16). Other rows are rounded to bfloat16; int8 runs
+they run (an AVX2 CPU with a C++ compiler; that module's docstring has their timings), closer to the float
+product (the row is rounded to int16 per block of 32, not to bf16). Other rows are rounded to bfloat16; int8 runs
 ``aten._weight_int8pack_mm`` and int4 the CPU tinygemm kernel ``aten._weight_int4pack_mm_for_cpu`` directly (the
 kernel torchao's ``Int4OpaqueTensor`` wraps, without the tensor-subclass dispatch). Its packed form depends on the
 CPU's instruction set (blocks of 64 rows with AVX-512, 32 with AVX2), so it is made at the first CPU forward and
