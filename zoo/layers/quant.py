@@ -498,14 +498,14 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activations == "int8_dynamic":
             x = _fake_quantize_tokens(x)
-        if kernel_path(x) and self._one_row(x):  # a decoded token: zoo.layers.gemv's kernels
-            y = self._gemv(x.reshape(1, -1).float()).reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-            return y if self.bias is None else y + self.bias.to(y.dtype)
         if kernel_path(x):
-            # the CPU kernels, fed bfloat16 rows: both are 5-15x faster with a bf16 input than with a float32 one
-            # (module docstring), so the input is rounded to bf16 and the product returned in the input's dtype
-            rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
-            y = self._int8_cpu(rows) if self.bits == 8 else self._int4_cpu(rows)
+            if self._one_row(x):  # a decoded token: zoo.layers.gemv's kernels on the float32 row
+                y = self._gemv(x.reshape(1, -1).float())
+            else:
+                # PyTorch's CPU kernels, fed bfloat16 rows: both are 5-15x faster with a bf16 input than with a
+                # float32 one (module docstring), so the input is rounded to bf16
+                rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
+                y = self._int8_cpu(rows) if self.bits == 8 else self._int4_cpu(rows)
             y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
             return y if self.bias is None else y + self.bias.to(y.dtype)
         if self.bits == 8:  # the portable form: codes to the input's dtype inside the product, then the row scale

@@ -115,6 +115,11 @@ class StaticDecoder(nn.Module):
             )
         if not isinstance(max_seq_len, int) or max_seq_len < 2:
             raise ValueError(f"max_seq_len must be an int >= 2, got {max_seq_len!r}")
+        if delegate_ops and one_token_ops:
+            raise ValueError(
+                "delegate_ops (the ExecuTorch export's ops) and one_token_ops (the compiled CPU step's) are two ways "
+                "of computing the same layers; pass one of them"
+            )
         if max_seq_len > c.max_position_embeddings:
             raise ValueError(
                 f"max_seq_len={max_seq_len} exceeds the model's context length of {c.max_position_embeddings} "
