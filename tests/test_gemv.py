@@ -1,5 +1,7 @@
 """zoo.layers.gemv: the one-row CPU kernels of decoding, against the float products they stand for."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -133,3 +135,22 @@ def test_a_static_decoder_computes_its_layers_one_way():
     model = zoo.create_model("mobilellm_125m", num_key_value_heads=2, **tiny).eval()
     with pytest.raises(ValueError, match="pass one of them"):
         StaticDecoder(model, 16, delegate_ops=True, one_token_ops=True)
+
+
+def test_a_failed_build_warns_once_and_leaves_pytorchs_kernels(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension 'zoo_gemv': g++: command not found")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(gemv, "_state", {})
+    with pytest.warns(UserWarning, match="could not be built.*g\\+\\+: command not found.*ZOO_GEMV=0"):
+        assert gemv.available() is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # decided once: no second build, no second warning
+        assert gemv.available() is False
+    layer = QuantizedLinear.from_float(nn.Linear(64, 32), bits=8).eval()
+    x = torch.randn(1, 64)
+    with torch.inference_mode():  # the layer still computes, through PyTorch's bf16-row kernel
+        assert _rel(layer(x), F.linear(x, layer.dequantize(), layer.bias)) < 2e-2
