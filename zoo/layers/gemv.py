@@ -19,9 +19,10 @@ Numerics:
   the float product of the dequantized weights than the bf16-rounded rows PyTorch's integer kernels are fed.
 
 The kernels are C++ (below), built by ``torch.utils.cpp_extension`` with the system's C++ compiler at first use
-(about 12 s; cached in torch's extension folder, keyed by the source) and registered as the operators
-``zoo_gemv::f32`` / ``int8`` / ``int4``, with shape functions so that ``torch.compile`` calls them from a compiled
-graph. :func:`available` says whether they can run here: an AVX2 CPU (``torch.backends.cpu.get_cpu_capability()``),
+(about 15 s; cached in torch's extension folder, keyed by the source) and registered as the operators
+``zoo_gemv::f32`` / ``int8`` / ``int4`` / ``attend`` (one token's attention, :func:`attend_one`), with shape
+functions so that ``torch.compile`` calls them from a compiled graph; :class:`OneRowProducts` hands a compiled
+graph's float32 one-row products to ``zoo_gemv::f32``. :func:`available` says whether they can run here: an AVX2 CPU (``torch.backends.cpu.get_cpu_capability()``),
 a compiler, and ``ZOO_GEMV`` not set to ``0``. Where not, callers keep PyTorch's kernels; a failed build warns once.
 """
 
@@ -289,15 +290,8 @@ TORCH_LIBRARY_IMPL(zoo_gemv, CPU, m) {
 }
 """
 
-_FLAGS = [
-    "-O3",
-    "-mavx2",
-    "-mfma",
-    "-mf16c",
-    "-fopenmp",
-    "-DCPU_CAPABILITY_AVX2",
-    "-DCPU_CAPABILITY=AVX2",
-]  # OpenMP: at::parallel_for runs on threads
+# AVX2 with FMA and F16C (fp16 scales); OpenMP, or at::parallel_for runs on one thread; ATen's vectors in AVX2
+_FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
 _state: dict = {}
 _lock = threading.Lock()
 
