@@ -98,3 +98,15 @@ def test_compiled_decode_every_family_and_format(family, fmt):
         assert (compiled[:, 9:] == eager[:, 9:]).float().mean() >= 0.5
         return
     _check(_model(family, fmt))
+
+
+def test_a_model_quantized_in_place_after_compiling_is_compiled_again():
+    """The step skips Dynamo's guards on the model's modules; swapping them (quantize_model in place) makes a new
+    step instead of running code that reads the float layers that are gone."""
+    model = _model("mobilellm")
+    ids = _prompt()
+    assert torch.equal(model.generate(ids, max_new_tokens=6, compile=True), model.generate(ids, max_new_tokens=6))
+    first = model.compiled_decoder(ids.shape[1] + 6)[1]
+    quantize_model(model, "int8")
+    assert torch.equal(model.generate(ids, max_new_tokens=6, compile=True), model.generate(ids, max_new_tokens=6))
+    assert model.compiled_decoder(ids.shape[1] + 6)[1] is not first

@@ -620,11 +620,15 @@ class DecoderLM(nn.Module, HubMixin):
     # -- the compiled decode step ----------------------------------------------------------------------------------
     def compiled_decoder(self, length: int) -> tuple[StaticDecoder, Any]:
         """A :class:`StaticDecoder` of at least ``length`` tokens (a power of two from 256, up to the context length)
-        and its ``torch.compile``'d step, made once and kept with the model (for its dtype and device; another size
-        replaces it). The step reads the model's parameters, so later weight updates are seen."""
+        and its ``torch.compile``'d step, made once and kept with the model (for its dtype, device and modules; another
+        size, or a module swapped, replaces it). The step reads the model's parameters, so later weight updates are
+        seen."""
         p = self.model.embed_tokens.weight
         size = min(self.config.max_position_embeddings, max(256, 1 << max(0, int(length) - 1).bit_length()))
-        key = (size, p.dtype, p.device)
+        # the modules themselves: the step skips guards on them, so a model whose modules were swapped (quantized in
+        # place, say) is compiled again rather than handed code that reads the old ones
+        modules = tuple((id(m), type(m)) for m in self.modules())
+        key = (size, p.dtype, p.device, modules)
         kept = self.__dict__.get("_compiled_step")
         if kept is None or kept[0] != key:
             kernels = p.device.type == "cpu" and gemv.available()  # built before tracing
