@@ -299,11 +299,15 @@ def compare(
     except ValueError:  # no stock Llama twin (layer sharing, windows, recursion): no transformers column
         hf, base = None, randomize_(create_model(name, **model_kwargs)).eval()
     prompt = torch.randint(0, base.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(1))
-    candidates, closers, notes, pte_info = {}, [], {}, {}
+    candidates, notes, pte_info = {}, {}, {}
     if hf is not None:
         candidates[PEER] = _transformers_decoder(hf, prompt, new_tokens)
     models = {fmt: _quantized(base, fmt) for fmt in formats}
-    with tempfile.TemporaryDirectory(prefix="zoo-bench-formats-") as tmp, _cache_in(Path(tmp) / "cache"):
+    with (
+        tempfile.TemporaryDirectory(prefix="zoo-bench-formats-") as tmp,
+        _cache_in(Path(tmp) / "cache"),
+        contextlib.ExitStack() as engines,  # llama.cpp engines closed before their folder goes, also on failure
+    ):
         for fmt in formats:
             candidates.update(_zoo_decoders(models[fmt], fmt, prompt, new_tokens))
             if llama_cpp:
@@ -313,18 +317,11 @@ def compare(
                     notes[fmt] = f"llama.cpp: {type(e).__name__}: {str(e)[:160]}"
                     continue
                 candidates.update(found)
-                closers.append(close)
+                engines.callback(close)
             if pte and fmt in PTE_TYPES:
                 found, pte_info[fmt] = _pte_decoder(base, name, fmt, Path(tmp), prompt, new_tokens)
                 candidates.update(found)
-        try:
-            times = time_interleaved(candidates, runs, warmup, desc=f"{name} formats")
-            with torch.inference_mode():
-                tokens = {label: list(fn()) for label, fn in candidates.items()}
-        finally:
-            for close in closers:
-                close()
-    rate = {label: new_tokens / median(t) for label, t in times.items()}
+        rate, tokens, times = _time(candidates, runs, warmup, f"{name} formats", new_tokens)
     peer_rate = rate.get(PEER, float("nan"))
     backend_rows = [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in formats]
     backend_rows += [_pte_row(name, fmt, rate, tokens, times, new_tokens, runs, info) for fmt, info in pte_info.items()]
@@ -432,35 +429,29 @@ def compare_pte(
         raise ValueError(f"the pte rows are for the formats {', '.join(PTE_TYPES)}")
     base = randomize_(create_model(name, **model_kwargs)).eval()
     prompt = torch.randint(0, base.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(1))
-    candidates, closers, info = {}, [], {}
-    with tempfile.TemporaryDirectory(prefix="zoo-bench-pte-") as tmp, _cache_in(Path(tmp) / "cache"):
-        try:
-            for fmt in formats:
-                folder = Path(tmp) / FORMATS[fmt][1]
-                export(base, "gguf", folder, model_name=name, quantize=FORMATS[fmt][1])
-                llm, generate = _llama_cpp_decoder(folder / "model.gguf", prompt_tokens + new_tokens)
-                closers.append(llm.close)
-                candidates[f"llama.cpp {FORMATS[fmt][1]}"] = lambda g=generate: g(prompt[0].tolist(), new_tokens)
-                found, info[fmt] = _pte_decoder(base, name, fmt, Path(tmp), prompt, new_tokens)
-                candidates.update(found)
-        except BaseException:
-            for close in closers:
-                close()
-            raise
-        rate, tokens, times = _time_and_close(candidates, closers, runs, warmup, f"{name} pte", new_tokens)
+    candidates, info = {}, {}
+    with (
+        tempfile.TemporaryDirectory(prefix="zoo-bench-pte-") as tmp,
+        _cache_in(Path(tmp) / "cache"),
+        contextlib.ExitStack() as engines,
+    ):
+        for fmt in formats:
+            folder = Path(tmp) / FORMATS[fmt][1]
+            export(base, "gguf", folder, model_name=name, quantize=FORMATS[fmt][1])
+            llm, generate = _llama_cpp_decoder(folder / "model.gguf", prompt_tokens + new_tokens)
+            engines.callback(llm.close)
+            candidates[f"llama.cpp {FORMATS[fmt][1]}"] = lambda g=generate: g(prompt[0].tolist(), new_tokens)
+            found, info[fmt] = _pte_decoder(base, name, fmt, Path(tmp), prompt, new_tokens)
+            candidates.update(found)
+        rate, tokens, times = _time(candidates, runs, warmup, f"{name} pte", new_tokens)
     return [_pte_row(name, fmt, rate, tokens, times, new_tokens, runs, info[fmt]) for fmt in formats]
 
 
-def _time_and_close(candidates: dict, closers: list, runs: int, warmup: int, desc: str, new_tokens: int):
-    """The candidates timed in interleaved rounds and their tokens (rate, tokens, times), the engines closed after
-    (also when timing fails)."""
-    try:
-        times = time_interleaved(candidates, runs, warmup, desc=desc)
-        with torch.inference_mode():
-            tokens = {label: list(fn()) for label, fn in candidates.items()}
-    finally:
-        for close in closers:
-            close()
+def _time(candidates: dict, runs: int, warmup: int, desc: str, new_tokens: int):
+    """The candidates timed in interleaved rounds, and their tokens: (rate, tokens, times)."""
+    times = time_interleaved(candidates, runs, warmup, desc=desc)
+    with torch.inference_mode():
+        tokens = {label: list(fn()) for label, fn in candidates.items()}
     return {label: new_tokens / median(t) for label, t in times.items()}, tokens, times
 
 
@@ -600,16 +591,15 @@ def compare_backend(
     formats = check_formats(formats)
     base = randomize_(create_model(name, **model_kwargs)).eval()
     prompt = torch.randint(0, base.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(1))
-    candidates, closers = {}, []
-    with tempfile.TemporaryDirectory(prefix="zoo-bench-backend-") as tmp, _cache_in(Path(tmp) / "cache"):
-        try:
-            for fmt in formats:
-                found, close = _llama_cpp_decoders(base, name, FORMATS[fmt][1], Path(tmp), prompt, new_tokens)
-                candidates.update(found)
-                closers.append(close)
-        except BaseException:
-            for close in closers:
-                close()
-            raise
-        rate, tokens, times = _time_and_close(candidates, closers, runs, warmup, f"{name} backend", new_tokens)
+    candidates = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="zoo-bench-backend-") as tmp,
+        _cache_in(Path(tmp) / "cache"),
+        contextlib.ExitStack() as engines,
+    ):
+        for fmt in formats:
+            found, close = _llama_cpp_decoders(base, name, FORMATS[fmt][1], Path(tmp), prompt, new_tokens)
+            candidates.update(found)
+            engines.callback(close)
+        rate, tokens, times = _time(candidates, runs, warmup, f"{name} backend", new_tokens)
     return [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in formats]
