@@ -25,6 +25,7 @@ from zoo.export.lm_runtime import (
     export_methods,
     file_size_check,
     load,
+    load_llm_ops,
     quantize_for_xnnpack,
     weight_bytes,
 )
@@ -106,11 +107,13 @@ def _eager(model, prompt):
 def test_cached_decoder_decodes_as_generate(case):
     model, prompt = _model(case), _prompt()
     want, want_logits = _eager(model, prompt)
-    for delegate_ops in (False, True):  # the modules' own ops, and the ones the executorch export lowers
-        decoder = CachedDecoder(model, MAX_LEN, delegate_ops=delegate_ops).eval()
+    # the modules' own ops; the ones the executorch export lowers; and those with ExecuTorch's LLM operators for
+    # the causal slots' cache writes and attention
+    for delegate_ops, llm_ops in ((False, False), (True, False), (True, load_llm_ops())):
+        decoder = CachedDecoder(model, MAX_LEN, delegate_ops=delegate_ops, llm_ops=llm_ops).eval()
         with torch.no_grad():
             got, logits = _greedy(decoder, prompt, NEW)
-        assert got == want, delegate_ops
+        assert got == want, (delegate_ops, llm_ops)
         assert (logits - want_logits).abs().max().item() < 1e-4
     assert len(set(want)) > 1  # a varied continuation, not one repeated token
     if model.config.__class__.__name__ == "RecursiveConfig" and model.config.mor:  # routing took mixed decisions
@@ -143,6 +146,26 @@ def test_exported_methods_decode_as_generate(case):
     assert got == want
     assert (logits - want_logits).abs().max().item() < 1e-4
     assert all(bool(b.any()) for n, b in decode.named_buffers() if n.startswith("valid_"))
+
+
+def test_llm_ops_take_the_causal_slots_only():
+    """ExecuTorch's LLM operators write and attend over the slots every application of which is causal over its own
+    cache; sliding windows, routed slots and shared keys/values keep the masked form and its cache layout."""
+    assert load_llm_ops()  # executorch (the export extra, part of dev) ships them
+    layout = {}
+    for case in ("mobilellm", "mobilellm_pro_window", "mor_expert", "recursive_kv_share_lora_norms"):
+        decoder = CachedDecoder(_model(case), MAX_LEN, delegate_ops=True, llm_ops=True)
+        masked = {a.slot for a in decoder.apps if a.window is not None or a.reads_shared} | set(decoder.routed_slots)
+        assert decoder.llm_slots == set(range(decoder.num_slots)) - masked
+        for slot in range(decoder.num_slots):
+            size = decoder.get_buffer(f"k_cache_{slot}").shape
+            assert size[1:3] == ((MAX_LEN, 2) if slot in decoder.llm_slots else (2, MAX_LEN)), (case, slot)
+        layout[case] = (len(decoder.llm_slots), decoder.num_slots)
+    assert layout["mobilellm"] == (2, 2)
+    assert layout["mobilellm_pro_window"] == (2, 3)  # the sliding-window layer keeps its mask
+    assert 0 < layout["mor_expert"][0] < layout["mor_expert"][1]  # the routed recursion keeps its validity mask
+    with pytest.raises(ExportError, match="delegate_ops"):
+        CachedDecoder(_model("mobilellm"), MAX_LEN, llm_ops=True)
 
 
 def test_what_cannot_decode_causally_is_refused(tmp_path):

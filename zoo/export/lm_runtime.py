@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ from ..layers.quant import QuantizedLinear, model_quantization, quantize_int8, q
 from ..layers.static_decoder import StaticDecoder
 from .core import ExportError, ExportSpec, compare
 
-__all__ = ["CachedDecoder", "CompiledLM", "Int8Embedding", "load", "quantize_for_xnnpack"]
+__all__ = ["CachedDecoder", "CompiledLM", "Int8Embedding", "load", "load_llm_ops", "quantize_for_xnnpack"]
 
 PTE_NAME = "model.pte"
 AOTI_NAME = "decoder.pt2"
@@ -89,11 +90,23 @@ def _backend(spec: ExportSpec) -> str:
     return backend
 
 
-def CachedDecoder(model: nn.Module, max_seq_len: int, delegate_ops: bool = False) -> StaticDecoder:
+def load_llm_ops() -> bool:
+    """Whether ExecuTorch's LLM operators (``llama::update_cache``, ``llama::custom_sdpa``) are registered, with
+    torch for the export and with ExecuTorch's runtime for a program that calls them; loads them if not."""
+    try:
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    except Exception:  # an executorch build without them
+        return False
+    return hasattr(torch.ops.llama, "custom_sdpa") and hasattr(torch.ops.llama, "update_cache")
+
+
+def CachedDecoder(
+    model: nn.Module, max_seq_len: int, delegate_ops: bool = False, llm_ops: bool = False
+) -> StaticDecoder:
     """``model`` over a static cache of ``max_seq_len`` tokens (:class:`zoo.layers.static_decoder.StaticDecoder`),
     refused with :class:`ExportError` where it cannot be built."""
     try:
-        return StaticDecoder(model, max_seq_len, delegate_ops)
+        return StaticDecoder(model, max_seq_len, delegate_ops, llm_ops=llm_ops)
     except ValueError as e:
         raise ExportError(str(e)) from None
 
@@ -243,15 +256,32 @@ def export_methods(
     return programs
 
 
-def _lower_executorch(programs: dict[str, torch.export.ExportedProgram]) -> bytes:
+def _linear_passes_only():
+    """XNNPACK's partitioner, its blocks marked for the preprocess of dynamically quantized linear blocks.
+
+    XNNPACK's preprocess runs 17 graph passes over every delegated block, each re-tracing the block with fake
+    tensors, two of them matching pattern graphs (bilinear upsampling, SDPA) node by node: about 5 s per block, two
+    blocks per layer. A block marked ``dqlinear_partitioner`` gets only the pass that turns ``addmm``/``mm`` into
+    linear layers. The others rewrite ops a :class:`~zoo.layers.static_decoder.DelegateOps` block does not hold
+    (convolutions, batch norms, upsampling, PReLU, channels-last layouts, max pooling, padding) or fold what is
+    already folded; the lowered program computes the same values (the export's check compares them), and the export
+    of mobilellm_125m took 250 s instead of 416."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir.backend.compile_spec_schema import CompileSpec
+
+    partitioner = XnnpackPartitioner()
+    partitioner.delegation_spec.compile_specs.append(CompileSpec("dqlinear_partitioner", b""))
+    return partitioner
+
+
+def _lower_executorch(programs: dict[str, torch.export.ExportedProgram]) -> bytes:
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
 
     # as ExecuTorch's own LLM export: no per-op dtype verification of the edge graph (a third of the lowering time
     # for these graphs; torch.export has verified them) and no dim-order ops (XNNPACK takes contiguous tensors)
     compile_config = EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True)
-    edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()], compile_config=compile_config)
+    edge = to_edge_transform_and_lower(programs, partitioner=[_linear_passes_only()], compile_config=compile_config)
     # the cache is not stored: ExecuTorch serializes a mutable buffer's shape and dtype only and zero-fills it when
     # the method loads (a stored cache would add max_seq_len's worth of zeros to the file)
     config = ExecutorchBackendConfig(
@@ -272,20 +302,26 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     start = time.perf_counter()
     if spec.quantize:
         model = quantize_for_xnnpack(model, spec.quantize, int(spec.options.get("group_size", DEFAULT_GROUP_SIZE)))
-    # executorch: the norms, heads and attention in ops XNNPACK takes whole (one delegated block per layer)
-    decoder = CachedDecoder(model, spec.max_seq_len, delegate_ops=backend == "executorch").eval()
+    # executorch: the norms, heads and attention in ops XNNPACK takes whole (one delegated block per layer), the
+    # causal layers' cache writes and attention by ExecuTorch's LLM operators (in place; the positions seen so far)
+    llm_ops = backend == "executorch" and load_llm_ops()
+    decoder = CachedDecoder(model, spec.max_seq_len, delegate_ops=backend == "executorch", llm_ops=llm_ops).eval()
     # one program of a dynamic length serves the prompt and each new token: one lowering (the slow part of an
     # export), one copy of the weights and of the cache
-    programs = export_methods(decoder, spec, ("prefill",))
     name = PTE_NAME if backend == "executorch" else AOTI_NAME
     tmp = folder / f".tmp-{name}"  # (the AOTI package writer wants the .pt2 suffix)
-    try:
-        if backend == "executorch":
-            tmp.write_bytes(_lower_executorch({FORWARD: programs["prefill"]}))
-        else:
-            torch._inductor.aoti_compile_and_package(programs["prefill"], package_path=str(tmp))
-    except Exception as e:
-        raise ExportError(f"compiling {spec.name} with {backend} failed: {type(e).__name__}: {e}") from e
+    with warnings.catch_warnings():
+        # the LLM operators' shape checks call a torch function that warns of its removal, once per trace of each
+        # call (hundreds per export); the export has nothing to do about it
+        warnings.filterwarnings("ignore", message="_check_is_size will be removed", category=FutureWarning)
+        programs = export_methods(decoder, spec, ("prefill",))
+        try:
+            if backend == "executorch":
+                tmp.write_bytes(_lower_executorch({FORWARD: programs["prefill"]}))
+            else:
+                torch._inductor.aoti_compile_and_package(programs["prefill"], package_path=str(tmp))
+        except Exception as e:
+            raise ExportError(f"compiling {spec.name} with {backend} failed: {type(e).__name__}: {e}") from e
     tmp.replace(folder / name)
     seconds = time.perf_counter() - start
     c = model.config
@@ -301,6 +337,7 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
         "bos_token_id": c.bos_token_id,
         "eos_token_id": c.eos_token_id,
         "quantize": spec.quantize,
+        "llm_ops": bool(decoder.llm_slots),  # the program calls ExecuTorch's LLM operators: load them first
         "file_bytes": (folder / name).stat().st_size,
         "weight_bytes": weight_bytes(model),
         # executorch zero-fills the cache at load (not in the file); an AOTInductor package holds it
@@ -365,6 +402,12 @@ class CompiledLM:
         if self.backend == "executorch":
             from executorch.runtime import Runtime
 
+            if self.info.get("llm_ops") and not load_llm_ops():
+                raise RuntimeError(
+                    f"{artefact} calls ExecuTorch's LLM operators (llama::custom_sdpa, llama::update_cache), which "
+                    "this executorch install lacks; install the executorch release it was exported with "
+                    f"({self.info.get('executorch_version', 'see runtime.json')})"
+                )
             program = Runtime.get().load_program(artefact)
             loaded = {name: program.load_method(name).execute for name in set(self.info["methods"].values())}
             self._methods = {m: loaded[name] for m, name in self.info["methods"].items()}
@@ -508,6 +551,7 @@ def usage(spec: ExportSpec) -> str:
             "streams as `generate` does):"
         )
         load = [
+            "import executorch.extension.llm.custom_ops.custom_ops  # its LLM operators (cache writes, attention)",
             "from executorch.runtime import Runtime",
             "",
             f'program = Runtime.get().load_program("{PTE_NAME}")',

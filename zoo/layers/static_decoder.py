@@ -36,8 +36,14 @@ class DelegateOps(nn.Module, LayerOps):
     * rotary embedding: ``rotate_half`` is a linear layer (a signed permutation of ``head_dim``), not two slices;
     * attention (batch 1): the ``G = heads / kv_heads`` query heads of a key/value head are stacked as ``G * T``
       rows of one matrix product with that head's keys (no expand), plus an additive mask (0 or -inf, made once per
-      step by :meth:`bias`), softmax, and the product with the values.
+      step by :meth:`bias`), softmax, and the product with the values;
+    * with ``llm_ops`` (:class:`StaticDecoder`), a causal layer's cache write and attention are ExecuTorch's LLM
+      operators: ``llama::update_cache`` writes the new keys/values in place and ``llama::custom_sdpa`` attends over
+      the positions up to the token's own (``start`` is the first new token's position), where the mask form
+      copies the whole cache on each write and attends over all its slots.
     """
+
+    start: int | torch.SymInt = 0  # the first new token's position (StaticDecoder.forward sets it)
 
     def __init__(self, dim: int, eps: float, num_heads: int, num_kv_heads: int, head_dim: int, scale: float, p):
         super().__init__()
@@ -66,7 +72,10 @@ class DelegateOps(nn.Module, LayerOps):
         zero = torch.zeros((), dtype=dtype, device=mask.device)
         return torch.where(mask, zero, float("-inf")).repeat(self.groups, 1)
 
-    def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+    def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool = False) -> torch.Tensor:
+        if mask is None:  # a cache in ExecuTorch's LLM layout (1, S, kv_heads, D): the positions before start only
+            y = torch.ops.llama.custom_sdpa(q.transpose(1, 2), k, v, self.start, None, 0.0, True, attn.scale)
+            return y.reshape(1, -1, q.shape[1] * self.head_dim)
         H, KV, S, D = q.shape[1], k.shape[1], k.shape[2], self.head_dim
         q = q.reshape(KV, -1, D)  # (1, H, T, D) -> (KV, G * T, D): the query heads of each key/value head stacked
         scores = torch.bmm(q, k.reshape(KV, S, D).transpose(1, 2)) * self.scale + mask
@@ -102,10 +111,20 @@ class StaticDecoder(nn.Module):
     in buffers ``k_cache_{slot}`` / ``v_cache_{slot}`` ``(1, kv_heads, max_seq_len, head_dim)`` (and, for routed
     slots, ``valid_{slot}`` ``(max_seq_len,)``: whether the token at that position was cached there).
     ``delegate_ops=True`` computes with :class:`DelegateOps` (the ExecuTorch export), ``one_token_ops=True`` with
-    :class:`OneTokenOps` (the compiled decode step on CPU).
+    :class:`OneTokenOps` (the compiled decode step on CPU). ``llm_ops=True`` (with ``delegate_ops``; ExecuTorch's
+    LLM operators loaded, ``executorch.extension.llm.custom_ops``) writes and reads the caches of the slots in
+    ``llm_slots`` (every application causal over its own cache: no window, routing or sharing) with them; those
+    caches are ``(1, max_seq_len, kv_heads, head_dim)``.
     """
 
-    def __init__(self, model: nn.Module, max_seq_len: int, delegate_ops: bool = False, one_token_ops: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        max_seq_len: int,
+        delegate_ops: bool = False,
+        one_token_ops: bool = False,
+        llm_ops: bool = False,
+    ):
         super().__init__()
 
         c = getattr(model, "config", None)
@@ -120,6 +139,8 @@ class StaticDecoder(nn.Module):
                 "delegate_ops (the ExecuTorch export's ops) and one_token_ops (the compiled CPU step's) are two ways "
                 "of computing the same layers; pass one of them"
             )
+        if llm_ops and not delegate_ops:
+            raise ValueError("llm_ops are ExecuTorch's operators for the delegate_ops form: pass delegate_ops=True too")
         if max_seq_len > c.max_position_embeddings:
             raise ValueError(
                 f"max_seq_len={max_seq_len} exceeds the model's context length of {c.max_position_embeddings} "
@@ -159,9 +180,14 @@ class StaticDecoder(nn.Module):
         shape = (1, c.num_key_value_heads, max_seq_len, c.head_dim)
         routed = {self.apps[i].slot for step in self.steps for i in step} if self.routing else set()
         self.routed_slots = sorted(routed)
+        self.llm_slots: set[int] = set()
+        if llm_ops:  # slots every application of which attends causally over its own cache
+            masked = {a.slot for a in self.apps if a.window is not None or a.reads_shared} | routed
+            self.llm_slots = {a.slot for a in self.apps} - masked
         self.cache_specs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         for slot in range(self.num_slots):
-            self.cache_specs[f"k_cache_{slot}"] = self.cache_specs[f"v_cache_{slot}"] = (shape, p.dtype)
+            size = (1, max_seq_len, *shape[1:2], shape[3]) if slot in self.llm_slots else shape
+            self.cache_specs[f"k_cache_{slot}"] = self.cache_specs[f"v_cache_{slot}"] = (size, p.dtype)
             if slot in routed:
                 self.cache_specs[f"valid_{slot}"] = ((max_seq_len,), torch.bool)
         for name, (size, dtype) in self.cache_specs.items():
@@ -181,6 +207,10 @@ class StaticDecoder(nn.Module):
     # -- the cache protocol layer_forward uses ------------------------------------------------------------------
     def update(self, slot: int, key: torch.Tensor, value: torch.Tensor, positions=None):
         keys, values = getattr(self, f"k_cache_{slot}"), getattr(self, f"v_cache_{slot}")
+        if slot in self.llm_slots:  # in place, at (1, T, kv_heads, D) from the first new token's position
+            torch.ops.llama.update_cache(key.transpose(1, 2).to(keys.dtype), keys, self.ops.start)
+            torch.ops.llama.update_cache(value.transpose(1, 2).to(values.dtype), values, self.ops.start)
+            return keys, values
         keys[:, :, self._pos] = key.to(keys.dtype)
         values[:, :, self._pos] = value.to(values.dtype)
         return keys, values
@@ -192,6 +222,11 @@ class StaticDecoder(nn.Module):
         keys = torch.arange(self.max_seq_len, device=tokens.device)
         causal = keys[None, :] <= pos[:, None]  # (T, S): True where query t may see the key at that position
         self._pos = pos
+        if self.llm_slots:
+            start = input_pos[0].item()
+            torch._check(start >= 0)
+            torch._check(start + T <= self.max_seq_len)
+            self.ops.start = start
         self._rope = (self.rope_cos[pos][None, None], self.rope_sin[pos][None, None])
         self._masks = {w: causal if w is None else causal & (pos[:, None] - keys[None, :] < w) for w in self.windows}
         delegated = isinstance(self.ops, DelegateOps)
@@ -213,7 +248,9 @@ class StaticDecoder(nn.Module):
         norm = self.lm.model.norm
         return self.lm.logits(self.ops.norm(norm, x[:, -1]) if delegated else norm(x[:, -1]))
 
-    def _mask(self, app: _App) -> torch.Tensor:
+    def _mask(self, app: _App) -> torch.Tensor | None:
+        if app.slot in self.llm_slots:
+            return None  # DelegateOps.attend: llama::custom_sdpa, causal from the first new token's position
         mask = self._masks[app.window]
         if app.slot in self.routed_slots:
             mask = mask & getattr(self, f"valid_{app.slot}")[None, :]
