@@ -4,17 +4,20 @@ The model is traced as :class:`CachedDecoder`: ``(tokens (1, T), input_pos (1,))
 last token, writing the keys/values of the ``T`` tokens at positions ``input_pos .. input_pos + T - 1`` of a
 static cache of ``spec.max_seq_len`` tokens held in module buffers and mutated in place (one pair of buffers per
 slot of the model's own cache, i.e. per layer application). Attention reads the whole static cache under a mask
-built from the positions, so no shape depends on the data. One program is traced, with ``T`` dynamic in
-``[1, max_seq_len]``: it takes the prompt, then each new token (``T = 1``). One program means one lowering (the
-slow part of an export) and one copy of the weights and the cache.
+built from the positions, so no shape depends on the data. One program is traced: with ``T`` dynamic in
+``[1, max_seq_len]`` it takes the prompt, then each new token (``T = 1``); ExecuTorch's takes one token per call
+(``T = 1``, static shapes: half the export time) unless ``dynamic_prompt=True`` (:func:`whole_prompt`). One program
+means one lowering (the slow part of an export) and one copy of the weights and the cache.
 
 Backends (``backend=`` option; default ``executorch`` where it imports, else ``aoti``):
 
 * ``executorch``: ``model.pte`` with the method ``forward``, lowered with the XNNPACK partitioner; the cache is not
-  in the file (ExecuTorch zero-fills it when the method loads). The decoder computes its norms, heads, rotary embedding and attention with
-  :class:`~zoo.layers.static_decoder.DelegateOps` (the same values in ops XNNPACK takes whole), so each layer
-  lowers as one or two delegated blocks around its cache writes: fewer blocks to lower, fewer calls per token.
-  Runs in ExecuTorch's Python runtime.
+  in the file (ExecuTorch zero-fills it when the method loads). The decoder computes its norms, heads, rotary
+  embedding and attention with :class:`~zoo.layers.static_decoder.DelegateOps` (the same values in ops XNNPACK
+  takes whole), so each layer lowers as one or two delegated blocks around its cache writes: fewer blocks to
+  lower, fewer calls per token. The causal layers write their caches and attend with ExecuTorch's LLM operators
+  (``llama::update_cache``, ``llama::custom_sdpa``: in place, over the positions seen so far). Runs in
+  ExecuTorch's Python runtime (the LLM operators loaded first: ``runtime.json``'s ``llm_ops``).
 * ``aoti``: ``decoder.pt2``, an AOTInductor package (``torch._inductor.aoti_compile_and_package``). Runs with
   ``torch._inductor.aoti_load_package`` and nothing else.
 
@@ -290,6 +293,15 @@ def _lower_executorch(programs: dict[str, torch.export.ExportedProgram]) -> byte
     return edge.to_executorch(config).buffer
 
 
+def whole_prompt(spec: ExportSpec) -> bool:
+    """Whether the program takes a whole prompt in one call (a dynamic length) or one token per call.
+
+    ExecuTorch: one token per call unless ``dynamic_prompt=True``. A dynamic length makes every lowering pass
+    reason about symbolic shapes: mobilellm_125m 8da4w took 242 s to export against 133 s, for prompts read at
+    about 385 tokens/s against 135-165 (this 2-core CPU; decoding is the same speed). AOTInductor: whole prompts."""
+    return spec.options.get("backend") != "executorch" or bool(spec.options.get("dynamic_prompt", False))
+
+
 def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     backend = spec.options["backend"] = _backend(spec)  # recorded (export.json, the card's usage)
     if spec.quantize not in (None, *QUANTIZE):
@@ -306,20 +318,22 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     # causal layers' cache writes and attention by ExecuTorch's LLM operators (in place; the positions seen so far)
     llm_ops = backend == "executorch" and load_llm_ops()
     decoder = CachedDecoder(model, spec.max_seq_len, delegate_ops=backend == "executorch", llm_ops=llm_ops).eval()
-    # one program of a dynamic length serves the prompt and each new token: one lowering (the slow part of an
-    # export), one copy of the weights and of the cache
+    # one program serves the prompt and each new token: one lowering (the slow part of an export), one copy of the
+    # weights and of the cache. executorch: one token at a time (static shapes), unless dynamic_prompt
+    whole = whole_prompt(spec)
     name = PTE_NAME if backend == "executorch" else AOTI_NAME
     tmp = folder / f".tmp-{name}"  # (the AOTI package writer wants the .pt2 suffix)
     with warnings.catch_warnings():
         # the LLM operators' shape checks call a torch function that warns of its removal, once per trace of each
         # call (hundreds per export); the export has nothing to do about it
         warnings.filterwarnings("ignore", message="_check_is_size will be removed", category=FutureWarning)
-        programs = export_methods(decoder, spec, ("prefill",))
+        program = export_methods(decoder, spec, ("prefill" if whole else "decode",))
+        program = program.get("prefill") or program["decode"]
         try:
             if backend == "executorch":
-                tmp.write_bytes(_lower_executorch({FORWARD: programs["prefill"]}))
+                tmp.write_bytes(_lower_executorch({FORWARD: program}))
             else:
-                torch._inductor.aoti_compile_and_package(programs["prefill"], package_path=str(tmp))
+                torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
         except Exception as e:
             raise ExportError(f"compiling {spec.name} with {backend} failed: {type(e).__name__}: {e}") from e
     tmp.replace(folder / name)
@@ -330,8 +344,11 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
         "backend": backend,
         "file": name,
         "methods": {m: method for m in METHODS},
-        "signature": "(tokens (1, T) int64, input_pos (1,) int64) -> (1, vocab) logits of the last token; the "
-        "tokens' keys/values are written at input_pos .. input_pos + T - 1 of the cache the artefact holds",
+        # "whole": a prompt of any length in one call; "tokens": one token per call (the prompt fed token by token)
+        "prompt": "whole" if whole else "tokens",
+        "signature": f"(tokens (1, {'T' if whole else 1}) int64, input_pos (1,) int64) -> (1, vocab) logits of the "
+        "last token; the tokens' keys/values are written at input_pos .. input_pos + T - 1 of the cache the "
+        "artefact holds",
         "max_seq_len": spec.max_seq_len,
         "vocab_size": c.vocab_size,
         "bos_token_id": c.bos_token_id,
@@ -421,13 +438,18 @@ class CompiledLM:
         return self._methods[method]([tokens, torch.tensor([position], dtype=torch.long)])[0]
 
     def prefill(self, prompt_ids) -> torch.Tensor:
-        """Start a sequence: the prompt's tokens into the cache; the logits ``(1, vocab)`` of its last token."""
+        """Start a sequence: the prompt's tokens into the cache (in one call, or one token per call where the
+        program takes one token); the logits ``(1, vocab)`` of its last token."""
         ids = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1)
         if not 1 <= ids.shape[1] <= self.max_seq_len:
             raise ValueError(f"the prompt must have 1 to {self.max_seq_len} tokens (the cache), got {ids.shape[1]}")
         if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got {int(ids.min())}..{int(ids.max())}")
-        logits = self._call("prefill", ids, 0)
+        if self.info.get("prompt", "whole") == "whole":
+            logits = self._call("prefill", ids, 0)
+        else:
+            for i in range(ids.shape[1]):
+                logits = self._call("prefill", ids[:, i : i + 1], i)
         self.position = ids.shape[1]
         return logits
 
@@ -547,8 +569,8 @@ def usage(spec: ExportSpec) -> str:
     if backend == "executorch":
         head = (
             "Greedy decoding with ExecuTorch's Python runtime (`pip install executorch`; its one method takes the "
-            "prompt and each new token; `zoo.export.lm_runtime.load(FOLDER).generate(...)` samples, stops and "
-            "streams as `generate` does):"
+            f"{'prompt' if whole_prompt(spec) else 'prompt token by token'} and each new token; "
+            "`zoo.export.lm_runtime.load(FOLDER).generate(...)` samples, stops and streams as `generate` does):"
         )
         load = [
             "import executorch.extension.llm.custom_ops.custom_ops  # its LLM operators (cache writes, attention)",
@@ -562,9 +584,16 @@ def usage(spec: ExportSpec) -> str:
         head = "Greedy decoding with torch alone (AOTInductor; the package serves the prompt and each new token):"
         load = ["", f'prefill = decode = torch._inductor.aoti_load_package("{AOTI_NAME}")']
         call = "{}({}, torch.tensor([{}]))"
+    if whole_prompt(spec):
+        prompt = [f"logits = {call.format('prefill', 'ids', 0)}  # (1, vocab); the prompt is in the cache"]
+    else:  # the program takes one token per call
+        prompt = [
+            "for i in range(ids.shape[1]):  # the prompt into the cache, one token per call",
+            f"    logits = {call.format('prefill', 'ids[:, i : i + 1]', 'i')}  # (1, vocab)",
+        ]
     body = [
         "ids = torch.tensor([[1, 2, 3]])  # (1, T) int64 prompt",
-        f"logits = {call.format('prefill', 'ids', 0)}  # (1, vocab); the prompt is in the cache",
+        *prompt,
         "out = []",
         "for i in range(20):",
         "    out.append(int(logits.argmax(-1)))",
