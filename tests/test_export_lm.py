@@ -168,6 +168,18 @@ def test_llm_ops_take_the_causal_slots_only():
         CachedDecoder(_model("mobilellm"), MAX_LEN, llm_ops=True)
 
 
+def test_a_program_that_needs_the_llm_ops_says_so_where_they_are_missing(tmp_path, monkeypatch):
+    from zoo.export import lm_runtime
+
+    info = {"backend": "executorch", "file": "model.pte", "methods": {"prefill": "forward", "decode": "forward"}}
+    info.update(max_seq_len=32, vocab_size=128, llm_ops=True, executorch_version="1.5.1")
+    (tmp_path / "runtime.json").write_text(json.dumps(info))
+    (tmp_path / "model.pte").write_bytes(b"not read")
+    monkeypatch.setattr(lm_runtime, "load_llm_ops", lambda: False)
+    with pytest.raises(RuntimeError, match=r"LLM operators .*install the executorch release it was exported with"):
+        load(tmp_path)
+
+
 def test_what_cannot_decode_causally_is_refused(tmp_path):
     topk = zoo.create_model("mor_135m", **RECURSIVE, inference_routing="topk").eval()
     with pytest.raises(ExportError, match="top-k"):
