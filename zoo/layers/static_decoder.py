@@ -186,7 +186,7 @@ class StaticDecoder(nn.Module):
             self.llm_slots = {a.slot for a in self.apps} - masked
         self.cache_specs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         for slot in range(self.num_slots):
-            size = (1, max_seq_len, *shape[1:2], shape[3]) if slot in self.llm_slots else shape
+            size = (1, max_seq_len, c.num_key_value_heads, c.head_dim) if slot in self.llm_slots else shape
             self.cache_specs[f"k_cache_{slot}"] = self.cache_specs[f"v_cache_{slot}"] = (size, p.dtype)
             if slot in routed:
                 self.cache_specs[f"valid_{slot}"] = ((max_seq_len,), torch.bool)
