@@ -284,13 +284,15 @@ def _logits_of(model, ids):
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
-@pytest.mark.parametrize("quantize, bits", [("8da4w", 4), ("8da8w", 8)])
-def test_quantize_for_xnnpack_weights(quantize, bits):
+@pytest.mark.parametrize("quantize, bits, group_size", [("8da4w", 4, 32), ("8da4w", 4, 0), ("8da8w", 8, 32)])
+def test_quantize_for_xnnpack_weights(quantize, bits, group_size):
     model, prompt = _model("mobilellm"), _prompt()
-    lm = quantize_for_xnnpack(model, quantize)
+    lm = quantize_for_xnnpack(model, quantize, group_size)
     q_proj = lm.model.layers[0].self_attn.q_proj.weight
     assert q_proj.target_dtype == getattr(torch, f"int{bits}") and q_proj.activation_quantization is not None
-    assert q_proj.block_size == ((1, 32) if bits == 4 else (1, 64))
+    assert q_proj.block_size == ((1, 32) if bits == 4 and group_size else (1, 64))  # 0: one scale per row
+    down = lm.model.layers[0].mlp.down_proj.weight  # per row: each layer's own input width
+    assert down.block_size == ((1, 32) if bits == 4 and group_size else (1, down.shape[1]))
     assert int(q_proj.qdata.min()) >= -(2 ** (bits - 1)) and int(q_proj.qdata.max()) <= 2 ** (bits - 1) - 1
     head = lm.lm_head.weight  # the tied head as its own int8 matrix; the embedding as int8 rows
     assert head.target_dtype == torch.int8 and isinstance(lm.model.embed_tokens, Int8Embedding)
@@ -304,12 +306,14 @@ def test_quantize_for_xnnpack_weights(quantize, bits):
     # layout or grid gives 100% and more
     torch.manual_seed(0)
     plain = zoo.create_model("mobilellm_125m", **SMALL).eval()
-    want, got = _logits_of(plain, prompt), _logits_of(quantize_for_xnnpack(plain, quantize), prompt)
+    want, got = _logits_of(plain, prompt), _logits_of(quantize_for_xnnpack(plain, quantize, group_size), prompt)
     rel = (got - want).abs().max() / want.abs().max()
     assert 0 < rel < (0.15 if bits == 4 else 0.02), rel
     # its bytes: int4 codes + a float32 scale per 32 (or int8 + one per row), int8 head and embedding
     floats = weight_bytes(model)
     assert weight_bytes(lm) < floats * (0.4 if bits == 4 else 0.45)
+    with pytest.raises(ExportError, match="group_size"):
+        quantize_for_xnnpack(model, quantize, -1)
 
 
 def test_quantize_for_xnnpack_keeps_a_zoo_models_own_grid():

@@ -364,6 +364,7 @@ def _cmd_export(args) -> int:
             tokenizer=args.tokenizer,
             **({"backend": args.backend} if args.backend else {}),
             **({"dynamic_prompt": True} if args.dynamic_prompt else {}),
+            **({"group_size": args.group_size} if args.group_size is not None else {}),
         )
     except export.ExportError as e:
         print(f"zoo export: error: {e}", file=sys.stderr)
@@ -700,6 +701,13 @@ def _add_export_parser(sub) -> None:
     )
     p.add_argument(
         "--tokenizer", default=None, help="LMs: tokenizer.json to ship (default: the one beside the weights)"
+    )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=None,
+        help="pte --quantize 8da4w: input columns per int4 scale (default 32; 0: one scale per output row, XNNPACK's "
+        "per-channel kernels, faster and coarser)",
     )
     p.add_argument(
         "--dynamic-prompt",

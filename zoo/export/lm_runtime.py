@@ -22,8 +22,8 @@ Backends (``backend=`` option; default ``executorch`` where it imports, else ``a
   ``torch._inductor.aoti_load_package`` and nothing else.
 
 ``quantize=`` (executorch): ``"8da4w"`` / ``"8da8w"`` store the projections as int4 in groups of ``group_size``
-(default 32) / int8 per row, run by XNNPACK's kernels with int8 dynamic activations (per token), as ExecuTorch
-deploys Llama on phones; the output head as int8, the embedding as int8 rows (:func:`quantize_for_xnnpack`). A
+(default 32; ``0``: one scale per output row) / int8 per row, run by XNNPACK's kernels with int8 dynamic
+activations (per token), as ExecuTorch deploys Llama on phones; the output head as int8, the embedding as int8 rows (:func:`quantize_for_xnnpack`). A
 model the zoo quantized with the same bits (int8, or symmetric int4 such as MobileLLM-Pro's QAT weights) is stored
 on its own grid, not quantized again. ``runtime.json`` records the file's bytes beside its weights' and cache's,
 and the check holds them to each other.
@@ -183,8 +183,9 @@ class Int8Embedding(nn.Module):
 def quantize_for_xnnpack(model: nn.Module, quantize: str, group_size: int = DEFAULT_GROUP_SIZE) -> nn.Module:
     """A copy of a zoo LM with the weights an ExecuTorch ``pte`` stores for ``quantize``:
 
-    * ``"8da4w"``: every decoder projection int4 in groups of ``group_size`` input columns, ``"8da8w"``: int8 per
-      output row; both with int8 dynamic activations (per token, asymmetric), XNNPACK's kernels. A model already
+    * ``"8da4w"``: every decoder projection int4 in groups of ``group_size`` input columns (``0``: one scale per
+      output row, XNNPACK's per-channel int4 kernels: a quarter faster here, coarser), ``"8da8w"``: int8 per output
+      row; both with int8 dynamic activations (per token, asymmetric), XNNPACK's kernels. A model already
       quantized by the zoo with the same bits keeps its own codes and scales (int8, or symmetric int4 such as
       MobileLLM-Pro's QAT weights); asymmetric int4 is refused.
     * the output head int8 per row (int8 activations), above 4 bits as llama.cpp keeps it; tied to the embedding,
@@ -194,6 +195,10 @@ def quantize_for_xnnpack(model: nn.Module, quantize: str, group_size: int = DEFA
     Norms, routers and LoRA deltas stay float32.
     """
     bits = {"8da4w": 4, "8da8w": 8}[quantize]
+    if not isinstance(group_size, int) or group_size < 0:
+        raise ExportError(
+            f"group_size must be a whole number of input columns, or 0 for one per row; got {group_size!r}"
+        )
     done = model_quantization(model)
     if done is not None and (done.method == "bf16" or (done.method == "int8_weight_only") != (bits == 8)):
         raise ExportError(
@@ -216,7 +221,7 @@ def quantize_for_xnnpack(model: nn.Module, quantize: str, group_size: int = DEFA
             if layer.bias is not None:
                 linear.bias.copy_(layer.bias.float())
         else:
-            linear, g = layer, (group_size if bits == 4 else layer.in_features)
+            linear, g = layer, ((group_size or layer.in_features) if bits == 4 else layer.in_features)
             if layer.in_features % g:
                 raise ExportError(
                     f"pte quantize={quantize!r}: group_size {g} does not divide the input width {layer.in_features} "
