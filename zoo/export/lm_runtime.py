@@ -23,10 +23,10 @@ Backends (``backend=`` option; default ``executorch`` where it imports, else ``a
 
 ``quantize=`` (executorch): ``"8da4w"`` / ``"8da8w"`` store the projections as int4 in groups of ``group_size``
 (default 32; ``0``: one scale per output row) / int8 per row, run by XNNPACK's kernels with int8 dynamic
-activations (per token), as ExecuTorch deploys Llama on phones; the output head as int8, the embedding as int8 rows (:func:`quantize_for_xnnpack`). A
-model the zoo quantized with the same bits (int8, or symmetric int4 such as MobileLLM-Pro's QAT weights) is stored
-on its own grid, not quantized again. ``runtime.json`` records the file's bytes beside its weights' and cache's,
-and the check holds them to each other.
+activations (per token), as ExecuTorch deploys Llama on phones; the output head as int8, the embedding as int8
+rows (:func:`quantize_for_xnnpack`). A model the zoo quantized with the same bits (int8, or symmetric int4 such as
+MobileLLM-Pro's QAT weights) is stored on its own grid, not quantized again. ``runtime.json`` records the file's
+bytes beside its weights' and cache's, and the check holds them to each other.
 
 ``runtime.json`` says which backend, and :func:`load` returns a :class:`CompiledLM` that decodes from either
 without zoo's model code, greedy or sampled, with ``generate``'s stops and streamers.
