@@ -298,6 +298,12 @@ def _lower_executorch(programs: dict[str, torch.export.ExportedProgram]) -> byte
     return edge.to_executorch(config).buffer
 
 
+def _stored_weights(model: nn.Module, spec: ExportSpec) -> nn.Module:
+    """The weights a quantized pte stores (:func:`quantize_for_xnnpack` at the spec's ``group_size``): what the
+    export lowers and the check runs in float."""
+    return quantize_for_xnnpack(model, spec.quantize, int(spec.options.get("group_size", DEFAULT_GROUP_SIZE)))
+
+
 def whole_prompt(spec: ExportSpec) -> bool:
     """Whether the program takes a whole prompt in one call (a dynamic length) or one token per call.
 
@@ -319,7 +325,7 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
         )
     start = time.perf_counter()
     if spec.quantize:
-        model = quantize_for_xnnpack(model, spec.quantize, int(spec.options.get("group_size", DEFAULT_GROUP_SIZE)))
+        model = _stored_weights(model, spec)
     # executorch: the norms, heads and attention in ops XNNPACK takes whole (one delegated block per layer), the
     # causal layers' cache writes and attention by ExecuTorch's LLM operators (in place; the positions seen so far)
     llm_ops = backend == "executorch" and load_llm_ops()
@@ -333,8 +339,8 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
         # the LLM operators' shape checks call a torch function that warns of its removal, once per trace of each
         # call (hundreds per export); the export has nothing to do about it
         warnings.filterwarnings("ignore", message="_check_is_size will be removed", category=FutureWarning)
-        program = export_methods(decoder, spec, ("prefill" if whole else "decode",))
-        program = program.get("prefill") or program["decode"]
+        method = "prefill" if whole else "decode"
+        program = export_methods(decoder, spec, (method,))[method]
         try:
             if backend == "executorch":
                 tmp.write_bytes(_lower_executorch({FORWARD: program}))
@@ -514,7 +520,7 @@ def check(model: nn.Module, folder: Path, spec: ExportSpec) -> dict:
     quantized = bool(spec.quantize)
     tolerance = float(spec.options.get("tolerance", 0.05 if quantized else 1e-3))
     if quantized:
-        model = quantize_for_xnnpack(model, spec.quantize, int(spec.options.get("group_size", DEFAULT_GROUP_SIZE)))
+        model = _stored_weights(model, spec)
     prompt = spec.example_input(model, batch_size=1)
     T = prompt.shape[1]
     new = min(int(spec.options.get("check_new_tokens", 12)), spec.max_seq_len - T + 1)

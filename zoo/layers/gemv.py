@@ -22,8 +22,9 @@ The kernels are C++ (below), built by ``torch.utils.cpp_extension`` with the sys
 (about 15 s; cached in torch's extension folder, keyed by the source) and registered as the operators
 ``zoo_gemv::f32`` / ``int8`` / ``int4`` / ``attend`` (one token's attention, :func:`attend_one`), with shape
 functions so that ``torch.compile`` calls them from a compiled graph; :class:`OneRowProducts` hands a compiled
-graph's float32 one-row products to ``zoo_gemv::f32``. :func:`available` says whether they can run here: an AVX2 CPU (``torch.backends.cpu.get_cpu_capability()``),
-a compiler, and ``ZOO_GEMV`` not set to ``0``. Where not, callers keep PyTorch's kernels; a failed build warns once.
+graph's float32 one-row products to ``zoo_gemv::f32``. :func:`available` says whether they can run here: an AVX2
+CPU (``torch.backends.cpu.get_cpu_capability()``), a compiler, and ``ZOO_GEMV`` not set to ``0``. Where not,
+callers keep PyTorch's kernels; a failed build warns once.
 """
 
 from __future__ import annotations

@@ -175,7 +175,6 @@ class StaticDecoder(nn.Module):
                 for i, b in enumerate(model.schedule)
             ]
             self.prefix, self.steps, self.suffix = list(model.prefix), [list(s) for s in model.steps], model.suffix
-        self.windows = sorted({a.window for a in self.apps}, key=lambda w: -1 if w is None else w)
         p = model.model.embed_tokens.weight
         shape = (1, c.num_key_value_heads, max_seq_len, c.head_dim)
         routed = {self.apps[i].slot for step in self.steps for i in step} if self.routing else set()
@@ -184,6 +183,9 @@ class StaticDecoder(nn.Module):
         if llm_ops:  # slots every application of which attends causally over its own cache
             masked = {a.slot for a in self.apps if a.window is not None or a.reads_shared} | routed
             self.llm_slots = {a.slot for a in self.apps} - masked
+        # the windows the masked slots attend under: one mask each per step (the LLM operators' slots need none)
+        windows = {a.window for a in self.apps if a.slot not in self.llm_slots}
+        self.windows = sorted(windows, key=lambda w: -1 if w is None else w)
         self.cache_specs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         for slot in range(self.num_slots):
             size = (1, max_seq_len, c.num_key_value_heads, c.head_dim) if slot in self.llm_slots else shape
