@@ -57,7 +57,15 @@ from ..layers.quant import QuantizedLinear, model_quantization, quantize_int8, q
 from ..layers.static_decoder import StaticDecoder
 from .core import ExportError, ExportSpec, compare
 
-__all__ = ["CachedDecoder", "CompiledLM", "Int8Embedding", "load", "load_llm_ops", "quantize_for_xnnpack"]
+__all__ = [
+    "CachedDecoder",
+    "CompiledLM",
+    "Int8Embedding",
+    "load",
+    "load_llm_ops",
+    "quantize_for_xnnpack",
+    "stack_linears",
+]
 
 PTE_NAME = "model.pte"
 AOTI_NAME = "decoder.pt2"
@@ -109,7 +117,7 @@ def CachedDecoder(
     """``model`` over a static cache of ``max_seq_len`` tokens (:class:`zoo.layers.static_decoder.StaticDecoder`),
     refused with :class:`ExportError` where it cannot be built."""
     try:
-        return StaticDecoder(model, max_seq_len, delegate_ops, llm_ops=llm_ops)
+        return StaticDecoder(model, max_seq_len, delegate_ops, llm_ops=llm_ops, fuse=stack_linears if llm_ops else None)
     except ValueError as e:
         raise ExportError(str(e)) from None
 
@@ -159,6 +167,29 @@ def _intx_from_zoo(layer: QuantizedLinear) -> torch.Tensor | None:
         return None
     codes = unpack_int4(layer.codes()).to(torch.int16) - 8
     return _intx(codes, layer.scale.float(), 4, layer.group_size, True)
+
+
+def stack_linears(linears: list[nn.Linear]) -> nn.Linear:
+    """One linear layer whose output rows are ``linears``' in turn (float32, or torchao's quantized weights of one
+    kind: the codes, scales and zero points stacked, each row keeps its own): what :class:`StaticDecoder` runs a
+    layer's query/key/value and gate/up projections as. The same values as the layers apart, in one product."""
+    weights = [layer.weight.detach() for layer in linears]
+    kinds = {(type(w), getattr(w, "block_size", None), getattr(w, "target_dtype", None)) for w in weights}
+    if len(kinds) > 1:
+        raise ExportError(f"cannot stack linear layers of different kinds of weights: {sorted(map(str, kinds))}")
+    if hasattr(weights[0], "qdata"):
+        first = weights[0]
+        data = {name: torch.cat([getattr(w, name) for w in weights]) for name in first.tensor_data_names}
+        attributes = [getattr(first, name) for name in first.tensor_attribute_names]
+        weight = type(first)(*data.values(), *attributes)
+    else:
+        weight = torch.cat(weights)
+    biases = [layer.bias for layer in linears]
+    stacked = nn.Linear(weights[0].shape[1], sum(w.shape[0] for w in weights), bias=biases[0] is not None)
+    stacked.weight = nn.Parameter(weight, requires_grad=False)
+    if stacked.bias is not None:
+        stacked.bias = nn.Parameter(torch.cat([b.detach() for b in biases]), requires_grad=False)
+    return stacked
 
 
 class Int8Embedding(nn.Module):
@@ -265,7 +296,8 @@ def export_methods(
 
 
 def _linear_passes_only():
-    """XNNPACK's partitioner, its blocks marked for the preprocess of dynamically quantized linear blocks.
+    """XNNPACK's partitioner, its blocks marked for the preprocess of dynamically quantized linear blocks, the ops
+    it keeps whole (linear layers) kept from decomposition without a check of each node.
 
     XNNPACK's preprocess runs 17 graph passes over every delegated block, each re-tracing the block with fake
     tensors, two of them matching pattern graphs (bilinear upsampling, SDPA) node by node: about 5 s per block, two
@@ -273,11 +305,19 @@ def _linear_passes_only():
     linear layers. The others rewrite ops a :class:`~zoo.layers.static_decoder.DelegateOps` block does not hold
     (convolutions, batch norms, upsampling, PReLU, channels-last layouts, max pooling, padding) or fold what is
     already folded; the lowered program computes the same values (the export's check compares them), and the export
-    of mobilellm_125m 8da4w as a whole-prompt program took 250 s instead of 416."""
+    of mobilellm_125m 8da4w as a whole-prompt program took 250 s instead of 416.
+
+    ExecuTorch decomposes the program three times where a partitioner checks each node it keeps whole, once where
+    it keeps them all: every linear layer of these programs is XNNPACK's to run (the export's check runs the
+    lowered program), and the lowering takes a quarter less time."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir.backend.compile_spec_schema import CompileSpec
 
-    partitioner = XnnpackPartitioner()
+    class Partitioner(XnnpackPartitioner):
+        def ops_to_not_decompose(self, ep):
+            return super().ops_to_not_decompose(ep)[0], None
+
+    partitioner = Partitioner()
     partitioner.delegation_spec.compile_specs.append(CompileSpec("dqlinear_partitioner", b""))
     return partitioner
 
