@@ -27,6 +27,7 @@ from zoo.export.lm_runtime import (
     load,
     load_llm_ops,
     quantize_for_xnnpack,
+    stack_linears,
     weight_bytes,
 )
 from zoo.layers.decoder import generate_on_session
@@ -161,11 +162,35 @@ def test_llm_ops_take_the_causal_slots_only():
             size = decoder.get_buffer(f"k_cache_{slot}").shape
             assert size[1:3] == ((MAX_LEN, 2) if slot in decoder.llm_slots else (2, MAX_LEN)), (case, slot)
         layout[case] = (len(decoder.llm_slots), decoder.num_slots)
+        # their layers' query/key/value projections stacked, where the application adds no LoRA delta to them
+        fused = {i for i, a in enumerate(decoder.apps) if a.slot in decoder.llm_slots and a.lora is None}
+        assert set(decoder.fused_apps) == fused, case
     assert layout["mobilellm"] == (2, 2)
     assert layout["mobilellm_pro_window"] == (2, 3)  # the sliding-window layer keeps its mask
     assert 0 < layout["mor_expert"][0] < layout["mor_expert"][1]  # the routed recursion keeps its validity mask
     with pytest.raises(ExportError, match="delegate_ops"):
         CachedDecoder(_model("mobilellm"), MAX_LEN, llm_ops=True)
+
+
+@pytest.mark.parametrize("quantize", [None, "8da4w", "8da8w"])
+def test_stacked_linear_layers_compute_what_the_layers_do(quantize):
+    """One product for a layer's query/key/value projections: the rows of float or torchao-quantized weights
+    (codes, scales and zero points) stacked give each layer's outputs side by side, to the bit."""
+    model = zoo.create_model("mobilellm_125m", **SMALL).eval()
+    if quantize:
+        model = quantize_for_xnnpack(model, quantize)
+    attn = model.model.layers[0].self_attn
+    layers = [attn.q_proj, attn.k_proj, attn.v_proj]
+    stacked = stack_linears(layers)
+    x = torch.randn(1, 5, SMALL["hidden_size"])
+    with torch.no_grad():
+        want = torch.cat([layer(x) for layer in layers], dim=-1)
+        assert torch.equal(stacked(x), want)
+    assert type(stacked.weight) is type(attn.q_proj.weight)
+    # float rows beside quantized ones (or the other way round) cannot be one product
+    other = quantize_for_xnnpack(model, "8da4w") if not quantize else zoo.create_model("mobilellm_125m", **SMALL)
+    with pytest.raises(ExportError, match="different kinds"):
+        stack_linears([attn.q_proj, other.model.layers[0].self_attn.k_proj])
 
 
 def test_a_program_that_needs_the_llm_ops_says_so_where_they_are_missing(tmp_path, monkeypatch):
