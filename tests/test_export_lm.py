@@ -149,25 +149,26 @@ def test_exported_methods_decode_as_generate(case):
     assert all(bool(b.any()) for n, b in decode.named_buffers() if n.startswith("valid_"))
 
 
-def test_llm_ops_take_the_causal_slots_only():
-    """ExecuTorch's LLM operators write and attend over the slots every application of which is causal over its own
-    cache; sliding windows, routed slots and shared keys/values keep the masked form and its cache layout."""
+def test_llm_ops_take_the_slots_that_write_their_own_cache():
+    """ExecuTorch's ``update_cache`` writes the slots whose applications write their own cache with the layer's own
+    projections (sliding windows included: their mask is additive), in its layout ``(kv_heads, S, 1, D)``, their
+    layers' query/key/value projections stacked; routed slots, shared keys/values and LoRA keep the masked form."""
     assert load_llm_ops()  # executorch (the export extra, part of dev) ships them
     layout = {}
     for case in ("mobilellm", "mobilellm_pro_window", "mor_expert", "recursive_kv_share_lora_norms"):
         decoder = CachedDecoder(_model(case), MAX_LEN, delegate_ops=True, llm_ops=True)
-        masked = {a.slot for a in decoder.apps if a.window is not None or a.reads_shared} | set(decoder.routed_slots)
+        masked = {a.slot for a in decoder.apps if a.reads_shared or a.lora is not None} | set(decoder.routed_slots)
         assert decoder.llm_slots == set(range(decoder.num_slots)) - masked
         for slot in range(decoder.num_slots):
-            size = decoder.get_buffer(f"k_cache_{slot}").shape
-            assert size[1:3] == ((MAX_LEN, 2) if slot in decoder.llm_slots else (2, MAX_LEN)), (case, slot)
+            size = tuple(decoder.get_buffer(f"k_cache_{slot}").shape)
+            assert size == ((2, MAX_LEN, 1, 16) if slot in decoder.llm_slots else (1, 2, MAX_LEN, 16)), (case, slot)
         layout[case] = (len(decoder.llm_slots), decoder.num_slots)
-        # their layers' query/key/value projections stacked, where the application adds no LoRA delta to them
-        fused = {i for i, a in enumerate(decoder.apps) if a.slot in decoder.llm_slots and a.lora is None}
-        assert set(decoder.fused_apps) == fused, case
+        blocks = {decoder._block[i] for i, a in enumerate(decoder.apps) if a.slot in decoder.llm_slots}
+        assert set(decoder.fused) == blocks, case
     assert layout["mobilellm"] == (2, 2)
-    assert layout["mobilellm_pro_window"] == (2, 3)  # the sliding-window layer keeps its mask
+    assert layout["mobilellm_pro_window"] == (3, 3)
     assert 0 < layout["mor_expert"][0] < layout["mor_expert"][1]  # the routed recursion keeps its validity mask
+    assert 0 < layout["recursive_kv_share_lora_norms"][0] < layout["recursive_kv_share_lora_norms"][1]
     with pytest.raises(ExportError, match="delegate_ops"):
         CachedDecoder(_model("mobilellm"), MAX_LEN, llm_ops=True)
 
@@ -201,7 +202,7 @@ def test_a_program_that_needs_the_llm_ops_says_so_where_they_are_missing(tmp_pat
     (tmp_path / "runtime.json").write_text(json.dumps(info))
     (tmp_path / "model.pte").write_bytes(b"not read")
     monkeypatch.setattr(lm_runtime, "load_llm_ops", lambda: False)
-    with pytest.raises(RuntimeError, match=r"LLM operators .*install the executorch release it was exported with"):
+    with pytest.raises(RuntimeError, match=r"LLM operator .*install the executorch release it was exported with"):
         load(tmp_path)
 
 

@@ -15,9 +15,10 @@ Backends (``backend=`` option; default ``executorch`` where it imports, else ``a
   in the file (ExecuTorch zero-fills it when the method loads). The decoder computes its norms, heads, rotary
   embedding and attention with :class:`~zoo.layers.static_decoder.DelegateOps` (the same values in ops XNNPACK
   takes whole), so each layer lowers as one or two delegated blocks around its cache writes: fewer blocks to
-  lower, fewer calls per token. The causal layers write their caches and attend with ExecuTorch's LLM operators
-  (``llama::update_cache``, ``llama::custom_sdpa``: in place, over the positions seen so far). Runs in
-  ExecuTorch's Python runtime (the LLM operators loaded first: ``runtime.json``'s ``llm_ops``).
+  lower, fewer calls per token. The layers write their caches in place with ExecuTorch's LLM operator
+  ``llama::update_cache`` and attend over them with XNNPACK's batched matrix products
+  (:meth:`~zoo.layers.static_decoder.StaticDecoder._run_llm`; routed, shared and LoRA slots keep the masked form).
+  Runs in ExecuTorch's Python runtime (the LLM operators loaded first: ``runtime.json``'s ``llm_ops``).
 * ``aoti``: ``decoder.pt2``, an AOTInductor package (``torch._inductor.aoti_compile_and_package``). Runs with
   ``torch._inductor.aoti_load_package`` and nothing else.
 
@@ -102,13 +103,13 @@ def _backend(spec: ExportSpec) -> str:
 
 
 def load_llm_ops() -> bool:
-    """Whether ExecuTorch's LLM operators (``llama::update_cache``, ``llama::custom_sdpa``) are registered, with
+    """Whether ExecuTorch's LLM operators (``llama::update_cache``, the one the export uses) are registered, with
     torch for the export and with ExecuTorch's runtime for a program that calls them; loads them if not."""
     try:
         import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
     except Exception:  # an executorch build without them
         return False
-    return hasattr(torch.ops.llama, "custom_sdpa") and hasattr(torch.ops.llama, "update_cache")
+    return hasattr(torch.ops.llama, "update_cache")
 
 
 def CachedDecoder(
@@ -474,7 +475,7 @@ class CompiledLM:
 
             if self.info.get("llm_ops") and not load_llm_ops():
                 raise RuntimeError(
-                    f"{artefact} calls ExecuTorch's LLM operators (llama::custom_sdpa, llama::update_cache), which "
+                    f"{artefact} calls ExecuTorch's LLM operator llama::update_cache, which "
                     "this executorch install lacks; install the executorch release it was exported with "
                     f"({self.info.get('executorch_version', 'see runtime.json')})"
                 )
