@@ -271,12 +271,12 @@ def test_aoti_export_more_families(tmp_path, case):
 
 @pytest.mark.parametrize(
     "case",
-    # ExecuTorch lowerings take 10-30 s each on 2 cores: -m slow (CI) runs the plain decoder (a whole prompt per
-    # call, and one token per call), sliding windows and MoR routing (the cache paths the plain decoder lacks);
+    # ExecuTorch lowerings take 10-30 s each on 2 cores: -m slow (CI) runs the plain decoder (one token per call,
+    # and a whole prompt per call), sliding windows and MoR routing (the cache paths the plain decoder lacks);
     # -m sweep (by hand): layer sharing and the vanilla recursive stack, whose caches are the plain decoder's
     [
         pytest.param(c, marks=pytest.mark.slow)
-        for c in ("mobilellm", "mobilellm:one_token", "mobilellm_pro_window", "mor_expert")
+        for c in ("mobilellm", "mobilellm:dynamic_prompt", "mobilellm_pro_window", "mor_expert")
     ]
     + [pytest.param(c, marks=[pytest.mark.slow, pytest.mark.sweep]) for c in ("mobilellm_ls", "vanilla")],
 )
@@ -284,12 +284,12 @@ def test_executorch_export_generates_as_eager(tmp_path, case):
     # executorch is in the export extra (part of dev): a missing install fails here rather than skipping
     case, _, option = case.partition(":")
     model, prompt = _model(case), _prompt()
-    options = {"dynamic_prompt": False} if option == "one_token" else {}
+    options = {option: True} if option else {}
     result = zoo.export(model, "pte", tmp_path, max_seq_len=MAX_LEN, check=True, backend="executorch", **options)
     assert result.files == ["model.pte", "runtime.json"]
     assert result.check["ok"], result.check
     info = json.loads((tmp_path / "runtime.json").read_text())
-    assert info["prompt"] == ("tokens" if option else "whole")
+    assert info["prompt"] == ("whole" if option else "tokens")
     assert info["llm_ops"] == bool(CachedDecoder(model, MAX_LEN, delegate_ops=True, llm_ops=True).llm_slots)
     want = model.generate(prompt, max_new_tokens=NEW)[0, PROMPT:].tolist()
     lm = load(tmp_path)
