@@ -372,7 +372,7 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     if spec.quantize:
         model = _stored_weights(model, spec)
     # executorch: the norms, heads and attention in ops XNNPACK takes whole (one delegated block per layer), the
-    # causal layers' cache writes and attention by ExecuTorch's LLM operators (in place; the positions seen so far)
+    # layers' cache writes by ExecuTorch's update_cache (in place), their attention by XNNPACK over the cache
     llm_ops = backend == "executorch" and load_llm_ops()
     decoder = CachedDecoder(model, spec.max_seq_len, delegate_ops=backend == "executorch", llm_ops=llm_ops).eval()
     # one program serves the prompt and each new token: one lowering (the slow part of an export), one copy of the
@@ -630,7 +630,7 @@ def usage(spec: ExportSpec) -> str:
             "`zoo.export.lm_runtime.load(FOLDER).generate(...)` samples, stops and streams as `generate` does):"
         )
         load = [
-            "import executorch.extension.llm.custom_ops.custom_ops  # its LLM operators (cache writes, attention)",
+            "import executorch.extension.llm.custom_ops.custom_ops  # its LLM operators (the in-place cache writes)",
             "from executorch.runtime import Runtime",
             "",
             f'program = Runtime.get().load_program("{PTE_NAME}")',
