@@ -174,7 +174,7 @@ def _intx_from_zoo(layer: QuantizedLinear) -> torch.Tensor | None:
 def stack_linears(linears: list[nn.Linear]) -> nn.Linear:
     """One linear layer whose output rows are ``linears``' in turn (float32, or torchao's quantized weights of one
     kind: the codes, scales and zero points stacked, each row keeps its own): what :class:`StaticDecoder` runs a
-    layer's query/key/value and gate/up projections as. The same values as the layers apart, in one product."""
+    layer's query/key/value projections as. The same values as the layers apart, in one product."""
     weights = [layer.weight.detach() for layer in linears]
     kinds = {(type(w), getattr(w, "block_size", None), getattr(w, "target_dtype", None)) for w in weights}
     if len(kinds) > 1:
