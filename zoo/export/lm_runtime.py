@@ -309,9 +309,9 @@ def _linear_passes_only():
     already folded; the lowered program computes the same values (the export's check compares them), and the export
     of mobilellm_125m 8da4w as a whole-prompt program took 250 s instead of 416.
 
-    ExecuTorch decomposes the program three times where a partitioner checks each node it keeps whole, once where
-    it keeps them all: every linear layer of these programs is XNNPACK's to run (the export's check runs the
-    lowered program), and the lowering takes a quarter less time."""
+    ExecuTorch decomposes the program three times where a partitioner checks each node it keeps whole, twice where
+    it keeps them all (functionalization, then the decompositions): every linear layer of these programs is
+    XNNPACK's to run (the export's check runs the lowered program), and the lowering takes a quarter less time."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir.backend.compile_spec_schema import CompileSpec
 
