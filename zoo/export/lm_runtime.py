@@ -297,7 +297,7 @@ def export_methods(
     return programs
 
 
-def _linear_passes_only():
+def _xnnpack_partitioner():
     """XNNPACK's partitioner, its blocks marked for the preprocess of dynamically quantized linear blocks, the ops
     it keeps whole (linear layers) kept from decomposition without a check of each node.
 
@@ -331,7 +331,7 @@ def _lower_executorch(programs: dict[str, torch.export.ExportedProgram]) -> byte
     # as ExecuTorch's own LLM export: no per-op dtype verification of the edge graph (a third of the lowering time
     # for these graphs; torch.export has verified them) and no dim-order ops (XNNPACK takes contiguous tensors)
     compile_config = EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True)
-    edge = to_edge_transform_and_lower(programs, partitioner=[_linear_passes_only()], compile_config=compile_config)
+    edge = to_edge_transform_and_lower(programs, partitioner=[_xnnpack_partitioner()], compile_config=compile_config)
     # the cache is not stored: ExecuTorch serializes a mutable buffer's shape and dtype only and zero-fills it when
     # the method loads (a stored cache would add max_seq_len's worth of zeros to the file)
     config = ExecutorchBackendConfig(
@@ -384,8 +384,8 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
         # the LLM operators' shape checks call a torch function that warns of its removal, once per trace of each
         # call (hundreds per export); the export has nothing to do about it
         warnings.filterwarnings("ignore", message="_check_is_size will be removed", category=FutureWarning)
-        method = "prefill" if whole else "decode"
-        program = export_methods(decoder, spec, (method,))[method]
+        traced = "prefill" if whole else "decode"
+        program = export_methods(decoder, spec, (traced,))[traced]
         try:
             if backend == "executorch":
                 tmp.write_bytes(_lower_executorch({FORWARD: program}))
