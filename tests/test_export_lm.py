@@ -21,6 +21,7 @@ from zoo.cli import main as zoo_main
 from zoo.export import ExportError
 from zoo.export.lm_runtime import (
     CachedDecoder,
+    CompiledLM,
     Int8Embedding,
     export_methods,
     file_size_check,
@@ -30,7 +31,7 @@ from zoo.export.lm_runtime import (
     stack_linears,
     weight_bytes,
 )
-from zoo.layers.decoder import generate_on_session
+from zoo.layers.decoder import GenerationConfig, generate_on_session
 from zoo.layers.quant import QuantSpec, quantize_model, unpack_int4
 
 SMALL = dict(
@@ -121,6 +122,64 @@ def test_cached_decoder_decodes_as_generate(case):
         with torch.no_grad():
             routing = model(torch.cat([prompt, torch.tensor([want])], 1), return_routing=True).routing
         assert any(0 < r.float().mean() < 1 for r in routing)
+
+
+def _chunked_lm(decoder, chunk: int, min_tokens: int, calls: list) -> CompiledLM:
+    """A CompiledLM whose prompt method (``chunk`` tokens) and one-token method are ``decoder`` itself, recording
+    each call as (method, tokens, position)."""
+
+    def method(name):
+        def run(inputs):
+            tokens, pos = inputs
+            assert tokens.shape[1] == (chunk if name == "prefill" else 1)  # the static methods' shapes
+            calls.append((name, tokens[0].tolist(), int(pos)))
+            return [decoder(tokens, pos)]
+
+        return run
+
+    lm = CompiledLM.__new__(CompiledLM)
+    lm.info = {"prompt": "chunk", "prompt_chunk": chunk, "chunk_min_tokens": min_tokens}
+    lm.max_seq_len, lm.vocab_size, lm.position = decoder.max_seq_len, decoder.lm.config.vocab_size, 0
+    lm.generation_config = GenerationConfig()
+    lm._methods = {m: method(m) for m in ("prefill", "decode")}
+    return lm
+
+
+def test_compiled_lm_prompt_chunks():
+    """CompiledLM.prefill over a prompt method of 8 tokens and a one-token method: whole chunks, a short rest token
+    by token, a longer rest as an overlapping last chunk, a prompt shorter than a chunk padded (its last token
+    alone). Every way gives eager's logits, and the cache it leaves decodes as eager."""
+    model = _model("mobilellm")
+    decoder = CachedDecoder(model, MAX_LEN).eval()
+    ids = torch.randint(0, 128, (1, 24), generator=torch.Generator().manual_seed(5))
+    calls = []
+    lm = _chunked_lm(decoder, 8, 3, calls)
+    t = ids[0].tolist()
+    plans = {  # prompt length -> the calls (method, first token position, length)
+        1: [("decode", 0, 1)],
+        2: [("decode", 0, 1), ("decode", 1, 1)],
+        5: [("prefill", 0, 8), ("decode", 4, 1)],
+        8: [("prefill", 0, 8)],
+        9: [("prefill", 0, 8), ("decode", 8, 1)],
+        13: [("prefill", 0, 8), ("prefill", 5, 8)],
+        16: [("prefill", 0, 8), ("prefill", 8, 8)],
+        23: [("prefill", 0, 8), ("prefill", 8, 8), ("prefill", 15, 8)],
+    }
+    for n, plan in plans.items():
+        calls.clear()
+        with torch.no_grad():
+            logits = lm.prefill(ids[:, :n])
+            want = _logits_of(model, ids[:, :n])[:, -1]
+        assert [(m, pos, len(tokens)) for m, tokens, pos in calls] == plan, n
+        for m, tokens, pos in calls:  # the prompt's own tokens at their positions; a short prompt's padding last
+            real = t[pos : min(pos + len(tokens), n - 1 if n < 8 and m == "prefill" else n)]
+            assert tokens[: len(real)] == real and not any(tokens[len(real) :]), (n, m, pos)
+        assert (logits - want).abs().max().item() < 1e-4, n
+        with torch.no_grad():  # the cache left behind (stale entries past the prompt included) decodes as eager
+            assert (
+                lm.generate(ids[:, :n], 4)[0, n:].tolist()
+                == model.generate(ids[:, :n], max_new_tokens=4)[0, n:].tolist()
+            )
 
 
 @pytest.mark.parametrize("case", ["mobilellm_ls", "mor_expert_kv_share", "mor_token_loss_free_kv_share"])
@@ -271,12 +330,19 @@ def test_aoti_export_more_families(tmp_path, case):
 
 @pytest.mark.parametrize(
     "case",
-    # ExecuTorch lowerings take 10-30 s each on 2 cores: -m slow (CI) runs the plain decoder (one token per call,
-    # and a whole prompt per call), sliding windows and MoR routing (the cache paths the plain decoder lacks);
-    # -m sweep (by hand): layer sharing and the vanilla recursive stack, whose caches are the plain decoder's
+    # ExecuTorch lowerings take 10-30 s each on 2 cores: -m slow (CI) runs the plain decoder (a one-token method
+    # beside prompt methods of 32 and of 4 tokens, and one method of any length), sliding windows and MoR routing
+    # (the cache paths the plain decoder lacks); -m sweep (by hand): layer sharing and the vanilla recursive stack,
+    # whose caches are the plain decoder's
     [
         pytest.param(c, marks=pytest.mark.slow)
-        for c in ("mobilellm", "mobilellm:dynamic_prompt", "mobilellm_pro_window", "mor_expert")
+        for c in (
+            "mobilellm",
+            "mobilellm:prompt_chunk=4",
+            "mobilellm:dynamic_prompt",
+            "mobilellm_pro_window",
+            "mor_expert",
+        )
     ]
     + [pytest.param(c, marks=[pytest.mark.slow, pytest.mark.sweep]) for c in ("mobilellm_ls", "vanilla")],
 )
@@ -284,19 +350,25 @@ def test_executorch_export_generates_as_eager(tmp_path, case):
     # executorch is in the export extra (part of dev): a missing install fails here rather than skipping
     case, _, option = case.partition(":")
     model, prompt = _model(case), _prompt()
-    options = {option: True} if option else {}
+    name, _, value = option.partition("=")
+    options = {name: int(value) if value else True} if option else {}
     result = zoo.export(model, "pte", tmp_path, max_seq_len=MAX_LEN, check=True, backend="executorch", **options)
     assert result.files == ["model.pte", "runtime.json"]
     assert result.check["ok"], result.check
     info = json.loads((tmp_path / "runtime.json").read_text())
-    assert info["prompt"] == ("whole" if option else "tokens")
+    chunk = options.get("prompt_chunk", MAX_LEN)  # the default, 32, is this cache's length
+    assert info["prompt"] == ("whole" if name == "dynamic_prompt" else "chunk")
+    assert info.get("prompt_chunk") == (None if name == "dynamic_prompt" else chunk)
+    assert info["methods"] == {"prefill": "forward" if name == "dynamic_prompt" else "prefill", "decode": "forward"}
     assert info["llm_ops"] == bool(CachedDecoder(model, MAX_LEN, delegate_ops=True, llm_ops=True).llm_slots)
     want = model.generate(prompt, max_new_tokens=NEW)[0, PROMPT:].tolist()
     lm = load(tmp_path)
     assert lm.generate(prompt, NEW)[0, PROMPT:].tolist() == want
-    assert (
-        lm.generate(prompt[:, :1], 3)[0, 1:].tolist() == model.generate(prompt[:, :1], max_new_tokens=3)[0, 1:].tolist()
-    )
+    # one token; prompt_chunk=4: a prompt shorter than a chunk (padded), one of chunks (the 7 above: a chunk and an
+    # overlapping last one), and after a longer sequence (its stale cache entries masked out)
+    for n in (1, 2, 4):
+        want = model.generate(prompt[:, :n], max_new_tokens=3)[0, n:].tolist()
+        assert lm.generate(prompt[:, :n], 3)[0, n:].tolist() == want, n
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -439,7 +511,7 @@ def test_executorch_8da4w_export_samples_streams_and_runs_from_the_cli(tmp_path,
     assert result.check["ok"], result.check
     assert result.check["size"]["ok"] and result.check["size"]["ratio"] > 0.5, result.check["size"]
     info = json.loads((tmp_path / "runtime.json").read_text())
-    assert info["quantize"] == "8da4w" and info["methods"] == {"prefill": "forward", "decode": "forward"}
+    assert info["quantize"] == "8da4w" and info["methods"] == {"prefill": "prefill", "decode": "forward"}
     lm = load(tmp_path)
     settings = dict(do_sample=True, temperature=0.9, top_k=30, top_p=0.95)
     a = lm.generate(prompt, NEW, generator=torch.Generator().manual_seed(3), **settings)

@@ -364,6 +364,7 @@ def _cmd_export(args) -> int:
             tokenizer=args.tokenizer,
             **({"backend": args.backend} if args.backend else {}),
             **({"dynamic_prompt": args.dynamic_prompt} if args.dynamic_prompt is not None else {}),
+            **({"prompt_chunk": args.prompt_chunk} if args.prompt_chunk is not None else {}),
             **({"group_size": args.group_size} if args.group_size is not None else {}),
         )
     except export.ExportError as e:
@@ -713,8 +714,15 @@ def _add_export_parser(sub) -> None:
         "--dynamic-prompt",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="pte (executorch): one method for a prompt of any length (prompts read 2.5x faster; the export takes "
-        "about twice as long, decoding 7%% longer) instead of one token per call (the default)",
+        help="pte (executorch): one method for a prompt of any length (the export takes about twice as long, "
+        "decoding 7%% longer) instead of a one-token method and a prompt-chunk method (the default)",
+    )
+    p.add_argument(
+        "--prompt-chunk",
+        type=int,
+        default=None,
+        help="pte (executorch): tokens per call of the prompt method, lowered beside the one-token method (default "
+        "32; 0: no prompt method, the prompt fed token by token and an export of one method)",
     )
     p.add_argument("--check", action="store_true", help="run the artefact on a seeded sample and compare with eager")
     p.set_defaults(func=_cmd_export)

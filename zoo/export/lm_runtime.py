@@ -4,19 +4,20 @@ The model is traced as :class:`CachedDecoder`: ``(tokens (1, T), input_pos (1,))
 last token, writing the keys/values of the ``T`` tokens at positions ``input_pos .. input_pos + T - 1`` of a
 static cache of ``spec.max_seq_len`` tokens held in module buffers and mutated in place (one pair of buffers per
 slot of the model's own cache, i.e. per layer application). Attention reads the whole static cache under a mask
-built from the positions, so no shape depends on the data. One program is traced: with ``T`` dynamic in
-``[1, max_seq_len]`` it takes the prompt, then each new token (``T = 1``); ExecuTorch's takes one token per call
-(``T = 1``, static shapes: half the export time, the fastest decode) unless ``dynamic_prompt=True``
-(:func:`whole_prompt`). One program means one lowering (the slow part of an export) and one copy of the weights
-and the cache.
+built from the positions, so no shape depends on the data. AOTInductor traces it once with ``T`` dynamic in
+``[1, max_seq_len]``: the prompt, then each new token. ExecuTorch's program has two methods of static shapes
+(:func:`prompt_form`): ``forward`` takes one token per call, ``prefill`` a chunk of ``prompt_chunk`` tokens (default
+32) of the prompt; they are lowered side by side in two processes and share the weights (stored once) and the cache
+(one allocation). ``prompt_chunk=0`` exports ``forward`` alone (the prompt token by token), ``dynamic_prompt=True``
+one ``forward`` of any length.
 
 Backends (``backend=`` option; default ``executorch`` where it imports, else ``aoti``):
 
-* ``executorch``: ``model.pte`` with the method ``forward``, lowered with the XNNPACK partitioner; the cache is not
-  in the file (ExecuTorch zero-fills it when the method loads). The decoder computes its norms, heads, rotary
-  embedding and attention with :class:`~zoo.layers.static_decoder.DelegateOps` (the same values in ops XNNPACK
-  takes whole), so each layer lowers as one or two delegated blocks around its cache writes: fewer blocks to
-  lower, fewer calls per token. The layers write their caches in place with ExecuTorch's LLM operator
+* ``executorch``: ``model.pte`` with the methods ``forward`` and ``prefill``, lowered with the XNNPACK partitioner;
+  the cache is not in the file (ExecuTorch zero-fills it when the program loads). The decoder computes its norms,
+  heads, rotary embedding and attention with :class:`~zoo.layers.static_decoder.DelegateOps` (the same values in
+  ops XNNPACK takes whole), so each layer lowers as one or two delegated blocks around its cache writes: fewer
+  blocks to lower, fewer calls per token. The layers write their caches in place with ExecuTorch's LLM operator
   ``llama::update_cache`` and attend over them with XNNPACK's batched matrix products
   (:meth:`~zoo.layers.static_decoder.StaticDecoder._run_llm`; routed, shared and LoRA slots keep the masked form).
   Runs in ExecuTorch's Python runtime (the LLM operators loaded first: ``runtime.json``'s ``llm_ops``).
@@ -43,7 +44,13 @@ is refused.
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import logging
+import multiprocessing
+import os
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -73,7 +80,10 @@ PTE_NAME = "model.pte"
 AOTI_NAME = "decoder.pt2"
 RUNTIME_NAME = "runtime.json"
 METHODS = ("prefill", "decode")
-FORWARD = "forward"  # the executorch program's one method: a prompt of any length, or one token
+FORWARD = "forward"  # the executorch program's method of one token (or of a prompt of any length: dynamic_prompt)
+PREFILL = "prefill"  # its method of prompt_chunk tokens, beside FORWARD
+DEFAULT_PROMPT_CHUNK = 32
+CHUNK_COST = 0.4  # a chunk's call costs about as much as CHUNK_COST * chunk calls of one token (measured)
 BACKENDS = ("executorch", "aoti")
 # quantize= (executorch): int8 dynamic activations (per token, asymmetric) with int4 weights in groups, or int8
 # weights per output row -- the XNNPACK kernels ExecuTorch runs Llama with on phones
@@ -277,20 +287,20 @@ def quantize_for_xnnpack(model: nn.Module, quantize: str, group_size: int = DEFA
 
 
 def export_methods(
-    decoder: StaticDecoder, spec: ExportSpec, methods: tuple[str, ...] = METHODS
+    decoder: StaticDecoder, spec: ExportSpec, lengths: dict[str, int | None] | None = None
 ) -> dict[str, torch.export.ExportedProgram]:
-    """``prefill`` (prompt length dynamic in ``[1, max_seq_len]``; it decodes a token too) and ``decode`` (one
-    token, static shapes) of ``decoder``."""
+    """``decoder`` traced once per method of ``lengths`` (name -> tokens per call; ``None``: any length in ``[1,
+    max_seq_len]``). Default: ``prefill`` (a dynamic prompt length; it decodes a token too) and ``decode`` (one
+    token, static shapes)."""
     S = decoder.max_seq_len
     device = decoder.rope_cos.device
     pos = torch.zeros(1, dtype=torch.long, device=device)
     programs = {}
     try:
         with torch.no_grad():
-            for method in methods:
-                length = min(8, S) if method == "prefill" else 1
-                tokens = torch.zeros(1, length, dtype=torch.long, device=device)
-                dynamic = ({1: Dim("prompt_length", min=1, max=S)}, None) if method == "prefill" else None
+            for method, length in (lengths or {"prefill": None, "decode": 1}).items():
+                tokens = torch.zeros(1, min(8, S) if length is None else length, dtype=torch.long, device=device)
+                dynamic = ({1: Dim("prompt_length", min=1, max=S)}, None) if length is None else None
                 programs[method] = torch.export.export(decoder, (tokens, pos), dynamic_shapes=dynamic)
     except Exception as e:  # torch's message names the op or guard that failed
         raise ExportError(f"torch.export of {spec.name}'s cached decoder failed: {type(e).__name__}: {e}") from e
@@ -324,19 +334,105 @@ def _xnnpack_partitioner():
     return partitioner
 
 
-def _lower_executorch(programs: dict[str, torch.export.ExportedProgram]) -> bytes:
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+def _lowered(decoder: StaticDecoder, spec: ExportSpec, name: str, length: int | None, compile_config):
+    """The method ``name`` of the program: ``decoder`` traced for ``length`` tokens per call, lowered to XNNPACK."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    program = export_methods(decoder, spec, {name: length})[name]
+    partitioner = [_xnnpack_partitioner()]
+    edge = to_edge_transform_and_lower({name: program}, partitioner=partitioner, compile_config=compile_config)
+    return edge.exported_program(name)
+
+
+class _Worker:
+    """``make()``'s lowered method, computed in a forked process and read back with ExecuTorch's serializer of
+    edge programs (delegates included): the lowering is single-threaded Python, and a second method lowered beside
+    the first costs the wall time of the slower one plus the round trip (about 10 s for mobilellm_125m)."""
+
+    def __init__(self, make, path: Path):
+        self.path = path
+        context = multiprocessing.get_context("fork")
+        self._reader, writer = context.Pipe(duplex=False)
+
+        def run():
+            from executorch.exir.serde.serialize import save
+
+            try:
+                torch.set_num_threads(1)  # the parent works beside it
+                save(make(), str(path))
+                writer.send(None)
+            except BaseException as e:  # reported to the parent, which raises it
+                writer.send((isinstance(e, ExportError), f"{type(e).__name__}: {e}"))
+            finally:
+                writer.close()
+
+        self._process = context.Process(target=run, daemon=True)
+        self._process.start()
+        writer.close()
+
+    def result(self) -> torch.export.ExportedProgram:
+        from executorch.exir.serde.serialize import load
+
+        try:
+            error = self._reader.recv()
+        except EOFError:  # it died without a word (killed, out of memory)
+            error = (False, "the lowering process ended without a result")
+        self._process.join()
+        if error is not None:
+            export_error, message = error
+            raise ExportError(message) if export_error else RuntimeError(f"in the lowering process: {message}")
+        log = logging.getLogger("executorch.exir.serde.export_serialize")
+        level = log.level
+        log.setLevel(logging.ERROR)  # it notes each unbacked position symbol the delegates no longer show
+        try:
+            return load(str(self.path))
+        finally:
+            log.setLevel(level)
+
+    def stop(self) -> None:
+        """Ends the process if it still runs (the parent failed first)."""
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+
+
+def _parallel_lowering() -> bool:
+    """Whether a second method is lowered in a forked process (Linux, more than one core)."""
+    return (
+        sys.platform.startswith("linux")
+        and (os.cpu_count() or 1) > 1
+        and ("fork" in multiprocessing.get_all_start_methods())
+    )
+
+
+def _lower_executorch(decoder: StaticDecoder, spec: ExportSpec, lengths: dict[str, int | None]) -> bytes:
+    """The ``.pte`` of ``decoder`` with one method per entry of ``lengths`` (name -> tokens per call, ``None``:
+    dynamic), sharing the weights (stored once) and the cache (one allocation the methods read and write)."""
+    from executorch.exir import EdgeCompileConfig, EdgeProgramManager, ExecutorchBackendConfig
     from executorch.exir.passes import MemoryPlanningPass
 
     # as ExecuTorch's own LLM export: no per-op dtype verification of the edge graph (a third of the lowering time
     # for these graphs; torch.export has verified them) and no dim-order ops (XNNPACK takes contiguous tensors)
     compile_config = EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True)
-    edge = to_edge_transform_and_lower(programs, partitioner=[_xnnpack_partitioner()], compile_config=compile_config)
+    names = list(lengths)
+    with tempfile.TemporaryDirectory(prefix="zoo-pte-") as tmp:
+        lower = {
+            name: functools.partial(_lowered, decoder, spec, name, lengths[name], compile_config) for name in names
+        }
+        # the other methods beside the first, each in a process of its own
+        parallel = names[1:] if len(names) > 1 and _parallel_lowering() else []
+        workers = {name: _Worker(lower[name], Path(tmp) / name) for name in parallel}
+        try:
+            programs = {name: lower[name]() for name in names if name not in workers}
+            programs.update({name: worker.result() for name, worker in workers.items()})
+        finally:
+            for worker in workers.values():
+                worker.stop()
+    edge = EdgeProgramManager({name: programs[name] for name in names}, compile_config=compile_config)
     # the cache is not stored: ExecuTorch serializes a mutable buffer's shape and dtype only and zero-fills it when
-    # the method loads (a stored cache would add max_seq_len's worth of zeros to the file)
-    config = ExecutorchBackendConfig(
-        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False), emit_mutable_buffer_names=True
-    )
+    # the program loads (a stored cache would add max_seq_len's worth of zeros to the file); the methods share it
+    planning = MemoryPlanningPass(alloc_graph_input=False, share_mutable_buffers=len(names) > 1)
+    config = ExecutorchBackendConfig(memory_planning_pass=planning, emit_mutable_buffer_names=True)
     return edge.to_executorch(config).buffer
 
 
@@ -346,17 +442,25 @@ def _stored_weights(model: nn.Module, spec: ExportSpec) -> nn.Module:
     return quantize_for_xnnpack(model, spec.quantize, int(spec.options.get("group_size", DEFAULT_GROUP_SIZE)))
 
 
-def whole_prompt(spec: ExportSpec) -> bool:
-    """Whether the program takes a whole prompt in one call (a dynamic length) or one token per call.
+def prompt_form(spec: ExportSpec) -> tuple[str, int]:
+    """How the program takes a prompt: ``("whole", 0)`` (any length in one call), ``("chunk", C)`` (a second
+    method of ``C`` tokens per call beside the one-token method) or ``("tokens", 0)`` (one token per call).
 
-    ExecuTorch: one token per call unless ``dynamic_prompt=True``. A dynamic length makes every lowering pass
-    reason about symbolic shapes, and XNNPACK takes no reshape or slice of a symbolic length, so each layer lowers
-    as four blocks instead of two. mobilellm_125m 8da4w (this 2-core CPU): the export takes 162-179 s against 85 s,
-    a token 6.4 ms against 6.0, a 32-token prompt 73 ms against 189 (7% more tokens/s end to end for 128 new
-    tokens). The issue's export limit is 3 minutes: one token per call is the default. AOTInductor: whole
-    prompts."""
+    ExecuTorch: chunks of ``prompt_chunk`` tokens (default 32, at most ``max_seq_len``; ``0`` or ``1``: one token
+    per call), or a whole prompt with ``dynamic_prompt=True``. A dynamic length makes every lowering pass reason
+    about symbolic shapes, and XNNPACK takes no reshape or slice of a symbolic length, so each layer lowers as four
+    blocks instead of two: mobilellm_125m 8da4w (this 2-core CPU) exported in 162-179 s, decoded a token in 6.4 ms
+    against 6.0. Two static methods (:data:`PREFILL` of ``C`` tokens, :data:`FORWARD` of one) are lowered side by
+    side (:func:`_lower_executorch`) and share the weights and the cache; :meth:`CompiledLM.prefill` covers a
+    prompt with chunks. AOTInductor: whole prompts."""
     backend = spec.options.get("backend") or _backend(spec)
-    return backend != "executorch" or bool(spec.options.get("dynamic_prompt", False))
+    if backend != "executorch" or spec.options.get("dynamic_prompt"):
+        return "whole", 0
+    chunk = spec.options.get("prompt_chunk", DEFAULT_PROMPT_CHUNK)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+        raise ExportError(f"prompt_chunk must be a number of tokens >= 0 (0: one token per call), got {chunk!r}")
+    chunk = min(chunk, spec.max_seq_len)
+    return ("chunk", chunk) if chunk > 1 else ("tokens", 0)
 
 
 def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
@@ -375,22 +479,25 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     # layers' cache writes by ExecuTorch's update_cache (in place), their attention by XNNPACK over the cache
     llm_ops = backend == "executorch" and load_llm_ops()
     decoder = CachedDecoder(model, spec.max_seq_len, delegate_ops=backend == "executorch", llm_ops=llm_ops).eval()
-    # one program serves the prompt and each new token: one lowering (the slow part of an export), one copy of the
-    # weights and of the cache. executorch: one token at a time (static shapes), unless dynamic_prompt
-    whole = whole_prompt(spec)
+    # one program serves the prompt and each new token: one copy of the weights and of the cache. executorch:
+    # static methods of one token and of a chunk of the prompt, or one method of a dynamic length
+    form, chunk = prompt_form(spec)
     name = PTE_NAME if backend == "executorch" else AOTI_NAME
     tmp = folder / f".tmp-{name}"  # (the AOTI package writer wants the .pt2 suffix)
     with warnings.catch_warnings():
         # the LLM operators' shape checks call a torch function that warns of its removal, once per trace of each
         # call (hundreds per export); the export has nothing to do about it
         warnings.filterwarnings("ignore", message="_check_is_size will be removed", category=FutureWarning)
-        traced = "prefill" if whole else "decode"
-        program = export_methods(decoder, spec, (traced,))[traced]
         try:
             if backend == "executorch":
-                tmp.write_bytes(_lower_executorch({FORWARD: program}))
+                # the chunk's method first: the slower lowering, done in this process beside the other's
+                lengths = {PREFILL: chunk, FORWARD: 1} if form == "chunk" else {FORWARD: None if form == "whole" else 1}
+                tmp.write_bytes(_lower_executorch(decoder, spec, lengths))
             else:
+                program = export_methods(decoder, spec, {"prefill": None})["prefill"]
                 torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+        except ExportError:
+            raise
         except Exception as e:
             raise ExportError(f"compiling {spec.name} with {backend} failed: {type(e).__name__}: {e}") from e
     tmp.replace(folder / name)
@@ -400,12 +507,14 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     runtime = {
         "backend": backend,
         "file": name,
-        "methods": {m: method for m in METHODS},
-        # "whole": a prompt of any length in one call; "tokens": one token per call (the prompt fed token by token)
-        "prompt": "whole" if whole else "tokens",
-        "signature": f"(tokens (1, {'T' if whole else 1}) int64, input_pos (1,) int64) -> (1, vocab) logits of the "
-        "last token; the tokens' keys/values are written at input_pos .. input_pos + T - 1 of the cache the "
-        "artefact holds",
+        "methods": {"prefill": PREFILL if form == "chunk" else method, "decode": method},
+        # "whole": a prompt of any length in one call; "chunk": prompt_chunk tokens per call of the prefill method
+        # (CompiledLM.prefill); "tokens": one token per call (the prompt fed token by token)
+        "prompt": form,
+        **({"prompt_chunk": chunk, "chunk_min_tokens": max(2, round(chunk * CHUNK_COST))} if form == "chunk" else {}),
+        "signature": f"(tokens (1, {'T' if form != 'tokens' else 1}) int64, input_pos (1,) int64) -> (1, vocab) "
+        "logits of the last token; the tokens' keys/values are written at input_pos .. input_pos + T - 1 of the "
+        "cache the artefact holds" + (f" (T: 1 for {FORWARD}, {chunk} for {PREFILL})" if form == "chunk" else ""),
         "max_seq_len": spec.max_seq_len,
         "vocab_size": c.vocab_size,
         "bos_token_id": c.bos_token_id,
@@ -502,13 +611,43 @@ class CompiledLM:
             raise ValueError(f"the prompt must have 1 to {self.max_seq_len} tokens (the cache), got {ids.shape[1]}")
         if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got {int(ids.min())}..{int(ids.max())}")
-        if self.info.get("prompt", "whole") == "whole":
+        form = self.info.get("prompt", "whole")
+        if form == "whole":
             logits = self._call("prefill", ids, 0)
+        elif form == "chunk":
+            logits = self._chunks(ids, int(self.info["prompt_chunk"]), int(self.info["chunk_min_tokens"]))
         else:
-            for i in range(ids.shape[1]):
-                logits = self._call("prefill", ids[:, i : i + 1], i)
+            logits = self._tokens(ids, 0)
         self.position = ids.shape[1]
         return logits
+
+    def _tokens(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+        """``ids[start:]`` one token per call; the last one's logits."""
+        for i in range(start, ids.shape[1]):
+            logits = self._call("decode", ids[:, i : i + 1], i)
+        return logits
+
+    def _chunks(self, ids: torch.Tensor, chunk: int, min_tokens: int) -> torch.Tensor:
+        """A prompt through the ``chunk``-token method: whole chunks from position 0; a rest of fewer than
+        ``min_tokens`` tokens one token per call, a longer one as the last ``chunk`` tokens of the prompt (their
+        keys/values computed again, the same values). A prompt shorter than a chunk: its tokens but the last padded
+        to a chunk (the padding's cache entries lie past the prompt, where the mask hides them until a new token
+        overwrites each), then the last token alone, whose logits the call returns."""
+        length, start, logits = ids.shape[1], 0, None
+        while length - start >= chunk:
+            logits = self._call("prefill", ids[:, start : start + chunk], start)
+            start += chunk
+        rest = length - start
+        if rest == 0:
+            return logits
+        if rest < min_tokens:
+            return self._tokens(ids, start)
+        if length >= chunk:
+            return self._call("prefill", ids[:, length - chunk :], length - chunk)
+        padded = torch.zeros(1, chunk, dtype=torch.long)
+        padded[:, : length - 1] = ids[:, : length - 1]
+        self._call("prefill", padded, 0)
+        return self._call("decode", ids[:, length - 1 :], length - 1)
 
     def decode(self, token: int) -> torch.Tensor:
         """One more token into the cache; its logits ``(1, vocab)``."""
@@ -623,11 +762,17 @@ def file_size_check(info: dict) -> dict:
 def usage(spec: ExportSpec) -> str:
     """The model card's lines on running this artefact (torch, plus executorch for a .pte; no zoo code)."""
     backend = spec.options.get("backend") or _backend(spec)
+    form, chunk = prompt_form(spec)
     if backend == "executorch":
         head = (
-            "Greedy decoding with ExecuTorch's Python runtime (`pip install executorch`; its one method takes the "
-            f"{'prompt' if whole_prompt(spec) else 'prompt token by token'} and each new token; "
-            "`zoo.export.lm_runtime.load(FOLDER).generate(...)` samples, stops and streams as `generate` does):"
+            "Greedy decoding with ExecuTorch's Python runtime (`pip install executorch`; "
+            + {
+                "whole": f"its method `{FORWARD}` takes the prompt and each new token",
+                "chunk": f"its method `{FORWARD}` takes one token per call, `{PREFILL}` {chunk} at a time (the "
+                "runner's prompt chunks)",
+                "tokens": f"its method `{FORWARD}` takes the prompt token by token and each new token",
+            }[form]
+            + "; `zoo.export.lm_runtime.load(FOLDER).generate(...)` samples, stops and streams as `generate` does):"
         )
         load = [
             "import executorch.extension.llm.custom_ops.custom_ops  # its LLM operators (the in-place cache writes)",
@@ -641,9 +786,9 @@ def usage(spec: ExportSpec) -> str:
         head = "Greedy decoding with torch alone (AOTInductor; the package serves the prompt and each new token):"
         load = ["", f'prefill = decode = torch._inductor.aoti_load_package("{AOTI_NAME}")']
         call = "{}({}, torch.tensor([{}]))"
-    if whole_prompt(spec):
+    if form == "whole":
         prompt = [f"logits = {call.format('prefill', 'ids', 0)}  # (1, vocab); the prompt is in the cache"]
-    else:  # the program takes one token per call
+    else:  # one token per call of the one-token method
         prompt = [
             "for i in range(ids.shape[1]):  # the prompt into the cache, one token per call",
             f"    logits = {call.format('prefill', 'ids[:, i : i + 1]', 'i')}  # (1, vocab)",

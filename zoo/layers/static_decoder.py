@@ -57,6 +57,7 @@ class DelegateOps(nn.Module, LayerOps):
         self.register_buffer("mean_weight", torch.full((1, dim), 1.0 / dim, dtype=p.dtype, device=p.device))
         self.register_buffer("mean_bias", torch.full((1,), eps, dtype=p.dtype, device=p.device))
         self.register_buffer("scale", torch.full((1,), scale, dtype=p.dtype, device=p.device))
+        self.register_buffer("mask_values", torch.tensor([0.0, float("-inf")], dtype=p.dtype, device=p.device))
 
     def norm(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         mean_square = F.linear(x * x, self.mean_weight, self.mean_bias)
@@ -70,8 +71,7 @@ class DelegateOps(nn.Module, LayerOps):
 
     def bias(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """A boolean ``(T, S)`` mask as the additive ``(G * T, S)`` mask of :meth:`attend`'s stacked rows."""
-        zero = torch.zeros((), dtype=dtype, device=mask.device)
-        return torch.where(mask, zero, float("-inf")).repeat(self.groups, 1)
+        return torch.where(mask, self.mask_values[0], self.mask_values[1]).to(dtype).repeat(self.groups, 1)
 
     def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool = False) -> torch.Tensor:
         KV, S, D = k.shape[1], k.shape[2], self.head_dim
@@ -83,10 +83,10 @@ class DelegateOps(nn.Module, LayerOps):
         as ``keys @ rows^T`` (the keys read as they lie, not transposed), softmax, the product with the values."""
         H, D = q.shape[1], self.head_dim
         KV = keys.shape[0]
-        rows = q.reshape(KV, -1, D)  # (KV, G * T, D)
+        rows = q.contiguous().view(KV, -1, D)  # (KV, G * T, D); a copy for T > 1 (the heads were permuted)
         scores = torch.bmm(keys, rows.permute(0, 2, 1)).permute(0, 2, 1)  # (KV, G * T, S)
-        y = torch.bmm(torch.softmax(scores + bias, dim=-1), values)  # (KV, G * T, D)
-        return y.reshape(1, H, -1, D).permute(0, 2, 1, 3).reshape(1, -1, H * D)
+        y = torch.bmm(torch._softmax(scores + bias, -1, False), values)  # (KV, G * T, D)
+        return y.view(1, H, -1, D).permute(0, 2, 1, 3).contiguous().view(1, -1, H * D)
 
 
 class OneTokenOps(LayerOps):
@@ -123,7 +123,8 @@ class StaticDecoder(nn.Module):
     head_dim)`` written in place by ``llama::update_cache``, attention as two batched matrix products over it.
 
     ``fuse`` (with ``llm_ops``): a function that stacks linear layers' output rows as one linear layer; the
-    ``llm_slots`` layers' query, key and value projections then run as one product (``fused``).
+    ``llm_slots`` layers' query, key and value projections then run as one product (``fused``), their MLPs' gate
+    and up projections as another (``fused_mlp``).
     """
 
     def __init__(
@@ -209,14 +210,16 @@ class StaticDecoder(nn.Module):
         cos, sin = model.rotary.tables(max_seq_len, p.device, p.dtype)
         self.register_buffer("rope_cos", cos[:max_seq_len].clone(), persistent=False)
         self.register_buffer("rope_sin", sin[:max_seq_len].clone(), persistent=False)
+        self.register_buffer("positions", torch.arange(max_seq_len, device=p.device), persistent=False)
         # the layers of llm_slots' applications, their query/key/value projections stacked (block index -> q|k|v)
-        self.fused = nn.ModuleDict()
+        self.fused, self.fused_mlp = nn.ModuleDict(), nn.ModuleDict()
         index = {id(layer): str(b) for b, layer in enumerate(layers)}
         for app in self.apps:
             b = index[id(app.layer)]
             if fuse is not None and app.slot in self.llm_slots and b not in self.fused:
-                attn = app.layer.self_attn
+                attn, mlp = app.layer.self_attn, app.layer.mlp
                 self.fused[b] = fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+                self.fused_mlp[b] = fuse([mlp.gate_proj, mlp.up_proj])
         self._block = [index[id(app.layer)] for app in self.apps]
         self._pos: torch.Tensor | None = None
         self.ops = OneTokenOps() if one_token_ops else None
@@ -237,12 +240,12 @@ class StaticDecoder(nn.Module):
     # -- forward ------------------------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         T = tokens.shape[1]
-        pos = input_pos.reshape(1) + torch.arange(T, device=tokens.device)  # (T,)
-        keys = torch.arange(self.max_seq_len, device=tokens.device)
+        keys = self.positions
+        pos = input_pos.reshape(1) + keys[:T]  # (T,)
         causal = keys[None, :] <= pos[:, None]  # (T, S): True where query t may see the key at that position
         self._pos = pos
         if self.llm_slots:
-            start = input_pos[0].item()
+            start = torch.ops.aten._local_scalar_dense(input_pos[0])
             torch._check(start >= 0)
             torch._check(start + T <= self.max_seq_len)
             self.ops.start = start
@@ -323,7 +326,12 @@ class StaticDecoder(nn.Module):
         y = ops.stacked_attention(q.permute(0, 2, 1, 3), keys.reshape(KV, S, D), values.reshape(KV, S, D), mask)
         x = x + attn.o_proj(y)
         h = ops.norm(norm2, x)
-        return x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+        if self._block[i] in self.fused_mlp:
+            g = self.fused_mlp[self._block[i]](h)
+            gate, up = g[..., : g.shape[-1] // 2], g[..., g.shape[-1] // 2 :]  # slices (chunk decomposes)
+        else:
+            gate, up = mlp.gate_proj(h), mlp.up_proj(h)
+        return x + mlp.down_proj(gate * torch.sigmoid(gate) * up)  # SiLU as x * sigmoid(x), the op it decomposes to
 
     def _run(self, i: int, x: torch.Tensor, chosen: torch.Tensor | None) -> torch.Tensor:
         app = self.apps[i]
