@@ -768,8 +768,8 @@ def usage(spec: ExportSpec) -> str:
             "Greedy decoding with ExecuTorch's Python runtime (`pip install executorch`; "
             + {
                 "whole": f"its method `{FORWARD}` takes the prompt and each new token",
-                "chunk": f"its method `{FORWARD}` takes one token per call, `{PREFILL}` {chunk} at a time (the "
-                "runner's prompt chunks)",
+                "chunk": f"its method `{FORWARD}` takes one token per call, `{PREFILL}` {chunk} tokens of a prompt "
+                "per call",
                 "tokens": f"its method `{FORWARD}` takes the prompt token by token and each new token",
             }[form]
             + "; `zoo.export.lm_runtime.load(FOLDER).generate(...)` samples, stops and streams as `generate` does):"
