@@ -70,6 +70,9 @@ _logger = logging.getLogger(__name__)
 
 # generation modes that run forward on the new tokens only, with one cache made for the whole generation
 _CACHED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
+# the name generate carries a cache under: "cache" from transformers 5.24 on (which still reads the old name, with a
+# warning), "past_key_values" before
+_CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 _NOT_A_ZOO_CACHE = (
     "past_key_values must hold the zoo model's own cache, ZooCache(model.zoo_model.new_cache(batch, max_length)), "
     "not a {}; generate() makes one itself when none is given"
@@ -132,6 +135,7 @@ class ZooCache:
 
     is_compileable = False
     is_croppable = False
+    is_linear = (False,)  # transformers 5.24: no layer keeps a fixed-size (linear-attention) state
 
     def __init__(self, cache: KVCache):
         self.cache = cache
@@ -229,6 +233,7 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        cache: ZooCache | KVCache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
         """Logits of ``input_ids`` (``(B, T)``); ``attention_mask`` covers cached + new tokens (1 real, 0 padding).
@@ -236,8 +241,13 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
         ``past_key_values`` is a :class:`ZooCache` (the one ``generate`` makes, or
         ``ZooCache(model.zoo_model.new_cache(batch, max_length))``; a bare zoo cache works too), appended to in
         place; ``use_cache=True`` without one makes one (as the zoo's ``forward`` does) and returns it. ``labels``
-        give the shifted causal-LM loss (``-100`` ignored).
+        give the shifted causal-LM loss (``-100`` ignored). ``cache`` is ``past_key_values``'s name from
+        transformers 5.24 on.
         """
+        if cache is not None:
+            if past_key_values is not None:
+                raise ValueError("give the cache as cache or as past_key_values, not both")
+            past_key_values = cache
         if inputs_embeds is not None or input_ids is None:
             raise ValueError(f"{type(self).__name__} takes input_ids (token ids), not inputs_embeds")
         for key in ("output_attentions", "output_hidden_states"):
@@ -264,7 +274,7 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
-        result = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=holder if cache is not None else None)
+        result = CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_KEY: holder if cache is not None else None})
         return result if return_dict is not False else result.to_tuple()
 
     # -- generation ---------------------------------------------------------------------------------------------
@@ -277,7 +287,7 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
         max_cache_length: int,
     ) -> None:
         """The zoo's static cache for the whole generation (greedy / sampling), else no cache (see the module doc)."""
-        given = model_kwargs.get("past_key_values")
+        given = next((model_kwargs[k] for k in ("cache", "past_key_values") if model_kwargs.get(k) is not None), None)
         if given is not None:
             if not isinstance(given, ZooCache):
                 raise ValueError(_NOT_A_ZOO_CACHE.format(type(given).__name__))
@@ -288,7 +298,7 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
             generation_config.use_cache = False  # beams / assisted decoding reorder or crop caches
             return
         rows = max(generation_config.num_beams or 1, generation_config.num_return_sequences or 1) * batch_size
-        model_kwargs["past_key_values"] = ZooCache(self.zoo_model.new_cache(rows, max_cache_length))
+        model_kwargs[_CACHE_KEY] = ZooCache(self.zoo_model.new_cache(rows, max_cache_length))
 
 
 class MobileLLMForCausalLM(_ZooLMForCausalLM):
