@@ -211,7 +211,8 @@ class StaticDecoder(nn.Module):
         self.register_buffer("rope_cos", cos[:max_seq_len].clone(), persistent=False)
         self.register_buffer("rope_sin", sin[:max_seq_len].clone(), persistent=False)
         self.register_buffer("positions", torch.arange(max_seq_len, device=p.device), persistent=False)
-        # the layers of llm_slots' applications, their query/key/value projections stacked (block index -> q|k|v)
+        # the layers of llm_slots' applications: their query/key/value projections stacked (block index -> q|k|v),
+        # their MLPs' gate and up projections (block index -> gate|up)
         self.fused, self.fused_mlp = nn.ModuleDict(), nn.ModuleDict()
         index = {id(layer): str(b) for b, layer in enumerate(layers)}
         for app in self.apps:
