@@ -28,6 +28,8 @@ def lm_folder(tmp_path_factory):
     return folder
 
 
+# trains and scores every format on a small LM (about 20 s): -m slow
+@pytest.mark.slow
 def test_quality_per_format(lm_folder):
     scores = formats.quality(lm_folder, ["fp32", "bf16", "int8", "int4"])
     assert list(scores) == ["fp32", "bf16", "int8", "int4"]

@@ -95,6 +95,8 @@ def _url_run(server, out, *extra):
                   f"{server}/{VAL}", *STEPS, *extra)  # fmt: skip
 
 
+# two train.py runs over HTTP and from the disk (about 10 s): -m slow
+@pytest.mark.slow
 def test_images_stream_over_http_train_as_from_the_disk(shards, server, tmp_path):
     local = _train(tmp_path / "local", "--data.name", "wds", "--data.path", str(shards / TRAIN),
                    "--data.val_path", str(shards / VAL), *STEPS)  # fmt: skip
