@@ -442,6 +442,13 @@ class Method:
     def describe(self) -> dict[str, Any]:
         return {}
 
+    @classmethod
+    def eval_sampler(cls, synset: "SyntheticSet") -> Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None:
+        """How the evaluation reads ``synset``'s training images: ``None`` (the default) reads ``synset.images``
+        by index; a method whose set is generated (factorization) returns ``f(indices, generator) -> images`` that
+        makes the images of those sample indices afresh at each read (the authors' per-sample draw)."""
+        return None
+
     # -- shared helpers ----------------------------------------------------------------------------------------------
     def init_from_real(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``ipc`` random real images per class (the usual start), and their labels."""
