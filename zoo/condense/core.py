@@ -443,7 +443,7 @@ class Method:
         return {}
 
     @classmethod
-    def eval_sampler(cls, synset: "SyntheticSet") -> Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None:
+    def eval_sampler(cls, synset: "SyntheticSet") -> "Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None":
         """How the evaluation reads ``synset``'s training images: ``None`` (the default) reads ``synset.images``
         by index; a method whose set is generated (factorization) returns ``f(indices, generator) -> images`` that
         makes the images of those sample indices afresh at each read (the authors' per-sample draw)."""
