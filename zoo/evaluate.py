@@ -13,8 +13,11 @@ params and MACs (zoo.profile) alongside.
 The evaluation is the training task's own (:mod:`zoo.train.tasks`): the same data preparation, metrics and
 profiling that wrote the run's ``metrics.json``.
 
-DATA: ``digits`` (bundled), ``pydoc`` (bundled text), an image folder (ImageNet layout or class folders), a
-``datasets`` folder (``save_to_disk``), or a text file / folder of text files.
+DATA (read by :func:`zoo.data.sources.resolve`, as train.py and ``zoo condense`` read it): ``digits`` (bundled),
+``pydoc`` (bundled text), ``mnist`` / ``fashion_mnist`` / ``cifar10`` / ``cifar100`` / ``svhn`` (the folder of their
+files as ``--data-path PATH`` or ``NAME:PATH``; their held-out split is ``test``), an image folder (ImageNet layout
+or class folders), a ``datasets`` folder (``save_to_disk``), shards, or a text file / folder of text files.
+``--split`` may be sliced: ``test[:1000]``.
 """
 
 import argparse
@@ -29,10 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.errors import DataError
 from .data.images import BAD_FILES
-from .data.shards import SPLITS, is_shard_folder
-from .data.stream import is_stream
+from .data.sources import resolve
 from .export.llama_backend import NAME as LLAMA_CPP
 from .export.llama_backend import QUANTIZE as GGUF_TYPES
 from .export.llama_backend import LlamaCppLogits
@@ -53,30 +54,6 @@ def _run_dir_of(checkpoint: str | None) -> Path | None:
         if (cand / "args.yaml").is_file():
             return cand
     return None
-
-
-def _data_kind(data: str) -> str:
-    if data in ("digits", "pydoc"):
-        return data
-    if data.startswith("hf_stream:"):
-        return "hf_stream"
-    p = Path(data)
-    if "://" in data or any(c in data for c in "{*?[") or (p.exists() and is_stream("wds", data)):
-        return "wds"  # shards by URL or pattern, or a folder of tar files without an index: streamed
-    if not p.exists():
-        raise DataError(
-            f"--data {data}: no such file or folder (or use the bundled 'digits' / 'pydoc', shards by URL or "
-            "pattern, or hf_stream:NAME for a dataset streamed from the Hub)"
-        )
-    if p.is_file():
-        return "text"
-    if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file():
-        return "hf_disk"
-    if any(is_shard_folder(d) for d in (p, *(p / s for s in SPLITS))):
-        return "wds"
-    if any(f.suffix.lower() in (".txt", ".md", ".rst") for f in p.iterdir() if f.is_file()):
-        return "text"
-    return "image_folder"
 
 
 def _weights_path(checkpoint: str) -> str:
@@ -161,6 +138,7 @@ def evaluate_model(
     quantize: Any = None,
     backend: str = "torch",
     max_samples: int = 10_000,
+    data_path: str | None = None,
     **keys,
 ) -> dict[str, Any]:
     """Evaluate one model; returns a flat dict of metrics, params and MACs.
@@ -172,7 +150,8 @@ def evaluate_model(
     ``bad_files``: ``error`` (an image that does not decode stops with its name) or ``skip`` (the next image
     stands in for it). ``keys``: ``image_key``, ``label_key``, ``text_key`` (the columns of a ``datasets`` folder).
     ``max_samples``: of a stream (``hf_stream:NAME``, shards by URL or pattern), the first samples evaluated
-    (text: documents).
+    (text: documents). ``data_path``: the folder of ``data``'s files given apart (``data="mnist"``,
+    ``data_path="../shared/datasets/mnist"``; the same as ``data="mnist:../shared/datasets/mnist"``).
     """
     t0 = time.time()
     gguf_type = _gguf_type(backend, quantize)
@@ -180,12 +159,13 @@ def evaluate_model(
         quantize = None
     model, recipe, run = build_model(name, checkpoint, pretrained, model_kwargs or {}, num_classes, quantize)
     task = _eval_task(model, name, recipe, run, device)
-    kind = _data_kind(data)
-    if kind not in task.data_kinds:
+    data_source = resolve(data, data_path)
+    if data_source.kind not in task.data_kinds:
         raise ValueError(f"{name} is {task.data_hint}")
     source = EvalSource(
-        data=data,
-        kind=kind,
+        data=data_source.path if data_source.path and not data_source.benchmark else data,  # a path, as tasks read it
+        kind=data_source.kind,
+        path=data_source.path,
         split=split,
         seq_len=seq_len,
         tokenizer=tokenizer,
@@ -255,10 +235,19 @@ def _parser():
     p.add_argument(
         "--data",
         required=True,
-        help="digits | pydoc | image folder | datasets folder | text path | shards (folder, URL or pattern) | "
+        help="digits | pydoc | mnist | fashion_mnist | cifar10 | cifar100 | svhn (their files' folder: --data-path "
+        "or NAME:PATH) | image folder | datasets folder | text path | shards (folder, URL or pattern) | "
         "hf_stream:NAME_OR_PATH",
     )
-    p.add_argument("--split", default="validation")
+    p.add_argument(
+        "--data-path",
+        "--data.path",
+        dest="data_path",
+        default=None,
+        metavar="PATH",
+        help="the folder of --data's files, e.g. --data mnist --data-path ../shared/datasets/mnist",
+    )
+    p.add_argument("--split", default="validation", help="held-out split (mnist ... svhn: test); sliced: test[:1000]")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-batches", type=int, default=None)
     p.add_argument(
@@ -347,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                     quantize=quantize,
                     backend=args.backend,
                     max_samples=args.max_samples,
+                    data_path=args.data_path,
                 )
             )
         except (ValueError, FileNotFoundError, RuntimeError) as e:

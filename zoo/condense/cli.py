@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from ..data.errors import DataError
+from ..data.sources import resolve
 from .core import METHODS, CondenseError, condense, load_real_split
 from .evaluate import EvalSettings, evaluate_set
 
@@ -14,12 +16,31 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--data", default="digits", help="digits, an image folder (root/<class>/*), or a datasets folder")
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="digits | mnist | fashion_mnist | cifar10 | cifar100 | svhn (their files' folder: --data-path, or "
+        "NAME:PATH; no path: downloaded into the zoo's cache) | an image folder (root/<class>/*) | a datasets folder",
+    )
+    p.add_argument(
+        "--data-path",
+        "--data.path",
+        dest="data_path",
+        default=None,
+        metavar="PATH",
+        help="the folder of --data's files, e.g. --data mnist --data-path ../shared/datasets/mnist",
+    )
     p.add_argument("--method", default="dm", help=f"one of {', '.join(sorted(METHODS))}")
     p.add_argument("--ipc", type=int, default=10, help="images per class (default 10)")
     p.add_argument("--out", default=None, help="the folder to write (default runs/condensed/METHOD_ipcN)")
     p.add_argument("--iterations", type=int, default=None, help="optimisation steps (default: the method's)")
-    p.add_argument("--image-size", type=int, default=32, help="edge the images are condensed at (default 32)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="edge the images are condensed at (default: the benchmark "
+        "set's own, 28 for mnist / fashion_mnist and 32 for cifar / svhn; 32 for other data)",
+    )
     p.add_argument("--teacher", default=None, help="rded, sre2l, herding, kcenter: a trained run or model folder")
     p.add_argument("--model", default=None, help="the matching network (default convnet_d3)")
     p.add_argument(
@@ -62,10 +83,15 @@ def run(args: argparse.Namespace) -> int:
             for k, v in METHODS[args.method].defaults.items():
                 print(f"{k} = {v!r}")
             return 0
+        try:
+            source = resolve(args.data, args.data_path)
+        except DataError as e:
+            raise CondenseError(str(e)) from None
+        image_size = args.image_size or (source.native_size if source.benchmark else 32)
         out = Path(args.out or f"runs/condensed/{args.method}_ipc{args.ipc}")
         t0 = time.perf_counter()
         synset = condense(
-            args.data, args.method, args.ipc, out, seed=args.seed, image_size=args.image_size, device=args.device,
+            source.spec, args.method, args.ipc, out, seed=args.seed, image_size=image_size, device=args.device,
             resume=args.resume, save_every=args.save_every, progress=not args.no_progress, overwrite=args.overwrite,
             **_options(args),
         )  # fmt: skip

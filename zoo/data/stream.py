@@ -13,6 +13,9 @@ epoch is ``num_samples`` samples (``data.train_samples``, or the size the data r
 micro-batches its checkpoint had consumed (read, not decoded) and continues bit-identically. A rank whose part
 runs out before the epoch ends reads it again, in a new order, with a warning: ``data.train_samples`` is then
 larger than the data.
+
+Whether a name and path are read as a stream is decided by the one resolver, :mod:`zoo.data.sources`
+(:func:`~zoo.data.sources.is_stream`, re-exported here).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from . import text
 from .errors import DataError
 from .images import DatasetInfo, class_index, undecodable
 from .shards import INDEX_NAME
+from .sources import is_stream
 
 __all__ = [
     "STREAM_KINDS",
@@ -85,22 +89,6 @@ def expand_braces(pattern: str) -> list[str]:
 
 def _is_url(path: str) -> bool:
     return "://" in path
-
-
-def is_stream(name: str, path: str | None) -> bool:
-    """Whether ``data.name`` / ``data.path`` is read as a stream: ``hf_stream``, or ``wds`` given a URL, a pattern or
-    a folder of tar files without the index ``zoo data shard`` writes (an indexed folder is read by position)."""
-    if name == "hf_stream":
-        return True
-    if name != "wds" or path is None:
-        return False
-    p = Path(path)
-    if _is_url(path) or not p.exists():
-        return True
-    if p.is_dir():  # tar files without the index zoo data shard writes
-        indexed = (p / INDEX_NAME).is_file() or any((p / s / INDEX_NAME).is_file() for s in ("train", "val"))
-        return not indexed and any(p.glob("*.tar"))
-    return p.suffix == ".tar"
 
 
 def _shard_files(path: str) -> list[str]:

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from ..data import text
 from ..data.dsa import DSA
 from ..data.errors import DataError
-from ..data.images import BAD_FILES, DatasetInfo, build_image_dataset
+from ..data.images import BAD_FILES, DatasetInfo
+from ..data.sources import BENCHMARKS, DataSource, parse_split, resolve
 from ..data.stream import (
     ImageBatches,
     SampleStream,
@@ -43,7 +44,6 @@ from ..data.stream import (
     TokenRows,
     held_out_images,
     image_stream,
-    is_stream,
     stack_rows,
     stream_documents,
     stream_name,
@@ -148,8 +148,8 @@ class SeededTransformDataset(Dataset):
 class EvalSource:
     """Held-out data named outside a recipe (eval.py's arguments), and where a finished run keeps its files."""
 
-    data: str  # digits | pydoc | a path
-    kind: str  # digits | pydoc | image_folder | wds | hf_disk | text
+    data: str  # what was asked for: digits | pydoc | mnist | KIND:PATH | a path
+    kind: str  # its kind (zoo.data.sources.resolve): digits | pydoc | mnist | ... | image_folder | wds | hf_disk | text
     split: str = "validation"
     image_key: str | None = None  # hf_disk columns
     label_key: str | None = None
@@ -161,12 +161,20 @@ class EvalSource:
     model_name: str = ""  # an hf-hub: name brings its tokenizer from the Hub
     bad_files: str = "error"  # an image that does not decode: error (stop, naming it) | skip
     max_samples: int = 10_000  # a stream (hf_stream, wds by URL or pattern): its first samples (text: documents)
+    path: str | None = None  # where the data lies (None: bundled data, a benchmark set in the cache, or ``data``)
+
+    def source(self) -> DataSource:
+        """The :class:`~zoo.data.sources.DataSource` of ``kind`` at ``path`` (else the path ``data`` names)."""
+        if self.path is not None or self.kind in ("digits", "pydoc", *BENCHMARKS):
+            return DataSource(self.kind, self.path)
+        return DataSource(self.kind, resolve(self.data).path)
 
     def stream(self) -> StreamSource | None:
         """The held-out stream ``data`` names (``hf_stream:NAME_OR_PATH``, or shards by URL or pattern), or None."""
-        if self.kind == "hf_stream":
-            return StreamSource("hf_stream", self.data.removeprefix("hf_stream:"), self.split)
-        return StreamSource("wds", self.data) if is_stream(self.kind, self.data) else None
+        src = self.source()
+        if src.kind == "hf_stream":
+            return StreamSource("hf_stream", src.path, self.split)
+        return StreamSource("wds", src.path) if src.stream else None
 
 
 class Task:
@@ -332,8 +340,9 @@ class ImageTask(Task):
     throughput_unit = "img/s"
     evaluates_each_epoch = True
     supports_channels_last = True
-    data_kinds = ("digits", "image_folder", "hf_disk", "wds", "hf_stream")
-    data_hint = "an image classifier; evaluate it on images (--data digits or a folder)"
+    data_kinds = ("digits", *BENCHMARKS, "image_folder", "hf_disk", "wds", "hf_stream")
+    data_hint = "an image classifier; evaluate it on images (--data digits, mnist, ... or a folder)"
+    source: DataSource | None = None  # the data the run reads (zoo.data.sources)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         t = self.recipe.train
@@ -345,21 +354,20 @@ class ImageTask(Task):
             return self._prepare_synthetic()
         if d.name not in self.data_kinds:
             raise RecipeError(
-                f"data.name {d.name!r} is not an image dataset: use digits, image_folder, wds, hf_disk, hf_stream "
-                "or synthetic"
+                f"data.name {d.name!r} is not an image dataset: use {', '.join(self.data_kinds)} or synthetic"
             )
-        if is_stream(d.name, d.path):
+        self.source = src = resolve(d.name, d.path)
+        if src.stream:
             return self._prepare_stream()
         bad_files = d.bad_files
         if bad_files not in BAD_FILES:
             raise RecipeError(f"data.bad_files must be one of {', '.join(BAD_FILES)}, not {bad_files!r}")
-        self.train_base, self.info = build_image_dataset(
-            d.name, d.train_split, d.path, d.image_key, d.label_key, bad_files=bad_files
-        )
+        grey = self._channels() == 1
+        self.train_base, self.info = src.open(d.train_split, None, bad_files, d.image_key, d.label_key, grey)
         # the held-out split numbers its classes as the training split does (a class it lacks is fine)
-        self.val_base, val_info = build_image_dataset(
-            d.name, d.val_split, d.path, d.image_key, d.label_key, self.info.class_names, bad_files
-        )
+        self.val_base, val_info = src.open(d.val_split, self.info.class_names, bad_files, d.image_key, d.label_key,
+                                           grey)  # fmt: skip
+        self.split = _split_read(src, d.val_split)
         if val_info.num_classes > self.info.num_classes:  # integer labels without names
             raise DataError(
                 f"the {d.val_split} split of {d.path} has labels up to {val_info.num_classes - 1}, the training "
@@ -400,9 +408,13 @@ class ImageTask(Task):
         self.info = DatasetInfo(f"synthetic {src['name']} ({syn.meta['method']}, ipc {syn.meta['ipc']})",
                                 syn.num_classes, syn.class_names)  # fmt: skip
         self.train_base = SyntheticDataset(syn)
-        self.val_base, _ = build_image_dataset(
-            src["kind"], src.get("val_split", "validation"), src.get("path"), class_names=syn.class_names
-        )
+        channels = int(syn.images.shape[1])
+        if channels != 3:  # a grey set (condensed from MNIST, say): a model of its channels, grey held-out images
+            self.recipe.model_kwargs.setdefault("in_chans", channels)
+        self.source = real = DataSource(src["kind"], src.get("path"))
+        val_split = src.get("val_split", real.val_split)
+        self.val_base, _ = real.open(val_split, class_names=syn.class_names, grey=channels == 1)
+        self.split = _split_read(real, val_split)
         self.dataset_name = self.info.name
         self.topk = min(5, self.info.num_classes)
         entry_cfg = get_entry(self.recipe.model).pretrained_cfg if self.recipe.model else {}
@@ -430,7 +442,7 @@ class ImageTask(Task):
         """Labels are the model's classes (its recorded ``label_names``); data classes it does not know are an
         error. A model without names takes the data's classes in their own order, with a warning."""
         self.cfg = self.data_config(model)
-        path = None if source.kind == "digits" else source.data
+        data = source.source()
         known = recorded_label_names(model, source)
         stream = source.stream()
         if stream is not None:  # its first max_samples rows
@@ -438,9 +450,9 @@ class ImageTask(Task):
                                                        source.max_samples, getattr(model, "num_classes", None))  # fmt: skip
             _warn_if_cut(len(self.val_base), source)
         else:
-            self.val_base, self.info = build_image_dataset(
-                source.kind, source.split, path, source.image_key, source.label_key, known, source.bad_files
-            )
+            grey = self.cfg["input_size"][0] == 1
+            self.val_base, self.info = data.open(source.split, known, source.bad_files, source.image_key,
+                                                 source.label_key, grey)  # fmt: skip
         num_classes = getattr(model, "num_classes", None)
         if num_classes is not None and num_classes < self.info.num_classes:
             raise DataError(
@@ -462,7 +474,7 @@ class ImageTask(Task):
             )
         self.topk = min(5, num_classes or 5)
         self.val_set = SeededTransformDataset(self.val_base, self._eval_transform(), 0, uses_numpy=False)
-        self.dataset_name, self.split = self.info.name, source.split
+        self.dataset_name, self.split = self.info.name, _split_read(data, source.split)
 
     def build_model(self) -> nn.Module:
         kwargs = dict(self.recipe.model_kwargs)
@@ -494,11 +506,24 @@ class ImageTask(Task):
         d = self.recipe.data
         args = {}
         if d.image_size:
-            args["input_size"] = (3, d.image_size, d.image_size)
+            args["input_size"] = (self._channels(), d.image_size, d.image_size)
         for key in ("crop_pct", "interpolation", "mean", "std"):
             if getattr(d, key) is not None:
                 args[key] = tuple(getattr(d, key)) if key in ("mean", "std") else getattr(d, key)
-        return resolve_data_config(args, model=model)
+        cfg = resolve_data_config(args, model=model)
+        c = self._channels()
+        if cfg["input_size"][0] != c:  # a model of in_chans channels (model_kwargs): its images have as many
+            cfg["input_size"] = (c, *cfg["input_size"][1:])
+        src = self.source
+        for key in ("mean", "std"):
+            if len(cfg[key]) != c:  # the data's constants where they are known (MNIST's), else the model's averaged
+                known = getattr(src, key, None) if src is not None else None
+                cfg[key] = tuple(known) if known and len(known) == c else (sum(cfg[key]) / len(cfg[key]),) * c
+        return cfg
+
+    def _channels(self) -> int:
+        """The channels of the model's images: ``model_kwargs.in_chans`` (a grey synthetic set sets it), else 3."""
+        return int(self.recipe.model_kwargs.get("in_chans", 3))
 
     def _eval_transform(self):
         cfg = self.cfg
@@ -638,6 +663,14 @@ class ImageTask(Task):
         return profile_classifier(model, tuple(self.cfg["input_size"]))
 
 
+def _split_read(source: DataSource, split: str) -> str:
+    """The split ``source`` reads for ``split`` (a benchmark set's ``validation`` is its ``test``)."""
+    name, _ = parse_split(split)
+    if source.benchmark is not None and name in ("validation", "val", "valid"):
+        return "test" + split.strip()[len(name) :]
+    return split
+
+
 def _dequantized(model: nn.Module, where: str) -> nn.Module:
     """A model loaded from quantized weights, made trainable (:func:`~zoo.layers.quant.dequantize_model`: frozen
     codes would not train, and the run writes float weights with no quantization record). Said in the log; float
@@ -745,7 +778,7 @@ class LMTask(Task):
     def _documents(self) -> tuple[list[str], list[str]]:
         """(training, held-out) documents: a datasets folder's own splits, else a fixed hash split."""
         d = self.recipe.data
-        if is_stream(d.name, d.path):
+        if resolve(d.name, d.path).stream:
             self.stream_source, self.text_key, head, held_out = text_stream(d, self.tokenizer_docs)
             return head, held_out
         if d.name == "hf_disk":
@@ -832,7 +865,7 @@ class LMTask(Task):
         d = self.recipe.data
         if d.name not in self.data_kinds:
             raise RecipeError(f"data.name {d.name!r} is not a text dataset: use pydoc, text, hf_disk, hf_stream or wds")
-        if is_stream(d.name, d.path) and not d.train_samples:
+        if resolve(d.name, d.path).stream and not d.train_samples:
             raise RecipeError(
                 f"data.name {d.name} streams text of unknown length: set data.train_samples, the rows of "
                 f"{d.seq_len} tokens an epoch reads"
