@@ -11,6 +11,7 @@ field's evaluation protocol (ConvNet-3, DSA, SGD).
 from . import dc, dm, factorization, mtt, rded, selection, sre2l  # noqa: F401  (register the methods)
 from .core import METHODS, CondenseError, Method, RealData, SyntheticSet, condense, load_real, load_real_split
 from .evaluate import EvalSettings, accuracy, evaluate_set, train_network
+from .student import evaluate_with_teacher
 
 __all__ = [
     "METHODS",
@@ -22,6 +23,7 @@ __all__ = [
     "accuracy",
     "condense",
     "evaluate_set",
+    "evaluate_with_teacher",
     "load_real",
     "load_real_split",
     "train_network",

@@ -1,60 +1,64 @@
 """RDED: realistic, diverse and efficient dataset distillation (Sun, Shi, Zhu, Yang, Wang; CVPR 2024,
 LINs-lab/RDED). No optimisation: real patches, chosen by a trained observer (the teacher), stitched together.
 
-Per class (the authors' ``synthesize``):
+Per class (the authors' ``synthesize/main.py:init_images``), exact to their code (parity:
+``tests/test_condense_parity_teacher.py`` against ``zoo/bench/reference/rded.py``):
 
-1. up to ``n_candidates`` (300) random real images of the class;
-2. ``n_crops`` (5) random resized crops of each (square, scale in ``crop_scale`` = (0.08, 1), resized to
-   ``image_size // factor``);
-3. each crop is scored by the teacher's cross-entropy to the class (zero-padded back to the full size, in the
-   normalised space, as the authors pad); every image keeps its lowest-loss crop ("most realistic");
+1. up to ``n_candidates`` (300, ``--mipc``) random real images of the class;
+2. ``n_crops`` (5, ``--num-crop``) random resized crops of each (``MultiRandomCrop``: torchvision's
+   ``RandomResizedCrop(size // factor, scale=crop_scale, ratio=(1, 1), antialias=True)``, its draws in its order);
+3. each crop is scored by the teacher's cross-entropy to the class, zero-padded back to the full size (their
+   ``pad``); every image keeps its lowest-loss crop (``selector``);
 4. the ``ipc x factor^2`` images with the lowest best-crop loss give their crops, ranked;
-5. ``factor x factor`` crops are stitched per image: grid cell ``k`` of image ``j`` holds the crop ranked
-   ``k * ipc + j`` (cells are ``size // factor`` wide, the first ``size % factor`` rows/columns one pixel more);
-6. every image is relabelled with the teacher's soft labels, softmax at ``temperature``, stored as probabilities
-   (``soft_labels``) next to the hard class labels.
+5. ``factor x factor`` crops are stitched per image (``mix_images``): grid cell ``k`` (row-major) of image ``j``
+   holds the crop ranked ``k * ipc + j``; cells are ``size // factor`` wide, the first ``size % factor`` rows and
+   columns one pixel more, a crop resized to its cell by nearest-neighbour interpolation when they differ.
+
+``factor`` (None: the authors' scripts by image size: 1 up to 64 px, their CIFAR-10/100 and Tiny-ImageNet
+setting, 2 above, their ImageNet setting) and ``crop_scale`` (0.08 .. 1, ``RandomResizedCrop``'s default, every
+script) follow the authors. The factor used is recorded (``rded_factor`` in condense.json); the student recipe
+(:mod:`zoo.condense.student`) reads it for its patch shuffle and crop scale, as the authors' validation uses the
+same ``--factor``.
+
+How the set is evaluated: the authors never train on stored labels; each augmented (cutmix) batch is relabelled
+by the teacher (:func:`zoo.condense.student.evaluate_with_teacher`). ``soft_labels`` (off by default) stores one
+teacher softmax per image at ``temperature`` for the plain evaluation (:func:`zoo.condense.evaluate.evaluate_set`),
+which otherwise trains on the hard class labels.
 
 Choices the zoo makes:
 
-- ``factor`` defaults to 2 (the authors' ImageNet setting; their CIFAR-10 ConvNet script uses 1). Patches smaller
-  than ``min_patch`` (8) pixels are useless for the teacher, so on tiny images the factor is lowered until each
-  patch has at least that many pixels a side (16x16 digits: factor 2, 8x8 patches; 8x8 images: factor 1); the
-  factor used is recorded (``rded_factor`` in condense.json).
-- When a class has fewer than ``ipc x factor^2`` candidate images, the rest of the patches are the next-best crops
+- an explicit ``factor`` is lowered until each patch has at least ``min_patch`` (8) pixels a side;
+- when a class has fewer than ``ipc x factor^2`` candidate images, the rest of the patches are the next-best crops
   of the same images (the authors' loader always has 300 images); fewer crops than that in all is refused.
-- The authors relabel on the fly while the student trains (per augmented batch, temperature 20 with cutmix on
-  both student and teacher). A stored set holds one probability row per image, which the zoo's evaluation
-  matches with a soft-target cross-entropy at temperature 1; so ``temperature`` defaults to 1 here.
 """
-
-import math
 
 import torch
 import torch.nn.functional as F
 
 from .core import CondenseError, Method, register_method
+from .student import random_resized_crop_params, resized_crop
 from .teacher import load_teacher
 
-__all__ = ["RDED", "random_resized_crops", "stitch"]
+__all__ = ["RDED", "auto_factor", "random_resized_crops", "score_crops", "select_crops", "stitch"]
+
+
+def auto_factor(size: int) -> int:
+    """The authors' factor for images of ``size`` pixels: 1 up to 64 (CIFAR, Tiny-ImageNet scripts), 2 above."""
+    return 1 if size <= 64 else 2
 
 
 def random_resized_crops(
     x: torch.Tensor, n: int, size: tuple[int, int], scale: tuple[float, float], generator: torch.Generator
 ) -> torch.Tensor:
     """``n`` square random resized crops of every image of ``x`` (``(B, C, H, W)`` -> ``(B, n, C, *size)``):
-    torchvision's ``RandomResizedCrop(size, scale, ratio=(1, 1))``, bilinear with antialiasing."""
+    RDED's ``MultiRandomCrop``, torchvision's ``RandomResizedCrop(size, scale, ratio=(1, 1), antialias=True)``
+    drawn ``n`` times per image, image after image."""
     b, c, h, w = x.shape
     out = torch.empty(b, n, c, *size, dtype=x.dtype, device=x.device)
-    area = torch.empty(b, n).uniform_(scale[0], scale[1], generator=generator) * h * w
-    offs = torch.rand(b, n, 2, generator=generator)
     for i in range(b):
         for k in range(n):
-            side = int(min(h, w, max(1, round(math.sqrt(float(area[i, k]))))))
-            top = int(offs[i, k, 0] * (h - side + 1))
-            left = int(offs[i, k, 1] * (w - side + 1))
-            patch = x[i : i + 1, :, top : top + side, left : left + side]
-            down = side > size[0]
-            out[i, k] = F.interpolate(patch, size=size, mode="bilinear", align_corners=False, antialias=down)[0]
+            top, left, ch, cw = random_resized_crop_params(h, w, scale, (1.0, 1.0), generator)
+            out[i, k] = resized_crop(x[i], top, left, ch, cw, size)
     return out
 
 
@@ -69,9 +73,39 @@ def _cells(size: int, factor: int) -> list[int]:
     return [s + 1 if i < rem else s for i in range(factor)]
 
 
+@torch.no_grad()
+def score_crops(teacher, crops: torch.Tensor, c: int, size: tuple[int, int], batch: int = 256) -> torch.Tensor:
+    """The teacher's cross-entropy to class ``c`` of every crop of ``crops`` (``(n, m, C, ph, pw)`` -> ``(n, m)``),
+    each zero-padded to ``size`` first (the authors' ``selector``)."""
+    n, m = crops.shape[:2]
+    flat = crops.reshape(n * m, *crops.shape[2:])
+    device = teacher.device if hasattr(teacher, "device") else next(teacher.parameters()).device
+    losses = []
+    for i in range(0, flat.shape[0], batch):
+        x = _pad_to(flat[i : i + batch], *size).to(device)
+        y = torch.full((x.shape[0],), c, dtype=torch.long, device=device)
+        losses.append(F.cross_entropy(teacher(x), y, reduction="none").cpu())
+    return torch.cat(losses).view(n, m)
+
+
+def select_crops(crops: torch.Tensor, losses: torch.Tensor, need: int) -> torch.Tensor:
+    """The ``need`` most realistic crops, best first: each image's lowest-loss crop, the images ranked by it (the
+    authors' ``selector``); when images run short, their next-best crops follow, ranked the same way."""
+    order = losses.argsort(dim=1)  # each image's crops, best first
+    ranked = losses.gather(1, order)
+    picks: list[tuple[int, int]] = []
+    for r in range(losses.shape[1]):
+        best = ranked[:, r].argsort()
+        picks.extend((int(i), int(order[i, r])) for i in best)
+        if len(picks) >= need:
+            break
+    return torch.stack([crops[i, k] for i, k in picks[:need]])
+
+
 def stitch(crops: torch.Tensor, n: int, factor: int, size: tuple[int, int]) -> torch.Tensor:
     """``n`` images of ``size`` from ``n * factor^2`` ranked crops: cell ``k`` (row-major) of image ``j`` holds
-    crop ``k * n + j`` (the authors' ``mix_images``)."""
+    crop ``k * n + j``, resized to its cell by nearest-neighbour interpolation where they differ (the authors'
+    ``mix_images``)."""
     out = torch.zeros(n, crops.shape[1], *size, dtype=crops.dtype, device=crops.device)
     k, top = 0, 0
     for hr in _cells(size[0], factor):
@@ -79,7 +113,7 @@ def stitch(crops: torch.Tensor, n: int, factor: int, size: tuple[int, int]) -> t
         for wr in _cells(size[1], factor):
             part = crops[k * n : (k + 1) * n]
             if tuple(part.shape[-2:]) != (hr, wr):
-                part = F.interpolate(part, size=(hr, wr), mode="bilinear", align_corners=False)
+                part = F.interpolate(part, size=(hr, wr), mode="nearest")
             out[:, :, top : top + hr, left : left + wr] = part
             left += wr
             k += 1
@@ -98,16 +132,18 @@ class RDED(Method):
         "teacher_weights": None,
         "n_candidates": 300,
         "n_crops": 5,
-        "factor": 2,
+        "factor": None,
         "min_patch": 8,
         "crop_scale": [0.08, 1.0],
+        "soft_labels": False,
         "temperature": 1.0,
         "relabel": "patches",
         "batch": 256,
     }
 
     def effective_factor(self) -> int:
-        f = int(self.options["factor"])
+        f = self.options["factor"]
+        f = auto_factor(min(self.real.shape[1:])) if f is None else int(f)
         if f < 1:
             raise CondenseError(f"rded's factor must be >= 1, got {f}")
         h = min(self.real.shape[1:])
@@ -143,28 +179,9 @@ class RDED(Method):
         _, h, w = self.real.shape
         psize = (h // factor, w // factor)
         imgs = self.real.class_images(c, int(o["n_candidates"]), self.generator)
-        m = int(o["n_crops"])
-        crops = random_resized_crops(imgs, m, psize, tuple(o["crop_scale"]), self.generator)  # (n, m, C, ph, pw)
-        n = crops.shape[0]
-        flat = crops.reshape(n * m, *crops.shape[2:])
-        losses = []
-        for i in range(0, flat.shape[0], int(o["batch"])):
-            x = _pad_to(flat[i : i + int(o["batch"])], h, w).to(self.device)
-            y = torch.full((x.shape[0],), c, dtype=torch.long, device=self.device)
-            losses.append(F.cross_entropy(self.teacher(x).float(), y, reduction="none").cpu())
-        loss = torch.cat(losses).view(n, m)
-        order = loss.argsort(dim=1)  # each image's crops, best first
-        ranked_loss = loss.gather(1, order)
-        need = self.ipc * factor * factor
-        # rank 0 of every image first (the authors' selection), then the next-best crops when images run short
-        picks = []
-        for r in range(m):
-            best = ranked_loss[:, r].argsort()
-            picks.extend((int(i), int(order[i, r])) for i in best)
-            if len(picks) >= need:
-                break
-        picks = picks[:need]
-        return torch.stack([crops[i, k] for i, k in picks])
+        crops = random_resized_crops(imgs, int(o["n_crops"]), psize, tuple(o["crop_scale"]), self.generator)
+        losses = score_crops(self.teacher, crops, c, (h, w), int(o["batch"]))
+        return select_crops(crops, losses, self.ipc * factor * factor).to(self.device)
 
     def setup(self) -> None:
         if not hasattr(self, "teacher"):
@@ -179,7 +196,7 @@ class RDED(Method):
             labels.append(torch.full((self.ipc,), c, dtype=torch.long))
         self.images = torch.cat(images).to(self.device)
         self.labels = torch.cat(labels).to(self.device)
-        self.soft = self._relabel(self.images, f)
+        self.soft = self._relabel(self.images, f) if self.options["soft_labels"] else None
 
     @torch.no_grad()
     def _relabel(self, images: torch.Tensor, factor: int) -> torch.Tensor:

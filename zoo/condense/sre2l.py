@@ -5,19 +5,28 @@ ImageNet Scale From A New Perspective", NeurIPS 2023; VILA-Lab/SRe2L).
   :mod:`zoo.condense.teacher`). It must have BatchNorm layers: their running statistics are what the images are
   recovered from (ConvNet-3 with ``norm=batchnorm``, a ResNet, ...).
 - **Recover**: the images start from Gaussian noise (in the data's normalised space) and are optimised with Adam
-  (lr ``lr_img`` 0.25, betas (0.5, 0.9), cosine decay to 0 over ``iterations``) to minimise
-  ``CE(teacher(jitter(x)), class) + r_bn * sum_l w_l (||mu_l(x) - running_mean_l||_2 + ||var_l(x) - running_var_l||_2)``
-  where ``mu_l``/``var_l`` are the batch statistics entering BatchNorm layer ``l`` (forward hooks) and ``w_l`` is
-  ``first_bn_multiplier`` (10) for the first layer, 1 for the others; ``r_bn`` 0.01. The jitter is the authors'
-  ImageNet one: a random resized crop (scale ``min_scale``..1, ratio 3/4..4/3) resized back, a horizontal flip with
-  probability 0.5 (``flip``), then a roll by up to ``jitter`` pixels each way (size // 7 by default: 32 at 224), one
-  draw per batch. After every step the pixels are clipped to [0, 1]. Batches of ``batch`` (100) images, each holding
-  consecutive classes of one image index (the authors' batches); their statistics are separate, one Adam serves all.
-- **Relabel**: the teacher's soft labels of the final images (softmax at ``temperature``), stored as probabilities.
+  (lr ``lr_img`` 0.25, betas (0.5, 0.9), eps 1e-8, cosine decay to 0 over ``iterations``) to minimise
+  ``CE(teacher(jitter(x)), class) + r_bn * sum_l w_l (||var_l(x) - running_var_l||_2 + ||mu_l(x) - running_mean_l||_2)``
+  where ``mu_l``/``var_l`` are the batch statistics entering BatchNorm layer ``l`` (their ``BNFeatureHook``) and
+  ``w_l`` is ``first_bn_multiplier`` (10) for the first layer, 1 for the others; ``r_bn`` 0.01. After every step the
+  pixels are clipped to the image range. Exact to the authors' step (parity: ``tests/test_condense_parity_teacher.py``
+  against ``zoo/bench/reference/sre2l.py``).
+- **Jitter**, by image size (``jitter_mode`` ``auto``): below 64 px the authors' CIFAR recover
+  (``small_dataset/recover_cifar.py``): a roll by ``(dy, dx)``, each drawn from ``0 .. jitter``, no crop and no flip;
+  ``jitter`` defaults to ``size // 8``, their 4 px at 32 px kept in proportion (3 px at 28 px, 2 at 16). From 64 px
+  ImageNet's (``recover/data_synthesis.py``): torchvision's ``RandomResizedCrop(size)`` (scale ``min_scale`` .. 1,
+  ratio 3/4 .. 4/3, one draw for the batch) and ``RandomHorizontalFlip`` (``flip``), then the roll by ``0 ..
+  jitter``, ``size // 7`` by default (their 32 at 224). One draw per batch and step, as theirs.
+- **Batches**, as the authors': each holds one image index of up to ``batch`` (100) consecutive classes; its
+  BatchNorm statistics are its own. With 10 classes a batch is the 10 images of one index (their CIFAR script
+  recovers index by index). One Adam serves all batches: its update is per element, so this equals the authors'
+  optimiser per batch.
+- **Relabel**: the authors relabel each random crop while the student trains (FKD); the zoo evaluates with the
+  teacher-relabelling student (:mod:`zoo.condense.student`). ``soft_labels`` (on) also stores the teacher's softmax
+  of the final images at ``temperature`` for the plain evaluation.
 
-Defaults follow the authors' recipes: lr 0.25, r_bn 0.01, batch 100 and no L2/TV priors (``recover.sh``);
-1000 iterations, their small-data (CIFAR) script's count (4000 at ImageNet). Simplified: the authors relabel each
-random crop while the student trains (FKD); a stored set holds one probability row per image.
+Defaults follow the authors' CIFAR recipe (``recover_cifar.sh``): lr 0.25, r_bn 0.01, batch 100, 1000 iterations,
+no L2/TV priors (4000 iterations at ImageNet, ``recover.sh``).
 """
 
 import math
@@ -27,13 +36,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import CondenseError, ImageMethod, register_method
+from .student import random_resized_crop_params, resized_crop
 from .teacher import load_teacher
 
-__all__ = ["SRe2L"]
+__all__ = ["SRe2L", "bn_statistics_loss", "jitter_settings"]
 
 
 def _bn_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def bn_statistics_loss(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``||running_var - var(x)||_2 + ||running_mean - mean(x)||_2`` over the channels of the input ``x`` of a
+    BatchNorm layer (batch statistics, biased variance): the authors' ``BNFeatureHook``."""
+    dims = [0] + list(range(2, x.dim()))
+    mean = x.mean(dims)
+    var = x.transpose(0, 1).reshape(x.shape[1], -1).var(1, unbiased=False)
+    return torch.norm(module.running_var - var, 2) + torch.norm(module.running_mean - mean, 2)
+
+
+def jitter_settings(size: int, mode: str = "auto", jitter: int | None = None, flip: bool | None = None):
+    """``(mode, max roll, flip)`` for images of ``size`` px: ``cifar`` below 64 px (roll ``size // 8``, no flip),
+    ``imagenet`` from 64 (crop, flip, roll ``size // 7``)."""
+    if mode == "auto":
+        mode = "cifar" if size < 64 else "imagenet"
+    if mode not in ("cifar", "imagenet"):
+        raise CondenseError(f"sre2l's jitter_mode is auto, cifar or imagenet, got {mode!r}")
+    shift = int(jitter) if jitter is not None else size // (8 if mode == "cifar" else 7)
+    return mode, shift, (mode == "imagenet") if flip is None else bool(flip)
 
 
 @register_method
@@ -48,9 +78,11 @@ class SRe2L(ImageMethod):
         "r_bn": 0.01,
         "first_bn_multiplier": 10.0,
         "batch": 100,
-        "min_scale": 0.08,
-        "flip": True,
+        "jitter_mode": "auto",
         "jitter": None,
+        "flip": None,
+        "min_scale": 0.08,
+        "soft_labels": True,
         "temperature": 1.0,
     }
 
@@ -58,10 +90,13 @@ class SRe2L(ImageMethod):
         o = self.options
         if int(o["batch"]) < 2:
             raise CondenseError(f"sre2l's batch must be >= 2 (BatchNorm statistics of one image), got {o['batch']}")
+        if self.real.num_classes < 2:
+            raise CondenseError("sre2l's batches hold one image of each class: it needs at least 2 classes")
         if not 0 < float(o["min_scale"]) <= 1:
             raise CondenseError(f"sre2l's min_scale must be in (0, 1], got {o['min_scale']}")
         if not float(o["temperature"]) > 0:
             raise CondenseError(f"sre2l's temperature must be > 0, got {o['temperature']}")
+        jitter_settings(min(self.real.shape[1:]), o["jitter_mode"], o["jitter"], o["flip"])
         self.teacher = load_teacher(o["teacher"], self.real, self.device, o["teacher_weights"])
         if not self.teacher.has_batchnorm():
             raise CondenseError(
@@ -72,37 +107,42 @@ class SRe2L(ImageMethod):
     def setup(self) -> None:
         if not hasattr(self, "teacher"):
             self.check()
+        o = self.options
         k = self.real.num_classes
-        # image-index-major order: batch b holds image b // k ... of consecutive classes, as the authors' batches
+        dtype = self.real.images.dtype
+        # image-index-major order: index i of every class, then index i + 1, ... (the authors' targets)
         self.order_labels = torch.arange(k).repeat(self.ipc).to(self.device)
-        self.images = torch.randn(self.ipc * k, *self.real.shape, generator=self.generator).to(self.device)
-        self.images.requires_grad_(True)
-        self.opt = torch.optim.Adam([self.images], lr=float(self.options["lr_img"]), betas=(0.5, 0.9), eps=1e-8)
+        self.images = torch.randn(self.ipc * k, *self.real.shape, generator=self.generator, dtype=dtype)
+        self.images = self.images.to(self.device).requires_grad_(True)
+        self.opt = torch.optim.Adam([self.images], lr=float(o["lr_img"]), betas=(0.5, 0.9), eps=1e-8)
+        c = self.real.shape[0]
         pre = self.real.preprocessing
-        m = torch.tensor(pre["mean"], device=self.device).view(1, -1, 1, 1)
-        s = torch.tensor(pre["std"], device=self.device).view(1, -1, 1, 1)
-        self.lo, self.hi = -m / s, (1 - m) / s
+        mean, std = [float(v) for v in pre["mean"]], [float(v) for v in pre["std"]]
+        mean, std = (mean * c, std * c) if len(mean) == 1 else (mean[:c], std[:c])
+        m = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
+        self.lo, self.hi = (-m / s).to(self.device, dtype), ((1 - m) / s).to(self.device, dtype)
         self.bns = _bn_layers(self.teacher.model)
-        j = self.options["jitter"]
-        self.max_shift = int(j) if j is not None else min(self.real.shape[1:]) // 7
+        self.mode, self.max_shift, self.flip = jitter_settings(
+            min(self.real.shape[1:]), o["jitter_mode"], o["jitter"], o["flip"]
+        )
+        # batches: one image index each, up to `batch` consecutive classes (the authors' kk loop)
+        per = min(int(o["batch"]), k)
+        self.batches = [(i * k + j, i * k + min(j + per, k)) for i in range(self.ipc) for j in range(0, k, per)]
 
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
-        """One random resized crop (resized back), flip and roll for the whole batch."""
+        """The authors' jitter for this size (one draw for the batch): ImageNet's crop and flip, then the roll."""
         g = self.generator
-        _, _, h, w = x.shape
-        r = torch.rand(6, generator=g).tolist()
-        area = h * w * (float(self.options["min_scale"]) + r[0] * (1 - float(self.options["min_scale"])))
-        ratio = math.exp(math.log(3 / 4) + r[1] * (math.log(4 / 3) - math.log(3 / 4)))
-        cw = int(round(math.sqrt(area * ratio)))
-        ch = int(round(math.sqrt(area / ratio)))
-        if not (0 < cw <= w and 0 < ch <= h):  # torchvision's fallback after failed draws: the whole image
-            ch, cw = h, w
-        top, left = int(r[2] * (h - ch + 1)), int(r[3] * (w - cw + 1))
-        x = x[:, :, top : top + ch, left : left + cw]
-        if (ch, cw) != (h, w):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-        if self.options["flip"] and r[4] < 0.5:
-            x = x.flip(3)
+        if self.mode == "imagenet":
+            h, w = x.shape[-2:]
+            top, left, ch, cw = random_resized_crop_params(
+                h, w, (float(self.options["min_scale"]), 1.0), (3 / 4, 4 / 3), g
+            )
+            x = resized_crop(x, top, left, ch, cw, (h, w))
+            if self.flip and torch.rand(1, generator=g) < 0.5:
+                x = x.flip(-1)
+        elif self.flip and torch.rand(1, generator=g) < 0.5:
+            x = x.flip(-1)
         if self.max_shift > 0:
             dy, dx = (int(v) for v in torch.randint(0, self.max_shift + 1, (2,), generator=g))
             x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
@@ -116,27 +156,22 @@ class SRe2L(ImageMethod):
         stats: list[torch.Tensor] = []
 
         def hook(module, inputs, output):
-            x = inputs[0]
-            dims = [0] + list(range(2, x.dim()))
-            mean = x.mean(dims)
-            var = x.transpose(0, 1).reshape(x.shape[1], -1).var(1, unbiased=False)
-            stats.append(torch.norm(module.running_var - var, 2) + torch.norm(module.running_mean - mean, 2))
+            stats.append(bn_statistics_loss(module, inputs[0]))
 
         handles = [bn.register_forward_hook(hook) for bn in self.bns]
         self.opt.zero_grad(set_to_none=True)
         total, n = 0.0, self.images.shape[0]
-        bsz = int(o["batch"])
         try:
-            for i in range(0, n, bsz):
+            for a, b in self.batches:
                 stats.clear()
-                x = self._jitter(self.images[i : i + bsz])
-                ce = F.cross_entropy(self.teacher(x).float(), self.order_labels[i : i + bsz])
+                x = self._jitter(self.images[a:b])
+                ce = F.cross_entropy(self.teacher(x), self.order_labels[a:b])
                 weights = [float(o["first_bn_multiplier"])] + [1.0] * (len(stats) - 1)
-                r_bn = sum(w * s for w, s in zip(weights, stats))
+                r_bn = torch.stack([w * s for w, s in zip(weights, stats)]).sum()
                 loss = ce + float(o["r_bn"]) * r_bn
                 # the mean over batches is reported; each batch's gradient reaches only its own images
                 loss.backward()
-                total += float(loss.detach()) * min(bsz, n - i) / n
+                total += float(loss.detach()) * (b - a) / n
         finally:
             for h in handles:
                 h.remove()
@@ -152,8 +187,11 @@ class SRe2L(ImageMethod):
         perm = self._class_major()
         images = self.images.detach()[perm]
         labels = self.order_labels[perm]
-        soft = self.teacher.soft_labels(images, float(self.options["temperature"]), int(self.options["batch"]))
+        soft = None
+        if self.options["soft_labels"]:
+            t, batch = float(self.options["temperature"]), int(self.options["batch"])
+            soft = self.teacher.soft_labels(images, t, batch)
         return images, labels, soft, {}
 
     def describe(self):
-        return {"model": self.teacher.name, "teacher": self.teacher.name}
+        return {"model": self.teacher.name, "teacher": self.teacher.name, "sre2l_jitter": [self.mode, self.max_shift]}

@@ -32,7 +32,7 @@ from ..train.distill import DistillConfig
 from .core import CondenseError, RealData, make_network
 from .evaluate import EvalSettings, train_network
 
-__all__ = ["Teacher", "load_teacher", "train_teacher"]
+__all__ = ["Teacher", "build_network", "load_teacher", "train_teacher"]
 
 
 @dataclass
@@ -120,7 +120,8 @@ class Teacher:
 
     @torch.no_grad()
     def num_classes(self) -> int:
-        x = torch.zeros(2, *self.input_size, device=self.device)
+        p = next(self.model.parameters(), None)
+        x = torch.zeros(2, *self.input_size, device=self.device, dtype=p.dtype if p is not None else None)
         return int(self.model(x).shape[-1])
 
     def has_batchnorm(self) -> bool:
@@ -189,9 +190,10 @@ def _build(spec: str, real: RealData, device, weights: str | None, kwargs: dict[
     return Teacher(model, mean, std, size, float(pc.get("crop_pct", 1.0) or 1.0), spec)
 
 
-def _network(name: str, real: RealData, generator: torch.Generator, **kwargs) -> nn.Module:
-    """:func:`make_network`, except that ``norm`` reaches the architecture: ``create_model`` reads ``norm=`` as
-    its feature wrapper's switch, so a ConvNet with another norm is built by its registered builder, seeded alike."""
+def build_network(name: str, real: RealData, generator: torch.Generator, **kwargs) -> nn.Module:
+    """A fresh network for ``real``'s images and classes, seeded by ``generator``: :func:`make_network`, except
+    that ``norm`` reaches the architecture: ``create_model`` reads ``norm=`` as its feature wrapper's switch,
+    so a ConvNet with another norm is built by its registered builder, seeded alike."""
     if "norm" not in kwargs:
         return make_network(name, real.shape, real.num_classes, generator, **kwargs)
     c, h, _ = real.shape
@@ -218,13 +220,16 @@ def train_teacher(
 ) -> nn.Module:
     """A network trained on ``real`` for ``epochs`` (SGD, momentum 0.9, weight decay 5e-4, lr x 0.1 at half the
     epochs; no augmentation): ConvNet-3 with BatchNorm unless ``model``/``norm``/``model_kwargs`` say otherwise
-    (``norm="instancenorm"``: the field's GroupNorm ConvNet; ``norm=None``: the model's own default). Its ``pretrained_cfg`` records ``real``'s
-    preprocessing, so it stays usable when saved. ``epochs=0`` gives the initialised network."""
+    (``norm="instancenorm"``: the field's GroupNorm ConvNet; ``norm=None``: the model's own default). BatchNorm is
+    what RDED's and SRe2L's authors train their ConvNet teachers with (RDED ``synthesize/utils.py:load_model``:
+    ``net_norm="batch"``), and SRe2L needs it. Any ``real.shape`` works: 1-channel 28x28 digits build the authors'
+    ConvNet (first conv padded by 3, as at 32x32). Its ``pretrained_cfg`` records ``real``'s preprocessing, so it
+    stays usable when saved. ``epochs=0`` gives the initialised network."""
     if norm is not None:
         model_kwargs["norm"] = norm
     dev = torch.device(device) if device is not None else real.images.device
     g = torch.Generator().manual_seed(seed)
-    net = _network(model, real, g, **model_kwargs).to(dev)
+    net = build_network(model, real, g, **model_kwargs).to(dev)
     settings = EvalSettings(model=model, lr=lr, batch=batch, dsa=False)
     if epochs > 0:
         train_network(net, real.images, real.labels, epochs, settings, generator=g)
