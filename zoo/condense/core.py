@@ -334,7 +334,7 @@ class SyntheticSet:
         for img, y in zip(pixels, self.labels.tolist()):
             d = tmp / "images" / _safe_dir(names[y])
             d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(d / f"{counts.get(y, 0):05d}.png")
+            Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(d / f"{counts.get(y, 0):05d}.png")
             counts[y] = counts.get(y, 0) + 1
         _grid(pixels, self.labels.tolist(), len(names)).save(tmp / "grid.png")
         (tmp / "README.md").write_text(_card(self))

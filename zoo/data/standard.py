@@ -142,11 +142,19 @@ def read_mnist(folder: str | Path, split: str, name: str = "mnist") -> tuple[np.
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
+    """What protocol-2 pickles written by Python 3 call (``_codecs.encode(text, "latin1")``) to rebuild bytes; only
+    that use is allowed."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() not in ("latin1", "iso88591"):
+        raise DataError(f"a pickle asked to encode {type(text).__name__} as {encoding!r}: refused (not bytes data)")
+    return text.encode("latin1")
+
+
 def _numpy_globals() -> dict[tuple[str, str], object]:
     """The globals a pickled numpy array names, under the module names numpy 1 and 2 write them with."""
     reconstruct = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, whatever module it lives in
     frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5's _frombuffer
-    found = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    found = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_bytes}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         found[(module, "_reconstruct")] = reconstruct
     for module in ("numpy.core.numeric", "numpy._core.numeric"):

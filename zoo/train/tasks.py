@@ -367,7 +367,7 @@ class ImageTask(Task):
         # the held-out split numbers its classes as the training split does (a class it lacks is fine)
         self.val_base, val_info = src.open(d.val_split, self.info.class_names, bad_files, d.image_key, d.label_key,
                                            grey)  # fmt: skip
-        self.split = _split_read(src, d.val_split)
+        self.split = d.val_split = _split_read(src, d.val_split)  # what was read (a benchmark's test split)
         if val_info.num_classes > self.info.num_classes:  # integer labels without names
             raise DataError(
                 f"the {d.val_split} split of {d.path} has labels up to {val_info.num_classes - 1}, the training "
@@ -414,7 +414,7 @@ class ImageTask(Task):
         self.source = real = DataSource(src["kind"], src.get("path"))
         val_split = src.get("val_split", real.val_split)
         self.val_base, _ = real.open(val_split, class_names=syn.class_names, grey=channels == 1)
-        self.split = _split_read(real, val_split)
+        self.split = d.val_split = _split_read(real, val_split)  # the real split the set names
         self.dataset_name = self.info.name
         self.topk = min(5, self.info.num_classes)
         entry_cfg = get_entry(self.recipe.model).pretrained_cfg if self.recipe.model else {}
