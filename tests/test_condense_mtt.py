@@ -110,9 +110,14 @@ def test_factorization_storage_within_budget(real, buffer, ipc):
     assert s.extra["bases"].shape == (10 * n, bc, h, w)
     assert counted == 10 * n * bc * h * w + k * hallucinator_values(bc, c, (h, w))
     assert len({key.split(".")[1] for key in s.extra if key.startswith("hal.")}) == k
-    assert s.images.shape == (10 * n * k, c, h, w)
-    assert torch.bincount(s.labels, minlength=10).tolist() == [n * k] * 10
+    assert s.images.shape == (10 * n, c, h, w)  # one image per base; evaluation reads them through eval_sampler
+    assert torch.bincount(s.labels, minlength=10).tolist() == [n] * 10
     assert torch.isfinite(s.images).all() and s.meta["eval_lr"] >= 0.001
+    assert bc == 1  # digits are grey images stored as RGB: grey bases
+    assert s.meta["storage"]["over_budget_values"] == 0 and s.meta["storage"]["layout"] == "within the ipc budget"
+    sample = METHODS["factorization"].eval_sampler(s)
+    x = sample(torch.arange(len(s)), torch.Generator().manual_seed(0))
+    assert x.shape == s.images.shape and torch.isfinite(x).all()
 
 
 def test_factorization_plan():
@@ -128,6 +133,68 @@ def test_factorization_plan():
     with pytest.raises(CondenseError, match="budget"):
         plan_bases(10, 10, (3, 32, 32), 5, n_bases=10, base_channels=3)
     assert plan_bases(10, 10, (3, 32, 32), 5, n_bases=10) == (10, 1, 5)  # fits as single-channel bases
+
+
+def test_factorization_plan_grey_28px():
+    # MNIST / Fashion-MNIST: 1 x 28 x 28, 5 hallucinators of 1,372 values
+    assert hallucinator_values(1, 1, (28, 28)) == 1372
+    assert plan_bases(10, 10, (1, 28, 28), 5) == (9, 1, 5)  # 70,560 + 6,860 = 77,420 <= 78,400
+    with pytest.raises(CondenseError, match="nothing else.*budget=false.*14,700 values, 1.88x"):
+        plan_bases(1, 10, (1, 28, 28), 5)  # one grey image per class fills the ipc-1 budget
+    assert plan_bases(1, 10, (1, 28, 28), 5, budget=False) == (1, 1, 5)
+    assert plan_bases(10, 10, (1, 28, 28), 5, budget=False) == (10, 1, 5)
+    # grey data stored as RGB: grey bases, three times as many
+    assert plan_bases(10, 10, (3, 16, 16), 5, grey=True) == (27, 1, 5)
+    assert plan_bases(10, 10, (3, 16, 16), 5, budget=False, grey=True) == (10, 1, 5)
+
+
+def test_factorization_authors_layout_states_the_excess(real, buffer):
+    s = condense(real, method="factorization", ipc=1, iterations=1, progress=False, buffer=buffer, budget=False,
+                 **TINY)  # fmt: skip
+    st = s.meta["storage"]
+    assert s.meta["n_bases"] == 1 and s.meta["n_hal"] == 5 and s.meta["base_channels"] == 1
+    assert st["values"] == 10 * 256 + 5 * hallucinator_values(1, 3, (16, 16)) == s.stored_values
+    assert st["over_budget_values"] == st["values"] - st["ipc_budget"] > 0
+    assert st["layout"] == "the authors' released scripts" and st["budget_ratio"] > 1
+
+
+def test_hallucinators_start_near_identity(real):
+    from zoo.condense.factorization import Hallucinator
+
+    base = real.images[:8, :1]
+    hal = Hallucinator(1, 3, (16, 16))
+    authors = torch.nn.functional.cosine_similarity(hal(base).flatten(1), base.expand(-1, 3, -1, -1).flatten(1))
+    hal.init_identity()
+    out = hal(base)
+    inside = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    cos = torch.nn.functional.cosine_similarity(out[inside].flatten(1), base.expand(-1, 3, -1, -1)[inside].flatten(1))
+    assert cos.min() > 0.98 and authors.abs().max() < 0.9
+    assert torch.allclose(out[inside], base.expand(-1, 3, -1, -1)[inside], atol=0.3)
+    m = _method("factorization", real, ipc=2, **TINY)  # hal_init: identity is the default
+    assert m.options["hal_init"] == "identity"
+    with pytest.raises(CondenseError, match="hal_init"):
+        _method("factorization", real, ipc=2, hal_init="random", **TINY)
+
+
+def test_published_defaults_per_dataset_and_ipc(real):
+    from zoo.condense.mtt import published_settings
+
+    v, src = published_settings("cifar100", 1)  # the README's own command line
+    assert (v["syn_steps"], v["expert_epochs"], v["max_start_epoch"], v["lr_img"], v["lr_lr"], v["lr_teacher"]) == (
+        20, 3, 20, 1000.0, 1e-5, 0.01)  # fmt: skip
+    v, src = published_settings("cifar10", 1)
+    assert (v["syn_steps"], v["max_start_epoch"], v["lr_lr"]) == (50, 2, 1e-7) and "flip" in v["dsa_strategy"]
+    v, src = published_settings("mnist", 8)
+    assert "cifar10 ipc 10" in src and "closest" in src and "flip" not in v["dsa_strategy"]
+    assert published_settings("cifar100", 50)[0]["batch_syn"] == 125
+    assert "flip" in published_settings("fashion_mnist", 1)[0]["dsa_strategy"]
+    # digits: no flips in the experts or the distillation; the user's options win over the table
+    m = _method("mtt", real, ipc=1, **TINY)
+    assert "flip" not in m.options["dsa_strategy"] and m.options["lr_lr"] == 1e-7
+    assert m.options["syn_steps"] == TINY["syn_steps"]
+    h = _method("factorization", real, ipc=10, **TINY)
+    assert h.options["lr_teacher"] == 0.001 and h.options["lambda_likeli"] == 0.1
+    assert "run_cifar10_ipc10_style5.sh" in h.defaults_from
 
 
 def test_supcon_prefers_aligned_views():

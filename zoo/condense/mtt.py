@@ -1,26 +1,29 @@
 """MTT: matching training trajectories (Cazenavette, Wang, Torralba, Efros, Zhu, "Dataset Distillation by
-Matching Training Trajectories", CVPR 2022).
+Matching Training Trajectories", CVPR 2022; code: GeorgeCazenavette/mtt-distillation).
 
 Two stages.
 
-1. **Experts.** ``num_experts`` networks (ConvNet-3 by default) train on the real data with plain SGD: lr
-   ``expert_lr`` 0.01, no momentum, no weight decay, no lr decay, batch 256, ``train_epochs`` 50 epochs, DSA on
-   every batch (one op per batch, its values drawn per image), through :func:`zoo.condense.evaluate.train_network`.
-   Their flattened parameters are recorded at initialisation and after every epoch (``train_epochs + 1`` rows per
-   expert). The trajectories are kept in an *expert buffer*: a folder named after a digest of everything that
-   shapes them (the data's fingerprint, the image shape, the model, the expert settings, ``expert_seed``) holding
-   one safetensors file per expert. It lives under ``buffer`` when that option names a folder, else in the run's
-   state folder (``OUT/.condense_state/experts``; kept by ``--resume``, cleared by a fresh run into that folder),
-   else (no ``out``) only in memory. A buffer already there is
-   reused and extended when more experts are asked for: expert ``i`` is seeded by ``(expert_seed, i)`` alone, so
-   MTT and factorization, every ``ipc`` and every seed share one buffer.
+1. **Experts** (the authors' ``buffer.py``). ``num_experts`` networks (ConvNet-3 by default) train on the real data
+   with plain SGD: lr ``expert_lr`` 0.01, no momentum, no weight decay, no lr decay, batch 256, ``train_epochs`` 50
+   epochs, DSA on every batch (one op per batch, its values drawn per image). Their flattened parameters are
+   recorded at initialisation and after every epoch (``train_epochs + 1`` rows per expert). :func:`expert_epoch`
+   is ``buffer.py``'s epoch draw for draw: the loader's base seed, the sampler's seed of a fresh generator for the
+   permutation, each batch's augmentation, and the test pass's base seed, all from the expert's generator (theirs:
+   torch's global RNG), so that one seed gives the authors' trajectory (``tests/test_condense_parity_mtt.py``).
+   The trajectories are kept in an *expert buffer*: a folder named after a digest of everything that shapes them
+   (the data's fingerprint, the image shape, the model, the expert settings, ``expert_seed``) holding one
+   safetensors file per expert. It lives under ``buffer`` when that option names a folder, else in the run's state
+   folder (``OUT/.condense_state/experts``; kept by ``--resume``, cleared by a fresh run into that folder), else
+   (no ``out``) only in memory. A buffer already there is reused and extended when more experts are asked for:
+   expert ``i`` is seeded by ``(expert_seed, i)`` alone, so MTT and factorization, every ``ipc`` and every seed share
+   one buffer.
 
-2. **Distillation.** Each iteration picks a random expert and a random start epoch ``t < max_start_epoch``. A
-   student starts at the expert's parameters ``theta_t`` and takes ``syn_steps`` SGD steps on the synthetic set
-   with a learnable learning rate ``alpha`` (initialised to ``lr_teacher``): each step one minibatch of
-   ``batch_syn`` images (all of them by default; chunks of a fresh random permutation, the next chunk each step),
-   each image under its own DSA draw. The loss is the normalised distance to where the expert got ``expert_epochs``
-   epochs later::
+2. **Distillation** (one iteration of ``distill.py``). Each iteration picks a random expert and a random start epoch
+   ``t < max_start_epoch``. A student starts at the expert's parameters ``theta_t`` and takes ``syn_steps`` SGD
+   steps on the synthetic set with a learnable learning rate ``alpha`` (initialised to ``lr_teacher``): each step
+   one minibatch of ``batch_syn`` images (all of them by default; the last unused chunk of a random permutation, a
+   new permutation when they are used up, as the authors' ``indices_chunks.pop()``), each image under its own DSA
+   draw. The loss is the normalised distance to where the expert got ``expert_epochs`` epochs later::
 
        L = ||theta_student - theta_{t+M}||^2 / ||theta_t - theta_{t+M}||^2
 
@@ -30,16 +33,36 @@ Two stages.
    meta carries it as ``eval_lr`` (and ``syn_lr``).
 
 The unrolled steps run in functional form: the student is one flat parameter vector, each step calls the network
-with ``torch.func.functional_call`` on views of it, and only the newest vector is held by Python; autograd keeps
-what the backward pass through the steps needs (memory still grows with ``syn_steps``, as in the paper).
+with ``torch.func.functional_call`` on views of it (the authors' ``ReparamModule``, same parameter order), and only
+the newest vector is held by Python; autograd keeps what the backward pass through the steps needs (memory still
+grows with ``syn_steps``, as in the paper). Exact: the loss, the image and lr gradients of one step and of a short
+trajectory, and an expert epoch equal the authors' (``zoo/bench/reference/mtt.py``) to float64 rounding.
 
-Defaults are the paper's CIFAR-10 command line (5,000 iterations, ``syn_steps`` 20, ``expert_epochs`` 3,
-``max_start_epoch`` 20, ``lr_img`` 1000, ``lr_lr`` 1e-5, ``lr_teacher`` 0.01, 50-epoch experts) with two
-changes: ``num_experts`` is 20 (the paper trains 100; a ConvNet-3 trajectory is ~60 MB at 32x32, so 100 experts
-are ~6 GB; more experts can be added to a buffer later), and no ZCA whitening (the zoo normalises per channel).
-The paper uses 2 expert epochs and a smaller image lr (~100) for MNIST-like digits; set ``expert_epochs=2``
-``lr_img=100`` there. DSA is the authors' full strategy (flips included) as for DM; drop ``flip`` for digits with
-``dsa_strategy``.
+**Defaults per dataset and ipc** (:func:`published_settings`), from the hyper-parameter table of the authors' README
+(ConvNet-3, 5,000 iterations; the zoo does not ZCA-whiten, so rows marked ZCA there run on per-channel normalised
+images here). An option given by the user always wins; ``ipc`` takes the nearest published row (log scale: 1 for
+ipc <= 3, 10 for ipc <= 22, else 50):
+
+=========================  ===  =========  =============  ===============  ======  =====  ==========  =========
+dataset                    ipc  syn_steps  expert_epochs  max_start_epoch  lr_img  lr_lr  lr_teacher  batch_syn
+=========================  ===  =========  =============  ===============  ======  =====  ==========  =========
+cifar10                    1    50         2              2                100     1e-7   0.01        all
+cifar10                    10   30         2              20               100     1e-5   0.001       all
+cifar10                    50   30         2              40               1000    1e-5   0.001       all
+cifar100                   1    20         3              20               1000    1e-5   0.01        all
+cifar100                   10   20         2              20               1000    1e-5   0.01        all
+cifar100                   50   80         2              40               1000    1e-5   0.01        125
+=========================  ===  =========  =============  ===============  ======  =====  ==========  =========
+
+MNIST, Fashion-MNIST, SVHN, scikit-learn's digits and any other data have no published MTT row: they take CIFAR-10's
+row at the same ipc (the closest published setting: 10 classes, ConvNet-3, 28-32 px). Digit data (``mnist``,
+``svhn``, ``digits``) drop ``flip`` from the DSA strategy, for the experts and the distillation alike (a mirrored
+digit is another symbol or none); CIFAR and Fashion-MNIST keep the authors' full strategy.
+
+Where the zoo differs on purpose: ``num_experts`` is 20 (the paper trains 100; a ConvNet-3 trajectory is ~60 MB at
+32x32, so 100 experts are ~6 GB; more experts can be added to a buffer later); no ZCA whitening (the zoo normalises
+per channel); one generator drives every draw (theirs: numpy for the start epoch, Python's ``random`` for the
+expert files, torch for the rest).
 """
 
 import hashlib
@@ -59,21 +82,23 @@ from tqdm import tqdm
 
 from ..data.dsa import DSA
 from .core import CondenseError, Method, RealData, make_network, register_method
-from .evaluate import EvalSettings, train_network
 
 __all__ = [
     "EXPERT_DEFAULTS",
     "MTT",
+    "MTT_TABLE",
     "Chunks",
     "ExpertBuffer",
     "FlatModel",
     "expert_buffer",
+    "expert_epoch",
     "flat_parameters",
+    "published_settings",
     "trajectory_loss",
     "unroll",
 ]
 
-BUFFER_FORMAT = "zoo-mtt-buffer/1"
+BUFFER_FORMAT = "zoo-mtt-buffer/2"  # 2: the experts draw as buffer.py does
 
 # The experts' options, shared by every trajectory-matching method (same names, same defaults: same buffer).
 EXPERT_DEFAULTS: dict[str, Any] = {
@@ -89,6 +114,39 @@ EXPERT_DEFAULTS: dict[str, Any] = {
     "dsa_strategy": "color_crop_cutout_flip_scale_rotate",
     "buffer": "",
 }
+
+FULL_DSA = "color_crop_cutout_flip_scale_rotate"
+NO_FLIP_DSA = "color_crop_cutout_scale_rotate"
+DIGIT_DATA = ("mnist", "svhn", "digits")  # no flips: a mirrored digit is another symbol or none
+
+# The authors' README table: (dataset, ipc) -> syn_steps, expert_epochs, max_start_epoch, lr_img, lr_lr, lr_teacher,
+# batch_syn (0 = every image each step).
+MTT_TABLE: dict[tuple[str, int], tuple[int, int, int, float, float, float, int]] = {
+    ("cifar10", 1): (50, 2, 2, 100.0, 1e-7, 0.01, 0),
+    ("cifar10", 10): (30, 2, 20, 100.0, 1e-5, 0.001, 0),
+    ("cifar10", 50): (30, 2, 40, 1000.0, 1e-5, 0.001, 0),
+    ("cifar100", 1): (20, 3, 20, 1000.0, 1e-5, 0.01, 0),
+    ("cifar100", 10): (20, 2, 20, 1000.0, 1e-5, 0.01, 0),
+    ("cifar100", 50): (80, 2, 40, 1000.0, 1e-5, 0.01, 125),
+}
+MTT_KEYS = ("syn_steps", "expert_epochs", "max_start_epoch", "lr_img", "lr_lr", "lr_teacher", "batch_syn")
+
+
+def published_row(ipc: int) -> int:
+    """The published ipc (1, 10, 50) nearest to ``ipc`` on a log scale."""
+    return 1 if ipc <= 3 else 10 if ipc <= 22 else 50
+
+
+def published_settings(dataset: str, ipc: int) -> tuple[dict[str, Any], str]:
+    """MTT's defaults for ``dataset`` (``RealData.source["name"]``) at ``ipc``, and where they come from."""
+    row = published_row(ipc)
+    name = dataset if (dataset, row) in MTT_TABLE else "cifar10"
+    values = dict(zip(MTT_KEYS, MTT_TABLE[(name, row)]))
+    values["dsa_strategy"] = NO_FLIP_DSA if dataset in DIGIT_DATA else FULL_DSA
+    src = f"mtt-distillation README table, {name} ipc {row}"
+    if name != dataset:
+        src += f" (no published row for {dataset or 'this data'}: the closest setting)"
+    return values, src
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -122,8 +180,8 @@ class FlatModel:
 
 
 class Chunks:
-    """Minibatch indices of ``n`` items: a random permutation cut into chunks of ``batch``, one chunk per call, a
-    new permutation when they are used up."""
+    """Minibatch indices of ``n`` items: a random permutation cut into chunks of ``batch``, the last unused chunk
+    per call (the authors' ``indices_chunks.pop()``), a new permutation when they are used up."""
 
     def __init__(self, n: int, batch: int, generator: torch.Generator, device: torch.device | str = "cpu"):
         self.n, self.batch, self.generator, self.device = n, max(1, min(batch or n, n)), generator, device
@@ -132,7 +190,7 @@ class Chunks:
     def next(self) -> torch.Tensor:
         if not self.pending:
             self.pending = list(torch.randperm(self.n, generator=self.generator).split(self.batch))
-        return self.pending.pop(0).to(self.device)
+        return self.pending.pop().to(self.device)
 
 
 def unroll(
@@ -183,19 +241,51 @@ def buffer_settings(real: RealData, options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def expert_epoch(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch: int,
+    generator: torch.Generator,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> None:
+    """One epoch of ``buffer.py``'s expert, draw for draw from ``generator``: the train loader's base seed, its
+    sampler's seed for a fresh generator that permutes the data, per batch ``augment`` (which may draw), CE,
+    ``zero_grad`` / ``backward`` / ``step``; then the base seed of the test pass ``buffer.py`` runs after every
+    epoch (drawn and dropped, so the next epoch's draws line up with theirs)."""
+    n = images.shape[0]
+    torch.empty((), dtype=torch.int64).random_(generator=generator)  # the train loader's base seed (unused)
+    seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator))  # RandomSampler's seed
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(images.device)
+    net.train()
+    for i in range(0, n, batch):
+        idx = perm[i : i + batch]
+        x = images[idx]
+        if augment is not None:
+            x = augment(x)
+        loss = F.cross_entropy(net(x), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    torch.empty((), dtype=torch.int64).random_(generator=generator)  # the test loader's base seed (unused)
+
+
 def train_expert(real: RealData, settings: dict[str, Any], index: int, device: torch.device) -> torch.Tensor:
-    """Expert ``index``'s trajectory: ``(epochs + 1, P)`` flat parameters, at initialisation and after each epoch.
-    Seeded by ``(seed, index)`` only."""
+    """Expert ``index``'s trajectory: ``(epochs + 1, P)`` flat parameters, at initialisation and after each epoch
+    (:func:`expert_epoch`; one optimiser for the run, no lr decay: ``buffer.py`` without ``--decay``). Seeded by
+    ``(seed, index)`` only."""
     g = torch.Generator().manual_seed(int(settings["seed"]) * 1_000_003 + index)
     net = make_network(settings["model"], real.shape, real.num_classes, g).to(device)
     rows = [flat_parameters(net)]
-    s = EvalSettings(
-        model=settings["model"], lr=settings["lr"], batch=settings["batch"], momentum=settings["momentum"],
-        weight_decay=settings["weight_decay"], dsa=settings["dsa"] is not None,
-        dsa_strategy=settings["dsa"] or "color",
-    )  # fmt: skip
-    train_network(net, real.images, real.labels, settings["epochs"], s, None, g,
-                  on_epoch=lambda ep, n: rows.append(flat_parameters(n)), decay=False)  # fmt: skip
+    opt = torch.optim.SGD(net.parameters(), lr=settings["lr"], momentum=settings["momentum"],
+                          weight_decay=settings["weight_decay"])  # fmt: skip
+    dsa = DSA(settings["dsa"]) if settings["dsa"] else None
+    augment = (lambda x: dsa(x, g, per_sample=True)) if dsa is not None else None
+    images, labels = real.images.to(device), real.labels.to(device)
+    for _ in range(int(settings["epochs"])):
+        expert_epoch(net, opt, images, labels, int(settings["batch"]), g, augment)
+        rows.append(flat_parameters(net))
     return torch.stack(rows)
 
 
@@ -291,7 +381,17 @@ def check_trajectory_options(method: Method) -> None:
 
 
 class TrajectoryMatching(Method):
-    """What MTT and factorization share: the buffer, the student, the learnable lr, the draw of a segment."""
+    """What MTT and factorization share: the buffer, the student, the learnable lr, the draw of a segment, and the
+    published defaults for the data and ipc (below the user's options, above the class's ``defaults``)."""
+
+    def __init__(self, real: RealData, ipc: int, options: dict[str, Any], seed: int, device: torch.device):
+        super().__init__(real, ipc, options, seed, device)
+        published, self.defaults_from = self.published_settings(str(real.source.get("name", "")), ipc)
+        self.options = {**self.defaults, **published, **options}
+
+    @classmethod
+    def published_settings(cls, dataset: str, ipc: int) -> tuple[dict[str, Any], str]:
+        return published_settings(dataset, ipc)
 
     def check(self) -> None:
         super().check()
@@ -322,20 +422,23 @@ class TrajectoryMatching(Method):
     def describe_trajectories(self) -> dict[str, Any]:
         lr = float(self.syn_lr.detach())
         folder = self.buffer.folder
-        return {"syn_lr": lr, "eval_lr": lr, "expert_buffer": str(folder) if folder is not None else None}
+        return {"syn_lr": lr, "eval_lr": lr, "expert_buffer": str(folder) if folder is not None else None,
+                "defaults_from": self.defaults_from}  # fmt: skip
 
 
 @register_method
 class MTT(TrajectoryMatching):
     name = "mtt"
+    # syn_steps .. batch_syn and dsa_strategy are replaced per dataset and ipc (published_settings); these are
+    # CIFAR-10's ipc-10 row
     defaults = {
         "iterations": 5000,
-        "syn_steps": 20,
-        "expert_epochs": 3,
+        "syn_steps": 30,
+        "expert_epochs": 2,
         "max_start_epoch": 20,
-        "lr_img": 1000.0,
+        "lr_img": 100.0,
         "lr_lr": 1e-5,
-        "lr_teacher": 0.01,
+        "lr_teacher": 0.001,
         "momentum": 0.5,
         "batch_syn": 0,
         "init": "real",
@@ -350,6 +453,11 @@ class MTT(TrajectoryMatching):
         self.images = images.detach().clone().requires_grad_(True)
         self.labels = labels
         self.setup_trajectories()
+        self.make_optimizers()
+
+    def make_optimizers(self) -> None:
+        """``distill.py``'s: SGD with momentum 0.5 on the images (``lr_img``) and on the lr (``lr_lr``)."""
+        o = self.options
         self.opt_img = torch.optim.SGD([self.images], lr=o["lr_img"], momentum=o["momentum"])
         self.opt_lr = torch.optim.SGD([self.syn_lr], lr=o["lr_lr"], momentum=o["momentum"])
 
