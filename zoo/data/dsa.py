@@ -6,10 +6,19 @@ one sampled transform (:meth:`DSA.sample`) is applied to the real and to the syn
 (:meth:`DSA.apply`), whatever their sizes. Training a network on a set samples one transform per image instead
 (``per_sample=True``), as the field's evaluation does.
 
-Ops and strengths are the authors' (``ParamDiffAug``): ``color`` (brightness 1.0, saturation 2.0, contrast 0.5,
-applied in that order), ``crop`` (translation by up to 0.125 of the side, zero padded), ``cutout`` (a zeroed square
-of half the side), ``flip`` (probability 0.5; left out for digits), ``scale`` (each axis by 1/1.2 .. 1.2) and
-``rotate`` (up to 15 degrees). Each call picks one op at random ("S" mode).
+Exact to the authors' ``DiffAugment`` ("S" mode, VICO-UoE/DatasetCondensation ``utils.py``): the same ops and
+strengths (``ParamDiffAug``: ``color`` = brightness 1.0, saturation 2.0, contrast 0.5 in that order; ``crop``, a
+translation by up to 0.125 of the side, zeros shifted in; ``cutout``, a zeroed square of half the side; ``flip``,
+probability 0.5, left out for digits; ``scale``, each axis by 1/1.2 .. 1.2; ``rotate``, up to 15 degrees), the
+same arithmetic (the affine ops' matrices built in float32 from float32 draws, ``affine_grid``/``grid_sample``
+with their default ``align_corners=False``, the rotation matrix ``[[cos, -sin], [sin, cos]]``), and the same draws
+in the same order from the generator: one op index per call, then the op's values (``torch.rand`` for color in the
+images' dtype, ``torch.rand`` in float32 for flip, scale and rotate, ``torch.randint`` for the crop's shifts and
+the cutout's centres). Per-image draws (``per_sample=True``) therefore consume a generator exactly as
+``DiffAugment(x, strategy, seed=-1)`` consumes torch's global one. The zoo differs on purpose in two ways: the
+draws come from an explicit generator (the authors reseed torch's global one from the clock for every siamese
+call), and the ops are vectorised where the authors build matrices image by image (the parity tests,
+``tests/test_condense_parity.py``, show both give the same images).
 """
 
 import math
@@ -27,10 +36,15 @@ OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 @dataclass
 class DSAParams:
-    """One sampled transform: the op and its random values (one row per image, or one row for the batch)."""
+    """One sampled transform: the op and its draws, one row per image (or one row shared by every image).
+
+    Columns, as the authors draw them: ``color`` (brightness, saturation, contrast) uniforms in [0, 1);
+    ``crop`` (row shift, column shift) integers in [-r, r], r = round(0.125 x side); ``cutout`` (centre row,
+    centre column) integers in [0, side + 1 - s % 2), s = round(0.5 x side); ``flip`` (u,), flipped if u < 0.5;
+    ``scale`` (u_x, u_y) and ``rotate`` (u,) uniforms in [0, 1), float32."""
 
     op: str
-    values: torch.Tensor  # (n, k) uniform draws in [0, 1); n = 1 means the same for every image
+    values: torch.Tensor  # (n, k); n = 1 means the same for every image
 
 
 class DSA:
@@ -60,23 +74,53 @@ class DSA:
     def strategy(self) -> str:
         return "_".join(self.ops)
 
-    def sample(self, generator: torch.Generator | None = None, n: int = 1) -> DSAParams:
-        """Draw one op and its values: ``n=1`` for a siamese transform shared by every image of both batches."""
-        op = self.ops[int(torch.randint(len(self.ops), (1,), generator=generator))]
-        return DSAParams(op, torch.rand(n, 3, generator=generator))
+    def _crop_reach(self, h: int, w: int) -> tuple[int, int]:
+        return int(h * self.crop + 0.5), int(w * self.crop + 0.5)
+
+    def _cutout_size(self, h: int, w: int) -> tuple[int, int]:
+        return int(h * self.cutout + 0.5), int(w * self.cutout + 0.5)
+
+    def sample(
+        self,
+        generator: torch.Generator | None = None,
+        n: int = 1,
+        size: tuple[int, int] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> DSAParams:
+        """Draw one op and its values for ``n`` images of ``size`` (height, width) and ``dtype``, in the authors'
+        order and kinds; ``n=1`` for a siamese transform shared by every image of both batches."""
+        if size is None and ("crop" in self.ops or "cutout" in self.ops):
+            raise ValueError("DSA.sample needs the images' size=(height, width) for crop and cutout")
+        g = generator
+        op = self.ops[torch.randint(0, len(self.ops), size=(1,), generator=g).item()]
+        if op == "color":
+            values = torch.stack([torch.rand(n, generator=g, dtype=dtype) for _ in range(3)], 1)
+        elif op in ("flip", "rotate"):
+            values = torch.rand(n, generator=g)[:, None]
+        elif op == "scale":
+            values = torch.stack([torch.rand(n, generator=g) for _ in range(2)], 1)
+        elif op == "crop":
+            reach = self._crop_reach(*size)
+            values = torch.stack([torch.randint(-r, r + 1, size=(n,), generator=g) for r in reach], 1)
+        else:  # cutout
+            cut = self._cutout_size(*size)
+            values = torch.stack([torch.randint(0, s + (1 - c % 2), size=(n,), generator=g)
+                                  for s, c in zip(size, cut)], 1)  # fmt: skip
+        return DSAParams(op, values)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, per_sample: bool = True):
         """A random transform of ``x`` (one per image with ``per_sample``, else one for the batch)."""
-        return self.apply(x, self.sample(generator, x.shape[0] if per_sample else 1))
+        n = x.shape[0] if per_sample else 1
+        return self.apply(x, self.sample(generator, n, tuple(x.shape[-2:]), x.dtype))
 
     def single(self, x: torch.Tensor) -> torch.Tensor:
         """A random transform of one ``(C, H, W)`` image (a dataset transform; draws from torch's global RNG)."""
         return self(x.unsqueeze(0)).squeeze(0)
 
     def apply(self, x: torch.Tensor, p: DSAParams) -> torch.Tensor:
-        v = p.values.to(x.device, x.dtype)
+        v = p.values.to(x.device)
         if p.op == "color":
-            r = v[:, :, None, None, None]
+            r = v.to(x.dtype)[:, :, None, None, None]
             x = x + (r[:, 0] - 0.5) * self.brightness
             mean = x.mean(dim=1, keepdim=True)
             x = (x - mean) * (r[:, 1] * self.saturation) + mean
@@ -86,39 +130,33 @@ class DSA:
             flip = (v[:, 0] < self.flip)[:, None, None, None]
             return torch.where(flip, x.flip(3), x)
         if p.op == "crop":
-            return self._translate(x, v)
+            return self._translate(x, v.long())
         if p.op == "cutout":
-            return self._cutout(x, v)
-        if p.op == "scale":
-            s = v[:, :2] * (self.scale - 1.0 / self.scale) + 1.0 / self.scale
+            return self._cutout(x, v.long())
+        if p.op == "scale":  # the matrix in float32 from float32 draws, as the authors build it
+            ratio = self.scale
+            s = v.float() * (ratio - 1.0 / ratio) + 1.0 / ratio
             zero = torch.zeros_like(s[:, 0])
             theta = torch.stack([torch.stack([s[:, 0], zero, zero], 1), torch.stack([zero, s[:, 1], zero], 1)], 1)
             return self._warp(x, theta)
-        if p.op == "rotate":
-            a = (v[:, 0] - 0.5) * 2 * self.rotate / 180 * math.pi
+        if p.op == "rotate":  # [[cos, sin(-a)], [sin, cos]]: anticlockwise for a > 0
+            a = (v[:, 0].float() - 0.5) * 2 * self.rotate / 180 * float(math.pi)
             c, s, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
-            theta = torch.stack([torch.stack([c, s, zero], 1), torch.stack([-s, c, zero], 1)], 1)
+            theta = torch.stack([torch.stack([c, torch.sin(-a), zero], 1), torch.stack([s, c, zero], 1)], 1)
             return self._warp(x, theta)
         raise ValueError(f"unknown DSA op {p.op!r}")
 
     @staticmethod
     def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        theta = theta.expand(x.shape[0], 2, 3)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=True)
-        return F.grid_sample(x, grid, align_corners=True)
-
-    def _offsets(self, v: torch.Tensor, h: int, w: int, reach_h: int, reach_w: int) -> tuple[torch.Tensor, ...]:
-        oy = torch.floor(v[:, 0] * (2 * reach_h + 1)).long() - reach_h
-        ox = torch.floor(v[:, 1] * (2 * reach_w + 1)).long() - reach_w
-        return oy, ox
+        theta = theta.to(x.dtype).expand(x.shape[0], 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False)
 
     def _translate(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Shift by up to ``crop`` of each side, zeros shifted in."""
+        """Shift by the drawn (rows, columns), zeros shifted in."""
         h, w = x.shape[-2:]
-        ry, rx = int(h * self.crop + 0.5), int(w * self.crop + 0.5)
-        oy, ox = self._offsets(v, h, w, ry, rx)
-        rows = torch.arange(h, device=x.device)[None, :] + oy[:, None]  # (n, h): source row of each output row
-        cols = torch.arange(w, device=x.device)[None, :] + ox[:, None]
+        rows = torch.arange(h, device=x.device)[None, :] + v[:, 0:1]  # (n, h): source row of each output row
+        cols = torch.arange(w, device=x.device)[None, :] + v[:, 1:2]
         keep = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
         rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
         n = x.shape[0]
@@ -128,11 +166,10 @@ class DSA:
         return out * keep[:, None].to(x.dtype)
 
     def _cutout(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Zero a square of ``cutout`` of the side, centred anywhere in the image."""
+        """Zero the square of ``cutout`` of the side centred at the drawn (row, column)."""
         h, w = x.shape[-2:]
-        sh, sw = int(h * self.cutout + 0.5), int(w * self.cutout + 0.5)
-        cy = torch.floor(v[:, 0] * (h + (1 - sh % 2))).long()
-        cx = torch.floor(v[:, 1] * (w + (1 - sw % 2))).long()
+        sh, sw = self._cutout_size(h, w)
+        cy, cx = v[:, 0], v[:, 1]
         ys = torch.arange(h, device=x.device)[None, :]
         xs = torch.arange(w, device=x.device)[None, :]
         in_y = (ys >= cy[:, None] - sh // 2) & (ys < cy[:, None] - sh // 2 + sh)

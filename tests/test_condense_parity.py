@@ -1,0 +1,296 @@
+"""DC, DSA, DM and the evaluation loop against the authors' code (VICO-UoE/DatasetCondensation), rendered in
+``zoo/bench/reference/datasetcondensation.py``: on the same network weights, real batches and augmentation draws,
+the zoo's steps give the authors' loss, image gradient and images, its DSA ops the authors' images, and its
+evaluation loop the authors' trained weights. Float64, tiny shapes (8-12 px, a ConvNet of width 8, 3 classes).
+"""
+
+from collections import deque
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+import zoo.bench.reference.datasetcondensation as ref
+from zoo.bench.reference.convnet import ReferenceConvNet
+from zoo.condense.augment import dc_augment
+from zoo.condense.core import METHODS, RealData, SyntheticSet
+from zoo.condense.dc import default_loops
+from zoo.condense.evaluate import EvalSettings, evaluate_set, train_network
+from zoo.data.dsa import DSA, DSAParams
+from zoo.models.convnet import checkpoint_filter_fn
+
+K, C, S, WIDTH = 3, 3, 8, 8
+FULL = "color_crop_cutout_flip_scale_rotate"
+RTOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def float64_reference(monkeypatch):
+    """The authors' ``torch.float`` as float64, so both sides compare at 1e-5."""
+    monkeypatch.setattr(ref, "DTYPE", torch.float64)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def nets(seed=0, channels=C, size=S):
+    """The authors' ConvNet-3 (width 8) with random weights, and the zoo's with the same weights; float64."""
+    torch.manual_seed(seed)
+    r = ReferenceConvNet(channels, K, WIDTH, 3, "instancenorm", (size, size))
+    with torch.no_grad():
+        for t in r.state_dict().values():  # norm affines away from their 1 / 0 init
+            if t.ndim == 1:
+                t.add_(torch.randn(t.shape) * 0.3)
+    z = zoo.create_model("convnet_d3", num_classes=K, in_chans=channels, img_size=size, width=WIDTH)
+    z.load_state_dict(checkpoint_filter_fn(r.state_dict(), z))
+    return r.double(), z.double()
+
+
+def real_data(n_per_class=12, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(K).repeat_interleave(n_per_class)
+    images = torch.randn(K * n_per_class, C, S, S, generator=g, dtype=torch.float64) + labels[:, None, None, None]
+    return RealData(images, labels, [str(c) for c in range(K)], {"name": "cifar10"}, {"mean": [0.0] * C})
+
+
+def authors_draws(dsa: DSA, seed: int, n: int, size, dtype, g: torch.Generator) -> DSAParams:
+    """``DiffAugment(x, strategy, seed=seed)`` on ``n`` images, as the zoo's parameters: the same draws from
+    ``g``, reseeded before each as ``set_seed_DiffAug`` reseeds (``g`` ends where torch's global RNG ends); the
+    siamese transform is the first row."""
+    nxt = iter(range(seed, seed + 10))
+    g.manual_seed(next(nxt))
+    op = dsa.ops[torch.randint(0, len(dsa.ops), size=(1,), generator=g).item()]
+
+    def draw(fn):
+        g.manual_seed(next(nxt))
+        return fn()
+
+    if op == "color":
+        cols = [draw(lambda: torch.rand(n, generator=g, dtype=dtype)) for _ in range(3)]
+    elif op in ("flip", "rotate"):
+        cols = [draw(lambda: torch.rand(n, generator=g))]
+    elif op == "scale":
+        cols = [draw(lambda: torch.rand(n, generator=g)) for _ in range(2)]
+    elif op == "crop":
+        cols = [draw(lambda r=int(s * 0.125 + 0.5): torch.randint(-r, r + 1, (n,), generator=g)) for s in size]
+    else:
+        cuts = [int(s * 0.5 + 0.5) for s in size]
+        cols = [draw(lambda s=s, c=c: torch.randint(0, s + (1 - c % 2), (n,), generator=g)) for s, c in zip(size, cuts)]
+    return DSAParams(op, torch.stack(cols, 1)[:1])
+
+
+# -- (a) DSA ops -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["color", "crop", "cutout", "flip", "scale", "rotate", FULL])
+def test_dsa_per_image_equals_diffaugment(op):
+    """Per-image draws (the evaluation's): the same generator state gives the authors' images and leaves the
+    generator where DiffAugment leaves torch's global one; exact for every op but the affine ones."""
+    x = torch.randn(6, C, 12, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    dsa = DSA(op)
+    for seed in range(4):
+        torch.manual_seed(seed)
+        want = ref.DiffAugment(x.clone(), op, param=ref.ParamDiffAug())
+        after = torch.rand(3)
+        g = torch.Generator().manual_seed(seed)
+        got = dsa(x, g, per_sample=True)
+        assert torch.equal(torch.rand(3, generator=g), after)
+        assert not torch.equal(got, x) or op == "flip"
+        if op in ("scale", "rotate"):
+            assert rel(got, want) <= RTOL, (op, rel(got, want))
+        elif op != FULL:
+            assert torch.equal(got, want), op
+        else:
+            assert rel(got, want) <= RTOL
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 5, 8, 13, 21, 34])
+def test_dsa_siamese_equals_diffaugment(seed):
+    """The authors' seeded siamese call on a real batch (7) and a synthetic one (2) equals the zoo's shared
+    transform made from the same draws."""
+    gx = torch.Generator().manual_seed(seed)
+    real = torch.randn(7, C, 12, 12, generator=gx, dtype=torch.float64)
+    syn = torch.randn(2, C, 12, 12, generator=gx, dtype=torch.float64, requires_grad=True)
+    dsa = DSA(FULL)
+    want_real = ref.DiffAugment(real, FULL, seed=seed, param=ref.ParamDiffAug())
+    want_syn = ref.DiffAugment(syn, FULL, seed=seed, param=ref.ParamDiffAug())
+    p = authors_draws(dsa, seed, 2, (12, 12), torch.float64, torch.Generator())
+    got_real, got_syn = dsa.apply(real, p), dsa.apply(syn, p)
+    assert rel(got_real, want_real) <= RTOL and rel(got_syn, want_syn) <= RTOL, p.op
+    (gw,) = torch.autograd.grad((want_syn**2).sum(), syn)
+    (gz,) = torch.autograd.grad((got_syn**2).sum(), syn)
+    assert rel(gz, gw) <= RTOL
+
+
+def test_rotation_turns_the_authors_way_and_scale_keeps_the_centre():
+    """The two details the zoo had wrong: an anticlockwise turn for a positive angle (a pixel right of the centre
+    moves up) and ``align_corners=False`` (unit scale is the identity)."""
+    x = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
+    x[0, 0, 4, 7] = 1.0
+    turned = DSA("rotate", rotate=90.0).apply(x, DSAParams("rotate", torch.tensor([[1.0]])))  # +90 degrees
+    assert turned[0, 0, 1, 4] > 0.9, turned[0, 0]
+    img = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    same = DSA("scale", scale=1.0).apply(img, DSAParams("scale", torch.tensor([[0.3, 0.7]])))
+    assert torch.allclose(same, img, atol=1e-12)
+
+
+# -- (b, c) DC, DSA and DM steps -----------------------------------------------------------------------------------------
+def _method(name, real, ipc, options, zoo_net, batches, seeds):
+    """The zoo's method, its network, real batches and siamese draws replaced by the test's (the authors' draws
+    made from the method's own generator, so what follows in the step sees the authors' generator state)."""
+    m = METHODS[name](real, ipc, {"init": "real", **options}, seed=0, device=torch.device("cpu"))
+    m.setup()
+    m.network = lambda name=None: zoo_net
+    queues = {c: deque(b) for c, b in batches.items()}
+    real.class_images = lambda c, n=None, generator=None: queues[c].popleft()
+    seed_q = deque(seeds)
+    if m.dsa is not None:
+        m._siamese = lambda: authors_draws(m.dsa, seed_q.popleft(), ipc, (S, S), torch.float64, m.generator)
+    return m
+
+
+@pytest.mark.parametrize("method, outer, inner", [("dc", 2, 2), ("dsa", 1, 1), ("dsa", 2, 2)])
+def test_dc_and_dsa_step_equal_the_authors(method, outer, inner):
+    """One iteration of main.py (``outer`` image updates, ``inner`` network epochs between them) and the zoo's
+    step: the same logged loss, image gradient (of the last outer step) and images."""
+    ipc, batch_real = 2, 5
+    real = real_data()
+    r_net, z_net = nets(seed=3)
+    gb = torch.Generator().manual_seed(4)
+    batches = {c: [real.images[real.by_class[c][torch.randperm(12, generator=gb)[:batch_real]]] for _ in range(outer)]
+               for c in range(K)}  # fmt: skip
+    seeds = [101 + 17 * i for i in range(outer * K)]
+    opts = dict(batch_real=batch_real, outer_loop=outer, inner_loop=inner, batch_train=4, dsa_strategy=FULL)
+    m = _method(method, real, ipc, opts, z_net, batches, seeds)
+    syn = m.images.detach().clone().requires_grad_(True)
+    opt = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
+    queues = {c: deque(b) for c, b in batches.items()}
+    args = ref.make_args(ipc=ipc, batch_real=batch_real, batch_train=4, outer_loop=outer, inner_loop=inner,
+                         dsa=method == "dsa", dsa_strategy=FULL)  # fmt: skip
+    seed_it = iter(seeds)
+    torch.manual_seed(77)
+    m.generator.manual_seed(77)  # DC's inner loop draws from here what the authors' draws from the global RNG
+    want = ref.dc_iteration(r_net, syn, m.labels.clone(), opt, lambda c, n: queues[c].popleft(), args, K,
+                            lambda: next(seed_it))  # fmt: skip
+    got = m.step(0)
+    assert want > 0 and abs(got - want) <= RTOL * abs(want), (got, want)
+    assert rel(m.images.grad, syn.grad) <= RTOL, rel(m.images.grad, syn.grad)
+    assert rel(m.images.detach(), syn.detach()) <= RTOL
+    if outer > 1:  # the networks trained alike between the outer steps
+        for (_, a), (_, b) in zip(sorted(z_net.state_dict().items()), sorted(checkpoint_filter_fn(
+                r_net.state_dict(), z_net).items())):  # fmt: skip
+            assert rel(a, b) <= RTOL
+
+
+@pytest.mark.parametrize("dsa_on", [True, False])
+def test_dm_step_equals_the_authors(dsa_on):
+    """main_DM.py's iteration and the zoo's one-forward step: the same logged loss, image gradient and images,
+    each class under its own siamese transform (the seeds give classes different ops)."""
+    ipc, batch_real = 3, 6
+    real = real_data()
+    r_net, z_net = nets(seed=5)
+    gb = torch.Generator().manual_seed(6)
+    batches = {c: [real.images[real.by_class[c][torch.randperm(12, generator=gb)[:batch_real]]]] for c in range(K)}
+    seeds = [1, 4, 9]
+    m = _method("dm", real, ipc, dict(batch_real=batch_real, dsa=dsa_on, dsa_strategy=FULL), z_net, batches, seeds)
+    if dsa_on:
+        ops = {authors_draws(m.dsa, s, 1, (S, S), torch.float64, torch.Generator()).op for s in seeds}
+        assert len(ops) >= 2, ops
+    syn = m.images.detach().clone().requires_grad_(True)
+    opt = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
+    queues = {c: deque(b) for c, b in batches.items()}
+    args = ref.make_args(ipc=ipc, batch_real=batch_real, dsa=dsa_on, dsa_strategy=FULL)
+    seed_it = iter(seeds)
+    want = ref.dm_iteration(r_net, syn, opt, lambda c, n: queues[c].popleft(), args, K, lambda: next(seed_it))
+    got = m.step(0)
+    assert want > 0 and abs(got - want) <= RTOL * abs(want), (got, want)
+    assert rel(m.images.grad, syn.grad) <= RTOL and rel(m.images.detach(), syn.detach()) <= RTOL
+
+
+# -- (d) loops ---------------------------------------------------------------------------------------------------------
+def test_loop_table_is_get_loops():
+    for ipc in (1, 10, 20, 30, 40, 50):
+        assert default_loops(ipc) == ref.get_loops(ipc)
+
+
+# -- (e) evaluation ----------------------------------------------------------------------------------------------------
+def _eval_set(seed=8):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(K).repeat_interleave(2)
+    return torch.randn(6, C, S, S, generator=g, dtype=torch.float64) + labels[:, None, None, None], labels
+
+
+@pytest.mark.parametrize("aug", ["dsa", "dc_mnist", "none"])
+def test_evaluation_reaches_evaluate_synsets_weights(aug):
+    """evaluate_synset (Epoch = 3: 4 passes, lr x 0.1 after pass 2, batch 4 of 6 images) and train_network from
+    the same weights and seed: the same trained weights."""
+    images, labels = _eval_set()
+    r_net, z_net = nets(seed=9)
+    dc_aug = ref.get_daparam("MNIST", "ConvNet", "ConvNet", 1) if aug == "dc_mnist" else None
+    args = ref.make_args(epoch_eval_train=3, batch_train=4, dsa=aug == "dsa", dsa_strategy=FULL, dc_aug_param=dc_aug)
+    torch.manual_seed(11)
+    if aug == "dc_mnist":  # the zoo seeds numpy's generator for augment from its own
+        np.random.seed(int(torch.randint(2**31 - 1, (1,))))
+    start = {k: v.clone() for k, v in z_net.state_dict().items()}
+    ref.evaluate_synset(0, r_net, images.clone(), labels, None, args)
+    s = EvalSettings(epochs=3, batch=4, dsa=aug == "dsa", dsa_strategy=FULL,
+                     dc_aug=dc_aug["strategy"] if dc_aug else None)  # fmt: skip
+    train_network(z_net, images, labels, s.epochs + 1, s, generator=torch.Generator().manual_seed(11))
+    want = checkpoint_filter_fn(r_net.state_dict(), z_net)
+    for k, v in z_net.state_dict().items():
+        assert not torch.equal(v, start[k]) or k.endswith("num_batches_tracked")
+        assert rel(v, want[k]) <= RTOL, (k, rel(v, want[k]))
+
+
+def test_dc_augment_equals_the_authors_augment():
+    """The MNIST evaluation's augmentation (crop, scale, rotate per image) on the same numpy draws."""
+    x = torch.randn(8, 1, 12, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    np.random.seed(5)
+    want = ref.augment(x.clone(), dict(crop=4, scale=0.2, rotate=45, noise=0.001, strategy="crop_scale_rotate"), "cpu")
+    got = dc_augment(x, "crop_scale_rotate", np.random.RandomState(5))
+    assert torch.equal(got, want) and not torch.equal(got, x)
+
+
+def test_a_generated_set_is_read_through_its_methods_sampler(monkeypatch):
+    """evaluate_set reads a set whose method has an ``eval_sampler`` through it, batch by batch."""
+    images, labels = _eval_set()
+    calls = []
+
+    class Generated(METHODS["dm"]):
+        @classmethod
+        def eval_sampler(cls, synset):
+            def read(idx, generator):
+                calls.append(idx.clone())
+                return synset.images[idx] * 0.5
+
+            return read
+
+    monkeypatch.setitem(METHODS, "generated_for_test", Generated)
+    test = RealData(images.float(), labels, [str(c) for c in range(K)], {"name": "t"}, {})
+    s = EvalSettings(epochs=1, batch=4, dsa=False, model_kwargs={"width": WIDTH})
+    gen = SyntheticSet(images.float(), labels, {"method": "generated_for_test"})
+    plain = SyntheticSet(images.float(), labels, {"method": "dm"})
+    a, b = evaluate_set(gen, test, s, runs=1), evaluate_set(plain, test, s, runs=1)
+    assert len(calls) == 4 and sorted(torch.cat(calls[:2]).tolist()) == list(range(6))
+    assert len(a) == len(b) == 1
+
+
+@pytest.mark.parametrize(
+    "name, method, dsa, strategy, dc_aug, epochs",
+    [
+        ("mnist", "dsa", True, "color_crop_cutout_scale_rotate", None, 1000),
+        ("svhn", "dm", True, "color_crop_cutout_scale_rotate", None, 1000),
+        ("fashion_mnist", "dsa", True, FULL, None, 1000),
+        ("cifar10", "mtt", True, FULL, None, 1000),
+        ("cifar100", "dm", True, FULL, None, 1000),
+        ("mnist", "dc", False, None, "crop_scale_rotate", 1000),
+        ("fashion_mnist", "dc", False, None, None, 300),
+        ("cifar10", "dc", False, None, None, 300),
+    ],
+)
+def test_protocol_follows_the_data(name, method, dsa, strategy, dc_aug, epochs):
+    s = EvalSettings.for_data(name, method)
+    assert (s.dsa, s.dc_aug, s.epochs) == (dsa, dc_aug, epochs)
+    if dsa:
+        assert s.dsa_strategy == strategy
+    assert EvalSettings.for_data(name, method, epochs=50).epochs == 50
