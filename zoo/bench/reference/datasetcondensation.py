@@ -14,6 +14,8 @@ What is not theirs, and why:
 - Networks, real batches and siamese seeds come in as arguments: ``get_network`` seeds torch from the clock, the
   iterations' ``get_images`` closes over the dataset (:func:`make_get_images` renders it), and the siamese seed is
   ``int(time.time() * 1000) % 100000`` (the default ``next_seed``).
+- The siamese copies of the first draw (``randb[:] = randb[0]``) clone it first: current torch refuses the
+  self-overlapping copy when the batch holds one image.
 - Logging and saving are left out.
 """
 
@@ -287,7 +289,7 @@ def rand_scale(x, param):
     theta = [[[sx[i], 0, 0], [0, sy[i], 0]] for i in range(x.shape[0])]
     theta = torch.tensor(theta, dtype=DTYPE)
     if param.Siamese:
-        theta[:] = theta[0]
+        theta[:] = theta[0].clone()
     grid = F.affine_grid(theta.to(x.dtype), x.shape).to(x.device)
     x = F.grid_sample(x, grid)
     return x
@@ -303,7 +305,7 @@ def rand_rotate(x, param):
     ]
     theta = torch.tensor(theta, dtype=DTYPE)
     if param.Siamese:
-        theta[:] = theta[0]
+        theta[:] = theta[0].clone()
     grid = F.affine_grid(theta.to(x.dtype), x.shape).to(x.device)
     x = F.grid_sample(x, grid)
     return x
@@ -314,7 +316,7 @@ def rand_flip(x, param):
     set_seed_DiffAug(param)
     randf = torch.rand(x.size(0), 1, 1, 1, device=x.device)
     if param.Siamese:
-        randf[:] = randf[0]
+        randf[:] = randf[0].clone()
     return torch.where(randf < prob, x.flip(3), x)
 
 
@@ -323,7 +325,7 @@ def rand_brightness(x, param):
     set_seed_DiffAug(param)
     randb = torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device)
     if param.Siamese:
-        randb[:] = randb[0]
+        randb[:] = randb[0].clone()
     x = x + (randb - 0.5) * ratio
     return x
 
@@ -334,7 +336,7 @@ def rand_saturation(x, param):
     set_seed_DiffAug(param)
     rands = torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device)
     if param.Siamese:
-        rands[:] = rands[0]
+        rands[:] = rands[0].clone()
     x = (x - x_mean) * (rands * ratio) + x_mean
     return x
 
@@ -345,7 +347,7 @@ def rand_contrast(x, param):
     set_seed_DiffAug(param)
     randc = torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device)
     if param.Siamese:
-        randc[:] = randc[0]
+        randc[:] = randc[0].clone()
     x = (x - x_mean) * (randc + ratio) + x_mean
     return x
 
@@ -358,8 +360,8 @@ def rand_crop(x, param):
     set_seed_DiffAug(param)
     translation_y = torch.randint(-shift_y, shift_y + 1, size=[x.size(0), 1, 1], device=x.device)
     if param.Siamese:
-        translation_x[:] = translation_x[0]
-        translation_y[:] = translation_y[0]
+        translation_x[:] = translation_x[0].clone()
+        translation_y[:] = translation_y[0].clone()
     grid_batch, grid_x, grid_y = torch.meshgrid(
         torch.arange(x.size(0), dtype=torch.long, device=x.device),
         torch.arange(x.size(2), dtype=torch.long, device=x.device),
@@ -381,8 +383,8 @@ def rand_cutout(x, param):
     set_seed_DiffAug(param)
     offset_y = torch.randint(0, x.size(3) + (1 - cutout_size[1] % 2), size=[x.size(0), 1, 1], device=x.device)
     if param.Siamese:
-        offset_x[:] = offset_x[0]
-        offset_y[:] = offset_y[0]
+        offset_x[:] = offset_x[0].clone()
+        offset_y[:] = offset_y[0].clone()
     grid_batch, grid_x, grid_y = torch.meshgrid(
         torch.arange(x.size(0), dtype=torch.long, device=x.device),
         torch.arange(cutout_size[0], dtype=torch.long, device=x.device),
