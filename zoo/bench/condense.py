@@ -1,21 +1,32 @@
 """The dataset-distillation protocol: ``python -m zoo.bench.condense``.
 
-Condense once per (method, ipc), train ``--runs`` fresh ConvNet-3s on each set (DSA augmentation, the field's SGD
-schedule: :mod:`zoo.condense.evaluate`), report mean +- std top-1 on the real held-out split, the whole-data
-ceiling, each condensation's wall time and peak memory, and cross-architecture columns: the quickstart PoolFormer
-and reduced ConvFormer / SReT / SLaK trained on the ConvNet-made sets (upsampled to 32x32 when the set is smaller,
-since those models downsample by 32).
+``python -m zoo.bench.condense --data mnist --data-path ../shared/datasets/mnist --preset cpu`` condenses every
+method at every ``--ipc`` into ``sets`` sets (seeds ``seed .. seed + sets - 1``), trains ``nets`` fresh ConvNet-3s
+on each with the authors' evaluation for that data and method (:meth:`zoo.condense.EvalSettings.for_data`: DSA
+with flips only where the data allows them; DC's own augmentation without DSA), and reports mean +- std over all
+``sets x nets`` networks, beside:
 
-``--preset paper`` uses the authors' iteration counts and 1000 evaluation epochs (hours on a CPU); ``--preset
-quick`` (default) the reduced counts the README's digits table was measured with, in minutes on 2 cores. Any
-image folder or ``hf_disk`` dataset works the same way (``--data PATH``). Teacher-based methods (rded, sre2l) use a
-ConvNet-3 with BatchNorm trained on the real training split, once.
+- the accuracy of each learned method's iteration-0 set (the same seeds, no steps: what the steps added);
+- for the teacher-based methods (rded, sre2l) the authors' student recipe (every augmented batch relabelled by the
+  teacher: :func:`zoo.condense.evaluate_with_teacher`) as the main column, the plain hard-label evaluation beside
+  it, and a ``random + teacher`` row (a random subset under the same recipe and teacher), which separates the
+  images' gain from the teacher's;
+- for factorization two rows: within the ipc budget (the zoo's accounting) and the authors' released-script layout
+  (``budget=False``; its stored values say by how much it exceeds the budget);
+- the whole-data ceiling, and the published figures where a paper reports the dataset (:data:`PUBLISHED`).
+
+``--curve`` evaluates DM's and DSA's set at ipc 1 along its iterations (the preset's ``curve`` points).
+Presets (:mod:`zoo.condense.presets`) choose the counts; each row records its wall and CPU seconds. The JSON output
+(``--json``) carries the date, commit, machine and versions.
 """
 
 import argparse
 import csv
+import datetime
 import json
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -24,46 +35,37 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..condense import METHODS, EvalSettings, condense, evaluate_set, load_real, load_real_split
+from ..condense import METHODS, EvalSettings, condense, evaluate_set, evaluate_with_teacher, load_real, load_real_split
 from ..condense.core import METHODS as _METHODS
+from ..condense.presets import PRESETS, method_options
+from ..condense.student import StudentSettings
 from ..condense.teacher import train_teacher
 from ..data.dsa import DSA
+from ..data.sources import resolve
+from .harness import environment
 from .reference.condense import dc_iteration, dm_iteration
 
-__all__ = ["PRESETS", "main", "run_protocol"]
+__all__ = ["PRESETS", "PUBLISHED", "curve", "main", "run_protocol"]
 
-_MTT_QUICK = {
-    "syn_steps": 5,
-    "expert_epochs": 2,
-    "num_experts": 3,
-    "train_epochs": 6,
-    "max_start_epoch": 3,
-    "lr_img": 100.0,
-    "dsa_strategy": "color_crop_cutout_scale_rotate",
-    "buffer": "runs/condensed/buffers",
+_DC_PAPER = "DC paper (Zhao, Mopuri, Bilen, ICLR 2021, arXiv:2006.05929) Table 1"
+_DC_README = "VICO-UoE/DatasetCondensation README, Table 1 (DC) / Table 2 (DSA)"
+# published ConvNet-3 top-1 (%) at ipc 1 / 10 / 50, and where each row comes from; a (dataset, method) not listed
+# is not reported by the method's paper for that dataset
+PUBLISHED: dict[tuple[str, str], tuple[tuple[float | None, ...], str]] = {
+    ("mnist", "random"): ((64.9, 95.1, 97.9), _DC_PAPER),
+    ("mnist", "herding"): ((89.2, 93.7, 94.8), _DC_PAPER),
+    ("mnist", "kcenter"): ((89.3, 84.4, 97.4), _DC_PAPER),
+    ("mnist", "dc"): ((91.7, 97.4, 98.8), _DC_README),
+    ("mnist", "dsa"): ((88.7, 97.8, 99.2), _DC_README),
+    ("mnist", "whole data"): ((99.6,), _DC_PAPER),
+    ("fashion_mnist", "random"): ((51.4, 73.8, 82.5), _DC_PAPER),
+    ("fashion_mnist", "herding"): ((67.0, 71.1, 71.9), _DC_PAPER),
+    ("fashion_mnist", "kcenter"): ((66.9, 54.7, 68.3), _DC_PAPER),
+    ("fashion_mnist", "dc"): ((70.5, 82.3, 83.6), _DC_README),
+    ("fashion_mnist", "dsa"): ((70.6, 84.6, 88.7), _DC_README),
+    ("fashion_mnist", "whole data"): ((93.5,), _DC_PAPER),
 }
-# method options per preset; ``{ipc}``-dependent values are callables
-PRESETS = {
-    "quick": {
-        "image_size": 16,
-        "eval_epochs": 60,
-        "whole_epochs": 10,
-        "teacher_epochs": 20,
-        "methods": {
-            "dm": {"iterations": 150, "batch_real": 64},
-            "dc": {"iterations": 10, "batch_real": 64, "outer_loop": 5, "inner_loop": 5},
-            "dsa": {"iterations": 10, "batch_real": 64, "outer_loop": 5, "inner_loop": 5},
-            "mtt": {**_MTT_QUICK, "iterations": 40},
-            "factorization": {**_MTT_QUICK, "iterations": 40},
-            "sre2l": {"iterations": 200},
-            # images of 16-32 px: whole crops (the authors' CIFAR-10 ConvNet setting), not 2x2 mosaics of 8 px patches
-            "rded": {"factor": 1, "crop_scale": [0.5, 1.0]},
-            "herding": {"train_epochs": 10},
-            "kcenter": {"train_epochs": 10},
-        },
-    },
-    "paper": {"image_size": 32, "eval_epochs": 1000, "whole_epochs": 300, "teacher_epochs": 50, "methods": {}},
-}
+_IPC_COLUMN = {1: 0, 10: 1, 50: 2}
 
 CROSS = {
     "poolformer": ("poolformer_s12", {"depths": [2, 2, 4, 2], "dims": [32, 64, 128, 256]}),
@@ -71,6 +73,19 @@ CROSS = {
     "sret": ("sret_tiny", {"img_size": 32, "heads": [1, 2, 4], "recursive_num": [1, 1, 1]}),
     "slak": ("slak_tiny", {"dims": [32, 64, 128, 256], "depths": [1, 1, 2, 1]}),
 }
+TEACHER_METHODS = ("rded", "sre2l")
+
+
+def published(dataset: str, method: str, ipc) -> tuple[float | None, str | None]:
+    """The published top-1 for (dataset, method, ipc) and its source, or (None, None)."""
+    entry = PUBLISHED.get((dataset, method))
+    if entry is None:
+        return None, None
+    values, source = entry
+    col = 0 if ipc == "all" else _IPC_COLUMN.get(ipc)
+    if col is None or col >= len(values):
+        return None, source
+    return values[col], source
 
 
 def _stats(accs: list[float]) -> tuple[float, float]:
@@ -78,114 +93,294 @@ def _stats(accs: list[float]) -> tuple[float, float]:
 
 
 def _upsampled(images: torch.Tensor, size: int = 32) -> torch.Tensor:
-    return (
-        images if images.shape[-1] >= size else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-    )
+    if images.shape[-1] >= size and images.shape[1] == 3:
+        return images
+    if images.shape[1] == 1:  # the cross-architecture models are RGB
+        images = images.expand(-1, 3, -1, -1)
+    if images.shape[-1] >= size:
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
 
 def _cross(synset, test, arch: str, epochs: int, runs: int, seed: int) -> list[float]:
     name, kwargs = CROSS[arch]
     images = _upsampled(synset.images)
-    test_up = test if test.images.shape[-1] >= 32 else _with_images(test, _upsampled(test.images))
+    test_up = replace(test, images=_upsampled(test.images))
     settings = EvalSettings(model=name, epochs=epochs, model_kwargs=kwargs, lr=0.01)
     return evaluate_set((images, synset.labels), test_up, settings, runs=runs, seed=seed)
 
 
-def _with_images(real, images):
-    return replace(real, images=images)
+class _Clock:
+    """Wall and process-CPU seconds of a block."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def _eval_settings(real, method: str, epochs: int | None) -> EvalSettings:
+    return EvalSettings.for_data(str(real.source.get("name", "")), method, epochs=epochs)
+
+
+def _student(real, preset) -> StudentSettings:
+    flips = str(real.source.get("name")) not in ("mnist", "svhn", "digits")  # no mirrored digits
+    return StudentSettings(epochs=preset.student_epochs, flip=flips)
 
 
 def run_protocol(
     data: str = "digits",
     methods: list[str] = ("random", "dm"),
     ipcs: list[int] = (1, 10),
-    runs: int = 5,
     preset: str = "quick",
+    sets: int | None = None,
+    nets: int | None = None,
     cross: list[str] = (),
     cross_runs: int = 1,
     seed: int = 0,
     out: Path | None = None,
+    path: str | None = None,
+    whole: bool = True,
     log=print,
+    on_row=None,
 ) -> list[dict]:
+    """The table's rows (see the module docstring); ``sets``/``nets`` None take the preset's."""
     p = PRESETS[preset]
-    real = load_real(data, image_size=p["image_size"])
+    sets, nets = sets or p.sets, nets or p.nets
+    real = load_real(data, path=path, image_size=p.image_size or _native(data, path))
     test = load_real_split(real.source, real.preprocessing)
-    settings = EvalSettings(epochs=p["eval_epochs"])
-    rows = []
+    dataset = str(real.source.get("name", data))
+    rows: list[dict] = []
     t0 = time.perf_counter()
-    whole = evaluate_set((real.images, real.labels), test, EvalSettings(epochs=p["whole_epochs"]), runs=runs, seed=seed)
-    m, s = _stats(whole)
-    rows.append({"method": "whole data", "ipc": "all", "mean": m, "std": s, "runs": runs, "seconds": 0.0,
-                 "peak_mb": 0.0, "stored": int(real.images.numel())})  # fmt: skip
-    log(f"whole data: {m:.2f} +- {s:.2f} ({time.perf_counter() - t0:.0f} s)")
+
+    def add(row: dict) -> None:
+        pub, src = published(dataset, row["method"].split(" ")[0] if row["method"] != "whole data" else
+                             "whole data", row["ipc"])  # fmt: skip
+        row.update({"dataset": dataset, "preset": preset, "published": pub, "published_source": src})
+        rows.append(row)
+        if on_row is not None:
+            on_row(rows)
+        extra = "".join(
+            f", {k} {row[k]:.2f}" for k in ("init_mean", "hard_mean", "teacher_mean") if row.get(k) is not None
+        )
+        log(f"{row['method']} ipc {row['ipc']}: {row['mean']:.2f} +- {row['std']:.2f}{extra} (condense "
+            f"{row['seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU; {time.perf_counter() - t0:.0f} s so far)")  # fmt: skip
+
+    if whole:
+        with _Clock() as c:
+            accs = evaluate_set((real.images, real.labels), test, EvalSettings(epochs=p.whole_epochs, dsa=False),
+                                runs=1, seed=seed)  # fmt: skip
+        m, s = _stats(accs)
+        add({"method": "whole data", "ipc": "all", "mean": m, "std": s, "n": len(accs), "seconds": c.wall,
+             "cpu_seconds": c.cpu, "stored": int(real.images.numel()), "eval_epochs": p.whole_epochs})  # fmt: skip
     teacher = None
+
+    def get_teacher():
+        nonlocal teacher
+        if teacher is None:
+            with _Clock() as c:
+                teacher = train_teacher(real, epochs=p.teacher_epochs, seed=seed)
+            log(f"teacher (ConvNet-3, BatchNorm, {p.teacher_epochs} epoch(s) on the training split): {c.wall:.0f} s")
+        return teacher
+
     for method in methods:
-        if method not in METHODS:
-            raise SystemExit(f"unknown method {method!r}: {', '.join(sorted(METHODS))}")
-        options = dict(p["methods"].get(method, {}))
-        if METHODS[method].needs_teacher or method == "sre2l":
-            if teacher is None:
-                teacher = train_teacher(real, epochs=p["teacher_epochs"], seed=seed)
-            options["teacher"] = teacher
+        if method not in METHODS and method != "random+teacher":
+            raise SystemExit(f"unknown method {method!r}: {', '.join(sorted(METHODS))}, random+teacher")
         for ipc in ipcs:
-            folder = None if out is None else out / f"{method}_ipc{ipc}"
-            t = time.perf_counter()
-            try:
-                synset = condense(real, method, ipc, folder, seed=seed, progress=False, **options)
-            except ValueError as e:  # e.g. ipc larger than a class for a selection method
-                log(f"{method} ipc {ipc}: skipped ({e})")
-                continue
-            cond_s = time.perf_counter() - t
-            eval_lr = synset.meta.get("eval_lr")
-            st = settings if eval_lr is None else EvalSettings(epochs=settings.epochs, lr=float(eval_lr))
-            accs = evaluate_set(synset, test, st, runs=runs, seed=seed)
-            m, s = _stats(accs)
-            row = {"method": method, "ipc": ipc, "mean": m, "std": s, "runs": runs, "seconds": cond_s,
-                   "peak_mb": synset.meta.get("peak_memory_mb", 0.0), "stored": synset.stored_values}  # fmt: skip
-            for arch in cross:
-                row[arch] = _stats(_cross(synset, test, arch, p["eval_epochs"], cross_runs, seed))[0]
-            rows.append(row)
-            log(
-                f"{method} ipc {ipc}: {m:.2f} +- {s:.2f}  (condense {cond_s:.0f} s, {row['peak_mb']:.0f} MB; "
-                + ", ".join(f"{a} {row[a]:.1f}" for a in cross)
-                + f"; total {time.perf_counter() - t0:.0f} s)"
-            )
+            for variant in _variants(method):
+                row = _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher, cross,
+                           cross_runs, log)  # fmt: skip
+                if row is not None:
+                    add(row)
     return rows
 
 
-def markdown(rows: list[dict], cross: list[str]) -> str:
-    head = "| method | ipc | ConvNet-3 top-1 | stored values | condense s | peak MB |" + "".join(
-        f" {a} |" for a in cross
-    )
-    lines = [head, "|---|---:|---:|---:|---:|---:|" + "---:|" * len(cross)]
+def _native(data: str, path: str | None) -> int:
+    """The data's own edge (28 for MNIST); 32 where it has none (folders)."""
+    return resolve(data, path).native_size or 32
+
+
+def _variants(method: str) -> list[dict]:
+    if method == "factorization":
+        return [{}, {"budget": False}]
+    return [{}]
+
+
+def _condense(real, method, ipc, preset, seed, out, **extra):
+    options = {**method_options(preset.name, method, ipc), **extra}
+    if "buffer" in METHODS[method].defaults:  # one expert buffer for every set, ipc and trajectory method
+        options.setdefault("buffer", str(Path(out or "runs/condensed") / "buffers"))
+    folder = None if out is None else out / f"{method}_ipc{ipc}_seed{seed}"
+    return condense(real, method, ipc, folder, seed=seed, progress=False, **options)
+
+
+def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher, cross, cross_runs, log):
+    """One table row: ``sets`` condensations of ``method`` x ``nets`` evaluations each."""
+    base = "random" if method == "random+teacher" else method
+    cls = METHODS[base]
+    epochs = p.eval_epochs
+    settings = _eval_settings(real, base, epochs)
+    extra = dict(variant)
+    if cls.needs_teacher or "teacher" in cls.defaults:  # selection embeds with the same trained network
+        extra["teacher"] = get_teacher()
+    deterministic = base in ("herding", "kcenter")  # the same set at every seed: condensed once
+    accs, init_accs, hard_accs, wall, cpu, stored, cross_accs = [], [], [], 0.0, 0.0, 0, {a: [] for a in cross}
+    synset = None
+    for k in range(sets):
+        s = seed + k
+        with _Clock() as c:
+            try:
+                synset = synset if deterministic and k else _condense(real, base, ipc, p, s, out, **extra)
+            except ValueError as e:  # e.g. ipc larger than a class for a selection method
+                log(f"{method} ipc {ipc}: skipped ({e})")
+                return None
+        wall, cpu, stored = wall + c.wall, cpu + c.cpu, synset.stored_values
+        if method == "random+teacher" or base in TEACHER_METHODS:
+            accs += evaluate_with_teacher(synset, test, get_teacher(), _student(real, p), runs=nets, seed=s)
+            hard = synset if method != "random+teacher" else None
+            if hard is not None:
+                hard_accs += evaluate_set(replace(hard, soft_labels=None), test, settings, runs=nets, seed=s)
+        else:
+            accs += evaluate_set(synset, test, settings, runs=nets, seed=s)
+        if cls.learned and synset.meta.get("options", {}).get("iterations"):
+            start = _condense(real, base, ipc, p, s, None, **{**extra, "iterations": 0})
+            if base in TEACHER_METHODS:
+                init_accs += evaluate_with_teacher(start, test, get_teacher(), _student(real, p), runs=nets, seed=s)
+            else:
+                init_accs += evaluate_set(start, test, settings, runs=nets, seed=s)
+        for arch in cross:
+            cross_accs[arch] += _cross(synset, test, arch, epochs or settings.epochs, cross_runs, s)
+    m, sd = _stats(accs)
+    name = method + ("" if not variant else " (authors' layout)" if variant.get("budget") is False else f" {variant}")
+    row = {"method": name, "ipc": ipc, "mean": m, "std": sd, "n": len(accs), "sets": sets, "nets": nets,
+           "seconds": wall / sets, "cpu_seconds": cpu / sets, "stored": stored,
+           "budget": ipc * real.num_classes * real.images[0].numel(),
+           "eval_epochs": epochs or settings.epochs, "eval": _describe(settings),
+           "iterations": synset.meta.get("options", {}).get("iterations", 0)}  # fmt: skip
+    if init_accs:
+        row["init_mean"], row["init_std"] = _stats(init_accs)
+    if hard_accs:
+        row["hard_mean"], row["hard_std"] = _stats(hard_accs)
+    for arch in cross:
+        row[arch] = _stats(cross_accs[arch])[0]
+    return row
+
+
+def _describe(s: EvalSettings) -> str:
+    aug = f"DSA {s.dsa_strategy}" if s.dsa else (f"DC augment {s.dc_aug}" if s.dc_aug else "no augmentation")
+    return f"{s.model}, {aug}"
+
+
+def curve(
+    data: str,
+    path: str | None = None,
+    methods: list[str] = ("dm", "dsa"),
+    ipc: int = 1,
+    preset: str = "cpu",
+    nets: int = 3,
+    seed: int = 0,
+    log=print,
+) -> list[dict]:
+    """Top-1 of ``methods``' set at ``ipc`` after each of the preset's ``curve`` iteration counts (one run,
+    evaluated at those points with ``nets`` networks): the evidence of where a shortened run heads."""
+    p = PRESETS[preset]
+    real = load_real(data, path=path, image_size=p.image_size or _native(data, path))
+    test = load_real_split(real.source, real.preprocessing)
+    points = []
+    for method in methods:
+        points += _curve_of(real, test, method, ipc, p, nets, seed, log)
+    return points
+
+
+def _curve_of(real, test, method: str, ipc: int, p, nets: int, seed: int, log) -> list[dict]:
+    options = {**method_options(p.name, method, ipc), "iterations": max(p.curve)}
+    torch.manual_seed(seed)
+    m = METHODS[method](real, ipc, options, seed, torch.device("cpu"))
+    m.check()
+    m.setup()
+    settings = _eval_settings(real, method, p.eval_epochs)
+    points, t0 = [], time.perf_counter()
+    for it in range(max(p.curve) + 1):
+        if it in p.curve:  # evaluate without disturbing the run's random streams
+            images, labels = (t.detach().clone() for t in m.result()[:2])
+            state = (torch.random.get_rng_state(), m.generator.get_state())
+            accs = evaluate_set((images, labels), test, settings, runs=nets, seed=seed)
+            torch.random.set_rng_state(state[0])
+            m.generator.set_state(state[1])
+            mean, sd = _stats(accs)
+            points.append({"dataset": str(real.source.get("name")), "method": method, "ipc": ipc, "iterations": it,
+                           "mean": mean, "std": sd, "n": nets, "seconds": time.perf_counter() - t0})  # fmt: skip
+            log(f"curve {method} ipc {ipc}: {it} iterations -> {mean:.2f} +- {sd:.2f}")
+        if it < max(p.curve):
+            m.step(it)
+    return points
+
+
+def markdown(rows: list[dict], cross: list[str] = ()) -> str:
+    head = ("| method | ipc | ConvNet-3 top-1 | iteration 0 | hard labels | published | stored values | "
+            "condense s (wall / CPU) |" + "".join(f" {a} |" for a in cross))  # fmt: skip
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(cross)]
+
+    def pm(r, key):
+        return f"{r[key + '_mean']:.1f} ± {r[key + '_std']:.1f}" if r.get(key + "_mean") is not None else "-"
+
     for r in rows:
         extra = "".join(f" {r[a]:.1f} |" if a in r else " - |" for a in cross)
+        pub = f"{r['published']:.1f}" if r.get("published") is not None else "not reported"
         lines.append(
-            f"| {r['method']} | {r['ipc']} | {r['mean']:.2f} ± {r['std']:.2f} | {r['stored']:,} | "
-            f"{r['seconds']:.0f} | {r['peak_mb']:.0f} |{extra}"
+            f"| {r['method']} | {r['ipc']} | {r['mean']:.1f} ± {r['std']:.1f} | {pm(r, 'init')} | {pm(r, 'hard')} | "
+            f"{pub} | {r['stored']:,} | {r['seconds']:.0f} / {r['cpu_seconds']:.0f} |{extra}"
         )
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+def plot(rows: list[dict], path: Path, points: list[dict] = ()) -> None:
+    import matplotlib  # optional plotting dependency: imported only when a plot is asked for
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2 if points else 1, figsize=(11 if points else 6, 4), squeeze=False)
+    ax = axes[0][0]
     whole = next((r for r in rows if r["method"] == "whole data"), None)
     for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "whole data"):
         pts = [(r["ipc"], r["mean"], r["std"]) for r in rows if r["method"] == method]
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", label=method)
+        ax.errorbar([q[0] for q in pts], [q[1] for q in pts], yerr=[q[2] for q in pts], marker="o", label=method)
     if whole:
         ax.axhline(whole["mean"], color="k", ls="--", label="whole data")
     ax.set_xscale("log")
     ax.set_xlabel("images per class")
     ax.set_ylabel("held-out top-1 (%)")
     ax.legend(fontsize=7)
+    if points:
+        ax = axes[0][1]
+        for method in dict.fromkeys(q["method"] for q in points):
+            qs = [q for q in points if q["method"] == method]
+            ax.errorbar([max(q["iterations"], 1) for q in qs], [q["mean"] for q in qs], yerr=[q["std"] for q in qs],
+                        marker="o", label=f"{method} ipc {qs[0]['ipc']}")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("iterations (0 drawn at 1)")
+        ax.set_ylabel("held-out top-1 (%)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def provenance() -> dict[str, str]:
+    """Date, commit, machine and versions, for the results file's head."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=False, cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+    except OSError:
+        commit = ""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit or "unknown",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        **environment(),
+    }
 
 
 def speed(data: str = "digits", ipc: int = 10, iterations: int = 3, image_size: int = 32, batch_real: int = 256,
@@ -249,21 +444,29 @@ def speed(data: str = "digits", ipc: int = 10, iterations: int = 3, image_size: 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m zoo.bench.condense", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="digits")
-    ap.add_argument("--methods", default="random,herding,kcenter,dm,dc,dsa,mtt,factorization,rded")
-    ap.add_argument("--ipc", default="1,10,50")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--preset", choices=list(PRESETS), default="quick")
-    ap.add_argument("--cross", default="poolformer,convformer,sret,slak", help="cross-architecture columns ('' none)")
+    ap.add_argument("--data", default="digits", help="a data name (digits, mnist, fashion_mnist, cifar10, ...)")
+    ap.add_argument("--data-path", default=None, help="the data's folder (e.g. ../shared/datasets/mnist)")
+    ap.add_argument("--methods", default="random,herding,kcenter,dm,dc,dsa,mtt,factorization,rded,sre2l,random+teacher")
+    ap.add_argument("--ipc", default="1,10")
+    ap.add_argument("--preset", choices=list(PRESETS), default=None, help="default: quick on digits, cpu otherwise")
+    ap.add_argument("--sets", type=int, default=None, help="condensed sets per row (default: the preset's)")
+    ap.add_argument("--nets", type=int, default=None, help="evaluation networks per set (default: the preset's)")
+    ap.add_argument("--no-whole", action="store_true", help="leave out the whole-data ceiling")
+    ap.add_argument("--curve", action="store_true", help="also: DM's and DSA's top-1 along their iterations at ipc 1")
+    ap.add_argument("--curve-only", action="store_true", help="only the curve")
+    ap.add_argument("--cross", default="", help="cross-architecture columns: poolformer,convformer,sret,slak")
     ap.add_argument("--cross-runs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", default=None, help="keep every set under this folder")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None, help="write rows, curve and provenance here")
     ap.add_argument("--csv", default=None)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--speed", action="store_true", help="only: DM and DSA per iteration vs the authors' loops")
     ap.add_argument("--image-size", type=int, default=32, help="--speed: image edge (default 32)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.speed:
         speed(args.data, ipc=int(args.ipc.split(",")[-1]), image_size=args.image_size)
         return 0
@@ -272,20 +475,36 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown --cross {unknown}: choose from {', '.join(CROSS)}", file=sys.stderr)
         return 2
-    rows = run_protocol(
-        args.data, args.methods.split(","), [int(i) for i in args.ipc.split(",")], args.runs, args.preset, cross,
-        args.cross_runs, args.seed, Path(args.out) if args.out else None,
-    )  # fmt: skip
-    print(markdown(rows, cross))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    preset = args.preset or ("quick" if args.data == "digits" else "cpu")
+    info = provenance()
+    print("  ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+    rows, points = [], []
+
+    def save(rows_so_far: list[dict], points_so_far: list[dict] = ()) -> None:
+        if args.json:  # after every row: a long run keeps what it measured
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            doc = {"provenance": info, "preset": preset, "data": args.data, "rows": rows_so_far,
+                   "curve": list(points_so_far)}  # fmt: skip
+            Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+
+    if not args.curve_only:
+        rows = run_protocol(
+            args.data, args.methods.split(","), [int(i) for i in args.ipc.split(",")], preset, args.sets, args.nets,
+            cross, args.cross_runs, args.seed, Path(args.out) if args.out else None, args.data_path,
+            whole=not args.no_whole, on_row=save,
+        )  # fmt: skip
+        print(markdown(rows, cross))
+    if args.curve or args.curve_only:
+        points = curve(args.data, args.data_path, preset=preset, nets=args.nets or PRESETS[preset].nets,
+                       seed=args.seed)  # fmt: skip
+    save(rows, points)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
             w.writeheader()
             w.writerows(rows)
     if args.plot:
-        plot(rows, Path(args.plot))
+        plot(rows, Path(args.plot), points)
     return 0
 
 

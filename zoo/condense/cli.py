@@ -5,12 +5,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from ..data.errors import DataError
 from ..data.sources import resolve
 from .core import METHODS, CondenseError, condense, load_real_split
 from .evaluate import EvalSettings, evaluate_set
+from .presets import PRESETS, default_preset, estimate_seconds, method_options
+from .student import evaluate_with_teacher
 
 __all__ = ["add_arguments", "run"]
 
@@ -33,7 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--method", default="dm", help=f"one of {', '.join(sorted(METHODS))}")
     p.add_argument("--ipc", type=int, default=10, help="images per class (default 10)")
     p.add_argument("--out", default=None, help="the folder to write (default runs/condensed/METHOD_ipcN)")
-    p.add_argument("--iterations", type=int, default=None, help="optimisation steps (default: the method's)")
+    p.add_argument(
+        "--preset",
+        choices=["auto", *PRESETS],
+        default="auto",
+        help="iteration counts by name: cpu (minutes on a CPU), paper (the authors' counts, for a GPU), quick (a "
+        "smoke run); auto (default): paper on CUDA, cpu otherwise",
+    )
+    p.add_argument("--iterations", type=int, default=None, help="optimisation steps (default: the preset's)")
     p.add_argument(
         "--image-size",
         type=int,
@@ -55,7 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last state saved in --out")
     p.add_argument("--save-every", type=int, default=100, help="save the resumable state every N iterations")
     p.add_argument("--overwrite", action="store_true", help="replace an --out folder that is not a synthetic set")
-    p.add_argument("--eval-runs", type=int, default=0, help="then train N ConvNet-3s on the set; print held-out top-1")
+    p.add_argument(
+        "--eval-runs",
+        type=int,
+        default=0,
+        help="then train N ConvNet-3s on the set with the authors' evaluation for the data (rded / sre2l: their "
+        "student recipe, relabelled by the teacher); print held-out top-1",
+    )
     p.add_argument("--eval-epochs", type=int, default=300, help="epochs of each evaluation run (default 300)")
     p.add_argument("--list-options", action="store_true", help="print the method's options and defaults, then exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -87,13 +103,17 @@ def run(args: argparse.Namespace) -> int:
             source = resolve(args.data, args.data_path)
         except DataError as e:
             raise CondenseError(str(e)) from None
-        image_size = args.image_size or (source.native_size if source.benchmark else 32)
+        device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        preset = default_preset(device) if args.preset == "auto" else args.preset
+        image_size = args.image_size or PRESETS[preset].image_size or (source.native_size if source.benchmark else 32)
+        options = {**method_options(preset, args.method, args.ipc), **_options(args)}
         out = Path(args.out or f"runs/condensed/{args.method}_ipc{args.ipc}")
+        print(_start_line(args.method, source, args.ipc, preset, options, image_size), flush=True)
         t0 = time.perf_counter()
         synset = condense(
             source.spec, args.method, args.ipc, out, seed=args.seed, image_size=image_size, device=args.device,
             resume=args.resume, save_every=args.save_every, progress=not args.no_progress, overwrite=args.overwrite,
-            **_options(args),
+            **options,
         )  # fmt: skip
     except CondenseError as e:
         print(f"zoo condense: error: {e}", file=sys.stderr)
@@ -106,9 +126,39 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.eval_runs:
         test = load_real_split(m["source"], m["preprocessing"])
-        accs = evaluate_set(synset, test, EvalSettings(epochs=args.eval_epochs), runs=args.eval_runs, seed=args.seed,
-                            progress=not args.no_progress)  # fmt: skip
+        name = str(m["source"].get("name", ""))
+        if args.method in ("rded", "sre2l"):
+            what = "students relabelled by the teacher"
+            accs = evaluate_with_teacher(synset, test, m["model"] or args.teacher, runs=args.eval_runs,
+                                         seed=args.seed, progress=not args.no_progress)  # fmt: skip
+        else:
+            settings = EvalSettings.for_data(name, args.method, epochs=args.eval_epochs)
+            what = "ConvNet-3, " + (f"DSA {settings.dsa_strategy}" if settings.dsa else settings.dc_aug or "no aug.")
+            accs = evaluate_set(synset, test, settings, runs=args.eval_runs, seed=args.seed,
+                                progress=not args.no_progress)  # fmt: skip
         mean = sum(accs) / len(accs)
         std = (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5
-        print(f"held-out top-1 ({test.source['split']}, ConvNet-3, {args.eval_runs} runs): {mean:.2f} +- {std:.2f}")
+        print(f"held-out top-1 ({test.source['split']}, {what}, {args.eval_runs} runs): {mean:.2f} +- {std:.2f}")
     return 0
+
+
+def _start_line(method: str, source, ipc: int, preset: str, options: dict, image_size: int) -> str:
+    """What is about to run, under which preset, and roughly for how long."""
+    cls = METHODS[method]
+    iterations = int(options.get("iterations", cls.defaults.get("iterations", 0)) or 0)
+    paper = int(cls.defaults.get("iterations", 0) or 0)
+    what = f"{iterations:,} iterations" + (f" (the paper's: {paper:,})" if paper and paper != iterations else "")
+    if not paper:
+        what = "no iterations (selection from the real images)"
+    channels = source.channels if source.benchmark else 3
+    eta = estimate_seconds(method, ipc, iterations, channels * image_size * image_size)
+    when = f", about {_duration(eta)} on a 2-core CPU" if eta and preset != "paper" else ""
+    return f"zoo condense: {method} on {source.spec}, ipc {ipc}, preset {preset}: {what}{when}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"

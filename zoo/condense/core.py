@@ -597,6 +597,10 @@ def _method_class(method: str, ipc: int, options: dict) -> type[Method]:
     if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
         raise CondenseError(f"ipc (images per class) must be a positive int, got {ipc!r}")
     cls = METHODS[method]
+    if options.get("iterations") and not cls.defaults.get("iterations"):
+        raise CondenseError(
+            f"{method} takes no iterations (it selects or crops real images in one pass): drop --iterations"
+        )
     unknown = sorted(set(options) - set(cls.defaults))
     if unknown:
         raise CondenseError(

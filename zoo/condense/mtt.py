@@ -61,7 +61,8 @@ digit is another symbol or none); CIFAR and Fashion-MNIST keep the authors' full
 
 Where the zoo differs on purpose: ``num_experts`` is 20 (the paper trains 100; a ConvNet-3 trajectory is ~60 MB at
 32x32, so 100 experts are ~6 GB; more experts can be added to a buffer later); no ZCA whitening (the zoo normalises
-per channel); one generator drives every draw (theirs: numpy for the start epoch, Python's ``random`` for the
+per channel); ``expert_images`` (default 0: all) may train the experts on a seeded class-balanced subset, which
+the ``cpu`` preset uses to fit a 2-core CPU; one generator drives every draw (theirs: numpy for the start epoch, Python's ``random`` for the
 expert files, torch for the rest).
 """
 
@@ -110,6 +111,7 @@ EXPERT_DEFAULTS: dict[str, Any] = {
     "expert_weight_decay": 0.0,
     "expert_batch": 256,
     "expert_seed": 0,
+    "expert_images": 0,  # experts train on this many real images (a seeded class-balanced subset); 0: all
     "dsa": True,
     "dsa_strategy": "color_crop_cutout_flip_scale_rotate",
     "buffer": "",
@@ -238,6 +240,7 @@ def buffer_settings(real: RealData, options: dict[str, Any]) -> dict[str, Any]:
         "batch": int(options["expert_batch"]),
         "dsa": options["dsa_strategy"] if options["dsa"] else None,
         "seed": int(options["expert_seed"]),
+        **({"images": int(options["expert_images"])} if options.get("expert_images") else {}),
     }
 
 
@@ -282,11 +285,24 @@ def train_expert(real: RealData, settings: dict[str, Any], index: int, device: t
                           weight_decay=settings["weight_decay"])  # fmt: skip
     dsa = DSA(settings["dsa"]) if settings["dsa"] else None
     augment = (lambda x: dsa(x, g, per_sample=True)) if dsa is not None else None
-    images, labels = real.images.to(device), real.labels.to(device)
+    images, labels = expert_data(real, int(settings.get("images", 0)), int(settings["seed"]))
+    images, labels = images.to(device), labels.to(device)
     for _ in range(int(settings["epochs"])):
         expert_epoch(net, opt, images, labels, int(settings["batch"]), g, augment)
         rows.append(flat_parameters(net))
     return torch.stack(rows)
+
+
+def expert_data(real: RealData, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images the experts train on: all of ``real`` (``n`` 0), else ``n // classes`` per class drawn with a
+    generator seeded by ``seed`` (kept in ``real``'s order), so that every expert of a buffer sees the same subset.
+    A shortened run's option (the cpu preset): the authors train experts on the whole training split."""
+    if not n or n >= real.labels.numel():
+        return real.images, real.labels
+    g = torch.Generator().manual_seed(seed)
+    per = max(1, n // real.num_classes)
+    keep = torch.cat([idx[torch.randperm(len(idx), generator=g)[:per]] for idx in real.by_class]).sort().values
+    return real.images[keep], real.labels[keep]
 
 
 class ExpertBuffer:
