@@ -1,0 +1,64 @@
+"""Presets by name (zoo condense --preset, the bench), the start line that names them, an option a method does not
+take refused in one line, and the bench's table helpers (published rows, markdown)."""
+
+import pytest
+
+from zoo.bench.condense import PUBLISHED, markdown, published
+from zoo.cli import main as zoo_main
+from zoo.condense.presets import PRESETS, default_preset, estimate_seconds, method_options
+from zoo.data.synthetic import load_synthetic
+
+
+def test_presets_pick_options_by_ipc():
+    assert method_options("cpu", "dc", 1)["iterations"] != method_options("cpu", "dc", 10)["iterations"]
+    assert method_options("cpu", "dc", 5) == method_options("cpu", "dc", 1)  # the largest key not above 5
+    assert method_options("cpu", "dc", 50) == method_options("cpu", "dc", 10)
+    assert method_options("paper", "dm", 10) == {}  # the method's own (the authors') defaults
+    assert method_options("cpu", "random", 1) == {}
+    with pytest.raises(ValueError, match="unknown preset"):
+        method_options("fast", "dm", 1)
+    assert default_preset("cuda:0") == "paper" and default_preset("cpu") == "cpu"
+    cpu = PRESETS["cpu"]
+    assert cpu.eval_epochs >= 300 and cpu.sets >= 3 and cpu.nets >= 3  # the papers' evaluation, 3 x 3 per row
+
+
+def test_estimate_scales_with_pixels_and_iterations():
+    a = estimate_seconds("dm", 1, 100, 784)
+    assert a and estimate_seconds("dm", 1, 200, 784) == pytest.approx(2 * a)
+    assert estimate_seconds("dm", 1, 100, 3 * 1024) > a
+    assert estimate_seconds("random", 1, 0, 784) is None
+
+
+def test_iterations_for_a_method_without_steps_is_one_line(tmp_path, capsys):
+    rc = zoo_main(["condense", "--data", "digits", "--method", "random", "--iterations", "5", "--out",
+                   str(tmp_path / "o"), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "takes no iterations" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_start_line_names_the_preset_and_the_count(tmp_path, capsys):
+    out = tmp_path / "set"
+    rc = zoo_main(["condense", "--data", "digits", "--method", "dm", "--ipc", "1", "--image-size", "16",
+                   "--iterations", "2", "--option", "batch_real=8", "--out", str(out), "--no-progress"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    first = text.splitlines()[0]
+    assert "preset cpu" in first and "2 iterations (the paper's: 20,000)" in first and "about" in first, first
+    assert load_synthetic(out).meta["options"]["iterations"] == 2  # the hand-given count wins over the preset's
+    assert load_synthetic(out).meta["options"]["batch_real"] == 8
+
+
+def test_published_rows_and_markdown():
+    assert published("mnist", "dsa", 1)[0] == 88.7 and published("fashion_mnist", "dc", 10)[0] == 82.3
+    assert published("mnist", "dm", 1) == (None, None)  # not reported for this dataset
+    assert published("mnist", "whole data", "all")[0] == 99.6
+    assert all(src for _, src in PUBLISHED.values())
+    rows = [
+        {"method": "dm", "ipc": 1, "mean": 80.0, "std": 1.0, "init_mean": 60.0, "init_std": 2.0, "published": None,
+         "stored": 7840, "seconds": 12.0, "cpu_seconds": 20.0},
+        {"method": "dsa", "ipc": 1, "mean": 85.0, "std": 0.5, "published": 88.7, "stored": 7840, "seconds": 30.0,
+         "cpu_seconds": 55.0},
+    ]  # fmt: skip
+    table = markdown(rows).splitlines()
+    assert len(table) == 4 and "60.0 ± 2.0" in table[2] and "not reported" in table[2] and "88.7" in table[3]
