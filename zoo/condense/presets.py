@@ -49,6 +49,9 @@ _CPU_TRAJECTORY = {  # MTT and factorization at 28 px on a CPU: 3 short experts 
     "iterations": 50,
 }
 
+_QUICK_TRAJECTORY = {"iterations": 40, "syn_steps": 5, "expert_epochs": 2, "num_experts": 3, "train_epochs": 6,
+                     "max_start_epoch": 3, "lr_img": 100.0}  # fmt: skip
+
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper",
@@ -99,28 +102,8 @@ PRESETS: dict[str, Preset] = {
             "dm": {"all": {"iterations": 150, "batch_real": 64}},
             "dc": {"all": {"iterations": 10, "batch_real": 64, "outer_loop": 5, "inner_loop": 5}},
             "dsa": {"all": {"iterations": 10, "batch_real": 64, "outer_loop": 5, "inner_loop": 5}},
-            "mtt": {
-                "all": {
-                    "iterations": 40,
-                    "syn_steps": 5,
-                    "expert_epochs": 2,
-                    "num_experts": 3,
-                    "train_epochs": 6,
-                    "max_start_epoch": 3,
-                    "lr_img": 100.0,
-                }
-            },  # fmt: skip
-            "factorization": {
-                "all": {
-                    "iterations": 40,
-                    "syn_steps": 5,
-                    "expert_epochs": 2,
-                    "num_experts": 3,
-                    "train_epochs": 6,
-                    "max_start_epoch": 3,
-                    "lr_img": 100.0,
-                }
-            },  # fmt: skip
+            "mtt": {"all": _QUICK_TRAJECTORY},
+            "factorization": {"all": _QUICK_TRAJECTORY},
             "sre2l": {"all": {"iterations": 200}},
             "herding": {"all": {"train_epochs": 10}},
             "kcenter": {"all": {"train_epochs": 10}},
