@@ -145,8 +145,10 @@ def run_protocol(
     whole: bool = True,
     log=print,
     on_row=None,
+    side_nets: int = 1,
 ) -> list[dict]:
-    """The table's rows (see the module docstring); ``sets``/``nets`` None take the preset's."""
+    """The table's rows (see the module docstring); ``sets``/``nets`` None take the preset's; the side columns
+    (iteration 0, hard labels) train ``side_nets`` networks per set."""
     p = PRESETS[preset]
     sets, nets = sets or p.sets, nets or p.nets
     real = load_real(data, path=path, image_size=p.image_size or _native(data, path))
@@ -191,7 +193,7 @@ def run_protocol(
         for ipc in ipcs:
             for variant in _variants(method):
                 row = _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher, cross,
-                           cross_runs, log)  # fmt: skip
+                           cross_runs, log, side_nets)  # fmt: skip
                 if row is not None:
                     add(row)
     return rows
@@ -216,7 +218,7 @@ def _condense(real, method, ipc, preset, seed, out, **extra):
     return condense(real, method, ipc, folder, seed=seed, progress=False, **options)
 
 
-def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher, cross, cross_runs, log):
+def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher, cross, cross_runs, log, side):
     """One table row: ``sets`` condensations of ``method`` x ``nets`` evaluations each."""
     base = "random" if method == "random+teacher" else method
     cls = METHODS[base]
@@ -241,15 +243,15 @@ def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher
             accs += evaluate_with_teacher(synset, test, get_teacher(), _student(real, p), runs=nets, seed=s)
             hard = synset if method != "random+teacher" else None
             if hard is not None:
-                hard_accs += evaluate_set(replace(hard, soft_labels=None), test, settings, runs=nets, seed=s)
+                hard_accs += evaluate_set(replace(hard, soft_labels=None), test, settings, runs=side, seed=s)
         else:
             accs += evaluate_set(synset, test, settings, runs=nets, seed=s)
         if cls.learned and synset.meta.get("options", {}).get("iterations"):
             start = _condense(real, base, ipc, p, s, None, **{**extra, "iterations": 0})
             if base in TEACHER_METHODS:
-                init_accs += evaluate_with_teacher(start, test, get_teacher(), _student(real, p), runs=nets, seed=s)
+                init_accs += evaluate_with_teacher(start, test, get_teacher(), _student(real, p), runs=side, seed=s)
             else:
-                init_accs += evaluate_set(start, test, settings, runs=nets, seed=s)
+                init_accs += evaluate_set(start, test, settings, runs=side, seed=s)
         for arch in cross:
             cross_accs[arch] += _cross(synset, test, arch, epochs or settings.epochs, cross_runs, s)
     m, sd = _stats(accs)
@@ -451,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", choices=list(PRESETS), default=None, help="default: quick on digits, cpu otherwise")
     ap.add_argument("--sets", type=int, default=None, help="condensed sets per row (default: the preset's)")
     ap.add_argument("--nets", type=int, default=None, help="evaluation networks per set (default: the preset's)")
+    ap.add_argument("--side-nets", type=int, default=1, help="networks per set for iteration 0 and hard labels")
     ap.add_argument("--no-whole", action="store_true", help="leave out the whole-data ceiling")
     ap.add_argument("--curve", action="store_true", help="also: DM's and DSA's top-1 along their iterations at ipc 1")
     ap.add_argument("--curve-only", action="store_true", help="only the curve")
@@ -491,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_protocol(
             args.data, args.methods.split(","), [int(i) for i in args.ipc.split(",")], preset, args.sets, args.nets,
             cross, args.cross_runs, args.seed, Path(args.out) if args.out else None, args.data_path,
-            whole=not args.no_whole, on_row=save,
+            whole=not args.no_whole, on_row=save, side_nets=args.side_nets,
         )  # fmt: skip
         print(markdown(rows, cross))
     if args.curve or args.curve_only:

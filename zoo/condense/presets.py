@@ -39,12 +39,12 @@ class Preset:
     curve: tuple[int, ...] = field(default_factory=tuple)  # iterations the bench's accuracy curves evaluate at
 
 
-_CPU_TRAJECTORY = {  # MTT and factorization at 28 px on a CPU: 3 short experts on 10,000 images; short unrolls
+_CPU_TRAJECTORY = {  # MTT and factorization at 28 px on a CPU: 3 short experts on 5,000 images; short unrolls
     "num_experts": 3,
     "train_epochs": 4,
     "expert_epochs": 2,
     "max_start_epoch": 2,
-    "expert_images": 10000,
+    "expert_images": 5000,
     "syn_steps": 20,
     "iterations": 50,
 }
