@@ -284,10 +284,14 @@ def curve(
     nets: int = 3,
     seed: int = 0,
     log=print,
+    points: tuple[int, ...] | None = None,
 ) -> list[dict]:
     """Top-1 of ``methods``' set at ``ipc`` after each of the preset's ``curve`` iteration counts (one run,
-    evaluated at those points with ``nets`` networks): the evidence of where a shortened run heads."""
+    evaluated at those points with ``nets`` networks): the evidence of where a shortened run heads. ``points``
+    replaces the preset's."""
     p = PRESETS[preset]
+    if points:
+        p = replace(p, curve=tuple(sorted(points)))
     real = load_real(data, path=path, image_size=p.image_size or _native(data, path))
     test = load_real_split(real.source, real.preprocessing)
     points = []
@@ -457,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-whole", action="store_true", help="leave out the whole-data ceiling")
     ap.add_argument("--curve", action="store_true", help="also: DM's and DSA's top-1 along their iterations at ipc 1")
     ap.add_argument("--curve-only", action="store_true", help="only the curve")
+    ap.add_argument("--curve-methods", default="dm,dsa", help="the curve's methods (default dm,dsa)")
+    ap.add_argument("--curve-points", default=None, help="iteration counts to evaluate at (default: the preset's)")
     ap.add_argument("--cross", default="", help="cross-architecture columns: poolformer,convformer,sret,slak")
     ap.add_argument("--cross-runs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -498,8 +504,9 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         print(markdown(rows, cross))
     if args.curve or args.curve_only:
-        points = curve(args.data, args.data_path, preset=preset, nets=args.nets or PRESETS[preset].nets,
-                       seed=args.seed)  # fmt: skip
+        at = tuple(int(i) for i in args.curve_points.split(",")) if args.curve_points else None
+        points = curve(args.data, args.data_path, args.curve_methods.split(","), preset=preset,
+                       nets=args.nets or PRESETS[preset].nets, seed=args.seed, points=at)  # fmt: skip
     save(rows, points)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
