@@ -3,7 +3,7 @@ take refused in one line, and the bench's table helpers (published rows, markdow
 
 import pytest
 
-from zoo.bench.condense import PUBLISHED, markdown, published
+from zoo.bench.condense import PUBLISHED, markdown, published, render
 from zoo.cli import main as zoo_main
 from zoo.condense.presets import PRESETS, default_preset, estimate_seconds, method_options
 from zoo.data.synthetic import load_synthetic
@@ -62,3 +62,9 @@ def test_published_rows_and_markdown():
     ]  # fmt: skip
     table = markdown(rows).splitlines()
     assert len(table) == 4 and "60.0 ± 2.0" in table[2] and "not reported" in table[2] and "88.7" in table[3]
+    for r in rows:
+        r["dataset"] = "mnist"
+    v = {"date": "2026-01-01 00:00 UTC", "commit": "abc", "cpu": "x86", "threads": "1", "torch": "2"}
+    curve = [{"dataset": "mnist", "method": "dm", "ipc": 1, "iterations": 25, "mean": 70.0, "std": 1.0}]
+    text = render([{"provenance": v, "preset": "cpu", "rows": rows, "curve": curve}])
+    assert "### mnist" in text and "commit abc" in text and "| dm | 1 | 25 | 70.0 ± 1.0 |" in text

@@ -374,6 +374,29 @@ def plot(rows: list[dict], path: Path, points: list[dict] = ()) -> None:
     fig.savefig(path, dpi=120)
 
 
+def render(docs: list[dict]) -> str:
+    """Markdown of saved runs (``--json`` files): each dataset's rows in one table, under its provenance line, and
+    its curve points."""
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for d in docs for r in [*d["rows"], *d.get("curve", [])]):
+        parts = [d for d in docs if any(r["dataset"] == dataset for r in [*d["rows"], *d.get("curve", [])])]
+        rows = [r for d in parts for r in d["rows"] if r["dataset"] == dataset]
+        points = [q for d in parts for q in d.get("curve", []) if q["dataset"] == dataset]
+        out.append(f"### {dataset}")
+        for d in parts:
+            v = d["provenance"]
+            out.append(f"- {v['date']}, commit {v['commit']}, {v['cpu']}, {v['threads']} thread(s), torch {v['torch']}, "
+                       f"preset {d['preset']}")  # fmt: skip
+        if rows:
+            out += ["", markdown(rows)]
+        if points:
+            out += ["", "| method | ipc | iterations | top-1 |", "|---|---:|---:|---:|"]
+            out += [f"| {q['method']} | {q['ipc']} | {q['iterations']} | {q['mean']:.1f} ± {q['std']:.1f} |"
+                    for q in points]  # fmt: skip
+        out.append("")
+    return "\n".join(out)
+
+
 def provenance() -> dict[str, str]:
     """Date, commit, machine and versions, for the results file's head."""
     try:
@@ -472,10 +495,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", default=None)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--speed", action="store_true", help="only: DM and DSA per iteration vs the authors' loops")
+    ap.add_argument("--render", nargs="+", default=None, metavar="JSON", help="only: print the table of saved runs")
     ap.add_argument("--image-size", type=int, default=32, help="--speed: image edge (default 32)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.render:
+        print(render([json.loads(Path(f).read_text()) for f in args.render]))
+        return 0
     if args.speed:
         speed(args.data, ipc=int(args.ipc.split(",")[-1]), image_size=args.image_size)
         return 0
