@@ -23,10 +23,11 @@ def test_presets_pick_options_by_ipc():
 
 
 def test_estimate_scales_with_pixels_and_iterations():
-    a = estimate_seconds("dm", 1, 100, 784)
-    assert a and estimate_seconds("dm", 1, 200, 784) == pytest.approx(2 * a)
-    assert estimate_seconds("dm", 1, 100, 3 * 1024) > a
-    assert estimate_seconds("random", 1, 0, 784) is None
+    a = estimate_seconds("dm", 1, 100, 28)
+    assert a and estimate_seconds("dm", 1, 200, 28) == pytest.approx(2 * a)
+    assert estimate_seconds("dm", 1, 100, 32) == pytest.approx(a)  # 28 px is padded to 32
+    assert estimate_seconds("dm", 1, 100, 64) == pytest.approx(4 * a)
+    assert estimate_seconds("random", 1, 0, 28) is None
 
 
 def test_iterations_for_a_method_without_steps_is_one_line(tmp_path, capsys):

@@ -150,8 +150,7 @@ def _start_line(method: str, source, ipc: int, preset: str, options: dict, image
     what = f"{iterations:,} iterations" + (f" (the paper's: {paper:,})" if paper and paper != iterations else "")
     if not paper:
         what = "no iterations (selection from the real images)"
-    channels = source.channels if source.benchmark else 3
-    eta = estimate_seconds(method, ipc, iterations, channels * image_size * image_size)
+    eta = estimate_seconds(method, ipc, iterations, image_size)
     when = f", about {_duration(eta)} on a 2-core CPU" if eta and preset != "paper" else ""
     return f"zoo condense: {method} on {source.spec}, ipc {ipc}, preset {preset}: {what}{when}"
 
