@@ -134,7 +134,7 @@ def test_rotation_turns_the_authors_way_and_scale_keeps_the_centre():
     assert torch.allclose(same, img, atol=1e-12)
 
 
-# -- (b, c) DC, DSA and DM steps -----------------------------------------------------------------------------------------
+# -- (b, c) DC, DSA and DM steps ---------------------------------------------------------------------------------------
 def _method(name, real, ipc, options, zoo_net, batches, seeds):
     """The zoo's method, its network, real batches and siamese draws replaced by the test's (the authors' draws
     made from the method's own generator, so what follows in the step sees the authors' generator state)."""

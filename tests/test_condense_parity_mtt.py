@@ -344,5 +344,5 @@ def test_eval_sampler_matches_the_shared_dataset():
     per_sample = {tuple(x.flatten()[:4].tolist()) for x in a1.view(20, K * ipc, C, S, S)[:, 0]}
     assert len(per_sample) == n_hal  # sample 0 went through every hallucinator over the reads
     # the stored images: base r of a class through hallucinator r mod K
-    close(synset.images, render(synset.extra["bases"], hals, torch.arange(K * ipc), torch.arange(K * ipc) % ipc % n_hal),
-          "result images")  # fmt: skip
+    rows = torch.arange(K * ipc)
+    close(synset.images, render(synset.extra["bases"], hals, rows, rows % ipc % n_hal), "result images")

@@ -168,7 +168,8 @@ def run_protocol(
             f", {k} {row[k]:.2f}" for k in ("init_mean", "hard_mean", "teacher_mean") if row.get(k) is not None
         )
         log(f"{row['method']} ipc {row['ipc']}: {row['mean']:.2f} +- {row['std']:.2f}{extra} (condense "
-            f"{row['seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU; {time.perf_counter() - t0:.0f} s so far)")  # fmt: skip
+            f"{row['seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU; "
+            f"{time.perf_counter() - t0:.0f} s so far)")  # fmt: skip
 
     if whole:
         with _Clock() as c:
@@ -385,8 +386,8 @@ def render(docs: list[dict]) -> str:
         out.append(f"### {dataset}")
         for d in parts:
             v = d["provenance"]
-            out.append(f"- {v['date']}, commit {v['commit']}, {v['cpu']}, {v['threads']} thread(s), torch {v['torch']}, "
-                       f"preset {d['preset']}")  # fmt: skip
+            out.append(f"- {v['date']}, commit {v['commit']}, {v['cpu']}, {v['threads']} thread(s), "
+                       f"torch {v['torch']}, preset {d['preset']}")  # fmt: skip
         if rows:
             out += ["", markdown(rows)]
         if points:

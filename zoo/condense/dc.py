@@ -11,15 +11,15 @@ ipc 50 -> (50, 10). DSA draws one transform per class, applied to the real and s
 
 Exact to the authors' iteration (VICO-UoE/DatasetCondensation ``main.py``, ``match_loss``/``distance_wb``,
 ``get_loops``): on the same network, real batches and siamese draws, :meth:`DC.step` gives their loss (the logged
-``loss_avg``: the sum over outer steps / (classes x outer)), image gradient and images, and the network trains
-between outer steps as theirs does, its shuffle and per-image DSA drawing from the method's generator what their
-``DataLoader`` and ``DiffAugment`` draw from torch's global one (``tests/test_condense_parity.py``, float64,
-relative error <= 1e-5). Batched differently on purpose: the real gradient of every class comes from one batched
-call (``torch.func.vmap`` over classes of ``torch.func.grad``), with no graph kept; only the synthetic side keeps
-the double-backward graph; the network's updates run on in-memory tensors without a data loader. The zoo's draws
-come from a seeded generator (the authors' siamese seed comes from the clock, their real batches from numpy), and
-its default ``init`` is ``real`` (``main.py``'s is ``noise``; its DSA README command passes ``--init real``). On a 2-core CPU
-this is still slower than the authors' loop (``python -m zoo.bench.condense --speed``: 0.85x at 32 px, ipc 10).
+``loss_avg``: the sum over outer steps / (classes x outer)), image gradient and images, and the network trains between
+outer steps as theirs does, its shuffle and per-image DSA drawing from the method's generator what their ``DataLoader``
+and ``DiffAugment`` draw from torch's global one (``tests/test_condense_parity.py``, float64, relative error <= 1e-5).
+Batched differently on purpose: the real gradient of every class comes from one batched call (``torch.func.vmap`` over
+classes of ``torch.func.grad``), with no graph kept; only the synthetic side keeps the double-backward graph; the
+network's updates run on in-memory tensors without a data loader. The zoo's draws come from a seeded generator (the
+authors' siamese seed comes from the clock, their real batches from numpy), and its default ``init`` is ``real``
+(``main.py``'s is ``noise``; its DSA README command passes ``--init real``). On a 2-core CPU this is still slower than
+the authors' loop (``python -m zoo.bench.condense --speed``: 0.85x at 32 px, ipc 10).
 """
 
 import torch

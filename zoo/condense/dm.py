@@ -6,12 +6,13 @@ class's synthetic images, both under the same sampled DSA transform, is summed o
 the synthetic images (lr 1.0, momentum 0.5; the authors' defaults, 20,000 iterations, 256 real images per class).
 Images start from random real ones.
 
-Exact to the authors' iteration (``main_DM.py``, ConvNet branch): on the same network, real batches and siamese
-draws, :meth:`DM.step` gives their loss (the logged ``loss_avg``, the sum over classes / classes), image gradient
-and images (``tests/test_condense_parity.py``, float64, relative error <= 1e-5). Batched differently: the real images of every class go through the network in one
-forward without autograd (they only give targets), the synthetic ones in one forward, each class keeping its own
-transform (:mod:`zoo.condense.augment`); the network's parameters never require gradients. On a 2-core CPU this is
-slower than the authors' per-class loop (``python -m zoo.bench.condense --speed``: 0.53x at 32 px, ipc 10).
+Exact to the authors' iteration (``main_DM.py``, ConvNet branch): on the same network, real batches and siamese draws,
+:meth:`DM.step` gives their loss (the logged ``loss_avg``, the sum over classes / classes), image gradient and images
+(``tests/test_condense_parity.py``, float64, relative error <= 1e-5). Batched differently: the real images of every
+class go through the network in one forward without autograd (they only give targets), the synthetic ones in one
+forward, each class keeping its own transform (:mod:`zoo.condense.augment`); the network's parameters never require
+gradients. On a 2-core CPU this is slower than the authors' per-class loop (``python -m zoo.bench.condense --speed``:
+0.53x at 32 px, ipc 10).
 """
 
 import torch

@@ -446,8 +446,14 @@ class ImageTask(Task):
         known = recorded_label_names(model, source)
         stream = source.stream()
         if stream is not None:  # its first max_samples rows
-            self.val_base, self.info = held_out_images(stream, source.image_key, source.label_key, known,
-                                                       source.max_samples, getattr(model, "num_classes", None))  # fmt: skip
+            self.val_base, self.info = held_out_images(
+                stream,
+                source.image_key,
+                source.label_key,
+                known,
+                source.max_samples,
+                getattr(model, "num_classes", None),
+            )
             _warn_if_cut(len(self.val_base), source)
         else:
             grey = self.cfg["input_size"][0] == 1
