@@ -73,11 +73,11 @@ PRESETS: dict[str, Preset] = {
         methods={
             "dm": {"all": {"iterations": 100, "batch_real": 64}},
             "dc": {
-                1: {"iterations": 30, "batch_real": 64},
+                1: {"iterations": 20, "batch_real": 64},
                 10: {"iterations": 5, "batch_real": 64, "outer_loop": 10, "inner_loop": 5},
             },
             "dsa": {
-                1: {"iterations": 30, "batch_real": 64},
+                1: {"iterations": 20, "batch_real": 64},
                 10: {"iterations": 5, "batch_real": 64, "outer_loop": 10, "inner_loop": 5},
             },
             "mtt": {"all": _CPU_TRAJECTORY},
