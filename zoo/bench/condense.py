@@ -349,8 +349,17 @@ def plot(rows: list[dict], path: Path, points: list[dict] = ()) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2 if points else 1, figsize=(11 if points else 6, 4), squeeze=False)
-    ax = axes[0][0]
+    panels = [name for name, has in (("rows", rows), ("curve", points)) if has]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    if rows:
+        _plot_rows(axes[0][0], rows)
+    if points:
+        _plot_curve(axes[0][len(panels) - 1], points)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _plot_rows(ax, rows: list[dict]) -> None:
     whole = next((r for r in rows if r["method"] == "whole data"), None)
     for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "whole data"):
         pts = [(r["ipc"], r["mean"], r["std"]) for r in rows if r["method"] == method]
@@ -361,18 +370,18 @@ def plot(rows: list[dict], path: Path, points: list[dict] = ()) -> None:
     ax.set_xlabel("images per class")
     ax.set_ylabel("held-out top-1 (%)")
     ax.legend(fontsize=7)
-    if points:
-        ax = axes[0][1]
-        for method in dict.fromkeys(q["method"] for q in points):
-            qs = [q for q in points if q["method"] == method]
+
+
+def _plot_curve(ax, points: list[dict]) -> None:
+    for dataset in dict.fromkeys(q["dataset"] for q in points):
+        for method in dict.fromkeys(q["method"] for q in points if q["dataset"] == dataset):
+            qs = [q for q in points if q["method"] == method and q["dataset"] == dataset]
             ax.errorbar([max(q["iterations"], 1) for q in qs], [q["mean"] for q in qs], yerr=[q["std"] for q in qs],
-                        marker="o", label=f"{method} ipc {qs[0]['ipc']}")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlabel("iterations (0 drawn at 1)")
-        ax.set_ylabel("held-out top-1 (%)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+                        marker="o", label=f"{dataset} {method} ipc {qs[0]['ipc']}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("iterations (0 drawn at 1)")
+    ax.set_ylabel("held-out top-1 (%)")
+    ax.legend(fontsize=7)
 
 
 def render(docs: list[dict]) -> str:
@@ -502,7 +511,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.render:
-        print(render([json.loads(Path(f).read_text()) for f in args.render]))
+        docs = [json.loads(Path(f).read_text()) for f in args.render]
+        print(render(docs))
+        if args.plot:
+            plot([r for d in docs for r in d["rows"]], Path(args.plot), [q for d in docs for q in d.get("curve", [])])
         return 0
     if args.speed:
         speed(args.data, ipc=int(args.ipc.split(",")[-1]), image_size=args.image_size)
