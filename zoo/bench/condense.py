@@ -326,9 +326,9 @@ def _curve_of(real, test, method: str, ipc: int, p, nets: int, seed: int, log) -
 
 
 def markdown(rows: list[dict], cross: list[str] = ()) -> str:
-    head = ("| method | ipc | ConvNet-3 top-1 | iteration 0 | hard labels | published | stored values | "
-            "condense s (wall / CPU) |" + "".join(f" {a} |" for a in cross))  # fmt: skip
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(cross)]
+    head = ("| method | ipc | iterations | sets x nets | ConvNet-3 top-1 | iteration 0 | hard labels | published | "
+            "stored values | condense s (wall / CPU) |" + "".join(f" {a} |" for a in cross))  # fmt: skip
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(cross)]
 
     def pm(r, key):
         return f"{r[key + '_mean']:.1f} ± {r[key + '_std']:.1f}" if r.get(key + "_mean") is not None else "-"
@@ -337,7 +337,8 @@ def markdown(rows: list[dict], cross: list[str] = ()) -> str:
         extra = "".join(f" {r[a]:.1f} |" if a in r else " - |" for a in cross)
         pub = f"{r['published']:.1f}" if r.get("published") is not None else "not reported"
         lines.append(
-            f"| {r['method']} | {r['ipc']} | {r['mean']:.1f} ± {r['std']:.1f} | {pm(r, 'init')} | {pm(r, 'hard')} | "
+            f"| {r['method']} | {r['ipc']} | {r.get('iterations') or '-'} | {r.get('sets', '-')} x {r.get('nets', '-')} | "
+            f"{r['mean']:.1f} ± {r['std']:.1f} | {pm(r, 'init')} | {pm(r, 'hard')} | "
             f"{pub} | {r['stored']:,} | {r['seconds']:.0f} / {r['cpu_seconds']:.0f} |{extra}"
         )
     return "\n".join(lines)
