@@ -211,11 +211,13 @@ def _variants(method: str) -> list[dict]:
     return [{}]
 
 
-def _condense(real, method, ipc, preset, seed, out, **extra):
+def _condense(real, method, ipc, preset, seed, out, keep=True, **extra):
+    """One set of ``method`` under ``out`` (written there only with ``keep``); trajectory methods share one expert
+    buffer under ``out`` across sets, ipcs, methods and iteration-0 sets."""
     options = {**method_options(preset.name, method, ipc), **extra}
-    if "buffer" in METHODS[method].defaults:  # one expert buffer for every set, ipc and trajectory method
+    if "buffer" in METHODS[method].defaults:
         options.setdefault("buffer", str(Path(out or "runs/condensed") / "buffers"))
-    folder = None if out is None else out / f"{method}_ipc{ipc}_seed{seed}"
+    folder = None if out is None or not keep else out / f"{method}_ipc{ipc}_seed{seed}"
     return condense(real, method, ipc, folder, seed=seed, progress=False, **options)
 
 
@@ -248,7 +250,7 @@ def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher
         else:
             accs += evaluate_set(synset, test, settings, runs=nets, seed=s)
         if cls.learned and synset.meta.get("options", {}).get("iterations"):
-            start = _condense(real, base, ipc, p, s, None, **{**extra, "iterations": 0})
+            start = _condense(real, base, ipc, p, s, out, keep=False, **{**extra, "iterations": 0})
             if base in TEACHER_METHODS:
                 init_accs += evaluate_with_teacher(start, test, get_teacher(), _student(real, p), runs=side, seed=s)
             else:
