@@ -379,8 +379,16 @@ def _plot_curve(ax, points: list[dict]) -> None:
     for dataset in dict.fromkeys(q["dataset"] for q in points):
         for method in dict.fromkeys(q["method"] for q in points if q["dataset"] == dataset):
             qs = [q for q in points if q["method"] == method and q["dataset"] == dataset]
-            ax.errorbar([max(q["iterations"], 1) for q in qs], [q["mean"] for q in qs], yerr=[q["std"] for q in qs],
-                        marker="o", label=f"{dataset} {method} ipc {qs[0]['ipc']}")  # fmt: skip
+            bars = ax.errorbar(
+                [max(q["iterations"], 1) for q in qs],
+                [q["mean"] for q in qs],
+                yerr=[q["std"] for q in qs],
+                marker="o",
+                label=f"{dataset} {method} ipc {qs[0]['ipc']}",
+            )
+            value, _ = published(dataset, method, qs[0]["ipc"])
+            if value is not None:  # the paper's figure, after the paper's iteration count
+                ax.axhline(value, ls="--", color=bars[0].get_color(), label=f"{method} published ({value})")
     ax.set_xscale("log")
     ax.set_xlabel("iterations (0 drawn at 1)")
     ax.set_ylabel("held-out top-1 (%)")
