@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .data.images import BAD_FILES
-from .data.sources import resolve
+from .data.sources import add_data_path_argument, resolve
 from .export.llama_backend import NAME as LLAMA_CPP
 from .export.llama_backend import QUANTIZE as GGUF_TYPES
 from .export.llama_backend import LlamaCppLogits
@@ -239,14 +239,7 @@ def _parser():
         "or NAME:PATH) | image folder | datasets folder | text path | shards (folder, URL or pattern) | "
         "hf_stream:NAME_OR_PATH",
     )
-    p.add_argument(
-        "--data-path",
-        "--data.path",
-        dest="data_path",
-        default=None,
-        metavar="PATH",
-        help="the folder of --data's files, e.g. --data mnist --data-path ../shared/datasets/mnist",
-    )
+    add_data_path_argument(p)
     p.add_argument("--split", default="validation", help="held-out split (mnist ... svhn: test); sliced: test[:1000]")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-batches", type=int, default=None)

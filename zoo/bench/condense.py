@@ -41,7 +41,7 @@ from ..condense.presets import PRESETS, method_options
 from ..condense.student import StudentSettings
 from ..condense.teacher import train_teacher
 from ..data.dsa import DSA
-from ..data.sources import resolve
+from ..data.sources import add_data_path_argument, resolve
 from .harness import environment
 from .reference.condense import dc_iteration, dm_iteration
 
@@ -495,7 +495,7 @@ def speed(data: str = "digits", ipc: int = 10, iterations: int = 3, image_size: 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m zoo.bench.condense", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="digits", help="a data name (digits, mnist, fashion_mnist, cifar10, ...)")
-    ap.add_argument("--data-path", default=None, help="the data's folder (e.g. ../shared/datasets/mnist)")
+    add_data_path_argument(ap)
     ap.add_argument("--methods", default="random,herding,kcenter,dm,dc,dsa,mtt,factorization,rded,sre2l,random+teacher")
     ap.add_argument("--ipc", default="1,10")
     ap.add_argument("--preset", choices=list(PRESETS), default=None, help="default: quick on digits, cpu otherwise")

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from ..data.errors import DataError
-from ..data.sources import resolve
+from ..data.sources import add_data_path_argument, resolve
 from .core import METHODS, CondenseError, condense, load_real_split
 from .evaluate import EvalSettings, evaluate_set
 from .presets import PRESETS, default_preset, estimate_seconds, method_options
@@ -25,14 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="digits | mnist | fashion_mnist | cifar10 | cifar100 | svhn (their files' folder: --data-path, or "
         "NAME:PATH; no path: downloaded into the zoo's cache) | an image folder (root/<class>/*) | a datasets folder",
     )
-    p.add_argument(
-        "--data-path",
-        "--data.path",
-        dest="data_path",
-        default=None,
-        metavar="PATH",
-        help="the folder of --data's files, e.g. --data mnist --data-path ../shared/datasets/mnist",
-    )
+    add_data_path_argument(p)
     p.add_argument("--method", default="dm", help=f"one of {', '.join(sorted(METHODS))}")
     p.add_argument("--ipc", type=int, default=10, help="images per class (default 10)")
     p.add_argument("--out", default=None, help="the folder to write (default runs/condensed/METHOD_ipcN)")

@@ -55,6 +55,7 @@ __all__ = [
     "ArrayImageDataset",
     "Benchmark",
     "DataSource",
+    "add_data_path_argument",
     "cache_dir",
     "is_stream",
     "parse_split",
@@ -347,6 +348,19 @@ def _detect(data: str) -> str:
     if any(f.suffix.lower() in (".txt", ".md", ".rst") for f in p.iterdir() if f.is_file()):
         return "text"
     return "image_folder"
+
+
+def add_data_path_argument(parser) -> None:
+    """``--data-path`` (also spelled ``--data.path``, as in recipes): the folder of ``--data``'s files, for every
+    command that takes ``--data``."""
+    parser.add_argument(
+        "--data-path",
+        "--data.path",
+        dest="data_path",
+        default=None,
+        metavar="PATH",
+        help="the folder of --data's files, e.g. --data mnist --data-path ../shared/datasets/mnist",
+    )
 
 
 def resolve(data: str, path: str | os.PathLike | None = None) -> DataSource:
