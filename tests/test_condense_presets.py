@@ -69,3 +69,10 @@ def test_published_rows_and_markdown():
     curve = [{"dataset": "mnist", "method": "dm", "ipc": 1, "iterations": 25, "mean": 70.0, "std": 1.0}]
     text = render([{"provenance": v, "preset": "cpu", "rows": rows, "curve": curve}])
     assert "### mnist" in text and "commit abc" in text and "| dm | 1 | 25 | 70.0 ± 1.0 |" in text
+
+
+def test_student_recipe_follows_the_data():
+    from zoo.condense.student import StudentSettings
+
+    assert not StudentSettings.for_data("mnist").flip and StudentSettings.for_data("fashion_mnist").flip
+    assert StudentSettings.for_data("cifar10", epochs=7).epochs == 7

@@ -73,7 +73,6 @@ CROSS = {
     "sret": ("sret_tiny", {"img_size": 32, "heads": [1, 2, 4], "recursive_num": [1, 1, 1]}),
     "slak": ("slak_tiny", {"dims": [32, 64, 128, 256], "depths": [1, 1, 2, 1]}),
 }
-TEACHER_METHODS = ("rded", "sre2l")
 
 
 def published(dataset: str, method: str, ipc) -> tuple[float | None, str | None]:
@@ -126,8 +125,7 @@ def _eval_settings(real, method: str, epochs: int | None) -> EvalSettings:
 
 
 def _student(real, preset) -> StudentSettings:
-    flips = str(real.source.get("name")) not in ("mnist", "svhn", "digits")  # no mirrored digits
-    return StudentSettings(epochs=preset.student_epochs, flip=flips)
+    return StudentSettings.for_data(real, epochs=preset.student_epochs)
 
 
 def run_protocol(
@@ -242,7 +240,7 @@ def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher
                 log(f"{method} ipc {ipc}: skipped ({e})")
                 return None
         wall, cpu, stored = wall + c.wall, cpu + c.cpu, synset.stored_values
-        if method == "random+teacher" or base in TEACHER_METHODS:
+        if method == "random+teacher" or cls.needs_teacher:
             accs += evaluate_with_teacher(synset, test, get_teacher(), _student(real, p), runs=nets, seed=s)
             hard = synset if method != "random+teacher" else None
             if hard is not None:
@@ -251,7 +249,7 @@ def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher
             accs += evaluate_set(synset, test, settings, runs=nets, seed=s)
         if cls.learned and synset.meta.get("options", {}).get("iterations"):
             start = _condense(real, base, ipc, p, s, out, keep=False, **{**extra, "iterations": 0})
-            if base in TEACHER_METHODS:
+            if cls.needs_teacher:
                 init_accs += evaluate_with_teacher(start, test, get_teacher(), _student(real, p), runs=side, seed=s)
             else:
                 init_accs += evaluate_set(start, test, settings, runs=side, seed=s)

@@ -13,7 +13,7 @@ from ..data.sources import add_data_path_argument, resolve
 from .core import METHODS, CondenseError, condense, load_real_split
 from .evaluate import EvalSettings, evaluate_set
 from .presets import PRESETS, default_preset, estimate_seconds, method_options
-from .student import evaluate_with_teacher
+from .student import StudentSettings, evaluate_with_teacher
 
 __all__ = ["add_arguments", "run"]
 
@@ -120,10 +120,10 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_runs:
         test = load_real_split(m["source"], m["preprocessing"])
         name = str(m["source"].get("name", ""))
-        if args.method in ("rded", "sre2l"):
+        if METHODS[args.method].needs_teacher:
             what = "students relabelled by the teacher"
-            accs = evaluate_with_teacher(synset, test, m["model"] or args.teacher, runs=args.eval_runs,
-                                         seed=args.seed, progress=not args.no_progress)  # fmt: skip
+            accs = evaluate_with_teacher(synset, test, m["model"] or args.teacher, StudentSettings.for_data(test),
+                                         runs=args.eval_runs, seed=args.seed, progress=not args.no_progress)  # fmt: skip
         else:
             settings = EvalSettings.for_data(name, args.method, epochs=args.eval_epochs)
             what = "ConvNet-3, " + (f"DSA {settings.dsa_strategy}" if settings.dsa else settings.dc_aug or "no aug.")

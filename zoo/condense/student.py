@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .augment import has_flips
 from .core import CondenseError, RealData, SyntheticSet
 from .evaluate import accuracy
 from .teacher import Teacher, build_network, load_teacher
@@ -82,6 +83,12 @@ class StudentSettings:
     factor: int | None = None
     max_scale: float = 1.0
     flip: bool = True
+
+    @classmethod
+    def for_data(cls, data, **overrides) -> "StudentSettings":
+        """The recipe for ``data`` (a name or a :class:`RealData`): flips only where the data allows them (not for
+        digits, as :func:`zoo.condense.augment.has_flips` decides for the other evaluations)."""
+        return cls(**{"flip": has_flips(data), **overrides})
 
     def resolved_temperature(self) -> float:
         if self.temperature is not None:
