@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
+from ..data.sources import BENCHMARKS
 
 __all__ = [
     "DC_AUG",
@@ -32,7 +33,7 @@ __all__ = [
     "sample_class_transforms",
 ]
 
-# digit datasets: a mirrored digit is another shape (or none), so their strategy has no flips
+# digit data beyond the benchmark table (whose entries say for themselves): a mirrored digit is another shape or none
 NO_FLIP = ("digits", "mnist", "svhn", "usps")
 # the strengths of the authors' DC augmentation (get_daparam): crop pad 4 px, scale +-0.2, rotate +-45 deg, noise
 DC_AUG = {"crop": 4, "scale": 0.2, "rotate": 45, "noise": 0.001}
@@ -44,9 +45,12 @@ def _name(data) -> str:
 
 
 def has_flips(data) -> bool:
-    """Whether the dataset (a name or a :class:`RealData`) is augmented with flips: not for digits (``mnist``,
-    ``svhn``, ``digits``, ``usps``; ``fashion_mnist`` is clothing and keeps them)."""
+    """Whether the dataset (a name or a :class:`RealData`) is augmented with flips: a benchmark set as the data
+    resolver's table says (not ``mnist``, ``svhn``; ``fashion_mnist`` is clothing and keeps them), other data unless
+    its name says digits."""
     name = _name(data).replace("-", "_")
+    if name in BENCHMARKS:
+        return BENCHMARKS[name].hflip
     if "fashion" in name:
         return True
     return not any(d in name for d in NO_FLIP)

@@ -88,12 +88,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import dsa_strategy
 from .core import CondenseError, SyntheticSet, register_method
 from .mtt import (
-    DIGIT_DATA,
     EXPERT_DEFAULTS,
-    FULL_DSA,
-    NO_FLIP_DSA,
     Chunks,
     TrajectoryMatching,
     published_row,
@@ -129,7 +127,7 @@ def published_settings(dataset: str, ipc: int) -> tuple[dict[str, Any], str]:
     keys = ("syn_steps", "expert_epochs", "max_start_epoch", "lr_img", "lr_lr", "lr_teacher")
     values: dict[str, Any] = dict(zip(keys, HABA_TABLE[row]))
     values.update(lr_hal=100.0, lambda_club=0.1, lambda_likeli=0.1, lambda_cls=1.0, lambda_contrast=0.1)
-    values["dsa_strategy"] = NO_FLIP_DSA if dataset in DIGIT_DATA else FULL_DSA
+    values["dsa_strategy"] = dsa_strategy(dataset)
     src = f"DatasetFactorization run_cifar10_ipc{row}_style5.sh"
     if dataset != "cifar10":
         src += f" (no released script for {dataset or 'this data'}: the closest setting)"

@@ -82,6 +82,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from ..data.dsa import DSA
+from .augment import dsa_strategy
 from .core import CondenseError, Method, RealData, make_network, register_method
 
 __all__ = [
@@ -117,9 +118,6 @@ EXPERT_DEFAULTS: dict[str, Any] = {
     "buffer": "",
 }
 
-FULL_DSA = "color_crop_cutout_flip_scale_rotate"
-NO_FLIP_DSA = "color_crop_cutout_scale_rotate"
-DIGIT_DATA = ("mnist", "svhn", "digits")  # no flips: a mirrored digit is another symbol or none
 
 # The authors' README table: (dataset, ipc) -> syn_steps, expert_epochs, max_start_epoch, lr_img, lr_lr, lr_teacher,
 # batch_syn (0 = every image each step).
@@ -144,7 +142,7 @@ def published_settings(dataset: str, ipc: int) -> tuple[dict[str, Any], str]:
     row = published_row(ipc)
     name = dataset if (dataset, row) in MTT_TABLE else "cifar10"
     values = dict(zip(MTT_KEYS, MTT_TABLE[(name, row)]))
-    values["dsa_strategy"] = NO_FLIP_DSA if dataset in DIGIT_DATA else FULL_DSA
+    values["dsa_strategy"] = dsa_strategy(dataset)
     src = f"mtt-distillation README table, {name} ipc {row}"
     if name != dataset:
         src += f" (no published row for {dataset or 'this data'}: the closest setting)"
