@@ -106,6 +106,8 @@ class _DecodedOnRead(Dataset):
                 continue
             try:
                 img, label = self._load(j)
+            except DataError:
+                raise
             except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
                 if self.bad_files == "error":
                     raise undecodable(self._describe(j), e) from e
@@ -281,7 +283,12 @@ class HFImageDataset(_DecodedOnRead):
     @property
     def targets(self) -> list[int]:
         labels = [int(y) for y in self.ds[self.label_key]]
-        return [self.label_map[y] for y in labels] if self.label_map is not None else labels
+        if self.label_map is None:
+            return labels
+        bad = next((y for y in labels if not 0 <= y < len(self.label_map)), None)
+        if bad is not None:
+            raise DataError(f"{self.where} has the label {bad}, outside its {len(self.label_map)} classes")
+        return [self.label_map[y] for y in labels]
 
     def __len__(self):
         return len(self.ds)
@@ -295,7 +302,11 @@ class HFImageDataset(_DecodedOnRead):
         if not isinstance(img, Image.Image):
             img = Image.fromarray(np.asarray(img, dtype=np.uint8))
         label = int(row[self.label_key])
-        return img.convert("RGB"), self.label_map[label] if self.label_map is not None else label
+        if self.label_map is not None:
+            if not 0 <= label < len(self.label_map):
+                raise DataError(f"{self._describe(i)} has the label {label}, outside its {len(self.label_map)} classes")
+            label = self.label_map[label]
+        return img.convert("RGB"), label
 
 
 def _load_hf_split(path: str, split: str):
@@ -333,7 +344,10 @@ def _hf_dataset(
         ds.label_map = [index[c] for c in own]
         names = list(class_names) if class_names else own
         return ds, DatasetInfo(root.name, len(names), names)
-    num_classes = int(max(hf[ds.label_key])) + 1  # bare integer labels: nothing to renumber
+    labels = hf[ds.label_key]
+    if min(labels) < 0:
+        raise DataError(f"{root} ({split} split) has the label {min(labels)}: labels are class indices 0, 1, ...")
+    num_classes = int(max(labels)) + 1  # bare integer labels: nothing to renumber
     if class_names:
         if num_classes > len(class_names):
             raise DataError(

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .errors import DataError
 
-__all__ = ["INDEX_NAME", "SPLITS", "STORES", "is_shard_folder", "read_index", "write_shards"]
+__all__ = ["INDEX_NAME", "SPLITS", "STORES", "check_index", "is_shard_folder", "read_index", "write_shards"]
 
 INDEX_NAME = "shards.json"
 FORMAT = "zoo-image-shards/1"
@@ -144,7 +144,48 @@ def read_index(folder: Path) -> dict:
         raise DataError(f"{path} is not JSON ({e}): write the shards again") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise DataError(f"{path} is not a zoo shard index (format {FORMAT}): write the shards again")
+    check_index(index, path)
     return index
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_index(index: dict, path: str | os.PathLike) -> None:
+    """A DataError naming the first thing in the shard index at ``path`` that a reader must not follow: a shard
+    file that is not a plain name beside the index (absolute, ``..``, a sub-folder), class names that are not
+    unique strings, a label that is not an integer in the classes' range, an offset or size that is not a
+    non-negative integer. Nothing is read before the whole index passes."""
+    again = "write the shards again with `zoo data shard`"
+    classes, shards = index.get("classes"), index.get("shards")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise DataError(f"{path} records no class names (a list of strings): {again}")
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise DataError(f"{path} names the class(es) {', '.join(map(repr, repeated[:5]))} twice: {again}")
+    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+        raise DataError(f"{path} has no list of shards: {again}")
+    for shard in shards:
+        name = shard.get("file")
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise DataError(
+                f"{path} names a shard file {str(name)[:80]!r} outside its folder; an index may name only the files "
+                "beside it. Nothing was read."
+            )
+        if not _is_int(shard.get("bytes")) or shard["bytes"] < 0 or not isinstance(shard.get("samples"), list):
+            raise DataError(f"{path}: the entry of {name} lacks its size (bytes) or its samples: {again}")
+        for entry in shard["samples"]:
+            if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str)):
+                raise DataError(f"{path}: a sample of {name} is not [member, offset, size, label]: {again}")
+            member, offset, size, label = entry
+            if not (_is_int(offset) and _is_int(size) and offset >= 0 and size >= 0):
+                raise DataError(f"{path}: sample {member[:80]!r} of {name} has no valid offset and size: {again}")
+            if not _is_int(label) or not 0 <= label < len(classes):
+                raise DataError(
+                    f"{path}: sample {member[:80]!r} of {name} has the label {label if _is_int(label) else repr(str(label)[:40])}, "
+                    f"not an integer 0..{len(classes) - 1} (the index's {len(classes)} classes): {again}"
+                )
 
 
 def add_arguments(parser) -> None:

@@ -38,7 +38,8 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 from . import text
 from .errors import DataError
 from .images import DatasetInfo, class_index, undecodable
-from .shards import INDEX_NAME
+from .shards import FORMAT as SHARD_FORMAT
+from .shards import INDEX_NAME, check_index
 from .sources import is_stream
 
 __all__ = [
@@ -64,6 +65,7 @@ IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp", "ppm")
 LABEL_COLUMNS = ("label", "labels", "cls", "fine_label")
 TEXT_COLUMNS = ("text", "txt", "content")
 _READ_ROWS = 64  # rows fetched from ``datasets`` at a time
+_ROOT = "__root__"  # a row's key: the local folder its image paths may name (None: none)
 
 _logger = logging.getLogger(__name__)
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -148,7 +150,14 @@ class StreamSource:
 
     def rows(self, decode_images: bool = False, limit: int | None = None) -> Iterator[dict]:
         """Rows in the stream's own order (no shuffle), at most ``limit``."""
-        return itertools.islice(_rows(self.open(decode_images)), limit)
+        return itertools.islice(_rows(self.open(decode_images), self.local_root()), limit)
+
+    def local_root(self) -> Path | None:
+        """The folder whose files an image value's ``path`` may name: a local ``datasets`` folder read as a
+        stream; None for everything else (shards and remote data hold their images' bytes)."""
+        if self.kind == "hf_stream" and not _is_url(self.path) and Path(self.path).is_dir():
+            return Path(self.path).resolve()
+        return None
 
     def recorded_size(self, ds, index: dict | None) -> int | None:
         """The sample count the data records: its shard index's, or (``ds``, the opened stream) its card's."""
@@ -168,19 +177,29 @@ class StreamSource:
                 import fsspec
 
                 with fsspec.open(where, "rb") as f:
-                    return json.loads(f.read())
-            return json.loads(Path(where).read_text())
+                    raw = f.read()
+            else:
+                raw = Path(where).read_bytes()
         except Exception:  # noqa: BLE001 (no index there: the labels are taken as they are)
             return None
+        try:
+            index = json.loads(raw)
+        except ValueError as e:
+            raise DataError(f"{where} is not JSON ({e}): write the shards again, or remove it") from None
+        if not isinstance(index, dict) or index.get("format") != SHARD_FORMAT:
+            raise DataError(f"{where} is not a zoo shard index (format {SHARD_FORMAT}): write the shards again")
+        check_index(index, where)
+        return index
 
 
-def _rows(ds) -> Iterator[dict]:
+def _rows(ds, root: Path | None = None) -> Iterator[dict]:
     """A ``datasets.IterableDataset``'s rows, read with ``iter`` (which does not split by loader worker: the
-    stream does that itself, by micro-batch)."""
+    stream does that itself, by micro-batch). ``root``: the local folder an image's ``path`` may name (kept in
+    the row as ``__root__``)."""
     for batch in ds.iter(batch_size=_READ_ROWS):
         keys = list(batch)
         for i in range(len(batch[keys[0]])):
-            yield {k: batch[k][i] for k in keys}
+            yield {**{k: batch[k][i] for k in keys}, _ROOT: root}
 
 
 def pick_column(columns: Sequence[str], given: str | None, candidates: Sequence[str], what: str, key: str) -> str:
@@ -191,14 +210,34 @@ def pick_column(columns: Sequence[str], given: str | None, candidates: Sequence[
     return found
 
 
-def decode_image(value: Any) -> Image.Image:
-    """An image column's value (PIL, ``{"bytes", "path"}`` or bytes) as an RGB PIL image."""
+def decode_image(value: Any, root: Path | None = None) -> Image.Image:
+    """An image column's value (PIL, ``{"bytes", "path"}`` or bytes) as an RGB PIL image. A value without bytes
+    is read from its ``path`` only inside ``root`` (a local dataset's folder); a stream's rows never make the
+    loader read other files."""
     if isinstance(value, Image.Image):
         return value.convert("RGB")
     if isinstance(value, dict):
-        value = value.get("bytes") or Path(value["path"]).read_bytes()
+        value = value.get("bytes") or _local_image(value.get("path"), root)
     with Image.open(io.BytesIO(value)) as img:
         return img.convert("RGB")
+
+
+def _local_image(path: Any, root: Path | None) -> bytes:
+    """The bytes of the file an image value names, which must lie inside ``root``."""
+    if not isinstance(path, str) or not path:
+        raise DataError("an image value of the stream holds neither bytes nor a file: check data.image_key")
+    if root is None:
+        raise DataError(
+            f"an image value of the stream names the file {path[:120]!r} instead of holding its bytes; a stream's "
+            "images are read from the stream only (files are read for a local datasets folder, inside it)"
+        )
+    file = (root / path).resolve()
+    if not file.is_relative_to(root):
+        raise DataError(
+            f"an image value of {root} names the file {path[:120]!r}, outside that folder: a dataset's images are "
+            "read only from inside its folder"
+        )
+    return file.read_bytes()
 
 
 class SampleStream(IterableDataset):
@@ -236,7 +275,7 @@ class SampleStream(IterableDataset):
         if self.shuffle_buffer > 1:
             ds = ds.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
         ds.set_epoch(self.epoch + read * 100_003)
-        return itertools.islice(self.units(_rows(ds)), self.rank, None, self.world)
+        return itertools.islice(self.units(_rows(ds, self.source.local_root())), self.rank, None, self.world)
 
     def _micro_batches(self) -> Iterator[list]:
         """The rank's micro-batches of the epoch, reading the data again when it runs out."""
@@ -305,7 +344,18 @@ class ImageBatches:
         self.transform, self.bad_files, self.skipped = transform, bad_files, 0
 
     def label(self, row: dict) -> int:
-        label = int(row[self.label_key])
+        value = row[self.label_key]
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        try:
+            label = int(value)
+            if isinstance(value, float) and label != value:
+                raise ValueError(value)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"the label {str(value)[:40]!r} of {_row_name(row)} is not an integer class index: write the shards "
+                "again (zoo data shard), or name the label column with data.label_key"
+            ) from None
         if self.label_map is not None:
             if not 0 <= label < len(self.label_map):
                 raise DataError(f"label {label} of {_row_name(row)} is outside the {len(self.label_map)} classes")
@@ -314,7 +364,7 @@ class ImageBatches:
 
     def sample(self, row: dict, epoch: int, position: int) -> tuple[Any, int]:
         label = self.label(row)
-        img = decode_image(row[self.image_key])
+        img = decode_image(row[self.image_key], row.get(_ROOT))
         return (self.transform(img, epoch, position) if self.transform else img), label
 
     def __call__(self, rows: list[dict], epoch: int, positions: list[int]) -> Any:
@@ -430,7 +480,7 @@ def _first_row(source: StreamSource, ds) -> dict:
     row = next(_rows(ds), None)
     if row is None:
         raise DataError(f"{source.describe()} holds no samples")
-    return row
+    return {k: v for k, v in row.items() if k != _ROOT}
 
 
 def image_stream(d) -> ImageStream:
@@ -479,7 +529,7 @@ def held_out_images(
         if count is None:
             raise DataError(f"{source.describe()} records no class names: give the number of classes")
         label_map = list(range(count))
-    rows = list(itertools.islice(_rows(ds), limit))
+    rows = list(itertools.islice(_rows(ds, source.local_root()), limit))
     if not rows:
         raise DataError(f"{source.describe()} holds no samples")
     info = DatasetInfo(stream_name(source), len(label_map) if not names else len(names), names)
