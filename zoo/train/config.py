@@ -2,7 +2,7 @@
 
 A recipe has top-level keys (``model``, ``model_kwargs``, ``task``, ``seed``, ``output_dir``, ...) and sections
 (``data``, ``aug``, ``optim``, ``sched``, ``train``, ``ema``, ``checkpoint``, ``dist``, ``export``, ``sparse``,
-``distill``).
+``distill``, ``data_pruning``).
 Unknown keys, keys written twice and values out of their bounds (a step count below 1, a negative learning rate,
 a dropout rate of 1) are errors found when the recipe loads, before any data or model is built; unknown keys name
 the closest valid key. Command-line overrides are ``--key value`` for top-level keys and ``--section.key value``
@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from .distill import DistillConfig
+from .pruning import DataPruningConfig
 from .sparse import SparseConfig
 
 __all__ = [
@@ -214,6 +215,7 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     sparse: SparseConfig | None = None  # dynamic sparse training (zoo.train.sparse.SparseConfig fields)
     distill: DistillConfig | None = None  # knowledge distillation from a teacher (zoo.train.distill)
+    data_pruning: DataPruningConfig | None = None  # train on part of the data each epoch (zoo.train.pruning)
 
     def scaled_lr(self) -> float:
         """``optim.lr`` scaled from ``optim.lr_base_size`` to ``train.batch_size``."""
@@ -328,6 +330,18 @@ def _build_distill(values: Any) -> DistillConfig | None:
     return cfg
 
 
+def _build_data_pruning(values: Any) -> DataPruningConfig | None:
+    """The ``data_pruning:`` section, checked with the rest of the recipe."""
+    if values is None:
+        return None
+    cfg = _build_section(DataPruningConfig, "data_pruning", values)
+    try:
+        cfg.check()
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
+    return cfg
+
+
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     """Build a :class:`Recipe` from a plain dict (a parsed YAML file), checking every key."""
     if not isinstance(raw, dict):
@@ -344,6 +358,8 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
             kwargs[key] = _build_sparse(value)
         elif key == "distill":
             kwargs[key] = _build_distill(value)
+        elif key == "data_pruning":
+            kwargs[key] = _build_data_pruning(value)
         else:
             kwargs[key] = _check_type(key, value, hints[key])
     recipe = Recipe(**kwargs)
@@ -457,6 +473,11 @@ def validate(recipe: Recipe):
         raise RecipeError("language-model recipes train by steps: set train.steps")
     if recipe.distill is not None and recipe.distill.cache_logits:
         _check_cacheable(recipe)
+    if recipe.data_pruning is not None and recipe.data.name == "hf_stream":
+        raise RecipeError(
+            "data_pruning picks samples by index and data.name hf_stream streams data of unknown length: use a "
+            "dataset on disk (hf_disk, a folder, a file), or drop the data_pruning: section"
+        )
 
 
 # augmentation settings under which a training sample gives the same input every epoch (cache_logits needs it)
@@ -567,8 +588,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
                     f"{dataclasses.fields(sections[top])[0].name} VALUE"
                 )
             raw[top] = value
-        elif len(parts) == 2 and (top in sections or top in ("model_kwargs", "sparse", "distill")):
-            fields = sections.get(top) or (DistillConfig if top == "distill" else None)
+        elif len(parts) == 2 and (top in sections or top in ("model_kwargs", "sparse", "distill", "data_pruning")):
+            fields = sections.get(top) or {"distill": DistillConfig, "data_pruning": DataPruningConfig}.get(top)
             if fields is not None and parts[1] not in typing.get_type_hints(fields):
                 valid = list(typing.get_type_hints(fields))
                 raise RecipeError(f"unknown override --{key}.{_closest(parts[1], valid)}")
@@ -614,6 +635,7 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     d = dataclasses.asdict(recipe)
     d["sparse"] = recipe.sparse.to_dict() if recipe.sparse is not None else None
     d["distill"] = dataclasses.asdict(recipe.distill) if recipe.distill is not None else None
+    d["data_pruning"] = dataclasses.asdict(recipe.data_pruning) if recipe.data_pruning is not None else None
     return d
 
 

@@ -101,12 +101,18 @@ def _rows(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | Non
     return s, t
 
 
-def _mean(per_row: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _mean(per_row: torch.Tensor, like: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    if reduction == "none":  # one value per row (per sample; per token for language models)
+        return per_row
     return per_row.mean() if per_row.numel() else like.float().sum() * 0.0  # every token masked: no signal
 
 
 def soft_distill_loss(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, mask: torch.Tensor | None = None
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """``KL(softmax(teacher / T) || softmax(student / T)) * T**2``, summed over the last dimension and averaged over
     the rows (samples, or the tokens ``mask`` keeps)."""
@@ -114,14 +120,16 @@ def soft_distill_loss(
     log_s = F.log_softmax(s / temperature, dim=-1)
     log_t = F.log_softmax(t / temperature, dim=-1)
     kl = (log_t.exp() * (log_t - log_s)).sum(-1)
-    return _mean(kl, student) * temperature**2
+    return _mean(kl, student, reduction) * temperature**2
 
 
-def hard_distill_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def hard_distill_loss(
+    student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None, reduction: str = "mean"
+) -> torch.Tensor:
     """Cross-entropy of ``student`` against ``teacher.argmax(-1)`` (DeiT's hard distillation), averaged over the
     rows ``mask`` keeps."""
     s, t = _rows(student, teacher, mask)
-    return _mean(F.cross_entropy(s, t.argmax(-1), reduction="none"), student)
+    return _mean(F.cross_entropy(s, t.argmax(-1), reduction="none"), student, reduction)
 
 
 def output_logits(out: Any) -> torch.Tensor:
@@ -229,11 +237,11 @@ class Distiller:
 
     # -- the loss ----------------------------------------------------------------------------------------------------
     def distill_loss(
-        self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None
+        self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None, reduction: str = "mean"
     ) -> torch.Tensor:
         if self.cfg.kind == "hard":
-            return hard_distill_loss(student, teacher, mask)
-        return soft_distill_loss(student, teacher, self.cfg.temperature, mask)
+            return hard_distill_loss(student, teacher, mask, reduction)
+        return soft_distill_loss(student, teacher, self.cfg.temperature, mask, reduction)
 
     def combine(self, label_loss: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
         a = self.cfg.alpha
@@ -246,12 +254,15 @@ class Distiller:
         targets: torch.Tensor,
         label_loss_fn: Callable,
         index: torch.Tensor | None = None,
+        reduction: str = "mean",
     ) -> torch.Tensor:
         """An image classifier's loss: the label loss on the class head, the distillation loss on the distillation
-        head (the same head without a distillation token)."""
+        head (the same head without a distillation token). ``reduction="none"``: one loss per sample
+        (``label_loss_fn`` then gives one per sample too)."""
         cls_logits, dist_logits = split_heads(out)
         teacher = self.teacher_logits(inputs, index)
-        return self.combine(label_loss_fn(cls_logits, targets), self.distill_loss(dist_logits, teacher))
+        distill = self.distill_loss(dist_logits, teacher, reduction=reduction)
+        return self.combine(label_loss_fn(cls_logits, targets), distill)
 
     def lm_loss(
         self,
@@ -260,7 +271,15 @@ class Distiller:
         label_loss: torch.Tensor,
         mask: torch.Tensor | None = None,
         index: torch.Tensor | None = None,
+        reduction: str = "mean",
     ) -> torch.Tensor:
-        """A language model's loss: token-level distillation on the positions ``mask`` keeps (padding out)."""
+        """A language model's loss: token-level distillation on the positions ``mask`` keeps (padding out).
+        ``reduction="none"``: one loss per sequence (``label_loss`` is one per sequence too), the distillation
+        loss averaged over the sequence's kept positions."""
         teacher = self.teacher_logits(inputs, index)
+        if reduction == "none":
+            per_token = self.distill_loss(logits, teacher, reduction="none").reshape(logits.shape[0], -1)
+            keep = mask.reshape(per_token.shape).to(per_token.dtype) if mask is not None else torch.ones_like(per_token)
+            per_row = (per_token * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+            return self.combine(label_loss, per_row)
         return self.combine(label_loss, self.distill_loss(logits, teacher, mask))

@@ -2,7 +2,8 @@
 
 ``train(recipe)`` runs a recipe end to end: data, model, optimizer (timm ``create_optimizer_v2``), schedule
 (timm ``create_scheduler_v2``, stepped per optimizer update), AMP, gradient accumulation and clipping, EMA
-(timm ``ModelEmaV3``), dynamic sparse training, distillation from a frozen teacher, checkpoints with exact resume, CSV/TensorBoard logs, a held-out
+(timm ``ModelEmaV3``), dynamic sparse training, distillation from a frozen teacher, data pruning
+(:mod:`zoo.train.pruning`), checkpoints with exact resume, CSV/TensorBoard logs, a held-out
 evaluation, profiling, ``model.safetensors`` + ``metrics.json`` and the publishable folder.
 
 The run folder belongs to one run: a new run refuses a folder that holds files unless it resumes or overwrites,
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from timm.utils import dispatch_clip_grad
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from ..data.errors import DataError
@@ -62,15 +63,18 @@ from .checkpoint import (
     write_text_atomic,
 )
 from .config import Recipe, RecipeError, load_run_args, recipe_to_dict, save_recipe
-from .distill import DistillError
+from .distill import DistillError, IndexedDataset
 from .distributed import DistState, GlobalBatchSampler, all_reduce_sum, barrier, init_distributed, on_main
+from .metrics import lm_logits
+from .pruning import Pruner, el2n_scores, epoch_batches
 from .tasks import build_task
 
 __all__ = ["NonFiniteLossError", "RunLogger", "train"]
 
 _logger = logging.getLogger(__name__)
 
-LOG_FIELDS = ["step", "epoch", "split", "loss", "lr", "throughput", "top1", "top5", "perplexity", "time"]
+LOG_FIELDS = ["step", "epoch", "split", "loss", "lr", "throughput", "top1", "top5", "perplexity", "time", "kept",
+              "saving"]  # fmt: skip
 
 
 class NonFiniteLossError(RuntimeError):
@@ -515,6 +519,9 @@ class _Run:
         except RecipeError:
             return False
         same_recipe = dataclasses.replace(saved, output_dir=self.r.output_dir) == self.r  # the folder may have moved
+        if ckpt.get("data_pruning") is not None:  # a pruned run's steps are known as it goes: its last epoch ended
+            ended = int(ckpt["data_position"]["epoch"]) * int(resolved.get("steps_per_epoch") or 0)
+            return same_recipe and ended >= int(resolved.get("total_steps") or 0) > 0
         return same_recipe and int(ckpt["step"]) == resolved.get("total_steps")
 
     def complete_summary(self, ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -549,6 +556,8 @@ class _Run:
             micro_per_epoch = self.steps_per_epoch * r.train.grad_accum
             stream.configure(self.sampler.micro, self.dstate.rank, self.dstate.world_size, micro_per_epoch)
         self.total_steps = task.total_steps(self.steps_per_epoch)
+        self.pruner = self._build_pruner(stream, n)
+        self.epoch_steps = self.steps_per_epoch
         self.fsdp = _is_fsdp(r, self.dstate)
         if self.fsdp:  # an unsharded twin without storage (meta), filled when the run evaluates (_whole_model)
             self.whole = copy.deepcopy(model).to("meta")
@@ -564,11 +573,29 @@ class _Run:
         self.loss_fn = task.build_loss(self.mixup)
         self.eval_bs = r.data.eval_batch_size or max(self.sampler.micro, 1)
         self.distiller = self._build_distiller(model)
+        cached = self.distiller is not None and self.distiller.cfg.cache_logits
+        self.indexed = cached or self.pruner is not None  # the loader yields (items, sample indices)
         self._restore(ckpt) if ckpt is not None else self._start()
         self._wrap_model()
         self._write_recipe()
         resume_step = self.global_step if ckpt is not None else None
-        self.logger = RunLogger(self.run_dir, self.main, resume_step=resume_step, total_steps=self.total_steps)
+        total = self.total_steps if self.pruner is None else None  # a pruned run's step count is known at its end
+        self.logger = RunLogger(self.run_dir, self.main, resume_step=resume_step, total_steps=total)
+
+    def _build_pruner(self, stream, n: int) -> Pruner | None:
+        """The data pruner of a recipe with ``data_pruning:`` (its samples picked by index), or None."""
+        cfg = self.r.data_pruning
+        if cfg is None:
+            return None
+        if stream is not None:
+            raise RecipeError(
+                f"data_pruning picks samples by index and data.name {self.r.data.name} ({self.r.data.path}) streams "
+                "them: use a dataset on disk (a folder of images or shards, hf_disk, a text file), or drop the "
+                "data_pruning: section"
+            )
+        if cfg.method == "infobatch" and cfg.ratio > 0.9 and self.main:
+            _logger.warning("data_pruning.ratio %.2f prunes as 0.9 (InfoBatch keeps at least 10%%)", cfg.ratio)
+        return Pruner(cfg, n, self.r.train.batch_size, self.steps_per_epoch, self.total_steps, self.r.seed)
 
     def _build_distiller(self, model: nn.Module):
         """The frozen teacher (each process its own copy, outside DDP/FSDP; rebuilt on resume), or None."""
@@ -611,6 +638,13 @@ class _Run:
                 if ckpt.get(key) is None:
                     raise RecipeError(f"this recipe {what} but the checkpoint has no {key} state")
                 part.load_state_dict(ckpt[key])
+        if self.pruner is not None:
+            if ckpt.get("data_pruning") is None:
+                raise RecipeError("this recipe prunes its data (data_pruning:) but the checkpoint has no pruning state")
+            try:
+                self.pruner.load_state_dict(ckpt["data_pruning"])
+            except ValueError as e:
+                raise RecipeError(f"cannot resume: {e}") from None
         self.global_step = int(ckpt["step"])
         self.epoch, self.step_in_epoch = (
             int(ckpt["data_position"]["epoch"]),
@@ -655,6 +689,7 @@ class _Run:
                     "warmup_steps": warmup,
                     "cooldown_steps": cooldown,
                     "steps_per_epoch": self.steps_per_epoch,
+                    **({"pruned_epochs": self.pruner.epochs} if self.pruner is not None else {}),
                     "world_size": self.dstate.world_size,
                     "micro_batch": self.sampler.micro,
                     "device": str(self.device),
@@ -680,6 +715,7 @@ class _Run:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()} if ema is not None else None,
             "sparsity": sparsity.state_dict() if sparsity is not None else None,
+            "data_pruning": self.pruner.state_dict() if self.pruner is not None else None,
             "rng": rng,
             "data_position": {"epoch": epoch, "step_in_epoch": step_in_epoch},
             "recipe": recipe_to_dict(self.r),
@@ -729,7 +765,7 @@ class _Run:
         r, model = self.r, self.model
         loss_sum, n_items = torch.zeros((), dtype=torch.float64), 0
         for m in range(r.train.grad_accum):
-            raw, index = self.distiller.split_batch(next(it)) if self.distiller is not None else (next(it), None)
+            raw, index = next(it) if self.indexed else (next(it), None)
             batch = self.task.prepare_batch(raw, self.device, self.channels_last)
             last_micro = m == r.train.grad_accum - 1
             sync = (
@@ -739,9 +775,15 @@ class _Run:
             )
             with sync:
                 with self.amp_ctx():
-                    loss, n = self.task.forward_loss(
-                        model, batch, self.loss_fn, self.mixup, distill=self.distiller, index=index
-                    )
+                    if self.pruner is not None:  # per-sample losses: weighted here, the samples' new scores
+                        loss, n, losses = self.task.forward_loss(
+                            model, batch, self.loss_fn, self.mixup, self.distiller, index, self.pruner.weights_of(index)
+                        )
+                        self.pruner.record(index, losses)
+                    else:
+                        loss, n = self.task.forward_loss(
+                            model, batch, self.loss_fn, self.mixup, distill=self.distiller, index=index
+                        )
                 scaled = loss / r.train.grad_accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum += loss.detach().double().cpu() / r.train.grad_accum
@@ -764,8 +806,9 @@ class _Run:
             )
         return mean_loss
 
-    def _update(self) -> None:
-        """Clip, step the optimizer (through the scaler under fp16), then sparsity, EMA and the schedule."""
+    def _update(self, done: int) -> None:
+        """Clip, step the optimizer (through the scaler under fp16), then sparsity, EMA and the schedule (``done``:
+        the epoch's steps after this one; a pruned run's schedule follows the epoch's fraction)."""
         r, optimizer, scaler = self.r, self.optimizer, self.scaler
         if scaler is not None:
             scaler.unscale_(optimizer)
@@ -784,7 +827,8 @@ class _Run:
             self.ema.update(_unwrap(self.model), step=self.global_step)
             if self.sparsity is not None:
                 self.sparsity.apply_to_ema(self.ema.module)
-        self.scheduler.step_update(self.global_step)
+        pruner = self.pruner
+        self.scheduler.step_update(self.global_step if pruner is None else pruner.schedule_step(self.epoch, done))
 
     def _log_step(self, k: int, mean_loss: float) -> None:
         now = time.time()
@@ -793,7 +837,7 @@ class _Run:
         lr = self.optimizer.param_groups[0]["lr"]
         self.logger.log(
             self.global_step,
-            self.epoch + (k + 1) / self.steps_per_epoch,
+            self.epoch + (k + 1) / max(self.epoch_steps, 1),
             "train",
             loss=mean_loss,
             lr=lr,
@@ -801,20 +845,36 @@ class _Run:
         )
         if self.pbar is not None:
             unit = self.task.throughput_unit.replace("/", "_per_")
-            self.pbar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", **{unit: f"{rate:.0f}"})
+            extra = {}
+            if self.pruner is not None:
+                extra = {"kept": self.pruner.kept[-1], "saved": f"{self.pruner.saving(self.epoch, k + 1):.0%}"}
+            self.pbar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", **{unit: f"{rate:.0f}"}, **extra)
 
     def _after_step(self, k: int, mean_loss: float) -> None:
         r, step = self.r, self.global_step
         if self.pbar is not None:
             self.pbar.update(1)
-        if step % max(r.train.log_interval, 1) == 0 or step == self.total_steps:
+        last = self._at_end(k)
+        if step % max(r.train.log_interval, 1) == 0 or last:
             self._log_step(k, mean_loss)
-        if r.train.eval_every_steps and step % r.train.eval_every_steps == 0 and step < self.total_steps:
+        if r.train.eval_every_steps and step % r.train.eval_every_steps == 0 and not last:
             self.logger.log(step, self.epoch, "val", **self.evaluate())
-        if r.checkpoint.every_steps and step % r.checkpoint.every_steps == 0 and step < self.total_steps:
+        if r.checkpoint.every_steps and step % r.checkpoint.every_steps == 0 and not last:
             self.save(self.epoch, k + 1)
 
+    def _at_end(self, k: int) -> bool:
+        """Whether step ``k`` of this epoch was the run's last."""
+        if self.pruner is None:
+            return self.global_step >= self.total_steps
+        return self.epoch >= self.pruner.epochs - 1 and k + 1 >= self.epoch_steps
+
+    def _done(self) -> bool:
+        if self.pruner is None:
+            return self.global_step >= self.total_steps
+        return self.epoch >= self.pruner.epochs
+
     def _epoch_loader(self):
+        self.epoch_steps = self.steps_per_epoch
         self.sampler.set_position(self.epoch, self.step_in_epoch)
         self.task.set_epoch(self.epoch)
         g = torch.Generator()
@@ -826,34 +886,74 @@ class _Run:
                 dataset, batch_size=None, num_workers=self.r.data.num_workers, pin_memory=self.device.type == "cuda"
             )
             return iter(loader)
-        if self.distiller is not None:  # with sample indices when the teacher's logits are cached
-            dataset = self.distiller.wrap_dataset(dataset)
+        batches = self.sampler
+        if self.pruner is not None:  # the epoch's kept samples, in whole global batches
+            batches = self._pruned_batches()
+        if self.indexed:  # with sample indices: cached teacher logits, pruning scores
+            dataset = IndexedDataset(dataset)
         return iter(
             DataLoader(
                 dataset,
-                batch_sampler=self.sampler,
+                batch_sampler=batches,
                 num_workers=self.r.data.num_workers,
                 generator=g,
                 pin_memory=self.device.type == "cuda",
             )
         )
 
+    def _pruned_batches(self) -> list[list[int]]:
+        pruner, r = self.pruner, self.r
+        order = pruner.plan(self.epoch, self._el2n_scores)
+        self.epoch_steps = pruner.steps(self.epoch)
+        if self.pbar is not None:  # known exactly once the pruning epochs are over
+            left = max(0, self.total_steps - (self.epoch + 1) * self.steps_per_epoch)
+            self.pbar.total = self.global_step - self.step_in_epoch + self.epoch_steps + left
+            self.pbar.refresh()
+        d = self.dstate
+        return epoch_batches(order, self.epoch_steps, self.step_in_epoch, r.train.batch_size, r.train.grad_accum,
+                             d.rank, d.world_size)  # fmt: skip
+
+    def _el2n_scores(self):
+        """EL2N of every training sample under the current model (eval mode, no gradients)."""
+        task = self.task
+        model = self._whole_model() if self.fsdp else _unwrap(self.model)
+        was_training = model.training
+        model.eval()
+        dataset = task.train_set
+
+        def read(indices):
+            return task.prepare_batch(default_collate([dataset[i] for i in indices]), self.device, self.channels_last)
+
+        def forward(batch):
+            targets = batch[1] if isinstance(batch, (tuple, list)) else batch[:, 1:]
+            return lm_logits(model(task.model_inputs(batch))), targets
+
+        try:
+            return el2n_scores(len(dataset), read, forward, self.eval_bs, self.amp_ctx)
+        finally:
+            model.train(was_training)
+
     def _run_epoch(self) -> bool:
         """Optimizer steps to the epoch's end or the run's; True when the epoch ran to its end."""
         it = self._epoch_loader()
-        for k in range(self.step_in_epoch, self.steps_per_epoch):
-            if self.global_step >= self.total_steps:
+        for k in range(self.step_in_epoch, self.epoch_steps):
+            if self._done():
                 return False
             loss_sum, n_items = self._accumulate(it)
             mean_loss = self._check_finite(loss_sum, k)
-            self._update()
+            self._update(k + 1)
             self.window_n += n_items * self.dstate.world_size
+            if self.pruner is not None:
+                self.pruner.count_step(self.r.train.batch_size)
             self._after_step(k, mean_loss)
         return True
 
     def _end_epoch(self) -> None:
+        if self.pruner is not None:
+            saving = self.pruner.saving(self.epoch, self.epoch_steps)
+            self.logger.log(self.global_step, self.epoch + 1, "prune", kept=self.pruner.kept[-1], saving=saving)
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
-        if self.global_step >= self.total_steps:
+        if self._done():
             return
         if self.task.evaluates_each_epoch and self.epoch % max(self.r.train.eval_every_epochs, 1) == 0:
             metrics = self.evaluate()
@@ -881,21 +981,25 @@ class _Run:
         self.model.train()
         self.window_t, self.window_n = time.time(), 0
         try:
-            while self.global_step < self.total_steps:
+            while not self._done():
                 if not self._run_epoch():
                     break  # total_steps reached inside the epoch
                 self._end_epoch()
         finally:
             if self.pbar is not None:
                 self.pbar.close()
-        self.save(*_final_position(self.global_step, self.steps_per_epoch))
+        if self.pruner is not None:
+            self.save(self.epoch, self.step_in_epoch)
+        else:
+            self.save(*_final_position(self.global_step, self.steps_per_epoch))
 
     # -- the end of the run ---------------------------------------------------------------------------------------------
     def finish(self, push_to_hub: str | None) -> dict[str, Any]:
         """Final evaluation, then (rank 0) weights, metrics.json, the publishable folder and the upload."""
         final_model = self.final_model()
         final = self.evaluate(final_model)
-        self.logger.log(self.global_step, self.global_step / self.steps_per_epoch, "val", **final)
+        epoch = self.global_step / self.steps_per_epoch if self.pruner is None else self.epoch
+        self.logger.log(self.global_step, epoch, "val", **final)
         self.logger.close()
         summary: dict[str, Any] = {"run_dir": str(self.run_dir), "steps": self.global_step, "metrics": final}
         weights = _model_state(final_model, False)
@@ -915,6 +1019,8 @@ class _Run:
         metrics.update(
             train_steps=self.global_step, train_seconds=round(time.time() - self.t_start, 1), ema=self.ema is not None
         )
+        if self.pruner is not None:
+            metrics["data_pruning"] = self.pruner.summary()
         return metrics
 
     def _publish(self, final_model: nn.Module, metrics: dict[str, Any], push_to_hub: str | None) -> dict[str, str]:

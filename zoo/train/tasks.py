@@ -14,6 +14,7 @@ ask which one it is:
 """
 
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -56,6 +57,7 @@ from ..layers.quant import dequantize_model, model_quantization
 from ..registry import UnknownModelError, get_entry
 from ..weights import read_state_dict
 from .config import Recipe, RecipeError, load_run_args
+from .distill import output_logits
 from .distributed import DistState, all_reduce_sum, barrier, shard_indices
 from .metrics import (
     classification_metrics,
@@ -66,6 +68,7 @@ from .metrics import (
     profile_classifier,
     profile_lm,
 )
+from .pruning import mean_weighted, per_sample_loss
 
 __all__ = [
     "EvalSource",
@@ -628,12 +631,22 @@ class ImageTask(Task):
     def model_inputs(self, batch) -> torch.Tensor:
         return batch[0]
 
-    def forward_loss(self, model, batch, loss_fn, mixup=None, distill=None, index=None) -> tuple[torch.Tensor, int]:
-        """(loss, images); with a distiller, its teacher sees the same (mixed) images as the student."""
+    def forward_loss(self, model, batch, loss_fn, mixup=None, distill=None, index=None, weights=None):
+        """(loss, images); with a distiller, its teacher sees the same (mixed) images as the student. With
+        per-sample ``weights`` (data pruning): (mean of weight x each image's loss, images, the images' losses
+        unweighted and detached), the loss of each image being what ``loss_fn`` averages (mixed targets, label
+        smoothing, the distillation mix)."""
         x, y = batch
         if mixup is not None:
             x, y = mixup(x, y)
         out = model(x)
+        if weights is not None:
+            per_sample = functools.partial(per_sample_loss, loss_fn)
+            if distill is not None:
+                losses = distill.classification_loss(out, x, y, per_sample, index, reduction="none")
+            else:
+                losses = per_sample(output_logits(out), y)
+            return mean_weighted(losses, weights), x.shape[0], losses.detach()
         if distill is not None:
             return distill.classification_loss(out, x, y, loss_fn, index), x.shape[0]
         return loss_fn(out, y), x.shape[0]
@@ -973,11 +986,22 @@ class LMTask(Task):
     def model_inputs(self, batch) -> torch.Tensor:
         return batch[:, :-1]
 
-    def forward_loss(self, model, batch, loss_fn=None, mixup=None, distill=None, index=None):
+    def forward_loss(self, model, batch, loss_fn=None, mixup=None, distill=None, index=None, weights=None):
         """(loss, target tokens); with a distiller, token-level distillation on every position that is not
-        padding."""
+        padding. With per-sample ``weights`` (data pruning; a sample is a row): (mean of weight x each row's mean
+        token loss, target tokens, the rows' losses unweighted and detached)."""
         inputs, targets = batch[:, :-1], batch[:, 1:]
         logits = lm_logits(model(inputs))
+        if weights is not None:
+            per_token = F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+            )
+            losses = per_token.reshape(targets.shape).mean(dim=1)
+            if distill is not None:
+                pad = getattr(self, "pad_id", None)
+                mask = targets != pad if pad is not None else None
+                losses = distill.lm_loss(logits, inputs, losses, mask, index, reduction="none")
+            return mean_weighted(losses, weights), targets.numel(), losses.detach()
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         if distill is not None:
             pad = getattr(self, "pad_id", None)
