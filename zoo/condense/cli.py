@@ -1,6 +1,13 @@
-"""``zoo condense``: condense a dataset into a synthetic-set folder from the command line."""
+"""``zoo condense``: condense a dataset into a synthetic-set folder from the command line.
+
+On many processes: ``torchrun --nproc-per-node N -m zoo condense ...`` (the same arguments; gloo on the CPU, one
+GPU per process on CUDA). The method's work is split across the processes where it allows it and the set equals
+the one-process set for the same seed (:mod:`zoo.condense.distributed` says what each method splits); rank 0
+prints, shows the progress bars, writes the folder and its checkpoints, and runs ``--eval-runs``.
+"""
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,6 +17,7 @@ import yaml
 
 from ..data.errors import DataError
 from ..data.sources import add_data_path_argument, resolve
+from . import distributed
 from .core import METHODS, CondenseError, condense, load_real_split
 from .evaluate import EvalSettings, evaluate_set
 from .presets import PRESETS, default_preset, estimate_seconds, method_options
@@ -85,6 +93,22 @@ def _options(args) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+        if args.list_options:
+            return _run(args) if int(os.environ.get("RANK", "0")) == 0 else 0
+        try:
+            state = distributed.init(args.device)
+        except RuntimeError as e:
+            print(f"zoo condense: error: {e}", file=sys.stderr)
+            return 2
+        try:
+            return _run(args, str(state.device), state.is_main, state.world_size)
+        finally:
+            distributed.finish()
+    return _run(args)
+
+
+def _run(args: argparse.Namespace, device: str | None = None, main: bool = True, processes: int = 1) -> int:
     try:
         if args.method not in METHODS:
             raise CondenseError(f"unknown method {args.method!r}: choose from {', '.join(sorted(METHODS))}")
@@ -96,21 +120,30 @@ def run(args: argparse.Namespace) -> int:
             source = resolve(args.data, args.data_path)
         except DataError as e:
             raise CondenseError(str(e)) from None
-        device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        preset = default_preset(device) if args.preset == "auto" else args.preset
+        device = device or args.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        preset = default_preset(device.split(":")[0]) if args.preset == "auto" else args.preset
         image_size = args.image_size or PRESETS[preset].image_size or (source.native_size if source.benchmark else 32)
         options = {**method_options(preset, args.method, args.ipc), **_options(args)}
         out = Path(args.out or f"runs/condensed/{args.method}_ipc{args.ipc}")
-        print(_start_line(args.method, source, args.ipc, preset, options, image_size), flush=True)
+        if main:
+            print(_start_line(args.method, source, args.ipc, preset, options, image_size), flush=True)
+            if processes > 1:
+                print(f"zoo condense: {processes} processes, sharing out {_split(args.method)}", flush=True)
         t0 = time.perf_counter()
         synset = condense(
-            source.spec, args.method, args.ipc, out, seed=args.seed, image_size=image_size, device=args.device,
-            resume=args.resume, save_every=args.save_every, progress=not args.no_progress, overwrite=args.overwrite,
-            **options,
+            source.spec, args.method, args.ipc, out, seed=args.seed, image_size=image_size, device=device,
+            resume=args.resume, save_every=args.save_every, progress=main and not args.no_progress,
+            overwrite=args.overwrite, **options,
         )  # fmt: skip
     except CondenseError as e:
-        print(f"zoo condense: error: {e}", file=sys.stderr)
+        if main:  # the same error on every process: rank 0 says it
+            print(f"zoo condense: error: {e}", file=sys.stderr)
         return 2
+    if not main:
+        return 0
+    distributed.finish()  # the evaluation runs on rank 0 alone
     m = synset.meta
     print(
         f"wrote {out}: {len(synset)} images ({m['ipc']} per class, {len(synset.class_names)} classes), "
@@ -133,6 +166,15 @@ def run(args: argparse.Namespace) -> int:
         std = (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5
         print(f"held-out top-1 ({test.source['split']}, {what}, {args.eval_runs} runs): {mean:.2f} +- {std:.2f}")
     return 0
+
+
+def _split(method: str) -> str:
+    cls = METHODS[method]
+    if cls.shards:
+        return {"classes": "the classes", "batches": "the batches"}.get(cls.shards, cls.shards)
+    if "num_experts" in cls.defaults:
+        return "the expert buffer (the distillation runs whole on every process)"
+    return "nothing: every process runs the method whole (rank 0 writes)"
 
 
 def _start_line(method: str, source, ipc: int, preset: str, options: dict, image_size: int) -> str:

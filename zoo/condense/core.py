@@ -47,6 +47,7 @@ from ..train.checkpoint import (
     restore_rng_state,
     save_training_checkpoint,
 )
+from . import distributed
 
 __all__ = [
     "METHODS",
@@ -136,7 +137,8 @@ def _fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
 
 def _to_tensors(dataset, transform) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
-    for i in tqdm(range(len(dataset)), desc="reading images", leave=False, disable=len(dataset) < 5000):
+    quiet = len(dataset) < 5000 or not distributed.is_main()
+    for i in tqdm(range(len(dataset)), desc="reading images", leave=False, disable=quiet):
         img, y = dataset[i]
         xs.append(transform(img))
         ys.append(int(y))
@@ -413,11 +415,21 @@ class Method:
     learned = True  # optimises images (the targets' "learned methods")
     needs_teacher = False
     state_dir: Path | None = None  # the run's state folder (set by run_method): methods may keep caches there
+    # What a process of a torchrun group computes (zoo.condense.distributed): "" the whole method on every process;
+    # "classes": its block of classes (``self.classes``); "batches": its own work units (``row_owner`` says
+    # which rows). A method that shards promises that ``step`` updates only its own rows of ``self.images`` while
+    # drawing every random number the one process draws, and returns only its share of the loss (summed over the
+    # processes for the bar); the loop gathers the rows (``sync_state``) before each checkpoint and at the end.
+    shards = ""
 
     def __init__(self, real: RealData, ipc: int, options: dict[str, Any], seed: int, device: torch.device):
         self.real, self.ipc, self.seed, self.device = real, ipc, seed, device
         self.options = {**self.defaults, **options}
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world = distributed.world() if self.shards else (0, 1)
+        # the class indices this process updates: every class in one process (and for methods that run whole)
+        self.classes: list[int] = list(distributed.split(real.num_classes, self.world)[self.rank])
+        self._rows_of: list[torch.Tensor] | None = None
 
     @property
     def iterations(self) -> int:
@@ -467,6 +479,49 @@ class Method:
         by index; a method whose set is generated (factorization) returns ``f(indices, generator) -> images`` that
         makes the images of those sample indices afresh at each read (the authors' per-sample draw)."""
         return None
+
+    # -- many processes ----------------------------------------------------------------------------------------------
+    def split_description(self) -> str:
+        """What the processes of a torchrun group share out (condense.json's ``split``)."""
+        return self.shards or "none (every process runs it whole)"
+
+    def row_owner(self) -> torch.Tensor:
+        """The process that computes each row of ``self.images``: the owner of the row's class (``self.labels``)."""
+        owner = torch.empty(self.real.num_classes, dtype=torch.long)
+        for r, block in enumerate(distributed.split(self.real.num_classes, self.world)):
+            owner[list(block)] = r
+        return owner[self.labels.cpu()]
+
+    def _rows(self) -> list[torch.Tensor]:
+        if self._rows_of is None:
+            owner = self.row_owner()
+            self._rows_of = [torch.nonzero(owner == r).flatten() for r in range(self.world)]
+        return self._rows_of
+
+    def sync_images(self) -> None:
+        """Every process's rows of ``self.images`` to every process (a no-op in one process): call where the next
+        computation reads other processes' rows."""
+        if self.world > 1:
+            distributed.gather_rows_(self.images.data, self._rows())
+
+    def sync_state(self) -> None:
+        """:meth:`sync_images`, and the per-row optimiser state of the images (momentum, Adam's moments), so that
+        rank 0 holds the whole state a checkpoint stores."""
+        if self.world == 1:
+            return
+        self.sync_images()
+        states = []
+        for opt in (v for v in vars(self).values() if isinstance(v, torch.optim.Optimizer)):
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p is self.images:
+                        st = opt.state.get(p, {})
+                        states += [st[k] for k in sorted(st) if torch.is_tensor(st[k]) and st[k].shape == p.shape]
+        counts = distributed.broadcast_object(len(states))
+        if distributed.all_sum(float(len(states) != counts)):
+            raise CondenseError(f"{self.name}: the processes hold different optimiser states; run in one process")
+        for t in states:
+            distributed.gather_rows_(t, self._rows())
 
     # -- shared helpers ----------------------------------------------------------------------------------------------
     def init_from_real(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -548,12 +603,21 @@ def run_method(
 ) -> list[float]:
     """Set the method up, run its iterations with a progress bar showing the loss, saving its state every
     ``save_every`` iterations into ``state_dir``; with ``resume`` continue from the newest complete state there.
-    Returns the loss of every iteration run."""
+    Returns the loss of every iteration run.
+
+    Under torchrun (:mod:`zoo.condense.distributed`) every process runs this loop: rank 0 names the checkpoint to
+    resume from and every process reads it; a sharding method's rows are gathered before each save and at the end;
+    rank 0 alone shows the bar and writes the states."""
     start = 0
-    ckpt = latest_good_checkpoint(state_dir) if (resume and state_dir is not None and state_dir.is_dir()) else None
+    main = distributed.is_main()
+    ckpt = None
+    if resume and state_dir is not None:
+        ckpt = distributed.broadcast_object(latest_good_checkpoint(state_dir) if main and state_dir.is_dir() else None)
     method.state_dir = state_dir
     method.setup()
     if ckpt is not None:
+        if distributed.all_sum(float(not Path(ckpt).is_file())):
+            raise CondenseError(f"{ckpt} is not visible to every process: put --out on storage they all share")
         state = load_training_checkpoint(ckpt)
         if state.get("method") != method.name or state.get("fingerprint") != method.real.source["fingerprint"]:
             raise CondenseError(f"{ckpt} was saved by another method or on other data; start again without --resume")
@@ -563,9 +627,12 @@ def run_method(
         start = int(state["step"])
     losses = []
     total = method.iterations
-    bar = tqdm(range(start, total), initial=start, total=total, desc=method.name, disable=not progress or total == 0)
+    bar = tqdm(range(start, total), initial=start, total=total, desc=method.name,
+               disable=not progress or total == 0 or not main)  # fmt: skip
     for it in bar:
         loss = float(method.step(it))
+        if method.world > 1:
+            loss = distributed.all_sum(loss)  # each process's share of the loss
         if not math.isfinite(loss):
             raise CondenseError(
                 f"{method.name}: the matching loss is {loss} at iteration {it}; lower the learning rate"
@@ -576,14 +643,17 @@ def run_method(
             log(it, loss)
         done = it + 1
         if state_dir is not None and save_every and (done % save_every == 0 or done == total):
-            state = {
-                "method": method.name,
-                "fingerprint": method.real.source["fingerprint"],
-                "method_state": method.state_dict(),
-                "generator": method.generator.get_state(),
-                "rng": capture_rng_state(),
-            }
-            save_training_checkpoint(state, state_dir, done, keep=2)
+            method.sync_state()
+            if main:
+                state = {
+                    "method": method.name,
+                    "fingerprint": method.real.source["fingerprint"],
+                    "method_state": method.state_dict(),
+                    "generator": method.generator.get_state(),
+                    "rng": capture_rng_state(),
+                }
+                save_training_checkpoint(state, state_dir, done, keep=2)
+    method.sync_state()
     return losses
 
 
@@ -660,11 +730,17 @@ def condense(
     ``data``: ``digits``, an image folder, ``hf_disk:PATH`` / a ``datasets`` folder, or a :class:`RealData`.
     ``options``: the method's own (``zoo condense --method M --help-options`` lists them), e.g. ``iterations``,
     ``lr_img``, ``model``, ``teacher``.
+
+    Called by every process of a torchrun group (:mod:`zoo.condense.distributed`), it splits the method's work
+    across them and returns the same set on each; rank 0 alone writes ``out``.
     """
     cls = _method_class(method, ipc, options)
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
+    rank, world = distributed.world()
+    if dev.type == "cuda" and dev.index is None and world > 1:  # one GPU per process: the one torchrun assigned
+        dev = torch.device("cuda", torch.cuda.current_device())
     real = data if isinstance(data, RealData) else load_real(data, image_size=image_size)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -673,19 +749,23 @@ def condense(
     m = cls(real.to(dev) if dev.type == "cuda" else real, ipc, options, seed, dev)
     m.check()
     state_dir = Path(out) / STATE_DIR if out is not None else None
-    if state_dir is not None and state_dir.is_dir() and not resume:  # a new run: the old states are not its own
-        for old in [*find_checkpoints(state_dir), state_dir / "last.pt"]:  # (caches such as MTT's experts stay)
+    if rank == 0 and state_dir is not None and state_dir.is_dir() and not resume:  # a new run: the old states
+        for old in [*find_checkpoints(state_dir), state_dir / "last.pt"]:  # are not its own (MTT's experts stay)
             old.unlink(missing_ok=True)
+    distributed.barrier()
     with PeakMemory() as mem:
         run_method(m, state_dir, save_every, resume, progress)
         images, labels, soft, extra = m.result()
     wall = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else mem.peak
     meta = _metadata(m, method, ipc, seed, real, int(images.shape[0]), wall, peak, dev)
+    if world > 1:
+        meta["processes"] = world
+        meta["split"] = m.split_description()
     s = SyntheticSet(images.detach().cpu().float(), labels.cpu().long(), meta, None if soft is None else soft.cpu(),
                      {k: v.detach().cpu() for k, v in extra.items()})  # fmt: skip
     if out is not None:
-        s.save(out, overwrite=overwrite)
+        distributed.on_main(lambda: s.save(out, overwrite=overwrite))
     return s
 
 

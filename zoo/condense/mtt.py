@@ -82,6 +82,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from ..data.dsa import DSA
+from . import distributed
 from .augment import dsa_strategy
 from .core import CondenseError, Method, RealData, make_network, register_method
 
@@ -321,25 +322,45 @@ class ExpertBuffer:
         return i in self.memory or (self.folder is not None and self._file(i).is_file())
 
     def ensure(self, n: int, real: RealData, device: torch.device) -> None:
-        """Train (and store) the experts among the first ``n`` that are not there yet."""
-        missing = [i for i in range(n) if not self.has(i)]
-        if self.folder is not None:
+        """Train (and store) the experts among the first ``n`` that are not there yet.
+
+        Under torchrun the missing experts (as rank 0 sees the folder) are dealt out in rounds, ``missing[j]`` to
+        process ``j % N``; after each round every trajectory goes to every process and rank 0 stores it. A
+        process that cannot see rank 0's file (no shared storage) keeps the trajectory in memory."""
+        rank, size = distributed.world()
+        missing = distributed.broadcast_object([i for i in range(n) if not self.has(i)] if rank == 0 else None)
+        if self.folder is not None and rank == 0:
             self.folder.mkdir(parents=True, exist_ok=True)
             info = self.folder / "buffer.json"
             if not info.is_file():
                 info.write_text(json.dumps({"key": self.key, **self.settings}, indent=2) + "\n")
-        for i in tqdm(missing, desc="training experts", leave=False, disable=None):
-            traj = train_expert(real, self.settings, i, device).contiguous()
-            if self.folder is None:
-                self.memory[i] = traj
-                continue
-            meta = {"format": BUFFER_FORMAT, "key": self.key, "index": str(i), "settings": json.dumps(self.settings)}
-            tmp = self._file(i).with_name(f".{self._file(i).name}.tmp.{os.getpid()}")
-            try:
-                save_file({"trajectory": traj}, str(tmp), metadata=meta)
-                os.replace(tmp, self._file(i))
-            finally:
-                tmp.unlink(missing_ok=True)
+        bar = tqdm(total=len(missing), desc="training experts", leave=False, disable=None if rank == 0 else True)
+        for first in range(0, len(missing), size):
+            group = missing[first : first + size]
+            mine = group[rank] if rank < len(group) else None
+            traj = train_expert(real, self.settings, mine, device).contiguous() if mine is not None else None
+            received = {}
+            for owner, i in enumerate(group):
+                t = distributed.broadcast_tensor(traj if owner == rank else None, owner)
+                if self.folder is None:
+                    self.memory[i] = t
+                elif rank == 0:
+                    self._store(i, t)
+                else:
+                    received[i] = t
+            distributed.barrier()  # rank 0's files are written
+            self.memory.update({i: t for i, t in received.items() if not self._file(i).is_file()})
+            bar.update(len(group))
+        bar.close()
+
+    def _store(self, i: int, traj: torch.Tensor) -> None:
+        meta = {"format": BUFFER_FORMAT, "key": self.key, "index": str(i), "settings": json.dumps(self.settings)}
+        tmp = self._file(i).with_name(f".{self._file(i).name}.tmp.{os.getpid()}")
+        try:
+            save_file({"trajectory": traj}, str(tmp), metadata=meta)
+            os.replace(tmp, self._file(i))
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _handle(self, i: int):
         if i not in self._open:
@@ -432,6 +453,9 @@ class TrajectoryMatching(Method):
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         return self.dsa(x, self.generator, per_sample=True) if self.dsa is not None else x
+
+    def split_description(self) -> str:
+        return "expert buffer (the distillation runs whole on every process)"
 
     def describe_trajectories(self) -> dict[str, Any]:
         lr = float(self.syn_lr.detach())

@@ -126,6 +126,7 @@ class RDED(Method):
     name = "rded"
     learned = True  # a distillation method (its images are new), though it takes no optimisation steps
     needs_teacher = True
+    shards = "classes"
     defaults = {
         "iterations": 0,
         "teacher": "",
@@ -183,6 +184,17 @@ class RDED(Method):
         losses = score_crops(self.teacher, crops, c, (h, w), int(o["batch"]))
         return select_crops(crops, losses, self.ipc * factor * factor).to(self.device)
 
+    def _skip_class(self, c: int) -> None:
+        """Class ``c``'s draws without its work (another process's class): the candidates' permutation and every
+        crop box, as :meth:`_class_patches` draws them."""
+        o, g = self.options, self.generator
+        _, h, w = self.real.shape
+        n = len(self.real.by_class[c])
+        torch.randperm(n, generator=g)
+        scale = tuple(float(v) for v in o["crop_scale"])
+        for _ in range(min(n, int(o["n_candidates"])) * int(o["n_crops"])):
+            random_resized_crop_params(h, w, scale, (1.0, 1.0), g)
+
     def setup(self) -> None:
         if not hasattr(self, "teacher"):
             self.check()
@@ -191,11 +203,15 @@ class RDED(Method):
         _, h, w = self.real.shape
         images, labels = [], []
         for c in range(self.real.num_classes):
-            patches = self._class_patches(c, f)
-            images.append(stitch(patches, self.ipc, f, (h, w)))
+            if c in self.classes:
+                images.append(stitch(self._class_patches(c, f), self.ipc, f, (h, w)).to(self.device))
+            else:  # another process's class: its rows arrive with sync_images
+                self._skip_class(c)
+                images.append(torch.zeros(self.ipc, *self.real.shape, dtype=self.real.images.dtype, device=self.device))
             labels.append(torch.full((self.ipc,), c, dtype=torch.long))
         self.images = torch.cat(images).to(self.device)
         self.labels = torch.cat(labels).to(self.device)
+        self.sync_images()
         self.soft = self._relabel(self.images, f) if self.options["soft_labels"] else None
 
     @torch.no_grad()

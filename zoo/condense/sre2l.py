@@ -70,6 +70,7 @@ def jitter_settings(size: int, mode: str = "auto", jitter: int | None = None, fl
 class SRe2L(ImageMethod):
     name = "sre2l"
     needs_teacher = True
+    shards = "batches"
     defaults = {
         "iterations": 1000,
         "teacher": "",
@@ -130,23 +131,38 @@ class SRe2L(ImageMethod):
         per = min(int(o["batch"]), k)
         self.batches = [(i * k + j, i * k + min(j + per, k)) for i in range(self.ipc) for j in range(0, k, per)]
 
-    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
-        """The authors' jitter for this size (one draw for the batch): ImageNet's crop and flip, then the roll."""
+    def _jitter_draw(self) -> tuple[tuple[int, int, int, int] | None, bool, tuple[int, int]]:
+        """One batch's jitter, drawn in the authors' order: ImageNet's crop box, the flip, the roll."""
         g = self.generator
+        box, flip, roll = None, False, (0, 0)
         if self.mode == "imagenet":
-            h, w = x.shape[-2:]
-            top, left, ch, cw = random_resized_crop_params(
-                h, w, (float(self.options["min_scale"]), 1.0), (3 / 4, 4 / 3), g
-            )
-            x = resized_crop(x, top, left, ch, cw, (h, w))
-            if self.flip and torch.rand(1, generator=g) < 0.5:
-                x = x.flip(-1)
-        elif self.flip and torch.rand(1, generator=g) < 0.5:
-            x = x.flip(-1)
+            h, w = self.real.shape[1:]
+            box = random_resized_crop_params(h, w, (float(self.options["min_scale"]), 1.0), (3 / 4, 4 / 3), g)
+        if self.flip:
+            flip = bool(torch.rand(1, generator=g) < 0.5)
         if self.max_shift > 0:
             dy, dx = (int(v) for v in torch.randint(0, self.max_shift + 1, (2,), generator=g))
-            x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+            roll = (dy, dx)
+        return box, flip, roll
+
+    def _jitter(self, x: torch.Tensor, draw=None) -> torch.Tensor:
+        """The authors' jitter for this size (one draw for the batch): ImageNet's crop and flip, then the roll."""
+        box, flip, roll = draw or self._jitter_draw()
+        if box is not None:
+            x = resized_crop(x, *box, tuple(x.shape[-2:]))
+        if flip:
+            x = x.flip(-1)
+        if roll != (0, 0):
+            x = torch.roll(x, shifts=roll, dims=(2, 3))
         return x
+
+    def row_owner(self) -> torch.Tensor:
+        """Under torchrun batch ``j`` (its rows) belongs to process ``j % N``: a batch's BatchNorm statistics
+        couple its classes, so batches, not classes, are what the processes share out."""
+        owner = torch.empty(self.images.shape[0], dtype=torch.long)
+        for j, (a, b) in enumerate(self.batches):
+            owner[a:b] = j % self.world
+        return owner
 
     def step(self, it: int) -> float:
         o = self.options
@@ -162,9 +178,12 @@ class SRe2L(ImageMethod):
         self.opt.zero_grad(set_to_none=True)
         total, n = 0.0, self.images.shape[0]
         try:
-            for a, b in self.batches:
+            for j, (a, b) in enumerate(self.batches):
+                draw = self._jitter_draw()  # every process draws every batch's jitter, in order
+                if j % self.world != self.rank:
+                    continue
                 stats.clear()
-                x = self._jitter(self.images[a:b])
+                x = self._jitter(self.images[a:b], draw)
                 ce = F.cross_entropy(self.teacher(x), self.order_labels[a:b])
                 weights = [float(o["first_bn_multiplier"])] + [1.0] * (len(stats) - 1)
                 r_bn = torch.stack([w * s for w, s in zip(weights, stats)]).sum()
@@ -175,6 +194,8 @@ class SRe2L(ImageMethod):
         finally:
             for h in handles:
                 h.remove()
+        if self.images.grad is None:  # a process without a batch steps with the others (Adam's step count)
+            self.images.grad = torch.zeros_like(self.images)
         self.opt.step()
         with torch.no_grad():
             self.images.copy_(torch.maximum(torch.minimum(self.images, self.hi), self.lo))

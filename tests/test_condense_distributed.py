@@ -1,0 +1,99 @@
+"""Condensation on two gloo processes (CPU) equals one process with the same seed: RDED and SRe2L share out
+classes / batches, MTT its expert buffer, a toy sharding method checks the gathered rows, the optimiser state in the
+checkpoint and resuming; rank 0 alone writes. Both sides run with one thread, so equal means bit for bit. The two
+processes start in one module fixture (about 40 s on 2 cores): those tests are marked slow."""
+
+import json
+import warnings
+
+import condense_ddp_worker as worker  # tests/ is on sys.path under pytest
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from zoo.condense.distributed import split
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The jobs once in this process and once on two processes; their results by name."""
+    import torch.multiprocessing as mp
+
+    folder = tmp_path_factory.mktemp("condense_ddp")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = worker.real()
+        net = worker.teacher(data)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "teacher.safetensors"))
+        one = worker.jobs(data, worker.teacher(data, str(folder / "teacher.safetensors")), folder / "one")
+    finally:
+        torch.set_num_threads(threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mp.spawn(worker.run, args=(2, str(folder / "init"), str(folder)), nprocs=2, join=True)
+    two = {name: load_file(str(folder / f"{name}.safetensors")) for name in one}
+    reports = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(2)]
+    return one, two, reports, folder
+
+
+def _same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_split_gives_rank_0_the_longer_blocks():
+    assert split(10, 2) == [range(0, 5), range(5, 10)]
+    assert split(5, 3) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert split(1, 2) == [range(0, 1), range(1, 1)]
+
+
+@pytest.mark.slow
+def test_each_process_owns_its_block_of_classes(runs):
+    _, _, reports, _ = runs
+    assert [r["classes"] for r in reports] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+
+
+@pytest.mark.slow
+def test_rded_and_sre2l_on_two_processes_equal_one(runs):
+    one, two, _, _ = runs
+    _same(one["rded"], two["rded"])  # images, labels and the teacher's soft labels
+    _same(one["sre2l"], two["sre2l"])
+    assert not torch.equal(one["sre2l"]["images"][:2], one["sre2l"]["images"][2:4])
+
+
+@pytest.mark.slow
+def test_mtt_buffer_trained_by_two_processes_equals_one(runs):
+    one, two, _, folder = runs
+    _same(one["mtt"], two["mtt"])
+    a = sorted((folder / "one" / "experts").rglob("expert_*.safetensors"))
+    b = sorted((folder / "two" / "experts").rglob("expert_*.safetensors"))
+    assert [p.name for p in a] == [p.name for p in b] == [f"expert_{i:04d}.safetensors" for i in range(3)]
+    for x, y in zip(a, b):
+        assert torch.equal(load_file(str(x))["trajectory"], load_file(str(y))["trajectory"]), x.name
+
+
+@pytest.mark.slow
+def test_a_method_that_runs_whole_gives_the_same_set(runs):
+    one, two, _, _ = runs
+    _same(one["random"], two["random"])
+
+
+@pytest.mark.slow
+def test_gathered_rows_losses_and_resume_equal_one_process(runs):
+    one, two, _, _ = runs
+    assert torch.equal(one["means"]["images"], two["means"]["images"])
+    # the loss shown is the sum of the processes' shares
+    assert torch.allclose(one["means"]["losses"], two["means"]["losses"], rtol=1e-6, atol=0)
+    # a checkpoint from rank 0 carries every class's rows and momentum: the resumed run ends where one run does
+    assert torch.equal(two["means_resumed"]["images"], one["means"]["images"])
+
+
+@pytest.mark.slow
+def test_only_rank_0_writes_the_folder(runs):
+    _, _, reports, folder = runs
+    assert [r["writes"] for r in reports] == [1, 0]
+    assert (folder / "two" / "rded" / "condense.json").is_file()
+    meta = json.loads((folder / "two" / "rded" / "condense.json").read_text())
+    assert meta["processes"] == 2 and meta["split"] == "classes"
