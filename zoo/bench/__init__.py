@@ -13,6 +13,7 @@ The authors' code, rendered plainly for parity tests and as peers, lives in :mod
     zoo bench --deployed                       # onnxruntime / torch.compile against eager (and timm's ONNX)
     zoo bench --models mobilellm_125m --formats fp32,bf16,int8,int4   # weight formats vs transformers, llama.cpp
     zoo bench --train [--models convformer_s18] [--amp bf16 --channels-last --compile]   # training steps vs timm
+    zoo bench --data-pruning --data mnist --data-path DIR --models convnet_d3,quickstart   # InfoBatch vs full data
 """
 
 import argparse
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..registry import get_entry, list_models
-from . import deployed, formats, lm, mor, slak, sret, vision
+from . import data_pruning, deployed, formats, lm, mor, slak, sret, vision
 from . import train as train_bench
 from .harness import Row, environment, format_rows, print_header, write_json
 from .table import run_table
@@ -251,6 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     table.add_argument("--plot", type=Path, default=None, metavar="PATH", help="the top-1 vs cost picture (PNG)")
     table.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     table.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
+    data_pruning.add_arguments(parser)
 
 
 def _peer_of(models: Sequence[str], deployed_forms: bool = False) -> Peer | None:
@@ -280,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     args.models_given = args.models is not None
+    if args.data_pruning:
+        return data_pruning.run(args)
     if args.family or args.all:
         return run_table(args)
     if args.formats is not None:
