@@ -7,6 +7,7 @@ prints, shows the progress bars, writes the folder and its checkpoints, and runs
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -17,13 +18,17 @@ import yaml
 
 from ..data.errors import DataError
 from ..data.sources import add_data_path_argument, resolve
+from ..data.synthetic import META_FILE
+from ..registry import UnknownModelError, get_entry
 from . import distributed
-from .core import METHODS, CondenseError, condense, load_real_split
+from .core import METHODS, STATE_DIR, CondenseError, _method_class, condense, load_real_split
 from .evaluate import EvalSettings, evaluate_set
 from .presets import PRESETS, default_preset, estimate_seconds, method_options
 from .student import StudentSettings, evaluate_with_teacher
 
 __all__ = ["add_arguments", "run"]
+
+SETTINGS_FILE = "settings.json"  # in the state folder: what the resumable state was made with
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -80,16 +85,173 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _options(args) -> dict:
-    options = {}
+    options, defaults = {}, METHODS[args.method].defaults
     for item in args.option:
         if "=" not in item:
             raise CondenseError(f"--option takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        options[key.strip()] = yaml.safe_load(value)
+        key = key.strip()
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            options[key] = value
+        _check_type(key, value, options[key], defaults.get(key))
     for key in ("iterations", "teacher", "model"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     return options
+
+
+def _check_type(key: str, raw: str, value, default) -> None:
+    """A CondenseError for an option whose value is not of its default's kind (a number, true/false)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise CondenseError(f"--option {key}={raw}: {key} takes true or false (default {default})")
+    elif isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise CondenseError(f"--option {key}={raw}: {key} takes a number (default {default})")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """One line for the arguments that cannot run, before any data is read."""
+    if args.iterations is not None and args.iterations < 0:
+        raise CondenseError(f"--iterations must be 0 or more, got {args.iterations}")
+    if args.save_every < 1:
+        raise CondenseError(f"--save-every must be 1 or more (iterations between saved states), got {args.save_every}")
+    if args.ipc < 1:
+        raise CondenseError(f"--ipc (images per class) must be 1 or more, got {args.ipc}")
+    if args.eval_runs < 0 or args.eval_epochs < 1:
+        raise CondenseError("--eval-runs must be 0 or more and --eval-epochs 1 or more")
+    if args.device != "auto":
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise CondenseError(f"--device {args.device!r} is not a device: use auto, cpu or cuda") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise CondenseError(
+                f"--device {args.device} but torch finds no CUDA device here: use --device cpu (or auto)"
+            )
+        if device.type not in ("cpu", "cuda"):
+            raise CondenseError(f"--device {args.device}: condensation runs on cpu or cuda")
+    if args.model is not None:
+        try:
+            task = get_entry(args.model).task
+        except UnknownModelError:
+            raise CondenseError(f"--model {args.model} is not a zoo model: `zoo list` shows them") from None
+        if task != "image-classification":
+            raise CondenseError(
+                f"--model {args.model} is a {task} model: condensation matches image classifiers (convnet_d3, the "
+                "default, or another image-classification model from `zoo list`)"
+            )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_out(out: Path, source, args: argparse.Namespace, options: dict, image_size: int) -> None:
+    """--out must be a folder that is not, does not contain and does not lie inside a source of the run (its data
+    or teacher): the set is written there and ``--overwrite`` first removes what it holds. A finished set of other
+    settings is replaced only with ``--overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise CondenseError(f"--out {out} is a file: name a folder (new, empty or a synthetic set) to write the set to")
+    sources = [("--data", source.path), ("--teacher", args.teacher)]
+    for flag, value in sources:
+        if not value or not Path(value).exists():
+            continue
+        path = Path(value)
+        if _inside(out, path) or _inside(path, out):
+            where = "is" if out.resolve() == path.resolve() else "lies inside" if _inside(out, path) else "contains"
+            raise CondenseError(
+                f"--out {out} {where} the {flag} folder {path}: the set would be written over what it is made from "
+                f"({'--overwrite removes it' if args.overwrite else 'new class folders added to it'}). Choose an "
+                "--out outside it"
+            )
+    given = _settings(args, source, options, image_size)
+    state = out / STATE_DIR / SETTINGS_FILE
+    if args.resume and state.is_file():
+        try:
+            saved = json.loads(state.read_text())
+        except ValueError:
+            saved = None
+        if isinstance(saved, dict):
+            changed = _changed(saved, given)
+            if changed:
+                raise CondenseError(
+                    f"--resume: the state in {out} was saved with other settings ({changed}); resume with those, or "
+                    "start again without --resume"
+                )
+    meta_path = out / META_FILE
+    if args.overwrite or args.resume or not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError:
+        return  # not a set this check can read; saving it names the problem
+    if not isinstance(meta, dict):
+        return
+    pre, src = meta.get("preprocessing") or {}, meta.get("source") or {}
+    recorded = {"method": meta.get("method"), "ipc": meta.get("ipc"), "seed": meta.get("seed")}
+    recorded.update({"image_size": pre.get("image_size"), "data": src.get("kind"), "data path": src.get("path")})
+    recorded.update({f"options.{k}": v for k, v in (meta.get("options") or {}).items()})
+    changed = _changed(recorded, {k: v for k, v in given.items() if k in recorded})
+    if changed:
+        raise CondenseError(
+            f"--out {out} holds a finished set made with other settings ({changed}): add --overwrite to replace it, "
+            "or choose another --out"
+        )
+
+
+def _settings(args: argparse.Namespace, source, options: dict, image_size: int) -> dict:
+    """What a run's set depends on, flat: method, ipc, seed, image size, the data and every option."""
+    given = {"method": args.method, "ipc": args.ipc, "seed": args.seed, "image_size": image_size, "data": source.kind}
+    given["data path"] = str(Path(source.path).resolve()) if source.path else None
+    merged = {**METHODS[args.method].defaults, **options}
+    given.update({f"options.{k}": v for k, v in sorted(merged.items()) if _jsonable(v)})
+    return json.loads(json.dumps(given))  # as a file holds it (tuples as lists)
+
+
+def _changed(recorded: dict, given: dict) -> str:
+    """``key recorded -> given`` for the keys whose values differ (the data path only where both have one)."""
+    keys = [
+        k
+        for k in given
+        if recorded.get(k) != given[k] and not (k == "data path" and None in (recorded.get(k), given[k]))
+    ]
+    shown = [f"{k} {recorded.get(k)!r} -> {given[k]!r}" for k in keys]
+    return ", ".join(shown[:6]) + (f" and {len(shown) - 6} more" if len(shown) > 6 else "")
+
+
+def _write_settings(out: Path, settings: dict) -> list[Path]:
+    """The run's settings beside its resumable state, for a later --resume to compare (written atomically).
+    Returns the folders it created (removed again by :func:`_remove_settings` if the run stops before a state)."""
+    folder = out / STATE_DIR
+    made = [p for p in (out, folder) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(settings, indent=1) + "\n")
+    os.replace(tmp, folder / SETTINGS_FILE)
+    return made
+
+
+def _remove_settings(out: Path, made: list[Path]) -> None:
+    """The folders :func:`_write_settings` made, if the run left nothing else in them."""
+    if (out / STATE_DIR) in made and [p.name for p in (out / STATE_DIR).iterdir()] == [SETTINGS_FILE]:
+        (out / STATE_DIR / SETTINGS_FILE).unlink()
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty: the run's own
+
+
+def _jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,6 +278,7 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
             for k, v in METHODS[args.method].defaults.items():
                 print(f"{k} = {v!r}")
             return 0
+        _check_args(args)
         try:
             source = resolve(args.data, args.data_path)
         except DataError as e:
@@ -127,16 +290,23 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
         image_size = args.image_size or PRESETS[preset].image_size or (source.native_size if source.benchmark else 32)
         options = {**method_options(preset, args.method, args.ipc), **_options(args)}
         out = Path(args.out or f"runs/condensed/{args.method}_ipc{args.ipc}")
+        _check_out(out, source, args, options, image_size)
+        _method_class(args.method, args.ipc, options)
+        made = _write_settings(out, _settings(args, source, options, image_size)) if main else []
         if main:
             print(_start_line(args.method, source, args.ipc, preset, options, image_size), flush=True)
             if processes > 1:
                 print(f"zoo condense: {processes} processes, sharing out {_split(args.method)}", flush=True)
         t0 = time.perf_counter()
-        synset = condense(
-            source.spec, args.method, args.ipc, out, seed=args.seed, image_size=image_size, device=device,
-            resume=args.resume, save_every=args.save_every, progress=main and not args.no_progress,
-            overwrite=args.overwrite, **options,
-        )  # fmt: skip
+        try:
+            synset = condense(
+                source.spec, args.method, args.ipc, out, seed=args.seed, image_size=image_size, device=device,
+                resume=args.resume, save_every=args.save_every, progress=main and not args.no_progress,
+                overwrite=args.overwrite, **options,
+            )  # fmt: skip
+        except BaseException:
+            _remove_settings(out, made)
+            raise
     except CondenseError as e:
         if main:  # the same error on every process: rank 0 says it
             print(f"zoo condense: error: {e}", file=sys.stderr)

@@ -14,6 +14,7 @@ from the last complete state and, with the same seed, ends with the same set as 
 
 import hashlib
 import json
+import logging
 import math
 import os
 import resource
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 STATE_DIR = ".condense_state"
+_logger = logging.getLogger(__name__)
 
 
 class CondenseError(ValueError):
@@ -202,6 +204,12 @@ def load_real(
         raise CondenseError(f"mean/std have {len(mean)}/{len(std)} values for {c}-channel images")
     m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
     images = raw.sub_(m).div_(s)
+    bad = int((~torch.isfinite(images.flatten(1)).all(1)).sum())
+    if bad:
+        raise CondenseError(
+            f"{bad} image(s) of {src.spec} ({split}) hold NaN or infinite values once normalised (mean {list(mean)}, "
+            f"std {list(std)}): fix the data or its mean/std"
+        )
     where = src.path if src.benchmark is None else (src.path or str(src.folder()))
     source = {
         "name": src.name,
@@ -437,7 +445,21 @@ class Method:
 
     # -- to implement ------------------------------------------------------------------------------------------------
     def check(self) -> None:
-        """Refuse what the data cannot give, in one line (selection methods need ``ipc`` images in every class)."""
+        """Refuse what the data cannot give, in one line (selection methods need ``ipc`` images in every class; a
+        learned set may not be larger than the data's largest class, and a class smaller than ``ipc`` is said)."""
+        sizes = [len(i) for i in self.real.by_class]
+        if self.learned and sizes and self.ipc > max(sizes):
+            raise CondenseError(
+                f"ipc={self.ipc} is more than any class of the data holds (the largest has {max(sizes)}): lower --ipc"
+            )
+        if self.learned and sizes and self.ipc > min(sizes):
+            c = sizes.index(min(sizes))
+            _logger.warning(
+                "class %r has %d image(s), fewer than ipc=%d: the rest of its images start from noise",
+                self.real.class_names[c],
+                sizes[c],
+                self.ipc,
+            )
         if not self.learned:
             small = [(self.real.class_names[c], len(i)) for c, i in enumerate(self.real.by_class) if len(i) < self.ipc]
             if small:

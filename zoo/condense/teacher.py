@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import get_entry
-from ..train.builders import build_teacher
+from ..train.builders import _teacher_label_names, build_teacher
 from ..train.distill import DistillConfig
 from .core import CondenseError, RealData, make_network
 from .evaluate import EvalSettings, train_network
@@ -46,6 +46,7 @@ class Teacher:
     input_size: tuple[int, int, int]
     crop_pct: float = 1.0
     name: str = "teacher"
+    class_names: list[str] | None = None  # what it was trained on, where recorded (its logit i is class i)
 
     def __post_init__(self):
         self.model.eval().requires_grad_(False)
@@ -171,7 +172,38 @@ def load_teacher(
             f"the teacher {teacher.name} predicts {k} classes and the data has {real.num_classes}: use a teacher "
             "trained on this data"
         )
+    _check_class_names(teacher, real)
     return teacher
+
+
+# the training engine's distill keys and what condensation calls them
+_KEYS = (
+    ("distill.teacher_weights", "--option teacher_weights"),
+    (" (with distill.teacher_kwargs for its arguments)", ""),
+    ("distill.teacher", "--teacher"),
+)
+
+
+def _check_class_names(teacher: Teacher, real: RealData) -> None:
+    """The teacher's recorded class names (``label_names``) are the data's, in the data's order."""
+    names = teacher.class_names
+    if names is None:
+        names = (getattr(teacher.model, "pretrained_cfg", None) or {}).get("label_names")
+    if not names:
+        return  # nothing recorded: the count is all there is to check
+    theirs, ours = [str(n) for n in names], [str(n) for n in real.class_names]
+    if theirs == ours:
+        return
+    if sorted(theirs) == sorted(ours):
+        i = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
+        how = f"the same classes in another order (its class {i} is {theirs[i]!r}, the data's {ours[i]!r})"
+    else:
+        other = [n for n in theirs if n not in ours][:3]
+        how = f"other classes ({', '.join(map(repr, other))} ... are not the data's)"
+    raise CondenseError(
+        f"the teacher {teacher.name} was trained on {how}: its logit i must mean the data's class i; use a teacher "
+        "trained on this data with its class folders"
+    )
 
 
 def _build(spec: str, real: RealData, device, weights: str | None, kwargs: dict[str, Any]) -> Teacher:
@@ -179,7 +211,11 @@ def _build(spec: str, real: RealData, device, weights: str | None, kwargs: dict[
     try:
         model = build_teacher(cfg, device, real.num_classes)
     except Exception as e:  # DistillError, CheckpointError, a missing model: one line, the teacher named
-        raise CondenseError(f"cannot load the teacher {spec}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+        why = str(e).splitlines()[0] if str(e) else repr(e)
+        for key, ours in _KEYS:
+            why = why.replace(key, ours)  # the training engine's keys, as condensation spells them
+        raise CondenseError(f"cannot load the teacher {spec}: {why}") from None
+    names = _teacher_label_names(cfg, model)
     pc = getattr(model, "pretrained_cfg", None) or {}
     pre = real.preprocessing
     mean = tuple(float(v) for v in pc.get("mean", pre["mean"]))
@@ -187,7 +223,7 @@ def _build(spec: str, real: RealData, device, weights: str | None, kwargs: dict[
     size = tuple(int(v) for v in pc.get("input_size", real.shape))
     if len(mean) == 1:
         mean, std = mean * size[0], std * size[0]
-    return Teacher(model, mean, std, size, float(pc.get("crop_pct", 1.0) or 1.0), spec)
+    return Teacher(model, mean, std, size, float(pc.get("crop_pct", 1.0) or 1.0), spec, names)
 
 
 def build_network(name: str, real: RealData, generator: torch.Generator, **kwargs) -> nn.Module:
@@ -237,6 +273,6 @@ def train_teacher(
     pre = real.preprocessing
     cfg = dict(getattr(net, "pretrained_cfg", None) or {})
     cfg.update(input_size=tuple(real.shape), mean=tuple(pre["mean"]), std=tuple(pre["std"]), crop_pct=1.0,
-               num_classes=real.num_classes)  # fmt: skip
+               num_classes=real.num_classes, label_names=list(real.class_names))  # fmt: skip
     net.pretrained_cfg = cfg
     return net
