@@ -4,7 +4,11 @@ checkpoint and resuming; rank 0 alone writes. Both sides run with one thread, so
 processes start in one module fixture (about 40 s on 2 cores): those tests are marked slow."""
 
 import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import condense_ddp_worker as worker  # tests/ is on sys.path under pytest
 import pytest
@@ -12,6 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from zoo.condense.distributed import split
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +103,34 @@ def test_only_rank_0_writes_the_folder(runs):
     assert (folder / "two" / "rded" / "condense.json").is_file()
     meta = json.loads((folder / "two" / "rded" / "condense.json").read_text())
     assert meta["processes"] == 2 and meta["split"] == "classes"
+
+
+def _cli(out, *extra, processes=1):
+    args = ["--data", "digits", "--method", "mtt", "--ipc", "1", "--image-size", "16", "--preset", "quick",
+            "--iterations", "4", "--save-every", "2", "--no-progress", "--out", str(out), *extra]  # fmt: skip
+    for opt in ("num_experts=3", "train_epochs=2", "expert_epochs=1", "max_start_epoch=1", "syn_steps=2",
+                "expert_images=200"):  # fmt: skip
+        args += ["--option", opt]
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [*run, "-m", "zoo", "condense", *args] if processes > 1 else [sys.executable, "-m", "zoo", "condense", *args]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout, load_file(str(out / "synthetic.safetensors"))
+
+
+@pytest.mark.slow
+def test_torchrun_zoo_condense_equals_one_process_and_resumes(tmp_path):
+    """``torchrun --nproc_per_node 2 -m zoo condense``: one start line, the experts shared out, the set of one
+    process; a run stopped after its step-2 state and resumed under torchrun ends with the same set."""
+    _, one = _cli(tmp_path / "one")
+    out, two = _cli(tmp_path / "two", processes=2)
+    assert out.count("zoo condense: mtt") == 1 and "2 processes, sharing out the expert buffer" in out, out
+    _same(one, two)
+    state = tmp_path / "two" / ".condense_state"
+    (state / "step_4.pt").unlink()  # as if killed after the step-2 state
+    (state / "last.pt").unlink()
+    (tmp_path / "two" / "synthetic.safetensors").unlink()
+    _, resumed = _cli(tmp_path / "two", "--resume", processes=2)
+    _same(one, resumed)
