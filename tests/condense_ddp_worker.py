@@ -73,6 +73,8 @@ def jobs(data: RealData, net, folder: Path) -> dict[str, dict[str, torch.Tensor]
 
     keep("rded", condense(data, "rded", ipc=2, teacher=net, n_candidates=6, n_crops=2, soft_labels=True,
                           progress=False, out=folder / "rded"))  # fmt: skip
+    keep("dm", condense(data, "dm", ipc=2, iterations=3, batch_real=8, progress=False))
+    keep("dsa", condense(data, "dsa", ipc=2, iterations=2, batch_real=8, inner_loop=1, progress=False))
     keep("sre2l", condense(data, "sre2l", ipc=2, teacher=net, iterations=3, batch=5, progress=False))
     keep("mtt", condense(data, "mtt", ipc=1, iterations=2, progress=False, buffer=str(folder / "experts"), **MTT))
     keep("random", condense(data, "random", ipc=2, progress=False))

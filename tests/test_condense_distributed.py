@@ -70,6 +70,13 @@ def test_rded_and_sre2l_on_two_processes_equal_one(runs):
 
 
 @pytest.mark.slow
+def test_dm_and_dsa_on_two_processes_equal_one(runs):
+    one, two, _, _ = runs
+    _same(one["dm"], two["dm"])
+    _same(one["dsa"], two["dsa"])
+
+
+@pytest.mark.slow
 def test_mtt_buffer_trained_by_two_processes_equals_one(runs):
     one, two, _, folder = runs
     _same(one["mtt"], two["mtt"])
