@@ -182,8 +182,9 @@ def check_index(index: dict, path: str | os.PathLike) -> None:
             if not (_is_int(offset) and _is_int(size) and offset >= 0 and size >= 0):
                 raise DataError(f"{path}: sample {member[:80]!r} of {name} has no valid offset and size: {again}")
             if not _is_int(label) or not 0 <= label < len(classes):
+                shown = label if _is_int(label) else repr(str(label)[:40])
                 raise DataError(
-                    f"{path}: sample {member[:80]!r} of {name} has the label {label if _is_int(label) else repr(str(label)[:40])}, "
+                    f"{path}: sample {member[:80]!r} of {name} has the label {shown}, "
                     f"not an integer 0..{len(classes) - 1} (the index's {len(classes)} classes): {again}"
                 )
 

@@ -607,6 +607,8 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     writer = gguf.GGUFWriter(str(tmp), arch)
     try:
         _write_hyperparameters(writer, spec, c, qtype, file_type, len(written))
+        for key, value in spec.options.get("metadata", {}).items():  # the writer's own records (strings)
+            writer.add_string(key, str(value))
         if arch == "granite_swa":
             writer.add_sliding_window(sizes[0])
             writer.add_sliding_window_pattern([w is not None for w in windows])

@@ -13,10 +13,13 @@ one prompt after another (left padding is dropped; streamers follow batch 1).
   temporary folder and renamed into place, so a file in the cache is whole. Another model with the same weights
   finds it there.
 * **The loaded file** stays with the model (one llama.cpp context per quantization, in ``model.__dict__``; a copy
-  of the model loads its own), reused while the weights are unchanged: the parameters' storage and version
-  counters are compared at each call (in-place updates and ``load_state_dict`` bump them), and the hash is taken
-  again when they differ. ``f32`` keeps llama.cpp's KV cache in float32, as torch keeps it, so greedy tokens are
-  torch's; the other types use llama.cpp's default f16 cache.
+  of the model loads its own), reused while the weights are unchanged: the parameters' storage, version
+  counters and CRC-32s of their bytes (which see edits through ``.data`` too) are compared at each call, and the
+  hash is taken again when they differ. ``f32`` keeps llama.cpp's KV cache in float32, as torch keeps it, so
+  greedy tokens are torch's; the other types use llama.cpp's default f16 cache.
+* **A cache entry is verified, not trusted by its name**: it records what it was made from (GGUF metadata
+  ``zoo.cache.made_from``: the weights' hash, the quantization, the zoo version), checked at every load; an entry
+  of other weights, cut short, unreadable or that llama.cpp cannot load is written again (with a warning naming it).
 * **Refused**, with the reason and the fastest zoo path: what the GGUF writer cannot express (Mixture-of-Recursions
   routing, recursive KV sharing) and models holding the zoo's int8/int4 codes (llama.cpp quantizes float weights
   itself: ``quantize="q8_0"``).
@@ -31,10 +34,13 @@ import atexit
 import ctypes
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import weakref
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -73,6 +79,9 @@ FASTEST_ZOO_PATH = "model.generate(..., compile=True) (one torch.compile'd decod
 # call needs rounded up; a longer call reloads the file with at least twice as many
 CONTEXT_STEP = 256
 _F32 = 0  # GGMLQuantizationType.F32: llama.cpp's KV cache type for quantize="f32"
+
+CACHE_KEY = "zoo.cache.made_from"  # GGUF metadata: the weights hash, quantization and zoo version of the entry
+_logger = logging.getLogger(__name__)
 
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # loaded llama.cpp models, closed at exit before the binding unloads
 
@@ -163,20 +172,53 @@ def _architecture(model: nn.Module) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(name))[:64]
 
 
+def made_from(weights: str, quantize: str) -> str:
+    """What a cache entry is made from: the weights' hash, the quantization and the zoo version (recorded in the
+    file as :data:`CACHE_KEY`; its name holds a hash of it)."""
+    return f"{weights} {quantize} zoo {__version__}"
+
+
 def gguf_path(model: nn.Module, weights: str, quantize: str) -> Path:
     """The cache's file for weights of hash ``weights`` at ``quantize`` (with the zoo version in the key)."""
-    key = hashlib.sha256(f"{weights} {quantize} zoo {__version__}".encode()).hexdigest()
+    key = hashlib.sha256(made_from(weights, quantize).encode()).hexdigest()
     return cache_dir() / f"{_architecture(model)}-{key[:32]}.{quantize}.gguf"
 
 
-def _write(model: nn.Module, path: Path, quantize: str) -> None:
-    """The GGUF written into a temporary folder beside ``path``, then renamed to it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def entry_made_from(path: Path) -> str | None:
+    """What the cache entry at ``path`` records it was made from; None for a file that is not a whole GGUF (cut
+    short, unreadable, or written by something else)."""
+    try:
+        reader = gguf_file._gguf().GGUFReader(str(path))
+        field = reader.fields.get(CACHE_KEY)
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+        if field is None or not reader.tensors or end > path.stat().st_size:
+            return None
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    except Exception:  # noqa: BLE001 (gguf's reader raises many kinds for a damaged file)
+        return None
+
+
+def _writable_cache(folder: Path) -> None:
+    """ValueError naming ``ZOO_CACHE`` when the cache folder cannot be made or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkstemp(prefix=".probe-", dir=folder)[1])
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(
+            f"the GGUF cache {folder} cannot be written ({e.strerror or e}): set {CACHE_ENV} to a writable folder "
+            f"(the files go to ${CACHE_ENV}/gguf)"
+        ) from None
+
+
+def _write(model: nn.Module, path: Path, quantize: str, weights: str) -> None:
+    """The GGUF written into a temporary folder beside ``path``, then renamed to it; it records what it was made
+    from (:data:`CACHE_KEY`)."""
+    _writable_cache(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=path.parent))
     try:
-        spec = ExportSpec(
-            name=_architecture(model), task=TEXT, format="gguf", quantize=quantize, options={"vocabulary": False}
-        )
+        options = {"vocabulary": False, "metadata": {CACHE_KEY: made_from(weights, quantize)}}
+        spec = ExportSpec(name=_architecture(model), task=TEXT, format="gguf", quantize=quantize, options=options)
         try:
             gguf_file.write(model, tmp, spec)
         except ExportError as e:
@@ -264,15 +306,36 @@ class _State:
         self.sessions.clear()
 
 
+def _content_crc(t: torch.Tensor) -> int:
+    """CRC-32 of a tensor's bytes: read from the values themselves (an edit through ``.data`` bumps no version
+    counter), and order-sensitive (a permutation of the values changes it)."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    return zlib.crc32(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+
+
+def _content_crcs(tensors: list[torch.Tensor]) -> tuple[int, ...]:
+    """:func:`_content_crc` of each tensor, on the torch threads (zlib lets go of the GIL on large buffers)."""
+    if len(tensors) < 2 or torch.get_num_threads() < 2:
+        return tuple(_content_crc(t) for t in tensors)
+    with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+        return tuple(pool.map(_content_crc, tensors))
+
+
 def _fingerprint(model: nn.Module) -> Any:
-    """The parameters' and buffers' storage, version counters, dtypes and shapes, and the config: equal while the
-    weights are unchanged. None where a tensor keeps no version counter (an inference tensor): hash every time."""
+    """The parameters' and buffers' storage, version counters, dtypes, shapes and CRC-32s, and the config:
+    equal while the weights are unchanged, however they were edited (in place, ``load_state_dict``, or through
+    ``.data``, which bumps no version counter: the CRCs see it). None where a tensor keeps no version
+    counter (an inference tensor): hash every time."""
     try:
         tensors = tuple(
             (t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for t in chain(model.parameters(), model.buffers())
         )
+        crcs = _content_crcs(list(chain(model.parameters(), model.buffers())))
     except RuntimeError:
         return None
+    tensors = (tensors, crcs)
     return tensors, json.dumps(model.config.to_dict(), sort_keys=True, default=str)
 
 
@@ -300,13 +363,39 @@ def open_session(
     if loaded is not None and loaded.n_ctx >= length:
         return loaded
     path = gguf_path(model, state.weights, quantize)
-    if not path.is_file():
-        _write(model, path, quantize)
+    _cached_file(model, path, quantize, state.weights)
     n_ctx = _context(model, length, loaded)
     if loaded is not None:
         loaded.close()
-    session = state.sessions[(quantize, logits_all)] = LlamaSession(path, quantize, n_ctx, logits_all)
+        del state.sessions[(quantize, logits_all)]
+    try:
+        session = LlamaSession(path, quantize, n_ctx, logits_all)
+    except (ValueError, RuntimeError, OSError) as e:  # llama.cpp refuses the file: write it once more
+        _logger.warning("llama.cpp cannot load the GGUF cache entry %s (%s): writing it again", path, e)
+        _write(model, path, quantize, state.weights)
+        try:
+            session = LlamaSession(path, quantize, n_ctx, logits_all)
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ValueError(
+                f"llama.cpp cannot load the GGUF cache entry {path}, written again just now ({e}): delete it, or "
+                f"point {CACHE_ENV} at another folder"
+            ) from None
+    state.sessions[(quantize, logits_all)] = session
     return session
+
+
+def _cached_file(model: nn.Module, path: Path, quantize: str, weights: str) -> None:
+    """``path`` holding the GGUF of these weights: an entry that records being made from them is used; a missing
+    one is written, and one made from anything else, cut short or unreadable is written again."""
+    if path.is_file():
+        if entry_made_from(path) == made_from(weights, quantize):
+            return
+        _logger.warning(
+            "the GGUF cache entry %s was not made from these weights (another model's, cut short or damaged): "
+            "writing it again",
+            path,
+        )
+    _write(model, path, quantize, weights)
 
 
 def release(model: nn.Module) -> None:
