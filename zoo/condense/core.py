@@ -38,7 +38,7 @@ from tqdm import tqdm
 from .._version import __version__
 from ..data.errors import DataError
 from ..data.sources import IMAGE_KINDS, ArrayImageDataset, DataSource, resolve
-from ..data.synthetic import META_FILE, TENSOR_FILE, SyntheticData, load_synthetic
+from ..data.synthetic import META_FILE, RECORDED_META, TENSOR_FILE, SyntheticData, load_synthetic
 from ..factory import create_model
 from ..train.checkpoint import (
     capture_rng_state,
@@ -336,7 +336,9 @@ class SyntheticSet:
         if self.soft_labels is not None:
             tensors["soft_labels"] = self.soft_labels.detach().cpu().float().contiguous()
         tensors.update({k: v.detach().cpu().contiguous() for k, v in self.extra.items()})
-        save_file(tensors, str(tmp / TENSOR_FILE), metadata={"format": "zoo-synthetic", "method": self.meta["method"]})
+        recorded = {k: json.dumps(self.meta.get(k), sort_keys=True) for k in RECORDED_META}  # checked at load
+        metadata = {"format": "zoo-synthetic", "method": self.meta["method"], **recorded}
+        save_file(tensors, str(tmp / TENSOR_FILE), metadata=metadata)
         (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n")
         pixels = (self.denormalized() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         names = self.class_names

@@ -21,15 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
 from .errors import DataError
 
-__all__ = ["META_FILE", "TENSOR_FILE", "SyntheticData", "SyntheticDataset", "load_synthetic"]
+__all__ = ["META_FILE", "RECORDED_META", "TENSOR_FILE", "SyntheticData", "SyntheticDataset", "load_synthetic"]
 
 TENSOR_FILE = "synthetic.safetensors"
 META_FILE = "condense.json"
+RECORDED_META = ("source", "preprocessing")  # condense.json's sections the tensor file records too (checked at load)
 
 
 @dataclass
@@ -50,7 +52,12 @@ class SyntheticData:
 
 
 def load_synthetic(path: str | Path) -> SyntheticData:
-    """Read a synthetic-set folder; a missing or inconsistent file is a :class:`DataError` that names it."""
+    """Read a synthetic-set folder; a missing or inconsistent file is a :class:`DataError` that names it.
+
+    ``condense.json`` is input the zoo did not necessarily write: its class names must be unique strings that the
+    labels index, its preprocessing must describe the images (channels, size, mean/std), and where the tensor file
+    records the source and preprocessing (sets written by this version) the two must agree, so that an edited
+    ``class_names`` (a reordering trains on wrong labels) or held-out path is refused by name."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder: data.path of data.name synthetic is a `zoo condense --out` folder")
@@ -61,18 +68,67 @@ def load_synthetic(path: str | Path) -> SyntheticData:
     try:
         meta = json.loads(meta_path.read_text())
         tensors = load_file(str(tensor_path))
+        with safe_open(str(tensor_path), "pt") as f:
+            recorded = f.metadata() or {}
     except Exception as e:  # truncated or foreign files
         raise DataError(f"{root} holds an unreadable synthetic set ({type(e).__name__}: {e})") from None
+    again = "condense the set again (zoo condense), or restore the file"
+    if not isinstance(meta, dict) or not isinstance(meta.get("source"), dict):
+        raise DataError(f"{meta_path} has no source section: {again}")
     images, labels = tensors.pop("images", None), tensors.pop("labels", None)
     if images is None or labels is None or images.ndim != 4 or labels.shape != (images.shape[0],):
         raise DataError(f"{tensor_path} lacks images (N, C, H, W) with one label each")
-    classes = meta.get("source", {}).get("class_names")
-    if not classes or int(labels.max()) >= len(classes) or int(labels.min()) < 0:
-        raise DataError(f"{meta_path} names {len(classes or [])} classes; the labels run to {int(labels.max())}")
+    if images.shape[0] == 0:
+        raise DataError(f"{tensor_path} holds no images: {again}")
+    if not images.is_floating_point() or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise DataError(
+            f"{tensor_path} holds {images.dtype} images and {labels.dtype} labels; a synthetic set's images are "
+            f"normalised floats and its labels integers: {again}"
+        )
+    classes = meta["source"].get("class_names")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{meta_path} names no classes (source.class_names, a list of strings): {again}")
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise DataError(f"{meta_path} names the class(es) {', '.join(map(repr, repeated[:5]))} twice: {again}")
+    if int(labels.max()) >= len(classes) or int(labels.min()) < 0:
+        raise DataError(
+            f"{meta_path} names {len(classes)} classes; the labels run from {int(labels.min())} to {int(labels.max())}"
+        )
+    _check_preprocessing(meta, meta_path, images, again)
+    for key in RECORDED_META:
+        if key in recorded and json.loads(recorded[key]) != meta.get(key):
+            theirs, ours = json.loads(recorded[key]) or {}, meta.get(key) or {}
+            keys = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            raise DataError(
+                f"{meta_path}: {', '.join(f'{key}.{k}' for k in keys[:4])} differ(s) from what {TENSOR_FILE} records "
+                f"(the file was edited after the set was made): {again}"
+            )
+    if not bool(torch.isfinite(images).all()):
+        raise DataError(f"{tensor_path} holds NaN or infinite image values: {again}")
     soft = tensors.pop("soft_labels", None)
     if soft is not None and soft.shape != (images.shape[0], len(classes)):
         raise DataError(f"{tensor_path}: soft_labels {tuple(soft.shape)} do not match {images.shape[0]} images")
     return SyntheticData(images.float(), labels.long(), soft, meta, tensors)
+
+
+def _check_preprocessing(meta: dict, meta_path: Path, images: torch.Tensor, again: str) -> None:
+    """condense.json's preprocessing describes the images: their channels and size, a mean and std per channel."""
+    pre = meta.get("preprocessing")
+    if not isinstance(pre, dict):
+        raise DataError(f"{meta_path} has no preprocessing section (image_size, channels, mean, std): {again}")
+    n, c, h, w = images.shape
+    size, channels = pre.get("image_size"), pre.get("channels", 3)
+    if size != h or size != w or channels != c:
+        raise DataError(
+            f"{meta_path} records {channels}-channel images of {size}x{size}; the set holds {c}x{h}x{w}: {again}"
+        )
+    for key in ("mean", "std"):
+        values = pre.get(key)
+        if not isinstance(values, list) or len(values) != c or not all(isinstance(v, (int, float)) for v in values):
+            raise DataError(f"{meta_path}: preprocessing.{key} is not {c} number(s): {again}")
+    if not all(v > 0 for v in pre["std"]):
+        raise DataError(f"{meta_path}: preprocessing.std must be positive: {again}")
 
 
 class SyntheticDataset(Dataset):
