@@ -1,4 +1,5 @@
-"""Model cards and the README model table are generated from the code and stay in sync with it (zoo/cards.py).
+"""Model cards and the model table (docs/models/index.md) are generated from the code and stay in sync with it
+(zoo/cards.py).
 
 Profiling every model is the slow part: ``collect()`` runs once for this module, on one model per series by default
 (``rows``) and on every model under ``-m slow`` (``all_rows``: the full drift check against the committed files).
@@ -37,8 +38,18 @@ def all_rows():
     return cards.collect(progress=False)
 
 
+@pytest.fixture(scope="module")
+def lm_rows():
+    """Every language model: counted on the meta device, so cheap enough for the default run."""
+    return cards.collect(zoo.list_models(task="text-generation"), progress=False)
+
+
+def _vision(rows):
+    return [r for r in rows if r["task"] == "image-classification"]
+
+
 def test_cards_of_one_model_per_series_match_the_committed_files(rows):
-    """The cheap drift test of the default run; the full one (every card, the index, the README) is -m slow."""
+    """The cheap drift test of the default run; the full one (every card, the index, the table) is -m slow."""
     for row in rows:
         assert cards.render_card(row) == (REPO / "model_cards" / f"{row['name']}.md").read_text(), row["name"]
 
@@ -58,10 +69,10 @@ def test_rows_measure_their_models(rows):
 
 @pytest.fixture
 def tree(tmp_path):
-    """A copy of the committed README.md and model_cards/."""
+    """A copy of the committed table page and model_cards/."""
     root = tmp_path / "repo"
-    root.mkdir()
-    shutil.copy(REPO / "README.md", root / "README.md")
+    (root / cards.TABLE_PAGE).parent.mkdir(parents=True)
+    shutil.copy(REPO / cards.TABLE_PAGE, root / cards.TABLE_PAGE)
     shutil.copytree(REPO / "model_cards", root / "model_cards")
     return root
 
@@ -84,8 +95,8 @@ def test_committed_cards_and_readme_are_in_sync_with_the_code(all_rows):
 
 @pytest.mark.slow
 def test_rows_measure_every_registered_model(all_rows):
-    assert sorted(r["name"] for r in all_rows) == zoo.list_models(task="image-classification")
-    _check_measured(all_rows)
+    assert sorted(r["name"] for r in all_rows) == zoo.list_models()
+    _check_measured(_vision(all_rows))
 
 
 @pytest.mark.slow
@@ -100,16 +111,20 @@ def test_a_card_edited_by_hand_is_detected(all_rows, tree):
 
 @pytest.mark.slow
 def test_code_that_changes_params_or_macs_is_detected(all_rows):
-    """The committed files against rows as if the code had changed: the card, the index and the README differ."""
+    """The committed files against rows as if the code had changed: the card, the index and the table differ."""
     changed = copy.deepcopy(all_rows)
     row = next(r for r in changed if r["name"] == "caformer_s18")
     row["params"] += 1
-    assert cards.check(REPO, rows=changed) == ["README.md", "model_cards/README.md", "model_cards/caformer_s18.md"]
+    assert cards.check(REPO, rows=changed) == [cards.TABLE_PAGE, "model_cards/README.md", "model_cards/caformer_s18.md"]
     changed = copy.deepcopy(all_rows)
     row = next(r for r in changed if r["name"] == "randformer_s12")
-    row["macs"] += 10_000_000  # 0.010 GMACs: shows in the card (3 decimals) and the README (2 decimals)
+    row["macs"] += 10_000_000  # 0.010 GMACs: shows in the card (3 decimals) and the table (2 decimals)
     row["flops"] = 2 * row["macs"]
-    assert cards.check(REPO, rows=changed) == ["README.md", "model_cards/README.md", "model_cards/randformer_s12.md"]
+    assert cards.check(REPO, rows=changed) == [
+        cards.TABLE_PAGE,
+        "model_cards/README.md",
+        "model_cards/randformer_s12.md",
+    ]
 
 
 @pytest.mark.parametrize("name", zoo.list_models(task="image-classification"))
@@ -143,10 +158,10 @@ def test_card_front_matter_parses_and_carries_the_paper_top1(name):
 
 @pytest.mark.slow
 def test_readme_table_rows_are_the_registry_with_measured_figures(all_rows):
-    table = _readme_table_rows((REPO / "README.md").read_text())
+    table = _readme_table_rows((REPO / cards.TABLE_PAGE).read_text())
     by_name = {r["name"]: r for r in all_rows}
     assert sorted(r[0] for r in table) == zoo.list_models(task="image-classification")
-    assert [r[0] for r in table] == [r["name"] for r in cards.ordered(all_rows)]
+    assert [r[0] for r in table] == [r["name"] for r in cards.ordered(_vision(all_rows))]
     for name, params, gmacs, top1, in_timm in table:
         info = zoo.model_info(name)
         assert int(params.replace(",", "")) == by_name[name]["params"]
@@ -186,10 +201,12 @@ def test_cards_are_deterministic_and_carry_no_tool_versions(rows):
 def test_write_all_only_touches_the_marked_block(rows, tmp_path):
     before, after = "# title\n\nintro  \n\n", "\ntail\r\n"
     readme = f"{before}{cards.TABLE_START}\nold table\n{cards.TABLE_END}{after}"
-    (tmp_path / "README.md").write_bytes(readme.encode())
+    page = tmp_path / cards.TABLE_PAGE
+    page.parent.mkdir(parents=True)
+    page.write_bytes(readme.encode())
     written = cards.write_all(tmp_path, rows=rows)
-    assert len(written) == len(rows) + 2 and "README.md" in written
-    text = (tmp_path / "README.md").read_bytes().decode()
+    assert len(written) == len(rows) + 2 and cards.TABLE_PAGE in written
+    text = page.read_bytes().decode()
     assert text.startswith(before + cards.TABLE_START + "\n") and text.endswith(cards.TABLE_END + after)
     assert "old table" not in text and cards.render_readme_table(rows) in text
     assert cards.check(tmp_path, rows=rows) == []
@@ -198,11 +215,12 @@ def test_write_all_only_touches_the_marked_block(rows, tmp_path):
 
 
 def test_write_all_refuses_a_readme_without_markers(rows, tmp_path):
-    (tmp_path / "README.md").write_text("# no table markers here\n")
+    (tmp_path / cards.TABLE_PAGE).parent.mkdir(parents=True)
+    (tmp_path / cards.TABLE_PAGE).write_text("# no table markers here\n")
     with pytest.raises(ValueError, match="model-table:start"):
         cards.write_all(tmp_path, rows=rows)
     assert not (tmp_path / "model_cards").exists()
-    assert "README.md" in cards.check(tmp_path, rows=rows)
+    assert cards.TABLE_PAGE in cards.check(tmp_path, rows=rows)
 
 
 @pytest.mark.slow
@@ -228,8 +246,8 @@ def test_command_line_check(all_rows, tree, monkeypatch, capsys):
 
 
 def test_sparse_models_show_dense_and_the_papers_nonzero_figures(rows):
-    """SLaK: measured figures are dense; the card, the index and the README note carry the paper's non-zero ones."""
-    text = (REPO / "README.md").read_text()
+    """SLaK: measured figures are dense; the card, the index and the table's note carry the paper's non-zero ones."""
+    text = (REPO / cards.TABLE_PAGE).read_text()
     block = text.split(cards.TABLE_START, 1)[1].split(cards.TABLE_END, 1)[0]
     index = (REPO / "model_cards" / "README.md").read_text()
     for row in rows:
@@ -249,3 +267,47 @@ def test_sparse_models_show_dense_and_the_papers_nonzero_figures(rows):
         assert "**Dense vs non-zero**" in card and "count every weight, zeros included" in card
         assert f"{params} params, {gmacs} GMACs" in entry
     assert "(dense): a sparse model" in block and "counts only the non-zero weights" in block
+
+
+def test_every_language_model_has_its_committed_card(lm_rows):
+    """The language models' cards against the committed files (cheap: params counted on the meta device)."""
+    assert [r["name"] for r in lm_rows] == zoo.list_models(task="text-generation") and len(lm_rows) == 20
+    index = (REPO / "model_cards" / "README.md").read_text()
+    for row in lm_rows:
+        assert cards.render_card(row) == (REPO / "model_cards" / f"{row['name']}.md").read_text(), row["name"]
+        assert f"- [`{row['name']}`]({row['name']}.md): {row['params']:,} params" in index
+    # the LMs are not in the image classifiers' table
+    assert "mobilellm_125m" not in cards.render_readme_table(lm_rows)
+
+
+def test_language_model_rows_count_the_authors_params(lm_rows):
+    for row in lm_rows:
+        info = zoo.model_info(row["name"])
+        assert row["params"] == info["reference"]["params"], row["name"]
+        assert row["family"] in ("mobilellm", "recursive") and row["task"] == "text-generation"
+    by_name = {r["name"]: r for r in lm_rows}
+    # MobileLLM-125M: 30 layers x 3 KV heads x 64 x (keys + values) x 4 bytes
+    assert by_name["mobilellm_125m"]["kv_cache_bytes_per_token"] == 30 * 3 * 64 * 2 * 4
+    assert by_name["mobilellm_125m_ls"]["kv_cache_bytes_per_token"] == 2 * 30 * 3 * 64 * 2 * 4  # each layer run twice
+
+
+@pytest.mark.parametrize("name", zoo.list_models(task="text-generation"))
+def test_language_model_card_front_matter_and_usage(name):
+    from huggingface_hub import ModelCard
+
+    info = zoo.model_info(name)
+    card = ModelCard.load(REPO / "model_cards" / f"{name}.md")
+    data = card.data
+    assert data.model_name == name and data.license == info["license"] and data.library_name == "zoo"
+    assert data.tags == ["text-generation", "zoo", info["family"]] and data.pipeline_tag == "text-generation"
+    assert cards.FAMILY_TITLES[info["family"]] in card.text
+    pretrained = "hf_hub_id" in info["pretrained_cfg"]
+    assert (f'zoo.create_model("{name}", pretrained=True)' in card.text) == pretrained
+    assert "model.generate(ids" in card.text
+
+
+def test_family_names_are_written_one_way():
+    """Every family has a display name; the cards index heads each family with it."""
+    index = (REPO / "model_cards" / "README.md").read_text()
+    for family in {zoo.model_info(n)["family"] for n in zoo.list_models()}:
+        assert f"## {cards.FAMILY_TITLES[family]}" in index, family

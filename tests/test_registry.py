@@ -134,11 +134,11 @@ def test_timm_features_only_on_a_zoo_model():
     assert [f.shape[1] for f in feats] == [320, 512]
 
 
-def test_readme_model_table_matches_registry():
+def test_docs_model_table_matches_registry():
     import pathlib
     import re
 
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    readme = (pathlib.Path(__file__).parent.parent / "docs" / "models" / "index.md").read_text()
     rows = re.findall(
         r"^\| `(\w+)` \| ([\d,]+)(?: \(dense\))? \| ([\d.]+)(?: \(@\d+x\d+\))?(?: \(dense\))? \| ([\d.]+|-) \|",
         readme,
@@ -148,7 +148,7 @@ def test_readme_model_table_matches_registry():
     for name, params, gmacs, top1 in rows:
         ref = zoo.model_info(name)["reference"]
         assert int(params.replace(",", "")) == ref["params"]
-        # README GMACs are measured (zoo.profile), rounded to 2 decimals (3 significant digits below 1 GMAC); the
+        # the table's GMACs are measured (zoo.profile), rounded to 2 decimals (3 significant digits below 1 GMAC); the
         # exact check is in tests/test_cards.py
         assert abs(float(gmacs) * 1e9 / ref["macs"] - 1) < 0.02, (name, gmacs, ref["gmacs"])
         assert (None if top1 == "-" else float(top1)) == ref["top1"]
