@@ -766,7 +766,7 @@ def _add_publish_parser(sub) -> None:
     p.add_argument(
         "--cards-dir",
         default=publish.AUTO_CARDS_DIR,
-        help="where to copy the model card (default: model_cards/published if ./model_cards exists)",
+        help="where to copy the model card (default: model_cards/published when run from the zoo's own checkout)",
     )
     p.add_argument("--license", default=None, help="the weights' license (default: the architecture's)")
     p.add_argument(

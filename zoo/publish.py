@@ -276,7 +276,10 @@ def export_pretrained(
     dataset = dataset or metrics.get("dataset")
     model_args = _model_args(model, model_kwargs)
     out = Path(out_dir)
+    earlier = _earlier_save(out)  # before anything is written: a folder holding a user's config.json is refused
     out.mkdir(parents=True, exist_ok=True)
+    before = _file_ids(out)
+    users_card = (out / CARD_NAME).is_file() and not _is_zoo_card(out / CARD_NAME)
 
     config, input_size = _write_weights_and_config(model, entry.task, model_name, model_args, data_config, out)
     weights_path = out / WEIGHTS_NAME
@@ -303,9 +306,49 @@ def export_pretrained(
         model_args=model_args,
         tokenizer=tokenizer_file is not None,
     )
-    _write_text(out / CARD_NAME, card)
+    if users_card:  # as huggingface_hub's mixin keeps a README it did not write
+        _logger.warning("%s was not written by the zoo: kept as it is (the zoo's card is not written)", out / CARD_NAME)
+    else:
+        _write_text(out / CARD_NAME, card)
+    after = _file_ids(out)
+    for name in sorted(earlier):  # the zoo's files of an earlier save that this one did not write again
+        if name in after and after[name] == before.get(name):
+            (out / name).unlink()
     _logger.info("exported %s to %s (sha256 %s)", model_name, out, weights["sha256"])
     return out
+
+
+def _file_ids(folder: Path) -> dict[str, tuple[int, int]]:
+    """``{name: (inode, mtime)}`` of the files in ``folder``: a file written again (atomically) gets new ones."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+
+
+def _is_zoo_card(path: Path) -> bool:
+    """A README the zoo wrote: its front matter names the zoo as the library."""
+    head = path.read_text(errors="replace")[:4000]
+    return head.startswith("---") and "\nlibrary_name: zoo\n" in head.split("\n---", 1)[0] + "\n"
+
+
+def _earlier_save(out: Path) -> set[str]:
+    """The zoo's files in ``out`` from an earlier save (to remove those a new save does not write again); a
+    PublishError, before anything is written, for a file in the way or a config.json the zoo did not write."""
+    if out.exists() and not out.is_dir():
+        raise PublishError(f"{out} is a file: save into a folder (new, or one the zoo saved into before)")
+    config = out / CONFIG_NAME
+    if not config.is_file():
+        return set()
+    try:
+        data = json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("architecture"), str):
+        raise PublishError(
+            f"{config} was not written by the zoo (it names no architecture), and a save writes its own config.json: "
+            "save into another folder, or move that file away first. Nothing was written."
+        )
+    names = {WEIGHTS_NAME, *_EXPORTED_EXTRAS} | ({CARD_NAME} if (out / CARD_NAME).is_file() and
+                                                   _is_zoo_card(out / CARD_NAME) else set())  # fmt: skip
+    return {n for n in names if (out / n).is_file()}
 
 
 def _architecture_name(model: nn.Module) -> str:
@@ -554,8 +597,10 @@ def upload_folder(
 
 
 def _cards_dir(cards_dir) -> Path | None:
-    if cards_dir == AUTO_CARDS_DIR:  # a checkout of the zoo (or any folder with model_cards/): model_cards/published/
-        return Path.cwd() / PUBLISHED_CARDS_DIR if (Path.cwd() / "model_cards").is_dir() else None
+    if cards_dir == AUTO_CARDS_DIR:  # run from the zoo's own checkout: its model_cards/published/; else nowhere
+        checkout = Path(__file__).resolve().parents[1]
+        here = Path.cwd().resolve() == checkout and (checkout / "model_cards").is_dir()
+        return checkout / PUBLISHED_CARDS_DIR if here else None
     return None if cards_dir is None else Path(cards_dir)
 
 
@@ -582,8 +627,8 @@ def publish_run(
 ) -> str:
     """Export a training run (:func:`export_run`) and upload it to ``repo_id``; returns the repo's URL.
 
-    The card is also written to ``cards_dir/ORG--NAME.md`` (default: ``model_cards/published/`` when the current
-    folder has ``model_cards/``, as a checkout of the zoo does; ``None``: not written).
+    The card is also written to ``cards_dir/ORG--NAME.md`` (default: the zoo checkout's ``model_cards/published/``
+    when run from that checkout, nowhere else; ``None``: not written).
     """
     check_repo_id(repo_id)
     folder = export_run(run_dir, out_dir, repo_id=repo_id, license=license, latency_runs=latency_runs)
@@ -635,7 +680,14 @@ def push_to_hub(
             license=license,
             latency_runs=latency_runs,
         )
-        url = upload_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
+        try:
+            url = upload_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
+        except PublishError as e:
+            if out_dir is not None:
+                raise
+            # the temporary folder is gone when the message is read: say what it held instead
+            where = "the exported folder (temporary; pass out_dir= to keep it)"
+            raise PublishError(str(e).replace(str(folder), where)) from None
         save_published_card(folder, repo_id, cards_dir)
     return url
 

@@ -299,7 +299,16 @@ class MobileLLM(DecoderLM):
         load_state_dict_checked(model, state_dict, str(path), filter_fn=checkpoint_filter_fn)
         return model
 
-    def save_pretrained(self, out_dir: str | os.PathLike, format: str = "auto", model_name: str | None = None) -> Path:
+    def save_pretrained(
+        self, out_dir: str | os.PathLike, format: str = "auto", model_name: str | None = None, **kwargs
+    ) -> Path:
+        """The weights, ``config.json`` and ``generation_config.json`` (:func:`save_pretrained`); with any of
+        :func:`zoo.publish.export_pretrained`'s arguments (``tokenizer_file``, ``metrics``, ``recipe``, ...) the
+        publishable folder it writes (those files, the tokenizer and a model card)."""
+        if kwargs:
+            if format != "auto":
+                raise ValueError(f"format={format!r} is for the plain folder; {sorted(kwargs)} write the zoo's")
+            return super().save_pretrained(out_dir, model_name=model_name, **kwargs)
         return save_pretrained(self, out_dir, format=format, model_name=model_name)
 
 
