@@ -3,6 +3,7 @@ decisions, the unbiased rescaling, annealing, two gloo processes, resume, the re
 
 import itertools
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -245,7 +246,7 @@ def test_two_gloo_processes_prune_the_same_samples(tmp_path, monkeypatch):
 def test_bad_settings_get_one_line_and_exit_2(override, message, tmp_path, capsys):
     from zoo.train.cli import main
 
-    with pytest.raises(RecipeError, match=message.replace("[", r"\[").replace("(", r"\(").replace("]", r"\]")):
+    with pytest.raises(RecipeError, match=re.escape(message)):
         load_recipe(str(DIGITS), override)
     assert main(["--config", str(DIGITS), "--output_dir", str(tmp_path / "r"), *override]) == 2
     err = capsys.readouterr().err.strip()

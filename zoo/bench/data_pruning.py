@@ -32,6 +32,10 @@ from typing import Any
 
 import yaml
 
+from ..train.config import RecipeError, load_recipe
+from ..train.distributed import DistState
+from ..train.loop import train
+from ..train.tasks import build_task
 from .harness import environment
 
 __all__ = ["add_arguments", "run"]
@@ -112,8 +116,6 @@ def _lm_recipe(args) -> dict[str, Any]:
 
 
 def _finish(raw: dict[str, Any], out: Path, seed: int, threads: int, pruning: dict[str, Any] | None):
-    from ..train.config import load_recipe
-
     raw = {**raw, "seed": seed, "output_dir": str(out)}
     raw["train"] = {**raw["train"], "threads": threads}
     raw["checkpoint"] = {"every_steps": 0, "keep": 1}
@@ -129,8 +131,6 @@ def _finish(raw: dict[str, Any], out: Path, seed: int, threads: int, pruning: di
 
 
 def _train(raw: dict[str, Any], seed: int, threads: int, pruning: dict[str, Any] | None) -> dict[str, Any]:
-    from ..train.loop import train
-
     with tempfile.TemporaryDirectory(prefix="zoo-pruning-") as tmp:
         recipe = _finish(raw, Path(tmp) / "run", seed, threads, pruning)
         t0 = time.perf_counter()
@@ -166,10 +166,6 @@ def _static_ratio(method: str, infobatch: dict[str, Any], epochs: int, score_epo
 
 def _lm_epochs_steps(raw: dict[str, Any], epochs: int) -> int:
     """Optimizer steps of ``epochs`` passes over the quickstart LM's training rows."""
-    from ..train.config import load_recipe
-    from ..train.distributed import DistState
-    from ..train.tasks import build_task
-
     with tempfile.TemporaryDirectory(prefix="zoo-pruning-") as tmp:
         recipe = load_recipe(base={**raw, "output_dir": tmp})
         task = build_task(recipe, DistState(), Path(tmp))
@@ -278,8 +274,6 @@ def run(args: argparse.Namespace) -> int:
     for key, value in env.items():
         print(f"  {key:<12} {value}")
     print(flush=True)
-    from ..train.config import RecipeError
-
     results: dict[str, Any] = {"provenance": env, "settings": {}, "tables": []}
     results["settings"] = {
         "data": args.data, "data_path": args.data_path, "train_split": args.train_split, "epochs": args.epochs,

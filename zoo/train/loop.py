@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from ..data.errors import DataError
+from ..data.sources import is_stream
 from ..data.stream import SampleStream, head_items
 from ..factory import resolve_source
 from ..publish import PublishError, export_pretrained, publish_run
@@ -291,6 +292,11 @@ def _check_sources(r: Recipe) -> None:
         raise RecipeError(
             f"init_from {r.init_from} is not a folder: give a model folder (zoo publish / zoo prune --out), a "
             "training run folder, or hf-hub:ORG/NAME"
+        )
+    if r.data_pruning is not None and is_stream(r.data.name, r.data.path):
+        raise RecipeError(
+            f"data_pruning picks samples by index and data.name {r.data.name} ({r.data.path}) streams them: use a "
+            "dataset on disk (a folder of images or shards, hf_disk, a text file), or drop the data_pruning: section"
         )
     if r.distill is not None:
         try:
