@@ -148,3 +148,27 @@ def test_a_streamed_label_is_an_integer_in_range(value, message):
     with pytest.raises(DataError, match=message):
         batches.label({"cls": value, "__key__": "000001"})
     assert batches.label({"cls": b"2", "__key__": "000001"}) == 2
+
+
+def test_a_huge_shard_pattern_is_refused_before_it_is_expanded():
+    from zoo.data.stream import expand_braces
+
+    with pytest.raises(DataError, match="names 1,000,000,000 shards"):
+        expand_braces("/data/shard-{0..999999999}.tar")
+    assert len(expand_braces("/data/shard-{000..009}.tar")) == 10
+
+
+def test_a_local_stream_that_fails_is_not_blamed_on_the_network(tmp_path, monkeypatch):
+    import datasets
+
+    from zoo.data.stream import StreamSource
+
+    (tmp_path / "shard-000000.tar").write_bytes(b"cut short")
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("unexpected end of data")
+
+    monkeypatch.setattr(datasets, "load_dataset", fails)
+    with pytest.raises(DataError) as e:
+        StreamSource("wds", str(tmp_path)).open()
+    assert "network" not in str(e.value) and "local files" in str(e.value)

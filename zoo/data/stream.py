@@ -65,6 +65,7 @@ IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp", "ppm")
 LABEL_COLUMNS = ("label", "labels", "cls", "fine_label")
 TEXT_COLUMNS = ("text", "txt", "content")
 _READ_ROWS = 64  # rows fetched from ``datasets`` at a time
+MAX_SHARDS = 100_000  # shards one brace range may name
 _ROOT = "__root__"  # a row's key: the local folder its image paths may name (None: none)
 
 _logger = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ def expand_braces(pattern: str) -> list[str]:
     lo, hi = m.group(1), m.group(2)
     if int(hi) < int(lo):
         raise DataError(f"the shard range {m.group(0)} in {pattern} runs backwards")
+    if int(hi) - int(lo) + 1 > MAX_SHARDS:
+        raise DataError(
+            f"the shard range {m.group(0)} in {pattern[:200]} names {int(hi) - int(lo) + 1:,} shards, more than "
+            f"{MAX_SHARDS:,}: check the range"
+        )
     width = len(lo) if lo.startswith("0") else 0
     return [p for i in range(int(lo), int(hi) + 1) for p in expand_braces(f"{head}{i:0{width}d}{tail}")]
 
@@ -138,6 +144,11 @@ class StreamSource:
         except (ValueError, KeyError) as e:
             raise DataError(f"cannot stream {self.describe()}: {e}. Check data.path and data.train_split") from None
         except Exception as e:  # noqa: BLE001 (datasets and fsspec raise many kinds for an unreachable source)
+            if not _is_url(self.path):
+                raise DataError(
+                    f"cannot read {self.describe()} ({type(e).__name__}: {str(e)[:200]}): check the local files (a "
+                    "shard cut short or damaged: write it again)"
+                ) from None
             raise DataError(
                 f"cannot reach {self.describe()} ({type(e).__name__}: {e}): check the path or URL, the network "
                 "(HF_ENDPOINT for a Hub mirror), or copy the data to a local folder"
