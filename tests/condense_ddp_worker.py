@@ -23,10 +23,10 @@ def real() -> RealData:
     return RealData(images, labels, full.class_names, source, full.preprocessing)
 
 
-def teacher(data: RealData, weights: str | None = None) -> torch.nn.Module:
-    """A small BatchNorm ConvNet-3; trained for one epoch, or with ``weights`` loaded into the same network."""
+def teacher(data: RealData, weights: str | None = None, epochs: int = 1) -> torch.nn.Module:
+    """A small BatchNorm ConvNet-3; trained for ``epochs``, or with ``weights`` loaded into the same network."""
     if weights is None:
-        return train_teacher(data, epochs=1, seed=0, width=8, lr=0.05)
+        return train_teacher(data, epochs=epochs, seed=0, width=8, lr=0.05)
     net = train_teacher(data, epochs=0, seed=0, width=8)
     net.load_state_dict(load_file(weights))
     return net

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from zoo.condense import METHODS
 from zoo.condense.distributed import split
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,37 @@ def test_split_gives_rank_0_the_longer_blocks():
     assert split(10, 2) == [range(0, 5), range(5, 10)]
     assert split(5, 3) == [range(0, 2), range(2, 4), range(4, 5)]
     assert split(1, 2) == [range(0, 1), range(1, 1)]
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("dm", dict(iterations=1, batch_real=8)),
+        ("dsa", dict(iterations=1, batch_real=8, inner_loop=1)),
+        ("rded", dict(n_candidates=4, n_crops=2)),
+        ("sre2l", dict(iterations=1, batch=5)),
+    ],
+)
+def test_a_process_draws_what_one_process_draws_and_makes_its_rows(name, options):
+    """In one process, posing as rank 0 or 1 of 2: the method's generator ends where the whole method's does (every
+    process draws every class's numbers), and the rows the process owns equal the whole method's rows."""
+    data = worker.real()
+    net = worker.teacher(data, None, epochs=0)
+    made = []
+    for rank in (None, 0, 1):
+        opts = dict(options, teacher=net) if METHODS[name].needs_teacher else dict(options)
+        m = METHODS[name](data, 2, opts, 0, torch.device("cpu"))
+        if rank is not None:
+            m.rank, m.world, m.classes = rank, 2, list(split(data.num_classes, 2)[rank])
+        m.check()
+        m.setup()
+        if m.iterations:
+            m.step(0)
+        made.append((m.generator.get_state(), m.images.detach(), rank is not None and m.row_owner() == rank))
+    whole = made[0]
+    for state, images, own in made[1:]:
+        assert torch.equal(state, whole[0])
+        assert own.any() and torch.equal(images[own], whole[1][own])
 
 
 @pytest.mark.slow
