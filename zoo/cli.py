@@ -622,7 +622,7 @@ def _add_profile_parser(sub) -> None:
 
 
 def _add_cards_parser(sub) -> None:
-    p = sub.add_parser("cards", help="regenerate model_cards/*.md and README's model table (--check: verify)")
+    p = sub.add_parser("cards", help="regenerate model_cards/*.md and the model table (--check: verify)")
     cards.add_arguments(p)
     p.set_defaults(func=cards.run)
 
