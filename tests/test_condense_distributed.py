@@ -173,3 +173,11 @@ def test_torchrun_zoo_condense_equals_one_process_and_resumes(tmp_path):
     (tmp_path / "two" / "synthetic.safetensors").unlink()
     _, resumed = _cli(tmp_path / "two", "--resume", processes=2)
     _same(one, resumed)
+
+
+def test_more_processes_than_classes_is_one_line(monkeypatch):
+    from zoo.condense import core
+
+    monkeypatch.setattr(core.distributed, "world", lambda: (0, 11))
+    with pytest.raises(core.CondenseError, match="has 10, fewer than the 11 processes: start at most 10"):
+        core.condense(worker.real(), "rded", ipc=1, progress=False)

@@ -771,6 +771,11 @@ def condense(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     m = cls(real.to(dev) if dev.type == "cuda" else real, ipc, options, seed, dev)
+    if m.shards == "classes" and world > real.num_classes:
+        raise CondenseError(
+            f"{method} shares out the classes and the data has {real.num_classes}, fewer than the {world} processes: "
+            f"start at most {real.num_classes}"
+        )
     m.check()
     state_dir = Path(out) / STATE_DIR if out is not None else None
     if rank == 0 and state_dir is not None and state_dir.is_dir() and not resume:  # a new run: the old states
