@@ -143,6 +143,7 @@ def _method(name, real, ipc, options, zoo_net, batches, seeds):
     m.network = lambda name=None: zoo_net
     queues = {c: deque(b) for c, b in batches.items()}
     real.class_images = lambda c, n=None, generator=None: queues[c].popleft()
+    real.class_batch = lambda c, n=None, generator=None, gather=True: queues[c].popleft()
     seed_q = deque(seeds)
     if m.dsa is not None:
         m._siamese = lambda: authors_draws(m.dsa, seed_q.popleft(), ipc, (S, S), torch.float64, m.generator)

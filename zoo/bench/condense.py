@@ -36,14 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from ..condense import METHODS, EvalSettings, condense, evaluate_set, evaluate_with_teacher, load_real, load_real_split
-from ..condense.core import METHODS as _METHODS
 from ..condense.presets import PRESETS, method_options
 from ..condense.student import StudentSettings
 from ..condense.teacher import train_teacher
-from ..data.dsa import DSA
 from ..data.sources import add_data_path_argument, resolve
+from .condense_speed import speed
 from .harness import environment
-from .reference.condense import dc_iteration, dm_iteration
 
 __all__ = ["PRESETS", "PUBLISHED", "curve", "main", "run_protocol"]
 
@@ -431,71 +429,12 @@ def provenance() -> dict[str, str]:
     }
 
 
-def speed(data: str = "digits", ipc: int = 10, iterations: int = 3, image_size: int = 32, batch_real: int = 256,
-          outer: int = 2, inner: int = 5, seed: int = 0, log=print) -> dict[str, float]:  # fmt: skip
-    """Seconds per iteration of the zoo's DM and DC and of the authors'-loop renditions at equal settings
-    (network, batches, loops, DSA), interleaved round by round; returns the reference / zoo ratios."""
-    real = load_real(data, image_size=image_size)
-    dsa = DSA("color_crop_cutout_scale_rotate")
-    dev = torch.device("cpu")
-    zoo_dm = _METHODS["dm"](real, ipc, {"batch_real": batch_real, "dsa_strategy": dsa.strategy}, seed, dev)
-    zoo_dc = _METHODS["dsa"](
-        real, ipc, {"batch_real": batch_real, "outer_loop": outer, "inner_loop": inner, "dsa_strategy": dsa.strategy},
-        seed, dev,
-    )  # fmt: skip
-    zoo_dm.setup()
-    zoo_dc.setup()
-    syn = zoo_dm.images.detach().clone().requires_grad_(True)
-    ref_opt = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
-    g = torch.Generator().manual_seed(seed)
-    by_class = real.by_class
-    timings = {"dm": [], "dm_ref": [], "dc": [], "dc_ref": []}
-    for it in range(iterations + 1):  # the first round warms up
-        for key, fn in (
-            ("dm", lambda: zoo_dm.step(0)),
-            (
-                "dm_ref",
-                lambda: dm_iteration(real.images, by_class, syn, ref_opt, ipc, batch_real, dsa, g, size=image_size),
-            ),  # fmt: skip
-            ("dc", lambda: zoo_dc.step(0)),
-            (
-                "dc_ref",
-                lambda: dc_iteration(
-                    real.images,
-                    by_class,
-                    syn,
-                    zoo_dc.labels,
-                    ref_opt,
-                    ipc,
-                    batch_real,
-                    outer,
-                    inner,
-                    dsa,
-                    g,
-                    size=image_size,
-                ),
-            ),  # fmt: skip
-        ):
-            t = time.perf_counter()
-            fn()
-            if it:
-                timings[key].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in timings.items()}
-    ratios = {"dm": med["dm_ref"] / med["dm"], "dc": med["dc_ref"] / med["dc"]}
-    log(
-        f"s/iteration at {image_size}px, ipc {ipc}, batch_real {batch_real}, DC loops ({outer}, {inner}), "
-        f"{iterations} interleaved rounds: DM zoo {med['dm']:.2f} vs authors' loop {med['dm_ref']:.2f} "
-        f"({ratios['dm']:.2f}x); DSA zoo {med['dc']:.2f} vs authors' loop {med['dc_ref']:.2f} ({ratios['dc']:.2f}x)"
-    )
-    return ratios
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m zoo.bench.condense", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="digits", help="a data name (digits, mnist, fashion_mnist, cifar10, ...)")
     add_data_path_argument(ap)
     ap.add_argument("--methods", default="random,herding,kcenter,dm,dc,dsa,mtt,factorization,rded,sre2l,random+teacher")
-    ap.add_argument("--ipc", default="1,10")
+    ap.add_argument("--ipc", default=None, help="comma-separated (default: 1,10; --speed: 10)")
     ap.add_argument("--preset", choices=list(PRESETS), default=None, help="default: quick on digits, cpu otherwise")
     ap.add_argument("--sets", type=int, default=None, help="condensed sets per row (default: the preset's)")
     ap.add_argument("--nets", type=int, default=None, help="evaluation networks per set (default: the preset's)")
@@ -513,9 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write rows, curve and provenance here")
     ap.add_argument("--csv", default=None)
     ap.add_argument("--plot", default=None)
-    ap.add_argument("--speed", action="store_true", help="only: DM and DSA per iteration vs the authors' loops")
+    ap.add_argument("--speed", action="store_true", help="only: DM, DSA and MTT per iteration vs the authors' loops")
+    ap.add_argument("--speed-methods", default="dm,dsa,mtt", help="--speed: the methods timed (default dm,dsa,mtt)")
+    ap.add_argument("--rounds", type=int, default=10, help="--speed: interleaved timed rounds (default 10)")
+    ap.add_argument("--no-memory", action="store_true", help="--speed: leave out the peak-memory processes")
     ap.add_argument("--render", nargs="+", default=None, metavar="JSON", help="only: print the table of saved runs")
-    ap.add_argument("--image-size", type=int, default=32, help="--speed: image edge (default 32)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -526,7 +467,18 @@ def main(argv: list[str] | None = None) -> int:
             plot([r for d in docs for r in d["rows"]], Path(args.plot), [q for d in docs for q in d.get("curve", [])])
         return 0
     if args.speed:
-        speed(args.data, ipc=int(args.ipc.split(",")[-1]), image_size=args.image_size)
+        rows = speed(
+            args.data,
+            args.data_path,
+            tuple(int(i) for i in (args.ipc or "10").split(",")),
+            tuple(args.speed_methods.split(",")),
+            args.rounds,
+            args.threads or 2,
+            memory=not args.no_memory,
+        )
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps({"provenance": provenance(), "speed": rows}, indent=2) + "\n")
         return 0
     cross = [c for c in args.cross.split(",") if c]
     unknown = [c for c in cross if c not in CROSS]
@@ -547,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.curve_only:
         rows = run_protocol(
-            args.data, args.methods.split(","), [int(i) for i in args.ipc.split(",")], preset, args.sets, args.nets,
+            args.data, args.methods.split(","), [int(i) for i in (args.ipc or "1,10").split(",")], preset, args.sets, args.nets,
             cross, args.cross_runs, args.seed, Path(args.out) if args.out else None, args.data_path,
             whole=not args.no_whole, on_row=save, side_nets=args.side_nets,
         )  # fmt: skip

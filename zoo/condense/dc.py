@@ -14,17 +14,17 @@ Exact to the authors' iteration (VICO-UoE/DatasetCondensation ``main.py``, ``mat
 ``loss_avg``: the sum over outer steps / (classes x outer)), image gradient and images, and the network trains between
 outer steps as theirs does, its shuffle and per-image DSA drawing from the method's generator what their ``DataLoader``
 and ``DiffAugment`` draw from torch's global one (``tests/test_condense_parity.py``, float64, relative error <= 1e-5).
-Batched differently on purpose: the real gradient of every class comes from one batched call (``torch.func.vmap`` over
-classes of ``torch.func.grad``), with no graph kept; only the synthetic side keeps the double-backward graph; the
-network's updates run on in-memory tensors without a data loader. The zoo's draws come from a seeded generator (the
-authors' siamese seed comes from the clock, their real batches from numpy), and its default ``init`` is ``real``
-(``main.py``'s is ``noise``; its DSA README command passes ``--init real``). On a 2-core CPU this is still slower than
-the authors' loop (``python -m zoo.bench.condense --speed``: 0.85x at 32 px, ipc 10).
+Computed as the authors do, class by class (a batched ``vmap`` over classes was measured slower on the CPU and
+holds every class's activations at once), with the real side's gradient accumulated over chunks of at most
+:attr:`DC.chunk` images and no graph kept; the network's updates run on in-memory tensors without a data loader; the
+default memory layout (channels-last slows the backward passes of convolution and GroupNorm on the CPU). The zoo's
+draws come from a seeded generator (the authors' siamese seed comes from the clock, their real batches from numpy),
+and its default ``init`` is ``real`` (``main.py``'s is ``noise``; its DSA README command passes ``--init real``).
+Under torchrun a process computes its block of classes and the images are gathered before the network trains.
 """
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
 
 from ..data.dsa import DSA, DSAParams
 from .augment import dsa_strategy, loader_batches
@@ -67,6 +67,9 @@ class DC(ImageMethod):
     }
     use_dsa = False
 
+    shards = "classes"
+    chunk = 512  # real images per forward and backward: bounded activations (one pass a class by default)
+
     def setup(self) -> None:
         o = self.options
         self.init_images()
@@ -86,48 +89,45 @@ class DC(ImageMethod):
     def _augment(self, x: torch.Tensor, p: DSAParams | None) -> torch.Tensor:
         return x if p is None else self.dsa.apply(x, p)
 
-    def _real_grads(self, net, names, params, buffers, k: int, reals: list[torch.Tensor], transforms) -> list:
-        """Per-class gradients of the real cross-entropy; one batched call when the classes' batches are equal."""
-
-        def class_loss(p, x, y):
-            return F.cross_entropy(functional_call(net, (p, buffers), (x,)), y)
-
-        sizes = {r.shape[0] for r in reals}
-        xs = [self._augment(r, t) for r, t in zip(reals, transforms)]
-        ys = [torch.full((r.shape[0],), c, device=self.device) for c, r in enumerate(reals)]
-        detached = {n: p.detach() for n, p in zip(names, params)}
-        if len(sizes) == 1:
-            g = vmap(grad(class_loss), in_dims=(None, 0, 0))(detached, torch.stack(xs), torch.stack(ys))
-            return [[g[n][c] for n in names] for c in range(k)]
-        return [[gr[n] for n in names] for gr in (grad(class_loss)(detached, x, y) for x, y in zip(xs, ys))]
+    def _real_grad(self, net, params: list, x: torch.Tensor, c: int, p: DSAParams | None) -> list[torch.Tensor]:
+        """The gradient of class ``c``'s real cross-entropy (the mean over the batch ``x`` under its transform
+        ``p``), accumulated over chunks of at most :attr:`chunk` images so the activations stay bounded."""
+        n, total = x.shape[0], None
+        for part in x.split(self.chunk):
+            part = self._augment(part.to(self.device, non_blocking=True), p)
+            y = torch.full((part.shape[0],), c, device=self.device)
+            loss = F.cross_entropy(net(part), y) * (part.shape[0] / n)
+            g = torch.autograd.grad(loss, params)
+            total = list(g) if total is None else [t + gi for t, gi in zip(total, g)]
+        return [t.detach() for t in total]
 
     def step(self, it: int) -> float:
         o, k = self.options, self.real.num_classes
         net = self.network().train()
-        params = [p for p in net.parameters()]
-        names = [n for n, _ in net.named_parameters()]
-        buffers = dict(net.named_buffers())
+        params = list(net.parameters())
         net_opt = torch.optim.SGD(net.parameters(), lr=o["lr_net"])
+        mine = set(self.classes)
         total = 0.0
         for ol in range(self.outer):
-            reals = [self.real.class_images(c, o["batch_real"], self.generator).to(self.device) for c in range(k)]
+            # every class's draws in the one-process order (real batches, then the transforms), computed or not
+            reals = [self.real.class_batch(c, o["batch_real"], self.generator, gather=c in mine) for c in range(k)]
             transforms = [self._siamese() if self.dsa else None for _ in range(k)]
-            g_real = self._real_grads(net, names, params, buffers, k, reals, transforms)
             loss = self.images.new_zeros(())
-            for c in range(k):
-                syn = self._augment(self.images[c * self.ipc : (c + 1) * self.ipc], transforms[c])
-                out = net(syn)
-                g_syn = torch.autograd.grad(F.cross_entropy(out, self.labels[c * self.ipc : (c + 1) * self.ipc]),
-                                            params, create_graph=True)  # fmt: skip
-                loss = loss + sum(match_distance(gr, gs) for gr, gs in zip(g_real[c], g_syn))
+            for c in self.classes:
+                g_real = self._real_grad(net, params, reals[c], c, transforms[c])
+                rows = slice(c * self.ipc, (c + 1) * self.ipc)  # the images are class-contiguous
+                syn = self._augment(self.images[rows], transforms[c])
+                g_syn = torch.autograd.grad(F.cross_entropy(net(syn), self.labels[rows]), params, create_graph=True)
+                loss = loss + sum(match_distance(gr, gs) for gr, gs in zip(g_real, g_syn))
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
             total += loss.item()
             if ol == self.outer - 1:
                 break
+            self.sync_images()  # the network trains on every class's current images
             self._train_net(net, net_opt)
-        return total / (k * self.outer)  # the authors' loss_avg
+        return total / (k * self.outer)  # the authors' loss_avg (this process's share of it)
 
     def _train_net(self, net, net_opt) -> None:
         """``inner_loop`` epochs of the network on the current synthetic set (DSA per image when on), shuffled

@@ -35,7 +35,9 @@ class ReferenceConvNet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         out = self.features(x)
-        return out.view(out.size(0), -1)
+        # theirs: view; reshape is the same values, and also takes the channels-last strides that today's torch
+        # gives a one-channel crop (DiffAugment's permute) through the convolutions
+        return out.reshape(out.size(0), -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
