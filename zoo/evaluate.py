@@ -299,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.group_size is not None and args.quantize != "int4":
         print("eval.py: error: --group-size is for --quantize int4", file=sys.stderr)
         return 2
+    for flag in ("--max-samples", "--batch-size", "--max-batches", "--seq-len", "--num-classes"):
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None and value < 1:
+            print(f"eval.py: error: {flag} {value}: give a count of 1 or more", file=sys.stderr)
+            return 2
     quantize = None
     if args.quantize == "int4" and args.backend == "torch":
         quantize = {"method": "int4_weight_only", "group_size": args.group_size or 32, "scheme": "asymmetric"}

@@ -459,7 +459,14 @@ def prompt_form(spec: ExportSpec) -> tuple[str, int]:
     chunk = spec.options.get("prompt_chunk", DEFAULT_PROMPT_CHUNK)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
         raise ExportError(f"prompt_chunk must be a number of tokens >= 0 (0: one token per call), got {chunk!r}")
-    chunk = min(chunk, spec.max_seq_len)
+    if chunk > spec.max_seq_len and "prompt_chunk" in spec.options:
+        warnings.warn(
+            f"prompt_chunk={chunk} is more than max_seq_len={spec.max_seq_len}: the prompt method takes "
+            f"{spec.max_seq_len} tokens per call (export.json records that)",
+            stacklevel=2,
+        )
+        chunk = spec.options["prompt_chunk"] = spec.max_seq_len  # the record says what was exported
+    chunk = min(chunk, spec.max_seq_len)  # the default's too
     return ("chunk", chunk) if chunk > 1 else ("tokens", 0)
 
 
