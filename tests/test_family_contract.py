@@ -102,9 +102,8 @@ def tiny_family():
     module.reference_figures = {NAME: dict(params=_params(), macs=None, gmacs=None, top1=None)}
     sys.modules[MODULE] = module
     builder = _tinynet_t1
-    builder.__name__ = builder.__qualname__ = NAME
     builder.__module__ = MODULE
-    register_model(builder)
+    register_model(builder, name=NAME)
     register_in_timm()
     yield NAME
     unregister_model(NAME)

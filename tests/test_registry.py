@@ -1,10 +1,14 @@
 """Registry, public API, timm registration and input validation."""
 
+import sys
+import types
+
 import pytest
 import timm
 import torch
 
 import zoo
+from zoo.registry import get_entry, register_model, unregister_model
 
 
 def test_list_models_patterns_families_and_tasks():
@@ -21,6 +25,40 @@ def test_list_models_patterns_families_and_tasks():
     assert zoo.list_models(prefix) == [n for n in names if n.startswith(prefix[:-1])]
     with pytest.raises(ValueError, match="unknown family"):
         zoo.list_models(family="nope")
+
+
+def test_every_builder_is_a_plain_function_of_its_family_module():
+    """One registration style: each builder is a module-level function under its own name; a registered name that
+    is not an identifier (``mobilellm_1.5b``) differs from it by its dots only."""
+    for name in zoo.list_models():
+        fn = get_entry(name).fn
+        assert fn.__name__ == name.replace(".", "_") and fn.__qualname__ == fn.__name__
+        assert getattr(sys.modules[fn.__module__], fn.__name__) is fn
+
+
+def test_register_model_takes_an_explicit_name(monkeypatch):
+    module = types.ModuleType("zoo_test_named")
+    module.FAMILY = dict(name="named", task="image-classification")
+    module.default_cfgs = {"named_1.5b": dict(license="mit")}
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+
+    def named_1_5b(pretrained=False, **kwargs):
+        raise AssertionError("not built here")
+
+    named_1_5b.__module__ = module.__name__
+    try:
+        assert register_model(name="named_1.5b")(named_1_5b) is named_1_5b
+        entry = get_entry("named_1.5b")
+        assert entry.fn is named_1_5b and entry.family == "named"
+        assert entry.pretrained_cfg == {"license": "mit", "architecture": "named_1.5b"}
+        assert "named_1.5b" in zoo.list_models("named_*") and "named_1_5b" not in zoo.list_models()
+        with pytest.raises(ValueError, match="registered twice"):
+            register_model(named_1_5b, name="named_1.5b")
+        with pytest.raises(ValueError, match="lowercase letters"):
+            register_model(named_1_5b, name="Named/1.5b")
+    finally:
+        unregister_model("named_1.5b")
+    assert "named_1.5b" not in zoo.list_models()
 
 
 def test_list_pretrained_are_models_with_a_weight_source():

@@ -7,6 +7,7 @@ Shaped like timm's ``_registry.py`` and, like it, it knows no family: a family f
 
 import difflib
 import fnmatch
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class ModelEntry:
 
 
 _entries: dict[str, ModelEntry] = {}
+# what a registered name may be: a path never matches (no '/', no leading '.' or '~'), see _looks_like_path
+_NAME = re.compile(r"[a-z][a-z0-9_.]*")
 
 
 def reference_table(rows) -> dict[str, dict[str, Any]]:
@@ -67,21 +70,37 @@ def reference_table(rows) -> dict[str, dict[str, Any]]:
     }
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a builder under its function name.
+def register_model(
+    fn: Callable[..., nn.Module] | None = None, *, name: str | None = None
+) -> Callable[..., nn.Module] | Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder under its function name, or under ``name`` when given.
+
+    ``@register_model`` registers ``def caformer_s18(...)`` as ``caformer_s18``. A registered name that is not a
+    Python identifier (the authors' size names, ``mobilellm_1.5b``) is given explicitly, the builder keeping a plain
+    function name::
+
+        @register_model(name="mobilellm_1.5b")
+        def mobilellm_1_5b(pretrained=False, **kwargs): ...
 
     The builder's module provides ``FAMILY`` (dict with ``name`` and ``task``), ``default_cfgs`` (name ->
     pretrained cfg dict with timm's ``PretrainedCfg`` fields) and optionally ``reference_figures`` (name ->
     figures), ``checkpoint_filter_fn(state_dict, model)`` (other origins' keys -> the zoo's) and
     ``checkpoint_model_args(config, state_dict)`` (architecture arguments a checkpoint folder describes; default:
-    timm's ``config.json`` schema).
+    timm's ``config.json`` schema), all keyed by the registered name.
     """
-    mod = sys.modules[fn.__module__]
-    name = fn.__name__
+    if fn is None:
+        return lambda f: register_model(f, name=name)
+    name = fn.__name__ if name is None else name
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"model name {name!r} ({fn.__module__}.{fn.__name__}): a registered name is lowercase letters, digits, "
+            "dots and underscores, starting with a letter"
+        )
     if name in _entries:
         raise ValueError(
             f"model name {name!r} is registered twice ({_entries[name].fn.__module__} and {fn.__module__})"
         )
+    mod = sys.modules[fn.__module__]
     family = mod.FAMILY
     cfg = dict(getattr(mod, "default_cfgs", {}).get(name, {}))
     cfg.setdefault("architecture", name)

@@ -607,12 +607,9 @@ def mobilellm_1b(pretrained=False, **kwargs):
     return _create_mobilellm("mobilellm_1b", pretrained, **kwargs)
 
 
+@register_model(name="mobilellm_1.5b")  # the authors' size name
 def mobilellm_1_5b(pretrained=False, **kwargs):
     return _create_mobilellm("mobilellm_1.5b", pretrained, **kwargs)
-
-
-mobilellm_1_5b.__name__ = "mobilellm_1.5b"  # registered under the authors' size name
-register_model(mobilellm_1_5b)
 
 
 @register_model

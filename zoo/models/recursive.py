@@ -866,16 +866,47 @@ def _create_recursive(
     return model
 
 
-def _register(name: str):
-    def builder(pretrained=False, **kwargs):
-        return _create_recursive(name, pretrained, **kwargs)
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__module__ = __name__
-    builder.__doc__ = f"{name}: {ARCHS[name]} (SmolLM shape; recursion, sharing and routing overridable as kwargs)"
-    return register_model(builder)
+# the builders: SmolLM shapes by name (ARCHS); recursion, sharing and routing are overridable as kwargs
+@register_model
+def mor_135m(pretrained=False, **kwargs):
+    return _create_recursive("mor_135m", pretrained, **kwargs)
 
 
-for _name in ARCHS:
-    globals()[_name.replace(".", "_")] = _register(_name)
-del _name
+@register_model
+def mor_360m(pretrained=False, **kwargs):
+    return _create_recursive("mor_360m", pretrained, **kwargs)
+
+
+@register_model(name="mor_1.7b")
+def mor_1_7b(pretrained=False, **kwargs):
+    return _create_recursive("mor_1.7b", pretrained, **kwargs)
+
+
+@register_model
+def recursive_135m(pretrained=False, **kwargs):
+    return _create_recursive("recursive_135m", pretrained, **kwargs)
+
+
+@register_model
+def recursive_360m(pretrained=False, **kwargs):
+    return _create_recursive("recursive_360m", pretrained, **kwargs)
+
+
+@register_model(name="recursive_1.7b")
+def recursive_1_7b(pretrained=False, **kwargs):
+    return _create_recursive("recursive_1.7b", pretrained, **kwargs)
+
+
+@register_model
+def vanilla_135m(pretrained=False, **kwargs):
+    return _create_recursive("vanilla_135m", pretrained, **kwargs)
+
+
+@register_model
+def vanilla_360m(pretrained=False, **kwargs):
+    return _create_recursive("vanilla_360m", pretrained, **kwargs)
+
+
+@register_model(name="vanilla_1.7b")
+def vanilla_1_7b(pretrained=False, **kwargs):
+    return _create_recursive("vanilla_1.7b", pretrained, **kwargs)
