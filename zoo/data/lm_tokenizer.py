@@ -12,10 +12,13 @@ Chat models ship a chat template (a Jinja string, transformers' ``chat_template`
 :func:`apply_chat_template` renders it in a sandboxed Jinja environment, as transformers does, and tokenizes the
 result; :func:`load_chat_template` reads it. A template is data from elsewhere, so it is bounded: at most
 :data:`MAX_TEMPLATE_CHARS` characters, a rendering of at most :data:`MAX_RENDERED_CHARS` characters that takes at
-most :data:`MAX_RENDER_SECONDS` (loops that write nothing included), and no ``*`` / ``**`` that makes a value
-larger than the rendering may be; past a bound the rendering stops with a ValueError that says which.
+most :data:`MAX_RENDER_SECONDS` (loops that write nothing included), and no operator (``*``, ``**``, ``%``, ``+``),
+filter (``center``, ``indent``, ``format``, ``replace``, ``join``, ``batch`` ...) or string method (``ljust``,
+``format`` ...) that makes a value larger than the rendering may be, checked before it runs; past a bound the
+rendering stops with a ValueError that says which.
 """
 
+import functools
 import json
 import re
 import sys
@@ -239,6 +242,64 @@ def _plain(value, where: str):
         raise TypeError(f"{where} must be plain data (dicts, lists, strings, numbers): {e}") from None
 
 
+def _count(n: Any) -> int:
+    """An int argument as a size (anything else leaves the call to fail on its own)."""
+    return n if isinstance(n, int) and not isinstance(n, bool) else 0
+
+
+def _format_size(fmt: Any, args: Sequence[Any] = (), kwargs: dict | None = None) -> int:
+    """At most the characters ``fmt % args`` or ``fmt.format(*args, **kwargs)`` builds: the widths written in it
+    and the values, and the int arguments where a width may come from them (``*``, a nested ``{}``)."""
+    fmt, values = str(fmt), [*args, *(kwargs or {}).values()]
+    size = len(fmt) + sum(int(d) for d in re.findall(r"\d+", fmt)) + sum(len(str(v)) for v in values)
+    if "*" in fmt or re.search(r"\{[^{}]*\{", fmt):
+        size += sum(abs(_count(v)) for v in values)
+    return size
+
+
+def _replace_size(s: Any, old: Any = "", new: Any = "", count: Any = -1) -> int:
+    s, old, new = str(s), str(old), str(new)
+    found = s.count(old) if old else len(s) + 1
+    if _count(count) > 0 or count == 0:  # a limit (None and -1: every one)
+        found = min(found, _count(count))
+    return len(s) + found * max(0, len(new) - len(old))
+
+
+def _indent_size(s: Any, width: Any = 4, first: bool = False, blank: bool = False) -> int:
+    s = str(s)
+    return len(s) + (s.count("\n") + 1) * (len(width) if isinstance(width, str) else _count(width))
+
+
+def _join_size(items: Sequence[Any], d: Any = "", attribute: Any = None) -> int:
+    return sum(len(str(x)) for x in items) + len(str(d)) * max(0, len(items) - 1)
+
+
+# what a filter or a string method would build, checked before it runs (jinja's filters of the same names)
+_FILTER_SIZES = {
+    "center": lambda value, width=80: max(len(str(value)), _count(width)),
+    "indent": _indent_size,
+    "format": lambda value, *args, **kwargs: _format_size(value, args, kwargs),
+    "wordwrap": lambda s, width=79, break_long_words=True, wrapstring=None, break_on_hyphens=True: (
+        len(str(s)) + (len(str(s)) + 1) * len(wrapstring or "\n")
+    ),
+    "replace": _replace_size,
+    "batch": lambda value, linecount, fill_with=None: _count(linecount) if fill_with is not None else 0,
+    "slice": lambda value, slices, fill_with=None: _count(slices),
+    "join": _join_size,
+}
+_STR_METHOD_SIZES = {
+    "center": lambda s, width, fillchar=" ": max(len(s), _count(width)),
+    "ljust": lambda s, width, fillchar=" ": max(len(s), _count(width)),
+    "rjust": lambda s, width, fillchar=" ": max(len(s), _count(width)),
+    "zfill": lambda s, width: max(len(s), _count(width)),
+    "expandtabs": lambda s, tabsize=8: len(s) + s.count("\t") * _count(tabsize),
+    "format": lambda s, *args, **kwargs: _format_size(s, args, kwargs),
+    "format_map": lambda s, mapping: _format_size(s, (), dict(mapping)),
+    "replace": _replace_size,
+    "join": lambda s, items: _join_size(items, s),
+}
+
+
 def _jinja_environment():
     try:
         import jinja2
@@ -276,6 +337,7 @@ def _jinja_environment():
 
         def __setitem__(self, key, value):
             Namespace._check(key)
+            sized(value, f"namespace value {key!r}")  # a loop that doubles a string stops at the bound
             jinja2.utils.Namespace.__setitem__(self, key, value)
 
         @staticmethod
@@ -287,15 +349,66 @@ def _jinja_environment():
         raise jinja2.exceptions.TemplateError(message)
 
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        if _count(indent) > 64 or (isinstance(indent, str) and len(indent) > 64):
+            raise jinja2.exceptions.SecurityError("the chat template's tojson indents by more than 64 characters")
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
-    class BoundedEnvironment(ImmutableSandboxedEnvironment):
-        """``*`` and ``**`` checked before they run: one expression may not build a value past the rendering's
-        bound (``'a' * 10**10`` would allocate before any output is counted)."""
+    def bounded(what, size):
+        if size > MAX_RENDERED_CHARS:
+            raise jinja2.exceptions.SecurityError(
+                f"the chat template's {what} would build {size} characters, past the {MAX_RENDERED_CHARS} a "
+                "rendering may have"
+            )
 
-        intercepted_binops = frozenset({"*", "**"})
+    def sized(value, what):
+        if isinstance(value, (str, list, tuple)):
+            bounded(what, len(value))
+        return value
+
+    def bounded_filter(name, run, size_of):
+        skip = 1 if hasattr(run, "jinja_pass_arg") else 0  # the context or environment jinja passes first
+
+        @functools.wraps(run)
+        def checked(*args, **kwargs):
+            args = list(args)
+            if name == "join" and len(args) > skip:
+                args[skip] = list(args[skip])  # an iterator, counted and then joined
+            try:
+                size = size_of(*args[skip:], **kwargs)
+            except TypeError:  # arguments jinja's filter refuses itself
+                size = 0
+            bounded(f"{name} filter", size)
+            return sized(run(*args, **kwargs), f"{name} filter")
+
+        return checked
+
+    class BoundedEnvironment(ImmutableSandboxedEnvironment):
+        """Checked before they run: ``*`` and ``**``, ``%`` and ``+``, the filters and string methods that build
+        strings (``center``, ``indent``, ``format``, ``replace``, ``join`` ...), so that one expression may not build a
+        value past the rendering's bound (``'a' * 10**10`` or ``'' | center(10**10)`` would allocate before any
+        output is counted); every call's result is checked after."""
+
+        intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+        def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's own signature)
+            owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)  # (str.format comes wrapped)
+            name = getattr(__obj, "__name__", "")
+            if isinstance(owner, str) and name in _STR_METHOD_SIZES:
+                if name == "join" and args:
+                    args = (list(args[0]), *args[1:])
+                try:
+                    size = _STR_METHOD_SIZES[name](owner, *args, **kwargs)
+                except TypeError:
+                    size = 0
+                bounded(f".{name}()", size)
+            return sized(super().call(__context, __obj, *args, **kwargs), f"call of {name or 'a function'}")
 
         def call_binop(self, context, operator, left, right):
+            if operator == "%" and isinstance(left, str):
+                values = right if isinstance(right, tuple) else () if isinstance(right, dict) else (right,)
+                bounded("% formatting", _format_size(left, values, right if isinstance(right, dict) else None))
+            if operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+                bounded("+", len(left) + len(right))
             if operator == "*":
                 for seq, n in ((left, right), (right, left)):
                     if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_RENDERED_CHARS:
@@ -309,6 +422,8 @@ def _jinja_environment():
 
     env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
     env.filters["tojson"] = tojson
+    for name, size_of in _FILTER_SIZES.items():
+        env.filters[name] = bounded_filter(name, env.filters[name], size_of)
     env.globals.update(
         raise_exception=raise_exception,
         strftime_now=lambda fmt: datetime.now().strftime(fmt),
