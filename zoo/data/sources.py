@@ -269,7 +269,16 @@ class DataSource:
             if not root.is_dir():
                 raise DataError(f"{self.kind}: {root} is not a folder: give the folder holding the set's files")
             return root
-        return standard.download(self.kind, cache_dir() / self.kind)
+        root = cache_dir() / self.kind
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # ZOO_CACHE (or a folder under it) names a file, or cannot be made
+            raise DataError(
+                f"the dataset cache {root} cannot be made ({e.strerror or e}): set {CACHE_ENV} to a writable folder "
+                f"(datasets go to ${CACHE_ENV}/datasets), or pass the folder holding {self.kind}'s files "
+                f"(--data-path PATH, data.path in a recipe, or {self.kind}:PATH)"
+            ) from None
+        return standard.download(self.kind, root)
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """A benchmark set's ``split`` (``train``; ``test`` or ``validation``; sliceable) as ``(uint8 images
