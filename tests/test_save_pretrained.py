@@ -2,6 +2,7 @@
 same model with ``zoo.create_model(..., pretrained=True)``, without the caller repeating the build arguments."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -57,6 +58,42 @@ def test_save_pretrained_round_trips_every_family(case, tmp_path):
     folder = model.save_pretrained(tmp_path / case)
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     _check_same(model, zoo.create_model(str(folder), pretrained=True))
+
+
+def test_one_save_pretrained_signature_for_every_family():
+    """No family overrides the method: they differ by the two hooks (the family file's ``save_pretrained`` and
+    ``SAVE_FORMATS``, and ``_save_plain``)."""
+    for name, _ in CASES.values():
+        module = sys.modules[zoo.registry.get_entry(name).fn.__module__]
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, HubMixin):
+                assert value.save_pretrained is HubMixin.save_pretrained, value
+                assert value.push_to_hub is HubMixin.push_to_hub, value
+
+
+def test_an_lm_format_reaches_the_publishable_folder_and_a_wrong_one_is_refused_first(tmp_path):
+    name, kwargs = CASES["mobilellm"]
+    torch.manual_seed(0)
+    model = zoo.create_model(name, **kwargs).eval()
+    plain = model.save_pretrained(tmp_path / "plain", format="zoo")
+    assert sorted(p.name for p in plain.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
+    carded = model.save_pretrained(tmp_path / "card", format="zoo", metrics={"perplexity": 12.5})
+    config = json.loads((carded / "config.json").read_text())
+    assert config["model_type"] == "mobilellm" and (carded / "README.md").is_file()
+    _check_same(model, zoo.create_model(str(carded), pretrained=True))
+    default = model.save_pretrained(tmp_path / "default", metrics={"perplexity": 12.5})
+    assert json.loads((default / "config.json").read_text())["model_type"] == "llama"
+    for bad_model, fmt in (
+        (model, "onnx"),
+        (zoo.create_model(CASES["convnet"][0], **CASES["convnet"][1]), "transformers"),
+    ):
+        with pytest.raises(ValueError, match=f"format='{fmt}'"):
+            bad_model.save_pretrained(tmp_path / "bad", format=fmt, metrics={"top1": 1.0})
+        assert not (tmp_path / "bad").exists()
+    mor_name, mor_kwargs = CASES["mor"]
+    with pytest.raises(ValueError, match="format='transformers'"):
+        zoo.create_model(mor_name, **mor_kwargs).save_pretrained(tmp_path / "bad", format="transformers")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_vision_save_pretrained_writes_the_card_and_the_build_arguments(tmp_path):

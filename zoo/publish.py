@@ -209,16 +209,18 @@ def _write_weights_and_config(
     model_args: dict[str, Any],
     data_config: dict[str, Any] | None,
     out: Path,
+    format: str = "auto",
 ):
     """(config.json dict, input size or None): timm's schema for vision models; the family's own Hub format where
-    its file defines ``save_pretrained`` (e.g. a transformers Llama folder); else the model's own config."""
+    its file defines ``save_pretrained`` (e.g. a transformers Llama folder, ``format`` passed on); else the model's
+    own config."""
     family_saver = getattr(sys.modules.get(type(model).__module__), "save_pretrained", None)
     if task == "image-classification":
         save_state_dict(model, out / WEIGHTS_NAME, metadata={"architecture": model_name})
         config = _vision_config(model, model_name, model_args, data_config, out)
         return config, tuple(config["pretrained_cfg"].get("input_size") or ()) or None
     if callable(family_saver):
-        family_saver(model, out, model_name=model_name)
+        family_saver(model, out, format=format, model_name=model_name)
         config = json.loads((out / CONFIG_NAME).read_text())
     else:
         save_state_dict(model, out / WEIGHTS_NAME, metadata={"architecture": model_name})
@@ -227,10 +229,19 @@ def _write_weights_and_config(
     return config, None
 
 
+def _save_formats(model: nn.Module, task: str) -> tuple[str, ...]:
+    """The ``format`` names a model's folder may be written in: its family file's ``SAVE_FORMATS`` (a language
+    model's own formats), else ``("auto",)`` (an image classifier's folder is timm's)."""
+    if task == "image-classification":
+        return ("auto",)
+    return tuple(getattr(sys.modules.get(type(model).__module__), "SAVE_FORMATS", ("auto",)))
+
+
 def export_pretrained(
     model: nn.Module,
     out_dir: str | os.PathLike,
     *,
+    format: str = "auto",
     model_name: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
@@ -247,6 +258,8 @@ def export_pretrained(
     Args:
         model: a zoo model (DDP / compiled wrappers are removed).
         out_dir: the folder to write (created; files of the same names are replaced).
+        format: how the weights and config.json are written: ``"auto"``, or one of a language model family's own
+            formats (its file's ``SAVE_FORMATS``, e.g. MobileLLM's ``"transformers"`` and ``"zoo"``).
         model_name: its registry name (default: ``model.pretrained_cfg["architecture"]``).
         model_kwargs: the arguments it was built with (``zoo.create_model(model_name, **model_kwargs)``); they
             become ``model_args`` in config.json, without training-only options such as drop rates. A pruned
@@ -272,6 +285,12 @@ def export_pretrained(
     model = _unwrap_model(model)
     model_name = model_name or _architecture_name(model)
     entry = get_entry(model_name)  # UnknownModelError (with close names) for a name the registry lacks
+    formats = _save_formats(model, entry.task)
+    if format not in formats:
+        raise ValueError(
+            f"format={format!r}: {model_name}'s folder is written as {' or '.join(map(repr, formats))}; pass one of "
+            "those (or leave format out)"
+        )
     metrics = dict(metrics or {})
     dataset = dataset or metrics.get("dataset")
     model_args = _model_args(model, model_kwargs)
@@ -281,7 +300,9 @@ def export_pretrained(
     before = _file_ids(out)
     users_card = (out / CARD_NAME).is_file() and not _is_zoo_card(out / CARD_NAME)
 
-    config, input_size = _write_weights_and_config(model, entry.task, model_name, model_args, data_config, out)
+    config, input_size = _write_weights_and_config(
+        model, entry.task, model_name, model_args, data_config, out, format=format
+    )
     weights_path = out / WEIGHTS_NAME
     weights = {"file": WEIGHTS_NAME, "size": weights_path.stat().st_size, "sha256": sha256_file(weights_path)}
     config["hf_hub_sha256"] = weights["sha256"]
@@ -643,6 +664,7 @@ def push_to_hub(
     model: nn.Module,
     repo_id: str,
     *,
+    format: str = "auto",
     model_name: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
@@ -669,6 +691,7 @@ def push_to_hub(
         folder = export_pretrained(
             model,
             out_dir if out_dir is not None else tmp,
+            format=format,
             model_name=model_name,
             model_kwargs=model_kwargs,
             metrics=metrics,

@@ -31,21 +31,50 @@ def _function(name: str, method: str) -> Callable[..., Any]:
 
 
 class HubMixin:
-    """``save_pretrained`` / ``push_to_hub`` for a zoo model (mixed into the vision backbones and the decoders)."""
+    """``save_pretrained`` / ``push_to_hub`` for a zoo model (mixed into the vision backbones and the decoders).
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> Path:
+    One signature for every family: ``save_pretrained(folder, *, format="auto", model_name=None, **kwargs)``. A
+    family changes what is written through two hooks, never by overriding the method: its module's
+    ``save_pretrained(model, folder, format=..., model_name=...)`` writes its own weights and ``config.json``
+    (:mod:`zoo.publish` calls it), and :meth:`_save_plain` (a language model's checkpoint folder without a card).
+    """
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *, format: str = "auto", model_name: str | None = None, **kwargs
+    ) -> Path:
         """Write a folder that ``zoo.create_model(save_directory, pretrained=True)`` loads: ``model.safetensors``,
         ``config.json`` (the architecture and the arguments it was built with) and a model card ``README.md``.
 
-        Keyword arguments are :func:`zoo.publish.export_pretrained`'s (``metrics``, ``recipe``, ``data_config``,
-        ``tokenizer_file``, ...); ``latency_runs`` (the card's CPU latency) defaults to 0 here: not measured.
+        Args:
+            save_directory: the folder to write.
+            format: how the weights and ``config.json`` are written. ``"auto"`` for every model (timm's schema for
+                an image classifier, the family's own format for a language model); a language model also takes its
+                family's names (MobileLLM: ``"transformers"``, a ``LlamaForCausalLM`` folder, or ``"zoo"``; the
+                Recursive LMs: ``"zoo"``).
+            model_name: the registry name written into ``config.json`` (default: the one the model was built as).
+            **kwargs: :func:`zoo.publish.export_pretrained`'s (``metrics``, ``recipe``, ``data_config``,
+                ``tokenizer_file``, ...); ``latency_runs`` (the card's CPU latency) defaults to 0 here: not measured.
+
+        A family with a checkpoint folder of its own (MobileLLM: weights, ``config.json`` and
+        ``generation_config.json``, no card) writes it when no keyword argument beyond ``format`` and
+        ``model_name`` is given (:meth:`_save_plain`); otherwise the folder is the publishable one, with its card.
         """
+        if not kwargs:
+            folder = self._save_plain(save_directory, format=format, model_name=model_name)
+            if folder is not None:
+                return folder
         kwargs.setdefault("latency_runs", 0)
-        return _function("save", "save_pretrained")(self, save_directory, **kwargs)
+        save = _function("save", "save_pretrained")
+        return save(self, save_directory, format=format, model_name=model_name, **kwargs)
+
+    def _save_plain(self, save_directory: str | os.PathLike, *, format: str, model_name: str | None) -> Path | None:
+        """The family's checkpoint folder without a card, written by :meth:`save_pretrained` when it is given nothing
+        to publish; None (the default): the family has none, and the publishable folder is written instead."""
+        return None
 
     def push_to_hub(self, repo_id: str, **kwargs) -> str:
         """Write the folder :meth:`save_pretrained` writes and upload it to the Hub repo ``repo_id`` (created when
-        missing); the repo's URL. Keyword arguments are :func:`zoo.publish.push_to_hub`'s (``private``, ``token``,
-        ``commit_message``, ``metrics``, ...)."""
+        missing); the repo's URL. Keyword arguments are :func:`zoo.publish.push_to_hub`'s (``format``, ``private``,
+        ``token``, ``commit_message``, ``metrics``, ...)."""
         kwargs.setdefault("latency_runs", 0)
         return _function("push", "push_to_hub")(self, repo_id, **kwargs)

@@ -299,17 +299,10 @@ class MobileLLM(DecoderLM):
         load_state_dict_checked(model, state_dict, str(path), filter_fn=checkpoint_filter_fn)
         return model
 
-    def save_pretrained(
-        self, out_dir: str | os.PathLike, format: str = "auto", model_name: str | None = None, **kwargs
-    ) -> Path:
-        """The weights, ``config.json`` and ``generation_config.json`` (:func:`save_pretrained`); with any of
-        :func:`zoo.publish.export_pretrained`'s arguments (``tokenizer_file``, ``metrics``, ``recipe``, ...) the
-        publishable folder it writes (those files, the tokenizer and a model card)."""
-        if kwargs:
-            if format != "auto":
-                raise ValueError(f"format={format!r} is for the plain folder; {sorted(kwargs)} write the zoo's")
-            return super().save_pretrained(out_dir, model_name=model_name, **kwargs)
-        return save_pretrained(self, out_dir, format=format, model_name=model_name)
+    def _save_plain(self, save_directory: str | os.PathLike, *, format: str, model_name: str | None) -> Path:
+        """``model.save_pretrained(folder)`` with nothing to publish: the weights, ``config.json`` and
+        ``generation_config.json`` of :func:`save_pretrained` (a transformers folder by default), no card."""
+        return save_pretrained(self, save_directory, format=format, model_name=model_name)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -398,6 +391,10 @@ def to_llama_config(config: MobileLLMConfig) -> dict[str, Any]:
     }
 
 
+# what save_pretrained's format may be (zoo.publish checks it before writing a publishable folder)
+SAVE_FORMATS = ("auto", "transformers", "zoo")
+
+
 def save_pretrained(
     model: MobileLLM, out_dir: str | os.PathLike, format: str = "auto", model_name: str | None = None
 ) -> Path:
@@ -415,7 +412,7 @@ def save_pretrained(
     llama_ok = config.llama_compatible and not codes
     if format == "auto":
         format = "transformers" if llama_ok else "zoo"
-    if format not in ("transformers", "zoo"):
+    if format not in SAVE_FORMATS[1:]:
         raise ValueError(f"format must be 'auto', 'transformers' or 'zoo', got {format!r}")
     if format == "transformers" and codes:
         raise ValueError(

@@ -781,9 +781,18 @@ def from_pretrained_dense(
     return rec.eval() if not model.training else rec
 
 
-def save_pretrained(model: RecursiveLM, out_dir: str | os.PathLike, model_name: str | None = None) -> Path:
+# what save_pretrained's format may be (zoo.publish checks it before writing a publishable folder)
+SAVE_FORMATS = ("auto", "zoo")
+
+
+def save_pretrained(
+    model: RecursiveLM, out_dir: str | os.PathLike, format: str = "auto", model_name: str | None = None
+) -> Path:
     """Write ``model.safetensors``, ``generation_config.json`` + ``config.json`` (``model_type`` :data:`MODEL_TYPE`, the config's fields and
-    ``architecture``, the registry name; a quantized model's ``quantization``) to ``out_dir``."""
+    ``architecture``, the registry name; a quantized model's ``quantization``) to ``out_dir``. The zoo's format is
+    the only one (``format``: ``"auto"`` or ``"zoo"``): transformers has no model that computes recursion."""
+    if format not in SAVE_FORMATS:
+        raise ValueError(f"format must be 'auto' or 'zoo' for a recursive LM (the zoo's format), got {format!r}")
     name = model_name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or "recursive"
     data = {
         "architectures": [HF_ARCHITECTURE],
