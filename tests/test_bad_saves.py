@@ -107,3 +107,32 @@ def test_a_push_message_names_no_temporary_folder(tmp_path, monkeypatch):
     with pytest.raises(PublishError) as e:
         publish.push_to_hub(_vision(), "org/name", latency_runs=0, cards_dir=None)
     assert seen and seen[0] not in str(e.value) and "pass out_dir= to keep it" in str(e.value)
+
+
+def _recursive():
+    kwargs = dict(TINY_LM, num_hidden_layers=5, vocab_size=64)
+    return zoo.create_model("recursive_135m", **kwargs)
+
+
+PLAIN_LM_SAVES = [("mobilellm", _lm), ("recursive", _recursive)]
+
+
+@pytest.mark.parametrize("what, text", FOREIGN_CONFIGS, ids=[c[0] for c in FOREIGN_CONFIGS])
+@pytest.mark.parametrize("family, make", PLAIN_LM_SAVES, ids=[c[0] for c in PLAIN_LM_SAVES])
+def test_a_plain_lm_save_refuses_a_config_the_zoo_did_not_write(tmp_path, family, make, what, text):
+    (tmp_path / "config.json").write_text(text)
+    (tmp_path / "notes.txt").write_text("mine")
+    model = make()
+    # (a family without a plain folder of its own saves through zoo.publish: its PublishError)
+    with pytest.raises(
+        (ValueError, PublishError), match="config.json was not written by the zoo .*Nothing was written"
+    ):
+        model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "notes.txt"]
+    assert (tmp_path / "config.json").read_text() == text
+    model.save_pretrained(tmp_path / "m")  # a new folder, and the zoo's own earlier save, are written
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["architecture"]
+    with pytest.raises((ValueError, PublishError), match="is a file: save into a folder"):
+        model.save_pretrained(tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
