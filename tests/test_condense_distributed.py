@@ -103,6 +103,7 @@ def test_rded_and_sre2l_on_two_processes_equal_one(runs):
 
 @pytest.mark.slow
 def test_dm_and_dsa_on_two_processes_equal_one(runs):
+    assert METHODS["dm"].shards == METHODS["dc"].shards == METHODS["dsa"].shards == "classes"
     one, two, _, _ = runs
     _same(one["dm"], two["dm"])
     _same(one["dsa"], two["dsa"])
@@ -144,11 +145,23 @@ def test_only_rank_0_writes_the_folder(runs):
     assert meta["processes"] == 2 and meta["split"] == "classes"
 
 
-def _cli(out, *extra, processes=1):
-    args = ["--data", "digits", "--method", "mtt", "--ipc", "1", "--image-size", "16", "--preset", "quick",
+CLI_OPTIONS = {
+    "mtt": [
+        "num_experts=3",
+        "train_epochs=2",
+        "expert_epochs=1",
+        "max_start_epoch=1",
+        "syn_steps=2",
+        "expert_images=200",
+    ],  # fmt: skip
+    "dm": ["batch_real=16"],
+}
+
+
+def _cli(method, out, *extra, processes=1):
+    args = ["--data", "digits", "--method", method, "--ipc", "2", "--image-size", "16", "--preset", "quick",
             "--iterations", "4", "--save-every", "2", "--no-progress", "--out", str(out), *extra]  # fmt: skip
-    for opt in ("num_experts=3", "train_epochs=2", "expert_epochs=1", "max_start_epoch=1", "syn_steps=2",
-                "expert_images=200"):  # fmt: skip
+    for opt in CLI_OPTIONS[method]:
         args += ["--option", opt]
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -160,18 +173,20 @@ def _cli(out, *extra, processes=1):
 
 
 @pytest.mark.slow
-def test_torchrun_zoo_condense_equals_one_process_and_resumes(tmp_path):
-    """``torchrun --nproc_per_node 2 -m zoo condense``: one start line, the experts shared out, the set of one
-    process; a run stopped after its step-2 state and resumed under torchrun ends with the same set."""
-    _, one = _cli(tmp_path / "one")
-    out, two = _cli(tmp_path / "two", processes=2)
-    assert out.count("zoo condense: mtt") == 1 and "2 processes, sharing out the expert buffer" in out, out
+@pytest.mark.parametrize("method, shared", [("mtt", "the expert buffer"), ("dm", "the classes")])
+def test_torchrun_zoo_condense_equals_one_process_and_resumes(tmp_path, method, shared):
+    """``torchrun --nproc_per_node 2 -m zoo condense``: one start line, the work shared out, the set of one
+    process; a run stopped after its step-2 state and resumed under torchrun ends with the same set (DM: the
+    momentum of rank 1's classes came through rank 0's checkpoint)."""
+    _, one = _cli(method, tmp_path / "one")
+    out, two = _cli(method, tmp_path / "two", processes=2)
+    assert out.count(f"zoo condense: {method}") == 1 and f"2 processes, sharing out {shared}" in out, out
     _same(one, two)
     state = tmp_path / "two" / ".condense_state"
     (state / "step_4.pt").unlink()  # as if killed after the step-2 state
     (state / "last.pt").unlink()
     (tmp_path / "two" / "synthetic.safetensors").unlink()
-    _, resumed = _cli(tmp_path / "two", "--resume", processes=2)
+    _, resumed = _cli(method, tmp_path / "two", "--resume", processes=2)
     _same(one, resumed)
 
 
