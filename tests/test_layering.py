@@ -18,6 +18,7 @@ FLOORS = {
     "zoo.layers": 0,
     "zoo.data": 0,
     "zoo.weights": 1,
+    "zoo.output_folder": 1,
     "zoo.config_rules": 1,
     "zoo.registry": 1,
     "zoo.models": 2,

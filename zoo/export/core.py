@@ -29,10 +29,10 @@ from ..factory import create_model, resolve_source
 from ..hub import CONFIG_NAME, download
 from ..layers.decoder import DecoderLM
 from ..layers.quant import QuantSpec, model_quantization, portable_kernels, quantize_model
+from ..output_folder import OutputFolderError, check_output_folder, write_folder
 from ..publish import export_pretrained, export_run
 from ..registry import get_entry, list_models
 from ..weights import CheckpointError
-from .folder import OutputFolderError, check_output_folder, write_folder
 
 __all__ = ["FORMATS", "ExportError", "ExportResult", "ExportSpec", "export", "load_source"]
 
@@ -379,7 +379,7 @@ def _write_folder(
 ) -> ExportResult:
     """Write the format ``module``'s artefact of ``traced`` and the files beside it, check the artefact against
     eager ``model`` when ``spec.check`` asks, and record the result in ``export.json``: all in a temporary folder
-    beside ``folder`` that then replaces it whole (:func:`~zoo.export.folder.write_folder`)."""
+    beside ``folder`` that then replaces it whole (:func:`~zoo.output_folder.write_folder`)."""
 
     def write(tmp: Path) -> ExportResult:
         with torch.no_grad():

@@ -1,6 +1,7 @@
-"""Argument checks shared by the registry and the model configs."""
+"""Argument checks shared by the registry, the model configs and the commands."""
 
 import difflib
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,3 +20,15 @@ def check_known_keys(
         raise TypeError(
             f"{what} got unexpected argument(s) {', '.join(hints)}. {accepted_label}: {', '.join(accepted)}"
         )
+
+
+def parse_json_object(text: str | None, flag: str) -> dict[str, Any]:
+    """A command's JSON-object option (``--model-args '{"num_classes": 10}'``); {} when not given; ValueError
+    naming ``flag`` otherwise."""
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"num_classes\": 10}}' ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"num_classes\": 10}}'")
+    return value
