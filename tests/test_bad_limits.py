@@ -105,3 +105,87 @@ def test_chat_template_filters_cannot_build_huge_strings(monkeypatch, template, 
         assert fragment in message
     rendered = lm_tokenizer.render_chat_template(WITHIN, [])
     assert rendered == "  x  |a\n  b|a-b|a+b|a, b|hi!|..y|007|ab|[\n 1\n]|[[1, 2], [3, 0]]"
+
+
+def _image_folder(root, per_class):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("ant", "bee", "cow"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def _shards(tmp, per_class, per_shard):
+    import shutil
+
+    from zoo.data.shards import write_shards
+
+    images = _image_folder(tmp / f"images-{per_class}", per_class)
+    out = tmp / f"shards-{per_class}-{per_shard}"
+    if not out.exists():
+        write_shards(images, out, samples_per_shard=per_shard, progress=False)
+    shutil.rmtree(tmp / "data", ignore_errors=True)
+    shutil.copytree(out, tmp / "data")  # the run's data.path: the same folder, its shards written again
+    return tmp / "data"
+
+
+def _shard_recipe(tmp):
+    from pathlib import Path
+
+    from zoo.train.config import load_recipe
+
+    digits = Path(__file__).resolve().parents[1] / "configs" / "quickstart_digits.yaml"
+    return load_recipe(str(digits), [
+        "--model_kwargs.depths", "[1,1,1,1]", "--model_kwargs.dims", "[8,8,8,8]", "--data.image_size", "32",
+        "--data.name", "wds", "--data.path", str(tmp / "data"), "--data.train_split", "train",
+        "--train.epochs", "2", "--train.batch_size", "4", "--train.threads", "1",
+        "--export.enabled", "false", "--checkpoint.every_steps", "1", "--sched.warmup_epochs", "0",
+        "--output_dir", str(tmp / "run"),
+    ])  # fmt: skip
+
+
+SHARD_CHANGES = [  # (id, images per class and per shard now; the run had 4 and 5: 12 samples in 3 shards)
+    ("images added", 5, 5, "holds 15 samples in 3 shards now, and the checkpoint's run trained on 12 samples in 3"),
+    (
+        "written again in other shards",
+        4,
+        4,
+        "12 samples in 3 shards (shard 0: 4 samples) now, and the checkpoint's "
+        "run trained on 12 samples in 3 shards (shard 0: 5 samples)",
+    ),
+    ("written again in fewer shards", 4, 6, "holds 12 samples in 2 shards now"),
+]
+
+
+@pytest.mark.parametrize(
+    "per_class, per_shard, fragment", [c[1:] for c in SHARD_CHANGES], ids=[c[0] for c in SHARD_CHANGES]
+)
+def test_resuming_a_run_whose_shards_changed_is_refused_with_the_counts(
+    tmp_path, monkeypatch, per_class, per_shard, fragment
+):
+    from zoo.train import loop
+    from zoo.train.config import RecipeError
+
+    _shards(tmp_path, 4, 5)
+    real = loop._Run._after_step
+
+    def killed(self, k, mean_loss):
+        real(self, k, mean_loss)
+        if self.global_step == 2:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(loop._Run, "_after_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(_shard_recipe(tmp_path), progress=False)
+    monkeypatch.setattr(loop._Run, "_after_step", real)
+    _shards(tmp_path, per_class, per_shard)
+    with pytest.raises(RecipeError) as e:
+        loop.train(_shard_recipe(tmp_path), resume="auto", progress=False)
+    assert "cannot resume" in str(e.value) and fragment in str(e.value)
+    assert "start a new run" in str(e.value)
+    _shards(tmp_path, 4, 5)  # the shards it trained on: the run continues to its end
+    assert loop.train(_shard_recipe(tmp_path), resume="auto", progress=False)["steps"] == 6

@@ -435,6 +435,32 @@ def _read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) 
     return ckpt
 
 
+def _train_data(train_set, samples: int) -> dict[str, Any]:
+    """What a resumed run must find again: the training samples, and the shards of a shard folder read by
+    position (found through the wrappers' ``dataset`` or ``base``)."""
+    record, ds = {"samples": int(samples)}, train_set
+    for _ in range(8):
+        if isinstance(getattr(ds, "files", None), list) and isinstance(getattr(ds, "samples", None), list):
+            per_shard = [0] * len(ds.files)
+            for sample in ds.samples:  # (shard, offset, size, label, member)
+                per_shard[sample[0]] += 1
+            record["shards"] = per_shard
+            break
+        ds = getattr(ds, "dataset", None) or getattr(ds, "base", None)
+    return record
+
+
+def _describe_data(record: dict[str, Any], other: dict[str, Any]) -> str:
+    """``record``'s counts; where both hold as many samples and shards, the first shard that differs."""
+    shards, theirs = record.get("shards"), other.get("shards")
+    text = f"{record.get('samples', 0):,} samples" + (f" in {len(shards):,} shards" if shards is not None else "")
+    if shards and theirs and len(shards) == len(theirs) and record.get("samples") == other.get("samples"):
+        i = next((i for i, (a, b) in enumerate(zip(shards, theirs)) if a != b), None)
+        if i is not None:
+            text += f" (shard {i}: {shards[i]} samples)"
+    return text
+
+
 class _Run:
     """One training run: its parts (built from the recipe), its position, and the steps that advance it."""
 
@@ -556,6 +582,7 @@ class _Run:
         model = self._build_model()  # (it also settles the training transforms: train_set)
         stream = task.train_set if isinstance(task.train_set, SampleStream) else None
         n = stream.num_samples if stream is not None else len(task.train_set)
+        self.train_data = _train_data(task.train_set, n)  # in the checkpoint; a resume checks it (_restore)
         self.sampler = GlobalBatchSampler(n, r.train.batch_size, r.train.grad_accum, self.dstate, r.seed)
         self.steps_per_epoch = self.sampler.steps_per_epoch
         if stream is not None:  # the stream splits itself by rank and loader worker, micro-batch by micro-batch
@@ -635,6 +662,15 @@ class _Run:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
+        was = ckpt.get("train_data")  # (checkpoints written before it was recorded carry none)
+        if was is not None and was != self.train_data:
+            data = " ".join(str(v) for v in (self.r.data.name, self.r.data.path) if v)
+            raise RecipeError(
+                f"cannot resume: the training data ({data}) holds {_describe_data(self.train_data, was)} now, and the "
+                f"checkpoint's run trained on {_describe_data(was, self.train_data)}: its epochs and data position "
+                "belong to that set. Resume with the data it trained on, or start a new run (--overwrite, or another "
+                "--output_dir; init_from keeps the weights)"
+            )
         _load_model_optim(self.model, self.optimizer, ckpt, self.fsdp)
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
@@ -726,6 +762,7 @@ class _Run:
             "data_position": {"epoch": epoch, "step_in_epoch": step_in_epoch},
             "recipe": recipe_to_dict(self.r),
             "world_size": self.dstate.world_size,
+            "train_data": self.train_data,
         }
 
     def save(self, epoch: int, step_in_epoch: int) -> None:
