@@ -150,12 +150,24 @@ def test_a_streamed_label_is_an_integer_in_range(value, message):
     assert batches.label({"cls": b"2", "__key__": "000001"}) == 2
 
 
-def test_a_huge_shard_pattern_is_refused_before_it_is_expanded():
-    from zoo.data.stream import expand_braces
+HUGE_PATTERNS = [  # under a bound of 1,000 names (cheap even where nothing bounds them: 1e6 names at most)
+    ("one huge range", "/data/shard-{0..999999}.tar", "names 1,000,000 shards, more than 1,000"),
+    ("ranges that multiply", "/data/{0..999}/shard-{0..999}.tar", "names more than 1,000 shards (its ranges multiply)"),
+    ("choices that multiply", "/data/{a,b,c}/shard-{0..499}.tar", "names more than 1,000 shards"),
+]
 
-    with pytest.raises(DataError, match="names 1,000,000,000 shards"):
-        expand_braces("/data/shard-{0..999999999}.tar")
-    assert len(expand_braces("/data/shard-{000..009}.tar")) == 10
+
+@pytest.mark.parametrize("pattern, fragment", [c[1:] for c in HUGE_PATTERNS], ids=[c[0] for c in HUGE_PATTERNS])
+def test_a_huge_shard_pattern_is_refused_before_it_is_expanded(monkeypatch, pattern, fragment):
+    from zoo.data import stream
+
+    assert stream.MAX_SHARDS == 100_000
+    monkeypatch.setattr(stream, "MAX_SHARDS", 1000)
+    with pytest.raises(DataError) as e:
+        stream.expand_braces(pattern)
+    assert fragment in str(e.value)
+    assert len(stream.expand_braces("/data/shard-{000..009}.tar")) == 10
+    assert len(stream.expand_braces("/data/{a,b}/shard-{0..499}.tar")) == 1000  # up to the bound
 
 
 def test_a_local_stream_that_fails_is_not_blamed_on_the_network(tmp_path, monkeypatch):

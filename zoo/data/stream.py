@@ -75,14 +75,30 @@ _CHOICE = re.compile(r"\{([^{}]*,[^{}]*)\}")
 
 def expand_braces(pattern: str) -> list[str]:
     """WebDataset's shard patterns, left brace first: ``shard-{000000..000009}.tar`` (zero-padded as written) and
-    ``{a,b}``."""
+    ``{a,b}``; at most :data:`MAX_SHARDS` names in all (ranges one after another multiply), refused before more
+    are made."""
+    names = []
+    for name in _expand(pattern):
+        names.append(name)
+        if len(names) > MAX_SHARDS:
+            raise DataError(
+                f"the shard pattern {pattern[:200]} names more than {MAX_SHARDS:,} shards (its ranges multiply): "
+                "check the ranges"
+            )
+    return names
+
+
+def _expand(pattern: str) -> Iterator[str]:
     found = [m for m in (_RANGE.search(pattern), _CHOICE.search(pattern)) if m]
     if not found:
-        return [pattern]
+        yield pattern
+        return
     m = min(found, key=lambda m: m.start())
     head, tail = pattern[: m.start()], pattern[m.end() :]
     if m.re is _CHOICE:
-        return [p for choice in m.group(1).split(",") for p in expand_braces(head + choice + tail)]
+        for choice in m.group(1).split(","):
+            yield from _expand(head + choice + tail)
+        return
     lo, hi = m.group(1), m.group(2)
     if int(hi) < int(lo):
         raise DataError(f"the shard range {m.group(0)} in {pattern} runs backwards")
@@ -92,7 +108,8 @@ def expand_braces(pattern: str) -> list[str]:
             f"{MAX_SHARDS:,}: check the range"
         )
     width = len(lo) if lo.startswith("0") else 0
-    return [p for i in range(int(lo), int(hi) + 1) for p in expand_braces(f"{head}{i:0{width}d}{tail}")]
+    for i in range(int(lo), int(hi) + 1):
+        yield from _expand(f"{head}{i:0{width}d}{tail}")
 
 
 def _is_url(path: str) -> bool:
