@@ -13,3 +13,13 @@ if _WORKERS > 1:
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a loaded 2-core machine: one thread is many times faster than two. For a whole module:
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``; the thread count is restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,17 +28,6 @@ def test_unknown_model_exits_2_with_suggestions(capsys):
     assert "Did you mean: poolformer_s12" in capsys.readouterr().err
 
 
-@pytest.fixture
-def one_thread():
-    """Small models on a loaded 2-core machine: one thread is many times faster than two."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _run_lines(capsys, argv) -> list[str]:
     """The output of `zoo run`, less the line that times it."""
     assert main(["run", *argv]) == 0

@@ -17,12 +17,7 @@ TINY = {"num_classes": 4, "dims": [8, 16, 24, 32], "depths": [1, 1, 1, 1]}
 TINY_SIZE = "3,64,64"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_cli_exports_a_registered_name_with_its_deployment_files(tmp_path, capsys):

@@ -12,14 +12,7 @@ from zoo.layers.recursion import shared_depth, sharing_schedule
 from zoo.layers.routing import LoRA, gather_active
 from zoo.models.recursive import RecursiveConfig, RecursiveLM, from_pretrained_dense
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one thread is many times faster than two on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 TINY = dict(vocab_size=300, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128)

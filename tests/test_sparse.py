@@ -49,13 +49,7 @@ class TinyLK(nn.Module):
 ALL_WEIGHTS = {"stem.weight", "lk1.weight", "lk2.weight", "small.weight", "pw1.weight", "pw2.weight", "head.weight"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These nets are tiny: one thread is ten times faster than two fighting over a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
