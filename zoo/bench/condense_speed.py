@@ -5,8 +5,8 @@ classes, one forward per class, ``DiffAugment`` with its per-image loops and a r
 :mod:`zoo.bench.reference.mtt` (``distill.py``: ``ReparamModule``, ``DiffAugment`` per sample). Both sides get the
 same network shape, real batches, loops and DSA strategy, and each its own synthetic images and optimisers. Rounds
 alternate zoo, authors, zoo, ... so a busy machine slows both alike; the first round of each warms up. Peak memory
-is measured in a fresh process per side (the resident-set high-water mark over a few iterations, less the mark
-before them), so one side's allocations never count for the other.
+is measured in a fresh process per side (the resident set sampled every 5 ms over two iterations after a warm-up),
+so one side's allocations never count for the other.
 
 ``python -m zoo.bench.condense --speed`` (``--data mnist --data-path DIR``, or ``--data generated`` for CIFAR-shaped
 random images; ``--ipc 1,10``; ``--speed-methods dm,dsa,mtt``; ``--rounds``; ``--threads``).
@@ -26,7 +26,7 @@ import torch
 
 from ..condense import METHODS
 from ..condense.augment import dsa_strategy
-from ..condense.core import RealData, load_real
+from ..condense.core import PeakMemory, RealData, _rss_mb, load_real
 from ..condense.mtt import FlatModel, published_settings
 from ..data.dsa import DSA
 from .reference.condense import dc_iteration, dm_iteration
@@ -167,28 +167,24 @@ def measure(method: str, real: RealData, ipc: int, rounds: int = 10, batch_real:
     return row
 
 
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _memory_child(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     real = _real(args.data, args.data_path)
     zoo, authors = sides(args.method, real, args.ipc, args.batch_real, 2, 5, args.seed)
     fn = zoo if args.side == "zoo" else authors
     fn()  # warm-up: allocator pools and lazy initialisation
-    before = _peak_rss_mb()
-    for _ in range(2):
-        fn()
-    print(json.dumps({"peak_mb": _peak_rss_mb(), "before_mb": before}))
+    before = _rss_mb()
+    with PeakMemory() as peak:
+        for _ in range(2):
+            fn()
+    print(json.dumps({"peak_mb": peak.peak, "before_mb": before}))
     return 0
 
 
 def peak_memory(method: str, data: str, path: str | None, ipc: int, side: str, threads: int, batch_real: int,
                 seed: int) -> float:  # fmt: skip
-    """Resident-set high-water mark (MB) of ``side``'s iterations, in a fresh process."""
+    """Peak resident memory (MB, sampled every 5 ms) during two of ``side``'s iterations after a warm-up, in a fresh
+    process: the data, the state and the iterations' transient memory, nothing of the other side."""
     cmd = [sys.executable, "-m", "zoo.bench.condense_speed", "--memory-child", "--method", method, "--data", data,
            "--ipc", str(ipc), "--side", side, "--threads", str(threads), "--batch-real", str(batch_real),
            "--seed", str(seed)]  # fmt: skip
