@@ -40,7 +40,7 @@ from ..condense.presets import PRESETS, method_options
 from ..condense.student import StudentSettings
 from ..condense.teacher import train_teacher
 from ..data.sources import add_data_path_argument, resolve
-from .condense_speed import speed
+from .condense_speed import render_speed, speed
 from .harness import environment
 
 __all__ = ["PRESETS", "PUBLISHED", "curve", "main", "run_protocol"]
@@ -462,7 +462,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.render:
         docs = [json.loads(Path(f).read_text()) for f in args.render]
-        print(render(docs))
+        speeds = [d for d in docs if "speed" in d]
+        if speeds:
+            print(render_speed(speeds))
+        docs = [d for d in docs if "speed" not in d]
+        if docs:
+            print(render(docs))
         if args.plot:
             plot([r for d in docs for r in d["rows"]], Path(args.plot), [q for d in docs for q in d.get("curve", [])])
         return 0

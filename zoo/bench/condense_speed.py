@@ -34,7 +34,7 @@ from .reference.convnet import ReferenceConvNet
 from .reference.datasetcondensation import DiffAugment, ParamDiffAug
 from .reference.mtt import ReparamModule, distill_iteration
 
-__all__ = ["generated_data", "measure", "speed"]
+__all__ = ["generated_data", "measure", "render_speed", "speed"]
 
 SPEED_METHODS = ("dm", "dsa", "mtt")
 
@@ -219,6 +219,29 @@ def speed(data: str = "mnist", path: str | None = None, ipcs: tuple[int, ...] = 
                 f"authors {row['authors_min']:.3f} / {row['authors_median']:.3f}  "
                 f"speed-up {row['speedup_min']:.2f}x / {row['speedup_median']:.2f}x{mem}")  # fmt: skip
     return rows
+
+
+def render_speed(docs: list[dict]) -> str:
+    """Markdown of saved ``--speed --json`` runs: one table, every run's provenance line under it."""
+    out = [
+        "| data | method | ipc | px | zoo s/it (min / median) | authors s/it (min / median) | speed-up (min / median) "
+        "| peak RSS zoo / authors (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for d in docs:
+        for r in d["speed"]:
+            mem = f"{r['zoo_peak_mb']:.0f} / {r['authors_peak_mb']:.0f}" if "zoo_peak_mb" in r else "-"
+            out.append(f"| {r['data']} | {r['method']} | {r['ipc']} | {r['size']} | {r['zoo_min']:.2f} / "
+                       f"{r['zoo_median']:.2f} | {r['authors_min']:.2f} / {r['authors_median']:.2f} | "
+                       f"{r['speedup_min']:.2f}x / {r['speedup_median']:.2f}x | {mem} |")  # fmt: skip
+    out.append("")
+    for d in docs:
+        v = d["provenance"]
+        rounds = sorted({r["rounds"] for r in d["speed"]})
+        out.append(f"- {', '.join(sorted({r['data'] for r in d['speed']}))}: {v['date']}, commit {v['commit']}, "
+                   f"{v['cpu']}, {v['threads']} thread(s), torch {v['torch']}, {'/'.join(map(str, rounds))} "
+                   f"interleaved rounds, load {v.get('load', 'not recorded')}")  # fmt: skip
+    return "\n".join(out)
 
 
 def _child_parser() -> argparse.ArgumentParser:
