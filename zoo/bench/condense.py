@@ -22,11 +22,8 @@ Presets (:mod:`zoo.condense.presets`) choose the counts; each row records its wa
 
 import argparse
 import csv
-import datetime
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -41,7 +38,7 @@ from ..condense.student import StudentSettings
 from ..condense.teacher import train_teacher
 from ..data.sources import add_data_path_argument, resolve
 from .condense_speed import render_speed, speed
-from .harness import environment
+from .harness import provenance
 
 __all__ = ["PRESETS", "PUBLISHED", "curve", "main", "run_protocol"]
 
@@ -412,21 +409,6 @@ def render(docs: list[dict]) -> str:
                     for q in points]  # fmt: skip
         out.append("")
     return "\n".join(out)
-
-
-def provenance() -> dict[str, str]:
-    """Date, commit, machine and versions, for the results file's head."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=False, cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
-    except OSError:
-        commit = ""
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit or "unknown",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        **environment(),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

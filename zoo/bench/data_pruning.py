@@ -17,13 +17,11 @@ Models: ``convnet_d3`` (ConvNet-3 at the data's size, SGD as the dataset-distill
 """
 
 import argparse
-import datetime
 import json
 import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ from ..train.config import RecipeError, load_recipe
 from ..train.distributed import DistState
 from ..train.loop import train
 from ..train.tasks import build_task
-from .harness import environment
+from .harness import provenance as harness_provenance
 
 __all__ = ["add_arguments", "run"]
 
@@ -228,18 +226,8 @@ def _targets(rows: list[dict[str, Any]], metric: str) -> list[str]:
 
 
 def provenance() -> dict[str, str]:
-    """Date, commit, machine, versions and load, for the results file's head."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=False, cwd=ROOT).stdout.strip()  # fmt: skip
-    except OSError:
-        commit = ""
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit or "unknown",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        **environment(),
-    }
+    """Date, commit, machine (its cores), versions and load, for the results file's head."""
+    return harness_provenance(f"{platform.machine()}, {os.cpu_count()} cores")
 
 
 def _format(rows: list[dict[str, Any]], metric: str) -> str:

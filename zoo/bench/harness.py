@@ -9,11 +9,13 @@
 """
 
 import contextlib
+import datetime
 import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -140,6 +142,22 @@ def environment(**extra: str) -> dict[str, str]:
         "cpu": cpu_model(),
         "load": " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1/5/15-min load average)",
         **extra,
+    }
+
+
+def provenance(machine: str | None = None) -> dict[str, str]:
+    """Date, commit, machine, versions and load, for a results file's head (``machine``: how to describe it;
+    default: the architecture and torch's thread count)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=False, cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+    except OSError:
+        commit = ""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit or "unknown",
+        "machine": machine or f"{platform.machine()}, {torch.get_num_threads()} threads",
+        **environment(),
     }
 
 

@@ -35,7 +35,6 @@ answers as the one process it is.
 """
 
 import os
-import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +42,7 @@ import torch
 import torch.distributed as dist
 
 from ..train.distributed import DistState, init_distributed
+from ..train.distributed import on_main as train_on_main
 
 __all__ = [
     "all_sum",
@@ -155,24 +155,6 @@ def gather_rows_(t: torch.Tensor, rows_of: list[torch.Tensor]) -> torch.Tensor:
 
 def on_main(fn: Callable[[], Any]) -> Any:
     """``fn()`` on rank 0 only; every process returns its result or raises its error (no process is left
-    waiting in a collective for one that failed)."""
+    waiting in a collective for one that failed): the trainer's :func:`zoo.train.distributed.on_main`."""
     rank, size = world()
-    if size == 1:
-        return fn()
-    box: list[Any] = [None]
-    if rank == 0:
-        try:
-            box[0] = (fn(), None)
-        except Exception as e:
-            try:
-                pickle.dumps(e)
-                box[0] = (None, e)
-            except Exception:
-                box[0] = (None, RuntimeError(f"rank 0: {type(e).__name__}: {e}"))
-            dist.broadcast_object_list(box, src=0)
-            raise
-    dist.broadcast_object_list(box, src=0)
-    result, error = box[0]
-    if error is not None:
-        raise error
-    return result
+    return train_on_main(DistState(rank, size), fn)
