@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from fakehub import FakeHub
 
 # under pytest-xdist each worker gets its share of the cores, so that workers do not oversubscribe them
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -23,3 +24,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """The Hub stand-in of tests/fakehub.py for one test, with huggingface_hub pointed at it (endpoint, a cache
+    under tmp_path, classic uploads, online); the server stops after the test."""
+    with FakeHub() as server:
+        yield server.use(monkeypatch, tmp_path / "hf-cache")

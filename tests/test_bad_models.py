@@ -19,7 +19,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from fakehub import FakeHub
 
 import zoo
 from zoo import publish
@@ -330,12 +329,6 @@ def _word_tokenizer(path: Path, words: list[str]) -> Path:
 
     Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[0])).save(str(path))
     return path
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    with FakeHub() as server:
-        yield server.use(monkeypatch, tmp_path / "hf-cache")
 
 
 @pytest.mark.parametrize("same", [False, True], ids=["another tokenizer", "the same tokenizer"])

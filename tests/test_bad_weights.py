@@ -17,7 +17,6 @@ import struct
 
 import pytest
 import torch
-from fakehub import FakeHub
 from torch import nn
 
 import zoo
@@ -44,12 +43,6 @@ def _snapshot(model):
 
 def _unchanged(model, snap) -> bool:
     return all(torch.equal(v, snap[k]) for k, v in model.state_dict().items())
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    with FakeHub() as server:
-        yield server.use(monkeypatch, tmp_path / "hf-cache")
 
 
 @pytest.fixture(scope="module")

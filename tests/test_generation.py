@@ -402,19 +402,15 @@ def test_published_folder_carries_the_generation_config(tmp_path):
     assert zoo.create_model(str(out)).generation_config == expected
 
 
-def test_hub_repo_generation_config(tmp_path, monkeypatch):
-    from fakehub import FakeHub
-
+def test_hub_repo_generation_config(hub, tmp_path):
     model = _model(eos_token_id=2)
     model.generation_config = GenerationConfig(repetition_penalty=1.3, max_new_tokens=5)
     out = save_pretrained(model, tmp_path / "out", model_name="mobilellm_125m")
     files = {n: (out / n).read_bytes() for n in ("config.json", "model.safetensors", "generation_config.json")}
-    with FakeHub() as hub:
-        hub.use(monkeypatch, tmp_path / "cache")
-        hub.repos["me/lm"] = files
-        hub.repos["me/bare"] = {k: v for k, v in files.items() if k != "generation_config.json"}
-        loaded = zoo.create_model("hf-hub:me/lm")
-        bare = zoo.create_model("hf-hub:me/bare")
+    hub.repos["me/lm"] = files
+    hub.repos["me/bare"] = {k: v for k, v in files.items() if k != "generation_config.json"}
+    loaded = zoo.create_model("hf-hub:me/lm")
+    bare = zoo.create_model("hf-hub:me/bare")
     assert loaded.generation_config == GenerationConfig(repetition_penalty=1.3, max_new_tokens=5, eos_token_id=2)
     assert bare.generation_config == GenerationConfig()  # a repo without the file: the model config's ids
     ids = _ids(1, 6)

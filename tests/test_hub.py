@@ -5,25 +5,10 @@ import json
 
 import pytest
 import torch
-from fakehub import FakeHub
 
 import zoo
 from zoo.bench.reference.metaformer import make_authors_state_dict, reference_forward
 from zoo.weights import CheckpointError, save_state_dict
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    with FakeHub() as server:
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(
-            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-        )
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        yield server
 
 
 def _pth_bytes(state_dict):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from fakehub import COMMIT, FakeHub
+from fakehub import COMMIT
 from torch import nn
 
 import zoo
@@ -27,12 +27,6 @@ from zoo.weights import CheckpointError, ChecksumError
 NAME = "poolformer_s12"  # a small head on a real architecture; 32x32 inputs keep profiling cheap
 DATA = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 METRICS = {"top1": 97.25, "top5": 99.75, "loss": 0.125, "dataset": "digits", "split": "test"}
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    with FakeHub() as server:
-        yield server.use(monkeypatch, tmp_path / "hf-cache")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import torch
-from fakehub import FakeHub
 
 import zoo
 from zoo.layers.saving import HubMixin
@@ -118,13 +117,11 @@ def test_a_pruned_model_saves_its_own_widths(tmp_path):
     _check_same(pruned, zoo.create_model(str(folder), pretrained=True))
 
 
-def test_push_to_hub_then_load_from_the_hub(tmp_path, monkeypatch):
+def test_push_to_hub_then_load_from_the_hub(hub):
     name, kwargs = CASES["convnet"]
     torch.manual_seed(0)
     model = zoo.create_model(name, **kwargs).eval()
-    with FakeHub() as server:
-        hub = server.use(monkeypatch, tmp_path / "hf-cache")
-        url = model.push_to_hub("me/convnet-small", cards_dir=None)
-        assert url == f"{hub.endpoint}/me/convnet-small"
-        assert sorted(hub.repos["me/convnet-small"]) == ["README.md", "config.json", "model.safetensors"]
-        _check_same(model, zoo.create_model("hf-hub:me/convnet-small", pretrained=True))
+    url = model.push_to_hub("me/convnet-small", cards_dir=None)
+    assert url == f"{hub.endpoint}/me/convnet-small"
+    assert sorted(hub.repos["me/convnet-small"]) == ["README.md", "config.json", "model.safetensors"]
+    _check_same(model, zoo.create_model("hf-hub:me/convnet-small", pretrained=True))

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from fakehub import FakeHub
 from PIL import Image
 
 import zoo
@@ -290,10 +289,11 @@ def test_datasets_folder_of_text_trains_a_language_model(tmp_path):
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # model cards go to ./model_cards/published only in a zoo checkout
-    with FakeHub() as server:
-        yield server.use(monkeypatch, tmp_path / "hf-cache")
+def hub(hub, tmp_path, monkeypatch):
+    """conftest.py's Hub stand-in, run from tmp_path: model cards go to ./model_cards/published only in a zoo
+    checkout."""
+    monkeypatch.chdir(tmp_path)
+    return hub
 
 
 def _hub_env(hub, cache: Path) -> dict:
