@@ -3,7 +3,8 @@
 The family below is what a family file holds (timm's order): blocks -> model class (the shared vision face,
 ``zoo.layers.VisionBackbone``) -> builder through ``build_vision_model`` -> ``FAMILY`` / ``default_cfgs`` /
 ``reference_figures`` -> ``@register_model``. Registered, it is built, trained, loaded, wrapped for features and
-created through timm by the very checks tests/test_models.py runs on every registered model.
+created through timm by the very checks (tests/model_checks.py) that tests/test_models.py runs on every registered
+model.
 """
 
 import sys
@@ -12,7 +13,7 @@ import types
 import pytest
 import timm
 import torch
-from test_models import (
+from model_checks import (
     check_cfg,
     check_features,
     check_interface,
