@@ -32,3 +32,10 @@ def hub(tmp_path, monkeypatch):
     under tmp_path, classic uploads, online); the server stops after the test."""
     with FakeHub() as server:
         yield server.use(monkeypatch, tmp_path / "hf-cache")
+
+
+@pytest.fixture
+def gguf_cache(tmp_path, monkeypatch):
+    """A temporary ZOO_CACHE for one test; yields the folder of its GGUF entries (not created)."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "gguf"

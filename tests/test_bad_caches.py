@@ -10,20 +10,21 @@ import shutil
 import llama_cpp  # noqa: F401  (the export extra, part of dev)
 import pytest
 import torch
-from test_llama_backend import PROMPTS, _model
-from test_llama_backend import cache as cache  # noqa: F401,PLC0414 (the temporary ZOO_CACHE, autouse)
+from small_lms import PROMPTS, seeded_small_lm
 
 from zoo import cli
 from zoo.export import llama_backend
 
 LLAMA = "llama.cpp"
 
+pytestmark = pytest.mark.usefixtures("one_thread", "gguf_cache")  # tests/conftest.py
+
 
 @pytest.fixture(scope="module")
 def models():
-    a = _model()
+    a = seeded_small_lm()
     torch.manual_seed(1)
-    b = _model()
+    b = seeded_small_lm()
     with torch.no_grad():
         for p in b.parameters():
             p.mul_(-1.0)  # another model of the same shapes: other tokens
@@ -71,7 +72,7 @@ ENTRIES = [
 
 
 @pytest.mark.parametrize("what, damage", ENTRIES, ids=[e[0] for e in ENTRIES])
-def test_a_cache_entry_is_checked_and_written_again(models, cache, what, damage, caplog):  # noqa: F811
+def test_a_cache_entry_is_checked_and_written_again(models, what, damage, caplog):
     a, b = models
     llama_backend.release(a), llama_backend.release(b)
     path, want = _entry(a)
@@ -85,7 +86,7 @@ def test_a_cache_entry_is_checked_and_written_again(models, cache, what, damage,
     llama_backend.release(a)
 
 
-def test_a_good_entry_is_not_written_again(models, cache):  # noqa: F811
+def test_a_good_entry_is_not_written_again(models):
     a, _ = models
     llama_backend.release(a)
     a.generate(PROMPTS, max_new_tokens=2, backend=LLAMA)
@@ -105,7 +106,7 @@ EDITS = [
 
 @pytest.mark.parametrize("what, edit", EDITS, ids=[e[0] for e in EDITS])
 def test_weights_edited_through_data_are_never_decoded_from_an_older_file(what, edit):
-    model = _model()
+    model = seeded_small_lm()
     before = model.generate(PROMPTS, max_new_tokens=8, backend=LLAMA)
     assert torch.equal(before, model.generate(PROMPTS, max_new_tokens=8))
     for name, p in model.named_parameters():
@@ -130,7 +131,7 @@ CACHES = [
 @pytest.mark.parametrize("what, where", CACHES, ids=[c[0] for c in CACHES])
 def test_a_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys, what, where):
     monkeypatch.setenv("ZOO_CACHE", str(where(tmp_path)))
-    model = _model()
+    model = seeded_small_lm()
     with pytest.raises(ValueError, match="cannot be written .*set ZOO_CACHE to a writable folder"):
         model.generate(PROMPTS, max_new_tokens=2, backend=LLAMA)
     assert cli.main(["run", "mobilellm_125m", "--backend", LLAMA, "--max-new-tokens", "2"]) == 2
@@ -145,4 +146,4 @@ def test_an_unwritable_cache_folder_is_one_line(tmp_path, monkeypatch):
     os.chmod(tmp_path / "ro" / "gguf", 0o500)
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "ro"))
     with pytest.raises(ValueError, match="cannot be written"):
-        _model().generate(PROMPTS, max_new_tokens=2, backend=LLAMA)
+        seeded_small_lm().generate(PROMPTS, max_new_tokens=2, backend=LLAMA)

@@ -9,39 +9,14 @@ import gguf  # the export extra (part of dev): a missing install fails, it does 
 import numpy as np
 import pytest
 import torch
+from small_lms import SMALL, small_lm
 
 import zoo
 from zoo.data.text import bundled_corpus, load_tokenizer, train_bpe_tokenizer
 from zoo.export import ExportError, gguf_file
 from zoo.export.gguf_file import FILE_NAME, rope_rows
 
-SMALL = dict(
-    vocab_size=96,
-    num_hidden_layers=2,
-    hidden_size=64,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def _model(name: str, **overrides) -> torch.nn.Module:
-    model = zoo.create_model(name, **{**SMALL, **overrides}).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if "norm" in key:
-                p.copy_(0.5 + torch.rand(p.shape, generator=g))
-            elif "lora_B" in key:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-            elif p.ndim == 2:
-                p.mul_(5)
-            else:  # biases
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model
 
 
 def _read(path):
@@ -72,7 +47,7 @@ def test_rope_rows_interleave_the_halves_of_each_head():
 
 
 def test_mobilellm_is_written_as_llama_with_its_hyperparameters(tmp_path):
-    model = _model("mobilellm_125m")
+    model = small_lm("mobilellm_125m")
     result = _export(model, tmp_path)
     assert result.files == [FILE_NAME]
     fields, tensors = _read(tmp_path / FILE_NAME)
@@ -117,7 +92,7 @@ def test_mobilellm_is_written_as_llama_with_its_hyperparameters(tmp_path):
 
 
 def test_layer_sharing_writes_every_run_as_a_block(tmp_path):
-    model = _model("mobilellm_125m_ls")
+    model = small_lm("mobilellm_125m_ls")
     _export(model, tmp_path)
     fields, tensors = _read(tmp_path / FILE_NAME)
     assert fields["llama.block_count"] == 4  # 0,0,1,1
@@ -127,7 +102,7 @@ def test_layer_sharing_writes_every_run_as_a_block(tmp_path):
 
 
 def test_quantized_files_keep_norms_f32_and_odd_rows_f16(tmp_path):
-    model = _model("mobilellm_125m", intermediate_size=136)  # ffn_down rows of 136: not whole 32-blocks
+    model = small_lm("mobilellm_125m", intermediate_size=136)  # ffn_down rows of 136: not whole 32-blocks
     result = _export(model, tmp_path, quantize="q8_0")
     _, tensors = _read(tmp_path / FILE_NAME)
     Q = gguf.GGMLQuantizationType
@@ -141,9 +116,9 @@ def test_quantized_files_keep_norms_f32_and_odd_rows_f16(tmp_path):
 
 def test_mixture_of_recursions_and_kv_sharing_are_refused(tmp_path):
     with pytest.raises(ExportError, match="Mixture-of-Recursions routing cannot be written as GGUF"):
-        _export(_model("mor_135m", num_hidden_layers=5), tmp_path / "mor")
+        _export(small_lm("mor_135m", num_hidden_layers=5), tmp_path / "mor")
     with pytest.raises(ExportError, match="recursive KV sharing cannot be written as GGUF"):
-        _export(_model("recursive_135m", num_hidden_layers=5, kv_sharing=True), tmp_path / "kv")
+        _export(small_lm("recursive_135m", num_hidden_layers=5, kv_sharing=True), tmp_path / "kv")
     assert not (tmp_path / "mor" / FILE_NAME).exists()
 
 
@@ -153,7 +128,7 @@ def test_mixture_of_recursions_and_kv_sharing_are_refused(tmp_path):
 
 
 def test_mobilellm_f32_greedy_tokens_equal_llama_cpp(tmp_path):
-    result, check = _checked(_model("mobilellm_125m"), tmp_path)
+    result, check = _checked(small_lm("mobilellm_125m"), tmp_path)
     assert check["ok"] and check["tokens_equal"]
     assert len(check["gguf_tokens"]) == 16
     assert check["max_rel_diff"] < 1e-4  # every position's logits (teacher-forced), f32 weights and cache
@@ -161,7 +136,7 @@ def test_mobilellm_f32_greedy_tokens_equal_llama_cpp(tmp_path):
 
 
 def test_untied_biased_model_with_its_own_head_dim(tmp_path):
-    model = _model("mobilellm_125m", tie_word_embeddings=False, attention_bias=True, mlp_bias=True, head_dim=8)
+    model = small_lm("mobilellm_125m", tie_word_embeddings=False, attention_bias=True, mlp_bias=True, head_dim=8)
     _, check = _checked(model, tmp_path)
     assert check["ok"] and check["max_rel_diff"] < 1e-4
     fields, tensors = _read(tmp_path / FILE_NAME)
@@ -170,13 +145,13 @@ def test_untied_biased_model_with_its_own_head_dim(tmp_path):
 
 
 def test_layer_shared_model_round_trips(tmp_path):
-    _, check = _checked(_model("mobilellm_125m_ls"), tmp_path)
+    _, check = _checked(small_lm("mobilellm_125m_ls"), tmp_path)
     assert check["ok"] and check["max_rel_diff"] < 1e-4
     assert "layer sharing unrolled" in check["gguf"]["notes"][0]
 
 
 def test_r1_round_trips_with_its_rope_base(tmp_path):
-    model = _model("mobilellm_r1_140m", bos_token_id=0, eos_token_id=1)
+    model = small_lm("mobilellm_r1_140m", bos_token_id=0, eos_token_id=1)
     assert model.config.rope_theta == 500000.0
     _, check = _checked(model, tmp_path)
     assert check["ok"] and check["max_rel_diff"] < 1e-4
@@ -186,10 +161,10 @@ def test_r1_round_trips_with_its_rope_base(tmp_path):
 
 
 def test_vanilla_and_relaxed_recursive_models_round_trip(tmp_path):
-    _, check = _checked(_model("vanilla_135m"), tmp_path / "vanilla")
+    _, check = _checked(small_lm("vanilla_135m"), tmp_path / "vanilla")
     assert check["ok"] and check["max_rel_diff"] < 1e-4
     # 5 layers, 3 recursions over 1 shared block: 0, 1, 1, 1, 2; per-application norms and LoRA merged
-    model = _model("recursive_135m", num_hidden_layers=5, lora_rank=4, ln_share=False)
+    model = small_lm("recursive_135m", num_hidden_layers=5, lora_rank=4, ln_share=False)
     _, check = _checked(model, tmp_path / "recursive")
     assert check["ok"] and check["max_rel_diff"] < 1e-4
     assert check["gguf"]["block_count"] == 5
@@ -197,7 +172,7 @@ def test_vanilla_and_relaxed_recursive_models_round_trip(tmp_path):
 
 def test_sliding_window_layers_are_written_as_granite_swa(tmp_path):
     types = ["full_attention"] + ["sliding_attention"] * 3 + ["full_attention"]
-    model = _model("mobilellm_pro_1b", num_hidden_layers=5, layer_types=types, sliding_window=4)
+    model = small_lm("mobilellm_pro_1b", num_hidden_layers=5, layer_types=types, sliding_window=4)
     _, check = _checked(model, tmp_path)  # 8 prompt + 16 new tokens: far past the window
     assert check["ok"] and check["max_rel_diff"] < 1e-4
     fields, tensors = _read(tmp_path / FILE_NAME)
@@ -215,7 +190,7 @@ def test_sliding_window_layers_are_written_as_granite_swa(tmp_path):
 
 
 def test_q8_0_loads_and_mostly_agrees(tmp_path):
-    _, check = _checked(_model("mobilellm_125m"), tmp_path, quantize="q8_0")
+    _, check = _checked(small_lm("mobilellm_125m"), tmp_path, quantize="q8_0")
     assert check["ok"] and check["finite"] and check["quantize"] == "q8_0"
     assert check["agreement"] >= 0.75
     assert check["max_rel_diff"] < 0.1
@@ -224,7 +199,7 @@ def test_q8_0_loads_and_mostly_agrees(tmp_path):
 def test_q4_0_loads_and_check_refuses_what_it_cannot_run(tmp_path):
     # q8_0/q4_0 matrices are what llama.cpp's AMX backend repacks (and, on some CPUs, crashed on): load_llama keeps
     # them in plain CPU buffers with such a build, so this decodes wherever it runs
-    model = _model("mobilellm_125m")
+    model = small_lm("mobilellm_125m")
     _, check = _checked(model, tmp_path / "q4", quantize="q4_0")
     assert check["finite"] and check["quantize"] == "q4_0" and len(check["gguf_tokens"]) == 16
     with pytest.raises(ExportError, match="check_tokens must be at least 1"):
@@ -247,7 +222,7 @@ def bpe_file(tmp_path_factory):
 
 def test_bpe_tokenizer_beside_the_weights_is_written_into_the_file(tmp_path, bpe_file):
     folder = tmp_path / "model"
-    _model("mobilellm_125m", vocab_size=320).save_pretrained(folder)
+    small_lm("mobilellm_125m", vocab_size=320).save_pretrained(folder)
     (folder / "tokenizer.json").write_bytes(bpe_file.read_bytes())
     out = tmp_path / "gguf"
     result = _export(str(folder), out)  # a model folder: its tokenizer is found beside the weights
@@ -294,7 +269,7 @@ def _llama3_style_tokenizer(path):
 def test_bpe_tokenizer_tokenizes_as_in_python(tmp_path, bpe_file, style):
     path = bpe_file if style == "gpt-2" else _llama3_style_tokenizer(tmp_path / "llama3.json")
     name = "mobilellm_125m" if style == "gpt-2" else "mobilellm_r1_140m"
-    model = _model(name, vocab_size=300, bos_token_id=0, eos_token_id=1)
+    model = small_lm(name, vocab_size=300, bos_token_id=0, eos_token_id=1)
     _, check = _checked(model, tmp_path / "gguf", tokenizer=path)
     assert check["gguf"]["tokenizer"]["pre"] == style
     assert check["ok"] and check["tokenizer_equal"], (check["eager_ids"], check["gguf_ids"])
@@ -319,7 +294,7 @@ def test_sentencepiece_tokenizer_model_is_written_with_scores(tmp_path):
     )
     sp = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
     out = tmp_path / "gguf"
-    model = _model("mobilellm_125m", vocab_size=400)
+    model = small_lm("mobilellm_125m", vocab_size=400)
     result = _export(model, out, tokenizer=f"{prefix}.model")
     fields, _ = _read(out / FILE_NAME)
     assert fields["tokenizer.ggml.model"] == "llama"
@@ -341,7 +316,7 @@ def test_a_tokenizer_llama_cpp_cannot_express_is_left_out_and_said(tmp_path):
     tok.train_from_iterator(["a few words of text", "more words"], trainers.WordPieceTrainer(special_tokens=["[UNK]"]))
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
-    result = _export(_model("mobilellm_125m"), tmp_path / "gguf", tokenizer=path)
+    result = _export(small_lm("mobilellm_125m"), tmp_path / "gguf", tokenizer=path)
     fields, _ = _read(tmp_path / "gguf" / FILE_NAME)
     assert fields["tokenizer.ggml.model"] == "none"
     report = result.spec.options["gguf"]

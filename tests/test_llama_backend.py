@@ -11,8 +11,7 @@ import os
 import llama_cpp  # noqa: F401  (the export extra, part of dev: a missing install fails, it does not skip)
 import pytest
 import torch
-from test_export_gguf import SMALL
-from test_export_gguf import _model as _gguf_model
+from small_lms import PROMPTS, SMALL, seeded_small_lm
 
 import zoo
 from zoo import cli
@@ -27,22 +26,7 @@ LLAMA = "llama.cpp"
 WINDOWED = ["sliding_attention", "full_attention"]
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path / "cache" / "gguf"
-    torch.set_num_threads(before)
-
-
-def _model(name: str = "mobilellm_125m", **overrides) -> torch.nn.Module:
-    """test_export_gguf's small model with its spread-out random weights, seeded."""
-    torch.manual_seed(0)
-    return _gguf_model(name, **overrides)
-
-
-PROMPTS = torch.tensor([[3, 5, 7, 9, 11, 13], [1, 2, 3, 4, 5, 6]])
+pytestmark = pytest.mark.usefixtures("one_thread", "gguf_cache")  # tests/conftest.py
 
 
 class _Chars:
@@ -54,7 +38,7 @@ class _Chars:
 
 @pytest.fixture(scope="module")
 def mobilellm():
-    return _model()
+    return seeded_small_lm()
 
 
 def _both(model, ids=PROMPTS, **kwargs):
@@ -83,7 +67,7 @@ def test_f32_greedy_tokens_equal_torch(mobilellm, monkeypatch):
     ],
 )
 def test_other_families_the_gguf_writer_takes(name, overrides):
-    model = _model(name, **overrides)  # Pro's windows: llama.cpp's granite_swa
+    model = seeded_small_lm(name, **overrides)  # Pro's windows: llama.cpp's granite_swa
     want, got = _both(model, max_new_tokens=12)
     assert torch.equal(got, want)
     again = model.generate(PROMPTS, max_new_tokens=12, backend=LLAMA)  # the cache of the last prompt reused or not
@@ -142,9 +126,9 @@ def test_sampling_with_a_seed_repeats(mobilellm):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_the_file_is_written_once_and_the_model_kept(mobilellm, cache):
+def test_the_file_is_written_once_and_the_model_kept(mobilellm, gguf_cache):
     mobilellm.generate(PROMPTS, max_new_tokens=2, backend=LLAMA, quantize="q4_0")
-    (path,) = cache.glob("*.q4_0.gguf")
+    (path,) = gguf_cache.glob("*.q4_0.gguf")
     stamp = path.stat().st_mtime_ns
     session = llama_backend.open_session(mobilellm, "q4_0")
     mobilellm.generate(PROMPTS, max_new_tokens=2, backend=LLAMA, quantize="q4_0")
@@ -152,31 +136,31 @@ def test_the_file_is_written_once_and_the_model_kept(mobilellm, cache):
     twin = copy.deepcopy(mobilellm)  # a copy loads its own llama.cpp model, from the same file
     twin.generate(PROMPTS, max_new_tokens=2, backend=LLAMA, quantize="q4_0")
     assert llama_backend.open_session(twin, "q4_0") is not session
-    assert path.stat().st_mtime_ns == stamp and len(list(cache.iterdir())) == 1  # no rewrite, no temporary left
+    assert path.stat().st_mtime_ns == stamp and len(list(gguf_cache.iterdir())) == 1  # no rewrite, no temporary left
     with torch.no_grad():
         twin.model.norm.weight.mul_(2)  # changed weights: another file
     twin.generate(PROMPTS, max_new_tokens=2, backend=LLAMA, quantize="q4_0")
-    assert len(list(cache.glob("*.q4_0.gguf"))) == 2 and path.stat().st_mtime_ns == stamp
+    assert len(list(gguf_cache.glob("*.q4_0.gguf"))) == 2 and path.stat().st_mtime_ns == stamp
 
 
 def test_longer_requests_reload_with_a_longer_context():
-    model = _model(max_position_embeddings=1024)
+    model = seeded_small_lm(max_position_embeddings=1024)
     assert llama_backend.open_session(model, "f32", 8).n_ctx == 256  # what the call needs, in llama.cpp's steps
     assert llama_backend.open_session(model, "f32", 200).n_ctx == 256  # kept
     assert llama_backend.open_session(model, "f32", 600).n_ctx == 768
     assert llama_backend.open_session(model, "f32", 900).n_ctx == 1024  # twice as many, within the model's
 
 
-def test_what_llama_cpp_cannot_run_is_refused_with_the_fastest_zoo_path(mobilellm, cache):
-    mor = _model("mor_135m", num_hidden_layers=5)
+def test_what_llama_cpp_cannot_run_is_refused_with_the_fastest_zoo_path(mobilellm, gguf_cache):
+    mor = seeded_small_lm("mor_135m", num_hidden_layers=5)
     with pytest.raises(ValueError, match=r"Mixture-of-Recursions.*generate\(\.\.\., compile=True\)"):
         mor.generate(PROMPTS, backend=LLAMA)
-    kv = _model("recursive_135m", num_hidden_layers=5, kv_sharing=True)
+    kv = seeded_small_lm("recursive_135m", num_hidden_layers=5, kv_sharing=True)
     with pytest.raises(ValueError, match="recursive KV sharing"):
         kv.generate(PROMPTS, backend=LLAMA)
     with pytest.raises(ValueError, match="zoo's int8"):
         zoo.create_model("mobilellm_125m", quantize="int8", **SMALL).generate(PROMPTS, backend=LLAMA)
-    assert not cache.exists() or not list(cache.iterdir())
+    assert not gguf_cache.exists() or not list(gguf_cache.iterdir())
 
 
 def test_settings_llama_cpp_cannot_take_are_refused(mobilellm):
@@ -225,7 +209,7 @@ def test_cache_dir_follows_zoo_cache(monkeypatch, tmp_path):
 def lm_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm")
     tok = train_bpe_tokenizer(list(bundled_corpus().values())[:100], 300, folder / "tokenizer.json")
-    save_pretrained(_model(vocab_size=tok.get_vocab_size(), max_position_embeddings=256), folder)
+    save_pretrained(seeded_small_lm(vocab_size=tok.get_vocab_size(), max_position_embeddings=256), folder)
     return folder
 
 
