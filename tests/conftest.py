@@ -39,3 +39,17 @@ def gguf_cache(tmp_path, monkeypatch):
     """A temporary ZOO_CACHE for one test; yields the folder of its GGUF entries (not created)."""
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache" / "gguf"
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """ImageNet layout: train/<class>/*.png and val/<class>/*.png of tests/digit_runs.py's digit scans."""
+    from digit_runs import CLASSES, digit_images
+
+    root = tmp_path_factory.mktemp("data") / "digit-pngs"
+    for split in ("train", "val"):
+        for img, c, i in digit_images(split):
+            folder = root / split / CLASSES[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            img.save(folder / f"{i:04d}.png")
+    return root

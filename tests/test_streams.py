@@ -16,8 +16,8 @@ import threading
 
 import pytest
 import torch
+from digit_runs import LM, ROOT, eval_cli, train_digits
 from safetensors.torch import load_file
-from test_train_data_hub import LM, ROOT, _eval_cli, _train, image_folder  # noqa: F401 (a fixture)
 from torch.utils.data import DataLoader
 
 from zoo.cli import main as zoo_main
@@ -27,7 +27,7 @@ from zoo.train import cli as train_cli
 
 
 @pytest.fixture(scope="module")
-def shards(image_folder, tmp_path_factory):  # noqa: F811
+def shards(image_folder, tmp_path_factory):
     """The image folder (36 train, 18 val PNGs, 3 classes) as indexed tar shards of 5 samples."""
     out = tmp_path_factory.mktemp("streams") / "digit-shards"
     assert zoo_main(["data", "shard", str(image_folder), "--out", str(out), "--samples-per-shard", "5"]) == 0
@@ -91,14 +91,14 @@ STEPS = ("--train.steps", "6", "--data.num_workers", "2", "--checkpoint.every_st
 
 
 def _url_run(server, out, *extra):
-    return _train(out, "--data.name", "wds", "--data.path", f"{server}/{TRAIN}", "--data.val_path",
+    return train_digits(out, "--data.name", "wds", "--data.path", f"{server}/{TRAIN}", "--data.val_path",
                   f"{server}/{VAL}", *STEPS, *extra)  # fmt: skip
 
 
 # two train.py runs over HTTP and from the disk (about 10 s): -m slow
 @pytest.mark.slow
 def test_images_stream_over_http_train_as_from_the_disk(shards, server, tmp_path):
-    local = _train(tmp_path / "local", "--data.name", "wds", "--data.path", str(shards / TRAIN),
+    local = train_digits(tmp_path / "local", "--data.name", "wds", "--data.path", str(shards / TRAIN),
                    "--data.val_path", str(shards / VAL), *STEPS)  # fmt: skip
     url = _url_run(server, tmp_path / "url")
     # the class names and the size come from the shards' index (read over HTTP too)
@@ -128,17 +128,17 @@ def test_a_stream_run_resumes_exactly_and_eval_py_reads_it_by_url(server, tmp_pa
     assert all(torch.equal(b[k], c[k]) for k in b)
 
     # eval.py reads the held-out shards by URL (the run's class names) as the run's final evaluation did
-    got = _eval_cli("--model", "poolformer_s12", "--checkpoint", str(resumed), "--data", f"{server}/{VAL}",
+    got = eval_cli("--model", "poolformer_s12", "--checkpoint", str(resumed), "--data", f"{server}/{VAL}",
                     "--no-profile", "--json", str(tmp_path / "e.json"))  # fmt: skip
     assert got["samples"] == 18 and got["top1"] == url["top1"] and got["loss"] == pytest.approx(url["loss"], rel=1e-5)
 
 
-def test_hf_stream_reads_a_datasets_folder_of_images(image_folder, tmp_path, capsys):  # noqa: F811
+def test_hf_stream_reads_a_datasets_folder_of_images(image_folder, tmp_path, capsys):
     base = ("--data.name", "hf_stream", "--data.path", str(image_folder), "--train.steps", "4")
     with pytest.raises(AssertionError):  # a folder records no size: one line, exit 2
-        _train(tmp_path / "a", *base)
+        train_digits(tmp_path / "a", *base)
     assert "does not record its size: set data.train_samples" in capsys.readouterr().err
-    m = _train(tmp_path / "b", *base, "--data.train_samples", "36")
+    m = train_digits(tmp_path / "b", *base, "--data.train_samples", "36")
     assert (m["dataset"], m["samples"], m["num_classes"], m["label_names"]) == (
         "digit-pngs",
         18,
@@ -184,7 +184,7 @@ def test_text_streams_train_a_language_model(tmp_path, capsys):
     # the same documents in the same order (stream order: no shuffle buffer) give the same tokenizer and run
     assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (tmp_path / "wds" / "tokenizer.json").read_bytes()
     assert runs["hf"]["loss"] == runs["wds"]["loss"] and runs["hf"]["train_tokens"] == 64 * 32
-    got = _eval_cli("--model", "mobilellm_125m", "--checkpoint", str(tmp_path / "hf"), "--data", f"hf_stream:{folder}",
+    got = eval_cli("--model", "mobilellm_125m", "--checkpoint", str(tmp_path / "hf"), "--data", f"hf_stream:{folder}",
                     "--max-samples", "3", "--no-profile", "--json", str(tmp_path / "e.json"))  # fmt: skip
     assert got["loss"] == pytest.approx(runs["hf"]["loss"], rel=1e-5) and got["tokens"] == runs["hf"]["tokens"]
     unsized = tiny[: tiny.index("--data.train_samples")] + tiny[tiny.index("--data.train_samples") + 2 :]
@@ -199,8 +199,8 @@ def test_two_gloo_processes_on_a_stream_match_one_process(shards, tmp_path):
     import subprocess
     import sys
 
+    from digit_runs import DIGITS, TINY_ARGS
     from test_train import TORCHRUN, _env
-    from test_train_data_hub import DIGITS, TINY_ARGS
 
     def cmd(out, *extra):
         return [sys.executable, "train.py", "--config", str(DIGITS), "--output_dir", str(out), *TINY_ARGS,
@@ -230,7 +230,7 @@ def test_two_gloo_processes_on_a_stream_match_one_process(shards, tmp_path):
 def test_bad_streams_are_one_line(shards, tmp_path, capsys, args, message):
     args = [a.replace("{shards}", str(shards)) for a in args]
     with pytest.raises(AssertionError):  # exit status 2
-        _train(tmp_path / "run", "--data.name", "wds", *args, "--train.steps", "2")
+        train_digits(tmp_path / "run", "--data.name", "wds", *args, "--train.steps", "2")
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -2,8 +2,7 @@
 saved with ``save_to_disk``), ``train.py --push-to-hub`` and ``eval.py --model hf-hub:ORG/NAME`` against the
 stdlib Hub stand-in (tests/fakehub.py), and eval.py's CSV for many models.
 
-Models are a PoolFormer-S12 layout cut to one block per stage and widths 8-64 (70K parameters) at 32x32, and a
-one-layer MobileLLM-shaped decoder: each run takes a second or two on one thread.
+The tiny runs and the digit images: tests/digit_runs.py.
 """
 
 import csv
@@ -13,64 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from digit_runs import CLASSES, DIGITS, LM, ROOT, TINY_ARGS, digit_images, eval_cli, train_digits
 
 import zoo
 from zoo.evaluate import evaluate_model
 from zoo.train import cli as train_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ROOT / "configs" / "quickstart_digits.yaml"
-LM = ROOT / "configs" / "quickstart_lm.yaml"
 NAME = "poolformer_s12"
 TINY = {"depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]}
-TINY_ARGS = [
-    "--model_kwargs.depths",
-    "[1,1,1,1]",
-    "--model_kwargs.dims",
-    "[8,16,32,64]",
-    "--train.batch_size",
-    "8",
-    "--train.threads",
-    "1",
-    "--checkpoint.every_steps",
-    "0",
-    "--sched.warmup_epochs",
-    "0",
-    "--no-progress",
-]
-CLASSES = ["zero", "one", "two"]  # three digit classes: chance is 33%
-
-
-def _digit_images(split: str):
-    """Real scans from scikit-learn's bundled digits (classes 0-2), 8x8 upsampled to 24x24 greyscale PIL images:
-    the first 12 of each class for train, the last 6 for the held-out split."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    out = []
-    for c in range(len(CLASSES)):
-        idx = np.flatnonzero(d.target == c)
-        for i in idx[:12] if split == "train" else idx[-6:]:
-            pixels = np.round(d.images[i] * (255.0 / 16.0)).astype(np.uint8)
-            out.append((Image.fromarray(pixels, mode="L").resize((24, 24), Image.NEAREST), c, int(i)))
-    return out
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    """ImageNet layout: train/<class>/*.png and val/<class>/*.png."""
-    root = tmp_path_factory.mktemp("data") / "digit-pngs"
-    for split in ("train", "val"):
-        for img, c, i in _digit_images(split):
-            folder = root / split / CLASSES[c]
-            folder.mkdir(parents=True, exist_ok=True)
-            img.save(folder / f"{i:04d}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +33,7 @@ def hf_images(tmp_path_factory):
     features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES)})
     splits = {}
     for split, name in (("train", "train"), ("val", "test")):
-        rows = _digit_images(split)
+        rows = digit_images(split)
         splits[name] = datasets.Dataset.from_dict(
             {"img": [r[0] for r in rows], "label": [r[1] for r in rows]}, features=features
         )
@@ -90,27 +42,13 @@ def hf_images(tmp_path_factory):
     return root
 
 
-def _train(out: Path, *args) -> dict:
-    rc = train_cli.main(["--config", str(DIGITS), "--output_dir", str(out), *TINY_ARGS, *args])
-    assert rc == 0
-    return json.loads((out / "metrics.json").read_text())
-
-
-def _eval_cli(*args) -> dict:
-    from zoo.evaluate import main
-
-    out = Path(args[args.index("--json") + 1])
-    assert main(list(args)) == 0
-    return json.loads(out.read_text())
-
-
 # ------------------------------------------------------------------------------------------------------------
 # an image folder of PNGs
 
 
 def test_image_folder_of_pngs_trains_and_eval_py_reproduces(image_folder, tmp_path):
     run = tmp_path / "run"
-    m = _train(run, "--data.name", "image_folder", "--data.path", str(image_folder), "--train.steps", "30")
+    m = train_digits(run, "--data.name", "image_folder", "--data.path", str(image_folder), "--train.steps", "30")
     # the folder's val/ split (the recipe asks for "validation": the first of validation/val/test that exists)
     assert (m["dataset"], m["samples"], m["num_classes"]) == ("digit-pngs", 18, 3)
     assert m["top1"] > 60.0, m  # it learned from the PNGs (chance is 33%)
@@ -119,14 +57,14 @@ def test_image_folder_of_pngs_trains_and_eval_py_reproduces(image_folder, tmp_pa
     exported = json.loads((run / "export" / "config.json").read_text())
     assert exported["num_classes"] == 3 and exported["pretrained_cfg"]["input_size"] == [3, 32, 32]
 
-    got = _eval_cli(
+    got = eval_cli(
         "--model", NAME, "--checkpoint", str(run), "--data", str(image_folder), "--json", str(tmp_path / "e.json")
     )
     assert (got["dataset"], got["samples"], got["input_size"]) == ("digit-pngs", 18, [3, 32, 32])
     assert got["top1"] == pytest.approx(m["top1"]) and got["loss"] == pytest.approx(m["loss"], rel=1e-5)
     assert got["params"] == m["params"] and got["macs"] == m["macs"]
     # the train/ split, evaluated with the same weights, is another set of images
-    train_split = _eval_cli(
+    train_split = eval_cli(
         "--model",
         NAME,
         "--checkpoint",
@@ -153,13 +91,13 @@ def test_shards_train_exactly_as_their_image_folder(image_folder, tmp_path):
     assert zoo_main(["data", "shard", str(image_folder), "--out", str(shards), "--samples-per-shard", "10"]) == 0
     assert sorted(p.name for p in shards.iterdir()) == ["train", "val"]
     steps = ("--train.steps", "6", "--data.num_workers", "2")
-    folder_m = _train(tmp_path / "a", "--data.name", "image_folder", "--data.path", str(image_folder), *steps)
-    shard_m = _train(tmp_path / "b", "--data.name", "wds", "--data.path", str(shards), *steps)
+    folder_m = train_digits(tmp_path / "a", "--data.name", "image_folder", "--data.path", str(image_folder), *steps)
+    shard_m = train_digits(tmp_path / "b", "--data.name", "wds", "--data.path", str(shards), *steps)
     assert shard_m["samples"] == folder_m["samples"] == 18 and shard_m["num_classes"] == 3
     assert shard_m["loss"] == folder_m["loss"] and shard_m["top1"] == folder_m["top1"]
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    got = _eval_cli("--model", NAME, "--checkpoint", str(tmp_path / "b"), "--data", str(shards), "--no-profile",
+    got = eval_cli("--model", NAME, "--checkpoint", str(tmp_path / "b"), "--data", str(shards), "--no-profile",
                     "--json", str(tmp_path / "e.json"))  # fmt: skip
     assert got["loss"] == pytest.approx(shard_m["loss"], rel=1e-5)
 
@@ -179,12 +117,12 @@ def test_image_folder_without_the_split_is_named(image_folder, tmp_path):
 
 def test_datasets_folder_of_images_trains_and_evaluates(hf_images, tmp_path):
     run = tmp_path / "run"
-    m = _train(run, "--data.name", "hf_disk", "--data.path", str(hf_images), "--train.steps", "30")
+    m = train_digits(run, "--data.name", "hf_disk", "--data.path", str(hf_images), "--train.steps", "30")
     assert (m["dataset"], m["samples"], m["num_classes"]) == ("digits-hf", 18, 3)  # the "test" split held out
     assert m["top1"] > 60.0, m
     config = json.loads((run / "export" / "config.json").read_text())
     assert config["pretrained_cfg"]["label_names"] == CLASSES  # the ClassLabel names travel with the weights
-    got = _eval_cli(
+    got = eval_cli(
         "--model",
         NAME,
         "--checkpoint",
@@ -266,7 +204,7 @@ def test_datasets_folder_of_text_trains_a_language_model(tmp_path):
     val_rows = text.pack_tokens(text.encode_documents(tok, val_docs), 32)
     assert m["dataset"] == "pydoc-hf" and m["val_tokens"] == val_rows[:, 1:].numel() == m["tokens"]
     assert m["vocab_size"] == tok.get_vocab_size() <= 300
-    got = _eval_cli(
+    got = eval_cli(
         "--model",
         "mobilellm_125m",
         "--checkpoint",
@@ -314,7 +252,7 @@ def _hub_env(hub, cache: Path) -> dict:
 @pytest.mark.slow
 def test_train_py_push_to_hub_then_eval_py_from_the_hub(hub, image_folder, tmp_path):
     run = tmp_path / "run"
-    m = _train(
+    m = train_digits(
         run,
         "--data.name",
         "image_folder",
