@@ -7,6 +7,8 @@ writes :func:`digit_images` as an ImageNet-layout folder of PNGs.
 """
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,14 @@ TINY_ARGS = [
     "--no-progress",
 ]
 CLASSES = ["zero", "one", "two"]  # three digit classes: chance is 33%
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def subprocess_env() -> dict:
+    """The environment of a train.py / eval.py child process: this checkout importable, one thread, no rank."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
 
 
 def digit_images(split: str):

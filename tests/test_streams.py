@@ -199,8 +199,7 @@ def test_two_gloo_processes_on_a_stream_match_one_process(shards, tmp_path):
     import subprocess
     import sys
 
-    from digit_runs import DIGITS, TINY_ARGS
-    from test_train import TORCHRUN, _env
+    from digit_runs import DIGITS, TINY_ARGS, TORCHRUN, subprocess_env
 
     def cmd(out, *extra):
         return [sys.executable, "train.py", "--config", str(DIGITS), "--output_dir", str(out), *TINY_ARGS,
@@ -209,7 +208,7 @@ def test_two_gloo_processes_on_a_stream_match_one_process(shards, tmp_path):
 
     one, two = tmp_path / "one", tmp_path / "two"
     for c in (cmd(one, "--train.grad_accum", "2"), [*TORCHRUN, *cmd(two)[1:]]):
-        res = subprocess.run(c, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+        res = subprocess.run(c, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
     a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     worst = max((a[k] - b[k]).abs().max().item() for k in a)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from digit_runs import TORCHRUN, subprocess_env
 
 from zoo.train.checkpoint import CheckpointCorruptError, load_training_checkpoint, save_training_checkpoint
 from zoo.train.config import RecipeError, load_recipe
@@ -37,12 +38,6 @@ SHORT = [
     "--sched.warmup_epochs",
     "0.1",
 ]
-
-
-def _env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    return env
 
 
 def _train_cmd(out: Path, *extra):
@@ -69,7 +64,7 @@ def _read_weights(path: Path):
 def digits_run(tmp_path_factory):
     """One uninterrupted short digits run in a subprocess (the reference for resume and eval.py)."""
     out = tmp_path_factory.mktemp("digits") / "run"
-    proc = subprocess.run(_train_cmd(out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(_train_cmd(out), cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -168,7 +163,9 @@ def test_digits_run_learns_and_writes_the_run_folder(digits_run):
 def test_sigkill_then_resume_matches_uninterrupted_run(digits_run, tmp_path):
     ref, _ = digits_run
     out = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(out), cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 400
         while not (out / "checkpoints" / "last.pt").exists():
@@ -183,7 +180,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(digits_run, tmp_path):
     killed_at = load_training_checkpoint(out / "checkpoints" / "last.pt")["step"]
     assert 4 <= killed_at < 12
     res = subprocess.run(
-        _train_cmd(out, "--resume", "auto"), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+        _train_cmd(out, "--resume", "auto"), cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600
     )
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = _read_weights(ref / "model.safetensors"), _read_weights(out / "model.safetensors")
@@ -285,11 +282,8 @@ def test_nonfinite_loss_stops_with_a_checkpoint(tmp_path, capsys):
 
 
 # two processes on this machine (gloo on CPU)
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-
-
 def _ok(cmd: list[str]) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    res = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
 
@@ -355,7 +349,7 @@ def test_fsdp_on_two_gloo_processes_matches_one_process_and_resumes(tmp_path):
     r1 = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--output_dir", str(one), *TINY_LM, "--train.grad_accum", "2"],
         cwd=ROOT,
-        env=_env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -467,7 +461,7 @@ def test_eval_py_reproduces_the_held_out_metrics(digits_run, tmp_path):
             str(tmp_path / "e.json"),
         ],
         cwd=ROOT,
-        env=_env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -480,7 +474,7 @@ def test_eval_py_reproduces_the_held_out_metrics(digits_run, tmp_path):
     bad = subprocess.run(
         [sys.executable, str(ROOT / "eval.py"), "--model", "poolformer_s12", "--data", "pydoc"],
         cwd=ROOT,
-        env=_env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=600,
