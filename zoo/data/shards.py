@@ -28,7 +28,16 @@ from tqdm import tqdm
 
 from .errors import DataError
 
-__all__ = ["INDEX_NAME", "SPLITS", "STORES", "check_index", "is_shard_folder", "read_index", "write_shards"]
+__all__ = [
+    "INDEX_NAME",
+    "SPLITS",
+    "STORES",
+    "check_index",
+    "is_shard_folder",
+    "parse_index",
+    "read_index",
+    "write_shards",
+]
 
 INDEX_NAME = "shards.json"
 FORMAT = "zoo-image-shards/1"
@@ -135,16 +144,24 @@ def read_index(folder: Path) -> dict:
     """A shard folder's ``shards.json``, checked to be one (a DataError says what to do otherwise)."""
     path = folder / INDEX_NAME
     try:
-        index = json.loads(path.read_text())
+        raw = path.read_text()
     except FileNotFoundError:
         raise DataError(
             f"{folder} has no {INDEX_NAME}: write shards with `zoo data shard IMAGE_FOLDER --out DIR`"
         ) from None
+    return parse_index(raw, path)
+
+
+def parse_index(raw: str | bytes, where) -> dict:
+    """The text of a ``shards.json`` (read from ``where``, a path or URL) as a checked index: JSON, a zoo index,
+    and :func:`check_index`'s rules; a DataError says what to do otherwise."""
+    try:
+        index = json.loads(raw)
     except ValueError as e:
-        raise DataError(f"{path} is not JSON ({e}): write the shards again") from None
+        raise DataError(f"{where} is not JSON ({e}): write the shards again") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise DataError(f"{path} is not a zoo shard index (format {FORMAT}): write the shards again")
-    check_index(index, path)
+        raise DataError(f"{where} is not a zoo shard index (format {FORMAT}): write the shards again")
+    check_index(index, where)
     return index
 
 

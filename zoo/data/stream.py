@@ -23,7 +23,6 @@ from __future__ import annotations
 import glob
 import io
 import itertools
-import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,8 +37,7 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 from . import text
 from .errors import DataError
 from .images import DatasetInfo, class_index, undecodable
-from .shards import FORMAT as SHARD_FORMAT
-from .shards import INDEX_NAME, check_index
+from .shards import INDEX_NAME, parse_index
 from .sources import is_stream
 
 __all__ = [
@@ -210,14 +208,7 @@ class StreamSource:
                 raw = Path(where).read_bytes()
         except Exception:  # noqa: BLE001 (no index there: the labels are taken as they are)
             return None
-        try:
-            index = json.loads(raw)
-        except ValueError as e:
-            raise DataError(f"{where} is not JSON ({e}): write the shards again, or remove it") from None
-        if not isinstance(index, dict) or index.get("format") != SHARD_FORMAT:
-            raise DataError(f"{where} is not a zoo shard index (format {SHARD_FORMAT}): write the shards again")
-        check_index(index, where)
-        return index
+        return parse_index(raw, where)
 
 
 def _rows(ds, root: Path | None = None) -> Iterator[dict]:
