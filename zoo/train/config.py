@@ -318,23 +318,12 @@ def _build_sparse(values: Any) -> SparseConfig | None:
         raise RecipeError(f"sparse: {e}") from None
 
 
-def _build_distill(values: Any) -> DistillConfig | None:
-    """The ``distill:`` section, checked with the rest of the recipe (the teacher itself is built by the run)."""
+def _build_checked(cls: type, name: str, values: Any):
+    """An optional section whose config checks itself (``distill:``, ``data_pruning:``): built and checked with the
+    rest of the recipe (the teacher itself is built by the run); None when absent."""
     if values is None:
         return None
-    cfg = _build_section(DistillConfig, "distill", values)
-    try:
-        cfg.check()
-    except ValueError as e:
-        raise RecipeError(str(e)) from None
-    return cfg
-
-
-def _build_data_pruning(values: Any) -> DataPruningConfig | None:
-    """The ``data_pruning:`` section, checked with the rest of the recipe."""
-    if values is None:
-        return None
-    cfg = _build_section(DataPruningConfig, "data_pruning", values)
+    cfg = _build_section(cls, name, values)
     try:
         cfg.check()
     except ValueError as e:
@@ -357,9 +346,9 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
         elif key == "sparse":
             kwargs[key] = _build_sparse(value)
         elif key == "distill":
-            kwargs[key] = _build_distill(value)
+            kwargs[key] = _build_checked(DistillConfig, key, value)
         elif key == "data_pruning":
-            kwargs[key] = _build_data_pruning(value)
+            kwargs[key] = _build_checked(DataPruningConfig, key, value)
         else:
             kwargs[key] = _check_type(key, value, hints[key])
     recipe = Recipe(**kwargs)
