@@ -471,27 +471,17 @@ def render_card(row: dict[str, Any]) -> str:
         return render_lm_card(row)
     name, family = row["name"], _family_title(row["family"])
     task = row.get("task") or "model"
-    front = _card_data(row).to_yaml().strip()
-    body = [
-        GENERATED,
-        "",
-        f"# {name}",
-        "",
-        _card_description(row, task, family),
-        "",
-        "## Model details",
-        "",
-        *_card_details(row, task, family),
-        "",
-        "## Usage",
-        "",
-        *_card_usage(name, bool(row.get("hf_hub_id"))),
-        "",
-        "## How the numbers were measured",
-        "",
-        *_card_measured(row),
-    ]
-    return f"---\n{front}\n---\n\n" + "\n".join(body) + "\n"
+    return _card_text(
+        _card_data(row), name, _card_description(row, task, family), _card_details(row, task, family),
+        _card_usage(name, bool(row.get("hf_hub_id"))), _card_measured(row),
+    )  # fmt: skip
+
+
+def _card_text(data, name: str, description: str, details: list[str], usage: list[str], measured: list[str]) -> str:
+    """A card's text: ``data``'s YAML front matter, then the title and the four sections every card has."""
+    body = [GENERATED, "", f"# {name}", "", description, "", "## Model details", "", *details, "", "## Usage", "",
+            *usage, "", "## How the numbers were measured", "", *measured]  # fmt: skip
+    return f"---\n{data.to_yaml().strip()}\n---\n\n" + "\n".join(body) + "\n"
 
 
 def _maybe(value: str, template: str) -> str:
@@ -750,27 +740,10 @@ def _lm_measured(row: dict[str, Any]) -> list[str]:
 def render_lm_card(row: dict[str, Any]) -> str:
     """The Hugging Face model card of a language model's row of :func:`collect`."""
     name, family = row["name"], _family_title(row["family"])
-    front = _lm_card_data(row).to_yaml().strip()
-    body = [
-        GENERATED,
-        "",
-        f"# {name}",
-        "",
-        _card_description(row, "text-generation", family),
-        "",
-        "## Model details",
-        "",
-        *_lm_details(row, family),
-        "",
-        "## Usage",
-        "",
-        *_lm_usage(row),
-        "",
-        "## How the numbers were measured",
-        "",
-        *_lm_measured(row),
-    ]
-    return f"---\n{front}\n---\n\n" + "\n".join(body) + "\n"
+    return _card_text(
+        _lm_card_data(row), name, _card_description(row, "text-generation", family), _lm_details(row, family),
+        _lm_usage(row), _lm_measured(row),
+    )  # fmt: skip
 
 
 _TABLE_BLOCK = re.compile(
