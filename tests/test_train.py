@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from digit_runs import TORCHRUN, subprocess_env
+from digit_runs import DIGITS, LM, ROOT, TORCHRUN, subprocess_env
 
 from zoo.train.checkpoint import CheckpointCorruptError, load_training_checkpoint, save_training_checkpoint
 from zoo.train.config import RecipeError, load_recipe
-
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ROOT / "configs" / "quickstart_digits.yaml"
-LM = ROOT / "configs" / "quickstart_lm.yaml"
 
 # a short digits run: 12 optimizer steps of 32 images, checkpoints every 4 steps
 SHORT = [
