@@ -12,7 +12,7 @@ from torch import nn
 
 import zoo
 from zoo.bench.harness import randomize_
-from zoo.layers.quant import quantize_model
+from zoo.lm.quant import quantize_model
 
 TINY = dict(
     vocab_size=128, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,

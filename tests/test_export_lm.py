@@ -31,8 +31,8 @@ from zoo.export.lm_runtime import (
     stack_linears,
     weight_bytes,
 )
-from zoo.layers.decoder import GenerationConfig, generate_on_session
-from zoo.layers.quant import QuantSpec, quantize_model, unpack_int4
+from zoo.lm.decoder import GenerationConfig, generate_on_session
+from zoo.lm.quant import QuantSpec, quantize_model, unpack_int4
 
 SMALL = dict(
     vocab_size=128,

@@ -1,4 +1,4 @@
-"""zoo.layers.gemv: the one-row CPU kernels of decoding, against the float products they stand for."""
+"""zoo.lm.gemv: the one-row CPU kernels of decoding, against the float products they stand for."""
 
 import warnings
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.layers import gemv
-from zoo.layers.quant import QuantizedLinear
+from zoo.lm import gemv
+from zoo.lm.quant import QuantizedLinear
 
 pytestmark = pytest.mark.skipif(not gemv.available(), reason="the kernels need an AVX2 CPU and a C++ compiler")
 
@@ -129,7 +129,7 @@ def test_the_kernel_bench_times_each_kernel_alone_and_through_the_layer():
 
 def test_a_static_decoder_computes_its_layers_one_way():
     import zoo
-    from zoo.layers.static_decoder import StaticDecoder
+    from zoo.lm.static_decoder import StaticDecoder
 
     tiny = dict(vocab_size=128, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4)
     model = zoo.create_model("mobilellm_125m", num_key_value_heads=2, **tiny).eval()

@@ -20,8 +20,8 @@ from zoo.bench.harness import randomize_
 from zoo.cli import main as zoo_main
 from zoo.data.lm_tokenizer import apply_chat_template, load_chat_template, load_lm_tokenizer
 from zoo.data.text import bundled_corpus, train_bpe_tokenizer
-from zoo.layers.decoder import GenerationConfig, TextIteratorStreamer, TextStreamer
-from zoo.layers.generation import IncrementalDecoder, apply_repetition_penalty, token_presence
+from zoo.lm.decoder import GenerationConfig, TextIteratorStreamer, TextStreamer
+from zoo.lm.generation import IncrementalDecoder, apply_repetition_penalty, token_presence
 from zoo.models.mobilellm import MobileLLM, save_pretrained, to_llama_config
 from zoo.weights import CheckpointError
 

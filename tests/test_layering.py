@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "zoo"
 FLOORS = {
     "zoo._version": 0,
     "zoo.layers": 0,
+    "zoo.lm": 0,
     "zoo.data": 0,
     "zoo.weights": 1,
     "zoo.output_folder": 1,

@@ -18,8 +18,8 @@ from zoo import cli
 from zoo.data.text import bundled_corpus, train_bpe_tokenizer
 from zoo.evaluate import evaluate_model
 from zoo.export import llama_backend
-from zoo.layers import generation
-from zoo.layers.generation import GenerationConfig, TextStreamer
+from zoo.lm import generation
+from zoo.lm.generation import GenerationConfig, TextStreamer
 from zoo.models.mobilellm import save_pretrained
 
 LLAMA = "llama.cpp"

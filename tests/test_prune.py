@@ -71,7 +71,7 @@ def _cases():
 
 
 def _inputs(model, batch=2):
-    if isinstance(model, zoo.layers.decoder.DecoderLM):
+    if isinstance(model, zoo.lm.decoder.DecoderLM):
         return torch.randint(0, model.config.vocab_size, (batch, 24), generator=torch.Generator().manual_seed(1))
     return torch.randn(batch, *IMAGE, generator=torch.Generator().manual_seed(1))
 
@@ -335,7 +335,7 @@ PRUNE_CI = _one_per_variant(PRUNABLE)
 def test_every_registered_model_prunes_to_half(name, tmp_path):
     kwargs = _full_size(name)
     model = _randomized(zoo.create_model(name, **kwargs))
-    x = _inputs(model, batch=1) if isinstance(model, zoo.layers.decoder.DecoderLM) else torch.randn(1, *SWEEP)
+    x = _inputs(model, batch=1) if isinstance(model, zoo.lm.decoder.DecoderLM) else torch.randn(1, *SWEEP)
     x = x[:, :16] if x.ndim == 2 else x
     zoo.prune(model, target_macs=0.5, example_inputs=x, tolerance=0.015)
     report = model.prune_report

@@ -1,4 +1,4 @@
-"""Quantized weights for every LM family (zoo.layers.quant): bf16, int8 (per output row) and int4 (groups of 32/64).
+"""Quantized weights for every LM family (zoo.lm.quant): bf16, int8 (per output row) and int4 (groups of 32/64).
 
 Error bounds of the codes, 576-wide layers, the CPU int4 kernel against the dequantized product, save/load round
 trips (identical outputs), refusals of mismatched loads (never a silent cast), cached decoding equal to full
@@ -20,7 +20,7 @@ from zoo.bench.harness import randomize_
 from zoo.config_rules import check_quantization
 from zoo.evaluate import evaluate_model
 from zoo.export import ExportError, export
-from zoo.layers.quant import (
+from zoo.lm.quant import (
     QuantizedLinear,
     QuantSpec,
     model_quantization,

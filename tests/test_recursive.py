@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import zoo
 from zoo.layers import RecursiveStack, cycle_schedule, sequence_schedule
 from zoo.layers.recursion import shared_depth, sharing_schedule
-from zoo.layers.routing import LoRA, gather_active
+from zoo.lm.routing import LoRA, gather_active
 from zoo.models.recursive import RecursiveConfig, RecursiveLM, from_pretrained_dense
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

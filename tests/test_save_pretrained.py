@@ -29,7 +29,7 @@ CASES = {
 
 
 def _inputs(model):
-    if isinstance(model, zoo.layers.decoder.DecoderLM):
+    if isinstance(model, zoo.lm.decoder.DecoderLM):
         return torch.randint(0, model.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(0))
     side = 32 if type(model).__name__ == "ConvNet" else 64  # the ConvNet's flattened classifier fixes its size
     return torch.randn(2, model.in_chans, side, side, generator=torch.Generator().manual_seed(0))

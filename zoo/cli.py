@@ -21,7 +21,7 @@ from .export.run_folder import is_export_folder, run_export_folder
 from .factory import create_model
 from .hub import WEIGHTS_NAME
 from .layers.args import parse_json_object
-from .layers.decoder import DecoderLM, TextStreamer
+from .lm.decoder import DecoderLM, TextStreamer
 from .profile import profile
 from .publish import PublishError
 from .registry import UnknownModelError, list_models, model_info

@@ -9,7 +9,7 @@ rules to every config it reads; a family that reads a folder itself applies :fun
 
 A folder of quantized weights records its format in a top-level ``quantization`` entry (``{"method":
 "int8_weight_only", "group_size": null}``, ``{"method": "int4_weight_only", "group_size": 32, "scheme":
-"asymmetric"}``, ``{"method": "bf16"}``; see :mod:`zoo.layers.quant`), checked by :func:`check_quantization`: unknown
+"asymmetric"}``, ``{"method": "bf16"}``; see :mod:`zoo.lm.quant`), checked by :func:`check_quantization`: unknown
 fields and values are refused by name. :func:`weights_quantization` holds the record against the tensors themselves,
 so that quantized codes never load as float weights and a record never stands for weights it does not describe.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .layers.quant import QuantSpec, convert_fake_quantized, fake_quantized_keys, is_quantized_state_dict
+from .lm.quant import QuantSpec, convert_fake_quantized, fake_quantized_keys, is_quantized_state_dict
 from .weights import CheckpointError, CheckpointMismatchError
 
 __all__ = [
@@ -247,7 +247,7 @@ def check_model_args(args: dict[str, Any], where: str, section: str = "model_arg
 
 def check_quantization(value: Any, where: str) -> QuantSpec | None:
     """A config.json's ``quantization`` entry (or the JSON text of a weight file's metadata) as a
-    :class:`~zoo.layers.quant.QuantSpec`; None when absent. A malformed entry is a :class:`CheckpointError` naming
+    :class:`~zoo.lm.quant.QuantSpec`; None when absent. A malformed entry is a :class:`CheckpointError` naming
     the field, before anything is built."""
     if value is None:
         return None
@@ -274,7 +274,7 @@ def weights_quantization(
     safetensors metadata (``metadata_entry``) record; returns ``(state_dict, spec)``.
 
     * A QAT checkpoint (``*.weight_fake_quantizer.scale`` beside float weights, MobileLLM-Pro's int4 layout) is
-      converted to int4 codes with its own scales (:func:`zoo.layers.quant.convert_fake_quantized`).
+      converted to int4 codes with its own scales (:func:`zoo.lm.quant.convert_fake_quantized`).
     * Refused, each a :class:`CheckpointMismatchError`: int8/int4 codes (``*.qweight``) that nothing records (the
       format is never guessed); a record of int8/int4 over float weights; a config.json and a file metadata that
       disagree.

@@ -2,7 +2,7 @@
 
 ``python eval.py --model NAME (--checkpoint PATH | --pretrained) --data DATA`` or ``--model hf-hub:ORG/NAME``;
 ``--quantize bf16|int8|int4`` (``--group-size``) evaluates a language model with quantized weights
-(:mod:`zoo.layers.quant`; a folder of quantized weights evaluates as it is); ``--backend llama.cpp`` computes a
+(:mod:`zoo.lm.quant`; a folder of quantized weights evaluates as it is); ``--backend llama.cpp`` computes a
 language model's logits in llama.cpp (:mod:`zoo.export.llama_backend`) on a GGUF of its weights, ``--quantize
 f32|f16|q8_0|q4_0`` its type.
 Images are preprocessed with the model's own pretrained cfg (input size, crop_pct, interpolation, mean/std,
@@ -38,7 +38,7 @@ from .export.llama_backend import NAME as LLAMA_CPP
 from .export.llama_backend import QUANTIZE as GGUF_TYPES
 from .export.llama_backend import LlamaCppLogits
 from .factory import create_model
-from .layers.quant import INT4_GROUP_SIZES, model_quantization
+from .lm.quant import INT4_GROUP_SIZES, model_quantization
 from .train.config import Recipe, load_run_recipe
 from .train.distributed import DistState
 from .train.tasks import EvalSource, Task, task_class, task_of_model

@@ -11,7 +11,7 @@
    checkpoint that does not fit raises before anything is loaded. A language model's folder or Hub repo may
    hold ``generation_config.json`` (transformers' file): it becomes ``model.generation_config``, its values
    checked before anything is built.
-5. ``quantize="bf16" | "int8" | "int4"`` (language models, :mod:`zoo.layers.quant`) quantizes the model after its
+5. ``quantize="bf16" | "int8" | "int4"`` (language models, :mod:`zoo.lm.quant`) quantizes the model after its
    float weights are loaded. Weights already quantized (a folder whose config.json records ``quantization``, a
    QAT checkpoint with fake-quantizer scales) are loaded into a model quantized the same way, never cast to float;
    asking for another format than theirs is refused.
@@ -52,9 +52,9 @@ from .config_rules import (
 )
 from .hub import CONFIG_NAME, WEIGHTS_NAME, download, read_config_file, read_hub_config
 from .layers import check_head_args
-from .layers.decoder import DecoderLM
-from .layers.generation import GENERATION_CONFIG_NAME, GenerationConfig
-from .layers.quant import QuantSpec, quantize_model
+from .lm.decoder import DecoderLM
+from .lm.generation import GENERATION_CONFIG_NAME, GenerationConfig
+from .lm.quant import QuantSpec, quantize_model
 from .registry import ModelEntry, get_entry, list_models
 from .weights import CheckpointError, check_architecture, load_state_dict_checked, read_metadata, read_state_dict
 
@@ -375,7 +375,7 @@ def create_model(
             metadata or config.json) names another architecture of the same layout; ``allow_nonfinite=True``
             loads weights holding NaN or inf. Language models take ``quantize`` too: ``"bf16"``, ``"int8"``,
             ``"int4"`` (groups of 32) or a ``quantization`` dict such as ``{"method": "int4_weight_only",
-            "group_size": 64, "scheme": "asymmetric"}`` (:mod:`zoo.layers.quant`); weights that are already
+            "group_size": 64, "scheme": "asymmetric"}`` (:mod:`zoo.lm.quant`); weights that are already
             quantized load as they are, in the format their folder records. ``max_params``: the most parameters
             (buffers included) a model described by a folder's or Hub repo's config.json may have, counted on the
             meta device before anything is built (default: the ``ZOO_MAX_PARAMS`` environment variable, else

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from .factory import create_model
-from .layers.quant import QuantizedLinear
+from .lm.quant import QuantizedLinear
 
 __all__ = [
     "Profile",
@@ -221,7 +221,7 @@ class Profile:
 def count_params(model: nn.Module) -> dict[str, int | None]:
     """Unique parameter counts: total, trainable, frozen, non-zero and non-embedding (None without embeddings).
 
-    A quantized layer's weights (integer codes, :class:`zoo.layers.quant.QuantizedLinear`) count as the frozen
+    A quantized layer's weights (integer codes, :class:`zoo.lm.quant.QuantizedLinear`) count as the frozen
     parameters they stand for, so a quantized model counts what its float form counts."""
     unique = {id(p): p for p in model.parameters()}.values()
     quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]

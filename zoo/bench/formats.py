@@ -50,7 +50,7 @@ from ..export.llama_backend import CACHE_ENV, release
 from ..export.lm_runtime import load as load_pte
 from ..export.lm_runtime import quantize_for_xnnpack
 from ..factory import create_model
-from ..layers.quant import quantize_model
+from ..lm.quant import quantize_model
 from .deployed import _llama_cpp_decoder
 from .harness import Row, median, randomize_, time_interleaved
 from .lm import build_pair, transformers_greedy

@@ -21,7 +21,7 @@ import sys
 import torch
 
 from ..factory import create_model
-from ..layers.routing import RoutedKVCache
+from ..lm.routing import RoutedKVCache
 from ..models.mobilellm import pro_layer_types
 from ..profile import peak_rss
 from .harness import randomize_

@@ -1,10 +1,10 @@
-"""The weight-only kernels behind :mod:`zoo.layers.quant`, timed on this machine: ``python -m zoo.bench.quant_kernels``.
+"""The weight-only kernels behind :mod:`zoo.lm.quant`, timed on this machine: ``python -m zoo.bench.quant_kernels``.
 
 One decoded token of ``mobilellm_125m`` at batch 1 is a chain of matrix-vector products: per layer q/o ``576 x 576``,
 k/v ``192 x 576``, gate/up ``1536 x 576``, down ``576 x 1536``, 30 layers, then the ``32000 x 576`` output head.
 Every candidate runs all of them once per round (random weights of the real shapes, a fresh input vector per
 product); rounds interleave the candidates, and the table gives each one's median. Candidates: float32 and
-bfloat16 ``F.linear`` and the zoo's one-row float32 kernel (:mod:`zoo.layers.gemv`); the zoo's int8 / int4 layers
+bfloat16 ``F.linear`` and the zoo's one-row float32 kernel (:mod:`zoo.lm.gemv`); the zoo's int8 / int4 layers
 fed one float32 row (the zoo's decoding path: ``zoo_gemv`` where it runs, else the bf16 path below) and their
 portable form (codes converted inside ``F.linear``); ``aten._weight_int8pack_mm`` and the CPU int4 tinygemm kernel
 ``aten._weight_int4pack_mm_for_cpu`` called directly (the zoo's path for prompts); torchao's
@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..factory import create_model
-from ..layers import gemv
-from ..layers.quant import QuantizedLinear, portable_kernels, quantize_int8, quantize_model
+from ..lm import gemv
+from ..lm.quant import QuantizedLinear, portable_kernels, quantize_int8, quantize_model
 from .harness import randomize_
 
 __all__ = ["SHAPES", "candidates", "main", "time_decode", "time_matvecs"]

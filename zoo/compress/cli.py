@@ -16,7 +16,7 @@ import torch
 from ..factory import create_model, resolve_source
 from ..hub import WEIGHTS_NAME
 from ..layers.args import parse_json_object
-from ..layers.decoder import DecoderLM
+from ..lm.decoder import DecoderLM
 from ..output_folder import check_output_folder, write_folder
 from .prune import IMPORTANCES, PruneError, prune
 

@@ -51,10 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ChannelLayerNorm
-from ..layers.decoder import DecoderLM
 from ..layers.large_kernel import DecomposedLargeKernel, FusedLargeKernel
 from ..layers.lm import GroupedQueryAttention
-from ..layers.routing import LoRA
+from ..lm.decoder import DecoderLM
+from ..lm.routing import LoRA
 from ..models.convnet import ConvNet
 from ..models.metaformer import Attention as MetaFormerAttention
 from ..models.metaformer import MetaFormer, MlpHead, SepConv
@@ -128,10 +128,10 @@ def _channel_layer_norm_pruner(base: type) -> Any:
 
 
 def _lora_pruner(base: type) -> Any:
-    """The pruner of :class:`~zoo.layers.routing.LoRA`, a subclass of ``base``."""
+    """The pruner of :class:`~zoo.lm.routing.LoRA`, a subclass of ``base``."""
 
     class LoRAPruner(base):
-        """:class:`~zoo.layers.routing.LoRA` (``B @ A``, added to a projection): inputs are ``A``'s columns,
+        """:class:`~zoo.lm.routing.LoRA` (``B @ A``, added to a projection): inputs are ``A``'s columns,
         outputs ``B``'s rows; the rank stays."""
 
         TARGET_MODULES = LoRA

@@ -27,8 +27,8 @@ from .._version import __version__
 from ..data.lm_tokenizer import load_lm_tokenizer
 from ..factory import create_model, resolve_source
 from ..hub import CONFIG_NAME, download
-from ..layers.decoder import DecoderLM
-from ..layers.quant import QuantSpec, model_quantization, portable_kernels, quantize_model
+from ..lm.decoder import DecoderLM
+from ..lm.quant import QuantSpec, model_quantization, portable_kernels, quantize_model
 from ..output_folder import OutputFolderError, check_output_folder, write_folder
 from ..publish import export_pretrained, export_run
 from ..registry import get_entry, list_models
@@ -38,7 +38,7 @@ __all__ = ["FORMATS", "ExportError", "ExportResult", "ExportSpec", "export", "lo
 
 _logger = logging.getLogger(__name__)
 
-# the formats that store the zoo's own quantized weights (``quantize="bf16" | "int8" | "int4"``, zoo.layers.quant):
+# the formats that store the zoo's own quantized weights (``quantize="bf16" | "int8" | "int4"``, zoo.lm.quant):
 # the program holds the codes and dequantizes them in the graph; the other formats quantize their own way
 ZOO_QUANTIZED_FORMATS = ("pt2",)
 ZOO_QUANTIZE = ("bf16", "int8", "int4")

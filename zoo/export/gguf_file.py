@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..layers.decoder import DecoderLM
+from ..lm.decoder import DecoderLM
 from ..models.mobilellm import MobileLLM
 from ..models.recursive import RecursiveLM
 from .core import ExportError, ExportSpec, _tokenizer_files

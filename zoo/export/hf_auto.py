@@ -20,12 +20,12 @@ as the zoo wrote it. Tied output weights need no tying: a tied zoo model has no 
 ``tie_word_embeddings: false`` models have their own ``lm_head.weight`` in both.
 
 ``forward`` runs the zoo model and returns ``CausalLMOutputWithPast``. Generation uses the zoo's own static KV cache
-(:class:`zoo.layers.KVCache` / :class:`zoo.layers.routing.RoutedKVCache`, made by ``_prepare_cache_for_generation``
+(:class:`zoo.layers.KVCache` / :class:`zoo.lm.routing.RoutedKVCache`, made by ``_prepare_cache_for_generation``
 for the whole generation, carried as ``past_key_values``); greedy tokens equal the zoo's ``model.generate``.
 Beam search and assisted decoding reorder or crop a cache, which the zoo's static cache does not do: they run
 without one (``use_cache=False``, the full sequence recomputed each step), as does ``generate(use_cache=False)``.
 
-A folder of the zoo's int8/int4 weights (config.json ``quantization``, :mod:`zoo.layers.quant`) is refused with a
+A folder of the zoo's int8/int4 weights (config.json ``quantization``, :mod:`zoo.lm.quant`) is refused with a
 ValueError: these classes would leave its codes unread; ``zoo.create_model(FOLDER)`` loads it.
 
 Registration: :func:`register` (idempotent; importing this module calls it). ``import zoo`` does not import
@@ -49,9 +49,9 @@ except ImportError as e:
     raise ImportError(f"zoo.export.hf_auto needs transformers >= 5, found {transformers.__version__} ({e})") from e
 
 from ..layers import KVCache, RMSNorm
-from ..layers.decoder import DecoderConfig, DecoderLM
-from ..layers.quant import QuantSpec
-from ..layers.routing import LoRA
+from ..lm.decoder import DecoderConfig, DecoderLM
+from ..lm.quant import QuantSpec
+from ..lm.routing import LoRA
 from ..models import recursive
 from ..models.mobilellm import MobileLLM, MobileLLMConfig
 from ..models.recursive import RecursiveConfig, RecursiveLM

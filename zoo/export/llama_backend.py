@@ -1,7 +1,7 @@
 """``model.generate(..., backend="llama.cpp", quantize=...)``: the zoo's decoding over llama.cpp's forward passes.
 
 llama.cpp (llama-cpp-python) runs the prompt and every decode step on a GGUF of the model's weights; the zoo's own
-token loop (:meth:`zoo.layers.decoder.DecoderLM.generate`) chooses each token from llama.cpp's logits, so greedy
+token loop (:meth:`zoo.lm.decoder.DecoderLM.generate`) chooses each token from llama.cpp's logits, so greedy
 and sampling (temperature, top-k, top-p, the ``generator``'s seed), the repetition penalty, ``min_new_tokens``,
 stop ids and stop strings, streamers and ``generation_config`` mean exactly what they mean with torch. Batches run
 one prompt after another (left padding is dropped; streamers follow batch 1).
@@ -25,7 +25,7 @@ one prompt after another (left padding is dropped; streamers follow batch 1).
   itself: ``quantize="q8_0"``).
 
 :class:`LlamaCppLogits` gives every position's logits through llama.cpp (``eval.py --backend llama.cpp``'s
-perplexity). Importing this module registers the backend with :mod:`zoo.layers.generation`.
+perplexity). Importing this module registers the backend with :mod:`zoo.lm.generation`.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..layers.decoder import DecoderLM
-from ..layers.generation import BACKEND_STATE, register_generation_backend
-from ..layers.quant import model_quantization
+from ..lm.decoder import DecoderLM
+from ..lm.generation import BACKEND_STATE, register_generation_backend
+from ..lm.quant import model_quantization
 from . import gguf_file
 from .core import TEXT, ExportError, ExportSpec
 

@@ -15,11 +15,11 @@ Backends (``backend=`` option; default ``executorch`` where it imports, else ``a
 
 * ``executorch``: ``model.pte`` with the methods ``forward`` and ``prefill``, lowered with the XNNPACK partitioner;
   the cache is not in the file (ExecuTorch zero-fills it when the program loads). The decoder computes its norms,
-  heads, rotary embedding and attention with :class:`~zoo.layers.static_decoder.DelegateOps` (the same values in
+  heads, rotary embedding and attention with :class:`~zoo.lm.static_decoder.DelegateOps` (the same values in
   ops XNNPACK takes whole), so each layer lowers as one or two delegated blocks around its cache writes: fewer
   blocks to lower, fewer calls per token. The layers write their caches in place with ExecuTorch's LLM operator
   ``llama::update_cache`` and attend over them with XNNPACK's batched matrix products
-  (:meth:`~zoo.layers.static_decoder.StaticDecoder._run_llm`; routed, shared and LoRA slots keep the masked form).
+  (:meth:`~zoo.lm.static_decoder.StaticDecoder._run_llm`; routed, shared and LoRA slots keep the masked form).
   Runs in ExecuTorch's Python runtime (the LLM operators loaded first: ``runtime.json``'s ``llm_ops``).
 * ``aoti``: ``decoder.pt2``, an AOTInductor package (``torch._inductor.aoti_compile_and_package``). Runs with
   ``torch._inductor.aoti_load_package`` and nothing else.
@@ -61,9 +61,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim
 
-from ..layers.decoder import GenerationConfig, generate_on_session
-from ..layers.quant import QuantizedLinear, model_quantization, quantize_int8, quantized_layer_names, unpack_int4
-from ..layers.static_decoder import StaticDecoder
+from ..lm.decoder import GenerationConfig, generate_on_session
+from ..lm.quant import QuantizedLinear, model_quantization, quantize_int8, quantized_layer_names, unpack_int4
+from ..lm.static_decoder import StaticDecoder
 from .core import ExportError, ExportSpec, compare
 
 __all__ = [
@@ -126,7 +126,7 @@ def load_llm_ops() -> bool:
 def CachedDecoder(
     model: nn.Module, max_seq_len: int, delegate_ops: bool = False, llm_ops: bool = False
 ) -> StaticDecoder:
-    """``model`` over a static cache of ``max_seq_len`` tokens (:class:`zoo.layers.static_decoder.StaticDecoder`),
+    """``model`` over a static cache of ``max_seq_len`` tokens (:class:`zoo.lm.static_decoder.StaticDecoder`),
     refused with :class:`ExportError` where it cannot be built."""
     try:
         return StaticDecoder(model, max_seq_len, delegate_ops, llm_ops=llm_ops, fuse=stack_linears if llm_ops else None)
@@ -314,7 +314,7 @@ def _xnnpack_partitioner():
     XNNPACK's preprocess runs 17 graph passes over every delegated block, each re-tracing the block with fake
     tensors, two of them matching pattern graphs (bilinear upsampling, SDPA) node by node: about 5 s per block, two
     blocks per layer. A block marked ``dqlinear_partitioner`` gets only the pass that turns ``addmm``/``mm`` into
-    linear layers. The others rewrite ops a :class:`~zoo.layers.static_decoder.DelegateOps` block does not hold
+    linear layers. The others rewrite ops a :class:`~zoo.lm.static_decoder.DelegateOps` block does not hold
     (convolutions, batch norms, upsampling, PReLU, channels-last layouts, max pooling, padding) or fold what is
     already folded; the lowered program computes the same values (the export's check compares them), and the export
     of mobilellm_125m 8da4w as a whole-prompt program took 250 s instead of 416.
@@ -568,7 +568,7 @@ def weight_bytes(model: nn.Module) -> int:
 
 class CompiledLM:
     """Decoding with a ``pte`` folder's compiled program (torch, plus executorch for a .pte), as
-    :meth:`zoo.layers.decoder.DecoderLM.generate` decodes: greedy or sampled, with its penalties, stops and
+    :meth:`zoo.lm.decoder.DecoderLM.generate` decodes: greedy or sampled, with its penalties, stops and
     streamers. Loaded once, it decodes one sequence at a time (the artefact holds the cache); ``prefill`` starts a
     new one.
 
@@ -668,7 +668,7 @@ class CompiledLM:
 
     def generate(self, prompt_ids, max_new_tokens: int | None = None, **settings) -> torch.Tensor:
         """The prompt (a list or a ``(T,)`` / ``(1, T)`` tensor) and its continuation ``(1, T + n)``: ``settings``
-        are :meth:`~zoo.layers.decoder.DecoderLM.generate`'s (``do_sample``, ``temperature``, ``top_k``,
+        are :meth:`~zoo.lm.decoder.DecoderLM.generate`'s (``do_sample``, ``temperature``, ``top_k``,
         ``top_p``, ``repetition_penalty``, ``min_new_tokens``, ``eos_token_id``, ``stop_token_ids``,
         ``stop_strings`` with ``tokenizer``, ``streamer``, ``generator``, ``generation_config``)."""
         ids = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1)

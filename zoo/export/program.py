@@ -4,7 +4,7 @@ Vision models take ``(B, C, H, W)`` images with a dynamic batch (and, with ``dyn
 width where the architecture allows it); language models take ``(B, T)`` token ids with dynamic batch and length
 and return the logits of every position (the cache-free forward; ``pte`` is the cached decode).
 
-``quantize`` (language models): ``"bf16"``, ``"int8"`` or ``"int4"`` (:mod:`zoo.layers.quant`, applied by
+``quantize`` (language models): ``"bf16"``, ``"int8"`` or ``"int4"`` (:mod:`zoo.lm.quant`, applied by
 :func:`zoo.export.export` before tracing): the program holds the int8/int4 codes and scales and dequantizes them
 in the graph, so it runs on any machine; the check compares it with the quantized eager model.
 """

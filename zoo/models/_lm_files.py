@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..layers.decoder import DecoderLM
-from ..layers.quant import QuantSpec
+from ..lm.decoder import DecoderLM
+from ..lm.quant import QuantSpec
 from ..weights import save_state_dict
 
 __all__ = ["write_lm_folder"]

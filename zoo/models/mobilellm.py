@@ -32,7 +32,7 @@ Export (:func:`save_pretrained`): a transformers ``LlamaForCausalLM`` folder (``
 every model that stock Llama can express (no layer sharing, no sliding window), else a zoo-format folder that
 :meth:`MobileLLM.from_pretrained` and ``zoo.create_model`` read back.
 
-Quantized weights (:mod:`zoo.layers.quant`: ``zoo.create_model(NAME, quantize="bf16" | "int8" | "int4")``): a
+Quantized weights (:mod:`zoo.lm.quant`: ``zoo.create_model(NAME, quantize="bf16" | "int8" | "int4")``): a
 quantized model saves its codes and scales in a zoo-format folder whose config.json (and safetensors metadata)
 records ``quantization`` (bf16 may still be a transformers folder, ``torch_dtype: bfloat16``); loading rebuilds the
 same quantized layers. MobileLLM-Pro's int4 QAT checkpoints (float weights beside
@@ -51,8 +51,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config_rules import check_model_args, weights_quantization
 from ..layers import KVCache, RotaryEmbedding, build_attention_masks, sequence_schedule
-from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM, GenerationConfig, LMOutput
-from ..layers.quant import model_quantization, quantize_model
+from ..lm.decoder import DecoderBody, DecoderConfig, DecoderLM, GenerationConfig, LMOutput
+from ..lm.quant import model_quantization, quantize_model
 from ..registry import register_model
 from ..weights import (
     CheckpointError,

@@ -40,7 +40,7 @@ token's decision depends only on its own hidden state, so a full forward and a c
 decisions. Steps of capacity 1 (step 0 by default) always take every token. ``forward(..., routing="topk")``
 forces top-k, and ``route_masks=`` replays given decisions (e.g. those a top-k prefill returned).
 
-KV caching (one :class:`zoo.layers.routing.RoutedKVCache`):
+KV caching (one :class:`zoo.lm.routing.RoutedKVCache`):
 
 * recursion-wise (default): every application owns a cache slot holding only the tokens active at its step;
   attention at step ``r`` is among the tokens active at ``r`` (also in the full forward, so both agree);
@@ -56,7 +56,7 @@ Differences from the authors' code: routing decodes (threshold rule above; their
 recursion-wise cache stores per-step token subsets with their sequence indices in one static cache;
 non-divisible depths are floored (``(L - 2) // N_r`` shared blocks) instead of resampled by ``linspace``; the
 loss-free bias update runs inside ``forward`` in training; the auxiliary losses reach the gradient through
-:class:`zoo.layers.routing.AddAuxiliaryLoss`, so an unchanged cross-entropy loop trains the routers.
+:class:`zoo.lm.routing.AddAuxiliaryLoss`, so an unchanged cross-entropy loop trains the routers.
 """
 
 import math
@@ -72,10 +72,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import RMSNorm, RotaryEmbedding, build_attention_masks
-from ..layers.decoder import DecoderBody, DecoderConfig, DecoderLM, PassStart
-from ..layers.quant import model_quantization
 from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
-from ..layers.routing import (
+from ..lm.decoder import DecoderBody, DecoderConfig, DecoderLM, PassStart
+from ..lm.quant import model_quantization
+from ..lm.routing import (
     AddAuxiliaryLoss,
     LoRA,
     RoutedKVCache,

@@ -53,7 +53,7 @@ from ..data.stream import (
 from ..data.synthetic import SyntheticDataset, load_synthetic
 from ..factory import create_model, resolve_source
 from ..hub import download
-from ..layers.quant import dequantize_model, model_quantization
+from ..lm.quant import dequantize_model, model_quantization
 from ..registry import UnknownModelError, get_entry
 from ..weights import read_state_dict
 from .config import Recipe, RecipeError, load_run_args
@@ -691,7 +691,7 @@ def _split_read(source: DataSource, split: str) -> str:
 
 
 def _dequantized(model: nn.Module, where: str) -> nn.Module:
-    """A model loaded from quantized weights, made trainable (:func:`~zoo.layers.quant.dequantize_model`: frozen
+    """A model loaded from quantized weights, made trainable (:func:`~zoo.lm.quant.dequantize_model`: frozen
     codes would not train, and the run writes float weights with no quantization record). Said in the log; float
     models pass unchanged."""
     spec = model_quantization(model)

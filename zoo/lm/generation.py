@@ -1,4 +1,4 @@
-"""What :meth:`zoo.layers.decoder.DecoderLM.generate` needs besides the model: its settings, logits processors,
+"""What :meth:`zoo.lm.decoder.DecoderLM.generate` needs besides the model: its settings, logits processors,
 stop strings and streamers, with transformers' names and semantics.
 
 * :class:`GenerationConfig`: the settings, under transformers' key names so that ``generation_config.json`` is
@@ -146,7 +146,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 @dataclass
 class GenerationConfig:
-    """How :meth:`~zoo.layers.decoder.DecoderLM.generate` decodes, with transformers' key names.
+    """How :meth:`~zoo.lm.decoder.DecoderLM.generate` decodes, with transformers' key names.
 
     A field left None is unset: ``generate`` takes it from ``model.generation_config``, then from its own
     default (``max_new_tokens`` 20, greedy, ``temperature`` 1, no top-k / top-p, ``repetition_penalty`` 1, no

@@ -44,7 +44,7 @@ Both integer kernels win only when fed bfloat16 rows (a float32 input is 5-15x s
 per call); torchao's configurations reach the same kernels through tensor subclasses and lose 1-2 ms per token to
 the dispatch, so the zoo calls the kernels itself.
 
-The zoo's paths on CPU (inference): one row (a decoded token) goes to :mod:`zoo.layers.gemv`'s kernels where
+The zoo's paths on CPU (inference): one row (a decoded token) goes to :mod:`zoo.lm.gemv`'s kernels where
 they run (an AVX2 CPU with a C++ compiler; that module's docstring has their timings), closer to the float
 product (the row is rounded to int16 per block of 32, not to bf16). Other rows are rounded to bfloat16; int8 runs
 ``aten._weight_int8pack_mm`` and int4 the CPU tinygemm kernel ``aten._weight_int4pack_mm_for_cpu`` directly (the
@@ -499,7 +499,7 @@ class QuantizedLinear(nn.Module):
         if self.activations == "int8_dynamic":
             x = _fake_quantize_tokens(x)
         if kernel_path(x):
-            if self._one_row(x):  # a decoded token: zoo.layers.gemv's kernels on the float32 row
+            if self._one_row(x):  # a decoded token: zoo.lm.gemv's kernels on the float32 row
                 y = self._gemv(x.reshape(1, -1).float())
             else:
                 # PyTorch's CPU kernels, fed bfloat16 rows: both are 5-15x faster with a bf16 input than with a
@@ -514,7 +514,7 @@ class QuantizedLinear(nn.Module):
         return F.linear(x, self.dequantize(x.dtype), self.bias)
 
     def _one_row(self, x: torch.Tensor) -> bool:
-        """Whether ``x`` is one row that :mod:`zoo.layers.gemv`'s kernels take with these codes."""
+        """Whether ``x`` is one row that :mod:`zoo.lm.gemv`'s kernels take with these codes."""
         if not gemv.supports(x, self.in_features):
             return False
         if self.bits == 4 and (self.group_size % 32 or self.scale.dtype != torch.float16 or self.released):

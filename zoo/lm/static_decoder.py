@@ -91,9 +91,9 @@ class DelegateOps(nn.Module, LayerOps):
 
 class OneTokenOps(LayerOps):
     """The compiled decode step's attention on CPU: one float32 query token over the static cache through
-    :func:`zoo.layers.gemv.attend_one`, which works on the positions the mask lets it see (40 of 256 slots after a
+    :func:`zoo.lm.gemv.attend_one`, which works on the positions the mask lets it see (40 of 256 slots after a
     40-token context) where SDPA works on all of them; a prompt, another dtype or device takes SDPA. Needs
-    :func:`zoo.layers.gemv.available`."""
+    :func:`zoo.lm.gemv.available`."""
 
     def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
         one = q.shape[0] == 1 and q.shape[2] == 1 and q.device.type == "cpu" and q.dtype == k.dtype == torch.float32

@@ -374,7 +374,7 @@ def gemv_int8(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Te
 def gemv_int4(
     x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int
 ) -> torch.Tensor:
-    """``x (1, K)`` times the int4 weight of :mod:`zoo.layers.quant`'s plain layout: ``codes (N, K / 2)`` uint8
+    """``x (1, K)`` times the int4 weight of :mod:`zoo.lm.quant`'s plain layout: ``codes (N, K / 2)`` uint8
     (even column in the low nibble), ``scale`` / ``zero`` float16 ``(N, K / group_size)``, ``w = (u - 8) * scale +
     zero``; ``group_size`` a multiple of 32."""
     return torch.ops.zoo_gemv.int4(x.reshape(1, -1), codes, scale, zero, group_size)

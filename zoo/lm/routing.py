@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lm import DecoderLayer, KVCache, apply_rotary, attention_mask
+from ..layers.lm import DecoderLayer, KVCache, apply_rotary, attention_mask
 
 __all__ = [
     "AddAuxiliaryLoss",
@@ -240,7 +240,7 @@ def _proj(linear: nn.Linear, x: torch.Tensor, lora: dict[str, nn.Module] | None,
 
 class LayerOps:
     """How :func:`layer_forward` computes a layer's norms, heads, rotary embedding and attention: as the layer's
-    own modules do (this class). :class:`zoo.layers.static_decoder.DelegateOps` computes the same values with other
+    own modules do (this class). :class:`zoo.lm.static_decoder.DelegateOps` computes the same values with other
     ops."""
 
     def norm(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -283,7 +283,7 @@ def layer_forward(
       computing new ones; nothing is written to a cache (recursive KV sharing);
     * ``return_kv``: return ``(x, (k, v))`` with this call's keys/values (after the cache update, if any);
     * ``ops``: a :class:`LayerOps` that computes the norms, heads, rotary embedding and attention another way
-      (:class:`zoo.layers.static_decoder.DelegateOps`: the same values in ops a CPU delegate takes whole); ``mask``
+      (:class:`zoo.lm.static_decoder.DelegateOps`: the same values in ops a CPU delegate takes whole); ``mask``
       is then whatever form those ``ops`` take.
 
     Without any of these it is exactly ``layer(x, rope, cache, slot, mask, is_causal, positions)``.

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.args import check_known_keys
+from ..layers.lm import DecoderLayer, KVCache, RMSNorm
+from ..layers.saving import HubMixin
 from . import gemv
-from .args import check_known_keys
 from .generation import (
     BACKEND_STATE,
     TORCH_BACKEND,
@@ -33,9 +35,7 @@ from .generation import (
     generation_backend,
     token_presence,
 )
-from .lm import DecoderLayer, KVCache, RMSNorm
 from .quant import int8_head, kernel_path
-from .saving import HubMixin
 from .static_decoder import StaticDecoder
 
 __all__ = [
@@ -206,7 +206,7 @@ class DecoderLM(nn.Module, HubMixin):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output head: ``hidden @ output_weight.T``. With int8/int4 projections (``quantize=``), CPU inference
-        runs it as int8 codes per row (:func:`zoo.layers.quant.int8_head`; llama.cpp's Q8_0 treats its output matrix
+        runs it as int8 codes per row (:func:`zoo.lm.quant.int8_head`; llama.cpp's Q8_0 treats its output matrix
         the same way): the float head is the largest matrix of a small LM and would otherwise cost more than
         every quantized projection together."""
         spec = getattr(self, "quantization", None)
@@ -525,7 +525,7 @@ class DecoderLM(nn.Module, HubMixin):
         max_new_tokens: int,
         streamer: Any,
     ) -> Any:
-        """None for torch; else the backend's session for this call (:func:`~zoo.layers.generation.
+        """None for torch; else the backend's session for this call (:func:`~zoo.lm.generation.
         register_generation_backend`), after refusing what it cannot do as ``generate`` promises."""
         if backend == TORCH_BACKEND:
             if quantize is not None:
@@ -636,7 +636,7 @@ class DecoderLM(nn.Module, HubMixin):
                 decoder = StaticDecoder(self, size, one_token_ops=kernels).eval()
             # no size/stride checks of every kernel's output at every token (they cost 0.6 ms of a 125M int4 step)
             options = {"size_asserts": False, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
-            if kernels:  # float32 rows to zoo.layers.gemv's kernel
+            if kernels:  # float32 rows to zoo.lm.gemv's kernel
                 options["post_grad_custom_post_pass"] = gemv.OneRowProducts()
             kept = (key, decoder, torch.compile(_own_step(decoder), fullgraph=True, dynamic=False, options=options))
             self.__dict__["_compiled_step"] = kept  # not a submodule: the decoder holds the model
@@ -748,7 +748,7 @@ def generate_on_session(
 ) -> torch.Tensor:
     """:meth:`DecoderLM.generate` for one prompt on an engine other than a zoo model: ``session`` has
     ``prefill(ids) -> logits (vocab,)`` and ``step(token) -> logits (vocab,)`` (the protocol of
-    :func:`~zoo.layers.generation.register_generation_backend`; e.g. a compiled ``pte`` artefact). ``settings``:
+    :func:`~zoo.lm.generation.register_generation_backend`; e.g. a compiled ``pte`` artefact). ``settings``:
     ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``, ``min_new_tokens``,
     ``eos_token_id``, ``stop_strings``, ``pad_token_id``, over ``generation_config`` over ``base_config``, meaning
     what they mean in ``generate``. Returns ``(1, T + n)``."""
