@@ -135,3 +135,87 @@ def test_every_module_has_a_floor():
     for module in MODULES:
         if module != "zoo":
             _floor(module)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# CONTRIBUTING.md's floor table is rendered from FLOORS (and these lines), never kept by hand: `python
+# tests/test_layering.py` prints it, `python tests/test_layering.py --write` puts it between the markers.
+
+CONTRIBUTING = ROOT.parent / "CONTRIBUTING.md"
+TABLE_START, TABLE_END = "<!-- floors:start -->", "<!-- floors:end -->"
+
+# one line per FLOORS prefix: what lives there
+DESCRIPTIONS = {
+    "zoo._version": "the package version",
+    "zoo.layers": "shared blocks: the vision face, decoder-LM blocks, large kernels, recursion, saving hooks",
+    "zoo.lm": "the LM runtime: decoder base, generation, quantization, kernels, static decoder, routing caches",
+    "zoo.data": "data behind one resolver (a name -> a source -> splits): images, benchmark files, text, shards, "
+    "streams, synthetic-set folders, DSA augmentation",
+    "zoo.weights": "weight I/O and loading errors",
+    "zoo.output_folder": "a command's output folder, checked and swapped in whole",
+    "zoo.config_rules": "what a config.json that comes with weights may say",
+    "zoo.registry": "the model table (knows no family)",
+    "zoo.models": "one file per family (+ `_builder.py`, timm's `build_model_with_cfg`)",
+    "zoo.hub": "Hub download with verification, a repo's config.json",
+    "zoo.factory": "`create_model`: resolves the weight source once, builds, loads; timm entry points",
+    "zoo.profile": "params, MACs (fvcore + handles), latency, memory; `zoo.profile(...)`",
+    "zoo.cards": "model cards (the zoo's own and published ones) and the model table",
+    "zoo.compress": "structural pruning (Torch-Pruning's dependency graph), widths as builder arguments; `zoo prune`",
+    "zoo.publish": "the publishable folder (safetensors, config.json, card) and the Hub upload",
+    "zoo.export": "deployment artefacts (pt2, ONNX, pte, GGUF), transformers' Auto* classes for the zoo's LMs",
+    "zoo.train": "the training engine: builders, tasks, loop, checkpoints, distributed, sparse, distillation",
+    "zoo.evaluate": "held-out evaluation (`eval.py`)",
+    "zoo.condense": "efficient data: condensation and coreset methods, the synthetic-set folder, the protocol",
+    "zoo.bench": "benchmarks: harness, peers, reference renditions, deployed forms, the results tables",
+    "zoo.cli": "the `zoo` command: one entry per command, each command's arguments beside its code",
+    "zoo.__main__": "`python -m zoo`",
+}
+
+
+def _where(prefix: str) -> str:
+    """``zoo.bench`` -> ``zoo/bench/``; ``zoo.cli`` -> ``zoo/cli.py``."""
+    path = ROOT.parent / prefix.replace(".", "/")
+    return f"{path.relative_to(ROOT.parent).as_posix()}/" if path.is_dir() else f"{prefix.replace('.', '/')}.py"
+
+
+def render_floor_table() -> str:
+    """The floor table of CONTRIBUTING.md, top floor first, from FLOORS and DESCRIPTIONS."""
+    lines = ["| floor | module | what it holds |", "|---:|---|---|"]
+    for floor in sorted(set(FLOORS.values()), reverse=True):
+        for prefix in (p for p in FLOORS if FLOORS[p] == floor):
+            lines.append(f"| {floor} | `{_where(prefix)}` | {DESCRIPTIONS.get(prefix, '?')} |")
+    return "\n".join(lines)
+
+
+def _table_in_contributing() -> str | None:
+    text = CONTRIBUTING.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        return None
+    return text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+
+
+def test_every_floor_has_a_description():
+    missing = [p for p in FLOORS if p not in DESCRIPTIONS]
+    stale = [p for p in DESCRIPTIONS if p not in FLOORS]
+    assert not missing, f"add a line for {missing} to DESCRIPTIONS in tests/test_layering.py"
+    assert not stale, f"{stale} left FLOORS: remove them from DESCRIPTIONS"
+
+
+def test_contributing_draws_the_floors_from_floors():
+    table = _table_in_contributing()
+    assert table is not None, f"CONTRIBUTING.md lacks the markers {TABLE_START} ... {TABLE_END}"
+    assert table == render_floor_table(), (
+        "CONTRIBUTING.md's floor table differs from FLOORS: run `python tests/test_layering.py --write`"
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--write"]:
+        text = CONTRIBUTING.read_text()
+        head, _, rest = text.partition(TABLE_START)
+        _, _, tail = rest.partition(TABLE_END)
+        CONTRIBUTING.write_text(f"{head}{TABLE_START}\n{render_floor_table()}\n{TABLE_END}{tail}")
+    else:
+        print(render_floor_table())
