@@ -87,7 +87,7 @@ def test_a_validation_split_missing_a_class_keeps_the_training_numbering(tmp_pat
     task.prepare_data()
     assert task.info.class_names == ["cat", "dog", "eel"]
     assert [task.val_base[i][1] for i in range(len(task.val_base))] == [0, 0, 2, 2]  # eel stays 2, not 1
-    monkeypatch.setattr(tasks, "create_model", lambda name, **kwargs: ColourModel(kwargs["num_classes"]))
+    monkeypatch.setattr(tasks.base, "create_model", lambda name, **kwargs: ColourModel(kwargs["num_classes"]))
     model = task.build_model()
     assert _top1(task, model) == 100.0  # 50% when val/ numbered cat, eel as 0, 1
 

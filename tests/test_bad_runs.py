@@ -541,10 +541,10 @@ def _tokenizer_from_init_from(lm_run, tmp_path, monkeypatch):
 def _tokenizer_from_the_hub(lm_run, tmp_path, monkeypatch):
     """hf-hub:ORG/NAME with a damaged tokenizer.json (the Hub's config and files served from a folder)."""
     from zoo import factory
-    from zoo.train import tasks
+    from zoo.train.tasks import base, lm
 
-    monkeypatch.setattr(tasks, "resolve_source", lambda name, *a, **k: factory.resolve_source(str(lm_run / "export")))
-    monkeypatch.setattr(tasks, "download", lambda repo, name, *a, **k: str(_bad_tokenizer(tmp_path / name)))
+    monkeypatch.setattr(base, "resolve_source", lambda name, *a, **k: factory.resolve_source(str(lm_run / "export")))
+    monkeypatch.setattr(lm, "download", lambda repo, name, *a, **k: str(_bad_tokenizer(tmp_path / name)))
     return ["--init-from", "hf-hub:someone/tiny-lm"], "the tokenizer of init_from hf-hub:someone/tiny-lm: "
 
 
