@@ -18,7 +18,7 @@ from zoo import cli
 from zoo.data.text import bundled_corpus, train_bpe_tokenizer
 from zoo.evaluate import evaluate_model
 from zoo.export import llama_backend
-from zoo.lm import generation
+from zoo.lm import sessions
 from zoo.lm.generation import GenerationConfig, TextStreamer
 from zoo.models.mobilellm import save_pretrained
 
@@ -177,7 +177,7 @@ def test_settings_llama_cpp_cannot_take_are_refused(mobilellm):
 
 
 def test_an_unregistered_backend_names_the_install(mobilellm, monkeypatch):
-    monkeypatch.delitem(generation._BACKENDS, LLAMA)
+    monkeypatch.delitem(sessions._BACKENDS, LLAMA)
     with pytest.raises(ValueError, match=r'pip install "zoo\[export\]"'):
         mobilellm.generate(PROMPTS, backend=LLAMA)
 

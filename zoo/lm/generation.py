@@ -1,492 +1,283 @@
-"""What :meth:`zoo.lm.decoder.DecoderLM.generate` needs besides the model: its settings, logits processors,
-stop strings and streamers, with transformers' names and semantics.
+"""Generation for the zoo's decoder LMs: :class:`GenerationMixin` gives :class:`~zoo.lm.decoder.DecoderLM` its
+:meth:`~GenerationMixin.generate` (transformers' arguments and semantics), :attr:`~GenerationMixin.generation_config`
+and the compiled decode step.
 
-* :class:`GenerationConfig`: the settings, under transformers' key names so that ``generation_config.json`` is
-  interchangeable (unset fields are None, as in transformers 5; :meth:`GenerationConfig.from_dict` validates a
-  file's values and keeps the keys the zoo does not use, so that they are written back).
-* :func:`token_presence` / :func:`apply_repetition_penalty`: transformers' ``RepetitionPenaltyLogitsProcessor``
-  (a positive logit of a token already in the prompt or the output is divided by the penalty, a negative one
-  multiplied), with left padding left out as transformers 5 does.
-* :class:`IncrementalDecoder`: text of a growing token list piece by piece, never splitting a multi-byte
-  character (the text of a token that ends inside one is held back until a later token completes it).
-* :class:`TextStreamer` (print or a callback) and :class:`TextIteratorStreamer` (a queue read from another
-  thread): transformers' ``put(token_ids)`` / ``end()`` protocol.
-* :class:`StopStrings`: per-sequence detection of stop strings in the decoded new text.
-* :func:`register_generation_backend` / :func:`generation_backend`: the engines ``generate(..., backend=NAME)`` can
-  run the forward passes in besides torch. A backend lives above the layers (``"llama.cpp"``: :mod:`zoo.export`
-  registers it when imported, as ``import zoo`` does), so it registers itself here, as :mod:`zoo.layers.saving`'s
-  functions are registered.
+This module is the door to generation; the parts live beside it:
+
+* :mod:`zoo.lm.generation_config`: :class:`GenerationConfig`, the settings under transformers' key names
+  (``generation_config.json``).
+* :mod:`zoo.lm.decoding`: how each token is chosen (sampling, transformers' repetition penalty, stop ids and
+  strings) and the token loop every engine feeds with logits.
+* :mod:`zoo.lm.streamers`: incremental text, stop strings, :class:`TextStreamer` / :class:`TextIteratorStreamer`.
+* :mod:`zoo.lm.compiled`: the ``torch.compile``'d one-token step (``compile=True``).
+* :mod:`zoo.lm.sessions`: other engines for the forward passes (``backend=NAME``,
+  :func:`register_generation_backend`) and :func:`generate_on_session` for engines that are not zoo models.
 """
 
-import dataclasses
-import json
-import logging
-import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from queue import Queue
 from typing import Any
 
 import torch
+
+from .compiled import check_compilable, compiled_decoder, generate_compiled
+from .decoding import (
+    Decoding,
+    apply_repetition_penalty,
+    as_list,
+    as_streamer,
+    decode_loop,
+    decoding_plan,
+    end_stream,
+    generation_settings,
+    sample_token,
+    token_presence,
+)
+from .generation_config import GENERATION_CONFIG_NAME, GenerationConfig
+from .sessions import (
+    BACKEND_STATE,
+    TORCH_BACKEND,
+    backend_session,
+    generate_on_backend,
+    generate_on_session,
+    generation_backend,
+    register_generation_backend,
+)
+from .static_decoder import StaticDecoder
+from .streamers import IncrementalDecoder, StopStrings, TextIteratorStreamer, TextStreamer
 
 __all__ = [
     "BACKEND_STATE",
     "GENERATION_CONFIG_NAME",
     "GenerationConfig",
+    "GenerationMixin",
     "IncrementalDecoder",
     "StopStrings",
     "TORCH_BACKEND",
     "TextIteratorStreamer",
     "TextStreamer",
     "apply_repetition_penalty",
+    "decoding_plan",
+    "generate_on_session",
     "generation_backend",
+    "generation_settings",
     "register_generation_backend",
+    "sample_token",
     "token_presence",
 ]
 
-_logger = logging.getLogger(__name__)
 
-GENERATION_CONFIG_NAME = "generation_config.json"
-_MAX_FILE_BYTES = 1 << 20  # a generation_config.json is a few hundred bytes
-_MAX_IDS = 1024  # stop token ids in one config
-_MAX_STOP_STRINGS, _MAX_STOP_CHARS = 256, 1000
+class GenerationMixin:
+    """:meth:`generate` and what it needs of a model: its generation settings, prompt checks, the eager token loop
+    and the compiled step. The model provides ``config`` (``vocab_size``, ``max_position_embeddings``),
+    ``model.embed_tokens``, ``new_cache(batch_size, max_length)``, ``_check_ids``, ``_padding_mask`` and a forward
+    taking ``attention_mask``, ``position_ids``, ``past_key_values`` and ``logits_to_keep``
+    (:class:`~zoo.lm.decoder.DecoderLM` has them all)."""
 
-# keys of transformers' generation_config.json that describe nothing zoo's generate does differently: kept, quiet
-_QUIET_KEYS = frozenset(
-    {
-        "transformers_version",
-        "_from_model_config",
-        "use_cache",
-        "cache_implementation",
-        "output_attentions",
-        "output_hidden_states",
-        "output_scores",
-        "output_logits",
-        "return_dict_in_generate",
-        "max_length",  # transformers' total-length cap; the zoo counts max_new_tokens
-        "min_length",
-        "decoder_start_token_id",
-        "forced_bos_token_id",
-        "forced_eos_token_id",
-        "remove_invalid_values",
-        "renormalize_logits",
-    }
-)
-# strategies zoo's generate does not implement, with the value that switches each off (a file may spell it out)
-_NEUTRAL = {
-    "num_beams": 1,
-    "num_beam_groups": 1,
-    "num_return_sequences": 1,
-    "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0,
-    "encoder_repetition_penalty": 1.0,
-    "length_penalty": 1.0,
-    "diversity_penalty": 0.0,
-    "typical_p": 1.0,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-    "min_p": None,
-    "penalty_alpha": None,
-    "guidance_scale": None,
-    "early_stopping": False,
-    "bad_words_ids": None,
-    "suppress_tokens": None,
-    "begin_suppress_tokens": None,
-    "sequence_bias": None,
-}
+    @property
+    def generation_config(self) -> GenerationConfig:
+        """What :meth:`generate` uses for the settings it is not given. A model built in code gets
+        ``GenerationConfig.from_model_config(config)``: the model's bos / pad ids and no stop ids, so that plain
+        ``generate`` decodes ``max_new_tokens`` tokens (the zoo's default; transformers also stops at the model
+        config's EOS). A model loaded from a folder with ``generation_config.json`` gets that file's settings."""
+        config = self.__dict__.get("_generation_config")
+        if config is None:
+            config = self.__dict__["_generation_config"] = GenerationConfig.from_model_config(self.config)
+        return config
 
+    @generation_config.setter
+    def generation_config(self, value: GenerationConfig | None) -> None:
+        if value is not None and not isinstance(value, GenerationConfig):
+            raise TypeError(f"generation_config must be a zoo GenerationConfig, got {type(value).__name__}")
+        self.__dict__["_generation_config"] = value
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    def save_generation_config(self, folder: str | os.PathLike) -> Path:
+        """Write ``generation_config.json`` (transformers' keys): :attr:`generation_config`, with the bos / eos /
+        pad ids it leaves unset taken from the model config (as transformers writes them, so that the saved
+        folder stops at EOS in transformers and in the zoo alike)."""
+        return self.generation_config.with_ids_from(self.config).save_pretrained(folder)
 
+    @torch.inference_mode()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pad_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        min_new_tokens: int | None = None,
+        repetition_penalty: float | None = None,
+        stop_token_ids: int | Sequence[int] | None = None,
+        stop_strings: str | Sequence[str] | None = None,
+        tokenizer: Any = None,
+        streamer: Any = None,
+        generation_config: GenerationConfig | None = None,
+        compile: bool = False,
+        backend: str = TORCH_BACKEND,
+        quantize: str | None = None,
+    ) -> torch.Tensor:
+        """Prompt + up to ``max_new_tokens`` new tokens ``(B, T + n)``, decoding with a static KV cache.
 
-def _is_number(v) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+        Settings left None come from ``generation_config``, then from :attr:`generation_config` (transformers'
+        precedence), then from the defaults: 20 new tokens, greedy, no penalty, no stop.
 
+        * Sampling: ``do_sample`` samples from ``softmax(logits / temperature)`` restricted to the ``top_k`` most
+          likely tokens and the smallest set whose probability reaches ``top_p`` (in that order).
+        * ``repetition_penalty``: transformers' processor (the logit of every token already in the prompt or the
+          output, padding aside, divided by the penalty when positive, multiplied when negative).
+        * Stopping: a sequence that emits one of ``eos_token_id`` (an id or a list; ``[]``: none) or
+          ``stop_token_ids`` (added to them), or whose decoded new text comes to contain one of ``stop_strings``
+          (this needs ``tokenizer=``), is finished: its ids end at that token and it is padded with
+          ``pad_token_id`` (default: the first stop id) while the others go on. Decoding stops when every
+          sequence has finished. ``min_new_tokens``: the stop ids are masked until that many new tokens exist.
+        * ``streamer``: an object with transformers' ``put(token_ids)`` / ``end()`` (the prompt is put first,
+          then each step's tokens), e.g. :class:`TextStreamer` / :class:`TextIteratorStreamer`; or a plain
+          callable, called with each new piece of text (needs ``tokenizer=``, batch size 1).
 
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+        Batches of prompts of different lengths are left-padded with ``attention_mask`` marking the real tokens
+        (right padding gives a warning, as in transformers). Prompt and new tokens must fit the context length.
 
-
-def _token_id(v) -> bool:
-    return _is_int(v) and 0 <= v < (1 << 31)
-
-
-# field -> (check, what the value must be)
-_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "max_new_tokens": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "min_new_tokens": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
-    "temperature": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0 (> 0 when sampling)"),
-    "top_k": (lambda v: _is_int(v) and v >= 0, "an int >= 0 (0: no top-k filtering)"),
-    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a finite number > 0 (1.0: no penalty)"),
-    "eos_token_id": (
-        lambda v: _token_id(v) or (isinstance(v, list) and len(v) <= _MAX_IDS and all(_token_id(i) for i in v)),
-        "a token id (an int >= 0) or a list of them",
-    ),
-    "stop_strings": (
-        lambda v: (
-            (isinstance(v, str) and 0 < len(v) <= _MAX_STOP_CHARS)
-            or (
-                isinstance(v, list)
-                and len(v) <= _MAX_STOP_STRINGS
-                and all(isinstance(s, str) and 0 < len(s) <= _MAX_STOP_CHARS for s in v)
+        ``compile=True`` (one prompt, no padding): every token is one ``torch.compile``'d step of
+        :meth:`compiled_decoder` (compiled at the first call, about a minute for a 125M model on 2 cores). Same
+        tokens; it saves the per-op Python overhead of each step. ``backend="llama.cpp"``: the forward passes run in
+        llama.cpp on a GGUF of the weights at ``quantize`` ("f32", "f16", "q8_0", "q4_0"), one prompt at a time."""
+        try:  # a streamer is ended whatever happens, so that a reader in another thread is not left waiting
+            self._check_ids(input_ids)
+            gc = self._generation_settings(
+                generation_config,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                repetition_penalty=repetition_penalty,
+                eos_token_id=as_list(eos_token_id),
+                stop_strings=as_list(stop_strings),
+                pad_token_id=pad_token_id,
             )
-        ),
-        f"a non-empty string or a list of them (at most {_MAX_STOP_STRINGS}, {_MAX_STOP_CHARS} characters each)",
-    ),
-    "pad_token_id": (_token_id, "a token id (an int >= 0)"),
-    "bos_token_id": (_token_id, "a token id (an int >= 0)"),
-}
-
-
-@dataclass
-class GenerationConfig:
-    """How :meth:`~zoo.lm.decoder.DecoderLM.generate` decodes, with transformers' key names.
-
-    A field left None is unset: ``generate`` takes it from ``model.generation_config``, then from its own
-    default (``max_new_tokens`` 20, greedy, ``temperature`` 1, no top-k / top-p, ``repetition_penalty`` 1, no
-    ``min_new_tokens``, no stop ids or strings). ``eos_token_id`` (an id or a list) are the ids that end a
-    sequence; ``stop_strings`` end it when the decoded new text contains one (``generate`` then needs the
-    tokenizer). ``pad_token_id`` fills finished sequences (default: the first stop id). ``extra`` holds the keys
-    of a ``generation_config.json`` that the zoo does not use, so that saving writes them back.
-    """
-
-    max_new_tokens: int | None = None
-    min_new_tokens: int | None = None
-    do_sample: bool | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    eos_token_id: int | list[int] | None = None
-    stop_strings: str | list[str] | None = None
-    pad_token_id: int | None = None
-    bos_token_id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self):
-        for name in ("eos_token_id", "stop_strings"):  # tuples from code: lists, as JSON reads them back
-            if isinstance(getattr(self, name), tuple):
-                setattr(self, name, list(getattr(self, name)))
-        self.validate()
-
-    # -- checks ---------------------------------------------------------------------------------------------------
-    def validate(self, where: str = "GenerationConfig") -> None:
-        """ValueError naming the first field whose value is not what ``generate`` accepts."""
-        for name, (check, expected) in _CHECKS.items():
-            value = getattr(self, name)
-            if value is not None and not check(value):
-                raise ValueError(f"{where}: {name} must be {expected}, got {_short(value)}")
-        if not isinstance(self.extra, dict):
-            raise ValueError(f"{where}: extra must be a dict of the file's other keys")
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
-
-    # -- dicts and files ------------------------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "generation config") -> "GenerationConfig":
-        """A config from a ``generation_config.json`` dict (transformers' keys), each value checked.
-
-        Keys of strategies the zoo does not implement (beam search, n-gram blocking, ...) set to anything but
-        their neutral value give one warning; they and the other keys are kept in ``extra``.
-        """
-        if not isinstance(data, dict):
-            raise ValueError(f"{where} must be a JSON object, got {type(data).__name__}")
-        names = set(cls.field_names())
-        known = {k: v for k, v in data.items() if k in names}
-        extra = {k: v for k, v in data.items() if k not in names}
-        if known.get("top_k") == 0:
-            known["top_k"] = None  # transformers' "no top-k"
-        for name, value in known.items():
-            check, expected = _CHECKS[name]
-            if value is not None and not check(value):
-                raise ValueError(f"{where}: {name} must be {expected}, got {_short(value)}. Fix or remove the key.")
-        ignored = sorted(k for k, v in extra.items() if k not in _QUIET_KEYS and _NEUTRAL.get(k, object()) != v)
-        if ignored:
-            _logger.warning("%s: zoo's generate does not use %s (kept in the file, not applied)", where, ignored)
-        return cls(**known, extra=extra)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The set fields and the kept keys, as ``generation_config.json`` holds them."""
-        out = dict(self.extra)
-        out.update({k: getattr(self, k) for k in self.field_names() if getattr(self, k) is not None})
-        return out
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "GenerationConfig":
-        """Read ``generation_config.json`` (a folder holding one, or the file); FileNotFoundError when absent."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / GENERATION_CONFIG_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"no {GENERATION_CONFIG_NAME} at {path.parent}")
-        if path.stat().st_size > _MAX_FILE_BYTES:
-            raise ValueError(f"{path} is over {_MAX_FILE_BYTES >> 20} MiB, which no generation config is; not read")
+            max_new_tokens = 20 if gc.max_new_tokens is None else gc.max_new_tokens
+            input_ids, padding = self._prepare_prompt(input_ids, attention_mask, max_new_tokens)
+            plan = decoding_plan(gc, self.config.vocab_size, input_ids, padding, stop_token_ids, generator, tokenizer)
+            streamer = as_streamer(streamer, tokenizer, input_ids.shape[0])
+            session = backend_session(self, backend, quantize, compile, input_ids, padding, max_new_tokens, streamer)
+            if streamer is not None:
+                streamer.put(input_ids.cpu())
+        except BaseException:
+            end_stream(streamer)
+            raise
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError) as e:
-            raise ValueError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from e
-        return cls.from_dict(data, str(path))
+            rows = (gc, stop_token_ids, generator, tokenizer)  # a backend's per-prompt plans
+            return self._run_decoding(input_ids, padding, max_new_tokens, plan, streamer, compile, session, rows)
+        finally:
+            end_stream(streamer)
 
-    @classmethod
-    def from_folder(cls, folder: str | os.PathLike) -> "GenerationConfig | None":
-        """The folder's ``generation_config.json``, or None when it has none (bad values raise ValueError)."""
-        path = Path(folder) / GENERATION_CONFIG_NAME
-        return cls.from_pretrained(path) if path.is_file() else None
-
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``generation_config.json`` into ``folder`` (created); returns the file's path."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / GENERATION_CONFIG_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return path
-
-    # -- combining ------------------------------------------------------------------------------------------------
-    @classmethod
-    def from_model_config(cls, config: Any, stop_at_eos: bool = False) -> "GenerationConfig":
-        """The special ids of a model config (``bos_token_id``, ``pad_token_id``; ``eos_token_id`` too with
-        ``stop_at_eos``, as transformers' ``from_model_config`` does)."""
-        ids = ("bos_token_id", "pad_token_id") + (("eos_token_id",) if stop_at_eos else ())
-        return cls(**{k: getattr(config, k, None) for k in ids})
-
-    def with_ids_from(self, config: Any) -> "GenerationConfig":
-        """A copy whose unset ``bos/eos/pad_token_id`` come from a model config (what a saved file records)."""
-        ids = {k: getattr(config, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-        return self.update(**{k: v for k, v in ids.items() if getattr(self, k) is None})
-
-    def update(self, other: "GenerationConfig | None" = None, **overrides) -> "GenerationConfig":
-        """A copy with the set (non-None) fields of ``other``, then the non-None ``overrides``, applied (the
-        precedence of transformers' ``generate``: keywords > the given config > the model's)."""
-        values = {k: getattr(self, k) for k in self.field_names()}
-        extra = dict(self.extra)
-        if other is not None:
-            if not isinstance(other, GenerationConfig):
-                raise TypeError(f"generation_config must be a zoo GenerationConfig, got {type(other).__name__}")
-            values.update({k: getattr(other, k) for k in self.field_names() if getattr(other, k) is not None})
-            extra.update(other.extra)
-        unknown = sorted(set(overrides) - set(values))
-        if unknown:
-            raise TypeError(f"unknown generation settings {unknown}; GenerationConfig fields: {sorted(values)}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return GenerationConfig(**values, extra=extra)
-
-    @property
-    def stop_ids(self) -> list[int]:
-        """``eos_token_id`` as a list (empty when unset)."""
-        ids = self.eos_token_id
-        return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-
-    @property
-    def stop_string_list(self) -> list[str]:
-        s = self.stop_strings
-        return [] if s is None else [s] if isinstance(s, str) else list(s)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Logits processors
-# --------------------------------------------------------------------------------------------------------------
-
-
-def token_presence(
-    input_ids: torch.Tensor, vocab_size: int, attention_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Boolean ``(B, vocab_size)``: which ids occur in each row of ``input_ids`` (padding, 0 in
-    ``attention_mask``, left out)."""
-    ids = input_ids.long()
-    if attention_mask is not None:
-        ids = ids.masked_fill(attention_mask.to(ids.device) == 0, vocab_size)  # an extra column, dropped below
-    seen = torch.zeros(ids.shape[0], vocab_size + 1, dtype=torch.bool, device=ids.device)
-    return seen.scatter_(1, ids.clamp(max=vocab_size), True)[:, :vocab_size]
-
-
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """transformers' ``RepetitionPenaltyLogitsProcessor``: for each token in ``seen`` (``(B, V)``, see
-    :func:`token_presence`), a positive logit divided by ``penalty``, a negative one multiplied."""
-    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
-    return torch.where(seen, penalised, logits)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Incremental decoding, stop strings, streamers
-# --------------------------------------------------------------------------------------------------------------
-
-
-class IncrementalDecoder:
-    """The text of a growing list of token ids, one new piece per :meth:`add`.
-
-    Each piece is the difference between the decoding of the tokens from the previous piece's first token on
-    and that of the same tokens without the new ones (the context keeps SentencePiece's word-initial spaces), so
-    the pieces join to ``tokenizer.decode(all ids)``. A decoding that ends in U+FFFD (a multi-byte character
-    split across tokens) is held back until a later token completes it; :meth:`flush` gives what is left.
-    """
-
-    def __init__(self, tokenizer, **decode_kwargs):
-        self.tokenizer = tokenizer
-        self.decode_kwargs = decode_kwargs
-        self.ids: list[int] = []
-        self.prefix = self.read = 0  # ids[prefix:read] were emitted already and serve as context
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, **self.decode_kwargs) if ids else ""
-
-    def add(self, ids: Sequence[int]) -> str:
-        self.ids.extend(int(i) for i in ids)
-        done = self._decode(self.ids[self.prefix : self.read])
-        text = self._decode(self.ids[self.prefix :])
-        if len(text) <= len(done) or text.endswith("\ufffd") or not text.startswith(done):
-            return ""
-        self.prefix, self.read = self.read, len(self.ids)
-        return text[len(done) :]
-
-    def flush(self) -> str:
-        done = self._decode(self.ids[self.prefix : self.read])
-        text = self._decode(self.ids[self.prefix :])
-        self.prefix = self.read = len(self.ids)
-        return text[len(done) :] if text.startswith(done) else text
-
-
-class StopStrings:
-    """Per sequence of a batch: whether its decoded new text contains one of ``strings`` (checked as tokens
-    arrive, so the token that completes a stop string is the one reported)."""
-
-    def __init__(self, tokenizer, strings: Sequence[str], batch_size: int):
-        if tokenizer is None or not callable(getattr(tokenizer, "decode", None)):
-            raise ValueError(
-                "stop_strings need the tokenizer to read the new text: generate(..., stop_strings=..., "
-                "tokenizer=zoo.data.lm_tokenizer.load_lm_tokenizer(FOLDER))"
+    def _run_decoding(
+        self, input_ids, padding, max_new_tokens: int, plan, streamer, compile: bool, session: Any, rows: tuple
+    ) -> torch.Tensor:
+        """The tokens of :meth:`generate`: through a backend's ``session``, compiled, or eager."""
+        if max_new_tokens == 0:
+            return input_ids
+        if session is not None:
+            return generate_on_backend(
+                session, self.config.vocab_size, input_ids, padding, max_new_tokens, rows, streamer
             )
-        self.strings = list(strings)
-        self.longest = max(len(s) for s in self.strings)
-        self.decoders = [IncrementalDecoder(tokenizer) for _ in range(batch_size)]
-        self.texts = [""] * batch_size
+        if compile:
+            check_compilable(input_ids, padding)
+            return generate_compiled(self, input_ids, max_new_tokens, plan, streamer)
+        return self._generate_eager(input_ids, padding, max_new_tokens, plan, streamer)
 
-    def update(self, tokens: Sequence[int], active: Sequence[bool]) -> list[bool]:
-        """Feed each active row its new token; True where a stop string has now appeared."""
-        hits = []
-        for row, (token, on) in enumerate(zip(tokens, active)):
-            if not on:
-                hits.append(False)
-                continue
-            piece = self.decoders[row].add([token])
-            before = len(self.texts[row])
-            self.texts[row] += piece
-            tail = self.texts[row][max(0, before - self.longest + 1) :]  # only text that includes the new piece
-            hits.append(bool(piece) and any(s in tail for s in self.strings))
-        return hits
+    def _generation_settings(self, generation_config: GenerationConfig | None, **settings) -> GenerationConfig:
+        """The call's settings over ``generation_config`` over the model's own (transformers' precedence)."""
+        return generation_settings(self.generation_config, generation_config, **settings)
 
+    def _prepare_prompt(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prompt on the model's device and its padding mask, checked: the length with ``max_new_tokens``
+        against the context, and a warning for right padding."""
+        B, T = input_ids.shape
+        self._check_length(T, max_new_tokens)
+        padding = self._padding_mask(attention_mask, B, T)
+        if padding is not None and not bool(padding[:, -1].all()):
+            warnings.warn(
+                "right-padding was detected in attention_mask (a row ends with 0): a decoder-only model continues "
+                "from the last position, so the continuation of a right-padded row is wrong. Pad prompts on the "
+                "left (tokenizer padding_side='left')",
+                UserWarning,
+                stacklevel=4,  # the caller of generate (past generate and the inference_mode wrapper)
+            )
+        device = self.model.embed_tokens.weight.device
+        return input_ids.to(device), None if padding is None else padding.to(device)
 
-class TextStreamer:
-    """transformers' ``TextStreamer`` protocol (``put(token_ids)``, ``end()``) for batch size 1: the text of
-    the tokens as it comes, without splitting multi-byte characters (:class:`IncrementalDecoder`).
-
-    Each piece goes to ``callback(text)`` when given, else is printed (with a newline at the end, as
-    transformers). ``skip_prompt``: the first ``put`` (the prompt, which ``generate`` sends first) is dropped.
-    ``decode_kwargs`` go to ``tokenizer.decode``.
-    """
-
-    def __init__(
-        self, tokenizer, skip_prompt: bool = False, callback: Callable[[str], Any] | None = None, **decode_kwargs
-    ):
-        self.tokenizer = tokenizer
-        self.skip_prompt = skip_prompt
-        self.callback = callback
-        self.decode_kwargs = decode_kwargs
-        self._reset()
-
-    def _reset(self):
-        self.decoder = IncrementalDecoder(self.tokenizer, **self.decode_kwargs)
-        self.next_tokens_are_prompt = True
-
-    def put(self, value) -> None:
-        ids = torch.as_tensor(value)
-        if (ids.ndim > 1 and ids.shape[0] > 1) or (
-            ids.ndim == 1 and not self.next_tokens_are_prompt and ids.numel() > 1
-        ):
-            raise ValueError(f"{type(self).__name__} streams one sequence: generate with a batch of 1")
-        prompt, self.next_tokens_are_prompt = self.next_tokens_are_prompt, False
-        if prompt and self.skip_prompt:
+    def _check_length(self, prompt: int, max_new_tokens: int):
+        """ValueError when a prompt of ``prompt`` tokens plus ``max_new_tokens`` exceeds the context length."""
+        limit = self.config.max_position_embeddings
+        if prompt + max_new_tokens <= limit:
             return
-        text = self.decoder.add(ids.reshape(-1).tolist())
-        if text:
-            self.on_finalized_text(text)
+        fixes = []
+        if max_new_tokens < limit:
+            fixes.append(
+                f"keep the prompt's last {limit - max_new_tokens} tokens (input_ids[:, -{limit - max_new_tokens}:])"
+            )
+        if prompt < limit:
+            fixes.append(f"lower max_new_tokens to {limit - prompt} or less")
+        raise ValueError(
+            f"a prompt of {prompt} tokens and max_new_tokens={max_new_tokens} make {prompt + max_new_tokens} "
+            f"tokens, more than this model's context length of {limit} (config.max_position_embeddings): "
+            + (" or ".join(fixes) if fixes else f"give at most {limit} tokens in all")
+        )
 
-    def end(self) -> None:
-        text = self.decoder.flush()
-        self._reset()
-        self.on_finalized_text(text, stream_end=True)
+    def _generate_eager(
+        self,
+        input_ids: torch.Tensor,
+        padding: torch.Tensor | None,
+        max_new_tokens: int,
+        plan: Decoding,
+        streamer: Any,
+    ) -> torch.Tensor:
+        """The prompt in one forward over a static cache, then one forward per token; left-padded rows get
+        positions that skip their padding."""
+        B, T = input_ids.shape
+        cache = self.new_cache(B, T + max_new_tokens)
+        mask = None
+        positions = [None]
+        if padding is not None:
+            mask = torch.ones(B, T + max_new_tokens, dtype=torch.long, device=input_ids.device)
+            mask[:, :T] = padding
+            positions[0] = (mask[:, :T].cumsum(-1) - 1).clamp_(min=0)
+        logits = self(
+            input_ids,
+            attention_mask=None if mask is None else mask[:, :T],
+            position_ids=positions[0],
+            past_key_values=cache,
+            logits_to_keep=1,
+        ).logits[:, -1]
 
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if self.callback is not None:
-            if text:
-                self.callback(text)
-        else:
-            print(text, flush=True, end="\n" if stream_end else "")
+        def step(token: torch.Tensor, n: int) -> torch.Tensor:
+            if positions[0] is not None:
+                positions[0] = positions[0][:, -1:] + 1
+            return self(
+                token[:, None],
+                attention_mask=None if mask is None else mask[:, : T + n],
+                position_ids=positions[0],
+                past_key_values=cache,
+            ).logits[:, -1]
 
+        return decode_loop(input_ids, logits, step, max_new_tokens, plan, streamer)
 
-class TextIteratorStreamer(TextStreamer):
-    """A :class:`TextStreamer` whose pieces are read by iterating over it, typically while ``generate`` runs in
-    another thread (transformers' ``TextIteratorStreamer``). ``timeout``: seconds a read waits before
-    ``queue.Empty`` is raised (None: forever); ``generate`` ends the stream even when it fails."""
-
-    _STOP = object()
-
-    def __init__(self, tokenizer, skip_prompt: bool = False, timeout: float | None = None, **decode_kwargs):
-        super().__init__(tokenizer, skip_prompt, **decode_kwargs)
-        self.text_queue: Queue = Queue()
-        self.timeout = timeout
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if text:
-            self.text_queue.put(text, timeout=self.timeout)
-        if stream_end:
-            self.text_queue.put(self._STOP, timeout=self.timeout)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> str:
-        value = self.text_queue.get(timeout=self.timeout)
-        if value is self._STOP:
-            raise StopIteration
-        return value
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Backends: other engines for the forward passes of generate
-# --------------------------------------------------------------------------------------------------------------
-
-TORCH_BACKEND = "torch"
-# the key of model.__dict__ under which backends keep what they loaded for a model (a copy of the model drops it)
-BACKEND_STATE = "_generation_backends"
-_BACKENDS: dict[str, Callable[..., Any]] = {}
-# backends the zoo ships, by what registers them: named in the error when one is missing
-_SHIPPED = {"llama.cpp": 'pip install "zoo[export]" (gguf and llama-cpp-python), then import zoo'}
-
-
-def register_generation_backend(name: str, open_session: Callable[..., Any]) -> None:
-    """Make ``generate(..., backend=name)`` run its forward passes through ``open_session(model, quantize=...,
-    length=...)``: an object for one model and a context of at least ``length`` tokens, with ``prefill(ids)`` (a
-    list of token ids of one sequence; the logits ``(vocab,)`` after its last token, the sequence's state reset)
-    and ``step(token)`` (one more token; the logits after it). ``generate`` does the rest (sampling, penalties,
-    stops, streamers), so every setting means what it means with torch."""
-    if not isinstance(name, str) or not name or name == TORCH_BACKEND:
-        raise ValueError(f"a generation backend needs a name other than {TORCH_BACKEND!r}, got {name!r}")
-    _BACKENDS[name] = open_session
-
-
-def generation_backend(name: str) -> Callable[..., Any]:
-    """The registered ``open_session`` of backend ``name``; ValueError naming the choices and the install."""
-    if name in _BACKENDS:
-        return _BACKENDS[name]
-    if name in _SHIPPED:
-        raise ValueError(f"generate(backend={name!r}) is not available here: {_SHIPPED[name]}")
-    choices = [TORCH_BACKEND, *sorted(set(_BACKENDS) | set(_SHIPPED))]
-    raise ValueError(f"unknown generation backend {name!r}: choose one of {', '.join(map(repr, choices))}")
+    # -- the compiled decode step ----------------------------------------------------------------------------------
+    def compiled_decoder(self, length: int) -> tuple[StaticDecoder, Any]:
+        """A :class:`StaticDecoder` of at least ``length`` tokens (a power of two from 256, up to the context length)
+        and its ``torch.compile``'d step, made once and kept with the model (for its dtype, device and modules; another
+        size, or a module swapped, replaces it). The step reads the model's parameters, so later weight updates are
+        seen."""
+        return compiled_decoder(self, length)

@@ -1,0 +1,89 @@
+"""The compiled decode step of :meth:`zoo.lm.decoder.DecoderLM.generate` (``compile=True``): the model as a
+:class:`~zoo.lm.static_decoder.StaticDecoder` over a static KV cache, its one-token step ``torch.compile``'d once and
+kept with the model (:func:`compiled_decoder`), fed by the token loop of :mod:`zoo.lm.decoding`. Same tokens as the
+eager path; it saves the per-op Python overhead of each step.
+"""
+
+import types
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import gemv
+from .decoding import Decoding, decode_loop
+from .static_decoder import StaticDecoder
+
+__all__ = ["COMPILED_STATE", "check_compilable", "compiled_decoder", "generate_compiled"]
+
+# the key of model.__dict__ under which the compiled step is kept (a copy of the model drops it)
+COMPILED_STATE = "_compiled_step"
+
+
+def check_compilable(input_ids: torch.Tensor, padding: torch.Tensor | None) -> None:
+    """ValueError unless ``compile=True`` can decode the prompt: one prompt, no padding."""
+    B = input_ids.shape[0]
+    if B != 1 or padding is not None:
+        raise ValueError(
+            f"compile=True decodes one prompt at a time (batch 1, no padding); got {B} prompt(s)"
+            + (" with an attention_mask holding padding" if padding is not None else "")
+            + ". Loop over the prompts, or leave compile out to decode the batch together"
+        )
+
+
+def compiled_decoder(model: nn.Module, length: int) -> tuple[StaticDecoder, Any]:
+    """A :class:`StaticDecoder` of at least ``length`` tokens (a power of two from 256, up to the context length)
+    and its ``torch.compile``'d step, made once and kept with the model (for its dtype, device and modules; another
+    size, or a module swapped, replaces it). The step reads the model's parameters, so later weight updates are
+    seen."""
+    p = model.model.embed_tokens.weight
+    size = min(model.config.max_position_embeddings, max(256, 1 << max(0, int(length) - 1).bit_length()))
+    # the modules themselves: the step skips guards on them, so a model whose modules were swapped (quantized in
+    # place, say) is compiled again rather than handed code that reads the old ones
+    modules = tuple((id(m), type(m)) for m in model.modules())
+    key = (size, p.dtype, p.device, modules)
+    kept = model.__dict__.get(COMPILED_STATE)
+    if kept is None or kept[0] != key:
+        kernels = p.device.type == "cpu" and gemv.available()  # built before tracing
+        with torch.inference_mode(False):  # cache buffers usable by a later call outside inference mode too
+            decoder = StaticDecoder(model, size, one_token_ops=kernels).eval()
+        # no size/stride checks of every kernel's output at every token (they cost 0.6 ms of a 125M int4 step)
+        options = {"size_asserts": False, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+        if kernels:  # float32 rows to zoo.lm.gemv's kernel
+            options["post_grad_custom_post_pass"] = gemv.OneRowProducts()
+        kept = (key, decoder, torch.compile(_own_step(decoder), fullgraph=True, dynamic=False, options=options))
+        model.__dict__[COMPILED_STATE] = kept  # not a submodule: the decoder holds the model
+    return kept[1], kept[2]
+
+
+def generate_compiled(
+    model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, plan: Decoding, streamer: Any
+) -> torch.Tensor:
+    """``generate(..., compile=True)``'s tokens: the prompt through the static decoder uncompiled, then each new
+    token through the compiled step."""
+    T = input_ids.shape[1]
+    decoder, step = model.compiled_decoder(T + max_new_tokens)
+    device = input_ids.device
+    logits = decoder(input_ids, torch.zeros(1, dtype=torch.long, device=device))  # the prompt, uncompiled
+    pos = torch.arange(T, T + max_new_tokens, dtype=torch.long, device=device)  # each step's input position
+    return decode_loop(
+        input_ids,
+        logits,
+        lambda token, n: step(token[:, None], pos[n - 1 : n].clone()),
+        max_new_tokens,
+        plan,
+        streamer,
+    )
+
+
+def _own_step(decoder: StaticDecoder):
+    """``decoder``'s forward as a function with a code object of its own. torch.compile keeps compiled code and its
+    guards per code object: this step's entries belong to this decoder alone, so its guards need not tell it from
+    other models' decoders, and those on the model's modules (hundreds of parameters checked per token) are
+    skipped. A decoder holds the layers it was built with; a model changed otherwise gets a new decoder."""
+
+    def step(tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        return decoder(tokens, input_pos)
+
+    code = step.__code__.replace(co_name=f"decode_step_{id(decoder):x}")
+    return types.FunctionType(code, step.__globals__, code.co_name, None, step.__closure__)
