@@ -1,0 +1,372 @@
+"""The results tables that README.md, the docs and ``results/*.md`` show, generated from the results files.
+
+    python -m zoo.bench.headline            # print the headline table (README.md's "Results")
+    python -m zoo.bench.headline --write    # rewrite every generated table between its markers
+    python -m zoo.bench.headline --check    # exit 1 naming each page whose table differs from its files
+
+A page marks a generated table with ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` on lines of their own, NAME
+one of :data:`TABLES`; everything between the markers is rewritten from the JSON files under ``results/`` (each with
+its ``provenance``: date, commit, machine, threads, versions). A figure typed by hand there is what ``--check``
+(and ``tests/test_docs.py``) catches. Each group of rows states its machine, torch version and dates once, from its
+files; a group whose files name two machines is refused.
+"""
+
+import argparse
+import json
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..data.sources import BENCHMARKS
+from .condense_speed import render_speed
+
+__all__ = ["PAGES", "TABLES", "check", "headline", "provenance_line", "refresh", "write"]
+
+REPO = Path(__file__).resolve().parents[2]
+# the pages that may hold generated tables (docs/results is a link to results/)
+PAGES = ("README.md", "docs/*.md", "results/*.md", "results/*/*.md")
+_REGION = re.compile(r"(<!-- ([a-z0-9_]+):start -->\n)(.*?)(<!-- \2:end -->)", re.S)
+_CONDENSE_SPEED = ("condense/speed_mnist.json", "condense/speed_mnist_ipc1.json", "condense/speed_generated.json")
+_DATA_PRUNING = ("data_pruning/mnist_quickstart_2000_40ep.json", "data_pruning/fashion_mnist_quickstart_2000_40ep.json")
+
+
+def _load(results: Path, name: str) -> dict[str, Any]:
+    return json.loads((results / name).read_text())
+
+
+def _cpu(p: dict[str, Any]) -> str:
+    return re.sub(r"\s*\(R\)|\s+Processor$", "", str(p.get("cpu") or p.get("machine") or "machine not recorded"))
+
+
+def _dates(provs: Iterable[dict[str, Any]]) -> str:
+    days = sorted({str(p["date"])[:10] for p in provs})
+    return days[0] if len(days) == 1 else ", ".join(days[:-1]) + " and " + days[-1]
+
+
+def provenance_line(provs: list[dict[str, Any]]) -> str:
+    """Machine, threads, torch and dates of the files behind one group of rows, stated once.
+
+    :raises ValueError: the files name more than one machine (split the group, one line per machine)."""
+    cpus = sorted({_cpu(p) for p in provs})
+    if len(cpus) != 1:
+        raise ValueError(f"one provenance line per machine: these files name {cpus}; split the rows by machine")
+    threads = sorted({int(p["threads"]) for p in provs if p.get("threads")})
+    if not threads:
+        thread_text = "threads not recorded"
+    elif len(threads) == 1:
+        thread_text = f"{threads[0]} thread{'s' if threads[0] > 1 else ''}"
+    else:
+        thread_text = f"{threads[0]}-{threads[-1]} threads"
+    torches = sorted({p["torch"] for p in provs if p.get("torch")})
+    if len(torches) > 1:
+        raise ValueError(f"one provenance line per torch version: these files name {torches}; split the rows")
+    notes = sorted({p["torch_note"] for p in provs if not p.get("torch") and p.get("torch_note")})
+    torch_text = f"torch {torches[0]}" if torches else "torch " + ("; ".join(notes) or "not recorded")
+    if torches and any(not p.get("torch") for p in provs):
+        torch_text += " (not recorded by every run)"
+    return f"{cpus[0]}, {thread_text}, {torch_text}; {_dates(provs)}"
+
+
+def _prose(text: str) -> str:
+    """A sentence wrapped at the project's 120 columns."""
+    return textwrap.fill(text, 120, break_on_hyphens=False, break_long_words=False)
+
+
+def _table(rows: list[str], header: str = "| what | zoo | against | source |", align: str = "|---|---|---|---|") -> str:
+    return "\n".join([header, align, *rows])
+
+
+def _speed_group(results: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    train = _load(results, "train_throughput.json")
+    lm = next(r for r in _load(results, "lm_decode.json")["runs"] if r["model"] == "mobilellm_125m")
+    prune = _load(results, "compress.json")["prune_latency"]
+    rows = []
+    for r in train["train_step"]:
+        if r["peer"] == "timm":
+            rows.append(f"| training step, {r['model']}, {r['batch']} | {r['zoo_rate']:.2f} {r['unit']} | timm "
+                        f"{r['peer_rate']:.2f} {r['unit']} ({r['ratio']:.2f}x) | "
+                        "[train_throughput](results/train_throughput.md) |")  # fmt: skip
+    for f in lm["formats"]:
+        if f["format"] in ("fp32", "int4"):
+            rows.append(f"| greedy decode, {lm['model']}, {f['format']} compiled | {f['zoo_compiled']:.1f} tok/s | "
+                        f"transformers fp32 {f['transformers_fp32']:.1f} ({f['compiled_vs_transformers']:.2f}x); "
+                        f"llama.cpp {f['llama_cpp_type']} {f['llama_cpp']:.1f} ({f['compiled_vs_llama_cpp']:.2f}x) | "
+                        "[lm_decode](results/lm_decode.md) |")  # fmt: skip
+    p = next(r for r in prune["rows"] if r["model"] == "convformer_s18")
+    rows.append(f"| pruning, {p['model']} at half the MACs, batch 32 | {p['batch32_img_s'][1]:.1f} img/s, "
+                f"{p['params_m'][1]:.1f} M params | dense {p['batch32_img_s'][0]:.1f} img/s, {p['params_m'][0]:.1f} M "
+                "params | [compress](results/compress.md) |")  # fmt: skip
+    return rows, [train["provenance"], lm["provenance"], prune["provenance"]]
+
+
+def _condense_group(results: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    rows, provs = [], []
+    for data in ("mnist", "fashion_mnist"):
+        dm, random = (
+            _load(results, f"condense/{data}_ipc1_cpu.json"),
+            _load(results, f"condense/{data}_ipc1_cpu_random.json"),
+        )
+        provs += [dm["provenance"], random["provenance"]]
+        d = next(r for r in dm["rows"] if r["method"] == "dm" and r["ipc"] == 1)
+        r = next(r for r in random["rows"] if r["method"] == "random" and r["ipc"] == 1)
+        rows.append(f"| condensation, {BENCHMARKS[data].title}, 1 image per class, DM ({d['iterations']} iterations) | "
+                    f"{d['mean']:.1f}% top-1 | random subset {r['mean']:.1f}% | "
+                    "[condense](results/condense/README.md) |")  # fmt: skip
+    speed = _latest_speed_rows(results)
+    s = speed[("dm", "mnist", 10)]
+    provs.append(s["provenance"])
+    rows.append(f"| condensation speed, DM, MNIST, 10 images per class | {s['zoo_min']:.2f} s per iteration | "
+                f"the authors' loop {s['authors_min']:.2f} s ({s['speedup_min']:.2f}x) | "
+                "[condense speed](results/condense/speed.md) |")  # fmt: skip
+    return rows, provs
+
+
+def headline(results: Path) -> str:
+    """README.md's results: vision training against timm, LM decoding against transformers and llama.cpp, pruning
+    (one machine), and condensation (another), each group under its one provenance line."""
+    speed, speed_provs = _speed_group(results)
+    condense, condense_provs = _condense_group(results)
+    return "\n".join([
+        _prose(f"Speed, fp32 on a CPU: {provenance_line(speed_provs)}."),
+        "",
+        _table(speed),
+        "",
+        _prose(f"Condensation (ConvNet-3 top-1 on the 10,000 test images; speed: min of interleaved rounds): "
+               f"{provenance_line(condense_provs)}."),
+        "",
+        _table(condense),
+    ])  # fmt: skip
+
+
+def _latest_speed_rows(results: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """(method, data, ipc) -> the latest run's row of the condensation speed files, with its provenance."""
+    latest: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for name in _CONDENSE_SPEED:
+        doc = _load(results, name)
+        for r in doc["speed"]:
+            key = (r["method"], r["data"], r["ipc"])
+            if key not in latest or doc["provenance"]["date"] >= latest[key]["provenance"]["date"]:
+                latest[key] = {**r, "provenance": doc["provenance"]}
+    return latest
+
+
+def condense_speed_summary(results: Path) -> str:
+    """README.md's condensation speed: the latest run of each (method, data, ipc), min of the rounds."""
+    latest = _latest_speed_rows(results)
+    methods, datas = ["dm", "dsa", "mtt"], ["mnist", "generated"]
+    keys = sorted(latest, key=lambda k: (methods.index(k[0]), datas.index(k[1]), k[2]))
+    titles = {"mnist": "MNIST", "generated": "generated"}
+    rows = [f"| {k[0].upper()} | {titles[k[1]]}, {latest[k]['size']} px | {k[2]} | {latest[k]['zoo_min']:.2f} s | "
+            f"{latest[k]['authors_min']:.2f} s | {latest[k]['speedup_min']:.2f}x |" for k in keys]  # fmt: skip
+    line = provenance_line([latest[k]["provenance"] for k in keys])
+    rounds = sorted({latest[k]["rounds"] for k in keys})
+    return "\n".join([
+        _prose(f"Seconds per iteration, min of {'/'.join(map(str, rounds))} interleaved rounds: {line}."),
+        "",
+        _table(rows, "| method | data | ipc | zoo | authors | speed-up |", "|---|---|---:|---:|---:|---:|"),
+    ])  # fmt: skip
+
+
+def condense_speed(results: Path) -> str:
+    """results/condense/speed.md's table: every saved run, as ``python -m zoo.bench.condense --render`` prints it."""
+    return render_speed([_load(results, name) for name in _CONDENSE_SPEED])
+
+
+def _pruning_docs(results: Path) -> list[tuple[str, dict[str, Any], dict[str, dict[str, Any]]]]:
+    out = []
+    for name in _DATA_PRUNING:
+        doc = _load(results, name)
+        table = doc["tables"][0]
+        out.append((BENCHMARKS[doc["settings"]["data"]].title, doc, {r["method"]: r for r in table["rows"]}))
+    return out
+
+
+def data_pruning_summary(results: Path) -> str:
+    """README.md's dynamic data pruning: full data, InfoBatch and the random subset at the same cost."""
+    rows, provs = [], []
+    for title, doc, by in _pruning_docs(results):
+        provs.append(doc["provenance"])
+        full, ib, rnd = by["full"], by["infobatch"], by["random"]
+        rows.append(f"| {title} | {full['top1']:.2f} ± {full['top1_std']:.2f} | "
+                    f"{ib['top1']:.2f} ± {ib['top1_std']:.2f} | {rnd['top1']:.2f} ± {rnd['top1_std']:.2f} | "
+                    f"{100 * ib['sample_step_saving']:.1f}% | {100 * ib['wall_saving']:.1f}% |")  # fmt: skip
+    s = _pruning_docs(results)[0][1]["settings"]
+    return "\n".join([
+        _prose(f"Quickstart PoolFormer on `{s['train_split']}`, {s['epochs']} epochs, "
+               f"{len(s['seeds'])} seeds: {provenance_line(provs)}."),
+        "",
+        _table(rows, f"| data | full data | InfoBatch (ratio {s['ratio']}) | random subset, same cost | "
+                     "sample-steps saved | wall time saved |", "|---|---|---|---|---:|---:|"),
+    ])  # fmt: skip
+
+
+def _saved(method: str, share: float) -> str:
+    return "-" if method == "full" else f"{100 * share:.1f}%"
+
+
+def data_pruning_40ep(results: Path) -> str:
+    """results/data_pruning/README.md's 40-epoch table, every method of both runs."""
+    rows = []
+    names = {"full": "full", "infobatch": "InfoBatch", "random": "random, same cost"}
+    for title, _, by in _pruning_docs(results):
+        for method, r in by.items():
+            rows.append(f"| {title} | {names.get(method, method)} | {r['top1']:.2f} ± {r['top1_std']:.2f} | "
+                        f"{r['sample_steps']:,} | {_saved(method, r['sample_step_saving'])} | {r['wall_s']:.1f} | "
+                        f"{_saved(method, r['wall_saving'])} |")  # fmt: skip
+    return _table(rows, "| data | method | top-1 | sample-steps | saved | wall s (one run) | saved |",
+                  "|---|---|---|---:|---:|---:|---:|")  # fmt: skip
+
+
+def train_step(results: Path) -> str:
+    """results/train_throughput.md's one-training-step table."""
+    rows = []
+    for r in _load(results, "train_throughput.json")["train_step"]:
+        fmt = ".2f" if r["unit"] == "img/s" else ".1f"
+        loss = f"{r['first_loss_peer']} / {r['first_loss_zoo']}" + (
+            f" ({r['loss_note']})" if r.get("loss_note") else ""
+        )
+        rows.append(f"| {r['model']} | {r['batch']} | {r['peer']} | {r['peer_rate']:{fmt}} {r['unit']} | "
+                    f"{r['zoo_rate']:{fmt}} {r['unit']} | {r['ratio']:.2f}x | {loss} | {r['peak_mib_peer']} / "
+                    f"{r['peak_mib_zoo']} |")  # fmt: skip
+    header = "| model | batch | peer | peer | zoo | ratio | first loss peer / zoo | peak MiB per step peer / zoo |"
+    return _table(rows, header, "|---|---|---|---|---|---|---|---|")
+
+
+def _lm_run(results: Path, model: str) -> dict[str, Any]:
+    return next(r for r in _load(results, "lm_decode.json")["runs"] if r["model"] == model)
+
+
+def _lm_formats(results: Path, model: str, label: str, quality: bool) -> str:
+    header = (
+        f"| {label} | zoo eager | zoo compiled | transformers fp32 | llama.cpp (same bits) | compiled vs "
+        "transformers / llama.cpp | overhead ms/token |"
+    )
+    header += " perplexity (vs fp32) | greedy agreement with fp32 |" if quality else ""
+    rows = []
+    for f in _lm_run(results, model)["formats"]:
+        row = (f"| {f['format']} | {f['zoo_eager']:.1f} tok/s | {f['zoo_compiled']:.1f} tok/s | "
+               f"{f['transformers_fp32']:.1f} tok/s | {f['llama_cpp']:.1f} tok/s ({f['llama_cpp_type']}) | "
+               f"{f['compiled_vs_transformers']:.2f}x / {f['compiled_vs_llama_cpp']:.2f}x | "
+               f"{f['overhead_ms_per_token']:.1f} |")  # fmt: skip
+        if quality:
+            row += f" {f['perplexity']:.2f} ({f['perplexity_change_pct']:+.2f}%) | {f['greedy_agreement']:.2f} |"
+        rows.append(row)
+    return _table(rows, header, "|---" * header.count(" | ") + "|---|")
+
+
+def lm_formats_125m(results: Path) -> str:
+    """results/lm_decode.md: every format of mobilellm_125m against transformers and llama.cpp."""
+    return _lm_formats(results, "mobilellm_125m", "format", quality=True)
+
+
+def lm_formats_350m(results: Path) -> str:
+    """results/lm_decode.md: every format of mobilellm_350m."""
+    return _lm_formats(results, "mobilellm_350m", "format (350M)", quality=False)
+
+
+def lm_formats_mor(results: Path) -> str:
+    """results/lm_decode.md: every format of mor_135m (no transformers twin, no llama.cpp graph)."""
+    rows = [f"| {f['format']} | {f['zoo_eager']:.1f} tok/s | {f['zoo_compiled']:.1f} tok/s | "
+            f"{f['compiled_equals_eager']:.2f} | {f['overhead_ms_per_token']:.1f} |"
+            for f in _lm_run(results, "mor_135m")["formats"]]  # fmt: skip
+    return _table(rows, "| format (MoR 135M) | zoo eager | zoo compiled | compiled = eager (greedy tokens) | "
+                  "overhead ms/token |", "|---|---|---|---|---|")  # fmt: skip
+
+
+def prune_latency(results: Path) -> str:
+    """results/compress.md: dense against pruned latency."""
+    rows = []
+    for r in _load(results, "compress.json")["prune_latency"]["rows"]:
+        (p0, p1), (g0, g1) = r["params_m"], r["gmacs"]
+        (a0, a1), (b0, b1) = r["batch1_img_s"], r["batch32_img_s"]
+        rows.append(f"| {r['model']} | {p0:.1f} M -> {p1:.1f} M | {g0:.2f} -> {g1:.2f} | {a0:.1f} / {a1:.1f} img/s | "
+                    f"{b0:.1f} / {b1:.1f} img/s | {r['batch32_latency_ratio']:.2f}x |")  # fmt: skip
+    return _table(rows, "| model | params | GMACs | batch 1 dense / pruned | batch 32 dense / pruned | "
+                  "batch-32 latency ratio |", "|---|---|---|---|---|---|")  # fmt: skip
+
+
+# marker name -> the table it stands for
+TABLES: dict[str, Callable[[Path], str]] = {
+    "headline": headline,
+    "condense_speed_summary": condense_speed_summary,
+    "condense_speed": condense_speed,
+    "data_pruning_summary": data_pruning_summary,
+    "data_pruning_40ep": data_pruning_40ep,
+    "train_step": train_step,
+    "lm_formats_125m": lm_formats_125m,
+    "lm_formats_350m": lm_formats_350m,
+    "lm_formats_mor": lm_formats_mor,
+    "prune_latency": prune_latency,
+}
+
+
+def refresh(text: str, results: Path) -> str:
+    """``text`` with every marked table rendered again from ``results``.
+
+    :raises KeyError: a marker names no table of :data:`TABLES`."""
+
+    def render(m: re.Match) -> str:
+        name = m.group(2)
+        if name not in TABLES:
+            raise KeyError(f"<!-- {name}:start --> names no generated table: one of {', '.join(TABLES)}")
+        return f"{m.group(1)}{TABLES[name](results).rstrip()}\n{m.group(4)}"
+
+    return _REGION.sub(render, text)
+
+
+def _pages(repo: Path) -> list[Path]:
+    return sorted({p for pattern in PAGES for p in repo.glob(pattern) if p.is_file()})
+
+
+def check(repo: Path = REPO) -> list[str]:
+    """The pages (relative paths) and table names whose text differs from a fresh rendering of ``results/``."""
+    stale = []
+    for page in _pages(repo):
+        text = page.read_text()
+        fresh = refresh(text, repo / "results")
+        if fresh != text:
+            old = {m.group(2): m.group(3) for m in _REGION.finditer(text)}
+            new = {m.group(2): m.group(3) for m in _REGION.finditer(fresh)}
+            names = [n for n in old if old[n] != new.get(n)]
+            stale.append(f"{page.relative_to(repo).as_posix()}: {', '.join(names)}")
+    return stale
+
+
+def write(repo: Path = REPO) -> list[Path]:
+    """Rewrite the stale tables in place; returns the pages changed."""
+    changed = []
+    for page in _pages(repo):
+        text = page.read_text()
+        fresh = refresh(text, repo / "results")
+        if fresh != text:
+            tmp = page.with_name(page.name + ".tmp")
+            tmp.write_text(fresh)
+            tmp.replace(page)
+            changed.append(page)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m zoo.bench.headline", description=__doc__.split("\n\n")[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="rewrite every generated table between its markers")
+    mode.add_argument("--check", action="store_true", help="exit 1 if a page's table differs from its results files")
+    args = ap.parse_args(argv)
+    if args.write:
+        for page in write():
+            print(f"rewrote {page.relative_to(REPO)}")
+        return 0
+    if args.check:
+        stale = check()
+        for line in stale:
+            print(f"stale: {line} (python -m zoo.bench.headline --write renders it from results/)", file=sys.stderr)
+        return 1 if stale else 0
+    print(headline(REPO / "results"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
