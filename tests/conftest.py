@@ -1,4 +1,10 @@
+"""Shared fixtures (one_thread, hub, gguf_cache, image_folder) and the subject markers that follow from what a test
+does. Helpers shared by several test modules live in the helper modules beside this file (model_checks, small_lms,
+digit_runs, fakehub); a test module never imports another."""
+
+import inspect
 import os
+import re
 
 import pytest
 import torch
@@ -8,6 +14,48 @@ from fakehub import FakeHub
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
+
+# A test that launches several processes: torchrun, torch.distributed.run or torch.multiprocessing's spawn
+_LAUNCHES_PROCESSES = re.compile(r"\bTORCHRUN\b|torch\.distributed\.run|\bmp\.spawn\(|_ddp_worker\b")
+# A test whose name says it compares with another implementation: *parity*, *_equals_the_authors*,
+# *_matches_authors_forward*, *_equals_transformers_*, *_against_timm*, *_equal_llama_cpp*, ...
+_PARITY_NAME = re.compile(
+    r"parity|(?<!count)_(equals?|match(es)?)_(the_)?(authors|transformers|timm|llama_cpp)|_against_(transformers|timm)"
+)
+
+
+def subject_marks(name: str, fixturenames, source: str) -> list[str]:
+    """The subject markers a test gets from what it does, beside those its module declares: ``hub`` when it uses
+    the Hub stand-in (the ``hub`` fixture), ``ddp`` when it launches several processes, ``parity`` when its name says
+    it compares with another implementation (the authors' code, transformers, timm, llama.cpp)."""
+    marks = []
+    if "hub" in fixturenames:
+        marks.append("hub")
+    if _LAUNCHES_PROCESSES.search(source):
+        marks.append("ddp")
+    if _PARITY_NAME.search(name):
+        marks.append("parity")
+    return marks
+
+
+def _source(function) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by them
+def pytest_collection_modifyitems(config, items):
+    sources = {}
+    for item in items:
+        function = getattr(item, "function", None)
+        if function not in sources:
+            sources[function] = _source(function) if function is not None else ""
+        for mark in subject_marks(item.name, getattr(item, "fixturenames", ()), sources[function]):
+            if item.get_closest_marker(mark) is None:
+                item.add_marker(mark)
 
 
 @pytest.fixture(autouse=True)

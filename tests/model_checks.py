@@ -1,14 +1,18 @@
-"""The generic checks, by model name: what tests/test_models.py runs on every registered model and
-tests/test_family_contract.py on a family registered at run time. Inputs are 64x64 except for models with a fixed
-input size (learned position tables, frozen mixing matrices), which run at their cfg size."""
+"""The generic checks, by model name: what tests/test_models.py runs on every registered vision model,
+tests/test_lm_models.py on every registered language model and tests/test_family_contract.py on a family registered
+at run time. Vision inputs are 64x64 except for models with a fixed input size (learned position tables, frozen
+mixing matrices), which run at their cfg size; language models run at their tiny config (tests/small_lms.py)."""
 
 import inspect
 
 import pytest
 import torch
+from small_lms import tiny_lm
 from timm.models import group_parameters
 
 import zoo
+from zoo.export import ExportSpec
+from zoo.export.lm_runtime import CachedDecoder, export_methods
 from zoo.weights import save_state_dict
 
 
@@ -145,3 +149,104 @@ def check_autocast(name: str) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model(x).float()
     assert (low - ref).abs().max() <= 0.1 * ref.abs().max()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The language-model checks, by model name (a tiny model of the name's structure, tests/small_lms.py)
+
+PROMPT, NEW = 5, 8  # prompt tokens, new tokens
+
+
+def lm_tokens(model, batch: int = 2, length: int = PROMPT + NEW, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def _logits(out) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def check_lm_param_count(name: str) -> None:
+    """At full size on the meta device (nothing allocated): ``num_params()`` is the reference figure and the sum
+    over the parameters (tied output weights are the embedding, counted once); the non-embedding count leaves out
+    the embedding alone."""
+    with torch.device("meta"):
+        model = zoo.create_model(name)
+    c, params = model.config, zoo.model_info(name)["reference"]["params"]
+    assert model.num_params() == sum(p.numel() for p in model.parameters()) == params
+    assert model.num_params(non_embedding=True) == params - c.vocab_size * c.hidden_size
+    assert (model.output_weight is model.model.embed_tokens.weight) == c.tie_word_embeddings
+
+
+@torch.no_grad()
+def check_lm_cache(name: str) -> None:
+    """Decoding with a KV cache gives a full recompute's logits: the prompt, then one token at a time; in chunks of
+    three; and from the cache that ``use_cache=True`` makes."""
+    model = tiny_lm(name)
+    seq = lm_tokens(model)
+    T = seq.shape[1]
+    full = _logits(model(seq))
+    assert full.shape == (2, T, model.config.vocab_size)
+    cache = model.new_cache(2, T)
+    out = model(seq[:, :PROMPT], past_key_values=cache)
+    assert out.past_key_values is cache and cache.seq_length == PROMPT
+    steps = [out.logits] + [model(seq[:, t : t + 1], past_key_values=cache).logits for t in range(PROMPT, T)]
+    assert cache.seq_length == T and cache.num_slots == model.num_cache_slots
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=0, atol=1e-4)
+    chunked = model.new_cache(2, T)
+    chunks = [model(seq[:, i : i + 3], past_key_values=chunked).logits for i in range(0, T, 3)]
+    torch.testing.assert_close(torch.cat(chunks, 1), full, rtol=0, atol=1e-4)
+    first = model(seq[:, :PROMPT], use_cache=True)
+    rest = model(seq[:, PROMPT:], past_key_values=first.past_key_values).logits
+    torch.testing.assert_close(torch.cat([first.logits, rest], 1), full, rtol=0, atol=1e-4)
+
+
+@torch.no_grad()
+def check_lm_generate(name: str) -> None:
+    """Greedy ``generate`` keeps the prompt, is deterministic, takes the argmax of a full recompute at every step,
+    decodes each prompt of a batch as alone, and varies (not one repeated token)."""
+    model = tiny_lm(name)
+    prompt = lm_tokens(model, length=PROMPT)
+    seq = model.generate(prompt, max_new_tokens=NEW, eos_token_id=[])
+    assert seq.shape == (2, PROMPT + NEW) and torch.equal(seq[:, :PROMPT], prompt)
+    assert torch.equal(model.generate(prompt, max_new_tokens=NEW, eos_token_id=[]), seq)
+    assert torch.equal(_logits(model(seq))[:, PROMPT - 1 : -1].argmax(-1), seq[:, PROMPT:])
+    assert torch.equal(model.generate(prompt[1:], max_new_tokens=NEW, eos_token_id=[]), seq[1:])
+    assert len(set(seq[:, PROMPT:].flatten().tolist())) > 1
+
+
+@torch.no_grad()
+def check_lm_save_load(name: str, tmp_path) -> None:
+    """``save_pretrained`` writes a folder that ``zoo.create_model(folder, pretrained=True)`` rebuilds as the same
+    model: class, config, weights' names, identical logits and greedy tokens."""
+    model = tiny_lm(name)
+    folder = model.save_pretrained(tmp_path / "saved")
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    loaded = zoo.create_model(str(folder), pretrained=True).eval()
+    assert type(loaded) is type(model) and loaded.config == model.config
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    seq = lm_tokens(model)
+    torch.testing.assert_close(_logits(loaded(seq)), _logits(model(seq)), rtol=0, atol=0)
+    prompt = seq[:, :PROMPT]
+    assert torch.equal(
+        loaded.generate(prompt, max_new_tokens=NEW, eos_token_id=[]),
+        model.generate(prompt, max_new_tokens=NEW, eos_token_id=[]),
+    )
+
+
+EXPORT_LEN = 16  # the exported static cache's length
+
+
+@torch.no_grad()
+def check_lm_export(name: str) -> None:
+    """``torch.export`` of the cached decoder (the program every LM deployment format lowers): a prompt, then one
+    token, give the eager model's last-token logits."""
+    model = tiny_lm(name)
+    seq = lm_tokens(model, batch=1, length=PROMPT + 1)
+    want = _logits(model(seq))
+    decoder = CachedDecoder(model, EXPORT_LEN).eval()
+    spec = ExportSpec(name=name, task="text-generation", format="pte", max_seq_len=EXPORT_LEN)
+    program = export_methods(decoder, spec, {"prefill": None})["prefill"].module()
+    got = program(seq[:, :PROMPT], torch.tensor([0]))
+    torch.testing.assert_close(got, want[:, PROMPT - 1], rtol=0, atol=1e-4)
+    got = program(seq[:, PROMPT:], torch.tensor([PROMPT]))
+    torch.testing.assert_close(got, want[:, PROMPT], rtol=0, atol=1e-4)

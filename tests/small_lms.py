@@ -1,10 +1,14 @@
 """Small Llama-shaped LMs for the GGUF export and llama.cpp backend tests: reduced configs (64 wide, 2-5 blocks)
 with weights scaled up from the init, so that greedy tokens are decided by clear margins, not by ties that float
-rounding could flip."""
+rounding could flip; and the tiny configs of every registered text-generation model (:func:`tiny_lm_args`)."""
+
+import dataclasses
+import functools
 
 import torch
 
 import zoo
+from zoo.bench.harness import randomize_
 
 SMALL = dict(
     vocab_size=96,
@@ -39,3 +43,74 @@ def seeded_small_lm(name: str = "mobilellm_125m", **overrides) -> torch.nn.Modul
     """:func:`small_lm` built from seed 0: the same model wherever it is called."""
     torch.manual_seed(0)
     return small_lm(name, **overrides)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tiny configs of every registered text-generation model (tests/test_lm_models.py), derived from the registry
+
+# the dimensions of every tiny LM; the heads stay grouped (GQA) where the full model's are
+TINY_DIMS = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_attention_heads=4)
+TINY_WINDOW = 4  # attention windows shrink to a few tokens, so that a short test sequence crosses them
+
+
+def text_generation_models() -> list[str]:
+    """Every registered text-generation model (a family registered later is in the list too)."""
+    return zoo.list_models(task="text-generation")
+
+
+def tiny_lm_args(name: str) -> dict:
+    """Keyword arguments that build ``name`` at a tiny size and keep its structure, derived from its full config
+    (built on the meta device): :data:`TINY_DIMS`; ``num_key_value_heads`` 2 when the full model groups its
+    heads, else 4; windows at most :data:`TINY_WINDOW`; token ids past the tiny vocabulary dropped; the smallest
+    depth (from 2) its config accepts (recursion needs room for its shared blocks), per-layer lists cut to it.
+    Only the arguments that differ from the registered defaults are returned."""
+    return dict(_tiny_lm_args(name))
+
+
+@functools.cache
+def _tiny_lm_args(name: str) -> dict:
+    with torch.device("meta"):
+        full = zoo.create_model(name).config
+    base = dataclasses.asdict(full)
+    depth_full = full.num_hidden_layers
+    grouped = full.num_key_value_heads < full.num_attention_heads
+    args = dict(TINY_DIMS, num_key_value_heads=2 if grouped else 4)
+    for key, value in base.items():
+        if key.endswith("_token_id") and isinstance(value, int) and value >= args["vocab_size"]:
+            args[key] = None
+        elif "window" in key and isinstance(value, int) and not isinstance(value, bool):
+            args[key] = min(value, TINY_WINDOW)
+    for depth in range(2, depth_full + 1):
+        trial = dict(args, num_hidden_layers=depth)
+        for key, value in base.items():
+            if isinstance(value, list) and len(value) == depth_full:  # one entry per layer
+                trial[key] = value[:depth]
+        try:
+            type(full)(**{**base, **trial, "head_dim": None})
+        except ValueError:  # too shallow for this model's structure
+            continue
+        return {key: value for key, value in trial.items() if base[key] != value}
+    raise ValueError(f"{name}: no depth from 2 to {depth_full} gives a valid tiny config")
+
+
+def tiny_lm(name: str, seed: int = 0) -> torch.nn.Module:
+    """``name`` at :func:`tiny_lm_args`, in eval mode, with deterministic weights of realistic scale
+    (``zoo.bench.harness.randomize_``: logits of a few units, greedy tokens decided by clear margins)."""
+    return randomize_(zoo.create_model(name, **tiny_lm_args(name)), seed).eval()
+
+
+def tiny_lm_structure(name: str) -> tuple:
+    """What the tiny model of ``name`` is: its config's class and fields. Variants that differ only in size (the
+    125M and 350M of one line) give the same tiny model."""
+    with torch.device("meta"):
+        config = zoo.create_model(name, **tiny_lm_args(name)).config
+    return (type(config).__name__, repr(sorted(dataclasses.asdict(config).items())))
+
+
+def lm_representatives(names: list[str]) -> list[str]:
+    """One model per distinct tiny structure (the smallest by reference parameters, then name)."""
+    groups: dict[tuple, list[str]] = {}
+    for name in names:
+        groups.setdefault(tiny_lm_structure(name), []).append(name)
+    params = lambda n: zoo.model_info(n)["reference"].get("params") or 0  # noqa: E731
+    return sorted(min(group, key=lambda n: (params(n), n)) for group in groups.values())

@@ -1,0 +1,91 @@
+"""How the test suite is put together: test modules share setup through conftest.py's fixtures and the helper
+modules beside it, never by importing one another; the subject markers are registered and follow from what a test
+does."""
+
+import ast
+import re
+from pathlib import Path
+
+import conftest  # tests/ is on sys.path under pytest
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+SUBJECTS = ("export", "hub", "ddp", "parity")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports (anywhere in the file, inside functions too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_module_imports_a_test_module():
+    """A test module is not a library: what two modules share lives in conftest.py or a helper module."""
+    test_modules = {p.stem for p in TESTS.glob("test_*.py")}
+    offenders = {
+        p.name: sorted(_imported_modules(p) & test_modules)
+        for p in sorted(TESTS.glob("*.py"))
+        if _imported_modules(p) & test_modules
+    }
+    assert not offenders, f"modules importing test modules (move the shared code to a helper module): {offenders}"
+
+
+def _fixtures(path: Path) -> set[str]:
+    """The fixtures ``path`` defines, except those that extend a fixture of the same name (take it as argument)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.FunctionDef) and node.name not in {a.arg for a in node.args.args}:
+            for dec in node.decorator_list:
+                target = dec.func if isinstance(dec, ast.Call) else dec
+                if ast.unparse(target) in ("pytest.fixture", "fixture"):
+                    found.add(node.name)
+    return found
+
+
+def test_no_test_module_redefines_a_shared_fixture():
+    shared = _fixtures(TESTS / "conftest.py")
+    assert {"one_thread", "hub", "gguf_cache", "image_folder"} <= shared
+    redefined = {p.name: sorted(_fixtures(p) & shared) for p in TESTS.glob("test_*.py") if _fixtures(p) & shared}
+    assert not redefined, f"fixtures that shadow conftest.py's: {redefined}"
+
+
+def test_markers_are_registered_and_the_default_run_leaves_out_slow(pytestconfig):
+    registered = {m.split(":")[0] for m in pytestconfig.getini("markers")}
+    assert {"slow", "sweep", *SUBJECTS} <= registered
+    addopts = " ".join(pytestconfig.getini("addopts"))
+    assert "not slow" in addopts and "--strict-markers" in addopts
+    used = set()
+    for path in TESTS.glob("*.py"):
+        used.update(re.findall(r"pytest\.mark\.([a-z_]+)", path.read_text()))
+    builtin = {"parametrize", "skipif", "skip", "xfail", "usefixtures", "filterwarnings", "timeout"}
+    assert used - builtin <= registered, sorted(used - builtin - registered)
+
+
+@pytest.mark.parametrize(
+    "name, fixtures, source, marks",
+    [
+        ("test_push_then_load", ("tmp_path", "hub"), "", ["hub"]),
+        ("test_two_gloo_processes_match", ("tmp_path",), "    _ok([*TORCHRUN, *cmd])", ["ddp"]),
+        ("test_spawned", (), "mp.spawn(worker.run, nprocs=2)", ["ddp"]),
+        ("test_layer_sharing_parity_with_unrolled_llama", (), "", ["parity"]),
+        ("test_dm_step_equals_the_authors", (), "", ["parity"]),
+        ("test_generate_equals_transformers_llama", (), "", ["parity"]),
+        ("test_vision_training_step_against_timm", (), "", ["parity"]),
+        ("test_param_count_matches_authors", (), "", []),
+        ("test_hub_repo_names_are_checked", ("tmp_path",), "torch.distributed.is_initialized()", []),
+    ],
+)
+def test_subject_markers_follow_from_what_a_test_does(name, fixtures, source, marks):
+    assert conftest.subject_marks(name, fixtures, source) == marks
+
+
+def test_a_test_that_uses_the_hub_is_marked_hub(request):
+    """The marks are on the collected items (added before -m selects by them)."""
+    items = [i for i in request.session.items if "hub" in getattr(i, "fixturenames", ())]
+    assert all(i.get_closest_marker("hub") for i in items)
+    assert request.node.get_closest_marker("hub") is None
