@@ -12,6 +12,8 @@ from zoo.bench.harness import randomize_
 from zoo.data.text import bundled_corpus, train_bpe_tokenizer
 from zoo.models.mobilellm import save_pretrained
 
+pytestmark = pytest.mark.export
+
 TINY = dict(
     num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
     max_position_embeddings=128,

@@ -18,6 +18,8 @@ from safetensors.torch import load_file, save_file
 from zoo.condense import METHODS
 from zoo.condense.distributed import split
 
+pytestmark = pytest.mark.ddp
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

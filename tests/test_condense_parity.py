@@ -20,6 +20,8 @@ from zoo.condense.evaluate import EvalSettings, evaluate_set, train_network
 from zoo.data.dsa import DSA, DSAParams
 from zoo.models.convnet import checkpoint_filter_fn
 
+pytestmark = pytest.mark.parity
+
 K, C, S, WIDTH = 3, 3, 8, 8
 FULL = "color_crop_cutout_flip_scale_rotate"
 RTOL = 1e-5

@@ -27,6 +27,8 @@ from zoo.condense.mtt import MTT, Chunks, FlatModel, expert_epoch, flat_paramete
 from zoo.data.dsa import DSA
 from zoo.models.convnet import checkpoint_filter_fn, convnet_d3
 
+pytestmark = pytest.mark.parity
+
 K, C, S, W = 3, 3, 12, 6  # classes, channels, side, network width
 TOL = 1e-5
 STRATEGY = "color_crop_cutout_flip_scale_rotate"

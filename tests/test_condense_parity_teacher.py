@@ -18,6 +18,8 @@ from zoo.condense.sre2l import jitter_settings
 from zoo.condense.student import StudentSettings, train_student
 from zoo.condense.teacher import build_network, load_teacher, train_teacher
 
+pytestmark = pytest.mark.parity
+
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 

@@ -21,6 +21,8 @@ from zoo.export import ExportError
 from zoo.export.program import min_dynamic_size
 from zoo.registry import get_entry
 
+pytestmark = pytest.mark.export
+
 TOLERANCE = 1e-4  # max difference relative to the largest eager logit
 VISION_MODELS = [n for n in zoo.list_models() if get_entry(n).task == "image-classification"]
 

@@ -17,7 +17,7 @@ TINY = {"num_classes": 4, "dims": [8, 16, 24, 32], "depths": [1, 1, 1, 1]}
 TINY_SIZE = "3,64,64"
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = [pytest.mark.export, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
 
 
 def test_cli_exports_a_registered_name_with_its_deployment_files(tmp_path, capsys):

@@ -20,6 +20,8 @@ from zoo.export import hf_auto  # noqa: E402
 from zoo.models.mobilellm import pro_layer_types  # noqa: E402
 from zoo.publish import export_pretrained  # noqa: E402
 
+pytestmark = pytest.mark.export
+
 AutoConfig, AutoModelForCausalLM = transformers.AutoConfig, transformers.AutoModelForCausalLM
 
 SMALL = dict(

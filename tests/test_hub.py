@@ -10,6 +10,8 @@ import zoo
 from zoo.bench.reference.metaformer import make_authors_state_dict, reference_forward
 from zoo.weights import CheckpointError, save_state_dict
 
+pytestmark = pytest.mark.hub
+
 
 def _pth_bytes(state_dict):
     buf = io.BytesIO()

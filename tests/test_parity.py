@@ -12,6 +12,8 @@ import zoo
 from zoo.bench.reference.metaformer import make_authors_state_dict, reference_forward
 from zoo.weights import read_state_dict, save_state_dict
 
+pytestmark = pytest.mark.parity
+
 # one variant per token mixer type: pool v1, identity, random, pool v2, sepconv, attention
 MIXER_VARIANTS = [
     "poolformer_s12",

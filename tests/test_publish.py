@@ -24,6 +24,8 @@ from zoo import hub as zhub
 from zoo.publish import PublishError
 from zoo.weights import CheckpointError, ChecksumError
 
+pytestmark = pytest.mark.hub
+
 NAME = "poolformer_s12"  # a small head on a real architecture; 32x32 inputs keep profiling cheap
 DATA = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 METRICS = {"top1": 97.25, "top5": 99.75, "loss": 0.125, "dataset": "digits", "split": "test"}
