@@ -16,7 +16,7 @@ from zoo.data.text import bundled_corpus, load_tokenizer, train_bpe_tokenizer
 from zoo.export import ExportError, gguf_file
 from zoo.export.gguf_file import FILE_NAME, rope_rows
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = [pytest.mark.export, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
 
 
 def _read(path):

@@ -34,6 +34,8 @@ from zoo.export.lm_runtime import (
 from zoo.lm.decoder import GenerationConfig, generate_on_session
 from zoo.lm.quant import QuantSpec, quantize_model, unpack_int4
 
+pytestmark = pytest.mark.export
+
 SMALL = dict(
     vocab_size=128,
     num_hidden_layers=2,
