@@ -26,7 +26,7 @@ LLAMA = "llama.cpp"
 WINDOWED = ["sliding_attention", "full_attention"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread", "gguf_cache")  # tests/conftest.py
+pytestmark = [pytest.mark.export, pytest.mark.usefixtures("one_thread", "gguf_cache")]  # tests/conftest.py
 
 
 class _Chars:
