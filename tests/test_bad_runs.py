@@ -433,7 +433,7 @@ def test_resume_refuses_another_tokenizer_setting(tmp_path):
     """A language-model run keeps its tokenizer on resume: a new data.vocab_size is refused, not ignored."""
     from zoo.train.checkpoint import save_training_checkpoint
     from zoo.train.config import RecipeError, load_recipe, recipe_to_dict
-    from zoo.train.loop import _read_checkpoint
+    from zoo.train.run_folder import read_checkpoint as _read_checkpoint
 
     lm = ROOT / "configs" / "quickstart_lm.yaml"
     saved = load_recipe(str(lm), ["--output_dir", str(tmp_path)])
@@ -583,7 +583,7 @@ def test_resuming_with_a_damaged_run_tokenizer_is_one_line(lm_run, tmp_path, cap
 @pytest.mark.parametrize("cores,load,local,want", [(2, 0.1, 1, 2), (2, 1.4, 1, 1), (2, 3.0, 1, 1), (16, 3.6, 2, 6)])
 def test_threads_follow_the_free_cores(cores, load, local, want, monkeypatch, caplog):
     from zoo.train.distributed import DistState
-    from zoo.train.loop import _pick_threads
+    from zoo.train.run_setup import _pick_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))

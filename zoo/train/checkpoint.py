@@ -1,4 +1,4 @@
-"""Training checkpoints and the run folder: atomic writes, integrity checks, safe loading, the run's lock.
+"""Training checkpoints: atomic writes, integrity checks, safe loading, a full disk named.
 
 A checkpoint is one ``torch.save`` dict of tensors, numbers, strings, lists and dicts only (so it loads with
 ``torch.load(weights_only=True)``): model, optimizer, scheduler, grad scaler, EMA, sparsity state, RNG states
@@ -7,23 +7,19 @@ a file whose digest does not match (flipped bytes, a truncated copy) is refused 
 
 Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the target
 (``os.replace``), so a run killed mid-write leaves the previous checkpoint in place; the temporary files such a
-kill leaves behind are removed when the next run into the folder starts (:func:`remove_temp_files`).
-
-One process writes a run folder at a time: it holds ``RUN_DIR/.lock`` (:class:`RunLock`), which names its pid
-and host; a lock whose process is gone is taken over. A write that finds the disk full raises
+kill leaves behind are removed when the next run into the folder starts
+(:func:`zoo.train.run_folder.remove_temp_files`, beside the run's lock). A write that finds the disk full raises
 :class:`DiskFullError`, naming the file and the space left.
 """
 
 import contextlib
 import errno
 import hashlib
-import json
 import logging
 import os
 import random
 import re
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +29,12 @@ import torch
 __all__ = [
     "CheckpointCorruptError",
     "DiskFullError",
-    "RUN_OUTPUTS",
-    "RunFolderError",
-    "RunLock",
     "capture_rng_state",
-    "clear_run_outputs",
     "disk_full_message",
     "find_checkpoints",
     "latest_good_checkpoint",
     "load_training_checkpoint",
     "naming_full_disk",
-    "remove_temp_files",
     "restore_rng_state",
     "save_training_checkpoint",
     "write_text_atomic",
@@ -56,10 +47,6 @@ VERSION = 1
 
 class CheckpointCorruptError(RuntimeError):
     """A checkpoint that is partial, corrupt or not a zoo training checkpoint."""
-
-
-class RunFolderError(RuntimeError):
-    """A run folder that cannot be written as asked: it holds another run, or another process is writing it."""
 
 
 class DiskFullError(OSError):
@@ -271,30 +258,6 @@ def load_training_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointCorruptError(f"{e}; refusing to resume from it.{hint}") from None
 
 
-# -- the run folder -------------------------------------------------------------------------------------------------
-
-# What a run writes into its folder (zoo publish adds publish/); --overwrite removes these and nothing else.
-RUN_OUTPUTS = (
-    "args.yaml",
-    "log.csv",
-    "metrics.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "checkpoints",
-    "tb",
-    "export",
-    "publish",
-)
-# The temporary names of the run's atomic writers (this module, zoo.weights.save_state_dict, save_recipe,
-# write_text_atomic, zoo.data.text's tokenizer, zoo.publish), by folder; files matching them outlive only a
-# writer that was killed.
-_TEMP_PATTERNS = {
-    ".": ("model.safetensors.*.tmp", "args.yaml.tmp", ".*.tmp.*"),
-    "checkpoints": (".step_*.pt.tmp.*", ".last.pt.tmp.*", ".last.pt.link.*"),
-    "export": ("model.safetensors.*.tmp", ".*.tmp"),
-}
-
-
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file whole or not at all (a temporary file renamed over ``path``)."""
     path = Path(path)
@@ -305,121 +268,3 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def remove_temp_files(run_dir: Path) -> list[Path]:
-    """Remove what killed writes left in ``run_dir`` (only the run's own writers' temporary names); the paths."""
-    removed = []
-    for sub, patterns in _TEMP_PATTERNS.items():
-        folder = Path(run_dir) / sub
-        for pattern in patterns:
-            for p in folder.glob(pattern):
-                if p.is_file():
-                    p.unlink(missing_ok=True)
-                    removed.append(p)
-    if removed:
-        _logger.info("removed %d temporary file(s) left by a killed write: %s", len(removed), removed)
-    return removed
-
-
-def clear_run_outputs(run_dir: Path) -> list[str]:
-    """Remove a previous run's files (:data:`RUN_OUTPUTS` and temporary files) from ``run_dir``; their names."""
-    run_dir = Path(run_dir)
-    remove_temp_files(run_dir)
-    removed = []
-    for name in RUN_OUTPUTS:
-        p = run_dir / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-        else:
-            continue
-        removed.append(name)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-class RunLock:
-    """``RUN_DIR/.lock`` while a run writes its folder: created atomically (``O_EXCL``) with the writer's pid and
-    host. A second run is refused with a message naming them; a lock left by a process that is gone (same host,
-    pid not running) is taken over with one log line."""
-
-    name = ".lock"
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / self.name
-        self.held = False
-
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(3):  # a stale lock is removed, then created anew
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                self._remove_if_stale()
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return self
-        raise RunFolderError(f"{self.path} keeps reappearing: is another run starting in {self.path.parent}?")
-
-    def _owner(self) -> dict[str, Any]:
-        try:
-            owner = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            owner = None
-        if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
-            raise RunFolderError(
-                f"{self.path} is a lock file that names no process; if no run is writing {self.path.parent}, "
-                "remove the file and start again"
-            )
-        return owner
-
-    def _remove_if_stale(self) -> None:
-        if self.path.is_symlink() and not self.path.exists():  # O_EXCL fails on it, and it reads as no file
-            _logger.warning(
-                "%s is a symbolic link to %s, which does not exist: no run holds it (a run's lock is a file naming "
-                "its pid), taking it over",
-                self.path,
-                os.readlink(self.path),
-            )
-            self.path.unlink(missing_ok=True)
-            return
-        owner = self._owner()
-        if not owner:  # released meanwhile
-            return
-        pid, host = owner["pid"], owner.get("host")
-        if host == socket.gethostname() and not _pid_alive(pid):
-            _logger.warning("%s was left by pid %d, which is no longer running: taking it over", self.path, pid)
-            self.path.unlink(missing_ok=True)
-            return
-        raise RunFolderError(
-            f"{self.path.parent} is being written by another run (pid {pid} on {host}; lock file {self.path}): "
-            "wait for it to end or use another --output_dir"
-            + ("" if host == socket.gethostname() else "; if that run is gone, remove the lock file")
-        )
-
-    def release(self) -> None:
-        """Remove the lock if this process still holds it."""
-        if not self.held:
-            return
-        self.held = False
-        try:
-            if json.loads(self.path.read_text()).get("pid") == os.getpid():
-                self.path.unlink()
-        except (OSError, ValueError):
-            pass

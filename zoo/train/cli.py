@@ -14,9 +14,10 @@ from ..data.errors import DataError
 from ..publish import PublishError
 from ..registry import UnknownModelError
 from ..weights import CheckpointError
-from .checkpoint import CheckpointCorruptError, DiskFullError, RunFolderError, disk_full_message
+from .checkpoint import CheckpointCorruptError, DiskFullError, disk_full_message
 from .config import RecipeError, load_recipe, load_run_recipe, recipe_to_dict
 from .loop import NonFiniteLossError, train
+from .run_folder import RunFolderError
 
 __all__ = ["main"]
 

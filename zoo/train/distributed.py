@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from ..data.errors import DataError
-from .config import RecipeError
+from .config import Recipe, RecipeError
 
 __all__ = [
     "DistState",
@@ -25,8 +26,14 @@ __all__ = [
     "all_reduce_sum",
     "barrier",
     "init_distributed",
+    "is_fsdp",
+    "load_model_optim",
+    "model_state",
     "on_main",
+    "optim_state",
     "shard_indices",
+    "unwrap",
+    "wrap_fsdp",
 ]
 
 
@@ -146,3 +153,62 @@ class GlobalBatchSampler:
 
     def __len__(self) -> int:
         return (self.steps_per_epoch - self.start_step) * self.grad_accum
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper (others as they are)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def is_fsdp(recipe: Recipe, dstate: DistState) -> bool:
+    """Whether the run shards its model with FSDP (``dist.strategy: fsdp`` on many processes)."""
+    return dstate.enabled and recipe.dist.strategy == "fsdp"
+
+
+# FSDP's state-dict API is imported where it is used: it is only needed by FSDP runs, costs about a second to
+# import, and is missing from torch builds without distributed support.
+def model_state(model: nn.Module, fsdp: bool, everywhere: bool = False) -> dict[str, torch.Tensor]:
+    """The whole model's weights on CPU; under FSDP gathered from the shards (a collective), on rank 0 only
+    unless ``everywhere`` (then on every rank, on the model's device)."""
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=not everywhere)
+        return get_model_state_dict(model, options=options)
+    return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+
+
+def optim_state(model: nn.Module, optimizer, fsdp: bool) -> dict[str, Any]:
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(
+            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+    return optimizer.state_dict()
+
+
+def load_model_optim(model, optimizer, ckpt, fsdp: bool):
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(model, ckpt["model"], options=opts)
+        set_optimizer_state_dict(model, optimizer, ckpt["optimizer"], options=opts)
+    else:
+        unwrap(model).load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+
+
+def wrap_fsdp(model: nn.Module, dstate: DistState) -> nn.Module:
+    from torch.distributed.fsdp import fully_shard  # FSDP runs only (see model_state)
+
+    layers = getattr(getattr(model, "model", model), "layers", None) or getattr(model, "layers", None)
+    for layer in layers or []:
+        fully_shard(layer)
+    fully_shard(model)
+    return model
