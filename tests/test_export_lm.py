@@ -22,15 +22,13 @@ from zoo.export import ExportError
 from zoo.export.lm_runtime import (
     CachedDecoder,
     CompiledLM,
-    Int8Embedding,
     export_methods,
     file_size_check,
     load,
     load_llm_ops,
-    quantize_for_xnnpack,
-    stack_linears,
     weight_bytes,
 )
+from zoo.export.xnnpack_quant import Int8Embedding, quantize_for_xnnpack, stack_linears
 from zoo.lm.decoder import GenerationConfig, generate_on_session
 from zoo.lm.quant import QuantSpec, quantize_model, unpack_int4
 

@@ -48,7 +48,7 @@ from ..export import export
 from ..export.gguf_file import load_llama
 from ..export.llama_backend import CACHE_ENV, release
 from ..export.lm_runtime import load as load_pte
-from ..export.lm_runtime import quantize_for_xnnpack
+from ..export.xnnpack_quant import quantize_for_xnnpack
 from ..factory import create_model
 from ..lm.quant import quantize_model
 from .deployed import _llama_cpp_decoder
