@@ -1,22 +1,26 @@
 """Worker for the two-process test in test_sparse.py.
 
-Spawned children load ``zoo/train/sparse.py`` by path (it needs only torch), so each starts in a few seconds
-instead of importing the whole zoo with timm.
+Spawned children load the ``zoo/train/sparse`` package by path (it needs only torch), so each starts in a few
+seconds instead of importing the whole zoo with timm.
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SPARSE_PY = Path(__file__).resolve().parent.parent / "zoo" / "train" / "sparse.py"
+SPARSE = Path(__file__).resolve().parent.parent / "zoo" / "train" / "sparse"
 
 
 def load_sparse():
-    spec = importlib.util.spec_from_file_location("zoo_train_sparse_worker", SPARSE_PY)
+    spec = importlib.util.spec_from_file_location(
+        "zoo_train_sparse_worker", SPARSE / "__init__.py", submodule_search_locations=[str(SPARSE)]
+    )
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its modules import each other relatively
     spec.loader.exec_module(mod)
     return mod
 
