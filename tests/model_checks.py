@@ -13,6 +13,8 @@ from timm.models import group_parameters
 import zoo
 from zoo.export import ExportSpec
 from zoo.export.lm_runtime import CachedDecoder, export_methods
+from zoo.layers import KVCache
+from zoo.layers.saving import HubMixin
 from zoo.weights import save_state_dict
 
 
@@ -191,6 +193,8 @@ def check_lm_cache(name: str) -> None:
     assert out.past_key_values is cache and cache.seq_length == PROMPT
     steps = [out.logits] + [model(seq[:, t : t + 1], past_key_values=cache).logits for t in range(PROMPT, T)]
     assert cache.seq_length == T and cache.num_slots == model.num_cache_slots
+    if type(cache) is KVCache:  # every slot holds every token (a routed cache's slots hold subsets)
+        assert cache.lengths == [T] * cache.num_slots
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=0, atol=1e-4)
     chunked = model.new_cache(2, T)
     chunks = [model(seq[:, i : i + 3], past_key_values=chunked).logits for i in range(0, T, 3)]
@@ -219,6 +223,7 @@ def check_lm_save_load(name: str, tmp_path) -> None:
     """``save_pretrained`` writes a folder that ``zoo.create_model(folder, pretrained=True)`` rebuilds as the same
     model: class, config, weights' names, identical logits and greedy tokens."""
     model = tiny_lm(name)
+    assert isinstance(model, HubMixin)
     folder = model.save_pretrained(tmp_path / "saved")
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     loaded = zoo.create_model(str(folder), pretrained=True).eval()

@@ -1,6 +1,7 @@
-"""MobileLLM family: registry and exact sizes, parity with transformers' Llama, cached decoding, generation,
+"""MobileLLM family: registry and exact sizes, parity with transformers' Llama, sliding windows, generation,
 checkpoint loading (the authors' layouts and their known defects), export/import through transformers,
-tokenizers and LM profiling. Full-width 125M shapes with few layers keep it fast."""
+tokenizers and LM profiling. Full-width 125M shapes with few layers keep it fast. Cached decoding against a full
+recompute, greedy generation and the save/load round trip of every variant are tests/test_lm_models.py's."""
 
 import json
 
@@ -224,29 +225,6 @@ def _pro_small(**kwargs):
             **kwargs,
         )
     )
-
-
-@pytest.mark.parametrize("name", ["mobilellm_125m", "mobilellm_125m_ls", "pro_window"])
-def test_cached_decoding_equals_full_recompute(name):
-    model = _pro_small() if name == "pro_window" else _model(name)
-    ids = _ids(vocab=model.config.vocab_size)
-    steps = 10
-    with torch.no_grad():
-        seq = model.generate(ids, max_new_tokens=steps)
-        full = model(seq)
-        assert torch.equal(full[:, ids.shape[1] - 1 : -1].argmax(-1), seq[:, ids.shape[1] :])  # argmax exact
-        cache = model.new_cache(2, seq.shape[1])
-        out = model(seq[:, : ids.shape[1]], past_key_values=cache)
-        assert out.past_key_values is cache and cache.seq_length == ids.shape[1]
-        logits = [out.logits]
-        for t in range(ids.shape[1], seq.shape[1]):  # one token at a time
-            logits.append(model(seq[:, t : t + 1], past_key_values=cache).logits)
-        # and in chunks of three after the prompt (explicit masks with a cache)
-        cache2 = model.new_cache(2, seq.shape[1])
-        chunks = [model(seq[:, i : i + 3], past_key_values=cache2).logits for i in range(0, seq.shape[1], 3)]
-    torch.testing.assert_close(torch.cat(logits, 1), full, rtol=0, atol=1e-4)
-    torch.testing.assert_close(torch.cat(chunks, 1), full, rtol=0, atol=1e-4)
-    assert cache.lengths == [seq.shape[1]] * len(model.schedule)  # each layer run owns a slot
 
 
 def test_sliding_window_restricts_attention():

@@ -1,4 +1,5 @@
-"""The generic suite, run on every registered model (like timm's tests/test_models.py); nothing here names a family.
+"""The generic vision suite, run on every registered image classifier (like timm's tests/test_models.py); nothing
+here names a family. The language models' generic suite is tests/test_lm_models.py.
 
 Every model: parameter count against the authors' (meta device, no memory), cfg consistency. The full interface
 (forward/backward with a new head, features, grad checkpointing, safetensors round trip, autocast) runs by default
@@ -52,7 +53,7 @@ ALL_VISION = [name if name in DEFAULT else pytest.param(name, marks=pytest.mark.
 # The suite
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", VISION)  # the language models' are tests/test_lm_models.py's
 def test_param_count_matches_authors(name):
     check_param_count(name)
 
