@@ -106,14 +106,15 @@ def generate_on_backend(
     streamer: Any,
 ) -> torch.Tensor:
     """Each prompt (its padding dropped) decoded alone on ``session``'s logits with the torch path's token loop;
-    rows that finished earlier are padded as the torch path pads them."""
+    rows that finished earlier are padded as the torch path pads them. ``plan_args``: the call's resolved
+    :class:`GenerationConfig`, ``stop_token_ids``, ``generator`` and ``tokenizer`` (one plan per prompt)."""
     rows, pad = [], 0
     for b in range(input_ids.shape[0]):
         ids = input_ids[b : b + 1].cpu()
         if padding is not None:
             ids = ids[:, padding[b].cpu()]
         plan = decoding_plan(plan_args[0], vocab_size, ids, None, *plan_args[1:])
-        logits = session.prefill(ids[0].tolist())[None]
+        logits = session.prefill(ids[0].tolist())[None]  # (1, vocab)
         out = decode_loop(
             ids, logits, lambda token, n: session.step(int(token[0]))[None], max_new_tokens, plan, streamer
         )
@@ -146,7 +147,7 @@ def generate_on_session(
     ``eos_token_id``, ``stop_strings``, ``pad_token_id``, over ``generation_config`` over ``base_config``, meaning
     what they mean in ``generate``. Returns ``(1, T + n)``."""
     try:
-        ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)
+        ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)  # (1, T)
         settings = {k: as_list(v) if k in ("eos_token_id", "stop_strings") else v for k, v in settings.items()}
         gc = generation_settings(base_config, generation_config, max_new_tokens=max_new_tokens, **settings)
         max_new_tokens = 20 if gc.max_new_tokens is None else gc.max_new_tokens
@@ -160,7 +161,7 @@ def generate_on_session(
     try:
         if max_new_tokens == 0:
             return ids
-        logits = torch.as_tensor(session.prefill(ids[0].tolist())).reshape(1, -1)
+        logits = torch.as_tensor(session.prefill(ids[0].tolist())).reshape(1, -1)  # (1, vocab)
         step = lambda token, n: torch.as_tensor(session.step(int(token[0]))).reshape(1, -1)  # noqa: E731
         return decode_loop(ids, logits, step, max_new_tokens, plan, streamer)
     finally:
