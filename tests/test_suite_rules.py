@@ -27,11 +27,8 @@ def _imported_modules(path: Path) -> set[str]:
 def test_no_module_imports_a_test_module():
     """A test module is not a library: what two modules share lives in conftest.py or a helper module."""
     test_modules = {p.stem for p in TESTS.glob("test_*.py")}
-    offenders = {
-        p.name: sorted(_imported_modules(p) & test_modules)
-        for p in sorted(TESTS.glob("*.py"))
-        if _imported_modules(p) & test_modules
-    }
+    imported = {p.name: _imported_modules(p) & test_modules for p in sorted(TESTS.glob("*.py"))}
+    offenders = {name: sorted(modules) for name, modules in imported.items() if modules}
     assert not offenders, f"modules importing test modules (move the shared code to a helper module): {offenders}"
 
 
@@ -50,7 +47,8 @@ def _fixtures(path: Path) -> set[str]:
 def test_no_test_module_redefines_a_shared_fixture():
     shared = _fixtures(TESTS / "conftest.py")
     assert {"one_thread", "hub", "gguf_cache", "image_folder"} <= shared
-    redefined = {p.name: sorted(_fixtures(p) & shared) for p in TESTS.glob("test_*.py") if _fixtures(p) & shared}
+    defined = {p.name: _fixtures(p) & shared for p in sorted(TESTS.glob("test_*.py"))}
+    redefined = {name: sorted(fixtures) for name, fixtures in defined.items() if fixtures}
     assert not redefined, f"fixtures that shadow conftest.py's: {redefined}"
 
 
