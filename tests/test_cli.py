@@ -59,7 +59,7 @@ SMALL_LM = dict(
 @pytest.mark.parametrize("name", ["mobilellm_125m", "mobilellm_125m_ls", "mor_135m", "recursive_135m"])
 def test_run_generates_from_a_language_model(name, monkeypatch, capsys, one_thread):
     """`zoo run` on a language model continues a seeded random prompt (it raised KeyError: 'input_size')."""
-    monkeypatch.setattr("zoo.cli.create_model", lambda *a, **kw: zoo.create_model(*a, **kw, **SMALL_LM))
+    monkeypatch.setattr("zoo.run_cli.create_model", lambda *a, **kw: zoo.create_model(*a, **kw, **SMALL_LM))
     first = _run_lines(capsys, [name, "--batch-size", "2", "--max-new-tokens", "5"])
     ids = {line.split(":")[0].strip(): json.loads(line.split(":", 1)[1]) for line in first if "ids of" in line}
     assert len(ids["prompt ids of sequence 0"]) == 8 and len(ids["generated ids of sequence 0"]) == 5
@@ -164,7 +164,7 @@ def test_profile_text_labels_dense_and_nonzero(monkeypatch, capsys):
         results.append(real_profile(model, **kwargs))
         return results[-1]
 
-    monkeypatch.setattr("zoo.cli.profile", sparse_small_slak)  # the function the command calls
+    monkeypatch.setattr("zoo.profile_cli.profile", sparse_small_slak)  # the function the command calls
     assert main(["profile", "slak_tiny", "--input-size", "3,64,64", "--no-cross-check"]) == 0
     out = capsys.readouterr().out
     (result,) = results
