@@ -13,7 +13,7 @@ from small_lms import SMALL, small_lm
 
 import zoo
 from zoo.data.text import bundled_corpus, load_tokenizer, train_bpe_tokenizer
-from zoo.export import ExportError, gguf_file
+from zoo.export import ExportError, gguf_file, gguf_tokenizer
 from zoo.export.gguf_file import FILE_NAME, rope_rows
 
 pytestmark = [pytest.mark.export, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
@@ -249,7 +249,7 @@ def _llama3_style_tokenizer(path):
     tok = Tokenizer(models.BPE(ignore_merges=True))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(gguf_file._LLAMA3_REGEX), "isolated"),
+            pre_tokenizers.Split(Regex(gguf_tokenizer._LLAMA3_REGEX), "isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )

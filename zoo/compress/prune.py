@@ -8,20 +8,22 @@ recorded as builder arguments so that a pruned model saves as safetensors + conf
   MetaFormer res-scale / layer-scale vectors and SLaK's ``gamma``, which the graph sees as parameters). The zoo
   registers a pruner for its own :class:`~zoo.layers.ChannelLayerNorm` (its ``normalized_shape`` follows the cut);
   zoo's scalar parameters (StarReLU's scale and bias, SReT's coefficients) are never pruned.
-* **Heads** are removed whole by the zoo (:func:`_prune_heads`), the graph leaving the attention projections'
-  outputs alone: MetaFormer's and SReT's fused ``qkv`` rows of a head and the matching ``proj`` columns; in the
-  language models whole KV groups (a key/value head with the query heads that read it), the same number in every
-  layer, so the result is still a valid GQA model that ``transformers`` can load.
-* **What each family prunes** (:data:`ADAPTERS`): MetaFormer stage widths, MLP widths, SepConv widths and
-  attention heads (the classifier head keeps its width); SLaK stage widths and MLP widths (the decomposed and the
-  fused large kernels, BatchNorms included; the output classifier kept); SReT heads and MLP / NLL widths of every
-  shared block, each pruned once for all its applications (the residual width, fixed by the grouped pooling convs
-  and the position embedding, is kept); MobileLLM and the recursive LMs the hidden size (embeddings, tied or not,
-  stay tied), KV groups and the MLP width, uniform across layers so that the result is a plain Llama-shaped config;
-  a shared block is pruned once for all its applications, its per-application LoRA deltas with it, and the
-  Mixture-of-Recursions routers' inputs follow the hidden channels kept; ConvNet-D every block's width (its
-  instance norm, a ``GroupNorm`` with one group per channel, keeps one group per kept channel; the flattened
-  classifier loses the columns of the removed channels' positions).
+* **Heads** are removed whole by the family's plan, the graph leaving the attention projections' outputs alone:
+  MetaFormer's and SReT's fused ``qkv`` rows of a head and the matching ``proj`` columns; in the language models
+  whole KV groups (a key/value head with the query heads that read it), the same number in every layer, so the
+  result is still a valid GQA model that ``transformers`` can load.
+* **What each family prunes** is its plan's (:class:`zoo.layers.pruning.PrunePlan`, named by the family class's
+  ``prune_plan``, in the family's file; this module imports no family): MetaFormer stage widths, MLP widths,
+  SepConv widths and attention heads (the classifier head keeps its width); SLaK stage widths and MLP widths (the
+  decomposed and the fused large kernels, BatchNorms included; the output classifier kept); SReT heads and MLP /
+  NLL widths of every shared block, each pruned once for all its applications (the residual width, fixed by the
+  grouped pooling convs and the position embedding, is kept); MobileLLM and the recursive LMs the hidden size
+  (embeddings, tied or not, stay tied), KV groups and the MLP width, uniform across layers so that the result is a
+  plain Llama-shaped config (:class:`zoo.lm.pruning.DecoderPrunePlan`); a shared block is pruned once for all its
+  applications, its per-application LoRA deltas with it, and the Mixture-of-Recursions routers' inputs follow the
+  hidden channels kept; ConvNet-D every block's width (its instance norm, a ``GroupNorm`` with one group per
+  channel, keeps one group per kept channel; the flattened classifier loses the columns of the removed channels'
+  positions). A class without a ``prune_plan`` is refused.
 * **Kept widths** are rounded to multiples of ``round_to`` (8 by default: whole SIMD vectors for the CPU GEMM
   kernels and tensor-core tiles on GPU; ``None`` for exact ratios on tiny models).
 
@@ -43,7 +45,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,26 +53,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ChannelLayerNorm
-from ..layers.large_kernel import DecomposedLargeKernel, FusedLargeKernel
-from ..layers.lm import GroupedQueryAttention
+from ..layers.pruning import NEEDS_GRADIENTS, PruneError, PrunePlan
 from ..lm.decoder import DecoderLM
 from ..lm.routing import LoRA
-from ..models.convnet import ConvNet
-from ..models.metaformer import Attention as MetaFormerAttention
-from ..models.metaformer import MetaFormer, MlpHead, SepConv
-from ..models.mobilellm import MobileLLM
-from ..models.recursive import RecursiveLM
-from ..models.slak import SLaK
-from ..models.sret import SReT
 from ..profile import count_macs, count_params
 
 __all__ = ["IMPORTANCES", "PruneError", "PruneResult", "prune", "pruned_args"]
 
 _logger = logging.getLogger(__name__)
-
-
-class PruneError(ValueError):
-    """The pruning request cannot be met (bad arguments, an unsupported model, a target out of reach)."""
 
 
 def _tp():
@@ -92,7 +82,6 @@ IMPORTANCES: dict[str, Callable[[], Any]] = {
     "hessian": lambda: _tp().importance.GroupHessianImportance(),
     "random": lambda: _tp().importance.RandomImportance(),
 }
-_NEEDS_GRADIENTS = ("taylor", "hessian")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -204,369 +193,24 @@ def _custom_pruners() -> dict[type, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Heads: whole heads (and whole KV groups) by the zoo; the graph leaves the attention outputs alone
+# Families: each names its plan (zoo.layers.pruning.PrunePlan) in its class's ``prune_plan``
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _keep_rows(layer: nn.Linear, rows: torch.Tensor) -> None:
-    layer.weight = nn.Parameter(layer.weight.data[rows].clone(), requires_grad=layer.weight.requires_grad)
-    if layer.bias is not None:
-        layer.bias = nn.Parameter(layer.bias.data[rows].clone(), requires_grad=layer.bias.requires_grad)
-    layer.out_features = len(rows)
-
-
-def _keep_cols(layer: nn.Linear, cols: torch.Tensor) -> None:
-    layer.weight = nn.Parameter(layer.weight.data[:, cols].clone(), requires_grad=layer.weight.requires_grad)
-    layer.in_features = len(cols)
-
-
-def _score(weights: Sequence[torch.Tensor], importance: str, generator: torch.Generator) -> torch.Tensor:
-    """One score per leading index of each (units, ...) tensor, summed over the tensors: L2 magnitude, or
-    |w * grad| (taylor / hessian) where gradients are there, or random."""
-    n = weights[0].shape[0]
-    if importance == "random":
-        return torch.rand(n, generator=generator)
-    total = torch.zeros(n)
-    for w in weights:
-        grad = getattr(w, "_prune_grad", None)
-        value = (w * grad).abs() if importance in _NEEDS_GRADIENTS and grad is not None else w.pow(2)
-        total += value.detach().float().reshape(n, -1).sum(1).cpu()
-    return total
-
-
-def _kept(n: int, ratio: float) -> int:
-    return max(1, min(n, round(n * (1.0 - ratio))))
-
-
-def _fused_qkv_heads(attn: nn.Module, qkv: nn.Linear, proj: nn.Linear, ratio: float, importance: str, gen) -> int:
-    """Keep the best heads of a fused (3, heads, head_dim) qkv and its output projection; returns the count."""
-    h, d = attn.num_heads, attn.head_dim
-    keep_n = _kept(h, ratio)
-    if keep_n == h:
-        return h
-    w = qkv.weight.reshape(3, h, d, -1).transpose(0, 1)  # (heads, 3, d, in)
-    _tag_grad(w, qkv.weight, lambda g: g.reshape(3, h, d, -1).transpose(0, 1))
-    wo = proj.weight.reshape(proj.out_features, h, d).transpose(0, 1)  # (heads, out, d)
-    _tag_grad(wo, proj.weight, lambda g: g.reshape(proj.out_features, h, d).transpose(0, 1))
-    scores = _score([w, wo], importance, gen)
-    heads = scores.topk(keep_n).indices.sort().values
-    within = (heads[:, None] * d + torch.arange(d)).reshape(-1)  # kept (head, d) positions
-    _keep_rows(qkv, torch.cat([s * h * d + within for s in range(3)]))
-    _keep_cols(proj, within)
-    attn.num_heads = keep_n
-    if hasattr(attn, "attention_dim"):
-        attn.attention_dim = keep_n * d
-    return keep_n
-
-
-def _tag_grad(view: torch.Tensor, param: torch.Tensor, reshape: Callable) -> None:
-    if param.grad is not None:
-        view._prune_grad = reshape(param.grad)
-
-
-def _gqa_groups(
-    attn: GroupedQueryAttention, keep_groups: int, importance: str, gen, loras: Sequence[nn.ModuleDict] = ()
-) -> None:
-    """Keep ``keep_groups`` whole KV groups (the KV head and the query heads that read it) of one layer."""
-    kv, h, d = attn.num_kv_heads, attn.num_heads, attn.head_dim
-    rep = h // kv
-    if keep_groups == kv:
-        return
-    parts = []
-    for proj, heads in ((attn.q_proj, h), (attn.k_proj, kv), (attn.v_proj, kv)):
-        w = proj.weight.reshape(kv, heads // kv * d, -1)
-        _tag_grad(w, proj.weight, lambda g, heads=heads: g.reshape(kv, heads // kv * d, -1))
-        parts.append(w)
-    wo = attn.o_proj.weight.reshape(attn.o_proj.out_features, kv, rep * d).transpose(0, 1)
-    _tag_grad(wo, attn.o_proj.weight, lambda g: g.reshape(attn.o_proj.out_features, kv, rep * d).transpose(0, 1))
-    parts.append(wo)
-    groups = _score(parts, importance, gen).topk(keep_groups).indices.sort().values
-    q_rows = (groups[:, None] * rep * d + torch.arange(rep * d)).reshape(-1)
-    kv_rows = (groups[:, None] * d + torch.arange(d)).reshape(-1)
-    _keep_rows(attn.q_proj, q_rows)
-    _keep_rows(attn.k_proj, kv_rows)
-    _keep_rows(attn.v_proj, kv_rows)
-    _keep_cols(attn.o_proj, q_rows)
-    attn.num_heads, attn.num_kv_heads = keep_groups * rep, keep_groups
-    for deltas in loras:  # the per-application LoRA deltas of a shared block follow its heads
-        for name, rows in (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
-            if name in deltas:
-                deltas[name].lora_B = nn.Parameter(deltas[name].lora_B.data[rows].clone())
-        if "o_proj" in deltas:
-            deltas["o_proj"].lora_A = nn.Parameter(deltas["o_proj"].lora_A.data[:, q_rows].clone())
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Families: what the graph must leave alone, how heads go, how the pruned widths are recorded
-# ------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Adapter:
-    """How :func:`prune` treats one family."""
-
-    kinds: tuple[type, ...]
-    ignored: Callable[[nn.Module], list[nn.Module]]  # layers whose outputs the graph must not prune
-    heads: Callable[..., None]  # whole-head pruning: (model, ratio, importance, generator, ids of kept modules)
-    describe: Callable[[nn.Module], dict[str, Any]]  # the builder arguments of the pruned architecture
-    ignored_params: Callable[[nn.Module], list[nn.Parameter]] = field(default=lambda m: [])
-    forward_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None  # how the graph is traced
-    mlps: Callable[[nn.Module], list[nn.Module]] = field(default=lambda m: [])  # MLP input layers (fine steps)
-
-
-def _classifier(model: nn.Module) -> list[nn.Module]:
-    head = getattr(model, "head", None)
-    fc = getattr(head, "fc", None)
-    return [fc] if isinstance(fc, nn.Module) else []
-
-
-def _per_block(values: list) -> list | None:
-    return values if any(v is not None for v in values) else None
-
-
-# -- MetaFormer -----------------------------------------------------------------------------------------------------
-
-
-def _metaformer_blocks(model: MetaFormer) -> list[nn.Module]:
-    return [b for stage in model.stages for b in stage.blocks]
-
-
-def _metaformer_ignored(model: MetaFormer) -> list[nn.Module]:
-    attn = [b.token_mixer.qkv for b in _metaformer_blocks(model) if isinstance(b.token_mixer, MetaFormerAttention)]
-    return _classifier(model) + attn
-
-
-def _metaformer_heads(model: MetaFormer, ratio: float, importance: str, gen, kept: set[int]) -> None:
-    for b in _metaformer_blocks(model):
-        if isinstance(b.token_mixer, MetaFormerAttention) and id(b.token_mixer.qkv) not in kept:
-            _fused_qkv_heads(b.token_mixer, b.token_mixer.qkv, b.token_mixer.proj, ratio, importance, gen)
-
-
-def _metaformer_describe(model: MetaFormer) -> dict[str, Any]:
-    blocks = _metaformer_blocks(model)
-    dims = [stage.blocks[0].mlp.fc1.in_features for stage in model.stages]
-    args: dict[str, Any] = {"dims": dims, "mlp_hidden": [b.mlp.fc1.out_features for b in blocks]}
-    mixer = _per_block(
-        [b.token_mixer.pwconv1.out_features if isinstance(b.token_mixer, SepConv) else None for b in blocks]
-    )
-    heads = _per_block(
-        [b.token_mixer.num_heads if isinstance(b.token_mixer, MetaFormerAttention) else None for b in blocks]
-    )
-    if mixer:
-        args["mixer_hidden"] = mixer
-    if isinstance(model.head.fc, MlpHead):
-        args["head_hidden"] = model.head.fc.fc1.out_features
-    if heads:
-        args["num_heads"] = heads
-    return args
-
-
-def _metaformer_params(model: MetaFormer) -> list[nn.Parameter]:
-    # RandFormer's frozen (tokens x tokens) mixing matrices are sized by the token count, not by channels
-    return [m.random_matrix for m in model.modules() if hasattr(m, "random_matrix")]
-
-
-# -- SLaK -------------------------------------------------------------------------------------------------------------
-
-
-def _slak_describe(model: SLaK) -> dict[str, Any]:
-    dims = [stage.blocks[0].norm.weight.shape[0] for stage in model.stages]
-    hidden = [b.mlp.fc1.out_features for stage in model.stages for b in stage.blocks]
-    return {"dims": dims, "width_factor": 1.0, "mlp_hidden": hidden}
-
-
-# -- SReT -------------------------------------------------------------------------------------------------------------
-
-
-def _sret_blocks(model: SReT) -> list[nn.Module]:
-    return [b for stage in model.stages for b in stage.stack.blocks]
-
-
-def _sret_ignored(model: SReT) -> list[nn.Module]:
-    # the residual width stays: it is fixed by the grouped pooling convs and the position embedding
-    keep = _classifier(model) + [model.stem] + [s.downsample for s in model.stages]
-    for stage in model.stages:
-        for b in stage.stack.blocks:
-            keep += [b.attn.qkv, b.attn.proj, b.mlp.fc2]
-        keep += [nll.mlp.fc2 for nll in stage.stack.step_layers]
-    return keep
-
-
-def _sret_heads(model: SReT, ratio: float, importance: str, gen, kept: set[int]) -> None:
-    for b in _sret_blocks(model):
-        if id(b.attn.qkv) not in kept:
-            _fused_qkv_heads(b.attn, b.attn.qkv, b.attn.proj, ratio, importance, gen)
-
-
-def _sret_describe(model: SReT) -> dict[str, Any]:
-    blocks = _sret_blocks(model)
-    nlls = [nll for stage in model.stages for nll in stage.stack.step_layers]
-    return {
-        "attn_heads": [b.attn.num_heads for b in blocks],
-        "mlp_hidden": [b.mlp.fc1.out_features for b in blocks],
-        "nll_hidden": [nll.mlp.fc1.out_features for nll in nlls],
-    }
-
-
-# -- ConvNet-D --------------------------------------------------------------------------------------------------------
-
-
-def _convnet_describe(model: ConvNet) -> dict[str, Any]:
-    return {"widths": model.widths}
-
-
-# -- language models --------------------------------------------------------------------------------------------------
-
-
-def _lm_attention(model: DecoderLM) -> list[GroupedQueryAttention]:
-    return [m for m in model.modules() if isinstance(m, GroupedQueryAttention)]
-
-
-def _lm_ignored(model: DecoderLM) -> list[nn.Module]:
-    keep = [model.lm_head] if isinstance(getattr(model, "lm_head", None), nn.Module) else []
-    keep += [m for r in getattr(model, "routers", []) for m in r.modules() if isinstance(m, nn.Linear)]
-    for attn in _lm_attention(model):
-        keep += [attn.q_proj, attn.k_proj, attn.v_proj]
-    return keep
-
-
-def _lm_heads(model: DecoderLM, ratio: float, importance: str, gen, kept: set[int]) -> None:
-    skipped = [id(layer.self_attn.q_proj) in kept for layer in model.model.layers]
-    if any(skipped):
-        if not all(skipped):
-            raise PruneError(
-                "ignore= holds the attention of some layers only: a language model keeps one head count for every "
-                "layer, so ignore every layer's attention (or none)"
-            )
-        return
-    keep = _kept(model.config.num_key_value_heads, ratio)
-    for block, layer in enumerate(model.model.layers):
-        loras = []
-        if isinstance(model, RecursiveLM):  # deltas of every application of this shared block
-            loras = [model.lora[str(i)] for i, b in enumerate(model.schedule) if b == block and str(i) in model.lora]
-        _gqa_groups(layer.self_attn, keep, importance, gen, loras)
-
-
-def _lm_forward(model: DecoderLM, ids: torch.Tensor) -> torch.Tensor:
-    """The trace of a language model: its output head as a module call (an untied ``lm_head``, whose inputs are
-    the hidden channels), or, tied, the final hidden states (the embedding the head shares is in the graph; read
-    through ``F.linear`` the shared matrix would tie the hidden channels to the logits' sequence axis)."""
-    head = model.lm_head
-    routers = list(getattr(model, "routers", []))
-    for router in routers:  # scores scale the hidden states by broadcasting, which the graph would read as
-        router.__dict__["forward"] = lambda x, net=router.net: net(x).detach()  # channels: see _prune_routers
-    # (B, hidden) for the tied case: the graph reads an output's channels on its axis 1
-    model.__dict__["logits"] = head if head is not None else (lambda h: h.mean(1))  # shadows the method, this call
-    try:
-        return model(ids)
-    finally:
-        del model.__dict__["logits"]
-        for router in routers:
-            del router.__dict__["forward"]
-
-
-def _embedding_signature(model: nn.Module) -> torch.Tensor | None:
-    """A few embedding rows: their columns identify the hidden channels that pruning keeps (_prune_routers)."""
-    if not getattr(model, "routers", None):
-        return None
-    weight = model.get_input_embeddings().weight.detach()
-    rows = torch.randperm(weight.shape[0], generator=torch.Generator().manual_seed(0))[:32]
-    return weight[rows].clone(), rows
-
-
-def _prune_routers(model: nn.Module, signature) -> None:
-    """The routers' inputs follow the hidden channels the graph kept (found by matching embedding columns)."""
-    if signature is None:
-        return
-    before, rows = signature
-    after = model.get_input_embeddings().weight.detach()[rows]
-    if after.shape[1] == before.shape[1]:
-        return
-    same = (after.T[:, None, :] == before.T[None, :, :]).all(-1)  # (kept, original)
-    if not bool((same.sum(1) >= 1).all()):
-        raise PruneError("could not match the kept hidden channels for the routers")
-    kept = same.float().argmax(1)
-    for router in model.routers:
-        linears = [m for m in router.net.modules() if isinstance(m, nn.Linear)]
-        _keep_cols(linears[0], kept)
-        if len(linears) == 2:  # an "mlp" router is dim -> dim -> scores: its inner width follows the hidden
-            _keep_rows(linears[0], kept)
-            _keep_cols(linears[1], kept)
-
-
-def _lm_describe(model: DecoderLM) -> dict[str, Any]:
-    c = model.config
-    layers = _lm_attention(model)
-    mlps = [layer.mlp for layer in model.model.layers]
-    widths = {m.gate_proj.out_features for m in mlps}
-    if len(widths) != 1 or len({a.num_kv_heads for a in layers}) != 1:
-        raise PruneError("the language model's layers were pruned to different widths; zoo.prune keeps them equal")
-    c.hidden_size = (
-        model.get_input_embeddings().weight.shape[1]
-        if hasattr(model, "get_input_embeddings")
-        else (layers[0].q_proj.in_features)
-    )
-    c.intermediate_size = widths.pop()
-    c.num_attention_heads, c.num_key_value_heads = layers[0].num_heads, layers[0].num_kv_heads
-    return {
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": c.num_key_value_heads,
-        "head_dim": c.head_dim,
-    }
-
-
-ADAPTERS: tuple[Adapter, ...] = (
-    Adapter(
-        (MetaFormer,),
-        _metaformer_ignored,
-        _metaformer_heads,
-        _metaformer_describe,
-        _metaformer_params,
-        mlps=lambda m: [b.mlp.fc1 for b in _metaformer_blocks(m)],
-    ),
-    Adapter(
-        (SLaK,),
-        _classifier,
-        lambda *a: None,
-        _slak_describe,
-        mlps=lambda m: [b.mlp.fc1 for s in m.stages for b in s.blocks],
-    ),
-    Adapter(
-        (SReT,),
-        _sret_ignored,
-        _sret_heads,
-        _sret_describe,
-        lambda m: [m.pos_embed],
-        mlps=lambda m: [x.mlp.fc1 for s in m.stages for x in (*s.stack.blocks, *s.stack.step_layers)],
-    ),
-    Adapter((ConvNet,), _classifier, lambda *a: None, _convnet_describe),
-    Adapter(
-        (MobileLLM, RecursiveLM),
-        _lm_ignored,
-        _lm_heads,
-        _lm_describe,
-        forward_fn=_lm_forward,
-        mlps=lambda m: [p for layer in m.model.layers for p in (layer.mlp.gate_proj, layer.mlp.up_proj)],
-    ),
-)
-
-
-def _adapter(model: nn.Module) -> Adapter:
-    for adapter in ADAPTERS:
-        if isinstance(model, adapter.kinds):
-            return adapter
-    families = ", ".join(k.__name__ for a in ADAPTERS for k in a.kinds)
-    raise PruneError(
-        f"zoo.prune does not know how to prune a {type(model).__name__} (it prunes {families}); pass the model "
-        "itself, not a features_only / compiled / DDP wrapper"
-    )
+def _plan(model: nn.Module) -> PrunePlan:
+    """The plan of ``model``'s family, made for this model (refused: a class that declares none)."""
+    plan = getattr(type(model), "prune_plan", None)
+    if plan is None:
+        raise PruneError(
+            f"zoo.prune does not know how to prune a {type(model).__name__}: its class declares no prune_plan "
+            "(zoo.layers.pruning.PrunePlan); pass the model itself, not a features_only / compiled / DDP wrapper"
+        )
+    return plan(model)
 
 
 def pruned_args(model: nn.Module) -> dict[str, Any]:
     """The builder arguments that rebuild ``model``'s current widths (what :func:`prune` records)."""
-    return _adapter(model).describe(model)
+    return _plan(model).widths()
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -604,34 +248,6 @@ def _gradients(model, inputs, loss_fn) -> None:
         (loss_fn or _default_loss)(model, inputs).backward()
 
 
-def _sync_attributes(model: nn.Module) -> None:
-    """Attributes that cache a width: the backbone's feature widths, the large kernels' channel counts."""
-    for m in model.modules():
-        if isinstance(m, (DecomposedLargeKernel, FusedLargeKernel)):
-            first = m.vertical.conv if isinstance(m, DecomposedLargeKernel) else m.vertical
-            m.dim = first.weight.shape[0]
-            if isinstance(m, FusedLargeKernel):
-                m._cache.clear()
-    info = getattr(model, "feature_info", None)
-    if isinstance(model, (MetaFormer, SLaK, SReT)) and info:
-        for entry, stage in zip(info, model.stages):
-            entry["num_chs"] = _stage_width(model, stage)
-        model.num_features = model.head_hidden_size = info[-1]["num_chs"]
-    if isinstance(model, ConvNet):
-        for entry, width in zip(model.feature_info, model.widths):
-            entry["num_chs"] = width
-        model.num_features = model.widths[-1]
-        model.head_hidden_size = model._head_width(model.global_pool)
-
-
-def _stage_width(model: nn.Module, stage: nn.Module) -> int:
-    if isinstance(model, MetaFormer):
-        return stage.blocks[0].mlp.fc1.in_features
-    if isinstance(model, SLaK):
-        return stage.blocks[0].norm.weight.shape[0]
-    return stage.stack.blocks[0].mlp.fc1.in_features
-
-
 def _prune_at(
     model: nn.Module,
     ratio: float,
@@ -645,18 +261,18 @@ def _prune_at(
 ) -> None:
     """Prune ``model`` in place: whole heads at ``ratio``, then channels at ``ratio`` through the graph (the MLP
     widths at ``mlp_ratio`` when given: the fine step of a MACs / params target)."""
-    adapter = _adapter(model)
+    plan = _plan(model)
     gen = torch.Generator().manual_seed(0)
     was_training = model.training
     model.eval()
     if ratio <= 0:
         return
-    if importance in _NEEDS_GRADIENTS:
+    if importance in NEEDS_GRADIENTS:
         _gradients(model, inputs, loss_fn)
     kept = {id(m) for root in ignore for m in root.modules()}  # ``ignore``: their heads stay too
-    adapter.heads(model, ratio, importance, gen, kept)
-    signature = _embedding_signature(model)
-    ignored = list(adapter.ignored(model)) + list(ignore)
+    plan.heads(ratio, importance, gen, kept)
+    plan.start()
+    ignored = list(plan.ignored()) + list(ignore)
     scalars = [p for p in model.parameters() if p.numel() == 1]
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(0)  # random importance: the same choice for the same call
@@ -668,21 +284,20 @@ def _prune_at(
             example_inputs=inputs,
             importance=IMPORTANCES[importance](),
             pruning_ratio=ratio,
-            pruning_ratio_dict=None if mlp_ratio is None else dict.fromkeys(adapter.mlps(model), mlp_ratio),
+            pruning_ratio_dict=None if mlp_ratio is None else dict.fromkeys(plan.mlps(), mlp_ratio),
             iterative_steps=iterative_steps,
-            ignored_layers=ignored + adapter.ignored_params(model) + scalars,
+            ignored_layers=ignored + plan.ignored_params() + scalars,
             round_to=round_to,
             customized_pruners=_custom_pruners(),
-            forward_fn=adapter.forward_fn,
+            forward_fn=plan.trace,
         )
         for _ in range(iterative_steps):
-            if importance in _NEEDS_GRADIENTS:
+            if importance in NEEDS_GRADIENTS:
                 _gradients(model, inputs, loss_fn)
             pruner.step()
     model.zero_grad(set_to_none=True)
-    _prune_routers(model, signature)
-    _sync_attributes(model)
-    model.pruned_args = adapter.describe(model)
+    plan.finish()
+    model.pruned_args = plan.widths()
     model.train(was_training)
 
 
@@ -832,7 +447,7 @@ def prune(
     The result records its architecture in ``model.pruned_args`` and what was done in ``model.prune_report``.
     """
     _check_args(ratio, target_macs, target_params, importance, round_to, iterative_steps)
-    _adapter(model)
+    _plan(model)
     _refuse_quantized(model)
     inputs = default_inputs(model) if example_inputs is None else example_inputs
     device = next(model.parameters()).device

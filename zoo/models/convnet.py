@@ -26,6 +26,7 @@ from torch import nn
 
 from ..layers.backbone import VisionBackbone, imagenet_cfg
 from ..layers.features import check_drop_rates, check_head_args
+from ..layers.pruning import PrunePlan
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
 
@@ -54,6 +55,21 @@ class ConvBlock(nn.Module):
         return self.pool(self.act(self.norm(self.conv(x))))
 
 
+class ConvNetPrunePlan(PrunePlan):
+    """zoo.prune on ConvNet-D: every block's width (the instance norm keeps one group per kept channel; the
+    flattened classifier loses the columns of the removed channels' positions); the classifier keeps its width."""
+
+    def widths(self) -> dict:
+        return {"widths": self.model.widths}
+
+    def finish(self) -> None:
+        model = self.model
+        for entry, width in zip(model.feature_info, model.widths):
+            entry["num_chs"] = width
+        model.num_features = model.widths[-1]
+        model.head_hidden_size = model._head_width(model.global_pool)
+
+
 class ConvNet(VisionBackbone, nn.Module):
     """The dataset-distillation ConvNet with the timm model interface.
 
@@ -69,6 +85,7 @@ class ConvNet(VisionBackbone, nn.Module):
     """
 
     global_pools = GLOBAL_POOLS
+    prune_plan = ConvNetPrunePlan
 
     def __init__(
         self,

@@ -43,6 +43,7 @@ from ..layers import (
 from ..layers.backbone import VisionBackbone, imagenet_cfg
 from ..layers.features import check_drop_rates, check_head_args
 from ..layers.mlp import Mlp
+from ..layers.pruning import PrunePlan, classifier_layers, fused_qkv_heads, per_block, sync_stage_widths
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
 
@@ -497,6 +498,48 @@ def _make_stages(
 # --------------------------------------------------------------------------------------------------------------
 
 
+class MetaFormerPrunePlan(PrunePlan):
+    """zoo.prune on MetaFormer: stage widths, MLP widths, SepConv widths and attention heads (the classifier keeps
+    its width; RandFormer's token-mixing matrices are sized by tokens)."""
+
+    def blocks(self) -> list[nn.Module]:
+        return [b for stage in self.model.stages for b in stage.blocks]
+
+    def ignored(self) -> list[nn.Module]:
+        attn = [b.token_mixer.qkv for b in self.blocks() if isinstance(b.token_mixer, Attention)]
+        return classifier_layers(self.model) + attn
+
+    def ignored_params(self) -> list[nn.Parameter]:
+        return [m.random_matrix for m in self.model.modules() if hasattr(m, "random_matrix")]
+
+    def heads(self, ratio: float, importance: str, generator: torch.Generator, kept: set[int]) -> None:
+        for b in self.blocks():
+            if isinstance(b.token_mixer, Attention) and id(b.token_mixer.qkv) not in kept:
+                fused_qkv_heads(b.token_mixer, b.token_mixer.qkv, b.token_mixer.proj, ratio, importance, generator)
+
+    def mlps(self) -> list[nn.Module]:
+        return [b.mlp.fc1 for b in self.blocks()]
+
+    def finish(self) -> None:
+        sync_stage_widths(self.model, [stage.blocks[0].mlp.fc1.in_features for stage in self.model.stages])
+
+    def widths(self) -> dict:
+        model, blocks = self.model, self.blocks()
+        dims = [stage.blocks[0].mlp.fc1.in_features for stage in model.stages]
+        args: dict = {"dims": dims, "mlp_hidden": [b.mlp.fc1.out_features for b in blocks]}
+        mixer = per_block(
+            [b.token_mixer.pwconv1.out_features if isinstance(b.token_mixer, SepConv) else None for b in blocks]
+        )
+        heads = per_block([b.token_mixer.num_heads if isinstance(b.token_mixer, Attention) else None for b in blocks])
+        if mixer:
+            args["mixer_hidden"] = mixer
+        if isinstance(model.head.fc, MlpHead):
+            args["head_hidden"] = model.head.fc.fc1.out_features
+        if heads:
+            args["num_heads"] = heads
+        return args
+
+
 class MetaFormer(VisionBackbone, nn.Module):
     """MetaFormer backbone + classifier covering PoolFormer v1 (``v1=True``) and the MetaFormer baselines.
 
@@ -517,6 +560,7 @@ class MetaFormer(VisionBackbone, nn.Module):
     """
 
     stage_output_fmt = "NHWC"  # the stages run channels-last; timm's list/dict/hook feature wrappers say so
+    prune_plan = MetaFormerPrunePlan
 
     def __init__(
         self,

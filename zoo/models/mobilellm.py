@@ -52,6 +52,8 @@ from torch.utils.checkpoint import checkpoint
 from ..config_rules import check_model_args, weights_quantization
 from ..layers import KVCache, RotaryEmbedding, build_attention_masks, sequence_schedule
 from ..lm.decoder import DecoderBody, DecoderConfig, DecoderLM, GenerationConfig, LMOutput
+from ..lm.llama_blocks import BlockRun, LlamaBlocks
+from ..lm.pruning import DecoderPrunePlan
 from ..lm.quant import model_quantization, quantize_model
 from ..registry import register_model
 from ..weights import (
@@ -179,6 +181,8 @@ class MobileLLM(DecoderLM):
     Args: a :class:`MobileLLMConfig`, or its fields as keyword arguments.
     """
 
+    prune_plan = DecoderPrunePlan  # zoo.prune: hidden size, whole KV groups and the MLP width, equal in every layer
+
     def __init__(self, config: MobileLLMConfig | None = None, **kwargs):
         super().__init__()
         self.config = config = MobileLLMConfig.resolve(config, kwargs, "MobileLLM")
@@ -229,6 +233,20 @@ class MobileLLM(DecoderLM):
             return per_entry * len(self.schedule)
         windows = [self.model.layers[i].sliding_window for i in self.schedule]
         return per_entry * sum(length if w is None else min(w, length) for w in windows) / length
+
+    def llama_blocks(self) -> LlamaBlocks:
+        """The model as llama.cpp runs it (GGUF): every run of a layer, in schedule order, with its window; a shared
+        layer (MobileLLM-LS) is one block per run."""
+        c = self.config
+        windows = c.layer_windows()
+        runs = [BlockRun(index, windows[index]) for index in self.schedule]
+        notes = []
+        if c.layer_sharing:
+            notes.append(
+                f"layer sharing unrolled: {c.num_hidden_layers} layers written as {len(runs)} blocks in schedule "
+                f"order (each shared layer's weights stored once per run)"
+            )
+        return LlamaBlocks(runs, notes)
 
     # -- forward ------------------------------------------------------------------------------------------------
     def forward(

@@ -72,8 +72,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import RMSNorm, RotaryEmbedding, build_attention_masks
+from ..layers.pruning import PruneError, keep_cols, keep_rows
 from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
 from ..lm.decoder import DecoderBody, DecoderConfig, DecoderLM, PassStart
+from ..lm.llama_blocks import BlockRun, LlamaBlocks, NoLlamaForm
+from ..lm.pruning import DecoderPrunePlan
 from ..lm.quant import model_quantization
 from ..lm.routing import (
     AddAuxiliaryLoss,
@@ -219,6 +222,55 @@ class _Selection:
         self.masks: dict[str, torch.Tensor] = {}
 
 
+class RecursivePrunePlan(DecoderPrunePlan):
+    """zoo.prune on a recursive LM: a shared block is pruned once for all its applications, its per-application
+    LoRA deltas with it; the Mixture-of-Recursions routers' inputs follow the hidden channels kept."""
+
+    def block_loras(self, block: int) -> list[nn.ModuleDict]:
+        m = self.model
+        return [m.lora[str(i)] for i, b in enumerate(m.schedule) if b == block and str(i) in m.lora]
+
+    def ignored(self) -> list[nn.Module]:
+        return super().ignored() + [m for r in self.model.routers for m in r.modules() if isinstance(m, nn.Linear)]
+
+    def trace(self, model: nn.Module, ids: torch.Tensor):
+        routers = list(model.routers)
+        for router in routers:  # scores scale the hidden states by broadcasting, which the graph would read as
+            router.__dict__["forward"] = lambda x, net=router.net: net(x).detach()  # channels: see finish()
+        try:
+            return super().trace(model, ids)
+        finally:
+            for router in routers:
+                del router.__dict__["forward"]
+
+    def start(self) -> None:
+        """A few embedding rows: their columns identify the hidden channels that the graph keeps (finish())."""
+        self.signature = None
+        if len(self.model.routers):
+            weight = self.model.get_input_embeddings().weight.detach()
+            rows = torch.randperm(weight.shape[0], generator=torch.Generator().manual_seed(0))[:32]
+            self.signature = weight[rows].clone(), rows
+
+    def finish(self) -> None:
+        """The routers' inputs follow the hidden channels the graph kept (found by matching embedding columns)."""
+        if self.signature is None:
+            return
+        before, rows = self.signature
+        after = self.model.get_input_embeddings().weight.detach()[rows]
+        if after.shape[1] == before.shape[1]:
+            return
+        same = (after.T[:, None, :] == before.T[None, :, :]).all(-1)  # (kept, original)
+        if not bool((same.sum(1) >= 1).all()):
+            raise PruneError("could not match the kept hidden channels for the routers")
+        kept = same.float().argmax(1)
+        for router in self.model.routers:
+            linears = [m for m in router.net.modules() if isinstance(m, nn.Linear)]
+            keep_cols(linears[0], kept)
+            if len(linears) == 2:  # an "mlp" router is dim -> dim -> scores: its inner width follows the hidden
+                keep_rows(linears[0], kept)
+                keep_cols(linears[1], kept)
+
+
 class RecursiveLM(DecoderLM):
     """A recursive (weight-shared) decoder with optional Mixture-of-Recursions routing and per-loop LoRA.
 
@@ -227,6 +279,7 @@ class RecursiveLM(DecoderLM):
     """
 
     cache_class = RoutedKVCache
+    prune_plan = RecursivePrunePlan
 
     def __init__(self, config: RecursiveConfig | None = None, **kwargs):
         super().__init__()
@@ -282,6 +335,37 @@ class RecursiveLM(DecoderLM):
         self.pretrained_cfg: dict[str, Any] = {}
         self.aux_loss: torch.Tensor | None = None
         self.init_weights()
+
+    def llama_blocks(self) -> LlamaBlocks:
+        """The model as llama.cpp runs it (GGUF): every application of a block, in schedule order, with its own
+        norms (``ln_share=False``) and its LoRA deltas merged. Routing and recursive KV sharing have no such form."""
+        c = self.config
+        if c.mor is not None:
+            raise NoLlamaForm(
+                f"{c.mor}-choice Mixture-of-Recursions routing cannot be written as GGUF: its routers decide per "
+                f"token, at run time, which recursion steps a token runs, and llama.cpp runs every block on every "
+                f"token (a token that leaves early would have to skip blocks and their cache)"
+            )
+        if c.kv_sharing:
+            raise NoLlamaForm(
+                "recursive KV sharing cannot be written as GGUF: later applications of a block attend to the keys "
+                "and values of its first application, and every llama.cpp block computes and caches its own"
+            )
+        runs = [
+            BlockRun(
+                index,
+                lora=self.lora[str(i)] if str(i) in self.lora else None,
+                norms=tuple(self.app_norms[str(i)]) if str(i) in self.app_norms else None,
+            )
+            for i, index in enumerate(self.schedule)
+        ]
+        notes = []
+        if len(set(self.schedule)) < len(self.schedule):
+            notes.append(
+                f"recursion unrolled: {max(self.schedule) + 1} shared blocks written as {len(runs)} applications"
+                + (" with their LoRA deltas merged" if len(self.lora) else "")
+            )
+        return LlamaBlocks(runs, notes)
 
     def _lora_deltas(self, c: RecursiveConfig) -> nn.ModuleDict:
         """Per application of a shared block: LoRA deltas on ``c.lora_targets`` (relaxed recursion)."""

@@ -43,6 +43,7 @@ from ..layers.backbone import VisionBackbone, imagenet_cfg
 from ..layers.features import check_drop_rates, check_head_args
 from ..layers.large_kernel import BN_EPS, IMPLS, default_impl, fold_batchnorm
 from ..layers.mlp import Mlp
+from ..layers.pruning import PrunePlan, sync_stage_widths
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
 
@@ -212,6 +213,28 @@ def _make_stages(
     return nn.Sequential(*stages), feature_info
 
 
+class SLaKPrunePlan(PrunePlan):
+    """zoo.prune on SLaK: stage widths and MLP widths (the decomposed and the fused large kernels, BatchNorms
+    included); the classifier keeps its width."""
+
+    def mlps(self) -> list[nn.Module]:
+        return [b.mlp.fc1 for s in self.model.stages for b in s.blocks]
+
+    def finish(self) -> None:
+        for m in self.model.modules():  # the large kernels cache their channel count
+            if isinstance(m, (DecomposedLargeKernel, FusedLargeKernel)):
+                first = m.vertical.conv if isinstance(m, DecomposedLargeKernel) else m.vertical
+                m.dim = first.weight.shape[0]
+                if isinstance(m, FusedLargeKernel):
+                    m._cache.clear()
+        sync_stage_widths(self.model, [stage.blocks[0].norm.weight.shape[0] for stage in self.model.stages])
+
+    def widths(self) -> dict:
+        dims = [stage.blocks[0].norm.weight.shape[0] for stage in self.model.stages]
+        hidden = [b.mlp.fc1.out_features for stage in self.model.stages for b in stage.blocks]
+        return {"dims": dims, "width_factor": 1.0, "mlp_hidden": hidden}
+
+
 class SLaK(VisionBackbone, nn.Module):
     """SLaK with the timm model interface.
 
@@ -228,6 +251,8 @@ class SLaK(VisionBackbone, nn.Module):
         mlp_hidden: per block (all stages in order), the MLP width of a pruned model (``zoo.prune``, which also
             records the pruned ``dims`` with ``width_factor=1``); None (or a None entry) keeps ``mlp_ratio``.
     """
+
+    prune_plan = SLaKPrunePlan
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from ..layers import Linear, RecursiveStack, drop_path_gain, needs_grad, residua
 from ..layers.backbone import VisionBackbone, imagenet_cfg
 from ..layers.features import check_drop_rates, check_head_args
 from ..layers.mlp import Mlp
+from ..layers.pruning import PrunePlan, classifier_layers, fused_qkv_heads, sync_stage_widths
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
 
@@ -278,6 +279,46 @@ def _make_stages(
     return nn.ModuleList(stages), feature_info
 
 
+class SReTPrunePlan(PrunePlan):
+    """zoo.prune on SReT: heads and MLP / NLL widths of every shared block, each pruned once for all its
+    applications; the residual width stays (fixed by the grouped pooling convs and the position embedding)."""
+
+    def blocks(self) -> list[nn.Module]:
+        return [b for stage in self.model.stages for b in stage.stack.blocks]
+
+    def ignored(self) -> list[nn.Module]:
+        model = self.model
+        keep = classifier_layers(model) + [model.stem] + [s.downsample for s in model.stages]
+        for stage in model.stages:
+            for b in stage.stack.blocks:
+                keep += [b.attn.qkv, b.attn.proj, b.mlp.fc2]
+            keep += [nll.mlp.fc2 for nll in stage.stack.step_layers]
+        return keep
+
+    def ignored_params(self) -> list[nn.Parameter]:
+        return [self.model.pos_embed]
+
+    def heads(self, ratio: float, importance: str, generator: torch.Generator, kept: set[int]) -> None:
+        for b in self.blocks():
+            if id(b.attn.qkv) not in kept:
+                fused_qkv_heads(b.attn, b.attn.qkv, b.attn.proj, ratio, importance, generator)
+
+    def mlps(self) -> list[nn.Module]:
+        return [x.mlp.fc1 for s in self.model.stages for x in (*s.stack.blocks, *s.stack.step_layers)]
+
+    def finish(self) -> None:
+        sync_stage_widths(self.model, [stage.stack.blocks[0].mlp.fc1.in_features for stage in self.model.stages])
+
+    def widths(self) -> dict:
+        blocks = self.blocks()
+        nlls = [nll for stage in self.model.stages for nll in stage.stack.step_layers]
+        return {
+            "attn_heads": [b.attn.num_heads for b in blocks],
+            "mlp_hidden": [b.mlp.fc1.out_features for b in blocks],
+            "nll_hidden": [nll.mlp.fc1.out_features for nll in nlls],
+        }
+
+
 class SReT(VisionBackbone, nn.Module):
     """Sliced Recursive Transformer with the timm model interface.
 
@@ -293,6 +334,8 @@ class SReT(VisionBackbone, nn.Module):
             model (``zoo.prune``); nll_hidden: per NLL (all stages in order), its MLP width. None (or a None
             entry) keeps the architecture's own.
     """
+
+    prune_plan = SReTPrunePlan
 
     def __init__(
         self,
