@@ -224,19 +224,19 @@ class LMTask(Task):
         """Rows of ``seq_len`` tokens; on the run's own data (or pydoc) the run's held-out (or training) part."""
         d = self.recipe.data
         self.seq_len = source.seq_len or d.seq_len
-        stream = source.stream()
+        src, stream = source.source(), source.stream()
         if stream is not None:
             docs = stream_documents(stream, source.text_key, source.max_samples)
             warn_if_cut(len(docs), source)
-        elif source.kind == "hf_disk":
-            docs = text.load_text_documents("hf_disk", source.data, source.split, source.text_key)
+        elif src.kind == "hf_disk":
+            docs = text.load_text_documents("hf_disk", src.path, source.split, source.text_key)
         else:
-            docs = text.load_text_documents(source.kind, None if source.kind == "pydoc" else source.data)
-            if source.run_dir is not None and (source.kind == "pydoc" or d.path == source.data):
+            docs = text.load_text_documents(src.kind, src.path)
+            if source.run_dir is not None and (src.kind == "pydoc" or d.path == src.path):
                 docs = text.split_documents(docs, d.val_fraction)[0 if source.split == "train" else 1]
         self.tokenizer, self.tokenizer_file = find_tokenizer(source)
         self.val_set = _Rows(text.pack_tokens(text.encode_documents(self.tokenizer, docs), self.seq_len))
-        self.dataset_name = "pydoc_data.topics" if source.kind == "pydoc" else Path(source.data).name
+        self.dataset_name = "pydoc_data.topics" if src.kind == "pydoc" else Path(src.path).name
         if stream is not None:
             self.dataset_name = stream_name(stream)
         self.split = source.split
