@@ -5,6 +5,9 @@ Reduced configs (64 wide, 2-5 blocks); weights are scaled up from the init so th
 clear margins, not by ties that float rounding could flip.
 """
 
+import ast
+from pathlib import Path
+
 import gguf  # the export extra (part of dev): a missing install fails, it does not skip
 import numpy as np
 import pytest
@@ -125,6 +128,17 @@ def test_mixture_of_recursions_and_kv_sharing_are_refused(tmp_path):
 # ------------------------------------------------------------------------------------------------------------------
 # llama.cpp runs it: greedy tokens equal to eager
 # ------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_writer_reads_the_family_stack_and_names_no_family():
+    """What llama.cpp runs is each family's ``llama_blocks()``; zoo.export.gguf_file imports no family."""
+    ls = small_lm("mobilellm_125m_ls").llama_blocks()
+    assert [r.index for r in ls.runs] == [0, 0, 1, 1] and "layer sharing unrolled" in ls.notes[0]
+    relaxed = small_lm("recursive_135m", num_hidden_layers=5, lora_rank=4).llama_blocks()
+    assert [r.lora is not None for r in relaxed.runs] == [False, True, True, True, False]
+    source = Path(gguf_file.__file__).read_text()
+    imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not [m for m in imported if m == "models" or m.startswith("models.")], imported
 
 
 def test_mobilellm_f32_greedy_tokens_equal_llama_cpp(tmp_path):

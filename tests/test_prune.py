@@ -6,8 +6,10 @@ it is covered. The default run prunes one reduced model per family; ``-m slow`` 
 its full widths (language models with two layers), on small inputs.
 """
 
+import ast
 import importlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
 from zoo.compress import PruneError
+from zoo.layers.pruning import PrunePlan
 from zoo.models.mobilellm import ARCHS as MOBILELLM_ARCHS
 from zoo.publish import export_pretrained
 
@@ -266,8 +269,19 @@ def test_bad_requests(kwargs, match):
 
 
 def test_unsupported_model_is_refused():
-    with pytest.raises(PruneError, match="does not know how to prune"):
+    with pytest.raises(PruneError, match="does not know how to prune a Sequential: its class declares no prune_plan"):
         zoo.prune(torch.nn.Sequential(torch.nn.Linear(4, 4)), ratio=0.5)
+
+
+def test_every_family_declares_its_plan_and_the_pruner_names_none():
+    """What a family prunes is its own file's (its class's ``prune_plan``); zoo.compress.prune knows no family."""
+    for family, cases in SMALL.items():
+        with torch.device("meta"):
+            model = zoo.create_model(cases[0][0], **cases[0][1])
+        assert issubclass(type(model).prune_plan, PrunePlan), family
+    source = Path(prune_mod.__file__).read_text()
+    imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not [m for m in imported if m == "models" or m.startswith("models.")], imported
 
 
 def test_builders_refuse_bad_width_lists():
