@@ -4,7 +4,8 @@ Batches are global: for optimizer step ``k`` of an epoch, the global batch is po
 that epoch's seeded permutation; it is cut into ``grad_accum`` micro-batches and each micro-batch into
 ``world_size`` equal contiguous pieces, one per rank. One process with the same global batch (and accumulation
 steps x processes) therefore sees the same samples and averages the same gradients. Logging, progress bars
-and file writes happen on rank 0 only.
+and file writes happen on rank 0 only. A run's whole model and optimizer state, for checkpoints and evaluation,
+is gathered here from a DDP-wrapped or FSDP-sharded model (:func:`model_state`, :func:`optim_state`).
 """
 
 import datetime
