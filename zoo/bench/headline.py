@@ -276,6 +276,50 @@ def lm_formats_mor(results: Path) -> str:
                   "overhead ms/token |", "|---|---|---|---|---|")  # fmt: skip
 
 
+def _quality(q: dict[str, Any] | None) -> str:
+    return "-" if q is None else f"{q['type']}: {q['perplexity_change_pct']:+.2f}%, {q['greedy_agreement_pct']:.0f}%"
+
+
+def lm_quality(results: Path) -> str:
+    """results/lm_decode.md: perplexity change and greedy agreement of every quantized path."""
+    rows = [f"| {r['bits']} | {_quality(r['zoo'])} | {_quality(r['llama_cpp'])} | {_quality(r['pte'])} |"
+            for r in _load(results, "lm_decode.json")["quality"]["rows"]]  # fmt: skip
+    return _table(rows, "| bits | zoo (eager / compiled) | llama.cpp (same GGUF type) | pte (ExecuTorch, XNNPACK) |",
+                  "|---|---|---|---|")  # fmt: skip
+
+
+def lm_pte(results: Path) -> str:
+    """results/lm_decode.md: the ExecuTorch program against llama.cpp at the same bits."""
+    rows = [f"| {r['pte']} | {r['tok_s']:.1f} | {r['llama_cpp_tok_s']:.1f} ({r['llama_cpp_type']}) | "
+            f"{r['ratio']:.2f}x | {r['file_mb']:.1f} MB ({r['file_vs_gguf']:.2f}x) | {r['gguf_mb']:.1f} MB | "
+            f"{r['export_s']:.0f} s |"
+            for r in _load(results, "lm_decode.json")["pte"]["rows"]]  # fmt: skip
+    return _table(rows, "| pte | tok/s | llama.cpp (same bits) | ratio | file | GGUF file | export (2 cores) |",
+                  "|---|---|---|---|---|---|---|")  # fmt: skip
+
+
+def _rate(r: dict[str, Any], key: str) -> str:
+    return f"{r[key]:.1f} {r['unit']}" if key in r else ""
+
+
+def deployed(results: Path) -> str:
+    """results/deployed.md: onnxruntime, torch.compile, llama.cpp and ExecuTorch beside eager."""
+    rows = []
+    for run in _load(results, "deployed.json")["runs"]:
+        for r in run["rows"]:
+            ort = (
+                f"{r['onnxruntime_zoo']:.1f} / {r['onnxruntime_timm']:.1f} {r['unit']}"
+                if "onnxruntime_zoo" in r
+                else ""
+            )
+            cells = [r["model"], r["setting"], _rate(r, "zoo_eager"), ort, _rate(r, "torch_compile"),
+                     _rate(r, "llama_cpp_f32"), _rate(r, "executorch_pte")]  # fmt: skip
+            rows.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
+    header = ("| model | setting | zoo eager | onnxruntime (zoo / timm's) | torch.compile (frozen) | llama.cpp f32 | "
+              "ExecuTorch pte |")  # fmt: skip
+    return _table(rows, header, "|---|---|---|---|---|---|---|")
+
+
 def prune_latency(results: Path) -> str:
     """results/compress.md: dense against pruned latency."""
     rows = []
@@ -299,6 +343,9 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "lm_formats_125m": lm_formats_125m,
     "lm_formats_350m": lm_formats_350m,
     "lm_formats_mor": lm_formats_mor,
+    "lm_quality": lm_quality,
+    "lm_pte": lm_pte,
+    "deployed": deployed,
     "prune_latency": prune_latency,
 }
 
