@@ -30,7 +30,8 @@ def test_f32_is_the_float_product(shape):
 @pytest.mark.parametrize("out_features", [1536, 37])
 def test_integer_kernels_match_the_dequantized_weight(bits, group_size, out_features):
     torch.manual_seed(0)
-    layer = QuantizedLinear.from_float(nn.Linear(576, out_features), bits=bits, group_size=group_size).eval()
+    linear = nn.Linear(576, out_features)
+    layer = QuantizedLinear.from_float(linear, bits=bits, group_size=group_size, act_bits=16).eval()
     x = torch.randn(1, 576) * torch.linspace(0.01, 30, 576)  # blocks of very different magnitudes
     ref = F.linear(x, layer.dequantize())
     if bits == 8:
@@ -48,7 +49,7 @@ def test_integer_kernels_match_the_dequantized_weight(bits, group_size, out_feat
 
 def test_int4_codes_stay_readable_beside_the_packed_copy():
     """A prompt packs the codes for PyTorch's int4 kernel; the plain codes the one-row kernel reads stay."""
-    layer = QuantizedLinear.from_float(nn.Linear(64, 96), bits=4, group_size=32).eval()
+    layer = QuantizedLinear.from_float(nn.Linear(64, 96), bits=4, group_size=32, act_bits=16).eval()
     codes = layer.qweight.clone()
     with torch.inference_mode():
         layer(torch.randn(5, 64))

@@ -21,6 +21,7 @@ from zoo.config_rules import check_quantization
 from zoo.evaluate import evaluate_model
 from zoo.export import ExportError, export
 from zoo.lm.quant import (
+    DEFAULT_ACT_BITS,
     QuantizedLinear,
     QuantSpec,
     model_quantization,
@@ -29,6 +30,7 @@ from zoo.lm.quant import (
     quantize_int8,
     quantize_model,
     quantized_layer_names,
+    set_act_bits,
     unpack_int4,
 )
 from zoo.models.mobilellm import pro_layer_types, save_pretrained
@@ -150,9 +152,54 @@ def test_int4_group_size_must_divide_the_width():
     assert model.model.layers[0].mlp.down_proj.group_size == 64
 
 
+def test_act_bits_are_parsed_recorded_and_switched():
+    assert QuantSpec.parse("int8a16") == QuantSpec("int8_weight_only", act_bits=16)
+    assert QuantSpec.parse("INT4A8") == QuantSpec("int4_weight_only", 32, "asymmetric", act_bits=8)
+    assert QuantSpec.parse("int4a16", group_size=64).group_size == 64
+    assert QuantSpec.parse("int8", act_bits=16).act_bits == 16
+    assert QuantSpec.parse("int4").act_bits == DEFAULT_ACT_BITS
+    # a config written before act_bits existed means the default; one that records it keeps it
+    assert check_quantization({"method": "int8_weight_only"}, "x").act_bits == DEFAULT_ACT_BITS
+    spec = check_quantization(json.dumps({"method": "int8_weight_only", "group_size": None, "act_bits": 16}), "x")
+    assert spec.act_bits == 16 and QuantSpec.parse(spec.to_dict()) == spec
+    assert spec.same_weights(QuantSpec.parse("int8a8"))  # a run-time choice: the same stored weights
+    for bad, kwargs, match in [
+        ("int8a8", {"act_bits": 16}, "give one"),
+        ("bf16", {"act_bits": 8}, "not bf16"),
+        (None, {"act_bits": 8}, "act_bits is for int8"),
+        ("int8a4", {}, "int8a16"),
+        ({"method": "int8_weight_only", "act_bits": 12}, {}, "8 or 16"),
+        ({"method": "bf16", "act_bits": 8}, {}, "bf16 weights take no act_bits"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            QuantSpec.parse(bad, **kwargs)
+    with pytest.raises(CheckpointError, match="act_bits must be 8 or 16"):
+        check_quantization({"method": "int4_weight_only", "group_size": 32, "scheme": "asymmetric", "act_bits": 4}, "x")
+    model = zoo.create_model("mobilellm_125m", num_hidden_layers=1, hidden_size=64, intermediate_size=128,
+                             num_attention_heads=4, num_key_value_heads=2, vocab_size=64)  # fmt: skip
+    quantize_model(model, "int4", act_bits=16)
+    layers = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    assert model.quantization.act_bits == 16 and {m.act_bits for m in layers} == {16}
+    model.__dict__["_compiled_step"] = "made for act_bits 16"
+    set_act_bits(model, 8)
+    assert model.quantization.act_bits == 8 and {m.act_bits for m in layers} == {8}
+    assert "_compiled_step" not in model.__dict__  # compiled again for the new kernels
+    with pytest.raises(ValueError, match="8 or 16"):
+        set_act_bits(model, 4)
+
+
 def test_spec_parsing_and_config_entry():
-    assert QuantSpec.parse("int4").to_dict() == {"method": "int4_weight_only", "group_size": 32, "scheme": "asymmetric"}
-    assert QuantSpec.parse("int8").to_dict() == {"method": "int8_weight_only", "group_size": None}
+    assert QuantSpec.parse("int4").to_dict() == {
+        "method": "int4_weight_only",
+        "group_size": 32,
+        "scheme": "asymmetric",
+        "act_bits": DEFAULT_ACT_BITS,
+    }
+    assert QuantSpec.parse("int8").to_dict() == {
+        "method": "int8_weight_only",
+        "group_size": None,
+        "act_bits": DEFAULT_ACT_BITS,
+    }
     assert QuantSpec.parse(torch.bfloat16) == QuantSpec.parse("bf16") == QuantSpec("bf16")
     assert QuantSpec.parse(None) is None and QuantSpec.parse("none") is None
     assert check_quantization(json.dumps({"method": "int8_weight_only"}), "x") == QuantSpec("int8_weight_only")
@@ -456,7 +503,11 @@ def test_eval_quantize(tmp_path):
         for q in (None, "int8", "int4")
     }
     assert "quantization" not in rows[None]
-    assert rows["int8"]["quantization"] == {"method": "int8_weight_only", "group_size": None}
+    assert rows["int8"]["quantization"] == {
+        "method": "int8_weight_only",
+        "group_size": None,
+        "act_bits": DEFAULT_ACT_BITS,
+    }
     assert rows["int4"]["quantization"]["group_size"] == 32
     base = rows[None]["perplexity"]
     assert abs(rows["int8"]["perplexity"] - base) < 0.02 * base

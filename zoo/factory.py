@@ -568,7 +568,7 @@ def _recorded_quantization(
             "(quantizing quantized codes again compounds their error). Load them as they are (leave quantize out), "
             "or quantize the float weights. Nothing was built."
         )
-    return QuantSpec(recorded.method, recorded.group_size, recorded.scheme, quantize.activations)
+    return QuantSpec(recorded.method, recorded.group_size, recorded.scheme, quantize.activations, quantize.act_bits)
 
 
 def _build(

@@ -93,6 +93,12 @@ def _gemv_int4(layer: QuantizedLinear) -> Callable:
     return lambda x: gemv.gemv_int4(x, layer.qweight, layer.scale, layer.zero, layer.group_size)
 
 
+def _gemm_a8(layer: QuantizedLinear, isa: str) -> Callable:
+    if layer.bits == 8:
+        return lambda x: gemv.gemm_int8_a8(x, layer.qweight, layer.scale, isa)
+    return lambda x: gemv.gemm_int4_a8(x, layer.qweight, layer.scale, layer.zero, layer.group_size, isa)
+
+
 def _portable(layer: QuantizedLinear) -> Callable:
     def run(x: torch.Tensor) -> torch.Tensor:
         with portable_kernels():
@@ -104,13 +110,19 @@ def _portable(layer: QuantizedLinear) -> Callable:
 def candidates(torchao: bool = True) -> dict[str, tuple[Callable[[torch.Tensor], Callable], torch.dtype]]:
     """name -> (build a callable from a float32 weight, input dtype)."""
     bf16, fp32 = torch.bfloat16, torch.float32
-    zoo8 = lambda w: QuantizedLinear.from_float(_linear(w), bits=8)  # noqa: E731
+    zoo8 = lambda w: QuantizedLinear.from_float(_linear(w), bits=8, act_bits=16)  # noqa: E731
+    zoo8a8 = lambda w: QuantizedLinear.from_float(_linear(w), bits=8, act_bits=8)  # noqa: E731
     out = {
         "fp32 F.linear": (lambda w: _linear(w), fp32),
         "bf16 F.linear": (lambda w: _linear(w.to(bf16)), bf16),
         "zoo fp32 one row (zoo_gemv::f32)": (lambda w: lambda x: gemv.gemv_f32(x, w), fp32),
         "zoo_gemv::int8 (the kernel alone)": (lambda w: _gemv_int8(zoo8(w)), fp32),
         "zoo int8 layer forward, one fp32 row (zoo_gemv::int8)": (zoo8, fp32),
+        **{
+            f"zoo_gemv::int8_a8 {isa} (the kernel alone)": (lambda w, isa=isa: _gemm_a8(zoo8a8(w), isa), fp32)
+            for isa in gemv.cpu_isas()
+        },
+        "zoo int8 layer forward act_bits=8, one fp32 row": (zoo8a8, fp32),
         "zoo int8 portable (F.linear(x, q.to(x.dtype)) * scale)": (lambda w: _portable(zoo8(w)), fp32),
         "aten _weight_int8pack_mm, fp32 input": (lambda w: _int8pack(w, fp32), fp32),
         "aten _weight_int8pack_mm, bf16 input": (lambda w: _int8pack(w, bf16), bf16),
@@ -120,16 +132,25 @@ def candidates(torchao: bool = True) -> dict[str, tuple[Callable[[torch.Tensor],
         out["torchao Int8WeightOnlyConfig, fp32 input"] = (lambda w: _torchao_int8(w, fp32), fp32)
         out["torchao Int8WeightOnlyConfig, bf16 input"] = (lambda w: _torchao_int8(w, bf16), bf16)
     for g in (32, 64):
-        zoo4 = lambda w, g=g: QuantizedLinear.from_float(_linear(w), bits=4, group_size=g)  # noqa: E731
+        zoo4 = lambda w, g=g: QuantizedLinear.from_float(_linear(w), bits=4, group_size=g, act_bits=16)  # noqa: E731
+        zoo4a8 = lambda w, g=g: QuantizedLinear.from_float(_linear(w), bits=4, group_size=g, act_bits=8)  # noqa: E731
         out[f"zoo_gemv::int4 g{g} (the kernel alone)"] = (lambda w, make=zoo4: _gemv_int4(make(w)), fp32)
         out[f"zoo int4 g{g} layer forward, one fp32 row (zoo_gemv::int4)"] = (zoo4, fp32)
+        for isa in gemv.cpu_isas():
+            out[f"zoo_gemv::int4_a8 g{g} {isa} (the kernel alone)"] = (
+                lambda w, make=zoo4a8, isa=isa: _gemm_a8(make(w), isa),
+                fp32,
+            )
+        out[f"zoo int4 g{g} layer forward act_bits=8, one fp32 row"] = (zoo4a8, fp32)
         out[f"aten _weight_int4pack_mm_for_cpu g{g}, bf16 input"] = (lambda w, make=zoo4: make(w)._int4_cpu, bf16)
         if torchao:
             out[f"torchao Int4OpaqueTensor g{g}, fp32 input"] = (lambda w, g=g: _torchao_int4(w, fp32, g), fp32)
             out[f"torchao Int4OpaqueTensor g{g}, bf16 input"] = (lambda w, g=g: _torchao_int4(w, bf16, g), bf16)
     out["int4 g32 dequantized per call, fp32 input"] = (lambda w: _dequantized_int4(w, 32), fp32)
     if not gemv.available():  # no AVX2 or no compiler: the zoo's own kernels are not there to time
-        out = {k: v for k, v in out.items() if not k.startswith(("zoo fp32 one row", "zoo_gemv"))}
+        out = {
+            k: v for k, v in out.items() if not k.startswith(("zoo fp32 one row", "zoo_gemv")) and "act_bits" not in k
+        }
     return out
 
 

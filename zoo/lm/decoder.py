@@ -203,7 +203,7 @@ class DecoderLM(nn.Module, HubMixin, GenerationMixin):
         every quantized projection together."""
         spec = getattr(self, "quantization", None)
         if spec is not None and spec.method != "bf16" and kernel_path(hidden):
-            return int8_head(self.__dict__, self.output_weight, hidden)
+            return int8_head(self.__dict__, self.output_weight, hidden, spec.act_bits)
         return F.linear(hidden, self.output_weight)
 
     def get_input_embeddings(self) -> nn.Embedding:

@@ -37,7 +37,22 @@ import warnings
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
-__all__ = ["OneRowProducts", "attend_one", "available", "gemv_f32", "gemv_int4", "gemv_int8", "supports"]
+__all__ = [
+    "ISAS",
+    "OneRowProducts",
+    "attend_one",
+    "available",
+    "cpu_isas",
+    "gemm_int4_a8",
+    "gemm_int8_a8",
+    "gemv_f32",
+    "gemv_int4",
+    "gemv_int8",
+    "kernel_path",
+    "quantize_q8_0",
+    "supports",
+    "supports_a8",
+]
 
 _SOURCE = r"""
 #include <ATen/ATen.h>
@@ -48,6 +63,9 @@ _SOURCE = r"""
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <numeric>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -274,6 +292,350 @@ at::Tensor attend(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& 
   return y;
 }
 
+// ---- 8-bit activations (llama.cpp's Q8_0 row): one int8 row per block of 32 columns, x ~ d[b] * xq ----------------
+//
+// The int32 sum of each block's 32 products comes from one of three instruction paths (AVX2 maddubs + madd with the
+// sign moved onto the activation; AVX-VNNI vpdpbusd on 256 bits; AVX-512 VNNI vpdpbusd on 512 bits); integer sums
+// are exact, so every path hands the same eight block sums to the same float code and the paths agree bit for bit.
+
+#define ZOO_T_VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define ZOO_T_512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+constexpr int64_t kIsaAvx2 = 0, kIsaAvxVnni = 1, kIsaAvx512Vnni = 2;
+
+int64_t detect_isas() {  // bit i: path i runs here (the CPU reports it and the OS saves its registers)
+  __builtin_cpu_init();
+  int64_t found = 0;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) found |= 1;
+  if ((found & 1) && __builtin_cpu_supports("avxvnni")) found |= 2;
+  if ((found & 1) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+    found |= 4;
+  return found;
+}
+
+int64_t cpu_isas() {
+  static const int64_t found = detect_isas();
+  return found;
+}
+
+// eight per-block vectors of int32 partial sums -> the eight block sums, in block order
+inline __m256i reduce8(const __m256i* v) {
+  const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+  const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+inline int32_t hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// int4 codes of one block (16 bytes, even column in the low nibble) as 32 bytes: the 16 even columns, then the odd
+inline __m256i nibbles(const uint8_t* c) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
+  const __m128i m = _mm_set1_epi8(15);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+// AVX2: maddubs multiplies unsigned by signed bytes, so the weight's sign moves onto the activation (|w| * sign(w) x)
+inline __m256i block_i8_avx2(const int8_t* x, const int8_t* w) {
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));  // |pair| <= 32258
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+inline __m256i block_u4_avx2(const int8_t* x, const uint8_t* c) {  // codes 0..15 are unsigned already
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(c), xv), _mm256_set1_epi16(1));
+}
+
+inline __m256i dots8_i8_avx2(const int8_t* x, const int8_t* w) {
+  __m256i v[8];
+  for (int i = 0; i < 8; ++i) v[i] = block_i8_avx2(x + i * kBlock, w + i * kBlock);
+  return reduce8(v);
+}
+
+inline __m256i dots8_u4_avx2(const int8_t* x, const uint8_t* c) {
+  __m256i v[8];
+  for (int i = 0; i < 8; ++i) v[i] = block_u4_avx2(x + i * kBlock, c + i * kBlock / 2);
+  return reduce8(v);
+}
+
+ZOO_T_VNNI inline __m256i dots8_i8_vnni(const int8_t* x, const int8_t* w) {
+  __m256i v[8];
+  for (int i = 0; i < 8; ++i) {
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i * kBlock));
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i * kBlock));
+    v[i] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+  }
+  return reduce8(v);
+}
+
+ZOO_T_VNNI inline __m256i dots8_u4_vnni(const int8_t* x, const uint8_t* c) {
+  __m256i v[8];
+  for (int i = 0; i < 8; ++i) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i * kBlock));
+    v[i] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), nibbles(c + i * kBlock / 2), xv);
+  }
+  return reduce8(v);
+}
+
+// AVX-512 has no byte sign instruction: |w| by vpabsb, and x negated under the mask of w's sign bits
+ZOO_T_512 inline __m256i dots8_i8_512(const int8_t* x, const int8_t* w) {
+  __m256i v[8];
+  const __m512i zero = _mm512_setzero_si512();
+  for (int i = 0; i < 4; ++i) {  // two blocks per register
+    const __m512i wv = _mm512_loadu_si512(w + i * 2 * kBlock);
+    const __m512i xv = _mm512_loadu_si512(x + i * 2 * kBlock);
+    const __m512i sx = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
+    const __m512i r = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(wv), sx);
+    v[2 * i] = _mm512_castsi512_si256(r);
+    v[2 * i + 1] = _mm512_extracti64x4_epi64(r, 1);
+  }
+  return reduce8(v);
+}
+
+ZOO_T_512 inline __m256i dots8_u4_512(const int8_t* x, const uint8_t* c) {
+  __m256i v[8];
+  const __m512i zero = _mm512_setzero_si512();
+  const __m256i m = _mm256_set1_epi8(15);
+  const __m512i order = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);  // [even b0, odd b0, even b1, odd b1]
+  for (int i = 0; i < 4; ++i) {
+    const __m256i cv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * kBlock));
+    const __m256i lo = _mm256_and_si256(cv, m), hi = _mm256_and_si256(_mm256_srli_epi16(cv, 4), m);
+    const __m512i wv = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), order, _mm512_castsi256_si512(hi));
+    const __m512i r = _mm512_dpbusd_epi32(zero, wv, _mm512_loadu_si512(x + i * 2 * kBlock));
+    v[2 * i] = _mm512_castsi512_si256(r);
+    v[2 * i + 1] = _mm512_extracti64x4_epi64(r, 1);
+  }
+  return reduce8(v);
+}
+
+// the activation rows, quantized once per call
+struct RowsA8 {
+  int64_t M = 0, K = 0, B = 0, G = 0;
+  std::vector<int8_t> q;    // (M, K): int8 codes; for int4 weights each block's even columns, then its odd ones
+  std::vector<float> d;     // (M, B): the block scales
+  std::vector<float> gsum;    // (M, G): the float sum of x over each weight group (int4's zero points)
+  std::vector<int32_t> isum;  // (M, B): the sum of each block's codes (int4's centre: u - 8)
+};
+
+// one row: d = amax / 127, q = round(x / d) (to nearest, ties to even); a block whose amax is below float32's
+// smallest normal number (zeros, negative zeros, subnormals) is all zero codes with d = 0
+void q8_0_row(const float* x, int64_t K, int8_t* q, float* d, float* bsum, bool split) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < K / kBlock; ++b) {
+    const float* xb = x + b * kBlock;
+    __m256 top = _mm256_setzero_ps(), total = _mm256_setzero_ps();
+    for (int64_t c = 0; c < kBlock; c += 8) {
+      const __m256 v = _mm256_loadu_ps(xb + c);
+      top = _mm256_max_ps(top, _mm256_andnot_ps(sign, v));
+      total = _mm256_add_ps(total, v);
+    }
+    if (bsum) bsum[b] = sum8(total);
+    __m128 t = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
+    t = _mm_max_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_max_ss(t, _mm_movehdup_ps(t));
+    const float amax = _mm_cvtss_f32(t);
+    int8_t* qb = q + b * kBlock;
+    if (!(amax >= std::numeric_limits<float>::min())) {
+      d[b] = 0.0f;
+      std::fill(qb, qb + kBlock, int8_t(0));
+      continue;
+    }
+    const float db = amax / 127.0f;
+    d[b] = db;
+    const __m256 dv = _mm256_set1_ps(db);
+    __m256i i32[4];
+    for (int j = 0; j < 4; ++j) i32[j] = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xb + 8 * j), dv));
+    const __m256i i16 = _mm256_packs_epi16(_mm256_packs_epi32(i32[0], i32[1]), _mm256_packs_epi32(i32[2], i32[3]));
+    const __m256i i8 = _mm256_permutevar8x32_epi32(i16, order);
+    if (!split) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), i8);
+    } else {
+      alignas(32) int8_t tmp[kBlock];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i8);
+      for (int64_t c = 0; c < kBlock / 2; ++c) {
+        qb[c] = tmp[2 * c];
+        qb[kBlock / 2 + c] = tmp[2 * c + 1];
+      }
+    }
+  }
+}
+
+RowsA8 quantize_rows(const float* x, int64_t M, int64_t K, int64_t gs, bool split) {
+  RowsA8 r;
+  r.M = M, r.K = K, r.B = K / kBlock, r.G = gs > 0 ? K / gs : 0;
+  r.q.resize(M * K);
+  r.d.resize(M * r.B);
+  r.gsum.assign(M * r.G, 0.0f);
+  r.isum.assign(r.G ? M * r.B : 0, 0);
+  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> bsum(r.B);
+    for (int64_t m = begin; m < end; ++m) {
+      q8_0_row(x + m * K, K, r.q.data() + m * K, r.d.data() + m * r.B, r.G ? bsum.data() : nullptr, split);
+      for (int64_t b = 0; r.G && b < r.B; ++b) {
+        r.gsum[m * r.G + b / (gs / kBlock)] += bsum[b];
+        const int8_t* qb = r.q.data() + m * K + b * kBlock;
+        r.isum[m * r.B + b] = std::accumulate(qb, qb + kBlock, int32_t(0));
+      }
+    }
+  });
+  return r;
+}
+
+// What one output row needs besides its codes (int8: the row scale; int4: the block scales and the zero terms)
+struct WeightsA8 {
+  const void* codes;
+  int64_t row_bytes;
+  const float* scale8 = nullptr;  // int8: (N)
+  const at::Half* scale4 = nullptr;
+  const at::Half* zero4 = nullptr;  // int4: (N, G)
+  int64_t per = 1;                  // int4: blocks per group
+};
+
+constexpr int64_t kTile = 8;  // output rows whose codes stay in L1 while every activation row passes them
+
+// y[m, n] for n in [n0, n1), every m: the float code shared by the three paths, DOTS8 the path's eight block sums.
+#define ZOO_A8_CHUNK(NAME, TARGET, DOTS8_I8, DOTS8_U4)                                                              \
+  TARGET void NAME(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t n0, int64_t n1) {  \
+    const int64_t B = a.B, G = a.G, K = a.K;                                                                       \
+    std::vector<float> sc(int4 ? kTile * B : 0), zt(int4 ? kTile * G : 0);                                         \
+    for (int64_t t0 = n0; t0 < n1; t0 += kTile) {                                                                  \
+      const int64_t t1 = std::min(n1, t0 + kTile);                                                                 \
+      if (int4) /* each row's scale per block and zero per group */                                                \
+        for (int64_t n = t0; n < t1; ++n)                                                                          \
+          for (int64_t g = 0; g < G; ++g) {                                                                        \
+            const float s = static_cast<float>(w.scale4[n * G + g]);                                               \
+            zt[(n - t0) * G + g] = static_cast<float>(w.zero4[n * G + g]);                                         \
+            for (int64_t b = g * w.per; b < (g + 1) * w.per; ++b) sc[(n - t0) * B + b] = s;                        \
+          }                                                                                                        \
+      for (int64_t m = 0; m < a.M; ++m) {                                                                          \
+        const int8_t* xq = a.q.data() + m * K;                                                                     \
+        const float* d = a.d.data() + m * B;                                                                       \
+        const int32_t* isum = int4 ? a.isum.data() + m * B : nullptr;                                              \
+        for (int64_t n = t0; n < t1; ++n) {                                                                        \
+          const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;                             \
+          const float* s = sc.data() + (n - t0) * B;                                                               \
+          __m256 acc = _mm256_setzero_ps();                                                                        \
+          int64_t b = 0;                                                                                           \
+          float rest = 0.0f;                                                                                       \
+          if (!int4) {                                                                                             \
+            for (; b + 8 <= B; b += 8) {                                                                           \
+              const __m256i dots = DOTS8_I8(xq + b * kBlock, reinterpret_cast<const int8_t*>(row) + b * kBlock);   \
+              acc = _mm256_fmadd_ps(_mm256_loadu_ps(d + b), _mm256_cvtepi32_ps(dots), acc);                        \
+            }                                                                                                      \
+            for (; b < B; ++b)                                                                                     \
+              rest += d[b] * static_cast<float>(hsum_i32(                                                          \
+                                 block_i8_avx2(xq + b * kBlock, reinterpret_cast<const int8_t*>(row) + b * kBlock))); \
+            y[m * N + n] = (sum8(acc) + rest) * w.scale8[n];                                                       \
+          } else {                                                                                                 \
+            for (; b + 8 <= B; b += 8) {                                                                           \
+              const __m256i centre = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + b)), 3); \
+              const __m256i dots = _mm256_sub_epi32(DOTS8_U4(xq + b * kBlock, row + b * kBlock / 2), centre);      \
+              const __m256 coef = _mm256_mul_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(s + b));                   \
+              acc = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(dots), acc);                                          \
+            }                                                                                                      \
+            for (; b < B; ++b)                                                                                     \
+              rest += d[b] * s[b] *                                                                                \
+                      static_cast<float>(hsum_i32(block_u4_avx2(xq + b * kBlock, row + b * kBlock / 2)) - 8 * isum[b]); \
+            const float* z = zt.data() + (n - t0) * G;                                                             \
+            const float* gs = a.gsum.data() + m * G;                                                               \
+            __m256 off = _mm256_setzero_ps();                                                                      \
+            int64_t g = 0;                                                                                         \
+            for (; g + 8 <= G; g += 8) off = _mm256_fmadd_ps(_mm256_loadu_ps(z + g), _mm256_loadu_ps(gs + g), off); \
+            for (; g < G; ++g) rest += z[g] * gs[g];                                                               \
+            y[m * N + n] = sum8(acc) + sum8(off) + rest;                                                           \
+          }                                                                                                        \
+        }                                                                                                          \
+      }                                                                                                            \
+    }                                                                                                              \
+  }
+
+ZOO_A8_CHUNK(chunk_avx2, , dots8_i8_avx2, dots8_u4_avx2)
+ZOO_A8_CHUNK(chunk_vnni, ZOO_T_VNNI, dots8_i8_vnni, dots8_u4_vnni)
+ZOO_A8_CHUNK(chunk_512, ZOO_T_512, dots8_i8_512, dots8_u4_512)
+
+void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t isa) {
+  TORCH_CHECK(isa >= 0 && isa <= 2 && (cpu_isas() >> isa & 1),
+              "zoo_gemv: this CPU cannot run the 8-bit activation path ", isa);
+  // output rows in parallel, in whole tiles: every thread quantized nothing, it reads the rows made above
+  at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t begin, int64_t end) {
+    const int64_t n0 = begin * kTile, n1 = std::min(N, end * kTile);
+    if (isa == kIsaAvx512Vnni)
+      chunk_512(a, w, int4, y, N, n0, n1);
+    else if (isa == kIsaAvxVnni)
+      chunk_vnni(a, w, int4, y, N, n0, n1);
+    else
+      chunk_avx2(a, w, int4, y, N, n0, n1);
+  });
+}
+
+at::Tensor rows_of(const at::Tensor& x, int64_t K) {
+  return x.reshape({-1, K}).contiguous();
+}
+
+at::Tensor gemm_int8_a8(const at::Tensor& x_, const at::Tensor& q_, const at::Tensor& scale_, int64_t isa) {
+  TORCH_CHECK(x_.scalar_type() == at::kFloat && q_.scalar_type() == at::kChar && scale_.scalar_type() == at::kFloat &&
+              x_.dim() == 2 && q_.dim() == 2 && x_.size(1) == q_.size(1) && scale_.numel() == q_.size(0),
+              "zoo_gemv::int8_a8 takes float32 rows (M, K), int8 codes (N, K) and float32 scales (N)");
+  TORCH_CHECK(q_.size(1) % kBlock == 0, "zoo_gemv::int8_a8: the row length ", q_.size(1),
+              " is not a multiple of 32 (the Q8_0 block); such layers take the int16 or PyTorch path");
+  const at::Tensor x = x_.contiguous(), q = q_.contiguous(), scale = scale_.contiguous();
+  const int64_t M = x.size(0), N = q.size(0), K = q.size(1);
+  auto y = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return y;
+  const RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false);
+  WeightsA8 w;
+  w.codes = q.data_ptr<int8_t>();
+  w.row_bytes = K;
+  w.scale8 = scale.data_ptr<float>();
+  run_a8(a, w, false, y.data_ptr<float>(), N, isa);
+  return y;
+}
+
+at::Tensor gemm_int4_a8(const at::Tensor& x_, const at::Tensor& codes_, const at::Tensor& scale_,
+                        const at::Tensor& zero_, int64_t gs, int64_t isa) {
+  TORCH_CHECK(x_.scalar_type() == at::kFloat && codes_.scalar_type() == at::kByte && codes_.dim() == 2 &&
+              x_.dim() == 2 && scale_.scalar_type() == at::kHalf && zero_.scalar_type() == at::kHalf && gs > 0 &&
+              gs % kBlock == 0 && x_.size(1) == 2 * codes_.size(1) && x_.size(1) % gs == 0 &&
+              scale_.numel() == codes_.size(0) * (x_.size(1) / gs) && zero_.numel() == scale_.numel(),
+              "zoo_gemv::int4_a8 takes float32 rows (M, K), uint8 codes (N, K / 2), float16 scale and zero "
+              "(N, K / gs), gs a multiple of 32 dividing K");
+  const at::Tensor x = x_.contiguous(), codes = codes_.contiguous();
+  const at::Tensor scale = scale_.contiguous(), zero = zero_.contiguous();
+  const int64_t M = x.size(0), N = codes.size(0), K = x.size(1);
+  auto y = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return y;
+  const RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, gs, true);
+  WeightsA8 w;
+  w.codes = codes.data_ptr<uint8_t>();
+  w.row_bytes = K / 2;
+  w.scale4 = scale.data_ptr<at::Half>();
+  w.zero4 = zero.data_ptr<at::Half>();
+  w.per = gs / kBlock;
+  run_a8(a, w, true, y.data_ptr<float>(), N, isa);
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> q8_0(const at::Tensor& x_) {
+  TORCH_CHECK(x_.scalar_type() == at::kFloat && x_.dim() == 2 && x_.size(1) % kBlock == 0,
+              "zoo_gemv::q8_0 takes float32 rows (M, K) with K a multiple of 32");
+  const at::Tensor x = x_.contiguous();
+  const int64_t M = x.size(0), K = x.size(1);
+  const RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false);
+  at::Tensor q = at::empty({M, K}, x.options().dtype(at::kChar));
+  at::Tensor d = at::empty({M, K / kBlock}, x.options());
+  std::copy(a.q.begin(), a.q.end(), q.data_ptr<int8_t>());
+  std::copy(a.d.begin(), a.d.end(), d.data_ptr<float>());
+  return {q, d};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(zoo_gemv, m) {
@@ -281,6 +643,10 @@ TORCH_LIBRARY(zoo_gemv, m) {
   m.def("int8(Tensor x, Tensor q, Tensor scale) -> Tensor");
   m.def("int4(Tensor x, Tensor codes, Tensor scale, Tensor zero, int group_size) -> Tensor");
   m.def("attend(Tensor q, Tensor k, Tensor v, Tensor mask, float scale) -> Tensor");
+  m.def("int8_a8(Tensor x, Tensor q, Tensor scale, int isa) -> Tensor");
+  m.def("int4_a8(Tensor x, Tensor codes, Tensor scale, Tensor zero, int group_size, int isa) -> Tensor");
+  m.def("q8_0(Tensor x) -> (Tensor, Tensor)");
+  m.def("cpu_isas() -> int", &cpu_isas);
 }
 
 TORCH_LIBRARY_IMPL(zoo_gemv, CPU, m) {
@@ -288,6 +654,9 @@ TORCH_LIBRARY_IMPL(zoo_gemv, CPU, m) {
   m.impl("int8", gemv_int8);
   m.impl("int4", gemv_int4);
   m.impl("attend", attend);
+  m.impl("int8_a8", gemm_int8_a8);
+  m.impl("int4_a8", gemm_int4_a8);
+  m.impl("q8_0", q8_0);
 }
 """
 
@@ -345,6 +714,16 @@ def _register_shapes() -> None:
     for name in ("f32", "int8", "int4"):
         torch.library.register_fake(f"zoo_gemv::{name}")(one_row)
 
+    def rows_out(x: torch.Tensor, weight: torch.Tensor, *rest) -> torch.Tensor:
+        return x.new_empty((x.shape[0], weight.shape[0]))
+
+    for name in ("int8_a8", "int4_a8"):
+        torch.library.register_fake(f"zoo_gemv::{name}")(rows_out)
+
+    @torch.library.register_fake("zoo_gemv::q8_0")
+    def _(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.new_empty(x.shape, dtype=torch.int8), x.new_empty((x.shape[0], x.shape[1] // 32))
+
     @torch.library.register_fake("zoo_gemv::attend")
     def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
         return q.new_empty((1, 1, q.shape[1] * q.shape[3]))
@@ -386,6 +765,94 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     ``F.scaled_dot_product_attention`` gives with that boolean mask (a row that sees nothing sees everything), with
     the work of the seen positions only. A static cache of 256 slots holding 40 tokens costs 40 positions."""
     return torch.ops.zoo_gemv.attend(q, k, v, mask.reshape(-1), scale)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 8-bit activations (act_bits=8)
+# ------------------------------------------------------------------------------------------------------------------
+
+ISAS = ("avx2", "avxvnni", "avx512vnni")  # the instruction paths of the 8-bit kernels, narrowest first
+_ISA_NAMES = {"avx2": "AVX2", "avxvnni": "AVX-VNNI", "avx512vnni": "AVX-512 VNNI"}
+
+
+def _cpu_mask() -> int:
+    return int(torch.ops.zoo_gemv.cpu_isas()) if available() else 0
+
+
+def cpu_isas() -> tuple[str, ...]:
+    """The paths of the 8-bit activation kernels this CPU runs (what it reports, through the compiler's
+    ``__builtin_cpu_supports``), narrowest first; empty where the kernels are not built."""
+    mask = _cpu_mask()
+    return tuple(name for i, name in enumerate(ISAS) if mask >> i & 1)
+
+
+def kernel_path() -> str | None:
+    """The path the 8-bit activation kernels take: ``ZOO_GEMV_ISA`` (``avx2``, ``avxvnni`` or ``avx512vnni``)
+    when set, else the widest this CPU runs; None where the kernels do not run. A forced path that is unknown or
+    that this CPU lacks is a ``ValueError`` of one line."""
+    found = cpu_isas()
+    forced = os.environ.get("ZOO_GEMV_ISA", "").strip().lower()
+    if forced:
+        if forced not in ISAS:
+            raise ValueError(f"ZOO_GEMV_ISA={forced!r} is not a kernel path: use one of {', '.join(ISAS)}, or unset it")
+        if forced not in found:
+            runs = ", ".join(found) or "none of them"
+            raise ValueError(
+                f"ZOO_GEMV_ISA={forced}: this CPU does not report {_ISA_NAMES[forced]} (it runs {runs}); unset "
+                "ZOO_GEMV_ISA or name a path it runs"
+            )
+        return forced
+    return found[-1] if found else None
+
+
+def _isa(isa: str | None) -> int:
+    """The path's index for the operators: ``isa`` when named (checked), else :func:`kernel_path`, read once."""
+    if isa is None:
+        index = _state.get("isa")
+        if index is None:
+            path = kernel_path()
+            if path is None:
+                raise RuntimeError("the zoo's 8-bit activation kernels do not run on this machine (no AVX2 build)")
+            index = _state["isa"] = ISAS.index(path)
+        return index
+    if isa not in cpu_isas():
+        raise ValueError(f"kernel path {isa!r} does not run on this CPU (it runs {', '.join(cpu_isas()) or 'none'})")
+    return ISAS.index(isa)
+
+
+def supports_a8(x: torch.Tensor, in_features: int) -> bool:
+    """Whether the 8-bit activation kernels take rows ``x`` (float on the CPU, any number of rows) of width
+    ``in_features``: a multiple of 32 (the Q8_0 block; other widths are refused by the kernels)."""
+    return (
+        x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and in_features % 32 == 0
+    )
+
+
+def quantize_q8_0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``x (M, K)`` (float32, ``K`` a multiple of 32) as the kernels quantize them: int8 codes ``(M, K)`` and
+    one float32 scale per block of 32, ``(M, K / 32)``; ``d = amax / 127``, ``q = round(x / d)`` (ties to even); a
+    block whose largest magnitude is below float32's smallest normal number is zero codes with ``d = 0``."""
+    available()
+    return torch.ops.zoo_gemv.q8_0(x)
+
+
+def gemm_int8_a8(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, isa: str | None = None) -> torch.Tensor:
+    """``x (M, K) @ (q * scale[:, None]).T`` with ``x`` quantized to int8 per block of 32 (Q8_0) and integer
+    products; ``isa`` picks a path (default :func:`kernel_path`). Float32 ``(M, N)``."""
+    return torch.ops.zoo_gemv.int8_a8(x.reshape(-1, q.shape[1]), q, scale, _isa(isa))
+
+
+def gemm_int4_a8(
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    group_size: int,
+    isa: str | None = None,
+) -> torch.Tensor:
+    """``x (M, K)`` times the int4 weight of :func:`gemv_int4`'s layout, with ``x`` quantized to int8 per block
+    of 32 (Q8_0); float32 ``(M, N)``."""
+    return torch.ops.zoo_gemv.int4_a8(x.reshape(-1, 2 * codes.shape[1]), codes, scale, zero, group_size, _isa(isa))
 
 
 class OneRowProducts(CustomGraphPass):

@@ -63,6 +63,8 @@ from a float one and refuse to cast one into the other.
 """
 
 import contextlib
+import dataclasses
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +77,8 @@ from . import gemv
 
 __all__ = [
     "METHODS",
+    "ACT_BITS",
+    "DEFAULT_ACT_BITS",
     "QuantSpec",
     "QuantizedLinear",
     "convert_fake_quantized",
@@ -91,6 +95,7 @@ __all__ = [
     "quantize_int8",
     "quantize_model",
     "quantized_layer_names",
+    "set_act_bits",
     "unpack_int4",
 ]
 
@@ -101,7 +106,10 @@ INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the CPU int4 kernel takes
 DEFAULT_GROUP_SIZE = 32
 SCHEMES = ("asymmetric", "symmetric")
 ACTIVATIONS = (None, "int8_dynamic")
-_FIELDS = {"method", "group_size", "scheme", "activations"}
+_FIELDS = {"method", "group_size", "scheme", "activations", "act_bits"}
+ACT_BITS = (8, 16)  # the activation row of the CPU kernels: int8 (Q8_0) or int16 per block of 32
+DEFAULT_ACT_BITS = 8  # within the quality bound on the quickstart LM (module docstring)
+_WITH_ACT = re.compile(r"(int8|int4)a(8|16)")
 KERNEL_DTYPE = torch.bfloat16  # what the CPU int8/int4 kernels are fed (see the module docstring's table)
 
 
@@ -133,12 +141,12 @@ def kernel_path(x: torch.Tensor) -> bool:
     )
 
 
-def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor, act_bits: int = 16) -> torch.Tensor:
     """``F.linear(x, weight)`` with ``weight`` (the output head of a model with int8/int4 projections) as int8 codes
     per row, through ``aten._weight_int8pack_mm`` on bf16 rows (see the module docstring). The codes are made from
     the float weight at first use and again whenever it changes (kept in ``store`` under ``"_head_int8"``); the
     float weight stays the model's (tied to the embedding, saved as float). A compiled step uses the codes the
-    eager prompt made."""
+    eager prompt made. ``act_bits`` 8: the rows rounded to int8 per block of 32, :func:`zoo.lm.gemv.gemm_int8_a8`."""
     kept = store.get("_head_int8")
     if not torch.compiler.is_compiling():
         key = (weight.data_ptr(), weight._version, weight.dtype)
@@ -148,6 +156,9 @@ def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor) -> torch.Tenso
                 kept = store["_head_int8"] = (key, q, scale.to(KERNEL_DTYPE), scale.float())
     elif kept is None:
         return F.linear(x, weight)
+    if act_bits == 8 and gemv.supports_a8(x, x.shape[-1]) and gemv.available():
+        rows = x.reshape(-1, x.shape[-1]).float()
+        return gemv.gemm_int8_a8(rows, kept[1], kept[3]).reshape(*x.shape[:-1], -1).to(x.dtype)
     if gemv.supports(x, x.shape[-1]) and gemv.available():
         return gemv.gemv_int8(x.reshape(1, -1).float(), kept[1], kept[3]).reshape(*x.shape[:-1], -1).to(x.dtype)
     rows = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
@@ -169,16 +180,29 @@ class QuantSpec:
     """One quantization format: ``method`` (:data:`METHODS`), ``group_size`` (int4: input columns per scale),
     ``scheme`` (int4: ``"asymmetric"`` or ``"symmetric"``) and ``activations`` (``None``, or ``"int8_dynamic"``:
     the input of every quantized projection rounded to int8 per token, asymmetric, as MobileLLM-Pro's CPU QAT
-    trained it; emulated in float, a numerical match rather than a speed-up)."""
+    trained it; emulated in float, a numerical match rather than a speed-up) and ``act_bits`` (int8 / int4: the
+    width the CPU kernels round the activation row to, per block of 32: ``8`` (llama.cpp's Q8_0, byte products)
+    or ``16``; None means :data:`DEFAULT_ACT_BITS`; a run-time choice, the stored weights are the same)."""
 
     method: str
     group_size: int | None = None
     scheme: str | None = None
     activations: str | None = None
+    act_bits: int | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"quantization method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method == "bf16":
+            if self.act_bits is not None:
+                raise ValueError(
+                    f"bf16 weights take no act_bits (the kernels' activation width), got {self.act_bits!r}"
+                )
+        else:
+            if self.act_bits is None:
+                object.__setattr__(self, "act_bits", DEFAULT_ACT_BITS)
+            if isinstance(self.act_bits, bool) or self.act_bits not in ACT_BITS:
+                raise ValueError(f"quantization act_bits must be 8 or 16, got {self.act_bits!r}")
         if self.activations not in ACTIVATIONS:
             raise ValueError(f"quantization activations must be null or 'int8_dynamic', got {self.activations!r}")
         if self.method == "int4_weight_only":
@@ -200,13 +224,39 @@ class QuantSpec:
                 raise ValueError("bf16 weights take no activation quantization")
 
     @classmethod
-    def parse(cls, value: Any, group_size: int | None = None) -> "QuantSpec | None":
+    def parse(cls, value: Any, group_size: int | None = None, act_bits: int | None = None) -> "QuantSpec | None":
         """A spec from ``quantize=``: None / ``"none"``, ``"bf16"``, ``"int8"``, ``"int4"`` (``group_size``, default
-        32), a method name, a config.json ``quantization`` dict, or a spec."""
+        32), ``"int8a8"``, ``"int8a16"``, ``"int4a8"``, ``"int4a16"`` (the activation width named), a method name, a
+        config.json ``quantization`` dict, or a spec. ``act_bits`` (8 or 16) sets the activation width of a format
+        that does not name one; one that names another is refused."""
         if value is None or (isinstance(value, str) and value.lower() in ("none", "")):
             if group_size is not None:
                 raise ValueError("group_size is for int4 quantization; give quantize='int4' with it")
+            if act_bits is not None:
+                raise ValueError("act_bits is for int8 / int4 quantization; give quantize='int8' or 'int4' with it")
             return None
+        spec = cls._parse(value, group_size, act_bits)
+        if act_bits is not None and spec.act_bits != act_bits:
+            if spec.method == "bf16":
+                raise ValueError("act_bits is for int8 / int4 quantization, not bf16")
+            if cls._names_act_bits(value):
+                raise ValueError(
+                    f"quantize={value!r} names act_bits {spec.act_bits}, and act_bits={act_bits!r} was given too: "
+                    "give one"
+                )
+            spec = dataclasses.replace(spec, act_bits=act_bits)
+        return spec
+
+    @staticmethod
+    def _names_act_bits(value: Any) -> bool:
+        if isinstance(value, str):
+            return _WITH_ACT.fullmatch(value.lower()) is not None
+        if isinstance(value, dict):
+            return value.get("act_bits") is not None
+        return False
+
+    @classmethod
+    def _parse(cls, value: Any, group_size: int | None, act_bits: int | None) -> "QuantSpec":
         if isinstance(value, QuantSpec):
             return value
         if isinstance(value, dict):
@@ -226,12 +276,19 @@ class QuantSpec:
             raise ValueError(f"quantize takes torch.bfloat16 as a dtype, got {value}")
         if not isinstance(value, str):
             raise ValueError(f"quantize must be 'bf16', 'int8', 'int4' or a quantization dict, got {value!r}")
-        method = _SHORT.get(value.lower(), value.lower())
+        named = _WITH_ACT.fullmatch(value.lower())
+        bits = int(named.group(2)) if named else act_bits
+        method = _SHORT.get(named.group(1) if named else value.lower(), value.lower())
         if method == "int4_weight_only":
-            return cls(method, group_size if group_size is not None else DEFAULT_GROUP_SIZE, "asymmetric")
+            return cls(
+                method, group_size if group_size is not None else DEFAULT_GROUP_SIZE, "asymmetric", act_bits=bits
+            )
         if method not in METHODS:
-            raise ValueError(f"quantize must be one of 'bf16', 'int8', 'int4' (or none), got {value!r}")
-        return cls(method, group_size)
+            raise ValueError(
+                f"quantize must be one of 'bf16', 'int8', 'int4', 'int8a8', 'int8a16', 'int4a8', 'int4a16' (or none), "
+                f"got {value!r}"
+            )
+        return cls(method, group_size, act_bits=None if method == "bf16" else bits)
 
     @property
     def bits(self) -> int:
@@ -258,6 +315,8 @@ class QuantSpec:
             out["scheme"] = self.scheme
         if self.activations is not None:
             out["activations"] = self.activations
+        if self.act_bits is not None:
+            out["act_bits"] = self.act_bits
         return out
 
     def describe(self) -> str:
@@ -375,10 +434,14 @@ class QuantizedLinear(nn.Module):
         activations: str | None = None,
         device=None,
         dtype: torch.dtype = torch.float32,
+        act_bits: int = DEFAULT_ACT_BITS,
     ):
         super().__init__()
         if bits not in (4, 8):
             raise ValueError(f"QuantizedLinear takes bits 8 or 4, got {bits!r}")
+        if act_bits not in ACT_BITS:
+            raise ValueError(f"QuantizedLinear takes act_bits 8 or 16, got {act_bits!r}")
+        self.act_bits = act_bits
         if activations not in ACTIVATIONS:
             raise ValueError(f"activations must be None or 'int8_dynamic', got {activations!r}")
         self.in_features, self.out_features, self.bits = in_features, out_features, bits
@@ -419,6 +482,7 @@ class QuantizedLinear(nn.Module):
         activations: str | None = None,
         scale: torch.Tensor | None = None,
         zero: torch.Tensor | None = None,
+        act_bits: int = DEFAULT_ACT_BITS,
     ) -> "QuantizedLinear":
         """``linear`` quantized (int8 per output row, or int4 in groups of ``group_size`` with ``scheme``; given
         int4 ``scale``/``zero`` are kept, as :func:`quantize_int4` says). The bias stays float."""
@@ -435,6 +499,7 @@ class QuantizedLinear(nn.Module):
             activations=activations,
             device=weight.device,
             dtype=weight.dtype,
+            act_bits=act_bits,
         )
         if bits == 8:
             q, s = quantize_int8(weight)
@@ -499,7 +564,9 @@ class QuantizedLinear(nn.Module):
         if self.activations == "int8_dynamic":
             x = _fake_quantize_tokens(x)
         if kernel_path(x):
-            if self._one_row(x):  # a decoded token: zoo.lm.gemv's kernels on the float32 row
+            if self.act_bits == 8 and self._rows_a8(x):  # every row to int8 (Q8_0), byte products: zoo.lm.gemv
+                y = self._gemm_a8(x.reshape(-1, self.in_features).float())
+            elif self._one_row(x):  # a decoded token: zoo.lm.gemv's kernels on the float32 row
                 y = self._gemv(x.reshape(1, -1).float())
             else:
                 # PyTorch's CPU kernels, fed bfloat16 rows: both are 5-15x faster with a bf16 input than with a
@@ -520,6 +587,19 @@ class QuantizedLinear(nn.Module):
         if self.bits == 4 and (self.group_size % 32 or self.scale.dtype != torch.float16 or self.released):
             return False
         return gemv.available()
+
+    def _rows_a8(self, x: torch.Tensor) -> bool:
+        """Whether rows ``x`` go to :mod:`zoo.lm.gemv`'s 8-bit activation kernels with these codes."""
+        if not gemv.supports_a8(x, self.in_features):
+            return False
+        if self.bits == 4 and (self.group_size % 32 or self.scale.dtype != torch.float16 or self.released):
+            return False
+        return gemv.available()
+
+    def _gemm_a8(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.bits == 8:
+            return gemv.gemm_int8_a8(rows, self.qweight, self.scale)
+        return gemv.gemm_int4_a8(rows, self.qweight, self.scale, self.zero, self.group_size)
 
     def _gemv(self, row: torch.Tensor) -> torch.Tensor:
         if self.bits == 8:
@@ -570,7 +650,7 @@ class QuantizedLinear(nn.Module):
         act = f", activations={self.activations}" if self.activations else ""
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"bits={self.bits}{group}{act}"
+            f"bits={self.bits}{group}, act_bits={self.act_bits}{act}"
         )
 
 
@@ -646,16 +726,20 @@ def model_quantization(model: nn.Module) -> QuantSpec | None:
 
 
 @torch.no_grad()
-def quantize_model(model: nn.Module, quantize: Any, group_size: int | None = None, empty: bool = False) -> nn.Module:
+def quantize_model(
+    model: nn.Module, quantize: Any, group_size: int | None = None, act_bits: int | None = None, empty: bool = False
+) -> nn.Module:
     """Quantize a zoo decoder LM in place and return it: ``"bf16"``, ``"int8"`` or ``"int4"`` (``group_size``,
-    default 32), or a :class:`QuantSpec` / config.json ``quantization`` dict.
+    default 32), ``"int8a8"`` / ``"int8a16"`` / ``"int4a8"`` / ``"int4a16"``, or a :class:`QuantSpec` /
+    config.json ``quantization`` dict; ``act_bits`` (8 or 16, default :data:`DEFAULT_ACT_BITS`) is the width the
+    CPU kernels round activations to (:func:`set_act_bits` changes it later).
 
     int8/int4 swap every decoder layer's projections for :class:`QuantizedLinear` (embedding, head, norms,
     routers and LoRA deltas stay float); bf16 casts the whole model. ``empty=True`` builds the quantized layers
     without computing codes (zero weights, to load a quantized state dict into). The format is recorded as
     ``model.quantization``; a model already quantized is refused (quantizing codes again compounds the error).
     """
-    spec = QuantSpec.parse(quantize, group_size)
+    spec = QuantSpec.parse(quantize, group_size, act_bits)
     if spec is None:
         return model
     done = model_quantization(model)
@@ -688,11 +772,29 @@ def quantize_model(model: nn.Module, quantize: Any, group_size: int | None = Non
                             activations=spec.activations,
                             device=child.weight.device,
                             dtype=child.weight.dtype,
+                            act_bits=spec.act_bits,
                         )
                     else:
-                        q = QuantizedLinear.from_float(child, bits, g, spec.scheme or "asymmetric", spec.activations)
+                        q = QuantizedLinear.from_float(
+                            child, bits, g, spec.scheme or "asymmetric", spec.activations, act_bits=spec.act_bits
+                        )
                     setattr(parent, name, q)
     model.quantization = spec
+    return model
+
+
+def set_act_bits(model: nn.Module, act_bits: int) -> nn.Module:
+    """Set the activation width (8 or 16) of an int8 / int4 model's CPU kernels in place and return the model: the
+    weights stay as they are; a compiled decode step made before is dropped (it holds the old kernels)."""
+    spec = model_quantization(model)
+    if spec is None or spec.method == "bf16":
+        raise ValueError(f"act_bits is for int8 / int4 models; this one is {spec.short if spec else 'float'}")
+    spec = dataclasses.replace(spec, act_bits=act_bits)  # checked here
+    for m in model.modules():
+        if isinstance(m, QuantizedLinear):
+            m.act_bits = spec.act_bits
+    model.quantization = spec
+    model.__dict__.pop("_compiled_step", None)
     return model
 
 
