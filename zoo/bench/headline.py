@@ -170,6 +170,44 @@ def condense_speed_summary(results: Path) -> str:
     ])  # fmt: skip
 
 
+# results/condense/README.md's row order: the coreset baselines, the learned methods, the teacher-relabelled ones;
+# a method not named here follows them
+_CONDENSE_ORDER = ("random", "herding", "kcenter", "dm", "dsa", "dc", "mtt", "factorization (authors' layout)", "rded",
+                   "random+teacher", "sre2l")  # fmt: skip
+_CONTROLS = ("random+teacher",)  # the zoo's own control row: no paper could report it
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    return "-" if mean is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def condense_table(results: Path) -> str:
+    """results/condense/README.md's table: every method and ipc on MNIST and Fashion-MNIST, from the bench's JSON
+    runs (``{data}_ipc1_cpu_random``, ``_ipc1_cpu``, ``_ipc1_cpu_b``, ``_ipc10_cpu``)."""
+    datas = ("mnist", "fashion_mnist")
+    rows: dict[str, dict[tuple[str, int], dict[str, Any]]] = {d: {} for d in datas}
+    for d in datas:
+        for suffix in ("ipc1_cpu_random", "ipc1_cpu", "ipc1_cpu_b", "ipc10_cpu"):
+            for r in _load(results, f"condense/{d}_{suffix}.json")["rows"]:
+                rows[d][(r["method"], r["ipc"])] = r
+    rank = {m: i for i, m in enumerate(_CONDENSE_ORDER)}
+    keys = sorted(rows["mnist"], key=lambda k: (k[1], rank.get(k[0], len(rank)), k[0]))
+    out = []
+    for method, ipc in keys:
+        cells = [method, str(ipc)]
+        first = rows["mnist"][(method, ipc)]
+        cells += [str(first["iterations"] or "-"), f"{first['sets']} x {first['nets']}"]
+        for d in datas:
+            r = rows[d][(method, ipc)]
+            pub = "-" if method in _CONTROLS else "not reported" if r["published"] is None else f"{r['published']:.1f}"
+            cells += [_pm(r["mean"], r["std"]), _pm(r.get("init_mean"), r.get("init_std")), pub]
+        cells.append(f"{first['cpu_seconds']:.0f}")
+        out.append("| " + " | ".join(cells) + " |")
+    header = ("| method | ipc | iterations | sets x nets | MNIST | iteration 0 | published | Fashion-MNIST | "
+              "iteration 0 | published | CPU s |")  # fmt: skip
+    return _table(out, header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
 def condense_speed(results: Path) -> str:
     """results/condense/speed.md's table: every saved run, as ``python -m zoo.bench.condense --render`` prints it."""
     return render_speed([_load(results, name) for name in _CONDENSE_SPEED])
@@ -337,6 +375,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "headline": headline,
     "condense_speed_summary": condense_speed_summary,
     "condense_speed": condense_speed,
+    "condense_table": condense_table,
     "data_pruning_summary": data_pruning_summary,
     "data_pruning_40ep": data_pruning_40ep,
     "train_step": train_step,
