@@ -1,5 +1,5 @@
 """Model cards and the model table (docs/models/index.md) are generated from the code and stay in sync with it
-(zoo/cards.py).
+(zoo/cards/).
 
 Profiling every model is the slow part: ``collect()`` runs once for this module, on one model per series by default
 (``rows``) and on every model under ``-m slow`` (``all_rows``: the full drift check against the committed files).
@@ -165,7 +165,7 @@ def test_readme_table_rows_are_the_registry_with_measured_figures(all_rows):
     for name, params, gmacs, top1, in_timm in table:
         info = zoo.model_info(name)
         assert int(params.replace(",", "")) == by_name[name]["params"]
-        assert gmacs == cards._gmacs(by_name[name]["macs"], 2)  # 2 decimals; 3 significant digits below 1 GMAC
+        assert gmacs == cards.text._gmacs(by_name[name]["macs"], 2)  # 2 decimals; 3 significant digits below 1 GMAC
         assert (None if top1 == "-" else float(top1)) == info["reference"]["top1"]
         assert in_timm == ("yes (timm keeps its own)" if info["timm_owns_name"] else "no (registered by zoo)")
 
