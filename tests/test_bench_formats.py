@@ -2,6 +2,7 @@
 
 import math
 import os
+import statistics
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import zoo
 from zoo.bench import formats, main
 from zoo.bench.harness import randomize_
 from zoo.data.text import bundled_corpus, train_bpe_tokenizer
+from zoo.export import export
 from zoo.models.mobilellm import save_pretrained
 
 pytestmark = pytest.mark.export
@@ -46,6 +48,12 @@ def test_quality_per_format(lm_folder):
     # int8 codes sit within half a step of the weights: far closer to fp32 than int4's
     assert abs(scores["int8"]["ppl vs fp32"]) < 0.02
     assert abs(scores["int8"]["ppl vs fp32"]) <= abs(scores["int4"]["ppl vs fp32"])
+    if formats.act_bits_available():  # both activation widths of each integer weight width, in the same run
+        for fmt in ("int8", "int4"):
+            s = scores[fmt]
+            assert {"ppl a8 vs fp32", "agreement a8", "ppl a16 vs fp32", "agreement a16"} <= set(s)
+            assert s["ppl a8 vs fp32"] != s["ppl a16 vs fp32"]  # the two widths are really run
+            assert s["ppl vs fp32"] in (s["ppl a8 vs fp32"], s["ppl a16 vs fp32"])  # the default is one of them
 
 
 def test_quality_without_a_trained_model_says_how_to_get_one(tmp_path):
@@ -58,9 +66,10 @@ def test_speed_rows_side_by_side(lm_folder):
     torch.manual_seed(0)
     rows = formats.compare(
         "mobilellm_125m", ["fp32", "int8"], runs=1, warmup=1, prompt_tokens=5, new_tokens=6,
-        quality_run=lm_folder, vocab_size=256, **TINY,
+        quality_run=lm_folder, prefill=(16,), vocab_size=256, **TINY,
     )  # fmt: skip
-    assert [r.setting for r in rows] == ["decode 6 fp32", "decode 6 int8"] * 2
+    assert [r.setting for r in rows] == ["decode 6 fp32", "decode 6 int8"] * 2 + ["prefill 16 fp32", "prefill 16 int8"]
+    assert [r.peer for r in rows[-2:]] == ["llama.cpp f32", "llama.cpp q8_0"] and all(r.rate > 0 for r in rows[-2:])
     backend = [r for r in rows if r.candidate == formats.BACKEND]
     assert [r.peer for r in backend] == ["llama.cpp f32", "llama.cpp q8_0"] and all(r.rate > 0 for r in backend)
     assert backend[0].extra["same tokens as llama.cpp"] == 1.0
@@ -106,3 +115,81 @@ def test_a_family_without_a_transformers_twin_is_said_so_for_the_formats_bench()
     tiny = dict(TINY, vocab_size=128, num_hidden_layers=5)
     with pytest.raises(ValueError, match="no stock LlamaForCausalLM twin"):
         build_pair("mor_135m", torch.float32, **tiny)
+
+
+def _tiny_formats(tmp_path):
+    """A tiny LM at fp32 and int8 and its GGUF files at the same bits (F32, Q8_0)."""
+    base = randomize_(zoo.create_model("mobilellm_125m", vocab_size=256, **TINY), 0).eval()
+    models = {"fp32": base, "int8": formats._quantized(base, "int8")}
+    ggufs = {}
+    for fmt, gguf_type in (("fp32", "f32"), ("int8", "q8_0")):
+        export(base, "gguf", tmp_path / gguf_type, model_name="mobilellm_125m", quantize=gguf_type)
+        ggufs[fmt] = tmp_path / gguf_type / "model.gguf"
+    return models, ggufs
+
+
+@pytest.mark.export
+def test_prefill_rows_time_every_format_beside_llama_cpp_prompt_processing(tmp_path, one_thread):
+    models, ggufs = _tiny_formats(tmp_path)
+    rows = formats.prefill_rows("mobilellm_125m", models, ggufs, {}, 16, runs=1, warmup=0)
+    assert [(r.setting, r.peer, r.candidate) for r in rows] == [
+        ("prefill 16 fp32", "llama.cpp f32", "zoo fp32 compiled"),
+        ("prefill 16 int8", "llama.cpp q8_0", "zoo int8 compiled"),
+    ]
+    for r in rows:
+        assert r.unit == "tok/s" and r.rate > 0 and r.peer_rate > 0 and r.extra["zoo eager"] > 0
+        assert r.extra["eager vs llama.cpp"] == pytest.approx(r.extra["zoo eager"] / r.peer_rate)
+        assert r.extra["llama.cpp n_batch"] == 16 and r.target is None  # the 0.8x target is at 512 tokens
+        assert set(r.times_s) == {r.candidate, r.candidate.replace("compiled", "eager"), r.peer}
+        assert r.rate == pytest.approx(16 / statistics.median(r.times_s[r.candidate]))
+    # without a GGUF (a family llama.cpp has no graph for): the zoo's rates alone
+    (alone,) = formats.prefill_rows("mobilellm_125m", {"fp32": models["fp32"]}, {}, {}, 8, runs=1, warmup=0)
+    assert alone.peer == "-" and alone.rate > 0 and math.isnan(alone.peer_rate) and alone.target is None
+
+
+def test_prefill_ratios_against_llama_cpp():
+    rate = {"zoo int4 compiled": 80.0, "zoo int4 eager": 60.0, "llama.cpp q4_0": 100.0, "zoo pte 8da4w": 90.0}
+    row = formats.prefill_row("m", "int4", 512, rate, runs=3)
+    assert (row.setting, row.peer, row.peer_rate, row.rate) == ("prefill 512 int4", "llama.cpp q4_0", 100.0, 80.0)
+    assert row.ratio == pytest.approx(0.8) and row.target == 0.8 and row.meets_target
+    assert row.extra["eager vs llama.cpp"] == pytest.approx(0.6)
+    assert row.extra["pte vs llama.cpp"] == pytest.approx(0.9) and row.extra["llama.cpp type"] == "Q4_0"
+    (line,) = formats.notes([row])
+    assert line.startswith("m int4 prefill 512: zoo compiled 0.80x, eager 0.60x, pte 0.90x llama.cpp Q4_0")
+    assert line.endswith("(n_batch = n_ubatch = 512) (>= 0.8x: ok)")
+    slower = formats.prefill_row("m", "int4", 512, {**rate, "zoo int4 compiled": 79.0}, runs=3)
+    assert not slower.meets_target and formats.notes([slower])[0].endswith("(>= 0.8x: MISS)")
+    short = formats.prefill_row("m", "int8a8", 128, {"zoo int8a8 compiled": 5.0, "zoo int8a8 eager": 4.0}, runs=1)
+    assert short.peer == "-" and short.target is None and "pte vs llama.cpp" not in short.extra
+
+
+def test_quality_pairs_are_every_weight_and_activation_width():
+    assert formats.QUALITY_PAIRS == ("int8a16", "int8a8", "int4a16", "int4a8")
+    assert formats.quality_pairs(formats.DEFAULT_FORMATS) == list(formats.QUALITY_PAIRS)
+    assert formats.quality_pairs(["fp32", "bf16"]) == []
+    assert formats.quality_pairs(["fp32", "int8"]) == ["int8a16", "int8a8"]
+    assert formats.quality_pairs(["int4a8"]) == ["int4a16", "int4a8"]
+    for pair in formats.QUALITY_PAIRS:  # each pair is a format of its own, at its weights' GGUF type
+        assert formats.FORMATS[pair][1] == formats.FORMATS[pair[:4]][1]
+        assert f"ppl {pair}" in formats.TARGETS
+    extra = {"ppl a8 vs fp32": 0.004, "agreement a8": 0.9, "ppl a16 vs fp32": 0.001, "agreement a16": 1.0}
+    lines = formats._pair_lines("m", "int8", extra)
+    assert [line.split(" (")[0] for line in lines] == ["m int8a16", "m int8a8"]
+    assert "+0.40% vs fp32 (<= 0.5%: ok), greedy agreement with fp32 90%" in lines[1]
+
+
+def test_prefill_lengths_from_the_command_line():
+    assert formats.parse_prefill("128,512") == (128, 512)
+    assert formats.parse_prefill("512,512") == (512,) and formats.parse_prefill("0") == ()
+
+
+@pytest.mark.parametrize("bad", ["abc", "-5", "0,128", "", "128,", "12.5"])
+def test_bad_prefill_values_are_one_line_and_exit_2(bad, capsys):
+    assert main(["--models", "mobilellm_125m", "--formats", "fp32", "--prefill", bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--prefill takes comma-separated prompt lengths" in err[0] and repr(bad) in err[0]
+
+
+def test_a_prefill_prompt_longer_than_the_context_is_refused():
+    with pytest.raises(ValueError, match="holds 128 positions, so a prefill prompt has at most 127 tokens"):
+        formats.compare("mobilellm_125m", ["fp32"], quality_run=None, prefill=(64, 200), vocab_size=256, **TINY)

@@ -205,6 +205,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "llama.cpp at the same bits, perplexity and greedy agreement with fp32",
     )
     lms.add_argument(
+        "--prefill",
+        default=",".join(map(str, formats.PREFILL_LENGTHS)),
+        metavar="N[,N...]",
+        help="--formats: prompt lengths whose prefill tokens/s is timed beside llama.cpp's prompt processing "
+        f"(default {','.join(map(str, formats.PREFILL_LENGTHS))}; 0: none)",
+    )
+    lms.add_argument(
         "--quality-run",
         type=Path,
         default=formats.QUALITY_RUN,
@@ -321,7 +328,12 @@ def run_formats(args: argparse.Namespace) -> int:
         why = f"not registered: {', '.join(unknown)}" if unknown else f"not language models: {', '.join(not_lm)}"
         print(f"zoo bench: error: --formats is for the language models; {why}", file=sys.stderr)
         return 2
-    env = environment()
+    try:
+        prefill = formats.parse_prefill(args.prefill)
+    except ValueError as e:
+        print(f"zoo bench: error: {e}", file=sys.stderr)
+        return 2
+    env = formats.environment()
     title = "LM weight formats: zoo (eager / compiled) vs transformers fp32 and llama.cpp at the same bits, batch 1"
     if args.backend_only:
         title = "LM weight formats: the zoo llama.cpp backend vs the bare llama-cpp-python loop, same GGUF, batch 1"
@@ -344,13 +356,19 @@ def run_formats(args: argparse.Namespace) -> int:
                 r
                 for name in models
                 for r in formats.compare(
-                    name, args.formats, args.runs or 3, *settings, quality_run=args.quality_run, pte=args.pte
+                    name,
+                    args.formats,
+                    args.runs or 3,
+                    *settings,
+                    quality_run=args.quality_run,
+                    pte=args.pte,
+                    prefill=prefill,
                 )
             ]
     except ValueError as e:
         print(f"zoo bench: error: {e}", file=sys.stderr)
         return 2
-    _report(rows, formats.notes(rows), args.json, env, models=models, formats=args.formats)
+    _report(rows, formats.notes(rows), args.json, env, models=models, formats=args.formats, prefill=list(prefill))
     # fp32 compiled computes eager's arithmetic: its tokens must agree (the other formats' agreement is reported)
     wrong = [r for r in rows if r.setting.endswith(" fp32") and r.extra.get("compiled = eager", 1.0) < 1.0]
     for r in wrong:

@@ -14,21 +14,34 @@
   of all formats are timed in one set of interleaved rounds, so load from other processes hits them alike. The
   per-token Python overhead of eager decoding is reported as eager minus compiled milliseconds per token.
   ``zoo bench --formats ... --backend-only`` times the backend rows alone (:func:`compare_backend`).
+* **Prefill** (``--prefill 128,512``, the default; ``--prefill 0``: none): prompt-processing tokens/s at each prompt
+  length, for every format in zoo eager and zoo compiled (``generate(..., max_new_tokens=1)``: the prompt's forward
+  pass over a fresh cache and the choice of its first token; the compiled path runs the prompt through its static
+  decoder), beside llama.cpp on the same GGUF at the same bits with ``n_batch = n_ubatch =`` the prompt length
+  (``eval`` of the prompt on a fresh context, every position's keys and values, the last position's logits), and
+  the pte program (``--pte``) where its cache holds the prompt. Each prompt length is one set of interleaved rounds
+  after the decode rounds.
 * **Quality** (a trained model, ``--quality-run``: by default the quickstart LM ``runs/quickstart_lm``, trained on
   CPython's ``pydoc_data`` by ``python train.py --config configs/quickstart_lm.yaml``): perplexity on the held-out
   documents of that corpus (the recipe's own split, whole windows of the model's context, with its tokenizer)
   and greedy-token agreement with fp32 over 256 generated tokens (4 held-out prompts x 64 tokens, position by
-  position), each format quantized from the same float weights and run through the same CPU kernels as at speed.
+  position), each format quantized from the same float weights and run through the same CPU kernels as at speed;
+  and for every (weight bits, activation bits) pair of the integer formats asked for (:data:`QUALITY_PAIRS`:
+  ``int8a16``, ``int8a8``, ``int4a16``, ``int4a8``, the activation row rounded to int16 or int8 per block of 32).
 
 Targets (issue: fast small-LM inference): the fastest format >= 4x transformers fp32; zoo compiled at fp32, int8
 and int4 >= 0.6x llama.cpp at the same bits (bf16 is printed without a target); the llama.cpp backend >= 0.95x
-bare llama.cpp; perplexity within 1% of fp32 for int8 and 5% for int4.
+bare llama.cpp; perplexity within 1% of fp32 for int8 and 5% for int4, and with 8-bit activations within 0.5% at
+int8 and 1% at int4; prefill at a 512-token prompt >= 0.8x llama.cpp's prompt processing at every format.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.metadata
+import inspect
+import json
 import math
 import os
 import statistics
@@ -50,21 +63,43 @@ from ..export.llama_backend import CACHE_ENV, release
 from ..export.lm_runtime import load as load_pte
 from ..export.xnnpack_quant import quantize_for_xnnpack
 from ..factory import create_model
-from ..lm.quant import quantize_model
+from ..lm.quant import model_quantization, quantize_model
 from .deployed import _llama_cpp_decoder
-from .harness import Row, median, randomize_, time_interleaved
+from .harness import Row, median, provenance, randomize_, time_interleaved
 from .lm import build_pair, transformers_greedy
 
-__all__ = ["FORMATS", "compare", "compare_backend", "compare_pte", "perplexity", "quality"]
+__all__ = [
+    "FORMATS",
+    "PREFILL_LENGTHS",
+    "QUALITY_PAIRS",
+    "compare",
+    "compare_backend",
+    "compare_pte",
+    "environment",
+    "parse_prefill",
+    "perplexity",
+    "prefill_row",
+    "prefill_rows",
+    "quality",
+    "quality_pairs",
+]
 
-# format -> (zoo quantize=, llama.cpp type of the same bits)
+# format -> (zoo quantize=, llama.cpp type of the same bits); "int8" / "int4" run the kernels' default activation
+# width, the "a8" / "a16" names choose it
 FORMATS: dict[str, tuple[str | None, str]] = {
     "fp32": (None, "f32"),
     "bf16": ("bf16", "f16"),
     "int8": ("int8", "q8_0"),
     "int4": ("int4", "q4_0"),
+    "int8a16": ("int8a16", "q8_0"),
+    "int8a8": ("int8a8", "q8_0"),
+    "int4a16": ("int4a16", "q4_0"),
+    "int4a8": ("int4a8", "q4_0"),
 }
-DEFAULT_FORMATS = tuple(FORMATS)
+DEFAULT_FORMATS = ("fp32", "bf16", "int8", "int4")
+# (weight bits, activation bits) whose quality every run measures beside the integer formats it times
+QUALITY_PAIRS = ("int8a16", "int8a8", "int4a16", "int4a8")
+PREFILL_LENGTHS = (128, 512)  # prompt lengths of the prefill rows (--prefill)
 # format -> the ExecuTorch pte quantization of the same weight bits (XNNPACK's int8-activation kernels)
 PTE_TYPES = {"int8": "8da8w", "int4": "8da4w"}
 PTE = "zoo pte"
@@ -80,6 +115,11 @@ TARGETS = {
     "ppl quantized path": 0.02,
     "ppl int8": 0.01,
     "ppl int4": 0.05,
+    "ppl int8a16": 0.01,
+    "ppl int4a16": 0.05,
+    "ppl int8a8": 0.005,
+    "ppl int4a8": 0.01,
+    "prefill 512 vs llama.cpp": 0.8,
 }
 AGREEMENT_PROMPTS, AGREEMENT_PROMPT_TOKENS, AGREEMENT_NEW_TOKENS = 4, 32, 64
 
@@ -91,9 +131,40 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def _quantized(model: nn.Module, fmt: str) -> nn.Module:
-    quantize = FORMATS[fmt][0]
-    return model if quantize is None else quantize_model(copy.deepcopy(model), quantize).eval()
+def parse_prefill(text: str) -> tuple[int, ...]:
+    """``--prefill``: comma-separated prompt lengths in tokens, or ``0`` for no prefill rows."""
+    try:
+        values = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        values = []
+    if values == [0]:
+        return ()
+    if not values or min(values) < 1:
+        raise ValueError(
+            f"--prefill takes comma-separated prompt lengths in tokens (e.g. 128,512), or 0 for no prefill rows; "
+            f"got {text!r}"
+        )
+    return tuple(dict.fromkeys(values))
+
+
+def environment() -> dict[str, str]:
+    """The run's provenance (date, commit, machine, threads, load, versions) with the peers' versions."""
+    env = provenance()
+    for package in ("llama-cpp-python", "transformers", "executorch", "torchao"):
+        try:
+            env[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            env[package] = "not installed"
+    return env
+
+
+def _quantized(model: nn.Module, quantize: str | None, act_bits: int | None = None) -> nn.Module:
+    """A quantized copy of ``model`` (``quantize``: a format's zoo quantization; ``act_bits``: the activation
+    width of int8 / int4 kernels), or ``model`` itself for None."""
+    if quantize is None:
+        return model
+    kwargs = {} if act_bits is None else {"act_bits": act_bits}
+    return quantize_model(copy.deepcopy(model), quantize, **kwargs).eval()
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -147,11 +218,36 @@ def _agreement(model: nn.Module, reference: list[torch.Tensor], prompts: list[to
     return same / total
 
 
+def _weights(fmt: str) -> str:
+    """The weight format of a format name: ``"int8a8"`` -> ``"int8"``."""
+    return fmt[:4] if fmt[:4] in ("int8", "int4") else fmt
+
+
+def act_bits_available() -> bool:
+    """Whether this zoo's kernels take the activation width (``quantize_model(..., act_bits=)``)."""
+    return "act_bits" in inspect.signature(quantize_model).parameters
+
+
+def quality_pairs(formats: Sequence[str]) -> list[str]:
+    """The (weight bits, activation bits) pairs measured beside ``formats``: both activation widths of every
+    integer weight width among them (:data:`QUALITY_PAIRS`)."""
+    weights = {_weights(f) for f in formats}
+    return [pair for pair in QUALITY_PAIRS if _weights(pair) in weights]
+
+
+def _pair_columns(pair: str) -> tuple[str, str]:
+    """A pair's columns on its weight format's row: ``("ppl a8 vs fp32", "agreement a8")``."""
+    act = pair[4:]
+    return f"ppl {act} vs fp32", f"agreement {act}"
+
+
 def quality(folder: str | Path, formats: Sequence[str], paths: bool = True) -> dict[str, dict[str, float]]:
     """``{format: {"perplexity", "ppl vs fp32", "agreement", ...}}`` of the trained LM in ``folder`` (module
-    docstring). ``paths``: also the other engines' paths at the format's bits, on the same trained weights --
-    llama.cpp on ``zoo export``'s GGUF (``"llama.cpp ppl vs fp32"``, ``"llama.cpp agreement"``) and, for int8 /
-    int4, the pte's ``8da8w`` / ``8da4w`` weights run by torchao in float (``"pte ppl vs fp32"``,
+    docstring). Every integer format's scores also hold both activation widths of its weights
+    (:func:`quality_pairs`: ``"ppl a8 vs fp32"``, ``"agreement a8"``, ``"ppl a16 vs fp32"``, ``"agreement a16"``;
+    each quantization is measured once). ``paths``: also the other engines' paths at the format's bits, on the same
+    trained weights -- llama.cpp on ``zoo export``'s GGUF (``"llama.cpp ppl vs fp32"``, ``"llama.cpp agreement"``)
+    and, for int8 / int4, the pte's ``8da8w`` / ``8da4w`` weights run by torchao in float (``"pte ppl vs fp32"``,
     ``"pte agreement"``; the artefact's XNNPACK kernels agree with them to about 0.5% of the logits)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -173,15 +269,26 @@ def quality(folder: str | Path, formats: Sequence[str], paths: bool = True) -> d
             base.generate(p, max_new_tokens=AGREEMENT_NEW_TOKENS, eos_token_id=[])[0, p.shape[1] :] for p in prompts
         ]
     fp32 = perplexity(base, ids, window)
+    measured: dict[str, tuple[float, float]] = {}  # the quantization's description -> (perplexity, agreement)
+
+    def scores_of(quantize: str | None, act_bits: int | None = None) -> tuple[float, float]:
+        if quantize is None:
+            return fp32, 1.0
+        model = _quantized(base, quantize, act_bits)
+        key = describe(model)
+        if key not in measured:
+            measured[key] = perplexity(model, ids, window), _agreement(model, reference, prompts)
+        return measured[key]
+
     out = {}
     for fmt in formats:
-        model = _quantized(base, fmt)
-        ppl = fp32 if fmt == "fp32" else perplexity(model, ids, window)
-        scores = out[fmt] = {
-            "perplexity": ppl,
-            "ppl vs fp32": ppl / fp32 - 1.0,
-            "agreement": 1.0 if fmt == "fp32" else _agreement(model, reference, prompts),
-        }
+        ppl, agreement = scores_of(FORMATS[fmt][0])
+        scores = out[fmt] = {"perplexity": ppl, "ppl vs fp32": ppl / fp32 - 1.0, "agreement": agreement}
+        if act_bits_available():
+            for pair in quality_pairs([fmt]):
+                ppl_column, agreement_column = _pair_columns(pair)
+                pair_ppl, scores[agreement_column] = scores_of(_weights(pair), int(pair[5:]))
+                scores[ppl_column] = pair_ppl / fp32 - 1.0
         if not paths:
             continue
         llama_ppl, llama_agree = _llama_cpp_quality(base, FORMATS[fmt][1], ids, window, prompts, reference)
@@ -191,6 +298,12 @@ def quality(folder: str | Path, formats: Sequence[str], paths: bool = True) -> d
             scores["pte ppl vs fp32"] = perplexity(pte, ids, window) / fp32 - 1.0
             scores["pte agreement"] = _agreement(pte, reference, prompts)
     return out
+
+
+def describe(model: nn.Module) -> str:
+    """The model's quantization as its config records it (``"float"`` for none): equal for equal quantizations."""
+    spec = model_quantization(model)
+    return "float" if spec is None else json.dumps(spec.to_dict(), sort_keys=True)
 
 
 def _llama_cpp_quality(
@@ -287,22 +400,26 @@ def compare(
     quality_run: str | Path | None = QUALITY_RUN,
     llama_cpp: bool = True,
     pte: bool = False,
+    prefill: Sequence[int] = PREFILL_LENGTHS,
     **model_kwargs,
 ) -> list[Row]:
     """One row per format: zoo compiled tokens/s against transformers fp32, with zoo eager, llama.cpp at the same
     bits, the per-token overhead, and the quality figures as extra columns (module docstring); ``pte``: for int8 /
-    int4 also the ExecuTorch artefact (``8da8w`` / ``8da4w``) against llama.cpp, as :func:`compare_pte`."""
+    int4 also the ExecuTorch artefact (``8da8w`` / ``8da4w``) against llama.cpp, as :func:`compare_pte`;
+    ``prefill``: one prefill row per prompt length and format (:func:`prefill_row`)."""
     formats = check_formats(formats)
-    scores = quality(quality_run, formats) if quality_run is not None else {}
     try:
         hf, base = build_pair(name, torch.float32, **model_kwargs)
     except ValueError:  # no stock Llama twin (layer sharing, windows, recursion): no transformers column
         hf, base = None, randomize_(create_model(name, **model_kwargs)).eval()
+    _check_prefill(name, base, prefill)
+    scores = quality(quality_run, formats) if quality_run is not None else {}
     prompt = torch.randint(0, base.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(1))
-    candidates, notes, pte_info = {}, {}, {}
+    candidates, notes, pte_info, ptes = {}, {}, {}, {}
+    ggufs, made = {}, {}  # format -> its GGUF; GGUF type -> the file
     if hf is not None:
         candidates[PEER] = _transformers_decoder(hf, prompt, new_tokens)
-    models = {fmt: _quantized(base, fmt) for fmt in formats}
+    models = {fmt: _quantized(base, FORMATS[fmt][0]) for fmt in formats}
     with (
         tempfile.TemporaryDirectory(prefix="zoo-bench-formats-") as tmp,
         _cache_in(Path(tmp) / "cache"),
@@ -310,22 +427,30 @@ def compare(
     ):
         for fmt in formats:
             candidates.update(_zoo_decoders(models[fmt], fmt, prompt, new_tokens))
-            if llama_cpp:
+            gguf_type = FORMATS[fmt][1]
+            if llama_cpp and gguf_type in made:  # another format of the same weight bits made it
+                ggufs[fmt] = made[gguf_type]
+            elif llama_cpp:
                 try:
-                    found, close = _llama_cpp_decoders(base, name, FORMATS[fmt][1], Path(tmp), prompt, new_tokens)
+                    found, close = _llama_cpp_decoders(base, name, gguf_type, Path(tmp), prompt, new_tokens)
                 except Exception as e:  # e.g. MoR's routing has no llama.cpp graph: said, not fatal
                     notes[fmt] = f"llama.cpp: {type(e).__name__}: {str(e)[:160]}"
                     continue
                 candidates.update(found)
                 engines.callback(close)
+                ggufs[fmt] = made[gguf_type] = Path(tmp) / gguf_type / "model.gguf"
             if pte and fmt in PTE_TYPES:
-                found, pte_info[fmt] = _pte_decoder(base, name, fmt, Path(tmp), prompt, new_tokens)
+                found, pte_info[fmt], ptes[fmt] = _pte_decoder(base, name, fmt, Path(tmp), prompt, new_tokens)
                 candidates.update(found)
         rate, tokens, times = _time(candidates, runs, warmup, f"{name} formats", new_tokens)
+        prefills = [row for length in prefill for row in prefill_rows(name, models, ggufs, ptes, length, runs, warmup)]
     peer_rate = rate.get(PEER, float("nan"))
-    backend_rows = [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in formats]
+    firsts: dict[str, str] = {}  # one backend row per GGUF type
+    for fmt in formats:
+        firsts.setdefault(FORMATS[fmt][1], fmt)
+    backend_rows = [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in firsts.values()]
     backend_rows += [_pte_row(name, fmt, rate, tokens, times, new_tokens, runs, info) for fmt, info in pte_info.items()]
-    return [
+    decode_rows = [
         Row(
             name,
             f"decode {new_tokens} {fmt}",
@@ -339,7 +464,94 @@ def compare(
             times_s={k: v["total"] for k, v in times.items()},
         )
         for fmt in formats
-    ] + [r for r in backend_rows if r is not None]
+    ]
+    return decode_rows + [r for r in backend_rows if r is not None] + prefills
+
+
+def _check_prefill(name: str, model: nn.Module, lengths: Sequence[int]) -> None:
+    """ValueError for a prefill prompt the model's context cannot hold with the token it chooses."""
+    limit = model.config.max_position_embeddings - 1
+    longer = [n for n in lengths if n > limit]
+    if longer:
+        raise ValueError(
+            f"--prefill {','.join(map(str, longer))}: {name} holds {limit + 1} positions, so a prefill prompt has at "
+            f"most {limit} tokens; choose shorter prompts"
+        )
+
+
+def prefill_rows(
+    name: str, models: dict, ggufs: dict[str, Path], ptes: dict, length: int, runs: int, warmup: int
+) -> list[Row]:
+    """Prefill rows at a ``length``-token prompt for every format (:func:`prefill_row`), its candidates timed in one
+    set of interleaved rounds: zoo eager and compiled (``generate(..., max_new_tokens=1)``), llama.cpp's prompt
+    processing on the format's GGUF (``ggufs``), and the pte program (``ptes``) where its cache holds the prompt."""
+    vocab = next(iter(models.values())).config.vocab_size
+    prompt = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(2))
+    ids = prompt[0].tolist()
+    candidates: dict = {}
+    with contextlib.ExitStack() as engines:
+        for fmt, model in models.items():
+            candidates[f"zoo {fmt} eager"] = lambda m=model: m.generate(prompt, max_new_tokens=1, eos_token_id=[])
+            candidates[f"zoo {fmt} compiled"] = lambda m=model: m.generate(
+                prompt, max_new_tokens=1, eos_token_id=[], compile=True
+            )
+            llama = f"llama.cpp {FORMATS[fmt][1]}"
+            if fmt in ggufs and llama not in candidates:
+                llm = _llama_cpp_prompt(ggufs[fmt], length)
+                engines.callback(llm.close)
+                candidates[llama] = lambda llm=llm: _eval_prompt(llm, ids)
+            if fmt in ptes and ptes[fmt].max_seq_len >= length:
+                candidates[f"{PTE} {PTE_TYPES[fmt]}"] = lambda lm=ptes[fmt]: lm.prefill(prompt)
+        times = time_interleaved(candidates, runs, warmup, desc=f"{name} prefill {length}")
+    rate = {label: length / median(t) for label, t in times.items()}
+    return [prefill_row(name, fmt, length, rate, runs, times) for fmt in models]
+
+
+def _llama_cpp_prompt(path: Path, length: int):
+    """llama.cpp (llama-cpp-python) for ``length``-token prompts: a context of that length, the whole prompt in one
+    batch and one micro-batch (``n_batch = n_ubatch = length``), torch's threads for the prompt too."""
+    threads = torch.get_num_threads()
+    return load_llama(
+        path, n_ctx=length, n_batch=length, n_ubatch=length, n_threads=threads, n_threads_batch=threads, verbose=False
+    )
+
+
+def _eval_prompt(llm, ids: list[int]) -> None:
+    """llama.cpp's prompt processing of ``ids`` on a fresh context (the KV cache emptied first)."""
+    llm.reset()
+    llm.eval(ids)
+
+
+def prefill_row(name: str, fmt: str, length: int, rate: dict, runs: int, times: dict | None = None) -> Row:
+    """A format's prefill at a ``length``-token prompt: zoo compiled tokens/s against llama.cpp's prompt processing
+    at the same bits (``rate``: label -> tokens/s), zoo eager and the pte program beside them with their ratios
+    to llama.cpp; the target (>= 0.8x) at 512 tokens."""
+    llama = f"llama.cpp {FORMATS[fmt][1]}"
+    compiled, eager = f"zoo {fmt} compiled", f"zoo {fmt} eager"
+    peer_rate = rate.get(llama, float("nan"))
+    extra: dict = {"zoo eager": rate[eager], "llama.cpp type": FORMATS[fmt][1].upper()}
+    if llama in rate:
+        extra["eager vs llama.cpp"] = rate[eager] / peer_rate
+        extra["llama.cpp n_batch"] = length
+    pte = f"{PTE} {PTE_TYPES[fmt]}" if fmt in PTE_TYPES else None
+    if pte in rate:
+        extra["zoo pte"] = rate[pte]
+        extra["pte vs llama.cpp"] = rate[pte] / peer_rate
+    target = TARGETS.get(f"prefill {length} vs llama.cpp") if llama in rate else None
+    labels = (compiled, eager, llama, pte)
+    return Row(
+        name,
+        f"prefill {length} {fmt}",
+        llama if llama in rate else "-",
+        compiled,
+        "tok/s",
+        peer_rate,
+        rate[compiled],
+        runs,
+        target=target,
+        extra=extra,
+        times_s={k: times[k]["total"] for k in labels if times is not None and k in times},
+    )
 
 
 @contextlib.contextmanager
@@ -359,7 +571,8 @@ def _cache_in(folder: Path):
 
 def _pte_decoder(base: nn.Module, name: str, fmt: str, tmp: Path, prompt: torch.Tensor, new_tokens: int):
     """``zoo export --format pte --quantize 8da8w | 8da4w`` of ``base`` (ExecuTorch, XNNPACK), its greedy decoding
-    by :class:`~zoo.export.lm_runtime.CompiledLM`: label -> the new tokens, and the export's seconds and bytes."""
+    by :class:`~zoo.export.lm_runtime.CompiledLM`: label -> the new tokens, the export's seconds and bytes, and the
+    loaded program."""
     quantize = PTE_TYPES[fmt]
     folder = tmp / f"pte-{quantize}"
     start = time.perf_counter()
@@ -384,7 +597,7 @@ def _pte_decoder(base: nn.Module, name: str, fmt: str, tmp: Path, prompt: torch.
     def decode() -> list[int]:
         return lm.generate(prompt, new_tokens, eos_token_id=[])[0, prompt.shape[1] :].tolist()
 
-    return {f"{PTE} {quantize}": decode}, info
+    return {f"{PTE} {quantize}": decode}, info, lm
 
 
 def _pte_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new_tokens: int, runs: int, info: dict):
@@ -441,7 +654,7 @@ def compare_pte(
             llm, generate = _llama_cpp_decoder(folder / "model.gguf", prompt_tokens + new_tokens)
             engines.callback(llm.close)
             candidates[f"llama.cpp {FORMATS[fmt][1]}"] = lambda g=generate: g(prompt[0].tolist(), new_tokens)
-            found, info[fmt] = _pte_decoder(base, name, fmt, Path(tmp), prompt, new_tokens)
+            found, info[fmt], _ = _pte_decoder(base, name, fmt, Path(tmp), prompt, new_tokens)
             candidates.update(found)
         rate, tokens, times = _time(candidates, runs, warmup, f"{name} pte", new_tokens)
     return [_pte_row(name, fmt, rate, tokens, times, new_tokens, runs, info[fmt]) for fmt in formats]
@@ -532,7 +745,13 @@ def notes(rows: Sequence[Row]) -> list[str]:
             if quantize == "8da4w":
                 line += f" (<= {TARGETS['pte 8da4w size vs gguf']:.1f}x: {'ok' if size <= 1.3 else 'MISS'})"
             lines.append(line + f"; exported in {r.extra['export s']:.0f} s")
-        rs = [r for r in rs if r.candidate != BACKEND and not r.candidate.startswith(PTE)]
+        lines += [_prefill_line(r) for r in rs if r.setting.startswith("prefill ")]
+        rs = [
+            r
+            for r in rs
+            if r.setting.startswith("decode ") and r.candidate != BACKEND and not r.candidate.startswith(PTE)
+        ]
+        lines += list(dict.fromkeys(line for r in rs for line in _pair_lines(model, r.setting.split()[-1], r.extra)))
         if not rs:
             continue
         best = max(rs, key=lambda r: r.rate)
@@ -557,6 +776,36 @@ def notes(rows: Sequence[Row]) -> list[str]:
                     f"{model} {fmt}: perplexity {100 * r.extra['ppl vs fp32']:+.2f}% vs fp32 (<= {100 * bound:.0f}%: {ok})"
                 )
             lines += _path_quality_lines(model, fmt, r.extra)
+    return lines
+
+
+def _prefill_line(r: Row) -> str:
+    """A prefill row against llama.cpp's prompt processing: compiled, eager and pte ratios, and the target."""
+    length, fmt = r.setting.split()[1:]
+    if r.peer == "-":
+        return f"{r.model} {fmt} prefill {length}: zoo compiled {r.rate:,.1f} tok/s, eager {r.extra['zoo eager']:,.1f}"
+    line = f"{r.model} {fmt} prefill {length}: zoo compiled {r.ratio:.2f}x, eager {r.extra['eager vs llama.cpp']:.2f}x"
+    if "pte vs llama.cpp" in r.extra:
+        line += f", pte {r.extra['pte vs llama.cpp']:.2f}x"
+    line += f" llama.cpp {r.extra['llama.cpp type']} prompt processing (n_batch = n_ubatch = {length})"
+    if r.target is not None:
+        line += f" (>= {r.target:.1f}x: {'ok' if r.meets_target else 'MISS'})"
+    return line
+
+
+def _pair_lines(model: str, fmt: str, extra: dict) -> list[str]:
+    """Each (weight bits, activation bits) pair of a format's weights: perplexity against fp32, its bound and
+    greedy agreement."""
+    lines = []
+    for pair in quality_pairs([fmt]):
+        ppl, agreement = _pair_columns(pair)
+        if ppl in extra:
+            bound = TARGETS[f"ppl {pair}"]
+            ok = "ok" if extra[ppl] <= bound else "MISS"
+            lines.append(
+                f"{model} {pair} (the trained --quality-run LM): perplexity {100 * extra[ppl]:+.2f}% vs fp32 "
+                f"(<= {100 * bound:g}%: {ok}), greedy agreement with fp32 {100 * extra[agreement]:.0f}%"
+            )
     return lines
 
 
