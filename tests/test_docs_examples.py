@@ -16,7 +16,7 @@ An HTML comment on the lines just above a block changes how it runs:
 
 Shell blocks: every ``zoo`` command line parses with the ``zoo`` parser (and every ``zoo ...`` in inline code names
 a command and its options), ``train.py`` lines resolve their recipe (``--print-config``), ``eval.py`` and ``python
--m zoo...`` lines name options their parser has; ``zoo list`` and ``zoo info`` run.
+-m zoo...`` lines name options their parser has; ``zoo list``, ``zoo info`` and ``zoo profile convnet_d3`` run.
 """
 
 import argparse
@@ -417,6 +417,8 @@ def test_cheap_commands_run(capsys):
     assert "poolformer_s12" in capsys.readouterr().out
     assert cli.main(["info", "poolformer_s12"]) == 0
     assert '"family"' in capsys.readouterr().out
+    assert cli.main(["profile", "convnet_d3"]) == 0  # a small model: the README's `zoo profile NAME`
+    assert "MACs" in capsys.readouterr().out
 
 
 def test_a_broken_command_is_caught():
