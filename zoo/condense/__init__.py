@@ -1,7 +1,7 @@
 """Efficient data: dataset condensation (distillation) and coreset selection.
 
-    >>> import zoo
-    >>> synset = zoo.condense("digits", method="dm", ipc=10, out="runs/condensed/dm_ipc10")
+    >>> from zoo.condense import condense
+    >>> synset = condense("digits", method="dm", ipc=10, out="runs/condensed/dm_ipc10")
 
 One file per method behind one interface (:class:`zoo.condense.core.Method`); :mod:`zoo.condense.core` holds the
 real data as tensors, the synthetic set and its folder, and the resumable loop; :mod:`zoo.condense.evaluate` the
