@@ -28,6 +28,22 @@ def sample(name: str, batch: int = 2, variable: int = 64) -> torch.Tensor:
     return torch.randn(batch, 3, s, s, generator=torch.Generator().manual_seed(0))
 
 
+def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, what: str, rel: float = 1e-4) -> None:
+    """``actual`` within ``rel`` x the largest magnitude of ``expected`` (comparisons with the authors' code)."""
+    scale = expected.abs().max().item()
+    err = (actual - expected).abs().max().item()
+    assert err <= rel * scale, f"{what}: max abs diff {err:.3g} > {rel} x output scale {scale:.3g}"
+
+
+def weights_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s state dict, for :func:`weights_unchanged` after a load that must not happen."""
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def weights_unchanged(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The checks, by model name
 

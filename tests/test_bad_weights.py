@@ -17,6 +17,7 @@ import struct
 
 import pytest
 import torch
+from model_checks import weights_snapshot, weights_unchanged
 from torch import nn
 
 import zoo
@@ -35,14 +36,6 @@ ARCH, TWIN = "identityformer_s12", "poolformerv2_s12"  # the same layout and sha
 def _tiny(name=ARCH, seed=0):
     torch.manual_seed(seed)
     return zoo.create_model(name, **TINY)
-
-
-def _snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def _unchanged(model, snap) -> bool:
-    return all(torch.equal(v, snap[k]) for k, v in model.state_dict().items())
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +73,11 @@ def test_a_file_that_is_not_weights_says_what_it_is(tmp_path, filename, content,
     path = tmp_path / filename
     path.write_bytes(content)
     model = _tiny()
-    snap = _snapshot(model)
+    snap = weights_snapshot(model)
     with pytest.raises(CheckpointError, match=fragment) as err:
         zoo.load_checkpoint(model, path)
     assert str(path) in str(err.value) and "re-save" not in str(err.value)
-    assert _unchanged(model, snap)
+    assert weights_unchanged(model, snap)
 
 
 def test_safetensors_content_loads_whatever_its_suffix(tmp_path, donor):
@@ -131,10 +124,10 @@ VALUES = [
 def test_bad_values_are_refused_by_name(tmp_path, donor, changes, fragment, switches):
     path = zoo.save_state_dict(_with(donor, **changes), tmp_path / "bad.safetensors")
     model = _tiny()
-    snap = _snapshot(model)
+    snap = weights_snapshot(model)
     with pytest.raises(CheckpointMismatchError, match=fragment):
         zoo.load_checkpoint(model, path, **switches)
-    assert _unchanged(model, snap)
+    assert weights_unchanged(model, snap)
     with pytest.raises(CheckpointMismatchError, match=fragment):
         zoo.create_model(ARCH, **TINY, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **switches)
 
@@ -259,10 +252,10 @@ def test_another_architectures_weights_are_refused_with_both_names(twin, how, so
     weights, file, folder = twin
     path = file if source == "file" else folder
     model = _tiny()
-    snap = _snapshot(model)
+    snap = weights_snapshot(model)
     with pytest.raises(CheckpointMismatchError, match=f"holds weights for {TWIN}, not {ARCH}.*allow_architecture"):
         LOADS[how](model, path)
-    assert _unchanged(model, snap)
+    assert weights_unchanged(model, snap)
     result = LOADS[how](model, path, allow_architecture_mismatch=True)
     loaded = model if how == "load_checkpoint" else result
     assert all(torch.equal(v, weights[k]) for k, v in loaded.state_dict().items())

@@ -4,42 +4,35 @@ import os
 
 import pytest
 import torch
+from model_checks import weights_snapshot, weights_unchanged
 
 import zoo
 from zoo.weights import CheckpointError, CheckpointMismatchError, read_state_dict, save_state_dict
-
-
-def _snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def _unchanged(model, snap):
-    return all(torch.equal(v, snap[k]) for k, v in model.state_dict().items())
 
 
 def test_mismatched_checkpoint_reports_keys_and_loads_nothing(tmp_path):
     donor = zoo.create_model("identityformer_s12")
     path = save_state_dict(donor, tmp_path / "identity.safetensors")
     model = zoo.create_model("poolformer_s12")
-    snap = _snapshot(model)
+    snap = weights_snapshot(model)
     with pytest.raises(CheckpointMismatchError) as err:
         zoo.load_checkpoint(model, path)
     msg = str(err.value)
     assert str(path) in msg and "nothing was loaded" in msg
     assert "missing keys" in msg and "unexpected keys" in msg
-    assert _unchanged(model, snap)
+    assert weights_unchanged(model, snap)
 
 
 def test_shape_mismatch_is_named(tmp_path):
     model = zoo.create_model("poolformer_s24")
     path = save_state_dict(zoo.create_model("poolformer_m48"), tmp_path / "m48.safetensors")
-    snap = _snapshot(model)
+    snap = weights_snapshot(model)
     with pytest.raises(
         CheckpointMismatchError,
         match=r"shape mismatches.*head\.fc\.weight: checkpoint \(1000, 768\) vs model \(1000, 512\)",
     ):
         zoo.load_checkpoint(model, path)
-    assert _unchanged(model, snap)
+    assert weights_unchanged(model, snap)
     with pytest.raises(CheckpointMismatchError):
         zoo.create_model("poolformer_s24", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
 

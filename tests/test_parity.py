@@ -7,6 +7,7 @@ realistic weight scales (fan-in scaled weights, norm and layer scales near 1), t
 
 import pytest
 import torch
+from model_checks import assert_close_to_scale
 
 import zoo
 from zoo.bench.reference.metaformer import make_authors_state_dict, reference_forward
@@ -23,12 +24,6 @@ MIXER_VARIANTS = [
     "convformer_s18",
     "caformer_s18",
 ]
-
-
-def _assert_close(actual, expected, what, rel=1e-4):
-    scale = expected.abs().max().item()
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * scale, f"{what}: max abs diff {err:.3g} > {rel} x output scale {scale:.3g}"
 
 
 def _input(batch=2, size=224, chans=3):
@@ -57,10 +52,10 @@ def test_authors_checkpoint_matches_reference(name, authors_files):
         ref_logits, ref_feats = reference_forward(name, sd, x, return_features=True)
         logits = model(x)
         feats = model.forward_intermediates(x, intermediates_only=True)
-    _assert_close(logits, ref_logits, f"{name} logits")
+    assert_close_to_scale(logits, ref_logits, f"{name} logits")
     for i, (f, r) in enumerate(zip(feats, ref_feats)):
         assert f.shape == r.shape
-        _assert_close(f, r, f"{name} stage {i}")
+        assert_close_to_scale(f, r, f"{name} stage {i}")
 
 
 @pytest.mark.parametrize("wrapper", ["model", "state_dict"])
@@ -71,7 +66,7 @@ def test_wrapped_pth_tar(wrapper, authors_files, tmp_path):
     model = zoo.create_model("poolformer_s12", pretrained=True, pretrained_cfg_overlay={"file": str(path)}).eval()
     x = _input(1)
     with torch.no_grad():
-        _assert_close(model(x), reference_forward("poolformer_s12", sd, x), "wrapped checkpoint logits")
+        assert_close_to_scale(model(x), reference_forward("poolformer_s12", sd, x), "wrapped checkpoint logits")
 
 
 @pytest.mark.parametrize("name", ["poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18"])
@@ -88,7 +83,7 @@ def test_timm_checkpoint_matches_reference(name, authors_files, tmp_path):
     model = zoo.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}).eval()
     x = _input(1)
     with torch.no_grad():
-        _assert_close(model(x), reference_forward(name, sd, x), f"{name} from timm's layout")
+        assert_close_to_scale(model(x), reference_forward(name, sd, x), f"{name} from timm's layout")
 
 
 def test_zoo_safetensors_roundtrip_is_exact(authors_files, tmp_path):
@@ -110,7 +105,7 @@ def test_new_num_classes_drops_only_the_head(authors_files):
     x = _input(1)
     with torch.no_grad():
         _, ref_feats = reference_forward("convformer_s18", sd, x, return_features=True)
-        _assert_close(model.forward_features(x), ref_feats[-1], "features after head change")
+        assert_close_to_scale(model.forward_features(x), ref_feats[-1], "features after head change")
         assert model(x).shape == (1, 10)
     # the MLP head's first layer and norm still come from the checkpoint; only the last layer is new
     assert torch.equal(model.head.fc.fc1.weight, sd["head.fc1.weight"])
@@ -126,7 +121,7 @@ def test_in_chans_adaptation(authors_files):
     assert model.stem.conv.weight.shape[1] == 1
     x = _input(1, chans=1)
     with torch.no_grad():
-        _assert_close(model(x), reference_forward("identityformer_s12", sd, x.repeat(1, 3, 1, 1)), "in_chans=1")
+        assert_close_to_scale(model(x), reference_forward("identityformer_s12", sd, x.repeat(1, 3, 1, 1)), "in_chans=1")
 
 
 def test_randformer_matrices_come_from_the_checkpoint(authors_files):
@@ -146,7 +141,7 @@ def test_v1_head_normalises_before_pooling(authors_files):
         feats = model.forward_features(x)
         gn = torch.nn.functional.group_norm(feats, 1, sd["norm.weight"], sd["norm.bias"], eps=1e-5)
         expected = torch.nn.functional.linear(gn.mean((2, 3)), sd["head.weight"], sd["head.bias"])
-        _assert_close(model.forward_head(feats), expected, "v1 head")
+        assert_close_to_scale(model.forward_head(feats), expected, "v1 head")
 
 
 def test_mlp_head_layernorm_eps():
@@ -165,9 +160,9 @@ def test_every_variant_matches_reference(name, tmp_path):
     x = _input(1)
     with torch.no_grad():
         ref_logits, ref_feats = reference_forward(name, sd, x, return_features=True)
-        _assert_close(model(x), ref_logits, f"{name} logits")
+        assert_close_to_scale(model(x), ref_logits, f"{name} logits")
         for i, (f, r) in enumerate(zip(model.forward_intermediates(x, intermediates_only=True), ref_feats)):
-            _assert_close(f, r, f"{name} stage {i}")
+            assert_close_to_scale(f, r, f"{name} stage {i}")
 
 
 # PoolFormer v1 in the default run; the other mixers (SepConv and attention: 12-14 s each) in the slow run
@@ -194,7 +189,7 @@ def test_gradients_match_reference(name, authors_files):
     (reference_forward(name, ref_sd, x_ref) * weights.double()).sum().backward()
     (model(x_zoo) * weights.double()).sum().backward()
 
-    _assert_close(x_zoo.grad.double(), x_ref.grad, f"{name} input gradient", rel=1e-4)
+    assert_close_to_scale(x_zoo.grad.double(), x_ref.grad, f"{name} input gradient", rel=1e-4)
     params = dict(model.named_parameters())
     for key, ref_param in ref_sd.items():
         if ref_param.grad is None:
@@ -204,7 +199,7 @@ def test_gradients_match_reference(name, authors_files):
             # the v1 norm1 bias cancels out of the pooling mixer: its exact gradient is zero
             assert grad.abs().max().item() == 0.0 and ref_param.grad.abs().max().item() < 1e-9
             continue
-        _assert_close(grad, ref_param.grad, f"{name} {key} gradient", rel=5e-3 if grad.numel() == 1 else 1e-3)
+        assert_close_to_scale(grad, ref_param.grad, f"{name} {key} gradient", rel=5e-3 if grad.numel() == 1 else 1e-3)
 
 
 def test_all_28_metaformer_variants_are_registered():

@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+from model_checks import assert_close_to_scale
 
 import zoo
 from zoo.bench.reference.slak import (
@@ -19,12 +20,6 @@ from zoo.weights import CheckpointMismatchError, load_checkpoint, save_state_dic
 # larger than the maps at the later stages), small enough for the default test run
 SPEC = dict(depths=(1, 2, 1, 1), base_dims=(16, 24, 40, 56), kernel_size=(13, 11, 9, 7, 5), num_classes=10)
 KWARGS = dict(depths=(1, 2, 1, 1), dims=(16, 24, 40, 56), kernel_size=(13, 11, 9, 7, 5), num_classes=10)
-
-
-def _assert_close(actual, expected, what, rel=1e-4):
-    scale = expected.abs().max().item()
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * scale, f"{what}: max abs diff {err:.3g} > {rel} x output scale {scale:.3g}"
 
 
 def _input(size=96, batch=2, seed=1):
@@ -62,9 +57,9 @@ def test_matches_authors_forward(tmp_path):
         logits = model(x)
         feats = model.forward_intermediates(x, intermediates_only=True)
     assert ref_logits.std() > 0.1  # realistic scales: the blocks contribute (gamma ~ 1, not 1e-6)
-    _assert_close(logits, ref_logits, "logits")
+    assert_close_to_scale(logits, ref_logits, "logits")
     for i, (f, r) in enumerate(zip(feats, ref_feats)):
-        _assert_close(f, r, f"stage {i}")
+        assert_close_to_scale(f, r, f"stage {i}")
     # every block matters: zeroing one block's layer scale changes the output
     sd2 = dict(sd, **{"stages.1.1.gamma": torch.zeros_like(sd["stages.1.1.gamma"])})
     assert (reference_forward(sd2, x) - ref_logits).abs().max() > 1e-3
@@ -76,12 +71,12 @@ def test_older_key_names_and_wrappers(tmp_path):
     x = _input(batch=1)
     with torch.no_grad():
         ref = reference_forward(sd, x)
-        _assert_close(_load(old, tmp_path, **KWARGS)(x), ref, "Decom1/Decom2 keys")
+        assert_close_to_scale(_load(old, tmp_path, **KWARGS)(x), ref, "Decom1/Decom2 keys")
         # an EMA file: {"model": ..., "model_ema": ...}; use_ema picks the EMA weights
         model = zoo.create_model("slak_tiny", **KWARGS).eval()
         noise = {k: v + 1.0 if v.is_floating_point() else v for k, v in sd.items()}
         load_checkpoint(model, _save({"model": noise, "model_ema": sd}, tmp_path, "ema.pth"), use_ema=True)
-        _assert_close(model(x), ref, "model_ema")
+        assert_close_to_scale(model(x), ref, "model_ema")
         # a state dict still inside its wrapper, handed to the converter directly
         converted = checkpoint_filter_fn({"model_ema": sd}, model)
         assert "stages.0.blocks.0.large_kernel.vertical.conv.weight" in converted
@@ -113,8 +108,8 @@ def test_fused_large_kernel_paths_agree(shape):
         for impl in ("conv", "matmul"):
             fused = module.fuse(impl)
             assert isinstance(fused, FusedLargeKernel) and fused.resolve_impl(x) == impl
-            _assert_close(fused(x), ref, impl)
-            _assert_close(fused(x.contiguous(memory_format=torch.channels_last)), ref, impl + " channels-last")
+            assert_close_to_scale(fused(x), ref, impl)
+            assert_close_to_scale(fused(x.contiguous(memory_format=torch.channels_last)), ref, impl + " channels-last")
 
 
 def test_reparameterize_and_deploy_round_trip(tmp_path):
@@ -131,7 +126,7 @@ def test_reparameterize_and_deploy_round_trip(tmp_path):
         assert sorted(lk_params) == ["horizontal.bias", "horizontal.weight", "vertical.bias", "vertical.weight"]
         for impl in ("conv", "matmul"):
             model.set_large_kernel_impl(impl)
-            _assert_close(model(x), ref, f"reparameterized ({impl})")
+            assert_close_to_scale(model(x), ref, f"reparameterized ({impl})")
 
         # the deploy form saves and loads into a deploy=True model
         model.set_large_kernel_impl("auto")
@@ -140,7 +135,7 @@ def test_reparameterize_and_deploy_round_trip(tmp_path):
         assert torch.equal(deploy(x), model(x))
         # an authors' checkpoint loads straight into a deploy model (fused while loading)
         direct = _load(sd, tmp_path, deploy=True, **KWARGS)
-        _assert_close(direct(x), ref, "deploy=True from the authors' file")
+        assert_close_to_scale(direct(x), ref, "deploy=True from the authors' file")
     # the deploy form cannot go back into the training form: a clear mismatch, nothing loaded
     with pytest.raises(CheckpointMismatchError, match="vertical"):
         zoo.create_model("slak_tiny", checkpoint_path=str(path), **KWARGS)
@@ -190,9 +185,9 @@ def test_full_slak_tiny_matches_authors_forward(deploy, tmp_path):
     with torch.no_grad():
         ref_logits, ref_feats = reference_forward(sd, x, return_features=True)
         logits, feats = model(x), model.forward_intermediates(x, intermediates_only=True)
-    _assert_close(logits, ref_logits, "logits")
+    assert_close_to_scale(logits, ref_logits, "logits")
     for i, (f, r) in enumerate(zip(feats, ref_feats)):
-        _assert_close(f, r, f"stage {i}")
+        assert_close_to_scale(f, r, f"stage {i}")
 
 
 def test_all_5_slak_variants_are_registered():

@@ -2,16 +2,11 @@
 
 import pytest
 import torch
+from model_checks import assert_close_to_scale
 
 import zoo
 from zoo.bench.reference.sret import make_authors_state_dict, reference_forward
 from zoo.layers import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
-
-
-def _assert_close(actual, expected, what, rel=1e-4):
-    scale = expected.abs().max().item()
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * scale, f"{what}: max abs diff {err:.3g} > {rel} x output scale {scale:.3g}"
 
 
 def _input(size=224, batch=2):
@@ -34,9 +29,9 @@ def test_matches_authors_forward(name, tmp_path):
         ref_logits, ref_feats = reference_forward(name, sd, x, return_features=True)
         logits = model(x)  # permutation_seed 0 reproduces them
         feats = model.forward_intermediates(x, intermediates_only=True)
-    _assert_close(logits, ref_logits, f"{name} logits")
+    assert_close_to_scale(logits, ref_logits, f"{name} logits")
     for i, (f, r) in enumerate(zip(feats, ref_feats)):
-        _assert_close(f, r, f"{name} stage {i}")
+        assert_close_to_scale(f, r, f"{name} stage {i}")
 
 
 @pytest.mark.slow
@@ -51,7 +46,7 @@ def test_matches_authors_forward_other_variants(name, tmp_path):
     with torch.no_grad():
         torch.manual_seed(0)
         ref = reference_forward(name, sd, x)
-        _assert_close(model(x), ref, f"{name} logits")
+        assert_close_to_scale(model(x), ref, f"{name} logits")
 
 
 def test_gradients_match_reference(tmp_path):
@@ -66,10 +61,10 @@ def test_gradients_match_reference(tmp_path):
     torch.manual_seed(0)
     (reference_forward(name, ref_sd, x_ref) * w.double()).sum().backward()
     (model(x_zoo) * w).sum().backward()
-    _assert_close(x_zoo.grad.double(), x_ref.grad, "input gradient", rel=1e-4)
+    assert_close_to_scale(x_zoo.grad.double(), x_ref.grad, "input gradient", rel=1e-4)
     ours = dict(model.named_parameters())
     key = "transformers.0.blocks.0.attn.qkv.weight"
-    _assert_close(
+    assert_close_to_scale(
         ours["stages.0.stack.blocks.0.attn.qkv.weight"].grad.double(),
         ref_sd[key].grad,
         "shared qkv weight gradient (sum over both applications)",
