@@ -1,0 +1,241 @@
+"""zoo.lm.gemv's 8-bit activation kernels (act_bits=8): the Q8_0 row, every instruction path this CPU runs against a
+float64 reference and against each other, the dispatcher, and the layer and compiled step that use them."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.lm import gemv
+from zoo.lm.quant import QuantizedLinear
+
+pytestmark = pytest.mark.skipif(not gemv.available(), reason="the kernels need an AVX2 CPU and a C++ compiler")
+TINY = float(torch.finfo(torch.float32).tiny)
+
+
+def q8_0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Q8_0 row in torch: d = amax / 127 per block of 32, q = round(x / d) (ties to even) in float32."""
+    xb = x.reshape(x.shape[0], -1, 32)
+    amax = xb.abs().amax(-1, keepdim=True)
+    used = amax >= TINY
+    d = torch.where(used, amax / 127.0, torch.zeros_like(amax))
+    q = torch.where(used, torch.round(xb / torch.where(used, d, torch.ones_like(d))), torch.zeros_like(xb))
+    return q.reshape(x.shape).to(torch.int8), d.squeeze(-1)
+
+
+def adversarial_rows(k: int) -> torch.Tensor:
+    """Random rows and rows built to break a block quantizer: all-zero and negative-zero blocks, a subnormal block,
+    one huge value per block, blocks of very different magnitudes, values on the rounding ties."""
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randn(k, generator=g), torch.randn(k, generator=g) * torch.linspace(1e-3, 1e3, k)]
+    r = torch.randn(k, generator=g)
+    r[:32] = 0.0
+    r[32:64] = -0.0
+    if k >= 96:
+        r[64:96] = torch.full((32,), 1e-40) * torch.randn(32, generator=g).sign()  # subnormal: below float32's normal
+    rows.append(r)
+    huge = torch.randn(k, generator=g) * 1e-3
+    huge[::32] = 3e4 * (1 - 2 * (torch.arange(k // 32) % 2))  # one huge value per block, of either sign
+    rows.append(huge)
+    ties = (torch.arange(k) % 32).float() * 4 - 62.5  # d = 1 (amax 127): every other value a tie, to even
+    ties[::32] = 127.0
+    rows.append(ties)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("k", [64, 128, 576])
+def test_the_q8_0_row_is_llama_cpps(k):
+    x = adversarial_rows(k)
+    q, d = gemv.quantize_q8_0(x)
+    want_q, want_d = q8_0(x)
+    assert torch.equal(q, want_q) and torch.equal(d, want_d)
+    assert q.abs().max() <= 127
+    assert (q[2, :64] == 0).all() and (d[2, :2] == 0).all()  # zero and negative-zero blocks: zero codes, d = 0
+    err = (x - (q.float().reshape(len(x), -1, 32) * d[..., None]).reshape(x.shape)).abs()
+    assert (err <= d.repeat_interleave(32, 1) / 2 * (1 + 1e-6) + TINY).all()  # half a step at most
+
+
+def _layer(bits: int, group_size: int | None, n: int, k: int, seed: int = 0) -> QuantizedLinear:
+    torch.manual_seed(seed)
+    linear = nn.Linear(k, n)
+    return QuantizedLinear.from_float(linear, bits=bits, group_size=group_size, act_bits=8).eval()
+
+
+def _run(layer: QuantizedLinear, x: torch.Tensor, isa: str) -> torch.Tensor:
+    if layer.bits == 8:
+        return gemv.gemm_int8_a8(x, layer.qweight, layer.scale, isa)
+    return gemv.gemm_int4_a8(x, layer.qweight, layer.scale, layer.zero, layer.group_size, isa)
+
+
+def _references(layer: QuantizedLinear, x: torch.Tensor):
+    """(the kernel's arithmetic in float64: the quantized row times the weight, with int4's zero points times the
+    float row; the exact float64 product; a bound of the difference the Q8_0 row may make)."""
+    w = layer.dequantize().double()
+    q, d = q8_0(x)
+    xq = (q.double().reshape(len(x), -1, 32) * d.double()[..., None]).reshape(x.shape)
+    exact = x.double() @ w.T
+    if layer.bits == 8:
+        centred, offset = w, 0.0
+    else:  # w = (u - 8) * scale + zero: the zero point meets the float row, (u - 8) * scale the quantized one
+        zero = layer.zero.double().repeat_interleave(layer.group_size, 1)
+        centred, offset = w - zero, x.double() @ zero.T
+    emulated = xq @ centred.T + offset
+    bound = (d.double().repeat_interleave(32, 1) / 2) @ centred.abs().T
+    return emulated, exact, bound
+
+
+@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32), (4, 64)])
+@pytest.mark.parametrize("n", [37, 96])
+def test_every_path_is_the_float64_product_of_the_q8_0_row(bits, group_size, n):
+    k = 576 if group_size != 64 else 640  # 18 and 20 blocks: groups of eight blocks and a tail of two or four
+    layer = _layer(bits, group_size, n, k)
+    x = adversarial_rows(k)
+    emulated, exact, bound = _references(layer, x)
+    outs = {isa: _run(layer, x, isa) for isa in gemv.cpu_isas()}
+    assert outs and all(o.shape == (len(x), n) and o.dtype == torch.float32 for o in outs.values())
+    first = next(iter(outs.values()))
+    for isa, y in outs.items():
+        # integer sums are exact and the float code is shared: every path gives the same bits
+        assert torch.equal(y, first), isa
+    y = first.double()
+    size = (x.double().abs() @ layer.dequantize().double().abs().T).clamp(min=1e-30)
+    assert ((y - emulated).abs() <= 2e-6 * size).all()  # the float32 accumulation of exact integer sums
+    assert ((y - exact).abs() <= bound * (1 + 1e-6) + 2e-6 * size).all()  # at most half a Q8_0 step per value
+
+
+def test_a_prompt_is_one_call_and_gives_each_rows_product():
+    """Several rows are quantized once and multiplied as a small GEMM; each row's result is the one-row result."""
+    for bits, group_size in [(8, None), (4, 32)]:
+        layer = _layer(bits, group_size, 70, 128)
+        x = torch.randn(9, 128)
+        rows = _run(layer, x, gemv.kernel_path())
+        alone = torch.cat([_run(layer, x[i : i + 1], gemv.kernel_path()) for i in range(len(x))])
+        assert torch.equal(rows, alone)
+        assert _run(layer, x[:0], gemv.kernel_path()).shape == (0, 70)
+
+
+def test_rows_not_a_multiple_of_32_are_refused_and_the_layer_takes_another_path():
+    """Decision: the kernels refuse a width that is no whole number of Q8_0 blocks (every registered model's widths
+    are multiples of 32); a layer of such a width keeps PyTorch's kernels."""
+    with pytest.raises(RuntimeError, match="not a multiple of 32"):
+        torch.ops.zoo_gemv.int8_a8(torch.randn(1, 40), torch.zeros(4, 40, dtype=torch.int8), torch.ones(4), 0)
+    with pytest.raises(RuntimeError, match="gs a multiple of 32"):
+        codes, scale = torch.zeros(4, 24, dtype=torch.uint8), torch.ones(4, 3, dtype=torch.float16)
+        torch.ops.zoo_gemv.int4_a8(torch.randn(1, 48), codes, scale, scale, 16, 0)
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        gemv.quantize_q8_0(torch.randn(2, 40))
+    layer = QuantizedLinear.from_float(nn.Linear(40, 24), bits=8, act_bits=8).eval()
+    x = torch.randn(3, 40)
+    with torch.inference_mode():
+        assert torch.allclose(layer(x), F.linear(x, layer.dequantize(), layer.bias), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32)])
+def test_the_layer_sends_every_row_to_the_8_bit_kernels(bits, group_size):
+    layer = _layer(bits, group_size, 48, 96)
+    for x in (torch.randn(1, 96), torch.randn(2, 5, 96), torch.randn(3, 96).bfloat16()):
+        want = _run(layer, x.reshape(-1, 96).float(), gemv.kernel_path()).reshape(*x.shape[:-1], 48).to(x.dtype)
+        with torch.inference_mode():
+            y = layer(x)
+        assert y.dtype == x.dtype and torch.equal(y, want + layer.bias.to(x.dtype))
+    layer.act_bits = 16  # the int16 row: one row to zoo_gemv::int8 / int4
+    x = torch.randn(1, 96)
+    with torch.inference_mode():
+        assert not torch.equal(layer(x), _run(layer, x, gemv.kernel_path()) + layer.bias)
+
+
+def _cpuinfo_paths() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    if flags is None:
+        return None
+    flags = set(flags)
+    found = set()
+    if {"avx2", "fma", "f16c"} <= flags:
+        found.add("avx2")
+        if "avx_vnni" in flags:
+            found.add("avxvnni")
+        if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
+            found.add("avx512vnni")
+    return found
+
+
+def test_the_dispatcher_takes_the_widest_path_the_cpu_reports(monkeypatch):
+    monkeypatch.delenv("ZOO_GEMV_ISA", raising=False)
+    found = gemv.cpu_isas()
+    assert found and found[0] == "avx2" and set(found) <= set(gemv.ISAS)
+    reported = _cpuinfo_paths()
+    if reported is not None:  # the compiler's cpuid check agrees with the kernel's flags
+        assert set(found) == reported
+    assert gemv.kernel_path() == found[-1]
+    for isa in found:
+        monkeypatch.setenv("ZOO_GEMV_ISA", isa.upper())
+        assert gemv.kernel_path() == isa
+
+
+def test_a_forced_path_the_cpu_lacks_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(gemv, "_cpu_mask", lambda: 1)  # a CPU that reports AVX2 alone
+    monkeypatch.setenv("ZOO_GEMV_ISA", "avx512vnni")
+    with pytest.raises(ValueError, match=r"does not report AVX-512 VNNI \(it runs avx2\)") as e:
+        gemv.kernel_path()
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="does not run on this CPU"):
+        gemv.gemm_int8_a8(torch.randn(1, 32), torch.zeros(4, 32, dtype=torch.int8), torch.ones(4), "avxvnni")
+    monkeypatch.setenv("ZOO_GEMV_ISA", "sse2")
+    with pytest.raises(ValueError, match="not a kernel path: use one of avx2, avxvnni, avx512vnni"):
+        gemv.kernel_path()
+
+
+def test_the_operators_refuse_a_path_the_cpu_lacks():
+    missing = [i for i, isa in enumerate(gemv.ISAS) if isa not in gemv.cpu_isas()] + [len(gemv.ISAS), -1]
+    for isa in missing:  # the paths this CPU lacks (none on an AVX-512 VNNI machine) and indices of no path
+        with pytest.raises(RuntimeError, match="cannot run the 8-bit activation path"):
+            torch.ops.zoo_gemv.int8_a8(torch.randn(1, 32), torch.zeros(4, 32, dtype=torch.int8), torch.ones(4), isa)
+
+
+def test_a_forced_path_runs_the_layer(monkeypatch):
+    """ZOO_GEMV_ISA is read at the first 8-bit product of the process: the cached choice is what the layer runs."""
+    layer = _layer(4, 32, 40, 64)
+    x = torch.randn(3, 64)
+    with torch.inference_mode():
+        y = layer(x)
+    for isa in gemv.cpu_isas():
+        monkeypatch.setitem(gemv._state, "isa", gemv.ISAS.index(isa))
+        with torch.inference_mode():
+            assert torch.equal(layer(x), y)
+
+
+def _tiny_lm(fmt: str) -> nn.Module:
+    import zoo
+    from zoo.bench.harness import randomize_
+    from zoo.lm.quant import quantize_model
+
+    tiny = dict(vocab_size=128, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                num_key_value_heads=2)  # fmt: skip
+    return quantize_model(randomize_(zoo.create_model("mobilellm_125m", **tiny), 0).eval(), fmt).eval()
+
+
+def _compiled_matches_eager(fmt: str, op: str) -> None:
+    from torch._inductor.utils import run_and_get_code
+
+    model = _tiny_lm(fmt)
+    ids = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(1))
+    eager = model.generate(ids, max_new_tokens=10)
+    compiled, code = run_and_get_code(lambda: model.generate(ids, max_new_tokens=10, compile=True))
+    assert torch.equal(compiled, eager)
+    assert op in "\n".join(code)  # the compiled step calls the act width's kernel
+
+
+def test_the_compiled_step_gives_eager_tokens_with_8_bit_activations():
+    _compiled_matches_eager("int4a8", "zoo_gemv.int4_a8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fmt,op", [("int8a8", "zoo_gemv.int8_a8"), ("int8a16", "zoo_gemv.int8.default"), ("int4a16", "zoo_gemv.int4.")]
+)
+def test_the_compiled_step_gives_eager_tokens_at_each_act_width(fmt, op):
+    _compiled_matches_eager(fmt, op)
