@@ -271,7 +271,129 @@ class RecursivePrunePlan(DecoderPrunePlan):
                 keep_cols(linears[1], kept)
 
 
-class RecursiveLM(DecoderLM):
+class _RoutedSteps:
+    """The recursion steps under Mixture-of-Recursions routing (expert or token choice, see the module doc): which
+    tokens each step runs, their gathering into a shorter sequence and the weighted scatter back, and the routers'
+    auxiliary losses. Mixed into :class:`RecursiveLM`, whose ``config``, ``routers``, ``steps``, ``rotary`` and
+    ``_run_app`` it uses."""
+
+    config: RecursiveConfig
+    routers: nn.ModuleList
+    steps: list[list[int]]
+    rotary: RotaryEmbedding
+
+    def _select(self, active: torch.Tensor, ctx: _Pass) -> _Selection | None:
+        """The tokens of ``active`` ``(B, T)`` gathered with their sequence indices and RoPE tables (None: none)."""
+        idx, valid = gather_active(active)
+        if idx.shape[1] == 0:
+            return None
+        seq = torch.where(valid, extend(ctx.seq.expand(ctx.B, -1)).gather(1, idx), torch.full_like(idx, -1))
+        pos = extend(ctx.rope_pos).gather(1, idx)
+        return _Selection(idx, valid, seq, self.rotary(pos, ctx.rope[0].dtype))
+
+    def _run_step(self, r: int, x: torch.Tensor, ctx: _Pass, sel: _Selection | None) -> torch.Tensor:
+        for i in self.steps[r]:
+            x = self._run_app(i, x, ctx, sel)
+        return x
+
+    def _expert_steps(
+        self, x: torch.Tensor, ctx: _Pass, mode: str, route_masks: Sequence[torch.Tensor] | None, record: list
+    ) -> torch.Tensor:
+        """Expert choice: per step, its router keeps the top-k (``mode="topk"``) or the above-threshold tokens of
+        those still active, and ``x[sel] += score * blocks(x[sel])``."""
+        c = self.config
+        T = ctx.T
+        caps = c.capacities()
+        active = None  # None: every token
+        for r in range(c.num_recursion):
+            logit = self.routers[r](x).squeeze(-1)  # (B, T)
+            prob = torch.sigmoid(logit)
+            score = c.router_alpha * prob
+            candidates = active
+            if caps[r] >= 1.0 and candidates is None:
+                chosen = None
+            elif route_masks is not None:
+                chosen = route_masks[r].to(x.device).bool()
+                chosen = chosen if candidates is None else chosen & candidates
+            elif mode == "topk":
+                avail = T if candidates is None else int(candidates.sum(1).min())
+                k = min(max(1, int(caps[r] * T)), avail)
+                masked = score if candidates is None else score.masked_fill(~candidates, float("-inf"))
+                top = masked.topk(k, dim=1, sorted=False).indices
+                chosen = torch.zeros_like(logit, dtype=torch.bool)
+                chosen = chosen.scatter(1, top, torch.ones_like(top, dtype=torch.bool))
+            else:
+                chosen = prob >= c.routing_threshold
+                chosen = chosen if candidates is None else chosen & candidates
+            if self.training and c.aux_loss_coeff > 0:
+                target = torch.ones_like(logit) if chosen is None else chosen.to(logit.dtype)
+                if candidates is None:
+                    bce = F.binary_cross_entropy_with_logits(logit, target)
+                else:
+                    bce = F.binary_cross_entropy_with_logits(logit[candidates], target[candidates])
+                ctx.aux.append(c.aux_loss_coeff * bce)
+            record.append(torch.ones_like(logit, dtype=torch.bool) if chosen is None else chosen)
+            if chosen is None:
+                x = x + score.unsqueeze(-1) * self._run_step(r, x, ctx, None)
+            else:
+                sel = self._select(chosen, ctx)
+                if sel is not None:
+                    index = sel.idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+                    x_ext = extend(x)
+                    out = self._run_step(r, x_ext.gather(1, index), ctx, sel)
+                    weight = extend(score).gather(1, sel.idx) * sel.valid
+                    x = x_ext.scatter_add(1, index, out * weight.unsqueeze(-1).to(out.dtype))[:, :T]
+            active = chosen
+        return x
+
+    def _token_steps(
+        self, x: torch.Tensor, ctx: _Pass, route_masks: Sequence[torch.Tensor] | None, record: list
+    ) -> torch.Tensor:
+        """Token choice: one router picks each token's depth ``d``; the token runs ``d + 1`` steps and leaves with
+        ``x + p_d * h_d``."""
+        c = self.config
+        n, T = c.num_recursion, ctx.T
+        logits = self.routers[0](x)  # (B, T, N_r)
+        probs = logits.softmax(dim=-1) * c.router_alpha
+        if route_masks is not None:
+            depth = torch.stack([m.to(x.device).bool() for m in route_masks], 0).sum(0) - 1
+            depth = depth.clamp(min=0)
+        else:
+            choice = probs + self.router_bias if c.balancing == "loss_free" else probs
+            depth = choice.argmax(dim=-1)  # (B, T): the token runs depth + 1 steps
+        weight = probs.gather(-1, depth.unsqueeze(-1)).squeeze(-1)
+        if self.training and route_masks is None:
+            load = torch.bincount(depth.flatten(), minlength=n).to(probs.dtype) / depth.numel()
+            if c.balancing == "loss":
+                ctx.aux.append(c.balancing_coeff * n * (probs.mean(dim=(0, 1)) * load).sum())
+            else:
+                with torch.no_grad():
+                    self.router_bias.add_(c.bias_update_rate * torch.sign(1.0 / n - load))
+        out_x = x
+        cur = x
+        D = x.shape[-1]
+        for r in range(n):
+            active = depth >= r
+            record.append(active)
+            finish = (depth == r).to(x.dtype) * weight
+            if r == 0:  # every token runs the first step
+                h = self._run_step(r, cur, ctx, None)
+                out_x = out_x + finish.unsqueeze(-1) * h
+                cur = h
+                continue
+            sel = self._select(active, ctx)
+            if sel is None:
+                break
+            index = sel.idx.unsqueeze(-1).expand(-1, -1, D)
+            cur_ext = extend(cur)
+            h = self._run_step(r, cur_ext.gather(1, index), ctx, sel)
+            w = extend(finish).gather(1, sel.idx) * sel.valid
+            out_x = extend(out_x).scatter_add(1, index, h * w.unsqueeze(-1))[:, :T]
+            cur = cur_ext.scatter(1, index, h)[:, :T]  # padded rows land on the dropped extra row
+        return out_x
+
+
+class RecursiveLM(_RoutedSteps, DecoderLM):
     """A recursive (weight-shared) decoder with optional Mixture-of-Recursions routing and per-loop LoRA.
 
     ``model(input_ids)`` -> logits ``(B, T, vocab)``; :meth:`generate` decodes with a :class:`RoutedKVCache`.
@@ -604,108 +726,6 @@ class RecursiveLM(DecoderLM):
         if sel is not None:
             sel.masks[kind] = mask
         return mask
-
-    def _select(self, active: torch.Tensor, ctx: _Pass) -> _Selection | None:
-        idx, valid = gather_active(active)
-        if idx.shape[1] == 0:
-            return None
-        seq = torch.where(valid, extend(ctx.seq.expand(ctx.B, -1)).gather(1, idx), torch.full_like(idx, -1))
-        pos = extend(ctx.rope_pos).gather(1, idx)
-        return _Selection(idx, valid, seq, self.rotary(pos, ctx.rope[0].dtype))
-
-    def _run_step(self, r: int, x: torch.Tensor, ctx: _Pass, sel: _Selection | None) -> torch.Tensor:
-        for i in self.steps[r]:
-            x = self._run_app(i, x, ctx, sel)
-        return x
-
-    # -- routing ------------------------------------------------------------------------------------------------
-    def _expert_steps(self, x, ctx, mode, route_masks, record):
-        c = self.config
-        T = ctx.T
-        caps = c.capacities()
-        active = None  # None: every token
-        for r in range(c.num_recursion):
-            logit = self.routers[r](x).squeeze(-1)  # (B, T)
-            prob = torch.sigmoid(logit)
-            score = c.router_alpha * prob
-            candidates = active
-            if caps[r] >= 1.0 and candidates is None:
-                chosen = None
-            elif route_masks is not None:
-                chosen = route_masks[r].to(x.device).bool()
-                chosen = chosen if candidates is None else chosen & candidates
-            elif mode == "topk":
-                avail = T if candidates is None else int(candidates.sum(1).min())
-                k = min(max(1, int(caps[r] * T)), avail)
-                masked = score if candidates is None else score.masked_fill(~candidates, float("-inf"))
-                top = masked.topk(k, dim=1, sorted=False).indices
-                chosen = torch.zeros_like(logit, dtype=torch.bool)
-                chosen = chosen.scatter(1, top, torch.ones_like(top, dtype=torch.bool))
-            else:
-                chosen = prob >= c.routing_threshold
-                chosen = chosen if candidates is None else chosen & candidates
-            if self.training and c.aux_loss_coeff > 0:
-                target = torch.ones_like(logit) if chosen is None else chosen.to(logit.dtype)
-                if candidates is None:
-                    bce = F.binary_cross_entropy_with_logits(logit, target)
-                else:
-                    bce = F.binary_cross_entropy_with_logits(logit[candidates], target[candidates])
-                ctx.aux.append(c.aux_loss_coeff * bce)
-            record.append(torch.ones_like(logit, dtype=torch.bool) if chosen is None else chosen)
-            if chosen is None:
-                x = x + score.unsqueeze(-1) * self._run_step(r, x, ctx, None)
-            else:
-                sel = self._select(chosen, ctx)
-                if sel is not None:
-                    index = sel.idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])
-                    x_ext = extend(x)
-                    out = self._run_step(r, x_ext.gather(1, index), ctx, sel)
-                    weight = extend(score).gather(1, sel.idx) * sel.valid
-                    x = x_ext.scatter_add(1, index, out * weight.unsqueeze(-1).to(out.dtype))[:, :T]
-            active = chosen
-        return x
-
-    def _token_steps(self, x, ctx, route_masks, record):
-        c = self.config
-        n, T = c.num_recursion, ctx.T
-        logits = self.routers[0](x)  # (B, T, N_r)
-        probs = logits.softmax(dim=-1) * c.router_alpha
-        if route_masks is not None:
-            depth = torch.stack([m.to(x.device).bool() for m in route_masks], 0).sum(0) - 1
-            depth = depth.clamp(min=0)
-        else:
-            choice = probs + self.router_bias if c.balancing == "loss_free" else probs
-            depth = choice.argmax(dim=-1)  # (B, T): the token runs depth + 1 steps
-        weight = probs.gather(-1, depth.unsqueeze(-1)).squeeze(-1)
-        if self.training and route_masks is None:
-            load = torch.bincount(depth.flatten(), minlength=n).to(probs.dtype) / depth.numel()
-            if c.balancing == "loss":
-                ctx.aux.append(c.balancing_coeff * n * (probs.mean(dim=(0, 1)) * load).sum())
-            else:
-                with torch.no_grad():
-                    self.router_bias.add_(c.bias_update_rate * torch.sign(1.0 / n - load))
-        out_x = x
-        cur = x
-        D = x.shape[-1]
-        for r in range(n):
-            active = depth >= r
-            record.append(active)
-            finish = (depth == r).to(x.dtype) * weight
-            if r == 0:  # every token runs the first step
-                h = self._run_step(r, cur, ctx, None)
-                out_x = out_x + finish.unsqueeze(-1) * h
-                cur = h
-                continue
-            sel = self._select(active, ctx)
-            if sel is None:
-                break
-            index = sel.idx.unsqueeze(-1).expand(-1, -1, D)
-            cur_ext = extend(cur)
-            h = self._run_step(r, cur_ext.gather(1, index), ctx, sel)
-            w = extend(finish).gather(1, sel.idx) * sel.valid
-            out_x = extend(out_x).scatter_add(1, index, h * w.unsqueeze(-1))[:, :T]
-            cur = cur_ext.scatter(1, index, h)[:, :T]  # padded rows land on the dropped extra row
-        return out_x
 
 
 # --------------------------------------------------------------------------------------------------------------
