@@ -40,10 +40,13 @@ def subject_marks(name: str, fixturenames, source: str) -> list[str]:
 
 
 def _source(function) -> str:
+    """The function's own code, from its ``def`` line (not its decorators' arguments)."""
     try:
-        return inspect.getsource(function)
+        source = inspect.getsource(function)
     except (OSError, TypeError):
         return ""
+    start = re.search(r"^\s*(async\s+)?def\s", source, re.M)
+    return source[start.start() :] if start else source
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by them
@@ -53,7 +56,8 @@ def pytest_collection_modifyitems(config, items):
         function = getattr(item, "function", None)
         if function not in sources:
             sources[function] = _source(function) if function is not None else ""
-        for mark in subject_marks(item.name, getattr(item, "fixturenames", ()), sources[function]):
+        name = getattr(item, "originalname", item.name)  # without the parameters' ids
+        for mark in subject_marks(name, getattr(item, "fixturenames", ()), sources[function]):
             if item.get_closest_marker(mark) is None:
                 item.add_marker(mark)
 

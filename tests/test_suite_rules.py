@@ -82,6 +82,18 @@ def test_subject_markers_follow_from_what_a_test_does(name, fixtures, source, ma
     assert conftest.subject_marks(name, fixtures, source) == marks
 
 
+@pytest.mark.parametrize("command", ["TORCHRUN"])
+def _decorated(command):
+    return command
+
+
+def test_the_source_rule_reads_the_function_not_its_decorators():
+    """A parametrize list that names TORCHRUN (as the cases above do) does not make a test a ddp test."""
+    source = conftest._source(_decorated)
+    assert source.startswith("def _decorated") and "TORCHRUN" not in source
+    assert conftest.subject_marks("_decorated", (), source) == []
+
+
 def test_a_test_that_uses_the_hub_is_marked_hub(request):
     """The marks are on the collected items (added before -m selects by them)."""
     items = [i for i in request.session.items if "hub" in getattr(i, "fixturenames", ())]
