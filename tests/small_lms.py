@@ -64,11 +64,11 @@ def tiny_lm_args(name: str) -> dict:
     heads, else 4; windows at most :data:`TINY_WINDOW`; token ids past the tiny vocabulary dropped; the smallest
     depth (from 2) its config accepts (recursion needs room for its shared blocks), per-layer lists cut to it.
     Only the arguments that differ from the registered defaults are returned."""
-    return dict(_tiny_lm_args(name))
+    return dict(_tiny_lm_args(name, zoo.registry.get_entry(name).fn))
 
 
 @functools.cache
-def _tiny_lm_args(name: str) -> dict:
+def _tiny_lm_args(name: str, builder) -> dict:  # by builder too: a name registered again is derived again
     with torch.device("meta"):
         full = zoo.create_model(name).config
     base = dataclasses.asdict(full)
