@@ -499,6 +499,26 @@ struct WeightsA8 {
   int64_t per = 1;                  // int4: blocks per group
 };
 
+// one int4 row's float16 scales as float32 per block of 32 and its zero points as float32 per group
+inline void expand_scales(const at::Half* scale, const at::Half* zero, int64_t G, int64_t per, float* sc, float* zt) {
+  int64_t g = 0;
+  for (; g + 8 <= G; g += 8) {
+    const __m256 s8 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scale + g)));
+    _mm256_storeu_ps(zt + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zero + g))));
+    if (per == 1) {
+      _mm256_storeu_ps(sc + g, s8);
+    } else {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, s8);
+      for (int64_t i = 0; i < 8; ++i) std::fill(sc + (g + i) * per, sc + (g + i + 1) * per, tmp[i]);
+    }
+  }
+  for (; g < G; ++g) {
+    zt[g] = _cvtsh_ss(zero[g].x);
+    std::fill(sc + g * per, sc + (g + 1) * per, _cvtsh_ss(scale[g].x));
+  }
+}
+
 constexpr int64_t kTile = 8;  // output rows whose codes stay in L1 while every activation row passes them
 
 // y[m, n] for n in [n0, n1), every m: the float code shared by the three paths, DOTS8 the path's eight block sums.
@@ -508,13 +528,9 @@ constexpr int64_t kTile = 8;  // output rows whose codes stay in L1 while every 
     std::vector<float> sc(int4 ? kTile * B : 0), zt(int4 ? kTile * G : 0);                                         \
     for (int64_t t0 = n0; t0 < n1; t0 += kTile) {                                                                  \
       const int64_t t1 = std::min(n1, t0 + kTile);                                                                 \
-      if (int4) /* each row's scale per block and zero per group */                                                \
+      if (int4)                                                                                                    \
         for (int64_t n = t0; n < t1; ++n)                                                                          \
-          for (int64_t g = 0; g < G; ++g) {                                                                        \
-            const float s = static_cast<float>(w.scale4[n * G + g]);                                               \
-            zt[(n - t0) * G + g] = static_cast<float>(w.zero4[n * G + g]);                                         \
-            for (int64_t b = g * w.per; b < (g + 1) * w.per; ++b) sc[(n - t0) * B + b] = s;                        \
-          }                                                                                                        \
+          expand_scales(w.scale4 + n * G, w.zero4 + n * G, G, w.per, sc.data() + (n - t0) * B, zt.data() + (n - t0) * G); \
       for (int64_t m = 0; m < a.M; ++m) {                                                                          \
         const int8_t* xq = a.q.data() + m * K;                                                                     \
         const float* d = a.d.data() + m * B;                                                                       \

@@ -563,7 +563,9 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activations == "int8_dynamic":
             x = _fake_quantize_tokens(x)
-        if kernel_path(x):
+        # widths that are no multiple of 32 take the portable form: PyTorch's _weight_int8pack_mm gives garbage for
+        # some of them (a width of 40 on an AVX-512 CPU, torch 2.15), and the zoo's kernels take whole blocks of 32
+        if kernel_path(x) and self.in_features % 32 == 0:
             if self.act_bits == 8 and self._rows_a8(x):  # every row to int8 (Q8_0), byte products: zoo.lm.gemv
                 y = self._gemm_a8(x.reshape(-1, self.in_features).float())
             elif self._one_row(x):  # a decoded token: zoo.lm.gemv's kernels on the float32 row
