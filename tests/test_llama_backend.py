@@ -240,3 +240,21 @@ def test_eval_perplexity_through_llama_cpp(lm_folder):
         evaluate_model(str(lm_folder), "pydoc", backend=LLAMA, quantize="int8", **settings)
     with pytest.raises(ValueError, match="a GGUF type"):
         evaluate_model(str(lm_folder), "pydoc", quantize="q8_0", **settings)
+
+
+def test_the_weights_check_at_each_call_digests_with_xxh3_on_kept_threads(mobilellm, monkeypatch):
+    import xxhash
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    weight = mobilellm.model.norm.weight
+    assert llama_backend._content_crc(weight) == xxhash.xxh3_64_intdigest(weight.detach().numpy().tobytes())
+    first = llama_backend._fingerprint(mobilellm)
+    pool = llama_backend._digest_pool(2)
+    assert llama_backend._fingerprint(mobilellm) == first and llama_backend._digest_pool(2) is pool  # kept
+    before = weight.data[0].item()
+    try:
+        weight.data[0] = before + 1.0  # an edit through .data: no version bump, a new digest
+        assert llama_backend._fingerprint(mobilellm) != first
+    finally:
+        weight.data[0] = before
+    assert llama_backend._fingerprint(mobilellm) == first
