@@ -6,7 +6,9 @@ Every candidate runs all of them once per round (random weights of the real shap
 product); rounds interleave the candidates, and the table gives each one's median. Candidates: float32 and
 bfloat16 ``F.linear`` and the zoo's one-row float32 kernel (:mod:`zoo.lm.gemv`); the zoo's int8 / int4 layers
 fed one float32 row (the zoo's decoding path: ``zoo_gemv`` where it runs, else the bf16 path below) and their
-portable form (codes converted inside ``F.linear``); ``aten._weight_int8pack_mm`` and the CPU int4 tinygemm kernel
+portable form (codes converted inside ``F.linear``); the 8-bit activation kernels (``act_bits=8``: the row rounded
+to int8 per block of 32) alone on every instruction path this CPU runs (``avx2``, ``avxvnni``, ``avx512vnni``) and
+through the layer, beside the int16 ones (``act_bits=16``); ``aten._weight_int8pack_mm`` and the CPU int4 tinygemm kernel
 ``aten._weight_int4pack_mm_for_cpu`` called directly (the zoo's path for prompts); torchao's
 ``Int8WeightOnlyConfig`` and ``Int4OpaqueTensor`` (the same kernels behind tensor subclasses); int4 dequantized
 per call; int8 dynamic activations with ``torch._int_mm`` (not weight-only: for reference). ``--decode`` adds

@@ -1,4 +1,4 @@
-"""Matrix-vector products for decoding one token on an AVX2 CPU: float32, int8 and int4 weights.
+"""Matrix products for decoding on an AVX2 CPU: float32, int8 and int4 weights, activations rounded to int16 or int8.
 
 A decoded token multiplies one activation row by every weight matrix of the model once, so its speed is how fast
 the CPU streams and converts the weights. PyTorch's kernels for that case are made for other shapes or CPUs. The
@@ -17,11 +17,34 @@ Numerics:
   ``y[n] = scale[n] * sum_b d_b * sum_c q[n, c] xq[c]`` (int8), and for int4 ``w = (u - 8) * scale_g + zero_g``,
   ``y[n] = sum_g scale_g sum_b d_b sum_c u xq + sum_g (zero_g - 8 scale_g) * sum_{c in g} x_c``. This is closer to
   the float product of the dequantized weights than the bf16-rounded rows PyTorch's integer kernels are fed.
+  These are the kernels of ``act_bits=16`` (:mod:`zoo.lm.quant`), and the fallback of ``act_bits=8``.
+* ``gemm_int8_a8`` / ``gemm_int4_a8`` (``act_bits=8``, any number of rows): each row is rounded to int8 per block of
+  32 columns as llama.cpp's Q8_0 does it (:func:`quantize_q8_0`: ``d`` = block absolute max / 127, ``q = round(x /
+  d)`` to nearest even, ``|q| <= 127``; a block below float32's smallest normal number is zero codes with ``d = 0``;
+  error at most ``d / 2`` per value, relative 1/254 of the block's largest value), then multiplied with the weight
+  codes byte by byte, every block's sum exact in int32: int8 ``y[n] = scale[n] * sum_b d_b * sum_c q[n, c] xq[c]``;
+  int4 ``y[n] = sum_b scale_g d_b sum_c (u - 8) xq + sum_g zero_g * sum_{c in g} x_c`` (the zero point meets the
+  float row, so only the centred part ``(u - 8) * scale`` sees the rounding). A row length that is no multiple of
+  32 is refused (the layers keep the portable product for such widths; every registered model's widths are
+  multiples of 32). Three instruction paths give the block sums: ``avx2`` (``vpmaddubsw`` + ``vpmaddwd``; the
+  unsigned-by-signed byte multiply takes ``|w|`` and the activation with ``w``'s sign, as llama.cpp does, so no pair
+  sum saturates), ``avxvnni`` (``vpdpbusd`` on 256 bits) and ``avx512vnni`` (``vpdpbusd`` on 512 bits, two blocks
+  per register). Each is compiled with function-level target attributes into the one build and chosen at run time
+  from what the CPU reports (``__builtin_cpu_supports``): :func:`kernel_path` names the one that runs,
+  :func:`cpu_isas` those this CPU runs, and ``ZOO_GEMV_ISA=avx2|avxvnni|avx512vnni`` forces one (refused with one
+  line where the CPU lacks it; read at the first product). Integer sums are exact and every path hands them to
+  the same float code, so the paths give identical bits. Preference (:data:`PREFERENCE`), measured on this
+  machine's CPU (Xeon with AVX-512 VNNI and AVX-VNNI; one thread, CPU time, three ``mobilellm_125m`` projections,
+  one row / 128 rows, ms): int8 avx2 0.108 / 6.92, avxvnni 0.106 / 5.95, avx512vnni 0.130 / 7.21; int4 g32 0.130 /
+  7.80, 0.124 / 7.03, 0.140 / 8.26: AVX-VNNI first. Several rows are one small GEMM: all rows are quantized once,
+  output rows are split across threads in tiles of 8 whose codes stay in cache while every row passes them, and
+  from 4 rows each tile is prepared once for all of them (int4 codes unpacked to bytes; with VNNI, int8 rows meet
+  the activation offset to unsigned ``x + 128``, minus ``128 * sum w`` per block).
 
 The kernels are C++ (below), built by ``torch.utils.cpp_extension`` with the system's C++ compiler at first use
 (about 15 s; cached in torch's extension folder, keyed by the source) and registered as the operators
-``zoo_gemv::f32`` / ``int8`` / ``int4`` / ``attend`` (one token's attention, :func:`attend_one`), with shape
-functions so that ``torch.compile`` calls them from a compiled graph; :class:`OneRowProducts` hands a compiled
+``zoo_gemv::f32`` / ``int8`` / ``int4`` / ``int8_a8`` / ``int4_a8`` / ``q8_0`` / ``attend`` (one token's attention,
+:func:`attend_one`), with shape functions so that ``torch.compile`` calls them from a compiled graph; :class:`OneRowProducts` hands a compiled
 graph's float32 one-row products to ``zoo_gemv::f32``. :func:`available` says whether they can run here: an AVX2
 CPU (``torch.backends.cpu.get_cpu_capability()``), a compiler, and ``ZOO_GEMV`` not set to ``0``. Where not,
 callers keep PyTorch's kernels; a failed build warns once.
@@ -415,6 +438,39 @@ ZOO_T_512 inline __m256i dots8_u4_512(const int8_t* x, const uint8_t* c) {
   return reduce8(v);
 }
 
+// eight blocks of unsigned bytes u times signed bytes s, for weights prepared once per tile: int4 codes unpacked
+// to bytes (0..15: maddubs cannot saturate), or with VNNI an int8 row against the activation offset to x + 128
+inline __m256i dots8_ub_avx2(const uint8_t* u, const int8_t* s) {
+  __m256i v[8];
+  for (int i = 0; i < 8; ++i) {
+    const __m256i uv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i * kBlock));
+    const __m256i sv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i * kBlock));
+    v[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(uv, sv), _mm256_set1_epi16(1));
+  }
+  return reduce8(v);
+}
+
+ZOO_T_VNNI inline __m256i dots8_ub_vnni(const uint8_t* u, const int8_t* s) {
+  __m256i v[8];
+  for (int i = 0; i < 8; ++i) {
+    const __m256i uv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i * kBlock));
+    const __m256i sv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i * kBlock));
+    v[i] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), uv, sv);
+  }
+  return reduce8(v);
+}
+
+ZOO_T_512 inline __m256i dots8_ub_512(const uint8_t* u, const int8_t* s) {
+  __m256i v[8];
+  for (int i = 0; i < 4; ++i) {
+    const __m512i r = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(u + i * 2 * kBlock),
+                                          _mm512_loadu_si512(s + i * 2 * kBlock));
+    v[2 * i] = _mm512_castsi512_si256(r);
+    v[2 * i + 1] = _mm512_extracti64x4_epi64(r, 1);
+  }
+  return reduce8(v);
+}
+
 // the activation rows, quantized once per call
 struct RowsA8 {
   int64_t M = 0, K = 0, B = 0, G = 0;
@@ -422,6 +478,7 @@ struct RowsA8 {
   std::vector<float> d;     // (M, B): the block scales
   std::vector<float> gsum;    // (M, G): the float sum of x over each weight group (int4's zero points)
   std::vector<int32_t> isum;  // (M, B): the sum of each block's codes (int4's centre: u - 8)
+  std::vector<uint8_t> u;     // (M, K): the codes + 128 as unsigned bytes (int8 weights with VNNI, prompts)
 };
 
 // one row: d = amax / 127, q = round(x / d) (to nearest, ties to even); a block whose amax is below float32's
@@ -519,15 +576,31 @@ inline void expand_scales(const at::Half* scale, const at::Half* zero, int64_t G
   }
 }
 
-constexpr int64_t kTile = 8;  // output rows whose codes stay in L1 while every activation row passes them
+constexpr int64_t kTile = 8;   // output rows whose codes stay in L1 while every activation row passes them
+constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared once for all of them
 
 // y[m, n] for n in [n0, n1), every m: the float code shared by the three paths, DOTS8 the path's eight block sums.
-#define ZOO_A8_CHUNK(NAME, TARGET, DOTS8_I8, DOTS8_U4)                                                              \
+// Prompts (kReuse rows or more) prepare each tile once: int4 codes unpacked to bytes; with VNNI, int8 rows' block
+// sums, so that the offset activation (x + 128, unsigned) meets the signed codes directly: sum (x + 128) w - 128 sum w.
+#define ZOO_A8_CHUNK(NAME, TARGET, DOTS8_I8, DOTS8_U4, DOTS8_UB, OFFSET_I8)                                         \
   TARGET void NAME(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t n0, int64_t n1) {  \
     const int64_t B = a.B, G = a.G, K = a.K;                                                                       \
+    const bool reuse = a.M >= kReuse, offset8 = !int4 && reuse && (OFFSET_I8);                                     \
     std::vector<float> sc(int4 ? kTile * B : 0), zt(int4 ? kTile * G : 0);                                         \
+    std::vector<uint8_t> wt(int4 && reuse ? kTile * K : 0);                                                        \
+    std::vector<int32_t> ws(offset8 ? kTile * B : 0);                                                              \
     for (int64_t t0 = n0; t0 < n1; t0 += kTile) {                                                                  \
       const int64_t t1 = std::min(n1, t0 + kTile);                                                                 \
+      for (int64_t n = t0; reuse && n < t1; ++n) {                                                                 \
+        const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;                               \
+        for (int64_t b = 0; b < B; ++b)                                                                            \
+          if (int4)                                                                                                \
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(wt.data() + (n - t0) * K + b * kBlock),                 \
+                                nibbles(row + b * kBlock / 2));                                                    \
+          else if (offset8)                                                                                        \
+            ws[(n - t0) * B + b] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,              \
+                                                   reinterpret_cast<const int8_t*>(row) + (b + 1) * kBlock, 0);    \
+      }                                                                                                            \
       if (int4)                                                                                                    \
         for (int64_t n = t0; n < t1; ++n)                                                                          \
           expand_scales(w.scale4 + n * G, w.zero4 + n * G, G, w.per, sc.data() + (n - t0) * B, zt.data() + (n - t0) * G); \
@@ -542,8 +615,16 @@ constexpr int64_t kTile = 8;  // output rows whose codes stay in L1 while every 
           int64_t b = 0;                                                                                           \
           float rest = 0.0f;                                                                                       \
           if (!int4) {                                                                                             \
+            const int8_t* wrow = reinterpret_cast<const int8_t*>(row);                                             \
             for (; b + 8 <= B; b += 8) {                                                                           \
-              const __m256i dots = DOTS8_I8(xq + b * kBlock, reinterpret_cast<const int8_t*>(row) + b * kBlock);   \
+              __m256i dots;                                                                                        \
+              if (offset8) {                                                                                       \
+                const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ws.data() + (n - t0) * B + b)); \
+                dots = _mm256_sub_epi32(DOTS8_UB(a.u.data() + m * K + b * kBlock, wrow + b * kBlock),               \
+                                        _mm256_slli_epi32(sums, 7));                                               \
+              } else {                                                                                             \
+                dots = DOTS8_I8(xq + b * kBlock, wrow + b * kBlock);                                               \
+              }                                                                                                    \
               acc = _mm256_fmadd_ps(_mm256_loadu_ps(d + b), _mm256_cvtepi32_ps(dots), acc);                        \
             }                                                                                                      \
             for (; b < B; ++b)                                                                                     \
@@ -553,7 +634,9 @@ constexpr int64_t kTile = 8;  // output rows whose codes stay in L1 while every 
           } else {                                                                                                 \
             for (; b + 8 <= B; b += 8) {                                                                           \
               const __m256i centre = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + b)), 3); \
-              const __m256i dots = _mm256_sub_epi32(DOTS8_U4(xq + b * kBlock, row + b * kBlock / 2), centre);      \
+              const __m256i raw = reuse ? DOTS8_UB(wt.data() + (n - t0) * K + b * kBlock, xq + b * kBlock)         \
+                                        : DOTS8_U4(xq + b * kBlock, row + b * kBlock / 2);                         \
+              const __m256i dots = _mm256_sub_epi32(raw, centre);                                                  \
               const __m256 coef = _mm256_mul_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(s + b));                   \
               acc = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(dots), acc);                                          \
             }                                                                                                      \
@@ -573,9 +656,10 @@ constexpr int64_t kTile = 8;  // output rows whose codes stay in L1 while every 
     }                                                                                                              \
   }
 
-ZOO_A8_CHUNK(chunk_avx2, , dots8_i8_avx2, dots8_u4_avx2)
-ZOO_A8_CHUNK(chunk_vnni, ZOO_T_VNNI, dots8_i8_vnni, dots8_u4_vnni)
-ZOO_A8_CHUNK(chunk_512, ZOO_T_512, dots8_i8_512, dots8_u4_512)
+// AVX2's maddubs would saturate on (x + 128) * w: its int8 rows keep the sign trick
+ZOO_A8_CHUNK(chunk_avx2, , dots8_i8_avx2, dots8_u4_avx2, dots8_ub_avx2, false)
+ZOO_A8_CHUNK(chunk_vnni, ZOO_T_VNNI, dots8_i8_vnni, dots8_u4_vnni, dots8_ub_vnni, true)
+ZOO_A8_CHUNK(chunk_512, ZOO_T_512, dots8_i8_512, dots8_u4_512, dots8_ub_512, true)
 
 void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t isa) {
   TORCH_CHECK(isa >= 0 && isa <= 2 && (cpu_isas() >> isa & 1),
@@ -606,7 +690,11 @@ at::Tensor gemm_int8_a8(const at::Tensor& x_, const at::Tensor& q_, const at::Te
   const int64_t M = x.size(0), N = q.size(0), K = q.size(1);
   auto y = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return y;
-  const RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false);
+  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false);
+  if (M >= kReuse && isa != kIsaAvx2) {
+    a.u.resize(M * K);
+    for (int64_t i = 0; i < M * K; ++i) a.u[i] = static_cast<uint8_t>(a.q[i] + 128);
+  }
   WeightsA8 w;
   w.codes = q.data_ptr<int8_t>();
   w.row_bytes = K;
@@ -788,6 +876,8 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 # ------------------------------------------------------------------------------------------------------------------
 
 ISAS = ("avx2", "avxvnni", "avx512vnni")  # the instruction paths of the 8-bit kernels, narrowest first
+# the order they are preferred in, measured (module docstring): 256-bit VNNI beats 512-bit VNNI on a one-token product
+PREFERENCE = ("avxvnni", "avx512vnni", "avx2")
 _ISA_NAMES = {"avx2": "AVX2", "avxvnni": "AVX-VNNI", "avx512vnni": "AVX-512 VNNI"}
 
 
@@ -804,8 +894,8 @@ def cpu_isas() -> tuple[str, ...]:
 
 def kernel_path() -> str | None:
     """The path the 8-bit activation kernels take: ``ZOO_GEMV_ISA`` (``avx2``, ``avxvnni`` or ``avx512vnni``)
-    when set, else the widest this CPU runs; None where the kernels do not run. A forced path that is unknown or
-    that this CPU lacks is a ``ValueError`` of one line."""
+    when set, else the first of :data:`PREFERENCE` this CPU runs; None where the kernels do not run. A forced path
+    that is unknown or that this CPU lacks is a ``ValueError`` of one line."""
     found = cpu_isas()
     forced = os.environ.get("ZOO_GEMV_ISA", "").strip().lower()
     if forced:
@@ -818,7 +908,7 @@ def kernel_path() -> str | None:
                 "ZOO_GEMV_ISA or name a path it runs"
             )
         return forced
-    return found[-1] if found else None
+    return next((isa for isa in PREFERENCE if isa in found), None)
 
 
 def _isa(isa: str | None) -> int:

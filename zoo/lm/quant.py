@@ -55,6 +55,17 @@ never saved; where the one-row kernels run, they read the plain codes, which the
 / TorchScript traces use the portable form: dequantize, then ``F.linear`` (in a trace, the codes are graph
 constants and the program runs anywhere).
 
+Activation width (``act_bits``, config.json ``quantization["act_bits"]``; formats ``"int8a8"``, ``"int8a16"``,
+``"int4a8"``, ``"int4a16"``; ``quantize_model(..., act_bits=)``, :func:`set_act_bits`): with ``8`` (the default,
+:data:`DEFAULT_ACT_BITS`; a config without the field means it) every CPU product of a quantized layer -- a decoded
+token, a prompt, the eager and the compiled step, and the int8 output head -- rounds its rows to int8 per block of
+32 (llama.cpp's Q8_0) and multiplies bytes (:func:`zoo.lm.gemv.gemm_int8_a8` / ``gemm_int4_a8``); with ``16``
+one row goes to the int16 kernels and several rows to PyTorch's kernels on bf16 rows, as above. The default is
+chosen by quality on the quickstart LM (held-out pydoc perplexity, 256-token windows; fp32 119.109): int8a16
++0.012%, int8a8 +0.015%, int4a16 +0.091%, int4a8 +0.095% (bounds: 0.5% at int8, 1% at int4); greedy agreement with
+fp32 over 256 tokens int8 0.97 at both widths, int4 0.47 (a16) and 0.36 (a8). The weights are the same at both
+widths: ``act_bits`` is a run-time choice (:meth:`QuantSpec.same_weights`).
+
 State dict of a :class:`QuantizedLinear` (plain layout, the same on every machine): ``qweight`` (int8 ``(out, in)``;
 int4: uint8 ``(out, in / 2)``, two codes per byte, the even column in the low nibble), ``scale`` (int8: float32
 ``(out,)``; int4: float16 ``(out, in / group_size)``), ``zero`` (int4 only, like ``scale``) and ``bias`` when the
