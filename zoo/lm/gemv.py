@@ -438,37 +438,43 @@ ZOO_T_512 inline __m256i dots8_u4_512(const int8_t* x, const uint8_t* c) {
   return reduce8(v);
 }
 
-// eight blocks of unsigned bytes u times signed bytes s, for weights prepared once per tile: int4 codes unpacked
-// to bytes (0..15: maddubs cannot saturate), or with VNNI an int8 row against the activation offset to x + 128
-inline __m256i dots8_ub_avx2(const uint8_t* u, const int8_t* s) {
-  __m256i v[8];
-  for (int i = 0; i < 8; ++i) {
-    const __m256i uv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i * kBlock));
-    const __m256i sv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i * kBlock));
-    v[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(uv, sv), _mm256_set1_epi16(1));
+// Prompts: eight blocks at a time in the interleaved layout (interleave8), so that lane j of one accumulator sums
+// block j: no per-block reduction. u unsigned, s signed bytes: int4 codes unpacked to bytes (0..15, so AVX2's
+// maddubs cannot saturate) against the activation, or (VNNI) the activation offset to x + 128 against int8 codes.
+inline void interleave8(const uint8_t* src, uint8_t* dst, int64_t B) {  // whole groups of 8 blocks; the tail as is
+  int64_t b = 0;
+  for (; b + 8 <= B; b += 8) {
+    const uint32_t* s32 = reinterpret_cast<const uint32_t*>(src + b * kBlock);
+    uint32_t* d32 = reinterpret_cast<uint32_t*>(dst + b * kBlock);
+    for (int k = 0; k < 8; ++k)  // word k of every block: the k-th 32 bytes of the group
+      for (int j = 0; j < 8; ++j) d32[k * 8 + j] = s32[j * 8 + k];
   }
-  return reduce8(v);
+  std::copy(src + b * kBlock, src + B * kBlock, dst + b * kBlock);
 }
 
-ZOO_T_VNNI inline __m256i dots8_ub_vnni(const uint8_t* u, const int8_t* s) {
-  __m256i v[8];
-  for (int i = 0; i < 8; ++i) {
-    const __m256i uv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i * kBlock));
-    const __m256i sv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i * kBlock));
-    v[i] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), uv, sv);
+inline __m256i dots8_t_avx2(const uint8_t* u, const int8_t* s) {
+  __m256i acc = _mm256_setzero_si256();
+  for (int k = 0; k < 8; ++k) {
+    const __m256i uv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + k * kBlock));
+    const __m256i sv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k * kBlock));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(uv, sv), _mm256_set1_epi16(1)));
   }
-  return reduce8(v);
+  return acc;
 }
 
-ZOO_T_512 inline __m256i dots8_ub_512(const uint8_t* u, const int8_t* s) {
-  __m256i v[8];
-  for (int i = 0; i < 4; ++i) {
-    const __m512i r = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(u + i * 2 * kBlock),
-                                          _mm512_loadu_si512(s + i * 2 * kBlock));
-    v[2 * i] = _mm512_castsi512_si256(r);
-    v[2 * i + 1] = _mm512_extracti64x4_epi64(r, 1);
-  }
-  return reduce8(v);
+ZOO_T_VNNI inline __m256i dots8_t_vnni(const uint8_t* u, const int8_t* s) {
+  __m256i acc = _mm256_setzero_si256();
+  for (int k = 0; k < 8; ++k)
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + k * kBlock)),
+                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k * kBlock)));
+  return acc;
+}
+
+ZOO_T_512 inline __m256i dots8_t_512(const uint8_t* u, const int8_t* s) {
+  __m512i acc = _mm512_setzero_si512();
+  for (int i = 0; i < 4; ++i)  // words 2i and 2i + 1 of the eight blocks in one register
+    acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(u + i * 2 * kBlock), _mm512_loadu_si512(s + i * 2 * kBlock));
+  return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
 }
 
 // the activation rows, quantized once per call
@@ -478,7 +484,8 @@ struct RowsA8 {
   std::vector<float> d;     // (M, B): the block scales
   std::vector<float> gsum;    // (M, G): the float sum of x over each weight group (int4's zero points)
   std::vector<int32_t> isum;  // (M, B): the sum of each block's codes (int4's centre: u - 8)
-  std::vector<uint8_t> u;     // (M, K): the codes + 128 as unsigned bytes (int8 weights with VNNI, prompts)
+  std::vector<uint8_t> u;     // prompts, int8 weights with VNNI: the codes + 128 as unsigned bytes, interleaved
+  std::vector<int8_t> r;      // prompts, int4 weights: the codes interleaved
 };
 
 // one row: d = amax / 127, q = round(x / d) (to nearest, ties to even); a block whose amax is below float32's
@@ -580,26 +587,30 @@ constexpr int64_t kTile = 8;   // output rows whose codes stay in L1 while every
 constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared once for all of them
 
 // y[m, n] for n in [n0, n1), every m: the float code shared by the three paths, DOTS8 the path's eight block sums.
-// Prompts (kReuse rows or more) prepare each tile once: int4 codes unpacked to bytes; with VNNI, int8 rows' block
-// sums, so that the offset activation (x + 128, unsigned) meets the signed codes directly: sum (x + 128) w - 128 sum w.
-#define ZOO_A8_CHUNK(NAME, TARGET, DOTS8_I8, DOTS8_U4, DOTS8_UB, OFFSET_I8)                                         \
+// Prompts (kReuse rows or more) prepare each tile once, interleaved: int4 codes unpacked to bytes; with VNNI, int8
+// rows and their block sums, so that the offset activation (x + 128, unsigned) meets the signed codes directly:
+// sum (x + 128) w - 128 sum w. AVX2's maddubs would saturate on (x + 128) w: its int8 rows keep the sign trick.
+#define ZOO_A8_CHUNK(NAME, TARGET, DOTS8_I8, DOTS8_U4, DOTS8_T, OFFSET_I8)                                          \
   TARGET void NAME(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t n0, int64_t n1) {  \
     const int64_t B = a.B, G = a.G, K = a.K;                                                                       \
     const bool reuse = a.M >= kReuse, offset8 = !int4 && reuse && (OFFSET_I8);                                     \
     std::vector<float> sc(int4 ? kTile * B : 0), zt(int4 ? kTile * G : 0);                                         \
-    std::vector<uint8_t> wt(int4 && reuse ? kTile * K : 0);                                                        \
+    std::vector<uint8_t> wt((int4 && reuse) || offset8 ? kTile * K : 0), unpacked(int4 && reuse ? K : 0);          \
     std::vector<int32_t> ws(offset8 ? kTile * B : 0);                                                              \
     for (int64_t t0 = n0; t0 < n1; t0 += kTile) {                                                                  \
       const int64_t t1 = std::min(n1, t0 + kTile);                                                                 \
       for (int64_t n = t0; reuse && n < t1; ++n) {                                                                 \
         const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;                               \
-        for (int64_t b = 0; b < B; ++b)                                                                            \
-          if (int4)                                                                                                \
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(wt.data() + (n - t0) * K + b * kBlock),                 \
-                                nibbles(row + b * kBlock / 2));                                                    \
-          else if (offset8)                                                                                        \
+        if (int4) {                                                                                                \
+          for (int64_t b = 0; b < B; ++b)                                                                          \
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(unpacked.data() + b * kBlock), nibbles(row + b * kBlock / 2)); \
+          interleave8(unpacked.data(), wt.data() + (n - t0) * K, B);                                               \
+        } else if (offset8) {                                                                                      \
+          for (int64_t b = 0; b < B; ++b)                                                                          \
             ws[(n - t0) * B + b] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,              \
                                                    reinterpret_cast<const int8_t*>(row) + (b + 1) * kBlock, 0);    \
+          interleave8(row, wt.data() + (n - t0) * K, B);                                                           \
+        }                                                                                                          \
       }                                                                                                            \
       if (int4)                                                                                                    \
         for (int64_t n = t0; n < t1; ++n)                                                                          \
@@ -620,8 +631,8 @@ constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared 
               __m256i dots;                                                                                        \
               if (offset8) {                                                                                       \
                 const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ws.data() + (n - t0) * B + b)); \
-                dots = _mm256_sub_epi32(DOTS8_UB(a.u.data() + m * K + b * kBlock, wrow + b * kBlock),               \
-                                        _mm256_slli_epi32(sums, 7));                                               \
+                const int8_t* wi = reinterpret_cast<const int8_t*>(wt.data()) + (n - t0) * K + b * kBlock;          \
+                dots = _mm256_sub_epi32(DOTS8_T(a.u.data() + m * K + b * kBlock, wi), _mm256_slli_epi32(sums, 7));   \
               } else {                                                                                             \
                 dots = DOTS8_I8(xq + b * kBlock, wrow + b * kBlock);                                               \
               }                                                                                                    \
@@ -634,7 +645,7 @@ constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared 
           } else {                                                                                                 \
             for (; b + 8 <= B; b += 8) {                                                                           \
               const __m256i centre = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + b)), 3); \
-              const __m256i raw = reuse ? DOTS8_UB(wt.data() + (n - t0) * K + b * kBlock, xq + b * kBlock)         \
+              const __m256i raw = reuse ? DOTS8_T(wt.data() + (n - t0) * K + b * kBlock, a.r.data() + m * K + b * kBlock) \
                                         : DOTS8_U4(xq + b * kBlock, row + b * kBlock / 2);                         \
               const __m256i dots = _mm256_sub_epi32(raw, centre);                                                  \
               const __m256 coef = _mm256_mul_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(s + b));                   \
@@ -656,10 +667,9 @@ constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared 
     }                                                                                                              \
   }
 
-// AVX2's maddubs would saturate on (x + 128) * w: its int8 rows keep the sign trick
-ZOO_A8_CHUNK(chunk_avx2, , dots8_i8_avx2, dots8_u4_avx2, dots8_ub_avx2, false)
-ZOO_A8_CHUNK(chunk_vnni, ZOO_T_VNNI, dots8_i8_vnni, dots8_u4_vnni, dots8_ub_vnni, true)
-ZOO_A8_CHUNK(chunk_512, ZOO_T_512, dots8_i8_512, dots8_u4_512, dots8_ub_512, true)
+ZOO_A8_CHUNK(chunk_avx2, , dots8_i8_avx2, dots8_u4_avx2, dots8_t_avx2, false)
+ZOO_A8_CHUNK(chunk_vnni, ZOO_T_VNNI, dots8_i8_vnni, dots8_u4_vnni, dots8_t_vnni, true)
+ZOO_A8_CHUNK(chunk_512, ZOO_T_512, dots8_i8_512, dots8_u4_512, dots8_t_512, true)
 
 void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t isa) {
   TORCH_CHECK(isa >= 0 && isa <= 2 && (cpu_isas() >> isa & 1),
@@ -693,7 +703,11 @@ at::Tensor gemm_int8_a8(const at::Tensor& x_, const at::Tensor& q_, const at::Te
   RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false);
   if (M >= kReuse && isa != kIsaAvx2) {
     a.u.resize(M * K);
-    for (int64_t i = 0; i < M * K; ++i) a.u[i] = static_cast<uint8_t>(a.q[i] + 128);
+    std::vector<uint8_t> offset(K);
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t c = 0; c < K; ++c) offset[c] = static_cast<uint8_t>(a.q[m * K + c] + 128);
+      interleave8(offset.data(), a.u.data() + m * K, a.B);
+    }
   }
   WeightsA8 w;
   w.codes = q.data_ptr<int8_t>();
@@ -716,7 +730,13 @@ at::Tensor gemm_int4_a8(const at::Tensor& x_, const at::Tensor& codes_, const at
   const int64_t M = x.size(0), N = codes.size(0), K = x.size(1);
   auto y = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return y;
-  const RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, gs, true);
+  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, gs, true);
+  if (M >= kReuse) {
+    a.r.resize(M * K);
+    for (int64_t m = 0; m < M; ++m)
+      interleave8(reinterpret_cast<const uint8_t*>(a.q.data()) + m * K, reinterpret_cast<uint8_t*>(a.r.data()) + m * K,
+                  a.B);
+  }
   WeightsA8 w;
   w.codes = codes.data_ptr<uint8_t>();
   w.row_bytes = K / 2;
