@@ -34,12 +34,14 @@ Numerics:
   :func:`cpu_isas` those this CPU runs, and ``ZOO_GEMV_ISA=avx2|avxvnni|avx512vnni`` forces one (refused with one
   line where the CPU lacks it; read at the first product). Integer sums are exact and every path hands them to
   the same float code, so the paths give identical bits. Preference (:data:`PREFERENCE`), measured on this
-  machine's CPU (Xeon with AVX-512 VNNI and AVX-VNNI; one thread, CPU time, three ``mobilellm_125m`` projections,
-  one row / 128 rows, ms): int8 avx2 0.108 / 6.92, avxvnni 0.106 / 5.95, avx512vnni 0.130 / 7.21; int4 g32 0.130 /
-  7.80, 0.124 / 7.03, 0.140 / 8.26: AVX-VNNI first. Several rows are one small GEMM: all rows are quantized once,
-  output rows are split across threads in tiles of 8 whose codes stay in cache while every row passes them, and
-  from 4 rows each tile is prepared once for all of them (int4 codes unpacked to bytes; with VNNI, int8 rows meet
-  the activation offset to unsigned ``x + 128``, minus ``128 * sum w`` per block).
+  machine's CPU (Xeon with AVX-512 VNNI and AVX-VNNI; one thread, its CPU time, three ``mobilellm_125m``
+  projections 1536x576, 576x1536, 576x576; one row / 128 rows, ms): int8 avx2 0.099 / 6.78, avxvnni 0.092 / 4.85,
+  avx512vnni 0.109 / 4.59; int4 g32 0.119 / 6.63, 0.118 / 5.66, 0.137 / 5.81 (int16 one row: int8 0.108, int4
+  0.144; PyTorch's kernels on 128 bf16 rows: int8 6.40, int4 6.26): AVX-VNNI first, for the decoded token. Several
+  rows are one small GEMM: all rows are quantized once, output rows are split across threads in tiles of 8 whose
+  codes stay in cache while every row passes them, and from 4 rows each tile is prepared once for all of them (int4
+  codes unpacked to bytes; with VNNI, int8 rows meet the activation offset to unsigned ``x + 128``, minus ``128 *
+  sum w`` per block), interleaved so that one accumulator lane sums one block (no reduction per block).
 
 The kernels are C++ (below), built by ``torch.utils.cpp_extension`` with the system's C++ compiler at first use
 (about 15 s; cached in torch's extension folder, keyed by the source) and registered as the operators
