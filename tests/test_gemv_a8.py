@@ -87,15 +87,16 @@ def _references(layer: QuantizedLinear, x: torch.Tensor):
 @pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32), (4, 64)])
 @pytest.mark.parametrize("n", [37, 96])
 def test_every_path_is_the_float64_product_of_the_q8_0_row(bits, group_size, n):
-    k = 576 if group_size != 64 else 640  # 18 and 20 blocks: groups of eight blocks and a tail of two or four
+    k = {8: 576, 32: 608, 64: 640}[group_size or 8]  # 18, 19, 20 blocks: groups of eight and tails of 2, 3, 4
     layer = _layer(bits, group_size, n, k)
     x = adversarial_rows(k)
     emulated, exact, bound = _references(layer, x)
-    outs = {isa: _run(layer, x, isa) for isa in gemv.cpu_isas()}
+    outs = {isa: _run(layer, x, isa) for isa in gemv.cpu_isas()}  # several rows: the prompt's path
+    outs |= {f"{isa}, one row": torch.cat([_run(layer, r[None], isa) for r in x]) for isa in gemv.cpu_isas()}
     assert outs and all(o.shape == (len(x), n) and o.dtype == torch.float32 for o in outs.values())
     first = next(iter(outs.values()))
     for isa, y in outs.items():
-        # integer sums are exact and the float code is shared: every path gives the same bits
+        # integer sums are exact and the float code is shared: every path gives the same bits, one row or several
         assert torch.equal(y, first), isa
     y = first.double()
     size = (x.double().abs() @ layer.dequantize().double().abs().T).clamp(min=1e-30)

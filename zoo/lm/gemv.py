@@ -29,14 +29,14 @@ Numerics:
   multiples of 32). Three instruction paths give the block sums: ``avx2`` (``vpmaddubsw`` + ``vpmaddwd``; the
   unsigned-by-signed byte multiply takes ``|w|`` and the activation with ``w``'s sign, as llama.cpp does, so no pair
   sum saturates), ``avxvnni`` (``vpdpbusd`` on 256 bits) and ``avx512vnni`` (``vpdpbusd`` on 512 bits, two blocks
-  per register). Each is compiled with function-level target attributes into the one build and chosen at run time
+  per register; int4 one row: two blocks per 256 bits, the row laid out to match the nibbles). Each is compiled with function-level target attributes into the one build and chosen at run time
   from what the CPU reports (``__builtin_cpu_supports``): :func:`kernel_path` names the one that runs,
   :func:`cpu_isas` those this CPU runs, and ``ZOO_GEMV_ISA=avx2|avxvnni|avx512vnni`` forces one (refused with one
   line where the CPU lacks it; read at the first product). Integer sums are exact and every path hands them to
   the same float code, so the paths give identical bits. Preference (:data:`PREFERENCE`), measured on this
   machine's CPU (Xeon with AVX-512 VNNI and AVX-VNNI; one thread, its CPU time, three ``mobilellm_125m``
   projections 1536x576, 576x1536, 576x576; one row / 128 rows, ms): int8 avx2 0.099 / 6.78, avxvnni 0.092 / 4.85,
-  avx512vnni 0.109 / 4.59; int4 g32 0.119 / 6.63, 0.118 / 5.66, 0.137 / 5.81 (int16 one row: int8 0.108, int4
+  avx512vnni 0.109 / 4.59; int4 g32 0.109 / 6.60, 0.106 / 5.73, 0.122 / 5.47 (int16 one row: int8 0.108, int4
   0.144; PyTorch's kernels on 128 bf16 rows: int8 6.40, int4 6.26): AVX-VNNI first, for the decoded token. Several
   rows are one small GEMM: all rows are quantized once, output rows are split across threads in tiles of 8 whose
   codes stay in cache while every row passes them, and from 4 rows each tile is prepared once for all of them (int4
@@ -384,10 +384,24 @@ inline __m256i dots8_i8_avx2(const int8_t* x, const int8_t* w) {
   return reduce8(v);
 }
 
+// int4, one row: two blocks per register. 32 bytes of codes (blocks b, b + 1) give [low nibbles of both | high
+// nibbles of both] with no shuffle; the row is laid out to match (pair_layout): lanes 0-3 sum block b, 4-7 block b + 1
+inline __m256i reduce_pairs(const __m256i* v) {  // four [b 4 lanes | b + 1 4 lanes] -> eight block sums in order
+  const __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+  return _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
 inline __m256i dots8_u4_avx2(const int8_t* x, const uint8_t* c) {
-  __m256i v[8];
-  for (int i = 0; i < 8; ++i) v[i] = block_u4_avx2(x + i * kBlock, c + i * kBlock / 2);
-  return reduce8(v);
+  __m256i v[4];
+  const __m256i m = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  for (int p = 0; p < 4; ++p) {
+    const __m256i cv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + p * kBlock));
+    const __m256i lo = _mm256_and_si256(cv, m), hi = _mm256_and_si256(_mm256_srli_epi16(cv, 4), m);
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + p * 2 * kBlock));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + p * 2 * kBlock + kBlock));
+    v[p] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1)), ones);
+  }
+  return reduce_pairs(v);
 }
 
 ZOO_T_VNNI inline __m256i dots8_i8_vnni(const int8_t* x, const int8_t* w) {
@@ -401,12 +415,16 @@ ZOO_T_VNNI inline __m256i dots8_i8_vnni(const int8_t* x, const int8_t* w) {
 }
 
 ZOO_T_VNNI inline __m256i dots8_u4_vnni(const int8_t* x, const uint8_t* c) {
-  __m256i v[8];
-  for (int i = 0; i < 8; ++i) {
-    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i * kBlock));
-    v[i] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), nibbles(c + i * kBlock / 2), xv);
+  __m256i v[4];
+  const __m256i m = _mm256_set1_epi8(15);
+  for (int p = 0; p < 4; ++p) {
+    const __m256i cv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + p * kBlock));
+    const __m256i lo = _mm256_and_si256(cv, m), hi = _mm256_and_si256(_mm256_srli_epi16(cv, 4), m);
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + p * 2 * kBlock));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + p * 2 * kBlock + kBlock));
+    v[p] = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), lo, x0), hi, x1);
   }
-  return reduce8(v);
+  return reduce_pairs(v);
 }
 
 // AVX-512 has no byte sign instruction: |w| by vpabsb, and x negated under the mask of w's sign bits
@@ -425,19 +443,16 @@ ZOO_T_512 inline __m256i dots8_i8_512(const int8_t* x, const int8_t* w) {
 }
 
 ZOO_T_512 inline __m256i dots8_u4_512(const int8_t* x, const uint8_t* c) {
-  __m256i v[8];
-  const __m512i zero = _mm512_setzero_si512();
+  __m256i v[4];
   const __m256i m = _mm256_set1_epi8(15);
-  const __m512i order = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);  // [even b0, odd b0, even b1, odd b1]
-  for (int i = 0; i < 4; ++i) {
-    const __m256i cv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * kBlock));
+  for (int p = 0; p < 4; ++p) {
+    const __m256i cv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + p * kBlock));
     const __m256i lo = _mm256_and_si256(cv, m), hi = _mm256_and_si256(_mm256_srli_epi16(cv, 4), m);
-    const __m512i wv = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), order, _mm512_castsi256_si512(hi));
-    const __m512i r = _mm512_dpbusd_epi32(zero, wv, _mm512_loadu_si512(x + i * 2 * kBlock));
-    v[2 * i] = _mm512_castsi512_si256(r);
-    v[2 * i + 1] = _mm512_extracti64x4_epi64(r, 1);
+    const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    const __m512i r = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, _mm512_loadu_si512(x + p * 2 * kBlock));
+    v[p] = _mm256_add_epi32(_mm512_castsi512_si256(r), _mm512_extracti64x4_epi64(r, 1));
   }
-  return reduce8(v);
+  return reduce_pairs(v);
 }
 
 // Prompts: eight blocks at a time in the interleaved layout (interleave8), so that lane j of one accumulator sums
@@ -488,7 +503,24 @@ struct RowsA8 {
   std::vector<int32_t> isum;  // (M, B): the sum of each block's codes (int4's centre: u - 8)
   std::vector<uint8_t> u;     // prompts, int8 weights with VNNI: the codes + 128 as unsigned bytes, interleaved
   std::vector<int8_t> r;      // prompts, int4 weights: the codes interleaved
+  std::vector<int8_t> p;      // one row, int4 weights: the codes in pair_layout
 };
+
+// int4, one row: each pair of blocks of a whole group of eight as [even b, even b + 1, odd b, odd b + 1] (16 bytes
+// each; the codes come split per block: even columns, then odd); the tail as is
+inline void pair_layout(const int8_t* split, int8_t* out, int64_t B) {
+  int64_t b = 0;
+  for (; b < B / 8 * 8; b += 2) {
+    const int8_t* q0 = split + b * kBlock;
+    const int8_t* q1 = q0 + kBlock;
+    int8_t* o = out + b * kBlock;
+    std::copy(q0, q0 + 16, o);
+    std::copy(q1, q1 + 16, o + 16);
+    std::copy(q0 + 16, q0 + 32, o + 32);
+    std::copy(q1 + 16, q1 + 32, o + 48);
+  }
+  std::copy(split + b * kBlock, split + B * kBlock, out + b * kBlock);
+}
 
 // one row: d = amax / 127, q = round(x / d) (to nearest, ties to even); a block whose amax is below float32's
 // smallest normal number (zeros, negative zeros, subnormals) is all zero codes with d = 0
@@ -648,7 +680,7 @@ constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared 
             for (; b + 8 <= B; b += 8) {                                                                           \
               const __m256i centre = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + b)), 3); \
               const __m256i raw = reuse ? DOTS8_T(wt.data() + (n - t0) * K + b * kBlock, a.r.data() + m * K + b * kBlock) \
-                                        : DOTS8_U4(xq + b * kBlock, row + b * kBlock / 2);                         \
+                                        : DOTS8_U4(a.p.data() + m * K + b * kBlock, row + b * kBlock / 2);         \
               const __m256i dots = _mm256_sub_epi32(raw, centre);                                                  \
               const __m256 coef = _mm256_mul_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(s + b));                   \
               acc = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(dots), acc);                                          \
@@ -738,6 +770,9 @@ at::Tensor gemm_int4_a8(const at::Tensor& x_, const at::Tensor& codes_, const at
     for (int64_t m = 0; m < M; ++m)
       interleave8(reinterpret_cast<const uint8_t*>(a.q.data()) + m * K, reinterpret_cast<uint8_t*>(a.r.data()) + m * K,
                   a.B);
+  } else {
+    a.p.resize(M * K);
+    for (int64_t m = 0; m < M; ++m) pair_layout(a.q.data() + m * K, a.p.data() + m * K, a.B);
   }
   WeightsA8 w;
   w.codes = codes.data_ptr<uint8_t>();
