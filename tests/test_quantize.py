@@ -7,7 +7,10 @@ scales honoured), eval.py --quantize and the pt2 export. Reduced configs: a few 
 """
 
 import copy
+import fnmatch
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -542,3 +545,18 @@ def test_int8_head_follows_the_float_head():
     # with autograd the head is the float product
     h.requires_grad_(True)
     torch.testing.assert_close(model.logits(h), F.linear(h, model.output_weight))
+
+
+def test_the_kernels_source_ships_with_the_package():
+    from zoo.lm import gemv
+
+    source = Path(gemv.SOURCE_PATH)
+    package = Path(gemv.__file__).resolve().parent
+    assert source.is_file() and source.resolve().parent.parent == package
+    assert "TORCH_LIBRARY(zoo_gemv" in source.read_text() and source.read_text() == gemv._SOURCE
+    # a wheel carries it: pyproject's package-data for zoo.lm names it (read as text: tomllib is Python 3.11+)
+    text = (package.parents[1] / "pyproject.toml").read_text()
+    table = text.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    line = next(x for x in table.splitlines() if x.startswith('"zoo.lm"'))
+    patterns = re.findall(r'"([^"]+)"', line.split("=", 1)[1])
+    assert any(fnmatch.fnmatch(source.relative_to(package).as_posix(), p) for p in patterns)

@@ -1,0 +1,365 @@
+"""The quantized linear layer (:class:`QuantizedLinear`) and how its products pick a kernel. Part of
+:mod:`zoo.lm.quant`, which re-exports every public name and documents the formats and kernels."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import gemv
+from .quant_format import (
+    ACT_BITS,
+    ACTIVATIONS,
+    DEFAULT_ACT_BITS,
+    INT4_GROUP_SIZES,
+    KERNEL_DTYPE,
+    _check_group,
+    dequantize_int4,
+    pack_int4,
+    quantize_int4,
+    quantize_int8,
+    unpack_int4,
+)
+
+_portable = threading.local()
+
+
+@contextlib.contextmanager
+def portable_kernels():
+    """Within this block every :class:`QuantizedLinear` computes the portable product (the dequantized weight in
+    the input's dtype, no bf16 rounding of the input): the reference a traced program (which holds that form) is
+    compared with."""
+    before = getattr(_portable, "on", False)
+    _portable.on = True
+    try:
+        yield
+    finally:
+        _portable.on = before
+
+
+def kernel_path(x: torch.Tensor) -> bool:
+    """Whether a product with ``x`` takes the CPU integer kernels: CPU inference outside export traces and
+    :func:`portable_kernels` (autograd through the input and other devices take the portable form)."""
+    return (
+        x.device.type == "cpu"
+        and not _tracing()
+        and not getattr(_portable, "on", False)
+        and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and not (x.requires_grad and torch.is_grad_enabled())
+    )
+
+
+def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor, act_bits: int = 16) -> torch.Tensor:
+    """``F.linear(x, weight)`` with ``weight`` (the output head of a model with int8/int4 projections) as int8 codes
+    per row, through ``aten._weight_int8pack_mm`` on bf16 rows (see the module docstring). The codes are made from
+    the float weight at first use and again whenever it changes (kept in ``store`` under ``"_head_int8"``); the
+    float weight stays the model's (tied to the embedding, saved as float). A compiled step uses the codes the
+    eager prompt made. ``act_bits`` 8: the rows rounded to int8 per block of 32, :func:`zoo.lm.gemv.gemm_int8_a8`."""
+    kept = store.get("_head_int8")
+    if not torch.compiler.is_compiling():
+        key = (weight.data_ptr(), weight._version, weight.dtype)
+        if kept is None or kept[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                q, scale = quantize_int8(weight.detach())
+                kept = store["_head_int8"] = (key, q, scale.to(KERNEL_DTYPE), scale.float())
+    elif kept is None:
+        return F.linear(x, weight)
+    if act_bits == 8 and gemv.supports_a8(x, x.shape[-1]) and gemv.available():
+        rows = x.reshape(-1, x.shape[-1]).float()
+        return gemv.gemm_int8_a8(rows, kept[1], kept[3]).reshape(*x.shape[:-1], -1).to(x.dtype)
+    if gemv.supports(x, x.shape[-1]) and gemv.available():
+        return gemv.gemv_int8(x.reshape(1, -1).float(), kept[1], kept[3]).reshape(*x.shape[:-1], -1).to(x.dtype)
+    rows = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
+    return torch._weight_int8pack_mm(rows, kept[1], kept[2]).reshape(*x.shape[:-1], -1).to(x.dtype)
+
+
+def _tracing() -> bool:
+    """True inside torch.export / torch.jit traces (fvcore's counter): they see the portable form; torch.compile keeps the kernels."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The layer
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class QuantizedLinear(nn.Module):
+    """A linear layer with int8 or int4 weights (weight-only: the input and output stay float).
+
+    Build one with :meth:`from_float` (quantizes an ``nn.Linear``) or the constructor (zero codes, to load a state
+    dict into). ``bits`` 8: ``qweight`` int8 ``(out, in)``, ``scale`` float32 ``(out,)``; ``bits`` 4: ``qweight``
+    uint8 ``(out, in / 2)``, ``scale`` and ``zero`` float16 ``(out, in / group_size)``. See the module docstring for
+    the formulas and kernels.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        bits: int = 8,
+        group_size: int | None = None,
+        activations: str | None = None,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+        act_bits: int = DEFAULT_ACT_BITS,
+    ):
+        super().__init__()
+        if bits not in (4, 8):
+            raise ValueError(f"QuantizedLinear takes bits 8 or 4, got {bits!r}")
+        if act_bits not in ACT_BITS:
+            raise ValueError(f"QuantizedLinear takes act_bits 8 or 16, got {act_bits!r}")
+        self.act_bits = act_bits
+        if activations not in ACTIVATIONS:
+            raise ValueError(f"activations must be None or 'int8_dynamic', got {activations!r}")
+        self.in_features, self.out_features, self.bits = in_features, out_features, bits
+        self.activations = activations
+        if bits == 8:
+            if group_size is not None:
+                raise ValueError("int8 weights have one scale per output row: group_size must be None")
+            self.group_size = None
+            self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+            self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32, device=device))
+            self.zero = None
+        else:
+            if group_size not in INT4_GROUP_SIZES:
+                raise ValueError(f"int4 group_size must be one of {INT4_GROUP_SIZES}, got {group_size!r}")
+            _check_group(in_features, group_size)
+            self.group_size = group_size
+            groups = in_features // group_size
+            # code 8 with zero 0 is the weight 0
+            codes = torch.full((out_features, in_features // 2), 0x88, dtype=torch.uint8, device=device)
+            self.register_buffer("qweight", codes)
+            self.register_buffer("scale", torch.ones(out_features, groups, dtype=torch.float16, device=device))
+            self.register_buffer("zero", torch.zeros(out_features, groups, dtype=torch.float16, device=device))
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self._kernel: dict[Any, torch.Tensor] = {}  # the int4 CPU kernel's packed weight and scales, made lazily
+
+    # -- building -------------------------------------------------------------------------------------------------
+    @classmethod
+    @torch.no_grad()
+    def from_float(
+        cls,
+        linear: nn.Linear,
+        bits: int = 8,
+        group_size: int | None = None,
+        scheme: str = "asymmetric",
+        activations: str | None = None,
+        scale: torch.Tensor | None = None,
+        zero: torch.Tensor | None = None,
+        act_bits: int = DEFAULT_ACT_BITS,
+    ) -> QuantizedLinear:
+        """``linear`` quantized (int8 per output row, or int4 in groups of ``group_size`` with ``scheme``; given
+        int4 ``scale``/``zero`` are kept, as :func:`quantize_int4` says). The bias stays float."""
+        weight = linear.weight
+        out_features, in_features = weight.shape
+        if bits == 4:
+            _check_group(in_features, group_size, f"a {out_features} x {in_features} linear layer")
+        layer = cls(
+            in_features,
+            out_features,
+            bias=linear.bias is not None,
+            bits=bits,
+            group_size=group_size if bits == 4 else None,
+            activations=activations,
+            device=weight.device,
+            dtype=weight.dtype,
+            act_bits=act_bits,
+        )
+        if bits == 8:
+            q, s = quantize_int8(weight)
+            layer.qweight.copy_(q)
+            layer.scale.copy_(s)
+        else:
+            codes, s, z = quantize_int4(weight, group_size, scheme, scale, zero)
+            layer.qweight.copy_(pack_int4(codes))
+            layer.scale.copy_(s)
+            layer.zero.copy_(z)
+        if linear.bias is not None:
+            layer.bias.copy_(linear.bias)
+        return layer
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The float weight ``(out, in)`` these codes stand for."""
+        if self.bits == 8:
+            return (self.qweight.float() * self.scale.float()[:, None]).to(dtype)
+        return dequantize_int4(self.codes(), self.scale, self.zero, dtype)
+
+    # -- state ----------------------------------------------------------------------------------------------------
+    # Once the int4 kernel's packed copy exists and is checked to be a known rearrangement of the codes, the plain
+    # codes are released (``qweight`` holds an empty tensor) and rebuilt from the packed copy whenever they are read:
+    # for the state dict, a move, a load or the portable path. Memory then holds the int4 codes once.
+
+    @property
+    def released(self) -> bool:
+        return self.bits == 4 and self.qweight.numel() == 0
+
+    def codes(self) -> torch.Tensor:
+        """The plain packed codes ``(out, in / 2)`` (int8: the codes), rebuilt if they were released."""
+        if not self.released:
+            return self.qweight
+        codes = _kernel_unpack(self._kernel["weight"], self._kernel["block"], self.in_features)
+        return pack_int4(codes[: self.out_features])
+
+    def _restore(self) -> None:
+        if self.released:
+            self.qweight = self.codes()
+        self._kernel = {}
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.released:
+            destination[prefix + "qweight"] = self.codes()
+
+    def _apply(self, fn, recurse=True):
+        self._restore()  # moved or cast: packed again lazily, from the plain codes
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._restore()
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    @property
+    def weight_numel(self) -> int:
+        """The number of weights this layer stands for (``out * in``)."""
+        return self.in_features * self.out_features
+
+    # -- forward --------------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activations == "int8_dynamic":
+            x = _fake_quantize_tokens(x)
+        # widths that are no multiple of 32 take the portable form: PyTorch's _weight_int8pack_mm gives garbage for
+        # some of them (a width of 40 on an AVX-512 CPU, torch 2.15), and the zoo's kernels take whole blocks of 32
+        if kernel_path(x) and self.in_features % 32 == 0:
+            if self.act_bits == 8 and self._rows_a8(x):  # every row to int8 (Q8_0), byte products: zoo.lm.gemv
+                y = self._gemm_a8(x.reshape(-1, self.in_features).float())
+            elif self._one_row(x):  # a decoded token: zoo.lm.gemv's kernels on the float32 row
+                y = self._gemv(x.reshape(1, -1).float())
+            else:
+                # PyTorch's CPU kernels, fed bfloat16 rows: both are 5-15x faster with a bf16 input than with a
+                # float32 one (module docstring), so the input is rounded to bf16
+                rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
+                y = self._int8_cpu(rows) if self.bits == 8 else self._int4_cpu(rows)
+            y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+            return y if self.bias is None else y + self.bias.to(y.dtype)
+        if self.bits == 8:  # the portable form: codes to the input's dtype inside the product, then the row scale
+            y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
+            return y if self.bias is None else y + self.bias.to(y.dtype)
+        return F.linear(x, self.dequantize(x.dtype), self.bias)
+
+    def _one_row(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` is one row that :mod:`zoo.lm.gemv`'s kernels take with these codes."""
+        if not gemv.supports(x, self.in_features):
+            return False
+        if self.bits == 4 and (self.group_size % 32 or self.scale.dtype != torch.float16 or self.released):
+            return False
+        return gemv.available()
+
+    def _rows_a8(self, x: torch.Tensor) -> bool:
+        """Whether rows ``x`` go to :mod:`zoo.lm.gemv`'s 8-bit activation kernels with these codes."""
+        if not gemv.supports_a8(x, self.in_features):
+            return False
+        if self.bits == 4 and (self.group_size % 32 or self.scale.dtype != torch.float16 or self.released):
+            return False
+        return gemv.available()
+
+    def _gemm_a8(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.bits == 8:
+            return gemv.gemm_int8_a8(rows, self.qweight, self.scale)
+        return gemv.gemm_int4_a8(rows, self.qweight, self.scale, self.zero, self.group_size)
+
+    def _gemv(self, row: torch.Tensor) -> torch.Tensor:
+        if self.bits == 8:
+            return gemv.gemv_int8(row, self.qweight, self.scale)
+        return gemv.gemv_int4(row, self.qweight, self.scale, self.zero, self.group_size)
+
+    def _int8_cpu(self, rows: torch.Tensor) -> torch.Tensor:
+        scale = self._kernel.get("scale8")
+        if scale is None:
+            with torch.inference_mode(False), torch.no_grad():
+                scale = self._kernel["scale8"] = self.scale.to(KERNEL_DTYPE)
+        return torch._weight_int8pack_mm(rows, self.qweight, scale)
+
+    def _int4_cpu(self, rows: torch.Tensor) -> torch.Tensor:
+        packed, scales = self._packed(rows.dtype)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, packed, self.group_size, scales)
+        return y[:, : self.out_features] if y.shape[1] != self.out_features else y  # rows padded to whole blocks
+
+    def _packed(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kernel's packed codes and its ``(groups, out, 2)`` scale/zero table in ``dtype``, made once."""
+        packed = self._kernel.get("weight")
+        scales = self._kernel.get(dtype)
+        if packed is not None and scales is not None:
+            return packed, scales
+        # plain tensors even when first made under inference_mode, so that a later forward with grad may use them
+        with torch.inference_mode(False), torch.no_grad():
+            # whole blocks of 64 rows (the kernel's AVX-512 block; AVX2's is 32), padded with zero weights
+            pad = -self.out_features % 64
+            if packed is None:
+                codes = unpack_int4(self.qweight)
+                if pad:
+                    codes = F.pad(codes, (0, 0, 0, pad), value=8)
+                packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+                self._kernel["weight"] = packed
+                block = _kernel_block(packed, codes)
+                if block is not None and not gemv.available():  # read back from the packing: codes released
+                    self._kernel["block"] = block
+                    self.qweight = codes.new_empty(0)
+            scale, zero = self.scale.to(dtype), self.zero.to(dtype)
+            if pad:
+                scale, zero = F.pad(scale, (0, 0, 0, pad), value=1.0), F.pad(zero, (0, 0, 0, pad))
+            scales = torch.stack([scale.t(), zero.t()], dim=-1).contiguous()
+            self._kernel[dtype] = scales
+        return packed, scales
+
+    def extra_repr(self) -> str:
+        group = f", group_size={self.group_size}" if self.bits == 4 else ""
+        act = f", activations={self.activations}" if self.activations else ""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"bits={self.bits}{group}, act_bits={self.act_bits}{act}"
+        )
+
+
+def _kernel_unpack(packed: torch.Tensor, block: int, in_features: int) -> torch.Tensor:
+    """Codes ``(rows, in)`` from the CPU int4 kernel's packing of whole ``block``-row blocks: for every column, byte
+    ``j`` of a block holds row ``j`` in its low nibble and row ``j + block / 2`` in its high nibble (PyTorch's
+    ``weight_to_int4pack_kernel``: blocks of 64 rows with AVX-512, 32 with AVX2)."""
+    p = packed.reshape(-1, in_features, block // 2)
+    codes = torch.cat([p & 15, p >> 4], dim=2)  # (blocks, in, block)
+    return codes.permute(0, 2, 1).reshape(-1, in_features)
+
+
+def _kernel_block(packed: torch.Tensor, codes: torch.Tensor) -> int | None:
+    """The block size for which :func:`_kernel_unpack` gives ``codes`` back from ``packed``; None when no known
+    layout does (then the plain codes are kept)."""
+    rows, in_features = codes.shape
+    for block in (64, 32):
+        if rows % block == 0 and packed.numel() * 2 == codes.numel():
+            if torch.equal(_kernel_unpack(packed, block, in_features), codes):
+                return block
+    return None
+
+
+def _fake_quantize_tokens(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to int8 per token (last dimension), asymmetric min/max, and back to its dtype."""
+    xf = x.float()
+    lo = xf.amin(dim=-1, keepdim=True).clamp(max=0.0)
+    hi = xf.amax(dim=-1, keepdim=True).clamp(min=0.0)
+    scale = ((hi - lo) / 255.0).clamp(min=torch.finfo(torch.float32).eps)
+    zero_point = torch.round(-128.0 - lo / scale)
+    q = torch.round(xf / scale + zero_point).clamp_(-128, 127)
+    return ((q - zero_point) * scale).to(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Whole models
+# ------------------------------------------------------------------------------------------------------------------
