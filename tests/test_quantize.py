@@ -560,3 +560,11 @@ def test_the_kernels_source_ships_with_the_package():
     line = next(x for x in table.splitlines() if x.startswith('"zoo.lm"'))
     patterns = re.findall(r'"([^"]+)"', line.split("=", 1)[1])
     assert any(fnmatch.fnmatch(source.relative_to(package).as_posix(), p) for p in patterns)
+
+
+@pytest.mark.parametrize("fmt", ["int8a8", "int8a16", "int4a8", "int4a16"])
+def test_eval_cli_takes_the_activation_width_formats(fmt):
+    from zoo.evaluate import _parser
+
+    assert _parser().parse_args(["--model", "m", "--data", "pydoc", "--quantize", fmt]).quantize == fmt
+    assert QuantSpec.parse(fmt).act_bits == int(fmt.split("a")[1])

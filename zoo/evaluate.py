@@ -253,10 +253,11 @@ def _parser():
     p.add_argument("--image-key"), p.add_argument("--label-key"), p.add_argument("--text-key")
     p.add_argument(
         "--quantize",
-        choices=["bf16", "int8", "int4", *GGUF_TYPES],
+        choices=["bf16", "int8", "int4", "int8a8", "int8a16", "int4a8", "int4a16", *GGUF_TYPES],
         default=None,
-        help="language models: evaluate with bf16, int8 (per row) or int4 (grouped) weights; with --backend "
-        "llama.cpp the GGUF's type: f32 (default), f16, q8_0 or q4_0",
+        help="language models: evaluate with bf16, int8 (per row) or int4 (grouped) weights (aN: the CPU kernels "
+        "round activations to N bits, default 8); with --backend llama.cpp the GGUF's type: f32 (default), f16, "
+        "q8_0 or q4_0",
     )
     p.add_argument(
         "--backend",
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.group_size is not None and args.quantize != "int4":
+    if args.group_size is not None and not (args.quantize or "").startswith("int4"):
         print("eval.py: error: --group-size is for --quantize int4", file=sys.stderr)
         return 2
     for flag in ("--max-samples", "--batch-size", "--max-batches", "--seq-len", "--num-classes"):
@@ -305,8 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"eval.py: error: {flag} {value}: give a count of 1 or more", file=sys.stderr)
             return 2
     quantize = None
-    if args.quantize == "int4" and args.backend == "torch":
+    if (args.quantize or "").startswith("int4") and args.backend == "torch":
         quantize = {"method": "int4_weight_only", "group_size": args.group_size or 32, "scheme": "asymmetric"}
+        if args.quantize != "int4":
+            quantize["act_bits"] = int(args.quantize[len("int4a") :])
     elif args.quantize:
         quantize = args.quantize
     rows = []
