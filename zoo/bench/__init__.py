@@ -14,6 +14,9 @@ The authors' code, rendered plainly for parity tests and as peers, lives in :mod
     zoo bench --models mobilellm_125m --formats fp32,bf16,int8,int4   # weight formats vs transformers, llama.cpp
     zoo bench --train [--models convformer_s18] [--amp bf16 --channels-last --compile]   # training steps vs timm
     zoo bench --data-pruning --data mnist --data-path DIR --models convnet_d3,quickstart   # InfoBatch vs full data
+
+``--out results/NAME.json`` (``--train``, ``--deployed``) merges the run into the results file the pages' tables are
+generated from (:mod:`zoo.bench.headline`), under the run's provenance; ``--json`` keeps every timed pass instead.
 """
 
 import argparse
@@ -27,7 +30,7 @@ import torch
 from ..registry import get_entry, list_models
 from . import data_pruning, deployed, formats, lm, mor, slak, sret, vision
 from . import train as train_bench
-from .harness import Row, environment, format_rows, print_header, write_json
+from .harness import Row, command_line, environment, format_rows, print_header, write_json
 from .table import run_table
 
 __all__ = ["PEERS", "Peer", "add_arguments", "main", "run"]
@@ -183,6 +186,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up passes per candidate (default: 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="--train, --deployed: merge the run into this results file (results/train_throughput.json, "
+        "results/deployed.json), replacing the rows it measured again",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if any output differs beyond tolerance")
     parser.add_argument(
         "--deployed", action="store_true", help="time the exported / compiled forms beside eager (zoo export)"
@@ -285,9 +296,37 @@ def _report(rows: Sequence[Row], notes: Sequence[str], json_path: Path | None, e
     write_json(json_path, env, rows, **config)
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The ``zoo bench`` command line of this run, for its results file."""
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        argv = sys.argv[1:]
+        argv = argv[1:] if argv[:1] == ["bench"] else argv
+    return command_line("zoo bench", argv)
+
+
+def _out_misplaced(args: argparse.Namespace) -> str | None:
+    """Why ``--out`` cannot be honoured for this run's mode, or None."""
+    if args.out is None:
+        return None
+    if args.data_pruning or args.family or args.all or args.formats is not None:
+        return "--out writes the --train and --deployed results files (--data-pruning and --json write their own)"
+    if args.train and args.e2e:
+        return "--out writes the model-only training steps; --e2e has no results file (drop one of them)"
+    if not (args.train or args.deployed):
+        return "--out writes the --train and --deployed results files; add one of them, or use --json"
+    if args.out.suffix != ".json":
+        return f"--out {args.out}: a results file is JSON (results/NAME.json)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    misplaced = _out_misplaced(args)
+    if misplaced:
+        print(f"zoo bench: error: {misplaced}", file=sys.stderr)
+        return 2
     args.models_given = args.models is not None
     if args.data_pruning:
         return data_pruning.run(args)
@@ -311,6 +350,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"zoo bench: error: {e}", file=sys.stderr)
         return 2
     _report(rows, peer.notes(rows), args.json, env, models=models)
+    if args.out is not None:
+        deployed.write_results(args.out, rows, _command(args))
     failed = [r for r in rows if not peer.check(r)]
     for r in failed:
         print(f"CHECK FAILED: {r.model} {r.setting} {r.candidate}: outputs differ from {r.peer}", file=sys.stderr)
@@ -387,7 +428,7 @@ def run_train(args: argparse.Namespace) -> int:
     env = environment(device=args.device)
     title = "Training step (forward, backward, AdamW): zoo vs its peer, same weights and batch"
     print_header(title, env, [f"warm-up {args.warmup}; medians of rounds alternating the candidates"])
-    rows = []
+    rows, results = [], []
     try:
         for name in models:
             lm_model = get_entry(name).task == "text-generation"
@@ -405,11 +446,15 @@ def run_train(args: argparse.Namespace) -> int:
                 if args.e2e:
                     rows.append(train_bench.end_to_end(name, settings, args.steps, args.workers, args.runs or 5))
                 else:
-                    rows += train_bench.compare(name, settings, args.runs or 5, args.warmup)
+                    measured = train_bench.compare(name, settings, args.runs or 5, args.warmup)
+                    rows += measured
+                    results += [train_bench.result_row(r, settings) for r in measured]
     except ValueError as e:
         print(f"zoo bench: error: {e}", file=sys.stderr)
         return 2
     _report(rows, train_bench.notes(rows), args.json, env, models=models, train=True)
+    if args.out is not None:
+        train_bench.write_results(args.out, results, _command(args))
     wrong = [r for r in rows if not args.e2e and not train_bench.loss_agrees(r, amp, r.model)]
     for r in wrong:
         print(f"CHECK FAILED: {r.model} {r.setting}: first-step loss differs from {r.peer}", file=sys.stderr)
@@ -419,4 +464,6 @@ def run_train(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.argv = None if argv is None else list(argv)
+    return run(args)

@@ -15,6 +15,9 @@ Each row's difference is the candidate's logits against its peer's eager logits 
 ``timm onnxruntime`` row: the zoo's ONNX against timm's eager features is not like for like, so its difference
 column holds timm's ONNX against timm's eager logits). Targets: an exported or compiled form >= 1.3x the zoo's
 eager figure, and the zoo's ONNX >= 1.0x timm's ONNX.
+
+``zoo bench --deployed --out results/deployed.json`` adds the run to that file's ``runs`` (:func:`write_results`):
+one row per model and setting with every form's rate, the same model and setting in earlier runs replaced.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,7 +35,17 @@ from ..export.lm_runtime import load as load_lm_artifact
 from ..export.onnx_file import run as ort_run
 from ..export.onnx_file import session
 from ..factory import create_model
-from .harness import Row, default_runs, median, output_diff, randomize_, time_interleaved
+from .harness import (
+    Row,
+    default_runs,
+    load_results,
+    median,
+    output_diff,
+    provenance,
+    randomize_,
+    save_results,
+    time_interleaved,
+)
 from .vision import build_pair
 
 DEFAULT_MODELS = ("poolformer_s12", "convformer_s18")
@@ -208,3 +222,42 @@ def compare_lm(
             )
         )
     return rows
+
+
+# (candidate, peer) of a row -> the results file's keys for (its rate, its peer's rate)
+_COLUMNS = {
+    ("zoo onnxruntime", "zoo eager"): ("onnxruntime_zoo", "zoo_eager"),
+    ("zoo torch.compile", "zoo eager"): ("torch_compile", "zoo_eager"),
+    ("zoo onnxruntime", "timm onnxruntime"): ("onnxruntime_zoo", "onnxruntime_timm"),
+    ("llama.cpp f32", "zoo eager"): ("llama_cpp_f32", "zoo_eager"),
+    ("zoo pte", "zoo eager"): ("executorch_pte", "zoo_eager"),
+}
+
+
+def result_rows(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """The rows of one run as ``results/deployed.json`` holds them: one per model and setting, each form's rate
+    (two decimals) under its own key, beside zoo eager's."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        if (r.candidate, r.peer) not in _COLUMNS:
+            raise ValueError(f"no results column for {r.candidate} against {r.peer}")
+        rate, peer_rate = _COLUMNS[(r.candidate, r.peer)]
+        row = out.setdefault((r.model, r.setting), {"model": r.model, "setting": r.setting, "unit": r.unit})
+        row[peer_rate] = round(r.peer_rate, 2)
+        row[rate] = round(r.rate, 2)
+    return list(out.values())
+
+
+def write_results(path: Path, rows: Sequence[Row], command: str) -> dict[str, Any]:
+    """Append one run to ``path``'s ``runs`` under its provenance, after removing the rows (model, setting) it
+    measured again from the earlier runs (a run left without rows goes); written atomically."""
+    new = result_rows(rows)
+    measured = {(r["model"], r["setting"]) for r in new}
+    runs = []
+    for run in load_results(path).get("runs", []):
+        kept = [r for r in run["rows"] if (r["model"], r["setting"]) not in measured]
+        if kept:
+            runs.append({**run, "rows": kept})
+    doc = {"runs": [*runs, {"command": command, "provenance": provenance(), "rows": new}]}
+    save_results(path, doc)
+    return doc

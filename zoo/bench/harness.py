@@ -6,14 +6,19 @@
   of the batch to at least 5 (``base`` and ``floor`` shift it for slow comparisons).
 * :class:`Row` is the one result type (a candidate against its peer on one model and setting) and
   :func:`format_rows` the one table; :func:`environment` describes the machine the figures come from.
+* :func:`provenance` heads a results file (``results/*.json``: date, commit, machine, CPU, cores, threads, the
+  peers' library versions, load); :func:`save_results` writes one atomically and :func:`merge_rows` keeps an
+  earlier run's rows that a new run did not measure again (each with its own provenance).
 """
 
 import contextlib
 import datetime
+import importlib.metadata
 import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -36,8 +41,12 @@ __all__ = [
     "default_runs",
     "environment",
     "format_rows",
+    "library_versions",
+    "merge_rows",
     "print_header",
+    "provenance",
     "randomize_",
+    "save_results",
     "time_interleaved",
     "write_json",
 ]
@@ -145,20 +154,99 @@ def environment(**extra: str) -> dict[str, str]:
     }
 
 
-def provenance(machine: str | None = None) -> dict[str, str]:
-    """Date, commit, machine, versions and load, for a results file's head (``machine``: how to describe it;
-    default: the architecture and torch's thread count)."""
+# the libraries the figures depend on: the zoo's own stack and the peers it is timed against
+LIBRARIES = ("torch", "timm", "transformers", "onnxruntime", "llama_cpp_python", "executorch", "numpy")
+
+
+def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str]:
+    """``{distribution: version}`` of those of ``names`` that are installed."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _commit() -> str:
+    """The checkout's short commit, ``+`` when its tracked files differ from it; the package version outside git."""
+    folder = Path(__file__).parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=False, cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=False, cwd=folder).stdout.strip()  # fmt: skip
+        if head:
+            dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], capture_output=True,
+                                   check=False, cwd=folder.parent).returncode  # fmt: skip
+            return head + ("+" if dirty == 1 else "")
     except OSError:
-        commit = ""
+        pass
+    return f"zoo {__version__}"
+
+
+def provenance(machine: str | None = None) -> dict[str, Any]:
+    """Date, commit, machine, CPU, cores, threads, library versions and load at the start, for a results file's
+    head (``machine``: how to describe it; default: the architecture and torch's thread count). A checkout whose
+    package files differ from its commit says so with a ``+`` after the commit."""
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit or "unknown",
+        "commit": _commit(),
         "machine": machine or f"{platform.machine()}, {torch.get_num_threads()} threads",
         **environment(),
+        "cores": str(os.cpu_count() or 1),
+        "versions": library_versions(),
     }
+
+
+def save_results(path: Path, doc: dict[str, Any]) -> None:
+    """Write a results file atomically (a temporary file beside it, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """A results file's content, ``{}`` when there is none yet.
+
+    :raises ValueError: the file is not a JSON object."""
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not JSON ({e}); move it away or fix it") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} holds no results object; move it away or fix it")
+    return doc
+
+
+def merge_rows(
+    old_rows: Sequence[dict[str, Any]],
+    old_head: dict[str, Any],
+    new_rows: Sequence[dict[str, Any]],
+    key: Callable[[dict[str, Any]], Any],
+) -> list[dict[str, Any]]:
+    """The earlier run's rows with those whose ``key`` the new run measured replaced in place, then the new run's
+    other rows. A kept row carries the run that measured it: its own ``provenance``, else ``old_head`` (the
+    earlier file's ``provenance`` and ``command``)."""
+    fresh = {key(r): r for r in new_rows}
+    out, placed = [], set()
+    for r in old_rows:
+        k = key(r)
+        if k in fresh:
+            if k not in placed:
+                out.append(fresh[k])
+                placed.add(k)
+        else:
+            out.append(r if "provenance" in r or not old_head else {**r, **old_head})
+    return out + [r for k, r in fresh.items() if k not in placed]
+
+
+def command_line(default: str, argv: Sequence[str] | None = None) -> str:
+    """The command that produced a results file: ``default`` followed by ``argv`` (default: this process's)."""
+    return " ".join([default, shlex.join(list(sys.argv[1:] if argv is None else argv))]).strip()
 
 
 def print_header(title: str, env: dict[str, str], notes: Sequence[str] = ()) -> None:

@@ -8,7 +8,12 @@ A page marks a generated table with ``<!-- NAME:start -->`` and ``<!-- NAME:end 
 one of :data:`TABLES`; everything between the markers is rewritten from the JSON files under ``results/`` (each with
 its ``provenance``: date, commit, machine, threads, versions). A figure typed by hand there is what ``--check``
 (and ``tests/test_docs.py``) catches. Each group of rows states its machine, torch version and dates once, from its
-files; a group whose files name two machines is refused.
+files; a group whose files name two machines is refused. The headline is one table under one such line when every
+file behind it names one machine and torch version, else a group per machine.
+
+The bench commands write these files (``--out``): ``zoo bench --train`` ``train_throughput.json``,
+``python -m zoo.bench.prune`` ``compress.json``'s ``prune_latency``, ``zoo bench --deployed`` ``deployed.json``. A
+row kept from an earlier run than its file's carries that run's ``provenance``.
 """
 
 import argparse
@@ -79,66 +84,92 @@ def _table(rows: list[str], header: str = "| what | zoo | against | source |", a
     return "\n".join([header, align, *rows])
 
 
-def _speed_group(results: Path) -> tuple[list[str], list[dict[str, Any]]]:
+def _prov(row: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of one row: its own (kept from an earlier run), else its file's."""
+    return row.get("provenance") or doc["provenance"]
+
+
+# a headline row: its Markdown and the provenance of every file its figures come from
+_Row = tuple[str, list[dict[str, Any]]]
+
+
+def _speed_group(results: Path) -> list[_Row]:
     train = _load(results, "train_throughput.json")
     lm = next(r for r in _load(results, "lm_decode.json")["runs"] if r["model"] == "mobilellm_125m")
     prune = _load(results, "compress.json")["prune_latency"]
     rows = []
     for r in train["train_step"]:
-        if r["peer"] == "timm":
-            rows.append(f"| training step, {r['model']}, {r['batch']} | {r['zoo_rate']:.2f} {r['unit']} | timm "
-                        f"{r['peer_rate']:.2f} {r['unit']} ({r['ratio']:.2f}x) | "
-                        "[train_throughput](results/train_throughput.md) |")  # fmt: skip
+        if r["peer"] == "timm" and not r.get("switches"):
+            rows.append((f"| training step, {r['model']}, {r['batch']} | {r['zoo_rate']:.2f} {r['unit']} | timm "
+                         f"{r['peer_rate']:.2f} {r['unit']} ({r['ratio']:.2f}x) | "
+                         "[train_throughput](results/train_throughput.md) |", [_prov(r, train)]))  # fmt: skip
     for f in lm["formats"]:
         if f["format"] in ("fp32", "int4"):
-            rows.append(f"| greedy decode, {lm['model']}, {f['format']} compiled | {f['zoo_compiled']:.1f} tok/s | "
-                        f"transformers fp32 {f['transformers_fp32']:.1f} ({f['compiled_vs_transformers']:.2f}x); "
-                        f"llama.cpp {f['llama_cpp_type']} {f['llama_cpp']:.1f} ({f['compiled_vs_llama_cpp']:.2f}x) | "
-                        "[lm_decode](results/lm_decode.md) |")  # fmt: skip
+            rows.append((f"| greedy decode, {lm['model']}, {f['format']} compiled | {f['zoo_compiled']:.1f} tok/s | "
+                         f"transformers fp32 {f['transformers_fp32']:.1f} ({f['compiled_vs_transformers']:.2f}x); "
+                         f"llama.cpp {f['llama_cpp_type']} {f['llama_cpp']:.1f} ({f['compiled_vs_llama_cpp']:.2f}x) | "
+                         "[lm_decode](results/lm_decode.md) |", [lm["provenance"]]))  # fmt: skip
     p = next(r for r in prune["rows"] if r["model"] == "convformer_s18")
-    rows.append(f"| pruning, {p['model']} at half the MACs, batch 32 | {p['batch32_img_s'][1]:.1f} img/s, "
-                f"{p['params_m'][1]:.1f} M params | dense {p['batch32_img_s'][0]:.1f} img/s, {p['params_m'][0]:.1f} M "
-                "params | [compress](results/compress.md) |")  # fmt: skip
-    return rows, [train["provenance"], lm["provenance"], prune["provenance"]]
+    rows.append((f"| pruning, {p['model']} at half the MACs, batch 32 | {p['batch32_img_s'][1]:.1f} img/s, "
+                 f"{p['params_m'][1]:.1f} M params | dense {p['batch32_img_s'][0]:.1f} img/s, {p['params_m'][0]:.1f} "
+                 "M params | [compress](results/compress.md) |", [_prov(p, prune)]))  # fmt: skip
+    return rows
 
 
-def _condense_group(results: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    rows, provs = [], []
+def _condense_group(results: Path) -> list[_Row]:
+    rows = []
     for data in ("mnist", "fashion_mnist"):
         dm, random = (
             _load(results, f"condense/{data}_ipc1_cpu.json"),
             _load(results, f"condense/{data}_ipc1_cpu_random.json"),
         )
-        provs += [dm["provenance"], random["provenance"]]
         d = next(r for r in dm["rows"] if r["method"] == "dm" and r["ipc"] == 1)
         r = next(r for r in random["rows"] if r["method"] == "random" and r["ipc"] == 1)
-        rows.append(f"| condensation, {BENCHMARKS[data].title}, 1 image per class, DM ({d['iterations']} iterations) | "
-                    f"{d['mean']:.1f}% top-1 | random subset {r['mean']:.1f}% | "
-                    "[condense](results/condense/README.md) |")  # fmt: skip
-    speed = _latest_speed_rows(results)
-    s = speed[("dm", "mnist", 10)]
-    provs.append(s["provenance"])
-    rows.append(f"| condensation speed, DM, MNIST, 10 images per class | {s['zoo_min']:.2f} s per iteration | "
-                f"the authors' loop {s['authors_min']:.2f} s ({s['speedup_min']:.2f}x) | "
-                "[condense speed](results/condense/speed.md) |")  # fmt: skip
-    return rows, provs
+        rows.append((f"| condensation, {BENCHMARKS[data].title}, 1 image per class, DM ({d['iterations']} "
+                     f"iterations) | {d['mean']:.1f}% top-1 | random subset {r['mean']:.1f}% | "
+                     "[condense](results/condense/README.md) |", [dm["provenance"], random["provenance"]]))  # fmt: skip
+    s = _latest_speed_rows(results)[("dm", "mnist", 10)]
+    rows.append((f"| condensation speed, DM, MNIST, 10 images per class | {s['zoo_min']:.2f} s per iteration | "
+                 f"the authors' loop {s['authors_min']:.2f} s ({s['speedup_min']:.2f}x) | "
+                 "[condense speed](results/condense/speed.md) |", [s["provenance"]]))  # fmt: skip
+    return rows
+
+
+_CONDENSE = "ConvNet-3 top-1 on the 10,000 test images"
+_TITLES = {
+    ("speed",): "Speed, fp32 on a CPU: {line}.",
+    ("condense",): f"Condensation ({_CONDENSE}; speed: min of interleaved rounds): {{line}}.",
+    ("speed", "condense"): f"fp32 on a CPU: {{line}}. Condensation: {_CONDENSE}; its speed: min of interleaved rounds.",
+}
+
+
+def _machines(provs: list[dict[str, Any]]) -> dict[int, tuple[str, str]]:
+    """id of each provenance -> its machine: the CPU, and the torch version where one CPU ran several (a file
+    that did not record torch goes with its CPU's one recorded version)."""
+    torches: dict[str, set[str]] = {}
+    for p in provs:
+        torches.setdefault(_cpu(p), set()).update([p["torch"]] if p.get("torch") else [])
+    return {id(p): (_cpu(p), p.get("torch") or "" if len(torches[_cpu(p)]) > 1 else "") for p in provs}
 
 
 def headline(results: Path) -> str:
     """README.md's results: vision training against timm, LM decoding against transformers and llama.cpp, pruning
-    (one machine), and condensation (another), each group under its one provenance line."""
-    speed, speed_provs = _speed_group(results)
-    condense, condense_provs = _condense_group(results)
-    return "\n".join([
-        _prose(f"Speed, fp32 on a CPU: {provenance_line(speed_provs)}."),
-        "",
-        _table(speed),
-        "",
-        _prose(f"Condensation (ConvNet-3 top-1 on the 10,000 test images; speed: min of interleaved rounds): "
-               f"{provenance_line(condense_provs)}."),
-        "",
-        _table(condense),
-    ])  # fmt: skip
+    and condensation. One table under one provenance line when every file behind it names the same machine and
+    torch; else a table per machine, each under its own line (rows in the same order)."""
+    kinds = (("speed", _speed_group(results)), ("condense", _condense_group(results)))
+    machine = _machines([p for _, rows in kinds for _, provs in rows for p in provs])
+    groups: dict[tuple[str, str], dict[str, list]] = {}
+    for kind, rows in kinds:
+        for text, provs in rows:
+            g = groups.setdefault(machine[id(provs[0])], {"rows": [], "provs": [], "kinds": []})
+            g["rows"].append(text)
+            g["provs"] += provs
+            g["kinds"] += [] if kind in g["kinds"] else [kind]
+    parts = []
+    for g in groups.values():
+        intro = _TITLES[tuple(g["kinds"])].format(line=provenance_line(g["provs"]))
+        parts += [_prose(intro), "", _table(g["rows"]), ""]
+    return "\n".join(parts[:-1])
 
 
 def _latest_speed_rows(results: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -266,7 +297,8 @@ def train_step(results: Path) -> str:
         loss = f"{r['first_loss_peer']} / {r['first_loss_zoo']}" + (
             f" ({r['loss_note']})" if r.get("loss_note") else ""
         )
-        rows.append(f"| {r['model']} | {r['batch']} | {r['peer']} | {r['peer_rate']:{fmt}} {r['unit']} | "
+        batch = ", ".join([r["batch"], *r.get("switches", [])])
+        rows.append(f"| {r['model']} | {batch} | {r['peer']} | {r['peer_rate']:{fmt}} {r['unit']} | "
                     f"{r['zoo_rate']:{fmt}} {r['unit']} | {r['ratio']:.2f}x | {loss} | {r['peak_mib_peer']} / "
                     f"{r['peak_mib_zoo']} |")  # fmt: skip
     header = "| model | batch | peer | peer | zoo | ratio | first loss peer / zoo | peak MiB per step peer / zoo |"

@@ -8,12 +8,18 @@ The issue's target: batch-32 latency of the pruned model at most 0.6x the dense 
 deterministic random ones of realistic scale (:func:`~zoo.bench.harness.randomize_`): the widths, not the values,
 decide the speed. SLaK runs in its inference form (``deploy=True``: the fused large kernels). MACs are counted at
 the input size timed; widths are rounded to multiples of ``--round-to`` (8).
+
+``--out results/compress.json`` writes the run as that file's ``prune_latency`` section (:func:`write_results`;
+the batch sizes must include 1 and 32): the rows of the models it measured replace theirs, the file's other sections
+stay.
 """
 
 import argparse
 import copy
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,17 +28,22 @@ from ..factory import create_model
 from ..profile import count_params
 from .harness import (
     Row,
+    command_line,
     default_runs,
     environment,
     format_rows,
+    load_results,
     median,
+    merge_rows,
     print_header,
+    provenance,
     randomize_,
+    save_results,
     time_interleaved,
     write_json,
 )
 
-__all__ = ["MODELS", "main", "prune_rows"]
+__all__ = ["MODELS", "main", "prune_rows", "result_rows", "write_results"]
 
 # name -> builder arguments of the form that is timed
 MODELS: dict[str, dict] = {"poolformer_s12": {}, "convformer_s18": {}, "slak_tiny": {"deploy": True}}
@@ -103,6 +114,40 @@ def prune_rows(
     return rows
 
 
+def _pair(text: str) -> list[float]:
+    before, after = text.split("->")
+    return [float(before), float(after)]
+
+
+def result_rows(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """One row per model as ``results/compress.json``'s ``prune_latency`` holds it: params (M) and GMACs, and
+    img/s at each batch size, as [dense, pruned] pairs; the batch-32 latency ratio (pruned / dense)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        form = " (inference form)" if MODELS.get(r.model, {}).get("deploy") else ""
+        row = out.setdefault(
+            r.model,
+            {"model": r.model + form, "params_m": _pair(r.extra["params M"]), "gmacs": _pair(r.extra["GMACs"])},
+        )
+        batch = int(r.setting.removeprefix("batch "))
+        row[f"batch{batch}_img_s"] = [round(r.peer_rate, 1), round(r.rate, 1)]
+        if batch == 32:
+            row["batch32_latency_ratio"] = round(r.extra["latency x"], 2)
+    return list(out.values())
+
+
+def write_results(path: Path, rows: list[dict[str, Any]], command: str, settings: str) -> dict[str, Any]:
+    """Merge one run's :func:`result_rows` into ``path``'s ``prune_latency`` (rows of the same model replaced, the
+    others kept with their run's provenance; the file's other sections kept) and write it atomically."""
+    doc = load_results(path)
+    old = doc.get("prune_latency", {})
+    head = {k: old[k] for k in ("provenance", "command", "settings") if k in old}
+    merged = merge_rows(old.get("rows", []), head, rows, lambda r: r["model"])
+    doc["prune_latency"] = {"command": command, "provenance": provenance(), "settings": settings, "rows": merged}
+    save_results(path, doc)
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.bench.prune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names (default: %(default)s)")
@@ -115,10 +160,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="write the rows and the environment here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="merge the run into this results file as its prune_latency section (results/compress.json)",
+    )
     args = parser.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-    size = tuple(int(s) for s in args.input_size.split(","))
+    try:
+        batches = [int(b) for b in args.batch_sizes.split(",")]
+        size = tuple(int(s) for s in args.input_size.split(","))
+    except ValueError:
+        parser.error("--batch-sizes and --input-size take comma-separated integers (e.g. 1,32 and 3,224,224)")
+    if args.out is not None and not {1, 32} <= set(batches):
+        parser.error(f"--out: the results file holds batch 1 and batch 32; --batch-sizes {args.batch_sizes} lacks one")
     env = environment(device=args.device)
     print_header(
         "dense vs pruned (zoo.prune to half the MACs), interleaved rounds",
@@ -138,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(format_rows(rows))
     write_json(args.json, env, rows, models=models, batch_sizes=batches, target_macs=args.target_macs)
+    if args.out is not None:
+        settings = (
+            f"{size[1]}x{size[2]}, fp32{'' if args.device == 'cpu' else ', ' + args.device}; dense against "
+            f"zoo.prune(target_macs={args.target_macs:g}) with widths rounded to {args.round_to or 1}, interleaved "
+            "rounds; each pair is [dense, pruned]"
+        )
+        command = command_line("python -m zoo.bench.prune", sys.argv[1:] if argv is None else argv)
+        write_results(args.out, result_rows(rows), command, settings)
     return 0
 
 

@@ -26,6 +26,9 @@ model and batch: what the rest of the engine costs.
 
 Targets: zoo >= 1.0x timm for poolformer_s12 and convformer_s18 (batch 32 at 224, fp32 CPU) and >= 1.0x
 transformers for mobilellm_125m (batch 4 x 512 tokens); end to end >= 0.85x the model-only rate.
+
+``--out results/train_throughput.json`` writes the model-only rows as that file's ``train_step`` list under the
+run's provenance (:func:`write_results`), replacing the rows of the same model, batch and switches.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +51,7 @@ from ..registry import get_entry
 from ..train import cli as train_cli
 from . import lm, vision
 from .data import CLASSES, generate_images
-from .harness import Row, median, time_interleaved
+from .harness import Row, load_results, median, merge_rows, provenance, save_results, time_interleaved
 
 DEFAULT_MODELS = ("poolformer_s12", "convformer_s18")
 LM_DEFAULT_MODELS = ("mobilellm_125m",)
@@ -73,18 +77,21 @@ class Settings:
     grad_checkpointing: bool = False
     device: str = "cpu"
 
-    def describe(self) -> str:
-        switches = [
+    def switches(self) -> list[str]:
+        """The recipe switches that are on (``bf16``, ``channels-last``, ``compile``, ``grad-ckpt``)."""
+        return [
             name
             for name, on in (
-                ("bf16" if self.amp is torch.bfloat16 else "", self.amp is not None),
+                ("bf16", self.amp is torch.bfloat16),
                 ("channels-last", self.channels_last),
                 ("compile", self.compile),
                 ("grad-ckpt", self.grad_checkpointing),
             )
             if on
         ]
-        return " ".join([f"batch {self.batch_size}", *switches, self.device])
+
+    def describe(self) -> str:
+        return " ".join([f"batch {self.batch_size}", *self.switches(), self.device])
 
 
 @dataclass
@@ -300,3 +307,43 @@ def end_to_end(name: str, settings: Settings, steps: int = 20, workers: int | No
         E2E_TARGET,
         extra={"recipe": recipe.name},
     )
+
+
+def result_row(row: Row, settings: Settings) -> dict[str, Any]:
+    """One model-only row as ``results/train_throughput.json``'s ``train_step`` list holds it (rates to two
+    decimals, losses to three, memory in whole MiB)."""
+    tokens = row.unit == "tok/s"
+    out: dict[str, Any] = {
+        "model": row.model,
+        "batch": f"{settings.batch_size} x {settings.seq_len if tokens else settings.img_size}" + " tokens" * tokens,
+        "peer": row.peer,
+        "unit": row.unit,
+        "peer_rate": round(row.peer_rate, 2),
+        "zoo_rate": round(row.rate, 2),
+        "ratio": round(row.ratio, 2),
+        "first_loss_peer": round(row.extra["first loss peer"], 3),
+        "first_loss_zoo": round(row.extra["first loss zoo"], 3),
+        "peak_mib_peer": round(row.extra["peak MiB peer"]),
+        "peak_mib_zoo": round(row.extra["peak MiB zoo"]),
+    }
+    switches = settings.switches() + ([] if settings.device == "cpu" else [settings.device])
+    if switches:
+        out["switches"] = switches
+    if vision.head_note(row.model).startswith("PoolFormer v1"):
+        out["loss_note"] = "head differs by design"
+    return out
+
+
+def _key(r: dict[str, Any]) -> tuple:
+    return r["model"], r["batch"], tuple(r.get("switches", ()))
+
+
+def write_results(path: Path, rows: list[dict[str, Any]], command: str) -> dict[str, Any]:
+    """Merge one run's :func:`result_row` rows into ``path`` (rows of the same model, batch and switches replaced,
+    the others kept with their own run's provenance) and write it atomically; returns the document."""
+    old = load_results(path)
+    head = {k: old[k] for k in ("provenance", "command") if k in old}
+    doc = {"provenance": provenance(), "command": command}
+    doc["train_step"] = merge_rows(old.get("train_step", []), head, rows, _key)
+    save_results(path, doc)
+    return doc

@@ -1,0 +1,226 @@
+"""The bench commands write the results files (``--out``) that zoo.bench.headline renders the pages' tables from."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from zoo.bench import deployed, headline
+from zoo.bench import main as bench_main
+from zoo.bench import prune as prune_bench
+from zoo.bench import train as train_bench
+from zoo.bench.harness import Row, merge_rows, provenance
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """A copy of the repository's results files, to overwrite one at a time."""
+    folder = tmp_path / "results"
+    shutil.copytree(REPO / "results", folder, ignore=shutil.ignore_patterns("*.md"))
+    return folder
+
+
+def _train_row(model: str, peer_rate: float, rate: float, loss: float = 7.5) -> Row:
+    extra = {"first loss peer": loss, "first loss zoo": loss + 1e-6, "peak MiB peer": 2048.4, "peak MiB zoo": 1900.6}
+    return Row(model, "batch 32 cpu", "timm", "zoo", "img/s", peer_rate, rate, 5, 1.0, extra=extra)
+
+
+def test_provenance_names_the_run():
+    p = provenance()
+    assert {"date", "commit", "machine", "cpu", "cores", "threads", "torch", "versions", "load"} <= p.keys()
+    assert p["date"].endswith("UTC") and p["commit"] and p["cpu"]
+    assert int(p["threads"]) >= 1 and int(p["cores"]) >= 1
+    assert p["versions"]["torch"] and p["versions"]["timm"]
+
+
+def test_merge_keeps_unmeasured_rows_with_their_run():
+    old = [{"model": "a", "v": 1}, {"model": "b", "v": 2, "provenance": {"date": "x"}}, {"model": "c", "v": 3}]
+    new = [{"model": "c", "v": 30}, {"model": "d", "v": 40}]
+    merged = merge_rows(old, {"provenance": {"date": "old"}}, new, lambda r: r["model"])
+    assert [(r["model"], r["v"]) for r in merged] == [("a", 1), ("b", 2), ("c", 30), ("d", 40)]
+    assert merged[0]["provenance"] == {"date": "old"} and merged[1]["provenance"] == {"date": "x"}
+    assert "provenance" not in merged[2] and "provenance" not in merged[3]
+
+
+def test_train_results_are_read_by_the_headline(results: Path):
+    path = results / "train_throughput.json"
+    settings = train_bench.Settings(batch_size=32)
+    rows = [train_bench.result_row(_train_row("convformer_s18", 2.5, 3.0), settings)]
+    train_bench.write_results(path, rows, "zoo bench --train --models convformer_s18")
+    doc = json.loads(path.read_text())
+    assert doc["command"] == "zoo bench --train --models convformer_s18" and doc["provenance"]["cpu"]
+    conv = next(r for r in doc["train_step"] if r["model"] == "convformer_s18")
+    assert conv["batch"] == "32 x 224" and conv["zoo_rate"] == 3.0 and conv["ratio"] == 1.2
+    assert conv["peak_mib_peer"] == 2048 and "provenance" not in conv
+    kept = next(r for r in doc["train_step"] if r["model"] == "poolformer_s12")
+    assert kept["provenance"]["commit"] == "4f47973"  # the earlier run's row keeps its run
+    assert kept["loss_note"] == "head differs by design"
+    table = headline.train_step(results)
+    assert "| convformer_s18 | 32 x 224 | timm | 2.50 img/s | 3.00 img/s | 1.20x |" in table
+    text = headline.headline(results)
+    assert "| training step, convformer_s18, 32 x 224 | 3.00 img/s | timm 2.50 img/s (1.20x) |" in text
+    assert "2026-11-23" in text.split("\n\n")[0]  # the kept poolformer row's date is still stated
+
+
+def test_train_switches_stay_out_of_the_fp32_headline(results: Path):
+    path = results / "train_throughput.json"
+    settings = train_bench.Settings(batch_size=32, amp=train_bench.torch.bfloat16, channels_last=True)
+    row = train_bench.result_row(_train_row("poolformer_s12", 9.0, 12.0), settings)
+    assert row["switches"] == ["bf16", "channels-last"]
+    train_bench.write_results(path, [row], "zoo bench --train --amp bf16 --channels-last")
+    doc = json.loads(path.read_text())
+    assert len([r for r in doc["train_step"] if r["model"] == "poolformer_s12"]) == 2  # fp32 row kept beside it
+    assert "| poolformer_s12 | 32 x 224, bf16, channels-last | timm | 9.00 img/s |" in headline.train_step(results)
+    assert "12.00 img/s" not in headline.headline(results)
+
+
+@pytest.mark.slow  # builds poolformer_s12 twice and times a step of each (several seconds on 2 shared cores)
+def test_a_tiny_training_step_run_writes_its_file(tmp_path: Path, capsys):
+    path = tmp_path / "train_throughput.json"
+    argv = ["--train", "--models", "poolformer_s12", "--batch-sizes", "2", "--img-size", "32", "--runs", "1"]
+    assert bench_main([*argv, "--warmup", "0", "--out", str(path)]) == 0
+    doc = json.loads(path.read_text())
+    assert doc["command"] == "zoo bench " + " ".join(argv) + f" --warmup 0 --out {path}"
+    (row,) = doc["train_step"]
+    assert row["model"] == "poolformer_s12" and row["batch"] == "2 x 32" and row["zoo_rate"] > 0
+    assert row["peer"] == "timm" and row["peak_mib_zoo"] >= 0
+    assert f"wrote {path}" in capsys.readouterr().out
+
+
+def _prune_rows() -> list[Row]:
+    extra = {"params M": "26.8->14.6", "GMACs": "4.00->1.98"}
+    return [
+        Row("convformer_s18", "batch 1", "dense", "pruned 50% MACs", "img/s", 15.42, 27.51, 20,
+            extra={**extra, "latency x": 0.56}),
+        Row("convformer_s18", "batch 32", "dense", "pruned 50% MACs", "img/s", 19.04, 33.46, 4, 1 / 0.6,
+            extra={**extra, "latency x": 0.569}),
+    ]  # fmt: skip
+
+
+def test_prune_results_are_read_by_the_headline(results: Path, monkeypatch):
+    path = results / "compress.json"
+    doc = json.loads(path.read_text())
+    doc["other"] = {"kept": True}
+    path.write_text(json.dumps(doc))
+    monkeypatch.setattr(prune_bench, "prune_rows", lambda *a, **k: _prune_rows())
+    assert prune_bench.main(["--models", "convformer_s18", "--out", str(path)]) == 0
+    doc = json.loads(path.read_text())
+    assert doc["other"] == {"kept": True}
+    section = doc["prune_latency"]
+    assert section["command"] == f"python -m zoo.bench.prune --models convformer_s18 --out {path}"
+    assert "224x224" in section["settings"] and section["provenance"]["threads"]
+    conv = next(r for r in section["rows"] if r["model"] == "convformer_s18")
+    assert conv == {"model": "convformer_s18", "params_m": [26.8, 14.6], "gmacs": [4.0, 1.98],
+                    "batch1_img_s": [15.4, 27.5], "batch32_img_s": [19.0, 33.5], "batch32_latency_ratio": 0.57}  # fmt: skip
+    assert [r["model"] for r in section["rows"]] == ["poolformer_s12", "convformer_s18", "slak_tiny (inference form)"]
+    assert "| convformer_s18 | 26.8 M -> 14.6 M | 4.00 -> 1.98 | 15.4 / 27.5 img/s | 19.0 / 33.5 img/s | 0.57x |" in (
+        headline.prune_latency(results)
+    )
+    assert "| 33.5 img/s, 14.6 M params | dense 19.0 img/s" in headline.headline(results)
+
+
+def test_prune_out_needs_batch_1_and_32(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as e:
+        prune_bench.main(["--batch-sizes", "1,8", "--out", str(tmp_path / "c.json")])
+    assert e.value.code == 2 and "batch 1 and batch 32" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
+
+
+def _deployed_rows(name: str, *_args) -> list[Row]:
+    return [
+        Row(name, "batch 1", "zoo eager", "zoo onnxruntime", "img/s", 20.0, 25.0, 5, 1.3),
+        Row(name, "batch 1", "zoo eager", "zoo torch.compile", "img/s", 20.0, 18.25, 5, 1.3),
+        Row(name, "batch 1", "timm onnxruntime", "zoo onnxruntime", "img/s", 28.0, 25.0, 5, 1.0),
+    ]
+
+
+def test_deployed_results_are_read_by_the_headline(results: Path, monkeypatch, capsys):
+    path = results / "deployed.json"
+    monkeypatch.setattr(deployed, "compare", _deployed_rows)
+    assert bench_main(["--deployed", "--models", "poolformer_s12", "--batch-sizes", "1", "--out", str(path)]) == 0
+    runs = json.loads(path.read_text())["runs"]
+    assert [r["command"].split(" --")[1] for r in runs] == ["deployed", "deployed", "deployed"]
+    # the earlier vision run keeps its other rows; its poolformer_s12 batch 1 row is replaced by the new run's
+    assert [(r["model"], r["setting"]) for r in runs[0]["rows"]] == [
+        ("poolformer_s12", "batch 32"), ("convformer_s18", "batch 1"), ("convformer_s18", "batch 32")]  # fmt: skip
+    assert runs[1]["rows"][0]["model"] == "mobilellm_125m"
+    assert runs[2]["rows"] == [{"model": "poolformer_s12", "setting": "batch 1", "unit": "img/s", "zoo_eager": 20.0,
+                                "onnxruntime_zoo": 25.0, "torch_compile": 18.25, "onnxruntime_timm": 28.0}]  # fmt: skip
+    assert "| poolformer_s12 | batch 1 | 20.0 img/s | 25.0 / 28.0 img/s | 18.2 img/s |" in headline.deployed(results)
+
+
+def test_deployed_lm_rows_take_their_columns():
+    rows = [
+        Row("m", "decode 8 (fp32)", "zoo eager", "llama.cpp f32", "tok/s", 18.3, 47.1, 5),
+        Row("m", "decode 8 (fp32)", "zoo eager", "zoo pte", "tok/s", 18.3, 36.0, 5),
+    ]
+    assert deployed.result_rows(rows) == [
+        {"model": "m", "setting": "decode 8 (fp32)", "unit": "tok/s", "zoo_eager": 18.3, "llama_cpp_f32": 47.1,
+         "executorch_pte": 36.0}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, why",
+    [
+        (["--out", "r.json"], "add one of them"),
+        (["--deployed", "--out", "r.csv"], "a results file is JSON"),
+        (["--train", "--e2e", "--out", "r.json"], "--e2e has no results file"),
+        (["--family", "slak", "--out", "r.json"], "--data-pruning and --json write their own"),
+    ],
+)
+def test_out_where_no_results_file_is_written(argv: list[str], why: str, capsys):
+    assert bench_main(argv) == 2
+    err = capsys.readouterr().err
+    assert why in err and err.count("\n") == 1
+
+
+def _one_machine(results: Path) -> None:
+    """Every provenance under ``results`` rewritten to one machine and torch version."""
+    for f in results.rglob("*.json"):
+        text = f.read_text()
+        doc = json.loads(text)
+
+        def same(node):
+            if isinstance(node, dict):
+                if "date" in node and "cpu" in node:
+                    node.update(cpu="Example CPU", torch="2.15.0")
+                for value in node.values():
+                    same(value)
+            elif isinstance(node, list):
+                for value in node:
+                    same(value)
+
+        same(doc)
+        f.write_text(json.dumps(doc))
+
+
+def test_one_machine_gives_one_table_under_one_line(results: Path):
+    two = headline.headline(results)
+    assert two.count("| what | zoo | against | source |") == 2  # the files name two machines
+    _one_machine(results)
+    one = headline.headline(results)
+    assert one.count("| what | zoo | against | source |") == 1
+    first = one.split("\n\n")[0]
+    assert first.startswith("fp32 on a CPU: Example CPU, ") and first.count("torch 2.15.0") == 1
+    rows = [line for line in one.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == len([line for line in two.splitlines() if line.startswith("| ") and "what" not in line])
+    assert rows[-1].startswith("| condensation speed, DM, MNIST")
+
+
+def test_check_catches_a_stale_table_and_write_mends_it(results: Path):
+    repo = results.parent
+    page = repo / "README.md"
+    fresh = headline.TABLES["train_step"](results)
+    page.write_text(f"# x\n\n<!-- train_step:start -->\n{fresh}\n<!-- train_step:end -->\n")
+    assert headline.check(repo) == []
+    train_bench.write_results(
+        results / "train_throughput.json",
+        [train_bench.result_row(_train_row("convformer_s18", 2.5, 3.0), train_bench.Settings(batch_size=32))],
+        "zoo bench --train --models convformer_s18",
+    )
+    assert headline.check(repo) == ["README.md: train_step"]
+    assert headline.write(repo) == [page]
+    assert headline.check(repo) == [] and "| 3.00 img/s | 1.20x |" in page.read_text()
