@@ -60,6 +60,13 @@ def test_train_results_are_read_by_the_headline(results: Path):
     assert kept["loss_note"] == "head differs by design"
     table = headline.train_step(results)
     assert "| convformer_s18 | 32 x 224 | timm | 2.50 img/s | 3.00 img/s | 1.20x |" in table
+    # a line per run above the table: the earlier run's command and commit, then the new one's with its versions
+    head = " ".join(table.split("\n\n| model")[0].split())
+    assert head.startswith(
+        "`zoo bench --train --models poolformer_s12,convformer_s18,mobilellm_125m`: 2026-11-23, commit"
+    )
+    assert f"`zoo bench --train --models convformer_s18`: {doc['provenance']['date']}, commit" in head
+    assert f"torch {doc['provenance']['torch']}, timm {doc['provenance']['versions']['timm']}" in head
     text = headline.headline(results)
     assert "| training step, convformer_s18, 32 x 224 | 3.00 img/s | timm 2.50 img/s (1.20x) |" in text
     assert "2026-11-23" in text.split("\n\n")[0]  # the kept poolformer row's date is still stated

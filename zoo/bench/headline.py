@@ -289,10 +289,37 @@ def data_pruning_40ep(results: Path) -> str:
                   "|---|---|---|---:|---:|---:|---:|")  # fmt: skip
 
 
+def _versions(p: dict[str, Any], libraries: tuple[str, ...]) -> list[str]:
+    """``name version`` of each of ``libraries`` the run recorded (in ``versions``, or at the top of a file
+    transcribed by hand)."""
+    recorded = {**{k: v for k, v in p.items() if isinstance(v, str)}, **p.get("versions", {})}
+    return [f"{name.replace('_', '-')} {recorded[name]}" for name in libraries if recorded.get(name)]
+
+
+def run_lines(runs: list[tuple[str, dict[str, Any]]], libraries: tuple[str, ...] = ()) -> str:
+    """One line per run behind a table: its command, date, commit, CPU, threads, torch, the peers' versions
+    (``libraries``) and the load at its start."""
+    lines = []
+    for command, text in dict.fromkeys((c, json.dumps(p, sort_keys=True)) for c, p in runs):
+        p = json.loads(text)
+        torch = f"torch {p['torch']}" if p.get("torch") else f"torch {p.get('torch_note') or 'not recorded'}"
+        cores = f", {p['cores']} cores" if p.get("cores") else ""
+        machine = [f"{_cpu(p)}{cores}", f"{p.get('threads', '?')} threads", torch, *_versions(p, libraries)]
+        load = str(p.get("load") or "not recorded").removesuffix(" (1/5/15-min load average)")
+        lines.append(_prose(f"`{command}`: {p['date']}, commit {p['commit']}; {', '.join(machine)}; load: {load}."))
+    return "\n\n".join(lines)
+
+
+def _headed(runs: list[tuple[str, dict[str, Any]]], table: str, libraries: tuple[str, ...] = ()) -> str:
+    return f"{run_lines(runs, libraries)}\n\n{table}"
+
+
 def train_step(results: Path) -> str:
-    """results/train_throughput.md's one-training-step table."""
-    rows = []
-    for r in _load(results, "train_throughput.json")["train_step"]:
+    """results/train_throughput.md's one-training-step table, under a line per run behind it."""
+    rows, runs = [], []
+    doc = _load(results, "train_throughput.json")
+    for r in doc["train_step"]:
+        runs.append((r.get("command", doc["command"]) if "provenance" in r else doc["command"], _prov(r, doc)))
         fmt = ".2f" if r["unit"] == "img/s" else ".1f"
         loss = f"{r['first_loss_peer']} / {r['first_loss_zoo']}" + (
             f" ({r['loss_note']})" if r.get("loss_note") else ""
@@ -302,7 +329,7 @@ def train_step(results: Path) -> str:
                     f"{r['zoo_rate']:{fmt}} {r['unit']} | {r['ratio']:.2f}x | {loss} | {r['peak_mib_peer']} / "
                     f"{r['peak_mib_zoo']} |")  # fmt: skip
     header = "| model | batch | peer | peer | zoo | ratio | first loss peer / zoo | peak MiB per step peer / zoo |"
-    return _table(rows, header, "|---|---|---|---|---|---|---|---|")
+    return _headed(runs, _table(rows, header, "|---|---|---|---|---|---|---|---|"), ("timm", "transformers"))
 
 
 def _lm_run(results: Path, model: str) -> dict[str, Any]:
@@ -373,9 +400,10 @@ def _rate(r: dict[str, Any], key: str) -> str:
 
 
 def deployed(results: Path) -> str:
-    """results/deployed.md: onnxruntime, torch.compile, llama.cpp and ExecuTorch beside eager."""
+    """results/deployed.md: onnxruntime, torch.compile, llama.cpp and ExecuTorch beside eager, under a line per run."""
     rows = []
-    for run in _load(results, "deployed.json")["runs"]:
+    runs = _load(results, "deployed.json")["runs"]
+    for run in runs:
         for r in run["rows"]:
             ort = (
                 f"{r['onnxruntime_zoo']:.1f} / {r['onnxruntime_timm']:.1f} {r['unit']}"
@@ -387,19 +415,26 @@ def deployed(results: Path) -> str:
             rows.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
     header = ("| model | setting | zoo eager | onnxruntime (zoo / timm's) | torch.compile (frozen) | llama.cpp f32 | "
               "ExecuTorch pte |")  # fmt: skip
-    return _table(rows, header, "|---|---|---|---|---|---|---|")
+    libraries = ("onnxruntime", "llama_cpp_python", "executorch")
+    table = _table(rows, header, "|---|---|---|---|---|---|---|")
+    return _headed([(run["command"], run["provenance"]) for run in runs], table, libraries)
 
 
 def prune_latency(results: Path) -> str:
-    """results/compress.md: dense against pruned latency."""
-    rows = []
-    for r in _load(results, "compress.json")["prune_latency"]["rows"]:
+    """results/compress.md: dense against pruned latency, under a line per run."""
+    rows, runs = [], []
+    section = _load(results, "compress.json")["prune_latency"]
+    for r in section["rows"]:
+        runs.append(
+            (r.get("command", section["command"]) if "provenance" in r else section["command"], _prov(r, section))
+        )
         (p0, p1), (g0, g1) = r["params_m"], r["gmacs"]
         (a0, a1), (b0, b1) = r["batch1_img_s"], r["batch32_img_s"]
         rows.append(f"| {r['model']} | {p0:.1f} M -> {p1:.1f} M | {g0:.2f} -> {g1:.2f} | {a0:.1f} / {a1:.1f} img/s | "
                     f"{b0:.1f} / {b1:.1f} img/s | {r['batch32_latency_ratio']:.2f}x |")  # fmt: skip
-    return _table(rows, "| model | params | GMACs | batch 1 dense / pruned | batch 32 dense / pruned | "
-                  "batch-32 latency ratio |", "|---|---|---|---|---|---|")  # fmt: skip
+    table = _table(rows, "| model | params | GMACs | batch 1 dense / pruned | batch 32 dense / pruned | "
+                   "batch-32 latency ratio |", "|---|---|---|---|---|---|")  # fmt: skip
+    return _headed(runs, table)
 
 
 # marker name -> the table it stands for
