@@ -165,7 +165,7 @@ def test_deployed_lm_rows_take_their_columns():
         Row("m", "decode 8 (fp32)", "zoo eager", "zoo pte", "tok/s", 18.3, 36.0, 5),
     ]
     assert deployed.result_rows(rows) == [
-        {"model": "m", "setting": "decode 8 (fp32)", "unit": "tok/s", "zoo_eager": 18.3, "llama_cpp_f32": 47.1,
+        {"model": "m", "setting": "greedy decode, batch 1", "unit": "tok/s", "zoo_eager": 18.3, "llama_cpp_f32": 47.1,
          "executorch_pte": 36.0}]  # fmt: skip
 
 
@@ -231,3 +231,13 @@ def test_check_catches_a_stale_table_and_write_mends_it(results: Path):
     assert headline.check(repo) == ["README.md: train_step"]
     assert headline.write(repo) == [page]
     assert headline.check(repo) == [] and "| 3.00 img/s | 1.20x |" in page.read_text()
+
+
+def test_a_deployed_decode_run_replaces_the_model_s_earlier_row(results: Path):
+    rows = [Row("mobilellm_125m", "decode 128 (fp32)", "zoo eager", "llama.cpp f32", "tok/s", 20.0, 50.0, 5)]
+    deployed.write_results(results / "deployed.json", rows, "zoo bench --deployed --models mobilellm_125m")
+    runs = json.loads((results / "deployed.json").read_text())["runs"]
+    assert [r["command"] for r in runs] == ["zoo bench --deployed", "zoo bench --deployed --models mobilellm_125m"]
+    assert runs[1]["rows"] == [{"model": "mobilellm_125m", "setting": "greedy decode, batch 1", "unit": "tok/s",
+                                "zoo_eager": 20.0, "llama_cpp_f32": 50.0}]  # fmt: skip
+    assert runs[1]["provenance"]["commit"] != "c12e7c9"

@@ -235,14 +235,16 @@ _COLUMNS = {
 
 
 def result_rows(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """The rows of one run as ``results/deployed.json`` holds them: one per model and setting, each form's rate
-    (two decimals) under its own key, beside zoo eager's."""
+    """The rows of one run as ``results/deployed.json`` holds them: one per model and setting (a language model's
+    one: ``greedy decode, batch 1``), each form's rate (two decimals) under its own key, beside zoo eager's."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
         if (r.candidate, r.peer) not in _COLUMNS:
             raise ValueError(f"no results column for {r.candidate} against {r.peer}")
         rate, peer_rate = _COLUMNS[(r.candidate, r.peer)]
-        row = out.setdefault((r.model, r.setting), {"model": r.model, "setting": r.setting, "unit": r.unit})
+        # decoding: the prompt and token counts are the command's; the row is the model's one decode figure
+        setting = "greedy decode, batch 1" if r.unit == "tok/s" else r.setting
+        row = out.setdefault((r.model, setting), {"model": r.model, "setting": setting, "unit": r.unit})
         row[peer_rate] = round(r.peer_rate, 2)
         row[rate] = round(r.rate, 2)
     return list(out.values())

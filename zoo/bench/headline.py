@@ -108,7 +108,7 @@ def _speed_group(results: Path) -> list[_Row]:
             rows.append((f"| greedy decode, {lm['model']}, {f['format']} compiled | {f['zoo_compiled']:.1f} tok/s | "
                          f"transformers fp32 {f['transformers_fp32']:.1f} ({f['compiled_vs_transformers']:.2f}x); "
                          f"llama.cpp {f['llama_cpp_type']} {f['llama_cpp']:.1f} ({f['compiled_vs_llama_cpp']:.2f}x) | "
-                         "[lm_decode](results/lm_decode.md) |", [lm["provenance"]]))  # fmt: skip
+                         "[lm_decode](results/lm_decode.md) |", [_prov(f, lm)]))  # fmt: skip
     p = next(r for r in prune["rows"] if r["model"] == "convformer_s18")
     rows.append((f"| pruning, {p['model']} at half the MACs, batch 32 | {p['batch32_img_s'][1]:.1f} img/s, "
                  f"{p['params_m'][1]:.1f} M params | dense {p['batch32_img_s'][0]:.1f} img/s, {p['params_m'][0]:.1f} "
