@@ -94,11 +94,13 @@ def test_llama_cpp_backend_rows_beside_bare_llama_cpp(tmp_path, monkeypatch):
     ]
     for r in rows:
         assert r.target == 0.95 and r.rate > 0 and r.peer_rate > 0 and r.extra["same tokens as llama.cpp"] == 1.0
-        assert r.extra["paired ratio"] > 0
+        assert r.extra["paired ratio"] > 0 and r.extra["per-token paired ratio"] > 0  # the session alone, timed too
+        assert math.isfinite(r.extra["check ms/call"]) and len(r.times_s) == 3
     assert os.environ["ZOO_CACHE"] == str(tmp_path / "user-cache")  # the bench's files went to its own folder
     assert not (tmp_path / "user-cache").exists()
     lines = formats.notes(rows)
     assert len(lines) == 2 and "zoo llama.cpp backend" in lines[1] and "bare llama.cpp Q4_0" in lines[1]
+    assert "per token alone (its session, no per-call weights check)" in lines[1]
 
 
 def test_cli_refuses_unknown_formats_and_vision_models(capsys):

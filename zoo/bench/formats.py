@@ -10,9 +10,12 @@
   ``zoo export --format gguf`` at the same bits: F32 for fp32, F16 for bf16 (llama.cpp's CPU path has no bf16
   matmul of its own), Q8_0 for int8, Q4_0 for int4. Beside each llama.cpp figure, the row ``zoo llama.cpp
   backend``: ``model.generate(..., backend="llama.cpp", quantize=TYPE)`` on the same weights (its own cached GGUF,
-  in the run's temporary folder), against that bare llama.cpp loop: the zoo's overhead per token. All candidates
-  of all formats are timed in one set of interleaved rounds, so load from other processes hits them alike. The
-  per-token Python overhead of eager decoding is reported as eager minus compiled milliseconds per token.
+  in the run's temporary folder), against that bare llama.cpp loop: the zoo's overhead per token, split into its
+  per-token part (``zoo llama.cpp session``: the same loaded session driven by ``generate_on_session``, timed in
+  the same rounds; the ``per-token paired ratio`` column) and the weights check each ``generate`` call makes
+  (``check ms/call``). All candidates of all formats are timed in one set of interleaved rounds, so load from other
+  processes hits them alike. The per-token Python overhead of eager decoding is reported as eager minus compiled
+  milliseconds per token.
   ``zoo bench --formats ... --backend-only`` times the backend rows alone (:func:`compare_backend`).
 * **Prefill** (``--prefill 128,512``, the default; ``--prefill 0``: none): prompt-processing tokens/s at each prompt
   length, for every format in zoo eager and zoo compiled (``generate(..., max_new_tokens=1)``: the prompt's forward
@@ -59,11 +62,12 @@ from ..data.lm_tokenizer import load_lm_tokenizer
 from ..data.text import EOS_TOKEN, bundled_corpus, split_documents
 from ..export import export
 from ..export.gguf_file import load_llama
-from ..export.llama_backend import CACHE_ENV, release
+from ..export.llama_backend import CACHE_ENV, open_session, release
 from ..export.lm_runtime import load as load_pte
 from ..export.xnnpack_quant import quantize_for_xnnpack
 from ..factory import create_model
 from ..lm.quant import model_quantization, quantize_model
+from ..lm.sessions import generate_on_session
 from .deployed import _llama_cpp_decoder
 from .harness import Row, median, provenance, randomize_, time_interleaved
 from .lm import build_pair, transformers_greedy
@@ -106,6 +110,7 @@ PTE = "zoo pte"
 QUALITY_RUN = Path("runs/quickstart_lm")
 PEER = "transformers fp32"
 BACKEND = "zoo llama.cpp backend"
+SESSION = "zoo llama.cpp session"  # the backend's loaded session driven directly: no per-call weights check
 TARGETS = {
     "fastest vs transformers": 4.0,
     "vs llama.cpp": 0.6,  # zoo compiled at fp32, int8, int4
@@ -669,8 +674,10 @@ def _time(candidates: dict, runs: int, warmup: int, desc: str, new_tokens: int):
 
 
 def _llama_cpp_decoders(base: nn.Module, name: str, gguf_type: str, tmp: Path, prompt: torch.Tensor, new_tokens: int):
-    """Bare llama.cpp (llama-cpp-python's own greedy loop on ``zoo export``'s GGUF) and the zoo's llama.cpp backend
-    (``generate(backend="llama.cpp")``) at ``gguf_type``: label -> the new tokens, and what closes the bare one."""
+    """Bare llama.cpp (llama-cpp-python's own greedy loop on ``zoo export``'s GGUF), the zoo's llama.cpp backend
+    (``generate(backend="llama.cpp")``) and the backend's session driven directly (``open_session`` once, then
+    ``generate_on_session``: the backend's per-token work without its per-call weights check) at ``gguf_type``:
+    label -> the new tokens, and what closes them."""
     folder = tmp / gguf_type
     export(base, "gguf", folder, model_name=name, quantize=gguf_type)
     llm, generate = _llama_cpp_decoder(folder / "model.gguf", prompt.shape[1] + new_tokens)
@@ -679,9 +686,17 @@ def _llama_cpp_decoders(base: nn.Module, name: str, gguf_type: str, tmp: Path, p
         out = base.generate(prompt, max_new_tokens=new_tokens, eos_token_id=[], backend="llama.cpp", quantize=gguf_type)
         return out[0, prompt.shape[1] :].tolist()
 
+    session = open_session(base, gguf_type, prompt.shape[1] + new_tokens)  # the one generate() goes on using
+    vocab, config = base.config.vocab_size, base.generation_config
+
+    def on_session() -> list[int]:
+        out = generate_on_session(session, prompt, vocab, config, max_new_tokens=new_tokens, eos_token_id=[])
+        return out[0, prompt.shape[1] :].tolist()
+
     found = {
         f"llama.cpp {gguf_type}": lambda: generate(prompt[0].tolist(), new_tokens),
         f"{BACKEND} {gguf_type}": backend,
+        f"{SESSION} {gguf_type}": on_session,
     }
 
     def close() -> None:
@@ -700,6 +715,13 @@ def _backend_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new
     same = sum(a == b for a, b in zip(tokens[ours], tokens[bare])) / new_tokens
     # each round times both back to back: the median of the rounds' own ratios is steadier than the medians' ratio
     paired = statistics.median(b / o for b, o in zip(times[bare]["total"], times[ours]["total"]))
+    split = {}
+    session = f"{SESSION} {gguf_type}"
+    if session in times:  # the overhead split: per token (the session alone) and per call (the weights check)
+        split["per-token paired ratio"] = statistics.median(
+            b / o for b, o in zip(times[bare]["total"], times[session]["total"])
+        )
+        split["check ms/call"] = 1e3 * (median(times[ours]) - median(times[session]))
     return Row(
         name,
         f"decode {new_tokens} {fmt}",
@@ -714,9 +736,10 @@ def _backend_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new
             "llama.cpp type": gguf_type.upper(),
             "overhead ms/tok": 1e3 * (1 / rate[ours] - 1 / rate[bare]),
             "paired ratio": paired,
+            **split,
             "same tokens as llama.cpp": same,
         },
-        times_s={k: times[k]["total"] for k in (bare, ours)},
+        times_s={k: times[k]["total"] for k in (bare, ours, session) if k in times},
     )
 
 
@@ -734,6 +757,12 @@ def notes(rows: Sequence[Row]) -> list[str]:
                 f"{r.extra['llama.cpp type']} (>= {r.target:.2f}x: {ok}; median of the rounds' ratios "
                 f"{r.extra['paired ratio']:.2f}x), "
                 f"{100 * r.extra['same tokens as llama.cpp']:.0f}% of its tokens"
+                + (
+                    f"; per token alone (its session, no per-call weights check) "
+                    f"{r.extra['per-token paired ratio']:.2f}x, the check {r.extra['check ms/call']:.0f} ms a call"
+                    if "per-token paired ratio" in r.extra
+                    else ""
+                )
             )
         for r in [r for r in rs if r.candidate.startswith(PTE)]:
             quantize = r.candidate.split()[-1]
