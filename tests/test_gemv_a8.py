@@ -67,6 +67,16 @@ def _run(layer: QuantizedLinear, x: torch.Tensor, isa: str) -> torch.Tensor:
     return gemv.gemm_int4_a8(x, layer.qweight, layer.scale, layer.zero, layer.group_size, isa)
 
 
+def _run_tiles(layer: QuantizedLinear, x: torch.Tensor, isa: str) -> torch.Tensor:
+    """The decode kernel on the repacked codes (tiles of 8 output rows), one row at a time."""
+    if layer.bits == 8:
+        packed, scale = gemv.repack_int8(layer.qweight, layer.scale)
+    else:
+        packed, scale = gemv.repack_int4(layer.qweight, layer.scale, layer.zero)
+    n, gs = layer.out_features, layer.group_size or 0
+    return torch.cat([gemv.gemm_a8_tiles(r[None], packed, scale, n, gs, isa) for r in x])
+
+
 def _references(layer: QuantizedLinear, x: torch.Tensor):
     """(the kernel's arithmetic in float64: the quantized row times the weight, with int4's zero points times the
     float row; the exact float64 product; a bound of the difference the Q8_0 row may make)."""
@@ -84,15 +94,17 @@ def _references(layer: QuantizedLinear, x: torch.Tensor):
     return emulated, exact, bound
 
 
-@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32), (4, 64)])
+@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32), (4, 64), (4, 128)])
 @pytest.mark.parametrize("n", [37, 96])
 def test_every_path_is_the_float64_product_of_the_q8_0_row(bits, group_size, n):
-    k = {8: 576, 32: 608, 64: 640}[group_size or 8]  # 18, 19, 20 blocks: groups of eight and tails of 2, 3, 4
+    # 18, 19, 20 blocks: groups of eight and tails of 2, 3, 4; g128: 12 groups, eight and a tail of 4
+    k = {8: 576, 32: 608, 64: 640, 128: 1536}[group_size or 8]
     layer = _layer(bits, group_size, n, k)
     x = adversarial_rows(k)
     emulated, exact, bound = _references(layer, x)
     outs = {isa: _run(layer, x, isa) for isa in gemv.cpu_isas()}  # several rows: the prompt's path
     outs |= {f"{isa}, one row": torch.cat([_run(layer, r[None], isa) for r in x]) for isa in gemv.cpu_isas()}
+    outs |= {f"{isa}, repacked": _run_tiles(layer, x, isa) for isa in gemv.cpu_isas()}
     assert outs and all(o.shape == (len(x), n) and o.dtype == torch.float32 for o in outs.values())
     first = next(iter(outs.values()))
     for isa, y in outs.items():
@@ -143,6 +155,23 @@ def test_the_layer_sends_every_row_to_the_8_bit_kernels(bits, group_size):
     x = torch.randn(1, 96)
     with torch.inference_mode():
         assert not torch.equal(layer(x), _run(layer, x, gemv.kernel_path()) + layer.bias)
+
+
+@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32)])
+def test_the_repacked_codes_are_a_run_time_copy_rebuilt_when_the_codes_change(bits, group_size):
+    layer, other = _layer(bits, group_size, 37, 96), _layer(bits, group_size, 37, 96, seed=1)
+    keys = set(layer.state_dict())
+    x = torch.randn(1, 96)
+    with torch.inference_mode():
+        layer(x)
+    assert "tiles" in layer._kernel and set(layer.state_dict()) == keys  # the state dict keeps the plain codes
+    layer.load_state_dict(other.state_dict())
+    layer.qweight.add_(0)  # codes changed in place after the load, too: the copy follows
+    with torch.inference_mode():
+        y = layer(x)
+    assert torch.equal(y, _run(other, x, gemv.kernel_path()) + other.bias)
+    with pytest.raises(RuntimeError, match="repacked weights do not fit"):
+        gemv.gemm_a8_tiles(torch.randn(1, 64), *layer._kernel["tiles"][1], 37, group_size or 0)
 
 
 def _cpuinfo_paths() -> set[str] | None:
@@ -231,12 +260,12 @@ def _compiled_matches_eager(fmt: str, op: str) -> None:
 
 
 def test_the_compiled_step_gives_eager_tokens_with_8_bit_activations():
-    _compiled_matches_eager("int4a8", "zoo_gemv.int4_a8")
+    _compiled_matches_eager("int4a8", "zoo_gemv.a8_tiles")  # one row: the repacked codes' kernel
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "fmt,op", [("int8a8", "zoo_gemv.int8_a8"), ("int8a16", "zoo_gemv.int8.default"), ("int4a16", "zoo_gemv.int4.")]
+    "fmt,op", [("int8a8", "zoo_gemv.a8_tiles"), ("int8a16", "zoo_gemv.int8.default"), ("int4a16", "zoo_gemv.int4.")]
 )
 def test_the_compiled_step_gives_eager_tokens_at_each_act_width(fmt, op):
     _compiled_matches_eager(fmt, op)

@@ -7,8 +7,9 @@ product); rounds interleave the candidates, and the table gives each one's media
 bfloat16 ``F.linear`` and the zoo's one-row float32 kernel (:mod:`zoo.lm.gemv`); the zoo's int8 / int4 layers
 fed one float32 row (the zoo's decoding path: ``zoo_gemv`` where it runs, else the bf16 path below) and their
 portable form (codes converted inside ``F.linear``); the 8-bit activation kernels (``act_bits=8``: the row rounded
-to int8 per block of 32) alone on every instruction path this CPU runs (``avx2``, ``avxvnni``, ``avx512vnni``) and
-through the layer, beside the int16 ones (``act_bits=16``); ``aten._weight_int8pack_mm`` and the CPU int4 tinygemm kernel
+to int8 per block of 32) alone on every instruction path this CPU runs (``avx2``, ``avxvnni``, ``avx512vnni``), on
+the plain codes and on the codes repacked in tiles of 8 output rows (``zoo_gemv::a8_tiles``, the layer's one-row
+path), and through the layer, beside the int16 ones (``act_bits=16``); ``aten._weight_int8pack_mm`` and the CPU int4 tinygemm kernel
 ``aten._weight_int4pack_mm_for_cpu`` called directly (the zoo's path for prompts); torchao's
 ``Int8WeightOnlyConfig`` and ``Int4OpaqueTensor`` (the same kernels behind tensor subclasses); int4 dequantized
 per call; int8 dynamic activations with ``torch._int_mm`` (not weight-only: for reference). ``--decode`` adds
@@ -101,6 +102,15 @@ def _gemm_a8(layer: QuantizedLinear, isa: str) -> Callable:
     return lambda x: gemv.gemm_int4_a8(x, layer.qweight, layer.scale, layer.zero, layer.group_size, isa)
 
 
+def _tiles(layer: QuantizedLinear, isa: str) -> Callable:
+    if layer.bits == 8:
+        packed, scale = gemv.repack_int8(layer.qweight, layer.scale)
+    else:
+        packed, scale = gemv.repack_int4(layer.qweight, layer.scale, layer.zero)
+    n, g = layer.out_features, layer.group_size or 0
+    return lambda x: gemv.gemm_a8_tiles(x, packed, scale, n, g, isa)
+
+
 def _portable(layer: QuantizedLinear) -> Callable:
     def run(x: torch.Tensor) -> torch.Tensor:
         with portable_kernels():
@@ -124,6 +134,13 @@ def candidates(torchao: bool = True) -> dict[str, tuple[Callable[[torch.Tensor],
             f"zoo_gemv::int8_a8 {isa} (the kernel alone)": (lambda w, isa=isa: _gemm_a8(zoo8a8(w), isa), fp32)
             for isa in gemv.cpu_isas()
         },
+        **{
+            f"zoo_gemv::a8_tiles int8 {isa} (repacked codes, the kernel alone)": (
+                lambda w, isa=isa: _tiles(zoo8a8(w), isa),
+                fp32,
+            )
+            for isa in gemv.cpu_isas()
+        },
         "zoo int8 layer forward act_bits=8, one fp32 row": (zoo8a8, fp32),
         "zoo int8 portable (F.linear(x, q.to(x.dtype)) * scale)": (lambda w: _portable(zoo8(w)), fp32),
         "aten _weight_int8pack_mm, fp32 input": (lambda w: _int8pack(w, fp32), fp32),
@@ -141,6 +158,10 @@ def candidates(torchao: bool = True) -> dict[str, tuple[Callable[[torch.Tensor],
         for isa in gemv.cpu_isas():
             out[f"zoo_gemv::int4_a8 g{g} {isa} (the kernel alone)"] = (
                 lambda w, make=zoo4a8, isa=isa: _gemm_a8(make(w), isa),
+                fp32,
+            )
+            out[f"zoo_gemv::a8_tiles int4 g{g} {isa} (repacked codes, the kernel alone)"] = (
+                lambda w, make=zoo4a8, isa=isa: _tiles(make(w), isa),
                 fp32,
             )
         out[f"zoo int4 g{g} layer forward act_bits=8, one fp32 row"] = (zoo4a8, fp32)

@@ -272,9 +272,29 @@ class QuantizedLinear(nn.Module):
         return gemv.available()
 
     def _gemm_a8(self, rows: torch.Tensor) -> torch.Tensor:
+        tiles = self._tiles()
+        if rows.shape[0] < 4 and tiles is not None:  # a decoded token: the repacked copy, the same bits, faster
+            return gemv.gemm_a8_tiles(rows, tiles[0], tiles[1], self.out_features, self.group_size or 0)
         if self.bits == 8:
             return gemv.gemm_int8_a8(rows, self.qweight, self.scale)
         return gemv.gemm_int4_a8(rows, self.qweight, self.scale, self.zero, self.group_size)
+
+    def _tiles(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The codes repacked for the one-row 8-bit kernel (:func:`zoo.lm.gemv.repack_int4` / ``repack_int8``):
+        made at the first product and again when the codes change; never saved (the state dict keeps the plain
+        codes). None inside a compiled graph that finds none (the plain codes' kernel, the same bits, then runs)."""
+        kept = self._kernel.get("tiles")
+        if torch.compiler.is_compiling():
+            return kept[1] if kept is not None else None
+        key = (self.qweight.data_ptr(), self.qweight._version, self.scale.data_ptr(), self.scale._version)
+        if kept is None or kept[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                if self.bits == 8:
+                    tiles = gemv.repack_int8(self.qweight, self.scale)
+                else:
+                    tiles = gemv.repack_int4(self.qweight, self.scale, self.zero)
+            kept = self._kernel["tiles"] = (key, tiles)
+        return kept[1]
 
     def _gemv(self, row: torch.Tensor) -> torch.Tensor:
         if self.bits == 8:

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <tuple>
@@ -591,8 +592,8 @@ constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared 
               acc = _mm256_fmadd_ps(_mm256_loadu_ps(d + b), _mm256_cvtepi32_ps(dots), acc);                        \
             }                                                                                                      \
             for (; b < B; ++b)                                                                                     \
-              rest += d[b] * static_cast<float>(hsum_i32(                                                          \
-                                 block_i8_avx2(xq + b * kBlock, reinterpret_cast<const int8_t*>(row) + b * kBlock))); \
+              rest = std::fma(d[b], static_cast<float>(hsum_i32(block_i8_avx2(                                     \
+                                  xq + b * kBlock, reinterpret_cast<const int8_t*>(row) + b * kBlock))), rest);    \
             y[m * N + n] = (sum8(acc) + rest) * w.scale8[n];                                                       \
           } else {                                                                                                 \
             for (; b + 8 <= B; b += 8) {                                                                           \
@@ -604,14 +605,16 @@ constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared 
               acc = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(dots), acc);                                          \
             }                                                                                                      \
             for (; b < B; ++b)                                                                                     \
-              rest += d[b] * s[b] *                                                                                \
-                      static_cast<float>(hsum_i32(block_u4_avx2(xq + b * kBlock, row + b * kBlock / 2)) - 8 * isum[b]); \
+              rest = std::fma(d[b] * s[b],                                                                         \
+                              static_cast<float>(hsum_i32(block_u4_avx2(xq + b * kBlock, row + b * kBlock / 2)) -  \
+                                                 8 * isum[b]),                                                     \
+                              rest);                                                                               \
             const float* z = zt.data() + (n - t0) * G;                                                             \
             const float* gs = a.gsum.data() + m * G;                                                               \
             __m256 off = _mm256_setzero_ps();                                                                      \
             int64_t g = 0;                                                                                         \
             for (; g + 8 <= G; g += 8) off = _mm256_fmadd_ps(_mm256_loadu_ps(z + g), _mm256_loadu_ps(gs + g), off); \
-            for (; g < G; ++g) rest += z[g] * gs[g];                                                               \
+            for (; g < G; ++g) rest = std::fma(z[g], gs[g], rest);                                                 \
             y[m * N + n] = sum8(acc) + sum8(off) + rest;                                                           \
           }                                                                                                        \
         }                                                                                                          \
@@ -636,6 +639,185 @@ void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N,
     else
       chunk_avx2(a, w, int4, y, N, n0, n1);
   });
+}
+
+// Decode (fewer than kReuse rows) from a copy of the weights repacked once per layer (the layer keeps it beside the
+// plain codes, which stay the state dict): tiles of 8 output rows, the last padded with zero codes. Per tile and
+// block of 32 columns, 32-byte chunks whose 32-bit lane j holds four codes of row j, so that one byte product of a
+// chunk with four activation bytes broadcast to every lane adds to the eight rows' block sums at once: no sum
+// across lanes per output row. int4: four chunks per block, chunk i holding columns 8i..8i+3 in the low nibbles and
+// 8i+4..8i+7 in the high ones; int8: eight chunks, chunk i holding columns 4i..4i+3 as unsigned w + 128 (the
+// activation's block sum times 128 is taken off after). The float code repeats the plain kernels' arithmetic in
+// the same order, one output row per lane (block b in accumulator b % 8 for whole groups of eight blocks, the rest
+// in `rest`), so both give the same bits.
+inline __m256i bcast4(const int8_t* x) {
+  int32_t v;
+  std::memcpy(&v, x, 4);
+  return _mm256_set1_epi32(v);
+}
+
+inline __m256 tree8(const __m256* v) {  // the order of sum8 over the lanes of one vector, here across eight vectors
+  return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6])),
+                       _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
+}
+
+inline __m256 tail_fma(__m256 a, __m256 b, __m256 c) {  // the plain kernels' tail: rest = fma(a, b, rest)
+  return _mm256_fmadd_ps(a, b, c);
+}
+
+inline __m256i dp_avx2(__m256i acc, __m256i u, __m256i s) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+ZOO_T_VNNI inline __m256i dp_vnni(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
+ZOO_T_512 inline __m256i dp_512(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+
+// int8 block sums of eight rows; AVX2 restores the signed codes (maddubs would saturate on w + 128) and moves the
+// weight's sign onto the activation
+inline __m256i rows8_i8_avx2(const uint8_t* c, const int8_t* x, int32_t) {
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+  for (int i = 0; i < 8; i += 2) {
+    const __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32)), flip);
+    const __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32 + 32)), flip);
+    s0 = dp_avx2(s0, _mm256_sign_epi8(w0, w0), _mm256_sign_epi8(bcast4(x + 4 * i), w0));
+    s1 = dp_avx2(s1, _mm256_sign_epi8(w1, w1), _mm256_sign_epi8(bcast4(x + 4 * i + 4), w1));
+  }
+  return _mm256_add_epi32(s0, s1);
+}
+
+#define ZOO_ROWS8_I8(NAME, TARGET, DP)                                                                             \
+  TARGET inline __m256i NAME(const uint8_t* c, const int8_t* x, int32_t xsum) {                                   \
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();                                             \
+    for (int i = 0; i < 8; i += 2) {                                                                               \
+      s0 = DP(s0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32)), bcast4(x + 4 * i));           \
+      s1 = DP(s1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32 + 32)), bcast4(x + 4 * i + 4));  \
+    }                                                                                                              \
+    return _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_set1_epi32(xsum * 128));                             \
+  }
+ZOO_ROWS8_I8(rows8_i8_vnni, ZOO_T_VNNI, dp_vnni)
+ZOO_ROWS8_I8(rows8_i8_512, ZOO_T_512, dp_512)
+
+inline void store_rows(__m256 v, float* y, int64_t count) {
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  std::copy(tmp, tmp + count, y);
+}
+
+#define ZOO_A8_TILES(NAME4, NAME8, TARGET, DP, ROWS8_I8)                                                            \
+  TARGET void NAME4(const RowsA8& a, const uint8_t* rp, const at::Half* sz, int64_t per, float* y, int64_t N,      \
+                    int64_t t0, int64_t t1) {                                                                      \
+    const int64_t B = a.B, G = a.G, K = a.K, B8 = B / 8 * 8, G8 = G / 8 * 8;                                       \
+    const __m256i m15 = _mm256_set1_epi8(15);                                                                      \
+    for (int64_t m = 0; m < a.M; ++m) {                                                                            \
+      const int8_t* xq = a.q.data() + m * K;                                                                       \
+      const float* d = a.d.data() + m * B;                                                                         \
+      const int32_t* isum = a.isum.data() + m * B;                                                                 \
+      const float* gsum = a.gsum.data() + m * G;                                                                   \
+      for (int64_t t = t0; t < t1; ++t) {                                                                          \
+        __m256 acc[8], off[8], rest = _mm256_setzero_ps();                                                         \
+        for (int j = 0; j < 8; ++j) acc[j] = off[j] = _mm256_setzero_ps();                                         \
+        const uint8_t* c = rp + t * B * 128;                                                                       \
+        const at::Half* st = sz + t * G * 16;                                                                      \
+        for (int64_t b = 0; b < B; ++b, c += 128) {                                                                \
+          const int8_t* xb = xq + b * kBlock;                                                                      \
+          __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();                                        \
+          for (int i = 0; i < 4; ++i) {                                                                            \
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32));                    \
+            s0 = DP(s0, _mm256_and_si256(v, m15), bcast4(xb + 8 * i));                                             \
+            s1 = DP(s1, _mm256_and_si256(_mm256_srli_epi16(v, 4), m15), bcast4(xb + 8 * i + 4));                   \
+          }                                                                                                        \
+          const __m256i dots = _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_set1_epi32(8 * isum[b]));         \
+          const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + b / per * 16))); \
+          const __m256 coef = _mm256_mul_ps(_mm256_set1_ps(d[b]), sc);                                             \
+          if (b < B8)                                                                                              \
+            acc[b & 7] = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(dots), acc[b & 7]);                              \
+          else                                                                                                     \
+            rest = tail_fma(coef, _mm256_cvtepi32_ps(dots), rest);                                                 \
+        }                                                                                                          \
+        for (int64_t g = 0; g < G; ++g) {                                                                          \
+          const __m256 z = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + g * 16 + 8)));    \
+          if (g < G8)                                                                                              \
+            off[g & 7] = _mm256_fmadd_ps(z, _mm256_set1_ps(gsum[g]), off[g & 7]);                                  \
+          else                                                                                                     \
+            rest = tail_fma(z, _mm256_set1_ps(gsum[g]), rest);                                                     \
+        }                                                                                                          \
+        const __m256 total = _mm256_add_ps(_mm256_add_ps(tree8(acc), tree8(off)), rest);                           \
+        store_rows(total, y + m * N + t * 8, std::min<int64_t>(8, N - t * 8));                                     \
+      }                                                                                                            \
+    }                                                                                                              \
+  }                                                                                                                \
+  TARGET void NAME8(const RowsA8& a, const uint8_t* rp, const float* scale, float* y, int64_t N, int64_t t0,       \
+                    int64_t t1) {                                                                                  \
+    const int64_t B = a.B, K = a.K, B8 = B / 8 * 8;                                                                \
+    for (int64_t m = 0; m < a.M; ++m) {                                                                            \
+      const int8_t* xq = a.q.data() + m * K;                                                                       \
+      const float* d = a.d.data() + m * B;                                                                         \
+      const int32_t* isum = a.isum.data() + m * B;                                                                 \
+      for (int64_t t = t0; t < t1; ++t) {                                                                          \
+        __m256 acc[8], rest = _mm256_setzero_ps();                                                                 \
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();                                                  \
+        const uint8_t* c = rp + t * B * 256;                                                                       \
+        for (int64_t b = 0; b < B; ++b, c += 256) {                                                                \
+          const __m256 dots = _mm256_cvtepi32_ps(ROWS8_I8(c, xq + b * kBlock, isum[b]));                           \
+          if (b < B8)                                                                                              \
+            acc[b & 7] = _mm256_fmadd_ps(_mm256_set1_ps(d[b]), dots, acc[b & 7]);                                  \
+          else                                                                                                     \
+            rest = tail_fma(_mm256_set1_ps(d[b]), dots, rest);                                                     \
+        }                                                                                                          \
+        const __m256 total = _mm256_mul_ps(_mm256_add_ps(tree8(acc), rest), _mm256_loadu_ps(scale + t * 8));       \
+        store_rows(total, y + m * N + t * 8, std::min<int64_t>(8, N - t * 8));                                     \
+      }                                                                                                            \
+    }                                                                                                              \
+  }
+
+ZOO_A8_TILES(tiles4_avx2, tiles8_avx2, , dp_avx2, rows8_i8_avx2)
+ZOO_A8_TILES(tiles4_vnni, tiles8_vnni, ZOO_T_VNNI, dp_vnni, rows8_i8_vnni)
+ZOO_A8_TILES(tiles4_512, tiles8_512, ZOO_T_512, dp_512, rows8_i8_512)
+
+// x (M, K) against repacked weights: N output rows in ceil(N / 8) tiles
+at::Tensor gemm_a8_tiles(const at::Tensor& x_, const at::Tensor& rp_, const at::Tensor& scale_, int64_t N, int64_t gs,
+                         int64_t isa) {
+  const bool int4 = gs > 0;
+  const int64_t K = x_.size(-1), T = (N + 7) / 8;
+  TORCH_CHECK(x_.scalar_type() == at::kFloat && x_.dim() == 2 && K % kBlock == 0 && rp_.scalar_type() == at::kByte &&
+              rp_.numel() == T * 8 * (int4 ? K / 2 : K) && (!int4 || (gs % kBlock == 0 && K % gs == 0)) &&
+              (int4 ? scale_.scalar_type() == at::kHalf && scale_.numel() == T * 16 * (K / gs)
+                    : scale_.scalar_type() == at::kFloat && scale_.numel() == T * 8),
+              "zoo_gemv: the repacked weights do not fit rows of ", K, " columns and ", N, " outputs");
+  TORCH_CHECK(isa >= 0 && isa <= 2 && (cpu_isas() >> isa & 1),
+              "zoo_gemv: this CPU cannot run the 8-bit activation path ", isa);
+  const at::Tensor x = x_.contiguous(), rp = rp_.contiguous(), scale = scale_.contiguous();
+  const int64_t M = x.size(0);
+  auto y = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return y;
+  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, int4 ? gs : 0, false);
+  if (!int4) {
+    a.isum.resize(M * a.B);
+    for (int64_t i = 0; i < M * a.B; ++i)
+      a.isum[i] = std::accumulate(a.q.data() + i * kBlock, a.q.data() + (i + 1) * kBlock, int32_t(0));
+  }
+  const uint8_t* codes = rp.data_ptr<uint8_t>();
+  float* out = y.data_ptr<float>();
+  at::parallel_for(0, T, 4, [&](int64_t t0, int64_t t1) {
+    if (int4) {
+      const at::Half* sz = scale.data_ptr<at::Half>();
+      if (isa == kIsaAvx512Vnni)
+        tiles4_512(a, codes, sz, gs / kBlock, out, N, t0, t1);
+      else if (isa == kIsaAvxVnni)
+        tiles4_vnni(a, codes, sz, gs / kBlock, out, N, t0, t1);
+      else
+        tiles4_avx2(a, codes, sz, gs / kBlock, out, N, t0, t1);
+    } else {
+      const float* s8 = scale.data_ptr<float>();
+      if (isa == kIsaAvx512Vnni)
+        tiles8_512(a, codes, s8, out, N, t0, t1);
+      else if (isa == kIsaAvxVnni)
+        tiles8_vnni(a, codes, s8, out, N, t0, t1);
+      else
+        tiles8_avx2(a, codes, s8, out, N, t0, t1);
+    }
+  });
+  return y;
 }
 
 at::Tensor rows_of(const at::Tensor& x, int64_t K) {
@@ -725,6 +907,7 @@ TORCH_LIBRARY(zoo_gemv, m) {
   m.def("int8_a8(Tensor x, Tensor q, Tensor scale, int isa) -> Tensor");
   m.def("int4_a8(Tensor x, Tensor codes, Tensor scale, Tensor zero, int group_size, int isa) -> Tensor");
   m.def("q8_0(Tensor x) -> (Tensor, Tensor)");
+  m.def("a8_tiles(Tensor x, Tensor packed, Tensor scale, int n, int group_size, int isa) -> Tensor");
   m.def("cpu_isas() -> int", &cpu_isas);
 }
 
@@ -736,4 +919,5 @@ TORCH_LIBRARY_IMPL(zoo_gemv, CPU, m) {
   m.impl("int8_a8", gemm_int8_a8);
   m.impl("int4_a8", gemm_int4_a8);
   m.impl("q8_0", q8_0);
+  m.impl("a8_tiles", gemm_a8_tiles);
 }
