@@ -172,6 +172,9 @@ def test_the_repacked_codes_are_a_run_time_copy_rebuilt_when_the_codes_change(bi
     assert torch.equal(y, _run(other, x, gemv.kernel_path()) + other.bias)
     with pytest.raises(RuntimeError, match="repacked weights do not fit"):
         gemv.gemm_a8_tiles(torch.randn(1, 64), *layer._kernel["tiles"][1], 37, group_size or 0)
+    with torch.inference_mode():  # codes made under inference mode (no version counter) take the same path
+        made = _layer(bits, group_size, 37, 96, seed=1)
+        assert torch.equal(made(x), y)
 
 
 def _cpuinfo_paths() -> set[str] | None:

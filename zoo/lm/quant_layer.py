@@ -286,7 +286,7 @@ class QuantizedLinear(nn.Module):
         kept = self._kernel.get("tiles")
         if torch.compiler.is_compiling():
             return kept[1] if kept is not None else None
-        key = (self.qweight.data_ptr(), self.qweight._version, self.scale.data_ptr(), self.scale._version)
+        key = tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in (self.qweight, self.scale))
         if kept is None or kept[0] != key:
             with torch.inference_mode(False), torch.no_grad():
                 if self.bits == 8:
