@@ -650,6 +650,10 @@ void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N,
 // activation's block sum times 128 is taken off after). The float code repeats the plain kernels' arithmetic in
 // the same order, one output row per lane (block b in accumulator b % 8 for whole groups of eight blocks, the rest
 // in `rest`), so both give the same bits.
+// int4: bytes of repacked codes fetched ahead of the block being read (measured: one token's int4 products 15% faster;
+// no gain measured for int8)
+constexpr int64_t kAhead = 2048;
+
 inline __m256i bcast4(const int8_t* x) {
   int32_t v;
   std::memcpy(&v, x, 4);
@@ -719,6 +723,8 @@ inline void store_rows(__m256 v, float* y, int64_t count) {
         const uint8_t* c = rp + t * B * 128;                                                                       \
         const at::Half* st = sz + t * G * 16;                                                                      \
         for (int64_t b = 0; b < B; ++b, c += 128) {                                                                \
+          _mm_prefetch(reinterpret_cast<const char*>(c + kAhead), _MM_HINT_T0);                                    \
+          _mm_prefetch(reinterpret_cast<const char*>(c + kAhead + 64), _MM_HINT_T0);                               \
           const int8_t* xb = xq + b * kBlock;                                                                      \
           __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();                                        \
           for (int i = 0; i < 4; ++i) {                                                                            \
