@@ -542,6 +542,19 @@ def test_int8_head_follows_the_float_head():
         model.output_weight.mul_(-2.0)  # a weight update (training, a load) is seen at the next call
         exact = F.linear(h, model.output_weight)
         assert (model.logits(h) - exact).norm() / exact.norm() < 2e-2
+    # one row (a decoded token) at act_bits 8: the repacked codes, the same bits as the plain codes' kernel
+    from zoo.lm import gemv
+
+    if gemv.available() and model_quantization(model).act_bits == 8:
+        row = torch.randn(1, 1, TINY["hidden_size"])
+        with torch.no_grad():
+            for _ in range(2):
+                _, q, _, scale = model.__dict__["_head_int8"]
+                got = model.logits(row)
+                assert "_head_tiles" in model.__dict__
+                assert torch.equal(got.reshape(1, -1), gemv.gemm_int8_a8(row.reshape(1, -1), q, scale))
+                model.output_weight.mul_(-0.5)  # and the copy follows an update
+                model.logits(h)
     # with autograd the head is the float product
     h.requires_grad_(True)
     torch.testing.assert_close(model.logits(h), F.linear(h, model.output_weight))

@@ -62,7 +62,7 @@ def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor, act_bits: int 
     eager prompt made. ``act_bits`` 8: the rows rounded to int8 per block of 32, :func:`zoo.lm.gemv.gemm_int8_a8`."""
     kept = store.get("_head_int8")
     if not torch.compiler.is_compiling():
-        key = (weight.data_ptr(), weight._version, weight.dtype)
+        key = (weight.data_ptr(), 0 if weight.is_inference() else weight._version, weight.dtype)
         if kept is None or kept[0] != key:
             with torch.inference_mode(False), torch.no_grad():
                 q, scale = quantize_int8(weight.detach())
@@ -71,7 +71,15 @@ def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor, act_bits: int 
         return F.linear(x, weight)
     if act_bits == 8 and gemv.supports_a8(x, x.shape[-1]) and gemv.available():
         rows = x.reshape(-1, x.shape[-1]).float()
-        return gemv.gemm_int8_a8(rows, kept[1], kept[3]).reshape(*x.shape[:-1], -1).to(x.dtype)
+        tiles = store.get("_head_tiles")  # the codes repacked for one row (QuantizedLinear._tiles), made beside them
+        if not torch.compiler.is_compiling() and (tiles is None or tiles[0] != kept[0]):
+            with torch.inference_mode(False), torch.no_grad():
+                tiles = store["_head_tiles"] = (kept[0], *gemv.repack_int8(kept[1], kept[3]))
+        if rows.shape[0] < 4 and tiles is not None:
+            y = gemv.gemm_a8_tiles(rows, tiles[1], tiles[2], kept[1].shape[0])
+        else:
+            y = gemv.gemm_int8_a8(rows, kept[1], kept[3])
+        return y.reshape(*x.shape[:-1], -1).to(x.dtype)
     if gemv.supports(x, x.shape[-1]) and gemv.available():
         return gemv.gemv_int8(x.reshape(1, -1).float(), kept[1], kept[3]).reshape(*x.shape[:-1], -1).to(x.dtype)
     rows = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
