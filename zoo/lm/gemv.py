@@ -2,11 +2,14 @@
 
 A decoded token multiplies one activation row by every weight matrix of the model once, so its speed is how fast
 the CPU streams and converts the weights. PyTorch's kernels for that case are made for other shapes or CPUs. The
-211 products of one ``mobilellm_125m`` token (random weights; the head in the same format) on this machine's
-2-core AVX2 CPU, one interleaved run of ``python -m zoo.bench.quant_kernels``, milliseconds: float32 ``F.linear``
-(MKL) 51.0, ``zoo_gemv::f32`` 31.0; int8 ``_weight_int8pack_mm`` on bf16 rows 15.8, ``zoo_gemv::int8`` 10.6; int4
-g32 ``_weight_int4pack_mm_for_cpu`` on bf16 rows 12.5, ``zoo_gemv::int4`` 12.0. Timings on this shared machine
-drift by up to 2x from hour to hour (its ``F.linear`` took 37-51 ms in other runs): compare within one run only.
+211 products of one ``mobilellm_125m`` token (random weights; the head in the same format) on this machine (a
+2-core Intel Xeon with AVX-512 VNNI and AVX-VNNI), one thread, load average 1.2-1.4, one interleaved run of
+``python -m zoo.bench.quant_kernels --threads 1 --rounds 5 --no-torchao``, milliseconds: float32 ``F.linear`` (MKL)
+39.6, ``zoo_gemv::f32`` 44.4; int8 ``_weight_int8pack_mm`` on bf16 rows 19.4, ``zoo_gemv::int8`` (int16 row) 18.8,
+``zoo_gemv::int8_a8`` (plain codes) 17.8, ``zoo_gemv::a8_tiles`` (repacked codes) 12.7; int4 g32
+``_weight_int4pack_mm_for_cpu`` on bf16 rows 9.7, ``zoo_gemv::int4`` 22.8, ``zoo_gemv::int4_a8`` 14.3,
+``zoo_gemv::a8_tiles`` 7.4 (AVX-VNNI path). Timings on this shared machine drift from hour to hour: compare within
+one run only.
 
 Numerics:
 
@@ -41,7 +44,13 @@ Numerics:
   rows are one small GEMM: all rows are quantized once, output rows are split across threads in tiles of 8 whose
   codes stay in cache while every row passes them, and from 4 rows each tile is prepared once for all of them (int4
   codes unpacked to bytes; with VNNI, int8 rows meet the activation offset to unsigned ``x + 128``, minus ``128 *
-  sum w`` per block), interleaved so that one accumulator lane sums one block (no reduction per block).
+  sum w`` per block), interleaved so that one accumulator lane sums one block (no reduction per block). Fewer rows (a decoded token)
+read a copy of the codes repacked once per layer (:func:`repack_int4` / :func:`repack_int8`, kept beside the plain
+codes by the layer, never saved): tiles of 8 output rows in which one 32-byte chunk holds four codes of each of the
+8 rows, so one byte product with four activation bytes broadcast adds to all 8 rows' block sums, with no sum across
+lanes per row (:func:`gemm_a8_tiles`); its float code repeats the plain kernels' order (a block's term in
+accumulator ``block % 8`` for whole groups of eight, the tail in one running sum by ``fma``), so both give the same
+bits.
 
 The kernels are C++ (``zoo/lm/kernels/gemv.cpp``, shipped with the package), built by ``torch.utils.cpp_extension`` with the system's C++ compiler at first use
 (about 15 s; cached in torch's extension folder, keyed by the source) and registered as the operators

@@ -21,28 +21,30 @@ tie stays one tensor, the head keeps full precision (llama.cpp keeps the output 
 reason), and an embedding lookup reads one row per token, so its size costs memory but not time. ``"bf16"`` casts
 everything, the embedding included.
 
-Kernels, measured on this machine's CPU (AMD EPYC, AVX-512 with bf16, 2 threads, torch 2.14.1, torchao 0.18): the
-matrix-vector products of one decoded token of ``mobilellm_125m`` (30 layers x seven projections + the 32000 x 576
-output head), batch 1, median of 7 rounds; ``zoo/bench/quant_kernels.py`` reproduces the table.
+Kernels, measured on this machine (a 2-core Intel Xeon with AVX-512 VNNI and AVX-VNNI; one thread, load average
+1.2-1.4, torch 2.15): the matrix-vector products of one decoded token of ``mobilellm_125m`` (30 layers x seven
+projections + the 32000 x 576 output head), batch 1, median of 5 rounds; ``python -m zoo.bench.quant_kernels
+--threads 1 --rounds 5 --no-torchao`` reproduces the table (with torchao installed, drop ``--no-torchao`` for its
+configurations too; they were not timed here).
 
 ========================================================  ==================
 candidate                                                  ms per token
 ========================================================  ==================
-float32 ``F.linear``                                       42.2
-bfloat16 ``F.linear``                                      23.9
-int8 codes cast inside ``F.linear``, float32 / bf16 input  114.5 / 45.7
-``aten._weight_int8pack_mm``, float32 / bf16 input         53.3 / **8.7**
-torchao ``Int8WeightOnlyConfig``, float32 / bf16 input     113.5 / 49.2
-int4 g32 ``aten._weight_int4pack_mm_for_cpu``, f32 / bf16  119.1 / **7.0**
-torchao ``Int4OpaqueTensor`` g32, float32 / bf16 input     120.9 / 9.3
-int4 g64 kernel / torchao, bf16 input                      7.0 / 9.1
-int4 g32 dequantized per call, float32 input               515.7
-int8 dynamic activations, ``torch._int_mm`` (reference)    26.6
+float32 ``F.linear``                                       39.6
+bfloat16 ``F.linear``                                      32.0
+int8 codes cast inside ``F.linear``, float32 input         77.4
+``aten._weight_int8pack_mm``, float32 / bf16 input         87.6 / 19.4
+int8, :mod:`zoo.lm.gemv` one row, int16 / int8 row         18.8 / **12.7**
+int4 g32 ``aten._weight_int4pack_mm_for_cpu``, bf16 input  9.7
+int4 g32, :mod:`zoo.lm.gemv` one row, int16 / int8 row     22.8 / **7.4**
+int4 g64 kernel / :mod:`zoo.lm.gemv` int8 row              9.6 / 7.5
+int4 g32 dequantized per call, float32 input               328.9
+int8 dynamic activations, ``torch._int_mm`` (reference)    32.2
 ========================================================  ==================
 
-Both integer kernels win only when fed bfloat16 rows (a float32 input is 5-15x slower: the kernels convert it
-per call); torchao's configurations reach the same kernels through tensor subclasses and lose 1-2 ms per token to
-the dispatch, so the zoo calls the kernels itself.
+PyTorch's integer kernels win only when fed bfloat16 rows (a float32 input is 4-5x slower: they convert it per
+call); torchao's configurations reach the same kernels through tensor subclasses, adding their dispatch to every
+call, so the zoo calls the kernels itself.
 
 The zoo's paths on CPU (inference): one row (a decoded token) goes to :mod:`zoo.lm.gemv`'s kernels where
 they run (an AVX2 CPU with a C++ compiler; that module's docstring has their timings), closer to the float
@@ -59,7 +61,9 @@ Activation width (``act_bits``, config.json ``quantization["act_bits"]``; format
 ``"int4a8"``, ``"int4a16"``; ``quantize_model(..., act_bits=)``, :func:`set_act_bits`): with ``8`` (the default,
 :data:`DEFAULT_ACT_BITS`; a config without the field means it) every CPU product of a quantized layer -- a decoded
 token, a prompt, the eager and the compiled step, and the int8 output head -- rounds its rows to int8 per block of
-32 (llama.cpp's Q8_0) and multiplies bytes (:func:`zoo.lm.gemv.gemm_int8_a8` / ``gemm_int4_a8``); with ``16``
+32 (llama.cpp's Q8_0) and multiplies bytes (:func:`zoo.lm.gemv.gemm_int8_a8` / ``gemm_int4_a8``; one to three
+rows read a copy of the codes repacked in tiles of 8 output rows, :func:`zoo.lm.gemv.gemm_a8_tiles`, made at the
+first product and again when the codes change, never saved: the same bits, and as much memory again as the codes); with ``16``
 one row goes to the int16 kernels and several rows to PyTorch's kernels on bf16 rows, as above. The default is
 chosen by quality on the quickstart LM (held-out pydoc perplexity, 256-token windows; fp32 119.109): int8a16
 +0.012%, int8a8 +0.015%, int4a16 +0.091%, int4a8 +0.095% (bounds: 0.5% at int8, 1% at int4); greedy agreement with
