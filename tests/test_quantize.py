@@ -563,16 +563,18 @@ def test_int8_head_follows_the_float_head():
 def test_the_kernels_source_ships_with_the_package():
     from zoo.lm import gemv
 
-    source = Path(gemv.SOURCE_PATH)
     package = Path(gemv.__file__).resolve().parent
-    assert source.is_file() and source.resolve().parent.parent == package
-    assert "TORCH_LIBRARY(zoo_gemv" in source.read_text() and source.read_text() == gemv._SOURCE
-    # a wheel carries it: pyproject's package-data for zoo.lm names it (read as text: tomllib is Python 3.11+)
+    files = [Path(gemv.SOURCE_DIR) / name for name in gemv.SOURCE_FILES]
+    assert Path(gemv.SOURCE_PATH) == files[0] and all(f.is_file() and f.parent.parent == package for f in files)
+    assert "TORCH_LIBRARY(zoo_gemv" in files[0].read_text() and '#include "gemv_a8.h"' in files[0].read_text()
+    assert "".join(f.read_text() for f in files) == gemv._SOURCE  # the build is keyed by what ships
+    # a wheel carries them: pyproject's package-data for zoo.lm names them (read as text: tomllib is Python 3.11+)
     text = (package.parents[1] / "pyproject.toml").read_text()
     table = text.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
     line = next(x for x in table.splitlines() if x.startswith('"zoo.lm"'))
     patterns = re.findall(r'"([^"]+)"', line.split("=", 1)[1])
-    assert any(fnmatch.fnmatch(source.relative_to(package).as_posix(), p) for p in patterns)
+    for f in files:
+        assert any(fnmatch.fnmatch(f.relative_to(package).as_posix(), p) for p in patterns), f
 
 
 @pytest.mark.parametrize("fmt", ["int8a8", "int8a16", "int4a8", "int4a16"])

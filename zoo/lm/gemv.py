@@ -52,7 +52,7 @@ lanes per row (:func:`gemm_a8_tiles`); its float code repeats the plain kernels'
 accumulator ``block % 8`` for whole groups of eight, the tail in one running sum by ``fma``), so both give the same
 bits.
 
-The kernels are C++ (``zoo/lm/kernels/gemv.cpp``, shipped with the package), built by ``torch.utils.cpp_extension`` with the system's C++ compiler at first use
+The kernels are C++ (``zoo/lm/kernels/gemv.cpp`` and ``gemv_a8.h``, shipped with the package), built by ``torch.utils.cpp_extension`` with the system's C++ compiler at first use
 (about 15 s; cached in torch's extension folder, keyed by the source) and registered as the operators
 ``zoo_gemv::f32`` / ``int8`` / ``int4`` / ``int8_a8`` / ``int4_a8`` / ``q8_0`` / ``attend`` (one token's attention,
 :func:`attend_one`), with shape functions so that ``torch.compile`` calls them from a compiled graph; :class:`OneRowProducts` hands a compiled
@@ -91,10 +91,16 @@ __all__ = [
     "supports_a8",
 ]
 
-# the kernels' C++ source ships with the package (zoo/lm/kernels/gemv.cpp); the build is keyed by its content
-SOURCE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "gemv.cpp")
-with open(SOURCE_PATH, encoding="utf-8") as _f:
-    _SOURCE = _f.read()
+# the kernels' C++ source ships with the package (zoo/lm/kernels: gemv.cpp, which includes gemv_a8.h); the build is
+# keyed by the content of both
+SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+SOURCE_PATH = os.path.join(SOURCE_DIR, "gemv.cpp")
+SOURCE_FILES = ("gemv.cpp", "gemv_a8.h")
+_TEXTS = {}
+for _name in SOURCE_FILES:
+    with open(os.path.join(SOURCE_DIR, _name), encoding="utf-8") as _f:
+        _TEXTS[_name] = _f.read()
+_SOURCE = "".join(_TEXTS.values())
 
 # AVX2 with FMA and F16C (fp16 scales); OpenMP, or at::parallel_for runs on one thread; ATen's vectors in AVX2
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
@@ -125,11 +131,13 @@ def _build() -> bool:
     try:
         folder = os.path.join(cpp_extension.get_default_build_root(), name)
         os.makedirs(folder, exist_ok=True)
-        source = os.path.join(folder, "gemv.cpp")
-        if not os.path.exists(source):
-            with open(source + f".{os.getpid()}", "w") as f:
-                f.write(_SOURCE)
-            os.replace(source + f".{os.getpid()}", source)  # whole, for a concurrent build beside this one
+        for file, text in _TEXTS.items():
+            path = os.path.join(folder, file)
+            if not os.path.exists(path):
+                with open(path + f".{os.getpid()}", "w") as f:
+                    f.write(text)
+                os.replace(path + f".{os.getpid()}", path)  # whole, for a concurrent build beside this one
+        source = os.path.join(folder, SOURCE_FILES[0])
         cpp_extension.load(name, [source], extra_cflags=_FLAGS, build_directory=folder, is_python_module=False)
     except Exception as e:  # no compiler, or one that cannot build it: PyTorch's kernels stay
         warnings.warn(

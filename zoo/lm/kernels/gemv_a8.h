@@ -1,0 +1,670 @@
+// The 8-bit activation kernels of gemv.cpp (act_bits=8). Not a header of its own: gemv.cpp includes it inside its
+// anonymous namespace, after the definitions it uses (kBlock, sum8, the includes); zoo.lm.gemv copies both files
+// into the build folder and keys the build by their content.
+
+// ---- 8-bit activations (llama.cpp's Q8_0 row): one int8 row per block of 32 columns, x ~ d[b] * xq ----------------
+//
+// The int32 sum of each block's 32 products comes from one of three instruction paths (AVX2 maddubs + madd with the
+// sign moved onto the activation; AVX-VNNI vpdpbusd on 256 bits; AVX-512 VNNI vpdpbusd on 512 bits); integer sums
+// are exact, so every path hands the same eight block sums to the same float code and the paths agree bit for bit.
+
+#define ZOO_T_VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define ZOO_T_512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+constexpr int64_t kIsaAvx2 = 0, kIsaAvxVnni = 1, kIsaAvx512Vnni = 2;
+
+int64_t detect_isas() {  // bit i: path i runs here (the CPU reports it and the OS saves its registers)
+  __builtin_cpu_init();
+  int64_t found = 0;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) found |= 1;
+  if ((found & 1) && __builtin_cpu_supports("avxvnni")) found |= 2;
+  if ((found & 1) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+    found |= 4;
+  return found;
+}
+
+int64_t cpu_isas() {
+  static const int64_t found = detect_isas();
+  return found;
+}
+
+// eight per-block vectors of int32 partial sums -> the eight block sums, in block order
+inline __m256i reduce8(const __m256i* v) {
+  const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+  const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+inline int32_t hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// int4 codes of one block (16 bytes, even column in the low nibble) as 32 bytes: the 16 even columns, then the odd
+inline __m256i nibbles(const uint8_t* c) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
+  const __m128i m = _mm_set1_epi8(15);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+// AVX2: maddubs multiplies unsigned by signed bytes, so the weight's sign moves onto the activation (|w| * sign(w) x)
+inline __m256i block_i8_avx2(const int8_t* x, const int8_t* w) {
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));  // |pair| <= 32258
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+inline __m256i block_u4_avx2(const int8_t* x, const uint8_t* c) {  // codes 0..15 are unsigned already
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(c), xv), _mm256_set1_epi16(1));
+}
+
+inline __m256i dots8_i8_avx2(const int8_t* x, const int8_t* w) {
+  __m256i v[8];
+  for (int i = 0; i < 8; ++i) v[i] = block_i8_avx2(x + i * kBlock, w + i * kBlock);
+  return reduce8(v);
+}
+
+// int4, one row: two blocks per register. 32 bytes of codes (blocks b, b + 1) give [low nibbles of both | high
+// nibbles of both] with no shuffle; the row is laid out to match (pair_layout): lanes 0-3 sum block b, 4-7 block b + 1
+inline __m256i reduce_pairs(const __m256i* v) {  // four [b 4 lanes | b + 1 4 lanes] -> eight block sums in order
+  const __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+  return _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+inline __m256i dots8_u4_avx2(const int8_t* x, const uint8_t* c) {
+  __m256i v[4];
+  const __m256i m = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  for (int p = 0; p < 4; ++p) {
+    const __m256i cv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + p * kBlock));
+    const __m256i lo = _mm256_and_si256(cv, m), hi = _mm256_and_si256(_mm256_srli_epi16(cv, 4), m);
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + p * 2 * kBlock));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + p * 2 * kBlock + kBlock));
+    v[p] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1)), ones);
+  }
+  return reduce_pairs(v);
+}
+
+ZOO_T_VNNI inline __m256i dots8_i8_vnni(const int8_t* x, const int8_t* w) {
+  __m256i v[8];
+  for (int i = 0; i < 8; ++i) {
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i * kBlock));
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i * kBlock));
+    v[i] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+  }
+  return reduce8(v);
+}
+
+ZOO_T_VNNI inline __m256i dots8_u4_vnni(const int8_t* x, const uint8_t* c) {
+  __m256i v[4];
+  const __m256i m = _mm256_set1_epi8(15);
+  for (int p = 0; p < 4; ++p) {
+    const __m256i cv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + p * kBlock));
+    const __m256i lo = _mm256_and_si256(cv, m), hi = _mm256_and_si256(_mm256_srli_epi16(cv, 4), m);
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + p * 2 * kBlock));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + p * 2 * kBlock + kBlock));
+    v[p] = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), lo, x0), hi, x1);
+  }
+  return reduce_pairs(v);
+}
+
+// AVX-512 has no byte sign instruction: |w| by vpabsb, and x negated under the mask of w's sign bits
+ZOO_T_512 inline __m256i dots8_i8_512(const int8_t* x, const int8_t* w) {
+  __m256i v[8];
+  const __m512i zero = _mm512_setzero_si512();
+  for (int i = 0; i < 4; ++i) {  // two blocks per register
+    const __m512i wv = _mm512_loadu_si512(w + i * 2 * kBlock);
+    const __m512i xv = _mm512_loadu_si512(x + i * 2 * kBlock);
+    const __m512i sx = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
+    const __m512i r = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(wv), sx);
+    v[2 * i] = _mm512_castsi512_si256(r);
+    v[2 * i + 1] = _mm512_extracti64x4_epi64(r, 1);
+  }
+  return reduce8(v);
+}
+
+ZOO_T_512 inline __m256i dots8_u4_512(const int8_t* x, const uint8_t* c) {
+  __m256i v[4];
+  const __m256i m = _mm256_set1_epi8(15);
+  for (int p = 0; p < 4; ++p) {
+    const __m256i cv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + p * kBlock));
+    const __m256i lo = _mm256_and_si256(cv, m), hi = _mm256_and_si256(_mm256_srli_epi16(cv, 4), m);
+    const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    const __m512i r = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, _mm512_loadu_si512(x + p * 2 * kBlock));
+    v[p] = _mm256_add_epi32(_mm512_castsi512_si256(r), _mm512_extracti64x4_epi64(r, 1));
+  }
+  return reduce_pairs(v);
+}
+
+// Prompts: eight blocks at a time in the interleaved layout (interleave8), so that lane j of one accumulator sums
+// block j: no per-block reduction. u unsigned, s signed bytes: int4 codes unpacked to bytes (0..15, so AVX2's
+// maddubs cannot saturate) against the activation, or (VNNI) the activation offset to x + 128 against int8 codes.
+inline void interleave8(const uint8_t* src, uint8_t* dst, int64_t B) {  // whole groups of 8 blocks; the tail as is
+  int64_t b = 0;
+  for (; b + 8 <= B; b += 8) {
+    const uint32_t* s32 = reinterpret_cast<const uint32_t*>(src + b * kBlock);
+    uint32_t* d32 = reinterpret_cast<uint32_t*>(dst + b * kBlock);
+    for (int k = 0; k < 8; ++k)  // word k of every block: the k-th 32 bytes of the group
+      for (int j = 0; j < 8; ++j) d32[k * 8 + j] = s32[j * 8 + k];
+  }
+  std::copy(src + b * kBlock, src + B * kBlock, dst + b * kBlock);
+}
+
+inline __m256i dots8_t_avx2(const uint8_t* u, const int8_t* s) {
+  __m256i acc = _mm256_setzero_si256();
+  for (int k = 0; k < 8; ++k) {
+    const __m256i uv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + k * kBlock));
+    const __m256i sv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k * kBlock));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(uv, sv), _mm256_set1_epi16(1)));
+  }
+  return acc;
+}
+
+ZOO_T_VNNI inline __m256i dots8_t_vnni(const uint8_t* u, const int8_t* s) {
+  __m256i acc = _mm256_setzero_si256();
+  for (int k = 0; k < 8; ++k)
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + k * kBlock)),
+                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k * kBlock)));
+  return acc;
+}
+
+ZOO_T_512 inline __m256i dots8_t_512(const uint8_t* u, const int8_t* s) {
+  __m512i acc = _mm512_setzero_si512();
+  for (int i = 0; i < 4; ++i)  // words 2i and 2i + 1 of the eight blocks in one register
+    acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(u + i * 2 * kBlock), _mm512_loadu_si512(s + i * 2 * kBlock));
+  return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+}
+
+// the activation rows, quantized once per call
+struct RowsA8 {
+  int64_t M = 0, K = 0, B = 0, G = 0;
+  std::vector<int8_t> q;    // (M, K): int8 codes; for int4 weights each block's even columns, then its odd ones
+  std::vector<float> d;     // (M, B): the block scales
+  std::vector<float> gsum;    // (M, G): the float sum of x over each weight group (int4's zero points)
+  std::vector<int32_t> isum;  // (M, B): the sum of each block's codes (int4's centre: u - 8)
+  std::vector<uint8_t> u;     // prompts, int8 weights with VNNI: the codes + 128 as unsigned bytes, interleaved
+  std::vector<int8_t> r;      // prompts, int4 weights: the codes interleaved
+  std::vector<int8_t> p;      // one row, int4 weights: the codes in pair_layout
+};
+
+// int4, one row: each pair of blocks of a whole group of eight as [even b, even b + 1, odd b, odd b + 1] (16 bytes
+// each; the codes come split per block: even columns, then odd); the tail as is
+inline void pair_layout(const int8_t* split, int8_t* out, int64_t B) {
+  int64_t b = 0;
+  for (; b < B / 8 * 8; b += 2) {
+    const int8_t* q0 = split + b * kBlock;
+    const int8_t* q1 = q0 + kBlock;
+    int8_t* o = out + b * kBlock;
+    std::copy(q0, q0 + 16, o);
+    std::copy(q1, q1 + 16, o + 16);
+    std::copy(q0 + 16, q0 + 32, o + 32);
+    std::copy(q1 + 16, q1 + 32, o + 48);
+  }
+  std::copy(split + b * kBlock, split + B * kBlock, out + b * kBlock);
+}
+
+// one row: d = amax / 127, q = round(x / d) (to nearest, ties to even); a block whose amax is below float32's
+// smallest normal number (zeros, negative zeros, subnormals) is all zero codes with d = 0
+void q8_0_row(const float* x, int64_t K, int8_t* q, float* d, float* bsum, bool split) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < K / kBlock; ++b) {
+    const float* xb = x + b * kBlock;
+    __m256 top = _mm256_setzero_ps(), total = _mm256_setzero_ps();
+    for (int64_t c = 0; c < kBlock; c += 8) {
+      const __m256 v = _mm256_loadu_ps(xb + c);
+      top = _mm256_max_ps(top, _mm256_andnot_ps(sign, v));
+      total = _mm256_add_ps(total, v);
+    }
+    if (bsum) bsum[b] = sum8(total);
+    __m128 t = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
+    t = _mm_max_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_max_ss(t, _mm_movehdup_ps(t));
+    const float amax = _mm_cvtss_f32(t);
+    int8_t* qb = q + b * kBlock;
+    if (!(amax >= std::numeric_limits<float>::min())) {
+      d[b] = 0.0f;
+      std::fill(qb, qb + kBlock, int8_t(0));
+      continue;
+    }
+    const float db = amax / 127.0f;
+    d[b] = db;
+    const __m256 dv = _mm256_set1_ps(db);
+    __m256i i32[4];
+    for (int j = 0; j < 4; ++j) i32[j] = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xb + 8 * j), dv));
+    const __m256i i16 = _mm256_packs_epi16(_mm256_packs_epi32(i32[0], i32[1]), _mm256_packs_epi32(i32[2], i32[3]));
+    const __m256i i8 = _mm256_permutevar8x32_epi32(i16, order);
+    if (!split) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), i8);
+    } else {
+      alignas(32) int8_t tmp[kBlock];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i8);
+      for (int64_t c = 0; c < kBlock / 2; ++c) {
+        qb[c] = tmp[2 * c];
+        qb[kBlock / 2 + c] = tmp[2 * c + 1];
+      }
+    }
+  }
+}
+
+RowsA8 quantize_rows(const float* x, int64_t M, int64_t K, int64_t gs, bool split) {
+  RowsA8 r;
+  r.M = M, r.K = K, r.B = K / kBlock, r.G = gs > 0 ? K / gs : 0;
+  r.q.resize(M * K);
+  r.d.resize(M * r.B);
+  r.gsum.assign(M * r.G, 0.0f);
+  r.isum.assign(r.G ? M * r.B : 0, 0);
+  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> bsum(r.B);
+    for (int64_t m = begin; m < end; ++m) {
+      q8_0_row(x + m * K, K, r.q.data() + m * K, r.d.data() + m * r.B, r.G ? bsum.data() : nullptr, split);
+      for (int64_t b = 0; r.G && b < r.B; ++b) {
+        r.gsum[m * r.G + b / (gs / kBlock)] += bsum[b];
+        const int8_t* qb = r.q.data() + m * K + b * kBlock;
+        r.isum[m * r.B + b] = std::accumulate(qb, qb + kBlock, int32_t(0));
+      }
+    }
+  });
+  return r;
+}
+
+// What one output row needs besides its codes (int8: the row scale; int4: the block scales and the zero terms)
+struct WeightsA8 {
+  const void* codes;
+  int64_t row_bytes;
+  const float* scale8 = nullptr;  // int8: (N)
+  const at::Half* scale4 = nullptr;
+  const at::Half* zero4 = nullptr;  // int4: (N, G)
+  int64_t per = 1;                  // int4: blocks per group
+};
+
+// one int4 row's float16 scales as float32 per block of 32 and its zero points as float32 per group
+inline void expand_scales(const at::Half* scale, const at::Half* zero, int64_t G, int64_t per, float* sc, float* zt) {
+  int64_t g = 0;
+  for (; g + 8 <= G; g += 8) {
+    const __m256 s8 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scale + g)));
+    _mm256_storeu_ps(zt + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zero + g))));
+    if (per == 1) {
+      _mm256_storeu_ps(sc + g, s8);
+    } else {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, s8);
+      for (int64_t i = 0; i < 8; ++i) std::fill(sc + (g + i) * per, sc + (g + i + 1) * per, tmp[i]);
+    }
+  }
+  for (; g < G; ++g) {
+    zt[g] = _cvtsh_ss(zero[g].x);
+    std::fill(sc + g * per, sc + (g + 1) * per, _cvtsh_ss(scale[g].x));
+  }
+}
+
+constexpr int64_t kTile = 8;   // output rows whose codes stay in L1 while every activation row passes them
+constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared once for all of them
+
+// y[m, n] for n in [n0, n1), every m: the float code shared by the three paths, DOTS8 the path's eight block sums.
+// Prompts (kReuse rows or more) prepare each tile once, interleaved: int4 codes unpacked to bytes; with VNNI, int8
+// rows and their block sums, so that the offset activation (x + 128, unsigned) meets the signed codes directly:
+// sum (x + 128) w - 128 sum w. AVX2's maddubs would saturate on (x + 128) w: its int8 rows keep the sign trick.
+#define ZOO_A8_CHUNK(NAME, TARGET, DOTS8_I8, DOTS8_U4, DOTS8_T, OFFSET_I8)                                          \
+  TARGET void NAME(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t n0, int64_t n1) {  \
+    const int64_t B = a.B, G = a.G, K = a.K;                                                                       \
+    const bool reuse = a.M >= kReuse, offset8 = !int4 && reuse && (OFFSET_I8);                                     \
+    std::vector<float> sc(int4 ? kTile * B : 0), zt(int4 ? kTile * G : 0);                                         \
+    std::vector<uint8_t> wt((int4 && reuse) || offset8 ? kTile * K : 0), unpacked(int4 && reuse ? K : 0);          \
+    std::vector<int32_t> ws(offset8 ? kTile * B : 0);                                                              \
+    for (int64_t t0 = n0; t0 < n1; t0 += kTile) {                                                                  \
+      const int64_t t1 = std::min(n1, t0 + kTile);                                                                 \
+      for (int64_t n = t0; reuse && n < t1; ++n) {                                                                 \
+        const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;                               \
+        if (int4) {                                                                                                \
+          for (int64_t b = 0; b < B; ++b)                                                                          \
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(unpacked.data() + b * kBlock), nibbles(row + b * kBlock / 2)); \
+          interleave8(unpacked.data(), wt.data() + (n - t0) * K, B);                                               \
+        } else if (offset8) {                                                                                      \
+          for (int64_t b = 0; b < B; ++b)                                                                          \
+            ws[(n - t0) * B + b] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,              \
+                                                   reinterpret_cast<const int8_t*>(row) + (b + 1) * kBlock, 0);    \
+          interleave8(row, wt.data() + (n - t0) * K, B);                                                           \
+        }                                                                                                          \
+      }                                                                                                            \
+      if (int4)                                                                                                    \
+        for (int64_t n = t0; n < t1; ++n)                                                                          \
+          expand_scales(w.scale4 + n * G, w.zero4 + n * G, G, w.per, sc.data() + (n - t0) * B, zt.data() + (n - t0) * G); \
+      for (int64_t m = 0; m < a.M; ++m) {                                                                          \
+        const int8_t* xq = a.q.data() + m * K;                                                                     \
+        const float* d = a.d.data() + m * B;                                                                       \
+        const int32_t* isum = int4 ? a.isum.data() + m * B : nullptr;                                              \
+        for (int64_t n = t0; n < t1; ++n) {                                                                        \
+          const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;                             \
+          const float* s = sc.data() + (n - t0) * B;                                                               \
+          __m256 acc = _mm256_setzero_ps();                                                                        \
+          int64_t b = 0;                                                                                           \
+          float rest = 0.0f;                                                                                       \
+          if (!int4) {                                                                                             \
+            const int8_t* wrow = reinterpret_cast<const int8_t*>(row);                                             \
+            for (; b + 8 <= B; b += 8) {                                                                           \
+              __m256i dots;                                                                                        \
+              if (offset8) {                                                                                       \
+                const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ws.data() + (n - t0) * B + b)); \
+                const int8_t* wi = reinterpret_cast<const int8_t*>(wt.data()) + (n - t0) * K + b * kBlock;          \
+                dots = _mm256_sub_epi32(DOTS8_T(a.u.data() + m * K + b * kBlock, wi), _mm256_slli_epi32(sums, 7));   \
+              } else {                                                                                             \
+                dots = DOTS8_I8(xq + b * kBlock, wrow + b * kBlock);                                               \
+              }                                                                                                    \
+              acc = _mm256_fmadd_ps(_mm256_loadu_ps(d + b), _mm256_cvtepi32_ps(dots), acc);                        \
+            }                                                                                                      \
+            for (; b < B; ++b)                                                                                     \
+              rest = std::fma(d[b], static_cast<float>(hsum_i32(block_i8_avx2(                                     \
+                                  xq + b * kBlock, reinterpret_cast<const int8_t*>(row) + b * kBlock))), rest);    \
+            y[m * N + n] = (sum8(acc) + rest) * w.scale8[n];                                                       \
+          } else {                                                                                                 \
+            for (; b + 8 <= B; b += 8) {                                                                           \
+              const __m256i centre = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + b)), 3); \
+              const __m256i raw = reuse ? DOTS8_T(wt.data() + (n - t0) * K + b * kBlock, a.r.data() + m * K + b * kBlock) \
+                                        : DOTS8_U4(a.p.data() + m * K + b * kBlock, row + b * kBlock / 2);         \
+              const __m256i dots = _mm256_sub_epi32(raw, centre);                                                  \
+              const __m256 coef = _mm256_mul_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(s + b));                   \
+              acc = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(dots), acc);                                          \
+            }                                                                                                      \
+            for (; b < B; ++b)                                                                                     \
+              rest = std::fma(d[b] * s[b],                                                                         \
+                              static_cast<float>(hsum_i32(block_u4_avx2(xq + b * kBlock, row + b * kBlock / 2)) -  \
+                                                 8 * isum[b]),                                                     \
+                              rest);                                                                               \
+            const float* z = zt.data() + (n - t0) * G;                                                             \
+            const float* gs = a.gsum.data() + m * G;                                                               \
+            __m256 off = _mm256_setzero_ps();                                                                      \
+            int64_t g = 0;                                                                                         \
+            for (; g + 8 <= G; g += 8) off = _mm256_fmadd_ps(_mm256_loadu_ps(z + g), _mm256_loadu_ps(gs + g), off); \
+            for (; g < G; ++g) rest = std::fma(z[g], gs[g], rest);                                                 \
+            y[m * N + n] = sum8(acc) + sum8(off) + rest;                                                           \
+          }                                                                                                        \
+        }                                                                                                          \
+      }                                                                                                            \
+    }                                                                                                              \
+  }
+
+ZOO_A8_CHUNK(chunk_avx2, , dots8_i8_avx2, dots8_u4_avx2, dots8_t_avx2, false)
+ZOO_A8_CHUNK(chunk_vnni, ZOO_T_VNNI, dots8_i8_vnni, dots8_u4_vnni, dots8_t_vnni, true)
+ZOO_A8_CHUNK(chunk_512, ZOO_T_512, dots8_i8_512, dots8_u4_512, dots8_t_512, true)
+
+void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t isa) {
+  TORCH_CHECK(isa >= 0 && isa <= 2 && (cpu_isas() >> isa & 1),
+              "zoo_gemv: this CPU cannot run the 8-bit activation path ", isa);
+  // output rows in parallel, in whole tiles: every thread quantized nothing, it reads the rows made above
+  at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t begin, int64_t end) {
+    const int64_t n0 = begin * kTile, n1 = std::min(N, end * kTile);
+    if (isa == kIsaAvx512Vnni)
+      chunk_512(a, w, int4, y, N, n0, n1);
+    else if (isa == kIsaAvxVnni)
+      chunk_vnni(a, w, int4, y, N, n0, n1);
+    else
+      chunk_avx2(a, w, int4, y, N, n0, n1);
+  });
+}
+
+// Decode (fewer than kReuse rows) from a copy of the weights repacked once per layer (the layer keeps it beside the
+// plain codes, which stay the state dict): tiles of 8 output rows, the last padded with zero codes. Per tile and
+// block of 32 columns, 32-byte chunks whose 32-bit lane j holds four codes of row j, so that one byte product of a
+// chunk with four activation bytes broadcast to every lane adds to the eight rows' block sums at once: no sum
+// across lanes per output row. int4: four chunks per block, chunk i holding columns 8i..8i+3 in the low nibbles and
+// 8i+4..8i+7 in the high ones; int8: eight chunks, chunk i holding columns 4i..4i+3 as unsigned w + 128 (the
+// activation's block sum times 128 is taken off after). The float code repeats the plain kernels' arithmetic in
+// the same order, one output row per lane (block b in accumulator b % 8 for whole groups of eight blocks, the rest
+// in `rest`), so both give the same bits.
+// int4: bytes of repacked codes fetched ahead of the block being read (measured: one token's int4 products 15% faster;
+// no gain measured for int8)
+constexpr int64_t kAhead = 2048;
+
+inline __m256i bcast4(const int8_t* x) {
+  int32_t v;
+  std::memcpy(&v, x, 4);
+  return _mm256_set1_epi32(v);
+}
+
+inline __m256 tree8(const __m256* v) {  // the order of sum8 over the lanes of one vector, here across eight vectors
+  return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6])),
+                       _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
+}
+
+inline __m256 tail_fma(__m256 a, __m256 b, __m256 c) {  // the plain kernels' tail: rest = fma(a, b, rest)
+  return _mm256_fmadd_ps(a, b, c);
+}
+
+inline __m256i dp_avx2(__m256i acc, __m256i u, __m256i s) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+ZOO_T_VNNI inline __m256i dp_vnni(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
+ZOO_T_512 inline __m256i dp_512(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+
+// int8 block sums of eight rows; AVX2 restores the signed codes (maddubs would saturate on w + 128) and moves the
+// weight's sign onto the activation
+inline __m256i rows8_i8_avx2(const uint8_t* c, const int8_t* x, int32_t) {
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+  for (int i = 0; i < 8; i += 2) {
+    const __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32)), flip);
+    const __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32 + 32)), flip);
+    s0 = dp_avx2(s0, _mm256_sign_epi8(w0, w0), _mm256_sign_epi8(bcast4(x + 4 * i), w0));
+    s1 = dp_avx2(s1, _mm256_sign_epi8(w1, w1), _mm256_sign_epi8(bcast4(x + 4 * i + 4), w1));
+  }
+  return _mm256_add_epi32(s0, s1);
+}
+
+#define ZOO_ROWS8_I8(NAME, TARGET, DP)                                                                             \
+  TARGET inline __m256i NAME(const uint8_t* c, const int8_t* x, int32_t xsum) {                                   \
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();                                             \
+    for (int i = 0; i < 8; i += 2) {                                                                               \
+      s0 = DP(s0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32)), bcast4(x + 4 * i));           \
+      s1 = DP(s1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32 + 32)), bcast4(x + 4 * i + 4));  \
+    }                                                                                                              \
+    return _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_set1_epi32(xsum * 128));                             \
+  }
+ZOO_ROWS8_I8(rows8_i8_vnni, ZOO_T_VNNI, dp_vnni)
+ZOO_ROWS8_I8(rows8_i8_512, ZOO_T_512, dp_512)
+
+inline void store_rows(__m256 v, float* y, int64_t count) {
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  std::copy(tmp, tmp + count, y);
+}
+
+#define ZOO_A8_TILES(NAME4, NAME8, TARGET, DP, ROWS8_I8)                                                            \
+  TARGET void NAME4(const RowsA8& a, const uint8_t* rp, const at::Half* sz, int64_t per, float* y, int64_t N,      \
+                    int64_t t0, int64_t t1) {                                                                      \
+    const int64_t B = a.B, G = a.G, K = a.K, B8 = B / 8 * 8, G8 = G / 8 * 8;                                       \
+    const __m256i m15 = _mm256_set1_epi8(15);                                                                      \
+    for (int64_t m = 0; m < a.M; ++m) {                                                                            \
+      const int8_t* xq = a.q.data() + m * K;                                                                       \
+      const float* d = a.d.data() + m * B;                                                                         \
+      const int32_t* isum = a.isum.data() + m * B;                                                                 \
+      const float* gsum = a.gsum.data() + m * G;                                                                   \
+      for (int64_t t = t0; t < t1; ++t) {                                                                          \
+        __m256 acc[8], off[8], rest = _mm256_setzero_ps();                                                         \
+        for (int j = 0; j < 8; ++j) acc[j] = off[j] = _mm256_setzero_ps();                                         \
+        const uint8_t* c = rp + t * B * 128;                                                                       \
+        const at::Half* st = sz + t * G * 16;                                                                      \
+        for (int64_t b = 0; b < B; ++b, c += 128) {                                                                \
+          _mm_prefetch(reinterpret_cast<const char*>(c + kAhead), _MM_HINT_T0);                                    \
+          _mm_prefetch(reinterpret_cast<const char*>(c + kAhead + 64), _MM_HINT_T0);                               \
+          const int8_t* xb = xq + b * kBlock;                                                                      \
+          __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();                                        \
+          for (int i = 0; i < 4; ++i) {                                                                            \
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32));                    \
+            s0 = DP(s0, _mm256_and_si256(v, m15), bcast4(xb + 8 * i));                                             \
+            s1 = DP(s1, _mm256_and_si256(_mm256_srli_epi16(v, 4), m15), bcast4(xb + 8 * i + 4));                   \
+          }                                                                                                        \
+          const __m256i dots = _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_set1_epi32(8 * isum[b]));         \
+          const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + b / per * 16))); \
+          const __m256 coef = _mm256_mul_ps(_mm256_set1_ps(d[b]), sc);                                             \
+          if (b < B8)                                                                                              \
+            acc[b & 7] = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(dots), acc[b & 7]);                              \
+          else                                                                                                     \
+            rest = tail_fma(coef, _mm256_cvtepi32_ps(dots), rest);                                                 \
+        }                                                                                                          \
+        for (int64_t g = 0; g < G; ++g) {                                                                          \
+          const __m256 z = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + g * 16 + 8)));    \
+          if (g < G8)                                                                                              \
+            off[g & 7] = _mm256_fmadd_ps(z, _mm256_set1_ps(gsum[g]), off[g & 7]);                                  \
+          else                                                                                                     \
+            rest = tail_fma(z, _mm256_set1_ps(gsum[g]), rest);                                                     \
+        }                                                                                                          \
+        const __m256 total = _mm256_add_ps(_mm256_add_ps(tree8(acc), tree8(off)), rest);                           \
+        store_rows(total, y + m * N + t * 8, std::min<int64_t>(8, N - t * 8));                                     \
+      }                                                                                                            \
+    }                                                                                                              \
+  }                                                                                                                \
+  TARGET void NAME8(const RowsA8& a, const uint8_t* rp, const float* scale, float* y, int64_t N, int64_t t0,       \
+                    int64_t t1) {                                                                                  \
+    const int64_t B = a.B, K = a.K, B8 = B / 8 * 8;                                                                \
+    for (int64_t m = 0; m < a.M; ++m) {                                                                            \
+      const int8_t* xq = a.q.data() + m * K;                                                                       \
+      const float* d = a.d.data() + m * B;                                                                         \
+      const int32_t* isum = a.isum.data() + m * B;                                                                 \
+      for (int64_t t = t0; t < t1; ++t) {                                                                          \
+        __m256 acc[8], rest = _mm256_setzero_ps();                                                                 \
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();                                                  \
+        const uint8_t* c = rp + t * B * 256;                                                                       \
+        for (int64_t b = 0; b < B; ++b, c += 256) {                                                                \
+          const __m256 dots = _mm256_cvtepi32_ps(ROWS8_I8(c, xq + b * kBlock, isum[b]));                           \
+          if (b < B8)                                                                                              \
+            acc[b & 7] = _mm256_fmadd_ps(_mm256_set1_ps(d[b]), dots, acc[b & 7]);                                  \
+          else                                                                                                     \
+            rest = tail_fma(_mm256_set1_ps(d[b]), dots, rest);                                                     \
+        }                                                                                                          \
+        const __m256 total = _mm256_mul_ps(_mm256_add_ps(tree8(acc), rest), _mm256_loadu_ps(scale + t * 8));       \
+        store_rows(total, y + m * N + t * 8, std::min<int64_t>(8, N - t * 8));                                     \
+      }                                                                                                            \
+    }                                                                                                              \
+  }
+
+ZOO_A8_TILES(tiles4_avx2, tiles8_avx2, , dp_avx2, rows8_i8_avx2)
+ZOO_A8_TILES(tiles4_vnni, tiles8_vnni, ZOO_T_VNNI, dp_vnni, rows8_i8_vnni)
+ZOO_A8_TILES(tiles4_512, tiles8_512, ZOO_T_512, dp_512, rows8_i8_512)
+
+// x (M, K) against repacked weights: N output rows in ceil(N / 8) tiles
+at::Tensor gemm_a8_tiles(const at::Tensor& x_, const at::Tensor& rp_, const at::Tensor& scale_, int64_t N, int64_t gs,
+                         int64_t isa) {
+  const bool int4 = gs > 0;
+  const int64_t K = x_.size(-1), T = (N + 7) / 8;
+  TORCH_CHECK(x_.scalar_type() == at::kFloat && x_.dim() == 2 && K % kBlock == 0 && rp_.scalar_type() == at::kByte &&
+              rp_.numel() == T * 8 * (int4 ? K / 2 : K) && (!int4 || (gs % kBlock == 0 && K % gs == 0)) &&
+              (int4 ? scale_.scalar_type() == at::kHalf && scale_.numel() == T * 16 * (K / gs)
+                    : scale_.scalar_type() == at::kFloat && scale_.numel() == T * 8),
+              "zoo_gemv: the repacked weights do not fit rows of ", K, " columns and ", N, " outputs");
+  TORCH_CHECK(isa >= 0 && isa <= 2 && (cpu_isas() >> isa & 1),
+              "zoo_gemv: this CPU cannot run the 8-bit activation path ", isa);
+  const at::Tensor x = x_.contiguous(), rp = rp_.contiguous(), scale = scale_.contiguous();
+  const int64_t M = x.size(0);
+  auto y = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return y;
+  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, int4 ? gs : 0, false);
+  if (!int4) {
+    a.isum.resize(M * a.B);
+    for (int64_t i = 0; i < M * a.B; ++i)
+      a.isum[i] = std::accumulate(a.q.data() + i * kBlock, a.q.data() + (i + 1) * kBlock, int32_t(0));
+  }
+  const uint8_t* codes = rp.data_ptr<uint8_t>();
+  float* out = y.data_ptr<float>();
+  at::parallel_for(0, T, 4, [&](int64_t t0, int64_t t1) {
+    if (int4) {
+      const at::Half* sz = scale.data_ptr<at::Half>();
+      if (isa == kIsaAvx512Vnni)
+        tiles4_512(a, codes, sz, gs / kBlock, out, N, t0, t1);
+      else if (isa == kIsaAvxVnni)
+        tiles4_vnni(a, codes, sz, gs / kBlock, out, N, t0, t1);
+      else
+        tiles4_avx2(a, codes, sz, gs / kBlock, out, N, t0, t1);
+    } else {
+      const float* s8 = scale.data_ptr<float>();
+      if (isa == kIsaAvx512Vnni)
+        tiles8_512(a, codes, s8, out, N, t0, t1);
+      else if (isa == kIsaAvxVnni)
+        tiles8_vnni(a, codes, s8, out, N, t0, t1);
+      else
+        tiles8_avx2(a, codes, s8, out, N, t0, t1);
+    }
+  });
+  return y;
+}
+
+at::Tensor rows_of(const at::Tensor& x, int64_t K) {
+  return x.reshape({-1, K}).contiguous();
+}
+
+at::Tensor gemm_int8_a8(const at::Tensor& x_, const at::Tensor& q_, const at::Tensor& scale_, int64_t isa) {
+  TORCH_CHECK(x_.scalar_type() == at::kFloat && q_.scalar_type() == at::kChar && scale_.scalar_type() == at::kFloat &&
+              x_.dim() == 2 && q_.dim() == 2 && x_.size(1) == q_.size(1) && scale_.numel() == q_.size(0),
+              "zoo_gemv::int8_a8 takes float32 rows (M, K), int8 codes (N, K) and float32 scales (N)");
+  TORCH_CHECK(q_.size(1) % kBlock == 0, "zoo_gemv::int8_a8: the row length ", q_.size(1),
+              " is not a multiple of 32 (the Q8_0 block); such layers take the int16 or PyTorch path");
+  const at::Tensor x = x_.contiguous(), q = q_.contiguous(), scale = scale_.contiguous();
+  const int64_t M = x.size(0), N = q.size(0), K = q.size(1);
+  auto y = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return y;
+  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false);
+  if (M >= kReuse && isa != kIsaAvx2) {
+    a.u.resize(M * K);
+    std::vector<uint8_t> offset(K);
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t c = 0; c < K; ++c) offset[c] = static_cast<uint8_t>(a.q[m * K + c] + 128);
+      interleave8(offset.data(), a.u.data() + m * K, a.B);
+    }
+  }
+  WeightsA8 w;
+  w.codes = q.data_ptr<int8_t>();
+  w.row_bytes = K;
+  w.scale8 = scale.data_ptr<float>();
+  run_a8(a, w, false, y.data_ptr<float>(), N, isa);
+  return y;
+}
+
+at::Tensor gemm_int4_a8(const at::Tensor& x_, const at::Tensor& codes_, const at::Tensor& scale_,
+                        const at::Tensor& zero_, int64_t gs, int64_t isa) {
+  TORCH_CHECK(x_.scalar_type() == at::kFloat && codes_.scalar_type() == at::kByte && codes_.dim() == 2 &&
+              x_.dim() == 2 && scale_.scalar_type() == at::kHalf && zero_.scalar_type() == at::kHalf && gs > 0 &&
+              gs % kBlock == 0 && x_.size(1) == 2 * codes_.size(1) && x_.size(1) % gs == 0 &&
+              scale_.numel() == codes_.size(0) * (x_.size(1) / gs) && zero_.numel() == scale_.numel(),
+              "zoo_gemv::int4_a8 takes float32 rows (M, K), uint8 codes (N, K / 2), float16 scale and zero "
+              "(N, K / gs), gs a multiple of 32 dividing K");
+  const at::Tensor x = x_.contiguous(), codes = codes_.contiguous();
+  const at::Tensor scale = scale_.contiguous(), zero = zero_.contiguous();
+  const int64_t M = x.size(0), N = codes.size(0), K = x.size(1);
+  auto y = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return y;
+  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, gs, true);
+  if (M >= kReuse) {
+    a.r.resize(M * K);
+    for (int64_t m = 0; m < M; ++m)
+      interleave8(reinterpret_cast<const uint8_t*>(a.q.data()) + m * K, reinterpret_cast<uint8_t*>(a.r.data()) + m * K,
+                  a.B);
+  } else {
+    a.p.resize(M * K);
+    for (int64_t m = 0; m < M; ++m) pair_layout(a.q.data() + m * K, a.p.data() + m * K, a.B);
+  }
+  WeightsA8 w;
+  w.codes = codes.data_ptr<uint8_t>();
+  w.row_bytes = K / 2;
+  w.scale4 = scale.data_ptr<at::Half>();
+  w.zero4 = zero.data_ptr<at::Half>();
+  w.per = gs / kBlock;
+  run_a8(a, w, true, y.data_ptr<float>(), N, isa);
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> q8_0(const at::Tensor& x_) {
+  TORCH_CHECK(x_.scalar_type() == at::kFloat && x_.dim() == 2 && x_.size(1) % kBlock == 0,
+              "zoo_gemv::q8_0 takes float32 rows (M, K) with K a multiple of 32");
+  const at::Tensor x = x_.contiguous();
+  const int64_t M = x.size(0), K = x.size(1);
+  const RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false);
+  at::Tensor q = at::empty({M, K}, x.options().dtype(at::kChar));
+  at::Tensor d = at::empty({M, K / kBlock}, x.options());
+  std::copy(a.q.begin(), a.q.end(), q.data_ptr<int8_t>());
+  std::copy(a.d.begin(), a.d.end(), d.data_ptr<float>());
+  return {q, d};
+}
