@@ -110,3 +110,72 @@ def test_a_model_quantized_in_place_after_compiling_is_compiled_again():
     quantize_model(model, "int8")
     assert torch.equal(model.generate(ids, max_new_tokens=6, compile=True), model.generate(ids, max_new_tokens=6))
     assert model.compiled_decoder(ids.shape[1] + 6)[1] is not first
+
+
+# One query token's attention: the eager model calls the compiled step's kernel (zoo_gemv::attend), not SDPA, so
+# the two decode with the same bits. SDPA sums in another order; with 8-bit activations (act_bits=8) such last-bit
+# differences round to whole codes and grow into other greedy tokens.
+
+
+def _eager_and_static_step(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of the step after a one-token prompt: eager (the model's cache) and the uncompiled static decoder
+    with the compiled step's ops. (A longer prompt runs SDPA over the static cache's slots in the static decoder,
+    over its own length in the eager model: their last bits may differ before the step.)"""
+    from zoo.lm.static_decoder import StaticDecoder
+
+    ids = _prompt(1)
+    with torch.inference_mode():
+        cache = model.new_cache(1, ids.shape[1] + 4)
+        token = model(ids, past_key_values=cache, logits_to_keep=1).logits[:, -1].argmax(-1, keepdim=True)
+        eager = model(token, past_key_values=cache).logits[:, -1]
+        decoder = StaticDecoder(model, 256, one_token_ops=True).eval()
+        decoder(ids, torch.zeros(1, dtype=torch.long))
+        static = decoder(token, torch.tensor([ids.shape[1]]))
+    return eager, static
+
+
+@pytest.mark.parametrize("fmt", [None, "int8a8", "int4a8"])
+def test_eager_decode_step_has_the_compiled_steps_bits(fmt):
+    from zoo.lm import gemv
+
+    if not gemv.available():
+        pytest.skip("the zoo's CPU kernels do not run here")
+    eager, static = _eager_and_static_step(_model("mobilellm", fmt))
+    assert torch.equal(eager, static)
+
+
+def test_one_token_attention_is_the_kernels_and_sdpa_elsewhere():
+    from zoo.layers.lm import GroupedQueryAttention
+    from zoo.lm import gemv
+
+    if not gemv.available():
+        pytest.skip("the zoo's CPU kernels do not run here")
+    attn = _model("mobilellm").model.layers[0].self_attn
+    assert isinstance(attn, GroupedQueryAttention)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, attn.num_heads, 1, attn.head_dim, generator=g)
+    k, v = (torch.randn(1, attn.num_kv_heads, 37, attn.head_dim, generator=g) for _ in range(2))
+    mask = torch.rand(1, 1, 1, 37, generator=g) > 0.3
+    with torch.no_grad():
+        for m in (None, mask):
+            seen = torch.ones(37, dtype=torch.bool) if m is None else m
+            assert torch.equal(attn.attend(q, k, v, m, True), gemv.attend_one(q, k, v, seen, attn.scale))
+    # autograd through the query: SDPA (the kernel has no backward), the same values to rounding
+    qg = q.clone().requires_grad_()
+    y = attn.attend(qg, k, v, mask, False)
+    assert y.requires_grad
+    torch.testing.assert_close(y.detach(), gemv.attend_one(q, k, v, mask, attn.scale), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_decode_int8a8_mobilellm_125m_full_size():
+    """The full-size int8 model with 8-bit activations (random weights, as the formats bench decodes them): the
+    compiled step's greedy tokens are eager's."""
+    from zoo.bench.formats import FORMATS, _quantized
+    from zoo.bench.lm import build_pair
+
+    _, base = build_pair("mobilellm_125m", torch.float32)
+    model = _quantized(base, FORMATS["int8"][0])
+    ids = torch.randint(0, base.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(1))
+    eager = model.generate(ids, max_new_tokens=24, eos_token_id=[])
+    assert torch.equal(model.generate(ids, max_new_tokens=24, eos_token_id=[], compile=True), eager)

@@ -483,6 +483,19 @@ def build_attention_masks(
 # ------------------------------------------------------------------------------------------------------------------
 
 
+# One query token's attention for decoding, registered by the package that holds a faster kernel for it
+# (zoo.lm.gemv, the kernel the compiled decode step calls, so that eager and compiled decoding attend alike):
+# (q, k, v, mask, scale) -> the output as ``(1, 1, H * hd)``, or None where it does not take these inputs.
+_one_token_attention = None
+
+
+def set_one_token_attention(fn) -> None:
+    """Route :meth:`GroupedQueryAttention.attend` of one query token (batch 1) through ``fn(q, k, v, mask,
+    scale)``, which returns the attention output ``(1, 1, H * hd)`` or None to leave SDPA to it."""
+    global _one_token_attention
+    _one_token_attention = fn
+
+
 class GroupedQueryAttention(nn.Module):
     """Multi-head attention with ``num_kv_heads`` shared key/value heads over ``F.scaled_dot_product_attention``.
 
@@ -543,6 +556,10 @@ class GroupedQueryAttention(nn.Module):
         """SDPA of rotated queries ``(B, H, T, hd)`` over keys/values ``(B, KV, S, hd)``, as ``(B, T, H * hd)``
         for ``o_proj``. A causal mask needs ``S == T`` (SDPA aligns it top-left); else pass ``mask``."""
         B, _, T, _ = q.shape
+        if _one_token_attention is not None and B == 1 and T == 1:
+            y = _one_token_attention(q, k, v, mask, self.scale)
+            if y is not None:
+                return y
         if mask is not None:
             is_causal = False
         elif is_causal and k.shape[2] != T:

@@ -55,7 +55,8 @@ bits.
 The kernels are C++ (``zoo/lm/kernels/gemv.cpp`` and ``gemv_a8.h``, shipped with the package), built by ``torch.utils.cpp_extension`` with the system's C++ compiler at first use
 (about 15 s; cached in torch's extension folder, keyed by the source) and registered as the operators
 ``zoo_gemv::f32`` / ``int8`` / ``int4`` / ``int8_a8`` / ``int4_a8`` / ``q8_0`` / ``attend`` (one token's attention,
-:func:`attend_one`), with shape functions so that ``torch.compile`` calls them from a compiled graph; :class:`OneRowProducts` hands a compiled
+:func:`attend_one`; the eager model's one-token attention calls it too, so eager and compiled decoding attend
+with the same bits), with shape functions so that ``torch.compile`` calls them from a compiled graph; :class:`OneRowProducts` hands a compiled
 graph's float32 one-row products to ``zoo_gemv::f32``. :func:`available` says whether they can run here: an AVX2
 CPU (``torch.backends.cpu.get_cpu_capability()``), a compiler, and ``ZOO_GEMV`` not set to ``0``. Where not,
 callers keep PyTorch's kernels; a failed build warns once.
@@ -70,6 +71,8 @@ import warnings
 
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
+
+from ..layers.lm import set_one_token_attention
 
 __all__ = [
     "ISAS",
@@ -213,6 +216,33 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     ``F.scaled_dot_product_attention`` gives with that boolean mask (a row that sees nothing sees everything), with
     the work of the seen positions only. A static cache of 256 slots holding 40 tokens costs 40 positions."""
     return torch.ops.zoo_gemv.attend(q, k, v, mask.reshape(-1), scale)
+
+
+def _eager_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float):
+    """The eager model's attention of one query token through :func:`attend_one`, the compiled decode step's
+    kernel, so that both decode with the same bits (SDPA sums in another order, and 8-bit activations round such
+    last-bit differences to whole codes); None (SDPA) for what it does not take: other devices or dtypes, autograd
+    through the inputs, export traces, a mask that is not one boolean per key, or no kernels here."""
+    if not (
+        q.device.type == "cpu"
+        and q.dtype == k.dtype == v.dtype == torch.float32
+        and q.dim() == 4
+        and k.dim() == 4
+        and k.shape[0] == 1
+        and k.shape == v.shape
+        and q.shape[1] % k.shape[1] == 0
+        and (mask is None or (mask.dtype == torch.bool and mask.numel() == k.shape[2]))
+        and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
+        and not (torch.compiler.is_exporting() or torch.jit.is_tracing())
+        and available()
+    ):
+        return None
+    if mask is None:  # one new token sees every cached one
+        mask = torch.ones(k.shape[2], dtype=torch.bool)
+    return attend_one(q, k, v, mask, scale)
+
+
+set_one_token_attention(_eager_attend)
 
 
 # ------------------------------------------------------------------------------------------------------------------
