@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.bench import deployed, headline
+from zoo.bench import deployed, formats, headline
 from zoo.bench import main as bench_main
 from zoo.bench import prune as prune_bench
 from zoo.bench import train as train_bench
@@ -173,9 +173,11 @@ def test_deployed_lm_rows_take_their_columns():
     "argv, why",
     [
         (["--out", "r.json"], "add one of them"),
+        (["--formats", "fp32", "--out", "r.txt"], "a results file is JSON"),
         (["--deployed", "--out", "r.csv"], "a results file is JSON"),
         (["--train", "--e2e", "--out", "r.json"], "--e2e has no results file"),
-        (["--family", "slak", "--out", "r.json"], "--data-pruning and --json write their own"),
+        (["--family", "slak", "--out", "r.json"], "--data-pruning writes its own"),
+        (["--formats", "fp32", "--backend-only", "--out", "r.json"], "--backend-only has none"),
     ],
 )
 def test_out_where_no_results_file_is_written(argv: list[str], why: str, capsys):
@@ -241,3 +243,49 @@ def test_a_deployed_decode_run_replaces_the_model_s_earlier_row(results: Path):
     assert runs[1]["rows"] == [{"model": "mobilellm_125m", "setting": "greedy decode, batch 1", "unit": "tok/s",
                                 "zoo_eager": 20.0, "llama_cpp_f32": 50.0}]  # fmt: skip
     assert runs[1]["provenance"]["commit"] != "c12e7c9"
+
+
+def _format_rows(name: str, fmts, *_args, **_kwargs) -> list[Row]:
+    extra = {
+        "zoo eager": 20.04,
+        "overhead ms/tok": 27.21,
+        "compiled = eager": 1.0,
+        "llama.cpp": 53.8,
+        "llama.cpp type": "F32",
+        "vs llama.cpp": 0.833,
+        "perplexity": 119.1,
+        "ppl vs fp32": 0.0,
+        "agreement": 1.0,
+    }
+    pte = {"llama.cpp type": "Q8_0", "export s": 95.2, "pte MB": 144.8, "gguf MB": 132.6, "size vs gguf": 1.092}
+    return [
+        Row(name, "decode 128 fp32", "transformers fp32", "zoo fp32 compiled", "tok/s", 18.9, 44.6, 3, extra=extra),
+        Row(name, "decode 128 int8", "llama.cpp q8_0", "zoo pte 8da8w", "tok/s", 118.7, 131.4, 3, extra=pte),
+        Row(name, "prefill 128 fp32", "llama.cpp f32", "zoo fp32 compiled", "tok/s", 500.0, 400.0, 3),
+    ]  # fmt: skip
+
+
+def test_formats_results_are_read_by_the_headline(results: Path, monkeypatch):
+    path = results / "lm_decode.json"
+    monkeypatch.setattr(formats, "compare", _format_rows)
+    monkeypatch.setattr(formats, "notes", lambda rows: [])
+    argv = ["--models", "mobilellm_125m", "--formats", "fp32", "--prefill", "0", "--out", str(path)]
+    assert bench_main(argv) == 0
+    doc = json.loads(path.read_text())
+    run = next(r for r in doc["runs"] if r["model"] == "mobilellm_125m")
+    assert run["command"] == "zoo bench " + " ".join(argv) and "32-token prompt" in run["settings"]
+    assert [f["format"] for f in run["formats"]] == ["fp32", "bf16", "int8", "int4"]
+    fp32, bf16 = run["formats"][:2]
+    assert fp32 == {"format": "fp32", "zoo_eager": 20.0, "zoo_compiled": 44.6, "transformers_fp32": 18.9,
+                    "llama_cpp": 53.8, "llama_cpp_type": "F32", "compiled_vs_transformers": 2.36,
+                    "compiled_vs_llama_cpp": 0.83, "compiled_equals_eager": 1.0, "overhead_ms_per_token": 27.2,
+                    "perplexity": 119.1, "perplexity_change_pct": 0.0, "greedy_agreement": 1.0}  # fmt: skip
+    assert bf16["provenance"]["commit"] == "e966fa2"  # the earlier run's format keeps its run
+    assert {r["model"] for r in doc["runs"]} == {"mobilellm_125m", "mobilellm_350m", "mor_135m"}
+    assert doc["quality"]["rows"] and doc["pte"]["rows"][0]["tok_s"] == 131.4
+    assert doc["pte"]["rows"][1]["provenance"]["commit"] == "cafc3dc"
+    assert "| fp32 | 20.0 tok/s | 44.6 tok/s | 18.9 tok/s | 53.8 tok/s (F32) | 2.36x / 0.83x |" in (
+        headline.lm_formats_125m(results)
+    )
+    assert "| 8da8w | 131.4 | 118.7 (Q8_0) | 1.11x |" in headline.lm_pte(results)
+    assert "| greedy decode, mobilellm_125m, fp32 compiled | 44.6 tok/s |" in headline.headline(results)

@@ -15,8 +15,9 @@ The authors' code, rendered plainly for parity tests and as peers, lives in :mod
     zoo bench --train [--models convformer_s18] [--amp bf16 --channels-last --compile]   # training steps vs timm
     zoo bench --data-pruning --data mnist --data-path DIR --models convnet_d3,quickstart   # InfoBatch vs full data
 
-``--out results/NAME.json`` (``--train``, ``--deployed``) merges the run into the results file the pages' tables are
-generated from (:mod:`zoo.bench.headline`), under the run's provenance; ``--json`` keeps every timed pass instead.
+``--out results/NAME.json`` (``--train``, ``--deployed``, ``--formats``) merges the run into the results file the
+pages' tables are generated from (:mod:`zoo.bench.headline`), under the run's provenance; ``--json`` keeps every
+timed pass instead.
 """
 
 import argparse
@@ -191,8 +192,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="PATH",
-        help="--train, --deployed: merge the run into this results file (results/train_throughput.json, "
-        "results/deployed.json), replacing the rows it measured again",
+        help="--train, --deployed, --formats: merge the run into this results file (results/train_throughput.json, "
+        "results/deployed.json, results/lm_decode.json), replacing the rows it measured again",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if any output differs beyond tolerance")
     parser.add_argument(
@@ -309,12 +310,14 @@ def _out_misplaced(args: argparse.Namespace) -> str | None:
     """Why ``--out`` cannot be honoured for this run's mode, or None."""
     if args.out is None:
         return None
-    if args.data_pruning or args.family or args.all or args.formats is not None:
-        return "--out writes the --train and --deployed results files (--data-pruning and --json write their own)"
-    if args.train and args.e2e:
+    if args.data_pruning or args.family or args.all:
+        return "--out writes the --train, --deployed and --formats results files (--data-pruning writes its own)"
+    if args.formats is not None and args.backend_only:
+        return "--out writes the formats' decode and pte rows; --backend-only has none (use --json)"
+    if args.formats is None and args.train and args.e2e:
         return "--out writes the model-only training steps; --e2e has no results file (drop one of them)"
-    if not (args.train or args.deployed):
-        return "--out writes the --train and --deployed results files; add one of them, or use --json"
+    if args.formats is None and not (args.train or args.deployed):
+        return "--out writes the --train, --deployed and --formats results files; add one of them, or use --json"
     if args.out.suffix != ".json":
         return f"--out {args.out}: a results file is JSON (results/NAME.json)"
     return None
@@ -410,6 +413,10 @@ def run_formats(args: argparse.Namespace) -> int:
         print(f"zoo bench: error: {e}", file=sys.stderr)
         return 2
     _report(rows, formats.notes(rows), args.json, env, models=models, formats=args.formats, prefill=list(prefill))
+    if args.out is not None:
+        quality = "" if args.backend_only or args.pte_only else f"; perplexity and agreement: {args.quality_run}"
+        described = f"random weights, {settings[2]} greedy tokens after a {settings[1]}-token prompt{quality}"
+        formats.write_results(args.out, rows, _command(args), described)
     # fp32 compiled computes eager's arithmetic: its tokens must agree (the other formats' agreement is reported)
     wrong = [r for r in rows if r.setting.endswith(" fp32") and r.extra.get("compiled = eager", 1.0) < 1.0]
     for r in wrong:

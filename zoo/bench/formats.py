@@ -52,6 +52,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,7 @@ from ..factory import create_model
 from ..lm.quant import model_quantization, quantize_model
 from ..lm.sessions import generate_on_session
 from .deployed import _llama_cpp_decoder
-from .harness import Row, median, provenance, randomize_, time_interleaved
+from .harness import Row, load_results, median, merge_rows, provenance, randomize_, save_results, time_interleaved
 from .lm import build_pair, transformers_greedy
 
 __all__ = [
@@ -881,3 +882,72 @@ def compare_backend(
             engines.callback(close)
         rate, tokens, times = _time(candidates, runs, warmup, f"{name} backend", new_tokens)
     return [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in formats]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The results file (``--out results/lm_decode.json``)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _format_entry(r: Row) -> dict[str, Any]:
+    """One decode row as ``results/lm_decode.json``'s ``formats`` list holds it (rates to one decimal)."""
+    x = r.extra
+    entry: dict[str, Any] = {"format": r.setting.split()[-1], "zoo_eager": round(x["zoo eager"], 1),
+                             "zoo_compiled": round(r.rate, 1)}  # fmt: skip
+    if r.peer == PEER:
+        entry["transformers_fp32"] = round(r.peer_rate, 1)
+    if "llama.cpp" in x:
+        entry.update(llama_cpp=round(x["llama.cpp"], 1), llama_cpp_type=x["llama.cpp type"])
+    if r.peer == PEER:
+        entry["compiled_vs_transformers"] = round(r.ratio, 2)
+    if "vs llama.cpp" in x:
+        entry["compiled_vs_llama_cpp"] = round(x["vs llama.cpp"], 2)
+    entry["compiled_equals_eager"] = round(x["compiled = eager"], 2)
+    entry["overhead_ms_per_token"] = round(x["overhead ms/tok"], 1)
+    if "perplexity" in x:
+        entry.update(perplexity=round(x["perplexity"], 2), perplexity_change_pct=round(100 * x["ppl vs fp32"], 2),
+                     greedy_agreement=round(x["agreement"], 2))  # fmt: skip
+    return entry
+
+
+def _pte_entry(r: Row) -> dict[str, Any]:
+    x = r.extra
+    return {"pte": r.candidate.split()[-1], "tok_s": round(r.rate, 1), "llama_cpp_tok_s": round(r.peer_rate, 1),
+            "llama_cpp_type": x["llama.cpp type"], "ratio": round(r.ratio, 2), "file_mb": round(x["pte MB"], 1),
+            "file_vs_gguf": round(x["size vs gguf"], 2), "gguf_mb": round(x["gguf MB"], 1),
+            "export_s": round(x["export s"])}  # fmt: skip
+
+
+def write_results(path: Path, rows: Sequence[Row], command: str, settings: str) -> dict[str, Any]:
+    """Merge one run into ``path`` (``results/lm_decode.json``): each model's decode rows into its entry of ``runs``
+    (the formats it measured replaced, the others kept with their run's provenance), the pte rows into ``pte``
+    (same artefact type replaced); the quality section and other models stay. Written atomically."""
+    doc = {"unit": "tok/s", **load_results(path)}
+    prov = provenance()
+    runs = list(doc.get("runs", []))
+    for model in dict.fromkeys(r.model for r in rows):
+        decode = [
+            _format_entry(r)
+            for r in rows
+            if r.model == model and r.setting.startswith("decode ") and r.candidate.endswith(" compiled")
+        ]
+        if not decode:
+            continue
+        i = next((i for i, run in enumerate(runs) if run["model"] == model), None)
+        old = runs[i] if i is not None else {}
+        head = {k: old[k] for k in ("provenance", "command") if k in old}
+        entry = {"model": model, "command": command, "provenance": prov, "settings": settings,
+                 "formats": merge_rows(old.get("formats", []), head, decode, lambda f: f["format"])}  # fmt: skip
+        if i is None:
+            runs.append(entry)
+        else:
+            runs[i] = entry
+    doc["runs"] = runs
+    ptes = [_pte_entry(r) for r in rows if r.candidate.startswith(PTE) and r.peer != "-"]
+    if ptes:
+        old = doc.get("pte", {})
+        head = {k: old[k] for k in ("provenance", "command") if k in old}
+        doc["pte"] = {"command": command, "provenance": prov,
+                      "rows": merge_rows(old.get("rows", []), head, ptes, lambda p: p["pte"])}  # fmt: skip
+    save_results(path, doc)
+    return doc
