@@ -270,17 +270,19 @@ def test_formats_results_are_read_by_the_headline(results: Path, monkeypatch):
     monkeypatch.setattr(formats, "compare", _format_rows)
     monkeypatch.setattr(formats, "notes", lambda rows: [])
     argv = ["--models", "mobilellm_125m", "--formats", "fp32", "--prefill", "0", "--out", str(path)]
+    before = next(r for r in json.loads(path.read_text())["runs"] if r["model"] == "mobilellm_125m")
     assert bench_main(argv) == 0
     doc = json.loads(path.read_text())
     run = next(r for r in doc["runs"] if r["model"] == "mobilellm_125m")
     assert run["command"] == "zoo bench " + " ".join(argv) and "32-token prompt" in run["settings"]
-    assert [f["format"] for f in run["formats"]] == ["fp32", "bf16", "int8", "int4"]
-    fp32, bf16 = run["formats"][:2]
+    assert [f["format"] for f in run["formats"]] == [f["format"] for f in before["formats"]]
+    fp32, kept = run["formats"][0], run["formats"][-1]
     assert fp32 == {"format": "fp32", "zoo_eager": 20.0, "zoo_compiled": 44.6, "transformers_fp32": 18.9,
                     "llama_cpp": 53.8, "llama_cpp_type": "F32", "compiled_vs_transformers": 2.36,
                     "compiled_vs_llama_cpp": 0.83, "compiled_equals_eager": 1.0, "overhead_ms_per_token": 27.2,
                     "perplexity": 119.1, "perplexity_change_pct": 0.0, "greedy_agreement": 1.0}  # fmt: skip
-    assert bf16["provenance"]["commit"] == "e966fa2"  # the earlier run's format keeps its run
+    # a format this run did not measure keeps the run that measured it
+    assert kept["format"] != "fp32" and kept["provenance"]["commit"] == before["provenance"]["commit"]
     assert {r["model"] for r in doc["runs"]} == {"mobilellm_125m", "mobilellm_350m", "mor_135m"}
     assert doc["quality"]["rows"] and doc["pte"]["rows"][0]["tok_s"] == 131.4
     assert doc["pte"]["rows"][1]["provenance"]["commit"] == "cafc3dc"
