@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.bench import formats, main
+from zoo.bench import formats, formats_report, main
 from zoo.bench.harness import randomize_
 from zoo.data.text import bundled_corpus, train_bpe_tokenizer
 from zoo.export import export
@@ -80,7 +80,7 @@ def test_speed_rows_side_by_side(lm_folder):
         assert r.extra["llama.cpp"] > 0 and r.extra["llama.cpp type"] in ("F32", "Q8_0")
         assert "perplexity" in r.extra and "agreement" in r.extra
     assert rows[0].extra["llama.cpp agreement"] == 1.0  # f32 llama.cpp: eager's greedy tokens
-    assert any("transformers fp32" in line for line in formats.notes(rows))
+    assert any("transformers fp32" in line for line in formats_report.notes(rows))
 
 
 def test_llama_cpp_backend_rows_beside_bare_llama_cpp(tmp_path, monkeypatch):
@@ -98,7 +98,7 @@ def test_llama_cpp_backend_rows_beside_bare_llama_cpp(tmp_path, monkeypatch):
         assert math.isfinite(r.extra["check ms/call"]) and len(r.times_s) == 3
     assert os.environ["ZOO_CACHE"] == str(tmp_path / "user-cache")  # the bench's files went to its own folder
     assert not (tmp_path / "user-cache").exists()
-    lines = formats.notes(rows)
+    lines = formats_report.notes(rows)
     assert len(lines) == 2 and "zoo llama.cpp backend" in lines[1] and "bare llama.cpp Q4_0" in lines[1]
     assert "per token alone (its session, no per-call weights check)" in lines[1]
 
@@ -156,11 +156,11 @@ def test_prefill_ratios_against_llama_cpp():
     assert row.ratio == pytest.approx(0.8) and row.target == 0.8 and row.meets_target
     assert row.extra["eager vs llama.cpp"] == pytest.approx(0.6)
     assert row.extra["pte vs llama.cpp"] == pytest.approx(0.9) and row.extra["llama.cpp type"] == "Q4_0"
-    (line,) = formats.notes([row])
+    (line,) = formats_report.notes([row])
     assert line.startswith("m int4 prefill 512: zoo compiled 0.80x, eager 0.60x, pte 0.90x llama.cpp Q4_0")
     assert line.endswith("(n_batch = n_ubatch = 512) (>= 0.8x: ok)")
     slower = formats.prefill_row("m", "int4", 512, {**rate, "zoo int4 compiled": 79.0}, runs=3)
-    assert not slower.meets_target and formats.notes([slower])[0].endswith("(>= 0.8x: MISS)")
+    assert not slower.meets_target and formats_report.notes([slower])[0].endswith("(>= 0.8x: MISS)")
     short = formats.prefill_row("m", "int8a8", 128, {"zoo int8a8 compiled": 5.0, "zoo int8a8 eager": 4.0}, runs=1)
     assert short.peer == "-" and short.target is None and "pte vs llama.cpp" not in short.extra
 
@@ -175,7 +175,7 @@ def test_quality_pairs_are_every_weight_and_activation_width():
         assert formats.FORMATS[pair][1] == formats.FORMATS[pair[:4]][1]
         assert f"ppl {pair}" in formats.TARGETS
     extra = {"ppl a8 vs fp32": 0.004, "agreement a8": 0.9, "ppl a16 vs fp32": 0.001, "agreement a16": 1.0}
-    lines = formats._pair_lines("m", "int8", extra)
+    lines = formats_report._pair_lines("m", "int8", extra)
     assert [line.split(" (")[0] for line in lines] == ["m int8a16", "m int8a8"]
     assert "+0.40% vs fp32 (<= 0.5%: ok), greedy agreement with fp32 90%" in lines[1]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.bench import deployed, formats, headline
+from zoo.bench import deployed, formats, formats_report, headline
 from zoo.bench import main as bench_main
 from zoo.bench import prune as prune_bench
 from zoo.bench import train as train_bench
@@ -268,7 +268,7 @@ def _format_rows(name: str, fmts, *_args, **_kwargs) -> list[Row]:
 def test_formats_results_are_read_by_the_headline(results: Path, monkeypatch):
     path = results / "lm_decode.json"
     monkeypatch.setattr(formats, "compare", _format_rows)
-    monkeypatch.setattr(formats, "notes", lambda rows: [])
+    monkeypatch.setattr(formats_report, "notes", lambda rows: [])
     argv = ["--models", "mobilellm_125m", "--formats", "fp32", "--prefill", "0", "--out", str(path)]
     before = next(r for r in json.loads(path.read_text())["runs"] if r["model"] == "mobilellm_125m")
     assert bench_main(argv) == 0

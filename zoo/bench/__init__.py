@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..registry import get_entry, list_models
-from . import data_pruning, deployed, formats, lm, mor, slak, sret, vision
+from . import data_pruning, deployed, formats, formats_report, lm, mor, slak, sret, vision
 from . import train as train_bench
 from .harness import Row, command_line, environment, format_rows, print_header, write_json
 from .table import run_table
@@ -412,11 +412,13 @@ def run_formats(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"zoo bench: error: {e}", file=sys.stderr)
         return 2
-    _report(rows, formats.notes(rows), args.json, env, models=models, formats=args.formats, prefill=list(prefill))
+    _report(
+        rows, formats_report.notes(rows), args.json, env, models=models, formats=args.formats, prefill=list(prefill)
+    )
     if args.out is not None:
         quality = "" if args.backend_only or args.pte_only else f"; perplexity and agreement: {args.quality_run}"
         described = f"random weights, {settings[2]} greedy tokens after a {settings[1]}-token prompt{quality}"
-        formats.write_results(args.out, rows, _command(args), described)
+        formats_report.write_results(args.out, rows, _command(args), described)
     # fp32 compiled computes eager's arithmetic: its tokens must agree (the other formats' agreement is reported)
     wrong = [r for r in rows if r.setting.endswith(" fp32") and r.extra.get("compiled = eager", 1.0) < 1.0]
     for r in wrong:

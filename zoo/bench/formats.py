@@ -52,7 +52,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +69,7 @@ from ..factory import create_model
 from ..lm.quant import model_quantization, quantize_model
 from ..lm.sessions import generate_on_session
 from .deployed import _llama_cpp_decoder
-from .harness import Row, load_results, median, merge_rows, provenance, randomize_, save_results, time_interleaved
+from .harness import Row, median, provenance, randomize_, time_interleaved
 from .lm import build_pair, transformers_greedy
 
 __all__ = [
@@ -744,118 +743,6 @@ def _backend_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new
     )
 
 
-def notes(rows: Sequence[Row]) -> list[str]:
-    """How the rows stand against the targets (module docstring)."""
-    lines = []
-    by_model: dict[str, list[Row]] = {}
-    for r in rows:
-        by_model.setdefault(r.model, []).append(r)
-    for model, rs in by_model.items():
-        for r in [r for r in rs if r.candidate == BACKEND]:
-            ok = "ok" if r.meets_target else "MISS"
-            lines.append(
-                f"{model} {r.setting.split()[-1]}: zoo llama.cpp backend {r.ratio:.2f}x bare llama.cpp "
-                f"{r.extra['llama.cpp type']} (>= {r.target:.2f}x: {ok}; median of the rounds' ratios "
-                f"{r.extra['paired ratio']:.2f}x), "
-                f"{100 * r.extra['same tokens as llama.cpp']:.0f}% of its tokens"
-                + (
-                    f"; per token alone (its session, no per-call weights check) "
-                    f"{r.extra['per-token paired ratio']:.2f}x, the check {r.extra['check ms/call']:.0f} ms a call"
-                    if "per-token paired ratio" in r.extra
-                    else ""
-                )
-            )
-        for r in [r for r in rs if r.candidate.startswith(PTE)]:
-            quantize = r.candidate.split()[-1]
-            line = f"{model} {quantize}: zoo pte {r.ratio:.2f}x bare llama.cpp {r.extra['llama.cpp type']}"
-            if r.target is not None:
-                line += f" (>= {r.target:.2f}x: {'ok' if r.meets_target else 'MISS'})"
-            size = r.extra["size vs gguf"]
-            line += f"; file {r.extra['pte MB']:.1f} MB = {size:.2f}x the GGUF's"
-            if quantize == "8da4w":
-                line += f" (<= {TARGETS['pte 8da4w size vs gguf']:.1f}x: {'ok' if size <= 1.3 else 'MISS'})"
-            lines.append(line + f"; exported in {r.extra['export s']:.0f} s")
-        lines += [_prefill_line(r) for r in rs if r.setting.startswith("prefill ")]
-        rs = [
-            r
-            for r in rs
-            if r.setting.startswith("decode ") and r.candidate != BACKEND and not r.candidate.startswith(PTE)
-        ]
-        lines += list(dict.fromkeys(line for r in rs for line in _pair_lines(model, r.setting.split()[-1], r.extra)))
-        if not rs:
-            continue
-        best = max(rs, key=lambda r: r.rate)
-        if not math.isnan(best.peer_rate):
-            ratio = best.rate / best.peer_rate
-            ok = "ok" if ratio >= TARGETS["fastest vs transformers"] else "MISS"
-            lines.append(f"{model}: fastest format {best.setting.split()[-1]} {ratio:.2f}x transformers fp32 ({ok})")
-        for r in rs:
-            fmt = r.setting.split()[-1]
-            if "vs llama.cpp" in r.extra:
-                line = (
-                    f"{model} {fmt}: zoo compiled {r.extra['vs llama.cpp']:.2f}x llama.cpp {r.extra['llama.cpp type']}"
-                )
-                if fmt != "bf16":
-                    ok = "ok" if r.extra["vs llama.cpp"] >= TARGETS["vs llama.cpp"] else "MISS"
-                    line += f" (>= {TARGETS['vs llama.cpp']:.1f}x: {ok})"
-                lines.append(line)
-            bound = TARGETS.get(f"ppl {fmt}")
-            if bound is not None and "ppl vs fp32" in r.extra:
-                ok = "ok" if r.extra["ppl vs fp32"] <= bound else "MISS"
-                lines.append(
-                    f"{model} {fmt}: perplexity {100 * r.extra['ppl vs fp32']:+.2f}% vs fp32 (<= {100 * bound:.0f}%: {ok})"
-                )
-            lines += _path_quality_lines(model, fmt, r.extra)
-    return lines
-
-
-def _prefill_line(r: Row) -> str:
-    """A prefill row against llama.cpp's prompt processing: compiled, eager and pte ratios, and the target."""
-    length, fmt = r.setting.split()[1:]
-    if r.peer == "-":
-        return f"{r.model} {fmt} prefill {length}: zoo compiled {r.rate:,.1f} tok/s, eager {r.extra['zoo eager']:,.1f}"
-    line = f"{r.model} {fmt} prefill {length}: zoo compiled {r.ratio:.2f}x, eager {r.extra['eager vs llama.cpp']:.2f}x"
-    if "pte vs llama.cpp" in r.extra:
-        line += f", pte {r.extra['pte vs llama.cpp']:.2f}x"
-    line += f" llama.cpp {r.extra['llama.cpp type']} prompt processing (n_batch = n_ubatch = {length})"
-    if r.target is not None:
-        line += f" (>= {r.target:.1f}x: {'ok' if r.meets_target else 'MISS'})"
-    return line
-
-
-def _pair_lines(model: str, fmt: str, extra: dict) -> list[str]:
-    """Each (weight bits, activation bits) pair of a format's weights: perplexity against fp32, its bound and
-    greedy agreement."""
-    lines = []
-    for pair in quality_pairs([fmt]):
-        ppl, agreement = _pair_columns(pair)
-        if ppl in extra:
-            bound = TARGETS[f"ppl {pair}"]
-            ok = "ok" if extra[ppl] <= bound else "MISS"
-            lines.append(
-                f"{model} {pair} (the trained --quality-run LM): perplexity {100 * extra[ppl]:+.2f}% vs fp32 "
-                f"(<= {100 * bound:g}%: {ok}), greedy agreement with fp32 {100 * extra[agreement]:.0f}%"
-            )
-    return lines
-
-
-def _path_quality_lines(model: str, fmt: str, extra: dict) -> list[str]:
-    """Every quantized path's perplexity against fp32 (<= 2%) and its greedy agreement with fp32."""
-    lines, bound = [], TARGETS["ppl quantized path"]
-    paths = [("zoo", "ppl vs fp32", "agreement")] if fmt != "fp32" else []
-    paths += [("llama.cpp " + FORMATS[fmt][1].upper(), "llama.cpp ppl vs fp32", "llama.cpp agreement")]
-    if fmt in PTE_TYPES:
-        paths.append((f"pte {PTE_TYPES[fmt]}", "pte ppl vs fp32", "pte agreement"))
-    for label, ppl, agree in paths:
-        if ppl in extra:
-            ok = "ok" if extra[ppl] <= bound else "MISS"
-            lines.append(
-                f"{model} {fmt} {label} (the trained --quality-run LM): perplexity {100 * extra[ppl]:+.2f}% vs fp32 "
-                f"(<= {100 * bound:.0f}%: {ok}), greedy agreement with fp32 {100 * extra[agree]:.0f}%"
-            )
-    return lines
-
-
 def compare_backend(
     name: str,
     formats: Sequence[str] = DEFAULT_FORMATS,
@@ -882,72 +769,3 @@ def compare_backend(
             engines.callback(close)
         rate, tokens, times = _time(candidates, runs, warmup, f"{name} backend", new_tokens)
     return [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in formats]
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# The results file (``--out results/lm_decode.json``)
-# ------------------------------------------------------------------------------------------------------------------
-
-
-def _format_entry(r: Row) -> dict[str, Any]:
-    """One decode row as ``results/lm_decode.json``'s ``formats`` list holds it (rates to one decimal)."""
-    x = r.extra
-    entry: dict[str, Any] = {"format": r.setting.split()[-1], "zoo_eager": round(x["zoo eager"], 1),
-                             "zoo_compiled": round(r.rate, 1)}  # fmt: skip
-    if r.peer == PEER:
-        entry["transformers_fp32"] = round(r.peer_rate, 1)
-    if "llama.cpp" in x:
-        entry.update(llama_cpp=round(x["llama.cpp"], 1), llama_cpp_type=x["llama.cpp type"])
-    if r.peer == PEER:
-        entry["compiled_vs_transformers"] = round(r.ratio, 2)
-    if "vs llama.cpp" in x:
-        entry["compiled_vs_llama_cpp"] = round(x["vs llama.cpp"], 2)
-    entry["compiled_equals_eager"] = round(x["compiled = eager"], 2)
-    entry["overhead_ms_per_token"] = round(x["overhead ms/tok"], 1)
-    if "perplexity" in x:
-        entry.update(perplexity=round(x["perplexity"], 2), perplexity_change_pct=round(100 * x["ppl vs fp32"], 2),
-                     greedy_agreement=round(x["agreement"], 2))  # fmt: skip
-    return entry
-
-
-def _pte_entry(r: Row) -> dict[str, Any]:
-    x = r.extra
-    return {"pte": r.candidate.split()[-1], "tok_s": round(r.rate, 1), "llama_cpp_tok_s": round(r.peer_rate, 1),
-            "llama_cpp_type": x["llama.cpp type"], "ratio": round(r.ratio, 2), "file_mb": round(x["pte MB"], 1),
-            "file_vs_gguf": round(x["size vs gguf"], 2), "gguf_mb": round(x["gguf MB"], 1),
-            "export_s": round(x["export s"])}  # fmt: skip
-
-
-def write_results(path: Path, rows: Sequence[Row], command: str, settings: str) -> dict[str, Any]:
-    """Merge one run into ``path`` (``results/lm_decode.json``): each model's decode rows into its entry of ``runs``
-    (the formats it measured replaced, the others kept with their run's provenance), the pte rows into ``pte``
-    (same artefact type replaced); the quality section and other models stay. Written atomically."""
-    doc = {"unit": "tok/s", **load_results(path)}
-    prov = provenance()
-    runs = list(doc.get("runs", []))
-    for model in dict.fromkeys(r.model for r in rows):
-        decode = [
-            _format_entry(r)
-            for r in rows
-            if r.model == model and r.setting.startswith("decode ") and r.candidate.endswith(" compiled")
-        ]
-        if not decode:
-            continue
-        i = next((i for i, run in enumerate(runs) if run["model"] == model), None)
-        old = runs[i] if i is not None else {}
-        head = {k: old[k] for k in ("provenance", "command") if k in old}
-        entry = {"model": model, "command": command, "provenance": prov, "settings": settings,
-                 "formats": merge_rows(old.get("formats", []), head, decode, lambda f: f["format"])}  # fmt: skip
-        if i is None:
-            runs.append(entry)
-        else:
-            runs[i] = entry
-    doc["runs"] = runs
-    ptes = [_pte_entry(r) for r in rows if r.candidate.startswith(PTE) and r.peer != "-"]
-    if ptes:
-        old = doc.get("pte", {})
-        head = {k: old[k] for k in ("provenance", "command") if k in old}
-        doc["pte"] = {"command": command, "provenance": prov,
-                      "rows": merge_rows(old.get("rows", []), head, ptes, lambda p: p["pte"])}  # fmt: skip
-    save_results(path, doc)
-    return doc
