@@ -135,12 +135,20 @@ def _eager_and_static_step(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor
 
 
 @pytest.mark.parametrize("fmt", [None, "int8a8", "int4a8"])
-def test_eager_decode_step_has_the_compiled_steps_bits(fmt):
+@pytest.mark.parametrize("family", ["mobilellm", "vanilla", "recursive", "mor"])
+def test_eager_decode_step_has_the_compiled_steps_bits(family, fmt):
+    """Every family's eager attention (the recursive ones through layer_forward, shared keys/values included)
+    takes the kernel for one decode token."""
     from zoo.lm import gemv
 
     if not gemv.available():
         pytest.skip("the zoo's CPU kernels do not run here")
-    eager, static = _eager_and_static_step(_model("mobilellm", fmt))
+    if family == "vanilla":  # the recursive model without recursion (its own blocks, a routed cache)
+        model = randomize_(zoo.create_model("vanilla_135m", **TINY), 0).eval()
+        model = model if fmt is None else quantize_model(model, fmt).eval()
+    else:
+        model = _model(family, fmt)
+    eager, static = _eager_and_static_step(model)
     assert torch.equal(eager, static)
 
 
