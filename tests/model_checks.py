@@ -1,5 +1,5 @@
 """The generic checks, by model name: what tests/test_models.py runs on every registered vision model,
-tests/test_lm_models.py on every registered language model and tests/test_family_contract.py on a family registered
+tests/test_lm_models.py on every registered language model and tests/test_new_family.py on a family registered
 at run time. Vision inputs are 64x64 except for models with a fixed input size (learned position tables, frozen
 mixing matrices), which run at their cfg size; language models run at their tiny config (tests/small_lms.py)."""
 

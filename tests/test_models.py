@@ -8,7 +8,7 @@ on one model per series -- the smallest of the names that share a prefix, e.g. t
 input size (learned position tables, frozen mixing matrices), which run at their cfg size.
 
 The check functions (tests/model_checks.py) take a model name, so a family registered at run time goes through the
-same checks (tests/test_family_contract.py).
+same checks (tests/test_new_family.py).
 """
 
 from collections import defaultdict

@@ -11,22 +11,27 @@ import sys
 import types
 
 import pytest
+import timm
 import torch
 from model_checks import (
     check_cfg,
+    check_features,
     check_interface,
     check_lm_cache,
     check_lm_generate,
     check_lm_param_count,
     check_lm_save_load,
     check_param_count,
+    check_regularisation,
     check_train_step,
 )
 from small_lms import tiny_lm
+from timm.models import _registry as timm_registry
 from torch import nn
 
 import zoo
 from zoo.export import ExportError
+from zoo.factory import register_in_timm
 from zoo.layers import KVCache, Linear, RotaryEmbedding, VisionBackbone, build_attention_masks, imagenet_cfg
 from zoo.layers.pruning import PrunePlan, sync_stage_widths
 from zoo.lm.decoder import DecoderBody, DecoderConfig, DecoderLM, LMOutput
@@ -230,9 +235,12 @@ def families():
         {LM: lm_cfg, LM_PLAIN: lm_cfg},
         {LM: lm_params, LM_PLAIN: lm_params},
     )
+    register_in_timm()
     yield
     for name in (VISION, LM, LM_PLAIN):
         unregister_model(name)
+        timm_registry._model_entrypoints.pop(name, None)
+        timm_registry._model_pretrained_cfgs.pop(name, None)
     for module in ("zoo_test_pebble", "zoo_test_pebblelm"):
         sys.modules.pop(module, None)
 
@@ -247,9 +255,15 @@ def test_a_new_vision_family_is_built_profiled_and_checked(families, tmp_path):
     assert isinstance(zoo.create_model(VISION), PebbleNet)
     report = profile(VISION)
     assert report.params == zoo.model_info(VISION)["reference"]["params"] and report.macs > 0
-    for check in (check_param_count, check_cfg, check_train_step):
+    for check in (check_param_count, check_cfg, check_train_step, check_features, check_regularisation):
         check(VISION)
     check_interface(VISION, tmp_path)
+
+
+def test_timm_builds_the_new_vision_family_through_the_zoo(families):
+    model = timm.create_model(VISION, num_classes=5)
+    assert isinstance(model, PebbleNet) and model.num_classes == 5
+    assert zoo.model_info(VISION)["timm_owns_name"] is False
 
 
 def test_a_new_vision_family_prunes_through_its_plan_and_reloads(families, tmp_path):
