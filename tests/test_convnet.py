@@ -104,8 +104,13 @@ def test_head_modes():
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5, 8, 8)
     model.reset_classifier(5, "flatten")
     assert model(_input()).shape == (2, 5) and model.head.fc.in_features == 2048
-    with pytest.raises(ValueError, match="global_pool must be 'flatten' or 'avg' or ''"):
-        model.reset_classifier(5, "max")
+    model.reset_classifier(5, "max")  # timm's pooling names: the map's maximum, the same width
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(
+        model.forward_head(model.forward_features(x), pre_logits=True), model.forward_features(x).amax((2, 3))
+    )
+    with pytest.raises(ValueError, match="global_pool must be 'flatten' or 'avg' or 'max' or 'avgmax' or ''"):
+        model.reset_classifier(5, "catavgmax")  # would double the classifier's width
 
 
 def test_drop_rate_is_dropout_before_the_classifier():

@@ -28,17 +28,23 @@ a first conv of other input channels is adapted); ``checkpoint_path=`` loads a c
 must fit exactly. That is the one difference between the two, and it is deliberate.
 """
 
+import dataclasses
 import logging
 import math
 import os
+import sys
+import types
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+from timm.models import DefaultCfg, PretrainedCfg
 from timm.models import _registry as timm_registry
 from timm.models._features import FeatureDictNet, FeatureGetterNet, FeatureHookNet, FeatureListNet
+from timm.models._features_fx import FeatureGraphNet
 from torch import nn
 
 from . import models  # noqa: F401  (importing the families registers them)
@@ -55,11 +61,12 @@ from .layers import check_head_args
 from .lm.decoder import DecoderLM
 from .lm.generation import GENERATION_CONFIG_NAME, GenerationConfig
 from .lm.quant import QuantSpec, quantize_model
-from .registry import ModelEntry, get_entry, list_models
+from .registry import ModelEntry, get_entry, list_models, split_name_tag
 from .weights import CheckpointError, check_architecture, load_state_dict_checked, read_metadata, read_state_dict
 
 __all__ = [
     "CONFIG_CFG_FIELDS",
+    "FeatureGetter",
     "Source",
     "Weights",
     "create_model",
@@ -68,6 +75,7 @@ __all__ = [
     "read_weights",
     "register_in_timm",
     "resolve_source",
+    "timm_default_cfg",
     "wrap_features",
 ]
 
@@ -337,13 +345,21 @@ def checkpoint_args(entry: ModelEntry, weights: Weights) -> dict[str, Any]:
     return args
 
 
-def _model_cfg(entry: ModelEntry, pretrained_cfg: Any, overlay: dict[str, Any] | None) -> dict[str, Any]:
-    if isinstance(pretrained_cfg, dict):  # an explicit cfg replaces the registered one (timm's rule)
+def _model_cfg(entry: ModelEntry, pretrained_cfg: Any, overlay: dict[str, Any] | None, tag: str = "") -> dict[str, Any]:
+    """The cfg a build uses: an explicit ``pretrained_cfg`` (dict or timm's ``PretrainedCfg``) replaces the
+    registered one (timm's rule), a string names one of the registered tags (as ``name.tag`` does, which it
+    overrides); then the overlay."""
+    if isinstance(pretrained_cfg, dict):
         cfg = dict(pretrained_cfg)
     elif hasattr(pretrained_cfg, "to_dict"):
         cfg = pretrained_cfg.to_dict()
+    elif isinstance(pretrained_cfg, str) or pretrained_cfg is None:
+        cfg = dict(entry.cfg_for(pretrained_cfg or tag))
     else:
-        cfg = dict(entry.pretrained_cfg)
+        raise TypeError(
+            f"pretrained_cfg must be a tag ({', '.join(entry.tags) or 'none registered'}), a dict or timm's "
+            f"PretrainedCfg; got {type(pretrained_cfg).__name__}"
+        )
     cfg.update(overlay or {})
     cfg.setdefault("architecture", entry.name)
     return cfg
@@ -390,14 +406,16 @@ def create_model(
         kwargs["num_classes"] = num_classes
     options = _LoadOptions.pop_from(kwargs)
     source = resolve_source(model_name, options.cache_dir)
-    entry = get_entry(source.name)
+    arch, tag = split_name_tag(source.name)  # ``name.tag``: that tag's pretrained cfg (and weights)
+    source = dataclasses.replace(source, name=arch)
+    entry = get_entry(arch)
     if options.quantize is not None and entry.task != "text-generation":
         raise ValueError(
             f"quantize= is for the language models; {source.name} is a {entry.task} model (export it with "
             "zoo export --format onnx --quantize int8 for int8 weights)"
         )
     cfg = _model_cfg(
-        entry, kwargs.pop("pretrained_cfg", None), {**source.cfg_overlay, **(pretrained_cfg_overlay or {})}
+        entry, kwargs.pop("pretrained_cfg", None), {**source.cfg_overlay, **(pretrained_cfg_overlay or {})}, tag
     )
     # every weight file is read (and refused if unreadable or another architecture's) before anything is built
     weights = read_weights(cfg, options.cache_dir, source.config) if (pretrained or source.pretrained) else None
@@ -508,8 +526,10 @@ def _check_model_size(
 ) -> None:
     """Refuse a model whose config.json makes it larger than ``limit`` parameters: built on the meta device (shapes
     only, nothing allocated) and counted, before the real build."""
+    # a caller's device= would take the build off the meta device: counted on meta all the same
+    on_meta = {**kwargs, "device": "meta"} if "device" in kwargs else kwargs
     with torch.device("meta"):
-        n = _count_params(_build(entry, cfg, args, kwargs, from_config))
+        n = _count_params(_build(entry, cfg, args, on_meta, from_config))
     if n <= limit:
         return
     where = next(iter(dict.fromkeys(from_config.values())))
@@ -591,11 +611,26 @@ def _build(
     return model
 
 
+class FeatureGetter(FeatureGetterNet):
+    """timm's getter wrapper (``forward_intermediates``; the zoo's default for ``features_only=True``) with the
+    model's ``set_grad_checkpointing``, as detection and segmentation pipelines call it on a backbone."""
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+
 def _feature_class(feature_cls: str | type | None) -> type:
     """timm's feature wrapper for a ``feature_cls`` name ('getter' by default: ``forward_intermediates``)."""
     if feature_cls is None or isinstance(feature_cls, type):
-        return feature_cls or FeatureGetterNet
-    classes = {"getter": FeatureGetterNet, "hook": FeatureHookNet, "dict": FeatureDictNet, "list": FeatureListNet}
+        return FeatureGetter if feature_cls in (None, FeatureGetterNet) else feature_cls
+    classes = {
+        "getter": FeatureGetter,
+        "hook": FeatureHookNet,
+        "dict": FeatureDictNet,
+        "list": FeatureListNet,
+        "fx": FeatureGraphNet,
+    }
     key = str(feature_cls).lower()
     if key not in classes:
         raise ValueError(f"feature_cls={feature_cls!r} is not one of {', '.join(classes)} (timm's feature wrappers)")
@@ -628,15 +663,25 @@ def wrap_features(
     norm: bool = False,
     feature_cfg: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """``features_only=True``: the model behind timm's feature wrapper (``feature_cls``: getter, hook, dict, list)."""
+    """``features_only=True``: the model behind timm's feature wrapper (``feature_cls``, or ``feature_cfg``'s:
+    getter, the default, with ``set_grad_checkpointing``; fx; hook, dict, list)."""
     info = getattr(model, "feature_info", None)
     if not info:
         raise ValueError(f"{name} has no feature_info: features_only=True is for the vision backbones")
     out_indices = _check_out_indices(out_indices, len(info), name)
-    cls = _feature_class(feature_cls)
     cfg = dict(feature_cfg or {})
+    cls = _feature_class(cfg.pop("feature_cls", None) if feature_cls is None else feature_cls)
     if issubclass(cls, FeatureGetterNet):
+        for key in ("flatten_sequential", "no_rewrite", "feature_cls"):  # the other wrappers' options (timm's rule)
+            cfg.pop(key, None)
         wrapped = cls(model, out_indices=out_indices, norm=norm, **cfg)
+    elif issubclass(cls, FeatureGraphNet):  # torch.fx: the graph of forward_features, cut at the stages' outputs
+        if norm:
+            raise ValueError("norm=True applies to feature_cls='getter' only (timm's rule)")
+        indices = out_indices if not isinstance(out_indices, int) else tuple(range(len(info) - out_indices, len(info)))
+        cfg.pop("flatten_sequential", None)
+        cfg.setdefault("output_fmt", getattr(model, "stage_output_fmt", "NCHW"))
+        wrapped = cls(model, out_indices=tuple(i % len(info) for i in indices), **cfg)
     else:
         if norm:
             raise ValueError("norm=True applies to feature_cls='getter' only (timm's rule)")
@@ -661,21 +706,43 @@ def wrap_features(
     return wrapped
 
 
+# timm's ``register_model`` files an entry point under its module and takes the pretrained cfgs from that module's
+# ``default_cfgs``: the zoo's entry points live in a module of their own, so that zoo.factory's namespace (and its
+# ``__all__``, which timm extends with each name) stays the factory's
+_TIMM_MODULE = types.ModuleType("zoo.timm_models", "The zoo's vision models in timm's registry (zoo.factory).")
+_TIMM_MODULE.default_cfgs = {}
+_TIMM_MODULE.__all__ = []
+sys.modules.setdefault(_TIMM_MODULE.__name__, _TIMM_MODULE)
+_PRETRAINED_CFG_FIELDS = {f.name for f in dataclasses.fields(PretrainedCfg)}
+
+
+def timm_default_cfg(entry: ModelEntry) -> DefaultCfg:
+    """A registered model's pretrained cfgs as timm's registry holds them: one ``PretrainedCfg`` per tag (the zoo's
+    fields that timm's dataclass lacks left out), the default tag first."""
+    cfgs = {
+        tag: PretrainedCfg(**{k: v for k, v in cfg.items() if k in _PRETRAINED_CFG_FIELDS})
+        for tag, cfg in entry.pretrained_cfgs.items()
+    }
+    return DefaultCfg(tags=deque(cfgs), cfgs=cfgs, is_pretrained=any(c.has_weights for c in cfgs.values()))
+
+
 def _timm_entrypoint(name: str):
-    """A timm entry point for a zoo model: ``timm.create_model(name, ...)`` builds it through this factory."""
+    """A timm entry point for a zoo model: ``timm.create_model(name, ...)`` builds it through this factory
+    (``name.tag`` arrives as ``pretrained_cfg="tag"``, which :func:`create_model` takes as timm does)."""
 
     def entrypoint(pretrained: bool = False, **kwargs):
         kwargs = {k: v for k, v in kwargs.items() if v is not None}  # timm passes its unset options as None
         return create_model(name, pretrained=pretrained, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
-    entrypoint.__module__ = __name__
+    entrypoint.__module__ = _TIMM_MODULE.__name__
     entrypoint.__doc__ = f"zoo's {name} (zoo.create_model)"
     return entrypoint
 
 
 def register_in_timm() -> None:
-    """Register the zoo's vision models in timm's registry under the names timm does not own; idempotent."""
+    """Register the zoo's vision models, with their pretrained cfgs and tags, in timm's registry under the names
+    timm does not own; idempotent."""
     for name in list_models(task="image-classification"):
         entry = get_entry(name)
         if name in _timm_checked:
@@ -683,7 +750,10 @@ def register_in_timm() -> None:
         _timm_checked.add(name)
         entry.timm_owns_name = timm.models.is_model(name)
         if not entry.timm_owns_name:
-            timm_registry.register_model(_timm_entrypoint(name))
+            entrypoint = _timm_entrypoint(name)
+            setattr(_TIMM_MODULE, name, entrypoint)
+            _TIMM_MODULE.default_cfgs[name] = timm_default_cfg(entry)
+            timm_registry.register_model(entrypoint)
 
 
 _timm_checked: set = set()

@@ -21,20 +21,28 @@ from .layers.args import check_known_keys
 __all__ = [
     "ModelEntry",
     "UnknownModelError",
+    "UnknownTagError",
     "check_known_keys",
     "get_entry",
+    "get_pretrained_cfg",
     "list_families",
     "list_models",
     "list_pretrained",
     "model_info",
     "reference_table",
     "register_model",
+    "split_name_tag",
     "unregister_model",
 ]
 
 
 class UnknownModelError(ValueError):
     """Raised for a model name the registry does not know; the message lists the closest names."""
+
+
+class UnknownTagError(UnknownModelError):
+    """Raised for ``name.tag`` where the registered ``name`` has no pretrained cfg ``tag``; the message lists its
+    tags."""
 
 
 @dataclass
@@ -51,16 +59,63 @@ class ModelEntry:
     model_args_fn: Callable[[dict[str, Any] | None, dict[str, Any]], dict[str, Any]] | None = None
     # whether timm's registry owned this name before the zoo registered its models there (set by the factory)
     timm_owns_name: bool = False
+    # every pretrained cfg by its tag (timm's ``name.tag``; "" for an untagged cfg), the default one first; a
+    # builder's module gives them as ``default_cfgs["name"]`` and ``default_cfgs["name.tag"]``
+    pretrained_cfgs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.pretrained_cfgs:
+            self.pretrained_cfgs = {self.pretrained_cfg.get("tag") or "": self.pretrained_cfg}
 
     @property
     def has_weights(self) -> bool:
-        cfg = self.pretrained_cfg
-        return bool(cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file"))
+        return _has_weights(self.pretrained_cfg)
+
+    @property
+    def tags(self) -> list[str]:
+        """The tags of the cfgs that name weights, the default first (``name.tag`` for each)."""
+        return [tag for tag, cfg in self.pretrained_cfgs.items() if tag and _has_weights(cfg)]
+
+    def cfg_for(self, tag: str | None) -> dict[str, Any]:
+        """The pretrained cfg of ``tag`` (None or "": the default); an unknown tag is refused naming the known."""
+        if not tag:
+            return self.pretrained_cfg
+        if tag in self.pretrained_cfgs:
+            return self.pretrained_cfgs[tag]
+        known = [t for t in self.pretrained_cfgs if t]
+        close = difflib.get_close_matches(tag, known, n=1, cutoff=0.5)
+        hint = f" Did you mean {self.name}.{close[0]}?" if close else ""
+        raise UnknownTagError(
+            f"{self.name} has no pretrained tag {tag!r}; its tags: "
+            f"{', '.join(f'{self.name}.{t}' for t in known) or 'none (no pretrained weights are registered)'}."
+            f"{hint}"
+        )
+
+
+def _has_weights(cfg: dict[str, Any]) -> bool:
+    return bool(cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file"))
+
+
+def _weights_tag(name: str, cfg: dict[str, Any]) -> str:
+    """The tag of a cfg that names none: the tag of a timm-style Hub repo (``ORG/NAME.TAG``); else, for other Hub
+    repos, the publisher and the label set in timm's scheme (``ORG_in1k`` for 1000 classes: sail-sg's ImageNet-1k
+    weights in ``sail/dl`` are ``sail_in1k``, as timm tags its copies of them; the organisation alone otherwise);
+    "" for a cfg without weights or with weights elsewhere (a URL, a file: the untagged default)."""
+    repo = cfg.get("hf_hub_id")
+    if not repo or "/" not in repo:
+        return ""
+    org, repo_name = repo.split("/", 1)
+    if repo_name.startswith(name + ".") and _TAG.fullmatch(repo_name[len(name) + 1 :]):
+        return repo_name[len(name) + 1 :]
+    publisher = re.sub(r"[^a-z0-9]+", "_", org.lower()).strip("_")
+    return f"{publisher}_in1k" if cfg.get("num_classes") == 1000 else publisher
 
 
 _entries: dict[str, ModelEntry] = {}
 # what a registered name may be: a path never matches (no '/', no leading '.' or '~'), see _looks_like_path
 _NAME = re.compile(r"[a-z][a-z0-9_.]*")
+# what a pretrained tag may be (timm's: ``sail_in1k``, ``in22k_ft_in1k``)
+_TAG = re.compile(r"[a-z0-9][a-z0-9_]*")
 
 
 def reference_table(rows) -> dict[str, dict[str, Any]]:
@@ -102,19 +157,61 @@ def register_model(
         )
     mod = sys.modules[fn.__module__]
     family = mod.FAMILY
-    cfg = dict(getattr(mod, "default_cfgs", {}).get(name, {}))
-    cfg.setdefault("architecture", name)
+    cfgs = _tagged_cfgs(name, mod)
     _entries[name] = ModelEntry(
         name=name,
         fn=fn,
         family=family["name"],
         task=family["task"],
-        pretrained_cfg=cfg,
+        pretrained_cfg=next(iter(cfgs.values())),
+        pretrained_cfgs=cfgs,
         reference=dict(getattr(mod, "reference_figures", {}).get(name, {})),
         filter_fn=getattr(mod, "checkpoint_filter_fn", None),
         model_args_fn=getattr(mod, "checkpoint_model_args", None),
     )
     return fn
+
+
+def _tagged_cfgs(name: str, mod) -> dict[str, dict[str, Any]]:
+    """``{tag: cfg}`` of ``name`` from its family module's ``default_cfgs`` (``name`` and ``name.TAG`` keys, the
+    untagged key's cfg first), each cfg with its ``architecture`` and ``tag``; one untagged cfg when the family
+    gives none. A key that is another builder's name (``mobilellm_1.5b`` beside a ``mobilellm_1``) is no tag."""
+    default_cfgs = getattr(mod, "default_cfgs", {})
+    cfgs: dict[str, dict[str, Any]] = {}
+    keys = [
+        k
+        for k in default_cfgs
+        if k == name or (k.startswith(name + ".") and k not in _entries and not hasattr(mod, k.replace(".", "_")))
+    ]
+    for key in sorted(keys, key=lambda k: k != name):
+        cfg = dict(default_cfgs[key])
+        tag = key[len(name) + 1 :] if key != name else cfg.get("tag") or _weights_tag(name, cfg)
+        if tag and not _TAG.fullmatch(tag):
+            raise ValueError(f"pretrained tag {tag!r} of {name}: a tag is lowercase letters, digits and underscores")
+        if tag in cfgs:
+            raise ValueError(f"{name} has two pretrained cfgs tagged {tag!r}")
+        cfg.setdefault("architecture", name)
+        if tag:
+            cfg["tag"] = tag
+        cfgs[tag] = cfg
+    return cfgs or {"": {"architecture": name}}
+
+
+def split_name_tag(name: str) -> tuple[str, str]:
+    """``("caformer_s18", "sail_in1k")`` from ``"caformer_s18.sail_in1k"``: the longest registered name before a
+    dot (registered names may hold dots, ``mobilellm_1.5b``), and the tag after it; ``(name, "")`` otherwise."""
+    if name in _entries:
+        return name, ""
+    for i in range(len(name) - 1, 0, -1):
+        if name[i] == "." and name[:i] in _entries:
+            return name[:i], name[i + 1 :]
+    return name, ""
+
+
+def get_pretrained_cfg(name: str) -> dict[str, Any]:
+    """The pretrained cfg of a registered ``name`` or ``name.tag`` (a copy); an unknown tag names the known ones."""
+    arch, tag = split_name_tag(name)
+    return dict(get_entry(arch).cfg_for(tag))
 
 
 def unregister_model(name: str) -> None:
@@ -123,10 +220,15 @@ def unregister_model(name: str) -> None:
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The entry of a registered name (``name.tag`` gives its name's entry once the tag is checked)."""
     try:
         return _entries[name]
     except KeyError:
         pass
+    arch, tag = split_name_tag(name)
+    if tag:
+        _entries[arch].cfg_for(tag)  # an unknown tag is refused with the known ones
+        return _entries[arch]
     if _looks_like_path(name):
         _refuse_path(name)
     close = difflib.get_close_matches(name, list(_entries), n=5, cutoff=0.5)
@@ -181,8 +283,13 @@ def list_models(
     return sorted(names)
 
 
-def list_pretrained(pattern: str = "*") -> list[str]:
-    return list_models(pattern, pretrained=True)
+def list_pretrained(pattern: str = "*", include_tags: bool = False) -> list[str]:
+    """Registered names with weights matching ``pattern``; with ``include_tags``, every ``name.tag`` with weights
+    (timm's ``list_pretrained``), the pattern matched against it."""
+    if not include_tags:
+        return list_models(pattern, pretrained=True)
+    tagged = [f"{n}.{t}" for n in list_models() for t in _entries[n].tags]
+    return sorted(n for n in tagged if fnmatch.fnmatch(n, pattern))
 
 
 def list_families() -> list[str]:
@@ -199,9 +306,10 @@ _CONVENTIONS = {
 
 
 def model_info(name: str) -> dict[str, Any]:
-    """Family, task, paper, reference params/MACs/top-1 and the default pretrained cfg of a registered model."""
+    """Family, task, paper, reference params/MACs/top-1, the pretrained cfg of a registered model (of its tag for
+    ``name.tag``) and its pretrained tags."""
     entry = get_entry(name)
-    cfg = dict(entry.pretrained_cfg)
+    cfg = get_pretrained_cfg(name)
     ref = dict(entry.reference)
     return {
         "name": name,
@@ -229,5 +337,6 @@ def model_info(name: str) -> dict[str, Any]:
             ),
         },
         "timm_owns_name": entry.timm_owns_name,
+        "tags": entry.tags,
         "pretrained_cfg": cfg,
     }

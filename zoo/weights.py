@@ -400,15 +400,46 @@ def _adapt_input_convs(state_dict: dict[str, torch.Tensor], target: dict[str, to
             state_dict[name + ".weight"] = adapt_input_conv(t.shape[1], w)
 
 
+def _classifier_names(classifier) -> list[str]:
+    return [classifier] if isinstance(classifier, str) else list(classifier or ())
+
+
+def _headless_prefix(classifier: str, target: dict[str, torch.Tensor]) -> str | None:
+    """The widest module prefix around ``classifier`` under which the model holds no tensor at all (``head.fc.``
+    for CAFormer's ``head.fc.fc2`` when ``num_classes=0`` made the whole MLP head an ``nn.Identity``); None when
+    the model has the classifier itself."""
+    parts = classifier.split(".")
+    found = None
+    for depth in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:depth]) + "."
+        if any(k.startswith(prefix) for k in target):
+            break
+        found = prefix
+    return found
+
+
 def _drop_other_classifier(
     state_dict: dict[str, torch.Tensor], target: dict[str, torch.Tensor], classifier, where: str
 ) -> list[str]:
-    """Remove from ``state_dict`` the classifiers that do not fit the model's (another number of classes); returns
-    the model's keys that keep their fresh init."""
+    """Remove from ``state_dict`` the classifiers that do not fit the model's, as timm adapts pretrained weights:
+    another number of classes (the model's classifier keeps its fresh init; returned), or none at all
+    (``num_classes=0``: the checkpoint's keys under the classifier's modules that the model lacks are dropped, every
+    other key stays checked)."""
     reinit = []
-    if not classifier:
-        return reinit
-    for name in [classifier] if isinstance(classifier, str) else list(classifier):
+    for name in _classifier_names(classifier):
+        prefix = _headless_prefix(name, target)
+        if prefix is not None:
+            dropped = [k for k in state_dict if k.startswith(prefix)]
+            for k in dropped:
+                del state_dict[k]
+            if dropped:
+                _logger.info(
+                    "%s: the model has no classifier; %d checkpoint key(s) under %s dropped",
+                    where,
+                    len(dropped),
+                    prefix,
+                )
+            continue
         keys = [name + ".weight", name + ".bias"]
         if any(k in state_dict and (k not in target or target[k].shape != state_dict[k].shape) for k in keys):
             for k in keys:
@@ -482,8 +513,83 @@ def load_state_dict_checked(
     unexpected = [k for k in state_dict if k not in target]
     _check_keys(state_dict, target, missing, unexpected, where, arch, strict)
     _check_values(state_dict, target, where, arch, allow_nonfinite)
-    model.load_state_dict({k: v for k, v in state_dict.items() if k in target}, strict=False)
+    loadable = {k: v for k, v in state_dict.items() if k in target}
+    if any(t.is_meta for t in target.values()):
+        _assign_to_meta_model(model, loadable, target, where)
+    else:
+        model.load_state_dict(loadable, strict=False)
     return {"missing_keys": missing, "unexpected_keys": unexpected, "reinitialized": reinit}
+
+
+def _assign_to_meta_model(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], target: dict[str, torch.Tensor], where: str
+) -> None:
+    """Weights into a model built on the meta device (``create_model(..., device="meta")``): the checkpoint's
+    tensors become the model's (``load_state_dict(assign=True)``, each cast to the dtype the model was built in),
+    with no second copy; the model lives where the weights were read. What the checkpoint does not hold is made
+    there too: a fresh classifier is initialised as a fresh build's is (its modules' ``reset_parameters`` and the
+    model's ``_init_weights``), non-persistent buffers by ``init_non_persistent_buffers`` (timm's protocol)."""
+    cast = {
+        k: v.to(dtype=target[k].dtype) if v.is_floating_point() and target[k].is_floating_point() else v
+        for k, v in state_dict.items()
+    }
+    device = next((v.device for v in cast.values() if not v.is_meta), torch.device("cpu"))
+    model.load_state_dict(cast, strict=False, assign=True)
+    left = _meta_tensors(model)
+    if not left:
+        return
+    _materialize(model, left, device)
+    still = _meta_tensors(model)
+    if still:
+        raise CheckpointMismatchError(
+            f"{where} was loaded into a model built on the meta device, but {len(still)} tensor(s) it does not hold "
+            f"cannot be initialised outside a real build: {_show(sorted(still))}. Build the model on a real device "
+            "(device='cpu' or an accelerator) to load these weights."
+        )
+
+
+def _meta_tensors(model: nn.Module) -> dict[str, tuple[nn.Module, str, bool]]:
+    """``{qualified name: (owner module, attribute, is_parameter)}`` of the tensors still on the meta device."""
+    found = {}
+    for module_name, module in model.named_modules():
+        for kind, tensors in ((True, module._parameters), (False, module._buffers)):
+            for attr, t in tensors.items():
+                if t is not None and t.is_meta:
+                    found[f"{module_name}.{attr}" if module_name else attr] = (module, attr, kind)
+    return found
+
+
+def _materialize(model: nn.Module, left: dict[str, tuple[nn.Module, str, bool]], device: torch.device) -> None:
+    """The meta tensors in ``left`` made on ``device`` and initialised: a module whose own tensors were all left is
+    re-initialised whole; a module's non-persistent buffers through its ``init_non_persistent_buffers``. Anything
+    else is left on the meta device (the caller refuses it)."""
+    by_module: dict[int, tuple[nn.Module, list[tuple[str, bool]]]] = {}
+    for module, attr, is_param in left.values():
+        by_module.setdefault(id(module), (module, []))[1].append((attr, is_param))
+    init_fn = getattr(model, "_init_weights", None)
+    with torch.no_grad():
+        for module, attrs in by_module.values():
+            own = [a for a, t in (*module._parameters.items(), *module._buffers.items()) if t is not None]
+            persistent = [a for a, p in attrs if p or a not in module._non_persistent_buffers_set]
+            whole = len(attrs) == len(own)
+            resettable = callable(getattr(module, "reset_parameters", None))
+            if persistent and not (whole and resettable):
+                continue  # part of a module's weights: nothing here knows how its build made them
+            if not persistent and not callable(getattr(module, "init_non_persistent_buffers", None)):
+                continue
+            for attr, is_param in attrs:
+                t = module._parameters[attr] if is_param else module._buffers[attr]
+                fresh = torch.empty_like(t, device=device)
+                if is_param:
+                    module._parameters[attr] = nn.Parameter(fresh, requires_grad=t.requires_grad)
+                else:
+                    module._buffers[attr] = fresh
+            if persistent:
+                module.reset_parameters()
+                if callable(init_fn):
+                    init_fn(module)
+            else:
+                module.init_non_persistent_buffers()
 
 
 def save_state_dict(

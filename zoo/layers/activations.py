@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .tracing import is_eager
+
 
 def _star_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     r = F.relu(x)
@@ -43,11 +45,22 @@ class StarReLU(nn.Module):
 
     def __init__(self, scale_value: float = 1.0, bias_value: float = 0.0):
         super().__init__()
-        self.scale = nn.Parameter(torch.full((1,), float(scale_value)))
-        self.bias = nn.Parameter(torch.full((1,), float(bias_value)))
+        self.scale_value, self.bias_value = float(scale_value), float(bias_value)
+        self.scale = nn.Parameter(torch.full((1,), self.scale_value))
+        self.bias = nn.Parameter(torch.full((1,), self.bias_value))
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.scale, self.scale_value)
+        nn.init.constant_(self.bias, self.bias_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad or self.bias.requires_grad):
+        # the hand-written backward is eager's; traced and scripted graphs differentiate the plain ops
+        if (
+            not torch.jit.is_scripting()
+            and is_eager()
+            and torch.is_grad_enabled()
+            and (x.requires_grad or self.scale.requires_grad or self.bias.requires_grad)
+        ):
             return _StarReLUFunction.apply(x, self.scale, self.bias)
         return _star_relu(x, self.scale, self.bias)
 
@@ -64,7 +77,10 @@ class GELU(nn.GELU):
 
 
 def needs_grad(x: torch.Tensor) -> bool:
-    """True when autograd records ops on ``x`` (then in-place shortcuts are not allowed)."""
+    """True when autograd records ops on ``x`` (then in-place shortcuts are not allowed); True under ``torch.fx``
+    tracing, whose graph may be trained."""
+    if not torch.jit.is_scripting() and not is_eager():
+        return True
     return torch.is_grad_enabled() and x.requires_grad
 
 

@@ -2,9 +2,14 @@
 
 A family's model class mixes in :class:`VisionBackbone` and provides ``stem``, ``stages`` (run in order),
 ``head`` (with ``fc``), ``in_chans``, ``num_classes``, ``num_features``, ``feature_info``, its own
-``forward_head``, and where it differs: ``_embed`` (what runs before the stages), ``_stage_context`` (state shared by
-the stages of one forward), ``_run_stage``, ``_to_nchw`` (the stages' layout to (B, C, H, W)) and ``_reset_head``.
-:func:`imagenet_cfg` is the pretrained cfg of an ImageNet-1k classifier with timm's constants.
+``forward_head``, and where it differs: ``_embed`` (what runs before the stages), ``_run_stages`` (the stages of
+one forward, in order), ``_stage_context`` and ``_run_stage`` (the same, one stage at a time, for
+``forward_intermediates``), ``_to_nchw`` (the stages' layout to (B, C, H, W)), ``_reset_head``, ``_drop_head_norm``
+and ``_init_family_weights``.
+
+``forward`` is traceable by ``torch.fx`` and scriptable by TorchScript: the input checks and every eager shortcut
+are skipped there (:mod:`zoo.layers.tracing`). :func:`imagenet_cfg` is the pretrained cfg of an ImageNet-1k
+classifier with timm's constants; :func:`global_pool_nchw` is timm's pooling by name.
 """
 
 from typing import Any
@@ -13,11 +18,21 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from .features import StagePruningMixin, check_head_args, take_indices
+from .features import GLOBAL_POOLS, StagePruningMixin, check_head_args, take_indices
 from .linear import Linear
 from .saving import HubMixin
+from .tracing import is_eager
 
-__all__ = ["VisionBackbone", "imagenet_cfg"]
+__all__ = ["GLOBAL_POOLS", "VisionBackbone", "global_pool_nchw", "imagenet_cfg"]
+
+
+def global_pool_nchw(x: torch.Tensor, pool: str, dims: list[int]) -> torch.Tensor:
+    """``x`` pooled over ``dims`` by timm's pooling name: ``avg``, ``max`` or ``avgmax`` (their mean)."""
+    if pool == "max":
+        return x.amax(dims)
+    if pool == "avgmax":
+        return 0.5 * (x.mean(dims) + x.amax(dims))
+    return x.mean(dims)
 
 
 def imagenet_cfg(**kwargs) -> dict[str, Any]:
@@ -43,7 +58,7 @@ class VisionBackbone(StagePruningMixin, HubMixin):
     stage_output_fmt = "NCHW"  # the stages' own layout (recorded by timm's list/dict/hook feature wrappers)
     no_weight_decay_keys: tuple[str, ...] = ()
     block_patterns: tuple[str, ...] = (r"^stages\.(\d+)\.blocks\.(\d+)",)  # group_matcher's fine-grained blocks
-    global_pools: tuple[str, ...] = ("avg", "")  # the pooling modes reset_classifier takes ("": no pooling)
+    global_pools: tuple[str, ...] = GLOBAL_POOLS  # the pooling modes the model and reset_classifier take
 
     # ---- checks and the stage pipeline ------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -64,8 +79,14 @@ class VisionBackbone(StagePruningMixin, HubMixin):
             )
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        if not torch.jit.is_scripting() and is_eager():  # a traced or scripted graph takes its input's word
+            self.check_input(x)
         return self.stem(x)
+
+    def _run_stages(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x
 
     def _stage_context(self) -> Any:
         return None
@@ -77,11 +98,7 @@ class VisionBackbone(StagePruningMixin, HubMixin):
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        context = self._stage_context()
-        x = self._embed(x)
-        for stage in self.stages:
-            x = self._run_stage(stage, x, context)
-        return self._to_nchw(x)
+        return self._to_nchw(self._run_stages(self._embed(x)))
 
     def forward_intermediates(
         self,
@@ -140,11 +157,37 @@ class VisionBackbone(StagePruningMixin, HubMixin):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None):
+        """A new classifier of ``num_classes`` (0: none) on the model's device and dtype, in its train/eval mode;
+        ``global_pool`` (None: the current one) is timm's pooling name, kept by later resets."""
         check_head_args(num_classes, global_pool, self.global_pools)
+        reference = next(iter(self.parameters()), None)
         self.num_classes = num_classes
-        self._reset_head(num_classes, global_pool)
+        with torch.device(reference.device if reference is not None else "cpu"):
+            self._reset_head(num_classes, global_pool)
+        if reference is not None:
+            self.head.to(dtype=reference.dtype)
+        self.head.train(self.training)
 
     def _reset_head(self, num_classes: int, global_pool: str | None) -> None:
         if global_pool is not None:
             self.global_pool = global_pool
         self.head.fc = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _drop_head_norm(self) -> None:
+        """The head's final norm removed (sized for the last stage; :meth:`prune_intermediate_layers`)."""
+        if isinstance(getattr(self.head, "norm", None), nn.Module):
+            self.head.norm = nn.Identity()
+
+    # ---- initialisation -------------------------------------------------------------------------------------------
+    @torch.jit.ignore
+    def init_weights(self) -> None:
+        """Every parameter and buffer initialised as a fresh build does: after ``model.to_empty(device=...)`` of a
+        model built on the meta device (``create_model(name, device="meta")``), as timm's ``init_weights``."""
+        with torch.no_grad():
+            for module in self.modules():
+                if module is not self and callable(getattr(module, "reset_parameters", None)):
+                    module.reset_parameters()
+            self._init_family_weights()
+
+    def _init_family_weights(self) -> None:
+        """The family's own initialisation on top of each layer's ``reset_parameters``."""

@@ -2,19 +2,25 @@
 
 from collections.abc import Sequence
 
-from torch import nn
+__all__ = ["GLOBAL_POOLS", "PoolingError", "StagePruningMixin", "check_drop_rates", "check_head_args", "take_indices"]
 
-__all__ = ["StagePruningMixin", "check_drop_rates", "check_head_args", "take_indices"]
+# timm's pooling names the heads take ("": no pooling); the concatenating ones (catavgmax) would double the width
+GLOBAL_POOLS = ("avg", "max", "avgmax", "")
 
 
-def check_head_args(num_classes=0, global_pool=None, pools: Sequence[str] = ("avg", "")) -> None:
+class PoolingError(ValueError, AssertionError):
+    """A pooling name the head cannot take. An AssertionError too: timm's models refuse concatenating pools
+    (``catavgmax``) with one, and timm's callers (its tests, its reset helpers) catch that."""
+
+
+def check_head_args(num_classes=0, global_pool=None, pools: Sequence[str] = GLOBAL_POOLS) -> None:
     """Clear errors for an impossible classifier size or pooling mode (None = not given; ``pools``: the modes the
     model has, ``""`` being no pooling)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be a non-negative int (0 removes the classifier), got {num_classes!r}")
     if global_pool is not None and global_pool not in pools:
         names = " or ".join(repr(p) + (" (no pooling)" if p == "" else "") for p in pools)
-        raise ValueError(f"global_pool must be {names}, got {global_pool!r}")
+        raise PoolingError(f"global_pool must be {names}, got {global_pool!r}")
 
 
 def check_drop_rates(**rates) -> None:
@@ -46,14 +52,26 @@ def take_indices(num_stages: int, indices: int | Sequence[int] | None) -> list[i
 
 
 class StagePruningMixin:
-    """timm's ``prune_intermediate_layers`` for models with ``stages``, ``feature_info`` and a ``head``."""
+    """timm's ``prune_intermediate_layers`` for models with ``stages``, ``feature_info``, a ``head`` with a
+    ``norm`` and ``fc``, ``reset_classifier`` and ``_drop_head_norm``."""
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
+        """Keep the stages up to the last of ``indices`` (what ``forward_intermediates`` needs for them).
+
+        As timm's: when stages go, or ``prune_head``, the classifier and pooling go (``forward`` returns the last
+        kept stage's map and ``reset_classifier`` puts a head sized for it back) and so does the final norm, which
+        is sized for the last stage; ``prune_norm`` drops the norm alone. ``prune_head=False`` at the last stage
+        changes nothing."""
         take = take_indices(len(self.stages), indices)
-        self.stages = self.stages[: max(take) + 1]
-        self.num_features = self.head_hidden_size = self.feature_info[max(take)]["num_chs"]
-        if prune_head:
-            self.head = nn.Identity()
+        last = max(take)
+        prune_end = last < len(self.stages) - 1
+        self.stages = self.stages[: last + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[last]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        if prune_head or prune_end or prune_norm:
+            self._drop_head_norm()
         return take

@@ -36,6 +36,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .tracing import is_eager
+
 __all__ = [
     "BN_EPS",
     "fold_batchnorm",
@@ -154,6 +156,7 @@ class FusedLargeKernel(nn.Module):
     def extra_repr(self) -> str:
         return f"impl={self.impl!r}"
 
+    @torch.jit.unused  # eager only (see zoo.layers.tracing)
     def resolve_impl(self, x: torch.Tensor) -> str:
         """The path this input takes: ``"conv"`` or ``"matmul"``."""
         if torch.jit.is_tracing():  # counting tools (fvcore) see the convs, i.e. the model's nominal MACs
@@ -161,7 +164,8 @@ class FusedLargeKernel(nn.Module):
         return "conv" if self.impl == "auto" else self.impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.resolve_impl(x) == "matmul":
+        # the banded-matrix path (and its cache) is eager's; traced and scripted graphs hold the two convs
+        if not torch.jit.is_scripting() and is_eager() and self.resolve_impl(x) == "matmul":
             mv, mh = self._matrices(x.shape[-2], x.shape[-1], x.dtype, x.device)
             return depthwise_matmul(x, mv, mh, self.vertical.bias + self.horizontal.bias, self.small_kernel)
         return self.vertical(x) + self.horizontal(x)

@@ -5,8 +5,8 @@ written as a 1x1 convolution over channels-last memory goes to oneDNN and runs 1
 a thousand or more rows (token-major activations of vision models); for a few rows the GEMM is faster. The
 rewrite is a pair of views, so the result is the same tensor layout, within float32 rounding.
 
-Training (autograd recording), other devices and other dtypes use ``F.linear``, and so do ``torch.export`` and
-``torch.compile`` traces. The choice is an argument:
+Training (autograd recording), other devices and other dtypes use ``F.linear``, and so do ``torch.export``,
+``torch.compile`` and ``torch.fx`` traces and TorchScript. The choice is an argument:
 ``Linear(..., onednn=False)`` (or ``model.set_onednn_linear(False)`` on a zoo vision model, or
 ``zoo.create_model(NAME, onednn_linear=False)``) always uses ``F.linear``. Left unset, the environment variable
 ``ZOO_ONEDNN_LINEAR`` (``0`` turns it off), read when the layer is built, gives the default; it never overrides
@@ -18,6 +18,8 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .tracing import is_eager
 
 __all__ = ["MIN_ROWS", "Linear", "onednn_default"]
 
@@ -46,9 +48,15 @@ class Linear(nn.Linear):
         self.onednn = onednn_default() if onednn is None else bool(onednn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # traced (torch.export, torch.compile) as the plain op: the row count is a shape-dependent branch, and a
-        # compiler picks its own kernels
-        if not (
+        # traced (torch.export, torch.compile, torch.fx) and scripted as the plain op: the row count is a
+        # shape-dependent branch, and a compiler picks its own kernels
+        if not torch.jit.is_scripting() and is_eager() and self._takes_onednn(x):
+            return self._onednn_linear(x)
+        return F.linear(x, self.weight, self.bias)
+
+    @torch.jit.unused  # eager only (see zoo.layers.tracing)
+    def _takes_onednn(self, x: torch.Tensor) -> bool:
+        return (
             self.onednn
             and not torch.compiler.is_exporting()
             and not torch.compiler.is_compiling()
@@ -57,8 +65,10 @@ class Linear(nn.Linear):
             and x.is_contiguous()
             and not torch.is_grad_enabled()
             and x.numel() >= MIN_ROWS * self.in_features
-        ):
-            return F.linear(x, self.weight, self.bias)
+        )
+
+    @torch.jit.unused  # eager only (see zoo.layers.tracing)
+    def _onednn_linear(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         # (rows, in) memory viewed as a channels-last (1, in, 1, rows) image; the output comes back channels-last
         image = x.reshape(1, 1, rows, self.in_features).permute(0, 3, 1, 2)

@@ -7,9 +7,8 @@ Two kinds of "LayerNorm" appear in the MetaFormer papers and are easy to confuse
   written for channels-last maps, with a per-channel weight and an optional bias.
 """
 
-import math
-
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -18,12 +17,19 @@ def spatial_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tens
     """Per-sample mean and reciprocal std over all non-batch dims (biased variance), shaped (B, 1, ..., 1).
 
     Uses the group-norm kernel's statistics (one group over everything): on CPU it is several times faster
-    than ``torch.var_mean`` over several dims, and it is the same arithmetic as ``nn.GroupNorm``.
+    than ``torch.var_mean`` over several dims, and it is the same arithmetic as ``nn.GroupNorm``. A leaf of
+    ``torch.fx`` graphs (its sizes are the input's), and scriptable.
     """
-    B, n = x.shape[0], math.prod(x.shape[1:])  # not reshape(B, 1, -1): ambiguous for an empty batch
+    B = x.shape[0]
+    n = 1
+    for d in x.shape[1:]:  # not reshape(B, 1, -1): ambiguous for an empty batch
+        n *= d
     _, mean, rstd = torch.native_group_norm(x.reshape(B, 1, n), None, None, B, 1, n, 1, eps)
-    shape = (B,) + (1,) * (x.ndim - 1)
+    shape = [B] + [1] * (x.dim() - 1)
     return mean.view(shape), rstd.view(shape)
+
+
+torch.fx.wrap("spatial_stats")
 
 
 class SpatialLayerNorm(nn.Module):
@@ -39,16 +45,24 @@ class SpatialLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels)) if bias else None
 
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    @torch.jit.export
     def stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return spatial_stats(x, self.eps)
 
+    @torch.jit.export
     def scale_shift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, shift) of shape (B, 1, 1, C) with ``norm(x) == x * scale + shift``."""
         mean, rstd = self.stats(x)
         scale = self.weight * rstd
         shift = -mean * scale
-        if self.bias is not None:
-            shift = shift + self.bias
+        bias = self.bias
+        if bias is not None:
+            shift = shift + bias
         return scale, shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,6 +83,11 @@ class ChannelLayerNorm(nn.Module):
         self.normalized_shape = (num_channels,)
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels)) if bias else None
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)

@@ -1,9 +1,11 @@
 """Weight-shared recursion: a few unique blocks applied along an explicit schedule.
 
 A :class:`RecursiveStack` holds ``blocks`` (the unique, shared weights) and a ``schedule``: the block index of
-every application, in order. Application ``i`` calls ``blocks[schedule[i]](x, recursion=r, **kwargs)`` where
-``r`` counts the earlier applications of the same block (0 on its first), and may be followed by its own
-non-shared ``step_layers[i]``. Recursion depth is a schedule change, not a new module:
+every application, in order. Application ``i`` calls ``blocks[schedule[i]](x, recursion=r)`` where ``r`` counts
+the earlier applications of the same block (0 on its first), and may be followed by its own non-shared
+``step_layers[i]``. A stack called with a ``mode`` string passes it on, ``block(x, recursion=r, mode=mode)``, the
+same for every application (SReT: where its token permutations come from). Recursion depth is a schedule change,
+not a new module:
 
 * ``sequence_schedule(3, 2) == [0, 0, 1, 1, 2, 2]``: each block twice in a row (SReT, MobileLLM-LS);
 * ``cycle_schedule(3, 2) == [0, 1, 2, 0, 1, 2]``: the whole stack looped;
@@ -11,17 +13,24 @@ non-shared ``step_layers[i]``. Recursion depth is a schedule change, not a new m
   ``sequence``, and ``middle_cycle`` / ``middle_sequence`` (first and last block unique, the middle shared).
 
 Parameters are stored once per unique block, so counts of ``parameters()`` count shared weights once.
+
+The stack is traceable by ``torch.fx`` (the schedule unrolls into the graph) and scriptable by TorchScript when its
+blocks take ``(x, recursion: int, mode: str)`` (:class:`ScheduledBlock`); gradient checkpointing is eager's only.
 """
 
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .tracing import is_eager
+
 __all__ = [
     "RecursiveStack",
     "SHARING_STRATEGIES",
+    "ScheduledBlock",
     "cycle_schedule",
     "recursion_indices",
     "sequence_schedule",
@@ -84,6 +93,18 @@ def recursion_indices(schedule: Sequence[int]) -> list[int]:
     return out
 
 
+with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript's decorators; scripting the zoo still works
+    warnings.simplefilter("ignore", FutureWarning)
+
+    @torch.jit.interface
+    class ScheduledBlock(nn.Module):
+        """What a scripted stack calls its blocks as: TorchScript indexes a ``ModuleList`` at run time only through
+        a module interface (eager and ``torch.fx`` call the blocks as modules, hooks included)."""
+
+        def forward(self, x: torch.Tensor, recursion: int, mode: str) -> torch.Tensor:
+            pass
+
+
 class RecursiveStack(nn.Module):
     """Unique ``blocks`` applied in ``schedule`` order, each application optionally followed by its own step layer."""
 
@@ -103,18 +124,34 @@ class RecursiveStack(nn.Module):
         self.recursion = recursion_indices(self.schedule)
         self.grad_checkpointing = False
 
-    def _apply_step(self, i: int, x: torch.Tensor, kwargs: dict) -> torch.Tensor:
-        x = self.blocks[self.schedule[i]](x, recursion=self.recursion[i], **kwargs)
+    def _apply_step(self, i: int, x: torch.Tensor, mode: str) -> torch.Tensor:
+        block, recursion = self.blocks[self.schedule[i]], self.recursion[i]
+        x = block(x, recursion=recursion, mode=mode) if mode else block(x, recursion=recursion)
         if self.step_layers is not None:
             x = self.step_layers[i](x)
         return x
 
-    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mode: str = "") -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._scripted(x, mode)
         for i in range(len(self.schedule)):
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(self._apply_step, i, x, kwargs, use_reentrant=False)
+            if self.grad_checkpointing and is_eager() and torch.is_grad_enabled():
+                x = checkpoint(self._apply_step, i, x, mode, use_reentrant=False)
             else:
-                x = self._apply_step(i, x, kwargs)
+                x = self._apply_step(i, x, mode)
+        return x
+
+    def _scripted(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        """The schedule under TorchScript: blocks through :class:`ScheduledBlock`, the step layers in an unrolled
+        loop (they come one per application, in order)."""
+        if self.step_layers is None:
+            for i in range(len(self.schedule)):
+                block: ScheduledBlock = self.blocks[self.schedule[i]]
+                x = block.forward(x, self.recursion[i], mode)
+            return x
+        for i, step_layer in enumerate(self.step_layers):
+            block: ScheduledBlock = self.blocks[self.schedule[i]]
+            x = step_layer(block.forward(x, self.recursion[i], mode))
         return x
 
     def extra_repr(self) -> str:

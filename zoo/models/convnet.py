@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers.backbone import VisionBackbone, imagenet_cfg
+from ..layers.backbone import VisionBackbone, global_pool_nchw, imagenet_cfg
 from ..layers.features import check_drop_rates, check_head_args
 from ..layers.pruning import PrunePlan
 from ..registry import reference_table, register_model
@@ -33,7 +33,7 @@ from ._builder import build_vision_model
 __all__ = ["ConvNet", "checkpoint_filter_fn"]
 
 NORMS = ("instancenorm", "batchnorm", "none")
-GLOBAL_POOLS = ("flatten", "avg", "")
+GLOBAL_POOLS = ("flatten", "avg", "max", "avgmax", "")
 
 
 class ConvBlock(nn.Module):
@@ -79,13 +79,15 @@ class ConvNet(VisionBackbone, nn.Module):
         widths: channels per block (``depth`` ints), instead of ``width``: what ``zoo.prune`` records.
         img_size: input edge; fixes the flattened head's size (``global_pool="flatten"``).
         norm: ``instancenorm`` (the field's), ``batchnorm`` (the BN variant DC reports) or ``none``.
-        global_pool: ``"flatten"`` flattens the last map (the authors'), ``"avg"`` averages it (any input size),
-            ``""`` keeps it (the classifier then runs at every position).
+        global_pool: ``"flatten"`` flattens the last map (the authors'), ``"avg"`` averages it (any input size;
+            ``"max"`` and ``"avgmax"`` as in timm), ``""`` keeps it (the classifier then runs at every position).
         drop_rate: dropout before the classifier.
     """
 
     global_pools = GLOBAL_POOLS
     prune_plan = ConvNetPrunePlan
+    block_patterns = (r"^stages\.(\d+)",)  # group_matcher: one group per conv block (the head after them)
+    __jit_unused_properties__ = ["fixed_input_size", "widths"]
 
     def __init__(
         self,
@@ -171,7 +173,7 @@ class ConvNet(VisionBackbone, nn.Module):
         if self.global_pool == "":  # the map; the classifier at every position
             x = self.head.drop(x.permute(0, 2, 3, 1))
             return (x if pre_logits else self.head.fc(x)).permute(0, 3, 1, 2)
-        x = x.mean((2, 3)) if self.global_pool == "avg" else self.head.flatten(x)
+        x = self.head.flatten(x) if self.global_pool == "flatten" else global_pool_nchw(x, self.global_pool, [2, 3])
         x = self.head.drop(x)
         return x if pre_logits else self.head.fc(x)
 

@@ -40,10 +40,11 @@ from ..layers import (
     needs_grad,
     residual_add,
 )
-from ..layers.backbone import VisionBackbone, imagenet_cfg
+from ..layers.backbone import GLOBAL_POOLS, VisionBackbone, global_pool_nchw, imagenet_cfg
 from ..layers.features import check_drop_rates, check_head_args
 from ..layers.mlp import Mlp
 from ..layers.pruning import PrunePlan, classifier_layers, fused_qkv_heads, per_block, sync_stage_widths
+from ..layers.tracing import is_eager
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
 
@@ -60,7 +61,11 @@ class Scale(nn.Module):
 
     def __init__(self, dim: int, init_value: float):
         super().__init__()
-        self.scale = nn.Parameter(torch.full((dim,), float(init_value)))
+        self.init_value = float(init_value)
+        self.scale = nn.Parameter(torch.full((dim,), self.init_value))
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.scale, self.init_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
@@ -99,6 +104,7 @@ class Pooling(nn.Module):
         super().__init__()
         self.pool_size = pool_size
 
+    @torch.jit.export
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         k = self.pool_size
         y = F.avg_pool2d(x.permute(0, 3, 1, 2), k, stride=1, padding=k // 2, count_include_pad=False)
@@ -122,9 +128,13 @@ class RandomMixing(nn.Module):
             torch.softmax(torch.rand(num_tokens, num_tokens), dim=-1), requires_grad=False
         )
 
+    def reset_parameters(self) -> None:
+        """A new draw, as at build time (the matrix stays frozen)."""
+        self.random_matrix.copy_(torch.softmax(torch.rand_like(self.random_matrix), dim=-1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        if H * W != self.num_tokens:
+        if not torch.jit.is_scripting() and is_eager() and H * W != self.num_tokens:
             side = math.isqrt(self.num_tokens)
             raise ValueError(
                 f"RandomMixing was built for {self.num_tokens} tokens ({side}x{side}) but got a {H}x{W} map: "
@@ -214,6 +224,8 @@ class MetaFormerBlock(nn.Module):
     ``ls`` (layer scale, v1) and ``rs`` (res scale, baselines stages 3-4) are optional per-channel scales.
     """
 
+    __jit_unused_properties__ = ["nchw_ok"]
+
     def __init__(
         self,
         dim: int,
@@ -250,28 +262,31 @@ class MetaFormerBlock(nn.Module):
         self.layer_scale2 = Scale(dim, layer_scale_init_value) if layer_scale_init_value is not None else None
         self.res_scale2 = Scale(dim, res_scale_init_value) if res_scale_init_value is not None else None
         self.drop_path = drop_path
-        # pooling and identity mixers after a (H, W, C) norm are computed in closed form (module docstring)
-        spatial = isinstance(self.norm1, SpatialLayerNorm)
-        self._closed_form = token_mixer if spatial and token_mixer in ("pool", "identity") else None
 
-    def _gain(self, layer_scale: Scale | None, x: torch.Tensor) -> torch.Tensor | None:
+    def _gain(self, layer_scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         """Layer scale times the stochastic-depth factor; None when both are 1."""
         gain = drop_path_gain(x, self.drop_path, self.training)
         if layer_scale is not None:
-            gain = layer_scale.scale if gain is None else gain * layer_scale.scale
+            gain = layer_scale if gain is None else gain * layer_scale
         return gain
 
     def _mix_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        gain = self._gain(self.layer_scale1, x)
+        gain = self._gain(self.layer_scale1.scale if self.layer_scale1 is not None else None, x)
         res_scale = self.res_scale1.scale if self.res_scale1 is not None else None
-        if self._closed_form == "pool":
+        # pooling and identity mixers after a (H, W, C) norm are computed in closed form (module docstring)
+        # the layers are told apart by what they have (a SpatialLayerNorm its scale_shift, Pooling its pool_size):
+        # TorchScript decides hasattr statically, while its isinstance on a module class fails for a class the model
+        # does not hold or holds in several configurations
+        if hasattr(self.norm1, "scale_shift") and hasattr(self.token_mixer, "pool_size"):
             # pool(norm(x)) - norm(x) == w * rstd * (pool(x) - x): the norm's mean and bias cancel
             _, rstd = self.norm1.stats(x)
             g = self.norm1.weight * rstd  # (B, 1, 1, C)
-            if self.norm1.bias is not None and needs_grad(self.norm1.bias):
-                # the bias cancels; keep it in the graph with its exact (zero) gradient, as in the authors'
-                # code, so that optimisers and DDP see every parameter used
-                g = g + (self.norm1.bias - self.norm1.bias)
+            bias = self.norm1.bias
+            if bias is not None:  # (nested: TorchScript compiles no branch of a bias that is None by build)
+                if needs_grad(bias):
+                    # the bias cancels; keep it in the graph with its exact (zero) gradient, as in the authors'
+                    # code, so that optimisers and DDP see every parameter used
+                    g = g + (bias - bias)
             if gain is not None:
                 g = g * gain
             g = g.to(x.dtype)  # statistics are float32 under autocast; the map may be bfloat16
@@ -279,25 +294,29 @@ class MetaFormerBlock(nn.Module):
             if res_scale is None:
                 return torch.lerp(x, pooled, g)  # x + g * (pooled - x)
             return torch.addcmul(x * (res_scale - g), pooled, g)  # rs * x + g * (pooled - x)
-        if self._closed_form == "identity":
+        if hasattr(self.norm1, "scale_shift") and isinstance(self.token_mixer, nn.Identity):
             # rs * x + gain * (x * scale + shift) == x * (rs + gain * scale) + gain * shift
             scale, shift = self.norm1.scale_shift(x)
             if gain is not None:
                 scale, shift = scale * gain, shift * gain
-            scale = scale + (1.0 if res_scale is None else res_scale)
+            if res_scale is None:
+                scale = scale + 1.0
+            else:
+                scale = scale + res_scale
             return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
         return residual_add(x, self.token_mixer(self.norm1(x)), gain, res_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._mix_tokens(x)
-        gain = self._gain(self.layer_scale2, x)
+        gain = self._gain(self.layer_scale2.scale if self.layer_scale2 is not None else None, x)
         res_scale = self.res_scale2.scale if self.res_scale2 is not None else None
         return residual_add(x, self.mlp(self.norm2(x)), gain, res_scale)
 
     @property
     def nchw_ok(self) -> bool:
         """Whether :meth:`forward_nchw` computes this block: (H, W, C) norms with pooling or identity mixers."""
-        return self._closed_form is not None and isinstance(self.norm2, SpatialLayerNorm)
+        closed_form = isinstance(self.token_mixer, (Pooling, nn.Identity))
+        return closed_form and isinstance(self.norm1, SpatialLayerNorm) and isinstance(self.norm2, SpatialLayerNorm)
 
     def forward_nchw(self, x: torch.Tensor) -> torch.Tensor:
         """The same block on a (B, C, H, W) map, in plain ops (group norm, average pooling, 1x1 convolutions):
@@ -312,7 +331,7 @@ class MetaFormerBlock(nn.Module):
 
         n1, n2 = self.norm1, self.norm2
         h = F.group_norm(x, 1, n1.weight, n1.bias, n1.eps)
-        if self._closed_form == "pool":
+        if isinstance(self.token_mixer, Pooling):
             k = self.token_mixer.pool_size
             h = F.avg_pool2d(h, k, stride=1, padding=k // 2, count_include_pad=False) - h
         x = residual(x, h, self.layer_scale1, self.res_scale1)
@@ -323,6 +342,8 @@ class MetaFormerBlock(nn.Module):
 
 
 class MetaFormerStage(nn.Module):
+    __jit_unused_properties__ = ["nchw_ok"]
+
     def __init__(
         self,
         in_chs: int,
@@ -342,20 +363,28 @@ class MetaFormerStage(nn.Module):
             *[MetaFormerBlock(out_chs, drop_path=dp_rates[i], **widths[i], **block_kwargs) for i in range(depth)]
         )
 
+    @property
+    def nchw_ok(self) -> bool:
+        return all(block.nchw_ok for block in self.blocks)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        if torch.compiler.is_exporting() and all(block.nchw_ok for block in self.blocks):
-            # an exported graph runs pooling stages channels-first: two transposes per stage instead of four per
-            # block (ONNX's pooling and group norm are channels-first ops; eager keeps its channels-last kernels)
-            x = x.permute(0, 3, 1, 2)
-            for block in self.blocks:
-                x = block.forward_nchw(x)
-            return x.permute(0, 2, 3, 1)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
+        if not torch.jit.is_scripting():
+            if torch.compiler.is_exporting() and self.nchw_ok:
+                return self._forward_nchw(x)
+            if is_eager() and self.grad_checkpointing and torch.is_grad_enabled():
+                for block in self.blocks:
+                    x = checkpoint(block, x, use_reentrant=False)
+                return x
         return self.blocks(x)
+
+    def _forward_nchw(self, x: torch.Tensor) -> torch.Tensor:
+        # an exported graph runs pooling stages channels-first: two transposes per stage instead of four per
+        # block (ONNX's pooling and group norm are channels-first ops; eager keeps its channels-last kernels)
+        x = x.permute(0, 3, 1, 2)
+        for block in self.blocks:
+            x = block.forward_nchw(x)
+        return x.permute(0, 2, 3, 1)
 
 
 class MetaFormerHead(nn.Module):
@@ -376,6 +405,7 @@ class MetaFormerHead(nn.Module):
         head_hidden: int | None = None,
     ):
         super().__init__()
+        self.dim = dim
         self.norm_first = norm_first
         self.mlp_head = mlp_head
         self.head_dropout = head_dropout
@@ -392,24 +422,34 @@ class MetaFormerHead(nn.Module):
             return MlpHead(dim, num_classes, head_dropout=self.head_dropout, hidden=self.head_hidden)
         return Linear(dim, num_classes)
 
-    def reset(self, num_classes: int, global_pool: str | None = None):
-        check_head_args(global_pool=global_pool)
+    def reset(self, num_classes: int, global_pool: str | None = None, dim: int | None = None):
+        """A new classifier for ``num_classes`` on ``dim`` features (None: the current width; another width, after
+        :meth:`MetaFormer.prune_intermediate_layers`, gives the MLP head its default hidden width)."""
+        check_head_args(global_pool=global_pool, pools=GLOBAL_POOLS)
         if global_pool is not None:
             self.global_pool = global_pool
-        self.fc = self._make_fc(self.norm.weight.shape[0], num_classes)
+        if dim is not None and dim != self.dim:
+            self.dim, self.head_hidden = dim, None
+        self.fc = self._make_fc(self.dim, num_classes)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C) view of the channels-last features
-        if not self.global_pool:
+        if self.global_pool == "":
             x = self.norm(x)  # per-map GroupNorm (v1) or per-position LayerNorm
             x = self.drop(x)
             x = x if pre_logits else self.fc(x)
             return x.permute(0, 3, 1, 2)
-        if self.norm_first:
-            mean, rstd = self.norm.stats(x)
-            x = (x.mean((1, 2)) - mean.flatten(1)) * (rstd.flatten(1) * self.norm.weight) + self.norm.bias
+        if hasattr(self.norm, "scale_shift"):  # v1 (SpatialLayerNorm): the norm over the full map, then the pooling
+            if self.global_pool == "avg":  # mean_hw(GN(x)) in closed form
+                mean, rstd = self.norm.stats(x)
+                x = (x.mean((1, 2)) - mean.flatten(1)) * (rstd.flatten(1) * self.norm.weight)
+                bias = self.norm.bias
+                if bias is not None:
+                    x = x + bias
+            else:
+                x = global_pool_nchw(self.norm(x), self.global_pool, [1, 2])
         else:
-            x = self.norm(x.mean((1, 2)))
+            x = self.norm(global_pool_nchw(x, self.global_pool, [1, 2]))
         x = self.drop(x)
         return x if pre_logits else self.fc(x)
 
@@ -561,6 +601,7 @@ class MetaFormer(VisionBackbone, nn.Module):
 
     stage_output_fmt = "NHWC"  # the stages run channels-last; timm's list/dict/hook feature wrappers say so
     prune_plan = MetaFormerPrunePlan
+    __jit_unused_properties__ = ["fixed_input_size"]
 
     def __init__(
         self,
@@ -587,7 +628,7 @@ class MetaFormer(VisionBackbone, nn.Module):
         head_hidden: int | None = None,
     ):
         super().__init__()
-        check_head_args(num_classes, global_pool)
+        check_head_args(num_classes, global_pool, GLOBAL_POOLS)
         check_drop_rates(drop_rate=drop_rate, head_dropout=head_dropout, drop_path_rate=drop_path_rate)
         if not isinstance(in_chans, int) or in_chans < 1:
             raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
@@ -643,7 +684,10 @@ class MetaFormer(VisionBackbone, nn.Module):
         return x.permute(0, 3, 1, 2)  # (B, C, H, W) view, channels-last memory
 
     def _reset_head(self, num_classes: int, global_pool: str | None) -> None:
-        self.head.reset(num_classes, global_pool)
+        self.head.reset(num_classes, global_pool, self.num_features)
+
+    def _init_family_weights(self) -> None:
+        self.apply(self._init_weights)
 
     @property
     def fixed_input_size(self) -> bool:
@@ -748,13 +792,29 @@ def _cfg(paper: dict, **kwargs) -> dict:
     return imagenet_cfg(**{"crop_pct": 1.0, "license": "apache-2.0", **paper, **kwargs})
 
 
-def _timm_weights(name: str, origin: str) -> dict:
-    # timm's Hub copies of the authors' ImageNet-1k weights (timm key layout; converted on load)
+def _timm_weights(name: str, origin: str, tag: str = "sail_in1k") -> dict:
+    # timm's Hub copies of the authors' weights (timm key layout; converted on load)
+    data = {
+        "sail_in1k": "ImageNet-1k",
+        "sail_in1k_384": "ImageNet-1k at 384x384",
+        "sail_in22k_ft_in1k": "ImageNet-21k, fine-tuned on ImageNet-1k,",
+        "sail_in22k_ft_in1k_384": "ImageNet-21k, fine-tuned on ImageNet-1k at 384x384,",
+        "sail_in22k": "ImageNet-21k",
+    }[tag]
     return dict(
-        hf_hub_id=f"timm/{name}.sail_in1k",
+        hf_hub_id=f"timm/{name}.{tag}",
         hf_hub_filename="model.safetensors",
-        notes=(f"ImageNet-1k weights trained by the authors ({origin}), as republished by timm",),
+        notes=(f"{data} weights trained by the authors ({origin}), as republished by timm",),
     )
+
+
+# ConvFormer's and CAFormer's releases besides ImageNet-1k at 224 (the default): tag -> what differs in the cfg
+_CONVFORMER_TAGS = {
+    "sail_in1k_384": dict(input_size=(3, 384, 384), pool_size=(12, 12)),
+    "sail_in22k_ft_in1k": {},
+    "sail_in22k_ft_in1k_384": dict(input_size=(3, 384, 384), pool_size=(12, 12)),
+    "sail_in22k": dict(num_classes=21841),
+}
 
 
 def _sail_weights(family: str, name: str) -> dict:
@@ -781,6 +841,13 @@ for _n in ("s18", "s36", "m36", "b36"):
         default_cfgs[f"{_fam}_{_n}"] = _cfg(
             _V2_PAPER, classifier="head.fc.fc2", **_timm_weights(f"{_fam}_{_n}", "sail-sg/metaformer")
         )
+        # the authors' other releases of the same network, as timm tags its copies of them (name.tag)
+        for _tag, _extra in _CONVFORMER_TAGS.items():
+            default_cfgs[f"{_fam}_{_n}.{_tag}"] = _cfg(
+                _V2_PAPER,
+                classifier="head.fc.fc2",
+                **{**_timm_weights(f"{_fam}_{_n}", "sail-sg/metaformer", _tag), **_extra},
+            )
 
 # Reference figures: exact parameter counts and fvcore MACs (1x3x224x224, one multiply-add = 1) of the
 # authors' models, and the papers' ImageNet-1k top-1.

@@ -39,11 +39,12 @@ from ..layers import (
     drop_path_gain,
     residual_add,
 )
-from ..layers.backbone import VisionBackbone, imagenet_cfg
+from ..layers.backbone import GLOBAL_POOLS, VisionBackbone, global_pool_nchw, imagenet_cfg
 from ..layers.features import check_drop_rates, check_head_args
 from ..layers.large_kernel import BN_EPS, IMPLS, default_impl, fold_batchnorm
 from ..layers.mlp import Mlp
 from ..layers.pruning import PrunePlan, sync_stage_widths
+from ..layers.tracing import is_eager
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
 
@@ -103,7 +104,8 @@ class SLaKBlock(nn.Module):
             self.large_kernel = DecomposedLargeKernel(dim, kernel_size, small_kernel, bn=bn)
         self.norm = ChannelLayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_hidden or int(dim * mlp_ratio))  # ``mlp_hidden``: a pruned width (zoo.prune)
-        self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
+        self.layer_scale_init_value = float(layer_scale_init_value)
+        self.gamma = nn.Parameter(torch.full((dim,), self.layer_scale_init_value))
         self.drop_path = drop_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,12 +141,11 @@ class SLaKStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
+        if not torch.jit.is_scripting() and is_eager() and self.grad_checkpointing and torch.is_grad_enabled():
+            for block in self.blocks:
                 x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        return x
+            return x
+        return self.blocks(x)
 
 
 def _check_layout(
@@ -275,7 +276,7 @@ class SLaK(VisionBackbone, nn.Module):
         mlp_hidden: Sequence[int | None] | None = None,
     ):
         super().__init__()
-        check_head_args(num_classes, global_pool)
+        check_head_args(num_classes, global_pool, GLOBAL_POOLS)
         check_drop_rates(drop_rate=drop_rate, drop_path_rate=drop_path_rate)
         large_kernel_impl = _check_layout(depths, dims, kernel_size, bn, deploy, large_kernel_impl, mlp_hidden)
         self.num_classes = num_classes
@@ -287,6 +288,7 @@ class SLaK(VisionBackbone, nn.Module):
         widths = [int(d * width_factor) for d in dims]  # truncation, as the authors do: 124, 249, 499, 998
         self.num_features = self.head_hidden_size = widths[-1]
         self.drop_rate = drop_rate
+        self.head_init_scale = head_init_scale
 
         self.stem = Stem(in_chans, widths[0])
         self.stages, self.feature_info = _make_stages(
@@ -306,13 +308,10 @@ class SLaK(VisionBackbone, nn.Module):
         self.head.drop = nn.Dropout(drop_rate)
         self.head.fc = Linear(widths[-1], num_classes) if num_classes > 0 else nn.Identity()
 
-        self.apply(self._init_weights)
+        with torch.no_grad():
+            self._init_family_weights()
         if onednn_linear is not None:  # else each Linear takes ZOO_ONEDNN_LINEAR (default on)
             self.set_onednn_linear(onednn_linear)
-        if isinstance(self.head.fc, nn.Linear):
-            with torch.no_grad():
-                self.head.fc.weight.mul_(head_init_scale)
-                self.head.fc.bias.mul_(head_init_scale)
         if deploy:  # conv weights in the activations' memory format: no per-call weight reorder
             self.to(memory_format=torch.channels_last)
 
@@ -322,6 +321,14 @@ class SLaK(VisionBackbone, nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+        elif isinstance(m, SLaKBlock):
+            nn.init.constant_(m.gamma, m.layer_scale_init_value)
+
+    def _init_family_weights(self) -> None:
+        self.apply(self._init_weights)
+        if isinstance(self.head.fc, nn.Linear):  # the authors' head_init_scale
+            self.head.fc.weight.mul_(self.head_init_scale)
+            self.head.fc.bias.mul_(self.head_init_scale)
 
     # ---- inference form --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -354,8 +361,8 @@ class SLaK(VisionBackbone, nn.Module):
                 m.impl = impl
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool:  # the authors average before the LayerNorm
-            x = self.head.drop(self.head.norm(x.mean((2, 3))))
+        if self.global_pool != "":  # the authors average before the LayerNorm
+            x = self.head.drop(self.head.norm(global_pool_nchw(x, self.global_pool, [2, 3])))
             return x if pre_logits else self.head.fc(x)
         x = self.head.drop(self.head.norm(_to_channels_last_map(x)))
         return (x if pre_logits else self.head.fc(x)).permute(0, 3, 1, 2)

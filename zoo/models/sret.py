@@ -17,28 +17,44 @@ and fresh ones from the global RNG in training; ``"random"`` always uses the glo
 ``"identity"`` never permutes. The seeded ones depend only on the seed and the token counts, which the learned
 position table fixes, so they are drawn once when the model is built (and again when ``permutation_seed`` is set)
 and kept in each attention's ``permutations`` buffer (not persistent: state dicts do not carry them). A forward
-then holds no random draw, and ``torch.export`` / ONNX record them as constants of the graph.
+then holds no random draw, and ``torch.export`` / ONNX / ``torch.fx`` record them as constants of the graph.
+
+Tracing and scripting. Each forward decides once where its permutations come from, a mode string passed down the
+stages (:data:`PERMUTATION_MODES`): ``"recorded"`` (the buffers; seeded eval), ``"random"`` (the global RNG: training,
+or ``"random"``), ``"none"`` (``"identity"``). ``torch.fx.symbolic_trace`` (and torchvision's
+``create_feature_extractor``, timm's ``feature_cls="fx"``) records the mode of the model's state at trace time:
+an eval trace holds the recorded permutations, a training trace draws from the global RNG as eager does.
+``torch.jit.script`` keeps the decision at run time. One case is eager's only: a position table replaced by one of
+another size after the draw (eager then draws at run time from the seeded generator, mode ``"seeded"``); tracing,
+scripting and exporting it ask for ``model.draw_permutations()`` first.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
 from ..layers import Linear, RecursiveStack, drop_path_gain, needs_grad, residual_add, sequence_schedule
-from ..layers.backbone import VisionBackbone, imagenet_cfg
+from ..layers.backbone import VisionBackbone, global_pool_nchw, imagenet_cfg
 from ..layers.features import check_drop_rates, check_head_args
 from ..layers.mlp import Mlp
 from ..layers.pruning import PrunePlan, classifier_layers, fused_qkv_heads, sync_stage_widths
+from ..layers.tracing import is_eager
 from ..registry import reference_table, register_model
 from ._builder import build_vision_model
 
-__all__ = ["SReT", "checkpoint_filter_fn"]
+__all__ = ["PERMUTATION_MODES", "SReT", "checkpoint_filter_fn"]
 
-PermutationSource = Callable[[int, torch.device], torch.Tensor]
-# a forward's permutation argument that means: each attention's drawn-at-build ``permutations`` buffer
-RECORDED = "recorded"
+# where a forward's token permutations come from (the argument the stages pass down to each attention; the
+# scripted methods spell them out, as TorchScript reads no global strings):
+RECORDED = "recorded"  # each attention's ``permutations`` buffer, drawn when the model is built (seeded eval)
+RANDOM = "random"  # fresh draws from the global RNG (training, or token_permutation="random")
+NO_PERMUTATION = "none"  # token_permutation="identity"
+SEEDED = "seeded"  # eager only: drawn at run time from the seeded generator (the position table changed size)
+PERMUTATION_MODES = (RECORDED, RANDOM, NO_PERMUTATION, SEEDED)
 
 
 class LearnableCoefficient(nn.Module):
@@ -47,6 +63,9 @@ class LearnableCoefficient(nn.Module):
     def __init__(self):
         super().__init__()
         self.bias = nn.Parameter(torch.ones(1))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.bias)
 
 
 class ConvStem(nn.Module):
@@ -61,17 +80,43 @@ class ConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)  # the stages run on channels-last memory
-        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)):
-            if self.training:
-                x = F.relu(bn(conv(x)))
-                continue
-            # eval: BatchNorm with running statistics folded into the conv (one pass instead of two)
-            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-            weight = conv.weight * scale.view(-1, 1, 1, 1)
-            bias = (conv.bias - bn.running_mean) * scale + bn.bias
-            x = F.conv2d(x, weight, bias, conv.stride, conv.padding)
-            x = F.relu(x) if needs_grad(x) else x.relu_()
-        return x
+        if self.training:
+            x = F.relu(self.bn1(self.conv1(x)))
+            x = F.relu(self.bn2(self.conv2(x)))
+            return F.relu(self.bn3(self.conv3(x)))
+        # eval: BatchNorm with running statistics folded into the conv (one pass instead of two); written out, as
+        # TorchScript loops over no pairs of modules
+        c, b = self.conv1, self.bn1
+        x = _folded_conv_relu(x, c.weight, c.bias, b.weight, b.bias, b.running_mean, b.running_var, self.bn1.eps)
+        c, b = self.conv2, self.bn2
+        x = _folded_conv_relu(x, c.weight, c.bias, b.weight, b.bias, b.running_mean, b.running_var, self.bn2.eps)
+        c, b = self.conv3, self.bn3
+        return _folded_conv_relu(x, c.weight, c.bias, b.weight, b.bias, b.running_mean, b.running_var, self.bn3.eps)
+
+
+def _folded_conv_relu(
+    x: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    bn_weight: torch.Tensor | None,
+    bn_bias: torch.Tensor | None,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    eps: float,
+) -> torch.Tensor:
+    """ReLU of a stem conv (stride 2, padding 1) with its eval BatchNorm folded into the weight and bias."""
+    assert conv_bias is not None and bn_weight is not None and bn_bias is not None  # the stem's layers have them
+    assert running_mean is not None and running_var is not None
+    scale = bn_weight * torch.rsqrt(running_var + eps)
+    weight = conv_weight * scale.view(-1, 1, 1, 1)
+    bias = (conv_bias - running_mean) * scale + bn_bias
+    x = F.conv2d(x, weight, bias, 2, 1)
+    return F.relu(x) if needs_grad(x) else x.relu_()
+
+
+# a leaf of torch.fx graphs: the folded stem stays one call (a traced copy would lose the type refinements above,
+# which TorchScript needs when it scripts the graph)
+torch.fx.wrap("_folded_conv_relu")
 
 
 class GroupAttention(nn.Module):
@@ -89,14 +134,17 @@ class GroupAttention(nn.Module):
         # row r - 1: the seeded eval permutation of the block's r-th re-application (SReT.draw_permutations)
         self.register_buffer("permutations", torch.zeros(0, 0, dtype=torch.long), persistent=False)
 
-    def forward(
-        self, x: torch.Tensor, recursion: int = 0, permutation: PermutationSource | str | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, recursion: int = 0, permutation: str = NO_PERMUTATION) -> torch.Tensor:
+        """``recursion``: the block's earlier applications (0: the first); ``permutation``: ``"recorded"`` (the
+        ``permutations`` buffer), ``"random"`` (the global RNG) or anything else for none."""
         B, N, C = x.shape
         groups = self.groups1 if recursion == 0 else self.groups2
-        perm = None
-        if recursion > 0 and groups != 1 and permutation is not None:
-            perm = self.permutations[recursion - 1] if permutation == RECORDED else permutation(N, x.device)
+        perm: torch.Tensor | None = None
+        if recursion > 0 and groups != 1:
+            if permutation == "recorded":
+                perm = self.permutations[recursion - 1]
+            elif permutation == "random":
+                perm = torch.randperm(N).to(x.device)  # the global RNG, as the authors do
         if perm is not None:
             x = x.index_select(1, perm)
         h = self.num_heads
@@ -133,16 +181,16 @@ class TransformerBlock(nn.Module):
         self.coefficient3, self.coefficient4 = LearnableCoefficient(), LearnableCoefficient()
         self.drop_path = drop_path
 
-    def _gain(self, coefficient: LearnableCoefficient, x: torch.Tensor) -> torch.Tensor:
+    def _gain(self, coefficient: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         mask = drop_path_gain(x, self.drop_path, self.training)
-        return coefficient.bias if mask is None else coefficient.bias * mask
+        return coefficient if mask is None else coefficient * mask
 
-    def forward(
-        self, x: torch.Tensor, recursion: int = 0, permutation: PermutationSource | str | None = None
-    ) -> torch.Tensor:
-        branch = self.attn(self.norm1(x), recursion, permutation)
-        x = residual_add(x, branch, self._gain(self.coefficient2, x), self.coefficient1.bias)
-        return residual_add(x, self.mlp(self.norm2(x)), self._gain(self.coefficient4, x), self.coefficient3.bias)
+    def forward(self, x: torch.Tensor, recursion: int = 0, mode: str = NO_PERMUTATION) -> torch.Tensor:
+        """``recursion``, ``mode``: as :class:`zoo.layers.RecursiveStack` passes them (``mode``: the permutation
+        mode of :data:`PERMUTATION_MODES`)."""
+        branch = self.attn(self.norm1(x), recursion, mode)
+        x = residual_add(x, branch, self._gain(self.coefficient2.bias, x), self.coefficient1.bias)
+        return residual_add(x, self.mlp(self.norm2(x)), self._gain(self.coefficient4.bias, x), self.coefficient3.bias)
 
 
 class NonLinearLayer(nn.Module):
@@ -189,11 +237,11 @@ class SReTStage(nn.Module):
         nlls = [NonLinearLayer(dim, nll_ratio, nll_hidden[i]) for i in range(num_blocks * recursion)]
         self.stack = RecursiveStack(blocks, sequence_schedule(num_blocks, recursion), step_layers=nlls)
 
-    def forward(self, x: torch.Tensor, permutation: PermutationSource | str | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, permutation: str = NO_PERMUTATION) -> torch.Tensor:
         x = self.downsample(x)
         B, C, H, W = x.shape
         # (B, C, H, W) with channels-last memory <-> (B, H*W, C) tokens in raster order: views, no copies
-        x = self.stack(x.permute(0, 2, 3, 1).reshape(B, H * W, C), permutation=permutation)
+        x = self.stack(x.permute(0, 2, 3, 1).reshape(B, H * W, C), permutation)
         return x.view(B, H, W, C).permute(0, 3, 1, 2)
 
 
@@ -415,7 +463,12 @@ class SReT(VisionBackbone, nn.Module):
         for stage in self.stages:
             stage.stack.grad_checkpointing = enable
 
+    def _init_family_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.draw_permutations()
+
     fixed_input_size = True  # the learned position table is sized by img_size
+    __jit_unused_properties__ = ["permutation_seed"]  # TorchScript compiles properties; its setter redraws
 
     @property
     def permutation_seed(self) -> int:
@@ -433,8 +486,18 @@ class SReT(VisionBackbone, nn.Module):
         buffer: the draws a generator seeded with ``permutation_seed`` gives in forward order (stage by stage, each
         stack's schedule in order, one per re-application of a block with ``groups2 != 1``). Called on build and
         when the seed is set; call it again after replacing ``pos_embed`` with one of another size."""
+        grid = list(self.pos_embed.shape[-2:])
+        for attn, table in self._seeded_permutations(grid).items():
+            attn.permutations = table.to(attn.permutations.device)
+        self._permutation_grid = grid
+
+    @torch.jit.ignore
+    def _seeded_permutations(self, grid: list[int]) -> dict[nn.Module, torch.Tensor]:
+        """Per attention, the table (one row per re-application) that a generator seeded with ``permutation_seed``
+        gives in forward order for a first stage of ``grid`` tokens (on the CPU)."""
         generator = torch.Generator().manual_seed(self._permutation_seed)
-        h, w = self.pos_embed.shape[-2:]
+        h, w = grid
+        tables = {}
         for i, stage in enumerate(self.stages):
             if i:  # each later stage opens with a stride-2 conv (padding 1)
                 h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
@@ -447,50 +510,95 @@ class SReT(VisionBackbone, nn.Module):
                 table = torch.zeros(max(rows, default=0), h * w, dtype=torch.long)
                 for r in rows:
                     table[r - 1] = drawn[b, r]
-                block.attn.permutations = table.to(block.attn.permutations.device)
-        self._permutation_grid = tuple(self.pos_embed.shape[-2:])
+                tables[block.attn] = table
+        return tables
 
-    def _permutation_source(self) -> PermutationSource | str | None:
-        """Where the sliced attention's token permutations come from in this forward (None: identity)."""
+    def _position_grid(self) -> list[int]:
+        """The position table's token grid (the stem's output size it takes)."""
+        if torch.jit.is_scripting():
+            return self.pos_embed.shape[-2:]
+        # the table itself: under torch.fx tracing the attribute is a proxy, whose shape is not known
+        return list(self._parameters["pos_embed"].shape[-2:])
+
+    def _permutation_mode(self) -> str:
+        """Where this forward's token permutations come from (:data:`PERMUTATION_MODES`)."""
         if self.token_permutation == "identity":
-            return None
+            return "none"
         if self.token_permutation == "random" or self.training:
-            return lambda n, device: torch.randperm(n).to(device)  # the global RNG, as the authors do
-        if tuple(self.pos_embed.shape[-2:]) == self._permutation_grid:
-            return RECORDED
-        # pos_embed was replaced by one of another size after the draw: draw at run time, as the recorded ones were
-        if torch.compiler.is_exporting() or torch.compiler.is_compiling():
-            raise RuntimeError(
-                f"SReT's seeded permutations were drawn for a {self._permutation_grid} token grid, its position "
-                f"table is now {tuple(self.pos_embed.shape[-2:])}; call model.draw_permutations() before tracing"
-            )
-        generator = torch.Generator().manual_seed(self._permutation_seed)  # fresh per forward: deterministic eval
-        return lambda n, device: torch.randperm(n, generator=generator).to(device)
+            return "random"  # the global RNG, as the authors do
+        grid = self._position_grid()
+        if grid == self._permutation_grid:
+            return "recorded"
+        # pos_embed was replaced by one of another size after the draw: eager draws at run time, as the recorded
+        # ones were; a graph would have to hold the draw
+        if not torch.jit.is_scripting():
+            if is_eager() and not (torch.compiler.is_exporting() or torch.compiler.is_compiling()):
+                return "seeded"
+        raise RuntimeError(
+            "SReT's seeded permutations were drawn for another token grid than its position table's; call "
+            "model.draw_permutations() before tracing, scripting or exporting"
+        )
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        size = tuple(x.shape[-2:])
+        if torch.jit.is_scripting() or is_eager():  # a traced graph takes its input's word
+            if not torch.jit.is_scripting():
+                self.check_input(x)
+            h, w = x.shape[-2], x.shape[-1]
+            grid = self.pos_embed.shape[-2:]
+            if (h + 7) // 8 != grid[0] or (w + 7) // 8 != grid[1]:  # the stem's three stride-2 convs (padding 1)
+                raise ValueError(
+                    f"input {h}x{w} does not fit the position embedding built for img_size={self.img_size}; "
+                    f"create the model with img_size=({h}, {w}) (pretrained weights then need a resized pos_embed)"
+                )
         x = self.stem(x)
-        if x.shape[-2:] != self.pos_embed.shape[-2:]:
-            raise ValueError(
-                f"input {size[0]}x{size[1]} does not fit the position embedding built for img_size={self.img_size}; "
-                f"create the model with img_size={size} (pretrained weights then need a resized pos_embed)"
-            )
         return self.pos_drop(x + self.pos_embed.contiguous(memory_format=torch.channels_last))
 
-    _stage_context = _permutation_source
+    def _run_stages(self, x: torch.Tensor) -> torch.Tensor:
+        mode = self._permutation_mode()
+        if not torch.jit.is_scripting() and mode == "seeded":  # eager only (the mode is refused elsewhere)
+            context = self._stage_context()
+            for stage in self.stages:
+                x = self._run_stage(stage, x, context)
+            return x
+        for stage in self.stages:
+            x = stage(x, mode)
+        return x
 
-    def _run_stage(
-        self, stage: nn.Module, x: torch.Tensor, permutation: PermutationSource | str | None
-    ) -> torch.Tensor:
-        return stage(x, permutation)
+    @torch.jit.ignore
+    def _stage_context(self) -> tuple[str, dict[nn.Module, torch.Tensor] | None]:
+        """(the permutation mode, and in mode ``"seeded"`` each attention's table drawn for this forward)."""
+        mode = self._permutation_mode()
+        return mode, (self._seeded_permutations(self._position_grid()) if mode == SEEDED else None)
+
+    @torch.jit.ignore
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor, context: tuple) -> torch.Tensor:
+        mode, tables = context
+        if tables is None:
+            return stage(x, mode)
+        with _permutations_in_place(stage, tables):
+            return stage(x, RECORDED)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool:  # the authors average before the LayerNorm
-            x = self.head.norm(x.mean((2, 3)))
+        if self.global_pool != "":  # the authors average before the LayerNorm
+            x = self.head.norm(global_pool_nchw(x, self.global_pool, [2, 3]))
             return x if pre_logits else self.head.fc(x)
         x = self.head.norm(x.permute(0, 2, 3, 1))
         return (x if pre_logits else self.head.fc(x)).permute(0, 3, 1, 2)
+
+
+@contextmanager
+def _permutations_in_place(stage: SReTStage, tables: dict[nn.Module, torch.Tensor]):
+    """The stage's attentions hold ``tables`` (moved to their buffers' device) in their ``permutations`` buffers
+    for the block, their own ones again after it (eager's run-time seeded draw)."""
+    attentions = [block.attn for block in stage.stack.blocks]
+    kept = [attn.permutations for attn in attentions]
+    try:
+        for attn, table in zip(attentions, kept):
+            attn.permutations = tables[attn].to(table.device)
+        yield
+    finally:
+        for attn, table in zip(attentions, kept):
+            attn.permutations = table
 
 
 # --------------------------------------------------------------------------------------------------------------

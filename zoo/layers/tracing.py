@@ -1,0 +1,29 @@
+"""Eager fast paths that stay out of traced and scripted graphs.
+
+The vision families run CPU inference through shortcuts that look at tensors at run time (the row count, the device,
+whether autograd records). Such a branch cannot be traced: under ``torch.fx`` symbolic tracing a tensor is a proxy
+whose properties are unknown, and TorchScript cannot compile the shortcuts' Python. Every shortcut is therefore
+taken only where :func:`is_eager` holds, written as the first operand of the condition::
+
+    if not torch.jit.is_scripting() and is_eager() and <the fast path's test>:
+        ...  # eager only
+
+TorchScript reads ``torch.jit.is_scripting()`` as a constant and compiles neither the rest of the condition nor the
+branch, so a scripted model holds the plain path; under ``torch.fx`` tracing the plain path is recorded. Eager code
+pays one flag read.
+"""
+
+import torch
+from torch.fx import _symbolic_trace
+
+__all__ = ["is_eager", "is_fx_tracing"]
+
+# torch.fx's symbolic tracing only (torch.export, which compiles, keeps the paths written for it); older torch has
+# the one flag
+is_fx_tracing = getattr(_symbolic_trace, "is_fx_symbolic_tracing", _symbolic_trace.is_fx_tracing)
+
+
+@torch.jit.unused  # never reached in a scripted model: its callers test torch.jit.is_scripting() first
+def is_eager() -> bool:
+    """False while ``torch.fx`` traces the model (its graph then records the plain path of every shortcut)."""
+    return not is_fx_tracing()
