@@ -237,24 +237,45 @@ def test_only_decoder_projections_are_quantized_and_the_tie_stays():
         quantize_model(q, "int4")
 
 
+def _cached_and_full(model, seq, prompt: int):
+    """(cached logits: the prompt, then one token at a time through a static cache; logits of the full sequence)."""
+    with torch.no_grad():
+        full = _logits(model, seq)
+        cache = model.new_cache(seq.shape[0], seq.shape[1])
+        steps = [model(seq[:, :prompt], past_key_values=cache).logits]
+        for t in range(prompt, seq.shape[1]):
+            steps.append(model(seq[:, t : t + 1], past_key_values=cache).logits)
+    return torch.cat(steps, 1).float(), full.float(), cache
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_cached_decoding_equals_full_recompute(family, fmt):
+    """The cache is checked where the two paths round alike: bf16, and int8 / int4 with 16-bit activations (the
+    logits differ by the bf16 step of the head's output). With 8-bit activations each row is rounded to int8 codes
+    (per block of 32); where the cached and the full attention differ in a last bit, an activation lands on the
+    neighbouring code: a change of one code, at most twice the half-code rounding that every activation undergoes.
+    So the 8-bit paths may differ by twice the rounding's measured effect on them (the 8-bit against the 16-bit
+    logits of the same path) on top of the 16-bit bound; a cache that misplaced a token would differ by far more."""
     model = _quantized(_float_model(family), fmt)
+    if fmt != "bf16":
+        set_act_bits(model, 16)
     ids = _ids(2, 7)
     with torch.no_grad():
         seq = model.generate(ids, max_new_tokens=6)
-        full = model(seq)
-        full = full if isinstance(full, torch.Tensor) else full.logits
-        cache = model.new_cache(2, seq.shape[1])
-        steps = [model(seq[:, :7], past_key_values=cache).logits]
-        for t in range(7, seq.shape[1]):
-            steps.append(model(seq[:, t : t + 1], past_key_values=cache).logits)
+    cached, full, cache = _cached_and_full(model, seq, 7)
     assert cache.dtype == (torch.bfloat16 if fmt == "bf16" else torch.float32)
     # bf16: activations in bf16; int8/int4: the head's int8 kernel returns bf16 logits (one bf16 step of the largest)
-    tol = {"bf16": 0.03, "int8": 2**-7, "int4": 2**-7}[fmt] * full.float().abs().max().item()
-    torch.testing.assert_close(torch.cat(steps, 1).float(), full.float(), rtol=0, atol=tol)
+    tol = {"bf16": 0.03, "int8": 2**-7, "int4": 2**-7}[fmt] * full.abs().max().item()
+    torch.testing.assert_close(cached, full, rtol=0, atol=tol)
     assert torch.equal(full[:, 6:-1].argmax(-1), seq[:, 7:])
+    if fmt == "bf16":
+        return
+    set_act_bits(model, 8)
+    cached8, full8, _ = _cached_and_full(model, seq, 7)
+    rounding = max((cached8 - cached).abs().max().item(), (full8 - full).abs().max().item())
+    assert 0 < rounding  # the 8-bit kernels ran
+    torch.testing.assert_close(cached8, full8, rtol=0, atol=2 * rounding + tol)
 
 
 def _logits(model, ids):
