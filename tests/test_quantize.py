@@ -550,6 +550,38 @@ def test_pt2_export_of_int4_weights(tmp_path):
         export(_quantized(model, "int8"), "onnx", tmp_path / "onnx", model_name="mobilellm_125m")
 
 
+@pytest.mark.parametrize("fmt", ["int8", "int8a8", "int8a16", "int4a8"])
+@pytest.mark.parametrize("hidden", [40, 72, 88, 104])
+def test_widths_off_the_kernel_blocks_decode_as_the_portable_form(hidden, fmt):
+    """Widths that are no multiple of 32 (``zoo prune`` makes them: 128 -> 88) take the portable product in every
+    layer and in the int8 output head: a prompt and a decoded token give what the portable form gives (the CPU
+    kernels once crashed the process here), and greedy decoding stays finite."""
+    if fmt.startswith("int4") and hidden % 32:
+        fmt = "int8" + fmt[4:]  # int4 groups of 32 need whole blocks: quantize_model refuses such widths itself
+    model = randomize_(
+        zoo.create_model(
+            "mobilellm_125m",
+            **{**TINY, "hidden_size": hidden, "num_attention_heads": hidden // 8, "num_key_value_heads": hidden // 8},
+        ),
+        0,
+    ).eval()
+    model = quantize_model(model, fmt).eval()
+    weight = model.output_weight
+    step = weight.abs().amax(1) / 127  # the head's int8 code step per output row
+    with torch.no_grad():
+        for length in (8, 1):  # a prompt, a decoded token
+            logits = _logits(model, _ids(2, length))
+            assert torch.isfinite(logits).all() and logits.abs().max() < 1e3
+            h = torch.randn(2, length, hidden)
+            got, exact = model.logits(h), F.linear(h, weight)
+            assert "_head_int8" in model.__dict__  # the int8 head ran
+            # each weight is off by at most half a code step: |got - exact| <= sum_i |h_i| * step / 2, plus float32
+            # rounding of the two sums
+            bound = h.abs().sum(-1, keepdim=True) * step / 2 + 1e-5 * exact.abs().amax()
+            assert ((got - exact).abs() <= bound).all()
+        assert torch.isfinite(_logits(model, model.generate(_ids(1, 8), max_new_tokens=4))).all()
+
+
 def test_int8_head_follows_the_float_head():
     model = _quantized(_float_model("mobilellm"), "int8")
     h = torch.randn(2, 3, TINY["hidden_size"])

@@ -82,6 +82,8 @@ def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor, act_bits: int 
         return y.reshape(*x.shape[:-1], -1).to(x.dtype)
     if gemv.supports(x, x.shape[-1]) and gemv.available():
         return gemv.gemv_int8(x.reshape(1, -1).float(), kept[1], kept[3]).reshape(*x.shape[:-1], -1).to(x.dtype)
+    if x.shape[-1] % 32:  # as QuantizedLinear: _weight_int8pack_mm gives garbage or crashes on other widths
+        return F.linear(x, kept[1].to(x.dtype)) * kept[3].to(x.dtype)
     rows = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
     return torch._weight_int8pack_mm(rows, kept[1], kept[2]).reshape(*x.shape[:-1], -1).to(x.dtype)
 
