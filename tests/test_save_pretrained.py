@@ -129,3 +129,30 @@ def test_push_to_hub_then_load_from_the_hub(hub):
     assert url == f"{hub.endpoint}/me/convnet-small"
     assert sorted(hub.repos["me/convnet-small"]) == ["README.md", "config.json", "model.safetensors"]
     _check_same(model, zoo.create_model("hf-hub:me/convnet-small", pretrained=True))
+
+
+@pytest.mark.parametrize("with_card", [False, True])
+def test_lm_save_replaces_links_and_leaves_their_targets(tmp_path, with_card):
+    """A folder whose files are symbolic links (a Hub cache snapshot, a DVC or git-annex checkout): a save replaces
+    each link with its own file and leaves what the link pointed to as it was."""
+    name, kwargs = CASES["mobilellm"]
+    model = zoo.create_model(name, **kwargs).eval()
+    store = model.save_pretrained(tmp_path / "store", format="zoo")
+    tokenizer = tmp_path / "store" / "tokenizer.json"
+    tokenizer.write_text('{"stored": true}\n')
+    for file in ("config.json", "generation_config.json"):  # the stored files differ from what the save writes
+        (store / file).write_text(json.dumps({**json.loads((store / file).read_text()), "stored": True}))
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for file in before:
+        (linked / file).symlink_to(store / file)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(2.0)
+    extra = {"metrics": {"perplexity": 12.5}, "tokenizer_file": tokenizer} if with_card else {}
+    model.save_pretrained(linked, format="zoo", **extra)
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before  # the targets are untouched
+    written = ["config.json", "generation_config.json", "model.safetensors"] + (["tokenizer.json"] if with_card else [])
+    for file in written:
+        assert not (linked / file).is_symlink(), f"{file} written through its link"
+    _check_same(model, zoo.create_model(str(linked), pretrained=True))

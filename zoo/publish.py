@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +33,7 @@ from .hub import CONFIG_NAME, WEIGHTS_NAME, endpoint_reachable, offline_mode
 from .layers.saving import register_hub_functions
 from .profile import count_params, profile
 from .registry import get_entry
-from .weights import load_checkpoint, save_state_dict, sha256_file
+from .weights import load_checkpoint, save_state_dict, sha256_file, write_file
 
 __all__ = [
     "PublishError",
@@ -391,7 +390,7 @@ def _model_args(model: nn.Module, model_kwargs: dict[str, Any] | None) -> dict[s
 def _copy_tokenizer(tokenizer_file: Path, out: Path) -> None:
     if not tokenizer_file.is_file():
         raise PublishError(f"tokenizer file {tokenizer_file} does not exist")
-    shutil.copyfile(tokenizer_file, out / tokenizer_file.name)
+    write_file(out / tokenizer_file.name, tokenizer_file.read_bytes())  # replaces a link there, never writes through
 
 
 def _write_text(path: Path, text: str) -> None:

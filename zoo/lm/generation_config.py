@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..weights import write_file
+
 __all__ = ["GENERATION_CONFIG_NAME", "GenerationConfig"]
 
 _logger = logging.getLogger(__name__)
@@ -216,8 +218,7 @@ class GenerationConfig:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         path = out / GENERATION_CONFIG_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return path
+        return write_file(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")  # replaces a link
 
     # -- combining ------------------------------------------------------------------------------------------------
     @classmethod

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..lm.decoder import DecoderLM
 from ..lm.quant import QuantSpec
-from ..weights import save_state_dict
+from ..weights import save_state_dict, write_file
 
 __all__ = ["write_lm_folder"]
 
@@ -28,7 +28,7 @@ def write_lm_folder(
         config["quantization"] = quantization.to_dict()
         metadata["quantization"] = json.dumps(config["quantization"], sort_keys=True)
     save_state_dict(model, out / "model.safetensors", metadata=metadata)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_file(out / "config.json", json.dumps(config, indent=2) + "\n")
     model.save_generation_config(out)  # transformers' generation_config.json
     return out
 
