@@ -291,3 +291,41 @@ def test_formats_results_are_read_by_the_headline(results: Path, monkeypatch):
     )
     assert "| 8da8w | 131.4 | 118.7 (Q8_0) | 1.11x |" in headline.lm_pte(results)
     assert "| greedy decode, mobilellm_125m, fp32 compiled | 44.6 tok/s |" in headline.headline(results)
+
+
+@pytest.mark.parametrize(
+    "file, write",
+    [
+        ("train_throughput.json", lambda p: train_bench.write_results(p, [], "zoo bench --train")),
+        ("deployed.json", lambda p: deployed.write_results(p, [], "zoo bench --deployed")),
+    ],
+)
+def test_a_run_merges_into_its_file_and_keeps_every_other_key(results: Path, file, write):
+    path = results / file
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "note": "added by hand"}))
+    write(path)
+    new = json.loads(path.read_text())
+    assert new["note"] == "added by hand" and set(doc) <= set(new)
+
+
+@pytest.mark.parametrize(
+    "mode, wrong",
+    [
+        (["--train"], "lm_decode.json"),
+        (["--train"], "deployed.json"),
+        (["--deployed"], "lm_decode.json"),
+        (["--deployed"], "train_throughput.json"),
+        (["--deployed"], "compress.json"),
+        (["--formats", "fp32"], "deployed.json"),
+    ],
+)
+def test_out_naming_another_kinds_file_is_refused_before_measuring(results: Path, mode, wrong, capsys, monkeypatch):
+    path = results / wrong
+    before = path.read_bytes()
+    measured = []
+    monkeypatch.setattr(deployed, "compare", lambda *a, **k: measured.append(1) or [])
+    assert bench_main([*mode, "--models", "mobilellm_125m", "--out", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "results" in err and "nothing was measured" in err, err
+    assert path.read_bytes() == before and not measured

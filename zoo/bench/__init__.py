@@ -31,7 +31,7 @@ import torch
 from ..registry import get_entry, list_models
 from . import data_pruning, deployed, formats, formats_report, lm, mor, slak, sret, vision
 from . import train as train_bench
-from .harness import Row, command_line, environment, format_rows, print_header, write_json
+from .harness import Row, check_results_file, command_line, environment, format_rows, print_header, write_json
 from .table import run_table
 
 __all__ = ["PEERS", "Peer", "add_arguments", "main", "run"]
@@ -327,6 +327,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     misplaced = _out_misplaced(args)
+    if misplaced is None and args.out is not None:
+        kind = "formats" if args.formats is not None else "train" if args.train else "deployed"
+        try:
+            check_results_file(args.out, kind)
+        except ValueError as e:
+            misplaced = str(e)
     if misplaced:
         print(f"zoo bench: error: {misplaced}", file=sys.stderr)
         return 2

@@ -256,10 +256,11 @@ def write_results(path: Path, rows: Sequence[Row], command: str) -> dict[str, An
     new = result_rows(rows)
     measured = {(r["model"], r["setting"]) for r in new}
     runs = []
-    for run in load_results(path).get("runs", []):
+    old = load_results(path)
+    for run in old.get("runs", []):
         kept = [r for r in run["rows"] if (r["model"], r["setting"]) not in measured]
         if kept:
             runs.append({**run, "rows": kept})
-    doc = {"runs": [*runs, {"command": command, "provenance": provenance(), "rows": new}]}
+    doc = {**old, "runs": [*runs, {"command": command, "provenance": provenance(), "rows": new}]}  # other keys stay
     save_results(path, doc)
     return doc

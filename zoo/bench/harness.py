@@ -222,6 +222,38 @@ def load_results(path: Path) -> dict[str, Any]:
     return doc
 
 
+# each results file's kind, known by its sections: a run writes only into a file of its own kind (or a new one)
+_KIND_SECTIONS = {
+    "train": ("train_step",),  # results/train_throughput.json (zoo bench --train)
+    "formats": ("quality", "pte", "unit"),  # results/lm_decode.json (zoo bench --formats)
+    "compress": ("prune_latency",),  # results/compress.json
+}
+RESULTS_KINDS = ("train", "deployed", "formats")
+
+
+def results_kind(doc: dict[str, Any]) -> str | None:
+    """The kind of a results document: ``train``, ``formats``, ``compress`` or ``deployed`` (its ``runs`` hold
+    ``rows``); None for an empty one."""
+    for kind, sections in _KIND_SECTIONS.items():
+        if any(s in doc for s in sections):
+            return kind
+    runs = doc.get("runs")
+    if isinstance(runs, list) and runs:
+        return "formats" if any(isinstance(r, dict) and "formats" in r for r in runs) else "deployed"
+    return None
+
+
+def check_results_file(path: Path, kind: str) -> None:
+    """ValueError, before anything is measured, when ``path`` holds results of another kind than ``kind`` (a run
+    merges into its own kind's file; it never rewrites another's), or is no results object."""
+    found = results_kind(load_results(path))
+    if found not in (None, kind):
+        raise ValueError(
+            f"{path} holds {found} results; --out of a --{kind} run takes a {kind} results file (or a new one), "
+            "nothing was measured"
+        )
+
+
 def merge_rows(
     old_rows: Sequence[dict[str, Any]],
     old_head: dict[str, Any],

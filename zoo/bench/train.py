@@ -343,7 +343,7 @@ def write_results(path: Path, rows: list[dict[str, Any]], command: str) -> dict[
     the others kept with their own run's provenance) and write it atomically; returns the document."""
     old = load_results(path)
     head = {k: old[k] for k in ("provenance", "command") if k in old}
-    doc = {"provenance": provenance(), "command": command}
+    doc = {**old, "provenance": provenance(), "command": command}  # every other key of the file stays
     doc["train_step"] = merge_rows(old.get("train_step", []), head, rows, _key)
     save_results(path, doc)
     return doc
