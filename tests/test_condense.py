@@ -142,6 +142,18 @@ def test_bad_input_is_one_line_and_status_2(args, message, tmp_path, capsys):
     assert rc == 2 and message in err and len(err.splitlines()) == 1, err
 
 
+def test_an_interrupted_runs_state_is_kept_until_resume_or_overwrite(tmp_path, capsys):
+    """A run stopped before its set was written leaves its state in --out; starting again there without --resume
+    would delete it: refused in one line naming both ways on, the state left as it was."""
+    state = tmp_path / "o" / STATE_DIR
+    state.mkdir(parents=True)
+    (state / "last.pt").write_bytes(b"state of the earlier run")
+    rc = zoo_main(["condense", "--out", str(tmp_path / "o"), "--no-progress", "--iterations", "1", "--ipc", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--resume" in err and "--overwrite" in err, err
+    assert (state / "last.pt").read_bytes() == b"state of the earlier run"
+
+
 def test_a_dataset_without_labels_is_refused(tmp_path, capsys):
     (tmp_path / "flat").mkdir()
     from PIL import Image

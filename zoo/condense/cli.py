@@ -183,6 +183,12 @@ def _check_out(out: Path, source, args: argparse.Namespace, options: dict, image
                     "start again without --resume"
                 )
     meta_path = out / META_FILE
+    saved = [p for p in (out / STATE_DIR).glob("*.pt") if p.name == "last.pt" or p.name.startswith("step_")]
+    if saved and not meta_path.is_file() and not (args.resume or args.overwrite):
+        raise CondenseError(
+            f"--out {out} holds the saved state of a run that did not finish ({saved[0].name}): add --resume to go "
+            "on from it, or --overwrite to start again (which deletes that state)"
+        )
     if args.overwrite or args.resume or not meta_path.is_file():
         return
     try:
