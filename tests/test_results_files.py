@@ -329,3 +329,13 @@ def test_out_naming_another_kinds_file_is_refused_before_measuring(results: Path
     err = capsys.readouterr().err
     assert "results" in err and "nothing was measured" in err, err
     assert path.read_bytes() == before and not measured
+
+
+def test_a_deployed_run_at_another_image_size_is_a_row_of_its_own(results: Path):
+    path = results / "deployed.json"
+    published = [(r["model"], r["setting"]) for run in json.loads(path.read_text())["runs"] for r in run["rows"]]
+    row = Row("poolformer_s12", deployed.setting_label(1, 32), "zoo eager", "zoo onnxruntime", "img/s", 900.0, 990.0, 5)
+    deployed.write_results(path, [row], "zoo bench --deployed --img-size 32")
+    now = [(r["model"], r["setting"]) for run in json.loads(path.read_text())["runs"] for r in run["rows"]]
+    assert now == [*published, ("poolformer_s12", "batch 1, 32 px")]
+    assert deployed.setting_label(1) == "batch 1"

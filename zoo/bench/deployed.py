@@ -67,6 +67,12 @@ def _timm_onnx(model, folder: Path, img_size: int) -> Path:
     return path
 
 
+def setting_label(batch: int, img_size: int = 224) -> str:
+    """A vision row's setting: ``batch 1`` at the published 224 pixels, ``batch 1, 32 px`` at another size (a row
+    of another size is another row of the results file, never a replacement of the published one)."""
+    return f"batch {batch}" if img_size == 224 else f"batch {batch}, {img_size} px"
+
+
 def compare(
     name: str,
     batch_sizes: Sequence[int],
@@ -106,7 +112,7 @@ def compare(
                 rows.append(
                     Row(
                         name,
-                        f"batch {bs}",
+                        setting_label(bs, img_size),
                         "zoo eager",
                         label,
                         "img/s",
