@@ -75,7 +75,7 @@ def _image_recipe(args, model: str) -> dict[str, Any]:
     data: dict[str, Any] = {"name": args.data, "path": args.data_path, "train_split": args.train_split}
     if args.val_split:
         data["val_split"] = args.val_split
-    grey = args.data in ("mnist", "fashion_mnist", "digits", "kmnist", "emnist")
+    grey = args.data in ("mnist", "fashion_mnist", "kmnist", "emnist")  # one channel (digits load as RGB scans)
     if model == "convnet_d3":
         size = 28 if args.data in ("mnist", "fashion_mnist") else 32
         raw = {
@@ -97,7 +97,7 @@ def _image_recipe(args, model: str) -> dict[str, Any]:
     else:
         raw = yaml.safe_load((ROOT / "configs" / "quickstart_digits.yaml").read_text())
         raw["data"] = {**raw["data"], **data}
-        if grey and args.data != "digits":
+        if grey:
             raw["model_kwargs"] = {**raw["model_kwargs"], "in_chans": 1}
         if args.batch_size:
             raw["train"]["batch_size"] = args.batch_size
