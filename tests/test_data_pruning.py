@@ -339,3 +339,33 @@ def test_bench_recipes_build_for_the_datas_channels(data, channels):
     for model in ("convnet_d3", "quickstart"):
         recipe = _image_recipe(args, model)
         assert recipe["model_kwargs"].get("in_chans", 3) == channels, (model, recipe["model_kwargs"])
+
+
+@pytest.mark.parametrize(
+    "resumed, key",
+    [
+        (["--data_pruning.ratio", "0.5"], "data_pruning.ratio"),
+        (["--data_pruning.method", "random"], "data_pruning.method"),
+        ([], "data_pruning"),  # the section removed
+    ],
+)
+def test_resume_refuses_another_data_pruning_section(tmp_path, resumed, key):
+    """A resumed run must train on the samples its checkpoint's run chose: a data_pruning section changed, added or
+    removed since is refused naming the key (as the model and the data are)."""
+    from zoo.train.checkpoint import FORMAT, _atomic_save, state_digest
+    from zoo.train.config import recipe_to_dict
+    from zoo.train.run_folder import read_checkpoint
+
+    saved = _tiny(tmp_path / "run")
+    state = {"format": FORMAT, "recipe": recipe_to_dict(saved), "step": 7}
+    state["sha256"] = state_digest(state)
+    path = tmp_path / "last.pt"
+    _atomic_save(state, path)
+    assert read_checkpoint(saved, str(path), tmp_path, main=True)["step"] == 7  # the same recipe resumes
+    if resumed:
+        other = _tiny(tmp_path / "run", *resumed)
+    else:  # TINY without its data_pruning arguments (the last six)
+        assert TINY[-6] == "--data_pruning.method"
+        other = load_recipe(str(DIGITS), [*TINY[:-6], "--output_dir", str(tmp_path / "run")])
+    with pytest.raises(RecipeError, match=re.escape(key)):
+        read_checkpoint(other, str(path), tmp_path, main=True)

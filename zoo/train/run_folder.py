@@ -403,6 +403,10 @@ def read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) -
     data = saved.get("data") or {}
     pairs = [(key, saved.get(key), getattr(r, key)) for key in _RESUME_KEYS]
     pairs += [(f"data.{key}", data.get(key), getattr(r.data, key)) for key in _RESUME_DATA_KEYS]
+    # which samples each epoch trains on: a changed, added or removed data_pruning section is another run
+    pruning = dataclasses.asdict(r.data_pruning) if r.data_pruning is not None else None
+    if "data_pruning" in saved or pruning is not None:
+        pairs += _section_pairs("data_pruning", saved.get("data_pruning"), pruning)
     for key, was, now in pairs:
         if was != now:
             raise RecipeError(
@@ -410,6 +414,13 @@ def read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) -
                 "with the run's value, or start a new run (--overwrite, or another --output_dir)"
             )
     return ckpt
+
+
+def _section_pairs(name: str, was: dict | None, now: dict | None) -> list[tuple[str, Any, Any]]:
+    """``(name.key, was, now)`` for each key of a recipe section (``(name, was, now)`` where either has none)."""
+    if was is None or now is None:
+        return [(name, was, now)]
+    return [(f"{name}.{key}", was.get(key), now.get(key)) for key in sorted({*was, *now})]
 
 
 def train_data_record(train_set, samples: int) -> dict[str, Any]:
