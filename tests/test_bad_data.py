@@ -19,6 +19,7 @@ from torch import nn
 from zoo.data import text
 from zoo.data.errors import DataError
 from zoo.data.images import build_image_dataset
+from zoo.data.sources import resolve
 from zoo.evaluate import evaluate_model
 from zoo.train import tasks
 from zoo.train.config import DataConfig, Recipe, RecipeError, TrainConfig
@@ -332,3 +333,25 @@ def test_the_language_models_config_declares_its_tokenizers_special_tokens(tmp_p
         "bos_token_id": None,
         "eos_token_id": 0,
     }
+
+
+@pytest.mark.parametrize("name", ["pydoc", "text"])
+def test_a_text_splits_slice_takes_part_of_its_documents(tmp_path, name):
+    """``train[:N]`` / ``validation[:N]`` on text data: the first N documents of the split (it was ignored)."""
+    path = None
+    if name == "text":
+        (tmp_path / "docs").mkdir()
+        for i in range(40):
+            (tmp_path / "docs" / f"{i:02d}.txt").write_text(f"document {i} " * 20)
+        path = str(tmp_path / "docs")
+    recipe = Recipe(model="m", train=TrainConfig(batch_size=2))
+    recipe.data = DataConfig(name=name, path=path, seq_len=16, vocab_size=300, val_fraction=0.5)
+    task = tasks.LMTask(recipe, DistState(), tmp_path / "run")
+    source = resolve(name, path)
+    train, held_out = task._documents(source)
+    recipe.data.train_split, recipe.data.val_split = "train[:3]", "validation[1:3]"
+    part_train, part_held_out = task._documents(source)
+    assert part_train == train[:3] and part_held_out == held_out[1:3]
+    recipe.data.train_split = "train[5:5]"
+    with pytest.raises(DataError, match="leaves none"):
+        task._documents(source)

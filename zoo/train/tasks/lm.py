@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ...data import text
 from ...data.errors import DataError
-from ...data.sources import TEXT_KINDS, DataSource, resolve
+from ...data.sources import TEXT_KINDS, DataSource, parse_split, resolve
 from ...data.stream import SampleStream, TokenRows, stack_rows, stream_documents, stream_name, text_stream
 from ...factory import create_model
 from ...hub import download
@@ -34,6 +34,19 @@ def local_tokenizer(source: str | None) -> Path | None:
         if cand.is_file():
             return cand
     return None
+
+
+def _part(docs: list[str], part: slice | None) -> list[str]:
+    """The documents a split's slice names (all for no slice); a slice that leaves none is refused."""
+    if part is None:
+        return docs
+    kept = docs[part]
+    if not kept:
+        raise DataError(
+            f"the slice [{part.start or ''}:{part.stop or ''}] leaves none of the split's {len(docs)} documents: "
+            "widen it"
+        )
+    return kept
 
 
 class _Rows(Dataset):
@@ -85,16 +98,19 @@ class LMTask(Task):
         if src.stream:
             self.stream_source, self.text_key, head, held_out = text_stream(d, self.tokenizer_docs)
             return head, held_out
+        (train_name, train_part), (val_name, val_part) = parse_split(d.train_split), parse_split(d.val_split)
         if src.kind == "hf_disk":
             try:
                 return (
-                    text.load_text_documents("hf_disk", src.path, d.train_split, d.text_key),
-                    text.load_text_documents("hf_disk", src.path, d.val_split, d.text_key),
+                    _part(text.load_text_documents("hf_disk", src.path, train_name, d.text_key), train_part),
+                    _part(text.load_text_documents("hf_disk", src.path, val_name, d.text_key), val_part),
                 )
             except ValueError:
                 pass
-        docs = text.load_text_documents(src.kind, src.path, d.train_split, d.text_key)
-        return text.split_documents(docs, d.val_fraction)
+        docs = text.load_text_documents(src.kind, src.path, train_name, d.text_key)
+        train, held_out = text.split_documents(docs, d.val_fraction)
+        # a slice (train[:200]) takes part of the split's documents, as it takes part of an image split
+        return _part(train, train_part), _part(held_out, val_part)
 
     def _tokenizer_file(self, train_docs: list[str]) -> tuple[Path, bool]:
         """RUN_DIR/tokenizer.json: the recipe's tokenizer copied, or one trained on the training documents; and
