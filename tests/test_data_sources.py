@@ -311,3 +311,57 @@ def test_train_py_on_a_grey_synthetic_set(tmp_path):
                          profile=False)  # fmt: skip
     assert row["samples"] == 100 and row["input_size"] == [1, 28, 28]
     assert row["top1"] == pytest.approx(metrics["top1"])  # the same grey images, normalised as the set was
+
+
+def _bad_mnist_label(folder: Path) -> str:
+    _write_mnist(folder, compress=False)
+    labels = (np.arange(20) % 10).astype(np.uint8)
+    labels[7] = 10
+    (folder / "train-labels-idx1-ubyte").write_bytes(_idx(labels))
+    return f"mnist:{folder}"
+
+
+def _bad_cifar_label(folder: Path) -> Path:
+    _write_cifar(folder)
+    f = folder / "cifar-10-batches-py" / "data_batch_2"
+    batch = pickle.loads(f.read_bytes())
+    batch["labels"][1] = 12
+    f.write_bytes(pickle.dumps(batch, protocol=2))
+    return folder
+
+
+def _bad_cifar_meta(folder: Path) -> Path:
+    _write_cifar(folder)
+    (folder / "cifar-10-batches-py" / "batches.meta").write_bytes(
+        pickle.dumps({"label_names": ["cat", "dog", "bird"]}, protocol=2)
+    )
+    return folder
+
+
+def _bad_svhn_label(folder: Path) -> Path:
+    from scipy.io import savemat
+
+    folder.mkdir()
+    x = np.zeros((32, 32, 3, 3), dtype=np.uint8)
+    savemat(folder / "train_32x32.mat", {"X": x, "y": np.array([[1], [11], [2]], dtype=np.uint8)})
+    savemat(folder / "test_32x32.mat", {"X": x, "y": np.array([[1], [2], [3]], dtype=np.uint8)})
+    return folder
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (_bad_mnist_label, r"label 10 \(sample 7"),
+        (_bad_cifar_label, r"label 12 \(sample 5"),
+        (_bad_cifar_meta, "names 3 classes"),
+        (_bad_svhn_label, r"label 11 \(sample 1"),
+    ],
+)
+def test_labels_and_class_lists_are_checked_when_read(tmp_path, make, match):
+    """A label outside the set's classes, or a meta file naming another number of classes, is a DataError naming
+    the file when the split is read (train.py and eval.py crashed later without naming it; zoo condense dropped
+    the samples)."""
+    source = resolve(str(make(tmp_path / "set")))
+    with pytest.raises(DataError, match=match):
+        source.arrays("train")
+        source.class_names  # noqa: B018  (read on first use)

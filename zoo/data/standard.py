@@ -218,7 +218,13 @@ def cifar_class_names(folder: str | Path, name: str) -> list[str]:
     meta_file, key = _CIFAR_META[name]
     if not (root / meta_file).is_file():
         raise DataError(f"{root} lacks {meta_file}, {name}'s class names: give the folder as distributed")
-    return [str(n) for n in _cifar_dict(root / meta_file, (key,))[key]]
+    names = [str(n) for n in _cifar_dict(root / meta_file, (key,))[key]]
+    if len(names) != NUM_CLASSES[name] or len(set(names)) != len(names):
+        raise DataError(
+            f"{root / meta_file} names {len(names)} classes ({len(set(names))} distinct); {name} has "
+            f"{NUM_CLASSES[name]}: the file is damaged or of another set, download it again"
+        )
+    return names
 
 
 def read_cifar(folder: str | Path, split: str, name: str = "cifar10") -> tuple[np.ndarray, np.ndarray]:
@@ -270,19 +276,37 @@ def read_svhn(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: X is {x.dtype} {x.shape}, not 32 x 32 x 3 x N bytes")
     if y.shape != (x.shape[3],):
         raise DataError(f"{path} holds {y.size:,} labels for {x.shape[3]:,} images")
+    _check_labels(y, 1, 10, path)  # SVHN's labels are 1..10, 10 standing for the digit 0
     y[y == 10] = 0
     return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), y
+
+
+# the number of classes of each standard set: its labels are 0 .. n - 1 (SVHN's file: 1 .. 10)
+NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10}
+
+
+def _check_labels(labels: np.ndarray, low: int, high: int, where) -> None:
+    """DataError naming ``where`` and the first label outside ``low .. high``, read before any sample is used."""
+    bad = np.flatnonzero((labels < low) | (labels > high))
+    if bad.size:
+        raise DataError(
+            f"{where} holds label {int(labels[bad[0]])} (sample {int(bad[0]):,}; {bad.size:,} such) outside "
+            f"{low}..{high}: the file is damaged or of another set, download it again"
+        )
 
 
 def read_split(name: str, folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 (N, H, W, C), labels int64)`` of ``name``'s ``split`` (``train`` or ``test``) in ``folder``."""
     if name in ("mnist", "fashion_mnist"):
-        return read_mnist(folder, split, name)
-    if name in _CIFAR_FOLDER:
-        return read_cifar(folder, split, name)
-    if name == "svhn":
-        return read_svhn(folder, split)
-    raise DataError(f"no reader for {name!r}")
+        images, labels = read_mnist(folder, split, name)
+    elif name in _CIFAR_FOLDER:
+        images, labels = read_cifar(folder, split, name)
+    elif name == "svhn":
+        return read_svhn(folder, split)  # checked against its own 1..10
+    else:
+        raise DataError(f"no reader for {name!r}")
+    _check_labels(labels, 0, NUM_CLASSES[name] - 1, f"{name}'s {split} split in {folder}")
+    return images, labels
 
 
 # ----------------------------------------------------------------------------------------------------------------
