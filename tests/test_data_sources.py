@@ -244,6 +244,32 @@ def test_no_network_no_path_is_one_line_saying_pass_a_path(tmp_path, monkeypatch
     assert rc == 2 and len(err.splitlines()) == 1 and "pass the folder holding its files" in err, err
 
 
+def test_a_stalled_download_times_out_naming_the_url(tmp_path, monkeypatch):
+    """A server that accepts the connection and sends nothing: the download gives up after ZOO_DOWNLOAD_TIMEOUT
+    seconds in one line naming the URL and the way round it (it waited forever)."""
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    held = []
+    threading.Thread(target=lambda: [held.append(server.accept()) for _ in range(4)], daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/"
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZOO_DOWNLOAD_TIMEOUT", "0.5")
+    monkeypatch.setattr(tvd.MNIST, "mirrors", [url])
+    start = time.monotonic()
+    try:
+        with pytest.raises(DataError, match=r"no data for 0\.5 s from http://127\.0\.0\.1:\d+/train-images") as e:
+            resolve("mnist").arrays("train")
+    finally:
+        server.close()
+    assert time.monotonic() - start < 30 and "--data-path PATH" in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # the shared MNIST and Fashion-MNIST, through load_real, zoo condense, train.py and eval.py
 # ------------------------------------------------------------------------------------------------------------------

@@ -18,9 +18,12 @@ int64 ``(N,)``. A file that is missing, truncated, of the wrong kind or inconsis
 with torchvision's download utilities, which check the md5 and skip files already complete.
 """
 
+import contextlib
 import gzip
 import io
+import os
 import pickle
+import socket
 import zlib
 from pathlib import Path
 
@@ -314,7 +317,7 @@ def read_split(name: str, folder: str | Path, split: str) -> tuple[np.ndarray, n
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _fetch_mnist(name: str, root: Path) -> None:
+def _fetch_mnist(name: str, root: Path, fetching: list[str]) -> None:
     cls = _TORCHVISION_CLASS[name]
     for filename, md5 in cls.resources:
         if check_integrity(str(root / filename), md5):
@@ -322,12 +325,39 @@ def _fetch_mnist(name: str, root: Path) -> None:
         errors = []
         for mirror in cls.mirrors:
             try:
+                fetching[:] = [f"{mirror}{filename}"]
                 download_url(f"{mirror}{filename}", str(root), filename, md5)
                 break
             except Exception as e:  # noqa: BLE001 (URLError, OSError, an md5 mismatch: try the next mirror)
                 errors.append(f"{type(e).__name__}: {e}")
         else:
             raise OSError(f"{filename}: {errors[-1] if errors else 'no mirror'}")
+
+
+TIMEOUT_ENV = "ZOO_DOWNLOAD_TIMEOUT"  # seconds a dataset download may wait for the server's next bytes (default 60)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    """Every socket opened in the block gives up after ``seconds`` without data (torchvision's downloads set none,
+    and a stalled connection would wait forever); the process's default is restored after."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _timeout_seconds() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "60")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise DataError(f"{TIMEOUT_ENV}={raw!r}: give the seconds a download may wait for data, e.g. 60")
+    return seconds
 
 
 def download(name: str, root: str | Path) -> Path:
@@ -338,19 +368,28 @@ def download(name: str, root: str | Path) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     cls = _TORCHVISION_CLASS[name]
+    fetching: list[str] = []  # the URL being read, for the message
+    seconds = _timeout_seconds()
     try:
-        if name in ("mnist", "fashion_mnist"):
-            _fetch_mnist(name, root)
-        elif name in _CIFAR_FOLDER:
-            if not (root / _CIFAR_FOLDER[name]).is_dir():
-                download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
-        elif name == "svhn":
-            for split in ("train", "test"):
-                url, filename, md5 = cls.split_list[split]
-                if not check_integrity(str(root / filename), md5):
-                    download_url(url, str(root), filename, md5)
-    except Exception as e:  # noqa: BLE001 (urllib, OSError, torchvision's md5 RuntimeError)
+        with _socket_timeout(seconds):
+            if name in ("mnist", "fashion_mnist"):
+                _fetch_mnist(name, root, fetching)
+            elif name in _CIFAR_FOLDER:
+                if not (root / _CIFAR_FOLDER[name]).is_dir():
+                    fetching[:] = [cls.url]
+                    download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+            elif name == "svhn":
+                for split in ("train", "test"):
+                    url, filename, md5 = cls.split_list[split]
+                    if not check_integrity(str(root / filename), md5):
+                        fetching[:] = [url]
+                        download_url(url, str(root), filename, md5)
+    except Exception as e:  # noqa: BLE001 (urllib, OSError, a timeout, torchvision's md5 RuntimeError)
         why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        if "timed out" in why.lower() or isinstance(e, (TimeoutError, socket.timeout)):
+            why = f"no data for {seconds:g} s from {fetching[0] if fetching else 'the server'}; {TIMEOUT_ENV} sets the wait"
+        elif fetching:
+            why += f"; {fetching[0]}"
         raise DataError(
             f"cannot download {name} into {root} ({why}): pass the folder holding its files instead "
             f"(--data-path PATH, data.path in a recipe, or {name}:PATH)"
