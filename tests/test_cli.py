@@ -213,3 +213,23 @@ def test_convert_an_authors_slak_checkpoint_into_a_zoo_folder(tmp_path, capsys):
     assert "must be a JSON object" in capsys.readouterr().err
     assert main(["convert", "slak_tiny", str(src), str(tmp_path / "bad")]) == 2  # 1000-class, 224-width model
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["bench", "--threads", "0"], "--threads: 0 is out of range"),
+        (["bench", "--runs", "0"], "--runs: 0 is out of range"),
+        (["bench", "--img-size", "0"], "--img-size: 0 is out of range"),
+        (["bench", "--warmup", "-1"], "--warmup: -1 is out of range"),
+        (["run", "convnet_d3", "--batch-size", "0"], "--batch-size: 0 is out of range"),
+        (["run", "convnet_d3", "--batch-size", "-2"], "--batch-size: -2 is out of range"),
+        (["run", "convnet_d3", "--img-size", "100000"], "--img-size: 100000 is out of range"),
+        (["run", "convnet_d3", "--batch-size", "two"], "expected a whole number"),
+    ],
+)
+def test_counts_out_of_range_are_usage_errors_before_any_work(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and words in err.splitlines()[-1], err

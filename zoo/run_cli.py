@@ -17,6 +17,7 @@ from .data.text import special_token_ids
 from .export import llama_backend
 from .export.run_folder import is_export_folder, run_export_folder
 from .factory import create_model
+from .layers.args import int_between
 from .lm.decoder import DecoderLM, TextStreamer
 from .registry import list_models
 
@@ -26,8 +27,10 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """``zoo run``'s arguments."""
     p.add_argument("model", help="registered name, hf-hub:ORG/NAME, a model folder, or a folder zoo export wrote")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--img-size", type=int, default=None, help="vision models: image size (default: the model's)")
+    p.add_argument("--batch-size", type=int_between(1, 4096), default=1)
+    p.add_argument(
+        "--img-size", type=int_between(1, 4096), default=None, help="vision models: image size (default: the model's)"
+    )
     p.add_argument("--weights", default=None, help="checkpoint file or folder to load (any supported origin)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init and the synthetic input (default 0)")
     p.add_argument("--prompt-tokens", type=int, default=8, help="language models: random prompt length (default 8)")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..layers.args import int_between
 from ..registry import get_entry, list_models
 from . import data_pruning, deployed, formats, formats_report, lm, mor, slak, sret, vision
 from . import train as train_bench
@@ -183,9 +184,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated model names, one family (default: {','.join(vision.DEFAULT_MODELS)})",
     )
     parser.add_argument("--batch-sizes", type=_csv(int), default=None, help="comma-separated batch sizes")
-    parser.add_argument("--runs", type=int, default=None, help="timed rounds per candidate (default: by batch size)")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up passes per candidate (default: 2)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--runs", type=int_between(1), default=None, help="timed rounds per candidate (default: by batch size)"
+    )
+    parser.add_argument("--warmup", type=int_between(0), default=2, help="warm-up passes per candidate (default: 2)")
+    parser.add_argument(
+        "--threads", type=int_between(1, 1024), default=None, help="torch intra-op threads (default: torch's)"
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     parser.add_argument(
         "--out",
@@ -199,7 +204,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--deployed", action="store_true", help="time the exported / compiled forms beside eager (zoo export)"
     )
-    parser.add_argument("--img-size", type=int, default=224, help="vision: input height and width (default 224)")
+    parser.add_argument(
+        "--img-size", type=int_between(8, 4096), default=224, help="vision: input height and width (default 224)"
+    )
     parser.add_argument(
         "--impls", type=_csv(str), default=["auto"], help=f"SLaK: zoo paths to time ({', '.join(slak.IMPLS)})"
     )

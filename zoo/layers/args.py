@@ -1,5 +1,6 @@
 """Argument checks shared by the registry, the model configs and the commands."""
 
+import argparse
 import difflib
 import json
 from collections.abc import Iterable, Mapping
@@ -32,3 +33,21 @@ def parse_json_object(text: str | None, flag: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"num_classes\": 10}}'")
     return value
+
+
+def int_between(low: int, high: int | None = None):
+    """An argparse ``type`` for an int in ``low .. high`` (no upper bound for None): a value outside is the
+    command's usage error (one line, exit status 2) before any work, not a failure in the middle of it."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"{low}..{high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give {bound}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
