@@ -238,6 +238,10 @@ def test_two_gloo_processes_prune_the_same_samples(tmp_path, monkeypatch):
         (["--data_pruning.ratio", "-0.1"], "ratio must be in [0, 1)"),
         (["--data_pruning.delta", "0"], "delta must be in (0, 1]"),
         (["--data_pruning.delta", "1.5"], "delta must be in (0, 1]"),
+        (
+            ["--data_pruning.method", "el2n", "--data_pruning.score_epochs", "8", "--train.epochs", "8"],
+            "leaves none of train.epochs 8 to prune",
+        ),
         (["--data_pruning.method", "forget"], "method must be one of infobatch, random, el2n"),
         (["--data_pruning.method", "infobatch", "--data.name", "hf_stream", "--data.path", "x/y"], "unknown length"),
         (["--data_pruning.rate", "0.5"], "unknown override --data_pruning.rate"),

@@ -467,6 +467,12 @@ def validate(recipe: Recipe):
             "data_pruning picks samples by index and data.name hf_stream streams data of unknown length: use a "
             "dataset on disk (hf_disk, a folder, a file), or drop the data_pruning: section"
         )
+    dp = recipe.data_pruning
+    if dp is not None and dp.method == "el2n" and not t.steps and dp.score_epochs >= t.epochs:
+        raise RecipeError(
+            f"data_pruning.score_epochs {dp.score_epochs} leaves none of train.epochs {t.epochs} to prune: el2n "
+            "scores the samples after that many full-data epochs; lower it or train longer"
+        )
 
 
 # augmentation settings under which a training sample gives the same input every epoch (cache_logits needs it)
