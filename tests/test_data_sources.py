@@ -391,3 +391,12 @@ def test_labels_and_class_lists_are_checked_when_read(tmp_path, make, match):
     with pytest.raises(DataError, match=match):
         source.arrays("train")
         source.class_names  # noqa: B018  (read on first use)
+
+
+@pytest.mark.parametrize("split", ["../other/train[:2]", "/etc", "train/../../x", ".."])
+def test_a_split_is_a_name_never_a_path(split):
+    from zoo.data.sources import parse_split
+
+    with pytest.raises(DataError, match="not a path"):
+        parse_split(split)
+    assert parse_split("test[:1000]") == ("test", slice(None, 1000))

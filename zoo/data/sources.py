@@ -103,6 +103,7 @@ TEXT_KINDS = ("pydoc", "text", "hf_disk", "hf_stream", "wds")
 KINDS = tuple(dict.fromkeys(IMAGE_KINDS + TEXT_KINDS))
 _HELD_OUT = ("test", "validation", "val", "valid")
 _SLICE = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
 def cache_dir() -> Path:
@@ -120,9 +121,17 @@ def parse_split(split: str) -> tuple[str, slice | None]:
     if m is None:
         if "[" in split or "]" in split:
             raise DataError(f"split {split!r}: write a slice as NAME[START:STOP], e.g. train[:2000]")
-        return split, None
-    start, stop = (int(v) if v else None for v in (m["start"], m["stop"]))
-    return m["name"], slice(start, stop)
+        name, part = split, None
+    else:
+        start, stop = (int(v) if v else None for v in (m["start"], m["stop"]))
+        name, part = m["name"], slice(start, stop)
+    # a split names a part of the data (a subfolder, a datasets split), never another place on disk
+    if not _SPLIT_NAME.fullmatch(name) or name in (".", ".."):
+        raise DataError(
+            f"split {split!r}: a split is a name (train, validation, test, optionally sliced: test[:1000]), not a "
+            "path; point --data-path (data.path) at the data instead"
+        )
+    return name, part
 
 
 def is_stream(name: str, path: str | None) -> bool:
