@@ -5,6 +5,7 @@ benchmark's (python -m zoo.bench.condense), and a slow test checks that DM beats
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,16 @@ def test_dm_at_ipc_1_beats_the_random_subset(real):
     dm_acc = sum(evaluate_set(dm, test, settings, runs=3)) / 3
     rnd_acc = sum(evaluate_set(rnd, test, settings, runs=3)) / 3
     assert dm_acc > rnd_acc + 5, (dm_acc, rnd_acc)
+
+
+def test_a_saved_set_has_the_umasks_modes(real, tmp_path):
+    """The set's folder and files are made as other outputs are (0755 / 0644 under umask 022): safetensors writes
+    0600 and a temporary folder is 0700."""
+    old = os.umask(0o022)
+    try:
+        condense(real, "dm", ipc=1, iterations=1, out=tmp_path / "set", progress=False, **TINY["dm"])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "set").stat().st_mode & 0o777 == 0o755
+    for f in ("synthetic.safetensors", "condense.json", "README.md", "grid.png"):
+        assert (tmp_path / "set" / f).stat().st_mode & 0o777 == 0o644, f

@@ -145,6 +145,7 @@ class SyntheticSet:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is 0700; the set is a folder like any other output
             self._write(tmp)
             state = out / STATE_DIR
             if state.is_dir():  # the resumable state stays with the folder
@@ -166,6 +167,7 @@ class SyntheticSet:
         recorded = {k: json.dumps(self.meta.get(k), sort_keys=True) for k in RECORDED_META}  # checked at load
         metadata = {"format": "zoo-synthetic", "method": self.meta["method"], **recorded}
         save_file(tensors, str(tmp / TENSOR_FILE), metadata=metadata)
+        os.chmod(tmp / TENSOR_FILE, 0o666 & ~_umask())  # safetensors writes 0600; the set's other files get the umask's
         (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n")
         pixels = (self.denormalized() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         names = self.class_names
@@ -177,6 +179,13 @@ class SyntheticSet:
             counts[y] = counts.get(y, 0) + 1
         _grid(pixels, self.labels.tolist(), len(names)).save(tmp / "grid.png")
         (tmp / "README.md").write_text(_card(self))
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then set back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _safe_dir(name: str) -> str:
