@@ -155,6 +155,18 @@ def test_an_interrupted_runs_state_is_kept_until_resume_or_overwrite(tmp_path, c
     assert (state / "last.pt").read_bytes() == b"state of the earlier run"
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_the_zoos_cache_is_no_out_folder(tmp_path, monkeypatch, capsys, overwrite):
+    cache = tmp_path / "cache"
+    (cache / "datasets" / "mnist").mkdir(parents=True)
+    monkeypatch.setenv("ZOO_CACHE", str(cache))
+    for out in (cache, tmp_path):
+        rc = zoo_main(["condense", "--out", str(out), "--no-progress", "--iterations", "1", "--ipc", "1", *overwrite])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "the zoo's cache" in err, err
+    assert (cache / "datasets" / "mnist").is_dir()
+
+
 def test_a_dataset_without_labels_is_refused(tmp_path, capsys):
     (tmp_path / "flat").mkdir()
     from PIL import Image

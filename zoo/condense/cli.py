@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from ..data.errors import DataError
-from ..data.sources import add_data_path_argument, resolve
+from ..data.sources import add_data_path_argument, cache_dir, resolve
 from ..data.synthetic import META_FILE
 from ..registry import UnknownModelError, get_entry
 from . import distributed
@@ -156,6 +156,13 @@ def _check_out(out: Path, source, args: argparse.Namespace, options: dict, image
     settings is replaced only with ``--overwrite``."""
     if out.exists() and not out.is_dir():
         raise CondenseError(f"--out {out} is a file: name a folder (new, empty or a synthetic set) to write the set to")
+    cache = cache_dir().parent  # the zoo's cache: downloaded datasets, GGUF files, the tests' files
+    if _inside(cache, out):
+        raise CondenseError(
+            f"--out {out} {'is' if out.resolve() == cache.resolve() else 'holds'} the zoo's cache {cache} "
+            f"({'--overwrite would remove it' if args.overwrite else 'a set would be written into it'}): choose an "
+            "--out folder of its own"
+        )
     sources = [("--data", source.path), ("--teacher", args.teacher)]
     for flag, value in sources:
         if not value or not Path(value).exists():
