@@ -233,3 +233,16 @@ def test_counts_out_of_range_are_usage_errors_before_any_work(argv, words, capsy
         main(argv)
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and words in err.splitlines()[-1], err
+
+
+def test_eval_finds_the_tokenizer_in_the_model_folder(tmp_path, one_thread):
+    """eval.py -m FOLDER on a language model: the tokenizer.json saved beside its weights."""
+    from zoo.data import text
+    from zoo.evaluate import evaluate_model
+
+    model = zoo.create_model("mobilellm_125m", **{**SMALL_LM, "vocab_size": 300})
+    folder = tmp_path / "model"
+    model.save_pretrained(folder, format="zoo")
+    text.train_bpe_tokenizer(list(text.bundled_corpus().values())[:40], 300, folder / "tokenizer.json")
+    row = evaluate_model(str(folder), "pydoc", pretrained=True, seq_len=32, max_batches=1, batch_size=2, profile=False)
+    assert row["perplexity"] > 1

@@ -61,14 +61,18 @@ class _Rows(Dataset):
 
 
 def find_tokenizer(source: EvalSource):
-    """The tokenizer of a model under evaluation: the one named, the run's, the one beside the weights, or the
-    Hub repo's (``hf-hub:`` names)."""
+    """The tokenizer of a model under evaluation: the one named, the run's, the one beside the weights, the one in
+    the model's own folder (a saved folder, a run folder or its ``export/``), or the Hub repo's (``hf-hub:``
+    names)."""
     cands = [source.tokenizer] if source.tokenizer else []
     if source.run_dir is not None:
         cands.append(str(source.run_dir / "tokenizer.json"))
     if source.weights:
         p = Path(source.weights)
         cands.append(str((p if p.is_dir() else p.parent) / "tokenizer.json"))
+    beside = local_tokenizer(source.model_name)  # eval.py -m FOLDER: a model folder or a run folder (or its export/)
+    if beside is not None:
+        cands.append(str(beside))
     for c in cands:
         if Path(c).exists():
             return text.load_tokenizer(c), Path(c)
