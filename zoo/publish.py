@@ -30,10 +30,10 @@ from .cards import render_published_card
 from .data.text import special_token_ids
 from .factory import create_model
 from .hub import CONFIG_NAME, WEIGHTS_NAME, endpoint_reachable, offline_mode
-from .layers.saving import register_hub_functions
+from .layers.saving import register_hub_functions, write_file
 from .profile import count_params, profile
 from .registry import get_entry
-from .weights import load_checkpoint, save_state_dict, sha256_file, write_file
+from .weights import load_checkpoint, save_state_dict, sha256_file
 
 __all__ = [
     "PublishError",

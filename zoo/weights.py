@@ -35,7 +35,6 @@ __all__ = [
     "read_state_dict",
     "save_state_dict",
     "sha256_file",
-    "write_file",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -620,22 +619,6 @@ def save_state_dict(
         save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})})
         os.chmod(tmp, mode)  # save_file replaces the file with one of mode 0600
         _sort_metadata(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def write_file(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write ``path`` whole or not at all, never through a link: a new file beside it (the umask's mode), then
-    ``os.replace``, which replaces a symbolic link at ``path`` itself and leaves what it pointed to (a Hub cache
-    blob, a DVC or git-annex store file) as it was. For every small file a save writes next to its weights."""
-    path = Path(path)
-    tmp = _new_temp_file(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -9,11 +9,12 @@ its two functions here when it is imported (``import zoo`` imports it).
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HubMixin", "register_hub_functions"]
+__all__ = ["HubMixin", "register_hub_functions", "write_file"]
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {}
 
@@ -78,3 +79,24 @@ class HubMixin:
         ``token``, ``commit_message``, ``metrics``, ...)."""
         kwargs.setdefault("latency_runs", 0)
         return _function("push", "push_to_hub")(self, repo_id, **kwargs)
+
+
+def write_file(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``path`` whole or not at all, never through a link: a new file beside it (the umask's mode), then
+    ``os.replace``, which replaces a symbolic link at ``path`` itself and leaves what it pointed to (a Hub cache
+    blob, a DVC or git-annex store file) as it was. For every small file a save writes next to its weights."""
+    path = Path(path)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..weights import write_file
+from ..layers.saving import write_file
 
 __all__ = ["GENERATION_CONFIG_NAME", "GenerationConfig"]
 

@@ -5,9 +5,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..layers.saving import write_file
 from ..lm.decoder import DecoderLM
 from ..lm.quant import QuantSpec
-from ..weights import save_state_dict, write_file
+from ..weights import save_state_dict
 
 __all__ = ["write_lm_folder"]
 
