@@ -69,6 +69,6 @@ def test_an_unwritable_dataset_cache_is_one_line(tmp_path, monkeypatch, no_downl
 
 def test_a_good_cache_is_made(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "new"))
-    monkeypatch.setattr(standard, "_fetch_mnist", lambda name, root: None)
+    monkeypatch.setattr(standard, "_fetch_mnist", lambda name, root, *fetching: None)
     assert DataSource("mnist").folder() == tmp_path / "new" / "datasets" / "mnist"
     assert (tmp_path / "new" / "datasets" / "mnist").is_dir()
