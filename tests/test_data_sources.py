@@ -400,3 +400,11 @@ def test_a_split_is_a_name_never_a_path(split):
     with pytest.raises(DataError, match="not a path"):
         parse_split(split)
     assert parse_split("test[:1000]") == ("test", slice(None, 1000))
+
+
+@pytest.mark.parametrize("data", ["digits", "pydoc"])
+def test_bundled_data_given_a_path_is_refused(data, tmp_path):
+    """digits and pydoc ship with the install: a --data-path beside them went unread, silently."""
+    with pytest.raises(DataError, match="ships with the install and reads no path"):
+        resolve(data, str(tmp_path))
+    assert resolve(data).path is None

@@ -395,6 +395,11 @@ def resolve(data: str, path: str | os.PathLike | None = None) -> DataSource:
         if path is not None and Path(path).expanduser() != Path(inline).expanduser():
             raise DataError(f"{data} and the path {path} name two places: give the path once")
         path = inline
+    if kind in ("digits", "pydoc") and path is not None:  # bundled with the install: a path would go unread
+        raise DataError(
+            f"{kind} ships with the install and reads no path ({path} given): drop the path, or name the data that "
+            f"lives there (image_folder:{path}, text:{path}, mnist:{path}, ...)"
+        )
     if kind in KINDS:
         return DataSource(kind, path)
     if path is not None:
