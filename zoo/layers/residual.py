@@ -37,14 +37,11 @@ def residual_add(
     allocation: on CPU, first-touching large fresh buffers costs as much as the arithmetic. Traced and scripted
     graphs allocate.
     """
+    out: torch.Tensor | None = None
     if not torch.jit.is_scripting() and is_eager() and _fresh_output(x, branch, gain, res_scale):
-        if res_scale is not None:
-            x = x * res_scale
-        if gain is None:
-            return torch.add(x, branch, out=branch)
-        return torch.addcmul(x, branch, gain, out=branch)
+        out = branch
     if res_scale is not None:
         x = x * res_scale
     if gain is None:
-        return x + branch
-    return torch.addcmul(x, branch, gain)
+        return x + branch if out is None else torch.add(x, branch, out=out)
+    return torch.addcmul(x, branch, gain) if out is None else torch.addcmul(x, branch, gain, out=out)
