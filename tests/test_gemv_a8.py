@@ -272,3 +272,29 @@ def test_the_compiled_step_gives_eager_tokens_with_8_bit_activations():
 )
 def test_the_compiled_step_gives_eager_tokens_at_each_act_width(fmt, op):
     _compiled_matches_eager(fmt, op)
+
+
+@pytest.mark.parametrize("fmt", ["int8a8", "int4a8"])
+def test_every_path_the_cpu_runs_gives_the_model_the_same_bits(monkeypatch, fmt):
+    """ZOO_GEMV_ISA=avx2|avxvnni|avx512vnni, each where this CPU has it, through a whole quantized LM: the prompt's
+    logits and the greedy tokens of every path are the same bits (the kernels' paths are bit-identical), so the
+    default test run covers every path the machine at hand runs."""
+    model = _tiny_lm(fmt)
+    ids = torch.randint(0, 128, (2, 9), generator=torch.Generator().manual_seed(1))
+    saved = gemv._state.pop("isa", None)
+    outs = {}
+    try:
+        for isa in gemv.cpu_isas():
+            monkeypatch.setenv("ZOO_GEMV_ISA", isa)
+            gemv._state.pop("isa", None)  # the path is read at the process's first 8-bit product
+            with torch.inference_mode():
+                outs[isa] = (model(ids), model.generate(ids, max_new_tokens=8))
+            assert gemv._state["isa"] == gemv.ISAS.index(isa)  # that path ran
+    finally:
+        gemv._state.pop("isa", None)
+        if saved is not None:
+            gemv._state["isa"] = saved
+    first_logits, first_tokens = next(iter(outs.values()))
+    for isa, (logits, tokens) in outs.items():
+        assert torch.equal(logits, first_logits), isa
+        assert torch.equal(tokens, first_tokens), isa
