@@ -613,3 +613,34 @@ def test_a_resumed_run_keeps_the_thread_count_it_started_with(tmp_path):
         assert torch.get_num_threads() == recorded
     finally:
         torch.set_num_threads(before)
+
+
+def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume_from(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during training: no traceback, exit 130, the last complete checkpoint named and resumable; before
+    the first checkpoint, the line says there is nothing to resume."""
+    from zoo.train import run_setup
+
+    real_save, saves = run_setup.save_training_checkpoint, []
+
+    def save_then_interrupt(*args, **kwargs):
+        saves.append(real_save(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_setup, "save_training_checkpoint", save_then_interrupt)
+    out = tmp_path / "run"
+    assert _main(out, "--train.steps", "3", "--checkpoint.every_steps", "1") == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("train.py: interrupted")]
+    assert len(lines) == 1 and str(out / "checkpoints" / "last.pt") in lines[0] and "--resume auto" in lines[0]
+    assert len(saves) == 1 and (out / "checkpoints" / "step_1.pt").is_file()
+    assert load_training_checkpoint(out / "checkpoints" / "last.pt")["data_position"]["step_in_epoch"] >= 1
+    monkeypatch.setattr(run_setup, "save_training_checkpoint", real_save)
+    assert _main(out, "--train.steps", "3", "--checkpoint.every_steps", "1", "--resume", "auto") == 0
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train", interrupt)
+    assert _main(tmp_path / "other") == 130
+    assert "train.py: interrupted; it stopped before its first checkpoint" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from ..weights import CheckpointError
 from .checkpoint import CheckpointCorruptError, DiskFullError, disk_full_message
 from .config import RecipeError, load_recipe, load_run_recipe, recipe_to_dict
 from .loop import NonFiniteLossError, train
-from .run_folder import RunFolderError
+from .run_folder import RunFolderError, run_dir_of
 
 __all__ = ["main"]
 
@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             return 3
     except USER_ERRORS as e:
         return _error(str(e))
+    except KeyboardInterrupt:  # the checkpoints are written atomically: the last complete one is intact
+        print(f"train.py: interrupted; {_resume_hint(recipe)}", file=sys.stderr)
+        return 130
     except PublishError as e:  # the run itself finished; the message says how to publish it again
         print(f"train.py: error: {e}", file=sys.stderr)
         return 4
@@ -136,6 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("paths"):
         _print_summary(summary)
     return 0
+
+
+def _resume_hint(recipe) -> str:
+    """Where an interrupted run can go on from: its last complete checkpoint, or none yet."""
+    if recipe is None:
+        return "nothing was started"
+    last = run_dir_of(recipe) / "checkpoints" / "last.pt"
+    if last.is_file():
+        return f"its last complete checkpoint is {last}: go on with --resume auto (the same command plus --resume auto)"
+    return "it stopped before its first checkpoint: run the same command again to start over"
 
 
 def _print_summary(summary):
