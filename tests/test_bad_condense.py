@@ -174,3 +174,36 @@ def test_non_finite_images_are_blamed_on_the_data(tmp_path):
     data = _folder(tmp_path / "images")
     with pytest.raises(CondenseError, match="hold NaN or infinite values once normalised"):
         load_real(str(data), image_size=8, mean=(0.0, 0.0, 0.0), std=(0.0, 0.0, 0.0))
+
+
+def test_ctrl_c_is_one_line_and_the_saved_state_resumes(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during zoo condense: no traceback, exit 130, the saved state named and kept for --resume; before the
+    first state, the line says nothing was saved."""
+    from zoo.condense import core
+
+    data, out = _folder(tmp_path / "images"), tmp_path / "set"
+    real_save = core.save_training_checkpoint
+
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(core, "save_training_checkpoint", save_then_interrupt)
+    run = [*DM[:4], "--iterations", "3", *DM[6:], "--save-every", "1", "--ipc", "1", "--data", str(data)]
+    rc, err = _condense(capsys, *run, "--out", str(out))
+    assert rc == 130 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("zoo condense: interrupted; the last state saved in") and "--resume" in err
+    assert (out / core.STATE_DIR / "step_1.pt").is_file()
+    monkeypatch.setattr(core, "save_training_checkpoint", real_save)
+    rc, err = _condense(capsys, *run, "--out", str(out), "--resume")
+    assert rc == 0, err
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(core, "run_method", interrupt)
+    rc, err = _condense(capsys, *run, "--out", str(tmp_path / "other"))
+    assert rc == 130 and err == (
+        "zoo condense: interrupted; no state was saved yet (one is saved every --save-every iterations): run the "
+        "same command to start over"
+    )

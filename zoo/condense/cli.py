@@ -267,6 +267,16 @@ def _jsonable(v) -> bool:
         return False
 
 
+def _resume_hint(out: Path | None) -> str:
+    """Where an interrupted run can go on from: the last state saved in ``out``, or none yet."""
+    saved = out is not None and any(
+        p.name == "last.pt" or p.name.startswith("step_") for p in (out / STATE_DIR).glob("*.pt")
+    )
+    if saved:
+        return f"the last state saved in {out} is kept: run the same command with --resume to go on from it"
+    return "no state was saved yet (one is saved every --save-every iterations): run the same command to start over"
+
+
 def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
         if args.list_options:
@@ -284,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, device: str | None = None, main: bool = True, processes: int = 1) -> int:
+    out = None
     try:
         if args.method not in METHODS:
             raise CondenseError(f"unknown method {args.method!r}: choose from {', '.join(sorted(METHODS))}")
@@ -324,6 +335,10 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
         if main:  # the same error on every process: rank 0 says it
             print(f"zoo condense: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # states are written atomically: the last saved one is intact
+        if main:
+            print(f"zoo condense: interrupted; {_resume_hint(out)}", file=sys.stderr)
+        return 130
     if not main:
         return 0
     distributed.finish()  # the evaluation runs on rank 0 alone
