@@ -373,3 +373,26 @@ def test_resume_refuses_another_data_pruning_section(tmp_path, resumed, key):
         other = load_recipe(str(DIGITS), [*TINY[:-6], "--output_dir", str(tmp_path / "run")])
     with pytest.raises(RecipeError, match=re.escape(key)):
         read_checkpoint(other, str(path), tmp_path, main=True)
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--ratio", "2"], "data_pruning.ratio"),
+        (["--delta", "1.5"], "data_pruning.delta"),
+        (["--methods", "el2n", "--score-epochs", "8"], "score_epochs"),
+    ],
+)
+def test_bench_settings_are_refused_before_the_first_run(flags, fragment, monkeypatch, capsys):
+    """zoo bench --data-pruning reads every run's recipe before training: a bad --ratio once failed after the
+    full-data runs."""
+    from zoo.bench import data_pruning
+    from zoo.cli import main
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run trained before the settings were checked")
+
+    monkeypatch.setattr(data_pruning, "train", no_training)
+    assert main(["bench", "--data-pruning", "--seeds", "0", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo bench: error:") and fragment in err and len(err.splitlines()) == 1, err

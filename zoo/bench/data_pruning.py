@@ -128,6 +128,20 @@ def _finish(raw: dict[str, Any], out: Path, seed: int, threads: int, pruning: di
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _check_recipes(args, models: list[str], methods: list[str], threads: int) -> None:
+    """Every run's recipe read before the first run trains: a bad --ratio, --delta or --score-epochs is a
+    RecipeError at once, not after the full-data runs (the static methods' ratios, derived later, are in range)."""
+    for model in models:
+        raw = _lm_recipe(args) if model == "lm" else _image_recipe(args, model)
+        for method in methods:
+            cfg: dict[str, Any] = {"method": method, "ratio": args.ratio if method == "infobatch" else 0.5}
+            if method == "infobatch":
+                cfg["delta"] = args.delta
+            if method == "el2n":
+                cfg["score_epochs"] = args.score_epochs
+            _finish(raw, Path(tempfile.gettempdir()) / "zoo-pruning-check", 0, threads, cfg)
+
+
 def _train(raw: dict[str, Any], seed: int, threads: int, pruning: dict[str, Any] | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zoo-pruning-") as tmp:
         recipe = _finish(raw, Path(tmp) / "run", seed, threads, pruning)
@@ -257,6 +271,11 @@ def run(args: argparse.Namespace) -> int:
     if "infobatch" not in methods and any(m in methods for m in ("random", "el2n")):
         methods.insert(0, "infobatch")  # the baselines' cost is InfoBatch's
     threads = args.threads or 1
+    try:
+        _check_recipes(args, models, methods, threads)
+    except RecipeError as e:
+        print(f"zoo bench: error: {e}", file=sys.stderr)
+        return 2
     env = provenance()
     print("data pruning: full data against InfoBatch and static baselines (train.py's loop)")
     for key, value in env.items():
