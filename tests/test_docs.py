@@ -61,7 +61,7 @@ def test_a_figure_typed_by_hand_is_caught():
 
 
 def test_every_marked_table_is_one_the_generator_knows():
-    with pytest.raises(KeyError, match="names no generated table"):
+    with pytest.raises(headline.ResultsError, match="names no generated table"):
         headline.refresh("<!-- model_tabel:start -->\n| x |\n<!-- model_tabel:end -->\n", REPO / "results")
 
 

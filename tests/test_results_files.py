@@ -339,3 +339,35 @@ def test_a_deployed_run_at_another_image_size_is_a_row_of_its_own(results: Path)
     now = [(r["model"], r["setting"]) for run in json.loads(path.read_text())["runs"] for r in run["rows"]]
     assert now == [*published, ("poolformer_s12", "batch 1, 32 px")]
     assert deployed.setting_label(1) == "batch 1"
+
+
+def _spoil_row_model(folder: Path) -> None:
+    data = json.loads((folder / "lm_decode.json").read_text())
+    for run in data["runs"]:
+        run.pop("model")
+    (folder / "lm_decode.json").write_text(json.dumps(data))
+
+
+# (what, how the results copy is spoiled, the page text, a fragment of the one-line error)
+SPOILED = [
+    ("truncated file", lambda f: (f / "lm_decode.json").write_text((f / "lm_decode.json").read_text()[:500]),
+     "<!-- headline:start -->\n<!-- headline:end -->\n", "lm_decode.json is not complete JSON"),
+    ("row without model", _spoil_row_model, "<!-- headline:start -->\n<!-- headline:end -->\n",
+     "table headline cannot be built from"),
+    ("unknown marker", lambda f: None, "<!-- headlines:start -->\n<!-- headlines:end -->\n",
+     "README.md: <!-- headlines:start --> names no generated table"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("what, spoil, page, fragment", SPOILED, ids=[r[0] for r in SPOILED])
+def test_tables_that_cannot_be_rendered_are_one_line_naming_the_file(what, spoil, page, fragment, tmp_path, capsys,
+                                                                      monkeypatch):  # fmt: skip
+    shutil.copytree(REPO / "results", tmp_path / "results", ignore=shutil.ignore_patterns("*.md"))
+    spoil(tmp_path / "results")
+    (tmp_path / "README.md").write_text(page)
+    monkeypatch.setattr(headline, "REPO", tmp_path)
+    for mode in (["--check"], ["--write"]):
+        assert headline.main(mode) == 2
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert (tmp_path / "README.md").read_text() == page  # nothing written

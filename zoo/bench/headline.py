@@ -28,7 +28,7 @@ from typing import Any
 from ..data.sources import BENCHMARKS
 from .condense_speed import render_speed
 
-__all__ = ["PAGES", "TABLES", "check", "headline", "provenance_line", "refresh", "write"]
+__all__ = ["PAGES", "TABLES", "ResultsError", "check", "headline", "provenance_line", "refresh", "write"]
 
 REPO = Path(__file__).resolve().parents[2]
 # the pages that may hold generated tables (docs/results is a link to results/)
@@ -38,8 +38,50 @@ _CONDENSE_SPEED = ("condense/speed_mnist.json", "condense/speed_mnist_ipc1.json"
 _DATA_PRUNING = ("data_pruning/mnist_quickstart_2000_40ep.json", "data_pruning/fashion_mnist_quickstart_2000_40ep.json")
 
 
+class ResultsError(ValueError):
+    """A table that its results files cannot give (a file missing, truncated or not a JSON object, a row without a
+    key the table reads) or a page marking a table the generator does not know: one line naming the file or page."""
+
+
+_read: list[str] = []  # the results files read by the table being rendered, named when it cannot be rendered
+
+
 def _load(results: Path, name: str) -> dict[str, Any]:
-    return json.loads((results / name).read_text())
+    path = results / name
+    _read.append(name)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(
+            f"{path} is missing: restore it from git, or write it with the bench command that makes it"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(
+            f"{path} is not complete JSON ({e}): restore it from git, or write it again with the bench command that "
+            "makes it"
+        ) from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path} holds a JSON {type(data).__name__}, not the object of a results file")
+    return data
+
+
+def _render(name: str, results: Path) -> str:
+    """Table ``name`` from ``results``; a ResultsError naming the table and the files it read when they cannot give
+    it (a row without ``model``, a section missing), never a traceback."""
+    _read.clear()
+    try:
+        return TABLES[name](results)
+    except ResultsError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, StopIteration) as e:
+        files = ", ".join(str(results / f) for f in dict.fromkeys(_read)) or str(results)
+        if isinstance(e, KeyError):
+            what = f"a row or section lacks the key {e.args[0]!r}"
+        elif isinstance(e, StopIteration):
+            what = "a row the table needs is not there"
+        else:
+            what = f"{type(e).__name__}: {e}"
+        raise ResultsError(f"table {name} cannot be built from {files}: {what}") from None
 
 
 def _cpu(p: dict[str, Any]) -> str:
@@ -459,13 +501,13 @@ TABLES: dict[str, Callable[[Path], str]] = {
 def refresh(text: str, results: Path) -> str:
     """``text`` with every marked table rendered again from ``results``.
 
-    :raises KeyError: a marker names no table of :data:`TABLES`."""
+    :raises ResultsError: a marker names no table of :data:`TABLES`, or the results cannot give a table."""
 
     def render(m: re.Match) -> str:
         name = m.group(2)
         if name not in TABLES:
-            raise KeyError(f"<!-- {name}:start --> names no generated table: one of {', '.join(TABLES)}")
-        return f"{m.group(1)}{TABLES[name](results).rstrip()}\n{m.group(4)}"
+            raise ResultsError(f"<!-- {name}:start --> names no generated table: one of {', '.join(TABLES)}")
+        return f"{m.group(1)}{_render(name, results).rstrip()}\n{m.group(4)}"
 
     return _REGION.sub(render, text)
 
@@ -474,12 +516,22 @@ def _pages(repo: Path) -> list[Path]:
     return sorted({p for pattern in PAGES for p in repo.glob(pattern) if p.is_file()})
 
 
+def _refreshed(repo: Path) -> list[tuple[Path, str, str]]:
+    """(page, its text, its text with every table rendered again) for every page; a ResultsError names the page."""
+    pages = []
+    for page in _pages(repo):
+        text = page.read_text()
+        try:
+            pages.append((page, text, refresh(text, repo / "results")))
+        except ResultsError as e:
+            raise ResultsError(f"{page.relative_to(repo).as_posix()}: {e}") from None
+    return pages
+
+
 def check(repo: Path = REPO) -> list[str]:
     """The pages (relative paths) and table names whose text differs from a fresh rendering of ``results/``."""
     stale = []
-    for page in _pages(repo):
-        text = page.read_text()
-        fresh = refresh(text, repo / "results")
+    for page, text, fresh in _refreshed(repo):
         if fresh != text:
             old = {m.group(2): m.group(3) for m in _REGION.finditer(text)}
             new = {m.group(2): m.group(3) for m in _REGION.finditer(fresh)}
@@ -489,13 +541,12 @@ def check(repo: Path = REPO) -> list[str]:
 
 
 def write(repo: Path = REPO) -> list[Path]:
-    """Rewrite the stale tables in place; returns the pages changed."""
+    """Rewrite the stale tables in place (every page rendered before any is written); returns the pages changed."""
     changed = []
-    for page in _pages(repo):
-        text = page.read_text()
-        fresh = refresh(text, repo / "results")
+    for page, text, fresh in _refreshed(repo):
         if fresh != text:
             tmp = page.with_name(page.name + ".tmp")
+            tmp.unlink(missing_ok=True)  # a link left there is replaced, never written through
             tmp.write_text(fresh)
             tmp.replace(page)
             changed.append(page)
@@ -508,16 +559,20 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--write", action="store_true", help="rewrite every generated table between its markers")
     mode.add_argument("--check", action="store_true", help="exit 1 if a page's table differs from its results files")
     args = ap.parse_args(argv)
-    if args.write:
-        for page in write():
-            print(f"rewrote {page.relative_to(REPO)}")
-        return 0
-    if args.check:
-        stale = check()
-        for line in stale:
-            print(f"stale: {line} (python -m zoo.bench.headline --write renders it from results/)", file=sys.stderr)
-        return 1 if stale else 0
-    print(headline(REPO / "results"))
+    try:
+        if args.write:
+            for page in write(REPO):
+                print(f"rewrote {page.relative_to(REPO)}")
+            return 0
+        if args.check:
+            stale = check(REPO)
+            for line in stale:
+                print(f"stale: {line} (python -m zoo.bench.headline --write renders it from results/)", file=sys.stderr)
+            return 1 if stale else 0
+        print(_render("headline", REPO / "results"))
+    except ResultsError as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
