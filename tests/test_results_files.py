@@ -371,3 +371,24 @@ def test_tables_that_cannot_be_rendered_are_one_line_naming_the_file(what, spoil
         err = capsys.readouterr().err.strip()
         assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert (tmp_path / "README.md").read_text() == page  # nothing written
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["--train", "--models", "poolformer_s12"], ["--deployed", "--models", "poolformer_s12"]],
+    ids=["train", "deployed"],
+)
+def test_an_out_that_is_a_link_is_refused_before_measuring(command, results, tmp_path, capsys):
+    """A results file is replaced whole when written: a link named by --out would be replaced and its target left
+    stale, so the link is refused in one line, before anything is measured, and both are left as they were."""
+    target = results / "deployed.json" if "--deployed" in command else results / "train_throughput.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    before = target.read_bytes()
+    assert bench_main([*command, "--out", str(link)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a symbolic link to" in err and len(err.splitlines()) == 1, err
+    assert link.is_symlink() and target.read_bytes() == before
+    with pytest.raises(SystemExit):
+        prune_bench.main(["--models", "poolformer_s12", "--out", str(link)])
+    assert "is a symbolic link to" in capsys.readouterr().err

@@ -245,7 +245,13 @@ def results_kind(doc: dict[str, Any]) -> str | None:
 
 def check_results_file(path: Path, kind: str) -> None:
     """ValueError, before anything is measured, when ``path`` holds results of another kind than ``kind`` (a run
-    merges into its own kind's file; it never rewrites another's), or is no results object."""
+    merges into its own kind's file; it never rewrites another's), or is no results object, or is a symbolic link
+    (the file is replaced whole when written: the link would go and what it points to stay as it was)."""
+    if path.is_symlink():
+        raise ValueError(
+            f"--out {path} is a symbolic link to {os.readlink(path)}: name the file it points to (a results file is "
+            "replaced whole when written, which would replace the link and leave that file as it was)"
+        )
     found = results_kind(load_results(path))
     if found not in (None, kind):
         raise ValueError(

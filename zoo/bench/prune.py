@@ -28,6 +28,7 @@ from ..factory import create_model
 from ..profile import count_params
 from .harness import (
     Row,
+    check_results_file,
     command_line,
     default_runs,
     environment,
@@ -176,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-sizes and --input-size take comma-separated integers (e.g. 1,32 and 3,224,224)")
     if args.out is not None and not {1, 32} <= set(batches):
         parser.error(f"--out: the results file holds batch 1 and batch 32; --batch-sizes {args.batch_sizes} lacks one")
+    if args.out is not None:
+        try:
+            check_results_file(args.out, "compress")
+        except ValueError as e:
+            parser.error(str(e))
     env = environment(device=args.device)
     print_header(
         "dense vs pruned (zoo.prune to half the MACs), interleaved rounds",
