@@ -5,8 +5,9 @@ Each item runs timm's file in a pytest subprocess on one zoo model (``tests/timm
 model and that every failure is one of :data:`ALLOWED_DIFFERENCES`, the differences the authors' code forces. An
 allowed difference that no longer fails is reported as a failure too: the list says exactly what differs.
 
-The default run takes one small model per family; ``-m slow`` takes every other zoo vision model, the zoo's builds of
-the names timm owns among them. By hand, for any models::
+The default run takes one MetaFormer; ``-m slow`` the smallest model of every other family, the zoo's builds of the
+names timm owns (the smallest of each) and RandFormer; ``-m sweep`` every other zoo vision model. By hand, for any
+models::
 
     ZOO_TIMM_MODELS=identityformer_s12,sret_tiny PYTHONPATH=tests python -m pytest -p timm_suite_plugin \\
         -c ~/.cache/zoo/tests/timm-tests/$(python -c "import timm; print(timm.__version__)")/pyproject.toml \\
@@ -21,10 +22,17 @@ import timm_suite
 
 import zoo
 
-# one small model per family in the default run (the smallest: timm's suite builds each a dozen times); every other
-# zoo vision model, the zoo's builds of the names timm owns (poolformer_s12, caformer_s18, ...) among them, under slow
-DEFAULT_MODELS = ["identityformer_s12", "slak_tiny", "sret_tiny", "convnet_d3"]
-SLOW_MODELS = [n for n in zoo.list_models(task="image-classification") if n not in DEFAULT_MODELS]
+# the default run: one MetaFormer (timm's suite builds a model a dozen times: about a CPU-minute each); under slow
+# (CI): the smallest model of every other family, the zoo's builds of the names timm owns (their timm tags and
+# pooling) and RandFormer's allowed difference; every other zoo vision model under sweep (-m sweep, by hand)
+DEFAULT_MODELS = ["identityformer_s12"]
+SLOW_MODELS = [
+    "slak_tiny", "sret_tiny", "convnet_d3", "poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18",
+    "randformer_s12",
+]  # fmt: skip
+SWEEP_MODELS = [
+    n for n in zoo.list_models(task="image-classification") if n not in DEFAULT_MODELS and n not in SLOW_MODELS
+]
 
 _NO_GRAD = (
     "RandFormer's token mixer is the authors' frozen random matrix (a parameter with requires_grad=False, kept so "
@@ -78,6 +86,13 @@ def test_timm_suite_passes(model, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", SLOW_MODELS)
+def test_timm_suite_passes_on_timms_names(model, tmp_path):
+    check_suite(model, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.sweep
+@pytest.mark.parametrize("model", SWEEP_MODELS)
 def test_timm_suite_passes_every_model(model, tmp_path):
     check_suite(model, tmp_path)
 
@@ -93,4 +108,4 @@ def test_allowed_differences_name_models_and_tests_that_exist():
         assert f"def {name}(" in source, f"timm's test_models.py has no {name}"
         assert fnmatch.filter(vision, pattern), f"{pattern} matches no zoo vision model"
         assert len(why) > 20
-    assert sorted(DEFAULT_MODELS + SLOW_MODELS) == sorted(vision)
+    assert sorted(DEFAULT_MODELS + SLOW_MODELS + SWEEP_MODELS) == sorted(vision)
