@@ -153,8 +153,7 @@ def test_eager_decode_step_has_the_compiled_steps_bits(family, fmt):
 
 
 def test_one_token_attention_is_the_kernels_and_sdpa_elsewhere():
-    from zoo.layers.lm import GroupedQueryAttention
-    from zoo.lm import gemv
+    from zoo.lm import GroupedQueryAttention, gemv
 
     if not gemv.available():
         pytest.skip("the zoo's CPU kernels do not run here")

@@ -20,7 +20,7 @@ as the zoo wrote it. Tied output weights need no tying: a tied zoo model has no 
 ``tie_word_embeddings: false`` models have their own ``lm_head.weight`` in both.
 
 ``forward`` runs the zoo model and returns ``CausalLMOutputWithPast``. Generation uses the zoo's own static KV cache
-(:class:`zoo.layers.KVCache` / :class:`zoo.lm.routing.RoutedKVCache`, made by ``_prepare_cache_for_generation``
+(:class:`zoo.lm.KVCache` / :class:`zoo.lm.routing.RoutedKVCache`, made by ``_prepare_cache_for_generation``
 for the whole generation, carried as ``past_key_values``); greedy tokens equal the zoo's ``model.generate``.
 Beam search and assisted decoding reorder or crop a cache, which the zoo's static cache does not do: they run
 without one (``use_cache=False``, the full sequence recomputed each step), as does ``generate(use_cache=False)``.
@@ -48,7 +48,7 @@ try:  # transformers 5's names (PreTrainedConfig, initialization, generate's cac
 except ImportError as e:
     raise ImportError(f"zoo.export.hf_auto needs transformers >= 5, found {transformers.__version__} ({e})") from e
 
-from ..layers import KVCache, RMSNorm
+from ..lm import KVCache, RMSNorm
 from ..lm.decoder import DecoderConfig, DecoderLM
 from ..lm.quant import QuantSpec
 from ..lm.routing import LoRA
@@ -129,7 +129,7 @@ class ZooRecursiveConfig(_ZooLMConfig):
 
 
 class ZooCache:
-    """The zoo model's static KV cache (:class:`~zoo.layers.KVCache`, or its routed subclass) as transformers'
+    """The zoo model's static KV cache (:class:`~zoo.lm.KVCache`, or its routed subclass) as transformers'
     ``generate`` carries it in ``past_key_values``: what generate asks of a cache, nothing more. The zoo model
     appends to ``cache`` in place; it neither grows (it is made for the whole generation), crops nor reorders."""
 

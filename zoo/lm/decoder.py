@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.args import check_known_keys
-from ..layers.lm import DecoderLayer, KVCache, RMSNorm
 from ..layers.saving import HubMixin
+from .blocks import DecoderLayer, RMSNorm
+from .cache import KVCache
 from .compiled import COMPILED_STATE
 from .decoding import decoding_plan, generation_settings, sample_token
 from .generation import GenerationMixin

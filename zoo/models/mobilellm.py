@@ -50,11 +50,22 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config_rules import check_model_args, weights_quantization
-from ..layers import KVCache, RotaryEmbedding, build_attention_masks, sequence_schedule
-from ..lm.decoder import DecoderBody, DecoderConfig, DecoderLM, GenerationConfig, LMOutput
-from ..lm.llama_blocks import BlockRun, LlamaBlocks
-from ..lm.pruning import DecoderPrunePlan
-from ..lm.quant import model_quantization, quantize_model
+from ..layers import sequence_schedule
+from ..lm import (
+    BlockRun,
+    DecoderBody,
+    DecoderConfig,
+    DecoderLM,
+    DecoderPrunePlan,
+    GenerationConfig,
+    KVCache,
+    LlamaBlocks,
+    LMOutput,
+    RotaryEmbedding,
+    build_attention_masks,
+    model_quantization,
+    quantize_model,
+)
 from ..registry import register_model
 from ..weights import (
     CheckpointError,

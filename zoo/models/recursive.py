@@ -5,7 +5,7 @@ Papers: "Mixture-of-Recursions: Learning Dynamic Recursive Depths for Adaptive T
 "Relaxed Recursive Transformers: Effective Parameter Sharing with Layer-wise LoRA" (ICLR 2025),
 https://arxiv.org/abs/2410.20672.
 
-Architecture. Llama-style pre-norm layers (:class:`zoo.layers.DecoderLayer`) on SmolLM shapes (vocab 49,152,
+Architecture. Llama-style pre-norm layers (:class:`zoo.lm.DecoderLayer`) on SmolLM shapes (vocab 49,152,
 tied embeddings). A few *unique* blocks are applied along a per-application schedule
 (:func:`zoo.layers.recursion.sharing_schedule`). ``num_hidden_layers`` is the depth of the dense base model;
 with ``num_recursion = N_r`` it has ``B = shared_depth(...)`` shared blocks:
@@ -71,21 +71,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import RMSNorm, RotaryEmbedding, build_attention_masks
 from ..layers.pruning import PruneError, keep_cols, keep_rows
 from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
-from ..lm.decoder import DecoderBody, DecoderConfig, DecoderLM, PassStart
-from ..lm.llama_blocks import BlockRun, LlamaBlocks, NoLlamaForm
-from ..lm.pruning import DecoderPrunePlan
-from ..lm.quant import model_quantization
-from ..lm.routing import (
+from ..lm import (
     AddAuxiliaryLoss,
+    BlockRun,
+    DecoderBody,
+    DecoderConfig,
+    DecoderLM,
+    DecoderPrunePlan,
+    LlamaBlocks,
     LoRA,
+    NoLlamaForm,
+    PassStart,
+    RMSNorm,
+    RotaryEmbedding,
     RoutedKVCache,
     Router,
+    build_attention_masks,
     extend,
     gather_active,
     layer_forward,
+    model_quantization,
     routed_attention_mask,
 )
 from ..registry import register_model
