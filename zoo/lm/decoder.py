@@ -178,6 +178,13 @@ class DecoderLM(nn.Module, HubMixin, GenerationMixin):
     :class:`~zoo.lm.generation.GenerationMixin`. Subclasses provide ``config``, ``model.embed_tokens``, ``lm_head``
     (None when tied), ``new_cache`` and ``forward``."""
 
+    # what a family's class declares: the config dataclass it is built from (zoo.models._builder.build_lm), and
+    # for a family whose folders have a format of their own, the config.json ``model_type`` and transformers class
+    # name it writes (zoo.export.hf_auto makes transformers classes for every registered family that has one)
+    config_class: ClassVar[type[DecoderConfig]] = DecoderConfig
+    model_type: ClassVar[str | None] = None
+    hf_architecture: ClassVar[str | None] = None
+
     # -- weights ------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def init_weights(self):

@@ -96,6 +96,7 @@ from ..lm import (
     routed_attention_mask,
 )
 from ..registry import register_model
+from ._builder import build_lm
 from ._lm_files import write_lm_folder
 
 __all__ = ["MODEL_TYPE", "MoROutput", "RecursiveConfig", "RecursiveLM", "from_pretrained_dense", "save_pretrained"]
@@ -409,6 +410,9 @@ class RecursiveLM(_RoutedSteps, DecoderLM):
 
     cache_class = RoutedKVCache
     prune_plan = RecursivePrunePlan
+    config_class = RecursiveConfig
+    model_type = MODEL_TYPE
+    hf_architecture = HF_ARCHITECTURE
 
     def __init__(self, config: RecursiveConfig | None = None, **kwargs):
         super().__init__()
@@ -973,60 +977,47 @@ reference_figures: dict[str, dict[str, Any]] = {
 }
 
 
-def _create_recursive(
-    variant: str, pretrained: bool = False, pretrained_cfg: dict[str, Any] | None = None, **kwargs
-) -> RecursiveLM:
-    if pretrained:
-        raise ValueError(
-            f"the builder of {variant} builds only; load weights with zoo.create_model({variant!r}, pretrained=True)"
-        )
-    _check_keys(kwargs)
-    model = RecursiveLM(RecursiveConfig(**{**ARCHS[variant], **kwargs}))
-    model.pretrained_cfg = dict(pretrained_cfg or default_cfgs.get(variant, {}), architecture=variant)
-    return model
-
-
 # the builders: SmolLM shapes by name (ARCHS); recursion, sharing and routing are overridable as kwargs
 @register_model
 def mor_135m(pretrained=False, **kwargs):
-    return _create_recursive("mor_135m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "mor_135m", pretrained, **kwargs)
 
 
 @register_model
 def mor_360m(pretrained=False, **kwargs):
-    return _create_recursive("mor_360m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "mor_360m", pretrained, **kwargs)
 
 
 @register_model(name="mor_1.7b")
 def mor_1_7b(pretrained=False, **kwargs):
-    return _create_recursive("mor_1.7b", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "mor_1.7b", pretrained, **kwargs)
 
 
 @register_model
 def recursive_135m(pretrained=False, **kwargs):
-    return _create_recursive("recursive_135m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "recursive_135m", pretrained, **kwargs)
 
 
 @register_model
 def recursive_360m(pretrained=False, **kwargs):
-    return _create_recursive("recursive_360m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "recursive_360m", pretrained, **kwargs)
 
 
 @register_model(name="recursive_1.7b")
 def recursive_1_7b(pretrained=False, **kwargs):
-    return _create_recursive("recursive_1.7b", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "recursive_1.7b", pretrained, **kwargs)
 
 
 @register_model
 def vanilla_135m(pretrained=False, **kwargs):
-    return _create_recursive("vanilla_135m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "vanilla_135m", pretrained, **kwargs)
 
 
 @register_model
 def vanilla_360m(pretrained=False, **kwargs):
-    return _create_recursive("vanilla_360m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "vanilla_360m", pretrained, **kwargs)
 
 
 @register_model(name="vanilla_1.7b")
 def vanilla_1_7b(pretrained=False, **kwargs):
-    return _create_recursive("vanilla_1.7b", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "vanilla_1.7b", pretrained, **kwargs)
