@@ -475,7 +475,7 @@ def save_pretrained(
 # Pretrained configs and registered models
 # --------------------------------------------------------------------------------------------------------------
 
-FAMILY = dict(name="mobilellm", task="text-generation")
+FAMILY = dict(name="mobilellm", task="text-generation", model_class=MobileLLM)
 
 _PAPER = dict(
     paper_name="MobileLLM: Optimizing Sub-billion Parameter Language Models for On-Device Use Cases",

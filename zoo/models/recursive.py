@@ -922,7 +922,7 @@ def save_pretrained(
 # Pretrained configs and registered models
 # --------------------------------------------------------------------------------------------------------------
 
-FAMILY = dict(name="recursive", task="text-generation")
+FAMILY = dict(name="recursive", task="text-generation", model_class=RecursiveLM)
 
 _PAPER = dict(
     paper_name="Mixture-of-Recursions: Learning Dynamic Recursive Depths for Adaptive Token-Level Computation",
