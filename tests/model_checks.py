@@ -13,8 +13,8 @@ from timm.models import group_parameters
 import zoo
 from zoo.export import ExportSpec
 from zoo.export.lm_runtime import CachedDecoder, export_methods
-from zoo.layers import KVCache
 from zoo.layers.saving import HubMixin
+from zoo.lm import KVCache
 from zoo.weights import save_state_dict
 
 

@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from small_lms import lm_representatives, text_generation_models, tiny_lm
 from torch import nn
 
 import zoo
@@ -18,34 +19,38 @@ TINY = dict(
     vocab_size=128, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
     num_key_value_heads=2,
 )  # fmt: skip
+# the cases the tests below name: (registered name, arguments on top of TINY)
 FAMILIES = {
     "mobilellm": ("mobilellm_125m", {}),
-    "ls": ("mobilellm_125m_ls", {}),
     "pro": ("mobilellm_pro_1b", dict(num_hidden_layers=4, layer_types=["sliding_attention", "full_attention"] * 2,
                                      sliding_window=5)),
-    "recursive": ("recursive_135m", dict(num_hidden_layers=5)),
-    "mor": ("mor_135m", dict(num_hidden_layers=5)),
 }  # fmt: skip
+# every registered LM family at its tiny size, one model per distinct structure (tests/small_lms.py)
+EVERY_LM = lm_representatives(text_generation_models())
 
 
 def _model(family: str, fmt: str | None = None) -> nn.Module:
-    name, extra = FAMILIES[family]
-    model = randomize_(zoo.create_model(name, **{**TINY, **extra}), 0).eval()
+    """A case of FAMILIES, or a registered name at its tiny size (:func:`small_lms.tiny_lm`), quantized to ``fmt``."""
+    if family in FAMILIES:
+        name, extra = FAMILIES[family]
+        model = randomize_(zoo.create_model(name, **{**TINY, **extra}), 0).eval()
+    else:
+        model = tiny_lm(family)
     return model if fmt is None else quantize_model(model, fmt).eval()
 
 
-def _prompt(length=9, seed=1):
-    return torch.randint(0, TINY["vocab_size"], (1, length), generator=torch.Generator().manual_seed(seed))
+def _prompt(length=9, seed=1, vocab=TINY["vocab_size"]):
+    return torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(seed))
 
 
 def _check(model: nn.Module, new_tokens: int = 12):
-    ids = _prompt()
+    ids = _prompt(vocab=model.config.vocab_size)
     eager = model.generate(ids, max_new_tokens=new_tokens)
     compiled = model.generate(ids, max_new_tokens=new_tokens, compile=True)
     assert compiled.shape == eager.shape
     assert torch.equal(compiled, eager)
     # a second call of another prompt length reuses the compiled step (same size bucket) and still agrees
-    ids2 = _prompt(4, seed=2)
+    ids2 = _prompt(4, seed=2, vocab=model.config.vocab_size)
     step = model.compiled_decoder(ids2.shape[1] + new_tokens)[1]
     assert torch.equal(
         model.generate(ids2, max_new_tokens=new_tokens, compile=True), model.generate(ids2, max_new_tokens=new_tokens)
@@ -84,15 +89,15 @@ def test_copies_do_not_carry_the_compiled_step():
 @pytest.mark.parametrize(
     "family, fmt",
     [
-        (f, q) if q is None or f == "mobilellm" else pytest.param(f, q, marks=pytest.mark.sweep)
+        (f, q) if q is None or f == "mobilellm_125m" else pytest.param(f, q, marks=pytest.mark.sweep)
         for q in (None, "bf16", "int8", "int4")
-        for f in sorted(FAMILIES)
+        for f in EVERY_LM
     ],
 )
 def test_compiled_decode_every_family_and_format(family, fmt):
     if fmt == "bf16":  # bf16 compiled and eager may round differently: greedy agreement, not equality
         model = _model(family, fmt)
-        ids = _prompt()
+        ids = _prompt(vocab=model.config.vocab_size)
         eager = model.generate(ids, max_new_tokens=12)
         compiled = model.generate(ids, max_new_tokens=12, compile=True)
         assert (compiled[:, 9:] == eager[:, 9:]).float().mean() >= 0.5
@@ -123,7 +128,7 @@ def _eager_and_static_step(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor
     over its own length in the eager model: their last bits may differ before the step.)"""
     from zoo.lm.static_decoder import StaticDecoder
 
-    ids = _prompt(1)
+    ids = _prompt(1, vocab=model.config.vocab_size)
     with torch.inference_mode():
         cache = model.new_cache(1, ids.shape[1] + 4)
         token = model(ids, past_key_values=cache, logits_to_keep=1).logits[:, -1].argmax(-1, keepdim=True)
@@ -135,7 +140,7 @@ def _eager_and_static_step(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor
 
 
 @pytest.mark.parametrize("fmt", [None, "int8a8", "int4a8"])
-@pytest.mark.parametrize("family", ["mobilellm", "vanilla", "recursive", "mor"])
+@pytest.mark.parametrize("family", EVERY_LM)
 def test_eager_decode_step_has_the_compiled_steps_bits(family, fmt):
     """Every family's eager attention (the recursive ones through layer_forward, shared keys/values included)
     takes the kernel for one decode token."""
@@ -143,18 +148,13 @@ def test_eager_decode_step_has_the_compiled_steps_bits(family, fmt):
 
     if not gemv.available():
         pytest.skip("the zoo's CPU kernels do not run here")
-    if family == "vanilla":  # the recursive model without recursion (its own blocks, a routed cache)
-        model = randomize_(zoo.create_model("vanilla_135m", **TINY), 0).eval()
-        model = model if fmt is None else quantize_model(model, fmt).eval()
-    else:
-        model = _model(family, fmt)
+    model = _model(family, fmt)
     eager, static = _eager_and_static_step(model)
     assert torch.equal(eager, static)
 
 
 def test_one_token_attention_is_the_kernels_and_sdpa_elsewhere():
-    from zoo.layers.lm import GroupedQueryAttention
-    from zoo.lm import gemv
+    from zoo.lm import GroupedQueryAttention, gemv
 
     if not gemv.available():
         pytest.skip("the zoo's CPU kernels do not run here")

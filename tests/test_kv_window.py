@@ -5,7 +5,7 @@ import torch
 
 import zoo
 from zoo.bench.harness import randomize_
-from zoo.layers import KVCache
+from zoo.lm import KVCache
 
 W = 5
 PRO = dict(

@@ -1,4 +1,4 @@
-"""LM building blocks (zoo.layers.lm) against plain reference formulas and transformers' Llama pieces."""
+"""LM building blocks (zoo.lm.blocks, zoo.lm.cache) against plain reference formulas and transformers' Llama pieces."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.layers import (
+from zoo.lm import (
     DecoderLayer,
     GroupedQueryAttention,
     KVCache,
@@ -184,3 +184,13 @@ def test_training_after_generate_works():
     model.generate(ids, max_new_tokens=2)
     model(ids).sum().backward()
     assert model.model.embed_tokens.weight.grad is not None
+
+
+def test_the_old_import_paths_name_the_same_blocks():
+    # the blocks and the cache moved to zoo.lm; zoo.layers.lm and zoo.layers keep the old paths working
+    import zoo.layers
+    import zoo.layers.lm
+    import zoo.lm
+
+    for name in zoo.layers.lm.__all__:
+        assert getattr(zoo.layers.lm, name) is getattr(zoo.lm, name) is getattr(zoo.layers, name)

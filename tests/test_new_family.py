@@ -25,19 +25,28 @@ from model_checks import (
     check_regularisation,
     check_train_step,
 )
-from small_lms import tiny_lm
+from small_lms import TINY_DIMS, tiny_lm
 from timm.models import _registry as timm_registry
 from torch import nn
 
 import zoo
 from zoo.export import ExportError
 from zoo.factory import register_in_timm
-from zoo.layers import KVCache, Linear, RotaryEmbedding, VisionBackbone, build_attention_masks, imagenet_cfg
+from zoo.layers import Linear, VisionBackbone, imagenet_cfg
 from zoo.layers.pruning import PrunePlan, sync_stage_widths
-from zoo.lm.decoder import DecoderBody, DecoderConfig, DecoderLM, LMOutput
-from zoo.lm.llama_blocks import BlockRun, LlamaBlocks
-from zoo.lm.pruning import DecoderPrunePlan
-from zoo.models._builder import build_vision_model
+from zoo.lm import (
+    BlockRun,
+    DecoderBody,
+    DecoderConfig,
+    DecoderLM,
+    DecoderPrunePlan,
+    KVCache,
+    LlamaBlocks,
+    LMOutput,
+    RotaryEmbedding,
+    build_attention_masks,
+)
+from zoo.models._builder import build_lm, build_vision_model
 from zoo.profile import profile
 from zoo.publish import export_pretrained
 from zoo.registry import register_model, unregister_model
@@ -173,31 +182,16 @@ class PebbleLMPlain(PebbleLM):
     llama_blocks = None
 
 
-TINY_LM = dict(
-    vocab_size=96,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
-
-
-def _lm_builder(cls, name):
-    def build(pretrained=False, pretrained_cfg=None, **kwargs):
-        model = cls(DecoderConfig(**{**TINY_LM, **kwargs}))
-        model.pretrained_cfg = dict(pretrained_cfg or {}, architecture=name)
-        return model
-
-    return build
+# the family's one architecture: the tiny dimensions every test LM has (tests/small_lms.py), two layers
+ARCHS = {name: dict(TINY_DIMS, num_hidden_layers=2, num_key_value_heads=2) for name in (LM, LM_PLAIN)}
 
 
 def pebblelm_t1(pretrained=False, **kwargs):
-    return _lm_builder(PebbleLM, LM)(pretrained, **kwargs)
+    return build_lm(PebbleLM, ARCHS, LM, pretrained, **kwargs)
 
 
 def pebblelm_plain_t1(pretrained=False, **kwargs):
-    return _lm_builder(PebbleLMPlain, LM_PLAIN)(pretrained, **kwargs)
+    return build_lm(PebbleLMPlain, ARCHS, LM_PLAIN, pretrained, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -227,7 +221,7 @@ def families():
     family = dict(name="pebble", task="image-classification")
     _register("zoo_test_pebble", family, {VISION: pebble_t1}, {VISION: cfg}, {VISION: _params(PebbleNet())})
     lm_cfg = dict(license="apache-2.0", paper_name="a test family")
-    lm_params = _params(PebbleLM(DecoderConfig(**TINY_LM)))
+    lm_params = _params(PebbleLM(DecoderConfig(**ARCHS[LM])))
     _register(
         "zoo_test_pebblelm",
         dict(name="pebblelm", task="text-generation"),
@@ -297,7 +291,7 @@ def test_a_new_lm_family_passes_the_generic_lm_checks(families, tmp_path):
 
 def test_a_new_lm_family_prunes_through_the_shared_decoder_plan(families):
     model = zoo.create_model(LM).eval()
-    ids = torch.randint(0, 96, (1, 12), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, ARCHS[LM]["vocab_size"], (1, 12), generator=torch.Generator().manual_seed(0))
     zoo.prune(model, ratio=0.5, example_inputs=ids, round_to=None)
     assert model.pruned_args == dict(
         hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16

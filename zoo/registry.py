@@ -62,6 +62,9 @@ class ModelEntry:
     # every pretrained cfg by its tag (timm's ``name.tag``; "" for an untagged cfg), the default one first; a
     # builder's module gives them as ``default_cfgs["name"]`` and ``default_cfgs["name.tag"]``
     pretrained_cfgs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the class the builder makes, where the family names it (``FAMILY["model_class"]``): what code above the
+    # models reads about a family without building one (e.g. the transformers classes of the language models)
+    model_class: type | None = None
 
     def __post_init__(self) -> None:
         if not self.pretrained_cfgs:
@@ -137,11 +140,11 @@ def register_model(
         @register_model(name="mobilellm_1.5b")
         def mobilellm_1_5b(pretrained=False, **kwargs): ...
 
-    The builder's module provides ``FAMILY`` (dict with ``name`` and ``task``), ``default_cfgs`` (name ->
-    pretrained cfg dict with timm's ``PretrainedCfg`` fields) and optionally ``reference_figures`` (name ->
-    figures), ``checkpoint_filter_fn(state_dict, model)`` (other origins' keys -> the zoo's) and
-    ``checkpoint_model_args(config, state_dict)`` (architecture arguments a checkpoint folder describes; default:
-    timm's ``config.json`` schema), all keyed by the registered name.
+    The builder's module provides ``FAMILY`` (dict with ``name``, ``task`` and optionally ``model_class``, the
+    class its builders make), ``default_cfgs`` (name -> pretrained cfg dict with timm's ``PretrainedCfg`` fields)
+    and optionally ``reference_figures`` (name -> figures), ``checkpoint_filter_fn(state_dict, model)`` (other
+    origins' keys -> the zoo's) and ``checkpoint_model_args(config, state_dict)`` (architecture arguments a
+    checkpoint folder describes; default: timm's ``config.json`` schema), all keyed by the registered name.
     """
     if fn is None:
         return lambda f: register_model(f, name=name)
@@ -168,6 +171,7 @@ def register_model(
         reference=dict(getattr(mod, "reference_figures", {}).get(name, {})),
         filter_fn=getattr(mod, "checkpoint_filter_fn", None),
         model_args_fn=getattr(mod, "checkpoint_model_args", None),
+        model_class=family.get("model_class"),
     )
     return fn
 

@@ -11,6 +11,8 @@ A zoo LM folder that stock transformers cannot express (MobileLLM with layer sha
 A Llama-expressible MobileLLM folder is a stock ``LlamaForCausalLM`` folder and loads as one; nothing here is
 involved.
 
+The classes come from the registry, named by no family here: every registered text-generation family whose model
+class declares a format of its own (``model_type``, ``hf_architecture``; see :class:`zoo.lm.DecoderLM`) gets them.
 Per ``model_type`` there is a ``PreTrainedConfig`` subclass carrying the zoo config's fields (transformers' key
 names, validated by the zoo's own config dataclass) and ``architecture`` (the registry name), and a
 ``PreTrainedModel`` + ``GenerationMixin`` subclass that builds the zoo model from it and adopts its submodules, so
@@ -20,7 +22,7 @@ as the zoo wrote it. Tied output weights need no tying: a tied zoo model has no 
 ``tie_word_embeddings: false`` models have their own ``lm_head.weight`` in both.
 
 ``forward`` runs the zoo model and returns ``CausalLMOutputWithPast``. Generation uses the zoo's own static KV cache
-(:class:`zoo.layers.KVCache` / :class:`zoo.lm.routing.RoutedKVCache`, made by ``_prepare_cache_for_generation``
+(:class:`zoo.lm.KVCache` / :class:`zoo.lm.routing.RoutedKVCache`, made by ``_prepare_cache_for_generation``
 for the whole generation, carried as ``past_key_values``); greedy tokens equal the zoo's ``model.generate``.
 Beam search and assisted decoding reorder or crop a cache, which the zoo's static cache does not do: they run
 without one (``use_cache=False``, the full sequence recomputed each step), as does ``generate(use_cache=False)``.
@@ -34,6 +36,7 @@ loaded. Needs transformers >= 5.
 """
 
 import logging
+import types
 from typing import Any, ClassVar
 
 import torch
@@ -48,23 +51,13 @@ try:  # transformers 5's names (PreTrainedConfig, initialization, generate's cac
 except ImportError as e:
     raise ImportError(f"zoo.export.hf_auto needs transformers >= 5, found {transformers.__version__} ({e})") from e
 
-from ..layers import KVCache, RMSNorm
-from ..lm.decoder import DecoderConfig, DecoderLM
-from ..lm.quant import QuantSpec
-from ..lm.routing import LoRA
-from ..models import recursive
-from ..models.mobilellm import MobileLLM, MobileLLMConfig
-from ..models.recursive import RecursiveConfig, RecursiveLM
+from .. import models  # noqa: F401 - importing the families registers them
+from ..lm import DecoderConfig, DecoderLM, KVCache, LoRA, QuantSpec, RMSNorm
+from ..registry import get_entry, list_models
 
-__all__ = [
-    "MODEL_TYPES",
-    "MobileLLMForCausalLM",
-    "RecursiveLMForCausalLM",
-    "ZooCache",
-    "ZooMobileLLMConfig",
-    "ZooRecursiveConfig",
-    "register",
-]
+# and, per registered family with a format of its own, its two classes (Zoo<Config>, <hf_architecture>): see
+# MODEL_TYPES, e.g. ZooMobileLLMConfig / MobileLLMForCausalLM, ZooRecursiveConfig / RecursiveLMForCausalLM
+__all__ = ["MODEL_TYPES", "ZooCache", "auto_classes", "register"]
 
 _logger = logging.getLogger(__name__)
 
@@ -105,31 +98,13 @@ class _ZooLMConfig(PreTrainedConfig):
         return self.zoo_config_class(**{key: getattr(self, key) for key in self.zoo_config_class.field_names()})
 
 
-class ZooMobileLLMConfig(_ZooLMConfig):
-    """``model_type: "mobilellm"``: a zoo MobileLLM folder (layer sharing, sliding windows), as
-    :func:`zoo.models.mobilellm.save_pretrained` writes it."""
-
-    model_type = "mobilellm"  # what mobilellm.save_pretrained(format="zoo") writes
-    zoo_config_class = MobileLLMConfig
-    default_architecture = "mobilellm"
-
-
-class ZooRecursiveConfig(_ZooLMConfig):
-    """``model_type: "zoo_recursive"``: a recursive LM (recursion, Mixture-of-Recursions routing, LoRA), as
-    :func:`zoo.models.recursive.save_pretrained` writes it."""
-
-    model_type = recursive.MODEL_TYPE
-    zoo_config_class = RecursiveConfig
-    default_architecture = "recursive"
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------------------------
 
 
 class ZooCache:
-    """The zoo model's static KV cache (:class:`~zoo.layers.KVCache`, or its routed subclass) as transformers'
+    """The zoo model's static KV cache (:class:`~zoo.lm.KVCache`, or its routed subclass) as transformers'
     ``generate`` carries it in ``past_key_values``: what generate asks of a cache, nothing more. The zoo model
     appends to ``cache`` in place; it neither grows (it is made for the whole generation), crops nor reorders."""
 
@@ -301,25 +276,67 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
         model_kwargs[_CACHE_KEY] = ZooCache(self.zoo_model.new_cache(rows, max_cache_length))
 
 
-class MobileLLMForCausalLM(_ZooLMForCausalLM):
-    """A zoo MobileLLM (layer sharing, sliding windows) as a transformers causal LM."""
+# --------------------------------------------------------------------------------------------------------------
+# The classes of every registered family, derived from the registry
+# --------------------------------------------------------------------------------------------------------------
 
-    config_class = ZooMobileLLMConfig
-    zoo_model_class = MobileLLM
+_derived: dict[type[DecoderLM], tuple[type[_ZooLMConfig], type[_ZooLMForCausalLM]]] = {}
 
 
-class RecursiveLMForCausalLM(_ZooLMForCausalLM):
-    """A zoo recursive LM (recursion, Mixture-of-Recursions routing, LoRA) as a transformers causal LM."""
+def _new_class(name: str, base: type, attrs: dict[str, Any]) -> type:
+    """``class name(base)`` with ``attrs`` in its body (through the base's metaclass, as a class statement)."""
+    return types.new_class(name, (base,), exec_body=lambda namespace: namespace.update(attrs))
 
-    config_class = ZooRecursiveConfig
-    zoo_model_class = RecursiveLM
+
+def _classes_of(model_cls: type[DecoderLM], family: str) -> tuple[type[_ZooLMConfig], type[_ZooLMForCausalLM]]:
+    """The transformers config and model classes of a zoo LM class (made once per class): ``Zoo<Config>`` with
+    ``model_type`` and the config's fields, and ``<hf_architecture>`` (the name its config.json records)."""
+    if model_cls not in _derived:
+        config_attrs = dict(
+            __module__=__name__,
+            __doc__=f"``model_type: {model_cls.model_type!r}``: a zoo {model_cls.__name__} folder, as the family's "
+            "``save_pretrained`` writes it.",
+            model_type=model_cls.model_type,
+            zoo_config_class=model_cls.config_class,
+            default_architecture=family,
+        )
+        config_cls = _new_class(f"Zoo{model_cls.config_class.__name__}", _ZooLMConfig, config_attrs)
+        model_attrs = dict(
+            __module__=__name__,
+            __doc__=f"A zoo {model_cls.__name__} as a transformers causal LM.",
+            config_class=config_cls,
+            zoo_model_class=model_cls,
+        )
+        model = _new_class(model_cls.hf_architecture, _ZooLMForCausalLM, model_attrs)
+        _derived[model_cls] = (config_cls, model)
+    return _derived[model_cls]
+
+
+def auto_classes() -> dict[str, tuple[type[_ZooLMConfig], type[_ZooLMForCausalLM]]]:
+    """``model_type`` -> (config class, model class) of every registered text-generation family whose model class
+    declares a format of its own (``model_type`` and ``hf_architecture``; a Llama-expressible model is a stock
+    ``LlamaForCausalLM`` and needs none)."""
+    found = {}
+    for name in list_models(task="text-generation"):
+        entry = get_entry(name)
+        model_cls = entry.model_class
+        if model_cls is None or not (model_cls.model_type and model_cls.hf_architecture):
+            continue
+        found.setdefault(model_cls.model_type, _classes_of(model_cls, entry.family))
+    return found
 
 
 # every zoo LM model_type -> (config class, model class)
-MODEL_TYPES: dict[str, tuple[type[_ZooLMConfig], type[_ZooLMForCausalLM]]] = {
-    ZooMobileLLMConfig.model_type: (ZooMobileLLMConfig, MobileLLMForCausalLM),
-    ZooRecursiveConfig.model_type: (ZooRecursiveConfig, RecursiveLMForCausalLM),
-}
+MODEL_TYPES: dict[str, tuple[type[_ZooLMConfig], type[_ZooLMForCausalLM]]] = auto_classes()
+
+
+def __getattr__(name: str) -> type:
+    """The derived classes by name (``hf_auto.MobileLLMForCausalLM``, ``hf_auto.ZooMobileLLMConfig``)."""
+    for pair in _derived.values():
+        for cls in pair:
+            if cls.__name__ == name:
+                return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -333,8 +350,11 @@ def register() -> list[str]:
     """Register every zoo LM ``model_type`` with ``AutoConfig`` and ``AutoModelForCausalLM`` (idempotent).
 
     A ``model_type`` that transformers (or another package) already maps to other classes is left to them, with a
-    warning. Returns the model types the zoo's classes serve.
+    warning. A family registered since this module was imported is added to :data:`MODEL_TYPES` first. Returns the
+    model types the zoo's classes serve.
     """
+    for model_type, pair in auto_classes().items():
+        MODEL_TYPES.setdefault(model_type, pair)
     for model_type, (config_class, model_class) in MODEL_TYPES.items():
         if model_type in _registered:
             continue

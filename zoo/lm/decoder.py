@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.args import check_known_keys
-from ..layers.lm import DecoderLayer, KVCache, RMSNorm
 from ..layers.saving import HubMixin
+from .blocks import DecoderLayer, RMSNorm
+from .cache import KVCache
 from .compiled import COMPILED_STATE
 from .decoding import decoding_plan, generation_settings, sample_token
 from .generation import GenerationMixin
@@ -176,6 +177,13 @@ class DecoderLM(nn.Module, HubMixin, GenerationMixin):
     :meth:`finish_pass`), with cached :meth:`~zoo.lm.generation.GenerationMixin.generate` from
     :class:`~zoo.lm.generation.GenerationMixin`. Subclasses provide ``config``, ``model.embed_tokens``, ``lm_head``
     (None when tied), ``new_cache`` and ``forward``."""
+
+    # what a family's class declares: the config dataclass it is built from (zoo.models._builder.build_lm), and
+    # for a family whose folders have a format of their own, the config.json ``model_type`` and transformers class
+    # name it writes (zoo.export.hf_auto makes transformers classes for every registered family that has one)
+    config_class: ClassVar[type[DecoderConfig]] = DecoderConfig
+    model_type: ClassVar[str | None] = None
+    hf_architecture: ClassVar[str | None] = None
 
     # -- weights ------------------------------------------------------------------------------------------------
     @torch.no_grad()

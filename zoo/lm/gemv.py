@@ -72,8 +72,6 @@ import warnings
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
-from ..layers.lm import set_one_token_attention
-
 __all__ = [
     "ISAS",
     "OneRowProducts",
@@ -216,33 +214,6 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     ``F.scaled_dot_product_attention`` gives with that boolean mask (a row that sees nothing sees everything), with
     the work of the seen positions only. A static cache of 256 slots holding 40 tokens costs 40 positions."""
     return torch.ops.zoo_gemv.attend(q, k, v, mask.reshape(-1), scale)
-
-
-def _eager_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float):
-    """The eager model's attention of one query token through :func:`attend_one`, the compiled decode step's
-    kernel, so that both decode with the same bits (SDPA sums in another order, and 8-bit activations round such
-    last-bit differences to whole codes); None (SDPA) for what it does not take: other devices or dtypes, autograd
-    through the inputs, export traces, a mask that is not one boolean per key, or no kernels here."""
-    if not (
-        q.device.type == "cpu"
-        and q.dtype == k.dtype == v.dtype == torch.float32
-        and q.dim() == 4
-        and k.dim() == 4
-        and k.shape[0] == 1
-        and k.shape == v.shape
-        and q.shape[1] % k.shape[1] == 0
-        and (mask is None or (mask.dtype == torch.bool and mask.numel() == k.shape[2]))
-        and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
-        and not (torch.compiler.is_exporting() or torch.jit.is_tracing())
-        and available()
-    ):
-        return None
-    if mask is None:  # one new token sees every cached one
-        mask = torch.ones(k.shape[2], dtype=torch.bool)
-    return attend_one(q, k, v, mask, scale)
-
-
-set_one_token_attention(_eager_attend)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers.lm import GroupedQueryAttention
 from ..layers.pruning import PruneError, PrunePlan, keep_cols, keep_rows, kept_count, score_units, tag_grad
+from .blocks import GroupedQueryAttention
 
 __all__ = ["DecoderPrunePlan", "gqa_groups"]
 

@@ -1,12 +1,12 @@
 """Token routing over shared decoder layers: routers, gathered subsets, a cache of routed tokens, LoRA hooks.
 
 Mixture-of-Recursions runs a shared block on a *subset* of the tokens at each recursion step. These pieces let a
-stock :class:`~zoo.layers.lm.DecoderLayer` do that without changing it:
+stock :class:`~zoo.lm.blocks.DecoderLayer` do that without changing it:
 
 * :func:`gather_active` turns a boolean ``(B, T)`` mask of active tokens into sorted indices ``(B, K)`` (causal
   order kept; rows with fewer active tokens are padded with the index ``T``, which points at a zero row appended
   by :func:`extend` so that gathers and scatters of padding touch nothing real).
-* :class:`RoutedKVCache` is a :class:`~zoo.layers.lm.KVCache` that always records the sequence index of every
+* :class:`RoutedKVCache` is a :class:`~zoo.lm.cache.KVCache` that always records the sequence index of every
   entry; a padding entry (a row that had no active token where another row had one) records ``-1`` and is never
   attended to. It also counts the tokens the model has seen (``seen``), since no slot need hold them all.
 * :func:`routed_attention_mask` builds the boolean mask for gathered queries against keys given by sequence
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.lm import DecoderLayer, KVCache, apply_rotary, attention_mask
+from .blocks import DecoderLayer, apply_rotary, attention_mask
+from .cache import KVCache
 
 __all__ = [
     "AddAuxiliaryLoss",

@@ -50,11 +50,22 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config_rules import check_model_args, weights_quantization
-from ..layers import KVCache, RotaryEmbedding, build_attention_masks, sequence_schedule
-from ..lm.decoder import DecoderBody, DecoderConfig, DecoderLM, GenerationConfig, LMOutput
-from ..lm.llama_blocks import BlockRun, LlamaBlocks
-from ..lm.pruning import DecoderPrunePlan
-from ..lm.quant import model_quantization, quantize_model
+from ..layers import sequence_schedule
+from ..lm import (
+    BlockRun,
+    DecoderBody,
+    DecoderConfig,
+    DecoderLM,
+    DecoderPrunePlan,
+    GenerationConfig,
+    KVCache,
+    LlamaBlocks,
+    LMOutput,
+    RotaryEmbedding,
+    build_attention_masks,
+    model_quantization,
+    quantize_model,
+)
 from ..registry import register_model
 from ..weights import (
     CheckpointError,
@@ -63,6 +74,7 @@ from ..weights import (
     read_metadata,
     read_state_dict,
 )
+from ._builder import build_lm
 from ._lm_files import write_lm_folder
 
 __all__ = [
@@ -182,6 +194,9 @@ class MobileLLM(DecoderLM):
     """
 
     prune_plan = DecoderPrunePlan  # zoo.prune: hidden size, whole KV groups and the MLP width, equal in every layer
+    config_class = MobileLLMConfig
+    model_type = "mobilellm"  # the zoo format's config.json (layer sharing, windows): save_pretrained(format="zoo")
+    hf_architecture = "MobileLLMForCausalLM"
 
     def __init__(self, config: MobileLLMConfig | None = None, **kwargs):
         super().__init__()
@@ -448,8 +463,8 @@ def save_pretrained(
             data["torch_dtype"] = "bfloat16"
     else:
         data = {
-            "architectures": ["MobileLLMForCausalLM"],
-            "model_type": "mobilellm",
+            "architectures": [MobileLLM.hf_architecture],
+            "model_type": MobileLLM.model_type,
             "architecture": name,
             **config.to_dict(),
         }
@@ -460,7 +475,7 @@ def save_pretrained(
 # Pretrained configs and registered models
 # --------------------------------------------------------------------------------------------------------------
 
-FAMILY = dict(name="mobilellm", task="text-generation")
+FAMILY = dict(name="mobilellm", task="text-generation", model_class=MobileLLM)
 
 _PAPER = dict(
     paper_name="MobileLLM: Optimizing Sub-billion Parameter Language Models for On-Device Use Cases",
@@ -589,69 +604,56 @@ def checkpoint_model_args(config: dict[str, Any] | None, state_dict: dict[str, t
     return args
 
 
-def _create_mobilellm(
-    variant: str, pretrained: bool = False, pretrained_cfg: dict[str, Any] | None = None, **kwargs
-) -> MobileLLM:
-    if pretrained:
-        raise ValueError(
-            f"the builder of {variant} builds only; load weights with zoo.create_model({variant!r}, pretrained=True)"
-        )
-    _check_keys(kwargs)
-    model = MobileLLM(MobileLLMConfig(**{**ARCHS[variant], **kwargs}))
-    model.pretrained_cfg = dict(pretrained_cfg or default_cfgs.get(variant, {}), architecture=variant)
-    return model
-
-
 @register_model
 def mobilellm_125m(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_125m", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_125m", pretrained, **kwargs)
 
 
 @register_model
 def mobilellm_350m(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_350m", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_350m", pretrained, **kwargs)
 
 
 @register_model
 def mobilellm_600m(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_600m", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_600m", pretrained, **kwargs)
 
 
 @register_model
 def mobilellm_1b(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_1b", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_1b", pretrained, **kwargs)
 
 
 @register_model(name="mobilellm_1.5b")  # the authors' size name
 def mobilellm_1_5b(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_1.5b", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_1.5b", pretrained, **kwargs)
 
 
 @register_model
 def mobilellm_125m_ls(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_125m_ls", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_125m_ls", pretrained, **kwargs)
 
 
 @register_model
 def mobilellm_350m_ls(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_350m_ls", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_350m_ls", pretrained, **kwargs)
 
 
 @register_model
 def mobilellm_r1_140m(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_r1_140m", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_r1_140m", pretrained, **kwargs)
 
 
 @register_model
 def mobilellm_r1_360m(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_r1_360m", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_r1_360m", pretrained, **kwargs)
 
 
 @register_model
 def mobilellm_r1_950m(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_r1_950m", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_r1_950m", pretrained, **kwargs)
 
 
 @register_model
 def mobilellm_pro_1b(pretrained=False, **kwargs):
-    return _create_mobilellm("mobilellm_pro_1b", pretrained, **kwargs)
+    return build_lm(MobileLLM, ARCHS, "mobilellm_pro_1b", pretrained, **kwargs)

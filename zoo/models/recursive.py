@@ -5,7 +5,7 @@ Papers: "Mixture-of-Recursions: Learning Dynamic Recursive Depths for Adaptive T
 "Relaxed Recursive Transformers: Effective Parameter Sharing with Layer-wise LoRA" (ICLR 2025),
 https://arxiv.org/abs/2410.20672.
 
-Architecture. Llama-style pre-norm layers (:class:`zoo.layers.DecoderLayer`) on SmolLM shapes (vocab 49,152,
+Architecture. Llama-style pre-norm layers (:class:`zoo.lm.DecoderLayer`) on SmolLM shapes (vocab 49,152,
 tied embeddings). A few *unique* blocks are applied along a per-application schedule
 (:func:`zoo.layers.recursion.sharing_schedule`). ``num_hidden_layers`` is the depth of the dense base model;
 with ``num_recursion = N_r`` it has ``B = shared_depth(...)`` shared blocks:
@@ -71,24 +71,32 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import RMSNorm, RotaryEmbedding, build_attention_masks
 from ..layers.pruning import PruneError, keep_cols, keep_rows
 from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
-from ..lm.decoder import DecoderBody, DecoderConfig, DecoderLM, PassStart
-from ..lm.llama_blocks import BlockRun, LlamaBlocks, NoLlamaForm
-from ..lm.pruning import DecoderPrunePlan
-from ..lm.quant import model_quantization
-from ..lm.routing import (
+from ..lm import (
     AddAuxiliaryLoss,
+    BlockRun,
+    DecoderBody,
+    DecoderConfig,
+    DecoderLM,
+    DecoderPrunePlan,
+    LlamaBlocks,
     LoRA,
+    NoLlamaForm,
+    PassStart,
+    RMSNorm,
+    RotaryEmbedding,
     RoutedKVCache,
     Router,
+    build_attention_masks,
     extend,
     gather_active,
     layer_forward,
+    model_quantization,
     routed_attention_mask,
 )
 from ..registry import register_model
+from ._builder import build_lm
 from ._lm_files import write_lm_folder
 
 __all__ = ["MODEL_TYPE", "MoROutput", "RecursiveConfig", "RecursiveLM", "from_pretrained_dense", "save_pretrained"]
@@ -402,6 +410,9 @@ class RecursiveLM(_RoutedSteps, DecoderLM):
 
     cache_class = RoutedKVCache
     prune_plan = RecursivePrunePlan
+    config_class = RecursiveConfig
+    model_type = MODEL_TYPE
+    hf_architecture = HF_ARCHITECTURE
 
     def __init__(self, config: RecursiveConfig | None = None, **kwargs):
         super().__init__()
@@ -911,7 +922,7 @@ def save_pretrained(
 # Pretrained configs and registered models
 # --------------------------------------------------------------------------------------------------------------
 
-FAMILY = dict(name="recursive", task="text-generation")
+FAMILY = dict(name="recursive", task="text-generation", model_class=RecursiveLM)
 
 _PAPER = dict(
     paper_name="Mixture-of-Recursions: Learning Dynamic Recursive Depths for Adaptive Token-Level Computation",
@@ -966,60 +977,47 @@ reference_figures: dict[str, dict[str, Any]] = {
 }
 
 
-def _create_recursive(
-    variant: str, pretrained: bool = False, pretrained_cfg: dict[str, Any] | None = None, **kwargs
-) -> RecursiveLM:
-    if pretrained:
-        raise ValueError(
-            f"the builder of {variant} builds only; load weights with zoo.create_model({variant!r}, pretrained=True)"
-        )
-    _check_keys(kwargs)
-    model = RecursiveLM(RecursiveConfig(**{**ARCHS[variant], **kwargs}))
-    model.pretrained_cfg = dict(pretrained_cfg or default_cfgs.get(variant, {}), architecture=variant)
-    return model
-
-
 # the builders: SmolLM shapes by name (ARCHS); recursion, sharing and routing are overridable as kwargs
 @register_model
 def mor_135m(pretrained=False, **kwargs):
-    return _create_recursive("mor_135m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "mor_135m", pretrained, **kwargs)
 
 
 @register_model
 def mor_360m(pretrained=False, **kwargs):
-    return _create_recursive("mor_360m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "mor_360m", pretrained, **kwargs)
 
 
 @register_model(name="mor_1.7b")
 def mor_1_7b(pretrained=False, **kwargs):
-    return _create_recursive("mor_1.7b", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "mor_1.7b", pretrained, **kwargs)
 
 
 @register_model
 def recursive_135m(pretrained=False, **kwargs):
-    return _create_recursive("recursive_135m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "recursive_135m", pretrained, **kwargs)
 
 
 @register_model
 def recursive_360m(pretrained=False, **kwargs):
-    return _create_recursive("recursive_360m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "recursive_360m", pretrained, **kwargs)
 
 
 @register_model(name="recursive_1.7b")
 def recursive_1_7b(pretrained=False, **kwargs):
-    return _create_recursive("recursive_1.7b", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "recursive_1.7b", pretrained, **kwargs)
 
 
 @register_model
 def vanilla_135m(pretrained=False, **kwargs):
-    return _create_recursive("vanilla_135m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "vanilla_135m", pretrained, **kwargs)
 
 
 @register_model
 def vanilla_360m(pretrained=False, **kwargs):
-    return _create_recursive("vanilla_360m", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "vanilla_360m", pretrained, **kwargs)
 
 
 @register_model(name="vanilla_1.7b")
 def vanilla_1_7b(pretrained=False, **kwargs):
-    return _create_recursive("vanilla_1.7b", pretrained, **kwargs)
+    return build_lm(RecursiveLM, ARCHS, "vanilla_1.7b", pretrained, **kwargs)
