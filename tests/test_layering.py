@@ -151,8 +151,7 @@ TABLE_START, TABLE_END = "<!-- floors:start -->", "<!-- floors:end -->"
 # one line per FLOORS prefix: what lives there
 DESCRIPTIONS = {
     "zoo._version": "the package version",
-    "zoo.layers": "shared blocks: the vision face, large kernels, recursion, saving hooks (`layers.lm`: the LM blocks' "
-    "old import path, re-exported from `zoo.lm`)",
+    "zoo.layers": "shared blocks: the vision face, large kernels, recursion, saving hooks",
     "zoo.lm": "the LM wing, one front door: config, decoder, blocks, KV cache, generation, quantization, prune plan, "
     "kernels, static decoder, routing caches",
     "zoo.data": "data behind one resolver (a name -> a source -> splits): images, benchmark files, text, shards, "

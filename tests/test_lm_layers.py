@@ -186,11 +186,22 @@ def test_training_after_generate_works():
     assert model.model.embed_tokens.weight.grad is not None
 
 
-def test_the_old_import_paths_name_the_same_blocks():
-    # the blocks and the cache moved to zoo.lm; zoo.layers.lm and zoo.layers keep the old paths working
-    import zoo.layers
-    import zoo.layers.lm
-    import zoo.lm
+def test_the_blocks_live_in_the_lm_package_and_layers_does_not_import_it():
+    """The LM blocks and the cache are the LM package's (one front door); zoo.layers, which zoo.lm builds on, never
+    imports zoo.lm back: the arrow between the two packages points one way."""
+    import ast
+    from pathlib import Path
 
-    for name in zoo.layers.lm.__all__:
-        assert getattr(zoo.layers.lm, name) is getattr(zoo.lm, name) is getattr(zoo.layers, name)
+    import zoo.lm
+    from zoo.lm import blocks, cache
+
+    for name in ("DecoderLayer", "GroupedQueryAttention", "RMSNorm", "RotaryEmbedding", "SwiGLU", "KVCache"):
+        assert getattr(zoo.lm, name) is getattr(blocks if name != "KVCache" else cache, name)
+    layers = Path(zoo.lm.__file__).parents[1] / "layers"
+    for path in sorted(layers.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = "." * node.level + (node.module or "")
+                assert not target.startswith(("..lm", "zoo.lm")), f"{path.name} imports {target}"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("zoo.lm") for a in node.names), path.name

@@ -6,19 +6,6 @@ from .backbone import VisionBackbone, imagenet_cfg
 from .features import StagePruningMixin, check_drop_rates, check_head_args, take_indices
 from .large_kernel import BN_EPS, ConvBN, DecomposedLargeKernel, FusedLargeKernel, fold_batchnorm
 from .linear import Linear
-from .lm import (
-    AttentionMasks,
-    DecoderLayer,
-    GroupedQueryAttention,
-    KVCache,
-    RMSNorm,
-    RotaryEmbedding,
-    SwiGLU,
-    apply_rotary,
-    attention_mask,
-    build_attention_masks,
-    rotate_half,
-)
 from .mlp import Mlp
 from .norm import ChannelLayerNorm, SpatialLayerNorm, spatial_stats
 from .recursion import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
@@ -31,17 +18,6 @@ __all__ = [
     "check_known_keys",
     "fold_batchnorm",
     "imagenet_cfg",
-    "AttentionMasks",
-    "DecoderLayer",
-    "GroupedQueryAttention",
-    "KVCache",
-    "RMSNorm",
-    "RotaryEmbedding",
-    "SwiGLU",
-    "apply_rotary",
-    "attention_mask",
-    "build_attention_masks",
-    "rotate_half",
     "ChannelLayerNorm",
     "ConvBN",
     "DecomposedLargeKernel",
