@@ -1,7 +1,9 @@
 """DC, DSA, DM and the evaluation loop against the authors' code (VICO-UoE/DatasetCondensation), rendered in
 ``zoo/bench/reference/datasetcondensation.py``: on the same network weights, real batches and augmentation draws,
 the zoo's steps give the authors' loss, image gradient and images, its DSA ops the authors' images, and its
-evaluation loop the authors' trained weights. Float64, tiny shapes (8-12 px, a ConvNet of width 8, 3 classes).
+evaluation loop the authors' trained weights. Float64, tiny shapes (8-12 px, a ConvNet of width 8, 3 classes); then
+the DC, DSA and DM steps in float32 on the real shapes (1 channel at 28 px, 3 at 32 px), within a bound made from the
+authors' own float32-vs-float64 error on the same inputs (section f).
 """
 
 from collections import deque
@@ -298,3 +300,148 @@ def test_protocol_follows_the_data(name, method, dsa, strategy, dc_aug, epochs):
     if dsa:
         assert s.dsa_strategy == strategy
     assert EvalSettings.for_data(name, method, epochs=50).epochs == 50
+
+
+# -- (f) float32 on the real shapes ------------------------------------------------------------------------------------
+# The steps above are exact in float64 on tiny shapes; here each step runs in float32 on the shapes the zoo condenses
+# (MNIST's 1 channel at 28 px, CIFAR's 3 at 32 px; ConvNet-3 of width 32 and 4 classes by default, its real width
+# 128 and 10 classes under -m slow). The bound comes from float32 rounding, not from this machine: the authors' own
+# float32 image gradient against their float64 one on the same inputs and draws, per class (``own``, each class's
+# error over its largest gradient); the zoo's float32 may be off from the float64 truth, and from the authors'
+# float32, by at most 4 x the largest ``own`` plus 4 float32 ulps, in every class. A float32 rounding that lands on
+# the other side of a ReLU or a near-flat instance norm moves a class's gradient by far more than an ulp (the
+# authors' own error ranges from 1e-6 to 1e-2 between classes and seeds), so the bound is the step's, not a class's.
+ULPS, TIMES = 4, 4.0
+EPS32 = torch.finfo(torch.float32).eps
+SHAPES = [pytest.param(1, 28, id="1x28"), pytest.param(3, 32, id="3x32")]
+
+
+def rand_as_float32(monkeypatch):
+    """The authors' ``torch.rand(..., dtype=x.dtype)`` (their colour draws) as float32 draws cast to the images'
+    dtype, so that the float64 truth sees the transform the float32 run sees."""
+    rand = torch.rand
+
+    def draw(*size, dtype=None, **kw):
+        out = rand(*size, **kw)
+        return out if dtype is None else out.to(dtype)
+
+    monkeypatch.setattr(torch, "rand", draw)
+
+
+def nets_like(channels, size, dtype, seed, classes, width):
+    """The authors' ConvNet-3 and the zoo's with the same weights, in ``dtype``."""
+    torch.manual_seed(seed)
+    r = ReferenceConvNet(channels, classes, width, 3, "instancenorm", (size, size))
+    with torch.no_grad():
+        for t in r.state_dict().values():
+            if t.ndim == 1:
+                t.add_(torch.randn(t.shape) * 0.3)
+    z = zoo.create_model("convnet_d3", num_classes=classes, in_chans=channels, img_size=size, width=width)
+    z.load_state_dict(checkpoint_filter_fn(r.state_dict(), z))
+    return r.to(dtype), z.to(dtype)
+
+
+def per_class(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``max |a - b| / max |b|`` over each class's rows (one row per class, ipc 1)."""
+    a, b = a.double().flatten(1), b.double().flatten(1)
+    return (a - b).abs().amax(1) / b.abs().amax(1).clamp_min(1e-30)
+
+
+def _step32(method, channels, size, dtype, monkeypatch, batch_real, seed=0, classes=4, width=32, **options):
+    """One ``method`` step at ipc 1 on the real shapes in ``dtype``, the authors' and the zoo's, from the same
+    weights, real batches and siamese draws: (authors' loss, zoo's loss, authors' image gradient, zoo's)."""
+    monkeypatch.setattr(ref, "DTYPE", dtype)
+    r_net, z_net = nets_like(channels, size, dtype, seed, classes, width)
+    k = classes
+    g = torch.Generator().manual_seed(seed + 1)
+    n = batch_real + 1
+    labels = torch.arange(k).repeat_interleave(n)
+    images = (torch.randn(k * n, channels, size, size, generator=g, dtype=torch.float64)
+              + 0.1 * labels[:, None, None, None]).to(dtype)  # fmt: skip
+    real = RealData(images, labels, [str(c) for c in range(k)], {"name": "cifar10"}, {"mean": [0.0] * channels})
+    firsts = {c: deque([images[labels == c][:1]]) for c in range(k)}
+    batches = {c: images[labels == c][1:] for c in range(k)}
+    seeds = [1 + 7 * c for c in range(k)]
+    m = METHODS[method](real, 1, {"init": "real", "batch_real": batch_real, "dsa_strategy": FULL, **options},
+                        seed=0, device=torch.device("cpu"))  # fmt: skip
+    real.class_images = lambda c, n=None, generator=None: firsts[c].popleft()
+    m.setup()
+    m.network = lambda name=None: z_net
+    real.class_batch = lambda c, n=None, generator=None, gather=True: batches[c]
+    seed_q = deque(seeds)
+    if m.dsa is not None:
+
+        def siamese():
+            p = authors_draws(m.dsa, seed_q.popleft(), 1, (size, size), torch.float32, m.generator)
+            return DSAParams(p.op, p.values.to(dtype) if p.values.is_floating_point() else p.values)
+
+        m._siamese = siamese
+    syn = m.images.detach().clone().requires_grad_(True)
+    opt = torch.optim.SGD([syn], lr=m.options["lr_img"], momentum=0.5)
+    seed_it = iter(seeds)
+    with monkeypatch.context() as patch:
+        rand_as_float32(patch)
+        if method == "dm":
+            args = ref.make_args(ipc=1, batch_real=batch_real, dsa=m.dsa is not None, dsa_strategy=FULL)
+            want = ref.dm_iteration(r_net, syn, opt, lambda c, k: batches[c], args, k, lambda: next(seed_it))
+        else:
+            args = ref.make_args(ipc=1, batch_real=batch_real, outer_loop=1, inner_loop=1, dsa=method == "dsa",
+                                 dsa_strategy=FULL)  # fmt: skip
+            want = ref.dc_iteration(r_net, syn, m.labels.clone(), opt, lambda c, k: batches[c], args, k,
+                                    lambda: next(seed_it))  # fmt: skip
+    got = m.step(0)
+    return want, got, syn.grad.detach(), m.images.grad.detach()
+
+
+def float32_bound(method, channels, size, monkeypatch, batch_real, **options):
+    """The zoo's float32 step against the authors' float32 and float64 ones: asserts the per-class bound on the
+    image gradient and the loss; returns (the authors' own per-class error, the zoo's against the float64 truth)."""
+    want64, _, g64, _ = _step32(method, channels, size, torch.float64, monkeypatch, batch_real, **options)
+    want32, got32, r32, z32 = _step32(method, channels, size, torch.float32, monkeypatch, batch_real, **options)
+    own = per_class(r32, g64)
+    bound = TIMES * float(own.max()) + ULPS * EPS32
+    zoo_truth, zoo_authors = per_class(z32, g64), per_class(z32, r32)
+    bad = torch.nonzero((zoo_truth > bound) | (zoo_authors > bound)).flatten().tolist()
+    assert not bad, [(c, f"zoo {zoo_truth[c]:.2e} / {zoo_authors[c]:.2e} > {bound:.2e}, authors' own {own.max():.2e}")
+                     for c in bad]  # fmt: skip
+    loss_own = abs(want32 - want64) / want64
+    assert abs(got32 - want64) / want64 <= TIMES * loss_own + ULPS * EPS32, (got32, want32, want64)
+    return own, zoo_truth
+
+
+@pytest.mark.parametrize("channels, size", SHAPES)
+@pytest.mark.parametrize("dsa_on", [True, False])
+def test_dm_step_float32_equals_the_authors(channels, size, dsa_on, monkeypatch):
+    """main_DM.py's iteration in float32 on the real shapes: the zoo's default path (the authors' memory layout)
+    within the float32 bound in every class."""
+    float32_bound("dm", channels, size, monkeypatch, batch_real=16, dsa=dsa_on)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels, size", SHAPES)
+@pytest.mark.parametrize("method", ["dm", "dc", "dsa"])
+def test_step_float32_at_full_width_equals_the_authors(method, channels, size, monkeypatch):
+    """The same at ConvNet-3's real width (128) and 10 classes."""
+    float32_bound(method, channels, size, monkeypatch, batch_real=32, classes=10, width=128)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dm_channels_last_misses_the_float32_bound(seed, monkeypatch):
+    """Why channels-last is not DM's default: on 1 channel at 28 px its float32 image gradient lands on other ReLU
+    kinks than the authors' order and misses the bound in some class for some seed (measured: 1.7e-2 and 2.7e-2 in
+    one class where the authors' own error is 5e-6); the default layout meets it on the same draws."""
+    full = dict(batch_real=32, seed=seed, classes=10, width=128)
+    float32_bound("dm", 1, 28, monkeypatch, **full)
+    try:
+        float32_bound("dm", 1, 28, monkeypatch, channels_last=True, **full)
+    except AssertionError:
+        return
+    pytest.skip("channels-last met the bound on this seed")
+
+
+@pytest.mark.parametrize("channels, size", SHAPES)
+@pytest.mark.parametrize("method", ["dc", "dsa"])
+def test_dc_and_dsa_step_float32_equal_the_authors(method, channels, size, monkeypatch):
+    """main.py's iteration (ipc 1: one outer step) in float32 on the real shapes, within the float32 bound."""
+    float32_bound(method, channels, size, monkeypatch, batch_real=16)

@@ -5,7 +5,8 @@ import pytest
 
 from zoo.bench.condense import PUBLISHED, markdown, published, render
 from zoo.cli import main as zoo_main
-from zoo.condense.presets import PRESETS, default_preset, estimate_seconds, method_options
+from zoo.condense.core import METHODS
+from zoo.condense.presets import PRESETS, default_preset, departures, estimate_seconds, method_options, settings_table
 from zoo.data.synthetic import load_synthetic
 
 
@@ -13,7 +14,8 @@ def test_presets_pick_options_by_ipc():
     assert method_options("cpu", "dc", 1)["iterations"] != method_options("cpu", "dc", 10)["iterations"]
     assert method_options("cpu", "dc", 5) == method_options("cpu", "dc", 1)  # the largest key not above 5
     assert method_options("cpu", "dc", 50) == method_options("cpu", "dc", 10)
-    assert method_options("paper", "dm", 10) == {}  # the method's own (the authors') defaults
+    assert method_options("paper", "dm", 10)["iterations"] == 20001  # the authors' command (presets.PAPER)
+    assert method_options("paper", "rded", 10) == {}  # not recorded: the method's own defaults
     assert method_options("cpu", "random", 1) == {}
     with pytest.raises(ValueError, match="unknown preset"):
         method_options("fast", "dm", 1)
@@ -76,3 +78,19 @@ def test_student_recipe_follows_the_data():
 
     assert not StudentSettings.for_data("mnist").flip and StudentSettings.for_data("fashion_mnist").flip
     assert StudentSettings.for_data("cifar10", epochs=7).epochs == 7
+
+
+def test_paper_is_the_authors_command_and_cpu_lists_its_departures():
+    """The paper preset takes the authors' values (N + 1 updates for --Iteration N, DC from noise, DM's flips as
+    main_DM.py runs); the cpu preset's departures name the real batch and the evaluation epochs."""
+    assert method_options("paper", "dm", 1)["iterations"] == 20001
+    assert method_options("paper", "dc", 1)["init"] == "noise" and method_options("paper", "dsa", 1)["init"] == "real"
+    assert (
+        method_options("paper", "dsa", 10)["outer_loop"] == 10
+        and method_options("paper", "dsa", 10)["inner_loop"] == 50
+    )
+    assert "flip" in method_options("paper", "dm", 1)["dsa_strategy"]
+    dep = departures("cpu", "dm", 1, METHODS["dm"].defaults)
+    assert "batch_real: 256 -> 64" in dep and any(d.startswith("eval.epochs") for d in dep)
+    assert departures("paper", "dm", 1) == []
+    assert "main_DM.py:22" in settings_table("cpu", "dm", 1, METHODS["dm"].defaults)

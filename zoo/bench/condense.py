@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..condense import METHODS, EvalSettings, condense, evaluate_set, evaluate_with_teacher, load_real, load_real_split
-from ..condense.presets import PRESETS, method_options
+from ..condense.presets import PRESETS, departures, method_options
 from ..condense.student import StudentSettings
 from ..condense.teacher import train_teacher
 from ..data.sources import add_data_path_argument, resolve
@@ -256,7 +256,8 @@ def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher
            "seconds": wall / sets, "cpu_seconds": cpu / sets, "stored": stored,
            "budget": ipc * real.num_classes * real.images[0].numel(),
            "eval_epochs": epochs or settings.epochs, "eval": _describe(settings),
-           "iterations": synset.meta.get("options", {}).get("iterations", 0)}  # fmt: skip
+           "iterations": synset.meta.get("options", {}).get("iterations", 0),
+           "departures": departures(p.name, base, ipc, cls.defaults)}  # fmt: skip
     if init_accs:
         row["init_mean"], row["init_std"] = _stats(init_accs)
     if hard_accs:

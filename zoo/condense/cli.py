@@ -23,7 +23,7 @@ from ..registry import UnknownModelError, get_entry
 from . import distributed
 from .core import METHODS, STATE_DIR, CondenseError, _method_class, condense, load_real_split
 from .evaluate import EvalSettings, evaluate_set
-from .presets import PRESETS, default_preset, estimate_seconds, method_options
+from .presets import PRESETS, default_preset, estimate_seconds, method_options, settings_table
 from .student import StudentSettings, evaluate_with_teacher
 
 __all__ = ["add_arguments", "run"]
@@ -80,6 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument("--eval-epochs", type=int, default=300, help="epochs of each evaluation run (default 300)")
     p.add_argument("--list-options", action="store_true", help="print the method's options and defaults, then exit")
+    p.add_argument(
+        "--print-settings",
+        action="store_true",
+        help="print the preset's resolved settings for the method and ipc (with the authors' command and the script "
+        "line each value comes from; a preset other than paper lists its departures), then exit",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -301,6 +307,11 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
         if args.list_options:
             for k, v in METHODS[args.method].defaults.items():
                 print(f"{k} = {v!r}")
+            return 0
+        if args.print_settings:
+            preset = args.preset if args.preset != "auto" else default_preset(args.device if args.device != "auto"
+                                                                               else "cpu")  # fmt: skip
+            print(settings_table(preset, args.method, args.ipc, METHODS[args.method].defaults))
             return 0
         _check_args(args)
         try:
