@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from zoo.cli import main as zoo_main
-from zoo.condense import CondenseError, load_real
+from zoo.condense import CondenseError, RealData, condense, load_real
 from zoo.data import text
 from zoo.data.errors import DataError
 from zoo.data.images import build_image_dataset
@@ -543,6 +543,10 @@ DUPLICATES = [  # (what, read(tmp) reading class names that repeat one, a fragme
     ("eval of a model whose label_names repeat 'cat'",
      lambda t: build_image_dataset("image_folder", "train", str(_images(t / "pets", ["cat"])), class_names=["cat"] * 2),
      "names the class(es) 'cat' twice"),
+    ("condense() given real data whose class names repeat 'cat'",
+     lambda t: condense(RealData(torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]), ["cat", "cat"], {}, {}), "random", 1,
+                        t / "set", progress=False),
+     "name 'cat' twice"),
     ("a datasets folder whose ClassLabel names repeat 'cat'",
      lambda t: build_image_dataset("hf_disk", "train", str(_hf_named(t / "hf", ["cat", "cat", "eel"]))),
      "label names are duplicated"),
