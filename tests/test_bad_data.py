@@ -6,21 +6,29 @@ The image data are 8x8 PNGs of one colour per class (cat red, dog green, eel blu
 colour, so it is right on every image exactly when each split numbers its classes as the model does.
 """
 
+import gzip
 import json
 import logging
 import os
+import pickle
+import re
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
+from zoo.cli import main as zoo_main
+from zoo.condense import CondenseError, RealData, condense, load_real
 from zoo.data import text
 from zoo.data.errors import DataError
 from zoo.data.images import build_image_dataset
 from zoo.data.sources import resolve
 from zoo.evaluate import evaluate_model
+from zoo.evaluate import main as eval_main
 from zoo.train import tasks
 from zoo.train.config import DataConfig, Recipe, RecipeError, TrainConfig
 from zoo.train.distributed import DistState
@@ -355,3 +363,199 @@ def test_a_text_splits_slice_takes_part_of_its_documents(tmp_path, name):
     recipe.data.train_split = "train[5:5]"
     with pytest.raises(DataError, match="leaves none"):
         task._documents(source)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# issue 48 (low rows about data): files crafted to mislead the readers are refused in one line, before the work,
+# by what they declare (an IDX header, a CIFAR batch's size on disk), and a label is an integer or nothing
+
+
+def _idx_bytes(array: np.ndarray, type_byte: int = 0x08, dims=None) -> bytes:
+    """An IDX file: two zero bytes, the type byte, the dimensions (``dims``: declared apart from the values)."""
+    dims = array.shape if dims is None else dims
+    return bytes([0, 0, type_byte, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + array.tobytes()
+
+
+def _mnist(folder: Path, n: int = 12, images: bytes | None = None, labels: bytes | None = None) -> Path:
+    """MNIST's four IDX files (gzip), ``images`` / ``labels`` replacing the training split's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        x = _idx_bytes(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        y = _idx_bytes((np.arange(n) % 10).astype(np.uint8))
+        if prefix == "train":
+            x, y = images or x, labels or y
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(x, 1))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(y, 1))
+    return folder
+
+
+def _cifar(folder: Path, labels=None, names=None, pad_to: int = 0) -> Path:
+    """cifar-10-batches-py/ with 4 rows a batch; ``labels`` for data_batch_1; ``pad_to``: data_batch_1 grown (a sparse
+    tail after the pickle, which the unpickler never reaches) to that many bytes on disk."""
+    root = folder / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        y = list(labels) if labels is not None and i == 0 else [(i + k) % 10 for k in range(4)]
+        batch = {"data": rng.integers(0, 256, (len(y), 3072), dtype=np.uint8), "labels": y}
+        (root / name).write_bytes(pickle.dumps(batch, protocol=2))
+    with open(root / "data_batch_1", "r+b") as f:
+        f.truncate(max(pad_to, f.seek(0, 2)))
+    names = names or ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (root / "batches.meta").write_bytes(pickle.dumps({"label_names": names}, protocol=2))
+    return folder
+
+
+def _svhn(folder: Path, y) -> Path:
+    from scipy.io import savemat
+
+    folder.mkdir()
+    x = np.zeros((32, 32, 3, len(y)), dtype=np.uint8)
+    savemat(folder / "train_32x32.mat", {"X": x, "y": np.asarray(y).reshape(-1, 1)})
+    savemat(folder / "test_32x32.mat", {"X": x, "y": np.ones((len(y), 1), np.uint8)})
+    return folder
+
+
+def _hf_labels(folder: Path, labels) -> Path:
+    datasets = pytest.importorskip("datasets")
+    imgs = [Image.new("RGB", (8, 8), (9, 9, 9)) for _ in labels]
+    datasets.Dataset.from_dict({"image": imgs, "label": list(labels)}).save_to_disk(str(folder))
+    return folder
+
+
+_BOMB = 3_000_000  # images an MNIST header declares over a few MB of zeros: 2.35 GB if it were believed
+
+
+CRAFTED = [  # (what, make(tmp) -> the data spec `zoo condense --data` reads, a fragment of the one line)
+    ("IDX dimensions whose product wraps",
+     lambda t: f"mnist:{_mnist(t / 'm', images=_idx_bytes(np.zeros(0, np.uint8), dims=(65536,) * 4))}",
+     r"header describes 65536 x 65536 x 65536 x 65536 .*not N x 28 x 28"),
+    ("a gzip declaring 3,000,000 images",
+     lambda t: f"mnist:{_mnist(t / 'm', images=_idx_bytes(np.zeros(2**20, np.uint8), dims=(_BOMB, 28, 28)))}",
+     r"header describes 3000000 x 28 x 28 .*at most 100,000"),
+    ("an IDX labels file longer than its header",
+     lambda t: f"mnist:{_mnist(t / 'm', labels=_idx_bytes(np.zeros(13, np.uint8), dims=(12,)))}",
+     "longer than its header says"),
+    ("IDX labels of floats 0.7",
+     lambda t: f"mnist:{_mnist(t / 'm', labels=_idx_bytes(np.full(12, 0.7, '>f4'), 0x0D))}",
+     r"train-labels-idx1-ubyte.gz holds the label 0.7 \(sample 0\).*not an integer"),
+    ("a CIFAR batch of 1 GB on disk", lambda t: str(_cifar(t / 'c', pad_to=10**9)),
+     r"data_batch_1 is 1,000,000,000 bytes; cifar10's batches are at most"),
+    ("CIFAR labels 0.7", lambda t: str(_cifar(t / 'c', labels=[1, 0.7, 2, 3])),
+     r"data_batch_1 holds the label 0.7 \(sample 1\)"),
+    ("CIFAR labels 'cat'", lambda t: str(_cifar(t / 'c', labels=[1, 2, "cat", 3])),
+     r"data_batch_1 holds the label 'cat' \(sample 2\)"),
+    ("CIFAR labels True", lambda t: str(_cifar(t / 'c', labels=[1, 2, 3, True])),
+     r"data_batch_1 holds the label True \(sample 3\)"),
+    ("CIFAR meta naming a class twice", lambda t: str(_cifar(t / 'c', names=["cat"] * 2 + list("abcdefgh"))),
+     r"batches.meta names 10 classes \(9 distinct\)"),
+    ("SVHN labels 0.7", lambda t: str(_svhn(t / 's', [1.0, 0.7, 2.0])), r"train_32x32.mat holds the label 0.7"),
+    ("datasets labels 0.7", lambda t: str(_hf_labels(t / 'hf', [0.0, 0.7, 1.0])),
+     r"holds the label 0.7 \(sample 1\)"),
+    ("datasets labels 'cat'", lambda t: str(_hf_labels(t / 'hf', ["cat", "dog", "cat"])),
+     r"holds the label 'cat' \(sample 0\)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("what, make, message", CRAFTED, ids=[c[0] for c in CRAFTED])
+def test_crafted_files_are_one_line_and_status_2_before_the_work(tmp_path, capsys, what, make, message):
+    spec = make(tmp_path)
+    capsys.readouterr()  # what making the files printed (datasets' progress bars)
+    out = tmp_path / "set"
+    rc = zoo_main(["condense", "--data", spec, "--method", "random", "--ipc", "1", "--image-size", "8", "--out",
+                   str(out), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert not out.exists()
+
+
+def test_a_declared_huge_idx_file_is_refused_from_its_header_alone(tmp_path):
+    """The gzip bomb: 64 MB of zeros behind a header declaring 3,000,000 images. Only the header is inflated (the
+    whole file was, before its header was read); a generic IDX file's declared size is an exact integer."""
+    import tracemalloc
+
+    from zoo.data.standard import read_idx, read_mnist
+
+    folder = _mnist(tmp_path / "m", images=_idx_bytes(np.zeros(64 << 20, np.uint8), dims=(_BOMB, 28, 28)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="header describes 3000000 x 28 x 28"):
+            read_mnist(folder, "train")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak:,} bytes allocated to refuse a header"
+    wraps = tmp_path / "wraps.idx"
+    wraps.write_bytes(_idx_bytes(np.zeros(0, np.uint8), dims=(65536,) * 4))  # 2**64 values: 0 in int64
+    with pytest.raises(DataError, match=r"\(18,446,744,073,709,551,616 bytes\), more than"):
+        read_idx(wraps)
+
+
+def test_a_cifar_batch_of_more_rows_than_distributed_is_refused(tmp_path, monkeypatch):
+    from zoo.data import standard
+
+    folder = _cifar(tmp_path / "c")
+    monkeypatch.setitem(standard._CIFAR_ROWS, "data_batch", 3)  # the generated batches hold 4
+    with pytest.raises(DataError, match=r"data_batch_1 holds 4 rows; cifar10's data_batch_1 holds 3 as distributed"):
+        resolve("cifar10", folder).arrays("train")
+
+
+HUGE_SLICES = [  # a split whose numbers no dataset has: one line, not Python's int-conversion traceback
+    ("a stop of 5,000 digits", "train[:" + "9" * 5000 + "]"),
+    ("a start of 19 digits", "test[" + "1" * 19 + ":]"),
+    ("a negative stop of 4,301 digits", "train[:-" + "9" * 4301 + "]"),
+]
+
+
+@pytest.mark.parametrize("what, split", HUGE_SLICES, ids=[s[0] for s in HUGE_SLICES])
+def test_a_slice_of_more_than_18_digits_is_refused(tmp_path, capsys, what, split):
+    from zoo.data.sources import parse_split
+
+    with pytest.raises(DataError, match=r"more than 18 digits.*e\.g\. train\[:2000\]") as e:
+        parse_split(split)
+    assert len(str(e.value)) < 400  # the number is not echoed whole
+    assert parse_split("train[:" + "9" * 18 + "]") == ("train", slice(None, 10**18 - 1))
+    rc = eval_main(["--model", "poolformer_s12", "--model-kwargs", '{"dims": [8, 16, 32, 64]}', "--data", "digits",
+                    "--split", split, "--no-profile"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "more than 18 digits" in err, err
+
+
+def _hf_named(folder: Path, names) -> Path:
+    """A datasets folder whose ClassLabel names were edited to ``names`` after it was saved."""
+    datasets = pytest.importorskip("datasets")
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog", "eel"])})
+    imgs = [Image.new("RGB", (8, 8), COLOURS[c]) for c in ("cat", "dog", "eel")]
+    datasets.Dataset.from_dict({"image": imgs, "label": [0, 1, 2]}, features=feats).save_to_disk(str(folder))
+    info = json.loads((folder / "dataset_info.json").read_text())
+    info["features"]["label"]["names"] = list(names)
+    (folder / "dataset_info.json").write_text(json.dumps(info))
+    return folder
+
+
+DUPLICATES = [  # (what, read(tmp) reading class names that repeat one, a fragment of the DataError)
+    ("condensing with a class list naming 'cat' twice",
+     lambda t: load_real(str(_images(t / "pets", COLOURS)), image_size=8,
+                        class_names=["cat", "dog", "eel", "cat"]),
+     "names the class(es) 'cat' twice"),
+    ("eval of a model whose label_names repeat 'cat'",
+     lambda t: build_image_dataset("image_folder", "train", str(_images(t / "pets", ["cat"])), class_names=["cat"] * 2),
+     "names the class(es) 'cat' twice"),
+    ("condense() given real data whose class names repeat 'cat'",
+     lambda t: condense(RealData(torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]), ["cat", "cat"], {}, {}), "random", 1,
+                        t / "set", progress=False),
+     "name 'cat' twice"),
+    ("a datasets folder whose ClassLabel names repeat 'cat'",
+     lambda t: build_image_dataset("hf_disk", "train", str(_hf_named(t / "hf", ["cat", "cat", "eel"]))),
+     "label names are duplicated"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("what, read, message", DUPLICATES, ids=[d[0] for d in DUPLICATES])
+def test_class_names_that_repeat_are_refused_when_read(tmp_path, what, read, message):
+    """A class list with a name twice is refused where it is read (it made a set that train.py then refused)."""
+    with pytest.raises((DataError, CondenseError), match=re.escape(message)) as e:
+        read(tmp_path)
+    assert len(str(e.value).splitlines()) == 1

@@ -87,3 +87,40 @@ def test_an_edited_synthetic_set_is_refused_by_name(made, tmp_path, what, edit, 
 def test_the_set_as_written_reads(made):
     data = load_synthetic(made)
     assert data.images.shape == (2, 3, 8, 8) and data.class_names == ["cat", "dog"]
+
+
+def _unrecorded(folder):
+    """The tensor file as an older zoo wrote it: no record of condense.json's source to check edits against."""
+    path = folder / TENSOR_FILE
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(path), metadata={"format": "zoo-synthetic"})
+
+
+UNRECORDED = [  # an older set (nothing recorded in the tensor file): condense.json's class names against the data's
+    ("reversed", _meta(_reordered), r"'dog', 'cat'.* the source's own are 'cat', 'dog'"),
+    ("another class", _set("source", "class_names", ["cat", "cow"]), r"'cat', 'cow'.* the source's own are 'cat'"),
+    ("none", _set("source", "class_names", None), "names no classes"),
+]
+
+
+def _train_task(folder, tmp_path):
+    from zoo.train import tasks
+    from zoo.train.config import DataConfig, Recipe, TrainConfig
+    from zoo.train.distributed import DistState
+
+    recipe = Recipe(model="convnet_d3", data=DataConfig(name="synthetic", path=str(folder)), train=TrainConfig())
+    return tasks.ImageTask(recipe, DistState(), tmp_path / "run")
+
+
+@pytest.mark.parametrize("what, edit, message", UNRECORDED, ids=[c[0] for c in UNRECORDED])
+def test_a_set_without_a_record_must_name_the_sources_classes_in_order(made, tmp_path, what, edit, message):
+    """It trained at chance with its held-out labels renumbered by the edited names, silently."""
+    folder = tmp_path / "set"
+    shutil.copytree(made, folder)
+    _unrecorded(folder)
+    _train_task(folder, tmp_path).prepare_data()  # as written: the source's names in its order
+    edit(folder)
+    with pytest.raises(DataError, match=message) as e:
+        _train_task(folder, tmp_path).prepare_data()
+    assert len(str(e.value).splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -408,3 +408,85 @@ def test_bundled_data_given_a_path_is_refused(data, tmp_path):
     with pytest.raises(DataError, match="ships with the install and reads no path"):
         resolve(data, str(tmp_path))
     assert resolve(data).path is None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the zoo's dataset cache: extracted whole or not at all, files judged by their content
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _cifar_archive(tmp: Path, monkeypatch) -> Path:
+    """A cifar-10-python.tar.gz of generated batches, made the published archive (its md5 patched in)."""
+    import hashlib
+    import tarfile
+
+    made = _write_cifar(tmp / "made")
+    archive = tmp / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(made / "cifar-10-batches-py", "cifar-10-batches-py")
+    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    return archive
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """ZOO_CACHE in tmp_path; every mirror a closed port on 127.0.0.1 (refused at once)."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tvd.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    for cls in (tvd.MNIST, tvd.FashionMNIST):
+        monkeypatch.setattr(cls, "mirrors", ["http://127.0.0.1:9/"])
+    return tmp_path / "cache" / "datasets"
+
+
+def test_a_partly_extracted_cache_folder_is_named_or_extracted_again(tmp_path, monkeypatch, offline_cache):
+    """An extraction cut short left a folder that later reads failed on, saying to give a path that was never given."""
+    import shutil
+
+    partial = offline_cache / "cifar10" / "cifar-10-batches-py"
+    shutil.copytree(_write_cifar(tmp_path / "full") / "cifar-10-batches-py", partial)
+    for name in ("data_batch_4", "data_batch_5", "test_batch"):
+        (partial / name).unlink()
+    with pytest.raises(DataError, match=r"lacks data_batch_4, data_batch_5, test_batch .*delete .*fetches it again"):
+        resolve("cifar10").arrays("train")
+    archive = _cifar_archive(tmp_path, monkeypatch)
+    shutil.copy(archive, offline_cache / "cifar10")  # the archive is there: extracted again, whole
+    images, _ = resolve("cifar10").arrays("train")
+    assert images.shape == (20, 32, 32, 3) and sorted(p.name for p in (offline_cache / "cifar10").iterdir()) == [
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+    ]
+
+
+def test_an_interrupted_extraction_leaves_no_folder(tmp_path, monkeypatch, offline_cache):
+    from zoo.data import standard
+
+    (offline_cache / "cifar10").mkdir(parents=True)
+    archive = _cifar_archive(tmp_path, monkeypatch)
+    (offline_cache / "cifar10" / archive.name).write_bytes(archive.read_bytes())
+    extract = standard.extract_archive
+
+    def interrupted(src, dst):
+        extract(src, dst)
+        (Path(dst) / "cifar-10-batches-py" / "test_batch").unlink()  # as if cut short here
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(standard, "extract_archive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        resolve("cifar10").arrays("test")
+    assert [p.name for p in (offline_cache / "cifar10").iterdir()] == [archive.name]  # nothing half-made
+    monkeypatch.setattr(standard, "extract_archive", extract)
+    assert resolve("cifar10").arrays("test")[0].shape == (4, 32, 32, 3)
+
+
+@needs_shared
+def test_complete_mnist_files_recompressed_in_the_cache_are_used(offline_cache):
+    """The shared files are MNIST's, gzip-compressed anew (their .gz bytes are not the published ones): in the cache
+    they were a "download failure"; their content is checked instead (IDX headers and sizes of the published set)."""
+    import shutil
+
+    shutil.copytree(SHARED / "mnist", offline_cache / "mnist")
+    images, labels = resolve("mnist").arrays("test")
+    assert images.shape == (10_000, 28, 28, 1) and np.bincount(labels)[0] == 980
+    (offline_cache / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(np.zeros(9, np.uint8))))
+    with pytest.raises(DataError, match=r"cannot download mnist .*t10k-labels-idx1-ubyte.gz there holds 9 labels, not"):
+        resolve("mnist").arrays("test")

@@ -33,6 +33,12 @@ class RealData:
     by_class: list[torch.Tensor] = field(default_factory=list)
 
     def __post_init__(self):
+        repeated = sorted({str(c) for c in self.class_names if self.class_names.count(c) > 1})
+        if repeated:  # the set would be written, then refused by train.py: refused before any work
+            raise CondenseError(
+                f"the class names given name {', '.join(map(repr, repeated[:5]))} twice: a class is one name; give "
+                "each class once"
+            )
         if not self.by_class:
             self.by_class = [torch.nonzero(self.labels == c).flatten() for c in range(self.num_classes)]
 

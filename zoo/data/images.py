@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from .errors import DataError
+from .labels import as_label, as_labels
 from .shards import INDEX_NAME, read_index
 
 __all__ = [
@@ -57,6 +58,13 @@ def _listed(names: Sequence[str], limit: int = 20) -> str:
 def class_index(found: Sequence[str], known: Sequence[str] | None, where: str) -> dict[str, int]:
     """``{class: label}`` for the classes ``found`` in ``where``: their positions in ``known`` (the training
     split's or a model's classes), else their own order. A found class outside ``known`` is a DataError."""
+    for names, whose in ((found, where), (known, "the class list given")):
+        repeated = sorted({str(c) for c in names or () if names.count(c) > 1})
+        if repeated:  # a set made from them would be refused later (train.py, eval.py): refused here, before it
+            raise DataError(
+                f"{whose} names the class(es) {', '.join(map(repr, repeated[:5]))} twice: a class is one name; give "
+                "each class once (the model's label_names, the data's class list)"
+            )
     position = {c: i for i, c in enumerate(found if known is None else known)}
     unknown = [c for c in found if c not in position]
     if unknown:
@@ -282,7 +290,7 @@ class HFImageDataset(_DecodedOnRead):
 
     @property
     def targets(self) -> list[int]:
-        labels = [int(y) for y in self.ds[self.label_key]]
+        labels = as_labels(self.ds[self.label_key], self.where).tolist()
         if self.label_map is None:
             return labels
         bad = next((y for y in labels if not 0 <= y < len(self.label_map)), None)
@@ -301,7 +309,7 @@ class HFImageDataset(_DecodedOnRead):
         img = row[self.image_key]
         if not isinstance(img, Image.Image):
             img = Image.fromarray(np.asarray(img, dtype=np.uint8))
-        label = int(row[self.label_key])
+        label = as_label(row[self.label_key], self.where, int(i))
         if self.label_map is not None:
             if not 0 <= label < len(self.label_map):
                 raise DataError(f"{self._describe(i)} has the label {label}, outside its {len(self.label_map)} classes")
@@ -314,7 +322,11 @@ def _load_hf_split(path: str, split: str):
         from datasets import DatasetDict, load_from_disk
     except ImportError:
         raise ImportError("a datasets folder needs the `datasets` package: pip install datasets") from None
-    ds = load_from_disk(path)
+    try:
+        ds = load_from_disk(path)
+    except (ValueError, KeyError, TypeError) as e:  # datasets' own checks of an edited dataset_info.json
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise DataError(f"{path} is not a usable datasets folder (datasets says: {why}): save it again") from None
     if isinstance(ds, DatasetDict):
         names = list(ds.keys())
         aliases = {
@@ -344,7 +356,9 @@ def _hf_dataset(
         ds.label_map = [index[c] for c in own]
         names = list(class_names) if class_names else own
         return ds, DatasetInfo(root.name, len(names), names)
-    labels = hf[ds.label_key]
+    labels = as_labels(hf[ds.label_key], f"{root} ({split} split)")
+    if not len(labels):
+        raise DataError(f"{root} ({split} split) holds no samples")
     if min(labels) < 0:
         raise DataError(f"{root} ({split} split) has the label {min(labels)}: labels are class indices 0, 1, ...")
     num_classes = int(max(labels)) + 1  # bare integer labels: nothing to renumber

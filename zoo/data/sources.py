@@ -123,6 +123,11 @@ def parse_split(split: str) -> tuple[str, slice | None]:
             raise DataError(f"split {split!r}: write a slice as NAME[START:STOP], e.g. train[:2000]")
         name, part = split, None
     else:
+        if any(len(m[k].lstrip("-")) > 18 for k in ("start", "stop")):  # int() of 4,300+ digits is a traceback
+            raise DataError(
+                f"split {split[:60]!r}{'...' if len(split) > 60 else ''}: a slice's start or stop has more than 18 "
+                "digits, more samples than any dataset holds: give the samples to read, e.g. train[:2000]"
+            )
         start, stop = (int(v) if v else None for v in (m["start"], m["stop"]))
         name, part = m["name"], slice(start, stop)
     # a split names a part of the data (a subfolder, a datasets split), never another place on disk

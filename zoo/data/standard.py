@@ -15,23 +15,35 @@ int64 ``(N,)``. A file that is missing, truncated, of the wrong kind or inconsis
   (read with scipy.io.loadmat, which reads data only).
 
 :func:`download` fetches a set into a folder from torchvision's own tables (its mirrors, file names and md5 sums)
-with torchvision's download utilities, which check the md5 and skip files already complete.
+with torchvision's download utilities, which check the md5 and skip files already complete; MNIST files whose gzip
+bytes differ (recompressed, or inflated) are kept when their content is the published set's (IDX headers and
+sizes). An archive is extracted into a temporary folder beside its place and renamed into it once whole.
+
+What a file declares is checked before it is believed: an IDX header is read from the (decompressing) stream and
+checked (MNIST's: N x 28 x 28 bytes, N at most 100,000) before its values, which are read up to the size it
+declares; a CIFAR file larger on disk than the distributed one is refused before it is unpickled. Labels are
+integers (:mod:`zoo.data.labels`): ``0.7``, ``"cat"`` or ``True`` is a DataError naming the file and sample.
 """
 
 import contextlib
 import gzip
 import io
+import math
 import os
 import pickle
+import shutil
 import socket
+import struct
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torchvision.datasets as tvd
-from torchvision.datasets.utils import check_integrity, download_and_extract_archive, download_url
+from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
 from .errors import DataError
+from .labels import as_labels
 
 __all__ = ["SPLIT_FILES", "cifar_class_names", "download", "read_cifar", "read_idx", "read_mnist", "read_split",
            "read_svhn", "safe_unpickle"]  # fmt: skip
@@ -68,40 +80,108 @@ SPLIT_FILES["fashion_mnist"] = SPLIT_FILES["mnist"]
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _read_bytes(path: Path) -> bytes:
-    """A file's bytes, gunzipped when it is gzip (by its magic bytes, whatever its name)."""
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
+_IDX_MAX_BYTES = 1 << 32  # what an IDX header may declare: 4 GiB, far above any set read here (MNIST's: 47 MB)
+_MNIST_MAX = 100_000  # the images (labels) an MNIST / Fashion-MNIST split may hold: 60,000 and 10,000 as published
+_MNIST_SIZES = {"train": 60_000, "t10k": 10_000}  # the published files' counts (the cache's files are checked by them)
+_CHUNK = 1 << 22
+
+
+def _open_idx(path: Path):
+    """``path`` opened for reading, through a decompressing stream when it is gzip (by its magic bytes, whatever its
+    name): nothing is inflated before it is read."""
+    f = open(path, "rb")
+    if f.read(2) != b"\x1f\x8b":
+        f.seek(0)
+        return f
+    f.close()
+    return gzip.open(path, "rb")
+
+
+def _read(f, n: int, path: Path) -> bytes:
+    """Up to ``n`` bytes of ``f`` (fewer at its end), read in chunks: no buffer larger than what the file holds."""
+    parts, left = [], n
     try:
-        return gzip.decompress(raw)
+        while left > 0:
+            part = f.read(min(left, _CHUNK))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
     except (EOFError, OSError, zlib.error) as e:
         raise DataError(f"{path} is a damaged gzip file ({e}): download it again") from None
+    return b"".join(parts)
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """The array in an IDX file (gzip-compressed or not), checked against its header."""
-    path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+def _idx_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, payload bytes)`` from the IDX header at ``f``'s start; the sizes are exact integers."""
+    head = _read(f, 4, path)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
         raise DataError(
-            f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'none'}; IDX files start 0x0000080N): "
+            f"{path} is not an IDX file (bad magic number {head.hex() or 'none'}; IDX files start 0x0000080N): "
             "give the files as distributed"
         )
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
+    dims = _read(f, 4 * head[3], path)
+    if len(dims) < 4 * head[3]:
         raise DataError(f"{path} is truncated: it ends inside its header: download it again")
-    shape = tuple(int(v) for v in np.frombuffer(data, ">u4", ndim, 4))
-    dtype = np.dtype(_IDX_TYPES[data[2]])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "longer than its header says"
+    shape = struct.unpack(f">{head[3]}I", dims)
+    dtype = np.dtype(_IDX_TYPES[head[2]])
+    return shape, dtype, math.prod(shape) * dtype.itemsize  # python ints: 4 large dimensions do not wrap
+
+
+def _described(shape: tuple[int, ...], dtype: np.dtype) -> str:
+    return f"{' x '.join(map(str, shape)) or 'no'} values of {dtype.newbyteorder('=').name}"
+
+
+def read_idx(path: str | Path, expect=None) -> np.ndarray:
+    """The array in an IDX file (gzip-compressed or not), checked against its header.
+
+    The header is read first, from the (decompressing) stream; ``expect(shape, dtype)`` may refuse it (a DataError)
+    before any value is read, and no more than the values it declares (and one byte, to tell a longer file) are."""
+    path = Path(path)
+    with _open_idx(path) as f:
+        shape, dtype, nbytes = _idx_header(f, path)
+        if expect is not None:
+            expect(shape, dtype)
+        if nbytes > _IDX_MAX_BYTES:
+            raise DataError(
+                f"{path}'s header describes {_described(shape, dtype)} ({nbytes:,} bytes), more than the "
+                f"{_IDX_MAX_BYTES:,} an IDX file read here may hold: the file is damaged, download it again"
+            )
+        if isinstance(f, gzip.GzipFile):
+            data = _read(f, nbytes + 1, path)
+            held = len(data)
+        else:  # the size on disk says it before anything is read
+            held = os.fstat(f.fileno()).st_size - f.tell()
+            data = _read(f, nbytes, path) if held == nbytes else b""
+    if held != nbytes:
+        what = "truncated" if held < nbytes else "longer than its header says"
+        holds = f"more than {nbytes:,}" if held > nbytes and data else f"{held:,}"
         raise DataError(
-            f"{path} is {what}: its header describes {'x'.join(map(str, shape))} values ({expected:,} bytes) but "
-            f"it holds {len(data):,} bytes: download it again"
+            f"{path} is {what}: its header describes {_described(shape, dtype)} ({nbytes:,} bytes) but it holds "
+            f"{holds} bytes: download it again"
         )
-    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))  # a copy: writable
+    return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))  # a copy: writable
+
+
+def _mnist_header(path: Path, images: bool, name: str, split: str):
+    """``expect`` for :func:`read_idx`: an MNIST (Fashion-MNIST) images file is N x 28 x 28 unsigned bytes, a labels
+    file N values, N at most _MNIST_MAX."""
+
+    def expect(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if images:
+            ok = len(shape) == 3 and shape[1:] == (28, 28) and dtype == np.uint8 and shape[0] <= _MNIST_MAX
+            want = "N x 28 x 28 unsigned bytes"
+        else:
+            ok = len(shape) == 1 and shape[0] <= _MNIST_MAX
+            want = "N labels"
+        if not ok:
+            raise DataError(
+                f"{path}'s header describes {_described(shape, dtype)}, not {want} with N at most {_MNIST_MAX:,} "
+                f"({name}'s {split} split holds {_MNIST_SIZES[_MNIST_PREFIX[split]]:,}): the file is damaged or of "
+                "another set, download it again"
+            )
+
+    return expect
 
 
 def _idx_file(folders: list[Path], stem: str) -> Path | None:
@@ -127,17 +207,20 @@ def read_mnist(folder: str | Path, split: str, name: str = "mnist") -> tuple[np.
             f"{folder} lacks {name}'s {split} split ({SPLIT_FILES[name][split]}): put the four IDX files there, or "
             "give no path to download them"
         )
-    images, labels = read_idx(images_file), read_idx(labels_file)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{images_file} holds {images.dtype} of shape {images.shape}, not N x H x W bytes")
-    if labels.ndim != 1:
-        raise DataError(f"{labels_file} holds an array of shape {labels.shape}, not one label per image")
-    if len(labels) != len(images):
+    counts = []  # both headers are checked, and against each other, before either file's values are read
+    for path, images in ((images_file, True), (labels_file, False)):
+        with _open_idx(path) as f:
+            shape, dtype, _ = _idx_header(f, path)
+        _mnist_header(path, images, name, split)(shape, dtype)
+        counts.append(shape[0])
+    if counts[0] != counts[1]:
         raise DataError(
-            f"{labels_file} holds {len(labels):,} labels but {images_file} holds {len(images):,} images: the two "
+            f"{labels_file} holds {counts[1]:,} labels but {images_file} holds {counts[0]:,} images: the two "
             "files are not a pair; download them again"
         )
-    return images[..., None], labels.astype(np.int64)
+    images = read_idx(images_file, _mnist_header(images_file, True, name, split))
+    labels = read_idx(labels_file, _mnist_header(labels_file, False, name, split))
+    return images[..., None], as_labels(labels, labels_file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -207,6 +290,26 @@ def _cifar_folder(folder: Path, name: str) -> Path:
     return inner if inner.is_dir() else folder
 
 
+# the rows of each CIFAR file as distributed (a file may hold fewer, never more), and the bytes a row may take on
+# disk (3,072 pixel bytes, its label and file name in the pickle); meta files are a few kB
+_CIFAR_ROWS = {"data_batch": 10_000, "test_batch": 10_000, "train": 50_000, "test": 10_000}
+_ROW_BYTES, _SLACK = 3072 + 256, 1 << 20
+
+
+def _cifar_rows(path: Path) -> int:
+    return _CIFAR_ROWS["data_batch" if path.name.startswith("data_batch") else path.name]
+
+
+def _check_size(path: Path, most: int, what: str) -> None:
+    """A DataError when ``path`` is larger on disk than ``most`` bytes: checked before it is unpickled."""
+    size = path.stat().st_size
+    if size > most:
+        raise DataError(
+            f"{path} is {size:,} bytes; {what} are at most {most:,}: it is not a file as distributed, download the "
+            "set again"
+        )
+
+
 def _cifar_dict(path: Path, keys: tuple[str, ...]) -> dict:
     obj = safe_unpickle(path)
     missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
@@ -221,6 +324,7 @@ def cifar_class_names(folder: str | Path, name: str) -> list[str]:
     meta_file, key = _CIFAR_META[name]
     if not (root / meta_file).is_file():
         raise DataError(f"{root} lacks {meta_file}, {name}'s class names: give the folder as distributed")
+    _check_size(root / meta_file, _SLACK, f"{name}'s meta files")
     names = [str(n) for n in _cifar_dict(root / meta_file, (key,))[key]]
     if len(names) != NUM_CLASSES[name] or len(set(names)) != len(names):
         raise DataError(
@@ -240,13 +344,23 @@ def read_cifar(folder: str | Path, split: str, name: str = "cifar10") -> tuple[n
             f"{folder} lacks {name}'s {split} split ({', '.join(missing)} of {SPLIT_FILES[name][split]}): give the "
             "folder as distributed, or no path to download it"
         )
+    for f in files:  # every file's size before any is unpickled: a crafted one allocates nothing
+        _check_size(f, _cifar_rows(f) * _ROW_BYTES + _SLACK, f"{name}'s batches")
     images, labels = [], []
     label_key = _CIFAR_LABELS[name]
     for f in files:
         batch = _cifar_dict(f, ("data", label_key))
-        data, y = np.asarray(batch["data"]), np.asarray(batch[label_key], dtype=np.int64)
+        data, y = np.asarray(batch["data"]), batch[label_key]
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise DataError(f"{f} holds data {data.dtype} {data.shape}, not N x 3072 bytes (32x32 RGB planes)")
+        if data.shape[0] > _cifar_rows(f):
+            raise DataError(
+                f"{f} holds {data.shape[0]:,} rows; {name}'s {f.name} holds {_cifar_rows(f):,} as distributed: it is "
+                "not a file as distributed, download the set again"
+            )
+        if not isinstance(y, (list, tuple, np.ndarray)):
+            raise DataError(f"{f}: {label_key} is not a list of labels: it is not a CIFAR batch as distributed")
+        y = as_labels(y, f)
         if y.shape != (data.shape[0],):
             raise DataError(f"{f} holds {y.size:,} labels for {data.shape[0]:,} images: download it again")
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
@@ -274,7 +388,7 @@ def read_svhn(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path} is not a readable .mat file ({type(e).__name__}: {e}): download it again") from None
     if "X" not in mat or "y" not in mat:
         raise DataError(f"{path} lacks the X and y arrays of SVHN's cropped digits")
-    x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1).astype(np.int64)
+    x, y = np.asarray(mat["X"]), as_labels(np.asarray(mat["y"]), path)
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
         raise DataError(f"{path}: X is {x.dtype} {x.shape}, not 32 x 32 x 3 x N bytes")
     if y.shape != (x.shape[3],):
@@ -317,10 +431,34 @@ def read_split(name: str, folder: str | Path, split: str) -> tuple[np.ndarray, n
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _idx_content(root: Path, filename: str) -> str | None:
+    """None when ``root`` holds ``filename`` (gzip as published, recompressed, or inflated) with the published
+    content: an IDX header of the published set's shape, and exactly the values it declares; else what is wrong."""
+    stem = filename.removesuffix(".gz")
+    path = next((p for p in (root / filename, root / stem) if p.is_file()), None)
+    if path is None:
+        return "absent"
+    n = _MNIST_SIZES[stem.split("-")[0]]
+    images = "-images-" in stem
+    try:
+        with _open_idx(path) as f:
+            shape, dtype, nbytes = _idx_header(f, path)
+            if shape != ((n, 28, 28) if images else (n,)) or dtype != np.uint8:
+                what = f"{shape[0] if shape else 0:,} {'images' if images else 'labels'}" if shape else "no values"
+                return f"{path.name} there holds {what}, not the published {n:,} ({_described(shape, dtype)})"
+            held = len(_read(f, nbytes + 1, path))
+    except DataError as e:
+        return str(e)
+    return None if held == nbytes else f"{path.name} there is {'truncated' if held < nbytes else 'too long'}"
+
+
 def _fetch_mnist(name: str, root: Path, fetching: list[str]) -> None:
     cls = _TORCHVISION_CLASS[name]
     for filename, md5 in cls.resources:
         if check_integrity(str(root / filename), md5):
+            continue
+        wrong = _idx_content(root, filename)  # recompressed or inflated by the user: its content decides
+        if wrong is None:
             continue
         errors = []
         for mirror in cls.mirrors:
@@ -331,7 +469,44 @@ def _fetch_mnist(name: str, root: Path, fetching: list[str]) -> None:
             except Exception as e:  # noqa: BLE001 (URLError, OSError, an md5 mismatch: try the next mirror)
                 errors.append(f"{type(e).__name__}: {e}")
         else:
-            raise OSError(f"{filename}: {errors[-1] if errors else 'no mirror'}")
+            there = f" ({wrong})" if wrong != "absent" else ""
+            raise OSError(f"{filename}{there}: {errors[-1] if errors else 'no mirror'}")
+
+
+def _cifar_missing(folder: Path, name: str) -> list[str]:
+    """The files of ``name``'s distributed folder that ``folder`` lacks (all of them when it is no folder)."""
+    wanted = [f for split in ("train", "test") for f in _CIFAR_FILES[(name, split)]] + [_CIFAR_META[name][0]]
+    return [f for f in wanted if not (folder / f).is_file()]
+
+
+def _fetch_cifar(name: str, root: Path, fetching: list[str]) -> None:
+    """``root/cifar-10-batches-py`` (``cifar-100-python``) complete: kept; else extracted from the archive (fetched
+    when it is not there, verified) into a temporary folder beside it and renamed into place once whole, so an
+    interrupted extraction leaves nothing that looks like the set. A folder left incomplete by an older zoo is
+    extracted again when the archive is there, else named with what it lacks."""
+    cls = _TORCHVISION_CLASS[name]
+    target, archive = root / _CIFAR_FOLDER[name], root / cls.filename
+    missing = _cifar_missing(target, name)
+    if not missing:
+        return
+    if target.exists() and not check_integrity(str(archive), cls.tgz_md5):
+        raise DataError(
+            f"the dataset cache {target} lacks {', '.join(missing)} (an extraction cut short): delete {target} and the "
+            f"zoo fetches it again, or pass the folder holding {name}'s files (--data-path PATH)"
+        )
+    fetching[:] = [cls.url]
+    download_url(cls.url, str(root), cls.filename, cls.tgz_md5)  # a verified archive there is kept, not fetched
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+    try:
+        extract_archive(str(archive), str(tmp))
+        lacking = _cifar_missing(tmp / target.name, name)
+        if lacking:
+            raise DataError(f"{archive} lacks {', '.join(lacking)}: delete it and the zoo fetches it again")
+        if target.exists():  # the incomplete folder goes with the temporary one
+            os.replace(target, tmp / "incomplete")
+        os.replace(tmp / target.name, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 TIMEOUT_ENV = "ZOO_DOWNLOAD_TIMEOUT"  # seconds a dataset download may wait for the server's next bytes (default 60)
@@ -375,17 +550,17 @@ def download(name: str, root: str | Path) -> Path:
             if name in ("mnist", "fashion_mnist"):
                 _fetch_mnist(name, root, fetching)
             elif name in _CIFAR_FOLDER:
-                if not (root / _CIFAR_FOLDER[name]).is_dir():
-                    fetching[:] = [cls.url]
-                    download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+                _fetch_cifar(name, root, fetching)
             elif name == "svhn":
                 for split in ("train", "test"):
                     url, filename, md5 = cls.split_list[split]
                     if not check_integrity(str(root / filename), md5):
                         fetching[:] = [url]
                         download_url(url, str(root), filename, md5)
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001 (urllib, OSError, a timeout, torchvision's md5 RuntimeError)
-        why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        why = str(e).splitlines()[0][:320] if str(e) else type(e).__name__
         if "timed out" in why.lower() or isinstance(e, (TimeoutError, socket.timeout)):
             why = f"no data for {seconds:g} s from {fetching[0] if fetching else 'the server'}; {TIMEOUT_ENV} sets the wait"
         elif fetching:

@@ -37,6 +37,7 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 from . import text
 from .errors import DataError
 from .images import DatasetInfo, class_index, undecodable
+from .labels import as_label
 from .shards import INDEX_NAME, parse_index
 from .sources import is_stream
 
@@ -366,11 +367,9 @@ class ImageBatches:
         value = row[self.label_key]
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
-        try:
-            label = int(value)
-            if isinstance(value, float) and label != value:
-                raise ValueError(value)
-        except (TypeError, ValueError):
+        try:  # text (a shard's .cls file) is a number written out; else an integer (labels.as_label's rule)
+            label = int(value) if isinstance(value, str) else as_label(value, _row_name(row))
+        except (TypeError, ValueError):  # DataError is a ValueError: one message for both
             raise DataError(
                 f"the label {str(value)[:40]!r} of {_row_name(row)} is not an integer class index: write the shards "
                 "again (zoo data shard), or name the label column with data.label_key"

@@ -26,8 +26,17 @@ from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
 from .errors import DataError
+from .sources import DataSource
 
-__all__ = ["META_FILE", "RECORDED_META", "TENSOR_FILE", "SyntheticData", "SyntheticDataset", "load_synthetic"]
+__all__ = [
+    "META_FILE",
+    "RECORDED_META",
+    "TENSOR_FILE",
+    "SyntheticData",
+    "SyntheticDataset",
+    "check_class_order",
+    "load_synthetic",
+]
 
 TENSOR_FILE = "synthetic.safetensors"
 META_FILE = "condense.json"
@@ -41,6 +50,7 @@ class SyntheticData:
     soft_labels: torch.Tensor | None
     meta: dict[str, Any]
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # bases, hallucinator weights
+    recorded: bool = False  # the tensor file records condense.json's source (class names): edits are caught
 
     @property
     def class_names(self) -> list[str]:
@@ -109,7 +119,33 @@ def load_synthetic(path: str | Path) -> SyntheticData:
     soft = tensors.pop("soft_labels", None)
     if soft is not None and soft.shape != (images.shape[0], len(classes)):
         raise DataError(f"{tensor_path}: soft_labels {tuple(soft.shape)} do not match {images.shape[0]} images")
-    return SyntheticData(images.float(), labels.long(), soft, meta, tensors)
+    return SyntheticData(images.float(), labels.long(), soft, meta, tensors, "source" in recorded)
+
+
+def check_class_order(data: SyntheticData, source: DataSource, where: str | Path) -> None:
+    """A DataError when a set whose tensor file records no source (written by an older zoo) names classes in
+    condense.json that are not its source data's own, in the data's order.
+
+    Its labels were numbered by the source's classes as read then; the held-out split is numbered by condense.json's
+    names, so a reordered (or otherwise edited) list would evaluate every class against another one, at chance.
+    Sets written now record the names in the tensor file (:func:`load_synthetic` compares the two), and a
+    recorded order, even one that is not the data's own, is kept: it is the order the labels were made in."""
+    if data.recorded:
+        return
+    names = data.class_names
+    own = source.class_names
+    if own is None:  # an image folder's, a datasets folder's: those of the split the set was made from
+        _, info = source.open(str(data.meta["source"].get("split") or "train"))
+        own = list(info.class_names) if info.class_names else [str(i) for i in range(info.num_classes)]
+    if list(own) != names:
+        shown = ", ".join(map(repr, names[:10])) + (", ..." if len(names) > 10 else "")
+        theirs = ", ".join(map(repr, own[:10])) + (", ..." if len(own) > 10 else "")
+        raise DataError(
+            f"{Path(where) / META_FILE} names the classes {shown} but the source's own are {theirs}, and "
+            f"{TENSOR_FILE} records no class names to confirm the edit (a set written by an older zoo): its labels "
+            "follow the source's order, so the held-out split would be read against the wrong classes. Restore "
+            "condense.json's source.class_names, or condense the set again (zoo condense)"
+        )
 
 
 def _check_preprocessing(meta: dict, meta_path: Path, images: torch.Tensor, again: str) -> None:

@@ -17,7 +17,7 @@ from ...data.errors import DataError
 from ...data.images import BAD_FILES, DatasetInfo
 from ...data.sources import IMAGE_KINDS, DataSource, parse_split, resolve
 from ...data.stream import ImageBatches, SampleStream, held_out_images, image_stream
-from ...data.synthetic import SyntheticDataset, load_synthetic
+from ...data.synthetic import SyntheticDataset, check_class_order, load_synthetic
 from ...registry import get_entry
 from ...weights import read_state_dict
 from ..config import RecipeError
@@ -111,6 +111,7 @@ class ImageTask(Task):
         if channels != 3:  # a grey set (condensed from MNIST, say): a model of its channels, grey held-out images
             self.recipe.model_kwargs.setdefault("in_chans", channels)
         self.source = real = resolve(src["kind"], src.get("path"))
+        check_class_order(syn, real, d.path)  # an older set's condense.json: the names its labels follow
         val_split = src.get("val_split", real.val_split)
         self.val_base, _ = real.open(val_split, class_names=syn.class_names, grey=channels == 1)
         self.split = d.val_split = _split_read(real, val_split)  # the real split the set names
