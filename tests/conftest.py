@@ -10,6 +10,10 @@ import pytest
 import torch
 from fakehub import FakeHub
 
+# the test processes keep glibc's default allocator policy (zoo condense's keep_freed_memory would hold every
+# worker's peak heap to its end); tests/test_allocator.py checks the policy in a process of its own
+os.environ.setdefault("ZOO_KEEP_FREED_MEMORY", "0")
+
 # under pytest-xdist each worker gets its share of the cores, so that workers do not oversubscribe them
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:

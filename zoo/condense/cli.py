@@ -19,6 +19,7 @@ import yaml
 from ..data.errors import DataError
 from ..data.sources import add_data_path_argument, cache_dir, resolve
 from ..data.synthetic import META_FILE
+from ..layers.allocator import keep_freed_memory
 from ..registry import UnknownModelError, get_entry
 from . import distributed
 from .core import METHODS, STATE_DIR, CondenseError, _method_class, condense, load_real_split
@@ -332,6 +333,7 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
             print(_start_line(args.method, source, args.ipc, preset, options, image_size), flush=True)
             if processes > 1:
                 print(f"zoo condense: {processes} processes, sharing out {_split(args.method)}", flush=True)
+        keep_freed_memory()  # the per-class loops reuse their large tensors' pages instead of faulting them anew
         t0 = time.perf_counter()
         try:
             synset = condense(
