@@ -330,7 +330,7 @@ def test_pruned_run_logs_and_resumes_to_the_uninterrupted_weights(tmp_path, monk
 
 @pytest.mark.parametrize("data, channels", [("digits", 3), ("mnist", 1), ("fashion_mnist", 1), ("cifar10", 3)])
 def test_bench_recipes_build_for_the_datas_channels(data, channels):
-    """zoo bench --data-pruning's image recipes give each model the channels its data loads with (digits load as RGB
+    """zoo bench data-pruning's image recipes give each model the channels its data loads with (digits load as RGB
     scans: its own defaults once failed at the first batch)."""
     import argparse
 
@@ -339,7 +339,7 @@ def test_bench_recipes_build_for_the_datas_channels(data, channels):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--data-pruning", "--data", data])
+    args = parser.parse_args(["data-pruning", "--data", data])
     for model in ("convnet_d3", "quickstart"):
         recipe = _image_recipe(args, model)
         assert recipe["model_kwargs"].get("in_chans", 3) == channels, (model, recipe["model_kwargs"])

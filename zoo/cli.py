@@ -58,7 +58,8 @@ COMMANDS = (
     ),
     (
         "bench",
-        "throughput vs timm on the same weights; --family/--all: the model table",
+        "the benchmarks, one subcommand each: families against their peers, deployed forms, weight formats, training, "
+        "data pruning, condensation, the model and results tables (zoo bench -h lists them)",
         bench.add_arguments,
         bench.run,
     ),
@@ -100,8 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# a command's old spellings, rewritten into today's before parsing (`zoo bench --train ...` -> `zoo bench train ...`)
+OLD_SPELLINGS = {"bench": bench.legacy_argv}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    typed = list(sys.argv[1:] if argv is None else argv)
+    try:
+        spelled = (
+            [*typed[:1], *OLD_SPELLINGS[typed[0]](typed[1:])] if typed[:1] and typed[0] in OLD_SPELLINGS else typed
+        )
+    except ValueError as e:
+        print(f"zoo {typed[0]}: error: {e}", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(spelled)
+    args.typed = typed[1:]  # the command line after the command's name, as typed (a results file records it)
     try:
         return args.func(args)
     except (UnknownModelError, CheckpointError, ValueError, TypeError) as e:

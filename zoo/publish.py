@@ -236,6 +236,36 @@ def _save_formats(model: nn.Module, task: str) -> tuple[str, ...]:
     return tuple(getattr(sys.modules.get(type(model).__module__), "SAVE_FORMATS", ("auto",)))
 
 
+def _check_format(model, task: str, model_name: str, format: str) -> None:
+    formats = _save_formats(model, task)
+    if format not in formats:
+        raise ValueError(
+            f"format={format!r}: {model_name}'s folder is written as {' or '.join(map(repr, formats))}; pass one of "
+            "those (or leave format out)"
+        )
+
+
+def _write_files(model, entry, model_name: str, model_args, data_config, out: Path, format: str):
+    """The weights and config.json (with the weights' sha256 and the zoo's version); (weights, input size)."""
+    config, input_size = _write_weights_and_config(
+        model, entry.task, model_name, model_args, data_config, out, format=format
+    )
+    weights_path = out / WEIGHTS_NAME
+    weights = {"file": WEIGHTS_NAME, "size": weights_path.stat().st_size, "sha256": sha256_file(weights_path)}
+    config["hf_hub_sha256"] = weights["sha256"]
+    config["zoo"] = {"version": __version__, "family": entry.family, "task": entry.task}
+    _write_text(out / CONFIG_NAME, json.dumps(config, indent=2, default=_json_default) + "\n")
+    return weights, input_size
+
+
+def _remove_stale(out: Path, earlier, before: dict) -> None:
+    """The zoo's files of an earlier save that this one did not write again."""
+    after = _file_ids(out)
+    for name in sorted(earlier):
+        if name in after and after[name] == before.get(name):
+            (out / name).unlink()
+
+
 def export_pretrained(
     model: nn.Module,
     out_dir: str | os.PathLike,
@@ -284,12 +314,7 @@ def export_pretrained(
     model = _unwrap_model(model)
     model_name = model_name or _architecture_name(model)
     entry = get_entry(model_name)  # UnknownModelError (with close names) for a name the registry lacks
-    formats = _save_formats(model, entry.task)
-    if format not in formats:
-        raise ValueError(
-            f"format={format!r}: {model_name}'s folder is written as {' or '.join(map(repr, formats))}; pass one of "
-            "those (or leave format out)"
-        )
+    _check_format(model, entry.task, model_name, format)
     metrics = dict(metrics or {})
     dataset = dataset or metrics.get("dataset")
     model_args = _model_args(model, model_kwargs)
@@ -299,41 +324,23 @@ def export_pretrained(
     before = _file_ids(out)
     users_card = (out / CARD_NAME).is_file() and not _is_zoo_card(out / CARD_NAME)
 
-    config, input_size = _write_weights_and_config(
-        model, entry.task, model_name, model_args, data_config, out, format=format
-    )
-    weights_path = out / WEIGHTS_NAME
-    weights = {"file": WEIGHTS_NAME, "size": weights_path.stat().st_size, "sha256": sha256_file(weights_path)}
-    config["hf_hub_sha256"] = weights["sha256"]
-    config["zoo"] = {"version": __version__, "family": entry.family, "task": entry.task}
-    _write_text(out / CONFIG_NAME, json.dumps(config, indent=2, default=_json_default) + "\n")
+    weights, input_size = _write_files(model, entry, model_name, model_args, data_config, out, format)
 
     if tokenizer_file is not None:
         _copy_tokenizer(Path(tokenizer_file), out)
 
     summary = _profile_summary(model, entry.task, input_size, latency_runs)
     card = render_published_card(
-        repo_id=repo_id,
-        model_name=model_name,
-        task=entry.task,
-        family=entry.family,
-        license=license or entry.pretrained_cfg.get("license"),
-        dataset=dataset,
-        metrics=metrics,
-        recipe_text=_recipe_text(recipe),
-        summary=summary,
-        weights=weights,
-        model_args=model_args,
+        repo_id=repo_id, model_name=model_name, task=entry.task, family=entry.family,
+        license=license or entry.pretrained_cfg.get("license"), dataset=dataset, metrics=metrics,
+        recipe_text=_recipe_text(recipe), summary=summary, weights=weights, model_args=model_args,
         tokenizer=tokenizer_file is not None,
-    )
+    )  # fmt: skip
     if users_card:  # as huggingface_hub's mixin keeps a README it did not write
         _logger.warning("%s was not written by the zoo: kept as it is (the zoo's card is not written)", out / CARD_NAME)
     else:
         _write_text(out / CARD_NAME, card)
-    after = _file_ids(out)
-    for name in sorted(earlier):  # the zoo's files of an earlier save that this one did not write again
-        if name in after and after[name] == before.get(name):
-            (out / name).unlink()
+    _remove_stale(out, earlier, before)
     _logger.info("exported %s to %s (sha256 %s)", model_name, out, weights["sha256"])
     return out
 

@@ -26,6 +26,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,12 +34,13 @@ import torch
 import torch.nn.functional as F
 
 from ..condense import METHODS, EvalSettings, condense, evaluate_set, evaluate_with_teacher, load_real, load_real_split
-from ..condense.presets import PRESETS, departures, method_options
+from ..condense.presets import PRESETS, default_preset, departures, method_options
 from ..condense.student import StudentSettings
 from ..condense.teacher import train_teacher
 from ..data.sources import add_data_path_argument, resolve
 from .condense_speed import render_speed, speed
 from .harness import provenance
+from .options import program
 
 __all__ = ["PRESETS", "PUBLISHED", "curve", "main", "run_protocol"]
 
@@ -46,6 +48,9 @@ _DC_PAPER = "DC paper (Zhao, Mopuri, Bilen, ICLR 2021, arXiv:2006.05929) Table 1
 _DC_README = "VICO-UoE/DatasetCondensation README, Table 1 (DC) / Table 2 (DSA)"
 # published ConvNet-3 top-1 (%) at ipc 1 / 10 / 50, and where each row comes from; a (dataset, method) not listed
 # is not reported by the method's paper for that dataset
+# the bench condenses on the CPU (torch.device("cpu")): zoo condense's default for that device, by the one rule
+DEFAULT_PRESET = default_preset("cpu")
+
 PUBLISHED: dict[tuple[str, str], tuple[tuple[float | None, ...], str]] = {
     ("mnist", "random"): ((64.9, 95.1, 97.9), _DC_PAPER),
     ("mnist", "herding"): ((89.2, 93.7, 94.8), _DC_PAPER),
@@ -412,13 +417,15 @@ def render(docs: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m zoo.bench.condense", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """``zoo bench condense``: the protocol's table (and ``--curve``, ``--speed``, ``--render``)."""
     ap.add_argument("--data", default="digits", help="a data name (digits, mnist, fashion_mnist, cifar10, ...)")
     add_data_path_argument(ap)
     ap.add_argument("--methods", default="random,herding,kcenter,dm,dc,dsa,mtt,factorization,rded,sre2l,random+teacher")
     ap.add_argument("--ipc", default=None, help="comma-separated (default: 1,10; --speed: 10)")
-    ap.add_argument("--preset", choices=list(PRESETS), default=None, help="default: quick on digits, cpu otherwise")
+    ap.add_argument(
+        "--preset", choices=list(PRESETS), default=None, help=f"default: zoo condense's on a CPU ({DEFAULT_PRESET})"
+    )
     ap.add_argument("--sets", type=int, default=None, help="condensed sets per row (default: the preset's)")
     ap.add_argument("--nets", type=int, default=None, help="evaluation networks per set (default: the preset's)")
     ap.add_argument("--side-nets", type=int, default=1, help="networks per set for iteration 0 and hard labels")
@@ -436,48 +443,59 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", default=None)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--speed", action="store_true", help="only: DM, DSA and MTT per iteration vs the authors' loops")
+    _add_speed_options(ap)
+    ap.add_argument("--render", nargs="+", default=None, metavar="JSON", help="only: print the table of saved runs")
+
+
+def _add_speed_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--speed-methods", default="dm,dsa,mtt", help="--speed: the methods timed (default dm,dsa,mtt)")
     ap.add_argument("--rounds", type=int, default=10, help="--speed: interleaved timed rounds (default 10)")
     ap.add_argument("--no-memory", action="store_true", help="--speed: leave out the peak-memory processes")
-    ap.add_argument("--render", nargs="+", default=None, metavar="JSON", help="only: print the table of saved runs")
-    args = ap.parse_args(argv)
+
+
+def add_speed_arguments(ap: argparse.ArgumentParser) -> None:
+    """``zoo bench condense-speed``: DM, DSA and MTT per iteration against the authors' loops."""
+    ap.add_argument("--data", default="digits", help="a data name (mnist, ..., or generated: CIFAR-shaped noise)")
+    add_data_path_argument(ap)
+    ap.add_argument("--ipc", default=None, help="comma-separated (default: 10)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: 2)")
+    ap.add_argument("--json", default=None, help="write the rows and provenance here")
+    _add_speed_options(ap)
+
+
+def _render(args: argparse.Namespace) -> int:
+    docs = [json.loads(Path(f).read_text()) for f in args.render]
+    speeds = [d for d in docs if "speed" in d]
+    if speeds:
+        print(render_speed(speeds))
+    docs = [d for d in docs if "speed" not in d]
+    if docs:
+        print(render(docs))
+    if args.plot:
+        plot([r for d in docs for r in d["rows"]], Path(args.plot), [q for d in docs for q in d.get("curve", [])])
+    return 0
+
+
+def run_speed(args: argparse.Namespace) -> int:
+    """The speed rows (:func:`zoo.bench.condense_speed.speed`), and their JSON file with ``--json``."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.render:
-        docs = [json.loads(Path(f).read_text()) for f in args.render]
-        speeds = [d for d in docs if "speed" in d]
-        if speeds:
-            print(render_speed(speeds))
-        docs = [d for d in docs if "speed" not in d]
-        if docs:
-            print(render(docs))
-        if args.plot:
-            plot([r for d in docs for r in d["rows"]], Path(args.plot), [q for d in docs for q in d.get("curve", [])])
-        return 0
-    if args.speed:
-        rows = speed(
-            args.data,
-            args.data_path,
-            tuple(int(i) for i in (args.ipc or "10").split(",")),
-            tuple(args.speed_methods.split(",")),
-            args.rounds,
-            args.threads or 2,
-            memory=not args.no_memory,
-        )
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps({"provenance": provenance(), "speed": rows}, indent=2) + "\n")
-        return 0
-    cross = [c for c in args.cross.split(",") if c]
-    unknown = [c for c in cross if c not in CROSS]
-    if unknown:
-        print(f"unknown --cross {unknown}: choose from {', '.join(CROSS)}", file=sys.stderr)
-        return 2
-    preset = args.preset or ("quick" if args.data == "digits" else "cpu")
-    info = provenance()
-    print("  ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
-    rows, points = [], []
+    rows = speed(
+        args.data,
+        args.data_path,
+        tuple(int(i) for i in (args.ipc or "10").split(",")),
+        tuple(args.speed_methods.split(",")),
+        args.rounds,
+        args.threads or 2,
+        memory=not args.no_memory,
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"provenance": provenance(), "speed": rows}, indent=2) + "\n")
+    return 0
 
+
+def _saver(args: argparse.Namespace, info: dict, preset: str) -> Callable[..., None]:
     def save(rows_so_far: list[dict], points_so_far: list[dict] = ()) -> None:
         if args.json:  # after every row: a long run keeps what it measured
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -485,6 +503,16 @@ def main(argv: list[str] | None = None) -> int:
                    "curve": list(points_so_far)}  # fmt: skip
             Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
 
+    return save
+
+
+def _protocol(args: argparse.Namespace, cross: list[str]) -> int:
+    """The protocol's rows and curve, saved after every row; the CSV and the plot at the end."""
+    preset = args.preset or DEFAULT_PRESET
+    info = provenance()
+    print("  ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+    rows, points = [], []
+    save = _saver(args, info, preset)
     if not args.curve_only:
         rows = run_protocol(
             args.data, args.methods.split(","), [int(i) for i in (args.ipc or "1,10").split(",")], preset, args.sets, args.nets,
@@ -505,6 +533,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(rows, Path(args.plot), points)
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """``--render``, ``--speed``, or the protocol's table (with ``--curve``)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.render:
+        return _render(args)
+    if args.speed:
+        return run_speed(args)
+    cross = [c for c in args.cross.split(",") if c]
+    unknown = [c for c in cross if c not in CROSS]
+    if unknown:
+        print(f"unknown --cross {unknown}: choose from {', '.join(CROSS)}", file=sys.stderr)
+        return 2
+    return _protocol(args, cross)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return program("python -m zoo.bench.condense", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

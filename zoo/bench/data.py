@@ -32,6 +32,7 @@ from ..data.images import ImageFolderDataset, ShardDataset
 from ..data.shards import STORES, is_shard_folder, write_shards
 from ..data.stream import ImageBatches, SampleStream, StreamSource
 from .harness import Row, environment, format_rows, median, print_header, time_interleaved
+from .options import program
 
 TARGET = 1.5
 CLASSES = 10
@@ -122,14 +123,21 @@ def compare(root: Path, images: int, size: int, workers: int, runs: int, warmup:
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.bench.data", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``zoo bench loader``: images/s per loader worker, image folder against shards."""
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers (default 1)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--root", type=Path, default=None, help="where the generated set is kept (default: temp)")
-    args = parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return program("python -m zoo.bench.data", __doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the set (once), read it every way in interleaved rounds, print the table."""
     print_header("Loader: image folder vs shards, same images", environment())
     with tempfile.TemporaryDirectory(prefix="zoo-bench-data-") as tmp:
         rows = compare(args.root or Path(tmp), args.images, args.size, args.workers, args.runs)

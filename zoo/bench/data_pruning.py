@@ -1,4 +1,4 @@
-"""``zoo bench --data-pruning``: full-data training against InfoBatch and the static pruning baselines.
+"""``zoo bench data-pruning``: full-data training against InfoBatch and the static pruning baselines.
 
 Every model is trained by ``train.py``'s loop (:func:`zoo.train.loop.train`) on the same recipe and seeds, once on
 the full data and once per pruning method (``data_pruning:``, :mod:`zoo.train.pruning`); the table gives the
@@ -11,9 +11,9 @@ Models: ``convnet_d3`` (ConvNet-3 at the data's size, SGD as the dataset-distill
 ``quickstart`` (the PoolFormer of ``configs/quickstart_digits.yaml`` at 32 px) and ``lm`` (the language model of
 ``configs/quickstart_lm.yaml``; ``--epochs`` sets its steps to that many passes over its rows)::
 
-    zoo bench --data-pruning --data mnist --data-path ../shared/datasets/mnist --models convnet_d3,quickstart \\
+    zoo bench data-pruning --data mnist --data-path ../shared/datasets/mnist --models convnet_d3,quickstart \\
         --train-split "train[:4000]" --epochs 8 --seeds 0,1,2 --json results/data_pruning/mnist.json
-    zoo bench --data-pruning --models lm --epochs 6 --seeds 0
+    zoo bench data-pruning --models lm --epochs 6 --seeds 0
 """
 
 import argparse
@@ -35,6 +35,7 @@ from ..train.distributed import DistState
 from ..train.loop import train
 from ..train.tasks import build_task
 from .harness import provenance as harness_provenance
+from .options import add_common
 
 __all__ = ["add_arguments", "run"]
 
@@ -44,26 +45,25 @@ MODELS = ("convnet_d3", "quickstart", "lm")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--data-pruning`` options (``--models``, ``--json`` and ``--threads`` are zoo bench's own)."""
-    g = parser.add_argument_group("data pruning (--data-pruning)")
-    g.add_argument("--data-pruning", action="store_true", help="full-data training against InfoBatch and baselines")
-    g.add_argument("--data", default="digits", help="--data-pruning: images (digits, mnist, fashion_mnist, ...)")
-    g.add_argument(
+    """``zoo bench data-pruning``: full-data training against InfoBatch and the static baselines."""
+    add_common(parser, f"comma-separated: {', '.join(MODELS)} (default: convnet_d3)", batch_sizes=False, timing=False)
+    parser.add_argument("--data", default="digits", help="images (digits, mnist, fashion_mnist, ...)")
+    parser.add_argument(
         "--data-path",
         dest="data_path",
         default=None,
         metavar="PATH",
         help="the folder of --data's files, e.g. --data mnist --data-path ../shared/datasets/mnist",
     )
-    g.add_argument("--train-split", default="train", help='--data-pruning: the training split, e.g. "train[:4000]"')
-    g.add_argument("--val-split", default=None, help="--data-pruning: the held-out split (default: the data's)")
-    g.add_argument("--epochs", type=int, default=8, help="--data-pruning: epochs of every run (default 8)")
-    g.add_argument("--seeds", default="0,1,2", help="--data-pruning: comma-separated seeds (default 0,1,2)")
-    g.add_argument("--methods", default=",".join(METHODS[1:]), help="--data-pruning: infobatch,random,el2n")
-    g.add_argument("--ratio", type=float, default=0.5, help="--data-pruning: InfoBatch's ratio (default 0.5)")
-    g.add_argument("--delta", type=float, default=0.875, help="--data-pruning: InfoBatch's delta (default 0.875)")
-    g.add_argument("--score-epochs", type=int, default=1, help="--data-pruning: el2n's full-data epochs (default 1)")
-    g.add_argument("--batch-size", type=int, default=None, help="--data-pruning: global batch (default: the model's)")
+    parser.add_argument("--train-split", default="train", help='the training split, e.g. "train[:4000]"')
+    parser.add_argument("--val-split", default=None, help="the held-out split (default: the data's)")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of every run (default 8)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--methods", default=",".join(METHODS[1:]), help="infobatch,random,el2n")
+    parser.add_argument("--ratio", type=float, default=0.5, help="InfoBatch's ratio (default 0.5)")
+    parser.add_argument("--delta", type=float, default=0.875, help="InfoBatch's delta (default 0.875)")
+    parser.add_argument("--score-epochs", type=int, default=1, help="el2n's full-data epochs (default 1)")
+    parser.add_argument("--batch-size", type=int, default=None, help="global batch (default: the model's)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     bad = [m for m in methods if m not in METHODS[1:]] + [m for m in models if m not in MODELS]
     if bad or not seeds or args.epochs < 1:
         what = f"unknown: {', '.join(bad)}" if bad else "give --seeds and --epochs of at least 1"
-        print(f"zoo bench: error: --data-pruning {what} (models: {', '.join(MODELS)}; methods: "
+        print(f"zoo bench: error: data-pruning {what} (models: {', '.join(MODELS)}; methods: "
               f"{', '.join(METHODS[1:])})", file=sys.stderr)  # fmt: skip
         return 2
     if "infobatch" not in methods and any(m in methods for m in ("random", "el2n")):

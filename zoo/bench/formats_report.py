@@ -1,15 +1,21 @@
-"""What ``zoo bench --formats`` says and keeps: its lines against the targets (:func:`notes`) and the run merged into
-``results/lm_decode.json`` (:func:`write_results`, ``--out``). The measuring is :mod:`zoo.bench.formats`."""
+"""``zoo bench formats``: its command (:func:`add_arguments`, :func:`run`), what it says against the targets
+(:func:`notes`) and the run merged into ``results/lm_decode.json`` (:func:`write_results`, ``--out``). The measuring
+is :mod:`zoo.bench.formats`."""
 
+import argparse
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..registry import get_entry, list_models
+from . import formats
 from .formats import BACKEND, FORMATS, PEER, PTE, PTE_TYPES, TARGETS, _pair_columns, quality_pairs
-from .harness import Row, load_results, merge_rows, provenance, save_results
+from .harness import Row, load_results, merge_rows, print_header, provenance, report, save_results
+from .options import add_common, add_out, check_out, csv_of, recorded_command, refuse
 
-__all__ = ["notes", "write_results"]
+__all__ = ["add_arguments", "notes", "run", "write_results"]
 
 
 def notes(rows: Sequence[Row]) -> list[str]:
@@ -186,3 +192,120 @@ def write_results(path: Path, rows: Sequence[Row], command: str, settings: str) 
                       "rows": merge_rows(old.get("rows", []), head, ptes, lambda p: p["pte"])}  # fmt: skip
     save_results(path, doc)
     return doc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``zoo bench formats``: the language models' weight formats side by side."""
+    add_common(parser, "comma-separated language models (default: mobilellm_125m)", batch_sizes=False)
+    parser.add_argument(
+        "--formats",
+        type=csv_of(str),
+        default=list(FORMATS),
+        help=f"weight formats side by side (default: {','.join(FORMATS)}): zoo eager/compiled, transformers fp32, "
+        "llama.cpp at the same bits, perplexity and greedy agreement with fp32",
+    )
+    parser.add_argument("--prompt-tokens", type=int, default=None, help="decode prompt (default 32)")
+    parser.add_argument("--new-tokens", type=int, default=None, help="greedy tokens decoded (default 128)")
+    parser.add_argument(
+        "--prefill",
+        default=",".join(map(str, formats.PREFILL_LENGTHS)),
+        metavar="N[,N...]",
+        help="prompt lengths whose prefill tokens/s is timed beside llama.cpp's prompt processing "
+        f"(default {','.join(map(str, formats.PREFILL_LENGTHS))}; 0: none)",
+    )
+    parser.add_argument(
+        "--quality-run",
+        type=Path,
+        default=formats.QUALITY_RUN,
+        metavar="DIR",
+        help=f"the trained LM whose perplexity is measured (default {formats.QUALITY_RUN})",
+    )
+    parser.add_argument(
+        "--backend-only",
+        action="store_true",
+        help="only the zoo llama.cpp backend against bare llama.cpp at each format's GGUF type (no compiling, "
+        "transformers or quality run)",
+    )
+    parser.add_argument(
+        "--pte",
+        action="store_true",
+        help="also the ExecuTorch pte artefacts (int8: 8da8w, int4: 8da4w) against llama.cpp at the same bits "
+        "(each export takes minutes)",
+    )
+    parser.add_argument(
+        "--pte-only",
+        action="store_true",
+        help="only the pte artefacts against bare llama.cpp (no compiling, transformers or quality run)",
+    )
+    add_out(parser, "results/lm_decode.json")
+
+
+def _title(args: argparse.Namespace) -> str:
+    if args.pte_only:
+        return "LM weight formats: zoo pte (ExecuTorch, XNNPACK 8da8w / 8da4w) vs bare llama.cpp Q8_0 / Q4_0, batch 1"
+    if args.backend_only:
+        return "LM weight formats: the zoo llama.cpp backend vs the bare llama-cpp-python loop, same GGUF, batch 1"
+    return "LM weight formats: zoo (eager / compiled) vs transformers fp32 and llama.cpp at the same bits, batch 1"
+
+
+def _measure(args: argparse.Namespace, models: list[str], settings: tuple, prefill: tuple[int, ...]) -> list[Row]:
+    if args.backend_only:
+        return [r for name in models for r in formats.compare_backend(name, args.formats, args.runs or 9, *settings)]
+    if args.pte_only:
+        return [r for name in models for r in formats.compare_pte(name, args.formats, args.runs or 5, *settings)]
+    return [
+        r
+        for name in models
+        for r in formats.compare(
+            name, args.formats, args.runs or 3, *settings, quality_run=args.quality_run, pte=args.pte, prefill=prefill
+        )
+    ]
+
+
+def _refused(args: argparse.Namespace, models: list[str]) -> str | None:
+    """Why this run cannot start (checked before anything is measured), or None."""
+    if args.out is not None and args.backend_only:
+        return "--out writes the formats' decode and pte rows; --backend-only has none (use --json)"
+    misplaced = check_out(args.out, "formats")
+    if misplaced:
+        return misplaced
+    unknown = [m for m in models if m not in list_models()]
+    not_lm = [m for m in models if m not in unknown and get_entry(m).task != "text-generation"]
+    if unknown or not_lm:
+        why = f"not registered: {', '.join(unknown)}" if unknown else f"not language models: {', '.join(not_lm)}"
+        return f"--formats is for the language models; {why}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """The weight formats of ``--models`` side by side; ``--out`` merges the run into the results file."""
+    models = args.models or ["mobilellm_125m"]
+    refused = _refused(args, models)
+    if refused:
+        return refuse(refused)
+    try:
+        prefill = formats.parse_prefill(args.prefill)
+    except ValueError as e:
+        return refuse(str(e))
+    env = formats.environment()
+    weights = "speed: the named model with deterministic random weights of trained scale (the same in every engine)"
+    if not (args.backend_only or args.pte_only):
+        weights += f"; perplexity and agreement: the trained LM in {args.quality_run}"
+    print_header(
+        _title(args), env, [f"warm-up {max(args.warmup, 1)}; medians of rounds alternating every candidate", weights]
+    )
+    settings = (max(args.warmup, 1), args.prompt_tokens or 32, args.new_tokens or 128)
+    try:
+        rows = _measure(args, models, settings, prefill)
+    except ValueError as e:
+        return refuse(str(e))
+    report(rows, notes(rows), args.json, env, models=models, formats=args.formats, prefill=list(prefill))
+    if args.out is not None:
+        quality = "" if args.backend_only or args.pte_only else f"; perplexity and agreement: {args.quality_run}"
+        described = f"random weights, {settings[2]} greedy tokens after a {settings[1]}-token prompt{quality}"
+        write_results(args.out, rows, recorded_command(args), described)
+    # fp32 compiled computes eager's arithmetic: its tokens must agree (the other formats' agreement is reported)
+    wrong = [r for r in rows if r.setting.endswith(" fp32") and r.extra.get("compiled = eager", 1.0) < 1.0]
+    for r in wrong:
+        print(f"CHECK FAILED: {r.model} {r.setting}: compiled tokens differ from eager", file=sys.stderr)
+    return 1 if wrong else 0

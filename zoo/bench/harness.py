@@ -44,6 +44,7 @@ __all__ = [
     "library_versions",
     "merge_rows",
     "print_header",
+    "report",
     "provenance",
     "randomize_",
     "save_results",
@@ -337,6 +338,14 @@ def format_rows(rows: Sequence[Row]) -> str:
         ).rstrip()
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, table)])
+
+
+def report(rows: Sequence[Row], notes: Sequence[str], json_path: Path | None, env: dict[str, str], **config) -> None:
+    """The table, its notes, and the JSON file when one was asked for."""
+    print(format_rows(rows))
+    for note in notes:
+        print(note)
+    write_json(json_path, env, rows, **config)
 
 
 def write_json(path: Path | None, env: dict[str, str], rows: Sequence[Row], **config: Any) -> None:

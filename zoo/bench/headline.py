@@ -27,6 +27,7 @@ from typing import Any
 
 from ..data.sources import BENCHMARKS
 from .condense_speed import render_speed
+from .options import program
 
 __all__ = ["PAGES", "TABLES", "ResultsError", "check", "headline", "provenance_line", "refresh", "write"]
 
@@ -553,12 +554,19 @@ def write(repo: Path = REPO) -> list[Path]:
     return changed
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m zoo.bench.headline", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """``zoo bench headline``: print the headline table, or rewrite (``--write``) / check (``--check``) every one."""
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="rewrite every generated table between its markers")
     mode.add_argument("--check", action="store_true", help="exit 1 if a page's table differs from its results files")
-    args = ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return program("python -m zoo.bench.headline", __doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The tables rendered from ``results/``: printed, written between their markers, or checked."""
     try:
         if args.write:
             for page in write(REPO):
@@ -571,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if stale else 0
         print(_render("headline", REPO / "results"))
     except ResultsError as e:
-        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        print(f"{getattr(args, 'door', 'zoo bench headline')}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -26,6 +26,7 @@ from ..models.mobilellm import pro_layer_types
 from ..profile import peak_rss
 from .harness import randomize_
 from .lm import release_freed_memory
+from .options import program
 
 __all__ = ["measure", "main"]
 
@@ -75,13 +76,20 @@ def measure(name: str, layers: int = 8, tokens: int = 2048, prompt: int = 32) ->
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.bench.kv_memory", description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``zoo bench kv-memory``: the KV cache of a long generation, full-length against the model's own."""
     p.add_argument("--models", default="mobilellm_pro_1b,mor_135m")
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--tokens", type=int, default=2048)
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return program("python -m zoo.bench.kv_memory", __doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure every model both ways and print the table."""
     torch.set_num_threads(args.threads)
     print("| model | cache | KV bytes/token | KV MiB allocated | peak RSS MiB (generation) |\n|---|---|---|---|---|")
     for name in args.models.split(","):

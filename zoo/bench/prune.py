@@ -16,7 +16,6 @@ stay.
 
 import argparse
 import copy
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from ..profile import count_params
 from .harness import (
     Row,
     check_results_file,
-    command_line,
     default_runs,
     environment,
     format_rows,
@@ -43,6 +41,7 @@ from .harness import (
     time_interleaved,
     write_json,
 )
+from .options import program, recorded_command, usage_error
 
 __all__ = ["MODELS", "main", "prune_rows", "result_rows", "write_results"]
 
@@ -149,8 +148,8 @@ def write_results(path: Path, rows: list[dict[str, Any]], command: str, settings
     return doc
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.bench.prune", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``zoo bench prune``: dense against pruned to half the MACs, at batch 1 and 32."""
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names (default: %(default)s)")
     parser.add_argument("--batch-sizes", default="1,32", help="comma-separated (default: %(default)s)")
     parser.add_argument("--target-macs", type=float, default=0.5, help="fraction of the dense MACs (default 0.5)")
@@ -168,20 +167,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="merge the run into this results file as its prune_latency section (results/compress.json)",
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time every model dense and pruned; ``--out`` merges the run into ``results/compress.json``."""
     models = [m for m in args.models.split(",") if m]
     try:
         batches = [int(b) for b in args.batch_sizes.split(",")]
         size = tuple(int(s) for s in args.input_size.split(","))
     except ValueError:
-        parser.error("--batch-sizes and --input-size take comma-separated integers (e.g. 1,32 and 3,224,224)")
+        usage_error(args, "--batch-sizes and --input-size take comma-separated integers (e.g. 1,32 and 3,224,224)")
     if args.out is not None and not {1, 32} <= set(batches):
-        parser.error(f"--out: the results file holds batch 1 and batch 32; --batch-sizes {args.batch_sizes} lacks one")
+        usage_error(
+            args, f"--out: the results file holds batch 1 and batch 32; --batch-sizes {args.batch_sizes} lacks one"
+        )
     if args.out is not None:
         try:
             check_results_file(args.out, "compress")
         except ValueError as e:
-            parser.error(str(e))
+            usage_error(args, str(e))
     env = environment(device=args.device)
     print_header(
         "dense vs pruned (zoo.prune to half the MACs), interleaved rounds",
@@ -207,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             f"zoo.prune(target_macs={args.target_macs:g}) with widths rounded to {args.round_to or 1}, interleaved "
             "rounds; each pair is [dense, pruned]"
         )
-        command = command_line("python -m zoo.bench.prune", sys.argv[1:] if argv is None else argv)
-        write_results(args.out, result_rows(rows), command, settings)
+        write_results(args.out, result_rows(rows), recorded_command(args), settings)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return program("python -m zoo.bench.prune", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from ..factory import create_model
 from ..lm import gemv
 from ..lm.quant import QuantizedLinear, portable_kernels, quantize_int8, quantize_model
 from .harness import randomize_
+from .options import program
 
 __all__ = ["SHAPES", "candidates", "main", "time_decode", "time_matvecs"]
 
@@ -230,13 +231,20 @@ def _copy_float(model: nn.Module) -> nn.Module:
     return fresh
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.bench.quant_kernels", description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``zoo bench quant-kernels``: the weight-only kernels of one decoded token, timed on this machine."""
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--no-torchao", action="store_true", help="leave torchao's candidates out")
     p.add_argument("--decode", action="store_true", help="also time whole-model decoding in each format")
-    args = p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return program("python -m zoo.bench.quant_kernels", __doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time the candidates (and, with ``--decode``, whole-model decoding) and print the tables."""
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -1,9 +1,10 @@
 """The zoo's model table: params, MACs, latency/throughput on this machine and the paper's top-1, per model.
 
-``zoo bench --family metaformer --csv out.csv`` (or ``--all``) builds it with :func:`zoo.profile` model by
+``zoo bench table --family metaformer --csv out.csv`` (or ``--all``) builds it with :func:`zoo.profile` model by
 model, prints it as it goes (with a progress bar), writes CSV and, with ``--plot``, the trade-off picture.
 """
 
+import argparse
 import csv
 import os
 import sys
@@ -17,9 +18,10 @@ from tqdm import tqdm
 
 from ..profile import profile
 from ..registry import list_models, model_info
+from .options import add_common
 from .plot import plot_tradeoffs
 
-__all__ = ["COLUMNS", "collect_rows", "format_rows", "run_table", "write_csv"]
+__all__ = ["COLUMNS", "add_arguments", "collect_rows", "format_rows", "run", "run_table", "write_csv"]
 
 COLUMNS = [
     "model",
@@ -136,8 +138,25 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``zoo bench table``: the model table of a family (``--family``) or of every model (``--all``, the default)."""
+    add_common(parser, "only these of the family's models (comma-separated)")
+    parser.add_argument("--family", default=None, help="profile every model of this family")
+    parser.add_argument("--all", action="store_true", help="profile every registered model (without --family)")
+    parser.add_argument("--csv", type=Path, default=None, metavar="PATH", help="write the table as CSV")
+    parser.add_argument("--plot", type=Path, default=None, metavar="PATH", help="the top-1 vs cost picture (PNG)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``zoo bench table``: build, print, and write the model table (and plot)."""
+    args.models_given = args.models is not None
+    return run_table(args)
+
+
 def run_table(args) -> int:
-    """``zoo bench --family F`` / ``--all``: build, print, and write the model table (and plot)."""
+    """Build, print, and write the model table (and plot) of ``args.family`` (None: every model)."""
 
     names = list_models(family=args.family, task="image-classification")  # LMs: zoo bench --models NAME
     if args.models_given:

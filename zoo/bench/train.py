@@ -1,4 +1,4 @@
-"""Training-step benchmark (``zoo bench --train``): a zoo model against its peer on the same weights and batch.
+"""Training-step benchmark (``zoo bench train``): a zoo model against its peer on the same weights and batch.
 
 One step is what a training loop does per batch: zero the gradients, forward, cross-entropy loss, backward,
 AdamW step (``torch.optim.AdamW``, lr 1e-4, the same for both). The peers:
@@ -17,7 +17,7 @@ memory was returned to the OS: gradients and activations; the optimizer state ex
 Switches, as a recipe sets them: ``--amp bf16`` (autocast), ``--channels-last`` (vision), ``--compile``
 (``torch.compile`` of both models), ``--grad-checkpointing`` (both models' own), ``--device cuda``.
 
-``--train --e2e`` runs ``train.py`` itself (the model's recipe in ``configs/``, else the digits quickstart's) for
+``--e2e`` runs ``train.py`` itself (the model's recipe in ``configs/``, else the digits quickstart's) for
 ``--steps`` steps on a generated image folder (:func:`zoo.bench.data.generate_images`) with the recipe's loader
 workers and augmentation but the bench's ``--amp`` / ``--channels-last`` and thread count (so that both sides
 compute alike), and sets its images/s (from ``log.csv``: every step from the second to the last, data loading,
@@ -33,8 +33,10 @@ run's provenance (:func:`write_results`), replacing the rows of the same model, 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gc
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,12 +48,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..factory import create_model
+from ..layers.args import int_between
 from ..profile import peak_rss, trim_heap
-from ..registry import get_entry
+from ..registry import get_entry, list_models
 from ..train import cli as train_cli
 from . import lm, vision
 from .data import CLASSES, generate_images
-from .harness import Row, load_results, median, merge_rows, provenance, save_results, time_interleaved
+from .harness import (
+    Row,
+    environment,
+    load_results,
+    median,
+    merge_rows,
+    print_header,
+    provenance,
+    report,
+    save_results,
+    time_interleaved,
+)
+from .options import add_common, add_out, check_out, recorded_command, refuse
 
 DEFAULT_MODELS = ("poolformer_s12", "convformer_s18")
 LM_DEFAULT_MODELS = ("mobilellm_125m",)
@@ -347,3 +362,76 @@ def write_results(path: Path, rows: list[dict[str, Any]], command: str) -> dict[
     doc["train_step"] = merge_rows(old.get("train_step", []), head, rows, _key)
     save_results(path, doc)
     return doc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``zoo bench train``: forward + backward + AdamW step against the peer (timm; transformers for MobileLLM)."""
+    add_common(parser, f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
+    parser.add_argument(
+        "--img-size", type=int_between(8, 4096), default=224, help="vision: input height and width (default 224)"
+    )
+    parser.add_argument("--seq-len", type=int, default=512, help="language models: tokens per row")
+    parser.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast on both sides")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--grad-checkpointing", action="store_true", help="both models' gradient checkpointing")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--e2e", action="store_true", help="train.py on a generated image folder against the model-only step"
+    )
+    parser.add_argument("--steps", type=int, default=20, help="--e2e: train.py steps (default 20)")
+    parser.add_argument("--workers", type=int, default=None, help="--e2e: loader workers (default: the recipe's)")
+    add_out(parser, "results/train_throughput.json")
+
+
+def _measure(args: argparse.Namespace, models: list[str], amp) -> tuple[list[Row], list[dict[str, Any]]]:
+    """Every model at every batch size: the rows, and the model-only rows as the results file keeps them."""
+    rows, results = [], []
+    for name in models:
+        lm_model = get_entry(name).task == "text-generation"
+        for bs in args.batch_sizes or ([4] if lm_model else [32]):
+            settings = Settings(
+                batch_size=bs,
+                img_size=args.img_size,
+                seq_len=args.seq_len,
+                amp=amp,
+                channels_last=args.channels_last,
+                compile=args.compile,
+                grad_checkpointing=args.grad_checkpointing,
+                device=args.device,
+            )
+            if args.e2e:
+                rows.append(end_to_end(name, settings, args.steps, args.workers, args.runs or 5))
+            else:
+                measured = compare(name, settings, args.runs or 5, args.warmup)
+                rows += measured
+                results += [result_row(r, settings) for r in measured]
+    return rows, results
+
+
+def run(args: argparse.Namespace) -> int:
+    """Training steps side by side with the peer; ``--out`` merges the model-only rows into the results file."""
+    if args.out is not None and args.e2e:
+        return refuse("--out writes the model-only training steps; --e2e has no results file (drop one of them)")
+    misplaced = check_out(args.out, "train")
+    if misplaced:
+        return refuse(misplaced)
+    models = args.models or list(DEFAULT_MODELS)
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        return refuse(f"not registered: {', '.join(unknown)}")
+    amp = torch.bfloat16 if args.amp == "bf16" else None
+    env = environment(device=args.device)
+    title = "Training step (forward, backward, AdamW): zoo vs its peer, same weights and batch"
+    print_header(title, env, [f"warm-up {args.warmup}; medians of rounds alternating the candidates"])
+    try:
+        rows, results = _measure(args, models, amp)
+    except ValueError as e:
+        return refuse(str(e))
+    report(rows, notes(rows), args.json, env, models=models, train=True)
+    if args.out is not None:
+        write_results(args.out, results, recorded_command(args))
+    wrong = [r for r in rows if not args.e2e and not loss_agrees(r, amp, r.model)]
+    for r in wrong:
+        print(f"CHECK FAILED: {r.model} {r.setting}: first-step loss differs from {r.peer}", file=sys.stderr)
+    return 1 if wrong else 0

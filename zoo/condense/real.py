@@ -115,6 +115,43 @@ def _to_tensors(dataset, transform) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
 
+def _pixels(src, data: str, split: str, image_size: int, interpolation: str, class_names, c: int):
+    """The split's images as float pixels in [0, 1] (NCHW, ``c`` channels, ``image_size``), labels, class names."""
+    try:
+        dataset, info = src.open(split, class_names=class_names, grey=c == 1)
+        names = list(info.class_names) if info.class_names else [str(i) for i in range(info.num_classes)]
+        if getattr(dataset, "targets", None) is None:
+            raise CondenseError(f"{data} ({split}) has no labels: condensation needs a labelled dataset")
+        if isinstance(dataset, ArrayImageDataset) and image_size == src.native_size:  # no per-image transform
+            # NCHW in memory (a permuted view would carry channels-last strides into every network)
+            raw = torch.from_numpy(dataset.images).permute(0, 3, 1, 2)
+            raw = raw.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+            raw = raw.expand(-1, c, -1, -1).contiguous() if raw.shape[1] != c else raw
+            labels = torch.from_numpy(dataset.labels).long()
+        else:
+            tf = create_transform((c, image_size, image_size), is_training=False, interpolation=interpolation,
+                                  mean=(0.0,) * c, std=(1.0,) * c, crop_pct=1.0)  # fmt: skip
+            raw, labels = _to_tensors(dataset, tf)
+    except DataError as e:
+        raise CondenseError(str(e)) from None
+    return raw, labels, names
+
+
+def _provenance(src, split: str, val_split: str | None, images, labels, names: list[str]) -> dict:
+    """Where a real split came from, as a synthetic set's ``condense.json`` records it."""
+    where = src.path if src.benchmark is None else (src.path or str(src.folder()))
+    return {
+        "name": src.name,
+        "kind": src.kind,
+        "path": str(Path(where).resolve()) if where else None,
+        "split": split,
+        "val_split": val_split or src.val_split,
+        "size": int(labels.numel()),
+        "fingerprint": _fingerprint(images, labels),
+        "class_names": names,
+    }
+
+
 def load_real(
     data: str = "digits",
     split: str = "train",
@@ -148,23 +185,7 @@ def load_real(
         raise CondenseError(f"{src.spec} has {src.channels}-channel images: channels must be {src.channels} or 3")
     if (mean is None or std is None) and src.mean is not None:  # the authors' constants (a grey one, repeated)
         mean, std = src.mean * (c // len(src.mean)), src.std * (c // len(src.std))
-    try:
-        dataset, info = src.open(split, class_names=class_names, grey=c == 1)
-        names = list(info.class_names) if info.class_names else [str(i) for i in range(info.num_classes)]
-        if getattr(dataset, "targets", None) is None:
-            raise CondenseError(f"{data} ({split}) has no labels: condensation needs a labelled dataset")
-        if isinstance(dataset, ArrayImageDataset) and image_size == src.native_size:  # no per-image transform
-            # NCHW in memory (a permuted view would carry channels-last strides into every network)
-            raw = torch.from_numpy(dataset.images).permute(0, 3, 1, 2)
-            raw = raw.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
-            raw = raw.expand(-1, c, -1, -1).contiguous() if raw.shape[1] != c else raw
-            labels = torch.from_numpy(dataset.labels).long()
-        else:
-            tf = create_transform((c, image_size, image_size), is_training=False, interpolation=interpolation,
-                                  mean=(0.0,) * c, std=(1.0,) * c, crop_pct=1.0)  # fmt: skip
-            raw, labels = _to_tensors(dataset, tf)
-    except DataError as e:
-        raise CondenseError(str(e)) from None
+    raw, labels, names = _pixels(src, data, split, image_size, interpolation, class_names, c)
     if mean is None or std is None:
         mean = tuple(round(float(v), 6) for v in raw.mean(dim=(0, 2, 3)))
         std = tuple(round(float(v), 6) for v in raw.std(dim=(0, 2, 3)).clamp_min(1e-3))
@@ -178,17 +199,7 @@ def load_real(
             f"{bad} image(s) of {src.spec} ({split}) hold NaN or infinite values once normalised (mean {list(mean)}, "
             f"std {list(std)}): fix the data or its mean/std"
         )
-    where = src.path if src.benchmark is None else (src.path or str(src.folder()))
-    source = {
-        "name": src.name,
-        "kind": src.kind,
-        "path": str(Path(where).resolve()) if where else None,
-        "split": split,
-        "val_split": val_split or src.val_split,
-        "size": int(labels.numel()),
-        "fingerprint": _fingerprint(images, labels),
-        "class_names": names,
-    }
+    source = _provenance(src, split, val_split, images, labels, names)
     pre = {
         "image_size": image_size,
         "channels": c,

@@ -300,7 +300,8 @@ _STR_METHOD_SIZES = {
 }
 
 
-def _jinja_environment():
+def _import_jinja():
+    """jinja2 and the sandbox pieces the chat templates render with (ImportError naming the version needed)."""
     try:
         import jinja2
         from jinja2.ext import Extension, loopcontrols
@@ -312,7 +313,31 @@ def _jinja_environment():
             f"chat templates need jinja2 >= 3.1.6 (known sandbox escapes before); found {jinja2.__version__}"
         )
 
-    class Generation(Extension):
+    return jinja2, Extension, loopcontrols, ImmutableSandboxedEnvironment
+
+
+def _bounds(jinja2):
+    """``bounded(what, size)`` refuses a value past the rendering's bound; ``sized(value, what)`` checks one."""
+
+    def bounded(what, size):
+        if size > MAX_RENDERED_CHARS:
+            raise jinja2.exceptions.SecurityError(
+                f"the chat template's {what} would build {size} characters, past the {MAX_RENDERED_CHARS} a "
+                "rendering may have"
+            )
+
+    def sized(value, what):
+        if isinstance(value, (str, list, tuple)):
+            bounded(what, len(value))
+        return value
+
+    return bounded, sized
+
+
+def _template_globals(jinja2, extension, sized):
+    """transformers' template names: the ``{% generation %}`` block, ``namespace``, ``raise_exception``, ``tojson``."""
+
+    class Generation(extension):
         """transformers' ``{% generation %}`` block (it marks the assistant's text): rendered as its body."""
 
         tags = {"generation"}
@@ -353,17 +378,11 @@ def _jinja_environment():
             raise jinja2.exceptions.SecurityError("the chat template's tojson indents by more than 64 characters")
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
-    def bounded(what, size):
-        if size > MAX_RENDERED_CHARS:
-            raise jinja2.exceptions.SecurityError(
-                f"the chat template's {what} would build {size} characters, past the {MAX_RENDERED_CHARS} a "
-                "rendering may have"
-            )
+    return Generation, Namespace, raise_exception, tojson
 
-    def sized(value, what):
-        if isinstance(value, (str, list, tuple)):
-            bounded(what, len(value))
-        return value
+
+def _bounded_filter(jinja2, bounded, sized):
+    """A filter wrapper that checks the size of what the filter would build before it runs."""
 
     def bounded_filter(name, run, size_of):
         skip = 1 if hasattr(run, "jinja_pass_arg") else 0  # the context or environment jinja passes first
@@ -382,7 +401,13 @@ def _jinja_environment():
 
         return checked
 
-    class BoundedEnvironment(ImmutableSandboxedEnvironment):
+    return bounded_filter
+
+
+def _bounded_environment(jinja2, sandbox, bounded, sized):
+    """The sandbox class whose calls and operators are size-checked before they run."""
+
+    class BoundedEnvironment(sandbox):
         """Checked before they run: ``*`` and ``**``, ``%`` and ``+``, the filters and string methods that build
         strings (``center``, ``indent``, ``format``, ``replace``, ``join`` ...), so that one expression may not build a
         value past the rendering's bound (``'a' * 10**10`` or ``'' | center(10**10)`` would allocate before any
@@ -420,6 +445,15 @@ def _jinja_environment():
                 raise jinja2.exceptions.SecurityError(f"the chat template raises to the power {right} (at most 64)")
             return super().call_binop(context, operator, left, right)
 
+    return BoundedEnvironment
+
+
+def _jinja_environment():
+    jinja2, extension, loopcontrols, sandbox = _import_jinja()
+    bounded, sized = _bounds(jinja2)
+    Generation, Namespace, raise_exception, tojson = _template_globals(jinja2, extension, sized)
+    bounded_filter = _bounded_filter(jinja2, bounded, sized)
+    BoundedEnvironment = _bounded_environment(jinja2, sandbox, bounded, sized)
     env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
     env.filters["tojson"] = tojson
     for name, size_of in _FILTER_SIZES.items():

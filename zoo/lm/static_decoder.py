@@ -110,6 +110,30 @@ class _App:
         self.lora, self.norms, self.reads_shared = lora, norms, reads_shared
 
 
+def _checked_config(model: nn.Module, max_seq_len: int, delegate_ops: bool, one_token_ops: bool, llm_ops: bool, fuse):
+    """The model's config, once the arguments of :class:`StaticDecoder` are known to fit it and each other."""
+    c = getattr(model, "config", None)
+    if not hasattr(model, "schedule") or c is None:
+        raise ValueError(f"a static-cache decoder drives the zoo's decoder language models, not {type(model).__name__}")
+    if not isinstance(max_seq_len, int) or max_seq_len < 2:
+        raise ValueError(f"max_seq_len must be an int >= 2, got {max_seq_len!r}")
+    if delegate_ops and one_token_ops:
+        raise ValueError(
+            "delegate_ops (the ExecuTorch export's ops) and one_token_ops (the compiled CPU step's) are two ways "
+            "of computing the same layers; pass one of them"
+        )
+    if llm_ops and not delegate_ops:
+        raise ValueError("llm_ops are ExecuTorch's operators for the delegate_ops form: pass delegate_ops=True too")
+    if fuse is not None and not llm_ops:
+        raise ValueError("fuse stacks the projections of the llm_ops layers: pass llm_ops=True too")
+    if max_seq_len > c.max_position_embeddings:
+        raise ValueError(
+            f"max_seq_len={max_seq_len} exceeds the model's context length of {c.max_position_embeddings} "
+            f"tokens (config.max_position_embeddings); use max_seq_len <= {c.max_position_embeddings}"
+        )
+    return c
+
+
 class StaticDecoder(nn.Module):
     """A zoo decoder LM over a static KV cache of ``max_seq_len`` tokens, for batch 1, as a traceable module.
 
@@ -137,31 +161,26 @@ class StaticDecoder(nn.Module):
         fuse: Callable[[list[nn.Linear]], nn.Linear] | None = None,
     ):
         super().__init__()
-
-        c = getattr(model, "config", None)
-        if not hasattr(model, "schedule") or c is None:
-            raise ValueError(
-                f"a static-cache decoder drives the zoo's decoder language models, not {type(model).__name__}"
-            )
-        if not isinstance(max_seq_len, int) or max_seq_len < 2:
-            raise ValueError(f"max_seq_len must be an int >= 2, got {max_seq_len!r}")
-        if delegate_ops and one_token_ops:
-            raise ValueError(
-                "delegate_ops (the ExecuTorch export's ops) and one_token_ops (the compiled CPU step's) are two ways "
-                "of computing the same layers; pass one of them"
-            )
-        if llm_ops and not delegate_ops:
-            raise ValueError("llm_ops are ExecuTorch's operators for the delegate_ops form: pass delegate_ops=True too")
-        if fuse is not None and not llm_ops:
-            raise ValueError("fuse stacks the projections of the llm_ops layers: pass llm_ops=True too")
-        if max_seq_len > c.max_position_embeddings:
-            raise ValueError(
-                f"max_seq_len={max_seq_len} exceeds the model's context length of {c.max_position_embeddings} "
-                f"tokens (config.max_position_embeddings); use max_seq_len <= {c.max_position_embeddings}"
-            )
+        c = _checked_config(model, max_seq_len, delegate_ops, one_token_ops, llm_ops, fuse)
         self.lm = model
         self.max_seq_len = max_seq_len
         self.routing: str | None = None
+        layers = model.model.layers
+        self._applications(model, c)
+        p = model.model.embed_tokens.weight
+        self._caches(model, c, max_seq_len, llm_ops, p)
+        self._fuse(layers, fuse)
+        self._pos: torch.Tensor | None = None
+        self.ops = OneTokenOps() if one_token_ops else None
+        if delegate_ops:
+            attn = layers[0].self_attn
+            norm = model.model.norm
+            self.ops = DelegateOps(
+                c.hidden_size, norm.eps, attn.num_heads, attn.num_kv_heads, attn.head_dim, attn.scale, p
+            )
+
+    def _applications(self, model: nn.Module, c) -> None:
+        """``apps`` (one per layer application, in order), ``num_slots``, and the prefix / steps / suffix split."""
         layers = model.model.layers
         if not hasattr(model, "slot_of"):  # MobileLLM: one slot per layer application
             self.num_slots = len(model.schedule)
@@ -188,7 +207,9 @@ class StaticDecoder(nn.Module):
                 for i, b in enumerate(model.schedule)
             ]
             self.prefix, self.steps, self.suffix = list(model.prefix), [list(s) for s in model.steps], model.suffix
-        p = model.model.embed_tokens.weight
+
+    def _caches(self, model: nn.Module, c, max_seq_len: int, llm_ops: bool, p: torch.Tensor) -> None:
+        """The cache buffers of every slot (``cache_specs``), the masks' windows and the rotary tables."""
         shape = (1, c.num_key_value_heads, max_seq_len, c.head_dim)
         routed = {self.apps[i].slot for step in self.steps for i in step} if self.routing else set()
         self.routed_slots = sorted(routed)
@@ -211,6 +232,8 @@ class StaticDecoder(nn.Module):
         self.register_buffer("rope_cos", cos[:max_seq_len].clone(), persistent=False)
         self.register_buffer("rope_sin", sin[:max_seq_len].clone(), persistent=False)
         self.register_buffer("positions", torch.arange(max_seq_len, device=p.device), persistent=False)
+
+    def _fuse(self, layers: nn.ModuleList, fuse: Callable[[list[nn.Linear]], nn.Linear] | None) -> None:
         # the layers of llm_slots' applications: their query/key/value projections stacked (block index -> q|k|v),
         # their MLPs' gate and up projections (block index -> gate|up)
         self.fused, self.fused_mlp = nn.ModuleDict(), nn.ModuleDict()
@@ -222,14 +245,6 @@ class StaticDecoder(nn.Module):
                 self.fused[b] = fuse([attn.q_proj, attn.k_proj, attn.v_proj])
                 self.fused_mlp[b] = fuse([mlp.gate_proj, mlp.up_proj])
         self._block = [index[id(app.layer)] for app in self.apps]
-        self._pos: torch.Tensor | None = None
-        self.ops = OneTokenOps() if one_token_ops else None
-        if delegate_ops:
-            attn = layers[0].self_attn
-            norm = model.model.norm
-            self.ops = DelegateOps(
-                c.hidden_size, norm.eps, attn.num_heads, attn.num_kv_heads, attn.head_dim, attn.scale, p
-            )
 
     # -- the cache protocol layer_forward uses ------------------------------------------------------------------
     def update(self, slot: int, key: torch.Tensor, value: torch.Tensor, positions=None):

@@ -124,6 +124,27 @@ class Extractor(nn.Module):
         return self.classifier(feat), feat
 
 
+def _next_chunk(indices_chunks: list, num_classes: int, ipc: int, batch_syn: int) -> torch.Tensor:
+    """The next batch of synthetic indices; a fresh permutation split into batches when the last one is used."""
+    if not indices_chunks:
+        indices = torch.randperm(num_classes * ipc)
+        indices_chunks.extend(torch.split(indices, batch_syn))
+    return indices_chunks.pop()
+
+
+def _two_styled_views(indices_chunks, syn_images, styles, num_classes, ipc, n_style, batch_syn, augment):
+    """A batch of bases through two random styles, stacked (the content network's pair): (label, base, x)."""
+    these_indices = _next_chunk(indices_chunks, num_classes, ipc, batch_syn)
+    label = these_indices // ipc
+    base_idx = these_indices % ipc
+    style_idx = torch.randperm(n_style)[:2]
+    base = syn_images[label, base_idx, :, :, :]
+    x = torch.cat([styles[style_idx[0]](base), styles[style_idx[1]](base)], dim=0)
+    if augment is not None:
+        x = augment(x)
+    return label, base, x
+
+
 def distill_fac_iteration(
     student_net: ReparamModule, expert_trajectory, start_epoch, image_syn, styles, sim_content_net, syn_lr,
     optimizer_img, optimizer_style, optimizer_lr, optimizer_sim_content, contrast, num_classes, ipc, n_style,
@@ -142,10 +163,7 @@ def distill_fac_iteration(
     syn_images = image_syn
     indices_chunks = []
     for _step in range(syn_steps):
-        if not indices_chunks:
-            indices = torch.randperm(num_classes * ipc)
-            indices_chunks = list(torch.split(indices, batch_syn))
-        these_indices = indices_chunks.pop()
+        these_indices = _next_chunk(indices_chunks, num_classes, ipc, batch_syn)
         label = these_indices // ipc
         base_idx = these_indices % ipc
         style_idx = random.randint(0, n_style - 1)
@@ -159,17 +177,9 @@ def distill_fac_iteration(
         grad = torch.autograd.grad(ce_loss, student_params[-1], create_graph=True)[0]
         student_params.append(student_params[-1] - syn_lr * grad)
 
-    if not indices_chunks:
-        indices = torch.randperm(num_classes * ipc)
-        indices_chunks = list(torch.split(indices, batch_syn))
-    these_indices = indices_chunks.pop()
-    label = these_indices // ipc
-    base_idx = these_indices % ipc
-    style_idx = torch.randperm(n_style)[:2]
-    base = syn_images[label, base_idx, :, :, :]
-    x = torch.cat([styles[style_idx[0]](base), styles[style_idx[1]](base)], dim=0)
-    if augment is not None:
-        x = augment(x)
+    label, base, x = _two_styled_views(
+        indices_chunks, syn_images, styles, num_classes, ipc, n_style, batch_syn, augment
+    )
     logits_c, embed_c = sim_content_net(x)
     n = base.shape[0]
     club_content_loss = ((F.cosine_similarity(embed_c[:n], embed_c[n:]) + 1.0) / 2.0).mean() * lambda_club_content
@@ -194,17 +204,9 @@ def distill_fac_iteration(
     if hook is not None:
         hook()
 
-    if not indices_chunks:
-        indices = torch.randperm(num_classes * ipc)
-        indices_chunks = list(torch.split(indices, batch_syn))
-    these_indices = indices_chunks.pop()
-    label = these_indices // ipc
-    base_idx = these_indices % ipc
-    style_idx = torch.randperm(n_style)[:2]
-    base = syn_images[label, base_idx, :, :, :]
-    x = torch.cat([styles[style_idx[0]](base), styles[style_idx[1]](base)], dim=0)
-    if augment is not None:
-        x = augment(x)
+    label, base, x = _two_styled_views(
+        indices_chunks, syn_images, styles, num_classes, ipc, n_style, batch_syn, augment
+    )
     logits_c, embed_c = sim_content_net(x)
     n = base.shape[0]
     cls_content_loss = criterion(logits_c, torch.cat([label, label], dim=0)) * lambda_cls_content
