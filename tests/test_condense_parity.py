@@ -11,6 +11,7 @@ from collections import deque
 import numpy as np
 import pytest
 import torch
+from float32_parity import EPS32, SHAPES, TIMES, ULPS, nets_like, per_class
 
 import zoo
 import zoo.bench.reference.datasetcondensation as ref
@@ -311,11 +312,7 @@ def test_protocol_follows_the_data(name, method, dsa, strategy, dc_aug, epochs):
 # float32, by at most 4 x the largest ``own`` plus 4 float32 ulps, in every class. A float32 rounding that lands on
 # the other side of a ReLU or a near-flat instance norm moves a class's gradient by far more than an ulp (the
 # authors' own error ranges from 1e-6 to 1e-2 between classes and seeds), so the bound is the step's, not a class's.
-ULPS, TIMES = 4, 4.0
-EPS32 = torch.finfo(torch.float32).eps
-SHAPES = [pytest.param(1, 28, id="1x28"), pytest.param(3, 32, id="3x32")]
-
-
+# The bound and the nets are tests/float32_parity.py's, shared with the MTT and teacher parity tests.
 def rand_as_float32(monkeypatch):
     """The authors' ``torch.rand(..., dtype=x.dtype)`` (their colour draws) as float32 draws cast to the images'
     dtype, so that the float64 truth sees the transform the float32 run sees."""
@@ -326,25 +323,6 @@ def rand_as_float32(monkeypatch):
         return out if dtype is None else out.to(dtype)
 
     monkeypatch.setattr(torch, "rand", draw)
-
-
-def nets_like(channels, size, dtype, seed, classes, width):
-    """The authors' ConvNet-3 and the zoo's with the same weights, in ``dtype``."""
-    torch.manual_seed(seed)
-    r = ReferenceConvNet(channels, classes, width, 3, "instancenorm", (size, size))
-    with torch.no_grad():
-        for t in r.state_dict().values():
-            if t.ndim == 1:
-                t.add_(torch.randn(t.shape) * 0.3)
-    z = zoo.create_model("convnet_d3", num_classes=classes, in_chans=channels, img_size=size, width=width)
-    z.load_state_dict(checkpoint_filter_fn(r.state_dict(), z))
-    return r.to(dtype), z.to(dtype)
-
-
-def per_class(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``max |a - b| / max |b|`` over each class's rows (one row per class, ipc 1)."""
-    a, b = a.double().flatten(1), b.double().flatten(1)
-    return (a - b).abs().amax(1) / b.abs().amax(1).clamp_min(1e-30)
 
 
 def _step32(method, channels, size, dtype, monkeypatch, batch_real, seed=0, classes=4, width=32, **options):

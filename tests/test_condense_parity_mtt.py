@@ -4,6 +4,7 @@ mtt-distillation's ``buffer.py`` / ``distill.py`` and DatasetFactorization's ``d
 Tiny shapes (3 classes, 3 x 12 x 12 images, ConvNet-3 of width 6), float64, the same weights, expert trajectory,
 images, minibatch orders and augmentation draws on both sides: one DSA object draws from the zoo method's generator
 on the zoo's side and from torch's global RNG (seeded alike) on the authors'. Relative error <= 1e-5 throughout.
+Section (d): MTT's step in float32 on the real shapes, within tests/float32_parity.py's bound.
 """
 
 import copy
@@ -11,6 +12,7 @@ import random
 
 import pytest
 import torch
+from float32_parity import SHAPES, assert_scalar_within, assert_within, nets_like
 
 from zoo.bench.reference.convnet import ReferenceConvNet
 from zoo.bench.reference.haba import (
@@ -348,3 +350,59 @@ def test_eval_sampler_matches_the_shared_dataset():
     # the stored images: base r of a class through hallucinator r mod K
     rows = torch.arange(K * ipc)
     close(synset.images, render(synset.extra["bases"], hals, rows, rows % ipc % n_hal), "result images")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# (d) float32 on the real shapes: MTT's step (unrolled student, trajectory loss, image and lr gradients) against
+# distill.py's in float32 and float64 on the same inputs (tests/float32_parity.py's bound). The augmentation is off
+# here (DSA's float32 draws are the DC/DSA parity's, test_condense_parity.py); ConvNet-3 of width 16, 3 classes and
+# 2 unrolled steps by default, width 128, 10 classes and distill.py's 20 steps under -m slow.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _mtt_step32(dtype, channels, size, classes, width, steps, seed=0):
+    ref, zoo_net = nets_like(channels, size, dtype, seed, classes, width)
+    g = torch.Generator().manual_seed(seed + 1)
+    base = [p.detach().float() for p in ref.parameters()]  # the trajectory in float32 values, then in ``dtype``
+    traj = [[(p + 0.05 * e * torch.randn(p.shape, generator=g)).to(dtype) for p in base] for e in range(3)]
+    images = torch.randn(classes, channels, size, size, generator=g).to(dtype)
+    labels = torch.arange(classes)
+    real = RealData(images, labels, [str(i) for i in range(classes)], {"name": "cifar10", "fingerprint": "t"}, {})
+    m = MTT(real, 1, {"syn_steps": steps, "expert_epochs": 1, "batch_syn": 0, "lr_img": 1000.0, "lr_lr": 1e-5,
+                      "lr_teacher": 0.01}, seed, torch.device("cpu"))  # fmt: skip
+    m.images, m.labels = images.clone().requires_grad_(True), labels
+    m.student = FlatModel(zoo_net)
+    m.syn_lr = torch.tensor(0.01, dtype=dtype).requires_grad_(True)
+    m.make_optimizers()
+    m.segment = lambda: (flat(traj[1]), flat(traj[2]))
+    m.augment = lambda x: x
+    loss = m.step(0)
+    student = ReparamModule(copy.deepcopy(ref))
+    image_syn = images.clone().requires_grad_(True)
+    syn_lr = torch.tensor(0.01, dtype=dtype).requires_grad_(True)
+    opt_img = torch.optim.SGD([image_syn], lr=1000.0, momentum=0.5)
+    opt_lr = torch.optim.SGD([syn_lr], lr=1e-5, momentum=0.5)
+    ref_loss = distill_iteration(student, traj, 1, image_syn, labels, syn_lr, opt_img, opt_lr, steps, 1, classes,
+                                 lambda x: x)  # fmt: skip
+    return (ref_loss.item(), loss, image_syn.grad.detach(), m.images.grad.detach(), syn_lr.grad.item(),
+            m.syn_lr.grad.item())  # fmt: skip
+
+
+def mtt_float32_bound(channels, size, classes=3, width=16, steps=2):
+    r64, _, g64, _, l64, _ = _mtt_step32(torch.float64, channels, size, classes, width, steps)
+    r32, z32, g32r, g32z, l32r, l32z = _mtt_step32(torch.float32, channels, size, classes, width, steps)
+    out = {"image gradient": assert_within(g32z, g32r, g64, "image gradient")}
+    out["loss"] = assert_scalar_within(z32, r32, r64, "loss")
+    out["lr gradient"] = assert_scalar_within(l32z, l32r, l64, "lr gradient")
+    return out
+
+
+@pytest.mark.parametrize("channels, size", SHAPES)
+def test_mtt_step_float32_equals_distill_py(channels, size):
+    mtt_float32_bound(channels, size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels, size", SHAPES)
+def test_mtt_step_float32_at_full_width_equals_distill_py(channels, size):
+    mtt_float32_bound(channels, size, classes=10, width=128, steps=20)

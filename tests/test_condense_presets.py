@@ -6,7 +6,17 @@ import pytest
 from zoo.bench.condense import PUBLISHED, markdown, published, render
 from zoo.cli import main as zoo_main
 from zoo.condense.core import METHODS
-from zoo.condense.presets import PRESETS, default_preset, departures, estimate_seconds, method_options, settings_table
+from zoo.condense.evaluate import EvalSettings
+from zoo.condense.presets import (
+    PAPER,
+    PRESETS,
+    default_preset,
+    departures,
+    estimate_seconds,
+    eval_protocol,
+    method_options,
+    settings_table,
+)
 from zoo.data.synthetic import load_synthetic
 
 
@@ -15,7 +25,7 @@ def test_presets_pick_options_by_ipc():
     assert method_options("cpu", "dc", 5) == method_options("cpu", "dc", 1)  # the largest key not above 5
     assert method_options("cpu", "dc", 50) == method_options("cpu", "dc", 10)
     assert method_options("paper", "dm", 10)["iterations"] == 20001  # the authors' command (presets.PAPER)
-    assert method_options("paper", "rded", 10) == {}  # not recorded: the method's own defaults
+    assert method_options("paper", "random", 10) == {}  # not recorded: the method's own defaults
     assert method_options("cpu", "random", 1) == {}
     with pytest.raises(ValueError, match="unknown preset"):
         method_options("fast", "dm", 1)
@@ -50,6 +60,10 @@ def test_start_line_names_the_preset_and_the_count(tmp_path, capsys):
     assert "preset cpu" in first and "2 iterations (the paper's: 20,000)" in first and "about" in first, first
     assert load_synthetic(out).meta["options"]["iterations"] == 2  # the hand-given count wins over the preset's
     assert load_synthetic(out).meta["options"]["batch_real"] == 8
+    meta = load_synthetic(out).meta  # condense.json records the preset and where the run departs from the authors'
+    assert meta["preset"] == "cpu"
+    assert "iterations: 20,001 -> 2" in meta["departures"] and "batch_real: 256 -> 8" in meta["departures"]
+    assert "eval.epochs: 1,000 -> 300" in meta["departures"], meta["departures"]
 
 
 def test_published_rows_and_markdown():
@@ -94,3 +108,48 @@ def test_paper_is_the_authors_command_and_cpu_lists_its_departures():
     assert "batch_real: 256 -> 64" in dep and any(d.startswith("eval.epochs") for d in dep)
     assert departures("paper", "dm", 1) == []
     assert "main_DM.py:22" in settings_table("cpu", "dm", 1, METHODS["dm"].defaults)
+
+
+def test_every_paper_value_is_an_option_of_the_method():
+    """PAPER's rows that are not eval.* or sets x nets name the method's own options (factorization's per ipc)."""
+    for method in PAPER:
+        for ipc in (1, 10, 50):
+            unknown = set(method_options("paper", method, ipc)) - set(METHODS[method].defaults)
+            assert not unknown, (method, ipc, unknown)
+        assert all(r.source for r in PAPER[method])
+    fac = [method_options("paper", "factorization", ipc) for ipc in (1, 10, 50)]
+    assert [f["syn_steps"] for f in fac] == [50, 30, 30] and [f["lr_teacher"] for f in fac] == [0.01, 0.001, 0.01]
+    assert fac[0]["lr_lr"] == 1e-7 and fac[1]["max_start_epoch"] == 20 and fac[0]["iterations"] == 15001
+    assert method_options("paper", "mtt", 1)["max_start_epoch"] == 25  # distill.py's default (no MNIST command)
+    assert method_options("paper", "rded", 10)["n_candidates"] == 300
+    assert method_options("paper", "sre2l", 10)["lr_img"] == 0.25
+
+
+def test_the_evaluation_follows_the_preset():
+    """paper: the authors' evaluation (DM's script flips MNIST; DC on MNIST: its augmentation, 1000 epochs; MTT at
+    the set's learned lr); cpu: 300 epochs, no flips on digits, lr 0.01, each listed as a departure."""
+    dm = EvalSettings.for_preset("paper", "mnist", "dm")
+    assert dm.epochs == 1000 and dm.dsa and "flip" in dm.dsa_strategy and dm.lr == 0.01 and dm.batch == 256
+    cpu = EvalSettings.for_preset("cpu", "mnist", "dm")
+    assert cpu.epochs == 300 and cpu.dsa and "flip" not in cpu.dsa_strategy
+    dc = EvalSettings.for_preset("paper", "mnist", "dc")
+    assert dc.epochs == 1000 and not dc.dsa and dc.dc_aug == "crop_scale_rotate"
+    assert EvalSettings.for_preset("paper", "cifar10", "dc").epochs == 300
+    dsa = EvalSettings.for_preset("paper", "mnist", "dsa")
+    assert dsa.epochs == 1000 and "flip" not in dsa.dsa_strategy  # the README's per-dataset strategy
+    assert EvalSettings.for_preset("paper", "mnist", "mtt", {"eval_lr": 0.03}).lr == 0.03
+    assert EvalSettings.for_preset("cpu", "mnist", "mtt", {"eval_lr": 0.03}).lr == 0.01
+    assert EvalSettings.for_preset("cpu", "mnist", "dm", epochs=7).epochs == 7
+    dep = departures("cpu", "dm", 1, METHODS["dm"].defaults, dataset="mnist")
+    assert "eval.epochs: 1,000 -> 300" in dep and any(d.startswith("eval.augment") for d in dep)
+    assert "eval.lr: learned -> 0.01" in departures("cpu", "mtt", 10, METHODS["mtt"].defaults, dataset="mnist")
+    assert eval_protocol("paper", "rded", "mnist", student=True)["epochs"] == 300
+    assert eval_protocol("cpu", "rded", "mnist", student=True)["epochs"] == PRESETS["cpu"].student_epochs
+
+
+def test_print_settings_shows_the_evaluation(capsys):
+    assert zoo_main(["condense", "--method", "factorization", "--ipc", "10", "--data", "mnist", "--preset", "cpu",
+                     "--print-settings"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "run_cifar10_ipc{1,10,50}_style5.sh:5" in text and "evaluation on mnist: epochs=300" in text
+    assert "eval.lr: learned -> 0.01" in text and "iterations: 15,001 -> 50" in text

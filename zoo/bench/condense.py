@@ -120,8 +120,9 @@ class _Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def _eval_settings(real, method: str, epochs: int | None) -> EvalSettings:
-    return EvalSettings.for_data(str(real.source.get("name", "")), method, epochs=epochs)
+def _eval_settings(real, method: str, preset: str, meta: dict | None = None) -> EvalSettings:
+    """The preset's evaluation (:meth:`EvalSettings.for_preset`); ``meta``: the set's, for a learned lr."""
+    return EvalSettings.for_preset(preset, str(real.source.get("name", "")), method, meta)
 
 
 def _student(real, preset) -> StudentSettings:
@@ -216,15 +217,15 @@ def _condense(real, method, ipc, preset, seed, out, keep=True, **extra):
     if "buffer" in METHODS[method].defaults:
         options.setdefault("buffer", str(Path(out or "runs/condensed") / "buffers"))
     folder = None if out is None or not keep else out / f"{method}_ipc{ipc}_seed{seed}"
-    return condense(real, method, ipc, folder, seed=seed, progress=False, **options)
+    return condense(real, method, ipc, folder, seed=seed, progress=False, preset=preset.name, **options)
 
 
 def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher, cross, cross_runs, log, side):
     """One table row: ``sets`` condensations of ``method`` x ``nets`` evaluations each."""
     base = "random" if method == "random+teacher" else method
     cls = METHODS[base]
-    epochs = p.eval_epochs
-    settings = _eval_settings(real, base, epochs)
+    settings = _eval_settings(real, base, p.name)
+    epochs = settings.epochs
     extra = dict(variant)
     if cls.needs_teacher or "teacher" in cls.defaults:  # selection embeds with the same trained network
         extra["teacher"] = get_teacher()
@@ -246,6 +247,7 @@ def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher
             if hard is not None:
                 hard_accs += evaluate_set(replace(hard, soft_labels=None), test, settings, runs=side, seed=s)
         else:
+            settings = _eval_settings(real, base, p.name, synset.meta)  # MTT's learned lr under paper
             accs += evaluate_set(synset, test, settings, runs=nets, seed=s)
         if cls.learned and synset.meta.get("options", {}).get("iterations"):
             start = _condense(real, base, ipc, p, s, out, keep=False, **{**extra, "iterations": 0})
@@ -262,7 +264,8 @@ def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher
            "budget": ipc * real.num_classes * real.images[0].numel(),
            "eval_epochs": epochs or settings.epochs, "eval": _describe(settings),
            "iterations": synset.meta.get("options", {}).get("iterations", 0),
-           "departures": departures(p.name, base, ipc, cls.defaults)}  # fmt: skip
+           "departures": departures(p.name, base, ipc, _resolved_defaults(cls, real, ipc),
+                                    dataset=str(real.source.get("name", "")), student=cls.needs_teacher)}  # fmt: skip
     if init_accs:
         row["init_mean"], row["init_std"] = _stats(init_accs)
     if hard_accs:
@@ -270,6 +273,12 @@ def _row(real, test, method, variant, ipc, p, sets, nets, seed, out, get_teacher
     for arch in cross:
         row[arch] = _stats(cross_accs[arch])[0]
     return row
+
+
+def _resolved_defaults(cls, real, ipc: int) -> dict:
+    """``cls``'s defaults as a run on ``real`` at ``ipc`` takes them (MTT, factorization: their published row)."""
+    published = getattr(cls, "published_settings", None)
+    return {**cls.defaults, **(published(str(real.source.get("name", "")), ipc)[0] if published else {})}
 
 
 def _describe(s: EvalSettings) -> str:
@@ -308,7 +317,7 @@ def _curve_of(real, test, method: str, ipc: int, p, nets: int, seed: int, log) -
     m = METHODS[method](real, ipc, options, seed, torch.device("cpu"))
     m.check()
     m.setup()
-    settings = _eval_settings(real, method, p.eval_epochs)
+    settings = _eval_settings(real, method, p.name)
     points, t0 = [], time.perf_counter()
     for it in range(max(p.curve) + 1):
         if it in p.curve:  # evaluate without disturbing the run's random streams

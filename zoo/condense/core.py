@@ -46,6 +46,7 @@ from ..train.checkpoint import (
 )
 from . import distributed
 from .errors import CondenseError
+from .presets import departures
 from .real import RealData, load_real, load_real_split
 from .real import _fingerprint as _fingerprint  # a set's data fingerprint, checked by the tests
 
@@ -549,14 +550,22 @@ def _metadata(
     wall: float,
     peak: float,
     dev: torch.device,
+    preset: str | None = None,
 ) -> dict:
-    """The synthetic set's metadata: what made it, from what, and at what cost."""
+    """The synthetic set's metadata: what made it, from what, under which preset (``None``: options as given) and
+    where its options and evaluation depart from the authors' command (:func:`zoo.condense.presets.departures`),
+    and at what cost."""
+    name = str(real.source.get("name", ""))
+    options = {k: v for k, v in m.options.items() if _jsonable(v)}
+    dep = departures(preset or "paper", method, ipc, type(m).defaults, options, name, type(m).needs_teacher)
     return {
         "format": "zoo-synthetic/1",
         "zoo_version": __version__,
         "method": method,
         "ipc": ipc,
-        "options": {k: v for k, v in m.options.items() if _jsonable(v)},
+        "options": options,
+        "preset": preset,
+        "departures": dep,
         "seed": seed,
         "source": real.source,
         "preprocessing": real.preprocessing,
@@ -583,13 +592,15 @@ def condense(
     save_every: int = 100,
     progress: bool = True,
     overwrite: bool = False,
+    preset: str | None = None,
     **options,
 ) -> SyntheticSet:
     """Condense ``data`` into ``ipc`` images per class with ``method``; write the folder to ``out`` if given.
 
     ``data``: ``digits``, an image folder, ``hf_disk:PATH`` / a ``datasets`` folder, or a :class:`RealData`.
     ``options``: the method's own (``zoo condense --method M --help-options`` lists them), e.g. ``iterations``,
-    ``lr_img``, ``model``, ``teacher``.
+    ``lr_img``, ``model``, ``teacher``. ``preset``: the name the options came from (``zoo condense --preset``), which
+    ``condense.json`` records with the departures from the authors' command.
 
     Called by every process of a torchrun group (:mod:`zoo.condense.distributed`), it splits the method's work
     across them and returns the same set on each; rank 0 alone writes ``out``.
@@ -623,7 +634,7 @@ def condense(
         images, labels, soft, extra = m.result()
     wall = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else mem.peak
-    meta = _metadata(m, method, ipc, seed, real, int(images.shape[0]), wall, peak, dev)
+    meta = _metadata(m, method, ipc, seed, real, int(images.shape[0]), wall, peak, dev, preset)
     if world > 1:
         meta["processes"] = world
         meta["split"] = m.split_description()

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from ..data.dsa import DSA
 from .augment import dc_augment, dc_augment_strategy, dsa_strategy, loader_batches
 from .core import METHODS, RealData, SyntheticSet, make_network
+from .presets import eval_protocol
 
 __all__ = ["EvalSettings", "accuracy", "evaluate_set", "train_network"]
 
@@ -66,6 +67,25 @@ class EvalSettings:
             s = cls(epochs=1000, dsa=True, dsa_strategy=dsa_strategy(dataset))
         if epochs is not None:
             s = replace(s, epochs=int(epochs))
+        return replace(s, **overrides)
+
+    @classmethod
+    def for_preset(
+        cls, preset: str, dataset: str, method: str = "dsa", meta: dict | None = None, epochs: int | None = None,
+        **overrides,
+    ) -> "EvalSettings":  # fmt: skip
+        """The evaluation ``preset`` names for ``method``'s set on ``dataset``
+        (:func:`zoo.condense.presets.eval_protocol`): ``paper`` the authors' (DM's script flips MNIST, MTT and
+        factorization train at the set's learned lr, ``meta["eval_lr"]``), other presets the zoo's protocol at their
+        epochs. ``epochs`` overrides the count."""
+        p = eval_protocol(preset, method, dataset)
+        kind, _, strategy = str(p["augment"]).partition(" ")
+        s = cls(dsa=kind == "DSA", dsa_strategy=strategy if kind == "DSA" else cls.dsa_strategy,
+                dc_aug=strategy if kind == "DC" else None)  # fmt: skip
+        lr = p["lr"]
+        if lr == "learned":
+            lr = (meta or {}).get("eval_lr") or cls.lr
+        s = replace(s, epochs=int(p["epochs"] if epochs is None else epochs), lr=float(lr), batch=int(p["batch"]))
         return replace(s, **overrides)
 
 

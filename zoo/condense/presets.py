@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .augment import dc_augment_strategy, dsa_strategy
+
 __all__ = [
     "PAPER",
     "PRESETS",
@@ -28,7 +30,9 @@ __all__ = [
     "default_preset",
     "departures",
     "estimate_seconds",
+    "eval_protocol",
     "method_options",
+    "paper_value",
     "settings_table",
 ]
 
@@ -63,7 +67,7 @@ class Setting:
 
 
 _DC_REPO = "VICO-UoE/DatasetCondensation@53f63a6"
-_MTT_REPO = "GeorgeCazenavette/mtt-distillation"
+_MTT_REPO = "GeorgeCazenavette/mtt-distillation@50dccea"
 _DIGITS = "color_crop_cutout_scale_rotate"
 _FULL = "color_crop_cutout_flip_scale_rotate"
 _DC_LOOPS = "utils.py:275-293 get_loops"
@@ -161,47 +165,194 @@ PAPER: dict[str, list[Setting]] = {
         Setting("sets x nets", "5 x 20", "main.py:20-21"),
     ],
     "mtt": [
-        Setting("iterations", 5001, "distill.py:431 --Iteration 5000; :185 range(0, Iteration+1)"),
+        Setting(
+            "iterations",
+            5001,
+            "distill.py:431 --Iteration 5000; :185 range(0, Iteration+1), an update each pass",
+            "readme.md has no MNIST (or Fashion-MNIST) command: on MNIST the script's defaults are the command",
+        ),
         Setting(
             "syn_steps",
             20,
             "distill.py:456",
-            "README's per-dataset commands (CIFAR, Tiny) set their own; none for MNIST",
+            "readme.md's two commands: :88 CIFAR-100 ipc 1 and :106 ImageNet subsets, both 20; its full "
+            "hyper-parameter table (:93-95) is an image (the zoo's mtt.MTT_TABLE, used without a preset)",
         ),
-        Setting("expert_epochs", 3, "distill.py:455"),
-        Setting("max_start_epoch", 25, "distill.py:457"),
-        Setting("lr_img", 1000.0, "distill.py:433"),
-        Setting("lr_lr", 1e-05, "distill.py:434"),
-        Setting("lr_teacher", 0.01, "distill.py:435"),
+        Setting("expert_epochs", 3, "distill.py:455", "readme.md:88 3 (CIFAR-100 ipc 1), :106 2 (ImageNet)"),
+        Setting("max_start_epoch", 25, "distill.py:457", "readme.md:88 20 (CIFAR-100 ipc 1), :106 10 (ImageNet)"),
+        Setting("lr_img", 1000.0, "distill.py:433", "readme.md:88 and :106 1000"),
+        Setting("lr_lr", 1e-05, "distill.py:434", "readme.md:88 1e-05, :106 1e-06"),
+        Setting("lr_teacher", 0.01, "distill.py:435", "readme.md:88 and :106 0.01"),
         Setting("momentum", 0.5, "distill.py:138-139"),
+        Setting("batch_syn", 0, "distill.py:440 --batch_syn None (every image each step)"),
         Setting("init", "real", "distill.py:443 --pix_init real"),
-        Setting("num_experts", 100, "buffer.py:116"),
-        Setting("train_epochs", 50, "buffer.py:126"),
-        Setting("eval.epochs", 1000, "distill.py:430"),
+        Setting(
+            "dsa_strategy",
+            _FULL,
+            "distill.py:449, buffer.py:122",
+            "flips on every dataset as the scripts run (no README line for digits); the zoo without a preset drops "
+            "flips on MNIST / SVHN",
+        ),
+        Setting("num_experts", 100, "buffer.py:116 (readme.md:80 --num_experts=100)"),
+        Setting("train_epochs", 50, "buffer.py:126 (readme.md:80, :82 '50 epochs with the default learning rate')"),
+        Setting("expert_lr", 0.01, "buffer.py:117 --lr_teacher"),
+        Setting("expert_momentum", 0.0, "buffer.py:129 --mom"),
+        Setting("expert_weight_decay", 0.0, "buffer.py:130 --l2"),
+        Setting("expert_batch", 256, "buffer.py:118 --batch_train"),
+        Setting("eval.epochs", 1000, "distill.py:430 --epoch_eval_train (:49 leaves it, not forced)"),
+        Setting("eval.dsa_strategy", _FULL, "distill.py:449 (the evaluation augments with args.dsa_strategy)"),
+        Setting("eval.lr", "learned", "distill.py:210 args.lr_net = syn_lr.item() (the set's learned lr)"),
+        Setting("eval.batch", 256, "distill.py:441 --batch_train"),
         Setting("sets x nets", "1 x 5", "distill.py:426 --num_eval 5"),
     ],
+    "factorization": [
+        Setting(
+            "iterations",
+            15001,
+            "distill_fac.py:458 --Iteration 15000; :176 range(0, Iteration+1), an update each pass (:383)",
+            "the scripts are CIFAR-10's only (README:42-50: run_cifar10_ipc{1,10,50}_style5.sh): no MNIST command; "
+            "other data take the script of the nearest ipc",
+        ),
+        Setting("n_hal", 5, "run_cifar10_ipc{1,10,50}_style5.sh:4 --n_style=5"),
+        Setting("n_bases", 0, "the scripts' --ipc (ipc bases per class, distill_fac.py:102)", "0: ipc bases"),
+        Setting(
+            "budget",
+            False,
+            "distill_fac.py:102-104 (hallucinators on top of ipc bases)",
+            "the zoo's own default (True) keeps bases + hallucinators within the ipc storage",
+        ),  # fmt: skip
+        Setting(
+            "hal_init",
+            "authors",
+            "distill_fac.py:103 StyleTranslator (PyTorch's default init)",
+            "the zoo's own default is identity",
+        ),  # fmt: skip
+        Setting("syn_steps", {1: 50, 10: 30, 50: 30}, "run_cifar10_ipc{1,10,50}_style5.sh:5"),
+        Setting("expert_epochs", {1: 2, 10: 2, 50: 2}, "run_cifar10_ipc{1,10,50}_style5.sh:6"),
+        Setting("max_start_epoch", {1: 2, 10: 20, 50: 20}, "run_cifar10_ipc{1,10,50}_style5.sh:7"),
+        Setting("lr_img", {1: 100.0, 10: 100.0, 50: 100.0}, "run_cifar10_ipc{1,10,50}_style5.sh:9"),
+        Setting("lr_lr", {1: 1e-07, 10: 1e-05, 50: 1e-05}, "run_cifar10_ipc{1,10,50}_style5.sh:10"),
+        Setting("lr_teacher", {1: 0.01, 10: 0.001, 50: 0.01}, "run_cifar10_ipc{1,10,50}_style5.sh:12"),
+        Setting("lr_hal", 100.0, "run_cifar10_ipc{1,10,50}_style5.sh:15 --lr_style 100"),
+        Setting("lambda_club", 0.1, "run_cifar10_ipc{1,10,50}_style5.sh:16"),
+        Setting("lambda_contrast", 0.1, "run_cifar10_ipc{1,10,50}_style5.sh:17"),
+        Setting("lambda_cls", 1.0, "run_cifar10_ipc{1,10,50}_style5.sh:18"),
+        Setting("lambda_likeli", 0.1, "run_cifar10_ipc{1,10,50}_style5.sh:19", "distill_fac.py:504's default is 1"),
+        Setting("momentum", 0.95, "distill_fac.py:123-124 (images and hallucinators)"),
+        Setting("lr_momentum", 0.9, "distill_fac.py:126"),
+        Setting("extractor_lr", 0.001, "distill_fac.py:125"),
+        Setting("extractor_momentum", 0.9, "distill_fac.py:125"),
+        Setting("min_syn_lr", 0.001, "distill_fac.py:386 syn_lr.clip(min=0.001)"),
+        Setting("temperature", 0.07, "contrastive_loss.py:8 SupConLoss(temperature=0.07)"),
+        Setting("batch_syn", 0, "distill_fac.py:467 --batch_syn None"),
+        Setting("init", "real", "run_cifar10_ipc{1,10,50}_style5.sh:11 --pix_init real"),
+        Setting("dsa_strategy", _FULL, "distill_fac.py:476, buffer.py:121", "flips on every dataset, as run"),
+        Setting("num_experts", 100, "README:39 --num_experts=100 (buffer.py:115)"),
+        Setting("train_epochs", 50, "README:39 --train_epochs=50 (buffer.py:125)"),
+        Setting("expert_lr", 0.01, "buffer.py:116 --lr_teacher"),
+        Setting("expert_momentum", 0.0, "buffer.py:73 SGD(momentum=0, weight_decay=0)"),
+        Setting("expert_batch", 256, "buffer.py:117 --batch_train"),
+        Setting("eval.epochs", 1000, "distill_fac.py:456 --epoch_eval_train"),
+        Setting("eval.dsa_strategy", _FULL, "distill_fac.py:476 (the evaluation augments with args.dsa_strategy)"),
+        Setting("eval.lr", "learned", "distill_fac.py:201 args.lr_net = syn_lr.item() (the set's learned lr)"),
+        Setting("eval.batch", 256, "distill_fac.py:468 --batch_train"),
+        Setting("sets x nets", "1 x 5", "distill_fac.py:452 --num_eval 5"),
+    ],
+    "sre2l": [
+        Setting(
+            "iterations",
+            1000,
+            "small_dataset/recover_cifar.sh:8 --iteration 1000 (README_CIFAR.md:26)",
+            "CIFAR-100's command (the only small-data one; 4000 at ImageNet, recover/recover.sh:6); no MNIST command",
+        ),
+        Setting("lr_img", 0.25, "small_dataset/recover_cifar.sh:7 --lr 0.25 (Adam betas 0.5/0.9, recover_cifar.py:69)"),
+        Setting("r_bn", 0.01, "small_dataset/recover_cifar.sh:9 --r-bn 0.01"),
+        Setting("first_bn_multiplier", 10.0, "small_dataset/recover_cifar.py:216"),
+        Setting("batch", 100, "small_dataset/recover_cifar.sh:6 --batch-size 100"),
+        Setting("jitter_mode", "cifar", "small_dataset/recover_cifar.py (the roll, no crop or flip)"),
+        Setting(
+            "jitter",
+            4,
+            "small_dataset/recover_cifar.py:211 --jitter 4 (at 32 px)",
+            "the zoo's own default keeps the proportion (size // 8: 3 px at 28 px)",
+        ),  # fmt: skip
+        Setting(
+            "eval.epochs",
+            400,
+            "small_dataset/relabel_cifar.sh:2 --epochs 400",
+            "the zoo trains the student with RDED's recipe (zoo.condense.student); the authors relabel with FKD",
+        ),  # fmt: skip
+        Setting("sets x nets", "1 x 1", "relabel_cifar.sh: one student per set"),
+    ],
+    "rded": [
+        Setting(
+            "n_candidates",
+            300,
+            "scripts/cifar10_10ipc_conv3_to_conv3_cr5.sh:6 --mipc 300",
+            "CIFAR-10's ConvNet-3 command (the closest to MNIST; the repo has no MNIST command)",
+        ),
+        Setting("n_crops", 5, "scripts/cifar10_10ipc_conv3_to_conv3_cr5.sh:5 --num-crop 5"),
+        Setting(
+            "factor", 1, "scripts/cifar10_10ipc_conv3_to_conv3_cr5.sh:4 --factor 1", "argument.py:56's default is 2"
+        ),
+        Setting("crop_scale", [0.08, 1.0], "argument.py:109, :112 --min/max-scale-crops"),
+        Setting("eval.epochs", 300, "scripts/cifar10_10ipc_conv3_to_conv3_cr5.sh:9 --re-epochs 300"),
+        Setting("sets x nets", "1 x 1", "main.py: one student per set"),
+    ],
 }
-_SOURCES = {"dm": _DC_REPO, "dc": _DC_REPO, "dsa": _DC_REPO, "mtt": _MTT_REPO}
-_SETS_NETS = {"dm": (5, 5), "dc": (5, 20), "dsa": (5, 20), "mtt": (1, 5)}
+_SOURCES = {
+    "dm": _DC_REPO,
+    "dc": _DC_REPO,
+    "dsa": _DC_REPO,
+    "mtt": _MTT_REPO,
+    "factorization": "Huage001/DatasetFactorization@60c9128",
+    "sre2l": "VILA-Lab/SRe2L@8d00cba (SRe2L/*small_dataset)",
+    "rded": "LINs-lab/RDED@3f6453d",
+}
+_SETS_NETS = {"dm": (5, 5), "dc": (5, 20), "dsa": (5, 20), "mtt": (1, 5), "factorization": (1, 5), "sre2l": (1, 1),
+              "rded": (1, 1)}  # fmt: skip
+
+
+def _per_ipc(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, int) for k in value)
 
 
 def _paper_methods() -> dict[str, dict[Any, dict[str, Any]]]:
-    """The ``paper`` preset's options from :data:`PAPER` (the values a method option takes)."""
+    """The ``paper`` preset's options from :data:`PAPER`: a row's value, or per ipc (a dict keyed by ipc; the
+    outer / inner loop pair splits into its two options). ``eval.*``, ``sets x nets`` and per-dataset rows (a dict
+    keyed by dataset names: resolved where the data is known, :func:`paper_value`) are not method options."""
     out: dict[str, dict[Any, dict[str, Any]]] = {}
     for method, rows in PAPER.items():
         table: dict[Any, dict[str, Any]] = {"all": {}}
         for r in rows:
-            if r.key.startswith("eval.") or r.key == "sets x nets" or isinstance(r.value, dict) and r.key != (
-                    "outer_loop / inner_loop"):  # fmt: skip
+            if r.key.startswith("eval.") or r.key == "sets x nets":
                 continue
-            if r.key == "outer_loop / inner_loop":
-                for ipc, (outer, inner) in r.value.items():
-                    table[ipc] = {"outer_loop": outer, "inner_loop": inner}
-            else:
+            if _per_ipc(r.value):
+                for ipc, v in r.value.items():
+                    if r.key == "outer_loop / inner_loop":
+                        table.setdefault(ipc, {}).update(outer_loop=v[0], inner_loop=v[1])
+                    else:
+                        table.setdefault(ipc, {})[r.key] = v
+            elif not isinstance(r.value, dict):
                 table["all"][r.key] = r.value
         out[method] = table
     out["dm"]["all"]["dsa_strategy"] = _FULL  # the script's default on every dataset (see PAPER)
     return out
+
+
+def paper_value(method: str, key: str, dataset: str = "", default: Any = None) -> Any:
+    """The value of ``key`` in the authors' command for ``method`` (:data:`PAPER`) on ``dataset``: a per-dataset
+    row takes the entry that names the dataset (``"mnist, svhn"``), else ``"other"``; ``default`` where no row."""
+    for r in PAPER.get(method, []):
+        if r.key != key:
+            continue
+        if isinstance(r.value, dict) and not _per_ipc(r.value):
+            for names, v in r.value.items():
+                if dataset and dataset in [n.strip() for n in names.split(",")]:
+                    return v
+            return r.value.get("other", default)
+        return r.value
+    return default
 
 
 _CPU_TRAJECTORY = {  # MTT and factorization at 28 px on a CPU: 3 short experts on 5,000 images; short unrolls
@@ -328,34 +479,97 @@ def _shown(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
 
 
-def departures(preset: str, method: str, ipc: int, defaults: Mapping[str, Any] | None = None) -> list[str]:
-    """``key: paper -> preset`` for each value where ``preset`` departs from the authors' command (``paper``) for
-    ``method`` at ``ipc``: the method's options (an option a preset leaves out takes ``defaults``, the method's
-    own), the evaluation's epochs and the sets x networks per row."""
+_PATHS = ("teacher", "teacher_weights", "buffer")  # where a run reads from, not a setting
+
+
+def eval_protocol(preset: str, method: str, dataset: str = "", student: bool = False) -> dict[str, Any]:
+    """How a set of ``method`` on ``dataset`` is evaluated under ``preset``: ``epochs``, ``augment`` (``DSA
+    <strategy>``, ``DC <strategy>`` or ``none``), ``lr`` (a number, or ``learned``: the set's own, MTT's and
+    factorization's ``eval_lr``) and ``batch``. ``paper``: the authors' (:data:`PAPER`'s ``eval.*`` rows; a method
+    without them: the zoo's protocol at its authors' epochs). Other presets: the zoo's protocol (DSA without flips on
+    digits, DC's augmentation for ``dc``, lr 0.01, batch 256) at the preset's ``eval_epochs``. ``student``: the
+    teacher-relabelling student (rded, sre2l), whose epochs are the preset's ``student_epochs`` (``paper``: the
+    authors')."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
-    if preset == "paper" or method not in PAPER:
-        return []
-    base = dict(defaults or {})
-    want, got = {**base, **method_options("paper", method, ipc)}, {**base, **method_options(preset, method, ipc)}
-    keys = sorted(set(want) | set(got))
-    out = [f"{k}: {_shown(want.get(k, 'the zoo default'))} -> {_shown(got.get(k, 'the zoo default'))}" for k in keys
-           if want.get(k) != got.get(k) and not (k in ("outer_loop", "inner_loop") and got.get(k) is None)]  # fmt: skip
-    out = [d.replace("-> None", "-> None (every op, no flips on digits)") if d.startswith("dsa_strategy") else d
-           for d in out]  # fmt: skip
     p = PRESETS[preset]
-    if p.eval_epochs is not None:
-        out.append(f"eval.epochs: the authors' -> {p.eval_epochs}")
-    sets, nets = _SETS_NETS[method]
-    if (p.sets, p.nets) != (sets, nets):
-        out.append(f"sets x nets: {sets} x {nets} -> {p.sets} x {p.nets}")
+    if student:
+        epochs = (
+            p.student_epochs if preset != "paper" else paper_value(method, "eval.epochs", dataset, p.student_epochs)
+        )
+        return {"epochs": epochs, "augment": "the student recipe", "lr": "the student recipe", "batch": "auto"}
+    dc = dc_augment_strategy(dataset) if method == "dc" else None
+    augment = (f"DC {dc}" if dc else "none") if method == "dc" else f"DSA {dsa_strategy(dataset)}"
+    out = {"epochs": 1000 if method != "dc" or dc else 300, "augment": augment, "lr": 0.01, "batch": 256}
+    if preset != "paper":
+        return {**out, "epochs": p.eval_epochs or out["epochs"]}
+    strategy = paper_value(method, "eval.dsa_strategy", dataset)
+    if strategy:
+        out["augment"] = f"DSA {strategy}"
+    for key in ("epochs", "lr", "batch"):
+        out[key] = paper_value(method, f"eval.{key}", dataset, out[key])
+    return out
+
+
+def departures(
+    preset: str,
+    method: str,
+    ipc: int,
+    defaults: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    dataset: str = "",
+    student: bool = False,
+) -> list[str]:
+    """``key: paper -> preset`` for each value where ``preset`` departs from the authors' command (``paper``) for
+    ``method`` at ``ipc``: the method's options (an option a preset leaves out takes ``defaults``, the method's
+    own), the evaluation (:func:`eval_protocol` on ``dataset``) and the sets x networks per row. ``options``: the
+    options a run resolved (a set's ``condense.json``: every option, hand-given ones included, against the authors';
+    sets x networks, a table row's, are then left out)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
+    if preset == "paper" and options is None:
+        return []
+    out: list[str] = []
+    if method in PAPER:
+        base = dict(defaults or {})
+        want = {**base, **method_options("paper", method, ipc)}
+        got = {**base, **(dict(options) if options is not None else method_options(preset, method, ipc))}
+        keys = sorted((set(want) | set(got)) - set(_PATHS))
+        out = [f"{k}: {_shown(want.get(k, 'the zoo default'))} -> {_shown(got.get(k, 'the zoo default'))}"
+               for k in keys if _differ(want.get(k), got.get(k))
+               and not (k in ("outer_loop", "inner_loop") and got.get(k) is None)]  # fmt: skip
+        out = [d.replace("-> None", "-> None (every op, no flips on digits)") if d.startswith("dsa_strategy") else d
+               for d in out]  # fmt: skip
+    want_eval = eval_protocol("paper", method, dataset, student)
+    got_eval = eval_protocol(preset, method, dataset, student)
+    out += [f"eval.{k}: {_shown(want_eval[k])} -> {_shown(got_eval[k])}" for k in want_eval
+            if want_eval[k] != got_eval[k]]  # fmt: skip
+    p = PRESETS[preset]
+    if options is None and method in _SETS_NETS:
+        sets, nets = _SETS_NETS[method]
+        if (p.sets, p.nets) != (sets, nets):
+            out.append(f"sets x nets: {sets} x {nets} -> {p.sets} x {p.nets}")
     if p.image_size is not None:
         out.append(f"image_size: the data's -> {p.image_size}")
     return out
 
 
-def settings_table(preset: str, method: str, ipc: int, defaults: Mapping[str, Any] | None = None) -> str:
-    """The authors' command for ``method`` (:data:`PAPER`, with sources) and, for another preset, its departures."""
+def _differ(a: Any, b: Any) -> bool:
+    """Values that differ as a results file holds them (a tuple equals the list JSON makes of it)."""
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return norm(a) != norm(b)
+
+
+def settings_table(
+    preset: str,
+    method: str,
+    ipc: int,
+    defaults: Mapping[str, Any] | None = None,
+    dataset: str = "",
+    student: bool = False,
+) -> str:
+    """The authors' command for ``method`` (:data:`PAPER`, with sources), the preset's options and evaluation on
+    ``dataset`` and, for a preset other than ``paper``, its departures."""
     lines = [f"{method}, ipc {ipc}: the authors' command ({_SOURCES.get(method, 'no source recorded')})"]
     for r in PAPER.get(method, []):
         lines.append(f"  {r.key} = {_shown(r.value)}    [{r.source}]" + (f"  note: {r.note}" if r.note else ""))
@@ -363,7 +577,12 @@ def settings_table(preset: str, method: str, ipc: int, defaults: Mapping[str, An
         lines.append("  not recorded yet: the zoo's defaults (zoo condense --list-options)")
     opts = method_options(preset, method, ipc)
     lines.append(f"preset {preset}: options " + (", ".join(f"{k}={_shown(v)}" for k, v in opts.items()) or "none"))
+    ev = eval_protocol(preset, method, dataset, student)
+    lines.append(
+        f"preset {preset}: evaluation on {dataset or 'other data'}: "
+        + ", ".join(f"{k}={_shown(v)}" for k, v in ev.items())
+    )
     if preset != "paper":
-        dep = departures(preset, method, ipc, defaults)
+        dep = departures(preset, method, ipc, defaults, dataset=dataset, student=student)
         lines.append(f"departures from paper ({len(dep)}):" + "".join(f"\n  {d}" for d in dep))
     return "\n".join(lines)
