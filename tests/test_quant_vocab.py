@@ -6,6 +6,7 @@ import argparse
 import re
 
 import pytest
+import torch
 from small_lms import SMALL
 
 import zoo
@@ -152,3 +153,29 @@ def test_parse_runs_once_per_create_model(monkeypatch, tmp_path):
     zoo.create_model(str(tmp_path / "q"))
     assert calls == [(None,)]  # quantize= (none); the record is read by from_checkpoint, not parsed again
 
+
+def test_the_head_and_the_projections_choose_their_kernel_in_one_place(monkeypatch):
+    from torch import nn
+
+    from zoo.lm import quant_layer
+
+    model = zoo.create_model("mobilellm_125m", quantize="int8", **SMALL).eval()
+    chosen = []
+    choose = quant_layer.choose_kernel
+
+    def spy(x, in_features, act_bits, codes_fit=True):
+        chosen.append(choose(x, in_features, act_bits, codes_fit))
+        return chosen[-1]
+
+    monkeypatch.setattr(quant_layer, "choose_kernel", spy)
+    h = torch.randn(1, 1, SMALL["hidden_size"])
+    with torch.no_grad():
+        model.logits(h)
+        head = model.__dict__["_head_int8"]
+        assert isinstance(head, quant_layer.QuantizedLinear) and len(chosen) == 1  # the head: a quantized layer
+        assert head not in set(model.modules())  # not a submodule: the state dict keeps the float head
+        projection = model.model.layers[0].self_attn.q_proj
+        assert isinstance(projection, quant_layer.QuantizedLinear) and not isinstance(projection, nn.Linear)
+        projection(h)
+        assert len(chosen) == 2 and chosen[0] == chosen[1]  # one row, width 64: the same choice
+        assert torch.equal(head(h), model.logits(h))

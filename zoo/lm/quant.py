@@ -102,7 +102,7 @@ from .quant_format import (
     quantize_int8,
     unpack_int4,
 )
-from .quant_layer import QuantizedLinear, int8_head, kernel_path, portable_kernels
+from .quant_layer import QuantizedLinear, choose_kernel, int8_head, kernel_path, portable_kernels
 from .quant_model import (
     FAKE_QUANT_SCALE,
     FAKE_QUANT_ZERO,
@@ -138,6 +138,7 @@ __all__ = [
     "counterpart",
     "lookup",
     "quant_names",
+    "choose_kernel",
     "convert_fake_quantized",
     "dequantize_model",
     "dequantize_int4",
