@@ -164,7 +164,7 @@ def test_what_llama_cpp_cannot_run_is_refused_with_the_fastest_zoo_path(mobilell
 
 
 def test_settings_llama_cpp_cannot_take_are_refused(mobilellm):
-    with pytest.raises(ValueError, match="quantize= one of 'f32', 'f16', 'q8_0', 'q4_0'"):
+    with pytest.raises(ValueError, match="quantize must be one of f32, f16, q8_0, q4_0"):
         mobilellm.generate(PROMPTS, backend=LLAMA, quantize="int8")
     with pytest.raises(ValueError, match="leave compile out"):
         mobilellm.generate(PROMPTS[:1], backend=LLAMA, compile=True)

@@ -611,9 +611,10 @@ def test_int8_head_follows_the_float_head():
         row = torch.randn(1, 1, TINY["hidden_size"])
         with torch.no_grad():
             for _ in range(2):
-                _, q, _, scale = model.__dict__["_head_int8"]
+                head = model.__dict__["_head_int8"]  # a QuantizedLinear of the head's codes, not a submodule
+                q, scale = head.qweight, head.scale
                 got = model.logits(row)
-                assert "_head_tiles" in model.__dict__
+                assert "tiles" in model.__dict__["_head_int8"]._kernel
                 assert torch.equal(got.reshape(1, -1), gemv.gemm_int8_a8(row.reshape(1, -1), q, scale))
                 model.output_weight.mul_(-0.5)  # and the copy follows an update
                 model.logits(h)

@@ -14,7 +14,6 @@ fields and values are refused by name. :func:`weights_quantization` holds the re
 so that quantized codes never load as float weights and a record never stands for weights it does not describe.
 """
 
-import json
 import logging
 import math
 import re
@@ -22,7 +21,14 @@ from typing import Any
 
 import torch
 
-from .lm.quant import QuantSpec, convert_fake_quantized, fake_quantized_keys, is_quantized_state_dict
+from .lm.quant import (
+    QuantRecordError,
+    QuantRecordMismatch,
+    QuantSpec,
+    convert_fake_quantized,
+    fake_quantized_keys,
+    is_quantized_state_dict,
+)
 from .weights import CheckpointError, CheckpointMismatchError
 
 __all__ = [
@@ -247,31 +253,20 @@ def check_model_args(args: dict[str, Any], where: str, section: str = "model_arg
 
 def check_quantization(value: Any, where: str) -> QuantSpec | None:
     """A config.json's ``quantization`` entry (or the JSON text of a weight file's metadata) as a
-    :class:`~zoo.lm.quant.QuantSpec`; None when absent. A malformed entry is a :class:`CheckpointError` naming
-    the field, before anything is built."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as e:
-            raise CheckpointError(f"{where}: quantization is not a JSON object ({e}). Nothing was built.") from e
-    if not isinstance(value, dict):
-        raise CheckpointError(
-            f'{where}: quantization must be an object such as {{"method": "int8_weight_only"}}, got '
-            f"{str(value)[:80]}. Nothing was built."
-        )
+    :class:`~zoo.lm.quant.QuantSpec` (:meth:`~zoo.lm.quant.QuantSpec.from_record`); None when absent. A malformed
+    entry is a :class:`CheckpointError` naming the field, before anything is built."""
     try:
-        return QuantSpec.parse(value)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{where}: quantization: {e}. Nothing was built.") from e
+        return QuantSpec.from_record(value, where)
+    except QuantRecordError as e:
+        raise CheckpointError(f"{e}. Nothing was built.") from e
 
 
 def weights_quantization(
-    state_dict: dict[str, torch.Tensor], where: str, config_entry: Any = None, metadata_entry: Any = None
+    state_dict: dict[str, torch.Tensor], where: str, config: Any = None, metadata: Any = None
 ) -> tuple[dict[str, torch.Tensor], QuantSpec | None]:
-    """The quantization a checkpoint's weights are in, held against what its config.json (``config_entry``) and its
-    safetensors metadata (``metadata_entry``) record; returns ``(state_dict, spec)``.
+    """The quantization a checkpoint's weights are in, held against what its ``config`` (config.json) and its
+    safetensors ``metadata`` record (:meth:`~zoo.lm.quant.QuantSpec.from_checkpoint` reads them); returns
+    ``(state_dict, spec)``.
 
     * A QAT checkpoint (``*.weight_fake_quantizer.scale`` beside float weights, MobileLLM-Pro's int4 layout) is
       converted to int4 codes with its own scales (:func:`zoo.lm.quant.convert_fake_quantized`).
@@ -279,14 +274,12 @@ def weights_quantization(
       format is never guessed); a record of int8/int4 over float weights; a config.json and a file metadata that
       disagree.
     """
-    recorded = check_quantization(config_entry, f"{where} (config.json)")
-    in_file = check_quantization(metadata_entry, f"{where} (safetensors metadata)")
-    if recorded is not None and in_file is not None and not recorded.same_weights(in_file):
-        raise CheckpointMismatchError(
-            f"{where}: its config.json records {recorded.describe()} weights but its weight file says "
-            f"{in_file.describe()}; one of them was edited or they come from different exports. Nothing was loaded."
-        )
-    recorded = recorded or in_file
+    try:
+        recorded = QuantSpec.from_checkpoint(config, metadata, where)
+    except QuantRecordMismatch as e:
+        raise CheckpointMismatchError(f"{e}. Nothing was loaded.") from None
+    except QuantRecordError as e:
+        raise CheckpointError(f"{e}. Nothing was built.") from e
     if fake_quantized_keys(state_dict):
         if recorded is not None and recorded.method != "int4_weight_only":
             raise CheckpointMismatchError(

@@ -23,6 +23,7 @@ or class folders), a ``datasets`` folder (``save_to_disk``), shards, or a text f
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import sys
 import time
@@ -35,10 +36,9 @@ from torch import nn
 from .data.images import BAD_FILES
 from .data.sources import add_data_path_argument, resolve
 from .export.llama_backend import NAME as LLAMA_CPP
-from .export.llama_backend import QUANTIZE as GGUF_TYPES
 from .export.llama_backend import LlamaCppLogits
 from .factory import create_model
-from .lm.quant import INT4_GROUP_SIZES, model_quantization
+from .lm.quant import INT4_GROUP_SIZES, QuantSpec, lookup, model_quantization, quant_names, quantize_argument
 from .train.config import Recipe, load_run_recipe
 from .train.distributed import DistState
 from .train.tasks import EvalSource, Task, task_class, task_of_model
@@ -203,19 +203,37 @@ def evaluate_model(
 
 
 def _gguf_type(backend: str, quantize: Any) -> str | None:
-    """The GGUF type of ``backend="llama.cpp"`` (None for torch), the quantize values checked against the backend."""
+    """The GGUF type of ``backend="llama.cpp"`` (None for torch), the quantize names checked against the backend's
+    part of the vocabulary (:func:`zoo.lm.quant.lookup`)."""
     if backend == "torch":
-        if isinstance(quantize, str) and quantize in GGUF_TYPES:
-            raise ValueError(f"quantize={quantize!r} is a GGUF type: evaluate with backend='llama.cpp' (--backend)")
+        if isinstance(quantize, str):
+            try:
+                lookup(quantize, "zoo")
+            except ValueError as e:
+                raise ValueError(f"{e} (a GGUF type: evaluate with backend='llama.cpp', --backend)") from None
         return None
     if backend != LLAMA_CPP:
         raise ValueError(f"unknown backend {backend!r}: 'torch' or {LLAMA_CPP!r}")
-    if quantize is not None and quantize not in GGUF_TYPES:
-        raise ValueError(
-            f"backend='llama.cpp' quantizes its GGUF itself: quantize must be one of {', '.join(GGUF_TYPES)} "
-            f"(the zoo's bf16/int8/int4 are for backend='torch'), got {quantize!r}"
-        )
-    return quantize or "f32"
+    if quantize is None:
+        return "f32"
+    try:
+        return lookup(quantize, "gguf").native
+    except ValueError as e:
+        raise ValueError(f"backend='llama.cpp' quantizes its GGUF itself: {e}") from None
+
+
+def _quantize(args: argparse.Namespace) -> Any:
+    """``--quantize`` (and ``--group-size``) as ``evaluate_model`` takes them: the zoo's spec on torch, the GGUF
+    type name for llama.cpp; each read through the one vocabulary."""
+    spec = None
+    if args.backend == "torch" and args.quantize is not None:
+        _gguf_type("torch", args.quantize)  # a GGUF type on torch: said so
+        spec = QuantSpec.parse(args.quantize)
+    if args.group_size is not None and (spec is None or spec.bits != 4):
+        raise ValueError("--group-size is for --quantize int4")
+    if spec is not None and args.group_size is not None:
+        spec = dataclasses.replace(spec, group_size=args.group_size)
+    return args.quantize if args.backend != "torch" else spec
 
 
 def _parser():
@@ -253,11 +271,11 @@ def _parser():
     p.add_argument("--image-key"), p.add_argument("--label-key"), p.add_argument("--text-key")
     p.add_argument(
         "--quantize",
-        choices=["bf16", "int8", "int4", "int8a8", "int8a16", "int4a8", "int4a16", *GGUF_TYPES],
+        type=quantize_argument("zoo", "gguf"),
         default=None,
-        help="language models: evaluate with bf16, int8 (per row) or int4 (grouped) weights (aN: the CPU kernels "
-        "round activations to N bits, default 8); with --backend llama.cpp the GGUF's type: f32 (default), f16, "
-        "q8_0 or q4_0",
+        help=f"language models: evaluate with the zoo's {', '.join(quant_names('zoo'))} weights (int8 per row, int4 "
+        "grouped; aN: the CPU kernels round activations to N bits, default 8); with --backend llama.cpp the GGUF's "
+        f"type: {', '.join(quant_names('gguf'))} (default f32; also spelled gguf:NAME)",
     )
     p.add_argument(
         "--backend",
@@ -297,21 +315,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.group_size is not None and not (args.quantize or "").startswith("int4"):
-        print("eval.py: error: --group-size is for --quantize int4", file=sys.stderr)
+    try:
+        quantize = _quantize(args)
+    except ValueError as e:
+        print(f"eval.py: error: {e}", file=sys.stderr)
         return 2
     for flag in ("--max-samples", "--batch-size", "--max-batches", "--seq-len", "--num-classes"):
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None and value < 1:
             print(f"eval.py: error: {flag} {value}: give a count of 1 or more", file=sys.stderr)
             return 2
-    quantize = None
-    if (args.quantize or "").startswith("int4") and args.backend == "torch":
-        quantize = {"method": "int4_weight_only", "group_size": args.group_size or 32, "scheme": "asymmetric"}
-        if args.quantize != "int4":
-            quantize["act_bits"] = int(args.quantize[len("int4a") :])
-    elif args.quantize:
-        quantize = args.quantize
     rows = []
     for name in args.model:
         try:

@@ -114,7 +114,7 @@ class Weights:
     config: dict[str, Any] | None = None
     config_where: str | None = None  # where the config.json came from, for messages
     architecture: str | None = None  # what the weight file names itself (safetensors metadata)
-    quantization: str | None = None  # the quantization the weight file records (safetensors metadata, JSON)
+    metadata: dict[str, str] | None = None  # the weight file's safetensors metadata (its quantization record)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -245,7 +245,7 @@ def _file_metadata(path: Path) -> dict[str, str]:
 
 def _from_file(state_dict, where, config, config_where, path: Path) -> Weights:
     meta = _file_metadata(path)
-    return Weights(state_dict, where, config, config_where, meta.get("architecture"), meta.get("quantization"))
+    return Weights(state_dict, where, config, config_where, meta.get("architecture"), meta)
 
 
 def _read_local(location: str | os.PathLike) -> Weights:
@@ -567,9 +567,8 @@ def _recorded_quantization(
     found = []
     for source in (weights, checkpoint):
         if source is not None:
-            config = source.config or {}
             source.state_dict, spec = weights_quantization(
-                source.state_dict, source.where, config.get("quantization"), source.quantization
+                source.state_dict, source.where, source.config, source.metadata
             )
             found.append((source, spec))
     if len(found) == 2 and (found[0][1] is None) != (found[1][1] is None):

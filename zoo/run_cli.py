@@ -19,6 +19,7 @@ from .export.run_folder import is_export_folder, run_export_folder
 from .factory import create_model
 from .layers.args import int_between
 from .lm.decoder import DecoderLM, TextStreamer
+from .lm.quant import quant_names, quantize_argument
 from .registry import list_models
 
 __all__ = ["add_arguments", "run"]
@@ -51,9 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--quantize",
-        choices=llama_backend.QUANTIZE,
+        type=quantize_argument("gguf"),
         default=None,
-        help=f"--backend llama.cpp: the GGUF's weight type (default {llama_backend.DEFAULT_QUANTIZE})",
+        help=f"--backend llama.cpp: the GGUF's weight type, {', '.join(quant_names('gguf'))} (default "
+        f"{llama_backend.DEFAULT_QUANTIZE}; also spelled gguf:NAME)",
     )
 
 

@@ -66,7 +66,7 @@ from ..export.llama_backend import CACHE_ENV, open_session, release
 from ..export.lm_runtime import load as load_pte
 from ..export.xnnpack_quant import quantize_for_xnnpack
 from ..factory import create_model
-from ..lm.quant import model_quantization, quantize_model
+from ..lm.quant import VOCABULARY, counterpart, lookup, model_quantization, quantize_model
 from ..lm.sessions import generate_on_session
 from .deployed import _llama_cpp_decoder
 from .harness import Row, median, provenance, randomize_, time_interleaved
@@ -88,24 +88,20 @@ __all__ = [
     "quality_pairs",
 ]
 
-# format -> (zoo quantize=, llama.cpp type of the same bits); "int8" / "int4" run the kernels' default activation
-# width, the "a8" / "a16" names choose it
+# format -> (zoo quantize=, llama.cpp type of the same bits): every zoo format of the vocabulary (zoo.lm.quant_format)
+# with its GGUF counterpart; "int8" / "int4" run the kernels' default activation width, the "a8" / "a16" names
+# choose it
 FORMATS: dict[str, tuple[str | None, str]] = {
-    "fp32": (None, "f32"),
-    "bf16": ("bf16", "f16"),
-    "int8": ("int8", "q8_0"),
-    "int4": ("int4", "q4_0"),
-    "int8a16": ("int8a16", "q8_0"),
-    "int8a8": ("int8a8", "q8_0"),
-    "int4a16": ("int4a16", "q4_0"),
-    "int4a8": ("int4a8", "q4_0"),
+    q.name: (None if q.bits == 32 else q.name, counterpart(q.name, "gguf").native)
+    for q in VOCABULARY.values()
+    if q.backend == "zoo"
 }
 DEFAULT_FORMATS = ("fp32", "bf16", "int8", "int4")
 # (weight bits, activation bits) whose quality every run measures beside the integer formats it times
 QUALITY_PAIRS = ("int8a16", "int8a8", "int4a16", "int4a8")
 PREFILL_LENGTHS = (128, 512)  # prompt lengths of the prefill rows (--prefill)
 # format -> the ExecuTorch pte quantization of the same weight bits (XNNPACK's int8-activation kernels)
-PTE_TYPES = {"int8": "8da8w", "int4": "8da4w"}
+PTE_TYPES = {f: counterpart(f, "pte").native for f in ("int8", "int4")}
 PTE = "zoo pte"
 QUALITY_RUN = Path("runs/quickstart_lm")
 PEER = "transformers fp32"
@@ -130,10 +126,15 @@ AGREEMENT_PROMPTS, AGREEMENT_PROMPT_TOKENS, AGREEMENT_NEW_TOKENS = 4, 32, 64
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown weight format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}")
-    return list(dict.fromkeys(formats))
+    """The zoo formats named, each read through the vocabulary (an old spelling as its name; an unknown name is its
+    one error, with the closest name), once each."""
+    names = []
+    for f in formats:
+        try:
+            names.append(f if f in FORMATS else lookup(f, "zoo").name)
+        except ValueError as e:
+            raise ValueError(f"unknown weight format {f!r}: {e}") from None
+    return list(dict.fromkeys(n for n in names if n in FORMATS))
 
 
 def parse_prefill(text: str) -> tuple[int, ...]:

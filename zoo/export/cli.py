@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from ..layers.args import parse_json_object
+from ..lm.quant import quant_names
 from .core import FORMATS, ExportError, export
 
 __all__ = ["add_arguments", "run"]
@@ -32,9 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quantize",
         default=None,
-        help="stored weights: pt2 (LMs) bf16, int8, int4 (zoo's weight-only codes, groups of 32); onnx int8 "
-        "(dynamic quantization, an extra model.int8.onnx); gguf f32, f16, q8_0, q4_0; pte (executorch) 8da4w, 8da8w "
-        "(XNNPACK's int8-activation kernels with int4 weights in groups of 32 / int8 weights)",
+        help=f"stored weights: pt2 (LMs) {', '.join(quant_names('zoo'))} (zoo's weight-only codes, int4 in groups of "
+        f"32); onnx {', '.join(quant_names('onnx'))} (dynamic quantization, an extra model.int8.onnx); gguf "
+        f"{', '.join(quant_names('gguf'))}; pte (executorch) {', '.join(quant_names('pte'))} (XNNPACK's "
+        "int8-activation kernels with int8 weights / int4 weights in groups of 32); the runtimes' names also spelled "
+        "with their backend (gguf:q4_0, pte:8da4w)",
     )
     p.add_argument("--max-seq-len", type=int, default=256, help="LMs: static KV cache length (default 256)")
     p.add_argument(

@@ -28,20 +28,28 @@ from ..data.lm_tokenizer import load_lm_tokenizer
 from ..factory import create_model, resolve_source
 from ..hub import CONFIG_NAME, download
 from ..lm.decoder import DecoderLM
-from ..lm.quant import QuantSpec, model_quantization, portable_kernels, quantize_model
+from ..lm.quant import (
+    EXPORT_BACKENDS,
+    QuantName,
+    QuantSpec,
+    lookup,
+    model_quantization,
+    portable_kernels,
+    quantize_model,
+)
 from ..output_folder import OutputFolderError, check_output_folder, write_folder
 from ..publish import export_pretrained, export_run
 from ..registry import get_entry, list_models
 from ..weights import CheckpointError
 
-__all__ = ["FORMATS", "ExportError", "ExportResult", "ExportSpec", "export", "load_source"]
+__all__ = ["FORMATS", "ExportError", "ExportResult", "ExportSpec", "export", "format_quantize", "load_source"]
 
 _logger = logging.getLogger(__name__)
 
-# the formats that store the zoo's own quantized weights (``quantize="bf16" | "int8" | "int4"``, zoo.lm.quant):
-# the program holds the codes and dequantizes them in the graph; the other formats quantize their own way
-ZOO_QUANTIZED_FORMATS = ("pt2",)
-ZOO_QUANTIZE = ("bf16", "int8", "int4")
+# the formats that store the zoo's own quantized weights (the vocabulary's zoo formats, zoo.lm.quant_format: bf16,
+# int8, int4 and their activation widths): the program holds the codes and dequantizes them in the graph; the
+# other formats quantize their own way (EXPORT_BACKENDS: the names each format reads)
+ZOO_QUANTIZED_FORMATS = tuple(f for f, backend in EXPORT_BACKENDS.items() if backend == "zoo")
 
 # format -> (module, what it needs installed, which tasks it takes)
 FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -195,13 +203,26 @@ def deployable(model: nn.Module) -> nn.Module:
     return model
 
 
-def _quantized(model: nn.Module, format: str, quantize: str | None, task: str) -> nn.Module:
+def format_quantize(format: str, quantize: str | None) -> QuantName | None:
+    """The vocabulary's entry for ``quantize=`` of a ``format`` export (its backend's names: ``"q4_0"`` or
+    ``"gguf:q4_0"`` for gguf); None for none (and for the zoo's fp32, the float model); an ExportError naming what
+    the format takes otherwise."""
+    if quantize is None or (isinstance(quantize, str) and quantize.strip().lower() in ("none", "")):
+        return None
+    try:
+        entry = lookup(quantize, EXPORT_BACKENDS[format])
+    except ValueError as e:
+        raise ExportError(f"{format} export: {e}") from None
+    return None if entry.backend == "zoo" and entry.bits == 32 else entry
+
+
+def _quantized(model: nn.Module, format: str, quantize: QuantName | None, task: str) -> nn.Module:
     """The model with the zoo's quantized weights a ``pt2`` export asks for (a quantized copy; the model itself is
     left as it is); a model already quantized goes only to the formats that store the zoo's codes."""
     done = model_quantization(model)
-    wanted = quantize in ZOO_QUANTIZE and format in ZOO_QUANTIZED_FORMATS
+    wanted = quantize is not None and quantize.backend == "zoo"
     # pte's 8da4w / 8da8w store a zoo model's own int8 / symmetric int4 codes (zoo.export.lm_runtime says which)
-    own_grid = format == "pte" and quantize in ("8da4w", "8da8w")
+    own_grid = quantize is not None and quantize.backend == "pte"
     if done is not None and done.method != "bf16" and format not in ZOO_QUANTIZED_FORMATS and not own_grid:
         raise ExportError(
             f"this model holds {done.describe()} weights, which the {format} format cannot store; export it as pt2, "
@@ -210,8 +231,8 @@ def _quantized(model: nn.Module, format: str, quantize: str | None, task: str) -
     if not wanted:
         return model
     if task != TEXT:
-        raise ExportError(f"quantize={quantize!r} is for the language models (the vision models: onnx int8)")
-    spec = QuantSpec.parse(quantize)
+        raise ExportError(f"quantize={quantize.name!r} is for the language models (the vision models: onnx int8)")
+    spec = QuantSpec.parse(quantize.name)
     if done is not None:
         if not done.same_weights(spec):
             raise ExportError(
@@ -276,13 +297,14 @@ def export(
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    stored = format_quantize(format, quantize)  # refused before the model is loaded
     sources = _source_paths(model, weights)
     if out is not None:
         _output_folder(out, sources)  # refused before the model is loaded
     model, model_kwargs, tokenizer = _resolve_model(model, weights, model_kwargs, tokenizer)
     name = _model_name(model, model_name)
     task = get_entry(name).task
-    model = _quantized(model, format, quantize, task)
+    model = _quantized(model, format, stored, task)
     traced = deployable(model)
     _check_format_fits(model, name, task, format, dynamic_size)
     module = _format_module(format)
@@ -294,7 +316,7 @@ def export(
         dynamic_size=dynamic_size,
         input_size=_input_size(model, input_size) if task == VISION else None,
         opset=opset,
-        quantize=quantize,
+        quantize=None if stored is None else stored.native,  # as the format's runtime names it
         max_seq_len=max_seq_len,
         check=check,
         seed=seed,

@@ -51,13 +51,14 @@ from torch import nn
 
 from ..lm.decoder import DecoderLM
 from ..lm.llama_blocks import NoLlamaForm
+from ..lm.quant import lookup, quant_names
 from .core import ExportError, ExportSpec, _tokenizer_files
 from .gguf_tokenizer import TokenizerUnsupported, read_tokenizer, write_tokenizer
 
 _logger = logging.getLogger(__name__)
 
 FILE_NAME = "model.gguf"
-QUANTIZE = (None, "f32", "f16", "q8_0", "q4_0")
+QUANTIZE = (None, *quant_names("gguf"))  # the vocabulary's GGUF types (zoo.lm.quant_format)
 CHECK_TOKENS = 16  # greedy tokens compared in check
 OUTPUT_TENSORS = ("token_embd.weight", "output.weight")  # q4_0 stores these q8_0
 SINK = -1e30  # granite_swa's attention sinks: exp(SINK - max) is exactly 0 in float32
@@ -166,20 +167,14 @@ def tokenizer_source(model: nn.Module, spec: ExportSpec) -> Path | None:
 
 
 def _types(quantize: str | None):
+    """The tensor type and file type of a GGUF type name of the vocabulary (``"q4_0"`` / ``"gguf:q4_0"``)."""
+    try:
+        native = "f32" if quantize is None else lookup(quantize, "gguf").native
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     gguf = _gguf()
     Q, F = gguf.GGMLQuantizationType, gguf.LlamaFileType
-    table = {
-        None: (Q.F32, F.ALL_F32),
-        "f32": (Q.F32, F.ALL_F32),
-        "f16": (Q.F16, F.MOSTLY_F16),
-        "q8_0": (Q.Q8_0, F.MOSTLY_Q8_0),
-        "q4_0": (Q.Q4_0, F.MOSTLY_Q4_0),
-    }
-    if quantize not in table:
-        raise ExportError(
-            f"gguf quantize must be one of {', '.join(q for q in QUANTIZE if q)} or none, got {quantize!r}"
-        )
-    return table[quantize]
+    return getattr(Q, native.upper()), F.ALL_F32 if native == "f32" else getattr(F, f"MOSTLY_{native.upper()}")
 
 
 class _Encoder:

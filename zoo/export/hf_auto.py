@@ -137,7 +137,7 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
     _tied_weights_keys = None  # a tied zoo model has no lm_head (see the module doc)
 
     def __init__(self, config: _ZooLMConfig):
-        quantization = QuantSpec.parse(getattr(config, "quantization", None))
+        quantization = QuantSpec.from_checkpoint(config)
         if quantization is not None and quantization.method != "bf16":
             # transformers would leave the codes unread and the projections at random init: refused, not loaded
             raise ValueError(

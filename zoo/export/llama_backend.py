@@ -56,7 +56,7 @@ from torch import nn
 from .._version import __version__
 from ..lm.decoder import DecoderLM
 from ..lm.generation import BACKEND_STATE, register_generation_backend
-from ..lm.quant import model_quantization
+from ..lm.quant import lookup, model_quantization, quant_names
 from . import gguf_file
 from .core import TEXT, ExportError, ExportSpec
 
@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 NAME = "llama.cpp"
-QUANTIZE = ("f32", "f16", "q8_0", "q4_0")
+QUANTIZE = quant_names("gguf")  # the vocabulary's GGUF types (zoo.lm.quant_format)
 DEFAULT_QUANTIZE = "f32"
 CACHE_ENV = "ZOO_CACHE"
 INSTALL = 'pip install "zoo[export]"'
@@ -123,13 +123,14 @@ def _runtime() -> Any:
 
 
 def _check_quantize(quantize: str | None) -> str:
-    quantize = DEFAULT_QUANTIZE if quantize is None else quantize
-    if quantize not in QUANTIZE:
-        raise ValueError(
-            f"backend={NAME!r} takes quantize= one of {', '.join(map(repr, QUANTIZE))} (the GGUF's weight type; "
-            f"default {DEFAULT_QUANTIZE!r}), got {quantize!r}"
-        )
-    return quantize
+    """The GGUF type ``quantize=`` names (``"q4_0"`` or ``"gguf:q4_0"``; None: :data:`DEFAULT_QUANTIZE`), as
+    llama.cpp spells it."""
+    if quantize is None:
+        return DEFAULT_QUANTIZE
+    try:
+        return lookup(quantize, "gguf").native
+    except ValueError as e:
+        raise ValueError(f"backend={NAME!r} takes the GGUF's weight type (default {DEFAULT_QUANTIZE!r}): {e}") from None
 
 
 def _refused(model: nn.Module, why: str) -> ValueError:

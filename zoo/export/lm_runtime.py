@@ -61,8 +61,8 @@ from torch.export import Dim
 
 from ..lm.generation import GenerationConfig, generate_on_session
 from ..lm.static_decoder import StaticDecoder
-from .core import ExportError, ExportSpec, compare
-from .xnnpack_quant import DEFAULT_GROUP_SIZE, QUANTIZE, quantize_for_xnnpack, stack_linears
+from .core import ExportError, ExportSpec, compare, format_quantize
+from .xnnpack_quant import DEFAULT_GROUP_SIZE, quantize_for_xnnpack, stack_linears
 
 __all__ = ["CachedDecoder", "CompiledLM", "load", "load_llm_ops"]
 
@@ -311,8 +311,7 @@ def prompt_form(spec: ExportSpec) -> tuple[str, int]:
 
 def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
     backend = spec.options["backend"] = _backend(spec)  # recorded (export.json, the card's usage)
-    if spec.quantize not in (None, *QUANTIZE):
-        raise ExportError(f"pte quantize must be one of {', '.join(QUANTIZE)} or none, got {spec.quantize!r}")
+    format_quantize("pte", spec.quantize)  # the vocabulary's pte names
     if spec.quantize and backend != "executorch":
         raise ExportError(
             f"pte quantize={spec.quantize!r} stores XNNPACK's quantized kernels, which run in ExecuTorch: choose "

@@ -17,13 +17,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .core import ExportError, ExportSpec, compare
+from .core import ExportError, ExportSpec, compare, format_quantize
 from .program import check_inputs, dynamic_shapes, traced_module
 
 FILE_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
 INT8_MIN_COSINE = 0.98  # int8 changes the arithmetic: logits must point the same way, not be equal
-QUANTIZE = (None, "int8")
 # the dynamo exporter implements its ops from opset 18 on; a lower opset goes through ONNX's version converter, which
 # fails on these graphs and leaves the file at 18, so it is refused. The top is torch's own limit.
 MIN_OPSET = 18
@@ -56,8 +55,7 @@ def file_opset(path: Path) -> int | None:
 
 
 def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
-    if spec.quantize not in QUANTIZE:
-        raise ExportError(f"onnx quantize must be one of {QUANTIZE[1:]} or none, got {spec.quantize!r}")
+    format_quantize("onnx", spec.quantize)  # the vocabulary's onnx names
     check_opset(spec.opset)
     _require()
     example = spec.example_input(model)

@@ -17,12 +17,11 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from .core import TEXT, ExportError, ExportSpec, compare
+from .core import TEXT, ExportError, ExportSpec, compare, format_quantize
 
 FILE_NAME = "model.pt2"
 MAX_BATCH = 1024
 MAX_SIZE = 4096  # vision, dynamic_size: the largest height/width the program takes (or the example's, if larger)
-QUANTIZE = (None, "bf16", "int8", "int4")
 
 
 class LogitsOnly(nn.Module):
@@ -84,8 +83,7 @@ def export_program(model: nn.Module, spec: ExportSpec) -> torch.export.ExportedP
 
 
 def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
-    if spec.quantize not in QUANTIZE:
-        raise ExportError(f"pt2 quantize must be one of {', '.join(QUANTIZE[1:])} or none, got {spec.quantize!r}")
+    format_quantize("pt2", spec.quantize)  # the vocabulary's zoo formats
     if spec.quantize is not None and spec.task != TEXT:
         raise ExportError(f"pt2 quantize={spec.quantize!r} is for the language models (the vision models: onnx int8)")
     program = export_program(model, spec)

@@ -15,14 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..lm.quant import QuantizedLinear, model_quantization, quantize_int8, quantized_layer_names, unpack_int4
+from ..lm.quant import (
+    QuantizedLinear,
+    lookup,
+    model_quantization,
+    quant_names,
+    quantize_int8,
+    quantized_layer_names,
+    unpack_int4,
+)
 from .core import ExportError
 
 __all__ = ["DEFAULT_GROUP_SIZE", "QUANTIZE", "Int8Embedding", "quantize_for_xnnpack", "stack_linears"]
 
 # quantize= (executorch): int8 dynamic activations (per token, asymmetric) with int4 weights in groups, or int8
 # weights per output row -- the XNNPACK kernels ExecuTorch runs Llama with on phones
-QUANTIZE = ("8da4w", "8da8w")
+QUANTIZE = quant_names("pte")  # the vocabulary's pte names (zoo.lm.quant_format)
 DEFAULT_GROUP_SIZE = 32
 
 
@@ -124,7 +132,10 @@ def quantize_for_xnnpack(model: nn.Module, quantize: str, group_size: int = DEFA
 
     Norms, routers and LoRA deltas stay float32.
     """
-    bits = {"8da4w": 4, "8da8w": 8}[quantize]
+    try:
+        bits = lookup(quantize, "pte").bits
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     if not isinstance(group_size, int) or group_size < 0:
         raise ExportError(
             f"group_size must be a whole number of input columns, or 0 for one per row; got {group_size!r}"

@@ -54,38 +54,39 @@ def kernel_path(x: torch.Tensor) -> bool:
     )
 
 
+def choose_kernel(x: torch.Tensor, in_features: int, act_bits: int, codes_fit: bool = True) -> str:
+    """The product a quantized layer -- a projection or the output head -- computes for ``x``: ``"a8"`` (every row
+    rounded to int8, Q8_0, and byte products: :mod:`zoo.lm.gemv`), ``"gemv"`` (one decoded row, the zoo's kernels
+    on the float32 row), ``"cpu"`` (PyTorch's CPU kernels on bf16 rows) or ``"portable"`` (the codes in the input's
+    dtype inside the product). ``codes_fit``: the layer's codes are in the form the zoo's kernels read. The one
+    place the choice is made."""
+    # widths that are no multiple of 32 take the portable form: PyTorch's _weight_int8pack_mm gives garbage for
+    # some of them (a width of 40 on an AVX-512 CPU, torch 2.15), and the zoo's kernels take whole blocks of 32
+    if not kernel_path(x) or in_features % 32:
+        return "portable"
+    if act_bits == 8 and gemv.supports_a8(x, in_features) and codes_fit and gemv.available():
+        return "a8"
+    if gemv.supports(x, in_features) and codes_fit and gemv.available():
+        return "gemv"
+    return "cpu"
+
+
 def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor, act_bits: int = 16) -> torch.Tensor:
     """``F.linear(x, weight)`` with ``weight`` (the output head of a model with int8/int4 projections) as int8 codes
-    per row, through ``aten._weight_int8pack_mm`` on bf16 rows (see the module docstring). The codes are made from
-    the float weight at first use and again whenever it changes (kept in ``store`` under ``"_head_int8"``); the
-    float weight stays the model's (tied to the embedding, saved as float). A compiled step uses the codes the
-    eager prompt made. ``act_bits`` 8: the rows rounded to int8 per block of 32, :func:`zoo.lm.gemv.gemm_int8_a8`."""
-    kept = store.get("_head_int8")
+    per row: a :class:`QuantizedLinear` like the projections (:meth:`QuantizedLinear.from_head`, the same kernel
+    choice), kept in ``store`` under ``"_head_int8"`` -- not a submodule: the float weight stays the model's (tied
+    to the embedding, saved as float). The codes are made at first use and again whenever the weight (or
+    ``act_bits``) changes; a compiled step uses the layer the eager prompt made."""
+    layer = store.get("_head_int8")
     if not torch.compiler.is_compiling():
-        key = (weight.data_ptr(), 0 if weight.is_inference() else weight._version, weight.dtype)
-        if kept is None or kept[0] != key:
+        key = (weight.data_ptr(), 0 if weight.is_inference() else weight._version, weight.dtype, act_bits)
+        if layer is None or layer.made_from != key:
             with torch.inference_mode(False), torch.no_grad():
-                q, scale = quantize_int8(weight.detach())
-                kept = store["_head_int8"] = (key, q, scale.to(KERNEL_DTYPE), scale.float())
-    elif kept is None:
+                layer = store["_head_int8"] = QuantizedLinear.from_head(weight, act_bits)
+            layer.made_from = key
+    elif layer is None:
         return F.linear(x, weight)
-    if act_bits == 8 and gemv.supports_a8(x, x.shape[-1]) and gemv.available():
-        rows = x.reshape(-1, x.shape[-1]).float()
-        tiles = store.get("_head_tiles")  # the codes repacked for one row (QuantizedLinear._tiles), made beside them
-        if not torch.compiler.is_compiling() and (tiles is None or tiles[0] != kept[0]):
-            with torch.inference_mode(False), torch.no_grad():
-                tiles = store["_head_tiles"] = (kept[0], *gemv.repack_int8(kept[1], kept[3]))
-        if rows.shape[0] < 4 and tiles is not None:
-            y = gemv.gemm_a8_tiles(rows, tiles[1], tiles[2], kept[1].shape[0])
-        else:
-            y = gemv.gemm_int8_a8(rows, kept[1], kept[3])
-        return y.reshape(*x.shape[:-1], -1).to(x.dtype)
-    if gemv.supports(x, x.shape[-1]) and gemv.available():
-        return gemv.gemv_int8(x.reshape(1, -1).float(), kept[1], kept[3]).reshape(*x.shape[:-1], -1).to(x.dtype)
-    if x.shape[-1] % 32:  # as QuantizedLinear: _weight_int8pack_mm gives garbage or crashes on other widths
-        return F.linear(x, kept[1].to(x.dtype)) * kept[3].to(x.dtype)
-    rows = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
-    return torch._weight_int8pack_mm(rows, kept[1], kept[2]).reshape(*x.shape[:-1], -1).to(x.dtype)
+    return layer(x)
 
 
 def _tracing() -> bool:
@@ -197,6 +198,17 @@ class QuantizedLinear(nn.Module):
             layer.bias.copy_(linear.bias)
         return layer
 
+    @classmethod
+    @torch.no_grad()
+    def from_head(cls, weight: torch.Tensor, act_bits: int = DEFAULT_ACT_BITS) -> QuantizedLinear:
+        """The output head ``weight`` ``(vocab, hidden)`` as int8 codes per row (:func:`int8_head`): the same codes,
+        scales and kernels as an int8 projection, made without a zero-filled copy first."""
+        out_features, in_features = weight.shape
+        layer = cls(in_features, out_features, bits=8, device="meta", act_bits=act_bits)
+        layer.qweight, layer.scale = quantize_int8(weight.detach())
+        layer._kernel["scale8"] = layer.scale.to(KERNEL_DTYPE)  # made here: a compiled step finds it
+        return layer
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The float weight ``(out, in)`` these codes stand for."""
         if self.bits == 8:
@@ -246,40 +258,28 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activations == "int8_dynamic":
             x = _fake_quantize_tokens(x)
-        # widths that are no multiple of 32 take the portable form: PyTorch's _weight_int8pack_mm gives garbage for
-        # some of them (a width of 40 on an AVX-512 CPU, torch 2.15), and the zoo's kernels take whole blocks of 32
-        if kernel_path(x) and self.in_features % 32 == 0:
-            if self.act_bits == 8 and self._rows_a8(x):  # every row to int8 (Q8_0), byte products: zoo.lm.gemv
-                y = self._gemm_a8(x.reshape(-1, self.in_features).float())
-            elif self._one_row(x):  # a decoded token: zoo.lm.gemv's kernels on the float32 row
-                y = self._gemv(x.reshape(1, -1).float())
-            else:
-                # PyTorch's CPU kernels, fed bfloat16 rows: both are 5-15x faster with a bf16 input than with a
-                # float32 one (module docstring), so the input is rounded to bf16
-                rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
-                y = self._int8_cpu(rows) if self.bits == 8 else self._int4_cpu(rows)
-            y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-            return y if self.bias is None else y + self.bias.to(y.dtype)
-        if self.bits == 8:  # the portable form: codes to the input's dtype inside the product, then the row scale
-            y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
-            return y if self.bias is None else y + self.bias.to(y.dtype)
-        return F.linear(x, self.dequantize(x.dtype), self.bias)
+        kernel = choose_kernel(x, self.in_features, self.act_bits, self._codes_fit())
+        if kernel == "portable":
+            if self.bits == 8:  # the codes to the input's dtype inside the product, then the row scale
+                y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
+                return y if self.bias is None else y + self.bias.to(y.dtype)
+            return F.linear(x, self.dequantize(x.dtype), self.bias)
+        if kernel == "a8":  # every row to int8 (Q8_0), byte products: zoo.lm.gemv
+            y = self._gemm_a8(x.reshape(-1, self.in_features).float())
+        elif kernel == "gemv":  # a decoded token: zoo.lm.gemv's kernels on the float32 row
+            y = self._gemv(x.reshape(1, -1).float())
+        else:
+            # PyTorch's CPU kernels, fed bfloat16 rows: both are 5-15x faster with a bf16 input than with a float32
+            # one (module docstring), so the input is rounded to bf16
+            rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
+            y = self._int8_cpu(rows) if self.bits == 8 else self._int4_cpu(rows)
+        y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
 
-    def _one_row(self, x: torch.Tensor) -> bool:
-        """Whether ``x`` is one row that :mod:`zoo.lm.gemv`'s kernels take with these codes."""
-        if not gemv.supports(x, self.in_features):
-            return False
-        if self.bits == 4 and (self.group_size % 32 or self.scale.dtype != torch.float16 or self.released):
-            return False
-        return gemv.available()
-
-    def _rows_a8(self, x: torch.Tensor) -> bool:
-        """Whether rows ``x`` go to :mod:`zoo.lm.gemv`'s 8-bit activation kernels with these codes."""
-        if not gemv.supports_a8(x, self.in_features):
-            return False
-        if self.bits == 4 and (self.group_size % 32 or self.scale.dtype != torch.float16 or self.released):
-            return False
-        return gemv.available()
+    def _codes_fit(self) -> bool:
+        """Whether these codes are in the form :mod:`zoo.lm.gemv`'s kernels read (int4: groups of whole blocks of
+        32, float16 scales, the plain codes kept)."""
+        return not (self.bits == 4 and (self.group_size % 32 or self.scale.dtype != torch.float16 or self.released))
 
     def _gemm_a8(self, rows: torch.Tensor) -> torch.Tensor:
         tiles = self._tiles()

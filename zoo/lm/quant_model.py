@@ -66,7 +66,9 @@ def quantize_model(
     without computing codes (zero weights, to load a quantized state dict into). The format is recorded as
     ``model.quantization``; a model already quantized is refused (quantizing codes again compounds the error).
     """
-    spec = QuantSpec.parse(quantize, group_size, act_bits)
+    # a spec parsed above (create_model parses quantize= once) is taken as it is
+    parsed = isinstance(quantize, QuantSpec) and group_size is None and act_bits is None
+    spec = quantize if parsed else QuantSpec.parse(quantize, group_size, act_bits)
     if spec is None:
         return model
     done = model_quantization(model)

@@ -319,9 +319,7 @@ class MobileLLM(DecoderLM):
         state_dict = read_weights(path)
         generation = GenerationConfig.from_folder(path)  # checked before anything is built
         meta = read_metadata(path) if (path / "model.safetensors").is_file() else {}
-        state_dict, quantization = weights_quantization(
-            state_dict, str(path), data.get("quantization"), meta.get("quantization")
-        )
+        state_dict, quantization = weights_quantization(state_dict, str(path), data, meta)
         described = check_model_args(checkpoint_model_args(data, state_dict), str(path / "config.json"), "config")
         config = MobileLLMConfig(**{**described, **overrides})
         model = cls(config)
