@@ -1,6 +1,6 @@
 """Loader benchmark: images/s per loader worker from an image folder against the same images as shards.
 
-    python -m zoo.bench.data [--images 10000] [--size 64] [--workers 1] [--runs 3]
+    zoo bench loader [--images 10000] [--size 64] [--workers 1] [--runs 3]
 
 A generated set (``--images`` random RGB JPEGs of ``--size`` pixels in 10 class folders; written once into
 ``--root``, default a temporary folder) is read through a ``torch.utils.data.DataLoader`` with ``--workers``

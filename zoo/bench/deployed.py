@@ -16,7 +16,7 @@ Each row's difference is the candidate's logits against its peer's eager logits 
 column holds timm's ONNX against timm's eager logits). Targets: an exported or compiled form >= 1.3x the zoo's
 eager figure, and the zoo's ONNX >= 1.0x timm's ONNX.
 
-``zoo bench --deployed --out results/deployed.json`` adds the run to that file's ``runs`` (:func:`write_results`):
+``zoo bench deployed --out results/deployed.json`` adds the run to that file's ``runs`` (:func:`write_results`):
 one row per model and setting with every form's rate, the same model and setting in earlier runs replaced.
 """
 

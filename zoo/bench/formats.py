@@ -1,6 +1,6 @@
 """Weight formats of the language models side by side: speed against transformers and llama.cpp, and quality.
 
-``zoo bench --models mobilellm_125m --formats fp32,bf16,int8,int4`` measures, in one run:
+``zoo bench formats --models mobilellm_125m --formats fp32,bf16,int8,int4`` measures, in one run:
 
 * **Speed** (the named model, deterministic random weights of realistic scale; speed does not depend on the
   values): greedy decode tokens/s at batch 1 after a ``--prompt-tokens`` prompt, for every format in zoo eager
@@ -16,7 +16,7 @@
   (``check ms/call``). All candidates of all formats are timed in one set of interleaved rounds, so load from other
   processes hits them alike. The per-token Python overhead of eager decoding is reported as eager minus compiled
   milliseconds per token.
-  ``zoo bench --formats ... --backend-only`` times the backend rows alone (:func:`compare_backend`).
+  ``zoo bench formats ... --backend-only`` times the backend rows alone (:func:`compare_backend`).
 * **Prefill** (``--prefill 128,512``, the default; ``--prefill 0``: none): prompt-processing tokens/s at each prompt
   length, for every format in zoo eager and zoo compiled (``generate(..., max_new_tokens=1)``: the prompt's forward
   pass over a fresh cache and the choice of its first token; the compiled path runs the prompt through its static

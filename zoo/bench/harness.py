@@ -225,8 +225,8 @@ def load_results(path: Path) -> dict[str, Any]:
 
 # each results file's kind, known by its sections: a run writes only into a file of its own kind (or a new one)
 _KIND_SECTIONS = {
-    "train": ("train_step",),  # results/train_throughput.json (zoo bench --train)
-    "formats": ("quality", "pte", "unit"),  # results/lm_decode.json (zoo bench --formats)
+    "train": ("train_step",),  # results/train_throughput.json (zoo bench train)
+    "formats": ("quality", "pte", "unit"),  # results/lm_decode.json (zoo bench formats)
     "compress": ("prune_latency",),  # results/compress.json
 }
 RESULTS_KINDS = ("train", "deployed", "formats")

@@ -24,7 +24,7 @@ The two implementations are timed in interleaved rounds (transformers, zoo, then
 load from other processes on a shared machine hits both alike; medians are reported. Targets: decode >= 2x
 transformers, prefill >= 1x.
 
-Run as ``zoo bench --models mobilellm_125m,mobilellm_350m [--dtype bfloat16] [--threads 1]``.
+Run as ``zoo bench lm --models mobilellm_125m,mobilellm_350m [--dtype bfloat16] [--threads 1]``.
 """
 
 import torch

@@ -17,7 +17,7 @@ longest), so batch 8 gains less than batch 1.
 Prefill: one forward of ``--prompt`` tokens that fills a fresh cache; decode: ``--new`` single-token steps after
 it. Timings are medians over ``--runs`` rounds that alternate the models.
 
-    zoo bench --models mor_135m [--batch-sizes 1,8] [--prompt-tokens 128] [--new-tokens 32] [--runs 3]
+    zoo bench mor --models mor_135m [--batch-sizes 1,8] [--prompt-tokens 128] [--new-tokens 32] [--runs 3]
 """
 
 import time

@@ -1,8 +1,8 @@
 """Dense against pruned: CPU (or CUDA) throughput of a model and of its copy pruned to half its MACs (``zoo.prune``),
 side by side in interleaved rounds (:mod:`zoo.bench.harness`), at batch 1 and 32.
 
-    python -m zoo.bench.prune                                      # poolformer_s12, convformer_s18, slak_tiny
-    python -m zoo.bench.prune --models convformer_s18 --batch-sizes 1,32,128 --device cuda --json out.json
+    zoo bench prune                                      # poolformer_s12, convformer_s18, slak_tiny
+    zoo bench prune --models convformer_s18 --batch-sizes 1,32,128 --device cuda --json out.json
 
 The issue's target: batch-32 latency of the pruned model at most 0.6x the dense model's (rate >= 1.67x). Weights are
 deterministic random ones of realistic scale (:func:`~zoo.bench.harness.randomize_`): the widths, not the values,

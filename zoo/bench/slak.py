@@ -14,7 +14,7 @@ machine may be shared), each figure is the median of N passes. Also printed: the
 dense fvcore count (2 FLOPs per MAC). Target: zoo >= 2x the authors' formulation at batch 1, outputs within
 1e-4 of the output scale.
 
-    zoo bench --models slak_tiny [--batch-sizes 1,8] [--runs N] [--impls auto,conv,matmul,train-form]
+    zoo bench slak --models slak_tiny [--batch-sizes 1,8] [--runs N] [--impls auto,conv,matmul,train-form]
 """
 
 from collections.abc import Callable, Sequence

@@ -6,7 +6,7 @@ steps, the shared blocks applied from the authors' aliased state dict). Both run
 pass, and the zoo's seeded permutations (seed 0) reproduce them, so the outputs are compared directly. Timing
 rounds alternate between the two. Target: zoo >= 1.5x at batch 32.
 
-    zoo bench --models sret_tiny,sret_small [--batch-sizes 1,32] [--runs N]
+    zoo bench sret --models sret_tiny,sret_small [--batch-sizes 1,32] [--runs N]
 """
 
 from collections.abc import Sequence

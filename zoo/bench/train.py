@@ -212,7 +212,7 @@ def compare(name: str, settings: Settings, runs: int = 5, warmup: int = 2, **lm_
         peer, peer_side, zoo_side, unit = _lm_sides(name, settings, **lm_kwargs)
     else:
         raise ValueError(
-            f"zoo bench --train compares MetaFormer models with timm and MobileLLM with transformers; {name} is a "
+            f"zoo bench train compares MetaFormer models with timm and MobileLLM with transformers; {name} is a "
             f"{family} model"
         )
     losses = {peer: _first_loss(peer_side, settings), "zoo": _first_loss(zoo_side, settings)}
