@@ -69,7 +69,7 @@ from ..factory import create_model
 from ..lm.quant import model_quantization, quantize_model
 from ..lm.sessions import generate_on_session
 from .deployed import _llama_cpp_decoder
-from .harness import Row, median, provenance, randomize_, time_interleaved
+from .harness import Row, median, peer_row, provenance, randomize_, time_interleaved
 from .lm import build_pair, transformers_greedy
 
 __all__ = [
@@ -456,7 +456,7 @@ def compare(
     backend_rows = [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in firsts.values()]
     backend_rows += [_pte_row(name, fmt, rate, tokens, times, new_tokens, runs, info) for fmt, info in pte_info.items()]
     decode_rows = [
-        Row(
+        peer_row(
             name,
             f"decode {new_tokens} {fmt}",
             PEER if PEER in rate else "-",
@@ -544,7 +544,7 @@ def prefill_row(name: str, fmt: str, length: int, rate: dict, runs: int, times: 
         extra["pte vs llama.cpp"] = rate[pte] / peer_rate
     target = TARGETS.get(f"prefill {length} vs llama.cpp") if llama in rate else None
     labels = (compiled, eager, llama, pte)
-    return Row(
+    return peer_row(
         name,
         f"prefill {length} {fmt}",
         llama if llama in rate else "-",
@@ -610,7 +610,7 @@ def _pte_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new_tok
     quantize, gguf_type = PTE_TYPES[fmt], FORMATS[fmt][1]
     bare, ours = f"llama.cpp {gguf_type}", f"{PTE} {quantize}"
     same = sum(a == b for a, b in zip(tokens[ours], tokens[bare])) / new_tokens if bare in tokens else float("nan")
-    return Row(
+    return peer_row(
         name,
         f"decode {new_tokens} {fmt}",
         bare if bare in rate else "-",
@@ -722,7 +722,7 @@ def _backend_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new
             b / o for b, o in zip(times[bare]["total"], times[session]["total"])
         )
         split["check ms/call"] = 1e3 * (median(times[ours]) - median(times[session]))
-    return Row(
+    return peer_row(
         name,
         f"decode {new_tokens} {fmt}",
         bare,

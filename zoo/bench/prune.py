@@ -34,6 +34,7 @@ from .harness import (
     load_results,
     median,
     merge_rows,
+    peer_row,
     print_header,
     provenance,
     randomize_,
@@ -91,16 +92,17 @@ def prune_rows(
             )
             med = {k: median(v) for k, v in times.items()}
             rows.append(
-                Row(
-                    model=name,
-                    setting=f"batch {batch}",
-                    peer="dense",
-                    candidate=f"pruned {report.macs_after / report.macs_before:.0%} MACs",
-                    unit="img/s",
-                    peer_rate=batch / med["dense"],
-                    rate=batch / med["pruned"],
-                    runs=n,
-                    target=BATCH32_TARGET if batch >= 32 else None,
+                peer_row(
+                    name,
+                    f"batch {batch}",
+                    "dense",
+                    f"pruned {report.macs_after / report.macs_before:.0%} MACs",
+                    "img/s",
+                    times["dense"],
+                    times["pruned"],
+                    n,
+                    BATCH32_TARGET if batch >= 32 else None,
+                    work=batch,
                     extra={
                         "dense ms": 1e3 * med["dense"],
                         "pruned ms": 1e3 * med["pruned"],
