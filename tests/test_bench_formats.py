@@ -1,4 +1,4 @@
-"""``zoo bench --formats``: perplexity and agreement per weight format, and the side-by-side speed rows."""
+"""``zoo bench formats``: perplexity and agreement per weight format, and the side-by-side speed rows."""
 
 import math
 import os

@@ -1,4 +1,4 @@
-"""``zoo bench --train``: a zoo model and its peer take real training steps on the same weights and batch."""
+"""``zoo bench train``: a zoo model and its peer take real training steps on the same weights and batch."""
 
 import pytest
 import torch

@@ -384,7 +384,7 @@ def test_resume_refuses_another_data_pruning_section(tmp_path, resumed, key):
     ],
 )
 def test_bench_settings_are_refused_before_the_first_run(flags, fragment, monkeypatch, capsys):
-    """zoo bench --data-pruning reads every run's recipe before training: a bad --ratio once failed after the
+    """zoo bench data-pruning reads every run's recipe before training: a bad --ratio once failed after the
     full-data runs."""
     from zoo.bench import data_pruning
     from zoo.cli import main

@@ -49,7 +49,7 @@ def test_every_docs_page_is_in_the_nav():
 
 def test_generated_tables_match_their_results_files():
     stale = headline.check(REPO)
-    assert stale == [], f"tables that differ from results/: {stale}; run `python -m zoo.bench.headline --write`"
+    assert stale == [], f"tables that differ from results/: {stale}; run `zoo bench headline --write`"
 
 
 def test_a_figure_typed_by_hand_is_caught():

@@ -663,7 +663,7 @@ def profile(
     model.eval()
     counts = count_params(model)
     if language_model and (latency or memory):
-        raise ValueError("latency/memory of language models: use `zoo bench --models NAME` (prefill and decode)")
+        raise ValueError("latency/memory of language models: use `zoo bench lm --models NAME` (prefill and decode)")
     x = _counting_input(model, input_size, batch_size, language_model)
     counted = _count_ops(model, x, breakdown, cross_check)
 

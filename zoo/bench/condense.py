@@ -1,6 +1,6 @@
-"""The dataset-distillation protocol: ``python -m zoo.bench.condense``.
+"""The dataset-distillation protocol: ``zoo bench condense``.
 
-``python -m zoo.bench.condense --data mnist --data-path ../shared/datasets/mnist --preset cpu`` condenses every
+``zoo bench condense --data mnist --data-path ../shared/datasets/mnist --preset cpu`` condenses every
 method at every ``--ipc`` into ``sets`` sets (seeds ``seed .. seed + sets - 1``), trains ``nets`` fresh ConvNet-3s
 on each with the authors' evaluation for that data and method (:meth:`zoo.condense.EvalSettings.for_data`: DSA
 with flips only where the data allows them; DC's own augmentation without DSA), and reports mean +- std over all

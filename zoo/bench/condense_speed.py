@@ -8,7 +8,7 @@ alternate zoo, authors, zoo, ... so a busy machine slows both alike; the first r
 is measured in a fresh process per side (the resident set sampled every 5 ms over two iterations after a warm-up),
 so one side's allocations never count for the other.
 
-``python -m zoo.bench.condense --speed`` (``--data mnist --data-path DIR``, or ``--data generated`` for CIFAR-shaped
+``zoo bench condense-speed`` (``--data mnist --data-path DIR``, or ``--data generated`` for CIFAR-shaped
 random images; ``--ipc 1,10``; ``--speed-methods dm,dsa,mtt``; ``--rounds``; ``--threads``).
 """
 

@@ -1,6 +1,6 @@
 """Loader benchmark: images/s per loader worker from an image folder against the same images as shards.
 
-    python -m zoo.bench.data [--images 10000] [--size 64] [--workers 1] [--runs 3]
+    zoo bench loader [--images 10000] [--size 64] [--workers 1] [--runs 3]
 
 A generated set (``--images`` random RGB JPEGs of ``--size`` pixels in 10 class folders; written once into
 ``--root``, default a temporary folder) is read through a ``torch.utils.data.DataLoader`` with ``--workers``
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..data.images import ImageFolderDataset, ShardDataset
 from ..data.shards import STORES, is_shard_folder, write_shards
 from ..data.stream import ImageBatches, SampleStream, StreamSource
-from .harness import Row, environment, format_rows, median, print_header, time_interleaved
+from .harness import Row, environment, format_rows, peer_row, print_header, time_interleaved
 from .options import program
 
 TARGET = 1.5
@@ -104,19 +104,19 @@ def compare(root: Path, images: int, size: int, workers: int, runs: int, warmup:
     readers["shards (file), streamed"] = _stream_reader(root / "shards-file", images, workers)
     times = time_interleaved(readers, runs, warmup, desc="reading")
     per_worker = max(workers, 1)
-    peer_rate = images / median(times["image folder"]) / per_worker
     return [
-        Row(
+        peer_row(
             f"{images} images {size}px",
             f"{workers} worker(s)",
             "image folder",
             label,
             "img/s/worker",
-            peer_rate,
-            images / median(times[label]) / per_worker,
+            times["image folder"],
+            times[label],
             runs,
             TARGET,
-            times_s={"image folder": times["image folder"]["total"], label: times[label]["total"]},
+            work=images,
+            per=per_worker,
         )
         for label in readers
         if label != "image folder"

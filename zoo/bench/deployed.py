@@ -16,7 +16,7 @@ Each row's difference is the candidate's logits against its peer's eager logits 
 column holds timm's ONNX against timm's eager logits). Targets: an exported or compiled form >= 1.3x the zoo's
 eager figure, and the zoo's ONNX >= 1.0x timm's ONNX.
 
-``zoo bench --deployed --out results/deployed.json`` adds the run to that file's ``runs`` (:func:`write_results`):
+``zoo bench deployed --out results/deployed.json`` adds the run to that file's ``runs`` (:func:`write_results`):
 one row per model and setting with every form's rate, the same model and setting in earlier runs replaced.
 """
 
@@ -41,6 +41,7 @@ from .harness import (
     load_results,
     median,
     output_diff,
+    peer_row,
     provenance,
     randomize_,
     save_results,
@@ -110,7 +111,7 @@ def compare(
                 if label in ("zoo eager", "timm onnxruntime"):
                     continue
                 rows.append(
-                    Row(
+                    peer_row(
                         name,
                         setting_label(bs, img_size),
                         "zoo eager",
@@ -127,7 +128,7 @@ def compare(
             if "timm onnxruntime" in candidates:
                 timm_diff = output_diff(outputs["timm onnxruntime"], timm_eager)
                 rows.append(
-                    Row(
+                    peer_row(
                         name,
                         f"batch {bs}",
                         "timm onnxruntime",
@@ -214,15 +215,16 @@ def compare_lm(
     for label, got in outputs.items():
         agree = sum(a == b for a, b in zip(got, want)) / len(want)
         rows.append(
-            Row(
+            peer_row(
                 name,
                 f"decode {new_tokens} (fp32)",
                 "zoo eager",
                 label,
                 "tok/s",
-                new_tokens / median(times["zoo eager"]),
-                new_tokens / median(times[label]),
+                times["zoo eager"],
+                times[label],
                 runs,
+                work=new_tokens,
                 extra={"same tokens": got == want, "token agreement": agree},
                 times_s={k: v["total"] for k, v in times.items()},
             )

@@ -1,6 +1,6 @@
 """Weight formats of the language models side by side: speed against transformers and llama.cpp, and quality.
 
-``zoo bench --models mobilellm_125m --formats fp32,bf16,int8,int4`` measures, in one run:
+``zoo bench formats --models mobilellm_125m --formats fp32,bf16,int8,int4`` measures, in one run:
 
 * **Speed** (the named model, deterministic random weights of realistic scale; speed does not depend on the
   values): greedy decode tokens/s at batch 1 after a ``--prompt-tokens`` prompt, for every format in zoo eager
@@ -16,7 +16,7 @@
   (``check ms/call``). All candidates of all formats are timed in one set of interleaved rounds, so load from other
   processes hits them alike. The per-token Python overhead of eager decoding is reported as eager minus compiled
   milliseconds per token.
-  ``zoo bench --formats ... --backend-only`` times the backend rows alone (:func:`compare_backend`).
+  ``zoo bench formats ... --backend-only`` times the backend rows alone (:func:`compare_backend`).
 * **Prefill** (``--prefill 128,512``, the default; ``--prefill 0``: none): prompt-processing tokens/s at each prompt
   length, for every format in zoo eager and zoo compiled (``generate(..., max_new_tokens=1)``: the prompt's forward
   pass over a fresh cache and the choice of its first token; the compiled path runs the prompt through its static
@@ -69,7 +69,7 @@ from ..factory import create_model
 from ..lm.quant import VOCABULARY, counterpart, lookup, model_quantization, quantize_model
 from ..lm.sessions import generate_on_session
 from .deployed import _llama_cpp_decoder
-from .harness import Row, median, provenance, randomize_, time_interleaved
+from .harness import Row, median, peer_row, provenance, randomize_, time_interleaved
 from .lm import build_pair, transformers_greedy
 
 __all__ = [
@@ -457,7 +457,7 @@ def compare(
     backend_rows = [_backend_row(name, fmt, rate, tokens, times, new_tokens, runs) for fmt in firsts.values()]
     backend_rows += [_pte_row(name, fmt, rate, tokens, times, new_tokens, runs, info) for fmt, info in pte_info.items()]
     decode_rows = [
-        Row(
+        peer_row(
             name,
             f"decode {new_tokens} {fmt}",
             PEER if PEER in rate else "-",
@@ -545,7 +545,7 @@ def prefill_row(name: str, fmt: str, length: int, rate: dict, runs: int, times: 
         extra["pte vs llama.cpp"] = rate[pte] / peer_rate
     target = TARGETS.get(f"prefill {length} vs llama.cpp") if llama in rate else None
     labels = (compiled, eager, llama, pte)
-    return Row(
+    return peer_row(
         name,
         f"prefill {length} {fmt}",
         llama if llama in rate else "-",
@@ -611,7 +611,7 @@ def _pte_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new_tok
     quantize, gguf_type = PTE_TYPES[fmt], FORMATS[fmt][1]
     bare, ours = f"llama.cpp {gguf_type}", f"{PTE} {quantize}"
     same = sum(a == b for a, b in zip(tokens[ours], tokens[bare])) / new_tokens if bare in tokens else float("nan")
-    return Row(
+    return peer_row(
         name,
         f"decode {new_tokens} {fmt}",
         bare if bare in rate else "-",
@@ -723,7 +723,7 @@ def _backend_row(name: str, fmt: str, rate: dict, tokens: dict, times: dict, new
             b / o for b, o in zip(times[bare]["total"], times[session]["total"])
         )
         split["check ms/call"] = 1e3 * (median(times[ours]) - median(times[session]))
-    return Row(
+    return peer_row(
         name,
         f"decode {new_tokens} {fmt}",
         bare,

@@ -43,6 +43,7 @@ __all__ = [
     "format_rows",
     "library_versions",
     "merge_rows",
+    "peer_row",
     "print_header",
     "report",
     "provenance",
@@ -80,6 +81,55 @@ class Row:
     @property
     def meets_target(self) -> bool:
         return self.target is None or self.ratio >= self.target
+
+
+def peer_row(
+    model: str,
+    setting: str,
+    peer: str,
+    candidate: str,
+    unit: str,
+    peer_side: float | dict[str, list[float]],
+    side: float | dict[str, list[float]],
+    runs: int,
+    target: float | None = None,
+    *,
+    work: float = 1,
+    per: float = 1,
+    phase: str = "total",
+    max_abs_diff: float | None = None,
+    rel_diff: float | None = None,
+    extra: dict[str, Any] | None = None,
+    times_s: dict[str, list[float]] | None = None,
+) -> Row:
+    """``candidate`` against ``peer``: a side is its rate (a float, as measured) or its timed passes
+    (:func:`time_interleaved`'s ``{phase: seconds}``), whose rate is ``work / median seconds of phase`` (``/ per``:
+    per worker). ``times_s`` defaults to the timed sides' passes of ``phase`` (peer first)."""
+    timed = {name: s for name, s in ((peer, peer_side), (candidate, side)) if not isinstance(s, (int, float))}
+    if times_s is None:
+        times_s = {name: s[phase] for name, s in timed.items()} if len(timed) == 2 else {}
+    return Row(
+        model,
+        setting,
+        peer,
+        candidate,
+        unit,
+        _rate(peer_side, work, per, phase),
+        _rate(side, work, per, phase),
+        runs,
+        target,
+        max_abs_diff,
+        rel_diff,
+        extra={} if extra is None else extra,
+        times_s=times_s,
+    )
+
+
+def _rate(side: float | dict[str, list[float]], work: float, per: float, phase: str) -> float:
+    if isinstance(side, (int, float)):
+        return side
+    rate = work / median(side, phase)
+    return rate / per if per != 1 else rate
 
 
 def default_runs(batch_size: int, base: int = 20, floor: int = 5) -> int:
@@ -225,8 +275,8 @@ def load_results(path: Path) -> dict[str, Any]:
 
 # each results file's kind, known by its sections: a run writes only into a file of its own kind (or a new one)
 _KIND_SECTIONS = {
-    "train": ("train_step",),  # results/train_throughput.json (zoo bench --train)
-    "formats": ("quality", "pte", "unit"),  # results/lm_decode.json (zoo bench --formats)
+    "train": ("train_step",),  # results/train_throughput.json (zoo bench train)
+    "formats": ("quality", "pte", "unit"),  # results/lm_decode.json (zoo bench formats)
     "compress": ("prune_latency",),  # results/compress.json
 }
 RESULTS_KINDS = ("train", "deployed", "formats")

@@ -1,8 +1,8 @@
 """The results tables that README.md, the docs and ``results/*.md`` show, generated from the results files.
 
-    python -m zoo.bench.headline            # print the headline table (README.md's "Results")
-    python -m zoo.bench.headline --write    # rewrite every generated table between its markers
-    python -m zoo.bench.headline --check    # exit 1 naming each page whose table differs from its files
+    zoo bench headline            # print the headline table (README.md's "Results")
+    zoo bench headline --write    # rewrite every generated table between its markers
+    zoo bench headline --check    # exit 1 naming each page whose table differs from its files
 
 A page marks a generated table with ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` on lines of their own, NAME
 one of :data:`TABLES`; everything between the markers is rewritten from the JSON files under ``results/`` (each with
@@ -11,8 +11,8 @@ its ``provenance``: date, commit, machine, threads, versions). A figure typed by
 files; a group whose files name two machines is refused. The headline is one table under one such line when every
 file behind it names one machine and torch version, else a group per machine.
 
-The bench commands write these files (``--out``): ``zoo bench --train`` ``train_throughput.json``,
-``python -m zoo.bench.prune`` ``compress.json``'s ``prune_latency``, ``zoo bench --deployed`` ``deployed.json``. A
+The bench commands write these files (``--out``): ``zoo bench train`` ``train_throughput.json``,
+``zoo bench prune`` ``compress.json``'s ``prune_latency``, ``zoo bench deployed`` ``deployed.json``. A
 row kept from an earlier run than its file's carries that run's ``provenance``.
 """
 
@@ -283,7 +283,7 @@ def condense_table(results: Path) -> str:
 
 
 def condense_speed(results: Path) -> str:
-    """results/condense/speed.md's table: every saved run, as ``python -m zoo.bench.condense --render`` prints it."""
+    """results/condense/speed.md's table: every saved run, as ``zoo bench condense --render`` prints it."""
     return render_speed([_load(results, name) for name in _CONDENSE_SPEED])
 
 
@@ -575,7 +575,7 @@ def run(args: argparse.Namespace) -> int:
         if args.check:
             stale = check(REPO)
             for line in stale:
-                print(f"stale: {line} (python -m zoo.bench.headline --write renders it from results/)", file=sys.stderr)
+                print(f"stale: {line} (zoo bench headline --write renders it from results/)", file=sys.stderr)
             return 1 if stale else 0
         print(_render("headline", REPO / "results"))
     except ResultsError as e:

@@ -1,6 +1,6 @@
 """KV-cache memory of a long generation, before and after the windowed / capacity-sized caches.
 
-``python -m zoo.bench.kv_memory`` generates ``--tokens`` (2048) tokens greedily at batch 1 with each model twice:
+``zoo bench kv-memory`` generates ``--tokens`` (2048) tokens greedily at batch 1 with each model twice:
 with the cache every layer run allocated at the full length (``before``: what the zoo did before sliding-window
 slots held only their window and routed slots only their capacity share) and with the model's own cache
 (``after``), and prints the cache's bytes per token of the sequence, its allocated bytes, and the peak increase of

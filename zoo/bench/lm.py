@@ -24,7 +24,7 @@ The two implementations are timed in interleaved rounds (transformers, zoo, then
 load from other processes on a shared machine hits both alike; medians are reported. Targets: decode >= 2x
 transformers, prefill >= 1x.
 
-Run as ``zoo bench --models mobilellm_125m,mobilellm_350m [--dtype bfloat16] [--threads 1]``.
+Run as ``zoo bench lm --models mobilellm_125m,mobilellm_350m [--dtype bfloat16] [--threads 1]``.
 """
 
 import torch
@@ -34,7 +34,7 @@ from torch import nn
 from ..factory import create_model
 from ..models.mobilellm import to_llama_config
 from ..profile import peak_rss
-from .harness import Row, median, output_diff, randomize_, time_interleaved
+from .harness import Row, median, output_diff, peer_row, randomize_, time_interleaved
 
 PEER = "transformers"
 DEFAULT_MODELS = ("mobilellm_125m", "mobilellm_350m")
@@ -140,29 +140,30 @@ def compare(
         same = bool(torch.equal(hf_generate(), zoo_generate()))
         diff = output_diff(ours(long_ids[:, :128]), hf(long_ids[:, :128]).logits)
     setting = str(dtype).replace("torch.", "")
-    pre = Row(
+    pre = peer_row(
         name,
         f"prefill {prefill_tokens} ({setting})",
         PEER,
         "zoo",
         "tok/s",
-        prefill_tokens / median(prefill[PEER]),
-        prefill_tokens / median(prefill["zoo"]),
+        prefill[PEER],
+        prefill["zoo"],
         runs,
         TARGETS["prefill"],
+        work=prefill_tokens,
         **diff,
-        times_s={k: v["total"] for k, v in prefill.items()},
     )
-    dec = Row(
+    dec = peer_row(
         name,
         f"decode {new_tokens} ({setting})",
         PEER,
         "zoo",
         "tok/s",
-        new_tokens / median(decode[PEER]),
-        new_tokens / median(decode["zoo"]),
+        decode[PEER],
+        decode["zoo"],
         runs,
         TARGETS["decode"],
+        work=new_tokens,
         extra={
             "floor tok/s": new_tokens / median(decode["floor"]),
             "same tokens": same,

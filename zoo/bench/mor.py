@@ -17,7 +17,7 @@ longest), so batch 8 gains less than batch 1.
 Prefill: one forward of ``--prompt`` tokens that fills a fresh cache; decode: ``--new`` single-token steps after
 it. Timings are medians over ``--runs`` rounds that alternate the models.
 
-    zoo bench --models mor_135m [--batch-sizes 1,8] [--prompt-tokens 128] [--new-tokens 32] [--runs 3]
+    zoo bench mor --models mor_135m [--batch-sizes 1,8] [--prompt-tokens 128] [--new-tokens 32] [--runs 3]
 """
 
 import time
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from ..factory import create_model
-from .harness import Phases, Row, median, randomize_, time_interleaved
+from .harness import Phases, Row, peer_row, randomize_, time_interleaved
 
 PEER = "vanilla_same_depth"
 DEFAULT_MODELS = ("mor_135m",)
@@ -112,21 +112,22 @@ def compare(
                 if key == PEER:
                     continue
                 rows.append(
-                    Row(
+                    peer_row(
                         name,
                         f"{phase} batch {bs}",
                         PEER,
                         key,
                         "tok/s",
-                        tokens / median(times[PEER], phase),
-                        tokens / median(times[key], phase),
+                        times[PEER],
+                        times[key],
                         runs,
+                        work=tokens,
+                        phase=phase,
                         extra={
                             "applications": len(model.schedule),
                             "blocks": len(model.model.layers),
                             "params": model.num_params(),
                         },
-                        times_s={PEER: times[PEER][phase], key: times[key][phase]},
                     )
                 )
     return rows

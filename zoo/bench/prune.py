@@ -1,8 +1,8 @@
 """Dense against pruned: CPU (or CUDA) throughput of a model and of its copy pruned to half its MACs (``zoo.prune``),
 side by side in interleaved rounds (:mod:`zoo.bench.harness`), at batch 1 and 32.
 
-    python -m zoo.bench.prune                                      # poolformer_s12, convformer_s18, slak_tiny
-    python -m zoo.bench.prune --models convformer_s18 --batch-sizes 1,32,128 --device cuda --json out.json
+    zoo bench prune                                      # poolformer_s12, convformer_s18, slak_tiny
+    zoo bench prune --models convformer_s18 --batch-sizes 1,32,128 --device cuda --json out.json
 
 The issue's target: batch-32 latency of the pruned model at most 0.6x the dense model's (rate >= 1.67x). Weights are
 deterministic random ones of realistic scale (:func:`~zoo.bench.harness.randomize_`): the widths, not the values,
@@ -34,6 +34,7 @@ from .harness import (
     load_results,
     median,
     merge_rows,
+    peer_row,
     print_header,
     provenance,
     randomize_,
@@ -91,16 +92,17 @@ def prune_rows(
             )
             med = {k: median(v) for k, v in times.items()}
             rows.append(
-                Row(
-                    model=name,
-                    setting=f"batch {batch}",
-                    peer="dense",
-                    candidate=f"pruned {report.macs_after / report.macs_before:.0%} MACs",
-                    unit="img/s",
-                    peer_rate=batch / med["dense"],
-                    rate=batch / med["pruned"],
-                    runs=n,
-                    target=BATCH32_TARGET if batch >= 32 else None,
+                peer_row(
+                    name,
+                    f"batch {batch}",
+                    "dense",
+                    f"pruned {report.macs_after / report.macs_before:.0%} MACs",
+                    "img/s",
+                    times["dense"],
+                    times["pruned"],
+                    n,
+                    BATCH32_TARGET if batch >= 32 else None,
+                    work=batch,
                     extra={
                         "dense ms": 1e3 * med["dense"],
                         "pruned ms": 1e3 * med["pruned"],

@@ -1,4 +1,4 @@
-"""The weight-only kernels behind :mod:`zoo.lm.quant`, timed on this machine: ``python -m zoo.bench.quant_kernels``.
+"""The weight-only kernels behind :mod:`zoo.lm.quant`, timed on this machine: ``zoo bench quant-kernels``.
 
 One decoded token of ``mobilellm_125m`` at batch 1 is a chain of matrix-vector products: per layer q/o ``576 x 576``,
 k/v ``192 x 576``, gate/up ``1536 x 576``, down ``576 x 1536``, 30 layers, then the ``32000 x 576`` output head.

@@ -14,7 +14,7 @@ machine may be shared), each figure is the median of N passes. Also printed: the
 dense fvcore count (2 FLOPs per MAC). Target: zoo >= 2x the authors' formulation at batch 1, outputs within
 1e-4 of the output scale.
 
-    zoo bench --models slak_tiny [--batch-sizes 1,8] [--runs N] [--impls auto,conv,matmul,train-form]
+    zoo bench slak --models slak_tiny [--batch-sizes 1,8] [--runs N] [--impls auto,conv,matmul,train-form]
 """
 
 from collections.abc import Callable, Sequence
@@ -25,7 +25,7 @@ from ..factory import create_model
 from ..models.slak import checkpoint_filter_fn
 from ..registry import model_info
 from ..weights import load_state_dict_checked
-from .harness import Row, default_runs, median, output_diff, time_interleaved
+from .harness import Row, default_runs, median, output_diff, peer_row, time_interleaved
 from .reference.slak import make_authors_state_dict, reference_forward
 
 PEER = "authors"
@@ -81,19 +81,19 @@ def compare(
             seconds = median(times[key])
             gflops = 2 * macs * bs / seconds / 1e9
             rows.append(
-                Row(
+                peer_row(
                     name,
                     f"batch {bs}",
                     PEER,
                     key,
                     "img/s",
-                    bs / median(times[PEER]),
-                    bs / seconds,
+                    times[PEER],
+                    times[key],
                     n,
                     TARGET.get(bs) if key == "zoo" else None,
+                    work=bs,
                     **output_diff(outputs[key], outputs[PEER]),
                     extra={"latency ms": seconds * 1e3, "GFLOP/s": gflops, "of GEMM": f"{gflops / gemm_gflops:.0%}"},
-                    times_s={PEER: times[PEER]["total"], key: times[key]["total"]},
                 )
             )
     return rows

@@ -6,7 +6,7 @@ steps, the shared blocks applied from the authors' aliased state dict). Both run
 pass, and the zoo's seeded permutations (seed 0) reproduce them, so the outputs are compared directly. Timing
 rounds alternate between the two. Target: zoo >= 1.5x at batch 32.
 
-    zoo bench --models sret_tiny,sret_small [--batch-sizes 1,32] [--runs N]
+    zoo bench sret --models sret_tiny,sret_small [--batch-sizes 1,32] [--runs N]
 """
 
 from collections.abc import Sequence
@@ -16,7 +16,7 @@ import torch
 from ..factory import create_model
 from ..models.sret import checkpoint_filter_fn
 from ..weights import load_state_dict_checked
-from .harness import Row, default_runs, median, output_diff, time_interleaved
+from .harness import Row, default_runs, output_diff, peer_row, time_interleaved
 from .reference.sret import make_authors_state_dict, reference_forward
 
 PEER = "authors"
@@ -48,18 +48,18 @@ def compare(name: str, batch_sizes: Sequence[int], runs: int | None = None, warm
         with torch.inference_mode():
             diff = output_diff(model(x), authors(x))
         rows.append(
-            Row(
+            peer_row(
                 name,
                 f"batch {bs}",
                 PEER,
                 "zoo",
                 "img/s",
-                bs / median(times[PEER]),
-                bs / median(times["zoo"]),
+                times[PEER],
+                times["zoo"],
                 n,
                 TARGET.get(bs, 1.0),
+                work=bs,
                 **diff,
-                times_s={k: v["total"] for k, v in times.items()},
             )
         )
     return rows

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 def run_table(args) -> int:
     """Build, print, and write the model table (and plot) of ``args.family`` (None: every model)."""
 
-    names = list_models(family=args.family, task="image-classification")  # LMs: zoo bench --models NAME
+    names = list_models(family=args.family, task="image-classification")  # LMs: zoo bench lm --models NAME
     if args.models_given:
         names = [n for n in names if n in args.models]
     print(

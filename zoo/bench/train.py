@@ -58,8 +58,8 @@ from .harness import (
     Row,
     environment,
     load_results,
-    median,
     merge_rows,
+    peer_row,
     print_header,
     provenance,
     report,
@@ -212,7 +212,7 @@ def compare(name: str, settings: Settings, runs: int = 5, warmup: int = 2, **lm_
         peer, peer_side, zoo_side, unit = _lm_sides(name, settings, **lm_kwargs)
     else:
         raise ValueError(
-            f"zoo bench --train compares MetaFormer models with timm and MobileLLM with transformers; {name} is a "
+            f"zoo bench train compares MetaFormer models with timm and MobileLLM with transformers; {name} is a "
             f"{family} model"
         )
     losses = {peer: _first_loss(peer_side, settings), "zoo": _first_loss(zoo_side, settings)}
@@ -226,16 +226,17 @@ def compare(name: str, settings: Settings, runs: int = 5, warmup: int = 2, **lm_
     per_step = settings.batch_size * (settings.seq_len if unit == "tok/s" else 1)
     loss_diff = abs(losses["zoo"] - losses[peer])
     return [
-        Row(
+        peer_row(
             name,
             settings.describe(),
             peer,
             "zoo",
             unit,
-            per_step / median(times[peer]),
-            per_step / median(times["zoo"]),
+            times[peer],
+            times["zoo"],
             runs,
             TARGET,
+            work=per_step,
             max_abs_diff=loss_diff,
             rel_diff=loss_diff / max(abs(losses[peer]), 1e-30),
             extra={
@@ -310,16 +311,17 @@ def end_to_end(name: str, settings: Settings, steps: int = 20, workers: int | No
     side = Side(model, lambda: F.cross_entropy(model(x), y))
     step = _step(side, torch.optim.AdamW(model.parameters(), lr=LR), settings)
     times = time_interleaved({"model only": step}, runs, 2, desc=f"{name} model-only step", grad=True)
-    return Row(
+    return peer_row(
         name,
         f"{settings.describe()} {steps} steps",
         "model only",
         "train.py",
         "img/s",
-        settings.batch_size / median(times["model only"]),
+        times["model only"],
         e2e,
         steps,
         E2E_TARGET,
+        work=settings.batch_size,
         extra={"recipe": recipe.name},
     )
 

@@ -20,7 +20,7 @@ What is measured, per model and batch size, in fp32, eval mode, under ``torch.in
 
 Targets: zoo >= 1.3x timm on poolformer_s12 at batch 32, >= 1.0x everywhere else.
 
-Run as ``zoo bench --models poolformer_s12,convformer_s18`` (or ``python -m zoo.bench``).
+Run as ``zoo bench vision --models poolformer_s12,convformer_s18`` (or ``python -m zoo.bench vision ...``).
 """
 
 from collections.abc import Sequence
@@ -33,7 +33,7 @@ from ..factory import create_model
 from ..models.metaformer import checkpoint_filter_fn
 from ..registry import get_entry
 from ..weights import load_state_dict_checked
-from .harness import Row, default_runs, median, output_diff, randomize_, time_interleaved
+from .harness import Row, default_runs, output_diff, peer_row, randomize_, time_interleaved
 
 PEER = "timm"
 DEFAULT_MODELS = ("poolformer_s12", "convformer_s18")
@@ -79,19 +79,19 @@ def compare(name: str, batch_sizes: Sequence[int], runs=None, warmup: int = 2, i
             feats = {"timm": timm_model.forward_features(x), "zoo": zoo_model.forward_features(x)}
             logits = output_diff(zoo_model.forward_head(feats["zoo"]), timm_model.forward_head(feats["timm"]))
         rows.append(
-            Row(
+            peer_row(
                 name,
                 f"batch {bs}",
                 PEER,
                 "zoo",
                 "img/s",
-                bs / median(times[PEER]),
-                bs / median(times["zoo"]),
+                times[PEER],
+                times["zoo"],
                 n,
                 target_ratio(name, bs),
+                work=bs,
                 **output_diff(feats["zoo"], feats["timm"]),
                 extra={"logits max|d|": logits["max_abs_diff"]},
-                times_s={k: v["total"] for k, v in times.items()},
             )
         )
     return rows

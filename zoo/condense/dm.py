@@ -17,7 +17,7 @@ within 4x the authors' own float32-vs-float64 error (plus a few float32 ulps). T
 (contiguous) layout: the channels-last layout (``channels_last: true``, CPU only, about 1.2x faster through oneDNN's
 convolution, GroupNorm and pooling) rounds in another order, lands on other ReLU kinks than the authors' order, and
 gave image gradients up to 2.7% off in one class where the authors' float32 was 5e-6 off, so it is an opt-in, not
-the default. Under torchrun a process computes its block of classes (``shards = "classes"``). ``python -m zoo.bench.condense --speed`` times it
+the default. Under torchrun a process computes its block of classes (``shards = "classes"``). ``zoo bench condense-speed`` times it
 against the authors' loop.
 """
 

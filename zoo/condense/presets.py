@@ -1,5 +1,5 @@
 """Presets: iteration counts and evaluation settings chosen by name (``zoo condense --preset``,
-``python -m zoo.bench.condense --preset``).
+``zoo bench condense --preset``).
 
 - ``paper``: each method's authors' command, as their script runs it (:data:`PAPER`: every value with the script
   and line it comes from; where the README names a per-dataset setting it wins, and the entry says so). Their

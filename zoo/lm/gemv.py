@@ -4,7 +4,7 @@ A decoded token multiplies one activation row by every weight matrix of the mode
 the CPU streams and converts the weights. PyTorch's kernels for that case are made for other shapes or CPUs. The
 211 products of one ``mobilellm_125m`` token (random weights; the head in the same format) on this machine (a
 2-core Intel Xeon with AVX-512 VNNI and AVX-VNNI), one thread, load average 1.2-1.4, one interleaved run of
-``python -m zoo.bench.quant_kernels --threads 1 --rounds 5 --no-torchao``, milliseconds: float32 ``F.linear`` (MKL)
+``zoo bench quant-kernels --threads 1 --rounds 5 --no-torchao``, milliseconds: float32 ``F.linear`` (MKL)
 39.6, ``zoo_gemv::f32`` 44.4; int8 ``_weight_int8pack_mm`` on bf16 rows 19.4, ``zoo_gemv::int8`` (int16 row) 18.8,
 ``zoo_gemv::int8_a8`` (plain codes) 17.8, ``zoo_gemv::a8_tiles`` (repacked codes) 12.7; int4 g32
 ``_weight_int4pack_mm_for_cpu`` on bf16 rows 9.7, ``zoo_gemv::int4`` 22.8, ``zoo_gemv::int4_a8`` 14.3,

@@ -23,7 +23,7 @@ everything, the embedding included.
 
 Kernels, measured on this machine (a 2-core Intel Xeon with AVX-512 VNNI and AVX-VNNI; one thread, load average
 1.2-1.4, torch 2.15): the matrix-vector products of one decoded token of ``mobilellm_125m`` (30 layers x seven
-projections + the 32000 x 576 output head), batch 1, median of 5 rounds; ``python -m zoo.bench.quant_kernels
+projections + the 32000 x 576 output head), batch 1, median of 5 rounds; ``zoo bench quant-kernels
 --threads 1 --rounds 5 --no-torchao`` reproduces the table (with torchao installed, drop ``--no-torchao`` for its
 configurations too; they were not timed here).
 

@@ -12,7 +12,7 @@ Methods:
   with weight 1. Each epoch's draws come from ``numpy.random.RandomState(seed * 1_000_003 + e + 1)``: with seed
   0 the authors' own stream (they seed numpy with the epoch number plus one), so the kept sets equal theirs.
 * ``random``: a fixed random subset of ``1 - ratio`` of the samples (drawn once from the seed) trains every epoch;
-  the static baseline at a chosen cost (``zoo bench --data-pruning`` sets the ratio that costs what InfoBatch
+  the static baseline at a chosen cost (``zoo bench data-pruning`` sets the ratio that costs what InfoBatch
   cost).
 * ``el2n`` (Paul, Ganguli, Dziugaite, "Deep Learning on a Data Diet", NeurIPS 2021): the first ``score_epochs``
   epochs train on every sample; then each training sample is scored once by its EL2N score,

@@ -1,5 +1,5 @@
 """The authors' DM and DC/DSA iterations (VICO-UoE/DatasetCondensation ``main_DM.py`` and ``main.py``, rendered in
-:mod:`zoo.bench.reference.datasetcondensation`) behind the call ``python -m zoo.bench.condense --speed`` makes.
+:mod:`zoo.bench.reference.datasetcondensation`) behind the call ``zoo bench condense-speed`` makes.
 
 Each call builds the authors' :class:`ReferenceConvNet` (fresh weights, as their ``get_network``), draws each
 class's real batch from ``generator`` (their ``get_images`` draws from numpy), and gives their ``DiffAugment`` a
