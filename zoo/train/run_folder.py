@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..data.sources import is_stream
 from ..factory import resolve_source
 from ..registry import get_entry
 from .builders import check_teacher_name
@@ -207,11 +206,6 @@ def check_sources(r: Recipe) -> None:
         raise RecipeError(
             f"init_from {r.init_from} is not a folder: give a model folder (zoo publish / zoo prune --out), a "
             "training run folder, or hf-hub:ORG/NAME"
-        )
-    if r.data_pruning is not None and is_stream(r.data.name, r.data.path):
-        raise RecipeError(
-            f"data_pruning picks samples by index and data.name {r.data.name} ({r.data.path}) streams them: use a "
-            "dataset on disk (a folder of images or shards, hf_disk, a text file), or drop the data_pruning: section"
         )
     if r.distill is not None:
         try:
