@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from ..data.sources import is_stream
+from .data_pruning import DataPruningConfig
 from .distill import DistillConfig
-from .pruning import DataPruningConfig
 from .sparse import SparseConfig
 
 __all__ = [
@@ -216,7 +216,7 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     sparse: SparseConfig | None = None  # dynamic sparse training (zoo.train.sparse.SparseConfig fields)
     distill: DistillConfig | None = None  # knowledge distillation from a teacher (zoo.train.distill)
-    data_pruning: DataPruningConfig | None = None  # train on part of the data each epoch (zoo.train.pruning)
+    data_pruning: DataPruningConfig | None = None  # train on part of the data each epoch (zoo.train.data_pruning)
 
     def scaled_lr(self) -> float:
         """``optim.lr`` scaled from ``optim.lr_base_size`` to ``train.batch_size``."""

@@ -22,6 +22,7 @@ from ..registry import UnknownModelError
 from .builders import build_distiller, build_ema, build_optimizer, build_scheduler, build_sparsity, schedule_steps
 from .checkpoint import capture_rng_state, naming_full_disk, restore_rng_state, save_training_checkpoint
 from .config import Recipe, RecipeError, load_run_args, recipe_to_dict, save_recipe
+from .data_pruning import Pruner
 from .distill import DistillError
 from .distributed import (
     DistState,
@@ -35,7 +36,6 @@ from .distributed import (
     unwrap,
     wrap_fsdp,
 )
-from .pruning import Pruner
 from .run_folder import RunFolder, describe_data, train_data_record
 from .run_log import RunLogger
 from .tasks import build_task
