@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..factory import resolve_source
+from ..factory import resolve_weight_source
 from ..registry import get_entry
 from .builders import check_teacher_name
 from .checkpoint import find_checkpoints, latest_good_checkpoint, load_training_checkpoint
@@ -282,7 +282,7 @@ def _check_model_folder(key: str, source: str, path: Path) -> None:
                 f"which {key} reads the model from: write its export with `zoo publish {path} --repo ORG/NAME "
                 f"--no-push --out-dir {path / 'export'}`, then run again"
             )
-    resolve_source(source)  # config.json names a model the zoo builds (CheckpointError: a user error)
+    resolve_weight_source(source)  # config.json names a model the zoo builds (CheckpointError: a user error)
 
 
 def _names(held: list[str]) -> str:
