@@ -1,6 +1,6 @@
 """Worker for the two-process test in test_data_pruning.py.
 
-Spawned children load ``zoo/train/pruning.py`` by path (it needs only torch and numpy), so each starts in a few
+Spawned children load ``zoo/train/data_pruning.py`` by path (it needs only torch and numpy), so each starts in a few
 seconds instead of importing the whole zoo with timm.
 """
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-PRUNING_PY = Path(__file__).resolve().parent.parent / "zoo" / "train" / "pruning.py"
+PRUNING_PY = Path(__file__).resolve().parent.parent / "zoo" / "train" / "data_pruning.py"
 N, BATCH, EPOCHS = 96, 8, 6
 
 

@@ -543,7 +543,9 @@ def _tokenizer_from_the_hub(lm_run, tmp_path, monkeypatch):
     from zoo import factory
     from zoo.train.tasks import base, lm
 
-    monkeypatch.setattr(base, "resolve_source", lambda name, *a, **k: factory.resolve_source(str(lm_run / "export")))
+    monkeypatch.setattr(
+        base, "resolve_weight_source", lambda name, *a, **k: factory.resolve_weight_source(str(lm_run / "export"))
+    )
     monkeypatch.setattr(lm, "download", lambda repo, name, *a, **k: str(_bad_tokenizer(tmp_path / name)))
     return ["--init-from", "hf-hub:someone/tiny-lm"], "the tokenizer of init_from hf-hub:someone/tiny-lm: "
 

@@ -1,4 +1,4 @@
-"""Data pruning during training (zoo.train.pruning): InfoBatch against a rendition of the authors' sampler, seeded
+"""Data pruning during training (zoo.train.data_pruning): InfoBatch against a rendition of the authors' sampler, seeded
 decisions, the unbiased rescaling, annealing, two gloo processes, resume, the recipe's bounds and the loop."""
 
 import itertools
@@ -15,7 +15,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from zoo.bench.reference.infobatch import InfoBatchReference
 from zoo.train.config import RecipeError, load_recipe
-from zoo.train.pruning import (
+from zoo.train.data_pruning import (
     DataPruningConfig,
     Pruner,
     el2n,

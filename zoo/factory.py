@@ -1,6 +1,6 @@
 """create_model: one build path for every family, and the one place that decides where weights come from.
 
-1. :func:`resolve_source` reads the name: a registered name; ``hf-hub:ORG/NAME`` (the repo's ``config.json``
+1. :func:`resolve_weight_source` reads the name: a registered name; ``hf-hub:ORG/NAME`` (the repo's ``config.json``
    names the architecture and its arguments); or a local folder the zoo or timm wrote (``config.json`` beside the
    weights; ``local-dir:PATH`` or a plain path; a training run's folder stands for its ``export/``).
 2. :func:`read_weights` reads the weights the pretrained cfg names (``state_dict``, ``file`` -- a file or a folder
@@ -67,14 +67,14 @@ from .weights import CheckpointError, check_architecture, load_state_dict_checke
 __all__ = [
     "CONFIG_CFG_FIELDS",
     "FeatureGetter",
-    "Source",
+    "WeightSource",
     "Weights",
     "create_model",
     "load_pretrained",
     "read_generation_config",
     "read_weights",
     "register_in_timm",
-    "resolve_source",
+    "resolve_weight_source",
     "timm_default_cfg",
     "wrap_features",
 ]
@@ -96,7 +96,7 @@ MAX_PARAMS_ENV = "ZOO_MAX_PARAMS"
 
 
 @dataclass
-class Source:
+class WeightSource:
     """What a model name resolves to: the registered architecture, where its weights are, what describes them."""
 
     name: str
@@ -171,7 +171,7 @@ def _config_overlay(config: dict[str, Any], where: str) -> dict[str, Any]:
     return overlay
 
 
-def resolve_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Source:
+def resolve_weight_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> WeightSource:
     """A registered name, ``hf-hub:ORG/NAME`` or a model folder -> the architecture and where its weights are."""
     name = os.fspath(model_name)
     if name.startswith(_HUB_PREFIX):
@@ -181,7 +181,7 @@ def resolve_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike |
         overlay.update(hf_hub_id=repo_id, hf_hub_filename=WEIGHTS_NAME, source="hf-hub")
         if config.get("hf_hub_sha256"):
             overlay["hf_hub_sha256"] = config["hf_hub_sha256"]
-        return Source(_architecture(config, name), overlay, config, pretrained=True)
+        return WeightSource(_architecture(config, name), overlay, config, pretrained=True)
     local = name[len(_LOCAL_PREFIX) :] if name.startswith(_LOCAL_PREFIX) else None
     if local is not None or (not _is_registered(name) and Path(name).is_dir()):
         if local is not None and not Path(local).exists():
@@ -200,8 +200,8 @@ def resolve_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike |
             )
         config = _read_json(folder / CONFIG_NAME)
         overlay = {**_config_overlay(config, str(folder / CONFIG_NAME)), "file": str(folder), "source": "local-dir"}
-        return Source(_architecture(config, str(folder)), overlay, config, pretrained=True)
-    return Source(name, {})
+        return WeightSource(_architecture(config, str(folder)), overlay, config, pretrained=True)
+    return WeightSource(name, {})
 
 
 def _is_registered(name: str) -> bool:
@@ -405,7 +405,7 @@ def create_model(
         check_head_args(num_classes)
         kwargs["num_classes"] = num_classes
     options = _LoadOptions.pop_from(kwargs)
-    source = resolve_source(model_name, options.cache_dir)
+    source = resolve_weight_source(model_name, options.cache_dir)
     arch, tag = split_name_tag(source.name)  # ``name.tag``: that tag's pretrained cfg (and weights)
     source = dataclasses.replace(source, name=arch)
     entry = get_entry(arch)

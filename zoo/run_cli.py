@@ -15,7 +15,7 @@ import torch
 from .data.lm_tokenizer import apply_chat_template, load_lm_tokenizer
 from .data.text import special_token_ids
 from .export import llama_backend
-from .export.run_folder import is_export_folder, run_export_folder
+from .export.run_exported import is_export_folder, run_export_folder
 from .factory import create_model
 from .layers.args import int_between
 from .lm.decoder import DecoderLM, TextStreamer

@@ -1,7 +1,7 @@
 """``zoo bench data-pruning``: full-data training against InfoBatch and the static pruning baselines.
 
 Every model is trained by ``train.py``'s loop (:func:`zoo.train.loop.train`) on the same recipe and seeds, once on
-the full data and once per pruning method (``data_pruning:``, :mod:`zoo.train.pruning`); the table gives the
+the full data and once per pruning method (``data_pruning:``, :mod:`zoo.train.data_pruning`); the table gives the
 held-out top-1 (a language model's perplexity) as mean ± std over the seeds, the sample-steps (samples trained on,
 forward and backward), the wall time of the whole run and the saving against the full run. The static baselines
 cost what InfoBatch cost: per seed, ``random`` keeps the share of the samples that makes its sample-steps

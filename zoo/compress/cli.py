@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..factory import create_model, resolve_source
+from ..factory import create_model, resolve_weight_source
 from ..hub import WEIGHTS_NAME
 from ..layers.args import parse_json_object
 from ..lm.decoder import DecoderLM
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     if len(given) != 1:
         raise ValueError("give exactly one of --ratio, --target-macs, --target-params")
     target = _prune_target(args)
-    source = resolve_source(args.source)
+    source = resolve_weight_source(args.source)
     sources = [args.weights, source.cfg_overlay.get("file"), args.source if Path(args.source).exists() else None]
     out = check_output_folder(
         args.out or f"{source.name}-pruned", "zoo prune", sources=sources, previous=_previous_prune, what="output"

@@ -16,15 +16,25 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..data.errors import DataError
-from ..data.sources import add_data_path_argument, cache_dir, resolve
+from ..data.sources import add_data_path_argument, cache_dir
 from ..data.synthetic import META_FILE
 from ..layers.allocator import keep_freed_memory
 from ..registry import UnknownModelError, get_entry
 from . import distributed
-from .core import METHODS, STATE_DIR, CondenseError, _method_class, condense, load_real_split
+from .core import (
+    METHODS,
+    STATE_DIR,
+    CondenseError,
+    _method_class,
+    condense_checked,
+    known_method,
+    load_real,
+    load_real_split,
+    pick_device,
+)
 from .evaluate import EvalSettings, evaluate_set
 from .presets import PRESETS, default_preset, estimate_seconds, eval_protocol, method_options, settings_table
+from .real import image_source
 from .student import StudentSettings, evaluate_with_teacher
 
 __all__ = ["add_arguments", "run"]
@@ -309,8 +319,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, device: str | None = None, main: bool = True, processes: int = 1) -> int:
     out = None
     try:
-        if args.method not in METHODS:
-            raise CondenseError(f"unknown method {args.method!r}: choose from {', '.join(sorted(METHODS))}")
+        known_method(args.method)
         if args.list_options:
             for k, v in METHODS[args.method].defaults.items():
                 print(f"{k} = {v!r}")
@@ -323,19 +332,14 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
                                  dataset, METHODS[args.method].needs_teacher))  # fmt: skip
             return 0
         _check_args(args)
-        try:
-            source = resolve(args.data, args.data_path)
-        except DataError as e:
-            raise CondenseError(str(e)) from None
-        device = device or args.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        preset = default_preset(device.split(":")[0]) if args.preset == "auto" else args.preset
+        source = image_source(args.data, args.data_path)  # resolved here, once: condense_checked gets its tensors
+        dev = pick_device(device or args.device)
+        preset = default_preset(dev.type) if args.preset == "auto" else args.preset
         image_size = args.image_size or PRESETS[preset].image_size or (source.native_size if source.benchmark else 32)
         options = {**method_options(preset, args.method, args.ipc), **_options(args)}
         out = Path(args.out or f"runs/condensed/{args.method}_ipc{args.ipc}")
         _check_out(out, source, args, options, image_size)
-        _method_class(args.method, args.ipc, options)
+        cls = _method_class(args.method, args.ipc, options)
         made = _write_settings(out, _settings(args, source, options, image_size)) if main else []
         if main:
             print(_start_line(args.method, source, args.ipc, preset, options, image_size), flush=True)
@@ -344,11 +348,9 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
         keep_freed_memory()  # the per-class loops reuse their large tensors' pages instead of faulting them anew
         t0 = time.perf_counter()
         try:
-            synset = condense(
-                source.spec, args.method, args.ipc, out, seed=args.seed, image_size=image_size, device=device,
-                resume=args.resume, save_every=args.save_every, progress=main and not args.no_progress,
-                overwrite=args.overwrite, preset=preset, **options,
-            )  # fmt: skip
+            real = load_real(source, image_size=image_size)
+            synset = condense_checked(cls, real, args.ipc, out, args.seed, dev, args.resume, args.save_every,
+                                      main and not args.no_progress, args.overwrite, preset, options)  # fmt: skip
         except BaseException:
             _remove_settings(out, made)
             raise

@@ -34,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .._version import __version__
+from ..data.sources import DataSource
 from ..data.synthetic import META_FILE, RECORDED_META, TENSOR_FILE, SyntheticData, load_synthetic
 from ..factory import create_model
 from ..train.checkpoint import (
@@ -518,13 +519,30 @@ def run_method(
     return losses
 
 
-def _method_class(method: str, ipc: int, options: dict) -> type[Method]:
-    """The class of ``method``, once ``ipc`` and the options are checked."""
+def known_method(method: str) -> type[Method]:
+    """The class registered as ``method``; the one place an unknown name is refused."""
     if method not in METHODS:
         close = [m for m in METHODS if m.startswith(method[:2])] or sorted(METHODS)
         raise CondenseError(
             f"unknown method {method!r}: choose from {', '.join(sorted(METHODS))} (close: {', '.join(close)})"
         )
+    return METHODS[method]
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """The device a condensation runs on; the one place ``auto`` is decided: CUDA when present, else the CPU. In a
+    torchrun group a bare ``cuda`` is the GPU torchrun assigned to this process."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and distributed.world()[1] > 1:  # one GPU per process
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def _method_class(method: str, ipc: int, options: dict) -> type[Method]:
+    """The class of ``method``, once ``ipc`` and the options are checked (the one place they are)."""
+    known_method(method)
     if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
         raise CondenseError(f"ipc (images per class) must be a positive int, got {ipc!r}")
     cls = METHODS[method]
@@ -581,7 +599,7 @@ def _metadata(
 
 
 def condense(
-    data: "str | RealData" = "digits",
+    data: "str | DataSource | RealData" = "digits",
     method: str = "dm",
     ipc: int = 10,
     out: str | Path | None = None,
@@ -597,7 +615,8 @@ def condense(
 ) -> SyntheticSet:
     """Condense ``data`` into ``ipc`` images per class with ``method``; write the folder to ``out`` if given.
 
-    ``data``: ``digits``, an image folder, ``hf_disk:PATH`` / a ``datasets`` folder, or a :class:`RealData`.
+    ``data``: ``digits``, an image folder, ``hf_disk:PATH`` / a ``datasets`` folder, their resolved
+    :class:`~zoo.data.sources.DataSource`, or a :class:`RealData`.
     ``options``: the method's own (``zoo condense --method M --help-options`` lists them), e.g. ``iterations``,
     ``lr_img``, ``model``, ``teacher``. ``preset``: the name the options came from (``zoo condense --preset``), which
     ``condense.json`` records with the departures from the authors' command.
@@ -606,13 +625,30 @@ def condense(
     across them and returns the same set on each; rank 0 alone writes ``out``.
     """
     cls = _method_class(method, ipc, options)
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
-    rank, world = distributed.world()
-    if dev.type == "cuda" and dev.index is None and world > 1:  # one GPU per process: the one torchrun assigned
-        dev = torch.device("cuda", torch.cuda.current_device())
+    dev = pick_device(device)
     real = data if isinstance(data, RealData) else load_real(data, image_size=image_size)
+    return condense_checked(cls, real, ipc, out, seed, dev, resume, save_every, progress, overwrite, preset, options)
+
+
+def condense_checked(
+    cls: type[Method],
+    real: RealData,
+    ipc: int,
+    out: str | Path | None,
+    seed: int,
+    dev: torch.device,
+    resume: bool,
+    save_every: int,
+    progress: bool,
+    overwrite: bool,
+    preset: str | None,
+    options: dict,
+) -> SyntheticSet:
+    """:func:`condense` once its arguments are decided: the method's class (checked with its ipc and options by
+    :func:`_method_class`), the real data loaded and the device picked (:func:`pick_device`). ``zoo condense``
+    decides them itself and calls this."""
+    method = cls.name
+    rank, world = distributed.world()
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     if dev.type == "cuda":

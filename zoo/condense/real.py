@@ -17,7 +17,7 @@ from ..data.sources import IMAGE_KINDS, ArrayImageDataset, DataSource, resolve
 from . import distributed
 from .errors import CondenseError
 
-__all__ = ["RealData", "load_real", "load_real_split"]
+__all__ = ["RealData", "image_source", "load_real", "load_real_split"]
 
 
 @dataclass
@@ -80,17 +80,22 @@ class RealData:
         )  # fmt: skip
 
 
-def _source(data: str, path: str | None = None) -> DataSource:
+def image_source(data: "str | DataSource", path: str | None = None) -> DataSource:
     """The data ``data`` (and ``path``) names, through the one resolver (:func:`zoo.data.sources.resolve`): a
     benchmark set (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn``, with its folder as ``path`` or
-    ``NAME:PATH``), ``digits``, ``hf_disk:PATH`` / ``image_folder:PATH``, or a folder whose kind is detected."""
-    try:
-        src = resolve(data, path)
-    except DataError as e:
-        raise CondenseError(str(e)) from None
+    ``NAME:PATH``), ``digits``, ``hf_disk:PATH`` / ``image_folder:PATH``, or a folder whose kind is detected. The one
+    place condensation resolves its data and refuses what is not labelled images; a :class:`DataSource` (resolved
+    already, by ``zoo condense``) is only checked."""
+    if isinstance(data, DataSource):
+        src = data
+    else:
+        try:
+            src = resolve(data, path)
+        except DataError as e:
+            raise CondenseError(str(e)) from None
     if src.kind not in IMAGE_KINDS or src.kind == "synthetic" or src.stream:
         raise CondenseError(
-            f"{data} is {src.kind} data: condensation reads labelled images (digits, mnist, fashion_mnist, cifar10, "
+            f"{data if isinstance(data, str) else src.spec} is {src.kind} data: condensation reads labelled images (digits, mnist, fashion_mnist, cifar10, "
             "cifar100, svhn, an image folder or a datasets folder)"
         )
     return src
@@ -153,7 +158,7 @@ def _provenance(src, split: str, val_split: str | None, images, labels, names: l
 
 
 def load_real(
-    data: str = "digits",
+    data: "str | DataSource" = "digits",
     split: str = "train",
     image_size: int = 32,
     interpolation: str = "bicubic",
@@ -166,7 +171,7 @@ def load_real(
 ) -> RealData:
     """One split of ``data`` as normalised tensors at ``image_size``.
 
-    ``data`` (+ ``path``): what :func:`zoo.data.sources.resolve` reads, e.g. ``"mnist"`` with ``path`` the folder of
+    ``data`` (+ ``path``): what :func:`zoo.data.sources.resolve` reads (or its result, a ``DataSource``), e.g. ``"mnist"`` with ``path`` the folder of
     its IDX files (or ``"mnist:PATH"``). A benchmark set at its native size is built straight from its arrays
     (60,000 MNIST images in about a second); at another size, and for other data, every image is resized and
     centre-cropped (timm's eval transform with ``crop_pct=1``, which train.py uses for the held-out split of a
@@ -179,7 +184,7 @@ def load_real(
     """
     if not isinstance(image_size, int) or image_size < 8:
         raise CondenseError(f"image_size must be an int >= 8, got {image_size!r}")
-    src = _source(data, path)
+    src = image_source(data, path)
     c = channels or src.channels
     if c not in (1, 3) or (c == 1 and src.channels != 1):
         raise CondenseError(f"{src.spec} has {src.channels}-channel images: channels must be {src.channels} or 3")

@@ -25,7 +25,7 @@ from torch import nn
 
 from .._version import __version__
 from ..data.lm_tokenizer import load_lm_tokenizer
-from ..factory import create_model, resolve_source
+from ..factory import create_model, resolve_weight_source
 from ..hub import CONFIG_NAME, download
 from ..lm.decoder import DecoderLM
 from ..lm.quant import (
@@ -155,7 +155,7 @@ def source_model_args(source: str | os.PathLike) -> dict[str, Any]:
     name = os.fspath(source)
     if name in list_models():
         return {}
-    config = resolve_source(name).config or {}
+    config = resolve_weight_source(name).config or {}
     args = config.get("model_args")
     return dict(args) if isinstance(args, dict) else {}
 
@@ -168,7 +168,7 @@ def source_tokenizer(source: str | os.PathLike, weights: str | os.PathLike | Non
     elif os.fspath(source) in list_models():
         return None
     else:
-        location = resolve_source(os.fspath(source)).cfg_overlay.get("file")
+        location = resolve_weight_source(os.fspath(source)).cfg_overlay.get("file")
         if not location:
             return None
         folder = Path(location)

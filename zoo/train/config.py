@@ -27,8 +27,9 @@ from typing import Any
 
 import yaml
 
+from ..data.sources import is_stream
+from .data_pruning import DataPruningConfig
 from .distill import DistillConfig
-from .pruning import DataPruningConfig
 from .sparse import SparseConfig
 
 __all__ = [
@@ -215,7 +216,7 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     sparse: SparseConfig | None = None  # dynamic sparse training (zoo.train.sparse.SparseConfig fields)
     distill: DistillConfig | None = None  # knowledge distillation from a teacher (zoo.train.distill)
-    data_pruning: DataPruningConfig | None = None  # train on part of the data each epoch (zoo.train.pruning)
+    data_pruning: DataPruningConfig | None = None  # train on part of the data each epoch (zoo.train.data_pruning)
 
     def scaled_lr(self) -> float:
         """``optim.lr`` scaled from ``optim.lr_base_size`` to ``train.batch_size``."""
@@ -437,6 +438,19 @@ def _check_bounds(recipe: Recipe) -> None:
         raise RecipeError(f"data.val_fraction must be between 0 and 1, got {recipe.data.val_fraction!r}")
 
 
+def check_prunable_data(recipe: Recipe) -> None:
+    """The one place that decides a recipe's data can be pruned: ``data_pruning`` picks samples by index, which a
+    stream (:func:`zoo.data.sources.is_stream`: ``hf_stream``, or unindexed ``wds`` shards) cannot give. Checked when
+    the recipe is read, before any data is."""
+    d = recipe.data
+    if recipe.data_pruning is not None and is_stream(d.name, d.path):
+        where = f" ({d.path})" if d.path else ""
+        raise RecipeError(
+            f"data_pruning picks samples by index and data.name {d.name}{where} streams data of unknown length: use "
+            "a dataset on disk (a folder of images or shards, hf_disk, a text file), or drop the data_pruning: section"
+        )
+
+
 def validate(recipe: Recipe):
     """Check a recipe as a whole, before any data or model is built (``recipe_from_dict`` calls it)."""
     if not recipe.model:
@@ -462,11 +476,7 @@ def validate(recipe: Recipe):
         raise RecipeError("language-model recipes train by steps: set train.steps")
     if recipe.distill is not None and recipe.distill.cache_logits:
         _check_cacheable(recipe)
-    if recipe.data_pruning is not None and recipe.data.name == "hf_stream":
-        raise RecipeError(
-            "data_pruning picks samples by index and data.name hf_stream streams data of unknown length: use a "
-            "dataset on disk (hf_disk, a folder, a file), or drop the data_pruning: section"
-        )
+    check_prunable_data(recipe)
     dp = recipe.data_pruning
     if dp is not None and dp.method == "el2n" and not t.steps and dp.score_epochs >= t.epochs:
         raise RecipeError(

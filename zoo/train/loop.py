@@ -3,7 +3,7 @@
 ``train(recipe)`` runs a recipe end to end: data, model, optimizer (timm ``create_optimizer_v2``), schedule
 (timm ``create_scheduler_v2``, stepped per optimizer update), AMP, gradient accumulation and clipping, EMA
 (timm ``ModelEmaV3``), dynamic sparse training, distillation from a frozen teacher, data pruning
-(:mod:`zoo.train.pruning`), checkpoints with exact resume, CSV/TensorBoard logs, a held-out
+(:mod:`zoo.train.data_pruning`), checkpoints with exact resume, CSV/TensorBoard logs, a held-out
 evaluation, profiling, ``model.safetensors`` + ``metrics.json`` and the publishable folder.
 
 The run folder belongs to one run (:mod:`zoo.train.run_folder`: claiming, the lock, the checks of what the run
@@ -32,10 +32,10 @@ from ..publish import PublishError, export_pretrained, publish_run
 from ..weights import CheckpointError, save_state_dict
 from .checkpoint import naming_full_disk, write_text_atomic
 from .config import Recipe, RecipeError, recipe_to_dict
+from .data_pruning import el2n_scores, epoch_batches
 from .distill import IndexedDataset
 from .distributed import all_reduce_sum, barrier, model_state, unwrap
 from .metrics import lm_logits
-from .pruning import el2n_scores, epoch_batches
 from .run_folder import (
     check_model_name,
     check_sources,

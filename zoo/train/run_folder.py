@@ -23,8 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..data.sources import is_stream
-from ..factory import resolve_source
+from ..factory import resolve_weight_source
 from ..registry import get_entry
 from .builders import check_teacher_name
 from .checkpoint import find_checkpoints, latest_good_checkpoint, load_training_checkpoint
@@ -208,11 +207,6 @@ def check_sources(r: Recipe) -> None:
             f"init_from {r.init_from} is not a folder: give a model folder (zoo publish / zoo prune --out), a "
             "training run folder, or hf-hub:ORG/NAME"
         )
-    if r.data_pruning is not None and is_stream(r.data.name, r.data.path):
-        raise RecipeError(
-            f"data_pruning picks samples by index and data.name {r.data.name} ({r.data.path}) streams them: use a "
-            "dataset on disk (a folder of images or shards, hf_disk, a text file), or drop the data_pruning: section"
-        )
     if r.distill is not None:
         try:
             check_teacher_name(r.distill)
@@ -288,7 +282,7 @@ def _check_model_folder(key: str, source: str, path: Path) -> None:
                 f"which {key} reads the model from: write its export with `zoo publish {path} --repo ORG/NAME "
                 f"--no-push --out-dir {path / 'export'}`, then run again"
             )
-    resolve_source(source)  # config.json names a model the zoo builds (CheckpointError: a user error)
+    resolve_weight_source(source)  # config.json names a model the zoo builds (CheckpointError: a user error)
 
 
 def _names(held: list[str]) -> str:

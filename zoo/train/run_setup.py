@@ -22,6 +22,7 @@ from ..registry import UnknownModelError
 from .builders import build_distiller, build_ema, build_optimizer, build_scheduler, build_sparsity, schedule_steps
 from .checkpoint import capture_rng_state, naming_full_disk, restore_rng_state, save_training_checkpoint
 from .config import Recipe, RecipeError, load_run_args, recipe_to_dict, save_recipe
+from .data_pruning import Pruner
 from .distill import DistillError
 from .distributed import (
     DistState,
@@ -35,7 +36,6 @@ from .distributed import (
     unwrap,
     wrap_fsdp,
 )
-from .pruning import Pruner
 from .run_folder import RunFolder, describe_data, train_data_record
 from .run_log import RunLogger
 from .tasks import build_task
@@ -150,7 +150,7 @@ class RunSetup:
             micro_per_epoch = self.steps_per_epoch * r.train.grad_accum
             stream.configure(self.sampler.micro, self.dstate.rank, self.dstate.world_size, micro_per_epoch)
         self.total_steps = task.total_steps(self.steps_per_epoch)
-        self.pruner = self._build_pruner(stream, n)
+        self.pruner = self._build_pruner(n)
         self.epoch_steps = self.steps_per_epoch
         self.fsdp = is_fsdp(r, self.dstate)
         if self.fsdp:  # an unsharded twin without storage (meta), filled when the run evaluates (_whole_model)
@@ -176,17 +176,12 @@ class RunSetup:
         total = self.total_steps if self.pruner is None else None  # a pruned run's step count is known at its end
         self.logger = RunLogger(self.run_dir, self.main, resume_step=resume_step, total_steps=total)
 
-    def _build_pruner(self, stream, n: int) -> Pruner | None:
-        """The data pruner of a recipe with ``data_pruning:`` (its samples picked by index), or None."""
+    def _build_pruner(self, n: int) -> Pruner | None:
+        """The data pruner of a recipe with ``data_pruning:`` (its samples picked by index, never a stream's:
+        :func:`~zoo.train.config.check_prunable_data` refused that when the recipe was read), or None."""
         cfg = self.r.data_pruning
         if cfg is None:
             return None
-        if stream is not None:
-            raise RecipeError(
-                f"data_pruning picks samples by index and data.name {self.r.data.name} ({self.r.data.path}) streams "
-                "them: use a dataset on disk (a folder of images or shards, hf_disk, a text file), or drop the "
-                "data_pruning: section"
-            )
         if cfg.method == "infobatch" and cfg.ratio > 0.9 and self.main:
             _logger.warning("data_pruning.ratio %.2f prunes as 0.9 (InfoBatch keeps at least 10%%)", cfg.ratio)
         return Pruner(cfg, n, self.r.train.batch_size, self.steps_per_epoch, self.total_steps, self.r.seed)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ...data.errors import DataError
 from ...data.sources import BENCHMARKS, DataSource, resolve
 from ...data.stream import StreamSource
-from ...factory import create_model, resolve_source
+from ...factory import create_model, resolve_weight_source
 from ...lm.quant import dequantize_model, model_quantization
 from ..config import Recipe, RecipeError, load_run_args
 from ..distributed import DistState, all_reduce_sum, shard_indices
@@ -176,7 +176,7 @@ class Task:
         the recipe's architecture."""
         r = self.recipe
         if self._init_args is None:
-            source = resolve_source(r.init_from)
+            source = resolve_weight_source(r.init_from)
             if source.name != r.model:
                 raise RecipeError(
                     f"init_from {r.init_from} holds a {source.name} model and the recipe trains {r.model}: set "

@@ -21,9 +21,9 @@ from ...data.synthetic import SyntheticDataset, check_class_order, load_syntheti
 from ...registry import get_entry
 from ...weights import read_state_dict
 from ..config import RecipeError
+from ..data_pruning import mean_weighted, per_sample_loss
 from ..distill import output_logits
 from ..metrics import classification_metrics, classification_sums, profile_classifier
-from ..pruning import mean_weighted, per_sample_loss
 from .base import EvalSource, SeededTransform, SeededTransformDataset, Task, warn_if_cut
 
 _logger = logging.getLogger(__name__)

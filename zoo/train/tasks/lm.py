@@ -17,9 +17,9 @@ from ...factory import create_model
 from ...hub import download
 from ...registry import UnknownModelError
 from ..config import Recipe, RecipeError
+from ..data_pruning import mean_weighted
 from ..distributed import DistState, barrier
 from ..metrics import lm_logits, lm_metrics, lm_sums, profile_lm
-from ..pruning import mean_weighted
 from .base import EvalSource, Task, warn_if_cut
 
 _logger = logging.getLogger(__name__)
