@@ -94,7 +94,7 @@ def check_interface(name: str, tmp_path) -> None:
     ref = model(x)
     assert torch.equal(model.forward_head(feats), ref)  # eval is deterministic
     model.set_grad_checkpointing(True)
-    assert torch.allclose(model(x), ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(model(x), ref)  # no grad: checkpointing runs the same blocks, bit for bit
     model.set_grad_checkpointing(False)
 
     path = save_state_dict(model, tmp_path / "w.safetensors")
