@@ -59,3 +59,13 @@ def assert_float32_close(
 def in_float64(module: torch.nn.Module) -> torch.nn.Module:
     """A float64 copy of ``module`` (the module itself is left in float32)."""
     return copy.deepcopy(module).double()
+
+
+BF16_UNIT = 2.0**-8  # bfloat16's unit roundoff: a rounding to bf16 moves a value by at most 2**-8 of itself
+
+
+def bf16_bound(terms: torch.Tensor, out: torch.Tensor, factor: float = 1.0) -> float:
+    """``factor x 2**-8 x max(terms + |out|)``: a product whose inputs (the rows) and output are rounded to bf16,
+    each at most a unit roundoff of itself, where ``terms`` is the product's sum of ``|terms|`` per output element
+    (``|x| @ |W|.T``, plus ``|bias|``) and ``out`` the output; the float32 accumulation is far below it."""
+    return factor * BF16_UNIT * float((terms.detach() + out.detach().abs()).max())
