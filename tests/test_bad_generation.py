@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from tolerances import assert_float32_close, in_float64
 
 import zoo
 from zoo.bench.harness import randomize_
@@ -94,9 +95,12 @@ def test_cached_forward_with_grad_equals_no_grad_and_backpropagates(family):
     cached = _grads(model)
     model(ids).square().sum().backward()
     plain = _grads(model)
+    model64 = in_float64(model)
+    model64(ids).square().sum().backward()
+    plain64 = _grads(model64)
     assert cached.keys() == plain.keys() and plain
-    for name in plain:
-        torch.testing.assert_close(cached[name], plain[name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in plain:  # float32 summation order only: within 4x the cache-free gradients' own error
+        assert_float32_close(cached[name], plain[name], plain64[name], msg=name)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -264,7 +268,10 @@ def test_the_checks_refuse_only_what_is_wrong():
     with torch.no_grad():
         torch.testing.assert_close(model(_ids(), attention_mask=torch.ones(2, 7)), model(_ids()), rtol=0, atol=0)
         mask = _mask(ONES, LEFT)
-        torch.testing.assert_close(model(_ids(), attention_mask=mask.bool()), model(_ids(), attention_mask=mask))
+        # the same mask in another dtype: bit for bit
+        torch.testing.assert_close(
+            model(_ids(), attention_mask=mask.bool()), model(_ids(), attention_mask=mask), rtol=0, atol=0
+        )
 
 
 def test_python_side_checks_are_skipped_while_tracing(monkeypatch):

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from tolerances import assert_float32_close, in_float64
 
 import zoo
 from zoo.cli import main
@@ -59,8 +60,9 @@ def test_export_from_a_model_folder_rebuilds_its_architecture(tmp_path):
     sess = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
-        want = model(x)
-    assert torch.allclose(torch.from_numpy(got), want, atol=1e-4, rtol=1e-4)  # the folder's weights, not random
+        want, want64 = model(x), in_float64(model)(x.double())
+    # the folder's weights, not random: onnxruntime's kernels within 4x eager's own float32 error against float64
+    assert_float32_close(torch.from_numpy(got), want, want64, msg="onnxruntime")
     assert json.loads((tmp_path / "onnx" / "config.json").read_text())["model_args"]["dims"] == TINY["dims"]
 
 

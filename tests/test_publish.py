@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from fakehub import COMMIT
+from tolerances import assert_float32_close, in_float64
 from torch import nn
 
 import zoo
@@ -470,4 +471,5 @@ def test_published_language_model_folder_loads_in_transformers(tmp_path):
     reference = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(reference(ids).logits, _logits(lm(ids)), rtol=1e-5, atol=1e-5)
+        # transformers' Llama against the zoo's: within 4x the zoo's own float32 error against float64
+        assert_float32_close(reference(ids).logits, _logits(lm(ids)), _logits(in_float64(lm)(ids)), msg="Llama")

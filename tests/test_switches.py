@@ -2,6 +2,7 @@
 an explicit argument."""
 
 import torch
+from tolerances import assert_float32_close, in_float64
 
 import zoo
 from zoo.layers import FusedLargeKernel, Linear
@@ -27,8 +28,8 @@ def test_onednn_and_plain_linear_agree():
     plain = Linear(64, 32, onednn=False)
     plain.load_state_dict(layer.state_dict())
     x = torch.randn(40, 64, 64)  # enough rows for the oneDNN path
-    with torch.no_grad():
-        assert torch.allclose(layer(x), plain(x), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # oneDNN's blocking against ATen's: within 4x the plain product's own float32 error
+        assert_float32_close(layer(x), plain(x), in_float64(plain)(x.double()), msg="oneDNN")
 
 
 def test_large_kernel_impl_argument_is_never_overridden(monkeypatch):
