@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.sources import BENCHMARKS
+from ..layers.saving import write_file
 from .condense_speed import render_speed
 from .options import program
 
@@ -546,10 +547,7 @@ def write(repo: Path = REPO) -> list[Path]:
     changed = []
     for page, text, fresh in _refreshed(repo):
         if fresh != text:
-            tmp = page.with_name(page.name + ".tmp")
-            tmp.unlink(missing_ok=True)  # a link left there is replaced, never written through
-            tmp.write_text(fresh)
-            tmp.replace(page)
+            write_file(page, fresh)  # whole or not at all, never through a link
             changed.append(page)
     return changed
 
