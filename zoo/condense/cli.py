@@ -213,7 +213,7 @@ def _check_out(out: Path, source, args: argparse.Namespace, options: dict, image
                     "start again without --resume"
                 )
     meta_path = out / META_FILE
-    saved = [p for p in (out / STATE_DIR).glob("*.pt") if p.name == "last.pt" or p.name.startswith("step_")]
+    saved = _saved_states(out)
     if saved and not meta_path.is_file() and not (args.resume or args.overwrite):
         raise CondenseError(
             f"--out {out} holds the saved state of a run that did not finish ({saved[0].name}): add --resume to go "
@@ -290,12 +290,14 @@ def _jsonable(v) -> bool:
         return False
 
 
+def _saved_states(out: Path) -> list[Path]:
+    """The resumable states an earlier run saved in ``out`` (``step_N.pt``, ``last.pt``)."""
+    return [p for p in (out / STATE_DIR).glob("*.pt") if p.name == "last.pt" or p.name.startswith("step_")]
+
+
 def _resume_hint(out: Path | None) -> str:
     """Where an interrupted run can go on from: the last state saved in ``out``, or none yet."""
-    saved = out is not None and any(
-        p.name == "last.pt" or p.name.startswith("step_") for p in (out / STATE_DIR).glob("*.pt")
-    )
-    if saved:
+    if out is not None and _saved_states(out):
         return f"the last state saved in {out} is kept: run the same command with --resume to go on from it"
     return "no state was saved yet (one is saved every --save-every iterations): run the same command to start over"
 
