@@ -80,7 +80,23 @@ def test_speed_rows_side_by_side(lm_folder):
         assert r.extra["llama.cpp"] > 0 and r.extra["llama.cpp type"] in ("F32", "Q8_0")
         assert "perplexity" in r.extra and "agreement" in r.extra
     assert rows[0].extra["llama.cpp agreement"] == 1.0  # f32 llama.cpp: eager's greedy tokens
+    assert [r.extra["kernel path"] for r in rows[:2] + rows[-2:]] == [
+        formats.kernel_path(f, n) for f, n in (("fp32", 1), ("int8", 1), ("fp32", 16), ("int8", 16))
+    ]
     assert any("transformers fp32" in line for line in formats_report.notes(rows))
+
+
+def test_every_row_names_the_kernel_path_it_ran_on_this_cpu():
+    from zoo.lm import gemv
+
+    if not gemv.available():
+        assert {formats.kernel_path(f, 1) for f in formats.FORMATS} == {"torch"}
+        return
+    assert formats.kernel_path("int8", 1) == f"zoo a8 {gemv.kernel_path(1)}"
+    assert formats.kernel_path("int4a8", 512) == f"zoo a8 {gemv.kernel_path(512)}"
+    assert formats.kernel_path("int8a16", 1) == "zoo a16 avx2" and formats.kernel_path("int8a16", 2) == "torch"
+    assert formats.kernel_path("fp32", 1) == "zoo f32 avx2" and formats.kernel_path("fp32", 128) == "torch"
+    assert formats.kernel_path("bf16", 1) == "torch"
 
 
 def test_llama_cpp_backend_rows_beside_bare_llama_cpp(tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """zoo.lm.gemv's 8-bit activation kernels (act_bits=8): the Q8_0 row, every instruction path this CPU runs against a
 float64 reference and against each other, the dispatcher, and the layer and compiled step that use them."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -207,7 +209,13 @@ def test_the_dispatcher_takes_the_preferred_path_the_cpu_reports(monkeypatch):
     reported = _cpuinfo_paths()
     if reported is not None:  # the compiler's cpuid check agrees with the kernel's flags
         assert set(found) == reported
-    assert gemv.kernel_path() == next(isa for isa in gemv.PREFERENCE if isa in found)
+    choice = gemv.kernel_choice()
+    assert {choice.decode, choice.prompt} <= set(found)
+    assert gemv.kernel_path(1) == choice.decode and gemv.kernel_path(gemv.PROMPT_ROWS) == choice.prompt
+    if len(found) == 1:
+        assert choice.why.startswith("the only path this CPU reports") and not choice.ms
+    else:  # measured: the fastest of each kind
+        assert all(getattr(choice, k) == min(choice.ms[k], key=choice.ms[k].get) for k in ("decode", "prompt"))
     for isa in found:
         monkeypatch.setenv("ZOO_GEMV_ISA", isa.upper())
         assert gemv.kernel_path() == isa
@@ -240,7 +248,7 @@ def test_a_forced_path_runs_the_layer(monkeypatch):
     with torch.inference_mode():
         y = layer(x)
     for isa in gemv.cpu_isas():
-        monkeypatch.setitem(gemv._state, "isa", gemv.ISAS.index(isa))
+        monkeypatch.setitem(gemv._state, "choice", gemv.KernelChoice(isa, isa, "a test"))
         with torch.inference_mode():
             assert torch.equal(layer(x), y)
 
@@ -285,20 +293,68 @@ def test_every_path_the_cpu_runs_gives_the_model_the_same_bits(monkeypatch, fmt)
     default test run covers every path the machine at hand runs."""
     model = _tiny_lm(fmt)
     ids = torch.randint(0, 128, (2, 9), generator=torch.Generator().manual_seed(1))
-    saved = gemv._state.pop("isa", None)
+    saved = gemv._state.pop("choice", None)
     outs = {}
     try:
         for isa in gemv.cpu_isas():
             monkeypatch.setenv("ZOO_GEMV_ISA", isa)
-            gemv._state.pop("isa", None)  # the path is read at the process's first 8-bit product
+            gemv._state.pop("choice", None)  # the path is read at the process's first 8-bit product
             with torch.inference_mode():
                 outs[isa] = (model(ids), model.generate(ids, max_new_tokens=8))
-            assert gemv._state["isa"] == gemv.ISAS.index(isa)  # that path ran
+            assert gemv._state["choice"] == gemv.KernelChoice(isa, isa, f"ZOO_GEMV_ISA={isa}")  # that path ran
     finally:
-        gemv._state.pop("isa", None)
+        gemv._state.pop("choice", None)
         if saved is not None:
-            gemv._state["isa"] = saved
+            gemv._state["choice"] = saved
     first_logits, first_tokens = next(iter(outs.values()))
     for isa, (logits, tokens) in outs.items():
         assert torch.equal(logits, first_logits), isa
         assert torch.equal(tokens, first_tokens), isa
+
+
+def test_the_path_is_measured_on_the_cpu_at_hand_kept_under_its_name_and_overridable(monkeypatch, tmp_path):
+    """A CPU that reports several paths: each is timed once (here a stand-in for the timing), the fastest for a
+    decoded token and for a prompt is taken and kept beside the built kernels under the CPU's name; the next call
+    reads it without timing; another CPU's entry stays; an unreadable file is measured again; ZOO_GEMV_ISA wins."""
+    monkeypatch.delenv("ZOO_GEMV_ISA", raising=False)
+    monkeypatch.setattr(gemv, "_cpu_mask", lambda: 0b111)  # a CPU reporting AVX2, AVX-VNNI and AVX-512 VNNI
+    monkeypatch.setitem(gemv._state, "folder", str(tmp_path))
+    monkeypatch.setattr(gemv, "cpu_model", lambda: "Test CPU 9000")
+    timed = []
+
+    def measure(paths):
+        timed.append(paths)
+        return {"decode": {"avx2": 3.0, "avxvnni": 1.0, "avx512vnni": 2.0},
+                "prompt": {"avx2": 9.0, "avxvnni": 5.0, "avx512vnni": 4.0}}  # fmt: skip
+
+    monkeypatch.setattr(gemv, "measure_paths", measure)
+    (tmp_path / gemv.CALIBRATION_FILE).write_text(
+        '{"Other CPU (avx2)": {"decode": {"avx2": 1}, "prompt": {"avx2": 1}}}'
+    )
+    choice = gemv.kernel_choice()
+    assert (choice.decode, choice.prompt) == ("avxvnni", "avx512vnni") and len(timed) == 1
+    assert "measured on this CPU (Test CPU 9000 (avx2, avxvnni, avx512vnni))" in choice.why
+    assert "avxvnni 1.000" in choice.why and str(choice).startswith("decode avxvnni, prompt avx512vnni: measured")
+    assert (gemv.kernel_path(1), gemv.kernel_path(3), gemv.kernel_path(4)) == ("avxvnni", "avxvnni", "avx512vnni")
+    kept = json.loads((tmp_path / gemv.CALIBRATION_FILE).read_text())
+    assert set(kept) == {"Other CPU (avx2)", "Test CPU 9000 (avx2, avxvnni, avx512vnni)"}
+    again = gemv.kernel_choice()
+    assert (again.decode, again.prompt, again.ms) == (choice.decode, choice.prompt, choice.ms)
+    assert f"kept in {tmp_path / gemv.CALIBRATION_FILE}" in again.why
+    assert len(timed) == 1  # read, not timed again
+    gemv.calibrate(refresh=True)
+    assert len(timed) == 2
+    (tmp_path / gemv.CALIBRATION_FILE).write_text('{"Test CPU 9000 (avx2, avxvnni, avx512vnni)": {"decode": 7')
+    assert gemv.kernel_choice().prompt == "avx512vnni" and len(timed) == 3  # unreadable: measured again
+    monkeypatch.setenv("ZOO_GEMV_ISA", "avx2")
+    assert gemv.kernel_choice() == gemv.KernelChoice("avx2", "avx2", "ZOO_GEMV_ISA=avx2") and len(timed) == 3
+    # the operators take the decode path below PROMPT_ROWS rows and the prompt path from there
+    monkeypatch.setitem(gemv._state, "choice", gemv.KernelChoice("avxvnni", "avx512vnni", "a test"))
+    assert [gemv._isa(None, r) for r in (1, 3, 4, 64)] == [1, 1, 2, 2]
+
+
+def test_the_timing_covers_every_path_the_cpu_runs():
+    ms = gemv.measure_paths(gemv.cpu_isas(), rounds=1)
+    assert set(ms) == {"decode", "prompt"}
+    for kind in ms.values():
+        assert set(kind) == set(gemv.cpu_isas()) and all(0 < t < 1e3 for t in kind.values())

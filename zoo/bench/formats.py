@@ -66,7 +66,8 @@ from ..export.llama_backend import CACHE_ENV, open_session, release
 from ..export.lm_runtime import load as load_pte
 from ..export.xnnpack_quant import quantize_for_xnnpack
 from ..factory import create_model
-from ..lm.quant import VOCABULARY, counterpart, lookup, model_quantization, quantize_model
+from ..lm import gemv
+from ..lm.quant import DEFAULT_ACT_BITS, VOCABULARY, counterpart, lookup, model_quantization, quantize_model
 from ..lm.sessions import generate_on_session
 from .deployed import _llama_cpp_decoder
 from .harness import Row, median, peer_row, provenance, randomize_, time_interleaved
@@ -374,6 +375,20 @@ def _zoo_decoders(model: nn.Module, fmt: str, prompt: torch.Tensor, new_tokens: 
     return {f"zoo {fmt} eager": decode, f"zoo {fmt} compiled": lambda: decode(compile=True)}
 
 
+def kernel_path(fmt: str, rows: int) -> str:
+    """What runs a format's products of ``rows`` rows on this CPU, recorded beside each figure: the 8-bit activation
+    kernels' path for int8 / int4 at 8-bit activations (:func:`zoo.lm.gemv.kernel_choice`: measured here), the
+    float32 one-row kernel (AVX2) for fp32 decoding, else PyTorch's kernels."""
+    q = VOCABULARY[fmt]
+    if not gemv.available() or q.bits == 16:
+        return "torch"
+    if q.bits == 32:
+        return "zoo f32 avx2" if rows == 1 else "torch"
+    if (q.act_bits or DEFAULT_ACT_BITS) == 8:
+        return f"zoo a8 {gemv.kernel_path(rows)}"
+    return "zoo a16 avx2" if rows == 1 else "torch"
+
+
 def _extra_columns(fmt: str, rate: dict, tokens: dict, new_tokens: int, note: str | None, scores: dict | None) -> dict:
     """A format's columns beside the compiled rate: eager, overhead, llama.cpp, note, quality."""
     compiled, eager = f"zoo {fmt} compiled", f"zoo {fmt} eager"
@@ -384,6 +399,7 @@ def _extra_columns(fmt: str, rate: dict, tokens: dict, new_tokens: int, note: st
         # fp32/int8: the same arithmetic, so the same tokens; bf16/int4 on random weights (near-tied logits) may
         # round a tie differently once compiled
         "compiled = eager": sum(a == b for a, b in zip(tokens[compiled], tokens[eager])) / new_tokens,
+        "kernel path": kernel_path(fmt, 1),
     }
     if llama in rate:
         extra[llama.split()[0]] = rate[llama]
@@ -535,7 +551,11 @@ def prefill_row(name: str, fmt: str, length: int, rate: dict, runs: int, times: 
     llama = f"llama.cpp {FORMATS[fmt][1]}"
     compiled, eager = f"zoo {fmt} compiled", f"zoo {fmt} eager"
     peer_rate = rate.get(llama, float("nan"))
-    extra: dict = {"zoo eager": rate[eager], "llama.cpp type": FORMATS[fmt][1].upper()}
+    extra: dict = {
+        "zoo eager": rate[eager],
+        "llama.cpp type": FORMATS[fmt][1].upper(),
+        "kernel path": kernel_path(fmt, length),
+    }
     if llama in rate:
         extra["eager vs llama.cpp"] = rate[eager] / peer_rate
         extra["llama.cpp n_batch"] = length

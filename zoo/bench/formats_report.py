@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..lm import gemv
 from ..registry import get_entry, list_models
 from . import formats
 from .formats import BACKEND, FORMATS, PEER, PTE, PTE_TYPES, TARGETS, _pair_columns, quality_pairs
@@ -145,6 +146,8 @@ def _format_entry(r: Row) -> dict[str, Any]:
         entry["compiled_vs_llama_cpp"] = round(x["vs llama.cpp"], 2)
     entry["compiled_equals_eager"] = round(x["compiled = eager"], 2)
     entry["overhead_ms_per_token"] = round(x["overhead ms/tok"], 1)
+    if "kernel path" in x:
+        entry["kernel_path"] = x["kernel path"]
     if "perplexity" in x:
         entry.update(perplexity=round(x["perplexity"], 2), perplexity_change_pct=round(100 * x["ppl vs fp32"], 2),
                      greedy_agreement=round(x["agreement"], 2))  # fmt: skip
@@ -178,6 +181,7 @@ def write_results(path: Path, rows: Sequence[Row], command: str, settings: str) 
         old = runs[i] if i is not None else {}
         head = {k: old[k] for k in ("provenance", "command") if k in old}
         entry = {"model": model, "command": command, "provenance": prov, "settings": settings,
+                 "kernel_choice": str(gemv.kernel_choice()) if gemv.available() else "torch",
                  "formats": merge_rows(old.get("formats", []), head, decode, lambda f: f["format"])}  # fmt: skip
         if i is None:
             runs.append(entry)

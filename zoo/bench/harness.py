@@ -34,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .._version import __version__
+from ..layers.machine import cpu_model
 
 __all__ = [
     "Phases",
@@ -179,16 +180,6 @@ def output_diff(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     """``max_abs_diff`` and ``rel_diff`` (relative to the peer's output scale) of two outputs."""
     diff = (out.float() - ref.float()).abs().max().item()
     return {"max_abs_diff": diff, "rel_diff": diff / max(ref.float().abs().max().item(), 1e-30)}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def environment(**extra: str) -> dict[str, str]:

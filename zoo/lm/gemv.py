@@ -33,14 +33,18 @@ Numerics:
   unsigned-by-signed byte multiply takes ``|w|`` and the activation with ``w``'s sign, as llama.cpp does, so no pair
   sum saturates), ``avxvnni`` (``vpdpbusd`` on 256 bits) and ``avx512vnni`` (``vpdpbusd`` on 512 bits, two blocks
   per register; int4 one row: two blocks per 256 bits, the row laid out to match the nibbles). Each is compiled with function-level target attributes into the one build and chosen at run time
-  from what the CPU reports (``__builtin_cpu_supports``): :func:`kernel_path` names the one that runs,
-  :func:`cpu_isas` those this CPU runs, and ``ZOO_GEMV_ISA=avx2|avxvnni|avx512vnni`` forces one (refused with one
-  line where the CPU lacks it; read at the first product). Integer sums are exact and every path hands them to
-  the same float code, so the paths give identical bits. Preference (:data:`PREFERENCE`), measured on this
-  machine's CPU (Xeon with AVX-512 VNNI and AVX-VNNI; one thread, its CPU time, three ``mobilellm_125m``
-  projections 1536x576, 576x1536, 576x576; one row / 128 rows, ms): int8 avx2 0.099 / 6.78, avxvnni 0.092 / 4.85,
-  avx512vnni 0.109 / 4.59; int4 g32 0.109 / 6.60, 0.106 / 5.73, 0.122 / 5.47 (int16 one row: int8 0.108, int4
-  0.144; PyTorch's kernels on 128 bf16 rows: int8 6.40, int4 6.26): AVX-VNNI first, for the decoded token. Several
+  from what the CPU reports (``__builtin_cpu_supports``) and measured on it: :func:`cpu_isas` names the paths this
+  CPU runs; where it runs more than one, :func:`calibrate` times each at the first product (one row from the
+  repacked tiles, and a 64-row GEMM, both through a 1536x576 projection at int8 and int4, one thread; about 0.1 s per path) and
+  keeps the fastest for a decoded token and for a prompt in a file beside the built kernels, keyed by the CPU's
+  name; :func:`kernel_choice` says what was chosen and why, :func:`kernel_path` the path for a number of rows, and
+  ``ZOO_GEMV_ISA=avx2|avxvnni|avx512vnni`` forces one (refused with one line where the CPU lacks it; read at the
+  first product). Integer sums are exact and every path hands them to the same float code, so the paths give
+  identical bits and the choice changes speed only. The choice differs between CPUs: on a 2-core Intel Xeon with
+  AVX-512 VNNI and AVX-VNNI (one thread, its CPU time, three ``mobilellm_125m`` projections 1536x576, 576x1536,
+  576x576; one row / 128 rows, ms): int8 avx2 0.099 / 6.78, avxvnni 0.092 / 4.85, avx512vnni 0.109 / 4.59; int4
+  g32 0.109 / 6.60, 0.106 / 5.73, 0.122 / 5.47 (int16 one row: int8 0.108, int4 0.144; PyTorch's kernels on 128
+  bf16 rows: int8 6.40, int4 6.26): 256-bit VNNI for the decoded token there, 512-bit for the prompt. Several
   rows are one small GEMM: all rows are quantized once, output rows are split across threads in tiles of 8 whose
   codes stay in cache while every row passes them, and from 4 rows each tile is prepared once for all of them (int4
   codes unpacked to bytes; with VNNI, int8 rows meet the activation offset to unsigned ``x + 128``, minus ``128 *
@@ -64,19 +68,26 @@ callers keep PyTorch's kernels; a failed build warns once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import threading
+import time
 import warnings
 
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
+from ..layers.machine import cpu_model
+
 __all__ = [
     "ISAS",
+    "KernelChoice",
     "OneRowProducts",
     "attend_one",
     "available",
+    "calibrate",
     "cpu_isas",
     "gemm_int4_a8",
     "gemm_a8_tiles",
@@ -84,7 +95,9 @@ __all__ = [
     "gemv_f32",
     "gemv_int4",
     "gemv_int8",
+    "kernel_choice",
     "kernel_path",
+    "measure_paths",
     "quantize_q8_0",
     "repack_int4",
     "repack_int8",
@@ -140,6 +153,7 @@ def _build() -> bool:
                 os.replace(path + f".{os.getpid()}", path)  # whole, for a concurrent build beside this one
         source = os.path.join(folder, SOURCE_FILES[0])
         cpp_extension.load(name, [source], extra_cflags=_FLAGS, build_directory=folder, is_python_module=False)
+        _state["folder"] = folder
     except Exception as e:  # no compiler, or one that cannot build it: PyTorch's kernels stay
         warnings.warn(
             f"the zoo's CPU matrix-vector kernels could not be built ({type(e).__name__}: {str(e)[:300]}); decoding "
@@ -221,9 +235,25 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 # ------------------------------------------------------------------------------------------------------------------
 
 ISAS = ("avx2", "avxvnni", "avx512vnni")  # the instruction paths of the 8-bit kernels, narrowest first
-# the order they are preferred in, measured (module docstring): 256-bit VNNI beats 512-bit VNNI on a one-token product
-PREFERENCE = ("avxvnni", "avx512vnni", "avx2")
 _ISA_NAMES = {"avx2": "AVX2", "avxvnni": "AVX-VNNI", "avx512vnni": "AVX-512 VNNI"}
+PROMPT_ROWS = 4  # from this many rows the small GEMM runs (a prompt); fewer read the repacked tiles (a decoded token)
+CALIBRATION_FILE = "paths.json"  # beside the built kernels: {CPU key: the measured choice}
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelChoice:
+    """The paths the 8-bit activation kernels take on this CPU, and why: ``decode`` for one to three rows (the
+    repacked tiles of a decoded token), ``prompt`` for :data:`PROMPT_ROWS` rows and more (the small GEMM);
+    ``ms`` the calibration's times per path (``{"decode": {path: ms}, "prompt": {...}}``, empty when nothing was
+    measured)."""
+
+    decode: str
+    prompt: str
+    why: str
+    ms: dict = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"decode {self.decode}, prompt {self.prompt}: {self.why}"
 
 
 def _cpu_mask() -> int:
@@ -237,35 +267,136 @@ def cpu_isas() -> tuple[str, ...]:
     return tuple(name for i, name in enumerate(ISAS) if mask >> i & 1)
 
 
-def kernel_path() -> str | None:
-    """The path the 8-bit activation kernels take: ``ZOO_GEMV_ISA`` (``avx2``, ``avxvnni`` or ``avx512vnni``)
-    when set, else the first of :data:`PREFERENCE` this CPU runs; None where the kernels do not run. A forced path
-    that is unknown or that this CPU lacks is a ``ValueError`` of one line."""
-    found = cpu_isas()
+def _forced(found: tuple[str, ...]) -> str | None:
+    """``ZOO_GEMV_ISA`` checked against what this CPU runs (a one-line ``ValueError`` where it cannot), or None."""
     forced = os.environ.get("ZOO_GEMV_ISA", "").strip().lower()
+    if not forced:
+        return None
+    if forced not in ISAS:
+        raise ValueError(f"ZOO_GEMV_ISA={forced!r} is not a kernel path: use one of {', '.join(ISAS)}, or unset it")
+    if forced not in found:
+        runs = ", ".join(found) or "none of them"
+        raise ValueError(
+            f"ZOO_GEMV_ISA={forced}: this CPU does not report {_ISA_NAMES[forced]} (it runs {runs}); unset "
+            "ZOO_GEMV_ISA or name a path it runs"
+        )
+    return forced
+
+
+def kernel_choice() -> KernelChoice | None:
+    """What the 8-bit activation kernels run here, and why: ``ZOO_GEMV_ISA`` when set; the only path when the CPU
+    runs one; else the fastest path for a decoded token and for a prompt as measured on this CPU (:func:`calibrate`,
+    at the first call, kept beside the built kernels under the CPU's name). None where the kernels do not run."""
+    found = cpu_isas()
+    if not found:
+        return None
+    forced = _forced(found)
     if forced:
-        if forced not in ISAS:
-            raise ValueError(f"ZOO_GEMV_ISA={forced!r} is not a kernel path: use one of {', '.join(ISAS)}, or unset it")
-        if forced not in found:
-            runs = ", ".join(found) or "none of them"
-            raise ValueError(
-                f"ZOO_GEMV_ISA={forced}: this CPU does not report {_ISA_NAMES[forced]} (it runs {runs}); unset "
-                "ZOO_GEMV_ISA or name a path it runs"
-            )
-        return forced
-    return next((isa for isa in PREFERENCE if isa in found), None)
+        return KernelChoice(forced, forced, f"ZOO_GEMV_ISA={forced}")
+    if len(found) == 1:
+        return KernelChoice(found[0], found[0], f"the only path this CPU reports ({_ISA_NAMES[found[0]]})")
+    return calibrate()
 
 
-def _isa(isa: str | None) -> int:
-    """The path's index for the operators: ``isa`` when named (checked), else :func:`kernel_path`, read once."""
+def kernel_path(rows: int = 1) -> str | None:
+    """The path the 8-bit activation kernels take for ``rows`` rows (:func:`kernel_choice`: ``ZOO_GEMV_ISA``, the
+    only path, or the one measured fastest here); None where the kernels do not run."""
+    choice = kernel_choice()
+    if choice is None:
+        return None
+    return choice.decode if rows < PROMPT_ROWS else choice.prompt
+
+
+def _cpu_key(found: tuple[str, ...]) -> str:
+    return f"{cpu_model()} ({', '.join(found)})"
+
+
+def calibrate(refresh: bool = False) -> KernelChoice:
+    """The fastest path on this CPU for a decoded token and for a prompt: read from the calibration file beside the
+    built kernels (keyed by the CPU's name and the paths it reports), else measured (:func:`measure_paths`, about
+    0.1 s per path) and written there; ``refresh`` measures again. Every path gives the same bits, so the choice
+    changes speed only."""
+    found = cpu_isas()
+    key = _cpu_key(found)
+    path = os.path.join(_state["folder"], CALIBRATION_FILE)
+    kept = {}
+    with _lock:
+        try:
+            with open(path, encoding="utf-8") as f:
+                kept = json.load(f)
+            ms = kept[key]
+            if not refresh and all(set(ms.get(k, ())) == set(found) for k in ("decode", "prompt")):
+                return _fastest(ms, f"measured on this CPU ({key}), kept in {path}")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            kept = kept if isinstance(kept, dict) else {}  # no file, another CPU's, or unreadable: measured anew
+        ms = measure_paths(found)
+        kept[key] = ms
+        try:  # whole or not at all, for a process beside this one
+            tmp = f"{path}.{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(kept, f, indent=1)
+            os.replace(tmp, path)
+        except OSError:  # a read-only build folder: measured again by the next process
+            pass
+    return _fastest(ms, f"measured on this CPU ({key}) at the first product")
+
+
+def _fastest(ms: dict, why: str) -> KernelChoice:
+    decode, prompt = (min(ms[k], key=ms[k].get) for k in ("decode", "prompt"))
+    times = "; ".join(f"{k} " + ", ".join(f"{p} {t:.3f}" for p, t in ms[k].items()) for k in ("decode", "prompt"))
+    return KernelChoice(decode, prompt, f"{why}; ms per path: {times}", ms)
+
+
+def measure_paths(paths: tuple[str, ...], rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Milliseconds per path, the best of ``rounds`` interleaved rounds: ``decode`` one row through a
+    ``mobilellm_125m`` MLP projection (1536 x 576) from the repacked tiles at int8 and int4 (g32), ``prompt`` 64
+    rows through the same weights by the small GEMM. Random codes: the time does not depend on their values."""
+    g = torch.Generator().manual_seed(0)
+    n, k = 1536, 576
+    q = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g)
+    scale = torch.rand(n, generator=g) + 0.5
+    codes = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=g)
+    s4, z4 = (torch.rand(n, k // 32, generator=g).half() for _ in range(2))
+    t8, t4 = repack_int8(q, scale), repack_int4(codes, s4, z4)
+    one, many = torch.randn(1, k, generator=g), torch.randn(64, k, generator=g)
+    ops = torch.ops.zoo_gemv
+
+    def decode(i: int) -> None:
+        for _ in range(20):
+            ops.a8_tiles(one, *t8, n, 0, i)
+            ops.a8_tiles(one, *t4, n, 32, i)
+
+    def prompt(i: int) -> None:
+        ops.int8_a8(many, q, scale, i)
+        ops.int4_a8(many, codes, s4, z4, 32, i)
+
+    best = {kind: dict.fromkeys(paths, float("inf")) for kind in ("decode", "prompt")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for _ in range(rounds):
+                for kind, run, calls in (("decode", decode, 20), ("prompt", prompt, 1)):
+                    for p in paths:
+                        start = time.perf_counter()
+                        run(ISAS.index(p))
+                        best[kind][p] = min(best[kind][p], (time.perf_counter() - start) * 1e3 / calls)
+    finally:
+        torch.set_num_threads(threads)
+    return best
+
+
+def _isa(isa: str | None, rows: int = 1) -> int:
+    """The path's index for the operators: ``isa`` when named (checked), else :func:`kernel_path` for ``rows``
+    rows, decided once per process (at the first product)."""
     if isa is None:
-        index = _state.get("isa")
-        if index is None:
-            path = kernel_path()
-            if path is None:
+        choice = _state.get("choice")
+        if choice is None:
+            choice = kernel_choice()
+            if choice is None:
                 raise RuntimeError("the zoo's 8-bit activation kernels do not run on this machine (no AVX2 build)")
-            index = _state["isa"] = ISAS.index(path)
-        return index
+            _state["choice"] = choice
+        return ISAS.index(choice.decode if rows < PROMPT_ROWS else choice.prompt)
     if isa not in cpu_isas():
         raise ValueError(f"kernel path {isa!r} does not run on this CPU (it runs {', '.join(cpu_isas()) or 'none'})")
     return ISAS.index(isa)
@@ -290,7 +421,7 @@ def quantize_q8_0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def gemm_int8_a8(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, isa: str | None = None) -> torch.Tensor:
     """``x (M, K) @ (q * scale[:, None]).T`` with ``x`` quantized to int8 per block of 32 (Q8_0) and integer
     products; ``isa`` picks a path (default :func:`kernel_path`). Float32 ``(M, N)``."""
-    return torch.ops.zoo_gemv.int8_a8(x.reshape(-1, q.shape[1]), q, scale, _isa(isa))
+    return torch.ops.zoo_gemv.int8_a8(x.reshape(-1, q.shape[1]), q, scale, _isa(isa, PROMPT_ROWS))
 
 
 def gemm_int4_a8(
@@ -303,7 +434,9 @@ def gemm_int4_a8(
 ) -> torch.Tensor:
     """``x (M, K)`` times the int4 weight of :func:`gemv_int4`'s layout, with ``x`` quantized to int8 per block
     of 32 (Q8_0); float32 ``(M, N)``."""
-    return torch.ops.zoo_gemv.int4_a8(x.reshape(-1, 2 * codes.shape[1]), codes, scale, zero, group_size, _isa(isa))
+    return torch.ops.zoo_gemv.int4_a8(
+        x.reshape(-1, 2 * codes.shape[1]), codes, scale, zero, group_size, _isa(isa, PROMPT_ROWS)
+    )
 
 
 # Decode from repacked weights: tiles of 8 output rows whose codes interleave so that one byte product adds to the
@@ -352,7 +485,7 @@ def gemm_a8_tiles(
     """``x (M, K)`` times ``n`` output rows repacked by :func:`repack_int4` (``group_size`` its groups) or
     :func:`repack_int8` (``group_size`` 0), ``x`` quantized to int8 per block of 32 (Q8_0): the same bits as
     :func:`gemm_int4_a8` / :func:`gemm_int8_a8`, faster for a few rows (a decoded token). Float32 ``(M, n)``."""
-    return torch.ops.zoo_gemv.a8_tiles(x, packed, scale, n, group_size, _isa(isa))
+    return torch.ops.zoo_gemv.a8_tiles(x, packed, scale, n, group_size, _isa(isa, 1))
 
 
 class OneRowProducts(CustomGraphPass):
