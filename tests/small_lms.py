@@ -1,6 +1,8 @@
-"""Small Llama-shaped LMs for the GGUF export and llama.cpp backend tests: reduced configs (64 wide, 2-5 blocks)
-with weights scaled up from the init, so that greedy tokens are decided by clear margins, not by ties that float
-rounding could flip; and the tiny configs of every registered text-generation model (:func:`tiny_lm_args`)."""
+"""The tiny LM of the tests, typed once: :data:`SMALL` (64 wide, 2 blocks, grouped heads), which a test overrides
+only where it is about another value (a tokenizer's vocabulary, a depth, a width); the tiny configs of every
+registered text-generation model (:func:`tiny_lm_args`, the same dimensions); and, for the GGUF export and llama.cpp
+backend tests, :func:`small_lm`: SMALL with weights scaled up from the init, so that greedy tokens are decided by
+clear margins, not by ties that float rounding could flip."""
 
 import dataclasses
 import functools
@@ -10,14 +12,10 @@ import torch
 import zoo
 from zoo.bench.harness import randomize_
 
-SMALL = dict(
-    vocab_size=96,
-    num_hidden_layers=2,
-    hidden_size=64,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
+# the dimensions of every tiny LM (tiny_lm_args adds each model's depth and keeps its heads grouped where they are)
+TINY_DIMS = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_attention_heads=4)
+# the tiny LM a test builds: TINY_DIMS in two blocks with grouped heads; dict(SMALL, ...) changes what a test is about
+SMALL = dict(TINY_DIMS, num_hidden_layers=2, num_key_value_heads=2)
 
 PROMPTS = torch.tensor([[3, 5, 7, 9, 11, 13], [1, 2, 3, 4, 5, 6]])
 
@@ -48,8 +46,6 @@ def seeded_small_lm(name: str = "mobilellm_125m", **overrides) -> torch.nn.Modul
 # ----------------------------------------------------------------------------------------------------------------
 # Tiny configs of every registered text-generation model (tests/test_lm_models.py), derived from the registry
 
-# the dimensions of every tiny LM; the heads stay grouped (GQA) where the full model's are
-TINY_DIMS = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_attention_heads=4)
 TINY_WINDOW = 4  # attention windows shrink to a few tokens, so that a short test sequence crosses them
 
 

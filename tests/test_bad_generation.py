@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from small_lms import SMALL, tiny_lm_args
 from tolerances import assert_float32_close, in_float64
 
 import zoo
@@ -18,25 +19,15 @@ from zoo.bench.harness import randomize_
 from zoo.data import lm_tokenizer
 
 CONTEXT = 64
-TINY = dict(
-    vocab_size=300,
-    hidden_size=64,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=128,
-    max_position_embeddings=CONTEXT,
-)
+# (registered name, options on top of its tiny config, tests/small_lms.py's tiny_lm_args)
 FAMILIES = {
-    "mobilellm": ("mobilellm_125m", dict(num_hidden_layers=2)),
-    "mobilellm_ls": ("mobilellm_125m_ls", dict(num_hidden_layers=2)),
-    "mobilellm_pro": (
-        "mobilellm_pro_1b",
-        dict(num_hidden_layers=2, layer_types=["full_attention", "sliding_attention"], sliding_window=4),
-    ),
-    "mor_expert": ("mor_135m", dict(num_hidden_layers=5)),
-    "mor_token": ("mor_135m", dict(num_hidden_layers=5, mor="token")),
-    "recursive_kv_sharing": ("recursive_135m", dict(num_hidden_layers=5, kv_sharing=True)),
-    "recursive_lora": ("recursive_135m", dict(num_hidden_layers=5, lora_rank=2)),
+    "mobilellm": ("mobilellm_125m", {}),
+    "mobilellm_ls": ("mobilellm_125m_ls", {}),
+    "mobilellm_pro": ("mobilellm_pro_1b", {}),  # a global layer and a sliding window of 4
+    "mor_expert": ("mor_135m", {}),
+    "mor_token": ("mor_135m", dict(mor="token")),
+    "recursive_kv_sharing": ("recursive_135m", dict(kv_sharing=True)),
+    "recursive_lora": ("recursive_135m", dict(lora_rank=2)),
 }
 
 
@@ -45,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def _model(family: str):
     name, kwargs = FAMILIES[family]
-    model = randomize_(zoo.create_model(name, **TINY, **kwargs)).eval()
+    model = randomize_(zoo.create_model(name, **tiny_lm_args(name), max_position_embeddings=CONTEXT, **kwargs)).eval()
     with torch.no_grad():
         for router in getattr(model, "routers", []):  # larger router weights: mixed routing decisions
             for p in router.parameters():
@@ -54,7 +45,7 @@ def _model(family: str):
 
 
 def _ids(batch=2, length=7, seed=0):
-    return torch.randint(0, TINY["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, SMALL["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 def _grads(model) -> dict[str, torch.Tensor]:
@@ -174,8 +165,8 @@ ROWS = [
         "pad id outside the vocabulary",
         lambda m: m.generate(_ids(), max_new_tokens=5, eos_token_id=_first_token(m), pad_token_id=10**6),
         ValueError,
-        "pad_token_id=1000000 (the call's or the generation config's) lies outside the vocabulary [0, 300): a "
-        "sequence that stops is padded with it",
+        "pad_token_id=1000000 (the call's or the generation config's) lies outside the vocabulary "
+        f"[0, {SMALL['vocab_size']}): a sequence that stops is padded with it",
     ),
     # the plain forward
     (

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import small_lms
 import torch
 
 import zoo
@@ -143,16 +144,7 @@ def test_breakdown_names_its_column_macs():
 
 
 def test_lm_profile_fits_a_short_context():
-    model = zoo.create_model(
-        "mobilellm_125m",
-        num_hidden_layers=1,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        vocab_size=64,
-        max_position_embeddings=128,
-    )
+    model = zoo.create_model("mobilellm_125m", **small_lms.SMALL, max_position_embeddings=128)
     prof = zoo.profile(model)
     assert prof.input_size == (1, 127) and prof.lm["seq_len"] == 127
 
@@ -318,10 +310,7 @@ def test_a_teacher_without_class_names_is_said_in_the_log(tmp_path, caplog):
     assert "records no class names" in caplog.text and "['cat', 'dog', 'eel']" in caplog.text
 
 
-LM_TINY = dict(
-    vocab_size=8, num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-    num_key_value_heads=1, max_position_embeddings=16,
-)  # fmt: skip
+LM_TINY = dict(small_lms.SMALL, vocab_size=8)  # the vocabulary of the 8-word tokenizers below
 
 
 def _word_tokenizer(path: Path, words: list[str]) -> Path:

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from small_lms import SMALL
 
 import zoo
 from zoo import cli
@@ -23,14 +24,6 @@ from zoo.publish import export_pretrained
 
 TINY = dict(num_classes=4, dims=[8, 16, 24, 32], depths=[1, 1, 1, 1])
 TINY_ARGS = json.dumps(TINY)
-TINY_LM = dict(
-    vocab_size=128,
-    num_hidden_layers=1,
-    hidden_size=32,
-    intermediate_size=64,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-)
 
 
 def _main(capsys, *argv) -> tuple[int, str]:
@@ -311,7 +304,7 @@ def _tokenizer_file(path: Path) -> Path:
 
 def test_a_tokenizer_that_does_not_load_is_not_shipped(tmp_path, monkeypatch):
     _stub_format(monkeypatch)
-    model = zoo.create_model("mobilellm_125m", **TINY_LM).eval()
+    model = zoo.create_model("mobilellm_125m", **SMALL).eval()
     with pytest.raises(ExportError, match="is not a tokenizer"):
         zoo.export(model, "onnx", tmp_path / "o", tokenizer="/etc/passwd")
     assert not (tmp_path / "o").exists()
@@ -323,7 +316,7 @@ def test_an_hf_hub_language_model_export_carries_the_repos_tokenizer(tmp_path, m
     _stub_format(monkeypatch)
     fetched = []
     hub_file = _tokenizer_file(tmp_path / "tokenizer.json")
-    monkeypatch.setattr(export_core, "load_source", lambda *a, **k: zoo.create_model("mobilellm_125m", **TINY_LM))
+    monkeypatch.setattr(export_core, "load_source", lambda *a, **k: zoo.create_model("mobilellm_125m", **SMALL))
     monkeypatch.setattr(export_core, "source_model_args", lambda source: {})
     monkeypatch.setattr(export_core, "source_tokenizer", lambda source, weights: None)
     monkeypatch.setattr(export_core, "download", lambda repo, name: fetched.append((repo, name)) or str(hub_file))

@@ -7,12 +7,12 @@ temporary folder that is gone; a language model's ``save_pretrained`` takes the 
 import json
 
 import pytest
+from small_lms import SMALL, tiny_lm_args
 
 import zoo
 from zoo import publish
 from zoo.publish import PublishError
 
-TINY_LM = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
 USERS_README = "# My notes\n\nwritten by hand\n"
 USERS_CONFIG = '{"my": "settings"}\n'
 
@@ -22,7 +22,7 @@ def _vision():
 
 
 def _lm():
-    return zoo.create_model("mobilellm_125m", vocab_size=64, **TINY_LM)
+    return zoo.create_model("mobilellm_125m", **dict(SMALL, vocab_size=64))  # the tokenizer's vocabulary
 
 
 def _tokenizer(tmp_path):
@@ -110,8 +110,7 @@ def test_a_push_message_names_no_temporary_folder(tmp_path, monkeypatch):
 
 
 def _recursive():
-    kwargs = dict(TINY_LM, num_hidden_layers=5, vocab_size=64)
-    return zoo.create_model("recursive_135m", **kwargs)
+    return zoo.create_model("recursive_135m", **tiny_lm_args("recursive_135m"))
 
 
 PLAIN_LM_SAVES = [("mobilellm", _lm), ("recursive", _recursive)]

@@ -18,6 +18,7 @@ import struct
 import pytest
 import torch
 from model_checks import weights_snapshot, weights_unchanged
+from small_lms import SMALL
 from torch import nn
 
 import zoo
@@ -156,10 +157,6 @@ def test_integer_tensors_are_refused_only_for_floating_point_weights():
 # Quantized codes: the dtype the format records, values its bit width holds (a wider dtype would wrap)
 # ------------------------------------------------------------------------------------------------------------------
 
-LM_TINY = dict(
-    vocab_size=64, num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2,
-    num_key_value_heads=1,
-)  # fmt: skip
 QKEY = "model.layers.0.self_attn.q_proj.qweight"
 
 
@@ -169,7 +166,7 @@ def quantized_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("quantized")
     for fmt in ("int8", "int4"):
         torch.manual_seed(0)
-        zoo.create_model("mobilellm_125m", **LM_TINY, quantize=fmt).save_pretrained(root / fmt)
+        zoo.create_model("mobilellm_125m", **SMALL, quantize=fmt).save_pretrained(root / fmt)
     return root
 
 

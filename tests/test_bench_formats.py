@@ -6,6 +6,7 @@ import statistics
 
 import pytest
 import torch
+from small_lms import SMALL, tiny_lm_args
 
 import zoo
 from zoo.bench import formats, formats_report, main
@@ -16,10 +17,7 @@ from zoo.models.mobilellm import save_pretrained
 
 pytestmark = pytest.mark.export
 
-TINY = dict(
-    num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
-    max_position_embeddings=128,
-)  # fmt: skip
+TINY = dict(SMALL, max_position_embeddings=128)  # a short context: the prefill refusal below names it
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +25,7 @@ def lm_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm")
     docs = list(bundled_corpus().values())[:200]
     tok = train_bpe_tokenizer(docs, 320, folder / "tokenizer.json")
-    model = randomize_(zoo.create_model("mobilellm_125m", vocab_size=tok.get_vocab_size(), **TINY), 0).eval()
+    model = randomize_(zoo.create_model("mobilellm_125m", **dict(TINY, vocab_size=tok.get_vocab_size())), 0).eval()
     save_pretrained(model, folder)
     return folder
 
@@ -66,7 +64,7 @@ def test_speed_rows_side_by_side(lm_folder):
     torch.manual_seed(0)
     rows = formats.compare(
         "mobilellm_125m", ["fp32", "int8"], runs=1, warmup=1, prompt_tokens=5, new_tokens=6,
-        quality_run=lm_folder, prefill=(16,), vocab_size=256, **TINY,
+        quality_run=lm_folder, prefill=(16,), **TINY,
     )  # fmt: skip
     assert [r.setting for r in rows] == ["decode 6 fp32", "decode 6 int8"] * 2 + ["prefill 16 fp32", "prefill 16 int8"]
     assert [r.peer for r in rows[-2:]] == ["llama.cpp f32", "llama.cpp q8_0"] and all(r.rate > 0 for r in rows[-2:])
@@ -102,7 +100,7 @@ def test_every_row_names_the_kernel_path_it_ran_on_this_cpu():
 def test_llama_cpp_backend_rows_beside_bare_llama_cpp(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "user-cache"))
     rows = formats.compare_backend(
-        "mobilellm_125m", ["fp32", "int4"], runs=1, warmup=1, prompt_tokens=5, new_tokens=6, vocab_size=256, **TINY
+        "mobilellm_125m", ["fp32", "int4"], runs=1, warmup=1, prompt_tokens=5, new_tokens=6, **TINY
     )
     assert [(r.setting, r.peer, r.candidate) for r in rows] == [
         ("decode 6 fp32", "llama.cpp f32", formats.BACKEND),
@@ -130,14 +128,13 @@ def test_a_family_without_a_transformers_twin_is_said_so_for_the_formats_bench()
     """MoR's config has no Llama mapping: build_pair says so (a ValueError the formats bench turns into zoo-only rows)."""
     from zoo.bench.lm import build_pair
 
-    tiny = dict(TINY, vocab_size=128, num_hidden_layers=5)
     with pytest.raises(ValueError, match="no stock LlamaForCausalLM twin"):
-        build_pair("mor_135m", torch.float32, **tiny)
+        build_pair("mor_135m", torch.float32, **tiny_lm_args("mor_135m"))
 
 
 def _tiny_formats(tmp_path):
     """A tiny LM at fp32 and int8 and its GGUF files at the same bits (F32, Q8_0)."""
-    base = randomize_(zoo.create_model("mobilellm_125m", vocab_size=256, **TINY), 0).eval()
+    base = randomize_(zoo.create_model("mobilellm_125m", **TINY), 0).eval()
     models = {"fp32": base, "int8": formats._quantized(base, "int8")}
     ggufs = {}
     for fmt, gguf_type in (("fp32", "f32"), ("int8", "q8_0")):
@@ -210,4 +207,4 @@ def test_bad_prefill_values_are_one_line_and_exit_2(bad, capsys):
 
 def test_a_prefill_prompt_longer_than_the_context_is_refused():
     with pytest.raises(ValueError, match="holds 128 positions, so a prefill prompt has at most 127 tokens"):
-        formats.compare("mobilellm_125m", ["fp32"], quality_run=None, prefill=(64, 200), vocab_size=256, **TINY)
+        formats.compare("mobilellm_125m", ["fp32"], quality_run=None, prefill=(64, 200), **TINY)

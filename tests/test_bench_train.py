@@ -2,33 +2,27 @@
 
 import pytest
 import torch
+from small_lms import SMALL
 
 from zoo.bench import main as bench_main
 from zoo.bench import train
 
-TINY_LM = dict(
-    vocab_size=128,
-    num_hidden_layers=2,
-    hidden_size=64,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
-
 
 def test_lm_training_step_against_transformers_same_first_loss():
     settings = train.Settings(batch_size=2, seq_len=16)
-    (row,) = train.compare("mobilellm_125m", settings, runs=2, warmup=1, **TINY_LM)
+    (row,) = train.compare("mobilellm_125m", settings, runs=2, warmup=1, **SMALL)
     assert row.peer == "transformers" and row.unit == "tok/s" and row.rate > 0 and row.peer_rate > 0
     # the same weights and tokens give the same next-token loss (fp32, another order of arithmetic)
     assert row.extra["first loss zoo"] == pytest.approx(row.extra["first loss peer"], rel=1e-5)
-    assert row.extra["first loss zoo"] == pytest.approx(torch.log(torch.tensor(128.0)).item(), rel=0.5)
+    assert row.extra["first loss zoo"] == pytest.approx(
+        torch.log(torch.tensor(float(SMALL["vocab_size"]))).item(), rel=0.5
+    )
     assert train.loss_agrees(row, None, row.model)
     assert len(row.times_s["zoo"]) == len(row.times_s["transformers"]) == 2
 
 
 def test_lm_training_steps_update_the_weights():
-    _, peer, ours, _ = train._lm_sides("mobilellm_125m", train.Settings(batch_size=1, seq_len=8), **TINY_LM)
+    _, peer, ours, _ = train._lm_sides("mobilellm_125m", train.Settings(batch_size=1, seq_len=8), **SMALL)
     before = ours.module.model.embed_tokens.weight.detach().clone()
     step = train._step(ours, torch.optim.AdamW(ours.module.parameters(), lr=1e-2), train.Settings(batch_size=1))
     first = ours.loss().item()

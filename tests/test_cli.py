@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from small_lms import SMALL, lm_representatives, text_generation_models, tiny_lm_args
 
 import zoo
 from zoo.cli import main
@@ -45,35 +47,30 @@ def test_run(capsys, one_thread):
     assert "1 thread)" in timing and "1 threads" not in timing
 
 
-# full-size LMs take seconds to build: the command runs them with these reduced shapes
-SMALL_LM = dict(
-    num_hidden_layers=5,
-    hidden_size=64,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=128,
-    vocab_size=300,
-)
-
-
-@pytest.mark.parametrize("name", ["mobilellm_125m", "mobilellm_125m_ls", "mor_135m", "recursive_135m"])
+# every registered LM, one per distinct tiny structure (tests/small_lms.py): full-size LMs take seconds to build,
+# so the command runs each at its tiny config
+@pytest.mark.parametrize("name", lm_representatives(text_generation_models()))
 def test_run_generates_from_a_language_model(name, monkeypatch, capsys, one_thread):
     """`zoo run` on a language model continues a seeded random prompt (it raised KeyError: 'input_size')."""
-    monkeypatch.setattr("zoo.run_cli.create_model", lambda *a, **kw: zoo.create_model(*a, **kw, **SMALL_LM))
+    tiny = tiny_lm_args(name)
+    monkeypatch.setattr("zoo.run_cli.create_model", lambda *a, **kw: zoo.create_model(*a, **kw, **tiny))
+    with torch.device("meta"):
+        context = zoo.create_model(name, **tiny).config.max_position_embeddings
     first = _run_lines(capsys, [name, "--batch-size", "2", "--max-new-tokens", "5"])
     ids = {line.split(":")[0].strip(): json.loads(line.split(":", 1)[1]) for line in first if "ids of" in line}
     assert len(ids["prompt ids of sequence 0"]) == 8 and len(ids["generated ids of sequence 0"]) == 5
-    assert all(0 <= i < 300 for i in ids["prompt ids of sequence 0"] + ids["generated ids of sequence 0"])
+    vocab = tiny["vocab_size"]
+    assert all(0 <= i < vocab for i in ids["prompt ids of sequence 0"] + ids["generated ids of sequence 0"])
     assert "no tokenizer" in first[-1]
     assert _run_lines(capsys, [name, "--batch-size", "2", "--max-new-tokens", "5"]) == first  # seeded
-    assert main(["run", name, "--max-new-tokens", "5000"]) == 2  # past the context: one line, exit 2
-    assert "context length of 2048" in capsys.readouterr().err
+    assert main(["run", name, "--max-new-tokens", f"{context + 1}"]) == 2  # past the context: one line, exit 2
+    assert f"context length of {context}" in capsys.readouterr().err
 
 
 def test_run_decodes_with_the_tokenizer_in_the_model_folder(tmp_path, capsys, one_thread):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    model = zoo.create_model("mobilellm_125m", **{**SMALL_LM, "vocab_size": 40})
+    model = zoo.create_model("mobilellm_125m", **dict(SMALL, vocab_size=40))
     model.save_pretrained(tmp_path)
     tokenizer = Tokenizer(models.WordLevel({f"w{i}": i for i in range(40)}, unk_token="w0"))
     tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Whitespace(), decoders.WordPiece()
@@ -240,7 +237,7 @@ def test_eval_finds_the_tokenizer_in_the_model_folder(tmp_path, one_thread):
     from zoo.data import text
     from zoo.evaluate import evaluate_model
 
-    model = zoo.create_model("mobilellm_125m", **{**SMALL_LM, "vocab_size": 300})
+    model = zoo.create_model("mobilellm_125m", **dict(SMALL, vocab_size=300))
     folder = tmp_path / "model"
     model.save_pretrained(folder, format="zoo")
     text.train_bpe_tokenizer(list(text.bundled_corpus().values())[:40], 300, folder / "tokenizer.json")

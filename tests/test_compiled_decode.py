@@ -8,39 +8,23 @@ import copy
 
 import pytest
 import torch
-from small_lms import lm_representatives, text_generation_models, tiny_lm
+from small_lms import TINY_DIMS, lm_representatives, text_generation_models, tiny_lm
 from tolerances import assert_float32_close
 from torch import nn
 
-import zoo
-from zoo.bench.harness import randomize_
 from zoo.lm.quant import quantize_model
 
-TINY = dict(
-    vocab_size=128, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-    num_key_value_heads=2,
-)  # fmt: skip
-# the cases the tests below name: (registered name, arguments on top of TINY)
-FAMILIES = {
-    "mobilellm": ("mobilellm_125m", {}),
-    "pro": ("mobilellm_pro_1b", dict(num_hidden_layers=4, layer_types=["sliding_attention", "full_attention"] * 2,
-                                     sliding_window=5)),
-}  # fmt: skip
 # every registered LM family at its tiny size, one model per distinct structure (tests/small_lms.py)
 EVERY_LM = lm_representatives(text_generation_models())
 
 
-def _model(family: str, fmt: str | None = None) -> nn.Module:
-    """A case of FAMILIES, or a registered name at its tiny size (:func:`small_lms.tiny_lm`), quantized to ``fmt``."""
-    if family in FAMILIES:
-        name, extra = FAMILIES[family]
-        model = randomize_(zoo.create_model(name, **{**TINY, **extra}), 0).eval()
-    else:
-        model = tiny_lm(family)
+def _model(name: str, fmt: str | None = None) -> nn.Module:
+    """A registered model at its tiny size (:func:`small_lms.tiny_lm`), quantized to ``fmt``."""
+    model = tiny_lm(name)
     return model if fmt is None else quantize_model(model, fmt).eval()
 
 
-def _prompt(length=9, seed=1, vocab=TINY["vocab_size"]):
+def _prompt(length=9, seed=1, vocab=TINY_DIMS["vocab_size"]):
     return torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(seed))
 
 
@@ -60,16 +44,16 @@ def _check(model: nn.Module, new_tokens: int = 12):
 
 
 def test_compiled_decode_equals_eager():
-    _check(_model("mobilellm"))
+    _check(_model("mobilellm_125m"))
 
 
 def test_compiled_decode_int8_keeps_the_kernels_and_the_tokens():
-    model = _model("pro", "int8")
+    model = _model("mobilellm_pro_1b", "int8")  # a global layer and a sliding window
     _check(model, new_tokens=10)
 
 
 def test_compiled_decode_refuses_batches_and_padding():
-    model = _model("mobilellm")
+    model = _model("mobilellm_125m")
     with pytest.raises(ValueError, match="batch 1"):
         model.generate(torch.zeros(2, 3, dtype=torch.long), max_new_tokens=2, compile=True)
     mask = torch.tensor([[0, 1, 1]])
@@ -78,7 +62,7 @@ def test_compiled_decode_refuses_batches_and_padding():
 
 
 def test_copies_do_not_carry_the_compiled_step():
-    model = _model("mobilellm")
+    model = _model("mobilellm_125m")
     model.compiled_decoder(16)
     clone = copy.deepcopy(model)
     assert "_compiled_step" not in clone.__dict__ and "_compiled_step" in model.__dict__
@@ -109,7 +93,7 @@ def test_compiled_decode_every_family_and_format(family, fmt):
 def test_a_model_quantized_in_place_after_compiling_is_compiled_again():
     """The step skips Dynamo's guards on the model's modules; swapping them (quantize_model in place) makes a new
     step instead of running code that reads the float layers that are gone."""
-    model = _model("mobilellm")
+    model = _model("mobilellm_125m")
     ids = _prompt()
     assert torch.equal(model.generate(ids, max_new_tokens=6, compile=True), model.generate(ids, max_new_tokens=6))
     first = model.compiled_decoder(ids.shape[1] + 6)[1]
@@ -159,7 +143,7 @@ def test_one_token_attention_is_the_kernels_and_sdpa_elsewhere():
 
     if not gemv.available():
         pytest.skip("the zoo's CPU kernels do not run here")
-    attn = _model("mobilellm").model.layers[0].self_attn
+    attn = _model("mobilellm_125m").model.layers[0].self_attn
     assert isinstance(attn, GroupedQueryAttention)
     g = torch.Generator().manual_seed(0)
     q = torch.randn(1, attn.num_heads, 1, attn.head_dim, generator=g)

@@ -14,6 +14,7 @@ model is built, so its graph holds them as constants and matches eager at any ba
 
 import pytest
 import torch
+from small_lms import SMALL
 from torch.export import Dim, export
 
 import zoo
@@ -125,10 +126,6 @@ def test_every_vision_model_exports(name, fmt, tmp_path, record_property):
 
 # ---- language models: torch.export of the cache-free forward ----------------------------------------------------
 
-SMALL_LM = dict(
-    num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2
-)
-
 
 class _Logits(torch.nn.Module):
     """The logits of a language model's cache-free forward (what an exported prefill returns)."""
@@ -147,7 +144,7 @@ def _export_dynamic_batch(model, example, batch_sizes=(1, 3)):
         program = export(model, (example,), dynamic_shapes=({0: Dim("batch", min=1, max=64)},))
     for b in batch_sizes:
         x = example[:1].expand(b, *example.shape[1:]).clone()
-        x = torch.randn_like(x) if x.is_floating_point() else torch.randint_like(x, 0, 100)
+        x = torch.randn_like(x) if x.is_floating_point() else torch.randint_like(x, 0, SMALL["vocab_size"])
         with torch.no_grad():
             want, got = model(x), program.module()(x)
         assert got.shape == want.shape
@@ -156,5 +153,5 @@ def _export_dynamic_batch(model, example, batch_sizes=(1, 3)):
 
 @pytest.mark.parametrize("name", ["mobilellm_125m", "mobilellm_125m_ls"])
 def test_language_model_exports_with_a_dynamic_batch(name):
-    model = _Logits(zoo.create_model(name, vocab_size=128, **SMALL_LM).eval())
-    _export_dynamic_batch(model, torch.randint(0, 128, (2, 8)))
+    model = _Logits(zoo.create_model(name, **SMALL).eval())
+    _export_dynamic_batch(model, torch.randint(0, SMALL["vocab_size"], (2, 8)))

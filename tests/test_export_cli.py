@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from small_lms import SMALL
 from tolerances import assert_float32_close, in_float64
 
 import zoo
@@ -110,14 +111,7 @@ def test_cli_exports_a_language_model_folder_with_its_tokenizer(tmp_path, capsys
     from zoo.data.text import bundled_corpus, train_bpe_tokenizer
 
     tok = train_bpe_tokenizer(list(bundled_corpus().values())[:40], 300, tmp_path / "tokenizer.json")
-    kwargs = dict(
-        vocab_size=tok.get_vocab_size(),
-        num_hidden_layers=2,
-        hidden_size=64,
-        intermediate_size=128,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    kwargs = dict(SMALL, vocab_size=tok.get_vocab_size())
     torch.manual_seed(0)
     model = zoo.create_model("mobilellm_125m_ls", **kwargs).eval()
     folder = zoo.publish.export_pretrained(

@@ -15,6 +15,7 @@ import sys
 
 import pytest
 import torch
+from small_lms import SMALL
 
 import zoo
 from zoo.cli import main as zoo_main
@@ -34,14 +35,6 @@ from zoo.lm.quant import QuantSpec, quantize_model, unpack_int4
 
 pytestmark = pytest.mark.export
 
-SMALL = dict(
-    vocab_size=128,
-    num_hidden_layers=2,
-    hidden_size=64,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
 RECURSIVE = {**SMALL, "num_hidden_layers": 5}
 PRO = {
     **SMALL,
@@ -82,7 +75,7 @@ def _model(case: str):
     return model
 
 
-def _prompt(vocab: int = 128) -> torch.Tensor:
+def _prompt(vocab: int = SMALL["vocab_size"]) -> torch.Tensor:
     return torch.randint(0, vocab, (1, PROMPT), generator=torch.Generator().manual_seed(2))
 
 
@@ -151,7 +144,7 @@ def test_compiled_lm_prompt_chunks():
     alone). Every way gives eager's logits, and the cache it leaves decodes as eager."""
     model = _model("mobilellm")
     decoder = CachedDecoder(model, MAX_LEN).eval()
-    ids = torch.randint(0, 128, (1, 24), generator=torch.Generator().manual_seed(5))
+    ids = torch.randint(0, SMALL["vocab_size"], (1, 24), generator=torch.Generator().manual_seed(5))
     calls = []
     lm = _chunked_lm(decoder, 8, 3, calls)
     t = ids[0].tolist()

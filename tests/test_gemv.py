@@ -137,11 +137,12 @@ def test_the_kernel_bench_times_each_kernel_alone_and_through_the_layer():
 
 
 def test_a_static_decoder_computes_its_layers_one_way():
+    from small_lms import SMALL
+
     import zoo
     from zoo.lm.static_decoder import StaticDecoder
 
-    tiny = dict(vocab_size=128, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4)
-    model = zoo.create_model("mobilellm_125m", num_key_value_heads=2, **tiny).eval()
+    model = zoo.create_model("mobilellm_125m", **SMALL).eval()
     with pytest.raises(ValueError, match="pass one of them"):
         StaticDecoder(model, 16, delegate_ops=True, one_token_ops=True)
 

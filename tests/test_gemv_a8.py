@@ -254,20 +254,18 @@ def test_a_forced_path_runs_the_layer(monkeypatch):
 
 
 def _tiny_lm(fmt: str) -> nn.Module:
-    import zoo
-    from zoo.bench.harness import randomize_
+    from small_lms import tiny_lm
+
     from zoo.lm.quant import quantize_model
 
-    tiny = dict(vocab_size=128, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                num_key_value_heads=2)  # fmt: skip
-    return quantize_model(randomize_(zoo.create_model("mobilellm_125m", **tiny), 0).eval(), fmt).eval()
+    return quantize_model(tiny_lm("mobilellm_125m"), fmt).eval()
 
 
 def _compiled_matches_eager(fmt: str, op: str) -> None:
     from torch._inductor.utils import run_and_get_code
 
     model = _tiny_lm(fmt)
-    ids = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, model.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(1))
     eager = model.generate(ids, max_new_tokens=10)
     compiled, code = run_and_get_code(lambda: model.generate(ids, max_new_tokens=10, compile=True))
     assert torch.equal(compiled, eager)
@@ -292,7 +290,7 @@ def test_every_path_the_cpu_runs_gives_the_model_the_same_bits(monkeypatch, fmt)
     logits and the greedy tokens of every path are the same bits (the kernels' paths are bit-identical), so the
     default test run covers every path the machine at hand runs."""
     model = _tiny_lm(fmt)
-    ids = torch.randint(0, 128, (2, 9), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
     saved = gemv._state.pop("choice", None)
     outs = {}
     try:

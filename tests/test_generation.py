@@ -14,6 +14,7 @@ import threading
 
 import pytest
 import torch
+from small_lms import SMALL, tiny_lm_args
 
 import zoo
 from zoo.bench.harness import randomize_
@@ -25,7 +26,6 @@ from zoo.lm.generation import IncrementalDecoder, apply_repetition_penalty, toke
 from zoo.models.mobilellm import MobileLLM, save_pretrained, to_llama_config
 from zoo.weights import CheckpointError
 
-SMALL = dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256)
 VOCAB = 400
 TEXT = "naïve café — 東京 🙂 done"  # one to four bytes per character
 
@@ -43,10 +43,10 @@ def tok():
     return tokenizer
 
 
-def _model(vocab=1000, seed=0, name="mobilellm_125m", **kwargs):
+def _model(vocab=SMALL["vocab_size"], seed=0, name="mobilellm_125m", **kwargs):
     # no eos / bos in the model config: transformers' twin then stops only where it is told to, as the zoo does
     kwargs = {"eos_token_id": None, "bos_token_id": None, **kwargs}
-    return randomize_(zoo.create_model(name, **SMALL, vocab_size=vocab, **kwargs), seed).eval()
+    return randomize_(zoo.create_model(name, **{**SMALL, "vocab_size": vocab, **kwargs}), seed).eval()
 
 
 def _llama(model):
@@ -60,7 +60,7 @@ def _llama(model):
     return ref.eval()
 
 
-def _ids(batch=2, length=6, seed=1, vocab=1000):
+def _ids(batch=2, length=6, seed=1, vocab=SMALL["vocab_size"]):
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
@@ -80,7 +80,7 @@ def _staggered_stops(new: torch.Tensor) -> tuple[int, int, int, int]:
     raise AssertionError(f"no staggered stop ids in {rows}")
 
 
-def _left_padded(vocab=1000):
+def _left_padded(vocab=SMALL["vocab_size"]):
     """Two prompts of 8 and 5 tokens, the second left-padded with 3 zeros, and their mask."""
     ids = _ids(2, 8, seed=3, vocab=vocab)
     ids[1, :3] = 0
@@ -158,7 +158,7 @@ def test_min_new_tokens_suppresses_eos():
 
 
 def test_stop_token_ids_per_sequence():
-    model = _model()
+    model = _model(seed=4)  # a model whose greedy rows below vary (a row that repeats one token has no stop to find)
     ids = _ids(2, 6, seed=6)
     free = model.generate(ids, max_new_tokens=8)
     first, i, second, j = _staggered_stops(free[:, 6:])
@@ -172,8 +172,9 @@ def test_stop_token_ids_per_sequence():
     model.generation_config = GenerationConfig(eos_token_id=first)
     assert torch.equal(model.generate(ids, 8, stop_token_ids=second), out)
     assert torch.equal(model.generate(ids, 8, eos_token_id=[]), free)
-    with pytest.raises(ValueError, match=r"stop token ids must lie in \[0, 1000\)"):
-        model.generate(ids, 8, stop_token_ids=[1000])
+    vocab = model.config.vocab_size
+    with pytest.raises(ValueError, match=rf"stop token ids must lie in \[0, {vocab}\)"):
+        model.generate(ids, 8, stop_token_ids=[vocab])
     with pytest.raises(ValueError, match="stop_token_ids must be a token id"):
         model.generate(ids, 8, stop_token_ids=["x"])
 
@@ -391,7 +392,7 @@ def test_generation_config_file_round_trip_and_transformers(tmp_path):
 def test_published_folder_carries_the_generation_config(tmp_path):
     from zoo import publish
 
-    kwargs = dict(SMALL, vocab_size=1000, eos_token_id=2, bos_token_id=1)
+    kwargs = dict(SMALL, eos_token_id=2, bos_token_id=1)
     model = zoo.create_model("mobilellm_125m_ls", **kwargs)  # a zoo-format folder
     model.generation_config = GenerationConfig(stop_strings="\n\n", min_new_tokens=1)
     out = publish.export_pretrained(
@@ -420,7 +421,7 @@ def test_hub_repo_generation_config(hub, tmp_path):
 def test_recursive_lm_saves_its_generation_config(tmp_path):
     from zoo.models.recursive import save_pretrained as save_recursive
 
-    kwargs = dict(SMALL, num_hidden_layers=5, vocab_size=300, eos_token_id=3, bos_token_id=None)
+    kwargs = dict(tiny_lm_args("recursive_135m"), eos_token_id=3, bos_token_id=None)
     model = zoo.create_model("recursive_135m", **kwargs)
     model.generation_config = GenerationConfig(min_new_tokens=2)
     save_recursive(model, tmp_path)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from small_lms import SMALL, tiny_lm_args
 from tolerances import assert_float32_close, in_float64
 
 import zoo
@@ -9,10 +10,7 @@ from zoo.bench.harness import randomize_
 from zoo.lm import KVCache
 
 W = 5
-PRO = dict(
-    vocab_size=128, num_hidden_layers=4, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-    num_key_value_heads=2, layer_types=["sliding_attention", "full_attention"] * 2, sliding_window=W,
-)  # fmt: skip
+PRO = dict(SMALL, num_hidden_layers=4, layer_types=["sliding_attention", "full_attention"] * 2, sliding_window=W)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +19,7 @@ def pro():
 
 
 def _ids(batch, length, seed=0):
-    return torch.randint(0, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, SMALL["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 def test_window_slots_hold_only_their_window(pro):
@@ -108,10 +106,7 @@ def test_kv_cache_argument_checks():
         KVCache(2, 1, 1, 8, 4, track_positions=True, windows=[3, None])
 
 
-MOR = dict(
-    vocab_size=128, num_hidden_layers=5, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-    num_key_value_heads=2,
-)  # fmt: skip
+MOR = tiny_lm_args("mor_135m")
 
 
 @pytest.mark.parametrize("threshold", [None, 0.0])

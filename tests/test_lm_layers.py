@@ -188,17 +188,11 @@ def test_decoder_layer_cached_equals_full_and_keeps_its_input():
 
 def test_training_after_generate_works():
     """generate builds the RoPE tables under inference_mode; a later forward with grad must still backpropagate."""
+    from small_lms import SMALL
+
     import zoo
 
-    model = zoo.create_model(
-        "mobilellm_125m",
-        vocab_size=64,
-        num_hidden_layers=1,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
+    model = zoo.create_model("mobilellm_125m", **SMALL)
     ids = torch.tensor([[1, 2, 3]])
     model.generate(ids, max_new_tokens=2)
     model(ids).sum().backward()

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from small_lms import SMALL
 
 import zoo
 from zoo.bench.harness import randomize_
@@ -27,17 +28,9 @@ EXPECTED = {
     "mobilellm_r1_950m": (22, 1536, 24, 6, 6144, 128256, 949_685_760),
     "mobilellm_pro_1b": (30, 1280, 20, 4, 6144, 202048, 1_084_453_120),
 }
-LAYERS = 2
 # parity and the transformers round trip run 125M-shaped models (576 wide, 9/3 heads, 1536 FFN, 32k vocab) with
-# LAYERS layers; the other checks run this narrower shape, to keep the default test run short
-SMALL = dict(
-    num_hidden_layers=LAYERS,
-    vocab_size=1000,
-    hidden_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=256,
-)
+# LAYERS layers; the other checks run tests/small_lms.py's SMALL (as many layers), to keep the default test run short
+LAYERS = SMALL["num_hidden_layers"]
 
 
 def _randomize(model, seed=0):
@@ -73,7 +66,7 @@ def _llama(model, unroll=False):
     return ref.eval()
 
 
-def _ids(batch=2, length=12, seed=1, vocab=1000):
+def _ids(batch=2, length=12, seed=1, vocab=SMALL["vocab_size"]):
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
@@ -109,16 +102,7 @@ def test_registered_names_and_exact_param_counts_on_meta():
 def test_config_fields_and_validation():
     c = MobileLLMConfig()
     assert c.rope_theta == 1e4 and c.max_position_embeddings == 2048 and not c.layer_sharing
-    pro = zoo.create_model(
-        "mobilellm_pro_1b",
-        num_hidden_layers=8,
-        vocab_size=64,
-        hidden_size=64,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=32,
-        layer_types=pro_layer_types(8),
-    )
+    pro = zoo.create_model("mobilellm_pro_1b", **dict(SMALL, num_hidden_layers=8, layer_types=pro_layer_types(8)))
     assert pro.config.sliding_window == 512 and pro.config.layer_types == pro_layer_types(8)
     assert [layer.self_attn.sliding_window for layer in pro.model.layers] == [None, 512, 512, 512, None, 512, 512, None]
     types = pro_layer_types(30)
@@ -136,17 +120,10 @@ def test_config_fields_and_validation():
 
 
 def test_input_validation():
-    model = zoo.create_model(
-        "mobilellm_125m",
-        num_hidden_layers=1,
-        vocab_size=100,
-        hidden_size=64,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=32,
-    )
-    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 100\)"):
-        model(torch.tensor([[5, 100]]))
+    model = zoo.create_model("mobilellm_125m", **SMALL)
+    vocab = SMALL["vocab_size"]
+    with pytest.raises(ValueError, match=rf"token ids must lie in \[0, {vocab}\)"):
+        model(torch.tensor([[5, vocab]]))
     with pytest.raises(ValueError, match="integer tensor of shape"):
         model(torch.randn(1, 4))
     with pytest.raises(ValueError, match="cache is full"):
@@ -214,39 +191,24 @@ def _pro_small(**kwargs):
     return _randomize(
         zoo.create_model(
             "mobilellm_pro_1b",
-            num_hidden_layers=4,
-            layer_types=pro_layer_types(4),
-            sliding_window=5,
-            vocab_size=500,
-            hidden_size=128,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=256,
-            **kwargs,
+            **dict(SMALL, num_hidden_layers=4, layer_types=pro_layer_types(4), sliding_window=5, **kwargs),
         )
     )
 
 
 def test_sliding_window_restricts_attention():
     model = _pro_small()
-    ids = _ids(1, 12, vocab=500)
+    ids = _ids(1, 12)
     with torch.no_grad():
         base = model(ids)
         changed = ids.clone()
-        changed[0, 0] = (changed[0, 0] + 1) % 500
+        changed[0, 0] = (changed[0, 0] + 1) % SMALL["vocab_size"]
         # the first token still reaches the last through the global layers
         assert (model(changed)[0, -1] - base[0, -1]).abs().max() > 1e-5
     all_local = _randomize(
         zoo.create_model(
             "mobilellm_pro_1b",
-            num_hidden_layers=2,
-            sliding_window=3,
-            layer_types=["sliding_attention"] * 2,
-            vocab_size=500,
-            hidden_size=128,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=256,
+            **dict(SMALL, num_hidden_layers=2, sliding_window=3, layer_types=["sliding_attention"] * 2),
         )
     )
     with torch.no_grad():
@@ -470,15 +432,7 @@ def test_tokenizers_bpe_on_bundled_corpus_and_sentencepiece(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_bpe_tokenizer"):
         load_lm_tokenizer(tmp_path)
     # token ids from the trained tokenizer drive a small model end to end
-    model = zoo.create_model(
-        "mobilellm_125m",
-        num_hidden_layers=1,
-        vocab_size=400,
-        hidden_size=64,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=128,
-    )
+    model = zoo.create_model("mobilellm_125m", **dict(SMALL, vocab_size=400))  # the tokenizer's vocabulary
     out = model.generate(torch.tensor([tok.encode(sentence).ids]), max_new_tokens=3)
     assert isinstance(loaded.decode(out[0].tolist()), str)
 

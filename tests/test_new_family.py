@@ -25,7 +25,7 @@ from model_checks import (
     check_regularisation,
     check_train_step,
 )
-from small_lms import TINY_DIMS, tiny_lm
+from small_lms import SMALL, tiny_lm
 from timm.models import _registry as timm_registry
 from torch import nn
 
@@ -182,8 +182,8 @@ class PebbleLMPlain(PebbleLM):
     llama_blocks = None
 
 
-# the family's one architecture: the tiny dimensions every test LM has (tests/small_lms.py), two layers
-ARCHS = {name: dict(TINY_DIMS, num_hidden_layers=2, num_key_value_heads=2) for name in (LM, LM_PLAIN)}
+# the family's one architecture: the tiny LM of the tests (tests/small_lms.py's SMALL: two layers, grouped heads)
+ARCHS = {name: dict(SMALL) for name in (LM, LM_PLAIN)}
 
 
 def pebblelm_t1(pretrained=False, **kwargs):

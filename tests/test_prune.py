@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import small_lms
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
@@ -25,7 +26,8 @@ from zoo.publish import export_pretrained
 prune_mod = importlib.import_module("zoo.compress.prune")
 
 IMAGE = (3, 64, 64)
-LM_ARCH = dict(num_hidden_layers=2, vocab_size=512, max_position_embeddings=256)
+# the tiny LM of the tests (tests/small_lms.py) at widths, heads and an FFN that are no multiples of 8
+LM_ARCH = dict(small_lms.SMALL, hidden_size=120, num_attention_heads=6, num_key_value_heads=3, intermediate_size=320)
 # per family: a registered model and the arguments that make it small (widths deliberately not multiples of 8)
 SMALL = {
     "metaformer": [
@@ -39,12 +41,7 @@ SMALL = {
     "sret": [("sret_tiny", dict(img_size=64, recursive_num=(1, 2, 1), num_classes=7))],
     # instance norm (GroupNorm, a group per channel) and the flattened classifier
     "convnet": [("convnet_d3", dict(width=40, img_size=64, num_classes=7))],
-    "mobilellm": [
-        (
-            "mobilellm_125m",
-            dict(LM_ARCH, hidden_size=120, num_attention_heads=6, num_key_value_heads=3, intermediate_size=320),
-        )
-    ],
+    "mobilellm": [("mobilellm_125m", LM_ARCH)],
     "recursive": [
         # Mixture-of-Recursions (expert routers) on a shared middle cycle with per-application LoRA deltas
         (
@@ -52,10 +49,6 @@ SMALL = {
             dict(
                 LM_ARCH,
                 num_hidden_layers=8,
-                hidden_size=120,
-                num_attention_heads=6,
-                num_key_value_heads=3,
-                intermediate_size=320,
                 lora_rank=4,
                 lora_targets=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
             ),
@@ -195,7 +188,7 @@ def test_untied_language_model_prunes_its_head_inputs():
     model = zoo.create_model("mobilellm_125m", **{**SMALL["mobilellm"][0][1], "tie_word_embeddings": False})
     zoo.prune(model, ratio=0.3, example_inputs=_inputs(model, 1), round_to=None)
     assert model.lm_head.in_features == model.config.hidden_size < 120
-    assert model.lm_head.out_features == 512  # the vocabulary stays
+    assert model.lm_head.out_features == LM_ARCH["vocab_size"]  # the vocabulary stays
 
 
 @pytest.mark.parametrize("mor, router_type", [("expert", "linear"), ("token", "mlp")])

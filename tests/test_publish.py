@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from fakehub import COMMIT
+from small_lms import SMALL
 from tolerances import assert_float32_close, in_float64
 from torch import nn
 
@@ -423,27 +424,17 @@ def test_language_model_export_writes_its_config_and_tokenizer(tmp_path):
     assert "tokenizer.json" in publish.exported_files(out)
 
 
-LM_ARGS = {
-    "num_hidden_layers": 2,
-    "hidden_size": 64,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "intermediate_size": 128,
-    "vocab_size": 100,
-}
-
-
 def _logits(out):
     return out.logits if hasattr(out, "logits") else out
 
 
 def test_language_model_round_trip_in_its_family_format(hub, tmp_path):
     """A zoo LM is published in its family's Hub format (a transformers Llama folder here) and loads back."""
-    lm = zoo.create_model("mobilellm_125m", **LM_ARGS).eval()
+    lm = zoo.create_model("mobilellm_125m", **SMALL).eval()
     zoo.push_to_hub(
         lm,
         "me/tiny-lm",
-        model_kwargs=LM_ARGS,
+        model_kwargs=SMALL,
         metrics={"perplexity": 20.5, "dataset": "pydoc_data"},
         out_dir=tmp_path / "out",
         cards_dir=None,
@@ -451,11 +442,11 @@ def test_language_model_round_trip_in_its_family_format(hub, tmp_path):
     served = hub.repos["me/tiny-lm"]
     assert {"README.md", "config.json", "model.safetensors"} <= set(served)
     config = json.loads(served["config.json"])
-    assert config["architectures"] == ["LlamaForCausalLM"] and config["hidden_size"] == 64
-    assert config["architecture"] == "mobilellm_125m" and config["model_args"] == LM_ARGS
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["hidden_size"] == SMALL["hidden_size"]
+    assert config["architecture"] == "mobilellm_125m" and config["model_args"] == SMALL
     assert config["hf_hub_sha256"] == hashlib.sha256(served["model.safetensors"]).hexdigest()
     loaded = zoo.create_model("hf-hub:me/tiny-lm", pretrained=True, cache_dir=tmp_path / "fresh").eval()
-    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(_logits(lm(ids)), _logits(loaded(ids)))
 
@@ -464,12 +455,12 @@ def test_language_model_round_trip_in_its_family_format(hub, tmp_path):
 def test_published_language_model_folder_loads_in_transformers(tmp_path):
     import transformers
 
-    lm = zoo.create_model("mobilellm_125m", **LM_ARGS).eval()
+    lm = zoo.create_model("mobilellm_125m", **SMALL).eval()
     out = publish.export_pretrained(
-        lm, tmp_path / "out", model_name="mobilellm_125m", model_kwargs=LM_ARGS, latency_runs=0
+        lm, tmp_path / "out", model_name="mobilellm_125m", model_kwargs=SMALL, latency_runs=0
     )
     reference = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
-    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         # transformers' Llama against the zoo's: within 4x the zoo's own float32 error against float64
         assert_float32_close(reference(ids).logits, _logits(lm(ids)), _logits(in_float64(lm)(ids)), msg="Llama")

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from small_lms import lm_representatives, text_generation_models, tiny_lm
+from small_lms import SMALL, lm_representatives, text_generation_models, tiny_lm_args
 from tolerances import bf16_bound
 from torch import nn
 
@@ -38,43 +38,36 @@ from zoo.lm.quant import (
     set_act_bits,
     unpack_int4,
 )
-from zoo.models.mobilellm import pro_layer_types, save_pretrained
+from zoo.models.mobilellm import save_pretrained
 from zoo.profile import count_params
 from zoo.publish import export_pretrained
 from zoo.weights import CheckpointError, CheckpointMismatchError, load_checkpoint, read_state_dict
 
-TINY = dict(
-    vocab_size=128, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-    num_key_value_heads=2,
-)  # fmt: skip
-# the cases the tests below name: (registered name, arguments on top of TINY)
-FAMILIES = {
-    "mobilellm": ("mobilellm_125m", {}),
-    "ls": ("mobilellm_125m_ls", {}),
-    "pro": ("mobilellm_pro_1b", dict(num_hidden_layers=4, layer_types=pro_layer_types(4), sliding_window=5)),
-    "mor": ("mor_135m", dict(num_hidden_layers=5)),
-    "mor_kv_share_lora": ("mor_135m", dict(num_hidden_layers=5, kv_sharing=True, lora_rank=4)),
-}
-# every registered LM family at its tiny size, one model per distinct structure (tests/small_lms.py), and the
-# options no registered default turns on (KV sharing, LoRA)
-EVERY_LM = lm_representatives(text_generation_models()) + ["mor_kv_share_lora"]
+# the options no registered default turns on (KV sharing, LoRA): case -> (registered name, options on its tiny config)
+OPTIONS = {"mor_kv_share_lora": ("mor_135m", dict(kv_sharing=True, lora_rank=4))}
+# every registered LM family at its tiny size, one model per distinct structure (tests/small_lms.py), and OPTIONS
+EVERY_LM = lm_representatives(text_generation_models()) + list(OPTIONS)
 FORMATS = ("bf16", "int8", "int4")
 
 
-def _float_model(family: str, seed: int = 0) -> nn.Module:
-    """A case of FAMILIES, or a registered name at its tiny size (:func:`small_lms.tiny_lm`)."""
-    if family not in FAMILIES:
-        return tiny_lm(family, seed)
-    name, extra = FAMILIES[family]
-    model = randomize_(zoo.create_model(name, **{**TINY, **extra}), seed).eval()
-    return model
+def _build(case: str) -> tuple[str, dict]:
+    """(registered name, build arguments) of a case of EVERY_LM: a registered name at its tiny config
+    (:func:`small_lms.tiny_lm_args`), or one of OPTIONS."""
+    name, options = OPTIONS.get(case, (case, {}))
+    return name, {**tiny_lm_args(name), **options}
+
+
+def _float_model(case: str, seed: int = 0) -> nn.Module:
+    """A case of EVERY_LM with deterministic weights of realistic scale (as :func:`small_lms.tiny_lm`)."""
+    name, kwargs = _build(case)
+    return randomize_(zoo.create_model(name, **kwargs), seed).eval()
 
 
 def _quantized(model: nn.Module, fmt) -> nn.Module:
     return quantize_model(copy.deepcopy(model), fmt).eval()
 
 
-def _ids(batch=2, length=7, seed=1, vocab=TINY["vocab_size"]):
+def _ids(batch=2, length=7, seed=1, vocab=SMALL["vocab_size"]):
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
@@ -116,7 +109,7 @@ def test_int4_codes_within_half_a_step_576_wide(scheme, group_size):
 
 
 def test_bf16_error_bound():
-    model = _float_model("mobilellm")
+    model = _float_model("mobilellm_125m")
     q = _quantized(model, "bf16")
     for (name, p), (_, b) in zip(model.named_parameters(), q.named_parameters()):
         assert b.dtype == torch.bfloat16
@@ -186,8 +179,7 @@ def test_act_bits_are_parsed_recorded_and_switched():
             QuantSpec.parse(bad, **kwargs)
     with pytest.raises(CheckpointError, match="act_bits must be 8 or 16"):
         check_quantization({"method": "int4_weight_only", "group_size": 32, "scheme": "asymmetric", "act_bits": 4}, "x")
-    model = zoo.create_model("mobilellm_125m", num_hidden_layers=1, hidden_size=64, intermediate_size=128,
-                             num_attention_heads=4, num_key_value_heads=2, vocab_size=64)  # fmt: skip
+    model = zoo.create_model("mobilellm_125m", **SMALL)
     quantize_model(model, "int4", act_bits=16)
     layers = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
     assert model.quantization.act_bits == 16 and {m.act_bits for m in layers} == {16}
@@ -233,7 +225,7 @@ def test_spec_parsing_and_config_entry():
 
 
 def test_only_decoder_projections_are_quantized_and_the_tie_stays():
-    model = _float_model("mor")
+    model = _float_model("mor_135m")
     q = _quantized(model, "int8")
     names = {n for n, m in q.named_modules() if isinstance(m, QuantizedLinear)}
     assert names == set(quantized_layer_names(q)) and len(names) == 7 * len(q.model.layers)
@@ -318,11 +310,11 @@ def test_greedy_tokens_agree_with_float32(family):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("family", ["mobilellm", "ls", "pro", "mor_kv_share_lora"])
+@pytest.mark.parametrize("family", EVERY_LM)
 def test_folder_round_trip_gives_identical_outputs(family, fmt, tmp_path):
-    name, extra = FAMILIES[family]
+    name, kwargs = _build(family)
     model = _quantized(_float_model(family), fmt)
-    out = export_pretrained(model, tmp_path / "out", model_name=name, model_kwargs={**TINY, **extra}, latency_runs=0)
+    out = export_pretrained(model, tmp_path / "out", model_name=name, model_kwargs=kwargs, latency_runs=0)
     config = json.loads((out / "config.json").read_text())
     assert config["quantization"] == QuantSpec.parse(fmt).to_dict()
     back = zoo.create_model(str(out)).eval()
@@ -340,7 +332,7 @@ def test_folder_round_trip_gives_identical_outputs(family, fmt, tmp_path):
 
 
 def test_create_model_quantizes_after_loading_float_weights(tmp_path):
-    model = _float_model("mobilellm")
+    model = _float_model("mobilellm_125m")
     save_pretrained(model, tmp_path / "float")
     for fmt in FORMATS:
         loaded = zoo.create_model(str(tmp_path / "float"), quantize=fmt).eval()
@@ -362,7 +354,7 @@ def test_create_model_quantizes_after_loading_float_weights(tmp_path):
 
 @pytest.fixture
 def int8_folder(tmp_path):
-    model = _quantized(_float_model("mobilellm"), "int8")
+    model = _quantized(_float_model("mobilellm_125m"), "int8")
     save_pretrained(model, tmp_path / "int8")
     return tmp_path / "int8"
 
@@ -393,7 +385,7 @@ def test_quantized_codes_without_a_record_are_refused(int8_folder):
     with pytest.raises(CheckpointMismatchError, match="holds quantized weights .* nothing records"):
         zoo.create_model(str(int8_folder))
     # into a float model by hand: the key mismatch is named for what it is
-    model = zoo.create_model("mobilellm_125m", **TINY)
+    model = zoo.create_model("mobilellm_125m", **SMALL)
     with pytest.raises(CheckpointMismatchError, match="holds quantized layers"):
         load_checkpoint(model, int8_folder / "model.safetensors")
 
@@ -403,7 +395,7 @@ def test_record_that_does_not_describe_the_weights_is_refused(int8_folder, tmp_p
     with pytest.raises(CheckpointMismatchError, match="records int4 .* weight file says int8"):
         zoo.create_model(str(int8_folder))
     # a float folder that claims int8
-    model = _float_model("mobilellm")
+    model = _float_model("mobilellm_125m")
     save_pretrained(model, tmp_path / "float", format="zoo")
     _edit_config(tmp_path / "float", quantization={"method": "int8_weight_only"})
     with pytest.raises(CheckpointMismatchError, match="records int8 .* holds float weights"):
@@ -415,16 +407,16 @@ def test_float_values_into_integer_codes_are_refused(int8_folder):
     sd = {k: (v.float() if k.endswith("qweight") else v) for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointMismatchError, match="floating-point tensor.*integer codes"):
         load_checkpoint(model, sd)
-    float_sd = _float_model("mobilellm").state_dict()
+    float_sd = _float_model("mobilellm_125m").state_dict()
     with pytest.raises(CheckpointMismatchError, match="float weights where this model has quantized layers"):
         load_checkpoint(model, float_sd)
 
 
 def test_transformers_format_refuses_codes(tmp_path):
-    model = _quantized(_float_model("mobilellm"), "int4")
+    model = _quantized(_float_model("mobilellm_125m"), "int4")
     with pytest.raises(ValueError, match="cannot read the zoo's int4"):
         save_pretrained(model, tmp_path / "x", format="transformers")
-    bf16 = save_pretrained(_quantized(_float_model("mobilellm"), "bf16"), tmp_path / "bf16")
+    bf16 = save_pretrained(_quantized(_float_model("mobilellm_125m"), "bf16"), tmp_path / "bf16")
     config = json.loads((bf16 / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and config["torch_dtype"] == "bfloat16"
 
@@ -468,8 +460,8 @@ def _qat_checkpoint(model: nn.Module, group_size=32, zero_points=False):
 
 @pytest.mark.parametrize("zero_points", [False, True])
 def test_pro_qat_checkpoint_loads_with_its_scales(tmp_path, zero_points):
-    name, extra = FAMILIES["pro"]
-    model = _float_model("pro")
+    name = "mobilellm_pro_1b"  # a QAT checkpoint of MobileLLM-Pro (its global and sliding-window layers)
+    model = _float_model(name)
     folder = save_pretrained(model, tmp_path / "pro")  # zoo format (sliding windows): config.json + weights
     sd, codes, fake_weights = _qat_checkpoint(model, zero_points=zero_points)
     save_file(sd, str(folder / "model.safetensors"))
@@ -506,7 +498,7 @@ def test_pro_qat_checkpoint_loads_with_its_scales(tmp_path, zero_points):
 
 
 def test_qat_weights_off_their_grid_are_refused(tmp_path):
-    model = _float_model("pro")
+    model = _float_model("mobilellm_pro_1b")
     folder = save_pretrained(model, tmp_path / "pro")
     sd, _, _ = _qat_checkpoint(model)
     key = quantized_layer_names(model)[0] + ".weight"
@@ -525,7 +517,7 @@ def test_eval_quantize(tmp_path):
     from zoo.data import text
 
     tok = text.train_bpe_tokenizer(list(text.bundled_corpus().values())[:10], 300, tmp_path / "tokenizer.json")
-    kwargs = {**TINY, "vocab_size": tok.get_vocab_size()}
+    kwargs = dict(SMALL, vocab_size=tok.get_vocab_size())
     rows = {
         q: evaluate_model(
             "mobilellm_125m",
@@ -554,7 +546,7 @@ def test_eval_quantize(tmp_path):
 
 @pytest.mark.slow
 def test_pt2_export_of_int4_weights(tmp_path):
-    model = _float_model("mobilellm")
+    model = _float_model("mobilellm_125m")
     result = export(model, "pt2", tmp_path / "pt2", model_name="mobilellm_125m", quantize="int4", check=True)
     assert result.check["ok"], result.check
     config = json.loads((tmp_path / "pt2" / "config.json").read_text())
@@ -575,7 +567,7 @@ def test_widths_off_the_kernel_blocks_decode_as_the_portable_form(hidden, fmt):
     model = randomize_(
         zoo.create_model(
             "mobilellm_125m",
-            **{**TINY, "hidden_size": hidden, "num_attention_heads": hidden // 8, "num_key_value_heads": hidden // 8},
+            **dict(SMALL, hidden_size=hidden, num_attention_heads=hidden // 8, num_key_value_heads=hidden // 8),
         ),
         0,
     ).eval()
@@ -597,8 +589,8 @@ def test_widths_off_the_kernel_blocks_decode_as_the_portable_form(hidden, fmt):
 
 
 def test_int8_head_follows_the_float_head():
-    model = _quantized(_float_model("mobilellm"), "int8")
-    h = torch.randn(2, 3, TINY["hidden_size"])
+    model = _quantized(_float_model("mobilellm_125m"), "int8")
+    h = torch.randn(2, 3, SMALL["hidden_size"])
     with torch.no_grad():
         exact = F.linear(h, model.output_weight)
         got = model.logits(h)
@@ -613,7 +605,7 @@ def test_int8_head_follows_the_float_head():
     from zoo.lm import gemv
 
     if gemv.available() and model_quantization(model).act_bits == 8:
-        row = torch.randn(1, 1, TINY["hidden_size"])
+        row = torch.randn(1, 1, SMALL["hidden_size"])
         with torch.no_grad():
             for _ in range(2):
                 head = model.__dict__["_head_int8"]  # a QuantizedLinear of the head's codes, not a submodule

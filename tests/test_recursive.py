@@ -5,6 +5,7 @@ recursion (SVD-initialised LoRA, conversion), a small training run and MAC count
 import pytest
 import torch
 import torch.nn.functional as F
+from small_lms import SMALL
 from tolerances import assert_float32_close, float32_bound, in_float64
 
 import zoo
@@ -14,9 +15,6 @@ from zoo.lm.routing import LoRA, gather_active
 from zoo.models.recursive import RecursiveConfig, RecursiveLM, from_pretrained_dense
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-TINY = dict(vocab_size=300, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128)
 
 
 def _randomize(model, seed=0):
@@ -40,13 +38,15 @@ def _randomize(model, seed=0):
 def _model(seed=0, **kwargs):
     return _randomize(
         RecursiveLM(
-            RecursiveConfig(**{**TINY, "num_hidden_layers": 8, "num_recursion": 3, "sharing": "middle_cycle", **kwargs})
+            RecursiveConfig(
+                **{**SMALL, "num_hidden_layers": 8, "num_recursion": 3, "sharing": "middle_cycle", **kwargs}
+            )
         ),
         seed,
     )
 
 
-def _ids(batch=2, length=12, seed=1, vocab=300):
+def _ids(batch=2, length=12, seed=1, vocab=SMALL["vocab_size"]):
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
@@ -68,17 +68,17 @@ def test_sharing_schedules_and_layout():
     # the existing stack keeps its behaviour
     assert RecursiveStack([torch.nn.Identity()] * 2, sequence_schedule(2, 2)).recursion == [0, 1, 0, 1]
 
-    m = RecursiveLM(**TINY, num_hidden_layers=8, num_recursion=3, sharing="middle_cycle", mor="expert")
+    m = RecursiveLM(**dict(SMALL, num_hidden_layers=8, num_recursion=3, sharing="middle_cycle", mor="expert"))
     assert m.schedule == [0, 1, 2, 1, 2, 1, 2, 3] and len(m.model.layers) == 4
     assert m.prefix == [0] and m.steps == [[1, 2], [3, 4], [5, 6]] and m.suffix == [7]
     assert m.num_slots == 8 and m.new_cache(1, 4).num_slots == 8
-    kv = RecursiveLM(**TINY, num_hidden_layers=8, num_recursion=3, sharing="middle_cycle", kv_sharing=True)
+    kv = RecursiveLM(**dict(SMALL, num_hidden_layers=8, num_recursion=3, sharing="middle_cycle", kv_sharing=True))
     assert kv.num_slots == 4 and kv.slot_of == [0, 1, 2, 1, 2, 1, 2, 3]
     assert kv.reads_shared == [False, False, False, True, True, True, True, False]
     with pytest.raises(ValueError, match="cycle"):
-        RecursiveLM(**TINY, num_hidden_layers=8, num_recursion=2, sharing="sequence", mor="expert")
+        RecursiveLM(**dict(SMALL, num_hidden_layers=8, num_recursion=2, sharing="sequence", mor="expert"))
     with pytest.raises(TypeError, match="num_recursion"):
-        RecursiveLM(**TINY, num_recursions=2)
+        RecursiveLM(**SMALL, num_recursions=2)
 
 
 def _layer_params(d, heads, kv, ffn):
@@ -122,7 +122,7 @@ def test_exact_param_counts_on_meta(size, shape):
 
 
 def test_mobilellm_ls_is_sequence_sharing_with_two_recursions():
-    ls = _randomize(zoo.create_model("mobilellm_125m_ls", num_hidden_layers=3, **TINY))
+    ls = _randomize(zoo.create_model("mobilellm_125m_ls", **dict(SMALL, num_hidden_layers=3)))
     rec = from_pretrained_dense(ls, num_recursion=2, sharing="sequence", init="average")
     assert rec.schedule == [0, 0, 1, 1, 2, 2] and rec.config.num_hidden_layers == 6
     assert rec.num_params() == ls.num_params()
@@ -323,7 +323,7 @@ def test_token_choice_balancing():
 
 
 def _dense(layers=4, seed=0):
-    return _randomize(zoo.create_model("mobilellm_125m", num_hidden_layers=layers, **TINY), seed)
+    return _randomize(zoo.create_model("mobilellm_125m", **dict(SMALL, num_hidden_layers=layers)), seed)
 
 
 def test_lora_svd_init_is_the_truncated_svd():
@@ -422,7 +422,8 @@ def _corpus_batches(seq_len, batch, steps, seed=0):
 
 def test_routed_model_learns_and_respects_capacity():
     torch.manual_seed(0)
-    model = RecursiveLM(**{**TINY, "vocab_size": 256}, num_hidden_layers=8, num_recursion=3, mor="expert").train()
+    # the corpus is bytes (_corpus_batches): 256 token ids
+    model = RecursiveLM(**dict(SMALL, vocab_size=256, num_hidden_layers=8, num_recursion=3, mor="expert")).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses, T = [], 32
     for batch in _corpus_batches(T, 8, 50):
@@ -442,8 +443,8 @@ def test_macs_are_counted_per_application():
 
     ids = _ids(1, 16)
     rec = _model()  # no routing: 8 applications of 4 unique blocks
-    vanilla = _randomize(RecursiveLM(**TINY, num_hidden_layers=8))
-    small = _randomize(RecursiveLM(**TINY, num_hidden_layers=4))
+    vanilla = _randomize(RecursiveLM(**dict(SMALL, num_hidden_layers=8)))
+    small = _randomize(RecursiveLM(**dict(SMALL, num_hidden_layers=4)))
     macs = {name: count_macs(m, ids)[0] for name, m in (("rec", rec), ("vanilla", vanilla), ("small", small))}
     assert macs["rec"] == macs["vanilla"] and macs["small"] < macs["rec"]
     assert rec.num_params() == small.num_params() < vanilla.num_params()

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 import torch
+from small_lms import tiny_lm_args
 
 import zoo
 from zoo.layers.saving import HubMixin
 
-LM = dict(vocab_size=96, num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2)
 # per family: a registered model and arguments that make it small (none of them its registered defaults)
 CASES = {
     "poolformer": ("poolformer_s12", dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=5)),
@@ -22,9 +22,10 @@ CASES = {
         dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), kernel_size=(13, 11, 9, 7, 5), num_classes=5),
     ),
     "sret": ("sret_tiny", dict(img_size=64, recursive_num=(1, 1, 1), num_classes=5)),
-    "mobilellm": ("mobilellm_125m", dict(LM, intermediate_size=96)),
-    "mobilellm_ls": ("mobilellm_125m_ls", dict(LM, intermediate_size=96)),
-    "mor": ("mor_135m", dict(LM, num_hidden_layers=5, intermediate_size=96)),
+    # the language models at their tiny configs (tests/small_lms.py)
+    "mobilellm": ("mobilellm_125m", tiny_lm_args("mobilellm_125m")),
+    "mobilellm_ls": ("mobilellm_125m_ls", tiny_lm_args("mobilellm_125m_ls")),
+    "mor": ("mor_135m", tiny_lm_args("mor_135m")),
 }
 
 

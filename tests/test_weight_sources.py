@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 import torch
+from small_lms import tiny_lm_args
 
 import zoo
 from zoo.publish import export_pretrained
@@ -33,14 +34,7 @@ VISION = _smallest("image-classification")
 LM = _smallest("text-generation")
 # architecture arguments unlike the registered defaults, so that a loader ignoring config.json fails
 VISION_ARGS = {"num_classes": 7, "in_chans": 1}
-LM_ARGS = {
-    "num_hidden_layers": 8,
-    "hidden_size": 64,
-    "intermediate_size": 96,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 101,
-}
+LM_ARGS = tiny_lm_args(LM)  # tests/small_lms.py: only arguments that differ from the registered ones
 
 
 def _vision_input(model):
@@ -50,7 +44,11 @@ def _vision_input(model):
 
 CASES = {
     "vision": (VISION, VISION_ARGS, _vision_input),
-    "lm": (LM, LM_ARGS, lambda model: torch.randint(0, 101, (2, 9), generator=torch.Generator().manual_seed(0))),
+    "lm": (
+        LM,
+        LM_ARGS,
+        lambda model: torch.randint(0, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0)),
+    ),
 }
 
 
