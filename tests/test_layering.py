@@ -6,6 +6,7 @@ a cycle, and nothing inside the package does ``import zoo``. Read from the sourc
 """
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,8 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def _zoo_imports(module: str):
+@functools.cache
+def _zoo_imports(module: str) -> tuple:
     """(imported zoo module, line, inside a function) for every import of a zoo module in ``module``."""
     path = MODULES[module]
     tree = ast.parse(path.read_text())
@@ -89,7 +91,7 @@ def _zoo_imports(module: str):
             visit(child, nested)
 
     visit(tree, False)
-    return found
+    return tuple(found)
 
 
 def _edges():
@@ -112,7 +114,8 @@ def test_imports_point_down(module):
 
 def test_family_files_do_not_import_each_other():
     families = {m for m in MODULES if m.startswith("zoo.models.") and not m.split(".")[-1].startswith("_")}
-    crossing = [(m, t) for m in families for t in _edges()[m] if t in families]
+    edges = _edges()
+    crossing = [(m, t) for m in families for t in edges[m] if t in families]
     assert not crossing, crossing
 
 
