@@ -62,7 +62,7 @@ def test_matching_loss_falls_and_images_move(real, method):
     assert images.shape == start.shape == (20, 3, 16, 16) and not torch.equal(images, start)
 
 
-@pytest.mark.parametrize("method", ["dm", "dsa"])
+@pytest.mark.parametrize("method", ["dm", pytest.param("dsa", marks=pytest.mark.slow)])
 def test_same_seed_same_set_other_seed_other_set(real, method):
     a = condense(real, method, ipc=1, iterations=2, progress=False, seed=3, **TINY[method])
     b = condense(real, method, ipc=1, iterations=2, progress=False, seed=3, **TINY[method])

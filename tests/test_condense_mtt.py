@@ -45,6 +45,7 @@ def test_mtt_loss_falls_shapes_and_lr(real, buffer):
     assert m.student.size == m.buffer.rows(0, [0])[0].numel()
 
 
+@pytest.mark.slow  # the resumed run below checks the same streams in the default run
 def test_mtt_deterministic(real, buffer):
     def run(seed):
         return condense(real, method="mtt", ipc=2, iterations=3, seed=seed, progress=False, buffer=buffer, **TINY)
@@ -98,7 +99,7 @@ def test_resume_matches_uninterrupted(real, tmp_path, name):
     assert torch.equal(loaded.images, resumed.images) and loaded.meta["eval_lr"] == resumed.meta["eval_lr"]
 
 
-@pytest.mark.parametrize("ipc", [1, 2, 4])
+@pytest.mark.parametrize("ipc", [1, 2, pytest.param(4, marks=pytest.mark.slow)])
 def test_factorization_storage_within_budget(real, buffer, ipc):
     s = condense(real, method="factorization", ipc=ipc, iterations=2, progress=False, buffer=buffer, **TINY)
     c, h, w = 3, 16, 16

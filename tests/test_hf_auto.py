@@ -191,6 +191,7 @@ def test_registration_is_idempotent_and_leaves_taken_names_alone(monkeypatch, ca
     assert type(AutoConfig.for_model("mobilellm", **SMALL)) is hf_auto.ZooMobileLLMConfig
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and transformers: about 12 s
 def test_import_zoo_stays_light_and_registers_when_the_auto_api_loads():
     """A fresh interpreter: ``import zoo`` imports no transformers; its Auto API, when imported, finds the zoo."""
     code = textwrap.dedent(
