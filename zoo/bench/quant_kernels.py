@@ -35,7 +35,7 @@ from torch import nn
 from ..factory import create_model
 from ..lm import gemv
 from ..lm.quant import QuantizedLinear, portable_kernels, quantize_int8, quantize_model
-from .harness import randomize_
+from .harness import cpu_model, randomize_
 from .options import program
 
 __all__ = ["SHAPES", "candidates", "main", "time_decode", "time_matvecs"]
@@ -248,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {load:.2f}")
+    print(f"torch {torch.__version__}, {args.threads} threads, load average {load:.2f}, {cpu_model()}")
+    if gemv.available():
+        print(f"8-bit activation kernels: {gemv.kernel_choice()}")
     print("| candidate | ms per token (mobilellm_125m matvecs) |\n|---|---|")
     for name, ms in time_matvecs(rounds=args.rounds, torchao=not args.no_torchao).items():
         print(f"| {name} | {ms:.1f} |")
