@@ -356,3 +356,29 @@ def test_the_timing_covers_every_path_the_cpu_runs():
     assert set(ms) == {"decode", "prompt"}
     for kind in ms.values():
         assert set(kind) == set(gemv.cpu_isas()) and all(0 < t < 1e3 for t in kind.values())
+
+
+def test_a_first_product_inside_a_compiled_graph_calibrates_as_plain_python(monkeypatch, tmp_path):
+    """Where the first 8-bit product of the process is traced by torch.compile, the path is still measured (not
+    traced) and the graph takes it as a constant: one graph, the same bits as the path run directly."""
+    layer = _layer(4, 32, 40, 64)
+    x = torch.randn(5, 64)
+    want = _run(layer, x, "avx2") + layer.bias
+    monkeypatch.delenv("ZOO_GEMV_ISA", raising=False)
+    monkeypatch.setattr(gemv, "_cpu_mask", lambda: 0b111)  # several paths: calibrated
+    monkeypatch.setitem(gemv._state, "folder", str(tmp_path))
+    monkeypatch.delitem(gemv._state, "choice", raising=False)
+    timed = []
+
+    def measure(paths):  # avx2 (the one path this test can run everywhere) the fastest
+        timed.append(paths)
+        return {kind: {p: 1.0 + i for i, p in enumerate(paths)} for kind in ("decode", "prompt")}
+
+    monkeypatch.setattr(gemv, "measure_paths", measure)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True)
+    with torch.inference_mode():
+        got = compiled(x)
+    torch._dynamo.reset()
+    assert len(timed) == 1 and torch.equal(got, want)
+    assert gemv._state["choice"].prompt == "avx2"

@@ -390,16 +390,22 @@ def _isa(isa: str | None, rows: int = 1) -> int:
     """The path's index for the operators: ``isa`` when named (checked), else :func:`kernel_path` for ``rows``
     rows, decided once per process (at the first product)."""
     if isa is None:
-        choice = _state.get("choice")
-        if choice is None:
-            choice = kernel_choice()
-            if choice is None:
-                raise RuntimeError("the zoo's 8-bit activation kernels do not run on this machine (no AVX2 build)")
-            _state["choice"] = choice
-        return ISAS.index(choice.decode if rows < PROMPT_ROWS else choice.prompt)
+        return _chosen(rows >= PROMPT_ROWS)
     if isa not in cpu_isas():
         raise ValueError(f"kernel path {isa!r} does not run on this CPU (it runs {', '.join(cpu_isas()) or 'none'})")
     return ISAS.index(isa)
+
+
+@torch._dynamo.assume_constant_result  # inside a compiled graph: run as plain Python, its result a constant
+def _chosen(prompt: bool) -> int:
+    """The index of the chosen path for a prompt or a decoded token (:func:`kernel_choice`, kept for the process)."""
+    choice = _state.get("choice")
+    if choice is None:
+        choice = kernel_choice()
+        if choice is None:
+            raise RuntimeError("the zoo's 8-bit activation kernels do not run on this machine (no AVX2 build)")
+        _state["choice"] = choice
+    return ISAS.index(choice.prompt if prompt else choice.decode)
 
 
 def supports_a8(x: torch.Tensor, in_features: int) -> bool:
