@@ -1,6 +1,8 @@
 """The teacher-based methods against their authors' code (renditions in zoo/bench/reference/{rded,sre2l}.py): RDED's
 crops, selection and stitching; the teacher-relabelling student (RDED ``validation/main.py:train``); SRe2L's recover
-step and its jitter. Tiny shapes (16 px, ConvNet-3 of width 8, 3 classes), float64 where arithmetic is compared."""
+step and its jitter. Tiny shapes (16 px, ConvNet-3 of width 8, 3 classes), float64 where arithmetic is compared.
+The last section: SRe2L's step and RDED's crops, scores and selection in float32 on the real shapes, within
+tests/float32_parity.py's bound."""
 
 import copy
 import random
@@ -9,7 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from float32_parity import SHAPES, assert_scalar_within, assert_within
 
+import zoo.condense.sre2l as zoo_sre2l
 from zoo.bench.reference import rded as ref_rded
 from zoo.bench.reference import sre2l as ref_sre2l
 from zoo.condense import METHODS, RealData, condense, evaluate_with_teacher
@@ -251,3 +255,185 @@ def test_sre2l_imagenet_jitter_equals_the_authors(tiny, teacher):
         assert shifts, "the zoo's jitter is not the authors' crop and flip, rolled"
         outs.append(ours)
     assert not all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# float32 on the real shapes (1 channel at 28 px, 3 at 32 px): SRe2L's recover step (loss, each BatchNorm layer's
+# statistics term, image gradient) and RDED's crops, crop scores and selection, the zoo's in float32 against the
+# authors' renditions in float32 and float64 on the same inputs (tests/float32_parity.py's bound). The teacher is a
+# ConvNet-3 with BatchNorm, made in float32 (running statistics and affine moved off the identity), the same module
+# on both sides; width 32 and 10 classes (SRe2L), 2 classes of 10 images x 5 crops (RDED) by default, width 128 (and
+# 4 classes of 20 images) under -m slow. A selection is compared only where the float64 truth's margin exceeds
+# twice the bound: there the float32 picks cannot flip; elsewhere the zoo's picks must be the truth's up to it.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _teacher32(channels, size, classes, width, seed=0):
+    """A ConvNet-3 teacher with BatchNorm in float32 values, its running statistics and affine off the identity."""
+    real, _ = _real(classes=classes, per=1, size=size, channels=channels, dtype=torch.float32)
+    net = build_network("convnet_d3", real, torch.Generator().manual_seed(seed), width=width, norm="batchnorm")
+    g = torch.Generator().manual_seed(seed + 100)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            with torch.no_grad():
+                m.weight.add_(torch.randn(m.num_features, generator=g) * 0.3)
+                m.bias.add_(torch.randn(m.num_features, generator=g) * 0.3)
+    return net.float().eval()
+
+
+def _real32(classes, per, size, channels, dtype, seed=0):
+    """``_real``'s data made in float32, then in ``dtype`` (every dtype starts from the same values)."""
+    real, pixels = _real(classes=classes, per=per, size=size, channels=channels, dtype=torch.float32, seed=seed)
+    return RealData(real.images.to(dtype), real.labels, real.class_names, real.source, real.preprocessing), pixels
+
+
+def _sre2l_step32(dtype, teacher, channels, size, classes, monkeypatch):
+    """One recover iteration at ipc 1 in ``dtype``, the zoo's and the authors', from the same teacher, starting
+    images and roll draws: (losses, BatchNorm terms, image gradients, images after the step), each (authors',
+    zoo's)."""
+    real, _ = _real32(classes, 1, size, channels, dtype)
+    model = copy.deepcopy(teacher).to(dtype)
+    m = METHODS["sre2l"](real, 1, {"teacher": model, "iterations": 1000}, 0, torch.device("cpu"))
+    m.check()
+    m.setup()
+    start = torch.randn(m.images.shape, generator=torch.Generator().manual_seed(2)).to(dtype)
+    with torch.no_grad():
+        m.images.copy_(start)
+    m.generator.manual_seed(5)  # the roll draws alike in every dtype (setup's randn takes more draws in float64)
+    terms, bn_statistics_loss = [], zoo_sre2l.bn_statistics_loss
+
+    def recorded(module, x):
+        out = bn_statistics_loss(module, x)
+        terms.append(out.detach())
+        return out
+
+    replay = torch.Generator()
+    replay.set_state(m.generator.get_state())
+    draws = torch.randint(0, m.max_shift + 1, (2,), generator=replay).tolist()
+    with monkeypatch.context() as patch:
+        patch.setattr(zoo_sre2l, "bn_statistics_loss", recorded)
+        ours = m.step(0)
+    inputs = start.clone().requires_grad_(True)
+    hooks = [ref_sre2l.BNFeatureHook(mod) for mod in model.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    opt = torch.optim.Adam([inputs], lr=0.25, betas=[0.5, 0.9], eps=1e-8)
+    args = SimpleNamespace(jitter=m.max_shift, first_bn_multiplier=10.0, r_bn=0.01)
+    mean, std = real.preprocessing["mean"], real.preprocessing["std"]
+    try:
+        theirs = ref_sre2l.recover_iteration(inputs, torch.arange(classes), model, hooks, opt,
+                                             ref_sre2l.lr_cosine_policy(0.25, 0, 1000), 0, args, mean, std,
+                                             _Replay(draws))  # fmt: skip
+        their_terms = [h.r_feature.detach() for h in hooks]
+    finally:
+        for h in hooks:
+            h.close()
+    return ((theirs.item(), ours), (their_terms, terms), (inputs.grad.detach(), m.images.grad.detach()),
+            (inputs.detach(), m.images.detach()))  # fmt: skip
+
+
+def sre2l_float32_bound(channels, size, monkeypatch, classes=10, width=32):
+    teacher = _teacher32(channels, size, classes, width)
+    (r64, _), (t64, _), (g64, _), (x64, _) = _sre2l_step32(torch.float64, teacher, channels, size, classes,
+                                                           monkeypatch)  # fmt: skip
+    (r32, z32), (t32r, t32z), (g32r, g32z), (x32r, x32z) = _sre2l_step32(torch.float32, teacher, channels, size,
+                                                                         classes, monkeypatch)  # fmt: skip
+    out = {"image gradient": assert_within(g32z, g32r, g64, "image gradient")}
+    out["images after the step"] = assert_within(x32z, x32r, x64, "images after the Adam step and the clip")
+    out["loss"] = assert_scalar_within(z32, r32, r64, "loss")
+    assert len(t32z) == len(t32r) == len(t64) == 3
+    for i, (z, r, t) in enumerate(zip(t32z, t32r, t64)):
+        out[f"BN term {i}"] = assert_scalar_within(z, r, t, f"BatchNorm layer {i}'s statistics term")
+    return out
+
+
+@pytest.mark.parametrize("channels, size", SHAPES)
+def test_sre2l_step_float32_equals_the_authors(channels, size, monkeypatch):
+    """recover_cifar.py's iteration in float32 on the real shapes: loss, BatchNorm terms, image gradient."""
+    sre2l_float32_bound(channels, size, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels, size", SHAPES)
+def test_sre2l_step_float32_at_full_width_equals_the_authors(channels, size, monkeypatch):
+    sre2l_float32_bound(channels, size, monkeypatch, width=128)
+
+
+def _rded32(dtype, teacher, channels, size, classes, per, n_crops):
+    """Each class's crops, scores and full ranking in ``dtype``: the zoo's (``random_resized_crops``,
+    ``score_crops``, ``select_crops``) and the authors' (``MultiRandomCrop``, ``cross_entropy`` of the padded crops,
+    ``selector``) from the same images and crop draws. Picks are (image, crop) indices, best first."""
+    real, _ = _real32(classes, per, size, channels, dtype)
+    model = copy.deepcopy(teacher).to(dtype)
+    t = load_teacher(model, real)
+    out = {k: [] for k in ("crops", "scores", "picks", "their crops", "their scores", "their picks")}
+    for c in range(classes):
+        imgs = real.images[real.labels == c]
+        crops = random_resized_crops(imgs, n_crops, (size, size), (0.08, 1.0), torch.Generator().manual_seed(7 + c))
+        losses = score_crops(t, crops, c, (size, size))
+        index = torch.arange(per * n_crops).view(per, n_crops)
+        picks = select_crops(index, losses, per)
+        torch.manual_seed(7 + c)
+        cropper = ref_rded.MultiRandomCrop(num_crop=n_crops, size=size, factor=1)
+        theirs = torch.stack([cropper(img) for img in imgs])
+        flat = theirs.permute(1, 0, 2, 3, 4).reshape(per * n_crops, *theirs.shape[2:])
+        with torch.no_grad():
+            their_loss = ref_rded.cross_entropy(model(ref_rded.pad(flat, size)), torch.full((per * n_crops,), c))
+        chosen = ref_rded.selector(per, model, theirs, torch.full((per,), c), size, m=n_crops)
+        their_picks = [next(int(i * n_crops + k) for i in range(per) for k in range(n_crops)
+                            if torch.equal(theirs[i, k], x)) for x in chosen]  # fmt: skip
+        for key, v in zip(out, (crops, losses, picks, theirs, their_loss.view(n_crops, per).T, their_picks)):
+            out[key].append(torch.as_tensor(v))
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def _robust(picks, truth, tol):
+    """The positions of a full ranking (``picks``: image * n_crops + crop, best first) that no error up to ``tol``
+    in the scores (``truth``: ``(images, crops)``) can change: the image's best crop leads its next by more than
+    ``2 tol`` and its best score is more than ``2 tol`` from every other image's."""
+    best = truth.min(1).values
+    gap = truth.sort(1).values[:, 1] - best if truth.shape[1] > 1 else torch.full_like(best, float("inf"))
+    images = picks // truth.shape[1]
+    apart = (best[:, None] - best[None, :]).abs().fill_diagonal_(float("inf"))
+    return [j for j, i in enumerate(images.tolist()) if gap[i] > 2 * tol and apart[i].min() > 2 * tol]
+
+
+def rded_float32_bound(channels, size, classes=2, width=32, per=10, n_crops=5):
+    teacher = _teacher32(channels, size, classes, width)
+    t64 = _rded32(torch.float64, teacher, channels, size, classes, per, n_crops)
+    t32 = _rded32(torch.float32, teacher, channels, size, classes, per, n_crops)
+    assert torch.equal(t64["picks"], t64["their picks"])  # the zoo's float64 ranking is the authors'
+    out = {"crops": assert_within(t32["crops"], t32["their crops"], t64["their crops"], "crops")}
+    out["scores"] = assert_within(t32["scores"], t32["their scores"], t64["their scores"], "crop scores")
+    robust = 0
+    for c in range(classes):
+        truth = t64["their scores"][c].double()
+        tol = out["scores"]["bound"] * float(truth.abs().max())
+        same = _robust(t64["their picks"][c], truth, tol)
+        robust += len(same)
+        for name in ("picks", "their picks"):
+            got, want = t32[name][c], t64["their picks"][c]
+            assert torch.equal(got[same], want[same]), (c, name, got.tolist(), want.tolist())
+        # elsewhere the zoo's ranking is the truth's up to the bound: each pick is its image's best crop, and
+        # comes no later than any image scoring more than 2 tol lower
+        z = t32["picks"][c]
+        picked = truth.flatten()[z]
+        best = truth.min(1).values
+        assert bool((picked <= best[z // n_crops] + 2 * tol).all()), (c, "a pick is not its image's best crop")
+        assert bool((best[z // n_crops].cummax(0).values <= best[z // n_crops] + 2 * tol).all()), (c, "ranking")
+    out["selection"] = {"robust": robust, "of": classes * per}
+    return out
+
+
+@pytest.mark.parametrize("channels, size", SHAPES)
+def test_rded_selection_float32_equals_the_authors(channels, size):
+    """synthesize/utils.py's crops, scores and selection in float32 on the real shapes (factor 1, as the authors'
+    CIFAR setting): crops and scores within the bound in every class, the ranking the truth's where its margins
+    exceed twice the bound."""
+    rded_float32_bound(channels, size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels, size", SHAPES)
+def test_rded_selection_float32_at_full_width_equals_the_authors(channels, size):
+    rded_float32_bound(channels, size, classes=4, width=128, per=20)
