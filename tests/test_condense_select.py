@@ -53,7 +53,6 @@ def test_selection_shapes_balance_determinism(real, bn_teacher, name):
         assert c.meta["selected"] != a.meta["selected"]
 
 
-@pytest.mark.slow  # about 4 s: trains the embedding network
 def test_selection_trains_its_embedding(real):
     s = condense(real, "herding", ipc=2, progress=False, train_epochs=1)
     assert _by_class(real, s.meta["selected"]) == [2] * real.num_classes

@@ -133,7 +133,6 @@ def test_cli_exports_a_language_model_folder_with_its_tokenizer(tmp_path, capsys
     assert runs[0] == runs[1] and len(json.loads(runs[0][1].split(":", 1)[1])) == 3
 
 
-@pytest.mark.slow  # about 6 s: exports two models
 def test_pooling_stages_export_channels_first(tmp_path):
     """PoolFormer's exported graph runs its stages channels-first: no transpose pair around every pooling and norm
     (what made its ONNX slower than timm's), and still equal to eager."""

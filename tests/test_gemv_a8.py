@@ -358,7 +358,6 @@ def test_the_timing_covers_every_path_the_cpu_runs():
         assert set(kind) == set(gemv.cpu_isas()) and all(0 < t < 1e3 for t in kind.values())
 
 
-@pytest.mark.slow  # about 5 s: compiles a layer
 def test_a_first_product_inside_a_compiled_graph_calibrates_as_plain_python(monkeypatch, tmp_path):
     """Where the first 8-bit product of the process is traced by torch.compile, the path is still measured (not
     traced) and the graph takes it as a constant: one graph, the same bits as the path run directly."""

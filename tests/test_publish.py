@@ -144,7 +144,6 @@ def test_model_card_metadata_metrics_recipe_and_checksum(exported, model):
     assert 'zoo.create_model("hf-hub:me/pf-digits", pretrained=True)' in card.text
 
 
-@pytest.mark.slow  # about 4 s: a run folder through the CLI
 def test_publish_run_folder_with_the_command_line(hub, tmp_path, capsys, monkeypatch):
     """A run folder laid out as train.py writes it, published with `zoo publish`; token from --token-env."""
     run = tmp_path / "runs" / "digits-1"

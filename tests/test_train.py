@@ -386,7 +386,6 @@ def test_fsdp_on_two_gloo_processes_matches_one_process_and_resumes(tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # about 5 s: trains an LM run
 def test_lm_run_beats_the_unigram_baseline(tmp_path):
     from zoo.train.loop import train
 

@@ -80,7 +80,6 @@ def test_image_folder_of_pngs_trains_and_eval_py_reproduces(image_folder, tmp_pa
     assert train_split["samples"] == 36
 
 
-@pytest.mark.slow  # about 4 s: two training runs
 def test_shards_train_exactly_as_their_image_folder(image_folder, tmp_path):
     """zoo data shard writes the folder's splits as shards; a run on them sees the same images in the same order
     (the global batch sampler's positions), so it ends with the very same weights and metrics."""
