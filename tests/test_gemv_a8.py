@@ -317,6 +317,7 @@ def test_the_path_is_measured_on_the_cpu_at_hand_kept_under_its_name_and_overrid
     monkeypatch.delenv("ZOO_GEMV_ISA", raising=False)
     monkeypatch.setattr(gemv, "_cpu_mask", lambda: 0b111)  # a CPU reporting AVX2, AVX-VNNI and AVX-512 VNNI
     monkeypatch.setitem(gemv._state, "folder", str(tmp_path))
+    monkeypatch.setitem(gemv._state, "calibrated", None)  # restored after the test
     monkeypatch.setattr(gemv, "cpu_model", lambda: "Test CPU 9000")
     timed = []
 
@@ -336,12 +337,15 @@ def test_the_path_is_measured_on_the_cpu_at_hand_kept_under_its_name_and_overrid
     assert (gemv.kernel_path(1), gemv.kernel_path(3), gemv.kernel_path(4)) == ("avxvnni", "avxvnni", "avx512vnni")
     kept = json.loads((tmp_path / gemv.CALIBRATION_FILE).read_text())
     assert set(kept) == {"Other CPU (avx2)", "Test CPU 9000 (avx2, avxvnni, avx512vnni)"}
+    assert gemv.kernel_choice() == choice  # the process's answer, kept
+    gemv._state["calibrated"] = None  # a new process: read from the file
     again = gemv.kernel_choice()
     assert (again.decode, again.prompt, again.ms) == (choice.decode, choice.prompt, choice.ms)
     assert f"kept in {tmp_path / gemv.CALIBRATION_FILE}" in again.why
     assert len(timed) == 1  # read, not timed again
     gemv.calibrate(refresh=True)
     assert len(timed) == 2
+    gemv._state["calibrated"] = None  # a new process
     (tmp_path / gemv.CALIBRATION_FILE).write_text('{"Test CPU 9000 (avx2, avxvnni, avx512vnni)": {"decode": 7')
     assert gemv.kernel_choice().prompt == "avx512vnni" and len(timed) == 3  # unreadable: measured again
     monkeypatch.setenv("ZOO_GEMV_ISA", "avx2")
@@ -368,6 +372,7 @@ def test_a_first_product_inside_a_compiled_graph_calibrates_as_plain_python(monk
     monkeypatch.setattr(gemv, "_cpu_mask", lambda: 0b111)  # several paths: calibrated
     monkeypatch.setitem(gemv._state, "folder", str(tmp_path))
     monkeypatch.delitem(gemv._state, "choice", raising=False)
+    monkeypatch.setitem(gemv._state, "calibrated", None)  # restored after the test
     timed = []
 
     def measure(paths):  # avx2 (the one path this test can run everywhere) the fastest

@@ -319,6 +319,15 @@ def calibrate(refresh: bool = False) -> KernelChoice:
     found = cpu_isas()
     key = _cpu_key(found)
     path = os.path.join(_state["folder"], CALIBRATION_FILE)
+    known = _state.get("calibrated")  # this process's answer: the file is read once
+    if not refresh and known is not None and known[0] == (key, path):
+        return known[1]
+    choice = _calibrate(found, key, path, refresh)
+    _state["calibrated"] = ((key, path), choice)
+    return choice
+
+
+def _calibrate(found: tuple[str, ...], key: str, path: str, refresh: bool) -> KernelChoice:
     kept = {}
     with _lock:
         try:
