@@ -51,6 +51,8 @@ def compiled_decoder(model: nn.Module, length: int) -> tuple[StaticDecoder, Any]
         options = {"size_asserts": False, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
         if kernels:  # float32 rows to zoo.lm.gemv's kernel
             options["post_grad_custom_post_pass"] = gemv.OneRowProducts()
+        if p.device.type == "cpu":  # the step's calls made from C++, not Python: measured 12-17% more tokens/s
+            options["cpp_wrapper"] = True
         kept = (key, decoder, torch.compile(_own_step(decoder), fullgraph=True, dynamic=False, options=options))
         model.__dict__[COMPILED_STATE] = kept  # not a submodule: the decoder holds the model
     return kept[1], kept[2]
