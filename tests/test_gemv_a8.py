@@ -261,7 +261,7 @@ def _tiny_lm(fmt: str) -> nn.Module:
     return quantize_model(tiny_lm("mobilellm_125m"), fmt).eval()
 
 
-def _compiled_matches_eager(fmt: str, op: str) -> None:
+def _compiled_matches_eager(fmt: str, op: str) -> tuple[nn.Module, str]:
     from torch._inductor.utils import run_and_get_code
 
     model = _tiny_lm(fmt)
@@ -270,10 +270,14 @@ def _compiled_matches_eager(fmt: str, op: str) -> None:
     compiled, code = run_and_get_code(lambda: model.generate(ids, max_new_tokens=10, compile=True))
     assert torch.equal(compiled, eager)
     assert op in "\n".join(code)  # the compiled step calls the act width's kernel
+    return model, "\n".join(code)
 
 
 def test_the_compiled_step_gives_eager_tokens_with_8_bit_activations():
-    _compiled_matches_eager("int4a8", "zoo_gemv.a8_tiles")  # one row: the repacked codes' kernel
+    model, code = _compiled_matches_eager("int4a8", "zoo_gemv.a8_tiles")  # one row: the repacked codes' kernel
+    # per layer one product for query, key and value, one for gate and up, o_proj, down_proj; and the head
+    calls = code.count('"zoo_gemv::a8_tiles"') + code.count("zoo_gemv.a8_tiles.default(")
+    assert calls == 4 * model.config.num_hidden_layers + 1
 
 
 @pytest.mark.slow
@@ -387,3 +391,34 @@ def test_a_first_product_inside_a_compiled_graph_calibrates_as_plain_python(monk
     torch._dynamo.reset()
     assert len(timed) == 1 and torch.equal(got, want)
     assert gemv._state["choice"].prompt == "avx2"
+
+
+@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32)])
+def test_projections_that_read_one_input_share_one_product_with_the_same_bits(bits, group_size):
+    from zoo.lm.quant_layer import shared_products
+
+    def three(seed: int) -> tuple[QuantizedLinear, ...]:  # a query, key and value projection of a GQA layer
+        layers = tuple(_layer(bits, group_size, n, 96, seed=seed + i) for i, n in enumerate((64, 16, 16)))
+        for layer in layers:
+            layer.bias = None
+        return layers
+
+    layers, x = three(0), torch.randn(1, 1, 96)
+    with torch.inference_mode():
+        own = [layer(x) for layer in layers]
+        shared = shared_products(layers, x)
+    assert [y.shape for y in shared] == [(1, 1, 64), (1, 1, 16), (1, 1, 16)]
+    assert all(torch.equal(a, b) for a, b in zip(shared, own))  # every output row computed alone: the same bits
+    stack = layers[0]._kernel["stacked"][2][0]
+    for layer in layers:  # each layer's repacked codes are a view into the stack: kept once
+        assert layer._kernel["tiles"][1][0].untyped_storage().data_ptr() == stack.untyped_storage().data_ptr()
+    layers[1].load_state_dict(three(5)[1].state_dict())  # new key codes: the stack follows
+    with torch.inference_mode():
+        assert torch.equal(shared_products(layers, x)[1], layers[1](x))
+        assert not torch.equal(shared_products(layers, x)[1], own[1])
+        assert shared_products(layers, torch.randn(4, 96)) is None  # a prompt: each layer by itself
+        assert shared_products(layers[:1], x) is None
+        odd = _layer(bits, group_size, 20, 96)  # 20 rows are no whole tiles of 8
+        odd.bias = None
+        assert shared_products((layers[0], odd), x) is None
+        assert shared_products((layers[0], _layer(bits, group_size, 16, 96)), x) is None  # a bias

@@ -359,6 +359,62 @@ class QuantizedLinear(nn.Module):
         )
 
 
+def _can_share(layers: tuple[nn.Module, ...]) -> bool:
+    """Whether ``layers`` can share one product of the one-row 8-bit kernel: quantized layers of one weight format
+    and input width at 8-bit activations, no bias, whole tiles of 8 output rows (so the tiles of each stack into
+    theirs)."""
+    first = layers[0]
+    return len(layers) > 1 and all(
+        isinstance(m, QuantizedLinear)
+        and (m.bits, m.group_size, m.in_features, m.act_bits) == (first.bits, first.group_size, first.in_features, 8)
+        and m.activations is None
+        and m.bias is None
+        and m.out_features % 8 == 0
+        and m._codes_fit()
+        for m in layers
+    )
+
+
+def _stacked_tiles(layers: tuple[nn.Module, ...]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The repacked weights of ``layers`` stacked as one (the tiles of 8 rows lie one after another), kept with the
+    first layer; each layer's own tiles become views into the stack, so the stack costs no memory. Made again when
+    any layer's codes changed; inside a compiled graph, the stack the eager pass made (None if none)."""
+    kept = layers[0]._kernel.get("stacked")
+    ids = tuple(id(m) for m in layers)
+    if torch.compiler.is_compiling():
+        return kept[2] if kept is not None and kept[0] == ids else None
+    own = [m._tiles() for m in layers]
+    if kept is None or kept[0] != ids or any(t[0] is not v for t, v in zip(own, kept[1])):
+        with torch.inference_mode(False), torch.no_grad():
+            stack = (torch.cat([t[0] for t in own]), torch.cat([t[1] for t in own]))
+        views, at = [], [0, 0]
+        for m, t in zip(layers, own):  # each layer's tiles now read from the stack: the same values, kept once
+            view = tuple(s[a : a + x.numel()] for s, a, x in zip(stack, at, t))
+            at = [a + x.numel() for a, x in zip(at, t)]
+            m._kernel["tiles"] = (m._kernel["tiles"][0], view)
+            views.append(view[0])
+        kept = layers[0]._kernel["stacked"] = (ids, tuple(views), stack)
+    return kept[2]
+
+
+def shared_products(layers: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """``x``'s products with several quantized layers that read the same input (a layer's query, key and value
+    projections; its MLP's gate and up projections) as one call of the one-row 8-bit kernel over their tiles
+    stacked (:func:`_stacked_tiles`): the input quantized once and one call instead of one per layer. The same bits
+    as each layer's own product, since every output row is computed alone. None where they cannot share one (not
+    :func:`_can_share`, not a decoded token of fewer than 4 rows, not the 8-bit kernels' path): the caller then
+    runs the layers one by one."""
+    if not _can_share(layers) or choose_kernel(x, layers[0].in_features, 8) != "a8":
+        return None
+    stack = _stacked_tiles(layers)
+    rows = x.reshape(-1, layers[0].in_features)
+    if stack is None or rows.shape[0] >= 4:
+        return None
+    widths = [m.out_features for m in layers]
+    y = gemv.gemm_a8_tiles(rows.float(), stack[0], stack[1], sum(widths), layers[0].group_size or 0)
+    return tuple(part.reshape(*x.shape[:-1], n).to(x.dtype) for part, n in zip(y.split(widths, dim=-1), widths))
+
+
 def _kernel_unpack(packed: torch.Tensor, block: int, in_features: int) -> torch.Tensor:
     """Codes ``(rows, in)`` from the CPU int4 kernel's packing of whole ``block``-row blocks: for every column, byte
     ``j`` of a block holds row ``j`` in its low nibble and row ``j + block / 2`` in its high nibble (PyTorch's

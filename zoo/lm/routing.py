@@ -256,8 +256,22 @@ class LayerOps:
     def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
         return attn.attend(q, k, v, mask, is_causal)
 
+    def project(self, linears: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``x`` through each of ``linears`` (projections that read the same input)."""
+        return tuple(linear(x) for linear in linears)
+
 
 _LAYER_OPS = LayerOps()
+
+
+def _projections(
+    ops: LayerOps, owner: nn.Module, names: tuple[str, ...], x: torch.Tensor, lora: dict[str, nn.Module] | None
+) -> tuple[torch.Tensor, ...]:
+    """``x`` through ``owner``'s projections ``names`` (by ``ops.project``), each plus its LoRA delta if any."""
+    ys = ops.project(tuple(getattr(owner, name) for name in names), x)
+    if lora is None:
+        return ys
+    return tuple(y + lora[name](x) if name in lora else y for name, y in zip(names, ys))
 
 
 def layer_forward(
@@ -296,14 +310,13 @@ def layer_forward(
     ops = ops or _LAYER_OPS
     cos, sin = rope
 
-    def heads(name: str, count: int) -> torch.Tensor:
-        return ops.split_heads(attn, _proj(getattr(attn, name), h, lora, name), count)
-
     h = ops.norm(norm1, x)
-    q = ops.rotary(heads("q_proj", attn.num_heads), cos, sin)
+    names = ("q_proj",) if shared_kv is not None else ("q_proj", "k_proj", "v_proj")
+    ys = _projections(ops, attn, names, h, lora)
+    q = ops.rotary(ops.split_heads(attn, ys[0], attn.num_heads), cos, sin)
     if shared_kv is None:
-        k = ops.rotary(heads("k_proj", attn.num_kv_heads), cos, sin)
-        v = heads("v_proj", attn.num_kv_heads)
+        k = ops.rotary(ops.split_heads(attn, ys[1], attn.num_kv_heads), cos, sin)
+        v = ops.split_heads(attn, ys[2], attn.num_kv_heads)
         if cache is not None:
             k, v = cache.update(slot, k, v, positions)
     else:
@@ -311,6 +324,7 @@ def layer_forward(
     x = x + _proj(attn.o_proj, ops.attend(attn, q, k, v, mask, is_causal), lora, "o_proj")
     mlp = layer.mlp
     h = ops.norm(norm2, x)
-    gated = F.silu(_proj(mlp.gate_proj, h, lora, "gate_proj")) * _proj(mlp.up_proj, h, lora, "up_proj")
+    gate, up = _projections(ops, mlp, ("gate_proj", "up_proj"), h, lora)
+    gated = F.silu(gate) * up
     x = x + _proj(mlp.down_proj, gated, lora, "down_proj")
     return (x, (k, v)) if return_kv else x

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gemv import attend_one
+from .quant_layer import shared_products
 from .routing import LayerOps, layer_forward
 
 __all__ = ["DelegateOps", "OneTokenOps", "StaticDecoder"]
@@ -92,14 +93,20 @@ class DelegateOps(nn.Module, LayerOps):
 class OneTokenOps(LayerOps):
     """The compiled decode step's attention on CPU: one float32 query token over the static cache through
     :func:`zoo.lm.gemv.attend_one`, which works on the positions the mask lets it see (40 of 256 slots after a
-    40-token context) where SDPA works on all of them; a prompt, another dtype or device takes SDPA. Needs
-    :func:`zoo.lm.gemv.available`."""
+    40-token context) where SDPA works on all of them; a prompt, another dtype or device takes SDPA. The projections
+    that read one input share one product where they can (:meth:`project`). Needs :func:`zoo.lm.gemv.available`."""
 
     def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
         one = q.shape[0] == 1 and q.shape[2] == 1 and q.device.type == "cpu" and q.dtype == k.dtype == torch.float32
         if one and mask is not None and mask.dtype == torch.bool:
             return attend_one(q, k, v, mask, attn.scale)
         return attn.attend(q, k, v, mask, is_causal)
+
+    def project(self, linears: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Quantized projections that read the same input as one product of the 8-bit kernels (a decoded token's
+        query, key and value; gate and up: :func:`zoo.lm.quant_layer.shared_products`, the same bits), else each
+        by itself."""
+        return shared_products(linears, x) or super().project(linears, x)
 
 
 class _App:
