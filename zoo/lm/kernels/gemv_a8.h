@@ -467,13 +467,39 @@ inline __m256i rows8_i8_avx2(const uint8_t* c, const int8_t* x, int32_t) {
 ZOO_ROWS8_I8(rows8_i8_vnni, ZOO_T_VNNI, dp_vnni)
 ZOO_ROWS8_I8(rows8_i8_512, ZOO_T_512, dp_512)
 
+// int4, one block of eight rows: the eight lanes' sums of codes (0..15) times the activation. AVX2 adds the eight
+// byte products' int16 pair sums as int16 (16 products of at most 15 * 127 in magnitude each: 30480 < 32767, so no
+// overflow) and widens once; VNNI adds into int32 directly. Integer sums are exact: the same lanes either way.
+inline __m256i block4_avx2(const uint8_t* c, const int8_t* x, __m256i m15) {
+  __m256i p = _mm256_setzero_si256();
+  for (int i = 0; i < 4; ++i) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32));
+    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(v, m15), bcast4(x + 8 * i)));
+    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m15), bcast4(x + 8 * i + 4)));
+  }
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+#define ZOO_BLOCK4(NAME, TARGET, DP)                                                                               \
+  TARGET inline __m256i NAME(const uint8_t* c, const int8_t* x, __m256i m15) {                                    \
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();                                             \
+    for (int i = 0; i < 4; ++i) {                                                                                  \
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32));                          \
+      s0 = DP(s0, _mm256_and_si256(v, m15), bcast4(x + 8 * i));                                                    \
+      s1 = DP(s1, _mm256_and_si256(_mm256_srli_epi16(v, 4), m15), bcast4(x + 8 * i + 4));                          \
+    }                                                                                                              \
+    return _mm256_add_epi32(s0, s1);                                                                               \
+  }
+ZOO_BLOCK4(block4_vnni, ZOO_T_VNNI, dp_vnni)
+ZOO_BLOCK4(block4_512, ZOO_T_512, dp_512)
+
 inline void store_rows(__m256 v, float* y, int64_t count) {
   alignas(32) float tmp[8];
   _mm256_store_ps(tmp, v);
   std::copy(tmp, tmp + count, y);
 }
 
-#define ZOO_A8_TILES(NAME4, NAME8, TARGET, DP, ROWS8_I8)                                                            \
+#define ZOO_A8_TILES(NAME4, NAME8, TARGET, BLOCK4, ROWS8_I8)                                                          \
   TARGET void NAME4(const RowsA8& a, const uint8_t* rp, const at::Half* sz, int64_t per, float* y, int64_t N,      \
                     int64_t t0, int64_t t1) {                                                                      \
     const int64_t B = a.B, G = a.G, K = a.K, B8 = B / 8 * 8, G8 = G / 8 * 8;                                       \
@@ -492,13 +518,7 @@ inline void store_rows(__m256 v, float* y, int64_t count) {
           _mm_prefetch(reinterpret_cast<const char*>(c + kAhead), _MM_HINT_T0);                                    \
           _mm_prefetch(reinterpret_cast<const char*>(c + kAhead + 64), _MM_HINT_T0);                               \
           const int8_t* xb = xq + b * kBlock;                                                                      \
-          __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();                                        \
-          for (int i = 0; i < 4; ++i) {                                                                            \
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32));                    \
-            s0 = DP(s0, _mm256_and_si256(v, m15), bcast4(xb + 8 * i));                                             \
-            s1 = DP(s1, _mm256_and_si256(_mm256_srli_epi16(v, 4), m15), bcast4(xb + 8 * i + 4));                   \
-          }                                                                                                        \
-          const __m256i dots = _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_set1_epi32(8 * isum[b]));         \
+          const __m256i dots = _mm256_sub_epi32(BLOCK4(c, xb, m15), _mm256_set1_epi32(8 * isum[b]));              \
           const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + b / per * 16))); \
           const __m256 coef = _mm256_mul_ps(_mm256_set1_ps(d[b]), sc);                                             \
           if (b < B8)                                                                                              \
@@ -542,9 +562,9 @@ inline void store_rows(__m256 v, float* y, int64_t count) {
     }                                                                                                              \
   }
 
-ZOO_A8_TILES(tiles4_avx2, tiles8_avx2, , dp_avx2, rows8_i8_avx2)
-ZOO_A8_TILES(tiles4_vnni, tiles8_vnni, ZOO_T_VNNI, dp_vnni, rows8_i8_vnni)
-ZOO_A8_TILES(tiles4_512, tiles8_512, ZOO_T_512, dp_512, rows8_i8_512)
+ZOO_A8_TILES(tiles4_avx2, tiles8_avx2, , block4_avx2, rows8_i8_avx2)
+ZOO_A8_TILES(tiles4_vnni, tiles8_vnni, ZOO_T_VNNI, block4_vnni, rows8_i8_vnni)
+ZOO_A8_TILES(tiles4_512, tiles8_512, ZOO_T_512, block4_512, rows8_i8_512)
 
 // x (M, K) against repacked weights: N output rows in ceil(N / 8) tiles
 at::Tensor gemm_a8_tiles(const at::Tensor& x_, const at::Tensor& rp_, const at::Tensor& scale_, int64_t N, int64_t gs,
