@@ -154,14 +154,16 @@ inline void interleave8(const uint8_t* src, uint8_t* dst, int64_t B) {  // whole
   std::copy(src + b * kBlock, src + B * kBlock, dst + b * kBlock);
 }
 
+// AVX2 takes only int4 codes here (0..15: its int8 rows keep the sign trick), so the eight byte products' int16
+// pair sums add as int16 (16 products of at most 15 * 127 in magnitude: no overflow) and widen once
 inline __m256i dots8_t_avx2(const uint8_t* u, const int8_t* s) {
   __m256i acc = _mm256_setzero_si256();
   for (int k = 0; k < 8; ++k) {
     const __m256i uv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + k * kBlock));
     const __m256i sv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k * kBlock));
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(uv, sv), _mm256_set1_epi16(1)));
+    acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(uv, sv));
   }
-  return acc;
+  return _mm256_madd_epi16(acc, _mm256_set1_epi16(1));
 }
 
 ZOO_T_VNNI inline __m256i dots8_t_vnni(const uint8_t* u, const int8_t* s) {
