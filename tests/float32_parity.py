@@ -65,3 +65,23 @@ def assert_scalar_within(zoo32, ref32, ref64, what: str) -> dict:
     truth, authors = scalar_error(zoo32, ref64), scalar_error(zoo32, ref32)
     assert truth <= bound and authors <= bound, (what, truth, authors, bound, own)
     return {"own": own, "bound": bound, "zoo": truth}
+
+
+def assert_state_within(zoo32: dict, ref32: dict, ref64: dict, what: str) -> dict:
+    """As :func:`assert_within` for a network's weights (``{name: tensor}``, float tensors only): each tensor's
+    ``max |a - b| / max |b|``, within :func:`bound_of` the authors' own largest over the network (the bound is the
+    network's, as a step's is, not a tensor's: a rounding that crosses a ReLU kink moves every later tensor)."""
+    names = [k for k, v in ref64.items() if v.is_floating_point()]
+    own = {k: scalar_error_tensor(ref32[k], ref64[k]) for k in names}
+    bound = bound_of(max(own.values()))
+    errors = {k: max(scalar_error_tensor(zoo32[k], ref64[k]), scalar_error_tensor(zoo32[k], ref32[k])) for k in names}
+    bad = [(what, k, f"zoo {errors[k]:.2e} > {bound:.2e}, authors' own {own[k]:.2e}") for k in names
+           if errors[k] > bound]  # fmt: skip
+    assert not bad, bad
+    return {"own": max(own.values()), "bound": bound, "zoo": max(errors.values())}
+
+
+def scalar_error_tensor(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max |a - b| / max |b|`` of one tensor."""
+    a, b = a.double(), b.double()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
