@@ -11,7 +11,7 @@ from collections import deque
 import numpy as np
 import pytest
 import torch
-from float32_parity import EPS32, SHAPES, TIMES, ULPS, assert_state_within, nets_like, per_class
+from tolerances import EPS32, SHAPES, TIMES, ULPS, assert_state_within, nets_like, per_class
 
 import zoo
 import zoo.bench.reference.datasetcondensation as ref
@@ -312,7 +312,7 @@ def test_protocol_follows_the_data(name, method, dsa, strategy, dc_aug, epochs):
 # float32, by at most 4 x the largest ``own`` plus 4 float32 ulps, in every class. A float32 rounding that lands on
 # the other side of a ReLU or a near-flat instance norm moves a class's gradient by far more than an ulp (the
 # authors' own error ranges from 1e-6 to 1e-2 between classes and seeds), so the bound is the step's, not a class's.
-# The bound and the nets are tests/float32_parity.py's, shared with the MTT and teacher parity tests.
+# The bound and the nets are tests/tolerances.py's, shared with the MTT and teacher parity tests.
 def rand_as_float32(monkeypatch):
     """The authors' ``torch.rand(..., dtype=x.dtype)`` (their colour draws) as float32 draws cast to the images'
     dtype, so that the float64 truth sees the transform the float32 run sees."""

@@ -4,8 +4,7 @@ mtt-distillation's ``buffer.py`` / ``distill.py`` and DatasetFactorization's ``d
 Tiny shapes (3 classes, 3 x 12 x 12 images, ConvNet-3 of width 6), float64, the same weights, expert trajectory,
 images, minibatch orders and augmentation draws on both sides: one DSA object draws from the zoo method's generator
 on the zoo's side and from torch's global RNG (seeded alike) on the authors'. Relative error <= 1e-5 throughout.
-Sections (d) and (e): MTT's step and HaBa's iteration in float32 on the real shapes, within tests/float32_parity.py's
-bound.
+Sections (d) and (e): MTT's step and HaBa's iteration in float32 on the real shapes, within tests/tolerances.py's bound.
 """
 
 import copy
@@ -13,7 +12,7 @@ import random
 
 import pytest
 import torch
-from float32_parity import SHAPES, assert_scalar_within, assert_within, nets_like
+from tolerances import SHAPES, assert_scalar_within, assert_within, nets_like
 
 from zoo.bench.reference.convnet import ReferenceConvNet
 from zoo.bench.reference.haba import (
@@ -355,7 +354,7 @@ def test_eval_sampler_matches_the_shared_dataset():
 
 # ----------------------------------------------------------------------------------------------------------------
 # (d) float32 on the real shapes: MTT's step (unrolled student, trajectory loss, image and lr gradients) against
-# distill.py's in float32 and float64 on the same inputs (tests/float32_parity.py's bound). The augmentation is off
+# distill.py's in float32 and float64 on the same inputs (tests/tolerances.py's bound). The augmentation is off
 # here (DSA's float32 draws are the DC/DSA parity's, test_condense_parity.py); ConvNet-3 of width 16, 3 classes and
 # 2 unrolled steps by default, width 128, 10 classes and distill.py's 20 steps under -m slow.
 # ----------------------------------------------------------------------------------------------------------------
@@ -411,7 +410,7 @@ def test_mtt_step_float32_at_full_width_equals_distill_py(channels, size):
 
 # ----------------------------------------------------------------------------------------------------------------
 # (e) float32 on the real shapes: HaBa's iteration (trajectory loss through the hallucinators, the club term, the
-# extractor's step) against distill_fac.py's in float32 and float64 on the same inputs (tests/float32_parity.py's
+# extractor's step) against distill_fac.py's in float32 and float64 on the same inputs (tests/tolerances.py's
 # bound): the trajectory loss, club term and extractor loss, the lr's gradient, each base's gradient (one row per
 # base), each hallucinator's gradients (one row per hallucinator and parameter) and the extractor's weights after its
 # step. Augmentation off, as for MTT above; bases with the data's channels. ConvNet-3 of width 16, 3 classes, 3
