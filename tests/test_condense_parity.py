@@ -2,8 +2,8 @@
 ``zoo/bench/reference/datasetcondensation.py``: on the same network weights, real batches and augmentation draws,
 the zoo's steps give the authors' loss, image gradient and images, its DSA ops the authors' images, and its
 evaluation loop the authors' trained weights. Float64, tiny shapes (8-12 px, a ConvNet of width 8, 3 classes); then
-the DC, DSA and DM steps in float32 on the real shapes (1 channel at 28 px, 3 at 32 px), within a bound made from the
-authors' own float32-vs-float64 error on the same inputs (section f).
+the DC, DSA and DM steps and the evaluation loop's trained weights in float32 on the real shapes (1 channel at 28 px,
+3 at 32 px), within a bound made from the authors' own float32-vs-float64 error on the same inputs (section f).
 """
 
 from collections import deque
@@ -11,7 +11,7 @@ from collections import deque
 import numpy as np
 import pytest
 import torch
-from float32_parity import EPS32, SHAPES, TIMES, ULPS, nets_like, per_class
+from tolerances import EPS32, SHAPES, TIMES, ULPS, assert_state_within, nets_like, per_class
 
 import zoo
 import zoo.bench.reference.datasetcondensation as ref
@@ -312,7 +312,7 @@ def test_protocol_follows_the_data(name, method, dsa, strategy, dc_aug, epochs):
 # float32, by at most 4 x the largest ``own`` plus 4 float32 ulps, in every class. A float32 rounding that lands on
 # the other side of a ReLU or a near-flat instance norm moves a class's gradient by far more than an ulp (the
 # authors' own error ranges from 1e-6 to 1e-2 between classes and seeds), so the bound is the step's, not a class's.
-# The bound and the nets are tests/float32_parity.py's, shared with the MTT and teacher parity tests.
+# The bound and the nets are tests/tolerances.py's, shared with the MTT and teacher parity tests.
 def rand_as_float32(monkeypatch):
     """The authors' ``torch.rand(..., dtype=x.dtype)`` (their colour draws) as float32 draws cast to the images'
     dtype, so that the float64 truth sees the transform the float32 run sees."""
@@ -423,3 +423,54 @@ def test_dm_channels_last_misses_the_float32_bound(seed, monkeypatch):
 def test_dc_and_dsa_step_float32_equal_the_authors(method, channels, size, monkeypatch):
     """main.py's iteration (ipc 1: one outer step) in float32 on the real shapes, within the float32 bound."""
     float32_bound(method, channels, size, monkeypatch, batch_real=16)
+
+
+# The evaluation loop (evaluate_synset / epoch and train_network) in float32 on the real shapes: the weights a
+# fresh ConvNet-3 reaches from the same start, set, shuffles and augmentation draws (DSA, MNIST's crop_scale_rotate,
+# none), the zoo's float32 against the authors' float32 and float64 (every tensor within the bound made from the
+# authors' largest own error over the network). Width 32, 4 classes x 2 images, batch 4, Epoch = 3 by default;
+# width 128, 10 classes x 5 images, batch 32 (the last batch short) and Epoch = 5 under -m slow.
+def _eval32(dtype, channels, size, aug, monkeypatch, classes=4, ipc=2, width=32, batch=4, epochs=3, seed=9):
+    """The trained weights in ``dtype``: (the authors', in the zoo's names; the zoo's)."""
+    monkeypatch.setattr(ref, "DTYPE", dtype)
+    r_net, z_net = nets_like(channels, size, dtype, seed, classes, width)
+    g = torch.Generator().manual_seed(seed + 1)
+    labels = torch.arange(classes).repeat_interleave(ipc)
+    images = (torch.randn(classes * ipc, channels, size, size, generator=g)
+              + 0.3 * labels[:, None, None, None]).to(dtype)  # fmt: skip
+    dc_aug = ref.get_daparam("MNIST", "ConvNet", "ConvNet", 1) if aug == "dc_mnist" else None
+    args = ref.make_args(epoch_eval_train=epochs, batch_train=batch, dsa=aug == "dsa", dsa_strategy=FULL,
+                         dc_aug_param=dc_aug)  # fmt: skip
+    torch.manual_seed(11)
+    if aug == "dc_mnist":  # the zoo seeds numpy's generator for augment from its own
+        np.random.seed(int(torch.randint(2**31 - 1, (1,))))
+    with monkeypatch.context() as patch:
+        rand_as_float32(patch)
+        ref.evaluate_synset(0, r_net, images.clone(), labels, None, args)
+    s = EvalSettings(epochs=epochs, batch=batch, dsa=aug == "dsa", dsa_strategy=FULL,
+                     dc_aug=dc_aug["strategy"] if dc_aug else None)  # fmt: skip
+    train_network(z_net, images, labels, s.epochs + 1, s, generator=torch.Generator().manual_seed(11))
+    return checkpoint_filter_fn(r_net.state_dict(), z_net), z_net.state_dict()
+
+
+def eval_float32_bound(channels, size, aug, monkeypatch, **kw):
+    want64, _ = _eval32(torch.float64, channels, size, aug, monkeypatch, **kw)
+    want32, got32 = _eval32(torch.float32, channels, size, aug, monkeypatch, **kw)
+    _, start = nets_like(channels, size, torch.float64, kw.get("seed", 9), kw.get("classes", 4), kw.get("width", 32))
+    assert all(not torch.equal(want64[k], v) for k, v in start.state_dict().items() if v.is_floating_point())
+    return assert_state_within(got32, want32, want64, f"weights after evaluate_synset ({aug})")
+
+
+@pytest.mark.parametrize("channels, size", SHAPES)
+@pytest.mark.parametrize("aug", ["dsa", "dc_mnist", "none"])
+def test_evaluation_float32_reaches_evaluate_synsets_weights(aug, channels, size, monkeypatch):
+    """evaluate_synset and train_network in float32 on the real shapes: the same trained weights within the
+    float32 bound."""
+    eval_float32_bound(channels, size, aug, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels, size", SHAPES)
+@pytest.mark.parametrize("aug", ["dsa", "dc_mnist", "none"])
+def test_evaluation_float32_at_full_width_reaches_evaluate_synsets_weights(aug, channels, size, monkeypatch):
+    eval_float32_bound(channels, size, aug, monkeypatch, classes=10, ipc=5, width=128, batch=32, epochs=5)

@@ -4,7 +4,7 @@ mtt-distillation's ``buffer.py`` / ``distill.py`` and DatasetFactorization's ``d
 Tiny shapes (3 classes, 3 x 12 x 12 images, ConvNet-3 of width 6), float64, the same weights, expert trajectory,
 images, minibatch orders and augmentation draws on both sides: one DSA object draws from the zoo method's generator
 on the zoo's side and from torch's global RNG (seeded alike) on the authors'. Relative error <= 1e-5 throughout.
-Section (d): MTT's step in float32 on the real shapes, within tests/float32_parity.py's bound.
+Sections (d) and (e): MTT's step and HaBa's iteration in float32 on the real shapes, within tests/tolerances.py's bound.
 """
 
 import copy
@@ -12,7 +12,7 @@ import random
 
 import pytest
 import torch
-from float32_parity import SHAPES, assert_scalar_within, assert_within, nets_like
+from tolerances import SHAPES, assert_scalar_within, assert_within, nets_like
 
 from zoo.bench.reference.convnet import ReferenceConvNet
 from zoo.bench.reference.haba import (
@@ -354,7 +354,7 @@ def test_eval_sampler_matches_the_shared_dataset():
 
 # ----------------------------------------------------------------------------------------------------------------
 # (d) float32 on the real shapes: MTT's step (unrolled student, trajectory loss, image and lr gradients) against
-# distill.py's in float32 and float64 on the same inputs (tests/float32_parity.py's bound). The augmentation is off
+# distill.py's in float32 and float64 on the same inputs (tests/tolerances.py's bound). The augmentation is off
 # here (DSA's float32 draws are the DC/DSA parity's, test_condense_parity.py); ConvNet-3 of width 16, 3 classes and
 # 2 unrolled steps by default, width 128, 10 classes and distill.py's 20 steps under -m slow.
 # ----------------------------------------------------------------------------------------------------------------
@@ -406,3 +406,140 @@ def test_mtt_step_float32_equals_distill_py(channels, size):
 @pytest.mark.parametrize("channels, size", SHAPES)
 def test_mtt_step_float32_at_full_width_equals_distill_py(channels, size):
     mtt_float32_bound(channels, size, classes=10, width=128, steps=20)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# (e) float32 on the real shapes: HaBa's iteration (trajectory loss through the hallucinators, the club term, the
+# extractor's step) against distill_fac.py's in float32 and float64 on the same inputs (tests/tolerances.py's
+# bound): the trajectory loss, club term and extractor loss, the lr's gradient, each base's gradient (one row per
+# base), each hallucinator's gradients (one row per hallucinator and parameter) and the extractor's weights after its
+# step. Augmentation off, as for MTT above; bases with the data's channels. ConvNet-3 of width 16, 3 classes, 3
+# hallucinators and 2 unrolled steps by default; width 128, 10 classes, 5 hallucinators and the ipc-1 script's
+# 50 steps under -m slow.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _factors32(channels, size, classes, width, n_hal, seed):
+    """Bases, hallucinators and the extractor pair in float32 values (every dtype starts from the same ones)."""
+    g = torch.Generator().manual_seed(seed + 2)
+    bases = torch.randn(classes, channels, size, size, generator=g)
+    torch.manual_seed(seed + 3)
+    hals = torch.nn.ModuleList(Hallucinator(channels, channels, (size, size)) for _ in range(n_hal))
+    with torch.no_grad():  # scale and shift off 1 / 0, so that their gradients are exercised
+        for h in hals:
+            h.scale.add_(0.1 * torch.randn(h.scale.shape, generator=g))
+            h.shift.add_(0.1 * torch.randn(h.shift.shape, generator=g))
+    torch.manual_seed(seed + 4)
+    ext = Extractor(classes, channel=channels, image_size=size, width=width)
+    zoo_ext = convnet_d3(width=width, img_size=size, num_classes=classes, in_chans=channels)
+    state = {f"stages.{i}.{part}.{t}": ext.model[4 * i + pos].state_dict()[t]
+             for i in range(3) for part, pos in (("conv", 0), ("norm", 1)) for t in ("weight", "bias")}  # fmt: skip
+    state["head.fc.weight"], state["head.fc.bias"] = ext.classifier.weight, ext.classifier.bias
+    zoo_ext.load_state_dict(state)
+    return bases, hals, ext, zoo_ext
+
+
+def _haba_zoo32(dtype, parts, real, traj, n_hal, steps, seed):
+    """The zoo's HaBa iteration in ``dtype`` (ipc 1): (trajectory loss, club, extractor loss, lr gradient, base
+    gradients, hallucinator gradients by parameter, extractor weights after)."""
+    bases, hals, _, zoo_net, zoo_ext = parts
+    classes = bases.shape[0]
+    m = HaBa(real, 1, {"syn_steps": steps, "expert_epochs": 1, "batch_syn": classes, "n_hal": n_hal,
+                       "lr_teacher": 0.01}, seed, torch.device("cpu"))  # fmt: skip
+    m.n_bases, m.base_channels, m.n_hal = 1, bases.shape[1], n_hal
+    m.bases = bases.clone().requires_grad_(True)
+    m.base_labels = torch.arange(classes)
+    m.hals, m.extractor = copy.deepcopy(hals), copy.deepcopy(zoo_ext).train()
+    m.student = FlatModel(zoo_net)
+    m.syn_lr = torch.tensor(0.01, dtype=dtype).requires_grad_(True)
+    m.make_optimizers()
+    m.segment = lambda: (flat(traj[1]), flat(traj[2]))
+    m._hal_index = lambda: random.randint(0, n_hal - 1)  # the authors draw it with Python's random
+    m.augment = lambda x: x
+    m.generator.manual_seed(seed)
+    random.seed(seed + 5)
+    chunks = Chunks(classes, classes, m.generator)
+    param_loss, club = m.factor_step(chunks)
+    lr_grad, base_grad = m.syn_lr.grad.item(), m.bases.grad.detach().clone()
+    hal_grads = {n: torch.stack([grad_of(dict(h.named_parameters())[n]) for h in m.hals])
+                 for n, _ in m.hals[0].named_parameters()}  # fmt: skip
+    sim = m.extractor_step(chunks)
+    after = {n: p.detach().clone() for n, p in m.extractor.named_parameters()}
+    return param_loss.item(), club.item(), sim.item(), lr_grad, base_grad, hal_grads, after
+
+
+def _haba_authors32(dtype, parts, traj, n_hal, steps, seed, o):
+    """distill_fac.py's iteration in ``dtype`` on the same inputs and draws: as :func:`_haba_zoo32`."""
+    bases, hals, ext, ref, _ = parts
+    classes = bases.shape[0]
+    size = bases.shape[-1]
+    image_syn = bases.view(classes, 1, *bases.shape[1:]).clone().requires_grad_(True)
+    styles = torch.nn.ModuleList(StyleTranslator(bases.shape[1], hals[0].dec.out_channels, hals[0].dec.out_channels,
+                                                 image_size=size, kernel_size=3) for _ in range(n_hal)).to(dtype)  # fmt: skip
+    styles.load_state_dict(hals.state_dict())
+    ext = copy.deepcopy(ext)
+    syn_lr = torch.tensor(0.01, dtype=dtype).requires_grad_(True)
+    opts = [torch.optim.SGD([image_syn], lr=o["lr_img"], momentum=0.95),
+            torch.optim.SGD(styles.parameters(), lr=o["lr_hal"], momentum=0.95),
+            torch.optim.SGD([syn_lr], lr=o["lr_lr"], momentum=0.9),
+            torch.optim.SGD(ext.parameters(), lr=0.001, momentum=0.9)]  # fmt: skip
+    mid = {}
+
+    def hook():
+        mid["lr"], mid["bases"] = syn_lr.grad.item(), image_syn.grad.detach().view_as(bases).clone()
+        mid["hals"] = {n: torch.stack([grad_of(dict(s.named_parameters())[n]) for s in styles])
+                       for n, _ in styles[0].named_parameters()}  # fmt: skip
+
+    torch.manual_seed(seed)
+    random.seed(seed + 5)
+    losses = distill_fac_iteration(
+        ReparamModule(copy.deepcopy(ref)), traj, 1, image_syn, styles, ext, syn_lr, *opts, SupConLoss(), classes, 1,
+        n_hal, steps, 1, classes, o["lambda_club"], o["lambda_cls"], o["lambda_likeli"], o["lambda_contrast"], None,
+        hook,
+    )  # fmt: skip
+    after = {"stages.0.conv.weight": ext.model[0].weight, "stages.2.norm.weight": ext.model[9].weight,
+             "head.fc.weight": ext.classifier.weight}  # fmt: skip
+    return (losses["param"].item(), losses["club"].item(), losses["sim"].item(), mid["lr"], mid["bases"], mid["hals"],
+            {k: v.detach().clone() for k, v in after.items()})  # fmt: skip
+
+
+def _haba_step32(dtype, channels, size, classes, width, n_hal, steps, seed=0):
+    """Both sides' HaBa iteration in ``dtype``: (authors', zoo's)."""
+    ref, zoo_net = nets_like(channels, size, dtype, seed, classes, width)
+    g = torch.Generator().manual_seed(seed + 1)
+    base = [p.detach().float() for p in ref.parameters()]
+    traj = [[(p + 0.05 * e * torch.randn(p.shape, generator=g)).to(dtype) for p in base] for e in range(3)]
+    bases, hals, ext, zoo_ext = _factors32(channels, size, classes, width, n_hal, seed)
+    parts = (bases.to(dtype), hals.to(dtype), ext.to(dtype), ref, zoo_ext.to(dtype))
+    real = RealData(bases.to(dtype), torch.arange(classes), [str(i) for i in range(classes)],
+                    {"name": "cifar10", "fingerprint": "t"}, {})  # fmt: skip
+    zoo = _haba_zoo32(dtype, parts, real, traj, n_hal, steps, seed)
+    o = HaBa(real, 1, {}, seed, torch.device("cpu")).options
+    return _haba_authors32(dtype, parts, traj, n_hal, steps, seed, o), zoo
+
+
+def haba_float32_bound(channels, size, classes=3, width=16, n_hal=3, steps=2):
+    (r64, _) = _haba_step32(torch.float64, channels, size, classes, width, n_hal, steps)
+    r32, z32 = _haba_step32(torch.float32, channels, size, classes, width, n_hal, steps)
+    out = {}
+    for i, what in enumerate(("trajectory loss", "club term", "extractor loss", "lr gradient")):
+        out[what] = assert_scalar_within(z32[i], r32[i], r64[i], what)
+    out["base gradient"] = assert_within(z32[4], r32[4], r64[4], "base gradient")
+    for name, rows in z32[5].items():
+        out[f"hallucinator {name} gradient"] = assert_within(rows, r32[5][name], r64[5][name], f"hal {name} gradient")
+    for name, want in r64[6].items():
+        got, mine = z32[6][name], r32[6][name]
+        out[f"extractor {name}"] = assert_within(got[None], mine[None], want[None], f"extractor {name} after")
+    return out
+
+
+@pytest.mark.parametrize("channels, size", SHAPES)
+def test_haba_iteration_float32_equals_distill_fac_py(channels, size):
+    """distill_fac.py's iteration in float32 on the real shapes: losses, gradients and the extractor's step."""
+    haba_float32_bound(channels, size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels, size", SHAPES)
+def test_haba_iteration_float32_at_full_width_equals_distill_fac_py(channels, size):
+    haba_float32_bound(channels, size, classes=10, width=128, n_hal=5, steps=50)

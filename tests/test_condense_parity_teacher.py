@@ -2,7 +2,7 @@
 crops, selection and stitching; the teacher-relabelling student (RDED ``validation/main.py:train``); SRe2L's recover
 step and its jitter. Tiny shapes (16 px, ConvNet-3 of width 8, 3 classes), float64 where arithmetic is compared.
 The last section: SRe2L's step and RDED's crops, scores and selection in float32 on the real shapes, within
-tests/float32_parity.py's bound."""
+tests/tolerances.py's bound."""
 
 import copy
 import random
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from float32_parity import SHAPES, assert_scalar_within, assert_within
+from tolerances import SHAPES, assert_scalar_within, assert_within
 
 import zoo.condense.sre2l as zoo_sre2l
 from zoo.bench.reference import rded as ref_rded
@@ -260,7 +260,7 @@ def test_sre2l_imagenet_jitter_equals_the_authors(tiny, teacher):
 # ----------------------------------------------------------------------------------------------------------------
 # float32 on the real shapes (1 channel at 28 px, 3 at 32 px): SRe2L's recover step (loss, each BatchNorm layer's
 # statistics term, image gradient) and RDED's crops, crop scores and selection, the zoo's in float32 against the
-# authors' renditions in float32 and float64 on the same inputs (tests/float32_parity.py's bound). The teacher is a
+# authors' renditions in float32 and float64 on the same inputs (tests/tolerances.py's bound). The teacher is a
 # ConvNet-3 with BatchNorm, made in float32 (running statistics and affine moved off the identity), the same module
 # on both sides; width 32 and 10 classes (SRe2L), 2 classes of 10 images x 5 crops (RDED) by default, width 128 (and
 # 4 classes of 20 images) under -m slow. A selection is compared only where the float64 truth's margin exceeds

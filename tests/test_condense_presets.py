@@ -153,3 +153,37 @@ def test_print_settings_shows_the_evaluation(capsys):
     text = capsys.readouterr().out
     assert "run_cifar10_ipc{1,10,50}_style5.sh:5" in text and "evaluation on mnist: epochs=300" in text
     assert "eval.lr: learned -> 0.01" in text and "iterations: 15,001 -> 50" in text
+
+
+def test_print_settings_shows_what_auto_resolves_to(capsys):
+    """A value a run decides itself (``auto``, or None that means it) is printed with what it resolves to for the
+    data, ipc and image size given: the student's batch, SRe2L's jitter, RDED's factor, DM's DSA strategy."""
+    args = ["condense", "--ipc", "1", "--data", "mnist", "--preset", "cpu", "--print-settings"]
+    assert zoo_main([*args, "--method", "sre2l"]) == 0
+    text = capsys.readouterr().out
+    assert "batch=auto (= 10 for mnist ipc 1 at 28 px)" in text, text
+    assert "jitter: 4 -> auto (= 3 for mnist ipc 1 at 28 px)" in text  # size // 8 at 28 px
+    assert "jitter_mode: cifar -> auto (= cifar for mnist ipc 1 at 28 px)" in text
+    assert zoo_main(["condense", "--method", "rded", "--ipc", "10", "--data", "cifar100", "--preset", "paper",
+                     "--print-settings"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "batch=auto (= 100 for cifar100 ipc 10 at 32 px)" in text, text  # 50 at ipc 10, x 2 from 100 classes
+    assert zoo_main(["condense", "--method", "rded", "--ipc", "1", "--data", "digits", "--preset", "quick",
+                     "--print-settings"]) == 0  # fmt: skip
+    assert "factor: 1 -> auto (= 1 for digits ipc 1 at 16 px)" in capsys.readouterr().out
+    for data, size, strategy in (("mnist", 28, "color_crop_cutout_scale_rotate"),
+                                 ("cifar10", 32, "color_crop_cutout_flip_scale_rotate")):  # fmt: skip
+        assert zoo_main([*args[:4], data, *args[5:], "--method", "dm"]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("dsa_strategy:"))
+        want = f"-> auto (every op, no flips on digits; = {strategy} for {data} ipc 1 at {size} px)"
+        assert line.endswith(want), line
+
+
+def test_settings_table_marks_auto_it_cannot_resolve():
+    """Without the data's answer (a folder's classes) an ``auto`` says when it is decided; without ``resolved`` the
+    table is as before, and a None that is not an auto value is left as it is."""
+    table = settings_table("cpu", "rded", 1, METHODS["rded"].defaults, "flowers", True, {}, "for flowers ipc 1")
+    assert "batch=auto (resolved when the run reads the data)" in table
+    assert "factor: 1 -> None" in table  # not named in resolved: a value of its own
+    plain = settings_table("cpu", "rded", 1, METHODS["rded"].defaults, "flowers", True)
+    assert "batch=auto," not in plain and plain.split("batch=")[1].startswith("auto\n") and "(=" not in plain

@@ -7,11 +7,16 @@ figure tuned on one machine:
   reductions x one float32 step of the magnitude they run over;
 - a whole model (many reductions, norms, softmaxes): :func:`assert_float32_close`, the float32 result against the
   same model in float64 on the same inputs, within a small multiple of that float32 reference's own error
-  (:func:`float64_bound`), which every machine measures for itself.
+  (:func:`float64_bound`), which every machine measures for itself;
+- a condensation step or loop against its authors' code (the parity tests, ``test_condense_parity*.py``): the zoo's
+  float32 on the real shapes (:data:`SHAPES`) beside the authors' rendition in float32 and float64 on the same
+  inputs, within :func:`bound_of` the authors' own relative float32-vs-float64 error (:func:`assert_within` per
+  class, :func:`assert_scalar_within` for a number, :func:`assert_state_within` for a network's weights).
 """
 
 import copy
 
+import pytest
 import torch
 
 EPS32 = torch.finfo(torch.float32).eps  # 2**-23: one float32 step at 1.0 (twice the unit roundoff)
@@ -69,3 +74,92 @@ def bf16_bound(terms: torch.Tensor, out: torch.Tensor, factor: float = 1.0) -> f
     each at most a unit roundoff of itself, where ``terms`` is the product's sum of ``|terms|`` per output element
     (``|x| @ |W|.T``, plus ``|bias|``) and ``out`` the output; the float32 accumulation is far below it."""
     return factor * BF16_UNIT * float((terms.detach() + out.detach().abs()).max())
+
+
+# -- the condensation parity tests' float32 bound ----------------------------------------------------------------------
+# A step runs in float32 on the real shapes (MNIST's 1 channel at 28 px, CIFAR's 3 at 32 px) beside the authors'
+# rendition in float32 and float64 on the same inputs; the zoo's float32 may be off from the float64 truth, and from
+# the authors' float32, by at most ``TIMES`` x the authors' own float32-vs-float64 error plus ``ULPS`` float32 ulps
+# (errors relative to the largest ``|value|``, so the ulps are ``ULPS x EPS32``). The bound comes from float32
+# rounding, not from this machine: every machine measures the authors' own error for itself.
+SHAPES = [pytest.param(1, 28, id="1x28"), pytest.param(3, 32, id="3x32")]
+
+
+def nets_like(channels, size, dtype, seed, classes, width):
+    """The authors' ConvNet-3 and the zoo's with the same weights, in ``dtype`` (made in float32, so that every
+    dtype starts from the same values; norm biases moved off their zero start)."""
+    import zoo
+    from zoo.bench.reference.convnet import ReferenceConvNet
+    from zoo.models.convnet import checkpoint_filter_fn
+
+    torch.manual_seed(seed)
+    r = ReferenceConvNet(channels, classes, width, 3, "instancenorm", (size, size))
+    with torch.no_grad():
+        for t in r.state_dict().values():
+            if t.ndim == 1:
+                t.add_(torch.randn(t.shape) * 0.3)
+    z = zoo.create_model("convnet_d3", num_classes=classes, in_chans=channels, img_size=size, width=width)
+    z.load_state_dict(checkpoint_filter_fn(r.state_dict(), z))
+    return r.to(dtype), z.to(dtype)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max |a - b| / max |b|`` of one tensor (in float64)."""
+    a, b = a.double(), b.double()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def per_class(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``max |a - b| / max |b|`` over each class's rows (one row per class, ipc 1)."""
+    a, b = a.double().flatten(1), b.double().flatten(1)
+    return (a - b).abs().amax(1) / b.abs().amax(1).clamp_min(1e-30)
+
+
+def scalar_error(a, b) -> float:
+    """``|a - b| / |b|`` of two numbers."""
+    a, b = float(a), float(b)
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+def bound_of(own: float) -> float:
+    """The float32 bound for a quantity whose authors' float32 is ``own`` off their float64 (relative):
+    ``TIMES x own + ULPS x EPS32``."""
+    return TIMES * float(own) + ULPS * EPS32
+
+
+def assert_within(zoo32: torch.Tensor, ref32: torch.Tensor, ref64: torch.Tensor, what: str) -> dict:
+    """The zoo's float32 per-class rows within :func:`bound_of` the authors' own largest per-class error, against
+    the float64 truth and against the authors' float32. The bound is the step's, not a class's: a rounding that
+    lands on the other side of a ReLU or a near-flat norm moves one class's error far above an ulp. Returns the
+    errors (for a report)."""
+    own = per_class(ref32, ref64)
+    bound = bound_of(own.max())
+    truth, authors = per_class(zoo32, ref64), per_class(zoo32, ref32)
+    bad = torch.nonzero((truth > bound) | (authors > bound)).flatten().tolist()
+    assert not bad, [(what, c, f"zoo {truth[c]:.2e} / {authors[c]:.2e} > {bound:.2e}, authors' own {own.max():.2e}")
+                     for c in bad]  # fmt: skip
+    return {"own": float(own.max()), "bound": bound, "zoo": float(truth.max())}
+
+
+def assert_scalar_within(zoo32, ref32, ref64, what: str) -> dict:
+    """As :func:`assert_within` for one number (a loss, a learned lr's gradient)."""
+    own = scalar_error(ref32, ref64)
+    bound = bound_of(own)
+    truth, authors = scalar_error(zoo32, ref64), scalar_error(zoo32, ref32)
+    assert truth <= bound and authors <= bound, (what, truth, authors, bound, own)
+    return {"own": own, "bound": bound, "zoo": truth}
+
+
+def assert_state_within(zoo32: dict, ref32: dict, ref64: dict, what: str) -> dict:
+    """As :func:`assert_within` for a network's weights (``{name: tensor}``; float tensors only): each tensor's
+    :func:`relative_error`, within :func:`bound_of` the authors' own largest over the network (the network's bound,
+    as a step's is: a rounding that crosses a ReLU kink moves every tensor trained after it), against the float64
+    truth and the authors' float32."""
+    names = [k for k, v in ref64.items() if v.is_floating_point()]
+    own = {k: relative_error(ref32[k], ref64[k]) for k in names}
+    bound = bound_of(max(own.values()))
+    errors = {k: max(relative_error(zoo32[k], ref64[k]), relative_error(zoo32[k], ref32[k])) for k in names}
+    bad = [(what, k, f"zoo {errors[k]:.2e} > {bound:.2e}, authors' own {own[k]:.2e}") for k in names
+           if errors[k] > bound]  # fmt: skip
+    assert not bad, bad
+    return {"own": max(own.values()), "bound": bound, "zoo": max(errors.values())}

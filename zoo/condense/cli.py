@@ -21,6 +21,7 @@ from ..data.synthetic import META_FILE
 from ..layers.allocator import keep_freed_memory
 from ..registry import UnknownModelError, get_entry
 from . import distributed
+from .augment import dsa_strategy
 from .core import (
     METHODS,
     STATE_DIR,
@@ -34,8 +35,10 @@ from .core import (
 )
 from .evaluate import EvalSettings, evaluate_set
 from .presets import PRESETS, default_preset, estimate_seconds, eval_protocol, method_options, settings_table
+from .rded import effective_factor
 from .real import image_source
-from .student import StudentSettings, evaluate_with_teacher
+from .sre2l import jitter_settings
+from .student import StudentSettings, default_student_batch, evaluate_with_teacher
 
 __all__ = ["add_arguments", "run"]
 
@@ -327,17 +330,13 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
                 print(f"{k} = {v!r}")
             return 0
         if args.print_settings:
-            preset = args.preset if args.preset != "auto" else default_preset(args.device if args.device != "auto"
-                                                                               else "cpu")  # fmt: skip
-            dataset = args.data.split(":")[0].replace("-", "_")
-            print(settings_table(preset, args.method, args.ipc, _resolved_defaults(args.method, dataset, args.ipc),
-                                 dataset, METHODS[args.method].needs_teacher))  # fmt: skip
+            print(_settings_table(args))
             return 0
         _check_args(args)
         source = image_source(args.data, args.data_path)  # resolved here, once: condense_checked gets its tensors
         dev = pick_device(device or args.device)
         preset = default_preset(dev.type) if args.preset == "auto" else args.preset
-        image_size = args.image_size or PRESETS[preset].image_size or (source.native_size if source.benchmark else 32)
+        image_size = _image_size(args, preset, source)
         options = {**method_options(preset, args.method, args.ipc), **_options(args)}
         out = Path(args.out or f"runs/condensed/{args.method}_ipc{args.ipc}")
         _check_out(out, source, args, options, image_size)
@@ -392,6 +391,52 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
         std = (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5
         print(f"held-out top-1 ({test.source['split']}, {what}, {args.eval_runs} runs): {mean:.2f} +- {std:.2f}")
     return 0
+
+
+def _image_size(args: argparse.Namespace, preset: str, source) -> int:
+    """The edge a run's images take: ``--image-size``, the preset's, a benchmark's own, else 32."""
+    return args.image_size or PRESETS[preset].image_size or (source.native_size if source.benchmark else 32)
+
+
+def _class_count(source) -> int | None:
+    """The classes of a benchmark set or the bundled digits without reading them (None: a folder's, unknown)."""
+    b = source.benchmark
+    if b is not None and b.class_names:
+        return len(b.class_names)
+    if source.kind == "cifar100":
+        return 100
+    return 10 if b is not None or source.kind == "digits" else None
+
+
+def _auto_values(method: str, options: dict, dataset: str, ipc: int, size: int, classes: int | None) -> dict:
+    """What each value a run of ``method`` decides itself (``auto`` / None) resolves to on ``dataset`` at ``ipc``
+    and ``size`` px: the DSA strategy, SRe2L's jitter, RDED's factor, a teacher method's student batch."""
+    o = {**_resolved_defaults(method, dataset, ipc), **options}
+    out: dict = {}
+    if "dsa_strategy" in o:
+        out["dsa_strategy"] = dsa_strategy(dataset, o["dsa_strategy"])
+    if method == "sre2l":
+        out["jitter_mode"], out["jitter"], out["flip"] = jitter_settings(size, o["jitter_mode"], o["jitter"], o["flip"])
+    if method == "rded":
+        out["factor"] = effective_factor(o["factor"], size, o["min_patch"])
+    if METHODS[method].needs_teacher and classes:
+        out["eval.batch"] = default_student_batch(ipc, classes)
+    return out
+
+
+def _settings_table(args: argparse.Namespace) -> str:
+    """``--print-settings``: the preset's table for the method, ipc and data, each ``auto`` value beside what it
+    resolves to there (``auto (= 10 for mnist ipc 1 at 28 px)``)."""
+    preset = args.preset if args.preset != "auto" else default_preset(args.device if args.device != "auto" else "cpu")
+    source = image_source(args.data, args.data_path)
+    dataset = source.name.replace("-", "_")
+    size = _image_size(args, preset, source)
+    options = method_options(preset, args.method, args.ipc)  # the preset's, as the table shows them
+    resolved = _auto_values(args.method, options, dataset, args.ipc, size, _class_count(source))
+    defaults = _resolved_defaults(args.method, dataset, args.ipc)
+    where = f"for {dataset} ipc {args.ipc} at {size} px"
+    student = METHODS[args.method].needs_teacher
+    return settings_table(preset, args.method, args.ipc, defaults, dataset, student, resolved, where)
 
 
 def _resolved_defaults(method: str, dataset: str, ipc: int) -> dict:

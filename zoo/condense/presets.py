@@ -560,6 +560,38 @@ def _differ(a: Any, b: Any) -> bool:
     return norm(a) != norm(b)
 
 
+def _is_auto(key: str, shown: str, resolved: Mapping[str, Any] | None) -> bool:
+    """Whether a shown value is one a run decides itself: ``auto``, or None (with or without its explanation) where
+    ``resolved`` names the key (elsewhere None is a value of its own)."""
+    word = shown.split(" ", 1)[0]
+    return resolved is not None and (word == "auto" or (word == "None" and key in resolved))
+
+
+def _auto_shown(shown: str, value: Any, context: str) -> str:
+    """``auto`` (a shown ``auto`` / ``None``, its explanation kept) with what it resolves to: ``auto (= 10 for mnist
+    ipc 1)``; ``value`` None: not known before the run."""
+    why = shown.split(" ", 1)[1].strip("()") + "; " if " " in shown else ""
+    if value is None:
+        return f"auto ({why}resolved when the run reads the data)"
+    return f"auto ({why}= {_shown(value)} {context})"
+
+
+def _with_resolved(key: str, value: Any, resolved: Mapping[str, Any] | None, context: str) -> str:
+    shown = _shown(value)
+    if not _is_auto(key, shown, resolved):
+        return shown
+    return _auto_shown(shown, (resolved or {}).get(key), context)
+
+
+def _departure_resolved(line: str, resolved: Mapping[str, Any] | None, context: str) -> str:
+    """A departure ``key: paper -> preset`` whose preset value is ``auto`` / None, with what it resolves to."""
+    key, _, rest = line.partition(": ")
+    before, arrow, after = rest.rpartition(" -> ")
+    if not arrow or not _is_auto(key, after, resolved):
+        return line
+    return f"{key}: {before} -> {_auto_shown(after, (resolved or {}).get(key), context)}"
+
+
 def settings_table(
     preset: str,
     method: str,
@@ -567,22 +599,27 @@ def settings_table(
     defaults: Mapping[str, Any] | None = None,
     dataset: str = "",
     student: bool = False,
+    resolved: Mapping[str, Any] | None = None,
+    context: str = "",
 ) -> str:
     """The authors' command for ``method`` (:data:`PAPER`, with sources), the preset's options and evaluation on
-    ``dataset`` and, for a preset other than ``paper``, its departures."""
+    ``dataset`` and, for a preset other than ``paper``, its departures. ``resolved``: what each value a run decides
+    itself (``auto`` or None: ``jitter``, ``factor``, ``dsa_strategy``, ``eval.batch``, ...) resolves to for this
+    data and ipc, shown beside it as ``auto (= VALUE CONTEXT)`` (a key missing: resolved when the run reads the
+    data)."""
     lines = [f"{method}, ipc {ipc}: the authors' command ({_SOURCES.get(method, 'no source recorded')})"]
     for r in PAPER.get(method, []):
         lines.append(f"  {r.key} = {_shown(r.value)}    [{r.source}]" + (f"  note: {r.note}" if r.note else ""))
     if method not in PAPER:
         lines.append("  not recorded yet: the zoo's defaults (zoo condense --list-options)")
     opts = method_options(preset, method, ipc)
-    lines.append(f"preset {preset}: options " + (", ".join(f"{k}={_shown(v)}" for k, v in opts.items()) or "none"))
+    shown = [f"{k}={_with_resolved(k, v, resolved, context)}" for k, v in opts.items()]
+    lines.append(f"preset {preset}: options " + (", ".join(shown) or "none"))
     ev = eval_protocol(preset, method, dataset, student)
-    lines.append(
-        f"preset {preset}: evaluation on {dataset or 'other data'}: "
-        + ", ".join(f"{k}={_shown(v)}" for k, v in ev.items())
-    )
+    shown = [f"{k}={_with_resolved(f'eval.{k}', v, resolved, context)}" for k, v in ev.items()]
+    lines.append(f"preset {preset}: evaluation on {dataset or 'other data'}: " + ", ".join(shown))
     if preset != "paper":
-        dep = departures(preset, method, ipc, defaults, dataset=dataset, student=student)
+        dep = [_departure_resolved(d, resolved, context)
+               for d in departures(preset, method, ipc, defaults, dataset=dataset, student=student)]  # fmt: skip
         lines.append(f"departures from paper ({len(dep)}):" + "".join(f"\n  {d}" for d in dep))
     return "\n".join(lines)

@@ -39,12 +39,23 @@ from .core import CondenseError, Method, register_method
 from .student import random_resized_crop_params, resized_crop
 from .teacher import load_teacher
 
-__all__ = ["RDED", "auto_factor", "random_resized_crops", "score_crops", "select_crops", "stitch"]
+__all__ = ["RDED", "auto_factor", "effective_factor", "random_resized_crops", "score_crops", "select_crops", "stitch"]
 
 
 def auto_factor(size: int) -> int:
     """The authors' factor for images of ``size`` pixels: 1 up to 64 (CIFAR, Tiny-ImageNet scripts), 2 above."""
     return 1 if size <= 64 else 2
+
+
+def effective_factor(factor: int | None, size: int, min_patch: int) -> int:
+    """The factor a run on ``size`` px images uses: ``factor`` (None: :func:`auto_factor`), lowered until each
+    patch has at least ``min_patch`` pixels a side."""
+    f = auto_factor(size) if factor is None else int(factor)
+    if f < 1:
+        raise CondenseError(f"rded's factor must be >= 1, got {f}")
+    while f > 1 and size // f < int(min_patch):
+        f -= 1
+    return f
 
 
 def random_resized_crops(
@@ -143,14 +154,7 @@ class RDED(Method):
     }
 
     def effective_factor(self) -> int:
-        f = self.options["factor"]
-        f = auto_factor(min(self.real.shape[1:])) if f is None else int(f)
-        if f < 1:
-            raise CondenseError(f"rded's factor must be >= 1, got {f}")
-        h = min(self.real.shape[1:])
-        while f > 1 and h // f < int(self.options["min_patch"]):
-            f -= 1
-        return f
+        return effective_factor(self.options["factor"], min(self.real.shape[1:]), self.options["min_patch"])
 
     def check(self) -> None:
         o = self.options
