@@ -408,10 +408,10 @@ def _class_count(source) -> int | None:
     return 10 if b is not None or source.kind == "digits" else None
 
 
-def _auto_values(method: str, options: dict, dataset: str, ipc: int, size: int, classes: int | None) -> dict:
-    """What each value a run of ``method`` decides itself (``auto`` / None) resolves to on ``dataset`` at ``ipc``
-    and ``size`` px: the DSA strategy, SRe2L's jitter, RDED's factor, a teacher method's student batch."""
-    o = {**_resolved_defaults(method, dataset, ipc), **options}
+def _auto_values(method: str, o: dict, dataset: str, ipc: int, size: int, classes: int | None) -> dict:
+    """What each value a run of ``method`` with options ``o`` (its defaults under the preset's) decides itself
+    (``auto`` / None) resolves to on ``dataset`` at ``ipc`` and ``size`` px: the DSA strategy, SRe2L's jitter,
+    RDED's factor, a teacher method's student batch."""
     out: dict = {}
     if "dsa_strategy" in o:
         out["dsa_strategy"] = dsa_strategy(dataset, o["dsa_strategy"])
@@ -432,8 +432,8 @@ def _settings_table(args: argparse.Namespace) -> str:
     dataset = source.name.replace("-", "_")
     size = _image_size(args, preset, source)
     options = method_options(preset, args.method, args.ipc)  # the preset's, as the table shows them
-    resolved = _auto_values(args.method, options, dataset, args.ipc, size, _class_count(source))
     defaults = _resolved_defaults(args.method, dataset, args.ipc)
+    resolved = _auto_values(args.method, {**defaults, **options}, dataset, args.ipc, size, _class_count(source))
     where = f"for {dataset} ipc {args.ipc} at {size} px"
     student = METHODS[args.method].needs_teacher
     return settings_table(preset, args.method, args.ipc, defaults, dataset, student, resolved, where)
