@@ -140,46 +140,21 @@ ZOO_T_512 inline __m256i dots8_u4_512(const int8_t* x, const uint8_t* c) {
   return reduce_pairs(v);
 }
 
-// Prompts: eight blocks at a time in the interleaved layout (interleave8), so that lane j of one accumulator sums
-// block j: no per-block reduction. u unsigned, s signed bytes: int4 codes unpacked to bytes (0..15, so AVX2's
-// maddubs cannot saturate) against the activation, or (VNNI) the activation offset to x + 128 against int8 codes.
-inline void interleave8(const uint8_t* src, uint8_t* dst, int64_t B) {  // whole groups of 8 blocks; the tail as is
-  int64_t b = 0;
-  for (; b + 8 <= B; b += 8) {
-    const uint32_t* s32 = reinterpret_cast<const uint32_t*>(src + b * kBlock);
+// Prompts: eight blocks at a time in the interleaved layout, so that lane j of one accumulator sums block j: no
+// per-block reduction. A last group of fewer than eight blocks is padded with zero bytes (their products are zero).
+inline void interleave8(const uint8_t* src, uint8_t* dst, int64_t B) {  // B blocks, padded to whole groups of 8
+  for (int64_t b = 0; b < B; b += 8) {
+    alignas(32) uint8_t group[8 * kBlock] = {};  // a last group of fewer blocks: zero bytes after them
+    const uint8_t* g = src + b * kBlock;
+    if (b + 8 > B) g = static_cast<const uint8_t*>(std::memcpy(group, g, (B - b) * kBlock));
+    const uint32_t* s32 = reinterpret_cast<const uint32_t*>(g);
     uint32_t* d32 = reinterpret_cast<uint32_t*>(dst + b * kBlock);
     for (int k = 0; k < 8; ++k)  // word k of every block: the k-th 32 bytes of the group
       for (int j = 0; j < 8; ++j) d32[k * 8 + j] = s32[j * 8 + k];
   }
-  std::copy(src + b * kBlock, src + B * kBlock, dst + b * kBlock);
 }
 
-// AVX2 takes only int4 codes here (0..15: its int8 rows keep the sign trick), so the eight byte products' int16
-// pair sums add as int16 (16 products of at most 15 * 127 in magnitude: no overflow) and widen once
-inline __m256i dots8_t_avx2(const uint8_t* u, const int8_t* s) {
-  __m256i acc = _mm256_setzero_si256();
-  for (int k = 0; k < 8; ++k) {
-    const __m256i uv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + k * kBlock));
-    const __m256i sv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k * kBlock));
-    acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(uv, sv));
-  }
-  return _mm256_madd_epi16(acc, _mm256_set1_epi16(1));
-}
-
-ZOO_T_VNNI inline __m256i dots8_t_vnni(const uint8_t* u, const int8_t* s) {
-  __m256i acc = _mm256_setzero_si256();
-  for (int k = 0; k < 8; ++k)
-    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + k * kBlock)),
-                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + k * kBlock)));
-  return acc;
-}
-
-ZOO_T_512 inline __m256i dots8_t_512(const uint8_t* u, const int8_t* s) {
-  __m512i acc = _mm512_setzero_si512();
-  for (int i = 0; i < 4; ++i)  // words 2i and 2i + 1 of the eight blocks in one register
-    acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(u + i * 2 * kBlock), _mm512_loadu_si512(s + i * 2 * kBlock));
-  return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-}
+inline int64_t padded_blocks(int64_t B) { return (B + 7) / 8 * 8; }
 
 // the activation rows, quantized once per call
 struct RowsA8 {
@@ -187,9 +162,10 @@ struct RowsA8 {
   std::vector<int8_t> q;    // (M, K): int8 codes; for int4 weights each block's even columns, then its odd ones
   std::vector<float> d;     // (M, B): the block scales
   std::vector<float> gsum;    // (M, G): the float sum of x over each weight group (int4's zero points)
-  std::vector<int32_t> isum;  // (M, B): the sum of each block's codes (int4's centre: u - 8)
+  std::vector<int32_t> isum;  // (M, B): the sum of each block's codes (int4's centre u - 8; AVX2 int8 prompts' offset)
   std::vector<uint8_t> u;     // prompts, int8 weights with VNNI: the codes + 128 as unsigned bytes, interleaved
-  std::vector<int8_t> r;      // prompts, int4 weights: the codes interleaved
+  std::vector<int8_t> r;      // prompts, int4 weights or AVX2 int8 ones: the codes interleaved
+  int64_t Kp = 0;             // prompts: the length of u's and r's rows (whole groups of eight blocks)
   std::vector<int8_t> p;      // one row, int4 weights: the codes in pair_layout
 };
 
@@ -253,19 +229,20 @@ void q8_0_row(const float* x, int64_t K, int8_t* q, float* d, float* bsum, bool 
   }
 }
 
-RowsA8 quantize_rows(const float* x, int64_t M, int64_t K, int64_t gs, bool split) {
+RowsA8 quantize_rows(const float* x, int64_t M, int64_t K, int64_t gs, bool split, bool sums = false) {
   RowsA8 r;
   r.M = M, r.K = K, r.B = K / kBlock, r.G = gs > 0 ? K / gs : 0;
   r.q.resize(M * K);
   r.d.resize(M * r.B);
   r.gsum.assign(M * r.G, 0.0f);
-  r.isum.assign(r.G ? M * r.B : 0, 0);
+  sums = sums || r.G;
+  r.isum.assign(sums ? M * r.B : 0, 0);
   at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> bsum(r.B);
     for (int64_t m = begin; m < end; ++m) {
       q8_0_row(x + m * K, K, r.q.data() + m * K, r.d.data() + m * r.B, r.G ? bsum.data() : nullptr, split);
-      for (int64_t b = 0; r.G && b < r.B; ++b) {
-        r.gsum[m * r.G + b / (gs / kBlock)] += bsum[b];
+      for (int64_t b = 0; sums && b < r.B; ++b) {
+        if (r.G) r.gsum[m * r.G + b / (gs / kBlock)] += bsum[b];
         const int8_t* qb = r.q.data() + m * K + b * kBlock;
         r.isum[m * r.B + b] = std::accumulate(qb, qb + kBlock, int32_t(0));
       }
@@ -306,93 +283,344 @@ inline void expand_scales(const at::Half* scale, const at::Half* zero, int64_t G
 
 constexpr int64_t kTile = 8;   // output rows whose codes stay in L1 while every activation row passes them
 constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared once for all of them
+constexpr int kMR = 2, kNR = 4;  // prompts: activation rows x prepared weight rows per block of registers
+constexpr int64_t kRowBlock = 32;  // prompts: activation rows that pass all of a thread's tiles before the next
 
-// y[m, n] for n in [n0, n1), every m: the float code shared by the three paths, DOTS8 the path's eight block sums.
-// Prompts (kReuse rows or more) prepare each tile once, interleaved: int4 codes unpacked to bytes; with VNNI, int8
-// rows and their block sums, so that the offset activation (x + 128, unsigned) meets the signed codes directly:
-// sum (x + 128) w - 128 sum w. AVX2's maddubs would saturate on (x + 128) w: its int8 rows keep the sign trick.
-#define ZOO_A8_CHUNK(NAME, TARGET, DOTS8_I8, DOTS8_U4, DOTS8_T, OFFSET_I8)                                          \
+inline __m256 tree8(const __m256* v) {  // the order of sum8 over the lanes of one vector, here across eight vectors
+  return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6])),
+                       _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
+}
+
+inline __m256 tail_fma(__m256 a, __m256 b, __m256 c) {  // the plain kernels' tail: rest = fma(a, b, rest)
+  return _mm256_fmadd_ps(a, b, c);
+}
+
+inline void store_rows(__m256 v, float* y, int64_t count) {
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  std::copy(tmp, tmp + count, y);
+}
+
+
+// One output's float value from its exact integer block sums: `dots` holds the whole groups of eight blocks, the
+// blocks past them are summed here. Every path and every row count end in this code, so they agree bit for bit.
+inline float finish_i8(const int32_t* dots, const int8_t* xq, const float* d, const int8_t* wrow, int64_t B,
+                       float scale) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 8 <= B; b += 8)
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(d + b),
+                          _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dots + b))), acc);
+  float rest = 0.0f;
+  for (; b < B; ++b)
+    rest = std::fma(d[b], static_cast<float>(hsum_i32(block_i8_avx2(xq + b * kBlock, wrow + b * kBlock))), rest);
+  return (sum8(acc) + rest) * scale;
+}
+
+// int4: dots are the sums against the codes' centre (u - 8); s the row's scale per block, z its zero per group
+inline float finish_i4(const int32_t* dots, const int8_t* xq, const float* d, const int32_t* isum, const float* gsum,
+                       const uint8_t* row, const float* s, const float* z, int64_t B, int64_t G) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 8 <= B; b += 8) {
+    const __m256 coef = _mm256_mul_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(s + b));
+    acc = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dots + b))),
+                          acc);
+  }
+  float rest = 0.0f;
+  for (; b < B; ++b)
+    rest = std::fma(d[b] * s[b],
+                    static_cast<float>(hsum_i32(block_u4_avx2(xq + b * kBlock, row + b * kBlock / 2)) - 8 * isum[b]),
+                    rest);
+  __m256 off = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= G; g += 8) off = _mm256_fmadd_ps(_mm256_loadu_ps(z + g), _mm256_loadu_ps(gsum + g), off);
+  for (; g < G; ++g) rest = std::fma(z[g], gsum[g], rest);
+  return sum8(acc) + sum8(off) + rest;
+}
+
+// Fewer than kReuse rows: each output row's codes read once for every activation row, eight blocks at a time
+#define ZOO_A8_ROWS(NAME, TARGET, DOTS8_I8, DOTS8_U4)                                                                \
   TARGET void NAME(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t n0, int64_t n1) {  \
     const int64_t B = a.B, G = a.G, K = a.K;                                                                       \
-    const bool reuse = a.M >= kReuse, offset8 = !int4 && reuse && (OFFSET_I8);                                     \
-    std::vector<float> sc(int4 ? kTile * B : 0), zt(int4 ? kTile * G : 0);                                         \
-    std::vector<uint8_t> wt((int4 && reuse) || offset8 ? kTile * K : 0), unpacked(int4 && reuse ? K : 0);          \
-    std::vector<int32_t> ws(offset8 ? kTile * B : 0);                                                              \
-    for (int64_t t0 = n0; t0 < n1; t0 += kTile) {                                                                  \
-      const int64_t t1 = std::min(n1, t0 + kTile);                                                                 \
-      for (int64_t n = t0; reuse && n < t1; ++n) {                                                                 \
-        const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;                               \
-        if (int4) {                                                                                                \
-          for (int64_t b = 0; b < B; ++b)                                                                          \
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(unpacked.data() + b * kBlock), nibbles(row + b * kBlock / 2)); \
-          interleave8(unpacked.data(), wt.data() + (n - t0) * K, B);                                               \
-        } else if (offset8) {                                                                                      \
-          for (int64_t b = 0; b < B; ++b)                                                                          \
-            ws[(n - t0) * B + b] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,              \
-                                                   reinterpret_cast<const int8_t*>(row) + (b + 1) * kBlock, 0);    \
-          interleave8(row, wt.data() + (n - t0) * K, B);                                                           \
-        }                                                                                                          \
-      }                                                                                                            \
-      if (int4)                                                                                                    \
-        for (int64_t n = t0; n < t1; ++n)                                                                          \
-          expand_scales(w.scale4 + n * G, w.zero4 + n * G, G, w.per, sc.data() + (n - t0) * B, zt.data() + (n - t0) * G); \
+    std::vector<float> sc(int4 ? B : 0), zt(int4 ? G : 0);                                                         \
+    std::vector<int32_t> dots(B);                                                                                  \
+    for (int64_t n = n0; n < n1; ++n) {                                                                            \
+      const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;                                 \
+      if (int4) expand_scales(w.scale4 + n * G, w.zero4 + n * G, G, w.per, sc.data(), zt.data());                  \
       for (int64_t m = 0; m < a.M; ++m) {                                                                          \
         const int8_t* xq = a.q.data() + m * K;                                                                     \
-        const float* d = a.d.data() + m * B;                                                                       \
         const int32_t* isum = int4 ? a.isum.data() + m * B : nullptr;                                              \
-        for (int64_t n = t0; n < t1; ++n) {                                                                        \
-          const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;                             \
-          const float* s = sc.data() + (n - t0) * B;                                                               \
-          __m256 acc = _mm256_setzero_ps();                                                                        \
-          int64_t b = 0;                                                                                           \
-          float rest = 0.0f;                                                                                       \
-          if (!int4) {                                                                                             \
-            const int8_t* wrow = reinterpret_cast<const int8_t*>(row);                                             \
-            for (; b + 8 <= B; b += 8) {                                                                           \
-              __m256i dots;                                                                                        \
-              if (offset8) {                                                                                       \
-                const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ws.data() + (n - t0) * B + b)); \
-                const int8_t* wi = reinterpret_cast<const int8_t*>(wt.data()) + (n - t0) * K + b * kBlock;          \
-                dots = _mm256_sub_epi32(DOTS8_T(a.u.data() + m * K + b * kBlock, wi), _mm256_slli_epi32(sums, 7));   \
-              } else {                                                                                             \
-                dots = DOTS8_I8(xq + b * kBlock, wrow + b * kBlock);                                               \
-              }                                                                                                    \
-              acc = _mm256_fmadd_ps(_mm256_loadu_ps(d + b), _mm256_cvtepi32_ps(dots), acc);                        \
-            }                                                                                                      \
-            for (; b < B; ++b)                                                                                     \
-              rest = std::fma(d[b], static_cast<float>(hsum_i32(block_i8_avx2(                                     \
-                                  xq + b * kBlock, reinterpret_cast<const int8_t*>(row) + b * kBlock))), rest);    \
-            y[m * N + n] = (sum8(acc) + rest) * w.scale8[n];                                                       \
-          } else {                                                                                                 \
-            for (; b + 8 <= B; b += 8) {                                                                           \
-              const __m256i centre = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + b)), 3); \
-              const __m256i raw = reuse ? DOTS8_T(wt.data() + (n - t0) * K + b * kBlock, a.r.data() + m * K + b * kBlock) \
-                                        : DOTS8_U4(a.p.data() + m * K + b * kBlock, row + b * kBlock / 2);         \
-              const __m256i dots = _mm256_sub_epi32(raw, centre);                                                  \
-              const __m256 coef = _mm256_mul_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(s + b));                   \
-              acc = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(dots), acc);                                          \
-            }                                                                                                      \
-            for (; b < B; ++b)                                                                                     \
-              rest = std::fma(d[b] * s[b],                                                                         \
-                              static_cast<float>(hsum_i32(block_u4_avx2(xq + b * kBlock, row + b * kBlock / 2)) -  \
-                                                 8 * isum[b]),                                                     \
-                              rest);                                                                               \
-            const float* z = zt.data() + (n - t0) * G;                                                             \
-            const float* gs = a.gsum.data() + m * G;                                                               \
-            __m256 off = _mm256_setzero_ps();                                                                      \
-            int64_t g = 0;                                                                                         \
-            for (; g + 8 <= G; g += 8) off = _mm256_fmadd_ps(_mm256_loadu_ps(z + g), _mm256_loadu_ps(gs + g), off); \
-            for (; g < G; ++g) rest = std::fma(z[g], gs[g], rest);                                                 \
-            y[m * N + n] = sum8(acc) + sum8(off) + rest;                                                           \
+        for (int64_t b = 0; b + 8 <= B; b += 8) {                                                                  \
+          const __m256i v =                                                                                        \
+              int4 ? _mm256_sub_epi32(DOTS8_U4(a.p.data() + m * K + b * kBlock, row + b * kBlock / 2),             \
+                                      _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + b)), 3)) \
+                   : DOTS8_I8(xq + b * kBlock, reinterpret_cast<const int8_t*>(row) + b * kBlock);                 \
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dots.data() + b), v);                                      \
+        }                                                                                                          \
+        y[m * N + n] = int4 ? finish_i4(dots.data(), xq, a.d.data() + m * B, isum, a.gsum.data() + m * G, row,     \
+                                        sc.data(), zt.data(), B, G)                                                \
+                            : finish_i8(dots.data(), xq, a.d.data() + m * B, reinterpret_cast<const int8_t*>(row), B, \
+                                        w.scale8[n]);                                                              \
+      }                                                                                                            \
+    }                                                                                                              \
+  }
+
+// Prompts: the group sums of MR activation rows against NR prepared rows in the interleave8 layout (lane j of word
+// k is block j's k-th four bytes), so that every loaded vector meets NR or MR others. STEP(acc, u, s) adds the
+// products of unsigned u and signed s bytes; the prepared rows are the unsigned side where WU.
+#define ZOO_A8_GROUPS(NAME, TARGET, STEP, FINISH)                                                                    \
+  template <int MR, int NR, bool WU>                                                                               \
+  TARGET inline void NAME(const uint8_t* const* act, const uint8_t* const* wts, int64_t groups, int32_t* out,       \
+                          int64_t row_stride, int64_t act_stride) {                                                \
+    for (int64_t g = 0; g < groups; ++g) {                                                                         \
+      __m256i acc[MR][NR];                                                                                         \
+      for (int i = 0; i < MR; ++i)                                                                                 \
+        for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();                                           \
+      for (int k = 0; k < 8; ++k) {                                                                                \
+        const int64_t o = (g * 8 + k) * kBlock;                                                                    \
+        __m256i av[MR];                                                                                            \
+        for (int i = 0; i < MR; ++i) av[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act[i] + o));    \
+        for (int j = 0; j < NR; ++j) {                                                                             \
+          const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wts[j] + o));                    \
+          for (int i = 0; i < MR; ++i) acc[i][j] = WU ? STEP(acc[i][j], wv, av[i]) : STEP(acc[i][j], av[i], wv);   \
+        }                                                                                                          \
+      }                                                                                                            \
+      for (int i = 0; i < MR; ++i)                                                                                 \
+        for (int j = 0; j < NR; ++j)                                                                               \
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i * act_stride + j * row_stride + g * 8),           \
+                              FINISH(acc[i][j]));                                                                  \
+    }                                                                                                              \
+  }                                                                                                                \
+  template <bool WU>                                                                                               \
+  TARGET void NAME##_any(int mr, int nr, const uint8_t* const* act, const uint8_t* const* wts, int64_t groups,     \
+                         int32_t* out, int64_t row_stride, int64_t act_stride) {                                   \
+    switch (mr * 8 + nr) {                                                                                         \
+      case 2 * 8 + 4: return NAME<2, 4, WU>(act, wts, groups, out, row_stride, act_stride);                        \
+      case 2 * 8 + 3: return NAME<2, 3, WU>(act, wts, groups, out, row_stride, act_stride);                        \
+      case 2 * 8 + 2: return NAME<2, 2, WU>(act, wts, groups, out, row_stride, act_stride);                        \
+      case 2 * 8 + 1: return NAME<2, 1, WU>(act, wts, groups, out, row_stride, act_stride);                        \
+      case 1 * 8 + 4: return NAME<1, 4, WU>(act, wts, groups, out, row_stride, act_stride);                        \
+      case 1 * 8 + 3: return NAME<1, 3, WU>(act, wts, groups, out, row_stride, act_stride);                        \
+      case 1 * 8 + 2: return NAME<1, 2, WU>(act, wts, groups, out, row_stride, act_stride);                        \
+      default: return NAME<1, 1, WU>(act, wts, groups, out, row_stride, act_stride);                               \
+    }                                                                                                              \
+  }
+
+// AVX2: byte products of 4-bit values (0..15) by int8 add as int16 over one group (16 products of at most 15 * 127
+// in magnitude: no overflow) and widen once; VNNI adds into int32 directly
+inline __m256i step_avx2(__m256i acc, __m256i u, __m256i s) { return _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s)); }
+inline __m256i widen_avx2(__m256i acc) { return _mm256_madd_epi16(acc, _mm256_set1_epi16(1)); }
+ZOO_T_VNNI inline __m256i step_vnni(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
+ZOO_T_512 inline __m256i step_512(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+inline __m256i as_is(__m256i acc) { return acc; }
+ZOO_A8_GROUPS(groups_avx2, , step_avx2, widen_avx2)
+ZOO_A8_GROUPS(groups_vnni, ZOO_T_VNNI, step_vnni, as_is)
+ZOO_A8_GROUPS(groups_512, ZOO_T_512, step_512, as_is)
+
+// (w + 128) of one int8 row as two rows of 4-bit values, low then high, each interleaved: AVX2's maddubs cannot take
+// the whole offset byte (255 * 127 * 2 overflows int16), so w x = 16 hi x + lo x - 128 x
+inline void nibble_planes(const int8_t* row, int64_t K, int64_t B, uint8_t* tmp, uint8_t* lo, uint8_t* hi) {
+  for (int64_t c = 0; c < K; ++c) tmp[c] = static_cast<uint8_t>(row[c] + 128) & 15;
+  interleave8(tmp, lo, B);
+  for (int64_t c = 0; c < K; ++c) tmp[c] = static_cast<uint8_t>(row[c] + 128) >> 4;
+  interleave8(tmp, hi, B);
+}
+
+// eight vectors of eight int32 transposed in place: v[r][l] -> v[l][r]
+inline void transpose8(__m256i* v) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
+    t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+    u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+    u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+    u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+    v[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+  }
+}
+
+enum class A8Kind { kOffset, kPlanes, kInt4 };  // VNNI int8 (activation + 128), AVX2 int8 (two 4-bit planes), int4
+
+// A prompt's tile of up to eight output rows, prepared once for every activation row (rows of Kp bytes, interleaved)
+struct PromptTile {
+  A8Kind kind;
+  int64_t rows = 0, B = 0, G = 0, Bp = 0;
+  std::vector<uint8_t> wt;    // (rows * P, Kp) the prepared codes, P = 2 planes or 1
+  std::vector<int32_t> ws;    // kOffset: (8, Bp) each row's block sums of its codes, zero past B
+  std::vector<float> sct;     // kInt4: (B, 8) the block scales, lane = row
+  std::vector<float> ztt;     // kInt4: (G, 8) the zero points, lane = row
+  __m256 scale8;              // int8: the rows' scales
+};
+
+// One activation row against one tile, from its rows' exact group sums (raw: (rows * P, Bp)): the block sums turned
+// so that a lane is an output row, then the float code of the decode tiles (block b in accumulator b % 8 for whole
+// groups of eight, the rest in `rest`), the same arithmetic as every other path. Lanes past the tile's rows compute
+// from stale sums and are never stored.
+template <A8Kind KIND>
+inline void finish_tile(const PromptTile& t, const int32_t* raw, const float* d, const int32_t* isum,
+                        const float* gsum, float* y) {
+  constexpr int64_t P = KIND == A8Kind::kPlanes ? 2 : 1;
+  const int64_t B = t.B, Bp = t.Bp, B8 = B / 8 * 8;
+  __m256 acc[8], rest = _mm256_setzero_ps();
+  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < Bp; g += 8) {
+    const int64_t left = std::min<int64_t>(8, B - g);
+    __m256i sums = _mm256_setzero_si256();
+    if (KIND != A8Kind::kOffset)
+      sums = _mm256_maskload_epi32(isum + g, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)),
+                                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    __m256i v[8];
+    for (int r = 0; r < 8; ++r) {
+      const int32_t* rr = raw + r * P * Bp + g;
+      const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr));
+      if (KIND == A8Kind::kOffset)
+        v[r] = _mm256_sub_epi32(
+            lo, _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.ws.data() + r * Bp + g)), 7));
+      else if (KIND == A8Kind::kPlanes)
+        v[r] = _mm256_sub_epi32(
+            _mm256_add_epi32(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr + Bp)), 4), lo),
+            _mm256_slli_epi32(sums, 7));
+      else
+        v[r] = _mm256_sub_epi32(lo, _mm256_slli_epi32(sums, 3));
+    }
+    transpose8(v);
+    if (g < B8) {  // a whole group: block g + l in accumulator l
+      for (int l = 0; l < 8; ++l) {
+        const __m256 coef = KIND == A8Kind::kInt4
+                                ? _mm256_mul_ps(_mm256_set1_ps(d[g + l]), _mm256_loadu_ps(t.sct.data() + (g + l) * 8))
+                                : _mm256_set1_ps(d[g + l]);
+        acc[l] = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(v[l]), acc[l]);
+      }
+    } else {
+      for (int64_t l = 0; l < left; ++l) {
+        const __m256 coef = KIND == A8Kind::kInt4
+                                ? _mm256_mul_ps(_mm256_set1_ps(d[g + l]), _mm256_loadu_ps(t.sct.data() + (g + l) * 8))
+                                : _mm256_set1_ps(d[g + l]);
+        rest = tail_fma(coef, _mm256_cvtepi32_ps(v[l]), rest);
+      }
+    }
+  }
+  __m256 total;
+  if (KIND == A8Kind::kInt4) {
+    const int64_t G = t.G, G8 = G / 8 * 8;
+    __m256 off[8];
+    for (int j = 0; j < 8; ++j) off[j] = _mm256_setzero_ps();
+    int64_t g = 0;
+    for (; g < G8; g += 8)
+      for (int j = 0; j < 8; ++j)
+        off[j] = _mm256_fmadd_ps(_mm256_loadu_ps(t.ztt.data() + (g + j) * 8), _mm256_set1_ps(gsum[g + j]), off[j]);
+    for (; g < G; ++g) rest = tail_fma(_mm256_loadu_ps(t.ztt.data() + g * 8), _mm256_set1_ps(gsum[g]), rest);
+    total = _mm256_add_ps(_mm256_add_ps(tree8(acc), tree8(off)), rest);
+  } else {
+    total = _mm256_mul_ps(_mm256_add_ps(tree8(acc), rest), t.scale8);
+  }
+  if (t.rows == 8)
+    _mm256_storeu_ps(y, total);
+  else
+    store_rows(total, y, t.rows);
+}
+
+// Prepares output rows [t0, t1) of the weights as one tile
+inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t0, int64_t t1, std::vector<uint8_t>& tmp) {
+  const int64_t B = t.B, G = t.G, Bp = t.Bp, Kp = Bp * kBlock, P = t.kind == A8Kind::kPlanes ? 2 : 1;
+  t.rows = t1 - t0;
+  alignas(32) float scales[8] = {};
+  for (int64_t n = t0; n < t1; ++n) {
+    const int64_t r = n - t0;
+    const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;
+    uint8_t* dst = t.wt.data() + r * P * Kp;
+    if (t.kind == A8Kind::kInt4) {
+      for (int64_t b = 0; b < B; ++b)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp.data() + b * kBlock), nibbles(row + b * kBlock / 2));
+      interleave8(tmp.data(), dst, B);
+      for (int64_t b = 0; b < B; ++b) t.sct[b * 8 + r] = _cvtsh_ss(w.scale4[n * G + b / w.per].x);
+      for (int64_t g = 0; g < G; ++g) t.ztt[g * 8 + r] = _cvtsh_ss(w.zero4[n * G + g].x);
+    } else {
+      scales[r] = w.scale8[n];
+      if (t.kind == A8Kind::kPlanes) {
+        nibble_planes(reinterpret_cast<const int8_t*>(row), K, B, tmp.data(), dst, dst + Kp);
+      } else {
+        for (int64_t b = 0; b < B; ++b)
+          t.ws[r * Bp + b] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,
+                                             reinterpret_cast<const int8_t*>(row) + (b + 1) * kBlock, 0);
+        interleave8(row, dst, B);
+      }
+    }
+  }
+  t.scale8 = _mm256_load_ps(scales);
+}
+
+// kReuse rows or more: the thread's tiles of output rows are prepared once (int4 codes unpacked to bytes; int8 codes
+// with their block sums for VNNI, whose unsigned side is then the activation offset to x + 128, or as two 4-bit
+// planes for AVX2); then, kRowBlock activation rows at a time (their outputs fill whole cache lines while in cache),
+// every pair of rows meets each tile in blocks of registers (GROUPS), and finish_tile turns the exact integer sums
+// into the outputs eight at a time.
+#define ZOO_A8_PROMPT(NAME, TARGET, GROUPS, OFFSET_I8)                                                               \
+  TARGET void NAME(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t n0, int64_t n1) {  \
+    const A8Kind kind = int4 ? A8Kind::kInt4 : (OFFSET_I8) ? A8Kind::kOffset : A8Kind::kPlanes;                    \
+    const int64_t K = a.K, Bp = padded_blocks(a.B), Kp = a.Kp, P = kind == A8Kind::kPlanes ? 2 : 1, RP = kTile * P; \
+    std::vector<PromptTile> tiles((n1 - n0 + kTile - 1) / kTile);                                                  \
+    std::vector<uint8_t> tmp(K);                                                                                   \
+    for (size_t i = 0; i < tiles.size(); ++i) {                                                                    \
+      PromptTile& t = tiles[i];                                                                                    \
+      t.kind = kind, t.B = a.B, t.G = a.G, t.Bp = Bp;                                                              \
+      t.wt.assign(RP * Kp, 0);                                                                                     \
+      t.ws.assign(kind == A8Kind::kOffset ? kTile * Bp : 0, 0);                                                    \
+      t.sct.assign(int4 ? a.B * 8 : 0, 0.0f);                                                                      \
+      t.ztt.assign(int4 ? a.G * 8 : 0, 0.0f);                                                                      \
+      const int64_t t0 = n0 + static_cast<int64_t>(i) * kTile;                                                     \
+      prepare_tile(t, w, K, t0, std::min(n1, t0 + kTile), tmp);                                                    \
+    }                                                                                                              \
+    std::vector<int32_t> raw(kMR * RP * Bp);                                                                       \
+    const uint8_t* acts = kind == A8Kind::kOffset ? a.u.data() : reinterpret_cast<const uint8_t*>(a.r.data());     \
+    for (int64_t mb = 0; mb < a.M; mb += kRowBlock) {                                                              \
+      const int64_t me = std::min(a.M, mb + kRowBlock);                                                            \
+      for (size_t ti = 0; ti < tiles.size(); ++ti) {                                                               \
+        const PromptTile& t = tiles[ti];                                                                           \
+        const int64_t t0 = n0 + static_cast<int64_t>(ti) * kTile, rows = t.rows * P;                               \
+        for (int64_t m0 = mb; m0 < me; m0 += kMR) {                                                                \
+          const int mr = static_cast<int>(std::min<int64_t>(kMR, me - m0));                                        \
+          const uint8_t* act[kMR];                                                                                 \
+          for (int i = 0; i < mr; ++i) act[i] = acts + (m0 + i) * Kp;                                              \
+          for (int64_t r0 = 0; r0 < rows; r0 += kNR) {                                                             \
+            const int nr = static_cast<int>(std::min<int64_t>(kNR, rows - r0));                                    \
+            const uint8_t* wts[kNR];                                                                               \
+            for (int j = 0; j < nr; ++j) wts[j] = t.wt.data() + (r0 + j) * Kp;                                     \
+            if (kind == A8Kind::kOffset)                                                                           \
+              GROUPS##_any<false>(mr, nr, act, wts, Bp / 8, raw.data() + r0 * Bp, Bp, RP * Bp);                    \
+            else                                                                                                   \
+              GROUPS##_any<true>(mr, nr, act, wts, Bp / 8, raw.data() + r0 * Bp, Bp, RP * Bp);                     \
+          }                                                                                                        \
+          for (int i = 0; i < mr; ++i) {                                                                           \
+            const int64_t m = m0 + i;                                                                              \
+            const int32_t* r = raw.data() + i * RP * Bp;                                                           \
+            const float* d = a.d.data() + m * a.B;                                                                 \
+            float* out = y + m * N + t0;                                                                           \
+            if (kind == A8Kind::kInt4)                                                                             \
+              finish_tile<A8Kind::kInt4>(t, r, d, a.isum.data() + m * a.B, a.gsum.data() + m * a.G, out);          \
+            else if (kind == A8Kind::kPlanes)                                                                      \
+              finish_tile<A8Kind::kPlanes>(t, r, d, a.isum.data() + m * a.B, nullptr, out);                        \
+            else                                                                                                   \
+              finish_tile<A8Kind::kOffset>(t, r, d, nullptr, nullptr, out);                                        \
           }                                                                                                        \
         }                                                                                                          \
       }                                                                                                            \
     }                                                                                                              \
   }
 
-ZOO_A8_CHUNK(chunk_avx2, , dots8_i8_avx2, dots8_u4_avx2, dots8_t_avx2, false)
-ZOO_A8_CHUNK(chunk_vnni, ZOO_T_VNNI, dots8_i8_vnni, dots8_u4_vnni, dots8_t_vnni, true)
-ZOO_A8_CHUNK(chunk_512, ZOO_T_512, dots8_i8_512, dots8_u4_512, dots8_t_512, true)
+ZOO_A8_ROWS(rows_avx2, , dots8_i8_avx2, dots8_u4_avx2)
+ZOO_A8_ROWS(rows_vnni, ZOO_T_VNNI, dots8_i8_vnni, dots8_u4_vnni)
+ZOO_A8_ROWS(rows_512, ZOO_T_512, dots8_i8_512, dots8_u4_512)
+ZOO_A8_PROMPT(prompt_avx2, , groups_avx2, false)
+ZOO_A8_PROMPT(prompt_vnni, ZOO_T_VNNI, groups_vnni, true)
+ZOO_A8_PROMPT(prompt_512, ZOO_T_512, groups_512, true)
 
 void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t isa) {
   TORCH_CHECK(isa >= 0 && isa <= 2 && (cpu_isas() >> isa & 1),
@@ -400,12 +628,13 @@ void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N,
   // output rows in parallel, in whole tiles: every thread quantized nothing, it reads the rows made above
   at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t begin, int64_t end) {
     const int64_t n0 = begin * kTile, n1 = std::min(N, end * kTile);
+    const bool prompt = a.M >= kReuse;
     if (isa == kIsaAvx512Vnni)
-      chunk_512(a, w, int4, y, N, n0, n1);
+      (prompt ? prompt_512 : rows_512)(a, w, int4, y, N, n0, n1);
     else if (isa == kIsaAvxVnni)
-      chunk_vnni(a, w, int4, y, N, n0, n1);
+      (prompt ? prompt_vnni : rows_vnni)(a, w, int4, y, N, n0, n1);
     else
-      chunk_avx2(a, w, int4, y, N, n0, n1);
+      (prompt ? prompt_avx2 : rows_avx2)(a, w, int4, y, N, n0, n1);
   });
 }
 
@@ -426,15 +655,6 @@ inline __m256i bcast4(const int8_t* x) {
   int32_t v;
   std::memcpy(&v, x, 4);
   return _mm256_set1_epi32(v);
-}
-
-inline __m256 tree8(const __m256* v) {  // the order of sum8 over the lanes of one vector, here across eight vectors
-  return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6])),
-                       _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
-}
-
-inline __m256 tail_fma(__m256 a, __m256 b, __m256 c) {  // the plain kernels' tail: rest = fma(a, b, rest)
-  return _mm256_fmadd_ps(a, b, c);
 }
 
 inline __m256i dp_avx2(__m256i acc, __m256i u, __m256i s) {
@@ -494,12 +714,6 @@ inline __m256i block4_avx2(const uint8_t* c, const int8_t* x, __m256i m15) {
   }
 ZOO_BLOCK4(block4_vnni, ZOO_T_VNNI, dp_vnni)
 ZOO_BLOCK4(block4_512, ZOO_T_512, dp_512)
-
-inline void store_rows(__m256 v, float* y, int64_t count) {
-  alignas(32) float tmp[8];
-  _mm256_store_ps(tmp, v);
-  std::copy(tmp, tmp + count, y);
-}
 
 #define ZOO_A8_TILES(NAME4, NAME8, TARGET, BLOCK4, ROWS8_I8)                                                          \
   TARGET void NAME4(const RowsA8& a, const uint8_t* rp, const at::Half* sz, int64_t per, float* y, int64_t N,      \
@@ -628,13 +842,20 @@ at::Tensor gemm_int8_a8(const at::Tensor& x_, const at::Tensor& q_, const at::Te
   const int64_t M = x.size(0), N = q.size(0), K = q.size(1);
   auto y = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return y;
-  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false);
-  if (M >= kReuse && isa != kIsaAvx2) {
-    a.u.resize(M * K);
+  const bool prompt = M >= kReuse;
+  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false, prompt && isa == kIsaAvx2);
+  a.Kp = padded_blocks(a.B) * kBlock;
+  if (prompt && isa == kIsaAvx2) {  // the signed side of the 4-bit planes' products
+    a.r.resize(M * a.Kp);
+    for (int64_t m = 0; m < M; ++m)
+      interleave8(reinterpret_cast<const uint8_t*>(a.q.data()) + m * K, reinterpret_cast<uint8_t*>(a.r.data()) + m * a.Kp,
+                  a.B);
+  } else if (prompt) {
+    a.u.resize(M * a.Kp);
     std::vector<uint8_t> offset(K);
     for (int64_t m = 0; m < M; ++m) {
       for (int64_t c = 0; c < K; ++c) offset[c] = static_cast<uint8_t>(a.q[m * K + c] + 128);
-      interleave8(offset.data(), a.u.data() + m * K, a.B);
+      interleave8(offset.data(), a.u.data() + m * a.Kp, a.B);
     }
   }
   WeightsA8 w;
@@ -660,9 +881,10 @@ at::Tensor gemm_int4_a8(const at::Tensor& x_, const at::Tensor& codes_, const at
   if (M == 0 || N == 0) return y;
   RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, gs, true);
   if (M >= kReuse) {
-    a.r.resize(M * K);
+    a.Kp = padded_blocks(a.B) * kBlock;
+    a.r.resize(M * a.Kp);
     for (int64_t m = 0; m < M; ++m)
-      interleave8(reinterpret_cast<const uint8_t*>(a.q.data()) + m * K, reinterpret_cast<uint8_t*>(a.r.data()) + m * K,
+      interleave8(reinterpret_cast<const uint8_t*>(a.q.data()) + m * K, reinterpret_cast<uint8_t*>(a.r.data()) + m * a.Kp,
                   a.B);
   } else {
     a.p.resize(M * K);
