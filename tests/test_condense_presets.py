@@ -142,6 +142,9 @@ def test_the_evaluation_follows_the_preset():
     assert EvalSettings.for_preset("cpu", "mnist", "dm", epochs=7).epochs == 7
     dep = departures("cpu", "dm", 1, METHODS["dm"].defaults, dataset="mnist")
     assert "eval.epochs: 1,000 -> 300" in dep and any(d.startswith("eval.augment") for d in dep)
+    assert any(d.startswith("dsa_strategy") for d in dep)  # MNIST: no flips, where main_DM.py's default flips
+    for method in ("dm", "dc"):  # CIFAR-10: the zoo's None resolves to the authors' strategy, no departure
+        assert not any(d.startswith("dsa_strategy") for d in departures("cpu", method, 1, dataset="cifar10"))
     assert "eval.lr: learned -> 0.01" in departures("cpu", "mtt", 10, METHODS["mtt"].defaults, dataset="mnist")
     assert eval_protocol("paper", "rded", "mnist", student=True)["epochs"] == 300
     assert eval_protocol("cpu", "rded", "mnist", student=True)["epochs"] == PRESETS["cpu"].student_epochs
@@ -171,12 +174,12 @@ def test_print_settings_shows_what_auto_resolves_to(capsys):
     assert zoo_main(["condense", "--method", "rded", "--ipc", "1", "--data", "digits", "--preset", "quick",
                      "--print-settings"]) == 0  # fmt: skip
     assert "factor: 1 -> auto (= 1 for digits ipc 1 at 16 px)" in capsys.readouterr().out
-    for data, size, strategy in (("mnist", 28, "color_crop_cutout_scale_rotate"),
-                                 ("cifar10", 32, "color_crop_cutout_flip_scale_rotate")):  # fmt: skip
-        assert zoo_main([*args[:4], data, *args[5:], "--method", "dm"]) == 0
-        line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("dsa_strategy:"))
-        want = f"-> auto (every op, no flips on digits; = {strategy} for {data} ipc 1 at {size} px)"
-        assert line.endswith(want), line
+    assert zoo_main([*args[:4], "mnist", *args[5:], "--method", "dm"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("dsa_strategy:"))
+    want = "-> auto (every op, no flips on digits; = color_crop_cutout_scale_rotate for mnist ipc 1 at 28 px)"
+    assert line.endswith(want), line
+    assert zoo_main([*args[:4], "cifar10", *args[5:], "--method", "dm"]) == 0  # resolves to the authors' strategy
+    assert not any(x.strip().startswith("dsa_strategy:") for x in capsys.readouterr().out.splitlines())
 
 
 def test_settings_table_marks_auto_it_cannot_resolve():

@@ -536,7 +536,7 @@ def departures(
         got = {**base, **(dict(options) if options is not None else method_options(preset, method, ipc))}
         keys = sorted((set(want) | set(got)) - set(_PATHS))
         out = [f"{k}: {_shown(want.get(k, 'the zoo default'))} -> {_shown(got.get(k, 'the zoo default'))}"
-               for k in keys if _differ(want.get(k), got.get(k))
+               for k in keys if _differ(want.get(k), got.get(k)) and not _same_there(k, want, got, dataset)
                and not (k in ("outer_loop", "inner_loop") and got.get(k) is None)]  # fmt: skip
         out = [d.replace("-> None", "-> None (every op, no flips on digits)") if d.startswith("dsa_strategy") else d
                for d in out]  # fmt: skip
@@ -552,6 +552,15 @@ def departures(
     if p.image_size is not None:
         out.append(f"image_size: the data's -> {p.image_size}")
     return out
+
+
+def _same_there(key: str, want: Mapping[str, Any], got: Mapping[str, Any], dataset: str) -> bool:
+    """Whether a DSA strategy left to the zoo (None) resolves, on the named dataset, to the one it is compared with."""
+    return (
+        key == "dsa_strategy"
+        and bool(dataset)
+        and dsa_strategy(dataset, want.get(key)) == dsa_strategy(dataset, got.get(key))
+    )
 
 
 def _differ(a: Any, b: Any) -> bool:
