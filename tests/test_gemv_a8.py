@@ -286,6 +286,30 @@ def test_the_compiled_step_gives_eager_tokens_with_8_bit_activations():
     assert _calls(code, "a8_tiles") == 4 * model.config.num_hidden_layers + 1
 
 
+@pytest.mark.parametrize("fmt", ["int8a8", "int4a8"])
+def test_a_prompt_that_starts_the_cache_is_eagers_forward(fmt, monkeypatch):
+    """The compiled path's prompt pass (the static decoder, uncompiled) attends to the prompt's own keys with causal
+    SDPA, as eager does, rather than under a mask over the whole static cache: its logits are eager's, bit for bit.
+    A later chunk (not from position 0) keeps the mask."""
+    from zoo.lm.static_decoder import OneTokenOps
+
+    model = _tiny_lm(fmt)
+    ids = torch.randint(0, model.config.vocab_size, (1, 37), generator=torch.Generator().manual_seed(1))
+    decoder, _ = model.compiled_decoder(ids.shape[1] + 5)
+    seen = []
+    check = OneTokenOps._starts_the_cache
+    monkeypatch.setattr(OneTokenOps, "_starts_the_cache", lambda self, mask: seen.append(check(self, mask)) or seen[-1])
+    with torch.inference_mode():
+        got = decoder(ids, torch.zeros(1, dtype=torch.long))
+        out = model(ids)
+        want = (out if isinstance(out, torch.Tensor) else out.logits)[:, -1]
+        assert torch.equal(got.reshape(want.shape), want) and decoder.ops.prompt is None
+        layers = model.config.num_hidden_layers
+        assert seen == [True] * layers
+        decoder(ids[:, 20:], torch.tensor([20]))
+    assert seen == [True] * layers + [False] * layers
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt,op", [("int8a8", "a8_tiles"), ("int8a16", "int8"), ("int4a16", "int4")])
 def test_the_compiled_step_gives_eager_tokens_at_each_act_width(fmt, op):

@@ -96,11 +96,30 @@ class OneTokenOps(LayerOps):
     40-token context) where SDPA works on all of them; a prompt, another dtype or device takes SDPA. The projections
     that read one input share one product where they can (:meth:`project`). Needs :func:`zoo.lm.gemv.available`."""
 
+    prompt: torch.Tensor | None = (
+        None  # a prompt's causal mask (T, S) where it starts the cache (StaticDecoder.forward)
+    )
+
     def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
         one = q.shape[0] == 1 and q.shape[2] == 1 and q.device.type == "cpu" and q.dtype == k.dtype == torch.float32
         if one and mask is not None and mask.dtype == torch.bool:
             return attend_one(q, k, v, mask, attn.scale)
+        if self._starts_the_cache(mask):  # its own keys only, causal: what eager runs (SDPA's flash path)
+            T = q.shape[2]
+            return attn.attend(q, k[:, :, :T], v[:, :, :T], None, True)
         return attn.attend(q, k, v, mask, is_causal)
+
+    def _starts_the_cache(self, mask: torch.Tensor | None) -> bool:
+        """Whether ``mask`` is a prompt's plain causal mask from position 0 (no window, routing or padding): its
+        keys are the first ``T`` of the cache and the rest are masked out."""
+        plain = self.prompt
+        return (
+            plain is not None
+            and mask is not None
+            and mask.dtype == torch.bool
+            and mask.data_ptr() == plain.data_ptr()
+            and tuple(mask.shape[-2:]) == tuple(plain.shape)
+        )
 
     def project(self, linears: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Quantized projections that read the same input as one product of the 8-bit kernels (a decoded token's
@@ -276,6 +295,9 @@ class StaticDecoder(nn.Module):
         if self.llm_slots:  # (1, T, heads + 2 kv_heads, D): rotate the queries and keys, leave the values
             self._stacked_rope = self._stacked(self.rope_cos[pos], 1.0), self._stacked(self.rope_sin[pos], 0.0)
         self._masks = {w: causal if w is None else causal & (pos[:, None] - keys[None, :] < w) for w in self.windows}
+        if isinstance(self.ops, OneTokenOps):  # a prompt that starts the cache, run uncompiled: its keys alone
+            fresh = T > 1 and not torch.compiler.is_compiling() and int(input_pos.reshape(-1)[0]) == 0
+            self.ops.prompt = causal if fresh else None
         delegated = isinstance(self.ops, DelegateOps)
         if delegated and not self.routed_slots:  # additive masks, once per step
             self._masks = {w: self.ops.bias(m, self.rope_cos.dtype) for w, m in self._masks.items()}
@@ -292,6 +314,8 @@ class StaticDecoder(nn.Module):
         for i in self.suffix:
             x = self._run(i, x, None)
         self._pos = self._rope = self._masks = self._stacked_rope = None
+        if isinstance(self.ops, OneTokenOps):
+            self.ops.prompt = None
         norm = self.lm.model.norm
         return self.lm.logits(self.ops.norm(norm, x[:, -1]) if delegated else norm(x[:, -1]))
 
