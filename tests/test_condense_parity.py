@@ -396,6 +396,7 @@ def test_dm_step_float32_equals_the_authors(channels, size, dsa_on, monkeypatch)
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # by hand: the default run checks float32 on the same shapes, narrower
 @pytest.mark.parametrize("channels, size", SHAPES)
 @pytest.mark.parametrize("method", ["dm", "dc", "dsa"])
 def test_step_float32_at_full_width_equals_the_authors(method, channels, size, monkeypatch):
@@ -470,6 +471,7 @@ def test_evaluation_float32_reaches_evaluate_synsets_weights(aug, channels, size
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # by hand: the default run checks float32 on the same shapes, narrower
 @pytest.mark.parametrize("channels, size", SHAPES)
 @pytest.mark.parametrize("aug", ["dsa", "dc_mnist", "none"])
 def test_evaluation_float32_at_full_width_reaches_evaluate_synsets_weights(aug, channels, size, monkeypatch):

@@ -403,6 +403,7 @@ def test_mtt_step_float32_equals_distill_py(channels, size):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # by hand: the default run checks float32 on the same shapes, narrower
 @pytest.mark.parametrize("channels, size", SHAPES)
 def test_mtt_step_float32_at_full_width_equals_distill_py(channels, size):
     mtt_float32_bound(channels, size, classes=10, width=128, steps=20)
@@ -540,6 +541,7 @@ def test_haba_iteration_float32_equals_distill_fac_py(channels, size):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # by hand: the default run checks float32 on the same shapes, narrower
 @pytest.mark.parametrize("channels, size", SHAPES)
 def test_haba_iteration_float32_at_full_width_equals_distill_fac_py(channels, size):
     haba_float32_bound(channels, size, classes=10, width=128, n_hal=5, steps=50)

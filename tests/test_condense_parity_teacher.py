@@ -354,6 +354,7 @@ def test_sre2l_step_float32_equals_the_authors(channels, size, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # by hand: the default run checks float32 on the same shapes, narrower
 @pytest.mark.parametrize("channels, size", SHAPES)
 def test_sre2l_step_float32_at_full_width_equals_the_authors(channels, size, monkeypatch):
     sre2l_float32_bound(channels, size, monkeypatch, width=128)
@@ -434,6 +435,7 @@ def test_rded_selection_float32_equals_the_authors(channels, size):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # by hand: the default run checks float32 on the same shapes, narrower
 @pytest.mark.parametrize("channels, size", SHAPES)
 def test_rded_selection_float32_at_full_width_equals_the_authors(channels, size):
     rded_float32_bound(channels, size, classes=4, width=128, per=20)
