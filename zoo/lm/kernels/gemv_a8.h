@@ -142,15 +142,34 @@ ZOO_T_512 inline __m256i dots8_u4_512(const int8_t* x, const uint8_t* c) {
 
 // Prompts: eight blocks at a time in the interleaved layout, so that lane j of one accumulator sums block j: no
 // per-block reduction. A last group of fewer than eight blocks is padded with zero bytes (their products are zero).
+// eight vectors of eight int32 transposed in place: v[r][l] -> v[l][r]
+inline void transpose8(__m256i* v) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
+    t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+    u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+    u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+    u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+    v[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+  }
+}
+
 inline void interleave8(const uint8_t* src, uint8_t* dst, int64_t B) {  // B blocks, padded to whole groups of 8
   for (int64_t b = 0; b < B; b += 8) {
     alignas(32) uint8_t group[8 * kBlock] = {};  // a last group of fewer blocks: zero bytes after them
     const uint8_t* g = src + b * kBlock;
     if (b + 8 > B) g = static_cast<const uint8_t*>(std::memcpy(group, g, (B - b) * kBlock));
-    const uint32_t* s32 = reinterpret_cast<const uint32_t*>(g);
-    uint32_t* d32 = reinterpret_cast<uint32_t*>(dst + b * kBlock);
-    for (int k = 0; k < 8; ++k)  // word k of every block: the k-th 32 bytes of the group
-      for (int j = 0; j < 8; ++j) d32[k * 8 + j] = s32[j * 8 + k];
+    __m256i v[8];  // block j's eight 4-byte words -> word k of every block: the k-th 32 bytes of the group
+    for (int j = 0; j < 8; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + j * kBlock));
+    transpose8(v);
+    for (int k = 0; k < 8; ++k) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (b + k) * kBlock), v[k]);
   }
 }
 
@@ -227,6 +246,15 @@ void q8_0_row(const float* x, int64_t K, int8_t* q, float* d, float* bsum, bool 
       }
     }
   }
+}
+
+// a prompt's int8 rows interleaved (r, rows of Kp bytes), the rows split across threads
+void interleave_rows(RowsA8& a) {
+  at::parallel_for(0, a.M, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m)
+      interleave8(reinterpret_cast<const uint8_t*>(a.q.data()) + m * a.K,
+                  reinterpret_cast<uint8_t*>(a.r.data()) + m * a.Kp, a.B);
+  });
 }
 
 RowsA8 quantize_rows(const float* x, int64_t M, int64_t K, int64_t gs, bool split, bool sums = false) {
@@ -425,25 +453,6 @@ inline void nibble_planes(const int8_t* row, int64_t K, int64_t B, uint8_t* tmp,
   interleave8(tmp, lo, B);
   for (int64_t c = 0; c < K; ++c) tmp[c] = static_cast<uint8_t>(row[c] + 128) >> 4;
   interleave8(tmp, hi, B);
-}
-
-// eight vectors of eight int32 transposed in place: v[r][l] -> v[l][r]
-inline void transpose8(__m256i* v) {
-  __m256i t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
-    t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
-    u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
-    u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
-    u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    v[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
-    v[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
-  }
 }
 
 enum class A8Kind { kOffset, kPlanes, kInt4 };  // VNNI int8 (activation + 128), AVX2 int8 (two 4-bit planes), int4
@@ -847,16 +856,16 @@ at::Tensor gemm_int8_a8(const at::Tensor& x_, const at::Tensor& q_, const at::Te
   a.Kp = padded_blocks(a.B) * kBlock;
   if (prompt && isa == kIsaAvx2) {  // the signed side of the 4-bit planes' products
     a.r.resize(M * a.Kp);
-    for (int64_t m = 0; m < M; ++m)
-      interleave8(reinterpret_cast<const uint8_t*>(a.q.data()) + m * K, reinterpret_cast<uint8_t*>(a.r.data()) + m * a.Kp,
-                  a.B);
+    interleave_rows(a);
   } else if (prompt) {
     a.u.resize(M * a.Kp);
-    std::vector<uint8_t> offset(K);
-    for (int64_t m = 0; m < M; ++m) {
-      for (int64_t c = 0; c < K; ++c) offset[c] = static_cast<uint8_t>(a.q[m * K + c] + 128);
-      interleave8(offset.data(), a.u.data() + m * a.Kp, a.B);
-    }
+    at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+      std::vector<uint8_t> offset(K);
+      for (int64_t m = begin; m < end; ++m) {
+        for (int64_t c = 0; c < K; ++c) offset[c] = static_cast<uint8_t>(a.q[m * K + c] + 128);
+        interleave8(offset.data(), a.u.data() + m * a.Kp, a.B);
+      }
+    });
   }
   WeightsA8 w;
   w.codes = q.data_ptr<int8_t>();
@@ -883,9 +892,7 @@ at::Tensor gemm_int4_a8(const at::Tensor& x_, const at::Tensor& codes_, const at
   if (M >= kReuse) {
     a.Kp = padded_blocks(a.B) * kBlock;
     a.r.resize(M * a.Kp);
-    for (int64_t m = 0; m < M; ++m)
-      interleave8(reinterpret_cast<const uint8_t*>(a.q.data()) + m * K, reinterpret_cast<uint8_t*>(a.r.data()) + m * a.Kp,
-                  a.B);
+    interleave_rows(a);
   } else {
     a.p.resize(M * K);
     for (int64_t m = 0; m < M; ++m) pair_layout(a.q.data() + m * K, a.p.data() + m * K, a.B);
