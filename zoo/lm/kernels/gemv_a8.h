@@ -140,8 +140,6 @@ ZOO_T_512 inline __m256i dots8_u4_512(const int8_t* x, const uint8_t* c) {
   return reduce_pairs(v);
 }
 
-// Prompts: eight blocks at a time in the interleaved layout, so that lane j of one accumulator sums block j: no
-// per-block reduction. A last group of fewer than eight blocks is padded with zero bytes (their products are zero).
 // eight vectors of eight int32 transposed in place: v[r][l] -> v[l][r]
 inline void transpose8(__m256i* v) {
   __m256i t[8], u[8];
@@ -161,6 +159,8 @@ inline void transpose8(__m256i* v) {
   }
 }
 
+// Prompts: eight blocks at a time in the interleaved layout, so that lane j of one accumulator sums block j: no
+// per-block reduction. A last group of fewer than eight blocks is padded with zero bytes (their products are zero).
 inline void interleave8(const uint8_t* src, uint8_t* dst, int64_t B) {  // B blocks, padded to whole groups of 8
   for (int64_t b = 0; b < B; b += 8) {
     alignas(32) uint8_t group[8 * kBlock] = {};  // a last group of fewer blocks: zero bytes after them
@@ -328,7 +328,6 @@ inline void store_rows(__m256 v, float* y, int64_t count) {
   _mm256_store_ps(tmp, v);
   std::copy(tmp, tmp + count, y);
 }
-
 
 // One output's float value from its exact integer block sums: `dots` holds the whole groups of eight blocks, the
 // blocks past them are summed here. Every path and every row count end in this code, so they agree bit for bit.
