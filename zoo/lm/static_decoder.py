@@ -96,9 +96,8 @@ class OneTokenOps(LayerOps):
     40-token context) where SDPA works on all of them; a prompt, another dtype or device takes SDPA. The projections
     that read one input share one product where they can (:meth:`project`). Needs :func:`zoo.lm.gemv.available`."""
 
-    prompt: torch.Tensor | None = (
-        None  # a prompt's causal mask (T, S) where it starts the cache (StaticDecoder.forward)
-    )
+    # a prompt's causal mask (T, S) where it starts the cache (set by StaticDecoder.forward, cleared after it)
+    prompt: torch.Tensor | None = None
 
     def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
         one = q.shape[0] == 1 and q.shape[2] == 1 and q.device.type == "cpu" and q.dtype == k.dtype == torch.float32
@@ -116,7 +115,6 @@ class OneTokenOps(LayerOps):
         return (
             plain is not None
             and mask is not None
-            and mask.dtype == torch.bool
             and mask.data_ptr() == plain.data_ptr()
             and tuple(mask.shape[-2:]) == tuple(plain.shape)
         )
