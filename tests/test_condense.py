@@ -121,6 +121,32 @@ def test_gradient_distance_and_loops():
     assert default_loops(1) == (1, 1) and default_loops(10) == (10, 50) and default_loops(50) == (50, 10)
 
 
+def test_the_real_side_compiles_where_it_is_repaid(real):
+    """DM's real side compiles on the CPU from COMPILE_FROM iterations (the first iteration's compilation is
+    repaid), never for a short run, never when told not to; DC's only when asked; the chunks are the device's."""
+    from zoo.condense.core import COMPILE_FROM, compile_real_side, real_chunk
+    from zoo.condense.dc import _real_loss
+    from zoo.condense.dm import _embed_sum
+
+    cpu = torch.device("cpu")
+    assert compile_real_side(_embed_sum, None, cpu, COMPILE_FROM - 1) is _embed_sum
+    assert compile_real_side(_embed_sum, False, cpu, 20000) is _embed_sum
+    assert compile_real_side(_embed_sum, True, cpu, 1) is not _embed_sum
+    assert compile_real_side(_embed_sum, None, torch.device("meta"), 20000) is _embed_sum  # the CPU's measure
+    assert (real_chunk("cpu"), real_chunk("meta")) == (16, 512)
+
+    def made(method, **options):
+        m = METHODS[method](real, 1, {**TINY[method], **options}, 0, cpu)
+        m.setup()
+        return m
+
+    assert made("dm", iterations=COMPILE_FROM)._embed_sum is not _embed_sum
+    assert made("dm", iterations=COMPILE_FROM - 1)._embed_sum is _embed_sum
+    assert made("dc", iterations=20000)._real_loss is _real_loss
+    assert made("dsa", iterations=5, compile=True)._real_loss is not _real_loss
+    assert made("dm").chunk == 16
+
+
 def test_evaluation_trains_networks_on_a_set(real):
     test = load_real_split(real.source, real.preprocessing)
     idx = torch.cat([real.by_class[c][:5] for c in range(10)])

@@ -390,9 +390,10 @@ def float32_bound(method, channels, size, monkeypatch, batch_real, **options):
 @pytest.mark.parametrize("channels, size", SHAPES)
 @pytest.mark.parametrize("dsa_on", [True, False])
 def test_dm_step_float32_equals_the_authors(channels, size, dsa_on, monkeypatch):
-    """main_DM.py's iteration in float32 on the real shapes: the zoo's default path (the authors' memory layout)
-    within the float32 bound in every class."""
-    float32_bound("dm", channels, size, monkeypatch, batch_real=16, dsa=dsa_on)
+    """main_DM.py's iteration in float32 on the real shapes: the zoo's default path for a run of 10 iterations or
+    more (the real side compiled, the synthetic side in the authors' memory layout) within the float32 bound in
+    every class."""
+    float32_bound("dm", channels, size, monkeypatch, batch_real=16, dsa=dsa_on, compile=True)
 
 
 @pytest.mark.slow
@@ -417,6 +418,19 @@ def test_dm_channels_last_misses_the_float32_bound(seed, monkeypatch):
     except AssertionError:
         return
     pytest.skip("channels-last met the bound on this seed")
+
+
+@pytest.mark.slow
+def test_dc_compiled_real_side_misses_the_float32_bound(monkeypatch):
+    """Why DC's real side is not compiled by default: its compiled instance norm rounds in another order and, on 1
+    channel at 28 px (seed 0), lands on another ReLU kink than the authors' order in one class (measured: 1.6e-3
+    where the authors' own error is 5.5e-7); the default (eager, in chunks) meets the bound on the same draws."""
+    float32_bound("dc", 1, 28, monkeypatch, batch_real=16)
+    try:
+        float32_bound("dc", 1, 28, monkeypatch, batch_real=16, compile=True)
+    except AssertionError:
+        return
+    pytest.skip("the compiled real side met the bound on this CPU's code")
 
 
 @pytest.mark.parametrize("channels, size", SHAPES)

@@ -19,8 +19,12 @@ lands on other ReLU kinks than the authors' order, and gave image gradients up t
 authors' float32 was 5e-6 off, so it is an opt-in, not the default. The real side carries no gradient, and on the
 CPU it runs channels-last (a copy of the network in that layout), where oneDNN's convolution, GroupNorm and pooling
 run without layout reorders (an iteration on MNIST, one thread: 1.07x faster through ``zoo condense``, 1.27x for
-the step alone); its float32 mean embeddings keep the image gradient within the bound above (the parity tests run
-this default path, at ConvNet-3's full width too).
+the step alone), 16 images a forward on the CPU (:func:`~zoo.condense.core.real_chunk`: the activations stay in
+cache and their memory is reused instead of mapped afresh), and, in a run of 10 iterations or more on the CPU,
+through ``torch.compile`` (``compile``; :func:`~zoo.condense.core.compile_real_side`), which fuses the instance
+norm, ReLU and pooling between the convolutions. Its float32 mean embeddings keep the image gradient within the
+bound above (the parity tests run this path, compiled, at ConvNet-3's full width too): the real side is never
+differentiated, so a rounding that moves a ReLU kink there moves one embedding by a rounding, not a gradient.
 Under torchrun a process computes its block of classes (``shards = "classes"``). ``zoo bench condense-speed`` times
 it against the authors' loop.
 """
@@ -31,7 +35,7 @@ import torch
 
 from ..data.dsa import DSA, DSAParams
 from .augment import dsa_strategy
-from .core import ImageMethod, fast_memory_format, register_method
+from .core import ImageMethod, compile_real_side, fast_memory_format, real_chunk, register_method
 
 __all__ = ["DM"]
 
@@ -39,6 +43,11 @@ __all__ = ["DM"]
 def embed(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Penultimate features: ``forward_head(..., pre_logits=True)`` (ConvNet's flattened map)."""
     return net.forward_head(net.forward_features(x), pre_logits=True)
+
+
+def _embed_sum(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The sum of the embeddings of ``x``: one chunk of a class's real batch."""
+    return embed(net, x).sum(0)
 
 
 @register_method
@@ -54,15 +63,18 @@ class DM(ImageMethod):
         "dsa_strategy": None,  # None: every op, flips left out for digits
         "init": "real",
         "channels_last": False,  # the synthetic side too (CPU only): faster, but fails the float32 bound (see above)
+        "compile": None,  # the real side through torch.compile: None compiles on a CPU from 10 iterations
     }
 
     shards = "classes"
-    chunk = 512  # real images per forward: bounded activations (256 per class by default: one forward a class)
+    chunk: int | None = None  # real images per forward; None: the device's (core.real_chunk: 16 on the CPU)
 
     def setup(self) -> None:
         o = self.options
         self.memory_format = fast_memory_format(self.device) if o["channels_last"] else torch.contiguous_format
         self.real_format = fast_memory_format(self.device)  # no gradient on the real side: the fast layout
+        self.chunk = self.chunk or real_chunk(self.device)
+        self._embed_sum = compile_real_side(_embed_sum, o["compile"], self.device, self.iterations)
         self.init_images()
         self.opt = torch.optim.SGD([self.images], lr=o["lr_img"], momentum=o["momentum"])
         self.dsa = DSA(dsa_strategy(self.real, o["dsa_strategy"])) if o["dsa"] else None
@@ -103,6 +115,6 @@ class DM(ImageMethod):
         for part in x.split(self.chunk):
             part = part.to(self.device, non_blocking=True)
             part = part if p is None else self.dsa.apply(part, p)
-            f = embed(net, part.contiguous(memory_format=self.real_format)).sum(0)
+            f = self._embed_sum(net, part.contiguous(memory_format=self.real_format))
             total = f if total is None else total + f
         return total / x.shape[0]
