@@ -1,15 +1,19 @@
-"""Seconds per iteration of the zoo's DM, DSA and MTT against the authors' own loops at equal settings.
+"""Seconds per iteration of the zoo's DM, DSA, DC and MTT against the authors' own loops at equal settings.
 
 The authors' side is :mod:`zoo.bench.reference.datasetcondensation` (``main_DM.py`` / ``main.py``: a loop over the
-classes, one forward per class, ``DiffAugment`` with its per-image loops and a re-seed per draw) and
-:mod:`zoo.bench.reference.mtt` (``distill.py``: ``ReparamModule``, ``DiffAugment`` per sample). Both sides get the
-same network shape, real batches, loops and DSA strategy, and each its own synthetic images and optimisers. Rounds
-alternate zoo, authors, zoo, ... so a busy machine slows both alike; the first round of each warms up. Peak memory
-is measured in a fresh process per side (the resident set sampled every 5 ms over two iterations after a warm-up),
-so one side's allocations never count for the other.
+classes, one forward per class, fresh autograd buffers per class, ``DiffAugment`` with its per-image loops and a
+re-seed per draw) and :mod:`zoo.bench.reference.mtt` (``distill.py``: ``ReparamModule``, ``DiffAugment`` per sample).
+Both sides get the same network shape, real batches, DSA strategy and the authors' loop counts for the ipc
+(``get_loops``: DC and DSA run 1/1 at ipc 1, 10/50 at ipc 10), each its own synthetic images and optimisers, and the
+zoo runs as a run of the method's default length does (DM's real side compiled). As the authors run their script,
+each side runs in a process of its own: one per side and round, the zoo's first in even rounds and the authors'
+first in odd ones, so a busy machine slows both alike; each process warms up with one iteration (compilation,
+allocator pools), then times its iterations' wall and CPU seconds and samples its peak resident set every 20 ms.
+The ratios are the authors' median over the zoo's, at each thread count.
 
 ``zoo bench condense-speed`` (``--data mnist --data-path DIR``, or ``--data generated`` for CIFAR-shaped
-random images; ``--ipc 1,10``; ``--speed-methods dm,dsa,mtt``; ``--rounds``; ``--threads``).
+random images; ``--ipc 1,10``; ``--speed-methods dm,dsa,dc,mtt``; ``--speed-threads 1,2``; ``--rounds``;
+``--speed-iterations``).
 """
 
 import argparse
@@ -19,14 +23,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ..condense import METHODS
 from ..condense.augment import dsa_strategy
-from ..condense.core import PeakMemory, RealData, _rss_mb, load_real
+from ..condense.core import PeakMemory, RealData, load_real
+from ..condense.dc import default_loops
 from ..condense.mtt import FlatModel, published_settings
 from ..data.dsa import DSA
 from .reference.condense import dc_iteration, dm_iteration
@@ -34,9 +38,9 @@ from .reference.convnet import ReferenceConvNet
 from .reference.datasetcondensation import DiffAugment, ParamDiffAug
 from .reference.mtt import ReparamModule, distill_iteration
 
-__all__ = ["generated_data", "measure", "render_speed", "speed"]
+__all__ = ["generated_data", "measure", "render_scripts", "render_speed", "speed"]
 
-SPEED_METHODS = ("dm", "dsa", "mtt")
+SPEED_METHODS = ("dm", "dsa", "dc", "mtt")
 
 
 def generated_data(num_classes: int = 10, per_class: int = 300, channels: int = 3, size: int = 32, seed: int = 0):
@@ -143,110 +147,135 @@ def _split(flat: torch.Tensor, shapes) -> list[torch.Tensor]:
     return out
 
 
-def _time(fn: Callable[[], Any]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def measure(method: str, real: RealData, ipc: int, rounds: int = 10, batch_real: int = 256, outer: int = 2,
-            inner: int = 5, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Interleaved timings of one method: min and median seconds per iteration of each side, and their ratios."""
-    zoo, authors = sides(method, real, ipc, batch_real, outer, inner, seed)
-    times: dict[str, list[float]] = {"zoo": [], "authors": []}
-    for r in range(rounds + 1):  # round 0 warms up
-        for key, fn in (("zoo", zoo), ("authors", authors)) if r % 2 == 0 else (("authors", authors), ("zoo", zoo)):
-            t = _time(fn)
-            if r:
-                times[key].append(t)
-    row = {"method": method, "ipc": ipc, "size": real.shape[-1], "rounds": rounds}
-    for key, ts in times.items():
-        row[f"{key}_min"], row[f"{key}_median"] = min(ts), statistics.median(ts)
-    row["speedup_min"] = row["authors_min"] / row["zoo_min"]
-    row["speedup_median"] = row["authors_median"] / row["zoo_median"]
-    return row
-
-
-def _memory_child(args: argparse.Namespace) -> int:
+def _child(args: argparse.Namespace) -> int:
+    """One side in its own process: a warm-up iteration (compilation, allocator pools, lazy initialisation), then
+    ``--iterations`` timed ones: wall and CPU seconds of each, and the peak resident memory during them."""
     torch.set_num_threads(args.threads)
     real = _real(args.data, args.data_path)
-    zoo, authors = sides(args.method, real, args.ipc, args.batch_real, 2, 5, args.seed)
+    outer, inner = default_loops(args.ipc)
+    zoo, authors = sides(args.method, real, args.ipc, args.batch_real, outer, inner, args.seed)
     fn = zoo if args.side == "zoo" else authors
-    fn()  # warm-up: allocator pools and lazy initialisation
-    before = _rss_mb()
+    fn()
+    wall, cpu = [], []
     with PeakMemory() as peak:
-        for _ in range(2):
+        for _ in range(args.iterations):
+            w, c = time.perf_counter(), time.process_time()
             fn()
-    print(json.dumps({"peak_mb": peak.peak, "before_mb": before}))
+            wall.append(time.perf_counter() - w)
+            cpu.append(time.process_time() - c)
+    print(json.dumps({"wall": wall, "cpu": cpu, "peak_mb": peak.peak, "size": real.shape[-1]}))
     return 0
 
 
-def peak_memory(method: str, data: str, path: str | None, ipc: int, side: str, threads: int, batch_real: int,
-                seed: int) -> float:  # fmt: skip
-    """Peak resident memory (MB, sampled every 5 ms) during two of ``side``'s iterations after a warm-up, in a fresh
-    process: the data, the state and the iterations' transient memory, nothing of the other side."""
-    cmd = [sys.executable, "-m", "zoo.bench.condense_speed", "--memory-child", "--method", method, "--data", data,
-           "--ipc", str(ipc), "--side", side, "--threads", str(threads), "--batch-real", str(batch_real),
-           "--seed", str(seed)]  # fmt: skip
+def run_side(method: str, data: str, path: str | None, ipc: int, side: str, threads: int = 2,
+             iterations: int = 2, batch_real: int = 256, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """``side``'s timed iterations in a fresh process (:func:`_child`): ``{"wall", "cpu", "peak_mb", "size"}``."""
+    cmd = [sys.executable, "-m", "zoo.bench.condense_speed", "--method", method, "--data", data, "--ipc", str(ipc),
+           "--side", side, "--threads", str(threads), "--iterations", str(iterations), "--batch-real",
+           str(batch_real), "--seed", str(seed)]  # fmt: skip
     if path:
         cmd += ["--data-path", path]
-    out = subprocess.run(
-        cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
-    )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"])
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"the {side} side of {method} (ipc {ipc}) failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(method: str, data: str, path: str | None, ipc: int, rounds: int = 3, iterations: int = 2,
+            threads: int = 2, batch_real: int = 256, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """One row: ``rounds`` rounds of one fresh process per side (zoo first in even rounds, the authors' loop first
+    in odd ones), each timing ``iterations`` iterations after a warm-up; min and median wall and CPU seconds per
+    iteration of each side over every timed iteration, their ratios (authors / zoo), and each side's peak RSS."""
+    got: dict[str, dict[str, list]] = {side: {"wall": [], "cpu": [], "peak_mb": []} for side in ("zoo", "authors")}
+    size = None
+    for r in range(rounds):
+        for side in ("zoo", "authors") if r % 2 == 0 else ("authors", "zoo"):
+            out = run_side(method, data, path, ipc, side, threads, iterations, batch_real, seed)
+            size = out["size"]
+            for key in ("wall", "cpu"):
+                got[side][key] += out[key]
+            got[side]["peak_mb"].append(out["peak_mb"])
+    outer, inner = default_loops(ipc)
+    row: dict[str, Any] = {"data": data, "method": method, "ipc": ipc, "size": size, "threads": threads,
+                           "rounds": rounds, "iterations": iterations, "batch_real": batch_real}  # fmt: skip
+    if method in ("dc", "dsa"):
+        row["loops"] = [outer, inner]
+    for side, t in got.items():
+        for key in ("wall", "cpu"):
+            row[f"{side}_{key}_min"], row[f"{side}_{key}_median"] = min(t[key]), statistics.median(t[key])
+        row[f"{side}_peak_mb"] = max(t["peak_mb"])
+    for key in ("wall", "cpu"):
+        row[f"speedup_{key}"] = row[f"authors_{key}_median"] / row[f"zoo_{key}_median"]
+    return row
 
 
 def speed(data: str = "mnist", path: str | None = None, ipcs: tuple[int, ...] = (10,),
-          methods: tuple[str, ...] = SPEED_METHODS, rounds: int = 10, threads: int = 2, batch_real: int = 256,
-          seed: int = 0, memory: bool = True, log=print) -> list[dict[str, Any]]:  # fmt: skip
-    """Every (method, ipc) measured side by side; one printed line per row, the rows returned."""
-    torch.set_num_threads(threads)
-    real = _real(data, path)
-    log(f"{data}: {tuple(real.shape)} images, {real.num_classes} classes; {threads} threads, {rounds} interleaved "
-        f"rounds (+1 warm-up), batch_real {batch_real}; s/iteration min / median")  # fmt: skip
+          methods: tuple[str, ...] = SPEED_METHODS, rounds: int = 3, threads: tuple[int, ...] = (1, 2),
+          iterations: int = 2, batch_real: int = 256, seed: int = 0, log=print) -> list[dict[str, Any]]:  # fmt: skip
+    """Every (threads, ipc, method) measured side by side; one printed line per row, the rows returned."""
+    log(f"{data}: one process per side and round, {rounds} rounds x {iterations} timed iterations (+1 warm-up "
+        f"each), batch_real {batch_real}; s/iteration, median wall / CPU")  # fmt: skip
     rows = []
-    for ipc in ipcs:
-        for method in methods:
-            row = {"data": data, **measure(method, real, ipc, rounds, batch_real, seed=seed)}
-            if memory:
-                for side in ("zoo", "authors"):
-                    row[f"{side}_peak_mb"] = peak_memory(method, data, path, ipc, side, threads, batch_real, seed)
-            rows.append(row)
-            mem = (
-                f"; peak RSS zoo {row['zoo_peak_mb']:.0f} MB, authors {row['authors_peak_mb']:.0f} MB" if memory else ""
-            )
-            log(f"{method:4s} ipc {ipc:3d} {row['size']}px: zoo {row['zoo_min']:.3f} / {row['zoo_median']:.3f}  "
-                f"authors {row['authors_min']:.3f} / {row['authors_median']:.3f}  "
-                f"speed-up {row['speedup_min']:.2f}x / {row['speedup_median']:.2f}x{mem}")  # fmt: skip
+    for t in threads:
+        for ipc in ipcs:
+            for method in methods:
+                row = measure(method, data, path, ipc, rounds, iterations, t, batch_real, seed)
+                rows.append(row)
+                log(f"{method:4s} ipc {ipc:3d} {row['size']}px {t} thread(s): zoo {row['zoo_wall_median']:.2f} / "
+                    f"{row['zoo_cpu_median']:.2f}  authors {row['authors_wall_median']:.2f} / "
+                    f"{row['authors_cpu_median']:.2f}  speed-up {row['speedup_wall']:.2f}x / "
+                    f"{row['speedup_cpu']:.2f}x; peak RSS zoo {row['zoo_peak_mb']:.0f} MB, authors "
+                    f"{row['authors_peak_mb']:.0f} MB")  # fmt: skip
     return rows
 
 
 def render_speed(docs: list[dict]) -> str:
     """Markdown of saved ``--speed --json`` runs: one table, every run's provenance line under it."""
     out = [
-        "| data | method | ipc | px | zoo s/it (min / median) | authors s/it (min / median) | speed-up (min / median) "
-        "| peak RSS zoo / authors (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| data | method | ipc | px | threads | zoo s/it (wall / CPU) | authors s/it (wall / CPU) | speed-up (wall / "
+        "CPU) | peak RSS zoo / authors (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for d in docs:
         for r in d["speed"]:
-            mem = f"{r['zoo_peak_mb']:.0f} / {r['authors_peak_mb']:.0f}" if "zoo_peak_mb" in r else "-"
-            out.append(f"| {r['data']} | {r['method']} | {r['ipc']} | {r['size']} | {r['zoo_min']:.2f} / "
-                       f"{r['zoo_median']:.2f} | {r['authors_min']:.2f} / {r['authors_median']:.2f} | "
-                       f"{r['speedup_min']:.2f}x / {r['speedup_median']:.2f}x | {mem} |")  # fmt: skip
+            out.append(f"| {r['data']} | {r['method']} | {r['ipc']} | {r['size']} | {r['threads']} | "
+                       f"{r['zoo_wall_median']:.2f} / {r['zoo_cpu_median']:.2f} | {r['authors_wall_median']:.2f} / "
+                       f"{r['authors_cpu_median']:.2f} | {r['speedup_wall']:.2f}x / {r['speedup_cpu']:.2f}x | "
+                       f"{r['zoo_peak_mb']:.0f} / {r['authors_peak_mb']:.0f} |")  # fmt: skip
+    out.append("")
+    for d in docs:
+        v, rows = d["provenance"], d["speed"]
+        shape = sorted({(r["rounds"], r["iterations"]) for r in rows})
+        out.append(f"- {', '.join(sorted({r['data'] for r in rows}))}: {v['date']}, commit {v['commit']}, "
+                   f"{v['cpu']}, torch {v['torch']}, {', '.join(f'{a} rounds x {b} iterations' for a, b in shape)} "
+                   f"a side (one process each), load {v.get('load', 'not recorded')}")  # fmt: skip
+    return "\n".join(out)
+
+
+def render_scripts(docs: list[dict]) -> str:
+    """Markdown of the authors' own scripts timed beside ``zoo condense`` (``results/condense/speed_scripts.json``):
+    one row per method, ipc and thread count, every file's provenance under the table."""
+    out = [
+        "| method | ipc | threads | authors' command | authors s/it (wall / CPU) | zoo s/it (wall / CPU) | zoo "
+        "speed-up (wall / CPU) |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for d in docs:
+        for r in d["scripts"]:
+            out.append(f"| {r['method'].upper()} | {r['ipc']} | {r['threads']} | `{r['authors_command']}` | "
+                       f"{r['authors_wall']:.2f} / {r['authors_cpu']:.2f} | {r['zoo_wall']:.2f} / {r['zoo_cpu']:.2f} | "
+                       f"**{r['speedup_wall']:.2f}x / {r['speedup_cpu']:.2f}x** |")  # fmt: skip
     out.append("")
     for d in docs:
         v = d["provenance"]
-        rounds = sorted({r["rounds"] for r in d["speed"]})
-        out.append(f"- {', '.join(sorted({r['data'] for r in d['speed']}))}: {v['date']}, commit {v['commit']}, "
-                   f"{v['cpu']}, {v['threads']} thread(s), torch {v['torch']}, {'/'.join(map(str, rounds))} "
-                   f"interleaved rounds, load {v.get('load', 'not recorded')}")  # fmt: skip
+        out.append(f"- {d['repository']}: {v['date']}, commit {v['commit']}, {v['cpu']}, torch {v['torch']}, "
+                   f"load {v.get('load', 'not recorded')}; {d['method']}")  # fmt: skip
     return "\n".join(out)
 
 
 def _child_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m zoo.bench.condense_speed")
-    ap.add_argument("--memory-child", action="store_true")
+    ap = argparse.ArgumentParser(prog="python -m zoo.bench.condense_speed", description="one side's timing process")
     ap.add_argument("--method", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--data-path", default=None)
@@ -254,9 +283,10 @@ def _child_parser() -> argparse.ArgumentParser:
     ap.add_argument("--side", choices=["zoo", "authors"], required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-real", type=int, default=256)
+    ap.add_argument("--iterations", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     return ap
 
 
-if __name__ == "__main__":  # the memory measurement's child process
-    sys.exit(_memory_child(_child_parser().parse_args()))
+if __name__ == "__main__":  # one side's timing process
+    sys.exit(_child(_child_parser().parse_args()))

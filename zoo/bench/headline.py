@@ -27,7 +27,7 @@ from typing import Any
 
 from ..data.sources import BENCHMARKS
 from ..layers.saving import write_file
-from .condense_speed import render_speed
+from .condense_speed import render_scripts, render_speed
 from .options import program
 
 __all__ = ["PAGES", "TABLES", "ResultsError", "check", "headline", "provenance_line", "refresh", "write"]
@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 # the pages that may hold generated tables (docs/results is a link to results/)
 PAGES = ("README.md", "docs/*.md", "results/*.md", "results/*/*.md")
 _REGION = re.compile(r"(<!-- ([a-z0-9_]+):start -->\n)(.*?)(<!-- \2:end -->)", re.S)
-_CONDENSE_SPEED = ("condense/speed_mnist.json", "condense/speed_mnist_ipc1.json", "condense/speed_generated.json")
+_CONDENSE_SPEED = ("condense/speed_mnist.json",)
+_CONDENSE_SCRIPTS = "condense/speed_scripts.json"  # the authors' own scripts timed beside zoo condense
 _DATA_PRUNING = ("data_pruning/mnist_quickstart_2000_40ep.json", "data_pruning/fashion_mnist_quickstart_2000_40ep.json")
 
 
@@ -102,7 +103,7 @@ def provenance_line(provs: list[dict[str, Any]]) -> str:
     cpus = sorted({_cpu(p) for p in provs})
     if len(cpus) != 1:
         raise ValueError(f"one provenance line per machine: these files name {cpus}; split the rows by machine")
-    threads = sorted({int(p["threads"]) for p in provs if p.get("threads")})
+    threads = sorted({int(t) for p in provs if p.get("threads") for t in str(p["threads"]).split(",")})
     if not threads:
         thread_text = "threads not recorded"
     elif len(threads) == 1:
@@ -172,18 +173,20 @@ def _condense_group(results: Path) -> list[_Row]:
         rows.append((f"| condensation, {BENCHMARKS[data].title}, 1 image per class, DM ({d['iterations']} "
                      f"iterations) | {d['mean']:.1f}% top-1 | random subset {r['mean']:.1f}% | "
                      "[condense](results/condense/README.md) |", [dm["provenance"], random["provenance"]]))  # fmt: skip
-    s = _latest_speed_rows(results)[("dm", "mnist", 10)]
-    rows.append((f"| condensation speed, DM, MNIST, 10 images per class | {s['zoo_min']:.2f} s per iteration | "
-                 f"the authors' loop {s['authors_min']:.2f} s ({s['speedup_min']:.2f}x) | "
-                 "[condense speed](results/condense/speed.md) |", [s["provenance"]]))  # fmt: skip
+    scripts = _load(results, _CONDENSE_SCRIPTS)
+    s = next(r for r in scripts["scripts"] if (r["method"], r["ipc"], r["threads"]) == ("dm", 1, 1))
+    rows.append((f"| condensation speed, DM, MNIST, 1 image per class, 1 thread | {s['zoo_wall']:.2f} s per "
+                 f"iteration | the authors' `main_DM.py` {s['authors_wall']:.2f} s ({s['speedup_wall']:.2f}x) | "
+                 "[condense speed](results/condense/speed.md) |", [scripts["provenance"]]))  # fmt: skip
     return rows
 
 
 _CONDENSE = "ConvNet-3 top-1 on the 10,000 test images"
 _TITLES = {
     ("speed",): "Speed, fp32 on a CPU: {line}.",
-    ("condense",): f"Condensation ({_CONDENSE}; speed: min of interleaved rounds): {{line}}.",
-    ("speed", "condense"): f"fp32 on a CPU: {{line}}. Condensation: {_CONDENSE}; its speed: min of interleaved rounds.",
+    ("condense",): f"Condensation ({_CONDENSE}; speed: median seconds per iteration): {{line}}.",
+    ("speed", "condense"): f"fp32 on a CPU: {{line}}. Condensation: {_CONDENSE}; its speed: median seconds per "
+    "iteration, one process per side.",
 }
 
 
@@ -216,32 +219,38 @@ def headline(results: Path) -> str:
     return "\n".join(parts[:-1])
 
 
-def _latest_speed_rows(results: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """(method, data, ipc) -> the latest run's row of the condensation speed files, with its provenance."""
-    latest: dict[tuple[str, str, int], dict[str, Any]] = {}
+def _latest_speed_rows(results: Path) -> dict[tuple[str, str, int, int], dict[str, Any]]:
+    """(method, data, ipc, threads) -> the latest run's row of the condensation speed files, with its provenance."""
+    latest: dict[tuple[str, str, int, int], dict[str, Any]] = {}
     for name in _CONDENSE_SPEED:
         doc = _load(results, name)
         for r in doc["speed"]:
-            key = (r["method"], r["data"], r["ipc"])
+            key = (r["method"], r["data"], r["ipc"], r["threads"])
             if key not in latest or doc["provenance"]["date"] >= latest[key]["provenance"]["date"]:
                 latest[key] = {**r, "provenance": doc["provenance"]}
     return latest
 
 
 def condense_speed_summary(results: Path) -> str:
-    """README.md's condensation speed: the latest run of each (method, data, ipc), min of the rounds."""
+    """README.md's condensation speed: the latest run of each (method, data, ipc, threads), medians."""
     latest = _latest_speed_rows(results)
-    methods, datas = ["dm", "dsa", "mtt"], ["mnist", "generated"]
-    keys = sorted(latest, key=lambda k: (methods.index(k[0]), datas.index(k[1]), k[2]))
+    methods, datas = ["dm", "dsa", "dc", "mtt"], ["mnist", "generated"]
+    keys = sorted(latest, key=lambda k: (k[3], methods.index(k[0]), datas.index(k[1]), k[2]))
     titles = {"mnist": "MNIST", "generated": "generated"}
-    rows = [f"| {k[0].upper()} | {titles[k[1]]}, {latest[k]['size']} px | {k[2]} | {latest[k]['zoo_min']:.2f} s | "
-            f"{latest[k]['authors_min']:.2f} s | {latest[k]['speedup_min']:.2f}x |" for k in keys]  # fmt: skip
+    rows = []
+    for k in keys:
+        r = latest[k]
+        rows.append(f"| {k[0].upper()} | {titles[k[1]]}, {r['size']} px | {k[2]} | {k[3]} | "
+                    f"{r['zoo_wall_median']:.2f} / {r['zoo_cpu_median']:.2f} s | {r['authors_wall_median']:.2f} / "
+                    f"{r['authors_cpu_median']:.2f} s | {r['speedup_wall']:.2f}x / {r['speedup_cpu']:.2f}x |")  # fmt: skip
     line = provenance_line([latest[k]["provenance"] for k in keys])
-    rounds = sorted({latest[k]["rounds"] for k in keys})
+    shape = sorted({(latest[k]["rounds"], latest[k]["iterations"]) for k in keys})
+    runs = ", ".join(f"{a} processes x {b} iterations" for a, b in shape)
     return "\n".join([
-        _prose(f"Seconds per iteration, min of {'/'.join(map(str, rounds))} interleaved rounds: {line}."),
+        _prose(f"Seconds per iteration, wall / CPU, medians of {runs} a side: {line}."),
         "",
-        _table(rows, "| method | data | ipc | zoo | authors | speed-up |", "|---|---|---:|---:|---:|---:|"),
+        _table(rows, "| method | data | ipc | threads | zoo | authors | speed-up (wall / CPU) |",
+               "|---|---|---:|---:|---:|---:|---:|"),
     ])  # fmt: skip
 
 
@@ -286,6 +295,11 @@ def condense_table(results: Path) -> str:
 def condense_speed(results: Path) -> str:
     """results/condense/speed.md's table: every saved run, as ``zoo bench condense --render`` prints it."""
     return render_speed([_load(results, name) for name in _CONDENSE_SPEED])
+
+
+def condense_scripts(results: Path) -> str:
+    """results/condense/speed.md's table of the authors' own scripts timed beside ``zoo condense``."""
+    return render_scripts([_load(results, _CONDENSE_SCRIPTS)])
 
 
 def _pruning_docs(results: Path) -> list[tuple[str, dict[str, Any], dict[str, dict[str, Any]]]]:
@@ -486,6 +500,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "headline": headline,
     "condense_speed_summary": condense_speed_summary,
     "condense_speed": condense_speed,
+    "condense_scripts": condense_scripts,
     "condense_table": condense_table,
     "data_pruning_summary": data_pruning_summary,
     "data_pruning_40ep": data_pruning_40ep,
