@@ -392,3 +392,12 @@ def test_an_out_that_is_a_link_is_refused_before_measuring(command, results, tmp
     with pytest.raises(SystemExit):
         prune_bench.main(["--models", "poolformer_s12", "--out", str(link)])
     assert "is a symbolic link to" in capsys.readouterr().err
+
+
+def test_a_condensation_file_of_one_dataset_leaves_the_others_cells_not_run(results: Path):
+    """An ipc-10 file measured on MNIST only adds its rows; Fashion-MNIST's cells say "not run"."""
+    base = json.loads((results / "condense/mnist_ipc10_cpu.json").read_text())
+    row = {**next(r for r in base["rows"] if r["method"] == "dm"), "method": "mtt", "mean": 91.25, "std": 0.5}
+    (results / "condense/mnist_ipc10_cpu_b.json").write_text(json.dumps({**base, "rows": [row]}))
+    line = next(x for x in headline.condense_table(results).splitlines() if x.startswith("| mtt | 10 |"))
+    assert "| 91.2 ± 0.5 |" in line and "| not run | - | - |" in line
