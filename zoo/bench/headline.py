@@ -258,10 +258,8 @@ def condense_speed_summary(results: Path) -> str:
 # a method not named here follows them
 _CONDENSE_ORDER = ("random", "herding", "kcenter", "dm", "dsa", "dc", "mtt", "factorization (authors' layout)", "rded",
                    "random+teacher", "sre2l")  # fmt: skip
-_CONTROLS = ("random+teacher",)
-_CONDENSE_ONE_DATASET = (
-    "ipc10_cpu_b",
-)  # MTT and factorization at ipc 10: measured on MNIST only  # the zoo's own control row: no paper could report it
+_CONTROLS = ("random+teacher",)  # the zoo's own control row: no paper could report it
+_CONDENSE_ONE_DATASET = ("ipc10_cpu_b",)  # MTT and factorization at ipc 10: measured on MNIST only
 
 
 def _pm(mean: float | None, std: float | None) -> str:
