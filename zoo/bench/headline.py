@@ -39,6 +39,7 @@ _REGION = re.compile(r"(<!-- ([a-z0-9_]+):start -->\n)(.*?)(<!-- \2:end -->)", r
 _CONDENSE_SPEED = ("condense/speed_mnist.json",)
 _CONDENSE_SCRIPTS = "condense/speed_scripts.json"  # the authors' own scripts timed beside zoo condense
 _DATA_PRUNING = ("data_pruning/mnist_quickstart_2000_40ep.json", "data_pruning/fashion_mnist_quickstart_2000_40ep.json")
+_DATA_PRUNING_5SEEDS = ("data_pruning/mnist_quickstart_2000_40ep_5seeds.json",)
 
 
 class ResultsError(ValueError):
@@ -309,9 +310,11 @@ def condense_scripts(results: Path) -> str:
     return render_scripts([_load(results, _CONDENSE_SCRIPTS)])
 
 
-def _pruning_docs(results: Path) -> list[tuple[str, dict[str, Any], dict[str, dict[str, Any]]]]:
+def _pruning_docs(
+    results: Path, names: tuple[str, ...] = _DATA_PRUNING
+) -> list[tuple[str, dict[str, Any], dict[str, dict[str, Any]]]]:
     out = []
-    for name in _DATA_PRUNING:
+    for name in names:
         doc = _load(results, name)
         table = doc["tables"][0]
         out.append((BENCHMARKS[doc["settings"]["data"]].title, doc, {r["method"]: r for r in table["rows"]}))
@@ -341,17 +344,22 @@ def _saved(method: str, share: float) -> str:
     return "-" if method == "full" else f"{100 * share:.1f}%"
 
 
-def data_pruning_40ep(results: Path) -> str:
+def data_pruning_40ep(results: Path, names: tuple[str, ...] = _DATA_PRUNING) -> str:
     """results/data_pruning/README.md's 40-epoch table, every method of both runs."""
     rows = []
-    names = {"full": "full", "infobatch": "InfoBatch", "random": "random, same cost"}
-    for title, _, by in _pruning_docs(results):
+    labels = {"full": "full", "infobatch": "InfoBatch", "random": "random, same cost"}
+    for title, _, by in _pruning_docs(results, names):
         for method, r in by.items():
-            rows.append(f"| {title} | {names.get(method, method)} | {r['top1']:.2f} ± {r['top1_std']:.2f} | "
+            rows.append(f"| {title} | {labels.get(method, method)} | {r['top1']:.2f} ± {r['top1_std']:.2f} | "
                         f"{r['sample_steps']:,} | {_saved(method, r['sample_step_saving'])} | {r['wall_s']:.1f} | "
                         f"{_saved(method, r['wall_saving'])} |")  # fmt: skip
     return _table(rows, "| data | method | top-1 | sample-steps | saved | wall s (one run) | saved |",
                   "|---|---|---|---:|---:|---:|---:|")  # fmt: skip
+
+
+def data_pruning_5seeds(results: Path) -> str:
+    """results/data_pruning/README.md's 40-epoch table of the 5-seed MNIST run."""
+    return data_pruning_40ep(results, _DATA_PRUNING_5SEEDS)
 
 
 def _versions(p: dict[str, Any], libraries: tuple[str, ...]) -> list[str]:
@@ -511,6 +519,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "condense_table": condense_table,
     "data_pruning_summary": data_pruning_summary,
     "data_pruning_40ep": data_pruning_40ep,
+    "data_pruning_5seeds": data_pruning_5seeds,
     "train_step": train_step,
     "lm_formats_125m": lm_formats_125m,
     "lm_formats_350m": lm_formats_350m,
