@@ -147,28 +147,6 @@ def test_the_real_side_compiles_where_it_is_repaid(real):
     assert made("dm").chunk == 16
 
 
-def test_a_cpu_run_holds_freed_memory_in_the_heap(real, monkeypatch, tmp_path):
-    """On a CPU the loop keeps freed memory in glibc's heap (no page faults per allocation): the setting takes on
-    glibc, once per process, and run_method asks for it before the method's first allocation."""
-    import platform
-    import resource
-
-    from zoo.condense import core
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("the heap setting is glibc's")
-    assert core.hold_freed_memory() is True and core.hold_freed_memory() is True
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(20):  # a ConvNet-3 activation of a chunk of 16 at MNIST's size, allocated and freed
-        torch.empty(16, 128, 32, 32).fill_(1.0)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < 2 * 2048  # one block's pages at most
-    asked = []
-    monkeypatch.setattr(core, "hold_freed_memory", lambda: asked.append(True) or True)
-    m = METHODS["dm"](real, 1, {**TINY["dm"], "iterations": 1}, 0, torch.device("cpu"))
-    core.run_method(m, progress=False)
-    assert asked == [True]
-
-
 def test_evaluation_trains_networks_on_a_set(real):
     test = load_real_split(real.source, real.preprocessing)
     idx = torch.cat([real.by_class[c][:5] for c in range(10)])

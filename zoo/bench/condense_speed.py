@@ -5,8 +5,8 @@ classes, one forward per class, fresh autograd buffers per class, ``DiffAugment`
 re-seed per draw) and :mod:`zoo.bench.reference.mtt` (``distill.py``: ``ReparamModule``, ``DiffAugment`` per sample).
 Both sides get the same network shape, real batches, DSA strategy and the authors' loop counts for the ipc
 (``get_loops``: DC and DSA run 1/1 at ipc 1, 10/50 at ipc 10), each its own synthetic images and optimisers, and the
-zoo runs as a run of the method's default length does (DM's real side compiled; freed memory held in the heap,
-as ``zoo condense``'s loop does on a CPU). As the authors run their script,
+zoo runs as a run of the method's default length does (DM's real side compiled; freed memory kept in the heap,
+as ``zoo condense`` keeps it: :func:`~zoo.layers.allocator.keep_freed_memory`). As the authors run their script,
 each side runs in a process of its own: one per side and round, the zoo's first in even rounds and the authors'
 first in odd ones, so a busy machine slows both alike; each process warms up with one iteration (compilation,
 allocator pools), then times its iterations' wall and CPU seconds and samples its peak resident set every 20 ms.
@@ -30,10 +30,11 @@ import torch
 
 from ..condense import METHODS
 from ..condense.augment import dsa_strategy
-from ..condense.core import PeakMemory, RealData, hold_freed_memory, load_real
+from ..condense.core import PeakMemory, RealData, load_real
 from ..condense.dc import default_loops
 from ..condense.mtt import FlatModel, published_settings
 from ..data.dsa import DSA
+from ..layers.allocator import keep_freed_memory
 from .reference.condense import dc_iteration, dm_iteration
 from .reference.convnet import ReferenceConvNet
 from .reference.datasetcondensation import DiffAugment, ParamDiffAug
@@ -153,7 +154,7 @@ def _child(args: argparse.Namespace) -> int:
     ``--iterations`` timed ones: wall and CPU seconds of each, and the peak resident memory during them."""
     torch.set_num_threads(args.threads)
     if args.side == "zoo":
-        hold_freed_memory()  # as zoo condense's loop does on a CPU (run_method)
+        keep_freed_memory()  # as zoo condense does
     real = _real(args.data, args.data_path)
     outer, inner = default_loops(args.ipc)
     zoo, authors = sides(args.method, real, args.ipc, args.batch_real, outer, inner, args.seed)

@@ -12,12 +12,10 @@ checkpoint writer (atomic files with a digest, the newest two kept, RNG states i
 from the last complete state and, with the same seed, ends with the same set as an uninterrupted one.
 """
 
-import ctypes
 import json
 import logging
 import math
 import os
-import platform
 import resource
 import shutil
 import tempfile
@@ -62,7 +60,6 @@ __all__ = [
     "SyntheticSet",
     "TRANSFORM_BLOCK",
     "compile_real_side",
-    "hold_freed_memory",
     "condense",
     "load_real",
     "load_real_split",
@@ -97,35 +94,6 @@ def real_chunk(device: torch.device | str) -> int:
 
 TRANSFORM_BLOCK = 512  # real images a matching method transforms (DSA) in one call before its chunked passes
 COMPILE_FROM = 10  # iterations from which ``compile: null`` compiles the real side on the CPU
-
-
-# glibc's mallopt parameters
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-HELD_HEAP_TOP = 1 << 30  # freed memory at the heap's top kept up to this size (M_TRIM_THRESHOLD)
-HEAP_BLOCKS_UP_TO = 32 << 20  # blocks up to this size come from the heap (M_MMAP_THRESHOLD; glibc's ceiling)
-_held: dict[str, bool] = {}
-
-
-def hold_freed_memory() -> bool:
-    """Keep freed memory in this process's heap for the next allocation (glibc only; once per process), instead
-    of handing it back to the kernel: a matching method allocates the same activations (8 MB a layer for a chunk of
-    16 ConvNet-3 images at MNIST's size) hundreds of times an iteration, and glibc maps and unmaps blocks that large
-    afresh or trims them off the heap's top, so every allocation faults its pages in again. DSA on MNIST, ipc 1,
-    one thread: 900,000 page faults and 2.5 s of kernel time an iteration (20.6 s wall) without, none with (17.2 s).
-    The cost: the process keeps its peak heap until it ends. :func:`run_method` calls it on a CPU. Returns whether
-    the setting took."""
-    if "done" not in _held:
-        ok = False
-        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            try:
-                libc = ctypes.CDLL(None)
-                ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO)) and bool(
-                    libc.mallopt(_M_TRIM_THRESHOLD, HELD_HEAP_TOP)
-                )
-            except (OSError, AttributeError):
-                ok = False
-        _held["done"] = ok
-    return _held["done"]
 
 
 def compile_real_side(fn: Callable, setting: bool | None, device: torch.device, iterations: int) -> Callable:
@@ -538,8 +506,6 @@ def run_method(
     if resume and state_dir is not None:
         ckpt = distributed.broadcast_object(latest_good_checkpoint(state_dir) if main and state_dir.is_dir() else None)
     method.state_dir = state_dir
-    if torch.device(method.device).type == "cpu":
-        hold_freed_memory()
     method.setup()
     if ckpt is not None:
         if distributed.all_sum(float(not Path(ckpt).is_file())):
