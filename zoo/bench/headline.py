@@ -261,7 +261,7 @@ def condense_speed_summary(results: Path) -> str:
 _CONDENSE_ORDER = ("random", "herding", "kcenter", "dm", "dsa", "dc", "mtt", "factorization (authors' layout)", "rded",
                    "random+teacher", "sre2l")  # fmt: skip
 _CONTROLS = ("random+teacher",)  # the zoo's own control row: no paper could report it
-_CONDENSE_ONE_DATASET = ("ipc10_cpu_b",)  # MTT and factorization at ipc 10: measured on MNIST only
+_CONDENSE_ONE_DATASET = ("ipc10_cpu_b", "ipc10_cpu_c")  # MTT and factorization at ipc 10: measured on MNIST only
 
 
 def _pm(mean: float | None, std: float | None) -> str:
@@ -270,12 +270,12 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 def condense_table(results: Path) -> str:
     """results/condense/README.md's table: every method and ipc on MNIST and Fashion-MNIST, from the bench's JSON
-    runs (``{data}_ipc1_cpu_random``, ``_ipc1_cpu``, ``_ipc1_cpu_b``, ``_ipc10_cpu``; ``_ipc10_cpu_b`` where it was
-    measured)."""
+    runs (``{data}_ipc1_cpu_random``, ``_ipc1_cpu``, ``_ipc1_cpu_b``, ``_ipc10_cpu``; ``_ipc10_cpu_b`` and ``_c``
+    where they were measured)."""
     datas = ("mnist", "fashion_mnist")
     rows: dict[str, dict[tuple[str, int], dict[str, Any]]] = {d: {} for d in datas}
     for d in datas:
-        for suffix in ("ipc1_cpu_random", "ipc1_cpu", "ipc1_cpu_b", "ipc10_cpu", "ipc10_cpu_b"):
+        for suffix in ("ipc1_cpu_random", "ipc1_cpu", "ipc1_cpu_b", "ipc10_cpu", "ipc10_cpu_b", "ipc10_cpu_c"):
             if suffix in _CONDENSE_ONE_DATASET and not (results / f"condense/{d}_{suffix}.json").exists():
                 continue  # a file measured on one dataset only: the other's cells say "not run"
             for r in _load(results, f"condense/{d}_{suffix}.json")["rows"]:
