@@ -65,6 +65,7 @@ __all__ = [
     "load_real_split",
     "make_network",
     "real_chunk",
+    "real_chunks",
     "register_method",
     "run_method",
 ]
@@ -94,6 +95,14 @@ def real_chunk(device: torch.device | str) -> int:
 
 TRANSFORM_BLOCK = 512  # real images a matching method transforms (DSA) in one call before its chunked passes
 COMPILE_FROM = 10  # iterations from which ``compile: null`` compiles the real side on the CPU
+
+
+def real_chunks(x: torch.Tensor, chunk: int, device: torch.device, transform: Callable[[torch.Tensor], torch.Tensor]):
+    """One class's real batch ``x`` on ``device`` in chunks of at most ``chunk`` images, each block of
+    :data:`TRANSFORM_BLOCK` images through ``transform`` in one call (a DSA op costs by the call, and the transform
+    is the class's one draw, so a block's rows are its chunks' rows)."""
+    for block in x.split(max(chunk, TRANSFORM_BLOCK)):
+        yield from transform(block.to(device, non_blocking=True)).split(chunk)
 
 
 def compile_real_side(fn: Callable, setting: bool | None, device: torch.device, iterations: int) -> Callable:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..data.dsa import DSA, DSAParams
 from .augment import dsa_strategy, loader_batches
-from .core import TRANSFORM_BLOCK, ImageMethod, compile_real_side, real_chunk, register_method
+from .core import ImageMethod, compile_real_side, real_chunk, real_chunks, register_method
 
 __all__ = ["DC", "DSAMethod", "LOOPS", "match_distance"]
 
@@ -107,12 +107,10 @@ class DC(ImageMethod):
         """The gradient of class ``c``'s real cross-entropy (the mean over the batch ``x`` under its transform
         ``p``), accumulated over chunks of at most :attr:`chunk` images so the activations stay bounded."""
         n, total = x.shape[0], None
-        for block in x.split(max(self.chunk, TRANSFORM_BLOCK)):  # one DSA call a block (the class's one draw)
-            block = self._augment(block.to(self.device, non_blocking=True), p)
-            for part in block.split(self.chunk):
-                y = torch.full((part.shape[0],), c, device=self.device)
-                g = torch.autograd.grad(self._real_loss(net, part, y) * (part.shape[0] / n), params)
-                total = list(g) if total is None else [t + gi for t, gi in zip(total, g)]
+        for part in real_chunks(x, self.chunk, self.device, lambda block: self._augment(block, p)):
+            y = torch.full((part.shape[0],), c, device=self.device)
+            g = torch.autograd.grad(self._real_loss(net, part, y) * (part.shape[0] / n), params)
+            total = list(g) if total is None else [t + gi for t, gi in zip(total, g)]
         return [t.detach() for t in total]
 
     def step(self, it: int) -> float:

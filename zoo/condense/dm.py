@@ -35,7 +35,7 @@ import torch
 
 from ..data.dsa import DSA, DSAParams
 from .augment import dsa_strategy
-from .core import TRANSFORM_BLOCK, ImageMethod, compile_real_side, fast_memory_format, real_chunk, register_method
+from .core import ImageMethod, compile_real_side, fast_memory_format, real_chunk, real_chunks, register_method
 
 __all__ = ["DM"]
 
@@ -110,13 +110,14 @@ class DM(ImageMethod):
     @torch.no_grad()
     def _real_mean(self, net: torch.nn.Module, x: torch.Tensor, p: DSAParams | None) -> torch.Tensor:
         """The mean embedding of one class's real batch ``x`` under its transform ``p``, through the network in
-        chunks of at most :attr:`chunk` images (transformed in blocks of :data:`TRANSFORM_BLOCK`: a DSA op costs by
-        the call, and the transform is the class's one draw, so a block's rows are its chunks' rows)."""
+        chunks of at most :attr:`chunk` images (:func:`~zoo.condense.core.real_chunks`)."""
         total = None
-        for block in x.split(max(self.chunk, TRANSFORM_BLOCK)):
-            block = block.to(self.device, non_blocking=True)
+
+        def transform(block: torch.Tensor) -> torch.Tensor:
             block = block if p is None else self.dsa.apply(block, p)
-            for part in block.contiguous(memory_format=self.real_format).split(self.chunk):
-                f = self._embed_sum(net, part)
-                total = f if total is None else total + f
+            return block.contiguous(memory_format=self.real_format)
+
+        for part in real_chunks(x, self.chunk, self.device, transform):
+            f = self._embed_sum(net, part)
+            total = f if total is None else total + f
         return total / x.shape[0]
