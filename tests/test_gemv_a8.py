@@ -98,11 +98,13 @@ def _references(layer: QuantizedLinear, x: torch.Tensor):
     return emulated, exact, bound
 
 
-@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32), (4, 64), (4, 128)])
+@pytest.mark.parametrize(
+    "bits,group_size,k", [(8, None, 576), (8, None, 544), (4, 32, 608), (4, 32, 480), (4, 64, 640), (4, 128, 1536)]
+)
 @pytest.mark.parametrize("n", [37, 96])
-def test_every_path_is_the_float64_product_of_the_q8_0_row(bits, group_size, n):
-    # 18, 19, 20 blocks: groups of eight and tails of 2, 3, 4; g128: 12 groups, eight and a tail of 4
-    k = {8: 576, 32: 608, 64: 640, 128: 1536}[group_size or 8]
+def test_every_path_is_the_float64_product_of_the_q8_0_row(bits, group_size, k, n):
+    # 18, 17, 19, 15, 20 blocks: whole groups of eight and tails of 2, 1, 3, 7, 4 (the prompt path's pairs of
+    # blocks, an odd one with zeros); g128: 12 groups, eight and a tail of 4
     layer = _layer(bits, group_size, n, k)
     x = adversarial_rows(k)
     emulated, exact, bound = _references(layer, x)

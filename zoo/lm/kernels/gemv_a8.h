@@ -160,20 +160,27 @@ inline void transpose8(__m256i* v) {
 }
 
 // Prompts: eight blocks at a time in the interleaved layout, so that lane j of one accumulator sums block j: no
-// per-block reduction. A last group of fewer than eight blocks is padded with zero bytes (their products are zero).
-inline void interleave8(const uint8_t* src, uint8_t* dst, int64_t B) {  // B blocks, padded to whole groups of 8
-  for (int64_t b = 0; b < B; b += 8) {
-    alignas(32) uint8_t group[8 * kBlock] = {};  // a last group of fewer blocks: zero bytes after them
+// per-block reduction. The blocks after the whole groups go in pairs, as two vectors: the first 16 bytes of both
+// blocks, then the last 16 (lanes 0-3 sum the first block, lanes 4-7 the second; an odd last block is paired with
+// zero bytes). So a row of 18 blocks costs 18 vector products, not the 24 of three padded groups.
+inline int64_t prompt_blocks(int64_t B) { return B / 8 * 8 + (B % 8 + 1) / 2 * 2; }  // a prompt row's length
+inline void interleave8(const uint8_t* src, uint8_t* dst, int64_t B) {  // B blocks -> prompt_blocks(B)
+  const int64_t B8 = B / 8 * 8;
+  for (int64_t b = 0; b < B8; b += 8) {
     const uint8_t* g = src + b * kBlock;
-    if (b + 8 > B) g = static_cast<const uint8_t*>(std::memcpy(group, g, (B - b) * kBlock));
     __m256i v[8];  // block j's eight 4-byte words -> word k of every block: the k-th 32 bytes of the group
     for (int j = 0; j < 8; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + j * kBlock));
     transpose8(v);
     for (int k = 0; k < 8; ++k) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (b + k) * kBlock), v[k]);
   }
+  for (int64_t b = B8; b < B; b += 2) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + b * kBlock));
+    const __m256i y = b + 1 < B ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + (b + 1) * kBlock))
+                                : _mm256_setzero_si256();
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + b * kBlock), _mm256_permute2x128_si256(x, y, 0x20));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (b + 1) * kBlock), _mm256_permute2x128_si256(x, y, 0x31));
+  }
 }
-
-inline int64_t padded_blocks(int64_t B) { return (B + 7) / 8 * 8; }
 
 // the activation rows, quantized once per call
 struct RowsA8 {
@@ -184,7 +191,7 @@ struct RowsA8 {
   std::vector<int32_t> isum;  // (M, B): the sum of each block's codes (int4's centre u - 8; AVX2 int8 prompts' offset)
   std::vector<uint8_t> u;     // prompts, int8 weights with VNNI: the codes + 128 as unsigned bytes, interleaved
   std::vector<int8_t> r;      // prompts, int4 weights or AVX2 int8 ones: the codes interleaved
-  int64_t Kp = 0;             // prompts: the length of u's and r's rows (whole groups of eight blocks)
+  int64_t Kp = 0;             // prompts: the length of u's and r's rows (prompt_blocks(B) blocks)
   std::vector<int8_t> p;      // one row, int4 weights: the codes in pair_layout
 };
 
@@ -394,43 +401,49 @@ inline float finish_i4(const int32_t* dots, const int8_t* xq, const float* d, co
   }
 
 // Prompts: the group sums of MR activation rows against NR prepared rows in the interleave8 layout (lane j of word
-// k is block j's k-th four bytes), so that every loaded vector meets NR or MR others. STEP(acc, u, s) adds the
-// products of unsigned u and signed s bytes; the prepared rows are the unsigned side where WU.
+// k is block j's k-th four bytes), so that every loaded vector meets NR or MR others; then the `pairs` of blocks
+// after them, each as eight lanes of partial sums (four a block) in the next eight entries of `out`. STEP(acc, u, s)
+// adds the products of unsigned u and signed s bytes; the prepared rows are the unsigned side where WU.
 #define ZOO_A8_GROUPS(NAME, TARGET, STEP, FINISH)                                                                    \
-  template <int MR, int NR, bool WU>                                                                               \
-  TARGET inline void NAME(const uint8_t* const* act, const uint8_t* const* wts, int64_t groups, int32_t* out,       \
-                          int64_t row_stride, int64_t act_stride) {                                                \
-    for (int64_t g = 0; g < groups; ++g) {                                                                         \
-      __m256i acc[MR][NR];                                                                                         \
-      for (int i = 0; i < MR; ++i)                                                                                 \
-        for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();                                           \
-      for (int k = 0; k < 8; ++k) {                                                                                \
-        const int64_t o = (g * 8 + k) * kBlock;                                                                    \
-        __m256i av[MR];                                                                                            \
-        for (int i = 0; i < MR; ++i) av[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act[i] + o));    \
-        for (int j = 0; j < NR; ++j) {                                                                             \
-          const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wts[j] + o));                    \
-          for (int i = 0; i < MR; ++i) acc[i][j] = WU ? STEP(acc[i][j], wv, av[i]) : STEP(acc[i][j], av[i], wv);   \
-        }                                                                                                          \
+  template <int MR, int NR, bool WU, int WORDS>                                                                    \
+  TARGET inline void NAME##_sums(const uint8_t* const* act, const uint8_t* const* wts, int64_t first,              \
+                                 int32_t* out, int64_t row_stride, int64_t act_stride) {                           \
+    __m256i acc[MR][NR];                                                                                           \
+    for (int i = 0; i < MR; ++i)                                                                                   \
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();                                             \
+    for (int k = 0; k < WORDS; ++k) {                                                                              \
+      const int64_t o = (first + k) * kBlock;                                                                      \
+      __m256i av[MR];                                                                                              \
+      for (int i = 0; i < MR; ++i) av[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act[i] + o));       \
+      for (int j = 0; j < NR; ++j) {                                                                               \
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wts[j] + o));                       \
+        for (int i = 0; i < MR; ++i) acc[i][j] = WU ? STEP(acc[i][j], wv, av[i]) : STEP(acc[i][j], av[i], wv);     \
       }                                                                                                            \
-      for (int i = 0; i < MR; ++i)                                                                                 \
-        for (int j = 0; j < NR; ++j)                                                                               \
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i * act_stride + j * row_stride + g * 8),           \
-                              FINISH(acc[i][j]));                                                                  \
     }                                                                                                              \
+    for (int i = 0; i < MR; ++i)                                                                                   \
+      for (int j = 0; j < NR; ++j)                                                                                 \
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i * act_stride + j * row_stride), FINISH(acc[i][j])); \
+  }                                                                                                                \
+  template <int MR, int NR, bool WU>                                                                               \
+  TARGET inline void NAME(const uint8_t* const* act, const uint8_t* const* wts, int64_t groups, int64_t pairs,     \
+                          int32_t* out, int64_t row_stride, int64_t act_stride) {                                  \
+    for (int64_t g = 0; g < groups; ++g)                                                                           \
+      NAME##_sums<MR, NR, WU, 8>(act, wts, g * 8, out + g * 8, row_stride, act_stride);                            \
+    for (int64_t p = 0; p < pairs; ++p)                                                                            \
+      NAME##_sums<MR, NR, WU, 2>(act, wts, groups * 8 + p * 2, out + (groups + p) * 8, row_stride, act_stride);    \
   }                                                                                                                \
   template <bool WU>                                                                                               \
   TARGET void NAME##_any(int mr, int nr, const uint8_t* const* act, const uint8_t* const* wts, int64_t groups,     \
-                         int32_t* out, int64_t row_stride, int64_t act_stride) {                                   \
+                         int64_t pairs, int32_t* out, int64_t row_stride, int64_t act_stride) {                    \
     switch (mr * 8 + nr) {                                                                                         \
-      case 2 * 8 + 4: return NAME<2, 4, WU>(act, wts, groups, out, row_stride, act_stride);                        \
-      case 2 * 8 + 3: return NAME<2, 3, WU>(act, wts, groups, out, row_stride, act_stride);                        \
-      case 2 * 8 + 2: return NAME<2, 2, WU>(act, wts, groups, out, row_stride, act_stride);                        \
-      case 2 * 8 + 1: return NAME<2, 1, WU>(act, wts, groups, out, row_stride, act_stride);                        \
-      case 1 * 8 + 4: return NAME<1, 4, WU>(act, wts, groups, out, row_stride, act_stride);                        \
-      case 1 * 8 + 3: return NAME<1, 3, WU>(act, wts, groups, out, row_stride, act_stride);                        \
-      case 1 * 8 + 2: return NAME<1, 2, WU>(act, wts, groups, out, row_stride, act_stride);                        \
-      default: return NAME<1, 1, WU>(act, wts, groups, out, row_stride, act_stride);                               \
+      case 2 * 8 + 4: return NAME<2, 4, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
+      case 2 * 8 + 3: return NAME<2, 3, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
+      case 2 * 8 + 2: return NAME<2, 2, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
+      case 2 * 8 + 1: return NAME<2, 1, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
+      case 1 * 8 + 4: return NAME<1, 4, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
+      case 1 * 8 + 3: return NAME<1, 3, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
+      case 1 * 8 + 2: return NAME<1, 2, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
+      default: return NAME<1, 1, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                        \
     }                                                                                                              \
   }
 
@@ -459,60 +472,74 @@ enum class A8Kind { kOffset, kPlanes, kInt4 };  // VNNI int8 (activation + 128),
 // A prompt's tile of up to eight output rows, prepared once for every activation row (rows of Kp bytes, interleaved)
 struct PromptTile {
   A8Kind kind;
-  int64_t rows = 0, B = 0, G = 0, Bp = 0;
+  int64_t rows = 0, B = 0, G = 0, Kp = 0, S = 0;  // S: a row's entries of group sums, B / 8 * 8 + 8 a pair
   std::vector<uint8_t> wt;    // (rows * P, Kp) the prepared codes, P = 2 planes or 1
-  std::vector<int32_t> ws;    // kOffset: (8, Bp) each row's block sums of its codes, zero past B
+  std::vector<int32_t> ws;    // kOffset: (8, B) each row's block sums of its codes
   std::vector<float> sct;     // kInt4: (B, 8) the block scales, lane = row
   std::vector<float> ztt;     // kInt4: (G, 8) the zero points, lane = row
   __m256 scale8;              // int8: the rows' scales
 };
 
-// One activation row against one tile, from its rows' exact group sums (raw: (rows * P, Bp)): the block sums turned
-// so that a lane is an output row, then the float code of the decode tiles (block b in accumulator b % 8 for whole
-// groups of eight, the rest in `rest`), the same arithmetic as every other path. Lanes past the tile's rows compute
-// from stale sums and are never stored.
+// One activation row against one tile, from its rows' exact sums (raw: (rows * P, S)): the block sums turned so that
+// a lane is an output row, then the float code of the decode tiles (block b in accumulator b % 8 for whole groups of
+// eight, the rest in `rest`, in block order), the same arithmetic as every other path. Lanes past the tile's rows
+// compute from stale sums and are never stored.
 template <A8Kind KIND>
 inline void finish_tile(const PromptTile& t, const int32_t* raw, const float* d, const int32_t* isum,
                         const float* gsum, float* y) {
   constexpr int64_t P = KIND == A8Kind::kPlanes ? 2 : 1;
-  const int64_t B = t.B, Bp = t.Bp, B8 = B / 8 * 8;
+  const int64_t B = t.B, S = t.S, B8 = B / 8 * 8;
   __m256 acc[8], rest = _mm256_setzero_ps();
   for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < Bp; g += 8) {
-    const int64_t left = std::min<int64_t>(8, B - g);
+  for (int64_t g = 0; g < B8; g += 8) {
     __m256i sums = _mm256_setzero_si256();
-    if (KIND != A8Kind::kOffset)
-      sums = _mm256_maskload_epi32(isum + g, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)),
-                                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    if (KIND != A8Kind::kOffset) sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + g));
     __m256i v[8];
     for (int r = 0; r < 8; ++r) {
-      const int32_t* rr = raw + r * P * Bp + g;
+      const int32_t* rr = raw + r * P * S + g;
       const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr));
       if (KIND == A8Kind::kOffset)
         v[r] = _mm256_sub_epi32(
-            lo, _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.ws.data() + r * Bp + g)), 7));
+            lo, _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.ws.data() + r * B + g)), 7));
       else if (KIND == A8Kind::kPlanes)
         v[r] = _mm256_sub_epi32(
-            _mm256_add_epi32(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr + Bp)), 4), lo),
+            _mm256_add_epi32(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr + S)), 4), lo),
             _mm256_slli_epi32(sums, 7));
       else
         v[r] = _mm256_sub_epi32(lo, _mm256_slli_epi32(sums, 3));
     }
-    transpose8(v);
-    if (g < B8) {  // a whole group: block g + l in accumulator l
-      for (int l = 0; l < 8; ++l) {
-        const __m256 coef = KIND == A8Kind::kInt4
-                                ? _mm256_mul_ps(_mm256_set1_ps(d[g + l]), _mm256_loadu_ps(t.sct.data() + (g + l) * 8))
-                                : _mm256_set1_ps(d[g + l]);
-        acc[l] = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(v[l]), acc[l]);
-      }
-    } else {
-      for (int64_t l = 0; l < left; ++l) {
-        const __m256 coef = KIND == A8Kind::kInt4
-                                ? _mm256_mul_ps(_mm256_set1_ps(d[g + l]), _mm256_loadu_ps(t.sct.data() + (g + l) * 8))
-                                : _mm256_set1_ps(d[g + l]);
-        rest = tail_fma(coef, _mm256_cvtepi32_ps(v[l]), rest);
-      }
+    transpose8(v);  // block g + l in accumulator l
+    for (int l = 0; l < 8; ++l) {
+      const __m256 coef = KIND == A8Kind::kInt4
+                              ? _mm256_mul_ps(_mm256_set1_ps(d[g + l]), _mm256_loadu_ps(t.sct.data() + (g + l) * 8))
+                              : _mm256_set1_ps(d[g + l]);
+      acc[l] = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(v[l]), acc[l]);
+    }
+  }
+  for (int64_t b = B8; b < B; b += 2) {  // a pair: lanes 0-3 of a row's entries sum block b, lanes 4-7 block b + 1
+    const int64_t e = B8 + (b - B8) * 4;
+    __m256i v[8];
+    for (int r = 0; r < 8; ++r) {
+      const int32_t* rr = raw + r * P * S + e;
+      v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr));
+      if (KIND == A8Kind::kPlanes)
+        v[r] = _mm256_add_epi32(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr + S)), 4),
+                                v[r]);
+    }
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    const __m256i pair[2] = {_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31)};
+    for (int64_t l = 0; l < 2 && b + l < B; ++l) {  // block b + l, a lane per row
+      __m256i s = pair[l];
+      if (KIND == A8Kind::kOffset)
+        s = _mm256_sub_epi32(s, _mm256_slli_epi32(_mm256_i32gather_epi32(t.ws.data() + b + l, _mm256_setr_epi32(
+            0, 1 * B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B), 4), 7));
+      else
+        s = _mm256_sub_epi32(s, _mm256_set1_epi32(isum[b + l] * (KIND == A8Kind::kPlanes ? 128 : 8)));
+      const __m256 coef = KIND == A8Kind::kInt4
+                              ? _mm256_mul_ps(_mm256_set1_ps(d[b + l]), _mm256_loadu_ps(t.sct.data() + (b + l) * 8))
+                              : _mm256_set1_ps(d[b + l]);
+      rest = tail_fma(coef, _mm256_cvtepi32_ps(s), rest);
     }
   }
   __m256 total;
@@ -537,7 +564,7 @@ inline void finish_tile(const PromptTile& t, const int32_t* raw, const float* d,
 
 // Prepares output rows [t0, t1) of the weights as one tile
 inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t0, int64_t t1, std::vector<uint8_t>& tmp) {
-  const int64_t B = t.B, G = t.G, Bp = t.Bp, Kp = Bp * kBlock, P = t.kind == A8Kind::kPlanes ? 2 : 1;
+  const int64_t B = t.B, G = t.G, Kp = t.Kp, P = t.kind == A8Kind::kPlanes ? 2 : 1;
   t.rows = t1 - t0;
   alignas(32) float scales[8] = {};
   for (int64_t n = t0; n < t1; ++n) {
@@ -556,7 +583,7 @@ inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t
         nibble_planes(reinterpret_cast<const int8_t*>(row), K, B, tmp.data(), dst, dst + Kp);
       } else {
         for (int64_t b = 0; b < B; ++b)
-          t.ws[r * Bp + b] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,
+          t.ws[r * B + b] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,
                                              reinterpret_cast<const int8_t*>(row) + (b + 1) * kBlock, 0);
         interleave8(row, dst, B);
       }
@@ -573,20 +600,21 @@ inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t
 #define ZOO_A8_PROMPT(NAME, TARGET, GROUPS, OFFSET_I8)                                                               \
   TARGET void NAME(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t n0, int64_t n1) {  \
     const A8Kind kind = int4 ? A8Kind::kInt4 : (OFFSET_I8) ? A8Kind::kOffset : A8Kind::kPlanes;                    \
-    const int64_t K = a.K, Bp = padded_blocks(a.B), Kp = a.Kp, P = kind == A8Kind::kPlanes ? 2 : 1, RP = kTile * P; \
+    const int64_t K = a.K, B8 = a.B / 8 * 8, pairs = (a.B - B8 + 1) / 2, S = B8 + 8 * pairs, Kp = a.Kp;         \
+    const int64_t P = kind == A8Kind::kPlanes ? 2 : 1, RP = kTile * P;                                             \
     std::vector<PromptTile> tiles((n1 - n0 + kTile - 1) / kTile);                                                  \
     std::vector<uint8_t> tmp(K);                                                                                   \
     for (size_t i = 0; i < tiles.size(); ++i) {                                                                    \
       PromptTile& t = tiles[i];                                                                                    \
-      t.kind = kind, t.B = a.B, t.G = a.G, t.Bp = Bp;                                                              \
+      t.kind = kind, t.B = a.B, t.G = a.G, t.Kp = Kp, t.S = S;                                                     \
       t.wt.assign(RP * Kp, 0);                                                                                     \
-      t.ws.assign(kind == A8Kind::kOffset ? kTile * Bp : 0, 0);                                                    \
+      t.ws.assign(kind == A8Kind::kOffset ? kTile * a.B : 0, 0);                                                   \
       t.sct.assign(int4 ? a.B * 8 : 0, 0.0f);                                                                      \
       t.ztt.assign(int4 ? a.G * 8 : 0, 0.0f);                                                                      \
       const int64_t t0 = n0 + static_cast<int64_t>(i) * kTile;                                                     \
       prepare_tile(t, w, K, t0, std::min(n1, t0 + kTile), tmp);                                                    \
     }                                                                                                              \
-    std::vector<int32_t> raw(kMR * RP * Bp);                                                                       \
+    std::vector<int32_t> raw(kMR * RP * S);                                                                        \
     const uint8_t* acts = kind == A8Kind::kOffset ? a.u.data() : reinterpret_cast<const uint8_t*>(a.r.data());     \
     for (int64_t mb = 0; mb < a.M; mb += kRowBlock) {                                                              \
       const int64_t me = std::min(a.M, mb + kRowBlock);                                                            \
@@ -602,13 +630,13 @@ inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t
             const uint8_t* wts[kNR];                                                                               \
             for (int j = 0; j < nr; ++j) wts[j] = t.wt.data() + (r0 + j) * Kp;                                     \
             if (kind == A8Kind::kOffset)                                                                           \
-              GROUPS##_any<false>(mr, nr, act, wts, Bp / 8, raw.data() + r0 * Bp, Bp, RP * Bp);                    \
+              GROUPS##_any<false>(mr, nr, act, wts, B8 / 8, pairs, raw.data() + r0 * S, S, RP * S);                \
             else                                                                                                   \
-              GROUPS##_any<true>(mr, nr, act, wts, Bp / 8, raw.data() + r0 * Bp, Bp, RP * Bp);                     \
+              GROUPS##_any<true>(mr, nr, act, wts, B8 / 8, pairs, raw.data() + r0 * S, S, RP * S);                 \
           }                                                                                                        \
           for (int i = 0; i < mr; ++i) {                                                                           \
             const int64_t m = m0 + i;                                                                              \
-            const int32_t* r = raw.data() + i * RP * Bp;                                                           \
+            const int32_t* r = raw.data() + i * RP * S;                                                            \
             const float* d = a.d.data() + m * a.B;                                                                 \
             float* out = y + m * N + t0;                                                                           \
             if (kind == A8Kind::kInt4)                                                                             \
@@ -852,7 +880,7 @@ at::Tensor gemm_int8_a8(const at::Tensor& x_, const at::Tensor& q_, const at::Te
   if (M == 0 || N == 0) return y;
   const bool prompt = M >= kReuse;
   RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false, prompt && isa == kIsaAvx2);
-  a.Kp = padded_blocks(a.B) * kBlock;
+  a.Kp = prompt_blocks(a.B) * kBlock;
   if (prompt && isa == kIsaAvx2) {  // the signed side of the 4-bit planes' products
     a.r.resize(M * a.Kp);
     interleave_rows(a);
@@ -889,7 +917,7 @@ at::Tensor gemm_int4_a8(const at::Tensor& x_, const at::Tensor& codes_, const at
   if (M == 0 || N == 0) return y;
   RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, gs, true);
   if (M >= kReuse) {
-    a.Kp = padded_blocks(a.B) * kBlock;
+    a.Kp = prompt_blocks(a.B) * kBlock;
     a.r.resize(M * a.Kp);
     interleave_rows(a);
   } else {
