@@ -403,11 +403,13 @@ inline float finish_i4(const int32_t* dots, const int8_t* xq, const float* d, co
 // Prompts: the group sums of MR activation rows against NR prepared rows in the interleave8 layout (lane j of word
 // k is block j's k-th four bytes), so that every loaded vector meets NR or MR others; then the `pairs` of blocks
 // after them, each as eight lanes of partial sums (four a block) in the next eight entries of `out`. STEP(acc, u, s)
-// adds the products of unsigned u and signed s bytes; the prepared rows are the unsigned side where WU.
+// adds the products of unsigned u and signed s bytes; the prepared rows are the unsigned side where WU. PLANES: the
+// prepared rows come as pairs of 4-bit planes (low, high) of one row, whose sums leave as one: low + 16 high.
 #define ZOO_A8_GROUPS(NAME, TARGET, STEP, FINISH)                                                                    \
-  template <int MR, int NR, bool WU, int WORDS>                                                                    \
+  template <int MR, int NR, bool WU, bool PLANES, int WORDS>                                                       \
   TARGET inline void NAME##_sums(const uint8_t* const* act, const uint8_t* const* wts, int64_t first,              \
                                  int32_t* out, int64_t row_stride, int64_t act_stride) {                           \
+    if (PLANES && NR % 2 != 0) return; /* planes come in pairs: never called */                                    \
     __m256i acc[MR][NR];                                                                                           \
     for (int i = 0; i < MR; ++i)                                                                                   \
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();                                             \
@@ -421,29 +423,34 @@ inline float finish_i4(const int32_t* dots, const int8_t* xq, const float* d, co
       }                                                                                                            \
     }                                                                                                              \
     for (int i = 0; i < MR; ++i)                                                                                   \
-      for (int j = 0; j < NR; ++j)                                                                                 \
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i * act_stride + j * row_stride), FINISH(acc[i][j])); \
+      for (int j = 0; j < NR; j += PLANES ? 2 : 1) {                                                               \
+        __m256i sum = FINISH(acc[i][j]);                                                                           \
+        if (PLANES) sum = _mm256_add_epi32(sum, _mm256_slli_epi32(FINISH(acc[i][j + 1]), 4));                      \
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i * act_stride + j / (PLANES ? 2 : 1) * row_stride), \
+                            sum);                                                                                  \
+      }                                                                                                            \
   }                                                                                                                \
-  template <int MR, int NR, bool WU>                                                                               \
+  template <int MR, int NR, bool WU, bool PLANES>                                                                  \
   TARGET inline void NAME(const uint8_t* const* act, const uint8_t* const* wts, int64_t groups, int64_t pairs,     \
                           int32_t* out, int64_t row_stride, int64_t act_stride) {                                  \
     for (int64_t g = 0; g < groups; ++g)                                                                           \
-      NAME##_sums<MR, NR, WU, 8>(act, wts, g * 8, out + g * 8, row_stride, act_stride);                            \
+      NAME##_sums<MR, NR, WU, PLANES, 8>(act, wts, g * 8, out + g * 8, row_stride, act_stride);                    \
     for (int64_t p = 0; p < pairs; ++p)                                                                            \
-      NAME##_sums<MR, NR, WU, 2>(act, wts, groups * 8 + p * 2, out + (groups + p) * 8, row_stride, act_stride);    \
+      NAME##_sums<MR, NR, WU, PLANES, 2>(act, wts, groups * 8 + p * 2, out + (groups + p) * 8, row_stride,         \
+                                         act_stride);                                                              \
   }                                                                                                                \
-  template <bool WU>                                                                                               \
+  template <bool WU, bool PLANES>                                                                                  \
   TARGET void NAME##_any(int mr, int nr, const uint8_t* const* act, const uint8_t* const* wts, int64_t groups,     \
                          int64_t pairs, int32_t* out, int64_t row_stride, int64_t act_stride) {                    \
     switch (mr * 8 + nr) {                                                                                         \
-      case 2 * 8 + 4: return NAME<2, 4, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
-      case 2 * 8 + 3: return NAME<2, 3, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
-      case 2 * 8 + 2: return NAME<2, 2, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
-      case 2 * 8 + 1: return NAME<2, 1, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
-      case 1 * 8 + 4: return NAME<1, 4, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
-      case 1 * 8 + 3: return NAME<1, 3, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
-      case 1 * 8 + 2: return NAME<1, 2, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                 \
-      default: return NAME<1, 1, WU>(act, wts, groups, pairs, out, row_stride, act_stride);                        \
+      case 2 * 8 + 4: return NAME<2, 4, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
+      case 2 * 8 + 3: return NAME<2, 3, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
+      case 2 * 8 + 2: return NAME<2, 2, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
+      case 2 * 8 + 1: return NAME<2, 1, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
+      case 1 * 8 + 4: return NAME<1, 4, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
+      case 1 * 8 + 3: return NAME<1, 3, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
+      case 1 * 8 + 2: return NAME<1, 2, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
+      default: return NAME<1, 1, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);                \
     }                                                                                                              \
   }
 
@@ -474,72 +481,68 @@ struct PromptTile {
   A8Kind kind;
   int64_t rows = 0, B = 0, G = 0, Kp = 0, S = 0;  // S: a row's entries of group sums, B / 8 * 8 + 8 a pair
   std::vector<uint8_t> wt;    // (rows * P, Kp) the prepared codes, P = 2 planes or 1
-  std::vector<int32_t> ws;    // kOffset: (8, B) each row's block sums of its codes
-  std::vector<float> sct;     // kInt4: (B, 8) the block scales, lane = row
+  std::vector<int32_t> ws;    // kOffset: each row's block sums of its codes, at tile_entry
+  std::vector<float> sct;     // kInt4: each row's block scales, at tile_entry
   std::vector<float> ztt;     // kInt4: (G, 8) the zero points, lane = row
   __m256 scale8;              // int8: the rows' scales
 };
 
-// One activation row against one tile, from its rows' exact sums (raw: (rows * P, S)): the block sums turned so that
-// a lane is an output row, then the float code of the decode tiles (block b in accumulator b % 8 for whole groups of
-// eight, the rest in `rest`, in block order), the same arithmetic as every other path. Lanes past the tile's rows
-// compute from stale sums and are never stored.
+// Where row r's value for block b lies in a tile's per-block arrays (8 * B entries): (8, B8) for the whole groups,
+// where finish_tile reads a row's group as a vector, then (B - B8, 8) for the blocks after them, read a lane per row
+inline int64_t tile_entry(int64_t B, int64_t r, int64_t b) {
+  const int64_t B8 = B / 8 * 8;
+  return b < B8 ? r * B8 + b : 8 * B8 + (b - B8) * 8 + r;
+}
+
+// One activation row against one tile, from its rows' exact sums (raw: (rows, S); AVX2's two planes of a row already
+// summed as one): the float code of the decode tiles, the same arithmetic as every other path. Block b of a whole
+// group goes to accumulator b % 8: here lane b % 8 of row r's vector, so that a group's sums of a row are used as
+// they lie, and the rows turn into lanes once, at the end. The blocks after the whole groups go to `rest` in block
+// order, a lane per row. Lanes past the tile's rows compute from stale sums and are never stored.
 template <A8Kind KIND>
 inline void finish_tile(const PromptTile& t, const int32_t* raw, const float* d, const int32_t* isum,
                         const float* gsum, float* y) {
-  constexpr int64_t P = KIND == A8Kind::kPlanes ? 2 : 1;
   const int64_t B = t.B, S = t.S, B8 = B / 8 * 8;
   __m256 acc[8], rest = _mm256_setzero_ps();
-  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < B8; g += 8) {
-    __m256i sums = _mm256_setzero_si256();
-    if (KIND != A8Kind::kOffset) sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + g));
-    __m256i v[8];
+    const __m256 dv = _mm256_loadu_ps(d + g);
+    __m256i offset = _mm256_setzero_si256();  // the activation's block sums times the weights' offset
+    if (KIND != A8Kind::kOffset)
+      offset = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + g)),
+                                 KIND == A8Kind::kPlanes ? 7 : 3);
     for (int r = 0; r < 8; ++r) {
-      const int32_t* rr = raw + r * P * S + g;
-      const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr));
       if (KIND == A8Kind::kOffset)
-        v[r] = _mm256_sub_epi32(
-            lo, _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.ws.data() + r * B + g)), 7));
-      else if (KIND == A8Kind::kPlanes)
-        v[r] = _mm256_sub_epi32(
-            _mm256_add_epi32(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr + S)), 4), lo),
-            _mm256_slli_epi32(sums, 7));
-      else
-        v[r] = _mm256_sub_epi32(lo, _mm256_slli_epi32(sums, 3));
+        offset = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.ws.data() + r * B8 + g)), 7);
+      const __m256i v = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw + r * S + g)), offset);
+      const __m256 coef = KIND == A8Kind::kInt4 ? _mm256_mul_ps(dv, _mm256_loadu_ps(t.sct.data() + r * B8 + g)) : dv;
+      acc[r] = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(v), acc[r]);
     }
-    transpose8(v);  // block g + l in accumulator l
-    for (int l = 0; l < 8; ++l) {
-      const __m256 coef = KIND == A8Kind::kInt4
-                              ? _mm256_mul_ps(_mm256_set1_ps(d[g + l]), _mm256_loadu_ps(t.sct.data() + (g + l) * 8))
-                              : _mm256_set1_ps(d[g + l]);
-      acc[l] = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(v[l]), acc[l]);
-    }
+  }
+  {  // row r's lane l -> accumulator l's lane r
+    __m256i v[8];
+    for (int r = 0; r < 8; ++r) v[r] = _mm256_castps_si256(acc[r]);
+    transpose8(v);
+    for (int l = 0; l < 8; ++l) acc[l] = _mm256_castsi256_ps(v[l]);
   }
   for (int64_t b = B8; b < B; b += 2) {  // a pair: lanes 0-3 of a row's entries sum block b, lanes 4-7 block b + 1
     const int64_t e = B8 + (b - B8) * 4;
     __m256i v[8];
-    for (int r = 0; r < 8; ++r) {
-      const int32_t* rr = raw + r * P * S + e;
-      v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr));
-      if (KIND == A8Kind::kPlanes)
-        v[r] = _mm256_add_epi32(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr + S)), 4),
-                                v[r]);
-    }
+    for (int r = 0; r < 8; ++r) v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw + r * S + e));
     const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
     const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
     const __m256i pair[2] = {_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31)};
     for (int64_t l = 0; l < 2 && b + l < B; ++l) {  // block b + l, a lane per row
-      __m256i s = pair[l];
+      __m256i sums = pair[l];
       if (KIND == A8Kind::kOffset)
-        s = _mm256_sub_epi32(s, _mm256_slli_epi32(_mm256_i32gather_epi32(t.ws.data() + b + l, _mm256_setr_epi32(
-            0, 1 * B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B), 4), 7));
+        sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                                              t.ws.data() + tile_entry(B, 0, b + l))), 7));
       else
-        s = _mm256_sub_epi32(s, _mm256_set1_epi32(isum[b + l] * (KIND == A8Kind::kPlanes ? 128 : 8)));
-      const __m256 coef = KIND == A8Kind::kInt4
-                              ? _mm256_mul_ps(_mm256_set1_ps(d[b + l]), _mm256_loadu_ps(t.sct.data() + (b + l) * 8))
-                              : _mm256_set1_ps(d[b + l]);
-      rest = tail_fma(coef, _mm256_cvtepi32_ps(s), rest);
+        sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(isum[b + l] * (KIND == A8Kind::kPlanes ? 128 : 8)));
+      const __m256 dl = _mm256_set1_ps(d[b + l]);
+      const float* scales = t.sct.data() + tile_entry(B, 0, b + l);
+      const __m256 coef = KIND == A8Kind::kInt4 ? _mm256_mul_ps(dl, _mm256_loadu_ps(scales)) : dl;
+      rest = tail_fma(coef, _mm256_cvtepi32_ps(sums), rest);
     }
   }
   __m256 total;
@@ -575,7 +578,7 @@ inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t
       for (int64_t b = 0; b < B; ++b)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp.data() + b * kBlock), nibbles(row + b * kBlock / 2));
       interleave8(tmp.data(), dst, B);
-      for (int64_t b = 0; b < B; ++b) t.sct[b * 8 + r] = _cvtsh_ss(w.scale4[n * G + b / w.per].x);
+      for (int64_t b = 0; b < B; ++b) t.sct[tile_entry(B, r, b)] = _cvtsh_ss(w.scale4[n * G + b / w.per].x);
       for (int64_t g = 0; g < G; ++g) t.ztt[g * 8 + r] = _cvtsh_ss(w.zero4[n * G + g].x);
     } else {
       scales[r] = w.scale8[n];
@@ -583,7 +586,7 @@ inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t
         nibble_planes(reinterpret_cast<const int8_t*>(row), K, B, tmp.data(), dst, dst + Kp);
       } else {
         for (int64_t b = 0; b < B; ++b)
-          t.ws[r * B + b] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,
+          t.ws[tile_entry(B, r, b)] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,
                                              reinterpret_cast<const int8_t*>(row) + (b + 1) * kBlock, 0);
         interleave8(row, dst, B);
       }
@@ -601,20 +604,20 @@ inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t
   TARGET void NAME(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t n0, int64_t n1) {  \
     const A8Kind kind = int4 ? A8Kind::kInt4 : (OFFSET_I8) ? A8Kind::kOffset : A8Kind::kPlanes;                    \
     const int64_t K = a.K, B8 = a.B / 8 * 8, pairs = (a.B - B8 + 1) / 2, S = B8 + 8 * pairs, Kp = a.Kp;         \
-    const int64_t P = kind == A8Kind::kPlanes ? 2 : 1, RP = kTile * P;                                             \
+    const int64_t P = kind == A8Kind::kPlanes ? 2 : 1;                                                             \
     std::vector<PromptTile> tiles((n1 - n0 + kTile - 1) / kTile);                                                  \
     std::vector<uint8_t> tmp(K);                                                                                   \
     for (size_t i = 0; i < tiles.size(); ++i) {                                                                    \
       PromptTile& t = tiles[i];                                                                                    \
       t.kind = kind, t.B = a.B, t.G = a.G, t.Kp = Kp, t.S = S;                                                     \
-      t.wt.assign(RP * Kp, 0);                                                                                     \
+      t.wt.assign(kTile * P * Kp, 0);                                                                              \
       t.ws.assign(kind == A8Kind::kOffset ? kTile * a.B : 0, 0);                                                   \
       t.sct.assign(int4 ? a.B * 8 : 0, 0.0f);                                                                      \
       t.ztt.assign(int4 ? a.G * 8 : 0, 0.0f);                                                                      \
       const int64_t t0 = n0 + static_cast<int64_t>(i) * kTile;                                                     \
       prepare_tile(t, w, K, t0, std::min(n1, t0 + kTile), tmp);                                                    \
     }                                                                                                              \
-    std::vector<int32_t> raw(kMR * RP * S);                                                                        \
+    std::vector<int32_t> raw(kMR * kTile * S);                                                                     \
     const uint8_t* acts = kind == A8Kind::kOffset ? a.u.data() : reinterpret_cast<const uint8_t*>(a.r.data());     \
     for (int64_t mb = 0; mb < a.M; mb += kRowBlock) {                                                              \
       const int64_t me = std::min(a.M, mb + kRowBlock);                                                            \
@@ -630,13 +633,15 @@ inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t
             const uint8_t* wts[kNR];                                                                               \
             for (int j = 0; j < nr; ++j) wts[j] = t.wt.data() + (r0 + j) * Kp;                                     \
             if (kind == A8Kind::kOffset)                                                                           \
-              GROUPS##_any<false>(mr, nr, act, wts, B8 / 8, pairs, raw.data() + r0 * S, S, RP * S);                \
+              GROUPS##_any<false, false>(mr, nr, act, wts, B8 / 8, pairs, raw.data() + r0 * S, S, kTile * S);      \
+            else if (kind == A8Kind::kPlanes)                                                                      \
+              GROUPS##_any<true, true>(mr, nr, act, wts, B8 / 8, pairs, raw.data() + r0 / 2 * S, S, kTile * S);    \
             else                                                                                                   \
-              GROUPS##_any<true>(mr, nr, act, wts, B8 / 8, pairs, raw.data() + r0 * S, S, RP * S);                 \
+              GROUPS##_any<true, false>(mr, nr, act, wts, B8 / 8, pairs, raw.data() + r0 * S, S, kTile * S);       \
           }                                                                                                        \
           for (int i = 0; i < mr; ++i) {                                                                           \
             const int64_t m = m0 + i;                                                                              \
-            const int32_t* r = raw.data() + i * RP * S;                                                            \
+            const int32_t* r = raw.data() + i * kTile * S;                                                         \
             const float* d = a.d.data() + m * a.B;                                                                 \
             float* out = y + m * N + t0;                                                                           \
             if (kind == A8Kind::kInt4)                                                                             \
