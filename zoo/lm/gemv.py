@@ -50,11 +50,12 @@ Numerics:
   rows are one small GEMM: all rows are quantized once, output rows are split across threads in tiles of 8, and
   from 4 rows each thread prepares its tiles once for all rows (int4 codes unpacked to bytes; with VNNI, int8 rows
   meet the activation offset to unsigned ``x + 128``, minus ``128 * sum w`` per block; on AVX2, int8 rows as two
-  4-bit planes of ``w + 128``, ``w x = 16 hi x + lo x - 128 x``), interleaved so that one accumulator lane sums
-  one block (no reduction per block). Blocks of 2 activation rows x 4 prepared rows share every loaded vector, 32
-  activation rows at a time pass all of a thread's tiles (their outputs fill whole cache lines), and each tile's
-  block sums are turned so that a lane is an output row: the float code then runs on eight outputs at once, in the
-  decode tiles' order. Fewer rows (a decoded token)
+  4-bit planes of ``w + 128``, ``w x = 16 hi x + lo x - 128 x``, summed as one before they leave the registers),
+  interleaved so that one accumulator lane sums one block (no reduction per block); the blocks after the whole
+  groups of eight go in pairs (half of each block per vector), not padded to a group. Blocks of 2 activation rows x
+  4 prepared rows share every loaded vector, 32 activation rows at a time pass all of a thread's tiles (their
+  outputs fill whole cache lines), and the float code reads each row's group sums as they lie, turning rows into
+  lanes once a tile: eight outputs at once, in the decode tiles' order. Fewer rows (a decoded token)
 read a copy of the codes repacked once per layer (:func:`repack_int4` / :func:`repack_int8`, kept beside the plain
 codes by the layer, never saved): tiles of 8 output rows in which one 32-byte chunk holds four codes of each of the
 8 rows, so one byte product with four activation bytes broadcast adds to all 8 rows' block sums, with no sum across
