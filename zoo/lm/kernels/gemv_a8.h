@@ -587,7 +587,7 @@ inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t
       } else {
         for (int64_t b = 0; b < B; ++b)
           t.ws[tile_entry(B, r, b)] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,
-                                             reinterpret_cast<const int8_t*>(row) + (b + 1) * kBlock, 0);
+                                                      reinterpret_cast<const int8_t*>(row) + (b + 1) * kBlock, 0);
         interleave8(row, dst, B);
       }
     }
