@@ -503,14 +503,14 @@ template <A8Kind KIND>
 inline void finish_tile(const PromptTile& t, const int32_t* raw, const float* d, const int32_t* isum,
                         const float* gsum, float* y) {
   const int64_t B = t.B, S = t.S, B8 = B / 8 * 8;
+  constexpr int kShift = KIND == A8Kind::kPlanes ? 7 : 3;  // the weights' offset: 128 (AVX2's planes), 8 (int4)
   __m256 acc[8], rest = _mm256_setzero_ps();
   for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < B8; g += 8) {
     const __m256 dv = _mm256_loadu_ps(d + g);
     __m256i offset = _mm256_setzero_si256();  // the activation's block sums times the weights' offset
     if (KIND != A8Kind::kOffset)
-      offset = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + g)),
-                                 KIND == A8Kind::kPlanes ? 7 : 3);
+      offset = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + g)), kShift);
     for (int r = 0; r < 8; ++r) {
       if (KIND == A8Kind::kOffset)
         offset = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.ws.data() + r * B8 + g)), 7);
@@ -538,7 +538,7 @@ inline void finish_tile(const PromptTile& t, const int32_t* raw, const float* d,
         sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
                                                               t.ws.data() + tile_entry(B, 0, b + l))), 7));
       else
-        sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(isum[b + l] * (KIND == A8Kind::kPlanes ? 128 : 8)));
+        sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(isum[b + l] * (1 << kShift)));
       const __m256 dl = _mm256_set1_ps(d[b + l]);
       const float* scales = t.sct.data() + tile_entry(B, 0, b + l);
       const __m256 coef = KIND == A8Kind::kInt4 ? _mm256_mul_ps(dl, _mm256_loadu_ps(scales)) : dl;
