@@ -247,7 +247,7 @@ def test_the_weights_check_at_each_call_digests_with_xxh3_on_kept_threads(mobile
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     weight = mobilellm.model.norm.weight
-    assert llama_backend._content_crc(weight) == xxhash.xxh3_64_intdigest(weight.detach().numpy().tobytes())
+    assert llama_backend._content_crcs([weight]) == ((xxhash.xxh3_64_intdigest(weight.detach().numpy().tobytes()),),)
     first = llama_backend._fingerprint(mobilellm)
     pool = llama_backend._digest_pool(2)
     assert llama_backend._fingerprint(mobilellm) == first and llama_backend._digest_pool(2) is pool  # kept
@@ -258,3 +258,20 @@ def test_the_weights_check_at_each_call_digests_with_xxh3_on_kept_threads(mobile
     finally:
         weight.data[0] = before
     assert llama_backend._fingerprint(mobilellm) == first
+
+
+def test_the_digests_split_large_tensors_and_join_small_ones_in_order(monkeypatch):
+    import xxhash
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(llama_backend, "DIGEST_PIECE", 64)  # bytes: 16 float32 values a piece
+    big, small, empty = torch.arange(40.0), torch.arange(3.0), torch.zeros(0)
+    got = llama_backend._content_crcs([small, big, empty, small.clone()])
+    raw = big.numpy().tobytes()
+    pieces = tuple(xxhash.xxh3_64_intdigest(raw[i : i + 64]) for i in range(0, len(raw), 64))
+    whole = xxhash.xxh3_64_intdigest(small.numpy().tobytes())
+    assert got == ((whole,), pieces, (xxhash.xxh3_64_intdigest(b""),), (whole,)) and len(pieces) == 3
+    edited = big.clone()
+    edited[-1] += 1  # in the last piece only
+    assert llama_backend._content_crcs([small, edited, empty, small])[1][:2] == pieces[:2]
+    assert llama_backend._content_crcs([small, edited, empty, small])[1][2] != pieces[2]

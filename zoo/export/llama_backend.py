@@ -15,8 +15,8 @@ one prompt after another (left padding is dropped; streamers follow batch 1).
 * **The loaded file** stays with the model (one llama.cpp context per quantization, in ``model.__dict__``; a copy
   of the model loads its own), reused while the weights are unchanged: the parameters' storage, version
   counters and digests of their bytes (which see edits through ``.data`` too) are compared at each call, and the
-  hash is taken again when they differ. The digests read every weight once per call (xxh3-64 on torch's threads,
-  about 5x faster than zlib's CRC-32, which stands in without the ``xxhash`` package): the backend's one cost per
+  hash is taken again when they differ. The digests read every weight once per call (xxh3-64 on torch's threads in
+  pieces of 8 MB, about 5x faster than zlib's CRC-32, which stands in without the ``xxhash`` package): the backend's one cost per
   call that grows with the model. ``f32`` keeps llama.cpp's KV cache in float32, as torch keeps it, so greedy
   tokens are torch's; the other types use llama.cpp's default f16 cache.
 * **A cache entry is verified, not trusted by its name**: it records what it was made from (GGUF metadata
@@ -315,16 +315,21 @@ class _State:
         self.sessions.clear()
 
 
-def _content_crc(t: torch.Tensor) -> int:
-    """A digest of a tensor's bytes (xxh3-64, or CRC-32 without ``xxhash``): read from the values themselves (an
-    edit through ``.data`` bumps no version counter), and order-sensitive (a permutation of the values changes
-    it)."""
+def _bytes(t: torch.Tensor) -> np.ndarray:
+    """A tensor's bytes, as a flat uint8 array (a view where the tensor is a contiguous CPU one)."""
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
-    data = t.contiguous().reshape(-1).view(torch.uint8).numpy()
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def _content_crc(data: np.ndarray) -> int:
+    """A digest of ``data`` (xxh3-64, or CRC-32 without ``xxhash``): read from the values themselves (an edit
+    through ``.data`` bumps no version counter), and order-sensitive (a permutation of the values changes it)."""
     return zlib.crc32(data) if xxhash is None else xxhash.xxh3_64_intdigest(data)
 
+
+DIGEST_PIECE = 1 << 23  # bytes a digest task reads: the threads share a model's few large tensors evenly
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}  # threads -> the digest pool, kept between calls
 _POOLS_LOCK = threading.Lock()
@@ -338,27 +343,45 @@ def _digest_pool(threads: int) -> ThreadPoolExecutor:
         return _POOLS[threads]
 
 
-def _content_crcs(tensors: list[torch.Tensor]) -> tuple[int, ...]:
-    """:func:`_content_crc` of each tensor, on the torch threads (xxhash and zlib let go of the GIL)."""
-    if len(tensors) < 2 or torch.get_num_threads() < 2:
-        return tuple(_content_crc(t) for t in tensors)
-    return tuple(_digest_pool(torch.get_num_threads()).map(_content_crc, tensors))
+def _digest_task(pieces: list[tuple[int, np.ndarray]]) -> list[tuple[int, int]]:
+    return [(i, _content_crc(piece)) for i, piece in pieces]
+
+
+def _content_crcs(tensors: list[torch.Tensor]) -> tuple[tuple[int, ...], ...]:
+    """Each tensor's digests, one per :data:`DIGEST_PIECE` bytes, on the torch threads (xxhash and zlib let go of
+    the GIL). A task is about a piece's bytes: a large tensor's pieces, or a run of small tensors, so the threads
+    finish together (a task per tensor left one thread reading the embedding alone, and paid a task per norm)."""
+    views = [_bytes(t) for t in tensors]
+    tasks, run, size = [], [], 0
+    for i, data in enumerate(views):
+        for start in range(0, max(data.size, 1), DIGEST_PIECE):
+            piece = data[start : start + DIGEST_PIECE]
+            run.append((i, piece))
+            size += piece.size
+            if size >= DIGEST_PIECE:
+                tasks.append(run)
+                run, size = [], 0
+    tasks += [run] if run else []
+    threads = torch.get_num_threads()
+    done = map(_digest_task, tasks) if threads < 2 or len(tasks) < 2 else _digest_pool(threads).map(_digest_task, tasks)
+    digests: list[list[int]] = [[] for _ in views]
+    for out in done:
+        for i, digest in out:
+            digests[i].append(digest)
+    return tuple(map(tuple, digests))
 
 
 def _fingerprint(model: nn.Module) -> Any:
-    """The parameters' and buffers' storage, version counters, dtypes, shapes and CRC-32s, and the config:
+    """The parameters' and buffers' storage, version counters, dtypes, shapes and digests, and the config:
     equal while the weights are unchanged, however they were edited (in place, ``load_state_dict``, or through
-    ``.data``, which bumps no version counter: the CRCs see it). None where a tensor keeps no version
+    ``.data``, which bumps no version counter: the digests see it). None where a tensor keeps no version
     counter (an inference tensor): hash every time."""
+    weights = list(chain(model.parameters(), model.buffers()))
     try:
-        tensors = tuple(
-            (t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for t in chain(model.parameters(), model.buffers())
-        )
-        crcs = _content_crcs(list(chain(model.parameters(), model.buffers())))
+        tensors = tuple((t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for t in weights)
     except RuntimeError:
         return None
-    tensors = (tensors, crcs)
-    return tensors, json.dumps(model.config.to_dict(), sort_keys=True, default=str)
+    return (tensors, _content_crcs(weights)), json.dumps(model.config.to_dict(), sort_keys=True, default=str)
 
 
 def _context(model: nn.Module, length: int, loaded: LlamaSession | None) -> int:
