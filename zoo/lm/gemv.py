@@ -13,7 +13,7 @@ one run only.
 
 Numerics:
 
-* ``gemv_f32``: the float32 product (eight lanes of partial sums, then their sum).
+* ``gemv_f32``: the float32 product (four chains of eight lanes of partial sums, then their sum).
 * ``gemv_int8`` / ``gemv_int4``: the activation row is rounded to int16 per block of 32 columns (``x = d * xq``,
   ``d`` = block absolute max / 32767, relative error below 2e-5 of the block's largest value), then the weights'
   integer codes are multiplied with it by ``vpmaddwd`` (exact in int32) and each block's sum is scaled in float32:
