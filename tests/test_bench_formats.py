@@ -117,6 +117,30 @@ def test_llama_cpp_backend_rows_beside_bare_llama_cpp(tmp_path, monkeypatch):
     assert "per token alone (its session, no per-call weights check)" in lines[1]
 
 
+def test_every_llama_cpp_candidate_runs_the_whole_prompt_at_each_call(tmp_path, monkeypatch):
+    """The bare loop, the backend and its session start each call from an empty cache, as the zoo's paths do
+    (llama-cpp-python's generate and the backend would otherwise run only the last token of a prompt they hold)."""
+    import llama_cpp
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    base = randomize_(zoo.create_model("mobilellm_125m", **TINY), 0).eval()
+    prompt = torch.randint(0, base.config.vocab_size, (1, 5), generator=torch.Generator().manual_seed(0))
+    found, close = formats._llama_cpp_decoders(base, "mobilellm_125m", "f32", tmp_path, prompt, 3)
+    evaluated, real_eval = [], llama_cpp.Llama.eval
+    monkeypatch.setattr(
+        llama_cpp.Llama, "eval", lambda self, ids: (evaluated.append(len(ids)), real_eval(self, ids))[1]
+    )
+    try:
+        assert len(found) == 3
+        for label, run in found.items():
+            for _ in range(2):
+                evaluated.clear()
+                assert len(run()) == 3
+                assert evaluated[0] == 5, (label, evaluated)  # the prompt, whole, at the second call too
+    finally:
+        close()
+
+
 def test_cli_refuses_unknown_formats_and_vision_models(capsys):
     assert main(["--models", "mobilellm_125m", "--formats", "fp64"]) == 2
     assert "unknown weight format" in capsys.readouterr().err

@@ -14,8 +14,9 @@
   per-token part (``zoo llama.cpp session``: the same loaded session driven by ``generate_on_session``, timed in
   the same rounds; the ``per-token paired ratio`` column) and the weights check each ``generate`` call makes
   (``check ms/call``). All candidates of all formats are timed in one set of interleaved rounds, so load from other
-  processes hits them alike. The per-token Python overhead of eager decoding is reported as eager minus compiled
-  milliseconds per token.
+  processes hits them alike. Every candidate starts each call from an empty cache and runs the whole prompt (the
+  llama.cpp loop and the backend would otherwise keep the prompt of the call before). The per-token Python
+  overhead of eager decoding is reported as eager minus compiled milliseconds per token.
   ``zoo bench formats ... --backend-only`` times the backend rows alone (:func:`compare_backend`).
 * **Prefill** (``--prefill 128,512``, the default; ``--prefill 0``: none): prompt-processing tokens/s at each prompt
   length, for every format in zoo eager and zoo compiled (``generate(..., max_new_tokens=1)``: the prompt's forward
@@ -703,14 +704,16 @@ def _llama_cpp_decoders(base: nn.Module, name: str, gguf_type: str, tmp: Path, p
     export(base, "gguf", folder, model_name=name, quantize=gguf_type)
     llm, generate = _llama_cpp_decoder(folder / "model.gguf", prompt.shape[1] + new_tokens)
 
-    def backend() -> list[int]:
-        out = base.generate(prompt, max_new_tokens=new_tokens, eos_token_id=[], backend="llama.cpp", quantize=gguf_type)
-        return out[0, prompt.shape[1] :].tolist()
-
     session = open_session(base, gguf_type, prompt.shape[1] + new_tokens)  # the one generate() goes on using
     vocab, config = base.config.vocab_size, base.generation_config
 
+    def backend() -> list[int]:
+        session.forget()  # the whole prompt, as every other candidate runs it
+        out = base.generate(prompt, max_new_tokens=new_tokens, eos_token_id=[], backend="llama.cpp", quantize=gguf_type)
+        return out[0, prompt.shape[1] :].tolist()
+
     def on_session() -> list[int]:
+        session.forget()
         out = generate_on_session(session, prompt, vocab, config, max_new_tokens=new_tokens, eos_token_id=[])
         return out[0, prompt.shape[1] :].tolist()
 

@@ -283,6 +283,10 @@ class LlamaSession:
         llm.eval(ids[keep:])
         return self._last()
 
+    def forget(self) -> None:
+        """Drop the sequence the cache holds: the next :meth:`prefill` runs its whole prompt."""
+        self.llm.reset()
+
     def step(self, token: int) -> torch.Tensor:
         """The logits after one more token."""
         self.llm.eval([token])
