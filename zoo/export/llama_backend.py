@@ -16,9 +16,9 @@ one prompt after another (left padding is dropped; streamers follow batch 1).
   of the model loads its own), reused while the weights are unchanged: the parameters' storage, version
   counters and digests of their bytes (which see edits through ``.data`` too) are compared at each call, and the
   hash is taken again when they differ. The digests read every weight once per call (xxh3-64 on torch's threads in
-  pieces of 8 MB, about 5x faster than zlib's CRC-32, which stands in without the ``xxhash`` package): the backend's one cost per
-  call that grows with the model. ``f32`` keeps llama.cpp's KV cache in float32, as torch keeps it, so greedy
-  tokens are torch's; the other types use llama.cpp's default f16 cache.
+  pieces of 8 MB, about 5x faster than zlib's CRC-32, which stands in without the ``xxhash`` package): the
+  backend's one cost per call that grows with the model. ``f32`` keeps llama.cpp's KV cache in float32, as torch
+  keeps it, so greedy tokens are torch's; the other types use llama.cpp's default f16 cache.
 * **A cache entry is verified, not trusted by its name**: it records what it was made from (GGUF metadata
   ``zoo.cache.made_from``: the weights' hash, the quantization, the zoo version), checked at every load; an entry
   of other weights, cut short, unreadable or that llama.cpp cannot load is written again (with a warning naming it).
@@ -348,6 +348,7 @@ def _digest_pool(threads: int) -> ThreadPoolExecutor:
 
 
 def _digest_task(pieces: list[tuple[int, np.ndarray]]) -> list[tuple[int, int]]:
+    """(tensor index, digest) of each (tensor index, bytes) piece."""
     return [(i, _content_crc(piece)) for i, piece in pieces]
 
 
