@@ -48,6 +48,7 @@ def _vision(rows):
     return [r for r in rows if r["task"] == "image-classification"]
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_cards_of_one_model_per_series_match_the_committed_files(rows):
     """The cheap drift test of the default run; the full one (every card, the index, the table) is -m slow."""
     for row in rows:

@@ -43,6 +43,7 @@ def _check(model: nn.Module, new_tokens: int = 12):
     assert model.compiled_decoder(ids2.shape[1] + new_tokens)[1] is step
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_compiled_decode_equals_eager():
     _check(_model("mobilellm_125m"))
 
@@ -90,6 +91,7 @@ def test_compiled_decode_every_family_and_format(family, fmt):
     _check(_model(family, fmt))
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_a_model_quantized_in_place_after_compiling_is_compiled_again():
     """The step skips Dynamo's guards on the model's modules; swapping them (quantize_model in place) makes a new
     step instead of running code that reads the float layers that are gone."""

@@ -147,6 +147,7 @@ def test_the_real_side_compiles_where_it_is_repaid(real):
     assert made("dm").chunk == 16
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_evaluation_trains_networks_on_a_set(real):
     test = load_real_split(real.source, real.preprocessing)
     idx = torch.cat([real.by_class[c][:5] for c in range(10)])

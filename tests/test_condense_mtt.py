@@ -32,6 +32,7 @@ def _method(name, real, ipc=1, seed=0, **options):
     return m
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_mtt_loss_falls_shapes_and_lr(real, buffer):
     # one expert, no augmentation: every iteration matches the same kind of segment, so the loss must fall
     m = _method("mtt", real, iterations=8, lr_img=100.0, dsa=False, buffer=buffer, **TINY)

@@ -53,6 +53,7 @@ def test_selection_shapes_balance_determinism(real, bn_teacher, name):
         assert c.meta["selected"] != a.meta["selected"]
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_selection_trains_its_embedding(real):
     s = condense(real, "herding", ipc=2, progress=False, train_epochs=1)
     assert _by_class(real, s.meta["selected"]) == [2] * real.num_classes

@@ -51,6 +51,7 @@ def test_measure_in_processes_and_render(methods):
     assert table.count("| generated |") == len(methods) and "2 rounds x 1 iterations a side (one process each)" in table
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_a_failing_side_says_which():
     with pytest.raises(RuntimeError, match="the zoo side of nope"):
         measure("nope", "generated", None, ipc=1, rounds=1, iterations=1, threads=1, batch_real=4)

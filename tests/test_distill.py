@@ -234,6 +234,7 @@ def _digits(out: Path, folder: Path, *extra):
     )
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_digits_init_from_with_teacher_trains_and_resumes_exactly(dense_folder, tmp_path):
     from zoo.evaluate import build_model
     from zoo.train.checkpoint import load_training_checkpoint

@@ -22,6 +22,7 @@ TINY_SIZE = "3,64,64"
 pytestmark = [pytest.mark.export, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_cli_exports_a_registered_name_with_its_deployment_files(tmp_path, capsys):
     out = tmp_path / "pt2"
     args = ["export", "poolformer_s12", "--format", "pt2", "--out", str(out), "--check", "--input-size", TINY_SIZE]
@@ -81,6 +82,7 @@ def test_onnx_int8_writes_a_second_file_and_reports_it(tmp_path, capsys):
         zoo.export(model, "onnx", tmp_path / "bad", quantize="int3", input_size=(3, 64, 64))
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_slak_is_exported_in_its_fused_form_and_the_model_is_left_alone(tmp_path):
     model = zoo.create_model("slak_tiny", num_classes=3, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1)).eval()
     result = zoo.export(model, "pt2", tmp_path, input_size=(3, 64, 64), check=True)
@@ -133,6 +135,7 @@ def test_cli_exports_a_language_model_folder_with_its_tokenizer(tmp_path, capsys
     assert runs[0] == runs[1] and len(json.loads(runs[0][1].split(":", 1)[1])) == 3
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_pooling_stages_export_channels_first(tmp_path):
     """PoolFormer's exported graph runs its stages channels-first: no transpose pair around every pooling and norm
     (what made its ONNX slower than timm's), and still equal to eager."""

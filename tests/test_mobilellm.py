@@ -158,6 +158,7 @@ def test_parity_with_transformers_llama_tied():
     assert torch.equal(ours, theirs)
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_layer_sharing_parity_with_unrolled_llama():
     model = _model("mobilellm_125m_ls", small=False)
     assert model.schedule == [0, 0, 1, 1]
@@ -351,6 +352,7 @@ def test_untied_output_weights_are_refused_for_a_tied_model(tmp_path):
 # Export / import through transformers
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_export_round_trip_through_transformers(tmp_path):
     from transformers import LlamaForCausalLM
 
@@ -463,6 +465,7 @@ def test_lm_profile_macs_per_token_and_kv_bytes():
     assert prof.macs == p["macs_prefill"] and prof.uncounted_ops == {}
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_bench_lm_compares_with_transformers_on_the_same_weights():
     from zoo.bench import lm
     from zoo.bench.harness import format_rows

@@ -149,6 +149,7 @@ def test_pareto_front():
     assert pareto_front(points) == [0, 1, 4]
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_model_table_csv_and_plot(tmp_path):
     from zoo.cli import main
 

@@ -225,6 +225,7 @@ def test_sret_shared_blocks_pruned_once_for_every_application():
             assert block.attn.qkv.out_features == 3 * block.attn.num_heads * block.attn.head_dim
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_taylor_and_random_importance():
     name, kwargs = SMALL["metaformer"][0]
     x = _inputs(zoo.create_model(name, **kwargs), 1)

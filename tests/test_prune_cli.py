@@ -20,6 +20,7 @@ def _run(capsys, *argv):
     return code, out.out, out.err
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_prune_a_registered_name(tmp_path, capsys):
     out = tmp_path / "pruned"
     code, text, _ = _run(
@@ -103,6 +104,7 @@ def test_unknown_importance_is_refused(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_bench_rows_side_by_side():
     rows = prune_rows(
         ["poolformer_s12"], (1, 2), input_size=(3, 32, 32), runs=1, warmup=0, model_kwargs={"depths": (1, 1, 1, 1)}

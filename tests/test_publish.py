@@ -71,6 +71,7 @@ def _same_outputs(a, b):
 # publish -> download round trip
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_push_to_hub_then_create_model_from_a_fresh_cache(hub, model, tmp_path):
     recipe = {"model": NAME, "model_kwargs": {"num_classes": 3, "drop_path_rate": 0.1}, "lr": 0.004, "epochs": 30}
     url = zoo.push_to_hub(
@@ -144,6 +145,7 @@ def test_model_card_metadata_metrics_recipe_and_checksum(exported, model):
     assert 'zoo.create_model("hf-hub:me/pf-digits", pretrained=True)' in card.text
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_publish_run_folder_with_the_command_line(hub, tmp_path, capsys, monkeypatch):
     """A run folder laid out as train.py writes it, published with `zoo publish`; token from --token-env."""
     run = tmp_path / "runs" / "digits-1"

@@ -420,6 +420,7 @@ def _corpus_batches(seq_len, batch, steps, seed=0):
         yield torch.stack([data[s : s + seq_len + 1] for s in starts.tolist()])
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_routed_model_learns_and_respects_capacity():
     torch.manual_seed(0)
     # the corpus is bytes (_corpus_batches): 256 token ids

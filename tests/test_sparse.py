@@ -308,6 +308,7 @@ def test_random_growth_exact_and_bernoulli():
             assert len(set(counts)) > 1 and all(abs(c - 5000) < 400 for c in counts)
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_training_holds_sparsity_and_loss_falls(digits):
     from timm.utils import ModelEmaV3
 

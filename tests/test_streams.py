@@ -156,6 +156,7 @@ def _text_tar(path, docs):
             tar.addfile(info, io.BytesIO(data))
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_text_streams_train_a_language_model(tmp_path, capsys):
     import pydoc_data.topics
 

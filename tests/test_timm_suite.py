@@ -5,7 +5,7 @@ Each item runs timm's file in a pytest subprocess on one zoo model (``tests/timm
 model and that every failure is one of :data:`ALLOWED_DIFFERENCES`, the differences the authors' code forces. An
 allowed difference that no longer fails is reported as a failure too: the list says exactly what differs.
 
-The default run takes one MetaFormer; ``-m slow`` the smallest model of every other family, the zoo's builds of the
+``-m slow`` (CI's second step) takes one MetaFormer, the smallest model of every other family, the zoo's builds of the
 names timm owns (the smallest of each) and RandFormer; ``-m sweep`` every other zoo vision model. By hand, for any
 models::
 
@@ -22,9 +22,9 @@ import timm_suite
 
 import zoo
 
-# the default run: one MetaFormer (timm's suite builds a model a dozen times: about a CPU-minute each); under slow
-# (CI): the smallest model of every other family, the zoo's builds of the names timm owns (their timm tags and
-# pooling) and RandFormer's allowed difference; every other zoo vision model under sweep (-m sweep, by hand)
+# under slow (CI; about a CPU-minute a model: timm's suite builds each a dozen times): one MetaFormer, the smallest
+# model of every other family, the zoo's builds of the names timm owns (their timm tags and pooling) and RandFormer's
+# allowed difference; every other zoo vision model under sweep (-m sweep, by hand)
 DEFAULT_MODELS = ["identityformer_s12"]
 SLOW_MODELS = [
     "slak_tiny", "sret_tiny", "convnet_d3", "poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18",
@@ -79,6 +79,7 @@ def check_suite(model: str, tmp_path) -> None:
     assert not problems, f"timm's suite on {model}, {counts}:\n" + "\n".join(problems)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", DEFAULT_MODELS)
 def test_timm_suite_passes(model, tmp_path):
     check_suite(model, tmp_path)

@@ -132,6 +132,7 @@ def test_every_shipped_recipe_loads_and_names_a_registered_model():
 # ------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_digits_run_learns_and_writes_the_run_folder(digits_run):
     out, proc = digits_run
     metrics = json.loads((out / "metrics.json").read_text())
@@ -386,6 +387,7 @@ def test_fsdp_on_two_gloo_processes_matches_one_process_and_resumes(tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_lm_run_beats_the_unigram_baseline(tmp_path):
     from zoo.train.loop import train
 
@@ -483,6 +485,7 @@ def test_eval_py_reproduces_the_held_out_metrics(digits_run, tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_sparse_section_trains_a_sparse_model(tmp_path):
     from zoo.train.loop import train
 

@@ -46,6 +46,7 @@ def hf_images(tmp_path_factory):
 # an image folder of PNGs
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_image_folder_of_pngs_trains_and_eval_py_reproduces(image_folder, tmp_path):
     run = tmp_path / "run"
     m = train_digits(run, "--data.name", "image_folder", "--data.path", str(image_folder), "--train.steps", "30")
@@ -80,6 +81,7 @@ def test_image_folder_of_pngs_trains_and_eval_py_reproduces(image_folder, tmp_pa
     assert train_split["samples"] == 36
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_shards_train_exactly_as_their_image_folder(image_folder, tmp_path):
     """zoo data shard writes the folder's splits as shards; a run on them sees the same images in the same order
     (the global batch sampler's positions), so it ends with the very same weights and metrics."""
@@ -115,6 +117,7 @@ def test_image_folder_without_the_split_is_named(image_folder, tmp_path):
 # datasets folders (save_to_disk)
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_datasets_folder_of_images_trains_and_evaluates(hf_images, tmp_path):
     run = tmp_path / "run"
     m = train_digits(run, "--data.name", "hf_disk", "--data.path", str(hf_images), "--train.steps", "30")
@@ -143,6 +146,7 @@ def test_datasets_folder_of_images_trains_and_evaluates(hf_images, tmp_path):
         build_image_dataset("hf_disk", "train", str(hf_images), image_key="picture")
 
 
+@pytest.mark.slow  # 2-7 s (a training run, a compile or a parity sweep): outside the 4-minute default run
 def test_datasets_folder_of_text_trains_a_language_model(tmp_path):
     import datasets
 
