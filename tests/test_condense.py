@@ -133,7 +133,12 @@ def test_the_real_side_compiles_where_it_is_repaid(real):
     assert compile_real_side(_embed_sum, False, cpu, 20000) is _embed_sum
     assert compile_real_side(_embed_sum, True, cpu, 1) is not _embed_sum
     assert compile_real_side(_embed_sum, None, torch.device("meta"), 20000) is _embed_sum  # the CPU's measure
-    assert (real_chunk("cpu"), real_chunk("meta")) == (16, 512)
+    assert (real_chunk("cpu", 1), real_chunk("cpu", 2), real_chunk("cpu", 8), real_chunk("meta", 1)) == (
+        16,
+        64,
+        64,
+        512,
+    )
 
     def made(method, **options):
         m = METHODS[method](real, 1, {**TINY[method], **options}, 0, cpu)
@@ -144,7 +149,7 @@ def test_the_real_side_compiles_where_it_is_repaid(real):
     assert made("dm", iterations=COMPILE_FROM - 1)._embed_sum is _embed_sum
     assert made("dc", iterations=20000)._real_loss is _real_loss
     assert made("dsa", iterations=5, compile=True)._real_loss is not _real_loss
-    assert made("dm").chunk == 16
+    assert made("dm").chunk == real_chunk("cpu", torch.get_num_threads())
 
 
 @pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run

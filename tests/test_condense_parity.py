@@ -440,6 +440,22 @@ def test_dc_and_dsa_step_float32_equal_the_authors(method, channels, size, monke
     float32_bound(method, channels, size, monkeypatch, batch_real=16)
 
 
+@pytest.mark.slow  # 10-20 s: 128 real images a class through two chunks, float32 and float64 on both sides
+@pytest.mark.parametrize("method", ["dm", "dsa"])
+def test_the_chunks_of_two_threads_meet_the_float32_bound(method, monkeypatch):
+    """At two threads the real side runs in chunks of 64 (core.real_chunk), not 16: its sums round in another order,
+    still within the float32 bound (two chunks of 64 a class here)."""
+    import zoo.condense.dc as dc
+    import zoo.condense.dm as dm
+    from zoo.condense.core import real_chunk
+
+    assert real_chunk("cpu", 2) == 64
+    for module in (dc, dm):
+        monkeypatch.setattr(module, "real_chunk", lambda device: real_chunk(device, 2))
+    options = {"compile": True} if method == "dm" else {}
+    float32_bound(method, 1, 28, monkeypatch, batch_real=128, **options)
+
+
 # The evaluation loop (evaluate_synset / epoch and train_network) in float32 on the real shapes: the weights a
 # fresh ConvNet-3 reaches from the same start, set, shuffles and augmentation draws (DSA, MNIST's crop_scale_rotate,
 # none), the zoo's float32 against the authors' float32 and float64 (every tensor within the bound made from the

@@ -16,10 +16,10 @@ outer steps as theirs does, its shuffle and per-image DSA drawing from the metho
 and ``DiffAugment`` draw from torch's global one (``tests/test_condense_parity.py``, float64, relative error <= 1e-5).
 Computed as the authors do, class by class (the earlier batched ``vmap`` over classes measured 0.85x of the authors'
 loop on a 2-core CPU and holds every class's activations at once; class by class measures 1.05x), with the real
-side's gradient accumulated over chunks of at most :attr:`DC.chunk` images (16 on the CPU,
-:func:`~zoo.condense.core.real_chunk`: activations that stay in cache and reuse their memory; each chunk runs the
-authors' operations in their order) and no graph kept; the real side through ``torch.compile`` is an opt-in
-(``compile: true``, about 1.2x faster a class on the CPU): its fused instance norm rounds in another order, and
+side's gradient accumulated over chunks of at most :attr:`DC.chunk` images (on the CPU 16 at one thread and 64 at
+two or more, :func:`~zoo.condense.core.real_chunk`: activations that stay in cache and reuse their memory; each
+chunk runs the authors' operations in their order) and no graph kept; the real side through ``torch.compile`` is an
+opt-in (``compile: true``, about 1.2x faster a class on the CPU): its fused instance norm rounds in another order, and
 where a pre-activation sits within a rounding of a ReLU kink the real gradient then differs by far more than a
 rounding (measured: 1.6e-3 in one class of MNIST's shape where the authors' own float32 error is 5e-7), so it misses
 the float32 bound; the network's updates run on in-memory tensors without a data loader; the default memory layout
