@@ -37,8 +37,9 @@ REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs/*.md", "results/*.md", "results/*/*.md")
 _REGION = re.compile(r"(<!-- ([a-z0-9_]+):start -->\n)(.*?)(<!-- \2:end -->)", re.S)
 _CONDENSE_SPEED = ("condense/speed_mnist.json",)
-# the authors' own scripts timed beside zoo condense: DM's rows, then DSA's and DC's from a later run
-_CONDENSE_SCRIPTS = ("condense/speed_scripts.json", "condense/speed_scripts_b.json")
+# the authors' own scripts timed beside zoo condense: DM's one-thread rows, then DSA's and DC's from a later run, then
+# every method's two-thread rows after the real side's chunk grew to 64 images at two threads
+_CONDENSE_SCRIPTS = ("condense/speed_scripts.json", "condense/speed_scripts_b.json", "condense/speed_scripts_c.json")
 _DATA_PRUNING = ("data_pruning/mnist_quickstart_2000_40ep.json", "data_pruning/fashion_mnist_quickstart_2000_40ep.json")
 _DATA_PRUNING_5SEEDS = ("data_pruning/mnist_quickstart_2000_40ep_5seeds.json",)
 
