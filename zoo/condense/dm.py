@@ -23,9 +23,9 @@ the step alone), 16 images a forward on the CPU at one thread and 64 at two or m
 (:func:`~zoo.condense.core.real_chunk`: the activations stay in cache and their memory is reused instead of mapped
 afresh), and, in a run of 10 iterations or more on the CPU, through ``torch.compile`` (``compile``;
 :func:`~zoo.condense.core.compile_real_side`), which fuses the instance norm, ReLU and pooling between the
-convolutions. Its float32 mean embeddings keep the image gradient within the
-bound above (the parity tests run this path, compiled, at ConvNet-3's full width too): the real side is never
-differentiated, so a rounding that moves a ReLU kink there moves one embedding by a rounding, not a gradient.
+convolutions. Its float32 mean embeddings keep the image gradient within the bound above (the parity tests run this
+path, compiled, at ConvNet-3's full width too): the real side is never differentiated, so a rounding that moves a
+ReLU kink there moves one embedding by a rounding, not a gradient.
 Under torchrun a process computes its block of classes (``shards = "classes"``). ``zoo bench condense-speed`` times
 it against the authors' loop.
 """
