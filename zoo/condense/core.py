@@ -92,7 +92,7 @@ def real_chunk(device: torch.device | str, threads: int | None = None) -> int:
     one forward spends a third of its time in page faults); 64 at two threads or more, where each operation's share
     of a chunk of 16 is too small to split well (MNIST, ConvNet-3, 2 threads, one process alternating chunks: an
     iteration 1.06-1.12x faster for DM and 1.02-1.10x for DSA than at 16; at one thread 16 is as fast as 64 for DM
-    and 1.08x faster for DSA; the cost is memory: DM's peak at two threads 1.5 GB, against 1.07 GB at 16). 512
+    and 1.08x faster for DSA; the cost is memory: DM's peak at two threads 1.3-1.5 GB, against 1.07 GB at 16). 512
     elsewhere (accelerators want large batches)."""
     if torch.device(device).type != "cpu":
         return 512
