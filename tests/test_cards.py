@@ -64,6 +64,7 @@ def _check_measured(rows):
         assert row["flops"] == 2 * row["macs"] and row["input_size"] == cfg_size
 
 
+@pytest.mark.slow  # about 8 s: one model of every series built and counted (outside the 4-minute default run)
 def test_rows_measure_their_models(rows):
     _check_measured(rows)
 

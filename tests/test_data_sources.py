@@ -275,6 +275,7 @@ def test_a_stalled_download_times_out_naming_the_url(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 4 s: the whole of MNIST and Fashion-MNIST read (outside the 4-minute default run)
 @needs_shared
 def test_shared_mnist_loads_grey_at_its_own_size():
     real = load_real("mnist", image_size=28, path=str(SHARED / "mnist"))

@@ -177,8 +177,11 @@ def test_compiled_lm_prompt_chunks():
 
 @pytest.mark.parametrize(
     "case",
-    ["mobilellm_ls"]
-    + [pytest.param(c, marks=pytest.mark.slow) for c in ("mor_expert_kv_share", "mor_token_loss_free_kv_share")],
+    # every case under slow (4-8 s each: an export): outside the 4-minute default run
+    [
+        pytest.param(c, marks=pytest.mark.slow)
+        for c in ("mobilellm_ls", "mor_expert_kv_share", "mor_token_loss_free_kv_share")
+    ],
 )
 def test_exported_methods_decode_as_generate(case):
     """The torch.export programs: prefill with a dynamic prompt length, decode of one token, the cache in their
