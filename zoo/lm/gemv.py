@@ -86,6 +86,7 @@ import warnings
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
+from ..layers.cpp import build
 from ..layers.machine import cpu_model
 
 __all__ = [
@@ -145,22 +146,8 @@ def _build() -> bool:
         return False
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return False
-    from torch.utils import cpp_extension  # the compiler driver: imported only when the kernels are built
-
-    digest = hashlib.sha256((_SOURCE + " ".join(_FLAGS)).encode()).hexdigest()[:12]
-    name = f"zoo_gemv_{digest}"
     try:
-        folder = os.path.join(cpp_extension.get_default_build_root(), name)
-        os.makedirs(folder, exist_ok=True)
-        for file, text in _TEXTS.items():
-            path = os.path.join(folder, file)
-            if not os.path.exists(path):
-                with open(path + f".{os.getpid()}", "w") as f:
-                    f.write(text)
-                os.replace(path + f".{os.getpid()}", path)  # whole, for a concurrent build beside this one
-        source = os.path.join(folder, SOURCE_FILES[0])
-        cpp_extension.load(name, [source], extra_cflags=_FLAGS, build_directory=folder, is_python_module=False)
-        _state["folder"] = folder
+        _state["folder"] = build("zoo_gemv", SOURCE_DIR, SOURCE_FILES, _FLAGS)
     except Exception as e:  # no compiler, or one that cannot build it: PyTorch's kernels stay
         warnings.warn(
             f"the zoo's CPU matrix-vector kernels could not be built ({type(e).__name__}: {str(e)[:300]}); decoding "

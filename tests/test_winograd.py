@@ -1,0 +1,159 @@
+"""zoo.layers.winograd: the inference convolutions against float64 convolution, within bounds derived from float32
+rounding; the fallbacks; the modules in a compiled graph; DM's real side runs them."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.layers import winograd
+
+pytestmark = pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="the kernels are AVX2"
+)
+
+U32 = 2.0**-24  # float32's unit roundoff
+
+
+def gamma(n: int) -> float:
+    """The classic bound on n roundings in a row: |error| <= gamma_n * (the sum of the magnitudes)."""
+    return n * U32 / (1 - n * U32)
+
+
+@pytest.fixture(autouse=True)
+def kernels():
+    assert winograd.available()  # an AVX2 CPU with a C++ compiler: every machine the project runs its tests on
+
+
+BT = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64)
+AT = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float64)
+
+
+def winograd64(x, u, bias, bt=BT, at=AT):
+    """F(2x2, 3x3) in float64 from the kernel's own transformed weights ``u (16, K / 16, C, 16)``; with ``|B^T|``,
+    ``|A^T|``, ``|x|``, ``|u|`` and ``|bias|`` it gives the magnitudes a rounding bound multiplies."""
+    n, c, h, w = x.shape
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    xp = F.pad(x, (1, 2 * tw + 1 - w, 1, 2 * th + 1 - h))
+    d = xp.unfold(2, 4, 2).unfold(3, 4, 2)  # (N, C, th, tw, 4, 4)
+    v = torch.einsum("ai,nctuij,bj->nctuab", bt, d, bt)
+    uu = u.double().permute(0, 2, 1, 3).reshape(4, 4, c, -1)  # (4, 4, C, K)
+    m = torch.einsum("nctuab,abck->nktuab", v, uu)
+    y = torch.einsum("ia,nktuab,jb->nktiuj", at, m, at).reshape(n, -1, 2 * th, 2 * tw)[:, :, :h, :w]
+    return y + bias.double().view(1, -1, 1, 1)
+
+
+SHAPES = [(16, 128, 128, 16, 16), (16, 128, 128, 8, 8), (3, 8, 16, 7, 5), (2, 24, 32, 1, 3)]
+
+
+@pytest.mark.parametrize("n, c, k, h, w", SHAPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_is_the_convolution_within_its_rounding_bound(n, c, k, h, w, threads):
+    """Every output within gamma_{C+9} of its magnitudes (the input transform's 2 roundings, the weights' 1 (rounded
+    once from float64), the product's 1, the C - 1 of the sum, the output transform's 4 and the bias's 1), and at
+    128 channels the largest error no more than float32 direct convolution's own (oneDNN's, on the same inputs). The algorithm itself
+    in float64 is the convolution to float64's rounding."""
+    g = torch.Generator().manual_seed(n * 1000 + h)
+    x = torch.randn(n, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(k, c, 3, 3, generator=g) * (2 / (9 * c)) ** 0.5
+    bias = torch.randn(k, generator=g)
+    u = winograd.winograd_weights(weight)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y = torch.ops.zoo_conv.winograd3x3(x, u, bias)
+    finally:
+        torch.set_num_threads(before)
+    assert y.shape == (n, k, h, w) and y.is_contiguous(memory_format=torch.channels_last)
+    truth = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
+    u64 = winograd.winograd_weights(weight, torch.float64)  # the same panels, unrounded
+    assert torch.allclose(winograd64(x.double(), u64, bias), truth, rtol=0, atol=1e-12)
+    magnitude = winograd64(x.double().abs(), u.double().abs(), bias.abs(), BT.abs(), AT.abs())
+    err = (y.double() - truth).abs()
+    assert (err <= gamma(c + 9) * magnitude).all(), float((err / magnitude).max())
+    if c >= 64:  # ConvNet-3's widths: the fewer products round less than oneDNN's direct sums (measured 3x less)
+        direct = F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), bias, padding=1)
+        assert err.max() <= (direct.double() - truth).abs().max()
+
+
+def test_winograd_gives_the_same_bits_at_any_thread_count():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 32, 16, 16, generator=g).contiguous(memory_format=torch.channels_last)
+    u, bias = winograd.winograd_weights(torch.randn(32, 32, 3, 3, generator=g)), torch.randn(32, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = torch.ops.zoo_conv.winograd3x3(x, u, bias)
+        torch.set_num_threads(2)
+        two = torch.ops.zoo_conv.winograd3x3(x, u, bias)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize("n, c, k, size, pad", [(16, 1, 128, 28, 3), (4, 1, 16, 5, 1), (2, 1, 32, 9, 0)])
+def test_the_one_channel_product_is_the_convolution_within_its_rounding_bound(n, c, k, size, pad):
+    """Every output within gamma_{9C+1} of |bias| + sum |w| |x| (the bias, then 9 C products in a row)."""
+    g = torch.Generator().manual_seed(size)
+    x = torch.randn(n, c, size, size, generator=g).contiguous(memory_format=torch.channels_last)
+    conv = nn.Conv2d(c, k, 3, padding=pad)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(k, c, 3, 3, generator=g))
+        conv.bias.copy_(torch.randn(k, generator=g))
+    fast = winograd.DirectConv3x3(conv)
+    with torch.no_grad():
+        y = fast(x)
+    w64, b64 = conv.weight.double(), conv.bias.double()
+    truth = F.conv2d(x.double(), w64, b64, padding=pad)
+    magnitude = F.conv2d(x.double().abs(), w64.abs(), b64.abs(), padding=pad)
+    assert y.shape == truth.shape and y.is_contiguous(memory_format=torch.channels_last)
+    assert ((y.double() - truth).abs() <= gamma(9 * c + 1) * magnitude).all()
+
+
+def test_inference_convs_swaps_what_is_eligible_and_falls_back_elsewhere():
+    """ConvNet-3 on MNIST: the first conv (1 channel, padding 3) by the patch product, the other two by Winograd;
+    the original untouched; with gradients on, or float64 input, the modules run the convolution they were made
+    from; a compiled graph calls the kernels and gives the eager copy's result."""
+    from zoo.condense.core import make_network
+
+    net = make_network("convnet_d3", (1, 28, 28), 10, torch.Generator().manual_seed(0))
+    net = net.to(memory_format=torch.channels_last)
+    fast = winograd.inference_convs(net)
+    kinds = [type(s.conv).__name__ for s in fast.stages]
+    assert kinds == ["DirectConv3x3", "Winograd3x3", "Winograd3x3"]
+    assert all(type(s.conv) is nn.Conv2d for s in net.stages)
+    x = torch.randn(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want64 = net.double()(x.double())
+        net.float()
+        got = fast(x)
+        assert torch.equal(fast.double()(x.double()), want64)  # float64: the modules' own convolutions
+        fast.float()
+        compiled = torch.compile(lambda m, t: m(t), dynamic=False)(fast, x)
+    assert (got.double() - want64).abs().max() < 1e-4 * want64.abs().max()
+    assert torch.allclose(compiled, got, rtol=1e-5, atol=1e-5 * float(got.abs().max()))
+    assert torch.equal(fast(x), net(x))  # gradients on: oneDNN's convolution, bit for bit
+
+
+def test_dm_runs_its_real_side_through_the_kernels():
+    from zoo.condense.core import METHODS
+    from zoo.condense.real import RealData
+
+    g = torch.Generator().manual_seed(0)
+    real = RealData(torch.randn(40, 1, 28, 28, generator=g), torch.arange(4).repeat(10), list("abcd"), {}, {})
+    seen = []
+    method = METHODS["dm"](real, 1, {"batch_real": 8, "compile": False}, 0, torch.device("cpu"))
+    method.setup()
+    assert method.fast_convs
+    original = method._real_mean
+
+    def spy(net, x, p):
+        seen.append(type(net.stages[1].conv).__name__)
+        return original(net, x, p)
+
+    method._real_mean = spy
+    method.step(0)
+    assert seen == ["Winograd3x3"] * 4
+    off = METHODS["dm"](real, 1, {"batch_real": 8, "compile": False, "fast_convs": False}, 0, torch.device("cpu"))
+    off.setup()
+    assert not off.fast_convs

@@ -1,0 +1,35 @@
+"""Building the package's C++ kernels at first use: ``torch.utils.cpp_extension`` with the system's compiler, the
+build cached in torch's extension folder under a name keyed by the sources and the flags (a changed source builds
+afresh; an unchanged one loads in milliseconds)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+__all__ = ["build"]
+
+
+def build(prefix: str, source_dir: str, files: tuple[str, ...], flags: list[str]) -> str:
+    """Build and load ``files`` (in ``source_dir``; the first is compiled, the others are included by it) as the
+    operator library ``{prefix}_{digest}``; returns the build folder. Raises what the compiler driver raises."""
+    from torch.utils import cpp_extension  # the compiler driver: imported only when kernels are built
+
+    texts = {}
+    for name in files:
+        with open(os.path.join(source_dir, name), encoding="utf-8") as f:
+            texts[name] = f.read()
+    digest = hashlib.sha256(("".join(texts.values()) + " ".join(flags)).encode()).hexdigest()[:12]
+    name = f"{prefix}_{digest}"
+    folder = os.path.join(cpp_extension.get_default_build_root(), name)
+    os.makedirs(folder, exist_ok=True)
+    for file, text in texts.items():
+        path = os.path.join(folder, file)
+        if not os.path.exists(path):
+            with open(path + f".{os.getpid()}", "w") as f:
+                f.write(text)
+            os.replace(path + f".{os.getpid()}", path)  # whole, for a concurrent build beside this one
+    cpp_extension.load(
+        name, [os.path.join(folder, files[0])], extra_cflags=flags, build_directory=folder, is_python_module=False
+    )
+    return folder

@@ -1,0 +1,231 @@
+// A 3x3 convolution (stride 1, padding 1) by Winograd's F(2x2, 3x3) on an AVX2 CPU, for inference: channels-last
+// float32 input, weights transformed once per network (zoo/layers/winograd.py), channels-last float32 output.
+//
+// Every 2x2 block of outputs ("tile") reads a 4x4 patch d of the input; with the transforms
+//   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],  A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+// and the weights' U = G g G^T (G = [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]), the outputs are
+//   y = A^T [ sum_c U[c, k] * (B^T d_c B) ] A + bias[k],
+// 16 products per tile where direct convolution takes 36: the sum over input channels is 16 matrix products, one per
+// position of the 4x4 transformed patch. Tiles go in blocks of kTiles; a block's transformed patches V (16 x kTiles
+// x C), its products M (16 x kTiles x K) and the weights' panel for one position stay in the core's caches. Each
+// output is computed by one thread in a fixed order (the sum over c in order, then the output transform), so the
+// result does not depend on the number of threads.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kTiles = 48;  // tiles per block: a multiple of the micro-kernel's 6 rows
+constexpr int64_t kRows = 6;    // rows (tiles) of the micro-kernel
+constexpr int64_t kCols = 16;   // output channels of the micro-kernel: two vectors
+
+// c[6 x 16] = init + a[6 x C] (rows lda apart) @ b[C x 16] (one weight panel: 16 contiguous floats per input
+// channel); init is 16 values added to every row first (a bias), or none
+inline void micro_kernel(const float* a, int64_t lda, const float* b, int64_t C, float* c, int64_t ldc,
+                         const float* init = nullptr) {
+  const __m256 i0 = init ? _mm256_loadu_ps(init) : _mm256_setzero_ps();
+  const __m256 i1 = init ? _mm256_loadu_ps(init + 8) : _mm256_setzero_ps();
+  __m256 c00 = i0, c01 = i1, c10 = i0, c11 = i1, c20 = i0, c21 = i1, c30 = i0, c31 = i1, c40 = i0, c41 = i1;
+  __m256 c50 = i0, c51 = i1;
+  for (int64_t k = 0; k < C; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b + k * kCols), b1 = _mm256_loadu_ps(b + k * kCols + 8);
+    __m256 x = _mm256_broadcast_ss(a + k);
+    c00 = _mm256_fmadd_ps(x, b0, c00);
+    c01 = _mm256_fmadd_ps(x, b1, c01);
+    x = _mm256_broadcast_ss(a + lda + k);
+    c10 = _mm256_fmadd_ps(x, b0, c10);
+    c11 = _mm256_fmadd_ps(x, b1, c11);
+    x = _mm256_broadcast_ss(a + 2 * lda + k);
+    c20 = _mm256_fmadd_ps(x, b0, c20);
+    c21 = _mm256_fmadd_ps(x, b1, c21);
+    x = _mm256_broadcast_ss(a + 3 * lda + k);
+    c30 = _mm256_fmadd_ps(x, b0, c30);
+    c31 = _mm256_fmadd_ps(x, b1, c31);
+    x = _mm256_broadcast_ss(a + 4 * lda + k);
+    c40 = _mm256_fmadd_ps(x, b0, c40);
+    c41 = _mm256_fmadd_ps(x, b1, c41);
+    x = _mm256_broadcast_ss(a + 5 * lda + k);
+    c50 = _mm256_fmadd_ps(x, b0, c50);
+    c51 = _mm256_fmadd_ps(x, b1, c51);
+  }
+  _mm256_storeu_ps(c, c00);
+  _mm256_storeu_ps(c + 8, c01);
+  _mm256_storeu_ps(c + ldc, c10);
+  _mm256_storeu_ps(c + ldc + 8, c11);
+  _mm256_storeu_ps(c + 2 * ldc, c20);
+  _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+  _mm256_storeu_ps(c + 3 * ldc, c30);
+  _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+  _mm256_storeu_ps(c + 4 * ldc, c40);
+  _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+  _mm256_storeu_ps(c + 5 * ldc, c50);
+  _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+
+// x (N, H, W, C) channels-last; u (16, K / 16, C, 16); bias (K,) -> y (N, H, W, K) channels-last
+at::Tensor conv3x3(const at::Tensor& x_, const at::Tensor& u_, const at::Tensor& bias_) {
+  TORCH_CHECK(x_.dim() == 4 && x_.scalar_type() == at::kFloat && u_.scalar_type() == at::kFloat &&
+                  bias_.scalar_type() == at::kFloat,
+              "zoo_conv::winograd3x3 takes float32 (N, C, H, W) images, transformed weights and a bias");
+  const int64_t N = x_.size(0), C = x_.size(1), H = x_.size(2), W = x_.size(3);
+  TORCH_CHECK(u_.dim() == 4 && u_.size(0) == 16 && u_.size(2) == C && u_.size(3) == kCols && C % 8 == 0,
+              "zoo_conv::winograd3x3: the transformed weights must be (16, K / 16, C, 16) for C = ", C,
+              " input channels, a multiple of 8");
+  const int64_t K = u_.size(1) * kCols;
+  TORCH_CHECK(bias_.numel() == K, "zoo_conv::winograd3x3: the bias must have ", K, " entries");
+  const at::Tensor x = x_.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor u = u_.contiguous(), bias = bias_.contiguous();
+  auto y = at::empty({N, K, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t th = (H + 1) / 2, tw = (W + 1) / 2, tiles = N * th * tw;
+  const int64_t blocks = (tiles + kTiles - 1) / kTiles;
+  const float* xp = x.data_ptr<float>();
+  const float* up = u.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> v_buf(16 * kTiles * C), m_buf(16 * kTiles * K);
+    float* V = v_buf.data();
+    float* M = m_buf.data();
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t t0 = blk * kTiles, count = std::min(kTiles, tiles - t0);
+      // input transform: V[p][t][c] = (B^T d B)[p] for tile t0 + t
+      for (int64_t t = 0; t < kTiles; ++t) {
+        if (t >= count) {  // rows past the last tile: zeros, computed and dropped
+          for (int64_t p = 0; p < 16; ++p) std::fill_n(V + (p * kTiles + t) * C, C, 0.0f);
+          continue;
+        }
+        const int64_t tile = t0 + t, n = tile / (th * tw), ty = tile % (th * tw) / tw, tx = tile % tw;
+        const int64_t y0 = 2 * ty - 1, x0 = 2 * tx - 1;
+        const float* rows[4][4];
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) {
+            const int64_t yy = y0 + i, xx = x0 + j;
+            rows[i][j] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? xp + ((n * H + yy) * W + xx) * C : nullptr;
+          }
+        for (int64_t c = 0; c < C; c += 8) {
+          __m256 d[4][4];
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) d[i][j] = rows[i][j] ? _mm256_loadu_ps(rows[i][j] + c) : zero;
+          __m256 s[4][4];
+          for (int j = 0; j < 4; ++j) {  // B^T d
+            s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
+            s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
+            s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
+            s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
+          }
+          for (int i = 0; i < 4; ++i) {  // (B^T d) B
+            float* out = V + ((i * 4) * kTiles + t) * C + c;
+            _mm256_storeu_ps(out, _mm256_sub_ps(s[i][0], s[i][2]));
+            _mm256_storeu_ps(out + kTiles * C, _mm256_add_ps(s[i][1], s[i][2]));
+            _mm256_storeu_ps(out + 2 * kTiles * C, _mm256_sub_ps(s[i][2], s[i][1]));
+            _mm256_storeu_ps(out + 3 * kTiles * C, _mm256_sub_ps(s[i][1], s[i][3]));
+          }
+        }
+      }
+      // the 16 products: M[p] (kTiles x K) = V[p] (kTiles x C) @ U[p] (C x K)
+      const int64_t rows_used = (count + kRows - 1) / kRows * kRows;
+      for (int64_t p = 0; p < 16; ++p)
+        for (int64_t kb = 0; kb < K / kCols; ++kb) {
+          const float* panel = up + (p * (K / kCols) + kb) * C * kCols;
+          for (int64_t r = 0; r < rows_used; r += kRows)
+            micro_kernel(V + (p * kTiles + r) * C, C, panel, C, M + (p * kTiles + r) * K + kb * kCols, K);
+        }
+      // output transform: y = A^T M A + bias, where the 2x2 block lies inside the image
+      for (int64_t t = 0; t < count; ++t) {
+        const int64_t tile = t0 + t, n = tile / (th * tw), ty = tile % (th * tw) / tw, tx = tile % tw;
+        const int64_t yy = 2 * ty, xx = 2 * tx;
+        const bool right = xx + 1 < W, below = yy + 1 < H;
+        float* out00 = yp + ((n * H + yy) * W + xx) * K;
+        for (int64_t k = 0; k < K; k += 8) {
+          __m256 m[4][4];
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) m[i][j] = _mm256_loadu_ps(M + ((i * 4 + j) * kTiles + t) * K + k);
+          __m256 s[2][4];
+          for (int j = 0; j < 4; ++j) {  // A^T m
+            s[0][j] = _mm256_add_ps(_mm256_add_ps(m[0][j], m[1][j]), m[2][j]);
+            s[1][j] = _mm256_sub_ps(_mm256_sub_ps(m[1][j], m[2][j]), m[3][j]);
+          }
+          const __m256 b = _mm256_loadu_ps(bp + k);
+          for (int i = 0; i < 2; ++i) {  // (A^T m) A + bias
+            if (i == 1 && !below) break;
+            float* out = out00 + i * W * K + k;
+            _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s[i][0], s[i][1]), s[i][2]), b));
+            if (right)
+              _mm256_storeu_ps(out + K, _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s[i][1], s[i][2]), s[i][3]), b));
+          }
+        }
+      }
+    }
+  });
+  return y;
+}
+
+// A 3x3 convolution (stride 1, any zero padding) of few input channels (an image's own: the first layer), as a
+// product with the patches: x (N, H, W, C) channels-last; w (K / 16, C * 9, 16) (16 output channels a panel, rows in
+// the order (c, i, j)); bias (K,) -> y (N, Ho, Wo, K) channels-last. One output row's patches are gathered once
+// (zeros outside the image), then multiplied by the micro-kernel; each output is the bias plus its 9 C terms, summed
+// in the order (c, i, j).
+at::Tensor direct3x3(const at::Tensor& x_, const at::Tensor& w_, const at::Tensor& bias_, int64_t pad) {
+  TORCH_CHECK(x_.dim() == 4 && x_.scalar_type() == at::kFloat && w_.scalar_type() == at::kFloat &&
+                  bias_.scalar_type() == at::kFloat && pad >= 0,
+              "zoo_conv::direct3x3 takes float32 (N, C, H, W) images, packed weights, a bias and a padding");
+  const int64_t N = x_.size(0), C = x_.size(1), H = x_.size(2), W = x_.size(3);
+  TORCH_CHECK(w_.dim() == 3 && w_.size(1) == C * 9 && w_.size(2) == kCols && bias_.numel() == w_.size(0) * kCols,
+              "zoo_conv::direct3x3: the weights must be (K / 16, C * 9, 16), the bias (K,)");
+  const int64_t K = w_.size(0) * kCols, Ho = H + 2 * pad - 2, Wo = W + 2 * pad - 2, P = C * 9;
+  TORCH_CHECK(Ho > 0 && Wo > 0, "zoo_conv::direct3x3: the image is smaller than the kernel");
+  const at::Tensor x = x_.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor w = w_.contiguous(), bias = bias_.contiguous();
+  auto y = at::empty({N, K, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const float* xp = x.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const int64_t whole = Wo / kRows * kRows;
+  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> patches((whole + kRows) * P, 0.0f), tail(kRows * K);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / Ho, oy = row % Ho;
+      for (int64_t ox = 0; ox < Wo; ++ox) {
+        float* pr = patches.data() + ox * P;
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t i = 0; i < 3; ++i)
+            for (int64_t j = 0; j < 3; ++j) {
+              const int64_t yy = oy + i - pad, xx = ox + j - pad;
+              pr[(c * 3 + i) * 3 + j] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? xp[((n * H + yy) * W + xx) * C + c]
+                                                                                  : 0.0f;
+            }
+      }
+      float* out = yp + (n * Ho + oy) * Wo * K;
+      for (int64_t kb = 0; kb < K / kCols; ++kb) {
+        const float* panel = wp + kb * P * kCols;
+        for (int64_t r = 0; r < whole; r += kRows)
+          micro_kernel(patches.data() + r * P, P, panel, P, out + r * K + kb * kCols, K, bp + kb * kCols);
+        if (whole < Wo)
+          micro_kernel(patches.data() + whole * P, P, panel, P, tail.data() + kb * kCols, K, bp + kb * kCols);
+      }
+      for (int64_t r = whole; r < Wo; ++r)
+        for (int64_t k = 0; k < K; ++k) out[r * K + k] = tail[(r - whole) * K + k];
+    }
+  });
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(zoo_conv, m) {
+  m.def("winograd3x3(Tensor x, Tensor u, Tensor bias) -> Tensor");
+  m.def("direct3x3(Tensor x, Tensor w, Tensor bias, int pad) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(zoo_conv, CPU, m) {
+  m.impl("winograd3x3", conv3x3);
+  m.impl("direct3x3", direct3x3);
+}
