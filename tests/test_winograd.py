@@ -157,3 +157,72 @@ def test_dm_runs_its_real_side_through_the_kernels():
     off = METHODS["dm"](real, 1, {"batch_real": 8, "compile": False, "fast_convs": False}, 0, torch.device("cpu"))
     off.setup()
     assert not off.fast_convs
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@pytest.mark.parametrize("shape", [(16, 128, 32, 32), (2, 3, 7, 9), (1, 2, 34, 18)])
+def test_the_pooling_has_pytorchs_bits_forward_and_backward(shape):
+    """Signed zeros included: PyTorch sums a window from zero (0 + -0 is +0), and its gradient is 0 + g / 4."""
+    g = torch.Generator().manual_seed(shape[-1])
+    x = torch.randn(*shape, generator=g)
+    x[0, 0, 0, :4] = -0.0
+    x.requires_grad_(True)
+    want = F.avg_pool2d(x, 2, 2)
+    fast = winograd.AvgPool2x2()
+    got = fast(x)
+    assert same_bits(got.detach(), want.detach())
+    grad = torch.randn(want.shape, generator=g)
+    grad[0, 0, 0, :3] = -0.0
+    (want_gx,) = torch.autograd.grad(want, x, grad)
+    (got_gx,) = torch.autograd.grad(got, x, grad)
+    assert same_bits(got_gx, want_gx)
+
+
+def test_the_winograd_backward_keeps_the_forward_and_bounds_the_input_gradient():
+    """The forward and the weights' and bias's gradients are the convolution's bits; the input gradient is the
+    transposed convolution by F(2x2, 3x3), within the rounding bound of the first test."""
+    g = torch.Generator().manual_seed(5)
+    conv = nn.Conv2d(128, 128, 3, padding=1)
+    x = torch.randn(4, 128, 16, 16, generator=g, requires_grad=True)
+    grad = torch.randn(4, 128, 16, 16, generator=g)
+    want = conv(x)
+    want_grads = torch.autograd.grad(want, [x, conv.weight, conv.bias], grad)
+    fast = winograd.WinogradBackward3x3(conv)
+    got = fast(x)
+    got_grads = torch.autograd.grad(got, [x, conv.weight, conv.bias], grad)
+    assert same_bits(got.detach(), want.detach())
+    assert same_bits(got_grads[1], want_grads[1]) and same_bits(got_grads[2], want_grads[2])
+    w_t = conv.weight.detach().flip(2, 3).transpose(0, 1)
+    truth = F.conv2d(grad.double(), w_t.double(), padding=1)
+    v = fast._v[1]
+    zero = torch.zeros(128)
+    magnitude = winograd64(grad.double().abs(), v.double().abs(), zero, BT.abs(), AT.abs())
+    err = (got_grads[0].double() - truth).abs()
+    assert (err <= gamma(128 + 9) * magnitude).all()
+    assert got_grads[0].is_contiguous()
+
+
+def test_dc_runs_its_real_side_through_the_fast_backward_and_restores_the_network():
+    from zoo.condense.core import METHODS
+    from zoo.condense.real import RealData
+
+    g = torch.Generator().manual_seed(0)
+    real = RealData(torch.randn(40, 1, 28, 28, generator=g), torch.arange(4).repeat(10), list("abcd"), {}, {})
+    method = METHODS["dsa"](real, 1, {"batch_real": 8}, 0, torch.device("cpu"))
+    method.setup()
+    seen = []
+    original = method._real_loss
+
+    def spy(net, x, y):
+        seen.append([type(m).__name__ for m in (net.stages[0].conv, net.stages[1].conv, net.stages[1].pool)])
+        return original(net, x, y)
+
+    method._real_loss = spy
+    net = method.network()
+    method._real_grad(net, list(net.parameters()), real.images[:8], 0, None)
+    assert seen == [["Conv2d", "WinogradBackward3x3", "AvgPool2x2"]]
+    assert [type(s.conv) for s in net.stages] == [nn.Conv2d] * 3
+    assert all(type(s.pool) is nn.AvgPool2d for s in net.stages)

@@ -218,14 +218,95 @@ at::Tensor direct3x3(const at::Tensor& x_, const at::Tensor& w_, const at::Tenso
   return y;
 }
 
+// 2x2 average pooling, stride 2, no padding, of (N, C, H, W) contiguous float32 (a plane after a plane), in
+// PyTorch's own order (its CPU kernel sums a window row by row from zero, then divides by 4), so the bits equal
+// F.avg_pool2d's; an odd last row or column is dropped as there.
+at::Tensor avg_pool2x2(const at::Tensor& x_) {
+  TORCH_CHECK(x_.dim() == 4 && x_.scalar_type() == at::kFloat, "zoo_conv::avg_pool2x2 takes float32 (N, C, H, W)");
+  const at::Tensor x = x_.contiguous();
+  const int64_t planes = x.size(0) * x.size(1), H = x.size(2), W = x.size(3), Ho = H / 2, Wo = W / 2;
+  auto y = at::empty({x.size(0), x.size(1), Ho, Wo}, x.options());
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, planes * Ho, 16, [&](int64_t begin, int64_t end) {
+    const __m256 zero = _mm256_setzero_ps(), quarter = _mm256_set1_ps(0.25f);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t plane = row / Ho, oy = row % Ho;
+      const float* r0 = xp + (plane * H + 2 * oy) * W;
+      const float* r1 = r0 + W;
+      float* out = yp + row * Wo;
+      int64_t ox = 0;
+      for (; ox + 8 <= Wo; ox += 8) {
+        const __m256 a0 = _mm256_loadu_ps(r0 + 2 * ox), a1 = _mm256_loadu_ps(r0 + 2 * ox + 8);
+        const __m256 b0 = _mm256_loadu_ps(r1 + 2 * ox), b1 = _mm256_loadu_ps(r1 + 2 * ox + 8);
+        // evens and odds of 16 columns, back in order across the 128-bit lanes
+        const __m256 e0 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+            _mm256_castps_pd(_mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+        const __m256 o0 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+            _mm256_castps_pd(_mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+        const __m256 e1 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+            _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+        const __m256 o1 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+            _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+        const __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(zero, e0), o0), e1), o1);
+        _mm256_storeu_ps(out + ox, _mm256_mul_ps(sum, quarter));
+      }
+      for (; ox < Wo; ++ox)
+        out[ox] = ((((0.0f + r0[2 * ox]) + r0[2 * ox + 1]) + r1[2 * ox]) + r1[2 * ox + 1]) * 0.25f;
+    }
+  });
+  return y;
+}
+
+// The gradient of avg_pool2x2: every input of a window gets 0 + g / 4 (PyTorch's order), dropped rows and columns 0.
+at::Tensor avg_pool2x2_backward(const at::Tensor& g_, int64_t H, int64_t W) {
+  TORCH_CHECK(g_.dim() == 4 && g_.scalar_type() == at::kFloat && g_.size(2) == H / 2 && g_.size(3) == W / 2,
+              "zoo_conv::avg_pool2x2_backward takes the float32 (N, C, H / 2, W / 2) gradient and H, W");
+  const at::Tensor g = g_.contiguous();
+  const int64_t planes = g.size(0) * g.size(1), Ho = H / 2, Wo = W / 2;
+  auto gi = (H % 2 || W % 2) ? at::zeros({g.size(0), g.size(1), H, W}, g.options())
+                             : at::empty({g.size(0), g.size(1), H, W}, g.options());
+  const float* gp = g.data_ptr<float>();
+  float* ip = gi.data_ptr<float>();
+  at::parallel_for(0, planes * Ho, 16, [&](int64_t begin, int64_t end) {
+    const __m256 zero = _mm256_setzero_ps(), quarter = _mm256_set1_ps(0.25f);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t plane = row / Ho, oy = row % Ho;
+      const float* in = gp + row * Wo;
+      float* r0 = ip + (plane * H + 2 * oy) * W;
+      float* r1 = r0 + W;
+      int64_t ox = 0;
+      for (; ox + 8 <= Wo; ox += 8) {
+        const __m256 d = _mm256_add_ps(zero, _mm256_mul_ps(_mm256_loadu_ps(in + ox), quarter));
+        // each value twice, in order: d0 d0 d1 d1 ... d7 d7
+        const __m256 lo = _mm256_unpacklo_ps(d, d), hi = _mm256_unpackhi_ps(d, d);
+        const __m256 first = _mm256_permute2f128_ps(lo, hi, 0x20), second = _mm256_permute2f128_ps(lo, hi, 0x31);
+        _mm256_storeu_ps(r0 + 2 * ox, first);
+        _mm256_storeu_ps(r0 + 2 * ox + 8, second);
+        _mm256_storeu_ps(r1 + 2 * ox, first);
+        _mm256_storeu_ps(r1 + 2 * ox + 8, second);
+      }
+      for (; ox < Wo; ++ox) {
+        const float d = 0.0f + in[ox] * 0.25f;
+        r0[2 * ox] = r0[2 * ox + 1] = r1[2 * ox] = r1[2 * ox + 1] = d;
+      }
+    }
+  });
+  return gi;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(zoo_conv, m) {
   m.def("winograd3x3(Tensor x, Tensor u, Tensor bias) -> Tensor");
   m.def("direct3x3(Tensor x, Tensor w, Tensor bias, int pad) -> Tensor");
+  m.def("avg_pool2x2(Tensor x) -> Tensor");
+  m.def("avg_pool2x2_backward(Tensor g, int h, int w) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(zoo_conv, CPU, m) {
   m.impl("winograd3x3", conv3x3);
   m.impl("direct3x3", direct3x3);
+  m.impl("avg_pool2x2", avg_pool2x2);
+  m.impl("avg_pool2x2_backward", avg_pool2x2_backward);
 }
