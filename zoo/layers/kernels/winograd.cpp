@@ -67,6 +67,70 @@ inline void micro_kernel(const float* a, int64_t lda, const float* b, int64_t C,
   _mm256_storeu_ps(c + 5 * ldc + 8, c51);
 }
 
+// The input transform of the tiles t0 .. t0 + count - 1 of x (N, H, W, C) channels-last: V[p][t][c] = (B^T d B)[p]
+// for tile t0 + t (th x tw tiles an image); rows count .. kTiles - 1 are zeros.
+void input_tiles(const float* xp, int64_t H, int64_t W, int64_t C, int64_t th, int64_t tw, int64_t t0, int64_t count,
+                 float* V) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t t = 0; t < kTiles; ++t) {
+    if (t >= count) {  // rows past the last tile: zeros, computed and dropped
+      for (int64_t p = 0; p < 16; ++p) std::fill_n(V + (p * kTiles + t) * C, C, 0.0f);
+      continue;
+    }
+    const int64_t tile = t0 + t, n = tile / (th * tw), ty = tile % (th * tw) / tw, tx = tile % tw;
+    const int64_t y0 = 2 * ty - 1, x0 = 2 * tx - 1;
+    const float* rows[4][4];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        const int64_t yy = y0 + i, xx = x0 + j;
+        rows[i][j] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? xp + ((n * H + yy) * W + xx) * C : nullptr;
+      }
+    for (int64_t c = 0; c < C; c += 8) {
+      __m256 d[4][4];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) d[i][j] = rows[i][j] ? _mm256_loadu_ps(rows[i][j] + c) : zero;
+      __m256 s[4][4];
+      for (int j = 0; j < 4; ++j) {  // B^T d
+        s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
+        s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
+        s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
+        s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
+      }
+      for (int i = 0; i < 4; ++i) {  // (B^T d) B
+        float* out = V + ((i * 4) * kTiles + t) * C + c;
+        _mm256_storeu_ps(out, _mm256_sub_ps(s[i][0], s[i][2]));
+        _mm256_storeu_ps(out + kTiles * C, _mm256_add_ps(s[i][1], s[i][2]));
+        _mm256_storeu_ps(out + 2 * kTiles * C, _mm256_sub_ps(s[i][2], s[i][1]));
+        _mm256_storeu_ps(out + 3 * kTiles * C, _mm256_sub_ps(s[i][1], s[i][3]));
+      }
+    }
+  }
+}
+
+// c[6 x 16] += a[6 x n] @ b[n x 16]: row r, step t of a at a[r * lda + t * astep], b's rows ldb apart
+inline void micro_kernel_acc(const float* a, int64_t lda, int64_t astep, const float* b, int64_t ldb, int64_t n,
+                             float* c, int64_t ldc) {
+  __m256 acc[kRows][2];
+  for (int r = 0; r < kRows; ++r) {
+    acc[r][0] = _mm256_loadu_ps(c + r * ldc);
+    acc[r][1] = _mm256_loadu_ps(c + r * ldc + 8);
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    const __m256 b0 = _mm256_loadu_ps(b + t * ldb), b1 = _mm256_loadu_ps(b + t * ldb + 8);
+    const float* at = a + t * astep;
+#pragma GCC unroll 6
+    for (int r = 0; r < kRows; ++r) {
+      const __m256 x = _mm256_broadcast_ss(at + r * lda);
+      acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    _mm256_storeu_ps(c + r * ldc, acc[r][0]);
+    _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
+  }
+}
+
 // x (N, H, W, C) channels-last; u (16, K / 16, C, 16); bias (K,) -> y (N, H, W, K) channels-last
 at::Tensor conv3x3(const at::Tensor& x_, const at::Tensor& u_, const at::Tensor& bias_) {
   TORCH_CHECK(x_.dim() == 4 && x_.scalar_type() == at::kFloat && u_.scalar_type() == at::kFloat &&
@@ -92,43 +156,9 @@ at::Tensor conv3x3(const at::Tensor& x_, const at::Tensor& u_, const at::Tensor&
     std::vector<float> v_buf(16 * kTiles * C), m_buf(16 * kTiles * K);
     float* V = v_buf.data();
     float* M = m_buf.data();
-    const __m256 zero = _mm256_setzero_ps();
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t t0 = blk * kTiles, count = std::min(kTiles, tiles - t0);
-      // input transform: V[p][t][c] = (B^T d B)[p] for tile t0 + t
-      for (int64_t t = 0; t < kTiles; ++t) {
-        if (t >= count) {  // rows past the last tile: zeros, computed and dropped
-          for (int64_t p = 0; p < 16; ++p) std::fill_n(V + (p * kTiles + t) * C, C, 0.0f);
-          continue;
-        }
-        const int64_t tile = t0 + t, n = tile / (th * tw), ty = tile % (th * tw) / tw, tx = tile % tw;
-        const int64_t y0 = 2 * ty - 1, x0 = 2 * tx - 1;
-        const float* rows[4][4];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) {
-            const int64_t yy = y0 + i, xx = x0 + j;
-            rows[i][j] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? xp + ((n * H + yy) * W + xx) * C : nullptr;
-          }
-        for (int64_t c = 0; c < C; c += 8) {
-          __m256 d[4][4];
-          for (int i = 0; i < 4; ++i)
-            for (int j = 0; j < 4; ++j) d[i][j] = rows[i][j] ? _mm256_loadu_ps(rows[i][j] + c) : zero;
-          __m256 s[4][4];
-          for (int j = 0; j < 4; ++j) {  // B^T d
-            s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
-            s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
-            s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
-            s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
-          }
-          for (int i = 0; i < 4; ++i) {  // (B^T d) B
-            float* out = V + ((i * 4) * kTiles + t) * C + c;
-            _mm256_storeu_ps(out, _mm256_sub_ps(s[i][0], s[i][2]));
-            _mm256_storeu_ps(out + kTiles * C, _mm256_add_ps(s[i][1], s[i][2]));
-            _mm256_storeu_ps(out + 2 * kTiles * C, _mm256_sub_ps(s[i][2], s[i][1]));
-            _mm256_storeu_ps(out + 3 * kTiles * C, _mm256_sub_ps(s[i][1], s[i][3]));
-          }
-        }
-      }
+      input_tiles(xp, H, W, C, th, tw, t0, count, V);
       // the 16 products: M[p] (kTiles x K) = V[p] (kTiles x C) @ U[p] (C x K)
       const int64_t rows_used = (count + kRows - 1) / kRows * kRows;
       for (int64_t p = 0; p < 16; ++p)
@@ -295,11 +325,98 @@ at::Tensor avg_pool2x2_backward(const at::Tensor& g_, int64_t H, int64_t W) {
   return gi;
 }
 
+// The gradient of F(2x2, 3x3)'s transformed weights: x (N, C, H, W) and the output's gradient g (N, K, H, W), both
+// channels-last; returns the weights' gradient (K, C, 3, 3) = G^T dU G, where dU[p][k][c] = sum over tiles of
+// (A g A^T)[p][k] * (B^T d B)[p][c] (A = (A^T)^T) in float32, summed per thread over its blocks of tiles, then over
+// the threads in order; the last transform in float64.
+at::Tensor weight_grad3x3(const at::Tensor& x_, const at::Tensor& g_) {
+  TORCH_CHECK(x_.dim() == 4 && g_.dim() == 4 && x_.scalar_type() == at::kFloat && g_.scalar_type() == at::kFloat &&
+                  x_.size(0) == g_.size(0) && x_.size(2) == g_.size(2) && x_.size(3) == g_.size(3) &&
+                  x_.size(1) % kCols == 0 && g_.size(1) % 8 == 0,
+              "zoo_conv::winograd3x3_weight_grad takes float32 (N, C, H, W) images (C a multiple of 16) and the "
+              "(N, K, H, W) gradient of their output (K a multiple of 8)");
+  const at::Tensor x = x_.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor g = g_.contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = g.size(1);
+  const int64_t Kp = (K + kRows - 1) / kRows * kRows;  // rows padded to the micro-kernel's
+  const int64_t th = (H + 1) / 2, tw = (W + 1) / 2, tiles = N * th * tw;
+  const int64_t blocks = (tiles + kTiles - 1) / kTiles;
+  const int threads = at::get_num_threads();
+  std::vector<float> partial(static_cast<size_t>(threads) * 16 * Kp * C, 0.0f);
+  const float* xp = x.data_ptr<float>();
+  const float* gp = g.data_ptr<float>();
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    float* dU = partial.data() + static_cast<size_t>(at::get_thread_num()) * 16 * Kp * C;
+    std::vector<float> v_buf(16 * kTiles * C), d_buf(16 * kTiles * Kp, 0.0f);
+    float* V = v_buf.data();
+    float* D = d_buf.data();  // D[p][t][k] = (A g A^T)[p][k] for tile t; columns K .. Kp - 1 stay zero
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t t0 = blk * kTiles, count = std::min(kTiles, tiles - t0);
+      input_tiles(xp, H, W, C, th, tw, t0, count, V);
+      for (int64_t t = 0; t < count; ++t) {
+        const int64_t tile = t0 + t, n = tile / (th * tw), ty = tile % (th * tw) / tw, tx = tile % tw;
+        const int64_t yy = 2 * ty, xx = 2 * tx;
+        const bool right = xx + 1 < W, below = yy + 1 < H;
+        const float* g00 = gp + ((n * H + yy) * W + xx) * K;
+        for (int64_t k = 0; k < K; k += 8) {
+          const __m256 a = _mm256_loadu_ps(g00 + k), b = right ? _mm256_loadu_ps(g00 + K + k) : zero;
+          const __m256 c = below ? _mm256_loadu_ps(g00 + W * K + k) : zero;
+          const __m256 d = below && right ? _mm256_loadu_ps(g00 + W * K + K + k) : zero;
+          // rows of A g: (a, b), (a + c, b + d), (a - c, b - d), (-c, -d); then each row times A^T
+          const __m256 r[4][2] = {{a, b},
+                                  {_mm256_add_ps(a, c), _mm256_add_ps(b, d)},
+                                  {_mm256_sub_ps(a, c), _mm256_sub_ps(b, d)},
+                                  {_mm256_sub_ps(zero, c), _mm256_sub_ps(zero, d)}};
+          for (int i = 0; i < 4; ++i) {
+            const __m256 e[4] = {r[i][0], _mm256_add_ps(r[i][0], r[i][1]), _mm256_sub_ps(r[i][0], r[i][1]),
+                                 _mm256_sub_ps(zero, r[i][1])};
+            for (int j = 0; j < 4; ++j) _mm256_storeu_ps(D + ((i * 4 + j) * kTiles + t) * Kp + k, e[j]);
+          }
+        }
+      }
+      for (int64_t t = count; t < kTiles; ++t)
+        for (int64_t p = 0; p < 16; ++p) std::fill_n(D + (p * kTiles + t) * Kp, K, 0.0f);
+      // dU[p] (Kp x C) += D[p]^T (Kp x kTiles) @ V[p] (kTiles x C)
+      for (int64_t p = 0; p < 16; ++p)
+        for (int64_t c0 = 0; c0 < C; c0 += kCols)
+          for (int64_t k0 = 0; k0 < Kp; k0 += kRows)
+            micro_kernel_acc(D + p * kTiles * Kp + k0, 1, Kp, V + p * kTiles * C + c0, C, kTiles,
+                             dU + (p * Kp + k0) * C + c0, C);
+    }
+  });
+  // the threads' sums in order, then the weights' gradient G^T dU G per (k, c), in float64
+  auto out = at::empty({K, C, 3, 3}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  float* op = out.data_ptr<float>();
+  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  at::parallel_for(0, K, 8, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k)
+      for (int64_t c = 0; c < C; ++c) {
+        double u[16];
+        for (int64_t p = 0; p < 16; ++p) {
+          float sum = 0.0f;
+          for (int th_ = 0; th_ < threads; ++th_)
+            sum += partial[static_cast<size_t>(th_) * 16 * Kp * C + (p * Kp + k) * C + c];
+          u[p] = sum;
+        }
+        for (int i = 0; i < 3; ++i)
+          for (int j = 0; j < 3; ++j) {
+            double v = 0.0;
+            for (int a = 0; a < 4; ++a)
+              for (int b = 0; b < 4; ++b) v += G[a][i] * G[b][j] * u[a * 4 + b];
+            op[((k * C + c) * 3 + i) * 3 + j] = static_cast<float>(v);
+          }
+      }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(zoo_conv, m) {
   m.def("winograd3x3(Tensor x, Tensor u, Tensor bias) -> Tensor");
   m.def("direct3x3(Tensor x, Tensor w, Tensor bias, int pad) -> Tensor");
+  m.def("winograd3x3_weight_grad(Tensor x, Tensor g) -> Tensor");
   m.def("avg_pool2x2(Tensor x) -> Tensor");
   m.def("avg_pool2x2_backward(Tensor g, int h, int w) -> Tensor");
 }
@@ -307,6 +424,7 @@ TORCH_LIBRARY(zoo_conv, m) {
 TORCH_LIBRARY_IMPL(zoo_conv, CPU, m) {
   m.impl("winograd3x3", conv3x3);
   m.impl("direct3x3", direct3x3);
+  m.impl("winograd3x3_weight_grad", weight_grad3x3);
   m.impl("avg_pool2x2", avg_pool2x2);
   m.impl("avg_pool2x2_backward", avg_pool2x2_backward);
 }
