@@ -39,7 +39,8 @@ _REGION = re.compile(r"(<!-- ([a-z0-9_]+):start -->\n)(.*?)(<!-- \2:end -->)", r
 _CONDENSE_SPEED = ("condense/speed_mnist.json", "condense/speed_mnist_b.json")  # the second: two threads, chunks of 64
 # the authors' own scripts timed beside zoo condense: DM's one-thread rows, then DSA's and DC's from a later run, then
 # every method's two-thread rows after the real side's chunk grew to 64 images at two threads
-_CONDENSE_SCRIPTS = ("condense/speed_scripts.json", "condense/speed_scripts_b.json", "condense/speed_scripts_c.json")
+# the latest run of the authors' scripts: every row of it (the earlier runs' files stay, cited in speed.md's prose)
+_CONDENSE_SCRIPTS = ("condense/speed_scripts_d.json",)
 _DATA_PRUNING = ("data_pruning/mnist_quickstart_2000_40ep.json", "data_pruning/fashion_mnist_quickstart_2000_40ep.json")
 _DATA_PRUNING_5SEEDS = ("data_pruning/mnist_quickstart_2000_40ep_5seeds.json",)
 
