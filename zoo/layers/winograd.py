@@ -143,6 +143,19 @@ def _fits(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and not torch.is_grad_enabled()
 
 
+def _plain3x3(conv: nn.Module) -> bool:
+    """A plain ``nn.Conv2d`` 3x3, stride 1, zero padding, no dilation or groups, output channels a multiple of 16."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and conv.out_channels % PANEL == 0
+    )
+
+
 class Winograd3x3(nn.Module):
     """A ``Conv2d(C, K, 3, padding=1)`` (C a multiple of 8, K of 16) run by F(2x2, 3x3) on channels-last float32
     CPU input without gradients; otherwise by the convolution it was made from."""
@@ -156,17 +169,7 @@ class Winograd3x3(nn.Module):
 
     @staticmethod
     def eligible(conv: nn.Module) -> bool:
-        return (
-            type(conv) is nn.Conv2d
-            and conv.kernel_size == (3, 3)
-            and conv.stride == (1, 1)
-            and conv.padding == (1, 1)
-            and conv.dilation == (1, 1)
-            and conv.groups == 1
-            and conv.padding_mode == "zeros"
-            and conv.in_channels % 8 == 0
-            and conv.out_channels % PANEL == 0
-        )
+        return _plain3x3(conv) and conv.padding == (1, 1) and conv.in_channels % 8 == 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.kernels and _fits(x)):
@@ -190,17 +193,7 @@ class DirectConv3x3(nn.Module):
 
     @staticmethod
     def eligible(conv: nn.Module) -> bool:
-        return (
-            type(conv) is nn.Conv2d
-            and conv.kernel_size == (3, 3)
-            and conv.stride == (1, 1)
-            and conv.padding[0] == conv.padding[1]
-            and conv.dilation == (1, 1)
-            and conv.groups == 1
-            and conv.padding_mode == "zeros"
-            and conv.in_channels == 1
-            and conv.out_channels % PANEL == 0
-        )
+        return _plain3x3(conv) and conv.padding[0] == conv.padding[1] and conv.in_channels == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.kernels and _fits(x)):
