@@ -112,7 +112,7 @@ class DC(ImageMethod):
         """The gradient of class ``c``'s real cross-entropy (the mean over the batch ``x`` under its transform
         ``p``), accumulated over chunks of at most :attr:`chunk` images so the activations stay bounded."""
         n, total = x.shape[0], None
-        with fast_backward(net):  # the same forward; the poolings' bits; the input gradients by Winograd
+        with fast_backward(net):  # the same forward, the poolings' bits, the convolutions' gradients by Winograd
             for part in real_chunks(x, self.chunk, self.device, lambda block: self._augment(block, p)):
                 y = torch.full((part.shape[0],), c, device=self.device)
                 g = torch.autograd.grad(self._real_loss(net, part, y) * (part.shape[0] / n), params)

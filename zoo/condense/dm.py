@@ -25,9 +25,9 @@ afresh), with its convolutions by :mod:`zoo.layers.winograd` where its kernels b
 ones by Winograd's F(2x2, 3x3), 16 products per 2x2 outputs instead of 36, the one-channel first layer as a product
 with its patches; an iteration on MNIST 1.6x faster at one thread, 1.45x at two), and, in a run of 10 iterations or
 more on the CPU, through ``torch.compile`` (``compile``; :func:`~zoo.condense.core.compile_real_side`), which fuses
-the instance norm, ReLU and pooling between the convolutions. Its float32 mean embeddings keep the image gradient within the bound above (the parity tests run this
-path, compiled, at ConvNet-3's full width too): the real side is never differentiated, so a rounding that moves a
-ReLU kink there moves one embedding by a rounding, not a gradient.
+the instance norm, ReLU and pooling between the convolutions. Its float32 mean embeddings keep the image gradient
+within the bound above (the parity tests run this path, compiled, at ConvNet-3's full width too): the real side is
+never differentiated, so a rounding that moves a ReLU kink there moves one embedding by a rounding, not a gradient.
 Under torchrun a process computes its block of classes (``shards = "classes"``). ``zoo bench condense-speed`` times
 it against the authors' loop.
 """

@@ -1,5 +1,5 @@
-"""Faster 3x3 convolutions for inference on an AVX2 CPU: Winograd's F(2x2, 3x3), and a patch product for images of
-one channel.
+"""Faster 3x3 convolutions on an AVX2 CPU, for inference and for a gradient taken once: Winograd's F(2x2, 3x3), a
+patch product for images of one channel, and 2x2 average pooling with PyTorch's bits.
 
 A network that is only run forward, many times over (dataset condensation's real side runs ConvNet-3 over hundreds of
 real images per class and iteration, without gradients) spends nearly all its time in its 3x3 convolutions, where
@@ -25,15 +25,18 @@ loss with respect to the weights, never twice) gets, within :func:`fast_backward
 
 All are C++ (``zoo/layers/kernels/winograd.cpp``), built at first use like :mod:`zoo.lm.gemv`'s kernels and
 registered as ``torch.ops.zoo_conv`` operators with shape functions, so a ``torch.compile`` graph calls them and
-still fuses what lies between them. Both take and give channels-last float32 on the CPU; anything else runs the
-module's own convolution. Gradients are not defined: the copy is for ``torch.no_grad()``.
+still fuses what lies between them. ``winograd3x3`` and ``direct3x3`` take and give channels-last float32 on the
+CPU; anything else (float64, another device, gradients on) runs the module's own convolution, so
+:func:`inference_convs`'s copy is for ``torch.no_grad()``.
 
 Numerics. The result is the convolution's up to float32 rounding, in a different order: per output, the transforms
 add and subtract at most 16 inputs (B^T d B) and 16 products (A^T M A), each sum over the input channels runs in order
 in one accumulator. On ConvNet-3's shapes (128 channels, 16x16 and 8x8, random inputs, He-initialised weights) its
-largest error against float64 is 3e-6, a third of oneDNN's float32 direct convolution's 9e-6 (measured by
-``tests/test_winograd.py``, which holds it to the direct convolution's own error). Each output is computed by one
-thread in a fixed order, so the result does not depend on the thread count.
+largest error against float64 is 3e-6, a third of oneDNN's float32 direct convolution's 9e-6.
+``tests/test_winograd.py`` holds every output to a bound derived from the number of roundings in a row
+(``gamma_n`` times the magnitudes, from the same algorithm in float64), and at 128 channels to the direct
+convolution's own error. Each output of the forward is computed by one thread in a fixed order, so it does not
+depend on the thread count; the weights' gradient sums each thread's share of the tiles, then the threads in order.
 
 Speed, one thread, 16 images (MNIST's ConvNet-3 real side; AMD EPYC Zen 3, AVX2): the 128-channel convolution at
 16x16 runs 1.7x faster than oneDNN's, at 8x8 1.8x; the one-channel first layer (28x28, padding 3) 1.3-1.8x. A DSA
