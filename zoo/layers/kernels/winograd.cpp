@@ -10,7 +10,9 @@
 // x C), its products M (16 x kTiles x K) and the weights' panel for one position stay in the core's caches. Each
 // output is computed by one thread in a fixed order (the sum over c in order, then the output transform), so the
 // result does not depend on the number of threads.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <torch/library.h>
