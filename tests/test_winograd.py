@@ -264,3 +264,8 @@ def test_dc_runs_its_real_side_through_the_fast_backward_and_restores_the_networ
     assert seen == [["Conv2d", "WinogradBackward3x3", "AvgPool2x2"]]
     assert [type(s.conv) for s in net.stages] == [nn.Conv2d] * 3
     assert all(type(s.pool) is nn.AvgPool2d for s in net.stages)
+
+
+def test_zoo_conv_0_skips_the_build(monkeypatch):
+    monkeypatch.setenv("ZOO_CONV", "0")
+    assert winograd._build() is False

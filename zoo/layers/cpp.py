@@ -6,8 +6,32 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 
-__all__ = ["build"]
+import torch
+
+__all__ = ["build", "build_or_warn"]
+
+
+def build_or_warn(
+    prefix: str, source_dir: str, files: tuple[str, ...], flags: list[str], switch: str, what: str, instead: str
+) -> str | None:
+    """:func:`build`, or ``None`` where the kernels cannot run here: the environment variable ``switch`` set to
+    ``0``, a CPU without AVX2, or a build that fails (no compiler, or one that cannot build them), which warns once
+    in one line naming ``what`` was not built and what runs ``instead``."""
+    if os.environ.get(switch, "1") == "0":
+        return None
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    try:
+        return build(prefix, source_dir, files, flags)
+    except Exception as e:
+        warnings.warn(
+            f"the zoo's {what} could not be built ({type(e).__name__}: {str(e)[:300]}); {instead}. Install a C++ "
+            f"compiler (g++) for them, or set {switch}=0 to skip the build",
+            stacklevel=4,
+        )
+        return None
 
 
 def build(prefix: str, source_dir: str, files: tuple[str, ...], flags: list[str]) -> str:

@@ -50,13 +50,12 @@ import contextlib
 import copy
 import os
 import threading
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cpp import build
+from .cpp import build_or_warn
 
 __all__ = [
     "AvgPool2x2",
@@ -91,19 +90,11 @@ def available() -> bool:
 
 
 def _build() -> bool:
-    if os.environ.get("ZOO_CONV", "1") == "0":
-        return False
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        return False
-    try:
-        build("zoo_conv", SOURCE_DIR, SOURCE_FILES, _FLAGS)
-    except Exception as e:  # no compiler, or one that cannot build it: oneDNN's convolutions stay
-        warnings.warn(
-            f"the zoo's CPU convolution kernels could not be built ({type(e).__name__}: {str(e)[:300]}); oneDNN's "
-            "convolutions run instead (slower). Install a C++ compiler (g++) for them, or set ZOO_CONV=0 to skip the "
-            "build",
-            stacklevel=3,
-        )
+    built = build_or_warn(
+        "zoo_conv", SOURCE_DIR, SOURCE_FILES, _FLAGS, "ZOO_CONV", "CPU convolution kernels",
+        "oneDNN's convolutions run instead (slower)",
+    )  # fmt: skip
+    if built is None:
         return False
 
     @torch.library.register_fake("zoo_conv::winograd3x3")

@@ -81,12 +81,11 @@ import json
 import os
 import threading
 import time
-import warnings
 
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
-from ..layers.cpp import build
+from ..layers.cpp import build_or_warn
 from ..layers.machine import cpu_model
 
 __all__ = [
@@ -142,20 +141,13 @@ def available() -> bool:
 
 
 def _build() -> bool:
-    if os.environ.get("ZOO_GEMV", "1") == "0":
+    folder = build_or_warn(
+        "zoo_gemv", SOURCE_DIR, SOURCE_FILES, _FLAGS, "ZOO_GEMV", "CPU matrix-vector kernels",
+        "decoding uses PyTorch's kernels (slower)",
+    )  # fmt: skip
+    if folder is None:
         return False
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        return False
-    try:
-        _state["folder"] = build("zoo_gemv", SOURCE_DIR, SOURCE_FILES, _FLAGS)
-    except Exception as e:  # no compiler, or one that cannot build it: PyTorch's kernels stay
-        warnings.warn(
-            f"the zoo's CPU matrix-vector kernels could not be built ({type(e).__name__}: {str(e)[:300]}); decoding "
-            "uses PyTorch's kernels (slower). Install a C++ compiler (g++) for them, or set ZOO_GEMV=0 to skip the "
-            "build",
-            stacklevel=3,
-        )
-        return False
+    _state["folder"] = folder
     _register_shapes()
     return True
 
