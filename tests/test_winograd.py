@@ -1,6 +1,8 @@
 """zoo.layers.winograd: the inference convolutions against float64 convolution, within bounds derived from float32
 rounding; the fallbacks; the modules in a compiled graph; DM's real side runs them."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,16 @@ U32 = 2.0**-24  # float32's unit roundoff
 def gamma(n: int) -> float:
     """The classic bound on n roundings in a row: |error| <= gamma_n * (the sum of the magnitudes)."""
     return n * U32 / (1 - n * U32)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -242,6 +254,80 @@ def test_the_winograd_backward_keeps_the_forward_and_bounds_the_gradients(n, c, 
     assert (err_b <= gamma(n * h * w) * g64.abs().sum((0, 2, 3))).all()
 
 
+PLANES = [(16, 128, 28, 28, 3), (5, 20, 13, 11, 1), (3, 16, 32, 9, 0)]  # MNIST's first layer; tails; no padding
+
+
+def plane64(x, w, b, pad):
+    """plane3x3's order in float64: from zero, the 9 products fused-multiply-added in the order (i, j) (each step's
+    exact sum rounded to float32; a float32 product is exact in float64), then the bias added."""
+    n, _, h, wd = x.shape
+    ho, wo = h + 2 * pad - 2, wd + 2 * pad - 2
+    xp, w64 = F.pad(x, (pad,) * 4).double(), w.double()
+    acc = torch.zeros(n, w.shape[0], ho, wo, dtype=torch.float64)
+    for i in range(3):
+        for j in range(3):
+            acc = (acc + xp[:, :, i : i + ho, j : j + wo] * w64[:, 0, i, j].view(1, -1, 1, 1)).float().double()
+    return (acc + b.double().view(1, -1, 1, 1)).float()
+
+
+@pytest.mark.parametrize("n, k, h, w, pad", PLANES)
+def test_the_one_channel_plane_kernel_sums_in_its_stated_order(n, k, h, w, pad):
+    """plane3x3's bits are its documented order's (the same on every CPU), and the module's forward is the
+    convolution's own bits wherever it runs (the kernel where that order is oneDNN's, else the convolution)."""
+    g = torch.Generator().manual_seed(n)
+    x, wt, b = (
+        torch.randn(n, 1, h, w, generator=g),
+        torch.randn(k, 1, 3, 3, generator=g) * 0.3,
+        torch.randn(k, generator=g),
+    )
+    assert same_bits(torch.ops.zoo_conv.plane3x3(x, wt, b, pad), plane64(x, wt, b, pad))
+    conv = nn.Conv2d(1, k, 3, padding=pad)
+    with torch.no_grad():
+        conv.weight.copy_(wt), conv.bias.copy_(b)
+    mod = winograd.PlaneBackward3x3(conv)
+    assert winograd.PlaneBackward3x3.eligible(conv)
+    assert same_bits(mod(x), F.conv2d(x, wt, b, padding=pad))
+
+
+@pytest.mark.parametrize("n, k, h, w, pad", PLANES)
+def test_the_one_channel_plane_gradients_are_within_their_rounding_bound(n, k, h, w, pad):
+    """The weights' and bias's gradients: per image, 8 lanes each sum ceil(Wo / 8) Ho terms in a row, then 3 pairwise
+    sums of the lanes, then the images add in float64 and round once: within gamma_{ceil(Wo/8) Ho + 5} of the
+    magnitudes summed over every term. The same bits at one and two threads; the input's gradient is the
+    convolution's when asked for."""
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(n, 1, h, w, generator=g)
+    conv = nn.Conv2d(1, k, 3, padding=pad)
+    ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
+    gy = torch.randn(n, k, ho, wo, generator=g)
+    mod = winograd.PlaneBackward3x3(conv)
+    xr = x.clone().requires_grad_(True)
+    grads = {}
+    for threads in (1, 2):
+        with _threads(threads):
+            conv.zero_grad()
+            xr.grad = None
+            mod(xr).backward(gy)
+            grads[threads] = (conv.weight.grad.clone(), conv.bias.grad.clone(), xr.grad.clone())
+    gw, gb, gx = grads[1]
+    assert all(same_bits(a, b) for a, b in zip(grads[1], grads[2]))
+    x64, gy64 = x.double(), gy.double()
+    none = (False, True, True)
+    _, tw, tb = torch.ops.aten.convolution_backward(
+        gy64, x64, conv.weight.double(), [k], (1, 1), (pad, pad), (1, 1), False, (0, 0), 1, none
+    )
+    _, mw, mb = torch.ops.aten.convolution_backward(
+        gy64.abs(), x64.abs(), conv.weight.double(), [k], (1, 1), (pad, pad), (1, 1), False, (0, 0), 1, none
+    )
+    bound = gamma(-(-wo // 8) * ho + 5)
+    assert ((gw.double() - tw).abs() <= bound * mw).all()
+    assert ((gb.double() - tb).abs() <= bound * mb).all()
+    ref_gx = torch.ops.aten.convolution_backward(
+        gy, x, conv.weight, None, (1, 1), (pad, pad), (1, 1), False, (0, 0), 1, (True, False, False)
+    )[0]
+    assert same_bits(gx, ref_gx)
+
+
 def test_dc_runs_its_real_side_through_the_fast_backward_and_restores_the_network():
     from zoo.condense.core import METHODS
     from zoo.condense.real import RealData
@@ -260,7 +346,7 @@ def test_dc_runs_its_real_side_through_the_fast_backward_and_restores_the_networ
     method._real_loss = spy
     net = method.network()
     method._real_grad(net, list(net.parameters()), real.images[:8], 0, None)
-    assert seen == [["Conv2d", "WinogradBackward3x3", "AvgPool2x2"]]
+    assert seen == [["PlaneBackward3x3", "WinogradBackward3x3", "AvgPool2x2"]]
     assert [type(s.conv) for s in net.stages] == [nn.Conv2d] * 3
     assert all(type(s.pool) is nn.AvgPool2d for s in net.stages)
 

@@ -19,10 +19,10 @@ loop on a 2-core CPU and holds every class's activations at once; class by class
 side's gradient accumulated over chunks of at most :attr:`DC.chunk` images (on the CPU 16 at one thread and 64 at
 two or more, :func:`~zoo.condense.core.real_chunk`: activations that stay in cache and reuse their memory; each
 chunk runs the authors' operations in their order) and no graph kept, its 2x2 poolings by a kernel with PyTorch's
-own bits and its 128-channel convolutions' input and weight gradients by Winograd's F(2x2, 3x3)
-(:func:`zoo.layers.winograd.fast_backward`: the forward keeps the authors' bits, so every ReLU decides as theirs,
-and the gradients stay within float32's rounding; a DSA iteration on MNIST 1.42x faster at one thread, 1.52x at
-two); the real side through ``torch.compile`` is an
+own bits, its 128-channel convolutions' input and weight gradients by Winograd's F(2x2, 3x3), and a one-channel
+first layer plane by plane in oneDNN's own order (:func:`zoo.layers.winograd.fast_backward`: the forward keeps the
+authors' bits, so every ReLU decides as theirs, and the gradients stay within float32's rounding; a DSA iteration on
+MNIST 1.42x faster at one thread, 1.52x at two, before the first layer's kernel); the real side through ``torch.compile`` is an
 opt-in (``compile: true``, about 1.2x faster a class on the CPU): its fused instance norm rounds in another order, and
 where a pre-activation sits within a rounding of a ReLU kink the real gradient then differs by far more than a
 rounding (measured: 1.6e-3 in one class of MNIST's shape where the authors' own float32 error is 5e-7), so it misses

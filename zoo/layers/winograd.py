@@ -20,6 +20,11 @@ loss with respect to the weights, never twice) gets, within :func:`fast_backward
   gradient by it too (``winograd3x3_weight_grad``: per tile the output gradient's transform ``A g A^T`` times the
   input's ``B^T d B``, summed over the tiles, then ``G^T . G``; 1.4-1.9x faster than oneDNN's at 128 channels and
   closer to float64);
+* :class:`PlaneBackward3x3`: a first layer on one-channel images (MNIST's ``Conv2d(1, K, 3)``) by ``plane3x3``,
+  plane by plane in oneDNN's own order for one input channel (from zero, the 9 products fused-multiply-added, then
+  the bias), so the same bits 2-3x faster, where a check on the first input of each shape finds them equal (else the
+  convolution itself); its weights' and bias's gradients by ``plane3x3_weight_grad`` (per image in float32, the
+  images in float64), 3x faster than oneDNN's;
 * :class:`AvgPool2x2`: 2x2 average pooling with PyTorch's own bits forward and backward, 15-25x faster than
   PyTorch's kernel on contiguous CPU tensors.
 
@@ -60,6 +65,7 @@ from .cpp import build_or_warn
 __all__ = [
     "AvgPool2x2",
     "DirectConv3x3",
+    "PlaneBackward3x3",
     "Winograd3x3",
     "WinogradBackward3x3",
     "available",
@@ -111,6 +117,15 @@ def _build() -> bool:
     @torch.library.register_fake("zoo_conv::winograd3x3_weight_grad")
     def _(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return x.new_empty((g.shape[1], x.shape[1], 3, 3))
+
+    @torch.library.register_fake("zoo_conv::plane3x3")
+    def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, pad: int) -> torch.Tensor:
+        n, _, h, wd = x.shape
+        return x.new_empty((n, w.shape[0], h + 2 * pad - 2, wd + 2 * pad - 2))
+
+    @torch.library.register_fake("zoo_conv::plane3x3_weight_grad")
+    def _(x: torch.Tensor, g: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.new_empty((g.shape[1], 1, 3, 3)), x.new_empty((g.shape[1],))
 
     @torch.library.register_fake("zoo_conv::avg_pool2x2")
     def _(x: torch.Tensor) -> torch.Tensor:
@@ -282,17 +297,87 @@ class WinogradBackward3x3(nn.Module):
         return _ConvWinogradBackward.apply(x, w, self.conv.bias, self._v[1])
 
 
+def _plane_forward_exact(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int) -> bool:
+    """Whether ``plane3x3`` gives ``F.conv2d``'s own bits for this shape and thread count, checked once per key on
+    the first input of that shape: oneDNN's order for one input channel is an implementation detail of its kernel
+    (measured on its AVX2 one), and another CPU's kernel may sum in another order."""
+    key = (tuple(x.shape), tuple(w.shape), pad, torch.get_num_threads())
+    exact = _state.setdefault("plane_exact", {})
+    if key not in exact:
+        with torch.no_grad():
+            theirs = F.conv2d(x, w, b, padding=pad)
+            exact[key] = torch.equal(torch.ops.zoo_conv.plane3x3(x, w, b, pad), theirs)
+    return exact[key]
+
+
+class _ConvPlaneBackward(torch.autograd.Function):
+    """``F.conv2d(x, w, b, padding=pad)`` of one-channel images (by ``plane3x3`` where it gives the same bits, else
+    the same call), whose weights' and bias's gradients run by ``plane3x3_weight_grad``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int, exact: bool) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.pad = pad
+        return torch.ops.zoo_conv.plane3x3(x, w, b, pad) if exact else F.conv2d(x, w, b, padding=pad)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, w = ctx.saved_tensors
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.ops.aten.convolution_backward(
+                g, x, w, None, (1, 1), (ctx.pad, ctx.pad), (1, 1), False, (0, 0), 1, (True, False, False)
+            )[0]
+        gw, gb = torch.ops.zoo_conv.plane3x3_weight_grad(x, g, ctx.pad)
+        return gx, gw, gb, None, None
+
+
+class PlaneBackward3x3(nn.Module):
+    """A ``Conv2d(1, K, 3, padding=p)`` with a bias (a first layer on one-channel images) whose forward keeps the
+    convolution's bits (by ``plane3x3``, 2-3x faster than oneDNN's kernel for one channel, where it gives them on
+    this CPU; else the convolution itself) and whose weights' and bias's gradients run by ``plane3x3_weight_grad``,
+    within float32's rounding, on contiguous float32 CPU input. Not twice differentiable."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv, self.kernels, self.pad = conv, available(), conv.padding[0]
+
+    @staticmethod
+    def eligible(conv: nn.Module) -> bool:
+        return (
+            type(conv) is nn.Conv2d
+            and conv.in_channels == 1
+            and conv.kernel_size == (3, 3)
+            and conv.stride == (1, 1)
+            and conv.dilation == (1, 1)
+            and conv.groups == 1
+            and conv.padding_mode == "zeros"
+            and isinstance(conv.padding, tuple)
+            and conv.padding[0] == conv.padding[1]
+            and conv.bias is not None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.conv.weight, self.conv.bias
+        if not (self.kernels and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4):
+            return self.conv(x)
+        x = x.contiguous()
+        return _ConvPlaneBackward.apply(x, w, b, self.pad, _plane_forward_exact(x, w.detach(), b.detach(), self.pad))
+
+
 @contextlib.contextmanager
 def fast_backward(net: nn.Module):
-    """Within the block, ``net``'s 2x2 average poolings run by :class:`AvgPool2x2` (the same bits) and its
-    eligible 3x3 convolutions by :class:`WinogradBackward3x3` (the same forward; the input gradient rounded in
-    another order, within float32's rounding); restored after. For a pass that is differentiated once."""
+    """Within the block, ``net``'s 2x2 average poolings run by :class:`AvgPool2x2` (the same bits), its eligible 3x3
+    convolutions by :class:`WinogradBackward3x3` (the same forward; the gradients rounded in another order, within
+    float32's rounding) and a one-channel first layer by :class:`PlaneBackward3x3`; restored after. For a pass that is differentiated once."""
     swapped = []
     if available():
         for name, m in list(net.named_modules()):
             new = AvgPool2x2() if AvgPool2x2.eligible(m) else None
             if new is None and WinogradBackward3x3.eligible(m):
                 new = WinogradBackward3x3(m)
+            if new is None and PlaneBackward3x3.eligible(m):
+                new = PlaneBackward3x3(m)
             if new is not None:
                 parent_name, _, child = name.rpartition(".")
                 parent = net.get_submodule(parent_name)

@@ -18,6 +18,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -250,6 +252,134 @@ at::Tensor direct3x3(const at::Tensor& x_, const at::Tensor& w_, const at::Tenso
   return y;
 }
 
+// The zero-padded planes of x (N, 1, H, W) contiguous, each (H + 2 pad) rows of (W + 2 pad + 8) floats: the extra
+// zeros let a row's last vector load run past the image.
+std::vector<float> padded_planes(const float* xp, int64_t N, int64_t H, int64_t W, int64_t pad, int64_t& rows,
+                                 int64_t& ld) {
+  rows = H + 2 * pad;
+  ld = W + 2 * pad + 8;
+  std::vector<float> out(static_cast<size_t>(N * rows * ld), 0.0f);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t y = 0; y < H; ++y) std::copy_n(xp + (n * H + y) * W, W, out.data() + (n * rows + y + pad) * ld + pad);
+  return out;
+}
+
+// A 3x3 convolution (stride 1, zero padding pad) of one-channel images, plane by plane: x (N, 1, H, W) and y
+// (N, K, Ho, Wo) contiguous; w (K, 1, 3, 3); bias (K,). Each output in oneDNN's order for one input channel (measured
+// on its AVX2 kernel): from zero, the 9 products fused-multiply-added in the order (i, j), then the bias added, so
+// on a CPU where oneDNN keeps that order the bits are its own (zoo/layers/winograd.py checks before it relies on it).
+at::Tensor plane3x3(const at::Tensor& x_, const at::Tensor& w_, const at::Tensor& bias_, int64_t pad) {
+  TORCH_CHECK(x_.dim() == 4 && x_.size(1) == 1 && x_.scalar_type() == at::kFloat && w_.scalar_type() == at::kFloat &&
+                  bias_.scalar_type() == at::kFloat && w_.dim() == 4 && w_.size(1) == 1 && w_.size(2) == 3 &&
+                  w_.size(3) == 3 && bias_.numel() == w_.size(0) && pad >= 0,
+              "zoo_conv::plane3x3 takes float32 (N, 1, H, W) images, (K, 1, 3, 3) weights, a (K,) bias and a "
+              "padding");
+  const at::Tensor x = x_.contiguous(), w = w_.contiguous(), bias = bias_.contiguous();
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3), K = w.size(0), Ho = H + 2 * pad - 2,
+                Wo = W + 2 * pad - 2;
+  TORCH_CHECK(Ho > 0 && Wo > 0, "zoo_conv::plane3x3: the image is smaller than the kernel");
+  int64_t rows, ld;
+  const std::vector<float> planes = padded_planes(x.data_ptr<float>(), N, H, W, pad, rows, ld);
+  auto y = at::empty({N, K, Ho, Wo}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  const float* wp = w.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N * K, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t n = plane / K, k = plane % K;
+      const float* src = planes.data() + n * rows * ld;
+      const float* wk = wp + k * 9;
+      __m256 wv[9];
+      for (int t = 0; t < 9; ++t) wv[t] = _mm256_set1_ps(wk[t]);
+      const __m256 b = _mm256_set1_ps(bp[k]);
+      float* out = yp + plane * Ho * Wo;
+      for (int64_t oy = 0; oy < Ho; ++oy) {
+        const float* r = src + oy * ld;
+        int64_t ox = 0;
+        for (; ox + 32 <= Wo; ox += 32) {  // four vectors at once: four chains of multiply-adds in flight
+          __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+          for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j)
+              for (int v = 0; v < 4; ++v)
+                acc[v] = _mm256_fmadd_ps(_mm256_loadu_ps(r + i * ld + ox + 8 * v + j), wv[i * 3 + j], acc[v]);
+          for (int v = 0; v < 4; ++v) _mm256_storeu_ps(out + oy * Wo + ox + 8 * v, _mm256_add_ps(acc[v], b));
+        }
+        for (; ox + 8 <= Wo; ox += 8) {
+          __m256 acc = _mm256_setzero_ps();
+          for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) acc = _mm256_fmadd_ps(_mm256_loadu_ps(r + i * ld + ox + j), wv[i * 3 + j], acc);
+          _mm256_storeu_ps(out + oy * Wo + ox, _mm256_add_ps(acc, b));
+        }
+        for (; ox < Wo; ++ox) {
+          float acc = 0.0f;
+          for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) acc = std::fma(r[i * ld + ox + j], wk[i * 3 + j], acc);
+          out[oy * Wo + ox] = acc + bp[k];
+        }
+      }
+    }
+  });
+  return y;
+}
+
+// The gradients of plane3x3's weights and bias from its output's gradient g (N, K, Ho, Wo): dw[k][i][j] = the sum of
+// g[n, k] times the padded image n shifted by (i, j), db[k] = the sum of g[n, k]. Per image the sums run in float32
+// (8 lanes over the rows, then the lanes), then the images add up in float64; one thread per output channel, so the
+// result does not depend on the number of threads.
+std::tuple<at::Tensor, at::Tensor> plane3x3_weight_grad(const at::Tensor& x_, const at::Tensor& g_, int64_t pad) {
+  TORCH_CHECK(x_.dim() == 4 && g_.dim() == 4 && x_.size(1) == 1 && x_.scalar_type() == at::kFloat &&
+                  g_.scalar_type() == at::kFloat && x_.size(0) == g_.size(0) && pad >= 0 &&
+                  g_.size(2) == x_.size(2) + 2 * pad - 2 && g_.size(3) == x_.size(3) + 2 * pad - 2,
+              "zoo_conv::plane3x3_weight_grad takes float32 (N, 1, H, W) images, the (N, K, H + 2 pad - 2, "
+              "W + 2 pad - 2) gradient of their output and the padding");
+  const at::Tensor x = x_.contiguous(), g = g_.contiguous();
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3), K = g.size(1), Ho = g.size(2), Wo = g.size(3);
+  int64_t rows, ld;
+  const std::vector<float> planes = padded_planes(x.data_ptr<float>(), N, H, W, pad, rows, ld);
+  auto dw = at::empty({K, 1, 3, 3}, x.options());
+  auto db = at::empty({K}, x.options());
+  const float* gp = g.data_ptr<float>();
+  float* dwp = dw.data_ptr<float>();
+  float* dbp = db.data_ptr<float>();
+  const int64_t whole = Wo / 8 * 8;
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(Wo - whole)), lanes);
+  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      double sw[9] = {0}, sb = 0.0;
+      for (int64_t n = 0; n < N; ++n) {
+        const float* src = planes.data() + n * rows * ld;
+        const float* gk = gp + (n * K + k) * Ho * Wo;
+        __m256 acc[10];
+        for (int t = 0; t < 10; ++t) acc[t] = _mm256_setzero_ps();
+        for (int64_t oy = 0; oy < Ho; ++oy) {
+          const float* r = src + oy * ld;
+          for (int64_t ox = 0; ox < Wo; ox += 8) {
+            // the last vector of a row takes only the row's columns (the padded plane has room to read past them)
+            const __m256 gv = ox < whole ? _mm256_loadu_ps(gk + oy * Wo + ox) : _mm256_maskload_ps(gk + oy * Wo + ox, tail);
+            for (int i = 0; i < 3; ++i)
+              for (int j = 0; j < 3; ++j)
+                acc[i * 3 + j] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(r + i * ld + ox + j), acc[i * 3 + j]);
+            acc[9] = _mm256_add_ps(acc[9], gv);
+          }
+        }
+        for (int t = 0; t < 10; ++t) {
+          alignas(32) float v[8];
+          _mm256_store_ps(v, acc[t]);
+          const float s = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+          if (t < 9)
+            sw[t] += s;
+          else
+            sb += s;
+        }
+      }
+      for (int t = 0; t < 9; ++t) dwp[k * 9 + t] = static_cast<float>(sw[t]);
+      dbp[k] = static_cast<float>(sb);
+    }
+  });
+  return {dw, db};
+}
+
 // 2x2 average pooling, stride 2, no padding, of (N, C, H, W) contiguous float32 (a plane after a plane), in
 // PyTorch's own order (its CPU kernel sums a window row by row from zero, then divides by 4), so the bits equal
 // F.avg_pool2d's; an odd last row or column is dropped as there.
@@ -419,6 +549,8 @@ TORCH_LIBRARY(zoo_conv, m) {
   m.def("winograd3x3(Tensor x, Tensor u, Tensor bias) -> Tensor");
   m.def("direct3x3(Tensor x, Tensor w, Tensor bias, int pad) -> Tensor");
   m.def("winograd3x3_weight_grad(Tensor x, Tensor g) -> Tensor");
+  m.def("plane3x3(Tensor x, Tensor w, Tensor bias, int pad) -> Tensor");
+  m.def("plane3x3_weight_grad(Tensor x, Tensor g, int pad) -> (Tensor, Tensor)");
   m.def("avg_pool2x2(Tensor x) -> Tensor");
   m.def("avg_pool2x2_backward(Tensor g, int h, int w) -> Tensor");
 }
@@ -427,6 +559,8 @@ TORCH_LIBRARY_IMPL(zoo_conv, CPU, m) {
   m.impl("winograd3x3", conv3x3);
   m.impl("direct3x3", direct3x3);
   m.impl("winograd3x3_weight_grad", weight_grad3x3);
+  m.impl("plane3x3", plane3x3);
+  m.impl("plane3x3_weight_grad", plane3x3_weight_grad);
   m.impl("avg_pool2x2", avg_pool2x2);
   m.impl("avg_pool2x2_backward", avg_pool2x2_backward);
 }
