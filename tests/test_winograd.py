@@ -354,3 +354,14 @@ def test_dc_runs_its_real_side_through_the_fast_backward_and_restores_the_networ
 def test_zoo_conv_0_skips_the_build(monkeypatch):
     monkeypatch.setenv("ZOO_CONV", "0")
     assert winograd._build() is False
+
+
+@pytest.mark.parametrize("shape", [(16, 128, 16, 16), (3, 8, 4, 2), (2, 12, 5, 5)])
+def test_relayout_copies_between_the_two_memory_formats(shape):
+    x = torch.randn(shape)
+    cl = torch.ops.zoo_conv.relayout(x, True)
+    assert cl.is_contiguous(memory_format=torch.channels_last) and same_bits(cl, x)
+    back = torch.ops.zoo_conv.relayout(cl, False)
+    assert back.is_contiguous() and same_bits(back, x)
+    again = torch.ops.zoo_conv.relayout(back, False)  # already in the layout: a copy, never the input itself
+    assert again.data_ptr() != back.data_ptr() and same_bits(again, x)

@@ -127,6 +127,11 @@ def _build() -> bool:
     def _(x: torch.Tensor, g: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
         return x.new_empty((g.shape[1], 1, 3, 3)), x.new_empty((g.shape[1],))
 
+    @torch.library.register_fake("zoo_conv::relayout")
+    def _(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return torch.empty_like(x, memory_format=fmt)
+
     @torch.library.register_fake("zoo_conv::avg_pool2x2")
     def _(x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -249,6 +254,11 @@ class AvgPool2x2(nn.Module):
         return F.avg_pool2d(x, 2, 2)
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last memory, by the kernels' blocked copy where it is not already."""
+    return x if x.is_contiguous(memory_format=torch.channels_last) else torch.ops.zoo_conv.relayout(x, True)
+
+
 class _ConvWinogradBackward(torch.autograd.Function):
     """``F.conv2d(x, w, b, padding=1)`` (the same call, the same bits), whose gradients run by F(2x2, 3x3): the
     input's as the convolution of the output's gradient with the flipped, transposed weights ``v``; the weights' as
@@ -263,11 +273,12 @@ class _ConvWinogradBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         x, w, v = ctx.saved_tensors
-        g_cl = g.contiguous(memory_format=torch.channels_last)
+        g_cl = _channels_last(g)
         gx = None
         if ctx.needs_input_grad[0]:
             gx = torch.ops.zoo_conv.winograd3x3(g_cl, v, g.new_zeros(x.shape[1]))
-            gx = gx.contiguous(memory_format=torch.contiguous_format if x.is_contiguous() else torch.channels_last)
+            if x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last):
+                gx = torch.ops.zoo_conv.relayout(gx, False)
         gw = torch.ops.zoo_conv.winograd3x3_weight_grad(x, g_cl) if ctx.needs_input_grad[1] else None
         gb = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
         return gx, gw, gb, None

@@ -252,6 +252,58 @@ at::Tensor direct3x3(const at::Tensor& x_, const at::Tensor& w_, const at::Tenso
   return y;
 }
 
+// dst (8 rows ldd apart) = the transpose of src's 8 x 8 block (8 rows lds apart)
+inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+// x (N, C, H, W) float32 in the other memory format: channels-last when to_channels_last, else contiguous; a copy
+// by 8 x 8 blocks of each image's (C, H W) matrix (PyTorch's copy between the two layouts is several times slower),
+// or PyTorch's where C or H W is not a multiple of 8. The values are copied, never rounded.
+at::Tensor relayout(const at::Tensor& x, bool to_channels_last) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "zoo_conv::relayout takes float32 (N, C, H, W)");
+  const auto target = to_channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto source = to_channels_last ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast;
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  if (x.is_contiguous(target)) return x;
+  if (C % 8 || HW % 8 || !x.is_contiguous(source)) return x.contiguous(target);
+  auto y = at::empty(x.sizes(), x.options().memory_format(target));
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  // per image, channels-last to contiguous transposes (HW, C) into (C, HW); the other way (C, HW) into (HW, C)
+  const int64_t rows = to_channels_last ? C : HW, cols = to_channels_last ? HW : C;
+  at::parallel_for(0, N * (rows / 8), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t n = b / (rows / 8), r0 = b % (rows / 8) * 8;
+      const float* src = xp + n * C * HW + r0 * cols;
+      float* dst = yp + n * C * HW + r0;
+      for (int64_t c0 = 0; c0 < cols; c0 += 8) transpose8x8(src + c0, cols, dst + c0 * rows, rows);
+    }
+  });
+  return y;
+}
+
+// The operator: always a new tensor (a copy where x already has the layout).
+at::Tensor relayout_op(const at::Tensor& x, bool to_channels_last) {
+  const at::Tensor y = relayout(x, to_channels_last);
+  return y.is_same(x) ? x.clone() : y;
+}
+
 // The zero-padded planes of x (N, 1, H, W) contiguous, each (H + 2 pad) rows of (W + 2 pad + 8) floats: the extra
 // zeros let a row's last vector load run past the image.
 std::vector<float> padded_planes(const float* xp, int64_t N, int64_t H, int64_t W, int64_t pad, int64_t& rows,
@@ -467,8 +519,7 @@ at::Tensor weight_grad3x3(const at::Tensor& x_, const at::Tensor& g_) {
                   x_.size(1) % kCols == 0 && g_.size(1) % 8 == 0,
               "zoo_conv::winograd3x3_weight_grad takes float32 (N, C, H, W) images (C a multiple of 16) and the "
               "(N, K, H, W) gradient of their output (K a multiple of 8)");
-  const at::Tensor x = x_.contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor g = g_.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = relayout(x_, true), g = relayout(g_, true);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = g.size(1);
   const int64_t Kp = (K + kRows - 1) / kRows * kRows;  // rows padded to the micro-kernel's
   const int64_t th = (H + 1) / 2, tw = (W + 1) / 2, tiles = N * th * tw;
@@ -551,6 +602,7 @@ TORCH_LIBRARY(zoo_conv, m) {
   m.def("winograd3x3_weight_grad(Tensor x, Tensor g) -> Tensor");
   m.def("plane3x3(Tensor x, Tensor w, Tensor bias, int pad) -> Tensor");
   m.def("plane3x3_weight_grad(Tensor x, Tensor g, int pad) -> (Tensor, Tensor)");
+  m.def("relayout(Tensor x, bool channels_last) -> Tensor");
   m.def("avg_pool2x2(Tensor x) -> Tensor");
   m.def("avg_pool2x2_backward(Tensor g, int h, int w) -> Tensor");
 }
@@ -561,6 +613,7 @@ TORCH_LIBRARY_IMPL(zoo_conv, CPU, m) {
   m.impl("winograd3x3_weight_grad", weight_grad3x3);
   m.impl("plane3x3", plane3x3);
   m.impl("plane3x3_weight_grad", plane3x3_weight_grad);
+  m.impl("relayout", relayout_op);
   m.impl("avg_pool2x2", avg_pool2x2);
   m.impl("avg_pool2x2_backward", avg_pool2x2_backward);
 }
