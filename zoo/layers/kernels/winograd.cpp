@@ -25,6 +25,7 @@
 namespace {
 
 constexpr int64_t kTiles = 48;  // tiles per block: a multiple of the micro-kernel's 6 rows
+constexpr int64_t kTilesW = 96;  // tiles per block of the weights' gradient (measured 1.1-1.25x faster than 48)
 constexpr int64_t kRows = 6;    // rows (tiles) of the micro-kernel
 constexpr int64_t kCols = 16;   // output channels of the micro-kernel: two vectors
 
@@ -74,11 +75,11 @@ inline void micro_kernel(const float* a, int64_t lda, const float* b, int64_t C,
 // The input transform of the tiles t0 .. t0 + count - 1 of x (N, H, W, C) channels-last: V[p][t][c] = (B^T d B)[p]
 // for tile t0 + t (th x tw tiles an image); rows count .. kTiles - 1 are zeros.
 void input_tiles(const float* xp, int64_t H, int64_t W, int64_t C, int64_t th, int64_t tw, int64_t t0, int64_t count,
-                 float* V) {
+                 float* V, int64_t nb = kTiles) {
   const __m256 zero = _mm256_setzero_ps();
-  for (int64_t t = 0; t < kTiles; ++t) {
+  for (int64_t t = 0; t < nb; ++t) {
     if (t >= count) {  // rows past the last tile: zeros, computed and dropped
-      for (int64_t p = 0; p < 16; ++p) std::fill_n(V + (p * kTiles + t) * C, C, 0.0f);
+      for (int64_t p = 0; p < 16; ++p) std::fill_n(V + (p * nb + t) * C, C, 0.0f);
       continue;
     }
     const int64_t tile = t0 + t, n = tile / (th * tw), ty = tile % (th * tw) / tw, tx = tile % tw;
@@ -101,11 +102,11 @@ void input_tiles(const float* xp, int64_t H, int64_t W, int64_t C, int64_t th, i
         s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
       }
       for (int i = 0; i < 4; ++i) {  // (B^T d) B
-        float* out = V + ((i * 4) * kTiles + t) * C + c;
+        float* out = V + ((i * 4) * nb + t) * C + c;
         _mm256_storeu_ps(out, _mm256_sub_ps(s[i][0], s[i][2]));
-        _mm256_storeu_ps(out + kTiles * C, _mm256_add_ps(s[i][1], s[i][2]));
-        _mm256_storeu_ps(out + 2 * kTiles * C, _mm256_sub_ps(s[i][2], s[i][1]));
-        _mm256_storeu_ps(out + 3 * kTiles * C, _mm256_sub_ps(s[i][1], s[i][3]));
+        _mm256_storeu_ps(out + nb * C, _mm256_add_ps(s[i][1], s[i][2]));
+        _mm256_storeu_ps(out + 2 * nb * C, _mm256_sub_ps(s[i][2], s[i][1]));
+        _mm256_storeu_ps(out + 3 * nb * C, _mm256_sub_ps(s[i][1], s[i][3]));
       }
     }
   }
@@ -523,20 +524,20 @@ at::Tensor weight_grad3x3(const at::Tensor& x_, const at::Tensor& g_) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = g.size(1);
   const int64_t Kp = (K + kRows - 1) / kRows * kRows;  // rows padded to the micro-kernel's
   const int64_t th = (H + 1) / 2, tw = (W + 1) / 2, tiles = N * th * tw;
-  const int64_t blocks = (tiles + kTiles - 1) / kTiles;
+  const int64_t blocks = (tiles + kTilesW - 1) / kTilesW;
   const int threads = at::get_num_threads();
   std::vector<float> partial(static_cast<size_t>(threads) * 16 * Kp * C, 0.0f);
   const float* xp = x.data_ptr<float>();
   const float* gp = g.data_ptr<float>();
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     float* dU = partial.data() + static_cast<size_t>(at::get_thread_num()) * 16 * Kp * C;
-    std::vector<float> v_buf(16 * kTiles * C), d_buf(16 * kTiles * Kp, 0.0f);
+    std::vector<float> v_buf(16 * kTilesW * C), d_buf(16 * kTilesW * Kp, 0.0f);
     float* V = v_buf.data();
     float* D = d_buf.data();  // D[p][t][k] = (A g A^T)[p][k] for tile t; columns K .. Kp - 1 stay zero
     const __m256 zero = _mm256_setzero_ps();
     for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t t0 = blk * kTiles, count = std::min(kTiles, tiles - t0);
-      input_tiles(xp, H, W, C, th, tw, t0, count, V);
+      const int64_t t0 = blk * kTilesW, count = std::min(kTilesW, tiles - t0);
+      input_tiles(xp, H, W, C, th, tw, t0, count, V, kTilesW);
       for (int64_t t = 0; t < count; ++t) {
         const int64_t tile = t0 + t, n = tile / (th * tw), ty = tile % (th * tw) / tw, tx = tile % tw;
         const int64_t yy = 2 * ty, xx = 2 * tx;
@@ -554,17 +555,17 @@ at::Tensor weight_grad3x3(const at::Tensor& x_, const at::Tensor& g_) {
           for (int i = 0; i < 4; ++i) {
             const __m256 e[4] = {r[i][0], _mm256_add_ps(r[i][0], r[i][1]), _mm256_sub_ps(r[i][0], r[i][1]),
                                  _mm256_sub_ps(zero, r[i][1])};
-            for (int j = 0; j < 4; ++j) _mm256_storeu_ps(D + ((i * 4 + j) * kTiles + t) * Kp + k, e[j]);
+            for (int j = 0; j < 4; ++j) _mm256_storeu_ps(D + ((i * 4 + j) * kTilesW + t) * Kp + k, e[j]);
           }
         }
       }
-      for (int64_t t = count; t < kTiles; ++t)
-        for (int64_t p = 0; p < 16; ++p) std::fill_n(D + (p * kTiles + t) * Kp, K, 0.0f);
-      // dU[p] (Kp x C) += D[p]^T (Kp x kTiles) @ V[p] (kTiles x C)
+      for (int64_t t = count; t < kTilesW; ++t)
+        for (int64_t p = 0; p < 16; ++p) std::fill_n(D + (p * kTilesW + t) * Kp, K, 0.0f);
+      // dU[p] (Kp x C) += D[p]^T (Kp x kTilesW) @ V[p] (kTilesW x C)
       for (int64_t p = 0; p < 16; ++p)
         for (int64_t c0 = 0; c0 < C; c0 += kCols)
           for (int64_t k0 = 0; k0 < Kp; k0 += kRows)
-            micro_kernel_acc(D + p * kTiles * Kp + k0, 1, Kp, V + p * kTiles * C + c0, C, kTiles,
+            micro_kernel_acc(D + p * kTilesW * Kp + k0, 1, Kp, V + p * kTilesW * C + c0, C, kTilesW,
                              dU + (p * Kp + k0) * C + c0, C);
     }
   });
