@@ -328,6 +328,53 @@ def test_the_one_channel_plane_gradients_are_within_their_rounding_bound(n, k, h
     assert same_bits(gx, ref_gx)
 
 
+@pytest.mark.parametrize("shape", [(16, 128, 32, 32), (4, 16, 8, 8), (3, 5, 6, 16)])
+def test_the_fused_norm_relu_pool_keeps_the_forward_and_bounds_the_gradients(shape):
+    """Forward: PyTorch's bits. Backward against float64: the input's gradient within the bound of PyTorch's own
+    formula in float32 (its sums ds, db over HW terms in 8 lanes, then the three-term update: gamma_{HW/8 + 6} of
+    the magnitudes, |c1 dy| + |c2 x| + |c3| with each coefficient's own magnitudes), gamma's and beta's within
+    gamma_{HW/8 + 3} of the sums of their terms' magnitudes; the same bits at one and two threads."""
+    n, c, h, w = shape
+    g = torch.Generator().manual_seed(c)
+    norm, act, pool = nn.GroupNorm(c, c), nn.ReLU(inplace=True), nn.AvgPool2d(2, 2)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(c, generator=g)), norm.bias.copy_(torch.randn(c, generator=g))
+    assert winograd.NormReLUPool2x2.eligible(norm, act, pool)
+    mod = winograd.NormReLUPool2x2(norm, act, pool)
+    x = torch.randn(shape, generator=g)
+    gp = torch.randn(n, c, h // 2, w // 2, generator=g)
+    grads = {}
+    for threads in (1, 2):
+        with _threads(threads):
+            xr = x.clone().requires_grad_(True)
+            out = mod(xr)
+            grads[threads] = torch.autograd.grad(out, (xr, norm.weight, norm.bias), gp)
+    assert same_bits(out, pool(act(norm(x.clone()))))
+    assert all(same_bits(a, b) for a, b in zip(grads[1], grads[2]))
+    dx, dgamma, dbeta = grads[1]
+    # float64 truth and the magnitudes of each term
+    x64, gp64, gm = x.double(), gp.double(), norm.weight.detach().double().view(1, c, 1, 1)
+    mean = x64.mean((2, 3), keepdim=True)
+    rstd = 1 / (x64.var((2, 3), unbiased=False, keepdim=True) + norm.eps).sqrt()
+    xhat = (x64 - mean) * rstd
+    y = xhat * gm + norm.bias.detach().double().view(1, c, 1, 1)
+    dy = torch.where(y > 0, gp64.repeat_interleave(2, 2).repeat_interleave(2, 3) / 4, torch.zeros_like(y))
+    hw = h * w
+    ds, db = (dy * x64).sum((2, 3), keepdim=True), dy.sum((2, 3), keepdim=True)
+    c2 = (db * mean - ds) * gm * rstd**3 / hw
+    c3 = -c2 * mean - db * gm * rstd / hw
+    truth = rstd * gm * dy + c2 * x64 + c3
+    mds, mdb = (dy * x64).abs().sum((2, 3), keepdim=True), dy.abs().sum((2, 3), keepdim=True)
+    m2 = (mdb * mean.abs() + mds) * gm.abs() * rstd**3 / hw
+    m3 = m2 * mean.abs() + mdb * gm.abs() * rstd / hw
+    bound = gamma(hw // 8 + 8) * (rstd * gm.abs() * dy.abs() + m2 * x64.abs() + m3)
+    assert ((dx.double() - truth).abs() <= bound).all()
+    tg, tb = ((ds - db * mean) * rstd).sum((0, 2, 3)), db.sum((0, 2, 3))
+    mg = ((mds + mdb * mean.abs()) * rstd).sum((0, 2, 3))
+    assert ((dgamma.double() - tg).abs() <= gamma(hw // 8 + 6) * mg).all()
+    assert ((dbeta.double() - tb).abs() <= gamma(hw // 8 + 3) * mdb.sum((0, 2, 3))).all()
+
+
 def test_dc_runs_its_real_side_through_the_fast_backward_and_restores_the_network():
     from zoo.condense.core import METHODS
     from zoo.condense.real import RealData
@@ -340,15 +387,15 @@ def test_dc_runs_its_real_side_through_the_fast_backward_and_restores_the_networ
     original = method._real_loss
 
     def spy(net, x, y):
-        seen.append([type(m).__name__ for m in (net.stages[0].conv, net.stages[1].conv, net.stages[1].pool)])
+        seen.append([type(m).__name__ for m in (net.stages[0].conv, net.stages[1].conv, net.stages[1].norm)])
         return original(net, x, y)
 
     method._real_loss = spy
     net = method.network()
     method._real_grad(net, list(net.parameters()), real.images[:8], 0, None)
-    assert seen == [["PlaneBackward3x3", "WinogradBackward3x3", "AvgPool2x2"]]
+    assert seen == [["PlaneBackward3x3", "WinogradBackward3x3", "NormReLUPool2x2"]]
     assert [type(s.conv) for s in net.stages] == [nn.Conv2d] * 3
-    assert all(type(s.pool) is nn.AvgPool2d for s in net.stages)
+    assert all(type(s.pool) is nn.AvgPool2d and type(s.norm) is nn.GroupNorm for s in net.stages)
 
 
 def test_zoo_conv_0_skips_the_build(monkeypatch):

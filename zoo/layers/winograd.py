@@ -65,6 +65,7 @@ from .cpp import build_or_warn
 __all__ = [
     "AvgPool2x2",
     "DirectConv3x3",
+    "NormReLUPool2x2",
     "PlaneBackward3x3",
     "Winograd3x3",
     "WinogradBackward3x3",
@@ -131,6 +132,10 @@ def _build() -> bool:
     def _(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         return torch.empty_like(x, memory_format=fmt)
+
+    @torch.library.register_fake("zoo_conv::norm_relu_pool_backward")
+    def _(gp, x, y, mean, rstd, gamma) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return torch.empty_like(x), gamma.new_empty(gamma.shape), gamma.new_empty(gamma.shape)
 
     @torch.library.register_fake("zoo_conv::avg_pool2x2")
     def _(x: torch.Tensor) -> torch.Tensor:
@@ -252,6 +257,53 @@ class AvgPool2x2(nn.Module):
         if self.kernels and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.is_contiguous():
             return _AvgPool2x2.apply(x)
         return F.avg_pool2d(x, 2, 2)
+
+
+class _NormReLUPool(torch.autograd.Function):
+    """``avg_pool2d(relu(group_norm(x, C, gamma, beta, eps)), 2)`` with PyTorch's own operators forward (the same
+    bits), whose backward is one pass per plane (``norm_relu_pool_backward``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
+        n, c, h, w = x.shape
+        out, mean, rstd = torch.ops.aten.native_group_norm(x, gamma, beta, n, c, h * w, c, eps)
+        y = out.relu_()
+        ctx.save_for_backward(x, y, mean, rstd, gamma)
+        return torch.ops.zoo_conv.avg_pool2x2(y)
+
+    @staticmethod
+    def backward(ctx, gp: torch.Tensor):
+        x, y, mean, rstd, gamma = ctx.saved_tensors
+        dx, dgamma, dbeta = torch.ops.zoo_conv.norm_relu_pool_backward(gp, x, y, mean, rstd, gamma)
+        return dx, dgamma, dbeta, None
+
+
+class NormReLUPool2x2(nn.Module):
+    """An instance norm (``GroupNorm(C, C)`` with weights), ReLU and 2x2 average pooling as one module: forward by
+    PyTorch's own operators (the same bits), backward in one pass per (image, channel) plane
+    (``norm_relu_pool_backward``: the three gradients without the two full-size tensors between them, within
+    float32's rounding of PyTorch's). On contiguous float32 CPU input with an even height and a width a multiple of
+    8; otherwise the three modules it was made from. Not twice differentiable."""
+
+    def __init__(self, norm: nn.GroupNorm, act: nn.Module, pool: nn.Module):
+        super().__init__()
+        self.norm, self.act, self.pool, self.kernels = norm, act, pool, available()
+
+    @staticmethod
+    def eligible(norm: nn.Module, act: nn.Module, pool: nn.Module) -> bool:
+        return (
+            type(norm) is nn.GroupNorm
+            and norm.num_groups == norm.num_channels
+            and norm.affine
+            and type(act) is nn.ReLU
+            and AvgPool2x2.eligible(pool)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fits = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.is_contiguous()
+        if not (self.kernels and fits and x.shape[2] % 2 == 0 and x.shape[3] % 8 == 0):
+            return self.pool(self.act(self.norm(x)))
+        return _NormReLUPool.apply(x, self.norm.weight, self.norm.bias, self.norm.eps)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -380,10 +432,26 @@ class PlaneBackward3x3(nn.Module):
 def fast_backward(net: nn.Module):
     """Within the block, ``net``'s 2x2 average poolings run by :class:`AvgPool2x2` (the same bits), its eligible 3x3
     convolutions by :class:`WinogradBackward3x3` (the same forward; the gradients rounded in another order, within
-    float32's rounding) and a one-channel first layer by :class:`PlaneBackward3x3`; restored after. For a pass that is differentiated once."""
+    float32's rounding), a one-channel first layer by :class:`PlaneBackward3x3`, and a block that declares
+    ``fused_tail = ("norm", "act", "pool")`` (its forward ends ``pool(act(norm(.)))``) its three by
+    :class:`NormReLUPool2x2`; restored after. For a pass that is differentiated once."""
     swapped = []
+
+    def swap(parent: nn.Module, child: str, new: nn.Module) -> None:
+        swapped.append((parent, child, getattr(parent, child)))
+        setattr(parent, child, new)
+
     if available():
+        fused = set()
+        for m in list(net.modules()):
+            names = getattr(type(m), "fused_tail", None)
+            if names == ("norm", "act", "pool") and NormReLUPool2x2.eligible(m.norm, m.act, m.pool):
+                fused.add(id(m.pool))
+                new = NormReLUPool2x2(m.norm, m.act, m.pool)
+                swap(m, "norm", new), swap(m, "act", nn.Identity()), swap(m, "pool", nn.Identity())
         for name, m in list(net.named_modules()):
+            if id(m) in fused or isinstance(m, NormReLUPool2x2):
+                continue
             new = AvgPool2x2() if AvgPool2x2.eligible(m) else None
             if new is None and WinogradBackward3x3.eligible(m):
                 new = WinogradBackward3x3(m)
@@ -391,13 +459,11 @@ def fast_backward(net: nn.Module):
                 new = PlaneBackward3x3(m)
             if new is not None:
                 parent_name, _, child = name.rpartition(".")
-                parent = net.get_submodule(parent_name)
-                swapped.append((parent, child, m))
-                setattr(parent, child, new)
+                swap(net.get_submodule(parent_name), child, new)
     try:
         yield net
     finally:
-        for parent, child, m in swapped:
+        for parent, child, m in reversed(swapped):
             setattr(parent, child, m)
 
 

@@ -12,6 +12,7 @@
 // result does not depend on the number of threads.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -303,6 +304,85 @@ at::Tensor relayout(const at::Tensor& x, bool to_channels_last) {
 at::Tensor relayout_op(const at::Tensor& x, bool to_channels_last) {
   const at::Tensor y = relayout(x, to_channels_last);
   return y.is_same(x) ? x.clone() : y;
+}
+
+// The backward of y = relu(group_norm(x)) (one group per channel: an instance norm with weights gamma) followed by
+// 2x2 average pooling, in one pass per (image, channel) plane: from the pooled output's gradient gp (N, C, H/2, W/2),
+// the ReLU's output y and the norm's input x (N, C, H, W), its per-plane mean and 1/std (N, C) and gamma (C,), gives
+// the input's gradient dx (N, C, H, W) and gamma's and beta's (C,). Each input of a window gets gp / 4 where y > 0
+// (PyTorch's pooling and ReLU gradients, the same values); then, as PyTorch's GroupNorm backward, with the plane's
+// sums ds = sum dy x and db = sum dy (float32 lanes, then float64), dx = rstd gamma dy + c2 x + c3 where
+// c2 = (db mean - ds) gamma rstd^3 / HW and c3 = -c2 mean - db gamma rstd / HW (float64, rounded to float32 once);
+// d gamma = sum over images of (ds - db mean) rstd, d beta = sum of db (float64). One thread per channel, so the
+// result does not depend on the number of threads. W must be a multiple of 8, H even.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_relu_pool_backward(const at::Tensor& gp_, const at::Tensor& x_,
+                                                                       const at::Tensor& y_, const at::Tensor& mean_,
+                                                                       const at::Tensor& rstd_,
+                                                                       const at::Tensor& gamma_) {
+  TORCH_CHECK(x_.dim() == 4 && x_.sizes() == y_.sizes() && x_.scalar_type() == at::kFloat &&
+                  y_.scalar_type() == at::kFloat && gp_.scalar_type() == at::kFloat && x_.size(3) % 8 == 0 &&
+                  x_.size(2) % 2 == 0 && gp_.dim() == 4 && gp_.size(0) == x_.size(0) && gp_.size(1) == x_.size(1) &&
+                  gp_.size(2) == x_.size(2) / 2 && gp_.size(3) == x_.size(3) / 2 &&
+                  mean_.numel() == x_.size(0) * x_.size(1) && rstd_.numel() == mean_.numel() &&
+                  gamma_.numel() == x_.size(1),
+              "zoo_conv::norm_relu_pool_backward takes float32 gp (N, C, H/2, W/2), x and y (N, C, H, W) with W a "
+              "multiple of 8 and H even, mean and rstd (N, C), gamma (C,)");
+  const at::Tensor gp = gp_.contiguous(), x = x_.contiguous(), y = y_.contiguous();
+  const at::Tensor mean = mean_.to(at::kFloat).contiguous(), rstd = rstd_.to(at::kFloat).contiguous();
+  const at::Tensor gamma = gamma_.to(at::kFloat).contiguous();
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), HW = H * W, Wp = W / 2;
+  auto dx = at::empty_like(x, x.options().memory_format(at::MemoryFormat::Contiguous));
+  auto dgamma = at::empty({C}, x.options()), dbeta = at::empty({C}, x.options());
+  const float *gpp = gp.data_ptr<float>(), *xp = x.data_ptr<float>(), *yp = y.data_ptr<float>();
+  const float *mp = mean.data_ptr<float>(), *rp = rstd.data_ptr<float>(), *gmp = gamma.data_ptr<float>();
+  float *dxp = dx.data_ptr<float>(), *dgp = dgamma.data_ptr<float>(), *dbp = dbeta.data_ptr<float>();
+  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m128 quarter = _mm_set1_ps(0.25f);
+    for (int64_t c = c0; c < c1; ++c) {
+      double dg = 0.0, dbt = 0.0;
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t plane = n * C + c;
+        const float* X = xp + plane * HW;
+        const float* Y = yp + plane * HW;
+        const float* G = gpp + plane * HW / 4;
+        float* D = dxp + plane * HW;
+        __m256 sds = zero, sdb = zero;
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t w0 = 0; w0 < W; w0 += 8) {
+            const __m128 g4 = _mm_mul_ps(_mm_loadu_ps(G + (h / 2) * Wp + w0 / 2), quarter);
+            const __m256 gv = _mm256_set_m128(_mm_unpackhi_ps(g4, g4), _mm_unpacklo_ps(g4, g4));
+            const __m256 mask = _mm256_cmp_ps(_mm256_loadu_ps(Y + h * W + w0), zero, _CMP_GT_OQ);
+            const __m256 dy = _mm256_and_ps(gv, mask);
+            _mm256_storeu_ps(D + h * W + w0, dy);
+            sds = _mm256_fmadd_ps(dy, _mm256_loadu_ps(X + h * W + w0), sds);
+            sdb = _mm256_add_ps(sdb, dy);
+          }
+        alignas(32) float a[8], b[8];
+        _mm256_store_ps(a, sds);
+        _mm256_store_ps(b, sdb);
+        double ds = 0.0, db = 0.0;
+        for (int i = 0; i < 8; ++i) {
+          ds += a[i];
+          db += b[i];
+        }
+        const double m = mp[plane], r = rp[plane], g = gmp[c];
+        const double k2 = (db * m - ds) * g * r * r * r / static_cast<double>(HW);
+        const double k3 = -k2 * m - db * g * r / static_cast<double>(HW);
+        const __m256 v1 = _mm256_set1_ps(static_cast<float>(r * g)), v2 = _mm256_set1_ps(static_cast<float>(k2)),
+                     v3 = _mm256_set1_ps(static_cast<float>(k3));
+        for (int64_t i = 0; i < HW; i += 8) {
+          const __m256 d = _mm256_loadu_ps(D + i);
+          _mm256_storeu_ps(D + i, _mm256_fmadd_ps(v1, d, _mm256_fmadd_ps(v2, _mm256_loadu_ps(X + i), v3)));
+        }
+        dg += (ds - db * m) * r;
+        dbt += db;
+      }
+      dgp[c] = static_cast<float>(dg);
+      dbp[c] = static_cast<float>(dbt);
+    }
+  });
+  return {dx, dgamma, dbeta};
 }
 
 // The zero-padded planes of x (N, 1, H, W) contiguous, each (H + 2 pad) rows of (W + 2 pad + 8) floats: the extra
@@ -604,6 +684,8 @@ TORCH_LIBRARY(zoo_conv, m) {
   m.def("plane3x3(Tensor x, Tensor w, Tensor bias, int pad) -> Tensor");
   m.def("plane3x3_weight_grad(Tensor x, Tensor g, int pad) -> (Tensor, Tensor)");
   m.def("relayout(Tensor x, bool channels_last) -> Tensor");
+  m.def("norm_relu_pool_backward(Tensor gp, Tensor x, Tensor y, Tensor mean, Tensor rstd, Tensor gamma) -> "
+        "(Tensor, Tensor, Tensor)");
   m.def("avg_pool2x2(Tensor x) -> Tensor");
   m.def("avg_pool2x2_backward(Tensor g, int h, int w) -> Tensor");
 }
@@ -615,6 +697,7 @@ TORCH_LIBRARY_IMPL(zoo_conv, CPU, m) {
   m.impl("plane3x3", plane3x3);
   m.impl("plane3x3_weight_grad", plane3x3_weight_grad);
   m.impl("relayout", relayout_op);
+  m.impl("norm_relu_pool_backward", norm_relu_pool_backward);
   m.impl("avg_pool2x2", avg_pool2x2);
   m.impl("avg_pool2x2_backward", avg_pool2x2_backward);
 }
