@@ -258,20 +258,28 @@ def render_speed(docs: list[dict]) -> str:
 
 
 def render_scripts(docs: list[dict]) -> str:
-    """Markdown of the authors' own scripts timed beside ``zoo condense`` (``results/condense/speed_scripts.json``):
-    one row per method, ipc and thread count, every file's provenance under the table."""
-    out = [
-        "| method | ipc | threads | authors' command | authors s/it (wall / CPU) | zoo s/it (wall / CPU) | zoo "
-        "speed-up (wall / CPU) |",
-        "|---|---:|---:|---|---:|---:|---:|",
-    ]
+    """Markdown of the authors' own scripts timed beside ``zoo condense`` (``results/condense/speed_scripts*.json``,
+    oldest first): one row per method, ipc and thread count from the latest file that has it, with its run, and
+    those files' provenance under the table."""
+    latest: dict[tuple, tuple[dict, dict]] = {}
     for d in docs:
         for r in d["scripts"]:
-            out.append(f"| {r['method'].upper()} | {r['ipc']} | {r['threads']} | `{r['authors_command']}` | "
-                       f"{r['authors_wall']:.2f} / {r['authors_cpu']:.2f} | {r['zoo_wall']:.2f} / {r['zoo_cpu']:.2f} | "
-                       f"**{r['speedup_wall']:.2f}x / {r['speedup_cpu']:.2f}x** |")  # fmt: skip
+            latest[(r["method"], r["ipc"], r["threads"])] = (r, d)
+    order = {"dm": 0, "dsa": 1, "dc": 2}
+    out = [
+        "| method | ipc | threads | authors' command | authors s/it (wall / CPU) | zoo s/it (wall / CPU) | zoo "
+        "speed-up (wall / CPU) | run |",
+        "|---|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for key in sorted(latest, key=lambda k: (k[2], order.get(k[0], 9), k[1])):
+        r, d = latest[key]
+        v = d["provenance"]
+        out.append(f"| {r['method'].upper()} | {r['ipc']} | {r['threads']} | `{r['authors_command']}` | "
+                   f"{r['authors_wall']:.2f} / {r['authors_cpu']:.2f} | {r['zoo_wall']:.2f} / {r['zoo_cpu']:.2f} | "
+                   f"**{r['speedup_wall']:.2f}x / {r['speedup_cpu']:.2f}x** | {v['date']}, {v['commit']} |")  # fmt: skip
     out.append("")
-    for d in docs:
+    used = [d for d in docs if any(d is u for _, u in latest.values())]
+    for d in used:
         v = d["provenance"]
         out.append(f"- {d['repository']}: {v['date']}, commit {v['commit']}, {v['cpu']}, torch {v['torch']}, "
                    f"load {v.get('load', 'not recorded')}; {d['method']}")  # fmt: skip
