@@ -448,7 +448,9 @@ def fast_backward(net: nn.Module):
             if names == ("norm", "act", "pool") and NormReLUPool2x2.eligible(m.norm, m.act, m.pool):
                 fused.add(id(m.pool))
                 new = NormReLUPool2x2(m.norm, m.act, m.pool)
-                swap(m, "norm", new), swap(m, "act", nn.Identity()), swap(m, "pool", nn.Identity())
+                swap(m, "norm", new)
+                swap(m, "act", nn.Identity())
+                swap(m, "pool", nn.Identity())
         for name, m in list(net.named_modules()):
             if id(m) in fused or isinstance(m, NormReLUPool2x2):
                 continue
