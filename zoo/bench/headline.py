@@ -41,7 +41,11 @@ _CONDENSE_SPEED = ("condense/speed_mnist.json", "condense/speed_mnist_b.json", "
 # the authors' own scripts timed beside zoo condense: DM's one-thread rows, then DSA's and DC's from a later run, then
 # every method's two-thread rows after the real side's chunk grew to 64 images at two threads
 # the latest run of the authors' scripts: every row of it (the earlier runs' files stay, cited in speed.md's prose)
-_CONDENSE_SCRIPTS = ("condense/speed_scripts_d.json", "condense/speed_scripts_e.json")  # oldest first
+_CONDENSE_SCRIPTS = (  # oldest first
+    "condense/speed_scripts_d.json",
+    "condense/speed_scripts_e.json",
+    "condense/speed_scripts_f.json",
+)
 _DATA_PRUNING = ("data_pruning/mnist_quickstart_2000_40ep.json", "data_pruning/fashion_mnist_quickstart_2000_40ep.json")
 _DATA_PRUNING_5SEEDS = ("data_pruning/mnist_quickstart_2000_40ep_5seeds.json",)
 
