@@ -70,12 +70,8 @@ def test_winograd_is_the_convolution_within_its_rounding_bound(n, c, k, h, w, th
     weight = torch.randn(k, c, 3, 3, generator=g) * (2 / (9 * c)) ** 0.5
     bias = torch.randn(k, generator=g)
     u = winograd.winograd_weights(weight)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _threads(threads):
         y = torch.ops.zoo_conv.winograd3x3(x, u, bias)
-    finally:
-        torch.set_num_threads(before)
     assert y.shape == (n, k, h, w) and y.is_contiguous(memory_format=torch.channels_last)
     truth = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
     u64 = winograd.winograd_weights(weight, torch.float64)  # the same panels, unrounded
@@ -92,14 +88,10 @@ def test_winograd_gives_the_same_bits_at_any_thread_count():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(8, 32, 16, 16, generator=g).contiguous(memory_format=torch.channels_last)
     u, bias = winograd.winograd_weights(torch.randn(32, 32, 3, 3, generator=g)), torch.randn(32, generator=g)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with _threads(1):
         one = torch.ops.zoo_conv.winograd3x3(x, u, bias)
-        torch.set_num_threads(2)
+    with _threads(2):
         two = torch.ops.zoo_conv.winograd3x3(x, u, bias)
-    finally:
-        torch.set_num_threads(before)
     assert torch.equal(one, two)
 
 
