@@ -306,21 +306,30 @@ class NormReLUPool2x2(nn.Module):
         return _NormReLUPool.apply(x, self.norm.weight, self.norm.bias, self.norm.eps)
 
 
+def _nchw(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out NCHW and not also channels-last (as a tensor of one pixel or one channel is)."""
+    return x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """``x`` in channels-last memory, by the kernels' blocked copy where it is not already."""
     return x if x.is_contiguous(memory_format=torch.channels_last) else torch.ops.zoo_conv.relayout(x, True)
 
 
 class _ConvWinogradBackward(torch.autograd.Function):
-    """``F.conv2d(x, w, b, padding=1)`` (the same call, the same bits), whose gradients run by F(2x2, 3x3): the
-    input's as the convolution of the output's gradient with the flipped, transposed weights ``v``; the weights' as
-    the sum over tiles of the transformed gradient times the transformed input (``winograd3x3_weight_grad``); the
-    bias's as the gradient's sum."""
+    """``F.conv2d(x, w, b, padding=1)`` (the same call, the same bits; with the transformed weights ``u``, by F(2x2,
+    3x3) in ``x``'s layout instead), whose gradients run by F(2x2, 3x3): the input's as the convolution of the
+    output's gradient with the flipped, transposed weights ``v``; the weights' as the sum over tiles of the
+    transformed gradient times the transformed input (``winograd3x3_weight_grad``); the bias's as the gradient's
+    sum."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x, w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, w, v)
-        return F.conv2d(x, w, b, padding=1)
+        if u is None:
+            return F.conv2d(x, w, b, padding=1)
+        y = torch.ops.zoo_conv.winograd3x3(_channels_last(x), u, b.contiguous())
+        return torch.ops.zoo_conv.relayout(y, False) if _nchw(x) else y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
@@ -329,22 +338,22 @@ class _ConvWinogradBackward(torch.autograd.Function):
         gx = None
         if ctx.needs_input_grad[0]:
             gx = torch.ops.zoo_conv.winograd3x3(g_cl, v, g.new_zeros(x.shape[1]))
-            if x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last):
+            if _nchw(x):
                 gx = torch.ops.zoo_conv.relayout(gx, False)
         gw = torch.ops.zoo_conv.winograd3x3_weight_grad(x, g_cl) if ctx.needs_input_grad[1] else None
         gb = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None
 
 
 class WinogradBackward3x3(nn.Module):
     """A ``Conv2d(C, K, 3, padding=1)`` (:meth:`Winograd3x3.eligible`, with a bias) whose forward is the
-    convolution's own and whose input gradient runs by F(2x2, 3x3) on float32 CPU input (the flipped weights
-    transformed once per version of the weights); the parameters stay the convolution's. Not twice
-    differentiable."""
+    convolution's own (with ``exact_forward`` off, by F(2x2, 3x3): faster, rounded in another order) and whose
+    gradients run by F(2x2, 3x3) on float32 CPU input (the weights transformed once per version of the weights);
+    the parameters stay the convolution's. Not twice differentiable."""
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, exact_forward: bool = True):
         super().__init__()
-        self.conv, self.kernels, self._v = conv, available(), None
+        self.conv, self.kernels, self.exact_forward, self._v = conv, available(), exact_forward, None
 
     @staticmethod
     def eligible(conv: nn.Module) -> bool:
@@ -356,8 +365,9 @@ class WinogradBackward3x3(nn.Module):
             return self.conv(x)
         key = (w.data_ptr(), w._version)
         if self._v is None or self._v[0] != key:
-            self._v = (key, winograd_weights(w.detach().flip(2, 3).transpose(0, 1)))
-        return _ConvWinogradBackward.apply(x, w, self.conv.bias, self._v[1])
+            u = None if self.exact_forward else winograd_weights(w)
+            self._v = (key, winograd_weights(w.detach().flip(2, 3).transpose(0, 1)), u)
+        return _ConvWinogradBackward.apply(x, w, self.conv.bias, *self._v[1:])
 
 
 def _plane_forward_exact(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int) -> bool:
@@ -429,12 +439,14 @@ class PlaneBackward3x3(nn.Module):
 
 
 @contextlib.contextmanager
-def fast_backward(net: nn.Module):
+def fast_backward(net: nn.Module, exact_forward: bool = True):
     """Within the block, ``net``'s 2x2 average poolings run by :class:`AvgPool2x2` (the same bits), its eligible 3x3
     convolutions by :class:`WinogradBackward3x3` (the same forward; the gradients rounded in another order, within
     float32's rounding), a one-channel first layer by :class:`PlaneBackward3x3`, and a block that declares
     ``fused_tail = ("norm", "act", "pool")`` (its forward ends ``pool(act(norm(.)))``) its three by
-    :class:`NormReLUPool2x2`; restored after. For a pass that is differentiated once."""
+    :class:`NormReLUPool2x2`; restored after. For a pass that is differentiated once. ``exact_forward=False`` runs
+    the 3x3 convolutions' forward by F(2x2, 3x3) too: for training, where the weights leave the reference's bits
+    after the first update anyway."""
     swapped = []
 
     def swap(parent: nn.Module, child: str, new: nn.Module) -> None:
@@ -456,7 +468,7 @@ def fast_backward(net: nn.Module):
                 continue
             new = AvgPool2x2() if AvgPool2x2.eligible(m) else None
             if new is None and WinogradBackward3x3.eligible(m):
-                new = WinogradBackward3x3(m)
+                new = WinogradBackward3x3(m, exact_forward)
             if new is None and PlaneBackward3x3.eligible(m):
                 new = PlaneBackward3x3(m)
             if new is not None:
