@@ -246,6 +246,28 @@ def test_the_winograd_backward_keeps_the_forward_and_bounds_the_gradients(n, c, 
     assert (err_b <= gamma(n * h * w) * g64.abs().sum((0, 2, 3))).all()
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_winograd_forward_for_training_follows_each_version_of_the_weights(layout):
+    """With ``exact_forward=False`` the forward is ``winograd3x3``'s bits (within the first test's bound of the
+    convolution) in the input's layout, its weights transformed again after each in-place update (an optimizer's
+    step), and the gradients are the exact forward's."""
+    gen = torch.Generator().manual_seed(5)
+    conv = nn.Conv2d(16, 32, 3, padding=1)
+    x = torch.randn(3, 16, 8, 8, generator=gen).contiguous(memory_format=layout).requires_grad_(True)
+    grad = torch.randn(3, 32, 8, 8, generator=gen)
+    fast, exact = winograd.WinogradBackward3x3(conv, exact_forward=False), winograd.WinogradBackward3x3(conv)
+    for _ in range(2):
+        y = fast(x)
+        u, b = winograd.winograd_weights(conv.weight), conv.bias.detach()
+        want = torch.ops.zoo_conv.winograd3x3(x.detach().contiguous(memory_format=torch.channels_last), u, b)
+        assert same_bits(y.detach(), want) and y.is_contiguous(memory_format=layout)
+        got = torch.autograd.grad(y, [x, conv.weight, conv.bias], grad)
+        for a, e in zip(got, torch.autograd.grad(exact(x), [x, conv.weight, conv.bias], grad)):
+            assert same_bits(a, e)
+        with torch.no_grad():
+            conv.weight.sub_(0.1 * got[1])  # a step: the next forward sees the new weights
+
+
 PLANES = [(16, 128, 28, 28, 3), (5, 20, 13, 11, 1), (3, 16, 32, 9, 0)]  # MNIST's first layer; tails; no padding
 
 
@@ -388,6 +410,18 @@ def test_dc_runs_its_real_side_through_the_fast_backward_and_restores_the_networ
     assert seen == [["PlaneBackward3x3", "WinogradBackward3x3", "NormReLUPool2x2"]]
     assert [type(s.conv) for s in net.stages] == [nn.Conv2d] * 3
     assert all(type(s.pool) is nn.AvgPool2d and type(s.norm) is nn.GroupNorm for s in net.stages)
+    # the network's training between outer steps: the same kernels, the 3x3 forward by Winograd too
+    trained = []
+    forward = net.forward
+
+    def spy_train(x):
+        trained.append((type(net.stages[0].conv).__name__, getattr(net.stages[1].conv, "exact_forward", None)))
+        return forward(x)
+
+    net.forward = spy_train
+    method._train_net(net, torch.optim.SGD(net.parameters(), lr=0.01))
+    assert trained and set(trained) == {("PlaneBackward3x3", False)}
+    assert [type(s.conv) for s in net.stages] == [nn.Conv2d] * 3
 
 
 def test_zoo_conv_0_skips_the_build(monkeypatch):
