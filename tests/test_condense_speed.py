@@ -4,7 +4,7 @@ counts, and the rows and table say what was measured."""
 import pytest
 import torch
 
-from zoo.bench.condense_speed import generated_data, measure, render_speed, sides
+from zoo.bench.condense_speed import generated_data, measure, render_scripts, render_speed, sides
 from zoo.condense import core
 
 
@@ -55,3 +55,23 @@ def test_measure_in_processes_and_render(methods):
 def test_a_failing_side_says_which():
     with pytest.raises(RuntimeError, match="the zoo side of nope"):
         measure("nope", "generated", None, ipc=1, rounds=1, iterations=1, threads=1, batch_real=4)
+
+
+def _scripts_doc(date, rows):
+    prov = {"date": date, "commit": "abc1234", "cpu": "a CPU", "torch": "2.x", "load": "0.5"}
+    keys = ("method", "ipc", "threads", "device", "authors_wall", "zoo_wall")
+    scripts = [dict(zip(keys, r), data="mnist", authors_command=f"main.py {r[0]}", authors_cpu=r[4], zoo_cpu=r[5],
+                    speedup_wall=r[4] / r[5], speedup_cpu=r[4] / r[5]) for r in rows]  # fmt: skip
+    return {"provenance": prov, "repository": "authors@1", "method": "probe", "scripts": scripts}
+
+
+def test_the_scripts_table_takes_each_row_from_its_latest_run():
+    old = _scripts_doc("day 1", [("dc", 1, 1, "H200", 20.0, 10.0), ("dm", 1, 1, "H200", 6.0, 3.0)])
+    new = _scripts_doc("day 2", [("dc", 1, 1, "H200", 20.0, 8.0)])
+    table = render_scripts([old, new])
+    rows = [line for line in table.splitlines() if line.startswith("| D")]
+    assert [r.split(" | ")[0] for r in rows] == ["| DM", "| DC"]  # one row per key, DM first
+    assert "**2.50x / 2.50x** | day 2" in rows[1] and "**2.00x / 2.00x** | day 1" in rows[0]
+    assert table.count("- authors@1:") == 2  # both runs cited under the table
+    gpu = render_scripts([_scripts_doc("day 3", [("dm", 10, 16, "H200", 0.0931, 0.0357)])], column="device")
+    assert "| ipc | device |" in gpu and "| DM | 10 | H200 | `main.py dm` | 0.093 / 0.093 | 0.036 / 0.036 |" in gpu

@@ -257,25 +257,31 @@ def render_speed(docs: list[dict]) -> str:
     return "\n".join(out)
 
 
-def render_scripts(docs: list[dict]) -> str:
+def _secs(x: float) -> str:
+    """Seconds to two decimals, three below one second (a GPU's steps)."""
+    return f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+
+
+def render_scripts(docs: list[dict], column: str = "threads") -> str:
     """Markdown of the authors' own scripts timed beside ``zoo condense`` (``results/condense/speed_scripts*.json``,
-    oldest first): one row per method, ipc and thread count from the latest file that has it, with its run, and
-    those files' provenance under the table."""
+    oldest first): one row per method, ipc and thread count (``column="device"``: per device, for runs on a GPU)
+    from the latest file that has it, with its run, and those files' provenance under the table."""
     latest: dict[tuple, tuple[dict, dict]] = {}
     for d in docs:
         for r in d["scripts"]:
-            latest[(r["method"], r["ipc"], r["threads"])] = (r, d)
+            latest[(r["method"], r["ipc"], r[column])] = (r, d)
     order = {"dm": 0, "dsa": 1, "dc": 2}
     out = [
-        "| method | ipc | threads | authors' command | authors s/it (wall / CPU) | zoo s/it (wall / CPU) | zoo "
+        f"| method | ipc | {column} | authors' command | authors s/it (wall / CPU) | zoo s/it (wall / CPU) | zoo "
         "speed-up (wall / CPU) | run |",
         "|---|---:|---:|---|---:|---:|---:|---|",
     ]
     for key in sorted(latest, key=lambda k: (k[2], order.get(k[0], 9), k[1])):
         r, d = latest[key]
         v = d["provenance"]
-        out.append(f"| {r['method'].upper()} | {r['ipc']} | {r['threads']} | `{r['authors_command']}` | "
-                   f"{r['authors_wall']:.2f} / {r['authors_cpu']:.2f} | {r['zoo_wall']:.2f} / {r['zoo_cpu']:.2f} | "
+        out.append(f"| {r['method'].upper()} | {r['ipc']} | {r[column]} | `{r['authors_command']}` | "
+                   f"{_secs(r['authors_wall'])} / {_secs(r['authors_cpu'])} | "
+                   f"{_secs(r['zoo_wall'])} / {_secs(r['zoo_cpu'])} | "
                    f"**{r['speedup_wall']:.2f}x / {r['speedup_cpu']:.2f}x** | {v['date']}, {v['commit']} |")  # fmt: skip
     out.append("")
     used = [d for d in docs if any(d is u for _, u in latest.values())]

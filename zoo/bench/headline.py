@@ -46,6 +46,8 @@ _CONDENSE_SCRIPTS = (  # oldest first
     "condense/speed_scripts_e.json",
     "condense/speed_scripts_f.json",
 )
+# the same scripts and zoo condense on a GPU (--device cuda), where the CPU rows' kernels take no part
+_CONDENSE_SCRIPTS_GPU = ("condense/speed_scripts_gpu.json",)
 _DATA_PRUNING = ("data_pruning/mnist_quickstart_2000_40ep.json", "data_pruning/fashion_mnist_quickstart_2000_40ep.json")
 _DATA_PRUNING_5SEEDS = ("data_pruning/mnist_quickstart_2000_40ep_5seeds.json",)
 
@@ -320,6 +322,11 @@ def condense_scripts(results: Path) -> str:
     return render_scripts([_load(results, name) for name in _CONDENSE_SCRIPTS])
 
 
+def condense_scripts_gpu(results: Path) -> str:
+    """results/condense/speed.md's table of the authors' scripts beside ``zoo condense`` on a GPU."""
+    return render_scripts([_load(results, name) for name in _CONDENSE_SCRIPTS_GPU], column="device")
+
+
 def _pruning_docs(
     results: Path, names: tuple[str, ...] = _DATA_PRUNING
 ) -> list[tuple[str, dict[str, Any], dict[str, dict[str, Any]]]]:
@@ -526,6 +533,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "condense_speed_summary": condense_speed_summary,
     "condense_speed": condense_speed,
     "condense_scripts": condense_scripts,
+    "condense_scripts_gpu": condense_scripts_gpu,
     "condense_table": condense_table,
     "data_pruning_summary": data_pruning_summary,
     "data_pruning_40ep": data_pruning_40ep,
