@@ -46,6 +46,7 @@ _CONDENSE_SCRIPTS = (  # oldest first
     "condense/speed_scripts_e.json",
     "condense/speed_scripts_f.json",
     "condense/speed_scripts_g.json",
+    "condense/speed_scripts_h.json",
 )
 # the same scripts and zoo condense on a GPU (--device cuda), where the CPU rows' kernels take no part
 _CONDENSE_SCRIPTS_GPU = ("condense/speed_scripts_gpu.json",)
