@@ -424,6 +424,12 @@ def test_dc_runs_its_real_side_through_the_fast_backward_and_restores_the_networ
     assert [type(s.conv) for s in net.stages] == [nn.Conv2d] * 3
 
 
+def test_fast_backward_leaves_a_network_off_the_cpu_as_it_is():
+    net = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.AvgPool2d(2)).to("meta")
+    with winograd.fast_backward(net, exact_forward=False):
+        assert [type(m) for m in net] == [nn.Conv2d, nn.AvgPool2d]
+
+
 def test_zoo_conv_0_skips_the_build(monkeypatch):
     monkeypatch.setenv("ZOO_CONV", "0")
     assert winograd._build() is False

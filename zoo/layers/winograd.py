@@ -324,7 +324,9 @@ class _ConvWinogradBackward(torch.autograd.Function):
     sum."""
 
     @staticmethod
-    def forward(ctx, x, w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, u: torch.Tensor | None
+    ) -> torch.Tensor:
         ctx.save_for_backward(x, w, v)
         if u is None:
             return F.conv2d(x, w, b, padding=1)
@@ -446,14 +448,16 @@ def fast_backward(net: nn.Module, exact_forward: bool = True):
     ``fused_tail = ("norm", "act", "pool")`` (its forward ends ``pool(act(norm(.)))``) its three by
     :class:`NormReLUPool2x2`; restored after. For a pass that is differentiated once. ``exact_forward=False`` runs
     the 3x3 convolutions' forward by F(2x2, 3x3) too: for training, where the weights leave the reference's bits
-    after the first update anyway."""
+    after the first update anyway. A network whose parameters are not on the CPU is left as it is (the kernels are
+    not even built)."""
     swapped = []
 
     def swap(parent: nn.Module, child: str, new: nn.Module) -> None:
         swapped.append((parent, child, getattr(parent, child)))
         setattr(parent, child, new)
 
-    if available():
+    on_cpu = all(p.device.type == "cpu" for p in net.parameters())
+    if on_cpu and available():
         fused = set()
         for m in list(net.modules()):
             names = getattr(type(m), "fused_tail", None)
