@@ -37,8 +37,14 @@ REPO = Path(__file__).resolve().parents[2]
 # the pages that may hold generated tables (docs/results is a link to results/)
 PAGES = ("README.md", "docs/*.md", "results/*.md", "results/*/*.md")
 _REGION = re.compile(r"(<!-- ([a-z0-9_]+):start -->\n)(.*?)(<!-- \2:end -->)", re.S)
-# the second: two threads, chunks of 64; the third: both thread counts, the real side by zoo.layers.winograd
-_CONDENSE_SPEED = ("condense/speed_mnist.json", "condense/speed_mnist_b.json", "condense/speed_mnist_c.json")
+# the second: two threads, chunks of 64; the third: both thread counts, the real side by zoo.layers.winograd; the
+# fourth: the code of the ratios against the authors' scripts (first layer, fused backward, training kernels)
+_CONDENSE_SPEED = (
+    "condense/speed_mnist.json",
+    "condense/speed_mnist_b.json",
+    "condense/speed_mnist_c.json",
+    "condense/speed_mnist_d.json",
+)
 # the authors' own scripts timed beside zoo condense: DM's one-thread rows, then DSA's and DC's from a later run, then
 # every method's two-thread rows after the real side's chunk grew to 64 images at two threads
 # the latest run of the authors' scripts: every row of it (the earlier runs' files stay, cited in speed.md's prose)
