@@ -389,7 +389,7 @@ def _saved(method: str, share: float) -> str:
 
 
 def data_pruning_40ep(results: Path, names: tuple[str, ...] = _DATA_PRUNING) -> str:
-    """results/data_pruning/README.md's 40-epoch table, every method of both runs."""
+    """results/data_pruning/README.md's per-method table of the runs ``names`` (by default the two 40-epoch runs)."""
     rows = []
     labels = {"full": "full", "infobatch": "InfoBatch", "random": "random, same cost"}
     for title, _, by in _pruning_docs(results, names):
