@@ -186,6 +186,28 @@ def test_decoder_layer_cached_equals_full_and_keeps_its_input():
     assert all(p.grad is not None for p in layer.parameters())
 
 
+def test_layer_forward_with_ops_reuses_only_its_own_memory_and_keeps_the_values():
+    """layer_forward through a LayerOps (the static decoder's prompt): without a graph the MLP takes the gate's
+    memory and the layer's own residual sum for its results, as the eager MLP does; the caller's input is kept, the
+    values are the layer's own, and with a graph the same call still backpropagates."""
+    from zoo.lm.routing import LayerOps, layer_forward
+
+    torch.manual_seed(0)
+    layer = DecoderLayer(32, 4, 2, 64).eval()
+    rope = RotaryEmbedding(8).slice(0, 9, "cpu", torch.float32)
+    x = torch.randn(1, 9, 32)
+    x_copy = x.clone()
+    with torch.no_grad():
+        want = layer(x, rope)
+        got = layer_forward(layer, x, rope, ops=LayerOps())
+    assert torch.equal(x, x_copy)
+    assert torch.equal(got, want)  # the same ops in the same order: the same bits
+    out = layer_forward(layer, x.requires_grad_(), rope, ops=LayerOps())
+    assert torch.equal(out.detach(), want)
+    out.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in layer.parameters())
+
+
 def test_training_after_generate_works():
     """generate builds the RoPE tables under inference_mode; a later forward with grad must still backpropagate."""
     from small_lms import SMALL

@@ -212,10 +212,14 @@ inline void pair_layout(const int8_t* split, int8_t* out, int64_t B) {
 }
 
 // one row: d = amax / 127, q = round(x / d) (to nearest, ties to even); a block whose amax is below float32's
-// smallest normal number (zeros, negative zeros, subnormals) is all zero codes with d = 0
-void q8_0_row(const float* x, int64_t K, int8_t* q, float* d, float* bsum, bool split) {
+// smallest normal number (zeros, negative zeros, subnormals) is all zero codes with d = 0. bsum (if given): each
+// block's float sum; isum (if given): the sum of each block's codes. split: each block's even columns, then its odd
+void q8_0_row(const float* x, int64_t K, int8_t* q, float* d, float* bsum, int32_t* isum, bool split) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  // per 128-bit lane, its eight even bytes then its eight odd ones; then the 64-bit words as [even, even, odd, odd]
+  const __m256i evens_odds = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,  //
+                                              0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
   for (int64_t b = 0; b < K / kBlock; ++b) {
     const float* xb = x + b * kBlock;
     __m256 top = _mm256_setzero_ps(), total = _mm256_setzero_ps();
@@ -233,6 +237,7 @@ void q8_0_row(const float* x, int64_t K, int8_t* q, float* d, float* bsum, bool 
     if (!(amax >= std::numeric_limits<float>::min())) {
       d[b] = 0.0f;
       std::fill(qb, qb + kBlock, int8_t(0));
+      if (isum) isum[b] = 0;
       continue;
     }
     const float db = amax / 127.0f;
@@ -240,18 +245,12 @@ void q8_0_row(const float* x, int64_t K, int8_t* q, float* d, float* bsum, bool 
     const __m256 dv = _mm256_set1_ps(db);
     __m256i i32[4];
     for (int j = 0; j < 4; ++j) i32[j] = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xb + 8 * j), dv));
+    if (isum)  // codes in -127..127: the int32 sums are exact
+      isum[b] = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3])));
     const __m256i i16 = _mm256_packs_epi16(_mm256_packs_epi32(i32[0], i32[1]), _mm256_packs_epi32(i32[2], i32[3]));
-    const __m256i i8 = _mm256_permutevar8x32_epi32(i16, order);
-    if (!split) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), i8);
-    } else {
-      alignas(32) int8_t tmp[kBlock];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i8);
-      for (int64_t c = 0; c < kBlock / 2; ++c) {
-        qb[c] = tmp[2 * c];
-        qb[kBlock / 2 + c] = tmp[2 * c + 1];
-      }
-    }
+    __m256i i8 = _mm256_permutevar8x32_epi32(i16, order);
+    if (split) i8 = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(i8, evens_odds), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), i8);
   }
 }
 
@@ -275,12 +274,9 @@ RowsA8 quantize_rows(const float* x, int64_t M, int64_t K, int64_t gs, bool spli
   at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> bsum(r.B);
     for (int64_t m = begin; m < end; ++m) {
-      q8_0_row(x + m * K, K, r.q.data() + m * K, r.d.data() + m * r.B, r.G ? bsum.data() : nullptr, split);
-      for (int64_t b = 0; sums && b < r.B; ++b) {
-        if (r.G) r.gsum[m * r.G + b / (gs / kBlock)] += bsum[b];
-        const int8_t* qb = r.q.data() + m * K + b * kBlock;
-        r.isum[m * r.B + b] = std::accumulate(qb, qb + kBlock, int32_t(0));
-      }
+      q8_0_row(x + m * K, K, r.q.data() + m * K, r.d.data() + m * r.B, r.G ? bsum.data() : nullptr,
+               sums ? r.isum.data() + m * r.B : nullptr, split);
+      for (int64_t b = 0; r.G && b < r.B; ++b) r.gsum[m * r.G + b / (gs / kBlock)] += bsum[b];
     }
   });
   return r;
