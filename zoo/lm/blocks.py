@@ -160,10 +160,14 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.gate_proj(x)
-        if _inference(gate):  # no graph: reuse the gate's memory
-            return self.down_proj(F.silu(gate, inplace=True).mul_(self.up_proj(x)))
-        return self.down_proj(F.silu(gate) * self.up_proj(x))
+        return self.down_proj(gated(self.gate_proj(x), self.up_proj(x)))
+
+
+def gated(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up``; without an autograd graph or the compiler, in the gate's memory (the same values)."""
+    if _inference(gate) and not torch.compiler.is_compiling() and gate.dtype == up.dtype:
+        return F.silu(gate, inplace=True).mul_(up)
+    return F.silu(gate) * up
 
 
 # ------------------------------------------------------------------------------------------------------------------

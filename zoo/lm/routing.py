@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import DecoderLayer, _inference, apply_rotary, attention_mask
+from .blocks import DecoderLayer, _inference, apply_rotary, attention_mask, gated
 from .cache import KVCache
 
 __all__ = [
@@ -325,9 +325,8 @@ def layer_forward(
     mlp = layer.mlp
     h = ops.norm(norm2, x)
     gate, up = _projections(ops, mlp, ("gate_proj", "up_proj"), h, lora)
-    # no graph and no compiler (a prompt run as it comes): the gate's memory and this call's own x (the sum above)
-    # take the results, as the eager MLP does; the same values
-    reuse = _inference(x) and _inference(gate) and not torch.compiler.is_compiling() and gate.dtype == up.dtype
-    y = _proj(mlp.down_proj, F.silu(gate, inplace=True).mul_(up) if reuse else F.silu(gate) * up, lora, "down_proj")
-    x = x.add_(y) if reuse and y.dtype == x.dtype and y.shape == x.shape else x + y
+    y = _proj(mlp.down_proj, gated(gate, up), lora, "down_proj")
+    # no graph and no compiler (a prompt run as it comes): this call's own x (the sum above) takes the result
+    reuse = _inference(x) and not torch.compiler.is_compiling() and y.dtype == x.dtype and y.shape == x.shape
+    x = x.add_(y) if reuse else x + y
     return (x, (k, v)) if return_kv else x
