@@ -290,26 +290,39 @@ def test_the_compiled_step_gives_eager_tokens_with_8_bit_activations():
 
 @pytest.mark.parametrize("fmt", ["int8a8", "int4a8"])
 def test_a_prompt_that_starts_the_cache_is_eagers_forward(fmt, monkeypatch):
-    """The compiled path's prompt pass (the static decoder, uncompiled) attends to the prompt's own keys with causal
-    SDPA, as eager does, rather than under a mask over the whole static cache: its logits are eager's, bit for bit.
-    A later chunk (not from position 0) keeps the mask."""
-    from zoo.lm.static_decoder import OneTokenOps
+    """The compiled path's prompt pass (the static decoder, uncompiled) runs each layer through prompt_layer: the
+    prompt's own keys with causal SDPA, as eager does, rather than a mask over the whole static cache; uncompiled,
+    its logits are eager's, bit for bit. A later chunk (not from position 0) keeps the mask."""
+    from zoo.lm import static_decoder
 
     model = _tiny_lm(fmt)
     ids = torch.randint(0, model.config.vocab_size, (1, 37), generator=torch.Generator().manual_seed(1))
     decoder, _ = model.compiled_decoder(ids.shape[1] + 5)
+    decoder.prompt_layer = None  # prompt_layer as it is, not compiled
     seen = []
-    check = OneTokenOps._starts_the_cache
-    monkeypatch.setattr(OneTokenOps, "_starts_the_cache", lambda self, mask: seen.append(check(self, mask)) or seen[-1])
+    run = static_decoder.prompt_layer
+    monkeypatch.setattr(static_decoder, "prompt_layer", lambda *args: seen.append(args[0]) or run(*args))
     with torch.inference_mode():
         got = decoder(ids, torch.zeros(1, dtype=torch.long))
         out = model(ids)
         want = (out if isinstance(out, torch.Tensor) else out.logits)[:, -1]
-        assert torch.equal(got.reshape(want.shape), want) and decoder.ops.prompt is None
-        layers = model.config.num_hidden_layers
-        assert seen == [True] * layers
+        assert torch.equal(got.reshape(want.shape), want)
+        assert seen == list(model.model.layers)
         decoder(ids[:, 20:], torch.tensor([20]))
-    assert seen == [True] * layers + [False] * layers
+    assert len(seen) == model.config.num_hidden_layers
+
+
+def test_the_compiled_prompt_is_one_graph_for_every_layer_and_length():
+    """generate(compile=True) compiles prompt_layer once for a model: every layer and every prompt length of one
+    cache size run the same graph, and the tokens are eager's."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    model = _tiny_lm("int4a8")
+    for length in (23, 40):
+        ids = torch.randint(0, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(length))
+        assert torch.equal(model.generate(ids, max_new_tokens=6, compile=True), model.generate(ids, max_new_tokens=6))
+    decoder, _ = model.compiled_decoder(46)
+    assert len(_debug_get_cache_entry_list(decoder.prompt_layer._torchdynamo_orig_callable.__code__)) == 1
 
 
 @pytest.mark.slow

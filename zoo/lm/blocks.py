@@ -350,12 +350,14 @@ class GroupedQueryAttention(nn.Module):
             raise ValueError(
                 "is_causal with cached or shared keys needs an explicit mask (SDPA aligns causal masks top-left)"
             )
+        if T == 1:  # one query: nothing after it to mask (a branch, so that a symbolic length gives a guard)
+            is_causal = False
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
-            is_causal=bool(is_causal and T > 1),
+            is_causal=bool(is_causal),
             scale=self.scale,
             enable_gqa=self.num_heads != self.num_kv_heads,
         )

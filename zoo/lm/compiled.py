@@ -1,10 +1,12 @@
 """The compiled decode step of :meth:`zoo.lm.decoder.DecoderLM.generate` (``compile=True``): the model as a
 :class:`~zoo.lm.static_decoder.StaticDecoder` over a static KV cache, its one-token step ``torch.compile``'d once and
-kept with the model (:func:`compiled_decoder`), fed by the token loop of :mod:`zoo.lm.decoding`. Same tokens as the
-eager path; it saves the per-op Python overhead of each step.
+kept with the model (:func:`compiled_decoder`), fed by the token loop of :mod:`zoo.lm.decoding`; the prompt goes
+through the static decoder with its plain layers compiled (:func:`~zoo.lm.static_decoder.prompt_layer`, one graph
+for every layer and prompt length). Same tokens as the eager path; it saves the per-op Python overhead of each step.
 """
 
 import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -12,7 +14,7 @@ from torch import nn
 
 from . import gemv
 from .decoding import Decoding, decode_loop
-from .static_decoder import StaticDecoder
+from .static_decoder import StaticDecoder, prompt_layer
 
 __all__ = ["COMPILED_STATE", "check_compilable", "compiled_decoder", "generate_compiled"]
 
@@ -47,13 +49,23 @@ def compiled_decoder(model: nn.Module, length: int) -> tuple[StaticDecoder, Any]
         kernels = p.device.type == "cpu" and gemv.available()  # built before tracing
         with torch.inference_mode(False):  # cache buffers usable by a later call outside inference mode too
             decoder = StaticDecoder(model, size, one_token_ops=kernels).eval()
+        if kernels:  # one token through it, eagerly: what its one-row products read (the quantized layers' repacked
+            # weights) is made by eager code, before the step is traced; the prompt's compiled layers make none
+            with torch.no_grad():
+                zero = torch.zeros(1, dtype=torch.long, device=p.device)
+                decoder(zero[None], zero)
         # no size/stride checks of every kernel's output at every token (they cost 0.6 ms of a 125M int4 step)
         options = {"size_asserts": False, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
         if kernels:  # float32 rows to zoo.lm.gemv's kernel
             options["post_grad_custom_post_pass"] = gemv.OneRowProducts()
         if p.device.type == "cpu":  # the step's calls made from C++, not Python: measured 12-17% more tokens/s
             options["cpp_wrapper"] = True
-        kept = (key, decoder, torch.compile(_own_step(decoder), fullgraph=True, dynamic=False, options=options))
+        step = torch.compile(_own_step(decoder), fullgraph=True, dynamic=False, options=options)
+        # a prompt's plain layers (StaticDecoder.forward, uncompiled, calls it): one graph for all of them and every
+        # prompt length; the model's modules guarded as usual, since one graph serves many layers
+        layer = _own(prompt_layer, f"prompt_layer_{id(decoder):x}")
+        decoder.prompt_layer = torch.compile(layer, fullgraph=True, dynamic=True, options={"size_asserts": False})
+        kept = (key, decoder, step)
         model.__dict__[COMPILED_STATE] = kept  # not a submodule: the decoder holds the model
     return kept[1], kept[2]
 
@@ -61,12 +73,12 @@ def compiled_decoder(model: nn.Module, length: int) -> tuple[StaticDecoder, Any]
 def generate_compiled(
     model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, plan: Decoding, streamer: Any
 ) -> torch.Tensor:
-    """``generate(..., compile=True)``'s tokens: the prompt through the static decoder uncompiled, then each new
-    token through the compiled step."""
+    """``generate(..., compile=True)``'s tokens: the prompt through the static decoder (its plain layers compiled,
+    the rest not), then each new token through the compiled step."""
     T = input_ids.shape[1]
     decoder, step = model.compiled_decoder(T + max_new_tokens)
     device = input_ids.device
-    logits = decoder(input_ids, torch.zeros(1, dtype=torch.long, device=device))  # the prompt, uncompiled
+    logits = decoder(input_ids, torch.zeros(1, dtype=torch.long, device=device))  # the prompt: its layers compiled
     pos = torch.arange(T, T + max_new_tokens, dtype=torch.long, device=device)  # each step's input position
     return decode_loop(
         input_ids,
@@ -87,5 +99,10 @@ def _own_step(decoder: StaticDecoder):
     def step(tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         return decoder(tokens, input_pos)
 
-    code = step.__code__.replace(co_name=f"decode_step_{id(decoder):x}")
-    return types.FunctionType(code, step.__globals__, code.co_name, None, step.__closure__)
+    return _own(step, f"decode_step_{id(decoder):x}")
+
+
+def _own(fn: Callable, name: str) -> Callable:
+    """``fn`` with a code object of its own, named ``name``: its own entries of torch.compile's code cache."""
+    code = fn.__code__.replace(co_name=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)

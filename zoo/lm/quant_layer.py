@@ -282,8 +282,8 @@ class QuantizedLinear(nn.Module):
         return not (self.bits == 4 and (self.group_size % 32 or self.scale.dtype != torch.float16 or self.released))
 
     def _gemm_a8(self, rows: torch.Tensor) -> torch.Tensor:
-        tiles = self._tiles()
-        if rows.shape[0] < 4 and tiles is not None:  # a decoded token: the repacked copy, the same bits, faster
+        tiles = self._tiles() if rows.shape[0] < 4 else None
+        if tiles is not None:  # a decoded token: the repacked copy, the same bits, faster
             return gemv.gemm_a8_tiles(rows, tiles[0], tiles[1], self.out_features, self.group_size or 0)
         if self.bits == 8:
             return gemv.gemm_int8_a8(rows, self.qweight, self.scale)
@@ -291,7 +291,7 @@ class QuantizedLinear(nn.Module):
 
     def _tiles(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The codes repacked for the one-row 8-bit kernel (:func:`zoo.lm.gemv.repack_int4` / ``repack_int8``):
-        made at the first product and again when the codes change; never saved (the state dict keeps the plain
+        made at the first product of fewer than 4 rows and again when the codes change; never saved (the state dict keeps the plain
         codes). None inside a compiled graph that finds none (the plain codes' kernel, the same bits, then runs)."""
         kept = self._kernel.get("tiles")
         if torch.compiler.is_compiling():

@@ -24,7 +24,7 @@ from .gemv import attend_one
 from .quant_layer import shared_products
 from .routing import LayerOps, layer_forward
 
-__all__ = ["DelegateOps", "OneTokenOps", "StaticDecoder"]
+__all__ = ["DelegateOps", "OneTokenOps", "StaticDecoder", "prompt_layer"]
 
 
 class DelegateOps(nn.Module, LayerOps):
@@ -93,37 +93,78 @@ class DelegateOps(nn.Module, LayerOps):
 class OneTokenOps(LayerOps):
     """The compiled decode step's attention on CPU: one float32 query token over the static cache through
     :func:`zoo.lm.gemv.attend_one`, which works on the positions the mask lets it see (40 of 256 slots after a
-    40-token context) where SDPA works on all of them; a prompt, another dtype or device takes SDPA. The projections
-    that read one input share one product where they can (:meth:`project`). Needs :func:`zoo.lm.gemv.available`."""
-
-    # a prompt's causal mask (T, S) where it starts the cache (set by StaticDecoder.forward, cleared after it)
-    prompt: torch.Tensor | None = None
+    40-token context) where SDPA works on all of them; a prompt, another dtype or device takes SDPA (a prompt that
+    starts the cache: :func:`prompt_layer`). The projections that read one input share one product where they can
+    (:meth:`project`). Needs :func:`zoo.lm.gemv.available`."""
 
     def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
         one = q.shape[0] == 1 and q.shape[2] == 1 and q.device.type == "cpu" and q.dtype == k.dtype == torch.float32
         if one and mask is not None and mask.dtype == torch.bool:
             return attend_one(q, k, v, mask, attn.scale)
-        if self._starts_the_cache(mask):  # its own keys only, causal: what eager runs (SDPA's flash path)
-            T = q.shape[2]
-            return attn.attend(q, k[:, :, :T], v[:, :, :T], None, True)
         return attn.attend(q, k, v, mask, is_causal)
-
-    def _starts_the_cache(self, mask: torch.Tensor | None) -> bool:
-        """Whether ``mask`` is a prompt's plain causal mask from position 0 (no window, routing or padding): its
-        keys are the first ``T`` of the cache and the rest are masked out."""
-        plain = self.prompt
-        return (
-            plain is not None
-            and mask is not None
-            and mask.data_ptr() == plain.data_ptr()
-            and tuple(mask.shape[-2:]) == tuple(plain.shape)
-        )
 
     def project(self, linears: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Quantized projections that read the same input as one product of the 8-bit kernels (a decoded token's
         query, key and value; gate and up: :func:`zoo.lm.quant_layer.shared_products`, the same bits), else each
         by itself."""
         return shared_products(linears, x) or super().project(linears, x)
+
+
+class _PromptOps(LayerOps):
+    """:func:`prompt_layer`'s attention: the queries are the cache's first ``T`` positions, so they attend to those
+    keys alone with causal SDPA (eager's flash path), not to the whole cache under a mask."""
+
+    def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+        T = q.shape[2]
+        return attn.attend(q, k[:, :, :T], v[:, :, :T], None, True)
+
+
+class _PromptCache:
+    """:func:`prompt_layer`'s cache: a slot's buffers ``(1, KV, S, D)``, the prompt's keys and values written to the
+    first ``T`` positions (a slice, not a scatter by position)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        self.keys, self.values = keys, values
+
+    def update(self, slot: int, key: torch.Tensor, value: torch.Tensor, positions=None):
+        T = key.shape[2]
+        self.keys[:, :, :T] = key.to(self.keys.dtype)
+        self.values[:, :, :T] = value.to(self.values.dtype)
+        return self.keys, self.values
+
+
+_PROMPT_OPS = _PromptOps()
+
+
+def prompt_layer(
+    layer: nn.Module,
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    shared: bool = False,
+    lora: dict[str, nn.Module] | None = None,
+    norms: tuple[nn.Module, nn.Module] | None = None,
+) -> torch.Tensor:
+    """One application of ``layer`` (no window, no routing) to a prompt ``x`` ``(1, T, dim)`` that starts the cache,
+    its keys and values written to positions ``0..T-1`` of its slot's ``keys`` / ``values`` (or, ``shared``, read
+    from them: recursive KV sharing), ``(cos, sin)`` the rotary tables of those positions: what
+    :meth:`StaticDecoder.forward` computes for it, in eager's ops (each projection by itself, causal SDPA over the
+    prompt's own keys). Everything it reads comes in as an argument, so one ``torch.compile`` of it serves every layer
+    of a model and every prompt length (:func:`zoo.lm.compiled.compiled_decoder`)."""
+    cache, shared_kv = (None, (keys, values)) if shared else (_PromptCache(keys, values), None)
+    return layer_forward(
+        layer,
+        x,
+        (cos, sin),
+        cache=cache,
+        shared_kv=shared_kv,
+        is_causal=True,
+        lora=lora,
+        norms=norms,
+        ops=_PROMPT_OPS,
+    )
 
 
 class _App:
@@ -195,6 +236,9 @@ class StaticDecoder(nn.Module):
         self._caches(model, c, max_seq_len, llm_ops, p)
         self._fuse(layers, fuse)
         self._pos: torch.Tensor | None = None
+        self._fresh = False  # forward's: a prompt that starts the cache (prompt_layer for its plain layers)
+        # prompt_layer compiled for this decoder's model (set by zoo.lm.compiled), else None: prompt_layer as it is
+        self.prompt_layer: Callable[..., torch.Tensor] | None = None
         self.ops = OneTokenOps() if one_token_ops else None
         if delegate_ops:
             attn = layers[0].self_attn
@@ -293,9 +337,9 @@ class StaticDecoder(nn.Module):
         if self.llm_slots:  # (1, T, heads + 2 kv_heads, D): rotate the queries and keys, leave the values
             self._stacked_rope = self._stacked(self.rope_cos[pos], 1.0), self._stacked(self.rope_sin[pos], 0.0)
         self._masks = {w: causal if w is None else causal & (pos[:, None] - keys[None, :] < w) for w in self.windows}
-        if isinstance(self.ops, OneTokenOps):  # a prompt that starts the cache, run uncompiled: its keys alone
-            fresh = T > 1 and not torch.compiler.is_compiling() and int(input_pos.reshape(-1)[0]) == 0
-            self.ops.prompt = causal if fresh else None
+        # a prompt that starts the cache, run outside the compiler: prompt_layer for its plain layers
+        fresh = isinstance(self.ops, OneTokenOps) and T > 1 and not torch.compiler.is_compiling()
+        self._fresh = fresh and int(input_pos.reshape(-1)[0]) == 0
         delegated = isinstance(self.ops, DelegateOps)
         if delegated and not self.routed_slots:  # additive masks, once per step
             self._masks = {w: self.ops.bias(m, self.rope_cos.dtype) for w, m in self._masks.items()}
@@ -312,8 +356,7 @@ class StaticDecoder(nn.Module):
         for i in self.suffix:
             x = self._run(i, x, None)
         self._pos = self._rope = self._masks = self._stacked_rope = None
-        if isinstance(self.ops, OneTokenOps):
-            self.ops.prompt = None
+        self._fresh = False
         norm = self.lm.model.norm
         return self.lm.logits(self.ops.norm(norm, x[:, -1]) if delegated else norm(x[:, -1]))
 
@@ -382,6 +425,10 @@ class StaticDecoder(nn.Module):
         app = self.apps[i]
         if app.slot in self.llm_slots:
             return self._run_llm(i, x)
+        if self._fresh and app.window is None and app.slot not in self.routed_slots:
+            keys, values = getattr(self, f"k_cache_{app.slot}"), getattr(self, f"v_cache_{app.slot}")
+            run = self.prompt_layer or prompt_layer
+            return run(app.layer, x, *self._rope, keys, values, app.reads_shared, app.lora, app.norms)
         if app.reads_shared:  # recursive KV sharing: the keys/values the block's first application cached
             shared = (getattr(self, f"k_cache_{app.slot}"), getattr(self, f"v_cache_{app.slot}"))
             kwargs = dict(shared_kv=shared)
