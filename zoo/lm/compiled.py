@@ -2,7 +2,8 @@
 :class:`~zoo.lm.static_decoder.StaticDecoder` over a static KV cache, its one-token step ``torch.compile``'d once and
 kept with the model (:func:`compiled_decoder`), fed by the token loop of :mod:`zoo.lm.decoding`; the prompt goes
 through the static decoder with its plain layers compiled (:func:`~zoo.lm.static_decoder.prompt_layer`, one graph
-for every layer and prompt length). Same tokens as the eager path; it saves the per-op Python overhead of each step.
+for every layer and prompt length). Eager's tokens, but where float32 rounding (Inductor's fused norms) decides
+between near-tied logits; it saves the per-op Python overhead of each step.
 """
 
 import types
