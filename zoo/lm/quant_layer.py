@@ -291,8 +291,9 @@ class QuantizedLinear(nn.Module):
 
     def _tiles(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The codes repacked for the one-row 8-bit kernel (:func:`zoo.lm.gemv.repack_int4` / ``repack_int8``):
-        made at the first product of fewer than 4 rows and again when the codes change; never saved (the state dict keeps the plain
-        codes). None inside a compiled graph that finds none (the plain codes' kernel, the same bits, then runs)."""
+        made at the first product of fewer than 4 rows and again when the codes change; never saved (the state dict
+        keeps the plain codes). None inside a compiled graph that finds none (the plain codes' kernel, the same bits,
+        then runs)."""
         kept = self._kernel.get("tiles")
         if torch.compiler.is_compiling():
             return kept[1] if kept is not None else None
