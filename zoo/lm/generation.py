@@ -146,11 +146,10 @@ class GenerationMixin:
         (right padding gives a warning, as in transformers). Prompt and new tokens must fit the context length.
 
         ``compile=True`` (one prompt, no padding): every token is one ``torch.compile``'d step of
-        :meth:`compiled_decoder` (compiled at the first call, about a minute for a 125M model on 2 cores), and the
-        prompt's layers run one more compiled function, for every layer and prompt length. Eager's tokens but at
-        near-ties (float32 rounding); it saves the per-op Python overhead of each step and fuses the prompt's
-        elementwise ops. ``backend="llama.cpp"``: the forward passes run in
-        llama.cpp on a GGUF of the weights at ``quantize`` ("f32", "f16", "q8_0", "q4_0"), one prompt at a time."""
+        :meth:`compiled_decoder` (compiled at the first call, about a minute for a 125M model on 2 cores); the
+        prompt's layers run one more compiled function. Eager's tokens but at near-ties (float32 rounding), without
+        the per-op Python overhead. ``backend="llama.cpp"``: the forward passes run in llama.cpp on a GGUF of the
+        weights at ``quantize`` ("f32", "f16", "q8_0", "q4_0"), one prompt at a time."""
         try:  # a streamer is ended whatever happens, so that a reader in another thread is not left waiting
             self._check_ids(input_ids)
             gc = self._generation_settings(
