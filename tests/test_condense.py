@@ -40,7 +40,11 @@ def test_real_digits_are_normalised_and_fingerprinted(real):
     assert test.source["fingerprint"] != real.source["fingerprint"]
 
 
-@pytest.mark.parametrize("method", ["dm", pytest.param("dc", marks=pytest.mark.slow), "dsa"])  # dc: dsa's code
+# dc is dsa's code without the augmentation; dsa's step is checked against the authors' by default
+# (tests/test_condense_parity.py), its run here under -m slow
+@pytest.mark.parametrize(
+    "method", ["dm", pytest.param("dc", marks=pytest.mark.slow), pytest.param("dsa", marks=pytest.mark.slow)]
+)
 def test_matching_loss_falls_and_images_move(real, method):
     iters, losses = 6, []
     m = METHODS[method](real, 2, {"iterations": iters, **TINY[method]}, seed=0, device=torch.device("cpu"))

@@ -5,7 +5,7 @@ smallest depth its config accepts, its layer sharing, windows, recursion and rou
 registry, so that a family registered later is in the suite without a test edit. Every model: parameter count at
 full size against the reference (meta device), KV-cache decoding equals a full recompute, greedy ``generate``, and
 the ``save_pretrained`` / ``create_model(folder, pretrained=True)`` round trip. The ``torch.export`` smoke runs by
-default on one model per distinct tiny structure (the variants that differ only in size give the same tiny model)
+default on the smallest distinct tiny structure of each series (the name's first word: ``mobilellm``, ``mor``, ...),
 and on the others under ``-m slow``.
 
 The check functions (tests/model_checks.py) take a model name, like the vision suite's (tests/test_models.py).
@@ -21,7 +21,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 LMS = text_generation_models()
 DEFAULT = lm_representatives(LMS)
-ALL_LMS = [name if name in DEFAULT else pytest.param(name, marks=pytest.mark.slow) for name in LMS]
+# the default run exports the smallest of each series' distinct tiny structures; the other structures under -m slow
+_SMALLEST = sorted(DEFAULT, key=lambda n: (zoo.model_info(n)["reference"].get("params") or 0, n))
+EXPORTED = sorted({name.split("_", 1)[0]: name for name in reversed(_SMALLEST)}.values())
+ALL_LMS = [name if name in EXPORTED else pytest.param(name, marks=pytest.mark.slow) for name in LMS]
 
 
 @pytest.mark.parametrize("name", LMS)

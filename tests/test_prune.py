@@ -58,11 +58,12 @@ SMALL = {
 
 
 def _cases():
-    # Mixture-of-Recursions (routers, LoRA deltas) is the heaviest case: in the slow run
+    # by default the last model of each family (CAFormer: both of MetaFormer's mixers, convolution and attention);
+    # the others, and Mixture-of-Recursions (routers, LoRA deltas, the heaviest case), in the slow run
     return [
-        pytest.param(name, kw, id=name, marks=[pytest.mark.slow] if name == "mor_135m" else [])
+        pytest.param(name, kw, id=name, marks=[pytest.mark.slow] if name == "mor_135m" or i < len(family) - 1 else [])
         for family in SMALL.values()
-        for name, kw in family
+        for i, (name, kw) in enumerate(family)
     ]
 
 
