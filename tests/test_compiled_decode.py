@@ -104,6 +104,27 @@ def test_a_model_quantized_in_place_after_compiling_is_compiled_again():
     assert model.compiled_decoder(ids.shape[1] + 6)[1] is not first
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
+def test_the_step_sees_weights_updated_in_place_and_is_made_again_for_replaced_ones():
+    """The step holds the model's tensors themselves (graph attributes, not gathered at every token): a weight
+    changed in place is seen by the same step, a tensor replaced (load_state_dict with assign=True) makes a new one."""
+    model = _model("mobilellm_125m")
+    ids = _prompt()
+    before = model.generate(ids, max_new_tokens=8, compile=True)
+    step = model.compiled_decoder(ids.shape[1] + 8)[1]
+    with torch.no_grad():
+        model.model.norm.weight.neg_()  # the logits negated: other greedy tokens
+    eager = model.generate(ids, max_new_tokens=8)
+    assert not torch.equal(eager, before)
+    assert torch.equal(model.generate(ids, max_new_tokens=8, compile=True), eager)
+    assert model.compiled_decoder(ids.shape[1] + 8)[1] is step
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["model.norm.weight"].neg_()  # back to the first weights, in new tensors
+    model.load_state_dict(state, assign=True)
+    assert torch.equal(model.generate(ids, max_new_tokens=8, compile=True), before)
+    assert model.compiled_decoder(ids.shape[1] + 8)[1] is not step
+
+
 # One query token's attention: the eager model calls the compiled step's kernel (zoo_gemv::attend), not SDPA, so
 # the two decode with the same bits. SDPA sums in another order; with 8-bit activations (act_bits=8) such last-bit
 # differences round to whole codes and grow into other greedy tokens.
