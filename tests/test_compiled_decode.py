@@ -125,6 +125,21 @@ def test_the_step_sees_weights_updated_in_place_and_is_made_again_for_replaced_o
     assert model.compiled_decoder(ids.shape[1] + 8)[1] is not step
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
+def test_quantized_codes_changed_in_place_make_a_new_step():
+    """The step holds the repacked copies of a quantized layer's codes: codes changed in place (a buffer's version
+    moves) make a new step, whose tokens are eager's with the new codes."""
+    model = _model("mobilellm_125m", "int8a8")
+    ids = _prompt()
+    model.generate(ids, max_new_tokens=6, compile=True)
+    step = model.compiled_decoder(ids.shape[1] + 6)[1]
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.down_proj.qweight.neg_()
+    assert model.compiled_decoder(ids.shape[1] + 6)[1] is not step
+    assert torch.equal(model.generate(ids, max_new_tokens=6, compile=True), model.generate(ids, max_new_tokens=6))
+
+
 # One query token's attention: the eager model calls the compiled step's kernel (zoo_gemv::attend), not SDPA, so
 # the two decode with the same bits. SDPA sums in another order; with 8-bit activations (act_bits=8) such last-bit
 # differences round to whole codes and grow into other greedy tokens.

@@ -38,17 +38,19 @@ def check_compilable(input_ids: torch.Tensor, padding: torch.Tensor | None) -> N
 def compiled_decoder(model: nn.Module, length: int) -> tuple[StaticDecoder, Any]:
     """A :class:`StaticDecoder` of at least ``length`` tokens (a power of two from 256, up to the context length)
     and its ``torch.compile``'d step, made once and kept with the model (for its dtype, device, modules and
-    tensors; another size, or a module or tensor swapped, replaces it). The step reads the model's tensors
-    themselves, so weights updated in place are seen."""
+    tensors; another size, a module or tensor swapped, or a buffer changed in place, replaces it). The step reads
+    the model's parameters themselves, so their updates in place are seen."""
     p = model.model.embed_tokens.weight
     size = min(model.config.max_position_embeddings, max(256, 1 << max(0, int(length) - 1).bit_length()))
     # the modules themselves: the step skips guards on them, so a model whose modules were swapped (quantized in
     # place, say) is compiled again rather than handed code that reads the old ones
     modules = tuple((id(m), type(m)) for m in model.modules())
     # and its tensors: the step holds the ones it was traced with (generate_compiled), so a tensor replaced (a
-    # state dict loaded with assign=True, say) is compiled again too
+    # state dict loaded with assign=True, say) is compiled again too; so is a buffer changed in place (a quantized
+    # layer's codes or scales), whose repacked copies the step holds (a parameter's update is seen as it is)
     tensors = tuple((id(t), t.data_ptr()) for t in itertools.chain(model.parameters(), model.buffers()))
-    key = (size, p.dtype, p.device, modules, tensors)
+    versions = tuple(0 if t.is_inference() else t._version for t in model.buffers())
+    key = (size, p.dtype, p.device, modules, tensors, versions)
     kept = model.__dict__.get(COMPILED_STATE)
     if kept is None or kept[0] != key:
         kernels = p.device.type == "cpu" and gemv.available()  # built before tracing
