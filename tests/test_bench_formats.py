@@ -167,6 +167,7 @@ def _tiny_formats(tmp_path):
     return models, ggufs
 
 
+@pytest.mark.slow  # 4-11 s (a compile): outside the 4-minute default run
 @pytest.mark.export
 def test_prefill_rows_time_every_format_beside_llama_cpp_prompt_processing(tmp_path, one_thread):
     models, ggufs = _tiny_formats(tmp_path)

@@ -81,7 +81,8 @@ def test_bad_segment_refused(real):
         _method("mtt", real, **dict(TINY, max_start_epoch=3))
 
 
-@pytest.mark.parametrize("name", ["mtt", pytest.param("factorization", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 5 s (two trajectory-matching runs): DM's resume stays in the default run (tests/test_condense.py)
+@pytest.mark.parametrize("name", ["mtt", "factorization"])
 def test_resume_matches_uninterrupted(real, tmp_path, name):
     opts = dict(TINY, dsa=True)
     full = condense(real, method=name, ipc=2, iterations=4, out=tmp_path / "full", progress=False, **opts)

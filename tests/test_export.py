@@ -68,6 +68,7 @@ HEAVY_EXPORTS = {
     ("caformer_s18", "pt2"),
     ("caformer_s18", "onnx"),
     ("randformer_s12", "onnx"),
+    ("randformer_s12", "pt2"),
     ("sret_tiny", "onnx"),
     ("slak_tiny", "onnx"),
     ("slak_tiny", "pt2"),

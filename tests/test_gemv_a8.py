@@ -282,6 +282,7 @@ def _calls(code: str, op: str) -> int:
     return code.count(f'"zoo_gemv::{op}"') + len(re.findall(rf"zoo_gemv\.{op}\.\w+\(", code))
 
 
+@pytest.mark.slow  # 4-11 s (a compile): outside the 4-minute default run
 def test_the_compiled_step_gives_eager_tokens_with_8_bit_activations():
     model, code = _compiled_matches_eager("int4a8", "a8_tiles")  # one row: the repacked codes' kernel
     # per layer one product for query, key and value, one for gate and up, o_proj, down_proj; and the head
@@ -312,6 +313,7 @@ def test_a_prompt_that_starts_the_cache_is_eagers_forward(fmt, monkeypatch):
     assert len(seen) == model.config.num_hidden_layers
 
 
+@pytest.mark.slow  # 4-11 s (a compile): outside the 4-minute default run
 def test_the_compiled_prompt_is_one_graph_for_every_layer_and_length():
     """generate(compile=True) compiles prompt_layer once for a model: every layer and every prompt length of one
     cache size run the same graph, and the tokens are eager's."""

@@ -6,7 +6,6 @@ for every layer and prompt length). Eager's tokens, but where float32 rounding (
 between near-tied logits; it saves the per-op Python overhead of each step.
 """
 
-import itertools
 import types
 from collections.abc import Callable
 from typing import Any
@@ -48,9 +47,9 @@ def compiled_decoder(model: nn.Module, length: int) -> tuple[StaticDecoder, Any]
     # and its tensors: the step holds the ones it was traced with (generate_compiled), so a tensor replaced (a
     # state dict loaded with assign=True, say) is compiled again too; so is a buffer changed in place (a quantized
     # layer's codes or scales), whose repacked copies the step holds (a parameter's update is seen as it is)
-    tensors = tuple((id(t), t.data_ptr()) for t in itertools.chain(model.parameters(), model.buffers()))
-    versions = tuple(0 if t.is_inference() else t._version for t in model.buffers())
-    key = (size, p.dtype, p.device, modules, tensors, versions)
+    params = tuple((id(t), t.data_ptr()) for t in model.parameters())
+    buffers = tuple((id(t), t.data_ptr(), 0 if t.is_inference() else t._version) for t in model.buffers())
+    key = (size, p.dtype, p.device, modules, params, buffers)
     kept = model.__dict__.get(COMPILED_STATE)
     if kept is None or kept[0] != key:
         kernels = p.device.type == "cpu" and gemv.available()  # built before tracing
