@@ -57,3 +57,51 @@ def test_the_test_processes_keep_the_default_policy():
         assert allocator.keep_freed_memory() is False
     finally:
         allocator._state.pop("applied", None)
+
+
+def _huge_bytes(address: int) -> int:
+    """AnonHugePages of the mapping that holds ``address`` in this process, in bytes."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        first = line.split()[0]
+        if "-" in first and ":" not in first:
+            start, end = (int(a, 16) for a in first.split("-"))
+            inside = start <= address < end
+        elif inside and first == "AnonHugePages:":
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _can_collapse() -> bool:
+    """Linux 6.1 or later (MADV_COLLAPSE) with transparent huge pages not turned off."""
+    try:
+        mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+    release = tuple(int(p) for p in os.uname().release.split("-")[0].split(".")[:2])
+    return release >= (6, 1) and "[never]" not in mode
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="2 MB pages by MADV_COLLAPSE are Linux's")
+def test_huge_pages_keep_addresses_and_values_and_are_said(monkeypatch):
+    import torch
+
+    from zoo.layers.allocator import huge_pages
+
+    monkeypatch.delenv("ZOO_HUGE_PAGES", raising=False)
+    big = torch.randn(3, 2**20, generator=torch.Generator().manual_seed(0))  # 12 MB
+    small = torch.randn(2**16)  # 256 kB: below a quarter of a 2 MB page, left as it is
+    want, address = big.clone(), big.data_ptr()
+    assert huge_pages([small]) == 0
+    monkeypatch.setenv("ZOO_HUGE_PAGES", "0")
+    assert huge_pages([big]) == 0
+    monkeypatch.delenv("ZOO_HUGE_PAGES")
+    done = huge_pages([big, big.view(-1)[5:]])  # a view of the same storage counts once
+    assert big.data_ptr() == address and torch.equal(big, want)
+    if not _can_collapse():
+        assert done == 0
+        return
+    # every whole 2 MB page inside the 12 MB, at least, and no more than the pages it touches
+    assert 10 * 2**20 <= done <= 14 * 2**20
+    assert _huge_bytes(address + 6 * 2**20) >= 2 * 2**20
+    assert huge_pages([big]) == done  # again: already on 2 MB pages, the same answer

@@ -53,6 +53,27 @@ def test_compiled_decode_int8_keeps_the_kernels_and_the_tokens():
     _check(model, new_tokens=10)
 
 
+@pytest.mark.slow  # a compile: outside the 4-minute default run
+def test_the_float32_step_shares_a_call_for_query_key_value_and_for_gate_up():
+    from torch._inductor.utils import run_and_get_code
+
+    from zoo.lm import gemv
+
+    if not gemv.available():
+        pytest.skip("the zoo's CPU kernels do not run here")
+    model = _model("mobilellm_125m")
+    ids = _prompt(vocab=model.config.vocab_size)
+    eager = model.generate(ids, max_new_tokens=8)
+    compiled, code = run_and_get_code(lambda: model.generate(ids, max_new_tokens=8, compile=True))
+    assert torch.equal(compiled, eager)
+    code = "\n".join(code)
+    layers = model.config.num_hidden_layers
+    # per layer one call for query, key and value and one for gate and up; o_proj, down_proj one each, and the head
+    assert code.count('"zoo_gemv::f32_3"') == code.count('"zoo_gemv::f32_2"') == layers
+    assert "custom_op_wrapper" not in code  # the C++ wrapper calls each kernel without Python
+    assert code.count('"zoo_gemv::f32"') == 2 * layers + 1
+
+
 def test_compiled_decode_refuses_batches_and_padding():
     model = _model("mobilellm_125m")
     with pytest.raises(ValueError, match="batch 1"):

@@ -27,6 +27,19 @@ def test_f32_is_the_float_product(shape):
     assert _rel(gemv.gemv_f32(x, wt), F.linear(x, wt)) < 1e-5
 
 
+def test_f32_many_gives_each_products_bits():
+    # widths of a layer's query, key and value, and odd ones that split a 16-row grain across two weights
+    x = torch.randn(1, 576)
+    weights = [torch.randn(n, 576) for n in (576, 192, 192, 7, 45)] + [torch.randn(576, 40).t(), torch.randn(3, 576)]
+    got = gemv.gemv_f32_many(x, weights)
+    assert len(got) == len(weights)
+    for y, w in zip(got, weights):
+        assert y.shape == (1, w.shape[0]) and torch.equal(y, gemv.gemv_f32(x, w))
+    with pytest.raises(RuntimeError, match="of the row's width"):
+        gemv.gemv_f32_many(x, [weights[0], torch.randn(4, 64)])
+    assert torch.equal(gemv.gemv_f32_many(x, weights[:2])[1], gemv.gemv_f32(x, weights[1]))
+
+
 @pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32), (4, 64)])
 @pytest.mark.parametrize("out_features", [1536, 37])
 def test_integer_kernels_match_the_dequantized_weight(bits, group_size, out_features):

@@ -1,4 +1,5 @@
-"""The C allocator's policy for loops that allocate and free the same large tensors every iteration.
+"""The C allocator's policy for loops that allocate and free the same large tensors every iteration, and 2 MB pages
+for tensors that a loop streams through.
 
 glibc serves an allocation above its mmap threshold (at most 32 MB) from a fresh ``mmap`` and unmaps it when freed,
 so a condensation step that builds a 100 MB activation per class faults in every page of it again on each pass:
@@ -6,18 +7,32 @@ on a 2-core CPU about a second of kernel time per DSA iteration at ipc 1 on MNIS
 :func:`keep_freed_memory` makes glibc serve every allocation from its heap and keep freed memory for the next one
 (``M_MMAP_MAX`` 0, ``M_TRIM_THRESHOLD`` at its largest): the pages are touched once. The process keeps its peak
 heap until it exits, which a command that runs one loop to its end can afford; a library call never changes it.
+
+:func:`huge_pages` puts large tensors' memory on 2 MB pages in place (Linux's ``MADV_COLLAPSE``). A decoded token
+reads every weight of the model once: on 4 kB pages, a 125M model at float32 crosses about 120,000 of them per
+token, far more than the TLB holds. The compiled decode step of full-size ``mobilellm_125m`` (random weights), two
+copies alternated in one process on a 2-core AMD EPYC, 11-25 rounds of 48 tokens, median of the rounds' ratios:
+float32 1.04x and 1.11x faster on 2 MB pages (two runs), int8 1.04x, int4 1.00x. llama.cpp gets such pages where the page cache backs its memory-mapped GGUF with them.
 """
+
+from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["keep_freed_memory"]
+if TYPE_CHECKING:  # the module itself imports no torch (tests/test_allocator.py loads it alone)
+    import torch
+
+__all__ = ["huge_pages", "keep_freed_memory"]
 
 _M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 _M_MMAP_MAX = -4
 _LARGEST = 2**31 - 1  # mallopt takes an int
-_state: dict[str, bool] = {}
+_state: dict[str, Any] = {}
 
 
 def keep_freed_memory() -> bool:
@@ -27,13 +42,58 @@ def keep_freed_memory() -> bool:
         return _state["applied"]
     applied = False
     if os.environ.get("ZOO_KEEP_FREED_MEMORY", "1") != "0":
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            mallopt = libc.mallopt
-        except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt)
-            mallopt = None
+        mallopt = getattr(_libc(), "mallopt", None)  # not glibc: macOS, musl without mallopt
         if mallopt is not None:
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
             applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _LARGEST))
     _state["applied"] = applied
     return applied
+
+
+def _libc() -> ctypes.CDLL | None:
+    if "libc" not in _state:
+        try:
+            _state["libc"] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        except OSError:
+            _state["libc"] = None
+    return _state["libc"]
+
+
+_MADV_COLLAPSE = 25  # Linux 6.1's <asm-generic/mman-common.h>
+
+
+def _huge_page_size() -> int:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 2 << 20
+
+
+def huge_pages(tensors: Iterable[torch.Tensor]) -> int:
+    """Move the memory of large CPU tensors onto 2 MB pages, in place (Linux's ``MADV_COLLAPSE``: the same
+    addresses and values). Each 2 MB page that the tensors' storages fill at least half of is collapsed; the rest
+    of such a page (other allocations, free heap) becomes resident with it. Returns the bytes now on 2 MB pages: 0
+    where the kernel cannot (before Linux 6.1, another OS, a file-backed tensor such as a memory-mapped safetensors
+    file, no free 2 MB page) or with ``ZOO_HUGE_PAGES=0``. Pages collapsed before cost a quick check; 500 MB took
+    about a second the first time on a 2-core AMD EPYC."""
+    libc = _libc()
+    if not sys.platform.startswith("linux") or libc is None or os.environ.get("ZOO_HUGE_PAGES", "1") == "0":
+        return 0
+    size = _huge_page_size()
+    covered: dict[int, int] = {}  # 2 MB page -> bytes of it that the storages hold
+    seen = set()
+    for t in tensors:
+        if t.device.type != "cpu" or t.is_meta:
+            continue
+        start, nbytes = t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()
+        if start in seen or nbytes < size // 4:
+            continue
+        seen.add(start)
+        for page in range(start // size * size, start + nbytes, size):
+            covered[page] = covered.get(page, 0) + min(page + size, start + nbytes) - max(page, start)
+    madvise = libc.madvise
+    madvise.argtypes, madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return sum(
+        size for page, n in sorted(covered.items()) if n >= size // 2 and madvise(page, size, _MADV_COLLAPSE) == 0
+    )

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layers.allocator import huge_pages
 from . import gemv
 from .decoding import Decoding, decode_loop
 from .static_decoder import StaticDecoder, prompt_layer
@@ -60,6 +61,7 @@ def compiled_decoder(model: nn.Module, length: int) -> tuple[StaticDecoder, Any]
             with torch.no_grad():
                 zero = torch.zeros(1, dtype=torch.long, device=p.device)
                 decoder(zero[None], zero)
+            huge_pages(_read_per_token(model))  # every token streams them: 2 MB pages, fewer TLB misses
         # no size/stride checks of every kernel's output at every token (they cost 0.6 ms of a 125M int4 step)
         options = {"size_asserts": False, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
         if kernels:  # float32 rows to zoo.lm.gemv's kernel
@@ -97,6 +99,12 @@ def generate_compiled(
             plan,
             streamer,
         )
+
+
+def _read_per_token(model: nn.Module) -> list[torch.Tensor]:
+    """What a decoded token reads: the model's parameters and buffers, and the quantized layers' kernel copies."""
+    copies = [t for m in model.modules() if hasattr(m, "kernel_copies") for t in m.kernel_copies()]
+    return [*model.parameters(), *model.buffers(), *copies]
 
 
 def _own_step(decoder: StaticDecoder):

@@ -65,7 +65,7 @@ bits.
 
 The kernels are C++ (``zoo/lm/kernels/gemv.cpp`` and ``gemv_a8.h``, shipped with the package), built by ``torch.utils.cpp_extension`` with the system's C++ compiler at first use
 (about 15 s; cached in torch's extension folder, keyed by the source) and registered as the operators
-``zoo_gemv::f32`` / ``int8`` / ``int4`` / ``int8_a8`` / ``int4_a8`` / ``q8_0`` / ``attend`` (one token's attention,
+``zoo_gemv::f32`` / ``f32_2`` / ``f32_3`` (one row, two or three weights: :func:`gemv_f32_many`) / ``int8`` / ``int4`` / ``int8_a8`` / ``int4_a8`` / ``q8_0`` / ``attend`` (one token's attention,
 :func:`attend_one`; the eager model's one-token attention calls it too, so eager and compiled decoding attend
 with the same bits), with shape functions so that ``torch.compile`` calls them from a compiled graph; :class:`OneRowProducts` hands a compiled
 graph's float32 one-row products to ``zoo_gemv::f32``. :func:`available` says whether they can run here: an AVX2
@@ -100,6 +100,7 @@ __all__ = [
     "gemm_a8_tiles",
     "gemm_int8_a8",
     "gemv_f32",
+    "gemv_f32_many",
     "gemv_int4",
     "gemv_int8",
     "kernel_choice",
@@ -159,6 +160,12 @@ def _register_shapes() -> None:
     for name in ("f32", "int8", "int4"):
         torch.library.register_fake(f"zoo_gemv::{name}")(one_row)
 
+    def rows_of_each(x: torch.Tensor, *weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(x.new_empty((1, w.shape[0])) for w in weights)
+
+    for name in ("f32_2", "f32_3"):
+        torch.library.register_fake(f"zoo_gemv::{name}")(rows_of_each)
+
     def rows_out(x: torch.Tensor, weight: torch.Tensor, *rest) -> torch.Tensor:
         return x.new_empty((x.shape[0], weight.shape[0]))
 
@@ -192,6 +199,19 @@ def supports(x: torch.Tensor, in_features: int) -> bool:
 def gemv_f32(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x (1, K) @ weight (N, K).T`` in float32."""
     return torch.ops.zoo_gemv.f32(x.reshape(1, -1), weight)
+
+
+def gemv_f32_many(x: torch.Tensor, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``x (1, K)``'s products with several float32 weights ``(N_i, K)``: each as :func:`gemv_f32` gives it, two or
+    three at a time in one call that splits all their rows across the threads (a layer's query, key and value: one
+    call and one fork and join, not three)."""
+    x, ys = x.reshape(1, -1), []
+    for at in range(0, len(weights), 3):
+        chunk = weights[at : at + 3]
+        op = {1: torch.ops.zoo_gemv.f32, 2: torch.ops.zoo_gemv.f32_2, 3: torch.ops.zoo_gemv.f32_3}[len(chunk)]
+        y = op(x, *chunk)
+        ys.extend([y] if len(chunk) == 1 else y)
+    return ys
 
 
 def gemv_int8(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

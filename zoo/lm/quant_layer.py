@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils._pytree as pytree
 from torch import nn
 
 from . import gemv
@@ -230,6 +231,11 @@ class QuantizedLinear(nn.Module):
             return self.qweight
         codes = _kernel_unpack(self._kernel["weight"], self._kernel["block"], self.in_features)
         return pack_int4(codes[: self.out_features])
+
+    def kernel_copies(self) -> list[torch.Tensor]:
+        """The copies of the codes and scales made for the kernels (repacked tiles, scales in the kernels' dtype),
+        none of them saved: what a product reads besides the buffers."""
+        return [t for t in pytree.tree_leaves(list(self._kernel.values())) if isinstance(t, torch.Tensor)]
 
     def _restore(self) -> None:
         if self.released:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gemv import attend_one
+from .gemv import attend_one, gemv_f32_many
 from .quant_layer import shared_products
 from .routing import LayerOps, layer_forward
 
@@ -104,10 +104,26 @@ class OneTokenOps(LayerOps):
         return attn.attend(q, k, v, mask, is_causal)
 
     def project(self, linears: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Quantized projections that read the same input as one product of the 8-bit kernels (a decoded token's
-        query, key and value; gate and up: :func:`zoo.lm.quant_layer.shared_products`, the same bits), else each
-        by itself."""
-        return shared_products(linears, x) or super().project(linears, x)
+        """Projections that read the same input (a decoded token's query, key and value; gate and up) as one call:
+        quantized ones as one product of the 8-bit kernels (:func:`zoo.lm.quant_layer.shared_products`), float32
+        ones by :func:`zoo.lm.gemv.gemv_f32_many` (:func:`_float_products`); the same bits as each by itself, which
+        is the fallback."""
+        return shared_products(linears, x) or _float_products(linears, x) or super().project(linears, x)
+
+
+def _float_products(linears: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """Inside the compiled step, one float32 CPU row through several plain float32 ``nn.Linear`` of its width in one
+    kernel call, each output as ``zoo_gemv::f32`` gives it (as the step's other float32 products,
+    :class:`zoo.lm.gemv.OneRowProducts`); None otherwise (run eagerly, the decoder computes eager's bits)."""
+    width = x.shape[-1]
+    if not torch.compiler.is_compiling() or len(linears) < 2 or x.numel() != width or x.device.type != "cpu":
+        return None
+    if x.dtype != torch.float32:
+        return None
+    if not all(type(m) is nn.Linear and m.weight.dtype == torch.float32 and m.in_features == width for m in linears):
+        return None
+    ys = gemv_f32_many(x, [m.weight for m in linears])
+    return tuple((y if m.bias is None else y + m.bias).view(*x.shape[:-1], m.out_features) for m, y in zip(linears, ys))
 
 
 class _PromptOps(LayerOps):
