@@ -453,7 +453,8 @@ def test_dc_and_dsa_step_float32_equal_the_authors(method, channels, size, monke
 
 
 @pytest.mark.parametrize("channels, size", SHAPES)
-@pytest.mark.parametrize("method", ["dc", "dsa"])
+# DC's outer steps under -m slow: DSA's, on the same network and loop, stay in the default run
+@pytest.mark.parametrize("method", [pytest.param("dc", marks=pytest.mark.slow), "dsa"])
 def test_dc_and_dsa_outer_steps_float32_equal_the_authors(method, channels, size, monkeypatch):
     """main.py's iteration with the network trained between outer steps (ipc 2, two outer steps, 5 epochs between
     them), in float32 on the real shapes: the last outer step's image gradient, the loss and the trained network
