@@ -12,7 +12,8 @@ heap until it exits, which a command that runs one loop to its end can afford; a
 reads every weight of the model once: on 4 kB pages, a 125M model at float32 crosses about 120,000 of them per
 token, far more than the TLB holds. The compiled decode step of full-size ``mobilellm_125m`` (random weights), two
 copies alternated in one process on a 2-core AMD EPYC, 11-25 rounds of 48 tokens, median of the rounds' ratios:
-float32 1.04x and 1.11x faster on 2 MB pages (two runs), int8 1.04x, int4 1.00x. llama.cpp gets such pages where the page cache backs its memory-mapped GGUF with them.
+float32 1.04x and 1.11x faster on 2 MB pages (two runs), int8 1.04x, int4 1.00x. llama.cpp gets such pages where
+the page cache backs its memory-mapped GGUF with them.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ bits.
 
 The kernels are C++ (``zoo/lm/kernels/gemv.cpp`` and ``gemv_a8.h``, shipped with the package), built by ``torch.utils.cpp_extension`` with the system's C++ compiler at first use
 (about 15 s; cached in torch's extension folder, keyed by the source) and registered as the operators
-``zoo_gemv::f32`` / ``f32_2`` / ``f32_3`` (one row, two or three weights: :func:`gemv_f32_many`) / ``int8`` / ``int4`` / ``int8_a8`` / ``int4_a8`` / ``q8_0`` / ``attend`` (one token's attention,
+``zoo_gemv::f32`` / ``f32_2`` / ``f32_3`` (one row, two or three weights: :func:`gemv_f32_many`) / ``int8`` /
+``int4`` / ``int8_a8`` / ``int4_a8`` / ``q8_0`` / ``attend`` (one token's attention,
 :func:`attend_one`; the eager model's one-token attention calls it too, so eager and compiled decoding attend
 with the same bits), with shape functions so that ``torch.compile`` calls them from a compiled graph; :class:`OneRowProducts` hands a compiled
 graph's float32 one-row products to ``zoo_gemv::f32``. :func:`available` says whether they can run here: an AVX2
