@@ -116,9 +116,8 @@ def _float_products(linears: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[to
     kernel call, each output as ``zoo_gemv::f32`` gives it (as the step's other float32 products,
     :class:`zoo.lm.gemv.OneRowProducts`); None otherwise (run eagerly, the decoder computes eager's bits)."""
     width = x.shape[-1]
-    if not torch.compiler.is_compiling() or len(linears) < 2 or x.numel() != width or x.device.type != "cpu":
-        return None
-    if x.dtype != torch.float32:
+    one_row = x.numel() == width and x.device.type == "cpu" and x.dtype == torch.float32
+    if not torch.compiler.is_compiling() or len(linears) < 2 or not one_row:
         return None
     if not all(type(m) is nn.Linear and m.weight.dtype == torch.float32 and m.in_features == width for m in linears):
         return None
