@@ -5,6 +5,7 @@ maps (in its recorded ``output_fmt``) or is refused at build time with a message
 """
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -22,10 +23,16 @@ def _smallest_vision_model_per_family():
     return names
 
 
+@functools.cache
+def _built(name):
+    """One model per name for the wrappers' cases, which wrap copies of it (a SLaK build takes about a second)."""
+    return create_model(name).eval()
+
+
 @pytest.mark.parametrize("name", _smallest_vision_model_per_family())
 @pytest.mark.parametrize("feature_cls", ["hook", "dict", "list"])
 def test_feature_wrappers_agree_with_the_getter(name, feature_cls):
-    model = create_model(name).eval()
+    model = _built(name)
     cfg = model.pretrained_cfg
     size = cfg["input_size"][-1] if cfg.get("fixed_input_size") else 64
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -46,5 +53,5 @@ def test_feature_wrappers_agree_with_the_getter(name, feature_cls):
 
 
 def test_unknown_feature_cls_is_named():
-    with pytest.raises(ValueError, match="feature_cls='fx2'.*getter, hook, dict, list"):
+    with torch.device("meta"), pytest.raises(ValueError, match="feature_cls='fx2'.*getter, hook, dict, list"):
         create_model(list_models(task="image-classification")[0], features_only=True, feature_cls="fx2")
