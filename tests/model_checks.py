@@ -45,6 +45,14 @@ def weights_unchanged(model: torch.nn.Module, snapshot: dict[str, torch.Tensor])
     return all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
 
 
+# the models whose params and MACs tests/test_profile.py measures by default (one per MetaFormer and SReT series);
+# tests/test_cards.py's default rows measure the other series
+PROFILED_BY_DEFAULT = [n for n in zoo.list_models(task="image-classification") if n.endswith(("_s12", "_s18"))] + [
+    "sret_tiny",
+    "sret_tiny_wo_slice",
+]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The checks, by model name
 

@@ -5,6 +5,7 @@ import csv
 
 import pytest
 import torch
+from model_checks import PROFILED_BY_DEFAULT as SMALL
 from torch import nn
 
 import zoo
@@ -56,13 +57,6 @@ def test_uncounted_heavy_op_is_an_error(monkeypatch):
     model = zoo.create_model("caformer_s18").stages[2].blocks[0].token_mixer.eval()
     with pytest.raises(RuntimeError, match="scaled_dot_product_attention"):
         count_macs(model, torch.randn(1, 14, 14, 320))
-
-
-# one model per series of each family
-SMALL = [n for n in zoo.list_models(task="image-classification") if n.endswith(("_s12", "_s18"))] + [
-    "sret_tiny",
-    "sret_tiny_wo_slice",
-]
 
 
 @pytest.mark.parametrize(
