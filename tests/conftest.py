@@ -7,7 +7,6 @@ import os
 import re
 
 import pytest
-import torch
 from fakehub import FakeHub
 
 # the test processes keep glibc's default allocator policy (zoo condense's keep_freed_memory would hold every
@@ -17,6 +16,8 @@ os.environ.setdefault("ZOO_KEEP_FREED_MEMORY", "0")
 # under pytest-xdist each worker gets its share of the cores, so that workers do not oversubscribe them
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
+    import torch  # in the workers only: the process that hands out the tests starts them sooner without it
+
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 
@@ -68,6 +69,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _seed():
+    import torch
+
     torch.manual_seed(0)
     yield
 
@@ -76,6 +79,8 @@ def _seed():
 def one_thread():
     """Tiny models on a loaded 2-core machine: one thread is many times faster than two. For a whole module:
     ``pytestmark = pytest.mark.usefixtures("one_thread")``; the thread count is restored after the module."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
