@@ -48,6 +48,7 @@ def test_compiled_decode_equals_eager():
     _check(_model("mobilellm_125m"))
 
 
+@pytest.mark.slow  # a compile, 9-13 s: outside the 4-minute default run (test_gemv.py compiles the float32 pass)
 def test_compiled_decode_int8_keeps_the_kernels_and_the_tokens():
     model = _model("mobilellm_pro_1b", "int8")  # a global layer and a sliding window
     _check(model, new_tokens=10)
