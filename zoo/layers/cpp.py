@@ -1,6 +1,6 @@
 """Building the package's C++ kernels at first use: ``torch.utils.cpp_extension`` with the system's compiler, the
-build cached in torch's extension folder under a name keyed by the sources and the flags (a changed source builds
-afresh; an unchanged one loads in milliseconds)."""
+build cached in torch's extension folder under a name keyed by the sources, the flags and the torch built against (a
+changed source builds afresh; an unchanged one loads in milliseconds)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-__all__ = ["build", "build_or_warn"]
+__all__ = ["build", "build_name", "build_or_warn"]
 
 
 def build_or_warn(
@@ -34,6 +34,16 @@ def build_or_warn(
         return None
 
 
+def build_name(prefix: str, source: str, flags: list[str]) -> str:
+    """The build's name and folder in torch's extension cache: ``{prefix}_{digest}`` of the source, the flags and the
+    torch it is built against (its version and folder, whose headers it includes). Two environments that share the
+    cache (a CI checkout's virtual environment and a developer's, say) so keep a build each, rather than rebuilding
+    over each other's at every first use (about 15 s a library)."""
+    here = os.path.dirname(os.path.abspath(torch.__file__))
+    digest = hashlib.sha256("\n".join([source, " ".join(flags), torch.__version__, here]).encode()).hexdigest()
+    return f"{prefix}_{digest[:12]}"
+
+
 def build(prefix: str, source_dir: str, files: tuple[str, ...], flags: list[str]) -> str:
     """Build and load ``files`` (in ``source_dir``; the first is compiled, the others are included by it) as the
     operator library ``{prefix}_{digest}``; returns the build folder. Raises what the compiler driver raises."""
@@ -43,8 +53,7 @@ def build(prefix: str, source_dir: str, files: tuple[str, ...], flags: list[str]
     for name in files:
         with open(os.path.join(source_dir, name), encoding="utf-8") as f:
             texts[name] = f.read()
-    digest = hashlib.sha256(("".join(texts.values()) + " ".join(flags)).encode()).hexdigest()[:12]
-    name = f"{prefix}_{digest}"
+    name = build_name(prefix, "".join(texts.values()), flags)
     folder = os.path.join(cpp_extension.get_default_build_root(), name)
     os.makedirs(folder, exist_ok=True)
     for file, text in texts.items():

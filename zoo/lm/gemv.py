@@ -63,8 +63,9 @@ lanes per row (:func:`gemm_a8_tiles`); its float code repeats the plain kernels'
 accumulator ``block % 8`` for whole groups of eight, the tail in one running sum by ``fma``), so both give the same
 bits.
 
-The kernels are C++ (``zoo/lm/kernels/gemv.cpp`` and ``gemv_a8.h``, shipped with the package), built by ``torch.utils.cpp_extension`` with the system's C++ compiler at first use
-(about 15 s; cached in torch's extension folder, keyed by the source) and registered as the operators
+The kernels are C++ (``zoo/lm/kernels/gemv.cpp`` and ``gemv_a8.h``, shipped with the package), built by
+``torch.utils.cpp_extension`` with the system's C++ compiler at first use (about 15 s; cached in torch's extension
+folder, keyed by the source and the torch built against) and registered as the operators
 ``zoo_gemv::f32`` / ``f32_2`` / ``f32_3`` (one row, two or three weights: :func:`gemv_f32_many`) / ``int8`` /
 ``int4`` / ``int8_a8`` / ``int4_a8`` / ``q8_0`` / ``attend`` (one token's attention,
 :func:`attend_one`; the eager model's one-token attention calls it too, so eager and compiled decoding attend

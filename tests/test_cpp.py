@@ -1,0 +1,22 @@
+"""zoo.layers.cpp: where a C++ kernel library's build lives in torch's extension cache."""
+
+import re
+
+import torch
+
+from zoo.layers.cpp import build_name
+
+
+def test_the_build_name_follows_the_source_the_flags_and_the_torch_built_against(monkeypatch):
+    name = build_name("zoo_x", "int f();", ["-O3", "-mavx2"])
+    assert re.fullmatch(r"zoo_x_[0-9a-f]{12}", name)
+    assert build_name("zoo_x", "int f();", ["-O3", "-mavx2"]) == name  # the same build is found again
+    others = {build_name("zoo_x", "int g();", ["-O3", "-mavx2"]), build_name("zoo_x", "int f();", ["-O2", "-mavx2"])}
+    # another environment sharing the cache: another torch version, or the same one installed elsewhere (whose
+    # headers the build names by path) gets a folder of its own instead of rebuilding over this one
+    monkeypatch.setattr(torch, "__version__", torch.__version__ + "+other")
+    others.add(build_name("zoo_x", "int f();", ["-O3", "-mavx2"]))
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "__file__", "/another/venv/site-packages/torch/__init__.py")
+    others.add(build_name("zoo_x", "int f();", ["-O3", "-mavx2"]))
+    assert len(others) == 4 and name not in others
