@@ -24,8 +24,8 @@ def test_mismatched_checkpoint_reports_keys_and_loads_nothing(tmp_path):
 
 
 def test_shape_mismatch_is_named(tmp_path):
-    model = zoo.create_model("poolformer_s24")
-    path = save_state_dict(zoo.create_model("poolformer_m48"), tmp_path / "m48.safetensors")
+    model = zoo.create_model("poolformer_s12")
+    path = save_state_dict(zoo.create_model("poolformer_m36"), tmp_path / "m36.safetensors")
     snap = weights_snapshot(model)
     with pytest.raises(
         CheckpointMismatchError,
@@ -34,7 +34,7 @@ def test_shape_mismatch_is_named(tmp_path):
         zoo.load_checkpoint(model, path)
     assert weights_unchanged(model, snap)
     with pytest.raises(CheckpointMismatchError):
-        zoo.create_model("poolformer_s24", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        zoo.create_model("poolformer_s12", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
