@@ -19,7 +19,10 @@ def _load(name, sd, tmp_path, **kwargs):
     return zoo.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs).eval()
 
 
-@pytest.mark.parametrize("name", ["sret_tiny", "sret_lt", "sret_small", "sret_tiny_wo_slice"])
+# the largest variant (sret_small, 2-3 s) with -m slow, beside the others
+@pytest.mark.parametrize(
+    "name", ["sret_tiny", "sret_lt", pytest.param("sret_small", marks=pytest.mark.slow), "sret_tiny_wo_slice"]
+)
 def test_matches_authors_forward(name, tmp_path):
     sd = make_authors_state_dict(name, seed=3)
     model = _load(name, sd, tmp_path)
