@@ -38,7 +38,7 @@ def build_name(prefix: str, source: str, flags: list[str]) -> str:
     """The build's name and folder in torch's extension cache: ``{prefix}_{digest}`` of the source, the flags and the
     torch it is built against (its version and folder, whose headers it includes). Two environments that share the
     cache (a CI checkout's virtual environment and a developer's, say) so keep a build each, rather than rebuilding
-    over each other's at every first use (about 15 s a library)."""
+    over each other's at every first use (tens of seconds a library)."""
     here = os.path.dirname(os.path.abspath(torch.__file__))
     digest = hashlib.sha256("\n".join([source, " ".join(flags), torch.__version__, here]).encode()).hexdigest()
     return f"{prefix}_{digest[:12]}"
