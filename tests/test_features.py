@@ -5,7 +5,6 @@ maps (in its recorded ``output_fmt``) or is refused at build time with a message
 """
 
 import copy
-import functools
 
 import pytest
 import torch
@@ -23,16 +22,19 @@ def _smallest_vision_model_per_family():
     return names
 
 
-@functools.cache
-def _built(name):
-    """One model per name for the wrappers' cases, which wrap copies of it (a SLaK build takes about a second)."""
-    return create_model(name).eval()
+@pytest.fixture(scope="module")
+def built():
+    """One model per name for the wrappers' cases, which wrap copies of it (a SLaK build takes about a second);
+    released with the module."""
+    return {}
 
 
 @pytest.mark.parametrize("name", _smallest_vision_model_per_family())
 @pytest.mark.parametrize("feature_cls", ["hook", "dict", "list"])
-def test_feature_wrappers_agree_with_the_getter(name, feature_cls):
-    model = _built(name)
+def test_feature_wrappers_agree_with_the_getter(built, name, feature_cls):
+    if name not in built:
+        built[name] = create_model(name).eval()
+    model = built[name]
     cfg = model.pretrained_cfg
     size = cfg["input_size"][-1] if cfg.get("fixed_input_size") else 64
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -69,10 +69,10 @@ folder, keyed by the source and the torch built against) and registered as the o
 ``zoo_gemv::f32`` / ``f32_2`` / ``f32_3`` (one row, two or three weights: :func:`gemv_f32_many`) / ``int8`` /
 ``int4`` / ``int8_a8`` / ``int4_a8`` / ``q8_0`` / ``attend`` (one token's attention,
 :func:`attend_one`; the eager model's one-token attention calls it too, so eager and compiled decoding attend
-with the same bits), with shape functions so that ``torch.compile`` calls them from a compiled graph; :class:`OneRowProducts` hands a compiled
-graph's float32 one-row products to ``zoo_gemv::f32``. :func:`available` says whether they can run here: an AVX2
-CPU (``torch.backends.cpu.get_cpu_capability()``), a compiler, and ``ZOO_GEMV`` not set to ``0``. Where not,
-callers keep PyTorch's kernels; a failed build warns once.
+with the same bits), with shape functions so that ``torch.compile`` calls them from a compiled graph;
+:class:`OneRowProducts` hands a compiled graph's float32 one-row products to ``zoo_gemv::f32``. :func:`available`
+says whether they can run here: an AVX2 CPU (``torch.backends.cpu.get_cpu_capability()``), a compiler, and
+``ZOO_GEMV`` not set to ``0``. Where not, callers keep PyTorch's kernels; a failed build warns once.
 """
 
 from __future__ import annotations
