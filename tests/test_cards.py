@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from model_checks import PROFILED_BY_DEFAULT
+from model_checks import PROFILED_BY_DEFAULT, series, smallest_of_each
 
 import zoo
 from zoo import cards
@@ -20,21 +20,15 @@ from zoo import cards
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _one_per_series():
-    by_series = {}
-    for name in zoo.list_models(task="image-classification"):
-        params = zoo.model_info(name)["reference"]["params"]
-        key = name.split("_", 1)[0]
-        if key not in by_series or (params, name) < by_series[key]:
-            by_series[key] = (params, name)
-    return sorted(name for _, name in by_series.values())
-
-
 @pytest.fixture(scope="module")
 def rows():
     """The series whose params and MACs tests/test_profile.py does not measure by default, and one MetaFormer."""
     measured = set(PROFILED_BY_DEFAULT)
-    return cards.collect([n for n in _one_per_series() if n not in measured] + ["poolformer_s12"], progress=False)
+    return cards.collect(
+        [n for n in smallest_of_each(zoo.list_models(task="image-classification"), series) if n not in measured]
+        + ["poolformer_s12"],
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,10 @@ import copy
 
 import pytest
 import torch
+from model_checks import smallest_of_each
 
 from zoo.factory import create_model, wrap_features
-from zoo.registry import get_entry, list_families, list_models
-
-
-def _smallest_vision_model_per_family():
-    names = []
-    for family in list_families():
-        members = list_models(family=family, task="image-classification")
-        if members:
-            names.append(min(members, key=lambda n: (get_entry(n).reference.get("params") or 0, n)))
-    return names
+from zoo.registry import get_entry, list_models
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +21,9 @@ def built():
     return {}
 
 
-@pytest.mark.parametrize("name", _smallest_vision_model_per_family())
+@pytest.mark.parametrize(
+    "name", smallest_of_each(list_models(task="image-classification"), lambda n: get_entry(n).family)
+)
 @pytest.mark.parametrize("feature_cls", ["hook", "dict", "list"])
 def test_feature_wrappers_agree_with_the_getter(built, name, feature_cls):
     if name not in built:

@@ -11,8 +11,6 @@ The check functions (tests/model_checks.py) take a model name, so a family regis
 same checks (tests/test_new_family.py).
 """
 
-from collections import defaultdict
-
 import pytest
 import torch
 from model_checks import (
@@ -23,28 +21,16 @@ from model_checks import (
     check_param_count,
     check_regularisation,
     check_train_step,
+    series,
+    smallest_of_each,
 )
 
-from zoo.registry import get_entry, list_models
+from zoo.registry import list_models
 
 VISION = list_models(task="image-classification")
 
 
-def series(name: str) -> str:
-    return name.split("_", 1)[0]
-
-
-def representatives(names):
-    """The smallest model (reference params, then name) of each series."""
-    by_series = defaultdict(list)
-    for name in names:
-        by_series[series(name)].append(name)
-    return sorted(
-        min(group, key=lambda n: (get_entry(n).reference.get("params") or 0, n)) for group in by_series.values()
-    )
-
-
-DEFAULT = representatives(VISION)
+DEFAULT = smallest_of_each(VISION, series)  # the smallest of each series
 # every vision model: the representatives by default, the others under -m slow
 ALL_VISION = [name if name in DEFAULT else pytest.param(name, marks=pytest.mark.slow) for name in VISION]
 

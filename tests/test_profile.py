@@ -73,12 +73,6 @@ def test_every_model_profile(name):
     _check_profile(name, cross_check=True)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in zoo.list_models(task="image-classification") if n not in SMALL])
-def test_flop_counter_cross_check_large(name):
-    _check_profile(name, cross_check=True)
-
-
 def _check_profile(name, cross_check):
     result = zoo.profile(name, cross_check=cross_check)
     ref = zoo.model_info(name)["reference"]

@@ -33,11 +33,12 @@ Numerics:
   unsigned-by-signed byte multiply takes ``|w|`` and the activation with ``w``'s sign, as llama.cpp does, so no pair
   sum saturates), ``avxvnni`` (``vpdpbusd`` on 256 bits) and ``avx512vnni`` (AVX-512's ``vpdpbusd``: on 512 bits,
   two blocks per register, for fewer than 4 rows from the plain codes; on 256 bits in the decode tiles and a
-  prompt's register blocks; int4 one row: two blocks per 256 bits, the row laid out to match the nibbles). Each is compiled with function-level target attributes into the one build and chosen at run time
-  from what the CPU reports (``__builtin_cpu_supports``) and measured on it: :func:`cpu_isas` names the paths this
-  CPU runs; where it runs more than one, :func:`calibrate` times each at the first product (one row from the
-  repacked tiles, and a 64-row GEMM, both through a 1536x576 projection at int8 and int4, one thread; about 0.1 s per path) and
-  keeps the fastest for a decoded token and for a prompt in a file beside the built kernels, keyed by the CPU's
+  prompt's register blocks; int4 one row: two blocks per 256 bits, the row laid out to match the nibbles). Each is
+  compiled with function-level target attributes into the one build and chosen at run time from what the CPU
+  reports (``__builtin_cpu_supports``) and measured on it: :func:`cpu_isas` names the paths this CPU runs; where it
+  runs more than one, :func:`calibrate` times each at the first product (one row from the repacked tiles, and a
+  64-row GEMM, both through a 1536x576 projection at int8 and int4, one thread; about 0.1 s per path) and keeps
+  the fastest for a decoded token and for a prompt in a file beside the built kernels, keyed by the CPU's
   name; :func:`kernel_choice` says what was chosen and why, :func:`kernel_path` the path for a number of rows, and
   ``ZOO_GEMV_ISA=avx2|avxvnni|avx512vnni`` forces one (refused with one line where the CPU lacks it; read at the
   first product). Integer sums are exact and every path hands them to the same float code, so the paths give
