@@ -68,22 +68,17 @@ def test_uncounted_heavy_op_is_an_error(monkeypatch):
 )
 def test_every_model_profile(name):
     """Params exact, MACs within 2% of the authors' fvcore totals, nothing uncounted, and the FlopCounterMode
-    cross-check: one model per series by default, the rest with -m slow (tests/test_cards.py measures every
-    model's params and MACs by default too)."""
-    _check_profile(name, cross_check=True)
-
-
-def _check_profile(name, cross_check):
-    result = zoo.profile(name, cross_check=cross_check)
+    cross-check: one model per MetaFormer and SReT series by default (PROFILED_BY_DEFAULT; tests/test_cards.py's
+    default rows measure the other series), every model with -m slow."""
+    result = zoo.profile(name, cross_check=True)
     ref = zoo.model_info(name)["reference"]
     assert result.params == ref["params"]
     assert result.trainable_params + result.frozen_params == result.params
     assert abs(result.macs / ref["macs"] - 1) < 0.02, f"{name}: {result.macs / 1e9:.3f} GMACs vs {ref['gmacs']}"
     assert result.flops == 2 * result.macs
     assert result.uncounted_ops == {}
-    if cross_check:
-        check = result.flop_counter_check
-        assert check["rel_diff"] < 0.01, check
+    check = result.flop_counter_check
+    assert check["rel_diff"] < 0.01, check
     cfg_size = tuple(zoo.model_info(name)["pretrained_cfg"]["input_size"])
     assert result.input_size == (1, *cfg_size) and result.tools["fvcore"]
 
