@@ -16,7 +16,6 @@ from zoo.export import ExportSpec
 from zoo.export.lm_runtime import CachedDecoder, export_methods
 from zoo.layers.saving import HubMixin
 from zoo.lm import KVCache
-from zoo.registry import get_entry
 from zoo.weights import save_state_dict
 
 
@@ -44,20 +43,6 @@ def weights_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def weights_unchanged(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> bool:
     return all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
-
-
-def series(name: str) -> str:
-    """A model's series: its name up to the first underscore (``caformer_s18`` -> ``caformer``)."""
-    return name.split("_", 1)[0]
-
-
-def smallest_of_each(names, group) -> list[str]:
-    """The smallest model of each group of ``names`` (``group(name)`` names its group): the fewest parameters in the
-    authors' table, then the first name; sorted by name."""
-    groups = {}
-    for name in names:
-        groups.setdefault(group(name), []).append(name)
-    return sorted(min(g, key=lambda n: (get_entry(n).reference.get("params") or 0, n)) for g in groups.values())
 
 
 # the models whose params and MACs tests/test_profile.py measures by default (one per MetaFormer and SReT series);

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 
 import torch
+from model_groups import smallest_of_each
 
 import zoo
 from zoo.bench.harness import randomize_
@@ -105,8 +106,4 @@ def tiny_lm_structure(name: str) -> tuple:
 
 def lm_representatives(names: list[str]) -> list[str]:
     """One model per distinct tiny structure (the smallest by reference parameters, then name)."""
-    groups: dict[tuple, list[str]] = {}
-    for name in names:
-        groups.setdefault(tiny_lm_structure(name), []).append(name)
-    params = lambda n: zoo.model_info(n)["reference"].get("params") or 0  # noqa: E731
-    return sorted(min(group, key=lambda n: (params(n), n)) for group in groups.values())
+    return smallest_of_each(names, tiny_lm_structure)

@@ -12,7 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from model_checks import PROFILED_BY_DEFAULT, series, smallest_of_each
+from model_checks import PROFILED_BY_DEFAULT
+from model_groups import series, smallest_of_each
 
 import zoo
 from zoo import cards

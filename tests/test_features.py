@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from model_checks import smallest_of_each
+from model_groups import smallest_of_each
 
 from zoo.factory import create_model, wrap_features
 from zoo.registry import get_entry, list_models

@@ -21,9 +21,8 @@ from model_checks import (
     check_param_count,
     check_regularisation,
     check_train_step,
-    series,
-    smallest_of_each,
 )
+from model_groups import series, smallest_of_each
 
 from zoo.registry import list_models
 
