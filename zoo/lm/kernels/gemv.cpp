@@ -1,4 +1,4 @@
-// the headers each name is declared in, not ATen.h: a fresh build compiles in about 30 s rather than 42
+// the headers of the names used here, not ATen.h, which would add about 12 s to each fresh build (42 s against 30)
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/Parallel.h>
