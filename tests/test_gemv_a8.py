@@ -103,8 +103,8 @@ def _references(layer: QuantizedLinear, x: torch.Tensor):
 )
 @pytest.mark.parametrize("n", [37, 96])
 def test_every_path_is_the_float64_product_of_the_q8_0_row(bits, group_size, k, n):
-    # 18, 17, 19, 15, 20 blocks: whole groups of eight and tails of 2, 1, 3, 7, 4 (the prompt path's pairs of
-    # blocks, an odd one with zeros); g128: 12 groups, eight and a tail of 4
+    # 18, 17, 19, 15, 20 blocks: whole groups of eight and tails of 2, 1, 3, 7, 4 (the float code's running sum after
+    # the whole groups); g128: 12 groups, eight and a tail of 4; n = 37: a last tile of 5 output rows
     layer = _layer(bits, group_size, n, k)
     x = adversarial_rows(k)
     emulated, exact, bound = _references(layer, x)
@@ -122,15 +122,16 @@ def test_every_path_is_the_float64_product_of_the_q8_0_row(bits, group_size, k, 
     assert ((y - exact).abs() <= bound * (1 + 1e-6) + 2e-6 * size).all()  # at most half a Q8_0 step per value
 
 
-def test_a_prompt_is_one_call_and_gives_each_rows_product():
-    """Several rows are quantized once and multiplied as a small GEMM; each row's result is the one-row result."""
-    for bits, group_size in [(8, None), (4, 32)]:
-        layer = _layer(bits, group_size, 70, 128)
-        x = torch.randn(9, 128)
-        rows = _run(layer, x, gemv.kernel_path())
-        alone = torch.cat([_run(layer, x[i : i + 1], gemv.kernel_path()) for i in range(len(x))])
-        assert torch.equal(rows, alone)
-        assert _run(layer, x[:0], gemv.kernel_path()).shape == (0, 70)
+@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32), (4, 64)])
+def test_a_prompt_is_one_call_and_gives_each_rows_product(bits, group_size):
+    """Several rows are quantized once and multiplied as a small GEMM, 8 activation rows at a time; each row's result
+    is the one-row result, for every count of rows in the last pass (4 to 17 rows: passes of 8 and 1-7 left over)."""
+    layer = _layer(bits, group_size, 70, 128)
+    x = torch.randn(17, 128)
+    alone = torch.cat([_run(layer, x[i : i + 1], gemv.kernel_path()) for i in range(len(x))])
+    for m in range(4, 18):
+        assert torch.equal(_run(layer, x[:m], gemv.kernel_path()), alone[:m]), m
+    assert _run(layer, x[:0], gemv.kernel_path()).shape == (0, 70)
 
 
 def test_rows_not_a_multiple_of_32_are_refused_and_the_layer_takes_another_path():

@@ -46,17 +46,12 @@ Numerics:
   AVX-512 VNNI and AVX-VNNI (one thread, its CPU time, three ``mobilellm_125m`` projections 1536x576, 576x1536,
   576x576; one row / 128 rows, ms): int8 avx2 0.099 / 6.78, avxvnni 0.092 / 4.85, avx512vnni 0.109 / 4.59; int4
   g32 0.109 / 6.60, 0.106 / 5.73, 0.122 / 5.47 (int16 one row: int8 0.108, int4 0.144; PyTorch's kernels on 128
-  bf16 rows: int8 6.40, int4 6.26; the prompt figures are from before its register blocks below): 256-bit VNNI for
-  the decoded token there, 512-bit for the prompt. Several
-  rows are one small GEMM: all rows are quantized once, output rows are split across threads in tiles of 8, and
-  from 4 rows each thread prepares its tiles once for all rows (int4 codes unpacked to bytes; with VNNI, int8 rows
-  meet the activation offset to unsigned ``x + 128``, minus ``128 * sum w`` per block; on AVX2, int8 rows as two
-  4-bit planes of ``w + 128``, ``w x = 16 hi x + lo x - 128 x``, summed as one before they leave the registers),
-  interleaved so that one accumulator lane sums one block (no reduction per block); the blocks after the whole
-  groups of eight go in pairs (half of each block per vector), not padded to a group. Blocks of 2 activation rows x
-  4 prepared rows share every loaded vector, 32 activation rows at a time pass all of a thread's tiles (their
-  outputs fill whole cache lines), and the float code reads each row's group sums as they lie, turning rows into
-  lanes once a tile: eight outputs at once, in the decode tiles' order. Fewer rows (a decoded token)
+  bf16 rows: int8 6.40, int4 6.26; the prompt figures are from an earlier prompt kernel): 256-bit VNNI for the
+  decoded token there, 512-bit for the prompt. Several rows are one small GEMM: all rows are quantized once and
+  output rows are split across threads in tiles of 8. From 4 rows, each thread repacks each of its tiles into the
+  decode tiles' layout below, once for all rows (int8 codes signed for AVX2, as ``w + 128`` for VNNI, minus ``128 *
+  sum xq`` per block after), and 8 activation rows at a time meet its codes block by block, one output row per
+  lane; each activation row's outputs then come from the decode tiles' float code. Fewer rows (a decoded token)
 read a copy of the codes repacked once per layer (:func:`repack_int4` / :func:`repack_int8`, kept beside the plain
 codes by the layer, never saved): tiles of 8 output rows in which one 32-byte chunk holds four codes of each of the
 8 rows, so one byte product with four activation bytes broadcast adds to all 8 rows' block sums, with no sum across

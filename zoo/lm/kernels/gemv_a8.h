@@ -159,39 +159,13 @@ inline void transpose8(__m256i* v) {
   }
 }
 
-// Prompts: eight blocks at a time in the interleaved layout, so that lane j of one accumulator sums block j: no
-// per-block reduction. The blocks after the whole groups go in pairs, as two vectors: the first 16 bytes of both
-// blocks, then the last 16 (lanes 0-3 sum the first block, lanes 4-7 the second; an odd last block is paired with
-// zero bytes). So a row of 18 blocks costs 18 vector products, not the 24 of three padded groups.
-inline int64_t prompt_blocks(int64_t B) { return B / 8 * 8 + (B % 8 + 1) / 2 * 2; }  // a prompt row's length
-inline void interleave8(const uint8_t* src, uint8_t* dst, int64_t B) {  // B blocks -> prompt_blocks(B)
-  const int64_t B8 = B / 8 * 8;
-  for (int64_t b = 0; b < B8; b += 8) {
-    const uint8_t* g = src + b * kBlock;
-    __m256i v[8];  // block j's eight 4-byte words -> word k of every block: the k-th 32 bytes of the group
-    for (int j = 0; j < 8; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + j * kBlock));
-    transpose8(v);
-    for (int k = 0; k < 8; ++k) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (b + k) * kBlock), v[k]);
-  }
-  for (int64_t b = B8; b < B; b += 2) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + b * kBlock));
-    const __m256i y = b + 1 < B ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + (b + 1) * kBlock))
-                                : _mm256_setzero_si256();
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + b * kBlock), _mm256_permute2x128_si256(x, y, 0x20));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (b + 1) * kBlock), _mm256_permute2x128_si256(x, y, 0x31));
-  }
-}
-
 // the activation rows, quantized once per call
 struct RowsA8 {
   int64_t M = 0, K = 0, B = 0, G = 0;
   std::vector<int8_t> q;    // (M, K): int8 codes; for int4 weights each block's even columns, then its odd ones
   std::vector<float> d;     // (M, B): the block scales
   std::vector<float> gsum;    // (M, G): the float sum of x over each weight group (int4's zero points)
-  std::vector<int32_t> isum;  // (M, B): the sum of each block's codes (int4's centre u - 8; AVX2 int8 prompts' offset)
-  std::vector<uint8_t> u;     // prompts, int8 weights with VNNI: the codes + 128 as unsigned bytes, interleaved
-  std::vector<int8_t> r;      // prompts, int4 weights or AVX2 int8 ones: the codes interleaved
-  int64_t Kp = 0;             // prompts: the length of u's and r's rows (prompt_blocks(B) blocks)
+  std::vector<int32_t> isum;  // (M, B): the sum of each block's codes (int4: times the codes' centre 8, taken off)
   std::vector<int8_t> p;      // one row, int4 weights: the codes in pair_layout
 };
 
@@ -254,15 +228,6 @@ void q8_0_row(const float* x, int64_t K, int8_t* q, float* d, float* bsum, int32
   }
 }
 
-// a prompt's int8 rows interleaved (r, rows of Kp bytes), the rows split across threads
-void interleave_rows(RowsA8& a) {
-  at::parallel_for(0, a.M, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t m = begin; m < end; ++m)
-      interleave8(reinterpret_cast<const uint8_t*>(a.q.data()) + m * a.K,
-                  reinterpret_cast<uint8_t*>(a.r.data()) + m * a.Kp, a.B);
-  });
-}
-
 RowsA8 quantize_rows(const float* x, int64_t M, int64_t K, int64_t gs, bool split, bool sums = false) {
   RowsA8 r;
   r.M = M, r.K = K, r.B = K / kBlock, r.G = gs > 0 ? K / gs : 0;
@@ -314,8 +279,6 @@ inline void expand_scales(const at::Half* scale, const at::Half* zero, int64_t G
 
 constexpr int64_t kTile = 8;   // output rows whose codes stay in L1 while every activation row passes them
 constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared once for all of them
-constexpr int kMR = 2, kNR = 4;  // prompts: activation rows x prepared weight rows per block of registers
-constexpr int64_t kRowBlock = 32;  // prompts: activation rows that pass all of a thread's tiles before the next
 
 inline __m256 tree8(const __m256* v) {  // the order of sum8 over the lanes of one vector, here across eight vectors
   return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6])),
@@ -396,284 +359,9 @@ inline float finish_i4(const int32_t* dots, const int8_t* xq, const float* d, co
     }                                                                                                              \
   }
 
-// Prompts: the group sums of MR activation rows against NR prepared rows in the interleave8 layout (lane j of word
-// k is block j's k-th four bytes), so that every loaded vector meets NR or MR others; then the `pairs` of blocks
-// after them, each as eight lanes of partial sums (four a block) in the next eight entries of `out`. STEP(acc, u, s)
-// adds the products of unsigned u and signed s bytes; the prepared rows are the unsigned side where WU. PLANES: the
-// prepared rows come as pairs of 4-bit planes (low, high) of one row, whose sums leave as one: low + 16 high.
-#define ZOO_A8_GROUPS(NAME, TARGET, STEP, FINISH)                                                                    \
-  template <int MR, int NR, bool WU, bool PLANES, int WORDS>                                                       \
-  TARGET inline void NAME##_sums(const uint8_t* const* act, const uint8_t* const* wts, int64_t first,              \
-                                 int32_t* out, int64_t row_stride, int64_t act_stride) {                           \
-    if (PLANES && NR % 2 != 0) return; /* planes come in pairs: never called */                                    \
-    __m256i acc[MR][NR];                                                                                           \
-    for (int i = 0; i < MR; ++i)                                                                                   \
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();                                             \
-    for (int k = 0; k < WORDS; ++k) {                                                                              \
-      const int64_t o = (first + k) * kBlock;                                                                      \
-      __m256i av[MR];                                                                                              \
-      for (int i = 0; i < MR; ++i) av[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act[i] + o));       \
-      for (int j = 0; j < NR; ++j) {                                                                               \
-        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wts[j] + o));                       \
-        for (int i = 0; i < MR; ++i) acc[i][j] = WU ? STEP(acc[i][j], wv, av[i]) : STEP(acc[i][j], av[i], wv);     \
-      }                                                                                                            \
-    }                                                                                                              \
-    for (int i = 0; i < MR; ++i)                                                                                   \
-      for (int j = 0; j < NR; j += PLANES ? 2 : 1) {                                                               \
-        __m256i sum = FINISH(acc[i][j]);                                                                           \
-        if (PLANES) sum = _mm256_add_epi32(sum, _mm256_slli_epi32(FINISH(acc[i][j + 1]), 4));                      \
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i * act_stride + j / (PLANES ? 2 : 1) * row_stride), \
-                            sum);                                                                                  \
-      }                                                                                                            \
-  }                                                                                                                \
-  template <int MR, int NR, bool WU, bool PLANES>                                                                  \
-  TARGET inline void NAME(const uint8_t* const* act, const uint8_t* const* wts, int64_t groups, int64_t pairs,     \
-                          int32_t* out, int64_t row_stride, int64_t act_stride) {                                  \
-    for (int64_t g = 0; g < groups; ++g)                                                                           \
-      NAME##_sums<MR, NR, WU, PLANES, 8>(act, wts, g * 8, out + g * 8, row_stride, act_stride);                    \
-    for (int64_t p = 0; p < pairs; ++p)                                                                            \
-      NAME##_sums<MR, NR, WU, PLANES, 2>(act, wts, groups * 8 + p * 2, out + (groups + p) * 8, row_stride,         \
-                                         act_stride);                                                              \
-  }                                                                                                                \
-  template <bool WU, bool PLANES>                                                                                  \
-  TARGET void NAME##_any(int mr, int nr, const uint8_t* const* act, const uint8_t* const* wts, int64_t groups,     \
-                         int64_t pairs, int32_t* out, int64_t row_stride, int64_t act_stride) {                    \
-    switch (mr * 8 + nr) {                                                                                         \
-      case 2 * 8 + 4: return NAME<2, 4, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
-      case 2 * 8 + 3: return NAME<2, 3, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
-      case 2 * 8 + 2: return NAME<2, 2, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
-      case 2 * 8 + 1: return NAME<2, 1, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
-      case 1 * 8 + 4: return NAME<1, 4, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
-      case 1 * 8 + 3: return NAME<1, 3, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
-      case 1 * 8 + 2: return NAME<1, 2, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);         \
-      default: return NAME<1, 1, WU, PLANES>(act, wts, groups, pairs, out, row_stride, act_stride);                \
-    }                                                                                                              \
-  }
-
-// AVX2: byte products of 4-bit values (0..15) by int8 add as int16 over one group (16 products of at most 15 * 127
-// in magnitude: no overflow) and widen once; VNNI adds into int32 directly
-inline __m256i step_avx2(__m256i acc, __m256i u, __m256i s) { return _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s)); }
-inline __m256i widen_avx2(__m256i acc) { return _mm256_madd_epi16(acc, _mm256_set1_epi16(1)); }
-ZOO_T_VNNI inline __m256i step_vnni(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
-ZOO_T_512 inline __m256i step_512(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
-inline __m256i as_is(__m256i acc) { return acc; }
-ZOO_A8_GROUPS(groups_avx2, , step_avx2, widen_avx2)
-ZOO_A8_GROUPS(groups_vnni, ZOO_T_VNNI, step_vnni, as_is)
-ZOO_A8_GROUPS(groups_512, ZOO_T_512, step_512, as_is)
-
-// (w + 128) of one int8 row as two rows of 4-bit values, low then high, each interleaved: AVX2's maddubs cannot take
-// the whole offset byte (255 * 127 * 2 overflows int16), so w x = 16 hi x + lo x - 128 x
-inline void nibble_planes(const int8_t* row, int64_t K, int64_t B, uint8_t* tmp, uint8_t* lo, uint8_t* hi) {
-  for (int64_t c = 0; c < K; ++c) tmp[c] = static_cast<uint8_t>(row[c] + 128) & 15;
-  interleave8(tmp, lo, B);
-  for (int64_t c = 0; c < K; ++c) tmp[c] = static_cast<uint8_t>(row[c] + 128) >> 4;
-  interleave8(tmp, hi, B);
-}
-
-enum class A8Kind { kOffset, kPlanes, kInt4 };  // VNNI int8 (activation + 128), AVX2 int8 (two 4-bit planes), int4
-
-// A prompt's tile of up to eight output rows, prepared once for every activation row (rows of Kp bytes, interleaved)
-struct PromptTile {
-  A8Kind kind;
-  int64_t rows = 0, B = 0, G = 0, Kp = 0, S = 0;  // S: a row's entries of group sums, B / 8 * 8 + 8 a pair
-  std::vector<uint8_t> wt;    // (rows * P, Kp) the prepared codes, P = 2 planes or 1
-  std::vector<int32_t> ws;    // kOffset: each row's block sums of its codes, at tile_entry
-  std::vector<float> sct;     // kInt4: each row's block scales, at tile_entry
-  std::vector<float> ztt;     // kInt4: (G, 8) the zero points, lane = row
-  __m256 scale8;              // int8: the rows' scales
-};
-
-// Where row r's value for block b lies in a tile's per-block arrays (8 * B entries): (8, B8) for the whole groups,
-// where finish_tile reads a row's group as a vector, then (B - B8, 8) for the blocks after them, read a lane per row
-inline int64_t tile_entry(int64_t B, int64_t r, int64_t b) {
-  const int64_t B8 = B / 8 * 8;
-  return b < B8 ? r * B8 + b : 8 * B8 + (b - B8) * 8 + r;
-}
-
-// One activation row against one tile, from its rows' exact sums (raw: (rows, S); AVX2's two planes of a row already
-// summed as one): the float code of the decode tiles, the same arithmetic as every other path. Block b of a whole
-// group goes to accumulator b % 8: here lane b % 8 of row r's vector, so that a group's sums of a row are used as
-// they lie, and the rows turn into lanes once, at the end. The blocks after the whole groups go to `rest` in block
-// order, a lane per row. Lanes past the tile's rows compute from stale sums and are never stored.
-template <A8Kind KIND>
-inline void finish_tile(const PromptTile& t, const int32_t* raw, const float* d, const int32_t* isum,
-                        const float* gsum, float* y) {
-  const int64_t B = t.B, S = t.S, B8 = B / 8 * 8;
-  constexpr int kShift = KIND == A8Kind::kPlanes ? 7 : 3;  // the weights' offset: 128 (AVX2's planes), 8 (int4)
-  __m256 acc[8], rest = _mm256_setzero_ps();
-  for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < B8; g += 8) {
-    const __m256 dv = _mm256_loadu_ps(d + g);
-    __m256i offset = _mm256_setzero_si256();  // the activation's block sums times the weights' offset
-    if (KIND != A8Kind::kOffset)
-      offset = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + g)), kShift);
-    for (int r = 0; r < 8; ++r) {
-      if (KIND == A8Kind::kOffset)
-        offset = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.ws.data() + r * B8 + g)), 7);
-      const __m256i v = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw + r * S + g)), offset);
-      const __m256 coef = KIND == A8Kind::kInt4 ? _mm256_mul_ps(dv, _mm256_loadu_ps(t.sct.data() + r * B8 + g)) : dv;
-      acc[r] = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(v), acc[r]);
-    }
-  }
-  {  // row r's lane l -> accumulator l's lane r
-    __m256i v[8];
-    for (int r = 0; r < 8; ++r) v[r] = _mm256_castps_si256(acc[r]);
-    transpose8(v);
-    for (int l = 0; l < 8; ++l) acc[l] = _mm256_castsi256_ps(v[l]);
-  }
-  for (int64_t b = B8; b < B; b += 2) {  // a pair: lanes 0-3 of a row's entries sum block b, lanes 4-7 block b + 1
-    const int64_t e = B8 + (b - B8) * 4;
-    __m256i v[8];
-    for (int r = 0; r < 8; ++r) v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw + r * S + e));
-    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    const __m256i pair[2] = {_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31)};
-    for (int64_t l = 0; l < 2 && b + l < B; ++l) {  // block b + l, a lane per row
-      __m256i sums = pair[l];
-      if (KIND == A8Kind::kOffset)
-        sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-                                                              t.ws.data() + tile_entry(B, 0, b + l))), 7));
-      else
-        sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(isum[b + l] * (1 << kShift)));
-      const __m256 dl = _mm256_set1_ps(d[b + l]);
-      const float* scales = t.sct.data() + tile_entry(B, 0, b + l);
-      const __m256 coef = KIND == A8Kind::kInt4 ? _mm256_mul_ps(dl, _mm256_loadu_ps(scales)) : dl;
-      rest = tail_fma(coef, _mm256_cvtepi32_ps(sums), rest);
-    }
-  }
-  __m256 total;
-  if (KIND == A8Kind::kInt4) {
-    const int64_t G = t.G, G8 = G / 8 * 8;
-    __m256 off[8];
-    for (int j = 0; j < 8; ++j) off[j] = _mm256_setzero_ps();
-    int64_t g = 0;
-    for (; g < G8; g += 8)
-      for (int j = 0; j < 8; ++j)
-        off[j] = _mm256_fmadd_ps(_mm256_loadu_ps(t.ztt.data() + (g + j) * 8), _mm256_set1_ps(gsum[g + j]), off[j]);
-    for (; g < G; ++g) rest = tail_fma(_mm256_loadu_ps(t.ztt.data() + g * 8), _mm256_set1_ps(gsum[g]), rest);
-    total = _mm256_add_ps(_mm256_add_ps(tree8(acc), tree8(off)), rest);
-  } else {
-    total = _mm256_mul_ps(_mm256_add_ps(tree8(acc), rest), t.scale8);
-  }
-  if (t.rows == 8)
-    _mm256_storeu_ps(y, total);
-  else
-    store_rows(total, y, t.rows);
-}
-
-// Prepares output rows [t0, t1) of the weights as one tile
-inline void prepare_tile(PromptTile& t, const WeightsA8& w, int64_t K, int64_t t0, int64_t t1, std::vector<uint8_t>& tmp) {
-  const int64_t B = t.B, G = t.G, Kp = t.Kp, P = t.kind == A8Kind::kPlanes ? 2 : 1;
-  t.rows = t1 - t0;
-  alignas(32) float scales[8] = {};
-  for (int64_t n = t0; n < t1; ++n) {
-    const int64_t r = n - t0;
-    const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;
-    uint8_t* dst = t.wt.data() + r * P * Kp;
-    if (t.kind == A8Kind::kInt4) {
-      for (int64_t b = 0; b < B; ++b)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(tmp.data() + b * kBlock), nibbles(row + b * kBlock / 2));
-      interleave8(tmp.data(), dst, B);
-      for (int64_t b = 0; b < B; ++b) t.sct[tile_entry(B, r, b)] = _cvtsh_ss(w.scale4[n * G + b / w.per].x);
-      for (int64_t g = 0; g < G; ++g) t.ztt[g * 8 + r] = _cvtsh_ss(w.zero4[n * G + g].x);
-    } else {
-      scales[r] = w.scale8[n];
-      if (t.kind == A8Kind::kPlanes) {
-        nibble_planes(reinterpret_cast<const int8_t*>(row), K, B, tmp.data(), dst, dst + Kp);
-      } else {
-        for (int64_t b = 0; b < B; ++b)
-          t.ws[tile_entry(B, r, b)] = std::accumulate(reinterpret_cast<const int8_t*>(row) + b * kBlock,
-                                                      reinterpret_cast<const int8_t*>(row) + (b + 1) * kBlock, 0);
-        interleave8(row, dst, B);
-      }
-    }
-  }
-  t.scale8 = _mm256_load_ps(scales);
-}
-
-// kReuse rows or more: the thread's tiles of output rows are prepared once (int4 codes unpacked to bytes; int8 codes
-// with their block sums for VNNI, whose unsigned side is then the activation offset to x + 128, or as two 4-bit
-// planes for AVX2); then, kRowBlock activation rows at a time (their outputs fill whole cache lines while in cache),
-// every pair of rows meets each tile in blocks of registers (GROUPS), and finish_tile turns the exact integer sums
-// into the outputs eight at a time.
-#define ZOO_A8_PROMPT(NAME, TARGET, GROUPS, OFFSET_I8)                                                               \
-  TARGET void NAME(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t n0, int64_t n1) {  \
-    const A8Kind kind = int4 ? A8Kind::kInt4 : (OFFSET_I8) ? A8Kind::kOffset : A8Kind::kPlanes;                    \
-    const int64_t K = a.K, B8 = a.B / 8 * 8, pairs = (a.B - B8 + 1) / 2, S = B8 + 8 * pairs, Kp = a.Kp;         \
-    const int64_t P = kind == A8Kind::kPlanes ? 2 : 1;                                                             \
-    std::vector<PromptTile> tiles((n1 - n0 + kTile - 1) / kTile);                                                  \
-    std::vector<uint8_t> tmp(K);                                                                                   \
-    for (size_t i = 0; i < tiles.size(); ++i) {                                                                    \
-      PromptTile& t = tiles[i];                                                                                    \
-      t.kind = kind, t.B = a.B, t.G = a.G, t.Kp = Kp, t.S = S;                                                     \
-      t.wt.assign(kTile * P * Kp, 0);                                                                              \
-      t.ws.assign(kind == A8Kind::kOffset ? kTile * a.B : 0, 0);                                                   \
-      t.sct.assign(int4 ? a.B * 8 : 0, 0.0f);                                                                      \
-      t.ztt.assign(int4 ? a.G * 8 : 0, 0.0f);                                                                      \
-      const int64_t t0 = n0 + static_cast<int64_t>(i) * kTile;                                                     \
-      prepare_tile(t, w, K, t0, std::min(n1, t0 + kTile), tmp);                                                    \
-    }                                                                                                              \
-    std::vector<int32_t> raw(kMR * kTile * S);                                                                     \
-    const uint8_t* acts = kind == A8Kind::kOffset ? a.u.data() : reinterpret_cast<const uint8_t*>(a.r.data());     \
-    for (int64_t mb = 0; mb < a.M; mb += kRowBlock) {                                                              \
-      const int64_t me = std::min(a.M, mb + kRowBlock);                                                            \
-      for (size_t ti = 0; ti < tiles.size(); ++ti) {                                                               \
-        const PromptTile& t = tiles[ti];                                                                           \
-        const int64_t t0 = n0 + static_cast<int64_t>(ti) * kTile, rows = t.rows * P;                               \
-        for (int64_t m0 = mb; m0 < me; m0 += kMR) {                                                                \
-          const int mr = static_cast<int>(std::min<int64_t>(kMR, me - m0));                                        \
-          const uint8_t* act[kMR];                                                                                 \
-          for (int i = 0; i < mr; ++i) act[i] = acts + (m0 + i) * Kp;                                              \
-          for (int64_t r0 = 0; r0 < rows; r0 += kNR) {                                                             \
-            const int nr = static_cast<int>(std::min<int64_t>(kNR, rows - r0));                                    \
-            const uint8_t* wts[kNR];                                                                               \
-            for (int j = 0; j < nr; ++j) wts[j] = t.wt.data() + (r0 + j) * Kp;                                     \
-            if (kind == A8Kind::kOffset)                                                                           \
-              GROUPS##_any<false, false>(mr, nr, act, wts, B8 / 8, pairs, raw.data() + r0 * S, S, kTile * S);      \
-            else if (kind == A8Kind::kPlanes)                                                                      \
-              GROUPS##_any<true, true>(mr, nr, act, wts, B8 / 8, pairs, raw.data() + r0 / 2 * S, S, kTile * S);    \
-            else                                                                                                   \
-              GROUPS##_any<true, false>(mr, nr, act, wts, B8 / 8, pairs, raw.data() + r0 * S, S, kTile * S);       \
-          }                                                                                                        \
-          for (int i = 0; i < mr; ++i) {                                                                           \
-            const int64_t m = m0 + i;                                                                              \
-            const int32_t* r = raw.data() + i * kTile * S;                                                         \
-            const float* d = a.d.data() + m * a.B;                                                                 \
-            float* out = y + m * N + t0;                                                                           \
-            if (kind == A8Kind::kInt4)                                                                             \
-              finish_tile<A8Kind::kInt4>(t, r, d, a.isum.data() + m * a.B, a.gsum.data() + m * a.G, out);          \
-            else if (kind == A8Kind::kPlanes)                                                                      \
-              finish_tile<A8Kind::kPlanes>(t, r, d, a.isum.data() + m * a.B, nullptr, out);                        \
-            else                                                                                                   \
-              finish_tile<A8Kind::kOffset>(t, r, d, nullptr, nullptr, out);                                        \
-          }                                                                                                        \
-        }                                                                                                          \
-      }                                                                                                            \
-    }                                                                                                              \
-  }
-
 ZOO_A8_ROWS(rows_avx2, , dots8_i8_avx2, dots8_u4_avx2)
 ZOO_A8_ROWS(rows_vnni, ZOO_T_VNNI, dots8_i8_vnni, dots8_u4_vnni)
 ZOO_A8_ROWS(rows_512, ZOO_T_512, dots8_i8_512, dots8_u4_512)
-ZOO_A8_PROMPT(prompt_avx2, , groups_avx2, false)
-ZOO_A8_PROMPT(prompt_vnni, ZOO_T_VNNI, groups_vnni, true)
-ZOO_A8_PROMPT(prompt_512, ZOO_T_512, groups_512, true)
-
-void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t isa) {
-  TORCH_CHECK(isa >= 0 && isa <= 2 && (cpu_isas() >> isa & 1),
-              "zoo_gemv: this CPU cannot run the 8-bit activation path ", isa);
-  // output rows in parallel, in whole tiles: every thread quantized nothing, it reads the rows made above
-  at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t begin, int64_t end) {
-    const int64_t n0 = begin * kTile, n1 = std::min(N, end * kTile);
-    const bool prompt = a.M >= kReuse;
-    if (isa == kIsaAvx512Vnni)
-      (prompt ? prompt_512 : rows_512)(a, w, int4, y, N, n0, n1);
-    else if (isa == kIsaAvxVnni)
-      (prompt ? prompt_vnni : rows_vnni)(a, w, int4, y, N, n0, n1);
-    else
-      (prompt ? prompt_avx2 : rows_avx2)(a, w, int4, y, N, n0, n1);
-  });
-}
 
 // Decode (fewer than kReuse rows) from a copy of the weights repacked once per layer (the layer keeps it beside the
 // plain codes, which stay the state dict): tiles of 8 output rows, the last padded with zero codes. Per tile and
@@ -767,25 +455,29 @@ ZOO_BLOCK4(block4_512, ZOO_T_512, dp_512)
         for (int j = 0; j < 8; ++j) acc[j] = off[j] = _mm256_setzero_ps();                                         \
         const uint8_t* c = rp + t * B * 128;                                                                       \
         const at::Half* st = sz + t * G * 16;                                                                      \
-        for (int64_t b = 0; b < B; ++b, c += 128) {                                                                \
-          _mm_prefetch(reinterpret_cast<const char*>(c + kAhead), _MM_HINT_T0);                                    \
-          _mm_prefetch(reinterpret_cast<const char*>(c + kAhead + 64), _MM_HINT_T0);                               \
-          const int8_t* xb = xq + b * kBlock;                                                                      \
-          const __m256i dots = _mm256_sub_epi32(BLOCK4(c, xb, m15), _mm256_set1_epi32(8 * isum[b]));              \
+        auto term = [&](int64_t b) {                                                                               \
+          const uint8_t* cb = c + b * 128;                                                                         \
+          _mm_prefetch(reinterpret_cast<const char*>(cb + kAhead), _MM_HINT_T0);                                   \
+          _mm_prefetch(reinterpret_cast<const char*>(cb + kAhead + 64), _MM_HINT_T0);                              \
+          const __m256i dots = _mm256_sub_epi32(BLOCK4(cb, xq + b * kBlock, m15), _mm256_set1_epi32(8 * isum[b])); \
           const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + b / per * 16))); \
-          const __m256 coef = _mm256_mul_ps(_mm256_set1_ps(d[b]), sc);                                             \
-          if (b < B8)                                                                                              \
-            acc[b & 7] = _mm256_fmadd_ps(coef, _mm256_cvtepi32_ps(dots), acc[b & 7]);                              \
-          else                                                                                                     \
-            rest = tail_fma(coef, _mm256_cvtepi32_ps(dots), rest);                                                 \
+          return std::make_pair(_mm256_mul_ps(_mm256_set1_ps(d[b]), sc), _mm256_cvtepi32_ps(dots));                \
+        };                                                                                                         \
+        for (int64_t b = 0; b < B8; b += 8)                                                                        \
+          for (int j = 0; j < 8; ++j) {                                                                            \
+            const auto [coef, v] = term(b + j);                                                                    \
+            acc[j] = _mm256_fmadd_ps(coef, v, acc[j]);                                                             \
+          }                                                                                                        \
+        for (int64_t b = B8; b < B; ++b) {                                                                         \
+          const auto [coef, v] = term(b);                                                                          \
+          rest = tail_fma(coef, v, rest);                                                                          \
         }                                                                                                          \
-        for (int64_t g = 0; g < G; ++g) {                                                                          \
-          const __m256 z = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + g * 16 + 8)));    \
-          if (g < G8)                                                                                              \
-            off[g & 7] = _mm256_fmadd_ps(z, _mm256_set1_ps(gsum[g]), off[g & 7]);                                  \
-          else                                                                                                     \
-            rest = tail_fma(z, _mm256_set1_ps(gsum[g]), rest);                                                     \
-        }                                                                                                          \
+        auto zt = [&](int64_t g) {                                                                                 \
+          return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + g * 16 + 8)));              \
+        };                                                                                                         \
+        for (int64_t g = 0; g < G8; g += 8)                                                                        \
+          for (int j = 0; j < 8; ++j) off[j] = _mm256_fmadd_ps(zt(g + j), _mm256_set1_ps(gsum[g + j]), off[j]);    \
+        for (int64_t g = G8; g < G; ++g) rest = tail_fma(zt(g), _mm256_set1_ps(gsum[g]), rest);                   \
         const __m256 total = _mm256_add_ps(_mm256_add_ps(tree8(acc), tree8(off)), rest);                           \
         store_rows(total, y + m * N + t * 8, std::min<int64_t>(8, N - t * 8));                                     \
       }                                                                                                            \
@@ -802,13 +494,10 @@ ZOO_BLOCK4(block4_512, ZOO_T_512, dp_512)
         __m256 acc[8], rest = _mm256_setzero_ps();                                                                 \
         for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();                                                  \
         const uint8_t* c = rp + t * B * 256;                                                                       \
-        for (int64_t b = 0; b < B; ++b, c += 256) {                                                                \
-          const __m256 dots = _mm256_cvtepi32_ps(ROWS8_I8(c, xq + b * kBlock, isum[b]));                           \
-          if (b < B8)                                                                                              \
-            acc[b & 7] = _mm256_fmadd_ps(_mm256_set1_ps(d[b]), dots, acc[b & 7]);                                  \
-          else                                                                                                     \
-            rest = tail_fma(_mm256_set1_ps(d[b]), dots, rest);                                                     \
-        }                                                                                                          \
+        auto dots = [&](int64_t b) { return _mm256_cvtepi32_ps(ROWS8_I8(c + b * 256, xq + b * kBlock, isum[b])); };  \
+        for (int64_t b = 0; b < B8; b += 8)                                                                        \
+          for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d[b + j]), dots(b + j), acc[j]);     \
+        for (int64_t b = B8; b < B; ++b) rest = tail_fma(_mm256_set1_ps(d[b]), dots(b), rest);                    \
         const __m256 total = _mm256_mul_ps(_mm256_add_ps(tree8(acc), rest), _mm256_loadu_ps(scale + t * 8));       \
         store_rows(total, y + m * N + t * 8, std::min<int64_t>(8, N - t * 8));                                     \
       }                                                                                                            \
@@ -818,6 +507,248 @@ ZOO_BLOCK4(block4_512, ZOO_T_512, dp_512)
 ZOO_A8_TILES(tiles4_avx2, tiles8_avx2, , block4_avx2, rows8_i8_avx2)
 ZOO_A8_TILES(tiles4_vnni, tiles8_vnni, ZOO_T_VNNI, block4_vnni, rows8_i8_vnni)
 ZOO_A8_TILES(tiles4_512, tiles8_512, ZOO_T_512, block4_512, rows8_i8_512)
+
+
+// ---- Prompts (kReuse rows or more) -------------------------------------------------------------------------------
+//
+// Each tile of 8 output rows is repacked into the decode tiles' layout (repack_int4 / repack_int8 in zoo.lm.gemv)
+// once per call, by the thread that owns it; then kPromptRows activation rows at a time meet its codes block by block
+// with one output row per lane (sums4 / sums8: the exact block sums, rows x blocks x 8 lanes), and each activation
+// row's outputs come from the decode tiles' float code (finish4 / finish8), so that prompts, decoded tokens and the
+// plain rows give the same bits.
+constexpr int kPromptRows = 8;  // activation rows whose sums one pass over a tile's codes makes
+
+// Output rows [t0, t0 + rows) of the plain int4 codes as one tile: per block, four 32-byte chunks whose lane j holds
+// row j's columns 8i..8i+3 (low nibbles) and 8i+4..8i+7 (high); sc (B, 8) the block scales and zt (G, 8) the zero
+// points as float32, lane = row (zero past `rows`)
+inline void repack_tile4(const WeightsA8& w, int64_t B, int64_t G, int64_t t0, int64_t rows, uint8_t* packed,
+                         float* sc, float* zt) {
+  const __m128i m15 = _mm_set1_epi8(15);
+  std::fill(packed, packed + B * 128, uint8_t(0));
+  std::fill(sc, sc + B * 8, 0.0f);
+  std::fill(zt, zt + G * 8, 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t n = t0 + r;
+    const uint8_t* row = static_cast<const uint8_t*>(w.codes) + n * w.row_bytes;
+    for (int64_t b = 0; b < B; ++b) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * kBlock / 2));
+      const __m128i lo = _mm_and_si128(v, m15), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m15);
+      // the block's codes in column order, 16 a half; of each 8 columns, the last four go to the high nibbles
+      const __m128i half[2] = {_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)};
+      for (int h = 0; h < 2; ++h) {
+        const __m128i c = _mm_or_si128(half[h], _mm_slli_epi16(_mm_srli_epi64(half[h], 32), 4));
+        const int32_t c0 = _mm_cvtsi128_si32(c), c1 = _mm_extract_epi32(c, 2);
+        std::memcpy(packed + b * 128 + (2 * h) * 32 + r * 4, &c0, 4);
+        std::memcpy(packed + b * 128 + (2 * h + 1) * 32 + r * 4, &c1, 4);
+      }
+      sc[b * 8 + r] = _cvtsh_ss(w.scale4[n * G + b / w.per].x);
+    }
+    for (int64_t g = 0; g < G; ++g) zt[g * 8 + r] = _cvtsh_ss(w.zero4[n * G + g].x);
+  }
+}
+
+// Output rows [t0, t0 + rows) of the plain int8 codes as one tile: per block, eight 32-byte chunks whose lane j holds
+// row j's columns 4i..4i+3 as w + 128 (as repack_int8); scale8 the rows' scales
+inline void repack_tile8(const WeightsA8& w, int64_t K, int64_t B, int64_t t0, int64_t rows, uint8_t* packed,
+                         __m256* scale8) {
+  alignas(32) float scales[8] = {};
+  for (int64_t r = 0; r < rows; ++r) scales[r] = w.scale8[t0 + r];
+  *scale8 = _mm256_load_ps(scales);
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const int8_t* codes = static_cast<const int8_t*>(w.codes);
+  for (int64_t b = 0; b < B; ++b) {
+    __m256i v[8];  // row r's 32 codes of the block -> chunk i: the rows' i-th four codes
+    for (int r = 0; r < 8; ++r) {
+      const int8_t* c = codes + (t0 + r) * K + b * kBlock;
+      v[r] = r < rows ? _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)), flip)
+                      : _mm256_setzero_si256();
+    }
+    transpose8(v);
+    for (int i = 0; i < 8; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(packed + b * 256 + i * 32), v[i]);
+  }
+}
+
+// One activation row's outputs of a tile from its exact block sums (B, 8), less off[b] (the activation's block sum
+// times the weights' offset) where given: the decode tiles' float code (tiles4_* / tiles8_*) step for step, block b
+// of the whole groups of eight in accumulator b % 8 (unrolled, so that the accumulators stay in registers)
+inline __m256 block_dots(const int32_t* sums, const int32_t* off, int64_t b) {
+  __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + b * 8));
+  if (off) v = _mm256_sub_epi32(v, _mm256_set1_epi32(off[b]));
+  return _mm256_cvtepi32_ps(v);
+}
+
+inline void put_rows(__m256 total, float* y, int64_t count) {
+  if (count == 8)
+    _mm256_storeu_ps(y, total);
+  else
+    store_rows(total, y, count);
+}
+
+// sc (B, 8) the tile's block scales, zt (G, 8) its zero points
+inline void finish4(const int32_t* sums, const float* d, const int32_t* off, const float* gsum, const float* sc,
+                    const float* zt, int64_t B, int64_t G, float* y, int64_t count) {
+  const int64_t B8 = B / 8 * 8, G8 = G / 8 * 8;
+  auto coef = [&](int64_t b) { return _mm256_mul_ps(_mm256_set1_ps(d[b]), _mm256_loadu_ps(sc + b * 8)); };
+  auto zero = [&](int64_t g) { return _mm256_loadu_ps(zt + g * 8); };
+  __m256 acc[8], zeros[8], rest = _mm256_setzero_ps();
+  for (int j = 0; j < 8; ++j) acc[j] = zeros[j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < B8; b += 8)
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(coef(b + j), block_dots(sums, off, b + j), acc[j]);
+  for (int64_t b = B8; b < B; ++b) rest = tail_fma(coef(b), block_dots(sums, off, b), rest);
+  for (int64_t g = 0; g < G8; g += 8)
+    for (int j = 0; j < 8; ++j)
+      zeros[j] = _mm256_fmadd_ps(zero(g + j), _mm256_set1_ps(gsum[g + j]), zeros[j]);
+  for (int64_t g = G8; g < G; ++g) rest = tail_fma(zero(g), _mm256_set1_ps(gsum[g]), rest);
+  put_rows(_mm256_add_ps(_mm256_add_ps(tree8(acc), tree8(zeros)), rest), y, count);
+}
+
+inline void finish8(const int32_t* sums, const float* d, const int32_t* off, int64_t B, __m256 scale8, float* y,
+                    int64_t count) {
+  const int64_t B8 = B / 8 * 8;
+  __m256 acc[8], rest = _mm256_setzero_ps();
+  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < B8; b += 8)
+    for (int j = 0; j < 8; ++j)
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d[b + j]), block_dots(sums, off, b + j), acc[j]);
+  for (int64_t b = B8; b < B; ++b) rest = tail_fma(_mm256_set1_ps(d[b]), block_dots(sums, off, b), rest);
+  put_rows(_mm256_mul_ps(_mm256_add_ps(tree8(acc), rest), scale8), y, count);
+}
+
+// The block sums of MR activation rows (x: their int8 codes in column order) against one repacked tile: out (MR, B,
+// 8). int4: AVX2 adds the byte products' int16 pair sums as int16 over a block, as block4_avx2 does (no overflow),
+// and widens once; VNNI adds into int32. int8: as rows8_i8_* do.
+#define ZOO_SUMS(NAME, TARGET, CHUNKS, PER_CHUNK, WIDEN)                                                             \
+  template <int MR>                                                                                                \
+  TARGET inline void NAME(const uint8_t* c, const int8_t* const* x, int64_t B, int32_t* out) {                     \
+    const __m256i m15 = _mm256_set1_epi8(15);                                                                      \
+    (void)m15;                                                                                                     \
+    for (int64_t b = 0; b < B; ++b, c += CHUNKS * 32) {                                                            \
+      __m256i p[MR];                                                                                               \
+      for (int r = 0; r < MR; ++r) p[r] = _mm256_setzero_si256();                                                  \
+      for (int i = 0; i < CHUNKS; ++i) {                                                                           \
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32));                        \
+        const int8_t* const* xs = x;                                                                               \
+        const int64_t at = b * kBlock;                                                                             \
+        PER_CHUNK                                                                                                  \
+      }                                                                                                            \
+      for (int r = 0; r < MR; ++r)                                                                                 \
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (r * B + b) * 8), WIDEN(p[r]));                       \
+    }                                                                                                              \
+  }
+// int4 chunk i: columns 8i..8i+3 in the low nibbles, 8i+4..8i+7 in the high ones
+#define ZOO_INT4_CHUNK(DP)                                                                                          \
+  const __m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);                \
+  for (int r = 0; r < MR; ++r) {                                                                                   \
+    p[r] = DP(p[r], lo, bcast4(xs[r] + at + 8 * i));                                                               \
+    p[r] = DP(p[r], hi, bcast4(xs[r] + at + 8 * i + 4));                                                           \
+  }
+// int8 chunk i: columns 4i..4i+3 as w + 128; AVX2 restores the signed codes (maddubs would saturate on w + 128)
+// and moves the weight's sign onto the activation, VNNI multiplies w + 128
+#define ZOO_INT8_CHUNK_AVX2                                                                                         \
+  const __m256i w = _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80)));                                \
+  const __m256i aw = _mm256_sign_epi8(w, w);                                                                       \
+  for (int r = 0; r < MR; ++r) p[r] = dp_avx2(p[r], aw, _mm256_sign_epi8(bcast4(xs[r] + at + 4 * i), w));
+#define ZOO_INT8_CHUNK(DP) \
+  for (int r = 0; r < MR; ++r) p[r] = DP(p[r], v, bcast4(xs[r] + at + 4 * i));
+
+inline __m256i dp16_avx2(__m256i acc, __m256i u, __m256i s) {
+  return _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s));
+}
+inline __m256i widen_avx2(__m256i acc) { return _mm256_madd_epi16(acc, _mm256_set1_epi16(1)); }
+inline __m256i as_is(__m256i acc) { return acc; }
+ZOO_SUMS(sums4_avx2, , 4, ZOO_INT4_CHUNK(dp16_avx2), widen_avx2)
+ZOO_SUMS(sums4_vnni, ZOO_T_VNNI, 4, ZOO_INT4_CHUNK(dp_vnni), as_is)
+ZOO_SUMS(sums4_512, ZOO_T_512, 4, ZOO_INT4_CHUNK(dp_512), as_is)
+ZOO_SUMS(sums8_avx2, , 8, ZOO_INT8_CHUNK_AVX2, as_is)
+ZOO_SUMS(sums8_vnni, ZOO_T_VNNI, 8, ZOO_INT8_CHUNK(dp_vnni), as_is)
+ZOO_SUMS(sums8_512, ZOO_T_512, 8, ZOO_INT8_CHUNK(dp_512), as_is)
+
+#define ZOO_BY_ROWS(SUMS, mr, ...)      \
+  switch (mr) {                         \
+    case 8: SUMS<8>(__VA_ARGS__); break; \
+    case 7: SUMS<7>(__VA_ARGS__); break; \
+    case 6: SUMS<6>(__VA_ARGS__); break; \
+    case 5: SUMS<5>(__VA_ARGS__); break; \
+    case 4: SUMS<4>(__VA_ARGS__); break; \
+    case 3: SUMS<3>(__VA_ARGS__); break; \
+    case 2: SUMS<2>(__VA_ARGS__); break; \
+    default: SUMS<1>(__VA_ARGS__);      \
+  }
+
+// Tiles [t0, t1) of a prompt's outputs; off: what finish4 / finish8 take off the sums (null: nothing)
+#define ZOO_A8_PROMPT(NAME, TARGET, SUMS4, SUMS8)                                                                    \
+  TARGET void NAME(const RowsA8& a, const int32_t* off, const WeightsA8& w, bool int4, float* y, int64_t N,         \
+                   int64_t t0, int64_t t1) {                                                                       \
+    const int64_t B = a.B, G = a.G, K = a.K;                                                                       \
+    std::vector<uint8_t> packed(B * (int4 ? 128 : 256));                                                           \
+    std::vector<float> sc(int4 ? B * 8 : 0), zt(int4 ? G * 8 : 0);                                                 \
+    std::vector<int32_t> sums(kPromptRows * B * 8);                                                                \
+    __m256 scale8 = _mm256_setzero_ps();                                                                           \
+    for (int64_t t = t0; t < t1; ++t) {                                                                            \
+      const int64_t rows = std::min<int64_t>(8, N - t * 8);                                                        \
+      if (int4)                                                                                                    \
+        repack_tile4(w, B, G, t * 8, rows, packed.data(), sc.data(), zt.data());                                   \
+      else                                                                                                         \
+        repack_tile8(w, K, B, t * 8, rows, packed.data(), &scale8);                                                \
+      for (int64_t m0 = 0; m0 < a.M; m0 += kPromptRows) {                                                          \
+        const int mr = static_cast<int>(std::min<int64_t>(kPromptRows, a.M - m0));                                \
+        const int8_t* x[kPromptRows];                                                                              \
+        for (int i = 0; i < mr; ++i) x[i] = a.q.data() + (m0 + i) * K;                                             \
+        if (int4) {                                                                                                \
+          ZOO_BY_ROWS(SUMS4, mr, packed.data(), x, B, sums.data())                                                 \
+        } else {                                                                                                   \
+          ZOO_BY_ROWS(SUMS8, mr, packed.data(), x, B, sums.data())                                                 \
+        }                                                                                                          \
+        for (int i = 0; i < mr; ++i) {                                                                             \
+          const int64_t m = m0 + i;                                                                                \
+          const int32_t* mo = off ? off + m * B : nullptr;                                                         \
+          float* out = y + m * N + t * 8;                                                                          \
+          if (int4)                                                                                                \
+            finish4(sums.data() + i * B * 8, a.d.data() + m * B, mo, a.gsum.data() + m * G, sc.data(), zt.data(),   \
+                    B, G, out, rows);                                                                              \
+          else                                                                                                     \
+            finish8(sums.data() + i * B * 8, a.d.data() + m * B, mo, B, scale8, out, rows);                        \
+        }                                                                                                          \
+      }                                                                                                            \
+    }                                                                                                              \
+  }
+ZOO_A8_PROMPT(prompt_avx2, , sums4_avx2, sums8_avx2)
+ZOO_A8_PROMPT(prompt_vnni, ZOO_T_VNNI, sums4_vnni, sums8_vnni)
+ZOO_A8_PROMPT(prompt_512, ZOO_T_512, sums4_512, sums8_512)
+
+
+// Fewer than kReuse rows: the plain rows' kernels (ZOO_A8_ROWS); more: the prompt kernels, whose int8 offset path
+// (VNNI) takes the activation's block sums times 128 off and whose int4 path the block sums times 8
+void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t isa) {
+  TORCH_CHECK(isa >= 0 && isa <= 2 && (cpu_isas() >> isa & 1),
+              "zoo_gemv: this CPU cannot run the 8-bit activation path ", isa);
+  if (a.M < kReuse) {  // output rows in parallel, in whole tiles
+    at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t begin, int64_t end) {
+      const int64_t n0 = begin * kTile, n1 = std::min(N, end * kTile);
+      if (isa == kIsaAvx512Vnni)
+        rows_512(a, w, int4, y, N, n0, n1);
+      else if (isa == kIsaAvxVnni)
+        rows_vnni(a, w, int4, y, N, n0, n1);
+      else
+        rows_avx2(a, w, int4, y, N, n0, n1);
+    });
+    return;
+  }
+  std::vector<int32_t> off;  // what the prompt kernels' float code takes off each block's sums, if anything
+  if (int4 || isa != kIsaAvx2) {
+    off.resize(a.M * a.B);
+    for (int64_t i = 0; i < a.M * a.B; ++i) off[i] = (int4 ? 8 : 128) * a.isum[i];
+  }
+  at::parallel_for(0, (N + 7) / 8, 1, [&](int64_t t0, int64_t t1) {  // tiles of output rows in parallel
+    const int32_t* o = off.empty() ? nullptr : off.data();
+    if (isa == kIsaAvx512Vnni)
+      prompt_512(a, o, w, int4, y, N, t0, t1);
+    else if (isa == kIsaAvxVnni)
+      prompt_vnni(a, o, w, int4, y, N, t0, t1);
+    else
+      prompt_avx2(a, o, w, int4, y, N, t0, t1);
+  });
+}
 
 // x (M, K) against repacked weights: N output rows in ceil(N / 8) tiles
 at::Tensor gemm_a8_tiles(const at::Tensor& x_, const at::Tensor& rp_, const at::Tensor& scale_, int64_t N, int64_t gs,
@@ -879,22 +810,7 @@ at::Tensor gemm_int8_a8(const at::Tensor& x_, const at::Tensor& q_, const at::Te
   const int64_t M = x.size(0), N = q.size(0), K = q.size(1);
   auto y = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return y;
-  const bool prompt = M >= kReuse;
-  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false, prompt && isa == kIsaAvx2);
-  a.Kp = prompt_blocks(a.B) * kBlock;
-  if (prompt && isa == kIsaAvx2) {  // the signed side of the 4-bit planes' products
-    a.r.resize(M * a.Kp);
-    interleave_rows(a);
-  } else if (prompt) {
-    a.u.resize(M * a.Kp);
-    at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
-      std::vector<uint8_t> offset(K);
-      for (int64_t m = begin; m < end; ++m) {
-        for (int64_t c = 0; c < K; ++c) offset[c] = static_cast<uint8_t>(a.q[m * K + c] + 128);
-        interleave8(offset.data(), a.u.data() + m * a.Kp, a.B);
-      }
-    });
-  }
+  const RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, 0, false, M >= kReuse && isa != kIsaAvx2);
   WeightsA8 w;
   w.codes = q.data_ptr<int8_t>();
   w.row_bytes = K;
@@ -916,12 +832,9 @@ at::Tensor gemm_int4_a8(const at::Tensor& x_, const at::Tensor& codes_, const at
   const int64_t M = x.size(0), N = codes.size(0), K = x.size(1);
   auto y = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return y;
-  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, gs, true);
-  if (M >= kReuse) {
-    a.Kp = prompt_blocks(a.B) * kBlock;
-    a.r.resize(M * a.Kp);
-    interleave_rows(a);
-  } else {
+  const bool prompt = M >= kReuse;  // prompts take the codes in column order, the plain rows split per block
+  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, gs, !prompt);
+  if (!prompt) {
     a.p.resize(M * K);
     for (int64_t m = 0; m < M; ++m) pair_layout(a.q.data() + m * K, a.p.data() + m * K, a.B);
   }
