@@ -508,7 +508,6 @@ ZOO_A8_TILES(tiles4_avx2, tiles8_avx2, , block4_avx2, rows8_i8_avx2)
 ZOO_A8_TILES(tiles4_vnni, tiles8_vnni, ZOO_T_VNNI, block4_vnni, rows8_i8_vnni)
 ZOO_A8_TILES(tiles4_512, tiles8_512, ZOO_T_512, block4_512, rows8_i8_512)
 
-
 // ---- Prompts (kReuse rows or more) -------------------------------------------------------------------------------
 //
 // Each tile of 8 output rows is repacked into the decode tiles' layout (repack_int4 / repack_int8 in zoo.lm.gemv)
@@ -620,15 +619,13 @@ inline void finish8(const int32_t* sums, const float* d, const int32_t* off, int
 #define ZOO_SUMS(NAME, TARGET, CHUNKS, PER_CHUNK, WIDEN)                                                             \
   template <int MR>                                                                                                \
   TARGET inline void NAME(const uint8_t* c, const int8_t* const* x, int64_t B, int32_t* out) {                     \
-    const __m256i m15 = _mm256_set1_epi8(15);                                                                      \
-    (void)m15;                                                                                                     \
+    [[maybe_unused]] const __m256i m15 = _mm256_set1_epi8(15); /* int4's low nibble */                             \
     for (int64_t b = 0; b < B; ++b, c += CHUNKS * 32) {                                                            \
       __m256i p[MR];                                                                                               \
       for (int r = 0; r < MR; ++r) p[r] = _mm256_setzero_si256();                                                  \
       for (int i = 0; i < CHUNKS; ++i) {                                                                           \
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i * 32));                        \
-        const int8_t* const* xs = x;                                                                               \
-        const int64_t at = b * kBlock;                                                                             \
+        const int64_t at = b * kBlock; /* the block's first column */                                              \
         PER_CHUNK                                                                                                  \
       }                                                                                                            \
       for (int r = 0; r < MR; ++r)                                                                                 \
@@ -639,17 +636,17 @@ inline void finish8(const int32_t* sums, const float* d, const int32_t* off, int
 #define ZOO_INT4_CHUNK(DP)                                                                                          \
   const __m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);                \
   for (int r = 0; r < MR; ++r) {                                                                                   \
-    p[r] = DP(p[r], lo, bcast4(xs[r] + at + 8 * i));                                                               \
-    p[r] = DP(p[r], hi, bcast4(xs[r] + at + 8 * i + 4));                                                           \
+    p[r] = DP(p[r], lo, bcast4(x[r] + at + 8 * i));                                                               \
+    p[r] = DP(p[r], hi, bcast4(x[r] + at + 8 * i + 4));                                                           \
   }
 // int8 chunk i: columns 4i..4i+3 as w + 128; AVX2 restores the signed codes (maddubs would saturate on w + 128)
 // and moves the weight's sign onto the activation, VNNI multiplies w + 128
 #define ZOO_INT8_CHUNK_AVX2                                                                                         \
   const __m256i w = _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80)));                                \
   const __m256i aw = _mm256_sign_epi8(w, w);                                                                       \
-  for (int r = 0; r < MR; ++r) p[r] = dp_avx2(p[r], aw, _mm256_sign_epi8(bcast4(xs[r] + at + 4 * i), w));
+  for (int r = 0; r < MR; ++r) p[r] = dp_avx2(p[r], aw, _mm256_sign_epi8(bcast4(x[r] + at + 4 * i), w));
 #define ZOO_INT8_CHUNK(DP) \
-  for (int r = 0; r < MR; ++r) p[r] = DP(p[r], v, bcast4(xs[r] + at + 4 * i));
+  for (int r = 0; r < MR; ++r) p[r] = DP(p[r], v, bcast4(x[r] + at + 4 * i));
 
 inline __m256i dp16_avx2(__m256i acc, __m256i u, __m256i s) {
   return _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s));
@@ -715,7 +712,6 @@ ZOO_SUMS(sums8_512, ZOO_T_512, 8, ZOO_INT8_CHUNK(dp_512), as_is)
 ZOO_A8_PROMPT(prompt_avx2, , sums4_avx2, sums8_avx2)
 ZOO_A8_PROMPT(prompt_vnni, ZOO_T_VNNI, sums4_vnni, sums8_vnni)
 ZOO_A8_PROMPT(prompt_512, ZOO_T_512, sums4_512, sums8_512)
-
 
 // Fewer than kReuse rows: the plain rows' kernels (ZOO_A8_ROWS); more: the prompt kernels, whose int8 offset path
 // (VNNI) takes the activation's block sums times 128 off and whose int4 path the block sums times 8
