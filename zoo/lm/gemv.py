@@ -49,9 +49,9 @@ Numerics:
   bf16 rows: int8 6.40, int4 6.26; the prompt figures are from an earlier prompt kernel): 256-bit VNNI for the
   decoded token there, 512-bit for the prompt. Several rows are one small GEMM: all rows are quantized once and
   output rows are split across threads in tiles of 8. From 4 rows, each thread repacks each of its tiles into the
-  decode tiles' layout below, once for all rows (int8 codes signed for AVX2, as ``w + 128`` for VNNI, minus ``128 *
-  sum xq`` per block after), and 8 activation rows at a time meet its codes block by block, one output row per
-  lane; each activation row's outputs then come from the decode tiles' float code. Fewer rows (a decoded token)
+  decode tiles' layout below, once for all rows (int8 codes as ``w + 128``: AVX2 restores the signed codes, VNNI
+  takes ``128 * sum xq`` off each block), and 8 activation rows at a time meet its codes block by block, one output
+  row per lane; each activation row's outputs then come from the decode tiles' float code. Fewer rows (a decoded token)
 read a copy of the codes repacked once per layer (:func:`repack_int4` / :func:`repack_int8`, kept beside the plain
 codes by the layer, never saved): tiles of 8 output rows in which one 32-byte chunk holds four codes of each of the
 8 rows, so one byte product with four activation bytes broadcast adds to all 8 rows' block sums, with no sum across
