@@ -277,7 +277,7 @@ inline void expand_scales(const at::Half* scale, const at::Half* zero, int64_t G
   }
 }
 
-constexpr int64_t kTile = 8;   // output rows whose codes stay in L1 while every activation row passes them
+constexpr int64_t kTile = 8;   // output rows a thread of the plain rows' kernels takes at a time
 constexpr int64_t kReuse = 4;  // rows from which a tile's weights are prepared once for all of them
 
 inline __m256 tree8(const __m256* v) {  // the order of sum8 over the lanes of one vector, here across eight vectors
