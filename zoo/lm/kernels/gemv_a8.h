@@ -289,6 +289,23 @@ inline __m256 tail_fma(__m256 a, __m256 b, __m256 c) {  // the plain kernels' ta
   return _mm256_fmadd_ps(a, b, c);
 }
 
+// The eight-lane float code of the decode tiles and the prompts: term(i) gives the pair (a, b) of block (or group) i,
+// whose product a whole group of eight adds to accumulator i % 8 (unrolled, so that the accumulators stay in
+// registers) and the rest to `rest` by fma, in order
+template <class Term>
+inline void add_terms(int64_t n, Term term, __m256* acc, __m256& rest) {
+  const int64_t n8 = n / 8 * 8;
+  for (int64_t i = 0; i < n8; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      const auto [a, b] = term(i + j);
+      acc[j] = _mm256_fmadd_ps(a, b, acc[j]);
+    }
+  for (int64_t i = n8; i < n; ++i) {
+    const auto [a, b] = term(i);
+    rest = tail_fma(a, b, rest);
+  }
+}
+
 inline void store_rows(__m256 v, float* y, int64_t count) {
   alignas(32) float tmp[8];
   _mm256_store_ps(tmp, v);
@@ -443,7 +460,7 @@ ZOO_BLOCK4(block4_512, ZOO_T_512, dp_512)
 #define ZOO_A8_TILES(NAME4, NAME8, TARGET, BLOCK4, ROWS8_I8)                                                          \
   TARGET void NAME4(const RowsA8& a, const uint8_t* rp, const at::Half* sz, int64_t per, float* y, int64_t N,      \
                     int64_t t0, int64_t t1) {                                                                      \
-    const int64_t B = a.B, G = a.G, K = a.K, B8 = B / 8 * 8, G8 = G / 8 * 8;                                       \
+    const int64_t B = a.B, G = a.G, K = a.K;                                                                       \
     const __m256i m15 = _mm256_set1_epi8(15);                                                                      \
     for (int64_t m = 0; m < a.M; ++m) {                                                                            \
       const int8_t* xq = a.q.data() + m * K;                                                                       \
@@ -455,7 +472,7 @@ ZOO_BLOCK4(block4_512, ZOO_T_512, dp_512)
         for (int j = 0; j < 8; ++j) acc[j] = off[j] = _mm256_setzero_ps();                                         \
         const uint8_t* c = rp + t * B * 128;                                                                       \
         const at::Half* st = sz + t * G * 16;                                                                      \
-        auto term = [&](int64_t b) {                                                                               \
+        auto term = [&](int64_t b) TARGET { /* the lambda too: its kernels inline only under their target */     \
           const uint8_t* cb = c + b * 128;                                                                         \
           _mm_prefetch(reinterpret_cast<const char*>(cb + kAhead), _MM_HINT_T0);                                   \
           _mm_prefetch(reinterpret_cast<const char*>(cb + kAhead + 64), _MM_HINT_T0);                              \
@@ -463,21 +480,14 @@ ZOO_BLOCK4(block4_512, ZOO_T_512, dp_512)
           const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + b / per * 16))); \
           return std::make_pair(_mm256_mul_ps(_mm256_set1_ps(d[b]), sc), _mm256_cvtepi32_ps(dots));                \
         };                                                                                                         \
-        for (int64_t b = 0; b < B8; b += 8)                                                                        \
-          for (int j = 0; j < 8; ++j) {                                                                            \
-            const auto [coef, v] = term(b + j);                                                                    \
-            acc[j] = _mm256_fmadd_ps(coef, v, acc[j]);                                                             \
-          }                                                                                                        \
-        for (int64_t b = B8; b < B; ++b) {                                                                         \
-          const auto [coef, v] = term(b);                                                                          \
-          rest = tail_fma(coef, v, rest);                                                                          \
-        }                                                                                                          \
-        auto zt = [&](int64_t g) {                                                                                 \
-          return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + g * 16 + 8)));              \
-        };                                                                                                         \
-        for (int64_t g = 0; g < G8; g += 8)                                                                        \
-          for (int j = 0; j < 8; ++j) off[j] = _mm256_fmadd_ps(zt(g + j), _mm256_set1_ps(gsum[g + j]), off[j]);    \
-        for (int64_t g = G8; g < G; ++g) rest = tail_fma(zt(g), _mm256_set1_ps(gsum[g]), rest);                   \
+        add_terms(B, term, acc, rest);                                                                             \
+        add_terms(                                                                                                 \
+            G,                                                                                                     \
+            [&](int64_t g) TARGET {                                                                                \
+              const __m128i z = _mm_loadu_si128(reinterpret_cast<const __m128i*>(st + g * 16 + 8));                \
+              return std::make_pair(_mm256_cvtph_ps(z), _mm256_set1_ps(gsum[g]));                                  \
+            },                                                                                                     \
+            off, rest);                                                                                            \
         const __m256 total = _mm256_add_ps(_mm256_add_ps(tree8(acc), tree8(off)), rest);                           \
         store_rows(total, y + m * N + t * 8, std::min<int64_t>(8, N - t * 8));                                     \
       }                                                                                                            \
@@ -485,7 +495,7 @@ ZOO_BLOCK4(block4_512, ZOO_T_512, dp_512)
   }                                                                                                                \
   TARGET void NAME8(const RowsA8& a, const uint8_t* rp, const float* scale, float* y, int64_t N, int64_t t0,       \
                     int64_t t1) {                                                                                  \
-    const int64_t B = a.B, K = a.K, B8 = B / 8 * 8;                                                                \
+    const int64_t B = a.B, K = a.K;                                                                                \
     for (int64_t m = 0; m < a.M; ++m) {                                                                            \
       const int8_t* xq = a.q.data() + m * K;                                                                       \
       const float* d = a.d.data() + m * B;                                                                         \
@@ -494,10 +504,13 @@ ZOO_BLOCK4(block4_512, ZOO_T_512, dp_512)
         __m256 acc[8], rest = _mm256_setzero_ps();                                                                 \
         for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();                                                  \
         const uint8_t* c = rp + t * B * 256;                                                                       \
-        auto dots = [&](int64_t b) { return _mm256_cvtepi32_ps(ROWS8_I8(c + b * 256, xq + b * kBlock, isum[b])); };  \
-        for (int64_t b = 0; b < B8; b += 8)                                                                        \
-          for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d[b + j]), dots(b + j), acc[j]);     \
-        for (int64_t b = B8; b < B; ++b) rest = tail_fma(_mm256_set1_ps(d[b]), dots(b), rest);                    \
+        add_terms(                                                                                                 \
+            B,                                                                                                     \
+            [&](int64_t b) TARGET {                                                                                \
+              const __m256i dots = ROWS8_I8(c + b * 256, xq + b * kBlock, isum[b]);                                \
+              return std::make_pair(_mm256_set1_ps(d[b]), _mm256_cvtepi32_ps(dots));                               \
+            },                                                                                                     \
+            acc, rest);                                                                                            \
         const __m256 total = _mm256_mul_ps(_mm256_add_ps(tree8(acc), rest), _mm256_loadu_ps(scale + t * 8));       \
         store_rows(total, y + m * N + t * 8, std::min<int64_t>(8, N - t * 8));                                     \
       }                                                                                                            \
@@ -586,30 +599,25 @@ inline void put_rows(__m256 total, float* y, int64_t count) {
 // sc (B, 8) the tile's block scales, zt (G, 8) its zero points
 inline void finish4(const int32_t* sums, const float* d, const int32_t* off, const float* gsum, const float* sc,
                     const float* zt, int64_t B, int64_t G, float* y, int64_t count) {
-  const int64_t B8 = B / 8 * 8, G8 = G / 8 * 8;
-  auto coef = [&](int64_t b) { return _mm256_mul_ps(_mm256_set1_ps(d[b]), _mm256_loadu_ps(sc + b * 8)); };
-  auto zero = [&](int64_t g) { return _mm256_loadu_ps(zt + g * 8); };
   __m256 acc[8], zeros[8], rest = _mm256_setzero_ps();
   for (int j = 0; j < 8; ++j) acc[j] = zeros[j] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < B8; b += 8)
-    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(coef(b + j), block_dots(sums, off, b + j), acc[j]);
-  for (int64_t b = B8; b < B; ++b) rest = tail_fma(coef(b), block_dots(sums, off, b), rest);
-  for (int64_t g = 0; g < G8; g += 8)
-    for (int j = 0; j < 8; ++j)
-      zeros[j] = _mm256_fmadd_ps(zero(g + j), _mm256_set1_ps(gsum[g + j]), zeros[j]);
-  for (int64_t g = G8; g < G; ++g) rest = tail_fma(zero(g), _mm256_set1_ps(gsum[g]), rest);
+  add_terms(
+      B,
+      [&](int64_t b) {
+        const __m256 coef = _mm256_mul_ps(_mm256_set1_ps(d[b]), _mm256_loadu_ps(sc + b * 8));
+        return std::make_pair(coef, block_dots(sums, off, b));
+      },
+      acc, rest);
+  add_terms(
+      G, [&](int64_t g) { return std::make_pair(_mm256_loadu_ps(zt + g * 8), _mm256_set1_ps(gsum[g])); }, zeros, rest);
   put_rows(_mm256_add_ps(_mm256_add_ps(tree8(acc), tree8(zeros)), rest), y, count);
 }
 
 inline void finish8(const int32_t* sums, const float* d, const int32_t* off, int64_t B, __m256 scale8, float* y,
                     int64_t count) {
-  const int64_t B8 = B / 8 * 8;
   __m256 acc[8], rest = _mm256_setzero_ps();
   for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < B8; b += 8)
-    for (int j = 0; j < 8; ++j)
-      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d[b + j]), block_dots(sums, off, b + j), acc[j]);
-  for (int64_t b = B8; b < B; ++b) rest = tail_fma(_mm256_set1_ps(d[b]), block_dots(sums, off, b), rest);
+  add_terms(B, [&](int64_t b) { return std::make_pair(_mm256_set1_ps(d[b]), block_dots(sums, off, b)); }, acc, rest);
   put_rows(_mm256_mul_ps(_mm256_add_ps(tree8(acc), rest), scale8), y, count);
 }
 
@@ -735,7 +743,7 @@ void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N,
     off.resize(a.M * a.B);
     for (int64_t i = 0; i < a.M * a.B; ++i) off[i] = (int4 ? 8 : 128) * a.isum[i];
   }
-  at::parallel_for(0, (N + 7) / 8, 1, [&](int64_t t0, int64_t t1) {  // tiles of output rows in parallel
+  at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t t0, int64_t t1) {  // tiles of output rows in parallel
     const int32_t* o = off.empty() ? nullptr : off.data();
     if (isa == kIsaAvx512Vnni)
       prompt_512(a, o, w, int4, y, N, t0, t1);
@@ -762,12 +770,7 @@ at::Tensor gemm_a8_tiles(const at::Tensor& x_, const at::Tensor& rp_, const at::
   const int64_t M = x.size(0);
   auto y = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return y;
-  RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, int4 ? gs : 0, false);
-  if (!int4) {
-    a.isum.resize(M * a.B);
-    for (int64_t i = 0; i < M * a.B; ++i)
-      a.isum[i] = std::accumulate(a.q.data() + i * kBlock, a.q.data() + (i + 1) * kBlock, int32_t(0));
-  }
+  const RowsA8 a = quantize_rows(x.data_ptr<float>(), M, K, int4 ? gs : 0, false, true);
   const uint8_t* codes = rp.data_ptr<uint8_t>();
   float* out = y.data_ptr<float>();
   at::parallel_for(0, T, 4, [&](int64_t t0, int64_t t1) {
