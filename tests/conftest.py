@@ -5,6 +5,7 @@ digit_runs, fakehub); a test module never imports another."""
 import inspect
 import os
 import re
+import sys
 
 import pytest
 from fakehub import FakeHub
@@ -19,6 +20,19 @@ if _WORKERS > 1:
     import torch  # in the workers only: the process that hands out the tests starts them sooner without it
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session):
+    """Collection writes its compiled modules (pytest's rewritten test modules, the zoo modules they import) even
+    where ``PYTHONDONTWRITEBYTECODE`` is set: without them every run rewrites and compiles the test modules again,
+    about a third of each worker's collection. The setting is the caller's again once the tests are collected."""
+    caller = sys.dont_write_bytecode
+    sys.dont_write_bytecode = False
+    try:
+        return (yield)
+    finally:
+        sys.dont_write_bytecode = caller
 
 
 # A test that launches several processes: torchrun, torch.distributed.run or torch.multiprocessing's spawn

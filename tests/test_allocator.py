@@ -104,4 +104,6 @@ def test_huge_pages_keep_addresses_and_values_and_are_said(monkeypatch):
     # every whole 2 MB page inside the 12 MB, at least, and no more than the pages it touches
     assert 10 * 2**20 <= done <= 14 * 2**20
     assert _huge_bytes(address + 6 * 2**20) >= 2 * 2**20
-    assert huge_pages([big]) == done  # again: already on 2 MB pages, the same answer
+    # again: already on 2 MB pages, the same answer for the pages the tensor fills; the one or two it shares with
+    # other allocations may have been split meanwhile (memory freed beside it) and then not collapse again
+    assert 10 * 2**20 <= huge_pages([big]) <= done
