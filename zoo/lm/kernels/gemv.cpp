@@ -1,6 +1,7 @@
 // the headers of the names used here, not ATen.h, which would add about 12 s to each fresh build (42 s against 30)
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 #include <immintrin.h>
@@ -23,6 +24,13 @@ inline float sum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float max8(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
 
@@ -226,8 +234,92 @@ at::Tensor gemv_int4(const at::Tensor& x_, const at::Tensor& codes_, const at::T
   return y;
 }
 
+// attend's pieces. Scores: a query head's scaled dot products with the keys of positions seen[i0..i1), four
+// positions at a time (four chains of fma; lane l sums the columns d = l mod 8, then the lanes are added).
+void score_span(const float* q, const float* k, const int64_t* seen, int64_t i0, int64_t i1, int64_t D, float sc,
+                float* p) {
+  int64_t i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const float* k0 = k + seen[i] * D;
+    const float* k1 = k + seen[i + 1] * D;
+    const float* k2 = k + seen[i + 2] * D;
+    const float* k3 = k + seen[i + 3] * D;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t d = 0;
+    for (; d + 8 <= D; d += 8) {
+      const __m256 qd = _mm256_loadu_ps(q + d);
+      a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k0 + d), a0);
+      a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k1 + d), a1);
+      a2 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k2 + d), a2);
+      a3 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k3 + d), a3);
+    }
+    float s0 = sum8(a0), s1 = sum8(a1), s2 = sum8(a2), s3 = sum8(a3);
+    for (; d < D; ++d) s0 += q[d] * k0[d], s1 += q[d] * k1[d], s2 += q[d] * k2[d], s3 += q[d] * k3[d];
+    p[i] = s0 * sc, p[i + 1] = s1 * sc, p[i + 2] = s2 * sc, p[i + 3] = s3 * sc;
+  }
+  for (; i < i1; ++i) {
+    const float* kr = k + seen[i] * D;
+    __m256 a = _mm256_setzero_ps();
+    int64_t d = 0;
+    for (; d + 8 <= D; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kr + d), a);
+    float dot = sum8(a);
+    for (; d < D; ++d) dot += q[d] * kr[d];
+    p[i] = dot * sc;
+  }
+}
+
+// p (P scores) -> softmax weights in place, eight lanes at a time (a scalar loop would carry its running max or
+// sum from one position to the next)
+void softmax_row(float* p, int64_t P) {
+  __m256 top8 = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= P; i += 8) top8 = _mm256_max_ps(top8, _mm256_loadu_ps(p + i));
+  float top = max8(top8);
+  for (; i < P; ++i) top = std::max(top, p[i]);
+  __m256 total8 = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= P; i += 8) {
+    const auto e = (at::vec::Vectorized<float>::loadu(p + i) - at::vec::Vectorized<float>(top)).exp();
+    e.store(p + i);
+    total8 = _mm256_add_ps(total8, e);
+  }
+  float total = sum8(total8);
+  for (; i < P; ++i) total += p[i] = std::exp(p[i] - top);
+  const __m256 total_ = _mm256_set1_ps(total);
+  for (i = 0; i + 8 <= P; i += 8) _mm256_storeu_ps(p + i, _mm256_div_ps(_mm256_loadu_ps(p + i), total_));
+  for (; i < P; ++i) p[i] /= total;
+}
+
+// out (D) += the weighted values of positions seen[i0..i1): 64 columns at a time in eight registers (eight chains
+// of fma), then 8, then one
+void add_values(const float* w, const float* v, const int64_t* seen, int64_t i0, int64_t i1, int64_t D, float* out) {
+  int64_t d = 0;
+  for (; d + 64 <= D; d += 64) {
+    __m256 o[8];
+    for (int j = 0; j < 8; ++j) o[j] = _mm256_loadu_ps(out + d + 8 * j);
+    for (int64_t i = i0; i < i1; ++i) {
+      const __m256 wi = _mm256_set1_ps(w[i]);
+      const float* vr = v + seen[i] * D + d;
+      for (int j = 0; j < 8; ++j) o[j] = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vr + 8 * j), o[j]);
+    }
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + d + 8 * j, o[j]);
+  }
+  for (; d + 8 <= D; d += 8) {
+    __m256 o = _mm256_loadu_ps(out + d);
+    for (int64_t i = i0; i < i1; ++i)
+      o = _mm256_fmadd_ps(_mm256_set1_ps(w[i]), _mm256_loadu_ps(v + seen[i] * D + d), o);
+    _mm256_storeu_ps(out + d, o);
+  }
+  for (; d < D; ++d)
+    for (int64_t i = i0; i < i1; ++i) out[d] += w[i] * v[seen[i] * D + d];
+}
+
+// positions whose keys (or values) stay in L1 while the query heads of their group meet them
+constexpr int64_t kSpan = 32;
+
 // one query token's attention over a cache: q (1, H, 1, D), keys/values (1, KV, S, D) float32, mask (S) bool
 // (the positions the token sees; none seen = all seen). Softmax(scale * q.k) over the seen positions, times v.
+// The query heads that share a key-value head go together, a span of positions at a time, so that each key and
+// value row comes from L2 once per thread (a cache of a few hundred positions is larger than L1).
 at::Tensor attend(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const at::Tensor& mask_,
                   double scale) {
   TORCH_CHECK(q_.scalar_type() == at::kFloat && k_.scalar_type() == at::kFloat && v_.scalar_type() == at::kFloat &&
@@ -238,7 +330,7 @@ at::Tensor attend(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& 
               "dividing H, and a bool mask of S positions");
   const at::Tensor q = q_.contiguous(), k = k_.contiguous(), v = v_.contiguous(), mask = mask_.contiguous();
   const int64_t H = q.size(1), D = q.size(3), KV = k.size(1), S = k.size(2), G = H / KV;
-  auto y = at::empty({1, 1, H * D}, q.options());
+  auto y = at::zeros({1, 1, H * D}, q.options());
   const bool* m = mask.data_ptr<bool>();
   std::vector<int64_t> seen;
   for (int64_t s = 0; s < S; ++s)
@@ -251,38 +343,22 @@ at::Tensor attend(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& 
   const float* vp = v.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   const float sc = static_cast<float>(scale);
+  // a thread's query heads, a key-value group at a time: the heads of one group meet each span of its keys and
+  // values together
   at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> p(P);
-    for (int64_t h = begin; h < end; ++h) {
-      const float* qh = qp + h * D;
-      const float* kh = kp + (h / G) * S * D;
-      const float* vh = vp + (h / G) * S * D;
-      float top = -INFINITY;
-      for (int64_t i = 0; i < P; ++i) {
-        const float* kr = kh + seen[i] * D;
-        float acc[8] = {0};
-        int64_t d = 0;
-        for (; d + 8 <= D; d += 8)
-          for (int64_t l = 0; l < 8; ++l) acc[l] += qh[d + l] * kr[d + l];
-        float dot = 0.0f;
-        for (; d < D; ++d) dot += qh[d] * kr[d];
-        for (int64_t l = 0; l < 8; ++l) dot += acc[l];
-        p[i] = dot * sc;
-        top = std::max(top, p[i]);
-      }
-      int64_t i = 0;
-      for (; i + 8 <= P; i += 8)
-        (at::vec::Vectorized<float>::loadu(p.data() + i) - at::vec::Vectorized<float>(top)).exp().store(p.data() + i);
-      for (; i < P; ++i) p[i] = std::exp(p[i] - top);
-      float total = 0.0f;
-      for (i = 0; i < P; ++i) total += p[i];
-      float* out = yp + h * D;
-      std::fill(out, out + D, 0.0f);
-      for (i = 0; i < P; ++i) {
-        const float w = p[i] / total;
-        const float* vr = vh + seen[i] * D;
-        for (int64_t d = 0; d < D; ++d) out[d] += w * vr[d];
-      }
+    std::vector<float> p((end - begin) * P);  // the weights, a row of P per query head
+    for (int64_t g = begin / G; g * G < end; ++g) {
+      const int64_t h0 = std::max(begin, g * G), h1 = std::min(end, (g + 1) * G);
+      const float* kg = kp + g * S * D;
+      const float* vg = vp + g * S * D;
+      float* pg = p.data() + (h0 - begin) * P;
+      for (int64_t i0 = 0; i0 < P; i0 += kSpan)
+        for (int64_t h = h0; h < h1; ++h)
+          score_span(qp + h * D, kg, seen.data(), i0, std::min(P, i0 + kSpan), D, sc, pg + (h - h0) * P);
+      for (int64_t h = h0; h < h1; ++h) softmax_row(pg + (h - h0) * P, P);
+      for (int64_t i0 = 0; i0 < P; i0 += kSpan)
+        for (int64_t h = h0; h < h1; ++h)
+          add_values(pg + (h - h0) * P, vg, seen.data(), i0, std::min(P, i0 + kSpan), D, yp + h * D);
     }
   });
   return y;
