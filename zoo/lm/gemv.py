@@ -230,7 +230,9 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     """One query token's attention ``q (1, H, 1, D)`` over keys/values ``(1, KV, S, D)`` (``KV`` dividing ``H``;
     float32) at the positions ``mask`` (``S`` booleans, any shape) marks, as ``(1, 1, H * D)``: what
     ``F.scaled_dot_product_attention`` gives with that boolean mask (a row that sees nothing sees everything), with
-    the work of the seen positions only. A static cache of 256 slots holding 40 tokens costs 40 positions."""
+    the work of the seen positions only. A static cache of 256 slots holding 40 tokens costs 40 positions. The query
+    heads that share a key-value head meet each span of 32 positions together, so a thread reads each key and value
+    row once: in a decoded token the cache comes from memory (the weights streamed since evicted it)."""
     return torch.ops.zoo_gemv.attend(q, k, v, mask.reshape(-1), scale)
 
 
