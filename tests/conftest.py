@@ -26,7 +26,7 @@ if _WORKERS > 1:
 def pytest_collection(session):
     """Collection writes its compiled modules (pytest's rewritten test modules, the zoo modules they import) even
     where ``PYTHONDONTWRITEBYTECODE`` is set: without them every run rewrites and compiles the test modules again,
-    about a third of each worker's collection. The setting is the caller's again once the tests are collected."""
+    about a quarter of each worker's collection. The setting is the caller's again once the tests are collected."""
     caller = sys.dont_write_bytecode
     sys.dont_write_bytecode = False
     try:

@@ -318,8 +318,9 @@ constexpr int64_t kSpan = 32;
 
 // one query token's attention over a cache: q (1, H, 1, D), keys/values (1, KV, S, D) float32, mask (S) bool
 // (the positions the token sees; none seen = all seen). Softmax(scale * q.k) over the seen positions, times v.
-// The query heads that share a key-value head go together, a span of positions at a time, so that each key and
-// value row comes from L2 once per thread (a cache of a few hundred positions is larger than L1).
+// The query heads that share a key-value head go together, a span of positions at a time, so that a thread reads
+// each key and value row once (a cache of a few hundred positions is larger than L1; in a decoded token it comes
+// from memory, the weights streamed since having evicted it).
 at::Tensor attend(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const at::Tensor& mask_,
                   double scale) {
   TORCH_CHECK(q_.scalar_type() == at::kFloat && k_.scalar_type() == at::kFloat && v_.scalar_type() == at::kFloat &&
