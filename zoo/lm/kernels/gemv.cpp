@@ -27,7 +27,7 @@ inline float sum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-inline float max8(__m256 v) {
+inline float max8(__m256 v) {  // the largest of the eight lanes (the quantizers' block maximum, the softmax's)
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));
   s = _mm_max_ss(s, _mm_movehdup_ps(s));
@@ -41,10 +41,7 @@ void round_x16(const float* x, int64_t K, int16_t* xq, float* d) {
     const float* xb = x + b * kBlock;
     __m256 top = _mm256_setzero_ps();
     for (int64_t c = 0; c < kBlock; c += 8) top = _mm256_max_ps(top, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + c)));
-    __m128 t = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
-    t = _mm_max_ps(t, _mm_movehl_ps(t, t));
-    t = _mm_max_ss(t, _mm_movehdup_ps(t));
-    const float m = _mm_cvtss_f32(t);
+    const float m = max8(top);
     d[b] = m / 32767.0f;
     const __m256 inv = _mm256_set1_ps(m > 0.0f ? 32767.0f / m : 0.0f);
     for (int64_t c = 0; c < kBlock; c += 16) {

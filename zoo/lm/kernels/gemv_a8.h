@@ -203,10 +203,7 @@ void q8_0_row(const float* x, int64_t K, int8_t* q, float* d, float* bsum, int32
       total = _mm256_add_ps(total, v);
     }
     if (bsum) bsum[b] = sum8(total);
-    __m128 t = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
-    t = _mm_max_ps(t, _mm_movehl_ps(t, t));
-    t = _mm_max_ss(t, _mm_movehdup_ps(t));
-    const float amax = _mm_cvtss_f32(t);
+    const float amax = max8(top);
     int8_t* qb = q + b * kBlock;
     if (!(amax >= std::numeric_limits<float>::min())) {
       d[b] = 0.0f;
