@@ -1,4 +1,4 @@
-"""``generate(compile=True)``: one torch.compile'd decode step over a static cache gives eager's greedy tokens.
+"""``generate(compile=True)``: one compiled decode step over a static cache gives eager's greedy tokens.
 
 Compiling takes several seconds even for these reduced models, so one family (and one quantized format) runs by
 default and every family and format under ``-m slow``.
@@ -55,13 +55,16 @@ def test_compiled_decode_int8_keeps_the_kernels_and_the_tokens():
 
 
 @pytest.mark.slow  # a compile: outside the 4-minute default run
-def test_the_float32_step_shares_a_call_for_query_key_value_and_for_gate_up():
+def test_the_float32_step_shares_a_call_for_query_key_value_and_for_gate_up(monkeypatch):
+    """torch.compile's step (where the step cannot be built ahead of time; test_aot_step.py reads the built one's
+    code)."""
     from torch._inductor.utils import run_and_get_code
 
     from zoo.lm import gemv
 
     if not gemv.available():
         pytest.skip("the zoo's CPU kernels do not run here")
+    monkeypatch.setenv("ZOO_AOT_STEP", "0")
     model = _model("mobilellm_125m")
     ids = _prompt(vocab=model.config.vocab_size)
     eager = model.generate(ids, max_new_tokens=8)

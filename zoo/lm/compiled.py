@@ -1,6 +1,7 @@
 """The compiled decode step of :meth:`zoo.lm.decoder.DecoderLM.generate` (``compile=True``): the model as a
-:class:`~zoo.lm.static_decoder.StaticDecoder` over a static KV cache, its one-token step ``torch.compile``'d once and
-kept with the model (:func:`compiled_decoder`), fed by the token loop of :mod:`zoo.lm.decoding`; the prompt goes
+:class:`~zoo.lm.static_decoder.StaticDecoder` over a static KV cache, its one-token step compiled once and kept with
+the model (:func:`compiled_decoder`; on the CPU with the zoo's kernels built ahead of time by AOTInductor,
+:mod:`zoo.lm.aot_step`, else ``torch.compile``'d), fed by the token loop of :mod:`zoo.lm.decoding`; the prompt goes
 through the static decoder with its plain layers compiled (:func:`~zoo.lm.static_decoder.prompt_layer`, one graph
 for every layer and prompt length). Eager's tokens, but where float32 rounding (Inductor's fused norms) decides
 between near-tied logits; it saves the per-op Python overhead of each step.
@@ -15,6 +16,7 @@ from torch import nn
 
 from ..layers.allocator import huge_pages
 from . import gemv
+from .aot_step import aot_step
 from .decoding import Decoding, decode_loop
 from .static_decoder import StaticDecoder, prompt_layer
 
@@ -37,9 +39,9 @@ def check_compilable(input_ids: torch.Tensor, padding: torch.Tensor | None) -> N
 
 def compiled_decoder(model: nn.Module, length: int) -> tuple[StaticDecoder, Any]:
     """A :class:`StaticDecoder` of at least ``length`` tokens (a power of two from 256, up to the context length)
-    and its ``torch.compile``'d step, made once and kept with the model (for its dtype, device, modules and
-    tensors; another size, a module or tensor swapped, or a buffer changed in place, replaces it). The step reads
-    the model's parameters themselves, so their updates in place are seen."""
+    and its compiled step (built at its first call), made once and kept with the model (for its dtype, device,
+    modules and tensors; another size, a module or tensor swapped, or a buffer changed in place, replaces it). The
+    step reads the model's parameters themselves, so their updates in place are seen."""
     p = model.model.embed_tokens.weight
     size = min(model.config.max_position_embeddings, max(256, 1 << max(0, int(length) - 1).bit_length()))
     # the modules themselves: the step skips guards on them, so a model whose modules were swapped (quantized in
@@ -62,13 +64,7 @@ def compiled_decoder(model: nn.Module, length: int) -> tuple[StaticDecoder, Any]
                 zero = torch.zeros(1, dtype=torch.long, device=p.device)
                 decoder(zero[None], zero)
             huge_pages(_read_per_token(model))  # every token streams them: 2 MB pages, fewer TLB misses
-        # no size/stride checks of every kernel's output at every token (they cost 0.6 ms of a 125M int4 step)
-        options = {"size_asserts": False, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
-        if kernels:  # float32 rows to zoo.lm.gemv's kernel
-            options["post_grad_custom_post_pass"] = gemv.OneRowProducts()
-        if p.device.type == "cpu":  # the step's calls made from C++, not Python: measured 12-17% more tokens/s
-            options["cpp_wrapper"] = True
-        step = torch.compile(_own_step(decoder), fullgraph=True, dynamic=False, options=options)
+        step = _Step(decoder, kernels)
         # a prompt's plain layers (StaticDecoder.forward, uncompiled, calls it): one graph for all of them and every
         # prompt length; the model's modules guarded as usual, since one graph serves many layers
         layer = _own(prompt_layer, f"prompt_layer_{id(decoder):x}")
@@ -99,6 +95,34 @@ def generate_compiled(
             plan,
             streamer,
         )
+
+
+class _Step:
+    """The decode step ``(tokens (1, 1), input_pos (1,)) -> logits``, built at its first call (as torch.compile
+    builds at its first): on the CPU with the zoo's kernels ahead of time (:func:`~zoo.lm.aot_step.aot_step`, one
+    C++ call a token), else, or where that cannot be built, ``torch.compile``'d."""
+
+    def __init__(self, decoder: StaticDecoder, kernels: bool):
+        self.decoder, self.kernels = decoder, kernels
+        self.run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    def __call__(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        if self.run is None:
+            self.run = self._build()
+        return self.run(tokens, input_pos)
+
+    def _build(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        # no size/stride checks of every kernel's output at every token (they cost 0.6 ms of a 125M int4 step)
+        options: dict[str, Any] = {"size_asserts": False}
+        if self.kernels:  # float32 rows to zoo.lm.gemv's kernel
+            options["post_grad_custom_post_pass"] = gemv.OneRowProducts()
+            built = aot_step(self.decoder, options)
+            if built is not None:
+                return built
+        options["guard_filter_fn"] = torch.compiler.skip_guard_on_all_nn_modules_unsafe
+        if self.decoder.lm.model.embed_tokens.weight.device.type == "cpu":  # calls made from C++: 12-17% faster
+            options["cpp_wrapper"] = True
+        return torch.compile(_own_step(self.decoder), fullgraph=True, dynamic=False, options=options)
 
 
 def _read_per_token(model: nn.Module) -> list[torch.Tensor]:

@@ -92,8 +92,10 @@ __all__ = [
     "OneRowProducts",
     "attend_one",
     "available",
+    "build_folder",
     "calibrate",
     "cpu_isas",
+    "cpu_key",
     "gemm_int4_a8",
     "gemm_a8_tiles",
     "gemm_int8_a8",
@@ -315,6 +317,17 @@ def kernel_path(rows: int = 1) -> str | None:
 
 def _cpu_key(found: tuple[str, ...]) -> str:
     return f"{cpu_model()} ({', '.join(found)})"
+
+
+def cpu_key() -> str:
+    """This CPU as the calibration and the prebuilt decode steps (:mod:`zoo.lm.aot_step`) know it: its name and
+    the kernel paths it reports."""
+    return _cpu_key(cpu_isas())
+
+
+def build_folder() -> str | None:
+    """The folder of the built kernels (None where they are not built)."""
+    return _state["folder"] if available() else None
 
 
 def calibrate(refresh: bool = False) -> KernelChoice:

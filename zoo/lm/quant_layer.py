@@ -90,9 +90,23 @@ def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor, act_bits: int 
     return layer(x)
 
 
+@contextlib.contextmanager
+def kernels_in_export():
+    """Within this block a torch.export trace keeps the CPU kernels (the decode step compiled ahead of time for this
+    machine, :mod:`zoo.lm.aot_step`), where other exports see the portable form (a program for another runtime)."""
+    before = getattr(_portable, "export_kernels", False)
+    _portable.export_kernels = True
+    try:
+        yield
+    finally:
+        _portable.export_kernels = before
+
+
 def _tracing() -> bool:
-    """True inside torch.export / torch.jit traces (fvcore's counter): they see the portable form; torch.compile keeps the kernels."""
-    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+    """True inside torch.export / torch.jit traces (fvcore's counter): they see the portable form; torch.compile keeps
+    the kernels, as does an export within :func:`kernels_in_export`."""
+    exporting = torch.compiler.is_exporting() and not getattr(_portable, "export_kernels", False)
+    return exporting or torch.jit.is_tracing()
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,160 @@
+"""The compiled decode step built ahead of time on the CPU (AOTInductor): one C++ call a token.
+
+torch.compile's step pays, at every token, Dynamo's guards and the Python wrappers of AOTAutograd and Inductor over
+the graph's inputs: about 340 of them for ``mobilellm_125m`` (every weight, cache and kernel copy is one), about
+1.4 ms of each token. Here the same step (the :class:`~zoo.lm.static_decoder.StaticDecoder` with its one-token
+kernels, Inductor's code with :class:`~zoo.lm.gemv.OneRowProducts`) is exported and compiled by AOTInductor into
+a package whose only inputs are the token and its position. Its weights, caches and kernel copies are the
+package's constants, pointed at the decoder's own tensors (``user_managed``). Nothing is copied: a parameter
+updated in place is seen, and the prompt, run by the decoder itself, fills the same cache.
+
+A package is kept in the built kernels' folder (:mod:`zoo.lm.gemv`, ``steps/``), named by a sha256 of what it was
+built from:
+
+* the exported graph's code;
+* its inputs' shapes, strides and dtypes (no constant is written into the code: all are read from the decoder's
+  tensors);
+* the model's config and Inductor's options;
+* torch's and the zoo's versions, the CPU (its name and the kernel paths it reports) and the thread count.
+
+A later process, or another model of the same architecture, exports the step again (seconds) and loads the package
+instead of compiling it (about a minute for ``mobilellm_125m``). A package is written whole or not at all (renamed
+into place). A folder that cannot be written builds into a temporary one, and nothing is kept.
+
+``ZOO_AOT_STEP=0`` turns this off. A step that cannot be built this way (an export or a compile that fails) also
+falls back to torch.compile, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from . import gemv
+from .quant_layer import kernels_in_export
+
+__all__ = ["ENV", "aot_step", "package_folder"]
+
+ENV = "ZOO_AOT_STEP"
+_logger = logging.getLogger(__name__)
+
+
+class _Step(nn.Module):
+    """The decoder's one-token forward as a module of its own: ``(token (1, 1), position (1,)) -> logits``."""
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        return self.decoder(tokens, input_pos)
+
+
+def package_folder() -> Path | None:
+    """Where the packages are kept: ``steps/`` in the built kernels' folder (None where the kernels are not built)."""
+    folder = gemv.build_folder()
+    return None if folder is None else Path(folder) / "steps"
+
+
+def aot_step(decoder: nn.Module, options: dict) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """``decoder``'s one-token step built ahead of time, with Inductor ``options``: ``step(tokens (1, 1),
+    input_pos (1,)) -> logits``. None where ``ZOO_AOT_STEP=0`` or the step cannot be built this way (then the
+    caller compiles it with torch.compile)."""
+    if os.environ.get(ENV, "1").strip() == "0":
+        return None
+    try:
+        with torch.no_grad(), kernels_in_export():
+            zero = torch.zeros(1, dtype=torch.long)
+            program = torch.export.export(_Step(decoder), (zero[None], zero), strict=False)
+            module = _named(program)
+            tensors = {**dict(module.named_parameters(remove_duplicate=False)), **dict(module.named_buffers())}
+            path, kept = _package(program, module, (zero[None], zero), decoder, options)
+        try:
+            runner = torch._inductor.aoti_load_package(str(path))
+        finally:
+            if not kept:
+                path.unlink(missing_ok=True)
+        runner.load_constants(
+            {name: tensors[name] for name in runner.get_constant_fqns()}, check_full_update=True, user_managed=True
+        )
+    except Exception as e:  # noqa: BLE001 (export and AOTInductor raise many kinds): torch.compile's step instead
+        _logger.warning("the decode step could not be built ahead of time (%s): torch.compile builds it instead", e)
+        return None
+    run = runner.loader.run
+
+    def step(tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        return run([tokens, input_pos])[0]
+
+    return step
+
+
+def _named(program) -> nn.Module:
+    """The exported step as a module whose every tensor is a named parameter or buffer. The kernel copies (tensors
+    the layers keep in dicts) come out of the export as plain attributes, which AOTInductor would number in the order
+    it meets them; as buffers, the package knows them by the names that map them back to the decoder's tensors."""
+    module = program.module()
+    for name, value in program.constants.items():
+        owner, _, attr = name.rpartition(".")
+        holder = module.get_submodule(owner)
+        if isinstance(value, torch.Tensor) and attr not in holder._buffers:
+            delattr(holder, attr)
+            holder.register_buffer(attr, value, persistent=False)
+    return module
+
+
+def _package(program, module: nn.Module, args: tuple, decoder: nn.Module, options: dict) -> tuple[Path, bool]:
+    """The package of ``program`` (``module``, its tensors named): (path, whether it is kept) -- the kept one
+    where there is, else built."""
+    folder = package_folder()
+    name = f"{_key(program, decoder, options)}.pt2"
+    if folder is not None and (folder / name).is_file():
+        return folder / name, True
+    writable = folder is not None and _writable(folder)
+    target = folder if writable else Path(tempfile.gettempdir())
+    fd, tmp = tempfile.mkstemp(prefix=".building-", suffix=".pt2", dir=target)
+    os.close(fd)
+    try:
+        _logger.info("building the decode step ahead of time (about a minute for 125M parameters)")
+        named = torch.export.export(module, args, strict=False)
+        configs = {**options, "aot_inductor.package_constants_in_so": False, "always_keep_tensor_constants": True}
+        torch._inductor.aoti_compile_and_package(named, package_path=tmp, inductor_configs=configs)
+        if not writable:
+            return Path(tmp), False
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return folder / name, True
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
+def _key(program, decoder: nn.Module, options: dict) -> str:
+    """sha256 of what the package is built from (the module docstring's list)."""
+    h = hashlib.sha256()
+    # an Inductor pass by its own digest (torch.compile's cache keys it so), other options by their values
+    built = {k: v.uuid() if hasattr(v, "uuid") else repr(v) for k, v in sorted(options.items())}
+    head = [torch.__version__, __version__, gemv.cpu_key(), torch.get_num_threads(), built]
+    h.update(json.dumps(head).encode())
+    h.update(json.dumps(decoder.lm.config.to_dict(), sort_keys=True, default=str).encode())
+    h.update(program.graph_module.code.encode())
+    for node in program.graph.nodes:  # every input: the token, its position, the weights, caches and copies
+        value = node.meta.get("val") if node.op == "placeholder" else None
+        if isinstance(value, torch.Tensor):
+            h.update(f"{node.name} {value.dtype} {tuple(value.shape)} {value.stride()}\n".encode())
+    return h.hexdigest()[:40]
