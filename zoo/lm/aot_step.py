@@ -76,7 +76,8 @@ def aot_step(decoder: nn.Module, options: dict) -> Callable[[torch.Tensor, torch
             zero = torch.zeros(1, dtype=torch.long)
             program = torch.export.export(_Step(decoder), (zero[None], zero), strict=False)
             module = _named(program)
-            tensors = {**dict(module.named_parameters(remove_duplicate=False)), **dict(module.named_buffers())}
+            named = (*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False))
+            tensors = dict(named)
             path, kept = _package(program, module, (zero[None], zero), decoder, options)
         try:
             runner = torch._inductor.aoti_load_package(str(path))
@@ -86,13 +87,15 @@ def aot_step(decoder: nn.Module, options: dict) -> Callable[[torch.Tensor, torch
         runner.load_constants(
             {name: tensors[name] for name in runner.get_constant_fqns()}, check_full_update=True, user_managed=True
         )
+        run = runner.loader.run  # the package's own call: no flattening of arguments at every token
     except Exception as e:  # noqa: BLE001 (export and AOTInductor raise many kinds): torch.compile's step instead
         _logger.warning("the decode step could not be built ahead of time (%s): torch.compile builds it instead", e)
         return None
-    run = runner.loader.run
 
     def step(tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         return run([tokens, input_pos])[0]
+
+    step.constants = tensors  # the package reads their memory: they live as long as the step
 
     return step
 
