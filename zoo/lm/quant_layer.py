@@ -35,12 +35,19 @@ def portable_kernels():
     """Within this block every :class:`QuantizedLinear` computes the portable product (the dequantized weight in
     the input's dtype, no bf16 rounding of the input): the reference a traced program (which holds that form) is
     compared with."""
-    before = getattr(_portable, "on", False)
-    _portable.on = True
+    with _switched("on"):
+        yield
+
+
+@contextlib.contextmanager
+def _switched(name: str):
+    """This thread's switch ``name`` on within the block, as it was after."""
+    before = getattr(_portable, name, False)
+    setattr(_portable, name, True)
     try:
         yield
     finally:
-        _portable.on = before
+        setattr(_portable, name, before)
 
 
 def kernel_path(x: torch.Tensor) -> bool:
@@ -94,12 +101,8 @@ def int8_head(store: dict, weight: torch.Tensor, x: torch.Tensor, act_bits: int 
 def kernels_in_export():
     """Within this block a torch.export trace keeps the CPU kernels (the decode step compiled ahead of time for this
     machine, :mod:`zoo.lm.aot_step`), where other exports see the portable form (a program for another runtime)."""
-    before = getattr(_portable, "export_kernels", False)
-    _portable.export_kernels = True
-    try:
+    with _switched("export_kernels"):
         yield
-    finally:
-        _portable.export_kernels = before
 
 
 def _tracing() -> bool:
