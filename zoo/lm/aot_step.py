@@ -32,6 +32,8 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,8 +69,9 @@ def package_folder() -> Path | None:
 
 def aot_step(decoder: nn.Module, options: dict) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
     """``decoder``'s one-token step built ahead of time, with Inductor ``options``: ``step(tokens (1, 1),
-    input_pos (1,)) -> logits``. None where ``ZOO_AOT_STEP=0`` or the step cannot be built this way (then the
-    caller compiles it with torch.compile)."""
+    input_pos (1,)) -> logits``, its ``kernel_calls`` a Counter of the operators it calls outside Inductor's code
+    (the zoo's kernels, by dispatcher name, e.g. ``"zoo_gemv::f32_3"``). None where ``ZOO_AOT_STEP=0`` or the step
+    cannot be built this way (then the caller compiles it with torch.compile)."""
     if os.environ.get(ENV, "1").strip() == "0":
         return None
     try:
@@ -81,6 +84,7 @@ def aot_step(decoder: nn.Module, options: dict) -> Callable[[torch.Tensor, torch
             path, kept = _package(program, module, (zero[None], zero), decoder, options)
         try:
             runner = torch._inductor.aoti_load_package(str(path))
+            calls = _kernel_calls(path)
         finally:
             if not kept:
                 path.unlink(missing_ok=True)
@@ -96,8 +100,19 @@ def aot_step(decoder: nn.Module, options: dict) -> Callable[[torch.Tensor, torch
         return run([tokens, input_pos])[0]
 
     step.constants = tensors  # the package reads their memory: they live as long as the step
+    step.kernel_calls = calls
 
     return step
+
+
+def _kernel_calls(package: Path) -> Counter:
+    """The operators ``package`` calls outside Inductor's own code (the zoo's kernels), each with its number of
+    calls in a step: AOTInductor's list of them, the proxy executor's ``*wrapper.json``."""
+    calls: Counter = Counter()
+    with zipfile.ZipFile(package) as z:
+        for listing in [n for n in z.namelist() if n.endswith("wrapper.json")]:
+            calls.update(node["node"]["target"] for node in json.loads(z.read(listing))["nodes"])
+    return calls
 
 
 def _named(program) -> nn.Module:
