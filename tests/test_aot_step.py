@@ -4,6 +4,7 @@ tensors; where it cannot be built, torch.compile builds the step."""
 import copy
 import logging
 import os
+import zipfile
 
 import pytest
 import torch
@@ -54,9 +55,13 @@ def test_the_step_is_built_once_kept_and_loaded_by_a_copy(packages, monkeypatch)
     clone = copy.deepcopy(model)
     assert torch.equal(clone.generate(ids, max_new_tokens=10, compile=True), eager)
     assert len(made) == 1
-    # the package's C++ calls the kernels (its list of the operators it calls outside Inductor's code): a layer's
+    # the package's C++ calls the kernels through their C entry points, none through the proxy executor: a layer's
     # query, key and value as one call, gate and up as another, o_proj, down_proj and the head one each
     calls = step.run.kernel_calls
+    with zipfile.ZipFile(next(packages.iterdir())) as z:
+        assert not [n for n in z.namelist() if n.endswith("wrapper.json")]  # the proxy executor's list of calls
+        (source,) = [z.read(n).decode() for n in z.namelist() if n.endswith("wrapper.cpp")]
+    assert source.count("AOTI_TORCH_ERROR_CODE_CHECK(aoti_torch_cpu_f32_3(") == model.config.num_hidden_layers
     layers = model.config.num_hidden_layers
     assert calls == {
         "zoo_gemv::f32_3": layers,
@@ -129,3 +134,24 @@ def test_zoo_aot_step_0_leaves_the_step_to_torch_compile(monkeypatch):
 
     monkeypatch.setattr(torch.export, "export", untouched)
     assert aot_step.aot_step(torch.nn.Identity(), {}) is None
+
+
+def test_each_kernel_has_a_c_entry_point_declared_from_its_schema(monkeypatch):
+    """What AOTInductor is told of the kernels' C entry points (zoo/lm/kernels/gemv.cpp): one declaration per
+    operator that returns tensors, its arguments from the schema, one handle per result; none where the kernels'
+    library is not found (the proxy executor calls them then)."""
+    if not gemv.available():
+        pytest.skip("the zoo's CPU kernels do not run here")
+    shims = aot_step.c_shims()
+    ops = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("zoo_gemv::")}
+    assert {op.name() for op in shims} == ops - {"zoo_gemv::cpu_isas"}
+    assert shims[torch.ops.zoo_gemv.int4.default] == [
+        "AOTITorchError aoti_torch_cpu_int4(AtenTensorHandle x, AtenTensorHandle codes, AtenTensorHandle scale, "
+        "AtenTensorHandle zero, int64_t group_size, AtenTensorHandle* ret0)"
+    ]
+    assert shims[torch.ops.zoo_gemv.attend.default][0].endswith("double scale, AtenTensorHandle* ret0)")
+    assert shims[torch.ops.zoo_gemv.q8_0.default][0].endswith(
+        "(AtenTensorHandle x, AtenTensorHandle* ret0, AtenTensorHandle* ret1)"
+    )
+    monkeypatch.setattr(gemv, "build_folder", lambda: None)
+    assert aot_step.c_shims() == {}

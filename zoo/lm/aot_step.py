@@ -27,10 +27,12 @@ falls back to torch.compile, with a warning.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import zipfile
 from collections import Counter
@@ -75,13 +77,14 @@ def aot_step(decoder: nn.Module, options: dict) -> Callable[[torch.Tensor, torch
     if os.environ.get(ENV, "1").strip() == "0":
         return None
     try:
+        shims = c_shims()
         with torch.no_grad(), kernels_in_export():
             zero = torch.zeros(1, dtype=torch.long)
             program = torch.export.export(_Step(decoder), (zero[None], zero), strict=False)
             module = _named(program)
             named = (*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False))
             tensors = dict(named)
-            path, kept = _package(program, module, (zero[None], zero), decoder, options)
+            path, kept = _package(program, module, (zero[None], zero), decoder, options, shims)
         try:
             runner = torch._inductor.aoti_load_package(str(path))
             calls = _kernel_calls(path)
@@ -105,13 +108,44 @@ def aot_step(decoder: nn.Module, options: dict) -> Callable[[torch.Tensor, torch
     return step
 
 
+_SHIM_TYPES = {"Tensor": "AtenTensorHandle", "int": "int64_t", "float": "double"}
+
+
+def c_shims() -> dict:
+    """The zoo's kernels that AOTInductor's code may call directly, as its ``aot_inductor.custom_ops_to_c_shims``
+    wants them: ``{operator: [its C declaration]}``, the declaration read from the operator's schema (a tensor is an
+    ``AtenTensorHandle``, each result one more ``AtenTensorHandle*``). The entry points are the kernels' library's
+    ``aoti_torch_cpu_<op>`` (zoo/lm/kernels/gemv.cpp); the library is made global so that a package finds them when
+    it is loaded. Empty where the library cannot be found (the proxy executor calls them then)."""
+    folder = gemv.build_folder()
+    libraries = sorted(Path(folder).glob("*.so")) if folder else []
+    if len(libraries) != 1:
+        return {}
+    library = ctypes.CDLL(str(libraries[0]), mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)  # loaded already: made global
+    shims = {}
+    names = sorted(n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("zoo_gemv::"))
+    for name in names:
+        op = getattr(torch.ops.zoo_gemv, name).default
+        schema = op._schema
+        if not hasattr(library, f"aoti_torch_cpu_{name}") or not schema.returns:
+            continue
+        args = [f"{_SHIM_TYPES[str(a.type)]} {a.name}" for a in schema.arguments]
+        args += [f"AtenTensorHandle* ret{i}" for i in range(len(schema.returns))]
+        shims[op] = [f"AOTITorchError aoti_torch_cpu_{name}({', '.join(args)})"]
+    return shims
+
+
 def _kernel_calls(package: Path) -> Counter:
     """The operators ``package`` calls outside Inductor's own code (the zoo's kernels), each with its number of
-    calls in a step: AOTInductor's list of them, the proxy executor's ``*wrapper.json``."""
+    calls in a step: those through the proxy executor (its list, ``*wrapper.json``) and those through their C entry
+    points (``aoti_torch_cpu_<op>(`` calls in ``*wrapper.cpp``)."""
     calls: Counter = Counter()
     with zipfile.ZipFile(package) as z:
         for listing in [n for n in z.namelist() if n.endswith("wrapper.json")]:
             calls.update(node["node"]["target"] for node in json.loads(z.read(listing))["nodes"])
+        for source in [n for n in z.namelist() if n.endswith("wrapper.cpp")]:
+            found = re.findall(r"AOTI_TORCH_ERROR_CODE_CHECK\(aoti_torch_cpu_(\w+)\(", z.read(source).decode())
+            calls.update(f"zoo_gemv::{name}" for name in found if hasattr(torch.ops.zoo_gemv, name))
     return calls
 
 
@@ -129,10 +163,13 @@ def _named(program) -> nn.Module:
     return module
 
 
-def _package(program, module: nn.Module, args: tuple, decoder: nn.Module, options: dict) -> tuple[Path, bool]:
-    """The package of ``program`` (``module``, its tensors named): (path, whether it is kept) -- the kept one
-    where there is, else built."""
+def _package(
+    program, module: nn.Module, args: tuple, decoder: nn.Module, options: dict, shims: dict
+) -> tuple[Path, bool]:
+    """The package of ``program`` (``module``, its tensors named), its kernels called through ``shims``:
+    (path, whether it is kept) -- the kept one where there is, else built."""
     folder = package_folder()
+    options = {**options, "aot_inductor.custom_ops_to_c_shims": shims}
     name = f"{_key(program, decoder, options)}.pt2"
     if folder is not None and (folder / name).is_file():
         return folder / name, True

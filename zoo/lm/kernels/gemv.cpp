@@ -392,3 +392,76 @@ TORCH_LIBRARY_IMPL(zoo_gemv, CPU, m) {
   m.impl("q8_0", q8_0);
   m.impl("a8_tiles", gemm_a8_tiles);
 }
+
+// C entry points of the operators above for a step built ahead of time (zoo.lm.aot_step): AOTInductor's code calls
+// aoti_torch_cpu_<op> directly (about 0.5 us) instead of through its proxy executor, which boxes every argument for
+// the dispatcher (about 4 us a call, some 240 calls a decoded token). Tensors come and go as AtenTensorHandles; an
+// exception becomes an error code, as in torch's own shims. zoo/lm/aot_step.py declares them (C_SHIMS).
+#include <torch/csrc/inductor/aoti_torch/utils.h>
+
+namespace {
+
+using torch::aot_inductor::new_tensor_handle;
+using torch::aot_inductor::tensor_handle_to_tensor_pointer;
+
+inline const at::Tensor& ref(AtenTensorHandle h) { return *tensor_handle_to_tensor_pointer(h); }
+
+template <typename Tuple, size_t... I>
+void give(Tuple&& ys, AtenTensorHandle** outs, std::index_sequence<I...>) {
+  ((*outs[I] = new_tensor_handle(std::move(std::get<I>(ys)))), ...);
+}
+
+}  // namespace
+
+#define ZOO_SHIM extern "C" __attribute__((visibility("default"))) AOTITorchError
+#define ZOO_TRY(body) AOTI_TORCH_CONVERT_EXCEPTION_TO_ERROR_CODE({ body; })
+
+ZOO_SHIM aoti_torch_cpu_f32(AtenTensorHandle x, AtenTensorHandle w, AtenTensorHandle* y) {
+  ZOO_TRY(*y = new_tensor_handle(gemv_f32(ref(x), ref(w))));
+}
+
+ZOO_SHIM aoti_torch_cpu_f32_2(AtenTensorHandle x, AtenTensorHandle w0, AtenTensorHandle w1, AtenTensorHandle* y0,
+                              AtenTensorHandle* y1) {
+  AtenTensorHandle* outs[] = {y0, y1};
+  ZOO_TRY(give(gemv_f32_2(ref(x), ref(w0), ref(w1)), outs, std::make_index_sequence<2>{}));
+}
+
+ZOO_SHIM aoti_torch_cpu_f32_3(AtenTensorHandle x, AtenTensorHandle w0, AtenTensorHandle w1, AtenTensorHandle w2,
+                              AtenTensorHandle* y0, AtenTensorHandle* y1, AtenTensorHandle* y2) {
+  AtenTensorHandle* outs[] = {y0, y1, y2};
+  ZOO_TRY(give(gemv_f32_3(ref(x), ref(w0), ref(w1), ref(w2)), outs, std::make_index_sequence<3>{}));
+}
+
+ZOO_SHIM aoti_torch_cpu_int8(AtenTensorHandle x, AtenTensorHandle q, AtenTensorHandle scale, AtenTensorHandle* y) {
+  ZOO_TRY(*y = new_tensor_handle(gemv_int8(ref(x), ref(q), ref(scale))));
+}
+
+ZOO_SHIM aoti_torch_cpu_int4(AtenTensorHandle x, AtenTensorHandle codes, AtenTensorHandle scale, AtenTensorHandle zero,
+                             int64_t group_size, AtenTensorHandle* y) {
+  ZOO_TRY(*y = new_tensor_handle(gemv_int4(ref(x), ref(codes), ref(scale), ref(zero), group_size)));
+}
+
+ZOO_SHIM aoti_torch_cpu_attend(AtenTensorHandle q, AtenTensorHandle k, AtenTensorHandle v, AtenTensorHandle mask,
+                               double scale, AtenTensorHandle* y) {
+  ZOO_TRY(*y = new_tensor_handle(attend(ref(q), ref(k), ref(v), ref(mask), scale)));
+}
+
+ZOO_SHIM aoti_torch_cpu_int8_a8(AtenTensorHandle x, AtenTensorHandle q, AtenTensorHandle scale, int64_t isa,
+                                AtenTensorHandle* y) {
+  ZOO_TRY(*y = new_tensor_handle(gemm_int8_a8(ref(x), ref(q), ref(scale), isa)));
+}
+
+ZOO_SHIM aoti_torch_cpu_int4_a8(AtenTensorHandle x, AtenTensorHandle codes, AtenTensorHandle scale,
+                                AtenTensorHandle zero, int64_t group_size, int64_t isa, AtenTensorHandle* y) {
+  ZOO_TRY(*y = new_tensor_handle(gemm_int4_a8(ref(x), ref(codes), ref(scale), ref(zero), group_size, isa)));
+}
+
+ZOO_SHIM aoti_torch_cpu_q8_0(AtenTensorHandle x, AtenTensorHandle* codes, AtenTensorHandle* scale) {
+  AtenTensorHandle* outs[] = {codes, scale};
+  ZOO_TRY(give(q8_0(ref(x)), outs, std::make_index_sequence<2>{}));
+}
+
+ZOO_SHIM aoti_torch_cpu_a8_tiles(AtenTensorHandle x, AtenTensorHandle packed, AtenTensorHandle scale, int64_t n,
+                                 int64_t group_size, int64_t isa, AtenTensorHandle* y) {
+  ZOO_TRY(*y = new_tensor_handle(gemm_a8_tiles(ref(x), ref(packed), ref(scale), n, group_size, isa)));
+}
