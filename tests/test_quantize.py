@@ -48,6 +48,13 @@ OPTIONS = {"mor_kv_share_lora": ("mor_135m", dict(kv_sharing=True, lora_rank=4))
 # every registered LM family at its tiny size, one model per distinct structure (tests/small_lms.py), and OPTIONS
 EVERY_LM = lm_representatives(text_generation_models()) + list(OPTIONS)
 FORMATS = ("bf16", "int8", "int4")
+# every family at int4 (groups, zero points, packed codes: the most the format carries) by default; bf16 and int8 on
+# the first family by default and on every other under -m slow
+EVERY_LM_AND_FORMAT = [
+    pytest.param(case, fmt, marks=[] if fmt == "int4" or case == EVERY_LM[0] else [pytest.mark.slow])
+    for case in EVERY_LM
+    for fmt in FORMATS
+]
 
 
 def _build(case: str) -> tuple[str, dict]:
@@ -248,8 +255,7 @@ def _cached_and_full(model, seq, prompt: int):
     return torch.cat(steps, 1).float(), full.float(), cache
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("family", EVERY_LM)
+@pytest.mark.parametrize("family, fmt", EVERY_LM_AND_FORMAT)
 def test_cached_decoding_equals_full_recompute(family, fmt):
     """The cache is checked where the two paths round alike: bf16, and int8 / int4 with 16-bit activations (the
     logits differ by the bf16 step of the head's output). With 8-bit activations each row is rounded to int8 codes
@@ -309,8 +315,7 @@ def test_greedy_tokens_agree_with_float32(family):
                 assert first >= 0.85, first
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("family", EVERY_LM)
+@pytest.mark.parametrize("family, fmt", EVERY_LM_AND_FORMAT)
 def test_folder_round_trip_gives_identical_outputs(family, fmt, tmp_path):
     name, kwargs = _build(family)
     model = _quantized(_float_model(family), fmt)
