@@ -59,7 +59,7 @@ lanes per row (:func:`gemm_a8_tiles`); its float code repeats the plain kernels'
 accumulator ``block % 8`` for whole groups of eight, the tail in one running sum by ``fma``), so both give the same
 bits.
 
-The kernels are C++ (``zoo/lm/kernels/gemv.cpp`` and ``gemv_a8.h``, shipped with the package), built by
+The kernels are C++ (``zoo/lm/kernels/gemv.cpp``, ``gemv_a8.h`` and ``simd.h``, shipped with the package), built by
 ``torch.utils.cpp_extension`` with the system's C++ compiler at first use (about 15 s; cached in torch's extension
 folder, keyed by the source and the torch built against) and registered as the operators
 ``zoo_gemv::f32`` / ``f32_2`` / ``f32_3`` (one row, two or three weights: :func:`gemv_f32_many`) / ``int8`` /
@@ -113,11 +113,11 @@ __all__ = [
     "supports_a8",
 ]
 
-# the kernels' C++ source ships with the package (zoo/lm/kernels: gemv.cpp, which includes gemv_a8.h); the build is
-# keyed by the content of both
+# the kernels' C++ source ships with the package (zoo/lm/kernels: gemv.cpp, which includes gemv_a8.h and simd.h);
+# the build is keyed by the content of all three
 SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCE_PATH = os.path.join(SOURCE_DIR, "gemv.cpp")
-SOURCE_FILES = ("gemv.cpp", "gemv_a8.h")
+SOURCE_FILES = ("gemv.cpp", "gemv_a8.h", "simd.h")
 _TEXTS = {}
 for _name in SOURCE_FILES:
     with open(os.path.join(SOURCE_DIR, _name), encoding="utf-8") as _f:

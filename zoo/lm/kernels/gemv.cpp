@@ -7,6 +7,8 @@
 #include <immintrin.h>
 #include <torch/library.h>
 
+#include "simd.h"  // kBlock and the lane sums, shared with gemv_a8.h
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -17,22 +19,7 @@
 
 namespace {
 
-constexpr int64_t kBlock = 32;  // columns per int16 block of the activation row
 constexpr int64_t kGrain = 16;  // output rows per parallel task
-
-inline float sum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float max8(__m256 v) {  // the largest of the eight lanes (the quantizers' block maximum, the softmax's)
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // x (K,) as int16 per block of 32 columns: x ~ d[b] * xq (rounded to nearest, ties to even)
 void round_x16(const float* x, int64_t K, int16_t* xq, float* d) {

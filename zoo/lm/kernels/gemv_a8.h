@@ -1,6 +1,8 @@
 // The 8-bit activation kernels of gemv.cpp (act_bits=8). Not a header of its own: gemv.cpp includes it inside its
-// anonymous namespace, after the definitions it uses (kBlock, sum8, the includes); zoo.lm.gemv copies both files
-// into the build folder and keys the build by their content.
+// anonymous namespace, after the includes; kBlock, sum8 and max8 come from simd.h, which gemv.cpp has included
+// already (so the line below adds nothing there). zoo.lm.gemv copies the files into the build folder and keys the
+// build by their content.
+#include "simd.h"
 
 // ---- 8-bit activations (llama.cpp's Q8_0 row): one int8 row per block of 32 columns, x ~ d[b] * xq ----------------
 //
