@@ -57,12 +57,11 @@ def test_the_step_is_built_once_kept_and_loaded_by_a_copy(packages, monkeypatch)
     assert len(made) == 1
     # the package's C++ calls the kernels through their C entry points, none through the proxy executor: a layer's
     # query, key and value as one call, gate and up as another, o_proj, down_proj and the head one each
-    calls = step.run.kernel_calls
+    calls, layers = step.run.kernel_calls, model.config.num_hidden_layers
     with zipfile.ZipFile(next(packages.iterdir())) as z:
         assert not [n for n in z.namelist() if n.endswith("wrapper.json")]  # the proxy executor's list of calls
         (source,) = [z.read(n).decode() for n in z.namelist() if n.endswith("wrapper.cpp")]
-    assert source.count("AOTI_TORCH_ERROR_CODE_CHECK(aoti_torch_cpu_f32_3(") == model.config.num_hidden_layers
-    layers = model.config.num_hidden_layers
+    assert source.count("AOTI_TORCH_ERROR_CODE_CHECK(aoti_torch_cpu_f32_3(") == layers
     assert calls == {
         "zoo_gemv::f32_3": layers,
         "zoo_gemv::f32_2": layers,
