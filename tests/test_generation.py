@@ -22,6 +22,7 @@ from zoo.cli import main as zoo_main
 from zoo.data.lm_tokenizer import apply_chat_template, load_chat_template, load_lm_tokenizer
 from zoo.data.text import bundled_corpus, train_bpe_tokenizer
 from zoo.lm.decoder import GenerationConfig, TextIteratorStreamer, TextStreamer
+from zoo.lm.decoding import decode_loop, decoding_plan, generation_settings
 from zoo.lm.generation import IncrementalDecoder, apply_repetition_penalty, token_presence
 from zoo.models.mobilellm import MobileLLM, save_pretrained, to_llama_config
 from zoo.weights import CheckpointError
@@ -209,6 +210,74 @@ def test_stop_strings_end_each_sequence_at_the_token_that_completes_one(tok):
     assert s in tok.decode(single[0, 5:].tolist()) and s not in tok.decode(single[0, 5:-1].tolist())
     with pytest.raises(ValueError, match="stop_strings need the tokenizer"):
         model.generate(ids, max_new_tokens=4, stop_strings=[s])
+
+
+class _Engine:
+    """Logits from a fixed table, the row picked by the last token and the step: both kinds of step of
+    :func:`decode_loop`, counting their calls."""
+
+    def __init__(self, vocab, seed=0):
+        self.table = torch.randn(97, vocab, generator=torch.Generator().manual_seed(seed))
+        self.calls = {"tensor": 0, "int": 0}
+
+    def step(self, token, n):
+        self.calls["tensor"] += 1
+        return self.table[(int(token[0]) * 31 + n) % 97][None]
+
+    def step_id(self, token, n):
+        self.calls["int"] += 1
+        return self.table[(token * 31 + n) % 97][None]
+
+
+class _Recorder:
+    def __init__(self):
+        self.puts = []
+
+    def put(self, ids):
+        self.puts.append(ids.tolist())
+
+
+def _both_lanes(vocab, prompt, new, tokenizer=None, **settings):
+    """decode_loop's output and streamed ids with and without the int step, and the engines' calls."""
+    seen = []
+    for use_ids in (False, True):
+        engine, streamer = _Engine(vocab), _Recorder()
+        plan = decoding_plan(
+            generation_settings(GenerationConfig(), None, **settings),
+            vocab,
+            prompt,
+            None,
+            None,
+            torch.Generator().manual_seed(0),
+            tokenizer,
+        )
+        out = decode_loop(
+            prompt, engine.table[0][None], engine.step, new, plan, streamer, engine.step_id if use_ids else None
+        )
+        seen.append((out, streamer.puts, engine.calls))
+    return seen
+
+
+def test_the_int_lane_gives_the_tensor_lanes_tokens_stops_and_streams(tok):
+    prompt = _ids(1, 5, vocab=VOCAB - 2)
+    (free, free_puts, calls), (ids, ids_puts, id_calls) = _both_lanes(VOCAB, prompt, 24)
+    assert torch.equal(free, ids) and free_puts == ids_puts and len(ids_puts) == 24
+    assert id_calls == {"tensor": 0, "int": 23} and calls == {"tensor": 23, "int": 0}
+    new = free[0, 5:].tolist()
+    stop = next(t for k, t in enumerate(new) if k >= 3 and t not in new[:k])  # first met at step k >= 3
+    text, k = _first_stop_string(tok, new)
+    for settings in ({"eos_token_id": stop}, {"stop_strings": [text]}, {"max_new_tokens": 1}):
+        n = settings.pop("max_new_tokens", 24)
+        (a, a_puts, _), (b, b_puts, id_calls) = _both_lanes(VOCAB, prompt, n, tok, **settings)
+        assert torch.equal(a, b) and a_puts == b_puts and id_calls["tensor"] == 0, settings
+        assert a.shape[1] < 5 + 24  # every case stops early
+    assert _both_lanes(VOCAB, prompt, 24, tok, stop_strings=[text])[1][0].shape[1] == 5 + k + 1
+    # what the int lane leaves to tensors: sampling, a penalty, stop ids masked, a batch
+    for settings in ({"do_sample": True}, {"repetition_penalty": 1.3}, {"eos_token_id": stop, "min_new_tokens": 4}):
+        (a, _, _), (b, _, id_calls) = _both_lanes(VOCAB, prompt, 24, **settings)
+        assert torch.equal(a, b) and id_calls["int"] == 0 and id_calls["tensor"] > 0, settings
+    (a, _, _), (b, _, id_calls) = _both_lanes(VOCAB, _ids(2, 5, vocab=VOCAB - 2), 8)
+    assert torch.equal(a, b) and id_calls["int"] == 0
 
 
 def test_text_streamer_never_splits_a_character(tok):

@@ -103,10 +103,17 @@ def decoding_plan(
     )
 
 
-def decode_loop(input_ids, logits, step, max_new_tokens: int, plan: "Decoding", streamer: Any) -> torch.Tensor:
+def decode_loop(
+    input_ids, logits, step, max_new_tokens: int, plan: "Decoding", streamer: Any, step_id=None
+) -> torch.Tensor:
     """The token loop of :meth:`~zoo.lm.decoder.DecoderLM.generate`: choose each step's tokens from ``logits``,
     stream them, stop when every sequence finished, else ``logits = step(token, n)`` with ``n`` tokens made so
-    far."""
+    far. ``step_id(token, n)``, where the engine has it, is the same step taking one sequence's token as an int:
+    where the plan needs no tensors (:meth:`Decoding.by_ids`) the loop then chooses and stops on ints. Between two
+    steps of a small model every tensor op costs tens of microseconds (the step has just swept the caches): about
+    0.3 ms of a 125M token, 3-4% at 4 bits."""
+    if step_id is not None and plan.by_ids(input_ids):
+        return _decode_ids(input_ids, logits, step_id, max_new_tokens, plan, streamer)
     out = torch.empty(input_ids.shape[0], max_new_tokens, dtype=input_ids.dtype, device=input_ids.device)
     n = 0
     for i in range(max_new_tokens):
@@ -119,6 +126,22 @@ def decode_loop(input_ids, logits, step, max_new_tokens: int, plan: "Decoding", 
             break
         logits = step(token, n)
     return torch.cat([input_ids, out[:, :n]], dim=1)
+
+
+def _decode_ids(input_ids, logits, step_id, max_new_tokens: int, plan: "Decoding", streamer: Any) -> torch.Tensor:
+    """:func:`decode_loop` for one greedy sequence on the CPU: the same tokens and stops, as ints."""
+    stops = set() if plan.stop_ids is None else set(plan.stop_ids.tolist())
+    ids: list[int] = []
+    for i in range(max_new_tokens):
+        token = _argmax_id(logits)
+        ids.append(token)
+        if streamer is not None:
+            streamer.put(torch.tensor([token]))
+        if token in stops or (plan.strings is not None and plan.strings.update([token], [True])[0]):
+            break
+        if i + 1 < max_new_tokens:
+            logits = step_id(token, i + 1)
+    return torch.cat([input_ids, torch.tensor([ids], dtype=input_ids.dtype)], dim=1)
 
 
 @dataclass
@@ -168,6 +191,17 @@ class Decoding:
             self.seen.scatter_(1, token[:, None], True)
         return token
 
+    def by_ids(self, input_ids: torch.Tensor) -> bool:
+        """Whether :func:`decode_loop` may choose the tokens as ints: one sequence on the CPU, greedy, no penalty, no
+        stop ids masked (``min_new_tokens``)."""
+        return (
+            input_ids.shape[0] == 1
+            and input_ids.device.type == "cpu"
+            and not self.do_sample
+            and self.seen is None
+            and (self.stop_ids is None or self.min_new_tokens == 0)
+        )
+
     def all_finished(self) -> bool:
         return self.stopping and bool(self.finished.all())
 
@@ -178,6 +212,15 @@ def _argmax(logits: torch.Tensor) -> torch.Tensor:
     if logits.device.type == "cpu" and logits.dtype == torch.float32 and not logits.requires_grad:
         return torch.from_numpy(np.argmax(logits.numpy(), axis=-1))
     return logits.argmax(dim=-1)
+
+
+def _argmax_id(logits: torch.Tensor) -> int:
+    """One sequence's :func:`_argmax` (logits ``(1, V)`` or ``(V,)``) as an int: numpy's where the logits are a CPU
+    array numpy reads (asking first costs as much as the argmax, on caches the step has swept)."""
+    try:
+        return int(np.argmax(logits.numpy()))
+    except (TypeError, RuntimeError):  # on an accelerator, bfloat16, or needing grad
+        return int(logits.argmax())
 
 
 def as_list(value: Any) -> Any:

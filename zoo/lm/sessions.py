@@ -116,7 +116,13 @@ def generate_on_backend(
         plan = decoding_plan(plan_args[0], vocab_size, ids, None, *plan_args[1:])
         logits = session.prefill(ids[0].tolist())[None]  # (1, vocab)
         out = decode_loop(
-            ids, logits, lambda token, n: session.step(int(token[0]))[None], max_new_tokens, plan, streamer
+            ids,
+            logits,
+            lambda token, n: session.step(int(token[0]))[None],
+            max_new_tokens,
+            plan,
+            streamer,
+            lambda token, n: session.step(token),
         )
         rows.append(out[0, ids.shape[1] :])
         pad = plan.pad
@@ -163,6 +169,7 @@ def generate_on_session(
             return ids
         logits = torch.as_tensor(session.prefill(ids[0].tolist())).reshape(1, -1)  # (1, vocab)
         step = lambda token, n: torch.as_tensor(session.step(int(token[0]))).reshape(1, -1)  # noqa: E731
-        return decode_loop(ids, logits, step, max_new_tokens, plan, streamer)
+        step_id = lambda token, n: torch.as_tensor(session.step(token))  # noqa: E731
+        return decode_loop(ids, logits, step, max_new_tokens, plan, streamer, step_id)
     finally:
         end_stream(streamer)
