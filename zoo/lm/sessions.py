@@ -109,21 +109,15 @@ def generate_on_backend(
     rows that finished earlier are padded as the torch path pads them. ``plan_args``: the call's resolved
     :class:`GenerationConfig`, ``stop_token_ids``, ``generator`` and ``tokenizer`` (one plan per prompt)."""
     rows, pad = [], 0
+    step_id = lambda token, n: session.step(token)  # noqa: E731
+    step = lambda token, n: step_id(int(token[0]), n)[None]  # noqa: E731
     for b in range(input_ids.shape[0]):
         ids = input_ids[b : b + 1].cpu()
         if padding is not None:
             ids = ids[:, padding[b].cpu()]
         plan = decoding_plan(plan_args[0], vocab_size, ids, None, *plan_args[1:])
         logits = session.prefill(ids[0].tolist())[None]  # (1, vocab)
-        out = decode_loop(
-            ids,
-            logits,
-            lambda token, n: session.step(int(token[0]))[None],
-            max_new_tokens,
-            plan,
-            streamer,
-            lambda token, n: session.step(token),
-        )
+        out = decode_loop(ids, logits, step, max_new_tokens, plan, streamer, step_id)
         rows.append(out[0, ids.shape[1] :])
         pad = plan.pad
     n = max(len(r) for r in rows)
@@ -168,8 +162,8 @@ def generate_on_session(
         if max_new_tokens == 0:
             return ids
         logits = torch.as_tensor(session.prefill(ids[0].tolist())).reshape(1, -1)  # (1, vocab)
-        step = lambda token, n: torch.as_tensor(session.step(int(token[0]))).reshape(1, -1)  # noqa: E731
         step_id = lambda token, n: torch.as_tensor(session.step(token))  # noqa: E731
+        step = lambda token, n: step_id(int(token[0]), n).reshape(1, -1)  # noqa: E731
         return decode_loop(ids, logits, step, max_new_tokens, plan, streamer, step_id)
     finally:
         end_stream(streamer)
