@@ -40,6 +40,33 @@ def test_f32_many_gives_each_products_bits():
     assert torch.equal(gemv.gemv_f32_many(x, weights[:2])[1], gemv.gemv_f32(x, weights[1]))
 
 
+@pytest.mark.parametrize("k", [576, 1536, 600, 37, 5])
+def test_every_float32_path_the_cpu_runs_gives_the_same_bits(k):
+    """avx2 and, where the CPU reports AVX-512F, avx512: the same four chains of sums lane by lane, so the same bits
+    at every width (whole turns of 32 columns, a tail of eights and a scalar tail), one weight or three at once."""
+    x = torch.randn(1, k)
+    weights = [torch.randn(n, k) for n in (96, 37, 16)]
+    paths = gemv.f32_paths()
+    assert paths[0] == "avx2" and set(paths) <= set(gemv.F32_PATHS)
+    outs = {p: (gemv.gemv_f32(x, weights[0], p), gemv.gemv_f32_many(x, weights, p)) for p in paths}
+    first, many = outs["avx2"]
+    assert_float32_close(first, F.linear(x, weights[0]), F.linear(x.double(), weights[0].double()))
+    for p, (one, several) in outs.items():
+        assert torch.equal(one, first) and all(torch.equal(a, b) for a, b in zip(several, many)), p
+    assert torch.equal(gemv.gemv_f32(x, weights[0]), first)  # the chosen path: one of them
+
+
+def test_a_float32_path_the_cpu_lacks_is_refused():
+    x, w = torch.randn(1, 64), torch.randn(8, 64)
+    if "avx512" not in gemv.f32_paths():
+        with pytest.raises(ValueError, match="float32 path 'avx512' does not run on this CPU"):
+            gemv.gemv_f32(x, w, "avx512")
+        with pytest.raises(RuntimeError, match="cannot run the float32 path 1"):
+            torch.ops.zoo_gemv.f32(x, w, 1)
+    with pytest.raises(RuntimeError, match="cannot run the float32 path 2"):
+        torch.ops.zoo_gemv.f32_2(x, w, w, 2)
+
+
 @pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32), (4, 64)])
 @pytest.mark.parametrize("out_features", [1536, 37])
 def test_integer_kernels_match_the_dequantized_weight(bits, group_size, out_features):
@@ -74,7 +101,7 @@ def test_int4_codes_stay_readable_beside_the_packed_copy():
 
 def test_bad_operands_are_refused_with_what_the_kernel_takes():
     with pytest.raises(RuntimeError, match="one float32 row of the weight's width"):
-        torch.ops.zoo_gemv.f32(torch.randn(1, 10), torch.randn(4, 12))
+        torch.ops.zoo_gemv.f32(torch.randn(1, 10), torch.randn(4, 12), 0)
     with pytest.raises(RuntimeError, match="K a multiple of 32"):
         torch.ops.zoo_gemv.int8(torch.randn(1, 40), torch.zeros(4, 40, dtype=torch.int8), torch.ones(4))
     with pytest.raises(RuntimeError, match="gs a multiple of 32"):
@@ -152,7 +179,7 @@ def test_the_kernel_bench_times_each_kernel_alone_and_through_the_layer():
     with torch.inference_mode():
         torch.testing.assert_close(alone, layer(x), rtol=0, atol=0)  # the same kernel on the same row
     # the kernel's dot products against oneDNN's: within 4x F.linear's own float32 error against float64
-    one_row = table["zoo fp32 one row (zoo_gemv::f32)"][0](w)(x)
+    one_row = table["zoo fp32 one row (zoo_gemv::f32 avx2)"][0](w)(x)
     assert_float32_close(one_row, F.linear(x, w), F.linear(x.double(), w.double()), msg="f32 one row")
 
 

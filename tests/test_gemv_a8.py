@@ -203,6 +203,8 @@ def _cpuinfo_paths() -> set[str] | None:
             found.add("avxvnni")
         if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
             found.add("avx512vnni")
+        if "avx512f" in flags:
+            found.add("f32 avx512")
     return found
 
 
@@ -210,16 +212,18 @@ def test_the_dispatcher_takes_the_preferred_path_the_cpu_reports(monkeypatch):
     monkeypatch.delenv("ZOO_GEMV_ISA", raising=False)
     found = gemv.cpu_isas()
     assert found and found[0] == "avx2" and set(found) <= set(gemv.ISAS)
+    wide = gemv.f32_paths()
     reported = _cpuinfo_paths()
     if reported is not None:  # the compiler's cpuid check agrees with the kernel's flags
-        assert set(found) == reported
+        assert set(found) | {f"f32 {p}" for p in wide[1:]} == reported
     choice = gemv.kernel_choice()
-    assert {choice.decode, choice.prompt} <= set(found)
+    assert {choice.decode, choice.prompt} <= set(found) and choice.f32 in wide
     assert gemv.kernel_path(1) == choice.decode and gemv.kernel_path(gemv.PROMPT_ROWS) == choice.prompt
-    if len(found) == 1:
+    if len(found) == 1 and len(wide) == 1:
         assert choice.why.startswith("the only path this CPU reports") and not choice.ms
     else:  # measured: the fastest of each kind
-        assert all(getattr(choice, k) == min(choice.ms[k], key=choice.ms[k].get) for k in ("decode", "prompt"))
+        kinds = ("decode", "prompt", "f32")
+        assert all(getattr(choice, k) == min(choice.ms[k], key=choice.ms[k].get) for k in kinds)
     for isa in found:
         monkeypatch.setenv("ZOO_GEMV_ISA", isa.upper())
         assert gemv.kernel_path() == isa
@@ -346,7 +350,8 @@ def test_every_path_the_cpu_runs_gives_the_model_the_same_bits(monkeypatch, fmt)
             gemv._state.pop("choice", None)  # the path is read at the process's first 8-bit product
             with torch.inference_mode():
                 outs[isa] = (model(ids), model.generate(ids, max_new_tokens=8))
-            assert gemv._state["choice"] == gemv.KernelChoice(isa, isa, f"ZOO_GEMV_ISA={isa}")  # that path ran
+            ran = gemv._state["choice"]
+            assert (ran.decode, ran.prompt, ran.why) == (isa, isa, f"ZOO_GEMV_ISA={isa}")  # that path ran
     finally:
         gemv._state.pop("choice", None)
         if saved is not None:
@@ -368,10 +373,11 @@ def test_the_path_is_measured_on_the_cpu_at_hand_kept_under_its_name_and_overrid
     monkeypatch.setattr(gemv, "cpu_model", lambda: "Test CPU 9000")
     timed = []
 
-    def measure(paths):
+    def measure(paths, f32=()):
         timed.append(paths)
+        assert f32 == ("avx2",)  # the mask reports no AVX-512F
         return {"decode": {"avx2": 3.0, "avxvnni": 1.0, "avx512vnni": 2.0},
-                "prompt": {"avx2": 9.0, "avxvnni": 5.0, "avx512vnni": 4.0}}  # fmt: skip
+                "prompt": {"avx2": 9.0, "avxvnni": 5.0, "avx512vnni": 4.0}, "f32": {"avx2": 1.0}}  # fmt: skip
 
     monkeypatch.setattr(gemv, "measure_paths", measure)
     (tmp_path / gemv.CALIBRATION_FILE).write_text(
@@ -380,7 +386,8 @@ def test_the_path_is_measured_on_the_cpu_at_hand_kept_under_its_name_and_overrid
     choice = gemv.kernel_choice()
     assert (choice.decode, choice.prompt) == ("avxvnni", "avx512vnni") and len(timed) == 1
     assert "measured on this CPU (Test CPU 9000 (avx2, avxvnni, avx512vnni))" in choice.why
-    assert "avxvnni 1.000" in choice.why and str(choice).startswith("decode avxvnni, prompt avx512vnni: measured")
+    assert "avxvnni 1.000" in choice.why and choice.f32 == "avx2"
+    assert str(choice).startswith("decode avxvnni, prompt avx512vnni, float32 avx2: measured")
     assert (gemv.kernel_path(1), gemv.kernel_path(3), gemv.kernel_path(4)) == ("avxvnni", "avxvnni", "avx512vnni")
     kept = json.loads((tmp_path / gemv.CALIBRATION_FILE).read_text())
     assert set(kept) == {"Other CPU (avx2)", "Test CPU 9000 (avx2, avxvnni, avx512vnni)"}
@@ -403,10 +410,12 @@ def test_the_path_is_measured_on_the_cpu_at_hand_kept_under_its_name_and_overrid
 
 
 def test_the_timing_covers_every_path_the_cpu_runs():
-    ms = gemv.measure_paths(gemv.cpu_isas(), rounds=1)
-    assert set(ms) == {"decode", "prompt"}
-    for kind in ms.values():
-        assert set(kind) == set(gemv.cpu_isas()) and all(0 < t < 1e3 for t in kind.values())
+    ms = gemv.measure_paths(gemv.cpu_isas(), rounds=1, f32=gemv.f32_paths())
+    assert set(ms) == {"decode", "prompt", "f32"} and set(ms["f32"]) == set(gemv.f32_paths())
+    for kind in ("decode", "prompt"):
+        assert set(ms[kind]) == set(gemv.cpu_isas())
+    assert all(0 < t < 1e3 for kind in ms.values() for t in kind.values())
+    assert set(gemv.measure_paths(gemv.cpu_isas(), rounds=1)) == {"decode", "prompt"}  # no float32 paths: not timed
 
 
 def test_a_first_product_inside_a_compiled_graph_calibrates_as_plain_python(monkeypatch, tmp_path):
@@ -422,9 +431,10 @@ def test_a_first_product_inside_a_compiled_graph_calibrates_as_plain_python(monk
     monkeypatch.setitem(gemv._state, "calibrated", None)  # restored after the test
     timed = []
 
-    def measure(paths):  # avx2 (the one path this test can run everywhere) the fastest
+    def measure(paths, f32=()):  # avx2 (the one path this test can run everywhere) the fastest
         timed.append(paths)
-        return {kind: {p: 1.0 + i for i, p in enumerate(paths)} for kind in ("decode", "prompt")}
+        return {kind: {p: 1.0 + i for i, p in enumerate(run)} for kind, run in (("decode", paths), ("prompt", paths),
+                                                                                ("f32", f32))}  # fmt: skip
 
     monkeypatch.setattr(gemv, "measure_paths", measure)
     torch._dynamo.reset()

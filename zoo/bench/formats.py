@@ -378,13 +378,13 @@ def _zoo_decoders(model: nn.Module, fmt: str, prompt: torch.Tensor, new_tokens: 
 
 def kernel_path(fmt: str, rows: int) -> str:
     """What runs a format's products of ``rows`` rows on this CPU, recorded beside each figure: the 8-bit activation
-    kernels' path for int8 / int4 at 8-bit activations (:func:`zoo.lm.gemv.kernel_choice`: measured here), the
-    float32 one-row kernel (AVX2) for fp32 decoding, else PyTorch's kernels."""
+    kernels' path for int8 / int4 at 8-bit activations and the float32 one-row kernel's for fp32 decoding
+    (:func:`zoo.lm.gemv.kernel_choice`: measured here where the CPU runs several), else PyTorch's kernels."""
     q = VOCABULARY[fmt]
     if not gemv.available() or q.bits == 16:
         return "torch"
     if q.bits == 32:
-        return "zoo f32 avx2" if rows == 1 else "torch"
+        return f"zoo f32 {gemv.kernel_choice().f32}" if rows == 1 else "torch"
     if (q.act_bits or DEFAULT_ACT_BITS) == 8:
         return f"zoo a8 {gemv.kernel_path(rows)}"
     return "zoo a16 avx2" if rows == 1 else "torch"

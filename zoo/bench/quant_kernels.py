@@ -128,7 +128,10 @@ def candidates(torchao: bool = True) -> dict[str, tuple[Callable[[torch.Tensor],
     out = {
         "fp32 F.linear": (lambda w: _linear(w), fp32),
         "bf16 F.linear": (lambda w: _linear(w.to(bf16)), bf16),
-        "zoo fp32 one row (zoo_gemv::f32)": (lambda w: lambda x: gemv.gemv_f32(x, w), fp32),
+        **{
+            f"zoo fp32 one row (zoo_gemv::f32 {path})": (lambda w, path=path: lambda x: gemv.gemv_f32(x, w, path), fp32)
+            for path in gemv.f32_paths()
+        },
         "zoo_gemv::int8 (the kernel alone)": (lambda w: _gemv_int8(zoo8(w)), fp32),
         "zoo int8 layer forward, one fp32 row (zoo_gemv::int8)": (zoo8, fp32),
         **{

@@ -82,6 +82,8 @@ def aot_step(decoder: nn.Module, options: dict) -> Callable[[torch.Tensor, torch
         return None
     try:
         shims = c_shims()
+        if gemv.available():
+            gemv.chosen()  # the kernels' paths for the process, measured (where they are) before the trace
         with torch.no_grad(), kernels_in_export():
             zero = torch.zeros(1, dtype=torch.long)
             program = torch.export.export(_Step(decoder), (zero[None], zero), strict=False)

@@ -13,7 +13,9 @@ one run only.
 
 Numerics:
 
-* ``gemv_f32``: the float32 product (four chains of eight lanes of partial sums, then their sum).
+* ``gemv_f32``: the float32 product (four chains of eight lanes of partial sums, then their sum). Two paths
+  (:data:`F32_PATHS`, :func:`f32_paths`): ``avx2``, and ``avx512`` (AVX-512F) with the four chains two to a 512-bit
+  register, every lane the same ``fma`` in the same order: the same bits.
 * ``gemv_int8`` / ``gemv_int4``: the activation row is rounded to int16 per block of 32 columns (``x = d * xq``,
   ``d`` = block absolute max / 32767, relative error below 2e-5 of the block's largest value), then the weights'
   integer codes are multiplied with it by ``vpmaddwd`` (exact in int32) and each block's sum is scaled in float32:
@@ -32,26 +34,29 @@ Numerics:
   multiples of 32). Three instruction paths give the block sums: ``avx2`` (``vpmaddubsw`` + ``vpmaddwd``; the
   unsigned-by-signed byte multiply takes ``|w|`` and the activation with ``w``'s sign, as llama.cpp does, so no pair
   sum saturates), ``avxvnni`` (``vpdpbusd`` on 256 bits) and ``avx512vnni`` (AVX-512's ``vpdpbusd``: on 512 bits,
-  two blocks per register, for fewer than 4 rows from the plain codes; on 256 bits in the decode tiles and a
-  prompt's block sums; int4 one row: two blocks per 256 bits, the row laid out to match the nibbles). Each is
+  two blocks per register, for fewer than 4 rows from the plain codes; in a prompt two tiles of eight output rows
+  per register, tile ``t``'s in the low half and ``t + 1``'s in the high, the float code then on sixteen lanes; on
+  256 bits in the decode tiles; int4 one row: two blocks per 256 bits, the row laid out to match the nibbles). Each is
   compiled with function-level target attributes into the one build and chosen at run time from what the CPU
   reports (``__builtin_cpu_supports``) and measured on it: :func:`cpu_isas` names the paths this CPU runs; where it
   runs more than one, :func:`calibrate` times each at the first product (one row from the repacked tiles, and a
-  64-row GEMM, both through a 1536x576 projection at int8 and int4, one thread; about 0.1 s per path) and keeps
-  the fastest for a decoded token and for a prompt in a file beside the built kernels, keyed by the CPU's
-  name; :func:`kernel_choice` says what was chosen and why, :func:`kernel_path` the path for a number of rows, and
-  ``ZOO_GEMV_ISA=avx2|avxvnni|avx512vnni`` forces one (refused with one line where the CPU lacks it; read at the
-  first product). Integer sums are exact and every path hands them to the same float code, so the paths give
-  identical bits and the choice changes speed only. The choice differs between CPUs: on a 2-core Intel Xeon with
-  AVX-512 VNNI and AVX-VNNI (one thread, its CPU time, three ``mobilellm_125m`` projections 1536x576, 576x1536,
-  576x576; one row / 128 rows, ms): int8 avx2 0.099 / 6.78, avxvnni 0.092 / 4.85, avx512vnni 0.109 / 4.59; int4
-  g32 0.109 / 6.60, 0.106 / 5.73, 0.122 / 5.47 (int16 one row: int8 0.108, int4 0.144; PyTorch's kernels on 128
-  bf16 rows: int8 6.40, int4 6.26; the prompt figures are from an earlier prompt kernel): 256-bit VNNI for the
-  decoded token there, 512-bit for the prompt. Several rows are one small GEMM: all rows are quantized once and
-  output rows are split across threads in tiles of 8. From 4 rows, each thread repacks each of its tiles into the
-  decode tiles' layout below, once for all rows (int8 codes as ``w + 128``: AVX2 restores the signed codes, VNNI
-  takes ``128 * sum xq`` off each block), and 8 activation rows at a time meet its codes block by block, one output
-  row per lane; each activation row's outputs then come from the decode tiles' float code. Fewer rows (a decoded token)
+  64-row GEMM, both through a 1536x576 projection at int8 and int4, one thread; about 0.1 s per path; and the
+  float32 one-row product's paths through the same projection) and keeps the fastest for a decoded token, for a
+  prompt and for the float32 product in a file beside the built kernels, keyed by the CPU's name;
+  :func:`kernel_choice` says what was chosen and why, :func:`kernel_path` the path for a number of rows, and
+  ``ZOO_GEMV_ISA=avx2|avxvnni|avx512vnni`` forces one, and the float32 product's width with it (refused with one
+  line where the CPU lacks it; read at the first product). Integer sums are exact and every path hands them to the
+  same float code, so the paths give identical bits and the choice changes speed only. The choice differs between
+  CPUs: on a 2-core Intel Xeon with AVX-512 VNNI and AVX-VNNI (one thread, its CPU time, three ``mobilellm_125m``
+  projections 1536x576, 576x1536, 576x576; one row / 128 rows, ms): int8 avx2 0.099 / 6.78, avxvnni 0.092 / 4.85,
+  avx512vnni 0.109 / 4.59; int4 g32 0.109 / 6.60, 0.106 / 5.73, 0.122 / 5.47 (int16 one row: int8 0.108, int4 0.144;
+  PyTorch's kernels on 128 bf16 rows: int8 6.40, int4 6.26; the prompt figures are from an earlier prompt kernel):
+  256-bit VNNI for the decoded token there, 512-bit for the prompt. Several rows are one small GEMM: all rows are
+  quantized once and output rows are split across threads in tiles of 8. From 4 rows, each thread repacks each of its
+  tiles into the decode tiles' layout below, once for all rows (int8 codes as ``w + 128``: AVX2 restores the signed
+  codes, VNNI takes ``128 * sum xq`` off each block), and 8 activation rows at a time meet its codes block by block, one
+  output row per lane; each activation row's outputs then come from the decode tiles' float code. Fewer rows (a
+  decoded token)
 read a copy of the codes repacked once per layer (:func:`repack_int4` / :func:`repack_int8`, kept beside the plain
 codes by the layer, never saved): tiles of 8 output rows in which one 32-byte chunk holds four codes of each of the
 8 rows, so one byte product with four activation bytes broadcast adds to all 8 rows' block sums, with no sum across
@@ -94,8 +99,10 @@ __all__ = [
     "available",
     "build_folder",
     "calibrate",
+    "chosen",
     "cpu_isas",
     "cpu_key",
+    "f32_paths",
     "gemm_int4_a8",
     "gemm_a8_tiles",
     "gemm_int8_a8",
@@ -149,6 +156,7 @@ def _build() -> bool:
     if folder is None:
         return False
     _state["folder"] = folder
+    _state["mask"] = int(torch.ops.zoo_gemv.cpu_isas())  # read once, here: never an operator call inside a trace
     _register_shapes()
     return True
 
@@ -160,8 +168,8 @@ def _register_shapes() -> None:
     for name in ("f32", "int8", "int4"):
         torch.library.register_fake(f"zoo_gemv::{name}")(one_row)
 
-    def rows_of_each(x: torch.Tensor, *weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(x.new_empty((1, w.shape[0])) for w in weights)
+    def rows_of_each(x: torch.Tensor, *weights_and_path) -> tuple[torch.Tensor, ...]:
+        return tuple(x.new_empty((1, w.shape[0])) for w in weights_and_path[:-1])
 
     for name in ("f32_2", "f32_3"):
         torch.library.register_fake(f"zoo_gemv::{name}")(rows_of_each)
@@ -196,20 +204,21 @@ def supports(x: torch.Tensor, in_features: int) -> bool:
     )
 
 
-def gemv_f32(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``x (1, K) @ weight (N, K).T`` in float32."""
-    return torch.ops.zoo_gemv.f32(x.reshape(1, -1), weight)
+def gemv_f32(x: torch.Tensor, weight: torch.Tensor, path: str | None = None) -> torch.Tensor:
+    """``x (1, K) @ weight (N, K).T`` in float32; ``path`` one of :func:`f32_paths` (default: the one chosen here,
+    :func:`kernel_choice`). Every path gives the same bits."""
+    return torch.ops.zoo_gemv.f32(x.reshape(1, -1), weight, _f32_index(path))
 
 
-def gemv_f32_many(x: torch.Tensor, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+def gemv_f32_many(x: torch.Tensor, weights: list[torch.Tensor], path: str | None = None) -> list[torch.Tensor]:
     """``x (1, K)``'s products with several float32 weights ``(N_i, K)``: each as :func:`gemv_f32` gives it, two or
     three at a time in one call that splits all their rows across the threads (a layer's query, key and value: one
     call and one fork and join, not three)."""
-    x, ys = x.reshape(1, -1), []
+    x, ys, index = x.reshape(1, -1), [], _f32_index(path)
     for at in range(0, len(weights), 3):
         chunk = weights[at : at + 3]
         op = {1: torch.ops.zoo_gemv.f32, 2: torch.ops.zoo_gemv.f32_2, 3: torch.ops.zoo_gemv.f32_3}[len(chunk)]
-        y = op(x, *chunk)
+        y = op(x, *chunk, index)
         ys.extend([y] if len(chunk) == 1 else y)
     return ys
 
@@ -246,26 +255,29 @@ ISAS = ("avx2", "avxvnni", "avx512vnni")  # the instruction paths of the 8-bit k
 _ISA_NAMES = {"avx2": "AVX2", "avxvnni": "AVX-VNNI", "avx512vnni": "AVX-512 VNNI"}
 PROMPT_ROWS = 4  # from this many rows the small GEMM runs (a prompt); fewer read the repacked tiles (a decoded token)
 CALIBRATION_FILE = "paths.json"  # beside the built kernels: {CPU key: the measured choice}
+F32_PATHS = ("avx2", "avx512")  # the float32 one-row product on 256-bit registers or on 512 (AVX-512F)
+_F32_BITS = {"avx2": 1, "avx512": 8}  # their bits in the kernels' CPU mask (zoo_gemv::cpu_isas)
 
 
 @dataclasses.dataclass(frozen=True)
 class KernelChoice:
     """The paths the 8-bit activation kernels take on this CPU, and why: ``decode`` for one to three rows (the
     repacked tiles of a decoded token), ``prompt`` for :data:`PROMPT_ROWS` rows and more (the small GEMM);
-    ``ms`` the calibration's times per path (``{"decode": {path: ms}, "prompt": {...}}``, empty when nothing was
-    measured)."""
+    ``ms`` the calibration's times per path (``{"decode": {path: ms}, "prompt": {...}, "f32": {...}}``, empty
+    when nothing was measured); ``f32`` the float32 one-row product's path (:data:`F32_PATHS`)."""
 
     decode: str
     prompt: str
     why: str
     ms: dict = dataclasses.field(default_factory=dict)
+    f32: str = "avx2"
 
     def __str__(self) -> str:
-        return f"decode {self.decode}, prompt {self.prompt}: {self.why}"
+        return f"decode {self.decode}, prompt {self.prompt}, float32 {self.f32}: {self.why}"
 
 
 def _cpu_mask() -> int:
-    return int(torch.ops.zoo_gemv.cpu_isas()) if available() else 0
+    return _state["mask"] if available() else 0
 
 
 def cpu_isas() -> tuple[str, ...]:
@@ -273,6 +285,13 @@ def cpu_isas() -> tuple[str, ...]:
     ``__builtin_cpu_supports``), narrowest first; empty where the kernels are not built."""
     mask = _cpu_mask()
     return tuple(name for i, name in enumerate(ISAS) if mask >> i & 1)
+
+
+def f32_paths() -> tuple[str, ...]:
+    """The paths of the float32 one-row product this CPU runs (:data:`F32_PATHS`: ``avx2``, and ``avx512`` where it
+    reports AVX-512F); empty where the kernels are not built."""
+    mask = _cpu_mask()
+    return tuple(name for name in F32_PATHS if mask & _F32_BITS[name])
 
 
 def _forced(found: tuple[str, ...]) -> str | None:
@@ -292,16 +311,20 @@ def _forced(found: tuple[str, ...]) -> str | None:
 
 
 def kernel_choice() -> KernelChoice | None:
-    """What the 8-bit activation kernels run here, and why: ``ZOO_GEMV_ISA`` when set; the only path when the CPU
-    runs one; else the fastest path for a decoded token and for a prompt as measured on this CPU (:func:`calibrate`,
-    at the first call, kept beside the built kernels under the CPU's name). None where the kernels do not run."""
+    """What the kernels run here, and why: ``ZOO_GEMV_ISA`` when set (its width for the float32 product too:
+    ``avx512vnni`` takes the 512-bit one); the only paths when the CPU runs one of each; else the fastest path for
+    a decoded token, for a prompt and for the float32 product as measured on this CPU (:func:`calibrate`, at the
+    first call, kept beside the built kernels under the CPU's name). None where the kernels do not run."""
     found = cpu_isas()
     if not found:
         return None
+    wide = f32_paths()
     forced = _forced(found)
     if forced:
-        return KernelChoice(forced, forced, f"ZOO_GEMV_ISA={forced}")
-    if len(found) == 1:
+        return KernelChoice(
+            forced, forced, f"ZOO_GEMV_ISA={forced}", f32="avx512" if forced == "avx512vnni" else "avx2"
+        )
+    if len(found) == 1 and len(wide) == 1:
         return KernelChoice(found[0], found[0], f"the only path this CPU reports ({_ISA_NAMES[found[0]]})")
     return calibrate()
 
@@ -331,33 +354,34 @@ def build_folder() -> str | None:
 
 
 def calibrate(refresh: bool = False) -> KernelChoice:
-    """The fastest path on this CPU for a decoded token and for a prompt: read from the calibration file beside the
-    built kernels (keyed by the CPU's name and the paths it reports), else measured (:func:`measure_paths`, about
-    0.1 s per path) and written there; ``refresh`` measures again. Every path gives the same bits, so the choice
-    changes speed only."""
-    found = cpu_isas()
+    """The fastest path on this CPU for a decoded token, for a prompt and for the float32 product: read from the
+    calibration file beside the built kernels (keyed by the CPU's name and the paths it reports), else measured
+    (:func:`measure_paths`, about 0.1 s per path) and written there; ``refresh`` measures again. Every path gives
+    the same bits, so the choice changes speed only."""
+    found, wide = cpu_isas(), f32_paths()
     key = _cpu_key(found)
     path = os.path.join(_state["folder"], CALIBRATION_FILE)
     known = _state.get("calibrated")  # this process's answer: the file is read once
     if not refresh and known is not None and known[0] == (key, path):
         return known[1]
-    choice = _calibrate(found, key, path, refresh)
+    choice = _calibrate(found, wide, key, path, refresh)
     _state["calibrated"] = ((key, path), choice)
     return choice
 
 
-def _calibrate(found: tuple[str, ...], key: str, path: str, refresh: bool) -> KernelChoice:
+def _calibrate(found: tuple[str, ...], wide: tuple[str, ...], key: str, path: str, refresh: bool) -> KernelChoice:
     kept = {}
+    runs = {"decode": found, "prompt": found, "f32": wide}
     with _lock:
         try:
             with open(path, encoding="utf-8") as f:
                 kept = json.load(f)
             ms = kept[key]
-            if not refresh and all(set(ms.get(k, ())) == set(found) for k in ("decode", "prompt")):
+            if not refresh and all(set(ms.get(k, ())) == set(p) for k, p in runs.items()):
                 return _fastest(ms, f"measured on this CPU ({key}), kept in {path}")
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             kept = kept if isinstance(kept, dict) else {}  # no file, another CPU's, or unreadable: measured anew
-        ms = measure_paths(found)
+        ms = measure_paths(found, f32=wide)
         kept[key] = ms
         try:  # whole or not at all, for a process beside this one
             tmp = f"{path}.{os.getpid()}"
@@ -370,15 +394,16 @@ def _calibrate(found: tuple[str, ...], key: str, path: str, refresh: bool) -> Ke
 
 
 def _fastest(ms: dict, why: str) -> KernelChoice:
-    decode, prompt = (min(ms[k], key=ms[k].get) for k in ("decode", "prompt"))
-    times = "; ".join(f"{k} " + ", ".join(f"{p} {t:.3f}" for p, t in ms[k].items()) for k in ("decode", "prompt"))
-    return KernelChoice(decode, prompt, f"{why}; ms per path: {times}", ms)
+    decode, prompt, f32 = (min(ms[k], key=ms[k].get) for k in ("decode", "prompt", "f32"))
+    times = "; ".join(f"{k} " + ", ".join(f"{p} {t:.3f}" for p, t in ms[k].items()) for k in ms)
+    return KernelChoice(decode, prompt, f"{why}; ms per path: {times}", ms, f32)
 
 
-def measure_paths(paths: tuple[str, ...], rounds: int = 5) -> dict[str, dict[str, float]]:
+def measure_paths(paths: tuple[str, ...], rounds: int = 5, f32: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
     """Milliseconds per path, the best of ``rounds`` interleaved rounds: ``decode`` one row through a
     ``mobilellm_125m`` MLP projection (1536 x 576) from the repacked tiles at int8 and int4 (g32), ``prompt`` 64
-    rows through the same weights by the small GEMM. Random codes: the time does not depend on their values."""
+    rows through the same weights by the small GEMM, ``f32`` (for the float32 paths ``f32``) one row through the
+    projection in float32. Random values: the time does not depend on them."""
     g = torch.Generator().manual_seed(0)
     n, k = 1536, 576
     q = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g)
@@ -387,6 +412,7 @@ def measure_paths(paths: tuple[str, ...], rounds: int = 5) -> dict[str, dict[str
     s4, z4 = (torch.rand(n, k // 32, generator=g).half() for _ in range(2))
     t8, t4 = repack_int8(q, scale), repack_int4(codes, s4, z4)
     one, many = torch.randn(1, k, generator=g), torch.randn(64, k, generator=g)
+    wf = torch.randn(n, k, generator=g)
     ops = torch.ops.zoo_gemv
 
     def decode(i: int) -> None:
@@ -398,16 +424,26 @@ def measure_paths(paths: tuple[str, ...], rounds: int = 5) -> dict[str, dict[str
         ops.int8_a8(many, q, scale, i)
         ops.int4_a8(many, codes, s4, z4, 32, i)
 
-    best = {kind: dict.fromkeys(paths, float("inf")) for kind in ("decode", "prompt")}
+    def f32_row(i: int) -> None:
+        for _ in range(20):
+            ops.f32(one, wf, i)
+
+    kinds = (
+        ("decode", decode, 20, paths, ISAS),
+        ("prompt", prompt, 1, paths, ISAS),
+        ("f32", f32_row, 20, f32, F32_PATHS),
+    )
+    kinds = tuple(kind for kind in kinds if kind[3])
+    best = {kind: dict.fromkeys(run, float("inf")) for kind, _, _, run, _ in kinds}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.inference_mode():
             for _ in range(rounds):
-                for kind, run, calls in (("decode", decode, 20), ("prompt", prompt, 1)):
-                    for p in paths:
+                for kind, timed, calls, run, names in kinds:
+                    for p in run:
                         start = time.perf_counter()
-                        run(ISAS.index(p))
+                        timed(names.index(p))
                         best[kind][p] = min(best[kind][p], (time.perf_counter() - start) * 1e3 / calls)
     finally:
         torch.set_num_threads(threads)
@@ -424,16 +460,38 @@ def _isa(isa: str | None, rows: int = 1) -> int:
     return ISAS.index(isa)
 
 
-@torch._dynamo.assume_constant_result  # inside a compiled graph: run as plain Python, its result a constant
-def _chosen(prompt: bool) -> int:
-    """The index of the chosen path for a prompt or a decoded token (:func:`kernel_choice`, kept for the process)."""
+def chosen() -> KernelChoice:
+    """:func:`kernel_choice`, kept for the process (decided at its first product, or here). An export calls it
+    first, so that no timing runs inside the trace."""
     choice = _state.get("choice")
     if choice is None:
         choice = kernel_choice()
         if choice is None:
-            raise RuntimeError("the zoo's 8-bit activation kernels do not run on this machine (no AVX2 build)")
+            raise RuntimeError("the zoo's CPU kernels do not run on this machine (no AVX2 build)")
         _state["choice"] = choice
+    return choice
+
+
+@torch._dynamo.assume_constant_result  # inside a compiled graph: run as plain Python, its result a constant
+def _chosen(prompt: bool) -> int:
+    """The index of the chosen path for a prompt or a decoded token (:func:`kernel_choice`, kept for the process)."""
+    choice = chosen()
     return ISAS.index(choice.prompt if prompt else choice.decode)
+
+
+@torch._dynamo.assume_constant_result
+def _chosen_f32() -> int:
+    """The index of the chosen float32 path (:data:`F32_PATHS`)."""
+    return F32_PATHS.index(chosen().f32)
+
+
+def _f32_index(path: str | None) -> int:
+    """The float32 path's index for the operators: ``path`` when named (checked), else the chosen one."""
+    if path is None:
+        return _chosen_f32()
+    if path not in f32_paths():
+        raise ValueError(f"float32 path {path!r} does not run on this CPU (it runs {', '.join(f32_paths()) or 'none'})")
+    return F32_PATHS.index(path)
 
 
 def supports_a8(x: torch.Tensor, in_features: int) -> bool:
@@ -550,7 +608,7 @@ class OneRowProducts(CustomGraphPass):
             ):
                 continue
             with graph.inserting_before(node):
-                y = graph.call_function(torch.ops.zoo_gemv.f32.default, (x, w))
+                y = graph.call_function(torch.ops.zoo_gemv.f32.default, (x, w, _chosen_f32()))
                 y.meta = dict(node.meta)
                 if bias is not None:
                     y = graph.call_function(aten.add.Tensor, (y, bias))
@@ -560,4 +618,4 @@ class OneRowProducts(CustomGraphPass):
         graph.eliminate_dead_code()
 
     def uuid(self) -> str:
-        return hashlib.sha256((_SOURCE + "OneRowProducts 1").encode()).hexdigest()
+        return hashlib.sha256((_SOURCE + f"OneRowProducts 2, path {_chosen_f32()}").encode()).hexdigest()

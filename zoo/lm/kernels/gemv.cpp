@@ -41,7 +41,15 @@ void round_x16(const float* x, int64_t K, int16_t* xq, float* d) {
 }
 
 // one weight row's product with x: four independent chains of fma, 128 bytes of the row a turn (1.04-1.07x over
-// two chains), then their sum
+// two chains), then their sum; lane j of chain i sums the columns 32t + 8i + j
+inline float sum_chains(__m256 a0, __m256 a1, __m256 a2, __m256 a3, const float* row, const float* xp, int64_t k,
+                        int64_t K) {  // the columns past the whole turns of 32 (k on), then the four chains' sum
+  for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + k), _mm256_loadu_ps(xp + k), a0);
+  float s = sum8(_mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3)));
+  for (; k < K; ++k) s += row[k] * xp[k];
+  return s;
+}
+
 inline float dot_f32(const float* row, const float* xp, int64_t K) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
   int64_t k = 0;
@@ -51,39 +59,63 @@ inline float dot_f32(const float* row, const float* xp, int64_t K) {
     a2 = _mm256_fmadd_ps(_mm256_loadu_ps(row + k + 16), _mm256_loadu_ps(xp + k + 16), a2);
     a3 = _mm256_fmadd_ps(_mm256_loadu_ps(row + k + 24), _mm256_loadu_ps(xp + k + 24), a3);
   }
-  for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + k), _mm256_loadu_ps(xp + k), a0);
-  float s = sum8(_mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3)));
-  for (; k < K; ++k) s += row[k] * xp[k];
-  return s;
+  return sum_chains(a0, a1, a2, a3, row, xp, k, K);
 }
 
-at::Tensor gemv_f32(const at::Tensor& x_, const at::Tensor& w_) {
-  TORCH_CHECK(x_.scalar_type() == at::kFloat && w_.scalar_type() == at::kFloat && w_.dim() == 2 &&
-              x_.numel() == w_.size(1), "zoo_gemv::f32 takes one float32 row of the weight's width");
-  const at::Tensor x = x_.contiguous(), w = w_.contiguous();
-  const int64_t N = w.size(0), K = w.size(1);
-  auto y = at::empty({1, N}, x.options());
-  const float* xp = x.data_ptr<float>();
-  const float* wp = w.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) yp[n] = dot_f32(wp + n * K, xp, K);
+// the same four chains two to a 512-bit register (chains 0 and 1 in one, 2 and 3 in the other): every lane does
+// dot_f32's fma in dot_f32's order, so the two give the same bits
+ZOO_T_F512 inline __m256 high_half(__m512 v) {
+  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+ZOO_T_F512 float dot_f32_512(const float* row, const float* xp, int64_t K) {
+  __m512 a01 = _mm512_setzero_ps(), a23 = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    a01 = _mm512_fmadd_ps(_mm512_loadu_ps(row + k), _mm512_loadu_ps(xp + k), a01);
+    a23 = _mm512_fmadd_ps(_mm512_loadu_ps(row + k + 16), _mm512_loadu_ps(xp + k + 16), a23);
+  }
+  return sum_chains(_mm512_castps512_ps256(a01), high_half(a01), _mm512_castps512_ps256(a23), high_half(a23), row,
+                    xp, k, K);
+}
+
+// N rows of w (K columns) times x into y, rows in parallel, each by Dot; several weights of one width are one range
+// of rows (at: where each weight's rows start)
+template <float (*Dot)(const float*, const float*, int64_t)>
+void f32_rows_by(const float* xp, const std::vector<const float*>& wp, const std::vector<float*>& yp,
+                 const std::vector<int64_t>& at, int64_t K) {
+  at::parallel_for(0, at.back(), kGrain, [&](int64_t begin, int64_t end) {
+    size_t i = std::upper_bound(at.begin(), at.end(), begin) - at.begin() - 1;
+    for (int64_t n = begin; n < end; ++n) {
+      while (n >= at[i + 1]) ++i;
+      yp[i][n - at[i]] = Dot(wp[i] + (n - at[i]) * K, xp, K);
+    }
   });
-  return y;
+}
+
+// isa: kF32Avx2 (dot_f32) or kF32Avx512 (dot_f32_512)
+void f32_rows(const float* xp, const std::vector<const float*>& wp, const std::vector<float*>& yp,
+              const std::vector<int64_t>& at, int64_t K, int64_t isa) {
+  TORCH_CHECK(isa == kF32Avx2 || (isa == kF32Avx512 && (cpu_isas() & kAvx512fBit)),
+              "zoo_gemv: this CPU cannot run the float32 path ", isa);
+  if (isa == kF32Avx512)
+    f32_rows_by<dot_f32_512>(xp, wp, yp, at, K);
+  else
+    f32_rows_by<dot_f32>(xp, wp, yp, at, K);
 }
 
 // one row times several weights of its width (a layer's query, key and value): each output as zoo_gemv::f32 gives
-// it, all rows in one parallel region; registered for two and three weights, whose tuples of tensors a compiled
-// graph's C++ wrapper passes to the dispatcher directly (a list of tensors would go through Python)
-std::vector<at::Tensor> gemv_f32_many(const at::Tensor& x_, const std::vector<at::Tensor>& ws_) {
-  TORCH_CHECK(x_.scalar_type() == at::kFloat, "zoo_gemv::f32_2 and f32_3 take one float32 row");
+// it, all rows in one parallel region; registered for one, two and three weights, whose tuples of tensors a
+// compiled graph's C++ wrapper passes to the dispatcher directly (a list of tensors would go through Python)
+std::vector<at::Tensor> gemv_f32_many(const at::Tensor& x_, const std::vector<at::Tensor>& ws_, int64_t isa) {
+  TORCH_CHECK(x_.scalar_type() == at::kFloat, "zoo_gemv::f32, f32_2 and f32_3 take one float32 row");
   const at::Tensor x = x_.contiguous();
   const int64_t K = x.numel();
   std::vector<at::Tensor> ws, ys;
   std::vector<int64_t> starts{0};
   for (const auto& w : ws_) {
     TORCH_CHECK(w.scalar_type() == at::kFloat && w.dim() == 2 && w.size(1) == K,
-                "zoo_gemv::f32_2 and f32_3 take float32 weights of the row's width");
+                "zoo_gemv::f32, f32_2 and f32_3 take float32 weights of the row's width");
     ws.push_back(w.contiguous());
     ys.push_back(at::empty({1, w.size(0)}, x.options()));
     starts.push_back(starts.back() + w.size(0));
@@ -94,25 +126,25 @@ std::vector<at::Tensor> gemv_f32_many(const at::Tensor& x_, const std::vector<at
     wp.push_back(ws[i].data_ptr<float>());
     yp.push_back(ys[i].data_ptr<float>());
   }
-  const float* xp = x.data_ptr<float>();
-  at::parallel_for(0, starts.back(), kGrain, [&](int64_t begin, int64_t end) {
-    size_t i = std::upper_bound(starts.begin(), starts.end(), begin) - starts.begin() - 1;
-    for (int64_t n = begin; n < end; ++n) {
-      while (n >= starts[i + 1]) ++i;
-      yp[i][n - starts[i]] = dot_f32(wp[i] + (n - starts[i]) * K, xp, K);
-    }
-  });
+  f32_rows(x.data_ptr<float>(), wp, yp, starts, K, isa);
   return ys;
 }
 
-std::tuple<at::Tensor, at::Tensor> gemv_f32_2(const at::Tensor& x, const at::Tensor& w0, const at::Tensor& w1) {
-  auto ys = gemv_f32_many(x, {w0, w1});
+at::Tensor gemv_f32(const at::Tensor& x, const at::Tensor& w, int64_t isa) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && w.dim() == 2 &&
+              x.numel() == w.size(1), "zoo_gemv::f32 takes one float32 row of the weight's width");
+  return gemv_f32_many(x, {w}, isa)[0];
+}
+
+std::tuple<at::Tensor, at::Tensor> gemv_f32_2(const at::Tensor& x, const at::Tensor& w0, const at::Tensor& w1,
+                                              int64_t isa) {
+  auto ys = gemv_f32_many(x, {w0, w1}, isa);
   return {ys[0], ys[1]};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gemv_f32_3(const at::Tensor& x, const at::Tensor& w0,
-                                                          const at::Tensor& w1, const at::Tensor& w2) {
-  auto ys = gemv_f32_many(x, {w0, w1, w2});
+                                                          const at::Tensor& w1, const at::Tensor& w2, int64_t isa) {
+  auto ys = gemv_f32_many(x, {w0, w1, w2}, isa);
   return {ys[0], ys[1], ys[2]};
 }
 
@@ -354,9 +386,9 @@ at::Tensor attend(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& 
 }  // namespace
 
 TORCH_LIBRARY(zoo_gemv, m) {
-  m.def("f32(Tensor x, Tensor w) -> Tensor");
-  m.def("f32_2(Tensor x, Tensor w0, Tensor w1) -> (Tensor, Tensor)");
-  m.def("f32_3(Tensor x, Tensor w0, Tensor w1, Tensor w2) -> (Tensor, Tensor, Tensor)");
+  m.def("f32(Tensor x, Tensor w, int isa) -> Tensor");
+  m.def("f32_2(Tensor x, Tensor w0, Tensor w1, int isa) -> (Tensor, Tensor)");
+  m.def("f32_3(Tensor x, Tensor w0, Tensor w1, Tensor w2, int isa) -> (Tensor, Tensor, Tensor)");
   m.def("int8(Tensor x, Tensor q, Tensor scale) -> Tensor");
   m.def("int4(Tensor x, Tensor codes, Tensor scale, Tensor zero, int group_size) -> Tensor");
   m.def("attend(Tensor q, Tensor k, Tensor v, Tensor mask, float scale) -> Tensor");
@@ -404,20 +436,20 @@ void give(Tuple&& ys, AtenTensorHandle** outs, std::index_sequence<I...>) {
 #define ZOO_SHIM extern "C" __attribute__((visibility("default"))) AOTITorchError
 #define ZOO_TRY(body) AOTI_TORCH_CONVERT_EXCEPTION_TO_ERROR_CODE({ body; })
 
-ZOO_SHIM aoti_torch_cpu_f32(AtenTensorHandle x, AtenTensorHandle w, AtenTensorHandle* y) {
-  ZOO_TRY(*y = new_tensor_handle(gemv_f32(ref(x), ref(w))));
+ZOO_SHIM aoti_torch_cpu_f32(AtenTensorHandle x, AtenTensorHandle w, int64_t isa, AtenTensorHandle* y) {
+  ZOO_TRY(*y = new_tensor_handle(gemv_f32(ref(x), ref(w), isa)));
 }
 
-ZOO_SHIM aoti_torch_cpu_f32_2(AtenTensorHandle x, AtenTensorHandle w0, AtenTensorHandle w1, AtenTensorHandle* y0,
-                              AtenTensorHandle* y1) {
+ZOO_SHIM aoti_torch_cpu_f32_2(AtenTensorHandle x, AtenTensorHandle w0, AtenTensorHandle w1, int64_t isa,
+                              AtenTensorHandle* y0, AtenTensorHandle* y1) {
   AtenTensorHandle* outs[] = {y0, y1};
-  ZOO_TRY(give(gemv_f32_2(ref(x), ref(w0), ref(w1)), outs, std::make_index_sequence<2>{}));
+  ZOO_TRY(give(gemv_f32_2(ref(x), ref(w0), ref(w1), isa), outs, std::make_index_sequence<2>{}));
 }
 
 ZOO_SHIM aoti_torch_cpu_f32_3(AtenTensorHandle x, AtenTensorHandle w0, AtenTensorHandle w1, AtenTensorHandle w2,
-                              AtenTensorHandle* y0, AtenTensorHandle* y1, AtenTensorHandle* y2) {
+                              int64_t isa, AtenTensorHandle* y0, AtenTensorHandle* y1, AtenTensorHandle* y2) {
   AtenTensorHandle* outs[] = {y0, y1, y2};
-  ZOO_TRY(give(gemv_f32_3(ref(x), ref(w0), ref(w1), ref(w2)), outs, std::make_index_sequence<3>{}));
+  ZOO_TRY(give(gemv_f32_3(ref(x), ref(w0), ref(w1), ref(w2), isa), outs, std::make_index_sequence<3>{}));
 }
 
 ZOO_SHIM aoti_torch_cpu_int8(AtenTensorHandle x, AtenTensorHandle q, AtenTensorHandle scale, AtenTensorHandle* y) {

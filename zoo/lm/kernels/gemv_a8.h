@@ -10,27 +10,6 @@
 // sign moved onto the activation; AVX-VNNI vpdpbusd on 256 bits; AVX-512 VNNI vpdpbusd on 512 bits); integer sums
 // are exact, so every path hands the same eight block sums to the same float code and the paths agree bit for bit.
 
-#define ZOO_T_VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
-#define ZOO_T_512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
-
-constexpr int64_t kIsaAvx2 = 0, kIsaAvxVnni = 1, kIsaAvx512Vnni = 2;
-
-int64_t detect_isas() {  // bit i: path i runs here (the CPU reports it and the OS saves its registers)
-  __builtin_cpu_init();
-  int64_t found = 0;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) found |= 1;
-  if ((found & 1) && __builtin_cpu_supports("avxvnni")) found |= 2;
-  if ((found & 1) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
-    found |= 4;
-  return found;
-}
-
-int64_t cpu_isas() {
-  static const int64_t found = detect_isas();
-  return found;
-}
-
 // eight per-block vectors of int32 partial sums -> the eight block sums, in block order
 inline __m256i reduce8(const __m256i* v) {
   const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
@@ -720,6 +699,161 @@ ZOO_A8_PROMPT(prompt_avx2, , sums4_avx2, sums8_avx2)
 ZOO_A8_PROMPT(prompt_vnni, ZOO_T_VNNI, sums4_vnni, sums8_vnni)
 ZOO_A8_PROMPT(prompt_512, ZOO_T_512, sums4_512, sums8_512)
 
+// AVX-512 VNNI on 512 bits: two tiles at once, tile t's eight output rows in the low half of each register and tile
+// t + 1's in the high half. The integer sums are exact and the float code below is finish4 / finish8 on sixteen
+// lanes, each lane the same operations in the same order, so this gives the bits of the 256-bit paths.
+ZOO_T_512 inline __m512i bcast4_512(const int8_t* x) {
+  int32_t v;
+  std::memcpy(&v, x, 4);
+  return _mm512_set1_epi32(v);
+}
+
+ZOO_T_512 inline __m512i pair_chunk(const uint8_t* c0, const uint8_t* c1) {  // chunk of tile t | chunk of tile t + 1
+  const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c0));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c1)), 1);
+}
+
+// the block sums of MR activation rows against two repacked tiles (c0, c1): out (MR, B, 16)
+#define ZOO_SUMS_X2(NAME, CHUNKS, PER_CHUNK)                                                                        \
+  template <int MR>                                                                                                \
+  ZOO_T_512 inline void NAME(const uint8_t* c0, const uint8_t* c1, const int8_t* const* x, int64_t B, int32_t* out) { \
+    [[maybe_unused]] const __m512i m15 = _mm512_set1_epi8(15);                                                     \
+    for (int64_t b = 0; b < B; ++b, c0 += CHUNKS * 32, c1 += CHUNKS * 32) {                                        \
+      __m512i p[MR];                                                                                               \
+      for (int r = 0; r < MR; ++r) p[r] = _mm512_setzero_si512();                                                  \
+      for (int i = 0; i < CHUNKS; ++i) {                                                                           \
+        const __m512i v = pair_chunk(c0 + i * 32, c1 + i * 32);                                                    \
+        const int64_t at = b * kBlock;                                                                             \
+        PER_CHUNK                                                                                                  \
+      }                                                                                                            \
+      for (int r = 0; r < MR; ++r) _mm512_storeu_si512(out + (r * B + b) * 16, p[r]);                              \
+    }                                                                                                              \
+  }
+ZOO_SUMS_X2(sums4_x2, 4,
+            const __m512i lo = _mm512_and_si512(v, m15);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m15);
+            for (int r = 0; r < MR; ++r) {
+              p[r] = _mm512_dpbusd_epi32(p[r], lo, bcast4_512(x[r] + at + 8 * i));
+              p[r] = _mm512_dpbusd_epi32(p[r], hi, bcast4_512(x[r] + at + 8 * i + 4));
+            })
+ZOO_SUMS_X2(sums8_x2, 8,
+            for (int r = 0; r < MR; ++r) p[r] = _mm512_dpbusd_epi32(p[r], v, bcast4_512(x[r] + at + 4 * i));)
+
+ZOO_T_512 inline __m512 tree8_x2(const __m512* v) {  // tree8 on sixteen lanes
+  return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(v[0], v[4]), _mm512_add_ps(v[2], v[6])),
+                       _mm512_add_ps(_mm512_add_ps(v[1], v[5]), _mm512_add_ps(v[3], v[7])));
+}
+
+template <class Term>
+ZOO_T_512 inline void add_terms_x2(int64_t n, Term term, __m512* acc, __m512& rest) {  // add_terms on sixteen lanes
+  const int64_t n8 = n / 8 * 8;
+  for (int64_t i = 0; i < n8; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      const auto [a, b] = term(i + j);
+      acc[j] = _mm512_fmadd_ps(a, b, acc[j]);
+    }
+  for (int64_t i = n8; i < n; ++i) {
+    const auto [a, b] = term(i);
+    rest = _mm512_fmadd_ps(a, b, rest);
+  }
+}
+
+ZOO_T_512 inline __m512 block_dots_x2(const int32_t* sums, const int32_t* off, int64_t b) {
+  __m512i v = _mm512_loadu_si512(sums + b * 16);
+  if (off) v = _mm512_sub_epi32(v, _mm512_set1_epi32(off[b]));
+  return _mm512_cvtepi32_ps(v);
+}
+
+ZOO_T_512 inline void put_rows_x2(__m512 total, float* y, const int64_t* count) {  // tile t's rows, then t + 1's
+  put_rows(_mm512_castps512_ps256(total), y, count[0]);
+  put_rows(high_half(total), y + 8, count[1]);
+}
+
+// sc (B, 16) the two tiles' block scales, zt (G, 16) their zero points
+ZOO_T_512 inline void finish4_x2(const int32_t* sums, const float* d, const int32_t* off, const float* gsum,
+                                 const float* sc, const float* zt, int64_t B, int64_t G, float* y,
+                                 const int64_t* count) {
+  __m512 acc[8], zeros[8], rest = _mm512_setzero_ps();
+  for (int j = 0; j < 8; ++j) acc[j] = zeros[j] = _mm512_setzero_ps();
+  add_terms_x2(
+      B,
+      [&](int64_t b) ZOO_T_512 {
+        const __m512 coef = _mm512_mul_ps(_mm512_set1_ps(d[b]), _mm512_loadu_ps(sc + b * 16));
+        return std::make_pair(coef, block_dots_x2(sums, off, b));
+      },
+      acc, rest);
+  add_terms_x2(
+      G, [&](int64_t g) ZOO_T_512 { return std::make_pair(_mm512_loadu_ps(zt + g * 16), _mm512_set1_ps(gsum[g])); },
+      zeros, rest);
+  put_rows_x2(_mm512_add_ps(_mm512_add_ps(tree8_x2(acc), tree8_x2(zeros)), rest), y, count);
+}
+
+ZOO_T_512 inline void finish8_x2(const int32_t* sums, const float* d, const int32_t* off, int64_t B, __m512 scale16,
+                                 float* y, const int64_t* count) {
+  __m512 acc[8], rest = _mm512_setzero_ps();
+  for (int j = 0; j < 8; ++j) acc[j] = _mm512_setzero_ps();
+  add_terms_x2(
+      B, [&](int64_t b) ZOO_T_512 { return std::make_pair(_mm512_set1_ps(d[b]), block_dots_x2(sums, off, b)); }, acc,
+      rest);
+  put_rows_x2(_mm512_mul_ps(_mm512_add_ps(tree8_x2(acc), rest), scale16), y, count);
+}
+
+inline void pair_lanes(const float* a, const float* b, int64_t n, float* out) {  // (n, 8) and (n, 8) -> (n, 16)
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy(a + i * 8, a + i * 8 + 8, out + i * 16);
+    std::copy(b + i * 8, b + i * 8 + 8, out + i * 16 + 8);
+  }
+}
+
+// Tiles [t0, t1) of a prompt's outputs two at a time (a last one alone by prompt_512)
+ZOO_T_512 void prompt_512_x2(const RowsA8& a, const int32_t* off, const WeightsA8& w, bool int4, float* y, int64_t N,
+                             int64_t t0, int64_t t1) {
+  const int64_t B = a.B, G = a.G, K = a.K, bytes = B * (int4 ? 128 : 256);
+  std::vector<uint8_t> packed(2 * bytes);
+  std::vector<float> sc(int4 ? 2 * B * 8 : 0), zt(int4 ? 2 * G * 8 : 0), sc16(sc.size()), zt16(zt.size());
+  std::vector<int32_t> sums(kPromptRows * B * 16);
+  __m256 scale8[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t t = t0;
+  for (; t + 2 <= t1; t += 2) {
+    int64_t rows[2];
+    for (int h = 0; h < 2; ++h) {
+      rows[h] = std::min<int64_t>(8, N - (t + h) * 8);
+      if (int4)
+        repack_tile4(w, B, G, (t + h) * 8, rows[h], packed.data() + h * bytes, sc.data() + h * B * 8,
+                     zt.data() + h * G * 8);
+      else
+        repack_tile8(w, K, B, (t + h) * 8, rows[h], packed.data() + h * bytes, &scale8[h]);
+    }
+    if (int4) {
+      pair_lanes(sc.data(), sc.data() + B * 8, B, sc16.data());
+      pair_lanes(zt.data(), zt.data() + G * 8, G, zt16.data());
+    }
+    const __m512 scale16 = _mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(scale8[0])), _mm256_castps_pd(scale8[1]), 1));
+    for (int64_t m0 = 0; m0 < a.M; m0 += kPromptRows) {
+      const int mr = static_cast<int>(std::min<int64_t>(kPromptRows, a.M - m0));
+      const int8_t* x[kPromptRows];
+      for (int i = 0; i < mr; ++i) x[i] = a.q.data() + (m0 + i) * K;
+      if (int4) {
+        ZOO_BY_ROWS(sums4_x2, mr, packed.data(), packed.data() + bytes, x, B, sums.data())
+      } else {
+        ZOO_BY_ROWS(sums8_x2, mr, packed.data(), packed.data() + bytes, x, B, sums.data())
+      }
+      for (int i = 0; i < mr; ++i) {
+        const int64_t m = m0 + i;
+        const int32_t* mo = off ? off + m * B : nullptr;
+        float* out = y + m * N + t * 8;
+        if (int4)
+          finish4_x2(sums.data() + i * B * 16, a.d.data() + m * B, mo, a.gsum.data() + m * G, sc16.data(),
+                     zt16.data(), B, G, out, rows);
+        else
+          finish8_x2(sums.data() + i * B * 16, a.d.data() + m * B, mo, B, scale16, out, rows);
+      }
+    }
+  }
+  if (t < t1) prompt_512(a, off, w, int4, y, N, t, t1);
+}
+
 // Fewer than kReuse rows: the plain rows' kernels (ZOO_A8_ROWS); more: the prompt kernels, whose int8 offset path
 // (VNNI) takes the activation's block sums times 128 off and whose int4 path the block sums times 8
 void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N, int64_t isa) {
@@ -745,7 +879,7 @@ void run_a8(const RowsA8& a, const WeightsA8& w, bool int4, float* y, int64_t N,
   at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t t0, int64_t t1) {  // tiles of output rows in parallel
     const int32_t* o = off.empty() ? nullptr : off.data();
     if (isa == kIsaAvx512Vnni)
-      prompt_512(a, o, w, int4, y, N, t0, t1);
+      prompt_512_x2(a, o, w, int4, y, N, t0, t1);
     else if (isa == kIsaAvxVnni)
       prompt_vnni(a, o, w, int4, y, N, t0, t1);
     else
