@@ -64,10 +64,6 @@ inline float dot_f32(const float* row, const float* xp, int64_t K) {
 
 // the same four chains two to a 512-bit register (chains 0 and 1 in one, 2 and 3 in the other): every lane does
 // dot_f32's fma in dot_f32's order, so the two give the same bits
-ZOO_T_F512 inline __m256 high_half(__m512 v) {
-  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-}
-
 ZOO_T_F512 float dot_f32_512(const float* row, const float* xp, int64_t K) {
   __m512 a01 = _mm512_setzero_ps(), a23 = _mm512_setzero_ps();
   int64_t k = 0;

@@ -37,6 +37,10 @@ inline int64_t cpu_isas() {
   return found;
 }
 
+ZOO_T_F512 inline __m256 high_half(__m512 v) {  // lanes 8..15 of a 512-bit register
+  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
 inline float sum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
