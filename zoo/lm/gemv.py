@@ -55,14 +55,14 @@ Numerics:
   quantized once and output rows are split across threads in tiles of 8. From 4 rows, each thread repacks each of its
   tiles into the decode tiles' layout below, once for all rows (int8 codes as ``w + 128``: AVX2 restores the signed
   codes, VNNI takes ``128 * sum xq`` off each block), and 8 activation rows at a time meet its codes block by block, one
-  output row per lane; each activation row's outputs then come from the decode tiles' float code. Fewer rows (a
-  decoded token)
-read a copy of the codes repacked once per layer (:func:`repack_int4` / :func:`repack_int8`, kept beside the plain
-codes by the layer, never saved): tiles of 8 output rows in which one 32-byte chunk holds four codes of each of the
-8 rows, so one byte product with four activation bytes broadcast adds to all 8 rows' block sums, with no sum across
-lanes per row (:func:`gemm_a8_tiles`); its float code repeats the plain kernels' order (a block's term in
-accumulator ``block % 8`` for whole groups of eight, the tail in one running sum by ``fma``), so both give the same
-bits.
+  output row per lane; each activation row's outputs then come from the decode tiles' float code.
+
+Fewer rows (a decoded token) read a copy of the codes repacked once per layer (:func:`repack_int4` /
+:func:`repack_int8`, kept beside the plain codes by the layer, never saved): tiles of 8 output rows in which one
+32-byte chunk holds four codes of each of the 8 rows, so one byte product with four activation bytes broadcast adds
+to all 8 rows' block sums, with no sum across lanes per row (:func:`gemm_a8_tiles`); its float code repeats the
+plain kernels' order (a block's term in accumulator ``block % 8`` for whole groups of eight, the tail in one running
+sum by ``fma``), so both give the same bits.
 
 The kernels are C++ (``zoo/lm/kernels/gemv.cpp``, ``gemv_a8.h`` and ``simd.h``, shipped with the package), built by
 ``torch.utils.cpp_extension`` with the system's C++ compiler at first use (about 15 s; cached in torch's extension

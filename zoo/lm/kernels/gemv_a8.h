@@ -1,6 +1,6 @@
 // The 8-bit activation kernels of gemv.cpp (act_bits=8). Not a header of its own: gemv.cpp includes it inside its
-// anonymous namespace, after the includes; kBlock, sum8 and max8 come from simd.h, which gemv.cpp has included
-// already (so the line below adds nothing there). zoo.lm.gemv copies the files into the build folder and keys the
+// anonymous namespace, after the includes; kBlock, the lane helpers and the paths' target attributes and CPU check
+// come from simd.h, which gemv.cpp has included already (so the line below adds nothing there). zoo.lm.gemv copies the files into the build folder and keys the
 // build by their content.
 #include "simd.h"
 
