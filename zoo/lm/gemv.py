@@ -453,11 +453,14 @@ def measure_paths(paths: tuple[str, ...], rounds: int = 5, f32: tuple[str, ...] 
 def _isa(isa: str | None, rows: int = 1) -> int:
     """The path's index for the operators: ``isa`` when named (checked), else :func:`kernel_path` for ``rows``
     rows, decided once per process (at the first product)."""
-    if isa is None:
-        return _chosen(rows >= PROMPT_ROWS)
-    if isa not in cpu_isas():
-        raise ValueError(f"kernel path {isa!r} does not run on this CPU (it runs {', '.join(cpu_isas()) or 'none'})")
-    return ISAS.index(isa)
+    return _chosen(rows >= PROMPT_ROWS) if isa is None else _named(isa, "kernel path", ISAS, cpu_isas())
+
+
+def _named(path: str, what: str, names: tuple[str, ...], runs: tuple[str, ...]) -> int:
+    """A path named by the caller as the operators' index, refused in one line where this CPU does not run it."""
+    if path not in runs:
+        raise ValueError(f"{what} {path!r} does not run on this CPU (it runs {', '.join(runs) or 'none'})")
+    return names.index(path)
 
 
 def chosen() -> KernelChoice:
@@ -487,11 +490,7 @@ def _chosen_f32() -> int:
 
 def _f32_index(path: str | None) -> int:
     """The float32 path's index for the operators: ``path`` when named (checked), else the chosen one."""
-    if path is None:
-        return _chosen_f32()
-    if path not in f32_paths():
-        raise ValueError(f"float32 path {path!r} does not run on this CPU (it runs {', '.join(f32_paths()) or 'none'})")
-    return F32_PATHS.index(path)
+    return _chosen_f32() if path is None else _named(path, "float32 path", F32_PATHS, f32_paths())
 
 
 def supports_a8(x: torch.Tensor, in_features: int) -> bool:
