@@ -189,7 +189,8 @@ def test_dc_and_dsa_step_equal_the_authors(method, outer, inner):
             assert rel(a, b) <= RTOL
 
 
-@pytest.mark.parametrize("dsa_on", [True, False])
+# with DSA under -m slow (test_dm_step_float32_equals_the_authors runs it by default)
+@pytest.mark.parametrize("dsa_on", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_dm_step_equals_the_authors(dsa_on):
     """main_DM.py's iteration and the zoo's one-forward step: the same logged loss, image gradient and images,
     each class under its own siamese transform (the seeds give classes different ops)."""

@@ -59,9 +59,11 @@ SMALL = {
 
 def _cases():
     # by default the last model of each family (CAFormer: both of MetaFormer's mixers, convolution and attention);
-    # the others, and Mixture-of-Recursions (routers, LoRA deltas, the heaviest case), in the slow run
+    # the others, Mixture-of-Recursions (routers, LoRA deltas, the heaviest case) and ConvNet-3 (plain convolutions,
+    # which CAFormer's and SLaK's cases prune too) in the slow run
+    slow = {"mor_135m", "convnet_d3"}
     return [
-        pytest.param(name, kw, id=name, marks=[pytest.mark.slow] if name == "mor_135m" or i < len(family) - 1 else [])
+        pytest.param(name, kw, id=name, marks=[pytest.mark.slow] if name in slow or i < len(family) - 1 else [])
         for family in SMALL.values()
         for i, (name, kw) in enumerate(family)
     ]
@@ -192,7 +194,9 @@ def test_untied_language_model_prunes_its_head_inputs():
     assert model.lm_head.out_features == LM_ARCH["vocab_size"]  # the vocabulary stays
 
 
-@pytest.mark.parametrize("mor, router_type", [("expert", "linear"), ("token", "mlp")])
+@pytest.mark.parametrize(
+    "mor, router_type", [pytest.param("expert", "linear", marks=pytest.mark.slow), ("token", "mlp")]
+)  # the expert router under -m slow
 def test_recursive_routers_follow_the_hidden_channels(mor, router_type):
     kwargs = {**SMALL["recursive"][0][1], "mor": mor, "router_type": router_type}
     model = _randomized(zoo.create_model("mor_135m", **kwargs))

@@ -156,7 +156,7 @@ def test_plain_attention_has_no_permutation():
         assert torch.equal(a, model(x))
 
 
-@pytest.mark.parametrize("recursion", [1, 3, pytest.param(4, marks=pytest.mark.slow)])  # 4 as 3: -m slow
+@pytest.mark.parametrize("recursion", [1, *(pytest.param(r, marks=pytest.mark.slow) for r in (3, 4))])  # 3, 4: -m slow
 def test_recursion_depth_is_a_config_change(recursion):
     base = zoo.create_model("sret_tiny")
     model = zoo.create_model("sret_tiny", recursion=recursion).eval()

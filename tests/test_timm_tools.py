@@ -68,7 +68,8 @@ def test_layer_decay_gives_each_stage_or_block_its_lr(name):
     assert first == min(scales) and classifier == max(scales) == 1.0
 
 
-@pytest.mark.parametrize("name", QUICK)
+# SReT under -m slow: test_features_only_fx_runs traces it by default
+@pytest.mark.parametrize("name", [n if n != "sret_tiny" else pytest.param(n, marks=pytest.mark.slow) for n in QUICK])
 def test_torchvision_feature_extractor_gives_the_intermediates(name):
     """torchvision's ``create_feature_extractor`` (FX) on the stages ``feature_info`` names: the same tensors as
     ``forward_intermediates`` (in the stages' own layout, ``stage_output_fmt``)."""
