@@ -34,9 +34,9 @@ Numerics:
   multiples of 32). Three instruction paths give the block sums: ``avx2`` (``vpmaddubsw`` + ``vpmaddwd``; the
   unsigned-by-signed byte multiply takes ``|w|`` and the activation with ``w``'s sign, as llama.cpp does, so no pair
   sum saturates), ``avxvnni`` (``vpdpbusd`` on 256 bits) and ``avx512vnni`` (AVX-512's ``vpdpbusd``: on 512 bits,
-  two blocks per register, for fewer than 4 rows from the plain codes; in a prompt two tiles of eight output rows
-  per register, tile ``t``'s in the low half and ``t + 1``'s in the high, the float code then on sixteen lanes; on
-  256 bits in the decode tiles; int4 one row: two blocks per 256 bits, the row laid out to match the nibbles). Each is
+  two blocks per register, for fewer than 4 rows from the plain codes; in a prompt and in the decode tiles two tiles
+  of eight output rows per register, tile ``t``'s in the low half and ``t + 1``'s in the high, the float code then
+  on sixteen lanes; int4 one row: two blocks per 256 bits, the row laid out to match the nibbles). Each is
   compiled with function-level target attributes into the one build and chosen at run time from what the CPU
   reports (``__builtin_cpu_supports``) and measured on it: :func:`cpu_isas` names the paths this CPU runs; where it
   runs more than one, :func:`calibrate` times each at the first product (one row from the repacked tiles, and a

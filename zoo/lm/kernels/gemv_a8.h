@@ -739,6 +739,10 @@ ZOO_SUMS_X2(sums4_x2, 4,
 ZOO_SUMS_X2(sums8_x2, 8,
             for (int r = 0; r < MR; ++r) p[r] = _mm512_dpbusd_epi32(p[r], v, bcast4_512(x[r] + at + 4 * i));)
 
+ZOO_T_512 inline __m512 join_x2(__m256 lo, __m256 hi) {  // tile t's eight lanes, then t + 1's
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+}
+
 ZOO_T_512 inline __m512 tree8_x2(const __m512* v) {  // tree8 on sixteen lanes
   return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(v[0], v[4]), _mm512_add_ps(v[2], v[6])),
                        _mm512_add_ps(_mm512_add_ps(v[1], v[5]), _mm512_add_ps(v[3], v[7])));
@@ -828,8 +832,7 @@ ZOO_T_512 void prompt_512_x2(const RowsA8& a, const int32_t* off, const WeightsA
       pair_lanes(sc.data(), sc.data() + B * 8, B, sc16.data());
       pair_lanes(zt.data(), zt.data() + G * 8, G, zt16.data());
     }
-    const __m512 scale16 = _mm512_castpd_ps(
-        _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(scale8[0])), _mm256_castps_pd(scale8[1]), 1));
+    const __m512 scale16 = join_x2(scale8[0], scale8[1]);
     for (int64_t m0 = 0; m0 < a.M; m0 += kPromptRows) {
       const int mr = static_cast<int>(std::min<int64_t>(kPromptRows, a.M - m0));
       const int8_t* x[kPromptRows];
@@ -852,6 +855,97 @@ ZOO_T_512 void prompt_512_x2(const RowsA8& a, const int32_t* off, const WeightsA
     }
   }
   if (t < t1) prompt_512(a, off, w, int4, y, N, t, t1);
+}
+
+// Decode on 512 bits: two repacked tiles at once, as prompt_512_x2 pairs them, with ZOO_A8_TILES's float code on
+// sixteen lanes; a thread's last tile alone by tiles4_512 / tiles8_512
+ZOO_T_512 inline __m512i block4_x2(const uint8_t* c0, const uint8_t* c1, const int8_t* x, __m512i m15) {
+  __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+  for (int i = 0; i < 4; ++i) {
+    const __m512i v = pair_chunk(c0 + i * 32, c1 + i * 32);
+    s0 = _mm512_dpbusd_epi32(s0, _mm512_and_si512(v, m15), bcast4_512(x + 8 * i));
+    s1 = _mm512_dpbusd_epi32(s1, _mm512_and_si512(_mm512_srli_epi16(v, 4), m15), bcast4_512(x + 8 * i + 4));
+  }
+  return _mm512_add_epi32(s0, s1);
+}
+
+ZOO_T_512 inline __m512i rows8_i8_x2(const uint8_t* c0, const uint8_t* c1, const int8_t* x, int32_t xsum) {
+  __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+  for (int i = 0; i < 8; i += 2) {
+    s0 = _mm512_dpbusd_epi32(s0, pair_chunk(c0 + i * 32, c1 + i * 32), bcast4_512(x + 4 * i));
+    s1 = _mm512_dpbusd_epi32(s1, pair_chunk(c0 + i * 32 + 32, c1 + i * 32 + 32), bcast4_512(x + 4 * i + 4));
+  }
+  return _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(xsum * 128));
+}
+
+ZOO_T_512 inline __m512 halves_x2(const at::Half* a, const at::Half* b) {  // eight float16 of each tile: 16 floats
+  return join_x2(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+                 _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b))));
+}
+
+ZOO_T_512 void tiles4_x2(const RowsA8& a, const uint8_t* rp, const at::Half* sz, int64_t per, float* y, int64_t N,
+                         int64_t t0, int64_t t1) {
+  const int64_t B = a.B, G = a.G, K = a.K, t2 = t0 + (t1 - t0) / 2 * 2;
+  const __m512i m15 = _mm512_set1_epi8(15);
+  for (int64_t m = 0; m < a.M; ++m) {
+    const int8_t* xq = a.q.data() + m * K;
+    const float* d = a.d.data() + m * B;
+    const int32_t* isum = a.isum.data() + m * B;
+    const float* gsum = a.gsum.data() + m * G;
+    for (int64_t t = t0; t < t2; t += 2) {
+      __m512 acc[8], off[8], rest = _mm512_setzero_ps();
+      for (int j = 0; j < 8; ++j) acc[j] = off[j] = _mm512_setzero_ps();
+      const uint8_t *c0 = rp + t * B * 128, *c1 = c0 + B * 128;
+      const at::Half *s0 = sz + t * G * 16, *s1 = s0 + G * 16;
+      auto term = [&](int64_t b) ZOO_T_512 {
+        const uint8_t *cb0 = c0 + b * 128, *cb1 = c1 + b * 128;
+        for (const uint8_t* cb : {cb0, cb1}) {
+          _mm_prefetch(reinterpret_cast<const char*>(cb + kAhead), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(cb + kAhead + 64), _MM_HINT_T0);
+        }
+        const __m512i sums = block4_x2(cb0, cb1, xq + b * kBlock, m15);
+        const __m512i dots = _mm512_sub_epi32(sums, _mm512_set1_epi32(8 * isum[b]));
+        const __m512 sc = halves_x2(s0 + b / per * 16, s1 + b / per * 16);
+        return std::make_pair(_mm512_mul_ps(_mm512_set1_ps(d[b]), sc), _mm512_cvtepi32_ps(dots));
+      };
+      add_terms_x2(B, term, acc, rest);
+      add_terms_x2(
+          G,
+          [&](int64_t g) ZOO_T_512 {
+            return std::make_pair(halves_x2(s0 + g * 16 + 8, s1 + g * 16 + 8), _mm512_set1_ps(gsum[g]));
+          },
+          off, rest);
+      const int64_t count[2] = {8, std::min<int64_t>(8, N - t * 8 - 8)};
+      put_rows_x2(_mm512_add_ps(_mm512_add_ps(tree8_x2(acc), tree8_x2(off)), rest), y + m * N + t * 8, count);
+    }
+  }
+  if (t2 < t1) tiles4_512(a, rp, sz, per, y, N, t2, t1);
+}
+
+ZOO_T_512 void tiles8_x2(const RowsA8& a, const uint8_t* rp, const float* scale, float* y, int64_t N, int64_t t0,
+                         int64_t t1) {
+  const int64_t B = a.B, K = a.K, t2 = t0 + (t1 - t0) / 2 * 2;
+  for (int64_t m = 0; m < a.M; ++m) {
+    const int8_t* xq = a.q.data() + m * K;
+    const float* d = a.d.data() + m * B;
+    const int32_t* isum = a.isum.data() + m * B;
+    for (int64_t t = t0; t < t2; t += 2) {
+      __m512 acc[8], rest = _mm512_setzero_ps();
+      for (int j = 0; j < 8; ++j) acc[j] = _mm512_setzero_ps();
+      const uint8_t *c0 = rp + t * B * 256, *c1 = c0 + B * 256;
+      add_terms_x2(
+          B,
+          [&](int64_t b) ZOO_T_512 {
+            const __m512i dots = rows8_i8_x2(c0 + b * 256, c1 + b * 256, xq + b * kBlock, isum[b]);
+            return std::make_pair(_mm512_set1_ps(d[b]), _mm512_cvtepi32_ps(dots));
+          },
+          acc, rest);
+      const int64_t count[2] = {8, std::min<int64_t>(8, N - t * 8 - 8)};
+      const __m512 total = _mm512_mul_ps(_mm512_add_ps(tree8_x2(acc), rest), _mm512_loadu_ps(scale + t * 8));
+      put_rows_x2(total, y + m * N + t * 8, count);
+    }
+  }
+  if (t2 < t1) tiles8_512(a, rp, scale, y, N, t2, t1);
 }
 
 // Fewer than kReuse rows: the plain rows' kernels (ZOO_A8_ROWS); more: the prompt kernels, whose int8 offset path
@@ -910,7 +1004,7 @@ at::Tensor gemm_a8_tiles(const at::Tensor& x_, const at::Tensor& rp_, const at::
     if (int4) {
       const at::Half* sz = scale.data_ptr<at::Half>();
       if (isa == kIsaAvx512Vnni)
-        tiles4_512(a, codes, sz, gs / kBlock, out, N, t0, t1);
+        tiles4_x2(a, codes, sz, gs / kBlock, out, N, t0, t1);
       else if (isa == kIsaAvxVnni)
         tiles4_vnni(a, codes, sz, gs / kBlock, out, N, t0, t1);
       else
@@ -918,7 +1012,7 @@ at::Tensor gemm_a8_tiles(const at::Tensor& x_, const at::Tensor& rp_, const at::
     } else {
       const float* s8 = scale.data_ptr<float>();
       if (isa == kIsaAvx512Vnni)
-        tiles8_512(a, codes, s8, out, N, t0, t1);
+        tiles8_x2(a, codes, s8, out, N, t0, t1);
       else if (isa == kIsaAvxVnni)
         tiles8_vnni(a, codes, s8, out, N, t0, t1);
       else
