@@ -739,10 +739,6 @@ ZOO_SUMS_X2(sums4_x2, 4,
 ZOO_SUMS_X2(sums8_x2, 8,
             for (int r = 0; r < MR; ++r) p[r] = _mm512_dpbusd_epi32(p[r], v, bcast4_512(x[r] + at + 4 * i));)
 
-ZOO_T_512 inline __m512 join_x2(__m256 lo, __m256 hi) {  // tile t's eight lanes, then t + 1's
-  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
-}
-
 ZOO_T_512 inline __m512 tree8_x2(const __m512* v) {  // tree8 on sixteen lanes
   return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(v[0], v[4]), _mm512_add_ps(v[2], v[6])),
                        _mm512_add_ps(_mm512_add_ps(v[1], v[5]), _mm512_add_ps(v[3], v[7])));
@@ -832,7 +828,7 @@ ZOO_T_512 void prompt_512_x2(const RowsA8& a, const int32_t* off, const WeightsA
       pair_lanes(sc.data(), sc.data() + B * 8, B, sc16.data());
       pair_lanes(zt.data(), zt.data() + G * 8, G, zt16.data());
     }
-    const __m512 scale16 = join_x2(scale8[0], scale8[1]);
+    const __m512 scale16 = join_halves(scale8[0], scale8[1]);
     for (int64_t m0 = 0; m0 < a.M; m0 += kPromptRows) {
       const int mr = static_cast<int>(std::min<int64_t>(kPromptRows, a.M - m0));
       const int8_t* x[kPromptRows];
@@ -879,8 +875,8 @@ ZOO_T_512 inline __m512i rows8_i8_x2(const uint8_t* c0, const uint8_t* c1, const
 }
 
 ZOO_T_512 inline __m512 halves_x2(const at::Half* a, const at::Half* b) {  // eight float16 of each tile: 16 floats
-  return join_x2(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
-                 _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b))));
+  return join_halves(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b))));
 }
 
 ZOO_T_512 void tiles4_x2(const RowsA8& a, const uint8_t* rp, const at::Half* sz, int64_t per, float* y, int64_t N,

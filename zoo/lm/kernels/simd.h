@@ -41,6 +41,10 @@ ZOO_T_F512 inline __m256 high_half(__m512 v) {  // lanes 8..15 of a 512-bit regi
   return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
 }
 
+ZOO_T_F512 inline __m512 join_halves(__m256 lo, __m256 hi) {  // high_half's inverse: lo in lanes 0..7, hi in 8..15
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+}
+
 inline float sum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
