@@ -1,8 +1,10 @@
 """The kernels' AVX-512 and VNNI paths on a CPU without them: the kernels' source with every AVX-512 and VNNI
 intrinsic routed through SIMDe (SIMD Everywhere, ``apt install libsimde-dev``: each emulated on AVX2, lane for lane
-what the instruction does) and a CPU mask that reports every path. Built and run in a process of its own (its
-operators have the real build's names); every path must give the bits of the AVX2 one. On a CPU that runs the wide
-paths itself, test_gemv.py and test_gemv_a8.py check them for real."""
+what the instruction does) and a CPU mask that reports every path, built with the production flags
+(:data:`zoo.lm.gemv._FLAGS`). Built and run in a process of its own (its operators have the real build's names);
+every path must give the bits of the AVX2 one. The default run checks a subset of the shapes (the build is cached
+beside the real one, keyed by its source); ``-m slow`` checks all of them. On a CPU that runs the wide paths itself,
+test_gemv.py and test_gemv_a8.py check them for real."""
 
 import os
 import re
@@ -18,7 +20,6 @@ from zoo.lm import gemv
 SIMDE = Path("/usr/include/simde/x86/avx512.h")
 
 pytestmark = [
-    pytest.mark.slow,  # a build of its own (about a minute)
     pytest.mark.skipif(not gemv.available(), reason="the kernels need an AVX2 CPU and a C++ compiler"),
     pytest.mark.skipif(not SIMDE.is_file(), reason="SIMDe's headers are not installed (apt install libsimde-dev)"),
 ]
@@ -63,7 +64,7 @@ import os, sys
 import torch
 import zoo.lm.gemv as g
 
-folder = sys.argv[1]
+folder, quick = sys.argv[1], sys.argv[2] == "quick"
 g.SOURCE_DIR = folder
 g._TEXTS = {n: open(os.path.join(folder, n)).read() for n in g.SOURCE_FILES}
 g._SOURCE = "".join(g._TEXTS.values())
@@ -76,9 +77,10 @@ for k in (576, 1536, 600, 37):  # float32: whole turns of 32 columns, a tail of 
     got = ops.f32_3(x, *ws, 1)
     assert all(torch.equal(a, b) for a, b in zip(want, got)), k
     checked += 1
-for bits, gs, k in ((8, 0, 576), (8, 0, 544), (4, 32, 608), (4, 64, 640), (4, 128, 1536)):
-    for n in (37, 96, 8):  # 5 tiles (two pairs and one alone), 12 tiles, one tile
-        for m in (1, 3, 4, 9, 20):  # a decoded token, the plain rows, the prompt GEMM
+shapes = ((8, 0, 576), (4, 32, 608)) if quick else ((8, 0, 576), (8, 0, 544), (4, 32, 608), (4, 64, 640), (4, 128, 1536))
+for bits, gs, k in shapes:
+    for n in (37,) if quick else (37, 96, 8):  # 5 tiles (two pairs and one alone), 12 tiles, one tile
+        for m in (1, 4) if quick else (1, 3, 4, 9, 20):  # a decoded token, the plain rows, the prompt GEMM
             x = torch.randn(m, k) * torch.rand(m, 1) * 4
             if bits == 8:
                 q, scale = torch.randint(-127, 128, (n, k), dtype=torch.int8), torch.rand(n) + 0.1
@@ -98,17 +100,32 @@ print("checked", checked)
 """
 
 
-def test_every_wide_path_gives_the_avx2_bits_under_emulation(tmp_path):
+def _check(tmp_path, quick: bool, build_root: Path) -> None:
     folder = tmp_path / "kernels"
     folder.mkdir()
     for name in gemv.SOURCE_FILES:
         text = (Path(gemv.SOURCE_DIR) / name).read_text(encoding="utf-8")
         (folder / name).write_text(emulated(text, name), encoding="utf-8")
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "build"), "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(build_root), "OMP_NUM_THREADS": "2"}
     env.pop("ZOO_GEMV_ISA", None)
     script = tmp_path / "check.py"
     script.write_text(textwrap.dedent(_CHECK), encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True, text=True, env=env)
+    mode = "quick" if quick else "full"
+    done = subprocess.run([sys.executable, str(script), str(folder), mode], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    checks = 4 + 5 * 3 * 5 * len(gemv.ISAS)
+    checks = 4 + (2 * 1 * 2 if quick else 5 * 3 * 5) * len(gemv.ISAS)
     assert done.stdout.split()[-2:] == ["checked", str(checks)]
+
+
+def test_every_wide_path_gives_the_avx2_bits_on_a_subset_under_emulation(tmp_path):
+    """The default run's check: every float32 width, and an int8 and an int4 weight through the decode tiles and the
+    prompt GEMM on every path. The emulated build is kept in torch's extension folder (a name of its own, keyed by
+    the emulated source and the flags), so only the first run pays for it."""
+    from torch.utils import cpp_extension
+
+    _check(tmp_path, quick=True, build_root=Path(cpp_extension.get_default_build_root()))
+
+
+@pytest.mark.slow  # a fresh build of its own (about a minute) and every shape
+def test_every_wide_path_gives_the_avx2_bits_under_emulation(tmp_path):
+    _check(tmp_path, quick=False, build_root=tmp_path / "build")

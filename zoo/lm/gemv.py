@@ -131,8 +131,12 @@ for _name in SOURCE_FILES:
         _TEXTS[_name] = _f.read()
 _SOURCE = "".join(_TEXTS.values())
 
-# AVX2 with FMA and F16C (fp16 scales); OpenMP, or at::parallel_for runs on one thread; ATen's vectors in AVX2
-_FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+# AVX2 with FMA and F16C (fp16 scales); OpenMP, or at::parallel_for runs on one thread; ATen's vectors in AVX2.
+# -ffp-contract=off: a multiply and an add are fused only where the source says so (an fma intrinsic, std::fma), so
+# a function built for another target (the 512-bit paths) cannot round its scalar code differently
+_FLAGS = [
+    "-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"
+]  # fmt: skip
 _state: dict = {}
 _lock = threading.Lock()
 

@@ -46,7 +46,7 @@ inline float sum_chains(__m256 a0, __m256 a1, __m256 a2, __m256 a3, const float*
                         int64_t K) {  // the columns past the whole turns of 32 (k on), then the four chains' sum
   for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + k), _mm256_loadu_ps(xp + k), a0);
   float s = sum8(_mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3)));
-  for (; k < K; ++k) s += row[k] * xp[k];
+  for (; k < K; ++k) s = std::fma(row[k], xp[k], s);  // one rounding, whatever the function's target
   return s;
 }
 
@@ -338,7 +338,7 @@ at::Tensor attend(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& 
   TORCH_CHECK(q_.scalar_type() == at::kFloat && k_.scalar_type() == at::kFloat && v_.scalar_type() == at::kFloat &&
               mask_.scalar_type() == at::kBool && q_.dim() == 4 && q_.size(0) == 1 && q_.size(2) == 1 &&
               k_.dim() == 4 && k_.sizes() == v_.sizes() && k_.size(0) == 1 && q_.size(3) == k_.size(3) &&
-              q_.size(1) % k_.size(1) == 0 && mask_.numel() == k_.size(2),
+              k_.size(1) > 0 && q_.size(1) % k_.size(1) == 0 && mask_.numel() == k_.size(2),
               "zoo_gemv::attend takes one float32 query (1, H, 1, D), keys and values (1, KV, S, D) with KV "
               "dividing H, and a bool mask of S positions");
   const at::Tensor q = q_.contiguous(), k = k_.contiguous(), v = v_.contiguous(), mask = mask_.contiguous();
