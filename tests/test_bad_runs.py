@@ -445,6 +445,54 @@ def test_resume_refuses_another_tokenizer_setting(tmp_path):
     assert _read_checkpoint(saved, "auto", tmp_path / "checkpoints", True)["step"] == 5
 
 
+def test_resume_refuses_another_optimizer_and_names_a_changed_batch_or_schedule(tmp_path, capsys):
+    """Another optimizer cannot take the saved one's state: refused in one line naming both (not a KeyError deep
+    in the optimizer). A new batch size or schedule is the user's to change: resumed, each said in one line."""
+    from zoo.train.checkpoint import save_training_checkpoint
+    from zoo.train.config import RecipeError, load_recipe, recipe_to_dict
+    from zoo.train.run_folder import read_checkpoint as _read_checkpoint
+
+    saved = load_recipe(str(DIGITS), ["--output_dir", str(tmp_path)])
+    state = {"model": {}, "recipe": recipe_to_dict(saved), "rng": [], "data_position": {}}
+    save_training_checkpoint(state, tmp_path / "checkpoints", 3)
+    now = load_recipe(str(DIGITS), ["--output_dir", str(tmp_path), "--optim.opt", "sgd"])
+    with pytest.raises(RecipeError, match=r"optim\.opt='adamw', this recipe has 'sgd'"):
+        _read_checkpoint(now, "auto", tmp_path / "checkpoints", True)
+    capsys.readouterr()
+    assert _read_checkpoint(saved, "auto", tmp_path / "checkpoints", True)["step"] == 3
+    assert capsys.readouterr().err == ""  # the same settings: nothing to say
+    bs = saved.train.batch_size
+    now = load_recipe(
+        str(DIGITS), ["--output_dir", str(tmp_path), "--train.batch_size", str(bs * 2), "--sched.min_lr", "0.5"]
+    )
+    assert _read_checkpoint(now, "auto", tmp_path / "checkpoints", True)["step"] == 3
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert f"train.batch_size is {bs * 2} now (the checkpoint's run had {bs})" in err[0]
+    assert "sched.min_lr is 0.5 now" in err[1]
+
+
+def test_resume_on_an_image_folder_whose_class_was_renamed_is_refused(image_folder, tmp_path, capsys):
+    """Renaming a class folder keeps the sample count and shifts the labels after it: the checkpoint records the
+    class names, and a resume on other names is refused in one line naming the first label that moved."""
+    data = tmp_path / "pngs"
+    shutil.copytree(image_folder, data)
+    out = tmp_path / "run"
+    argv = ("--data.name", "image_folder", "--data.path", str(data))
+    assert _main(out, *argv) == 0
+    ckpt = load_training_checkpoint(out / "checkpoints" / "last.pt")
+    names = sorted(p.name for p in (data / "train").iterdir())
+    assert ckpt["train_data"]["classes"] == names
+    for split in ("train", "val"):  # the first class renamed so that it sorts last: every label moves
+        (data / split / names[0]).rename(data / split / "zz_renamed")
+    capsys.readouterr()
+    before = _snapshot(out)
+    assert _main(out, *argv, "--resume", "auto", "--train.steps", "4") == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "cannot resume" in line and f"(label 0: {names[0]!r})" in line and f"(label 0: {names[1]!r})" in line
+    assert _snapshot(out) == before  # nothing written
+
+
 # ------------------------------------------------------------------------------------------------------------
 # language-model runs: a quantized start, tokenizers
 # ------------------------------------------------------------------------------------------------------------

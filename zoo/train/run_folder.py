@@ -27,7 +27,7 @@ from ..factory import resolve_weight_source
 from ..registry import get_entry
 from .builders import check_teacher_name
 from .checkpoint import find_checkpoints, latest_good_checkpoint, load_training_checkpoint
-from .config import Recipe, RecipeError, load_run_args
+from .config import Recipe, RecipeError, load_run_args, recipe_to_dict
 from .distill import DistillError
 from .distributed import DistState, on_main
 
@@ -379,6 +379,10 @@ class RunFolder:
 # language model's tokenizer, which the run folder keeps).
 _RESUME_KEYS = ("model", "model_kwargs", "task", "init_from")
 _RESUME_DATA_KEYS = ("name", "train_split", "seq_len", "vocab_size", "val_fraction")
+_RESUME_OPTIM_KEYS = ("opt",)  # another optimizer cannot take the saved one's state
+# settings a resumed run may change, each said in one line: the batch (the data position is kept in samples'
+# steps), the image size, the schedule
+_RESUME_NOTICE = (("train", "batch_size"), ("train", "grad_accum"), ("data", "image_size"), ("sched", None))
 
 
 def read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) -> dict[str, Any] | None:
@@ -397,6 +401,8 @@ def read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) -
     data = saved.get("data") or {}
     pairs = [(key, saved.get(key), getattr(r, key)) for key in _RESUME_KEYS]
     pairs += [(f"data.{key}", data.get(key), getattr(r.data, key)) for key in _RESUME_DATA_KEYS]
+    optim = saved.get("optim") or {}
+    pairs += [(f"optim.{key}", optim.get(key), getattr(r.optim, key)) for key in _RESUME_OPTIM_KEYS]
     # which samples each epoch trains on: a changed, added or removed data_pruning section is another run
     pruning = dataclasses.asdict(r.data_pruning) if r.data_pruning is not None else None
     if "data_pruning" in saved or pruning is not None:
@@ -407,7 +413,21 @@ def read_checkpoint(r: Recipe, resume: str | None, ckpt_dir: Path, main: bool) -
                 f"checkpoint {path} was written by a run with {key}={was!r}, this recipe has {now!r}: resume "
                 "with the run's value, or start a new run (--overwrite, or another --output_dir)"
             )
+    if main:
+        for line in resume_notices(saved, recipe_to_dict(r)):
+            print(f"resuming {path}: {line}", file=sys.stderr)
     return ckpt
+
+
+def resume_notices(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """One line for each setting a resume may change that differs from the checkpoint's run's recipe."""
+    lines = []
+    for section, key in _RESUME_NOTICE:
+        was, new = saved.get(section) or {}, now.get(section) or {}
+        for k in sorted({*was, *new}) if key is None else [key]:
+            if k in was and was.get(k) != new.get(k):
+                lines.append(f"{section}.{k} is {new.get(k)!r} now (the checkpoint's run had {was.get(k)!r})")
+    return lines
 
 
 def _section_pairs(name: str, was: dict | None, now: dict | None) -> list[tuple[str, Any, Any]]:
@@ -417,10 +437,13 @@ def _section_pairs(name: str, was: dict | None, now: dict | None) -> list[tuple[
     return [(f"{name}.{key}", was.get(key), now.get(key)) for key in sorted({*was, *now})]
 
 
-def train_data_record(train_set, samples: int) -> dict[str, Any]:
-    """What a resumed run must find again: the training samples, and the shards of a shard folder read by
-    position (found through the wrappers' ``dataset`` or ``base``)."""
+def train_data_record(train_set, samples: int, classes: list[str] | None = None) -> dict[str, Any]:
+    """What a resumed run must find again: the training samples, the class names in label order (a renamed class
+    folder shifts every label after it), and the shards of a shard folder read by position (found through the
+    wrappers' ``dataset`` or ``base``)."""
     record, ds = {"samples": int(samples)}, train_set
+    if classes:
+        record["classes"] = [str(c) for c in classes]
     for _ in range(8):
         if isinstance(getattr(ds, "files", None), list) and isinstance(getattr(ds, "samples", None), list):
             per_shard = [0] * len(ds.files)
@@ -440,4 +463,10 @@ def describe_data(record: dict[str, Any], other: dict[str, Any]) -> str:
         i = next((i for i, (a, b) in enumerate(zip(shards, theirs)) if a != b), None)
         if i is not None:
             text += f" (shard {i}: {shards[i]} samples)"
+    classes, others = record.get("classes"), other.get("classes")
+    if classes is not None and classes != others:
+        text += f" of {len(classes):,} classes"
+        i = next((i for i, (a, b) in enumerate(zip(classes, others or [])) if a != b), None)
+        if i is not None:
+            text += f" (label {i}: {classes[i]!r})"
     return text

@@ -143,7 +143,8 @@ class RunSetup:
         model = self._build_model()  # (it also settles the training transforms: train_set)
         stream = task.train_set if isinstance(task.train_set, SampleStream) else None
         n = stream.num_samples if stream is not None else len(task.train_set)
-        self.train_data = train_data_record(task.train_set, n)  # in the checkpoint; a resume checks it (_restore)
+        names = getattr(getattr(task, "info", None), "class_names", None)  # image tasks: labels by name
+        self.train_data = train_data_record(task.train_set, n, names)  # in the checkpoint; checked by _restore
         self.sampler = GlobalBatchSampler(n, r.train.batch_size, r.train.grad_accum, self.dstate, r.seed)
         self.steps_per_epoch = self.sampler.steps_per_epoch
         if stream is not None:  # the stream splits itself by rank and loader worker, micro-batch by micro-batch
