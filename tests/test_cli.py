@@ -243,3 +243,38 @@ def test_eval_finds_the_tokenizer_in_the_model_folder(tmp_path, one_thread):
     text.train_bpe_tokenizer(list(text.bundled_corpus().values())[:40], 300, folder / "tokenizer.json")
     row = evaluate_model(str(folder), "pydoc", pretrained=True, seq_len=32, max_batches=1, batch_size=2, profile=False)
     assert row["perplexity"] > 1
+
+
+@pytest.mark.parametrize("command", [row[0] for row in zoo.cli.COMMANDS])
+def test_ctrl_c_in_any_command_is_one_line_and_status_130(command, monkeypatch, capsys):
+    """Ctrl-C during any command gives train.py's answer: one line on stderr and status 130, no traceback."""
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    rows = tuple((name, h, add, interrupted if name == command else run) for name, h, add, run in zoo.cli.COMMANDS)
+    monkeypatch.setattr(zoo.cli, "COMMANDS", rows)
+    argv = {"list": [], "cards": [], "bench": ["table"], "data": ["shard", "in", "--out", "out"]}.get(command)
+    if argv is None:  # the commands that take a name or a folder first
+        argv = {"condense": ["--data", "digits", "--method", "dm", "--ipc", "1", "--out", "o"]}.get(command, ["x"])
+        argv = argv + (["--repo", "o/n"] if command == "publish" else [])
+        argv = argv + (["ckpt", "out"] if command == "convert" else [])
+        argv = argv + (["--format", "onnx"] if command == "export" else [])
+    assert main([command, *argv]) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"zoo {command}: interrupted; nothing half-written was kept: run the command again"]
+
+
+def test_ctrl_c_in_eval_py_is_one_line_and_writes_no_results(tmp_path, monkeypatch, capsys):
+    from zoo import evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate_model", interrupted)
+    out = tmp_path / "e.json"
+    assert evaluate.main(["--model", "poolformer_s12", "--data", "digits", "--json", str(out)]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "eval.py: interrupted; no results file was written: run the command again"
+    ]
+    assert list(tmp_path.iterdir()) == []

@@ -2,8 +2,8 @@
 
 Each command's ``add_arguments(parser)`` declares its options and its ``run(args)`` does the work, beside the code it
 drives; this module mounts them in the order of :data:`COMMANDS` and turns the errors a user can cause (an unknown
-model, a checkpoint that does not load, a bad value) into one line on stderr and exit status 2. Adding a command is
-one row here.
+model, a checkpoint that does not load, a bad value) into one line on stderr and exit status 2, and Ctrl-C into one
+line and status 130 (as ``train.py``). Adding a command is one row here.
 """
 
 import argparse
@@ -121,3 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownModelError, CheckpointError, ValueError, TypeError) as e:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every command writes its outputs whole (a folder swapped in, a file replaced)
+        print(f"zoo {args.command}: interrupted; nothing half-written was kept: run the command again", file=sys.stderr)
+        return 130

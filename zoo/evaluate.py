@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import io
 import json
 import sys
 import time
@@ -35,6 +36,7 @@ from torch import nn
 
 from .data.images import BAD_FILES
 from .data.sources import add_data_path_argument, resolve
+from .data.text import write_atomic
 from .export.llama_backend import NAME as LLAMA_CPP
 from .export.llama_backend import LlamaCppLogits
 from .factory import create_model
@@ -302,7 +304,17 @@ def _parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``eval.py``: one line and status 2 for what the user can fix, status 130 for Ctrl-C (results files are
+    written whole, after every model was evaluated)."""
     args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        print("eval.py: interrupted; no results file was written: run the command again", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         kwargs = json.loads(args.model_kwargs)
     except json.JSONDecodeError as e:
@@ -360,15 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(out, indent=2)
     print(text)
     if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+        write_atomic(args.json_out, text + "\n")
     if args.csv_out or len(rows) > 1:
         path = Path(args.csv_out or "eval_results.csv")
         fields = list(dict.fromkeys(k for r in rows for k in r))
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fields)
-            w.writeheader()
-            w.writerows(
-                [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
-            )
+        table = io.StringIO(newline="")
+        w = csv.DictWriter(table, fields)
+        w.writeheader()
+        w.writerows([{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows])
+        write_atomic(path, table.getvalue())
         print(f"wrote {path}", file=sys.stderr)
     return 0
