@@ -20,3 +20,16 @@ def test_the_build_name_follows_the_source_the_flags_and_the_torch_built_against
     monkeypatch.setattr(torch, "__file__", "/another/venv/site-packages/torch/__init__.py")
     others.add(build_name("zoo_x", "int f();", ["-O3", "-mavx2"]))
     assert len(others) == 4 and name not in others
+
+
+def test_building_the_kernels_says_nothing_of_cuda_on_a_machine_without_a_gpu():
+    """A CUDA build of torch on a CPU machine warns "No CUDA runtime is found" when its compiler driver is imported;
+    the zoo's kernels are CPU code and the line is kept out of every command's output (a fresh process: the driver
+    warns once, at its import)."""
+    import subprocess
+    import sys
+
+    code = "from zoo.layers.cpp import _compiler_driver; import logging; logging.basicConfig(); _compiler_driver()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "CUDA" not in done.stderr, done.stderr

@@ -5,6 +5,7 @@ changed source builds afresh; an unchanged one loads in milliseconds)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 
@@ -44,10 +45,24 @@ def build_name(prefix: str, source: str, flags: list[str]) -> str:
     return f"{prefix}_{digest[:12]}"
 
 
+def _compiler_driver():
+    """``torch.utils.cpp_extension``, imported only when kernels are built. Its import looks for a CUDA toolkit and,
+    with a CUDA build of torch on a machine without a GPU, warns "No CUDA runtime is found": the zoo's kernels are
+    CPU code, so that line says nothing to a user of them and is kept out of their output."""
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        quiet.setLevel(level)
+    return cpp_extension
+
+
 def build(prefix: str, source_dir: str, files: tuple[str, ...], flags: list[str]) -> str:
     """Build and load ``files`` (in ``source_dir``; the first is compiled, the others are included by it) as the
     operator library ``{prefix}_{digest}``; returns the build folder. Raises what the compiler driver raises."""
-    from torch.utils import cpp_extension  # the compiler driver: imported only when kernels are built
+    cpp_extension = _compiler_driver()
 
     texts = {}
     for name in files:
