@@ -47,6 +47,9 @@ CASES = {
         "zoo_recursive",
         hf_auto.RecursiveLMForCausalLM,
     ),
+    # the zoo's int8 / int4 codes: the classes build the quantized layers (quantization_config: quant_method "zoo")
+    "int8": ("mobilellm_125m", dict(SMALL, quantize="int8"), "mobilellm", hf_auto.MobileLLMForCausalLM),
+    "int4_mor": ("mor_135m", dict(RECURSIVE, quantize="int4"), "zoo_recursive", hf_auto.RecursiveLMForCausalLM),
     "recursive_kv_shared_lora": (
         "recursive_135m",
         dict(RECURSIVE, kv_sharing=True, lora_rank=4, ln_share=False),

@@ -80,7 +80,14 @@ def test_an_lm_format_reaches_the_publishable_folder_and_a_wrong_one_is_refused_
     torch.manual_seed(0)
     model = zoo.create_model(name, **kwargs).eval()
     plain = model.save_pretrained(tmp_path / "plain", format="zoo")
-    assert sorted(p.name for p in plain.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
+    # a zoo-format folder carries the remote code its config.json's auto_map names (tests/test_hf_folders.py)
+    assert sorted(p.name for p in plain.iterdir()) == [
+        "config.json",
+        "configuration_zoo.py",
+        "generation_config.json",
+        "model.safetensors",
+        "modeling_zoo.py",
+    ]
     carded = model.save_pretrained(tmp_path / "card", format="zoo", metrics={"perplexity": 12.5})
     config = json.loads((carded / "config.json").read_text())
     assert config["model_type"] == "mobilellm" and (carded / "README.md").is_file()

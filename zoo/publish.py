@@ -27,10 +27,12 @@ from torch import nn
 
 from ._version import __version__
 from .cards import render_published_card
+from .data.lm_tokenizer import CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG, tokenizer_config
 from .data.text import special_token_ids
 from .factory import create_model
 from .hub import CONFIG_NAME, WEIGHTS_NAME, endpoint_reachable, offline_mode
 from .layers.saving import register_hub_functions, write_file
+from .models._lm_files import CONFIGURATION_FILE, MODELING_FILE
 from .profile import count_params, profile
 from .registry import get_entry
 from .weights import load_checkpoint, save_state_dict, sha256_file
@@ -327,7 +329,7 @@ def export_pretrained(
     weights, input_size = _write_files(model, entry, model_name, model_args, data_config, out, format)
 
     if tokenizer_file is not None:
-        _copy_tokenizer(Path(tokenizer_file), out)
+        _copy_tokenizer(Path(tokenizer_file), out, model if entry.task == "text-generation" else None)
 
     summary = _profile_summary(model, entry.task, input_size, latency_runs)
     card = render_published_card(
@@ -394,10 +396,51 @@ def _model_args(model: nn.Module, model_kwargs: dict[str, Any] | None) -> dict[s
     return _architecture_args({**(model_kwargs or {}), **(getattr(model, "pruned_args", None) or {})})
 
 
-def _copy_tokenizer(tokenizer_file: Path, out: Path) -> None:
+def _copy_tokenizer(tokenizer_file: Path, out: Path, lm: nn.Module | None = None) -> None:
+    """The tokenizer file, under the name loaders look for (``tokenizer.json``, or ``tokenizer.model`` for a
+    SentencePiece model); for a language model (``lm``) also transformers' ``tokenizer_config.json``
+    (:func:`write_tokenizer_config`) and the tokenizer folder's ``chat_template.jinja``, if it has one."""
     if not tokenizer_file.is_file():
         raise PublishError(f"tokenizer file {tokenizer_file} does not exist")
-    write_file(out / tokenizer_file.name, tokenizer_file.read_bytes())  # replaces a link there, never writes through
+    name = "tokenizer.model" if tokenizer_file.suffix == ".model" else "tokenizer.json"
+    write_file(out / name, tokenizer_file.read_bytes())  # replaces a link there, never writes through
+    if lm is None:
+        return
+    template = tokenizer_file.parent / CHAT_TEMPLATE_FILE
+    if template.is_file():
+        write_file(out / CHAT_TEMPLATE_FILE, template.read_bytes())
+    write_tokenizer_config(out, lm, tokenizer_file)
+
+
+def write_tokenizer_config(out: Path, lm: nn.Module, tokenizer_file: Path) -> Path | None:
+    """``out/tokenizer_config.json`` for language model ``lm`` and its tokenizer (see
+    :func:`zoo.data.lm_tokenizer.tokenizer_config`: bos/eos/pad from the model's config, ``model_max_length`` its
+    context, the tokenizer folder's own ``tokenizer_config.json`` kept); None, with a warning, where the tokenizer
+    does not load (transformers' AutoTokenizer could not either)."""
+    config = getattr(lm, "config", None)
+    ids = {k: getattr(config, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    base_path = tokenizer_file.parent / TOKENIZER_CONFIG
+    try:
+        base = (
+            json.loads(base_path.read_text()) if base_path.is_file() and base_path != out / TOKENIZER_CONFIG else None
+        )
+        data = tokenizer_config(
+            tokenizer_file,
+            **ids,
+            model_max_length=getattr(config, "max_position_embeddings", None),
+            base=base if isinstance(base, dict) else None,
+        )
+    except Exception as e:  # tokenizers' own errors included: any failure to load means no config to write
+        _logger.warning(
+            "%s does not load as a tokenizer (%s: %s): %s is not written, so transformers' AutoTokenizer will "
+            "not load this folder",
+            tokenizer_file,
+            type(e).__name__,
+            str(e)[:200],
+            TOKENIZER_CONFIG,
+        )
+        return None
+    return write_file(out / TOKENIZER_CONFIG, json.dumps(data, indent=2) + "\n")
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -446,7 +489,11 @@ _EXPORTED_EXTRAS = (
     "tokenizer.model",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "chat_template.jinja",
     "generation_config.json",
+    # transformers' remote code of a folder stock transformers cannot read (zoo.models._lm_files)
+    CONFIGURATION_FILE,
+    MODELING_FILE,
 )
 
 

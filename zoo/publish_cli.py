@@ -14,6 +14,7 @@ from . import publish
 from .factory import create_model
 from .hub import WEIGHTS_NAME
 from .publish import PublishError
+from .registry import get_entry
 from .weights import CheckpointError, sha256_file
 
 __all__ = ["add_convert_arguments", "add_publish_arguments", "run_convert", "run_publish"]
@@ -33,7 +34,8 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    """An authors' (or timm's, or transformers') checkpoint -> a zoo folder: safetensors, config.json, model card."""
+    """An authors' (or timm's, or transformers') checkpoint -> a zoo folder: safetensors, config.json, model card
+    (a language model's also its tokenizer, when one is beside the checkpoint, with transformers' config of it)."""
     try:
         model_args = json.loads(args.model_args) if args.model_args else {}
     except json.JSONDecodeError as e:
@@ -44,10 +46,24 @@ def run_convert(args: argparse.Namespace) -> int:
         args.model, pretrained=True, pretrained_cfg_overlay={"file": args.checkpoint}, **model_args
     ).eval()
     out = publish.export_pretrained(
-        model, args.out_dir, model_name=args.model, model_kwargs=model_args, latency_runs=args.latency_runs
+        model,
+        args.out_dir,
+        model_name=args.model,
+        model_kwargs=model_args,
+        latency_runs=args.latency_runs,
+        tokenizer_file=_tokenizer_beside(Path(args.checkpoint))
+        if get_entry(args.model).task == "text-generation"
+        else None,
     )
     print(f"converted {args.checkpoint} ({args.model}) -> {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
     return 0
+
+
+def _tokenizer_beside(checkpoint: Path) -> Path | None:
+    """A language model checkpoint's tokenizer (``tokenizer.json`` first, else ``tokenizer.model``): in the folder
+    given, or beside the file given; None where there is none."""
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    return next((folder / n for n in ("tokenizer.json", "tokenizer.model") if (folder / n).is_file()), None)
 
 
 def add_publish_arguments(p: argparse.ArgumentParser) -> None:

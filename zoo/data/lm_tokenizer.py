@@ -7,6 +7,10 @@
 one works with the other. A random-init model has no tokenizer: train one on local text with
 :func:`zoo.data.text.train_bpe_tokenizer` (for example on :func:`zoo.data.text.bundled_corpus`).
 
+A model folder the zoo writes with a tokenizer carries transformers' ``tokenizer_config.json`` too
+(:func:`tokenizer_config`: the special tokens, the tokenizer class, the context length and the chat template), so
+that ``AutoTokenizer.from_pretrained(FOLDER)`` has bos/eos/pad and pads a batch with no hand edit.
+
 Chat models ship a chat template (a Jinja string, transformers' ``chat_template``) in the tokenizer folder:
 ``chat_template.jinja``, or ``tokenizer_config.json``'s ``chat_template`` (one string, or named templates).
 :func:`apply_chat_template` renders it in a sandboxed Jinja environment, as transformers does, and tokenizes the
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, unusable_tokenizer_message
+from .text import special_token_ids
 
 __all__ = [
     "SentencePieceTokenizer",
@@ -37,6 +42,7 @@ __all__ = [
     "load_chat_template",
     "load_lm_tokenizer",
     "render_chat_template",
+    "tokenizer_config",
 ]
 
 
@@ -596,3 +602,79 @@ def apply_chat_template(
         return text
     specials = {t: i for t in special_text.values() if (i := tokenizer.token_to_id(t)) is not None}
     return _encode_with_specials(tokenizer, text, specials)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# transformers' tokenizer_config.json
+# ------------------------------------------------------------------------------------------------------------------
+
+_ROLES = ("bos", "eos", "pad")
+
+
+def _is_special(tokenizer, i: int) -> bool:
+    """Whether id ``i`` is one of the tokenizer's special tokens (an added token of a tokenizer.json, a control
+    piece of a SentencePiece model)."""
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        return tokenizer.sp.is_control(i) or tokenizer.sp.is_unknown(i)
+    decoder = getattr(tokenizer, "get_added_tokens_decoder", None)
+    return callable(decoder) and i in decoder()
+
+
+def _role_tokens(tokenizer, model_ids: dict[str, int | None]) -> dict[str, str]:
+    """``{"bos": text, "eos": text, "pad": text}`` for a model and its tokenizer (see :func:`tokenizer_config`)."""
+    own = special_token_ids(tokenizer)
+    vocab = tokenizer.get_vocab_size()
+    found: dict[str, str] = {}
+    for role in _ROLES:
+        candidates = [model_ids.get(f"{role}_token_id"), own.get(f"{role}_token_id")]
+        candidates = [i for i in candidates if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab]
+        # a special token first (the model's, then the tokenizer's own), else a plain one the model names
+        chosen = next((i for i in candidates if _is_special(tokenizer, i)), candidates[0] if candidates else None)
+        text = tokenizer.id_to_token(chosen) if chosen is not None else None
+        if text is not None:
+            found[role] = text
+    for role in ("bos", "pad"):  # GPT-2's convention, and the pad transformers users set: the end-of-text token
+        if role not in found and "eos" in found:
+            found[role] = found["eos"]
+    return found
+
+
+def tokenizer_config(
+    tokenizer_path: str | Path,
+    *,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    model_max_length: int | None = None,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """transformers' ``tokenizer_config.json`` for a model folder whose tokenizer is ``tokenizer_path``
+    (``tokenizer.json``, or a SentencePiece ``tokenizer.model``), so that ``AutoTokenizer.from_pretrained`` has
+    bos/eos/pad and pads a batch.
+
+    The special tokens are the model's ids (its config's ``*_token_id``) where they name one of the tokenizer's
+    special tokens, else the tokenizer's own (by name: ``<s>``, ``<|endoftext|>``, ``<pad>`` ...), else the model's
+    plain token; a tokenizer with an end-of-text token only (the zoo's own BPE) uses it for bos and pad too, as
+    GPT-2's does and as transformers users set ``pad_token = eos_token``. ``padding_side`` is ``"left"`` (a decoder
+    generates after the prompt: batched generation needs the padding before it). ``base`` (the tokenizer folder's
+    own ``tokenizer_config.json``, e.g. its ``chat_template``) is kept; what it lacks is added.
+    """
+    path = Path(tokenizer_path)
+    tokenizer = load_lm_tokenizer(path, add_bos=True)
+    sentencepiece = isinstance(tokenizer, SentencePieceTokenizer)
+    ids = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
+    config: dict[str, Any] = {
+        # transformers 5 maps PreTrainedTokenizerFast to its tokenizers backend; LlamaTokenizer reads tokenizer.model
+        "tokenizer_class": "LlamaTokenizer" if sentencepiece else "PreTrainedTokenizerFast",
+        **{f"{role}_token": text for role, text in _role_tokens(tokenizer, ids).items()},
+        "model_max_length": model_max_length,
+        "padding_side": "left",
+        "clean_up_tokenization_spaces": False,
+    }
+    if sentencepiece:
+        config.update(add_bos_token=tokenizer.add_bos, add_eos_token=tokenizer.add_eos)
+    config = {k: v for k, v in config.items() if v is not None}
+    for key, value in (base or {}).items():
+        if value is not None or key not in config:
+            config[key] = value
+    return config

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..data.lm_tokenizer import load_lm_tokenizer
+from ..data.lm_tokenizer import CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG, load_lm_tokenizer
 from ..factory import create_model, resolve_weight_source
 from ..hub import CONFIG_NAME, download
 from ..lm.decoder import DecoderLM
@@ -37,6 +37,7 @@ from ..lm.quant import (
     portable_kernels,
     quantize_model,
 )
+from ..models._lm_files import CONFIGURATION_FILE, MODELING_FILE
 from ..output_folder import OutputFolderError, check_output_folder, write_folder
 from ..publish import export_pretrained, export_run
 from ..registry import get_entry, list_models
@@ -507,11 +508,21 @@ def write_deployment_files(
         config["zoo"] = {**config.get("zoo", {}), "export_format": spec.format}
         _write_json(folder / CONFIG_NAME, config)
         card = (Path(tmp) / "README.md").read_text()
-        for extra in ("generation_config.json",):
+        # transformers' files: the generation settings, the tokenizer's config (AutoTokenizer) and the remote code
+        # config.json's auto_map names (AutoConfig with trust_remote_code)
+        for extra in (
+            "generation_config.json",
+            TOKENIZER_CONFIG,
+            CHAT_TEMPLATE_FILE,
+            CONFIGURATION_FILE,
+            MODELING_FILE,
+        ):
             if (Path(tmp) / extra).is_file():
                 shutil.copyfile(Path(tmp) / extra, folder / extra)
     (folder / "README.md").write_text(deployment_card(card, spec, module_usage))
     for path in tokenizers:
+        if path.name == TOKENIZER_CONFIG and (folder / TOKENIZER_CONFIG).is_file():
+            continue  # the one written above holds this one's entries, and the model's special tokens
         shutil.copyfile(path, folder / _shipped_name(path, tokenizer is not None))
     if spec.task == VISION:
         _write_json(folder / PREPROCESSING_NAME, preprocessing(model, spec))

@@ -11,6 +11,13 @@ A zoo LM folder that stock transformers cannot express (MobileLLM with layer sha
 A Llama-expressible MobileLLM folder is a stock ``LlamaForCausalLM`` folder and loads as one; nothing here is
 involved.
 
+Without ``import zoo`` (a transformers user's own process), such a folder loads with ``trust_remote_code=True``: the
+zoo writes ``configuration_zoo.py`` and ``modeling_zoo.py`` into it, named in config.json's ``auto_map``
+(:mod:`zoo.models._lm_files`), whose classes subclass the ones here (importing the installed ``zoo``; a missing one
+is an ImportError that says ``pip install zoo``). Without ``trust_remote_code`` transformers says the folder holds
+custom code and asks for it. A model of these classes saved with transformers' ``save_pretrained`` writes the same
+files and ``auto_map``.
+
 The classes come from the registry, named by no family here: every registered text-generation family whose model
 class declares a format of its own (``model_type``, ``hf_architecture``; see :class:`zoo.lm.DecoderLM`) gets them.
 Per ``model_type`` there is a ``PreTrainedConfig`` subclass carrying the zoo config's fields (transformers' key
@@ -27,16 +34,23 @@ for the whole generation, carried as ``past_key_values``); greedy tokens equal t
 Beam search and assisted decoding reorder or crop a cache, which the zoo's static cache does not do: they run
 without one (``use_cache=False``, the full sequence recomputed each step), as does ``generate(use_cache=False)``.
 
-A folder of the zoo's int8/int4 weights (config.json ``quantization``, :mod:`zoo.lm.quant`) is refused with a
-ValueError: these classes would leave its codes unread; ``zoo.create_model(FOLDER)`` loads it.
+A folder of the zoo's int8/int4 weights (config.json ``quantization``, :mod:`zoo.lm.quant`) builds the zoo's
+quantized layers (``quantize_model(..., empty=True)``) before the codes load, so it computes what
+``zoo.create_model(FOLDER)`` computes. Its config.json also says what it is in transformers' convention,
+``quantization_config`` with ``quant_method: "zoo"``: transformers 5 does not refuse an unknown method but warns that
+it "will skip the quantization" (it loads the folder regardless), so :func:`register` registers ``"zoo"`` with
+transformers' quantizers (:class:`ZooQuantizationConfig`, :class:`ZooQuantizer`: the weights are already
+quantized; nothing is converted), and a loaded model says ``is_quantized`` and ``quantization_method == "zoo"``.
 
 Registration: :func:`register` (idempotent; importing this module calls it). ``import zoo`` does not import
 transformers (about a second); :mod:`zoo.export.hf_hook` imports this module once transformers' Auto API is
 loaded. Needs transformers >= 5.
 """
 
+import json
 import logging
 import types
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -48,16 +62,21 @@ try:  # transformers 5's names (PreTrainedConfig, initialization, generate's cac
     from transformers import initialization as init
     from transformers.generation import GenerationMode
     from transformers.modeling_outputs import CausalLMOutputWithPast
+    from transformers.quantizers import HfQuantizer
+    from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
+    from transformers.utils.quantization_config import QuantizationConfigMixin
 except ImportError as e:
     raise ImportError(f"zoo.export.hf_auto needs transformers >= 5, found {transformers.__version__} ({e})") from e
 
 from .. import models  # noqa: F401 - importing the families registers them
-from ..lm import DecoderConfig, DecoderLM, KVCache, LoRA, QuantSpec, RMSNorm
+from ..layers.saving import write_file
+from ..lm import DecoderConfig, DecoderLM, KVCache, LoRA, QuantSpec, RMSNorm, quantize_model
+from ..models._lm_files import QUANT_METHOD, auto_map, remote_code, transformers_class_names
 from ..registry import get_entry, list_models
 
 # and, per registered family with a format of its own, its two classes (Zoo<Config>, <hf_architecture>): see
 # MODEL_TYPES, e.g. ZooMobileLLMConfig / MobileLLMForCausalLM, ZooRecursiveConfig / RecursiveLMForCausalLM
-__all__ = ["MODEL_TYPES", "ZooCache", "auto_classes", "register"]
+__all__ = ["MODEL_TYPES", "ZooCache", "ZooQuantizationConfig", "ZooQuantizer", "auto_classes", "register"]
 
 _logger = logging.getLogger(__name__)
 
@@ -96,6 +115,46 @@ class _ZooLMConfig(PreTrainedConfig):
     def to_zoo_config(self) -> DecoderConfig:
         """The zoo config dataclass these fields describe."""
         return self.zoo_config_class(**{key: getattr(self, key) for key in self.zoo_config_class.field_names()})
+
+
+class ZooQuantizationConfig(QuantizationConfigMixin):
+    """config.json's ``quantization_config`` of a zoo int8/int4 folder: ``quant_method: "zoo"``, ``bits`` and the
+    zoo's own record (``method``, ``group_size``, ``scheme``, ``activations``, ``act_bits``; see
+    :class:`zoo.lm.QuantSpec`, which checks them)."""
+
+    def __init__(self, method: str, bits: int | None = None, **record: Any):
+        record.pop("quant_method", None)
+        self.quant_method = QUANT_METHOD
+        self.spec = QuantSpec.from_record({"method": method, **record}, "quantization_config")
+        self.bits = self.spec.bits
+        if bits is not None and bits != self.bits:
+            raise ValueError(f"quantization_config says bits {bits} but method {method!r} stores {self.bits}-bit codes")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quant_method": self.quant_method, "bits": self.bits, **self.spec.to_dict()}
+
+
+class ZooQuantizer(HfQuantizer):
+    """transformers' quantizer for ``quant_method: "zoo"``: the zoo's classes build the quantized layers from the
+    config, so the codes load as they are; nothing is converted. Any other model class is refused."""
+
+    requires_calibration = True  # the weights are already quantized: the zoo quantizes, transformers does not
+
+    def _process_model_before_weight_loading(self, model, **kwargs):
+        if not isinstance(model, _ZooLMForCausalLM):
+            raise ValueError(
+                f"quant_method {QUANT_METHOD!r} weights are the zoo's int8/int4 codes, which only the zoo's classes "
+                f"read, not {type(model).__name__}; load the folder with AutoModelForCausalLM (trust_remote_code=True) "
+                "or zoo.create_model(FOLDER)"
+            )
+        return model
+
+    def is_serializable(self) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return False
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -137,16 +196,12 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
     _tied_weights_keys = None  # a tied zoo model has no lm_head (see the module doc)
 
     def __init__(self, config: _ZooLMConfig):
-        quantization = QuantSpec.from_checkpoint(config)
-        if quantization is not None and quantization.method != "bf16":
-            # transformers would leave the codes unread and the projections at random init: refused, not loaded
-            raise ValueError(
-                f"this zoo folder holds {quantization.describe()} weights (integer codes with scales), which "
-                "transformers' classes do not read; load it with zoo.create_model(FOLDER)"
-            )
+        quantization = _quantization(config)
         super().__init__(config)
         zoo_model = self.zoo_model_class(config.to_zoo_config())
         zoo_model.pretrained_cfg = {"architecture": config.architecture}
+        if quantization is not None and quantization.method != "bf16":
+            quantize_model(zoo_model, quantization, empty=True)  # the zoo's int8/int4 layers, codes loaded next
         object.__setattr__(self, "zoo_model", zoo_model)  # a plain attribute: not a submodule (no key prefix)
         for name, child in zoo_model.named_children():
             self.add_module(name, child)
@@ -157,6 +212,20 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
         self.post_init()
 
     # -- weights ------------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' ``save_pretrained``, plus the folder's remote-code files and config.json ``auto_map`` (so
+        that the saved folder loads with ``trust_remote_code=True`` where the zoo was never imported)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        folder = Path(save_directory)
+        config_path = folder / "config.json"
+        if config_path.is_file():
+            for name, text in remote_code(self.zoo_model_class).items():
+                write_file(folder / name, text)
+            data = json.loads(config_path.read_text())
+            data["auto_map"] = auto_map(self.zoo_model_class)
+            write_file(config_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return result
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         """The zoo's init (transformers' Llama init, zero LoRA deltas) for weights a checkpoint does not hold."""
@@ -276,6 +345,23 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
         model_kwargs[_CACHE_KEY] = ZooCache(self.zoo_model.new_cache(rows, max_cache_length))
 
 
+def _quantization(config: _ZooLMConfig) -> QuantSpec | None:
+    """The quantization a config records: the zoo's ``quantization`` entry, else transformers'
+    ``quantization_config`` (``quant_method: "zoo"``); None for float weights."""
+    spec = QuantSpec.from_checkpoint(config)
+    if spec is not None:
+        return spec
+    qc = getattr(config, "quantization_config", None)
+    if isinstance(qc, ZooQuantizationConfig):
+        return qc.spec
+    if isinstance(qc, dict) and qc.get("quant_method") == QUANT_METHOD:
+        return ZooQuantizationConfig(**qc).spec
+    if qc is not None:
+        method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+        raise ValueError(f"a zoo model's quantization_config must have quant_method {QUANT_METHOD!r}, got {method!r}")
+    return None
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The classes of every registered family, derived from the registry
 # --------------------------------------------------------------------------------------------------------------
@@ -300,14 +386,15 @@ def _classes_of(model_cls: type[DecoderLM], family: str) -> tuple[type[_ZooLMCon
             zoo_config_class=model_cls.config_class,
             default_architecture=family,
         )
-        config_cls = _new_class(f"Zoo{model_cls.config_class.__name__}", _ZooLMConfig, config_attrs)
+        config_name, model_name = transformers_class_names(model_cls)  # the names its folders' auto_map gives
+        config_cls = _new_class(config_name, _ZooLMConfig, config_attrs)
         model_attrs = dict(
             __module__=__name__,
             __doc__=f"A zoo {model_cls.__name__} as a transformers causal LM.",
             config_class=config_cls,
             zoo_model_class=model_cls,
         )
-        model = _new_class(model_cls.hf_architecture, _ZooLMForCausalLM, model_attrs)
+        model = _new_class(model_name, _ZooLMForCausalLM, model_attrs)
         _derived[model_cls] = (config_cls, model)
     return _derived[model_cls]
 
@@ -353,6 +440,9 @@ def register() -> list[str]:
     warning. A family registered since this module was imported is added to :data:`MODEL_TYPES` first. Returns the
     model types the zoo's classes serve.
     """
+    if QUANT_METHOD not in AUTO_QUANTIZER_MAPPING:  # transformers' quantizers know the zoo's int8/int4 folders
+        AUTO_QUANTIZATION_CONFIG_MAPPING[QUANT_METHOD] = ZooQuantizationConfig
+        AUTO_QUANTIZER_MAPPING[QUANT_METHOD] = ZooQuantizer
     for model_type, pair in auto_classes().items():
         MODEL_TYPES.setdefault(model_type, pair)
     for model_type, (config_class, model_class) in MODEL_TYPES.items():
