@@ -421,3 +421,49 @@ def test_the_pruning_summary_takes_wall_time_from_the_median_run(results: Path):
     path.write_text(json.dumps(doc))
     row = next(line for line in headline.data_pruning_summary(results).splitlines() if "| 100 x 5 |" in line)
     assert row.endswith("| 94.0% |")
+
+
+def _write_many(path: str, first: int, count: int) -> None:
+    """One writer: ``count`` runs of one row each (models m{first}..), merged into ``path`` one by one."""
+    for i in range(first, first + count):
+        row = {"model": f"m{i}", "batch": "1 x 8", "peer_rate": 1.0, "zoo_rate": 1.0}
+        train_bench.write_results(Path(path), [row], f"writer {first}")
+
+
+def test_two_processes_merging_into_one_file_keep_every_row(tmp_path: Path, monkeypatch):
+    """Read, merge and write back under one lock: two processes merging 25 rows each into one results file keep
+    all 50 (without the lock, one writer's read misses the other's rows and its write drops them)."""
+    import multiprocessing
+
+    import zoo.bench.harness as harness
+
+    monkeypatch.setattr(harness, "_commit", lambda: "abc1234")  # no git process per write: the writes interleave
+    path = tmp_path / "train_throughput.json"
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_write_many, args=(str(path), first, 25)) for first in (0, 100)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(120)
+        assert w.exitcode == 0
+    models = {r["model"] for r in json.loads(path.read_text())["train_step"]}
+    assert models == {f"m{i}" for i in [*range(25), *range(100, 125)]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_throughput.json"]  # no lock or temporary file
+
+
+def test_a_failed_results_write_keeps_the_file_and_leaves_no_temporary(tmp_path: Path, monkeypatch):
+    import errno
+
+    from zoo.bench.harness import save_results
+
+    path = tmp_path / "r.json"
+    save_results(path, {"rows": [1]})
+
+    def full(self, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", full)
+    with pytest.raises(OSError, match="No space left"):
+        save_results(path, {"rows": [2]})
+    assert json.loads(path.read_text()) == {"rows": [1]}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

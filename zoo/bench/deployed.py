@@ -40,6 +40,7 @@ from .harness import (
     default_runs,
     load_results,
     median,
+    one_writer,
     output_diff,
     peer_row,
     provenance,
@@ -262,6 +263,7 @@ def result_rows(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+@one_writer
 def write_results(path: Path, rows: Sequence[Row], command: str) -> dict[str, Any]:
     """Append one run to ``path``'s ``runs`` under its provenance, after removing the rows (model, setting) it
     measured again from the earlier runs (a run left without rows goes); written atomically."""

@@ -13,7 +13,7 @@ from ..lm import gemv
 from ..registry import get_entry, list_models
 from . import formats
 from .formats import BACKEND, FORMATS, PEER, PTE, PTE_TYPES, TARGETS, _pair_columns, quality_pairs
-from .harness import Row, load_results, merge_rows, print_header, provenance, report, save_results
+from .harness import Row, load_results, merge_rows, one_writer, print_header, provenance, report, save_results
 from .options import add_common, add_out, check_out, csv_of, recorded_command, refuse
 
 __all__ = ["add_arguments", "notes", "run", "write_results"]
@@ -162,6 +162,7 @@ def _pte_entry(r: Row) -> dict[str, Any]:
             "export_s": round(x["export s"])}  # fmt: skip
 
 
+@one_writer
 def write_results(path: Path, rows: Sequence[Row], command: str, settings: str) -> dict[str, Any]:
     """Merge one run into ``path`` (``results/lm_decode.json``): each model's decode rows into its entry of ``runs``
     (the formats it measured replaced, the others kept with their run's provenance), the pte rows into ``pte``

@@ -13,6 +13,8 @@
 
 import contextlib
 import datetime
+import fcntl
+import functools
 import importlib.metadata
 import json
 import math
@@ -44,11 +46,13 @@ __all__ = [
     "format_rows",
     "library_versions",
     "merge_rows",
+    "one_writer",
     "peer_row",
     "print_header",
     "report",
     "provenance",
     "randomize_",
+    "results_lock",
     "save_results",
     "time_interleaved",
     "write_json",
@@ -241,12 +245,42 @@ def provenance(machine: str | None = None) -> dict[str, Any]:
 
 
 def save_results(path: Path, doc: dict[str, Any]) -> None:
-    """Write a results file atomically (a temporary file beside it, then renamed)."""
+    """Write a results file atomically (a temporary file beside it, then renamed); a write that fails (a full disk)
+    leaves the file as it was and no temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def results_lock(path: Path):
+    """One writer at a time in ``path``'s folder: an exclusive ``flock`` on the folder itself (nothing is left
+    beside the files), held from reading a results file to writing it back, so that two runs merging rows into one
+    file keep each other's rows."""
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
+
+
+def one_writer(write: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """A ``write_results(path, ...)`` (read, merge, write back) run under :func:`results_lock`."""
+
+    @functools.wraps(write)
+    def locked(path: Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with results_lock(path):
+            return write(path, *args, **kwargs)
+
+    return locked
 
 
 def load_results(path: Path) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from .harness import (
     load_results,
     median,
     merge_rows,
+    one_writer,
     peer_row,
     print_header,
     provenance,
@@ -138,6 +139,7 @@ def result_rows(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+@one_writer
 def write_results(path: Path, rows: list[dict[str, Any]], command: str, settings: str) -> dict[str, Any]:
     """Merge one run's :func:`result_rows` into ``path``'s ``prune_latency`` (rows of the same model replaced, the
     others kept with their run's provenance; the file's other sections kept) and write it atomically."""

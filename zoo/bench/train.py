@@ -59,6 +59,7 @@ from .harness import (
     environment,
     load_results,
     merge_rows,
+    one_writer,
     peer_row,
     print_header,
     provenance,
@@ -355,6 +356,7 @@ def _key(r: dict[str, Any]) -> tuple:
     return r["model"], r["batch"], tuple(r.get("switches", ()))
 
 
+@one_writer
 def write_results(path: Path, rows: list[dict[str, Any]], command: str) -> dict[str, Any]:
     """Merge one run's :func:`result_row` rows into ``path`` (rows of the same model, batch and switches replaced,
     the others kept with their own run's provenance) and write it atomically; returns the document."""
