@@ -6,6 +6,7 @@ mixing matrices), which run at their cfg size; language models run at their tiny
 import inspect
 
 import pytest
+import timm
 import torch
 from small_lms import tiny_lm
 from timm.models import group_parameters
@@ -115,6 +116,28 @@ def check_interface(name: str, tmp_path) -> None:
     model.reset_classifier(7, "avg")
     assert model(x).shape == (2, 7)
     assert model.get_classifier() is not None
+
+
+@torch.no_grad()
+def check_headless(name: str) -> None:
+    """``num_classes=0``, timm's headless model: its output is ``head_hidden_size`` wide, as is
+    ``forward_head(pre_logits=True)``, and ``num_features`` is the channels of ``forward_features``' map (timm's
+    contract, which its own suite asserts). The two widths are one number unless the head flattens the map
+    (ConvNet-D's, like timm's VGG): then the pre-logits width is the map's size. A name timm owns has the widths of
+    timm's build. On the meta device: shapes only, nothing computed."""
+    model = zoo.create_model(name, num_classes=0, device="meta").eval()
+    s = input_size(name)
+    x = torch.empty(2, 3, s, s, device="meta")
+    feats = model.forward_features(x)
+    assert feats.shape[1] == model.num_features
+    out, pre = model(x), model.forward_head(feats, pre_logits=True)
+    assert out.shape == pre.shape == (2, model.head_hidden_size)
+    flattened = getattr(model, "global_pool", None) == "flatten"
+    assert model.head_hidden_size == model.num_features * (feats.shape[2] * feats.shape[3] if flattened else 1)
+    if zoo.model_info(name)["timm_owns_name"]:
+        theirs = timm.create_model(name, num_classes=0, device="meta").eval()
+        assert (theirs.num_features, theirs.head_hidden_size) == (model.num_features, model.head_hidden_size)
+        assert theirs(x).shape == out.shape
 
 
 @torch.no_grad()

@@ -74,12 +74,16 @@ def test_missing_file_and_folder(tmp_path):
 
 
 def test_ddp_prefix_and_ema_wrappers(tmp_path):
+    """timm's rule (``timm.models.load_state_dict``): the EMA weights when the file has them, unless
+    ``use_ema=False``; the DDP and torch.compile prefixes removed."""
     sd = zoo.create_model("poolformer_s12").state_dict()
     ema = {k: v + 1 for k, v in sd.items()}
     path = tmp_path / "ckpt.pth"
     torch.save({"model": {"module." + k: v for k, v in sd.items()}, "model_ema": ema}, path)
+    assert torch.equal(read_state_dict(path)["stem.conv.weight"], ema["stem.conv.weight"])
+    assert torch.equal(read_state_dict(path, use_ema=False)["stem.conv.weight"], sd["stem.conv.weight"])
+    torch.save({"state_dict": {"_orig_mod.module." + k: v for k, v in sd.items()}}, path)
     assert torch.equal(read_state_dict(path)["stem.conv.weight"], sd["stem.conv.weight"])
-    assert torch.equal(read_state_dict(path, use_ema=True)["stem.conv.weight"], ema["stem.conv.weight"])
 
 
 def test_no_weights_known_without_source():

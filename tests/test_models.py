@@ -17,6 +17,7 @@ from model_checks import (
     check_autocast,
     check_cfg,
     check_features,
+    check_headless,
     check_interface,
     check_param_count,
     check_regularisation,
@@ -57,6 +58,11 @@ def test_train_step(name):
 @pytest.mark.parametrize("name", ALL_VISION)
 def test_interface(name, tmp_path):
     check_interface(name, tmp_path)
+
+
+@pytest.mark.parametrize("name", ALL_VISION)
+def test_headless_output_width(name):
+    check_headless(name)
 
 
 @pytest.mark.parametrize("name", ALL_VISION)

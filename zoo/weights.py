@@ -1,12 +1,15 @@
 """Reading, checking and writing weights: the one place that touches weight files.
 
-Loading never unpickles arbitrary objects: safetensors, or ``torch.load(weights_only=True)``. A file is recognised
+Loading never unpickles arbitrary objects: safetensors, or ``torch.load(weights_only=True)`` with one type allowed
+besides tensors and plain containers, ``argparse.Namespace`` (the ``args`` timm's ``train.py`` records in its
+checkpoints, as timm's own loader allows it). A file is recognised
 by its first bytes, not its name, so a Git LFS pointer, a saved web page or a JSON file is named for what it is. A
 checkpoint is converted (the family's ``checkpoint_filter_fn``) and checked against the model *before* anything is
 copied -- the architecture its file names, keys, shapes, integer tensors where the model has float ones, NaN/inf
 values -- so a checkpoint that does not fit raises :class:`CheckpointMismatchError` and leaves the model untouched.
 """
 
+import argparse
 import hashlib
 import json
 import logging
@@ -40,6 +43,11 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 _WRAPPER_KEYS = ("state_dict", "model", "module")
+_EMA_KEYS = ("state_dict_ema", "model_ema")  # timm's train.py writes the first, ConvNeXt-style code the second
+# what torch.load may build besides tensors and plain containers: timm's training checkpoints record their ``args``
+_SAFE_GLOBALS = [argparse.Namespace]
+# wrappers' prefixes on every key: DDP's ``module.``, torch.compile's ``_orig_mod.`` (timm's clean_state_dict)
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth")
 
 
@@ -134,13 +142,17 @@ def _weight_file(path: Path) -> Path:
     return path
 
 
-def read_state_dict(path: str | os.PathLike, use_ema: bool = False) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, use_ema: bool = True) -> dict[str, torch.Tensor]:
     """Read a flat ``{name: tensor}`` dict from a safetensors/``.pth``/``.pth.tar``/``.bin`` file or a folder.
 
     The format comes from the file's first bytes (safetensors content loads whatever its suffix); anything else
     (an LFS pointer, a web page, JSON, an empty or unknown file) is a :class:`CheckpointError` saying what it is.
-    ``{"model" | "state_dict": ...}`` wrappers and a ``module.`` prefix (DDP) are removed; with ``use_ema`` a
-    ``model_ema``/``state_dict_ema`` entry is preferred when present.
+    A training checkpoint's weights are taken as timm's ``load_state_dict`` takes them: with ``use_ema`` (the
+    default, as in timm) its ``state_dict_ema`` or ``model_ema`` entry when it has one, else its ``state_dict``,
+    ``model`` or ``module`` entry; a ``module.`` (DDP) or ``_orig_mod.`` (torch.compile) prefix is removed. timm's
+    ``train.py`` files (``last.pth.tar``, ``model_best.pth.tar``) load so, their ``args`` (an
+    ``argparse.Namespace``, the one type allowed besides tensors and plain containers), optimizer state and
+    metrics left aside.
     """
     path = _weight_file(Path(path))
     kind = _kind(path)
@@ -171,15 +183,16 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _load_torch(path: Path) -> Any:
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "GLOBAL" not in str(e):  # not a refused object: a broken pickle stream
             raise CheckpointError(
                 f"{path} could not be read as a PyTorch checkpoint; it may be truncated or corrupt."
             ) from e
         raise CheckpointError(
-            f"{path} holds objects other than tensors and plain containers; the zoo does not unpickle arbitrary "
-            f"code. Re-save it as a state dict (or safetensors) from a trusted environment. ({e})"
+            f"{path} holds objects other than tensors, plain containers and argparse.Namespace; the zoo does not "
+            f"unpickle arbitrary code. Re-save it as a state dict (or safetensors) from a trusted environment. ({e})"
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError) as e:
         raise CheckpointError(
@@ -205,18 +218,15 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         ) from e
 
 
-def _unwrap(obj: Any, use_ema: bool = False) -> dict[str, torch.Tensor]:
+def _unwrap(obj: Any, use_ema: bool = True) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict):
-        if use_ema:
-            for k in ("model_ema", "state_dict_ema"):
-                if isinstance(obj.get(k), dict):
-                    return _unwrap(obj[k])
-        for k in _WRAPPER_KEYS:
+        for k in (*(_EMA_KEYS if use_ema else ()), *_WRAPPER_KEYS):
             if isinstance(obj.get(k), dict):
                 return _unwrap(obj[k])
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors and all(k.startswith("module.") for k in tensors):
-            tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+        for prefix in _WRAPPER_PREFIXES * 2:  # either order: torch.compile around DDP, or DDP around it
+            if tensors and all(k.startswith(prefix) for k in tensors):
+                tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
         return tensors
     return {}
 
@@ -235,13 +245,15 @@ def load_checkpoint(
     path: str | os.PathLike | dict[str, torch.Tensor],
     filter_fn: Callable | None = None,
     strict: bool = True,
-    use_ema: bool = False,
+    use_ema: bool = True,
     allow_architecture_mismatch: bool = False,
     allow_nonfinite: bool = False,
 ) -> dict[str, list]:
     """Load a checkpoint file (any origin the model's family converts) or a state dict into ``model``.
 
-    When ``filter_fn`` is None the family's ``checkpoint_filter_fn`` (from the model's module) is used. A file
+    When ``filter_fn`` is None the family's ``checkpoint_filter_fn`` (from the model's module) is used. As with
+    timm's ``load_checkpoint``, a training checkpoint's EMA weights are loaded when it has them; ``use_ema=False``
+    takes its plain ``state_dict`` (:func:`read_state_dict`). A file
     whose safetensors metadata names another architecture is refused unless ``allow_architecture_mismatch``; see
     :func:`load_state_dict_checked` for the other checks.
     """

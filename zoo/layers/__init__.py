@@ -5,7 +5,7 @@ from .args import check_known_keys
 from .backbone import VisionBackbone, imagenet_cfg
 from .features import StagePruningMixin, check_drop_rates, check_head_args, take_indices
 from .large_kernel import BN_EPS, ConvBN, DecomposedLargeKernel, FusedLargeKernel, fold_batchnorm
-from .linear import Linear
+from .linear import Linear, save_as_conv1x1
 from .mlp import Mlp
 from .norm import ChannelLayerNorm, SpatialLayerNorm, spatial_stats
 from .recursion import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
@@ -36,6 +36,7 @@ __all__ = [
     "needs_grad",
     "recursion_indices",
     "residual_add",
+    "save_as_conv1x1",
     "sequence_schedule",
     "spatial_stats",
     "take_indices",

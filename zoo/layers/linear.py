@@ -11,6 +11,9 @@ Training (autograd recording), other devices and other dtypes use ``F.linear``, 
 ``zoo.create_model(NAME, onednn_linear=False)``) always uses ``F.linear``. Left unset, the environment variable
 ``ZOO_ONEDNN_LINEAR`` (``0`` turns it off), read when the layer is built, gives the default; it never overrides
 an explicit argument.
+
+:func:`save_as_conv1x1` gives a layer the saved layout of a 1x1 convolution: the state dict of a MetaFormer stage is
+timm's, whose pointwise layers are ``nn.Conv2d(kernel_size=1)``, while the zoo computes them as this ``Linear``.
 """
 
 import os
@@ -21,7 +24,7 @@ from torch import nn
 
 from .tracing import is_eager
 
-__all__ = ["MIN_ROWS", "Linear", "onednn_default"]
+__all__ = ["MIN_ROWS", "Linear", "onednn_default", "save_as_conv1x1"]
 
 MIN_ROWS = 1024
 
@@ -74,3 +77,41 @@ class Linear(nn.Linear):
         image = x.reshape(1, 1, rows, self.in_features).permute(0, 3, 1, 2)
         y = F.conv2d(image, self.weight.view(self.out_features, self.in_features, 1, 1), self.bias)
         return y.permute(0, 2, 3, 1).reshape(*x.shape[:-1], self.out_features)
+
+
+def save_as_conv1x1(linear: nn.Linear) -> nn.Linear:
+    """Save ``linear``'s weight as a 1x1 convolution's, ``(out, in, 1, 1)``, and load it from that shape.
+
+    The layer still holds and computes with its ``(out, in)`` parameter; only its state dict changes, so a checkpoint
+    crosses to and from a model whose layer is ``nn.Conv2d(in, out, 1)`` (timm's MetaFormer stages) by
+    ``load_state_dict`` alone, strict, in either direction, with nothing for the user to convert. The saved weight
+    is a view of the parameter (``torch.save``, safetensors and timm's EMA, which updates the state dict's tensors in
+    place, all see the parameter's storage); the bias keeps its shape, as a convolution's has the same. Loading also
+    takes an ``(out, in)`` weight as it is. ``state_dict(keep_vars=True)``, which hands out the parameter objects
+    themselves, is left as it is. The hooks run at save and load time only; the forward is untouched.
+    Returns ``linear``.
+    """
+    linear.register_state_dict_post_hook(_weight_to_conv1x1)
+    linear.register_load_state_dict_pre_hook(_weight_from_conv1x1)
+    return linear
+
+
+# module-level functions, not closures or bound methods, so that a hooked model deep-copies (timm's EMA) and pickles
+
+
+def _weight_to_conv1x1(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    key = prefix + "weight"
+    weight = state_dict.get(key)
+    # ``state_dict(keep_vars=True)`` asks for the parameter objects themselves (torch.jit.trace maps them by identity):
+    # those stay as they are; the tensors every save reads (``keep_vars=False``) get the convolution's shape
+    if weight is not None and weight.dim() == 2 and not isinstance(weight, nn.Parameter):
+        state_dict[key] = weight[:, :, None, None]
+
+
+def _weight_from_conv1x1(
+    module: nn.Module, state_dict: dict, prefix: str, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+) -> None:
+    key = prefix + "weight"
+    weight = state_dict.get(key)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 4 and weight.shape[2:] == (1, 1):
+        state_dict[key] = weight.flatten(1)

@@ -13,6 +13,12 @@ Numerics follow the authors' code, not timm's port. The differences that matter:
 Layout: stages run channels-last, (B, H, W, C), as the authors' baselines do; pointwise layers are
 ``nn.Linear``. ``forward_features`` returns the usual (B, C, H, W) view of that memory (no copy).
 
+Saved layout: timm's, key for key and shape for shape, for every model (the names timm registers too and the zoo's
+own). timm runs the stages without attention channels-first, with their pointwise layers (the MLP's ``fc1``/``fc2``,
+SepConv's ``pwconv1``/``pwconv2``) as 1x1 convolutions, so those weights are saved as ``(out, in, 1, 1)``
+(:func:`zoo.layers.save_as_conv1x1`); the attention stages' are ``(out, in)`` in both. ``torch.save``, safetensors
+and timm's training checkpoints of either build load into the other with ``load_state_dict`` alone.
+
 Speed: the pooling and identity token mixers are memory-bound, so their blocks are computed in one or two
 passes over the map instead of five or six. With ``n = GroupNorm1(x) = w * (x - mean) * rstd + b`` and an
 average pool that maps constants to themselves (``count_include_pad=False``),
@@ -39,6 +45,7 @@ from ..layers import (
     drop_path_gain,
     needs_grad,
     residual_add,
+    save_as_conv1x1,
 )
 from ..layers.backbone import GLOBAL_POOLS, VisionBackbone, global_pool_nchw, imagenet_cfg
 from ..layers.features import check_drop_rates, check_head_args
@@ -262,6 +269,12 @@ class MetaFormerBlock(nn.Module):
         self.layer_scale2 = Scale(dim, layer_scale_init_value) if layer_scale_init_value is not None else None
         self.res_scale2 = Scale(dim, res_scale_init_value) if res_scale_init_value is not None else None
         self.drop_path = drop_path
+        if token_mixer != "attention":  # timm's channels-first stages: 1x1 convolutions in its state dict
+            pointwise = [self.mlp.fc1, self.mlp.fc2]
+            if isinstance(self.token_mixer, SepConv):
+                pointwise += [self.token_mixer.pwconv1, self.token_mixer.pwconv2]
+            for layer in pointwise:
+                save_as_conv1x1(layer)
 
     def _gain(self, layer_scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         """Layer scale times the stochastic-depth factor; None when both are 1."""
@@ -700,7 +713,7 @@ class MetaFormer(VisionBackbone, nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Checkpoint conversion: the authors' layouts and timm's layout -> the zoo's
+# Checkpoint conversion: the authors' layouts -> the zoo's (timm's)
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -738,12 +751,12 @@ def _rename_head(key: str) -> str:
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Convert a MetaFormer state dict of any supported origin to the zoo's keys and shapes.
+    """Convert a MetaFormer state dict of any supported origin to the zoo's keys and shapes (timm's).
 
     Origins: the authors' PoolFormer v1 files (``network.N.*``), the authors' baselines files
-    (``downsample_layers.*``), timm's checkpoints (1x1-conv weights of shape [out, in, 1, 1]) and the zoo's own.
-    Shapes that differ only by trailing singleton dims (conv 1x1 vs linear) are reshaped; anything else is left
-    for the loader to report.
+    (``downsample_layers.*``), both with linear pointwise weights of shape [out, in], and timm's checkpoints, which
+    are the zoo's own layout. Shapes that differ only by singleton dims (linear vs conv 1x1) are reshaped; anything
+    else is left for the loader to report.
     """
     if any(k.startswith("network.") for k in state_dict):
         rename = _rename_poolformer_v1
