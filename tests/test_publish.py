@@ -326,6 +326,52 @@ def test_unreachable_hub_is_reported_at_once(hub, exported, monkeypatch):
     assert time.perf_counter() - start < 10  # no client retries with back-off
 
 
+@pytest.fixture
+def stalled_hub(monkeypatch):
+    """A Hub on 127.0.0.1 that accepts every connection and never answers."""
+    import socket
+    import threading
+
+    from huggingface_hub import constants
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setenv("ZOO_HUB_TIMEOUT", "2")
+    yield endpoint
+    server.close()
+    for c in held:
+        c.close()
+
+
+def test_a_hub_that_never_answers_is_given_up_in_bounded_time(stalled_hub, exported, tmp_path, monkeypatch):
+    """A Hub that accepts and never answers: the load and the upload each give up after ZOO_HUB_TIMEOUT seconds
+    with an error naming the Hub and what to do (the client alone waited minutes), and the upload is not reported
+    as done."""
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"the Hub at {stalled_hub} did not answer within 2 s while fetching "
+                       r"hf-hub:me/pf-digits/config.json.*ZOO_HUB_TIMEOUT.*not in the local cache"):  # fmt: skip
+        zhub.download("me/pf-digits", "config.json", cache_dir=tmp_path / "cache")
+    with pytest.raises(PublishError, match=r"did not answer within 2 s while creating me/pf-digits.*publish again"):
+        publish.upload_folder(exported, "me/pf-digits")
+    assert time.perf_counter() - start < 20
+    monkeypatch.setenv("ZOO_HUB_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="ZOO_HUB_TIMEOUT='soon' is not a number of seconds"):
+        zhub.hub_timeout()
+
+
 def test_auth_failure_names_the_problem_never_the_token(hub, exported, caplog, capsys):
     hub.tokens = {"hf_right"}
     secret = "hf_secret_do_not_print_91"

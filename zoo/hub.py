@@ -10,6 +10,8 @@ import json
 import os
 import re
 import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,7 +29,9 @@ from .weights import CheckpointError, ChecksumError, sha256_file
 
 __all__ = [
     "WEIGHTS_NAME",
+    "bounded_call",
     "download",
+    "hub_timeout",
     "endpoint_reachable",
     "offline_mode",
     "read_config_file",
@@ -57,6 +61,49 @@ def endpoint_reachable(endpoint: str, timeout: float = 3.0) -> bool:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+HUB_TIMEOUT_VAR = "ZOO_HUB_TIMEOUT"
+DEFAULT_HUB_TIMEOUT = 120.0  # seconds for one Hub call: a config, a checkpoint, a repo's creation or an upload
+
+
+def hub_timeout() -> float:
+    """The longest wait for one Hub call, in seconds: ``ZOO_HUB_TIMEOUT``, else :data:`DEFAULT_HUB_TIMEOUT`."""
+    text = os.environ.get(HUB_TIMEOUT_VAR, "").strip()
+    if not text:
+        return DEFAULT_HUB_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{HUB_TIMEOUT_VAR}={text!r} is not a number of seconds above 0: set it so, or unset it")
+    return value
+
+
+def bounded_call(call: Callable[[], Any], what: str) -> Any:
+    """``call()``, given up after :func:`hub_timeout` seconds with a ``TimeoutError`` naming the Hub and ``what``
+    was under way. A Hub that accepts connections and never answers would otherwise hold the caller for minutes
+    (the client's read timeouts, each retried); the call runs in a daemon thread that is left to its socket, and
+    a file it was downloading stays in the cache's incomplete form, never read."""
+    timeout, done = hub_timeout(), {}
+
+    def run() -> None:
+        try:
+            done["value"] = call()
+        except BaseException as e:  # handed to the caller's thread
+            done["error"] = e
+
+    worker = threading.Thread(target=run, name="zoo-hub-call", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(
+            f"the Hub at {constants.ENDPOINT} did not answer within {timeout:g} s while {what}. Check the network "
+            f"or HF_ENDPOINT and try again ({HUB_TIMEOUT_VAR}=SECONDS waits longer)"
+        )
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
 
 
 def offline_mode() -> bool:
@@ -99,7 +146,8 @@ def download(
 
     ``HF_ENDPOINT`` picks the Hub, ``cache_dir`` the cache (default: huggingface_hub's), ``HF_HUB_OFFLINE=1``
     uses the cache only. When the endpoint cannot be reached the cached copy is used if there is one; otherwise
-    the error says so at once (the client alone would retry for ~25 s first). The file's sha256 must equal
+    the error says so at once (the client alone would retry for ~25 s first); a Hub that accepts and never
+    answers is given up after :func:`hub_timeout` seconds, the same way. The file's sha256 must equal
     ``sha256`` when given, else the sha256 the Hub gave as its ETag (LFS files): a mismatch raises
     :class:`ChecksumError` and deletes nothing.
     """
@@ -109,8 +157,18 @@ def download(
     where = f"hf-hub:{repo_id}/{filename}"
     is_offline = offline_mode()
     offline = is_offline or not endpoint_reachable(endpoint)
+
+    def fetch(local_only: bool) -> str:
+        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_only)
+
     try:
-        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline)
+        try:
+            path = fetch(True) if offline else bounded_call(lambda: fetch(False), f"fetching {where}")
+        except TimeoutError as stalled:  # a Hub that never answers: the cached copy, as for one not reached
+            try:
+                path = fetch(True)
+            except LocalEntryNotFoundError:
+                raise CheckpointError(f"{stalled}; {where} is not in the local cache {cache} either") from None
     except LocalEntryNotFoundError as e:  # (a subclass of EntryNotFoundError: caught first)
         if is_offline:
             raise CheckpointError(

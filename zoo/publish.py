@@ -30,7 +30,7 @@ from .cards import render_published_card
 from .data.lm_tokenizer import CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG, tokenizer_config
 from .data.text import special_token_ids
 from .factory import create_model
-from .hub import CONFIG_NAME, WEIGHTS_NAME, endpoint_reachable, offline_mode
+from .hub import CONFIG_NAME, WEIGHTS_NAME, bounded_call, endpoint_reachable, offline_mode
 from .layers.saving import register_hub_functions, write_file
 from .models._lm_files import CONFIGURATION_FILE, MODELING_FILE
 from .profile import count_params, profile
@@ -639,15 +639,23 @@ def upload_folder(
         )
     api = HfApi(endpoint=endpoint, token=token)
     step = f"creating {repo_id}"
-    try:
-        url = api.create_repo(repo_id, private=private, exist_ok=True)
+    try:  # each call bounded (hub.bounded_call): a Hub that stops answering is an error, never a wait forever
+        url = bounded_call(lambda: api.create_repo(repo_id, private=private, exist_ok=True), step)
         step = f"uploading {len(files)} files to {repo_id}"
-        info = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            allow_patterns=files,
-            commit_message=commit_message or f"Upload {repo_id} with zoo",
+        info = bounded_call(
+            lambda: api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                allow_patterns=files,
+                commit_message=commit_message or f"Upload {repo_id} with zoo",
+            ),
+            step,
         )
+    except TimeoutError as e:  # the commit may or may not land later: not reported as done
+        raise PublishError(
+            f"{e}. The upload is not known to have finished: publish again (files already there are skipped); "
+            f"the exported folder is {folder}"
+        ) from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):
