@@ -8,6 +8,7 @@ The models are tiny and random (tests/small_lms.py's SMALL), the tokenizer a byt
 corpus; everything is built here, offline.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -289,8 +290,8 @@ def _zoo_loglikelihood(model, tokenizer_file: Path, context: str, continuation: 
 @pytest.mark.slow  # lm_eval's CLI three times (a process each, importing lm_eval, datasets and transformers)
 @pytest.mark.parametrize("kind", sorted(FOLDERS))
 def test_lm_eval_cli_runs_on_the_folder(kind, tmp_path, tokenizer_file):
-    if shutil.which("lm_eval") is None:
-        pytest.skip("lm-eval is not installed (pip install lm-eval): its CLI is what this test runs")
+    if shutil.which("lm_eval") is None or importlib.util.find_spec("accelerate") is None:
+        pytest.skip("lm-eval's hf model is not installed (pip install 'lm-eval[hf]'): its CLI is what this test runs")
     folder, model = _folder(kind, tmp_path / kind, tokenizer_file)
     tasks = _lm_eval_tasks(tmp_path / "tasks")
     model_args = f"pretrained={folder}" + (",trust_remote_code=True" if kind != "mobilellm" else "")

@@ -426,12 +426,19 @@ def test_transformers_format_refuses_codes(tmp_path):
     assert config["architectures"] == ["LlamaForCausalLM"] and config["torch_dtype"] == "bfloat16"
 
 
-def test_transformers_auto_classes_refuse_codes(int8_folder):
+def test_transformers_auto_classes_read_the_codes_and_stock_classes_refuse_them(int8_folder):
     from transformers import AutoModelForCausalLM  # heavy: only this test needs it
 
-    import zoo.export.hf_auto  # noqa: F401  (registers the zoo's model types)
+    import zoo.export.hf_auto  # noqa: F401  (registers the zoo's model types and quant_method "zoo")
 
-    with pytest.raises(ValueError, match="transformers' classes do not read"):
+    hf = AutoModelForCausalLM.from_pretrained(str(int8_folder))  # the zoo's classes build the int8 layers
+    assert hf.is_quantized and hf.quantization_method == "zoo"
+    ids = torch.tensor([[3, 5, 7, 9, 11]])
+    with torch.no_grad():
+        assert torch.equal(hf(ids).logits, zoo.create_model(str(int8_folder), pretrained=True).eval()(ids))
+    # the same codes described as a stock Llama folder: transformers' Llama would leave them unread
+    _edit_config(int8_folder, model_type="llama", architectures=["LlamaForCausalLM"], auto_map=None)
+    with pytest.raises(ValueError, match="only the zoo's classes read, not LlamaForCausalLM"):
         AutoModelForCausalLM.from_pretrained(str(int8_folder))
 
 
