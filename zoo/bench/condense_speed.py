@@ -18,6 +18,7 @@ random images; ``--ipc 1,10``; ``--speed-methods dm,dsa,dc,mtt``; ``--speed-thre
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -153,8 +154,11 @@ def _child(args: argparse.Namespace) -> int:
     """One side in its own process: a warm-up iteration (compilation, allocator pools, lazy initialisation), then
     ``--iterations`` timed ones: wall and CPU seconds of each, and the peak resident memory during them."""
     torch.set_num_threads(args.threads)
-    if args.side == "zoo":
-        keep_freed_memory()  # as zoo condense does
+    with keep_freed_memory() if args.side == "zoo" else contextlib.nullcontext():  # as zoo condense runs
+        return _timed_side(args)
+
+
+def _timed_side(args: argparse.Namespace) -> int:
     real = _real(args.data, args.data_path)
     outer, inner = default_loops(args.ipc)
     zoo, authors = sides(args.method, real, args.ipc, args.batch_real, outer, inner, args.seed)

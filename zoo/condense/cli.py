@@ -346,12 +346,12 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
             print(_start_line(args.method, source, args.ipc, preset, options, image_size), flush=True)
             if processes > 1:
                 print(f"zoo condense: {processes} processes, sharing out {_split(args.method)}", flush=True)
-        keep_freed_memory()  # the per-class loops reuse their large tensors' pages instead of faulting them anew
         t0 = time.perf_counter()
-        try:
-            real = load_real(source, image_size=image_size)
-            synset = condense_checked(cls, real, args.ipc, out, args.seed, dev, args.resume, args.save_every,
-                                      main and not args.no_progress, args.overwrite, preset, options)  # fmt: skip
+        try:  # the per-class loops reuse their large tensors' pages instead of faulting them anew (only meanwhile)
+            with keep_freed_memory():
+                real = load_real(source, image_size=image_size)
+                synset = condense_checked(cls, real, args.ipc, out, args.seed, dev, args.resume, args.save_every,
+                                          main and not args.no_progress, args.overwrite, preset, options)  # fmt: skip
         except BaseException:
             _remove_settings(out, made)
             raise

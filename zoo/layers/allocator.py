@@ -5,8 +5,10 @@ glibc serves an allocation above its mmap threshold (at most 32 MB) from a fresh
 so a condensation step that builds a 100 MB activation per class faults in every page of it again on each pass:
 on a 2-core CPU about a second of kernel time per DSA iteration at ipc 1 on MNIST, as much as a third of the step.
 :func:`keep_freed_memory` makes glibc serve every allocation from its heap and keep freed memory for the next one
-(``M_MMAP_MAX`` 0, ``M_TRIM_THRESHOLD`` at its largest): the pages are touched once. The process keeps its peak
-heap until it exits, which a command that runs one loop to its end can afford; a library call never changes it.
+(``M_MMAP_MAX`` 0, ``M_TRIM_THRESHOLD`` at its largest): the pages are touched once. It is a context manager: the
+policy holds while its block runs (a condensation's loops) and glibc's defaults come back after it, with the memory
+kept meanwhile handed back to the system (``malloc_trim``), so a notebook that ran ``zoo condense`` in-process frees
+its large arrays as before.
 
 :func:`huge_pages` puts large tensors' memory on 2 MB pages in place (Linux's ``MADV_COLLAPSE``). A decoded token
 reads every weight of the model once: on 4 kB pages, a 125M model at float32 crosses about 120,000 of them per
@@ -18,11 +20,12 @@ the page cache backs its memory-mapped GGUF with them.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the module itself imports no torch (tests/test_allocator.py loads it alone)
@@ -33,22 +36,39 @@ __all__ = ["huge_pages", "keep_freed_memory"]
 _M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 _M_MMAP_MAX = -4
 _LARGEST = 2**31 - 1  # mallopt takes an int
-_state: dict[str, Any] = {}
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's defaults (malloc/malloc.c)
+_DEFAULT_MMAP_MAX = 65536
+_state: dict[str, Any] = {"depth": 0}
 
 
-def keep_freed_memory() -> bool:
-    """Serve every allocation from the heap and keep freed memory in the process (glibc); True where it took
-    effect, False elsewhere (another C library, or ``ZOO_KEEP_FREED_MEMORY=0``). Applied once per process."""
-    if "applied" in _state:
-        return _state["applied"]
-    applied = False
-    if os.environ.get("ZOO_KEEP_FREED_MEMORY", "1") != "0":
-        mallopt = getattr(_libc(), "mallopt", None)  # not glibc: macOS, musl without mallopt
-        if mallopt is not None:
-            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _LARGEST))
-    _state["applied"] = applied
-    return applied
+def _mallopt(mmap_max: int, trim_threshold: int) -> bool:
+    mallopt = getattr(_libc(), "mallopt", None)  # not glibc: macOS, musl without mallopt
+    if mallopt is None:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_MAX, mmap_max)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+
+
+@contextlib.contextmanager
+def keep_freed_memory() -> Iterator[bool]:
+    """While the block runs, serve every allocation from the heap and keep freed memory in the process (glibc);
+    yields True where that took effect, False elsewhere (another C library, or ``ZOO_KEEP_FREED_MEMORY=0``). On
+    leaving the outermost such block, glibc's default thresholds are set again and the kept memory is returned to
+    the system."""
+    outermost = _state["depth"] == 0
+    if outermost:
+        _state["applied"] = os.environ.get("ZOO_KEEP_FREED_MEMORY", "1") != "0" and _mallopt(0, _LARGEST)
+    _state["depth"] += 1
+    try:
+        yield _state["applied"]
+    finally:
+        _state["depth"] -= 1
+        if outermost and _state.pop("applied"):
+            _mallopt(_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
+            trim = getattr(_libc(), "malloc_trim", None)
+            if trim is not None:
+                trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+                trim(0)
 
 
 def _libc() -> ctypes.CDLL | None:
