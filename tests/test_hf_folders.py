@@ -23,6 +23,7 @@ import torch
 import transformers  # the dev extra (>= 5): a missing install fails, it does not skip
 
 import zoo
+from zoo.cli import main
 from zoo.data.text import bundled_corpus, special_token_ids, train_bpe_tokenizer
 from zoo.export.core import TEXT, ExportSpec, write_deployment_files
 from zoo.publish import export_pretrained
@@ -136,6 +137,17 @@ def test_export_folders_carry_the_tokenizer_config_and_remote_code(tmp_path, tok
     assert tok.pad_token_id == tok.eos_token_id == _tokenizer_ids(tokenizer_file)["eos_token_id"]
     config = transformers.AutoConfig.from_pretrained(deployment, trust_remote_code=True)
     assert config.architecture == "mor_135m" and config.num_hidden_layers == RECURSIVE["num_hidden_layers"]
+
+
+def test_zoo_convert_carries_the_checkpoints_tokenizer(tmp_path, tokenizer_file):
+    """`zoo convert` of a transformers folder: the tokenizer beside the weights comes along, with its config."""
+    folder, model = _folder("mor", tmp_path / "m", tokenizer_file)
+    args = json.dumps({**RECURSIVE, **_tokenizer_ids(tokenizer_file)})
+    assert main(["convert", "mor_135m", str(folder), str(tmp_path / "out"), "--model-args", args]) == 0
+    out = tmp_path / "out"
+    for name in ("tokenizer.json", "tokenizer_config.json", "configuration_zoo.py", "modeling_zoo.py"):
+        assert (out / name).read_bytes() == (folder / name).read_bytes(), name
+    assert transformers.AutoTokenizer.from_pretrained(out).pad_token == "<|endoftext|>"
 
 
 # ----------------------------------------------------------------------------------------------------------------
