@@ -190,3 +190,18 @@ def test_settings_table_marks_auto_it_cannot_resolve():
     assert "factor: 1 -> None" in table  # not named in resolved: a value of its own
     plain = settings_table("cpu", "rded", 1, METHODS["rded"].defaults, "flowers", True)
     assert "batch=auto," not in plain and plain.split("batch=")[1].startswith("auto\n") and "(=" not in plain
+
+
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (["--ipc", "0"], "--ipc (images per class) must be 1 or more"),
+        (["--option", "lr_img=fast"], "--option lr_img=fast"),
+        (["--iterations", "-3"], "--iterations must be 0 or more"),
+    ],
+)
+def test_print_settings_refuses_what_the_run_refuses(bad, fragment, capsys):
+    """--print-settings shows only settings that would run: every check of the arguments comes first."""
+    argv = ["condense", "--method", "dm", "--ipc", "1", "--data", "mnist", "--preset", "cpu", *bad]
+    assert zoo_main([*argv, "--print-settings"]) == 2
+    assert fragment in capsys.readouterr().err

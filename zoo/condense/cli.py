@@ -329,18 +329,18 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
             for k, v in METHODS[args.method].defaults.items():
                 print(f"{k} = {v!r}")
             return 0
-        if args.print_settings:
-            print(_settings_table(args))
-            return 0
         _check_args(args)
         source = image_source(args.data, args.data_path)  # resolved here, once: condense_checked gets its tensors
         dev = pick_device(device or args.device)
         preset = default_preset(dev.type) if args.preset == "auto" else args.preset
         image_size = _image_size(args, preset, source)
         options = {**method_options(preset, args.method, args.ipc), **_options(args)}
+        cls = _method_class(args.method, args.ipc, options)
+        if args.print_settings:  # after every check a run makes of its arguments: it prints only what would run
+            print(_settings_table(args))
+            return 0
         out = Path(args.out or f"runs/condensed/{args.method}_ipc{args.ipc}")
         _check_out(out, source, args, options, image_size)
-        cls = _method_class(args.method, args.ipc, options)
         made = _write_settings(out, _settings(args, source, options, image_size)) if main else []
         if main:
             print(_start_line(args.method, source, args.ipc, preset, options, image_size), flush=True)
