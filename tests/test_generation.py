@@ -634,3 +634,15 @@ def test_zoo_run_chat(tok, tmp_path, capsys):
     (folder / "tokenizer_config.json").write_text("{}")
     assert zoo_main(["run", str(folder), "--chat", "hi"]) == 2
     assert "has no chat template" in capsys.readouterr().err
+
+
+def test_zoo_run_chat_is_refused_before_the_model_is_built(monkeypatch, capsys):
+    """No tokenizer to chat with: one line at once, before a full-size model is built (or its weights read)."""
+    from zoo import run_cli
+
+    def built(*args, **kwargs):
+        raise AssertionError("the model was built before --chat was refused")
+
+    monkeypatch.setattr(run_cli, "create_model", built)
+    assert zoo_main(["run", "mobilellm_1b", "--chat", "hi"]) == 2
+    assert "--chat needs the model's tokenizer" in capsys.readouterr().err

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         ):
             print(line)
         return 0
+    chat = _chat_prompt(args) if args.chat is not None else None  # refused before the model is built, not after
     torch.manual_seed(args.seed)  # the random init too: two runs with one seed print the same
     overlay = {"file": args.weights} if args.weights else None
     model = create_model(args.model, pretrained=bool(args.weights), pretrained_cfg_overlay=overlay).eval()
@@ -90,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
     weights = args.weights or ("random init" if args.model in list_models() else f"from {args.model}")
     print(f"{args.model}: {params:,} params, weights: {weights}, seed {args.seed}")
     if isinstance(model, DecoderLM):
-        return _run_language_model(model, args)
-    if args.backend != "torch" or args.quantize is not None:
-        raise ValueError("--backend and --quantize are for the language models (llama.cpp runs LMs only)")
+        return _chat(model, args, *chat) if chat is not None else _run_language_model(model, args)
+    if args.backend != "torch" or args.quantize is not None or chat is not None:
+        raise ValueError("--backend, --quantize and --chat are for the language models (llama.cpp runs LMs only)")
     cfg = model.pretrained_cfg
     size = args.img_size or cfg["input_size"][-1]
     generator = torch.Generator().manual_seed(args.seed)
@@ -117,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_language_model(model: DecoderLM, args) -> int:
     """Greedy continuation of a random prompt of ``--prompt-tokens`` ids; decoded when a tokenizer is found
-    (``--chat``: the reply to a message, in the chat template of the tokenizer's folder)."""
-    if args.chat is not None:
-        return _chat(model, args)
+    (``--chat``: :func:`_chat`)."""
     tokenizer = _find_tokenizer(args)
     vocab = model.config.vocab_size
     if tokenizer is not None:
@@ -145,17 +144,22 @@ def _run_language_model(model: DecoderLM, args) -> int:
     return 0
 
 
-def _chat(model: DecoderLM, args) -> int:
-    """``zoo run --chat MESSAGE``: the message in the tokenizer folder's chat template, the reply streamed as it is
-    generated (greedy; it ends at the model's or the tokenizer's EOS, or after --max-new-tokens)."""
+def _chat_prompt(args) -> tuple[Path, torch.Tensor]:
+    """``--chat``'s tokenizer folder and the message in its chat template, read before anything is built: a
+    missing tokenizer or template is refused at once."""
     folder = _tokenizer_folder(args)
     if folder is None:
         raise ValueError(
             "--chat needs the model's tokenizer: a folder (--weights or the model folder) with tokenizer.json or "
             "tokenizer.model and its chat template"
         )
+    return folder, torch.tensor([apply_chat_template(folder, [{"role": "user", "content": args.chat}])])
+
+
+def _chat(model: DecoderLM, args, folder: Path, prompt: torch.Tensor) -> int:
+    """``zoo run --chat MESSAGE``: the message in the tokenizer folder's chat template, the reply streamed as it is
+    generated (greedy; it ends at the model's or the tokenizer's EOS, or after --max-new-tokens)."""
     tokenizer = load_lm_tokenizer(folder)
-    prompt = torch.tensor([apply_chat_template(folder, [{"role": "user", "content": args.chat}])])
     vocab = model.config.vocab_size
     stops = {model.config.eos_token_id, special_token_ids(tokenizer)["eos_token_id"]}
     stops = sorted(i for i in stops if isinstance(i, int) and 0 <= i < vocab)
