@@ -113,6 +113,14 @@ def test_quantized_files_keep_norms_f32_and_odd_rows_f16(tmp_path):
     assert tensors["blk.0.ffn_down.weight"].tensor_type == Q.F16
     assert tensors["blk.0.attn_norm.weight"].tensor_type == Q.F32
     assert result.spec.options["gguf"]["kept_f16"] == ["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"]
+    card = (tmp_path / "README.md").read_text()  # the card says what the file holds, not only what was asked
+    counts = result.spec.options["gguf"]["tensor_types"]
+    assert f"{counts['F16']} `f16`" in card and f"{counts['Q8_0']} `q8_0`" in card and "asked: `q8_0`" in card
+    assert "2 matrices stay `f16`: their rows are not a whole number of `q8_0` blocks" in card
+    every = small_lm("mobilellm_125m", hidden_size=48, intermediate_size=72)  # no row fills whole 32-blocks
+    _export(every, tmp_path / "odd", quantize="q8_0")
+    card = (tmp_path / "odd" / "README.md").read_text()
+    assert "`q8_0`" not in card.split("(asked")[0] and "`f16`" in card, card
     with pytest.raises(ExportError, match="quantize must be one of"):
         _export(model, tmp_path / "bad", quantize="q5_k")
 

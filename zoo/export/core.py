@@ -549,12 +549,28 @@ def _deployment_section(spec: ExportSpec) -> str:
         lines[-1] += " for llama.cpp (the tokenizer is inside the file when the model folder had one)."
     else:
         lines[-1] += " (token ids in, the logits of every position out; dynamic batch and length)."
-    if spec.quantize:
-        lines.append(f"Weights stored as `{spec.quantize}`.")
+    lines += _stored_types(spec)
     lines += ["", f"`{REPORT_NAME}` records how it was made and how it compared with eager PyTorch.", ""]
     if spec.check:
         lines += ["The export was checked against eager PyTorch on a seeded sample (see `check` there).", ""]
     return "\n".join(lines)
+
+
+def _stored_types(spec: ExportSpec) -> list[str]:
+    """The card's line on the weights' storage: what the artefact holds, counted from what was written where the
+    format reports it (a GGUF's tensor types: a q8_0 file whose rows do not fill whole blocks keeps them f16)."""
+    types = (spec.options.get("gguf") or {}).get("tensor_types") if spec.format == "gguf" else None
+    if not types:
+        return [f"Weights stored as `{spec.quantize}`."] if spec.quantize else []
+    held = ", ".join(f"{n} `{name.lower()}`" for name, n in sorted(types.items(), key=lambda kv: -kv[1]))
+    line = f"Tensors stored as {held} (asked: `{spec.quantize or 'f32'}`; norms stay `f32`)."
+    kept = spec.options["gguf"].get("kept_f16") or []
+    if kept:
+        line += (
+            f" {len(kept)} matrices stay `f16`: their rows are not a whole number of `{spec.quantize}` blocks "
+            f"({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''})."
+        )
+    return [line]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
