@@ -207,3 +207,15 @@ def test_ctrl_c_is_one_line_and_the_saved_state_resumes(tmp_path, capsys, monkey
         "zoo condense: interrupted; no state was saved yet (one is saved every --save-every iterations): run the "
         "same command to start over"
     )
+
+
+def test_class_names_that_clean_to_one_folder_get_a_folder_each():
+    """``images/<class>/``: two names that clean to one folder name (``cat/dog``, ``cat?dog``) would overwrite each
+    other's previews; each gets its label after it, and no suffixed name meets a class that has it as its own."""
+    from zoo.condense.core import _class_dirs
+
+    names = ["cat/dog", "cat?dog", "cat_dog_1", "..", "", "plain"]
+    dirs = _class_dirs(names)
+    assert len(set(dirs)) == len(names)
+    assert dirs[:2] == ["cat_dog_0", "cat_dog_1"] and dirs[-1] == "plain"
+    assert all(d and "/" not in d and d not in (".", "..") for d in dirs)

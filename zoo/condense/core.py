@@ -215,9 +215,10 @@ class SyntheticSet:
         (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n")
         pixels = (self.denormalized() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         names = self.class_names
+        dirs = _class_dirs(names)
         counts: dict[int, int] = {}
         for img, y in zip(pixels, self.labels.tolist()):
-            d = tmp / "images" / _safe_dir(names[y])
+            d = tmp / "images" / dirs[y]
             d.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(d / f"{counts.get(y, 0):05d}.png")
             counts[y] = counts.get(y, 0) + 1
@@ -235,6 +236,21 @@ def _umask() -> int:
 def _safe_dir(name: str) -> str:
     cleaned = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in name).strip(". ")
     return cleaned or "_"
+
+
+def _class_dirs(names: list[str]) -> list[str]:
+    """A folder name per class under ``images/``: the name with what a file system may refuse replaced, and where
+    two names come out the same (``a/b`` and ``a?b``) each of those followed by its label, so no class's images
+    land in another's folder."""
+    safe = [_safe_dir(str(n)) for n in names]
+    taken: dict[str, int] = {}
+    for d in safe:
+        taken[d] = taken.get(d, 0) + 1
+    dirs = [f"{d}_{y}" if taken[d] > 1 else d for y, d in enumerate(safe)]
+    while len(set(dirs)) < len(dirs):  # a suffixed name met a class that has it as its own: suffix again
+        seen: set[str] = set()
+        dirs = [f"{d}_{y}" if d in seen or seen.add(d) else d for y, d in enumerate(dirs)]
+    return dirs
 
 
 def _grid(pixels: np.ndarray, labels: list[int], num_classes: int, most: int = 10) -> Image.Image:
