@@ -1,6 +1,7 @@
 """Bad checkpoints: clear errors, nothing half-loaded, nothing unpickled."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +92,15 @@ def test_no_weights_known_without_source():
 
     with pytest.raises(CheckpointError, match="no pretrained weights are known"):
         load_pretrained(zoo.create_model("poolformer_s12"), {"architecture": "poolformer_s12"})
+
+
+def test_a_pipe_or_a_device_as_the_weights_file_is_named_not_missing(tmp_path):
+    """A FIFO (reading it would block until a writer comes) or ``/dev/zero`` (it never ends) is refused at once,
+    as what it is: not a regular file; a path with nothing at it is still "does not exist"."""
+    fifo = tmp_path / "weights.safetensors"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(CheckpointError, match="is not a regular file"):
+            read_state_dict(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_state_dict(tmp_path / "nothing.safetensors")

@@ -137,8 +137,13 @@ def _weight_file(path: Path) -> Path:
         if not found:
             raise CheckpointError(f"{path} is a folder without weights (looked for {', '.join(_WEIGHT_FILES)})")
         path = found[0]
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():  # a FIFO, a device (/dev/zero), a socket: reading it could block or never end
+        raise CheckpointError(
+            f"checkpoint {path} is not a regular file (a pipe, device or socket): weights are read from a file or "
+            "a folder holding one; save them to a file and pass its path"
+        )
     return path
 
 
