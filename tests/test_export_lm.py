@@ -27,6 +27,7 @@ from zoo.export.lm_runtime import (
     file_size_check,
     load,
     load_llm_ops,
+    tied_head_bytes,
     weight_bytes,
 )
 from zoo.export.xnnpack_quant import Int8Embedding, quantize_for_xnnpack, stack_linears
@@ -269,6 +270,8 @@ def test_what_cannot_decode_causally_is_refused(tmp_path):
     topk = zoo.create_model("mor_135m", **RECURSIVE, inference_routing="topk").eval()
     with pytest.raises(ExportError, match="top-k"):
         zoo.export(topk, "pte", tmp_path / "a", backend="aoti")
+    with pytest.raises(ExportError, match="top-k routing .* cannot be exported"):  # a size torch.export cannot bound
+        zoo.export(topk, "pt2", tmp_path / "topk_pt2")
     model = zoo.create_model("mobilellm_125m", **SMALL, max_position_embeddings=64).eval()
     with pytest.raises(ExportError, match="context length"):
         zoo.export(model, "pte", tmp_path / "b", max_seq_len=128, backend="aoti")
@@ -441,6 +444,70 @@ def test_file_size_check():
     assert file_size_check(info)["ok"]
     assert not file_size_check({**info, "file_bytes": 14_000_000})["ok"]  # e.g. a float copy of a matrix
     assert not file_size_check({"file_bytes": 1})["ok"]  # nothing recorded to hold it to
+    # a tied float embedding is held twice (the lookup's rows, XNNPACK's head): counted, and only once more
+    tied = {**info, "file_bytes": 14_000_000, "tied_head_bytes": 4_000_000}
+    assert file_size_check(tied)["ok"] and file_size_check(tied)["tied_head_bytes"] == 4_000_000
+    assert not file_size_check({**tied, "file_bytes": 18_000_000})["ok"]
+
+
+def test_tied_head_bytes_counts_a_tied_float_embedding_only():
+    tied = zoo.create_model("mor_135m", **RECURSIVE)
+    assert tied_head_bytes(tied) == tied.model.embed_tokens.weight.numel() * 4
+    assert tied_head_bytes(zoo.create_model("mobilellm_125m", **SMALL, tie_word_embeddings=False)) == 0
+    assert tied_head_bytes(quantize_for_xnnpack(tied, "8da8w")) == 0  # two int8 matrices, in weight_bytes
+
+
+@pytest.mark.slow  # an ExecuTorch lowering of a model whose embedding is larger than the check's slack (~1 min)
+@pytest.mark.parametrize("name", ["mor_135m", "mobilellm_125m"])
+def test_a_float_pte_holds_each_weight_once_and_the_tied_embedding_twice(name, tmp_path):
+    dims = dict(SMALL, vocab_size=2048, hidden_size=256, intermediate_size=512, num_attention_heads=4)
+    model = zoo.create_model(name, **dims, num_hidden_layers=5 if name.startswith("mor") else 3).eval()
+    result = zoo.export(model, "pte", tmp_path, max_seq_len=32, check=True, backend="executorch")
+    size = result.check["size"]
+    assert size["ok"] and size["tied_head_bytes"] == 2048 * 256 * 4 > 1 << 20  # above the megabyte of slack
+    # a shared block is stored once however often it runs: the file is the weights, the embedding's second copy and
+    # the program (never a block per application: 2.4 MB each here)
+    assert (
+        size["weight_bytes"] + size["tied_head_bytes"]
+        < size["file_bytes"]
+        < 1.03 * (size["weight_bytes"] + size["tied_head_bytes"])
+    )
+
+
+# every LM family's cache-free forward as a torch.export program and as ONNX (the docs' pt2 / onnx rows), routing
+# included: MoR gathers a data-dependent number of tokens per step, which the traced program holds as T slots
+PROGRAM_CASES = [("mor_expert", "pt2")] + [  # 10-30 s each on two cores: the rest under -m slow
+    pytest.param(case, fmt, marks=pytest.mark.slow)
+    for case, fmt in [
+        ("mor_token_loss_free_kv_share", "pt2"),
+        ("mor_expert_kv_share", "onnx"),
+        ("mor_expert", "onnx"),
+        ("mor_expert_kv_share", "pt2"),
+        ("mor_token_loss_free_kv_share", "onnx"),
+        ("recursive_kv_share_lora_norms", "pt2"),
+        ("mobilellm_pro_window", "pt2"),
+        ("mobilellm_ls", "onnx"),
+    ]
+]
+
+
+@pytest.mark.parametrize("case, fmt", PROGRAM_CASES)
+def test_every_lm_family_exports_a_program_of_its_forward(case, fmt, tmp_path):
+    model = _model(case)
+    ids = torch.randint(0, SMALL["vocab_size"], (3, 12), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = model(ids, return_routing=True) if "mor" in case else None
+    if out is not None:  # the check's inputs route a real, uneven subset (the padded slots are exercised)
+        counts = torch.stack([m.sum(1) for m in out.routing[1:]])
+        assert (counts < 12).any() and (counts > 0).any()
+    result = zoo.export(model, fmt, tmp_path, max_seq_len=MAX_LEN, check=True)
+    assert result.check["ok"], result.check
+    if fmt == "pt2":  # another batch and length than the check's, through the saved program
+        program = torch.export.load(tmp_path / "model.pt2").module()
+        with torch.no_grad():
+            want = model(ids)
+            want = want if isinstance(want, torch.Tensor) else want.logits
+            torch.testing.assert_close(program(ids), want, rtol=1e-4, atol=1e-4)
 
 
 class _EagerSession:

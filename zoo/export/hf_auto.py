@@ -33,6 +33,10 @@ as the zoo wrote it. Tied output weights need no tying: a tied zoo model has no 
 for the whole generation, carried as ``past_key_values``); greedy tokens equal the zoo's ``model.generate``.
 Beam search and assisted decoding reorder or crop a cache, which the zoo's static cache does not do: they run
 without one (``use_cache=False``, the full sequence recomputed each step), as does ``generate(use_cache=False)``.
+The cache one ``generate`` returns (``return_dict_in_generate=True``) continues in the next, with the whole
+sequence and more tokens as input: it grows to the longer conversation (:meth:`ZooCache.ensure`), and the tokens
+equal one long generate. ``activation_checkpointing_enable`` / ``gradient_checkpointing_enable`` make the zoo model
+recompute its layer runs in training (:meth:`zoo.lm.DecoderLM.set_grad_checkpointing`).
 
 A folder of the zoo's int8/int4 weights (config.json ``quantization``, :mod:`zoo.lm.quant`) builds the zoo's
 quantized layers (``quantize_model(..., empty=True)``) before the codes load, so it computes what
@@ -165,7 +169,8 @@ class ZooQuantizer(HfQuantizer):
 class ZooCache:
     """The zoo model's static KV cache (:class:`~zoo.lm.KVCache`, or its routed subclass) as transformers'
     ``generate`` carries it in ``past_key_values``: what generate asks of a cache, nothing more. The zoo model
-    appends to ``cache`` in place; it neither grows (it is made for the whole generation), crops nor reorders."""
+    appends to ``cache`` in place. It is made for the whole generation and grows when a later call carries it
+    further (a second ``generate`` continuing the conversation, :meth:`ensure`); it neither crops nor reorders."""
 
     is_compileable = False
     is_croppable = False
@@ -177,6 +182,14 @@ class ZooCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Tokens of the sequence seen so far."""
         return self.cache.seq_length
+
+    def ensure(self, total: int, limit: int) -> None:
+        """Room for ``total`` tokens of the sequence: a cache made for a shorter one grows (to twice its length
+        or ``total``, whichever is more, at most ``limit``, the model's context), its entries kept. Past the
+        context the zoo model's own error says so."""
+        needed = max([total, *(n + total - self.cache.seq_length for n in self.cache.lengths)])
+        if needed > self.cache.max_length and needed <= limit:
+            self.cache.grow(min(limit, max(needed, 2 * self.cache.max_length)))
 
     def __repr__(self) -> str:
         c = self.cache
@@ -194,6 +207,7 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
     main_input_name = "input_ids"
     _no_split_modules = ["DecoderLayer"]
     _tied_weights_keys = None  # a tied zoo model has no lm_head (see the module doc)
+    supports_gradient_checkpointing = True  # the zoo model recomputes its layer runs (_set_gradient_checkpointing)
 
     def __init__(self, config: _ZooLMConfig):
         quantization = _quantization(config)
@@ -265,6 +279,16 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Linear | None:
         return getattr(self, "lm_head", None)  # None when tied (the embedding matrix gives the logits)
 
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func=None, every_n_layers: int = 1
+    ) -> None:
+        """transformers' ``activation_checkpointing_enable`` / ``gradient_checkpointing_enable`` (and ``Trainer``'s
+        ``gradient_checkpointing=True``) land here: the zoo model recomputes every ``every_n_layers``-th layer run
+        in training mode through ``gradient_checkpointing_func`` (``torch.utils.checkpoint.checkpoint`` with the
+        caller's ``gradient_checkpointing_kwargs``)."""
+        self.zoo_model.set_grad_checkpointing(enable, gradient_checkpointing_func, every_n_layers if enable else 1)
+        self.gradient_checkpointing = bool(enable)  # what is_activation_checkpointing reads
+
     # -- forward ------------------------------------------------------------------------------------------------
     def forward(
         self,
@@ -303,6 +327,8 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
             raise ValueError(_NOT_A_ZOO_CACHE.format(type(past_key_values).__name__))
         if isinstance(logits_to_keep, torch.Tensor):
             raise ValueError("logits_to_keep must be an int here (the last n positions)")
+        if cache is not None and isinstance(input_ids, torch.Tensor) and input_ids.ndim == 2:
+            ZooCache(cache).ensure(cache.seq_length + input_ids.shape[1], self.config.max_position_embeddings)
         self._sync()
         out = self.zoo_model(
             input_ids,
@@ -330,11 +356,19 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
         batch_size: int,
         max_cache_length: int,
     ) -> None:
-        """The zoo's static cache for the whole generation (greedy / sampling), else no cache (see the module doc)."""
+        """The zoo's static cache for the whole generation (greedy / sampling), else no cache (see the module doc).
+        A cache given (the one an earlier ``generate`` returned) is grown to this generation's length."""
         given = next((model_kwargs[k] for k in ("cache", "past_key_values") if model_kwargs.get(k) is not None), None)
         if given is not None:
             if not isinstance(given, ZooCache):
                 raise ValueError(_NOT_A_ZOO_CACHE.format(type(given).__name__))
+            if generation_mode not in _CACHED_MODES:
+                raise ValueError(
+                    f"a cache carried into generate serves greedy decoding and sampling; {generation_mode.value} runs "
+                    "without one here (it reorders or crops caches, which the zoo's static cache does not): call "
+                    "generate on the whole sequence without the cache"
+                )
+            given.ensure(max_cache_length, self.config.max_position_embeddings)
             return
         if generation_config.use_cache is False:
             return

@@ -368,6 +368,7 @@ def write(model: nn.Module, folder: Path, spec: ExportSpec) -> list[str]:
         "llm_ops": bool(decoder.llm_slots),  # the program calls ExecuTorch's LLM operators: load them first
         "file_bytes": (folder / name).stat().st_size,
         "weight_bytes": weight_bytes(model),
+        "tied_head_bytes": tied_head_bytes(model) if backend == "executorch" else 0,
         # executorch zero-fills the cache at load (not in the file); an AOTInductor package holds it
         "cache_bytes": 0 if backend == "executorch" else sum(getattr(decoder, n).nbytes for n in decoder.cache_specs),
         "cache": {
@@ -397,6 +398,17 @@ def weight_bytes(model: nn.Module) -> int:
         else:
             total += tensor.numel() * tensor.element_size()
     return total
+
+
+def tied_head_bytes(model: nn.Module) -> int:
+    """The bytes of the second copy of a tied float embedding in an ExecuTorch program: XNNPACK keeps the output
+    head's matrix in its delegate (packed its own way at load), the token lookup reads the program's own constant,
+    and the two cannot be one tensor; 0 when the model has its own head (or a quantized copy made two int8 matrices,
+    which :func:`weight_bytes` counts already)."""
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if getattr(model, "lm_head", True) is not None or type(embedding) is not nn.Embedding:
+        return 0
+    return embedding.weight.numel() * embedding.weight.element_size()
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -592,14 +604,16 @@ SIZE_SLACK = 1.05  # the file over its weights and cache: the program, alignment
 
 def file_size_check(info: dict) -> dict:
     """The artefact's bytes against its weights' and cache's (``runtime.json``): ``ok`` when the file holds them
-    at most once (within :data:`SIZE_SLACK` and a megabyte), e.g. no float copy of a quantized matrix."""
-    expected = int(info.get("weight_bytes", 0)) + int(info.get("cache_bytes", 0))
+    at most once (within :data:`SIZE_SLACK` and a megabyte), e.g. no float copy of a quantized matrix, no copy of
+    a shared block per application; a tied float embedding counts twice (``tied_head_bytes``: the lookup's rows
+    and XNNPACK's head are two copies of it, see :func:`tied_head_bytes`)."""
+    parts = ("weight_bytes", "cache_bytes", "tied_head_bytes")
+    expected = sum(int(info.get(key, 0)) for key in parts)
     actual = int(info.get("file_bytes", 0))
     return {
         "ok": bool(expected and actual <= SIZE_SLACK * expected + (1 << 20)),
         "file_bytes": actual,
-        "weight_bytes": int(info.get("weight_bytes", 0)),
-        "cache_bytes": int(info.get("cache_bytes", 0)),
+        **{key: int(info.get(key, 0)) for key in parts},
         "ratio": round(actual / expected, 4) if expected else None,
     }
 

@@ -123,9 +123,12 @@ class RotaryEmbedding(nn.Module):
         return cos[start : start + length][None, None], sin[start : start + length][None, None]
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        if positions.numel() and int(positions.min()) < 0:
-            raise ValueError("rotary positions must be >= 0")
-        length = int(positions.max()) + 1 if positions.numel() else 1
+        if torch.compiler.is_exporting():  # positions are data there: a static table, as for a traced length
+            length = self.initial_length
+        else:
+            if positions.numel() and int(positions.min()) < 0:
+                raise ValueError("rotary positions must be >= 0")
+            length = int(positions.max()) + 1 if positions.numel() else 1
         cos, sin = self.tables(length, positions.device, dtype)
         cos, sin = cos[positions], sin[positions]  # (T, d) or (B, T, d)
         if positions.ndim == 1:

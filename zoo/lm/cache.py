@@ -182,6 +182,44 @@ class KVCache:
             store[slot] = new
         self.capacity[slot] = size
 
+    def grow(self, max_length: int) -> "KVCache":
+        """Make room for ``max_length`` tokens (no-op when it has room already), every entry kept: the slots made
+        for the whole length get the new length, sliding-window slots keep their window, routed slots made smaller
+        keep their size (they grow on demand, now up to the new length). A cache carried from one ``generate`` to
+        the next (transformers' ``past_key_values``) grows this way instead of refusing the longer conversation."""
+        if not isinstance(max_length, int) or isinstance(max_length, bool):
+            raise ValueError(f"KVCache.grow: max_length must be an int, got {max_length!r}")
+        old = self._max_length
+        if max_length <= old:
+            return self
+        sizes = [
+            min(w, max_length) if w is not None else (max_length if cap == old else cap)
+            for w, cap in zip(self.windows, self.capacity)
+        ]
+        keys, values = list(self._slot_keys), list(self._slot_values)
+        self._max_length = max_length
+        self.capacity = sizes
+        stacked = all(n == max_length for n in sizes) and all(w is None for w in self.windows)
+        b, kv, d = self._shape
+        like = keys[0]
+        if stacked:
+            shape = (len(sizes), b, kv, max_length, d)
+            self.keys = like.new_zeros(shape)
+            self.values = like.new_zeros(shape)
+            self._slot_keys, self._slot_values = list(self.keys.unbind(0)), list(self.values.unbind(0))
+        else:
+            self.keys = self.values = None
+            self._slot_keys = [like.new_zeros(b, kv, n, d) for n in sizes]
+            self._slot_values = [like.new_zeros(b, kv, n, d) for n in sizes]
+        for store, previous in ((self._slot_keys, keys), (self._slot_values, values)):
+            for new, held in zip(store, previous):
+                new.narrow(2, 0, held.shape[2]).copy_(held)
+        if self.key_positions is not None:
+            positions = self.key_positions
+            self.key_positions = positions.new_zeros(*positions.shape[:2], max_length)
+            self.key_positions.narrow(2, 0, old).copy_(positions)
+        return self
+
     def _slot(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
         # writable in grad mode: the views made by ``unbind`` are not (autograd forbids modifying them)
         if self.keys is not None:

@@ -9,13 +9,15 @@ routing).
 """
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..layers.args import check_known_keys
 from ..layers.saving import HubMixin
@@ -221,8 +223,36 @@ class DecoderLM(nn.Module, HubMixin, GenerationMixin):
         n = sum(p.numel() for p in self.parameters())  # tied weights are one parameter: counted once
         return n - self.model.embed_tokens.weight.numel() if non_embedding else n
 
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
+    # what set_grad_checkpointing installs: the checkpoint function and every how many layer runs it applies
+    checkpoint_fn: ClassVar[Callable[..., Any]] = functools.partial(checkpoint, use_reentrant=False)
+    checkpoint_every: ClassVar[int] = 1
+
+    def set_grad_checkpointing(
+        self, enable: bool = True, checkpoint_fn: Callable[..., Any] | None = None, every_n_layers: int = 1
+    ):
+        """Recompute the layer runs in the backward pass instead of keeping their activations (training mode, no
+        cache, grad enabled). ``checkpoint_fn(function, *args)`` does the checkpointing (default
+        ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``; transformers' ``gradient_checkpointing_enable``
+        passes its own, with the caller's ``gradient_checkpointing_kwargs``); ``every_n_layers`` checkpoints every
+        n-th layer run only (transformers' argument of that name)."""
+        if not isinstance(every_n_layers, int) or isinstance(every_n_layers, bool) or every_n_layers < 1:
+            raise ValueError(f"every_n_layers must be a positive int, got {every_n_layers!r}")
+        if checkpoint_fn is not None and not callable(checkpoint_fn):
+            raise ValueError(f"checkpoint_fn must be callable, got {type(checkpoint_fn).__name__}")
+        self.grad_checkpointing = bool(enable)
+        if checkpoint_fn is not None:
+            self.checkpoint_fn = checkpoint_fn
+        self.checkpoint_every = every_n_layers
+
+    def checkpoints(self, run: int, cache: Any) -> bool:
+        """Whether layer run ``run`` (its index in the schedule) is recomputed in the backward pass."""
+        return (
+            self.grad_checkpointing
+            and cache is None
+            and self.training
+            and torch.is_grad_enabled()
+            and run % self.checkpoint_every == 0
+        )
 
     def no_weight_decay(self) -> set:
         return {n for n, p in self.named_parameters() if p.ndim < 2}

@@ -135,15 +135,21 @@ class LoRA(nn.Module):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def gather_active(active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_active(active: torch.Tensor, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(B, K)`` of the active tokens of each row in sequence order and their validity ``(B, K)``.
 
-    ``K`` is the largest count of a row; shorter rows are padded with index ``T`` (the row :func:`extend` adds).
+    ``K`` is the largest count of a row, or ``size`` where the caller knows a bound without reading the data (a
+    top-k's ``k``; the sequence length while ``torch.export`` traces, where ``K`` would be a data-dependent size);
+    shorter rows are padded with index ``T`` (the row :func:`extend` adds), which every mask treats as empty, so a
+    larger ``K`` gives the active tokens the same values.
     """
     B, T = active.shape
     counts = active.sum(dim=1)
-    K = int(counts.max()) if B else 0
-    order = torch.sort((~active).to(torch.uint8), dim=1, stable=True).indices[:, :K]  # active first, in order
+    K = size if size is not None else (int(counts.max()) if B else 0)
+    # active first, each group in sequence order: distinct keys, so the K smallest are the order a stable sort of
+    # ~active gives (ONNX has no stable sort)
+    key = (~active).to(torch.int64) * T + torch.arange(T, device=active.device)
+    order = key.topk(K, dim=1, largest=False).indices
     valid = torch.arange(K, device=active.device)[None, :] < counts[:, None]
     return torch.where(valid, order, torch.full_like(order, T)), valid
 

@@ -47,7 +47,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..config_rules import check_model_args, weights_quantization
 from ..layers import sequence_schedule
@@ -289,14 +288,13 @@ class MobileLLM(DecoderLM):
         )
         masks = build_attention_masks(past, input_ids.shape[1], self.windows, padding, x.device)
         layers = self.model.layers
-        use_ckpt = self.grad_checkpointing and cache is None and torch.is_grad_enabled()
         for slot, index in enumerate(self.schedule):
             layer = layers[index]
             mask, causal = masks.get(layer.self_attn.sliding_window)
             if mask is not None and cache is not None and cache.evicted(slot):
                 mask = mask[..., cache.evicted(slot) :]  # the window's cache holds only its last tokens
-            if use_ckpt:
-                x = checkpoint(layer, x, rope, None, slot, mask, causal, use_reentrant=False)
+            if self.checkpoints(slot, cache):
+                x = self.checkpoint_fn(layer, x, rope, None, slot, mask, causal)
             else:
                 x = layer(x, rope, cache, slot, mask, causal)
         logits = self.finish_pass(x, logits_to_keep)

@@ -69,7 +69,6 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..layers.pruning import PruneError, keep_cols, keep_rows
 from ..layers.recursion import SHARING_STRATEGIES, recursion_indices, shared_depth, sharing_schedule
@@ -290,9 +289,16 @@ class _RoutedSteps:
     steps: list[list[int]]
     rotary: RotaryEmbedding
 
-    def _select(self, active: torch.Tensor, ctx: _Pass) -> _Selection | None:
-        """The tokens of ``active`` ``(B, T)`` gathered with their sequence indices and RoPE tables (None: none)."""
-        idx, valid = gather_active(active)
+    def _select(self, active: torch.Tensor, ctx: _Pass, size: int | None = None) -> _Selection | None:
+        """The tokens of ``active`` ``(B, T)`` gathered with their sequence indices and RoPE tables (None: none).
+
+        ``size``: how many to gather per row where that is known without reading ``active`` (a top-k's ``k``).
+        While ``torch.export`` traces, every step gathers ``T`` slots (the active tokens, then empty ones that no
+        mask lets any token see and whose results land on the dropped extra row): the number of active tokens is
+        data, and the program must not depend on it. The active tokens' values are the same either way."""
+        if size is None and torch.compiler.is_exporting():
+            size = ctx.T
+        idx, valid = gather_active(active, size)
         if idx.shape[1] == 0:
             return None
         seq = torch.where(valid, extend(ctx.seq.expand(ctx.B, -1)).gather(1, idx), torch.full_like(idx, -1))
@@ -313,6 +319,7 @@ class _RoutedSteps:
         T = ctx.T
         caps = c.capacities()
         active = None  # None: every token
+        kept = None  # tokens per row the last step kept, where every row kept as many (top-k)
         for r in range(c.num_recursion):
             logit = self.routers[r](x).squeeze(-1)  # (B, T)
             prob = torch.sigmoid(logit)
@@ -324,7 +331,15 @@ class _RoutedSteps:
                 chosen = route_masks[r].to(x.device).bool()
                 chosen = chosen if candidates is None else chosen & candidates
             elif mode == "topk":
-                avail = T if candidates is None else int(candidates.sum(1).min())
+                # every row keeps exactly k tokens at a top-k step, so what is left is known without reading it
+                avail = T if candidates is None else (kept if kept is not None else int(candidates.sum(1).min()))
+                if torch.compiler.is_exporting():
+                    raise ValueError(
+                        "top-k routing (inference_routing='topk', or a model in training mode) cannot be exported: "
+                        "each step keeps int(capacity * tokens) tokens, a size torch.export cannot bound for every "
+                        "length; export the model in eval mode with inference_routing='threshold' (the causal rule "
+                        "its routers are trained to predict)"
+                    )
                 k = min(max(1, int(caps[r] * T)), avail)
                 masked = score if candidates is None else score.masked_fill(~candidates, float("-inf"))
                 top = masked.topk(k, dim=1, sorted=False).indices
@@ -341,17 +356,18 @@ class _RoutedSteps:
                     bce = F.binary_cross_entropy_with_logits(logit[candidates], target[candidates])
                 ctx.aux.append(c.aux_loss_coeff * bce)
             record.append(torch.ones_like(logit, dtype=torch.bool) if chosen is None else chosen)
+            k_chosen = k if mode == "topk" and route_masks is None and chosen is not None else None
             if chosen is None:
                 x = x + score.unsqueeze(-1) * self._run_step(r, x, ctx, None)
             else:
-                sel = self._select(chosen, ctx)
+                sel = self._select(chosen, ctx, k_chosen)
                 if sel is not None:
                     index = sel.idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])
                     x_ext = extend(x)
                     out = self._run_step(r, x_ext.gather(1, index), ctx, sel)
                     weight = extend(score).gather(1, sel.idx) * sel.valid
                     x = x_ext.scatter_add(1, index, out * weight.unsqueeze(-1).to(out.dtype))[:, :T]
-            active = chosen
+            active, kept = chosen, k_chosen
         return x
 
     def _token_steps(
@@ -670,9 +686,26 @@ class RecursiveLM(_RoutedSteps, DecoderLM):
 
     # -- one application ----------------------------------------------------------------------------------------
     def _run_app(self, i: int, x: torch.Tensor, ctx: _Pass, sel: _Selection | None) -> torch.Tensor:
-        if self.grad_checkpointing and ctx.cache is None and torch.is_grad_enabled() and self.training:
-            return checkpoint(self._apply_inner, i, x, ctx, sel, use_reentrant=False)
-        return self._apply_inner(i, x, ctx, sel)
+        if not self.checkpoints(i, ctx.cache):
+            return self._apply_inner(i, x, ctx, sel)
+        # checkpointed: every tensor that carries a gradient in or out is an argument or a result of the
+        # checkpointed function (the shared keys/values a reader attends to, those a writer keeps for its readers),
+        # so that any checkpoint function (reentrant or not) passes their gradients
+        slot = self.slot_of[i]
+        shared = ctx.kv_store[slot] if self.reads_shared[i] else None
+        keeps = not self.reads_shared[i] and self.schedule[i] in self.feeds_readers
+
+        def run(x: torch.Tensor, *kv: torch.Tensor):
+            if shared is not None:
+                ctx.kv_store[slot] = (*kv, shared[2])
+            out = self._apply_inner(i, x, ctx, sel)
+            return (out, *ctx.kv_store[slot][:2]) if keeps else out
+
+        out = self.checkpoint_fn(run, x, *(shared[:2] if shared is not None else ()))
+        if keeps:
+            out, k, v = out
+            ctx.kv_store[slot] = (k, v, ctx.kv_store[slot][2])
+        return out
 
     def _apply_inner(self, i: int, x: torch.Tensor, ctx: _Pass, sel: _Selection | None) -> torch.Tensor:
         """Application ``i`` on every token (``sel`` None) or on the gathered tokens ``x`` of ``sel``."""
