@@ -190,6 +190,30 @@ FRESH = textwrap.dedent(
 )
 
 
+def test_the_folders_remote_code_loads_them_with_the_zoos_logits(tmp_path, tokenizer_file, monkeypatch):
+    """The default run's sibling of the fresh-process test below: the folder's own files, imported the way
+    ``trust_remote_code=True`` imports them (transformers' module cache), load it with the zoo's logits."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    for kind in ("int8", "mor"):
+        folder, model = _folder(kind, tmp_path / kind, tokenizer_file)
+        auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+        config_class = get_class_from_dynamic_module(auto_map["AutoConfig"], folder)
+        model_class = get_class_from_dynamic_module(auto_map["AutoModelForCausalLM"], folder)
+        # transformers imports each file under a hash of it and its relative imports: the names are what match
+        assert model_class.__module__.endswith(".modeling_zoo") and config_class.__module__.endswith(
+            ".configuration_zoo"
+        )
+        assert model_class.config_class.__name__ == config_class.__name__ == f"Zoo{type(model.config).__name__}"
+        assert issubclass(model_class, zoo.export.hf_auto.MODEL_TYPES[model.model_type][1])
+        hf = model_class.from_pretrained(folder)
+        assert getattr(hf, "is_quantized", False) == (kind == "int8")
+        diff, scale = (_logits(hf) - _logits(model)).abs().max(), _logits(model).abs().max()
+        assert diff <= 1e-5 * scale, (kind, diff, scale)  # float32 rounding (see FRESH)
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch, transformers and zoo: 10-20 s
 def test_a_fresh_process_loads_mor_and_int8_folders_with_trust_remote_code(tmp_path, tokenizer_file):
     expected, folders = {"ids": IDS}, []
     for kind in ("int8", "mor"):
