@@ -114,3 +114,18 @@ def test_bench_rows_side_by_side():
         assert r.peer == "dense" and r.candidate.startswith("pruned") and r.rate > 0 and r.peer_rate > 0
         assert len(r.times_s["dense"]) == len(r.times_s["pruned"]) == 1
     assert rows[1].target is None  # the 0.6x target applies from batch 32
+
+
+def test_an_lm_with_a_short_context_is_counted_at_its_context(tmp_path, capsys):
+    """The default example (128 tokens) fits the model: a context of 64 is counted at 64 tokens; a --tokens the
+    context cannot take names the flag and the context, not the user's text."""
+    lm = zoo.create_model("mobilellm_125m", num_hidden_layers=1, hidden_size=64, intermediate_size=128,
+                          num_attention_heads=2, num_key_value_heads=1, vocab_size=300, max_position_embeddings=64)  # fmt: skip
+    lm.save_pretrained(tmp_path / "lm")
+    out = tmp_path / "pruned"
+    assert cli.main(["prune", str(tmp_path / "lm"), "--target-macs", "50%", "--out", str(out)]) == 0
+    assert "64 tokens" in capsys.readouterr().out
+    assert cli.main(["prune", str(tmp_path / "lm"), "--target-macs", "50%", "--out", str(tmp_path / "b"),
+                     "--tokens", "100"]) == 2  # fmt: skip
+    assert "--tokens 100: give 1 to 64 (this model's context" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -36,7 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="checkpoint to load into a registered name (any supported origin)")
     p.add_argument("--model-args", default=None, help="JSON model arguments, e.g. '{\"num_classes\": 10}'")
     p.add_argument("--input-size", default=None, help="vision: C,H,W MACs are counted at (default: the model's)")
-    p.add_argument("--tokens", type=int, default=128, help="LMs: tokens MACs are counted at (default 128)")
+    p.add_argument(
+        "--tokens",
+        type=int,
+        default=None,
+        help="LMs: tokens MACs are counted at (default 128, or the context if shorter)",
+    )
     p.add_argument("--latency-runs", type=int, default=0, help="time N CPU passes for the card (default: none)")
 
 
@@ -113,7 +118,11 @@ def _load_model_to_prune(args, source, model_args):
 def _prune_example_inputs(model, args, is_lm: bool) -> torch.Tensor:
     """A seeded example input: random tokens for a language model, a random image otherwise."""
     if is_lm:
-        return torch.randint(0, model.config.vocab_size, (1, args.tokens), generator=torch.Generator().manual_seed(0))
+        context = getattr(model.config, "max_position_embeddings", None) or 128
+        tokens = min(128, context) if args.tokens is None else args.tokens
+        if not 1 <= tokens <= context:
+            raise ValueError(f"--tokens {tokens}: give 1 to {context} (this model's context, max_position_embeddings)")
+        return torch.randint(0, model.config.vocab_size, (1, tokens), generator=torch.Generator().manual_seed(0))
     size = tuple(int(s) for s in args.input_size.split(",")) if args.input_size else None
     size = size or tuple((model.pretrained_cfg or {}).get("input_size") or (3, 224, 224))
     return torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
