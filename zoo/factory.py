@@ -367,7 +367,7 @@ def _model_cfg(entry: ModelEntry, pretrained_cfg: Any, overlay: dict[str, Any] |
 
 def create_model(
     model_name: str | os.PathLike,
-    pretrained: bool = False,
+    pretrained: bool | str | os.PathLike = False,
     num_classes: int | None = None,
     pretrained_cfg_overlay: dict[str, Any] | None = None,
     checkpoint_path: str | os.PathLike | None = None,
@@ -380,9 +380,12 @@ def create_model(
             ``config.json``), or a model folder the zoo wrote (``local-dir:PATH`` or the path; a training run's
             folder loads its ``export/``). A repo or folder rebuilds the architecture its config.json describes;
             that config.json may describe an architecture only (see the module's docstring).
-        pretrained: load weights: ``pretrained_cfg_overlay={"file": PATH}`` (a file or a folder) when given, else
-            the Hub repo in the model's pretrained cfg (``HF_ENDPOINT`` picks the endpoint). Implied by a repo or
-            folder name.
+        pretrained: ``True``: load the weights ``pretrained_cfg_overlay={"file": PATH}`` names (a file or a
+            folder) when given, else the Hub repo in the model's pretrained cfg (``HF_ENDPOINT`` picks the
+            endpoint); implied by a repo or folder name. A tag (``pretrained="sail_in1k"``, as ``NAME.sail_in1k``)
+            loads that tag's weights; a path (a file or a folder, ``str`` or ``os.PathLike``) loads those weights
+            as the overlay's ``file`` does. A tag that is not registered or a path that does not exist is an
+            error, never a download of other weights.
         num_classes: classifier size; pretrained weights with another size keep the new classifier's init.
         checkpoint_path: a checkpoint of this very model (any supported origin) loaded after building; it must fit.
         **kwargs: model arguments (``in_chans``, ``drop_path_rate``, ...), ``features_only`` / ``out_indices`` /
@@ -409,6 +412,9 @@ def create_model(
     arch, tag = split_name_tag(source.name)  # ``name.tag``: that tag's pretrained cfg (and weights)
     source = dataclasses.replace(source, name=arch)
     entry = get_entry(arch)
+    pretrained, tag, named = _pretrained_arg(pretrained, entry, tag, source, pretrained_cfg_overlay, kwargs)
+    if named:
+        pretrained_cfg_overlay = {**(pretrained_cfg_overlay or {}), **named}
     if options.quantize is not None and entry.task != "text-generation":
         raise ValueError(
             f"quantize= is for the language models; {source.name} is a {entry.task} model (export it with "
@@ -438,6 +444,64 @@ def create_model(
     if options.features.pop("features_only", False):
         model = wrap_features(model, source.name, **options.features)
     return model
+
+
+def _pretrained_arg(
+    pretrained: Any,
+    entry: ModelEntry,
+    tag: str,
+    source: WeightSource,
+    overlay: dict[str, Any] | None,
+    kwargs: dict[str, Any],
+) -> tuple[bool, str, dict[str, Any]]:
+    """``create_model``'s ``pretrained=`` read as ``(load weights, tag, cfg overlay naming a file)``.
+
+    ``True`` / ``False`` (or None) as in timm; a registered tag of the model (``pretrained="sail_in1k"`` is
+    ``NAME.sail_in1k`` with ``pretrained=True``); a file or a folder (``os.PathLike`` or a string naming an existing
+    path), read as ``pretrained_cfg_overlay={"file": PATH}`` is. Anything else is refused before anything is read, so
+    that a value the zoo cannot honour never falls back to other weights (a mistyped path is not the Hub's)."""
+    if pretrained is None or isinstance(pretrained, bool):
+        return bool(pretrained), tag, {}
+    if not isinstance(pretrained, (str, os.PathLike)):
+        raise TypeError(
+            f"pretrained must be True/False, a pretrained tag of {entry.name} or a path to weights (file or folder), "
+            f"got {type(pretrained).__name__}"
+        )
+    value = os.fspath(pretrained)
+    named_tags = [t for t in entry.pretrained_cfgs if t]
+    if isinstance(pretrained, str) and value in named_tags:
+        if tag and tag != value:
+            raise ValueError(
+                f"two pretrained tags for {entry.name}: {tag!r} in the name and pretrained={value!r}; give one"
+            )
+        chosen = kwargs.get("pretrained_cfg")
+        if isinstance(chosen, str) and chosen not in ("", value):
+            raise ValueError(f"pretrained={value!r} and pretrained_cfg={chosen!r} name two tags; give one")
+        if source.pretrained:
+            raise ValueError(
+                f"{source.cfg_overlay.get('file') or source.cfg_overlay.get('hf_hub_id')} already names weights; "
+                f"pretrained={value!r} (a tag of the registered cfgs) does not apply to it: pass pretrained=True"
+            )
+        return True, value, {}
+    path = Path(value)
+    if not value or not path.exists():
+        tags = ", ".join(repr(t) for t in named_tags) or "none (no pretrained weights are registered)"
+        raise CheckpointError(
+            f"pretrained={value!r} is neither an existing file or folder (nothing at {path.absolute()}) nor a "
+            f"pretrained tag of {entry.name} (its tags: {tags}); pass the path of the weights, a tag, or True for "
+            "the registered weights. Nothing was downloaded."
+        )
+    if source.pretrained:
+        where = source.cfg_overlay.get("file") or source.cfg_overlay.get("hf_hub_id")
+        raise ValueError(
+            f"the model name already names weights ({where}) and pretrained={value!r} names others; give one of them"
+        )
+    given = sorted(k for k in _SOURCE_KEYS + ("hf_hub_id",) if (overlay or {}).get(k) is not None)
+    if given:
+        raise ValueError(
+            f"pretrained={value!r} and pretrained_cfg_overlay[{given[0]!r}] both name weights; give one of them"
+        )
+    return True, tag, {"file": value}
 
 
 def _load_weights(
