@@ -278,3 +278,23 @@ def test_ctrl_c_in_eval_py_is_one_line_and_writes_no_results(tmp_path, monkeypat
         "eval.py: interrupted; no results file was written: run the command again"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_profile_cross_check_says_which_figure_it_compares(monkeypatch, capsys):
+    """The cross-check compares the products both counters count; the line gives that figure and what the headline
+    MACs add to it, so the two figures printed are never mistaken for each other."""
+    import re
+
+    real_profile, results = zoo.profile, []
+
+    def recorded(name, **kwargs):
+        results.append(real_profile(name, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr("zoo.profile_cli.profile", recorded)
+    assert main(["profile", "poolformer_s12", "--input-size", "3,64,64"]) == 0
+    (result,) = results
+    line = next(x for x in capsys.readouterr().out.splitlines() if "cross-check" in x)
+    products, rest = (float(v) for v in re.findall(r"this count ([\d.]+) G.*add ([\d.]+) G", line)[0])
+    assert products == pytest.approx(result.flop_counter_check["fvcore_macs"] / 1e9, abs=5e-4)
+    assert products + rest == pytest.approx(result.macs / 1e9, abs=1e-3)  # together: the headline figure

@@ -84,9 +84,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if result.flop_counter_check:
         c = result.flop_counter_check
+        rest = result.macs - c["fvcore_macs"]
         print(
-            f"  cross-check with FlopCounterMode ({c['ops']}): {c['fvcore_macs']:,} vs "
-            f"{c['flop_counter_macs']:,} MACs ({c['rel_diff']:.3%})"
+            f"  cross-check of the products alone ({c['ops']}): this count {c['fvcore_macs'] / 1e9:.3f} G, "
+            f"FlopCounterMode {c['flop_counter_macs'] / 1e9:.3f} G ({c['rel_diff']:.3%} apart); the MACs above add "
+            f"{rest / 1e9:.3f} G of the other ops (norms, pooling, activations), which FlopCounterMode does not count"
         )
     for t in result.latency:
         print(f"  batch {t['batch_size']}: {t['median_ms']:.2f} ms median of {t['runs']}, {t['throughput']:.1f} img/s")

@@ -43,6 +43,11 @@ def run_list(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    print(
+        "params / GMACs: each family's reference figures for the authors' models at the default input (plain fvcore, "
+        "which leaves norms and pooling uncounted); top-1: the paper's. `zoo profile NAME` measures this build: its "
+        "MACs add the ops plain fvcore leaves out"
+    )
     if sparse:
         print(
             "note: params / GMACs are dense (every weight, zeros included); the papers of sparse models count "
