@@ -61,8 +61,18 @@ NOT_COPIED = {
     "docs/api.md": "the API reference, generated from the docstrings",
 }
 SHELL_PAGES = [*PAGES, *NOT_COPIED, "docs/benchmarks.md", "docs/contributing.md", "CONTRIBUTING.md"]
-# shell lines that are not zoo's to check: set-up, the test runner, the linters, the site
-OTHER_TOOLS = ("python3 -m venv", ". .venv", "pip ", "python -m pytest", "ruff ", "mkdocs ", "uptime", "cd ", "lm_eval ")
+# shell lines that are not zoo's to check: set-up, the test runner, the linters, the site, the outside tools shown
+OTHER_TOOLS = (
+    "python3 -m venv",
+    ". .venv",
+    "pip ",
+    "python -m pytest",
+    "ruff ",
+    "mkdocs ",
+    "uptime",
+    "cd ",
+    "lm_eval ",
+)
 
 TINY_METAFORMER = {"depths": (1, 1, 1, 1), "dims": (16, 32, 64, 128)}
 
