@@ -51,3 +51,13 @@ def test_feature_wrappers_agree_with_the_getter(built, name, feature_cls):
 def test_unknown_feature_cls_is_named():
     with torch.device("meta"), pytest.raises(ValueError, match="feature_cls='fx2'.*getter, hook, dict, list"):
         create_model(list_models(task="image-classification")[0], features_only=True, feature_cls="fx2")
+
+
+@pytest.mark.parametrize("out_indices", [(2, 1), (1, 1), (1, -3)])
+def test_out_indices_naming_a_stage_twice_or_out_of_order_are_refused(out_indices):
+    """The maps come out one per stage in stage order: duplicate or unsorted indices would leave ``feature_info``
+    describing other maps than those returned, so they are refused with the order that works."""
+    with torch.device("meta"), pytest.raises(ValueError, match=r"twice or out of order.*out_indices=\(1, 2\)|\(1,\)"):
+        create_model("caformer_s18", features_only=True, out_indices=out_indices)
+    model = create_model("caformer_s18", features_only=True, out_indices=(1, -1), device="meta")
+    assert model.feature_info.channels() == [128, 512]  # negative indices, in order, still count from the end

@@ -715,6 +715,13 @@ def _check_out_indices(out_indices, num_stages: int, name: str):
                 f"out_indices={tuple(out_indices)} is out of range: {name} has {num_stages} feature "
                 f"stages (valid indices 0..{num_stages - 1})"
             )
+    stages = [i % num_stages for i in out_indices]
+    if len(set(stages)) < len(stages) or stages != sorted(stages):
+        # the maps come out one per stage in stage order, so feature_info would describe other maps than returned
+        raise ValueError(
+            f"out_indices={tuple(out_indices)} names a stage twice or out of order: {name} returns one map per stage, "
+            f"in stage order; give each stage once, in increasing order, e.g. out_indices={tuple(sorted(set(stages)))}"
+        )
     return tuple(out_indices)
 
 
