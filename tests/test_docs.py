@@ -6,11 +6,13 @@ cover what MkDocs does not read: the README.
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
+from maintainer_tools import load
 
-from zoo.bench import headline
+headline = load("headline")
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -44,12 +46,12 @@ def test_every_docs_page_is_in_the_nav():
     assert pages and [p for p in pages if p not in nav] == []
 
 
-# the results tables on the pages are generated from results/ (zoo.bench.headline): a figure typed by hand fails here
+# the results tables on the pages are generated from results/ (tools/headline.py, driven by results/manifest.json): a figure typed by hand fails here
 
 
 def test_generated_tables_match_their_results_files():
     stale = headline.check(REPO)
-    assert stale == [], f"tables that differ from results/: {stale}; run `zoo bench headline --write`"
+    assert stale == [], f"tables that differ from results/: {stale}; run `python tools/headline.py --write`"
 
 
 def test_a_figure_typed_by_hand_is_caught():
@@ -65,6 +67,35 @@ def test_every_marked_table_is_one_the_generator_knows():
         headline.refresh("<!-- model_tabel:start -->\n| x |\n<!-- model_tabel:end -->\n", REPO / "results")
 
 
+def test_the_manifest_lists_every_table_s_files_and_a_table_reads_no_other(tmp_path):
+    listed = headline.manifest(REPO / "results")["tables"]
+    assert sorted(listed) == sorted(headline.TABLES)
+    missing = [f for files in listed.values() for f in files if not (REPO / "results" / f).is_file()]
+    assert missing == []
+    results = tmp_path / "results"
+    shutil.copytree(REPO / "results", results)
+    doc = json.loads((results / headline.MANIFEST).read_text())
+    doc["tables"]["train_step"] = ["compress.json"]  # the table still reads train_throughput.json
+    (results / headline.MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(headline.ResultsError, match="train_step read train_throughput.json, which .* does not list"):
+        headline.refresh("<!-- train_step:start -->\n<!-- train_step:end -->\n", results)
+
+
+def test_a_new_run_is_one_line_of_the_manifest(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(REPO / "results", results)
+    doc = json.loads((results / headline.MANIFEST).read_text())
+    before = headline.TABLES["condense_scripts_gpu"](results)
+    newer = json.loads((results / "condense/speed_scripts_gpu.json").read_text())
+    newer["provenance"]["date"] = "2099-01-01 00:00 UTC"
+    for r in newer["scripts"]:
+        r["zoo_wall"] = 0.01
+    (results / "condense/speed_scripts_gpu_b.json").write_text(json.dumps(newer))
+    doc["tables"]["condense_scripts_gpu"].append("condense/speed_scripts_gpu_b.json")
+    (results / headline.MANIFEST).write_text(json.dumps(doc))
+    assert headline.TABLES["condense_scripts_gpu"](results) != before
+
+
 def test_one_provenance_line_per_machine():
     amd = {"cpu": "AMD EPYC (AVX2), 2 cores", "threads": "2", "torch": None, "date": "2026-11-23"}
     xeon = {"cpu": "Intel(R) Xeon(R) Processor", "threads": "1", "torch": "2.15.0", "date": "2026-11-25 01:30 UTC"}
@@ -78,7 +109,7 @@ def test_one_provenance_line_per_machine():
 
 
 def test_results_json_files_carry_provenance():
-    files = sorted((REPO / "results").rglob("*.json"))
+    files = sorted(f for f in (REPO / "results").rglob("*.json") if f.name != headline.MANIFEST)
     assert len(files) >= 3
     for f in files:
         doc = json.loads(f.read_text())

@@ -1,18 +1,20 @@
-"""The bench commands write the results files (``--out``) that zoo.bench.headline renders the pages' tables from."""
+"""The bench commands write the results files (``--out``) that tools/headline.py renders the pages' tables from."""
 
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from maintainer_tools import load
 
-from zoo.bench import deployed, formats, formats_report, headline
+from zoo.bench import deployed, formats, formats_report
 from zoo.bench import main as bench_main
 from zoo.bench import prune as prune_bench
 from zoo.bench import train as train_bench
 from zoo.bench.harness import Row, merge_rows, provenance
 
 REPO = Path(__file__).resolve().parents[1]
+headline = load("headline")
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ interleaved rounds, warm-up, medians, one run-count rule, one result type and ta
     zoo bench train [--models convformer_s18] [--amp bf16 --channels-last --compile]   # training steps vs timm
     zoo bench data-pruning --data mnist --data-path DIR --models convnet_d3,quickstart   # InfoBatch vs full data
 
-``--out results/NAME.json`` (``train``, ``deployed``, ``formats``, ``prune``) merges the run into the results file the
-pages' tables are generated from (``zoo bench headline``), under the run's provenance; ``--json`` keeps every timed
-pass instead. The old spellings still run: ``zoo bench --train ...`` is ``zoo bench train ...`` (:func:`legacy_argv`),
+``--out FILE`` (``train``, ``deployed``, ``formats``, ``prune``) merges the run into a results file under the run's
+provenance (the zoo's checkout keeps its own in ``results/`` and renders its pages' tables from them with
+``tools/headline.py``); without it a benchmark writes nothing. ``--json`` keeps every timed pass instead. The old spellings still run: ``zoo bench --train ...`` is ``zoo bench train ...`` (:func:`legacy_argv`),
 and every ``python -m zoo.bench.NAME`` is ``zoo bench NAME``.
 """
 
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 
 from ..registry import get_entry, list_models
-from . import condense, data, data_pruning, formats_report, headline, kv_memory, peers, prune, quant_kernels, table
+from . import condense, data, data_pruning, formats_report, kv_memory, peers, prune, quant_kernels, table
 from . import train as train_bench
 from .peers import DEPLOYED, FAMILIES, PEERS, Peer
 from .table import run_table
@@ -112,12 +112,6 @@ BENCHMARKS = (
         "the weight-only int8 / int4 kernels of one decoded token, timed on this machine",
         quant_kernels.add_arguments,
         quant_kernels.run,
-    ),
-    (
-        "headline",
-        "the results tables of README.md and the docs from results/ (--write, --check)",
-        headline.add_arguments,
-        headline.run,
     ),
 )
 NAMES = tuple(name for name, *_ in BENCHMARKS)

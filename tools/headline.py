@@ -1,17 +1,21 @@
 """The results tables that README.md, the docs and ``results/*.md`` show, generated from the results files.
 
-    zoo bench headline            # print the headline table (README.md's "Results")
-    zoo bench headline --write    # rewrite every generated table between its markers
-    zoo bench headline --check    # exit 1 naming each page whose table differs from its files
+A maintainer's tool of the zoo's checkout, not part of the installed package:
+
+    python tools/headline.py            # print the headline table (README.md's "Results")
+    python tools/headline.py --write    # rewrite every generated table between its markers
+    python tools/headline.py --check    # exit 1 naming each page whose table differs from its files
 
 A page marks a generated table with ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` on lines of their own, NAME
 one of :data:`TABLES`; everything between the markers is rewritten from the JSON files under ``results/`` (each with
-its ``provenance``: date, commit, machine, threads, versions). A figure typed by hand there is what ``--check``
-(and ``tests/test_docs.py``) catches. Each group of rows states its machine, torch version and dates once, from its
+its ``provenance``: date, commit, machine, threads, versions). Which files feed which table, and which pages may hold
+tables, is data: ``results/manifest.json`` (a new run edits that list, not this code); a table that reads a file its
+manifest entry does not list is refused. A figure typed by hand on a page is what ``--check`` (and
+``tests/test_docs.py``) catches. Each group of rows states its machine, torch version and dates once, from its
 files; a group whose files name two machines is refused. The headline is one table under one such line when every
 file behind it names one machine and torch version, else a group per machine.
 
-The bench commands write these files (``--out``): ``zoo bench train`` ``train_throughput.json``,
+The bench commands write these files when given ``--out``: ``zoo bench train`` ``train_throughput.json``,
 ``zoo bench prune`` ``compress.json``'s ``prune_latency``, ``zoo bench deployed`` ``deployed.json``. A
 row kept from an earlier run than its file's carries that run's ``provenance``.
 """
@@ -26,41 +30,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..data.sources import BENCHMARKS
-from ..layers.saving import write_file
-from .condense_speed import render_scripts, render_speed
-from .options import program
+from zoo.bench.condense_speed import render_scripts, render_speed
+from zoo.data.sources import BENCHMARKS
+from zoo.layers.saving import write_file
 
-__all__ = ["PAGES", "TABLES", "ResultsError", "check", "headline", "provenance_line", "refresh", "write"]
+__all__ = ["MANIFEST", "TABLES", "ResultsError", "check", "headline", "manifest", "provenance_line", "refresh", "write"]
 
-REPO = Path(__file__).resolve().parents[2]
-# the pages that may hold generated tables (docs/results is a link to results/)
-PAGES = ("README.md", "docs/*.md", "results/*.md", "results/*/*.md")
+REPO = Path(__file__).resolve().parents[1]  # this tool runs from the zoo's checkout: tools/ beside results/
+MANIFEST = "manifest.json"  # under results/: the files of each table and the pages that may hold tables
 _REGION = re.compile(r"(<!-- ([a-z0-9_]+):start -->\n)(.*?)(<!-- \2:end -->)", re.S)
-# the second: two threads, chunks of 64; the third: both thread counts, the real side by zoo.layers.winograd; the
-# fourth: the code of the ratios against the authors' scripts (first layer, fused backward, training kernels)
-_CONDENSE_SPEED = (
-    "condense/speed_mnist.json",
-    "condense/speed_mnist_b.json",
-    "condense/speed_mnist_c.json",
-    "condense/speed_mnist_d.json",
-)
-# the authors' own scripts timed beside zoo condense: DM's one-thread rows, then DSA's and DC's from a later run, then
-# every method's two-thread rows after the real side's chunk grew to 64 images at two threads
-# the latest run of the authors' scripts: every row of it (the earlier runs' files stay, cited in speed.md's prose)
-_CONDENSE_SCRIPTS = (  # oldest first
-    "condense/speed_scripts_d.json",
-    "condense/speed_scripts_e.json",
-    "condense/speed_scripts_f.json",
-    "condense/speed_scripts_g.json",
-    "condense/speed_scripts_h.json",
-)
-# the same scripts and zoo condense on a GPU (--device cuda), where the CPU rows' kernels take no part
-_CONDENSE_SCRIPTS_GPU = ("condense/speed_scripts_gpu.json",)
-_DATA_PRUNING = ("data_pruning/mnist_quickstart_2000_40ep.json", "data_pruning/fashion_mnist_quickstart_2000_40ep.json")
-_DATA_PRUNING_5SEEDS = ("data_pruning/mnist_quickstart_2000_40ep_5seeds.json",)
-_DATA_PRUNING_100EP = ("data_pruning/mnist_quickstart_2000_100ep_5seeds.json",)
-_DATA_PRUNING_SUMMARY = (*_DATA_PRUNING_100EP, *_DATA_PRUNING)  # longest training first
 
 
 class ResultsError(ValueError):
@@ -69,6 +47,35 @@ class ResultsError(ValueError):
 
 
 _read: list[str] = []  # the results files read by the table being rendered, named when it cannot be rendered
+
+
+def manifest(results: Path) -> dict[str, Any]:
+    """``results/manifest.json``: ``tables`` (table name -> the results files it reads, relative to ``results``,
+    oldest run first) and ``pages`` (globs, relative to the checkout, of the pages that may mark tables)."""
+    path = results / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(
+            f"{path} is missing: it lists the results files of each table; restore it from git"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path} is not complete JSON ({e}): restore it from git") from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("tables"), dict)
+        or not isinstance(data.get("pages"), list)
+    ):
+        raise ResultsError(f"{path} needs a 'tables' object (table -> files) and a 'pages' list of globs")
+    return data
+
+
+def _files(results: Path, table: str, prefix: str = "") -> tuple[str, ...]:
+    """The results files the manifest lists for ``table`` (those starting with ``prefix``), in its order."""
+    listed = manifest(results)["tables"].get(table)
+    if not isinstance(listed, list) or not listed:
+        raise ResultsError(f"{results / MANIFEST} lists no results files for table {table}: add them under 'tables'")
+    return tuple(f for f in listed if f.startswith(prefix))
 
 
 def _load(results: Path, name: str) -> dict[str, Any]:
@@ -95,7 +102,13 @@ def _render(name: str, results: Path) -> str:
     it (a row without ``model``, a section missing), never a traceback."""
     _read.clear()
     try:
-        return TABLES[name](results)
+        text = TABLES[name](results)
+        unlisted = [f for f in dict.fromkeys(_read) if f not in _files(results, name)]
+        if unlisted:
+            raise ResultsError(
+                f"table {name} read {', '.join(unlisted)}, which {results / MANIFEST} does not list for it: add them"
+            )
+        return text
     except ResultsError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, StopIteration) as e:
@@ -196,7 +209,7 @@ def _condense_group(results: Path) -> list[_Row]:
                      f"iterations) | {d['mean']:.1f}% top-1 | random subset {r['mean']:.1f}% | "
                      "[condense](results/condense/README.md) |", [dm["provenance"], random["provenance"]]))  # fmt: skip
     dm_row = ("dm", 1, 1)
-    scripts = next(d for d in (_load(results, n) for n in reversed(_CONDENSE_SCRIPTS))
+    scripts = next(d for d in (_load(results, n) for n in reversed(_files(results, "headline", "condense/speed_scripts")))
                    if any((r["method"], r["ipc"], r["threads"]) == dm_row for r in d["scripts"]))  # fmt: skip
     s = next(r for r in scripts["scripts"] if (r["method"], r["ipc"], r["threads"]) == dm_row)
     rows.append((f"| condensation speed, DM, MNIST, 1 image per class, 1 thread | {s['zoo_wall']:.2f} s per "
@@ -246,7 +259,7 @@ def headline(results: Path) -> str:
 def _latest_speed_rows(results: Path) -> dict[tuple[str, str, int, int], dict[str, Any]]:
     """(method, data, ipc, threads) -> the latest run's row of the condensation speed files, with its provenance."""
     latest: dict[tuple[str, str, int, int], dict[str, Any]] = {}
-    for name in _CONDENSE_SPEED:
+    for name in _files(results, "condense_speed_summary"):
         doc = _load(results, name)
         for r in doc["speed"]:
             key = (r["method"], r["data"], r["ipc"], r["threads"])
@@ -283,7 +296,6 @@ def condense_speed_summary(results: Path) -> str:
 _CONDENSE_ORDER = ("random", "herding", "kcenter", "dm", "dsa", "dc", "mtt", "factorization (authors' layout)", "rded",
                    "random+teacher", "sre2l")  # fmt: skip
 _CONTROLS = ("random+teacher",)  # the zoo's own control row: no paper could report it
-_CONDENSE_ONE_DATASET = ("ipc10_cpu_b", "ipc10_cpu_c")  # MTT and factorization at ipc 10: measured on MNIST only
 
 
 def _pm(mean: float | None, std: float | None) -> str:
@@ -292,15 +304,13 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 def condense_table(results: Path) -> str:
     """results/condense/README.md's table: every method and ipc on MNIST and Fashion-MNIST, from the bench's JSON
-    runs (``{data}_ipc1_cpu_random``, ``_ipc1_cpu``, ``_ipc1_cpu_b``, ``_ipc10_cpu``; ``_ipc10_cpu_b`` and ``_c``
-    where they were measured)."""
+    runs the manifest lists (``condense/{data}_...json``; a later file's row of a method and ipc replaces an earlier
+    one; a method measured on one dataset only says "not run" in the other's cells)."""
     datas = ("mnist", "fashion_mnist")
     rows: dict[str, dict[tuple[str, int], dict[str, Any]]] = {d: {} for d in datas}
     for d in datas:
-        for suffix in ("ipc1_cpu_random", "ipc1_cpu", "ipc1_cpu_b", "ipc10_cpu", "ipc10_cpu_b", "ipc10_cpu_c"):
-            if suffix in _CONDENSE_ONE_DATASET and not (results / f"condense/{d}_{suffix}.json").exists():
-                continue  # a file measured on one dataset only: the other's cells say "not run"
-            for r in _load(results, f"condense/{d}_{suffix}.json")["rows"]:
+        for name in _files(results, "condense_table", f"condense/{d}_"):
+            for r in _load(results, name)["rows"]:
                 rows[d][(r["method"], r["ipc"])] = r
     rank = {m: i for i, m in enumerate(_CONDENSE_ORDER)}
     keys = sorted(rows["mnist"], key=lambda k: (k[1], rank.get(k[0], len(rank)), k[0]))
@@ -325,22 +335,20 @@ def condense_table(results: Path) -> str:
 
 def condense_speed(results: Path) -> str:
     """results/condense/speed.md's table: every saved run, as ``zoo bench condense --render`` prints it."""
-    return render_speed([_load(results, name) for name in _CONDENSE_SPEED])
+    return render_speed([_load(results, name) for name in _files(results, "condense_speed")])
 
 
 def condense_scripts(results: Path) -> str:
     """results/condense/speed.md's table of the authors' own scripts timed beside ``zoo condense``."""
-    return render_scripts([_load(results, name) for name in _CONDENSE_SCRIPTS])
+    return render_scripts([_load(results, name) for name in _files(results, "condense_scripts")])
 
 
 def condense_scripts_gpu(results: Path) -> str:
     """results/condense/speed.md's table of the authors' scripts beside ``zoo condense`` on a GPU."""
-    return render_scripts([_load(results, name) for name in _CONDENSE_SCRIPTS_GPU], column="device")
+    return render_scripts([_load(results, name) for name in _files(results, "condense_scripts_gpu")], column="device")
 
 
-def _pruning_docs(
-    results: Path, names: tuple[str, ...] = _DATA_PRUNING
-) -> list[tuple[str, dict[str, Any], dict[str, dict[str, Any]]]]:
+def _pruning_docs(results: Path, names: tuple[str, ...]) -> list[tuple[str, dict[str, Any], dict[str, dict[str, Any]]]]:
     out = []
     for name in names:
         doc = _load(results, name)
@@ -361,7 +369,7 @@ def data_pruning_summary(results: Path) -> str:
     """README.md's dynamic data pruning: full data, InfoBatch and the random subset at the same cost, longest
     training first; one provenance line per machine."""
     rows, machines = [], {}
-    docs = _pruning_docs(results, _DATA_PRUNING_SUMMARY)
+    docs = _pruning_docs(results, _files(results, "data_pruning_summary"))
     for title, doc, by in docs:
         s = doc["settings"]
         machines.setdefault(_cpu(doc["provenance"]), []).append((s["epochs"], doc["provenance"]))
@@ -388,8 +396,10 @@ def _saved(method: str, share: float) -> str:
     return "-" if method == "full" else f"{100 * share:.1f}%"
 
 
-def data_pruning_40ep(results: Path, names: tuple[str, ...] = _DATA_PRUNING) -> str:
-    """results/data_pruning/README.md's per-method table of the runs ``names`` (by default the two 40-epoch runs)."""
+def data_pruning_40ep(results: Path, table: str = "data_pruning_40ep") -> str:
+    """results/data_pruning/README.md's per-method table of the runs the manifest lists for ``table`` (by default
+    the two 40-epoch runs)."""
+    names = _files(results, table)
     rows = []
     labels = {"full": "full", "infobatch": "InfoBatch", "random": "random, same cost"}
     for title, _, by in _pruning_docs(results, names):
@@ -403,12 +413,12 @@ def data_pruning_40ep(results: Path, names: tuple[str, ...] = _DATA_PRUNING) -> 
 
 def data_pruning_5seeds(results: Path) -> str:
     """results/data_pruning/README.md's 40-epoch table of the 5-seed MNIST run."""
-    return data_pruning_40ep(results, _DATA_PRUNING_5SEEDS)
+    return data_pruning_40ep(results, "data_pruning_5seeds")
 
 
 def data_pruning_100ep(results: Path) -> str:
     """results/data_pruning/README.md's 100-epoch table of the 5-seed MNIST run."""
-    return data_pruning_40ep(results, _DATA_PRUNING_100EP)
+    return data_pruning_40ep(results, "data_pruning_100ep")
 
 
 def _versions(p: dict[str, Any], libraries: tuple[str, ...]) -> list[str]:
@@ -597,7 +607,9 @@ def refresh(text: str, results: Path) -> str:
 
 
 def _pages(repo: Path) -> list[Path]:
-    return sorted({p for pattern in PAGES for p in repo.glob(pattern) if p.is_file()})
+    """The pages the manifest names (docs/results is a link to results/: its pages are read once, as results/'s)."""
+    patterns = manifest(repo / "results")["pages"]
+    return sorted({p for pattern in patterns for p in repo.glob(pattern) if p.is_file()})
 
 
 def _refreshed(repo: Path) -> list[tuple[Path, str, str]]:
@@ -634,32 +646,30 @@ def write(repo: Path = REPO) -> list[Path]:
     return changed
 
 
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    """``zoo bench headline``: print the headline table, or rewrite (``--write``) / check (``--check``) every one."""
+def main(argv: list[str] | None = None) -> int:
+    """Print the headline table, or rewrite (``--write``) / check (``--check``) every generated table."""
+    ap = argparse.ArgumentParser(prog="python tools/headline.py", description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="rewrite every generated table between its markers")
     mode.add_argument("--check", action="store_true", help="exit 1 if a page's table differs from its results files")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return program("python -m zoo.bench.headline", __doc__, add_arguments, run, argv)
-
-
-def run(args: argparse.Namespace) -> int:
-    """The tables rendered from ``results/``: printed, written between their markers, or checked."""
+    ap.add_argument(
+        "--repo", type=Path, default=REPO, help="the checkout holding results/ and the pages (default: %(default)s)"
+    )
+    args = ap.parse_args(argv)
+    repo = args.repo
     try:
         if args.write:
-            for page in write(REPO):
-                print(f"rewrote {page.relative_to(REPO)}")
+            for page in write(repo):
+                print(f"rewrote {page.relative_to(repo)}")
             return 0
         if args.check:
-            stale = check(REPO)
+            stale = check(repo)
             for line in stale:
-                print(f"stale: {line} (zoo bench headline --write renders it from results/)", file=sys.stderr)
+                print(f"stale: {line} (python tools/headline.py --write renders it from results/)", file=sys.stderr)
             return 1 if stale else 0
-        print(_render("headline", REPO / "results"))
+        print(_render("headline", repo / "results"))
     except ResultsError as e:
-        print(f"{getattr(args, 'door', 'zoo bench headline')}: error: {e}", file=sys.stderr)
+        print(f"tools/headline.py: error: {e}", file=sys.stderr)
         return 2
     return 0
 
