@@ -4,7 +4,9 @@ new one does not write; ``push_to_hub`` / ``zoo publish`` write cards into the z
 temporary folder that is gone; a language model's ``save_pretrained`` takes the documented ``tokenizer_file=``.
 """
 
+import inspect
 import json
+from pathlib import Path
 
 import pytest
 from small_lms import SMALL, tiny_lm_args
@@ -87,13 +89,18 @@ def test_an_lm_save_pretrained_takes_tokenizer_file(tmp_path):
     assert zoo.create_model(str(tmp_path / "m"), pretrained=True).config.vocab_size == 64
 
 
-def test_cards_are_not_written_into_any_folder_with_model_cards(tmp_path, monkeypatch):
-    (tmp_path / "model_cards").mkdir()
+def test_a_card_is_written_only_where_asked_even_from_the_zoo_s_checkout(tmp_path, monkeypatch):
+    checkout = Path(zoo.__file__).resolve().parents[1]
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "README.md").write_text("card")
-    monkeypatch.chdir(tmp_path)
-    assert publish.save_published_card(tmp_path / "export", "org/name", publish.AUTO_CARDS_DIR) is None
-    assert list((tmp_path / "model_cards").iterdir()) == []
+    monkeypatch.chdir(checkout)  # the working directory decides nothing
+    before = sorted(p.name for p in checkout.iterdir())
+    assert publish.save_published_card(tmp_path / "export", "org/name", None) is None
+    assert sorted(p.name for p in checkout.iterdir()) == before
+    assert not (checkout / "model_cards" / "published").exists()
+    card = publish.save_published_card(tmp_path / "export", "org/name", tmp_path / "cards")
+    assert card == tmp_path / "cards" / "org--name.md" and card.read_text() == "card"
+    assert inspect.signature(publish.publish_run).parameters["cards_dir"].default is None
 
 
 def test_a_push_message_names_no_temporary_folder(tmp_path, monkeypatch):

@@ -58,8 +58,6 @@ class PublishError(RuntimeError):
 # ------------------------------------------------------------------------------------------------------------------
 
 CARD_NAME = "README.md"
-PUBLISHED_CARDS_DIR = Path("model_cards") / "published"
-AUTO_CARDS_DIR = "auto"
 # training-only options and build-time switches: not part of the architecture (timm leaves drop rates out too)
 _TRAINING_ONLY_ARGS = (
     "drop_rate",
@@ -678,18 +676,12 @@ def upload_folder(
     return str(url)
 
 
-def _cards_dir(cards_dir) -> Path | None:
-    if cards_dir == AUTO_CARDS_DIR:  # run from the zoo's own checkout: its model_cards/published/; else nowhere
-        checkout = Path(__file__).resolve().parents[1]
-        here = Path.cwd().resolve() == checkout and (checkout / "model_cards").is_dir()
-        return checkout / PUBLISHED_CARDS_DIR if here else None
-    return None if cards_dir is None else Path(cards_dir)
-
-
-def save_published_card(folder: Path, repo_id: str, cards_dir) -> Path | None:
-    target = _cards_dir(cards_dir)
-    if target is None:
+def save_published_card(folder: Path, repo_id: str, cards_dir: None | str | os.PathLike) -> Path | None:
+    """Copy the exported card to ``cards_dir/ORG--NAME.md``; nothing when ``cards_dir`` is None (the default of
+    every publish: a card is written only where asked, whatever the working directory)."""
+    if cards_dir is None:
         return None
+    target = Path(cards_dir)
     target.mkdir(parents=True, exist_ok=True)
     path = target / (repo_id.replace("/", "--") + ".md")
     _write_text(path, (folder / CARD_NAME).read_text())
@@ -703,14 +695,13 @@ def publish_run(
     private: bool = False,
     token: str | None = None,
     out_dir: str | os.PathLike | None = None,
-    cards_dir: None | str | os.PathLike = AUTO_CARDS_DIR,
+    cards_dir: None | str | os.PathLike = None,
     license: str | None = None,
     latency_runs: int = 20,
 ) -> str:
     """Export a training run (:func:`export_run`) and upload it to ``repo_id``; returns the repo's URL.
 
-    The card is also written to ``cards_dir/ORG--NAME.md`` (default: the zoo checkout's ``model_cards/published/``
-    when run from that checkout, nowhere else; ``None``: not written).
+    The card is also written to ``cards_dir/ORG--NAME.md`` when ``cards_dir`` is given (default: nowhere).
     """
     check_repo_id(repo_id)
     folder = export_run(run_dir, out_dir, repo_id=repo_id, license=license, latency_runs=latency_runs)
@@ -737,7 +728,7 @@ def push_to_hub(
     private: bool = False,
     token: str | None = None,
     out_dir: str | os.PathLike | None = None,
-    cards_dir: None | str | os.PathLike = AUTO_CARDS_DIR,
+    cards_dir: None | str | os.PathLike = None,
     commit_message: str | None = None,
     latency_runs: int = 20,
 ) -> str:

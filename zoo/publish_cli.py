@@ -80,8 +80,8 @@ def add_publish_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", default=None, help="where to write the exported folder (default RUN_DIR/publish)")
     p.add_argument(
         "--cards-dir",
-        default=publish.AUTO_CARDS_DIR,
-        help="where to copy the model card (default: model_cards/published when run from the zoo's own checkout)",
+        default=None,
+        help="also copy the model card to DIR/ORG--NAME.md (default: nowhere)",
     )
     p.add_argument("--license", default=None, help="the weights' license (default: the architecture's)")
     p.add_argument(
