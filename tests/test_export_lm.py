@@ -461,7 +461,8 @@ def test_tied_head_bytes_counts_a_tied_float_embedding_only():
 @pytest.mark.parametrize("name", ["mor_135m", "mobilellm_125m"])
 def test_a_float_pte_holds_each_weight_once_and_the_tied_embedding_twice(name, tmp_path):
     dims = dict(SMALL, vocab_size=2048, hidden_size=256, intermediate_size=512, num_attention_heads=4)
-    model = zoo.create_model(name, **dims, num_hidden_layers=5 if name.startswith("mor") else 3).eval()
+    dims["num_hidden_layers"] = 5 if name.startswith("mor") else 3
+    model = zoo.create_model(name, **dims).eval()
     result = zoo.export(model, "pte", tmp_path, max_seq_len=32, check=True, backend="executorch")
     size = result.check["size"]
     assert size["ok"] and size["tied_head_bytes"] == 2048 * 256 * 4 > 1 << 20  # above the megabyte of slack

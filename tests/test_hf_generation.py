@@ -7,8 +7,8 @@
   made for the first generation, grows to the conversation, and the tokens equal one long generate / a fresh
   generate over the whole sequence.
 * The other generation utilities ``LlamaForCausalLM`` takes (left-padded batches, ``use_cache=False``, seeded
-  sampling, beams, ``num_return_sequences``, a streamer) give the tokens ``LlamaForCausalLM`` gives on the same
-  weights.
+  sampling, beams over the zoo's cache, ``num_return_sequences``, a streamer) give the tokens ``LlamaForCausalLM``
+  gives on the same weights.
 """
 
 import warnings
@@ -167,6 +167,21 @@ def test_a_second_generate_continues_the_returned_cache(case, tmp_path):
 
     with pytest.raises(ValueError, match="greedy decoding and sampling"):
         hf.generate(cont, cache=first.past_key_values, max_new_tokens=2, num_beams=2, do_sample=False)
+
+
+@pytest.mark.parametrize("case", ["mor", pytest.param("pro_untied", marks=pytest.mark.slow)])
+def test_beam_search_reorders_the_cache(case, tmp_path):
+    """Beams decode over the zoo's cache (each step feeds one token per beam, rows reordered as beams are kept):
+    the tokens of beams that recompute the whole sequence each step. MoR: routed slots with their positions."""
+    _, hf = _hf(case, tmp_path)
+    ids, mask = _prompts()
+    fed = []
+    forward = hf.zoo_model.forward
+    hf.zoo_model.forward = lambda input_ids, **kw: fed.append(input_ids.shape) or forward(input_ids, **kw)
+    settings = dict(attention_mask=mask, max_new_tokens=6, num_beams=3, do_sample=False, pad_token_id=0)
+    cached = hf.generate(ids, **settings)
+    assert fed[0] == (6, 7) and set(fed[1:]) == {(6, 1)}  # the prompts once, then one token per beam
+    assert torch.equal(cached, hf.generate(ids, use_cache=False, **settings))
 
 
 def test_a_cache_grows_in_forward_and_stops_at_the_context(tmp_path):

@@ -31,8 +31,9 @@ as the zoo wrote it. Tied output weights need no tying: a tied zoo model has no 
 ``forward`` runs the zoo model and returns ``CausalLMOutputWithPast``. Generation uses the zoo's own static KV cache
 (:class:`zoo.lm.KVCache` / :class:`zoo.lm.routing.RoutedKVCache`, made by ``_prepare_cache_for_generation``
 for the whole generation, carried as ``past_key_values``); greedy tokens equal the zoo's ``model.generate``.
-Beam search and assisted decoding reorder or crop a cache, which the zoo's static cache does not do: they run
-without one (``use_cache=False``, the full sequence recomputed each step), as does ``generate(use_cache=False)``.
+Beam search reorders the cache's rows (:meth:`ZooCache.reorder_cache`). Assisted decoding crops a cache, which the
+zoo's static cache does not do: it runs without one (``use_cache=False``, the full sequence recomputed each step), as
+do the other beam variants and ``generate(use_cache=False)``.
 The cache one ``generate`` returns (``return_dict_in_generate=True``) continues in the next, with the whole
 sequence and more tokens as input: it grows to the longer conversation (:meth:`ZooCache.ensure`), and the tokens
 equal one long generate. ``activation_checkpointing_enable`` / ``gradient_checkpointing_enable`` make the zoo model
@@ -84,8 +85,11 @@ __all__ = ["MODEL_TYPES", "ZooCache", "ZooQuantizationConfig", "ZooQuantizer", "
 
 _logger = logging.getLogger(__name__)
 
-# generation modes that run forward on the new tokens only, with one cache made for the whole generation
-_CACHED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
+# generation modes that run forward on the new tokens only, with one cache made for the whole generation (beam
+# search reorders its rows, ZooCache.reorder_cache)
+_CACHED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH)
+# the modes that may continue a cache an earlier generate returned (a beam search needs its own rows per beam)
+_CONTINUING_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
 # the name generate carries a cache under: "cache" from transformers 5.24 on (which still reads the old name, with a
 # warning), "past_key_values" before
 _CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -170,7 +174,8 @@ class ZooCache:
     """The zoo model's static KV cache (:class:`~zoo.lm.KVCache`, or its routed subclass) as transformers'
     ``generate`` carries it in ``past_key_values``: what generate asks of a cache, nothing more. The zoo model
     appends to ``cache`` in place. It is made for the whole generation and grows when a later call carries it
-    further (a second ``generate`` continuing the conversation, :meth:`ensure`); it neither crops nor reorders."""
+    further (a second ``generate`` continuing the conversation, :meth:`ensure`), and beam search reorders its rows
+    (:meth:`reorder_cache`); it does not crop."""
 
     is_compileable = False
     is_croppable = False
@@ -190,6 +195,10 @@ class ZooCache:
         needed = max([total, *(n + total - self.cache.seq_length for n in self.cache.lengths)])
         if needed > self.cache.max_length and needed <= limit:
             self.cache.grow(min(limit, max(needed, 2 * self.cache.max_length)))
+
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+        """Beam search: row ``i`` continues from row ``beam_idx[i]``."""
+        self.cache.reorder(beam_idx)
 
     def __repr__(self) -> str:
         c = self.cache
@@ -362,18 +371,18 @@ class _ZooLMForCausalLM(PreTrainedModel, GenerationMixin):
         if given is not None:
             if not isinstance(given, ZooCache):
                 raise ValueError(_NOT_A_ZOO_CACHE.format(type(given).__name__))
-            if generation_mode not in _CACHED_MODES:
+            if generation_mode not in _CONTINUING_MODES:
                 raise ValueError(
-                    f"a cache carried into generate serves greedy decoding and sampling; {generation_mode.value} runs "
-                    "without one here (it reorders or crops caches, which the zoo's static cache does not): call "
-                    "generate on the whole sequence without the cache"
+                    f"a cache carried into generate serves greedy decoding and sampling; {generation_mode.value} makes "
+                    "its own (one row per beam) or runs without one: call generate on the whole sequence without the "
+                    "cache"
                 )
             given.ensure(max_cache_length, self.config.max_position_embeddings)
             return
         if generation_config.use_cache is False:
             return
         if generation_mode not in _CACHED_MODES:
-            generation_config.use_cache = False  # beams / assisted decoding reorder or crop caches
+            generation_config.use_cache = False  # assisted decoding, constrained or group beams crop or split caches
             return
         rows = max(generation_config.num_beams or 1, generation_config.num_return_sequences or 1) * batch_size
         model_kwargs[_CACHE_KEY] = ZooCache(self.zoo_model.new_cache(rows, max_cache_length))

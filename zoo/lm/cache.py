@@ -220,6 +220,23 @@ class KVCache:
             self.key_positions.narrow(2, 0, old).copy_(positions)
         return self
 
+    def reorder(self, rows: torch.Tensor) -> "KVCache":
+        """Row ``i`` takes the entries of row ``rows[i]`` in every slot (beam search continues the beams it keeps);
+        the lengths are every row's, so they stay."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self._slot_keys[0].device)
+        if rows.shape != (self.batch_size,):
+            raise ValueError(f"KVCache.reorder: rows must be {self.batch_size} row indices, got {tuple(rows.shape)}")
+        if self.keys is not None:
+            self.keys.copy_(self.keys.index_select(1, rows))
+            self.values.copy_(self.values.index_select(1, rows))
+        else:
+            for store in (self._slot_keys, self._slot_values):
+                for tensor in store:
+                    tensor.copy_(tensor.index_select(0, rows))
+        if self.key_positions is not None:
+            self.key_positions.copy_(self.key_positions.index_select(1, rows))
+        return self
+
     def _slot(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
         # writable in grad mode: the views made by ``unbind`` are not (autograd forbids modifying them)
         if self.keys is not None:
