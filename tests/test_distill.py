@@ -1,7 +1,6 @@
 """Knowledge distillation in training (the recipe's ``distill:``) and ``init_from``: the loss math against hand
 computations, a frozen teacher, recipe errors, digits and LM runs with a teacher, resume, two processes."""
 
-import json
 import math
 import os
 import shutil
@@ -409,16 +408,3 @@ def test_torchrun_ddp_with_a_teacher_matches_one_process(dense_folder, tmp_path)
     a, b = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-4, worst  # same samples, teacher targets and gradients; only the order of float sums differs
-
-
-@pytest.mark.slow
-def test_compress_quickstart_smoke_runs_the_digits_path(tmp_path, capsys):
-    pytest.importorskip("zoo.compress")
-    from zoo.train import compress_quickstart
-
-    assert compress_quickstart.main(["--smoke", "--only", "digits", "--runs", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "compress_quickstart.json").read_text())["digits"]
-    dense, pruned, finetuned, distilled = rows
-    assert abs(pruned["macs"] / dense["macs"] - 0.5) < 0.02  # half the MACs, counted on the reloaded folder
-    assert finetuned["macs"] == distilled["macs"] == pruned["macs"]
-    assert "pruned + distilled" in capsys.readouterr().out

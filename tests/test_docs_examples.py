@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from maintainer_tools import load
 from small_lms import tiny_lm_args
 
 import zoo
@@ -346,6 +347,15 @@ def _help_of(module: str) -> str:
     return out.getvalue()
 
 
+def _help_of_script(path: str) -> str:
+    """The --help text of a checkout script, ``python tools/NAME.py`` or ``python examples/NAME.py``."""
+    folder, name = path.removesuffix(".py").split("/")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        load(name, folder).main(["--help"])
+    return out.getvalue()
+
+
 def _check_flags(argv: list[str], help_text: str, where: str) -> None:
     flags = [a.split("=", 1)[0] for a in argv if a.startswith("--")]
     missing = [f for f in flags if not re.search(rf"{re.escape(f)}\b", help_text)]
@@ -367,6 +377,10 @@ def _check_line(where: str, line: str, checked: dict) -> None:
         checked["zoo"] += 1
     elif argv[:2] == ["python", "-m"] and argv[2].startswith("zoo."):
         _check_flags(argv[3:], _help_of(argv[2]), where)
+        checked["modules"] += 1
+    elif argv[0] == "python" and re.fullmatch(r"(tools|examples)/\w+\.py", argv[1]):
+        assert (REPO / argv[1]).is_file(), f"{where}: `{line}`: the checkout has no {argv[1]}"
+        _check_flags(argv[2:], _help_of_script(argv[1]), where)
         checked["modules"] += 1
     elif argv[:2] == ["python", "train.py"]:
         args = argv[2:]

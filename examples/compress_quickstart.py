@@ -1,9 +1,12 @@
 """Compress quickstart: dense -> pruned -> fine-tuned or distilled, on the bundled digits and the quickstart LM.
 
-    python -m zoo.train.compress_quickstart                  # both tasks, runs under runs/
-    python -m zoo.train.compress_quickstart --only digits    # one of them
-    python -m zoo.train.compress_quickstart --smoke --runs /tmp/cq   # a few steps each: the path, not the figures
-    python -m zoo.train.compress_quickstart --rounds 3       # also iterative: 3 x (prune, distill), same steps
+    python examples/compress_quickstart.py                  # both tasks, runs under runs/
+    python examples/compress_quickstart.py --only digits    # one of them
+    python examples/compress_quickstart.py --smoke --runs /tmp/cq   # a few steps each: the path, not the figures
+    python examples/compress_quickstart.py --rounds 3       # also iterative: 3 x (prune, distill), same steps
+
+An example of the zoo's checkout (it reads the recipes in ``configs/`` beside this folder), built on the installed
+package's public pieces: ``zoo.prune``, ``zoo.train``'s loop and recipes, ``zoo.publish.export_pretrained``.
 
 Digits: the quickstart PoolFormer (``configs/quickstart_digits.yaml``; a finished run in ``RUNS/quickstart_digits``
 is reused) is pruned to half its MACs with :func:`zoo.prune` and written as a model folder
@@ -32,16 +35,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..factory import create_model
-from ..profile import count_macs
-from ..publish import export_pretrained
-from .config import load_recipe, load_run_args, load_run_recipe
-from .distributed import DistState
-from .loop import train
-from .tasks import EvalSource, task_class
+from zoo.factory import create_model
+from zoo.profile import count_macs
+from zoo.publish import export_pretrained
+from zoo.train.config import load_recipe, load_run_args, load_run_recipe
+from zoo.train.distributed import DistState
+from zoo.train.loop import train
+from zoo.train.tasks import EvalSource, task_class
 
 try:  # structural pruning (zoo.compress, Torch-Pruning) is an optional part of an install
-    from ..compress import PruneError, prune
+    from zoo.compress import PruneError, prune
 except ImportError:  # pragma: no cover - depends on the install
     prune = None
 
@@ -51,9 +54,9 @@ except ImportError:  # pragma: no cover - depends on the install
 
 __all__ = ["main", "run_digits", "run_lm"]
 
-_logger = logging.getLogger(__name__)
+_logger = logging.getLogger("compress_quickstart")
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the checkout's recipes, beside examples/
 
 # --smoke: a handful of steps per run, tiny LM; checks that the path runs end to end, says nothing about accuracy
 _SMOKE_DIGITS = ["--train.steps", "6", "--train.batch_size", "32", "--checkpoint.every_steps", "0"]
@@ -315,7 +318,7 @@ def _table(rows: list[dict[str, Any]], metric: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.train.compress_quickstart", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python examples/compress_quickstart.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", choices=("digits", "lm"), help="one task (default: both)")
     p.add_argument("--runs", default="runs", help="folder of the run folders (default: runs)")
     p.add_argument("--target-macs", type=float, default=0.5, help="digits: the pruned model's MACs, as a fraction")
