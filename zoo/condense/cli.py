@@ -335,12 +335,13 @@ def _run(args: argparse.Namespace, device: str | None = None, main: bool = True,
         preset = default_preset(dev.type) if args.preset == "auto" else args.preset
         image_size = _image_size(args, preset, source)
         options = {**method_options(preset, args.method, args.ipc), **_options(args)}
+        out = Path(args.out or f"runs/condensed/{args.method}_ipc{args.ipc}")
+        if not args.print_settings:  # (printing writes nothing: any --out will do)
+            _check_out(out, source, args, options, image_size)
         cls = _method_class(args.method, args.ipc, options)
         if args.print_settings:  # after every check a run makes of its arguments: it prints only what would run
             print(_settings_table(args))
             return 0
-        out = Path(args.out or f"runs/condensed/{args.method}_ipc{args.ipc}")
-        _check_out(out, source, args, options, image_size)
         made = _write_settings(out, _settings(args, source, options, image_size)) if main else []
         if main:
             print(_start_line(args.method, source, args.ipc, preset, options, image_size), flush=True)
