@@ -396,3 +396,20 @@ def test_bench_settings_are_refused_before_the_first_run(flags, fragment, monkey
     assert main(["bench", "--data-pruning", "--seeds", "0", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("zoo bench: error:") and fragment in err and len(err.splitlines()) == 1, err
+
+
+def test_bench_recipes_are_read_from_configs_never_beside_the_package(tmp_path):
+    """The quickstart's recipe comes from --configs (default ./configs, a path like any other), not from a folder
+    found relative to zoo's own files: an installed zoo has none there. A folder without it is one clear line."""
+    import argparse
+
+    from zoo.bench import add_arguments
+    from zoo.bench.data_pruning import _image_recipe
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["data-pruning", "--models", "quickstart", "--configs", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"quickstart_digits\.yaml, which is not there: pass --configs DIR"):
+        _image_recipe(args, "quickstart")
+    (tmp_path / "quickstart_digits.yaml").write_text(DIGITS.read_text())
+    assert _image_recipe(args, "quickstart")["model_kwargs"]["depths"] == [2, 2, 4, 2]

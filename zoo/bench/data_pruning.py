@@ -9,7 +9,7 @@ InfoBatch's, and ``el2n`` (full data for ``score_epochs`` epochs, then its subse
 
 Models: ``convnet_d3`` (ConvNet-3 at the data's size, SGD as the dataset-distillation protocol, no augmentation),
 ``quickstart`` (the PoolFormer of ``configs/quickstart_digits.yaml`` at 32 px) and ``lm`` (the language model of
-``configs/quickstart_lm.yaml``; ``--epochs`` sets its steps to that many passes over its rows)::
+``configs/quickstart_lm.yaml``; ``--configs DIR`` names the recipes' folder, by default ``./configs``; ``--epochs`` sets its steps to that many passes over its rows)::
 
     zoo bench data-pruning --data mnist --data-path ../shared/datasets/mnist --models convnet_d3,quickstart \\
         --train-split "train[:4000]" --epochs 8 --seeds 0,1,2 --json results/data_pruning/mnist.json
@@ -35,11 +35,10 @@ from ..train.distributed import DistState
 from ..train.loop import train
 from ..train.tasks import build_task
 from .harness import provenance as harness_provenance
-from .options import add_common
+from .options import add_common, add_configs, recipe_path
 
 __all__ = ["add_arguments", "run"]
 
-ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("full", "infobatch", "random", "el2n")
 MODELS = ("convnet_d3", "quickstart", "lm")
 
@@ -47,6 +46,7 @@ MODELS = ("convnet_d3", "quickstart", "lm")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``zoo bench data-pruning``: full-data training against InfoBatch and the static baselines."""
     add_common(parser, f"comma-separated: {', '.join(MODELS)} (default: convnet_d3)", batch_sizes=False, timing=False)
+    add_configs(parser, "--models quickstart (quickstart_digits.yaml) and lm (quickstart_lm.yaml)")
     parser.add_argument("--data", default="digits", help="images (digits, mnist, fashion_mnist, ...)")
     parser.add_argument(
         "--data-path",
@@ -95,7 +95,7 @@ def _image_recipe(args, model: str) -> dict[str, Any]:
             "train": {"batch_size": args.batch_size or 128},
         }
     else:
-        raw = yaml.safe_load((ROOT / "configs" / "quickstart_digits.yaml").read_text())
+        raw = yaml.safe_load(recipe_path(args.configs, "quickstart_digits", "--models quickstart").read_text())
         raw["data"] = {**raw["data"], **data}
         if grey:
             raw["model_kwargs"] = {**raw["model_kwargs"], "in_chans": 1}
@@ -106,7 +106,7 @@ def _image_recipe(args, model: str) -> dict[str, Any]:
 
 
 def _lm_recipe(args) -> dict[str, Any]:
-    raw = yaml.safe_load((ROOT / "configs" / "quickstart_lm.yaml").read_text())
+    raw = yaml.safe_load(recipe_path(args.configs, "quickstart_lm", "--models lm").read_text())
     if args.batch_size:
         raw["train"]["batch_size"] = args.batch_size
     raw["train"] = {**raw["train"], "eval_every_steps": 0, "log_interval": 1000}

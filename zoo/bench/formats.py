@@ -25,15 +25,16 @@
   (``eval`` of the prompt on a fresh context, every position's keys and values, the last position's logits), and
   the pte program (``--pte``) where its cache holds the prompt. Each prompt length is one set of interleaved rounds
   after the decode rounds.
-* **Quality** (a trained model, ``--quality-run``: by default the quickstart LM ``runs/quickstart_lm``, trained on
-  CPython's ``pydoc_data`` by ``python train.py --config configs/quickstart_lm.yaml``): perplexity on the held-out
+* **Quality** (only with ``--quality-run DIR``, a trained LM's run or model folder with its tokenizer, e.g. the
+  quickstart LM trained on CPython's ``pydoc_data`` by ``python train.py --config configs/quickstart_lm.yaml`` into
+  ``runs/quickstart_lm``; without it the formats are timed and not scored): perplexity on the held-out
   documents of that corpus (the recipe's own split, whole windows of the model's context, with its tokenizer)
   and greedy-token agreement with fp32 over 256 generated tokens (4 held-out prompts x 64 tokens, position by
   position), each format quantized from the same float weights and run through the same CPU kernels as at speed;
   and for every (weight bits, activation bits) pair of the integer formats asked for (:data:`QUALITY_PAIRS`:
   ``int8a16``, ``int8a8``, ``int4a16``, ``int4a8``, the activation row rounded to int16 or int8 per block of 32).
 
-Targets (issue: fast small-LM inference): the fastest format >= 4x transformers fp32; zoo compiled at fp32, int8
+Targets (:data:`TARGETS`, printed beside each ratio): the fastest format >= 4x transformers fp32; zoo compiled at fp32, int8
 and int4 >= 0.6x llama.cpp at the same bits (bf16 is printed without a target); the llama.cpp backend >= 0.95x
 bare llama.cpp; perplexity within 1% of fp32 for int8 and 5% for int4, and with 8-bit activations within 0.5% at
 int8 and 1% at int4; prefill at a 512-token prompt >= 0.8x llama.cpp's prompt processing at every format.
@@ -105,7 +106,6 @@ PREFILL_LENGTHS = (128, 512)  # prompt lengths of the prefill rows (--prefill)
 # format -> the ExecuTorch pte quantization of the same weight bits (XNNPACK's int8-activation kernels)
 PTE_TYPES = {f: counterpart(f, "pte").native for f in ("int8", "int4")}
 PTE = "zoo pte"
-QUALITY_RUN = Path("runs/quickstart_lm")
 PEER = "transformers fp32"
 BACKEND = "zoo llama.cpp backend"
 SESSION = "zoo llama.cpp session"  # the backend's loaded session driven directly: no per-call weights check
@@ -420,7 +420,7 @@ def compare(
     warmup: int = 1,
     prompt_tokens: int = 32,
     new_tokens: int = 128,
-    quality_run: str | Path | None = QUALITY_RUN,
+    quality_run: str | Path | None = None,
     llama_cpp: bool = True,
     pte: bool = False,
     prefill: Sequence[int] = PREFILL_LENGTHS,

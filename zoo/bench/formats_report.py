@@ -221,9 +221,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quality-run",
         type=Path,
-        default=formats.QUALITY_RUN,
+        default=None,
         metavar="DIR",
-        help=f"the trained LM whose perplexity is measured (default {formats.QUALITY_RUN})",
+        help="a trained LM (run or model folder with its tokenizer, e.g. runs/quickstart_lm) whose perplexity and "
+        "greedy agreement are measured per format (default: none, speed only)",
     )
     parser.add_argument(
         "--backend-only",
@@ -294,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         return refuse(str(e))
     env = formats.environment()
     weights = "speed: the named model with deterministic random weights of trained scale (the same in every engine)"
-    if not (args.backend_only or args.pte_only):
+    if not (args.backend_only or args.pte_only) and args.quality_run is not None:
         weights += f"; perplexity and agreement: the trained LM in {args.quality_run}"
     print_header(
         _title(args), env, [f"warm-up {max(args.warmup, 1)}; medians of rounds alternating every candidate", weights]
@@ -306,7 +307,8 @@ def run(args: argparse.Namespace) -> int:
         return refuse(str(e))
     report(rows, notes(rows), args.json, env, models=models, formats=args.formats, prefill=list(prefill))
     if args.out is not None:
-        quality = "" if args.backend_only or args.pte_only else f"; perplexity and agreement: {args.quality_run}"
+        scored = args.quality_run is not None and not (args.backend_only or args.pte_only)
+        quality = f"; perplexity and agreement: {args.quality_run}" if scored else ""
         described = f"random weights, {settings[2]} greedy tokens after a {settings[1]}-token prompt{quality}"
         write_results(args.out, rows, recorded_command(args), described)
     # fp32 compiled computes eager's arithmetic: its tokens must agree (the other formats' agreement is reported)

@@ -14,7 +14,18 @@ from typing import NoReturn
 from ..layers.args import int_between
 from .harness import check_results_file, command_line
 
-__all__ = ["add_common", "add_out", "check_out", "csv_of", "program", "recorded_command", "refuse", "usage_error"]
+__all__ = [
+    "add_common",
+    "add_configs",
+    "add_out",
+    "check_out",
+    "csv_of",
+    "program",
+    "recipe_path",
+    "recorded_command",
+    "refuse",
+    "usage_error",
+]
 
 
 def csv_of(kind: type):
@@ -50,6 +61,29 @@ def add_common(
         "--threads", type=int_between(1, 1024), default=None, help="torch intra-op threads (default: torch's)"
     )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+
+
+def add_configs(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--configs DIR``: the folder of training recipes ``what`` reads; a path like any other, so the default
+    ``configs`` is the working directory's (the zoo's checkout keeps its recipes there)."""
+    parser.add_argument(
+        "--configs",
+        type=Path,
+        default=Path("configs"),
+        metavar="DIR",
+        help=f"the folder of recipes (NAME.yaml) that {what} reads (default: ./configs, the zoo checkout's)",
+    )
+
+
+def recipe_path(configs: Path, name: str, why: str) -> Path:
+    """``configs/NAME.yaml``; ValueError naming the file and ``--configs`` when it is not there."""
+    path = configs / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(
+            f"{why} reads the recipe {path}, which is not there: pass --configs DIR, a folder holding {name}.yaml "
+            "(configs/ in the zoo's checkout)"
+        )
+    return path
 
 
 def add_out(parser: argparse.ArgumentParser, results_file: str) -> None:

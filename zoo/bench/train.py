@@ -17,9 +17,9 @@ memory was returned to the OS: gradients and activations; the optimizer state ex
 Switches, as a recipe sets them: ``--amp bf16`` (autocast), ``--channels-last`` (vision), ``--compile``
 (``torch.compile`` of both models), ``--grad-checkpointing`` (both models' own), ``--device cuda``.
 
-``--e2e`` runs ``train.py`` itself (the model's recipe in ``configs/``, else the digits quickstart's) for
-``--steps`` steps on a generated image folder (:func:`zoo.bench.data.generate_images`) with the recipe's loader
-workers and augmentation but the bench's ``--amp`` / ``--channels-last`` and thread count (so that both sides
+``--e2e`` runs ``train.py`` itself (the model's recipe in ``--configs``, default ``./configs``, else the digits
+quickstart's) for ``--steps`` steps on a generated image folder (:func:`zoo.bench.data.generate_images`) with the
+recipe's loader workers and augmentation but the bench's ``--amp`` / ``--channels-last`` and thread count (so that both sides
 compute alike), and sets its images/s (from ``log.csv``: every step from the second to the last, data loading,
 augmentation, logging and checkpoints included, the final evaluation not) against the model-only step of the same
 model and batch: what the rest of the engine costs.
@@ -67,7 +67,7 @@ from .harness import (
     save_results,
     time_interleaved,
 )
-from .options import add_common, add_out, check_out, recorded_command, refuse
+from .options import add_common, add_configs, add_out, check_out, recipe_path, recorded_command, refuse
 
 DEFAULT_MODELS = ("poolformer_s12", "convformer_s18")
 LM_DEFAULT_MODELS = ("mobilellm_125m",)
@@ -77,7 +77,6 @@ LR = 1e-4
 # under bf16 autocast the two sides round differently
 LOSS_TOLERANCE = {None: 1e-4, torch.bfloat16: 2e-2}
 E2E_TARGET = 0.85
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass
@@ -279,12 +278,20 @@ def _e2e_rate(log_csv: Path, batch_size: int) -> float:
     return batch_size * (len(times) - 1) / (times[-1] - times[0])
 
 
-def end_to_end(name: str, settings: Settings, steps: int = 20, workers: int | None = None, runs: int = 5) -> Row:
-    """``train.py`` on a generated image folder against the model-only training step (see the module docstring)."""
+def end_to_end(
+    name: str,
+    settings: Settings,
+    steps: int = 20,
+    workers: int | None = None,
+    runs: int = 5,
+    configs: Path = Path("configs"),
+) -> Row:
+    """``train.py`` on a generated image folder against the model-only training step (see the module docstring):
+    the model's recipe ``configs/NAME.yaml``, else ``configs/quickstart_digits.yaml``."""
     if get_entry(name).task != "image-classification":
         raise ValueError(f"--train --e2e runs train.py on a generated image folder; {name} is not an image model")
-    recipe = CONFIGS / f"{name}.yaml"
-    recipe = recipe if recipe.is_file() else CONFIGS / "quickstart_digits.yaml"
+    own = configs / f"{name}.yaml"
+    recipe = own if own.is_file() else recipe_path(configs, "quickstart_digits", f"--e2e (no {own})")
     count = settings.batch_size * (steps + 1)
     with tempfile.TemporaryDirectory(prefix="zoo-bench-e2e-") as tmp:
         root = Path(tmp) / "images"
@@ -385,6 +392,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, default=20, help="--e2e: train.py steps (default 20)")
     parser.add_argument("--workers", type=int, default=None, help="--e2e: loader workers (default: the recipe's)")
+    add_configs(parser, "--e2e (NAME.yaml, else quickstart_digits.yaml)")
     add_out(parser, "results/train_throughput.json")
 
 
@@ -405,7 +413,7 @@ def _measure(args: argparse.Namespace, models: list[str], amp) -> tuple[list[Row
                 device=args.device,
             )
             if args.e2e:
-                rows.append(end_to_end(name, settings, args.steps, args.workers, args.runs or 5))
+                rows.append(end_to_end(name, settings, args.steps, args.workers, args.runs or 5, args.configs))
             else:
                 measured = compare(name, settings, args.runs or 5, args.warmup)
                 rows += measured
