@@ -187,7 +187,7 @@ def output_diff(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 
 
 def environment(**extra: str) -> dict[str, str]:
-    """Versions, threads, CPU and the load average at the start (other work skews timings)."""
+    """Versions, threads, CPU and the machine's load at the start (other work skews timings)."""
     return {
         "torch": torch.__version__,
         "timm": timm.__version__,

@@ -8,7 +8,7 @@ the process RSS during the generation (sampled every millisecond; the weights ar
 counted).
 
 The models are reduced in depth and vocabulary (``--layers``, a 32000-token vocabulary) so that 2048 tokens take
-about a minute on a 2-core CPU; the layer pattern (MobileLLM-Pro's 3:1 local:global, MoR's recursion) and the
+about a minute on a small CPU; the layer pattern (MobileLLM-Pro's 3:1 local:global, MoR's recursion) and the
 widths are the registered ones, and the full model's figures are given from its configuration alongside.
 """
 

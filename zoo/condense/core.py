@@ -81,7 +81,7 @@ _logger = logging.getLogger(__name__)
 
 def fast_memory_format(device: torch.device | str) -> torch.memory_format:
     """The layout the condensation networks run fastest in: channels-last on the CPU (oneDNN's convolutions,
-    GroupNorm and pooling skip their layout reorders; about 1.2x on ConvNet-3), the default elsewhere."""
+    GroupNorm and pooling skip their layout reorders), the default elsewhere."""
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
@@ -90,10 +90,8 @@ def real_chunk(device: torch.device | str, threads: int | None = None) -> int:
     (``threads``, default torch's), where 16 ConvNet-3 activations (8 MB a layer at MNIST's size) stay in cache and
     in glibc's heap, so each chunk reuses the last one's memory instead of mapping fresh pages (a class of 256 as
     one forward spends a third of its time in page faults); 64 at two threads or more, where each operation's share
-    of a chunk of 16 is too small to split well (MNIST, ConvNet-3, 2 threads, one process alternating chunks: an
-    iteration 1.06-1.12x faster for DM and 1.02-1.10x for DSA than at 16; at one thread 16 is as fast as 64 for DM
-    and 1.08x faster for DSA; the cost is memory: DM's peak at two threads 1.3-1.5 GB, against 1.07 GB at 16). 512
-    elsewhere (accelerators want large batches)."""
+    of a chunk of 16 is too small to split well (the cost is memory: a larger peak; the measurements behind both
+    counts: ``results/notes/code_figures.md``). 512 elsewhere (accelerators want large batches)."""
     if torch.device(device).type != "cpu":
         return 512
     return 16 if (torch.get_num_threads() if threads is None else threads) < 2 else 64
@@ -115,8 +113,7 @@ def compile_real_side(fn: Callable, setting: bool | None, device: torch.device, 
     """``fn`` (a matching method's real side: one network pass over a chunk, never differentiated twice) through
     ``torch.compile`` when ``setting`` is true, or when it is ``None`` (auto) on a CPU with a C++ compiler from
     :data:`COMPILE_FROM` iterations on, where the first iteration's compilation (seconds, cached across runs) is
-    repaid: Inductor fuses the instance norm, ReLU and pooling between oneDNN's convolutions (ConvNet-3's real
-    side, one thread: about 1.4x faster). A fresh network of the same architecture reuses the compiled code."""
+    repaid: Inductor fuses the instance norm, ReLU and pooling between oneDNN's convolutions. A fresh network of the same architecture reuses the compiled code."""
     if setting is None:
         has_compiler = shutil.which(os.environ.get("CXX", "c++")) is not None
         setting = device.type == "cpu" and has_compiler and iterations >= COMPILE_FROM
@@ -495,7 +492,7 @@ def _rss_mb() -> float:
 
 class PeakMemory:
     """Peak resident memory of the process while the block runs (sampled every :attr:`every` seconds by a thread:
-    20 ms, where reading ``/proc`` costs the work under way about 1% of a core), in MB."""
+    often enough to see a step's peak, seldom enough that reading ``/proc`` takes little from the work), in MB."""
 
     every = 0.02
 

@@ -14,23 +14,22 @@ Exact to the authors' iteration (VICO-UoE/DatasetCondensation ``main.py``, ``mat
 ``loss_avg``: the sum over outer steps / (classes x outer)), image gradient and images, and the network trains between
 outer steps as theirs does, its shuffle and per-image DSA drawing from the method's generator what their ``DataLoader``
 and ``DiffAugment`` draw from torch's global one (``tests/test_condense_parity.py``, float64, relative error <= 1e-5).
-Computed as the authors do, class by class (the earlier batched ``vmap`` over classes measured 0.85x of the authors'
-loop on a 2-core CPU and holds every class's activations at once; class by class measures 1.05x), with the real
+Computed as the authors do, class by class (a batched ``vmap`` over classes was slower than the authors' loop on
+the CPU and holds every class's activations at once; the measurements: ``results/notes/code_figures.md``), with the real
 side's gradient accumulated over chunks of at most :attr:`DC.chunk` images (on the CPU 16 at one thread and 64 at
 two or more, :func:`~zoo.condense.core.real_chunk`: activations that stay in cache and reuse their memory; each
 chunk runs the authors' operations in their order) and no graph kept, its 2x2 poolings by a kernel with PyTorch's
 own bits, its 128-channel convolutions' input and weight gradients by Winograd's F(2x2, 3x3), and a one-channel
 first layer plane by plane in oneDNN's own order (:func:`zoo.layers.winograd.fast_backward`: the forward keeps the
-authors' bits, so every ReLU decides as theirs, and the gradients stay within float32's rounding; a DSA iteration on
-MNIST 1.42x faster at one thread, 1.52x at two, before the first layer's kernel); the real side through ``torch.compile`` is an
-opt-in (``compile: true``, about 1.2x faster a class on the CPU): its fused instance norm rounds in another order, and
+authors' bits, so every ReLU decides as theirs, and the gradients stay within float32's rounding, in less time:
+``results/condense/speed.md``); the real side through ``torch.compile`` is an opt-in (``compile: true``, faster a
+class on the CPU): its fused instance norm rounds in another order, and
 where a pre-activation sits within a rounding of a ReLU kink the real gradient then differs by far more than a
 rounding (measured: 1.6e-3 in one class of MNIST's shape where the authors' own float32 error is 5e-7), so it misses
 the float32 bound; the network's updates run on in-memory tensors without a data loader, through the same kernels
 with the 128-channel convolutions' forward by F(2x2, 3x3) too (``fast_backward(exact_forward=False)``: the weights
 leave the authors' bits at the first update, and drift from theirs by rounding as their own float32 drifts from
-their float64; 10 epochs on MNIST's ipc-10 set with DSA 1.7-2.2x faster at one and two threads, four alternated
-rounds); the default memory layout
+their float64; timed in ``results/notes/code_figures.md``); the default memory layout
 (channels-last slows the backward passes of convolution and GroupNorm on the CPU). The zoo's draws come from a
 seeded generator (the authors' siamese seed comes from the clock, their real batches from numpy), and its default
 ``init`` is ``real`` (``main.py``'s is ``noise``; its DSA README command passes ``--init real``).

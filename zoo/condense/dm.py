@@ -18,18 +18,18 @@ within 4x the authors' own float32-vs-float64 error (plus a few float32 ulps). T
 lands on other ReLU kinks than the authors' order, and gave image gradients up to 2.7% off in one class where the
 authors' float32 was 5e-6 off, so it is an opt-in, not the default. The real side carries no gradient, and on the
 CPU it runs channels-last (a copy of the network in that layout), where oneDNN's convolution, GroupNorm and pooling
-run without layout reorders (an iteration on MNIST, one thread: 1.07x faster through ``zoo condense``, 1.27x for
-the step alone), 16 images a forward on the CPU at one thread and 64 at two or more
+run without layout reorders, 16 images a forward on the CPU at one thread and 64 at two or more
 (:func:`~zoo.condense.core.real_chunk`: the activations stay in cache and their memory is reused instead of mapped
 afresh), with its convolutions by :mod:`zoo.layers.winograd` where its kernels build (``fast_convs``: the 128-channel
 ones by Winograd's F(2x2, 3x3), 16 products per 2x2 outputs instead of 36, the one-channel first layer as a product
-with its patches; an iteration on MNIST 1.6x faster at one thread, 1.45x at two), and, in a run of 10 iterations or
+with its patches), and, in a run of 10 iterations or
 more on the CPU, through ``torch.compile`` (``compile``; :func:`~zoo.condense.core.compile_real_side`), which fuses
 the instance norm, ReLU and pooling between the convolutions. Its float32 mean embeddings keep the image gradient
 within the bound above (the parity tests run this path, compiled, at ConvNet-3's full width too): the real side is
 never differentiated, so a rounding that moves a ReLU kink there moves one embedding by a rounding, not a gradient.
 Under torchrun a process computes its block of classes (``shards = "classes"``). ``zoo bench condense-speed`` times
-it against the authors' loop.
+it against the authors' loop (``results/condense/speed.md``; what each of these choices gained when it was made:
+``results/notes/code_figures.md``).
 """
 
 import copy

@@ -65,7 +65,7 @@ are ``bases.numel() + sum of hallucinator parameters`` (:meth:`HaBa.storage`, th
   at ipc 50, and at ipc 1 one grey base per class with 3 hallucinators.
 - ``budget=False`` (the authors' released scripts): ``ipc`` bases per class (``n_bases``) plus the hallucinators on
   top; the set's metadata states by how much that exceeds the plain budget (MNIST: ipc 1 stores 14,700 values,
-  +6,860 or 1.88x; ipc 10 stores 85,260, +6,860 or 1.09x).
+  +6,860, 88% over; ipc 10 stores 85,260, +6,860, 9% over).
 
 **Evaluation.** The authors train the evaluation network on ``StyleTranslatorSharedDataset``: ``classes x n_bases``
 samples, and every read of a sample draws one hallucinator for its base. :meth:`HaBa.eval_sampler` rebuilds that

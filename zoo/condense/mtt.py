@@ -62,7 +62,7 @@ digit is another symbol or none); CIFAR and Fashion-MNIST keep the authors' full
 Where the zoo differs on purpose: ``num_experts`` is 20 (the paper trains 100; a ConvNet-3 trajectory is ~60 MB at
 32x32, so 100 experts are ~6 GB; more experts can be added to a buffer later); no ZCA whitening (the zoo normalises
 per channel); ``expert_images`` (default 0: all) may train the experts on a seeded class-balanced subset, which
-the ``cpu`` preset uses to fit a 2-core CPU; one generator drives every draw (theirs: numpy for the start epoch,
+the ``cpu`` preset uses to fit a small CPU; one generator drives every draw (theirs: numpy for the start epoch,
 Python's ``random`` for the expert files, torch for the rest).
 """
 

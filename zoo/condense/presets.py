@@ -6,7 +6,7 @@
   ``--Iteration N`` loops ``range(N + 1)`` and updates the images at every pass, so the set they save has N + 1
   updates: the preset's ``iterations`` (which counts updates) is N + 1. Hours per row on a GPU (``--device cuda``),
   days on a CPU. ``zoo condense --preset paper --print-settings`` prints the table.
-- ``cpu``: the counts a 2-core CPU can run on 28x28 MNIST / Fashion-MNIST (ConvNet-3): every method at reduced
+- ``cpu``: the counts a two-core CPU can run on 28x28 MNIST / Fashion-MNIST (ConvNet-3): every method at reduced
   iterations and real batches, evaluated as the papers evaluate (300 epochs at ipc <= 10, 3 sets x 3 networks per
   row in the bench). Its iteration counts are far below the papers', so its accuracies are those of a shorter run
   of the same method; the bench's curves show where each heads.
@@ -434,8 +434,9 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-# Seconds per iteration measured on a 2-core x86 CPU (2 threads) for MNIST (28x28x1, which ConvNet-3 pads to 32x32),
-# 10 classes, with the cpu preset's options at ipc 1 and 10. ConvNet-3's cost is its 128-channel layers', so the
+# Seconds per iteration, two threads, for MNIST (28x28x1, which ConvNet-3 pads to 32x32), 10 classes, with the cpu
+# preset's options at ipc 1 and 10: a rough start line, not a benchmark (where they came from:
+# results/notes/code_figures.md). ConvNet-3's cost is its 128-channel layers', so the
 # start line scales them by the padded image area, not by the input channels.
 _SECONDS_PER_ITERATION = {"dm": (0.7, 1.0), "dc": (3.0, 60.0), "dsa": (3.5, 70.0), "mtt": (0.5, 1.5),
                           "factorization": (1.0, 3.0), "sre2l": (0.05, 0.3)}  # fmt: skip
@@ -461,7 +462,7 @@ def method_options(preset: str, method: str, ipc: int) -> dict[str, Any]:
 
 
 def estimate_seconds(method: str, ipc: int, iterations: int, image_size: int, classes: int = 10) -> float | None:
-    """A rough wall time on a 2-core CPU for ``iterations`` steps of ``method`` on ``image_size`` images (None: no
+    """A rough wall time on a two-core CPU for ``iterations`` steps of ``method`` on ``image_size`` images (None: no
     estimate)."""
     if method not in _SECONDS_PER_ITERATION or not iterations:
         return None

@@ -359,7 +359,7 @@ _AMX_LOCK = threading.Lock()
 
 
 def _has_amx(llama_cpp) -> bool:
-    """The build carries ggml's AMX backend (``AMX_INT8 = 1``: a native build on a Sapphire Rapids or later Xeon)."""
+    """The build carries ggml's AMX backend (``AMX_INT8 = 1``: a native build on a CPU with AMX)."""
     info = llama_cpp.llama_print_system_info()
     return b"AMX_INT8 = 1" in (info if isinstance(info, bytes) else str(info).encode())
 

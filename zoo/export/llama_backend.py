@@ -16,7 +16,7 @@ one prompt after another (left padding is dropped; streamers follow batch 1).
   of the model loads its own), reused while the weights are unchanged: the parameters' storage, version
   counters and digests of their bytes (which see edits through ``.data`` too) are compared at each call, and the
   hash is taken again when they differ. The digests read every weight once per call (xxh3-64 on torch's threads in
-  pieces of 8 MB, about 5x faster than zlib's CRC-32, which stands in without the ``xxhash`` package): the
+  pieces of 8 MB, faster than zlib's CRC-32, which stands in without the ``xxhash`` package): the
   backend's one cost per call that grows with the model. ``f32`` keeps llama.cpp's KV cache in float32, as torch
   keeps it, so greedy tokens are torch's; the other types use llama.cpp's default f16 cache.
 * **A cache entry is verified, not trusted by its name**: it records what it was made from (GGUF metadata
@@ -60,7 +60,7 @@ from ..lm.quant import lookup, model_quantization, quant_names
 from . import gguf_file
 from .core import TEXT, ExportError, ExportSpec
 
-try:  # the weights' digests at every call: xxh3 reads about 5x faster than zlib's CRC-32
+try:  # the weights' digests at every call: xxh3 reads faster than zlib's CRC-32
     import xxhash
 except ImportError:  # pragma: no cover (the export extra installs it)
     xxhash = None
@@ -83,7 +83,7 @@ CACHE_ENV = "ZOO_CACHE"
 INSTALL = 'pip install "zoo[export]"'
 FASTEST_ZOO_PATH = "model.generate(..., compile=True) (one torch.compile'd decode step per token)"
 # llama.cpp's context (KV cache) is a multiple of 256 tokens, and a larger one costs decode time (its attention
-# spans the cache: measured 0.95x at 2048 tokens against 256 on mobilellm_125m q4_0), so a context holds what a
+# spans the cache; results/notes/code_figures.md), so a context holds what a
 # call needs rounded up; a longer call reloads the file with at least twice as many
 CONTEXT_STEP = 256
 _F32 = 0  # GGMLQuantizationType.F32: llama.cpp's KV cache type for quantize="f32"

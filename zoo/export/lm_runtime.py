@@ -288,8 +288,7 @@ def prompt_form(spec: ExportSpec) -> tuple[str, int]:
     ExecuTorch: chunks of ``prompt_chunk`` tokens (default 32, at most ``max_seq_len``; ``0`` or ``1``: one token
     per call), or a whole prompt with ``dynamic_prompt=True``. A dynamic length makes every lowering pass reason
     about symbolic shapes, and XNNPACK takes no reshape or slice of a symbolic length, so each layer lowers as four
-    blocks instead of two: mobilellm_125m 8da4w (this 2-core CPU) exported in 162-179 s, decoded a token in 6.4 ms
-    against 6.0. Two static methods (:data:`PREFILL` of ``C`` tokens, :data:`FORWARD` of one) are lowered side by
+    blocks instead of two: a slower export and decode (``results/notes/code_figures.md``). Two static methods (:data:`PREFILL` of ``C`` tokens, :data:`FORWARD` of one) are lowered side by
     side (:func:`_lower_executorch`) and share the weights and the cache; :meth:`CompiledLM.prefill` covers a
     prompt with chunks. AOTInductor: whole prompts."""
     backend = spec.options.get("backend") or _backend(spec)

@@ -2,8 +2,8 @@
 for tensors that a loop streams through.
 
 glibc serves an allocation above its mmap threshold (at most 32 MB) from a fresh ``mmap`` and unmaps it when freed,
-so a condensation step that builds a 100 MB activation per class faults in every page of it again on each pass:
-on a 2-core CPU about a second of kernel time per DSA iteration at ipc 1 on MNIST, as much as a third of the step.
+so a condensation step that builds a 100 MB activation per class faults in every page of it again on each pass, and
+the kernel time that costs is a large share of a step on a small CPU.
 :func:`keep_freed_memory` makes glibc serve every allocation from its heap and keep freed memory for the next one
 (``M_MMAP_MAX`` 0, ``M_TRIM_THRESHOLD`` at its largest): the pages are touched once. It is a context manager: the
 policy holds while its block runs (a condensation's loops) and glibc's defaults come back after it, with the memory
@@ -12,10 +12,9 @@ its large arrays as before.
 
 :func:`huge_pages` puts large tensors' memory on 2 MB pages in place (Linux's ``MADV_COLLAPSE``). A decoded token
 reads every weight of the model once: on 4 kB pages, a 125M model at float32 crosses about 120,000 of them per
-token, far more than the TLB holds. The compiled decode step of full-size ``mobilellm_125m`` (random weights), two
-copies alternated in one process on a 2-core AMD EPYC, 11-25 rounds of 48 tokens, median of the rounds' ratios:
-float32 1.04x and 1.11x faster on 2 MB pages (two runs), int8 1.04x, int4 1.00x. llama.cpp gets such pages where
-the page cache backs its memory-mapped GGUF with them.
+token, far more than the TLB holds; on 2 MB pages the compiled decode step gains most at float32, where the weights
+are largest (the measurement: ``results/notes/code_figures.md``). llama.cpp gets such pages where the page cache
+backs its memory-mapped GGUF with them.
 """
 
 from __future__ import annotations
@@ -96,8 +95,8 @@ def huge_pages(tensors: Iterable[torch.Tensor]) -> int:
     addresses and values). Each 2 MB page that the tensors' storages fill at least half of is collapsed; the rest
     of such a page (other allocations, free heap) becomes resident with it. Returns the bytes now on 2 MB pages: 0
     where the kernel cannot (before Linux 6.1, another OS, a file-backed tensor such as a memory-mapped safetensors
-    file, no free 2 MB page) or with ``ZOO_HUGE_PAGES=0``. Pages collapsed before cost a quick check; 500 MB took
-    about a second the first time on a 2-core AMD EPYC."""
+    file, no free 2 MB page) or with ``ZOO_HUGE_PAGES=0``. Pages collapsed before cost a quick check; the first
+    collapse of hundreds of MB takes about a second."""
     libc = _libc()
     if not sys.platform.startswith("linux") or libc is None or os.environ.get("ZOO_HUGE_PAGES", "1") == "0":
         return 0

@@ -19,7 +19,7 @@ How the fused form runs (``impl``):
   band is clipped to the image), so with K >= H the matrix form does H/K times the direct conv's multiply-adds,
   at the GEMM rate rather than the much lower rate of a large depthwise kernel. The banded matrices depend on
   the input size and are cached per size (rebuilt when the weights change).
-* ``"auto"`` (default): ``"conv"``. Measured on a shared 2-core AMD EPYC (torch 2.15, oneDNN 3.13), the
+* ``"auto"`` (default): ``"conv"``. Measured on a small shared CPU (``results/notes/code_figures.md``), the
   channels-last depthwise conv beat the banded-matrix form at the SLaK-T shapes measured (56 x 56 and 28 x 28,
   batch 1 and 8): the banded matrices of a stage-1 kernel are 8 MB per conv (against 0.25 MB of taps), so the
   GEMM form is memory-bound on a busy machine, and the copies it needs cost as much as the GEMMs. On CUDA,

@@ -1,8 +1,8 @@
 """A drop-in ``nn.Linear`` that runs CPU inference through oneDNN.
 
-On the CPUs measured here (AMD EPYC, 2 threads), ``F.linear`` goes to the BLAS GEMM, while the same product
-written as a 1x1 convolution over channels-last memory goes to oneDNN and runs 1.1-1.9x faster once there are
-a thousand or more rows (token-major activations of vision models); for a few rows the GEMM is faster. The
+On the CPU, ``F.linear`` goes to the BLAS GEMM, while the same product written as a 1x1 convolution over
+channels-last memory goes to oneDNN, which was faster once there are a thousand or more rows (token-major
+activations of vision models; ``results/notes/code_figures.md``); for a few rows the GEMM is faster. The
 rewrite is a pair of views, so the result is the same tensor layout, within float32 rounding.
 
 Training (autograd recording), other devices and other dtypes use ``F.linear``, and so do ``torch.export``,

@@ -93,7 +93,7 @@ def recursion_indices(schedule: Sequence[int]) -> list[int]:
     return out
 
 
-with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript's decorators; scripting the zoo still works
+with warnings.catch_warnings():  # recent torch deprecates TorchScript's decorators; scripting the zoo still works
     warnings.simplefilter("ignore", FutureWarning)
 
     @torch.jit.interface

@@ -18,15 +18,15 @@ loss with respect to the weights, never twice) gets, within :func:`fast_backward
 * :class:`WinogradBackward3x3`: the convolution's own forward (the same call, the same bits, so every ReLU decides as
   before); the input gradient by F(2x2, 3x3) (the transposed convolution of the output's gradient) and the weights'
   gradient by it too (``winograd3x3_weight_grad``: per tile the output gradient's transform ``A g A^T`` times the
-  input's ``B^T d B``, summed over the tiles, then ``G^T . G``; 1.4-1.9x faster than oneDNN's at 128 channels and
-  closer to float64);
+  input's ``B^T d B``, summed over the tiles, then ``G^T . G``; faster than oneDNN's at 128 channels and closer to
+  float64);
 * :class:`PlaneBackward3x3`: a first layer on one-channel images (MNIST's ``Conv2d(1, K, 3)``) by ``plane3x3``,
   plane by plane in oneDNN's own order for one input channel (from zero, the 9 products fused-multiply-added, then
-  the bias), so the same bits 2-3x faster, where a check on the first input of each shape finds them equal (else the
-  convolution itself); its weights' and bias's gradients by ``plane3x3_weight_grad`` (per image in float32, the
-  images in float64), 3x faster than oneDNN's;
-* :class:`AvgPool2x2`: 2x2 average pooling with PyTorch's own bits forward and backward, 15-25x faster than
-  PyTorch's kernel on contiguous CPU tensors.
+  the bias), so the same bits in less time, where a check on the first input of each shape finds them equal (else
+  the convolution itself); its weights' and bias's gradients by ``plane3x3_weight_grad`` (per image in float32, the
+  images in float64), faster than oneDNN's;
+* :class:`AvgPool2x2`: 2x2 average pooling with PyTorch's own bits forward and backward, far faster than PyTorch's
+  kernel on contiguous CPU tensors.
 
 All are C++ (``zoo/layers/kernels/winograd.cpp``), built at first use like :mod:`zoo.lm.gemv`'s kernels and
 registered as ``torch.ops.zoo_conv`` operators with shape functions, so a ``torch.compile`` graph calls them and
@@ -43,10 +43,9 @@ largest error against float64 is 3e-6, a third of oneDNN's float32 direct convol
 convolution's own error. Each output of the forward is computed by one thread in a fixed order, so it does not
 depend on the thread count; the weights' gradient sums each thread's share of the tiles, then the threads in order.
 
-Speed, one thread, 16 images (MNIST's ConvNet-3 real side; AMD EPYC Zen 3, AVX2): the 128-channel convolution at
-16x16 runs 1.7x faster than oneDNN's, at 8x8 1.8x; the one-channel first layer (28x28, padding 3) 1.3-1.8x. A DSA
-iteration on MNIST (ipc 1) runs 1.21x faster with the poolings alone, and 1.42x (one thread) / 1.52x (two) with the
-gradients by Winograd too.
+Speed: each kernel exists because it beat oneDNN's (or PyTorch's) at ConvNet-3's shapes on the CPU; the figures,
+with the machine and the run, are in ``results/notes/code_figures.md``, and ``zoo bench condense-speed`` measures a
+whole iteration (``results/condense/speed.md``).
 """
 
 from __future__ import annotations
@@ -233,7 +232,7 @@ class _AvgPool2x2(torch.autograd.Function):
 
 class AvgPool2x2(nn.Module):
     """``nn.AvgPool2d(2, 2)`` with PyTorch's own bits, forward and backward (its CPU kernels' order: a window summed
-    row by row from zero, then divided by 4; each input's gradient ``0 + g / 4``), 15-25x faster on contiguous
+    row by row from zero, then divided by 4; each input's gradient ``0 + g / 4``), far faster on contiguous
     float32 CPU input (PyTorch's kernel for that layout is slow); any other input runs ``F.avg_pool2d``. Not twice
     differentiable: for a pass whose gradient is not differentiated again."""
 
@@ -409,7 +408,7 @@ class _ConvPlaneBackward(torch.autograd.Function):
 
 class PlaneBackward3x3(nn.Module):
     """A ``Conv2d(1, K, 3, padding=p)`` with a bias (a first layer on one-channel images) whose forward keeps the
-    convolution's bits (by ``plane3x3``, 2-3x faster than oneDNN's kernel for one channel, where it gives them on
+    convolution's bits (by ``plane3x3``, faster than oneDNN's kernel for one channel, where it gives them on
     this CPU; else the convolution itself) and whose weights' and bias's gradients run by ``plane3x3_weight_grad``,
     within float32's rounding, on contiguous float32 CPU input. Not twice differentiable."""
 

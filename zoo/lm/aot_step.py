@@ -1,8 +1,8 @@
 """The compiled decode step built ahead of time on the CPU (AOTInductor): one C++ call a token.
 
 torch.compile's step pays, at every token, Dynamo's guards and the Python wrappers of AOTAutograd and Inductor over
-the graph's inputs: about 340 of them for ``mobilellm_125m`` (every weight, cache and kernel copy is one), about
-1.4 ms of each token. Here the same step (the :class:`~zoo.lm.static_decoder.StaticDecoder` with its one-token
+the graph's inputs: about 340 of them for ``mobilellm_125m`` (every weight, cache and kernel copy is one), a
+large share of a small model's token (``results/notes/code_figures.md``). Here the same step (the :class:`~zoo.lm.static_decoder.StaticDecoder` with its one-token
 kernels, Inductor's code with :class:`~zoo.lm.gemv.OneRowProducts`) is exported and compiled by AOTInductor into
 a package whose only inputs are the token and its position. Its weights, caches and kernel copies are the
 package's constants, pointed at the decoder's own tensors (``user_managed``). Nothing is copied: a parameter
@@ -19,7 +19,7 @@ built from:
 
 The package calls the zoo's kernels through their C entry points (``aoti_torch_cpu_<op>`` in the kernels' library,
 declared to AOTInductor from each operator's schema: :func:`c_shims`), not through AOTInductor's proxy executor,
-which boxes every argument for the dispatcher (about 4 us a call, some 240 calls a 125M token).
+which boxes every argument for the dispatcher at every call (some 240 calls a 125M token).
 
 A later process, or another model of the same architecture, exports the step again (seconds) and loads the package
 instead of compiling it (about a minute for ``mobilellm_125m``). A package is written whole or not at all (renamed

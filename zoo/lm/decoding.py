@@ -110,8 +110,8 @@ def decode_loop(
     stream them, stop when every sequence finished, else ``logits = step(token, n)`` with ``n`` tokens made so
     far. ``step_id(token, n)``, where the engine has it, is the same step taking one sequence's token as an int:
     where the plan needs no tensors (:meth:`Decoding.by_ids`) the loop then chooses and stops on ints. Between two
-    steps of a small model every tensor op costs tens of microseconds (the step has just swept the caches): the
-    general loop's ops took 0.3-0.4 ms of a 125M token."""
+    steps of a small model every tensor op costs tens of microseconds (the step has just swept the caches), a
+    visible share of a token."""
     if step_id is not None and plan.by_ids(input_ids):
         return _decode_ids(input_ids, logits, step_id, max_new_tokens, plan, streamer)
     out = torch.empty(input_ids.shape[0], max_new_tokens, dtype=input_ids.dtype, device=input_ids.device)
@@ -207,8 +207,8 @@ class Decoding:
 
 
 def _argmax(logits: torch.Tensor) -> torch.Tensor:
-    """``logits.argmax(dim=-1)``; float32 CPU logits through numpy's (the same first index of the maximum, about 4x
-    faster on a 32000-token row: a step of a small LM in llama.cpp takes a few milliseconds)."""
+    """``logits.argmax(dim=-1)``; float32 CPU logits through numpy's (the same first index of the maximum, faster
+    on a 32000-token row, where a small LM's whole step is a few milliseconds)."""
     if logits.device.type == "cpu" and logits.dtype == torch.float32 and not logits.requires_grad:
         return torch.from_numpy(np.argmax(logits.numpy(), axis=-1))
     return logits.argmax(dim=-1)

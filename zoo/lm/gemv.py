@@ -1,15 +1,10 @@
 """Matrix products for decoding on an AVX2 CPU: float32, int8 and int4 weights, activations rounded to int16 or int8.
 
 A decoded token multiplies one activation row by every weight matrix of the model once, so its speed is how fast
-the CPU streams and converts the weights. PyTorch's kernels for that case are made for other shapes or CPUs. The
-211 products of one ``mobilellm_125m`` token (random weights; the head in the same format) on this machine (a
-2-core Intel Xeon with AVX-512 VNNI and AVX-VNNI), one thread, load average 1.2-1.4, one interleaved run of
-``zoo bench quant-kernels --threads 1 --rounds 5 --no-torchao``, milliseconds: float32 ``F.linear`` (MKL)
-39.6, ``zoo_gemv::f32`` 44.4; int8 ``_weight_int8pack_mm`` on bf16 rows 19.4, ``zoo_gemv::int8`` (int16 row) 18.8,
-``zoo_gemv::int8_a8`` (plain codes) 17.8, ``zoo_gemv::a8_tiles`` (repacked codes) 12.7; int4 g32
-``_weight_int4pack_mm_for_cpu`` on bf16 rows 9.7, ``zoo_gemv::int4`` 22.8, ``zoo_gemv::int4_a8`` 14.3,
-``zoo_gemv::a8_tiles`` 7.4 (AVX-VNNI path). Timings on this shared machine drift from hour to hour: compare within
-one run only.
+the CPU streams and converts the weights. PyTorch's kernels for that case are made for other shapes or CPUs.
+``zoo bench quant-kernels`` times every kernel here beside PyTorch's on the products of one decoded token, on the
+machine it runs on (compare within one run only); the figures this design was checked against, with their machine
+and run, are in ``results/notes/code_figures.md``.
 
 Numerics:
 
@@ -47,13 +42,10 @@ Numerics:
   ``ZOO_GEMV_ISA=avx2|avxvnni|avx512vnni`` forces one, and the float32 product's width with it (refused with one
   line where the CPU lacks it; read at the first product). Integer sums are exact and every path hands them to the
   same float code, so the paths give identical bits and the choice changes speed only. The choice differs between
-  CPUs: on a 2-core Intel Xeon with AVX-512 VNNI and AVX-VNNI (one thread, its CPU time, three ``mobilellm_125m``
-  projections 1536x576, 576x1536, 576x576; one row / 128 rows, ms): int8 avx2 0.099 / 6.78, avxvnni 0.092 / 4.85,
-  avx512vnni 0.109 / 4.59; int4 g32 0.109 / 6.60, 0.106 / 5.73, 0.122 / 5.47 (int16 one row: int8 0.108, int4 0.144;
-  PyTorch's kernels on 128 bf16 rows: int8 6.40, int4 6.26; the prompt figures are from an earlier prompt kernel):
-  256-bit VNNI for the decoded token there, 512-bit for the prompt. Several rows are one small GEMM: all rows are
-  quantized once and output rows are split across threads in tiles of 8. From 4 rows, each thread repacks each of its
-  tiles into the decode tiles' layout below, once for all rows (int8 codes as ``w + 128``: AVX2 restores the signed
+  CPUs, and on one CPU between a decoded token and a prompt (on a CPU with both VNNI widths the 256-bit path has won
+  the one-row product and the 512-bit one the prompt: ``results/notes/code_figures.md``). Several rows are one small
+  GEMM: all rows are quantized once and output rows are split across threads in tiles of 8. From 4 rows, each
+  thread repacks each of its tiles into the decode tiles' layout below, once for all rows (int8 codes as ``w + 128``: AVX2 restores the signed
   codes, VNNI takes ``128 * sum xq`` off each block), and 8 activation rows at a time meet its codes block by block, one
   output row per lane; each activation row's outputs then come from the decode tiles' float code.
 

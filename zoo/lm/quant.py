@@ -21,29 +21,16 @@ tie stays one tensor, the head keeps full precision (llama.cpp keeps the output 
 reason), and an embedding lookup reads one row per token, so its size costs memory but not time. ``"bf16"`` casts
 everything, the embedding included.
 
-Kernels, measured on this machine (a 2-core Intel Xeon with AVX-512 VNNI and AVX-VNNI; one thread, load average
-1.2-1.4, torch 2.15): the matrix-vector products of one decoded token of ``mobilellm_125m`` (30 layers x seven
-projections + the 32000 x 576 output head), batch 1, median of 5 rounds; ``zoo bench quant-kernels
---threads 1 --rounds 5 --no-torchao`` reproduces the table (with torchao installed, drop ``--no-torchao`` for its
-configurations too; they were not timed here).
+Kernels: ``zoo bench quant-kernels`` times the matrix-vector products of one decoded token of ``mobilellm_125m``
+(30 layers x seven projections + the 32000 x 576 output head), batch 1, for every candidate below on the machine it
+runs on (with torchao installed, its configurations too): float32 and bfloat16 ``F.linear``; int8 codes cast inside
+``F.linear``; ``aten._weight_int8pack_mm`` on float32 and bf16 rows; :mod:`zoo.lm.gemv`'s one-row kernels on an
+int16 or int8 row; int4 ``aten._weight_int4pack_mm_for_cpu``; int4 dequantized per call; ``torch._int_mm`` on int8
+dynamic activations (reference). The run this design follows, with its machine, is in
+``results/notes/code_figures.md``: the zoo's int8-row kernels were the fastest at int8 and int4.
 
-========================================================  ==================
-candidate                                                  ms per token
-========================================================  ==================
-float32 ``F.linear``                                       39.6
-bfloat16 ``F.linear``                                      32.0
-int8 codes cast inside ``F.linear``, float32 input         77.4
-``aten._weight_int8pack_mm``, float32 / bf16 input         87.6 / 19.4
-int8, :mod:`zoo.lm.gemv` one row, int16 / int8 row         18.8 / **12.7**
-int4 g32 ``aten._weight_int4pack_mm_for_cpu``, bf16 input  9.7
-int4 g32, :mod:`zoo.lm.gemv` one row, int16 / int8 row     22.8 / **7.4**
-int4 g64 kernel / :mod:`zoo.lm.gemv` int8 row              9.6 / 7.5
-int4 g32 dequantized per call, float32 input               328.9
-int8 dynamic activations, ``torch._int_mm`` (reference)    32.2
-========================================================  ==================
-
-PyTorch's integer kernels win only when fed bfloat16 rows (a float32 input is 4-5x slower: they convert it per
-call); torchao's configurations reach the same kernels through tensor subclasses, adding their dispatch to every
+PyTorch's integer kernels win only when fed bfloat16 rows (a float32 input is several times slower: they convert it
+per call); torchao's configurations reach the same kernels through tensor subclasses, adding their dispatch to every
 call, so the zoo calls the kernels itself.
 
 The zoo's paths on CPU (inference): one row (a decoded token) goes to :mod:`zoo.lm.gemv`'s kernels where

@@ -69,7 +69,7 @@ def choose_kernel(x: torch.Tensor, in_features: int, act_bits: int, codes_fit: b
     dtype inside the product). ``codes_fit``: the layer's codes are in the form the zoo's kernels read. The one
     place the choice is made."""
     # widths that are no multiple of 32 take the portable form: PyTorch's _weight_int8pack_mm gives garbage for
-    # some of them (a width of 40 on an AVX-512 CPU, torch 2.15), and the zoo's kernels take whole blocks of 32
+    # some of them (a width of 40 on an AVX-512 CPU), and the zoo's kernels take whole blocks of 32
     if not kernel_path(x) or in_features % 32:
         return "portable"
     if act_bits == 8 and gemv.supports_a8(x, in_features) and codes_fit and gemv.available():
@@ -292,8 +292,8 @@ class QuantizedLinear(nn.Module):
         elif kernel == "gemv":  # a decoded token: zoo.lm.gemv's kernels on the float32 row
             y = self._gemv(x.reshape(1, -1).float())
         else:
-            # PyTorch's CPU kernels, fed bfloat16 rows: both are 5-15x faster with a bf16 input than with a float32
-            # one (module docstring), so the input is rounded to bf16
+            # PyTorch's CPU kernels, fed bfloat16 rows: both are several times faster with a bf16 input than with a
+            # float32 one (zoo.lm.quant's docstring), so the input is rounded to bf16
             rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
             y = self._int8_cpu(rows) if self.bits == 8 else self._int4_cpu(rows)
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)

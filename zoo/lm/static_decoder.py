@@ -405,9 +405,8 @@ class StaticDecoder(nn.Module):
         embedding over the stacked heads; the new keys/values written in place into the cache ``(KV, S, 1, D)``;
         attention over all ``S`` slots under the window's additive mask (:meth:`DelegateOps.stacked_attention`,
         the cache read as it lies). Over
-        ``llama::custom_sdpa`` (which attends over the positions seen so far), one token of mobilellm_125m 8da4w
-        (whole-prompt program) took 6.7 ms instead of 8.0 at 160 slots, and 4 layers 2.5 ms instead of 4.7 at
-        position 800 of 1024 (custom_sdpa's cost grows by about 0.5 us a position and layer on this CPU)."""
+        ``llama::custom_sdpa`` (which attends over the positions seen so far, at a cost that grows with the position),
+        a token took less time at the lengths measured (``results/notes/code_figures.md``)."""
         app = self.apps[i]
         layer, ops = app.layer, self.ops
         attn, mlp = layer.self_attn, layer.mlp
