@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from maintainer_tools import load
 from model_checks import PROFILED_BY_DEFAULT
 from model_groups import series, smallest_of_each
 
@@ -91,7 +92,7 @@ def _readme_table_rows(text):
 @pytest.mark.slow
 def test_committed_cards_and_readme_are_in_sync_with_the_code(all_rows):
     """The drift test: regenerate everything in memory and compare with the committed files."""
-    assert cards.check(REPO, rows=all_rows) == [], "run `python -m zoo.cards` and commit the result"
+    assert cards.check(REPO, rows=all_rows) == [], "run `python tools/cards.py` and commit the result"
 
 
 @pytest.mark.slow
@@ -237,12 +238,13 @@ def test_stale_and_missing_cards_are_reported(all_rows, tree):
 
 @pytest.mark.slow
 def test_command_line_check(all_rows, tree, monkeypatch, capsys):
+    tool = load("cards")  # tools/cards.py: the checkout's cards, a maintainer's tool
     monkeypatch.setattr(cards, "collect", lambda names=None, progress=True: all_rows)
-    assert cards.main(["--check", "--root", str(tree), "--no-progress"]) == 0
+    assert tool.main(["--check", "--root", str(tree), "--no-progress"]) == 0
     (tree / "model_cards" / "poolformer_s12.md").write_text("edited\n")
-    assert cards.main(["--check", "--root", str(tree), "--no-progress"]) == 1
+    assert tool.main(["--check", "--root", str(tree), "--no-progress"]) == 1
     assert "model_cards/poolformer_s12.md" in capsys.readouterr().err
-    assert cards.main(["--root", str(tree), "--no-progress"]) == 0
+    assert tool.main(["--root", str(tree), "--no-progress"]) == 0
     assert cards.check(tree, rows=all_rows) == []
 
 

@@ -9,7 +9,7 @@ line and status 130 (as ``train.py``). Adding a command is one row here.
 import argparse
 import sys
 
-from . import bench, cards, profile_cli, publish_cli, registry_cli, run_cli
+from . import bench, profile_cli, publish_cli, registry_cli, run_cli
 from .compress import cli as prune_cli
 from .condense import cli as condense_cli
 from .data import cli as data_cli
@@ -38,12 +38,6 @@ COMMANDS = (
         run_cli.run,
     ),
     ("profile", "params, MACs (fvcore), latency and memory", profile_cli.add_arguments, profile_cli.run),
-    (
-        "cards",
-        "regenerate model_cards/*.md and the model table (--check: verify)",
-        cards.add_arguments,
-        cards.run,
-    ),
     (
         "condense",
         "dataset distillation: a few synthetic images per class that train almost like the data",
