@@ -9,8 +9,9 @@ import torch
 from small_lms import SMALL, tiny_lm_args
 
 import zoo
-from zoo.bench import formats, formats_report, main
+from zoo.bench import formats, formats_report
 from zoo.bench.harness import randomize_
+from zoo.cli import main as zoo_main
 from zoo.data.text import bundled_corpus, train_bpe_tokenizer
 from zoo.export import export
 from zoo.models.mobilellm import save_pretrained
@@ -143,9 +144,9 @@ def test_every_llama_cpp_candidate_runs_the_whole_prompt_at_each_call(tmp_path, 
 
 
 def test_cli_refuses_unknown_formats_and_vision_models(capsys):
-    assert main(["--models", "mobilellm_125m", "--formats", "fp64"]) == 2
+    assert zoo_main(["bench", "formats", "--models", "mobilellm_125m", "--formats", "fp64"]) == 2
     assert "unknown weight format" in capsys.readouterr().err
-    assert main(["--models", "poolformer_s12", "--formats", "fp32"]) == 2
+    assert zoo_main(["bench", "formats", "--models", "poolformer_s12", "--formats", "fp32"]) == 2
     assert "language models" in capsys.readouterr().err
 
 
@@ -226,7 +227,7 @@ def test_prefill_lengths_from_the_command_line():
 
 @pytest.mark.parametrize("bad", ["abc", "-5", "0,128", "", "128,", "12.5"])
 def test_bad_prefill_values_are_one_line_and_exit_2(bad, capsys):
-    assert main(["--models", "mobilellm_125m", "--formats", "fp32", "--prefill", bad]) == 2
+    assert zoo_main(["bench", "formats", "--models", "mobilellm_125m", "--formats", "fp32", "--prefill", bad]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--prefill takes comma-separated prompt lengths" in err[0] and repr(bad) in err[0]
 

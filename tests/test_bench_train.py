@@ -4,8 +4,8 @@ import pytest
 import torch
 from small_lms import SMALL
 
-from zoo.bench import main as bench_main
 from zoo.bench import train
+from zoo.cli import main as zoo_main
 
 
 def test_lm_training_step_against_transformers_same_first_loss():
@@ -33,7 +33,7 @@ def test_lm_training_steps_update_the_weights():
 
 
 def test_a_family_without_a_training_peer_is_refused(capsys):
-    assert bench_main(["--train", "--models", "slak_tiny", "--runs", "1"]) == 2
+    assert zoo_main(["bench", "train", "--models", "slak_tiny", "--runs", "1"]) == 2
     assert "compares MetaFormer models with timm" in capsys.readouterr().err
 
 

@@ -102,6 +102,7 @@ def test_bench_smoke(name, capsys):
         main(
             [
                 "bench",
+                "vision",
                 "--models",
                 name,
                 "--batch-sizes",
@@ -215,10 +216,10 @@ def test_convert_an_authors_slak_checkpoint_into_a_zoo_folder(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["bench", "--threads", "0"], "--threads: 0 is out of range"),
-        (["bench", "--runs", "0"], "--runs: 0 is out of range"),
-        (["bench", "--img-size", "0"], "--img-size: 0 is out of range"),
-        (["bench", "--warmup", "-1"], "--warmup: -1 is out of range"),
+        (["bench", "vision", "--threads", "0"], "--threads: 0 is out of range"),
+        (["bench", "vision", "--runs", "0"], "--runs: 0 is out of range"),
+        (["bench", "vision", "--img-size", "0"], "--img-size: 0 is out of range"),
+        (["bench", "vision", "--warmup", "-1"], "--warmup: -1 is out of range"),
         (["run", "convnet_d3", "--batch-size", "0"], "--batch-size: 0 is out of range"),
         (["run", "convnet_d3", "--batch-size", "-2"], "--batch-size: -2 is out of range"),
         (["run", "convnet_d3", "--img-size", "100000"], "--img-size: 100000 is out of range"),

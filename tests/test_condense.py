@@ -1,7 +1,7 @@
 """zoo condense: the core (real data, the folder, the resumable loop), DM and DC/DSA, the command, train.py on a set.
 
 Tiny settings throughout (digits at 16x16, a few iterations, small real batches); the protocol's figures are the
-benchmark's (python -m zoo.bench.condense), and a slow test checks that DM beats the random subset.
+benchmark's (zoo bench condense), and a slow test checks that DM beats the random subset.
 """
 
 import json

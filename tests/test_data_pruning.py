@@ -393,7 +393,7 @@ def test_bench_settings_are_refused_before_the_first_run(flags, fragment, monkey
         raise AssertionError("a run trained before the settings were checked")
 
     monkeypatch.setattr(data_pruning, "train", no_training)
-    assert main(["bench", "--data-pruning", "--seeds", "0", *flags]) == 2
+    assert main(["bench", "data-pruning", "--seeds", "0", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("zoo bench: error:") and fragment in err and len(err.splitlines()) == 1, err
 

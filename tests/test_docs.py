@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 from maintainer_tools import load
 
+import zoo.bench
+import zoo.cli
+
 headline = load("headline")
+commands = load("commands")
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -94,6 +98,30 @@ def test_a_new_run_is_one_line_of_the_manifest(tmp_path):
     doc["tables"]["condense_scripts_gpu"].append("condense/speed_scripts_gpu_b.json")
     (results / headline.MANIFEST).write_text(json.dumps(doc))
     assert headline.TABLES["condense_scripts_gpu"](results) != before
+
+
+def test_the_command_tables_are_zoo_cli_s_table():
+    """README.md's and getting_started's command tables are generated from zoo/cli.py: every command and every
+    benchmark (`zoo bench -h`) once, `zoo train` and `zoo eval` among them."""
+    assert commands.check(REPO) == [], "run `python tools/commands.py --write`"
+    table = commands.render()
+    names = [name for name, *_ in zoo.cli.COMMANDS] + [f"bench {b}" for b, *_ in zoo.bench.BENCHMARKS]
+    assert {"train", "eval"} <= set(names) and "cards" not in names and "bench headline" not in names
+    for page in commands.PAGES:
+        text = (REPO / page).read_text()
+        for name in names:
+            assert table.count(f"| `zoo {name}` |") == 1 and text.count(f"| `zoo {name}` |") == 1, (page, name)
+
+
+def test_a_command_added_to_the_table_makes_the_pages_stale(tmp_path, monkeypatch):
+    for page in commands.PAGES:
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / page, tmp_path / page)
+    assert commands.check(tmp_path) == []
+    monkeypatch.setattr(commands, "COMMANDS", (*zoo.cli.COMMANDS, ("hello", "say hello", None, None)))
+    assert commands.check(tmp_path) == list(commands.PAGES)
+    assert commands.write(tmp_path) == list(commands.PAGES) and commands.check(tmp_path) == []
+    assert "| `zoo hello` | say hello |" in (tmp_path / "README.md").read_text()
 
 
 def test_one_provenance_line_per_machine():

@@ -408,7 +408,7 @@ def test_shell_commands_parse():
     for page in SHELL_PAGES:
         for where, line in _shell_lines(page):
             _check_line(where, line, checked)
-    # the benchmarks are shown as `zoo bench NAME` (counted under "zoo"), not `python -m zoo.bench.NAME`
+    # the benchmarks are shown as `zoo bench NAME` (counted under "zoo"); "modules": python tools/ and examples/ scripts
     assert checked["zoo"] >= 20 and checked["train"] >= 8 and checked["modules"] >= 2 and checked["eval"] >= 2, checked
 
 
@@ -450,7 +450,7 @@ def test_a_broken_command_is_caught():
     with pytest.raises(AssertionError, match="does not parse"):
         _check_line("here", "zoo prune runs/x --target-maks 50% --out y", {"zoo": 0})
     with pytest.raises(AssertionError, match="are not options"):
-        _check_line("here", "python -m zoo.bench.prune --batch-size 1", {"modules": 0})
+        _check_line("here", "python tools/headline.py --batch-size 1", {"modules": 0})
     block = Block("page.md", 1, "python", 'x = "a"\n', ['<!-- test: replace "b" "c" -->'])
     with pytest.raises(AssertionError, match="does not hold"):
         block.source()

@@ -1,5 +1,5 @@
 """``zoo prune``: a registered name, a model folder or a run -> a pruned folder that reloads; bad requests refused.
-And the dense-vs-pruned benchmark's rows (``python -m zoo.bench.prune``), on a tiny input."""
+And the dense-vs-pruned benchmark's rows (``zoo bench prune``), on a tiny input."""
 
 import json
 

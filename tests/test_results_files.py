@@ -8,13 +8,18 @@ import pytest
 from maintainer_tools import load
 
 from zoo.bench import deployed, formats, formats_report
-from zoo.bench import main as bench_main
 from zoo.bench import prune as prune_bench
 from zoo.bench import train as train_bench
 from zoo.bench.harness import Row, merge_rows, provenance
+from zoo.cli import main as zoo_main
 
 REPO = Path(__file__).resolve().parents[1]
 headline = load("headline")
+
+
+def bench_main(argv: list[str]) -> int:
+    """``zoo bench ARGV``."""
+    return zoo_main(["bench", *argv])
 
 
 @pytest.fixture
@@ -89,7 +94,7 @@ def test_train_switches_stay_out_of_the_fp32_headline(results: Path):
 @pytest.mark.slow  # builds poolformer_s12 twice and times a step of each (several seconds on 2 shared cores)
 def test_a_tiny_training_step_run_writes_its_file(tmp_path: Path, capsys):
     path = tmp_path / "train_throughput.json"
-    argv = ["--train", "--models", "poolformer_s12", "--batch-sizes", "2", "--img-size", "32", "--runs", "1"]
+    argv = ["train", "--models", "poolformer_s12", "--batch-sizes", "2", "--img-size", "32", "--runs", "1"]
     assert bench_main([*argv, "--warmup", "0", "--out", str(path)]) == 0
     doc = json.loads(path.read_text())
     assert doc["command"] == "zoo bench " + " ".join(argv) + f" --warmup 0 --out {path}"
@@ -115,11 +120,11 @@ def test_prune_results_are_read_by_the_headline(results: Path, monkeypatch):
     doc["other"] = {"kept": True}
     path.write_text(json.dumps(doc))
     monkeypatch.setattr(prune_bench, "prune_rows", lambda *a, **k: _prune_rows())
-    assert prune_bench.main(["--models", "convformer_s18", "--out", str(path)]) == 0
+    assert bench_main(["prune", "--models", "convformer_s18", "--out", str(path)]) == 0
     doc = json.loads(path.read_text())
     assert doc["other"] == {"kept": True}
     section = doc["prune_latency"]
-    assert section["command"] == f"python -m zoo.bench.prune --models convformer_s18 --out {path}"
+    assert section["command"] == f"zoo bench prune --models convformer_s18 --out {path}"
     assert "224x224" in section["settings"] and section["provenance"]["threads"]
     conv = next(r for r in section["rows"] if r["model"] == "convformer_s18")
     assert conv == {"model": "convformer_s18", "params_m": [26.8, 14.6], "gmacs": [4.0, 1.98],
@@ -133,7 +138,7 @@ def test_prune_results_are_read_by_the_headline(results: Path, monkeypatch):
 
 def test_prune_out_needs_batch_1_and_32(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as e:
-        prune_bench.main(["--batch-sizes", "1,8", "--out", str(tmp_path / "c.json")])
+        bench_main(["prune", "--batch-sizes", "1,8", "--out", str(tmp_path / "c.json")])
     assert e.value.code == 2 and "batch 1 and batch 32" in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
 
@@ -149,9 +154,10 @@ def _deployed_rows(name: str, *_args) -> list[Row]:
 def test_deployed_results_are_read_by_the_headline(results: Path, monkeypatch, capsys):
     path = results / "deployed.json"
     monkeypatch.setattr(deployed, "compare", _deployed_rows)
-    assert bench_main(["--deployed", "--models", "poolformer_s12", "--batch-sizes", "1", "--out", str(path)]) == 0
+    assert bench_main(["deployed", "--models", "poolformer_s12", "--batch-sizes", "1", "--out", str(path)]) == 0
     runs = json.loads(path.read_text())["runs"]
-    assert [r["command"].split(" --")[1] for r in runs] == ["deployed", "deployed", "deployed"]
+    assert len(runs) == 3 and all("deployed" in r["command"] for r in runs)
+    assert runs[-1]["command"] == f"zoo bench deployed --models poolformer_s12 --batch-sizes 1 --out {path}"
     # the earlier vision run keeps its other rows; its poolformer_s12 batch 1 row is replaced by the new run's
     assert [(r["model"], r["setting"]) for r in runs[0]["rows"]] == [
         ("poolformer_s12", "batch 32"), ("convformer_s18", "batch 1"), ("convformer_s18", "batch 32")]  # fmt: skip
@@ -174,12 +180,10 @@ def test_deployed_lm_rows_take_their_columns():
 @pytest.mark.parametrize(
     "argv, why",
     [
-        (["--out", "r.json"], "add one of them"),
-        (["--formats", "fp32", "--out", "r.txt"], "a results file is JSON"),
-        (["--deployed", "--out", "r.csv"], "a results file is JSON"),
-        (["--train", "--e2e", "--out", "r.json"], "--e2e has no results file"),
-        (["--family", "slak", "--out", "r.json"], "--data-pruning writes its own"),
-        (["--formats", "fp32", "--backend-only", "--out", "r.json"], "--backend-only has none"),
+        (["formats", "--formats", "fp32", "--out", "r.txt"], "a results file is JSON"),
+        (["deployed", "--out", "r.csv"], "a results file is JSON"),
+        (["train", "--e2e", "--out", "r.json"], "--e2e has no results file"),
+        (["formats", "--formats", "fp32", "--backend-only", "--out", "r.json"], "--backend-only has none"),
     ],
 )
 def test_out_where_no_results_file_is_written(argv: list[str], why: str, capsys):
@@ -271,7 +275,7 @@ def test_formats_results_are_read_by_the_headline(results: Path, monkeypatch):
     path = results / "lm_decode.json"
     monkeypatch.setattr(formats, "compare", _format_rows)
     monkeypatch.setattr(formats_report, "notes", lambda rows: [])
-    argv = ["--models", "mobilellm_125m", "--formats", "fp32", "--prefill", "0", "--out", str(path)]
+    argv = ["formats", "--models", "mobilellm_125m", "--formats", "fp32", "--prefill", "0", "--out", str(path)]
     before = next(r for r in json.loads(path.read_text())["runs"] if r["model"] == "mobilellm_125m")
     assert bench_main(argv) == 0
     doc = json.loads(path.read_text())
@@ -314,12 +318,12 @@ def test_a_run_merges_into_its_file_and_keeps_every_other_key(results: Path, fil
 @pytest.mark.parametrize(
     "mode, wrong",
     [
-        (["--train"], "lm_decode.json"),
-        (["--train"], "deployed.json"),
-        (["--deployed"], "lm_decode.json"),
-        (["--deployed"], "train_throughput.json"),
-        (["--deployed"], "compress.json"),
-        (["--formats", "fp32"], "deployed.json"),
+        (["train"], "lm_decode.json"),
+        (["train"], "deployed.json"),
+        (["deployed"], "lm_decode.json"),
+        (["deployed"], "train_throughput.json"),
+        (["deployed"], "compress.json"),
+        (["formats", "--formats", "fp32"], "deployed.json"),
     ],
 )
 def test_out_naming_another_kinds_file_is_refused_before_measuring(results: Path, mode, wrong, capsys, monkeypatch):
@@ -377,13 +381,13 @@ def test_tables_that_cannot_be_rendered_are_one_line_naming_the_file(what, spoil
 
 @pytest.mark.parametrize(
     "command",
-    [["--train", "--models", "poolformer_s12"], ["--deployed", "--models", "poolformer_s12"]],
+    [["train", "--models", "poolformer_s12"], ["deployed", "--models", "poolformer_s12"]],
     ids=["train", "deployed"],
 )
 def test_an_out_that_is_a_link_is_refused_before_measuring(command, results, tmp_path, capsys):
     """A results file is replaced whole when written: a link named by --out would be replaced and its target left
     stale, so the link is refused in one line, before anything is measured, and both are left as they were."""
-    target = results / "deployed.json" if "--deployed" in command else results / "train_throughput.json"
+    target = results / "deployed.json" if "deployed" in command else results / "train_throughput.json"
     link = tmp_path / "link.json"
     link.symlink_to(target)
     before = target.read_bytes()
@@ -392,7 +396,7 @@ def test_an_out_that_is_a_link_is_refused_before_measuring(command, results, tmp
     assert "is a symbolic link to" in err and len(err.splitlines()) == 1, err
     assert link.is_symlink() and target.read_bytes() == before
     with pytest.raises(SystemExit):
-        prune_bench.main(["--models", "poolformer_s12", "--out", str(link)])
+        bench_main(["prune", "--models", "poolformer_s12", "--out", str(link)])
     assert "is a symbolic link to" in capsys.readouterr().err
 
 

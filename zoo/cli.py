@@ -3,19 +3,36 @@
 Each command's ``add_arguments(parser)`` declares its options and its ``run(args)`` does the work, beside the code it
 drives; this module mounts them in the order of :data:`COMMANDS` and turns the errors a user can cause (an unknown
 model, a checkpoint that does not load, a bad value) into one line on stderr and exit status 2, and Ctrl-C into one
-line and status 130 (as ``train.py``). Adding a command is one row here.
+line and status 130 (as ``train.py``). Adding a command is one row here. ``zoo train`` and ``zoo eval`` hand their
+whole command line to the training engine and the evaluator (:data:`PASSTHROUGH`), which ``train.py`` and ``eval.py``
+run too. The README's and the docs' command tables are generated from this table (``tools/commands.py``).
 """
 
 import argparse
 import sys
 
-from . import bench, profile_cli, publish_cli, registry_cli, run_cli
+from . import bench, evaluate, profile_cli, publish_cli, registry_cli, run_cli
 from .compress import cli as prune_cli
 from .condense import cli as condense_cli
 from .data import cli as data_cli
 from .export import cli as export_cli
 from .registry import UnknownModelError
+from .train import cli as train_cli
 from .weights import CheckpointError
+
+
+def _passthrough(parser: argparse.ArgumentParser) -> None:
+    """The rest of the command line, as typed, for the entry point's own parser (its ``--help`` too)."""
+    parser.add_argument("argv", nargs=argparse.REMAINDER, help="the options of the command (--help lists them)")
+
+
+def _train(args: argparse.Namespace) -> int:
+    return train_cli.main(args.argv)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    return evaluate.main(args.argv)
+
 
 # (name, help, add_arguments, run), in the order `zoo --help` lists them
 COMMANDS = (
@@ -39,6 +56,18 @@ COMMANDS = (
     ),
     ("profile", "params, MACs (fvcore), latency and memory", profile_cli.add_arguments, profile_cli.run),
     (
+        "train",
+        "train a model from a YAML recipe and overrides (as python train.py: --config FILE, --help for the options)",
+        _passthrough,
+        _train,
+    ),
+    (
+        "eval",
+        "evaluate models on held-out data: top-1 / perplexity, params, MACs (as python eval.py)",
+        _passthrough,
+        _eval,
+    ),
+    (
         "condense",
         "dataset distillation: a few synthetic images per class that train almost like the data",
         condense_cli.add_arguments,
@@ -53,7 +82,7 @@ COMMANDS = (
     (
         "bench",
         "the benchmarks, one subcommand each: families against their peers, deployed forms, weight formats, training, "
-        "data pruning, condensation, the model and results tables (zoo bench -h lists them)",
+        "data pruning, condensation, the model table (zoo bench -h lists them)",
         bench.add_arguments,
         bench.run,
     ),
@@ -85,30 +114,25 @@ COMMANDS = (
 )
 
 
+# the commands whose whole command line (--help included) is their entry point's own: no option is read here
+PASSTHROUGH = ("train", "eval")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="A model zoo of compact, efficient backbones.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text, add_arguments, run in COMMANDS:
-        p = sub.add_parser(name, help=help_text)
+        # a pass-through command reads no option itself: every word after its name is handed on, --help included
+        own = {"add_help": False, "prefix_chars": "\0"} if name in PASSTHROUGH else {}
+        p = sub.add_parser(name, help=help_text, description=help_text, **own)
         add_arguments(p)
         p.set_defaults(func=run)
     return parser
 
 
-# a command's old spellings, rewritten into today's before parsing (`zoo bench --train ...` -> `zoo bench train ...`)
-OLD_SPELLINGS = {"bench": bench.legacy_argv}
-
-
 def main(argv: list[str] | None = None) -> int:
     typed = list(sys.argv[1:] if argv is None else argv)
-    try:
-        spelled = (
-            [*typed[:1], *OLD_SPELLINGS[typed[0]](typed[1:])] if typed[:1] and typed[0] in OLD_SPELLINGS else typed
-        )
-    except ValueError as e:
-        print(f"zoo {typed[0]}: error: {e}", file=sys.stderr)
-        return 2
-    args = build_parser().parse_args(spelled)
+    args = build_parser().parse_args(typed)
     args.typed = typed[1:]  # the command line after the command's name, as typed (a results file records it)
     try:
         return args.func(args)

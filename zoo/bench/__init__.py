@@ -18,27 +18,19 @@ interleaved rounds, warm-up, medians, one run-count rule, one result type and ta
 
 ``--out FILE`` (``train``, ``deployed``, ``formats``, ``prune``) merges the run into a results file under the run's
 provenance (the zoo's checkout keeps its own in ``results/`` and renders its pages' tables from them with
-``tools/headline.py``); without it a benchmark writes nothing. ``--json`` keeps every timed pass instead. The old spellings still run: ``zoo bench --train ...`` is ``zoo bench train ...`` (:func:`legacy_argv`),
-and every ``python -m zoo.bench.NAME`` is ``zoo bench NAME``.
+``tools/headline.py``); without it a benchmark writes nothing. ``--json`` keeps every timed pass instead.
 """
 
 import argparse
-import sys
-import warnings
-from collections.abc import Sequence
 
 import torch
 
-from ..registry import get_entry, list_models
 from . import condense, data, data_pruning, formats_report, kv_memory, peers, prune, quant_kernels, table
 from . import train as train_bench
-from .peers import DEPLOYED, FAMILIES, PEERS, Peer
+from .peers import DEPLOYED, PEERS, Peer
 from .table import run_table
 
-__all__ = ["BENCHMARKS", "DEPLOYED", "PEERS", "Peer", "add_arguments", "legacy_argv", "main", "run", "run_table"]
-
-# `python -m zoo.bench.NAME` runs that module afresh after this package imported it for the table below: as intended
-warnings.filterwarnings("ignore", message=r".*'zoo\.bench\.\w+' found in sys\.modules", category=RuntimeWarning)
+__all__ = ["BENCHMARKS", "DEPLOYED", "NAMES", "PEERS", "Peer", "add_arguments", "run", "run_table"]
 
 
 def _family(family: str):
@@ -130,69 +122,3 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "threads", None) is not None:
         torch.set_num_threads(args.threads)
     return args.bench_run(args)
-
-
-# the old flag modes of `zoo bench`, in the order the old command chose between them: (flag, benchmark, flag kept)
-LEGACY_MODES = (
-    ("--data-pruning", "data-pruning", False),
-    ("--family", "table", True),
-    ("--all", "table", True),
-    ("--formats", "formats", True),
-    ("--train", "train", False),
-    ("--deployed", "deployed", False),
-)
-NO_RESULTS_FILE = "--out writes the --train, --deployed and --formats results files"
-
-
-def _given(argv: Sequence[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
-
-
-def _value(argv: Sequence[str], flag: str) -> str | None:
-    for i, a in enumerate(argv):
-        if a == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
-    return None
-
-
-def _peer_benchmark(argv: Sequence[str]) -> str:
-    """The comparison an old ``zoo bench --models ...`` ran: the first model's family's (vision when unknown)."""
-    first = (_value(argv, "--models") or "").split(",")[0].strip()
-    family = get_entry(first).family if first in list_models() else "metaformer"
-    return next((name for name, f in FAMILIES.items() if f == family), "vision")
-
-
-def legacy_argv(argv: Sequence[str]) -> list[str]:
-    """``zoo bench``'s old flag modes as today's subcommands: ``--train ...`` -> ``train ...``, ``--formats F ...`` ->
-    ``formats --formats F ...``, ``--family F`` / ``--all`` -> ``table ...``, ``--data-pruning ...`` ->
-    ``data-pruning ...``, ``--deployed ...`` -> ``deployed ...``, and no mode -> the family's comparison (``vision``,
-    ``slak``, ``sret``, ``lm``, ``mor``, by the first of ``--models``). A command line that names a benchmark is
-    returned as it is. ValueError for an old ``--out`` that no results file takes (said before any work)."""
-    argv = list(argv)
-    if not argv or argv[0] in NAMES or argv[0] in ("-h", "--help"):
-        return argv or ["vision"]
-    flag, name, kept = next(((f, n, k) for f, n, k in LEGACY_MODES if _given(argv, f)), (None, None, True))
-    if _given(argv, "--out") and name in ("data-pruning", "table"):
-        raise ValueError(f"{NO_RESULTS_FILE} (--data-pruning writes its own)")
-    if _given(argv, "--out") and name is None:
-        raise ValueError(f"{NO_RESULTS_FILE}; add one of them, or use --json")
-    if name is None:
-        return [_peer_benchmark(argv), *argv]
-    return [name, *(a for a in argv if kept or a != flag)]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zoo.bench``: ``zoo bench`` (its old flag modes too)."""
-    typed = list(sys.argv[1:] if argv is None else argv)
-    try:
-        translated = legacy_argv(typed)
-    except ValueError as e:
-        print(f"zoo bench: error: {e}", file=sys.stderr)
-        return 2
-    parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(translated)
-    args.typed = typed
-    return run(args)

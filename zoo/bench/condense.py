@@ -40,9 +40,8 @@ from ..condense.teacher import train_teacher
 from ..data.sources import add_data_path_argument, resolve
 from .condense_speed import render_scripts, render_speed, speed
 from .harness import provenance
-from .options import program
 
-__all__ = ["PRESETS", "PUBLISHED", "curve", "main", "run_protocol"]
+__all__ = ["PRESETS", "PUBLISHED", "curve", "run_protocol"]
 
 _DC_PAPER = "DC paper (Zhao, Mopuri, Bilen, ICLR 2021, arXiv:2006.05929) Table 1"
 _DC_README = "VICO-UoE/DatasetCondensation README, Table 1 (DC) / Table 2 (DSA)"
@@ -564,11 +563,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"unknown --cross {unknown}: choose from {', '.join(CROSS)}", file=sys.stderr)
         return 2
     return _protocol(args, cross)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return program("python -m zoo.bench.condense", __doc__, add_arguments, run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -178,7 +178,7 @@ def _timed_side(args: argparse.Namespace) -> int:
 def run_side(method: str, data: str, path: str | None, ipc: int, side: str, threads: int = 2,
              iterations: int = 2, batch_real: int = 256, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """``side``'s timed iterations in a fresh process (:func:`_child`): ``{"wall", "cpu", "peak_mb", "size"}``."""
-    cmd = [sys.executable, "-m", "zoo.bench.condense_speed", "--method", method, "--data", data, "--ipc", str(ipc),
+    cmd = [sys.executable, "-c", _CHILD, "--method", method, "--data", data, "--ipc", str(ipc),
            "--side", side, "--threads", str(threads), "--iterations", str(iterations), "--batch-real",
            str(batch_real), "--seed", str(seed)]  # fmt: skip
     if path:
@@ -297,7 +297,7 @@ def render_scripts(docs: list[dict], column: str = "threads") -> str:
 
 
 def _child_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m zoo.bench.condense_speed", description="one side's timing process")
+    ap = argparse.ArgumentParser(prog="zoo bench condense-speed (one side)", description="one side's timing process")
     ap.add_argument("--method", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--data-path", default=None)
@@ -310,5 +310,10 @@ def _child_parser() -> argparse.ArgumentParser:
     return ap
 
 
-if __name__ == "__main__":  # one side's timing process
-    sys.exit(_child(_child_parser().parse_args()))
+def child_main(argv: list[str] | None = None) -> int:
+    """One side's timing process (:func:`run_side` starts it as :data:`_CHILD`)."""
+    return _child(_child_parser().parse_args(argv))
+
+
+# the child's program: this module's child_main, imported (not run as __main__ of a package it already imported)
+_CHILD = "import sys; from zoo.bench.condense_speed import child_main; sys.exit(child_main())"

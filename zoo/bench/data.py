@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,6 @@ from ..data.images import ImageFolderDataset, ShardDataset
 from ..data.shards import STORES, is_shard_folder, write_shards
 from ..data.stream import ImageBatches, SampleStream, StreamSource
 from .harness import Row, environment, format_rows, peer_row, print_header, time_interleaved
-from .options import program
 
 TARGET = 1.5
 CLASSES = 10
@@ -132,10 +130,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, default=None, help="where the generated set is kept (default: temp)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return program("python -m zoo.bench.data", __doc__, add_arguments, run, argv)
-
-
 def run(args: argparse.Namespace) -> int:
     """Generate the set (once), read it every way in interleaved rounds, print the table."""
     print_header("Loader: image folder vs shards, same images", environment())
@@ -143,7 +137,3 @@ def run(args: argparse.Namespace) -> int:
         rows = compare(args.root or Path(tmp), args.images, args.size, args.workers, args.runs)
     print(format_rows(rows))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

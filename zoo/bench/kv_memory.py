@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 
 import torch
 
@@ -26,9 +25,8 @@ from ..models.mobilellm import pro_layer_types
 from ..profile import peak_rss
 from .harness import randomize_
 from .lm import release_freed_memory
-from .options import program
 
-__all__ = ["measure", "main"]
+__all__ = ["measure"]
 
 
 def _full_length_cache(model, batch_size, max_length, dtype=None, device=None):
@@ -84,10 +82,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return program("python -m zoo.bench.kv_memory", __doc__, add_arguments, run, argv)
-
-
 def run(args: argparse.Namespace) -> int:
     """Measure every model both ways and print the table."""
     torch.set_num_threads(args.threads)
@@ -99,7 +93,3 @@ def run(args: argparse.Namespace) -> int:
                 f"{r['peak RSS MiB']:.1f} |"
             )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,12 @@
 """What every benchmark's command shares: its common options, its ``--out`` checks and the command line it records.
 
 Each benchmark module declares its own options (``add_arguments``) beside its code and calls these for the ones the
-benchmarks share, so that ``--runs 0`` or a ``--out`` naming a link is refused the same way, before any work, on every
-door (``zoo bench NAME``, ``python -m zoo.bench``, ``python -m zoo.bench.NAME``).
+benchmarks share, so that ``--runs 0`` or a ``--out`` naming a link is refused the same way, before any work, by every
+``zoo bench NAME``.
 """
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,7 +19,6 @@ __all__ = [
     "add_out",
     "check_out",
     "csv_of",
-    "program",
     "recipe_path",
     "recorded_command",
     "refuse",
@@ -122,25 +120,10 @@ def recorded_command(args: argparse.Namespace) -> str:
     if typed is None:
         typed = sys.argv[1:]
         typed = typed[1:] if typed[:1] == ["bench"] else typed
-    return command_line(getattr(args, "door", "zoo bench"), typed)
+    return command_line("zoo bench", typed)
 
 
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
     """A refused command line, as argparse refuses one: one line naming the command, exit status 2."""
-    print(f"{getattr(args, 'door', 'zoo bench')}: error: {message}", file=sys.stderr)
+    print(f"zoo bench: error: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def program(
-    prog: str,
-    doc: str,
-    add_arguments: Callable[[argparse.ArgumentParser], None],
-    run: Callable[[argparse.Namespace], int],
-    argv: Sequence[str] | None,
-) -> int:
-    """``python -m zoo.bench.NAME``: the benchmark's own options and body, as ``zoo bench NAME`` mounts them."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.door, args.typed = prog, None if argv is None else list(argv)
-    return run(args)

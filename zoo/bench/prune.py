@@ -43,9 +43,9 @@ from .harness import (
     time_interleaved,
     write_json,
 )
-from .options import program, recorded_command, usage_error
+from .options import recorded_command, usage_error
 
-__all__ = ["MODELS", "main", "prune_rows", "result_rows", "write_results"]
+__all__ = ["MODELS", "prune_rows", "result_rows", "write_results"]
 
 # name -> builder arguments of the form that is timed
 MODELS: dict[str, dict] = {"poolformer_s12": {}, "convformer_s18": {}, "slak_tiny": {"deploy": True}}
@@ -217,11 +217,3 @@ def run(args: argparse.Namespace) -> int:
         )
         write_results(args.out, result_rows(rows), recorded_command(args), settings)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    return program("python -m zoo.bench.prune", __doc__, add_arguments, run, argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -36,9 +36,8 @@ from ..factory import create_model
 from ..lm import gemv
 from ..lm.quant import QuantizedLinear, portable_kernels, quantize_int8, quantize_model
 from .harness import cpu_model, randomize_
-from .options import program
 
-__all__ = ["SHAPES", "candidates", "main", "time_decode", "time_matvecs"]
+__all__ = ["SHAPES", "candidates", "time_decode", "time_matvecs"]
 
 D, FFN, KV, VOCAB, LAYERS = 576, 1536, 192, 32000, 30
 SHAPES = [(D, D), (KV, D), (KV, D), (D, D), (FFN, D), (FFN, D), (D, FFN)] * LAYERS + [(VOCAB, D)]
@@ -242,10 +241,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode", action="store_true", help="also time whole-model decoding in each format")
 
 
-def main(argv: list[str] | None = None) -> int:
-    return program("python -m zoo.bench.quant_kernels", __doc__, add_arguments, run, argv)
-
-
 def run(args: argparse.Namespace) -> int:
     """Time the candidates (and, with ``--decode``, whole-model decoding) and print the tables."""
     warnings.filterwarnings("ignore")
@@ -262,7 +257,3 @@ def run(args: argparse.Namespace) -> int:
         for fmt, ms in time_decode().items():
             print(f"| {fmt} | {ms:.1f} |")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,7 @@ What is measured, per model and batch size, in fp32, eval mode, under ``torch.in
 
 Targets: zoo >= 1.3x timm on poolformer_s12 at batch 32, >= 1.0x everywhere else.
 
-Run as ``zoo bench vision --models poolformer_s12,convformer_s18`` (or ``python -m zoo.bench vision ...``).
+Run as ``zoo bench vision --models poolformer_s12,convformer_s18``.
 """
 
 from collections.abc import Sequence
