@@ -147,61 +147,46 @@ DEPLOYED: dict[str, Peer] = {
 FAMILIES = {"vision": "metaformer", "slak": "slak", "sret": "sret", "lm": "mobilellm", "mor": "recursive"}
 
 
+def _option(parser: argparse.ArgumentParser, shown: bool, flag: str, **kwargs) -> None:
+    """``flag`` where the benchmark reads it from the command line; elsewhere only its default, so the body reads one
+    namespace and a flag of another family is refused as argparse refuses any unknown one."""
+    if shown:
+        parser.add_argument(flag, **kwargs)
+    else:
+        parser.set_defaults(**{flag.lstrip("-").replace("-", "_"): kwargs.get("default")})
+
+
 def _img_size(parser: argparse.ArgumentParser, shown: bool = True) -> None:
-    parser.add_argument(
-        "--img-size",
-        type=int_between(8, 4096),
-        default=224,
-        help="input height and width (default 224)" if shown else argparse.SUPPRESS,
+    _option(
+        parser, shown, "--img-size", type=int_between(8, 4096), default=224, help="input height and width (default 224)"
     )
 
 
 def _decode_lengths(parser: argparse.ArgumentParser, prompt: int | None, new: int | None) -> None:
     shown = prompt is not None
-    parser.add_argument(
-        "--prompt-tokens",
-        type=int,
-        default=None,
-        help=f"decode prompt (default {prompt})" if shown else argparse.SUPPRESS,
-    )
-    parser.add_argument(
-        "--new-tokens",
-        type=int,
-        default=None,
-        help=f"greedy tokens decoded (default {new})" if shown else argparse.SUPPRESS,
-    )
+    _option(parser, shown, "--prompt-tokens", type=int, default=None, help=f"decode prompt (default {prompt})")
+    _option(parser, shown, "--new-tokens", type=int, default=None, help=f"greedy tokens decoded (default {new})")
 
 
 def add_arguments(parser: argparse.ArgumentParser, family: str) -> None:
-    """The options of ``zoo bench SUBCOMMAND`` comparing ``family`` (a key of :data:`PEERS`) with its peer. Every
-    family's options are accepted (the old ``zoo bench --models NAME`` took them all), the family's own are listed."""
+    """The options of ``zoo bench SUBCOMMAND`` comparing ``family`` (a key of :data:`PEERS`) with its peer: the
+    shared ones and the family's own."""
     peer = PEERS[family]
     add_common(parser, f"comma-separated model names of the family (default: {','.join(peer.default_models)})")
     parser.add_argument("--check", action="store_true", help="exit 1 if any output differs beyond tolerance")
     parser.set_defaults(family=family, deployed=False)
     _img_size(parser, family == "metaformer")
-    parser.add_argument(
-        "--impls",
-        type=csv_of(str),
-        default=["auto"],
-        help=f"zoo paths to time ({', '.join(slak.IMPLS)})" if family == "slak" else argparse.SUPPRESS,
+    _option(parser, family == "slak", "--impls", type=csv_of(str), default=["auto"],
+            help=f"zoo paths to time ({', '.join(slak.IMPLS)})")  # fmt: skip
+    lm_family = family == "mobilellm"
+    _option(
+        parser, lm_family, "--dtype", default="float32", choices=sorted(lm.DTYPES), help="both implementations' dtype"
     )
-    lm_help = family == "mobilellm" or argparse.SUPPRESS
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=sorted(lm.DTYPES),
-        help="both implementations' dtype" if lm_help is True else lm_help,
-    )
-    parser.add_argument("--prefill-tokens", type=int, default=512, help=None if lm_help is True else lm_help)
+    _option(parser, lm_family, "--prefill-tokens", type=int, default=512, help="prompt tokens of the prefill rows")
     lengths = {"mobilellm": (32, 128), "recursive": (128, 32)}.get(family, (None, None))
     _decode_lengths(parser, *lengths)
-    parser.add_argument(
-        "--layers",
-        type=int,
-        default=None,
-        help="dense base depth (reduce for a quicker run)" if family == "recursive" else argparse.SUPPRESS,
-    )
+    _option(parser, family == "recursive", "--layers", type=int, default=None,
+            help="dense base depth (reduce for a quicker run)")  # fmt: skip
 
 
 def add_deployed_arguments(parser: argparse.ArgumentParser) -> None:
