@@ -178,7 +178,7 @@ DESCRIPTIONS = {
     "zoo.evaluate": "held-out evaluation (`eval.py`)",
     "zoo.condense": "efficient data: condensation and coreset methods, the synthetic-set folder, the protocol",
     "zoo.run_cli": "`zoo run`: a model, or an export folder, on a seeded input",
-    "zoo.bench": "benchmarks: harness, peers, reference renditions, deployed forms, the results tables",
+    "zoo.bench": "benchmarks: harness, peers, reference renditions, deployed forms; `zoo bench NAME`",
     "zoo.cli": "the `zoo` command: one entry per command, each command's arguments beside its code",
     "zoo.__main__": "`python -m zoo`",
 }
