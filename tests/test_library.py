@@ -4,6 +4,7 @@ with the next kernel or machine; it lives in ``results/`` with its provenance, a
 
 import ast
 import io
+import os
 import re
 import tokenize
 from pathlib import Path
@@ -82,3 +83,49 @@ def test_targets_and_shapes_are_not_figures(tmp_path):
     f = tmp_path / "m.py"
     f.write_text('"""Target: zoo >= 1.3x timm, at most 0.6x; a 3x3 kernel on 28x28 images; RSS every 20 ms."""\n')
     assert figures(f) == []
+
+
+_OUTSIDE = r"""
+import contextlib, io, os, sys
+checkout, prefix = sys.argv[1], sys.prefix
+touched = []
+def hook(event, args):
+    if event in ("open", "os.listdir", "os.scandir", "os.mkdir", "os.rename", "os.remove") and args:
+        if isinstance(args[0], (str, bytes, os.PathLike)):
+            path = os.path.abspath(os.fsdecode(args[0]))
+            if path.startswith(checkout) and not path.startswith(prefix):
+                touched.append(path)
+sys.addaudithook(hook)
+import zoo, zoo.cli
+assert not zoo.__file__.startswith(checkout), zoo.__file__
+for argv in (["-h"], ["list", "convnet*"], ["info", "convnet_d3"], ["run", "convnet_d3"], ["bench", "-h"],
+             ["train", "--help"], ["eval", "--help"], ["bench", "data-pruning", "--models", "quickstart"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            zoo.cli.main(argv)
+        except SystemExit:
+            pass
+print("TOUCHED", sorted(set(touched)))
+"""
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_reads_nothing_of_the_checkout(tmp_path):
+    """The wheel, installed elsewhere and run from elsewhere, opens no file of the checkout (its results/, configs/,
+    model_cards/): every `zoo` command is the library's."""
+    import subprocess
+    import sys
+
+    checkout = ZOO.parent
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = [*pip, "wheel", str(checkout), "--no-deps", "--no-build-isolation", "-w", str(wheels)]
+    assert subprocess.run(build, capture_output=True, text=True, timeout=600).returncode == 0
+    [wheel] = wheels.glob("zoo-*.whl")
+    install = [*pip, "install", "--no-deps", "--target", str(site), str(wheel)]
+    assert subprocess.run(install, capture_output=True, text=True, timeout=600).returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = subprocess.run([sys.executable, "-c", _OUTSIDE, str(checkout) + os.sep], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "TOUCHED []"
