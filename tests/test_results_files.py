@@ -473,3 +473,23 @@ def test_a_failed_results_write_keeps_the_file_and_leaves_no_temporary(tmp_path:
         save_results(path, {"rows": [2]})
     assert json.loads(path.read_text()) == {"rows": [1]}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_provenance_names_the_zoo_s_commit_only_in_the_zoo_s_checkout(tmp_path, monkeypatch):
+    """An installed zoo inside another project's git repository (its .venv) records its version, not that project's
+    commit; run from its own checkout it records the checkout's commit."""
+    import subprocess
+
+    from zoo.bench import harness
+
+    assert harness._commit().startswith(
+        subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    )
+    project = tmp_path / "project"
+    installed = project / ".venv" / "site-packages" / "zoo" / "bench"
+    installed.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    identity = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", *identity, "commit", "-q", "--allow-empty", "-m", "x"], cwd=project, check=True)
+    monkeypatch.setattr(harness, "__file__", str(installed / "harness.py"))
+    assert harness._commit() == f"zoo {harness.__version__}"

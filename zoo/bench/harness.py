@@ -216,11 +216,16 @@ def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str]:
 
 
 def _commit() -> str:
-    """The checkout's short commit, ``+`` when its tracked files differ from it; the package version outside git."""
+    """The zoo checkout's short commit, ``+`` when its tracked files differ from it, where the package runs from its
+    own checkout (an editable install); else the package version (an installed wheel: a git repository that merely
+    holds the environment is another project's, not the zoo's)."""
     folder = Path(__file__).parent
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             check=False, cwd=folder).stdout.strip()  # fmt: skip
+        own = bool(top) and Path(top).resolve() == folder.parent.parent.resolve()
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=False, cwd=folder).stdout.strip()  # fmt: skip
+                              check=False, cwd=folder).stdout.strip() if own else ""  # fmt: skip
         if head:
             dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], capture_output=True,
                                    check=False, cwd=folder.parent).returncode  # fmt: skip
