@@ -299,3 +299,15 @@ def test_profile_cross_check_says_which_figure_it_compares(monkeypatch, capsys):
     products, rest = (float(v) for v in re.findall(r"this count ([\d.]+) G.*add ([\d.]+) G", line)[0])
     assert products == pytest.approx(result.flop_counter_check["fvcore_macs"] / 1e9, abs=5e-4)
     assert products + rest == pytest.approx(result.macs / 1e9, abs=1e-3)  # together: the headline figure
+
+
+def test_zoo_train_and_eval_are_train_py_and_eval_py_by_their_own_name(capsys):
+    """`zoo train ARGS` is `python train.py ARGS` and `zoo eval ARGS` is `python eval.py ARGS` (their options and
+    --help are those scripts'), and their messages name the command typed."""
+    assert main(["train"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("zoo train: error: give --config RECIPE.yaml")
+    assert main(["eval", "--model", "no_such_model", "--data", "digits"]) == 2
+    assert capsys.readouterr().err.startswith("zoo eval: error: no_such_model: Unknown model")
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0 and "usage: zoo train [-h] [--config CONFIG]" in capsys.readouterr().out

@@ -27,11 +27,11 @@ def _passthrough(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    return train_cli.main(args.argv)
+    return train_cli.main(args.argv, prog="zoo train")
 
 
 def _eval(args: argparse.Namespace) -> int:
-    return evaluate.main(args.argv)
+    return evaluate.main(args.argv, prog="zoo eval")
 
 
 # (name, help, add_arguments, run), in the order `zoo --help` lists them

@@ -238,9 +238,9 @@ def _quantize(args: argparse.Namespace) -> Any:
     return args.quantize if args.backend != "torch" else spec
 
 
-def _parser():
+def _parser(prog: str = "eval.py"):
     p = argparse.ArgumentParser(
-        prog="eval.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--model",
@@ -303,14 +303,15 @@ def _parser():
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "eval.py") -> int:
     """``eval.py``: one line and status 2 for what the user can fix, status 130 for Ctrl-C (results files are
     written whole, after every model was evaluated)."""
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
+    args.prog = prog  # eval.py, or zoo eval: the name its messages give
     try:
         return _main(args)
     except KeyboardInterrupt:
-        print("eval.py: interrupted; no results file was written: run the command again", file=sys.stderr)
+        print(f"{prog}: interrupted; no results file was written: run the command again", file=sys.stderr)
         return 130
 
 
@@ -318,11 +319,11 @@ def _main(args: argparse.Namespace) -> int:
     try:
         kwargs = json.loads(args.model_kwargs)
     except json.JSONDecodeError as e:
-        print(f"eval.py: error: --model-kwargs is not valid JSON: {e}", file=sys.stderr)
+        print(f"{args.prog}: error: --model-kwargs is not valid JSON: {e}", file=sys.stderr)
         return 2
     if not isinstance(kwargs, dict):
         print(
-            f"eval.py: error: --model-kwargs is a JSON object of argument names and values, e.g. "
+            f"{args.prog}: error: --model-kwargs is a JSON object of argument names and values, e.g. "
             f"'{{\"drop_rate\": 0.0}}', got {args.model_kwargs}",
             file=sys.stderr,
         )
@@ -330,12 +331,12 @@ def _main(args: argparse.Namespace) -> int:
     try:
         quantize = _quantize(args)
     except ValueError as e:
-        print(f"eval.py: error: {e}", file=sys.stderr)
+        print(f"{args.prog}: error: {e}", file=sys.stderr)
         return 2
     for flag in ("--max-samples", "--batch-size", "--max-batches", "--seq-len", "--num-classes"):
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None and value < 1:
-            print(f"eval.py: error: {flag} {value}: give a count of 1 or more", file=sys.stderr)
+            print(f"{args.prog}: error: {flag} {value}: give a count of 1 or more", file=sys.stderr)
             return 2
     rows = []
     for name in args.model:
@@ -366,7 +367,7 @@ def _main(args: argparse.Namespace) -> int:
                 )
             )
         except (ValueError, FileNotFoundError, RuntimeError) as e:
-            print(f"eval.py: error: {name}: {e}", file=sys.stderr)
+            print(f"{args.prog}: error: {name}: {e}", file=sys.stderr)
             return 2
     out = rows[0] if len(rows) == 1 else rows
     text = json.dumps(out, indent=2)

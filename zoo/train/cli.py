@@ -45,9 +45,9 @@ NaN/inf (a checkpoint is saved), 4 the run finished but --push-to-hub failed (pu
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "train.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="train.py",
+        prog=prog,
         description="Train a zoo model from a YAML recipe (configs/).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -82,16 +82,18 @@ USER_ERRORS = (
 )
 
 
-def _error(message: str) -> int:
-    print(f"train.py: error: {message}", file=sys.stderr)
+def _error(message: str, prog: str = "train.py") -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, overrides = _parser().parse_known_args(argv)
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    """``train.py`` (and ``zoo train``, ``prog`` naming it in its messages): 2 with one line for what the user can
+    fix, 130 for Ctrl-C."""
+    args, overrides = _parser(prog).parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.resume == "auto" and args.overwrite:  # --resume PATH: train() decides (another run's checkpoint may)
-        return _error("--resume continues the run in output_dir and --overwrite replaces it: give one of them")
+        return _error("--resume continues the run in output_dir and --overwrite replaces it: give one of them", prog)
     recipe = None
     try:
         if args.config:
@@ -101,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             base = recipe_to_dict(load_run_recipe(run_dir))
             recipe = load_recipe(None, overrides, base=base)
         else:
-            _parser().print_usage(sys.stderr)
+            _parser(prog).print_usage(sys.stderr)
             return _error(
-                "give --config RECIPE.yaml (recipes are in configs/), or --resume RUN_DIR/checkpoints/last.pt"
+                "give --config RECIPE.yaml (recipes are in configs/), or --resume RUN_DIR/checkpoints/last.pt", prog
             )
         if args.print_config:
             print(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
@@ -117,20 +119,20 @@ def main(argv: list[str] | None = None) -> int:
                 overwrite=args.overwrite,
             )
         except NonFiniteLossError as e:
-            print(f"train.py: {e}", file=sys.stderr)
+            print(f"{prog}: {e}", file=sys.stderr)
             return 3
     except USER_ERRORS as e:
-        return _error(str(e))
+        return _error(str(e), prog)
     except KeyboardInterrupt:  # the checkpoints are written atomically: the last complete one is intact
-        print(f"train.py: interrupted; {_resume_hint(recipe)}", file=sys.stderr)
+        print(f"{prog}: interrupted; {_resume_hint(recipe)}", file=sys.stderr)
         return 130
     except PublishError as e:  # the run itself finished; the message says how to publish it again
-        print(f"train.py: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 4
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        return _error(disk_full_message(Path(e.filename or getattr(recipe, "output_dir", None) or ".")))
+        return _error(disk_full_message(Path(e.filename or getattr(recipe, "output_dir", None) or ".")), prog)
     if summary.get("complete"):
         print(
             f"{summary['run_dir']} holds this recipe's finished run ({summary['steps']} optimizer steps); "
