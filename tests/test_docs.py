@@ -50,7 +50,8 @@ def test_every_docs_page_is_in_the_nav():
     assert pages and [p for p in pages if p not in nav] == []
 
 
-# the results tables on the pages are generated from results/ (tools/headline.py, driven by results/manifest.json): a figure typed by hand fails here
+# the results tables on the pages are generated from results/ (tools/headline.py, driven by results/manifest.json):
+# a figure typed by hand fails here
 
 
 def test_generated_tables_match_their_results_files():

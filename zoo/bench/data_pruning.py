@@ -9,7 +9,8 @@ InfoBatch's, and ``el2n`` (full data for ``score_epochs`` epochs, then its subse
 
 Models: ``convnet_d3`` (ConvNet-3 at the data's size, SGD as the dataset-distillation protocol, no augmentation),
 ``quickstart`` (the PoolFormer of ``configs/quickstart_digits.yaml`` at 32 px) and ``lm`` (the language model of
-``configs/quickstart_lm.yaml``; ``--configs DIR`` names the recipes' folder, by default ``./configs``; ``--epochs`` sets its steps to that many passes over its rows)::
+``configs/quickstart_lm.yaml``; ``--configs DIR`` names the recipes' folder, by default ``./configs``; ``--epochs`` sets
+its steps to that many passes over its rows)::
 
     zoo bench data-pruning --data mnist --data-path ../shared/datasets/mnist --models convnet_d3,quickstart \\
         --train-split "train[:4000]" --epochs 8 --seeds 0,1,2 --json results/data_pruning/mnist.json

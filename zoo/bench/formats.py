@@ -34,10 +34,10 @@
   and for every (weight bits, activation bits) pair of the integer formats asked for (:data:`QUALITY_PAIRS`:
   ``int8a16``, ``int8a8``, ``int4a16``, ``int4a8``, the activation row rounded to int16 or int8 per block of 32).
 
-Targets (:data:`TARGETS`, printed beside each ratio): the fastest format >= 4x transformers fp32; zoo compiled at fp32, int8
-and int4 >= 0.6x llama.cpp at the same bits (bf16 is printed without a target); the llama.cpp backend >= 0.95x
-bare llama.cpp; perplexity within 1% of fp32 for int8 and 5% for int4, and with 8-bit activations within 0.5% at
-int8 and 1% at int4; prefill at a 512-token prompt >= 0.8x llama.cpp's prompt processing at every format.
+Targets (:data:`TARGETS`, printed beside each ratio): the fastest format >= 4x transformers fp32; zoo compiled at fp32,
+int8 and int4 >= 0.6x llama.cpp at the same bits (bf16 is printed without a target); the llama.cpp backend >= 0.95x bare
+llama.cpp; perplexity within 1% of fp32 for int8 and 5% for int4, and with 8-bit activations within 0.5% at int8 and 1%
+at int4; prefill at a 512-token prompt >= 0.8x llama.cpp's prompt processing at every format.
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ Switches, as a recipe sets them: ``--amp bf16`` (autocast), ``--channels-last`` 
 
 ``--e2e`` runs ``train.py`` itself (the model's recipe in ``--configs``, default ``./configs``, else the digits
 quickstart's) for ``--steps`` steps on a generated image folder (:func:`zoo.bench.data.generate_images`) with the
-recipe's loader workers and augmentation but the bench's ``--amp`` / ``--channels-last`` and thread count (so that both sides
-compute alike), and sets its images/s (from ``log.csv``: every step from the second to the last, data loading,
-augmentation, logging and checkpoints included, the final evaluation not) against the model-only step of the same
-model and batch: what the rest of the engine costs.
+recipe's loader workers and augmentation but the bench's ``--amp`` / ``--channels-last`` and thread count (so that both
+sides compute alike), and sets its images/s (from ``log.csv``: every step from the second to the last, data loading,
+augmentation, logging and checkpoints included, the final evaluation not) against the model-only step of the same model
+and batch: what the rest of the engine costs.
 
 Targets: zoo >= 1.0x timm for poolformer_s12 and convformer_s18 (batch 32 at 224, fp32 CPU) and >= 1.0x
 transformers for mobilellm_125m (batch 4 x 512 tokens); end to end >= 0.85x the model-only rate.

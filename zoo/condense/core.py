@@ -113,7 +113,8 @@ def compile_real_side(fn: Callable, setting: bool | None, device: torch.device, 
     """``fn`` (a matching method's real side: one network pass over a chunk, never differentiated twice) through
     ``torch.compile`` when ``setting`` is true, or when it is ``None`` (auto) on a CPU with a C++ compiler from
     :data:`COMPILE_FROM` iterations on, where the first iteration's compilation (seconds, cached across runs) is
-    repaid: Inductor fuses the instance norm, ReLU and pooling between oneDNN's convolutions. A fresh network of the same architecture reuses the compiled code."""
+    repaid: Inductor fuses the instance norm, ReLU and pooling between oneDNN's convolutions. A fresh network of the
+    same architecture reuses the compiled code."""
     if setting is None:
         has_compiler = shutil.which(os.environ.get("CXX", "c++")) is not None
         setting = device.type == "cpu" and has_compiler and iterations >= COMPILE_FROM

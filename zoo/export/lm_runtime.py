@@ -288,9 +288,10 @@ def prompt_form(spec: ExportSpec) -> tuple[str, int]:
     ExecuTorch: chunks of ``prompt_chunk`` tokens (default 32, at most ``max_seq_len``; ``0`` or ``1``: one token
     per call), or a whole prompt with ``dynamic_prompt=True``. A dynamic length makes every lowering pass reason
     about symbolic shapes, and XNNPACK takes no reshape or slice of a symbolic length, so each layer lowers as four
-    blocks instead of two: a slower export and decode (``results/notes/code_figures.md``). Two static methods (:data:`PREFILL` of ``C`` tokens, :data:`FORWARD` of one) are lowered side by
-    side (:func:`_lower_executorch`) and share the weights and the cache; :meth:`CompiledLM.prefill` covers a
-    prompt with chunks. AOTInductor: whole prompts."""
+    blocks instead of two: a slower export and decode (``results/notes/code_figures.md``). Two static methods
+    (:data:`PREFILL` of ``C`` tokens, :data:`FORWARD` of one) are lowered side by side (:func:`_lower_executorch`) and
+    share the weights and the cache; :meth:`CompiledLM.prefill` covers a prompt with chunks. AOTInductor: whole
+    prompts."""
     backend = spec.options.get("backend") or _backend(spec)
     if backend != "executorch" or spec.options.get("dynamic_prompt"):
         return "whole", 0

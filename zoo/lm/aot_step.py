@@ -2,11 +2,12 @@
 
 torch.compile's step pays, at every token, Dynamo's guards and the Python wrappers of AOTAutograd and Inductor over
 the graph's inputs: about 340 of them for ``mobilellm_125m`` (every weight, cache and kernel copy is one), a
-large share of a small model's token (``results/notes/code_figures.md``). Here the same step (the :class:`~zoo.lm.static_decoder.StaticDecoder` with its one-token
-kernels, Inductor's code with :class:`~zoo.lm.gemv.OneRowProducts`) is exported and compiled by AOTInductor into
-a package whose only inputs are the token and its position. Its weights, caches and kernel copies are the
-package's constants, pointed at the decoder's own tensors (``user_managed``). Nothing is copied: a parameter
-updated in place is seen, and the prompt, run by the decoder itself, fills the same cache.
+large share of a small model's token (``results/notes/code_figures.md``). Here the same step (the
+:class:`~zoo.lm.static_decoder.StaticDecoder` with its one-token kernels, Inductor's code with
+:class:`~zoo.lm.gemv.OneRowProducts`) is exported and compiled by AOTInductor into a package whose only inputs are the
+token and its position. Its weights, caches and kernel copies are the package's constants, pointed at the decoder's own
+tensors (``user_managed``). Nothing is copied: a parameter updated in place is seen, and the prompt, run by the decoder
+itself, fills the same cache.
 
 A package is kept in the built kernels' folder (:mod:`zoo.lm.gemv`, ``steps/``), named by a sha256 of what it was
 built from:

@@ -45,9 +45,10 @@ Numerics:
   CPUs, and on one CPU between a decoded token and a prompt (on a CPU with both VNNI widths the 256-bit path has won
   the one-row product and the 512-bit one the prompt: ``results/notes/code_figures.md``). Several rows are one small
   GEMM: all rows are quantized once and output rows are split across threads in tiles of 8. From 4 rows, each
-  thread repacks each of its tiles into the decode tiles' layout below, once for all rows (int8 codes as ``w + 128``: AVX2 restores the signed
-  codes, VNNI takes ``128 * sum xq`` off each block), and 8 activation rows at a time meet its codes block by block, one
-  output row per lane; each activation row's outputs then come from the decode tiles' float code.
+  thread repacks each of its tiles into the decode tiles' layout below, once for all rows (int8 codes as ``w + 128``:
+  AVX2 restores the signed codes, VNNI takes ``128 * sum xq`` off each block), and 8 activation rows at a time meet its
+  codes block by block, one output row per lane; each activation row's outputs then come from the decode tiles' float
+  code.
 
 Fewer rows (a decoded token) read a copy of the codes repacked once per layer (:func:`repack_int4` /
 :func:`repack_int8`, kept beside the plain codes by the layer, never saved): tiles of 8 output rows in which one
