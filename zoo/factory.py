@@ -651,7 +651,8 @@ def _recorded_quantization(
             "(quantizing quantized codes again compounds their error). Load them as they are (leave quantize out), "
             "or quantize the float weights. Nothing was built."
         )
-    return QuantSpec(recorded.method, recorded.group_size, recorded.scheme, quantize.activations, quantize.act_bits)
+    # the recorded weights' format, with the caller's run-time choices (activations, the kernels' width)
+    return dataclasses.replace(recorded, activations=quantize.activations, act_bits=quantize.act_bits)
 
 
 def _build(
