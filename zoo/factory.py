@@ -58,7 +58,6 @@ from .config_rules import (
 )
 from .hub import CONFIG_NAME, WEIGHTS_NAME, download, read_config_file, read_hub_config
 from .layers import check_head_args
-from .lm.decoder import DecoderLM
 from .lm.generation import GENERATION_CONFIG_NAME, GenerationConfig
 from .lm.quant import QuantSpec, quantize_model
 from .registry import ModelEntry, get_entry, list_models, split_name_tag
@@ -426,9 +425,12 @@ def create_model(
     # every weight file is read (and refused if unreadable or another architecture's) before anything is built
     weights = read_weights(cfg, options.cache_dir, source.config) if (pretrained or source.pretrained) else None
     checkpoint = _read_local(checkpoint_path) if checkpoint_path else None
-    generation = read_generation_config(cfg, options.cache_dir) if weights is not None else None
+    # the task settles what else the weights carry: only a language model's have a generation config (a file
+    # beside them, a request to the Hub) and a quantization record (codes looked for in every tensor)
+    lm = entry.task == "text-generation"
+    generation = read_generation_config(cfg, options.cache_dir) if weights is not None and lm else None
     args, from_config = _recorded_args(entry, (weights, checkpoint), options)
-    recorded = _recorded_quantization(weights, checkpoint, options.quantize)
+    recorded = _recorded_quantization(weights, checkpoint, options.quantize) if lm else None
     model_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
     if from_config:  # a config.json (a folder's, a Hub repo's) decided sizes: counted before anything is allocated
         _check_model_size(entry, model_cfg, args, kwargs, from_config, options.max_params)
@@ -439,7 +441,7 @@ def create_model(
     _load_weights(model, entry, options, ((weights, cfg, True), (checkpoint, model_cfg, False)))
     if options.quantize is not None and recorded is None:
         quantize_model(model, options.quantize)
-    if generation is not None and isinstance(model, DecoderLM):
+    if generation is not None:
         model.generation_config = generation
     if options.features.pop("features_only", False):
         model = wrap_features(model, source.name, **options.features)
