@@ -41,6 +41,7 @@ from .export.llama_backend import NAME as LLAMA_CPP
 from .export.llama_backend import LlamaCppLogits
 from .factory import create_model
 from .lm.quant import INT4_GROUP_SIZES, QuantSpec, lookup, model_quantization, quant_names, quantize_argument
+from .run_layout import is_run_folder
 from .train.config import Recipe, load_run_recipe
 from .train.distributed import DistState
 from .train.tasks import EvalSource, Task, task_class, task_of_model
@@ -53,7 +54,7 @@ def _run_dir_of(checkpoint: str | None) -> Path | None:
         return None
     p = Path(checkpoint)
     for cand in (p if p.is_dir() else p.parent, p.parent.parent):
-        if (cand / "args.yaml").is_file():
+        if is_run_folder(cand):
             return cand
     return None
 

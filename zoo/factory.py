@@ -61,6 +61,7 @@ from .layers import check_head_args
 from .lm.generation import GENERATION_CONFIG_NAME, GenerationConfig
 from .lm.quant import QuantSpec, quantize_model
 from .registry import ModelEntry, get_entry, list_models, split_name_tag
+from .run_layout import export_folder, is_run_folder
 from .weights import CheckpointError, check_architecture, load_state_dict_checked, read_metadata, read_state_dict
 
 __all__ = [
@@ -124,8 +125,8 @@ def _model_folder(path: Path) -> Path | None:
     """The folder holding ``config.json`` for a model folder or a training run folder (its ``export/``)."""
     if (path / CONFIG_NAME).is_file():
         return path
-    if (path / "args.yaml").is_file() and (path / "export" / CONFIG_NAME).is_file():
-        return path / "export"
+    if is_run_folder(path) and (export_folder(path) / CONFIG_NAME).is_file():
+        return export_folder(path)
     return None
 
 
@@ -188,10 +189,10 @@ def resolve_weight_source(model_name: str | os.PathLike, cache_dir: str | os.Pat
         folder = _model_folder(Path(local if local is not None else name))
         if folder is None:
             path = Path(local or name)
-            if (path / "args.yaml").is_file():  # a training run that has not written its export/ (yet)
+            if is_run_folder(path):  # a training run that has not written its export/ (yet)
                 raise CheckpointError(
                     f"{path} is a training run without export/ (its model folder): write it with `zoo publish "
-                    f"{path} --repo ORG/NAME --no-push --out-dir {path / 'export'}`, then load the run folder"
+                    f"{path} --repo ORG/NAME --no-push --out-dir {export_folder(path)}`, then load the run folder"
                 )
             raise CheckpointError(
                 f"{local or name} is not a model folder: it has no {CONFIG_NAME} (nor does its "

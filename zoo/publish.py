@@ -35,6 +35,7 @@ from .layers.saving import register_hub_functions, write_file
 from .models._lm_files import CONFIGURATION_FILE, MODELING_FILE
 from .profile import count_params, profile
 from .registry import get_entry
+from .run_layout import ARGS, METRICS
 from .weights import load_checkpoint, save_state_dict, sha256_file
 
 __all__ = [
@@ -498,25 +499,25 @@ _EXPORTED_EXTRAS = (
 def _read_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
     if not run_dir.is_dir():
         raise PublishError(f"run folder {run_dir} does not exist")
-    missing = [n for n in ("args.yaml", WEIGHTS_NAME) if not (run_dir / n).is_file()]
+    missing = [n for n in (ARGS, WEIGHTS_NAME) if not (run_dir / n).is_file()]
     if missing:
         raise PublishError(
             f"{run_dir} is not a finished training run: {', '.join(missing)} missing (train.py writes "
             "args.yaml at the start and model.safetensors at the end)"
         )
-    recipe_text = (run_dir / "args.yaml").read_text()
+    recipe_text = (run_dir / ARGS).read_text()
     try:
         args = yaml.safe_load(recipe_text)
     except yaml.YAMLError as e:
-        raise PublishError(f"{run_dir / 'args.yaml'} is not valid YAML: {e}") from e
+        raise PublishError(f"{run_dir / ARGS} is not valid YAML: {e}") from e
     if not isinstance(args, dict) or not isinstance(args.get("model"), str):
-        raise PublishError(f"{run_dir / 'args.yaml'} names no model (a top-level `model:` registry name)")
+        raise PublishError(f"{run_dir / ARGS} names no model (a top-level `model:` registry name)")
     metrics = {}
-    if (run_dir / "metrics.json").is_file():
+    if (run_dir / METRICS).is_file():
         try:
-            metrics = json.loads((run_dir / "metrics.json").read_text())
+            metrics = json.loads((run_dir / METRICS).read_text())
         except ValueError as e:
-            raise PublishError(f"{run_dir / 'metrics.json'} is not valid JSON: {e}") from e
+            raise PublishError(f"{run_dir / METRICS} is not valid JSON: {e}") from e
     else:
         _logger.warning("%s has no metrics.json: the model card will carry no evaluation results", run_dir)
     return args, recipe_text, metrics

@@ -71,6 +71,7 @@ from ..factory import create_model
 from ..lm import gemv
 from ..lm.quant import DEFAULT_ACT_BITS, VOCABULARY, counterpart, lookup, model_quantization, quantize_model
 from ..lm.sessions import generate_on_session
+from ..run_layout import ARGS, is_run_folder
 from .deployed import _llama_cpp_decoder
 from .harness import Row, median, peer_row, provenance, randomize_, time_interleaved
 from .lm import build_pair, transformers_greedy
@@ -184,8 +185,8 @@ def _held_out_ids(folder: Path, tokenizer) -> list[int]:
     """The held-out pydoc documents (the run's own split: its args.yaml's data.val_fraction, else 0.1), tokenized
     and joined with the tokenizer's end-of-text id between them."""
     val_fraction = 0.1
-    if (folder / "args.yaml").is_file():
-        recipe = yaml.safe_load((folder / "args.yaml").read_text()) or {}
+    if is_run_folder(folder):
+        recipe = yaml.safe_load((folder / ARGS).read_text()) or {}
         val_fraction = float((recipe.get("data") or {}).get("val_fraction") or val_fraction)
     _, val = split_documents(list(bundled_corpus().values()), val_fraction)
     eos = tokenizer.token_to_id(EOS_TOKEN) if hasattr(tokenizer, "token_to_id") else None

@@ -41,6 +41,7 @@ from ..models._lm_files import CONFIGURATION_FILE, MODELING_FILE
 from ..output_folder import OutputFolderError, check_output_folder, write_folder
 from ..publish import export_pretrained, export_run
 from ..registry import get_entry, list_models
+from ..run_layout import export_folder, is_run_folder
 from ..weights import CheckpointError
 
 __all__ = ["FORMATS", "ExportError", "ExportResult", "ExportSpec", "export", "format_quantize", "load_source"]
@@ -143,9 +144,9 @@ def load_source(source: str | os.PathLike, weights: str | os.PathLike | None = N
     training run folder (its ``export/``; a run without one is exported with :func:`zoo.publish.export_run`)."""
     name = os.fspath(source)
     path = Path(name)
-    if name not in list_models() and path.is_dir() and (path / "args.yaml").is_file():
-        if not (path / "export" / CONFIG_NAME).is_file() and not (path / CONFIG_NAME).is_file():
-            export_run(path, path / "export", latency_runs=0)
+    if name not in list_models() and path.is_dir() and is_run_folder(path):
+        if not (export_folder(path) / CONFIG_NAME).is_file() and not (path / CONFIG_NAME).is_file():
+            export_run(path, export_folder(path), latency_runs=0)
     if weights is not None:
         return create_model(name, pretrained=True, pretrained_cfg_overlay={"file": os.fspath(weights)}, **kwargs)
     return create_model(name, pretrained=name not in list_models(), **kwargs)

@@ -26,6 +26,7 @@ from ..data.stream import SampleStream, head_items
 from ..factory import create_model
 from ..hub import download
 from ..registry import UnknownModelError, get_entry
+from ..run_layout import is_run_folder
 from ..weights import CheckpointError
 from .config import Recipe
 from .distill import DistillConfig, Distiller, DistillError, IndexedDataset
@@ -196,7 +197,7 @@ def _teacher_label_names(cfg: DistillConfig, teacher: nn.Module) -> list[str] | 
     repo), its run's metrics.json, or the config.json beside ``teacher_weights``; None when nothing records them."""
     name = cfg.teacher
     folder = None if name.startswith("hf-hub:") else Path(name.removeprefix("local-dir:"))
-    run_dir = folder if folder is not None and (folder / "args.yaml").is_file() else None
+    run_dir = folder if folder is not None and is_run_folder(folder) else None
     weights = cfg.teacher_weights or (str(folder) if folder is not None and folder.is_dir() else None)
     return recorded_label_names(teacher, EvalSource(data="", kind="", run_dir=run_dir, weights=weights))
 

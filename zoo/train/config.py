@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from ..data.sources import is_stream
+from ..run_layout import ARGS
 from .data_pruning import DataPruningConfig
 from .distill import DistillConfig
 from .sparse import SparseConfig
@@ -662,7 +663,7 @@ def load_run_recipe(run_dir: Path) -> Recipe:
 
 def load_run_args(run_dir: Path) -> tuple[Recipe, dict[str, Any]]:
     """The recipe a run was started with and the values it resolved (``args.yaml``'s ``resolved:``)."""
-    p = Path(run_dir) / "args.yaml"
+    p = Path(run_dir) / ARGS
     if not p.is_file():
         raise RecipeError(f"{run_dir} has no args.yaml: is it a training run folder?")
     try:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..data.stream import SampleStream
 from ..publish import PublishError, export_pretrained, publish_run
+from ..run_layout import ARGS, LOG, METRICS, TENSORBOARD, WEIGHTS
 from ..weights import CheckpointError, save_state_dict
 from .checkpoint import naming_full_disk, write_text_atomic
 from .config import Recipe, RecipeError, recipe_to_dict
@@ -42,6 +43,7 @@ from .run_folder import (
     check_sources_outside_run,
     checkpoint_from_elsewhere,
     read_checkpoint,
+    run_export_dir,
 )
 from .run_setup import RunSetup
 
@@ -390,19 +392,19 @@ class _Run(RunSetup):
         """The publishable folder, then metrics.json (last: with it the run is complete), then the upload."""
         r, run_dir = self.r, self.run_dir
         paths = {
-            "args": str(run_dir / "args.yaml"),
+            "args": str(run_dir / ARGS),
             "checkpoints": str(self.ckpt_dir),
-            "weights": str(run_dir / "model.safetensors"),
-            "metrics": str(run_dir / "metrics.json"),
-            "log": str(run_dir / "log.csv"),
-            "tensorboard": str(run_dir / "tb"),
+            "weights": str(run_dir / WEIGHTS),
+            "metrics": str(run_dir / METRICS),
+            "log": str(run_dir / LOG),
+            "tensorboard": str(run_dir / TENSORBOARD),
             **self.task.extra_files(),
         }
         if r.export.enabled:
-            out = Path(r.export.dir) if r.export.dir else run_dir / "export"
+            out = run_export_dir(r, run_dir)
             with naming_full_disk(out):
                 paths["export"] = str(_export(r, final_model, out, metrics, self.task))
-        write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(run_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
         repo = push_to_hub or r.export.push_to_hub
         if repo:
             try:

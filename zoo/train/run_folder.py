@@ -25,6 +25,7 @@ from typing import Any
 
 from ..factory import resolve_weight_source
 from ..registry import get_entry
+from ..run_layout import ARGS, METRICS, OUTPUTS, WEIGHTS, export_folder, is_run_folder
 from .builders import check_teacher_name
 from .checkpoint import find_checkpoints, latest_good_checkpoint, load_training_checkpoint
 from .config import Recipe, RecipeError, load_run_args, recipe_to_dict
@@ -55,17 +56,7 @@ class RunFolderError(RuntimeError):
 
 
 # What a run writes into its folder (zoo publish adds publish/); --overwrite removes these and nothing else.
-RUN_OUTPUTS = (
-    "args.yaml",
-    "log.csv",
-    "metrics.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "checkpoints",
-    "tb",
-    "export",
-    "publish",
-)
+RUN_OUTPUTS = OUTPUTS
 # The temporary names of the run's atomic writers (zoo.train.checkpoint, zoo.weights.save_state_dict, save_recipe,
 # write_text_atomic, zoo.data.text's tokenizer, zoo.publish), by folder; files matching them outlive only a
 # writer that was killed.
@@ -218,6 +209,11 @@ def run_dir_of(r: Recipe) -> Path:
     return Path(r.output_dir or "runs/run")
 
 
+def run_export_dir(r: Recipe, run_dir: Path) -> Path:
+    """Where a run writes its model folder: ``export.dir``, else the run folder's own (:data:`EXPORT`)."""
+    return Path(r.export.dir) if r.export.dir else export_folder(run_dir)
+
+
 def _inside(path: Path, folder: Path) -> bool:
     """Whether ``path`` is ``folder`` or lies inside it (links resolved)."""
     path, folder = path.resolve(), folder.resolve()
@@ -271,12 +267,12 @@ def check_sources_outside_run(r: Recipe, overwrite: bool) -> None:
 def _check_model_folder(key: str, source: str, path: Path) -> None:
     """A folder source is a model folder (config.json) or a run folder with its export; read it now."""
     if not (path / "config.json").is_file():
-        if not (path / "args.yaml").is_file():
+        if not is_run_folder(path):
             raise RecipeError(
                 f"{key} {source} is not a model folder (it has no config.json): name a model folder (zoo publish, "
                 "zoo prune --out, save_pretrained), a training run folder, or hf-hub:ORG/NAME"
             )
-        if not (path / "export" / "config.json").is_file():
+        if not (export_folder(path) / "config.json").is_file():
             raise RecipeError(
                 f"{key} {source} is a training run folder without export/ (it ran with export.enabled false), "
                 f"which {key} reads the model from: write its export with `zoo publish {path} --repo ORG/NAME "
@@ -317,7 +313,7 @@ class RunFolder:
                     "in an empty or new --output_dir, or replace what this folder holds with --overwrite"
                 )
             elif held and resume == "auto" and not self.has_checkpoint():
-                if (run_dir / "model.safetensors").exists() or (run_dir / "metrics.json").exists():
+                if (run_dir / WEIGHTS).exists() or (run_dir / METRICS).exists():
                     raise RunFolderError(
                         f"{run_dir} holds a finished run's results but no checkpoint to resume from; start anew "
                         "with --overwrite (its files are removed) or use another --output_dir"
@@ -346,7 +342,7 @@ class RunFolder:
 
     def is_complete(self, ckpt: dict[str, Any]) -> bool:
         """Whether the folder holds this recipe's finished run: the final checkpoint, weights and metrics.json."""
-        if not all((self.run_dir / n).is_file() for n in ("model.safetensors", "metrics.json", "args.yaml")):
+        if not all((self.run_dir / n).is_file() for n in (WEIGHTS, METRICS, ARGS)):
             return False
         try:
             saved, resolved = load_run_args(self.run_dir)
@@ -361,11 +357,11 @@ class RunFolder:
     def complete_summary(self, ckpt: dict[str, Any]) -> dict[str, Any]:
         """The summary of a finished run found in the folder; nothing is written."""
         run_dir = self.run_dir
-        paths = {n: str(run_dir / f) for n, f in (("weights", "model.safetensors"), ("metrics", "metrics.json"))}
-        export = Path(self.r.export.dir) if self.r.export.dir else run_dir / "export"
+        paths = {n: str(run_dir / f) for n, f in (("weights", WEIGHTS), ("metrics", METRICS))}
+        export = run_export_dir(self.r, run_dir)
         if self.r.export.enabled and export.is_dir():
             paths["export"] = str(export)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = json.loads((run_dir / METRICS).read_text())
         return {
             "run_dir": str(run_dir),
             "steps": int(ckpt["step"]),

@@ -19,6 +19,7 @@ from torch import nn
 from ..data.errors import DataError
 from ..data.stream import SampleStream, head_items
 from ..registry import UnknownModelError
+from ..run_layout import ARGS
 from .builders import build_distiller, build_ema, build_optimizer, build_scheduler, build_sparsity, schedule_steps
 from .checkpoint import capture_rng_state, naming_full_disk, restore_rng_state, save_training_checkpoint
 from .config import Recipe, RecipeError, load_run_args, recipe_to_dict, save_recipe
@@ -273,7 +274,7 @@ class RunSetup:
         if not self.main:
             return
         warmup, cooldown = schedule_steps(self.r, self.total_steps, self.steps_per_epoch)
-        path = self.run_dir / "args.yaml"
+        path = self.run_dir / ARGS
         extra = {}
         if self.r.init_from:  # the architecture the folder gave (eval.py rebuilds the run's model from it)
             extra["model_args"] = _plain(self.task.export_kwargs())

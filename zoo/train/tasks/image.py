@@ -19,6 +19,7 @@ from ...data.sources import IMAGE_KINDS, DataSource, parse_split, resolve
 from ...data.stream import ImageBatches, SampleStream, held_out_images, image_stream
 from ...data.synthetic import SyntheticDataset, check_class_order, load_synthetic
 from ...registry import get_entry
+from ...run_layout import METRICS
 from ...weights import read_state_dict
 from ..config import RecipeError
 from ..data_pruning import mean_weighted, per_sample_loss
@@ -200,7 +201,7 @@ class ImageTask(Task):
         kwargs = super().complete_model_kwargs(kwargs, run_dir, weights)
         if "num_classes" in kwargs:
             return kwargs
-        metrics = run_dir / "metrics.json"
+        metrics = run_dir / METRICS
         n = json.loads(metrics.read_text()).get("num_classes") if metrics.is_file() else None
         if not n and weights:
             heads = [v for k, v in read_state_dict(weights).items() if k.endswith("weight") and v.ndim == 2]
@@ -396,7 +397,7 @@ def recorded_label_names(model: nn.Module, source: EvalSource) -> list[str] | No
 
     names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
     if not names and source.run_dir is not None:
-        names = read(source.run_dir / "metrics.json").get("label_names")
+        names = read(source.run_dir / METRICS).get("label_names")
     if not names and source.weights:
         p = Path(source.weights)
         names = (read((p if p.is_dir() else p.parent) / "config.json").get("pretrained_cfg") or {}).get("label_names")
