@@ -146,6 +146,23 @@ def test_model_card_metadata_metrics_recipe_and_checksum(exported, model):
 
 
 @pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
+def test_a_runs_count_feeds_the_card_without_profiling_again(model, tmp_path, monkeypatch):
+    """A run's metrics.json carries the MACs zoo.profile counted at the input the card states: the card takes that
+    figure (one count, one figure in both) and only times the latency; at another input size it counts afresh."""
+    counted = zoo.profile(model, input_size=(3, 32, 32))
+    metrics = {**METRICS, "macs": counted.macs, "macs_input": list(counted.input_size)}
+
+    def recount(*args, **kwargs):
+        raise AssertionError("profiled again")
+
+    with monkeypatch.context() as m:
+        m.setattr(publish, "profile", recount)
+        summary = publish._profile_summary(model, "image-classification", (3, 32, 32), 2, counted=metrics)
+    assert summary["macs"] == counted.macs and summary["input_size"] == [3, 32, 32] and summary["latency_ms"] > 0
+    other = publish._profile_summary(model, "image-classification", (3, 64, 64), 0, counted=metrics)
+    assert other["macs"] == zoo.profile(model, input_size=(3, 64, 64)).macs != counted.macs
+
+
 def test_publish_run_folder_with_the_command_line(hub, tmp_path, capsys, monkeypatch):
     """A run folder laid out as train.py writes it, published with `zoo publish`; token from --token-env."""
     run = tmp_path / "runs" / "digits-1"

@@ -33,7 +33,7 @@ from .factory import create_model
 from .hub import CONFIG_NAME, WEIGHTS_NAME, bounded_call, endpoint_reachable, offline_mode
 from .layers.saving import register_hub_functions, write_file
 from .models._lm_files import CONFIGURATION_FILE, MODELING_FILE
-from .profile import count_params, profile
+from .profile import count_params, measure_latency, profile
 from .registry import get_entry
 from .run_layout import ARGS, METRICS
 from .weights import load_checkpoint, save_state_dict, sha256_file
@@ -153,12 +153,20 @@ def _vision_config(
 
 
 def _profile_summary(
-    model: nn.Module, task: str, input_size: tuple[int, ...] | None, latency_runs: int
+    model: nn.Module,
+    task: str,
+    input_size: tuple[int, ...] | None,
+    latency_runs: int,
+    counted: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Params always; MACs and CPU latency (batch 1) from zoo.profile where the model can be profiled."""
+    """Params always; MACs and CPU latency (batch 1) from zoo.profile where the model can be profiled. ``counted``
+    (a run's ``metrics.json``: ``macs`` at ``macs_input``, from the same zoo.profile) gives the MACs where it counted
+    them at this input size: a finished run is profiled once, and its card and its metrics.json give one figure."""
     summary: dict[str, Any] = {"params": int(count_params(model)["params"])}
     if task != "image-classification":
         return summary
+    counted = counted or {}
+    known = counted.get("macs") is not None and list(counted.get("macs_input") or [])[1:] == list(input_size or [])
     was_training = model.training
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     subject = model if on_cpu else copy.deepcopy(model).cpu()
@@ -166,17 +174,23 @@ def _profile_summary(
         # timed as `zoo bench` times: warm-up passes, then the median of many; the machine's state at the start is
         # recorded beside the figure, since a latency taken while other work shares the cores is not the model's
         load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # 1-minute
-        prof = profile(
-            subject,
-            input_size=input_size,
-            latency=latency_runs > 0,
-            runs=max(latency_runs, 1),
-            warmup=3 if latency_runs else 0,
-        )
-        summary.update(macs=int(prof.macs), input_size=list(prof.input_size[1:]), threads=torch.get_num_threads())
-        if prof.latency:
+        if known:
+            size = tuple(input_size)
+            latency = measure_latency(subject.eval(), size, runs=latency_runs, warmup=3) if latency_runs > 0 else []
+            macs = int(counted["macs"])
+        else:
+            prof = profile(
+                subject,
+                input_size=input_size,
+                latency=latency_runs > 0,
+                runs=max(latency_runs, 1),
+                warmup=3 if latency_runs else 0,
+            )
+            size, latency, macs = tuple(prof.input_size[1:]), prof.latency, int(prof.macs)
+        summary.update(macs=macs, input_size=list(size), threads=torch.get_num_threads())
+        if latency:
             summary.update(
-                latency_ms=float(prof.latency[0]["median_ms"]),
+                latency_ms=float(latency[0]["median_ms"]),
                 latency_device="cpu",
                 latency_runs=latency_runs,
                 load_average=None if load_average is None else round(load_average, 2),
@@ -330,7 +344,7 @@ def export_pretrained(
     if tokenizer_file is not None:
         _copy_tokenizer(Path(tokenizer_file), out, model if entry.task == "text-generation" else None)
 
-    summary = _profile_summary(model, entry.task, input_size, latency_runs)
+    summary = _profile_summary(model, entry.task, input_size, latency_runs, counted=metrics)
     card = render_published_card(
         repo_id=repo_id, model_name=model_name, task=entry.task, family=entry.family,
         license=license or entry.pretrained_cfg.get("license"), dataset=dataset, metrics=metrics,
