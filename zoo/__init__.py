@@ -4,9 +4,8 @@
     >>> model = zoo.create_model("poolformer_s12")
     >>> zoo.list_models("caformer_*")
 
-The package is layered; each module imports only from those below it (CONTRIBUTING.md draws the picture):
-layers -> weights, registry -> models -> hub (download) -> factory -> profile -> cards -> publish -> export,
-train, evaluate -> bench -> cli.
+The package is layered: each module imports only from its floor or below. CONTRIBUTING.md's table of the floors
+is generated from ``FLOORS`` in tests/test_layering.py, which checks every import against it.
 """
 
 from . import export, profile
