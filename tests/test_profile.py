@@ -141,6 +141,7 @@ def test_model_table_csv_and_plot(tmp_path):
         main(
             [
                 "bench",
+                "table",
                 "--family",
                 "metaformer",
                 "--models",

@@ -238,8 +238,9 @@ def build_attention_masks(
         if bool(padding_mask.bool().all()):
             padding_mask = None
     masks, causal = {}, {}
+    exporting = torch.compiler.is_exporting()  # the length is symbolic: no branch on it (an explicit mask instead)
     for window in dict.fromkeys(windows):
-        window_fits = window is None or total <= window
+        window_fits = window is None or (not exporting and total <= window)
         if padding_mask is None and window_fits and past_length == 0:
             masks[window], causal[window] = None, True
         elif padding_mask is None and window_fits and length == 1:
