@@ -426,9 +426,7 @@ def create_model(
     # every weight file is read (and refused if unreadable or another architecture's) before anything is built
     weights = read_weights(cfg, options.cache_dir, source.config) if (pretrained or source.pretrained) else None
     checkpoint = _read_local(checkpoint_path) if checkpoint_path else None
-    # the task settles what else the weights carry: only a language model's have a generation config (a file
-    # beside them, a request to the Hub) and a quantization record (codes looked for in every tensor)
-    lm = entry.task == "text-generation"
+    lm = entry.task == "text-generation"  # only an LM's weights carry a generation config and quantized codes
     generation = read_generation_config(cfg, options.cache_dir) if weights is not None and lm else None
     args, from_config = _recorded_args(entry, (weights, checkpoint), options)
     recorded = _recorded_quantization(weights, checkpoint, options.quantize) if lm else None
