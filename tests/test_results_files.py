@@ -1,6 +1,7 @@
 """The bench commands write the results files (``--out``) that tools/headline.py renders the pages' tables from."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -465,10 +466,10 @@ def test_a_failed_results_write_keeps_the_file_and_leaves_no_temporary(tmp_path:
     path = tmp_path / "r.json"
     save_results(path, {"rows": [1]})
 
-    def full(self, target):
+    def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "replace", full)
+    monkeypatch.setattr(os, "replace", full)
     with pytest.raises(OSError, match="No space left"):
         save_results(path, {"rows": [2]})
     assert json.loads(path.read_text()) == {"rows": [1]}

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .._version import __version__
+from ..data.text import write_atomic
 from ..layers.machine import cpu_model
 
 __all__ = [
@@ -252,13 +253,7 @@ def provenance(machine: str | None = None) -> dict[str, Any]:
 def save_results(path: Path, doc: dict[str, Any]) -> None:
     """Write a results file atomically (a temporary file beside it, then renamed); a write that fails (a full disk)
     leaves the file as it was and no temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {path}")
 
 

@@ -33,7 +33,6 @@ from .distill import DistillError
 from .distributed import DistState, on_main
 
 __all__ = [
-    "RUN_OUTPUTS",
     "RunFolder",
     "RunFolderError",
     "RunLock",
@@ -55,8 +54,6 @@ class RunFolderError(RuntimeError):
     """A run folder that cannot be written as asked: it holds another run, or another process is writing it."""
 
 
-# What a run writes into its folder (zoo publish adds publish/); --overwrite removes these and nothing else.
-RUN_OUTPUTS = OUTPUTS
 # The temporary names of the run's atomic writers (zoo.train.checkpoint, zoo.weights.save_state_dict, save_recipe,
 # write_text_atomic, zoo.data.text's tokenizer, zoo.publish), by folder; files matching them outlive only a
 # writer that was killed.
@@ -83,11 +80,11 @@ def remove_temp_files(run_dir: Path) -> list[Path]:
 
 
 def clear_run_outputs(run_dir: Path) -> list[str]:
-    """Remove a previous run's files (:data:`RUN_OUTPUTS` and temporary files) from ``run_dir``; their names."""
+    """Remove a previous run's files (:data:`zoo.run_layout.OUTPUTS` and temporary files) from ``run_dir``; their names."""
     run_dir = Path(run_dir)
     remove_temp_files(run_dir)
     removed = []
-    for name in RUN_OUTPUTS:
+    for name in OUTPUTS:
         p = run_dir / name
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
