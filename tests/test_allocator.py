@@ -1,4 +1,4 @@
-"""zoo.layers.allocator: with the policy on, a large block allocated again after it was freed reuses its pages (a
+"""zoo.platform.allocator: with the policy on, a large block allocated again after it was freed reuses its pages (a
 few minor page faults) where glibc's default maps it anew and faults in every page; after the policy's block, glibc's
 defaults again; off in the test processes."""
 
@@ -42,7 +42,7 @@ print(json.dumps({"applied": applied, "faults": faults, "held": held, "after": a
 
 def _probe(policy: str) -> dict:
     env = {**os.environ, "ZOO_KEEP_FREED_MEMORY": policy, "OMP_NUM_THREADS": "1"}
-    module = str(Path(__file__).resolve().parents[1] / "zoo" / "layers" / "allocator.py")
+    module = str(Path(__file__).resolve().parents[1] / "zoo" / "platform" / "allocator.py")
     out = subprocess.run([sys.executable, "-c", PROBE, module], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -63,7 +63,7 @@ def test_freed_memory_is_reused_inside_the_block_and_handed_back_after_it():
 
 
 def test_the_test_processes_keep_the_default_policy():
-    from zoo.layers import allocator
+    from zoo.platform import allocator
 
     assert os.environ["ZOO_KEEP_FREED_MEMORY"] == "0"
     with allocator.keep_freed_memory() as applied:

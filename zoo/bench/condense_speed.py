@@ -6,7 +6,7 @@ re-seed per draw) and :mod:`zoo.bench.reference.mtt` (``distill.py``: ``ReparamM
 Both sides get the same network shape, real batches, DSA strategy and the authors' loop counts for the ipc
 (``get_loops``: DC and DSA run 1/1 at ipc 1, 10/50 at ipc 10), each its own synthetic images and optimisers, and the
 zoo runs as a run of the method's default length does (DM's real side compiled; freed memory kept in the heap,
-as ``zoo condense`` keeps it: :func:`~zoo.layers.allocator.keep_freed_memory`). As the authors run their script,
+as ``zoo condense`` keeps it: :func:`~zoo.platform.allocator.keep_freed_memory`). As the authors run their script,
 each side runs in a process of its own: one per side and round, the zoo's first in even rounds and the authors'
 first in odd ones, so a busy machine slows both alike; each process warms up with one iteration (compilation,
 allocator pools), then times its iterations' wall and CPU seconds and samples its peak resident set every 20 ms.
@@ -35,7 +35,7 @@ from ..condense.core import PeakMemory, RealData, load_real
 from ..condense.dc import default_loops
 from ..condense.mtt import FlatModel, published_settings
 from ..data.dsa import DSA
-from ..layers.allocator import keep_freed_memory
+from ..platform.allocator import keep_freed_memory
 from .reference.condense import dc_iteration, dm_iteration
 from .reference.convnet import ReferenceConvNet
 from .reference.datasetcondensation import DiffAugment, ParamDiffAug

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from .._version import __version__
 from ..data.text import write_atomic
-from ..layers.machine import cpu_model
+from ..platform.machine import cpu_model
 
 __all__ = [
     "Phases",

@@ -18,7 +18,7 @@ import yaml
 
 from ..data.sources import add_data_path_argument, cache_dir
 from ..data.synthetic import META_FILE
-from ..layers.allocator import keep_freed_memory
+from ..platform.allocator import keep_freed_memory
 from ..registry import UnknownModelError, get_entry
 from . import distributed
 from .augment import dsa_strategy

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers.allocator import huge_pages
+from ..platform.allocator import huge_pages
 from . import gemv
 from .aot_step import aot_step
 from .decoding import Decoding, decode_loop

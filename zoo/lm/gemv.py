@@ -82,7 +82,7 @@ import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
 from ..layers.cpp import build_or_warn
-from ..layers.machine import cpu_model
+from ..platform.machine import cpu_model
 
 __all__ = [
     "ISAS",
