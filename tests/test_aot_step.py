@@ -10,7 +10,8 @@ import pytest
 import torch
 from small_lms import TINY_DIMS, tiny_lm
 
-from zoo.lm import aot_step, gemv
+from zoo.kernels import gemv
+from zoo.lm import aot_step
 from zoo.lm.compiled import COMPILED_STATE
 
 
@@ -136,7 +137,7 @@ def test_zoo_aot_step_0_leaves_the_step_to_torch_compile(monkeypatch):
 
 
 def test_each_kernel_has_a_c_entry_point_declared_from_its_schema(monkeypatch):
-    """What AOTInductor is told of the kernels' C entry points (zoo/lm/kernels/gemv.cpp): one declaration per
+    """What AOTInductor is told of the kernels' C entry points (zoo/kernels/gemv.cpp): one declaration per
     operator that returns tensors, its arguments from the schema, one handle per result; none where the kernels'
     library is not found (the proxy executor calls them then)."""
     if not gemv.available():

@@ -86,7 +86,7 @@ def test_speed_rows_side_by_side(lm_folder):
 
 
 def test_every_row_names_the_kernel_path_it_ran_on_this_cpu():
-    from zoo.lm import gemv
+    from zoo.kernels import gemv
 
     if not gemv.available():
         assert {formats.kernel_path(f, 1) for f in formats.FORMATS} == {"torch"}

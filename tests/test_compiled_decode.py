@@ -60,7 +60,7 @@ def test_the_float32_step_shares_a_call_for_query_key_value_and_for_gate_up(monk
     code)."""
     from torch._inductor.utils import run_and_get_code
 
-    from zoo.lm import gemv
+    from zoo.kernels import gemv
 
     if not gemv.available():
         pytest.skip("the zoo's CPU kernels do not run here")
@@ -192,7 +192,7 @@ def _eager_and_static_step(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor
 def test_eager_decode_step_has_the_compiled_steps_bits(family, fmt):
     """Every family's eager attention (the recursive ones through layer_forward, shared keys/values included)
     takes the kernel for one decode token."""
-    from zoo.lm import gemv
+    from zoo.kernels import gemv
 
     if not gemv.available():
         pytest.skip("the zoo's CPU kernels do not run here")
@@ -202,7 +202,8 @@ def test_eager_decode_step_has_the_compiled_steps_bits(family, fmt):
 
 
 def test_one_token_attention_is_the_kernels_and_sdpa_elsewhere():
-    from zoo.lm import GroupedQueryAttention, gemv
+    from zoo.kernels import gemv
+    from zoo.lm import GroupedQueryAttention
 
     if not gemv.available():
         pytest.skip("the zoo's CPU kernels do not run here")

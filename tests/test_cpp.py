@@ -1,10 +1,10 @@
-"""zoo.layers.cpp: where a C++ kernel library's build lives in torch's extension cache."""
+"""zoo.kernels.build: where a C++ kernel library's build lives in torch's extension cache."""
 
 import re
 
 import torch
 
-from zoo.layers.cpp import build_name
+from zoo.kernels.build import build_name
 
 
 def test_the_build_name_follows_the_source_the_flags_and_the_torch_built_against(monkeypatch):
@@ -31,11 +31,12 @@ def test_building_the_kernels_says_nothing_of_cuda_on_a_machine_without_a_gpu():
     from pathlib import Path
 
     # the module alone (it imports torch, not the zoo): a process that starts in a few seconds
-    module = Path(__file__).resolve().parents[1] / "zoo" / "layers" / "cpp.py"
+    module = Path(__file__).resolve().parents[1] / "zoo" / "kernels" / "build.py"
     code = (
         "import importlib.util, logging, sys; logging.basicConfig()\n"
-        "spec = importlib.util.spec_from_file_location('cpp', sys.argv[1]); cpp = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(cpp); cpp._compiler_driver()"
+        "spec = importlib.util.spec_from_file_location('build', sys.argv[1])\n"
+        "build = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(build); build._compiler_driver()"
     )
     done = subprocess.run([sys.executable, "-c", code, str(module)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

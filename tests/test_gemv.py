@@ -1,4 +1,4 @@
-"""zoo.lm.gemv: the one-row CPU kernels of decoding, against the float products they stand for."""
+"""zoo.kernels.gemv: the one-row CPU kernels of decoding, against the float products they stand for."""
 
 import warnings
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from tolerances import assert_float32_close, in_float64
 from torch import nn
 
-from zoo.lm import gemv
+from zoo.kernels import gemv
 from zoo.lm.quant import QuantizedLinear
 
 pytestmark = pytest.mark.skipif(not gemv.available(), reason="the kernels need an AVX2 CPU and a C++ compiler")

@@ -1,5 +1,5 @@
-"""zoo.lm.gemv's 8-bit activation kernels (act_bits=8): the Q8_0 row, every instruction path this CPU runs against a
-float64 reference and against each other, the dispatcher, and the layer and compiled step that use them."""
+"""zoo.kernels.gemv's 8-bit activation kernels (act_bits=8): the Q8_0 row, every instruction path this CPU runs
+against a float64 reference and against each other, the dispatcher, and the layer and compiled step that use them."""
 
 import json
 from collections import Counter
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tolerances import float32_bound
 from torch import nn
 
-from zoo.lm import gemv
+from zoo.kernels import gemv
 from zoo.lm.quant import QuantizedLinear
 
 pytestmark = pytest.mark.skipif(not gemv.available(), reason="the kernels need an AVX2 CPU and a C++ compiler")

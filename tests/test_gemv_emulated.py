@@ -1,7 +1,7 @@
 """The kernels' AVX-512 and VNNI paths on a CPU without them: the kernels' source with every AVX-512 and VNNI
 intrinsic routed through SIMDe (SIMD Everywhere, ``apt install libsimde-dev``: each emulated on AVX2, lane for lane
 what the instruction does) and a CPU mask that reports every path, built with the production flags
-(:data:`zoo.lm.gemv._FLAGS`). Built and run in a process of its own (its operators have the real build's names);
+(:data:`zoo.kernels.gemv._FLAGS`). Built and run in a process of its own (its operators have the real build's names);
 every path must give the bits of the AVX2 one. The default run checks a subset of the shapes (the build is cached
 beside the real one, keyed by its source); ``-m slow`` checks all of them. On a CPU that runs the wide paths itself,
 test_gemv.py and test_gemv_a8.py check them for real."""
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.lm import gemv
+from zoo.kernels import gemv
 
 SIMDE = Path("/usr/include/simde/x86/avx512.h")
 
@@ -62,7 +62,7 @@ def emulated(text: str, name: str) -> str:
 _CHECK = """
 import os, sys
 import torch
-import zoo.lm.gemv as g
+import zoo.kernels.gemv as g
 
 folder, quick = sys.argv[1], sys.argv[2] == "quick"
 g.SOURCE_DIR = folder

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "zoo"
 FLOORS = {
     "zoo._version": 0,
     "zoo.platform": 0,
+    "zoo.kernels": 1,
     "zoo.layers": 2,
     "zoo.lm": 2,
     "zoo.data": 2,
@@ -157,9 +158,10 @@ TABLE_START, TABLE_END = "<!-- floors:start -->", "<!-- floors:end -->"
 DESCRIPTIONS = {
     "zoo._version": "the package version",
     "zoo.platform": "what the process runs on: the CPU's name, the C allocator's policy, huge pages",
+    "zoo.kernels": "the C++ CPU kernels: their sources, the build at first use, their loading and the one CPU dispatch",
     "zoo.layers": "shared blocks: the vision face, large kernels, recursion, saving hooks",
     "zoo.lm": "the LM wing, one front door: config, decoder, blocks, KV cache, generation, quantization, prune plan, "
-    "kernels, static decoder, routing caches",
+    "static decoder, routing caches",
     "zoo.data": "data behind one resolver (a name -> a source -> splits): images, benchmark files, text, shards, "
     "streams, synthetic-set folders, DSA augmentation",
     "zoo.weights": "weight I/O and loading errors",

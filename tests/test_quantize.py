@@ -614,7 +614,7 @@ def test_int8_head_follows_the_float_head():
         exact = F.linear(h, model.output_weight)
         assert (model.logits(h) - exact).norm() / exact.norm() < 2e-2
     # one row (a decoded token) at act_bits 8: the repacked codes, the same bits as the plain codes' kernel
-    from zoo.lm import gemv
+    from zoo.kernels import gemv
 
     if gemv.available() and model_quantization(model).act_bits == 8:
         row = torch.randn(1, 1, SMALL["hidden_size"])
@@ -633,17 +633,17 @@ def test_int8_head_follows_the_float_head():
 
 
 def test_the_kernels_source_ships_with_the_package():
-    from zoo.lm import gemv
+    from zoo.kernels import gemv
 
     package = Path(gemv.__file__).resolve().parent
     files = [Path(gemv.SOURCE_DIR) / name for name in gemv.SOURCE_FILES]
-    assert Path(gemv.SOURCE_PATH) == files[0] and all(f.is_file() and f.parent.parent == package for f in files)
+    assert Path(gemv.SOURCE_PATH) == files[0] and all(f.is_file() and f.parent == package for f in files)
     assert "TORCH_LIBRARY(zoo_gemv" in files[0].read_text() and '#include "gemv_a8.h"' in files[0].read_text()
     assert "".join(f.read_text() for f in files) == gemv._SOURCE  # the build is keyed by what ships
-    # a wheel carries them: pyproject's package-data for zoo.lm names them (read as text: tomllib is Python 3.11+)
+    # a wheel carries them: pyproject's package-data for zoo.kernels names them (read as text: tomllib is Python 3.11+)
     text = (package.parents[1] / "pyproject.toml").read_text()
     table = text.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
-    line = next(x for x in table.splitlines() if x.startswith('"zoo.lm"'))
+    line = next(x for x in table.splitlines() if x.startswith('"zoo.kernels"'))
     patterns = re.findall(r'"([^"]+)"', line.split("=", 1)[1])
     for f in files:
         assert any(fnmatch.fnmatch(f.relative_to(package).as_posix(), p) for p in patterns), f

@@ -68,7 +68,7 @@ from ..export.llama_backend import CACHE_ENV, open_session, release
 from ..export.lm_runtime import load as load_pte
 from ..export.xnnpack_quant import quantize_for_xnnpack
 from ..factory import create_model
-from ..lm import gemv
+from ..kernels import gemv
 from ..lm.quant import DEFAULT_ACT_BITS, VOCABULARY, counterpart, lookup, model_quantization, quantize_model
 from ..lm.sessions import generate_on_session
 from ..run_layout import ARGS, is_run_folder
@@ -380,7 +380,7 @@ def _zoo_decoders(model: nn.Module, fmt: str, prompt: torch.Tensor, new_tokens: 
 def kernel_path(fmt: str, rows: int) -> str:
     """What runs a format's products of ``rows`` rows on this CPU, recorded beside each figure: the 8-bit activation
     kernels' path for int8 / int4 at 8-bit activations and the float32 one-row kernel's for fp32 decoding
-    (:func:`zoo.lm.gemv.kernel_choice`: measured here where the CPU runs several), else PyTorch's kernels."""
+    (:func:`zoo.kernels.gemv.kernel_choice`: measured here where the CPU runs several), else PyTorch's kernels."""
     q = VOCABULARY[fmt]
     if not gemv.available() or q.bits == 16:
         return "torch"

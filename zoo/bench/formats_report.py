@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..lm import gemv
+from ..kernels import gemv
 from ..registry import get_entry, list_models
 from . import formats
 from .formats import BACKEND, FORMATS, PEER, PTE, PTE_TYPES, TARGETS, _pair_columns, quality_pairs

@@ -4,7 +4,7 @@ One decoded token of ``mobilellm_125m`` at batch 1 is a chain of matrix-vector p
 k/v ``192 x 576``, gate/up ``1536 x 576``, down ``576 x 1536``, 30 layers, then the ``32000 x 576`` output head.
 Every candidate runs all of them once per round (random weights of the real shapes, a fresh input vector per
 product); rounds interleave the candidates, and the table gives each one's median. Candidates: float32 and
-bfloat16 ``F.linear`` and the zoo's one-row float32 kernel (:mod:`zoo.lm.gemv`); the zoo's int8 / int4 layers
+bfloat16 ``F.linear`` and the zoo's one-row float32 kernel (:mod:`zoo.kernels.gemv`); the zoo's int8 / int4 layers
 fed one float32 row (the zoo's decoding path: ``zoo_gemv`` where it runs, else the bf16 path below) and their
 portable form (codes converted inside ``F.linear``); the 8-bit activation kernels (``act_bits=8``: the row rounded
 to int8 per block of 32) alone on every instruction path this CPU runs (``avx2``, ``avxvnni``, ``avx512vnni``), on
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..factory import create_model
-from ..lm import gemv
+from ..kernels import gemv
 from ..lm.quant import QuantizedLinear, portable_kernels, quantize_int8, quantize_model
 from .harness import cpu_model, randomize_
 

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cpp import build_or_warn
+from ..kernels.build import build_or_warn
 
 __all__ = [
     "AvgPool2x2",

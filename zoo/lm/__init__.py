@@ -23,9 +23,10 @@ LM runtime; read this package in this order:
                            stack of Llama blocks, what the GGUF writer reads
 ``static_decoder``         :class:`StaticDecoder`: the decode step with static shapes (``torch.compile``, exports);
                            ``compiled`` runs it
-``gemv``                   the CPU kernels (C++, built at first use, never at import): products and one token's
-                           attention
 =========================  ===========================================================================================
+
+The CPU kernels that the quantized layers, the one-token attention and the compiled step call (C++, built at first
+use, never at import) live a floor below, in :mod:`zoo.kernels` (:mod:`zoo.kernels.gemv`).
 """
 
 from .blocks import (

@@ -4,12 +4,12 @@ torch.compile's step pays, at every token, Dynamo's guards and the Python wrappe
 the graph's inputs: about 340 of them for ``mobilellm_125m`` (every weight, cache and kernel copy is one), a
 large share of a small model's token (``results/notes/code_figures.md``). Here the same step (the
 :class:`~zoo.lm.static_decoder.StaticDecoder` with its one-token kernels, Inductor's code with
-:class:`~zoo.lm.gemv.OneRowProducts`) is exported and compiled by AOTInductor into a package whose only inputs are the
-token and its position. Its weights, caches and kernel copies are the package's constants, pointed at the decoder's own
-tensors (``user_managed``). Nothing is copied: a parameter updated in place is seen, and the prompt, run by the decoder
-itself, fills the same cache.
+:class:`~zoo.kernels.gemv.OneRowProducts`) is exported and compiled by AOTInductor into a package whose only inputs
+are the token and its position. Its weights, caches and kernel copies are the package's constants, pointed at the
+decoder's own tensors (``user_managed``). Nothing is copied: a parameter updated in place is seen, and the prompt,
+run by the decoder itself, fills the same cache.
 
-A package is kept in the built kernels' folder (:mod:`zoo.lm.gemv`, ``steps/``), named by a sha256 of what it was
+A package is kept in the built kernels' folder (:mod:`zoo.kernels.gemv`, ``steps/``), named by a sha256 of what it was
 built from:
 
 * the exported graph's code;
@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from . import gemv
+from ..kernels import gemv
 from .quant_layer import kernels_in_export
 
 __all__ = ["ENV", "aot_step", "c_shims", "package_folder"]
@@ -122,7 +122,7 @@ def c_shims() -> dict:
     """The zoo's kernels that AOTInductor's code may call directly, as its ``aot_inductor.custom_ops_to_c_shims``
     wants them: ``{operator: [its C declaration]}``, the declaration read from the operator's schema (a tensor is an
     ``AtenTensorHandle``, each result one more ``AtenTensorHandle*``). The entry points are the kernels' library's
-    ``aoti_torch_cpu_<op>`` (zoo/lm/kernels/gemv.cpp); the library is made global so that a package finds them when
+    ``aoti_torch_cpu_<op>`` (zoo/kernels/gemv.cpp); the library is made global so that a package finds them when
     it is loaded. Empty where the library cannot be found (the proxy executor calls them then)."""
     folder = gemv.build_folder()
     libraries = sorted(Path(folder).glob("*.so")) if folder else []

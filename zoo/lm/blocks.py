@@ -11,7 +11,7 @@ Conventions follow Llama (and transformers' ``LlamaForCausalLM``), so checkpoint
   ``F.scaled_dot_product_attention`` with ``enable_gqa`` (query head ``h`` reads key/value head
   ``h // (num_heads // num_kv_heads)``). ``sliding_window=W`` lets a query see the ``W`` most recent keys,
   itself included (Mistral's convention: ``q_idx - k_idx < W``). One query token of batch 1 (a decoded token)
-  attends through the zoo's CPU kernel (:func:`zoo.lm.gemv.attend_one`, the one the compiled decode step calls),
+  attends through the zoo's CPU kernel (:func:`zoo.kernels.gemv.attend_one`, the one the compiled decode step calls),
   so eager and compiled decoding attend with the same bits; SDPA everywhere else.
 * :class:`SwiGLU`: ``down(silu(gate(x)) * up(x))``.
 * :class:`DecoderLayer`: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``.
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import gemv
+from ..kernels import gemv
 from .cache import KVCache
 
 __all__ = [
@@ -260,11 +260,11 @@ def build_attention_masks(
 def _kernel_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
 ) -> torch.Tensor | None:
-    """One query token's attention through :func:`zoo.lm.gemv.attend_one`, the compiled decode step's kernel, so
+    """One query token's attention through :func:`zoo.kernels.gemv.attend_one`, the compiled decode step's kernel, so
     that eager and compiled decoding attend with the same bits (SDPA sums in another order, and 8-bit activations
     round such last-bit differences to whole codes); None (SDPA) for what it does not take: other devices or dtypes,
     autograd through the inputs, export traces, a mask that is not one boolean per key, or no kernels here (the
-    kernels are built at the first :func:`~zoo.lm.gemv.available`, never at import)."""
+    kernels are built at the first :func:`~zoo.kernels.gemv.available`, never at import)."""
     if not (
         q.device.type == "cpu"
         and q.dtype == k.dtype == v.dtype == torch.float32

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..kernels import gemv
 from ..platform.allocator import huge_pages
-from . import gemv
 from .aot_step import aot_step
 from .decoding import Decoding, decode_loop
 from .static_decoder import StaticDecoder, prompt_layer
@@ -122,7 +122,7 @@ class _Step:
     def _build(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         # no size/stride checks of every kernel's output at every token (a cost paid per kernel, per token)
         options: dict[str, Any] = {"size_asserts": False}
-        if self.kernels:  # float32 rows to zoo.lm.gemv's kernel
+        if self.kernels:  # float32 rows to zoo.kernels.gemv's kernel
             options["post_grad_custom_post_pass"] = gemv.OneRowProducts()
             built = aot_step(self.decoder, options)
             if built is not None:

@@ -24,7 +24,7 @@ everything, the embedding included.
 Kernels: ``zoo bench quant-kernels`` times the matrix-vector products of one decoded token of ``mobilellm_125m``
 (30 layers x seven projections + the 32000 x 576 output head), batch 1, for every candidate below on the machine it
 runs on (with torchao installed, its configurations too): float32 and bfloat16 ``F.linear``; int8 codes cast inside
-``F.linear``; ``aten._weight_int8pack_mm`` on float32 and bf16 rows; :mod:`zoo.lm.gemv`'s one-row kernels on an
+``F.linear``; ``aten._weight_int8pack_mm`` on float32 and bf16 rows; :mod:`zoo.kernels.gemv`'s one-row kernels on an
 int16 or int8 row; int4 ``aten._weight_int4pack_mm_for_cpu``; int4 dequantized per call; ``torch._int_mm`` on int8
 dynamic activations (reference). The run this design follows, with its machine, is in
 ``results/notes/code_figures.md``: the zoo's int8-row kernels were the fastest at int8 and int4.
@@ -33,7 +33,7 @@ PyTorch's integer kernels win only when fed bfloat16 rows (a float32 input is se
 per call); torchao's configurations reach the same kernels through tensor subclasses, adding their dispatch to every
 call, so the zoo calls the kernels itself.
 
-The zoo's paths on CPU (inference): one row (a decoded token) goes to :mod:`zoo.lm.gemv`'s kernels where
+The zoo's paths on CPU (inference): one row (a decoded token) goes to :mod:`zoo.kernels.gemv`'s kernels where
 they run (an AVX2 CPU with a C++ compiler; that module's docstring has their timings), closer to the float
 product (the row is rounded to int16 per block of 32, not to bf16). Other rows are rounded to bfloat16; int8 runs
 ``aten._weight_int8pack_mm`` and int4 the CPU tinygemm kernel ``aten._weight_int4pack_mm_for_cpu`` directly (the
@@ -48,8 +48,8 @@ Activation width (``act_bits``, config.json ``quantization["act_bits"]``; format
 ``"int4a8"``, ``"int4a16"``; ``quantize_model(..., act_bits=)``, :func:`set_act_bits`): with ``8`` (the default,
 :data:`DEFAULT_ACT_BITS`; a config without the field means it) every CPU product of a quantized layer -- a decoded
 token, a prompt, the eager and the compiled step, and the int8 output head -- rounds its rows to int8 per block of
-32 (llama.cpp's Q8_0) and multiplies bytes (:func:`zoo.lm.gemv.gemm_int8_a8` / ``gemm_int4_a8``; one to three
-rows read a copy of the codes repacked in tiles of 8 output rows, :func:`zoo.lm.gemv.gemm_a8_tiles`, made at the
+32 (llama.cpp's Q8_0) and multiplies bytes (:func:`zoo.kernels.gemv.gemm_int8_a8` / ``gemm_int4_a8``; one to three
+rows read a copy of the codes repacked in tiles of 8 output rows, :func:`zoo.kernels.gemv.gemm_a8_tiles`, made at the
 first product and again when the codes change, never saved: the same bits, and as much memory again as the codes); with ``16``
 one row goes to the int16 kernels and several rows to PyTorch's kernels on bf16 rows, as above. The default is
 chosen by quality on the quickstart LM (held-out pydoc perplexity, 256-token windows; fp32 119.109): int8a16

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torch.utils._pytree as pytree
 from torch import nn
 
-from . import gemv
+from ..kernels import gemv
 from .quant_format import (
     ACT_BITS,
     ACTIVATIONS,
@@ -64,7 +64,7 @@ def kernel_path(x: torch.Tensor) -> bool:
 
 def choose_kernel(x: torch.Tensor, in_features: int, act_bits: int, codes_fit: bool = True) -> str:
     """The product a quantized layer -- a projection or the output head -- computes for ``x``: ``"a8"`` (every row
-    rounded to int8, Q8_0, and byte products: :mod:`zoo.lm.gemv`), ``"gemv"`` (one decoded row, the zoo's kernels
+    rounded to int8, Q8_0, and byte products: :mod:`zoo.kernels.gemv`), ``"gemv"`` (one decoded row, the zoo's kernels
     on the float32 row), ``"cpu"`` (PyTorch's CPU kernels on bf16 rows) or ``"portable"`` (the codes in the input's
     dtype inside the product). ``codes_fit``: the layer's codes are in the form the zoo's kernels read. The one
     place the choice is made."""
@@ -287,9 +287,9 @@ class QuantizedLinear(nn.Module):
                 y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
                 return y if self.bias is None else y + self.bias.to(y.dtype)
             return F.linear(x, self.dequantize(x.dtype), self.bias)
-        if kernel == "a8":  # every row to int8 (Q8_0), byte products: zoo.lm.gemv
+        if kernel == "a8":  # every row to int8 (Q8_0), byte products: zoo.kernels.gemv
             y = self._gemm_a8(x.reshape(-1, self.in_features).float())
-        elif kernel == "gemv":  # a decoded token: zoo.lm.gemv's kernels on the float32 row
+        elif kernel == "gemv":  # a decoded token: zoo.kernels.gemv's kernels on the float32 row
             y = self._gemv(x.reshape(1, -1).float())
         else:
             # PyTorch's CPU kernels, fed bfloat16 rows: both are several times faster with a bf16 input than with a
@@ -300,7 +300,7 @@ class QuantizedLinear(nn.Module):
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def _codes_fit(self) -> bool:
-        """Whether these codes are in the form :mod:`zoo.lm.gemv`'s kernels read (int4: groups of whole blocks of
+        """Whether these codes are in the form :mod:`zoo.kernels.gemv`'s kernels read (int4: groups of whole blocks of
         32, float16 scales, the plain codes kept)."""
         return not (self.bits == 4 and (self.group_size % 32 or self.scale.dtype != torch.float16 or self.released))
 
@@ -313,7 +313,7 @@ class QuantizedLinear(nn.Module):
         return gemv.gemm_int4_a8(rows, self.qweight, self.scale, self.zero, self.group_size)
 
     def _tiles(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The codes repacked for the one-row 8-bit kernel (:func:`zoo.lm.gemv.repack_int4` / ``repack_int8``):
+        """The codes repacked for the one-row 8-bit kernel (:func:`zoo.kernels.gemv.repack_int4` / ``repack_int8``):
         made at the first product of fewer than 4 rows and again when the codes change; never saved (the state dict
         keeps the plain codes). None inside a compiled graph that finds none (the plain codes' kernel, the same bits,
         then runs)."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gemv import attend_one, gemv_f32_many
+from ..kernels.gemv import attend_one, gemv_f32_many
 from .quant_layer import shared_products
 from .routing import LayerOps, layer_forward
 
@@ -92,10 +92,10 @@ class DelegateOps(nn.Module, LayerOps):
 
 class OneTokenOps(LayerOps):
     """The compiled decode step's attention on CPU: one float32 query token over the static cache through
-    :func:`zoo.lm.gemv.attend_one`, which works on the positions the mask lets it see (40 of 256 slots after a
+    :func:`zoo.kernels.gemv.attend_one`, which works on the positions the mask lets it see (40 of 256 slots after a
     40-token context) where SDPA works on all of them; a prompt, another dtype or device takes SDPA (a prompt that
     starts the cache: :func:`prompt_layer`). The projections that read one input share one product where they can
-    (:meth:`project`). Needs :func:`zoo.lm.gemv.available`."""
+    (:meth:`project`). Needs :func:`zoo.kernels.gemv.available`."""
 
     def attend(self, attn: nn.Module, q, k, v, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
         one = q.shape[0] == 1 and q.shape[2] == 1 and q.device.type == "cpu" and q.dtype == k.dtype == torch.float32
@@ -106,7 +106,7 @@ class OneTokenOps(LayerOps):
     def project(self, linears: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Projections that read the same input (a decoded token's query, key and value; gate and up) as one call:
         quantized ones as one product of the 8-bit kernels (:func:`zoo.lm.quant_layer.shared_products`), float32
-        ones by :func:`zoo.lm.gemv.gemv_f32_many` (:func:`_float_products`); the same bits as each by itself, which
+        ones by :func:`zoo.kernels.gemv.gemv_f32_many` (:func:`_float_products`); the same bits as each by itself, which
         is the fallback."""
         return shared_products(linears, x) or _float_products(linears, x) or super().project(linears, x)
 
@@ -114,7 +114,7 @@ class OneTokenOps(LayerOps):
 def _float_products(linears: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
     """Inside the compiled step, one float32 CPU row through several plain float32 ``nn.Linear`` of its width in one
     kernel call, each output as ``zoo_gemv::f32`` gives it (as the step's other float32 products,
-    :class:`zoo.lm.gemv.OneRowProducts`); None otherwise (run eagerly, the decoder computes eager's bits)."""
+    :class:`zoo.kernels.gemv.OneRowProducts`); None otherwise (run eagerly, the decoder computes eager's bits)."""
     width = x.shape[-1]
     one_row = x.numel() == width and x.device.type == "cpu" and x.dtype == torch.float32
     if not torch.compiler.is_compiling() or len(linears) < 2 or not one_row:

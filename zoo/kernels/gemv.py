@@ -57,7 +57,7 @@ to all 8 rows' block sums, with no sum across lanes per row (:func:`gemm_a8_tile
 plain kernels' order (a block's term in accumulator ``block % 8`` for whole groups of eight, the tail in one running
 sum by ``fma``), so both give the same bits.
 
-The kernels are C++ (``zoo/lm/kernels/gemv.cpp``, ``gemv_a8.h`` and ``simd.h``, shipped with the package), built by
+The kernels are C++ (``zoo/kernels/gemv.cpp``, ``gemv_a8.h`` and ``simd.h``, shipped with the package), built by
 ``torch.utils.cpp_extension`` with the system's C++ compiler at first use (about 15 s; cached in torch's extension
 folder, keyed by the source and the torch built against) and registered as the operators
 ``zoo_gemv::f32`` / ``f32_2`` / ``f32_3`` (one row, two or three weights: :func:`gemv_f32_many`) / ``int8`` /
@@ -81,8 +81,8 @@ import time
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
-from ..layers.cpp import build_or_warn
 from ..platform.machine import cpu_model
+from .build import build_or_warn
 
 __all__ = [
     "ISAS",
@@ -113,9 +113,9 @@ __all__ = [
     "supports_a8",
 ]
 
-# the kernels' C++ source ships with the package (zoo/lm/kernels: gemv.cpp, which includes gemv_a8.h and simd.h);
+# the kernels' C++ source ships with the package beside this file (gemv.cpp, which includes gemv_a8.h and simd.h);
 # the build is keyed by the content of all three
-SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE_PATH = os.path.join(SOURCE_DIR, "gemv.cpp")
 SOURCE_FILES = ("gemv.cpp", "gemv_a8.h", "simd.h")
 _TEXTS = {}
@@ -528,7 +528,7 @@ def gemm_int4_a8(
 
 
 # Decode from repacked weights: tiles of 8 output rows whose codes interleave so that one byte product adds to the
-# eight rows' block sums at once (the layout is described beside the kernels in kernels/gemv.cpp). A run-time copy
+# eight rows' block sums at once (the layout is described beside the kernels in gemv.cpp). A run-time copy
 # made once per layer; the plain codes stay the state dict.
 
 

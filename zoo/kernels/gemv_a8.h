@@ -1,7 +1,7 @@
 // The 8-bit activation kernels of gemv.cpp (act_bits=8). Not a header of its own: gemv.cpp includes it inside its
 // anonymous namespace, after the includes; kBlock, the lane helpers and the paths' target attributes and CPU check
-// come from simd.h, which gemv.cpp has included already (so the line below adds nothing there). zoo.lm.gemv copies the files into the build folder and keys the
-// build by their content.
+// come from simd.h, which gemv.cpp has included already (so the line below adds nothing there). zoo.kernels.gemv
+// copies the files into the build folder and keys the build by their content.
 #include "simd.h"
 
 // ---- 8-bit activations (llama.cpp's Q8_0 row): one int8 row per block of 32 columns, x ~ d[b] * xq ----------------
@@ -501,7 +501,7 @@ ZOO_A8_TILES(tiles4_512, tiles8_512, ZOO_T_512, block4_512, rows8_i8_512)
 
 // ---- Prompts (kReuse rows or more) -------------------------------------------------------------------------------
 //
-// Each tile of 8 output rows is repacked into the decode tiles' layout (repack_int4 / repack_int8 in zoo.lm.gemv)
+// Each tile of 8 output rows is repacked into the decode tiles' layout (repack_int4 / repack_int8 in zoo.kernels.gemv)
 // once per call, by the thread that owns it; then kPromptRows activation rows at a time meet its codes block by block
 // with one output row per lane (sums4 / sums8: the exact block sums, rows x blocks x 8 lanes), and each activation
 // row's outputs come from the decode tiles' float code (finish4 / finish8), so that prompts, decoded tokens and the

@@ -1,0 +1,22 @@
+"""The zoo's C++ CPU kernels: their sources, their build at first use, and the Python that loads and dispatches them.
+
+Each kernel library is a C++ source shipped with the package, beside the module that builds it (by
+``torch.utils.cpp_extension``, at the first call, never at import), registers its operators' shapes for
+``torch.compile`` and chooses among its instruction paths; the rooms above call these modules, never the operators'
+build. Importing this package builds nothing.
+
+=========================  ===========================================================================================
+``build``                  :func:`~zoo.kernels.build.build` / :func:`~zoo.kernels.build.build_or_warn`: a library
+                           compiled once into torch's extension cache under a name keyed by its sources, flags and
+                           torch (:func:`~zoo.kernels.build.build_name`); a machine that cannot build warns once
+``gemv``                   ``gemv.cpp`` (+ ``gemv_a8.h``, ``simd.h``) as ``torch.ops.zoo_gemv``: the one-row
+                           float32, int8 and int4 products of decoding, the 8-bit activation GEMMs, one token's
+                           attention; :func:`~zoo.kernels.gemv.kernel_choice`, the one CPU dispatch (``ZOO_GEMV_ISA``,
+                           the only path, or the one measured fastest here); :class:`~zoo.kernels.gemv.OneRowProducts`
+                           (the compiled decode step's pass to them). Called by :mod:`zoo.lm`'s quantized layers and
+                           decode step
+=========================  ===========================================================================================
+
+Every instruction path of a kernel gives the same bits, so a dispatch changes speed only; ``tests/test_gemv*.py``
+check every path this CPU runs, and the emulated ones on a CPU without them.
+"""
