@@ -1,5 +1,5 @@
-"""zoo.layers.winograd: the inference convolutions against float64 convolution, within bounds derived from float32
-rounding; the fallbacks; the modules in a compiled graph; DM's real side runs them."""
+"""zoo.kernels.winograd and zoo.condense.fast_convs: the inference convolutions against float64 convolution, within
+bounds derived from float32 rounding; the fallbacks; the modules in a compiled graph; DM's real side runs them."""
 
 import contextlib
 
@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.layers import winograd
+from zoo.condense import fast_convs
+from zoo.kernels import winograd
 
 pytestmark = pytest.mark.skipif(
     torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="the kernels are AVX2"
@@ -104,7 +105,7 @@ def test_the_one_channel_product_is_the_convolution_within_its_rounding_bound(n,
     with torch.no_grad():
         conv.weight.copy_(torch.randn(k, c, 3, 3, generator=g))
         conv.bias.copy_(torch.randn(k, generator=g))
-    fast = winograd.DirectConv3x3(conv)
+    fast = fast_convs.DirectConv3x3(conv)
     with torch.no_grad():
         y = fast(x)
     w64, b64 = conv.weight.double(), conv.bias.double()
@@ -122,7 +123,7 @@ def test_inference_convs_swaps_what_is_eligible_and_falls_back_elsewhere():
 
     net = make_network("convnet_d3", (1, 28, 28), 10, torch.Generator().manual_seed(0))
     net = net.to(memory_format=torch.channels_last)
-    fast = winograd.inference_convs(net)
+    fast = fast_convs.inference_convs(net)
     kinds = [type(s.conv).__name__ for s in fast.stages]
     assert kinds == ["DirectConv3x3", "Winograd3x3", "Winograd3x3"]
     assert all(type(s.conv) is nn.Conv2d for s in net.stages)
@@ -142,7 +143,7 @@ def test_a_compiled_graph_calls_the_kernels():
     from zoo.condense.core import make_network
 
     net = make_network("convnet_d3", (1, 28, 28), 10, torch.Generator().manual_seed(0))
-    fast = winograd.inference_convs(net.to(memory_format=torch.channels_last))
+    fast = fast_convs.inference_convs(net.to(memory_format=torch.channels_last))
     x = torch.randn(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         eager = fast(x)
@@ -186,7 +187,7 @@ def test_the_pooling_has_pytorchs_bits_forward_and_backward(shape):
     x[0, 0, 0, :4] = -0.0
     x.requires_grad_(True)
     want = F.avg_pool2d(x, 2, 2)
-    fast = winograd.AvgPool2x2()
+    fast = fast_convs.AvgPool2x2()
     got = fast(x)
     assert same_bits(got.detach(), want.detach())
     grad = torch.randn(want.shape, generator=g)
@@ -223,7 +224,7 @@ def test_the_winograd_backward_keeps_the_forward_and_bounds_the_gradients(n, c, 
     x = torch.randn(n, c, h, w, generator=gen, requires_grad=True)
     grad = torch.randn(n, k, h, w, generator=gen)
     want = conv(x)
-    fast = winograd.WinogradBackward3x3(conv)
+    fast = fast_convs.WinogradBackward3x3(conv)
     got = fast(x)
     gx, gw, gb = torch.autograd.grad(got, [x, conv.weight, conv.bias], grad)
     assert same_bits(got.detach(), want.detach())
@@ -255,7 +256,7 @@ def test_the_winograd_forward_for_training_follows_each_version_of_the_weights(l
     conv = nn.Conv2d(16, 32, 3, padding=1)
     x = torch.randn(3, 16, 8, 8, generator=gen).contiguous(memory_format=layout).requires_grad_(True)
     grad = torch.randn(3, 32, 8, 8, generator=gen)
-    fast, exact = winograd.WinogradBackward3x3(conv, exact_forward=False), winograd.WinogradBackward3x3(conv)
+    fast, exact = fast_convs.WinogradBackward3x3(conv, exact_forward=False), fast_convs.WinogradBackward3x3(conv)
     for _ in range(2):
         y = fast(x)
         u, b = winograd.winograd_weights(conv.weight), conv.bias.detach()
@@ -298,8 +299,8 @@ def test_the_one_channel_plane_kernel_sums_in_its_stated_order(n, k, h, w, pad):
     conv = nn.Conv2d(1, k, 3, padding=pad)
     with torch.no_grad():
         conv.weight.copy_(wt), conv.bias.copy_(b)
-    mod = winograd.PlaneBackward3x3(conv)
-    assert winograd.PlaneBackward3x3.eligible(conv)
+    mod = fast_convs.PlaneBackward3x3(conv)
+    assert fast_convs.PlaneBackward3x3.eligible(conv)
     assert same_bits(mod(x), F.conv2d(x, wt, b, padding=pad))
 
 
@@ -314,7 +315,7 @@ def test_the_one_channel_plane_gradients_are_within_their_rounding_bound(n, k, h
     conv = nn.Conv2d(1, k, 3, padding=pad)
     ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
     gy = torch.randn(n, k, ho, wo, generator=g)
-    mod = winograd.PlaneBackward3x3(conv)
+    mod = fast_convs.PlaneBackward3x3(conv)
     xr = x.clone().requires_grad_(True)
     grads = {}
     for threads in (1, 2):
@@ -353,8 +354,8 @@ def test_the_fused_norm_relu_pool_keeps_the_forward_and_bounds_the_gradients(sha
     norm, act, pool = nn.GroupNorm(c, c), nn.ReLU(inplace=True), nn.AvgPool2d(2, 2)
     with torch.no_grad():
         norm.weight.copy_(torch.randn(c, generator=g)), norm.bias.copy_(torch.randn(c, generator=g))
-    assert winograd.NormReLUPool2x2.eligible(norm, act, pool)
-    mod = winograd.NormReLUPool2x2(norm, act, pool)
+    assert fast_convs.NormReLUPool2x2.eligible(norm, act, pool)
+    mod = fast_convs.NormReLUPool2x2(norm, act, pool)
     x = torch.randn(shape, generator=g)
     gp = torch.randn(n, c, h // 2, w // 2, generator=g)
     grads = {}
@@ -426,7 +427,7 @@ def test_dc_runs_its_real_side_through_the_fast_backward_and_restores_the_networ
 
 def test_fast_backward_leaves_a_network_off_the_cpu_as_it_is():
     net = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.AvgPool2d(2)).to("meta")
-    with winograd.fast_backward(net, exact_forward=False):
+    with fast_convs.fast_backward(net, exact_forward=False):
         assert [type(m) for m in net] == [nn.Conv2d, nn.AvgPool2d]
 
 

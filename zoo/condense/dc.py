@@ -20,7 +20,7 @@ side's gradient accumulated over chunks of at most :attr:`DC.chunk` images (on t
 two or more, :func:`~zoo.condense.core.real_chunk`: activations that stay in cache and reuse their memory; each
 chunk runs the authors' operations in their order) and no graph kept, its 2x2 poolings by a kernel with PyTorch's
 own bits, its 128-channel convolutions' input and weight gradients by Winograd's F(2x2, 3x3), and a one-channel
-first layer plane by plane in oneDNN's own order (:func:`zoo.layers.winograd.fast_backward`: the forward keeps the
+first layer plane by plane in oneDNN's own order (:func:`zoo.condense.fast_convs.fast_backward`: the forward keeps the
 authors' bits, so every ReLU decides as theirs, and the gradients stay within float32's rounding, in less time:
 ``results/condense/speed.md``); the real side through ``torch.compile`` is an opt-in (``compile: true``, faster a
 class on the CPU): its fused instance norm rounds in another order, and
@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data.dsa import DSA, DSAParams
-from ..layers.winograd import fast_backward
 from .augment import dsa_strategy, loader_batches
 from .core import ImageMethod, compile_real_side, real_chunk, real_chunks, register_method
+from .fast_convs import fast_backward
 
 __all__ = ["DC", "DSAMethod", "LOOPS", "match_distance"]
 

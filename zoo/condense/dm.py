@@ -20,9 +20,9 @@ authors' float32 was 5e-6 off, so it is an opt-in, not the default. The real sid
 CPU it runs channels-last (a copy of the network in that layout), where oneDNN's convolution, GroupNorm and pooling
 run without layout reorders, 16 images a forward on the CPU at one thread and 64 at two or more
 (:func:`~zoo.condense.core.real_chunk`: the activations stay in cache and their memory is reused instead of mapped
-afresh), with its convolutions by :mod:`zoo.layers.winograd` where its kernels build (``fast_convs``: the 128-channel
-ones by Winograd's F(2x2, 3x3), 16 products per 2x2 outputs instead of 36, the one-channel first layer as a product
-with its patches), and, in a run of 10 iterations or
+afresh), with its convolutions by :mod:`zoo.condense.fast_convs` where its kernels build (``fast_convs``: the
+128-channel ones by Winograd's F(2x2, 3x3), 16 products per 2x2 outputs instead of 36, the one-channel first layer as
+a product with its patches), and, in a run of 10 iterations or
 more on the CPU, through ``torch.compile`` (``compile``; :func:`~zoo.condense.core.compile_real_side`), which fuses
 the instance norm, ReLU and pooling between the convolutions. Its float32 mean embeddings keep the image gradient
 within the bound above (the parity tests run this path, compiled, at ConvNet-3's full width too): the real side is
@@ -37,10 +37,10 @@ import copy
 import torch
 
 from ..data.dsa import DSA, DSAParams
-from ..layers import winograd
-from ..layers.winograd import inference_convs
+from ..kernels import winograd
 from .augment import dsa_strategy
 from .core import ImageMethod, compile_real_side, fast_memory_format, real_chunk, real_chunks, register_method
+from .fast_convs import inference_convs
 
 __all__ = ["DM"]
 
@@ -69,7 +69,7 @@ class DM(ImageMethod):
         "init": "real",
         "channels_last": False,  # the synthetic side too (CPU only): faster, but fails the float32 bound (see above)
         "compile": None,  # the real side through torch.compile: None compiles on a CPU from 10 iterations
-        "fast_convs": None,  # the real side's convolutions by zoo.layers.winograd: None where its kernels build
+        "fast_convs": None,  # the real side's convolutions by zoo.condense.fast_convs: None where its kernels build
     }
 
     shards = "classes"

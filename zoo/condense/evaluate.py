@@ -10,7 +10,7 @@ are the authors': the shuffle consumes the generator as ``DataLoader(shuffle=Tru
 same weights (``tests/test_condense_parity.py``). The zoo differs on purpose in: the set stays in memory (no data
 loader), a set with soft labels trains on them (soft-target cross-entropy), and a generated set (a method whose
 ``eval_sampler`` returns a callable, e.g. factorization) makes each batch's images afresh at each read; and on a CPU
-the training runs through :func:`zoo.layers.winograd.fast_backward` (``exact_forward=False``): 3x3 convolutions by
+the training runs through :func:`zoo.condense.fast_convs.fast_backward` (``exact_forward=False``): 3x3 convolutions by
 Winograd's F(2x2, 3x3) forward and backward, the fused instance norm, ReLU and pooling backward, a one-channel first
 layer plane by plane. Its weights then round in another order than the authors' and drift from theirs as their own
 float32 drifts from their float64; the float32 parity test holds them to that bound.
@@ -32,9 +32,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.dsa import DSA
-from ..layers.winograd import fast_backward
 from .augment import dc_augment, dc_augment_strategy, dsa_strategy, loader_batches
 from .core import METHODS, RealData, SyntheticSet, make_network
+from .fast_convs import fast_backward
 from .presets import eval_protocol
 
 __all__ = ["EvalSettings", "accuracy", "evaluate_set", "train_network"]

@@ -15,8 +15,13 @@ build. Importing this package builds nothing.
                            the only path, or the one measured fastest here); :class:`~zoo.kernels.gemv.OneRowProducts`
                            (the compiled decode step's pass to them). Called by :mod:`zoo.lm`'s quantized layers and
                            decode step
+``winograd``               ``winograd.cpp`` as ``torch.ops.zoo_conv``: 3x3 convolutions by Winograd's F(2x2, 3x3)
+                           and their weights' gradient, one-channel convolutions, 2x2 pooling with PyTorch's bits, a
+                           fused norm-ReLU-pooling backward; :func:`~zoo.kernels.winograd.winograd_weights` (the
+                           panels the kernel reads). Called by :mod:`zoo.condense.fast_convs`
 =========================  ===========================================================================================
 
 Every instruction path of a kernel gives the same bits, so a dispatch changes speed only; ``tests/test_gemv*.py``
-check every path this CPU runs, and the emulated ones on a CPU without them.
+check every path this CPU runs, and the emulated ones on a CPU without them; ``tests/test_winograd.py`` holds the
+convolutions to bounds derived from float32's rounding.
 """

@@ -1,4 +1,20 @@
-"""Building blocks shared by more than one family."""
+"""Building blocks shared by more than one family. The blocks import from here; ``pruning``, ``saving`` and
+``tracing`` by their module.
+
+=========================  ===========================================================================================
+``backbone``               :class:`VisionBackbone` (timm's face of a staged vision backbone), :func:`imagenet_cfg`
+``features``               feature extraction and head checks (:func:`take_indices`, :class:`StagePruningMixin`)
+``large_kernel``           :class:`DecomposedLargeKernel` (SLaK) and its fused inference form, :class:`ConvBN`
+``recursion``              :class:`RecursiveStack`: a few shared blocks applied along a schedule
+``activations``, ``mlp``,  :class:`StarReLU`, :class:`SquaredReLU`, :class:`GELU`; :class:`Mlp`; channels-last
+``norm``, ``linear``,      norms (:class:`ChannelLayerNorm`, :class:`SpatialLayerNorm`); :class:`Linear` (oneDNN on
+``residual``               the CPU); :func:`residual_add` (layer scale and stochastic depth in one op)
+``args``                   :func:`check_known_keys`: argument checks shared by the registry, configs and commands
+``tracing``                eager fast paths kept out of traced and scripted graphs
+``pruning``                :class:`~zoo.layers.pruning.PrunePlan`: what a family tells :func:`zoo.compress.prune`
+``saving``                 ``save_pretrained`` / ``push_to_hub`` on every model (registered by :mod:`zoo.publish`)
+=========================  ===========================================================================================
+"""
 
 from .activations import GELU, SquaredReLU, StarReLU, needs_grad
 from .args import check_known_keys

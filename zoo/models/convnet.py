@@ -39,7 +39,7 @@ GLOBAL_POOLS = ("flatten", "avg", "max", "avgmax", "")
 class ConvBlock(nn.Module):
     """conv 3x3 -> norm -> ReLU -> 2x2 average pooling."""
 
-    # the forward ends pool(act(norm(.))): zoo.layers.winograd.fast_backward may run the three as one module
+    # the forward ends pool(act(norm(.))): zoo.condense.fast_convs.fast_backward may run the three as one module
     fused_tail = ("norm", "act", "pool")
 
     def __init__(self, in_chs: int, out_chs: int, padding: int, norm: str, pool: bool):

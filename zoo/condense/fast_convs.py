@@ -28,9 +28,11 @@ loss with respect to the weights, never twice) gets, within :func:`fast_backward
 * :class:`AvgPool2x2`: 2x2 average pooling with PyTorch's own bits forward and backward, far faster than PyTorch's
   kernel on contiguous CPU tensors.
 
-All are C++ (``zoo/layers/kernels/winograd.cpp``), built at first use like :mod:`zoo.lm.gemv`'s kernels and
-registered as ``torch.ops.zoo_conv`` operators with shape functions, so a ``torch.compile`` graph calls them and
-still fuses what lies between them. ``winograd3x3`` and ``direct3x3`` take and give channels-last float32 on the
+All run :mod:`zoo.kernels.winograd`'s C++ kernels (``zoo/kernels/winograd.cpp``, built at first use like
+:mod:`zoo.kernels.gemv`'s), registered as ``torch.ops.zoo_conv`` operators with shape functions, so a
+``torch.compile`` graph calls them and still fuses what lies between them. Condensation is their one user (DM's
+real side, DC's gradient matching, the evaluation networks' training: :mod:`zoo.condense.dm`, :mod:`zoo.condense.dc`,
+:mod:`zoo.condense.evaluate`). ``winograd3x3`` and ``direct3x3`` take and give channels-last float32 on the
 CPU; anything else (float64, another device, gradients on) runs the module's own convolution, so
 :func:`inference_convs`'s copy is for ``torch.no_grad()``.
 
@@ -52,14 +54,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import threading
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.build import build_or_warn
+from ..kernels.winograd import PANEL, available, winograd_weights
 
 __all__ = [
     "AvgPool2x2",
@@ -68,93 +68,11 @@ __all__ = [
     "PlaneBackward3x3",
     "Winograd3x3",
     "WinogradBackward3x3",
-    "available",
     "fast_backward",
     "inference_convs",
-    "winograd_weights",
 ]
 
-SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-SOURCE_FILES = ("winograd.cpp",)
-_FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
-_state: dict = {}
-_lock = threading.Lock()
-
-# F(2x2, 3x3)'s weight transform: U = G g G^T
-_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-PANEL = 16  # output channels per weight panel of the micro-kernel
-
-
-def available() -> bool:
-    """Whether the kernels run here (built at the first call): an AVX2 CPU, a C++ compiler, and ``ZOO_CONV`` not
-    ``0``. A build that fails warns once and leaves the modules' own convolutions in use."""
-    if "ok" not in _state:
-        with _lock:
-            if "ok" not in _state:
-                _state["ok"] = _build()
-    return _state["ok"]
-
-
-def _build() -> bool:
-    built = build_or_warn(
-        "zoo_conv", SOURCE_DIR, SOURCE_FILES, _FLAGS, "ZOO_CONV", "CPU convolution kernels",
-        "oneDNN's convolutions run instead (slower)",
-    )  # fmt: skip
-    if built is None:
-        return False
-
-    @torch.library.register_fake("zoo_conv::winograd3x3")
-    def _(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        return x.new_empty((n, u.shape[1] * PANEL, h, w)).contiguous(memory_format=torch.channels_last)
-
-    @torch.library.register_fake("zoo_conv::direct3x3")
-    def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, pad: int) -> torch.Tensor:
-        n, _, h, wd = x.shape
-        out = x.new_empty((n, w.shape[0] * PANEL, h + 2 * pad - 2, wd + 2 * pad - 2))
-        return out.contiguous(memory_format=torch.channels_last)
-
-    @torch.library.register_fake("zoo_conv::winograd3x3_weight_grad")
-    def _(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return x.new_empty((g.shape[1], x.shape[1], 3, 3))
-
-    @torch.library.register_fake("zoo_conv::plane3x3")
-    def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, pad: int) -> torch.Tensor:
-        n, _, h, wd = x.shape
-        return x.new_empty((n, w.shape[0], h + 2 * pad - 2, wd + 2 * pad - 2))
-
-    @torch.library.register_fake("zoo_conv::plane3x3_weight_grad")
-    def _(x: torch.Tensor, g: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return x.new_empty((g.shape[1], 1, 3, 3)), x.new_empty((g.shape[1],))
-
-    @torch.library.register_fake("zoo_conv::relayout")
-    def _(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        return torch.empty_like(x, memory_format=fmt)
-
-    @torch.library.register_fake("zoo_conv::norm_relu_pool_backward")
-    def _(gp, x, y, mean, rstd, gamma) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return torch.empty_like(x), gamma.new_empty(gamma.shape), gamma.new_empty(gamma.shape)
-
-    @torch.library.register_fake("zoo_conv::avg_pool2x2")
-    def _(x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        return x.new_empty((n, c, h // 2, w // 2))
-
-    @torch.library.register_fake("zoo_conv::avg_pool2x2_backward")
-    def _(g: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        return g.new_empty((g.shape[0], g.shape[1], h, w))
-
-    return True
-
-
-def winograd_weights(weight: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``weight (K, C, 3, 3)`` as F(2x2, 3x3)'s transformed panels ``(16, K / 16, C, 16)``: ``U = G g G^T`` in
-    float64, rounded once to ``dtype``; position ``p = 4 i + j`` of the 4x4 transform, 16 output channels a panel."""
-    k, c = weight.shape[:2]
-    g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
-    u = torch.einsum("ai,kcij,bj->abck", g, weight.detach().double(), g)  # (4, 4, C, K)
-    return u.reshape(16, c, k // PANEL, PANEL).permute(0, 2, 1, 3).to(dtype).contiguous()
+_plane_exact: dict = {}  # (shapes, padding, threads) -> whether plane3x3 gives F.conv2d's bits here
 
 
 def _fits(x: torch.Tensor) -> bool:
@@ -376,12 +294,11 @@ def _plane_forward_exact(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad:
     the first input of that shape: oneDNN's order for one input channel is an implementation detail of its kernel
     (measured on its AVX2 one), and another CPU's kernel may sum in another order."""
     key = (tuple(x.shape), tuple(w.shape), pad, torch.get_num_threads())
-    exact = _state.setdefault("plane_exact", {})
-    if key not in exact:
+    if key not in _plane_exact:
         with torch.no_grad():
             theirs = F.conv2d(x, w, b, padding=pad)
-            exact[key] = torch.equal(torch.ops.zoo_conv.plane3x3(x, w, b, pad), theirs)
-    return exact[key]
+            _plane_exact[key] = torch.equal(torch.ops.zoo_conv.plane3x3(x, w, b, pad), theirs)
+    return _plane_exact[key]
 
 
 class _ConvPlaneBackward(torch.autograd.Function):

@@ -1,5 +1,5 @@
 // A 3x3 convolution (stride 1, padding 1) by Winograd's F(2x2, 3x3) on an AVX2 CPU, for inference: channels-last
-// float32 input, weights transformed once per network (zoo/layers/winograd.py), channels-last float32 output.
+// float32 input, weights transformed once per network (zoo/kernels/winograd.py), channels-last float32 output.
 //
 // Every 2x2 block of outputs ("tile") reads a 4x4 patch d of the input; with the transforms
 //   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],  A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
@@ -400,7 +400,8 @@ std::vector<float> padded_planes(const float* xp, int64_t N, int64_t H, int64_t 
 // A 3x3 convolution (stride 1, zero padding pad) of one-channel images, plane by plane: x (N, 1, H, W) and y
 // (N, K, Ho, Wo) contiguous; w (K, 1, 3, 3); bias (K,). Each output in oneDNN's order for one input channel (measured
 // on its AVX2 kernel): from zero, the 9 products fused-multiply-added in the order (i, j), then the bias added, so
-// on a CPU where oneDNN keeps that order the bits are its own (zoo/layers/winograd.py checks before it relies on it).
+// on a CPU where oneDNN keeps that order the bits are its own (zoo/condense/fast_convs.py checks before it relies on
+// it).
 at::Tensor plane3x3(const at::Tensor& x_, const at::Tensor& w_, const at::Tensor& bias_, int64_t pad) {
   TORCH_CHECK(x_.dim() == 4 && x_.size(1) == 1 && x_.scalar_type() == at::kFloat && w_.scalar_type() == at::kFloat &&
                   bias_.scalar_type() == at::kFloat && w_.dim() == 4 && w_.size(1) == 1 && w_.size(2) == 3 &&
