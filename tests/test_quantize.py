@@ -22,7 +22,6 @@ from torch import nn
 
 import zoo
 from zoo.bench.harness import randomize_
-from zoo.config_rules import check_quantization
 from zoo.evaluate import evaluate_model
 from zoo.export import ExportError, export
 from zoo.lm.quant import (
@@ -38,6 +37,7 @@ from zoo.lm.quant import (
     set_act_bits,
     unpack_int4,
 )
+from zoo.lm_loading import check_quantization
 from zoo.models.mobilellm import save_pretrained
 from zoo.profile import count_params
 from zoo.publish import export_pretrained

@@ -5,13 +5,8 @@ A Hub repo or a model folder is data from elsewhere. Its ``pretrained_cfg`` may 
 :data:`CONFIG_CFG_FIELDS` (each value checked), its ``model_args`` the architecture's own arguments (plain numbers,
 text, booleans and short lists, sizes within plausible bounds by name); a key that names files, folders, URLs,
 devices, dtypes or how weights load is refused by name, with nothing read or built. The factory applies these
-rules to every config it reads; a family that reads a folder itself applies :func:`check_model_args` too.
-
-A folder of quantized weights records its format in a top-level ``quantization`` entry (``{"method":
-"int8_weight_only", "group_size": null}``, ``{"method": "int4_weight_only", "group_size": 32, "scheme":
-"asymmetric"}``, ``{"method": "bf16"}``; see :mod:`zoo.lm.quant`), checked by :func:`check_quantization`: unknown
-fields and values are refused by name. :func:`weights_quantization` holds the record against the tensors themselves,
-so that quantized codes never load as float weights and a record never stands for weights it does not describe.
+rules to every config it reads (:func:`config_overlay` for the whole file); a family that reads a folder itself
+applies :func:`check_model_args` too. A language model's ``quantization`` record is :mod:`zoo.lm_loading`'s.
 """
 
 import logging
@@ -19,26 +14,15 @@ import math
 import re
 from typing import Any
 
-import torch
-
-from .lm.quant import (
-    QuantRecordError,
-    QuantRecordMismatch,
-    QuantSpec,
-    convert_fake_quantized,
-    fake_quantized_keys,
-    is_quantized_state_dict,
-)
-from .weights import CheckpointError, CheckpointMismatchError
+from .weights import CheckpointError
 
 __all__ = [
     "CONFIG_CFG_FIELDS",
     "LOAD_SWITCHES",
     "check_arg_value",
     "check_model_args",
-    "check_quantization",
+    "config_overlay",
     "refuse_key",
-    "weights_quantization",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -251,64 +235,30 @@ def check_model_args(args: dict[str, Any], where: str, section: str = "model_arg
     return checked
 
 
-def check_quantization(value: Any, where: str) -> QuantSpec | None:
-    """A config.json's ``quantization`` entry (or the JSON text of a weight file's metadata) as a
-    :class:`~zoo.lm.quant.QuantSpec` (:meth:`~zoo.lm.quant.QuantSpec.from_record`); None when absent. A malformed
-    entry is a :class:`CheckpointError` naming the field, before anything is built."""
-    try:
-        return QuantSpec.from_record(value, where)
-    except QuantRecordError as e:
-        raise CheckpointError(f"{e}. Nothing was built.") from e
+# the provenance fields of the registered cfg describe other weights: cleared unless the config.json sets them
+_CLEARED_FIELDS = {"notes": None, "tag": None, "description": None, "url": None}
 
 
-def weights_quantization(
-    state_dict: dict[str, torch.Tensor], where: str, config: Any = None, metadata: Any = None
-) -> tuple[dict[str, torch.Tensor], QuantSpec | None]:
-    """The quantization a checkpoint's weights are in, held against what its ``config`` (config.json) and its
-    safetensors ``metadata`` record (:meth:`~zoo.lm.quant.QuantSpec.from_checkpoint` reads them); returns
-    ``(state_dict, spec)``.
-
-    * A QAT checkpoint (``*.weight_fake_quantizer.scale`` beside float weights, MobileLLM-Pro's int4 layout) is
-      converted to int4 codes with its own scales (:func:`zoo.lm.quant.convert_fake_quantized`).
-    * Refused, each a :class:`CheckpointMismatchError`: int8/int4 codes (``*.qweight``) that nothing records (the
-      format is never guessed); a record of int8/int4 over float weights; a config.json and a file metadata that
-      disagree.
-    """
-    try:
-        recorded = QuantSpec.from_checkpoint(config, metadata, where)
-    except QuantRecordMismatch as e:
-        raise CheckpointMismatchError(f"{e}. Nothing was loaded.") from None
-    except QuantRecordError as e:
-        raise CheckpointError(f"{e}. Nothing was built.") from e
-    if fake_quantized_keys(state_dict):
-        if recorded is not None and recorded.method != "int4_weight_only":
-            raise CheckpointMismatchError(
-                f"{where} holds int4 fake-quantizer scales but records {recorded.describe()} weights. Nothing was "
-                "loaded."
+def config_overlay(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """The pretrained-cfg fields a ``config.json`` records (:data:`CONFIG_CFG_FIELDS` only, each checked); any
+    other field is refused by name. The registered cfg's provenance fields are cleared (they describe other
+    weights). Its ``model_args`` are checked here too: a config is refused whole, before any weights are read."""
+    check_model_args(config.get("model_args") or {}, where)
+    overlay: dict[str, Any] = dict(_CLEARED_FIELDS)
+    for key, value in (config.get("pretrained_cfg") or {}).items():
+        if key == "architecture" and value == config.get("architecture"):
+            continue  # an older timm's copy of the top-level name
+        if key not in CONFIG_CFG_FIELDS:
+            raise refuse_key(where, f"pretrained_cfg.{key}"[:120], "is not a preprocessing, label or provenance field")
+        if value is None:
+            continue  # unset: the architecture's own value stands
+        check, expected = CONFIG_CFG_FIELDS[key]
+        if not check(value):
+            raise CheckpointError(
+                f"{where}: pretrained_cfg.{key} must be {expected}, got {str(value)[:80]}. Nothing was built."
             )
-        try:
-            state_dict, found = convert_fake_quantized(state_dict)
-        except ValueError as e:
-            raise CheckpointMismatchError(f"{where}: {e}. Nothing was loaded.") from e
-        if recorded is not None and recorded.group_size != found.group_size:
-            raise CheckpointMismatchError(
-                f"{where} records int4 groups of {recorded.group_size} but its fake-quantizer scales are for groups "
-                f"of {found.group_size}. Nothing was loaded."
-            )
-        return state_dict, found
-    codes = is_quantized_state_dict(state_dict)
-    if codes and (recorded is None or recorded.method == "bf16"):
-        names = [k for k in state_dict if k.endswith(".qweight")][:3]
-        raise CheckpointMismatchError(
-            f"{where} holds quantized weights ({', '.join(names)}, ...: integer codes with their scales) but "
-            + ("records bf16 weights" if recorded is not None else "nothing records how they were quantized")
-            + ": its config.json's quantization entry (written with the weights) says that. Load the folder "
-            "that came with them; the codes are never read as float weights. Nothing was loaded."
-        )
-    if recorded is not None and recorded.method != "bf16" and not codes:
-        raise CheckpointMismatchError(
-            f"{where} records {recorded.describe()} weights but holds float weights (no *.qweight codes): the "
-            "record does not describe these weights. Load them as float weights (remove the quantization entry) "
-            "and quantize after loading (zoo.create_model(..., quantize=...)). Nothing was loaded."
-        )
-    return state_dict, recorded
+        overlay[key] = value
+    if config.get("num_classes") is not None:
+        check_arg_value(where, "num_classes", "num_classes", config["num_classes"])
+        overlay["num_classes"] = config["num_classes"]
+    return overlay

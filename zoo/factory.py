@@ -3,18 +3,20 @@
 1. :func:`resolve_weight_source` reads the name: a registered name; ``hf-hub:ORG/NAME`` (the repo's ``config.json``
    names the architecture and its arguments); or a local folder the zoo or timm wrote (``config.json`` beside the
    weights; ``local-dir:PATH`` or a plain path; a training run's folder stands for its ``export/``).
-2. :func:`read_weights` reads the weights the pretrained cfg names (``state_dict``, ``file`` -- a file or a folder
-   --, ``hf_hub_id``), with the ``config.json`` that describes them, for vision and language models alike.
+2. :func:`zoo.weight_record.read_weights` reads what the weights the pretrained cfg names hold (``state_dict``,
+   ``file`` -- a file or a folder --, ``hf_hub_id``; and ``checkpoint_path=``): the state dict, the ``config.json``
+   that describes it, the architecture it names (another's is refused) and the arguments it records, for vision and
+   language models alike.
 3. The family's builder builds the architecture: registry defaults, then what the checkpoint describes, then the
    caller's arguments (the caller wins).
 4. The weights are converted (the family's ``checkpoint_filter_fn``), checked against the model, then copied; a
-   checkpoint that does not fit raises before anything is loaded. A language model's folder or Hub repo may
-   hold ``generation_config.json`` (transformers' file): it becomes ``model.generation_config``, its values
-   checked before anything is built.
-5. ``quantize="bf16" | "int8" | "int4"`` (language models, :mod:`zoo.lm.quant`) quantizes the model after its
-   float weights are loaded. Weights already quantized (a folder whose config.json records ``quantization``, a
-   QAT checkpoint with fake-quantizer scales) are loaded into a model quantized the same way, never cast to float;
-   asking for another format than theirs is refused.
+   checkpoint that does not fit raises before anything is loaded.
+5. A language model's load, and only a language model's, goes through :mod:`zoo.lm_loading`: the
+   ``generation_config.json`` beside its weights (transformers' file) becomes ``model.generation_config``, its
+   values checked before anything is built; ``quantize="bf16" | "int8" | "int4"`` (:mod:`zoo.lm.quant`) quantizes
+   the model after its float weights are loaded. Weights already quantized (a folder whose config.json records
+   ``quantization``, a QAT checkpoint with fake-quantizer scales) are loaded into a model quantized the same way,
+   never cast to float; asking for another format than theirs is refused.
 
 A ``config.json`` that came with weights (a Hub repo's, a folder's) may describe an architecture and nothing else:
 the pretrained-cfg fields of preprocessing, labels and provenance (:data:`CONFIG_CFG_FIELDS`) and the
@@ -48,31 +50,22 @@ from timm.models._features_fx import FeatureGraphNet
 from torch import nn
 
 from . import models  # noqa: F401  (importing the families registers them)
-from .config_rules import (
-    CONFIG_CFG_FIELDS,
-    LOAD_SWITCHES,
-    check_arg_value,
-    check_model_args,
-    refuse_key,
-    weights_quantization,
-)
-from .hub import CONFIG_NAME, WEIGHTS_NAME, download, read_config_file, read_hub_config
+from .config_rules import CONFIG_CFG_FIELDS, LOAD_SWITCHES, config_overlay
+from .hub import CONFIG_NAME, WEIGHTS_NAME, read_config_file, read_hub_config
 from .layers import check_head_args
-from .lm.generation import GENERATION_CONFIG_NAME, GenerationConfig
-from .lm.quant import QuantSpec, quantize_model
+from .lm.quant import QuantSpec
+from .lm_loading import read_lm_weights
 from .registry import ModelEntry, get_entry, list_models, split_name_tag
 from .run_layout import export_folder, is_run_folder
-from .weights import CheckpointError, check_architecture, load_state_dict_checked, read_metadata, read_state_dict
+from .weight_record import Weights, model_folder, read_weights
+from .weights import CheckpointError, load_state_dict_checked
 
 __all__ = [
     "CONFIG_CFG_FIELDS",
     "FeatureGetter",
     "WeightSource",
-    "Weights",
     "create_model",
     "load_pretrained",
-    "read_generation_config",
-    "read_weights",
     "register_in_timm",
     "resolve_weight_source",
     "timm_default_cfg",
@@ -87,8 +80,6 @@ _FEATURE_KWARGS = ("features_only", "out_indices", "feature_cls", "norm", "featu
 _SOURCE_KEYS = ("file", "state_dict", "hf_hub_sha256")
 _LOCAL_PREFIX = "local-dir:"
 _HUB_PREFIX = "hf-hub:"
-# the weight files a folder may hold, in order of preference (sharded safetensors through their index)
-_FOLDER_WEIGHTS = (WEIGHTS_NAME, "model.safetensors.index.json", "pytorch_model.bin", "model.pth")
 # parameters (and buffers) a model that a folder's or a Hub repo's config.json describes may have, unless the caller
 # raises it (create_model's max_params=, else this environment variable): the largest registered model has 1.7e9
 MAX_PARAMS = 2_500_000_000
@@ -105,31 +96,6 @@ class WeightSource:
     pretrained: bool = False  # the name itself names weights (a Hub repo or a folder)
 
 
-@dataclass
-class Weights:
-    """A state dict read from its source, where it came from, and the ``config.json`` that describes it."""
-
-    state_dict: dict[str, torch.Tensor]
-    where: str
-    config: dict[str, Any] | None = None
-    config_where: str | None = None  # where the config.json came from, for messages
-    architecture: str | None = None  # what the weight file names itself (safetensors metadata)
-    metadata: dict[str, str] | None = None  # the weight file's safetensors metadata (its quantization record)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return read_config_file(path, str(path))
-
-
-def _model_folder(path: Path) -> Path | None:
-    """The folder holding ``config.json`` for a model folder or a training run folder (its ``export/``)."""
-    if (path / CONFIG_NAME).is_file():
-        return path
-    if is_run_folder(path) and (export_folder(path) / CONFIG_NAME).is_file():
-        return export_folder(path)
-    return None
-
-
 def _architecture(config: dict[str, Any], where: str) -> str:
     arch = config.get("architecture")
     if not arch:
@@ -142,42 +108,13 @@ def _architecture(config: dict[str, Any], where: str) -> str:
     return arch
 
 
-# the provenance fields of the registered cfg describe other weights: cleared unless the config.json sets them
-_CLEARED_FIELDS = {"notes": None, "tag": None, "description": None, "url": None}
-
-
-def _config_overlay(config: dict[str, Any], where: str) -> dict[str, Any]:
-    """The pretrained-cfg fields a ``config.json`` records (:data:`CONFIG_CFG_FIELDS` only, each checked); any
-    other field is refused by name. The registered cfg's provenance fields are cleared (they describe other
-    weights). Its ``model_args`` are checked here too: a config is refused whole, before any weights are read."""
-    check_model_args(config.get("model_args") or {}, where)
-    overlay: dict[str, Any] = dict(_CLEARED_FIELDS)
-    for key, value in (config.get("pretrained_cfg") or {}).items():
-        if key == "architecture" and value == config.get("architecture"):
-            continue  # an older timm's copy of the top-level name
-        if key not in CONFIG_CFG_FIELDS:
-            raise refuse_key(where, f"pretrained_cfg.{key}"[:120], "is not a preprocessing, label or provenance field")
-        if value is None:
-            continue  # unset: the architecture's own value stands
-        check, expected = CONFIG_CFG_FIELDS[key]
-        if not check(value):
-            raise CheckpointError(
-                f"{where}: pretrained_cfg.{key} must be {expected}, got {str(value)[:80]}. Nothing was built."
-            )
-        overlay[key] = value
-    if config.get("num_classes") is not None:
-        check_arg_value(where, "num_classes", "num_classes", config["num_classes"])
-        overlay["num_classes"] = config["num_classes"]
-    return overlay
-
-
 def resolve_weight_source(model_name: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> WeightSource:
     """A registered name, ``hf-hub:ORG/NAME`` or a model folder -> the architecture and where its weights are."""
     name = os.fspath(model_name)
     if name.startswith(_HUB_PREFIX):
         repo_id = name[len(_HUB_PREFIX) :]
         config = read_hub_config(repo_id, cache_dir)
-        overlay = _config_overlay(config, f"{name}/{CONFIG_NAME}")
+        overlay = config_overlay(config, f"{name}/{CONFIG_NAME}")
         overlay.update(hf_hub_id=repo_id, hf_hub_filename=WEIGHTS_NAME, source="hf-hub")
         if config.get("hf_hub_sha256"):
             overlay["hf_hub_sha256"] = config["hf_hub_sha256"]
@@ -186,7 +123,7 @@ def resolve_weight_source(model_name: str | os.PathLike, cache_dir: str | os.Pat
     if local is not None or (not _is_registered(name) and Path(name).is_dir()):
         if local is not None and not Path(local).exists():
             raise CheckpointError(f"{name}: {local} does not exist (no folder at {Path(local).absolute()})")
-        folder = _model_folder(Path(local if local is not None else name))
+        folder = model_folder(Path(local if local is not None else name))
         if folder is None:
             path = Path(local or name)
             if is_run_folder(path):  # a training run that has not written its export/ (yet)
@@ -198,151 +135,14 @@ def resolve_weight_source(model_name: str | os.PathLike, cache_dir: str | os.Pat
                 f"{local or name} is not a model folder: it has no {CONFIG_NAME} (nor does its "
                 "export/); pass a registered name with pretrained_cfg_overlay={'file': PATH}"
             )
-        config = _read_json(folder / CONFIG_NAME)
-        overlay = {**_config_overlay(config, str(folder / CONFIG_NAME)), "file": str(folder), "source": "local-dir"}
+        config = read_config_file(folder / CONFIG_NAME, str(folder / CONFIG_NAME))
+        overlay = {**config_overlay(config, str(folder / CONFIG_NAME)), "file": str(folder), "source": "local-dir"}
         return WeightSource(_architecture(config, str(folder)), overlay, config, pretrained=True)
     return WeightSource(name, {})
 
 
 def _is_registered(name: str) -> bool:
     return name in list_models()
-
-
-def _folder_weights(folder: Path) -> Path:
-    for candidate in _FOLDER_WEIGHTS:
-        if (folder / candidate).is_file():
-            return folder / candidate
-    raise CheckpointError(f"{folder} is a folder without weights (looked for {', '.join(_FOLDER_WEIGHTS)})")
-
-
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
-    """A weight file, or every shard a ``model.safetensors.index.json`` lists (files beside it, nowhere else)."""
-    if path.name.endswith(".index.json"):
-        weight_map = _read_json(path).get("weight_map")
-        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
-        if not shards:
-            raise CheckpointError(f"{path} lists no weight files")
-        for shard in shards:
-            if not isinstance(shard, str) or shard in ("", ".", "..") or Path(shard).name != shard:
-                raise CheckpointError(
-                    f"{path} lists a shard {str(shard)[:80]!r} outside its folder; an index may name only the "
-                    "files beside it. Nothing was read."
-                )
-        state_dict = {}
-        for shard in shards:
-            state_dict.update(read_state_dict(path.parent / shard))
-        return state_dict
-    return read_state_dict(path)
-
-
-def _file_metadata(path: Path) -> dict[str, str]:
-    """A weight file's safetensors metadata (a sharded file's first shard's)."""
-    if path.name.endswith(".index.json"):
-        shards = sorted(set(_read_json(path)["weight_map"].values()))
-        path = path.parent / shards[0]
-    return read_metadata(path)
-
-
-def _from_file(state_dict, where, config, config_where, path: Path) -> Weights:
-    meta = _file_metadata(path)
-    return Weights(state_dict, where, config, config_where, meta.get("architecture"), meta)
-
-
-def _read_local(location: str | os.PathLike) -> Weights:
-    """A local file or folder; a folder's ``config.json`` (or one beside a Hub-layout weight file) describes it."""
-    path = Path(location)
-    if path.is_dir():
-        folder = _model_folder(path) or path
-        config_path, path = folder / CONFIG_NAME, _folder_weights(folder)
-    else:
-        config_path = path.parent / CONFIG_NAME if path.name in _FOLDER_WEIGHTS else None
-    config = _read_json(config_path) if config_path is not None and config_path.is_file() else None
-    state_dict = _read_file(path)
-    config_where = str(config_path) if config else None
-    return _from_file(state_dict, str(location), config, config_where, path)
-
-
-def read_generation_config(cfg: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> GenerationConfig | None:
-    """The ``generation_config.json`` beside the weights a pretrained cfg names (a model folder's, the Hub repo's),
-    its values checked; None when there is none."""
-    if cfg.get("state_dict") is not None:
-        return None
-    path = None
-    if cfg.get("file"):
-        location = Path(cfg["file"])
-        if location.is_dir():
-            path = (_model_folder(location) or location) / GENERATION_CONFIG_NAME
-        elif location.name in _FOLDER_WEIGHTS:
-            path = location.parent / GENERATION_CONFIG_NAME
-    elif cfg.get("hf_hub_id"):
-        try:
-            path = Path(download(cfg["hf_hub_id"], GENERATION_CONFIG_NAME, cache_dir=cache_dir))
-        except CheckpointError:  # most repos of bare weights have none
-            return None
-    if path is None or not path.is_file():
-        return None
-    try:
-        return GenerationConfig.from_pretrained(path)
-    except ValueError as e:
-        raise CheckpointError(f"{e} Nothing was built.") from e
-
-
-def read_weights(
-    cfg: dict[str, Any], cache_dir: str | os.PathLike | None = None, config: dict[str, Any] | None = None
-) -> Weights:
-    """The weights a pretrained cfg names: ``state_dict``, ``file`` (file or folder) or ``hf_hub_id`` (verified).
-
-    ``config`` is the ``config.json`` already read for a Hub repo (else it is downloaded when the repo has one).
-    """
-    arch = cfg.get("architecture", "this model")
-    if cfg.get("state_dict") is not None:
-        return Weights(dict(cfg["state_dict"]), "the given state_dict")
-    if cfg.get("file"):
-        return _read_local(cfg["file"])
-    if cfg.get("hf_hub_id"):
-        repo, filename = cfg["hf_hub_id"], cfg.get("hf_hub_filename") or WEIGHTS_NAME
-        path = Path(download(repo, filename, sha256=cfg.get("hf_hub_sha256"), cache_dir=cache_dir))
-        if config is None:
-            try:
-                config = read_hub_config(repo, cache_dir)
-            except CheckpointError:  # a repo of bare weights: the registered architecture describes them
-                config = None
-        where = f"hf-hub:{repo}/{filename}"
-        return _from_file(_read_file(path), where, config, f"hf-hub:{repo}/{CONFIG_NAME}", path)
-    if cfg.get("url"):
-        raise CheckpointError(
-            f"{arch}: weights at {cfg['url']} must be downloaded by hand and passed "
-            f"with pretrained_cfg_overlay={{'file': PATH}}"
-        )
-    raise CheckpointError(
-        f"no pretrained weights are known for {arch}; use pretrained=False, "
-        "or pass pretrained_cfg_overlay={'file': PATH}"
-    )
-
-
-def check_weights_architecture(entry: ModelEntry, weights: Weights, allow: bool = False) -> None:
-    """Refuse weights whose file or ``config.json`` names another architecture than ``entry`` (see
-    :func:`zoo.weights.check_architecture`), unless ``allow``."""
-    check_architecture(weights.architecture, entry.name, weights.where, allow)
-    check_architecture((weights.config or {}).get("architecture"), entry.name, weights.where, allow)
-
-
-def checkpoint_args(entry: ModelEntry, weights: Weights) -> dict[str, Any]:
-    """The architecture arguments the weights' ``config.json`` (or the weights themselves) describe, checked: a
-    key that is not an architecture's (files, folders, URLs, devices, loading) is refused by name, sizes must be
-    plausible, and training-only options are the caller's (skipped)."""
-    config = weights.config or {}
-    where = weights.config_where or weights.where
-    _config_overlay(config, where)  # the whole config.json is checked, however its folder or repo was reached
-    args = check_model_args(config.get("model_args") or {}, where)
-    if entry.model_args_fn is not None:
-        return check_model_args(dict(entry.model_args_fn(weights.config, weights.state_dict)), where, "config")
-    if config.get("architecture") not in (None, entry.name):
-        return {}  # a folder of another architecture (loaded on purpose): its arguments do not apply
-    if config.get("num_classes") is not None:
-        check_arg_value(where, "num_classes", "num_classes", config["num_classes"])
-        args.setdefault("num_classes", config["num_classes"])
-    return args
 
 
 def _model_cfg(entry: ModelEntry, pretrained_cfg: Any, overlay: dict[str, Any] | None, tag: str = "") -> dict[str, Any]:
@@ -424,24 +224,21 @@ def create_model(
         entry, kwargs.pop("pretrained_cfg", None), {**source.cfg_overlay, **(pretrained_cfg_overlay or {})}, tag
     )
     # every weight file is read (and refused if unreadable or another architecture's) before anything is built
-    weights = read_weights(cfg, options.cache_dir, source.config) if (pretrained or source.pretrained) else None
-    checkpoint = _read_local(checkpoint_path) if checkpoint_path else None
-    lm = entry.task == "text-generation"  # only an LM's weights carry a generation config and quantized codes
-    generation = read_generation_config(cfg, options.cache_dir) if weights is not None and lm else None
-    args, from_config = _recorded_args(entry, (weights, checkpoint), options)
-    recorded = _recorded_quantization(weights, checkpoint, options.quantize) if lm else None
+    weights = _read(cfg, entry, options, source.config) if (pretrained or source.pretrained) else None
+    checkpoint = _read(checkpoint_path, entry, options) if checkpoint_path else None
+    # only a language model's weights carry a generation config and quantized codes
+    lm = read_lm_weights(weights, checkpoint, options.quantize) if entry.task == "text-generation" else None
+    args, from_config = _recorded_args(weights, checkpoint)
     model_cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
     if from_config:  # a config.json (a folder's, a Hub repo's) decided sizes: counted before anything is allocated
         _check_model_size(entry, model_cfg, args, kwargs, from_config, options.max_params)
     model = _build(entry, model_cfg, args, kwargs, from_config)
-    if recorded is not None:  # quantized weights load into a model quantized the same way (codes, no float copy)
-        quantize_model(model, recorded, empty=True)
+    if lm is not None:
+        lm.before_load(model)
     # pretrained weights adapt (classifier, input channels); a checkpoint_path must fit as it is
     _load_weights(model, entry, options, ((weights, cfg, True), (checkpoint, model_cfg, False)))
-    if options.quantize is not None and recorded is None:
-        quantize_model(model, options.quantize)
-    if generation is not None:
-        model.generation_config = generation
+    if lm is not None:
+        lm.after_load(model)
     if options.features.pop("features_only", False):
         model = wrap_features(model, source.name, **options.features)
     return model
@@ -503,6 +300,22 @@ def _pretrained_arg(
             f"pretrained={value!r} and pretrained_cfg_overlay[{given[0]!r}] both name weights; give one of them"
         )
     return True, tag, {"file": value}
+
+
+def _read(source: Any, entry: ModelEntry, options: "_LoadOptions", config: dict[str, Any] | None = None) -> Weights:
+    """What a source holds, for ``entry``: :func:`zoo.weight_record.read_weights` with the caller's switches."""
+    allow = options.switches["allow_architecture_mismatch"]
+    return read_weights(source, options.cache_dir, config, entry=entry, allow_architecture_mismatch=allow)
+
+
+def _recorded_args(*sources: Weights | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The architecture arguments the weights record (later sources win), and the file each one came from."""
+    args, from_config = {}, {}
+    for found in sources:
+        if found is not None:
+            args.update(found.args)
+            from_config.update(dict.fromkeys(found.args, found.described_by))
+    return args, from_config
 
 
 def _load_weights(
@@ -606,54 +419,6 @@ def _check_model_size(
         f"came with weights is checked against this bound; if you trust it, pass create_model(..., max_params=N) "
         f"or set {MAX_PARAMS_ENV}=N."
     )
-
-
-def _recorded_args(
-    entry: ModelEntry, sources: tuple[Weights | None, ...], options: _LoadOptions
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The architecture arguments the weight files record (later sources win), and where each one came from;
-    a file naming another architecture is refused here, before anything is built."""
-    args, from_config = {}, {}
-    for found in sources:
-        if found is not None:
-            check_weights_architecture(entry, found, options.switches["allow_architecture_mismatch"])
-            found_args = checkpoint_args(entry, found)
-            args.update(found_args)
-            from_config.update(dict.fromkeys(found_args, found.config_where or found.where))
-    return args, from_config
-
-
-def _recorded_quantization(
-    weights: Weights | None, checkpoint: Weights | None, quantize: QuantSpec | None
-) -> QuantSpec | None:
-    """The quantization of the weights about to load (each source's record held against its tensors; QAT
-    fake-quantizer layouts converted in place), reconciled with the caller's ``quantize``: the same weight format
-    (its activation setting wins), else refused."""
-    found = []
-    for source in (weights, checkpoint):
-        if source is not None:
-            source.state_dict, spec = weights_quantization(
-                source.state_dict, source.where, source.config, source.metadata
-            )
-            found.append((source, spec))
-    if len(found) == 2 and (found[0][1] is None) != (found[1][1] is None):
-        raise CheckpointError(
-            "pretrained weights and checkpoint_path differ in quantization: "
-            + " and ".join(f"{s.where} holds {q.describe() if q else 'float'} weights" for s, q in found)
-            + ". Nothing was built."
-        )
-    recorded = next((q for _, q in found if q is not None), None)
-    if recorded is None or quantize is None:
-        return recorded
-    if not recorded.same_weights(quantize):
-        where = next(s.where for s, q in found if q is not None)
-        raise CheckpointError(
-            f"{where} holds {recorded.describe()} weights; they cannot be loaded as {quantize.describe()} "
-            "(quantizing quantized codes again compounds their error). Load them as they are (leave quantize out), "
-            "or quantize the float weights. Nothing was built."
-        )
-    # the recorded weights' format, with the caller's run-time choices (activations, the kernels' width)
-    return dataclasses.replace(recorded, activations=quantize.activations, act_bits=quantize.act_bits)
 
 
 def _build(

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config_rules import check_model_args, weights_quantization
+from ..config_rules import check_model_args
 from ..layers import sequence_schedule
 from ..lm import (
     BlockRun,
@@ -65,6 +65,7 @@ from ..lm import (
     model_quantization,
     quantize_model,
 )
+from ..lm_loading import weights_quantization
 from ..registry import register_model
 from ..weights import (
     CheckpointError,
