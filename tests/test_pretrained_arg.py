@@ -14,6 +14,8 @@ from huggingface_hub import constants
 from small_lms import tiny_lm_args
 
 import zoo
+from zoo import factory, lm_loading, weight_record
+from zoo.lm import GenerationConfig
 from zoo.publish import export_pretrained
 from zoo.registry import get_entry, list_models
 from zoo.weights import CheckpointError
@@ -108,3 +110,45 @@ def test_two_weight_sources_and_other_types_are_refused(saved, offline):
     assert not any(torch.equal(p, q) for p, q in zip(model.state_dict().values(), zoo.create_model(
         str(folder)).state_dict().values()) if p.is_floating_point() and p.numel() > 1)  # fmt: skip
     assert offline.log == []
+
+
+def test_only_a_language_models_load_goes_through_lm_loading(saved, hub, monkeypatch):
+    """create_model decides the task first: an image classifier's folder, file, checkpoint_path and Hub-repo loads
+    never enter zoo.lm_loading (every door into it raises here) nor ask for a file beside the weights; a language
+    model's load goes through it once per build, and its generation config comes from there."""
+    name, args, folder, file, x, expected = saved
+    hub.repos["someone/saved"] = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    calls = []
+
+    def refuse(*a, **k):
+        raise AssertionError("an image classifier's load entered zoo.lm_loading")
+
+    def counted(*a, **k):
+        calls.append(a)
+        return real(*a, **k)
+
+    real = lm_loading.read_lm_weights
+    if name == VISION:
+        for module, attr in ((factory, "read_lm_weights"), (lm_loading, "read_lm_weights")):
+            monkeypatch.setattr(module, attr, refuse)
+        for attr in ("read_generation_config", "recorded_quantization", "weights_quantization"):
+            monkeypatch.setattr(lm_loading, attr, refuse)
+        monkeypatch.setattr(weight_record.Weights, "beside", refuse)
+    else:
+        monkeypatch.setattr(factory, "read_lm_weights", counted)
+    loads = [
+        zoo.create_model(name, pretrained=str(folder), **args),
+        zoo.create_model(name, checkpoint_path=str(file), **args),
+        zoo.create_model("hf-hub:someone/saved", **args),
+    ]
+    for model in loads:
+        with torch.no_grad():
+            assert torch.equal(model.eval()(x), expected)
+    asked = [line for line in hub.log if "generation_config" in line]
+    if name == VISION:
+        assert not asked, hub.log
+    else:
+        assert len(calls) == len(loads), calls
+        assert asked, hub.log  # the Hub repo's generation config, asked for by zoo.lm_loading
+        written = GenerationConfig.from_folder(folder)
+        assert all(m.generation_config.to_dict() == written.to_dict() for m in (loads[0], loads[2]))
