@@ -1,6 +1,7 @@
 """zoo.kernels.build: where a C++ kernel library's build lives in torch's extension cache."""
 
 import re
+from pathlib import Path
 
 import torch
 
@@ -28,7 +29,6 @@ def test_building_the_kernels_says_nothing_of_cuda_on_a_machine_without_a_gpu():
     warns once, at its import)."""
     import subprocess
     import sys
-    from pathlib import Path
 
     # the module alone (it imports torch, not the zoo): a process that starts in a few seconds
     module = Path(__file__).resolve().parents[1] / "zoo" / "kernels" / "build.py"
@@ -41,3 +41,31 @@ def test_building_the_kernels_says_nothing_of_cuda_on_a_machine_without_a_gpu():
     done = subprocess.run([sys.executable, "-c", code, str(module)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "CUDA" not in done.stderr, done.stderr
+
+
+def test_a_build_compiles_the_copies_in_a_folder_named_by_their_text(monkeypatch, tmp_path):
+    """Where the sources lie plays no part: the same text in another folder (a moved package) finds the same build,
+    changed text gets a folder of its own; the compiler reads the copies written into the build folder, so a folder's
+    library never stands for other sources. ``TORCH_EXTENSIONS_DIR`` places the builds, as it does torch's."""
+    from torch.utils import cpp_extension
+
+    from zoo.kernels import build
+
+    loads = []
+    monkeypatch.setattr(cpp_extension, "load", lambda name, sources, **kw: loads.append((name, sources, kw)))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    old, moved = tmp_path / "old", tmp_path / "moved"
+    for folder in (old, moved):
+        folder.mkdir()
+        (folder / "k.cpp").write_text('#include "k.h"\n')
+        (folder / "k.h").write_text("int f();\n")
+    first = build.build("zoo_x", str(old), ("k.cpp", "k.h"), ["-O3"])
+    assert build.build("zoo_x", str(moved), ("k.cpp", "k.h"), ["-O3"]) == first
+    (moved / "k.h").write_text("int g();\n")
+    changed = build.build("zoo_x", str(moved), ("k.cpp", "k.h"), ["-O3"])
+    assert changed != first
+    assert Path(first).parent == Path(changed).parent == tmp_path / "ext"
+    assert (Path(changed) / "k.h").read_text() == "int g();\n" and (Path(first) / "k.h").read_text() == "int f();\n"
+    for (name, sources, kw), folder in zip(loads, (first, first, changed)):
+        assert sources == [str(Path(folder) / "k.cpp")] and kw["build_directory"] == folder
+        assert name == Path(folder).name

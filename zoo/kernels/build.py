@@ -61,7 +61,10 @@ def _compiler_driver():
 
 def build(prefix: str, source_dir: str, files: tuple[str, ...], flags: list[str]) -> str:
     """Build and load ``files`` (in ``source_dir``; the first is compiled, the others are included by it) as the
-    operator library ``{prefix}_{digest}``; returns the build folder. Raises what the compiler driver raises."""
+    operator library ``{prefix}_{digest}``; returns the build folder, under ``TORCH_EXTENSIONS_DIR`` where it is set
+    (as torch's own builds), else torch's extension cache. The library is compiled from the copies of the sources
+    written into that folder, never from ``source_dir``: a folder's library is always the build of the texts its
+    name was hashed from, wherever the package's sources lie. Raises what the compiler driver raises."""
     cpp_extension = _compiler_driver()
 
     texts = {}
@@ -69,7 +72,8 @@ def build(prefix: str, source_dir: str, files: tuple[str, ...], flags: list[str]
         with open(os.path.join(source_dir, name), encoding="utf-8") as f:
             texts[name] = f.read()
     name = build_name(prefix, "".join(texts.values()), flags)
-    folder = os.path.join(cpp_extension.get_default_build_root(), name)
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()  # torch's own override
+    folder = os.path.join(root, name)
     os.makedirs(folder, exist_ok=True)
     for file, text in texts.items():
         path = os.path.join(folder, file)
