@@ -69,3 +69,19 @@ def test_a_build_compiles_the_copies_in_a_folder_named_by_their_text(monkeypatch
     for (name, sources, kw), folder in zip(loads, (first, first, changed)):
         assert sources == [str(Path(folder) / "k.cpp")] and kw["build_directory"] == folder
         assert name == Path(folder).name
+
+
+def test_every_c_source_lies_in_the_kernels_room_and_ships():
+    """The C++ kernels have one room: every ``.cpp`` / ``.h`` under ``zoo/`` is in ``zoo/kernels/``, and pyproject's
+    package data for ``zoo.kernels`` names each (a wheel without them could not build the kernels)."""
+    import fnmatch
+
+    root = Path(__file__).resolve().parents[1]
+    sources = sorted(p for ext in ("*.cpp", "*.h", "*.cc", "*.hpp") for p in (root / "zoo").rglob(ext))
+    kernels = root / "zoo" / "kernels"
+    assert sources and [p for p in sources if p.parent != kernels] == []
+    text = (root / "pyproject.toml").read_text()  # as text: tomllib is Python 3.11+
+    table = text.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    line = next(x for x in table.splitlines() if x.startswith('"zoo.kernels"'))
+    patterns = re.findall(r'"([^"]+)"', line.split("=", 1)[1])
+    assert [p.name for p in sources if not any(fnmatch.fnmatch(p.name, pat) for pat in patterns)] == []
