@@ -22,6 +22,7 @@ from small_lms import SMALL
 from torch import nn
 
 import zoo
+from zoo.models.mobilellm import MobileLLM
 from zoo.weights import (
     CheckpointError,
     CheckpointMismatchError,
@@ -473,6 +474,24 @@ def test_an_index_may_name_only_the_files_beside_it(tmp_path, donor):
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="outside its folder"):
         zoo.create_model(str(folder))
+
+
+def test_a_language_models_own_folder_reader_holds_its_index_to_the_same_rule(tmp_path):
+    """MobileLLM.from_pretrained reads a folder through the same reader as create_model: a sharded folder's index
+    that names a file outside it is refused there too, and one that names its own shards loads them."""
+    model = zoo.create_model("mobilellm_125m", **SMALL).eval()
+    folder = model.save_pretrained(tmp_path / "sharded")
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00001.safetensors")
+    keys = list(model.state_dict())
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": dict.fromkeys(keys, "model-00001-of-00001.safetensors")}))
+    x = torch.tensor([[3, 5, 7, 9]])
+    with torch.no_grad():
+        assert torch.equal(MobileLLM.from_pretrained(folder).eval()(x), model(x))
+    bait = zoo.save_state_dict(model, tmp_path / "private" / "secret.safetensors")
+    index.write_text(json.dumps({"weight_map": dict.fromkeys(keys, f"../private/{bait.name}")}))
+    with pytest.raises(CheckpointError, match="outside its folder"):
+        MobileLLM.from_pretrained(folder)
 
 
 # ------------------------------------------------------------------------------------------------------------------

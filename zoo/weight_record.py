@@ -21,12 +21,9 @@ from .config_rules import check_arg_value, check_model_args, config_overlay
 from .hub import CONFIG_NAME, WEIGHTS_NAME, download, read_config_file, read_hub_config
 from .registry import ModelEntry
 from .run_layout import export_folder, is_run_folder
-from .weights import CheckpointError, check_architecture, read_metadata, read_state_dict
+from .weights import FOLDER_WEIGHTS, CheckpointError, check_architecture, read_weight_files
 
-__all__ = ["FOLDER_WEIGHTS", "Weights", "model_folder", "read_weights"]
-
-# the weight files a folder may hold, in order of preference (sharded safetensors through their index)
-FOLDER_WEIGHTS = (WEIGHTS_NAME, "model.safetensors.index.json", "pytorch_model.bin", "model.pth")
+__all__ = ["Weights", "model_folder", "read_weights"]
 
 
 @dataclass
@@ -108,7 +105,7 @@ def _read_cfg(cfg: dict[str, Any], cache_dir: str | os.PathLike | None, config: 
                 config = read_hub_config(repo, cache_dir)
             except CheckpointError:  # a repo of bare weights: the registered architecture describes them
                 config = None
-        state_dict, meta = _read_file(path)
+        state_dict, meta = read_weight_files(path)
         where, config_where = f"hf-hub:{repo}/{filename}", f"hf-hub:{repo}/{CONFIG_NAME}"
         arch_named = meta.get("architecture")
         return Weights(state_dict, where, config, config_where, arch_named, meta, repo=repo, cache_dir=cache_dir)
@@ -127,43 +124,14 @@ def _read_local(location: str | os.PathLike) -> Weights:
     """A local file or folder; a folder's ``config.json`` (or one beside a Hub-layout weight file) describes it."""
     path = Path(location)
     if path.is_dir():
-        folder = model_folder(path) or path
-        path = _folder_weights(folder)
+        path = folder = model_folder(path) or path
     else:
         folder = path.parent if path.name in FOLDER_WEIGHTS else None
     config_path = folder / CONFIG_NAME if folder is not None else None
     config = read_config_file(config_path, str(config_path)) if config_path and config_path.is_file() else None
-    state_dict, meta = _read_file(path)
+    state_dict, meta = read_weight_files(path)
     config_where = str(config_path) if config else None
     return Weights(state_dict, str(location), config, config_where, meta.get("architecture"), meta, folder=folder)
-
-
-def _folder_weights(folder: Path) -> Path:
-    for candidate in FOLDER_WEIGHTS:
-        if (folder / candidate).is_file():
-            return folder / candidate
-    raise CheckpointError(f"{folder} is a folder without weights (looked for {', '.join(FOLDER_WEIGHTS)})")
-
-
-def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A weight file, or every shard a ``model.safetensors.index.json`` lists (files beside it, nowhere else), and
-    its safetensors metadata (a sharded file's first shard's)."""
-    if not path.name.endswith(".index.json"):
-        return read_state_dict(path), read_metadata(path)
-    weight_map = read_config_file(path, str(path)).get("weight_map")
-    shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
-    if not shards:
-        raise CheckpointError(f"{path} lists no weight files")
-    for shard in shards:
-        if not isinstance(shard, str) or shard in ("", ".", "..") or Path(shard).name != shard:
-            raise CheckpointError(
-                f"{path} lists a shard {str(shard)[:80]!r} outside its folder; an index may name only the "
-                "files beside it. Nothing was read."
-            )
-    state_dict = {}
-    for shard in shards:
-        state_dict.update(read_state_dict(path.parent / shard))
-    return state_dict, read_metadata(path.parent / shards[0])
 
 
 def _recorded_args(entry: ModelEntry, weights: Weights) -> dict[str, Any]:

@@ -30,12 +30,14 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "ChecksumError",
+    "FOLDER_WEIGHTS",
     "check_architecture",
     "checkpoint_architecture",
     "load_checkpoint",
     "load_state_dict_checked",
     "read_metadata",
     "read_state_dict",
+    "read_weight_files",
     "save_state_dict",
     "sha256_file",
 ]
@@ -49,6 +51,9 @@ _SAFE_GLOBALS = [argparse.Namespace]
 # wrappers' prefixes on every key: DDP's ``module.``, torch.compile's ``_orig_mod.`` (timm's clean_state_dict)
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth")
+# the weight files a model folder may hold, in order of preference (sharded safetensors through their index)
+FOLDER_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "model.pth")
+_MAX_INDEX_BYTES = 16 << 20  # an index lists tensor names: a few MiB for the largest models
 
 
 class CheckpointError(RuntimeError):
@@ -221,6 +226,46 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt."
         ) from e
+
+
+def read_weight_files(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The weights of a model folder (the first of :data:`FOLDER_WEIGHTS` it holds) or a file, with the safetensors
+    metadata they record. A ``model.safetensors.index.json`` loads every shard it lists, files beside it and nowhere
+    else (the metadata is the first shard's)."""
+    path = Path(path)
+    if path.is_dir():
+        found = next((path / f for f in FOLDER_WEIGHTS if (path / f).is_file()), None)
+        if found is None:
+            raise CheckpointError(f"{path} is a folder without weights (looked for {', '.join(FOLDER_WEIGHTS)})")
+        path = found
+    if not path.name.endswith(".index.json"):
+        return read_state_dict(path), read_metadata(path)
+    shards = _index_shards(path)
+    state_dict = {}
+    for shard in shards:
+        state_dict.update(read_state_dict(path.parent / shard))
+    return state_dict, read_metadata(path.parent / shards[0])
+
+
+def _index_shards(path: Path) -> list[str]:
+    """The shard files a sharded checkpoint's index lists, each a file name beside it; a CheckpointError else."""
+    try:
+        if path.stat().st_size > _MAX_INDEX_BYTES:
+            raise CheckpointError(f"{path} is over {_MAX_INDEX_BYTES >> 20} MiB, which no index is; not read")
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from e
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    listed = list(weight_map.values()) if isinstance(weight_map, dict) else []
+    if not listed:
+        raise CheckpointError(f"{path} lists no weight files")
+    for shard in listed:
+        if not isinstance(shard, str) or shard in ("", ".", "..") or Path(shard).name != shard:
+            raise CheckpointError(
+                f"{path} lists a shard {str(shard)[:80]!r} outside its folder; an index may name only the "
+                "files beside it. Nothing was read."
+            )
+    return sorted(set(listed))
 
 
 def _unwrap(obj: Any, use_ema: bool = True) -> dict[str, torch.Tensor]:

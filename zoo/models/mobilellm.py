@@ -71,8 +71,7 @@ from ..weights import (
     CheckpointError,
     CheckpointMismatchError,
     load_state_dict_checked,
-    read_metadata,
-    read_state_dict,
+    read_weight_files,
 )
 from ._builder import build_lm
 from ._lm_files import write_lm_folder
@@ -315,9 +314,8 @@ class MobileLLM(DecoderLM):
                 f"pretrained=True, pretrained_cfg_overlay={{'file': WEIGHTS}}))"
             )
         data = json.loads((path / "config.json").read_text())
-        state_dict = read_weights(path)
+        state_dict, meta = read_weight_files(path)
         generation = GenerationConfig.from_folder(path)  # checked before anything is built
-        meta = read_metadata(path) if (path / "model.safetensors").is_file() else {}
         state_dict, quantization = weights_quantization(state_dict, str(path), data, meta)
         described = check_model_args(checkpoint_model_args(data, state_dict), str(path / "config.json"), "config")
         config = MobileLLMConfig(**{**described, **overrides})
@@ -340,22 +338,6 @@ class MobileLLM(DecoderLM):
 # --------------------------------------------------------------------------------------------------------------
 
 _EMBED = "model.embed_tokens.weight"
-
-
-def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Weights from a file, or a folder's ``model.safetensors`` / sharded safetensors / ``pytorch_model.bin``."""
-    path = Path(path)
-    if path.is_dir():
-        index = path / "model.safetensors.index.json"
-        if index.is_file() and not (path / "model.safetensors").is_file():
-            shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
-            if not shards:
-                raise CheckpointError(f"{index} lists no weight files")
-            state_dict = {}
-            for shard in shards:
-                state_dict.update(read_state_dict(path / shard))
-            return state_dict
-    return read_state_dict(path)
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
