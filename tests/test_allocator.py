@@ -68,4 +68,5 @@ def test_the_test_processes_keep_the_default_policy():
     assert os.environ["ZOO_KEEP_FREED_MEMORY"] == "0"
     with allocator.keep_freed_memory() as applied:
         assert applied is False
-    assert allocator._state == {"depth": 0}
+    # nothing of the policy left behind (the C library found, kept by huge_pages or an earlier block, may stay)
+    assert {k: v for k, v in allocator._state.items() if k != "libc"} == {"depth": 0}
