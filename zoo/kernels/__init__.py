@@ -19,9 +19,13 @@ build. Importing this package builds nothing.
                            and their weights' gradient, one-channel convolutions, 2x2 pooling with PyTorch's bits, a
                            fused norm-ReLU-pooling backward; :func:`~zoo.kernels.winograd.winograd_weights` (the
                            panels the kernel reads). Called by :mod:`zoo.condense.fast_convs`
+``vision``                 ``vision.cpp`` as ``torch.ops.zoo_vision``: a depthwise convolution's forward pass (oneDNN's
+                           bits) and weights' gradient on channels-last maps, StarReLU forward and backward in one
+                           pass each. Called by :mod:`zoo.layers`' ``DepthwiseConv2d`` and ``StarReLU`` in eager
+                           float32 CPU training (the depthwise forward in inference too)
 =========================  ===========================================================================================
 
 Every instruction path of a kernel gives the same bits, so a dispatch changes speed only; ``tests/test_gemv*.py``
 check every path this CPU runs, and the emulated ones on a CPU without them; ``tests/test_winograd.py`` holds the
-convolutions to bounds derived from float32's rounding.
+convolutions to bounds derived from float32's rounding, ``tests/test_vision_kernels.py`` the vision kernels.
 """

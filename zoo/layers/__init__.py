@@ -5,6 +5,7 @@
 ``backbone``               :class:`VisionBackbone` (timm's face of a staged vision backbone), :func:`imagenet_cfg`
 ``features``               feature extraction and head checks (:func:`take_indices`, :class:`StagePruningMixin`)
 ``large_kernel``           :class:`DecomposedLargeKernel` (SLaK) and its fused inference form, :class:`ConvBN`
+``depthwise``              :class:`DepthwiseConv2d`: ``nn.Conv2d`` by :mod:`zoo.kernels.vision` (ConvFormer, CAFormer)
 ``recursion``              :class:`RecursiveStack`: a few shared blocks applied along a schedule
 ``activations``, ``mlp``,  :class:`StarReLU`, :class:`SquaredReLU`, :class:`GELU`; :class:`Mlp`; channels-last
 ``norm``, ``linear``,      norms (:class:`ChannelLayerNorm`, :class:`SpatialLayerNorm`); :class:`Linear` (oneDNN on
@@ -19,6 +20,7 @@
 from .activations import GELU, SquaredReLU, StarReLU, needs_grad
 from .args import check_known_keys
 from .backbone import VisionBackbone, imagenet_cfg
+from .depthwise import DepthwiseConv2d
 from .features import StagePruningMixin, check_drop_rates, check_head_args, take_indices
 from .large_kernel import BN_EPS, ConvBN, DecomposedLargeKernel, FusedLargeKernel, fold_batchnorm
 from .linear import Linear, save_as_conv1x1
@@ -37,6 +39,7 @@ __all__ = [
     "ChannelLayerNorm",
     "ConvBN",
     "DecomposedLargeKernel",
+    "DepthwiseConv2d",
     "FusedLargeKernel",
     "RecursiveStack",
     "GELU",

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import vision
 from .tracing import is_eager
 
 
@@ -37,6 +38,35 @@ class _StarReLUFunction(torch.autograd.Function):
         return t.mul_(2 * scale), grad_scale, grad_bias
 
 
+class _StarReLUKernel(torch.autograd.Function):
+    """StarReLU by :mod:`zoo.kernels.vision`: one pass forward, one backward; keeps the input for the backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        s = scale.item()
+        ctx.save_for_backward(x)
+        ctx.s = s
+        return vision.star_relu_forward(x, s, bias.item())
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        dx, ds, db = vision.star_relu_backward(g.contiguous(), x, ctx.s)
+        return dx, ds, db
+
+
+def _kernel_takes(x: torch.Tensor, scale: torch.Tensor) -> bool:
+    """Whether :class:`_StarReLUKernel` computes this call: contiguous float32 on the CPU, outside autocast."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and scale.dtype == torch.float32
+        and x.is_contiguous()
+        and not torch.is_autocast_enabled("cpu")
+        and vision.available()
+    )
+
+
 class StarReLU(nn.Module):
     """``scale * relu(x) ** 2 + bias`` with learnable scalar ``scale`` and ``bias`` (shape [1]).
 
@@ -61,6 +91,8 @@ class StarReLU(nn.Module):
             and torch.is_grad_enabled()
             and (x.requires_grad or self.scale.requires_grad or self.bias.requires_grad)
         ):
+            if _kernel_takes(x, self.scale):
+                return _StarReLUKernel.apply(x, self.scale, self.bias)
             return _StarReLUFunction.apply(x, self.scale, self.bias)
         return _star_relu(x, self.scale, self.bias)
 

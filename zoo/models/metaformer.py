@@ -38,6 +38,7 @@ from torch.utils.checkpoint import checkpoint
 from ..layers import (
     GELU,
     ChannelLayerNorm,
+    DepthwiseConv2d,
     Linear,
     SpatialLayerNorm,
     SquaredReLU,
@@ -159,7 +160,7 @@ class SepConv(nn.Module):
         mid = hidden or int(expansion_ratio * dim)  # ``hidden``: a pruned width (zoo.prune)
         self.pwconv1 = Linear(dim, mid, bias=False)
         self.act1 = StarReLU()
-        self.dwconv = nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2, groups=mid, bias=False)
+        self.dwconv = DepthwiseConv2d(mid, kernel_size, padding=kernel_size // 2, bias=False)
         self.pwconv2 = Linear(mid, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

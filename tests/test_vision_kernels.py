@@ -1,0 +1,203 @@
+"""zoo.kernels.vision and the layers that call it (DepthwiseConv2d, StarReLU): the depthwise forward gives oneDNN's
+bits; the input's and weights' gradients and StarReLU's scalar gradients stay within bounds derived from float32
+rounding against float64; StarReLU's elementwise values are autograd's chain's bits; a training step of a ConvFormer
+and a CAFormer is as close to float64 as the plain operators' step; bad calls raise, never crash."""
+
+import contextlib
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import zoo
+from zoo.kernels import vision
+from zoo.layers import DepthwiseConv2d, StarReLU
+from zoo.layers.activations import _star_relu
+
+pytestmark = pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="the kernels are AVX2"
+)
+
+U32, U64 = 2.0**-24, 2.0**-53  # unit roundoffs
+CL = torch.channels_last
+# (N, C, H, W, kh, kw, ph, pw): ConvFormer's 7x7 'same', rows shorter than a tile, rectangular and odd kernels,
+# one image, a map smaller than the kernel
+SHAPES = [
+    (2, 16, 14, 14, 7, 7, 3, 3),
+    (3, 8, 9, 11, 5, 5, 2, 2),
+    (1, 24, 7, 7, 7, 7, 3, 3),
+    (2, 8, 6, 13, 3, 5, 0, 2),
+    (2, 8, 3, 2, 7, 7, 3, 3),
+    (1, 16, 10, 10, 1, 13, 0, 6),
+]
+
+
+def gamma(n: int, u: float = U32) -> float:
+    """The classic bound on n roundings in a row: |error| <= gamma_n * (the sum of the magnitudes)."""
+    return n * u / (1 - n * u)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _plain_operators():
+    """The layers as if the kernels could not run here (what ZOO_VISION_KERNELS=0 gives)."""
+    state = dict(vision._state)
+    vision._state["ok"] = False
+    try:
+        yield
+    finally:
+        vision._state.clear()
+        vision._state.update(state)
+
+
+@pytest.fixture(autouse=True)
+def kernels():
+    assert vision.available()  # an AVX2 CPU with a C++ compiler: every machine the project runs its tests on
+
+
+def _maps(shape, seed=0):
+    n, c, h, w, kh, kw, ph, pw = shape
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen).to(memory_format=CL)
+    wt = torch.randn(c, 1, kh, kw, generator=gen)
+    g = torch.randn(n, c, h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, generator=gen).to(memory_format=CL)
+    return x, wt, g, (ph, pw)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_depthwise_forward_gives_onednns_bits(shape):
+    x, w, _, pad = _maps(shape)
+    out = vision.depthwise_forward(x, w, pad)
+    assert out.is_contiguous(memory_format=CL)
+    assert torch.equal(out, F.conv2d(x, w, padding=pad, groups=x.shape[1]))
+
+
+def _conv_backward(g, x, w, pad, mask):
+    return torch.ops.aten.convolution_backward(
+        g, x, w, None, [1, 1], list(pad), [1, 1], False, [0, 0], x.shape[1], mask
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_depthwise_gradients_within_float32_bounds(shape):
+    x, w, g, pad = _maps(shape)
+    layer = DepthwiseConv2d(x.shape[1], tuple(w.shape[2:]), padding=pad, bias=False)
+    layer.weight.data.copy_(w)
+    xr = x.clone().requires_grad_()
+    layer(xr).backward(g)
+    assert layer.weight.grad is not None and xr.grad is not None
+    # float64 references, and the same sums over magnitudes (the bounds' right-hand sides)
+    gx64, gw64, _ = _conv_backward(g.double(), x.double(), w.double(), pad, [True, True, False])
+    mx, mw, _ = _conv_backward(g.double().abs(), x.double().abs(), w.double().abs(), pad, [True, True, False])
+    kh, kw = w.shape[2:]
+    # input's gradient: one float32 accumulator over the kh * kw taps
+    assert ((xr.grad.double() - gx64).abs() <= gamma(kh * kw) * mx).all()
+    # weights' gradient: float32 sums along a row of Wo products, the rows in float64, rounded once to float32
+    n, wo = g.shape[0], g.shape[3]
+    bound = (gamma(wo) + gamma(n * g.shape[2], U64)) * mw + U32 * gw64.abs()
+    assert ((layer.weight.grad.double() - gw64).abs() <= bound).all()
+
+
+def test_depthwise_weight_grad_does_not_depend_on_the_thread_count():
+    x, _, g, pad = _maps((2, 32, 12, 12, 7, 7, 3, 3), seed=1)
+    with _threads(1):
+        one = vision.depthwise_weight_grad(x, g, (7, 7), pad)
+    with _threads(2):
+        two = vision.depthwise_weight_grad(x, g, (7, 7), pad)
+    assert torch.equal(one, two)
+
+
+def test_depthwise_layer_is_a_conv2d_and_falls_back():
+    layer = DepthwiseConv2d(16, 7, padding=3, bias=True)
+    plain = nn.Conv2d(16, 16, 7, padding=3, groups=16, bias=True)
+    plain.load_state_dict(layer.state_dict())  # same parameters and state dict
+    x = torch.randn(2, 16, 9, 9).to(memory_format=CL)
+    with torch.no_grad():
+        assert torch.equal(layer(x), plain(x))  # the kernel, then the bias: oneDNN's bits
+        contiguous = x.contiguous()  # NCHW memory: the plain convolution
+        assert torch.equal(layer(contiguous), plain(contiguous))
+        x64 = x.double()  # float64: the plain convolution
+        assert torch.equal(copy.deepcopy(layer).double()(x64), copy.deepcopy(plain).double()(x64))
+
+
+def test_star_relu_kernel_gives_the_chains_bits_and_bounded_scalar_gradients():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 5, 7, 41, generator=gen)  # a size that is not a multiple of the vector or the chunk
+    g = torch.randn(x.shape, generator=gen)
+    act = StarReLU(scale_value=0.8944, bias_value=-0.4472)
+    xk = x.clone().requires_grad_()
+    out = act(xk)
+    assert torch.equal(out, _star_relu(x, act.scale, act.bias).detach())
+    out.backward(g)
+    s = act.scale.detach()
+    r = F.relu(x)
+    assert torch.equal(xk.grad, (g * r).mul_(2 * s))  # the chain's backward: t = g r, then 2 s t
+    r64, g64 = r.double(), g.double()
+    ds64, db64 = (g64 * r64 * r64).sum(), g64.sum()
+    n = x.numel()
+    ds_bound = (2 * U32 + gamma(n, U64)) * (g64.abs() * r64 * r64).sum() + U32 * ds64.abs()
+    assert abs(act.scale.grad.double() - ds64) <= ds_bound
+    assert abs(act.bias.grad.double() - db64) <= gamma(n, U64) * g64.abs().sum() + U32 * db64.abs()
+
+
+@pytest.mark.parametrize("name", ["caformer_s18", pytest.param("convformer_s18", marks=pytest.mark.slow)])
+def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypatch):
+    """The loss and every parameter's gradient of a step with the kernels is, against the same step in float64,
+    within twice the plain float32 operators' own error (the worst over the parameters, relative to the largest
+    gradient of each)."""
+    torch.manual_seed(0)
+    model = zoo.create_model(name, num_classes=5)
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 3])
+
+    def step(m, inp):
+        m.zero_grad()
+        loss = F.cross_entropy(m(inp), y)
+        loss.backward()
+        return loss.item(), {k: p.grad.double() for k, p in m.named_parameters()}
+
+    calls = []
+
+    def counted(op, f):
+        return lambda *args: calls.append(op) or f(*args)
+
+    ops = ("depthwise_forward", "depthwise_weight_grad", "star_relu_forward", "star_relu_backward")
+    for op in ops:
+        monkeypatch.setattr(vision, op, counted(op, getattr(vision, op)))
+    loss_k, kernels = step(model, x)
+    assert set(calls) == set(ops)
+    with _plain_operators():
+        loss_p, plain = step(model, x)
+    loss_64, ref = step(copy.deepcopy(model).double(), x.double())
+
+    def worst(grads):
+        return max(((grads[k] - ref[k]).abs().max() / ref[k].abs().max().clamp_min(1e-30)).item() for k in ref)
+
+    assert abs(loss_k - loss_64) <= 2 * abs(loss_p - loss_64) + 4 * U32 * abs(loss_64)
+    assert worst(kernels) <= 2 * worst(plain)
+
+
+def test_bad_calls_raise():
+    x = torch.randn(1, 12, 5, 5).to(memory_format=CL)  # 12 channels: not a multiple of 8
+    with pytest.raises(RuntimeError, match="multiple of 8"):
+        vision.depthwise_forward(x, torch.randn(12, 1, 3, 3), (1, 1))
+    x = torch.randn(1, 8, 5, 5)  # NCHW memory
+    with pytest.raises(RuntimeError, match="channels-last"):
+        vision.depthwise_weight_grad(x, x, (3, 3), (1, 1))
+    x = x.to(memory_format=CL)
+    with pytest.raises(RuntimeError, match=r"\(N, C, Ho, Wo\)"):
+        vision.depthwise_weight_grad(x, x[:, :, :4], (3, 3), (1, 1))
+    with pytest.raises(RuntimeError, match="larger than the padded map"):
+        vision.depthwise_forward(x, torch.randn(8, 1, 9, 9), (0, 0))
+    with pytest.raises(RuntimeError, match="one size"):
+        vision.star_relu_backward(torch.randn(3), torch.randn(4), 1.0)

@@ -1,0 +1,282 @@
+// Training kernels of the MetaFormer vision models on channels-last float32 CPU maps, with AVX2 and FMA. Built at
+// first use by zoo/kernels/vision.py and registered as torch.ops.zoo_vision.
+//
+// Depthwise convolution, stride 1, zero padding (eight channels one vector):
+//   forward:      y[n, c, ho, wo] = sum over i, j of  x[n, c, ho + i - ph, wo + j - pw] * w[c, i, j]
+//   weight_grad:  dw[c, i, j]     = sum over n, ho, wo of  x[n, c, ho + i - ph, wo + j - pw] * g[n, c, ho, wo]
+// (x zero outside). A task is a block of eight channels of one image (forward) or of every image (weight_grad); it
+// repacks that block into a small buffer, x with its zero border ([H + 2 ph][W + 2 pw][8]), so that the inner
+// loops run over contiguous memory in cache without a bounds check. The forward sums each output's taps in (i, j)
+// order in one float32 accumulator by fused multiply-adds, as oneDNN's direct depthwise convolution does. The
+// weights' gradient keeps, for every output row (ho) and kernel row (i), a float32 vector accumulator per kernel
+// column over the row's Wo products (fused multiply-adds in wo order), and adds each row's sums to float64
+// accumulators, in image and row order. Every output is so computed by one thread in a fixed order: the result does
+// not depend on the thread count.
+//
+// StarReLU, s * relu(x)^2 + b with scalar s and b, forward and backward in one pass each (autograd's chain of relu,
+// mul and addcmul takes three forward and four backward): the elementwise values round as that chain's do (r s
+// rounded, then ATen's addcmul, a fused multiply-add b + r (r s); the backward's products one by one), and the two
+// scalar gradients are sums over fixed chunks of 4096
+// elements in float64, the chunks added in order.
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+constexpr int64_t LANES = 8;   // channels a block: one AVX2 vector of float32
+constexpr int64_t JTILE = 8;   // kernel columns summed at once (vector accumulators in registers)
+
+// map n of [N, C, H, W] (channels-last memory, NHWC), channels 8 b .. 8 b + 7 -> [H + 2 ph][W + 2 pw][8]
+// (border zero)
+void pack(const float* src, float* dst, int64_t n, int64_t b, int64_t C, int64_t H, int64_t W, int64_t ph,
+          int64_t pw) {
+  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw;
+  std::fill(dst, dst + ph * Wp * LANES, 0.0f);
+  std::fill(dst + (ph + H) * Wp * LANES, dst + Hp * Wp * LANES, 0.0f);
+  for (int64_t h = 0; h < H; ++h) {
+    float* row = dst + (h + ph) * Wp * LANES;
+    std::fill(row, row + pw * LANES, 0.0f);
+    std::fill(row + (pw + W) * LANES, row + Wp * LANES, 0.0f);
+    const float* in = src + ((n * H + h) * W) * C + b * LANES;
+    for (int64_t w = 0; w < W; ++w) _mm256_storeu_ps(row + (w + pw) * LANES, _mm256_loadu_ps(in + w * C));
+  }
+}
+
+// one output row's contribution to JN kernel columns j0 .. j0 + JN - 1 of one kernel row, eight channels
+template <int JN>
+void row_sums(const float* xr, const float* gr, int64_t Wo, double* acc) {
+  __m256 s[JN];
+  for (int j = 0; j < JN; ++j) s[j] = _mm256_setzero_ps();
+  for (int64_t wo = 0; wo < Wo; ++wo) {
+    const __m256 gv = _mm256_loadu_ps(gr + wo * LANES);
+    for (int j = 0; j < JN; ++j) s[j] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + (wo + j) * LANES), gv, s[j]);
+  }
+  for (int j = 0; j < JN; ++j) {
+    const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(s[j]));
+    const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(s[j], 1));
+    _mm256_storeu_pd(acc + j * LANES, _mm256_add_pd(_mm256_loadu_pd(acc + j * LANES), lo));
+    _mm256_storeu_pd(acc + j * LANES + 4, _mm256_add_pd(_mm256_loadu_pd(acc + j * LANES + 4), hi));
+  }
+}
+
+using RowSums = void (*)(const float*, const float*, int64_t, double*);
+constexpr RowSums ROW_SUMS[JTILE + 1] = {
+    nullptr, row_sums<1>, row_sums<2>, row_sums<3>, row_sums<4>, row_sums<5>, row_sums<6>, row_sums<7>, row_sums<8>};
+
+at::Tensor depthwise_weight_grad(const at::Tensor& x, const at::Tensor& g, int64_t kh, int64_t kw, int64_t ph,
+                                 int64_t pw) {
+  TORCH_CHECK(x.dim() == 4 && g.dim() == 4, "depthwise_weight_grad: x and g must be (N, C, H, W) maps");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat && x.device().is_cpu() &&
+                  g.device().is_cpu(),
+              "depthwise_weight_grad: float32 CPU tensors only");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(kh >= 1 && kw >= 1 && ph >= 0 && pw >= 0, "depthwise_weight_grad: bad kernel or padding");
+  const int64_t Ho = H + 2 * ph - kh + 1, Wo = W + 2 * pw - kw + 1;
+  TORCH_CHECK(Ho >= 1 && Wo >= 1, "depthwise_weight_grad: the kernel is larger than the padded map");
+  TORCH_CHECK(g.size(0) == N && g.size(1) == C && g.size(2) == Ho && g.size(3) == Wo,
+              "depthwise_weight_grad: g must be (N, C, Ho, Wo) for this x, kernel and padding");
+  TORCH_CHECK(C % LANES == 0, "depthwise_weight_grad: channels must be a multiple of 8");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast) && g.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "depthwise_weight_grad: x and g must be channels-last");
+  auto out = at::zeros({C, 1, kh, kw}, x.options());
+  if (N == 0) return out;
+  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, blocks = C / LANES;
+  const float* xs = x.data_ptr<float>();
+  const float* gs = g.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> xb(static_cast<size_t>(Hp * Wp * LANES)), gb(static_cast<size_t>(Ho * Wo * LANES));
+    std::vector<double> acc(static_cast<size_t>(kh * kw * LANES));
+    for (int64_t b = begin; b < end; ++b) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t n = 0; n < N; ++n) {
+        pack(xs, xb.data(), n, b, C, H, W, ph, pw);
+        pack(gs, gb.data(), n, b, C, Ho, Wo, 0, 0);
+        for (int64_t ho = 0; ho < Ho; ++ho) {
+          const float* gr = gb.data() + ho * Wo * LANES;
+          for (int64_t i = 0; i < kh; ++i) {
+            const float* xr = xb.data() + (ho + i) * Wp * LANES;
+            for (int64_t j0 = 0; j0 < kw; j0 += JTILE) {
+              ROW_SUMS[std::min(JTILE, kw - j0)](xr + j0 * LANES, gr, Wo, acc.data() + (i * kw + j0) * LANES);
+            }
+          }
+        }
+      }
+      for (int64_t l = 0; l < LANES; ++l) {
+        for (int64_t k = 0; k < kh * kw; ++k) dst[(b * LANES + l) * kh * kw + k] = static_cast<float>(acc[k * LANES + l]);
+      }
+    }
+  });
+  return out;
+}
+
+// outputs wo .. wo + WT - 1 of one output row, eight channels: sum over the kernel's taps in (i, j) order
+template <int WT>
+void out_tile(const float* xb, const float* wt, int64_t Wp, int64_t kh, int64_t kw, int64_t ho, int64_t wo,
+              float* dst, int64_t C) {
+  __m256 s[WT];
+  for (int t = 0; t < WT; ++t) s[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < kh; ++i) {
+    const float* xr = xb + ((ho + i) * Wp + wo) * LANES;
+    const float* wr = wt + i * kw * LANES;
+    for (int64_t j = 0; j < kw; ++j) {
+      const __m256 wv = _mm256_loadu_ps(wr + j * LANES);
+      for (int t = 0; t < WT; ++t) s[t] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + (t + j) * LANES), wv, s[t]);
+    }
+  }
+  for (int t = 0; t < WT; ++t) _mm256_storeu_ps(dst + t * C, s[t]);
+}
+
+using OutTile = void (*)(const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*, int64_t);
+constexpr int64_t WTILE = 8;  // outputs of a row computed at once (vector accumulators in registers)
+constexpr OutTile OUT_TILE[WTILE + 1] = {
+    nullptr, out_tile<1>, out_tile<2>, out_tile<3>, out_tile<4>, out_tile<5>, out_tile<6>, out_tile<7>, out_tile<8>};
+
+at::Tensor depthwise_forward(const at::Tensor& x, const at::Tensor& w, int64_t ph, int64_t pw) {
+  TORCH_CHECK(x.dim() == 4 && w.dim() == 4 && w.size(1) == 1 && w.size(0) == x.size(1),
+              "depthwise_forward: x must be (N, C, H, W) and w (C, 1, kh, kw)");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && x.device().is_cpu() &&
+                  w.device().is_cpu(),
+              "depthwise_forward: float32 CPU tensors only");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), kh = w.size(2), kw = w.size(3);
+  TORCH_CHECK(ph >= 0 && pw >= 0, "depthwise_forward: negative padding");
+  const int64_t Ho = H + 2 * ph - kh + 1, Wo = W + 2 * pw - kw + 1;
+  TORCH_CHECK(Ho >= 1 && Wo >= 1, "depthwise_forward: the kernel is larger than the padded map");
+  TORCH_CHECK(C % LANES == 0, "depthwise_forward: channels must be a multiple of 8");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "depthwise_forward: x must be channels-last");
+  auto out = at::empty({N, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, blocks = C / LANES;
+  // the weights as [C / 8][kh][kw][8]
+  std::vector<float> wt(static_cast<size_t>(C * kh * kw));
+  const auto wc = w.contiguous();
+  const float* ws = wc.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < kh * kw; ++k) wt[((c / LANES) * kh * kw + k) * LANES + c % LANES] = ws[c * kh * kw + k];
+  const float* xs = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> xb(static_cast<size_t>(Hp * Wp * LANES));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / blocks, b = item % blocks;
+      pack(xs, xb.data(), n, b, C, H, W, ph, pw);
+      const float* wb = wt.data() + b * kh * kw * LANES;
+      for (int64_t ho = 0; ho < Ho; ++ho) {
+        float* row = dst + ((n * Ho + ho) * Wo) * C + b * LANES;
+        for (int64_t wo = 0; wo < Wo; wo += WTILE) {
+          OUT_TILE[std::min(WTILE, Wo - wo)](xb.data(), wb, Wp, kh, kw, ho, wo, row + wo * C, C);
+        }
+      }
+    }
+  });
+  return out;
+}
+
+constexpr int64_t CHUNK = 4096;  // elements a partial sum of the scalar gradients
+
+at::Tensor star_relu_forward(const at::Tensor& x, double s, double b) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.device().is_cpu() && x.is_contiguous(),
+              "star_relu_forward: a contiguous float32 CPU tensor only");
+  auto out = at::empty_like(x);
+  const float* xs = x.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const int64_t n = x.numel();
+  const __m256 sv = _mm256_set1_ps(static_cast<float>(s)), bv = _mm256_set1_ps(static_cast<float>(b));
+  const __m256 zero = _mm256_setzero_ps();
+  const float sf = static_cast<float>(s), bf = static_cast<float>(b);
+  at::parallel_for(0, (n + CHUNK - 1) / CHUNK, 1, [&](int64_t c0, int64_t c1) {
+    const int64_t end = std::min(n, c1 * CHUNK);
+    int64_t k = c0 * CHUNK;
+    for (; k + LANES <= end; k += LANES) {
+      const __m256 r = _mm256_max_ps(_mm256_loadu_ps(xs + k), zero);
+      _mm256_storeu_ps(o + k, _mm256_fmadd_ps(r, _mm256_mul_ps(r, sv), bv));
+    }
+    for (; k < end; ++k) {
+      const float r = xs[k] > 0.0f ? xs[k] : 0.0f;
+      o[k] = std::fma(r, r * sf, bf);
+    }
+  });
+  return out;
+}
+
+// (dx, dscale, dbias) of s * relu(x)^2 + b given the output's gradient g
+std::tuple<at::Tensor, at::Tensor, at::Tensor> star_relu_backward(const at::Tensor& g, const at::Tensor& x, double s) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat && x.device().is_cpu() &&
+                  g.device().is_cpu() && x.is_contiguous() && g.is_contiguous() && x.numel() == g.numel(),
+              "star_relu_backward: contiguous float32 CPU tensors of one size only");
+  auto dx = at::empty_like(x);
+  const float* xs = x.data_ptr<float>();
+  const float* gs = g.data_ptr<float>();
+  float* d = dx.data_ptr<float>();
+  const int64_t n = x.numel(), chunks = (n + CHUNK - 1) / CHUNK;
+  std::vector<double> part_s(static_cast<size_t>(chunks)), part_b(static_cast<size_t>(chunks));
+  const float s2 = static_cast<float>(2.0 * s);
+  const __m256 s2v = _mm256_set1_ps(s2), zero = _mm256_setzero_ps();
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t end = std::min(n, (c + 1) * CHUNK);
+      int64_t k = c * CHUNK;
+      __m256d ts0 = _mm256_setzero_pd(), ts1 = _mm256_setzero_pd(), tb0 = _mm256_setzero_pd(),
+              tb1 = _mm256_setzero_pd();
+      for (; k + LANES <= end; k += LANES) {
+        const __m256 r = _mm256_max_ps(_mm256_loadu_ps(xs + k), zero);
+        const __m256 gv = _mm256_loadu_ps(gs + k);
+        const __m256 t = _mm256_mul_ps(gv, r);
+        _mm256_storeu_ps(d + k, _mm256_mul_ps(t, s2v));
+        const __m256 tr = _mm256_mul_ps(t, r);
+        ts0 = _mm256_add_pd(ts0, _mm256_cvtps_pd(_mm256_castps256_ps128(tr)));
+        ts1 = _mm256_add_pd(ts1, _mm256_cvtps_pd(_mm256_extractf128_ps(tr, 1)));
+        tb0 = _mm256_add_pd(tb0, _mm256_cvtps_pd(_mm256_castps256_ps128(gv)));
+        tb1 = _mm256_add_pd(tb1, _mm256_cvtps_pd(_mm256_extractf128_ps(gv, 1)));
+      }
+      double lanes[4], sum_s = 0.0, sum_b = 0.0;
+      _mm256_storeu_pd(lanes, _mm256_add_pd(ts0, ts1));
+      for (double v : lanes) sum_s += v;
+      _mm256_storeu_pd(lanes, _mm256_add_pd(tb0, tb1));
+      for (double v : lanes) sum_b += v;
+      for (; k < end; ++k) {
+        const float r = xs[k] > 0.0f ? xs[k] : 0.0f;
+        const float t = gs[k] * r;
+        d[k] = t * s2;
+        sum_s += static_cast<double>(t * r);
+        sum_b += static_cast<double>(gs[k]);
+      }
+      part_s[c] = sum_s;
+      part_b[c] = sum_b;
+    }
+  });
+  double total_s = 0.0, total_b = 0.0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    total_s += part_s[c];
+    total_b += part_b[c];
+  }
+  auto opts = x.options();
+  return {dx, at::full({1}, total_s, opts), at::full({1}, total_b, opts)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(zoo_vision, m) {
+  m.def("depthwise_forward(Tensor x, Tensor w, int ph, int pw) -> Tensor");
+  m.def("depthwise_weight_grad(Tensor x, Tensor g, int kh, int kw, int ph, int pw) -> Tensor");
+  m.def("star_relu_forward(Tensor x, float s, float b) -> Tensor");
+  m.def("star_relu_backward(Tensor g, Tensor x, float s) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
+  m.impl("depthwise_forward", depthwise_forward);
+  m.impl("depthwise_weight_grad", depthwise_weight_grad);
+  m.impl("star_relu_forward", star_relu_forward);
+  m.impl("star_relu_backward", star_relu_backward);
+}

@@ -1,0 +1,111 @@
+"""The MetaFormer vision models' training kernels (``vision.cpp``, ``torch.ops.zoo_vision``), float32 on a CPU
+with AVX2: a depthwise convolution's forward pass and weights' gradient (stride 1, zero padding, channels-last maps,
+eight channels a vector), and StarReLU forward and backward in one pass each.
+
+What a ConvFormer's training step waits on longest after its matrix products is oneDNN's weights' gradient of its
+depthwise 7x7 convolutions, which runs several times slower than their forward pass over the same multiply-adds;
+their forward pass itself runs well below the multiply-add peak.
+
+* :func:`depthwise_forward`: ``y[n, c, ho, wo] = sum_{i, j} x[n, c, ho + i - ph, wo + j - pw] * w[c, 0, i, j]``, one float32
+  accumulator an output, fused multiply-adds over the taps in ``(i, j)`` order: the same order, so the same bits,
+  as oneDNN's direct depthwise convolution. The input's gradient is
+  the same call on the output's gradient with the kernel flipped and the complementary padding.
+* :func:`depthwise_weight_grad`: ``dw[c, i, j] = sum_{n, ho, wo} x[n, c, ho + i - ph, wo + j - pw] * g[n, c, ho, wo]``,
+  float32 fused multiply-adds along each output row, the rows' sums added in float64, by one thread an output in a
+  fixed order (the result does not depend on the thread count). Its error is at most ``gamma_Wo`` (a float32 sum
+  of ``Wo`` products) times ``sum |x| |g|``, plus the float64 sum's and the final rounding's; oneDNN's sums its
+  ``N Ho Wo`` products in float32.
+* :func:`star_relu_forward` / :func:`star_relu_backward`: ``s * relu(x) ** 2 + b`` and its three gradients in one
+  pass over the tensor each, where autograd's chain of ``relu``, ``mul`` and ``addcmul`` makes three passes forward
+  and four backward, each with a tensor of the input's size to allocate. The elementwise values are the chain's bits
+  (``r s`` rounded, then the fused multiply-add of ATen's ``addcmul``; the backward's products one by one); the
+  scalars' gradients are sums over fixed chunks in float64.
+
+:func:`available` says whether the kernels run here (an AVX2 CPU, a C++ compiler, and ``ZOO_VISION_KERNELS`` not
+``0``). ``tests/test_vision_kernels.py`` checks the bits, the error bounds and the gradients.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+from .build import build_or_warn
+
+__all__ = [
+    "LANES",
+    "available",
+    "depthwise_forward",
+    "depthwise_weight_grad",
+    "star_relu_backward",
+    "star_relu_forward",
+]
+
+SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
+SOURCE_FILES = ("vision.cpp",)
+FLAGS = ["-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp"]
+LANES = 8  # channels a vector: the channel count must be a multiple of it
+_state: dict = {}
+_lock = threading.Lock()
+
+
+def available() -> bool:
+    """Whether the kernel runs here (built at the first call). A build that fails warns once, and oneDNN's
+    gradient is used instead."""
+    if "ok" not in _state:
+        with _lock:
+            if "ok" not in _state:
+                _state["ok"] = _build()
+    return _state["ok"]
+
+
+def _build() -> bool:
+    built = build_or_warn(
+        "zoo_vision", SOURCE_DIR, SOURCE_FILES, FLAGS, "ZOO_VISION_KERNELS", "vision training kernels",
+        "PyTorch's own operators run instead (slower)",
+    )  # fmt: skip
+    if built is None:
+        return False
+
+    @torch.library.register_fake("zoo_vision::depthwise_forward")
+    def _(x: torch.Tensor, w: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+        n, c, h, wd = x.shape
+        out = x.new_empty((n, c, h + 2 * ph - w.shape[2] + 1, wd + 2 * pw - w.shape[3] + 1))
+        return out.contiguous(memory_format=torch.channels_last)
+
+    @torch.library.register_fake("zoo_vision::depthwise_weight_grad")
+    def _(x: torch.Tensor, g: torch.Tensor, kh: int, kw: int, ph: int, pw: int) -> torch.Tensor:
+        return x.new_empty((x.shape[1], 1, kh, kw))
+
+    @torch.library.register_fake("zoo_vision::star_relu_forward")
+    def _(x: torch.Tensor, s: float, b: float) -> torch.Tensor:
+        return torch.empty_like(x)
+
+    @torch.library.register_fake("zoo_vision::star_relu_backward")
+    def _(g: torch.Tensor, x: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return torch.empty_like(x), x.new_empty((1,)), x.new_empty((1,))
+
+    return True
+
+
+def depthwise_forward(x: torch.Tensor, w: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
+    """``conv2d(x, w, padding=padding, groups=C)`` (stride 1) of a channels-last ``x``; channels-last result."""
+    return torch.ops.zoo_vision.depthwise_forward(x, w, padding[0], padding[1])
+
+
+def depthwise_weight_grad(x: torch.Tensor, g: torch.Tensor, kernel_size: tuple[int, int], padding: tuple[int, int]):
+    """The ``(C, 1, kh, kw)`` weights' gradient of ``conv2d(x, w, padding=padding, groups=C)`` given the output's
+    gradient ``g`` (stride 1), both channels-last."""
+    return torch.ops.zoo_vision.depthwise_weight_grad(x, g, kernel_size[0], kernel_size[1], padding[0], padding[1])
+
+
+def star_relu_forward(x: torch.Tensor, scale: float, bias: float) -> torch.Tensor:
+    """``scale * relu(x) ** 2 + bias`` of a contiguous float32 ``x``."""
+    return torch.ops.zoo_vision.star_relu_forward(x, scale, bias)
+
+
+def star_relu_backward(g: torch.Tensor, x: torch.Tensor, scale: float):
+    """``(dx, dscale, dbias)`` of :func:`star_relu_forward` given the output's gradient ``g`` (both contiguous)."""
+    return torch.ops.zoo_vision.star_relu_backward(g, x, scale)
