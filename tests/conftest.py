@@ -1,6 +1,8 @@
-"""Shared fixtures (one_thread, hub, gguf_cache, image_folder) and the subject markers that follow from what a test
-does. Helpers shared by several test modules live in the helper modules beside this file (model_checks, small_lms,
-digit_runs, fakehub); a test module never imports another."""
+"""What the groups of tests share: the fixtures (one_thread, hub, gguf_cache, image_folder), the seed, and the
+subject markers that follow from what a test does. The tests sit in one folder per room of the package (tests/models,
+tests/lm, tests/export, ...). Helpers shared by several groups live in the helper modules beside this file
+(model_checks, small_lms, tolerances, digit_runs, fakehub, model_groups, maintainer_tools; on sys.path through
+pyproject's ``pythonpath``), those of one group in its folder; a test module never imports another."""
 
 import inspect
 import os
@@ -11,7 +13,7 @@ import pytest
 from fakehub import FakeHub
 
 # the test processes keep glibc's default allocator policy (zoo condense's keep_freed_memory would hold every
-# worker's peak heap to its end); tests/test_allocator.py checks the policy in a process of its own
+# worker's peak heap to its end); tests/platform/test_allocator.py checks the policy in a process of its own
 os.environ.setdefault("ZOO_KEEP_FREED_MEMORY", "0")
 
 # under pytest-xdist each worker gets its share of the cores, so that workers do not oversubscribe them

@@ -1,7 +1,7 @@
-"""The generic checks, by model name: what tests/test_models.py runs on every registered vision model,
-tests/test_lm_models.py on every registered language model and tests/test_new_family.py on a family registered
-at run time. Vision inputs are 64x64 except for models with a fixed input size (learned position tables, frozen
-mixing matrices), which run at their cfg size; language models run at their tiny config (tests/small_lms.py)."""
+"""The generic checks, by model name: what tests/models/test_models.py runs on every registered vision model,
+tests/models/test_lm_models.py on every registered language model and tests/models/test_new_family.py on a family
+registered at run time. Vision inputs are 64x64 except for models with a fixed input size (learned position tables,
+frozen mixing matrices), which run at their cfg size; language models run at their tiny config (tests/small_lms.py)."""
 
 import inspect
 
@@ -46,8 +46,8 @@ def weights_unchanged(model: torch.nn.Module, snapshot: dict[str, torch.Tensor])
     return all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
 
 
-# the models whose params and MACs tests/test_profile.py measures by default (one per MetaFormer and SReT series);
-# tests/test_cards.py's default rows measure the other series
+# the models whose params and MACs tests/profile/test_profile.py measures by default (one per MetaFormer and SReT
+# series); tests/profile/test_cards.py's default rows measure the other series
 PROFILED_BY_DEFAULT = [n for n in zoo.list_models(task="image-classification") if n.endswith(("_s12", "_s18"))] + [
     "sret_tiny",
     "sret_tiny_wo_slice",

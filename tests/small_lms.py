@@ -45,7 +45,7 @@ def seeded_small_lm(name: str = "mobilellm_125m", **overrides) -> torch.nn.Modul
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Tiny configs of every registered text-generation model (tests/test_lm_models.py), derived from the registry
+# Tiny configs of every registered text-generation model (tests/models/test_lm_models.py), derived from the registry
 
 TINY_WINDOW = 4  # attention windows shrink to a few tokens, so that a short test sequence crosses them
 

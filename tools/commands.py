@@ -3,7 +3,7 @@
 A maintainer's tool of the zoo's checkout: every ``zoo`` command of :data:`zoo.cli.COMMANDS` and every benchmark of
 :data:`zoo.bench.BENCHMARKS` (``zoo bench -h``) appears once, in their order, with its help line, between the lines
 ``<!-- command-table:start -->`` and ``<!-- command-table:end -->`` of each page. A command added to the table is a
-row of the pages at the next ``--write``; ``--check`` (and ``tests/test_docs.py``) fails while a page differs.
+row of the pages at the next ``--write``; ``--check`` (and ``tests/library/test_docs.py``) fails while a page differs.
 
     python tools/commands.py            # print the table
     python tools/commands.py --write    # rewrite it on the pages

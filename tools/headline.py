@@ -11,7 +11,7 @@ one of :data:`TABLES`; everything between the markers is rewritten from the JSON
 its ``provenance``: date, commit, machine, threads, versions). Which files feed which table, and which pages may hold
 tables, is data: ``results/manifest.json`` (a new run edits that list, not this code); a table that reads a file its
 manifest entry does not list is refused. A figure typed by hand on a page is what ``--check`` (and
-``tests/test_docs.py``) catches. Each group of rows states its machine, torch version and dates once, from its
+``tests/library/test_docs.py``) catches. Each group of rows states its machine, torch version and dates once, from its
 files; a group whose files name two machines is refused. The headline is one table under one such line when every
 file behind it names one machine and torch version, else a group per machine.
 

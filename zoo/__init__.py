@@ -5,7 +5,7 @@
     >>> zoo.list_models("caformer_*")
 
 The package is layered: each module imports only from its floor or below. CONTRIBUTING.md's table of the floors
-is generated from ``FLOORS`` in tests/test_layering.py, which checks every import against it.
+is generated from ``FLOORS`` in tests/library/test_layering.py, which checks every import against it.
 """
 
 from . import export, profile

@@ -138,7 +138,7 @@ def _lm_measured(row: dict[str, Any]) -> list[str]:
     measured.append(
         "- Tool versions, dates and machine details are not embedded, so the same code gives a "
         "byte-identical card: regenerate with `python tools/cards.py`; `python tools/cards.py --check` "
-        "(and `tests/test_cards.py`) fails when this card no longer matches the code."
+        "(and `tests/profile/test_cards.py`) fails when this card no longer matches the code."
     )
     return measured
 

@@ -13,8 +13,8 @@ Exact to the authors' iteration (VICO-UoE/DatasetCondensation ``main.py``, ``mat
 ``get_loops``): on the same network, real batches and siamese draws, :meth:`DC.step` gives their loss (the logged
 ``loss_avg``: the sum over outer steps / (classes x outer)), image gradient and images, and the network trains between
 outer steps as theirs does, its shuffle and per-image DSA drawing from the method's generator what their ``DataLoader``
-and ``DiffAugment`` draw from torch's global one (``tests/test_condense_parity.py``, float64, relative error <= 1e-5).
-Computed as the authors do, class by class (a batched ``vmap`` over classes was slower than the authors' loop on
+and ``DiffAugment`` draw from torch's global one (``tests/condense/test_condense_parity.py``, float64, relative error <=
+1e-5). Computed as the authors do, class by class (a batched ``vmap`` over classes was slower than the authors' loop on
 the CPU and holds every class's activations at once; the measurements: ``results/notes/code_figures.md``), with the real
 side's gradient accumulated over chunks of at most :attr:`DC.chunk` images (on the CPU 16 at one thread and 64 at
 two or more, :func:`~zoo.condense.core.real_chunk`: activations that stay in cache and reuse their memory; each

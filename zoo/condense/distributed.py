@@ -26,7 +26,7 @@ What each method splits (``Method.shards``):
 
 A sharding method's rows are gathered with their per-row optimiser state (momentum, Adam's moments) before each
 checkpoint and at the end, so rank 0's checkpoint is whole and a resumed run under torchrun ends with the
-uninterrupted set. ``tests/test_condense_distributed.py`` checks all of this on two gloo processes.
+uninterrupted set. ``tests/condense/test_condense_distributed.py`` checks all of this on two gloo processes.
 
 Methods that run whole do so on every process rather than refuse: a script that launches every method under one
 ``torchrun`` works, and the set is the same. Processes talk over the process group ``torchrun`` describes (gloo on

@@ -8,14 +8,14 @@ Images start from random real ones.
 
 Exact to the authors' iteration (``main_DM.py``, ConvNet branch): on the same network, real batches and siamese draws,
 :meth:`DM.step` gives their loss (the logged ``loss_avg``, the sum over classes / classes), image gradient and images
-(``tests/test_condense_parity.py``, float64, relative error <= 1e-5). Computed differently where it is faster: each
-class's real batch goes through the network without autograd, in chunks of at most :attr:`DM.chunk` images, and only
-its mean embedding is kept; a batch that covers its class reads one cached tensor instead of a gather; the synthetic
-images of every class go through one forward, each class under its own transform. Float32 is held to the same test
-(``tests/test_condense_parity.py``, 1 channel at 28 px and 3 at 32 px): per class, the zoo's float32 image gradient is
-within 4x the authors' own float32-vs-float64 error (plus a few float32 ulps). The synthetic side runs in the default
-(contiguous) layout: the channels-last layout there (``channels_last: true``, CPU only) rounds in another order,
-lands on other ReLU kinks than the authors' order, and gave image gradients up to 2.7% off in one class where the
+(``tests/condense/test_condense_parity.py``, float64, relative error <= 1e-5). Computed differently where it is faster:
+each class's real batch goes through the network without autograd, in chunks of at most :attr:`DM.chunk` images, and
+only its mean embedding is kept; a batch that covers its class reads one cached tensor instead of a gather; the
+synthetic images of every class go through one forward, each class under its own transform. Float32 is held to the same
+test (``tests/condense/test_condense_parity.py``, 1 channel at 28 px and 3 at 32 px): per class, the zoo's float32 image
+gradient is within 4x the authors' own float32-vs-float64 error (plus a few float32 ulps). The synthetic side runs in
+the default (contiguous) layout: the channels-last layout there (``channels_last: true``, CPU only) rounds in another
+order, lands on other ReLU kinks than the authors' order, and gave image gradients up to 2.7% off in one class where the
 authors' float32 was 5e-6 off, so it is an opt-in, not the default. The real side carries no gradient, and on the
 CPU it runs channels-last (a copy of the network in that layout), where oneDNN's convolution, GroupNorm and pooling
 run without layout reorders, 16 images a forward on the CPU at one thread and 64 at two or more

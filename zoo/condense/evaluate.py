@@ -7,8 +7,8 @@ with DSA (one op per batch, its values drawn per image) or, for DC without DSA, 
 are the authors': the shuffle consumes the generator as ``DataLoader(shuffle=True)`` consumes torch's global one
 (:func:`zoo.condense.augment.loader_batches`), DSA as ``DiffAugment`` does, DC's augmentation takes a numpy
 ``RandomState`` seeded from the generator; so a seeded generator here and ``torch.manual_seed`` there reach the
-same weights (``tests/test_condense_parity.py``). The zoo differs on purpose in: the set stays in memory (no data
-loader), a set with soft labels trains on them (soft-target cross-entropy), and a generated set (a method whose
+same weights (``tests/condense/test_condense_parity.py``). The zoo differs on purpose in: the set stays in memory (no
+data loader), a set with soft labels trains on them (soft-target cross-entropy), and a generated set (a method whose
 ``eval_sampler`` returns a callable, e.g. factorization) makes each batch's images afresh at each read; and on a CPU
 the training runs through :func:`zoo.condense.fast_convs.fast_backward` (``exact_forward=False``): 3x3 convolutions by
 Winograd's F(2x2, 3x3) forward and backward, the fused instance norm, ReLU and pooling backward, a one-channel first

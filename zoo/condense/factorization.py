@@ -8,7 +8,7 @@ data's channels, or 1 for single-channel bases) and ``n_hal`` (K = 5) **hallucin
 per-channel scale (init 1) and shift (init 0) of that map, and a 3x3 transposed conv back to ``C x H x W``. A training
 image is hallucinator_j(base_i), labelled with the base's class.
 
-Each iteration (``distill_fac.py``'s loop body, exact: ``tests/test_condense_parity_mtt.py`` against
+Each iteration (``distill_fac.py``'s loop body, exact: ``tests/condense/test_condense_parity_mtt.py`` against
 ``zoo/bench/reference/haba.py``):
 
 1. MTT's trajectory loss (:func:`~zoo.condense.mtt.unroll`, :func:`~zoo.condense.mtt.trajectory_loss`): each of the

@@ -40,7 +40,7 @@ Numerics. The result is the convolution's up to float32 rounding, in a different
 add and subtract at most 16 inputs (B^T d B) and 16 products (A^T M A), each sum over the input channels runs in order
 in one accumulator. On ConvNet-3's shapes (128 channels, 16x16 and 8x8, random inputs, He-initialised weights) its
 largest error against float64 is 3e-6, a third of oneDNN's float32 direct convolution's 9e-6.
-``tests/test_winograd.py`` holds every output to a bound derived from the number of roundings in a row
+``tests/kernels/test_winograd.py`` holds every output to a bound derived from the number of roundings in a row
 (``gamma_n`` times the magnitudes, from the same algorithm in float64), and at 128 channels to the direct
 convolution's own error. Each output of the forward is computed by one thread in a fixed order, so it does not
 depend on the thread count; the weights' gradient sums each thread's share of the tiles, then the threads in order.

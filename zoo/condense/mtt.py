@@ -9,7 +9,7 @@ Two stages.
    recorded at initialisation and after every epoch (``train_epochs + 1`` rows per expert). :func:`expert_epoch`
    is ``buffer.py``'s epoch draw for draw: the loader's base seed, the sampler's seed of a fresh generator for the
    permutation, each batch's augmentation, and the test pass's base seed, all from the expert's generator (theirs:
-   torch's global RNG), so that one seed gives the authors' trajectory (``tests/test_condense_parity_mtt.py``).
+   torch's global RNG), so that one seed gives the authors' trajectory (``tests/condense/test_condense_parity_mtt.py``).
    The trajectories are kept in an *expert buffer*: a folder named after a digest of everything that shapes them
    (the data's fingerprint, the image shape, the model, the expert settings, ``expert_seed``) holding one
    safetensors file per expert. It lives under ``buffer`` when that option names a folder, else in the run's state

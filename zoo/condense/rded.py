@@ -2,7 +2,7 @@
 LINs-lab/RDED). No optimisation: real patches, chosen by a trained observer (the teacher), stitched together.
 
 Per class (the authors' ``synthesize/main.py:init_images``), exact to their code (parity:
-``tests/test_condense_parity_teacher.py`` against ``zoo/bench/reference/rded.py``):
+``tests/condense/test_condense_parity_teacher.py`` against ``zoo/bench/reference/rded.py``):
 
 1. up to ``n_candidates`` (300, ``--mipc``) random real images of the class;
 2. ``n_crops`` (5, ``--num-crop``) random resized crops of each (``MultiRandomCrop``: torchvision's

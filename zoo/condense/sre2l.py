@@ -9,8 +9,8 @@ ImageNet Scale From A New Perspective", NeurIPS 2023; VILA-Lab/SRe2L).
   ``CE(teacher(jitter(x)), class) + r_bn * sum_l w_l (||var_l(x) - running_var_l||_2 + ||mu_l(x) - running_mean_l||_2)``
   where ``mu_l``/``var_l`` are the batch statistics entering BatchNorm layer ``l`` (their ``BNFeatureHook``) and
   ``w_l`` is ``first_bn_multiplier`` (10) for the first layer, 1 for the others; ``r_bn`` 0.01. After every step the
-  pixels are clipped to the image range. Exact to the authors' step (parity: ``tests/test_condense_parity_teacher.py``
-  against ``zoo/bench/reference/sre2l.py``).
+  pixels are clipped to the image range. Exact to the authors' step (parity:
+  ``tests/condense/test_condense_parity_teacher.py`` against ``zoo/bench/reference/sre2l.py``).
 - **Jitter**, by image size (``jitter_mode`` ``auto``): below 64 px the authors' CIFAR recover
   (``small_dataset/recover_cifar.py``): a roll by ``(dy, dx)``, each drawn from ``0 .. jitter``, no crop and no flip;
   ``jitter`` defaults to ``size // 8``, their 4 px at 32 px kept in proportion (3 px at 28 px, 2 at 16). From 64 px

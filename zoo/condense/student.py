@@ -3,7 +3,7 @@ how the zoo evaluates RDED's and SRe2L's sets and the "random subset + the same 
 
 A fresh student trains on the set's images; every batch is augmented and mixed, and its targets are the teacher's
 softmax of the *mixed* batch at temperature ``T``: the stored labels (hard or soft) are never used. Exact to the
-authors' ``train`` (parity: ``tests/test_condense_parity_teacher.py`` against ``zoo/bench/reference/rded.py``):
+authors' ``train`` (parity: ``tests/condense/test_condense_parity_teacher.py`` against ``zoo/bench/reference/rded.py``):
 
 - per image (their dataset transform): ``ShufflePatches(factor)`` (the ``factor x factor`` grid's columns, then its
   rows, shuffled; like theirs, a width not divisible by ``factor`` loses its last ``width % factor`` columns), a

@@ -18,7 +18,7 @@ the cutout's centres). Per-image draws (``per_sample=True``) therefore consume a
 ``DiffAugment(x, strategy, seed=-1)`` consumes torch's global one. The zoo differs on purpose in two ways: the
 draws come from an explicit generator (the authors reseed torch's global one from the clock for every siamese
 call), and the ops are vectorised where the authors build matrices image by image (the parity tests,
-``tests/test_condense_parity.py``, show both give the same images).
+``tests/condense/test_condense_parity.py``, show both give the same images).
 """
 
 import math

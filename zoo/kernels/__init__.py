@@ -25,7 +25,8 @@ build. Importing this package builds nothing.
                            float32 CPU training (the depthwise forward in inference too)
 =========================  ===========================================================================================
 
-Every instruction path of a kernel gives the same bits, so a dispatch changes speed only; ``tests/test_gemv*.py``
-check every path this CPU runs, and the emulated ones on a CPU without them; ``tests/test_winograd.py`` holds the
-convolutions to bounds derived from float32's rounding, ``tests/test_vision_kernels.py`` the vision kernels.
+Every instruction path of a kernel gives the same bits, so a dispatch changes speed only;
+``tests/kernels/test_gemv*.py`` check every path this CPU runs, and the emulated ones on a CPU without them;
+``tests/kernels/test_winograd.py`` holds the convolutions to bounds derived from float32's rounding,
+``tests/kernels/test_vision_kernels.py`` the vision kernels.
 """

@@ -22,7 +22,7 @@ their forward pass itself runs well below the multiply-add peak.
   scalars' gradients are sums over fixed chunks in float64.
 
 :func:`available` says whether the kernels run here (an AVX2 CPU, a C++ compiler, and ``ZOO_VISION_KERNELS`` not
-``0``). ``tests/test_vision_kernels.py`` checks the bits, the error bounds and the gradients.
+``0``). ``tests/kernels/test_vision_kernels.py`` checks the bits, the error bounds and the gradients.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the module itself imports no torch (tests/test_allocator.py loads it alone)
+if TYPE_CHECKING:  # the module itself imports no torch (tests/platform/test_allocator.py loads it alone)
     import torch
 
 __all__ = ["huge_pages", "keep_freed_memory"]

@@ -4,7 +4,7 @@ its ``rand_*`` ops, ``distance_wb``, ``match_loss``, ``get_loops``, ``TensorData
 ``evaluate_synset``, ``augment``, ``get_daparam``), ``main.py``'s DC/DSA iteration and ``main_DM.py``'s DM
 iteration, as the authors' code has them: the same structure, loops over classes and images, draws from torch's
 and numpy's global generators, reseeding, and arithmetic. They are the peers of the zoo's parity tests
-(``tests/test_condense_parity.py``).
+(``tests/condense/test_condense_parity.py``).
 
 What is not theirs, and why:
 

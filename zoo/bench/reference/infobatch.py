@@ -17,7 +17,7 @@ pruned epoch's weights stay on during annealing (the zoo resets them: the paper 
 unweighted, then); the DDP wrapper (``DistributedIBSampler``), which reshuffles the kept list with torch and
 strides it by rank, is not rendered (the zoo cuts global batches into ranks' pieces instead).
 
-``tests/test_data_pruning.py`` checks :class:`zoo.train.data_pruning.Pruner` against this.
+``tests/train/test_data_pruning.py`` checks :class:`zoo.train.data_pruning.Pruner` against this.
 """
 
 import numpy as np

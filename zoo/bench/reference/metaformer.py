@@ -26,7 +26,7 @@ Public API
                                   logits (B, num_classes) [, list of 4 NCHW stage outputs]
 ``AUTHORS_PARAM_COUNTS``          parameter counts measured with the authors' code
 
-Run ``python tests/metaformer_reference.py [--all]`` for a self-check
+Run ``python -m zoo.bench.reference.metaformer [--all]`` for a self-check
 (parameter counts, forwards, and a cross-check against timm where timm has the
 variant; ``--all`` cross-checks every timm variant instead of only s12/s18).
 """

@@ -12,7 +12,7 @@ stands in for ``DataLoader(shuffle=True, num_workers=0)``, its order a ``randper
 ``mix_images`` builds three-channel images, as theirs.
 
 The zoo's :mod:`zoo.condense.rded` and :mod:`zoo.condense.student` are checked against these functions in
-``tests/test_condense_parity_teacher.py``.
+``tests/condense/test_condense_parity_teacher.py``.
 """
 
 import math

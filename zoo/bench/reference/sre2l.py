@@ -5,7 +5,7 @@ statistics, Adam step, clip) and the ImageNet jitter of ``recover/data_synthesis
 Their structure and arithmetic are kept; the roll offsets come from ``rng.randint`` (python's ``random`` module by
 default, as theirs: a test passes an object that replays given draws). ``clip`` takes the data's mean and std where
 ``clip_cifar`` has CIFAR's written in; ``.cuda()`` is left out. The zoo's :mod:`zoo.condense.sre2l` is checked
-against these in ``tests/test_condense_parity_teacher.py``.
+against these in ``tests/condense/test_condense_parity_teacher.py``.
 """
 
 import random
