@@ -15,6 +15,7 @@ import zoo
 from zoo.kernels import vision
 from zoo.layers import DepthwiseConv2d, StarReLU
 from zoo.layers.activations import _star_relu
+from zoo.layers.mlp import _MlpTraining
 
 pytestmark = pytest.mark.skipif(
     torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="the kernels are AVX2"
@@ -151,7 +152,9 @@ def test_star_relu_kernel_gives_the_chains_bits_and_bounded_scalar_gradients():
     assert abs(act.bias.grad.double() - db64) <= gamma(n, U64) * g64.abs().sum() + U32 * db64.abs()
 
 
-@pytest.mark.parametrize("name", ["caformer_s18", pytest.param("convformer_s18", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name", ["caformer_s18", "poolformer_s12", pytest.param("convformer_s18", marks=pytest.mark.slow)]
+)
 def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypatch):
     """The loss and every parameter's gradient of a step with the kernels is, against the same step in float64,
     within twice the plain float32 operators' own error (the worst over the parameters, relative to the largest
@@ -169,13 +172,19 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
     calls = []
 
     def counted(op, f):
-        return lambda *args: calls.append(op) or f(*args)
+        return lambda *args, **kwargs: calls.append(op) or f(*args, **kwargs)
 
-    ops = ("depthwise_forward", "depthwise_weight_grad", "star_relu_forward", "star_relu_backward")
+    ops = ("depthwise_forward", "depthwise_weight_grad", "star_relu_forward", "star_relu_backward_")
     for op in ops:
         monkeypatch.setattr(vision, op, counted(op, getattr(vision, op)))
+    monkeypatch.setattr(_MlpTraining, "apply", counted("mlp", _MlpTraining.apply))
     loss_k, kernels = step(model, x)
-    assert set(calls) == set(ops)
+    expected = {"mlp", "star_relu_forward", "star_relu_backward_"} if "former_s" in name else set()
+    if name.startswith(("convformer", "caformer")):
+        expected |= {"depthwise_forward", "depthwise_weight_grad"}
+    if name.startswith("poolformer"):
+        expected = {"mlp"}  # GELU MLPs: ATen's GELU, fused
+    assert set(calls) == expected
     with _plain_operators():
         loss_p, plain = step(model, x)
     loss_64, ref = step(copy.deepcopy(model).double(), x.double())
@@ -201,3 +210,20 @@ def test_bad_calls_raise():
         vision.depthwise_forward(x, torch.randn(8, 1, 9, 9), (0, 0))
     with pytest.raises(RuntimeError, match="one size"):
         vision.star_relu_backward(torch.randn(3), torch.randn(4), 1.0)
+
+
+def test_fused_mlp_leaves_hooked_layers_and_evaluation_to_the_layers():
+    from zoo.layers import Mlp
+
+    mlp = Mlp(8, hidden=32).train()
+    seen = []
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    handle = mlp.fc1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    mlp(x).sum().backward()
+    assert seen == [torch.Size([2, 5, 32])]  # the hook saw its layer's call: the layers ran one by one
+    handle.remove()
+    fused = mlp(x)
+    assert fused.grad_fn.name().startswith("_MlpTraining")
+    plain = mlp.eval()(x)
+    assert "_MlpTraining" not in plain.grad_fn.name()
+    assert torch.allclose(fused, plain, rtol=0, atol=gamma(8 + 32 + 2) * 8)

@@ -210,12 +210,12 @@ at::Tensor star_relu_forward(const at::Tensor& x, double s, double b) {
   return out;
 }
 
-// (dx, dscale, dbias) of s * relu(x)^2 + b given the output's gradient g
-std::tuple<at::Tensor, at::Tensor, at::Tensor> star_relu_backward(const at::Tensor& g, const at::Tensor& x, double s) {
+// dx into dx (which may be g itself: each element is read before it is written), (dscale, dbias) returned, of
+// s * relu(x)^2 + b given the output's gradient g
+std::tuple<at::Tensor, at::Tensor> star_relu_grads(const at::Tensor& g, const at::Tensor& x, double s, at::Tensor& dx) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat && x.device().is_cpu() &&
                   g.device().is_cpu() && x.is_contiguous() && g.is_contiguous() && x.numel() == g.numel(),
               "star_relu_backward: contiguous float32 CPU tensors of one size only");
-  auto dx = at::empty_like(x);
   const float* xs = x.data_ptr<float>();
   const float* gs = g.data_ptr<float>();
   float* d = dx.data_ptr<float>();
@@ -246,11 +246,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> star_relu_backward(const at::Tens
       _mm256_storeu_pd(lanes, _mm256_add_pd(tb0, tb1));
       for (double v : lanes) sum_b += v;
       for (; k < end; ++k) {
-        const float r = xs[k] > 0.0f ? xs[k] : 0.0f;
-        const float t = gs[k] * r;
+        const float r = xs[k] > 0.0f ? xs[k] : 0.0f, gk = gs[k];
+        const float t = gk * r;
         d[k] = t * s2;
         sum_s += static_cast<double>(t * r);
-        sum_b += static_cast<double>(gs[k]);
+        sum_b += static_cast<double>(gk);
       }
       part_s[c] = sum_s;
       part_b[c] = sum_b;
@@ -262,7 +262,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> star_relu_backward(const at::Tens
     total_b += part_b[c];
   }
   auto opts = x.options();
-  return {dx, at::full({1}, total_s, opts), at::full({1}, total_b, opts)};
+  return {at::full({1}, total_s, opts), at::full({1}, total_b, opts)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> star_relu_backward(const at::Tensor& g, const at::Tensor& x, double s) {
+  auto dx = at::empty_like(x);
+  auto [ds, db] = star_relu_grads(g, x, s, dx);
+  return {dx, ds, db};
+}
+
+// the same, dx written over g
+std::tuple<at::Tensor, at::Tensor> star_relu_backward_(at::Tensor& g, const at::Tensor& x, double s) {
+  return star_relu_grads(g, x, s, g);
 }
 
 }  // namespace
@@ -272,6 +283,7 @@ TORCH_LIBRARY(zoo_vision, m) {
   m.def("depthwise_weight_grad(Tensor x, Tensor g, int kh, int kw, int ph, int pw) -> Tensor");
   m.def("star_relu_forward(Tensor x, float s, float b) -> Tensor");
   m.def("star_relu_backward(Tensor g, Tensor x, float s) -> (Tensor, Tensor, Tensor)");
+  m.def("star_relu_backward_(Tensor(a!) g, Tensor x, float s) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
@@ -279,4 +291,5 @@ TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
   m.impl("depthwise_weight_grad", depthwise_weight_grad);
   m.impl("star_relu_forward", star_relu_forward);
   m.impl("star_relu_backward", star_relu_backward);
+  m.impl("star_relu_backward_", star_relu_backward_);
 }

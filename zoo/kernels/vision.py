@@ -40,6 +40,7 @@ __all__ = [
     "depthwise_forward",
     "depthwise_weight_grad",
     "star_relu_backward",
+    "star_relu_backward_",
     "star_relu_forward",
 ]
 
@@ -83,6 +84,10 @@ def _build() -> bool:
     def _(x: torch.Tensor, s: float, b: float) -> torch.Tensor:
         return torch.empty_like(x)
 
+    @torch.library.register_fake("zoo_vision::star_relu_backward_")
+    def _(g: torch.Tensor, x: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.new_empty((1,)), x.new_empty((1,))
+
     @torch.library.register_fake("zoo_vision::star_relu_backward")
     def _(g: torch.Tensor, x: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return torch.empty_like(x), x.new_empty((1,)), x.new_empty((1,))
@@ -109,3 +114,8 @@ def star_relu_forward(x: torch.Tensor, scale: float, bias: float) -> torch.Tenso
 def star_relu_backward(g: torch.Tensor, x: torch.Tensor, scale: float):
     """``(dx, dscale, dbias)`` of :func:`star_relu_forward` given the output's gradient ``g`` (both contiguous)."""
     return torch.ops.zoo_vision.star_relu_backward(g, x, scale)
+
+
+def star_relu_backward_(g: torch.Tensor, x: torch.Tensor, scale: float):
+    """:func:`star_relu_backward` with ``dx`` written over ``g``; returns ``(dscale, dbias)``."""
+    return torch.ops.zoo_vision.star_relu_backward_(g, x, scale)

@@ -1,12 +1,63 @@
-"""The transformer MLP every vision family uses: Linear -> activation -> Linear."""
+"""The transformer MLP every vision family uses: Linear -> activation -> Linear.
+
+In eager float32 CPU training the three ops are one autograd function (:class:`_MlpTraining`): the same matrix
+products and activation as autograd's chain, and the same saved tensors (the input, the hidden pre-activation and
+activation), but the activation's backward writes the hidden gradient over the buffer the second product's backward
+just filled, where autograd's chain allocates a second tensor of the hidden width (four times the model's) for it.
+GELU's backward is ATen's own (its ``out=`` form); StarReLU's forward and backward are :mod:`zoo.kernels.vision`'s
+one-pass kernels. Evaluation mode (the pruning graph traces the layers one by one), inference, other devices and
+dtypes, autocast, traced or scripted graphs, layers with forward hooks (which must see their calls), and a machine where :mod:`zoo.kernels.vision` does not run
+(``ZOO_VISION_KERNELS=0``) run the layers one by one.
+"""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .activations import GELU, needs_grad
+from ..kernels import vision
+from .activations import GELU, StarReLU, needs_grad
 from .linear import Linear
+from .tracing import is_eager
 
 __all__ = ["Mlp"]
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.mm(weight.t()) if bias is None else torch.addmm(bias, x, weight.t())
+
+
+class _MlpTraining(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, scale, shift):
+        rows = x.reshape(-1, x.shape[-1])
+        h = _linear(rows, w1, b1)
+        if scale is None:  # GELU
+            a = F.gelu(h)
+        else:  # StarReLU
+            ctx.s = scale.item()
+            a = vision.star_relu_forward(h, ctx.s, shift.item())
+        ctx.save_for_backward(rows, h, a, w1, w2)
+        ctx.gelu, ctx.shape = scale is None, x.shape
+        ctx.has_bias = b1 is not None, b2 is not None
+        return _linear(a, w2, b2).view(*x.shape[:-1], w2.shape[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        rows, h, a, w1, w2 = ctx.saved_tensors
+        g = g.reshape(-1, g.shape[-1])
+        needs = ctx.needs_input_grad
+        gw2 = g.t().mm(a) if needs[3] else None
+        gb2 = g.sum(0) if needs[4] and ctx.has_bias[1] else None
+        gh = g.mm(w2)  # the hidden gradient: this buffer is overwritten by the activation's backward
+        gscale = gshift = None
+        if ctx.gelu:
+            torch.ops.aten.gelu_backward.grad_input(gh, h, approximate="none", grad_input=gh)
+        else:
+            gscale, gshift = vision.star_relu_backward_(gh, h, ctx.s)
+        gx = gh.mm(w1).view(ctx.shape) if needs[0] else None
+        gw1 = gh.t().mm(rows) if needs[1] else None
+        gb1 = gh.sum(0) if needs[2] and ctx.has_bias[0] else None
+        return gx, gw1, gb1, gw2, gb2, gscale, gshift
 
 
 class Mlp(nn.Module):
@@ -22,6 +73,33 @@ class Mlp(nn.Module):
         self.fc2 = Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and is_eager() and self._trains_fused(x):
+            act = self.act
+            scale, shift = (act.scale, act.bias) if isinstance(act, StarReLU) else (None, None)
+            fc1, fc2 = self.fc1, self.fc2
+            return _MlpTraining.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, scale, shift)
         h = self.fc1(x)
         h = self.act(h) if needs_grad(h) else self.act.forward_(h)
         return self.fc2(h)
+
+    @torch.jit.unused  # eager only (see zoo.layers.tracing)
+    def _trains_fused(self, x: torch.Tensor) -> bool:
+        act, fc1, fc2 = self.act, self.fc1, self.fc2
+        return (
+            self.training
+            and torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.is_contiguous()
+            and type(fc1) is Linear
+            and type(fc2) is Linear
+            and not (fc1._forward_hooks or fc1._forward_pre_hooks or fc2._forward_hooks or fc2._forward_pre_hooks)
+            and not (act._forward_hooks or act._forward_pre_hooks)
+            and fc1.weight.dtype == torch.float32
+            and fc2.weight.dtype == torch.float32
+            and ((type(act) is GELU and act.approximate == "none") or type(act) is StarReLU)
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()
+            and vision.available()
+        )
