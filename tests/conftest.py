@@ -1,8 +1,9 @@
-"""What the groups of tests share: the fixtures (one_thread, hub, gguf_cache, image_folder), the seed, and the
-subject markers that follow from what a test does. The tests sit in one folder per room of the package (tests/models,
-tests/lm, tests/export, ...). Helpers shared by several groups live in the helper modules beside this file
-(model_checks, small_lms, tolerances, digit_runs, fakehub, model_groups, maintainer_tools; on sys.path through
-pyproject's ``pythonpath``), those of one group in its folder; a test module never imports another."""
+"""What every group of tests uses: the shared fixtures (one_thread, hub, image_folder), the seed, and the subject
+markers that follow from what a test does. The tests sit in one folder per room of the package (tests/models,
+tests/lm, tests/export, ...); a fixture that one group alone uses lives in that group's conftest.py. Helpers shared by
+several groups live in the helper modules beside this file (model_checks, small_lms, tolerances, digit_runs,
+fakehub, model_groups, maintainer_tools; on sys.path through pyproject's ``pythonpath``), those of one group in its
+folder; a test module never imports another."""
 
 import inspect
 import os
@@ -109,13 +110,6 @@ def hub(tmp_path, monkeypatch):
     under tmp_path, classic uploads, online); the server stops after the test."""
     with FakeHub() as server:
         yield server.use(monkeypatch, tmp_path / "hf-cache")
-
-
-@pytest.fixture
-def gguf_cache(tmp_path, monkeypatch):
-    """A temporary ZOO_CACHE for one test; yields the folder of its GGUF entries (not created)."""
-    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "gguf"
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = {"dm": dict(batch_real=16), "dc": dict(batch_real=16, inner_loop=1), "dsa": dict(batch_real=16, inner_loop=1)}
 
 
-@pytest.fixture(scope="module")
-def real():
-    return load_real("digits", image_size=16)
-
-
 def test_real_digits_are_normalised_and_fingerprinted(real):
     assert real.images.shape == (1437, 3, 16, 16) and real.num_classes == 10
     assert abs(float(real.images.mean())) < 1e-3 and abs(float(real.images.std()) - 1) < 0.01

@@ -4,7 +4,7 @@ short experts, a few unrolled steps."""
 import pytest
 import torch
 
-from zoo.condense import METHODS, CondenseError, SyntheticSet, condense, load_real
+from zoo.condense import METHODS, CondenseError, SyntheticSet, condense
 from zoo.condense.core import STATE_DIR, RealData, _fingerprint, run_method
 from zoo.condense.factorization import hallucinator_values, plan_bases, supcon_loss
 from zoo.condense.mtt import ExpertBuffer, buffer_settings
@@ -13,8 +13,9 @@ TINY = dict(num_experts=1, train_epochs=2, expert_epochs=1, max_start_epoch=2, s
 
 
 @pytest.fixture(scope="module")
-def real():
-    full = load_real("digits", image_size=16)
+def real(real):
+    """The group's digits cut to their first 10 images per class."""
+    full = real
     idx = torch.cat([i[:10] for i in full.by_class])
     images, labels = full.images[idx].contiguous(), full.labels[idx]
     source = dict(full.source, fingerprint=_fingerprint(images, labels), size=len(idx))

@@ -11,11 +11,6 @@ from zoo.condense.teacher import load_teacher, train_teacher
 
 
 @pytest.fixture(scope="module")
-def real():
-    return load_real("digits", image_size=16)
-
-
-@pytest.fixture(scope="module")
 def bn_teacher(real):
     """A narrow ConvNet-3 with BatchNorm, trained a few epochs: enough to score crops and hold BN statistics."""
     return train_teacher(real, epochs=4, seed=0, width=32, lr=0.05)

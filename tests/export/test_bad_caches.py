@@ -17,7 +17,7 @@ from zoo.export import llama_backend
 
 LLAMA = "llama.cpp"
 
-pytestmark = pytest.mark.usefixtures("one_thread", "gguf_cache")  # tests/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread", "gguf_cache")  # tests/conftest.py, tests/export/conftest.py
 
 
 @pytest.fixture(scope="module")

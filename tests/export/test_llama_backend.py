@@ -26,7 +26,8 @@ LLAMA = "llama.cpp"
 WINDOWED = ["sliding_attention", "full_attention"]
 
 
-pytestmark = [pytest.mark.export, pytest.mark.usefixtures("one_thread", "gguf_cache")]  # tests/conftest.py
+# one_thread: tests/conftest.py; gguf_cache: tests/export/conftest.py
+pytestmark = [pytest.mark.export, pytest.mark.usefixtures("one_thread", "gguf_cache")]
 
 
 class _Chars:

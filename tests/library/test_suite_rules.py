@@ -1,6 +1,7 @@
 """How the test suite is put together: the test modules sit in one folder per room of the package (tests/models,
-tests/lm, tests/export, ...); they share setup through tests/conftest.py's fixtures and the helper modules, never by
-importing one another; the subject markers are registered and follow from what a test does."""
+tests/lm, tests/export, ...); they share setup through the conftest.py files (tests/conftest.py for what several groups
+use, a group's own for what it alone uses) and the helper modules, never by importing one another; the subject
+markers are registered and follow from what a test does."""
 
 import ast
 import re
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
+GROUPS = sorted(p for p in TESTS.iterdir() if p.is_dir() and any(p.glob("test_*.py")))
 SUBJECTS = ("export", "hub", "ddp", "parity")
 
 
@@ -63,12 +65,42 @@ def _fixtures(path: Path) -> set[str]:
     return found
 
 
+def _conftests(module: Path) -> list[Path]:
+    """The conftest.py files whose fixtures ``module`` sees: tests/conftest.py and its group's, where it has one."""
+    return [p for p in (TESTS / "conftest.py", module.parent / "conftest.py") if p.is_file()]
+
+
 def test_no_test_module_redefines_a_shared_fixture():
-    shared = _fixtures(TESTS / "conftest.py")
-    assert {"one_thread", "hub", "gguf_cache", "image_folder"} <= shared
-    defined = {p.name: _fixtures(p) & shared for p in sorted(TESTS.rglob("test_*.py"))}
+    assert {"one_thread", "hub", "image_folder"} <= _fixtures(TESTS / "conftest.py")
+    defined = {}
+    for p in sorted(TESTS.rglob("test_*.py")):
+        shared = set().union(*(_fixtures(c) for c in _conftests(p)))
+        defined[p.name] = _fixtures(p) & shared
     redefined = {name: sorted(fixtures) for name, fixtures in defined.items() if fixtures}
-    assert not redefined, f"fixtures that shadow conftest.py's: {redefined}"
+    assert not redefined, f"fixtures that shadow a conftest.py's: {redefined}"
+
+
+def _requested(path: Path) -> set[str]:
+    """The fixture names ``path`` asks for: its functions' arguments and ``usefixtures`` strings."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.FunctionDef):
+            names.update(a.arg for a in node.args.args)
+        elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith("usefixtures"):
+            names.update(a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str))
+    return names
+
+
+def test_tests_conftest_holds_what_several_groups_use():
+    """A fixture one group alone uses lives in that group's conftest.py; a group's conftest.py does not repeat one of
+    tests/conftest.py's."""
+    shared = _fixtures(TESTS / "conftest.py")
+    users = {name: sorted({g.name for g in GROUPS for p in g.glob("*.py") if name in _requested(p)}) for name in shared}
+    alone = {name: groups for name, groups in users.items() if len(groups) < 2 and not name.startswith("_")}
+    assert not alone, f"fixtures of tests/conftest.py used by one group or none (move them to its conftest.py): {alone}"
+    for group in GROUPS:
+        own = _fixtures(group / "conftest.py") if (group / "conftest.py").is_file() else set()
+        assert not own & shared, (group.name, sorted(own & shared))
 
 
 def test_markers_are_registered_and_the_default_run_leaves_out_slow(pytestconfig):
