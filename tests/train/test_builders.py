@@ -67,3 +67,32 @@ def test_sparse_section_is_checked_when_the_recipe_loads():
         _recipe(sparse={"sparsity": 1.5})
     with pytest.raises(RecipeError, match="section 'sparse' must be a mapping"):
         _recipe(sparse=0.5)
+
+
+@pytest.mark.parametrize(
+    ("opt", "step"),
+    [("adamw", "fused"), ("sgd", "fused"), ("rmsprop", "foreach"), ("lamb", "foreach"), ("adamp", None)],
+)
+def test_optimizer_takes_the_fastest_step_it_has(opt, step):
+    """PyTorch's fused step where the optimizer has one, else its multi-tensor step, else its own; the update is
+    the for-loop step's within float32 rounding."""
+    from timm.optim import create_optimizer_v2
+
+    torch.manual_seed(0)
+    model, twin = nn.Linear(16, 8), nn.Linear(16, 8)
+    twin.load_state_dict(model.state_dict())
+    recipe = _recipe(optim={"opt": opt, "lr": 0.01})
+    optimizer = build_optimizer(model, recipe)
+    group = optimizer.param_groups[0]
+    assert [k for k in ("fused", "foreach") if group.get(k)] == ([step] if step else [])
+    o = recipe.optim
+    loop = create_optimizer_v2(twin, opt=opt, lr=recipe.scaled_lr(), weight_decay=o.weight_decay, momentum=o.momentum,
+                               **({"foreach": False} if step else {}))  # fmt: skip
+    for _ in range(3):
+        for p, q in zip(model.parameters(), twin.parameters()):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        optimizer.step()
+        loop.step()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

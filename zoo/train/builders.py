@@ -47,22 +47,24 @@ __all__ = [
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe):
-    """timm's ``create_optimizer_v2`` with the ``optim:`` section, at the batch-scaled learning rate."""
+    """timm's ``create_optimizer_v2`` with the ``optim:`` section, at the batch-scaled learning rate, and PyTorch's
+    fused step where the optimizer has one (SGD, Adam, AdamW, Adagrad: one kernel over every parameter, where the
+    default on a CPU loops over them tensor by tensor), else its multi-tensor (``foreach``) step, else its own."""
     o = recipe.optim
     kwargs = {}
     if o.betas is not None:
         kwargs["betas"] = tuple(o.betas)
     if o.eps is not None:
         kwargs["eps"] = o.eps
-    return create_optimizer_v2(
-        model,
-        opt=o.opt,
-        lr=recipe.scaled_lr(),
-        weight_decay=o.weight_decay,
-        momentum=o.momentum,
-        layer_decay=o.layer_decay,
-        **kwargs,
-    )
+    args = dict(opt=o.opt, lr=recipe.scaled_lr(), weight_decay=o.weight_decay, momentum=o.momentum,
+                layer_decay=o.layer_decay, **kwargs)  # fmt: skip
+    for step in ({"fused": True}, {"foreach": True}):
+        try:
+            return create_optimizer_v2(model, **args, **step)
+        except TypeError as e:  # this optimizer takes no such switch: the next
+            if "unexpected keyword argument" not in str(e):
+                raise
+    return create_optimizer_v2(model, **args)
 
 
 def schedule_steps(recipe: Recipe, total_steps: int, steps_per_epoch: int) -> tuple[int, int]:
