@@ -63,7 +63,7 @@ BENCHMARKS = (
     ),
     (
         "train",
-        "training steps (forward, backward, AdamW) against timm / transformers; --e2e: train.py",
+        "training steps (forward, backward, optimizer) against timm / transformers; --e2e: train.py",
         train_bench.add_arguments,
         train_bench.run,
     ),

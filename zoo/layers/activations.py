@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import vision
-from .tracing import is_eager
+from .tracing import is_eager, kernels_may_run
 
 
 def _star_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -63,6 +63,7 @@ def _kernel_takes(x: torch.Tensor, scale: torch.Tensor) -> bool:
         and scale.dtype == torch.float32
         and x.is_contiguous()
         and not torch.is_autocast_enabled("cpu")
+        and kernels_may_run()
         and vision.available()
     )
 

@@ -5,7 +5,7 @@ gradient is that kernel on the output's gradient (the flipped kernel), and the w
 float32 rounding of oneDNN's and closer to float64 (:mod:`zoo.kernels.vision`). The kernels are taken in eager
 mode on the CPU, for float32 channels-last input, stride 1, no dilation, zero padding and a multiple of eight
 channels, outside autocast; anything else (another device, dtype or layout, ``torch.compile`` / ``torch.export`` /
-fx traces, TorchScript, a CPU without AVX2) is the plain convolution. Same parameters and state dict as
+fx and TorchScript traces (fvcore's count, ONNX), TorchScript, a CPU without AVX2) is the plain convolution. Same parameters and state dict as
 ``nn.Conv2d``.
 """
 
@@ -16,7 +16,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..kernels import vision
-from .tracing import is_eager
+from .tracing import is_eager, kernels_may_run
 
 __all__ = ["DepthwiseConv2d"]
 
@@ -79,5 +79,6 @@ class DepthwiseConv2d(nn.Conv2d):
             and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling()
             and not torch.compiler.is_exporting()
+            and kernels_may_run()
             and vision.available()
         )

@@ -17,7 +17,7 @@ from torch import nn
 from ..kernels import vision
 from .activations import GELU, StarReLU, needs_grad
 from .linear import Linear
-from .tracing import is_eager
+from .tracing import is_eager, kernels_may_run
 
 __all__ = ["Mlp"]
 
@@ -101,5 +101,6 @@ class Mlp(nn.Module):
             and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling()
             and not torch.compiler.is_exporting()
+            and kernels_may_run()
             and vision.available()
         )

@@ -15,8 +15,9 @@ pays one flag read.
 
 import torch
 from torch.fx import _symbolic_trace
+from torch.utils import _python_dispatch
 
-__all__ = ["is_eager", "is_fx_tracing"]
+__all__ = ["is_eager", "is_fx_tracing", "kernels_may_run"]
 
 # torch.fx's symbolic tracing only (torch.export, which compiles, keeps the paths written for it); older torch has
 # the one flag
@@ -27,3 +28,11 @@ is_fx_tracing = getattr(_symbolic_trace, "is_fx_symbolic_tracing", _symbolic_tra
 def is_eager() -> bool:
     """False while ``torch.fx`` traces the model (its graph then records the plain path of every shortcut)."""
     return not is_fx_tracing()
+
+
+@torch.jit.unused
+def kernels_may_run() -> bool:
+    """Whether a layer may call the zoo's own C++ operators instead of PyTorch's: not while ``torch.jit`` traces
+    (fvcore's count, ONNX) nor under a dispatch mode (``FlopCounterMode``, fake tensors), which see and count
+    PyTorch's operators only."""
+    return not torch.jit.is_tracing() and _python_dispatch._get_current_dispatch_mode() is None
