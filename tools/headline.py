@@ -212,8 +212,13 @@ def _condense_group(results: Path) -> list[_Row]:
     scripts = next(d for d in (_load(results, n) for n in reversed(_files(results, "headline", "condense/speed_scripts")))
                    if any((r["method"], r["ipc"], r["threads"]) == dm_row for r in d["scripts"]))  # fmt: skip
     s = next(r for r in scripts["scripts"] if (r["method"], r["ipc"], r["threads"]) == dm_row)
+    # a run that also timed the authors' script under the allocator policy zoo condense holds says so beside it
+    setting = next((r["authors_setting"] for r in scripts.get("allocator", ())
+                    if (r["method"], r["ipc"], r["threads"]) == dm_row), None)  # fmt: skip
+    also = (f"; under `{scripts['setting']}` (the zoo's allocator policy) {setting['wall']:.2f} s "
+            f"({setting['wall'] / s['zoo_wall']:.2f}x)" if setting else "")  # fmt: skip
     rows.append((f"| condensation speed, DM, MNIST, 1 image per class, 1 thread | {s['zoo_wall']:.2f} s per "
-                 f"iteration | the authors' `main_DM.py` {s['authors_wall']:.2f} s ({s['speedup_wall']:.2f}x) | "
+                 f"iteration | the authors' `main_DM.py` {s['authors_wall']:.2f} s ({s['speedup_wall']:.2f}x){also} | "
                  "[condense speed](results/condense/speed.md) |", [scripts["provenance"]]))  # fmt: skip
     return rows
 
@@ -341,6 +346,45 @@ def condense_speed(results: Path) -> str:
 def condense_scripts(results: Path) -> str:
     """results/condense/speed.md's table of the authors' own scripts timed beside ``zoo condense``."""
     return render_scripts([_load(results, name) for name in _files(results, "condense_scripts")])
+
+
+def _side(s: dict[str, Any]) -> str:
+    return f"{s['wall']:.2f} / {s['cpu']:.2f}"
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
+    return f"{a['wall'] / b['wall']:.2f}x / {a['cpu'] / b['cpu']:.2f}x"
+
+
+def condense_allocator(results: Path) -> str:
+    """results/condense/speed.md's table of the authors' scripts as they ship and with glibc's allocator set by its
+    environment (the policy ``zoo condense`` holds), beside ``zoo condense``: seconds per iteration, the speed-ups
+    and each process's peak resident set; the commands, the provenance and every run under it."""
+    lines = []
+    for name in _files(results, "condense_allocator"):
+        d = _load(results, name)
+        v, setting = d["provenance"], d["setting"]
+        rows = []
+        for r in d["allocator"]:
+            a, s, z = r["authors"], r["authors_setting"], r["zoo"]
+            rows.append(f"| {r['method'].upper()} | {r['ipc']} | {r['threads']} | {_side(a)} | {_side(s)} | {_side(z)} "
+                        f"| **{_ratio(a, z)}** | **{_ratio(s, z)}** | {_ratio(a, s)} | "
+                        f"{a['peak_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} / {z['peak_rss_mb']:.0f} |")  # fmt: skip
+        lines += [_table(rows, "| method | ipc | threads | authors s/it (wall / CPU) | authors with the setting | zoo "
+                         "| zoo's speed-up against the authors (wall / CPU) | against the authors with the setting | "
+                         "the setting alone | peak RSS, MB: authors / with the setting / zoo |",
+                         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"), ""]  # fmt: skip
+        lines.append(f"- The setting: `{setting}` in the authors' environment ({d['setting_note']}).")
+        for r in d["allocator"]:
+            lines.append(f"- {r['method'].upper()}: `{r['authors_command']}` (in the authors' checkout) and "
+                         f"`{r['zoo_command']}`, each under `{d['environment']}`.")  # fmt: skip
+        lines.append(f"- {d['repository']}: {v['date']}, commit {v['commit']}, {v['cpu']} ({v['cpu_flags']}), "
+                     f"{v['libc']}, torch {v['torch']}, load {v['load']}; {d['method']}")  # fmt: skip
+        for run in d["processes"]:
+            lines.append(f"  - {run['label']}: {run['start'][11:16]}-{run['end'][11:16]} UTC, load {run['load_start']} "
+                         f"at the start, {run['load_end']} at the end; {run['wall']:.2f} / {run['cpu']:.2f} s/it over "
+                         f"{run['timed_intervals']} intervals, peak RSS {run['peak_rss_mb']:.0f} MB")  # fmt: skip
+    return "\n".join(lines)
 
 
 def condense_scripts_gpu(results: Path) -> str:
@@ -576,6 +620,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "condense_speed": condense_speed,
     "condense_scripts": condense_scripts,
     "condense_scripts_gpu": condense_scripts_gpu,
+    "condense_allocator": condense_allocator,
     "condense_table": condense_table,
     "data_pruning_summary": data_pruning_summary,
     "data_pruning_40ep": data_pruning_40ep,
