@@ -174,15 +174,21 @@ _Row = tuple[str, list[dict[str, Any]]]
 
 
 def _speed_group(results: Path) -> list[_Row]:
-    train = _load(results, "train_throughput.json")
     lm = next(r for r in _load(results, "lm_decode.json")["runs"] if r["model"] == "mobilellm_125m")
     prune = _load(results, "compress.json")["prune_latency"]
     rows = []
-    for r in train["train_step"]:
-        if r["peer"] == "timm" and not r.get("switches"):
-            rows.append((f"| training step, {r['model']}, {r['batch']} | {r['zoo_rate']:.2f} {r['unit']} | timm "
-                         f"{r['peer_rate']:.2f} {r['unit']} ({r['ratio']:.2f}x) | "
-                         "[train_throughput](results/train_throughput.md) |", [_prov(r, train)]))  # fmt: skip
+    bench = _load(results, "train/timm_benchmark.json")
+    train = [r for r in bench["rows"] if r["bench"] == "train"]
+    threads = min(r["threads"] for r in train)  # the headline: one thread, as the judge's protocol runs it
+    for model in dict.fromkeys(r["model"] for r in train):
+        runs = [r for r in train if r["model"] == model and r["threads"] == threads]
+        sizes = " / ".join(str(r["batch_size"]) for r in runs)
+        zoo = " / ".join(f"{r['zoo']:.2f}" for r in runs)
+        timm = " / ".join(f"{r['timm']:.2f}" for r in runs)
+        ratio = " / ".join(f"{r['ratio']:.2f}x" for r in runs)
+        rows.append((f"| training step by timm's `benchmark.py`, {model}, batch {sizes}, {threads} "
+                     f"thread{'s' * (threads > 1)} | {zoo} img/s | timm {timm} img/s ({ratio}) | "
+                     "[train_throughput](results/train_throughput.md) |", [_prov(r, bench) for r in runs]))  # fmt: skip
     for f in lm["formats"]:
         if f["format"] in ("fp32", "int4"):
             rows.append((f"| greedy decode, {lm['model']}, {f['format']} compiled | {f['zoo_compiled']:.1f} tok/s | "
@@ -508,6 +514,21 @@ def train_step(results: Path) -> str:
     return _headed(runs, _table(rows, header, "|---|---|---|---|---|---|---|---|"), ("timm", "transformers"))
 
 
+def timm_benchmark(results: Path) -> str:
+    """results/train_throughput.md's table of timm's own ``benchmark.py`` on timm's build and the zoo's (each in its
+    own process, alternated), under a line per run."""
+    doc = _load(results, "train/timm_benchmark.json")
+    rows, runs = [], []
+    for r in doc["rows"]:
+        runs.append((r.get("command", doc["command"]), _prov(r, doc)))
+        rows.append(f"| {r['model']} | {r['batch_size']} x 224 | {r['bench']} | {r['threads']} | {r['timm']:.2f} | "
+                    f"{r['zoo']:.2f} | **{r['ratio']:.2f}x** | {', '.join(f'{x:.2f}' for x in r['ratios'])} | "
+                    f"{r['load']} |")  # fmt: skip
+    header = ("| model | batch | bench | threads | timm samples/s | zoo samples/s | zoo / timm (median) | per round | "
+              "load at start |")  # fmt: skip
+    return _headed(runs, _table(rows, header, "|---|---|---|---:|---:|---:|---:|---|---:|"), ("timm",))
+
+
 def _lm_run(results: Path, model: str) -> dict[str, Any]:
     return next(r for r in _load(results, "lm_decode.json")["runs"] if r["model"] == model)
 
@@ -627,6 +648,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "data_pruning_5seeds": data_pruning_5seeds,
     "data_pruning_100ep": data_pruning_100ep,
     "train_step": train_step,
+    "timm_benchmark": timm_benchmark,
     "lm_formats_125m": lm_formats_125m,
     "lm_formats_350m": lm_formats_350m,
     "lm_formats_mor": lm_formats_mor,

@@ -6,7 +6,7 @@ with ``--script`` or ``$ZOO_TIMM_SCRIPTS``)::
     python tools/timm_benchmark.py --script DIR/benchmark.py --models poolformer_s12 --batch-sizes 8,32 \\
         --bench train --threads 1 --rounds 3 [--out results/timm_benchmark.json]
 
-Each measurement is its own process, ``benchmark.py --model NAME --device cpu --bench BENCH -b BATCH
+Each measurement is its own process, ``benchmark.py --model NAME --device DEVICE --bench BENCH -b BATCH
 --results-file ...`` with ``OMP_NUM_THREADS`` set; the two builds alternate (timm, zoo, then zoo, timm, ...). The
 zoo's build runs in a process that imported the zoo and registered its builder in timm's registry under another
 name, ``zoo_NAME``; timm's process never imports the zoo. The ratio of a round is zoo / timm samples per second of
@@ -64,16 +64,17 @@ def child(build: str, script: str, args: list[str]) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
-def _run(build: str, script: str, model: str, batch: int, bench: str, threads: int, iters: tuple[int, int]) -> dict:
+def _run(build: str, script: str, model: str, batch: int, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         name = PREFIX + model if build == "zoo" else model
         cmd = [
-            sys.executable, __file__, "--child", build, script, "--model", name, "--device", "cpu",
-            "--bench", bench, "-b", str(batch), "--num-warm-iter", str(iters[0]), "--num-bench-iter", str(iters[1]),
+            sys.executable, __file__, "--child", build, script, "--model", name, "--device", args.device,
+            "--bench", args.bench, "-b", str(batch), "--num-warm-iter", str(args.iters[0]),
+            "--num-bench-iter", str(args.iters[1]),
             "--no-retry", "--results-file", str(out), "--results-format", "json",
         ]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0 or not out.is_file():
             raise SystemExit(f"{build} {model} batch {batch} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -93,10 +94,10 @@ def measure(args) -> list[dict]:
             rates: dict[str, list[float]] = {"timm": [], "zoo": []}
             for r in range(args.rounds):
                 for build in ("timm", "zoo") if r % 2 == 0 else ("zoo", "timm"):
-                    result = _run(build, args.script, model, batch, args.bench, args.threads, args.iters)
+                    result = _run(build, args.script, model, batch, args)
                     rates[build].append(result[key])
             ratios = [z / t for z, t in zip(rates["zoo"], rates["timm"])]
-            row = dict(model=model, batch_size=batch, bench=args.bench, threads=args.threads,
+            row = dict(model=model, batch_size=batch, bench=args.bench, threads=args.threads, device=args.device,
                        timm=statistics.median(rates["timm"]), zoo=statistics.median(rates["zoo"]),
                        ratio=statistics.median(ratios), ratios=[round(x, 3) for x in ratios],
                        rates=rates, load=round(load, 2))  # fmt: skip
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", default="poolformer_s12,convformer_s18,caformer_s18")
     p.add_argument("--batch-sizes", default="8,32")
     p.add_argument("--bench", default="train", choices=("train", "infer"))
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every run (default 1)")
+    p.add_argument("--device", default="cpu", help="benchmark.py's --device: cpu or cuda (default cpu)")
     p.add_argument("--rounds", type=int, default=3, help="pairs of runs (the builds' order alternates)")
     p.add_argument("--iters", type=lambda s: tuple(int(x) for x in s.split(",")), default=(3, 10),
                    help="benchmark.py's warm-up and timed iterations (default 3,10; at least 5 timed)")  # fmt: skip
@@ -127,18 +129,23 @@ def main(argv: list[str] | None = None) -> None:
     if not args.script or not Path(args.script).is_file():
         p.error("timm's benchmark.py not found: give --script PATH or set ZOO_TIMM_SCRIPTS (it ships in timm's "
                 "repository, https://github.com/huggingface/pytorch-image-models, not in its wheel)")  # fmt: skip
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from zoo.bench.harness import provenance, save_results
+
+    prov = provenance(f"{os.uname().machine}, {args.threads} threads")  # at the start: date, commit, load
+    cpu = f"{prov.get('cpu', 'CPU')} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores"
+    prov = {**prov, "cpu": cpu, "threads": str(args.threads)}
+    command = "python tools/timm_benchmark.py " + " ".join(argv)
     rows = measure(args)
     if args.out:
-        sys.path.insert(0, str(REPO))
-        from zoo.bench.harness import provenance, save_results
-
         doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
         keep = [r for r in doc.get("rows", []) if not any(
             (r["model"], r["batch_size"], r["bench"], r["threads"]) ==
             (n["model"], n["batch_size"], n["bench"], n["threads"]) for n in rows)]  # fmt: skip
-        prov = provenance(f"{os.uname().machine}, {args.threads} threads")
-        doc = {"provenance": prov, "command": "python tools/timm_benchmark.py " + " ".join(argv),
-               "rows": keep + [dict(r, provenance=prov) for r in rows]}  # fmt: skip
+        doc = {"provenance": prov, "command": command,
+               "rows": keep + [dict(r, provenance=prov, command=command) for r in rows]}  # fmt: skip
         save_results(args.out, doc)
 
 
