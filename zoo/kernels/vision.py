@@ -6,10 +6,10 @@ What a ConvFormer's training step waits on longest after its matrix products is 
 depthwise 7x7 convolutions, which runs several times slower than their forward pass over the same multiply-adds;
 their forward pass itself runs well below the multiply-add peak.
 
-* :func:`depthwise_forward`: ``y[n, c, ho, wo] = sum_{i, j} x[n, c, ho + i - ph, wo + j - pw] * w[c, 0, i, j]``, one float32
-  accumulator an output, fused multiply-adds over the taps in ``(i, j)`` order: the same order, so the same bits,
-  as oneDNN's direct depthwise convolution. The input's gradient is
-  the same call on the output's gradient with the kernel flipped and the complementary padding.
+* :func:`depthwise_forward`: ``y[n, c, ho, wo] = sum_{i, j} x[n, c, ho + i - ph, wo + j - pw] * w[c, 0, i, j]``,
+  one float32 accumulator an output, fused multiply-adds over the taps in ``(i, j)`` order: the same order, so the
+  same bits, as oneDNN's direct depthwise convolution. The input's gradient is the same call on the output's
+  gradient with the kernel flipped and the complementary padding.
 * :func:`depthwise_weight_grad`: ``dw[c, i, j] = sum_{n, ho, wo} x[n, c, ho + i - ph, wo + j - pw] * g[n, c, ho, wo]``,
   float32 fused multiply-adds along each output row, the rows' sums added in float64, by one thread an output in a
   fixed order (the result does not depend on the thread count). Its error is at most ``gamma_Wo`` (a float32 sum

@@ -5,8 +5,8 @@ gradient is that kernel on the output's gradient (the flipped kernel), and the w
 float32 rounding of oneDNN's and closer to float64 (:mod:`zoo.kernels.vision`). The kernels are taken in eager
 mode on the CPU, for float32 channels-last input, stride 1, no dilation, zero padding and a multiple of eight
 channels, outside autocast; anything else (another device, dtype or layout, ``torch.compile`` / ``torch.export`` /
-fx and TorchScript traces (fvcore's count, ONNX), TorchScript, a CPU without AVX2) is the plain convolution. Same parameters and state dict as
-``nn.Conv2d``.
+fx and TorchScript traces (fvcore's count, ONNX), a dispatch mode, TorchScript, a CPU without AVX2) is the plain
+convolution. Same parameters and state dict as ``nn.Conv2d``.
 """
 
 from __future__ import annotations

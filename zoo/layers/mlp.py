@@ -6,8 +6,8 @@ activation), but the activation's backward writes the hidden gradient over the b
 just filled, where autograd's chain allocates a second tensor of the hidden width (four times the model's) for it.
 GELU's backward is ATen's own (its ``out=`` form); StarReLU's forward and backward are :mod:`zoo.kernels.vision`'s
 one-pass kernels. Evaluation mode (the pruning graph traces the layers one by one), inference, other devices and
-dtypes, autocast, traced or scripted graphs, layers with forward hooks (which must see their calls), and a machine where :mod:`zoo.kernels.vision` does not run
-(``ZOO_VISION_KERNELS=0``) run the layers one by one.
+dtypes, autocast, traced or scripted graphs, layers with forward hooks (which must see their calls), and a machine
+where :mod:`zoo.kernels.vision` does not run (``ZOO_VISION_KERNELS=0``) run the layers one by one.
 """
 
 import torch
