@@ -227,3 +227,16 @@ def test_fused_mlp_leaves_hooked_layers_and_evaluation_to_the_layers():
     plain = mlp.eval()(x)
     assert "_MlpTraining" not in plain.grad_fn.name()
     assert torch.allclose(fused, plain, rtol=0, atol=gamma(8 + 32 + 2) * 8)
+
+
+def test_layers_script_to_the_plain_operators():
+    """TorchScript compiles the layers (their kernel branches are eager-only) and runs PyTorch's operators."""
+    from zoo.layers import Mlp
+
+    conv = DepthwiseConv2d(16, 7, padding=3, bias=False).eval()
+    x = torch.randn(1, 16, 9, 9).to(memory_format=CL)
+    with torch.no_grad():
+        assert torch.equal(torch.jit.script(conv)(x), F.conv2d(x, conv.weight, padding=3, groups=16))
+    mlp = Mlp(8, hidden=32, act_layer=StarReLU).train()
+    h = torch.randn(2, 3, 8)
+    torch.testing.assert_close(torch.jit.script(mlp)(h), mlp(h), rtol=0, atol=gamma(8 + 32 + 4) * 16)

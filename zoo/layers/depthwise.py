@@ -9,8 +9,6 @@ fx and TorchScript traces (fvcore's count, ONNX), a dispatch mode, TorchScript, 
 convolution. Same parameters and state dict as ``nn.Conv2d``.
 """
 
-from __future__ import annotations
-
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -61,7 +59,7 @@ class DepthwiseConv2d(nn.Conv2d):
             if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
                 return _DepthwiseConv.apply(x, self.weight, self.bias, self.padding)
             return _forward(x, self.weight, self.bias, self.padding)
-        return super().forward(x)
+        return self._conv_forward(x, self.weight, self.bias)
 
     @torch.jit.unused  # eager only (see zoo.layers.tracing)
     def _takes(self, x: torch.Tensor) -> bool:
