@@ -5,6 +5,8 @@ figure tuned on one machine:
 - two paths that compute the same thing the same way agree bit for bit: ``atol=0`` (no helper needed);
 - two float32 paths that differ in summation order or kernel: :func:`float32_bound`, a few x the depth of the
   reductions x one float32 step of the magnitude they run over;
+- a kernel's own sum, written out: :func:`gamma`, the classic bound on ``n`` roundings in a row (``|error| <=
+  gamma_n x`` the sum of the magnitudes), at float32's unit roundoff :data:`U32` or another;
 - a whole model (many reductions, norms, softmaxes): :func:`assert_float32_close`, the float32 result against the
   same model in float64 on the same inputs, within a small multiple of that float32 reference's own error
   (:func:`float64_bound`), which every machine measures for itself;
@@ -14,12 +16,14 @@ figure tuned on one machine:
   class, :func:`assert_scalar_within` for a number, :func:`assert_state_within` for a network's weights).
 """
 
+import contextlib
 import copy
 
 import pytest
 import torch
 
 EPS32 = torch.finfo(torch.float32).eps  # 2**-23: one float32 step at 1.0 (twice the unit roundoff)
+U32, U64 = 2.0**-24, 2.0**-53  # unit roundoffs of float32 and float64
 TIMES, ULPS = 4.0, 4  # a float32 path within TIMES x the reference's own float32 error, plus ULPS steps of its scale
 
 
@@ -163,3 +167,19 @@ def assert_state_within(zoo32: dict, ref32: dict, ref64: dict, what: str) -> dic
            if errors[k] > bound]  # fmt: skip
     assert not bad, bad
     return {"own": max(own.values()), "bound": bound, "zoo": max(errors.values())}
+
+
+def gamma(n: int, u: float = U32) -> float:
+    """The classic bound on n roundings in a row: |error| <= gamma_n * (the sum of the magnitudes)."""
+    return n * u / (1 - n * u)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` for the block, then put back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerances import U32, U64, gamma, torch_threads
 from torch import nn
 
 import zoo
@@ -21,7 +22,6 @@ pytestmark = pytest.mark.skipif(
     torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="the kernels are AVX2"
 )
 
-U32, U64 = 2.0**-24, 2.0**-53  # unit roundoffs
 CL = torch.channels_last
 # (N, C, H, W, kh, kw, ph, pw): ConvFormer's 7x7 'same', rows shorter than a tile, rectangular and odd kernels,
 # one image, a map smaller than the kernel
@@ -33,21 +33,6 @@ SHAPES = [
     (2, 8, 3, 2, 7, 7, 3, 3),
     (1, 16, 10, 10, 1, 13, 0, 6),
 ]
-
-
-def gamma(n: int, u: float = U32) -> float:
-    """The classic bound on n roundings in a row: |error| <= gamma_n * (the sum of the magnitudes)."""
-    return n * u / (1 - n * u)
-
-
-@contextlib.contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -112,9 +97,9 @@ def test_depthwise_gradients_within_float32_bounds(shape):
 
 def test_depthwise_weight_grad_does_not_depend_on_the_thread_count():
     x, _, g, pad = _maps((2, 32, 12, 12, 7, 7, 3, 3), seed=1)
-    with _threads(1):
+    with torch_threads(1):
         one = vision.depthwise_weight_grad(x, g, (7, 7), pad)
-    with _threads(2):
+    with torch_threads(2):
         two = vision.depthwise_weight_grad(x, g, (7, 7), pad)
     assert torch.equal(one, two)
 

@@ -1,11 +1,10 @@
 """zoo.kernels.winograd and zoo.condense.fast_convs: the inference convolutions against float64 convolution, within
 bounds derived from float32 rounding; the fallbacks; the modules in a compiled graph; DM's real side runs them."""
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerances import U32, gamma, torch_threads
 from torch import nn
 
 from zoo.condense import fast_convs
@@ -14,23 +13,6 @@ from zoo.kernels import winograd
 pytestmark = pytest.mark.skipif(
     torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="the kernels are AVX2"
 )
-
-U32 = 2.0**-24  # float32's unit roundoff
-
-
-def gamma(n: int) -> float:
-    """The classic bound on n roundings in a row: |error| <= gamma_n * (the sum of the magnitudes)."""
-    return n * U32 / (1 - n * U32)
-
-
-@contextlib.contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +53,7 @@ def test_winograd_is_the_convolution_within_its_rounding_bound(n, c, k, h, w, th
     weight = torch.randn(k, c, 3, 3, generator=g) * (2 / (9 * c)) ** 0.5
     bias = torch.randn(k, generator=g)
     u = winograd.winograd_weights(weight)
-    with _threads(threads):
+    with torch_threads(threads):
         y = torch.ops.zoo_conv.winograd3x3(x, u, bias)
     assert y.shape == (n, k, h, w) and y.is_contiguous(memory_format=torch.channels_last)
     truth = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
@@ -89,9 +71,9 @@ def test_winograd_gives_the_same_bits_at_any_thread_count():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(8, 32, 16, 16, generator=g).contiguous(memory_format=torch.channels_last)
     u, bias = winograd.winograd_weights(torch.randn(32, 32, 3, 3, generator=g)), torch.randn(32, generator=g)
-    with _threads(1):
+    with torch_threads(1):
         one = torch.ops.zoo_conv.winograd3x3(x, u, bias)
-    with _threads(2):
+    with torch_threads(2):
         two = torch.ops.zoo_conv.winograd3x3(x, u, bias)
     assert torch.equal(one, two)
 
@@ -319,7 +301,7 @@ def test_the_one_channel_plane_gradients_are_within_their_rounding_bound(n, k, h
     xr = x.clone().requires_grad_(True)
     grads = {}
     for threads in (1, 2):
-        with _threads(threads):
+        with torch_threads(threads):
             conv.zero_grad()
             xr.grad = None
             mod(xr).backward(gy)
@@ -360,7 +342,7 @@ def test_the_fused_norm_relu_pool_keeps_the_forward_and_bounds_the_gradients(sha
     gp = torch.randn(n, c, h // 2, w // 2, generator=g)
     grads = {}
     for threads in (1, 2):
-        with _threads(threads):
+        with torch_threads(threads):
             xr = x.clone().requires_grad_(True)
             out = mod(xr)
             grads[threads] = torch.autograd.grad(out, (xr, norm.weight, norm.bias), gp)

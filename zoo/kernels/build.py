@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import warnings
+from collections.abc import Callable
 
 import torch
 
-__all__ = ["build", "build_name", "build_or_warn"]
+__all__ = ["build", "build_name", "build_or_warn", "built_once"]
 
 
 def build_or_warn(
@@ -33,6 +35,16 @@ def build_or_warn(
             stacklevel=4,
         )
         return None
+
+
+def built_once(state: dict, lock: threading.Lock, build: Callable[[], bool]) -> bool:
+    """``state["ok"]``: whether a kernel library runs here, ``build()``'s answer, asked once per process (the first
+    caller builds under ``lock``, a concurrent one waits for it)."""
+    if "ok" not in state:
+        with lock:
+            if "ok" not in state:
+                state["ok"] = build()
+    return state["ok"]
 
 
 def build_name(prefix: str, source: str, flags: list[str]) -> str:

@@ -82,7 +82,7 @@ import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
 from ..platform.machine import cpu_model
-from .build import build_or_warn
+from .build import build_or_warn, built_once
 
 __all__ = [
     "ISAS",
@@ -137,12 +137,7 @@ _lock = threading.Lock()
 def available() -> bool:
     """Whether the kernels run here (built at the first call): an AVX2 CPU, a C++ compiler, ``ZOO_GEMV`` not
     ``0``. A build that fails warns once and leaves PyTorch's kernels in use."""
-    if "ok" in _state:
-        return _state["ok"]
-    with _lock:
-        if "ok" not in _state:
-            _state["ok"] = _build()
-    return _state["ok"]
+    return built_once(_state, _lock, _build)
 
 
 def _build() -> bool:

@@ -32,7 +32,7 @@ import threading
 
 import torch
 
-from .build import build_or_warn
+from .build import build_or_warn, built_once
 
 __all__ = [
     "LANES",
@@ -55,11 +55,7 @@ _lock = threading.Lock()
 def available() -> bool:
     """Whether the kernel runs here (built at the first call). A build that fails warns once, and oneDNN's
     gradient is used instead."""
-    if "ok" not in _state:
-        with _lock:
-            if "ok" not in _state:
-                _state["ok"] = _build()
-    return _state["ok"]
+    return built_once(_state, _lock, _build)
 
 
 def _build() -> bool:

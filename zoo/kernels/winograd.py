@@ -31,7 +31,7 @@ import threading
 
 import torch
 
-from .build import build_or_warn
+from .build import build_or_warn, built_once
 
 __all__ = ["PANEL", "available", "winograd_weights"]
 
@@ -50,11 +50,7 @@ PANEL = 16  # output channels per weight panel of the micro-kernel
 def available() -> bool:
     """Whether the kernels run here (built at the first call): an AVX2 CPU, a C++ compiler, and ``ZOO_CONV`` not
     ``0``. A build that fails warns once and leaves the modules' own convolutions in use."""
-    if "ok" not in _state:
-        with _lock:
-            if "ok" not in _state:
-                _state["ok"] = _build()
-    return _state["ok"]
+    return built_once(_state, _lock, _build)
 
 
 def _build() -> bool:
