@@ -159,7 +159,10 @@ def download(
     offline = is_offline or not endpoint_reachable(endpoint)
 
     def fetch(local_only: bool) -> str:
-        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_only)
+        # the endpoint read once, here: a call given up on (bounded_call) keeps asking the Hub it was given
+        return hf_hub_download(
+            repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_only, endpoint=endpoint
+        )
 
     try:
         try:

@@ -211,8 +211,9 @@ def _writable_cache(folder: Path) -> None:
     """ValueError naming ``ZOO_CACHE`` when the cache folder cannot be made or written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = Path(tempfile.mkstemp(prefix=".probe-", dir=folder)[1])
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise ValueError(
             f"the GGUF cache {folder} cannot be written ({e.strerror or e}): set {CACHE_ENV} to a writable folder "
