@@ -529,6 +529,25 @@ def timm_benchmark(results: Path) -> str:
     return _headed(runs, _table(rows, header, "|---|---|---|---:|---:|---:|---:|---|---:|"), ("timm",))
 
 
+def step_profile(results: Path) -> str:
+    """results/train_throughput.md's table of where one training step's time goes (``tools/train_profile.py``): each
+    build's step split into matrix products, attention and the rest, and the ceiling that split sets on the ratio."""
+    doc = _load(results, "train/step_profile.json")
+
+    def split(d: dict[str, float]) -> str:
+        return f"{d['step_ms']:.0f} ({d['gemm']:.0f} / {d['attention']:.0f} / {d['other']:.0f})"
+
+    rows, runs = [], []
+    for r in doc["rows"]:
+        runs.append((r.get("command", doc["command"]), _prov(r, doc)))
+        rows.append(f"| {r['model']} | {r['batch_size']} x 224 | {r['threads']} | {split(r['timm'])} | "
+                    f"{split(r['zoo'])} | {r['ratio']:.2f}x | {r['ceiling']:.2f}x | "
+                    f"{max(r['other_needed_ms'], 0):.0f} ms for {r['target']:.2f}x |")  # fmt: skip
+    header = ("| model | batch | threads | timm ms per step (gemm / attention / other) | zoo ms per step (gemm / "
+              "attention / other) | zoo / timm | ceiling | zoo's other may be |")  # fmt: skip
+    return _headed(runs, _table(rows, header, "|---|---|---:|---|---|---:|---:|---|"), ("timm",))
+
+
 def _lm_run(results: Path, model: str) -> dict[str, Any]:
     return next(r for r in _load(results, "lm_decode.json")["runs"] if r["model"] == model)
 
@@ -649,6 +668,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "data_pruning_100ep": data_pruning_100ep,
     "train_step": train_step,
     "timm_benchmark": timm_benchmark,
+    "step_profile": step_profile,
     "lm_formats_125m": lm_formats_125m,
     "lm_formats_350m": lm_formats_350m,
     "lm_formats_mor": lm_formats_mor,
