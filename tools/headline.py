@@ -181,7 +181,9 @@ def _speed_group(results: Path) -> list[_Row]:
     train = [r for r in bench["rows"] if r["bench"] == "train"]
     threads = min(r["threads"] for r in train)  # the headline: one thread, as the judge's protocol runs it
     for model in dict.fromkeys(r["model"] for r in train):
-        runs = [r for r in train if r["model"] == model and r["threads"] == threads]
+        runs = sorted(
+            (r for r in train if r["model"] == model and r["threads"] == threads), key=lambda r: r["batch_size"]
+        )
         sizes = " / ".join(str(r["batch_size"]) for r in runs)
         zoo = " / ".join(f"{r['zoo']:.2f}" for r in runs)
         timm = " / ".join(f"{r['timm']:.2f}" for r in runs)
@@ -519,7 +521,8 @@ def timm_benchmark(results: Path) -> str:
     own process, alternated), under a line per run."""
     doc = _load(results, "train/timm_benchmark.json")
     rows, runs = [], []
-    for r in doc["rows"]:
+    models = list(dict.fromkeys(r["model"] for r in doc["rows"]))
+    for r in sorted(doc["rows"], key=lambda r: (-r["threads"], models.index(r["model"]), r["batch_size"])):
         runs.append((r.get("command", doc["command"]), _prov(r, doc)))
         rows.append(f"| {r['model']} | {r['batch_size']} x 224 | {r['bench']} | {r['threads']} | {r['timm']:.2f} | "
                     f"{r['zoo']:.2f} | **{r['ratio']:.2f}x** | {', '.join(f'{x:.2f}' for x in r['ratios'])} | "

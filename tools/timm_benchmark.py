@@ -4,7 +4,7 @@ A maintainer's tool of the zoo's checkout (the script ships in timm's repository
 with ``--script`` or ``$ZOO_TIMM_SCRIPTS``)::
 
     python tools/timm_benchmark.py --script DIR/benchmark.py --models poolformer_s12 --batch-sizes 8,32 \\
-        --bench train --threads 1 --rounds 3 [--out results/timm_benchmark.json]
+        --bench train --threads 1 --rounds 3 [--iters 5,10] [--out results/train/timm_benchmark.json]
 
 Each measurement is its own process, ``benchmark.py --model NAME --device DEVICE --bench BENCH -b BATCH
 --results-file ...`` with ``OMP_NUM_THREADS`` set; the two builds alternate (timm, zoo, then zoo, timm, ...). The
@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every run (default 1)")
     p.add_argument("--device", default="cpu", help="benchmark.py's --device: cpu or cuda (default cpu)")
     p.add_argument("--rounds", type=int, default=3, help="pairs of runs (the builds' order alternates)")
-    p.add_argument("--iters", type=lambda s: tuple(int(x) for x in s.split(",")), default=(3, 10),
-                   help="benchmark.py's warm-up and timed iterations (default 3,10; at least 5 timed)")  # fmt: skip
+    p.add_argument("--iters", type=lambda s: tuple(int(x) for x in s.split(",")), default=(5, 10),
+                   help="benchmark.py's warm-up and timed iterations (default 5,10; benchmark.py's own are 10,40). "
+                        "The zoo's first steps are slower than its later ones (allocator and kernel caches filling): "
+                        "fewer than 5 warm-up steps time part of that")  # fmt: skip
     p.add_argument("--out", type=Path, help="merge the rows into this results file")
     args = p.parse_args(argv)
     if not args.script or not Path(args.script).is_file():

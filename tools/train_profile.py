@@ -10,6 +10,9 @@ records some steps and every operator's own time (not its children's) is put in 
   ``_slow_conv2d_forward`` / ``_slow_conv2d_backward``, which are an im2col-free GEMM per image);
 - ``attention``: PyTorch's scaled-dot-product attention, forward and backward (the same kernel on both builds);
 - ``other``: everything else (convolutions other than 1x1, norms, activations, pooling, element-wise, optimizer).
+  The stem's and the downsampling layers' dense convolutions are here too, though their multiply-adds are as fixed
+  as the products' (a profile's operator names do not tell them from the depthwise ones): the ceiling is an upper
+  bound.
 
 Both builds do the same multiply-adds in their matrix products, at close to the core's peak; so ``timm step /
 (zoo gemm + zoo attention)`` is the most the zoo's step could be ahead with all of its ``other`` time gone, and
