@@ -60,3 +60,19 @@ def test_e2e_rate_reads_the_logged_steps(tmp_path):
 def test_e2e_runs_train_py_on_a_generated_folder():
     row = train.end_to_end("poolformer_s12", train.Settings(batch_size=4, img_size=32), steps=3, workers=0, runs=1)
     assert row.candidate == "train.py" and row.rate > 0 and row.peer_rate > 0 and row.target == train.E2E_TARGET
+
+
+def test_training_steps_warm_up_longer_than_forward_passes():
+    """A training step reaches its steady time only after a few steps (its allocations and kernel caches fill), so
+    ``zoo bench train`` warms up 5 steps per side by default; the forward-pass benches keep 2."""
+    import argparse
+
+    from zoo.bench import peers
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    assert parser.parse_args([]).warmup == 5
+    assert parser.parse_args(["--warmup", "1"]).warmup == 1
+    vision = argparse.ArgumentParser()
+    peers.add_arguments(vision, "metaformer")
+    assert vision.parse_args([]).warmup == 2

@@ -42,9 +42,14 @@ def csv_of(kind: type):
 
 
 def add_common(
-    parser: argparse.ArgumentParser, models_help: str, batch_sizes: bool = True, timing: bool = True
+    parser: argparse.ArgumentParser,
+    models_help: str,
+    batch_sizes: bool = True,
+    timing: bool = True,
+    warmup: int = 2,
 ) -> None:
-    """``--models``, ``--threads``, ``--json`` and, for a timed benchmark, ``--batch-sizes``, ``--runs``, ``--warmup``."""
+    """``--models``, ``--threads``, ``--json`` and, for a timed benchmark, ``--batch-sizes``, ``--runs``, ``--warmup``
+    (``warmup`` passes by default)."""
     parser.add_argument("--models", type=csv_of(str), default=None, help=models_help)
     if batch_sizes:
         parser.add_argument("--batch-sizes", type=csv_of(int), default=None, help="comma-separated batch sizes")
@@ -53,7 +58,7 @@ def add_common(
             "--runs", type=int_between(1), default=None, help="timed rounds per candidate (default: by batch size)"
         )
         parser.add_argument(
-            "--warmup", type=int_between(0), default=2, help="warm-up passes per candidate (default: 2)"
+            "--warmup", type=int_between(0), default=warmup, help=f"warm-up passes per candidate (default: {warmup})"
         )
     parser.add_argument(
         "--threads", type=int_between(1, 1024), default=None, help="torch intra-op threads (default: torch's)"

@@ -389,7 +389,8 @@ def write_results(path: Path, rows: list[dict[str, Any]], command: str) -> dict[
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``zoo bench train``: forward + backward + optimizer step against the peer (timm; transformers for
     MobileLLM)."""
-    add_common(parser, f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
+    # a training step reaches its steady time after a few steps (allocator and kernel caches filling)
+    add_common(parser, f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})", warmup=5)
     parser.add_argument(
         "--img-size", type=int_between(8, 4096), default=224, help="vision: input height and width (default 224)"
     )
