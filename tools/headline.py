@@ -516,20 +516,30 @@ def train_step(results: Path) -> str:
     return _headed(runs, _table(rows, header, "|---|---|---|---|---|---|---|---|"), ("timm", "transformers"))
 
 
+def _rows_under_runs(doc: dict[str, Any], rows: list[dict[str, Any]], render, header: str, align: str) -> str:
+    """A table of ``rows`` of a results file (``render(row)`` gives a row's Markdown) under a line per run behind
+    them: a row's own command and provenance where it kept them from an earlier run, else the file's."""
+    runs = [(r.get("command", doc["command"]), _prov(r, doc)) for r in rows]
+    return _headed(runs, _table([render(r) for r in rows], header, align), ("timm",))
+
+
 def timm_benchmark(results: Path) -> str:
     """results/train_throughput.md's table of timm's own ``benchmark.py`` on timm's build and the zoo's (each in its
     own process, alternated), under a line per run."""
     doc = _load(results, "train/timm_benchmark.json")
-    rows, runs = [], []
     models = list(dict.fromkeys(r["model"] for r in doc["rows"]))
-    for r in sorted(doc["rows"], key=lambda r: (-r["threads"], models.index(r["model"]), r["batch_size"])):
-        runs.append((r.get("command", doc["command"]), _prov(r, doc)))
-        rows.append(f"| {r['model']} | {r['batch_size']} x 224 | {r['bench']} | {r['threads']} | {r['timm']:.2f} | "
-                    f"{r['zoo']:.2f} | **{r['ratio']:.2f}x** | {', '.join(f'{x:.2f}' for x in r['ratios'])} | "
-                    f"{r['load']} |")  # fmt: skip
+    rows = sorted(doc["rows"], key=lambda r: (-r["threads"], models.index(r["model"]), r["batch_size"]))
     header = ("| model | batch | bench | threads | timm samples/s | zoo samples/s | zoo / timm (median) | per round | "
               "load at start |")  # fmt: skip
-    return _headed(runs, _table(rows, header, "|---|---|---|---:|---:|---:|---:|---|---:|"), ("timm",))
+    return _rows_under_runs(
+        doc,
+        rows,
+        lambda r: (f"| {r['model']} | {r['batch_size']} x 224 | {r['bench']} | {r['threads']} | {r['timm']:.2f} | "
+                   f"{r['zoo']:.2f} | **{r['ratio']:.2f}x** | {', '.join(f'{x:.2f}' for x in r['ratios'])} | "
+                   f"{r['load']} |"),
+        header,
+        "|---|---|---|---:|---:|---:|---:|---|---:|",
+    )  # fmt: skip
 
 
 def step_profile(results: Path) -> str:
@@ -540,15 +550,17 @@ def step_profile(results: Path) -> str:
     def split(d: dict[str, float]) -> str:
         return f"{d['step_ms']:.0f} ({d['gemm']:.0f} / {d['attention']:.0f} / {d['other']:.0f})"
 
-    rows, runs = [], []
-    for r in doc["rows"]:
-        runs.append((r.get("command", doc["command"]), _prov(r, doc)))
-        rows.append(f"| {r['model']} | {r['batch_size']} x 224 | {r['threads']} | {split(r['timm'])} | "
-                    f"{split(r['zoo'])} | {r['ratio']:.2f}x | {r['ceiling']:.2f}x | "
-                    f"{max(r['other_needed_ms'], 0):.0f} ms for {r['target']:.2f}x |")  # fmt: skip
     header = ("| model | batch | threads | timm ms per step (gemm / attention / other) | zoo ms per step (gemm / "
               "attention / other) | zoo / timm | ceiling | zoo's other may be |")  # fmt: skip
-    return _headed(runs, _table(rows, header, "|---|---|---:|---|---|---:|---:|---|"), ("timm",))
+    return _rows_under_runs(
+        doc,
+        doc["rows"],
+        lambda r: (f"| {r['model']} | {r['batch_size']} x 224 | {r['threads']} | {split(r['timm'])} | "
+                   f"{split(r['zoo'])} | {r['ratio']:.2f}x | {r['ceiling']:.2f}x | "
+                   f"{max(r['other_needed_ms'], 0):.0f} ms for {r['target']:.2f}x |"),
+        header,
+        "|---|---|---:|---|---|---:|---:|---|",
+    )  # fmt: skip
 
 
 def _lm_run(results: Path, model: str) -> dict[str, Any]:
