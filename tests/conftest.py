@@ -96,12 +96,10 @@ def _seed():
 def one_thread():
     """Tiny models on a loaded 2-core machine: one thread is many times faster than two. For a whole module:
     ``pytestmark = pytest.mark.usefixtures("one_thread")``; the thread count is restored after the module."""
-    import torch
+    from tolerances import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

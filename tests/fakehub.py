@@ -56,6 +56,15 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def point_hub_at(monkeypatch, endpoint: str) -> None:
+    """huggingface_hub's endpoint for one test: its ``ENDPOINT`` and the download URL template built from it when it
+    was imported (a download otherwise goes to huggingface.co)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+
+
 class FakeHub:
     def __init__(self, tokens: set[str] | None = None):
         self.repos: dict[str, dict[str, bytes]] = {}
@@ -84,10 +93,7 @@ class FakeHub:
         """Point huggingface_hub at this server for one test: endpoint, cache, classic (non-Xet) uploads, online."""
         from huggingface_hub import constants
 
-        monkeypatch.setattr(constants, "ENDPOINT", self.endpoint)
-        monkeypatch.setattr(
-            constants, "HUGGINGFACE_CO_URL_TEMPLATE", self.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-        )
+        point_hub_at(monkeypatch, self.endpoint)
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_dir))
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -134,21 +134,21 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from zoo.bench.harness import provenance, save_results
+    from zoo.bench.harness import load_results, merge_rows, provenance, results_lock, save_results
 
     prov = provenance(f"{os.uname().machine}, {args.threads} threads")  # at the start: date, commit, load
     cpu = f"{prov.get('cpu', 'CPU')} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores"
     prov = {**prov, "cpu": cpu, "threads": str(args.threads)}
     command = "python tools/timm_benchmark.py " + " ".join(argv)
     rows = measure(args)
-    if args.out:
-        doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
-        keep = [r for r in doc.get("rows", []) if not any(
-            (r["model"], r["batch_size"], r["bench"], r["threads"]) ==
-            (n["model"], n["batch_size"], n["bench"], n["threads"]) for n in rows)]  # fmt: skip
-        doc = {"provenance": prov, "command": command,
-               "rows": keep + [dict(r, provenance=prov, command=command) for r in rows]}  # fmt: skip
-        save_results(args.out, doc)
+    if args.out:  # rows of the same model, batch, bench and threads replaced; the others keep their own run's lines
+        with results_lock(args.out):
+            old = load_results(args.out)
+            head = {k: old[k] for k in ("provenance", "command") if k in old}
+            new = [dict(r, provenance=prov, command=command) for r in rows]
+            key = lambda r: (r["model"], r["batch_size"], r["bench"], r["threads"])  # noqa: E731
+            merged = merge_rows(old.get("rows", []), head, new, key)
+            save_results(args.out, {"provenance": prov, "command": command, "rows": merged})
 
 
 if __name__ == "__main__":

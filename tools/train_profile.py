@@ -122,13 +122,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", default="poolformer_s12,convformer_s18,caformer_s18")
     p.add_argument("--batch-sizes", default="8")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both builds (default 1)")
-    p.add_argument("--warm", type=int, default=2, help="steps before the profiled ones (default 2)")
+    p.add_argument(
+        "--warm", type=int, default=5, help="steps before the profiled ones (default 5: the zoo's first few are slower)"
+    )
     p.add_argument("--steps", type=int, default=3, help="profiled steps (default 3)")
     p.add_argument("--target", type=float, default=1.3, help="the zoo / timm ratio to size the rest against")
     p.add_argument("--out", type=Path, help="write the rows and the run's provenance to this results file")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from zoo.bench.harness import provenance, save_results
+    from zoo.bench.harness import load_results, merge_rows, provenance, results_lock, save_results
 
     prov = {**provenance(f"{os.uname().machine}, {args.threads} threads"), "threads": str(args.threads)}
     rows = []
@@ -140,14 +142,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{model:16s} batch {batch:3d} {args.threads} thr: timm {timm['step_ms']:.0f} ms, zoo "
                   f"{zoo['step_ms']:.0f} ms (gemm {zoo['gemm']:.0f}, attention {zoo['attention']:.0f}, other "
                   f"{zoo['other']:.0f}): zoo / timm {r['ratio']:.2f}x, ceiling {r['ceiling']:.2f}x", flush=True)  # fmt: skip
-    if args.out:  # rows of other models, batches and thread counts are kept with their own run's provenance
+    if args.out:  # rows of the same model, batch and threads replaced; the others keep their own run's lines
         command = "python tools/train_profile.py " + " ".join(argv)
-        doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
-        key = lambda r: (r["model"], r["batch_size"], r["threads"])  # noqa: E731
-        keep = [r for r in doc.get("rows", []) if key(r) not in {key(n) for n in rows}]
-        doc = {"provenance": prov, "command": command,
-               "rows": keep + [dict(r, provenance=prov, command=command) for r in rows]}  # fmt: skip
-        save_results(args.out, doc)
+        with results_lock(args.out):
+            old = load_results(args.out)
+            head = {k: old[k] for k in ("provenance", "command") if k in old}
+            new = [dict(r, provenance=prov, command=command) for r in rows]
+            key = lambda r: (r["model"], r["batch_size"], r["threads"])  # noqa: E731
+            merged = merge_rows(old.get("rows", []), head, new, key)
+            save_results(args.out, {"provenance": prov, "command": command, "rows": merged})
 
 
 if __name__ == "__main__":

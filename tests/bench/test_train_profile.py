@@ -37,3 +37,16 @@ def test_a_profiled_step_splits_its_time(tmp_path, one_thread):
     parts = d["gemm"] + d["attention"] + d["other"]
     assert d["attention"] == 0 and d["gemm"] > 0.3 * d["step_ms"]
     assert 0.5 * d["step_ms"] < parts <= 1.05 * d["step_ms"]
+
+
+def test_out_replaces_the_rows_it_measured_and_keeps_the_others(tmp_path, monkeypatch):
+    step = {"timm": {"step_ms": 400.0, "gemm": 200.0, "attention": 0.0, "other": 200.0}}
+    step["zoo"] = {"step_ms": 300.0, "gemm": 200.0, "attention": 0.0, "other": 100.0}
+    monkeypatch.setattr(profile, "_run", lambda build, model, batch, args: dict(step[build]))
+    out = tmp_path / "step_profile.json"
+    profile.main(["--models", "m", "--batch-sizes", "8,32", "--out", str(out)])
+    step["zoo"] = {**step["zoo"], "step_ms": 200.0}
+    profile.main(["--models", "m", "--batch-sizes", "32", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["batch_size"], r["zoo"]["step_ms"]) for r in rows] == [(8, 300.0), (32, 200.0)]
+    assert "--batch-sizes 8,32" in rows[0]["command"] and "--batch-sizes 32 " in rows[1]["command"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from fakehub import COMMIT
+from fakehub import COMMIT, point_hub_at
 from small_lms import SMALL
 from tolerances import assert_float32_close, in_float64
 from torch import nn
@@ -343,11 +343,10 @@ def test_unreachable_hub_is_reported_at_once(hub, exported, monkeypatch):
     assert time.perf_counter() - start < 10  # no client retries with back-off
 
 
-_STALLED: dict = {}
-
-
-def _stalled_hub() -> dict:
-    """A Hub on 127.0.0.1 that accepts every connection and never answers, one per test process and never closed.
+@pytest.fixture(scope="session")
+def stalled_server() -> dict:
+    """A Hub on 127.0.0.1 that accepts every connection and never answers, one per test process and never closed:
+    its ``endpoint`` and the ``connections`` it holds.
 
     A call the zoo gave up on goes on in its daemon thread (``hub.bounded_call``) until the client's own timeouts
     and retries end it. Were this server closed after the test, those retries would be refused, and on a refused
@@ -357,42 +356,38 @@ def _stalled_hub() -> dict:
     import socket
     import threading
 
-    if not _STALLED:
-        server = socket.socket()
-        server.bind(("127.0.0.1", 0))
-        server.listen(256)
-        held = _STALLED.setdefault("connections", [])
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(256)
+    held: list = []
 
-        def accept() -> None:
-            while True:
-                held.append(server.accept()[0])
+    def accept() -> None:
+        while True:
+            held.append(server.accept()[0])
 
-        threading.Thread(target=accept, name="stalled-hub", daemon=True).start()
-        _STALLED["endpoint"] = f"http://127.0.0.1:{server.getsockname()[1]}"
-    return _STALLED
+    threading.Thread(target=accept, name="stalled-hub", daemon=True).start()
+    return {"endpoint": f"http://127.0.0.1:{server.getsockname()[1]}", "connections": held}
 
 
 @pytest.fixture
-def stalled_hub(monkeypatch):
-    """huggingface_hub pointed at :func:`_stalled_hub`, with a 2 s bound on each Hub call."""
-    from huggingface_hub import constants
-
-    endpoint = _stalled_hub()["endpoint"]
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+def stalled_hub(stalled_server, monkeypatch):
+    """huggingface_hub pointed at :func:`stalled_server`, with a 2 s bound on each Hub call."""
+    point_hub_at(monkeypatch, stalled_server["endpoint"])
     monkeypatch.setenv("ZOO_HUB_TIMEOUT", "2")
-    return endpoint
+    return stalled_server["endpoint"]
 
 
-def test_a_hub_that_never_answers_is_given_up_in_bounded_time(stalled_hub, exported, tmp_path, monkeypatch):
+def test_a_hub_that_never_answers_is_given_up_in_bounded_time(
+    stalled_hub, stalled_server, exported, tmp_path, monkeypatch
+):
     """A Hub that accepts and never answers: the load and the upload each give up after ZOO_HUB_TIMEOUT seconds
     with an error naming the Hub and what to do (the client alone waited minutes), and the upload is not reported
     as done."""
-    start, connections = time.perf_counter(), len(_stalled_hub()["connections"])
+    start, connections = time.perf_counter(), len(stalled_server["connections"])
     with pytest.raises(CheckpointError, match=rf"the Hub at {stalled_hub} did not answer within 2 s while fetching "
                        r"hf-hub:me/pf-digits/config.json.*ZOO_HUB_TIMEOUT.*not in the local cache"):  # fmt: skip
         zhub.download("me/pf-digits", "config.json", cache_dir=tmp_path / "cache")
-    assert len(_stalled_hub()["connections"]) > connections  # it waited on this Hub, not on a name lookup
+    assert len(stalled_server["connections"]) > connections  # it waited on this Hub, not on a name lookup
     with pytest.raises(PublishError, match=r"did not answer within 2 s while creating me/pf-digits.*publish again"):
         publish.upload_folder(exported, "me/pf-digits")
     assert time.perf_counter() - start < 20

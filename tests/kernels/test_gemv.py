@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from tolerances import assert_float32_close, in_float64
+from tolerances import assert_float32_close, in_float64, torch_threads
 from torch import nn
 
 from zoo.kernels import gemv
@@ -155,12 +155,8 @@ def test_one_token_attention_is_sdpa_over_the_seen_positions(heads, kv_heads, he
         )  # two softmax kernels over up to 256 positions: within 8x SDPA's own float32 error against float64
         flat = lambda t: t.transpose(1, 2).reshape(1, 1, -1)  # noqa: E731
         assert_float32_close(y, flat(ref), flat(ref64), times=8, msg="attend_one")  # 540 draws: at most 1.5x
-        before = torch.get_num_threads()
-        try:  # two threads split the heads (5 and 4 of 9: a key-value group across both): each head as one thread
-            torch.set_num_threads(2)
+        with torch_threads(2):  # two threads split the heads (5 and 4 of 9: a key-value group across both)
             split = gemv.attend_one(q, k, v, mask[None, None, None], scale)
-        finally:
-            torch.set_num_threads(before)
         torch.testing.assert_close(split, y, rtol=0, atol=0)
     # a token that sees nothing sees everything (the static decoder's rule for routed slots), not NaN
     none = gemv.attend_one(q, k, v, torch.zeros(S, dtype=torch.bool), scale)
