@@ -17,6 +17,7 @@ from zoo.kernels import vision
 from zoo.layers import DepthwiseConv2d, StarReLU
 from zoo.layers.activations import _star_relu
 from zoo.layers.mlp import _MlpTraining
+from zoo.layers.patch_conv import PatchConv2d, _PatchConv
 
 pytestmark = pytest.mark.skipif(
     torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="the kernels are AVX2"
@@ -163,13 +164,15 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
     for op in ops:
         monkeypatch.setattr(vision, op, counted(op, getattr(vision, op)))
     monkeypatch.setattr(_MlpTraining, "apply", counted("mlp", _MlpTraining.apply))
+    monkeypatch.setattr(_PatchConv, "apply", counted("patch", _PatchConv.apply))
     loss_k, kernels = step(model, x)
     expected = {"mlp", "star_relu_forward", "star_relu_backward_"} if "former_s" in name else set()
     if name.startswith(("convformer", "caformer")):
         expected |= {"depthwise_forward", "depthwise_weight_grad"}
     if name.startswith("poolformer"):
         expected = {"mlp"}  # GELU MLPs: ATen's GELU, fused
-    assert set(calls) == expected
+    assert set(calls) == expected | {"patch"}  # the downsampling layers' weights' gradient by patches
+    monkeypatch.setattr(PatchConv2d, "_trains_by_patches", lambda self, x: False)
     with _plain_operators():
         loss_p, plain = step(model, x)
     loss_64, ref = step(copy.deepcopy(model).double(), x.double())

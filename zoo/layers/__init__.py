@@ -6,6 +6,7 @@
 ``features``               feature extraction and head checks (:func:`take_indices`, :class:`StagePruningMixin`)
 ``large_kernel``           :class:`DecomposedLargeKernel` (SLaK) and its fused inference form, :class:`ConvBN`
 ``depthwise``              :class:`DepthwiseConv2d`: ``nn.Conv2d`` by :mod:`zoo.kernels.vision` (ConvFormer, CAFormer)
+``patch_conv``             :class:`PatchConv2d`: ``nn.Conv2d`` whose weights' gradient is one GEMM (downsampling)
 ``recursion``              :class:`RecursiveStack`: a few shared blocks applied along a schedule
 ``activations``, ``mlp``,  :class:`StarReLU`, :class:`SquaredReLU`, :class:`GELU`; :class:`Mlp`; channels-last
 ``norm``, ``linear``,      norms (:class:`ChannelLayerNorm`, :class:`SpatialLayerNorm`); :class:`Linear` (oneDNN on
@@ -26,6 +27,7 @@ from .large_kernel import BN_EPS, ConvBN, DecomposedLargeKernel, FusedLargeKerne
 from .linear import Linear, save_as_conv1x1
 from .mlp import Mlp
 from .norm import ChannelLayerNorm, SpatialLayerNorm, spatial_stats
+from .patch_conv import PatchConv2d
 from .recursion import RecursiveStack, cycle_schedule, recursion_indices, sequence_schedule
 from .residual import drop_path_gain, residual_add
 
@@ -44,6 +46,7 @@ __all__ = [
     "RecursiveStack",
     "GELU",
     "Linear",
+    "PatchConv2d",
     "SpatialLayerNorm",
     "SquaredReLU",
     "StagePruningMixin",

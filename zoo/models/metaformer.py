@@ -40,6 +40,7 @@ from ..layers import (
     ChannelLayerNorm,
     DepthwiseConv2d,
     Linear,
+    PatchConv2d,
     SpatialLayerNorm,
     SquaredReLU,
     StarReLU,
@@ -98,7 +99,7 @@ class Downsampling(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, norm: bool):
         super().__init__()
         self.norm = ChannelLayerNorm(in_chs, eps=1e-6, bias=False) if norm else nn.Identity()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=2, padding=1)
+        self.conv = PatchConv2d(in_chs, out_chs, kernel_size=3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(self.norm(x).permute(0, 3, 1, 2))
