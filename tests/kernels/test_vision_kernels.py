@@ -90,9 +90,9 @@ def test_depthwise_gradients_within_float32_bounds(shape):
     kh, kw = w.shape[2:]
     # input's gradient: one float32 accumulator over the kh * kw taps
     assert ((xr.grad.double() - gx64).abs() <= gamma(kh * kw) * mx).all()
-    # weights' gradient: float32 sums along a row of Wo products, the rows in float64, rounded once to float32
-    n, wo = g.shape[0], g.shape[3]
-    bound = (gamma(wo) + gamma(n * g.shape[2], U64)) * mw + U32 * gw64.abs()
+    # weights' gradient: float32 sums over an image's Ho Wo products, the images in float64, rounded once to float32
+    n, ho, wo = g.shape[0], g.shape[2], g.shape[3]
+    bound = (gamma(ho * wo) + gamma(n, U64)) * mw + U32 * gw64.abs()
     assert ((layer.weight.grad.double() - gw64).abs() <= bound).all()
 
 

@@ -8,10 +8,10 @@
 // repacks that block into a small buffer, x with its zero border ([H + 2 ph][W + 2 pw][8]), so that the inner
 // loops run over contiguous memory in cache without a bounds check. The forward sums each output's taps in (i, j)
 // order in one float32 accumulator by fused multiply-adds, as oneDNN's direct depthwise convolution does. The
-// weights' gradient keeps, for every output row (ho) and kernel row (i), a float32 vector accumulator per kernel
-// column over the row's Wo products (fused multiply-adds in wo order), and adds each row's sums to float64
-// accumulators, in image and row order. Every output is so computed by one thread in a fixed order: the result does
-// not depend on the thread count.
+// weights' gradient keeps, for every image and kernel row (i), a float32 vector accumulator per kernel column over
+// the image's Ho Wo products (fused multiply-adds in ho, wo order), and adds each image's sums to float64
+// accumulators, in image order (one conversion to float64 an image, not one an output row). Every output is so
+// computed by one thread in a fixed order: the result does not depend on the thread count.
 //
 // StarReLU, s * relu(x)^2 + b with scalar s and b, forward and backward in one pass each (autograd's chain of relu,
 // mul and addcmul takes three forward and four backward): the elementwise values round as that chain's do (r s
@@ -54,14 +54,19 @@ void pack(const float* src, float* dst, int64_t n, int64_t b, int64_t C, int64_t
   }
 }
 
-// one output row's contribution to JN kernel columns j0 .. j0 + JN - 1 of one kernel row, eight channels
+// one image's contribution to JN kernel columns j0 .. j0 + JN - 1 of one kernel row, eight channels: x0 and g0 are
+// the packed planes' first rows for that kernel row and column, rows Wp and Wo vectors apart
 template <int JN>
-void row_sums(const float* xr, const float* gr, int64_t Wo, double* acc) {
+void plane_sums(const float* x0, const float* g0, int64_t Ho, int64_t Wo, int64_t Wp, double* acc) {
   __m256 s[JN];
   for (int j = 0; j < JN; ++j) s[j] = _mm256_setzero_ps();
-  for (int64_t wo = 0; wo < Wo; ++wo) {
-    const __m256 gv = _mm256_loadu_ps(gr + wo * LANES);
-    for (int j = 0; j < JN; ++j) s[j] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + (wo + j) * LANES), gv, s[j]);
+  for (int64_t ho = 0; ho < Ho; ++ho) {
+    const float* xr = x0 + ho * Wp * LANES;
+    const float* gr = g0 + ho * Wo * LANES;
+    for (int64_t wo = 0; wo < Wo; ++wo) {
+      const __m256 gv = _mm256_loadu_ps(gr + wo * LANES);
+      for (int j = 0; j < JN; ++j) s[j] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + (wo + j) * LANES), gv, s[j]);
+    }
   }
   for (int j = 0; j < JN; ++j) {
     const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(s[j]));
@@ -71,9 +76,10 @@ void row_sums(const float* xr, const float* gr, int64_t Wo, double* acc) {
   }
 }
 
-using RowSums = void (*)(const float*, const float*, int64_t, double*);
-constexpr RowSums ROW_SUMS[JTILE + 1] = {
-    nullptr, row_sums<1>, row_sums<2>, row_sums<3>, row_sums<4>, row_sums<5>, row_sums<6>, row_sums<7>, row_sums<8>};
+using PlaneSums = void (*)(const float*, const float*, int64_t, int64_t, int64_t, double*);
+constexpr PlaneSums PLANE_SUMS[JTILE + 1] = {nullptr,          plane_sums<1>, plane_sums<2>, plane_sums<3>,
+                                             plane_sums<4>,    plane_sums<5>, plane_sums<6>, plane_sums<7>,
+                                             plane_sums<8>};
 
 at::Tensor depthwise_weight_grad(const at::Tensor& x, const at::Tensor& g, int64_t kh, int64_t kw, int64_t ph,
                                  int64_t pw) {
@@ -104,13 +110,10 @@ at::Tensor depthwise_weight_grad(const at::Tensor& x, const at::Tensor& g, int64
       for (int64_t n = 0; n < N; ++n) {
         pack(xs, xb.data(), n, b, C, H, W, ph, pw);
         pack(gs, gb.data(), n, b, C, Ho, Wo, 0, 0);
-        for (int64_t ho = 0; ho < Ho; ++ho) {
-          const float* gr = gb.data() + ho * Wo * LANES;
-          for (int64_t i = 0; i < kh; ++i) {
-            const float* xr = xb.data() + (ho + i) * Wp * LANES;
-            for (int64_t j0 = 0; j0 < kw; j0 += JTILE) {
-              ROW_SUMS[std::min(JTILE, kw - j0)](xr + j0 * LANES, gr, Wo, acc.data() + (i * kw + j0) * LANES);
-            }
+        for (int64_t i = 0; i < kh; ++i) {
+          for (int64_t j0 = 0; j0 < kw; j0 += JTILE) {
+            PLANE_SUMS[std::min(JTILE, kw - j0)](xb.data() + (i * Wp + j0) * LANES, gb.data(), Ho, Wo, Wp,
+                                                 acc.data() + (i * kw + j0) * LANES);
           }
         }
       }

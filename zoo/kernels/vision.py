@@ -11,10 +11,10 @@ their forward pass itself runs well below the multiply-add peak.
   same bits, as oneDNN's direct depthwise convolution. The input's gradient is the same call on the output's
   gradient with the kernel flipped and the complementary padding.
 * :func:`depthwise_weight_grad`: ``dw[c, i, j] = sum_{n, ho, wo} x[n, c, ho + i - ph, wo + j - pw] * g[n, c, ho, wo]``,
-  float32 fused multiply-adds along each output row, the rows' sums added in float64, by one thread an output in a
-  fixed order (the result does not depend on the thread count). Its error is at most ``gamma_Wo`` (a float32 sum
-  of ``Wo`` products) times ``sum |x| |g|``, plus the float64 sum's and the final rounding's; oneDNN's sums its
-  ``N Ho Wo`` products in float32.
+  float32 fused multiply-adds over each image's outputs, the images' sums added in float64, by one thread an output
+  in a fixed order (the result does not depend on the thread count). Its error is at most ``gamma_{Ho Wo}`` (a
+  float32 sum of ``Ho Wo`` products) times ``sum |x| |g|``, plus the float64 sum's and the final rounding's;
+  oneDNN's sums its ``N Ho Wo`` products in float32.
 * :func:`star_relu_forward` / :func:`star_relu_backward`: ``s * relu(x) ** 2 + b`` and its three gradients in one
   pass over the tensor each, where autograd's chain of ``relu``, ``mul`` and ``addcmul`` makes three passes forward
   and four backward, each with a tensor of the input's size to allocate. The elementwise values are the chain's bits
