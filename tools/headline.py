@@ -563,6 +563,21 @@ def step_profile(results: Path) -> str:
     )  # fmt: skip
 
 
+def layer_kernels(results: Path) -> str:
+    """results/train_throughput.md's table of the MetaFormer layers' training kernels against the PyTorch operators
+    they stand in for (``tools/layer_kernels.py``), under a line per run."""
+    doc = _load(results, "train/layer_kernels.json")
+    header = "| kernel | channels @ map | batch | threads | zoo ms | PyTorch ms | zoo speed-up |"
+    return _rows_under_runs(
+        doc,
+        doc["rows"],
+        lambda r: (f"| {r['kernel']} | {r['shape']} | {r['batch_size']} | {r['threads']} | {r['zoo_ms']:.2f} | "
+                   f"{r['torch_ms']:.2f} | **{r['ratio']:.2f}x** |"),
+        header,
+        "|---|---|---:|---:|---:|---:|---:|",
+    )  # fmt: skip
+
+
 def _lm_run(results: Path, model: str) -> dict[str, Any]:
     return next(r for r in _load(results, "lm_decode.json")["runs"] if r["model"] == model)
 
@@ -684,6 +699,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "train_step": train_step,
     "timm_benchmark": timm_benchmark,
     "step_profile": step_profile,
+    "layer_kernels": layer_kernels,
     "lm_formats_125m": lm_formats_125m,
     "lm_formats_350m": lm_formats_350m,
     "lm_formats_mor": lm_formats_mor,

@@ -1,0 +1,32 @@
+"""tools/layer_kernels.py: every kernel pair times the zoo's call against the PyTorch operator on the same inputs,
+and the two compute the same thing."""
+
+import json
+
+import torch
+from maintainer_tools import load
+from tolerances import gamma
+
+kernels = load("layer_kernels")
+
+
+def test_each_pair_computes_the_same_result(one_thread):
+    """The pairs are like for like: each side is within float32's bound for its sums (``terms`` products an entry)
+    of the PyTorch operator in float64, so a pair timing two different computations fails here."""
+    for case in kernels.cases(1):
+        inputs = case["inputs"]
+        ref = case["torch"](*(t.double() for t in inputs))
+        magnitudes = case["torch"](*(t.double().abs() for t in inputs))
+        bound = gamma(case["terms"]) * magnitudes
+        for side in ("zoo", "torch"):
+            assert ((case[side](*inputs).double() - ref).abs() <= bound).all(), (case["kernel"], case["shape"], side)
+
+
+def test_out_writes_one_row_a_pair_with_its_run(tmp_path, one_thread):
+    out = tmp_path / "layer_kernels.json"
+    kernels.main(["--batch", "1", "--rounds", "1", "--out", str(out)])
+    doc = json.loads(out.read_text())
+    assert len(doc["rows"]) == len(kernels.cases(1)) == 3 + 2 * 4
+    assert all(r["zoo_ms"] > 0 and r["torch_ms"] > 0 and r["batch_size"] == 1 for r in doc["rows"])
+    assert doc["command"].startswith("python tools/layer_kernels.py --batch 1")
+    assert torch.get_num_threads() == 1

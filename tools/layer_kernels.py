@@ -1,0 +1,144 @@
+"""The MetaFormer layers' training kernels, each against the PyTorch operator it stands in for, on the same inputs.
+
+A maintainer's tool of the zoo's checkout, beside ``tools/train_profile.py``: that one says where a training step's
+time goes; this one times each of the zoo's own pieces of that step alone, at the shapes of a model's stages, so a
+kernel change shows its margin before the whole step's noise hides it::
+
+    python tools/layer_kernels.py [--batch 8] [--threads 1] [--rounds 10] [--out results/train/layer_kernels.json]
+
+- the downsampling layers' weights' gradient (:class:`zoo.layers.PatchConv2d`, one GEMM over the input's
+  patches) against oneDNN's (``convolution_backward`` asked for the weights' gradient only), at the three
+  downsampling layers of the S-size MetaFormers (64 to 128 channels at 56x56, 128 to 320 at 28x28, 320 to 512 at
+  14x14);
+- ConvFormer's 7x7 depthwise convolution, forward and weights' gradient (:mod:`zoo.kernels.vision`), against
+  oneDNN's, at ConvFormer-S18's four stages.
+
+Each round calls every pair once, the zoo's first in even rounds and PyTorch's first in odd ones; a row gives the
+median milliseconds a call of each and their ratio. ``--out`` merges the rows into a results file with the run's
+provenance (rows of the same kernel, shape, batch and threads are replaced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOWNSAMPLING = [(64, 128, 56), (128, 320, 28), (320, 512, 14)]  # in, out channels, input side
+DEPTHWISE = [(128, 56), (256, 28), (640, 14), (1024, 7)]  # ConvFormer-S18's hidden widths (2x the stage's), sides
+
+
+def cases(batch: int) -> list[dict]:
+    """Every timed pair: ``kernel``, ``shape``, the ``inputs`` (fresh random tensors), ``zoo(*inputs)`` and
+    ``torch(*inputs)`` giving the same tensor, and ``terms``, the products summed into each of its entries."""
+    import torch
+    import torch.nn.functional as F
+
+    from zoo.kernels import vision
+    from zoo.layers.patch_conv import patch_weight_grad
+
+    if not vision.available():  # builds the kernels at the first call
+        raise SystemExit("the zoo's vision kernels do not run here (an AVX2 CPU and a C++ compiler are needed)")
+    cl = torch.channels_last
+
+    def weights_grad(stride: int, padding: int, groups: int):
+        def call(x, g, w):  # oneDNN's weights' gradient alone
+            mask = [False, True, False]
+            return torch.ops.aten.convolution_backward(
+                g, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], groups, mask
+            )[1]
+
+        return call
+
+    out = []
+    for cin, cout, side in DOWNSAMPLING:
+        inputs = (
+            torch.randn(batch, cin, side, side).to(memory_format=cl),
+            torch.randn(batch, cout, side // 2, side // 2).to(memory_format=cl),
+            torch.randn(cout, cin, 3, 3),
+        )
+        out.append(dict(
+            kernel="downsampling 3x3/2 weights' gradient", shape=f"{cin}->{cout} @ {side}x{side}", inputs=inputs,
+            zoo=lambda x, g, w: patch_weight_grad(x, g, (3, 3), (2, 2), (1, 1)), torch=weights_grad(2, 1, 1),
+            terms=batch * (side // 2) ** 2,
+        ))  # fmt: skip
+    for channels, side in DEPTHWISE:
+        x = torch.randn(batch, channels, side, side).to(memory_format=cl)
+        w = torch.randn(channels, 1, 7, 7)
+        g = torch.randn(batch, channels, side, side).to(memory_format=cl)
+        shape = f"{channels} @ {side}x{side}"
+        out.append(dict(
+            kernel="depthwise 7x7 forward", shape=shape, inputs=(x, w),
+            zoo=lambda x, w: vision.depthwise_forward(x, w, (3, 3)),
+            torch=lambda x, w: F.conv2d(x, w, padding=3, groups=x.shape[1]), terms=49,
+        ))  # fmt: skip
+        out.append(dict(
+            kernel="depthwise 7x7 weights' gradient", shape=shape, inputs=(x, g, w),
+            zoo=lambda x, g, w: vision.depthwise_weight_grad(x, g, (7, 7), (3, 3)),
+            torch=weights_grad(1, 3, channels), terms=batch * side * side,
+        ))  # fmt: skip
+    return out
+
+
+def measure(batch: int, rounds: int, threads: int) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(threads)
+    rows = []
+    for case in cases(batch):
+        kernel, shape, inputs = case["kernel"], case["shape"], case["inputs"]
+
+        def ours(case=case, inputs=inputs):
+            return case["zoo"](*inputs)
+
+        def theirs(case=case, inputs=inputs):
+            return case["torch"](*inputs)
+
+        ours(), theirs()  # warm-up
+        times: dict[str, list[float]] = {"zoo": [], "torch": []}
+        for r in range(rounds):
+            for side, call in (("zoo", ours), ("torch", theirs)) if r % 2 == 0 else (("torch", theirs), ("zoo", ours)):
+                start = time.perf_counter()
+                call()
+                times[side].append((time.perf_counter() - start) * 1000)
+        zoo_ms, torch_ms = statistics.median(times["zoo"]), statistics.median(times["torch"])
+        row = dict(kernel=kernel, shape=shape, batch_size=batch, threads=threads, zoo_ms=round(zoo_ms, 3),
+                   torch_ms=round(torch_ms, 3), ratio=round(torch_ms / zoo_ms, 3), rounds=rounds)  # fmt: skip
+        print(f"{kernel:38s} {shape:18s} zoo {zoo_ms:7.2f} ms  PyTorch {torch_ms:7.2f} ms  {row['ratio']:.2f}x",
+              flush=True)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=8, help="images a call (default 8)")
+    p.add_argument("--threads", type=int, default=1, help="torch's thread count (default 1)")
+    p.add_argument("--rounds", type=int, default=10, help="calls of each side a pair (default 10)")
+    p.add_argument("--out", type=Path, help="merge the rows into this results file")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from zoo.bench.harness import load_results, merge_rows, provenance, results_lock, save_results
+
+    torch.set_num_threads(args.threads)  # before the provenance, which records the thread count
+    prov = provenance(f"{args.threads} threads")  # at the start: date, commit, load
+    command = "python tools/layer_kernels.py " + " ".join(argv)
+    rows = measure(args.batch, args.rounds, args.threads)
+    if args.out:
+        with results_lock(args.out):
+            old = load_results(args.out)
+            head = {k: old[k] for k in ("provenance", "command") if k in old}
+            new = [dict(r, provenance=prov, command=command) for r in rows]
+            key = lambda r: (r["kernel"], r["shape"], r["batch_size"], r["threads"])  # noqa: E731
+            merged = merge_rows(old.get("rows", []), head, new, key)
+            save_results(args.out, {"provenance": prov, "command": command, "rows": merged})
+
+
+if __name__ == "__main__":
+    main()
