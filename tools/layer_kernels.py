@@ -124,20 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from zoo.bench.harness import load_results, merge_rows, provenance, results_lock, save_results
+    from zoo.bench.harness import merge_run, provenance
 
     torch.set_num_threads(args.threads)  # before the provenance, which records the thread count
     prov = provenance(f"{args.threads} threads")  # at the start: date, commit, load
     command = "python tools/layer_kernels.py " + " ".join(argv)
     rows = measure(args.batch, args.rounds, args.threads)
     if args.out:
-        with results_lock(args.out):
-            old = load_results(args.out)
-            head = {k: old[k] for k in ("provenance", "command") if k in old}
-            new = [dict(r, provenance=prov, command=command) for r in rows]
-            key = lambda r: (r["kernel"], r["shape"], r["batch_size"], r["threads"])  # noqa: E731
-            merged = merge_rows(old.get("rows", []), head, new, key)
-            save_results(args.out, {"provenance": prov, "command": command, "rows": merged})
+        merge_run(args.out, rows, prov, command, lambda r: (r["kernel"], r["shape"], r["batch_size"], r["threads"]))
 
 
 if __name__ == "__main__":

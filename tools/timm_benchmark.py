@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from zoo.bench.harness import load_results, merge_rows, provenance, results_lock, save_results
+    from zoo.bench.harness import merge_run, provenance
 
     prov = provenance(f"{os.uname().machine}, {args.threads} threads")  # at the start: date, commit, load
     cpu = f"{prov.get('cpu', 'CPU')} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores"
@@ -142,13 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python tools/timm_benchmark.py " + " ".join(argv)
     rows = measure(args)
     if args.out:  # rows of the same model, batch, bench and threads replaced; the others keep their own run's lines
-        with results_lock(args.out):
-            old = load_results(args.out)
-            head = {k: old[k] for k in ("provenance", "command") if k in old}
-            new = [dict(r, provenance=prov, command=command) for r in rows]
-            key = lambda r: (r["model"], r["batch_size"], r["bench"], r["threads"])  # noqa: E731
-            merged = merge_rows(old.get("rows", []), head, new, key)
-            save_results(args.out, {"provenance": prov, "command": command, "rows": merged})
+        merge_run(args.out, rows, prov, command, lambda r: (r["model"], r["batch_size"], r["bench"], r["threads"]))
 
 
 if __name__ == "__main__":

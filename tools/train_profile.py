@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="write the rows and the run's provenance to this results file")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from zoo.bench.harness import load_results, merge_rows, provenance, results_lock, save_results
+    from zoo.bench.harness import merge_run, provenance
 
     prov = {**provenance(f"{os.uname().machine}, {args.threads} threads"), "threads": str(args.threads)}
     rows = []
@@ -144,13 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{zoo['other']:.0f}): zoo / timm {r['ratio']:.2f}x, ceiling {r['ceiling']:.2f}x", flush=True)  # fmt: skip
     if args.out:  # rows of the same model, batch and threads replaced; the others keep their own run's lines
         command = "python tools/train_profile.py " + " ".join(argv)
-        with results_lock(args.out):
-            old = load_results(args.out)
-            head = {k: old[k] for k in ("provenance", "command") if k in old}
-            new = [dict(r, provenance=prov, command=command) for r in rows]
-            key = lambda r: (r["model"], r["batch_size"], r["threads"])  # noqa: E731
-            merged = merge_rows(old.get("rows", []), head, new, key)
-            save_results(args.out, {"provenance": prov, "command": command, "rows": merged})
+        merge_run(args.out, rows, prov, command, lambda r: (r["model"], r["batch_size"], r["threads"]))
 
 
 if __name__ == "__main__":

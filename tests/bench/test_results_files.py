@@ -11,7 +11,7 @@ from maintainer_tools import load
 from zoo.bench import deployed, formats, formats_report
 from zoo.bench import prune as prune_bench
 from zoo.bench import train as train_bench
-from zoo.bench.harness import Row, merge_rows, provenance
+from zoo.bench.harness import Row, merge_rows, merge_run, provenance
 from zoo.cli import main as zoo_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,6 +66,17 @@ def test_merge_keeps_unmeasured_rows_with_their_run():
     assert [(r["model"], r["v"]) for r in merged] == [("a", 1), ("b", 2), ("c", 30), ("d", 40)]
     assert merged[0]["provenance"] == {"date": "old"} and merged[1]["provenance"] == {"date": "x"}
     assert "provenance" not in merged[2] and "provenance" not in merged[3]
+
+
+def test_merge_run_replaces_the_rows_it_measured_and_heads_the_file_with_its_run(tmp_path):
+    path = tmp_path / "rows.json"
+    key = lambda r: r["model"]  # noqa: E731
+    merge_run(path, [{"model": "a", "v": 1}, {"model": "b", "v": 2}], {"date": "first"}, "cmd 1", key)
+    merge_run(path, [{"model": "b", "v": 20}, {"model": "c", "v": 30}], {"date": "second"}, "cmd 2", key)
+    doc = json.loads(path.read_text())
+    assert (doc["provenance"], doc["command"]) == ({"date": "second"}, "cmd 2")
+    got = [(r["model"], r["v"], r["provenance"]["date"], r["command"]) for r in doc["rows"]]
+    assert got == [("a", 1, "first", "cmd 1"), ("b", 20, "second", "cmd 2"), ("c", 30, "second", "cmd 2")]
 
 
 def test_train_results_are_read_by_their_table(results: Path):

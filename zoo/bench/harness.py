@@ -358,6 +358,24 @@ def merge_rows(
     return out + [r for k, r in fresh.items() if k not in placed]
 
 
+def merge_run(
+    path: Path,
+    rows: Sequence[dict[str, Any]],
+    prov: dict[str, Any],
+    command: str,
+    key: Callable[[dict[str, Any]], Any],
+) -> None:
+    """Merge one run's ``rows`` into the ``rows`` of the results file at ``path``, under its lock: each new row
+    carries the run's ``provenance`` and ``command``; an earlier row with the same ``key`` is replaced, the others
+    keep their own run's (:func:`merge_rows`); the file's head becomes this run's."""
+    with results_lock(path):
+        old = load_results(path)
+        head = {k: old[k] for k in ("provenance", "command") if k in old}
+        new = [dict(r, provenance=prov, command=command) for r in rows]
+        merged = merge_rows(old.get("rows", []), head, new, key)
+        save_results(path, {"provenance": prov, "command": command, "rows": merged})
+
+
 def command_line(default: str, argv: Sequence[str] | None = None) -> str:
     """The command that produced a results file: ``default`` followed by ``argv`` (default: this process's)."""
     return " ".join([default, shlex.join(list(sys.argv[1:] if argv is None else argv))]).strip()
