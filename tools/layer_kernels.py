@@ -11,7 +11,10 @@ kernel change shows its margin before the whole step's noise hides it::
   downsampling layers of the S-size MetaFormers (64 to 128 channels at 56x56, 128 to 320 at 28x28, 320 to 512 at
   14x14);
 - ConvFormer's 7x7 depthwise convolution, forward and weights' gradient (:mod:`zoo.kernels.vision`), against
-  oneDNN's, at ConvFormer-S18's four stages.
+  oneDNN's, at ConvFormer-S18's four stages;
+- the MLP's first layer's output and its input's gradient (:func:`zoo.kernels.vision.matmul`), against the BLAS GEMM
+  (``F.linear``, ``g @ W``), at the S-size MetaFormers' four stages (the second layer's products are the same two
+  shapes the other way round).
 
 Each round calls every pair once, the zoo's first in even rounds and PyTorch's first in odd ones; a row gives the
 median milliseconds a call of each and their ratio. ``--out`` merges the rows into a results file with the run's
@@ -29,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DOWNSAMPLING = [(64, 128, 56), (128, 320, 28), (320, 512, 14)]  # in, out channels, input side
 DEPTHWISE = [(128, 56), (256, 28), (640, 14), (1024, 7)]  # ConvFormer-S18's hidden widths (2x the stage's), sides
+STAGES = [(64, 56), (128, 28), (320, 14), (512, 7)]  # the S-size MetaFormers' widths and sides
 
 
 def cases(batch: int) -> list[dict]:
@@ -79,6 +83,17 @@ def cases(batch: int) -> list[dict]:
             kernel="depthwise 7x7 weights' gradient", shape=shape, inputs=(x, g, w),
             zoo=lambda x, g, w: vision.depthwise_weight_grad(x, g, (7, 7), (3, 3)),
             torch=weights_grad(1, 3, channels), terms=batch * side * side,
+        ))  # fmt: skip
+    for dim, side in STAGES:
+        rows, hidden = batch * side * side, 4 * dim
+        w = torch.randn(hidden, dim)
+        out.append(dict(
+            kernel="MLP fc1 output", shape=f"{rows}x{dim} -> {hidden}", inputs=(torch.randn(rows, dim), w),
+            zoo=lambda x, w: vision.matmul(x, w.t()), torch=F.linear, terms=dim,
+        ))  # fmt: skip
+        out.append(dict(
+            kernel="MLP fc1 input's gradient", shape=f"{rows}x{hidden} -> {dim}", inputs=(torch.randn(rows, hidden), w),
+            zoo=vision.matmul, torch=torch.mm, terms=hidden,
         ))  # fmt: skip
     return out
 

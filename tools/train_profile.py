@@ -6,8 +6,9 @@ backward and ``timm.optim.create_optimizer_v2(model, "sgd", lr=1e-4)``'s step, o
 its own process (timm's never imports the zoo) with ``OMP_NUM_THREADS`` set; after warm-up steps, ``torch.profiler``
 records some steps and every operator's own time (not its children's) is put in one of three classes:
 
-- ``gemm``: the matrix products (``mm``, ``addmm``, ``bmm``, ``baddbmm``, and the 1x1 convolutions timm runs as
-  ``_slow_conv2d_forward`` / ``_slow_conv2d_backward``, which are an im2col-free GEMM per image);
+- ``gemm``: the matrix products (``mm``, ``addmm``, ``bmm``, ``baddbmm``, the zoo's ``zoo_vision::matmul``, and the
+  1x1 convolutions timm runs as ``_slow_conv2d_forward`` / ``_slow_conv2d_backward``, which are an im2col-free GEMM
+  per image);
 - ``attention``: PyTorch's scaled-dot-product attention, forward and backward (the same kernel on both builds);
 - ``other``: everything else (convolutions other than 1x1, norms, activations, pooling, element-wise, optimizer).
   The stem's and the downsampling layers' dense convolutions are here too, though their multiply-adds are as fixed
@@ -40,6 +41,7 @@ GEMM = {
     "aten::addmm",
     "aten::bmm",
     "aten::baddbmm",
+    "zoo_vision::matmul",
     "aten::_slow_conv2d_forward",
     "aten::_slow_conv2d_backward",
 }

@@ -1,7 +1,8 @@
-"""zoo.kernels.vision and the layers that call it (DepthwiseConv2d, StarReLU): the depthwise forward gives oneDNN's
-bits; the input's and weights' gradients and StarReLU's scalar gradients stay within bounds derived from float32
-rounding against float64; StarReLU's elementwise values are autograd's chain's bits; a training step of a ConvFormer
-and a CAFormer is as close to float64 as the plain operators' step; bad calls raise, never crash."""
+"""zoo.kernels.vision and the layers that call it (DepthwiseConv2d, StarReLU, Mlp, Linear): the depthwise forward
+gives oneDNN's bits; the input's and weights' gradients, StarReLU's scalar gradients and the matrix products stay
+within bounds derived from float32 rounding against float64; StarReLU's elementwise values are autograd's chain's
+bits; a training step of a ConvFormer and a CAFormer is as close to float64 as the plain operators' step; bad calls
+raise, never crash."""
 
 import contextlib
 import copy
@@ -16,6 +17,7 @@ import zoo
 from zoo.kernels import vision
 from zoo.layers import DepthwiseConv2d, StarReLU
 from zoo.layers.activations import _star_relu
+from zoo.layers.linear import Linear, _LinearTraining
 from zoo.layers.mlp import _MlpTraining
 from zoo.layers.patch_conv import PatchConv2d, _PatchConv
 
@@ -160,18 +162,20 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
     def counted(op, f):
         return lambda *args, **kwargs: calls.append(op) or f(*args, **kwargs)
 
-    ops = ("depthwise_forward", "depthwise_weight_grad", "star_relu_forward", "star_relu_backward_")
+    ops = ("depthwise_forward", "depthwise_weight_grad", "star_relu_forward", "star_relu_backward_", "matmul")
     for op in ops:
         monkeypatch.setattr(vision, op, counted(op, getattr(vision, op)))
     monkeypatch.setattr(_MlpTraining, "apply", counted("mlp", _MlpTraining.apply))
+    monkeypatch.setattr(_LinearTraining, "apply", counted("linear", _LinearTraining.apply))
     monkeypatch.setattr(_PatchConv, "apply", counted("patch", _PatchConv.apply))
     loss_k, kernels = step(model, x)
-    expected = {"mlp", "star_relu_forward", "star_relu_backward_"} if "former_s" in name else set()
-    if name.startswith(("convformer", "caformer")):
-        expected |= {"depthwise_forward", "depthwise_weight_grad"}
+    expected = {"mlp", "star_relu_forward", "star_relu_backward_"}
+    if name.startswith(("convformer", "caformer")):  # SepConv's and attention's Linear layers
+        expected |= {"depthwise_forward", "depthwise_weight_grad", "linear"}
     if name.startswith("poolformer"):
         expected = {"mlp"}  # GELU MLPs: ATen's GELU, fused
-    assert set(calls) == expected | {"patch"}  # the downsampling layers' weights' gradient by patches
+    # the MLPs' and Linear layers' products, and the downsampling layers' weights' gradient by patches
+    assert set(calls) == expected | {"matmul", "patch"}
     monkeypatch.setattr(PatchConv2d, "_trains_by_patches", lambda self, x: False)
     with _plain_operators():
         loss_p, plain = step(model, x)
@@ -184,7 +188,74 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
     assert worst(kernels) <= 2 * worst(plain)
 
 
+# (M, K, N): rows and columns that fill no tile, one of each, the MetaFormer stages' widths, a classifier's 1000
+PRODUCTS = [(1, 1, 1), (7, 3, 20), (13, 64, 8), (50, 17, 1000), (100, 320, 33), (97, 64, 256), (6, 0, 16), (0, 5, 8)]
+
+
+@pytest.mark.parametrize("shape", PRODUCTS)
+@pytest.mark.parametrize("transposed", [False, True], ids=["b", "weight.t()"])
+def test_matmul_within_the_float32_bound_of_its_sum(shape, transposed):
+    """Each output is one float32 sum of K fused multiply-adds, then the bias: within ``gamma_K sum |a||b|`` of
+    float64, plus the bias's rounding, for either layout of ``b``."""
+    m, k, n = shape
+    gen = torch.Generator().manual_seed(m * 1000 + k)
+    a = torch.randn(m, k, generator=gen)
+    b = torch.randn(n, k, generator=gen).t() if transposed else torch.randn(k, n, generator=gen)
+    bias = torch.randn(n, generator=gen)
+    for with_bias in (None, bias):
+        out = vision.matmul(a, b, with_bias)
+        exact = a.double() @ b.double() + (0 if with_bias is None else with_bias.double())
+        bound = gamma(k) * (a.double().abs() @ b.double().abs()) + U32 * exact.abs()
+        assert out.shape == (m, n) and out.is_contiguous()
+        assert ((out.double() - exact).abs() <= bound).all()
+
+
+def test_matmul_reads_strided_rows_and_does_not_depend_on_the_thread_count():
+    a = torch.randn(300, 80)[:, :64]  # rows 80 apart
+    b = torch.randn(64, 264)
+    with torch_threads(1):
+        one = vision.matmul(a, b)
+    with torch_threads(2):
+        two = vision.matmul(a, b)
+    assert torch.equal(one, two)
+    assert torch.equal(one, vision.matmul(a.contiguous(), b.t().contiguous().t()))  # the same sums, either layout
+
+
+def test_linear_trains_on_the_kernels_and_leaves_the_rest_to_f_linear():
+    """In training mode with autograd recording, the output and the input's gradient are the kernel's products
+    (within ``gamma_K`` of float64) and the weights' and bias's gradients the BLAS's; evaluation, no-grad, few rows
+    and ``torch.func`` run ``F.linear``."""
+    torch.manual_seed(0)
+    layer = Linear(48, 40).train()
+    x = torch.randn(3, 30, 48, requires_grad=True)
+    y = layer(x)
+    assert y.grad_fn.name().startswith("_LinearTraining")
+    g = torch.randn_like(y)
+    y.backward(g)
+    w64, x64, g64 = layer.weight.double(), x.detach().double(), g.double()
+    exact = x64 @ w64.t() + layer.bias.double()
+    assert ((y.double() - exact).abs() <= gamma(48) * (x64.abs() @ w64.abs().t()) + U32 * exact.abs()).all()
+    assert ((x.grad.double() - g64 @ w64).abs() <= gamma(40) * (g64.abs() @ w64.abs())).all()
+    rows_x, rows_g = x64.reshape(-1, 48), g64.reshape(-1, 40)
+    gw_bound = gamma(90) * (rows_g.abs().t() @ rows_x.abs())
+    assert ((layer.weight.grad.double() - rows_g.t() @ rows_x).abs() <= gw_bound).all()
+    assert torch.equal(layer.bias.grad, g.reshape(-1, 40).sum(0))
+    assert "_LinearTraining" not in layer.eval()(x).grad_fn.name()
+    layer.train()
+    with torch.no_grad():
+        assert layer(x).grad_fn is None
+    assert "_LinearTraining" not in layer(x[:1, :2]).grad_fn.name()  # 2 rows: a classifier's batch
+    grads = torch.func.grad(lambda w: torch.func.functional_call(layer, {"weight": w}, (x.detach(),)).sum())
+    assert torch.allclose(grads(layer.weight.detach()), torch.ones(90, 40).t() @ x.detach().reshape(-1, 48))
+
+
 def test_bad_calls_raise():
+    with pytest.raises(RuntimeError, match=r"\(M, K\) and \(K, N\)"):
+        vision.matmul(torch.randn(4, 3), torch.randn(4, 3))
+    with pytest.raises(RuntimeError, match="rows must be contiguous"):
+        vision.matmul(torch.randn(4, 3).t(), torch.randn(4, 3))
+    with pytest.raises(RuntimeError, match="bias"):
+        vision.matmul(torch.randn(4, 3), torch.randn(3, 5), torch.randn(4))
     x = torch.randn(1, 12, 5, 5).to(memory_format=CL)  # 12 channels: not a multiple of 8
     with pytest.raises(RuntimeError, match="multiple of 8"):
         vision.depthwise_forward(x, torch.randn(12, 1, 3, 3), (1, 1))

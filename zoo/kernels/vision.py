@@ -1,6 +1,7 @@
 """The MetaFormer vision models' training kernels (``vision.cpp``, ``torch.ops.zoo_vision``), float32 on a CPU
 with AVX2: a depthwise convolution's forward pass and weights' gradient (stride 1, zero padding, channels-last maps,
-eight channels a vector), and StarReLU forward and backward in one pass each.
+eight channels a vector), StarReLU forward and backward in one pass each, and the matrix product of token-major
+activations with a weight.
 
 What a ConvFormer's training step waits on longest after its matrix products is oneDNN's weights' gradient of its
 depthwise 7x7 convolutions, which runs several times slower than their forward pass over the same multiply-adds;
@@ -21,6 +22,15 @@ their forward pass itself runs well below the multiply-add peak.
   (``r s`` rounded, then the fused multiply-add of ATen's ``addcmul``; the backward's products one by one); the
   scalars' gradients are sums over fixed chunks in float64.
 
+* :func:`matmul`: ``a @ b (+ bias)`` with ``a``'s rows contiguous (thousands of token rows, 8 to 2048 features)
+  and ``b`` a weight or its transpose: a Linear layer's output and its input's gradient. ``b`` is packed into panels
+  of 16 columns; a tile of 6 rows by 16 columns keeps its accumulators in registers over the whole of ``K`` and reads
+  ``a``'s rows in place. The BLAS GEMM blocks ``K`` and packs ``a`` too, which on these shapes (``K`` of 64 to 2048,
+  every row read once a tile column) costs more than it saves: the BLAS runs well below its large-matrix rate on a
+  MetaFormer's first stages (``tools/layer_kernels.py`` times both). Each output is one float32 accumulator of fused
+  multiply-adds in ``k`` order, then the bias: at most ``gamma_K sum_k |a_ik| |b_kj|`` from the exact product, the
+  same bits on any thread count.
+
 :func:`available` says whether the kernels run here (an AVX2 CPU, a C++ compiler, and ``ZOO_VISION_KERNELS`` not
 ``0``). ``tests/kernels/test_vision_kernels.py`` checks the bits, the error bounds and the gradients.
 """
@@ -39,6 +49,7 @@ __all__ = [
     "available",
     "depthwise_forward",
     "depthwise_weight_grad",
+    "matmul",
     "star_relu_backward",
     "star_relu_backward_",
     "star_relu_forward",
@@ -88,6 +99,10 @@ def _build() -> bool:
     def _(g: torch.Tensor, x: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return torch.empty_like(x), x.new_empty((1,)), x.new_empty((1,))
 
+    @torch.library.register_fake("zoo_vision::matmul")
+    def _(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return a.new_empty((a.shape[0], b.shape[1]))
+
     return True
 
 
@@ -115,3 +130,9 @@ def star_relu_backward(g: torch.Tensor, x: torch.Tensor, scale: float):
 def star_relu_backward_(g: torch.Tensor, x: torch.Tensor, scale: float):
     """:func:`star_relu_backward` with ``dx`` written over ``g``; returns ``(dscale, dbias)``."""
     return torch.ops.zoo_vision.star_relu_backward_(g, x, scale)
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b (+ bias)`` of float32 CPU matrices, ``a``'s rows contiguous, ``b`` in any layout (a weight or its
+    transpose); contiguous result. Each output is one float32 sum of fused multiply-adds in ``k`` order."""
+    return torch.ops.zoo_vision.matmul(a, b, bias)

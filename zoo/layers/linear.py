@@ -5,7 +5,11 @@ channels-last memory goes to oneDNN, which was faster once there are a thousand 
 activations of vision models; ``results/notes/code_figures.md``); for a few rows the GEMM is faster. The
 rewrite is a pair of views, so the result is the same tensor layout, within float32 rounding.
 
-Training (autograd recording), other devices and other dtypes use ``F.linear``, and so do ``torch.export``,
+In eager float32 CPU training (the module in training mode, autograd recording) the layer's two products over its
+token rows, the output and the input's gradient, are :func:`zoo.kernels.vision.matmul`'s, which on these shapes
+(thousands of rows, 64 to 2048 features) runs closer to the multiply-add peak than the BLAS GEMM; the weights'
+gradient stays the BLAS GEMM's (:class:`_LinearTraining`). Other training (evaluation mode with gradients,
+``torch.func`` transforms), other devices and other dtypes use ``F.linear``, and so do ``torch.export``,
 ``torch.compile`` and ``torch.fx`` traces and TorchScript. The choice is an argument:
 ``Linear(..., onednn=False)`` (or ``model.set_onednn_linear(False)`` on a zoo vision model, or
 ``zoo.create_model(NAME, onednn_linear=False)``) always uses ``F.linear``. Left unset, the environment variable
@@ -22,11 +26,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tracing import is_eager
+from ..kernels import vision
+from .tracing import is_eager, kernels_may_run
 
 __all__ = ["MIN_ROWS", "Linear", "onednn_default", "save_as_conv1x1"]
 
 MIN_ROWS = 1024
+TRAIN_MIN_ROWS = 64  # fewer rows (a classifier head's batch): the BLAS GEMM
+
+
+class _LinearTraining(torch.autograd.Function):
+    """``F.linear`` with the output and the input's gradient computed by :func:`zoo.kernels.vision.matmul` (each a
+    float32 sum of fused multiply-adds in order, within ``gamma_K`` of the exact product), the weights' gradient by
+    the BLAS GEMM and the bias's by ``sum``: the same products as autograd's ``linear`` backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        rows = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(rows, weight)
+        ctx.shape, ctx.has_bias = x.shape, bias is not None
+        return vision.matmul(rows, weight.t(), bias).view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        rows, weight = ctx.saved_tensors
+        g = g.reshape(-1, g.shape[-1])
+        if g.stride(1) != 1:  # an expanded gradient (of a sum, say)
+            g = g.contiguous()
+        needs = ctx.needs_input_grad
+        gx = vision.matmul(g, weight).view(ctx.shape) if needs[0] else None
+        gw = g.t().mm(rows) if needs[1] else None
+        gb = g.sum(0) if needs[2] and ctx.has_bias else None
+        return gx, gw, gb
 
 
 def onednn_default() -> bool:
@@ -53,9 +84,31 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # traced (torch.export, torch.compile, torch.fx) and scripted as the plain op: the row count is a
         # shape-dependent branch, and a compiler picks its own kernels
-        if not torch.jit.is_scripting() and is_eager() and self._takes_onednn(x):
-            return self._onednn_linear(x)
+        if not torch.jit.is_scripting() and is_eager():
+            if self._takes_onednn(x):
+                return self._onednn_linear(x)
+            if self._trains_on_kernels(x):
+                return _LinearTraining.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
+
+    @torch.jit.unused  # eager only (see zoo.layers.tracing)
+    def _trains_on_kernels(self, x: torch.Tensor) -> bool:
+        bias = self.bias
+        return (
+            self.training
+            and torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and (bias is None or bias.dtype == torch.float32)
+            and x.numel() >= TRAIN_MIN_ROWS * self.in_features
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()
+            and not torch._C._are_functorch_transforms_active()
+            and kernels_may_run()
+            and vision.available()
+        )
 
     @torch.jit.unused  # eager only (see zoo.layers.tracing)
     def _takes_onednn(self, x: torch.Tensor) -> bool:

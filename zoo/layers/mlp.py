@@ -23,7 +23,7 @@ __all__ = ["Mlp"]
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return x.mm(weight.t()) if bias is None else torch.addmm(bias, x, weight.t())
+    return vision.matmul(x, weight.t(), bias)
 
 
 class _MlpTraining(torch.autograd.Function):
@@ -48,13 +48,13 @@ class _MlpTraining(torch.autograd.Function):
         needs = ctx.needs_input_grad
         gw2 = g.t().mm(a) if needs[3] else None
         gb2 = g.sum(0) if needs[4] and ctx.has_bias[1] else None
-        gh = g.mm(w2)  # the hidden gradient: this buffer is overwritten by the activation's backward
+        gh = vision.matmul(g, w2)  # the hidden gradient: this buffer is overwritten by the activation's backward
         gscale = gshift = None
         if ctx.gelu:
             torch.ops.aten.gelu_backward.grad_input(gh, h, approximate="none", grad_input=gh)
         else:
             gscale, gshift = vision.star_relu_backward_(gh, h, ctx.s)
-        gx = gh.mm(w1).view(ctx.shape) if needs[0] else None
+        gx = vision.matmul(gh, w1).view(ctx.shape) if needs[0] else None
         gw1 = gh.t().mm(rows) if needs[1] else None
         gb1 = gh.sum(0) if needs[2] and ctx.has_bias[0] else None
         return gx, gw1, gb1, gw2, gb2, gscale, gshift
