@@ -303,7 +303,10 @@ inline void product_tile(const float* A, int64_t lda, const float* P, int64_t K,
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
   const float* a[MROWS];
 #pragma GCC unroll 6
-  for (int r = 0; r < MROWS; ++r) a[r] = A + r * lda;
+  for (int r = 0; r < MROWS; ++r) {
+    a[r] = A + r * lda;
+    _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);  // its output lines, while it sums
+  }
   for (int64_t k = 0; k < K; ++k) {
     __m256 b[NV];
 #pragma GCC unroll 2
