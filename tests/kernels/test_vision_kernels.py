@@ -163,15 +163,16 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
         return lambda *args, **kwargs: calls.append(op) or f(*args, **kwargs)
 
     ops = ("depthwise_forward", "depthwise_weight_grad", "star_relu_forward", "star_relu_backward_", "matmul")
+    ops += ("matmul_star_relu", "matmul_star_relu_backward")
     for op in ops:
         monkeypatch.setattr(vision, op, counted(op, getattr(vision, op)))
     monkeypatch.setattr(_MlpTraining, "apply", counted("mlp", _MlpTraining.apply))
     monkeypatch.setattr(_LinearTraining, "apply", counted("linear", _LinearTraining.apply))
     monkeypatch.setattr(_PatchConv, "apply", counted("patch", _PatchConv.apply))
     loss_k, kernels = step(model, x)
-    expected = {"mlp", "star_relu_forward", "star_relu_backward_"}
-    if name.startswith(("convformer", "caformer")):  # SepConv's and attention's Linear layers
-        expected |= {"depthwise_forward", "depthwise_weight_grad", "linear"}
+    expected = {"mlp", "matmul_star_relu", "matmul_star_relu_backward"}  # StarReLU MLPs
+    if name.startswith(("convformer", "caformer")):  # SepConv's and attention's Linear layers, SepConv's StarReLU
+        expected |= {"depthwise_forward", "depthwise_weight_grad", "linear", "star_relu_forward"}
     if name.startswith("poolformer"):
         expected = {"mlp"}  # GELU MLPs: ATen's GELU, fused
     # the MLPs' and Linear layers' products, and the downsampling layers' weights' gradient by patches
@@ -208,6 +209,32 @@ def test_matmul_within_the_float32_bound_of_its_sum(shape, transposed):
         bound = gamma(k) * (a.double().abs() @ b.double().abs()) + U32 * exact.abs()
         assert out.shape == (m, n) and out.is_contiguous()
         assert ((out.double() - exact).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("shape", [(97, 64, 256), (13, 5, 20), (50, 17, 1000), (300, 40, 24)])
+def test_fused_star_relu_products_give_the_two_calls_results(shape):
+    """The MLP's first product with StarReLU in its tiles' stores gives the bits of the product and then the
+    activation; the hidden gradient's product with StarReLU's backward gives the two calls' ``dx`` bits and scalar
+    gradients within the float64 sums' bound (their order differs), the same on any thread count."""
+    m, k, n = shape
+    gen = torch.Generator().manual_seed(m + k + n)
+    a, w, bias = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen), torch.randn(n, generator=gen)
+    for b in (None, bias):
+        h, act = vision.matmul_star_relu(a, w.t(), b, 0.8, -0.3)
+        assert torch.equal(h, vision.matmul(a, w.t(), b))
+        assert torch.equal(act, vision.star_relu_forward(h, 0.8, -0.3))
+    g, h = torch.randn(m, k, generator=gen), torch.randn(m, n, generator=gen)
+    with torch_threads(1):
+        fused = vision.matmul_star_relu_backward(g, w.t(), h, 0.8)
+    with torch_threads(2):
+        assert all(torch.equal(x, y) for x, y in zip(fused, vision.matmul_star_relu_backward(g, w.t(), h, 0.8)))
+    y = vision.matmul(g, w.t())
+    dx, ds, db = vision.star_relu_backward(y, h, 0.8)
+    assert torch.equal(fused[0], dx)
+    r = h.clamp_min(0).double()
+    t = (y * h.clamp_min(0)).double()  # the float32 products both sum, each rounded once more by its t * r
+    assert abs(fused[1].double() - ds.double()) <= 2 * (gamma(m * n, U64) * (t.abs() * r).sum() + U32 * ds.abs())
+    assert abs(fused[2].double() - db.double()) <= 2 * (gamma(m * n, U64) * y.double().abs().sum() + U32 * db.abs())
 
 
 def test_matmul_reads_strided_rows_and_does_not_depend_on_the_thread_count():
@@ -256,6 +283,8 @@ def test_bad_calls_raise():
         vision.matmul(torch.randn(4, 3).t(), torch.randn(4, 3))
     with pytest.raises(RuntimeError, match="bias"):
         vision.matmul(torch.randn(4, 3), torch.randn(3, 5), torch.randn(4))
+    with pytest.raises(RuntimeError, match="h must be"):
+        vision.matmul_star_relu_backward(torch.randn(4, 3), torch.randn(3, 5), torch.randn(4, 6), 1.0)
     x = torch.randn(1, 12, 5, 5).to(memory_format=CL)  # 12 channels: not a multiple of 8
     with pytest.raises(RuntimeError, match="multiple of 8"):
         vision.depthwise_forward(x, torch.randn(12, 1, 3, 3), (1, 1))

@@ -292,10 +292,21 @@ constexpr int64_t MR = 6;       // rows of a product tile
 constexpr int64_t NR = 16;      // columns of a product tile (two vectors), the packed panels' width
 constexpr int64_t MBLOCK = 48;  // rows a task: their A rows stay in L1/L2 while every panel passes over them
 
-// acc (MROWS x NV vectors) = sum over k of A[r][k] * P[k][0 .. 8 NV), stored to C (row stride ldc) plus bias
+// What a product tile does with its sums y before they are stored (any of, each optional):
+struct Epilogue {
+  const float* bias = nullptr;  // y + bias (a vector of the tile's columns)
+  float* act = nullptr;         // and s * relu(y)^2 + sb written to act (C's layout), as star_relu_forward rounds it
+  float s = 0.0f, sb = 0.0f;
+  const float* h = nullptr;  // or StarReLU's backward given its input h (C's layout): (y relu(h)) 2s stored in
+  float s2 = 0.0f;           // place of y, and sum (y relu(h)) relu(h) and sum y added in float64 to sums[0], [1]
+  double* sums = nullptr;
+};
+
+// acc (MROWS x NV vectors) = sum over k of A[r][k] * P[k][0 .. 8 NV), then the epilogue, stored to C (row stride
+// ldc; the epilogue's act and h have the same)
 template <int MROWS, int NV>
-inline void product_tile(const float* A, int64_t lda, const float* P, int64_t K, const float* bias, float* C,
-                         int64_t ldc) {
+inline void product_tile(const float* A, int64_t lda, const float* P, int64_t K, float* C, int64_t ldc,
+                         const Epilogue& e) {
   __m256 acc[MROWS][NV];
 #pragma GCC unroll 6
   for (int r = 0; r < MROWS; ++r)
@@ -306,6 +317,7 @@ inline void product_tile(const float* A, int64_t lda, const float* P, int64_t K,
   for (int r = 0; r < MROWS; ++r) {
     a[r] = A + r * lda;
     _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);  // its output lines, while it sums
+    if (e.h) _mm_prefetch(reinterpret_cast<const char*>(e.h + r * ldc), _MM_HINT_T0);
   }
   for (int64_t k = 0; k < K; ++k) {
     __m256 b[NV];
@@ -318,35 +330,61 @@ inline void product_tile(const float* A, int64_t lda, const float* P, int64_t K,
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(x, b[v], acc[r][v]);
     }
   }
+  const __m256 zero = _mm256_setzero_ps();
+  if (e.h) {  // StarReLU's backward, as star_relu_grads computes it
+    const __m256 s2v = _mm256_set1_ps(e.s2);
+    __m256d ts[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()}, tb[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+#pragma GCC unroll 6
+    for (int r = 0; r < MROWS; ++r)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        const __m256 y = acc[r][v], relu = _mm256_max_ps(_mm256_loadu_ps(e.h + r * ldc + v * LANES), zero);
+        const __m256 t = _mm256_mul_ps(y, relu), tr = _mm256_mul_ps(t, relu);
+        _mm256_storeu_ps(C + r * ldc + v * LANES, _mm256_mul_ps(t, s2v));
+        ts[r & 1] = _mm256_add_pd(ts[r & 1], _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(tr)),
+                                                           _mm256_cvtps_pd(_mm256_extractf128_ps(tr, 1))));
+        tb[r & 1] = _mm256_add_pd(tb[r & 1], _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(y)),
+                                                           _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1))));
+      }
+    double lanes[4];
+    _mm256_storeu_pd(lanes, _mm256_add_pd(ts[0], ts[1]));
+    e.sums[0] += (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    _mm256_storeu_pd(lanes, _mm256_add_pd(tb[0], tb[1]));
+    e.sums[1] += (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    return;
+  }
+  const __m256 sv = _mm256_set1_ps(e.s), bv = _mm256_set1_ps(e.sb);
 #pragma GCC unroll 6
   for (int r = 0; r < MROWS; ++r)
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v)
-      _mm256_storeu_ps(C + r * ldc + v * LANES,
-                       bias ? _mm256_add_ps(acc[r][v], _mm256_loadu_ps(bias + v * LANES)) : acc[r][v]);
+    for (int v = 0; v < NV; ++v) {
+      const __m256 y = e.bias ? _mm256_add_ps(acc[r][v], _mm256_loadu_ps(e.bias + v * LANES)) : acc[r][v];
+      _mm256_storeu_ps(C + r * ldc + v * LANES, y);
+      if (e.act) {
+        const __m256 relu = _mm256_max_ps(y, zero);
+        _mm256_storeu_ps(e.act + r * ldc + v * LANES, _mm256_fmadd_ps(relu, _mm256_mul_ps(relu, sv), bv));
+      }
+    }
 }
 
 template <int NV>
-using ProductTile = void (*)(const float*, int64_t, const float*, int64_t, const float*, float*, int64_t);
+using ProductTile = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, const Epilogue&);
 template <int NV>
 constexpr ProductTile<NV> PRODUCT_TILE[MR + 1] = {nullptr, product_tile<1, NV>, product_tile<2, NV>,
                                                   product_tile<3, NV>, product_tile<4, NV>, product_tile<5, NV>,
                                                   product_tile<6, NV>};
 
-at::Tensor matmul(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+// out = a b with the epilogue `like` (its pointers are the whole tensors': bias (N), act and h (M, N) contiguous);
+// returns the float64 sums of a backward epilogue, added over the row blocks in order
+std::pair<double, double> product(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, const Epilogue& like,
+                                  const char* name) {
   TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && a.device().is_cpu() &&
                   b.device().is_cpu() && a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0),
-              "matmul: float32 CPU matrices (M, K) and (K, N) only");
-  TORCH_CHECK(a.stride(1) == 1 || a.size(1) <= 1, "matmul: the first operand's rows must be contiguous");
+              name, ": float32 CPU matrices (M, K) and (K, N) only");
+  TORCH_CHECK(a.stride(1) == 1 || a.size(1) <= 1, name, ": the first operand's rows must be contiguous");
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-  const float* bs = nullptr;
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->dim() == 1 && bias->size(0) == N && bias->is_contiguous(),
-                "matmul: the bias must be a contiguous float32 vector of the output's width");
-    bs = bias->data_ptr<float>();
-  }
-  auto out = at::empty({M, N}, a.options());
-  if (M == 0 || N == 0) return out;
+  out = at::empty({M, N}, a.options());
+  if (M == 0 || N == 0) return {0.0, 0.0};
   const int64_t panels = (N + NR - 1) / NR;
   // panel p: columns [16 p, 16 p + w), w = 16, or 8 for a last panel of at most 8 columns; zero beyond N
   std::vector<float> packed(static_cast<size_t>(panels * NR * std::max<int64_t>(K, 1)), 0.0f);
@@ -369,33 +407,101 @@ at::Tensor matmul(const at::Tensor& a, const at::Tensor& b, const std::optional<
   const float* as = a.data_ptr<float>();
   const int64_t lda = K <= 1 ? std::max<int64_t>(K, 1) : a.stride(0);
   float* c = out.data_ptr<float>();
-  const float zero_bias[NR] = {};
-  at::parallel_for(0, (M + MBLOCK - 1) / MBLOCK, 1, [&](int64_t b0, int64_t b1) {
-    float edge[MR * NR], edge_bias[NR];
-    for (int64_t i0 = b0 * MBLOCK; i0 < std::min(M, b1 * MBLOCK); i0 += MBLOCK) {
-      const int64_t i1 = std::min(M, i0 + MBLOCK);
+  const int64_t blocks = (M + MBLOCK - 1) / MBLOCK;
+  std::vector<double> block_sums(static_cast<size_t>(2 * blocks), 0.0);
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    float edge[MR * NR], edge_act[MR * NR], edge_h[MR * NR], edge_bias[NR];
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t i0 = blk * MBLOCK, i1 = std::min(M, i0 + MBLOCK);
       for (int64_t p = 0; p < panels; ++p) {
         const int64_t j = p * NR, w = width(p), cols = std::min(NR, N - j);
+        const bool whole = cols == w;  // else through the edge buffers, zero-padded
         const float* panel = packed.data() + p * NR * K;
-        const float* pb = bs ? bs + j : nullptr;
-        if (pb && cols < w) {  // the last panel's bias, zero-padded
-          std::copy(zero_bias, zero_bias + NR, edge_bias);
-          std::copy(pb, pb + cols, edge_bias);
-          pb = edge_bias;
+        Epilogue e = like;
+        e.sums = block_sums.data() + 2 * blk;
+        if (like.bias) {
+          e.bias = like.bias + j;
+          if (!whole) {
+            std::fill(edge_bias, edge_bias + NR, 0.0f);
+            std::copy(like.bias + j, like.bias + j + cols, edge_bias);
+            e.bias = edge_bias;
+          }
         }
         for (int64_t i = i0; i < i1; i += MR) {
           const int64_t rows = std::min(MR, i1 - i);
-          float* dst = cols == w ? c + i * N + j : edge;
-          const int64_t ldc = cols == w ? N : NR;
-          if (w == NR) PRODUCT_TILE<2>[rows](as + i * lda, lda, panel, K, pb, dst, ldc);
-          else PRODUCT_TILE<1>[rows](as + i * lda, lda, panel, K, pb, dst, ldc);
-          if (cols < w)
-            for (int64_t r = 0; r < rows; ++r) std::copy(edge + r * NR, edge + r * NR + cols, c + (i + r) * N + j);
+          const int64_t ldc = whole ? N : NR;
+          float* dst = whole ? c + i * N + j : edge;
+          if (like.act) e.act = whole ? like.act + i * N + j : edge_act;
+          if (like.h) {
+            e.h = like.h + i * N + j;
+            if (!whole) {
+              std::fill(edge_h, edge_h + MR * NR, 0.0f);
+              for (int64_t r = 0; r < rows; ++r) std::copy(e.h + r * N, e.h + r * N + cols, edge_h + r * NR);
+              e.h = edge_h;
+            }
+          }
+          if (w == NR) PRODUCT_TILE<2>[rows](as + i * lda, lda, panel, K, dst, ldc, e);
+          else PRODUCT_TILE<1>[rows](as + i * lda, lda, panel, K, dst, ldc, e);
+          if (!whole)
+            for (int64_t r = 0; r < rows; ++r) {
+              std::copy(edge + r * NR, edge + r * NR + cols, c + (i + r) * N + j);
+              if (like.act) std::copy(edge_act + r * NR, edge_act + r * NR + cols, like.act + (i + r) * N + j);
+            }
         }
       }
     }
   });
+  double total_s = 0.0, total_b = 0.0;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    total_s += block_sums[2 * blk];
+    total_b += block_sums[2 * blk + 1];
+  }
+  return {total_s, total_b};
+}
+
+const float* bias_of(const std::optional<at::Tensor>& bias, int64_t n, const char* name) {
+  if (!bias.has_value()) return nullptr;
+  TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->dim() == 1 && bias->size(0) == n && bias->is_contiguous(),
+              name, ": the bias must be a contiguous float32 vector of the output's width");
+  return bias->data_ptr<float>();
+}
+
+at::Tensor matmul(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+  Epilogue e;
+  e.bias = bias_of(bias, b.size(-1), "matmul");
+  at::Tensor out;
+  product(a, b, out, e, "matmul");
   return out;
+}
+
+// (h, s * relu(h)^2 + sb) of h = a b (+ bias): an MLP's first layer and its StarReLU in one pass over the output
+std::tuple<at::Tensor, at::Tensor> matmul_star_relu(const at::Tensor& a, const at::Tensor& b,
+                                                    const std::optional<at::Tensor>& bias, double s, double sb) {
+  Epilogue e;
+  e.bias = bias_of(bias, b.size(-1), "matmul_star_relu");
+  auto act = at::empty({a.size(0), b.size(-1)}, a.options());
+  e.act = act.data_ptr<float>();
+  e.s = static_cast<float>(s);
+  e.sb = static_cast<float>(sb);
+  at::Tensor out;
+  product(a, b, out, e, "matmul_star_relu");
+  return {out, act};
+}
+
+// StarReLU's backward through an MLP's second layer: y = g w (the hidden gradient), then (y relu(h)) 2s and the
+// scalars' gradients sum (y relu(h)) relu(h) and sum y, as star_relu_backward gives them of y and h
+std::tuple<at::Tensor, at::Tensor, at::Tensor> matmul_star_relu_backward(const at::Tensor& g, const at::Tensor& w,
+                                                                         const at::Tensor& h, double s) {
+  TORCH_CHECK(h.scalar_type() == at::kFloat && h.is_contiguous() && h.dim() == 2 && g.dim() == 2 && w.dim() == 2 &&
+                  h.size(0) == g.size(0) && h.size(1) == w.size(1),
+              "matmul_star_relu_backward: h must be a contiguous float32 (M, N) matrix, N the product's width");
+  Epilogue e;
+  e.h = h.data_ptr<float>();
+  e.s2 = static_cast<float>(2.0 * s);
+  at::Tensor out;
+  auto [ds, db] = product(g, w, out, e, "matmul_star_relu_backward");
+  auto opts = h.options();
+  return {out, at::full({1}, ds, opts), at::full({1}, db, opts)};
 }
 
 }  // namespace
@@ -407,6 +513,8 @@ TORCH_LIBRARY(zoo_vision, m) {
   m.def("star_relu_backward(Tensor g, Tensor x, float s) -> (Tensor, Tensor, Tensor)");
   m.def("star_relu_backward_(Tensor(a!) g, Tensor x, float s) -> (Tensor, Tensor)");
   m.def("matmul(Tensor a, Tensor b, Tensor? bias=None) -> Tensor");
+  m.def("matmul_star_relu(Tensor a, Tensor b, Tensor? bias, float s, float sb) -> (Tensor, Tensor)");
+  m.def("matmul_star_relu_backward(Tensor g, Tensor w, Tensor h, float s) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
@@ -416,4 +524,6 @@ TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
   m.impl("star_relu_backward", star_relu_backward);
   m.impl("star_relu_backward_", star_relu_backward_);
   m.impl("matmul", matmul);
+  m.impl("matmul_star_relu", matmul_star_relu);
+  m.impl("matmul_star_relu_backward", matmul_star_relu_backward);
 }

@@ -29,7 +29,10 @@ their forward pass itself runs well below the multiply-add peak.
   every row read once a tile column) costs more than it saves: the BLAS runs well below its large-matrix rate on a
   MetaFormer's first stages (``tools/layer_kernels.py`` times both). Each output is one float32 accumulator of fused
   multiply-adds in ``k`` order, then the bias: at most ``gamma_K sum_k |a_ik| |b_kj|`` from the exact product, the
-  same bits on any thread count.
+  same bits on any thread count. :func:`matmul_star_relu` also writes StarReLU of each output as its tile is stored
+  (an MLP's first layer), and :func:`matmul_star_relu_backward` applies StarReLU's backward to each output of the
+  hidden gradient's product before it is stored (its second layer's backward): each the bits of the two calls, but
+  one pass over the hidden activation fewer.
 
 :func:`available` says whether the kernels run here (an AVX2 CPU, a C++ compiler, and ``ZOO_VISION_KERNELS`` not
 ``0``). ``tests/kernels/test_vision_kernels.py`` checks the bits, the error bounds and the gradients.
@@ -50,6 +53,8 @@ __all__ = [
     "depthwise_forward",
     "depthwise_weight_grad",
     "matmul",
+    "matmul_star_relu",
+    "matmul_star_relu_backward",
     "star_relu_backward",
     "star_relu_backward_",
     "star_relu_forward",
@@ -103,6 +108,14 @@ def _build() -> bool:
     def _(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         return a.new_empty((a.shape[0], b.shape[1]))
 
+    @torch.library.register_fake("zoo_vision::matmul_star_relu")
+    def _(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, s: float, sb: float):
+        return a.new_empty((a.shape[0], b.shape[1])), a.new_empty((a.shape[0], b.shape[1]))
+
+    @torch.library.register_fake("zoo_vision::matmul_star_relu_backward")
+    def _(g: torch.Tensor, w: torch.Tensor, h: torch.Tensor, s: float):
+        return torch.empty_like(h), h.new_empty((1,)), h.new_empty((1,))
+
     return True
 
 
@@ -136,3 +149,16 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -
     """``a @ b (+ bias)`` of float32 CPU matrices, ``a``'s rows contiguous, ``b`` in any layout (a weight or its
     transpose); contiguous result. Each output is one float32 sum of fused multiply-adds in ``k`` order."""
     return torch.ops.zoo_vision.matmul(a, b, bias)
+
+
+def matmul_star_relu(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, scale: float, shift: float):
+    """``(h, star_relu_forward(h, scale, shift))`` of ``h = matmul(a, b, bias)``, both written as the tile is stored
+    (an MLP's first layer and its StarReLU in one pass): the same bits as the two calls."""
+    return torch.ops.zoo_vision.matmul_star_relu(a, b, bias, scale, shift)
+
+
+def matmul_star_relu_backward(g: torch.Tensor, w: torch.Tensor, h: torch.Tensor, scale: float):
+    """``star_relu_backward(matmul(g, w), h, scale)``, the hidden gradient's product and StarReLU's backward in one
+    pass: the same ``dx`` bits; the scalars' float64 sums taken tile by tile (row blocks in order, so the same on any
+    thread count)."""
+    return torch.ops.zoo_vision.matmul_star_relu_backward(g, w, h, scale)

@@ -4,8 +4,10 @@ In eager float32 CPU training the three ops are one autograd function (:class:`_
 products and activation as autograd's chain, and the same saved tensors (the input, the hidden pre-activation and
 activation), but the activation's backward writes the hidden gradient over the buffer the second product's backward
 just filled, where autograd's chain allocates a second tensor of the hidden width (four times the model's) for it.
-GELU's backward is ATen's own (its ``out=`` form); StarReLU's forward and backward are :mod:`zoo.kernels.vision`'s
-one-pass kernels. Evaluation mode (the pruning graph traces the layers one by one), inference, other devices and
+The products over the token rows (the outputs and the input's and hidden gradients) are
+:func:`zoo.kernels.vision.matmul`'s, the weights' gradients the BLAS GEMM's. GELU's backward is ATen's own (its
+``out=`` form); StarReLU is computed as the first product's tiles are stored and its backward as the hidden
+gradient's are (:func:`zoo.kernels.vision.matmul_star_relu` and its backward). Evaluation mode (the pruning graph traces the layers one by one), inference, other devices and
 dtypes, autocast, traced or scripted graphs, layers with forward hooks (which must see their calls), and a machine
 where :mod:`zoo.kernels.vision` does not run (``ZOO_VISION_KERNELS=0``) run the layers one by one.
 """
@@ -30,12 +32,12 @@ class _MlpTraining(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, scale, shift):
         rows = x.reshape(-1, x.shape[-1])
-        h = _linear(rows, w1, b1)
         if scale is None:  # GELU
+            h = _linear(rows, w1, b1)
             a = F.gelu(h)
-        else:  # StarReLU
+        else:  # StarReLU, computed as the product's tiles are stored
             ctx.s = scale.item()
-            a = vision.star_relu_forward(h, ctx.s, shift.item())
+            h, a = vision.matmul_star_relu(rows, w1.t(), b1, ctx.s, shift.item())
         ctx.save_for_backward(rows, h, a, w1, w2)
         ctx.gelu, ctx.shape = scale is None, x.shape
         ctx.has_bias = b1 is not None, b2 is not None
@@ -48,12 +50,12 @@ class _MlpTraining(torch.autograd.Function):
         needs = ctx.needs_input_grad
         gw2 = g.t().mm(a) if needs[3] else None
         gb2 = g.sum(0) if needs[4] and ctx.has_bias[1] else None
-        gh = vision.matmul(g, w2)  # the hidden gradient: this buffer is overwritten by the activation's backward
         gscale = gshift = None
         if ctx.gelu:
+            gh = vision.matmul(g, w2)  # the hidden gradient: this buffer is overwritten by the activation's backward
             torch.ops.aten.gelu_backward.grad_input(gh, h, approximate="none", grad_input=gh)
-        else:
-            gscale, gshift = vision.star_relu_backward_(gh, h, ctx.s)
+        else:  # StarReLU's backward, computed as the product's tiles are stored
+            gh, gscale, gshift = vision.matmul_star_relu_backward(g, w2, h, ctx.s)
         gx = vision.matmul(gh, w1).view(ctx.shape) if needs[0] else None
         gw1 = gh.t().mm(rows) if needs[1] else None
         gb1 = gh.sum(0) if needs[2] and ctx.has_bias[0] else None
