@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from tolerances import U32, U64, gamma, torch_threads
+from tolerances import EPS32, TIMES, U32, U64, ULPS, float32_bound, gamma, torch_threads
 from torch import nn
 
 import zoo
@@ -144,9 +144,14 @@ def test_star_relu_kernel_gives_the_chains_bits_and_bounded_scalar_gradients():
     "name", ["caformer_s18", "poolformer_s12", pytest.param("convformer_s18", marks=pytest.mark.slow)]
 )
 def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypatch):
-    """The loss and every parameter's gradient of a step with the kernels is, against the same step in float64,
-    within twice the plain float32 operators' own error (the worst over the parameters, relative to the largest
-    gradient of each)."""
+    """The loss and every weight's gradient of a step with the kernels is, against the same step in float64,
+    within TIMES the plain float32 operators' own error (the worst over the weights, relative to the largest
+    gradient of each).
+
+    StarReLU's scale and bias are left to the kernels' own tests (derived bounds): each one's gradient is a sum over
+    a whole activation with heavy cancellation, so its relative error is the float32 noise of every upstream product
+    divided by a small result, and it swings by an order of magnitude with the seed for either path (on five seeds,
+    the kernels' worst over the scalars was 0.4x to 4.8x the plain operators')."""
     torch.manual_seed(0)
     model = zoo.create_model(name, num_classes=5)
     x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 3])
@@ -182,11 +187,13 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
         loss_p, plain = step(model, x)
     loss_64, ref = step(copy.deepcopy(model).double(), x.double())
 
-    def worst(grads):
-        return max(((grads[k] - ref[k]).abs().max() / ref[k].abs().max().clamp_min(1e-30)).item() for k in ref)
+    weights = [k for k in ref if ref[k].numel() > 1]
 
-    assert abs(loss_k - loss_64) <= 2 * abs(loss_p - loss_64) + 4 * U32 * abs(loss_64)
-    assert worst(kernels) <= 2 * worst(plain)
+    def worst(grads):
+        return max(((grads[k] - ref[k]).abs().max() / ref[k].abs().max().clamp_min(1e-30)).item() for k in weights)
+
+    assert abs(loss_k - loss_64) <= TIMES * abs(loss_p - loss_64) + ULPS * EPS32 * abs(loss_64)
+    assert worst(kernels) <= TIMES * worst(plain) + ULPS * EPS32
 
 
 # (M, K, N): rows and columns that fill no tile, one of each, the MetaFormer stages' widths, a classifier's 1000
@@ -315,6 +322,26 @@ def test_fused_mlp_leaves_hooked_layers_and_evaluation_to_the_layers():
     plain = mlp.eval()(x)
     assert "_MlpTraining" not in plain.grad_fn.name()
     assert torch.allclose(fused, plain, rtol=0, atol=gamma(8 + 32 + 2) * 8)
+
+
+@pytest.mark.parametrize("act", ["gelu", "star_relu"])
+def test_fused_mlp_and_linear_take_expanded_and_strided_gradients(act):
+    """A sum's gradient (stride 0) and a slice's (rows apart) reach the kernels, which read contiguous rows."""
+    from zoo.layers import GELU, Mlp
+
+    mlp = Mlp(16, hidden=64, act_layer=GELU if act == "gelu" else StarReLU).train()
+    linear = Linear(16, 24).train()
+    x = torch.randn(2, 40, 16, requires_grad=True)
+    for layer in (mlp, linear):
+        for reduce in (lambda y: y.sum(), lambda y: y[..., ::2].pow(2).sum(), lambda y: y[:, 1:].sum()):
+            x.grad = None
+            reduce(layer(x)).backward()
+            fused = x.grad.clone()
+            x.grad = None
+            with _plain_operators():
+                reduce(layer(x)).backward()
+            # two summation orders of the backward's products (16 and 64 terms deep)
+            assert torch.allclose(fused, x.grad, rtol=0, atol=float32_bound(x.grad, 16 + 64 + 64))
 
 
 def test_layers_script_to_the_plain_operators():

@@ -47,6 +47,8 @@ class _MlpTraining(torch.autograd.Function):
     def backward(ctx, g):
         rows, h, a, w1, w2 = ctx.saved_tensors
         g = g.reshape(-1, g.shape[-1])
+        if g.stride(1) != 1:  # an expanded (a sum's) or strided (a slice's) gradient: the kernels read rows
+            g = g.contiguous()
         needs = ctx.needs_input_grad
         gw2 = g.t().mm(a) if needs[3] else None
         gb2 = g.sum(0) if needs[4] and ctx.has_bias[1] else None
