@@ -3,13 +3,14 @@
 In eager float32 CPU training the three ops are one autograd function (:class:`_MlpTraining`): the same matrix
 products and activation as autograd's chain, and the same saved tensors (the input, the hidden pre-activation and
 activation), but the activation's backward writes the hidden gradient over the buffer the second product's backward
-just filled, where autograd's chain allocates a second tensor of the hidden width (four times the model's) for it.
-The products over the token rows (the outputs and the input's and hidden gradients) are
+just filled, where autograd's chain allocates a second tensor of the hidden width (four times the model's) for it. The
+products over the token rows (the outputs and the input's and hidden gradients) are
 :func:`zoo.kernels.vision.matmul`'s, the weights' gradients the BLAS GEMM's. GELU's backward is ATen's own (its
-``out=`` form); StarReLU is computed as the first product's tiles are stored and its backward as the hidden
-gradient's are (:func:`zoo.kernels.vision.matmul_star_relu` and its backward). Evaluation mode (the pruning graph traces the layers one by one), inference, other devices and
-dtypes, autocast, traced or scripted graphs, layers with forward hooks (which must see their calls), and a machine
-where :mod:`zoo.kernels.vision` does not run (``ZOO_VISION_KERNELS=0``) run the layers one by one.
+``out=`` form); StarReLU is computed as the first product's tiles are stored and its backward as the hidden gradient's
+are (:func:`zoo.kernels.vision.matmul_star_relu` and its backward). Evaluation mode (the pruning graph traces the
+layers one by one), inference, other devices and dtypes, autocast, traced or scripted graphs, layers with forward
+hooks (which must see their calls), and a machine where :mod:`zoo.kernels.vision` does not run
+(``ZOO_VISION_KERNELS=0``) run the layers one by one.
 """
 
 import torch
