@@ -35,6 +35,13 @@ MIN_ROWS = 1024
 TRAIN_MIN_ROWS = 64  # fewer rows (a classifier head's batch): the BLAS GEMM
 
 
+def token_rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a (rows, features) matrix whose rows :func:`zoo.kernels.vision.matmul` can read: a view where one
+    exists, a contiguous copy of an expanded (a sum's) or strided gradient."""
+    rows = t.reshape(-1, t.shape[-1])
+    return rows if rows.stride(1) == 1 else rows.contiguous()
+
+
 class _LinearTraining(torch.autograd.Function):
     """``F.linear`` with the output and the input's gradient computed by :func:`zoo.kernels.vision.matmul` (each a
     float32 sum of fused multiply-adds in order, within ``gamma_K`` of the exact product), the weights' gradient by
@@ -42,7 +49,7 @@ class _LinearTraining(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        rows = x.reshape(-1, x.shape[-1])
+        rows = token_rows(x)
         ctx.save_for_backward(rows, weight)
         ctx.shape, ctx.has_bias = x.shape, bias is not None
         return vision.matmul(rows, weight.t(), bias).view(*x.shape[:-1], weight.shape[0])
@@ -50,9 +57,7 @@ class _LinearTraining(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         rows, weight = ctx.saved_tensors
-        g = g.reshape(-1, g.shape[-1])
-        if g.stride(1) != 1:  # an expanded gradient (of a sum, say)
-            g = g.contiguous()
+        g = token_rows(g)
         needs = ctx.needs_input_grad
         gx = vision.matmul(g, weight).view(ctx.shape) if needs[0] else None
         gw = g.t().mm(rows) if needs[1] else None

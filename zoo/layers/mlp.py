@@ -19,7 +19,7 @@ from torch import nn
 
 from ..kernels import vision
 from .activations import GELU, StarReLU, needs_grad
-from .linear import Linear
+from .linear import Linear, token_rows
 from .tracing import is_eager, kernels_may_run
 
 __all__ = ["Mlp"]
@@ -32,7 +32,7 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 class _MlpTraining(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, scale, shift):
-        rows = x.reshape(-1, x.shape[-1])
+        rows = token_rows(x)
         if scale is None:  # GELU
             h = _linear(rows, w1, b1)
             a = F.gelu(h)
@@ -47,9 +47,7 @@ class _MlpTraining(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         rows, h, a, w1, w2 = ctx.saved_tensors
-        g = g.reshape(-1, g.shape[-1])
-        if g.stride(1) != 1:  # an expanded (a sum's) or strided (a slice's) gradient: the kernels read rows
-            g = g.contiguous()
+        g = token_rows(g)
         needs = ctx.needs_input_grad
         gw2 = g.t().mm(a) if needs[3] else None
         gb2 = g.sum(0) if needs[4] and ctx.has_bias[1] else None
