@@ -7,11 +7,12 @@ with ``--script`` or ``$ZOO_TIMM_SCRIPTS``)::
         --bench train --threads 1 --rounds 3 [--iters 5,10] [--out results/train/timm_benchmark.json]
 
 Each measurement is its own process, ``benchmark.py --model NAME --device DEVICE --bench BENCH -b BATCH
---results-file ...`` with ``OMP_NUM_THREADS`` set; the two builds alternate (timm, zoo, then zoo, timm, ...). The
-zoo's build runs in a process that imported the zoo and registered its builder in timm's registry under another
-name, ``zoo_NAME``; timm's process never imports the zoo. The ratio of a round is zoo / timm samples per second of
-that round's pair; the table gives the median over the rounds, each round's ratio, and the load average before the
-first run. ``--out`` merges the rows into a results file with the run's provenance.
+--results-file ...`` (with ``--amp``: ``--amp --amp-dtype bfloat16`` too) with ``OMP_NUM_THREADS`` set; the two
+builds alternate (timm, zoo, then zoo, timm, ...). The zoo's build runs in a process that imported the zoo and
+registered its builder in timm's registry under another name, ``zoo_NAME``; timm's process never imports the zoo.
+The ratio of a round is zoo / timm samples per second of that round's pair; the table gives the median over the
+rounds, each round's ratio, and the load average before the first run. ``--out`` merges the rows into a results
+file with the run's provenance (the GPU's name too on a CUDA device).
 
 Run as ``python tools/timm_benchmark.py --child BUILD SCRIPT ARGS...`` it is the child: BUILD ``timm`` runs the
 script as is, ``zoo`` registers ``zoo_NAME`` for every model the zoo shares with timm first.
@@ -73,8 +74,10 @@ def _run(build: str, script: str, model: str, batch: int, args) -> dict:
             "--bench", args.bench, "-b", str(batch), "--num-warm-iter", str(args.iters[0]),
             "--num-bench-iter", str(args.iters[1]),
             "--no-retry", "--results-file", str(out), "--results-format", "json",
+            *(["--amp", "--amp-dtype", "bfloat16"] if args.amp else []),
         ]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": path}
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0 or not out.is_file():
             raise SystemExit(f"{build} {model} batch {batch} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -98,10 +101,12 @@ def measure(args) -> list[dict]:
                     rates[build].append(result[key])
             ratios = [z / t for z, t in zip(rates["zoo"], rates["timm"])]
             row = dict(model=model, batch_size=batch, bench=args.bench, threads=args.threads, device=args.device,
+                       **({"amp": "bf16"} if args.amp else {}),
                        timm=statistics.median(rates["timm"]), zoo=statistics.median(rates["zoo"]),
                        ratio=statistics.median(ratios), ratios=[round(x, 3) for x in ratios],
                        rates=rates, load=round(load, 2))  # fmt: skip
-            print(f"{model:16s} batch {batch:3d} {args.bench} {args.threads} thr: timm {row['timm']:.2f} "
+            print(f"{model:16s} batch {batch:3d} {args.bench} {args.device} {'bf16 ' * args.amp}{args.threads} thr: "
+                  f"timm {row['timm']:.2f} "
                   f"zoo {row['zoo']:.2f} samples/s  zoo/timm {row['ratio']:.2f}x  rounds {row['ratios']}  "
                   f"load {row['load']}", flush=True)  # fmt: skip
             rows.append(row)
@@ -121,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bench", default="train", choices=("train", "infer"))
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every run (default 1)")
     p.add_argument("--device", default="cpu", help="benchmark.py's --device: cpu or cuda (default cpu)")
+    p.add_argument("--amp", action="store_true", help="benchmark.py's --amp --amp-dtype bfloat16 for both builds")
     p.add_argument("--rounds", type=int, default=3, help="pairs of runs (the builds' order alternates)")
     p.add_argument("--iters", type=lambda s: tuple(int(x) for x in s.split(",")), default=(5, 10),
                    help="benchmark.py's warm-up and timed iterations (default 5,10; benchmark.py's own are 10,40). "
@@ -136,13 +142,17 @@ def main(argv: list[str] | None = None) -> None:
 
     from zoo.bench.harness import merge_run, provenance
 
-    prov = provenance(f"{os.uname().machine}, {args.threads} threads")  # at the start: date, commit, load
+    prov = provenance(f"{os.uname().machine}, {args.threads} threads", args.device)  # date, commit, load, GPU
     cpu = f"{prov.get('cpu', 'CPU')} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores"
     prov = {**prov, "cpu": cpu, "threads": str(args.threads)}
     command = "python tools/timm_benchmark.py " + " ".join(argv)
     rows = measure(args)
-    if args.out:  # rows of the same model, batch, bench and threads replaced; the others keep their own run's lines
-        merge_run(args.out, rows, prov, command, lambda r: (r["model"], r["batch_size"], r["bench"], r["threads"]))
+    if args.out:  # rows of the same model, batch, bench, threads, device and precision replaced; the others stay
+        merge_run(args.out, rows, prov, command, _key)
+
+
+def _key(r: dict) -> tuple:
+    return r["model"], r["batch_size"], r["bench"], r["threads"], r.get("device", "cpu"), r.get("amp")
 
 
 if __name__ == "__main__":

@@ -188,7 +188,12 @@ def output_diff(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 
 
 def environment(**extra: str) -> dict[str, str]:
-    """Versions, threads, CPU and the machine's load at the start (other work skews timings)."""
+    """Versions, threads, CPU and the machine's load at the start (other work skews timings); with ``device`` a
+    CUDA device (``cuda``, ``cuda:1``), also the GPU's name and the CUDA version torch was built with."""
+    device = extra.get("device", "cpu")
+    gpu = {}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        gpu = {"gpu": torch.cuda.get_device_name(torch.device(device)), "cuda": str(torch.version.cuda)}
     return {
         "torch": torch.__version__,
         "timm": timm.__version__,
@@ -197,6 +202,7 @@ def environment(**extra: str) -> dict[str, str]:
         "threads": str(torch.get_num_threads()),
         "cpu": cpu_model(),
         "load": " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1/5/15-min load average)",
+        **gpu,
         **extra,
     }
 
@@ -236,15 +242,16 @@ def _commit() -> str:
     return f"zoo {__version__}"
 
 
-def provenance(machine: str | None = None) -> dict[str, Any]:
+def provenance(machine: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """Date, commit, machine, CPU, cores, threads, library versions and load at the start, for a results file's
-    head (``machine``: how to describe it; default: the architecture and torch's thread count). A checkout whose
-    package files differ from its commit says so with a ``+`` after the commit."""
+    head (``machine``: how to describe it; default: the architecture and torch's thread count; ``device``: where
+    the run computed, its GPU named when it is a CUDA device). A checkout whose package files differ from its commit
+    says so with a ``+`` after the commit."""
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _commit(),
         "machine": machine or f"{platform.machine()}, {torch.get_num_threads()} threads",
-        **environment(),
+        **environment(**({} if device == "cpu" else {"device": device})),
         "cores": str(os.cpu_count() or 1),
         "versions": library_versions(),
     }

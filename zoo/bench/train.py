@@ -375,12 +375,12 @@ def _key(r: dict[str, Any]) -> tuple:
 
 
 @one_writer
-def write_results(path: Path, rows: list[dict[str, Any]], command: str) -> dict[str, Any]:
+def write_results(path: Path, rows: list[dict[str, Any]], command: str, device: str = "cpu") -> dict[str, Any]:
     """Merge one run's :func:`result_row` rows into ``path`` (rows of the same model, batch and switches replaced,
     the others kept with their own run's provenance) and write it atomically; returns the document."""
     old = load_results(path)
     head = {k: old[k] for k in ("provenance", "command") if k in old}
-    doc = {**old, "provenance": provenance(), "command": command}  # every other key of the file stays
+    doc = {**old, "provenance": provenance(device=device), "command": command}  # every other key of the file stays
     doc["train_step"] = merge_rows(old.get("train_step", []), head, rows, _key)
     save_results(path, doc)
     return doc
@@ -459,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
         return refuse(str(e))
     report(rows, notes(rows), args.json, env, models=models, train=True)
     if args.out is not None:
-        write_results(args.out, results, recorded_command(args))
+        write_results(args.out, results, recorded_command(args), args.device)
     wrong = [r for r in rows if not args.e2e and not loss_agrees(r, amp, r.model)]
     for r in wrong:
         print(f"CHECK FAILED: {r.model} {r.setting}: first-step loss differs from {r.peer}", file=sys.stderr)
