@@ -120,6 +120,33 @@ def test_train_switches_stay_out_of_the_fp32_headline(results: Path):
     assert "12.00 img/s" not in headline.headline(results)
 
 
+def test_a_cuda_run_names_its_gpu_and_a_cpu_run_names_none(monkeypatch):
+    assert "gpu" not in provenance() and "gpu" not in provenance(device="cpu")
+    monkeypatch.setattr(train_bench.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(train_bench.torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    p = provenance(device="cuda")
+    assert p["gpu"] == "NVIDIA H200" and p["device"] == "cuda" and p["cuda"] == str(train_bench.torch.version.cuda)
+    line = headline.run_lines([("zoo bench train --device cuda", p)])
+    assert "NVIDIA H200 (CUDA" in line
+
+
+def test_gpu_and_bf16_rows_of_timm_s_benchmark_stay_beside_the_cpu_rows_and_out_of_the_headline(results: Path):
+    timm_benchmark = load("timm_benchmark")
+    path = results / "train" / "timm_benchmark.json"
+    before = json.loads(path.read_text())["rows"]
+    cpu = next(r for r in before if (r["model"], r["batch_size"], r["threads"]) == ("caformer_s18", 8, 1))
+    fast = {**cpu, "timm": 700.0, "zoo": 900.0, "ratio": 1.29, "ratios": [1.29], "load": 0.1}
+    rows = [{**fast, "device": "cuda"}, {**fast, "amp": "bf16"}]
+    merge_run(path, rows, {**provenance(), "gpu": "NVIDIA H200"}, "python tools/timm_benchmark.py", timm_benchmark._key)
+    after = json.loads(path.read_text())["rows"]
+    kept = [r for r in after if timm_benchmark._key(r) == timm_benchmark._key(cpu)]
+    assert len(after) == len(before) + 2 and [(r["timm"], r["zoo"]) for r in kept] == [(cpu["timm"], cpu["zoo"])]
+    table = headline.timm_benchmark(results)
+    assert "| caformer_s18 | 8 x 224 | train | cuda | 1 | 700.00 | 900.00 |" in table
+    assert "| caformer_s18 | 8 x 224 | train | cpu bf16 | 1 | 700.00 | 900.00 |" in table
+    assert "900.00" not in headline.headline(results)
+
+
 @pytest.mark.slow  # builds poolformer_s12 twice and times a step of each (several seconds on 2 shared cores)
 def test_a_tiny_training_step_run_writes_its_file(tmp_path: Path, capsys):
     path = tmp_path / "train_throughput.json"
