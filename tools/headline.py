@@ -123,7 +123,15 @@ def _render(name: str, results: Path) -> str:
 
 
 def _cpu(p: dict[str, Any]) -> str:
-    return re.sub(r"\s*\(R\)|\s+Processor$", "", str(p.get("cpu") or p.get("machine") or "machine not recorded"))
+    """The CPU's name, without the cores that some runs wrote into it (:func:`_cores` reads them)."""
+    cpu = re.sub(r"\s*\(R\)|\s+Processor$", "", str(p.get("cpu") or p.get("machine") or "machine not recorded"))
+    return re.sub(r",\s*\d+ cores$", "", cpu)
+
+
+def _cores(p: dict[str, Any]) -> str | None:
+    """The cores a run recorded: written into ``cpu`` by some runs, as ``cores`` by others; None where neither."""
+    written = re.search(r",\s*(\d+) cores$", str(p.get("cpu") or ""))
+    return written.group(1) if written else p.get("cores")
 
 
 def _dates(provs: Iterable[dict[str, Any]]) -> str:
@@ -152,7 +160,9 @@ def provenance_line(provs: list[dict[str, Any]]) -> str:
     torch_text = f"torch {torches[0]}" if torches else "torch " + ("; ".join(notes) or "not recorded")
     if torches and any(not p.get("torch") for p in provs):
         torch_text += " (not recorded by every run)"
-    return f"{cpus[0]}, {thread_text}, {torch_text}; {_dates(provs)}"
+    cores = {_cores(p) for p in provs} - {None}
+    cpu = f"{cpus[0]}, {cores.pop()} cores" if len(cores) == 1 else cpus[0]
+    return f"{cpu}, {thread_text}, {torch_text}; {_dates(provs)}"
 
 
 def _prose(text: str) -> str:
@@ -488,9 +498,9 @@ def run_lines(runs: list[tuple[str, dict[str, Any]]], libraries: tuple[str, ...]
     for command, text in dict.fromkeys((c, json.dumps(p, sort_keys=True)) for c, p in runs):
         p = json.loads(text)
         torch = f"torch {p['torch']}" if p.get("torch") else f"torch {p.get('torch_note') or 'not recorded'}"
-        cores = f", {p['cores']} cores" if p.get("cores") else ""
         gpu = [f"{p['gpu']} (CUDA {p.get('cuda', '?')})"] if p.get("gpu") else []
-        machine = [f"{_cpu(p)}{cores}", *gpu, f"{p.get('threads', '?')} threads", torch, *_versions(p, libraries)]
+        cpu = f"{_cpu(p)}, {_cores(p)} cores" if _cores(p) else _cpu(p)
+        machine = [cpu, *gpu, f"{p.get('threads', '?')} threads", torch, *_versions(p, libraries)]
         load = str(p.get("load") or "not recorded").removesuffix(" (1/5/15-min load average)")
         lines.append(_prose(f"`{command}`: {p['date']}, commit {p['commit']}; {', '.join(machine)}; load: {load}."))
     return "\n\n".join(lines)

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     from zoo.bench.harness import merge_run, provenance
 
     prov = provenance(f"{os.uname().machine}, {args.threads} threads", args.device)  # date, commit, load, GPU
-    cpu = f"{prov.get('cpu', 'CPU')} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores"
+    cpu = f"{prov.get('cpu', 'CPU')} ({torch.backends.cpu.get_cpu_capability()})"  # the cores: provenance's own
     prov = {**prov, "cpu": cpu, "threads": str(args.threads)}
     command = "python tools/timm_benchmark.py " + " ".join(argv)
     rows = measure(args)
