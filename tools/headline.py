@@ -122,16 +122,24 @@ def _render(name: str, results: Path) -> str:
         raise ResultsError(f"table {name} cannot be built from {files}: {what}") from None
 
 
+# the cores some runs wrote into ``cpu`` itself ("AMD EPYC (AVX2), 2 cores"); others record them as ``cores``
+_WRITTEN_CORES = re.compile(r",\s*(\d+) cores$")
+
+
 def _cpu(p: dict[str, Any]) -> str:
-    """The CPU's name, without the cores that some runs wrote into it (:func:`_cores` reads them)."""
+    """The CPU's name, without the cores (:func:`_cores` reads them)."""
     cpu = re.sub(r"\s*\(R\)|\s+Processor$", "", str(p.get("cpu") or p.get("machine") or "machine not recorded"))
-    return re.sub(r",\s*\d+ cores$", "", cpu)
+    return _WRITTEN_CORES.sub("", cpu)
 
 
 def _cores(p: dict[str, Any]) -> str | None:
-    """The cores a run recorded: written into ``cpu`` by some runs, as ``cores`` by others; None where neither."""
-    written = re.search(r",\s*(\d+) cores$", str(p.get("cpu") or ""))
+    """The cores a run recorded, in ``cpu`` or as ``cores``; None where neither."""
+    written = _WRITTEN_CORES.search(str(p.get("cpu") or ""))
     return written.group(1) if written else p.get("cores")
+
+
+def _cpu_and_cores(p: dict[str, Any], cores: str | None) -> str:
+    return f"{_cpu(p)}, {cores} cores" if cores else _cpu(p)
 
 
 def _dates(provs: Iterable[dict[str, Any]]) -> str:
@@ -161,7 +169,7 @@ def provenance_line(provs: list[dict[str, Any]]) -> str:
     if torches and any(not p.get("torch") for p in provs):
         torch_text += " (not recorded by every run)"
     cores = {_cores(p) for p in provs} - {None}
-    cpu = f"{cpus[0]}, {cores.pop()} cores" if len(cores) == 1 else cpus[0]
+    cpu = _cpu_and_cores(provs[0], cores.pop() if len(cores) == 1 else None)
     return f"{cpu}, {thread_text}, {torch_text}; {_dates(provs)}"
 
 
@@ -499,8 +507,13 @@ def run_lines(runs: list[tuple[str, dict[str, Any]]], libraries: tuple[str, ...]
         p = json.loads(text)
         torch = f"torch {p['torch']}" if p.get("torch") else f"torch {p.get('torch_note') or 'not recorded'}"
         gpu = [f"{p['gpu']} (CUDA {p.get('cuda', '?')})"] if p.get("gpu") else []
-        cpu = f"{_cpu(p)}, {_cores(p)} cores" if _cores(p) else _cpu(p)
-        machine = [cpu, *gpu, f"{p.get('threads', '?')} threads", torch, *_versions(p, libraries)]
+        machine = [
+            _cpu_and_cores(p, _cores(p)),
+            *gpu,
+            f"{p.get('threads', '?')} threads",
+            torch,
+            *_versions(p, libraries),
+        ]
         load = str(p.get("load") or "not recorded").removesuffix(" (1/5/15-min load average)")
         lines.append(_prose(f"`{command}`: {p['date']}, commit {p['commit']}; {', '.join(machine)}; load: {load}."))
     return "\n\n".join(lines)

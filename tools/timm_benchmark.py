@@ -106,9 +106,8 @@ def measure(args) -> list[dict]:
                        ratio=statistics.median(ratios), ratios=[round(x, 3) for x in ratios],
                        rates=rates, load=round(load, 2))  # fmt: skip
             print(f"{model:16s} batch {batch:3d} {args.bench} {args.device} {'bf16 ' * args.amp}{args.threads} thr: "
-                  f"timm {row['timm']:.2f} "
-                  f"zoo {row['zoo']:.2f} samples/s  zoo/timm {row['ratio']:.2f}x  rounds {row['ratios']}  "
-                  f"load {row['load']}", flush=True)  # fmt: skip
+                  f"timm {row['timm']:.2f} zoo {row['zoo']:.2f} samples/s  zoo/timm {row['ratio']:.2f}x  "
+                  f"rounds {row['ratios']}  load {row['load']}", flush=True)  # fmt: skip
             rows.append(row)
     return rows
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from maintainer_tools import load
 
 from zoo.bench import deployed, formats, formats_report
@@ -122,10 +123,10 @@ def test_train_switches_stay_out_of_the_fp32_headline(results: Path):
 
 def test_a_cuda_run_names_its_gpu_and_a_cpu_run_names_none(monkeypatch):
     assert "gpu" not in provenance() and "gpu" not in provenance(device="cpu")
-    monkeypatch.setattr(train_bench.torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(train_bench.torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
     p = provenance(device="cuda")
-    assert p["gpu"] == "NVIDIA H200" and p["device"] == "cuda" and p["cuda"] == str(train_bench.torch.version.cuda)
+    assert p["gpu"] == "NVIDIA H200" and p["device"] == "cuda" and p["cuda"] == str(torch.version.cuda)
     line = headline.run_lines([("zoo bench train --device cuda", p)])
     assert "NVIDIA H200 (CUDA" in line
 
