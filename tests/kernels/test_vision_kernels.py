@@ -168,7 +168,7 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
         return lambda *args, **kwargs: calls.append(op) or f(*args, **kwargs)
 
     ops = ("depthwise_forward", "depthwise_weight_grad", "star_relu_forward", "star_relu_backward_", "matmul")
-    ops += ("matmul_star_relu", "matmul_star_relu_backward")
+    ops += ("matmul_star_relu", "matmul_star_relu_backward", "matmul_gelu", "matmul_times")
     for op in ops:
         monkeypatch.setattr(vision, op, counted(op, getattr(vision, op)))
     monkeypatch.setattr(_MlpTraining, "apply", counted("mlp", _MlpTraining.apply))
@@ -179,7 +179,7 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
     if name.startswith(("convformer", "caformer")):  # SepConv's and attention's Linear layers, SepConv's StarReLU
         expected |= {"depthwise_forward", "depthwise_weight_grad", "linear", "star_relu_forward"}
     if name.startswith("poolformer"):
-        expected = {"mlp"}  # GELU MLPs: ATen's GELU, fused
+        expected = {"mlp", "matmul_gelu", "matmul_times"}  # GELU MLPs
     # the MLPs' and Linear layers' products, and the downsampling layers' weights' gradient by patches
     assert set(calls) == expected | {"matmul", "patch"}
     monkeypatch.setattr(PatchConv2d, "_trains_by_patches", lambda self, x: False)
@@ -292,6 +292,10 @@ def test_bad_calls_raise():
         vision.matmul(torch.randn(4, 3), torch.randn(3, 5), torch.randn(4))
     with pytest.raises(RuntimeError, match="h must be"):
         vision.matmul_star_relu_backward(torch.randn(4, 3), torch.randn(3, 5), torch.randn(4, 6), 1.0)
+    with pytest.raises(RuntimeError, match="d must be"):
+        vision.matmul_times(torch.randn(4, 3), torch.randn(3, 5), torch.randn(5, 4))
+    with pytest.raises(RuntimeError, match="float32"):
+        vision.gelu(torch.randn(4, dtype=torch.float64))
     x = torch.randn(1, 12, 5, 5).to(memory_format=CL)  # 12 channels: not a multiple of 8
     with pytest.raises(RuntimeError, match="multiple of 8"):
         vision.depthwise_forward(x, torch.randn(12, 1, 3, 3), (1, 1))
@@ -355,3 +359,91 @@ def test_layers_script_to_the_plain_operators():
     mlp = Mlp(8, hidden=32, act_layer=StarReLU).train()
     h = torch.randn(2, 3, 8)
     torch.testing.assert_close(torch.jit.script(mlp)(h), mlp(h), rtol=0, atol=gamma(8 + 32 + 4) * 16)
+
+
+def _float32s(lo: float, hi: float, step: int) -> torch.Tensor:
+    """Every ``step``-th float32 from ``lo`` to ``hi`` (both >= 0) by bit pattern: a sample of every binade."""
+    bits = torch.arange(
+        torch.tensor(lo).view(torch.int32).item(), torch.tensor(hi).view(torch.int32).item() + 1, step,
+        dtype=torch.int32,
+    )  # fmt: skip
+    return bits.view(torch.float32)
+
+
+def _erf_error(z: torch.Tensor) -> float:
+    return (vision.erf(z).double() - torch.erf(z.double())).abs().max().item()
+
+
+def test_erf_within_its_stated_error_odd_and_saturated():
+    """A sample of every binade from 0 to 4 (beyond 4 the input is clamped, and float32's erf is 1 from 3.84);
+    the slow test below covers every float32."""
+    z = torch.cat([_float32s(0.0, 4.0, 997), torch.tensor([4.0, 4.5, 10.0, 1e30, float("inf")])])
+    assert _erf_error(z) <= vision.ERF_ERROR
+    assert torch.equal(vision.erf(-z), -vision.erf(z))
+    assert torch.equal(vision.erf(torch.tensor([4.0, 1e30, float("inf")])), torch.ones(3))
+    assert vision.erf(torch.tensor([float("nan")])).isnan().all()
+
+
+@pytest.mark.slow
+def test_erf_within_its_stated_error_at_every_float32():
+    top, step, worst = torch.tensor(4.0).view(torch.int32).item(), 1 << 24, 0.0
+    for lo in range(0, top + 1, step):
+        bits = torch.arange(lo, min(lo + step, top + 1), dtype=torch.int32)
+        worst = max(worst, _erf_error(bits.view(torch.float32)))
+    assert worst <= vision.ERF_ERROR
+
+
+def _gelu64(x: torch.Tensor):
+    """GELU and its slope in float64: ``x Phi(x)``, ``Phi(x) + x phi(x)``."""
+    x = x.double()
+    cdf = 0.5 * (1 + torch.erf(x / 2**0.5))
+    return x * cdf, cdf + x * torch.exp(-0.5 * x * x) / (2 * torch.pi) ** 0.5, x
+
+
+def test_gelu_and_its_slope_within_their_derived_bounds():
+    """With ``z = x / sqrt 2`` rounded twice (moving erf by at most 0.97 u, erf's slope times z being at most 0.48)
+    and erf within ERF_ERROR: ``|act - gelu| <= |x| / 2 (ERF_ERROR + u) + u |act|``. The slope: ``Phi`` within
+    ``(ERF_ERROR + u) / 2 + u Phi``; the density ``exp(-x^2 / 2) / sqrt(2 pi)`` within the relative ``(x^2 / 2) u``
+    (x^2's rounding) ``+ EXP_ERROR + 2 u`` (the constant's rounding and the product's), times ``|x|``; then the
+    last fused multiply-add's ``u |slope|``. A tiny absolute term covers subnormal halves and the density's flush
+    to zero below ``-x^2 / 2 = -87``."""
+    pos = torch.cat([_float32s(0.0, 20.0, 613), torch.tensor([1e10, 1e30, 3e38])])
+    x = torch.cat([pos, -pos])
+    act, slope = vision.gelu(x)
+    gelu, d, x64 = _gelu64(x)
+    u, tiny = U32, 1e-36
+    assert ((act.double() - gelu).abs() <= x64.abs() / 2 * (vision.ERF_ERROR + u) + u * act.double().abs() + tiny).all()
+    density = (x64 * torch.exp(-0.5 * x64 * x64) / (2 * torch.pi) ** 0.5).abs()
+    bound = (vision.ERF_ERROR + u) / 2 + u + density * (x64 * x64 / 2 * u + vision.EXP_ERROR + 2 * u)
+    assert ((slope.double() - d).abs() <= bound + u * slope.double().abs() + tiny).all()
+
+
+def test_gelu_special_values_are_atens():
+    """Zeros, infinities, NaN and huge inputs: ATen's GELU and ``gelu_backward`` give the same values (NaN where
+    they give NaN, as at -inf, whose ``x * 0`` is NaN in both)."""
+    x = torch.tensor([0.0, -0.0, 1e-40, -1e-40, 1e30, -1e30, float("inf"), float("-inf"), float("nan"), 60.0, -60.0])
+    act, slope = vision.gelu(x)
+    torch.testing.assert_close(act, F.gelu(x), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(
+        slope, torch.ops.aten.gelu_backward(torch.ones_like(x), x), rtol=0, atol=0, equal_nan=True
+    )
+
+
+@pytest.mark.parametrize("shape", [(97, 64, 256), (13, 5, 20), (50, 17, 1000), (300, 40, 24)])
+def test_fused_gelu_products_give_the_two_calls_results(shape):
+    """The MLP's first product with GELU and its slope in its tiles' stores gives the bits of the product and then
+    ``gelu``; the hidden gradient's product times the slope gives the bits of the product and then the product, the
+    same on any thread count."""
+    m, k, n = shape
+    gen = torch.Generator().manual_seed(m + k + n)
+    a, w, bias = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen), torch.randn(n, generator=gen)
+    for b in (None, bias):
+        fused = vision.matmul_gelu(a, w.t(), b)
+        two = vision.gelu(vision.matmul(a, w.t(), b))
+        assert all(torch.equal(f, t) for f, t in zip(fused, two))
+    g, d = torch.randn(m, k, generator=gen), torch.randn(m, n, generator=gen)
+    with torch_threads(1):
+        one = vision.matmul_times(g, w.t(), d)
+    with torch_threads(2):
+        assert torch.equal(one, vision.matmul_times(g, w.t(), d))
+    assert torch.equal(one, vision.matmul(g, w.t()) * d)

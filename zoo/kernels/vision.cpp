@@ -25,6 +25,8 @@
 // registers over the whole of K, reading A's 6 rows in place (a broadcast each) and the panel's row k. Every output
 // is one float32 accumulator of fused multiply-adds in k order, then the bias added: the result does not depend on
 // the thread count or the blocking, and its error is at most gamma_K sum_k |a_ik| |b_kj| (plus the bias's rounding).
+// A tile's epilogue may apply StarReLU or its backward, or GELU and its slope (from the stored tile, in L1, so that
+// the accumulators' registers are free for its constants), or multiply by a map (GELU's backward given the slope).
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -288,6 +290,109 @@ std::tuple<at::Tensor, at::Tensor> star_relu_backward_(at::Tensor& g, const at::
 }
 
 
+// GELU, x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, and its derivative Phi(x) + x phi(x) (phi the normal density), for
+// the MLP products' epilogues and the elementwise calls. erf(z) = z P(z^2) / Q(z^2), P of degree 6 and Q of degree
+// 5, z clamped to [-4, 4] and the result to [-1, 1]: float32's erf is +-1 beyond |z| = 3.84. The coefficients are
+// the least-maximum-relative-error rational of tools/fit_erf.py (2.4e-9 in exact arithmetic); rounded to float32 and
+// evaluated by Horner's fused multiply-adds, the kernel's erf is within ERF_ERROR of erf over every float32 (checked
+// exhaustively by tests/kernels/test_vision_kernels.py), where ATen's GELU, Abramowitz and Stegun's 7.1.26 with an
+// exp, is within about 5.5e-7. exp(t), t = -x^2 / 2 <= 0: t = n ln 2 + r, |r| <= ln 2 / 2 (ln 2 in two parts), a
+// degree-7 Taylor polynomial of exp(r) (truncation below 6e-9 relative), times 2^n by the exponent's bits; zero
+// below t = -87 (x phi(x) < 1e-36 there, and it keeps 2^n a normal float).
+constexpr float ERF_P[7] = {1.128379225730896f,     0.185248464345932f,     0.05434365198016167f,
+                            0.0038543257396668196f, 0.0003805606684181839f, 4.708211235993076e-06f,
+                            -1.332341348359023e-08f};
+constexpr float ERF_Q[6] = {1.0f, 0.4975055754184723f, 0.1139955073595047f, 0.015474587678909302f,
+                            0.0013098404742777348f, 6.33366362308152e-05f};
+
+__attribute__((always_inline)) inline __m256 erf8(__m256 x) {
+  // (max and min return their second operand when either is NaN: x's NaN goes through)
+  const __m256 z = _mm256_min_ps(_mm256_set1_ps(4.0f), _mm256_max_ps(_mm256_set1_ps(-4.0f), x));
+  const __m256 s = _mm256_mul_ps(z, z);
+  __m256 p = _mm256_set1_ps(ERF_P[6]), q = _mm256_set1_ps(ERF_Q[5]);
+#pragma GCC unroll 6
+  for (int k = 5; k >= 0; --k) p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(ERF_P[k]));
+#pragma GCC unroll 5
+  for (int k = 4; k >= 0; --k) q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(ERF_Q[k]));
+  const __m256 r = _mm256_div_ps(_mm256_mul_ps(z, p), q);
+  return _mm256_min_ps(_mm256_set1_ps(1.0f), _mm256_max_ps(_mm256_set1_ps(-1.0f), r));
+}
+
+__attribute__((always_inline)) inline __m256 exp8_nonpositive(__m256 t) {  // exp(t) for t <= 0 (NaN and t < -87: 0)
+  const __m256 keep = _mm256_cmp_ps(t, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
+  t = _mm256_max_ps(t, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), t);  // ln 2's high part: 16 bits, exact n ln2_hi
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 e = _mm256_set1_ps(1.0f / 5040.0f);
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f / 720.0f));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f / 120.0f));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f / 24.0f));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f / 6.0f));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(0.5f));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f));
+  const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(_mm256_mul_ps(e, _mm256_castsi256_ps(scale)), keep);
+}
+
+// GELU (x / 2) erf(x / sqrt 2) + x / 2 into act, and its slope (1 + erf(x / sqrt 2)) / 2 + x exp(-x^2 / 2) /
+// sqrt(2 pi) into slope, with one erf
+__attribute__((always_inline)) inline void gelu8(__m256 x, __m256& act, __m256& slope) {
+  const __m256 half = _mm256_set1_ps(0.5f), e = erf8(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)));
+  const __m256 hx = _mm256_mul_ps(x, half);
+  act = _mm256_fmadd_ps(hx, e, hx);
+  const __m256 t = _mm256_mul_ps(_mm256_mul_ps(x, x), _mm256_set1_ps(-0.5f));
+  const __m256 pdf = _mm256_mul_ps(exp8_nonpositive(t), _mm256_set1_ps(0.39894228040143268f));
+  slope = _mm256_fmadd_ps(x, pdf, _mm256_fmadd_ps(e, half, half));
+}
+
+// f(x, out0, out1) over every eight elements of x (the tail through a zero-padded vector); out1 may be null
+template <typename F>
+void map8(const at::Tensor& x, at::Tensor& out0, at::Tensor* out1, const char* name, F f) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.device().is_cpu() && x.is_contiguous(), name,
+              ": a contiguous float32 CPU tensor only");
+  out0 = at::empty_like(x);
+  if (out1) *out1 = at::empty_like(x);
+  const float* xs = x.data_ptr<float>();
+  float* o0 = out0.data_ptr<float>();
+  float* o1 = out1 ? out1->data_ptr<float>() : nullptr;
+  const int64_t n = x.numel();
+  at::parallel_for(0, (n + CHUNK - 1) / CHUNK, 1, [&](int64_t c0, int64_t c1) {
+    const int64_t end = std::min(n, c1 * CHUNK);
+    __m256 a, b;
+    int64_t k = c0 * CHUNK;
+    for (; k + LANES <= end; k += LANES) {
+      f(_mm256_loadu_ps(xs + k), a, b);
+      _mm256_storeu_ps(o0 + k, a);
+      if (o1) _mm256_storeu_ps(o1 + k, b);
+    }
+    if (k < end) {
+      float in[LANES] = {}, r0[LANES], r1[LANES];
+      std::copy(xs + k, xs + end, in);
+      f(_mm256_loadu_ps(in), a, b);
+      _mm256_storeu_ps(r0, a);
+      _mm256_storeu_ps(r1, b);
+      std::copy(r0, r0 + (end - k), o0 + k);
+      if (o1) std::copy(r1, r1 + (end - k), o1 + k);
+    }
+  });
+}
+
+at::Tensor erf_kernel(const at::Tensor& x) {  // the kernels' erf, elementwise (their error is checked through it)
+  at::Tensor out;
+  map8(x, out, nullptr, "erf", [](__m256 v, __m256& e, __m256&) { e = erf8(v); });
+  return out;
+}
+
+// (gelu(x), gelu'(x)), as matmul_gelu's epilogue computes them
+std::tuple<at::Tensor, at::Tensor> gelu(const at::Tensor& x) {
+  at::Tensor act, slope;
+  map8(x, act, &slope, "gelu", [](__m256 v, __m256& a, __m256& s) { gelu8(v, a, s); });
+  return {act, slope};
+}
+
 constexpr int64_t MR = 6;       // rows of a product tile
 constexpr int64_t NR = 16;      // columns of a product tile (two vectors), the packed panels' width
 constexpr int64_t MBLOCK = 48;  // rows a task: their A rows stay in L1/L2 while every panel passes over them
@@ -300,6 +405,8 @@ struct Epilogue {
   const float* h = nullptr;  // or StarReLU's backward given its input h (C's layout): (y relu(h)) 2s stored in
   float s2 = 0.0f;           // place of y, and sum (y relu(h)) relu(h) and sum y added in float64 to sums[0], [1]
   double* sums = nullptr;
+  bool gelu = false;  // GELU in place of StarReLU: act = gelu(y), and gelu'(y) stored in place of y, as gelu() gives
+  const float* times = nullptr;  // or y times[...] stored (C's layout): GELU's backward given its slope
 };
 
 // acc (MROWS x NV vectors) = sum over k of A[r][k] * P[k][0 .. 8 NV), then the epilogue, stored to C (row stride
@@ -318,6 +425,7 @@ inline void product_tile(const float* A, int64_t lda, const float* P, int64_t K,
     a[r] = A + r * lda;
     _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);  // its output lines, while it sums
     if (e.h) _mm_prefetch(reinterpret_cast<const char*>(e.h + r * ldc), _MM_HINT_T0);
+    if (e.times) _mm_prefetch(reinterpret_cast<const char*>(e.times + r * ldc), _MM_HINT_T0);
   }
   for (int64_t k = 0; k < K; ++k) {
     __m256 b[NV];
@@ -331,6 +439,15 @@ inline void product_tile(const float* A, int64_t lda, const float* P, int64_t K,
     }
   }
   const __m256 zero = _mm256_setzero_ps();
+  if (e.times) {
+#pragma GCC unroll 6
+    for (int r = 0; r < MROWS; ++r)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v)
+        _mm256_storeu_ps(C + r * ldc + v * LANES,
+                         _mm256_mul_ps(acc[r][v], _mm256_loadu_ps(e.times + r * ldc + v * LANES)));
+    return;
+  }
   if (e.h) {  // StarReLU's backward, as star_relu_grads computes it
     const __m256 s2v = _mm256_set1_ps(e.s2);
     __m256d ts[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()}, tb[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
@@ -360,11 +477,19 @@ inline void product_tile(const float* A, int64_t lda, const float* P, int64_t K,
     for (int v = 0; v < NV; ++v) {
       const __m256 y = e.bias ? _mm256_add_ps(acc[r][v], _mm256_loadu_ps(e.bias + v * LANES)) : acc[r][v];
       _mm256_storeu_ps(C + r * ldc + v * LANES, y);
-      if (e.act) {
+      if (e.act && !e.gelu) {
         const __m256 relu = _mm256_max_ps(y, zero);
         _mm256_storeu_ps(e.act + r * ldc + v * LANES, _mm256_fmadd_ps(relu, _mm256_mul_ps(relu, sv), bv));
       }
     }
+  if (e.gelu)  // from the stored sums (in L1), the accumulators' registers free for GELU's constants
+    for (int r = 0; r < MROWS; ++r)
+      for (int v = 0; v < NV; ++v) {
+        __m256 act, slope;
+        gelu8(_mm256_loadu_ps(C + r * ldc + v * LANES), act, slope);
+        _mm256_storeu_ps(C + r * ldc + v * LANES, slope);
+        _mm256_storeu_ps(e.act + r * ldc + v * LANES, act);
+      }
 }
 
 template <int NV>
@@ -432,12 +557,13 @@ std::pair<double, double> product(const at::Tensor& a, const at::Tensor& b, at::
           const int64_t ldc = whole ? N : NR;
           float* dst = whole ? c + i * N + j : edge;
           if (like.act) e.act = whole ? like.act + i * N + j : edge_act;
-          if (like.h) {
-            e.h = like.h + i * N + j;
-            if (!whole) {
+          for (auto [in, at] : {std::pair{like.h, &e.h}, std::pair{like.times, &e.times}}) {
+            if (!in) continue;
+            *at = in + i * N + j;
+            if (!whole) {  // (h and times are never both given)
               std::fill(edge_h, edge_h + MR * NR, 0.0f);
-              for (int64_t r = 0; r < rows; ++r) std::copy(e.h + r * N, e.h + r * N + cols, edge_h + r * NR);
-              e.h = edge_h;
+              for (int64_t r = 0; r < rows; ++r) std::copy(*at + r * N, *at + r * N + cols, edge_h + r * NR);
+              *at = edge_h;
             }
           }
           if (w == NR) PRODUCT_TILE<2>[rows](as + i * lda, lda, panel, K, dst, ldc, e);
@@ -488,6 +614,32 @@ std::tuple<at::Tensor, at::Tensor> matmul_star_relu(const at::Tensor& a, const a
   return {out, act};
 }
 
+// (gelu(h), gelu'(h)) of h = a b (+ bias): an MLP's first layer and its GELU in one pass over the output, h
+// itself not kept (the backward needs only the slope)
+std::tuple<at::Tensor, at::Tensor> matmul_gelu(const at::Tensor& a, const at::Tensor& b,
+                                               const std::optional<at::Tensor>& bias) {
+  Epilogue e;
+  e.bias = bias_of(bias, b.size(-1), "matmul_gelu");
+  auto act = at::empty({a.size(0), b.size(-1)}, a.options());
+  e.act = act.data_ptr<float>();
+  e.gelu = true;
+  at::Tensor slope;
+  product(a, b, slope, e, "matmul_gelu");
+  return {act, slope};
+}
+
+// (g w) d elementwise: GELU's backward through an MLP's second layer, d its slope
+at::Tensor matmul_times(const at::Tensor& g, const at::Tensor& w, const at::Tensor& d) {
+  TORCH_CHECK(d.scalar_type() == at::kFloat && d.is_contiguous() && d.dim() == 2 && g.dim() == 2 && w.dim() == 2 &&
+                  d.size(0) == g.size(0) && d.size(1) == w.size(1),
+              "matmul_times: d must be a contiguous float32 (M, N) matrix, N the product's width");
+  Epilogue e;
+  e.times = d.data_ptr<float>();
+  at::Tensor out;
+  product(g, w, out, e, "matmul_times");
+  return out;
+}
+
 // StarReLU's backward through an MLP's second layer: y = g w (the hidden gradient), then (y relu(h)) 2s and the
 // scalars' gradients sum (y relu(h)) relu(h) and sum y, as star_relu_backward gives them of y and h
 std::tuple<at::Tensor, at::Tensor, at::Tensor> matmul_star_relu_backward(const at::Tensor& g, const at::Tensor& w,
@@ -515,6 +667,10 @@ TORCH_LIBRARY(zoo_vision, m) {
   m.def("matmul(Tensor a, Tensor b, Tensor? bias=None) -> Tensor");
   m.def("matmul_star_relu(Tensor a, Tensor b, Tensor? bias, float s, float sb) -> (Tensor, Tensor)");
   m.def("matmul_star_relu_backward(Tensor g, Tensor w, Tensor h, float s) -> (Tensor, Tensor, Tensor)");
+  m.def("erf(Tensor x) -> Tensor");
+  m.def("gelu(Tensor x) -> (Tensor, Tensor)");
+  m.def("matmul_gelu(Tensor a, Tensor b, Tensor? bias) -> (Tensor, Tensor)");
+  m.def("matmul_times(Tensor g, Tensor w, Tensor d) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
@@ -526,4 +682,8 @@ TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
   m.impl("matmul", matmul);
   m.impl("matmul_star_relu", matmul_star_relu);
   m.impl("matmul_star_relu_backward", matmul_star_relu_backward);
+  m.impl("erf", erf_kernel);
+  m.impl("gelu", gelu);
+  m.impl("matmul_gelu", matmul_gelu);
+  m.impl("matmul_times", matmul_times);
 }

@@ -1,20 +1,21 @@
 """The transformer MLP every vision family uses: Linear -> activation -> Linear.
 
 In eager float32 CPU training the three ops are one autograd function (:class:`_MlpTraining`): the same matrix
-products and activation as autograd's chain, and the same saved tensors (the input, the hidden pre-activation and
-activation), but the activation's backward writes the hidden gradient over the buffer the second product's backward
-just filled, where autograd's chain allocates a second tensor of the hidden width (four times the model's) for it. The
-products over the token rows (the outputs and the input's and hidden gradients) are
-:func:`zoo.kernels.vision.matmul`'s, the weights' gradients the BLAS GEMM's. GELU's backward is ATen's own (its
-``out=`` form); StarReLU is computed as the first product's tiles are stored and its backward as the hidden gradient's
-are (:func:`zoo.kernels.vision.matmul_star_relu` and its backward). Evaluation mode (the pruning graph traces the
-layers one by one), inference, other devices and dtypes, autocast, traced or scripted graphs, layers with forward
-hooks (which must see their calls), and a machine where :mod:`zoo.kernels.vision` does not run
-(``ZOO_VISION_KERNELS=0``) run the layers one by one.
+products and activation as autograd's chain, and as many saved tensors (the input, the activation, and the hidden
+pre-activation or, for GELU, its slope), but each activation is computed as the first product's tiles are stored and
+its backward as the hidden gradient's are, where autograd's chain makes a pass over the hidden map (four times the
+model's width) for each and allocates a second hidden gradient. The products over the token rows (the outputs and
+the input's and hidden gradients) are :func:`zoo.kernels.vision.matmul`'s, the weights' gradients the BLAS GEMM's.
+StarReLU: :func:`zoo.kernels.vision.matmul_star_relu` and its backward. GELU: :func:`zoo.kernels.vision.matmul_gelu`
+gives GELU and its slope, and :func:`zoo.kernels.vision.matmul_times` multiplies the slope in; that GELU is the
+kernels' own, within derived bounds of the exact one and closer to it than ATen's
+(``tests/kernels/test_vision_kernels.py``). Evaluation mode (the pruning graph traces the layers one by one),
+inference, other devices and dtypes, autocast, traced or scripted graphs, layers with forward hooks (which must see
+their calls), and a machine where :mod:`zoo.kernels.vision` does not run (``ZOO_VISION_KERNELS=0``) run the layers
+one by one.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import vision
@@ -33,9 +34,8 @@ class _MlpTraining(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, scale, shift):
         rows = token_rows(x)
-        if scale is None:  # GELU
-            h = _linear(rows, w1, b1)
-            a = F.gelu(h)
+        if scale is None:  # GELU and its slope, computed as the product's tiles are stored: the slope kept, not h
+            a, h = vision.matmul_gelu(rows, w1.t(), b1)
         else:  # StarReLU, computed as the product's tiles are stored
             ctx.s = scale.item()
             h, a = vision.matmul_star_relu(rows, w1.t(), b1, ctx.s, shift.item())
@@ -52,10 +52,9 @@ class _MlpTraining(torch.autograd.Function):
         gw2 = g.t().mm(a) if needs[3] else None
         gb2 = g.sum(0) if needs[4] and ctx.has_bias[1] else None
         gscale = gshift = None
-        if ctx.gelu:
-            gh = vision.matmul(g, w2)  # the hidden gradient: this buffer is overwritten by the activation's backward
-            torch.ops.aten.gelu_backward.grad_input(gh, h, approximate="none", grad_input=gh)
-        else:  # StarReLU's backward, computed as the product's tiles are stored
+        if ctx.gelu:  # the activation's backward, the slope multiplied in as the hidden gradient's tiles are stored
+            gh = vision.matmul_times(g, w2, h)
+        else:
             gh, gscale, gshift = vision.matmul_star_relu_backward(g, w2, h, ctx.s)
         gx = vision.matmul(gh, w1).view(ctx.shape) if needs[0] else None
         gw1 = gh.t().mm(rows) if needs[1] else None
