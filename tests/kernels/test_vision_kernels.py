@@ -447,3 +447,24 @@ def test_fused_gelu_products_give_the_two_calls_results(shape):
     with torch_threads(2):
         assert torch.equal(one, vision.matmul_times(g, w.t(), d))
     assert torch.equal(one, vision.matmul(g, w.t()) * d)
+
+
+@pytest.mark.parametrize("shape", [(3000, 64, 256), (2500, 40, 24), (700, 16, 8), (1031, 33, 7)])
+def test_weight_grad_within_the_float32_bound_on_any_thread_count(shape):
+    """``g.t() @ x`` split by rows over the threads (from 1024 rows): within ``gamma_M sum |g| |x|`` of float64 on
+    one thread and two (an input that requires gradients, as a saved activation may, included), and the BLAS's
+    ``mm`` itself on one thread."""
+    m, n, k = shape
+    gen = torch.Generator().manual_seed(m)
+    g, x = torch.randn(m, n, generator=gen), torch.randn(m, k, generator=gen).requires_grad_()
+    exact = g.double().t() @ x.detach().double()
+    bound = gamma(m) * (g.double().abs().t() @ x.detach().double().abs())
+    for threads in (1, 2):
+        with torch_threads(threads):
+            out = vision.weight_grad(g, x)
+        assert out.shape == (n, k)
+        assert ((out.double() - exact).abs() <= bound).all()
+    with torch_threads(1):
+        assert torch.equal(vision.weight_grad(g, x), g.t().mm(x.detach()))
+    with pytest.raises(RuntimeError, match=r"\(M, N\) and \(M, K\)"):
+        vision.weight_grad(g, x[:-1])

@@ -32,8 +32,10 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
 #include <immintrin.h>
 #include <torch/library.h>
 
@@ -640,6 +642,30 @@ at::Tensor matmul_times(const at::Tensor& g, const at::Tensor& w, const at::Tens
   return out;
 }
 
+// g^T x, a Linear layer's weights' gradient from its output's gradient g (M, N) and its input x (M, K) over M token
+// rows: the rows split into one contiguous part a thread, each part's product by the BLAS on that thread alone, and
+// the parts' (N, K) sums added in order. Over thousands of rows and a few hundred columns the BLAS's own threads
+// split the product's few outputs rather than its long sum, and scale poorly.
+at::Tensor weight_grad(const at::Tensor& g, const at::Tensor& x) {
+  TORCH_CHECK(g.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat && g.device().is_cpu() &&
+                  x.device().is_cpu() && g.dim() == 2 && x.dim() == 2 && g.size(0) == x.size(0),
+              "weight_grad: float32 CPU matrices (M, N) and (M, K) only");
+  const int64_t M = g.size(0);
+  const int64_t parts = std::clamp<int64_t>(M / 512, 1, at::get_num_threads());
+  auto gd = g.detach(), xd = x.detach();
+  if (parts == 1 || at::in_parallel_region()) return at::mm(gd.t(), xd);
+  std::vector<at::Tensor> sums(static_cast<size_t>(parts));
+  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    c10::NoGradGuard no_grad;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t r0 = M * p / parts, r1 = M * (p + 1) / parts;
+      sums[p] = at::mm(gd.slice(0, r0, r1).t(), xd.slice(0, r0, r1));
+    }
+  });
+  for (int64_t p = 1; p < parts; ++p) sums[0].add_(sums[p]);
+  return sums[0];
+}
+
 // StarReLU's backward through an MLP's second layer: y = g w (the hidden gradient), then (y relu(h)) 2s and the
 // scalars' gradients sum (y relu(h)) relu(h) and sum y, as star_relu_backward gives them of y and h
 std::tuple<at::Tensor, at::Tensor, at::Tensor> matmul_star_relu_backward(const at::Tensor& g, const at::Tensor& w,
@@ -671,6 +697,7 @@ TORCH_LIBRARY(zoo_vision, m) {
   m.def("gelu(Tensor x) -> (Tensor, Tensor)");
   m.def("matmul_gelu(Tensor a, Tensor b, Tensor? bias) -> (Tensor, Tensor)");
   m.def("matmul_times(Tensor g, Tensor w, Tensor d) -> Tensor");
+  m.def("weight_grad(Tensor g, Tensor x) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
@@ -686,4 +713,5 @@ TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
   m.impl("gelu", gelu);
   m.impl("matmul_gelu", matmul_gelu);
   m.impl("matmul_times", matmul_times);
+  m.impl("weight_grad", weight_grad);
 }

@@ -40,6 +40,9 @@ their forward pass itself runs well below the multiply-add peak.
   are compute-bound, not memory-bound. :func:`matmul_gelu` computes them as an MLP's first product's tiles are
   stored, and :func:`matmul_times` multiplies the hidden gradient's product by the slope as its tiles are stored:
   GELU's backward is then one multiply, and the MLP keeps the slope where it kept the product.
+* :func:`weight_grad`: a Linear layer's weights' gradient ``g.t() @ x`` over thousands of token rows, by the BLAS on
+  one part of the rows a thread, the parts' sums added in order. The BLAS's own threads split the few outputs and
+  each reads every row; on two threads a MetaFormer's training step is a few percent shorter this way.
 
 :func:`available` says whether the kernels run here (an AVX2 CPU, a C++ compiler, and ``ZOO_VISION_KERNELS`` not
 ``0``). ``tests/kernels/test_vision_kernels.py`` checks the bits, the error bounds and the gradients.
@@ -69,6 +72,7 @@ __all__ = [
     "star_relu_backward",
     "star_relu_backward_",
     "star_relu_forward",
+    "weight_grad",
 ]
 
 SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -145,6 +149,10 @@ def _build() -> bool:
     def _(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None):
         return a.new_empty((a.shape[0], b.shape[1])), a.new_empty((a.shape[0], b.shape[1]))
 
+    @torch.library.register_fake("zoo_vision::weight_grad")
+    def _(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return g.new_empty((g.shape[1], x.shape[1]))
+
     @torch.library.register_fake("zoo_vision::matmul_times")
     def _(g: torch.Tensor, w: torch.Tensor, d: torch.Tensor):
         return torch.empty_like(d)
@@ -220,3 +228,11 @@ def matmul_times(g: torch.Tensor, w: torch.Tensor, d: torch.Tensor) -> torch.Ten
     """``matmul(g, w) * d`` with ``d`` multiplied in as the tile is stored: GELU's backward through an MLP's second
     layer, ``d`` GELU's slope. The same bits as the two calls."""
     return torch.ops.zoo_vision.matmul_times(g, w, d)
+
+
+def weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``g.t() @ x``, a Linear layer's weights' gradient from its output's gradient ``g`` (M, N) and its input ``x``
+    (M, K), the token rows split into one part a thread (each part's product by the BLAS on that thread alone) and
+    the parts' sums added in order; on one thread, or fewer than 1024 rows, the BLAS's ``mm`` itself. Within
+    ``gamma_M sum |g| |x|`` of the exact product, as the BLAS's is."""
+    return torch.ops.zoo_vision.weight_grad(g, x)

@@ -8,7 +8,8 @@ rewrite is a pair of views, so the result is the same tensor layout, within floa
 In eager float32 CPU training (the module in training mode, autograd recording) the layer's two products over its
 token rows, the output and the input's gradient, are :func:`zoo.kernels.vision.matmul`'s, which on these shapes
 (thousands of rows, 64 to 2048 features) runs closer to the multiply-add peak than the BLAS GEMM; the weights'
-gradient stays the BLAS GEMM's (:class:`_LinearTraining`). Other training (evaluation mode with gradients,
+gradient stays the BLAS GEMM's, split over the threads by rows (:func:`zoo.kernels.vision.weight_grad`;
+:class:`_LinearTraining`). Other training (evaluation mode with gradients,
 ``torch.func`` transforms), other devices and other dtypes use ``F.linear``, and so do ``torch.export``,
 ``torch.compile`` and ``torch.fx`` traces and TorchScript. The choice is an argument:
 ``Linear(..., onednn=False)`` (or ``model.set_onednn_linear(False)`` on a zoo vision model, or
@@ -45,7 +46,7 @@ def token_rows(t: torch.Tensor) -> torch.Tensor:
 class _LinearTraining(torch.autograd.Function):
     """``F.linear`` with the output and the input's gradient computed by :func:`zoo.kernels.vision.matmul` (each a
     float32 sum of fused multiply-adds in order, within ``gamma_K`` of the exact product), the weights' gradient by
-    the BLAS GEMM and the bias's by ``sum``: the same products as autograd's ``linear`` backward."""
+    the BLAS GEMM (:func:`zoo.kernels.vision.weight_grad`) and the bias's by ``sum``: the same products as autograd's ``linear`` backward."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -60,7 +61,7 @@ class _LinearTraining(torch.autograd.Function):
         g = token_rows(g)
         needs = ctx.needs_input_grad
         gx = vision.matmul(g, weight).view(ctx.shape) if needs[0] else None
-        gw = g.t().mm(rows) if needs[1] else None
+        gw = vision.weight_grad(g, rows) if needs[1] else None
         gb = g.sum(0) if needs[2] and ctx.has_bias else None
         return gx, gw, gb
 

@@ -5,7 +5,8 @@ products and activation as autograd's chain, and as many saved tensors (the inpu
 pre-activation or, for GELU, its slope), but each activation is computed as the first product's tiles are stored and
 its backward as the hidden gradient's are, where autograd's chain makes a pass over the hidden map (four times the
 model's width) for each and allocates a second hidden gradient. The products over the token rows (the outputs and
-the input's and hidden gradients) are :func:`zoo.kernels.vision.matmul`'s, the weights' gradients the BLAS GEMM's.
+the input's and hidden gradients) are :func:`zoo.kernels.vision.matmul`'s, the weights' gradients the BLAS GEMM's
+(:func:`zoo.kernels.vision.weight_grad`).
 StarReLU: :func:`zoo.kernels.vision.matmul_star_relu` and its backward. GELU: :func:`zoo.kernels.vision.matmul_gelu`
 gives GELU and its slope, and :func:`zoo.kernels.vision.matmul_times` multiplies the slope in; that GELU is the
 kernels' own, within derived bounds of the exact one and closer to it than ATen's
@@ -49,7 +50,7 @@ class _MlpTraining(torch.autograd.Function):
         rows, h, a, w1, w2 = ctx.saved_tensors
         g = token_rows(g)
         needs = ctx.needs_input_grad
-        gw2 = g.t().mm(a) if needs[3] else None
+        gw2 = vision.weight_grad(g, a) if needs[3] else None
         gb2 = g.sum(0) if needs[4] and ctx.has_bias[1] else None
         gscale = gshift = None
         if ctx.gelu:  # the activation's backward, the slope multiplied in as the hidden gradient's tiles are stored
@@ -57,7 +58,7 @@ class _MlpTraining(torch.autograd.Function):
         else:
             gh, gscale, gshift = vision.matmul_star_relu_backward(g, w2, h, ctx.s)
         gx = vision.matmul(gh, w1).view(ctx.shape) if needs[0] else None
-        gw1 = gh.t().mm(rows) if needs[1] else None
+        gw1 = vision.weight_grad(gh, rows) if needs[1] else None
         gb1 = gh.sum(0) if needs[2] and ctx.has_bias[0] else None
         return gx, gw1, gb1, gw2, gb2, gscale, gshift
 
