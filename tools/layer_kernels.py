@@ -14,7 +14,13 @@ kernel change shows its margin before the whole step's noise hides it::
   oneDNN's, at ConvFormer-S18's four stages;
 - the MLP's first layer's output and its input's gradient (:func:`zoo.kernels.vision.matmul`), against the BLAS GEMM
   (``F.linear``, ``g @ W``), at the S-size MetaFormers' four stages (the second layer's products are the same two
-  shapes the other way round).
+  shapes the other way round);
+- GELU forward and backward (:func:`zoo.kernels.vision.gelu`, GELU and its slope in one pass, then the slope times
+  the output's gradient) against ATen's ``gelu`` and ``gelu_backward``, on the S-size MetaFormers' hidden maps (the
+  MLP computes the zoo's in its products' tile stores; alone, the two passes are what it saves);
+- the Linear layers' weights' gradient (:func:`zoo.kernels.vision.weight_grad`, the token rows split over the
+  threads) against ``torch.mm`` (the BLAS's own threads), the MLP's two layers at the four stages (the same on one
+  thread).
 
 Each round calls every pair once, the zoo's first in even rounds and PyTorch's first in odd ones; a row gives the
 median milliseconds a call of each and their ratio. ``--out`` merges the rows into a results file with the run's
@@ -95,6 +101,20 @@ def cases(batch: int) -> list[dict]:
             kernel="MLP fc1 input's gradient", shape=f"{rows}x{hidden} -> {dim}", inputs=(torch.randn(rows, hidden), w),
             zoo=vision.matmul, torch=torch.mm, terms=hidden,
         ))  # fmt: skip
+    for dim, side in STAGES:
+        rows, hidden = batch * side * side, 4 * dim
+        shape = f"{rows}x{hidden}"
+        out.append(dict(
+            kernel="GELU forward and backward", shape=shape, inputs=(torch.randn(rows, hidden),) * 2, terms=1,
+            zoo=lambda h, g: (lambda act, slope: (act, slope.mul_(g)))(*vision.gelu(h)),
+            torch=lambda h, g: (F.gelu(h), torch.ops.aten.gelu_backward(g, h)),
+        ))  # fmt: skip
+        for n, k in ((hidden, dim), (dim, hidden)):
+            out.append(dict(
+                kernel="Linear weights' gradient", shape=f"{rows}x{n} x {rows}x{k}", terms=rows,
+                inputs=(torch.randn(rows, n), torch.randn(rows, k)), zoo=vision.weight_grad,
+                torch=lambda g, x: torch.mm(g.t(), x),
+            ))  # fmt: skip
     return out
 
 

@@ -35,14 +35,17 @@ their forward pass itself runs well below the multiply-add peak.
   one pass over the hidden activation fewer.
 * :func:`gelu`: GELU (``approximate="none"``) and its slope ``Phi(x) + x phi(x)`` in one pass, with a rational
   ``erf`` (:func:`erf`, within :data:`ERF_ERROR` of the exact value at every float32) and a polynomial ``exp``
-  (within :data:`EXP_ERROR`, relative): on an AVX2 core about two thirds of the time of ATen's ``gelu`` and
-  ``gelu_backward`` together, whose ``erf`` (Abramowitz and Stegun's 7.1.26) is less accurate than this one. Both
-  are compute-bound, not memory-bound. :func:`matmul_gelu` computes them as an MLP's first product's tiles are
-  stored, and :func:`matmul_times` multiplies the hidden gradient's product by the slope as its tiles are stored:
-  GELU's backward is then one multiply, and the MLP keeps the slope where it kept the product.
+  (within :data:`EXP_ERROR`, relative), in less time than ATen's ``gelu`` and ``gelu_backward`` (whose ``erf``,
+  Abramowitz and Stegun's 7.1.26, is less accurate than this one): the ``erf`` and ``exp`` are evaluated once for
+  both, where ATen's backward evaluates them again. Their evaluation, not memory traffic, is what GELU's time is.
+  :func:`matmul_gelu` computes them as an MLP's first product's tiles are stored, and :func:`matmul_times`
+  multiplies the hidden gradient's product by the slope as its tiles are stored: GELU's backward is then one
+  multiply, and the MLP keeps the slope where it kept the product.
 * :func:`weight_grad`: a Linear layer's weights' gradient ``g.t() @ x`` over thousands of token rows, by the BLAS on
-  one part of the rows a thread, the parts' sums added in order. The BLAS's own threads split the few outputs and
-  each reads every row; on two threads a MetaFormer's training step is a few percent shorter this way.
+  one part of the rows a thread, the parts' sums added in order. The BLAS's own threads split the few outputs, and
+  each reads every row.
+
+``tools/layer_kernels.py`` times each against the operator it stands in for (``results/train_throughput.md``).
 
 :func:`available` says whether the kernels run here (an AVX2 CPU, a C++ compiler, and ``ZOO_VISION_KERNELS`` not
 ``0``). ``tests/kernels/test_vision_kernels.py`` checks the bits, the error bounds and the gradients.
