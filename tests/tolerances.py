@@ -183,3 +183,20 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def gelu_bounds(x: torch.Tensor, act: torch.Tensor, slope: torch.Tensor, erf_error: float, exp_error: float):
+    """``(exact act, exact slope, act's bound, slope's bound)`` in float64 for a float32 GELU ``act`` and slope of
+    ``x`` computed from an erf within ``erf_error`` and an exp within the relative ``exp_error``. With ``z = x /
+    sqrt 2`` rounded twice (moving erf by at most 0.97 u: erf's slope times z is at most 0.48), ``|act - gelu| <=
+    |x| / 2 (erf_error + u) + u |act|``. The slope: ``Phi`` within ``(erf_error + u) / 2 + u`` (its fused
+    multiply-add); the density ``exp(-x^2 / 2) / sqrt(2 pi)`` within the relative ``(x^2 / 2) u`` (x^2's rounding)
+    ``+ exp_error + 2 u`` (the constant's rounding and the product's), times ``|x|``; then the last fused
+    multiply-add's ``u |slope|``. A tiny absolute term covers subnormal halves and a density flushed to zero where it
+    is below 1e-36."""
+    x64, u, tiny = x.double(), U32, 1e-36
+    cdf = 0.5 * (1 + torch.erf(x64 / 2**0.5))
+    density = x64 * torch.exp(-0.5 * x64 * x64) / (2 * torch.pi) ** 0.5
+    act_bound = x64.abs() / 2 * (erf_error + u) + u * act.double().abs() + tiny
+    slope_bound = (erf_error + u) / 2 + u + density.abs() * (x64 * x64 / 2 * u + exp_error + 2 * u)
+    return x64 * cdf, cdf + density, act_bound, slope_bound + u * slope.double().abs() + tiny

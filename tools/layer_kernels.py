@@ -104,8 +104,9 @@ def cases(batch: int) -> list[dict]:
     for dim, side in STAGES:
         rows, hidden = batch * side * side, 4 * dim
         shape = f"{rows}x{hidden}"
-        out.append(dict(
-            kernel="GELU forward and backward", shape=shape, inputs=(torch.randn(rows, hidden),) * 2, terms=1,
+        out.append(dict(  # (terms: none; the zoo's GELU has its own error bound, tests/tolerances.py)
+            kernel="GELU forward and backward", shape=shape, terms=None,
+            inputs=(torch.randn(rows, hidden), torch.randn(rows, hidden)),
             zoo=lambda h, g: (lambda act, slope: (act, slope.mul_(g)))(*vision.gelu(h)),
             torch=lambda h, g: (F.gelu(h), torch.ops.aten.gelu_backward(g, h)),
         ))  # fmt: skip

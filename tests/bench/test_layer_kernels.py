@@ -5,16 +5,33 @@ import json
 
 import torch
 from maintainer_tools import load
-from tolerances import gamma
+from tolerances import U32, U64, gamma, gelu_bounds
+
+from zoo.kernels import vision
 
 kernels = load("layer_kernels")
 
 
 def test_each_pair_computes_the_same_result(one_thread):
     """The pairs are like for like: each side is within float32's bound for its sums (``terms`` products an entry)
-    of the PyTorch operator in float64, so a pair timing two different computations fails here."""
+    of the PyTorch operator in float64, so a pair timing two different computations fails here. GELU's pair: the
+    zoo's GELU and input gradient within the bounds of its erf's and exp's errors of ATen's operators in float64."""
     for case in kernels.cases(1):
         inputs = case["inputs"]
+        if case["terms"] is None:  # GELU: (output, input's gradient) of (h, g)
+            h, g = inputs
+            act, dx = case["zoo"](h, g)
+            exact_act, _ = case["torch"](h.double(), g.double())
+            slope = dx / g  # (g is random normal: no zero)
+            gelu, exact_slope, act_bound, slope_bound = gelu_bounds(h, act, slope, vision.ERF_ERROR, vision.EXP_ERROR)
+            # the torch side is GELU: ATen's float64 operator is the exact formula within float64's rounding
+            assert ((gelu - exact_act).abs() <= 8 * U64 * h.double().abs()).all()
+            assert ((act.double() - gelu).abs() <= act_bound).all()
+            assert (
+                (dx.double() - g.double() * exact_slope).abs()
+                <= g.double().abs() * slope_bound + U32 * dx.double().abs()
+            ).all()
+            continue
         ref = case["torch"](*(t.double() for t in inputs))
         magnitudes = case["torch"](*(t.double().abs() for t in inputs))
         bound = gamma(case["terms"]) * magnitudes
@@ -26,7 +43,7 @@ def test_out_writes_one_row_a_pair_with_its_run(tmp_path, one_thread):
     out = tmp_path / "layer_kernels.json"
     kernels.main(["--batch", "1", "--rounds", "1", "--out", str(out)])
     doc = json.loads(out.read_text())
-    assert len(doc["rows"]) == len(kernels.cases(1)) == 3 + 2 * 4 + 2 * 4
+    assert len(doc["rows"]) == len(kernels.cases(1)) == 3 + 2 * 4 + 2 * 4 + 3 * 4
     assert all(r["zoo_ms"] > 0 and r["torch_ms"] > 0 and r["batch_size"] == 1 for r in doc["rows"])
     assert doc["command"].startswith("python tools/layer_kernels.py --batch 1")
     assert torch.get_num_threads() == 1
