@@ -398,6 +398,7 @@ std::tuple<at::Tensor, at::Tensor> gelu(const at::Tensor& x) {
 constexpr int64_t MR = 6;       // rows of a product tile
 constexpr int64_t NR = 16;      // columns of a product tile (two vectors), the packed panels' width
 constexpr int64_t MBLOCK = 48;  // rows a task: their A rows stay in L1/L2 while every panel passes over them
+constexpr int64_t MIN_TASKS = 16;  // fewer row blocks than this: each split into groups of panels
 
 // What a product tile does with its sums y before they are stored (any of, each optional):
 struct Epilogue {
@@ -502,7 +503,7 @@ constexpr ProductTile<NV> PRODUCT_TILE[MR + 1] = {nullptr, product_tile<1, NV>, 
                                                   product_tile<6, NV>};
 
 // out = a b with the epilogue `like` (its pointers are the whole tensors': bias (N), act and h (M, N) contiguous);
-// returns the float64 sums of a backward epilogue, added over the row blocks in order
+// returns the float64 sums of a backward epilogue, added over the tasks in order
 std::pair<double, double> product(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, const Epilogue& like,
                                   const char* name) {
   TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && a.device().is_cpu() &&
@@ -534,18 +535,23 @@ std::pair<double, double> product(const at::Tensor& a, const at::Tensor& b, at::
   const float* as = a.data_ptr<float>();
   const int64_t lda = K <= 1 ? std::max<int64_t>(K, 1) : a.stride(0);
   float* c = out.data_ptr<float>();
+  // A task: one row block and one group of its panels. Few row blocks (a late stage's few hundred token rows) are
+  // split into groups of panels, so that every thread has work; how many depends on the shape alone, so the sums'
+  // grouping, and the result, is the same on any thread count.
   const int64_t blocks = (M + MBLOCK - 1) / MBLOCK;
-  std::vector<double> block_sums(static_cast<size_t>(2 * blocks), 0.0);
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+  const int64_t groups = std::clamp<int64_t>((MIN_TASKS + blocks - 1) / blocks, 1, panels);
+  std::vector<double> task_sums(static_cast<size_t>(2 * blocks * groups), 0.0);
+  at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
     float edge[MR * NR], edge_act[MR * NR], edge_h[MR * NR], edge_bias[NR];
-    for (int64_t blk = b0; blk < b1; ++blk) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t blk = task / groups, group = task % groups;
       const int64_t i0 = blk * MBLOCK, i1 = std::min(M, i0 + MBLOCK);
-      for (int64_t p = 0; p < panels; ++p) {
+      for (int64_t p = panels * group / groups; p < panels * (group + 1) / groups; ++p) {
         const int64_t j = p * NR, w = width(p), cols = std::min(NR, N - j);
         const bool whole = cols == w;  // else through the edge buffers, zero-padded
         const float* panel = packed.data() + p * NR * K;
         Epilogue e = like;
-        e.sums = block_sums.data() + 2 * blk;
+        e.sums = task_sums.data() + 2 * task;
         if (like.bias) {
           e.bias = like.bias + j;
           if (!whole) {
@@ -580,9 +586,9 @@ std::pair<double, double> product(const at::Tensor& a, const at::Tensor& b, at::
     }
   });
   double total_s = 0.0, total_b = 0.0;
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    total_s += block_sums[2 * blk];
-    total_b += block_sums[2 * blk + 1];
+  for (int64_t task = 0; task < blocks * groups; ++task) {
+    total_s += task_sums[2 * task];
+    total_b += task_sums[2 * task + 1];
   }
   return {total_s, total_b};
 }

@@ -203,7 +203,7 @@ def matmul_star_relu(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None
 
 def matmul_star_relu_backward(g: torch.Tensor, w: torch.Tensor, h: torch.Tensor, scale: float):
     """``star_relu_backward(matmul(g, w), h, scale)``, the hidden gradient's product and StarReLU's backward in one
-    pass: the same ``dx`` bits; the scalars' float64 sums taken tile by tile (row blocks in order, so the same on any
+    pass: the same ``dx`` bits; the scalars' float64 sums taken tile by tile (tasks in order, so the same on any
     thread count)."""
     return torch.ops.zoo_vision.matmul_star_relu_backward(g, w, h, scale)
 
