@@ -9,8 +9,8 @@ In eager float32 CPU training (the module in training mode, autograd recording) 
 token rows, the output and the input's gradient, are :func:`zoo.kernels.vision.matmul`'s, which on these shapes
 (thousands of rows, 64 to 2048 features) runs closer to the multiply-add peak than the BLAS GEMM; the weights'
 gradient stays the BLAS GEMM's, split over the threads by rows (:func:`zoo.kernels.vision.weight_grad`;
-:class:`_LinearTraining`). Other training (evaluation mode with gradients,
-``torch.func`` transforms), other devices and other dtypes use ``F.linear``, and so do ``torch.export``,
+:class:`_LinearTraining`). Other training (evaluation mode with gradients, ``torch.func`` transforms), other devices
+and other dtypes use ``F.linear``, and so do ``torch.export``,
 ``torch.compile`` and ``torch.fx`` traces and TorchScript. The choice is an argument:
 ``Linear(..., onednn=False)`` (or ``model.set_onednn_linear(False)`` on a zoo vision model, or
 ``zoo.create_model(NAME, onednn_linear=False)``) always uses ``F.linear``. Left unset, the environment variable
@@ -46,7 +46,8 @@ def token_rows(t: torch.Tensor) -> torch.Tensor:
 class _LinearTraining(torch.autograd.Function):
     """``F.linear`` with the output and the input's gradient computed by :func:`zoo.kernels.vision.matmul` (each a
     float32 sum of fused multiply-adds in order, within ``gamma_K`` of the exact product), the weights' gradient by
-    the BLAS GEMM (:func:`zoo.kernels.vision.weight_grad`) and the bias's by ``sum``: the same products as autograd's ``linear`` backward."""
+    the BLAS GEMM (:func:`zoo.kernels.vision.weight_grad`) and the bias's by ``sum``: the same products as
+    autograd's ``linear`` backward."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):

@@ -6,11 +6,10 @@ pre-activation or, for GELU, its slope), but each activation is computed as the 
 its backward as the hidden gradient's are, where autograd's chain makes a pass over the hidden map (four times the
 model's width) for each and allocates a second hidden gradient. The products over the token rows (the outputs and
 the input's and hidden gradients) are :func:`zoo.kernels.vision.matmul`'s, the weights' gradients the BLAS GEMM's
-(:func:`zoo.kernels.vision.weight_grad`).
-StarReLU: :func:`zoo.kernels.vision.matmul_star_relu` and its backward. GELU: :func:`zoo.kernels.vision.matmul_gelu`
-gives GELU and its slope, and :func:`zoo.kernels.vision.matmul_times` multiplies the slope in; that GELU is the
-kernels' own, within derived bounds of the exact one and closer to it than ATen's
-(``tests/kernels/test_vision_kernels.py``). Evaluation mode (the pruning graph traces the layers one by one),
+(:func:`zoo.kernels.vision.weight_grad`). StarReLU: :func:`zoo.kernels.vision.matmul_star_relu` and its backward.
+GELU: :func:`zoo.kernels.vision.matmul_gelu` gives GELU and its slope, and :func:`zoo.kernels.vision.matmul_times`
+multiplies the slope in; that GELU is the kernels' own, within derived bounds of the exact one and closer to it than
+ATen's (``tests/kernels/test_vision_kernels.py``). Evaluation mode (the pruning graph traces the layers one by one),
 inference, other devices and dtypes, autocast, traced or scripted graphs, layers with forward hooks (which must see
 their calls), and a machine where :mod:`zoo.kernels.vision` does not run (``ZOO_VISION_KERNELS=0``) run the layers
 one by one.
@@ -47,7 +46,7 @@ class _MlpTraining(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        rows, h, a, w1, w2 = ctx.saved_tensors
+        rows, h, a, w1, w2 = ctx.saved_tensors  # h: the pre-activation, or GELU's slope
         g = token_rows(g)
         needs = ctx.needs_input_grad
         gw2 = vision.weight_grad(g, a) if needs[3] else None
