@@ -200,3 +200,63 @@ def gelu_bounds(x: torch.Tensor, act: torch.Tensor, slope: torch.Tensor, erf_err
     act_bound = x64.abs() / 2 * (erf_error + u) + u * act.double().abs() + tiny
     slope_bound = (erf_error + u) / 2 + u + density.abs() * (x64 * x64 / 2 * u + exp_error + 2 * u)
     return x64 * cdf, cdf + density, act_bound, slope_bound + u * slope.double().abs() + tiny
+
+
+def attention_bounds(qkv: torch.Tensor, heads: int, g: torch.Tensor, exp_error: float):
+    """``(out, grad, out's bound, grad's bound)`` in float64 for a float32 multi-head attention ``softmax(q k^T /
+    sqrt d) v`` of ``qkv`` (B, N, 3 C) (a token's q for every head, then its k, then its v) and qkv's gradient given
+    the output's gradient ``g`` (B, N, C), computed as ``zoo.kernels.vision.attention`` computes them: each score a
+    float32 sum of d fused multiply-adds (within ``gamma_d sum |q||k|``), scaled by the rounded ``1 / sqrt d`` and
+    rounded (``gamma_2 |x|`` more); ``exp(x - max x)`` with ``t = x - max x`` rounded and an exp within the relative
+    ``exp_error``; the row's float32 sum ``l`` (``gamma_N``); the output a float32 sum of N fused multiply-adds
+    (``gamma_N``) times the rounded ``1 / l``. Every weight is then within a factor ``exp(2 rho)(1 + E) / (1 - E)``
+    of the exact one, ``rho`` the row's largest error in an exponent. The backward recomputes each weight as ``exp(x
+    - lse)`` with ``lse = max x + log l`` rounded (its error: the exponents' ``rho``, the sum's and exps' factors,
+    ``logf``'s one step and the sum's rounding), and forms ``dS = P (dP - D) / sqrt d`` with ``dP = g v^T`` and ``D
+    = sum g out`` (each ``gamma_d``, D also through the output's error) and three roundings; each gradient is a
+    float32 sum of N fused multiply-adds of those. A tiny absolute term covers the exps flushed to zero below
+    ``exp(-87)``."""
+    B, N, C3 = qkv.shape
+    C = C3 // 3
+    d = C // heads
+    u, tiny, E = U32, 1e-36, exp_error
+    x64 = qkv.detach().double().requires_grad_()
+    q, k, v = x64.reshape(B, N, 3, heads, d).permute(2, 0, 3, 1, 4)  # (B, heads, N, d)
+    c = 1 / d**0.5
+    x = (q @ k.transpose(-1, -2)) * c
+    p = torch.softmax(x, -1)
+    out = p @ v
+    g64 = g.double().reshape(B, N, heads, d).transpose(1, 2)
+    (grad,) = torch.autograd.grad(out, x64, g64)
+    with torch.no_grad():
+        qa, ka, va, ga = q.abs(), k.abs(), v.abs(), g64.abs()
+        g2, gd, gN = gamma(2), gamma(d), gamma(N)
+        dx = c * gd * (qa @ ka.transpose(-1, -2)) * (1 + g2) + g2 * x.abs()  # each scaled score's error
+        span = x.abs() + x.abs().amax(-1, keepdim=True) + 2 * dx.amax(-1, keepdim=True)
+        rho = (dx + u * span * (1 + g2)).amax(-1, keepdim=True)  # and t's rounding: the row's worst exponent
+        kappa = torch.exp(2 * rho) * (1 + E) / (1 - E) - 1
+        lam = (1 + u) ** 2 / (1 - gN) - 1  # 1 / l's rounding and the product's, over l's sum
+        pv = p @ va
+        out_bound = (kappa + (1 + kappa) * (lam + gN * (1 + lam))) * pv + tiny
+        # the backward's weights
+        lse = torch.logsumexp(x, -1, keepdim=True)
+        zeta = rho - torch.log(torch.tensor((1 - E) * (1 - gN), dtype=torch.float64))  # |log l - (lse - max)|
+        log_l = torch.log(torch.tensor(float(N), dtype=torch.float64)) + 2 * rho + zeta
+        d_lse = zeta + 2 * u * log_l + u * (lse.abs() + zeta + 2 * u * log_l) * (1 + u)
+        d_exp = dx + d_lse + u * ((x - lse).abs() + dx + d_lse) * (1 + u)
+        k_p = torch.exp(d_exp) * (1 + E) - 1  # each recomputed weight within p k_p
+        d_dp = gd * (ga @ va.transpose(-1, -2))
+        o_abs = out.abs() + out_bound
+        d_D = (gd * (ga * o_abs).sum(-1, keepdim=True) + (ga * out_bound).sum(-1, keepdim=True)).transpose(-1, -2)
+        dp_exact = g64 @ v.transpose(-1, -2) - (g64 * out).sum(-1, keepdim=True)  # dP - D
+        d_diff = (d_dp + d_D.transpose(-1, -2)) * (1 + u) + u * dp_exact.abs()
+        p_hat = p * (1 + k_p)
+        d_ds = c * (p * k_p * dp_exact.abs() + p_hat * d_diff) * (1 + u) + gamma(3) * c * p_hat * (
+            dp_exact.abs() + d_diff
+        )
+        ds_abs = c * p * dp_exact.abs() + d_ds
+        dv_bound = (p * (k_p + gN * (1 + k_p))).transpose(-1, -2) @ ga
+        dk_bound = (d_ds + gN * ds_abs).transpose(-1, -2) @ qa
+        dq_bound = (d_ds + gN * ds_abs) @ ka
+        grad_bound = torch.stack([dq_bound, dk_bound, dv_bound]).permute(1, 3, 0, 2, 4).reshape(B, N, C3) + tiny
+    return out.detach().transpose(1, 2).reshape(B, N, C), grad, out_bound.transpose(1, 2).reshape(B, N, C), grad_bound

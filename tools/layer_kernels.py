@@ -21,6 +21,9 @@ kernel change shows its margin before the whole step's noise hides it::
 - the Linear layers' weights' gradient (:func:`zoo.kernels.vision.weight_grad`, the token rows split over the
   threads) against ``torch.mm`` (the BLAS's own threads), the MLP's two layers at the four stages (the same on one
   thread).
+- CAFormer's attention, forward and backward (:func:`zoo.kernels.vision.attention`, q, k and v read in place from
+  the qkv product, each head of an image one task) against its operators' path (``scaled_dot_product_attention``
+  with the permutes into heads and back), at CAFormer-S18's stages 3 and 4.
 
 Each round calls every pair once, the zoo's first in even rounds and PyTorch's first in odd ones; a row gives the
 median milliseconds a call of each and their ratio. ``--out`` merges the rows into a results file with the run's
@@ -116,7 +119,38 @@ def cases(batch: int) -> list[dict]:
                 inputs=(torch.randn(rows, n), torch.randn(rows, k)), zoo=vision.weight_grad,
                 torch=lambda g, x: torch.mm(g.t(), x),
             ))  # fmt: skip
+    for heads, side in ((10, 14), (16, 7)):  # CAFormer-S18's stages 3 and 4 (320 and 512 channels, heads of 32)
+        tokens = side * side
+        out.append(dict(  # (terms: none; the attention has its own error bounds, tests/tolerances.py)
+            kernel="attention forward and backward", shape=f"{batch}x{tokens}, {heads} heads", terms=None,
+            inputs=(torch.randn(batch, tokens, 3 * heads * 32), torch.randn(batch, tokens, heads * 32)),
+            zoo=lambda qkv, g, heads=heads: kernel_attention(qkv, g, heads),
+            torch=lambda qkv, g, heads=heads: operators_attention(qkv, g, heads),
+        ))  # fmt: skip
     return out
+
+
+def kernel_attention(qkv, g, heads: int):
+    """``(out, qkv's gradient)`` by :func:`zoo.kernels.vision.attention` and its backward, reading q, k and v in
+    place from ``qkv`` (B, N, 3 C) and writing the output as (B, N, C), as CAFormer's attention calls them."""
+    from zoo.kernels import vision
+
+    out, lse = vision.attention(qkv, heads)
+    return out, vision.attention_backward(g, qkv, out, lse, heads)
+
+
+def operators_attention(qkv, g, heads: int):
+    """The same by the operators' path of CAFormer's attention: q, k and v permuted into heads,
+    ``scaled_dot_product_attention``, the output back into tokens, and autograd's backward of the three."""
+    import torch
+    import torch.nn.functional as F
+
+    qkv = qkv.detach().requires_grad_()
+    b, n, c3 = qkv.shape
+    q, k, v = qkv.reshape(b, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c3 // 3)
+    (grad,) = torch.autograd.grad(out, qkv, g)
+    return out.detach(), grad
 
 
 def measure(batch: int, rounds: int, threads: int) -> list[dict]:

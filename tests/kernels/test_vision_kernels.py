@@ -10,7 +10,18 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from tolerances import EPS32, TIMES, U32, U64, ULPS, float32_bound, gamma, gelu_bounds, torch_threads
+from tolerances import (
+    EPS32,
+    TIMES,
+    U32,
+    U64,
+    ULPS,
+    attention_bounds,
+    float32_bound,
+    gamma,
+    gelu_bounds,
+    torch_threads,
+)
 from torch import nn
 
 import zoo
@@ -169,6 +180,7 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
 
     ops = ("depthwise_forward", "depthwise_weight_grad", "star_relu_forward", "star_relu_backward_", "matmul")
     ops += ("matmul_star_relu", "matmul_star_relu_backward", "matmul_gelu", "matmul_times")
+    ops += ("attention", "attention_backward")
     for op in ops:
         monkeypatch.setattr(vision, op, counted(op, getattr(vision, op)))
     monkeypatch.setattr(_MlpTraining, "apply", counted("mlp", _MlpTraining.apply))
@@ -178,6 +190,8 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
     expected = {"mlp", "matmul_star_relu", "matmul_star_relu_backward"}  # StarReLU MLPs
     if name.startswith(("convformer", "caformer")):  # SepConv's and attention's Linear layers, SepConv's StarReLU
         expected |= {"depthwise_forward", "depthwise_weight_grad", "linear", "star_relu_forward"}
+    if name.startswith("caformer"):  # stages 3 and 4
+        expected |= {"attention", "attention_backward"}
     if name.startswith("poolformer"):
         expected = {"mlp", "matmul_gelu", "matmul_times"}  # GELU MLPs
     # the MLPs' and Linear layers' products, and the downsampling layers' weights' gradient by patches
@@ -454,3 +468,114 @@ def test_weight_grad_within_the_float32_bound_on_any_thread_count(shape):
         assert torch.equal(vision.weight_grad(g, x), g.t().mm(x.detach()))
     with pytest.raises(RuntimeError, match=r"\(M, N\) and \(M, K\)"):
         vision.weight_grad(g, x[:-1])
+
+
+# (B, N, heads, d, input scale): CAFormer's stage 3 and 4 at 224 px, few tokens, one token, wide heads, large scores
+ATTENTION = [
+    (2, 196, 10, 32, 1.0),
+    (3, 49, 16, 32, 3.0),
+    (1, 5, 2, 16, 1.0),
+    (2, 37, 3, 64, 1.0),
+    (1, 1, 1, 16, 1.0),
+    (1, 300, 2, 32, 4.0),
+    (1, 20, 1, 256, 0.5),
+]
+
+
+def _qkv(b, n, heads, d, scale, seed=0):
+    gen = torch.Generator().manual_seed(seed + n)
+    return torch.randn(b, n, 3 * heads * d, generator=gen) * scale, torch.randn(b, n, heads * d, generator=gen)
+
+
+def _sdpa(qkv, heads):
+    b, n, c3 = qkv.shape
+    q, k, v = qkv.reshape(b, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4)
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c3 // 3)
+
+
+@pytest.mark.parametrize("shape", ATTENTION)
+def test_attention_and_its_backward_within_their_derived_bounds(shape):
+    """The output and qkv's gradient against float64 autograd of ``softmax(q k^T / sqrt d) v``, within the bounds
+    ``tolerances.attention_bounds`` derives from the kernel's roundings and its exp's error; the same bits on one
+    thread and two (a head of an image is one task)."""
+    b, n, heads, d, scale = shape
+    qkv, g = _qkv(b, n, heads, d, scale)
+    with torch_threads(1):
+        out, lse = vision.attention(qkv, heads)
+        grad = vision.attention_backward(g, qkv, out, lse, heads)
+    with torch_threads(2):
+        out2, lse2 = vision.attention(qkv, heads)
+        assert torch.equal(out, out2) and torch.equal(lse, lse2)
+        assert torch.equal(grad, vision.attention_backward(g, qkv, out, lse, heads))
+    out64, grad64, out_bound, grad_bound = attention_bounds(qkv, heads, g, vision.EXP_ERROR)
+    assert out.shape == (b, n, heads * d) and lse.shape == (b, heads, n) and grad.shape == qkv.shape
+    assert ((out.double() - out64).abs() <= out_bound).all()
+    assert ((grad.double() - grad64).abs() <= grad_bound).all()
+
+
+def test_attention_gives_nan_where_the_operators_do():
+    """A NaN query makes its own rows NaN; a NaN key or an infinite score every row that sees it, as
+    ``scaled_dot_product_attention`` gives; the rest is finite."""
+    qkv, _ = _qkv(2, 9, 2, 16, 1.0)
+    qkv[0, 3, 5] = float("nan")  # image 0, token 3's query, head 0
+    qkv[1, 4, 32 + 20] = float("inf")  # image 1, token 4's key, head 1
+    out, _ = vision.attention(qkv, 2)
+    expected = _sdpa(qkv, 2)
+    assert torch.equal(out.isnan(), expected.isnan())
+    assert out.isnan().any() and not out.isnan().all()
+
+
+def test_caformer_attention_trains_on_the_kernel_and_falls_back():
+    """In training mode with autograd recording, CAFormer's attention runs the kernel: its output, through the
+    projection, within the kernel's bound (and the projection's float32 sum) of float64 on the same qkv. Evaluation,
+    no-grad, and heads of a width the kernel does not take run ``scaled_dot_product_attention``."""
+    from zoo.layers import attention as attention_layer
+    from zoo.models.metaformer import Attention
+
+    calls = []
+    real = attention_layer._AttentionTraining.apply
+    for head_dim, kernel in ((32, True), (24, False)):
+        torch.manual_seed(0)
+        layer = Attention(64 if head_dim == 32 else 48, head_dim=head_dim)
+        x = torch.randn(2, 5, 7, layer.qkv.in_features, requires_grad=True)
+        calls.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(attention_layer._AttentionTraining, "apply", lambda *a: calls.append(1) or real(*a))
+            y = layer(x)
+            y.sum().backward()
+            assert bool(calls) == kernel
+            calls.clear()
+            layer.eval()
+            layer(x)
+            with torch.no_grad():
+                layer.train()
+                layer(x)
+            assert not calls
+        if not kernel:
+            continue
+        qkv = layer.qkv(x).reshape(2, 35, -1).detach()
+        out64, _, bound, _ = attention_bounds(
+            qkv, layer.num_heads, torch.zeros(2, 35, layer.attention_dim), vision.EXP_ERROR
+        )
+        out32, _ = vision.attention(qkv, layer.num_heads)
+        w = layer.proj.weight.double()
+        y64 = (out64 @ w.t()).reshape(y.shape)
+        limit = (bound @ w.abs().t() + gamma(layer.attention_dim) * (out32.double().abs() @ w.abs().t())).reshape(
+            y.shape
+        )
+        assert ((y.double() - y64).abs() <= limit).all()
+
+
+def test_attention_bad_calls_raise():
+    with pytest.raises(RuntimeError, match=r"\(B, N, 3 C\)"):
+        vision.attention(torch.randn(2, 5, 96, dtype=torch.float64), 2)
+    with pytest.raises(RuntimeError, match="3 heads d"):
+        vision.attention(torch.randn(2, 5, 100), 2)
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        vision.attention(torch.randn(2, 5, 72), 1)  # heads of 24
+    qkv = torch.randn(2, 5, 96)
+    out, lse = vision.attention(qkv, 2)
+    with pytest.raises(RuntimeError, match=r"\(B, N, C\)"):
+        vision.attention_backward(out[:, :4].contiguous(), qkv, out, lse, 2)
+    with pytest.raises(RuntimeError, match="lse"):
+        vision.attention_backward(out, qkv, out, lse[:1], 2)

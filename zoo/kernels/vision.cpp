@@ -27,6 +27,9 @@
 // the thread count or the blocking, and its error is at most gamma_K sum_k |a_ik| |b_kj| (plus the bias's rounding).
 // A tile's epilogue may apply StarReLU or its backward, or GELU and its slope (from the stored tile, in L1, so that
 // the accumulators' registers are free for its constants), or multiply by a map (GELU's backward given the slope).
+//
+// Multi-head self-attention (CAFormer's), forward and backward, one head of one image a task, its products the
+// tiles above (see attention() below).
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -688,6 +691,196 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> matmul_star_relu_backward(const a
   return {out, at::full({1}, ds, opts), at::full({1}, db, opts)};
 }
 
+// Multi-head self-attention softmax(q k^T / sqrt d) v over each image's N tokens, q, k and v read in place from the
+// qkv product (B, N, 3 C), C = heads d: a token's q for every head, then its k, then its v. A task is one head of one
+// image, so every output is computed by one thread in a fixed order (the result does not depend on the thread
+// count). Its N x N scores stay in the task's buffer, in L2 for a stage's few hundred tokens, and each product is the
+// tiles above: the scores S = q k^T (k packed as the panels of its transpose), then row by row x = S / sqrt d
+// rounded, m = max x, e = exp(x - m) by the kernels' exp, l = sum e (eight float32 lanes, then across them); the
+// output (e v) / l, one float32 accumulator an output and the division a multiply by 1 / l; and m + log l kept for
+// the backward. The backward recomputes the scores transposed, k q^T, whose every sum is the same fused
+// multiply-adds in the same order as q k^T's (the same bits), so P^T = exp(x - (m + log l)) key by key, and
+//   dP^T = v dO^T, dS^T = P^T (dP^T - D) / sqrt d with D_i = sum_t dO_it O_it,
+//   dv = P^T dO, dk = dS^T q, dq^T = k^T dS^T,
+// each a product of the tiles over the task's buffers; the gradients are written into (B, N, 3 C), qkv's layout.
+// Heads of 16 to 256 channels, a multiple of 16.
+
+// the (n, d) matrix x (row stride ld) as the panels of its transpose: panel p, row k holds x[16 p + t][k], t < 16;
+// zero beyond row n
+void pack_transposed(const float* x, int64_t ld, int64_t n, int64_t d, float* dst) {
+  const int64_t panels = (n + NR - 1) / NR;
+  std::fill(dst, dst + panels * NR * d, 0.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    float* col = dst + (i / NR) * NR * d + i % NR;
+    const float* row = x + i * ld;
+    for (int64_t k = 0; k < d; ++k) col[k * NR] = row[k];
+  }
+}
+
+// the (n, w) matrix x (row stride ld, w a multiple of 16) as its panels of 16 columns: panel p, row k holds
+// x[k][16 p + t], t < 16
+void pack_rows(const float* x, int64_t ld, int64_t n, int64_t w, float* dst) {
+  for (int64_t p = 0; p < w / NR; ++p)
+    for (int64_t k = 0; k < n; ++k) std::copy(x + k * ld + p * NR, x + k * ld + p * NR + NR, dst + (p * n + k) * NR);
+}
+
+// C (m rows, row stride ldc) = A (m x K, row stride lda) times a packed B of `panels` panels of K rows
+void tiles(const float* A, int64_t lda, int64_t m, const float* packed, int64_t K, int64_t panels, float* C,
+           int64_t ldc) {
+  const Epilogue plain;
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t i = 0; i < m; i += MR)
+      PRODUCT_TILE<2>[std::min(MR, m - i)](A + i * lda, lda, packed + p * NR * K, K, C + i * ldc + p * NR, ldc,
+                                           plain);
+}
+
+inline float lanes_sum(__m256 v) {
+  float l[LANES];
+  _mm256_storeu_ps(l, v);
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+struct Heads {
+  int64_t B, N, C, heads, d, panels, width;  // width: N rounded up to the panels' 16
+  float scale;
+};
+
+Heads heads_of(const at::Tensor& qkv, int64_t heads, const char* name) {
+  TORCH_CHECK(qkv.scalar_type() == at::kFloat && qkv.device().is_cpu() && qkv.dim() == 3 && qkv.is_contiguous(),
+              name, ": qkv must be a contiguous float32 CPU tensor (B, N, 3 C)");
+  TORCH_CHECK(heads > 0 && qkv.size(2) % (3 * heads) == 0, name, ": qkv's last size (", qkv.size(2),
+              ") must be 3 heads d with heads = ", heads);
+  Heads h{qkv.size(0), qkv.size(1), qkv.size(2) / 3, heads, qkv.size(2) / (3 * heads), 0, 0, 0.0f};
+  TORCH_CHECK(h.d % NR == 0 && h.d <= 256, name, ": a head's width (", h.d, ") must be a multiple of 16, at most 256");
+  h.panels = (h.N + NR - 1) / NR;
+  h.width = h.panels * NR;
+  h.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(h.d)));
+  return h;
+}
+
+// (out (B, N, C), lse (B, heads, N)): each head's softmax(q k^T / sqrt d) v, and each row's m + log l
+std::tuple<at::Tensor, at::Tensor> attention(const at::Tensor& qkv, int64_t heads) {
+  const Heads a = heads_of(qkv, heads, "attention");
+  const int64_t N = a.N, d = a.d, W = a.width, C = a.C, ld = 3 * C;
+  auto out = at::empty({a.B, N, C}, qkv.options());
+  auto lse = at::empty({a.B, a.heads, N}, qkv.options());
+  const float* x = qkv.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  float* ls = lse.data_ptr<float>();
+  at::parallel_for(0, a.B * a.heads, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> S(static_cast<size_t>(N * W)), kt(static_cast<size_t>(W * d)), vp(static_cast<size_t>(N * d));
+    std::vector<float> inv(static_cast<size_t>(N));
+    const __m256 sv = _mm256_set1_ps(a.scale);
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t b = task / a.heads, h = task % a.heads;
+      const float* q = x + b * N * ld + h * d;
+      pack_transposed(q + C, ld, N, d, kt.data());
+      tiles(q, ld, N, kt.data(), d, a.panels, S.data(), W);
+      for (int64_t i = 0; i < N; ++i) {
+        float* row = S.data() + i * W;
+        std::fill(row + N, row + W, -INFINITY);  // the padding columns: exp gives 0
+        __m256 mv = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
+        for (int64_t j = 0; j < W; j += LANES) {
+          const __m256 s = _mm256_loadu_ps(row + j);
+          mv = _mm256_max_ps(mv, s);
+          nan = _mm256_or_ps(nan, _mm256_cmp_ps(s, s, _CMP_UNORD_Q));
+        }
+        float lm[LANES];
+        _mm256_storeu_ps(lm, mv);
+        const float m = a.scale * *std::max_element(lm, lm + LANES);  // x's max: rounding is monotonic
+        const __m256 mm = _mm256_set1_ps(m);
+        __m256 lv = _mm256_setzero_ps();
+        for (int64_t j = 0; j < W; j += LANES) {
+          const __m256 e = exp8_nonpositive(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(row + j), sv), mm));
+          _mm256_storeu_ps(row + j, e);
+          lv = _mm256_add_ps(lv, e);
+        }
+        // a NaN or infinite score makes the row's output NaN, as the operators' softmax does
+        const bool finite = _mm256_movemask_ps(nan) == 0 && std::isfinite(m);
+        const float l = lanes_sum(lv);
+        inv[i] = finite ? 1.0f / l : NAN;
+        ls[task * N + i] = finite ? m + std::log(l) : NAN;
+      }
+      pack_rows(q + 2 * C, ld, N, d, vp.data());
+      float* oh = o + b * N * C + h * d;
+      tiles(S.data(), W, N, vp.data(), N, d / NR, oh, C);
+      for (int64_t i = 0; i < N; ++i) {
+        const __m256 r = _mm256_set1_ps(inv[i]);
+        for (int64_t t = 0; t < d; t += LANES)
+          _mm256_storeu_ps(oh + i * C + t, _mm256_mul_ps(_mm256_loadu_ps(oh + i * C + t), r));
+      }
+    }
+  });
+  return {out, lse};
+}
+
+// qkv's gradient (B, N, 3 C) given out's gradient g (B, N, C), and attention's out and lse
+at::Tensor attention_backward(const at::Tensor& g, const at::Tensor& qkv, const at::Tensor& out,
+                              const at::Tensor& lse, int64_t heads) {
+  const Heads a = heads_of(qkv, heads, "attention_backward");
+  const int64_t N = a.N, d = a.d, W = a.width, C = a.C, ld = 3 * C;
+  for (const at::Tensor* t : {&g, &out})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->dim() == 3 && t->size(0) == a.B &&
+                    t->size(1) == N && t->size(2) == C,
+                "attention_backward: the output and its gradient must be contiguous float32 (B, N, C) tensors");
+  TORCH_CHECK(lse.scalar_type() == at::kFloat && lse.is_contiguous() && lse.numel() == a.B * a.heads * N,
+              "attention_backward: lse must be attention's own (B, heads, N)");
+  auto gqkv = at::empty_like(qkv);
+  const float* x = qkv.data_ptr<float>();
+  const float* gs = g.data_ptr<float>();
+  const float* os = out.data_ptr<float>();
+  const float* ls = lse.data_ptr<float>();
+  float* gx = gqkv.data_ptr<float>();
+  at::parallel_for(0, a.B * a.heads, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> PT(static_cast<size_t>(N * W)), DT(static_cast<size_t>(N * W));
+    std::vector<float> qt(static_cast<size_t>(W * d)), gt(static_cast<size_t>(W * d));
+    std::vector<float> gp(static_cast<size_t>(N * d)), qp(static_cast<size_t>(N * d));
+    std::vector<float> kt(static_cast<size_t>(d * N)), dqt(static_cast<size_t>(d * W));
+    std::vector<float> D(static_cast<size_t>(W), 0.0f), L(static_cast<size_t>(W), INFINITY);
+    const __m256 sv = _mm256_set1_ps(a.scale);
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t b = task / a.heads, h = task % a.heads;
+      const float* q = x + b * N * ld + h * d;
+      const float *k = q + C, *v = q + 2 * C;
+      const float* go = gs + b * N * C + h * d;
+      const float* oh = os + b * N * C + h * d;
+      float* gq = gx + b * N * ld + h * d;
+      for (int64_t i = 0; i < N; ++i) {
+        __m256 s = _mm256_setzero_ps();
+        for (int64_t t = 0; t < d; t += LANES)
+          s = _mm256_fmadd_ps(_mm256_loadu_ps(go + i * C + t), _mm256_loadu_ps(oh + i * C + t), s);
+        D[i] = lanes_sum(s);
+        L[i] = ls[task * N + i];
+      }
+      pack_transposed(q, ld, N, d, qt.data());
+      pack_transposed(go, C, N, d, gt.data());
+      tiles(k, ld, N, qt.data(), d, a.panels, PT.data(), W);  // S^T: the forward's sums, the same bits
+      tiles(v, ld, N, gt.data(), d, a.panels, DT.data(), W);  // dP^T
+      for (int64_t j = 0; j < N; ++j) {
+        float *p = PT.data() + j * W, *dp = DT.data() + j * W;
+        for (int64_t i = 0; i < W; i += LANES) {  // the padding columns: L = inf, so P = 0 and dS = 0
+          const __m256 e = exp8_nonpositive(
+              _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(p + i), sv), _mm256_loadu_ps(L.data() + i)));
+          _mm256_storeu_ps(p + i, e);
+          const __m256 diff = _mm256_sub_ps(_mm256_loadu_ps(dp + i), _mm256_loadu_ps(D.data() + i));
+          _mm256_storeu_ps(dp + i, _mm256_mul_ps(_mm256_mul_ps(e, diff), sv));
+        }
+      }
+      pack_rows(go, C, N, d, gp.data());
+      pack_rows(q, ld, N, d, qp.data());
+      tiles(PT.data(), W, N, gp.data(), N, d / NR, gq + 2 * C, ld);  // dv
+      tiles(DT.data(), W, N, qp.data(), N, d / NR, gq + C, ld);      // dk
+      for (int64_t j = 0; j < N; ++j)
+        for (int64_t t = 0; t < d; ++t) kt[t * N + j] = k[j * ld + t];
+      pack_rows(DT.data(), W, N, W, PT.data());  // dS^T's panels, where P^T was
+      tiles(kt.data(), N, d, PT.data(), N, a.panels, dqt.data(), W);  // dq^T
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t t = 0; t < d; ++t) gq[i * ld + t] = dqt[t * W + i];
+    }
+  });
+  return gqkv;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(zoo_vision, m) {
@@ -704,6 +897,8 @@ TORCH_LIBRARY(zoo_vision, m) {
   m.def("matmul_gelu(Tensor a, Tensor b, Tensor? bias) -> (Tensor, Tensor)");
   m.def("matmul_times(Tensor g, Tensor w, Tensor d) -> Tensor");
   m.def("weight_grad(Tensor g, Tensor x) -> Tensor");
+  m.def("attention(Tensor qkv, int heads) -> (Tensor, Tensor)");
+  m.def("attention_backward(Tensor g, Tensor qkv, Tensor out, Tensor lse, int heads) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
@@ -720,4 +915,6 @@ TORCH_LIBRARY_IMPL(zoo_vision, CPU, m) {
   m.impl("matmul_gelu", matmul_gelu);
   m.impl("matmul_times", matmul_times);
   m.impl("weight_grad", weight_grad);
+  m.impl("attention", attention);
+  m.impl("attention_backward", attention_backward);
 }

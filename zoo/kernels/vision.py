@@ -1,7 +1,7 @@
 """The MetaFormer vision models' training kernels (``vision.cpp``, ``torch.ops.zoo_vision``), float32 on a CPU
 with AVX2: a depthwise convolution's forward pass and weights' gradient (stride 1, zero padding, channels-last maps,
-eight channels a vector), StarReLU forward and backward in one pass each, and the matrix product of token-major
-activations with a weight.
+eight channels a vector), StarReLU forward and backward in one pass each, the matrix product of token-major
+activations with a weight, and multi-head self-attention.
 
 What a ConvFormer's training step waits on longest after its matrix products is oneDNN's weights' gradient of its
 depthwise 7x7 convolutions, which runs several times slower than their forward pass over the same multiply-adds;
@@ -45,6 +45,16 @@ their forward pass itself runs well below the multiply-add peak.
   one part of the rows a thread, the parts' sums added in order. The BLAS's own threads split the few outputs, and
   each reads every row.
 
+* :func:`attention`: CAFormer's multi-head self-attention ``softmax(q k^T / sqrt d) v``, forward and backward
+  (:func:`attention_backward`), q, k and v read in place from the qkv product and the output written in the tokens'
+  layout the projection reads, so the operators' permutes into heads and back (and the three gradients' stacking)
+  go. A task is one head of one image: its scores (a few hundred tokens square) stay in its buffer in cache, and its
+  products are the tiles above. The softmax's exp is the kernels' own (:data:`EXP_ERROR`); the backward recomputes
+  the scores (the same bits) and the weights from each row's log-sum-exp, as ``scaled_dot_product_attention``'s
+  flash backward does, and saves no more. Each head is one thread's: the same bits on any thread count, where
+  PyTorch's attention backward scales poorly over threads on these small heads. The error bounds of the output and
+  of every gradient are derived in ``tests/tolerances.py`` (``attention_bounds``).
+
 ``tools/layer_kernels.py`` times each against the operator it stands in for (``results/train_throughput.md``).
 
 :func:`available` says whether the kernels run here (an AVX2 CPU, a C++ compiler, and ``ZOO_VISION_KERNELS`` not
@@ -62,6 +72,8 @@ from .build import build_or_warn, built_once
 
 __all__ = [
     "LANES",
+    "attention",
+    "attention_backward",
     "available",
     "depthwise_forward",
     "depthwise_weight_grad",
@@ -156,6 +168,15 @@ def _build() -> bool:
     def _(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return g.new_empty((g.shape[1], x.shape[1]))
 
+    @torch.library.register_fake("zoo_vision::attention")
+    def _(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, c3 = qkv.shape
+        return qkv.new_empty((b, n, c3 // 3)), qkv.new_empty((b, heads, n))
+
+    @torch.library.register_fake("zoo_vision::attention_backward")
+    def _(g: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, heads: int) -> torch.Tensor:
+        return torch.empty_like(qkv)
+
     @torch.library.register_fake("zoo_vision::matmul_times")
     def _(g: torch.Tensor, w: torch.Tensor, d: torch.Tensor):
         return torch.empty_like(d)
@@ -239,3 +260,19 @@ def weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     the parts' sums added in order; on one thread, or fewer than 1024 rows, the BLAS's ``mm`` itself. Within
     ``gamma_M sum |g| |x|`` of the exact product, as the BLAS's is."""
     return torch.ops.zoo_vision.weight_grad(g, x)
+
+
+def attention(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)``: each head's ``softmax(q k^T / sqrt d) v`` (B, N, C) of a contiguous float32 ``qkv``
+    (B, N, 3 C), C = ``heads`` d (a token's q for every head, then its k, then its v; d a multiple of 16, at most
+    256), and each row's log-sum-exp ``max x + log sum exp(x - max x)`` of its scaled scores ``x`` (B, heads, N). A
+    row with a NaN or infinite score gives NaN, as the operators' softmax does."""
+    return torch.ops.zoo_vision.attention(qkv, heads)
+
+
+def attention_backward(
+    g: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, heads: int
+) -> torch.Tensor:
+    """qkv's gradient (B, N, 3 C) given the output's gradient ``g`` (B, N, C) and :func:`attention`'s ``out`` and
+    ``lse``; the scores are recomputed (the forward's bits) rather than kept."""
+    return torch.ops.zoo_vision.attention_backward(g, qkv, out, lse, heads)

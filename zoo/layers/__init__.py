@@ -7,6 +7,7 @@
 ``large_kernel``           :class:`DecomposedLargeKernel` (SLaK) and its fused inference form, :class:`ConvBN`
 ``depthwise``              :class:`DepthwiseConv2d`: ``nn.Conv2d`` by :mod:`zoo.kernels.vision` (ConvFormer, CAFormer)
 ``patch_conv``             :class:`PatchConv2d`: ``nn.Conv2d`` whose weights' gradient is one GEMM (downsampling)
+``attention``              self-attention over a qkv product by :mod:`zoo.kernels.vision` in training (CAFormer)
 ``recursion``              :class:`RecursiveStack`: a few shared blocks applied along a schedule
 ``activations``, ``mlp``,  :class:`StarReLU`, :class:`SquaredReLU`, :class:`GELU`; :class:`Mlp`; channels-last
 ``norm``, ``linear``,      norms (:class:`ChannelLayerNorm`, :class:`SpatialLayerNorm`); :class:`Linear` (oneDNN on

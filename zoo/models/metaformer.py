@@ -49,6 +49,7 @@ from ..layers import (
     residual_add,
     save_as_conv1x1,
 )
+from ..layers.attention import attention_on_kernels, trains_on_kernels
 from ..layers.backbone import GLOBAL_POOLS, VisionBackbone, global_pool_nchw, imagenet_cfg
 from ..layers.features import check_drop_rates, check_head_args
 from ..layers.mlp import Mlp
@@ -172,7 +173,9 @@ class SepConv(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the flattened H*W tokens (CAFormer stages 3-4); head_dim 32, no biases."""
+    """Multi-head self-attention over the flattened H*W tokens (CAFormer stages 3-4); head_dim 32, no biases. Eager
+    float32 CPU training runs :func:`zoo.layers.attention.attention_on_kernels`; the rest
+    ``F.scaled_dot_product_attention``."""
 
     def __init__(self, dim: int, head_dim: int = 32, num_heads: int | None = None):
         super().__init__()
@@ -184,11 +187,14 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, _ = x.shape
-        N = H * W
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, nh, N, hd)
-        x = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(hd)) v
-        return self.proj(x.transpose(1, 2).reshape(B, H, W, self.attention_dim))
+        qkv = self.qkv(x).reshape(B, H * W, 3 * self.attention_dim)
+        # softmax(q k^T / sqrt(hd)) v
+        if not torch.jit.is_scripting() and is_eager() and self.training and trains_on_kernels(qkv, self.head_dim):
+            x = attention_on_kernels(qkv, self.num_heads)
+        else:
+            q, k, v = qkv.reshape(B, H * W, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            x = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (B, N, nh, hd)
+        return self.proj(x.reshape(B, H, W, self.attention_dim))
 
 
 class MlpHead(nn.Module):
