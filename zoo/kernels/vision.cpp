@@ -713,6 +713,9 @@ void pack_transposed(const float* x, int64_t ld, int64_t n, int64_t d, float* ds
   for (int64_t i = 0; i < n; ++i) {
     float* col = dst + (i / NR) * NR * d + i % NR;
     const float* row = x + i * ld;
+    if (i + 8 < n)  // rows thousands of bytes apart (a head's slice of qkv): each line fetched 8 rows ahead
+      for (int64_t k = 0; k < d; k += 16)
+        _mm_prefetch(reinterpret_cast<const char*>(row + 8 * ld + k), _MM_HINT_T0);
     for (int64_t k = 0; k < d; ++k) col[k * NR] = row[k];
   }
 }
