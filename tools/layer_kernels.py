@@ -4,7 +4,8 @@ A maintainer's tool of the zoo's checkout, beside ``tools/train_profile.py``: th
 time goes; this one times each of the zoo's own pieces of that step alone, at the shapes of a model's stages, so a
 kernel change shows its margin before the whole step's noise hides it::
 
-    python tools/layer_kernels.py [--batch 8] [--threads 1] [--rounds 10] [--out results/train/layer_kernels.json]
+    python tools/layer_kernels.py [--batch 8] [--threads 1] [--rounds 10] [--only attention]
+                                  [--out results/train/layer_kernels.json]
 
 - the downsampling layers' weights' gradient (:class:`zoo.layers.PatchConv2d`, one GEMM over the input's
   patches) against oneDNN's (``convolution_backward`` asked for the weights' gradient only), at the three
@@ -153,12 +154,14 @@ def operators_attention(qkv, g, heads: int):
     return out.detach(), grad
 
 
-def measure(batch: int, rounds: int, threads: int) -> list[dict]:
+def measure(batch: int, rounds: int, threads: int, only: str = "") -> list[dict]:
     import torch
 
     torch.set_num_threads(threads)
     rows = []
     for case in cases(batch):
+        if only not in case["kernel"]:
+            continue
         kernel, shape, inputs = case["kernel"], case["shape"], case["inputs"]
 
         def ours(case=case, inputs=inputs):
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8, help="images a call (default 8)")
     p.add_argument("--threads", type=int, default=1, help="torch's thread count (default 1)")
     p.add_argument("--rounds", type=int, default=10, help="calls of each side a pair (default 10)")
+    p.add_argument("--only", default="", help="time only the pairs whose kernel names contain this (default: all)")
     p.add_argument("--out", type=Path, help="merge the rows into this results file")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)  # before the provenance, which records the thread count
     prov = provenance(f"{args.threads} threads")  # at the start: date, commit, load
     command = "python tools/layer_kernels.py " + " ".join(argv)
-    rows = measure(args.batch, args.rounds, args.threads)
+    rows = measure(args.batch, args.rounds, args.threads, args.only)
     if args.out:
         merge_run(args.out, rows, prov, command, lambda r: (r["kernel"], r["shape"], r["batch_size"], r["threads"]))
 

@@ -61,3 +61,7 @@ def test_out_writes_one_row_a_pair_with_its_run(tmp_path, one_thread):
     assert all(r["zoo_ms"] > 0 and r["torch_ms"] > 0 and r["batch_size"] == 1 for r in doc["rows"])
     assert doc["command"].startswith("python tools/layer_kernels.py --batch 1")
     assert torch.get_num_threads() == 1
+    kernels.main(["--batch", "1", "--rounds", "1", "--only", "attention", "--out", str(out)])
+    doc = json.loads(out.read_text())  # the attention's two rows replaced, the rest kept
+    assert len(doc["rows"]) == len(kernels.cases(1))
+    assert doc["command"].endswith("--only attention --out " + str(out))
