@@ -573,6 +573,8 @@ def test_attention_bad_calls_raise():
         vision.attention(torch.randn(2, 5, 100), 2)
     with pytest.raises(RuntimeError, match="multiple of 16"):
         vision.attention(torch.randn(2, 5, 72), 1)  # heads of 24
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        vision.attention(torch.randn(2, 5, 0), 2)  # heads of no width
     qkv = torch.randn(2, 5, 96)
     out, lse = vision.attention(qkv, 2)
     with pytest.raises(RuntimeError, match=r"\(B, N, C\)"):

@@ -754,7 +754,8 @@ Heads heads_of(const at::Tensor& qkv, int64_t heads, const char* name) {
   TORCH_CHECK(heads > 0 && qkv.size(2) % (3 * heads) == 0, name, ": qkv's last size (", qkv.size(2),
               ") must be 3 heads d with heads = ", heads);
   Heads h{qkv.size(0), qkv.size(1), qkv.size(2) / 3, heads, qkv.size(2) / (3 * heads), 0, 0, 0.0f};
-  TORCH_CHECK(h.d % NR == 0 && h.d <= 256, name, ": a head's width (", h.d, ") must be a multiple of 16, at most 256");
+  TORCH_CHECK(h.d % NR == 0 && h.d >= NR && h.d <= 256, name, ": a head's width (", h.d,
+              ") must be a multiple of 16, from 16 to 256");
   h.panels = (h.N + NR - 1) / NR;
   h.width = h.panels * NR;
   h.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(h.d)));
