@@ -18,7 +18,7 @@ from .tracing import kernels_may_run
 
 __all__ = ["MAX_TOKENS", "attention_on_kernels", "trains_on_kernels"]
 
-MAX_TOKENS = 1024  # more tokens: an N x N score matrix per thread (4 MiB here) no longer fits in cache
+MAX_TOKENS = 1024  # more tokens: a thread's two N x N score buffers (8 MiB at 1024) far outgrow its cache
 
 
 class _AttentionTraining(torch.autograd.Function):
