@@ -14,7 +14,7 @@ machine where :mod:`zoo.kernels.vision` does not run take the model's own ``F.sc
 import torch
 
 from ..kernels import vision
-from .tracing import kernels_may_run
+from .tracing import training_kernels_may_run
 
 __all__ = ["MAX_TOKENS", "attention_on_kernels", "trains_on_kernels"]
 
@@ -46,11 +46,7 @@ def trains_on_kernels(qkv: torch.Tensor, head_dim: int) -> bool:
         and head_dim % 16 == 0
         and head_dim <= 256
         and qkv.shape[1] <= MAX_TOKENS
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-        and not torch.compiler.is_exporting()
-        and not torch._C._are_functorch_transforms_active()
-        and kernels_may_run()
+        and training_kernels_may_run()
         and vision.available()
     )
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import vision
-from .tracing import is_eager, kernels_may_run
+from .tracing import is_eager, training_kernels_may_run
 
 __all__ = ["MIN_ROWS", "Linear", "onednn_default", "save_as_conv1x1"]
 
@@ -109,11 +109,7 @@ class Linear(nn.Linear):
             and self.weight.dtype == torch.float32
             and (bias is None or bias.dtype == torch.float32)
             and x.numel() >= TRAIN_MIN_ROWS * self.in_features
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting()
-            and not torch._C._are_functorch_transforms_active()
-            and kernels_may_run()
+            and training_kernels_may_run()
             and vision.available()
         )
 

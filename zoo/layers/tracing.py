@@ -17,7 +17,7 @@ import torch
 from torch.fx import _symbolic_trace
 from torch.utils import _python_dispatch
 
-__all__ = ["is_eager", "is_fx_tracing", "kernels_may_run"]
+__all__ = ["is_eager", "is_fx_tracing", "kernels_may_run", "training_kernels_may_run"]
 
 # torch.fx's symbolic tracing only (torch.export, which compiles, keeps the paths written for it); older torch has
 # the one flag
@@ -36,3 +36,17 @@ def kernels_may_run() -> bool:
     (fvcore's count, ONNX) nor under a dispatch mode (``FlopCounterMode``, fake tensors), which see and count
     PyTorch's operators only."""
     return not torch.jit.is_tracing() and _python_dispatch._get_current_dispatch_mode() is None
+
+
+@torch.jit.unused
+def training_kernels_may_run() -> bool:
+    """:func:`kernels_may_run`, and no CPU autocast (the kernels are float32), no ``torch.compile`` or
+    ``torch.export`` in progress (they trace PyTorch's operators) and no ``torch.func`` transform (the kernels'
+    autograd functions define no vmap or forward-mode rule)."""
+    return (
+        not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+        and not torch._C._are_functorch_transforms_active()
+        and kernels_may_run()
+    )
