@@ -210,6 +210,36 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
     assert worst(kernels) <= TIMES * worst(plain) + ULPS * EPS32
 
 
+@pytest.mark.parametrize("name", ["caformer_s18", "poolformer_s12"])
+def test_torch_func_grad_trains_on_the_plain_operators(name, monkeypatch):
+    """Under ``torch.func.grad`` (per-sample gradients, meta-learning) the layers take the plain operators, whose
+    autograd ``torch.func`` can transform (the kernels' autograd functions and StarReLU's define no vmap rule and would
+    raise): the gradients are, against float64, within TIMES the plain float32 step's own error."""
+    torch.manual_seed(0)
+    model = zoo.create_model(name, num_classes=5)
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 3])
+
+    def loss(params, m=model, inp=x):
+        return F.cross_entropy(torch.func.functional_call(m, params, (inp,)), y)
+
+    grads = torch.func.grad(loss)({k: p.detach() for k, p in model.named_parameters()})
+    model64 = copy.deepcopy(model).double()
+    model64.zero_grad()
+    F.cross_entropy(model64(x.double()), y).backward()
+    ref = {k: p.grad for k, p in model64.named_parameters()}
+    monkeypatch.setattr(PatchConv2d, "_trains_by_patches", lambda self, x: False)
+    with _plain_operators():
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+    plain = {k: p.grad for k, p in model.named_parameters()}
+    weights = [k for k in ref if ref[k].numel() > 1]
+
+    def worst(g):
+        return max(((g[k].double() - ref[k]).abs().max() / ref[k].abs().max().clamp_min(1e-30)).item() for k in weights)
+
+    assert worst(grads) <= TIMES * worst(plain) + ULPS * EPS32
+
+
 # (M, K, N): rows and columns that fill no tile, one of each, the MetaFormer stages' widths, a classifier's 1000
 PRODUCTS = [(1, 1, 1), (7, 3, 20), (13, 64, 8), (50, 17, 1000), (100, 320, 33), (97, 64, 256), (6, 0, 16), (0, 5, 8)]
 

@@ -85,12 +85,14 @@ class StarReLU(nn.Module):
         nn.init.constant_(self.bias, self.bias_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the hand-written backward is eager's; traced and scripted graphs differentiate the plain ops
+        # the hand-written backward is eager's; traced and scripted graphs, and torch.func's transforms (the
+        # autograd functions define no vmap rule), differentiate the plain ops
         if (
             not torch.jit.is_scripting()
             and is_eager()
             and torch.is_grad_enabled()
             and (x.requires_grad or self.scale.requires_grad or self.bias.requires_grad)
+            and not torch._C._are_functorch_transforms_active()
         ):
             if _kernel_takes(x, self.scale):
                 return _StarReLUKernel.apply(x, self.scale, self.bias)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..kernels import vision
-from .tracing import is_eager, kernels_may_run
+from .tracing import is_eager, training_kernels_may_run
 
 __all__ = ["DepthwiseConv2d"]
 
@@ -74,9 +74,6 @@ class DepthwiseConv2d(nn.Conv2d):
             and self.dilation == (1, 1)
             and self.padding_mode == "zeros"
             and self.in_channels % vision.LANES == 0
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting()
-            and kernels_may_run()
+            and training_kernels_may_run()
             and vision.available()
         )

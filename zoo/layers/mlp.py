@@ -21,7 +21,7 @@ from torch import nn
 from ..kernels import vision
 from .activations import GELU, StarReLU, needs_grad
 from .linear import Linear, token_rows
-from .tracing import is_eager, kernels_may_run
+from .tracing import is_eager, training_kernels_may_run
 
 __all__ = ["Mlp"]
 
@@ -100,9 +100,6 @@ class Mlp(nn.Module):
             and fc1.weight.dtype == torch.float32
             and fc2.weight.dtype == torch.float32
             and ((type(act) is GELU and act.approximate == "none") or type(act) is StarReLU)
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting()
-            and kernels_may_run()
+            and training_kernels_may_run()
             and vision.available()
         )

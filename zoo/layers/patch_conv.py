@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .tracing import is_eager, kernels_may_run
+from .tracing import is_eager, training_kernels_may_run
 
 __all__ = ["PatchConv2d", "patch_weight_grad"]
 
@@ -93,8 +93,5 @@ class PatchConv2d(nn.Conv2d):
             and self.dilation == (1, 1)
             and self.padding_mode == "zeros"
             and not (self._forward_hooks or self._forward_pre_hooks)
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting()
-            and kernels_may_run()
+            and training_kernels_may_run()
         )
