@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import vision
-from .tracing import is_eager, kernels_may_run
+from .tracing import func_transforming, is_eager, kernels_may_run
 
 
 def _star_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -92,7 +92,7 @@ class StarReLU(nn.Module):
             and is_eager()
             and torch.is_grad_enabled()
             and (x.requires_grad or self.scale.requires_grad or self.bias.requires_grad)
-            and not torch._C._are_functorch_transforms_active()
+            and not func_transforming()
         ):
             if _kernel_takes(x, self.scale):
                 return _StarReLUKernel.apply(x, self.scale, self.bias)

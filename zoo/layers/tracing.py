@@ -17,7 +17,7 @@ import torch
 from torch.fx import _symbolic_trace
 from torch.utils import _python_dispatch
 
-__all__ = ["is_eager", "is_fx_tracing", "kernels_may_run", "training_kernels_may_run"]
+__all__ = ["func_transforming", "is_eager", "is_fx_tracing", "kernels_may_run", "training_kernels_may_run"]
 
 # torch.fx's symbolic tracing only (torch.export, which compiles, keeps the paths written for it); older torch has
 # the one flag
@@ -39,6 +39,13 @@ def kernels_may_run() -> bool:
 
 
 @torch.jit.unused
+def func_transforming() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ...) is active: the zoo's hand-written autograd
+    functions define no vmap or forward-mode rule, so the plain operators run under one."""
+    return torch._C._are_functorch_transforms_active()
+
+
+@torch.jit.unused
 def training_kernels_may_run() -> bool:
     """:func:`kernels_may_run`, and no CPU autocast (the kernels are float32), no ``torch.compile`` or
     ``torch.export`` in progress (they trace PyTorch's operators) and no ``torch.func`` transform (the kernels'
@@ -47,6 +54,6 @@ def training_kernels_may_run() -> bool:
         not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
         and not torch.compiler.is_exporting()
-        and not torch._C._are_functorch_transforms_active()
+        and not func_transforming()
         and kernels_may_run()
     )
