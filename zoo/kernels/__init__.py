@@ -19,10 +19,11 @@ build. Importing this package builds nothing.
                            and their weights' gradient, one-channel convolutions, 2x2 pooling with PyTorch's bits, a
                            fused norm-ReLU-pooling backward; :func:`~zoo.kernels.winograd.winograd_weights` (the
                            panels the kernel reads). Called by :mod:`zoo.condense.fast_convs`
-``vision``                 ``vision.cpp`` as ``torch.ops.zoo_vision``: a depthwise convolution's forward pass (oneDNN's
-                           bits) and weights' gradient on channels-last maps, StarReLU forward and backward in one
-                           pass each. Called by :mod:`zoo.layers`' ``DepthwiseConv2d`` and ``StarReLU`` in eager
-                           float32 CPU training (the depthwise forward in inference too)
+``vision``                 ``vision.cpp`` (+ ``simd.h``) as ``torch.ops.zoo_vision``: a depthwise convolution's
+                           forward pass (oneDNN's bits) and weights' gradient on channels-last maps, StarReLU forward
+                           and backward in one pass each, the token rows' products, GELU, multi-head attention.
+                           Called by :mod:`zoo.layers` in eager float32 CPU training (the depthwise forward in
+                           inference too)
 =========================  ===========================================================================================
 
 Every instruction path of a kernel gives the same bits, so a dispatch changes speed only;

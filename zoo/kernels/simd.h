@@ -1,4 +1,4 @@
-// What gemv.cpp and gemv_a8.h both use: the activation row's block of columns and the eight-lane sum and maximum.
+// Shared by gemv.cpp, gemv_a8.h and vision.cpp: the activation row's block of columns, the eight-lane sum and maximum.
 #pragma once
 
 #include <immintrin.h>

@@ -42,6 +42,8 @@
 #include <immintrin.h>
 #include <torch/library.h>
 
+#include "simd.h"  // the eight-lane sum and maximum, shared with gemv.cpp
+
 #include <algorithm>
 #include <optional>
 #include <cmath>
@@ -737,12 +739,6 @@ void tiles(const float* A, int64_t lda, int64_t m, const float* packed, int64_t 
                                            plain);
 }
 
-inline float lanes_sum(__m256 v) {
-  float l[LANES];
-  _mm256_storeu_ps(l, v);
-  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-}
-
 struct Heads {
   int64_t B, N, C, heads, d, panels, width;  // width: N rounded up to the panels' 16
   float scale;
@@ -789,9 +785,7 @@ std::tuple<at::Tensor, at::Tensor> attention(const at::Tensor& qkv, int64_t head
           mv = _mm256_max_ps(mv, s);
           nan = _mm256_or_ps(nan, _mm256_cmp_ps(s, s, _CMP_UNORD_Q));
         }
-        float lm[LANES];
-        _mm256_storeu_ps(lm, mv);
-        const float m = a.scale * *std::max_element(lm, lm + LANES);  // x's max: rounding is monotonic
+        const float m = a.scale * max8(mv);  // x's max: rounding is monotonic
         const __m256 mm = _mm256_set1_ps(m);
         __m256 lv = _mm256_setzero_ps();
         for (int64_t j = 0; j < W; j += LANES) {
@@ -801,7 +795,7 @@ std::tuple<at::Tensor, at::Tensor> attention(const at::Tensor& qkv, int64_t head
         }
         // a NaN or infinite score makes the row's output NaN, as the operators' softmax does
         const bool finite = _mm256_movemask_ps(nan) == 0 && std::isfinite(m);
-        const float l = lanes_sum(lv);
+        const float l = sum8(lv);
         inv[i] = finite ? 1.0f / l : NAN;
         ls[task * N + i] = finite ? m + std::log(l) : NAN;
       }
@@ -853,7 +847,7 @@ at::Tensor attention_backward(const at::Tensor& g, const at::Tensor& qkv, const 
         __m256 s = _mm256_setzero_ps();
         for (int64_t t = 0; t < d; t += LANES)
           s = _mm256_fmadd_ps(_mm256_loadu_ps(go + i * C + t), _mm256_loadu_ps(oh + i * C + t), s);
-        D[i] = lanes_sum(s);
+        D[i] = sum8(s);
         L[i] = ls[task * N + i];
       }
       pack_transposed(q, ld, N, d, qt.data());

@@ -91,7 +91,7 @@ __all__ = [
 ]
 
 SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
-SOURCE_FILES = ("vision.cpp",)
+SOURCE_FILES = ("vision.cpp", "simd.h")
 FLAGS = ["-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp"]
 LANES = 8  # channels a vector: the channel count must be a multiple of it
 # The largest |erf(z) - erf_kernel(z)| over every float32 z (5.92 units of 2 ** -24, the rounding of a float32 just
