@@ -6,10 +6,13 @@ backward and ``timm.optim.create_optimizer_v2(model, "sgd", lr=1e-4)``'s step, o
 its own process (timm's never imports the zoo) with ``OMP_NUM_THREADS`` set; after warm-up steps, ``torch.profiler``
 records some steps and every operator's own time (not its children's) is put in one of three classes:
 
-- ``gemm``: the matrix products (``mm``, ``addmm``, ``bmm``, ``baddbmm``, the zoo's ``zoo_vision::matmul``, and the
-  1x1 convolutions timm runs as ``_slow_conv2d_forward`` / ``_slow_conv2d_backward``, which are an im2col-free GEMM
-  per image);
-- ``attention``: PyTorch's scaled-dot-product attention, forward and backward (the same kernel on both builds);
+- ``gemm``: the matrix products (``mm``, ``addmm``, ``bmm``, ``baddbmm``; the zoo's ``zoo_vision::matmul``, its
+  products with a fused activation or gate, ``matmul_gelu``, ``matmul_star_relu``, ``matmul_times`` and their
+  backward, and ``weight_grad``, whose element-wise epilogues are a small part of their time; and the 1x1
+  convolutions timm runs as ``_slow_conv2d_forward`` / ``_slow_conv2d_backward``, which are an im2col-free GEMM per
+  image);
+- ``attention``: scaled-dot-product attention, forward and backward: PyTorch's kernel on timm's build, the zoo's
+  ``zoo_vision::attention`` and ``attention_backward`` on the zoo's;
 - ``other``: everything else (convolutions other than 1x1, norms, activations, pooling, element-wise, optimizer).
   The stem's and the downsampling layers' dense convolutions are here too, though their multiply-adds are as fixed
   as the products' (a profile's operator names do not tell them from the depthwise ones): the ceiling is an upper
@@ -41,16 +44,15 @@ GEMM = {
     "aten::addmm",
     "aten::bmm",
     "aten::baddbmm",
-    "zoo_vision::matmul",
     "aten::_slow_conv2d_forward",
     "aten::_slow_conv2d_backward",
 }
 
 
 def op_class(name: str) -> str:
-    if name in GEMM:
+    if name in GEMM or name.startswith("zoo_vision::matmul") or name == "zoo_vision::weight_grad":
         return "gemm"
-    if "scaled_dot_product" in name:
+    if "scaled_dot_product" in name or name.startswith("zoo_vision::attention"):
         return "attention"
     return "other"
 

@@ -12,7 +12,11 @@ profile = load("train_profile")
 @pytest.mark.parametrize(
     "name, cls",
     [("aten::mm", "gemm"), ("aten::_slow_conv2d_backward", "gemm"), ("aten::bmm", "gemm"),
+     ("zoo_vision::matmul", "gemm"), ("zoo_vision::matmul_gelu", "gemm"), ("zoo_vision::matmul_times", "gemm"),
+     ("zoo_vision::matmul_star_relu_backward", "gemm"), ("zoo_vision::weight_grad", "gemm"),
      ("aten::_scaled_dot_product_flash_attention_for_cpu_backward", "attention"),
+     ("zoo_vision::attention", "attention"), ("zoo_vision::attention_backward", "attention"),
+     ("zoo_vision::star_relu_forward", "other"), ("zoo_vision::depthwise_forward", "other"),
      ("aten::mkldnn_convolution", "other"), ("aten::gelu_backward", "other"), ("aten::copy_", "other")],
 )  # fmt: skip
 def test_operators_fall_in_their_class(name, cls):
