@@ -371,9 +371,9 @@ def stalled_server() -> dict:
 
 @pytest.fixture
 def stalled_hub(stalled_server, monkeypatch):
-    """huggingface_hub pointed at :func:`stalled_server`, with a 2 s bound on each Hub call."""
+    """huggingface_hub pointed at :func:`stalled_server`, with a 1 s bound on each Hub call."""
     point_hub_at(monkeypatch, stalled_server["endpoint"])
-    monkeypatch.setenv("ZOO_HUB_TIMEOUT", "2")
+    monkeypatch.setenv("ZOO_HUB_TIMEOUT", "1")
     return stalled_server["endpoint"]
 
 
@@ -384,11 +384,11 @@ def test_a_hub_that_never_answers_is_given_up_in_bounded_time(
     with an error naming the Hub and what to do (the client alone waited minutes), and the upload is not reported
     as done."""
     start, connections = time.perf_counter(), len(stalled_server["connections"])
-    with pytest.raises(CheckpointError, match=rf"the Hub at {stalled_hub} did not answer within 2 s while fetching "
+    with pytest.raises(CheckpointError, match=rf"the Hub at {stalled_hub} did not answer within 1 s while fetching "
                        r"hf-hub:me/pf-digits/config.json.*ZOO_HUB_TIMEOUT.*not in the local cache"):  # fmt: skip
         zhub.download("me/pf-digits", "config.json", cache_dir=tmp_path / "cache")
     assert len(stalled_server["connections"]) > connections  # it waited on this Hub, not on a name lookup
-    with pytest.raises(PublishError, match=r"did not answer within 2 s while creating me/pf-digits.*publish again"):
+    with pytest.raises(PublishError, match=r"did not answer within 1 s while creating me/pf-digits.*publish again"):
         publish.upload_folder(exported, "me/pf-digits")
     assert time.perf_counter() - start < 20
     monkeypatch.setenv("ZOO_HUB_TIMEOUT", "soon")

@@ -4,6 +4,7 @@ use, a group's own for what it alone uses) and the helper modules, never by impo
 markers are registered and follow from what a test does."""
 
 import ast
+import functools
 import re
 from collections import Counter
 from pathlib import Path
@@ -34,10 +35,16 @@ def test_every_test_module_sits_in_a_group_folder_under_a_name_of_its_own():
     assert not [p for p in TESTS.rglob("test_*.py") if p.parent.parent != TESTS], "one level of folders"
 
 
+@functools.cache
+def _nodes(path: Path) -> tuple[ast.AST, ...]:
+    """Every node of ``path``'s syntax tree, parsed once for the module's checks."""
+    return tuple(ast.walk(ast.parse(path.read_text(), str(path))))
+
+
 def _imported_modules(path: Path) -> set[str]:
     """Top-level names of every module ``path`` imports (anywhere in the file, inside functions too)."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _nodes(path):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -56,7 +63,7 @@ def test_no_module_imports_a_test_module():
 def _fixtures(path: Path) -> set[str]:
     """The fixtures ``path`` defines, except those that extend a fixture of the same name (take it as argument)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _nodes(path):
         if isinstance(node, ast.FunctionDef) and node.name not in {a.arg for a in node.args.args}:
             for dec in node.decorator_list:
                 target = dec.func if isinstance(dec, ast.Call) else dec
@@ -83,7 +90,7 @@ def test_no_test_module_redefines_a_shared_fixture():
 def _requested(path: Path) -> set[str]:
     """The fixture names ``path`` asks for: its functions' arguments and ``usefixtures`` strings."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _nodes(path):
         if isinstance(node, ast.FunctionDef):
             names.update(a.arg for a in node.args.args)
         elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith("usefixtures"):
@@ -95,7 +102,8 @@ def test_tests_conftest_holds_what_several_groups_use():
     """A fixture one group alone uses lives in that group's conftest.py; a group's conftest.py does not repeat one of
     tests/conftest.py's."""
     shared = _fixtures(TESTS / "conftest.py")
-    users = {name: sorted({g.name for g in GROUPS for p in g.glob("*.py") if name in _requested(p)}) for name in shared}
+    requested = [(g.name, _requested(p)) for g in GROUPS for p in g.glob("*.py")]  # each module parsed once
+    users = {name: sorted({group for group, names in requested if name in names}) for name in shared}
     alone = {name: groups for name, groups in users.items() if len(groups) < 2 and not name.startswith("_")}
     assert not alone, f"fixtures of tests/conftest.py used by one group or none (move them to its conftest.py): {alone}"
     for group in GROUPS:

@@ -69,7 +69,16 @@ def test_wrapped_pth_tar(wrapper, authors_files, tmp_path):
         assert_close_to_scale(model(x), reference_forward("poolformer_s12", sd, x), "wrapped checkpoint logits")
 
 
-@pytest.mark.parametrize("name", ["poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18"])
+# CAFormer holds both of timm's layouts (1x1-conv weights in its SepConv stages, linear ones in its attention
+# stages), PoolFormerV2 the pooling blocks: those two by default, the others under -m slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "caformer_s18",
+        "poolformerv2_s12",
+        *(pytest.param(n, marks=pytest.mark.slow) for n in ("poolformer_s12", "convformer_s18")),
+    ],
+)
 def test_timm_checkpoint_matches_reference(name, authors_files, tmp_path):
     """timm's checkpoints (its own layout, converted from the authors') load and give the authors' outputs."""
     import timm

@@ -14,6 +14,7 @@ import pathlib
 import pytest
 import timm
 import torch
+from model_groups import series, smallest_of_each
 from safetensors.torch import load_file, save_file
 from timm.utils import CheckpointSaver, ModelEmaV3
 
@@ -24,6 +25,9 @@ from zoo.weights import CheckpointError, read_state_dict
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHARED = [n for n in zoo.list_models(task="image-classification") if get_entry(n).timm_owns_name]
+# the layout check builds timm's model too (most of a second for the larger ones, even on the meta device): the
+# smallest of each series by default, the others under -m slow
+SHARED_BY_DEFAULT = smallest_of_each(SHARED, series)
 # the MLP head's LayerNorm: eps 1e-5 in the zoo (the authors'), 1e-6 in timm; the rest is the same arithmetic
 HEAD_EPS_TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 
@@ -35,7 +39,9 @@ def test_the_shared_names_are_the_metaformers_timm_registers():
     assert {n.split("_")[0] for n in SHARED} == {"caformer", "convformer", "poolformer", "poolformerv2"}
 
 
-@pytest.mark.parametrize("name", SHARED)
+@pytest.mark.parametrize(
+    "name", [n if n in SHARED_BY_DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in SHARED]
+)
 def test_state_dict_has_timms_keys_and_shapes(name):
     with torch.device("meta"):  # shapes only
         ours, theirs = zoo.create_model(name), timm.create_model(name)
