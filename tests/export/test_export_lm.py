@@ -477,9 +477,11 @@ def test_a_float_pte_holds_each_weight_once_and_the_tied_embedding_twice(name, t
 
 # every LM family's cache-free forward as a torch.export program and as ONNX (the docs' pt2 / onnx rows), routing
 # included: MoR gathers a data-dependent number of tokens per step, which the traced program holds as T slots
-PROGRAM_CASES = [("mor_expert", "pt2")] + [  # 10-30 s each on two cores: the rest under -m slow
+PROGRAM_CASES = [  # 8-30 s each on two cores: under -m slow (the default run exports each family's cached decoder,
+    # tests/models/test_lm_models.py::test_torch_export_smoke)
     pytest.param(case, fmt, marks=pytest.mark.slow)
     for case, fmt in [
+        ("mor_expert", "pt2"),
         ("mor_token_loss_free_kv_share", "pt2"),
         ("mor_expert_kv_share", "onnx"),
         ("mor_expert", "onnx"),

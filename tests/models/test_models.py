@@ -55,7 +55,14 @@ def test_train_step(name):
     check_train_step(name)
 
 
-@pytest.mark.parametrize("name", ALL_VISION)
+# stochastic depth, group_matcher and timm's face (heads, features, checkpointing, saving) live in the model's class:
+# one series of each by default (the MetaFormer series share theirs; CAFormer's blocks have both of its mixers), every
+# other under -m slow; the face also on PoolFormer v1 (its norm of the whole map before the head)
+BY_CLASS = {"caformer_s18", "convnet_d3", "slak_tiny_31", "sret_tiny"}
+FACE = [n if n in BY_CLASS | {"poolformer_s12"} else pytest.param(n, marks=pytest.mark.slow) for n in VISION]
+
+
+@pytest.mark.parametrize("name", FACE)
 def test_interface(name, tmp_path):
     check_interface(name, tmp_path)
 
@@ -65,14 +72,9 @@ def test_headless_output_width(name):
     check_headless(name)
 
 
-@pytest.mark.parametrize("name", ALL_VISION)
+@pytest.mark.parametrize("name", FACE)
 def test_features_only(name):
     check_features(name)
-
-
-# stochastic depth and group_matcher live in the model's class: one series of each by default (the MetaFormer series
-# share theirs; CAFormer's blocks have both of its mixers), every other under -m slow
-BY_CLASS = {"caformer_s18", "convnet_d3", "slak_tiny_31", "sret_tiny"}
 
 
 @pytest.mark.parametrize("name", [n if n in BY_CLASS else pytest.param(n, marks=pytest.mark.slow) for n in DEFAULT])
@@ -80,8 +82,16 @@ def test_regularisation(name):
     check_regularisation(name)
 
 
-# CPU bfloat16 is slowest for these (RandFormer's full-size token mix, SReT, SLaK's 31x31 kernels): under -m slow
-SLOW_AUTOCAST = {"randformer_s12", "sret_tiny", "slak_tiny_31"}
+# CPU bfloat16 is slowest for these (RandFormer's full-size token mix, SReT, SLaK's 31x31 kernels): under -m slow;
+# so are the MetaFormer series whose layers CAFormer (SepConv, attention, StarReLU) and PoolFormer (pooling) hold
+SLOW_AUTOCAST = {
+    "randformer_s12",
+    "sret_tiny",
+    "slak_tiny_31",
+    "identityformer_s12",
+    "poolformerv2_s12",
+    "convformer_s18",
+}
 
 
 @pytest.mark.parametrize(
