@@ -40,3 +40,22 @@ def test_large_kernel_impl_argument_is_never_overridden(monkeypatch):
     with torch.device("meta"):
         model = zoo.create_model(name, deploy=True, large_kernel_impl="conv")
     assert {m.impl for m in model.modules() if isinstance(m, FusedLargeKernel)} == {"conv"}
+
+
+def test_a_training_step_on_the_cpu_holds_freed_memory(monkeypatch):
+    """A vision model's forward in training, on the CPU with gradients, asks for freed memory to be kept
+    (``zoo.platform.allocator.hold_freed_memory``, which ``ZOO_KEEP_FREED_MEMORY=0`` turns off); inference, a
+    forward without gradients and a traced graph do not."""
+    import zoo.layers.backbone as backbone
+
+    calls = []
+    monkeypatch.setattr(backbone, "hold_freed_memory", lambda: calls.append(1) or False)
+    model = zoo.create_model("convnet_d3", num_classes=3)
+    x = torch.randn(1, 3, 32, 32)
+    model.eval()(x)
+    with torch.no_grad():
+        model.train()(x)
+    torch.fx.symbolic_trace(model)
+    assert calls == []
+    model.train()(x).sum().backward()
+    assert calls == [1]

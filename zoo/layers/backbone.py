@@ -18,6 +18,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from ..platform.allocator import hold_freed_memory
 from .features import GLOBAL_POOLS, StagePruningMixin, check_head_args, take_indices
 from .linear import Linear
 from .saving import HubMixin
@@ -49,6 +50,19 @@ def imagenet_cfg(**kwargs) -> dict[str, Any]:
         "classifier": "head.fc",
         **kwargs,
     }
+
+
+def _hold_training_memory(x: torch.Tensor) -> None:
+    """A training step on the CPU allocates and frees the same activations at every step: their pages are kept for
+    the next one (:func:`~zoo.platform.allocator.hold_freed_memory`), not faulted in again; not while a graph is
+    traced or compiled (the call is no operator)."""
+    if (
+        is_eager()
+        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+        and x.device.type == "cpu"
+    ):
+        hold_freed_memory()
 
 
 class VisionBackbone(StagePruningMixin, HubMixin):
@@ -125,6 +139,8 @@ class VisionBackbone(StagePruningMixin, HubMixin):
         return intermediates if intermediates_only else (self._to_nchw(x), intermediates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and self.training and torch.is_grad_enabled():
+            _hold_training_memory(x)
         return self.forward_head(self.forward_features(x))
 
     # ---- training interface -------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ the kernel time that costs is a large share of a step on a small CPU.
 (``M_MMAP_MAX`` 0, ``M_TRIM_THRESHOLD`` at its largest): the pages are touched once. It is a context manager: the
 policy holds while its block runs (a condensation's loops) and glibc's defaults come back after it, with the memory
 kept meanwhile handed back to the system (``malloc_trim``), so a notebook that ran ``zoo condense`` in-process frees
-its large arrays as before.
+its large arrays as before. :func:`hold_freed_memory` sets the same policy for the rest of the process: a CPU
+training loop allocates and frees the same activations at every step, and a zoo vision model in training calls it at
+its first step (PyTorch's CUDA allocator keeps freed device memory in the same way).
 
 :func:`huge_pages` puts large tensors' memory on 2 MB pages in place (Linux's ``MADV_COLLAPSE``). A decoded token
 reads every weight of the model once: on 4 kB pages, a 125M model at float32 crosses about 120,000 of them per
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the module itself imports no torch (tests/platform/test_allocator.py loads it alone)
     import torch
 
-__all__ = ["huge_pages", "keep_freed_memory"]
+__all__ = ["hold_freed_memory", "huge_pages", "keep_freed_memory"]
 
 _M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 _M_MMAP_MAX = -4
@@ -62,12 +64,24 @@ def keep_freed_memory() -> Iterator[bool]:
         yield _state["applied"]
     finally:
         _state["depth"] -= 1
-        if outermost and _state.pop("applied"):
+        if outermost and _state.pop("applied") and not _state.get("held"):
             _mallopt(_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
             trim = getattr(_libc(), "malloc_trim", None)
             if trim is not None:
                 trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
                 trim(0)
+
+
+def hold_freed_memory() -> bool:
+    """For the rest of the process, :func:`keep_freed_memory`'s policy: every allocation served from the heap and
+    freed memory kept for the next one, never handed back. True where it holds; False with
+    ``ZOO_KEEP_FREED_MEMORY=0`` or another C library. Inside a :func:`keep_freed_memory` block it does nothing
+    (the block's policy, and its end, stand); a block that ends after it leaves it in place. Cheap to call again."""
+    if _state["depth"] > 0:
+        return _state["applied"]
+    if "held" not in _state:
+        _state["held"] = os.environ.get("ZOO_KEEP_FREED_MEMORY", "1") != "0" and _mallopt(0, _LARGEST)
+    return _state["held"]
 
 
 def _libc() -> ctypes.CDLL | None:
