@@ -58,7 +58,7 @@ def keep_freed_memory() -> Iterator[bool]:
     the system."""
     outermost = _state["depth"] == 0
     if outermost:
-        _state["applied"] = os.environ.get("ZOO_KEEP_FREED_MEMORY", "1") != "0" and _mallopt(0, _LARGEST)
+        _state["applied"] = _keep_freed()
     _state["depth"] += 1
     try:
         yield _state["applied"]
@@ -80,8 +80,13 @@ def hold_freed_memory() -> bool:
     if _state["depth"] > 0:
         return _state["applied"]
     if "held" not in _state:
-        _state["held"] = os.environ.get("ZOO_KEEP_FREED_MEMORY", "1") != "0" and _mallopt(0, _LARGEST)
+        _state["held"] = _keep_freed()
     return _state["held"]
+
+
+def _keep_freed() -> bool:
+    """The policy set, unless ``ZOO_KEEP_FREED_MEMORY=0``: whether it took effect."""
+    return os.environ.get("ZOO_KEEP_FREED_MEMORY", "1") != "0" and _mallopt(0, _LARGEST)
 
 
 def _libc() -> ctypes.CDLL | None:
