@@ -1,5 +1,7 @@
 """``zoo bench train``: a zoo model and its peer take real training steps on the same weights and batch."""
 
+import os
+
 import pytest
 import torch
 from small_lms import SMALL
@@ -8,21 +10,56 @@ from zoo.bench import train
 from zoo.cli import main as zoo_main
 
 
-def test_lm_training_step_against_transformers_same_first_loss():
-    settings = train.Settings(batch_size=2, seq_len=16)
-    (row,) = train.compare("mobilellm_125m", settings, runs=2, warmup=1, **SMALL)
+def test_lm_training_step_against_transformers_same_first_loss(monkeypatch):
+    order = []
+
+    def here(fn, name, settings, label, *args, **kwargs):  # the side in this process: a spawned one takes ~10 s
+        order.append(label)
+        return fn(name, settings, label, *args, **kwargs)
+
+    monkeypatch.setattr(train, "_in_own_process", here)
+    settings = train.Settings(batch_size=1, seq_len=8)
+    (row,) = train.compare("mobilellm_125m", settings, runs=1, warmup=0, rounds=2, **SMALL)
+    assert order == ["peer", "zoo", "zoo", "peer"]  # each side in its own process, the two alternating
     assert row.peer == "transformers" and row.unit == "tok/s" and row.rate > 0 and row.peer_rate > 0
-    # the same weights and tokens give the same next-token loss (fp32, another order of arithmetic)
+    # the same weights and tokens give the same next-token loss (fp32, another order of arithmetic), each side
+    # built on its own
     assert row.extra["first loss zoo"] == pytest.approx(row.extra["first loss peer"], rel=1e-5)
     assert row.extra["first loss zoo"] == pytest.approx(
         torch.log(torch.tensor(float(SMALL["vocab_size"]))).item(), rel=0.5
     )
     assert train.loss_agrees(row, None, row.model)
-    assert len(row.times_s["zoo"]) == len(row.times_s["transformers"]) == 2
+    assert len(row.times_s["zoo"]) == len(row.times_s["transformers"]) == 2  # a step a process
+    assert len(row.extra["per round"].split(", ")) == 2
+    assert row.extra["peak MiB zoo"] > 0 and row.extra["peak MiB peer"] > 0
+
+
+@pytest.mark.slow
+def test_each_side_trains_in_a_process_of_its_own(monkeypatch):
+    """The zoo's allocator policy is process-wide: a side measured in the caller's process, or in the other side's,
+    would run under it."""
+    pids = []
+
+    def spy(fn, *args, **kwargs):
+        result = real(fn, *args, **kwargs)
+        pids.append(result["pid"])
+        return result
+
+    real = train._in_own_process
+    monkeypatch.setattr(train, "_in_own_process", spy)
+    settings = train.Settings(batch_size=1, seq_len=8)
+    (row,) = train.compare("mobilellm_125m", settings, runs=1, warmup=0, rounds=1, **SMALL)
+    assert len(pids) == 2 and len(set(pids)) == 2 and os.getpid() not in pids
+    assert row.extra["first loss zoo"] == pytest.approx(row.extra["first loss peer"], rel=1e-5)
+
+
+def test_a_measuring_process_that_dies_is_an_error_not_a_hang():
+    with pytest.raises(ChildProcessError, match="ended without a result"):
+        train._in_own_process(os._exit, 3)
 
 
 def test_lm_training_steps_update_the_weights():
-    _, peer, ours, _ = train._lm_sides("mobilellm_125m", train.Settings(batch_size=1, seq_len=8), **SMALL)
+    _, ours, _ = train._lm_side("mobilellm_125m", train.Settings(batch_size=1, seq_len=8), "zoo", **SMALL)
     before = ours.module.model.embed_tokens.weight.detach().clone()
     step = train._step(ours, torch.optim.AdamW(ours.module.parameters(), lr=1e-2), train.Settings(batch_size=1))
     first = ours.loss().item()
@@ -40,7 +77,7 @@ def test_a_family_without_a_training_peer_is_refused(capsys):
 @pytest.mark.slow
 def test_vision_training_step_against_timm():
     settings = train.Settings(batch_size=2, img_size=64)
-    (row,) = train.compare("convformer_s18", settings, runs=1, warmup=0)
+    (row,) = train.compare("convformer_s18", settings, runs=1, warmup=0, rounds=1)
     assert row.peer == "timm" and row.unit == "img/s"
     assert row.rel_diff < 1e-4 and train.loss_agrees(row, None, row.model)
 

@@ -9,11 +9,14 @@ optimizer step: by default the step of timm's ``benchmark.py --bench train`` (ti
 * MobileLLM: transformers' ``LlamaForCausalLM`` (:func:`zoo.bench.lm.build_pair`), next-token loss on
   ``batch x seq_len`` random tokens.
 
-Both sides are trained in interleaved rounds (peer, zoo, then zoo, peer, ...) after warm-up steps, each with its
-own optimizer; the median step gives images/s or tokens/s. Beside the rates: the loss of the first step (before
-any update, the same weights and batch) of each side and their relative difference, and the peak memory of one
-step (CUDA: ``max_memory_allocated``; CPU: the increase of the process RSS during the step after the heap's free
-memory was returned to the OS: gradients and activations; the optimizer state exists by then).
+Each side trains in a process of its own (spawned: a fresh interpreter), ``--rounds`` times, the two alternating
+(peer, zoo, then zoo, peer, ...), as timm's ``benchmark.py`` is run one build per process: the zoo's process-wide
+allocator policy (:func:`zoo.platform.allocator.hold_freed_memory`) never reaches the peer's steps, and neither side
+runs in a heap the other left. A process takes ``--warmup`` untimed and ``--runs`` timed steps; the median step of all
+of a side's processes gives images/s or tokens/s, and each round's ratio is printed beside it. Also: the loss of the
+first step (before any update, the same weights and batch) of each side and their relative difference, and the peak
+memory of one step (CUDA: ``max_memory_allocated``; CPU: the increase of the process RSS during the step after the
+heap's free memory was returned to the OS: gradients and activations; the optimizer state exists by then).
 
 Switches, as a recipe sets them: ``--amp bf16`` (autocast), ``--channels-last`` (vision), ``--compile``
 (``torch.compile`` of both models), ``--grad-checkpointing`` (both models' own), ``--device cuda``.
@@ -38,9 +41,14 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
+import multiprocessing
+import os
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from torch import nn
+from tqdm import tqdm
 
 from ..factory import create_model
 from ..layers.args import int_between
@@ -141,39 +150,54 @@ def _prepare(model: nn.Module, settings: Settings) -> nn.Module:
     return model
 
 
-def _vision_sides(name: str, settings: Settings) -> tuple[str, Side, Side, str]:
-    """(peer name, timm's side, the zoo's side, unit) on one batch of random images and labels."""
-    timm_model, zoo_model = vision.build_pair(name)
+def _vision_side(name: str, settings: Settings, label: str) -> tuple[str, Side, str]:
+    """(peer name, the ``label`` side: timm's or the zoo's, unit) on one batch of random images and labels. The
+    zoo's side is built from timm's weights; timm's side never builds the zoo's model."""
+    if label == "zoo":
+        model = vision.build_pair(name)[1]
+    else:
+        model = vision.peer_model(name)
     gen = torch.Generator().manual_seed(settings.batch_size)
     x = torch.randn(settings.batch_size, 3, settings.img_size, settings.img_size, generator=gen)
-    y = torch.randint(0, zoo_model.num_classes, (settings.batch_size,), generator=gen)
+    y = torch.randint(0, model.num_classes, (settings.batch_size,), generator=gen)
     x, y = x.to(settings.device), y.to(settings.device)
     if settings.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    sides = []
-    for model in (timm_model, zoo_model):
-        model = _prepare(model, settings)
-        run = torch.compile(model) if settings.compile else model
-        sides.append(Side(model, lambda run=run: F.cross_entropy(run(x), y)))
-    return vision.PEER, sides[0], sides[1], "img/s"
+    model = _prepare(model, settings)
+    run = torch.compile(model) if settings.compile else model
+    return vision.PEER, Side(model, lambda: F.cross_entropy(run(x), y)), "img/s"
 
 
-def _lm_sides(name: str, settings: Settings, **model_kwargs) -> tuple[str, Side, Side, str]:
-    """(peer name, transformers' side, the zoo's side, unit) on ``batch x seq_len`` random tokens."""
+def _lm_side(name: str, settings: Settings, label: str, **model_kwargs) -> tuple[str, Side, str]:
+    """(peer name, the ``label`` side: transformers' or the zoo's, unit) on ``batch x seq_len`` random tokens."""
     hf, ours = lm.build_pair(name, torch.float32, **model_kwargs)
+    model = ours if label == "zoo" else hf
+    del hf, ours
     gen = torch.Generator().manual_seed(settings.batch_size)
-    ids = torch.randint(0, ours.config.vocab_size, (settings.batch_size, settings.seq_len), generator=gen)
+    ids = torch.randint(0, model.config.vocab_size, (settings.batch_size, settings.seq_len), generator=gen)
     ids = ids.to(settings.device)
 
     def next_token_loss(logits: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
 
-    hf, ours = _prepare(hf, settings), _prepare(ours, settings)
-    hf_run = torch.compile(hf) if settings.compile else hf
-    ours_run = torch.compile(ours) if settings.compile else ours
-    peer = Side(hf, lambda: next_token_loss(hf_run(input_ids=ids, use_cache=False).logits))
-    zoo_side = Side(ours, lambda: next_token_loss(ours_run(ids)))
-    return lm.PEER, peer, zoo_side, "tok/s"
+    model = _prepare(model, settings)
+    run = torch.compile(model) if settings.compile else model
+    if label == "zoo":
+        return lm.PEER, Side(model, lambda: next_token_loss(run(ids))), "tok/s"
+    return lm.PEER, Side(model, lambda: next_token_loss(run(input_ids=ids, use_cache=False).logits)), "tok/s"
+
+
+def _side(name: str, settings: Settings, label: str, **lm_kwargs) -> tuple[str, Side, str]:
+    """(peer name, the ``label`` side (``"zoo"`` or ``"peer"``), unit) of ``name``'s comparison."""
+    family = get_entry(name).family
+    if family == "metaformer":
+        return _vision_side(name, settings, label)
+    if family == "mobilellm":
+        return _lm_side(name, settings, label, **lm_kwargs)
+    raise ValueError(
+        f"zoo bench train compares MetaFormer models with timm and MobileLLM with transformers; {name} is a "
+        f"{family} model"
+    )
 
 
 def _optimizer(module: nn.Module, opt: str) -> torch.optim.Optimizer:
@@ -213,29 +237,60 @@ def _peak_memory(step: Callable[[], None], device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def compare(name: str, settings: Settings, runs: int = 5, warmup: int = 2, **lm_kwargs) -> list[Row]:
-    """Training-step rates of the zoo and its peer on ``name``; one row. ``lm_kwargs`` size a language model
-    (e.g. fewer layers for a quick check)."""
+def measure_side(
+    name: str, settings: Settings, label: str, runs: int, warmup: int, threads: int, **lm_kwargs
+) -> dict[str, Any]:
+    """One side's training steps in this process: its first loss, ``warmup`` untimed and ``runs`` timed steps, and
+    one step's peak memory; what :func:`compare` runs in a process of its own."""
+    torch.set_num_threads(threads)
+    peer, side, unit = _side(name, settings, label, **lm_kwargs)
+    gc.collect()  # the other side's model, where building this one needed it
+    first = _first_loss(side, settings)
+    step = _step(side, _optimizer(side.module, settings.opt), settings)
+    times = time_interleaved({label: step}, runs, warmup, grad=True)[label]["total"]
+    peak = _peak_memory(step, torch.device(settings.device))
+    return {"peer": peer, "unit": unit, "first_loss": first, "times": times, "peak": peak, "pid": os.getpid()}
+
+
+def _in_own_process(fn: Callable[..., Any], *args, **kwargs) -> Any:
+    """``fn(*args, **kwargs)`` in a fresh interpreter (spawned: nothing of this process's heap, threads or
+    allocator settings carried over); its exceptions are raised here."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(fn, *args, **kwargs).result()
+        except BrokenProcessPool as e:
+            raise ChildProcessError(
+                f"the process measuring {args[0]} ended without a result (killed, e.g. out of memory?): try a "
+                "smaller --batch-sizes"
+            ) from e
+
+
+def compare(name: str, settings: Settings, runs: int = 5, warmup: int = 2, rounds: int = 3, **lm_kwargs) -> list[Row]:
+    """Training-step rates of the zoo and its peer on ``name``; one row. Each side runs in its own process, ``rounds``
+    times, the two alternating (peer, zoo, then zoo, peer, ...): the zoo's process-wide allocator policy
+    (:func:`zoo.platform.allocator.hold_freed_memory`) never reaches the peer's steps, and a side's later steps
+    never run in a heap the other side left. ``lm_kwargs`` size a language model (e.g. fewer layers for a quick
+    check)."""
     family = get_entry(name).family
-    if family == "metaformer":
-        peer, peer_side, zoo_side, unit = _vision_sides(name, settings)
-    elif family == "mobilellm":
-        peer, peer_side, zoo_side, unit = _lm_sides(name, settings, **lm_kwargs)
-    else:
-        raise ValueError(
-            f"zoo bench train compares MetaFormer models with timm and MobileLLM with transformers; {name} is a "
-            f"{family} model"
-        )
-    losses = {peer: _first_loss(peer_side, settings), "zoo": _first_loss(zoo_side, settings)}
-    steps = {
-        label: _step(side, _optimizer(side.module, settings.opt), settings)
-        for label, side in ((peer, peer_side), ("zoo", zoo_side))
-    }
+    if family not in TARGETS:
+        _side(name, settings, "peer")  # its refusal names what the comparison covers
+    threads = torch.get_num_threads()
+    measured: dict[str, list[dict[str, Any]]] = {"peer": [], "zoo": []}
     desc = f"{name} train {settings.describe()}"
-    times = time_interleaved(steps, runs, warmup, desc=desc, grad=True)
-    memory = {label: _peak_memory(step, torch.device(settings.device)) for label, step in steps.items()}
+    for i in tqdm(range(rounds), desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True):
+        for label in ("peer", "zoo") if i % 2 == 0 else ("zoo", "peer"):
+            measured[label].append(
+                _in_own_process(measure_side, name, settings, label, runs, warmup, threads, **lm_kwargs)
+            )
+    peer, unit = measured["peer"][0]["peer"], measured["peer"][0]["unit"]
+    times = {label: [t for m in sides for t in m["times"]] for label, sides in measured.items()}
+    per_round = [
+        statistics.median(p["times"]) / statistics.median(z["times"])
+        for p, z in zip(measured["peer"], measured["zoo"], strict=True)
+    ]
+    losses = {label: sides[0]["first_loss"] for label, sides in measured.items()}
     per_step = settings.batch_size * (settings.seq_len if unit == "tok/s" else 1)
-    loss_diff = abs(losses["zoo"] - losses[peer])
+    loss_diff = abs(losses["zoo"] - losses["peer"])
     return [
         peer_row(
             name,
@@ -243,20 +298,21 @@ def compare(name: str, settings: Settings, runs: int = 5, warmup: int = 2, **lm_
             peer,
             "zoo",
             unit,
-            times[peer],
-            times["zoo"],
+            {"total": times["peer"]},
+            {"total": times["zoo"]},
             runs,
             TARGETS[family],
             work=per_step,
             max_abs_diff=loss_diff,
-            rel_diff=loss_diff / max(abs(losses[peer]), 1e-30),
+            rel_diff=loss_diff / max(abs(losses["peer"]), 1e-30),
             extra={
-                "first loss peer": losses[peer],
+                "first loss peer": losses["peer"],
                 "first loss zoo": losses["zoo"],
-                "peak MiB peer": memory[peer] / 2**20,
-                "peak MiB zoo": memory["zoo"] / 2**20,
+                "peak MiB peer": max(m["peak"] for m in measured["peer"]) / 2**20,
+                "peak MiB zoo": max(m["peak"] for m in measured["zoo"]) / 2**20,
+                "per round": ", ".join(f"{r:.2f}" for r in per_round),
             },
-            times_s={k: v["total"] for k, v in times.items()},
+            times_s={peer: times["peer"], "zoo": times["zoo"]},
         )
     ]
 
@@ -406,6 +462,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--e2e", action="store_true", help="train.py on a generated image folder against the model-only step"
     )
+    parser.add_argument(
+        "--rounds", type=int_between(1), default=3, help="processes per side, alternating (default 3; not --e2e)"
+    )
     parser.add_argument("--steps", type=int, default=20, help="--e2e: train.py steps (default 20)")
     parser.add_argument("--workers", type=int, default=None, help="--e2e: loader workers (default: the recipe's)")
     add_configs(parser, "--e2e (NAME.yaml, else quickstart_digits.yaml)")
@@ -432,7 +491,7 @@ def _measure(args: argparse.Namespace, models: list[str], amp) -> tuple[list[Row
             if args.e2e:
                 rows.append(end_to_end(name, settings, args.steps, args.workers, args.runs or 5, args.configs))
             else:
-                measured = compare(name, settings, args.runs or 5, args.warmup)
+                measured = compare(name, settings, args.runs or 5, args.warmup, args.rounds)
                 rows += measured
                 results += [result_row(r, settings) for r in measured]
     return rows, results
@@ -457,6 +516,9 @@ def run(args: argparse.Namespace) -> int:
         rows, results = _measure(args, models, amp)
     except ValueError as e:
         return refuse(str(e))
+    except ChildProcessError as e:
+        print(f"zoo bench: error: {e}", file=sys.stderr)
+        return 1
     report(rows, notes(rows), args.json, env, models=models, train=True)
     if args.out is not None:
         write_results(args.out, results, recorded_command(args), args.device)

@@ -55,11 +55,17 @@ def head_note(model: str) -> str:
     return ""
 
 
-def build_pair(name: str) -> tuple[nn.Module, nn.Module]:
-    """timm's model with random weights and the zoo's model loaded with the same weights, both in eval mode."""
+def peer_model(name: str) -> nn.Module:
+    """timm's own ``name`` with the comparison's deterministic random weights (:func:`randomize_`), in eval mode."""
     if not get_entry(name).timm_owns_name:  # (names timm lacks are registered there by the zoo itself)
         raise ValueError(f"timm has no {name}: the timm comparison covers the MetaFormer variants timm also has")
-    timm_model = randomize_(timm.create_model(name))
+    return randomize_(timm.create_model(name)).eval()
+
+
+def build_pair(name: str) -> tuple[nn.Module, nn.Module]:
+    """timm's model with random weights (:func:`peer_model`) and the zoo's model loaded with the same weights, both
+    in eval mode."""
+    timm_model = peer_model(name)
     zoo_model = create_model(name)
     load_state_dict_checked(zoo_model, timm_model.state_dict(), "timm", filter_fn=checkpoint_filter_fn)
     return timm_model.eval(), zoo_model.eval()
