@@ -527,6 +527,10 @@ def train_step(results: Path) -> str:
     """results/train_throughput.md's one-training-step table, under a line per run behind it."""
     rows, runs = [], []
     doc = _load(results, "train_throughput.json")
+
+    def rounds(r: dict[str, Any]) -> str:  # each round's ratio, from the runs that measured each side on its own
+        return ", ".join(f"{x:.2f}" for x in r["per_round"]) if "per_round" in r else "one process"
+
     for r in doc["train_step"]:
         runs.append((r.get("command", doc["command"]) if "provenance" in r else doc["command"], _prov(r, doc)))
         fmt = ".2f" if r["unit"] == "img/s" else ".1f"
@@ -535,10 +539,10 @@ def train_step(results: Path) -> str:
         )
         batch = ", ".join([r["batch"], *r.get("switches", [])])
         rows.append(f"| {r['model']} | {batch} | {r['peer']} | {r['peer_rate']:{fmt}} {r['unit']} | "
-                    f"{r['zoo_rate']:{fmt}} {r['unit']} | {r['ratio']:.2f}x | {loss} | {r['peak_mib_peer']} / "
+                    f"{r['zoo_rate']:{fmt}} {r['unit']} | {r['ratio']:.2f}x | {rounds(r)} | {loss} | {r['peak_mib_peer']} / "
                     f"{r['peak_mib_zoo']} |")  # fmt: skip
-    header = "| model | batch | peer | peer | zoo | ratio | first loss peer / zoo | peak MiB per step peer / zoo |"
-    return _headed(runs, _table(rows, header, "|---|---|---|---|---|---|---|---|"), ("timm", "transformers"))
+    header = "| model | batch | peer | peer | zoo | ratio | per round | first loss peer / zoo | peak MiB per step peer / zoo |"
+    return _headed(runs, _table(rows, header, "|---|---|---|---|---|---|---|---|---|"), ("timm", "transformers"))
 
 
 def _rows_under_runs(doc: dict[str, Any], rows: list[dict[str, Any]], render, header: str, align: str) -> str:

@@ -403,7 +403,7 @@ def end_to_end(
 
 def result_row(row: Row, settings: Settings) -> dict[str, Any]:
     """One model-only row as ``results/train_throughput.json``'s ``train_step`` list holds it (rates to two
-    decimals, losses to three, memory in whole MiB)."""
+    decimals, losses to three, memory in whole MiB, each round's ratio)."""
     tokens = row.unit == "tok/s"
     out: dict[str, Any] = {
         "model": row.model,
@@ -417,6 +417,7 @@ def result_row(row: Row, settings: Settings) -> dict[str, Any]:
         "first_loss_zoo": round(row.extra["first loss zoo"], 3),
         "peak_mib_peer": round(row.extra["peak MiB peer"]),
         "peak_mib_zoo": round(row.extra["peak MiB zoo"]),
+        "per_round": [float(r) for r in row.extra["per round"].split(", ")],
     }
     switches = settings.switches() + ([] if settings.device == "cpu" else [settings.device])
     if switches:
