@@ -49,6 +49,7 @@ def _earlier_train_run(path: Path) -> None:
 
 def _train_row(model: str, peer_rate: float, rate: float, loss: float = 7.5) -> Row:
     extra = {"first loss peer": loss, "first loss zoo": loss + 1e-6, "peak MiB peer": 2048.4, "peak MiB zoo": 1900.6}
+    extra["per round"] = "1.18, 1.25"
     return Row(model, "batch 32 cpu", "timm", "zoo", "img/s", peer_rate, rate, 5, 1.0, extra=extra)
 
 
@@ -95,7 +96,9 @@ def test_train_results_are_read_by_their_table(results: Path):
     assert kept["provenance"]["commit"] == "4f47973"  # the earlier run's row keeps its run
     assert kept["loss_note"] == "head differs by design"
     table = headline.train_step(results)
-    assert "| convformer_s18 | 32 x 224 | timm | 2.50 img/s | 3.00 img/s | 1.20x |" in table
+    assert "| convformer_s18 | 32 x 224 | timm | 2.50 img/s | 3.00 img/s | 1.20x | 1.18, 1.25 |" in table
+    assert conv["per_round"] == [1.18, 1.25]
+    assert "| poolformer_s12 | 32 x 224 | timm | 6.00 img/s | 8.00 img/s | 1.33x | one process |" in table
     # a line per run above the table: the earlier run's command and commit, then the new one's with its versions
     head = " ".join(table.split("\n\n| model")[0].split())
     assert head.startswith(
