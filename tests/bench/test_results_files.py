@@ -155,11 +155,12 @@ def test_gpu_and_bf16_rows_of_timm_s_benchmark_stay_beside_the_cpu_rows_and_out_
 def test_a_tiny_training_step_run_writes_its_file(tmp_path: Path, capsys):
     path = tmp_path / "train_throughput.json"
     argv = ["train", "--models", "poolformer_s12", "--batch-sizes", "2", "--img-size", "32", "--runs", "1"]
-    assert bench_main([*argv, "--warmup", "0", "--out", str(path)]) == 0
+    assert bench_main([*argv, "--warmup", "0", "--rounds", "1", "--out", str(path)]) == 0
     doc = json.loads(path.read_text())
-    assert doc["command"] == "zoo bench " + " ".join(argv) + f" --warmup 0 --out {path}"
+    assert doc["command"] == "zoo bench " + " ".join(argv) + f" --warmup 0 --rounds 1 --out {path}"
     (row,) = doc["train_step"]
     assert row["model"] == "poolformer_s12" and row["batch"] == "2 x 32" and row["zoo_rate"] > 0
+    assert len(row["per_round"]) == 1  # one process a side
     assert row["peer"] == "timm" and row["peak_mib_zoo"] >= 0
     assert f"wrote {path}" in capsys.readouterr().out
 
