@@ -189,15 +189,20 @@ def _lm_side(name: str, settings: Settings, label: str, **model_kwargs) -> tuple
 
 def _side(name: str, settings: Settings, label: str, **lm_kwargs) -> tuple[str, Side, str]:
     """(peer name, the ``label`` side (``"zoo"`` or ``"peer"``), unit) of ``name``'s comparison."""
-    family = get_entry(name).family
-    if family == "metaformer":
+    if _family(name) == "metaformer":
         return _vision_side(name, settings, label)
-    if family == "mobilellm":
-        return _lm_side(name, settings, label, **lm_kwargs)
-    raise ValueError(
-        f"zoo bench train compares MetaFormer models with timm and MobileLLM with transformers; {name} is a "
-        f"{family} model"
-    )
+    return _lm_side(name, settings, label, **lm_kwargs)
+
+
+def _family(name: str) -> str:
+    """``name``'s family, one that has a training peer; ValueError naming what the comparison covers otherwise."""
+    family = get_entry(name).family
+    if family not in TARGETS:
+        raise ValueError(
+            f"zoo bench train compares MetaFormer models with timm and MobileLLM with transformers; {name} is a "
+            f"{family} model"
+        )
+    return family
 
 
 def _optimizer(module: nn.Module, opt: str) -> torch.optim.Optimizer:
@@ -271,9 +276,7 @@ def compare(name: str, settings: Settings, runs: int = 5, warmup: int = 2, round
     (:func:`zoo.platform.allocator.hold_freed_memory`) never reaches the peer's steps, and a side's later steps
     never run in a heap the other side left. ``lm_kwargs`` size a language model (e.g. fewer layers for a quick
     check)."""
-    family = get_entry(name).family
-    if family not in TARGETS:
-        _side(name, settings, "peer")  # its refusal names what the comparison covers
+    family = _family(name)
     threads = torch.get_num_threads()
     measured: dict[str, list[dict[str, Any]]] = {"peer": [], "zoo": []}
     desc = f"{name} train {settings.describe()}"

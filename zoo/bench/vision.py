@@ -68,7 +68,7 @@ def build_pair(name: str) -> tuple[nn.Module, nn.Module]:
     timm_model = peer_model(name)
     zoo_model = create_model(name)
     load_state_dict_checked(zoo_model, timm_model.state_dict(), "timm", filter_fn=checkpoint_filter_fn)
-    return timm_model.eval(), zoo_model.eval()
+    return timm_model, zoo_model.eval()
 
 
 def compare(name: str, batch_sizes: Sequence[int], runs=None, warmup: int = 2, img_size: int = 224) -> list[Row]:
