@@ -1,5 +1,7 @@
 """Picking one model per group of registered names: the smallest of each series, family or tiny structure, which
-the default run checks while -m slow checks the rest."""
+the default run checks, and the tiers of a suite's cases (:func:`tiered`): the default run, -m slow (CI), -m sweep."""
+
+import pytest
 
 from zoo.registry import get_entry
 
@@ -16,3 +18,15 @@ def smallest_of_each(names, group) -> list[str]:
     for name in names:
         groups.setdefault(group(name), []).append(name)
     return sorted(min(g, key=lambda n: (get_entry(n).reference.get("params") or 0, n)) for g in groups.values())
+
+
+def tiered(names, default, slow=()) -> list:
+    """``names`` as pytest parameters: those in ``default`` in the default run, those in ``slow`` under -m slow (CI
+    runs it), every other under -m sweep (by hand). A generic suite checks each structure by default or in CI: the
+    other sizes of a series run the same code on other widths and depths, so they are the sweep's."""
+    default, slow = set(default), set(slow)
+    mark = {
+        n: () if n in default else (pytest.mark.slow,) if n in slow else (pytest.mark.slow, pytest.mark.sweep)
+        for n in names
+    }
+    return [pytest.param(n, marks=mark[n], id=n) for n in names]

@@ -334,20 +334,14 @@ def test_aoti_export_more_families(tmp_path, case):
 @pytest.mark.parametrize(
     "case",
     # ExecuTorch lowerings take 10-30 s each on 2 cores: -m slow (CI) runs the plain decoder (a one-token method
-    # beside prompt methods of 32 and of 4 tokens, and one method of any length), sliding windows and MoR routing
-    # (the cache paths the plain decoder lacks); -m sweep (by hand): layer sharing and the vanilla recursive stack,
-    # whose caches are the plain decoder's
+    # beside prompt methods of 4 tokens, and one method of any length), sliding windows and MoR routing (the cache
+    # paths the plain decoder lacks; both with the default prompt method of 32 tokens); -m sweep (by hand): the plain
+    # decoder at that default, layer sharing and the vanilla recursive stack, whose caches are the plain decoder's
     [
         pytest.param(c, marks=pytest.mark.slow)
-        for c in (
-            "mobilellm",
-            "mobilellm:prompt_chunk=4",
-            "mobilellm:dynamic_prompt",
-            "mobilellm_pro_window",
-            "mor_expert",
-        )
+        for c in ("mobilellm:prompt_chunk=4", "mobilellm:dynamic_prompt", "mobilellm_pro_window", "mor_expert")
     ]
-    + [pytest.param(c, marks=[pytest.mark.slow, pytest.mark.sweep]) for c in ("mobilellm_ls", "vanilla")],
+    + [pytest.param(c, marks=[pytest.mark.slow, pytest.mark.sweep]) for c in ("mobilellm", "mobilellm_ls", "vanilla")],
 )
 def test_executorch_export_generates_as_eager(tmp_path, case):
     # executorch is in the export extra (part of dev): a missing install fails here rather than skipping
@@ -478,18 +472,23 @@ def test_a_float_pte_holds_each_weight_once_and_the_tied_embedding_twice(name, t
 # every LM family's cache-free forward as a torch.export program and as ONNX (the docs' pt2 / onnx rows), routing
 # included: MoR gathers a data-dependent number of tokens per step, which the traced program holds as T slots
 PROGRAM_CASES = [  # 8-30 s each on two cores: under -m slow (the default run exports each family's cached decoder,
-    # tests/models/test_lm_models.py::test_torch_export_smoke)
+    # tests/models/test_lm_models.py::test_torch_export_smoke) one case of each structure in each format; the other
+    # routing and sharing mixes under -m sweep
     pytest.param(case, fmt, marks=pytest.mark.slow)
     for case, fmt in [
         ("mor_expert", "pt2"),
-        ("mor_token_loss_free_kv_share", "pt2"),
-        ("mor_expert_kv_share", "onnx"),
-        ("mor_expert", "onnx"),
-        ("mor_expert_kv_share", "pt2"),
         ("mor_token_loss_free_kv_share", "onnx"),
         ("recursive_kv_share_lora_norms", "pt2"),
         ("mobilellm_pro_window", "pt2"),
         ("mobilellm_ls", "onnx"),
+    ]
+] + [
+    pytest.param(case, fmt, marks=[pytest.mark.slow, pytest.mark.sweep])
+    for case, fmt in [
+        ("mor_token_loss_free_kv_share", "pt2"),
+        ("mor_expert_kv_share", "onnx"),
+        ("mor_expert", "onnx"),
+        ("mor_expert_kv_share", "pt2"),
     ]
 ]
 

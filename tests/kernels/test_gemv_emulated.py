@@ -3,7 +3,7 @@ intrinsic routed through SIMDe (SIMD Everywhere, ``apt install libsimde-dev``: e
 what the instruction does) and a CPU mask that reports every path, built with the production flags
 (:data:`zoo.kernels.gemv._FLAGS`). Built and run in a process of its own (its operators have the real build's names);
 every path must give the bits of the AVX2 one. The default run checks a subset of the shapes (the build is cached
-beside the real one, keyed by its source); ``-m slow`` checks all of them. On a CPU that runs the wide paths itself,
+beside the real one, keyed by its source); ``-m slow`` checks all of them on the same build. On a CPU that runs the wide paths itself,
 test_gemv.py and test_gemv_a8.py check them for real."""
 
 import os
@@ -126,6 +126,8 @@ def test_every_wide_path_gives_the_avx2_bits_on_a_subset_under_emulation(tmp_pat
     _check(tmp_path, quick=True, build_root=Path(cpp_extension.get_default_build_root()))
 
 
-@pytest.mark.slow  # a fresh build of its own (about a minute) and every shape
+@pytest.mark.slow  # every shape (the default run's build, kept in torch's extension folder)
 def test_every_wide_path_gives_the_avx2_bits_under_emulation(tmp_path):
-    _check(tmp_path, quick=False, build_root=tmp_path / "build")
+    from torch.utils import cpp_extension
+
+    _check(tmp_path, quick=False, build_root=Path(cpp_extension.get_default_build_root()))

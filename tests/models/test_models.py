@@ -3,8 +3,10 @@ here names a family. The language models' generic suite is tests/models/test_lm_
 
 Every model: parameter count against the authors' (meta device, no memory), cfg consistency. The full interface
 (forward/backward with a new head, features, grad checkpointing, safetensors round trip, autocast) runs by default
-on one model per series -- the smallest of the names that share a prefix, e.g. the ``poolformer_*`` or
-``slak_*`` models -- and on every other variant under ``-m slow``. Inputs are 64x64 except for models with a fixed
+on one model per class or series -- the smallest of the names that share a prefix, e.g. the ``poolformer_*`` or
+``slak_*`` models -- on the other series under ``-m slow`` (CI), and on every other size under ``-m sweep`` (by hand:
+the same code at other widths and depths; each size's parameter count and parity with the authors stay in the
+default and slow runs). Inputs are 64x64 except for models with a fixed
 input size (learned position tables, frozen mixing matrices), which run at their cfg size.
 
 The check functions (tests/model_checks.py) take a model name, so a family registered at run time goes through the
@@ -23,7 +25,7 @@ from model_checks import (
     check_regularisation,
     check_train_step,
 )
-from model_groups import series, smallest_of_each
+from model_groups import series, smallest_of_each, tiered
 
 import zoo
 from zoo.registry import list_models
@@ -32,8 +34,8 @@ VISION = list_models(task="image-classification")
 
 
 DEFAULT = smallest_of_each(VISION, series)  # the smallest of each series
-# every vision model: the representatives by default, the others under -m slow
-ALL_VISION = [name if name in DEFAULT else pytest.param(name, marks=pytest.mark.slow) for name in VISION]
+# every vision model: the representatives by default, the other sizes under -m sweep
+ALL_VISION = tiered(VISION, DEFAULT)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -57,9 +59,10 @@ def test_train_step(name):
 
 # stochastic depth, group_matcher and timm's face (heads, features, checkpointing, saving) live in the model's class:
 # one series of each by default (the MetaFormer series share theirs; CAFormer's blocks have both of its mixers), every
-# other under -m slow; the face also on PoolFormer v1 (its norm of the whole map before the head)
+# other series under -m slow, the other sizes under -m sweep; the face also on PoolFormer v1 (its norm of the whole map
+# before the head)
 BY_CLASS = {"caformer_s18", "convnet_d3", "slak_tiny_31", "sret_tiny"}
-FACE = [n if n in BY_CLASS | {"poolformer_s12"} else pytest.param(n, marks=pytest.mark.slow) for n in VISION]
+FACE = tiered(VISION, BY_CLASS | {"poolformer_s12"}, slow=DEFAULT)
 
 
 @pytest.mark.parametrize("name", FACE)

@@ -6,6 +6,7 @@ import csv
 import pytest
 import torch
 from model_checks import PROFILED_BY_DEFAULT as SMALL
+from model_groups import series, smallest_of_each, tiered
 from torch import nn
 
 import zoo
@@ -59,17 +60,15 @@ def test_uncounted_heavy_op_is_an_error(monkeypatch):
         count_macs(model, torch.randn(1, 14, 14, 320))
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        n if n in SMALL else pytest.param(n, marks=pytest.mark.slow)
-        for n in zoo.list_models(task="image-classification")
-    ],
-)
+VISION = zoo.list_models(task="image-classification")
+
+
+@pytest.mark.parametrize("name", tiered(VISION, SMALL, slow=smallest_of_each(VISION, series)))
 def test_every_model_profile(name):
     """Params exact, MACs within 2% of the authors' fvcore totals, nothing uncounted, and the FlopCounterMode
     cross-check: one model per MetaFormer and SReT series by default (PROFILED_BY_DEFAULT; tests/profile/test_cards.py's
-    default rows measure the other series), every model with -m slow."""
+    default rows measure the other series), one of every series with -m slow, every model with -m sweep (CI's
+    tests/profile/test_cards.py counts every model's params and MACs against the authors' all the same)."""
     result = zoo.profile(name, cross_check=True)
     ref = zoo.model_info(name)["reference"]
     assert result.params == ref["params"]
