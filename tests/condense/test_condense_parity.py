@@ -419,6 +419,7 @@ def test_step_float32_at_full_width_equals_the_authors(method, channels, size, m
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # by hand: why a layout is not the default (the default run holds the default to the bound)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_dm_channels_last_misses_the_float32_bound(seed, monkeypatch):
     """Why channels-last is not DM's default: on 1 channel at 28 px its float32 image gradient lands on other ReLU
@@ -434,6 +435,7 @@ def test_dm_channels_last_misses_the_float32_bound(seed, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # by hand: why the real side is not compiled by default
 def test_dc_compiled_real_side_misses_the_float32_bound(monkeypatch):
     """Why DC's real side is not compiled by default: its compiled instance norm rounds in another order and, on 1
     channel at 28 px (seed 0), lands on another ReLU kink than the authors' order in one class (measured: 1.6e-3
