@@ -324,8 +324,8 @@ def test_aoti_export_generates_as_eager(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == want
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", ["mobilellm_ls", "mor_expert"])
+@pytest.mark.slow  # MoR's routed cache; layer sharing (whose cache is the plain decoder's) by hand (-m sweep)
+@pytest.mark.parametrize("case", [pytest.param("mobilellm_ls", marks=pytest.mark.sweep), "mor_expert"])
 def test_aoti_export_more_families(tmp_path, case):
     result = zoo.export(_model(case), "pte", tmp_path, max_seq_len=MAX_LEN, check=True, backend="aoti")
     assert result.check["ok"], result.check
@@ -452,7 +452,9 @@ def test_tied_head_bytes_counts_a_tied_float_embedding_only():
 
 
 @pytest.mark.slow  # an ExecuTorch lowering of a model whose embedding is larger than the check's slack (~1 min)
-@pytest.mark.parametrize("name", ["mor_135m", "mobilellm_125m"])
+@pytest.mark.parametrize(  # MoR's recursions share their blocks: the plain decoder's case by hand (-m sweep)
+    "name", ["mor_135m", pytest.param("mobilellm_125m", marks=pytest.mark.sweep)]
+)
 def test_a_float_pte_holds_each_weight_once_and_the_tied_embedding_twice(name, tmp_path):
     dims = dict(SMALL, vocab_size=2048, hidden_size=256, intermediate_size=512, num_attention_heads=4)
     dims["num_hidden_layers"] = 5 if name.startswith("mor") else 3
