@@ -74,6 +74,20 @@ def test_a_family_without_a_training_peer_is_refused(capsys):
     assert "compares MetaFormer models with timm" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["train", "table", "prune"])
+def test_a_device_that_is_not_here_is_one_line_before_anything_runs(command, capsys, monkeypatch):
+    """``--device cuda`` where torch finds no GPU, or a name that is no device: argparse's one line and status 2,
+    before a model is built or a measuring process spawned (a traceback from the spawned process before)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(train, "compare", lambda *a, **k: pytest.fail("measured"))
+    for device, why in (("cuda", "torch finds no CUDA device here"), ("gpu", "'gpu' is not a device")):
+        with pytest.raises(SystemExit) as stop:
+            zoo_main(["bench", command, "--device", device])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert why in err and "Traceback" not in err and len(err.strip().splitlines()[-1]) < 200
+
+
 @pytest.mark.slow
 def test_vision_training_step_against_timm():
     settings = train.Settings(batch_size=2, img_size=64)

@@ -43,7 +43,7 @@ from .harness import (
     time_interleaved,
     write_json,
 )
-from .options import recorded_command, usage_error
+from .options import add_device, recorded_command, usage_error
 
 __all__ = ["MODELS", "prune_rows", "result_rows", "write_results"]
 
@@ -162,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", default="3,224,224", help="C,H,W (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=None, help="timed rounds (default: 20 at batch 1, fewer beyond)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
+    add_device(parser)
     parser.add_argument("--json", type=Path, default=None, help="write the rows and the environment here")
     parser.add_argument(
         "--out",

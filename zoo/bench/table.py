@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..profile import profile
 from ..registry import list_models, model_info
-from .options import add_common
+from .options import add_common, add_device
 from .plot import plot_tradeoffs
 
 __all__ = ["COLUMNS", "add_arguments", "collect_rows", "format_rows", "run", "run_table", "write_csv"]
@@ -145,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="profile every registered model (without --family)")
     parser.add_argument("--csv", type=Path, default=None, metavar="PATH", help="write the table as CSV")
     parser.add_argument("--plot", type=Path, default=None, metavar="PATH", help="the top-1 vs cost picture (PNG)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_device(parser)
     parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
 
 

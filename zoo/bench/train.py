@@ -79,7 +79,7 @@ from .harness import (
     save_results,
     time_interleaved,
 )
-from .options import add_common, add_configs, add_out, check_out, recipe_path, recorded_command, refuse
+from .options import add_common, add_configs, add_device, add_out, check_out, recipe_path, recorded_command, refuse
 
 DEFAULT_MODELS = ("poolformer_s12", "convformer_s18", "caformer_s18")
 LM_DEFAULT_MODELS = ("mobilellm_125m",)
@@ -459,7 +459,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument("--grad-checkpointing", action="store_true", help="both models' gradient checkpointing")
     parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_device(parser)
     parser.add_argument(
         "--opt", choices=["sgd", "adamw"], default="sgd", help="optimizer of both sides (default: sgd, benchmark.py's)"
     )
