@@ -88,6 +88,12 @@ def test_a_device_that_is_not_here_is_one_line_before_anything_runs(command, cap
         assert why in err and "Traceback" not in err and len(err.strip().splitlines()[-1]) < 200
 
 
+def test_a_sequence_longer_than_the_models_positions_is_refused_before_measuring(capsys, monkeypatch):
+    monkeypatch.setattr(train, "_in_own_process", lambda *a, **k: pytest.fail("measured"))
+    assert zoo_main(["bench", "train", "--models", "mobilellm_125m", "--seq-len", "4096"]) == 2
+    assert "--seq-len 4096: mobilellm_125m has 2048 positions; use at most 2048" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_vision_training_step_against_timm():
     settings = train.Settings(batch_size=2, img_size=64)

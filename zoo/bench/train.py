@@ -277,6 +277,11 @@ def compare(name: str, settings: Settings, runs: int = 5, warmup: int = 2, round
     never run in a heap the other side left. ``lm_kwargs`` size a language model (e.g. fewer layers for a quick
     check)."""
     family = _family(name)
+    if family != "metaformer":  # a length the model has no positions for: refused here, not in a spawned process
+        with torch.device("meta"):
+            positions = getattr(create_model(name, **lm_kwargs).config, "max_position_embeddings", None)
+        if positions is not None and settings.seq_len > positions:
+            raise ValueError(f"--seq-len {settings.seq_len}: {name} has {positions} positions; use at most {positions}")
     threads = torch.get_num_threads()
     measured: dict[str, list[dict[str, Any]]] = {"peer": [], "zoo": []}
     desc = f"{name} train {settings.describe()}"
