@@ -4,6 +4,7 @@ filters cannot build huge strings; a resumed run whose shards changed says so wi
 """
 
 import pytest
+import torch
 
 from zoo import evaluate
 
@@ -27,6 +28,18 @@ def test_eval_counts_below_one_are_one_line(flag, value, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"{flag} {value}" in err and "1 or more" in err
+
+
+def test_eval_on_a_device_torch_does_not_find_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(evaluate, "evaluate_model", lambda *a, **k: pytest.fail("evaluated"))
+    with pytest.raises(SystemExit) as stop:  # argparse's usage error
+        evaluate.main(["--model", "convnet_d3", "--data", "digits", "--device", "cuda"])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(
+        "argument --device: cuda, but torch finds no CUDA device here: run on a GPU machine or use cpu"
+    )
 
 
 PROMPT_CHUNKS = [  # asked (None: the default, 32), max_seq_len, the program's form, what export.json records

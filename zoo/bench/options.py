@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-import torch
-
-from ..layers.args import int_between
+from ..layers.args import device_here, int_between
 from .harness import check_results_file, command_line
 
 __all__ = [
@@ -101,24 +99,6 @@ def add_out(parser: argparse.ArgumentParser, results_file: str) -> None:
         metavar="PATH",
         help=f"merge the run into this results file ({results_file}), replacing the rows it measured again",
     )
-
-
-def device_here(text: str) -> str:
-    """An argparse type: ``cpu`` or ``cuda[:N]``, and a CUDA device only where torch finds one, so that a run that
-    cannot start is refused before anything is built or spawned."""
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu or cuda") from None
-    if device.type not in ("cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"{text}: the benchmarks run on cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(
-            f"{text}, but torch finds no CUDA device here: run on a GPU machine or use cpu"
-        )
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"{text}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return text
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

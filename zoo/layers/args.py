@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch
+
 
 def check_known_keys(
     kwargs: Mapping[str, Any], accepted: Iterable[str], what: str, accepted_label: str = "Accepted"
@@ -51,3 +53,21 @@ def int_between(low: int, high: int | None = None):
 
     parse.__name__ = "int"  # argparse names the type in its messages
     return parse
+
+
+def device_here(text: str) -> str:
+    """An argparse ``type`` for ``--device``: ``cpu`` or ``cuda[:N]``, and a CUDA device only where torch finds one,
+    so that a run that cannot start is the command's usage error before anything is built or spawned."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu or cuda") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text}: the commands run on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(
+            f"{text}, but torch finds no CUDA device here: run on a GPU machine or use cpu"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
