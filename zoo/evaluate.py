@@ -40,7 +40,7 @@ from .data.text import write_atomic
 from .export.llama_backend import NAME as LLAMA_CPP
 from .export.llama_backend import LlamaCppLogits
 from .factory import create_model
-from .layers.args import device_here
+from .layers.args import add_device
 from .lm.quant import INT4_GROUP_SIZES, QuantSpec, lookup, model_quantization, quant_names, quantize_argument
 from .run_layout import is_run_folder
 from .train.config import Recipe, load_run_recipe
@@ -295,7 +295,7 @@ def _parser(prog: str = "eval.py"):
         default=None,
         help="--quantize int4: input columns per scale (default 32)",
     )
-    p.add_argument("--device", type=device_here, default="cpu", help="cpu or cuda (default: cpu)")
+    add_device(p)
     p.add_argument(
         "--bad-files", choices=BAD_FILES, default="error", help="an image that does not decode: stop, or skip it"
     )

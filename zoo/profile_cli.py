@@ -7,7 +7,7 @@ or JSON.
 import argparse
 import json
 
-from .layers.args import device_here
+from .layers.args import add_device
 from .profile import profile
 
 __all__ = ["add_arguments", "run"]
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default=None, help="comma-separated batch sizes to time (implies --latency)")
     p.add_argument("--runs", type=int, default=10, help="timed passes; the median is reported")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", type=device_here, default="cpu", help="cpu or cuda (default: cpu)")
+    add_device(p)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="time torch.compile(model)")
     p.add_argument("--memory", action="store_true", help="peak memory of one forward")

@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from ..layers.args import device_here, int_between
+from ..layers.args import int_between
 from .harness import check_results_file, command_line
 
 __all__ = [
     "add_common",
     "add_configs",
-    "add_device",
     "add_out",
     "check_out",
     "csv_of",
@@ -99,11 +98,6 @@ def add_out(parser: argparse.ArgumentParser, results_file: str) -> None:
         metavar="PATH",
         help=f"merge the run into this results file ({results_file}), replacing the rows it measured again",
     )
-
-
-def add_device(parser: argparse.ArgumentParser) -> None:
-    """``--device``: where the benchmark runs (cpu, the default, or cuda), checked when the command line is read."""
-    parser.add_argument("--device", type=device_here, default="cpu", help="cpu or cuda (default: cpu)")
 
 
 def check_out(out: Path | None, kind: str) -> str | None:

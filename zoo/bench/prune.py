@@ -24,6 +24,7 @@ import torch
 
 from ..compress import IMPORTANCES, prune
 from ..factory import create_model
+from ..layers.args import add_device
 from ..profile import count_params
 from .harness import (
     Row,
@@ -43,7 +44,7 @@ from .harness import (
     time_interleaved,
     write_json,
 )
-from .options import add_device, recorded_command, usage_error
+from .options import recorded_command, usage_error
 
 __all__ = ["MODELS", "prune_rows", "result_rows", "write_results"]
 

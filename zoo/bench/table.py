@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ..layers.args import add_device
 from ..profile import profile
 from ..registry import list_models, model_info
-from .options import add_common, add_device
+from .options import add_common
 from .plot import plot_tradeoffs
 
 __all__ = ["COLUMNS", "add_arguments", "collect_rows", "format_rows", "run", "run_table", "write_csv"]

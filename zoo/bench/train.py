@@ -60,7 +60,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..factory import create_model
-from ..layers.args import int_between
+from ..layers.args import add_device, int_between
 from ..profile import peak_rss, trim_heap
 from ..registry import get_entry, list_models
 from ..train import cli as train_cli
@@ -79,7 +79,7 @@ from .harness import (
     save_results,
     time_interleaved,
 )
-from .options import add_common, add_configs, add_device, add_out, check_out, recipe_path, recorded_command, refuse
+from .options import add_common, add_configs, add_out, check_out, recipe_path, recorded_command, refuse
 
 DEFAULT_MODELS = ("poolformer_s12", "convformer_s18", "caformer_s18")
 LM_DEFAULT_MODELS = ("mobilellm_125m",)

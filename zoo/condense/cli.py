@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from ..data.sources import add_data_path_argument, cache_dir
 from ..data.synthetic import META_FILE
+from ..layers.args import device_here
 from ..platform.allocator import keep_freed_memory
 from ..registry import UnknownModelError, get_entry
 from . import distributed
@@ -150,15 +150,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CondenseError("--eval-runs must be 0 or more and --eval-epochs 1 or more")
     if args.device != "auto":
         try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            raise CondenseError(f"--device {args.device!r} is not a device: use auto, cpu or cuda") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise CondenseError(
-                f"--device {args.device} but torch finds no CUDA device here: use --device cpu (or auto)"
-            )
-        if device.type not in ("cpu", "cuda"):
-            raise CondenseError(f"--device {args.device}: condensation runs on cpu or cuda")
+            device_here(args.device)
+        except argparse.ArgumentTypeError as e:
+            raise CondenseError(f"--device {e} (or auto)") from None
     if args.model is not None:
         try:
             task = get_entry(args.model).task

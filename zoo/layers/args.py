@@ -71,3 +71,8 @@ def device_here(text: str) -> str:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise argparse.ArgumentTypeError(f"{text}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return text
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """A command's ``--device`` (cpu, the default, or cuda), checked by :func:`device_here` when it is read."""
+    parser.add_argument("--device", type=device_here, default="cpu", help="cpu or cuda (default: cpu)")
