@@ -2,8 +2,11 @@
 (zoo/cards/).
 
 Profiling every model is the slow part: ``collect()`` runs once for this module, by default on the series that
-tests/profile/test_profile.py does not measure by default and one MetaFormer (``rows``), and on every model under
-``-m slow`` (``all_rows``: the full drift check against the committed files).
+tests/profile/test_profile.py does not measure by default and one MetaFormer (``rows``), under ``-m slow`` (CI) on the
+smallest model of every series (``series_rows``: their cards, and the table's and index's rows against the registry
+with every model's params counted on the meta device), and on every model under ``-m sweep`` (``all_rows``: the full
+drift check against the committed files, as ``python tools/cards.py --check`` runs it). The other sizes of a series
+run the same code at other widths and depths.
 """
 
 import copy
@@ -12,12 +15,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from maintainer_tools import load
 from model_checks import PROFILED_BY_DEFAULT
 from model_groups import series, smallest_of_each
 
 import zoo
 from zoo import cards
+from zoo.profile import count_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,8 +40,36 @@ def rows():
 
 
 @pytest.fixture(scope="module")
+def series_rows():
+    """The smallest model of every vision series, measured."""
+    return cards.collect(smallest_of_each(zoo.list_models(task="image-classification"), series), progress=False)
+
+
+@pytest.fixture(scope="module")
 def all_rows():
     return cards.collect(progress=False)
+
+
+@pytest.fixture(scope="module")
+def counted_rows():
+    """Every vision model's table fields but its MACs: params counted on the meta device, the rest from the
+    registry (what orders the table and fills its other columns)."""
+    rows = []
+    for name in zoo.list_models(task="image-classification"):
+        info = zoo.model_info(name)
+        with torch.device("meta"):
+            params = count_params(zoo.create_model(name))["params"]
+        rows.append(
+            dict(
+                name=name,
+                family=info["family"],
+                task=info["task"],
+                params=params,
+                top1=info["reference"]["top1"],
+                timm_owns_name=bool(info["timm_owns_name"]),
+            )
+        )
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +82,10 @@ def _vision(rows):
     return [r for r in rows if r["task"] == "image-classification"]
 
 
-@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
-def test_cards_of_one_model_per_series_match_the_committed_files(rows):
-    """The cheap drift test of the default run; the full one (every card, the index, the table) is -m slow."""
-    for row in rows:
+@pytest.mark.slow  # one model of every series built and counted: outside the 4-minute default run
+def test_cards_of_one_model_per_series_match_the_committed_files(series_rows):
+    """CI's drift test of the cards; the full one (every card, the index, the table) is -m sweep."""
+    for row in series_rows:
         assert cards.render_card(row) == (REPO / "model_cards" / f"{row['name']}.md").read_text(), row["name"]
 
 
@@ -65,9 +98,9 @@ def _check_measured(rows):
         assert row["flops"] == 2 * row["macs"] and row["input_size"] == cfg_size
 
 
-@pytest.mark.slow  # about 8 s: one model of every series built and counted (outside the 4-minute default run)
-def test_rows_measure_their_models(rows):
-    _check_measured(rows)
+@pytest.mark.slow  # one model of every series built and counted (outside the 4-minute default run)
+def test_rows_measure_their_models(series_rows):
+    _check_measured(series_rows)
 
 
 @pytest.fixture
@@ -91,39 +124,56 @@ def _readme_table_rows(text):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # every model profiled: CI checks one of each series (above) and the table's rows (below)
 def test_committed_cards_and_readme_are_in_sync_with_the_code(all_rows):
     """The drift test: regenerate everything in memory and compare with the committed files."""
     assert cards.check(REPO, rows=all_rows) == [], "run `python tools/cards.py` and commit the result"
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_rows_measure_every_registered_model(all_rows):
     assert sorted(r["name"] for r in all_rows) == zoo.list_models()
     _check_measured(_vision(all_rows))
 
 
+def _series_tree(root, series_rows):
+    """``root`` (a copy of the committed files) kept to the cards of ``series_rows`` and their table and index:
+    ``cards.check`` with those rows then compares exactly what they render."""
+    for card in (root / "model_cards").glob("*_*.md"):
+        if card.stem not in {r["name"] for r in series_rows}:
+            card.unlink()
+    files = cards.render_all(series_rows, (root / cards.TABLE_PAGE).read_text())
+    for rel in (cards.TABLE_PAGE, "model_cards/README.md"):
+        (root / rel).write_text(files[rel])
+    assert cards.check(root, rows=series_rows) == []
+    return root
+
+
 @pytest.mark.slow
-def test_a_card_edited_by_hand_is_detected(all_rows, tree):
-    card = tree / "model_cards" / "poolformer_s12.md"
+def test_a_card_edited_by_hand_is_detected(series_rows, tree):
+    root = _series_tree(tree, series_rows)
+    card = root / "model_cards" / "poolformer_s12.md"
     text = card.read_text()
     line = next(row for row in text.splitlines() if row.startswith("| Params (measured) |"))
     assert "11,915,176" in line
     card.write_text(text.replace(line, line.replace("11,915,176", "11,915,177")))
-    assert cards.check(tree, rows=all_rows) == ["model_cards/poolformer_s12.md"]
+    assert cards.check(root, rows=series_rows) == ["model_cards/poolformer_s12.md"]
 
 
 @pytest.mark.slow
-def test_code_that_changes_params_or_macs_is_detected(all_rows):
-    """The committed files against rows as if the code had changed: the card, the index and the table differ."""
-    changed = copy.deepcopy(all_rows)
+def test_code_that_changes_params_or_macs_is_detected(series_rows, tree):
+    """The files against rows as if the code had changed: the card, the index and the table differ."""
+    root = _series_tree(tree, series_rows)
+    changed = copy.deepcopy(series_rows)
     row = next(r for r in changed if r["name"] == "caformer_s18")
     row["params"] += 1
-    assert cards.check(REPO, rows=changed) == [cards.TABLE_PAGE, "model_cards/README.md", "model_cards/caformer_s18.md"]
-    changed = copy.deepcopy(all_rows)
+    assert cards.check(root, rows=changed) == [cards.TABLE_PAGE, "model_cards/README.md", "model_cards/caformer_s18.md"]
+    changed = copy.deepcopy(series_rows)
     row = next(r for r in changed if r["name"] == "randformer_s12")
     row["macs"] += 10_000_000  # 0.010 GMACs: shows in the card (3 decimals) and the table (2 decimals)
     row["flops"] = 2 * row["macs"]
-    assert cards.check(REPO, rows=changed) == [
+    assert cards.check(root, rows=changed) == [
         cards.TABLE_PAGE,
         "model_cards/README.md",
         "model_cards/randformer_s12.md",
@@ -159,23 +209,39 @@ def test_card_front_matter_parses_and_carries_the_paper_top1(name):
     assert usage in card.text
 
 
-@pytest.mark.slow
-def test_readme_table_rows_are_the_registry_with_measured_figures(all_rows):
+def _check_table(rows, measured):
+    """The committed table against ``rows`` (every vision model): names, order, params, top-1 and timm status; the
+    GMACs of the models in ``measured``."""
     table = _readme_table_rows((REPO / cards.TABLE_PAGE).read_text())
-    by_name = {r["name"]: r for r in all_rows}
+    by_name = {r["name"]: r for r in rows}
+    macs = {r["name"]: r["macs"] for r in _vision(measured)}
     assert sorted(r[0] for r in table) == zoo.list_models(task="image-classification")
-    assert [r[0] for r in table] == [r["name"] for r in cards.ordered(_vision(all_rows))]
+    assert [r[0] for r in table] == [r["name"] for r in cards.ordered(_vision(rows))]
     for name, params, gmacs, top1, in_timm in table:
-        info = zoo.model_info(name)
-        assert int(params.replace(",", "")) == by_name[name]["params"]
-        assert gmacs == cards.text._gmacs(by_name[name]["macs"], 2)  # 2 decimals; 3 significant digits below 1 GMAC
-        assert (None if top1 == "-" else float(top1)) == info["reference"]["top1"]
-        assert in_timm == ("yes (timm keeps its own)" if info["timm_owns_name"] else "no (registered by zoo)")
+        assert int(params.replace(",", "")) == by_name[name]["params"], name
+        if name in macs:  # 2 decimals; 3 significant digits below 1 GMAC
+            assert gmacs == cards.text._gmacs(macs[name], 2), name
+        assert (None if top1 == "-" else float(top1)) == by_name[name]["top1"], name
+        assert in_timm == ("yes (timm keeps its own)" if by_name[name]["timm_owns_name"] else "no (registered by zoo)")
+    assert set(macs) <= set(by_name)
 
 
 @pytest.mark.slow
-def test_table_order_is_family_variant_size(all_rows):
-    names = [r["name"] for r in cards.ordered(all_rows)]
+def test_readme_table_rows_are_the_registry_with_counted_params(counted_rows, series_rows):
+    """CI's drift test of the table: every model's row (params counted on the meta device), one model of each
+    series' GMACs."""
+    _check_table(counted_rows, series_rows)
+
+
+@pytest.mark.slow
+@pytest.mark.sweep
+def test_readme_table_rows_are_the_registry_with_measured_figures(all_rows):
+    _check_table(all_rows, all_rows)
+
+
+@pytest.mark.slow
+def test_table_order_is_family_variant_size(counted_rows):
+    names = [r["name"] for r in cards.ordered(counted_rows)]
     assert names[:6] == [
         "poolformer_s12",
         "poolformer_s24",
@@ -227,26 +293,28 @@ def test_write_all_refuses_a_readme_without_markers(rows, tmp_path):
 
 
 @pytest.mark.slow
-def test_stale_and_missing_cards_are_reported(all_rows, tree):
-    (tree / "model_cards" / "gone_s12.md").write_text(f"{cards.GENERATED}\n# gone_s12\n")
-    (tree / "model_cards" / "NOTES.md").write_text("hand-written, not generated\n")
-    (tree / "model_cards" / "caformer_b36.md").unlink()
-    assert cards.check(tree, rows=all_rows) == ["model_cards/caformer_b36.md", "model_cards/gone_s12.md"]
-    cards.write_all(tree, rows=all_rows)
-    assert not (tree / "model_cards" / "gone_s12.md").exists() and (tree / "model_cards" / "NOTES.md").exists()
-    assert cards.check(tree, rows=all_rows) == []
+def test_stale_and_missing_cards_are_reported(series_rows, tree):
+    root = _series_tree(tree, series_rows)
+    (root / "model_cards" / "gone_s12.md").write_text(f"{cards.GENERATED}\n# gone_s12\n")
+    (root / "model_cards" / "NOTES.md").write_text("hand-written, not generated\n")
+    (root / "model_cards" / "convformer_s18.md").unlink()
+    assert cards.check(root, rows=series_rows) == ["model_cards/convformer_s18.md", "model_cards/gone_s12.md"]
+    cards.write_all(root, rows=series_rows)
+    assert not (root / "model_cards" / "gone_s12.md").exists() and (root / "model_cards" / "NOTES.md").exists()
+    assert cards.check(root, rows=series_rows) == []
 
 
 @pytest.mark.slow
-def test_command_line_check(all_rows, tree, monkeypatch, capsys):
+def test_command_line_check(series_rows, tree, monkeypatch, capsys):
+    root = _series_tree(tree, series_rows)
     tool = load("cards")  # tools/cards.py: the checkout's cards, a maintainer's tool
-    monkeypatch.setattr(cards, "collect", lambda names=None, progress=True: all_rows)
-    assert tool.main(["--check", "--root", str(tree), "--no-progress"]) == 0
-    (tree / "model_cards" / "poolformer_s12.md").write_text("edited\n")
-    assert tool.main(["--check", "--root", str(tree), "--no-progress"]) == 1
+    monkeypatch.setattr(cards, "collect", lambda names=None, progress=True: series_rows)
+    assert tool.main(["--check", "--root", str(root), "--no-progress"]) == 0
+    (root / "model_cards" / "poolformer_s12.md").write_text("edited\n")
+    assert tool.main(["--check", "--root", str(root), "--no-progress"]) == 1
     assert "model_cards/poolformer_s12.md" in capsys.readouterr().err
-    assert tool.main(["--root", str(tree), "--no-progress"]) == 0
-    assert cards.check(tree, rows=all_rows) == []
+    assert tool.main(["--root", str(root), "--no-progress"]) == 0
+    assert cards.check(root, rows=series_rows) == []
 
 
 def test_sparse_models_show_dense_and_the_papers_nonzero_figures(rows):
