@@ -222,10 +222,12 @@ def test_condense_then_train_py_then_held_out(tmp_path):
 
 @pytest.mark.slow
 def test_dm_at_ipc_1_beats_the_random_subset(real):
-    """The benchmark's quick setting, on its own: DM's set trains ConvNet-3 clearly better than random images."""
+    """DM's set trains ConvNet-3 clearly better than random images. 40 iterations (the benchmark's quick setting
+    takes 150) already lift the set from the random subset's 76-78% to about 90% top-1 on the held-out digits; at one
+    iteration the two are alike."""
     test = load_real_split(real.source, real.preprocessing)
     settings = EvalSettings(epochs=60)
-    dm = condense(real, "dm", ipc=1, iterations=150, batch_real=64, progress=False)
+    dm = condense(real, "dm", ipc=1, iterations=40, batch_real=64, progress=False)
     rnd = condense(real, "random", ipc=1, progress=False)
     dm_acc = sum(evaluate_set(dm, test, settings, runs=3)) / 3
     rnd_acc = sum(evaluate_set(rnd, test, settings, runs=3)) / 3
