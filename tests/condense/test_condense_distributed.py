@@ -175,8 +175,13 @@ def _cli(method, out, *extra, processes=1):
     return res.stdout, load_file(str(out / "synthetic.safetensors"))
 
 
+# the command line under torchrun with DM (its classes shared out); MTT's expert buffer on two processes is checked
+# above (test_mtt_buffer_trained_by_two_processes_equals_one), its command line under torchrun by hand (-m sweep)
 @pytest.mark.slow
-@pytest.mark.parametrize("method, shared", [("mtt", "the expert buffer"), ("dm", "the classes")])
+@pytest.mark.parametrize(
+    "method, shared",
+    [pytest.param("mtt", "the expert buffer", marks=pytest.mark.sweep), ("dm", "the classes")],
+)
 def test_torchrun_zoo_condense_equals_one_process_and_resumes(tmp_path, method, shared):
     """``torchrun --nproc_per_node 2 -m zoo condense``: one start line, the work shared out, the set of one
     process; a run stopped after its step-2 state and resumed under torchrun ends with the same set (DM: the
