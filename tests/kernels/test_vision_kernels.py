@@ -49,6 +49,24 @@ SHAPES = [
 ]
 
 
+def _kernel_calls(monkeypatch) -> list[str]:
+    """The names of the kernels (and the layers' kernel autograd functions) called from here on, in order."""
+    calls = []
+
+    def counted(op, f):
+        return lambda *args, **kwargs: calls.append(op) or f(*args, **kwargs)
+
+    ops = ("depthwise_forward", "depthwise_weight_grad", "star_relu_forward", "star_relu_backward_", "matmul")
+    ops += ("matmul_star_relu", "matmul_star_relu_backward", "matmul_gelu", "matmul_times")
+    ops += ("attention", "attention_backward")
+    for op in ops:
+        monkeypatch.setattr(vision, op, counted(op, getattr(vision, op)))
+    monkeypatch.setattr(_MlpTraining, "apply", counted("mlp", _MlpTraining.apply))
+    monkeypatch.setattr(_LinearTraining, "apply", counted("linear", _LinearTraining.apply))
+    monkeypatch.setattr(_PatchConv, "apply", counted("patch", _PatchConv.apply))
+    return calls
+
+
 @contextlib.contextmanager
 def _plain_operators():
     """The layers as if the kernels could not run here (what ZOO_VISION_KERNELS=0 gives)."""
@@ -173,19 +191,7 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
         loss.backward()
         return loss.item(), {k: p.grad.double() for k, p in m.named_parameters()}
 
-    calls = []
-
-    def counted(op, f):
-        return lambda *args, **kwargs: calls.append(op) or f(*args, **kwargs)
-
-    ops = ("depthwise_forward", "depthwise_weight_grad", "star_relu_forward", "star_relu_backward_", "matmul")
-    ops += ("matmul_star_relu", "matmul_star_relu_backward", "matmul_gelu", "matmul_times")
-    ops += ("attention", "attention_backward")
-    for op in ops:
-        monkeypatch.setattr(vision, op, counted(op, getattr(vision, op)))
-    monkeypatch.setattr(_MlpTraining, "apply", counted("mlp", _MlpTraining.apply))
-    monkeypatch.setattr(_LinearTraining, "apply", counted("linear", _LinearTraining.apply))
-    monkeypatch.setattr(_PatchConv, "apply", counted("patch", _PatchConv.apply))
+    calls = _kernel_calls(monkeypatch)
     loss_k, kernels = step(model, x)
     expected = {"mlp", "matmul_star_relu", "matmul_star_relu_backward"}  # StarReLU MLPs
     if name.startswith(("convformer", "caformer")):  # SepConv's and attention's Linear layers, SepConv's StarReLU
@@ -208,6 +214,22 @@ def test_training_step_as_close_to_float64_as_the_plain_operators(name, monkeypa
 
     assert abs(loss_k - loss_64) <= TIMES * abs(loss_p - loss_64) + ULPS * EPS32 * abs(loss_64)
     assert worst(kernels) <= TIMES * worst(plain) + ULPS * EPS32
+
+
+def test_no_kernel_runs_while_torch_compile_traces_the_step(monkeypatch):
+    """``torch.compile`` (``train.compile``) and ``torch.export`` trace PyTorch's operators, which they fuse; the
+    kernels are eager code (a scalar read back, the build's checks) that would break the traced graph. A CAFormer
+    step (every layer with a kernel) calls none of them while tracing, and each layer's kernels in eager."""
+    model = zoo.create_model("caformer_s18", depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), num_classes=5)
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 3])
+    calls = _kernel_calls(monkeypatch)
+    for tracing in ("is_compiling", "is_exporting"):
+        with monkeypatch.context() as m:
+            m.setattr(torch.compiler, tracing, lambda: True)
+            F.cross_entropy(model(x), y).backward()
+        assert calls == [], tracing
+    F.cross_entropy(model(x), y).backward()
+    assert {"star_relu_forward", "depthwise_forward", "attention", "mlp", "linear", "patch"} <= set(calls)
 
 
 @pytest.mark.parametrize("name", ["caformer_s18", "poolformer_s12"])

@@ -203,6 +203,17 @@ def _state(v):
     }
 
 
+def test_a_compiled_models_weights_are_the_models_own():
+    """What a run saves, profiles and averages (EMA) is the model inside ``torch.compile``'s wrapper: its state dict
+    has the model's names, not ``_orig_mod.`` ones that no plain build loads."""
+    from zoo.train.distributed import unwrap
+
+    model = torch.nn.Linear(2, 2)
+    compiled = torch.compile(model)  # compiles at its first call: nothing runs here
+    assert unwrap(compiled) is model and unwrap(model) is model
+    assert set(unwrap(compiled).state_dict()) == {"weight", "bias"} != set(compiled.state_dict())
+
+
 def test_corrupt_checkpoint_is_refused_and_the_previous_stays(tmp_path):
     ck = tmp_path / "checkpoints"
     save_training_checkpoint(_state(1), ck, 1, keep=3)
@@ -440,6 +451,35 @@ def test_lm_run_beats_the_unigram_baseline(tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 # eval.py
 # ------------------------------------------------------------------------------------------------------------
+
+
+# CAFormer's training step holds the zoo's eager kernels (StarReLU, the MLPs, attention, the depthwise convolutions)
+TINY_CAFORMER = [
+    "--model",
+    "caformer_s18",
+    "--model_kwargs.depths",
+    "[1,1,1,1]",
+    "--model_kwargs.dims",
+    "[16,32,64,128]",
+]
+
+
+@pytest.mark.slow  # torch.compile of a training step, its backward and the evaluation (about a minute on 2 cores)
+def test_a_compiled_run_trains_and_writes_the_folder_a_plain_run_writes(tmp_path):
+    """``train.compile: true``: the compiled step traces PyTorch's operators where the zoo's kernels run in eager
+    (the kernels' Python would break its graph), and the run folder holds the model's own names, as a plain run's
+    does: weights, checkpoint, the profile in metrics.json."""
+    import zoo
+
+    out = tmp_path / "run"
+    res = _ok(_train_cmd(out, *TINY_CAFORMER, "--train.steps", "3", "--train.compile", "true"))
+    assert "profiling failed" not in res.stderr, res.stderr[-3000:]
+    names = zoo.create_model("caformer_s18", depths=[1, 1, 1, 1], dims=[16, 32, 64, 128], num_classes=10)
+    names = set(names.state_dict())
+    assert set(_read_weights(out / "model.safetensors")) == names
+    assert set(torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]) == names
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_steps"] == 3 and metrics["macs"] > 0 and math.isfinite(metrics["loss"])
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import vision
-from .tracing import func_transforming, is_eager, kernels_may_run
+from .tracing import func_transforming, is_eager, training_kernels_may_run
 
 
 def _star_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -56,14 +56,14 @@ class _StarReLUKernel(torch.autograd.Function):
 
 
 def _kernel_takes(x: torch.Tensor, scale: torch.Tensor) -> bool:
-    """Whether :class:`_StarReLUKernel` computes this call: contiguous float32 on the CPU, outside autocast."""
+    """Whether :class:`_StarReLUKernel` computes this call: contiguous float32 on the CPU, eager (not while
+    ``torch.compile`` or ``torch.export`` traces the step: they fuse PyTorch's operators), outside autocast."""
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and scale.dtype == torch.float32
         and x.is_contiguous()
-        and not torch.is_autocast_enabled("cpu")
-        and kernels_may_run()
+        and training_kernels_may_run()
         and vision.available()
     )
 

@@ -157,7 +157,10 @@ class GlobalBatchSampler:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DDP wrapper (others as they are)."""
+    """The model inside ``torch.compile``'s and DDP's wrappers (others as they are): its weights, checkpoints and
+    profile are the model's own, with the names a model built without ``train.compile`` has."""
+    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):  # train.compile: compile(model or DDP(model))
+        model = model._orig_mod
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
