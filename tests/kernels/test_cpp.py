@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from zoo.kernels.build import build_name
@@ -23,6 +24,7 @@ def test_the_build_name_follows_the_source_the_flags_and_the_torch_built_against
     assert len(others) == 4 and name not in others
 
 
+@pytest.mark.slow  # 3-15 s (a subprocess, a training run or an export): outside the 4-minute default run
 def test_building_the_kernels_says_nothing_of_cuda_on_a_machine_without_a_gpu():
     """A CUDA build of torch on a CPU machine warns "No CUDA runtime is found" when its compiler driver is imported;
     the zoo's kernels are CPU code and the line is kept out of every command's output (a fresh process: the driver

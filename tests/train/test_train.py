@@ -453,15 +453,9 @@ def test_lm_run_beats_the_unigram_baseline(tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 
 
-# CAFormer's training step holds the zoo's eager kernels (StarReLU, the MLPs, attention, the depthwise convolutions)
-TINY_CAFORMER = [
-    "--model",
-    "caformer_s18",
-    "--model_kwargs.depths",
-    "[1,1,1,1]",
-    "--model_kwargs.dims",
-    "[16,32,64,128]",
-]
+# a CAFormer (its training step holds the zoo's eager kernels: StarReLU, the MLPs, attention, the depthwise
+# convolutions) at one block a stage and small widths
+TINY_CAFORMER = dict(depths=[1, 1, 1, 1], dims=[16, 32, 64, 128])
 
 
 @pytest.mark.slow  # torch.compile of a training step, its backward and the evaluation (about a minute on 2 cores)
@@ -472,10 +466,10 @@ def test_a_compiled_run_trains_and_writes_the_folder_a_plain_run_writes(tmp_path
     import zoo
 
     out = tmp_path / "run"
-    res = _ok(_train_cmd(out, *TINY_CAFORMER, "--train.steps", "3", "--train.compile", "true"))
+    model_args = [arg for k, v in TINY_CAFORMER.items() for arg in (f"--model_kwargs.{k}", json.dumps(v))]
+    res = _ok(_train_cmd(out, "--model", "caformer_s18", *model_args, "--train.steps", "3", "--train.compile", "true"))
     assert "profiling failed" not in res.stderr, res.stderr[-3000:]
-    names = zoo.create_model("caformer_s18", depths=[1, 1, 1, 1], dims=[16, 32, 64, 128], num_classes=10)
-    names = set(names.state_dict())
+    names = set(zoo.create_model("caformer_s18", **TINY_CAFORMER, num_classes=10).state_dict())
     assert set(_read_weights(out / "model.safetensors")) == names
     assert set(torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]) == names
     metrics = json.loads((out / "metrics.json").read_text())
