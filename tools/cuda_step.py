@@ -9,8 +9,10 @@ A maintainer's tool of the zoo's checkout, for a machine with a GPU::
 next two questions in one process, which on a GPU costs no fairness (the CPU allocator policy that keeps the bench's
 sides apart does not touch device memory): what bf16 autocast gains over float32 on each build, and which CUDA
 kernels make the difference between the builds. The step is ``benchmark.py --bench train``'s: forward,
-cross-entropy, backward, ``create_optimizer_v2(model, "sgd", lr=1e-4)``'s step, on one random batch; TF32 stays at
-PyTorch's defaults, as a user runs it. Each precision times ``--rounds`` rounds of ``--steps`` steps per build, the
+cross-entropy, backward, ``create_optimizer_v2(model, "sgd", lr=1e-4)``'s step, on one random batch. ``--tf32``
+sets the float32 products: ``torch`` leaves PyTorch's defaults (TF32 in cuDNN's convolutions, float32 in cuBLAS's
+matrix products: timm's 1x1 layers are convolutions, the zoo's are matrix products), ``on`` is what timm's
+``benchmark.py`` and the zoo's ``train.py`` set (TF32 in both, cuDNN autotuning), ``off`` float32 in both. Each precision times ``--rounds`` rounds of ``--steps`` steps per build, the
 builds alternating, with CUDA events; a row gives the median step. Then ``torch.profiler`` records three float32
 steps of each build and lists the kernels with the most device time per step.
 """
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=10, help="steps per round")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tf32", choices=("torch", "on", "off"), default="torch", help="float32 products (see above)")
     ap.add_argument("--out", type=Path, help="write the rows and kernels with the run's provenance (JSON)")
     a = ap.parse_args(argv)
 
@@ -112,9 +115,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from zoo.bench.harness import provenance, save_results
     from zoo.bench.vision import build_pair
+    from zoo.train.run_setup import cuda_precision
+
+    if a.tf32 != "torch":
+        cuda_precision(torch.device(a.device), a.tf32 == "on", deterministic=False)
 
     doc = {"provenance": provenance(device=a.device), "command": "python tools/cuda_step.py " + " ".join(
-        sys.argv[1:] if argv is None else argv), "rows": [], "kernels": {}}  # fmt: skip
+        sys.argv[1:] if argv is None else argv), "tf32": a.tf32, "rows": [], "kernels": {}}  # fmt: skip
     for name in a.models.split(","):
         peer, zoo_model = (m.to(a.device).train() for m in build_pair(name))
         gen = torch.Generator().manual_seed(0)

@@ -1,5 +1,6 @@
 """``zoo bench train``: a zoo model and its peer take real training steps on the same weights and batch."""
 
+import argparse
 import os
 
 import pytest
@@ -86,6 +87,29 @@ def test_a_device_that_is_not_here_is_one_line_before_anything_runs(command, cap
         assert stop.value.code == 2
         err = capsys.readouterr().err
         assert why in err and "Traceback" not in err and len(err.strip().splitlines()[-1]) < 200
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_a_cuda_step_computes_its_float32_products_as_timms_benchmark_py_and_says_so(tf32, monkeypatch):
+    """On CUDA each measuring process sets TF32 (or, with --no-tf32, float32) before it builds a side, and the row's
+    switches name the choice; a CPU row names none."""
+    seen = []
+
+    def built(*args, **kwargs):
+        raise LookupError("stop before building")
+
+    monkeypatch.setattr(train, "cuda_precision", lambda device, on, deterministic: seen.append((device.type, on)))
+    monkeypatch.setattr(train, "_side", built)
+    settings = train.Settings(batch_size=64, device="cuda", tf32=tf32)
+    with pytest.raises(LookupError):
+        train.measure_side("poolformer_s12", settings, "zoo", runs=1, warmup=0, threads=1)
+    assert seen == [("cuda", tf32)]
+    assert settings.switches() == (["tf32"] if tf32 else ["no-tf32"])
+    assert settings.describe() == f"batch 64 {'tf32' if tf32 else 'no-tf32'} cuda"
+    assert train.Settings(batch_size=64, tf32=tf32).switches() == []
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    assert parser.parse_args([] if tf32 else ["--no-tf32"]).tf32 is tf32
 
 
 def test_a_sequence_longer_than_the_models_positions_is_refused_before_measuring(capsys, monkeypatch):

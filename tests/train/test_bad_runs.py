@@ -646,6 +646,25 @@ def test_threads_follow_the_free_cores(cores, load, local, want, monkeypatch, ca
     assert _pick_threads(DistState()) is None
 
 
+@pytest.mark.parametrize("tf32,deterministic", [(True, False), (False, False), (True, True)])
+def test_a_cuda_run_sets_the_float32_products_as_timms_train_py(tf32, deterministic):
+    """train.tf32 on a CUDA device: TF32 in cuBLAS's products and cuDNN's convolutions alike (PyTorch's default has
+    it in the convolutions only, where timm's 1x1 layers are), cuDNN autotuning unless deterministic; a CPU run
+    leaves the settings as they were. (The flags are plain settings: no GPU is needed to read them back.)"""
+    from zoo.train.run_setup import cuda_precision
+
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = flags[0].allow_tf32, flags[1].allow_tf32, flags[1].benchmark
+    try:
+        flags[0].allow_tf32, flags[1].allow_tf32, flags[1].benchmark = (not tf32, not tf32, deterministic)
+        cuda_precision(torch.device("cpu"), tf32, deterministic)
+        assert (flags[0].allow_tf32, flags[1].allow_tf32, flags[1].benchmark) == (not tf32, not tf32, deterministic)
+        cuda_precision(torch.device("cuda", 0), tf32, deterministic)
+        assert (flags[0].allow_tf32, flags[1].allow_tf32, flags[1].benchmark) == (tf32, tf32, not deterministic)
+    finally:
+        flags[0].allow_tf32, flags[1].allow_tf32, flags[1].benchmark = saved
+
+
 def test_a_resumed_run_keeps_the_thread_count_it_started_with(tmp_path):
     """Bit-identical resume: without train.threads, the count recorded in args.yaml wins over today's free cores."""
     from types import SimpleNamespace

@@ -19,7 +19,10 @@ memory of one step (CUDA: ``max_memory_allocated``; CPU: the increase of the pro
 heap's free memory was returned to the OS: gradients and activations; the optimizer state exists by then).
 
 Switches, as a recipe sets them: ``--amp bf16`` (autocast), ``--channels-last`` (vision), ``--compile``
-(``torch.compile`` of both models), ``--grad-checkpointing`` (both models' own), ``--device cuda``.
+(``torch.compile`` of both models), ``--grad-checkpointing`` (both models' own), ``--device cuda``. On a CUDA
+device both sides compute their float32 products as timm's ``benchmark.py`` and ``train.py`` do, in TF32 (cuBLAS's
+and cuDNN's alike, :func:`zoo.train.run_setup.cuda_precision`, with cuDNN's autotuning); ``--no-tf32`` runs them in
+float32 on both sides.
 
 ``--e2e`` runs ``train.py`` itself (the model's recipe in ``--configs``, default ``./configs``, else the digits
 quickstart's) for ``--steps`` steps on a generated image folder (:func:`zoo.bench.data.generate_images`) with the
@@ -64,6 +67,7 @@ from ..layers.args import add_device, int_between
 from ..profile import peak_rss, trim_heap
 from ..registry import get_entry, list_models
 from ..train import cli as train_cli
+from ..train.run_setup import cuda_precision
 from . import lm, vision
 from .data import CLASSES, generate_images
 from .harness import (
@@ -105,9 +109,12 @@ class Settings:
     grad_checkpointing: bool = False
     device: str = "cpu"
     opt: str = "sgd"
+    tf32: bool = True  # CUDA: TF32 float32 products (cuda_precision), as timm's benchmark.py and train.py
 
     def switches(self) -> list[str]:
-        """The recipe switches that are on (``bf16``, ``channels-last``, ``compile``, ``grad-ckpt``, ``adamw``)."""
+        """The recipe switches that are on (``bf16``, ``channels-last``, ``compile``, ``grad-ckpt``, ``adamw``; on a
+        CUDA device ``tf32`` or ``no-tf32``)."""
+        gpu = self.device != "cpu"
         return [
             name
             for name, on in (
@@ -116,6 +123,8 @@ class Settings:
                 ("compile", self.compile),
                 ("grad-ckpt", self.grad_checkpointing),
                 ("adamw", self.opt == "adamw"),
+                ("tf32", gpu and self.tf32),
+                ("no-tf32", gpu and not self.tf32),
             )
             if on
         ]
@@ -248,6 +257,7 @@ def measure_side(
     """One side's training steps in this process: its first loss, ``warmup`` untimed and ``runs`` timed steps, and
     one step's peak memory; what :func:`compare` runs in a process of its own."""
     torch.set_num_threads(threads)
+    cuda_precision(torch.device(settings.device), settings.tf32, deterministic=False)
     peer, side, unit = _side(name, settings, label, **lm_kwargs)
     gc.collect()  # the other side's model, where building this one needed it
     first = _first_loss(side, settings)
@@ -381,6 +391,7 @@ def end_to_end(
         # the run computes as the model-only step does: the same autocast and memory format
         argv += ["--train.amp", "bf16" if settings.amp is torch.bfloat16 else "none"]
         argv += ["--train.channels_last", str(settings.channels_last).lower()]
+        argv += ["--train.tf32", str(settings.tf32).lower()]
         argv += [] if workers is None else ["--data.num_workers", str(workers)]
         if train_cli.main(argv) != 0:
             raise RuntimeError(f"train.py failed on the generated folder ({' '.join(argv)})")
@@ -466,6 +477,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
     add_device(parser)
     parser.add_argument(
+        "--no-tf32",
+        dest="tf32",
+        action="store_false",
+        help="CUDA: float32 products in float32 on both sides (default: TF32, as timm's benchmark.py)",
+    )
+    parser.add_argument(
         "--opt", choices=["sgd", "adamw"], default="sgd", help="optimizer of both sides (default: sgd, benchmark.py's)"
     )
     parser.add_argument(
@@ -496,6 +513,7 @@ def _measure(args: argparse.Namespace, models: list[str], amp) -> tuple[list[Row
                 grad_checkpointing=args.grad_checkpointing,
                 device=args.device,
                 opt=args.opt,
+                tf32=args.tf32,
             )
             if args.e2e:
                 rows.append(end_to_end(name, settings, args.steps, args.workers, args.runs or 5, args.configs))

@@ -164,6 +164,7 @@ class TrainConfig:
     eval_max_batches: int | None = None
     threads: int | None = None  # torch.set_num_threads; None: the cores free now (affinity minus 1-minute load)
     deterministic: bool = False  # torch.use_deterministic_algorithms
+    tf32: bool = True  # CUDA: TF32 in cuBLAS's and cuDNN's float32 products, cuDNN autotuning (timm's train.py)
 
 
 @dataclass

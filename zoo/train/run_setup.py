@@ -70,6 +70,18 @@ def _amp_context(amp: str, device: torch.device):
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def cuda_precision(device: torch.device, tf32: bool, deterministic: bool) -> None:
+    """On a CUDA device, the float32 products as timm's ``train.py`` runs them: TF32 in cuBLAS's matrix products
+    and cuDNN's convolutions (``tf32``; PyTorch alone turns it on for the convolutions only, so that the zoo's
+    pointwise layers, which are matrix products where timm's are 1x1 convolutions, would train in full float32
+    while timm's ran in TF32), and cuDNN's autotuning of the convolutions unless the run is deterministic.
+    ``train.tf32: false`` turns TF32 off in both: float32 products throughout. A CPU run changes nothing."""
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def _pick_threads(dstate: DistState) -> int | None:
     """Intra-op threads for a recipe without ``train.threads``: the cores this process may use that the last
     minute's load leaves free, shared among this host's processes (oversubscribed cores slow training many
@@ -115,6 +127,7 @@ class RunSetup:
             torch.set_num_threads(threads)
         if r.train.deterministic:
             torch.use_deterministic_algorithms(True)
+        cuda_precision(self.device, r.train.tf32, r.train.deterministic)
         self.folder = RunFolder(r, self.dstate)  # claimed by train() before the run is set up
         self.run_dir, self.ckpt_dir = self.folder.run_dir, self.folder.ckpt_dir
         self.main = self.dstate.is_main
