@@ -88,7 +88,8 @@ def _run(build: str, script: str, model: str, batch: int, args) -> dict:
         return result
 
 
-def measure(args) -> list[dict]:
+def measure(args, keep=lambda row: None) -> list[dict]:
+    """Every model at every batch size; ``keep(row)`` as soon as a row is measured (a run stopped later keeps it)."""
     rows = []
     key = f"{args.bench}_samples_per_sec"
     for model in args.models.split(","):
@@ -109,6 +110,7 @@ def measure(args) -> list[dict]:
                   f"timm {row['timm']:.2f} zoo {row['zoo']:.2f} samples/s  zoo/timm {row['ratio']:.2f}x  "
                   f"rounds {row['ratios']}  load {row['load']}", flush=True)  # fmt: skip
             rows.append(row)
+            keep(row)
     return rows
 
 
@@ -145,9 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     cpu = f"{prov.get('cpu', 'CPU')} ({torch.backends.cpu.get_cpu_capability()})"  # the cores: provenance's own
     prov = {**prov, "cpu": cpu, "threads": str(args.threads)}
     command = "python tools/timm_benchmark.py " + " ".join(argv)
-    rows = measure(args)
-    if args.out:  # rows of the same model, batch, bench, threads, device and precision replaced; the others stay
-        merge_run(args.out, rows, prov, command, _key)
+    # each row merged as it is measured: rows of the same model, batch, bench, threads, device and precision
+    # replaced, the others kept, so that a run stopped part-way (a time limit, Ctrl-C) keeps what it measured
+    measure(
+        args, keep=(lambda row: merge_run(args.out, [row], prov, command, _key)) if args.out else (lambda row: None)
+    )
 
 
 def _key(r: dict) -> tuple:

@@ -151,6 +151,45 @@ def test_gpu_and_bf16_rows_of_timm_s_benchmark_stay_beside_the_cpu_rows_and_out_
     assert "900.00" not in headline.headline(results)
 
 
+def test_a_training_step_run_stopped_part_way_keeps_the_rows_it_measured(tmp_path: Path, monkeypatch, capsys):
+    """``zoo bench train --out``: Ctrl-C (or a time limit) at the second model keeps the first model's row."""
+
+    def compare(name, settings, *args, **kwargs):
+        if name == "convformer_s18":
+            raise KeyboardInterrupt
+        return [_train_row(name, 2.0, 3.0)]
+
+    monkeypatch.setattr(train_bench, "compare", compare)
+    path = tmp_path / "train_throughput.json"
+    argv = ["train", "--models", "poolformer_s12,convformer_s18", "--batch-sizes", "32", "--out", str(path)]
+    assert bench_main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    rows = json.loads(path.read_text())["train_step"]
+    assert [(r["model"], r["batch"], r["zoo_rate"]) for r in rows] == [("poolformer_s12", "32 x 224", 3.0)]
+
+
+def test_a_timm_benchmark_run_stopped_part_way_keeps_the_rows_it_measured(results: Path, tmp_path: Path, monkeypatch):
+    """A run the machine's time limit or Ctrl-C stops at its second model keeps its first model's row."""
+    timm_benchmark = load("timm_benchmark")
+    script = tmp_path / "benchmark.py"
+    script.write_text("")
+
+    def run(build, script, model, batch, args):  # benchmark.py's result, without benchmark.py
+        if model == "convformer_s18":
+            raise KeyboardInterrupt
+        return {"train_samples_per_sec": {"timm": 500.0, "zoo": 400.0}[build]}
+
+    monkeypatch.setattr(timm_benchmark, "_run", run)
+    path = results / "train" / "timm_benchmark.json"
+    argv = ["--script", str(script), "--models", "poolformer_s12,convformer_s18", "--batch-sizes", "64"]
+    with pytest.raises(KeyboardInterrupt):
+        timm_benchmark.main([*argv, "--device", "cuda", "--rounds", "1", "--out", str(path)])
+    new = [r for r in json.loads(path.read_text())["rows"] if r.get("device") == "cuda"]
+    assert [(r["model"], r["batch_size"], r["timm"], r["zoo"], r["ratio"]) for r in new] == [
+        ("poolformer_s12", 64, 500.0, 400.0, 0.8)
+    ]
+
+
 @pytest.mark.slow  # builds poolformer_s12 twice and times a step of each (several seconds on 2 shared cores)
 def test_a_tiny_training_step_run_writes_its_file(tmp_path: Path, capsys):
     path = tmp_path / "train_throughput.json"

@@ -497,8 +497,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out(parser, "results/train_throughput.json")
 
 
-def _measure(args: argparse.Namespace, models: list[str], amp) -> tuple[list[Row], list[dict[str, Any]]]:
-    """Every model at every batch size: the rows, and the model-only rows as the results file keeps them."""
+def _measure(
+    args: argparse.Namespace, models: list[str], amp, keep: Callable[[list[dict[str, Any]]], Any] | None = None
+) -> tuple[list[Row], list[dict[str, Any]]]:
+    """Every model at every batch size: the rows, and the model-only rows as the results file keeps them, handed to
+    ``keep`` as each is measured (a run stopped later keeps what it measured)."""
     rows, results = [], []
     for name in models:
         lm_model = get_entry(name).task == "text-generation"
@@ -521,6 +524,8 @@ def _measure(args: argparse.Namespace, models: list[str], amp) -> tuple[list[Row
                 measured = compare(name, settings, args.runs or 5, args.warmup, args.rounds)
                 rows += measured
                 results += [result_row(r, settings) for r in measured]
+                if keep is not None:
+                    keep(results)
     return rows, results
 
 
@@ -539,16 +544,20 @@ def run(args: argparse.Namespace) -> int:
     env = environment(device=args.device)
     title = f"Training step (forward, backward, {args.opt}): zoo vs its peer, same weights, batch and optimizer"
     print_header(title, env, [f"warm-up {args.warmup}; medians of rounds alternating the candidates"])
+    keep = None
+    if args.out is not None:  # the rows so far, merged after every model and batch (same keys: replaced again)
+
+        def keep(results: list[dict[str, Any]]) -> None:
+            write_results(args.out, results, recorded_command(args), args.device)
+
     try:
-        rows, results = _measure(args, models, amp)
+        rows, results = _measure(args, models, amp, keep)
     except ValueError as e:
         return refuse(str(e))
     except ChildProcessError as e:
         print(f"zoo bench: error: {e}", file=sys.stderr)
         return 1
     report(rows, notes(rows), args.json, env, models=models, train=True)
-    if args.out is not None:
-        write_results(args.out, results, recorded_command(args), args.device)
     wrong = [r for r in rows if not args.e2e and not loss_agrees(r, amp, r.model)]
     for r in wrong:
         print(f"CHECK FAILED: {r.model} {r.setting}: first-step loss differs from {r.peer}", file=sys.stderr)
