@@ -31,7 +31,7 @@ def lm_folder(tmp_path_factory):
     return folder
 
 
-# trains and scores every format on a small LM (about 20 s): -m slow
+# scores every format on a small LM, in the zoo, llama.cpp and the pte's weights (about 50 s): -m slow
 @pytest.mark.slow
 def test_quality_per_format(lm_folder):
     scores = formats.quality(lm_folder, ["fp32", "bf16", "int8", "int4"])
@@ -53,6 +53,18 @@ def test_quality_per_format(lm_folder):
             assert {"ppl a8 vs fp32", "agreement a8", "ppl a16 vs fp32", "agreement a16"} <= set(s)
             assert s["ppl a8 vs fp32"] != s["ppl a16 vs fp32"]  # the two widths are really run
             assert s["ppl vs fp32"] in (s["ppl a8 vs fp32"], s["ppl a16 vs fp32"])  # the default is one of them
+    # the other engines on the same trained weights: llama.cpp on zoo export's GGUF at each format's type, and the
+    # pte's torchao weights of the integer formats. Float32 in llama.cpp is the same function as the zoo's float32;
+    # Q8_0 and the pte's 8-bit weights sit within half a step of the weights, as the zoo's int8 does, and closer to
+    # float32 than their 4-bit counterparts
+    for fmt in scores:
+        assert math.isfinite(scores[fmt]["llama.cpp ppl vs fp32"]) and 0.0 <= scores[fmt]["llama.cpp agreement"] <= 1
+    assert abs(scores["fp32"]["llama.cpp ppl vs fp32"]) < abs(scores["int8"]["llama.cpp ppl vs fp32"]) < 0.02
+    assert abs(scores["int8"]["llama.cpp ppl vs fp32"]) <= abs(scores["int4"]["llama.cpp ppl vs fp32"])
+    assert {fmt for fmt in scores if "pte ppl vs fp32" in scores[fmt]} == {"int8", "int4"}
+    assert abs(scores["int8"]["pte ppl vs fp32"]) < 0.02
+    assert abs(scores["int8"]["pte ppl vs fp32"]) <= abs(scores["int4"]["pte ppl vs fp32"])
+    assert all(0.0 <= scores[fmt]["pte agreement"] <= 1.0 for fmt in ("int8", "int4"))
 
 
 def test_quality_without_a_trained_model_says_how_to_get_one(tmp_path):
