@@ -12,8 +12,9 @@ kernels make the difference between the builds. The step is ``benchmark.py --ben
 cross-entropy, backward, ``create_optimizer_v2(model, "sgd", lr=1e-4)``'s step, on one random batch. ``--tf32``
 sets the float32 products: ``torch`` leaves PyTorch's defaults (TF32 in cuDNN's convolutions, float32 in cuBLAS's
 matrix products: timm's 1x1 layers are convolutions, the zoo's are matrix products), ``on`` is what timm's
-``benchmark.py`` and the zoo's ``train.py`` set (TF32 in both, cuDNN autotuning), ``off`` float32 in both. Each precision times ``--rounds`` rounds of ``--steps`` steps per build, the
-builds alternating, with CUDA events; a row gives the median step. Then ``torch.profiler`` records three float32
+``benchmark.py`` and the zoo's ``train.py`` set (TF32 in both, cuDNN autotuning), ``off`` float32 in both. Each
+precision times ``--rounds`` rounds of ``--steps`` steps per build, the builds alternating, each round one window
+between two device synchronizations; a row gives the median step. Then ``torch.profiler`` records three float32
 steps of each build and lists the kernels with the most device time per step.
 """
 
@@ -23,8 +24,6 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _step_fn(model, x, y, amp: bool):
@@ -44,42 +43,35 @@ def _step_fn(model, x, y, amp: bool):
     return step
 
 
-def _time(steps: dict, rounds: int, n: int, warmup: int) -> dict[str, float]:
-    """Median seconds per step of each candidate, rounds alternating their order."""
+def _time(steps: dict, rounds: int, n: int, warmup: int, cuda: bool) -> dict[str, float]:
+    """Median seconds per step of each candidate, rounds alternating their order. A round times ``n`` steps as one
+    window, the device synchronized at its two ends only, so that a step's launches overlap the previous step's work
+    as in training (``zoo.bench.harness.time_interleaved`` times each call on its own)."""
+    import time
+
     import torch
 
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for fn in steps.values():
         for _ in range(warmup):
             fn()
-    cuda = torch.cuda.is_available()
     times: dict[str, list[float]] = {k: [] for k in steps}
     for r in range(rounds):
         for label in list(steps) if r % 2 == 0 else list(steps)[::-1]:
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                for _ in range(n):
-                    steps[label]()
-                end.record()
-                torch.cuda.synchronize()
-                times[label].append(start.elapsed_time(end) / 1e3 / n)
-            else:
-                import time
-
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    steps[label]()
-                times[label].append((time.perf_counter() - t0) / n)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                steps[label]()
+            sync()
+            times[label].append((time.perf_counter() - t0) / n)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _kernels(fn, steps: int = 3, top: int = 12) -> list[dict]:
+def _kernels(fn, cuda: bool, steps: int = 3, top: int = 12) -> list[dict]:
     """The kernels (CUDA; CPU operators without a GPU) with the most self time per step over ``steps`` steps."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    cuda = torch.cuda.is_available()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
         for _ in range(steps):
@@ -117,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.bench.vision import build_pair
     from zoo.train.run_setup import cuda_precision
 
+    cuda = torch.device(a.device).type == "cuda"  # where the steps run, not whether the machine has a GPU
     if a.tf32 != "torch":
         cuda_precision(torch.device(a.device), a.tf32 == "on", deterministic=False)
 
@@ -130,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         row = {"model": name, "batch": a.batch, "img_size": a.img_size}
         for amp in (False, True):
             fns = {"timm": _step_fn(peer, x, y, amp), "zoo": _step_fn(zoo_model, x, y, amp)}
-            t = _time(fns, a.rounds, a.steps, warmup=5)
+            t = _time(fns, a.rounds, a.steps, warmup=5, cuda=cuda)
             tag = "bf16" if amp else "fp32"
             for side in fns:
                 row[f"{side}_{tag}_img_s"] = round(a.batch / t[side], 1)
             row[f"zoo_over_timm_{tag}"] = round(t["timm"] / t["zoo"], 3)
             if not amp:
-                doc["kernels"][name] = {side: _kernels(fn) for side, fn in fns.items()}
+                doc["kernels"][name] = {side: _kernels(fn, cuda) for side, fn in fns.items()}
         for side in ("timm", "zoo"):
             row[f"{side}_bf16_over_fp32"] = round(row[f"{side}_bf16_img_s"] / row[f"{side}_fp32_img_s"], 3)
         print(
@@ -154,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.out:
             save_results(a.out, doc)
         del peer, zoo_model
-        if torch.cuda.is_available():
+        if cuda:
             torch.cuda.empty_cache()
     return 0
 
